@@ -1,0 +1,35 @@
+/* Filesystem primitives for state files: atomic replace, owner-only
+ * directories, cross-process locks, bounded reads. Functions return 0 or a
+ * negative errno; out-parameters are written only on success. */
+#ifndef AD_FSUTIL_H
+#define AD_FSUTIL_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Replaces path with data atomically: a unique temp file next to the
+ * target (<name>.<32hex>.tmp, created O_EXCL|O_NOFOLLOW), fchmod(mode),
+ * write, fsync, rename, fsync of the directory. When path is a symlink the
+ * link's final target is replaced, so the link survives. On any failure the
+ * temp file is removed and the previous file is untouched. */
+int fs_write_atomic(const char *path, const void *data, size_t len,
+                    mode_t mode);
+
+/* mkdir -p; directories it creates get mode; the last component is then
+ * chmod'ed to mode (best effort: a directory we do not own is left). */
+int fs_mkdirs(const char *dir, mode_t mode);
+
+/* Creates the parent directory of path (see fs_mkdirs). */
+int fs_mkparent(const char *path, mode_t mode);
+
+/* One non-blocking attempt at an exclusive flock on path (created 0600).
+ * 0 and *fd set on success; -EWOULDBLOCK when another process holds it. */
+int fs_lock_try(const char *path, int *fd);
+void fs_unlock(int fd);
+
+/* Reads at most max bytes of path into a new NUL-terminated buffer.
+ * nofollow refuses a symlink (-ELOOP). -EFBIG when the file is larger. */
+int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
+                 size_t *len);
+
+#endif

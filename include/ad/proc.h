@@ -1,0 +1,83 @@
+/* Child processes on the libuv loop.
+ *
+ * A child runs in its own session and process group (setsid), with stdin
+ * from /dev/null and stdout/stderr on pipes, so it can never read or write
+ * the server's protocol channel. stdout is split into bounded lines;
+ * stderr is drained continuously (the child never blocks on a full pipe)
+ * keeping a bounded head and tail. A timeout, a kill request, or the
+ * child's own exit ends the whole group: SIGTERM, then SIGKILL after a
+ * grace period, so grandchildren such as stdio MCP servers the CLI started
+ * are not left behind. Children are always reaped by libuv.
+ *
+ * Lifecycle: spawn -> lines... -> on_exit (child reaped: free its
+ * concurrency slot) -> on_done (exited and both pipes closed, or given up
+ * on after the drain period). The owner calls proc_release() when it no
+ * longer needs the object; releasing a live child kills its group and the
+ * memory is reclaimed once libuv has closed every handle. */
+#ifndef AD_PROC_H
+#define AD_PROC_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct proc;
+
+struct proc_cbs {
+    /* One stdout line (no '\n', not NUL-terminated); line NULL when an
+     * over-long line was skipped. */
+    void (*on_line)(struct proc *p, const char *line, size_t n, void *ud);
+    void (*on_stdout_eof)(struct proc *p, void *ud);
+    void (*on_exit)(struct proc *p, void *ud);
+    void (*on_done)(struct proc *p, void *ud);
+};
+
+struct proc_opts {
+    char *const *argv;       /* argv[0] is the program path */
+    const char *cwd;         /* NULL: inherit */
+    char *const *env;        /* NULL: inherit */
+    size_t max_line;         /* bound on one stdout line */
+    size_t stderr_head;      /* bytes of stderr kept from the start */
+    size_t stderr_tail;      /* bytes of stderr kept from the end */
+    uint64_t timeout_ms;     /* 0: none */
+    uint64_t grace_ms;       /* SIGTERM -> SIGKILL delay */
+    uint64_t drain_ms;       /* after exit, longest wait for pipes to close */
+    /* Called once when the child has been reaped, even after the owner
+     * released the object: this is where a concurrency slot goes back. */
+    void (*on_reap)(void *arg);
+    void *reap_arg;
+};
+
+/* Starts the child. 0 and *out on success; a negative libuv error code
+ * (UV_ENOENT, UV_EACCES, ...) when the spawn failed, in which case nothing
+ * is left running and the caller owns nothing. */
+int proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
+               const struct proc_cbs *cbs, void *ud, struct proc **out);
+
+/* Ends the child's process group: SIGTERM now, SIGKILL after the grace
+ * period (immediately when hard). Harmless after exit. */
+void proc_kill(struct proc *p, bool hard);
+
+/* Stops or restarts reading stdout (backpressure while lines queue up). */
+void proc_pause(struct proc *p);
+void proc_resume(struct proc *p);
+
+/* Drops the owner's interest: no more callbacks; a live child is killed. */
+void proc_release(struct proc *p);
+
+int proc_pid(const struct proc *p);
+bool proc_exited(const struct proc *p);
+bool proc_done(const struct proc *p);
+bool proc_timed_out(const struct proc *p);
+int64_t proc_exit_status(const struct proc *p);
+int proc_term_signal(const struct proc *p);
+
+/* stderr as kept: the head, and when output was dropped in the middle, a
+ * marker line and the tail. Valid until proc_release. */
+const char *proc_stderr(struct proc *p, size_t *len);
+
+/* SIGKILL every live child's group (shutdown path). */
+void proc_kill_all(void);
+size_t proc_live_count(void);
+
+#endif

@@ -1,0 +1,71 @@
+/* The scheduler: Lua tasks (coroutines) on the one libuv loop.
+ *
+ * Every MCP request, async job, run-script main and parallel branch is a
+ * task. A C function that would block records a pending operation on the
+ * current task and yields (sched_wait); the loop callback that completes
+ * the operation pushes its results onto the task's thread and calls
+ * sched_resume. Only this module calls lua_resume, and resumes always start
+ * from the loop (or from the deferred queue), never from inside Lua. */
+#ifndef AD_SCHED_H
+#define AD_SCHED_H
+#include <stdbool.h>
+#include <lua.h>
+#include <uv.h>
+
+struct task;
+
+/* Called when a waiting task is cancelled: must detach the operation so it
+ * never completes later (kill the child, stop the timer, leave a queue). */
+typedef void (*sched_cancel_fn)(struct task *t, void *data);
+typedef void (*sched_done_fn)(struct task *t, void *ud);
+
+void sched_init(lua_State *L, uv_loop_t *loop);
+void sched_shutdown(void);
+uv_loop_t *sched_loop(void);
+
+/* [-(nargs+1), +1, m] Pops a function and its nargs arguments from L and
+ * pushes the new task (userdata "ad.task"). Its first resume is deferred
+ * to the loop. */
+struct task *sched_spawn(lua_State *L, int nargs);
+
+/* The task running on thread L, or NULL outside any task. */
+struct task *sched_current(lua_State *L);
+
+/* Parks the running task on an operation; use as `return sched_wait(...)`.
+ * Raises "must be called from a task" outside a task. */
+int sched_wait(lua_State *L, sched_cancel_fn cancel, void *data);
+
+/* The thread of a task, to push results onto before resuming. */
+lua_State *sched_thread(struct task *t);
+
+/* Completes the pending operation: resumes t now with the nargs values on
+ * top of its thread. Only from loop callbacks. */
+void sched_resume(struct task *t, int nargs);
+
+/* Same, but on the next loop turn: safe to call from inside Lua. */
+void sched_defer(struct task *t, int nargs);
+
+/* Cancels a waiting task: its operation's cancel function runs, then the
+ * task resumes with nil, "cancelled". A task not yet started ends at once.
+ * Returns false when the task has already finished. */
+bool sched_cancel(struct task *t);
+
+bool sched_is_done(const struct task *t);
+bool sched_is_cancelled(const struct task *t);
+void sched_on_done(struct task *t, sched_done_fn fn, void *ud);
+
+/* [-0, +(0|1), -] Pushes the task userdata for t. */
+void sched_push_task(lua_State *L, struct task *t);
+
+/* [-0, +n, m] For a finished task: pushes true, results... or false, err;
+ * returns how many values were pushed. */
+int sched_push_results(lua_State *L, struct task *t);
+
+/* Adds waiter to the tasks resumed with t's results when t finishes. */
+void sched_add_joiner(struct task *t, struct task *waiter);
+
+void sched_remove_joiner(struct task *t, struct task *waiter);
+
+size_t sched_live_tasks(void);
+
+#endif

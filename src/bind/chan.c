@@ -1,0 +1,473 @@
+/* The stdio channel: the MCP server's only link to its client.
+ *
+ *   core.stdin_read() -> line | nil (end of input) | false, "too_long"
+ *   core.stdout_write(s) -> true | nil, "closed"
+ *   core.stdout_drain([timeout]) -> true | nil, "timeout"
+ *   core.wait_signal() -> "SIGINT" | "SIGTERM" | "SIGHUP"
+ *
+ * Input is split into lines bounded by max_line (64 MiB): an over-long line
+ * is discarded up to its newline and reported once, so memory stays bounded
+ * and the server keeps serving. Output has one writer: each call queues one
+ * complete message, so two messages never interleave, and partial writes
+ * are completed by libuv. Pipes, ttys and sockets are driven by the loop;
+ * a regular file (serve < requests.jsonl) is read and written directly,
+ * which never blocks. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ad/linebuf.h"
+#include "bind/bind.h"
+#include "ad/sched.h"
+
+#define MAX_LINE (64u << 20)
+#define MAX_QUEUED_LINES 256
+
+struct qline {
+    struct qline *next;
+    size_t len;
+    bool too_long;
+    char data[];
+};
+
+static struct {
+    bool in_open, in_streaming, in_reading, in_eof;
+    union {
+        uv_pipe_t pipe;
+        uv_tty_t tty;
+    } in;
+    uv_idle_t in_idle;      /* regular-file input */
+    struct linebuf lb;
+    struct qline *head, *tail;
+    size_t nqueued;
+    struct task *reader;
+    char buf[65536];
+
+    bool out_open, out_streaming, out_broken;
+    union {
+        uv_pipe_t pipe;
+        uv_tty_t tty;
+    } out;
+    size_t out_pending;
+    struct task *drainer;
+    uv_timer_t drain_timer;
+
+    uv_signal_t sig[3];
+    bool sig_open;
+    struct task *sig_waiter[8];
+    int nsig_waiters;
+} C;
+
+/* ---- input ----------------------------------------------------------- */
+
+static void deliver(lua_State *co, struct qline *l)
+{
+    if (l->too_long) {
+        lua_pushboolean(co, 0);
+        lua_pushliteral(co, "too_long");
+    } else {
+        lua_pushlstring(co, l->data, l->len);
+    }
+}
+
+static void in_pause(void);
+static void in_resume(void);
+
+static void on_line(void *ud, const char *line, size_t n, bool too_long)
+{
+    (void)ud;
+    if (C.reader) {
+        struct task *t = C.reader;
+        lua_State *co = sched_thread(t);
+        C.reader = NULL;
+        if (too_long) {
+            lua_pushboolean(co, 0);
+            lua_pushliteral(co, "too_long");
+            sched_resume(t, 2);
+        } else {
+            lua_pushlstring(co, line, n);
+            sched_resume(t, 1);
+        }
+        return;
+    }
+    struct qline *l = malloc(sizeof *l + (too_long ? 0 : n));
+    if (!l) {
+        return;
+    }
+    l->next = NULL;
+    l->too_long = too_long;
+    l->len = too_long ? 0 : n;
+    if (!too_long) {
+        memcpy(l->data, line, n);
+    }
+    if (C.tail) {
+        C.tail->next = l;
+    } else {
+        C.head = l;
+    }
+    C.tail = l;
+    if (++C.nqueued >= MAX_QUEUED_LINES) {
+        in_pause();
+    }
+}
+
+static void in_eof(void)
+{
+    linebuf_finish(&C.lb, on_line, NULL);
+    C.in_eof = true;
+    in_pause();
+    if (C.reader) {
+        struct task *t = C.reader;
+        C.reader = NULL;
+        lua_pushnil(sched_thread(t));
+        sched_resume(t, 1);
+    }
+}
+
+static void alloc_cb(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
+    (void)h;
+    (void)s;
+    b->base = C.buf;
+    b->len = sizeof C.buf;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    (void)s;
+    if (n > 0) {
+        linebuf_feed(&C.lb, b->base, (size_t)n, on_line, NULL);
+    } else if (n < 0) {
+        in_eof();
+    }
+}
+
+static void on_file_idle(uv_idle_t *h)
+{
+    (void)h;
+    ssize_t n = read(0, C.buf, sizeof C.buf);
+    if (n > 0) {
+        linebuf_feed(&C.lb, C.buf, (size_t)n, on_line, NULL);
+    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        in_eof();
+    }
+}
+
+static void in_pause(void)
+{
+    if (!C.in_reading) {
+        return;
+    }
+    C.in_reading = false;
+    if (C.in_streaming) {
+        uv_read_stop((uv_stream_t *)&C.in);
+    } else {
+        uv_idle_stop(&C.in_idle);
+    }
+}
+
+static void in_resume(void)
+{
+    if (C.in_reading || C.in_eof) {
+        return;
+    }
+    C.in_reading = true;
+    if (C.in_streaming) {
+        uv_read_start((uv_stream_t *)&C.in, alloc_cb, on_read);
+    } else {
+        uv_idle_start(&C.in_idle, on_file_idle);
+    }
+}
+
+static void in_open(void)
+{
+    if (C.in_open) {
+        return;
+    }
+    C.in_open = true;
+    uv_loop_t *loop = sched_loop();
+    linebuf_init(&C.lb, MAX_LINE);
+    uv_handle_type t = uv_guess_handle(0);
+    if (t == UV_TTY) {
+        C.in_streaming = uv_tty_init(loop, &C.in.tty, 0, 1) == 0;
+    } else if (t == UV_NAMED_PIPE || t == UV_TCP) {
+        C.in_streaming = uv_pipe_init(loop, &C.in.pipe, 0) == 0 &&
+                         uv_pipe_open(&C.in.pipe, 0) == 0;
+    }
+    uv_idle_init(loop, &C.in_idle);
+}
+
+static void cancel_read(struct task *t, void *data)
+{
+    (void)t;
+    (void)data;
+    C.reader = NULL;
+}
+
+static int l_stdin_read(lua_State *L)
+{
+    in_open();
+    if (C.head) {
+        struct qline *l = C.head;
+        C.head = l->next;
+        if (!C.head) {
+            C.tail = NULL;
+        }
+        C.nqueued--;
+        deliver(L, l);
+        int n = l->too_long ? 2 : 1;
+        free(l);
+        if (C.nqueued < MAX_QUEUED_LINES / 2) {
+            in_resume();
+        }
+        return n;
+    }
+    if (C.in_eof) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (C.reader) {
+        return luaL_error(L, "stdin already has a reader");
+    }
+    C.reader = sched_current(L);
+    in_resume();
+    return sched_wait(L, cancel_read, NULL);
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+struct wreq {
+    uv_write_t req;
+    size_t len;
+    char data[];
+};
+
+static void out_open(void)
+{
+    if (C.out_open) {
+        return;
+    }
+    C.out_open = true;
+    uv_loop_t *loop = sched_loop();
+    uv_handle_type t = uv_guess_handle(1);
+    if (t == UV_TTY) {
+        C.out_streaming = uv_tty_init(loop, &C.out.tty, 1, 0) == 0;
+    } else if (t == UV_NAMED_PIPE || t == UV_TCP) {
+        C.out_streaming = uv_pipe_init(loop, &C.out.pipe, 0) == 0 &&
+                          uv_pipe_open(&C.out.pipe, 1) == 0;
+    }
+    uv_timer_init(loop, &C.drain_timer);
+}
+
+static void wake_drainer(void)
+{
+    if (C.drainer) {
+        struct task *t = C.drainer;
+        C.drainer = NULL;
+        uv_timer_stop(&C.drain_timer);
+        lua_pushboolean(sched_thread(t), 1);
+        sched_resume(t, 1);
+    }
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    C.out_pending -= w->len;
+    if (status < 0) {
+        C.out_broken = true;
+    }
+    free(w);
+    if (C.out_pending == 0 || C.out_broken) {
+        wake_drainer();
+    }
+}
+
+static int l_stdout_write(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    out_open();
+    if (C.out_broken) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    if (!C.out_streaming) {
+        while (n > 0) {
+            ssize_t w = write(1, s, n);
+            if (w < 0) {
+                if (errno == EINTR || errno == EAGAIN) {
+                    continue;
+                }
+                C.out_broken = true;
+                lua_pushnil(L);
+                lua_pushliteral(L, "closed");
+                return 2;
+            }
+            s += w;
+            n -= (size_t)w;
+        }
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    uv_stream_t *st = (uv_stream_t *)&C.out;
+    if (C.out_pending == 0) {
+        uv_buf_t b = uv_buf_init((char *)s, (unsigned)n);
+        int w = uv_try_write(st, &b, 1);
+        if (w >= 0) {
+            s += w;
+            n -= (size_t)w;
+        } else if (w != UV_EAGAIN) {
+            C.out_broken = true;
+            lua_pushnil(L);
+            lua_pushliteral(L, "closed");
+            return 2;
+        }
+    }
+    if (n > 0) {
+        struct wreq *w = malloc(sizeof *w + n);
+        if (!w) {
+            return luaL_error(L, "out of memory");
+        }
+        w->len = n;
+        memcpy(w->data, s, n);
+        uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+        int rc = uv_write(&w->req, st, &b, 1, on_written);
+        if (rc < 0) {
+            free(w);
+            C.out_broken = true;
+            lua_pushnil(L);
+            lua_pushliteral(L, "closed");
+            return 2;
+        }
+        C.out_pending += n;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static void on_drain_timeout(uv_timer_t *h)
+{
+    (void)h;
+    if (C.drainer) {
+        struct task *t = C.drainer;
+        C.drainer = NULL;
+        lua_pushnil(sched_thread(t));
+        lua_pushliteral(sched_thread(t), "timeout");
+        sched_resume(t, 2);
+    }
+}
+
+static void cancel_drain(struct task *t, void *data)
+{
+    (void)t;
+    (void)data;
+    C.drainer = NULL;
+    uv_timer_stop(&C.drain_timer);
+}
+
+static int l_stdout_drain(lua_State *L)
+{
+    double timeout = luaL_optnumber(L, 1, 2.0);
+    if (!C.out_open || C.out_pending == 0 || C.out_broken) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    C.drainer = sched_current(L);
+    uv_timer_start(&C.drain_timer, on_drain_timeout,
+                   (uint64_t)(timeout * 1000.0), 0);
+    return sched_wait(L, cancel_drain, NULL);
+}
+
+/* ---- signals ------------------------------------------------------------- */
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    (void)h;
+    const char *name = signum == SIGINT ? "SIGINT"
+                       : signum == SIGTERM ? "SIGTERM" : "SIGHUP";
+    int n = C.nsig_waiters;
+    C.nsig_waiters = 0;
+    for (int i = 0; i < n; i++) {
+        struct task *t = C.sig_waiter[i];
+        lua_pushstring(sched_thread(t), name);
+        sched_resume(t, 1);
+    }
+}
+
+static void cancel_signal_wait(struct task *t, void *data)
+{
+    (void)data;
+    for (int i = 0; i < C.nsig_waiters; i++) {
+        if (C.sig_waiter[i] == t) {
+            C.sig_waiter[i] = C.sig_waiter[--C.nsig_waiters];
+            return;
+        }
+    }
+}
+
+static int l_wait_signal(lua_State *L)
+{
+    if (!C.sig_open) {
+        static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+        C.sig_open = true;
+        for (int i = 0; i < 3; i++) {
+            uv_signal_init(sched_loop(), &C.sig[i]);
+            uv_signal_start(&C.sig[i], on_signal, sigs[i]);
+            uv_unref((uv_handle_t *)&C.sig[i]);
+        }
+    }
+    if (C.nsig_waiters >= 8) {
+        return luaL_error(L, "too many signal waiters");
+    }
+    C.sig_waiter[C.nsig_waiters++] = sched_current(L);
+    return sched_wait(L, cancel_signal_wait, NULL);
+}
+
+/* Closes every handle of the channel (shutdown, after the root task). */
+void bind_chan_close(void);
+void bind_chan_close(void)
+{
+    if (C.in_open) {
+        if (C.in_streaming && !uv_is_closing((uv_handle_t *)&C.in)) {
+            uv_close((uv_handle_t *)&C.in, NULL);
+        }
+        uv_close((uv_handle_t *)&C.in_idle, NULL);
+        linebuf_free(&C.lb);
+        while (C.head) {
+            struct qline *l = C.head;
+            C.head = l->next;
+            free(l);
+        }
+        C.tail = NULL;
+        C.in_open = false;
+    }
+    if (C.out_open) {
+        if (C.out_streaming) {
+            uv_close((uv_handle_t *)&C.out, NULL);
+        }
+        uv_close((uv_handle_t *)&C.drain_timer, NULL);
+        C.out_open = false;
+    }
+    if (C.sig_open) {
+        for (int i = 0; i < 3; i++) {
+            uv_close((uv_handle_t *)&C.sig[i], NULL);
+        }
+        C.sig_open = false;
+    }
+}
+
+void bind_chan_register(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"stdin_read", l_stdin_read},
+        {"stdout_write", l_stdout_write},
+        {"stdout_drain", l_stdout_drain},
+        {"wait_signal", l_wait_signal},
+        {NULL, NULL},
+    };
+    luaL_setfuncs(L, fns, 0);
+}

@@ -1,0 +1,47 @@
+/* luaopen_ad_core: the one native module, the only C/Lua boundary. It is
+ * put in package.preload by main before any script runs. */
+#include <string.h>
+
+#include <uv.h>
+
+#include "bind/bind.h"
+
+void bind_new_array(lua_State *L, int narr)
+{
+    lua_createtable(L, narr, 0);
+    luaL_setmetatable(L, AD_ARRAY_MT);
+}
+
+int bind_fail(lua_State *L, int err, const char *what)
+{
+    lua_pushnil(L);
+    if (what) {
+        lua_pushfstring(L, "%s: %s", what, uv_strerror(err));
+    } else {
+        lua_pushstring(L, uv_strerror(err));
+    }
+    lua_pushstring(L, uv_err_name(err));
+    return 3;
+}
+
+int luaopen_ad_core(lua_State *L)
+{
+    lua_newtable(L);
+    if (luaL_newmetatable(L, AD_ARRAY_MT)) {
+        lua_pushliteral(L, "array");
+        lua_setfield(L, -2, "__name");
+    }
+    lua_setfield(L, -2, "array_mt");
+    lua_pushliteral(L, AD_VERSION);
+    lua_setfield(L, -2, "version");
+    bind_task_register(L);
+    bind_proc_register(L);
+    bind_limiter_register(L);
+    bind_cache_register(L);
+    bind_yaml_register(L);
+    bind_fs_register(L);
+    bind_claude_register(L);
+    bind_chan_register(L);
+    bind_embed_register(L);
+    return 1;
+}

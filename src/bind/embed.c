@@ -1,0 +1,160 @@
+/* Module search: the user's directory first (a same-named file replaces the
+ * default wholesale), then the modules embedded at build time.
+ *
+ *   core.embedded(name) -> source, chunkname | nil
+ *   core.embedded_list() -> {names}
+ *   core.module_origin(name) -> "user:<path>" | "embedded" | nil
+ *
+ * No relative paths and no C modules are ever searched: package.cpath is
+ * empty and user files are loaded in text mode only. AGENT_DISPATCH_LUA_DIR
+ * (the developer switch) makes the "embedded" searcher read lua/ from a
+ * checkout instead, so policy can be edited without a rebuild. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "ad/fsutil.h"
+#include "bind/bind.h"
+#include "bind/embed.h"
+
+static int cmp(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct embedded_module *)elem)->name);
+}
+
+const struct embedded_module *embed_find(const char *name)
+{
+    return bsearch(name, embedded_modules, embedded_module_count,
+                   sizeof embedded_modules[0], cmp);
+}
+
+/* [-0, +1, m] path of module name under dir ("ad.mcp" -> dir/ad/mcp.lua) */
+static void push_module_path(lua_State *L, const char *dir, const char *name,
+                             const char *suffix)
+{
+    lua_pushstring(L, dir);
+    lua_pushliteral(L, "/");
+    luaL_gsub(L, name, ".", "/");
+    lua_pushstring(L, suffix);
+    lua_concat(L, 4);
+}
+
+/* Tries dir/<name>.lua then dir/<name>/init.lua. Returns 1 with the loader
+ * and path pushed, 0 (with a message pushed) when absent, or raises when
+ * the file exists but does not load (a user's mistake must be visible). */
+static int search_dir(lua_State *L, const char *dir, const char *name)
+{
+    static const char *suffixes[] = {".lua", "/init.lua"};
+    for (int i = 0; i < 2; i++) {
+        push_module_path(L, dir, name, suffixes[i]);
+        const char *path = lua_tostring(L, -1);
+        char *src;
+        size_t len;
+        int rc = fs_read_file(path, 16u << 20, false, &src, &len);
+        if (rc != 0) {
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_pushfstring(L, "@%s", path);
+        int st = luaL_loadbufferx(L, src, len, lua_tostring(L, -1), "t");
+        free(src);
+        if (st != LUA_OK) {
+            return luaL_error(L, "error loading module '%s' from %s:\n\t%s",
+                              name, path, lua_tostring(L, -1));
+        }
+        lua_remove(L, -2);                 /* path loader */
+        lua_insert(L, -2);                 /* loader path */
+        return 2;
+    }
+    lua_pushfstring(L, "\n\tno file in %s", dir);
+    return 1;
+}
+
+static int searcher_user(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const char *dir = lua_tostring(L, lua_upvalueindex(1));
+    if (!dir || !*dir) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    return search_dir(L, dir, name);
+}
+
+static int searcher_embedded(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const char *dev = lua_tostring(L, lua_upvalueindex(1));
+    if (dev && *dev) {
+        int n = search_dir(L, dev, name);
+        if (n == 2) {
+            return 2;
+        }
+        lua_pop(L, n);
+    }
+    const struct embedded_module *m = embed_find(name);
+    if (!m) {
+        lua_pushfstring(L, "\n\tno embedded module '%s'", name);
+        return 1;
+    }
+    if (luaL_loadbufferx(L, (const char *)m->src, m->len, m->chunkname,
+                         "t") != LUA_OK) {
+        return lua_error(L);
+    }
+    lua_pushstring(L, m->chunkname + 1);
+    return 2;
+}
+
+void embed_install_searchers(lua_State *L, const char *user_dir,
+                             const char *dev_dir)
+{
+    lua_getglobal(L, "package");                         /* pkg */
+    lua_pushliteral(L, "");
+    lua_setfield(L, -2, "cpath");
+    lua_pushliteral(L, "");
+    lua_setfield(L, -2, "path");
+    lua_getfield(L, -1, "searchers");                    /* pkg s */
+    lua_rawgeti(L, -1, 1);                               /* pkg s preload */
+    lua_newtable(L);                                     /* pkg s pre new */
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_pushstring(L, user_dir ? user_dir : "");
+    lua_pushcclosure(L, searcher_user, 1);
+    lua_rawseti(L, -2, 2);
+    lua_pushstring(L, dev_dir ? dev_dir : "");
+    lua_pushcclosure(L, searcher_embedded, 1);
+    lua_rawseti(L, -2, 3);
+    lua_setfield(L, -3, "searchers");                    /* pkg s */
+    lua_pop(L, 2);
+}
+
+static int l_embedded(lua_State *L)
+{
+    const struct embedded_module *m = embed_find(luaL_checkstring(L, 1));
+    if (!m) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushlstring(L, (const char *)m->src, m->len);
+    lua_pushstring(L, m->chunkname + 1);
+    return 2;
+}
+
+static int l_embedded_list(lua_State *L)
+{
+    bind_new_array(L, (int)embedded_module_count);
+    for (size_t i = 0; i < embedded_module_count; i++) {
+        lua_pushstring(L, embedded_modules[i].name);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+void bind_embed_register(lua_State *L)
+{
+    lua_pushcfunction(L, l_embedded);
+    lua_setfield(L, -2, "embedded");
+    lua_pushcfunction(L, l_embedded_list);
+    lua_setfield(L, -2, "embedded_list");
+}

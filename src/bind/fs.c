@@ -1,0 +1,488 @@
+/* Lua face of files, paths, identifiers and text helpers.
+ *
+ *   core.read_file(path [, max [, nofollow]]) -> data | nil, msg, code
+ *   core.write_atomic(path, data [, mode]) -> true | nil, msg, code
+ *   core.mkdirs(dir) / core.mkparent(path) -> true | nil, msg, code
+ *   core.lock(path [, timeout_s]) -> lock | nil, "timeout" (yields while
+ *       another process holds it, retrying every 20 ms)
+ *   core.stat(path) -> "file"|"dir"|"other" | nil, msg, code
+ *   core.realpath(path) -> path | nil, msg, code
+ *   core.which(name) -> absolute path of an executable on PATH | nil
+ *   core.environ() -> {"K=V", ...}     core.listdir(dir) -> {names}
+ *   core.unlink(path) -> true | nil, msg, code
+ *   core.health(dir) -> true | false | nil, msg (probe error)
+ *   core.stacks(dir) / core.dbs(dir) -> {labels}   core.has(dir, name [, isdir])
+ *   core.utf8_valid(s)  core.utf8_fix(s)  core.utf8_len(s)  core.utf8_sub(s, n)
+ *   core.uuid4()  core.hex32()  core.valid_name(s)  core.valid_job_id(s) */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ad/fsutil.h"
+#include "ad/ids.h"
+#include "ad/introspect.h"
+#include "ad/utf8.h"
+#include "ad/validate.h"
+#include "bind/bind.h"
+#include "ad/sched.h"
+
+extern char **environ;
+
+#define LOCK_MT "ad.lock"
+
+static int fail_errno(lua_State *L, int neg, const char *path)
+{
+    return bind_fail(L, neg, path);
+}
+
+static int l_read_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer max = luaL_optinteger(L, 2, 64 * 1024 * 1024);
+    int nofollow = lua_toboolean(L, 3);
+    char *data;
+    size_t len;
+    int rc = fs_read_file(path, (size_t)max, nofollow, &data, &len);
+    if (rc != 0) {
+        return fail_errno(L, rc, path);
+    }
+    lua_pushlstring(L, data, len);
+    free(data);
+    return 1;
+}
+
+static int l_write_atomic(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t n;
+    const char *data = luaL_checklstring(L, 2, &n);
+    lua_Integer mode = luaL_optinteger(L, 3, 0600);
+    int rc = fs_write_atomic(path, data, n, (mode_t)mode);
+    if (rc != 0) {
+        return fail_errno(L, rc, path);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_mkdirs(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    int rc = fs_mkdirs(dir, (mode_t)luaL_optinteger(L, 2, 0700));
+    if (rc != 0) {
+        return fail_errno(L, rc, dir);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_mkparent(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int rc = fs_mkparent(path, (mode_t)luaL_optinteger(L, 2, 0700));
+    if (rc != 0) {
+        return fail_errno(L, rc, path);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- cross-process lock ------------------------------------------------ */
+
+struct lock {
+    int fd;
+};
+
+struct lock_wait {
+    uv_timer_t timer;
+    struct task *task;
+    char *path;
+    uint64_t deadline;
+};
+
+static void lock_wait_closed(uv_handle_t *h)
+{
+    struct lock_wait *w = h->data;
+    free(w->path);
+    free(w);
+}
+
+static void push_lock(lua_State *L, int fd)
+{
+    struct lock *lk = lua_newuserdatauv(L, sizeof *lk, 0);
+    lk->fd = fd;
+    luaL_setmetatable(L, LOCK_MT);
+}
+
+static void on_lock_retry(uv_timer_t *h)
+{
+    struct lock_wait *w = h->data;
+    int fd = -1;
+    int rc = fs_lock_try(w->path, &fd);
+    if (rc == -EWOULDBLOCK && uv_now(h->loop) < w->deadline) {
+        uv_timer_start(h, on_lock_retry, 20, 0);
+        return;
+    }
+    struct task *t = w->task;
+    lua_State *co = sched_thread(t);
+    uv_close((uv_handle_t *)h, lock_wait_closed);
+    int n = 1;
+    if (rc == 0) {
+        push_lock(co, fd);
+    } else if (rc == -EWOULDBLOCK) {
+        lua_pushnil(co);
+        lua_pushliteral(co, "timeout");
+        n = 2;
+    } else {
+        n = fail_errno(co, rc, NULL);
+    }
+    sched_resume(t, n);
+}
+
+static void cancel_lock_wait(struct task *t, void *data)
+{
+    struct lock_wait *w = data;
+    (void)t;
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, lock_wait_closed);
+}
+
+static int l_lock(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    double timeout = luaL_optnumber(L, 2, 10.0);
+    int fd = -1;
+    int rc = fs_lock_try(path, &fd);
+    if (rc == 0) {
+        push_lock(L, fd);
+        return 1;
+    }
+    if (rc != -EWOULDBLOCK) {
+        return fail_errno(L, rc, path);
+    }
+    if (!sched_current(L) || timeout <= 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "timeout");
+        return 2;
+    }
+    struct lock_wait *w = calloc(1, sizeof *w);
+    char *p = strdup(path);
+    if (!w || !p) {
+        free(w);
+        free(p);
+        return luaL_error(L, "out of memory");
+    }
+    w->path = p;
+    w->task = sched_current(L);
+    uv_timer_init(sched_loop(), &w->timer);
+    w->timer.data = w;
+    w->deadline = uv_now(sched_loop()) + (uint64_t)(timeout * 1000.0);
+    uv_timer_start(&w->timer, on_lock_retry, 20, 0);
+    return sched_wait(L, cancel_lock_wait, w);
+}
+
+static int l_unlock(lua_State *L)
+{
+    struct lock *lk = luaL_checkudata(L, 1, LOCK_MT);
+    if (lk->fd >= 0) {
+        fs_unlock(lk->fd);
+        lk->fd = -1;
+    }
+    return 0;
+}
+
+/* ---- paths ------------------------------------------------------------- */
+
+static int l_stat(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        return fail_errno(L, -errno, path);
+    }
+    lua_pushstring(L, S_ISDIR(st.st_mode) ? "dir"
+                      : S_ISREG(st.st_mode) ? "file" : "other");
+    lua_pushinteger(L, (lua_Integer)st.st_mtime);
+    lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
+    return 3;
+}
+
+static int l_realpath(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    char buf[PATH_MAX];
+    if (!realpath(path, buf)) {
+        return fail_errno(L, -errno, path);
+    }
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static int l_which(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    if (strchr(name, '/')) {
+        if (access(name, X_OK) == 0) {
+            char buf[PATH_MAX];
+            lua_pushstring(L, realpath(name, buf) ? buf : name);
+            return 1;
+        }
+        lua_pushnil(L);
+        return 1;
+    }
+    const char *path = getenv("PATH");
+    if (!path) {
+        lua_pushnil(L);
+        return 1;
+    }
+    const char *p = path;
+    while (*p) {
+        const char *colon = strchr(p, ':');
+        size_t len = colon ? (size_t)(colon - p) : strlen(p);
+        char cand[PATH_MAX];
+        if (len > 0 && len + strlen(name) + 2 < sizeof cand) {
+            memcpy(cand, p, len);
+            cand[len] = '/';
+            strcpy(cand + len + 1, name);
+            struct stat st;
+            if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) &&
+                access(cand, X_OK) == 0) {
+                if (cand[0] == '/') {
+                    lua_pushstring(L, cand);
+                } else {
+                    char buf[PATH_MAX];
+                    lua_pushstring(L, realpath(cand, buf) ? buf : cand);
+                }
+                return 1;
+            }
+        }
+        if (!colon) {
+            break;
+        }
+        p = colon + 1;
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+static int l_environ(lua_State *L)
+{
+    lua_newtable(L);
+    lua_Integer i = 0;
+    for (char **e = environ; e && *e; e++) {
+        lua_pushstring(L, *e);
+        lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+}
+
+static int l_listdir(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    DIR *d = opendir(dir);
+    if (!d) {
+        return fail_errno(L, -errno, dir);
+    }
+    lua_newtable(L);
+    lua_Integer i = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            lua_pushstring(L, de->d_name);
+            lua_rawseti(L, -2, ++i);
+        }
+    }
+    closedir(d);
+    return 1;
+}
+
+static int l_unlink(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    if (unlink(path) != 0) {
+        return fail_errno(L, -errno, path);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- introspection ----------------------------------------------------- */
+
+static int l_health(lua_State *L)
+{
+    int rc = introspect_health(luaL_checkstring(L, 1));
+    if (rc < 0) {
+        return fail_errno(L, rc, NULL);
+    }
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
+static int push_labels(lua_State *L, const char **labels, size_t n)
+{
+    bind_new_array(L, (int)n);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, labels[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+static int l_stacks(lua_State *L)
+{
+    const char *labels[16];
+    return push_labels(L, labels,
+                       introspect_stacks(luaL_checkstring(L, 1), labels, 16));
+}
+
+static int l_dbs(lua_State *L)
+{
+    const char *labels[16];
+    return push_labels(L, labels,
+                       introspect_dbs(luaL_checkstring(L, 1), labels, 16));
+}
+
+static int l_has(lua_State *L)
+{
+    lua_pushboolean(L, introspect_has(luaL_checkstring(L, 1),
+                                      luaL_checkstring(L, 2),
+                                      lua_toboolean(L, 3)));
+    return 1;
+}
+
+/* ---- text and ids -------------------------------------------------------- */
+
+static int l_utf8_valid(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_pushboolean(L, utf8_valid(s, n));
+    return 1;
+}
+
+static int l_utf8_fix(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    if (utf8_valid(s, n)) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    size_t m;
+    char *fixed = utf8_sanitize(s, n, &m);
+    if (!fixed) {
+        return luaL_error(L, "out of memory");
+    }
+    lua_pushlstring(L, fixed, m);
+    free(fixed);
+    return 1;
+}
+
+static int l_utf8_len(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_pushinteger(L, (lua_Integer)utf8_count(s, n));
+    return 1;
+}
+
+/* core.utf8_sub(s, n) -> the first n code points of s */
+static int l_utf8_sub(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_Integer max = luaL_checkinteger(L, 2);
+    if (max <= 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    lua_pushlstring(L, s, utf8_prefix(s, n, (size_t)max));
+    return 1;
+}
+
+static int l_uuid4(lua_State *L)
+{
+    char buf[37];
+    ids_uuid4(buf);
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static int l_hex32(lua_State *L)
+{
+    char buf[33];
+    ids_hex32(buf);
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static int l_valid_name(lua_State *L)
+{
+    size_t n;
+    const char *s = lua_tolstring(L, 1, &n);
+    lua_pushboolean(L, s && lua_type(L, 1) == LUA_TSTRING &&
+                           validate_name(s, n));
+    return 1;
+}
+
+static int l_valid_job_id(lua_State *L)
+{
+    size_t n;
+    const char *s = lua_tolstring(L, 1, &n);
+    lua_pushboolean(L, s && lua_type(L, 1) == LUA_TSTRING &&
+                           validate_job_id(s, n));
+    return 1;
+}
+
+static int l_getpid(lua_State *L)
+{
+    lua_pushinteger(L, getpid());
+    return 1;
+}
+
+void bind_fs_register(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"read_file", l_read_file},
+        {"write_atomic", l_write_atomic},
+        {"mkdirs", l_mkdirs},
+        {"mkparent", l_mkparent},
+        {"lock", l_lock},
+        {"stat", l_stat},
+        {"realpath", l_realpath},
+        {"which", l_which},
+        {"environ", l_environ},
+        {"listdir", l_listdir},
+        {"unlink", l_unlink},
+        {"health", l_health},
+        {"stacks", l_stacks},
+        {"dbs", l_dbs},
+        {"has", l_has},
+        {"utf8_valid", l_utf8_valid},
+        {"utf8_fix", l_utf8_fix},
+        {"utf8_len", l_utf8_len},
+        {"utf8_sub", l_utf8_sub},
+        {"uuid4", l_uuid4},
+        {"hex32", l_hex32},
+        {"valid_name", l_valid_name},
+        {"valid_job_id", l_valid_job_id},
+        {"getpid", l_getpid},
+        {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, LOCK_MT)) {
+        lua_newtable(L);
+        lua_pushcfunction(L, l_unlock);
+        lua_setfield(L, -2, "unlock");
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_unlock);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_unlock);
+        lua_setfield(L, -2, "__close");
+    }
+    lua_pop(L, 1);
+    luaL_setfuncs(L, fns, 0);
+}

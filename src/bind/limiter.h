@@ -1,0 +1,24 @@
+/* The one concurrency limiter (settings.max_concurrency) shared by every
+ * dispatch path. A slot is a count of live children: acquired by a task
+ * (queueing FIFO without a thread or a poll), handed to core.process, and
+ * given back when that child has been reaped, not when the requesting task
+ * gives up. Changing the limit never lets the live count exceed it: new
+ * grants wait until enough children have exited. */
+#ifndef AD_BIND_LIMITER_H
+#define AD_BIND_LIMITER_H
+#include <stdbool.h>
+#include <lua.h>
+
+struct slot;
+
+/* [-0, +0, v] The slot userdata at idx. */
+struct slot *limiter_check_slot(lua_State *L, int idx);
+
+/* Transfers the slot's count to the caller (the slot object no longer
+ * returns it when closed). Returns false if it held none. */
+bool limiter_take(struct slot *s);
+
+/* Gives one count back and grants queued waiters. */
+void limiter_release_count(void *unused);
+
+#endif

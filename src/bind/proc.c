@@ -1,0 +1,359 @@
+/* Lua face of child processes (ad.process).
+ *
+ *   core.process{argv=, cwd=, env=, timeout=, grace=, drain=, max_line=,
+ *                stderr_max=, slot=} -> p | nil, message, code
+ *   p:read_line() -> line | nil (end of stdout) | nil, "cancelled"
+ *   p:wait() -> {exit_code=, signal=, timed_out=, stderr=, pid=,
+ *                skipped_lines=}
+ *   p:kill([hard]) ; p:pid() ; p:close() (also __close and __gc)
+ *
+ * Lines and stderr reach Lua as valid UTF-8 (ill-formed bytes become
+ * U+FFFD). Cancelling a task that waits on a process kills the process
+ * group. A limiter slot handed to core.process is released when the child
+ * has exited, never earlier. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ad/proc.h"
+#include "ad/utf8.h"
+#include "bind/bind.h"
+#include "bind/limiter.h"
+#include "ad/sched.h"
+
+#define PROC_MT "ad.process"
+#define QUEUE_HIGH (4u << 20) /* pause reading stdout above this many bytes */
+
+struct line {
+    struct line *next;
+    size_t len;
+    char data[];
+};
+
+struct lproc {
+    struct proc *p;
+    struct line *head, *tail;
+    size_t queued;
+    size_t skipped;
+    bool eof;
+    bool done;
+    struct task *reader;    /* waiting in read_line */
+    struct task *waiter;    /* waiting in wait */
+};
+
+static struct lproc *check(lua_State *L)
+{
+    struct lproc *lp = luaL_checkudata(L, 1, PROC_MT);
+    if (!lp->p) {
+        luaL_error(L, "process is closed");
+    }
+    return lp;
+}
+
+static void push_line(lua_State *L, const char *s, size_t n)
+{
+    if (utf8_valid(s, n)) {
+        lua_pushlstring(L, s, n);
+        return;
+    }
+    size_t m;
+    char *fixed = utf8_sanitize(s, n, &m);
+    if (fixed) {
+        lua_pushlstring(L, fixed, m);
+        free(fixed);
+    } else {
+        lua_pushliteral(L, "");
+    }
+}
+
+static void push_info(lua_State *L, struct lproc *lp)
+{
+    struct proc *p = lp->p;
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, proc_pid(p));
+    lua_setfield(L, -2, "pid");
+    lua_pushinteger(L, (lua_Integer)proc_exit_status(p));
+    lua_setfield(L, -2, "exit_code");
+    lua_pushinteger(L, proc_term_signal(p));
+    lua_setfield(L, -2, "signal");
+    lua_pushboolean(L, proc_timed_out(p));
+    lua_setfield(L, -2, "timed_out");
+    lua_pushinteger(L, (lua_Integer)lp->skipped);
+    lua_setfield(L, -2, "skipped_lines");
+    size_t n;
+    const char *err = proc_stderr(p, &n);
+    push_line(L, err, n);
+    lua_setfield(L, -2, "stderr");
+}
+
+static void on_line(struct proc *p, const char *s, size_t n, void *ud)
+{
+    struct lproc *lp = ud;
+    if (!s) {
+        lp->skipped++;
+        return;
+    }
+    if (lp->reader) {
+        struct task *t = lp->reader;
+        lp->reader = NULL;
+        push_line(sched_thread(t), s, n);
+        sched_resume(t, 1);
+        return;
+    }
+    struct line *l = malloc(sizeof *l + n);
+    if (!l) {
+        lp->skipped++;
+        return;
+    }
+    l->next = NULL;
+    l->len = n;
+    memcpy(l->data, s, n);
+    if (lp->tail) {
+        lp->tail->next = l;
+    } else {
+        lp->head = l;
+    }
+    lp->tail = l;
+    lp->queued += n;
+    if (lp->queued > QUEUE_HIGH) {
+        proc_pause(p);
+    }
+}
+
+static void on_stdout_eof(struct proc *p, void *ud)
+{
+    struct lproc *lp = ud;
+    (void)p;
+    lp->eof = true;
+    if (lp->reader) {
+        struct task *t = lp->reader;
+        lp->reader = NULL;
+        lua_pushnil(sched_thread(t));
+        sched_resume(t, 1);
+    }
+}
+
+static void on_done(struct proc *p, void *ud)
+{
+    struct lproc *lp = ud;
+    (void)p;
+    lp->done = true;
+    if (lp->waiter) {
+        struct task *t = lp->waiter;
+        lp->waiter = NULL;
+        push_info(sched_thread(t), lp);
+        sched_resume(t, 1);
+    }
+}
+
+static const struct proc_cbs CBS = {on_line, on_stdout_eof, NULL, on_done};
+
+static void cancel_wait(struct task *t, void *data)
+{
+    struct lproc *lp = data;
+    if (lp->reader == t) {
+        lp->reader = NULL;
+    }
+    if (lp->waiter == t) {
+        lp->waiter = NULL;
+    }
+    if (lp->p) {
+        proc_kill(lp->p, false);
+    }
+}
+
+static char **string_array(lua_State *L, int idx, const char *field,
+                           bool required)
+{
+    lua_getfield(L, idx, field);
+    if (lua_isnil(L, -1) && !required) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    luaL_argcheck(L, lua_istable(L, -1), 1,
+                  lua_pushfstring(L, "'%s' must be a list of strings", field));
+    size_t n = lua_rawlen(L, -1);
+    luaL_argcheck(L, !required || n > 0, 1, "argv must not be empty");
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (lua_Integer)i);
+        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 1,
+                      lua_pushfstring(L, "'%s' must be a list of strings",
+                                      field));
+        lua_pop(L, 1);
+    }
+    /* Validated: now allocate; nothing below raises. */
+    char **v = calloc(n + 1, sizeof *v);
+    for (size_t i = 0; v && i < n; i++) {
+        lua_rawgeti(L, -1, (lua_Integer)i + 1);
+        v[i] = strdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static void free_array(char **v)
+{
+    if (v) {
+        for (char **p = v; *p; p++) {
+            free(*p);
+        }
+        free(v);
+    }
+}
+
+static double opt_num(lua_State *L, const char *field, double def)
+{
+    lua_getfield(L, 1, field);
+    double v = luaL_optnumber(L, -1, def);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int l_process(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    double timeout = opt_num(L, "timeout", 0);
+    double grace = opt_num(L, "grace", 2);
+    double drain = opt_num(L, "drain", 2);
+    double max_line = opt_num(L, "max_line", 64.0 * 1024 * 1024);
+    double err_max = opt_num(L, "stderr_max", 64.0 * 1024);
+    lua_getfield(L, 1, "cwd");
+    const char *cwd = luaL_optstring(L, -1, NULL);
+    lua_pop(L, 1); /* the string stays alive in the table */
+    lua_getfield(L, 1, "slot");
+    struct slot *slot = lua_isnil(L, -1) ? NULL : limiter_check_slot(L, -1);
+    lua_pop(L, 1);
+
+    struct lproc *lp = lua_newuserdatauv(L, sizeof *lp, 0);
+    memset(lp, 0, sizeof *lp);
+    luaL_setmetatable(L, PROC_MT);
+
+    char **argv = string_array(L, 1, "argv", true);
+    char **env = string_array(L, 1, "env", false);
+    if (!argv) {
+        free_array(env);
+        return luaL_error(L, "out of memory");
+    }
+    struct proc_opts o = {
+        .argv = argv,
+        .cwd = cwd,
+        .env = env,
+        .max_line = (size_t)max_line,
+        .stderr_head = (size_t)err_max,
+        .stderr_tail = (size_t)err_max / 8,
+        .timeout_ms = timeout > 0 ? (uint64_t)(timeout * 1000.0) : 0,
+        .grace_ms = (uint64_t)(grace * 1000.0),
+        .drain_ms = (uint64_t)(drain * 1000.0),
+    };
+    if (slot) {
+        o.on_reap = limiter_release_count;
+    }
+    int rc = proc_spawn(sched_loop(), &o, &CBS, lp, &lp->p);
+    free_array(argv);
+    free_array(env);
+    if (rc != 0) {
+        lp->p = NULL;
+        return bind_fail(L, rc, NULL);
+    }
+    if (slot) {
+        limiter_take(slot); /* the child now holds the count until reaped */
+    }
+    return 1;
+}
+
+/* p:read_line() -> line | nil   [-1, +1, yields] */
+static int l_read_line(lua_State *L)
+{
+    struct lproc *lp = check(L);
+    if (lp->head) {
+        struct line *l = lp->head;
+        lp->head = l->next;
+        if (!lp->head) {
+            lp->tail = NULL;
+        }
+        lp->queued -= l->len;
+        push_line(L, l->data, l->len);
+        free(l);
+        if (lp->queued < QUEUE_HIGH / 2) {
+            proc_resume(lp->p);
+        }
+        return 1;
+    }
+    if (lp->eof) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (lp->reader) {
+        return luaL_error(L, "another task is already reading this process");
+    }
+    lp->reader = sched_current(L);
+    return sched_wait(L, cancel_wait, lp);
+}
+
+/* p:wait() -> info   [-1, +1, yields] */
+static int l_wait(lua_State *L)
+{
+    struct lproc *lp = check(L);
+    if (lp->done) {
+        push_info(L, lp);
+        return 1;
+    }
+    if (lp->waiter) {
+        return luaL_error(L, "another task is already waiting for this "
+                             "process");
+    }
+    lp->waiter = sched_current(L);
+    return sched_wait(L, cancel_wait, lp);
+}
+
+static int l_kill(lua_State *L)
+{
+    struct lproc *lp = check(L);
+    proc_kill(lp->p, lua_toboolean(L, 2));
+    return 0;
+}
+
+static int l_pid(lua_State *L)
+{
+    lua_pushinteger(L, proc_pid(check(L)->p));
+    return 1;
+}
+
+static int l_close(lua_State *L)
+{
+    struct lproc *lp = luaL_checkudata(L, 1, PROC_MT);
+    if (lp->p) {
+        proc_release(lp->p);
+        lp->p = NULL;
+    }
+    while (lp->head) {
+        struct line *l = lp->head;
+        lp->head = l->next;
+        free(l);
+    }
+    lp->tail = NULL;
+    return 0;
+}
+
+void bind_proc_register(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"read_line", l_read_line},
+        {"wait", l_wait},
+        {"kill", l_kill},
+        {"pid", l_pid},
+        {"close", l_close},
+        {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, PROC_MT)) {
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_close);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_close);
+        lua_setfield(L, -2, "__close");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_process);
+    lua_setfield(L, -2, "process");
+}

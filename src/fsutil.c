@@ -1,0 +1,270 @@
+/* State-file primitives; see fsutil.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ad/fsutil.h"
+#include "ad/ids.h"
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* The file a write to path must really replace: the final target when
+ * path is a symlink, else path itself. */
+static int resolve_target(const char *path, char *out, size_t outlen)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        char buf[PATH_MAX];
+        if (!realpath(path, buf)) {
+            /* Dangling link: write where it points. */
+            ssize_t n = readlink(path, buf, sizeof buf - 1);
+            if (n < 0) {
+                return -errno;
+            }
+            buf[n] = '\0';
+            if (buf[0] != '/') {
+                char dir[PATH_MAX];
+                snprintf(dir, sizeof dir, "%s", path);
+                char *slash = strrchr(dir, '/');
+                if (slash) {
+                    slash[1] = '\0';
+                    char joined[PATH_MAX];
+                    if ((size_t)snprintf(joined, sizeof joined, "%s%s", dir,
+                                         buf) >= sizeof joined) {
+                        return -ENAMETOOLONG;
+                    }
+                    memcpy(buf, joined, strlen(joined) + 1);
+                }
+            }
+        }
+        if (strlen(buf) >= outlen) {
+            return -ENAMETOOLONG;
+        }
+        memcpy(out, buf, strlen(buf) + 1);
+        return 0;
+    }
+    if (strlen(path) >= outlen) {
+        return -ENAMETOOLONG;
+    }
+    memcpy(out, path, strlen(path) + 1);
+    return 0;
+}
+
+static void fsync_dir_of(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) {
+        slash[1] = '\0';
+    } else if (slash) {
+        *slash = '\0';
+    } else {
+        strcpy(dir, ".");
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd); /* best effort: not every filesystem supports it */
+        close(fd);
+    }
+}
+
+int fs_write_atomic(const char *path, const void *data, size_t len,
+                    mode_t mode)
+{
+    char target[PATH_MAX];
+    int rc = resolve_target(path, target, sizeof target);
+    if (rc != 0) {
+        return rc;
+    }
+    char id[33];
+    ids_hex32(id);
+    char tmp[PATH_MAX + 40];
+    snprintf(tmp, sizeof tmp, "%s.%s.tmp", target, id);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                  0600);
+    if (fd < 0) {
+        return -errno;
+    }
+    rc = fchmod(fd, mode) == 0 ? 0 : -errno;
+    if (rc == 0) {
+        rc = write_all(fd, data, len);
+    }
+    if (rc == 0 && fsync(fd) != 0) {
+        rc = -errno;
+    }
+    if (close(fd) != 0 && rc == 0) {
+        rc = -errno;
+    }
+    if (rc == 0 && rename(tmp, target) != 0) {
+        rc = -errno;
+    }
+    if (rc != 0) {
+        unlink(tmp);
+        return rc;
+    }
+    fsync_dir_of(target);
+    return 0;
+}
+
+int fs_mkdirs(const char *dir, mode_t mode)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof buf) {
+        return n ? -ENAMETOOLONG : -ENOENT;
+    }
+    memcpy(buf, dir, n + 1);
+    while (n > 1 && buf[n - 1] == '/') {
+        buf[--n] = '\0';
+    }
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, mode) != 0 && errno != EEXIST) {
+                return -errno;
+            }
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, mode) != 0 && errno != EEXIST) {
+        return -errno;
+    }
+    struct stat st;
+    if (stat(buf, &st) != 0) {
+        return -errno;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        return -ENOTDIR;
+    }
+    if (st.st_uid == getuid()) {
+        chmod(buf, mode); /* best effort */
+    }
+    return 0;
+}
+
+int fs_mkparent(const char *path, mode_t mode)
+{
+    char buf[PATH_MAX];
+    if (strlen(path) >= sizeof buf) {
+        return -ENAMETOOLONG;
+    }
+    strcpy(buf, path);
+    char *slash = strrchr(buf, '/');
+    if (!slash || slash == buf) {
+        return 0;
+    }
+    *slash = '\0';
+    return fs_mkdirs(buf, mode);
+}
+
+int fs_lock_try(const char *path, int *fd)
+{
+    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (f < 0) {
+        return -errno;
+    }
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(f);
+        return -e;
+    }
+    *fd = f;
+    return 0;
+}
+
+void fs_unlock(int fd)
+{
+    if (fd >= 0) {
+        flock(fd, LOCK_UN);
+        close(fd);
+    }
+}
+
+int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
+                 size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+    if (fd < 0) {
+        return -errno;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return -EISDIR;
+    }
+    size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 4096;
+    if (cap > max + 1) {
+        cap = max + 1;
+    }
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    size_t n = 0;
+    for (;;) {
+        if (n == cap) {
+            if (cap > max) {
+                break;
+            }
+            size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            char *nb = realloc(buf, ncap + 1);
+            if (!nb) {
+                free(buf);
+                close(fd);
+                return -ENOMEM;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            int e = errno;
+            free(buf);
+            close(fd);
+            return -e;
+        }
+        if (r == 0) {
+            break;
+        }
+        n += (size_t)r;
+    }
+    close(fd);
+    if (n > max) {
+        free(buf);
+        return -EFBIG;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}

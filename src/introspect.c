@@ -1,0 +1,82 @@
+/* Project probes; see introspect.h. Order of labels follows the spec. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "ad/introspect.h"
+
+int introspect_health(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        return (errno == ENOENT || errno == ENOTDIR) ? 0 : -errno;
+    }
+    return S_ISDIR(st.st_mode) ? 1 : 0;
+}
+
+int introspect_has(const char *dir, const char *name, int want_dir)
+{
+    char p[PATH_MAX];
+    if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) {
+        return 0;
+    }
+    struct stat st;
+    if (stat(p, &st) != 0) {
+        return 0;
+    }
+    return want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode);
+}
+
+struct probe {
+    const char *file;
+    int dir;
+    const char *label;
+};
+
+static size_t detect(const char *dir, const struct probe *pr, size_t np,
+                     const char **out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < np && n < max; i++) {
+        if (n > 0 && out[n - 1] == pr[i].label) {
+            continue; /* two files for one label */
+        }
+        if (introspect_has(dir, pr[i].file, pr[i].dir)) {
+            out[n++] = pr[i].label;
+        }
+    }
+    return n;
+}
+
+size_t introspect_stacks(const char *dir, const char **out, size_t max)
+{
+    static const char docker[] = "Docker", compose[] = "Docker Compose",
+                      rust[] = "Rust", go[] = "Go", py[] = "Python",
+                      node[] = "Node.js";
+    static const struct probe pr[] = {
+        {"Dockerfile", 0, docker},
+        {"docker-compose.yaml", 0, compose},
+        {"docker-compose.yml", 0, compose},
+        {"Cargo.toml", 0, rust},
+        {"go.mod", 0, go},
+        {"requirements.txt", 0, py},
+        {"pyproject.toml", 0, py},
+        {"package.json", 0, node},
+    };
+    return detect(dir, pr, sizeof pr / sizeof pr[0], out, max);
+}
+
+size_t introspect_dbs(const char *dir, const char **out, size_t max)
+{
+    static const char prisma[] = "Prisma", alembic[] = "Alembic",
+                      mig[] = "migrations";
+    static const struct probe pr[] = {
+        {"prisma", 1, prisma},
+        {"schema.prisma", 0, prisma},
+        {"alembic", 1, alembic},
+        {"alembic.ini", 0, alembic},
+        {"migrations", 1, mig},
+    };
+    return detect(dir, pr, sizeof pr / sizeof pr[0], out, max);
+}

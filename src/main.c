@@ -1,0 +1,147 @@
+/* agent-dispatch: process entry. Creates the Lua state and the loop, runs
+ * the policy layer's main (ad.main) as the root task, and tears everything
+ * down when it finishes: every child's process group is killed and reaped,
+ * every handle closed, the Lua state closed. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <uv.h>
+
+#include "ad/proc.h"
+#include "bind/bind.h"
+#include "bind/embed.h"
+#include "ad/sched.h"
+
+int luaopen_cjson(lua_State *L);
+
+static const char BOOT[] =
+    "local args = ...\n"
+    "return require('ad.main').main(args)\n";
+
+static void on_root_done(struct task *t, void *ud)
+{
+    (void)t;
+    uv_stop(ud);
+}
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) {
+        uv_close(h, NULL);
+    }
+}
+
+static void on_reap_deadline(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* The user's Lua directory: $AGENT_DISPATCH_USER_LUA_DIR, else lua/ next to
+ * the config file ($AGENT_DISPATCH_CONFIG or ~/.config/agent-dispatch). */
+static void user_lua_dir(char *buf, size_t len)
+{
+    const char *env = getenv("AGENT_DISPATCH_USER_LUA_DIR");
+    if (env && *env) {
+        snprintf(buf, len, "%s", env);
+        return;
+    }
+    const char *cfg = getenv("AGENT_DISPATCH_CONFIG");
+    if (cfg && *cfg) {
+        const char *slash = strrchr(cfg, '/');
+        if (slash) {
+            snprintf(buf, len, "%.*s/lua", (int)(slash - cfg), cfg);
+        } else {
+            snprintf(buf, len, "lua");
+        }
+        return;
+    }
+    const char *home = getenv("HOME");
+    snprintf(buf, len, "%s/.config/agent-dispatch/lua", home ? home : "");
+}
+
+/* The exit status the root task asked for. */
+static int exit_status(lua_State *L, struct task *root)
+{
+    int n = sched_push_results(L, root);
+    int code = 0;
+    if (!lua_toboolean(L, -n)) {
+        const char *msg = luaL_tolstring(L, -1, NULL);
+        fprintf(stderr, "agent-dispatch: %s\n", msg);
+        code = 1;
+    } else if (n >= 2 && lua_isinteger(L, -n + 1)) {
+        code = (int)lua_tointeger(L, -n + 1);
+    } else if (n >= 2 && lua_isboolean(L, -n + 1)) {
+        code = lua_toboolean(L, -n + 1) ? 0 : 1;
+    }
+    lua_settop(L, 0);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN); /* EPIPE on stdout means "client gone" */
+    uv_loop_t *loop = uv_default_loop();
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "agent-dispatch: out of memory\n");
+        return 70;
+    }
+    luaL_openlibs(L);
+    sched_init(L, loop);
+
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_ad_core);
+    lua_setfield(L, -2, "ad.core");
+    lua_pushcfunction(L, luaopen_cjson);
+    lua_setfield(L, -2, "cjson");
+    lua_pop(L, 1);
+    char udir[4096];
+    user_lua_dir(udir, sizeof udir);
+    embed_install_searchers(L, udir, getenv("AGENT_DISPATCH_LUA_DIR"));
+
+    if (luaL_loadbuffer(L, BOOT, sizeof BOOT - 1, "=boot") != LUA_OK) {
+        fprintf(stderr, "agent-dispatch: %s\n", lua_tostring(L, -1));
+        return 70;
+    }
+    lua_createtable(L, argc, 0);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i);
+    }
+    struct task *root = sched_spawn(L, 1);
+    sched_on_done(root, on_root_done, loop);
+    lua_pop(L, 1);
+
+    uv_run(loop, UV_RUN_DEFAULT);
+    int code;
+    if (!sched_is_done(root)) {
+        fprintf(stderr, "agent-dispatch: internal error: the main task is "
+                        "waiting for an event that can never happen\n");
+        code = 70;
+    } else {
+        code = exit_status(L, root);
+    }
+
+    /* Nothing we started outlives us: kill every group, reap within 3 s. */
+    proc_kill_all();
+    uv_timer_t deadline;
+    uv_timer_init(loop, &deadline);
+    uv_timer_start(&deadline, on_reap_deadline, 3000, 0);
+    while (proc_live_count() > 0 && uv_is_active((uv_handle_t *)&deadline)) {
+        uv_run(loop, UV_RUN_ONCE);
+    }
+    uv_close((uv_handle_t *)&deadline, NULL);
+    bind_chan_close();
+    sched_shutdown();
+    lua_close(L);
+    uv_walk(loop, close_any, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    fflush(stdout);
+    return code;
+}

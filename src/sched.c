@@ -1,0 +1,364 @@
+/* Tasks on the loop; see sched.h. The only caller of lua_resume.
+ *
+ * A task's userdata is anchored in the registry from spawn to finish, so
+ * the collector never frees a task that the loop may still resume. When a
+ * task finishes, its results (or its error with traceback) move into a
+ * table, the thread is reset (running pending __close handlers) and
+ * released, and joiners are resumed on the next loop turn. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "ad/sched.h"
+
+enum task_state { T_NEW, T_READY, T_RUNNING, T_WAITING, T_DONE };
+
+struct task {
+    lua_State *co;
+    int ref;          /* registry: the task userdata, while not done */
+    int thread_ref;   /* registry: the thread, while not done */
+    int results_ref;  /* registry: {n=, ...} or {err}, once done */
+    enum task_state state;
+    bool ok;
+    bool cancelled;
+    int ready_nargs;
+    struct task *next_ready;
+    sched_cancel_fn cancel;
+    void *cancel_data;
+    sched_done_fn on_done;
+    void *on_done_ud;
+    struct task **joiners;
+    size_t njoiners, capjoiners;
+};
+
+static struct {
+    lua_State *L;
+    uv_loop_t *loop;
+    uv_idle_t idle;
+    struct task *ready_head, *ready_tail;
+    size_t live;
+} S;
+
+static const char TASK_MT[] = "ad.task";
+
+static struct task **extra(lua_State *L)
+{
+    return (struct task **)lua_getextraspace(L);
+}
+
+static void process_ready(uv_idle_t *h);
+
+static void enqueue(struct task *t, int nargs)
+{
+    t->ready_nargs = nargs;
+    t->next_ready = NULL;
+    if (S.ready_tail) {
+        S.ready_tail->next_ready = t;
+    } else {
+        S.ready_head = t;
+    }
+    S.ready_tail = t;
+    if (!uv_is_active((uv_handle_t *)&S.idle)) {
+        uv_idle_start(&S.idle, process_ready);
+    }
+}
+
+static int task_gc(lua_State *L)
+{
+    struct task *t = luaL_checkudata(L, 1, TASK_MT);
+    if (t->results_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
+        t->results_ref = LUA_NOREF;
+    }
+    free(t->joiners);
+    t->joiners = NULL;
+    return 0;
+}
+
+void sched_init(lua_State *L, uv_loop_t *loop)
+{
+    S.L = L;
+    S.loop = loop;
+    uv_idle_init(loop, &S.idle);
+    *extra(L) = NULL;
+    if (luaL_newmetatable(L, TASK_MT)) {
+        lua_pushcfunction(L, task_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+}
+
+void sched_shutdown(void)
+{
+    if (!uv_is_closing((uv_handle_t *)&S.idle)) {
+        uv_close((uv_handle_t *)&S.idle, NULL);
+    }
+}
+
+uv_loop_t *sched_loop(void)
+{
+    return S.loop;
+}
+
+struct task *sched_spawn(lua_State *L, int nargs)
+{
+    struct task *t = lua_newuserdatauv(L, sizeof *t, 0);  /* fn args ud */
+    memset(t, 0, sizeof *t);
+    t->results_ref = LUA_NOREF;
+    luaL_setmetatable(L, TASK_MT);
+    lua_insert(L, -(nargs + 2));                          /* ud fn args */
+    t->co = lua_newthread(L);                             /* ud fn args co */
+    *extra(t->co) = t;
+    t->thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);       /* ud fn args */
+    lua_xmove(L, t->co, nargs + 1);                       /* ud */
+    lua_pushvalue(L, -1);
+    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->state = T_NEW;
+    S.live++;
+    enqueue(t, nargs);
+    return t;
+}
+
+struct task *sched_current(lua_State *L)
+{
+    return *extra(L);
+}
+
+lua_State *sched_thread(struct task *t)
+{
+    return t->co;
+}
+
+int sched_wait(lua_State *L, sched_cancel_fn cancel, void *data)
+{
+    struct task *t = *extra(L);
+    if (!t || t->co != L || t->state != T_RUNNING || !lua_isyieldable(L)) {
+        return luaL_error(L, "this operation waits, so it must be called "
+                             "from a task (not from inside coroutine.wrap, "
+                             "a metamethod or an iterator)");
+    }
+    t->state = T_WAITING;
+    t->cancel = cancel;
+    t->cancel_data = data;
+    return lua_yield(L, 0);
+}
+
+static void finish(struct task *t, bool ok, int nres)
+{
+    lua_State *L = S.L;
+    lua_State *co = t->co;
+    lua_createtable(L, nres, 1);                          /* res */
+    if (ok) {
+        lua_xmove(co, L, nres);                           /* res v1..vn */
+        for (int i = nres; i >= 1; i--) {
+            lua_rawseti(L, -(i + 1), i);
+        }
+        lua_pushinteger(L, nres);
+        lua_setfield(L, -2, "n");
+    } else {
+        lua_xmove(co, L, 1);                              /* res err */
+        lua_rawseti(L, -2, 1);
+    }
+    t->results_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->ok = ok;
+    t->state = T_DONE;
+    lua_resetthread(co); /* runs pending __close handlers of a failed task */
+    *extra(co) = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, t->thread_ref);
+    t->thread_ref = LUA_NOREF;
+    t->co = NULL;
+    S.live--;
+
+    for (size_t i = 0; i < t->njoiners; i++) {
+        struct task *w = t->joiners[i];
+        if (w->state == T_WAITING) {
+            w->state = T_READY;
+            w->cancel = NULL;
+            enqueue(w, sched_push_results(w->co, t));
+        }
+    }
+    t->njoiners = 0;
+    if (t->on_done) {
+        t->on_done(t, t->on_done_ud);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+    t->ref = LUA_NOREF;
+}
+
+static void do_resume(struct task *t, int nargs)
+{
+    lua_State *co = t->co;
+    int nres = 0;
+    t->state = T_RUNNING;
+    t->cancel = NULL;
+    int st = lua_resume(co, NULL, nargs, &nres);
+    if (st == LUA_YIELD) {
+        lua_pop(co, nres);
+        if (t->state == T_WAITING) {
+            return;
+        }
+        lua_pushstring(co, "coroutine.yield() was called directly inside a "
+                           "task; use the agent-dispatch task API instead");
+        finish(t, false, 1);
+    } else if (st == LUA_OK) {
+        finish(t, true, nres);
+    } else {
+        /* Error: a table error object passes untouched; anything else gets
+         * the traceback of the still-intact coroutine. */
+        if (!lua_istable(co, -1)) {
+            const char *msg = lua_tostring(co, -1);
+            luaL_traceback(co, co, msg ? msg : "(error object is not a string)",
+                           0);
+            lua_remove(co, -2);
+        }
+        finish(t, false, 1);
+    }
+}
+
+static void process_ready(uv_idle_t *h)
+{
+    /* Only the tasks queued before this turn; new ones wait a turn so a
+     * busy task cannot starve the loop's I/O. */
+    struct task *tail = S.ready_tail;
+    for (;;) {
+        struct task *t = S.ready_head;
+        if (!t) {
+            break;
+        }
+        S.ready_head = t->next_ready;
+        if (!S.ready_head) {
+            S.ready_tail = NULL;
+        }
+        if (t->state == T_NEW || t->state == T_READY) {
+            do_resume(t, t->ready_nargs);
+        }
+        if (t == tail) {
+            break;
+        }
+    }
+    if (!S.ready_head) {
+        uv_idle_stop(h);
+    }
+}
+
+void sched_resume(struct task *t, int nargs)
+{
+    if (t->state != T_WAITING) {
+        lua_pop(t->co, nargs);
+        return;
+    }
+    do_resume(t, nargs);
+}
+
+void sched_defer(struct task *t, int nargs)
+{
+    if (t->state != T_WAITING) {
+        lua_pop(t->co, nargs);
+        return;
+    }
+    t->state = T_READY;
+    t->cancel = NULL;
+    enqueue(t, nargs);
+}
+
+bool sched_cancel(struct task *t)
+{
+    if (t->state == T_DONE) {
+        return false;
+    }
+    t->cancelled = true;
+    if (t->state == T_NEW) {
+        lua_settop(t->co, 0);
+        lua_pushstring(t->co, "cancelled");
+        finish(t, false, 1);
+    } else if (t->state == T_WAITING) {
+        sched_cancel_fn fn = t->cancel;
+        void *data = t->cancel_data;
+        t->cancel = NULL;
+        if (fn) {
+            fn(t, data);
+        }
+        lua_pushnil(t->co);
+        lua_pushliteral(t->co, "cancelled");
+        t->state = T_READY;
+        enqueue(t, 2);
+    }
+    return true;
+}
+
+bool sched_is_done(const struct task *t)
+{
+    return t->state == T_DONE;
+}
+
+bool sched_is_cancelled(const struct task *t)
+{
+    return t->cancelled;
+}
+
+void sched_on_done(struct task *t, sched_done_fn fn, void *ud)
+{
+    t->on_done = fn;
+    t->on_done_ud = ud;
+}
+
+void sched_push_task(lua_State *L, struct task *t)
+{
+    if (t->ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+    } else {
+        lua_pushnil(L);
+    }
+}
+
+int sched_push_results(lua_State *L, struct task *t)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);    /* res */
+    if (!t->ok) {
+        lua_pushboolean(L, 0);
+        lua_rawgeti(L, -2, 1);                            /* res false err */
+        lua_remove(L, -3);
+        return 2;
+    }
+    lua_getfield(L, -1, "n");
+    int n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    luaL_checkstack(L, n + 2, "too many task results");
+    lua_pushboolean(L, 1);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -(i + 1), i);
+    }
+    lua_remove(L, -(n + 2));
+    return n + 1;
+}
+
+void sched_add_joiner(struct task *t, struct task *waiter)
+{
+    if (t->njoiners == t->capjoiners) {
+        size_t cap = t->capjoiners ? t->capjoiners * 2 : 4;
+        struct task **nj = realloc(t->joiners, cap * sizeof *nj);
+        if (!nj) {
+            return;
+        }
+        t->joiners = nj;
+        t->capjoiners = cap;
+    }
+    t->joiners[t->njoiners++] = waiter;
+}
+
+void sched_remove_joiner(struct task *t, struct task *waiter)
+{
+    for (size_t i = 0; i < t->njoiners; i++) {
+        if (t->joiners[i] == waiter) {
+            t->joiners[i] = t->joiners[--t->njoiners];
+            return;
+        }
+    }
+}
+
+size_t sched_live_tasks(void)
+{
+    return S.live;
+}
