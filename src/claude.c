@@ -9,13 +9,30 @@
 
 void claude_format_double(double x, char *buf, size_t len)
 {
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, len, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x) {
+    /* Shortest %e that reads back, then Python's layout: fixed notation
+     * for decimal exponents -4..15, exponent notation otherwise. */
+    if (x != x) {
+        snprintf(buf, len, "nan"); /* Python has no "-nan" */
+        return;
+    }
+    int prec = 1;
+    for (;; prec++) {
+        snprintf(buf, len, "%.*e", prec - 1, x);
+        if (prec == 17 || strtod(buf, NULL) == x) {
             break;
         }
     }
-    if (!strpbrk(buf, ".eni")) {
+    const char *e = strchr(buf, 'e');
+    if (!e) {
+        return; /* inf, nan */
+    }
+    int exp10 = atoi(e + 1);
+    if (exp10 < -4 || exp10 >= 16) {
+        return; /* 1e-05, 1.5e+16: already in that form */
+    }
+    int decimals = prec - 1 - exp10;
+    snprintf(buf, len, "%.*f", decimals > 0 ? decimals : 0, x);
+    if (!strchr(buf, '.')) {
         size_t n = strlen(buf);
         if (n + 2 < len) {
             memcpy(buf + n, ".0", 3);

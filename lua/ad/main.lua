@@ -1,17 +1,18 @@
-local core = require "ad.core"
+--- Entry point called by the C core with the process arguments
+--- (args[0] is the program). Returns the exit status.
 local M = {}
+
 function M.main(args)
-  io.stderr:write("hello from main ", tostring(#args), "\n")
-  local p = assert(core.process{argv = {"/bin/sh", "-c", "echo one; echo two >&2; sleep 0.2; echo three"}})
-  while true do
-    local l = p:read_line()
-    if not l then break end
-    print("line", l)
-  end
-  local info = p:wait()
-  print("exit", info.exit_code, info.stderr)
-  local t = core.spawn(function(x) core.sleep(0.1) return x * 2 end, 21)
-  print(t:wait())
-  return 0
+  local argv = {}
+  for i = 1, #args do argv[i] = args[i] end
+  local ok, code = xpcall(require("ad.cli").main, function(e)
+    if type(e) == "table" and e.message then return e end
+    return debug.traceback(tostring(e), 2)
+  end, argv)
+  if ok then return code end
+  if type(code) == "table" and code.type == "cancelled" then return 130 end
+  io.stderr:write("agent-dispatch: internal error: ", tostring(type(code) == "table" and code.message or code), "\n")
+  return 1
 end
+
 return M

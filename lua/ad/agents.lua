@@ -1,0 +1,68 @@
+--- Agent mutations shared by the MCP tools and the CLI: validation of new
+--- values, and the load -> mutate -> save under the config lock.
+local core = require "ad.core"
+local json = require "ad.json"
+local util = require "ad.util"
+local config = require "ad.config"
+local introspect = require "ad.introspect"
+
+local M = {}
+
+M.NAME_RULE = "use letters, digits, '-' and '_', starting with a letter or digit"
+
+function M.name_error(name)
+  if core.valid_name(name) then return nil end
+  return "Invalid agent name " .. util.repr(name) .. ": " .. M.NAME_RULE .. "."
+end
+
+--- Resolves and checks a directory. Returns the absolute path or nil, msg.
+function M.resolve_dir(dir)
+  local abs, err = util.abspath(dir)
+  if not abs then return nil, "Invalid directory " .. util.repr(dir) .. ": " .. err end
+  if core.health(abs) ~= true then return nil, "Directory does not exist: " .. abs end
+  return abs
+end
+
+function M.list(csv)
+  local l = util.csv(csv)
+  return json.array(l)
+end
+
+--- Adds an agent (fields already validated). Returns the entry or nil,
+--- error (a message string, or a config error table).
+function M.add(name, fields)
+  return config.mutate(function(cfg)
+    if cfg.agents[name] then return nil, "exists" end
+    cfg.agents[name] = fields
+    cfg.agent_names[#cfg.agent_names + 1] = name
+    return fields, true
+  end)
+end
+
+function M.remove(name)
+  return config.mutate(function(cfg)
+    if not cfg.agents[name] then return nil, { kind = "not_found", names = cfg.agent_names } end
+    cfg.agents[name] = nil
+    for i, n in ipairs(cfg.agent_names) do
+      if n == name then table.remove(cfg.agent_names, i) break end
+    end
+    return name, true
+  end)
+end
+
+--- apply(agent) mutates the entry and returns the changed field names.
+function M.update(name, apply)
+  return config.mutate(function(cfg)
+    local a = cfg.agents[name]
+    if not a then return nil, { kind = "not_found", names = cfg.agent_names } end
+    local fields = apply(a)
+    if #fields == 0 then return nil, { kind = "nothing" } end
+    return fields, true
+  end)
+end
+
+function M.describe_dir(dir)
+  return introspect.auto_describe(dir)
+end
+
+return M

@@ -1,0 +1,250 @@
+--- The dispatch operations shared by the MCP tools and `run` scripts:
+--- one dispatch (cache-aware, group-aware), a session turn, a streamed
+--- dispatch, a parallel fan-out with optional aggregation, and a dialogue.
+--- Validation problems come back as nil, message (the tools wrap them in
+--- an envelope; scripts raise them); dispatch failures are DispatchResults.
+local json = require "ad.json"
+local util = require "ad.util"
+local runner = require "ad.runner"
+local groups = require "ad.groups"
+local state = require "ad.state"
+local task = require "ad.task"
+local aggregate = require "ad.aggregate"
+local dialogue = require "ad.dialogue"
+
+local M = {}
+
+M.MIN_TIMEOUT, M.MAX_TIMEOUT = 10, 7200
+
+--- F25: <= 0 (or nil) keeps the agent's timeout; else clamped [10, 7200].
+function M.timeout_override(v)
+  if v == nil or v <= 0 then return nil end
+  return math.max(M.MIN_TIMEOUT, math.min(M.MAX_TIMEOUT, v))
+end
+
+function M.unknown_agent(cfg, name)
+  return "Unknown agent: " .. util.repr(name) .. ". Available: " ..
+    (#cfg.agent_names > 0 and table.concat(cfg.agent_names, ", ") or "(none configured)")
+end
+
+local function cache_key(name, p)
+  return json.encode(json.array{ name, p.task, p.context or "", p.caller or "",
+                                 p.goal or "", p.response_format or "" })
+end
+
+local function clean_success(r)
+  return r.success == true and not (r.denied_tools and #r.denied_tools > 0)
+    and not r.budget_exceeded
+end
+
+local function noop() end
+
+--- One dispatch. p: agent, task, context, caller, goal, response_format,
+--- timeout_seconds, group, session_id, stream, on_progress, use_cache.
+--- hooks: log(level, msg). Returns a DispatchResult, or nil, message.
+function M.one(cfg, p, hooks)
+  local log = hooks and hooks.log or noop
+  local agent = cfg.agents[p.agent]
+  if not agent then return nil, M.unknown_agent(cfg, p.agent) end
+  local group = util.nonempty(p.group)
+  local context = util.nonempty(p.context)
+  if group then
+    local err = groups.check(cfg, group, p.agent)
+    if err then return nil, err end
+    context = util.nonempty(groups.fold(cfg, group, context))
+  end
+  local req = { name = p.agent, agent = agent, settings = cfg.settings,
+    task = p.task, context = context, caller = util.nonempty(p.caller),
+    goal = util.nonempty(p.goal), response_format = util.nonempty(p.response_format),
+    session_id = util.nonempty(p.session_id), stream = p.stream,
+    on_progress = p.on_progress, timeout = M.timeout_override(p.timeout_seconds) }
+  local cache = p.use_cache and not req.session_id and state.cache(cfg.settings) or nil
+  local key
+  if cache then
+    key = cache_key(p.agent, req)
+    local hit = cache:get(key)
+    if hit then
+      log("info", "Cache hit for " .. p.agent .. ": " .. util.cut(p.task, 80))
+      local r = runner.result(json.decode(hit))
+      r.cached = true
+      return r
+    end
+  end
+  if req.session_id then
+    log("info", "Dispatching to " .. p.agent .. " (resuming " ..
+      util.cut(req.session_id, 12) .. "...): " .. util.cut(p.task, 80))
+  else
+    log("info", "Dispatching to " .. p.agent .. ": " .. util.cut(p.task, 80) .. "...")
+  end
+  local r = runner.dispatch(req)
+  if cache and clean_success(r) then
+    cache:put(key, p.agent, json.encode(r))
+  end
+  return r
+end
+
+local ITEM_KEYS = { "agent", "task", "context", "caller", "goal",
+  "response_format", "return_ref", "summary_chars", "timeout_seconds", "group" }
+
+local function as_int(v)
+  if v == nil or v == json.null then return true, nil end
+  if type(v) == "boolean" then return true, v and 1 or 0 end
+  if type(v) == "number" then
+    return true, math.tointeger(v >= 0 and math.floor(v) or math.ceil(v))
+  end
+  if type(v) == "string" and util.strip(v):match("^[-+]?%d+$") then
+    return true, math.tointeger(tonumber(util.strip(v)))
+  end
+  return false
+end
+
+local function pyrepr(v)
+  if type(v) == "table" then return json.is_array(v) and "[]" or "{}" end
+  return util.repr(v)
+end
+
+--- Validates a parallel request (everything before any dispatch). Returns
+--- the normalized items or nil, message.
+function M.parallel_items(cfg, list, agg)
+  if type(list) ~= "table" or not json.is_array(list) or #list == 0 then
+    return nil, "dispatches must be a non-empty JSON array"
+  end
+  local max = math.max(100, cfg.settings.max_concurrency * 20)
+  if #list > max then
+    return nil, "Too many dispatches: " .. #list .. " > " .. max ..
+      ". Split into multiple calls or raise settings.max_concurrency."
+  end
+  local items = {}
+  for i, raw in ipairs(list) do
+    local at = "dispatches[" .. (i - 1) .. "]"
+    if type(raw) ~= "table" or json.is_array(raw) then
+      local t = raw == json.null and "null" or type(raw) == "table" and "array" or
+        type(raw) == "number" and (math.type(raw) == "integer" and "int" or "float") or
+        type(raw) == "boolean" and "bool" or "str"
+      return nil, at .. " must be an object, got " .. t
+    end
+    if raw.agent == nil or raw.task == nil or raw.agent == json.null or raw.task == json.null then
+      return nil, at .. " must have 'agent' and 'task' keys"
+    end
+    if type(raw.agent) ~= "string" or type(raw.task) ~= "string" then
+      return nil, at .. ".agent and .task must be strings"
+    end
+    if not cfg.agents[raw.agent] then return nil, M.unknown_agent(cfg, raw.agent) end
+    local item = {}
+    for _, k in ipairs(ITEM_KEYS) do
+      local v = raw[k]
+      if v == json.null then v = nil end
+      item[k] = v
+    end
+    for _, k in ipairs({ "context", "caller", "goal", "response_format", "group" }) do
+      if item[k] ~= nil and type(item[k]) ~= "string" then
+        return nil, at .. "." .. k .. " must be a string, got " .. pyrepr(item[k])
+      end
+    end
+    if item.group and item.group ~= "" then
+      local err = groups.check(cfg, item.group, item.agent)
+      if err then return nil, err end
+    end
+    for _, k in ipairs({ "timeout_seconds", "summary_chars" }) do
+      local ok, n = as_int(raw[k])
+      if not ok then
+        return nil, at .. "." .. k .. " must be a number, got " .. pyrepr(raw[k])
+      end
+      item[k] = n
+    end
+    item.return_ref = item.return_ref ~= nil and item.return_ref ~= false and item.return_ref ~= 0 and item.return_ref ~= ""
+    items[i] = item
+  end
+  if agg and agg ~= "" and not cfg.agents[agg] then
+    return nil, M.unknown_agent(cfg, agg)
+  end
+  return items
+end
+
+--- Runs validated items concurrently (each through the shared limiter) and
+--- optionally aggregates. hooks: log, progress(done, total, msg),
+--- item_result(item, r) -> value to report (e.g. a ref payload).
+function M.parallel(cfg, items, agg, hooks)
+  hooks = hooks or {}
+  local log = hooks.log or noop
+  local names = {}
+  for i, it in ipairs(items) do names[i] = it.agent end
+  log("info", "Dispatching in parallel to: " .. table.concat(names, ", "))
+  local done = 0
+  local fns = {}
+  for i, it in ipairs(items) do
+    fns[i] = function()
+      local p = util.copy(it)
+      p.use_cache = true
+      local r, err = M.one(cfg, p, hooks)
+      if not r then
+        r = runner.failure(it.agent, "cli_error", err)
+      end
+      done = done + 1
+      if hooks.progress then
+        hooks.progress(done, #items, it.agent .. " " .. (r.success and "done" or "failed") ..
+          " (" .. done .. "/" .. #items .. ")")
+      end
+      if hooks.item_result then return hooks.item_result(it, r) end
+      return r
+    end
+  end
+  local outs = task.all(fns)
+  local results = json.array()
+  for i, o in ipairs(outs) do
+    if o.ok then
+      results[i] = o.value
+    else
+      if type(o.value) == "table" and o.value.type == "cancelled" then error(o.value, 0) end
+      local msg = type(o.value) == "table" and tostring(o.value.message) or tostring(o.value)
+      results[i] = runner.failure(items[i].agent, "cli_error", (msg:match("^[^\n]*")))
+    end
+  end
+  if not agg or agg == "" then return results end
+  log("info", "Aggregating results via " .. agg .. "...")
+  local ok, aggregated = pcall(function()
+    return runner.dispatch({ name = agg, agent = cfg.agents[agg], settings = cfg.settings,
+      task = aggregate.TASK, context = aggregate.context(results),
+      caller = aggregate.CALLER, goal = aggregate.GOAL })
+  end)
+  if not ok then
+    if type(aggregated) == "table" and aggregated.type == "cancelled" then error(aggregated, 0) end
+    aggregated = runner.failure(agg, "cli_error", "Aggregation failed: " ..
+      tostring(type(aggregated) == "table" and aggregated.message or aggregated):match("^[^\n]*"))
+  end
+  return json.object({ individual_results = results, aggregated = aggregated },
+                     { "individual_results", "aggregated" })
+end
+
+--- A two-agent dialogue (F48). Returns the response or nil, message.
+function M.dialogue(cfg, p, hooks)
+  local log = hooks and hooks.log or noop
+  if not cfg.agents[p.requester] then return nil, M.unknown_agent(cfg, p.requester) end
+  if not cfg.agents[p.responder] then return nil, M.unknown_agent(cfg, p.responder) end
+  local rounds = math.max(1, math.min(10, p.max_rounds or 3))
+  log("info", "Dialogue: " .. p.requester .. " <-> " .. p.responder .. " (max " ..
+    rounds .. " rounds): " .. util.cut(p.topic, 80))
+  local res = dialogue.run({ requester = p.requester, responder = p.responder,
+                             topic = p.topic, max_rounds = rounds },
+    function(agent, other, role, round, prompt, session_id)
+      local r = runner.dispatch({ name = agent, agent = cfg.agents[agent],
+        settings = cfg.settings, task = prompt, caller = other,
+        goal = util.cut(p.topic, 200), session_id = session_id })
+      log("info", "[round " .. round .. "] " .. agent .. ": " ..
+        util.cut(r.result ~= "" and r.result or (r.error or ""), 120) .. "...")
+      if hooks and hooks.progress then
+        hooks.progress(round, rounds, "round " .. round .. ": " .. agent .. " (" .. role .. ")")
+      end
+      return r
+    end)
+  local conv = json.array()
+  for i, e in ipairs(res.conversation) do
+    conv[i] = json.object(e, { "agent", "role", "round", "message", "cost_usd", "error", "error_type" })
+    if e.cost_usd == nil then conv[i].cost_usd = json.null end
+  end
+  res.conversation = conv
+  return json.object(res, { "resolved", "rounds", "total_cost_usd",
+    "total_duration_ms", "final_answer", "conversation" })
+end
+
+return M

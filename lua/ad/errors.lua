@@ -1,0 +1,92 @@
+--- Error classes, classification and remediation hints for dispatches.
+--- Every remediation names a command or flag that exists (hints are tested
+--- by feeding their flags back into the CLI).
+local util = require "ad.util"
+
+local M = {}
+
+M.TYPES = { "permission", "timeout", "recursion", "not_found", "budget",
+            "cli_error" }
+
+local PERMISSION_WORDS = {
+  "permission denied", "not allowed", "not permitted", "disallowed tool",
+  "permission mode", "not have permission", "tool is not available",
+  "tool_use is not allowed", "unauthorized",
+}
+
+--- "permission" when the text reads like a permission problem, else
+--- "cli_error". Any value is accepted; nil and "" are "cli_error".
+function M.classify(text)
+  if type(text) ~= "string" then
+    if text == nil then return "cli_error" end
+    text = tostring(text)
+  end
+  local low = text:lower()
+  for _, w in ipairs(PERMISSION_WORDS) do
+    if low:find(w, 1, true) then return "permission" end
+  end
+  return "cli_error"
+end
+
+function M.permission_hint(name)
+  return "\n\nHint: agent '" .. name .. "' was denied a tool or action. " ..
+    "Its permissions live in agents.yaml; grant access with one of:\n" ..
+    "  agent-dispatch update " .. name .. " --permission-mode bypassPermissions\n" ..
+    "  agent-dispatch update " .. name .. " --allowed-tools Bash,Read,Edit,Write,Glob,Grep"
+end
+
+local function resume_call(name, session_id)
+  return "dispatch_session(agent='" .. name .. "', task='Continue where you " ..
+    "left off', session_id='" .. session_id .. "')"
+end
+
+function M.budget_hint(name, cap, session_id)
+  local capt = cap and ("$" .. util.g(cap)) or "the configured cap"
+  local raise = cap and util.g(cap * 2) or "2.0"
+  local s = "\n\nHint: the dispatch was stopped by the spend cap " .. capt ..
+    " (passed to claude as --max-budget-usd), so the answer is incomplete. " ..
+    "Raise the cap with: agent-dispatch update " .. name ..
+    " --max-budget-usd " .. raise .. ", use a cheaper model (agent-dispatch update " ..
+    name .. " --model haiku), or split the task."
+  if session_id then
+    s = s .. " To continue this session: " .. resume_call(name, session_id)
+  end
+  return s
+end
+
+function M.denial_hint(name, denied)
+  local list = table.concat(denied, ", ")
+  local csv = table.concat(denied, ",")
+  return #denied .. " tool call(s) were denied by permissions (" .. list ..
+    "): the result may be incomplete because agent '" .. name ..
+    "' could not use them. Grant access with update_agent(name='" .. name ..
+    "', allowed_tools='" .. csv .. "') or permission_mode='bypassPermissions', " ..
+    "or from a shell: agent-dispatch update " .. name .. " --allowed-tools " .. csv
+end
+
+function M.timeout_message(name, seconds, session_id)
+  local longer = math.min(seconds * 2, 7200)
+  local s = "Agent '" .. name .. "' timed out after " .. seconds .. "s. " ..
+    "Options: pass timeout_seconds=" .. longer .. " for a longer one-off run " ..
+    "(at most 7200), or raise the agent's default with: agent-dispatch update " ..
+    name .. " --timeout " .. (seconds * 2) .. "."
+  if session_id then
+    s = s .. " The session is resumable: " .. resume_call(name, session_id)
+  end
+  return s
+end
+
+function M.over_budget_note(cost, budget)
+  return string.format("Cost $%.4f exceeded the configured budget $%.2f for " ..
+    "this agent; consider a cheaper model, a tighter task or raising " ..
+    "max_budget_usd.", cost, budget)
+end
+
+--- A policy error object: {type=, message=, hint=}. Raised with error()
+--- by code that cannot return a normal result; the MCP layer maps it.
+function M.new(etype, message, hint)
+  return setmetatable({ type = etype, message = message, hint = hint },
+    { __tostring = function(e) return e.message end })
+end
+
+return M

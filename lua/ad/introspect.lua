@@ -1,0 +1,124 @@
+--- Project introspection: what an agent's directory holds (F08, F09).
+--- File probes only; nothing is executed. Malformed files are skipped.
+local core = require "ad.core"
+local json = require "ad.json"
+local util = require "ad.util"
+
+local M = {}
+
+local function read_text(path, max)
+  local data = core.read_file(path, max or (1024 * 1024))
+  if not data or not core.utf8_valid(data) then return nil end
+  return data
+end
+
+local function first_lines(text, n)
+  local out = {}
+  if text:sub(-1) == "\n" then text = text:sub(1, -2) end
+  for line in (text .. "\n"):gmatch("(.-)\r?\n") do
+    if #out >= n then break end
+    out[#out + 1] = line
+  end
+  return out
+end
+
+--- Names of MCP servers configured for the project, first seen first.
+function M.mcp_servers(dir)
+  local seen, out = {}, json.array()
+  for _, rel in ipairs({ ".mcp.json", ".claude/settings.local.json" }) do
+    local text = read_text(dir .. "/" .. rel)
+    local doc = text and json.decode(text)
+    if type(doc) == "table" and not json.is_array(doc) and type(doc.mcpServers) == "table"
+        and (next(doc.mcpServers) == nil or not json.is_array(doc.mcpServers)) then
+      local names = {}
+      for k in pairs(doc.mcpServers) do names[#names + 1] = k end
+      table.sort(names)
+      for _, k in ipairs(names) do
+        if not seen[k] then seen[k] = true; out[#out + 1] = k end
+      end
+    end
+  end
+  return out
+end
+
+--- A one-line description built from the project's own files.
+function M.auto_describe(dir)
+  local parts = {}
+  local claude_md = read_text(dir .. "/CLAUDE.md")
+  if claude_md then
+    local got = {}
+    for _, line in ipairs(first_lines(claude_md, 40)) do
+      local s = util.strip(line)
+      if s ~= "" and s:sub(1, 1) ~= "#" and s:sub(1, 2) ~= "--" then
+        got[#got + 1] = s
+        if #got == 2 then break end
+      end
+    end
+    if #got > 0 then parts[#parts + 1] = table.concat(got, " ") end
+  end
+  if #parts == 0 then
+    local readme = read_text(dir .. "/README.md")
+    if readme then
+      for _, line in ipairs(first_lines(readme, 20)) do
+        local s = util.strip(line)
+        local c = s:sub(1, 1)
+        if s ~= "" and c ~= "#" and c ~= "[" and c ~= "!" and util.ulen(s) > 20 then
+          parts[#parts + 1] = s
+          break
+        end
+      end
+    end
+  end
+  local pyproject = read_text(dir .. "/pyproject.toml")
+  if pyproject then
+    for line in (pyproject .. "\n"):gmatch("(.-)\r?\n") do
+      local s = util.strip(line)
+      if s:sub(1, 11) == "description" and s:find("=", 1, true) then
+        local v = s:match("=(.*)$"):gsub("^[%s\"']+", ""):gsub("[%s\"']+$", "")
+        if v ~= "" then parts[#parts + 1] = v end
+        break
+      end
+    end
+  end
+  local pkg = read_text(dir .. "/package.json")
+  local pdoc = pkg and json.decode(pkg)
+  if type(pdoc) == "table" and type(pdoc.description) == "string"
+      and util.strip(pdoc.description) ~= "" then
+    parts[#parts + 1] = pdoc.description
+  end
+  local mcp = M.mcp_servers(dir)
+  if #mcp > 0 then parts[#parts + 1] = "MCP: " .. table.concat(mcp, ", ") end
+  local stacks = core.stacks(dir)
+  if #stacks > 0 then parts[#parts + 1] = "Stack: " .. table.concat(stacks, ", ") end
+  local dbs = core.dbs(dir)
+  if #dbs > 0 then parts[#parts + 1] = "DB: " .. table.concat(dbs, ", ") end
+  if #parts == 0 then return "Agent in " .. util.basename(dir) end
+  return table.concat(parts, " | ")
+end
+
+--- true, false, or "UNREADABLE" (the probe itself failed).
+function M.health(dir)
+  local ok = core.health(dir)
+  if ok == nil then return "UNREADABLE" end
+  return ok
+end
+
+--- First n lines of a file joined by "\n", cut to max(200, n*200) code
+--- points; returns text, truncated.
+function M.preview(path, n)
+  local data = core.read_file(path, 4 * 1024 * 1024)
+  if not data then return nil end
+  data = core.utf8_fix(data)
+  local all = first_lines(data, n + 1)
+  local truncated = #all > n
+  if truncated then all[#all] = nil end
+  local text = table.concat(all, "\n")
+  local cap = math.max(200, n * 200)
+  if util.ulen(text) > cap then
+    text = util.cut(text, cap)
+    truncated = true
+  end
+  return text, truncated
+end
+
+return M

@@ -1,0 +1,154 @@
+--- JSON for the policy layer: lua-cjson does all parsing and all scalar
+--- encoding; this module only decides container shapes and key order.
+---
+--- Why not plain cjson.encode: Debian's lua-cjson 2.1.0 encodes an empty
+--- Lua table as {} and emits object keys in hash order. Tool results need
+--- empty arrays as [] (tools, required, denied_tools, content) and a stable
+--- key order. The one mechanism: a table whose metatable is core.array_mt
+--- is an array (json.array marks one); a table with a metatable field
+--- __order lists its leading keys (json.object); any other table is an
+--- object with sorted keys, unless it is a non-empty sequence.
+local core = require "ad.core"
+local cjson = require "cjson"
+
+local M = {}
+
+M.null = cjson.null
+local ARRAY = core.array_mt
+local RAW = { __name = "json.raw" }
+
+--- A value emitted verbatim (already-valid JSON text, e.g. a request id
+--- echoed digit for digit).
+function M.raw(text)
+  return setmetatable({ text }, RAW)
+end
+local encode_scalar = cjson.encode
+local concat, sort, type, next, getmetatable, rawlen =
+  table.concat, table.sort, type, next, getmetatable, rawlen
+
+--- Marks t (or a new table) as a JSON array.
+---@param t table|nil
+---@return table
+function M.array(t)
+  return setmetatable(t or {}, ARRAY)
+end
+
+--- Marks t as an object whose keys come out in the given order.
+---@param t table
+---@param order string[]
+---@return table
+function M.object(t, order)
+  return setmetatable(t, { __order = order })
+end
+
+function M.is_array(t)
+  local mt = getmetatable(t)
+  if mt == ARRAY then return true end
+  if mt and mt.__order then return false end
+  local n = rawlen(t)
+  if n == 0 then return false end
+  local count = 0
+  for _ in next, t do count = count + 1 end
+  return count == n
+end
+
+local encode
+
+local function encode_object(t, out, depth)
+  local keys, seen, n = {}, {}, 0
+  local mt = getmetatable(t)
+  if mt and mt.__order then
+    for _, k in ipairs(mt.__order) do
+      if t[k] ~= nil and not seen[k] then
+        n = n + 1; keys[n] = k; seen[k] = true
+      end
+    end
+  end
+  local rest, m = {}, 0
+  for k in next, t do
+    if not seen[k] then
+      if type(k) ~= "string" then
+        k = tostring(k)
+      end
+      m = m + 1; rest[m] = k
+    end
+  end
+  sort(rest)
+  for i = 1, m do n = n + 1; keys[n] = rest[i] end
+  out[#out + 1] = "{"
+  for i = 1, n do
+    local k = keys[i]
+    if i > 1 then out[#out + 1] = "," end
+    out[#out + 1] = encode_scalar(k)
+    out[#out + 1] = ":"
+    local v = t[k]
+    if v == nil then v = t[tonumber(k)] end
+    encode(v, out, depth + 1)
+  end
+  out[#out + 1] = "}"
+end
+
+encode = function(v, out, depth)
+  if depth > 200 then error("json: value nested too deeply (a cycle?)") end
+  local tv = type(v)
+  if tv == "table" then
+    if getmetatable(v) == RAW then
+      out[#out + 1] = v[1]
+    elseif M.is_array(v) then
+      out[#out + 1] = "["
+      for i = 1, rawlen(v) do
+        if i > 1 then out[#out + 1] = "," end
+        encode(v[i], out, depth + 1)
+      end
+      out[#out + 1] = "]"
+    else
+      encode_object(v, out, depth)
+    end
+  elseif tv == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then
+      out[#out + 1] = "null"
+    else
+      out[#out + 1] = encode_scalar(v)
+    end
+  elseif tv == "string" or tv == "boolean" then
+    out[#out + 1] = encode_scalar(v)
+  elseif v == nil or v == cjson.null then
+    out[#out + 1] = "null"
+  else
+    out[#out + 1] = encode_scalar(tostring(v))
+  end
+end
+
+--- Encodes v as compact JSON text. Strings that are not valid UTF-8 are
+--- repaired (U+FFFD) so the transport never carries invalid UTF-8.
+---@return string
+function M.encode(v)
+  local out = {}
+  encode(v, out, 0)
+  -- lua-cjson escapes "/" as "\/"; valid but noisy. Only a '/' can follow
+  -- an odd backslash in its output, so this swap is exact.
+  return core.utf8_fix((concat(out):gsub("\\/", "/")))
+end
+
+--- Decodes text; returns value or nil, message. JSON null becomes json.null
+--- inside containers and nil at the top level.
+function M.decode(text)
+  local ok, v = pcall(cjson.decode, text)
+  if not ok then
+    return nil, (tostring(v):gsub("^.-: ", ""))
+  end
+  if v == cjson.null then return nil end
+  return v
+end
+
+--- Deep copy with JSON nulls turned into nil (for values read from JSON
+--- that policy code treats as Lua data).
+function M.denull(v)
+  if v == cjson.null then return nil end
+  if type(v) ~= "table" then return v end
+  local r = {}
+  for k, x in pairs(v) do r[k] = M.denull(x) end
+  return setmetatable(r, getmetatable(v))
+end
+
+return M

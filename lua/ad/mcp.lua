@@ -1,0 +1,487 @@
+--- The MCP server: JSON-RPC over stdio, speaking both protocol eras.
+---
+--- Legacy (2025-11-25 and older): an `initialize` handshake scoped to the
+--- process, then requests under the negotiated version. Modern
+--- (2026-07-28): every request carries its version and capabilities in
+--- params._meta and is served statelessly; `server/discover` describes us.
+--- Each tools/call runs as its own task, so a long dispatch never delays
+--- any other request; notifications/cancelled kills the call's child
+--- process group and nothing more is written for that id.
+local core = require "ad.core"
+local json = require "ad.json"
+local util = require "ad.util"
+local tools = require "ad.tools"
+
+local M = {}
+
+M.NAME = "agent-dispatch"
+M.MODERN = "2026-07-28"
+M.LEGACY = { "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05" }
+M.SUPPORTED = { "2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05" }
+M.HEARTBEAT = 25 -- seconds between progress beats of a long call
+
+local META_VERSION = "io.modelcontextprotocol/protocolVersion"
+local META_CAPS = "io.modelcontextprotocol/clientCapabilities"
+local META_LEVEL = "io.modelcontextprotocol/logLevel"
+local META_SERVER = "io.modelcontextprotocol/serverInfo"
+
+local LEVELS = { debug = 0, info = 1, notice = 2, warning = 3, error = 4,
+                 critical = 5, alert = 6, emergency = 7 }
+
+M.INSTRUCTIONS = table.concat({
+  "agent-dispatch delegates tasks to Claude Code agents that live in other",
+  "project directories, each with its own CLAUDE.md, MCP servers, tools and",
+  "files. Dispatch only when a task needs another project's context.",
+  "Flow: list_agents -> inspect_agent -> dispatch (or dispatch_session for",
+  "multi-turn work, dispatch_parallel to fan out and aggregate,",
+  "dispatch_stream to watch progress, dispatch_dialogue to let two agents",
+  "talk). Always pass caller= and goal=. Groups: list_groups /",
+  "inspect_group, and group= on dispatch to give a member the group's",
+  "shared context. Timeouts: pass timeout_seconds= for a longer one-off run;",
+  "a timed-out run returns a session_id that dispatch_session can resume.",
+  "Permissions: a result with denied_tools and a hint may be incomplete;",
+  "grant tools with update_agent. Manage agents with add_agent,",
+  "update_agent, remove_agent; cache_stats / cache_clear for the result cache.",
+}, " ")
+
+local function versioned(v)
+  for _, x in ipairs(M.LEGACY) do if x == v then return true end end
+  return false
+end
+
+local Server = {}
+Server.__index = Server
+
+function M.new(write)
+  return setmetatable({
+    write = write,
+    legacy_version = nil,   -- negotiated by initialize
+    log_level = nil,        -- legacy logging/setLevel
+    inflight = {},
+    listens = {},
+    broken = false,
+  }, Server)
+end
+
+-- ------------------------------------------------------------ output --
+
+function Server:send(msg)
+  if self.broken then return end
+  local ok = self.write(json.encode(msg) .. "\n")
+  if not ok then self.broken = true end
+end
+
+local function id_value(id)
+  if id == nil then return json.null end
+  return id
+end
+
+function Server:error(id, code, message, data)
+  local err = json.object({ code = code, message = message, data = data },
+                          { "code", "message", "data" })
+  self:send(json.object({ jsonrpc = "2.0", id = id_value(id), error = err },
+                        { "jsonrpc", "id", "error" }))
+end
+
+function Server:result(id, result, modern)
+  if modern then
+    result.resultType = result.resultType or "complete"
+    result._meta = json.object({ [META_SERVER] = M.server_info() }, { META_SERVER })
+  end
+  self:send(json.object({ jsonrpc = "2.0", id = id, result = result },
+                        { "jsonrpc", "id", "result" }))
+end
+
+function M.server_info()
+  return json.object({ name = M.NAME, version = core.version }, { "name", "version" })
+end
+
+-- -------------------------------------------------------------- ids --
+
+--- The id as it must be echoed (strings as they are; numbers digit for
+--- digit from the raw line), its in-flight key, or nil when invalid.
+local function read_id(id, line)
+  if type(id) == "string" then return id, "s:" .. id end
+  if type(id) == "number" then
+    local raw = core.raw_member(line, "id")
+    if raw and raw:match("^-?%d+$") then
+      return json.raw(raw), "n:" .. string.format("%.17g", id)
+    end
+  end
+  return nil
+end
+
+local function request_key(v)
+  if type(v) == "string" then return "s:" .. v end
+  if type(v) == "number" then return "n:" .. string.format("%.17g", v) end
+  return nil
+end
+
+-- ------------------------------------------------------------ tools --
+
+function Server:tool_list(version)
+  local list = json.array()
+  for _, name in ipairs(tools.names()) do
+    list[#list + 1] = tools.describe(tools.get(name), version)
+  end
+  return list
+end
+
+local function text_result(text, is_error)
+  return json.object({ content = json.array{ json.object({ type = "text", text = text },
+                                                         { "type", "text" }) },
+                       isError = is_error }, { "content", "isError", "resultType", "_meta" })
+end
+
+--- Runs tools/call in its own task. era: {modern=bool, version=, meta=}.
+function Server:call_tool(id, key, params, era)
+  local name, args = params.name, params.arguments
+  if type(name) ~= "string" then
+    return self:error(id, -32602, "Invalid params: tools/call needs a string 'name'")
+  end
+  if args ~= nil and (type(args) ~= "table" or (next(args) ~= nil and json.is_array(args))) then
+    return self:error(id, -32602, "Invalid params: 'arguments' must be an object")
+  end
+  local def = tools.get(name)
+  if not def then return self:error(id, -32602, "Unknown tool: " .. name) end
+  if self.inflight[key] then
+    return self:error(id, -32600, "Invalid Request: id " .. tostring(params and key:sub(3)) ..
+      " is already in use by a request in flight")
+  end
+  local meta = era.meta or {}
+  local token = meta.progressToken
+  if type(token) == "number" then token = math.tointeger(token) or token end
+  if type(token) ~= "string" and type(token) ~= "number" then token = nil end
+  local level = era.modern and meta[META_LEVEL] or self.log_level
+  local entry = { cancelled = false, done = false }
+  self.inflight[key] = entry
+  local server = self
+  local count = 0
+  local function progress(message, done_n, total)
+    if not token or entry.done or entry.cancelled then return end
+    count = count + 1
+    local p = json.object({ progressToken = token, progress = done_n or count,
+                            total = total }, { "progressToken", "progress", "total", "message" })
+    if era.version ~= "2024-11-05" and message then
+      p.message = util.cut((message:gsub("%s+", " ")), 200)
+    end
+    server:send(json.object({ jsonrpc = "2.0", method = "notifications/progress", params = p },
+                            { "jsonrpc", "method", "params" }))
+  end
+  local last_n = 0
+  local ctx = {
+    tool = name,
+    log = function(lvl, msg)
+      io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " ", lvl:upper(), " ", msg, "\n")
+      if level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level] and not entry.done
+          and not entry.cancelled then
+        server:send(json.object({ jsonrpc = "2.0", method = "notifications/message",
+          params = json.object({ level = lvl, logger = M.NAME, data = msg },
+                               { "level", "logger", "data" }) },
+          { "jsonrpc", "method", "params" }))
+      end
+    end,
+    progress = function(msg) progress(msg) end,
+    -- Progress with a known total (parallel items, dialogue rounds); the
+    -- count stays strictly increasing across heartbeats.
+    progress_n = function(n, total, msg)
+      last_n = math.max(last_n + 1, n)
+      count = math.max(count, last_n)
+      progress(msg, count, total)
+    end,
+  }
+  entry.task = core.spawn(function()
+    local beat
+    if token then
+      beat = core.spawn(function()
+        local started = core.now()
+        while true do
+          if core.sleep(M.HEARTBEAT) == nil then return end
+          progress(name .. " still running (" .. math.floor(core.now() - started) .. "s)")
+        end
+      end)
+    end
+    local vargs, verr = tools.validate(def, args or {})
+    local ok, value
+    if not vargs then
+      ok, value = true, tools.envelope(verr)
+    else
+      ok, value = pcall(tools.call, def, vargs, ctx)
+    end
+    entry.done = true
+    if beat then beat:cancel() end
+    if server.inflight[key] == entry then server.inflight[key] = nil end
+    if entry.cancelled then return end
+    if not ok then
+      if type(value) == "table" and value.type == "cancelled" then return end
+      return server:error(id, -32603, "Internal error: " .. tostring(value))
+    end
+    local r = text_result(json.encode(value), tools.is_error_result(value))
+    server:result(id, r, era.modern)
+  end)
+end
+
+function Server:cancel(request_id)
+  local key = request_key(request_id)
+  local entry = key and self.inflight[key]
+  if not entry or entry.done then return end
+  entry.cancelled = true
+  self.inflight[key] = nil
+  if entry.task then entry.task:cancel() end
+  if entry.listen then self.listens[key] = nil end
+end
+
+-- ------------------------------------------------------- dispatching --
+
+function Server:notification(msg)
+  local params = type(msg.params) == "table" and msg.params or {}
+  if msg.method == "notifications/cancelled" then
+    self:cancel(params.requestId)
+  elseif msg.method == "notifications/initialized" then
+    self.initialized_notified = true
+  end
+end
+
+function Server:discover_result()
+  local caps = json.object({ tools = json.object({ listChanged = false }, { "listChanged" }),
+                             logging = json.object({}, {}) }, { "tools", "logging" })
+  return json.object({ supportedVersions = json.array(util.copy(M.SUPPORTED)),
+    capabilities = caps, instructions = M.INSTRUCTIONS, ttlMs = 0,
+    cacheScope = "public" },
+    { "resultType", "supportedVersions", "capabilities", "instructions",
+      "ttlMs", "cacheScope", "_meta" })
+end
+
+local REMOVED_MODERN = { ping = true, ["logging/setLevel"] = true,
+  ["resources/subscribe"] = true, ["resources/unsubscribe"] = true,
+  ["tasks/result"] = true, ["tasks/list"] = true, initialize = true }
+
+function Server:modern(id, key, msg, meta)
+  local v = meta[META_VERSION]
+  if type(v) ~= "string" then
+    return self:error(id, -32602, "Invalid params: _meta." .. META_VERSION .. " must be a string")
+  end
+  if v ~= M.MODERN then
+    return self:error(id, -32022, "Unsupported protocol version",
+      json.object({ supported = json.array(util.copy(M.SUPPORTED)), requested = v },
+                  { "supported", "requested" }))
+  end
+  local caps = meta[META_CAPS]
+  if type(caps) ~= "table" or (next(caps) ~= nil and json.is_array(caps)) then
+    return self:error(id, -32602, "Invalid params: _meta." .. META_CAPS .. " is required")
+  end
+  local lvl = meta[META_LEVEL]
+  if lvl ~= nil and not LEVELS[lvl] then
+    return self:error(id, -32602, "Invalid params: unknown log level " .. util.repr(tostring(lvl)))
+  end
+  local m = msg.method
+  local params = type(msg.params) == "table" and msg.params or {}
+  if m == "server/discover" then
+    return self:result(id, self:discover_result(), true)
+  elseif m == "tools/list" then
+    if params.cursor ~= nil and params.cursor ~= "" then
+      return self:error(id, -32602, "Invalid params: unknown cursor")
+    end
+    return self:result(id, json.object({ tools = self:tool_list(M.MODERN), ttlMs = 0,
+      cacheScope = "public" }, { "resultType", "tools", "ttlMs", "cacheScope", "_meta" }), true)
+  elseif m == "tools/call" then
+    return self:call_tool(id, key, params, { modern = true, version = M.MODERN, meta = meta })
+  elseif m == "subscriptions/listen" then
+    -- Our tool set is static: acknowledge, honour nothing, keep it open
+    -- until the client cancels it or we shut down.
+    self.listens[key] = id
+    self.inflight[key] = { listen = true, cancelled = false }
+    return self:send(json.object({ jsonrpc = "2.0",
+      method = "notifications/subscriptions/acknowledged",
+      params = json.object({ notifications = json.object({}, {}),
+        _meta = json.object({ ["io.modelcontextprotocol/subscriptionId"] = id },
+                            { "io.modelcontextprotocol/subscriptionId" }) },
+        { "notifications", "_meta" }) }, { "jsonrpc", "method", "params" }))
+  elseif REMOVED_MODERN[m] or m:match("^tasks/") then
+    return self:error(id, -32601, "Method not found: " .. m .. " (not part of " .. M.MODERN .. ")")
+  end
+  return self:error(id, -32601, "Method not found: " .. m)
+end
+
+function Server:legacy(id, key, msg)
+  local m = msg.method
+  local params = type(msg.params) == "table" and msg.params or {}
+  if m == "initialize" then
+    if self.legacy_version then
+      return self:error(id, -32600, "Invalid Request: already initialized (" ..
+        self.legacy_version .. ")")
+    end
+    local asked = params.protocolVersion
+    local v = versioned(asked) and asked or M.LEGACY[1]
+    self.legacy_version = v
+    local caps = json.object({ tools = json.object({ listChanged = false }, { "listChanged" }),
+                               logging = json.object({}, {}) }, { "tools", "logging" })
+    return self:result(id, json.object({ protocolVersion = v, capabilities = caps,
+      serverInfo = M.server_info(), instructions = M.INSTRUCTIONS },
+      { "protocolVersion", "capabilities", "serverInfo", "instructions" }))
+  elseif m == "ping" then
+    return self:result(id, json.object({}, {}))
+  elseif m == "server/discover" then
+    return self:error(id, -32602, "Invalid params: server/discover needs _meta." .. META_VERSION)
+  end
+  if not self.legacy_version then
+    return self:error(id, -32600, "Invalid Request: not initialized")
+  end
+  if m == "tools/list" then
+    if params.cursor ~= nil then
+      return self:error(id, -32602, "Invalid params: unknown cursor")
+    end
+    return self:result(id, json.object({ tools = self:tool_list(self.legacy_version) }, { "tools" }))
+  elseif m == "tools/call" then
+    return self:call_tool(id, key, params, { modern = false, version = self.legacy_version,
+                                             meta = type(params._meta) == "table" and params._meta or {} })
+  elseif m == "logging/setLevel" then
+    if not LEVELS[params.level] then
+      return self:error(id, -32602, "Invalid params: unknown log level " ..
+        util.repr(tostring(params.level)))
+    end
+    self.log_level = params.level
+    return self:result(id, json.object({}, {}))
+  end
+  return self:error(id, -32601, "Method not found: " .. m)
+end
+
+function Server:message(msg, line)
+  if type(msg) ~= "table" or json.is_array(msg) then
+    return self:error(nil, -32600, "Invalid Request: a message must be a JSON object")
+  end
+  if msg.method == nil and (msg.result ~= nil or msg.error ~= nil) then
+    return -- a response from the client: we never send requests
+  end
+  local has_id = msg.id ~= nil
+  local id, key
+  if has_id then id, key = read_id(msg.id, line) end
+  if msg.jsonrpc ~= "2.0" or type(msg.method) ~= "string" then
+    return self:error(id, -32600, "Invalid Request: jsonrpc must be \"2.0\" and method a string")
+  end
+  if not has_id then return self:notification(msg) end
+  if not id then
+    return self:error(nil, -32600, "Invalid Request: id must be a string or an integer")
+  end
+  if msg.params ~= nil then
+    if type(msg.params) ~= "table" then
+      return self:error(id, -32600, "Invalid Request: params must be an object")
+    elseif next(msg.params) ~= nil and json.is_array(msg.params) then
+      return self:error(id, -32602, "Invalid params: params must be an object, not an array")
+    end
+  end
+  local meta = type(msg.params) == "table" and msg.params._meta
+  if type(meta) == "table" and meta[META_VERSION] ~= nil then
+    return self:modern(id, key, msg, meta)
+  end
+  return self:legacy(id, key, msg)
+end
+
+--- Handles one input line (without its newline).
+function Server:line(line)
+  if not core.utf8_valid(line) then
+    return self:error(nil, -32700, "Parse error: the line is not valid UTF-8")
+  end
+  if not line:find("%S") then return end
+  local msg, err = json.decode(line)
+  if msg == nil then
+    return self:error(nil, -32700, "Parse error: " .. tostring(err or "null is not a message"))
+  end
+  if type(msg) == "table" and json.is_array(msg) then
+    return self:batch(msg, line)
+  end
+  return self:message(msg, line)
+end
+
+function Server:batch(list, line)
+  if self.legacy_version ~= "2025-03-26" then
+    return self:error(nil, -32600, "Invalid Request: JSON-RPC batches are not supported " ..
+      "in this protocol version")
+  end
+  -- 2025-03-26: answer with one array. Collect every response written
+  -- while the batch's requests run, then write them together.
+  local server = self
+  core.spawn(function()
+    local collected = json.array()
+    local proxy = setmetatable({ write = function(text)
+      collected[#collected + 1] = json.raw(text:sub(1, -2)); return true end },
+      { __index = server })
+    local pending = {}
+    for _, m in ipairs(list) do
+      Server.message(proxy, m, json.encode(m))
+    end
+    for _, e in pairs(proxy.inflight) do
+      if e.task and not e.task:done() then pending[#pending + 1] = e.task end
+    end
+    for _, t in ipairs(pending) do t:wait() end
+    -- Keep only responses (progress/log notifications were for the batch).
+    local out = json.array()
+    for _, r in ipairs(collected) do
+      if not r[1]:find('"method":', 1, true) then out[#out + 1] = r end
+    end
+    if #out > 0 then server:send(out) end
+  end)
+end
+
+--- Stops: cancels every in-flight call (their children's groups are
+--- killed and reaped) and closes open subscriptions.
+function Server:shutdown(grace)
+  local waiting = {}
+  for key, e in pairs(self.inflight) do
+    if e.task and not e.done then
+      e.cancelled = true
+      e.task:cancel()
+      waiting[#waiting + 1] = e.task
+    end
+    if e.listen and self.listens[key] then
+      self:result(self.listens[key], json.object({ resultType = "complete",
+        _meta = json.object({ ["io.modelcontextprotocol/subscriptionId"] = self.listens[key] },
+                            { "io.modelcontextprotocol/subscriptionId" }) },
+        { "resultType", "_meta" }))
+    end
+  end
+  self.inflight = {}
+  local deadline = core.now() + (grace or 4)
+  for _, t in ipairs(waiting) do
+    while not t:done() and core.now() < deadline do core.sleep(0.05) end
+  end
+end
+
+--- `agent-dispatch serve`: serves until stdin ends or a signal arrives.
+function M.serve()
+  tools.load_builtin()
+  local ok, hooks = pcall(require, "ad.startup")
+  if ok and hooks and hooks.run then pcall(hooks.run) end
+  local server = M.new(core.stdout_write)
+  local stop = core.event()
+  local reader = core.spawn(function()
+    while true do
+      local line, err = core.stdin_read()
+      if line == nil then
+        if err ~= "cancelled" then stop:set("end of input") end
+        return
+      elseif line == false then
+        server:error(nil, -32600, "Invalid Request: line longer than the 64 MiB limit " ..
+          "was discarded")
+      else
+        server:line(line)
+      end
+      if server.broken then stop:set("stdout closed") return end
+    end
+  end)
+  local watcher = core.spawn(function()
+    local sig = core.wait_signal()
+    if sig then stop:set(sig) end
+  end)
+  local why = stop:wait()
+  io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " INFO agent-dispatch: shutting down (",
+                  tostring(why), ")\n")
+  reader:cancel()
+  watcher:cancel()
+  server:shutdown()
+  core.stdout_drain(1)
+  return 0
+end
+
+M.Server = Server
+return M

@@ -1,0 +1,25 @@
+--- Per-process server state: the result cache, re-created (emptied) when
+--- its settings change.
+local core = require "ad.core"
+
+local M = {}
+local current, ttl, max_size
+
+--- The cache for these settings, or nil when caching is disabled.
+function M.cache(settings)
+  local c = settings.cache
+  if not c.enabled then return nil end
+  if not current or ttl ~= c.ttl or max_size ~= c.max_size then
+    current = core.cache(c.max_size, c.ttl)
+    ttl, max_size = c.ttl, c.max_size
+  end
+  return current
+end
+
+--- Drops one agent's entries (after its configuration changed).
+function M.invalidate(settings, agent)
+  if current then return current:drop(agent) end
+  return 0
+end
+
+return M

@@ -1,0 +1,46 @@
+--- Tasks for policy code and scripts: the coroutine API over ad.core.
+--- A task waiting on a child, a timer or another task does not block any
+--- other task; cancelling a task cancels what it waits on.
+local core = require "ad.core"
+local errors = require "ad.errors"
+
+local M = {}
+
+M.spawn = core.spawn
+M.sleep = core.sleep
+M.now = core.now
+
+local function cancelled_error()
+  return errors.new("cancelled", "cancelled")
+end
+
+--- Runs every function as its own task and returns their results in
+--- input order: a list of {ok, value}. If the calling task is cancelled
+--- while waiting, every child is cancelled and waited for (so their
+--- children are gone) before the cancellation propagates.
+function M.all(fns, ...)
+  local tasks = {}
+  for i, fn in ipairs(fns) do tasks[i] = core.spawn(fn, ...) end
+  local out = {}
+  for i, t in ipairs(tasks) do
+    local ok, v = t:wait()
+    if ok == nil then
+      for _, other in ipairs(tasks) do other:cancel() end
+      for _, other in ipairs(tasks) do
+        while not other:done() do
+          if other:wait() == nil then break end
+        end
+      end
+      error(cancelled_error(), 0)
+    end
+    out[i] = { ok = ok, value = v }
+  end
+  return out
+end
+
+--- Raises the cancellation error when the current task was cancelled.
+function M.check_cancelled()
+  if core.cancelled() then error(cancelled_error(), 0) end
+end
+
+return M

@@ -1,0 +1,193 @@
+--- The tool registry: definitions, input schemas, argument validation and
+--- the guards every tool body runs under.
+---
+--- A tool is {name, title?, description, params = {{name, type, required?,
+--- default?, description?, minimum?, maximum?}...}, annotations?,
+--- guard = "config"|"io", handler = fn(args, ctx)}. The handler returns a
+--- Lua value that becomes the tool's one JSON text; it never needs to
+--- raise: a load error of agents.yaml and filesystem errors are turned into
+--- {"error", "hint"} envelopes here, so "tools never raise" holds even when
+--- a handler has a bug (that becomes an internal-error envelope, logged
+--- with its traceback on stderr).
+local core = require "ad.core"
+local json = require "ad.json"
+local util = require "ad.util"
+local config = require "ad.config"
+
+local M = {}
+
+local registry, order = {}, {}
+
+--- Registers a tool; a later definition with the same name replaces it.
+function M.define(def)
+  assert(type(def.name) == "string" and def.name:match("^[%w_.-]+$"), "bad tool name")
+  assert(type(def.handler) == "function", "tool " .. def.name .. " needs a handler")
+  if not registry[def.name] then order[#order + 1] = def.name end
+  registry[def.name] = def
+  return def
+end
+
+function M.get(name) return registry[name] end
+
+function M.names()
+  local out = {}
+  for i, n in ipairs(order) do out[i] = n end
+  return out
+end
+
+local TYPE_NAMES = { string = "string", integer = "integer", number = "number",
+                     boolean = "boolean" }
+
+--- The MCP Tool object for a definition (version-aware: 2024-11-05 gets
+--- no title or annotations).
+function M.describe(def, version)
+  local props, required = {}, json.array()
+  local porder = {}
+  for _, p in ipairs(def.params or {}) do
+    local s = { type = TYPE_NAMES[p.type] }
+    if p.description then s.description = p.description end
+    if p.default ~= nil then s.default = p.default end
+    if p.minimum then s.minimum = p.minimum end
+    if p.maximum then s.maximum = p.maximum end
+    props[p.name] = json.object(s, { "type", "description", "default", "minimum", "maximum" })
+    porder[#porder + 1] = p.name
+    if p.required then required[#required + 1] = p.name end
+  end
+  local schema = json.object({ type = "object",
+    properties = json.object(props, porder), required = required },
+    { "type", "properties", "required" })
+  if #porder == 0 then
+    schema = json.object({ type = "object", properties = json.object({}, {}),
+                           additionalProperties = false },
+                         { "type", "properties", "additionalProperties" })
+  end
+  local t = json.object({ name = def.name, description = def.description,
+                          inputSchema = schema },
+                        { "name", "title", "description", "inputSchema", "annotations" })
+  if version ~= "2024-11-05" then
+    t.title = def.title
+    if def.annotations then t.annotations = def.annotations end
+  end
+  return t
+end
+
+local function coerce(p, v)
+  local tv = type(v)
+  if p.type == "string" then
+    if tv == "string" then return v end
+  elseif p.type == "integer" then
+    if math.type(v) == "integer" then return v end
+    if tv == "number" and v == math.floor(v) then return math.tointeger(v) end
+    if tv == "string" and util.strip(v):match("^[-+]?%d+$") then
+      return math.tointeger(tonumber(util.strip(v)))
+    end
+  elseif p.type == "number" then
+    if tv == "number" then return v end
+    if tv == "string" and tonumber(util.strip(v)) then return tonumber(util.strip(v)) end
+  elseif p.type == "boolean" then
+    if tv == "boolean" then return v end
+  end
+  return nil
+end
+
+local function describe_value(v)
+  if v == json.null then return "null" end
+  if type(v) == "table" then return json.is_array(v) and "an array" or "an object" end
+  if type(v) == "string" then return "string " .. util.repr(util.cut(v, 40)) end
+  return type(v) .. " " .. tostring(v)
+end
+
+--- Validates arguments against the schema; returns args (with defaults) or
+--- nil, message.
+function M.validate(def, raw)
+  local args = {}
+  for _, p in ipairs(def.params or {}) do
+    local v = raw[p.name]
+    if v == nil or v == json.null then
+      if p.required then
+        return nil, "Invalid arguments for " .. def.name .. ": '" .. p.name .. "' is required"
+      end
+      args[p.name] = p.default
+    else
+      local c = coerce(p, v)
+      if c == nil then
+        return nil, "Invalid arguments for " .. def.name .. ": '" .. p.name ..
+          "' must be " .. (p.type == "integer" and "an integer" or "a " .. p.type) ..
+          ", got " .. describe_value(v)
+      end
+      args[p.name] = c
+    end
+  end
+  return args
+end
+
+M.LOAD_HINT = "Fix the YAML in agents.yaml or restore a backup; " ..
+  "`agent-dispatch doctor` points at the broken section."
+M.IO_HINT = "Check free space and permissions on the config and jobs " ..
+  "directories (~/.config/agent-dispatch, or wherever AGENT_DISPATCH_CONFIG " ..
+  "and AGENT_DISPATCH_JOBS_DIR point)."
+
+function M.envelope(msg, hint)
+  return json.object({ error = msg, hint = hint }, { "error", "hint" })
+end
+
+--- Turns a config save error into the tool's envelope.
+function M.save_error(tool, err)
+  if err.kind == "render" then
+    return M.envelope(tool .. " could not write " .. err.path .. ": " .. err.detail,
+      "Nothing changed: the previous config is intact because the write is " ..
+      "atomic. This is a bug in agent-dispatch; please report it.")
+  end
+  if err.kind == "write" then
+    return M.envelope(tool .. " failed on I/O: " .. err.detail ..
+      " (the previous config is intact)", M.IO_HINT)
+  end
+  return M.load_error(err)
+end
+
+function M.load_error(err)
+  return M.envelope("Config at " .. err.path .. " could not be loaded: " ..
+    (err.kind == "utf8" and "not valid UTF-8: " or err.kind == "yaml" and "invalid YAML: " or
+     err.kind == "schema" and "invalid schema: " or "") .. err.detail, M.LOAD_HINT)
+end
+
+--- Runs a tool call; returns the result value (never raises, except the
+--- cancellation error, which the caller turns into "no response").
+function M.call(def, args, ctx)
+  if def.guard == "config" then
+    local cfg, err = config.load()
+    if not cfg then return M.load_error(err) end
+    ctx.cfg = cfg
+    core.set_limit(cfg.settings.max_concurrency)
+  end
+  local ok, res = xpcall(def.handler, function(e)
+    if type(e) == "table" then return e end
+    return debug.traceback(tostring(e), 2)
+  end, args, ctx)
+  if ok then return res end
+  if type(res) == "table" and res.type == "cancelled" then error(res, 0) end
+  if type(res) == "table" and res.type == "io" then
+    return M.envelope(def.name .. " failed on I/O: " .. tostring(res.message), M.IO_HINT)
+  end
+  io.stderr:write("agent-dispatch: tool ", def.name, " failed: ", tostring(res), "\n")
+  local first = tostring(type(res) == "table" and res.message or res):match("^[^\n]*")
+  return M.envelope(def.name .. " failed with an internal error: " .. first,
+    "This is a bug in agent-dispatch; the server log (stderr) has the traceback.")
+end
+
+--- Is this tool result a failure the model should see as isError?
+function M.is_error_result(v)
+  if type(v) ~= "table" or json.is_array(v) then return false end
+  if v.success == false then return true end
+  return v.error ~= nil and v.success == nil and v.agent == nil
+end
+
+--- Loads the built-in tool modules, in the order tools/list shows them.
+function M.load_builtin()
+  for _, mod in ipairs({ "ad.tools.agents", "ad.tools.dispatch", "ad.tools.manage",
+                         "ad.tools.cache" }) do
+    require(mod)
+  end
+end
+
+return M

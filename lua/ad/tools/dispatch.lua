@@ -1,0 +1,150 @@
+--- Dispatch tools: dispatch, dispatch_session, dispatch_parallel,
+--- dispatch_stream, dispatch_dialogue. Thin wrappers over ad.dispatch.
+local json = require "ad.json"
+local util = require "ad.util"
+local tools = require "ad.tools"
+local D = require "ad.dispatch"
+
+local DISPATCH_ANN = json.object({ readOnlyHint = false, destructiveHint = true,
+  idempotentHint = false, openWorldHint = true },
+  { "readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint" })
+
+local P = {
+  agent = { name = "agent", type = "string", required = true,
+            description = "Agent name (see list_agents)." },
+  task = { name = "task", type = "string", required = true,
+           description = "What the agent should do, self-contained." },
+  context = { name = "context", type = "string", default = "",
+              description = "Background the agent needs (errors, findings, constraints)." },
+  caller = { name = "caller", type = "string", default = "",
+             description = "Who is asking (your project or agent name)." },
+  goal = { name = "goal", type = "string", default = "",
+           description = "The larger goal this task serves." },
+  response_format = { name = "response_format", type = "string", default = "",
+                      description = "\"json\" to ask for one JSON value (parsed into parsed_result)." },
+  timeout_seconds = { name = "timeout_seconds", type = "integer", default = 0,
+                      description = "One-off timeout in seconds (10-7200); 0 = the agent's configured timeout." },
+  group = { name = "group", type = "string", default = "",
+            description = "Dispatch as a member of this group: its shared context is added." },
+  session_id = { name = "session_id", type = "string", default = "",
+                 description = "Session to resume (from an earlier result); empty = new session." },
+}
+
+local function envelope_or(r, err)
+  if not r then return tools.envelope(err) end
+  return r
+end
+
+local function hooks(ctx)
+  return { log = ctx.log, progress = ctx.progress_n }
+end
+
+tools.define{
+  name = "dispatch",
+  title = "Delegate a task to an agent",
+  description = "Delegate a task to a Claude Code agent that lives in another " ..
+    "project directory (its own CLAUDE.md, MCP servers, tools, files) and " ..
+    "return its answer. Use it when the task needs that project's context. " ..
+    "Pass caller= and goal= so the agent knows who asks and why. Returns " ..
+    "{agent, success, result, session_id, cost_usd, ...}; on failure error " ..
+    "and error_type (permission, timeout, budget, not_found, recursion, " ..
+    "cli_error). A timed-out run can be continued with dispatch_session and " ..
+    "the returned session_id. Identical successful requests are cached.",
+  params = { P.agent, P.task, P.context, P.caller, P.goal, P.response_format,
+             P.timeout_seconds, P.group },
+  annotations = DISPATCH_ANN,
+  guard = "config",
+  handler = function(a, ctx)
+    local p = util.copy(a)
+    p.use_cache = true
+    return envelope_or(D.one(ctx.cfg, p, hooks(ctx)))
+  end,
+}
+
+tools.define{
+  name = "dispatch_session",
+  title = "Continue a conversation with an agent",
+  description = "Multi-turn work with one agent: omit session_id to start a " ..
+    "new session, or pass the session_id of an earlier result to continue " ..
+    "it (for example task='Continue where you left off' after a timeout). " ..
+    "Never cached.",
+  params = { P.agent, P.task, P.session_id, P.context, P.caller, P.goal,
+             P.response_format, P.timeout_seconds },
+  annotations = DISPATCH_ANN,
+  guard = "config",
+  handler = function(a, ctx)
+    return envelope_or(D.one(ctx.cfg, a, hooks(ctx)))
+  end,
+}
+
+tools.define{
+  name = "dispatch_parallel",
+  title = "Fan a task out to several agents",
+  description = "Run several dispatches at once and return their results in " ..
+    "input order; with aggregate=<agent>, that agent also synthesizes them " ..
+    "into one answer ({individual_results, aggregated}). dispatches is a " ..
+    "JSON array (as a string) of objects with agent and task, and optional " ..
+    "context, caller, goal, response_format, timeout_seconds, group. Every " ..
+    "item is validated before anything runs; one failed item never affects " ..
+    "the others.",
+  params = {
+    { name = "dispatches", type = "string", required = true,
+      description = "JSON array of {agent, task, ...} objects, encoded as a string." },
+    { name = "aggregate", type = "string", default = "",
+      description = "Agent that merges the results into one answer (optional)." },
+  },
+  annotations = DISPATCH_ANN,
+  guard = "config",
+  handler = function(a, ctx)
+    local list, err = json.decode(a.dispatches)
+    if err then return tools.envelope("Invalid JSON in dispatches: " .. err) end
+    local items, verr = D.parallel_items(ctx.cfg, list, a.aggregate)
+    if not items then return tools.envelope(verr) end
+    return D.parallel(ctx.cfg, items, a.aggregate, hooks(ctx))
+  end,
+}
+
+tools.define{
+  name = "dispatch_stream",
+  title = "Delegate with live progress",
+  description = "Like dispatch, but the agent's progress (its messages and " ..
+    "the tools it uses) is reported live while it works, as MCP progress " ..
+    "and log notifications. Use it for long tasks you want to watch. " ..
+    "Never cached.",
+  params = { P.agent, P.task, P.context, P.caller, P.goal, P.response_format,
+             P.timeout_seconds },
+  annotations = DISPATCH_ANN,
+  guard = "config",
+  handler = function(a, ctx)
+    local p = util.copy(a)
+    p.stream = true
+    p.on_progress = function(line)
+      local short = util.cut(line, 300)
+      ctx.log("info", "[" .. a.agent .. "] " .. short)
+      ctx.progress(a.agent .. ": " .. short)
+    end
+    return envelope_or(D.one(ctx.cfg, p, hooks(ctx)))
+  end,
+}
+
+tools.define{
+  name = "dispatch_dialogue",
+  title = "Let two agents talk a problem through",
+  description = "A dialogue between two agents: the responder (the expert) " ..
+    "answers the requester (who has the problem), and they alternate, each " ..
+    "continuing its own session, until one ends a reply with [RESOLVED] or " ..
+    "max_rounds (1-10) is reached. Returns resolved, rounds, total cost and " ..
+    "duration, final_answer and the conversation.",
+  params = {
+    { name = "requester", type = "string", required = true, description = "Agent with the problem." },
+    { name = "responder", type = "string", required = true, description = "Agent with the expertise." },
+    { name = "topic", type = "string", required = true, description = "The problem to solve." },
+    { name = "max_rounds", type = "integer", default = 3, minimum = 1, maximum = 10,
+      description = "Rounds of responder + requester turns (1-10)." },
+  },
+  annotations = DISPATCH_ANN,
+  guard = "config",
+  handler = function(a, ctx)
+    return envelope_or(D.dialogue(ctx.cfg, a, hooks(ctx)))
+  end,
+}

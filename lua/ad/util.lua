@@ -1,0 +1,125 @@
+--- Small text and table helpers shared by the policy modules.
+local core = require "ad.core"
+
+local M = {}
+
+function M.strip(s)
+  if type(s) ~= "string" then return s end
+  return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+--- Empty strings mean "absent" everywhere in the tool surface.
+function M.nonempty(s)
+  if s == nil or s == "" then return nil end
+  return s
+end
+
+--- "a, b ,,c" -> {"a", "b", "c"}
+function M.csv(s)
+  local out = {}
+  for part in (s or ""):gmatch("[^,]+") do
+    part = M.strip(part)
+    if part ~= "" then out[#out + 1] = part end
+  end
+  return out
+end
+
+--- First n code points of s (never splits a UTF-8 sequence).
+function M.cut(s, n)
+  if s == nil then return nil end
+  if n <= 0 then return "" end
+  if #s <= n then return s end
+  return core.utf8_sub(s, n)
+end
+
+function M.ulen(s)
+  return core.utf8_len(s or "")
+end
+
+--- Python-style repr of a string for messages: 'value'.
+function M.repr(v)
+  if type(v) == "string" then
+    return "'" .. v:gsub("\\", "\\\\"):gsub("'", "\\'"):gsub("\n", "\\n") .. "'"
+  end
+  return tostring(v)
+end
+
+--- Shortest round-trip number text in Python's style (0.5, 1.0, 1e-05).
+function M.num(x)
+  if math.type(x) == "integer" then return tostring(x) end
+  return core.format_double(x)
+end
+
+--- %g as C (and Python) print it.
+function M.g(x)
+  return string.format("%g", x)
+end
+
+function M.copy(t)
+  local r = {}
+  for k, v in pairs(t) do r[k] = v end
+  return r
+end
+
+function M.join(list, sep)
+  return table.concat(list, sep or ", ")
+end
+
+function M.expanduser(path)
+  if type(path) ~= "string" then return nil, "not a string" end
+  if path:sub(1, 1) ~= "~" then return path end
+  local user, rest = path:match("^~([^/]*)(.*)$")
+  if user == "" then
+    local home = os.getenv("HOME")
+    if not home then return nil, "HOME is not set" end
+    return home .. rest
+  end
+  -- ~user: look the user up in /etc/passwd (no shell involved)
+  local f = io.open("/etc/passwd")
+  if f then
+    for line in f:lines() do
+      local name, dir = line:match("^([^:]*):[^:]*:[^:]*:[^:]*:[^:]*:([^:]*):")
+      if name == user then f:close(); return dir .. rest end
+    end
+    f:close()
+  end
+  return nil, "unknown user '" .. user .. "'"
+end
+
+--- Absolute, normalized path (symlinks resolved when the path exists).
+function M.abspath(path)
+  local p, err = M.expanduser(path)
+  if not p then return nil, err end
+  if p:sub(1, 1) ~= "/" then
+    local cwd = os.getenv("PWD")
+    local real = core.realpath(".")
+    p = (real or cwd or "") .. "/" .. p
+  end
+  local real = core.realpath(p)
+  if real then return real end
+  -- Not existing: normalize lexically.
+  local parts = {}
+  for seg in p:gmatch("[^/]+") do
+    if seg == ".." then parts[#parts] = nil
+    elseif seg ~= "." then parts[#parts + 1] = seg end
+  end
+  return "/" .. table.concat(parts, "/")
+end
+
+function M.basename(p)
+  return (p:gsub("/+$", ""):match("([^/]*)$"))
+end
+
+function M.dirname(p)
+  local d = p:gsub("/+$", ""):match("^(.*)/[^/]*$")
+  if d == nil then return "." end
+  if d == "" then return "/" end
+  return d
+end
+
+function M.round(x, digits)
+  local m = 10 ^ (digits or 0)
+  return math.floor(x * m + 0.5) / m
+end
+
+return M

@@ -1,0 +1,114 @@
+--- The agent_dispatch module: the API that `agent-dispatch run` scripts
+--- (and custom tools) use. The same functions the MCP tools use, not a
+--- second implementation. Functions that dispatch wait for their child
+--- without blocking other tasks, so ad.spawn'ed work runs concurrently.
+---
+---   local ad = require "agent_dispatch"
+---   local r = ad.dispatch{agent = "backend", task = "List the API routes"}
+---   if r.success then print(r.result) end
+local core = require "ad.core"
+local json = require "ad.json"
+local config = require "ad.config"
+local D = require "ad.dispatch"
+local task = require "ad.task"
+local util = require "ad.util"
+
+local M = {}
+
+M.version = core.version
+M.args = {}
+M.null = json.null
+
+local function cfg()
+  local c, e = config.load()
+  if not c then
+    error(("config at %s could not be loaded (%s): %s"):format(e.path, e.kind, e.detail), 3)
+  end
+  core.set_limit(c.settings.max_concurrency)
+  return c
+end
+
+local function log_hook(level, msg)
+  if os.getenv("AGENT_DISPATCH_VERBOSE") then
+    io.stderr:write("[", level, "] ", msg, "\n")
+  end
+end
+
+--- Writes its arguments to stderr as one line (tostring'ed, space-joined).
+function M.log(...)
+  local parts = {}
+  for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+  io.stderr:write(table.concat(parts, " "), "\n")
+end
+
+--- The loaded configuration: {agents = {name = entry}, agent_names = {...},
+--- groups = {...}, group_names = {...}, settings = {...}, path = ...}.
+function M.config()
+  return cfg()
+end
+
+--- Agent names in config order, each with directory, description and health.
+function M.agents()
+  local c = cfg()
+  local out = {}
+  for i, name in ipairs(c.agent_names) do
+    local a = c.agents[name]
+    out[i] = { name = name, directory = a.directory, description = a.description,
+               healthy = require("ad.introspect").health(a.directory) }
+  end
+  return out
+end
+
+local function one(spec, extra)
+  if type(spec) ~= "table" then error("expected a table {agent=..., task=...}", 3) end
+  if type(spec.agent) ~= "string" or type(spec.task) ~= "string" then
+    error("agent and task must be strings", 3)
+  end
+  local p = util.copy(spec)
+  for k, v in pairs(extra or {}) do p[k] = v end
+  local r, err = D.one(cfg(), p, { log = log_hook })
+  if not r then error(err, 3) end
+  return r
+end
+
+--- One dispatch; returns the DispatchResult table the dispatch tool returns.
+--- spec: agent, task, context, caller, goal, response_format,
+--- timeout_seconds, group.
+function M.dispatch(spec) return one(spec) end
+
+--- A session turn: like dispatch, plus session_id to resume.
+function M.session(spec) return one(spec) end
+
+--- A streamed dispatch: spec.on_progress(line) is called for each progress
+--- line as it happens.
+function M.stream(spec)
+  return one(spec, { stream = true, on_progress = spec.on_progress })
+end
+
+--- Parallel fan-out: list of dispatch specs (+ list.aggregate = agent).
+--- Returns a list of results, or {individual_results=, aggregated=}.
+function M.parallel(list)
+  local c = cfg()
+  local items, err = D.parallel_items(c, json.array(util.copy(list)), list.aggregate)
+  if not items then error(err, 2) end
+  return D.parallel(c, items, list.aggregate, { log = log_hook })
+end
+
+--- Two-agent dialogue: {requester=, responder=, topic=, max_rounds=}.
+function M.dialogue(spec)
+  local r, err = D.dialogue(cfg(), spec, { log = log_hook })
+  if not r then error(err, 2) end
+  return r
+end
+
+--- Concurrency helpers: run fn as a task; wait for all of a list of
+--- functions (results in order, as {ok=, value=}); sleep in seconds.
+M.spawn = task.spawn
+M.all = task.all
+M.sleep = task.sleep
+M.now = task.now
+
+--- JSON helpers (lua-cjson underneath).
+M.json = { encode = json.encode, decode = json.decode, array = json.array }
+
+return M

@@ -1,0 +1,1036 @@
+/*
+ * stub_claude.c - a deterministic stand-in for the Claude Code CLI.
+ *
+ * Built as an executable named `claude` in ${CMAKE_BINARY_DIR}/stub so the
+ * end-to-end tests can put that directory first on PATH.  It accepts the
+ * print-mode command line agent-dispatch builds and answers like
+ * `claude -p --output-format json|stream-json` would, without a network.
+ *
+ * Behaviour is steered by directives embedded in the prompt text:
+ * `[stub:NAME]` or `[stub:NAME=VALUE]` (VALUE ends at the first `]`).
+ * The directive table below lists them all.  If STUB_CLAUDE_LOG is set,
+ * every invocation appends one JSON line describing itself to that file.
+ *
+ * It also implements `claude --version`, `claude mcp add-json` and
+ * `claude mcp list` (backed by $HOME/.claude-stub-mcp.json).
+ *
+ * Only writes JSON, never parses it (apart from picking a "command" string
+ * out of `mcp add-json` input).  Plain C11 + POSIX.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STUB_VERSION "2.1.328 (Claude Code stub)"
+
+/* ------------------------------------------------------------------ */
+/* Growable byte buffer and JSON string writer                         */
+/* ------------------------------------------------------------------ */
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void buf_add(struct buf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) {
+            cap *= 2;
+        }
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            abort();
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void buf_str(struct buf *b, const char *s) { buf_add(b, s, strlen(s)); }
+
+__attribute__((format(printf, 2, 3)))
+static void buf_fmt(struct buf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    buf_add(b, tmp, n < 0 ? 0 : (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* Append s as a quoted JSON string.  Bytes >= 0x80 pass through untouched,
+ * so valid UTF-8 stays valid and a deliberate 0xFF stays raw. */
+static void buf_json(struct buf *b, const char *s)
+{
+    buf_add(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        switch (c) {
+        case '"':  buf_str(b, "\\\""); break;
+        case '\\': buf_str(b, "\\\\"); break;
+        case '\n': buf_str(b, "\\n"); break;
+        case '\r': buf_str(b, "\\r"); break;
+        case '\t': buf_str(b, "\\t"); break;
+        default:
+            if (c < 0x20) {
+                buf_fmt(b, "\\u%04x", c);
+            } else {
+                buf_add(b, s, 1);
+            }
+        }
+    }
+    buf_add(b, "\"", 1);
+}
+
+/* JSON string or null. */
+static void buf_json_opt(struct buf *b, const char *s)
+{
+    if (s) {
+        buf_json(b, s);
+    } else {
+        buf_str(b, "null");
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Output helpers: raw write(2), so every line is flushed immediately  */
+/* ------------------------------------------------------------------ */
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return; /* reader went away: nothing useful to do */
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void say(int fd, const char *s) { write_all(fd, s, strlen(s)); }
+
+/* Terminate the buffer with '\n', write it to stdout, and reset it. */
+static void emit_line(struct buf *b)
+{
+    buf_add(b, "\n", 1);
+    write_all(STDOUT_FILENO, b->p, b->len);
+    b->len = 0;
+}
+
+static void sleep_s(double s)
+{
+    if (s <= 0) {
+        return;
+    }
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static double now(clockid_t clk)
+{
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------------ */
+/* Invocation log (STUB_CLAUDE_LOG)                                    */
+/* ------------------------------------------------------------------ */
+
+static bool stdin_is_devnull(void)
+{
+    struct stat in, nul;
+    return fstat(STDIN_FILENO, &in) == 0 && stat("/dev/null", &nul) == 0 &&
+           S_ISCHR(in.st_mode) && in.st_rdev == nul.st_rdev;
+}
+
+static void log_invocation(int argc, char **argv)
+{
+    const char *path = getenv("STUB_CLAUDE_LOG");
+    if (!path || !*path) {
+        return;
+    }
+    static const char *const keys[] = {"AGENT_DISPATCH_DEPTH", "CLAUDECODE",
+        "CLAUDE_CODE_SESSION_ID", "CLAUDE_CODE_ENTRYPOINT"};
+    struct buf b = {0};
+    char cwd[4096];
+    buf_str(&b, "{\"argv\":[");
+    for (int i = 0; i < argc; i++) {
+        buf_str(&b, i ? "," : "");
+        buf_json(&b, argv[i]);
+    }
+    buf_str(&b, "],\"cwd\":");
+    buf_json_opt(&b, getcwd(cwd, sizeof cwd));
+    buf_fmt(&b, ",\"pid\":%ld,\"pgid\":%ld,\"env\":{", (long)getpid(), (long)getpgrp());
+    bool first = true;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *v = getenv(keys[i]);
+        if (v) {
+            buf_str(&b, first ? "" : ",");
+            buf_json(&b, keys[i]);
+            buf_str(&b, ":");
+            buf_json(&b, v);
+            first = false;
+        }
+    }
+    buf_fmt(&b, "},\"stdin_is_devnull\":%s,\"time\":%.6f}\n",
+            stdin_is_devnull() ? "true" : "false", now(CLOCK_REALTIME));
+    /* One write() on an O_APPEND fd: concurrent stubs never interleave. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        write_all(fd, b.p, b.len);
+        close(fd);
+    }
+    free(b.p);
+}
+
+/* ------------------------------------------------------------------ */
+/* Prompt directives                                                   */
+/* ------------------------------------------------------------------ */
+
+struct directives {
+    /* flags */
+    bool no_result, is_error, null_result, budget, garbage, invalid_utf8;
+    bool ignore_term, hang, old_cli, echo_argv;
+    /* strings (NULL = absent) */
+    const char *reply, *json, *stderr_text, *stdout_text, *errors, *deny;
+    const char *tool, *echo_env;
+    /* numbers (negative = absent) */
+    double sleep, interval, grandchild, escape, cost;
+    long progress, exit_code, turns, stderr_bytes, huge, huge_line;
+};
+
+enum dkind { D_FLAG, D_STR, D_DBL, D_LONG };
+
+static const struct {
+    const char *name;
+    enum dkind kind;
+    size_t off;
+} directive_table[] = {
+#define D(n, k, f) {n, k, offsetof(struct directives, f)}
+    D("reply", D_STR, reply),            /* result text, exactly */
+    D("json", D_STR, json),              /* result text (response_format tests) */
+    D("sleep", D_DBL, sleep),            /* seconds before answering */
+    D("progress", D_LONG, progress),     /* N "progress i/N" assistant lines */
+    D("interval", D_DBL, interval),      /* seconds between progress lines */
+    D("tool", D_STR, tool),              /* a tool_use assistant line */
+    D("exit", D_LONG, exit_code),        /* exit status */
+    D("stderr", D_STR, stderr_text),     /* text on stderr */
+    D("stderr_bytes", D_LONG, stderr_bytes), /* N 'e' bytes on stderr first */
+    D("no_result", D_FLAG, no_result),   /* no result line */
+    D("stdout", D_STR, stdout_text),     /* raw text instead of any JSON */
+    D("is_error", D_FLAG, is_error),     /* error_during_execution result */
+    D("errors", D_STR, errors),          /* "A|B" -> "errors":["A","B"] */
+    D("null_result", D_FLAG, null_result), /* "result":null */
+    D("budget", D_FLAG, budget),         /* error_max_budget_usd, exit 1 */
+    D("cost", D_DBL, cost),              /* total_cost_usd */
+    D("turns", D_LONG, turns),           /* num_turns */
+    D("deny", D_STR, deny),              /* "Bash,Edit" -> permission_denials */
+    D("huge", D_LONG, huge),             /* result text of N 'x' bytes */
+    D("huge_line", D_LONG, huge_line),   /* an N-byte assistant line */
+    D("garbage", D_FLAG, garbage),       /* non-JSON/odd lines on stdout first */
+    D("invalid_utf8", D_FLAG, invalid_utf8), /* raw 0xFF inside the result */
+    D("grandchild", D_DBL, grandchild),  /* fork a sleeper, same pgrp */
+    D("escape", D_DBL, escape),          /* fork a sleeper that setsid()s */
+    D("ignore_term", D_FLAG, ignore_term), /* SIGTERM ignored */
+    D("hang", D_FLAG, hang),             /* sleep until killed */
+    D("old_cli", D_FLAG, old_cli),       /* reject --session-id */
+    D("echo_argv", D_FLAG, echo_argv),   /* result = argv[1..] joined by ' ' */
+    D("echo_env", D_STR, echo_env),      /* result = $NAME or "<unset>" */
+#undef D
+};
+
+/* Parse every [stub:...] in prompt.  Values point into *storage (a copy of
+ * the prompt, owned by the caller).  Unknown names get a warning. */
+static void parse_directives(const char *prompt, struct directives *d, char **storage)
+{
+    memset(d, 0, sizeof *d);
+    d->sleep = d->interval = d->grandchild = d->escape = d->cost = -1;
+    d->progress = d->exit_code = d->turns = d->stderr_bytes = -1;
+    d->huge = d->huge_line = -1;
+
+    char *s = *storage = strdup(prompt);
+    while ((s = strstr(s, "[stub:")) != NULL) {
+        char *name = s + 6, *end = strchr(name, ']');
+        if (!end) {
+            break;
+        }
+        *end = '\0';
+        char *val = strchr(name, '=');
+        if (val) {
+            *val++ = '\0';
+        }
+        size_t i, n = sizeof directive_table / sizeof directive_table[0];
+        for (i = 0; i < n && strcmp(directive_table[i].name, name) != 0; i++) {
+        }
+        if (i == n) {
+            fprintf(stderr, "stub claude: unknown directive [stub:%s]\n", name);
+        } else {
+            char *field = (char *)d + directive_table[i].off;
+            switch (directive_table[i].kind) {
+            case D_FLAG: *(bool *)field = true; break;
+            case D_STR: *(const char **)field = val ? val : ""; break;
+            case D_DBL: *(double *)field = val ? strtod(val, NULL) : 0; break;
+            case D_LONG: *(long *)field = val ? strtol(val, NULL, 10) : 0; break;
+            }
+        }
+        s = end + 1;
+    }
+}
+
+/* Copy of s with every [stub:...] removed. */
+static char *strip_directives(const char *s)
+{
+    struct buf b = {0};
+    buf_str(&b, "");
+    const char *p;
+    while ((p = strstr(s, "[stub:")) != NULL && strchr(p, ']')) {
+        buf_add(&b, s, (size_t)(p - s));
+        s = strchr(p, ']') + 1;
+    }
+    buf_str(&b, s);
+    return b.p;
+}
+
+/* Start of the text after the last line equal to `marker` (trailing blanks
+ * allowed), or NULL. */
+static const char *after_last_line(const char *text, const char *marker)
+{
+    const char *found = NULL;
+    size_t mlen = strlen(marker);
+    for (const char *line = text; line; ) {
+        const char *nl = strchr(line, '\n');
+        const char *e = nl ? nl : line + strlen(line);
+        while (e > line && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) {
+            e--;
+        }
+        if ((size_t)(e - line) == mlen && memcmp(line, marker, mlen) == 0) {
+            found = nl ? nl + 1 : line + strlen(line);
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    return found;
+}
+
+/* The task part of a prompt ("## Task" section, legacy "Task:", or all of
+ * it), without directives and surrounding whitespace.  Caller frees. */
+static char *extract_task(const char *prompt)
+{
+    char *clean = strip_directives(prompt);
+    const char *t = after_last_line(clean, "## Task");
+    if (!t) {
+        t = after_last_line(clean, "Task:");
+    }
+    if (!t) {
+        t = clean;
+    }
+    while (*t == ' ' || *t == '\t' || *t == '\r' || *t == '\n') {
+        t++;
+    }
+    char *task = strdup(t);
+    size_t n = strlen(task);
+    while (n > 0 && strchr(" \t\r\n", task[n - 1])) {
+        task[--n] = '\0';
+    }
+    free(clean);
+    return task;
+}
+
+/* ------------------------------------------------------------------ */
+/* `claude mcp ...` backed by $HOME/.claude-stub-mcp.json              */
+/* ------------------------------------------------------------------ */
+
+/* Decode the JSON string starting at the quote *p into a new string
+ * (simple escapes and \u00XX only; enough for what the stub writes). */
+static char *json_decode_string(const char *p)
+{
+    if (*p != '"') {
+        return NULL;
+    }
+    struct buf b = {0};
+    buf_str(&b, "");
+    for (p++; *p && *p != '"'; p++) {
+        char c = *p;
+        if (c == '\\' && p[1]) {
+            c = *++p;
+            if (c == 'n') c = '\n';
+            else if (c == 't') c = '\t';
+            else if (c == 'r') c = '\r';
+            else if (c == 'u' && strlen(p) >= 5) {
+                char hex[5] = {p[1], p[2], p[3], p[4], 0};
+                c = (char)strtol(hex, NULL, 16);
+                p += 4;
+            }
+        }
+        buf_add(&b, &c, 1);
+    }
+    return b.p;
+}
+
+/* Value of the string member "key" in a flat-ish JSON object, or NULL. */
+static char *json_get_string(const char *json, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\"", key);
+    const char *p = strstr(json, pat);
+    if (!p) {
+        return NULL;
+    }
+    p += strlen(pat);
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == ':') {
+        p++;
+    }
+    return json_decode_string(p);
+}
+
+/* Calls fn(name, command, arg) for every registered server; returns the
+ * number of servers. */
+static int mcp_each(const char *path, void (*fn)(const char *, const char *, void *),
+                    void *arg)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return 0;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    int count = 0;
+    while (getline(&line, &cap, f) > 0) {
+        char *name = json_get_string(line, "name");
+        char *cmd = json_get_string(line, "command");
+        if (name) {
+            fn(name, cmd ? cmd : "", arg);
+            count++;
+        }
+        free(name);
+        free(cmd);
+    }
+    free(line);
+    fclose(f);
+    return count;
+}
+
+static void mcp_print(const char *name, const char *cmd, void *arg)
+{
+    (void)arg;
+    printf("%s: %s - \xe2\x9c\x94 Connected\n", name, cmd);
+}
+
+struct mcp_query {
+    const char *want;
+    bool found;
+};
+
+static void mcp_find(const char *name, const char *cmd, void *arg)
+{
+    struct mcp_query *q = arg;
+    (void)cmd;
+    q->found |= strcmp(q->want, name) == 0;
+}
+
+static int mcp_main(int argc, char **argv)
+{
+    const char *home = getenv("HOME");
+    if (!home) {
+        fprintf(stderr, "stub claude: HOME is not set\n");
+        return 1;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/.claude-stub-mcp.json", home);
+
+    if (argc >= 3 && strcmp(argv[2], "list") == 0) {
+        printf("Checking MCP server health...\n\n");
+        if (mcp_each(path, mcp_print, NULL) == 0) {
+            printf("No MCP servers configured. Use `claude mcp add` to add a server.\n");
+        }
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[2], "add-json") == 0) {
+        const char *pos[2] = {NULL, NULL};
+        const char *scope = "local";
+        int npos = 0;
+        for (int i = 3; i < argc; i++) {
+            if ((strcmp(argv[i], "--scope") == 0 || strcmp(argv[i], "-s") == 0) &&
+                i + 1 < argc) {
+                scope = argv[++i];
+            } else if (strncmp(argv[i], "--scope=", 8) == 0) {
+                scope = argv[i] + 8;
+            } else if (argv[i][0] == '-') {
+                fprintf(stderr, "error: unknown option '%s'\n", argv[i]);
+                return 1;
+            } else if (npos < 2) {
+                pos[npos++] = argv[i];
+            }
+        }
+        if (npos < 2) {
+            fprintf(stderr, "error: missing required argument '%s'\n",
+                    npos ? "json" : "name");
+            return 1;
+        }
+        char *cmd = json_get_string(pos[1], "command");
+        if (!cmd) {
+            fprintf(stderr, "Error: Invalid configuration: missing \"command\"\n");
+            return 1;
+        }
+        struct mcp_query q = {pos[0], false};
+        mcp_each(path, mcp_find, &q);
+        if (q.found) {
+            fprintf(stderr, "MCP server %s already exists in %s config\n", pos[0], scope);
+            free(cmd);
+            return 1;
+        }
+        struct buf b = {0};
+        buf_str(&b, "{\"name\":");
+        buf_json(&b, pos[0]);
+        buf_str(&b, ",\"command\":");
+        buf_json(&b, cmd);
+        buf_str(&b, ",\"scope\":");
+        buf_json(&b, scope);
+        buf_str(&b, ",\"config\":");
+        buf_json(&b, pos[1]); /* stored as a string: we never trust its shape */
+        buf_str(&b, "}\n");
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            write_all(fd, b.p, b.len);
+            close(fd);
+            printf("Added stdio MCP server %s to %s config\n", pos[0], scope);
+        } else {
+            perror(path);
+        }
+        free(b.p);
+        free(cmd);
+        return fd >= 0 ? 0 : 1;
+    }
+    fprintf(stderr, "error: unknown command '%s'\n", argc >= 3 ? argv[2] : "");
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Command line                                                        */
+/* ------------------------------------------------------------------ */
+
+struct args {
+    bool print, verbose, version, fork_session, cont;
+    const char *format, *session_id, *resume, *budget, *model, *permission_mode;
+    const char *prompt;
+};
+
+/* Real flags the stub accepts and ignores.  ARG_MANY consumes following
+ * arguments up to the next one starting with '-' (commander's variadic
+ * options, which is why callers must end options with `--`). */
+enum argkind { ARG_NONE, ARG_ONE, ARG_MANY };
+static const struct { const char *name; enum argkind kind; } ignored_flags[] = {
+    {"--allowedTools", ARG_MANY}, {"--allowed-tools", ARG_MANY},
+    {"--disallowedTools", ARG_MANY}, {"--disallowed-tools", ARG_MANY},
+    {"--add-dir", ARG_MANY}, {"--mcp-config", ARG_MANY},
+    {"--append-system-prompt", ARG_ONE}, {"--system-prompt", ARG_ONE},
+    {"--fallback-model", ARG_ONE}, {"--settings", ARG_ONE},
+    {"--strict-mcp-config", ARG_NONE}, {"--dangerously-skip-permissions", ARG_NONE},
+    {"--include-partial-messages", ARG_NONE},
+};
+
+static bool is_uuid(const char *s)
+{
+    static const char pat[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+    if (strlen(s) != sizeof pat - 1) {
+        return false;
+    }
+    for (size_t i = 0; pat[i]; i++) {
+        bool hex = strchr("0123456789abcdefABCDEF", s[i]) != NULL;
+        if (pat[i] == '-' ? s[i] != '-' : !hex) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void new_uuid(char out[37])
+{
+    unsigned char r[16] = {0};
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, r, sizeof r) != (ssize_t)sizeof r) {
+        srand((unsigned)getpid() ^ (unsigned)time(NULL));
+        for (size_t i = 0; i < sizeof r; i++) {
+            r[i] = (unsigned char)rand();
+        }
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* version 4 */
+    r[8] = (unsigned char)((r[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        o += sprintf(o, "%s%02x", (i == 4 || i == 6 || i == 8 || i == 10) ? "-" : "", r[i]);
+    }
+}
+
+/* Returns 0, or prints the CLI's error and returns 1. */
+static int parse_args(int argc, char **argv, struct args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->format = "text";
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--") == 0) {
+            if (i + 1 < argc) {
+                a->prompt = argv[i + 1];
+            }
+            break;
+        }
+        if (arg[0] != '-' || arg[1] == '\0') {
+            if (!a->prompt) {
+                a->prompt = argv[i];
+            }
+            continue;
+        }
+        /* --flag=value: compare only the name part. */
+        const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)(eq ? eq - arg : 63), arg);
+        arg = name;
+        const char **slot = NULL;
+        if (!strcmp(arg, "-p") || !strcmp(arg, "--print")) a->print = true;
+        else if (!strcmp(arg, "--verbose")) a->verbose = true;
+        else if (!strcmp(arg, "-v") || !strcmp(arg, "--version")) a->version = true;
+        else if (!strcmp(arg, "--fork-session")) a->fork_session = true;
+        else if (!strcmp(arg, "-c") || !strcmp(arg, "--continue")) a->cont = true;
+        else if (!strcmp(arg, "--output-format")) slot = &a->format;
+        else if (!strcmp(arg, "--session-id")) slot = &a->session_id;
+        else if (!strcmp(arg, "-r") || !strcmp(arg, "--resume")) slot = &a->resume;
+        else if (!strcmp(arg, "--max-budget-usd")) slot = &a->budget;
+        else if (!strcmp(arg, "--model")) slot = &a->model;
+        else if (!strcmp(arg, "--permission-mode")) slot = &a->permission_mode;
+        else {
+            size_t k, n = sizeof ignored_flags / sizeof ignored_flags[0];
+            for (k = 0; k < n && strcmp(ignored_flags[k].name, arg) != 0; k++) {
+            }
+            if (k == n) {
+                fprintf(stderr, "error: unknown option '%s'\n", argv[i]);
+                return 1;
+            }
+            if (ignored_flags[k].kind == ARG_NONE || eq) {
+                continue;
+            }
+            if (i + 1 >= argc) {
+                fprintf(stderr, "error: option '%s' argument missing\n", arg);
+                return 1;
+            }
+            i++;
+            while (ignored_flags[k].kind == ARG_MANY && i + 1 < argc &&
+                   argv[i + 1][0] != '-') {
+                i++;
+            }
+            continue;
+        }
+        if (slot) {
+            if (eq) {
+                *slot = eq + 1;
+            } else if (i + 1 < argc) {
+                *slot = argv[++i];
+            } else {
+                fprintf(stderr, "error: option '%s' argument missing\n", arg);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Read all of stdin (the CLI's fallback when no prompt argument is given). */
+static char *read_stdin(void)
+{
+    struct buf b = {0};
+    buf_str(&b, "");
+    char chunk[4096];
+    while (!isatty(STDIN_FILENO)) {
+        ssize_t n = read(STDIN_FILENO, chunk, sizeof chunk);
+        if (n > 0) {
+            buf_add(&b, chunk, (size_t)n);
+        } else if (n == 0 || errno != EINTR) {
+            break;
+        }
+    }
+    return b.p;
+}
+
+/* ------------------------------------------------------------------ */
+/* Answering                                                           */
+/* ------------------------------------------------------------------ */
+
+struct ctx {
+    const struct args *a;
+    const struct directives *d;
+    const char *session_id;
+    const char *model;
+    double t0;
+};
+
+static int msg_no; /* numbers the assistant messages: msg_stub_1, ... */
+
+static void assistant_build(const struct ctx *c, const char *text, int id, struct buf *b)
+{
+    buf_fmt(b, "{\"type\":\"assistant\",\"message\":{\"id\":\"msg_stub_%d\","
+            "\"type\":\"message\",\"role\":\"assistant\",\"model\":", id);
+    buf_json(b, c->model);
+    buf_str(b, ",\"content\":[{\"type\":\"text\",\"text\":");
+    buf_json(b, text);
+    buf_str(b, "}]},\"parent_tool_use_id\":null,\"session_id\":");
+    buf_json(b, c->session_id);
+    buf_str(b, "}");
+}
+
+static void assistant_text(const struct ctx *c, const char *text)
+{
+    struct buf b = {0};
+    assistant_build(c, text, ++msg_no, &b);
+    emit_line(&b);
+    free(b.p);
+}
+
+/* An assistant text line that is exactly `bytes` long without its '\n'
+ * (or as short as possible if `bytes` is below the JSON overhead). */
+static void assistant_huge(const struct ctx *c, size_t bytes)
+{
+    struct buf b = {0};
+    int id = ++msg_no;
+    assistant_build(c, "", id, &b);
+    size_t n = bytes > b.len ? bytes - b.len : 0;
+    char *big = malloc(n + 1);
+    memset(big, 'y', n);
+    big[n] = '\0';
+    b.len = 0;
+    assistant_build(c, big, id, &b);
+    emit_line(&b);
+    free(big);
+    free(b.p);
+}
+
+static void assistant_tool(const struct ctx *c, const char *tool)
+{
+    struct buf b = {0};
+    buf_str(&b, "{\"type\":\"assistant\",\"message\":{\"id\":\"msg_stub_tool\","
+            "\"type\":\"message\",\"role\":\"assistant\",\"model\":");
+    buf_json(&b, c->model);
+    buf_str(&b, ",\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_stub_1\",\"name\":");
+    buf_json(&b, tool);
+    buf_str(&b, ",\"input\":{}}]},\"parent_tool_use_id\":null,\"session_id\":");
+    buf_json(&b, c->session_id);
+    buf_str(&b, "}");
+    emit_line(&b);
+    free(b.p);
+}
+
+/* The one-line result object.  reply == NULL gives "result":null. */
+static void result_line(const struct ctx *c, const char *reply)
+{
+    const struct directives *d = c->d;
+    struct buf b = {0};
+    if (d->budget) {
+        buf_str(&b, "{\"type\":\"result\",\"subtype\":\"error_max_budget_usd\","
+                "\"is_error\":true,\"result\":null,\"errors\":[");
+        char msg[256];
+        snprintf(msg, sizeof msg, "Reached maximum budget ($%s)",
+                 c->a->budget ? c->a->budget : "0");
+        buf_json(&b, msg);
+        buf_fmt(&b, "],\"terminal_reason\":\"budget_exhausted\",\"total_cost_usd\":%g,"
+                "\"num_turns\":%ld,\"session_id\":",
+                d->cost >= 0 ? d->cost : 0.000583, d->turns >= 0 ? d->turns : 1);
+        buf_json(&b, c->session_id);
+        buf_str(&b, "}");
+        emit_line(&b);
+        free(b.p);
+        return;
+    }
+    buf_fmt(&b, "{\"type\":\"result\",\"subtype\":\"%s\",\"is_error\":%s,\"result\":",
+            d->is_error ? "error_during_execution" : "success",
+            d->is_error ? "true" : "false");
+    buf_json_opt(&b, d->null_result ? NULL : reply);
+    if (d->errors) {
+        buf_str(&b, ",\"errors\":[");
+        char *copy = strdup(d->errors), *save = NULL;
+        bool first = true;
+        for (char *e = strtok_r(copy, "|", &save); e; e = strtok_r(NULL, "|", &save)) {
+            buf_str(&b, first ? "" : ",");
+            buf_json(&b, e);
+            first = false;
+        }
+        free(copy);
+        buf_str(&b, "]");
+    }
+    buf_str(&b, ",\"session_id\":");
+    buf_json(&b, c->session_id);
+    buf_fmt(&b, ",\"total_cost_usd\":%g,\"duration_ms\":%ld,\"num_turns\":%ld,"
+            "\"permission_denials\":[",
+            d->cost >= 0 ? d->cost : 0.0012,
+            (long)((now(CLOCK_MONOTONIC) - c->t0) * 1000),
+            d->turns >= 0 ? d->turns : 1);
+    if (d->deny) {
+        char *copy = strdup(d->deny), *save = NULL;
+        int n = 0;
+        for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            buf_str(&b, n ? ",{\"tool_name\":" : "{\"tool_name\":");
+            buf_json(&b, t);
+            buf_fmt(&b, ",\"tool_use_id\":\"toolu_%d\",\"tool_input\":{}}", ++n);
+        }
+        free(copy);
+    }
+    buf_str(&b, "]}");
+    emit_line(&b);
+    free(b.p);
+}
+
+/* Fork a child that keeps stdout/stderr open and sleeps; with detach it
+ * leaves the process group via setsid() first. */
+static void spawn_sleeper(double secs, bool detach)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (detach) {
+            setsid();
+        }
+        sleep_s(secs);
+        _exit(0);
+    }
+    if (pid < 0) {
+        perror("stub claude: fork");
+        return;
+    }
+    fprintf(stderr, "grandchild pid %ld\n", (long)pid);
+    const char *pidfile = getenv("STUB_CLAUDE_PIDFILE");
+    if (pidfile && *pidfile) {
+        FILE *f = fopen(pidfile, "w");
+        if (f) {
+            fprintf(f, "%ld\n", (long)pid);
+            fclose(f);
+        }
+    }
+}
+
+/* The result text, from the highest-priority directive that sets it. */
+static char *make_reply(const struct directives *d, const char *prompt, int argc,
+                        char **argv)
+{
+    struct buf b = {0};
+    buf_str(&b, "");
+    if (d->echo_argv) {
+        for (int i = 1; i < argc; i++) {
+            buf_str(&b, i > 1 ? " " : "");
+            buf_str(&b, argv[i]);
+        }
+    } else if (d->echo_env) {
+        const char *v = getenv(d->echo_env);
+        buf_str(&b, v ? v : "<unset>");
+    } else if (d->json) {
+        buf_str(&b, d->json);
+    } else if (d->reply) {
+        buf_str(&b, d->reply);
+    } else if (d->huge >= 0) {
+        for (long i = 0; i < d->huge; i++) {
+            buf_add(&b, "x", 1);
+        }
+    } else {
+        char *task = extract_task(prompt);
+        buf_str(&b, "stub ok: ");
+        buf_str(&b, task);
+        free(task);
+    }
+    return b.p;
+}
+
+/* The CLI's own argument checks, in its order.  Returns 0 or prints the
+ * error and returns 1. */
+static int check_args(const struct args *a, const struct directives *d, const char *prompt)
+{
+    const char *msg = NULL;
+    bool stream = strcmp(a->format, "stream-json") == 0;
+    if (strcmp(a->format, "text") && strcmp(a->format, "json") && !stream) {
+        fprintf(stderr, "error: option '--output-format <format>' argument '%s' is "
+                "invalid. Allowed choices are text, json, stream-json.\n", a->format);
+        return 1;
+    }
+    if (d->old_cli && a->session_id) {
+        msg = "error: unknown option '--session-id'";
+    } else if (stream && !a->verbose) {
+        msg = "Error: When using --print, --output-format=stream-json requires --verbose";
+    } else if (a->session_id && (a->resume || a->cont) && !a->fork_session) {
+        msg = "Error: --session-id with --continue or --resume also needs --fork-session.";
+    } else if (a->session_id && !is_uuid(a->session_id)) {
+        msg = "Error: Invalid session ID. Must be a valid UUID.";
+    } else if (!*prompt) {
+        msg = "Error: Input must be provided either through stdin or as a prompt "
+              "argument when using --print";
+    }
+    if (msg) {
+        fprintf(stderr, "%s\n", msg);
+    }
+    return msg ? 1 : 0;
+}
+
+/* Everything after argument checking; returns the exit status.  Order:
+ * stderr_bytes, stderr, grandchild/escape, garbage, [stream: init line],
+ * hang, sleep, progress, then stdout= | budget | ([stream: tool, huge_line,
+ * reply] + result unless no_result).  exit= overrides the status in main. */
+static int answer(const struct ctx *c, const char *prompt, int argc, char **argv)
+{
+    const struct directives *d = c->d;
+    bool stream = strcmp(c->a->format, "stream-json") == 0;
+    if (d->ignore_term) {
+        signal(SIGTERM, SIG_IGN);
+    }
+    /* stderr output comes before anything on stdout. */
+    if (d->stderr_bytes > 0) {
+        struct buf b = {0};
+        for (long i = 0; i < d->stderr_bytes; i++) {
+            buf_add(&b, (i + 1) % 100 == 0 ? "\n" : "e", 1);
+        }
+        write_all(STDERR_FILENO, b.p, b.len);
+        free(b.p);
+    }
+    if (d->stderr_text) {
+        say(STDERR_FILENO, d->stderr_text);
+        say(STDERR_FILENO, "\n");
+    }
+    if (d->grandchild >= 0) {
+        spawn_sleeper(d->grandchild, false);
+    }
+    if (d->escape >= 0) {
+        spawn_sleeper(d->escape, true);
+    }
+    if (d->garbage) {
+        say(STDOUT_FILENO, "this is not json\n{broken json\n42\n[]\n"
+            "{\"type\":\"tool_progress\",\"heartbeat\":true}\n");
+    }
+    if (stream) {
+        struct buf b = {0};
+        char cwd[4096];
+        buf_str(&b, "{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":");
+        buf_json(&b, c->session_id);
+        buf_str(&b, ",\"cwd\":");
+        buf_json_opt(&b, getcwd(cwd, sizeof cwd));
+        buf_str(&b, ",\"model\":");
+        buf_json(&b, c->model);
+        buf_str(&b, ",\"permissionMode\":");
+        buf_json(&b, c->a->permission_mode ? c->a->permission_mode : "default");
+        buf_str(&b, "}");
+        emit_line(&b);
+        free(b.p);
+    }
+    while (d->hang) {
+        pause();
+    }
+    sleep_s(d->sleep);
+    double interval = d->interval >= 0 ? d->interval : 0.05;
+    for (long i = 1; i <= d->progress; i++) {
+        sleep_s(interval);
+        if (stream) {
+            char text[64];
+            snprintf(text, sizeof text, "progress %ld/%ld", i, d->progress);
+            assistant_text(c, text);
+        }
+    }
+
+    if (d->stdout_text) { /* plain-text tier: raw text instead of any JSON */
+        say(STDOUT_FILENO, d->stdout_text);
+        say(STDOUT_FILENO, "\n");
+        return 0;
+    }
+    if (d->budget) {
+        result_line(c, NULL);
+        return 1;
+    }
+    char *reply = make_reply(d, prompt, argc, argv);
+    if (stream) {
+        if (d->tool) {
+            assistant_tool(c, d->tool);
+        }
+        if (d->huge_line > 0) {
+            assistant_huge(c, (size_t)d->huge_line);
+        }
+        assistant_text(c, reply);
+    }
+    if (!d->no_result) {
+        if (d->invalid_utf8) {
+            static const char bad[] = " \xff bad";
+            size_t n = strlen(reply);
+            reply = realloc(reply, n + sizeof bad);
+            memcpy(reply + n, bad, sizeof bad);
+        }
+        if (strcmp(c->a->format, "text") == 0) {
+            say(STDOUT_FILENO, d->null_result ? "" : reply);
+            say(STDOUT_FILENO, "\n");
+        } else {
+            result_line(c, reply);
+        }
+    }
+    free(reply);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    double t0 = now(CLOCK_MONOTONIC);
+    log_invocation(argc, argv);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    if (argc >= 2 && strcmp(argv[1], "mcp") == 0) {
+        return mcp_main(argc, argv);
+    }
+    struct args a;
+    if (parse_args(argc, argv, &a) != 0) {
+        return 1;
+    }
+    if (a.version) {
+        say(STDOUT_FILENO, STUB_VERSION "\n");
+        return 0;
+    }
+    if (!a.print) {
+        fprintf(stderr, "stub claude: only print mode (-p) is supported\n");
+        return 1;
+    }
+    /* Like the CLI, read the prompt from stdin when none is given. */
+    char *stdin_prompt = a.prompt && *a.prompt ? NULL : read_stdin();
+    const char *prompt = stdin_prompt ? stdin_prompt : a.prompt;
+    struct directives d;
+    char *dstore;
+    parse_directives(prompt, &d, &dstore);
+
+    int status = check_args(&a, &d, prompt);
+    if (status == 0) {
+        char generated[37];
+        new_uuid(generated);
+        struct ctx c = {
+            .a = &a, .d = &d, .t0 = t0,
+            .session_id = a.session_id ? a.session_id
+                          : (a.resume && !a.fork_session) ? a.resume : generated,
+            .model = a.model ? a.model : "claude-stub",
+        };
+        status = answer(&c, prompt, argc, argv);
+        if (d.exit_code >= 0) {
+            status = (int)d.exit_code;
+        }
+    }
+    free(dstore);
+    free(stdin_prompt);
+    return status;
+}

@@ -1,0 +1,205 @@
+/* Unit tests of the project probes (src/introspect.c). */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ad/introspect.h"
+#include "check.h"
+
+static char root[64];
+
+static int rm_cb(const char *path, const struct stat *st, int flag,
+                 struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    chmod(path, 0700);
+    remove(path);
+    return 0;
+}
+
+/* Makes a fresh project directory holding the given entries; a name
+ * ending in '/' is a directory, otherwise an empty file. */
+static const char *project(const char *name, const char *const *entries)
+{
+    static char dir[256];
+    snprintf(dir, sizeof dir, "%s/%s", root, name);
+    if (mkdir(dir, 0700) != 0) {
+        perror(dir);
+        exit(2);
+    }
+    for (size_t i = 0; entries[i]; i++) {
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", dir, entries[i]);
+        size_t n = strlen(p);
+        if (p[n - 1] == '/') {
+            p[n - 1] = '\0';
+            if (mkdir(p, 0700) != 0) {
+                perror(p);
+                exit(2);
+            }
+        } else {
+            int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            if (fd < 0) {
+                perror(p);
+                exit(2);
+            }
+            close(fd);
+        }
+    }
+    return dir;
+}
+
+struct pcase {
+    const char *name;
+    const char *entries[10];
+    const char *stacks[8];
+    const char *dbs[4];
+};
+
+static const struct pcase cases[] = {
+    {"empty", {NULL}, {NULL}, {NULL}},
+    {"docker-go", {"go.mod", "Dockerfile", NULL}, {"Docker", "Go", NULL},
+     {NULL}},
+    {"python-twice", {"requirements.txt", "pyproject.toml", NULL},
+     {"Python", NULL}, {NULL}},
+    {"python-pyproject", {"pyproject.toml", NULL}, {"Python", NULL}, {NULL}},
+    {"compose-both", {"docker-compose.yml", "docker-compose.yaml", NULL},
+     {"Docker Compose", NULL}, {NULL}},
+    {"all-stacks",
+     {"package.json", "pyproject.toml", "go.mod", "Cargo.toml",
+      "docker-compose.yml", "Dockerfile", NULL},
+     {"Docker", "Docker Compose", "Rust", "Go", "Python", "Node.js", NULL},
+     {NULL}},
+    /* A directory named like a marker file is not the file. */
+    {"dir-not-file", {"Dockerfile/", "go.mod/", "package.json", NULL},
+     {"Node.js", NULL}, {NULL}},
+    {"alembic", {"alembic.ini", "migrations/", NULL}, {NULL},
+     {"Alembic", "migrations", NULL}},
+    {"alembic-dir", {"alembic/", NULL}, {NULL}, {"Alembic", NULL}},
+    {"alembic-both", {"alembic/", "alembic.ini", NULL}, {NULL},
+     {"Alembic", NULL}},
+    {"prisma-dir", {"prisma/", NULL}, {NULL}, {"Prisma", NULL}},
+    {"prisma-schema", {"schema.prisma", NULL}, {NULL}, {"Prisma", NULL}},
+    {"all-dbs", {"migrations/", "alembic.ini", "prisma/", NULL}, {NULL},
+     {"Prisma", "Alembic", "migrations", NULL}},
+    /* Marker kinds must match: a migrations file, a prisma file. */
+    {"wrong-kinds", {"migrations", "prisma", "alembic.ini/", NULL}, {NULL},
+     {NULL}},
+    {"python-prisma",
+     {"requirements.txt", "schema.prisma", "Dockerfile", NULL},
+     {"Docker", "Python", NULL}, {"Prisma", NULL}},
+};
+
+static void check_labels(const char *what, const char *name,
+                         const char **got, size_t n, const char *const *want)
+{
+    size_t nw = 0;
+    while (want[nw]) {
+        nw++;
+    }
+    bool same = n == nw;
+    for (size_t i = 0; same && i < n; i++) {
+        same = got[i] && strcmp(got[i], want[i]) == 0;
+    }
+    CHECKF(same, "%s of '%s': got %zu labels, want %zu", what, name, n, nw);
+    if (!same) {
+        fprintf(stderr, "    got:");
+        for (size_t i = 0; i < n; i++) {
+            fprintf(stderr, " [%s]", got[i]);
+        }
+        fprintf(stderr, "\n    want:");
+        for (size_t i = 0; i < nw; i++) {
+            fprintf(stderr, " [%s]", want[i]);
+        }
+        fputc('\n', stderr);
+    }
+}
+
+static void test_projects(void)
+{
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const struct pcase *c = &cases[i];
+        const char *dir = project(c->name, c->entries);
+        const char *out[16];
+        size_t n = introspect_stacks(dir, out, 16);
+        check_labels("stacks", c->name, out, n, c->stacks);
+        n = introspect_dbs(dir, out, 16);
+        check_labels("dbs", c->name, out, n, c->dbs);
+    }
+}
+
+static void test_max_bound(void)
+{
+    static const char *const all[] = {"Dockerfile", "Cargo.toml", "go.mod",
+                                      "package.json", NULL};
+    const char *dir = project("bounded", all);
+    const char *out[4] = {"sentinel", "sentinel", "sentinel", "sentinel"};
+    CHECK_INT(introspect_stacks(dir, out, 2), 2);
+    CHECK_STR(out[0], "Docker");
+    CHECK_STR(out[1], "Rust");
+    CHECK_STR(out[2], "sentinel");
+    CHECK_INT(introspect_stacks(dir, out, 0), 0);
+    CHECK_STR(out[0], "Docker");
+    CHECK_INT(introspect_dbs(dir, out, 0), 0);
+}
+
+static void test_health(void)
+{
+    static const char *const none[] = {NULL};
+    const char *dir = project("healthy", none);
+    CHECK_INT(introspect_health(dir), 1);
+    char p[512];
+    snprintf(p, sizeof p, "%s/missing", root);
+    CHECK_INT(introspect_health(p), 0);
+    snprintf(p, sizeof p, "%s/healthy/file", root);
+    int fd = open(p, O_WRONLY | O_CREAT, 0600);
+    close(fd);
+    CHECK_INT(introspect_health(p), 0);
+    /* A path through a regular file (ENOTDIR) is missing, not an error. */
+    snprintf(p, sizeof p, "%s/healthy/file/sub", root);
+    CHECK_INT(introspect_health(p), 0);
+    /* A symlink to a directory is healthy. */
+    snprintf(p, sizeof p, "%s/healthy-link", root);
+    CHECK(symlink(dir, p) == 0);
+    CHECK_INT(introspect_health(p), 1);
+    /* The probe failing (permission) is reported as -errno, not 0. */
+    if (geteuid() != 0) {
+        static const char *const sub[] = {"inner/", NULL};
+        const char *locked = project("locked", sub);
+        chmod(locked, 0);
+        snprintf(p, sizeof p, "%s/inner", locked);
+        CHECK_INT(introspect_health(p), -EACCES);
+        chmod(locked, 0700);
+    }
+
+    /* introspect_has distinguishes files from directories. */
+    static const char *const ents[] = {"f", "d/", NULL};
+    const char *h = project("has", ents);
+    CHECK_INT(introspect_has(h, "f", 0), 1);
+    CHECK_INT(introspect_has(h, "f", 1), 0);
+    CHECK_INT(introspect_has(h, "d", 1), 1);
+    CHECK_INT(introspect_has(h, "d", 0), 0);
+    CHECK_INT(introspect_has(h, "nope", 0), 0);
+    CHECK_INT(introspect_has(h, "nope", 1), 0);
+}
+
+int main(void)
+{
+    snprintf(root, sizeof root, "/tmp/ad-test-introspect.XXXXXX");
+    if (!mkdtemp(root)) {
+        perror("mkdtemp");
+        return 2;
+    }
+    test_projects();
+    test_max_bound();
+    test_health();
+    nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return check_exit("test_introspect");
+}
