@@ -127,10 +127,18 @@ int main(int argc, char **argv)
         code = exit_status(L, root);
     }
 
-    /* Nothing we started outlives us: kill every group, reap within 3 s. */
-    proc_kill_all();
+    /* Nothing we started outlives us. Tasks still waiting are cancelled so
+     * their operations close their own handles (their children get
+     * SIGTERM); whatever is left after the grace is SIGKILLed; children
+     * are reaped within a bounded time. */
     uv_timer_t deadline;
     uv_timer_init(loop, &deadline);
+    uv_timer_start(&deadline, on_reap_deadline, 3000, 0);
+    while (sched_live_tasks() > 0 && uv_is_active((uv_handle_t *)&deadline)) {
+        sched_cancel_all();
+        uv_run(loop, UV_RUN_ONCE);
+    }
+    proc_kill_all();
     uv_timer_start(&deadline, on_reap_deadline, 3000, 0);
     while (proc_live_count() > 0 && uv_is_active((uv_handle_t *)&deadline)) {
         uv_run(loop, UV_RUN_ONCE);
@@ -139,6 +147,7 @@ int main(int argc, char **argv)
     bind_chan_close();
     sched_shutdown();
     lua_close(L);
+    uv_run(loop, UV_RUN_NOWAIT); /* close callbacks of released objects */
     uv_walk(loop, close_any, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);

@@ -31,6 +31,7 @@ struct task {
     void *on_done_ud;
     struct task **joiners;
     size_t njoiners, capjoiners;
+    struct task *prev_live, *next_live;
 };
 
 static struct {
@@ -38,6 +39,7 @@ static struct {
     uv_loop_t *loop;
     uv_idle_t idle;
     struct task *ready_head, *ready_tail;
+    struct task *live_head;
     size_t live;
 } S;
 
@@ -117,6 +119,11 @@ struct task *sched_spawn(lua_State *L, int nargs)
     t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     t->state = T_NEW;
     S.live++;
+    t->next_live = S.live_head;
+    if (S.live_head) {
+        S.live_head->prev_live = t;
+    }
+    S.live_head = t;
     enqueue(t, nargs);
     return t;
 }
@@ -170,6 +177,15 @@ static void finish(struct task *t, bool ok, int nres)
     t->thread_ref = LUA_NOREF;
     t->co = NULL;
     S.live--;
+    if (t->prev_live) {
+        t->prev_live->next_live = t->next_live;
+    } else {
+        S.live_head = t->next_live;
+    }
+    if (t->next_live) {
+        t->next_live->prev_live = t->prev_live;
+    }
+    t->prev_live = t->next_live = NULL;
 
     for (size_t i = 0; i < t->njoiners; i++) {
         struct task *w = t->joiners[i];
@@ -356,6 +372,26 @@ void sched_remove_joiner(struct task *t, struct task *waiter)
             return;
         }
     }
+}
+
+size_t sched_cancel_all(void)
+{
+    size_t n = 0;
+    struct task **all = malloc(S.live * sizeof *all);
+    if (!all) {
+        return 0;
+    }
+    for (struct task *t = S.live_head; t && n < S.live; t = t->next_live) {
+        all[n++] = t;
+    }
+    size_t cancelled = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!all[i]->cancelled && sched_cancel(all[i])) {
+            cancelled++;
+        }
+    }
+    free(all);
+    return cancelled;
 }
 
 size_t sched_live_tasks(void)

@@ -68,4 +68,7 @@ void sched_remove_joiner(struct task *t, struct task *waiter);
 
 size_t sched_live_tasks(void);
 
+/* Cancels every task that is still alive (shutdown); returns how many. */
+size_t sched_cancel_all(void);
+
 #endif

@@ -276,7 +276,11 @@ function Server:modern(id, key, msg, meta)
   end
   local m = msg.method
   local params = type(msg.params) == "table" and msg.params or {}
-  if m == "server/discover" then
+  if m == "server/discover" and os.getenv("AGENT_DISPATCH_MCP_ERA") == "legacy" then
+    -- Compatibility switch: behave as a legacy-only server, so clients
+    -- fall back to the initialize handshake.
+    return self:error(id, -32601, "Method not found: server/discover")
+  elseif m == "server/discover" then
     return self:result(id, self:discover_result(), true)
   elseif m == "tools/list" then
     if params.cursor ~= nil and params.cursor ~= "" then

@@ -123,7 +123,7 @@ static int push_scalar(lua_State *L, struct loader *ld, yaml_event_t *ev)
     size_t n = ev->data.scalar.length;
     const char *tag = (const char *)ev->data.scalar.tag;
     bool plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-    lua_Integer i;
+    lua_Integer i = 0; /* gcc -O2 cannot see as_int() always sets it */
     double d;
     if (tag && strcmp(tag, "!") != 0) {
         if (!strcmp(tag, YAML_STR_TAG)) {

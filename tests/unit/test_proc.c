@@ -460,8 +460,12 @@ static void test_drain_deadline(void)
         return;
     }
     struct run r;
-    char *argv[] = {"/bin/sh", "-c", "/usr/bin/setsid sleep 30 & echo $!",
-                    NULL};
+    /* The child waits until the grandchild has its own session, else the
+     * group kill at exit could catch it before it escapes. */
+    char *argv[] = {"/bin/sh", "-c",
+                    "/usr/bin/setsid sleep 30 & p=$!; "
+                    "while [ \"$(cut -d' ' -f6 /proc/$p/stat)\" != $p ]; "
+                    "do sleep 0.01; done; echo $p", NULL};
     struct proc_opts o = opts_for(argv, &r);
     o.drain_ms = 300;
     CHECK_INT(spawn(&r, &o), 0);

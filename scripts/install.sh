@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One command for a fresh Debian 12 machine: installs the build
+# dependencies, builds, installs agent-dispatch (default prefix /usr/local)
+# and registers it with Claude Code (`agent-dispatch init`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DAD_TESTS=OFF >/dev/null
+cmake --build build -j"$(nproc)"
+sudo=""
+[[ $(id -u) -ne 0 ]] && sudo="sudo"
+$sudo cmake --install build
+echo
+exec agent-dispatch init
