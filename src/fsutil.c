@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,9 @@ static void fsync_dir_of(const char *path)
     }
 }
 
+static int write_replace(const char *target, const void *data, size_t len,
+                         mode_t mode);
+
 int fs_write_atomic(const char *path, const void *data, size_t len,
                     mode_t mode)
 {
@@ -97,6 +101,22 @@ int fs_write_atomic(const char *path, const void *data, size_t len,
     if (rc != 0) {
         return rc;
     }
+    return write_replace(target, data, len, mode);
+}
+
+int fs_write_atomic_nofollow(const char *path, const void *data, size_t len,
+                             mode_t mode)
+{
+    if (strlen(path) >= PATH_MAX) {
+        return -ENAMETOOLONG;
+    }
+    return write_replace(path, data, len, mode);
+}
+
+static int write_replace(const char *target, const void *data, size_t len,
+                         mode_t mode)
+{
+    int rc;
     char id[33];
     ids_hex32(id);
     char tmp[PATH_MAX + 40];
@@ -204,6 +224,9 @@ void fs_unlock(int fd)
 int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
                  size_t *len)
 {
+    if (max == SIZE_MAX) {
+        max--; /* max + 1 below must not wrap to 0 (an empty read) */
+    }
     int fd = open(path, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
     if (fd < 0) {
         return -errno;

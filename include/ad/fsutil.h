@@ -15,6 +15,11 @@
 int fs_write_atomic(const char *path, const void *data, size_t len,
                     mode_t mode);
 
+/* The same, except that a symlink at path is replaced by the new file
+ * instead of written through (state files an attacker must not redirect). */
+int fs_write_atomic_nofollow(const char *path, const void *data, size_t len,
+                             mode_t mode);
+
 /* mkdir -p; directories it creates get mode; the last component is then
  * chmod'ed to mode (best effort: a directory we do not own is left). */
 int fs_mkdirs(const char *dir, mode_t mode);

@@ -39,10 +39,25 @@ end
 
 local function noop() end
 
+local dispatch_one
+
 --- One dispatch. p: agent, task, context, caller, goal, response_format,
---- timeout_seconds, group, session_id, stream, on_progress, use_cache.
---- hooks: log(level, msg). Returns a DispatchResult, or nil, message.
+--- timeout_seconds, group, session_id, stream, on_progress, use_cache,
+--- return_ref, summary_chars. hooks: log(level, msg). Returns a
+--- DispatchResult (or, with return_ref, the ref payload of the stored
+--- result), or nil, message.
 function M.one(cfg, p, hooks)
+  local r, context = dispatch_one(cfg, p, hooks)
+  if not r then return nil, context end
+  if p.return_ref then
+    return require("ad.async").store_ref({ agent = p.agent, task = p.task,
+      context = context, caller = p.caller, goal = p.goal }, r,
+      p.summary_chars == nil and 500 or p.summary_chars)
+  end
+  return r
+end
+
+dispatch_one = function(cfg, p, hooks)
   local log = hooks and hooks.log or noop
   local agent = cfg.agents[p.agent]
   if not agent then return nil, M.unknown_agent(cfg, p.agent) end
@@ -67,7 +82,7 @@ function M.one(cfg, p, hooks)
       log("info", "Cache hit for " .. p.agent .. ": " .. util.cut(p.task, 80))
       local r = runner.result(json.decode(hit))
       r.cached = true
-      return r
+      return r, context
     end
   end
   if req.session_id then
@@ -80,7 +95,7 @@ function M.one(cfg, p, hooks)
   if cache and clean_success(r) then
     cache:put(key, p.agent, json.encode(r))
   end
-  return r
+  return r, context
 end
 
 local ITEM_KEYS = { "agent", "task", "context", "caller", "goal",

@@ -68,7 +68,8 @@ function M.timeout_message(name, seconds, session_id)
   local longer = math.min(seconds * 2, 7200)
   local s = "Agent '" .. name .. "' timed out after " .. seconds .. "s. " ..
     "Options: pass timeout_seconds=" .. longer .. " for a longer one-off run " ..
-    "(at most 7200), or raise the agent's default with: agent-dispatch update " ..
+    "(at most 7200), use dispatch_async for long work, or raise the agent's " ..
+    "default with: agent-dispatch update " ..
     name .. " --timeout " .. (seconds * 2) .. "."
   if session_id then
     s = s .. " The session is resumable: " .. resume_call(name, session_id)

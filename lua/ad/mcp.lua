@@ -18,7 +18,9 @@ M.NAME = "agent-dispatch"
 M.MODERN = "2026-07-28"
 M.LEGACY = { "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05" }
 M.SUPPORTED = { "2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05" }
-M.HEARTBEAT = 25 -- seconds between progress beats of a long call
+-- Seconds between progress beats of a long call. The environment knob
+-- exists so tests can observe beats without waiting minutes.
+M.HEARTBEAT = tonumber(os.getenv("AGENT_DISPATCH_MCP_HEARTBEAT") or "") or 25
 
 local META_VERSION = "io.modelcontextprotocol/protocolVersion"
 local META_CAPS = "io.modelcontextprotocol/clientCapabilities"
@@ -40,7 +42,10 @@ M.INSTRUCTIONS = table.concat({
   "shared context. Timeouts: pass timeout_seconds= for a longer one-off run;",
   "a timed-out run returns a session_id that dispatch_session can resume.",
   "Permissions: a result with denied_tools and a hint may be incomplete;",
-  "grant tools with update_agent. Manage agents with add_agent,",
+  "grant tools with update_agent. Long work: dispatch_async returns a job_id",
+  "at once; dispatch_status / dispatch_wait / dispatch_cancel / dispatch_jobs",
+  "follow it. Save context: return_ref=true stores a large result and returns",
+  "a compact ref that fetch_result reads. Manage agents with add_agent,",
   "update_agent, remove_agent; cache_stats / cache_clear for the result cache.",
 }, " ")
 
@@ -388,8 +393,11 @@ function Server:line(line)
   end
   if not line:find("%S") then return end
   local msg, err = json.decode(line)
-  if msg == nil then
-    return self:error(nil, -32700, "Parse error: " .. tostring(err or "null is not a message"))
+  if msg == nil and err == nil then
+    -- A literal `null` is valid JSON, just not a request (-32600, not -32700).
+    return self:error(nil, -32600, "Invalid Request: a message must be a JSON object")
+  elseif msg == nil then
+    return self:error(nil, -32700, "Parse error: " .. tostring(err))
   end
   if type(msg) == "table" and json.is_array(msg) then
     return self:batch(msg, line)
@@ -452,11 +460,27 @@ function Server:shutdown(grace)
 end
 
 --- `agent-dispatch serve`: serves until stdin ends or a signal arrives.
+--- F33: retention and stale-job recovery, best effort, after the server is
+--- already answering (never delays the handshake).
+local function maintenance()
+  core.sleep(0.5)
+  local jobs = require "ad.jobs"
+  local ok, err = pcall(function()
+    local cfg = require("ad.config").load()
+    local days = cfg and cfg.settings.job_retention_days or 0
+    if days > 0 then jobs.gc(days * 86400) end
+    jobs.recover_stale()
+  end)
+  if not ok then
+    io.stderr:write("agent-dispatch: startup maintenance skipped: ",
+      tostring(type(err) == "table" and err.message or err), "\n")
+  end
+end
+
 function M.serve()
   tools.load_builtin()
-  local ok, hooks = pcall(require, "ad.startup")
-  if ok and hooks and hooks.run then pcall(hooks.run) end
   local server = M.new(core.stdout_write)
+  local upkeep = core.spawn(maintenance)
   local stop = core.event()
   local reader = core.spawn(function()
     while true do
@@ -482,7 +506,13 @@ function M.serve()
                   tostring(why), ")\n")
   reader:cancel()
   watcher:cancel()
+  upkeep:cancel()
+  local workers = require("ad.async").shutdown()
   server:shutdown()
+  local deadline = core.now() + 3
+  for _, w in ipairs(workers) do
+    while not w.task:done() and core.now() < deadline do core.sleep(0.05) end
+  end
   core.stdout_drain(1)
   return 0
 end

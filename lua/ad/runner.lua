@@ -170,15 +170,20 @@ end
 
 --- One child run. Returns a table {payload=, lines=, info=} or raises the
 --- cancelled error after the child is gone.
-local function run_child(argv, cwd, env, timeout, on_progress, stream)
-  local slot, why = core.acquire()
+local function run_child(argv, cwd, env, timeout, on_progress, stream, req)
+  local slot = core.acquire()
   if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
+  if req.on_slot and req.on_slot() == false then
+    slot:release()
+    error(errors.new("cancelled", "cancelled before it started"), 0)
+  end
   local p, msg, code = core.process{ argv = argv, cwd = cwd, env = env,
     timeout = timeout, grace = M.kill_grace, drain = M.drain, slot = slot }
   if not p then
     slot:release()
     return { spawn_error = { msg, code } }
   end
+  if req.on_spawn then req.on_spawn(p:pid()) end
   local out = { lines = {}, progress = 0 }
   local cancelled = false
   while true do
@@ -218,7 +223,9 @@ M.drain = 2
 --- Runs one dispatch. req fields: name, agent (config entry), settings,
 --- task, context, caller, goal, response_format, session_id (resume),
 --- timeout (override seconds, already clamped), stream (bool),
---- on_progress (fn(line)). Returns a DispatchResult.
+--- on_progress (fn(line)), on_slot (fn() -> false to give up once a
+--- concurrency slot is granted), on_spawn (fn(pid)). Returns a
+--- DispatchResult.
 function M.dispatch(req)
   local name, agent, settings = req.name, req.agent, req.settings
   local depth = M.depth()
@@ -256,7 +263,7 @@ function M.dispatch(req)
     if not argv then
       return M.failure(name, "cli_error", refusal)
     end
-    local run = run_child(argv, agent.directory, env, timeout, req.on_progress, req.stream)
+    local run = run_child(argv, agent.directory, env, timeout, req.on_progress, req.stream, req)
     if run.spawn_error then
       return spawn_error(name, run.spawn_error[1], run.spawn_error[2], not req.stream)
     end

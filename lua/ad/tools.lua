@@ -185,7 +185,7 @@ end
 --- Loads the built-in tool modules, in the order tools/list shows them.
 function M.load_builtin()
   for _, mod in ipairs({ "ad.tools.agents", "ad.tools.dispatch", "ad.tools.manage",
-                         "ad.tools.cache" }) do
+                         "ad.tools.jobs", "ad.tools.cache" }) do
     require(mod)
   end
 end

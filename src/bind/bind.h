@@ -15,6 +15,7 @@ void bind_fs_register(lua_State *L);
 void bind_claude_register(lua_State *L);
 void bind_chan_register(lua_State *L);
 void bind_embed_register(lua_State *L);
+void bind_jobs_register(lua_State *L);
 void bind_chan_close(void);
 
 /* The metatable that marks a Lua table as a JSON/YAML array, so an empty

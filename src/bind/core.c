@@ -43,5 +43,6 @@ int luaopen_ad_core(lua_State *L)
     bind_claude_register(L);
     bind_chan_register(L);
     bind_embed_register(L);
+    bind_jobs_register(L);
     return 1;
 }

@@ -11,6 +11,16 @@
 //
 // h.claudeBin() returns $CLAUDE_BIN or runs install-claude.sh (installs on first use).
 // h.claudeEnv({port, home, extra}) returns the env object for your own spawn().
+//
+// agent-dispatch helpers (used by real.test.js):
+//   h.adBin()                          $AD_BIN or <repo>/build/agent-dispatch
+//   h.writeAgents(path, agents, settings)  writes an agents.yaml (JSON-style YAML)
+//   const s = h.startServer({ env, cwd });  `agent-dispatch serve` over raw JSON-RPC
+//   await s.initialize();                  legacy handshake (+ notifications/initialized)
+//   const { response, notes } = await s.request('tools/call', {...}, { timeoutMs });
+//        notes = every notification received while this request was in flight
+//   s.toolResult(response)                 the DispatchResult parsed from content[0].text
+//   await s.close();                       closes stdin, waits (SIGKILL after 10 s)
 'use strict';
 
 const { spawn, execFileSync } = require('child_process');
@@ -100,4 +110,100 @@ function runClaude(args, { port, home, cwd, extraEnv, timeoutMs = 60000, bin } =
   });
 }
 
-module.exports = { claudeBin, startMock, makeHome, removeHome, claudeEnv, runClaude, MOCK_JS };
+const REPO_ROOT = path.join(__dirname, '..', '..');
+function adBin() { return path.resolve(process.env.AD_BIN || path.join(REPO_ROOT, 'build', 'agent-dispatch')); }
+
+// agents.yaml writer: JSON is valid YAML, so each value is written with JSON.stringify.
+function writeAgents(file, agents, settings) {
+  const lines = ['agents:'];
+  for (const [name, a] of Object.entries(agents)) {
+    lines.push(`  ${name}:`);
+    for (const [k, v] of Object.entries(a)) lines.push(`    ${k}: ${JSON.stringify(v)}`);
+  }
+  if (settings) {
+    lines.push('settings:');
+    for (const [k, v] of Object.entries(settings)) lines.push(`  ${k}: ${JSON.stringify(v)}`);
+  }
+  fs.writeFileSync(file, lines.join('\n') + '\n');
+}
+
+// A raw JSON-RPC client for `agent-dispatch serve` over stdio.
+function startServer({ env, cwd, bin } = {}) {
+  const child = spawn(bin || adBin(), ['serve'], { cwd: cwd || os.tmpdir(), env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const pending = new Map();
+  const messages = [];   // everything received, in order: {at, msg}
+  let stderr = '', buf = '', nextId = 1, exited = null;
+  const exitP = new Promise((r) => {
+    child.once('close', (code, signal) => { exited = exited || { code, signal }; r(exited); });
+    child.once('error', (e) => { exited = { error: e.message }; r(exited); });   // e.g. ENOENT
+  });
+  child.stdout.setEncoding('utf8'); child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d) => { stderr += d; });
+  child.stdout.on('data', (d) => {
+    buf += d;
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl); buf = buf.slice(nl + 1);
+      if (!line.trim()) continue;
+      let msg;
+      try { msg = JSON.parse(line); } catch (e) { messages.push({ at: Date.now(), bad: line }); continue; }
+      messages.push({ at: Date.now(), msg });
+      if (msg.method === undefined && msg.id !== undefined && pending.has(msg.id)) {
+        const p = pending.get(msg.id); pending.delete(msg.id);
+        clearTimeout(p.timer);
+        p.resolve({ response: msg, notes: messages.slice(p.start).map((m) => m.msg).filter((m) => m && m.method) });
+      }
+    }
+  });
+  exitP.then(() => {
+    for (const [id, p] of pending) {
+      clearTimeout(p.timer);
+      p.reject(new Error(`agent-dispatch serve exited (${JSON.stringify(exited)}) before answering request ${id}; stderr:\n${stderr}`));
+    }
+    pending.clear();
+  });
+  const send = (obj) => child.stdin.write(JSON.stringify(obj) + '\n');
+  function request(method, params, { timeoutMs = 60000 } = {}) {
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      if (exited) return reject(new Error(`agent-dispatch serve already exited: ${JSON.stringify(exited)}; stderr:\n${stderr}`));
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        reject(new Error(`no answer to ${method} (id ${id}) within ${timeoutMs} ms; stderr:\n${stderr}`));
+      }, timeoutMs);
+      pending.set(id, { resolve, reject, timer, start: messages.length });
+      send({ jsonrpc: '2.0', id, method, params });
+    });
+  }
+  async function initialize() {
+    const { response } = await request('initialize', {
+      protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'real.test.js', version: '1' },
+    });
+    if (!response.result) throw new Error(`initialize failed: ${JSON.stringify(response)}`);
+    send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    return response.result;
+  }
+  function callTool(name, args, { progressToken, timeoutMs } = {}) {
+    const params = { name, arguments: args };
+    if (progressToken !== undefined) params._meta = { progressToken };
+    return request('tools/call', params, { timeoutMs });
+  }
+  function toolResult(response) {
+    if (!response.result) throw new Error(`tools/call failed: ${JSON.stringify(response)}`);
+    const c = response.result.content;
+    if (!Array.isArray(c) || !c[0] || c[0].type !== 'text') throw new Error(`unexpected tool result: ${JSON.stringify(response.result)}`);
+    return JSON.parse(c[0].text);
+  }
+  async function close() {
+    if (exited) return exited;
+    child.stdin.end();
+    const t = setTimeout(() => child.kill('SIGKILL'), 10000);
+    const r = await exitP;
+    clearTimeout(t);
+    return r;
+  }
+  return { child, request, initialize, callTool, toolResult, close, messages, send, get stderr() { return stderr; } };
+}
+
+module.exports = { claudeBin, startMock, makeHome, removeHome, claudeEnv, runClaude, MOCK_JS,
+  adBin, writeAgents, startServer };

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -347,6 +348,13 @@ static void test_read_file(void)
     out = sentinel;
     CHECK_INT(fs_read_file(P("r.link"), 100, true, &out, &len), -ELOOP);
     CHECK(out == sentinel);
+
+    /* SIZE_MAX means "no practical bound", not an empty read. */
+    out = NULL;
+    CHECK_INT(fs_read_file(P("r.txt"), SIZE_MAX, false, &out, &len), 0);
+    CHECK(out && len == 10 && strcmp(out, "0123456789") == 0);
+    free(out);
+    out = sentinel;
 
     CHECK_INT(fs_read_file(P("missing"), 100, false, &out, &len), -ENOENT);
     CHECK_INT(fs_read_file(root, 100, false, &out, &len), -EISDIR);

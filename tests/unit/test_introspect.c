@@ -169,6 +169,12 @@ static void test_health(void)
     snprintf(p, sizeof p, "%s/healthy-link", root);
     CHECK(symlink(dir, p) == 0);
     CHECK_INT(introspect_health(p), 1);
+    /* A probe that fails (symlink loop) is reported as -errno, not 0. */
+    char loop_a[512], loop_b[512];
+    snprintf(loop_a, sizeof loop_a, "%s/loop-a", root);
+    snprintf(loop_b, sizeof loop_b, "%s/loop-b", root);
+    CHECK(symlink(loop_b, loop_a) == 0 && symlink(loop_a, loop_b) == 0);
+    CHECK_INT(introspect_health(loop_a), -ELOOP);
     /* The probe failing (permission) is reported as -errno, not 0. */
     if (geteuid() != 0) {
         static const char *const sub[] = {"inner/", NULL};

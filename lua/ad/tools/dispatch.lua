@@ -51,6 +51,10 @@ tools.define{
     "cli_error). A timed-out run can be continued with dispatch_session and " ..
     "the returned session_id. Identical successful requests are cached.",
   params = { P.agent, P.task, P.context, P.caller, P.goal, P.response_format,
+             { name = "return_ref", type = "boolean", default = false,
+               description = "Store the full result and return a compact ref (fetch_result reads it)." },
+             { name = "summary_chars", type = "integer", default = 500, minimum = 0, maximum = 100000,
+               description = "With return_ref: characters of the result to include as a summary." },
              P.timeout_seconds, P.group },
   annotations = DISPATCH_ANN,
   guard = "config",

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# agent-dispatch benchmarks: the one command.
+#   bench/run.sh            full run (~1 min on 2 cores); prints the table and
+#                           writes bench/results.md
+#   BENCH_QUICK=1 bench/run.sh   a quick smoke run with 1/10 of the repetitions
+# Builds the product if needed (cmake --build build) and the C helpers into
+# bench/.bin/ with cc -O2. Needs cmake, a C compiler and node (no npm packages).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+build="$root/build"
+
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
+fi
+cmake --build "$build" -j2 >&2
+for exe in agent-dispatch stub/claude; do
+  [ -x "$build/$exe" ] || { echo "bench: $build/$exe was not built" >&2; exit 1; }
+done
+
+mkdir -p "$here/.bin"
+for prog in harness min_server spawn_baseline progress_stub; do
+  src="$here/$prog.c" out="$here/.bin/$prog"
+  if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
+    cc -O2 -std=gnu11 -Wall -Wextra -o "$out" "$src"
+  fi
+done
+
+exec node "$here/bench.js"

@@ -1,0 +1,96 @@
+/*
+ * spawn_baseline.c - the baseline of the per-dispatch overhead benchmark.
+ *
+ *   spawn_baseline N CWD -- ARGV...
+ *
+ * N times: fork, and in the child setsid() (agent-dispatch runs claude in
+ * its own session and process group), chdir(CWD), stdin from /dev/null,
+ * stdout and stderr to pipes, AGENT_DISPATCH_DEPTH=1 in the environment,
+ * execv(ARGV).  The parent reads both pipes to EOF (poll), then waitpid.
+ * Prints each iteration's wall time in microseconds, one per line.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 5 || strcmp(argv[3], "--") != 0) {
+        fprintf(stderr, "usage: spawn_baseline N CWD -- ARGV...\n");
+        return 2;
+    }
+    long n = atol(argv[1]);
+    const char *cwd = argv[2];
+    char **cargv = argv + 4;
+    setenv("AGENT_DISPATCH_DEPTH", "1", 1);
+    char buf[65536];
+    for (long i = 0; i < n; i++) {
+        double t0 = now_us();
+        int out[2], err[2];
+        if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
+            perror("pipe");
+            return 1;
+        }
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("fork");
+            return 1;
+        }
+        if (pid == 0) {
+            setsid();
+            if (chdir(cwd) != 0) {
+                _exit(126);
+            }
+            int nul = open("/dev/null", O_RDONLY);
+            dup2(nul, 0);
+            dup2(out[1], 1);
+            dup2(err[1], 2);
+            execv(cargv[0], cargv);
+            _exit(127);
+        }
+        close(out[1]);
+        close(err[1]);
+        struct pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+        int open_fds = 2;
+        size_t total = 0;
+        while (open_fds > 0) {
+            if (poll(fds, 2, -1) < 0) {
+                continue;
+            }
+            for (int k = 0; k < 2; k++) {
+                if (fds[k].fd >= 0 && fds[k].revents) {
+                    ssize_t r = read(fds[k].fd, buf, sizeof buf);
+                    if (r <= 0) {
+                        close(fds[k].fd);
+                        fds[k].fd = -1;
+                        open_fds--;
+                    } else {
+                        total += (size_t)r;
+                    }
+                }
+            }
+        }
+        int status;
+        waitpid(pid, &status, 0);
+        double t1 = now_us();
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || total == 0) {
+            fprintf(stderr, "spawn_baseline: child failed (status %d, %zu bytes)\n", status, total);
+            return 1;
+        }
+        printf("%.1f\n", t1 - t0);
+    }
+    return 0;
+}

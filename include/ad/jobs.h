@@ -1,0 +1,73 @@
+/* The job store's files: one record per job in <dir>/<id>.json (mode 0600,
+ * directory 0700, written atomically, never read through a symlink), and
+ * an index <dir>/.index of fixed-width lines
+ *
+ *     <32-hex id> <created_at %17.6f> <status, 9 chars padded>\n
+ *
+ * in creation order, so listing the newest N jobs (optionally of one
+ * status) reads the index backwards and stops after N matches: O(limit),
+ * not O(jobs). The record files are the truth; the index is derived data
+ * that can always be rebuilt from them. Ids are validated as whole strings
+ * before any path is built. Callers serialize mutations with the jobs lock
+ * (<dir>/.jobs.lock); this module does no locking of its own. */
+#ifndef AD_JOBS_H
+#define AD_JOBS_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define JOBS_INDEX_RECORD 61
+#define JOBS_STATUS_WIDTH 9
+
+/* Builds <dir>/<id>.json; -EINVAL for an invalid id (nothing touched). */
+int jobs_path(const char *dir, const char *id, size_t idlen, char *out,
+              size_t outlen);
+
+/* Reads a record (O_NOFOLLOW: a symlinked record is refused, -ELOOP). */
+int jobs_read(const char *dir, const char *id, size_t idlen, char **data,
+              size_t *len);
+
+/* Writes a record atomically (temp + fsync + rename, 0600); a symlink at
+ * the record's path is replaced, never written through. */
+int jobs_write(const char *dir, const char *id, size_t idlen,
+               const void *data, size_t len);
+
+/* Deletes a record. */
+int jobs_remove(const char *dir, const char *id, size_t idlen);
+
+/* Appends one index line. */
+int jobs_index_add(const char *dir, const char *id, double created_at,
+                   const char *status);
+
+/* Rewrites the status field of id's index line in place. -ENOENT when the
+ * id is not indexed, -EBADMSG when the index is malformed. */
+int jobs_index_set(const char *dir, const char *id, const char *status);
+
+struct jobs_entry {
+    char id[33];
+    double created_at;
+    char status[JOBS_STATUS_WIDTH + 1];
+};
+
+/* Calls fn for index entries from the newest backwards, skipping entries
+ * whose status differs from status (NULL: any), until fn returns nonzero.
+ * -ENOENT when there is no index, -EBADMSG when it is malformed. */
+int jobs_index_scan(const char *dir, const char *status,
+                    int (*fn)(const struct jobs_entry *e, void *ud),
+                    void *ud);
+
+/* Replaces the whole index (atomic write) with n entries. */
+int jobs_index_write(const char *dir, const struct jobs_entry *e, size_t n);
+
+/* Identity of a live process, from /proc/<pid>/stat: its process group
+ * and start time (clock ticks since boot). -ESRCH when there is no such
+ * process. */
+int jobs_proc_identity(int pid, int *pgid, unsigned long long *start);
+
+/* Signals the process group pgid only when pid is alive, is in pgid, and
+ * started at start: a recycled pid (or pgid) never matches, so an
+ * unrelated process is never signalled. 0 when signalled, -ESRCH when no
+ * matching process exists. */
+int jobs_kill_verified(int pid, int pgid, unsigned long long start, int sig);
+
+#endif

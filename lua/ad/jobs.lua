@@ -1,0 +1,350 @@
+--- The job store (F29-F34): one JSON record per job, shared by every server
+--- process and the CLI on the machine. Every mutation re-reads the record
+--- and runs under the jobs lock (<dir>/.jobs.lock); nothing yields while
+--- the lock is held. Transitions refuse rather than overwrite: a finished
+--- or cancelled job never changes again.
+---
+--- Records also carry `process` = {pid, pgid, start, server_pid} while a
+--- child runs, so a job whose server has exited can still be cancelled:
+--- its group is signalled only when pid, process group AND start time all
+--- still match (a recycled pid never does). See SECURITY.md.
+local core = require "ad.core"
+local json = require "ad.json"
+local util = require "ad.util"
+local config = require "ad.config"
+local errors = require "ad.errors"
+
+local M = {}
+
+M.STATUSES = { "pending", "running", "done", "failed", "cancelled" }
+M.TERMINAL = { done = true, failed = true, cancelled = true }
+M.KEYS = { "id", "agent", "task", "context", "caller", "goal", "status",
+  "created_at", "started_at", "completed_at", "result", "error", "progress",
+  "progress_updated_at", "process" }
+M.STALE_RUNNING = 3600
+M.STALE_PENDING = 24 * 3600
+
+function M.dir()
+  local d = os.getenv("AGENT_DISPATCH_JOBS_DIR")
+  if d and d ~= "" then return util.expanduser(d) or d end
+  return config.config_dir() .. "/jobs"
+end
+
+local function io_error(what, msg)
+  error(errors.new("io", what .. ": " .. tostring(msg)), 0)
+end
+
+function M.ensure_dir()
+  local dir = M.dir()
+  local ok, err = core.mkdirs(dir, 448)
+  if not ok then io_error("cannot create the jobs directory", err) end
+  return dir
+end
+
+function M.valid(id)
+  return core.valid_job_id(id)
+end
+
+local function decode(text)
+  local rec = json.decode(text)
+  if type(rec) ~= "table" or json.is_array(rec) or type(rec.id) ~= "string" then
+    return nil
+  end
+  rec = json.denull(rec)
+  return json.object(rec, M.KEYS)
+end
+
+--- The record of id, or nil (invalid id, missing or unreadable record).
+function M.get(id)
+  if not M.valid(id) then return nil end
+  local text, msg, code = core.jobs_read(M.dir(), id)
+  if not text then
+    if code ~= "ENOENT" then
+      io.stderr:write("agent-dispatch: job ", id, ": ", tostring(msg), "\n")
+    end
+    return nil
+  end
+  local rec = decode(text)
+  if not rec then
+    io.stderr:write("agent-dispatch: job ", id, ": unreadable record skipped\n")
+  end
+  return rec
+end
+
+local function encode(rec)
+  local out = json.object(util.copy(rec), M.KEYS)
+  if out.result then out.result = require("ad.runner").result(util.copy(out.result)) end
+  if out.progress then out.progress = json.array(out.progress) end
+  return json.encode(out)
+end
+
+local function write(rec)
+  local ok, msg = core.jobs_write(M.dir(), rec.id, encode(rec))
+  if not ok then io_error("cannot write job " .. rec.id, msg) end
+end
+
+local function reindex(rec)
+  local ok, _, code = core.jobs_index_set(M.dir(), rec.id, rec.status)
+  if not ok and code ~= "EINVAL" then
+    -- Missing or malformed index: add the entry, or rebuild it whole.
+    if code == "ENOENT" then
+      core.jobs_index_add(M.dir(), rec.id, rec.created_at or core.time(), rec.status)
+    else
+      M.rebuild_index()
+    end
+  end
+end
+
+--- Runs fn under the jobs lock (bounded wait, then proceeds unlocked with a
+--- warning rather than freezing).
+local function locked(fn)
+  local dir = M.ensure_dir()
+  local lock, err = core.lock(dir .. "/.jobs.lock", 10)
+  if not lock then
+    io.stderr:write("agent-dispatch: warning: could not lock the jobs directory (",
+      tostring(err), "); proceeding without the lock\n")
+  end
+  local ok, a, b = pcall(fn)
+  if lock then lock:unlock() end
+  if not ok then error(a, 0) end
+  return a, b
+end
+
+--- Applies fn(rec) to the fresh record of id under the lock; fn returns
+--- the new record (written) or nil (refused). Returns the result of fn.
+local function mutate(id, fn)
+  if not M.valid(id) then return nil end
+  return locked(function()
+    local rec = M.get(id)
+    if not rec then return nil end
+    local before = rec.status
+    local new, extra = fn(rec)
+    if new then
+      write(new)
+      if new.status ~= before then reindex(new) end
+    end
+    return new, extra
+  end)
+end
+
+local function new_record(fields, status)
+  local now = core.time()
+  return json.object({ id = core.hex32(), agent = fields.agent, task = fields.task,
+    context = util.nonempty(fields.context), caller = util.nonempty(fields.caller),
+    goal = util.nonempty(fields.goal), status = status, created_at = now }, M.KEYS)
+end
+
+function M.create(fields)
+  local rec = new_record(fields, "pending")
+  locked(function()
+    write(rec)
+    core.jobs_index_add(M.dir(), rec.id, rec.created_at, rec.status)
+  end)
+  return rec
+end
+
+--- A finished record holding result (result references, F35).
+function M.create_completed(fields, result)
+  local rec = new_record(fields, result.success and "done" or "failed")
+  rec.started_at, rec.completed_at = rec.created_at, rec.created_at
+  rec.result = result
+  if not result.success then rec.error = result.error end
+  locked(function()
+    write(rec)
+    core.jobs_index_add(M.dir(), rec.id, rec.created_at, rec.status)
+  end)
+  return rec
+end
+
+--- pending -> running (refused for any other status), recording the
+--- child's identity when given.
+function M.mark_running(id, process)
+  return mutate(id, function(rec)
+    if rec.status ~= "pending" then return nil end
+    rec.status = "running"
+    rec.started_at = core.time()
+    rec.process = process
+    return rec
+  end)
+end
+
+function M.update_progress(id, lines)
+  return mutate(id, function(rec)
+    if M.TERMINAL[rec.status] then return nil end
+    rec.progress = json.array(util.copy(lines))
+    rec.progress_updated_at = core.time()
+    return rec
+  end)
+end
+
+function M.finish(id, result)
+  return mutate(id, function(rec)
+    if M.TERMINAL[rec.status] then return nil end
+    rec.status = result.success and "done" or "failed"
+    rec.completed_at = core.time()
+    rec.result = result
+    rec.error = (not result.success) and result.error or nil
+    rec.process = nil
+    return rec
+  end)
+end
+
+function M.fail(id, message)
+  return mutate(id, function(rec)
+    if M.TERMINAL[rec.status] then return nil end
+    rec.status = "failed"
+    rec.completed_at = core.time()
+    rec.error = message
+    rec.process = nil
+    return rec
+  end)
+end
+
+--- F32: returns record, outcome ("not_found", "already_terminal",
+--- "cancelled", "running", "cancelled_running").
+function M.cancel(id, force, why)
+  local outcome = "not_found"
+  local rec = mutate(id, function(r)
+    if M.TERMINAL[r.status] then outcome = "already_terminal"; return nil end
+    if r.status == "pending" then
+      r.status, r.completed_at = "cancelled", core.time()
+      r.error = "Cancelled before execution"
+      outcome = "cancelled"
+      return r
+    end
+    if not force then outcome = "running"; return nil end
+    r.status, r.completed_at = "cancelled", core.time()
+    r.error = why or "Cancelled while running; the subprocess was killed"
+    r.process = nil
+    outcome = "cancelled_running"
+    return r
+  end)
+  if not rec and outcome ~= "not_found" then rec = M.get(id) end
+  return rec, outcome
+end
+
+--- Jobs newest first: at most limit, optionally of one status. Reads the
+--- index backwards and only the records it returns.
+function M.list(status, limit)
+  local dir = M.dir()
+  local entries, _, code = core.jobs_index_scan(dir, status, limit)
+  if not entries then
+    if code == "ENOENT" and not core.stat(dir) then return {} end
+    locked(M.rebuild_index)
+    entries = core.jobs_index_scan(dir, status, limit) or {}
+  end
+  local out = {}
+  for _, e in ipairs(entries) do
+    local rec = M.get(e.id)
+    if rec and (not status or rec.status == status) then out[#out + 1] = rec end
+  end
+  return out
+end
+
+--- Rebuilds the index from the record files (caller holds the lock).
+function M.rebuild_index()
+  local dir = M.dir()
+  local names = core.listdir(dir) or {}
+  local entries = {}
+  for _, name in ipairs(names) do
+    local id = name:match("^(%x+)%.json$")
+    if id and M.valid(id) then
+      local rec = M.get(id)
+      if rec then
+        entries[#entries + 1] = { id = id, created_at = tonumber(rec.created_at) or 0,
+                                  status = rec.status or "failed" }
+      end
+    end
+  end
+  table.sort(entries, function(a, b) return a.created_at < b.created_at end)
+  local ok, msg = core.jobs_index_write(dir, entries)
+  if not ok then io.stderr:write("agent-dispatch: cannot rebuild the job index: ", msg, "\n") end
+  return #entries
+end
+
+--- F34: deletes terminal jobs completed (or created) before now - max_age.
+--- The index narrows the candidates: completed_at >= created_at, so a job
+--- created after the cutoff cannot be old enough.
+function M.gc(max_age)
+  local cutoff = core.time() - max_age
+  return locked(function()
+    local dir = M.dir()
+    local all = core.jobs_index_scan(dir, nil)
+    if not all then
+      M.rebuild_index()
+      all = core.jobs_index_scan(dir, nil) or {}
+    end
+    local keep, purged = {}, 0
+    for i = #all, 1, -1 do
+      local e = all[i]
+      local gone = false
+      if M.TERMINAL[e.status] and e.created_at < cutoff then
+        local rec = M.get(e.id)
+        local t = rec and (tonumber(rec.completed_at) or tonumber(rec.created_at))
+        if rec and M.TERMINAL[rec.status] and t and t < cutoff then
+          if core.jobs_remove(dir, e.id) then purged = purged + 1; gone = true end
+        elseif not rec then
+          gone = true
+        end
+      end
+      if not gone then keep[#keep + 1] = e end
+    end
+    core.jobs_index_write(dir, keep)
+    return purged
+  end)
+end
+
+--- F33: fails running jobs abandoned for over an hour (unless their file
+--- was written recently: a live worker rewrites it) and pending jobs
+--- older than a day. Returns how many were recovered.
+function M.recover_stale()
+  local now = core.time()
+  local dir = M.dir()
+  local n = 0
+  for _, status in ipairs({ "running", "pending" }) do
+    local entries = core.jobs_index_scan(dir, status) or {}
+    for _, e in ipairs(entries) do
+      local rec = M.get(e.id)
+      if rec and rec.status == status then
+        local since = tonumber(status == "running" and (rec.started_at or rec.created_at)
+                               or rec.created_at) or now
+        local age = now - since
+        local limit = status == "running" and M.STALE_RUNNING or M.STALE_PENDING
+        local _, mtime = core.stat(dir .. "/" .. e.id .. ".json")
+        local fresh = status == "running" and mtime and mtime > now - M.STALE_RUNNING
+        if age > limit and not fresh then
+          local alive = rec.process and core.proc_identity(rec.process.pid)
+          if not alive and M.fail(e.id, string.format("Abandoned in '%s' for %ds - likely a " ..
+              "server restart; re-dispatch if needed", status, math.floor(age))) then
+            n = n + 1
+          end
+        end
+      end
+    end
+  end
+  return n
+end
+
+--- The child of a running record, when it is still that very process.
+function M.process_alive(rec)
+  local p = rec and rec.process
+  if type(p) ~= "table" or not p.pid or not p.pgid or not p.start then return false end
+  local pgid, start = core.proc_identity(p.pid)
+  return pgid == p.pgid and start == p.start
+end
+
+--- Kills a recorded child's group after verifying its identity: SIGTERM
+--- now, SIGKILL after grace seconds if it is still the same process.
+function M.kill_recorded(rec, grace)
+  local p = rec.process
+  if not M.process_alive(rec) then return false end
+  if not core.kill_verified(p.pid, p.pgid, p.start, "TERM") then return false end
+  local deadline = core.now() + (grace or 2)
+  while core.now() < deadline and M.process_alive(rec) do
+    if core.in_task() then core.sleep(0.05) else break end
+  end
+  if M.process_alive(rec) then core.kill_verified(p.pid, p.pgid, p.start, "KILL") end
+  return true
+end
+
+return M

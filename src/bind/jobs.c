@@ -1,0 +1,275 @@
+/* Lua face of the job store's files (see ad/jobs.h).
+ *
+ *   core.jobs_read(dir, id) -> text | nil, msg, code
+ *   core.jobs_write(dir, id, text) -> true | nil, msg, code
+ *   core.jobs_remove(dir, id) -> true | nil, msg, code
+ *   core.jobs_index_add(dir, id, created_at, status) -> true | nil, msg, code
+ *   core.jobs_index_set(dir, id, status) -> true | nil, msg, code
+ *   core.jobs_index_scan(dir, status|nil, limit) -> {{id=, created_at=,
+ *       status=}...} newest first | nil, msg, code
+ *   core.jobs_index_write(dir, entries) -> true | nil, msg, code
+ *   core.proc_identity(pid) -> pgid, start | nil
+ *   core.kill_verified(pid, pgid, start, "TERM"|"KILL") -> true | nil
+ *   core.watch_dir(dir, name, timeout) -> true (name changed) | nil, "timeout"
+ * An invalid id fails with code "EINVAL" before any path is built. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ad/jobs.h"
+#include "ad/sched.h"
+#include "bind/bind.h"
+
+static int ok_or_fail(lua_State *L, int rc)
+{
+    if (rc != 0) {
+        return bind_fail(L, rc, NULL);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_read(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    size_t n;
+    const char *id = luaL_checklstring(L, 2, &n);
+    char *data;
+    size_t len;
+    int rc = jobs_read(dir, id, n, &data, &len);
+    if (rc != 0) {
+        return bind_fail(L, rc, NULL);
+    }
+    lua_pushlstring(L, data, len);
+    free(data);
+    return 1;
+}
+
+static int l_write(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    size_t n, len;
+    const char *id = luaL_checklstring(L, 2, &n);
+    const char *data = luaL_checklstring(L, 3, &len);
+    return ok_or_fail(L, jobs_write(dir, id, n, data, len));
+}
+
+static int l_remove(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    size_t n;
+    const char *id = luaL_checklstring(L, 2, &n);
+    return ok_or_fail(L, jobs_remove(dir, id, n));
+}
+
+static int l_index_add(lua_State *L)
+{
+    return ok_or_fail(L, jobs_index_add(luaL_checkstring(L, 1),
+                                        luaL_checkstring(L, 2),
+                                        luaL_checknumber(L, 3),
+                                        luaL_checkstring(L, 4)));
+}
+
+static int l_index_set(lua_State *L)
+{
+    return ok_or_fail(L, jobs_index_set(luaL_checkstring(L, 1),
+                                        luaL_checkstring(L, 2),
+                                        luaL_checkstring(L, 3)));
+}
+
+struct scan {
+    lua_State *L;
+    lua_Integer n, limit;
+};
+
+static int collect(const struct jobs_entry *e, void *ud)
+{
+    struct scan *s = ud;
+    lua_State *L = s->L;
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, e->id);
+    lua_setfield(L, -2, "id");
+    lua_pushnumber(L, e->created_at);
+    lua_setfield(L, -2, "created_at");
+    lua_pushstring(L, e->status);
+    lua_setfield(L, -2, "status");
+    lua_rawseti(L, -2, ++s->n);
+    return s->n >= s->limit;
+}
+
+static int l_index_scan(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    const char *status = luaL_optstring(L, 2, NULL);
+    lua_Integer limit = luaL_optinteger(L, 3, LUA_MAXINTEGER);
+    bind_new_array(L, 0);
+    struct scan s = {L, 0, limit};
+    int rc = limit > 0 ? jobs_index_scan(dir, status, collect, &s) : 0;
+    if (rc != 0) {
+        return bind_fail(L, rc, NULL);
+    }
+    return 1;
+}
+
+static int l_index_write(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    size_t n = lua_rawlen(L, 2);
+    struct jobs_entry *e = lua_newuserdatauv(L, (n + 1) * sizeof *e, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        lua_getfield(L, -1, "id");
+        lua_getfield(L, -2, "created_at");
+        lua_getfield(L, -3, "status");
+        size_t idl;
+        const char *id = luaL_checklstring(L, -3, &idl);
+        luaL_argcheck(L, idl == 32, 2, "entry id must be 32 characters");
+        memcpy(e[i].id, id, 33);
+        e[i].created_at = luaL_checknumber(L, -2);
+        const char *st = luaL_checkstring(L, -1);
+        strncpy(e[i].status, st, JOBS_STATUS_WIDTH);
+        e[i].status[JOBS_STATUS_WIDTH] = '\0';
+        lua_pop(L, 4);
+    }
+    return ok_or_fail(L, jobs_index_write(dir, e, n));
+}
+
+static int l_proc_identity(lua_State *L)
+{
+    int pgid;
+    unsigned long long start;
+    if (jobs_proc_identity((int)luaL_checkinteger(L, 1), &pgid, &start) != 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushinteger(L, pgid);
+    lua_pushinteger(L, (lua_Integer)start);
+    return 2;
+}
+
+static int l_kill_verified(lua_State *L)
+{
+    int pid = (int)luaL_checkinteger(L, 1);
+    int pgid = (int)luaL_checkinteger(L, 2);
+    lua_Integer start = luaL_checkinteger(L, 3);
+    const char *sig = luaL_optstring(L, 4, "TERM");
+    int rc = jobs_kill_verified(pid, pgid, (unsigned long long)start,
+                                strcmp(sig, "KILL") == 0 ? SIGKILL : SIGTERM);
+    if (rc != 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- directory watch --------------------------------------------------- */
+
+struct watch {
+    uv_fs_event_t ev;
+    uv_timer_t timer;
+    struct task *task;
+    char *name;
+    int closing;
+};
+
+static void watch_closed(uv_handle_t *h)
+{
+    struct watch *w = h->data;
+    if (--w->closing == 0) {
+        free(w->name);
+        free(w);
+    }
+}
+
+static void watch_close(struct watch *w)
+{
+    w->closing = 2;
+    uv_fs_event_stop(&w->ev);
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->ev, watch_closed);
+    uv_close((uv_handle_t *)&w->timer, watch_closed);
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *file, int events,
+                        int status)
+{
+    struct watch *w = h->data;
+    (void)events;
+    if (w->closing || (status == 0 && file && strcmp(file, w->name) != 0)) {
+        return;
+    }
+    struct task *t = w->task;
+    watch_close(w);
+    lua_pushboolean(sched_thread(t), 1);
+    sched_resume(t, 1);
+}
+
+static void on_watch_timeout(uv_timer_t *h)
+{
+    struct watch *w = h->data;
+    if (w->closing) {
+        return;
+    }
+    struct task *t = w->task;
+    watch_close(w);
+    lua_pushnil(sched_thread(t));
+    lua_pushliteral(sched_thread(t), "timeout");
+    sched_resume(t, 2);
+}
+
+static void cancel_watch(struct task *t, void *data)
+{
+    (void)t;
+    watch_close(data);
+}
+
+static int l_watch_dir(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    double timeout = luaL_checknumber(L, 3);
+    if (!sched_current(L)) {
+        return luaL_error(L, "watch_dir must be called from a task");
+    }
+    struct watch *w = calloc(1, sizeof *w);
+    char *nm = strdup(name);
+    if (!w || !nm) {
+        free(w);
+        free(nm);
+        return luaL_error(L, "out of memory");
+    }
+    w->name = nm;
+    w->task = sched_current(L);
+    uv_fs_event_init(sched_loop(), &w->ev);
+    uv_timer_init(sched_loop(), &w->timer);
+    w->ev.data = w->timer.data = w;
+    int rc = uv_fs_event_start(&w->ev, on_fs_event, dir, 0);
+    if (rc != 0) {
+        watch_close(w);
+        return bind_fail(L, rc, dir);
+    }
+    uv_timer_start(&w->timer, on_watch_timeout,
+                   timeout > 0 ? (uint64_t)(timeout * 1000.0) : 0, 0);
+    return sched_wait(L, cancel_watch, w);
+}
+
+void bind_jobs_register(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"jobs_read", l_read},
+        {"jobs_write", l_write},
+        {"jobs_remove", l_remove},
+        {"jobs_index_add", l_index_add},
+        {"jobs_index_set", l_index_set},
+        {"jobs_index_scan", l_index_scan},
+        {"jobs_index_write", l_index_write},
+        {"proc_identity", l_proc_identity},
+        {"kill_verified", l_kill_verified},
+        {"watch_dir", l_watch_dir},
+        {NULL, NULL},
+    };
+    luaL_setfuncs(L, fns, 0);
+}

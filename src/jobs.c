@@ -1,0 +1,277 @@
+/* Job record files, the index, and verified kills; see jobs.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ad/fsutil.h"
+#include "ad/jobs.h"
+#include "ad/validate.h"
+
+int jobs_path(const char *dir, const char *id, size_t idlen, char *out,
+              size_t outlen)
+{
+    if (!validate_job_id(id, idlen)) {
+        return -EINVAL;
+    }
+    if ((size_t)snprintf(out, outlen, "%s/%.32s.json", dir, id) >= outlen) {
+        return -ENAMETOOLONG;
+    }
+    return 0;
+}
+
+int jobs_read(const char *dir, const char *id, size_t idlen, char **data,
+              size_t *len)
+{
+    char path[4096];
+    int rc = jobs_path(dir, id, idlen, path, sizeof path);
+    if (rc != 0) {
+        return rc;
+    }
+    return fs_read_file(path, 256u << 20, true, data, len);
+}
+
+int jobs_write(const char *dir, const char *id, size_t idlen,
+               const void *data, size_t len)
+{
+    char path[4096];
+    int rc = jobs_path(dir, id, idlen, path, sizeof path);
+    if (rc != 0) {
+        return rc;
+    }
+    return fs_write_atomic_nofollow(path, data, len, 0600);
+}
+
+int jobs_remove(const char *dir, const char *id, size_t idlen)
+{
+    char path[4096];
+    int rc = jobs_path(dir, id, idlen, path, sizeof path);
+    if (rc != 0) {
+        return rc;
+    }
+    return unlink(path) == 0 ? 0 : -errno;
+}
+
+static void index_path(const char *dir, char *out, size_t len)
+{
+    snprintf(out, len, "%s/.index", dir);
+}
+
+static void format_record(char rec[JOBS_INDEX_RECORD + 1], const char *id,
+                          double created_at, const char *status)
+{
+    snprintf(rec, JOBS_INDEX_RECORD + 1, "%.32s %17.6f %-9.9s\n", id,
+             created_at, status);
+}
+
+int jobs_index_add(const char *dir, const char *id, double created_at,
+                   const char *status)
+{
+    if (!validate_job_id(id, strlen(id))) {
+        return -EINVAL;
+    }
+    char path[4096], rec[JOBS_INDEX_RECORD + 1];
+    index_path(dir, path, sizeof path);
+    format_record(rec, id, created_at, status);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+                  0600);
+    if (fd < 0) {
+        return -errno;
+    }
+    /* One write of a whole record: O_APPEND keeps records whole even if an
+     * unlocked writer (the lock gave up after its bounded wait) races. */
+    ssize_t w = write(fd, rec, JOBS_INDEX_RECORD);
+    int rc = (w == JOBS_INDEX_RECORD) ? 0 : (w < 0 ? -errno : -EIO);
+    close(fd);
+    return rc;
+}
+
+static int parse_record(const char *r, struct jobs_entry *e)
+{
+    if (r[32] != ' ' || r[50] != ' ' || r[JOBS_INDEX_RECORD - 1] != '\n' ||
+        !validate_job_id(r, 32)) {
+        return -EBADMSG;
+    }
+    memcpy(e->id, r, 32);
+    e->id[32] = '\0';
+    char num[18];
+    memcpy(num, r + 33, 17);
+    num[17] = '\0';
+    char *end;
+    e->created_at = strtod(num, &end);
+    if (end == num) {
+        return -EBADMSG;
+    }
+    size_t n = JOBS_STATUS_WIDTH;
+    memcpy(e->status, r + 51, n);
+    while (n > 0 && e->status[n - 1] == ' ') {
+        n--;
+    }
+    e->status[n] = '\0';
+    return 0;
+}
+
+int jobs_index_set(const char *dir, const char *id, const char *status)
+{
+    char path[4096];
+    index_path(dir, path, sizeof path);
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size % JOBS_INDEX_RECORD != 0) {
+        close(fd);
+        return -EBADMSG;
+    }
+    /* Recent jobs change status most: search from the end. */
+    enum { CHUNK = JOBS_INDEX_RECORD * 1024 };
+    char *buf = malloc(CHUNK);
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    off_t end = st.st_size;
+    int rc = -ENOENT;
+    while (end > 0 && rc == -ENOENT) {
+        off_t start = end > CHUNK ? end - CHUNK : 0;
+        ssize_t n = pread(fd, buf, (size_t)(end - start), start);
+        if (n != end - start) {
+            rc = n < 0 ? -errno : -EIO;
+            break;
+        }
+        for (ssize_t off = n - JOBS_INDEX_RECORD; off >= 0;
+             off -= JOBS_INDEX_RECORD) {
+            if (memcmp(buf + off, id, 32) == 0) {
+                char field[JOBS_STATUS_WIDTH + 1];
+                snprintf(field, sizeof field, "%-9.9s", status);
+                ssize_t w = pwrite(fd, field, JOBS_STATUS_WIDTH,
+                                   start + off + 51);
+                rc = (w == JOBS_STATUS_WIDTH) ? 0 : (w < 0 ? -errno : -EIO);
+                break;
+            }
+        }
+        end = start;
+    }
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+int jobs_index_scan(const char *dir, const char *status,
+                    int (*fn)(const struct jobs_entry *e, void *ud), void *ud)
+{
+    char path[4096];
+    index_path(dir, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size % JOBS_INDEX_RECORD != 0) {
+        close(fd);
+        return -EBADMSG;
+    }
+    enum { CHUNK = JOBS_INDEX_RECORD * 256 };
+    char *buf = malloc(CHUNK);
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    off_t end = st.st_size;
+    int rc = 0;
+    bool stop = false;
+    while (end > 0 && !stop && rc == 0) {
+        off_t start = end > CHUNK ? end - CHUNK : 0;
+        ssize_t n = pread(fd, buf, (size_t)(end - start), start);
+        if (n != end - start) {
+            rc = n < 0 ? -errno : -EIO;
+            break;
+        }
+        for (ssize_t off = n - JOBS_INDEX_RECORD; off >= 0 && !stop;
+             off -= JOBS_INDEX_RECORD) {
+            struct jobs_entry e;
+            if (parse_record(buf + off, &e) != 0) {
+                rc = -EBADMSG;
+                break;
+            }
+            if (status && strcmp(status, e.status) != 0) {
+                continue;
+            }
+            stop = fn(&e, ud) != 0;
+        }
+        end = start;
+    }
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+int jobs_index_write(const char *dir, const struct jobs_entry *e, size_t n)
+{
+    char path[4096];
+    index_path(dir, path, sizeof path);
+    char *buf = malloc(n * JOBS_INDEX_RECORD + 1);
+    if (!buf) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char rec[JOBS_INDEX_RECORD + 1];
+        format_record(rec, e[i].id, e[i].created_at, e[i].status);
+        memcpy(buf + i * JOBS_INDEX_RECORD, rec, JOBS_INDEX_RECORD);
+    }
+    int rc = fs_write_atomic_nofollow(path, buf, n * JOBS_INDEX_RECORD, 0600);
+    free(buf);
+    return rc;
+}
+
+int jobs_proc_identity(int pid, int *pgid, unsigned long long *start)
+{
+    if (pid <= 1) {
+        return -ESRCH;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    char *data;
+    size_t len;
+    int rc = fs_read_file(path, 4096, false, &data, &len);
+    if (rc != 0) {
+        return rc == -ENOENT ? -ESRCH : rc;
+    }
+    /* The command name (field 2) may hold spaces and ')': fields after it
+     * start after the LAST ')'. */
+    char *p = strrchr(data, ')');
+    int ppid, pg;
+    char state;
+    unsigned long long st = 0;
+    int got = p ? sscanf(p + 1,
+                         " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u "
+                         "%*d %*d %*d %*d %*d %*d %llu",
+                         &state, &ppid, &pg, &st)
+                : 0;
+    free(data);
+    if (got != 4) {
+        return -EBADMSG;
+    }
+    if (state == 'Z' || state == 'X') {
+        return -ESRCH; /* exited, only not reaped yet */
+    }
+    *pgid = pg;
+    *start = st;
+    return 0;
+}
+
+int jobs_kill_verified(int pid, int pgid, unsigned long long start, int sig)
+{
+    int pg;
+    unsigned long long st;
+    if (pgid <= 1 || jobs_proc_identity(pid, &pg, &st) != 0 || pg != pgid ||
+        st != start) {
+        return -ESRCH;
+    }
+    return kill(-pgid, sig) == 0 ? 0 : -errno;
+}
