@@ -101,6 +101,52 @@ function M.dialogue(spec)
   return r
 end
 
+--- Starts a background job (like the dispatch_async tool); returns its id.
+--- spec: agent, task, context, caller, goal, response_format,
+--- timeout_seconds. The job runs on this process's loop: wait for it
+--- before the script ends (ad.wait), or it is stopped and marked failed.
+function M.async(spec)
+  local c = cfg()
+  local agent = c.agents[spec.agent]
+  if not agent then error(D.unknown_agent(c, spec.agent), 2) end
+  local jobs = require "ad.jobs"
+  local rec = jobs.create(spec)
+  local copy = util.copy(agent)
+  local t = D.timeout_override(spec.timeout_seconds)
+  if t then copy.timeout = t end
+  require("ad.async").start(rec.id, { name = spec.agent, agent = copy, settings = c.settings,
+    task = spec.task, context = util.nonempty(spec.context), caller = util.nonempty(spec.caller),
+    goal = util.nonempty(spec.goal), response_format = util.nonempty(spec.response_format) })
+  return rec.id
+end
+
+--- Waits for a job (at most timeout seconds, default 3600); returns its
+--- record, and true as a second value when the wait timed out.
+function M.wait(id, timeout)
+  local rec, timed_out = require("ad.async").wait(id, timeout or 3600)
+  if not rec then error("Job not found: " .. tostring(id), 2) end
+  return rec, timed_out == true
+end
+
+--- Cancels a job; returns {job_id, outcome, status, message}.
+function M.cancel(id)
+  local r = require("ad.async").cancel(id)
+  if not r then error("Job not found: " .. tostring(id), 2) end
+  return r
+end
+
+--- Job records, newest first: {status = "running", limit = 20}.
+function M.jobs(opts)
+  opts = opts or {}
+  return require("ad.jobs").list(opts.status, opts.limit or 50)
+end
+
+--- The full result stored under a ref or job id (nil when none yet).
+function M.fetch(ref)
+  local rec = require("ad.jobs").get(ref)
+  return rec and rec.result
+end
+
 --- Concurrency helpers: run fn as a task; wait for all of a list of
 --- functions (results in order, as {ok=, value=}); sleep in seconds.
 M.spawn = task.spawn

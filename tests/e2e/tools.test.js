@@ -231,7 +231,9 @@ describe('dispatch', () => {
     }
     const [e] = env.dispatches();
     assert.strictEqual(argAfter(e, '--session-id'), v.session_id);
-    await env.assertNoLeftovers(3000);
+    const gc = env.grandchildPid();
+    assert.ok(gc, 'the stub wrote its grandchild pid');
+    assert.ok(await waitUntil(() => !alive(e.pid) && !alive(gc), 3000), 'the timed-out child or grandchild survived');
     // resume it
     const s = (await srv.call('dispatch_session', { agent: 'slow', task: 'Continue where you left off',
       session_id: v.session_id })).value;
@@ -352,7 +354,7 @@ describe('dispatch', () => {
     v = (await srv.call('dispatch', { agent: 'a', task: 'prose please', response_format: 'json' })).value;
     assert.strictEqual(v.success, true);
     assert.ok(!('parsed_result' in v));
-    assert.strictEqual(v.result, 'stub ok: prose please');
+    assert.ok(v.result.startsWith('stub ok: prose please'));
     await srv.close();
   });
 

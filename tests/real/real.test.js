@@ -143,7 +143,7 @@ async function outerRun(a, { era, trace }) {
     : { type: 'stdio', command: AD, args: ['serve'], env };
   const cfg = path.join(a.dir, 'mcp.json');
   fs.writeFileSync(cfg, JSON.stringify({ mcpServers: { ad: server } }, null, 2));
-  const task = '[mock:reply=WORKER ANSWER]';
+  const task = '[mock:reply=WORKER ANSWER]';  // one inner request per outer run
   const prompt = `[mock:mcp=ad:dispatch:${JSON.stringify({ agent: 'worker', task, caller: `outer-${path.basename(a.dir)}` })}]`;
   const r = await h.runClaude(['-p', '--mcp-config', cfg, '--allowedTools', 'mcp__ad__dispatch',
     '--output-format', 'json', '--', prompt], { port: mock.port, home: a.home, cwd: outer, timeoutMs: 90000, bin: BIN });
@@ -369,6 +369,7 @@ describe('agent-dispatch with the real Claude Code CLI', { concurrency: 4 }, () 
       const serverEnv = JSON.parse(fs.readFileSync(trace.env, 'utf8'));
       assert.equal(serverEnv.CLAUDECODE, '1', 'the CLI-started server sees CLAUDECODE=1');
       assert.ok(serverEnv.CLAUDE_CODE_SESSION_ID, 'the CLI-started server sees CLAUDE_CODE_SESSION_ID');
+      assert.ok(serverEnv.CLAUDE_CODE_ENTRYPOINT, 'the CLI-started server sees CLAUDE_CODE_ENTRYPOINT');
       assert.equal(serverEnv.AGENT_DISPATCH_DEPTH, undefined);
 
       // The worker does not inherit them; the depth counter is set.
@@ -419,6 +420,39 @@ describe('agent-dispatch with the real Claude Code CLI', { concurrency: 4 }, () 
       }
     });
   }
+
+  // 8b ----------------------------------------------------------------------
+  // Beyond the three documented variables, 2.1.328 gives the MCP server more
+  // of the calling session's identity (observed: CLAUDE_PROJECT_DIR=<caller's
+  // project>, CLAUDE_CODE_LAUNCHED_BY_SESSION_IDS=<caller's session>,
+  // CLAUDE_CODE_CHILD_NOTES_DIR=<...>/<caller's session>/started,
+  // CLAUDE_CODE_MESSAGING_SOCKET/_TOKEN). The worker is a separate top-level
+  // session in another project (runner.lua STRIPPED_ENV: "a caller's session
+  // id must not leak into the child's bookkeeping"), so none of its
+  // environment may name the caller's session, and CLAUDE_PROJECT_DIR (which
+  // the worker's own tools see verbatim) must not point at the caller's project.
+  it('the inner worker carries no identifier of the calling session or its project', { timeout: 120000 }, async () => {
+    const a0 = area('env-leak', { worker: { timeout: 60 } });
+    const wrapper = path.join(a0.dir, 'claude-wrapper.sh');
+    fs.writeFileSync(wrapper, `#!/bin/sh\nenv -0 > "${a0.dir}/worker-env.$$"\nexec "${BIN}" "$@"\n`, { mode: 0o755 });
+    a0.env.AGENT_DISPATCH_CLAUDE = wrapper;
+    const trace = { file: path.join(a0.dir, 'mcp-trace.jsonl'), env: path.join(a0.dir, 'server-env.json') };
+    const { r, outer } = await outerRun(a0, { trace });
+    assertOuterOk(r);
+    const serverEnv = JSON.parse(fs.readFileSync(trace.env, 'utf8'));
+    const callerSession = serverEnv.CLAUDE_CODE_SESSION_ID;
+    assert.ok(callerSession, 'premise: the server knows the caller session id');
+    assert.equal(callerSession, r.json.session_id, 'premise: it is the outer run\'s session');
+    const dumps = fs.readdirSync(a0.dir).filter((f) => f.startsWith('worker-env.'));
+    assert.equal(dumps.length, 1);
+    const wenv = parseEnvDump(path.join(a0.dir, dumps[0]));
+    const leaks = Object.entries(wenv).filter(([, v]) => v.includes(callerSession)).map(([k, v]) => `${k}=${v}`);
+    const pd = wenv.CLAUDE_PROJECT_DIR;
+    if (pd !== undefined && fs.existsSync(pd) && fs.realpathSync(pd) === fs.realpathSync(outer)) {
+      leaks.push(`CLAUDE_PROJECT_DIR=${pd} (the caller's project, not ${a0.dirs.worker})`);
+    }
+    assert.deepEqual(leaks, [], 'the worker inherited the calling session\'s identity');
+  });
 
   // 9 -----------------------------------------------------------------------
   it('init registers with the real CLI, and `claude mcp list` reports it connected', { timeout: 120000 }, async () => {

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every example script against the stub claude with a temporary
+# config of three agents in one group; each must exit 0 and print output.
+set -euo pipefail
+bin=$1 stub=$2 src=$3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/backend" "$tmp/web" "$tmp/infra"
+cat > "$tmp/agents.yaml" <<YAML
+agents:
+  backend: {directory: $tmp/backend, description: api}
+  web: {directory: $tmp/web, description: ui}
+  infra: {directory: $tmp/infra, description: ops}
+groups:
+  shop:
+    shared_context: prod is eu-west-1
+    members: [{agent: backend}, {agent: web}]
+YAML
+export AGENT_DISPATCH_CONFIG=$tmp/agents.yaml AGENT_DISPATCH_JOBS_DIR=$tmp/jobs HOME=$tmp
+export PATH="$stub:$PATH"
+run() {
+  echo "== $*"
+  "$bin" run "$@" >"$tmp/out" 2>"$tmp/err" || { cat "$tmp/out" "$tmp/err"; echo "FAILED: $*"; exit 1; }
+  [[ -s "$tmp/out" ]] || { cat "$tmp/err"; echo "no output: $*"; exit 1; }
+}
+run "$src/examples/review.lua" backend web
+run --json "$src/examples/review.lua"
+grep -q '"reviewed":3' "$tmp/out" || { cat "$tmp/out"; echo "review --json"; exit 1; }
+STUB_REPLY="use /v2/orders [RESOLVED]" run "$src/examples/dialogue.lua" web backend "[stub:echo_env=STUB_REPLY] which endpoint?"
+run "$src/examples/async_batch.lua" "list TODOs"
+run "$src/examples/upgrade_sweep.lua" shop
+mkdir -p "$tmp/lua/ad" && cp "$src/examples/overrides/ad/aggregate.lua" "$tmp/lua/ad/"
+run "$src/examples/review.lua" backend web
+grep -q "release checklist" "$tmp/out" || { cat "$tmp/out"; echo "override not used"; exit 1; }
+echo "examples: ok"
