@@ -5,8 +5,8 @@
 function(ad_embed_lua out files)
   add_custom_command(
     OUTPUT ${out}
-    COMMAND ${CMAKE_COMMAND} -DOUT=${out} -DSRC=${CMAKE_SOURCE_DIR}
-            -P ${CMAKE_SOURCE_DIR}/cmake/embed_lua_gen.cmake
-    DEPENDS ${files} ${CMAKE_SOURCE_DIR}/cmake/embed_lua_gen.cmake
+    COMMAND ${CMAKE_COMMAND} -DOUT=${out} -DSRC=${PROJECT_SOURCE_DIR}
+            -P ${PROJECT_SOURCE_DIR}/cmake/embed_lua_gen.cmake
+    DEPENDS ${files} ${PROJECT_SOURCE_DIR}/cmake/embed_lua_gen.cmake
     COMMENT "Embedding Lua policy modules")
 endfunction()

@@ -32,6 +32,7 @@ struct task {
     struct task **joiners;
     size_t njoiners, capjoiners;
     struct task *prev_live, *next_live;
+    uint64_t budget_ns;   /* longest run between two yields; 0 = none */
 };
 
 static struct {
@@ -41,6 +42,7 @@ static struct {
     struct task *ready_head, *ready_tail;
     struct task *live_head;
     size_t live;
+    uint64_t resume_start;
 } S;
 
 static const char TASK_MT[] = "ad.task";
@@ -203,12 +205,34 @@ static void finish(struct task *t, bool ok, int nres)
     t->ref = LUA_NOREF;
 }
 
+/* Runaway guard: a task with a budget that runs longer than it without
+ * yielding (a `while true do end` in a user hook) gets an error instead of
+ * freezing the server. Checked every 10k VM instructions. */
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    struct task *t = *extra(L);
+    if (t && t->budget_ns && uv_hrtime() - S.resume_start > t->budget_ns) {
+        luaL_error(L, "ran for more than %f s without yielding (a loop that "
+                      "never ends?); stopped",
+                   (double)t->budget_ns / 1e9);
+    }
+}
+
+void sched_set_budget(struct task *t, double seconds)
+{
+    t->budget_ns = seconds > 0 ? (uint64_t)(seconds * 1e9) : 0;
+    lua_sethook(t->co, t->budget_ns ? budget_hook : NULL,
+                t->budget_ns ? LUA_MASKCOUNT : 0, 10000);
+}
+
 static void do_resume(struct task *t, int nargs)
 {
     lua_State *co = t->co;
     int nres = 0;
     t->state = T_RUNNING;
     t->cancel = NULL;
+    S.resume_start = uv_hrtime();
     int st = lua_resume(co, NULL, nargs, &nres);
     if (st == LUA_YIELD) {
         lua_pop(co, nres);

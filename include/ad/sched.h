@@ -68,6 +68,10 @@ void sched_remove_joiner(struct task *t, struct task *waiter);
 
 size_t sched_live_tasks(void);
 
+/* Limits how long t may run between two yields (seconds; 0 = no limit).
+ * Coroutines the task creates inherit the check. */
+void sched_set_budget(struct task *t, double seconds);
+
 /* Cancels every task that is still alive (shutdown); returns how many. */
 size_t sched_cancel_all(void);
 

@@ -48,7 +48,8 @@ function M.start(id, req, hooks)
     local ok, result = pcall(runner.dispatch, r)
     if ok then
       flush()
-      jobs.finish(id, result)
+      local rec = jobs.finish(id, result)
+      if rec then require("ad.plugins").job_done(rec) end
       if hooks and hooks.on_done then pcall(hooks.on_done, id, result) end
     elseif not (type(result) == "table" and result.type == "cancelled") then
       local msg = type(result) == "table" and tostring(result.message) or tostring(result)

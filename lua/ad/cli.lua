@@ -686,7 +686,7 @@ C.group = { usage = "add|list|inspect|update|remove ...", summary = "Manage grou
             sub = group_cmds() }
 
 C.lua = {
-  usage = "list | path | cat MODULE",
+  usage = "list | path | cat MODULE | tools",
   summary = "Show the embedded Lua policy modules and where each is loaded from.",
   positionals = { "ACTION", "MODULE" }, min = 1, max = 2,
   run = function(_, pos)
@@ -702,6 +702,17 @@ C.lua = {
         out(string.format("%-28s %s", name, origin))
       end
       return 0
+    elseif action == "tools" then
+      local plugins = require "ad.plugins"
+      require("ad.tools").load_builtin()
+      out("Tool files in ", plugins.dir(), ":")
+      for _, l in ipairs(plugins.loaded) do
+        out("  ", l.file, ": tools ", #l.tools > 0 and table.concat(l.tools, ", ") or "(none)",
+            "; hooks ", l.hooks)
+      end
+      for _, p in ipairs(plugins.problems) do out("  PROBLEM ", p.message) end
+      if #plugins.loaded == 0 and #plugins.problems == 0 then out("  (none)") end
+      return #plugins.problems > 0 and 1 or 0
     elseif action == "cat" or action == "dump" then
       local src = pos[2] and core.embedded(pos[2])
       if not src then err("Error: no embedded module '", tostring(pos[2]), "'.") return 1 end

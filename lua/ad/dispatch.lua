@@ -68,9 +68,16 @@ dispatch_one = function(cfg, p, hooks)
     if err then return nil, err end
     context = util.nonempty(groups.fold(cfg, group, context))
   end
+  local plugins = require "ad.plugins"
+  local view = { agent = p.agent, task = p.task, context = context,
+    caller = util.nonempty(p.caller), goal = util.nonempty(p.goal),
+    response_format = util.nonempty(p.response_format), group = group,
+    session_id = util.nonempty(p.session_id) }
+  local allowed, why = plugins.before_dispatch(view)
+  if not allowed then return nil, why end
   local req = { name = p.agent, agent = agent, settings = cfg.settings,
-    task = p.task, context = context, caller = util.nonempty(p.caller),
-    goal = util.nonempty(p.goal), response_format = util.nonempty(p.response_format),
+    task = view.task, context = util.nonempty(view.context), caller = util.nonempty(view.caller),
+    goal = util.nonempty(view.goal), response_format = util.nonempty(p.response_format),
     session_id = util.nonempty(p.session_id), stream = p.stream,
     on_progress = p.on_progress, timeout = M.timeout_override(p.timeout_seconds) }
   local cache = p.use_cache and not req.session_id and state.cache(cfg.settings) or nil
@@ -82,7 +89,7 @@ dispatch_one = function(cfg, p, hooks)
       log("info", "Cache hit for " .. p.agent .. ": " .. util.cut(p.task, 80))
       local r = runner.result(json.decode(hit))
       r.cached = true
-      return r, context
+      return plugins.after_result(view, r), req.context
     end
   end
   if req.session_id then
@@ -95,7 +102,7 @@ dispatch_one = function(cfg, p, hooks)
   if cache and clean_success(r) then
     cache:put(key, p.agent, json.encode(r))
   end
-  return r, context
+  return plugins.after_result(view, r), req.context
 end
 
 local ITEM_KEYS = { "agent", "task", "context", "caller", "goal",

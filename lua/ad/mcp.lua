@@ -196,6 +196,7 @@ function Server:call_tool(id, key, params, era)
     end,
   }
   entry.task = core.spawn(function()
+    core.set_budget(require("ad.plugins").CALL_BUDGET)
     local beat
     if token then
       beat = core.spawn(function()
@@ -221,7 +222,8 @@ function Server:call_tool(id, key, params, era)
       if type(value) == "table" and value.type == "cancelled" then return end
       return server:error(id, -32603, "Internal error: " .. tostring(value))
     end
-    local r = text_result(json.encode(value), tools.is_error_result(value))
+    local text = type(value) == "string" and core.utf8_fix(value) or json.encode(value)
+    local r = text_result(text, tools.is_error_result(value))
     server:result(id, r, era.modern)
   end)
 end

@@ -33,6 +33,8 @@ function M.main(argv)
   end
   local api = require "agent_dispatch"
   api.args = rest
+  -- Hook scripts apply to scripts too (their custom tools are unused here).
+  require("ad.plugins").load(function() end, {})
   _G.arg = { [0] = path, table.unpack(rest) }
   local main = core.spawn(function()
     return xpcall(chunk, function(e)

@@ -25,9 +25,18 @@ M.RESULT_KEYS = { "agent", "success", "result", "session_id", "cost_usd",
 --- a child: the child is a separate, top-level session in another project
 --- (some CLI builds refuse to start when CLAUDECODE says they are nested,
 --- and a caller's session id must not leak into the child's bookkeeping).
---- Recursion is bounded by AGENT_DISPATCH_DEPTH instead.
+--- Recursion is bounded by AGENT_DISPATCH_DEPTH instead. Claude Code
+--- 2.1.328 gives its MCP servers more of its session than the three
+--- documented variables: its project directory (which a child would keep
+--- and hand to its own hooks and tools), the ids of the launching session,
+--- and a messaging socket and token of that session. None of that belongs
+--- to an agent working in another project. User settings such as
+--- CLAUDE_CODE_USE_BEDROCK or ANTHROPIC_* pass through.
 M.STRIPPED_ENV = { CLAUDECODE = true, CLAUDE_CODE_SESSION_ID = true,
-                   CLAUDE_CODE_ENTRYPOINT = true, AGENT_DISPATCH_DEPTH = true }
+  CLAUDE_CODE_ENTRYPOINT = true, CLAUDE_PROJECT_DIR = true,
+  CLAUDE_CODE_LAUNCHED_BY_SESSION_IDS = true, CLAUDE_CODE_CHILD_NOTES_DIR = true,
+  CLAUDE_CODE_MESSAGING_SOCKET = true, CLAUDE_CODE_MESSAGING_TOKEN = true,
+  AGENT_DISPATCH_DEPTH = true }
 
 local function result(fields)
   return json.object(fields, M.RESULT_KEYS)

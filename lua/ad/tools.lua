@@ -171,6 +171,11 @@ function M.call(def, args, ctx)
   end
   io.stderr:write("agent-dispatch: tool ", def.name, " failed: ", tostring(res), "\n")
   local first = tostring(type(res) == "table" and res.message or res):match("^[^\n]*")
+  if def.custom then
+    return M.envelope(def.name .. " failed: " .. first,
+      "The error is in the custom tool file " .. def.custom ..
+      "; the server log (stderr) has the traceback.")
+  end
   return M.envelope(def.name .. " failed with an internal error: " .. first,
     "This is a bug in agent-dispatch; the server log (stderr) has the traceback.")
 end
@@ -182,12 +187,46 @@ function M.is_error_result(v)
   return v.error ~= nil and v.success == nil and v.agent == nil
 end
 
---- Loads the built-in tool modules, in the order tools/list shows them.
+M.BUILTIN = { "list_agents", "inspect_agent", "list_groups", "inspect_group",
+  "dispatch", "dispatch_session", "dispatch_parallel", "dispatch_stream",
+  "dispatch_dialogue", "add_agent", "remove_agent", "update_agent",
+  "dispatch_async", "dispatch_status", "dispatch_wait", "dispatch_cancel",
+  "dispatch_jobs", "fetch_result", "dispatch_gc", "cache_stats", "cache_clear" }
+
+M.load_errors = {}
+
+--- Loads the built-in tool modules (in tools/list order), then the user's
+--- tool files. A module that fails to load (a broken override in the
+--- user's Lua directory) never takes the server down, and is never hidden:
+--- its tools stay listed and every call answers with the load error.
 function M.load_builtin()
   for _, mod in ipairs({ "ad.tools.agents", "ad.tools.dispatch", "ad.tools.manage",
                          "ad.tools.jobs", "ad.tools.cache" }) do
-    require(mod)
+    local ok, err = pcall(require, mod)
+    if not ok then
+      M.load_errors[#M.load_errors + 1] = tostring(err)
+      io.stderr:write("agent-dispatch: cannot load ", mod, ": ", tostring(err), "\n")
+    end
   end
+  local builtin = {}
+  for i, name in ipairs(M.BUILTIN) do
+    builtin[name] = true
+    if not registry[name] then
+      local msg = M.load_errors[#M.load_errors] or "unknown error"
+      M.define{ name = name, params = {},
+        description = "Unavailable: agent-dispatch could not load its Lua policy.",
+        handler = function()
+          return M.envelope("agent-dispatch could not load this tool: " .. msg,
+            "Fix or remove the override in your Lua directory (agent-dispatch lua list " ..
+            "shows where each module comes from).")
+        end }
+    end
+    -- keep tools/list in the documented order even after a fallback
+    for j, n in ipairs(order) do
+      if n == name and j ~= i then table.remove(order, j); table.insert(order, i, name) break end
+    end
+  end
+  require("ad.plugins").load(M.define, builtin)
 end
 
 return M

@@ -5,7 +5,7 @@
  *   core.mkdirs(dir) / core.mkparent(path) -> true | nil, msg, code
  *   core.lock(path [, timeout_s]) -> lock | nil, "timeout" (yields while
  *       another process holds it, retrying every 20 ms)
- *   core.stat(path) -> "file"|"dir"|"other" | nil, msg, code
+ *   core.stat(path) -> "file"|"dir"|"other", mtime, mode, uid | nil, msg, code
  *   core.realpath(path) -> path | nil, msg, code
  *   core.which(name) -> absolute path of an executable on PATH | nil
  *   core.environ() -> {"K=V", ...}     core.listdir(dir) -> {names}
@@ -208,7 +208,8 @@ static int l_stat(lua_State *L)
                       : S_ISREG(st.st_mode) ? "file" : "other");
     lua_pushinteger(L, (lua_Integer)st.st_mtime);
     lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
-    return 3;
+    lua_pushinteger(L, (lua_Integer)st.st_uid);
+    return 4;
 }
 
 static int l_realpath(lua_State *L)
@@ -444,6 +445,12 @@ static int l_getpid(lua_State *L)
     return 1;
 }
 
+static int l_getuid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getuid());
+    return 1;
+}
+
 void bind_fs_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -471,6 +478,7 @@ void bind_fs_register(lua_State *L)
         {"valid_name", l_valid_name},
         {"valid_job_id", l_valid_job_id},
         {"getpid", l_getpid},
+        {"getuid", l_getuid},
         {NULL, NULL},
     };
     if (luaL_newmetatable(L, LOCK_MT)) {

@@ -290,6 +290,18 @@ static int l_current(lua_State *L)
     return 1;
 }
 
+/* core.set_budget(seconds): the current task may not run longer than this
+ * between two yields. */
+static int l_set_budget(lua_State *L)
+{
+    struct task *t = sched_current(L);
+    if (!t) {
+        return luaL_error(L, "set_budget must be called from a task");
+    }
+    sched_set_budget(t, luaL_checknumber(L, 1));
+    return 0;
+}
+
 static int l_in_task(lua_State *L)
 {
     lua_pushboolean(L, sched_current(L) != NULL && lua_isyieldable(L));
@@ -319,6 +331,7 @@ void bind_task_register(lua_State *L)
         {"cancelled", l_cancelled},
         {"current", l_current},
         {"in_task", l_in_task},
+        {"set_budget", l_set_budget},
         {NULL, NULL},
     };
     luaL_getmetatable(L, TASK_MT);           /* created by sched_init */

@@ -298,12 +298,21 @@ describe('JSON-RPC', () => {
     srv.send({ jsonrpc: '2.0', id: 'long', method: 'tools/call',
       params: { name: 'dispatch', arguments: { agent: 'a', task: 'slow [stub:sleep=1.5]' } } });
     await sleep(200);
-    let t0 = Date.now();
-    await srv.request('tools/list', {}, { id: 'tl' });
-    assert.ok(Date.now() - t0 < 100, `tools/list took ${Date.now() - t0} ms`);
-    t0 = Date.now();
-    await srv.request('ping', undefined, { id: 'pg' });
-    assert.ok(Date.now() - t0 < 100);
+    // best of three round trips, so one scheduling hiccup on a loaded
+    // machine does not fail the test; a blocked server fails all three
+    const best = async (method) => {
+      let min = Infinity;
+      for (let i = 0; i < 3; i++) {
+        const t0 = Date.now();
+        await srv.request(method, method === 'ping' ? undefined : {});
+        min = Math.min(min, Date.now() - t0);
+      }
+      return min;
+    };
+    const tl = await best('tools/list');
+    assert.ok(tl < 100, `tools/list took ${tl} ms`);
+    const pg = await best('ping');
+    assert.ok(pg < 100, `ping took ${pg} ms`);
     assert.strictEqual(srv.responsesTo('long').length, 0);
     const r = await srv.response('long', 5000);
     assert.strictEqual(r.result.isError, false);

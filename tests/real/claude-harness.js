@@ -21,6 +21,8 @@
 //        notes = every notification received while this request was in flight
 //   s.toolResult(response)                 the DispatchResult parsed from content[0].text
 //   await s.close();                       closes stdin, waits (SIGKILL after 10 s)
+// tests/real/mcp-trace.js is a stdio proxy that records an MCP server's
+// environment and its JSON-RPC traffic (for the real CLI as MCP client).
 'use strict';
 
 const { spawn, execFileSync } = require('child_process');

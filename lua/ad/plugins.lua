@@ -1,0 +1,242 @@
+--- User extensions: custom tools and lifecycle hooks from hook scripts in
+--- <config dir>/tools/*.lua ($AGENT_DISPATCH_TOOLS_DIR).
+---
+--- Each file runs once, in its own environment whose globals are the
+--- registration API (reading an undefined global is an error, so typos
+--- surface at load time):
+---
+---   tool{ name =, description =, params = {{name =, type =, required =,
+---         default =, description =}...}, handler = function(args, ad) end,
+---         override = false }
+---   hook("before_dispatch", function(req) end)  -- may rewrite req.task /
+---        req.context (return req) or refuse (return false, "why")
+---   hook("after_result", function(req, result) end)  -- may annotate or
+---        redact (return the new result, or nil to keep it)
+---   hook("job_done", function(record) end)
+---
+--- plus ad (the agent_dispatch module), json, log, and Lua's safe
+--- libraries. Files and their directory are loaded only when owned by the
+--- user and not writable by group or others (as ssh does with keys). A
+--- broken file is reported with file:line and skipped; loading and every
+--- hook run under a time budget, and an error in one hook fails only the
+--- request it ran for.
+local core = require "ad.core"
+local json = require "ad.json"
+local util = require "ad.util"
+local config = require "ad.config"
+
+local M = {}
+
+M.LOAD_BUDGET = 2    -- seconds a tool file may run while loading
+M.CALL_BUDGET = 10   -- seconds a handler or hook may run without yielding
+
+M.hooks = { before_dispatch = {}, after_result = {}, job_done = {} }
+M.loaded = {}        -- {file =, tools = {names}}
+M.problems = {}      -- {file =, message =}
+
+function M.dir()
+  local d = os.getenv("AGENT_DISPATCH_TOOLS_DIR")
+  if d and d ~= "" then return util.expanduser(d) or d end
+  return config.config_dir() .. "/tools"
+end
+
+--- nil when path may be loaded, else why not.
+function M.unsafe(path)
+  local kind, _, mode, uid = core.stat(path)
+  if not kind then return nil end
+  if uid ~= core.getuid() then
+    return "refusing " .. path .. ": owned by uid " .. tostring(uid) ..
+      ", not by you (uid " .. core.getuid() .. ")"
+  end
+  if mode & 18 ~= 0 then -- 0022: group or others may write
+    return string.format("refusing %s: it is writable by %s (mode %o); run: chmod go-w %s",
+      path, (mode & 2 ~= 0) and "others" or "its group", mode, path)
+  end
+  return nil
+end
+
+local function problem(file, message)
+  M.problems[#M.problems + 1] = { file = file, message = message }
+  io.stderr:write("agent-dispatch: ", message, "\n")
+end
+
+local SAFE_GLOBALS = { "assert", "error", "ipairs", "next", "pairs", "pcall",
+  "select", "tonumber", "tostring", "type", "xpcall", "setmetatable",
+  "getmetatable", "rawequal", "rawget", "rawset", "rawlen", "string", "table",
+  "math", "utf8", "require", "print" }
+
+local function strict_env(api)
+  local env = {}
+  for _, k in ipairs(SAFE_GLOBALS) do env[k] = _G[k] end
+  env.os = { time = os.time, date = os.date, clock = os.clock, getenv = os.getenv }
+  env.print = function(...)
+    local parts = {}
+    for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+    io.stderr:write(table.concat(parts, "\t"), "\n")
+  end
+  for k, v in pairs(api) do env[k] = v end
+  return setmetatable(env, { __index = function(_, k)
+    error("undefined global '" .. tostring(k) .. "'", 2)
+  end })
+end
+
+local TYPES = { string = true, integer = true, number = true, boolean = true }
+
+--- Turns a tool{} spec into a registry definition, or raises.
+local function make_tool(spec, file)
+  if type(spec) ~= "table" then error("tool{} expects a table", 3) end
+  if type(spec.name) ~= "string" or not spec.name:match("^[%w_.-]+$") or #spec.name > 64 then
+    error("tool name must be 1-64 characters of letters, digits, '_', '-', '.'", 3)
+  end
+  if type(spec.handler) ~= "function" then error("tool '" .. spec.name .. "' needs a handler", 3) end
+  local params = {}
+  for i, p in ipairs(spec.params or {}) do
+    if type(p) ~= "table" or type(p.name) ~= "string" or not TYPES[p.type] then
+      error("tool '" .. spec.name .. "': params[" .. i .. "] needs a name and a type " ..
+        "(string, integer, number or boolean)", 3)
+    end
+    params[i] = p
+  end
+  local handler = spec.handler
+  return {
+    name = spec.name, title = spec.title,
+    description = spec.description or ("Custom tool from " .. file),
+    params = params, custom = file, override = spec.override == true,
+    guard = "config",
+    handler = function(args, ctx)
+      local api = setmetatable({
+        log = function(...)
+          local parts = {}
+          for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+          ctx.log("info", table.concat(parts, " "))
+        end,
+        progress = ctx.progress,
+      }, { __index = require("agent_dispatch") })
+      return handler(args, api)
+    end,
+  }
+end
+
+--- Loads every tool file; define(def) registers a tool. Returns the number
+--- of tools registered.
+function M.load(define, builtin)
+  local dir = M.dir()
+  if not core.stat(dir) then return 0 end
+  local why = M.unsafe(dir)
+  if why then problem(dir, why) return 0 end
+  local names = core.listdir(dir) or {}
+  table.sort(names)
+  local count = 0
+  for _, name in ipairs(names) do
+    if name:match("%.lua$") then
+      local path = dir .. "/" .. name
+      local bad = M.unsafe(path)
+      if bad then
+        problem(path, bad)
+      else
+        local tools, hooks = {}, {}
+        local api = {
+          tool = function(spec) tools[#tools + 1] = make_tool(spec, path) end,
+          hook = function(event, fn)
+            if not M.hooks[event] then
+              error("unknown hook '" .. tostring(event) .. "' (before_dispatch, after_result, job_done)", 2)
+            end
+            if type(fn) ~= "function" then error("hook needs a function", 2) end
+            hooks[#hooks + 1] = { event = event, fn = fn, file = path }
+          end,
+          ad = require("agent_dispatch"),
+          json = { encode = json.encode, decode = json.decode, array = json.array, null = json.null },
+          log = function(...) io.stderr:write("[", name, "] ", table.concat({ ... }, " "), "\n") end,
+        }
+        local src, rerr = core.read_file(path, 4 * 1024 * 1024)
+        local chunk, lerr
+        if src then chunk, lerr = load(src, "@" .. path, "t", strict_env(api)) end
+        if not chunk then
+          problem(path, "cannot load " .. path .. ": " .. tostring(lerr or rerr))
+        else
+          local t = core.spawn(function()
+            core.set_budget(M.LOAD_BUDGET)
+            return pcall(chunk)
+          end)
+          local _, ok, err = t:wait()
+          if not ok then
+            problem(path, "error in " .. tostring(type(err) == "table" and err.message or err) ..
+              " — file skipped")
+          else
+            local names_here = {}
+            local refused = false
+            for _, def in ipairs(tools) do
+              if builtin[def.name] and not def.override then
+                problem(path, path .. ": tool '" .. def.name .. "' is built in; set " ..
+                  "override = true in its tool{} to replace it — file skipped")
+                refused = true
+              end
+            end
+            if not refused then
+              for _, def in ipairs(tools) do
+                define(def)
+                names_here[#names_here + 1] = def.name
+                count = count + 1
+              end
+              for _, h in ipairs(hooks) do table.insert(M.hooks[h.event], h) end
+              M.loaded[#M.loaded + 1] = { file = path, tools = names_here, hooks = #hooks }
+            end
+          end
+        end
+      end
+    end
+  end
+  return count
+end
+
+local function where(h)
+  return h.file:match("([^/]+)$")
+end
+
+--- Runs the before_dispatch hooks on req (a table the hooks may change).
+--- Returns true, or false and the refusal message.
+function M.before_dispatch(req)
+  for _, h in ipairs(M.hooks.before_dispatch) do
+    local ok, res, msg = pcall(h.fn, req)
+    if not ok then
+      return false, "before_dispatch hook in " .. where(h) .. " failed: " .. tostring(res)
+    end
+    if res == false then
+      return false, "Refused by before_dispatch hook in " .. where(h) .. ": " ..
+        tostring(msg or "no reason given")
+    end
+    if type(res) == "table" then
+      for _, k in ipairs({ "task", "context", "caller", "goal" }) do
+        if res[k] ~= nil then req[k] = res[k] end
+      end
+    end
+  end
+  return true
+end
+
+--- Runs the after_result hooks; returns the (possibly replaced) result.
+function M.after_result(req, result)
+  for _, h in ipairs(M.hooks.after_result) do
+    local ok, res = pcall(h.fn, req, result)
+    if not ok then
+      io.stderr:write("agent-dispatch: after_result hook in ", where(h), " failed: ",
+        tostring(res), "\n")
+      result.hint = (result.hint and (result.hint .. " ") or "") ..
+        "(after_result hook in " .. where(h) .. " failed; result not post-processed)"
+    elseif type(res) == "table" then
+      result = require("ad.runner").result(res)
+    end
+  end
+  return result
+end
+
+function M.job_done(record)
+  for _, h in ipairs(M.hooks.job_done) do
+    local ok, err = pcall(h.fn, record)
+    if not ok then
+      io.stderr:write("agent-dispatch: job_done hook in ", where(h), " failed: ", tostring(err), "\n")
+    end
+  end
+end
+
+return M
