@@ -256,7 +256,7 @@ function benchDispatch() {
 }
 
 async function parallel(config, items, sleepS, opts = {}) {
-  const c = new Client(env(config));
+  const c = new Client(env(config, opts.log ? { STUB_CLAUDE_LOG: opts.log } : {}));
   await c.init();
   const list = Array.from({ length: items }, (_, i) => ({ agent: 'a',
     task: `item ${i} [stub:sleep=${sleepS}]`, caller: 'bench', goal: 'g' }));
@@ -303,6 +303,19 @@ async function benchConcurrency() {
     `200 ms (direct 200 ms run: ${f2(ms(median(floor)))} ms)`,
     `${f3(r20)}x (vs direct run ${f3(median(c20.trials) / ms(median(floor)))}x)`,
     '<= 1.1x', verdict(r20 <= 1.1));
+  // Diagnostic (separate server, stub invocation log on): how far apart the
+  // 20 children start, from the stubs' own start times.
+  const log = path.join(tmp, 'starts.log');
+  await parallel(CONF.main, 20, 0.2, { trials: 3, log });
+  const starts = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l).time);
+  const spreads = [];
+  for (let k = 0; k + 20 <= starts.length; k += 20) {
+    const t = starts.slice(k, k + 20).sort((a, b) => a - b);
+    spreads.push((t[19] - t[0]) * 1000);
+  }
+  notes.push(`Concurrency: the 20 children of one dispatch_parallel start over a spread of ` +
+    `${f2(median(spreads))} ms (median of ${spreads.length} runs, first to last stub start), ` +
+    `i.e. ${f2(median(spreads) / 19)} ms between consecutive spawns: the spawns are serialized in the one event loop.`);
   const f10 = await parallel(CONF.fan10, 50, 0.2, { trials: R(5) });
   const rf = median(f10.trials) / 1000;
   row('4b. fan-out 50 x 200 ms, limit 10 (issue #4)',

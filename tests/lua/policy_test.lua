@@ -1,0 +1,233 @@
+-- Lua policy tests: prompts, classification, groups, JSON shapes, dialogue
+-- and aggregation logic, config validation and round trips, tasks.
+-- Run: agent-dispatch run tests/lua/policy_test.lua
+local here = arg[0]:match("(.*/)") or "./"
+local tap = dofile(here .. "tap.lua")
+local test, eq, ok, has = tap.test, tap.eq, tap.ok, tap.has
+local core = require "ad.core"
+local json = require "ad.json"
+
+test("prompt: task only is verbatim; context only uses the legacy form", function()
+  local prompt = require "ad.prompt"
+  eq(prompt.build{ task = "fix bug" }, "fix bug")
+  eq(prompt.build{ task = "fix bug", context = "Error: NPE" }, "Context:\nError: NPE\n\nTask:\nfix bug")
+end)
+
+test("prompt: caller/goal sections in order, json footer last", function()
+  local prompt = require "ad.prompt"
+  local p = prompt.build{ task = "check logs", caller = "backend", goal = "debug crash",
+                          context = "trace", response_format = "json" }
+  has(p, "## Goal\ndebug crash\n\n## Dispatched by\nbackend\n\n## Context\ntrace\n\n## Task\ncheck logs")
+  ok(p:sub(-#'{"error": "<reason>"}.') == '{"error": "<reason>"}.', "ends with the error form")
+  ok(not prompt.build{ task = "t", caller = "c" }:find("## Goal"), "no goal section")
+  ok(not prompt.build{ task = "t", goal = "g" }:find("## Dispatched by"), "no caller section")
+end)
+
+test("errors.classify: permission words vs everything else", function()
+  local errors = require "ad.errors"
+  for _, s in ipairs({ "permission denied for tool Bash", "Tool_use is not allowed in this mode",
+      "Tool is not available for this agent", "Action not permitted by policy",
+      "Unauthorized access attempt" }) do
+    eq(errors.classify(s), "permission", s)
+  end
+  for _, s in ipairs({ "connection refused", "claude exited with code 1", "", 42 }) do
+    eq(errors.classify(s), "cli_error", tostring(s))
+  end
+  eq(errors.classify(nil), "cli_error")
+  local h = errors.permission_hint("infra")
+  has(h, "Hint"); has(h, "infra"); has(h, "bypassPermissions"); has(h, "--allowed-tools")
+end)
+
+test("errors: budget hint names the cap and the resumable call", function()
+  local errors = require "ad.errors"
+  local h = errors.budget_hint("db", 0.25, "sess-1")
+  has(h, "$0.25"); has(h, "--max-budget-usd"); has(h, "session_id='sess-1'")
+  has(errors.budget_hint("db", nil, nil), "the configured cap")
+  local t = errors.timeout_message("db", 300, "abc")
+  has(t, "timed out"); has(t, "timeout_seconds"); has(t, "dispatch_session"); has(t, "abc")
+  has(errors.over_budget_note(0.05, 0.01), "$0.0500")
+end)
+
+test("groups: membership errors and context folding", function()
+  local groups = require "ad.groups"
+  local cfg = { agents = { a = {}, b = {} }, group_names = { "g", "empty" },
+    groups = { g = { shared_context = "  prod is eu  ", members = { { agent = "a" } } },
+               empty = { shared_context = "", members = {} } } }
+  has(groups.check(cfg, "nope", "a"), "Unknown group")
+  has(groups.check(cfg, "empty", "a"), "no members")
+  has(groups.check(cfg, "g", "b"), "not a member")
+  eq(groups.check(cfg, "g", "a"), nil)
+  eq(groups.fold(cfg, "g", " ctx "), "Shared context (group 'g'):\nprod is eu\n\nctx")
+  eq(groups.fold(cfg, "g", nil), "Shared context (group 'g'):\nprod is eu")
+  eq(groups.fold(cfg, "empty", "as is"), "as is")
+end)
+
+test("json: empty arrays stay arrays, key order kept, ids raw", function()
+  eq(json.encode({ a = json.array() }), '{"a":[]}')
+  eq(json.encode({}), "{}")
+  eq(json.encode(json.object({ b = 1, a = 2 }, { "b", "a" })), '{"b":1,"a":2}')
+  eq(json.encode({ id = json.raw("9007199254740993") }), '{"id":9007199254740993}')
+  eq(json.encode({ p = "a/b é" }), '{"p":"a/b é"}')
+  eq(json.encode({ "x", "y" }), '["x","y"]')
+  local bad = json.encode({ s = "\xff" })
+  ok(core.utf8_valid(bad), "invalid UTF-8 repaired")
+end)
+
+test("runner.parse_json_reply: fences, scalars, failures", function()
+  local parse = require("ad.runner").parse_json_reply
+  eq(parse('{"a":1}').a, 1)
+  eq(parse('```json\n{"a":2}\n```').a, 2)
+  eq(#parse('```\n[1,2]\n```'), 2)
+  eq(parse("42"), 42); eq(parse('"hello"'), "hello"); eq(parse("true"), true)
+  eq(parse("null"), nil); eq(parse(""), nil); eq(parse("prose"), nil)
+  eq(parse("```python\nprint(1)\n```"), nil)
+end)
+
+local function fake(script)
+  local i = 0
+  return function(agent, other, role, round, prompt, session)
+    i = i + 1
+    local step = script[i] or { text = "..." }
+    return { agent = agent, success = step.fail == nil, result = step.text or "",
+             session_id = agent .. "-s", cost_usd = 0.01, duration_ms = 1000,
+             error = step.fail, error_type = step.fail and "permission" or nil }
+  end
+end
+
+test("dialogue: resolved by the responder in round 1", function()
+  local d = require("ad.dialogue").run({ requester = "web", responder = "api", topic = "t",
+    max_rounds = 3 }, fake({ { text = "use /v2 [RESOLVED]" } }))
+  eq(d.resolved, true); eq(d.rounds, 1); eq(#d.conversation, 1)
+  eq(d.final_answer, "use /v2"); eq(d.total_cost_usd, 0.01); eq(d.total_duration_ms, 1000)
+end)
+
+test("dialogue: never resolved, requester resolves, failure ends it", function()
+  local dl = require "ad.dialogue"
+  local d = dl.run({ requester = "w", responder = "a", topic = "t", max_rounds = 2 }, fake({}))
+  eq(d.resolved, false); eq(#d.conversation, 4); eq(d.rounds, 2)
+  eq(d.conversation[2].role, "requester")
+  d = dl.run({ requester = "w", responder = "a", topic = "t", max_rounds = 3 },
+    fake({ { text = "q?" }, { text = "thanks [RESOLVED]" } }))
+  eq(#d.conversation, 2); eq(d.final_answer, "thanks")
+  d = dl.run({ requester = "w", responder = "a", topic = "t", max_rounds = 3 },
+    fake({ { fail = "permission denied" } }))
+  eq(d.resolved, false); eq(#d.conversation, 1); has(d.final_answer, "permission denied")
+  eq(d.conversation[1].error_type, "permission")
+end)
+
+test("aggregate: sections with status and ref previews", function()
+  local agg = require "ad.aggregate"
+  eq(agg.section({ agent = "a", success = true, result = "fine" }), "## Agent: a [OK]\nfine")
+  eq(agg.section({ agent = "b", success = false, result = "", error = "boom" }), "## Agent: b [FAILED]\nboom")
+  has(agg.section({ agent = "c", success = true, summary = "big", size = 3000 }), "preview of 3000 chars")
+end)
+
+local function cfg_of(yaml)
+  local doc = assert(core.yaml_load(yaml))
+  return pcall(require("ad.config").from_document, doc, "/tmp/x.yaml")
+end
+
+test("config: defaults and validation", function()
+  local good, c = cfg_of("agents:\n  a:\n    directory: /tmp\n")
+  ok(good, "valid config")
+  local a = c.agents.a
+  eq(a.timeout, 300); eq(a.description, ""); eq(a.allowed_tools, nil); eq(#a.capabilities, 0)
+  eq(c.settings.max_concurrency, 5); eq(c.settings.max_dispatch_depth, 3)
+  local cases = {
+    { "agents:\n  a:\n    directory: 123\n", "directory" },
+    { "agents:\n  a:\n    directory: [x]\n", "directory" },
+    { "agents:\n  a:\n    directory: /tmp\n    timeout: -5\n", "timeout" },
+    { "settings:\n  max_concurrency: 0\n", "max_concurrency" },
+    { "settings:\n  default_timeout: 0\n", "default_timeout" },
+    { "settings:\n  cache: {ttl: -1}\n", "ttl" },
+    { "groups:\n  -bad: {}\n", "Invalid agent name" },
+    { "agents:\n  'has space':\n    directory: /tmp\n", "Invalid agent name" },
+  }
+  for _, case in ipairs(cases) do
+    local fine, err = cfg_of(case[1])
+    ok(not fine, "rejected: " .. case[1])
+    has(err.message, case[2])
+  end
+  ok((cfg_of("settings:\n  cache: {ttl: 0}\n")), "ttl 0 accepted")
+  ok((cfg_of("agents:\n  a:\n    directory: /tmp\n    timeout: '600'\n")), "lax integer")
+  ok((cfg_of("agents:\n  a: {directory: /tmp, allowed_tools: []}\ngroups:\n  g: {members: [{agent: ghost}]}\n")),
+    "explicit [] and dangling member load")
+end)
+
+test("config: YAML is loaded safely", function()
+  local v, err = core.yaml_load("a: !!python/object/apply:os.system ['id']\n")
+  eq(v, nil); has(err, "unsupported tag")
+end)
+
+test("config: save/load round trip keeps order, modes and non-ASCII", function()
+  local config = require "ad.config"
+  local dir = os.tmpname(); os.remove(dir)
+  local path = dir .. "/sub/agents.yaml"
+  local c = config.empty(path)
+  c.agents.b = { directory = "/tmp", description = "Описание", timeout = 60,
+                 capabilities = json.array(), risky_capabilities = json.array(),
+                 allowed_tools = json.array() }
+  c.agents.a = { directory = "/tmp", description = "", timeout = 300,
+                 capabilities = json.array{ "logs" }, risky_capabilities = json.array() }
+  c.agent_names = { "b", "a" }
+  assert(config.save(c))
+  local back = assert(config.load(path))
+  eq(table.concat(back.agent_names, ","), "b,a")
+  eq(back.agents.b.description, "Описание")
+  eq(#back.agents.b.allowed_tools, 0, "explicit [] kept")
+  eq(back.agents.a.capabilities[1], "logs")
+  local _, _, mode = core.stat(path)
+  eq(mode, 384, "0600")
+  local _, _, dmode = core.stat(dir .. "/sub")
+  eq(dmode, 448, "0700")
+  local text = core.read_file(path)
+  ok(not text:find("groups:"), "no empty groups key")
+  ok(text:find("agents:") < text:find("settings:"), "agents before settings")
+  for _, n in ipairs(core.listdir(dir .. "/sub")) do ok(not n:find("%.tmp$"), "no temp file") end
+end)
+
+test("tasks: ad.all runs concurrently and keeps order", function()
+  local ad = require "agent_dispatch"
+  local t0 = core.now()
+  local out = ad.all({ function() ad.sleep(0.2) return "a" end,
+                       function() ad.sleep(0.2) return "b" end,
+                       function() error("boom") end })
+  ok(core.now() - t0 < 0.35, "concurrent")
+  eq(out[1].value, "a"); eq(out[2].value, "b"); eq(out[3].ok, false)
+end)
+
+test("tasks: cancelling a waiter cancels its children", function()
+  local task = require "ad.task"
+  local child_cancelled = false
+  local parent = core.spawn(function()
+    return task.all({ function()
+      local r, why = core.sleep(5)
+      child_cancelled = (r == nil and why == "cancelled")
+    end })
+  end)
+  core.sleep(0.05)
+  parent:cancel()
+  local okp = parent:wait()
+  eq(okp, false); ok(child_cancelled, "child saw the cancellation")
+end)
+
+test("tasks: waiting inside coroutine.wrap fails clearly", function()
+  local fine, err = pcall(coroutine.wrap(function() core.sleep(0.01) end))
+  ok(not fine, "raised"); has(tostring(err), "must be called from a task")
+end)
+
+test("docs: every exported function of agent_dispatch is documented", function()
+  local doc = assert(core.read_file(here .. "../../docs/lua-api.md"))
+  for name in pairs(require("agent_dispatch")) do
+    has(doc, "### ad." .. name, "docs/lua-api.md")
+  end
+end)
+
+test("docs: every tool is in the README tool table", function()
+  local readme = assert(core.read_file(here .. "../../README.md"))
+  local tools = require "ad.tools"
+  tools.load_builtin()
+  for _, name in ipairs(tools.BUILTIN) do has(readme, "`" .. name .. "`", "README.md") end
+end)
+
+return tap.done()
