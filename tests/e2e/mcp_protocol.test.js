@@ -136,6 +136,22 @@ describe('framing and process', () => {
     });
   }
 
+  test('10: a child that ignores SIGTERM is still gone within 5 s of EOF', async (t) => {
+    const { env, srv } = serverWithAgent(t);
+    await srv.init();
+    srv.send({ jsonrpc: '2.0', id: 9, method: 'tools/call',
+      params: { name: 'dispatch_stream', arguments: { agent: 'a', task: 'stubborn [stub:ignore_term] [stub:hang]' } } });
+    assert.ok(await waitUntil(() => env.dispatches().length === 1, 5000));
+    await sleep(100); // let the stub install its SIG_IGN
+    const stub = env.dispatches()[0];
+    const t0 = Date.now();
+    srv.child.stdin.end();
+    const r = await Promise.race([srv.exited, sleep(5000).then(() => null)]);
+    assert.ok(r, 'server still running 5 s after EOF');
+    assert.strictEqual(r.code, 0);
+    assert.ok(await waitUntil(() => !alive(stub.pid), Math.max(0, 5000 - (Date.now() - t0))), 'child survived');
+  });
+
   test('11: a vanished stdout reader (EPIPE) makes the server exit', async (t) => {
     const { srv } = serverWithAgent(t);
     await srv.init();

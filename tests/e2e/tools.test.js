@@ -707,3 +707,59 @@ describe('agent management', () => {
     assert.strictEqual(env.dispatches().length, 0);
   });
 });
+
+describe('runner edge cases seen through the tools', () => {
+  test('plain-text stdout, blank stdout, invalid UTF-8, huge results, garbage stream lines', async (t) => {
+    const { srv } = await start(t);
+    let v = (await srv.call('dispatch', { agent: 'a', task: 'p [stub:stdout=  just plain text  ]' })).value;
+    assert.strictEqual(v.success, true);
+    assert.strictEqual(v.result, 'just plain text');
+    assert.match(v.session_id, UUID);
+    v = (await srv.call('dispatch', { agent: 'a', task: 'q [stub:stdout=]' })).value;
+    assert.strictEqual(v.success, false);
+    assert.strictEqual(v.error_type, 'cli_error');
+    assert.match(v.session_id, UUID);
+    const blank2 = (await srv.call('dispatch', { agent: 'a', task: 'q [stub:stdout=]' })).value;
+    assert.ok(!blank2.cached, 'a failure must not be cached');
+    v = (await srv.call('dispatch', { agent: 'a', task: 'u [stub:invalid_utf8]' })).value;
+    assert.strictEqual(v.success, true);
+    assert.ok(v.result.includes('\ufffd'), JSON.stringify(v.result));
+    v = (await srv.call('dispatch', { agent: 'a', task: 'h [stub:huge=300000]' })).value;
+    assert.strictEqual(v.result.length, 300000);
+    v = (await srv.call('dispatch_stream', { agent: 'a', task: 'g [stub:garbage] [stub:progress=1]' })).value;
+    assert.strictEqual(v.success, true);
+    assert.strictEqual(v.result, 'stub ok: g');
+    v = (await srv.call('dispatch', { agent: 'a', task: 'e [stub:is_error] [stub:errors=Reached maximum turns (5)|second]' })).value;
+    assert.strictEqual(v.error_type, 'cli_error');
+    assert.match(v.error, /Reached maximum turns \(5\); second/);
+    await srv.close();
+  });
+
+  test('cancelling a dispatch_parallel call kills every item child', async (t) => {
+    const { env, srv } = await start(t, { agents: { a: true, b: true } });
+    const items = [{ agent: 'a', task: 'x [stub:hang]' }, { agent: 'b', task: 'y [stub:hang]' }];
+    srv.send({ jsonrpc: '2.0', id: 'par', method: 'tools/call',
+      params: { name: 'dispatch_parallel', arguments: { dispatches: JSON.stringify(items) } } });
+    assert.ok(await waitUntil(() => env.dispatches().length === 2, 5000));
+    srv.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'par' } });
+    const pids = env.dispatches().map((e) => e.pid);
+    assert.ok(await waitUntil(() => pids.every((p) => !alive(p)), 5000), 'item children survived the cancel');
+    await sleep(300);
+    assert.strictEqual(srv.responsesTo('par').length, 0);
+    assert.strictEqual((await srv.call('dispatch', { agent: 'a', task: 'after' })).value.success, true);
+    await srv.close();
+  });
+
+  test('modern dispatch_stream: progress with the modern token, before the response', async (t) => {
+    const { srv } = await start(t);
+    const r = await srv.call('dispatch_stream', { agent: 'a', task: 'm [stub:progress=2] [stub:interval=0.1]' },
+      { modern: true, id: 'ms', meta: { progressToken: 42 } });
+    assert.strictEqual(r.response.result.resultType, 'complete');
+    const idx = srv.messages.findIndex((m) => m.msg.id === 'ms');
+    const prog = srv.messages.map((m, i) => ({ ...m, i })).filter((m) => m.msg.method === 'notifications/progress');
+    assert.ok(prog.length >= 2);
+    assert.ok(prog.every((p) => p.msg.params.progressToken === 42 && p.i < idx));
+    assert.strictEqual(srv.notifications('notifications/message').length, 0, 'no logs without logLevel');
+    await srv.close();
+  });
+});
