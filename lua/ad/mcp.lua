@@ -228,6 +228,69 @@ function Server:call_tool(id, key, params, era)
   end)
 end
 
+-- ------------------------------------------------ tasks (2025-11-25) --
+
+function Server:task_call(id, params)
+  local T = require "ad.mcp_tasks"
+  if not self.client_tasks or not T.TOOLS[params.name] then
+    return self:error(id, -32601, "Method not found: " .. tostring(params.name) ..
+      " cannot run as a task")
+  end
+  local args = type(params.arguments) == "table" and params.arguments or {}
+  local server = self
+  core.spawn(function()
+    local ok, res, err = pcall(T.create, params.name, args, function(task)
+      server:send(json.object({ jsonrpc = "2.0", method = "notifications/tasks/status",
+        params = task }, { "jsonrpc", "method", "params" }))
+    end)
+    if not ok then
+      return server:error(id, -32603, "Internal error: " .. tostring(type(res) == "table" and res.message or res))
+    end
+    if not res then
+      return server:result(id, text_result(json.encode(tools.envelope(err)), true))
+    end
+    server:result(id, res)
+  end)
+end
+
+function Server:task_method(id, m, params)
+  local T = require "ad.mcp_tasks"
+  local jobs = require "ad.jobs"
+  local tid = params.taskId
+  if m == "tasks/list" then
+    if params.cursor ~= nil then return self:error(id, -32602, "Invalid params: unknown cursor") end
+    local list = json.array()
+    for _, rec in ipairs(jobs.list(nil, 100)) do list[#list + 1] = T.task_of(rec) end
+    return self:result(id, json.object({ tasks = list }, { "tasks" }))
+  end
+  local rec = type(tid) == "string" and jobs.valid(tid) and jobs.get(tid)
+  if not rec then
+    return self:error(id, -32602, "Invalid params: unknown taskId " .. util.repr(tostring(tid)))
+  end
+  if m == "tasks/get" then
+    return self:result(id, T.task_of(rec))
+  elseif m == "tasks/cancel" then
+    if jobs.TERMINAL[rec.status] then
+      return self:error(id, -32602, "Invalid params: task " .. tid .. " is already " .. rec.status)
+    end
+    local server = self
+    core.spawn(function()
+      require("ad.async").cancel(tid)
+      server:result(id, T.task_of(jobs.get(tid) or rec))
+    end)
+    return
+  elseif m == "tasks/result" then
+    local server = self
+    core.spawn(function()
+      local r = T.result(tid)
+      if not r then return server:error(id, -32602, "Invalid params: unknown taskId " .. tid) end
+      server:result(id, r)
+    end)
+    return
+  end
+  return self:error(id, -32601, "Method not found: " .. m)
+end
+
 function Server:cancel(request_id)
   local key = request_key(request_id)
   local entry = key and self.inflight[key]
@@ -325,8 +388,11 @@ function Server:legacy(id, key, msg)
     local asked = params.protocolVersion
     local v = versioned(asked) and asked or M.LEGACY[1]
     self.legacy_version = v
+    local ccaps = type(params.capabilities) == "table" and params.capabilities or {}
+    self.client_tasks = (v == "2025-11-25" and type(ccaps.tasks) == "table")
     local caps = json.object({ tools = json.object({ listChanged = false }, { "listChanged" }),
-                               logging = json.object({}, {}) }, { "tools", "logging" })
+                               logging = json.object({}, {}) }, { "tools", "logging", "tasks" })
+    if self.client_tasks then caps.tasks = require("ad.mcp_tasks").capabilities() end
     return self:result(id, json.object({ protocolVersion = v, capabilities = caps,
       serverInfo = M.server_info(), instructions = M.INSTRUCTIONS },
       { "protocolVersion", "capabilities", "serverInfo", "instructions" }))
@@ -342,7 +408,20 @@ function Server:legacy(id, key, msg)
     if params.cursor ~= nil then
       return self:error(id, -32602, "Invalid params: unknown cursor")
     end
-    return self:result(id, json.object({ tools = self:tool_list(self.legacy_version) }, { "tools" }))
+    local list = self:tool_list(self.legacy_version)
+    if self.client_tasks then
+      for _, t in ipairs(list) do
+        if require("ad.mcp_tasks").TOOLS[t.name] then
+          t.execution = json.object({ taskSupport = "optional" }, { "taskSupport" })
+          table.insert(getmetatable(t).__order, "execution")
+        end
+      end
+    end
+    return self:result(id, json.object({ tools = list }, { "tools" }))
+  elseif m == "tools/call" and params.task ~= nil then
+    return self:task_call(id, params)
+  elseif m:match("^tasks/") and self.client_tasks then
+    return self:task_method(id, m, params)
   elseif m == "tools/call" then
     return self:call_tool(id, key, params, { modern = false, version = self.legacy_version,
                                              meta = type(params._meta) == "table" and params._meta or {} })

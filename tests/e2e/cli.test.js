@@ -71,6 +71,7 @@ describe('agents', () => {
       '--capabilities', 'docker_logs', '--risky-capabilities', 'restart_services']));
     assert.ok(!r.stdout.includes('Auto-generated'));
     ok(env.run(['add', 'w2', dir, '--max-budget-usd', '2.5']));
+    ok(env.run(['add', 'w3', dir, '-d', 'x', '--max-budget', '2']));
     const y = env.readConfig();
     for (const s of ['timeout: 600', 'model: sonnet', 'max_budget_usd: 1.5', 'permission_mode: bypassPermissions',
       'max_budget_usd: 2.5', 'docker_logs', 'restart_services']) assert.ok(y.includes(s), s);
@@ -79,7 +80,7 @@ describe('agents', () => {
     for (const s of ['  api [OK]', `    dir:  ${dir}`, '    desc: The public REST API', '  w [OK]',
       '    config: timeout=600s, model=sonnet, budget=$1.5', '    permission_mode: bypassPermissions',
       '    allowed_tools: Bash, Read', '    disallowed_tools: Write', '    capabilities: docker_logs',
-      '    risky_capabilities: restart_services']) assert.ok(l.stdout.includes(s), s);
+      '    risky_capabilities: restart_services', '    config: budget=$2.0\n']) assert.ok(l.stdout.includes(s), s);
     const apiBlock = l.stdout.split('\n\n')[0];
     assert.ok(!apiBlock.includes('config:') && !apiBlock.includes('allowed_tools'), apiBlock);
   });
@@ -283,12 +284,14 @@ describe('test command', () => {
     assert.ok(r.stdout.includes(`Dispatching to 'a' (${dirs.a})...`));
     assert.match(r.stdout, /Task: hello there\n---\nstub ok: hello there\n/);
     assert.match(r.stdout, /--- Cost: \$0\.0012 \| Turns: 1/);
+    r = ok(env.run(['test', 'a', 'look [stub:deny=Bash]']));
+    assert.match(r.stdout, /\n\nNote: 1 tool call\(s\) were denied by permissions \(Bash\)/);
     r = ok(env.run(['test', 'a']));
     assert.match(r.stdout, /What project is this\? Describe in one sentence\./);
     r = ok(env.run(['test', 'zz']), 1);
     assert.match(r.stderr, /not found/);
     const p = promptOf(env.dispatches()[0]);
-    assert.strictEqual(p, 'hello there');
+    assert.strictEqual(p, 'hello there'); // no caller/goal/context from `test`
   });
 
   test('--stream prints progress on stderr and uses stream-json', (t) => {

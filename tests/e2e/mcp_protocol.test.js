@@ -423,6 +423,17 @@ describe('tools', () => {
     await srv.close();
   });
 
+  test('F02: tools/list has exactly 21 tools (the job tools included)',
+    { todo: 'the six job tools (dispatch_async ... dispatch_gc) are being added in lua/ad/tools/jobs.lua' }, async (t) => {
+      const { srv } = serverWithAgent(t);
+      await srv.init();
+      const tools = (await srv.request('tools/list', {}, { id: 1 })).result.tools;
+      await srv.close();
+      assert.deepStrictEqual(tools.map((x) => x.name), [...TOOL_NAMES.slice(0, 12), 'dispatch_async',
+        'dispatch_status', 'dispatch_wait', 'dispatch_cancel', 'dispatch_jobs', 'fetch_result', 'dispatch_gc',
+        'cache_stats', 'cache_clear']);
+    });
+
   test('35: a bad cursor gets -32602 (both eras)', async (t) => {
     const { srv } = serverWithAgent(t);
     await srv.init();

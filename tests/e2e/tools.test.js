@@ -729,7 +729,7 @@ describe('runner edge cases seen through the tools', () => {
     v = (await srv.call('dispatch_stream', { agent: 'a', task: 'g [stub:garbage] [stub:progress=1]' })).value;
     assert.strictEqual(v.success, true);
     assert.strictEqual(v.result, 'stub ok: g');
-    v = (await srv.call('dispatch', { agent: 'a', task: 'e [stub:is_error] [stub:errors=Reached maximum turns (5)|second]' })).value;
+    v = (await srv.call('dispatch', { agent: 'a', task: 'e [stub:is_error] [stub:null_result] [stub:errors=Reached maximum turns (5)|second]' })).value;
     assert.strictEqual(v.error_type, 'cli_error');
     assert.match(v.error, /Reached maximum turns \(5\); second/);
     await srv.close();

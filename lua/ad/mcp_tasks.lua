@@ -1,0 +1,111 @@
+--- MCP tasks, 2025-11-25 experimental wire format (MCP.md 2.10), for
+--- legacy sessions whose client declared the `tasks` capability. A task is
+--- an async job: `tools/call` with params.task on `dispatch` or
+--- `dispatch_async` creates a job, and tasks/get, tasks/result,
+--- tasks/list and tasks/cancel read and cancel it. One implementation (the
+--- job store and its workers), two front doors. Clients that declare no
+--- tasks capability (Claude Code today) see no change at all.
+local core = require "ad.core"
+local json = require "ad.json"
+local util = require "ad.util"
+local config = require "ad.config"
+local jobs = require "ad.jobs"
+local async = require "ad.async"
+local D = require "ad.dispatch"
+local groups = require "ad.groups"
+
+local M = {}
+
+M.TOOLS = { dispatch = true, dispatch_async = true }
+M.POLL_MS = 2000
+local RELATED = "io.modelcontextprotocol/related-task"
+
+local STATUS = { pending = "working", running = "working", done = "completed",
+                 failed = "failed", cancelled = "cancelled" }
+
+local function iso(t)
+  t = tonumber(t) or core.time()
+  local frac = t - math.floor(t)
+  return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t)) .. string.format(".%03dZ", math.floor(frac * 1000))
+end
+
+function M.capabilities()
+  local e = function() return json.object({}, {}) end
+  return json.object({ list = e(), cancel = e(),
+    requests = json.object({ tools = json.object({ call = e() }, { "call" }) }, { "tools" }) },
+    { "list", "cancel", "requests" })
+end
+
+--- The Task object of a job record.
+function M.task_of(rec)
+  local status = STATUS[rec.status] or "failed"
+  if status == "completed" and type(rec.result) == "table" and rec.result.success == false then
+    status = "failed" -- 2025-11-25: an isError result is a failed task
+  end
+  local msg = rec.error
+  if not msg and type(rec.progress) == "table" and #rec.progress > 0 then
+    msg = rec.progress[#rec.progress]
+  end
+  return json.object({ taskId = rec.id, status = status, statusMessage = msg,
+    createdAt = iso(rec.created_at),
+    lastUpdatedAt = iso(rec.completed_at or rec.progress_updated_at or rec.started_at or rec.created_at),
+    ttl = json.null, pollInterval = M.POLL_MS },
+    { "taskId", "status", "statusMessage", "createdAt", "lastUpdatedAt", "ttl", "pollInterval" })
+end
+
+--- Starts the job behind a task-augmented tools/call. Returns the
+--- CreateTaskResult, or nil, message (a tool-level refusal).
+function M.create(name, args, notify)
+  local cfg, err = config.load()
+  if not cfg then return nil, "Config at " .. err.path .. " could not be loaded: " .. err.detail end
+  core.set_limit(cfg.settings.max_concurrency)
+  if type(args.agent) ~= "string" or type(args.task) ~= "string" then
+    return nil, "'agent' and 'task' are required strings"
+  end
+  local agent = cfg.agents[args.agent]
+  if not agent then return nil, D.unknown_agent(cfg, args.agent) end
+  local context = util.nonempty(args.context)
+  if name == "dispatch" and util.nonempty(args.group) then
+    local gerr = groups.check(cfg, args.group, args.agent)
+    if gerr then return nil, gerr end
+    context = groups.fold(cfg, args.group, context)
+  end
+  local rec = jobs.create({ agent = args.agent, task = args.task, context = context,
+                            caller = args.caller, goal = args.goal })
+  local copy = util.copy(agent)
+  local t = D.timeout_override(math.tointeger(tonumber(args.timeout_seconds or 0)) or 0)
+  if t then copy.timeout = t end
+  async.start(rec.id, { name = args.agent, agent = copy, settings = cfg.settings,
+    task = args.task, context = context, caller = util.nonempty(args.caller),
+    goal = util.nonempty(args.goal), response_format = util.nonempty(args.response_format) },
+    { on_done = function(id) local r = jobs.get(id) if r then notify(M.task_of(r)) end end })
+  local task = M.task_of(rec)
+  return json.object({ task = task, _meta = json.object({
+    ["io.modelcontextprotocol/model-immediate-response"] =
+      "Started " .. name .. " to " .. args.agent .. " as task " .. rec.id .. "; poll tasks/get." },
+    { "io.modelcontextprotocol/model-immediate-response" }) }, { "task", "_meta" })
+end
+
+--- tasks/result: waits until the job is terminal, then the CallToolResult
+--- the original call would have returned.
+function M.result(id)
+  local rec
+  repeat
+    rec = async.wait(id, 3600)
+    if not rec then return nil end
+  until jobs.TERMINAL[rec.status]
+  local value, is_error
+  if type(rec.result) == "table" then
+    value = require("ad.runner").result(rec.result)
+    is_error = rec.result.success == false
+  else
+    value, is_error = rec, true
+  end
+  return json.object({
+    content = json.array{ json.object({ type = "text", text = json.encode(value) }, { "type", "text" }) },
+    isError = is_error,
+    _meta = json.object({ [RELATED] = json.object({ taskId = id }, { "taskId" }) }, { RELATED }),
+  }, { "content", "isError", "_meta" })
+end
+
+return M
