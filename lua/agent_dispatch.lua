@@ -44,7 +44,11 @@ end
 --- The loaded configuration: {agents = {name = entry}, agent_names = {...},
 --- groups = {...}, group_names = {...}, settings = {...}, path = ...}.
 function M.config()
-  return cfg()
+  local c, e = config.load(nil, true) -- a private copy the script may change
+  if not c then
+    error(("config at %s could not be loaded (%s): %s"):format(e.path, e.kind, e.detail), 2)
+  end
+  return c
 end
 
 --- Agent names in config order, each with directory, description and health.

@@ -117,6 +117,9 @@ static int parse_record(const char *r, struct jobs_entry *e)
 
 int jobs_index_set(const char *dir, const char *id, const char *status)
 {
+    if (!validate_job_id(id, strlen(id))) {
+        return -EINVAL;
+    }
     char path[4096];
     index_path(dir, path, sizeof path);
     int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);

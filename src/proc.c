@@ -5,16 +5,21 @@
  * libuv handle it owns has been closed. Signals go to -pid only while the
  * pid is a real positive leader we spawned; group 0 is never signalled. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "ad/linebuf.h"
 #include "ad/proc.h"
 
+extern char **environ;
+
 struct proc {
-    uv_process_t process;
     uv_pipe_t out;
     uv_pipe_t err;
     uv_timer_t timeout;
@@ -48,6 +53,48 @@ struct proc {
 
 static struct proc *live_head;
 static size_t live_count;
+
+/* Children are started with posix_spawn (vfork semantics: no copy of the
+ * server's address space, no copy-on-write faults afterwards; uv_spawn
+ * forks, which made spawning the largest cost of a dispatch) and reaped
+ * here: one SIGCHLD watcher while any child is alive, which waits for each
+ * live child by pid. It is closed when the last child is reaped so an idle
+ * loop holds no handle of ours. */
+static uv_signal_t *reaper;
+
+static void on_sigchld(uv_signal_t *h, int signum);
+
+static void reaper_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static int reaper_start(uv_loop_t *loop)
+{
+    if (reaper) {
+        return 0;
+    }
+    reaper = malloc(sizeof *reaper);
+    if (!reaper) {
+        return UV_ENOMEM;
+    }
+    uv_signal_init(loop, reaper);
+    int rc = uv_signal_start(reaper, on_sigchld, SIGCHLD);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)reaper, reaper_closed);
+        reaper = NULL;
+    }
+    return rc;
+}
+
+static void reaper_stop_if_idle(void)
+{
+    if (reaper && !live_head) {
+        uv_signal_stop(reaper);
+        uv_close((uv_handle_t *)reaper, reaper_closed);
+        reaper = NULL;
+    }
+}
 
 static void live_add(struct proc *p)
 {
@@ -188,9 +235,8 @@ static void on_drain_deadline(uv_timer_t *t)
     check_done(p);
 }
 
-static void on_exit_cb(uv_process_t *h, int64_t status, int sig)
+static void on_exit_status(struct proc *p, int64_t status, int sig)
 {
-    struct proc *p = h->data;
     p->exited = true;
     p->exit_status = status;
     p->term_signal = sig;
@@ -201,7 +247,6 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig)
     if (signal_group(p, SIGTERM)) {
         uv_timer_start(&p->escalate, on_escalate, p->grace_ms, 0);
     }
-    close_handle(p, (uv_handle_t *)&p->process);
     if (p->on_reap) {
         p->on_reap(p->reap_arg);
         p->on_reap = NULL;
@@ -213,6 +258,59 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig)
         uv_timer_start(&p->drain, on_drain_deadline, p->drain_ms, 0);
     }
     check_done(p);
+}
+
+static void on_sigchld(uv_signal_t *h, int signum)
+{
+    (void)h;
+    (void)signum;
+    struct proc *next;
+    for (struct proc *p = live_head; p; p = next) {
+        next = p->next_live;
+        int st;
+        pid_t r = waitpid(p->pid, &st, WNOHANG);
+        if (r == p->pid) {
+            on_exit_status(p, WIFEXITED(st) ? WEXITSTATUS(st) : 0,
+                           WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+        } else if (r < 0 && errno == ECHILD) {
+            on_exit_status(p, 0, 0); /* reaped elsewhere: treat as gone */
+        }
+    }
+    reaper_stop_if_idle();
+}
+
+/* posix_spawn with the child's own session, stdin from /dev/null, stdout
+ * and stderr on the given pipe ends, default signal handling and an empty
+ * signal mask (we ignore SIGPIPE; the child must not inherit that).
+ * Returns 0 or a negative errno (exec and chdir failures included). */
+static int spawn_child(const struct proc_opts *o, int out_w, int err_w,
+                       pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&at);
+    int rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    rc = rc ? rc : posix_spawn_file_actions_adddup2(&fa, out_w, 1);
+    rc = rc ? rc : posix_spawn_file_actions_adddup2(&fa, err_w, 2);
+    if (!rc && o->cwd) {
+        rc = posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
+    }
+    rc = rc ? rc : posix_spawnattr_setsigmask(&at, &none);
+    rc = rc ? rc : posix_spawnattr_setsigdefault(&at, &all);
+    rc = rc ? rc : posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID |
+                                                 POSIX_SPAWN_SETSIGMASK |
+                                                 POSIX_SPAWN_SETSIGDEF);
+    if (!rc) {
+        rc = posix_spawn(pid, o->argv[0], &fa, &at, o->argv,
+                         o->env ? o->env : environ);
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    return -rc;
 }
 
 static void on_timeout(uv_timer_t *t)
@@ -312,40 +410,48 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
     uv_timer_init(loop, &p->timeout);
     uv_timer_init(loop, &p->escalate);
     uv_timer_init(loop, &p->drain);
-    p->out.data = p->err.data = p->process.data = p;
+    p->out.data = p->err.data = p;
     p->timeout.data = p->escalate.data = p->drain.data = p;
-    p->open_handles = 6;
+    p->open_handles = 5;
 
-    uv_stdio_container_t stdio[3];
-    stdio[0].flags = UV_IGNORE; /* /dev/null: never the server's stdin */
-    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[1].data.stream = (uv_stream_t *)&p->out;
-    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[2].data.stream = (uv_stream_t *)&p->err;
-
-    uv_process_options_t po;
-    memset(&po, 0, sizeof po);
-    po.exit_cb = on_exit_cb;
-    po.file = o->argv[0];
-    po.args = (char **)o->argv;
-    po.env = (char **)o->env;
-    po.cwd = o->cwd;
-    po.flags = UV_PROCESS_DETACHED; /* setsid: own session and group */
-    po.stdio_count = 3;
-    po.stdio = stdio;
-
-    int rc = uv_spawn(loop, &p->process, &po);
+    int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+    pid_t pid = 0;
+    int rc = reaper_start(loop);
+    if (rc == 0 && (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0)) {
+        rc = -errno;
+    }
+    if (rc == 0) {
+        rc = spawn_child(o, outp[1], errp[1], &pid);
+    }
+    if (outp[1] >= 0) {
+        close(outp[1]);
+    }
+    if (errp[1] >= 0) {
+        close(errp[1]);
+    }
+    if (rc == 0 && (uv_pipe_open(&p->out, outp[0]) != 0 ||
+                    uv_pipe_open(&p->err, errp[0]) != 0)) {
+        rc = UV_EIO; /* cannot happen with fresh pipes; never leak the child */
+        kill(-pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
     p->released = (rc != 0);
     if (rc != 0) {
-        close_handle(p, (uv_handle_t *)&p->process);
+        if (outp[0] >= 0 && !uv_is_active((uv_handle_t *)&p->out)) {
+            close(outp[0]);
+        }
+        if (errp[0] >= 0 && !uv_is_active((uv_handle_t *)&p->err)) {
+            close(errp[0]);
+        }
         close_handle(p, (uv_handle_t *)&p->out);
         close_handle(p, (uv_handle_t *)&p->err);
         close_handle(p, (uv_handle_t *)&p->timeout);
         close_handle(p, (uv_handle_t *)&p->escalate);
         close_handle(p, (uv_handle_t *)&p->drain);
+        reaper_stop_if_idle();
         return rc;
     }
-    p->pid = p->process.pid;
+    p->pid = pid;
     p->on_reap = o->on_reap;
     p->reap_arg = o->reap_arg;
     p->out_open = p->err_open = true;

@@ -40,7 +40,8 @@ int jobs_index_add(const char *dir, const char *id, double created_at,
                    const char *status);
 
 /* Rewrites the status field of id's index line in place. -ENOENT when the
- * id is not indexed, -EBADMSG when the index is malformed. */
+ * id is not indexed, -EBADMSG when the index is malformed, -EINVAL for an
+ * invalid id. */
 int jobs_index_set(const char *dir, const char *id, const char *status);
 
 struct jobs_entry {

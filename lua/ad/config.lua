@@ -238,10 +238,27 @@ end
 
 -- ------------------------------------------------------------------ load --
 
---- Loads the config. Returns cfg, or nil and an error table
+-- The last successfully loaded config per path, keyed by the file's
+-- identity (device, inode, size, mtime in ns). Saves are atomic renames,
+-- so every change gives a new inode: re-reading "on every call" costs one
+-- stat() unless the file really changed. Callers treat the result as
+-- read-only; mutations always load fresh under the lock.
+local loaded = {}
+
+--- Loads the config (cached while the file is unchanged; fresh = true
+--- forces a re-parse). Returns cfg, or nil and an error table
 --- {kind = "schema"|"yaml"|"utf8"|"io", path =, detail =}.
-function M.load(path)
+function M.load(path, fresh)
   path = path or M.path()
+  local id = core.file_id(path)
+  local hit = loaded[path]
+  if not fresh and id and hit and hit.id == id then return hit.cfg end
+  local cfg, err = M.parse_file(path)
+  if cfg and id then loaded[path] = { id = id, cfg = cfg } end
+  return cfg, err
+end
+
+function M.parse_file(path)
   local text, msg, code = core.read_file(path, 16 * 1024 * 1024)
   if not text then
     if code == "ENOENT" then return M.empty(path) end
@@ -342,7 +359,7 @@ function M.mutate(fn, path)
     warnings[#warnings + 1] = "could not lock " .. path .. ".lock (" ..
       tostring(lerr) .. "); proceeding without the lock"
   end
-  local cfg, err = M.load(path)
+  local cfg, err = M.load(path, true)
   if not cfg then
     if lock then lock:unlock() end
     return nil, err, warnings

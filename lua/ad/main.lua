@@ -5,7 +5,12 @@ local M = {}
 function M.main(args)
   local argv = {}
   for i = 1, #args do argv[i] = args[i] end
-  local ok, code = xpcall(require("ad.cli").main, function(e)
+  -- `serve` is started by Claude Code for every session: skip loading the
+  -- CLI so the handshake is answered sooner.
+  local entry = (#argv == 1 and argv[1] == "serve")
+    and function() return require("ad.mcp").serve() end
+    or require("ad.cli").main
+  local ok, code = xpcall(entry, function(e)
     if type(e) == "table" and e.message then return e end
     return debug.traceback(tostring(e), 2)
   end, argv)

@@ -125,11 +125,34 @@ end
 -- ------------------------------------------------------------ tools --
 
 function Server:tool_list(version)
+  -- Tools are fixed once loaded; the encoded list is the same every time
+  -- (tools/list results must not vary by connection or history).
   local list = json.array()
   for _, name in ipairs(tools.names()) do
     list[#list + 1] = tools.describe(tools.get(name), version)
   end
   return list
+end
+
+local encoded_lists = {}
+
+--- The encoded tools array for a protocol version, built once: the tool
+--- set is fixed after startup, and encoding it is most of tools/list.
+function Server:tools_json(version, with_tasks)
+  local key = version .. (with_tasks and "+tasks" or "")
+  if not encoded_lists[key] then
+    local list = self:tool_list(version)
+    if with_tasks then
+      for _, t in ipairs(list) do
+        if require("ad.mcp_tasks").TOOLS[t.name] then
+          t.execution = json.object({ taskSupport = "optional" }, { "taskSupport" })
+          table.insert(getmetatable(t).__order, "execution")
+        end
+      end
+    end
+    encoded_lists[key] = json.encode(list)
+  end
+  return json.raw(encoded_lists[key])
 end
 
 local function text_result(text, is_error)
@@ -356,7 +379,7 @@ function Server:modern(id, key, msg, meta)
     if params.cursor ~= nil and params.cursor ~= "" then
       return self:error(id, -32602, "Invalid params: unknown cursor")
     end
-    return self:result(id, json.object({ tools = self:tool_list(M.MODERN), ttlMs = 0,
+    return self:result(id, json.object({ tools = self:tools_json(M.MODERN, false), ttlMs = 0,
       cacheScope = "public" }, { "resultType", "tools", "ttlMs", "cacheScope", "_meta" }), true)
   elseif m == "tools/call" then
     return self:call_tool(id, key, params, { modern = true, version = M.MODERN, meta = meta })
@@ -408,16 +431,8 @@ function Server:legacy(id, key, msg)
     if params.cursor ~= nil then
       return self:error(id, -32602, "Invalid params: unknown cursor")
     end
-    local list = self:tool_list(self.legacy_version)
-    if self.client_tasks then
-      for _, t in ipairs(list) do
-        if require("ad.mcp_tasks").TOOLS[t.name] then
-          t.execution = json.object({ taskSupport = "optional" }, { "taskSupport" })
-          table.insert(getmetatable(t).__order, "execution")
-        end
-      end
-    end
-    return self:result(id, json.object({ tools = list }, { "tools" }))
+    return self:result(id, json.object({ tools = self:tools_json(self.legacy_version,
+                                                                self.client_tasks) }, { "tools" }))
   elseif m == "tools/call" and params.task ~= nil then
     return self:task_call(id, params)
   elseif m:match("^tasks/") and self.client_tasks then

@@ -117,6 +117,24 @@ local function make_tool(spec, file)
   }
 end
 
+--- A message handler that makes sure a load error names path:line (the
+--- time-budget error is raised from a VM hook and carries no position).
+local function locate(path)
+  return function(e)
+    if type(e) == "table" then e = e.message end
+    e = tostring(e)
+    if e:sub(1, #path + 1) == path .. ":" then return e end
+    for level = 2, 50 do
+      local info = debug.getinfo(level, "Sl")
+      if not info then break end
+      if info.source == "@" .. path and (info.currentline or 0) > 0 then
+        return path .. ":" .. info.currentline .. ": " .. e
+      end
+    end
+    return path .. ": " .. e
+  end
+end
+
 --- Loads every tool file; define(def) registers a tool. Returns the number
 --- of tools registered.
 function M.load(define, builtin)
@@ -146,7 +164,11 @@ function M.load(define, builtin)
           end,
           ad = require("agent_dispatch"),
           json = { encode = json.encode, decode = json.decode, array = json.array, null = json.null },
-          log = function(...) io.stderr:write("[", name, "] ", table.concat({ ... }, " "), "\n") end,
+          log = function(...)
+            local parts = {}
+            for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+            io.stderr:write("[", name, "] ", table.concat(parts, " "), "\n")
+          end,
         }
         local src, rerr = core.read_file(path, 4 * 1024 * 1024)
         local chunk, lerr
@@ -156,7 +178,7 @@ function M.load(define, builtin)
         else
           local t = core.spawn(function()
             core.set_budget(M.LOAD_BUDGET)
-            return pcall(chunk)
+            return xpcall(chunk, locate(path))
           end)
           local _, ok, err = t:wait()
           if not ok then
@@ -198,6 +220,7 @@ end
 function M.before_dispatch(req)
   for _, h in ipairs(M.hooks.before_dispatch) do
     local ok, res, msg = pcall(h.fn, req)
+    if not ok and type(res) == "table" and res.type == "cancelled" then error(res, 0) end
     if not ok then
       return false, "before_dispatch hook in " .. where(h) .. " failed: " .. tostring(res)
     end
@@ -215,14 +238,22 @@ function M.before_dispatch(req)
 end
 
 --- Runs the after_result hooks; returns the (possibly replaced) result.
+--- A failing hook fails the request: the result becomes a failure without
+--- the agent's text (a redacting hook that breaks must not leak what it
+--- was meant to remove); session_id and cost are kept.
 function M.after_result(req, result)
   for _, h in ipairs(M.hooks.after_result) do
     local ok, res = pcall(h.fn, req, result)
+    if not ok and type(res) == "table" and res.type == "cancelled" then error(res, 0) end
     if not ok then
-      io.stderr:write("agent-dispatch: after_result hook in ", where(h), " failed: ",
-        tostring(res), "\n")
-      result.hint = (result.hint and (result.hint .. " ") or "") ..
-        "(after_result hook in " .. where(h) .. " failed; result not post-processed)"
+      local msg = "after_result hook in " .. where(h) .. " failed: " ..
+        tostring(type(res) == "table" and res.message or res)
+      io.stderr:write("agent-dispatch: ", msg, "\n")
+      return require("ad.runner").failure(result.agent or req.agent, "cli_error", msg,
+        { session_id = result.session_id, cost_usd = result.cost_usd,
+          duration_ms = result.duration_ms, num_turns = result.num_turns,
+          hint = "The error is in the hook file " .. h.file ..
+            "; the agent's answer was withheld because it was not post-processed." })
     elseif type(res) == "table" then
       result = require("ad.runner").result(res)
     end

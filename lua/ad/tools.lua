@@ -12,7 +12,7 @@
 local core = require "ad.core"
 local json = require "ad.json"
 local util = require "ad.util"
-local config = require "ad.config"
+local config = util.lazy "ad.config"
 
 local M = {}
 

@@ -117,6 +117,16 @@ function M.dirname(p)
   return d
 end
 
+--- A module loaded on first use: startup compiles only what a command
+--- actually needs (the MCP handshake must answer within milliseconds).
+function M.lazy(name)
+  return setmetatable({}, { __index = function(t, k)
+    local mod = require(name)
+    setmetatable(t, { __index = mod })
+    return mod[k]
+  end })
+end
+
 function M.round(x, digits)
   local m = 10 ^ (digits or 0)
   return math.floor(x * m + 0.5) / m

@@ -98,8 +98,8 @@ static int searcher_embedded(lua_State *L)
         lua_pushfstring(L, "\n\tno embedded module '%s'", name);
         return 1;
     }
-    if (luaL_loadbufferx(L, (const char *)m->src, m->len, m->chunkname,
-                         "t") != LUA_OK) {
+    if (luaL_loadbufferx(L, (const char *)m->code, m->code_len, m->chunkname,
+                         "b") != LUA_OK) {
         return lua_error(L);
     }
     lua_pushstring(L, m->chunkname + 1);

@@ -7,8 +7,10 @@
 struct embedded_module {
     const char *name;       /* "ad.mcp" */
     const char *chunkname;  /* "@lua/ad/mcp.lua" */
-    const unsigned char *src;
+    const unsigned char *src;     /* source text */
     size_t len;
+    const unsigned char *code;    /* bytecode of the same liblua */
+    size_t code_len;
 };
 
 extern const struct embedded_module embedded_modules[];

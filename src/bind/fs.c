@@ -212,6 +212,22 @@ static int l_stat(lua_State *L)
     return 4;
 }
 
+/* core.file_id(path) -> "dev:ino:size:mtime.ns" | nil: changes whenever
+ * the file is replaced (atomic writes give a new inode) or modified. */
+static int l_file_id(lua_State *L)
+{
+    struct stat st;
+    if (stat(luaL_checkstring(L, 1), &st) != 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushfstring(L, "%I:%I:%I:%I.%I", (lua_Integer)st.st_dev,
+                    (lua_Integer)st.st_ino, (lua_Integer)st.st_size,
+                    (lua_Integer)st.st_mtim.tv_sec,
+                    (lua_Integer)st.st_mtim.tv_nsec);
+    return 1;
+}
+
 static int l_realpath(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -461,6 +477,7 @@ void bind_fs_register(lua_State *L)
         {"lock", l_lock},
         {"stat", l_stat},
         {"realpath", l_realpath},
+        {"file_id", l_file_id},
         {"which", l_which},
         {"environ", l_environ},
         {"listdir", l_listdir},

@@ -113,7 +113,7 @@ describe('framing and process', () => {
     assert.ok(Date.now() - t0 < 2000);
   });
 
-  for (const how of ['EOF', 'SIGTERM', 'SIGINT']) {
+  for (const how of ['EOF', 'SIGTERM', 'SIGINT', 'SIGHUP']) {
     test(`10: ${how} with a dispatch in flight: exit 0 within 5 s, child group gone`, async (t) => {
       const { env, srv } = serverWithAgent(t);
       await srv.init();

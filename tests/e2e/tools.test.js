@@ -400,6 +400,23 @@ describe('dispatch', () => {
     await srv.close();
   });
 
+  test('cache ttl 0 stores but never hits; max_size evicts the oldest', async (t) => {
+    const { env, srv } = await start(t, { agents: { a: true }, settings: '  cache:\n    ttl: 0\n    max_size: 2\n' });
+    await srv.call('dispatch', { agent: 'a', task: 'one' });
+    await sleep(20);
+    const again = (await srv.call('dispatch', { agent: 'a', task: 'one' })).value;
+    assert.ok(!again.cached);
+    assert.strictEqual(env.dispatches().length, 2);
+    await srv.call('dispatch', { agent: 'a', task: 'two' });
+    await srv.call('dispatch', { agent: 'a', task: 'three' });
+    const s = (await srv.call('cache_stats')).value;
+    assert.strictEqual(s.max_size, 2);
+    assert.strictEqual(s.ttl, 0);
+    assert.strictEqual(s.hits, 0);
+    assert.ok(s.evictions >= 1, JSON.stringify(s));
+    await srv.close();
+  });
+
   test('groups: shared_context folded into the prompt; membership errors dispatch nothing', async (t) => {
     const groups = '  shop:\n    shared_context: "Prices are in EUR."\n    members:\n      - agent: a\n' +
       '  other:\n    shared_context: "Other facts."\n    members:\n      - agent: a\n' +

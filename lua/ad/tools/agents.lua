@@ -2,7 +2,7 @@
 local json = require "ad.json"
 local util = require "ad.util"
 local tools = require "ad.tools"
-local introspect = require "ad.introspect"
+local introspect = util.lazy "ad.introspect"
 local config = require "ad.config"
 local core = require "ad.core"
 

@@ -3,7 +3,7 @@
 local json = require "ad.json"
 local util = require "ad.util"
 local tools = require "ad.tools"
-local D = require "ad.dispatch"
+local D = util.lazy "ad.dispatch"
 
 local DISPATCH_ANN = json.object({ readOnlyHint = false, destructiveHint = true,
   idempotentHint = false, openWorldHint = true },

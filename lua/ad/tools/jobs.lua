@@ -4,9 +4,9 @@ local core = require "ad.core"
 local json = require "ad.json"
 local util = require "ad.util"
 local tools = require "ad.tools"
-local jobs = require "ad.jobs"
-local async = require "ad.async"
-local D = require "ad.dispatch"
+local jobs = util.lazy "ad.jobs"
+local async = util.lazy "ad.async"
+local D = util.lazy "ad.dispatch"
 
 local function bad_id(x)
   return tools.envelope("Invalid ref/job_id format: " .. util.repr(tostring(x)) ..

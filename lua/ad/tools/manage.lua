@@ -3,7 +3,7 @@ local json = require "ad.json"
 local util = require "ad.util"
 local tools = require "ad.tools"
 local config = require "ad.config"
-local agents = require "ad.agents"
+local agents = util.lazy "ad.agents"
 local state = require "ad.state"
 
 local MUT = json.object({ readOnlyHint = false, destructiveHint = false,
