@@ -421,6 +421,102 @@ C.run = {
   end,
 }
 
+-- ------------------------------------------------------------- doctor --
+
+C.doctor = {
+  usage = "", summary = "Check the environment, config, registration, agents and groups.",
+  run = function()
+    local issues, warns = 0, 0
+    local function okl(msg) out("  [OK] ", msg) end
+    local function warn(msg, ...) warns = warns + 1; out("  [WARN] ", msg)
+      for _, l in ipairs({ ... }) do out("    ", l) end end
+    local function fail(msg, ...) issues = issues + 1; out("  [FAIL] ", msg)
+      for _, l in ipairs({ ... }) do out("    ", l) end end
+    out("Environment")
+    local claude = require("ad.runner").claude_path()
+    if claude then okl("claude CLI: " .. claude)
+    else fail("claude CLI not found on PATH", "Install: npm install -g @anthropic-ai/claude-code") end
+    if core.which(PROG) then okl("agent-dispatch: " .. core.which(PROG))
+    else warn("agent-dispatch not on PATH (MCP server still works via absolute path)") end
+    out("Config")
+    local path = config.path()
+    local cfg, e
+    if not core.stat(path) then
+      warn("Config not found: " .. path, "Run: agent-dispatch init")
+    else
+      cfg, e = config.load(path)
+      if cfg then
+        okl(("Config: %s (%d %s)"):format(path, #cfg.agent_names, #cfg.agent_names == 1 and "agent" or "agents"))
+      elseif e.kind == "schema" then fail("Config schema invalid: " .. path, e.detail)
+      elseif e.kind == "yaml" then fail("Config not valid YAML: " .. path, e.detail)
+      elseif e.kind == "utf8" then fail("Config is not valid UTF-8: " .. path, "Re-save the file as UTF-8.")
+      else fail("Config could not be read: " .. path, e.detail) end
+    end
+    out("MCP registration")
+    if not claude then
+      warn("Skipped (claude CLI missing)")
+    else
+      local p = core.process{ argv = { claude, "mcp", "list" }, timeout = 10 }
+      local lines = {}
+      if p then
+        while true do local l = p:read_line() if not l then break end lines[#lines + 1] = l end
+        local info = p:wait()
+        p:close()
+        local found = false
+        for _, l in ipairs(lines) do
+          if l:match("^agent%-dispatch[:%s]") then found = true end
+        end
+        if info.timed_out then warn("Could not check MCP registration: claude mcp list timed out")
+        elseif info.exit_code == 0 and found then okl("agent-dispatch is registered with Claude Code")
+        else warn("agent-dispatch is not registered with Claude Code", "Run: agent-dispatch init") end
+      else
+        warn("Could not check MCP registration: cannot run " .. claude)
+      end
+    end
+    out("Agents")
+    if not cfg then warn("Skipped (config could not be loaded)")
+    elseif #cfg.agent_names == 0 then warn("No agents configured. Add one: agent-dispatch add <name> <directory>")
+    else
+      for _, name in ipairs(cfg.agent_names) do
+        local a = cfg.agents[name]
+        local h, herr = core.health(a.directory)
+        if h == true then
+          local files = {}
+          for _, f in ipairs({ "CLAUDE.md", ".mcp.json" }) do
+            if core.has(a.directory, f) then files[#files + 1] = f end
+          end
+          okl(name .. ": " .. a.directory .. (#files > 0 and (" [" .. table.concat(files, ", ") .. "]") or ""))
+        elseif h == false then fail(name .. ": directory missing - " .. a.directory)
+        else fail(name .. ": directory unreadable - " .. tostring(herr)) end
+      end
+    end
+    out("Groups")
+    if not cfg then warn("Skipped (config could not be loaded)")
+    elseif #cfg.group_names == 0 then okl("No groups configured")
+    else
+      for _, g in ipairs(cfg.group_names) do
+        local grp = cfg.groups[g]
+        local unknown = config.unknown_members(cfg, grp)
+        local fix = "Fix by recreating: agent-dispatch group remove " .. g ..
+          " && agent-dispatch group add " .. g .. " --member ... (or edit agents.yaml)"
+        if #unknown > 0 then fail(g .. ": unknown member(s): " .. table.concat(unknown, ", "), fix)
+        elseif #grp.members == 0 then warn(g .. ": no members configured", fix)
+        else okl(("%s: %d %s"):format(g, #grp.members, #grp.members == 1 and "member" or "members")) end
+      end
+    end
+    out("Summary")
+    if issues == 0 and warns == 0 then
+      out("  All checks passed.")
+    else
+      local parts = {}
+      if issues > 0 then parts[#parts + 1] = issues .. (issues == 1 and " issue" or " issues") end
+      if warns > 0 then parts[#parts + 1] = warns .. (warns == 1 and " warning" or " warnings") end
+      out("  ", table.concat(parts, ", "))
+    end
+    return issues > 0 and 1 or 0
+  end,
+}
+
 -- --------------------------------------------------------------- jobs --
 
 local function age(t)
@@ -724,7 +820,7 @@ C.lua = {
   end,
 }
 
-M.ORDER = { "serve", "init", "add", "update", "remove", "list", "describe", "test",
+M.ORDER = { "serve", "init", "add", "update", "remove", "list", "describe", "test", "doctor",
             "group", "jobs", "job", "cancel", "gc", "run", "lua" }
 
 function M.usage()

@@ -300,24 +300,32 @@ end
 function M.recover_stale()
   local now = core.time()
   local dir = M.dir()
+  -- One scan of the index; a missing or malformed index (records written
+  -- by an older version, a crash mid-write) is rebuilt from the files
+  -- first, or the records it lacks would never be recovered.
+  local entries = core.jobs_index_scan(dir, nil)
+  if not entries then
+    if not core.stat(dir) then return 0 end
+    locked(M.rebuild_index)
+    entries = core.jobs_index_scan(dir, nil) or {}
+  end
   local n = 0
-  for _, status in ipairs({ "running", "pending" }) do
-    local entries = core.jobs_index_scan(dir, status) or {}
-    for _, e in ipairs(entries) do
-      local rec = M.get(e.id)
-      if rec and rec.status == status then
-        local since = tonumber(status == "running" and (rec.started_at or rec.created_at)
-                               or rec.created_at) or now
-        local age = now - since
-        local limit = status == "running" and M.STALE_RUNNING or M.STALE_PENDING
-        local _, mtime = core.stat(dir .. "/" .. e.id .. ".json")
-        local fresh = status == "running" and mtime and mtime > now - M.STALE_RUNNING
-        if age > limit and not fresh then
-          local alive = rec.process and core.proc_identity(rec.process.pid)
-          if not alive and M.fail(e.id, string.format("Abandoned in '%s' for %ds - likely a " ..
-              "server restart; re-dispatch if needed", status, math.floor(age))) then
-            n = n + 1
-          end
+  for _, e in ipairs(entries) do
+    local status = e.status
+    local rec = (status == "running" or status == "pending") and M.get(e.id)
+    if rec and rec.status == status then
+      local since = tonumber(status == "running" and (rec.started_at or rec.created_at)
+                             or rec.created_at) or now
+      local age = now - since
+      local limit = status == "running" and M.STALE_RUNNING or M.STALE_PENDING
+      local _, mtime = core.stat(dir .. "/" .. e.id .. ".json")
+      local fresh = status == "running" and mtime and mtime > now - M.STALE_RUNNING
+      -- A recorded child that is verifiably still the same process (pid,
+      -- group and start time) keeps the job alive; a recycled pid does not.
+      if age > limit and not fresh and not M.process_alive(rec) then
+        if M.fail(e.id, string.format("Abandoned in '%s' for %ds - likely a " ..
+            "server restart; re-dispatch if needed", status, math.floor(age))) then
+          n = n + 1
         end
       end
     end

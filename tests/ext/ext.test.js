@@ -468,7 +468,7 @@ test('a handler with `while true do end` fails with a time-budget error; the ser
   const q = await callRaw(srv, 'quick', {});
   assert.strictEqual(q.text, 'quick ok');
   const d = await srv.call('dispatch', { agent: 'a', task: 'alive' });
-  assert.strictEqual(d.value.result, 'stub ok: alive');
+  assert.strictEqual(d.value.result, 'stub ok: alive', d.text + srv.stderr);
   await srv.close();
 });
 
