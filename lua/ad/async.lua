@@ -37,8 +37,15 @@ function M.start(id, req, hooks)
     end
     r.on_spawn = function(pid)
       local pgid, start = core.proc_identity(pid)
-      jobs.mark_running(id, pgid and json.object({ pid = pid, pgid = pgid, start = start,
-        server_pid = core.getpid() }, { "pid", "pgid", "start", "server_pid" }) or nil)
+      local ok, rec = pcall(jobs.mark_running, id, pgid and json.object({ pid = pid,
+        pgid = pgid, start = start, server_pid = core.getpid() },
+        { "pid", "pgid", "start", "server_pid" }) or nil)
+      if not (ok and rec) and pgid then
+        -- Cancelled between the slot and the spawn (the lock may have made
+        -- us wait), or the record could not be written: the job must not
+        -- run. The runner sees the child end and finish() is refused.
+        core.kill_verified(pid, pgid, start, "KILL")
+      end
     end
     r.on_progress = function(line)
       tail[#tail + 1] = util.cut(line, M.TAIL_CHARS)

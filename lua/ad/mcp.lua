@@ -124,7 +124,21 @@ end
 
 -- ------------------------------------------------------------ tools --
 
+--- Tool definitions are loaded on first need (tools/list, tools/call),
+--- not before the handshake: Claude Code gives a server about 5 s to
+--- connect and probes it first, so server/discover and initialize are
+--- answered from this module alone.
+local tools_ready = false
+local function ensure_tools()
+  if not tools_ready then
+    tools_ready = true
+    tools.load_builtin()
+  end
+end
+M.ensure_tools = ensure_tools
+
 function Server:tool_list(version)
+  ensure_tools()
   -- Tools are fixed once loaded; the encoded list is the same every time
   -- (tools/list results must not vary by connection or history).
   local list = json.array()
@@ -170,6 +184,7 @@ function Server:call_tool(id, key, params, era)
   if args ~= nil and (type(args) ~= "table" or (next(args) ~= nil and json.is_array(args))) then
     return self:error(id, -32602, "Invalid params: 'arguments' must be an object")
   end
+  ensure_tools()
   local def = tools.get(name)
   if not def then return self:error(id, -32602, "Unknown tool: " .. name) end
   if self.inflight[key] then
@@ -560,6 +575,7 @@ end
 --- already answering (never delays the handshake).
 local function maintenance()
   core.sleep(0.5)
+  ensure_tools() -- report broken tool files on stderr early, not at first use
   local jobs = require "ad.jobs"
   local ok, err = pcall(function()
     local cfg = require("ad.config").load()
@@ -574,7 +590,6 @@ local function maintenance()
 end
 
 function M.serve()
-  tools.load_builtin()
   local server = M.new(core.stdout_write)
   local upkeep = core.spawn(maintenance)
   local stop = core.event()
@@ -603,7 +618,8 @@ function M.serve()
   reader:cancel()
   watcher:cancel()
   upkeep:cancel()
-  local workers = require("ad.async").shutdown()
+  local async = package.loaded["ad.async"] -- only if any job ever ran here
+  local workers = async and async.shutdown() or {}
   server:shutdown()
   local deadline = core.now() + 3
   for _, w in ipairs(workers) do

@@ -77,7 +77,7 @@ function M.main(argv)
   watcher:cancel()
   if timer then timer:cancel() end
   -- Background jobs the script left running are stopped, not orphaned.
-  require("ad.async").shutdown()
+  if package.loaded["ad.async"] then package.loaded["ad.async"].shutdown() end
   if timed_out then return 124 end
   if not ok then
     -- The main task itself was cancelled before it could catch anything.

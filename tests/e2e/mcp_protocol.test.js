@@ -423,8 +423,7 @@ describe('tools', () => {
     await srv.close();
   });
 
-  test('F02: tools/list has exactly 21 tools (the job tools included)',
-    { todo: 'the six job tools (dispatch_async ... dispatch_gc) are being added in lua/ad/tools/jobs.lua' }, async (t) => {
+  test('F02: tools/list has exactly 21 tools (the job tools included)', async (t) => {
       const { srv } = serverWithAgent(t);
       await srv.init();
       const tools = (await srv.request('tools/list', {}, { id: 1 })).result.tools;
