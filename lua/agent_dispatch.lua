@@ -63,15 +63,17 @@ function M.agents()
   return out
 end
 
+-- Called in tail position by M.dispatch/session/stream, so level 2 is the
+-- caller of those (the script's line).
 local function one(spec, extra)
-  if type(spec) ~= "table" then error("expected a table {agent=..., task=...}", 3) end
+  if type(spec) ~= "table" then error("expected a table {agent=..., task=...}", 2) end
   if type(spec.agent) ~= "string" or type(spec.task) ~= "string" then
-    error("agent and task must be strings", 3)
+    error("agent and task must be strings", 2)
   end
   local p = util.copy(spec)
   for k, v in pairs(extra or {}) do p[k] = v end
   local r, err = D.one(cfg(), p, { log = log_hook })
-  if not r then error(err, 3) end
+  if not r then error(err, 2) end
   return r
 end
 

@@ -34,7 +34,7 @@ function M.main(argv)
   end
   local path = table.remove(rest, 1)
   if not path then
-    io.stderr:write("Usage: agent-dispatch run SCRIPT.lua [ARGS...]\n")
+    io.stderr:write("Usage: agent-dispatch run [--json] [--timeout SECONDS] SCRIPT.lua [ARGS...]\n")
     return 2
   end
   local src, msg = core.read_file(path)
