@@ -11,6 +11,50 @@ local json = require "ad.json"
 
 local M = {}
 
+--- Progress on stderr: on a terminal, one live line per running dispatch
+--- (redrawn in place); otherwise plain lines when a dispatch starts,
+--- reports progress and ends.
+local function reporter(tty)
+  local running, order, n = {}, {}, 0
+  local drawn = 0
+  local function redraw()
+    local out = {}
+    if drawn > 0 then out[#out + 1] = ("\27[%dA"):format(drawn) end
+    local now = core.now()
+    for _, h in ipairs(order) do
+      out[#out + 1] = ("\27[2K  %s %-14s %4ds  %s\n"):format(h.done and (h.ok and "✓" or "✗") or "…",
+        h.name, math.floor((h.t1 or now) - h.t0), (h.last or ""):gsub("%s+", " "):sub(1, 60))
+    end
+    drawn = #order
+    io.stderr:write(table.concat(out))
+  end
+  return {
+    start = function(name, req)
+      n = n + 1
+      local h = { id = n, name = name, t0 = core.now() }
+      running[h] = true
+      if tty then order[#order + 1] = h; redraw()
+      else io.stderr:write(("[%s] started: %s\n"):format(name, (req.task or ""):gsub("\n", " "):sub(1, 80))) end
+      return h
+    end,
+    progress = function(h, line)
+      h.last = line
+      if tty then redraw() else io.stderr:write(("[%s] %s\n"):format(h.name, line:sub(1, 200))) end
+    end,
+    finish = function(h, r)
+      h.done, h.t1 = true, core.now()
+      h.ok = r and r.success
+      running[h] = nil
+      if not h.ok then h.last = r and (r.error or ""):match("^[^\n]*") or "stopped" end
+      if tty then redraw()
+      else
+        io.stderr:write(("[%s] %s in %.1fs%s\n"):format(h.name, h.ok and "done" or "failed",
+          h.t1 - h.t0, h.ok and "" or (": " .. (h.last or ""))))
+      end
+    end,
+  }
+end
+
 function M.main(argv)
   local as_json, limit = false, nil
   local rest = {}
@@ -49,6 +93,9 @@ function M.main(argv)
   end
   local api = require "agent_dispatch"
   api.args = rest
+  if os.getenv("AGENT_DISPATCH_QUIET") == nil then
+    require("ad.runner").observer = reporter(core.isatty(2))
+  end
   -- Hook scripts apply to scripts too (their custom tools are unused here).
   require("ad.plugins").load(function() end, {})
   _G.arg = { [0] = path, table.unpack(rest) }

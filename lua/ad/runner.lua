@@ -229,6 +229,11 @@ end
 M.kill_grace = 2
 M.drain = 2
 
+--- An optional observer of every dispatch in this process (the `run`
+--- command's progress display): {start(name, req) -> handle,
+--- progress(handle, line), finish(handle, result)}.
+M.observer = nil
+
 --- Runs one dispatch. req fields: name, agent (config entry), settings,
 --- task, context, caller, goal, response_format, session_id (resume),
 --- timeout (override seconds, already clamped), stream (bool),
@@ -236,6 +241,25 @@ M.drain = 2
 --- concurrency slot is granted), on_spawn (fn(pid)). Returns a
 --- DispatchResult.
 function M.dispatch(req)
+  local obs = M.observer
+  if not obs then return M.dispatch_unobserved(req) end
+  local h = obs.start(req.name, req)
+  local r = util.copy(req)
+  local inner = req.on_progress
+  r.on_progress = function(line)
+    obs.progress(h, line)
+    if inner then inner(line) end
+  end
+  -- Progress lines exist only in stream mode: observe them there; a plain
+  -- dispatch still reports its start and end.
+  if not req.stream then r.on_progress = inner end
+  local ok, res = pcall(M.dispatch_unobserved, r)
+  obs.finish(h, ok and res or nil)
+  if not ok then error(res, 0) end
+  return res
+end
+
+function M.dispatch_unobserved(req)
   local name, agent, settings = req.name, req.agent, req.settings
   local depth = M.depth()
   if depth >= settings.max_dispatch_depth then

@@ -461,6 +461,13 @@ static int l_getpid(lua_State *L)
     return 1;
 }
 
+/* core.isatty(fd) -> true when fd is a terminal */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
 static int l_getuid(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)getuid());
@@ -496,6 +503,7 @@ void bind_fs_register(lua_State *L)
         {"valid_job_id", l_valid_job_id},
         {"getpid", l_getpid},
         {"getuid", l_getuid},
+        {"isatty", l_isatty},
         {NULL, NULL},
     };
     if (luaL_newmetatable(L, LOCK_MT)) {
