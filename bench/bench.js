@@ -436,6 +436,150 @@ async function benchProgress() {
     '< 1 ms median', verdict(okMet));
 }
 
+// Job store (issue #5). A store of N finished jobs in the product's on-disk
+// format, written by jobs_gen (1% failed), then checked against the
+// product's own code (jobs_check.lua) and CLI before anything is timed.
+function jobStore(n) {
+  const dir = path.join(tmp, `jobs-${n}`);
+  const ids = execFileSync(path.join(HB, 'jobs_gen'), [dir, String(n), '100'],
+    { encoding: 'utf8', maxBuffer: 1 << 26 }).trim().split('\n');
+  const e = env(CONF.main, { AGENT_DISPATCH_JOBS_DIR: dir });
+  const check = execFileSync(BIN, ['run', path.join(__dirname, 'jobs_check.lua')],
+    { env: e, encoding: 'utf8' }).trim();
+  if (check !== `ok ${n} records`) throw new Error(`jobs_check on ${n} jobs: ${check}`);
+  const listed = execFileSync(BIN, ['jobs', '--limit', '3'], { env: e, encoding: 'utf8' })
+    .trim().split('\n').map((l) => l.split(/\s+/)[0]);
+  const newest = ids.slice(-3).reverse();
+  if (listed.join(' ') !== newest.join(' ')) {
+    throw new Error(`agent-dispatch jobs --limit 3 on the generated store: ${listed} != ${newest}`);
+  }
+  const mid = ids[Math.floor(n / 2)];
+  const shown = execFileSync(BIN, ['job', mid], { env: e, encoding: 'utf8' });
+  if (!shown.startsWith(`${mid} [`)) throw new Error(`agent-dispatch job ${mid}: ${shown.slice(0, 200)}`);
+  return { dir, ids, mid, failed: n >= 50 ? 1 + Math.floor((n - 50) / 100) : 0 };
+}
+
+function benchJobStore() {
+  console.error('[8] job store: listing and status with 100 / 1,000 / 10,000 job files');
+  const sizes = [100, 1000, 10000];
+  const t0 = process.hrtime.bigint();
+  const stores = Object.fromEntries(sizes.map((n) => [n, jobStore(n)]));
+  const genMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  const kinds = ['ping', 'list', 'status', 'failed', 'none'];
+  const res = Object.fromEntries(sizes.map((n) => [n, { lat: kinds.map(() => []), bytes: [] }]));
+  // One server per size and block; sizes in alternating order over 2 blocks.
+  const n = R(300), blocks = 2;
+  for (let b = 0; b < blocks; b++) {
+    for (const size of (b % 2 ? [...sizes].reverse() : sizes)) {
+      const s = stores[size];
+      const o = parseRpc(harness(['rpc', String(n / blocks), '30', req('ping'),
+        call('dispatch_jobs', { limit: 50 }),
+        call('dispatch_status', { job_id: s.mid }),
+        call('dispatch_jobs', { status: 'failed', limit: 50 }),
+        call('dispatch_jobs', { status: 'pending', limit: 50 }),
+        '--', BIN, 'serve'], env(CONF.main, { AGENT_DISPATCH_JOBS_DIR: s.dir })), kinds.length);
+      o.lat.forEach((xs, k) => res[size].lat[k].push(...xs));
+      res[size].bytes = o.bytes;
+    }
+  }
+  const med = (size, k) => median(res[size].lat[kinds.indexOf(k)]);
+  const pp = (size, k) => p90(res[size].lat[kinds.indexOf(k)]);
+  const per = (k) => sizes.map((s) => `${s}: ${f3(ms(med(s, k)))}`).join('; ');
+  const pings = sizes.map((s) => f3(ms(med(s, 'ping')))).join(' / ');
+  const growth = (k) => med(10000, k) / med(100, k);
+  const flat = (k) => ms(med(10000, k)) < 5 && growth(k) < 2;
+  row('8a. dispatch_jobs {limit: 50}, 100 / 1,000 / 10,000 job files',
+    `${per('list')} ms (p90 at 10,000: ${f3(ms(pp(10000, 'list')))}); ${res[10000].bytes[1]} bytes`,
+    `ping ${pings} ms`,
+    `${f2(med(10000, 'list') / med(10000, 'ping'))}x ping; 10,000 vs 100 files: ${f2(growth('list'))}x`,
+    '< 5 ms, flat', verdict(flat('list')));
+  row('8b. dispatch_status {job_id}, 100 / 1,000 / 10,000 job files',
+    `${per('status')} ms (p90 at 10,000: ${f3(ms(pp(10000, 'status')))}); ${res[10000].bytes[2]} bytes`,
+    `ping ${pings} ms`,
+    `${f2(med(10000, 'status') / med(10000, 'ping'))}x ping; 10,000 vs 100 files: ${f2(growth('status'))}x`,
+    '< 5 ms, flat', verdict(flat('status')));
+  row('8c. dispatch_jobs {status: "failed", limit: 50}, 1% failed',
+    `${per('failed')} ms (p90 at 10,000: ${f3(ms(pp(10000, 'failed')))}); ` +
+    `${sizes.map((s) => Math.min(50, stores[s].failed)).join(' / ')} jobs returned`,
+    `ping ${pings} ms`,
+    `${f2(med(10000, 'failed') / med(10000, 'ping'))}x ping; 10,000 vs 100 files: ${f2(growth('failed'))}x`,
+    '-', '-');
+  row('8d. dispatch_jobs {status: "pending"}, no match: whole-index scan',
+    `${per('none')} ms (p90 at 10,000: ${f3(ms(pp(10000, 'none')))})`,
+    `ping ${pings} ms`,
+    `${f2(med(10000, 'none') / med(10000, 'ping'))}x ping; 10,000 vs 100 files: ${f2(growth('none'))}x`,
+    '-', '-');
+  notes.push(`Job store: ${sizes.map((s) => `${s}`).join(' + ')} job files (1% failed, ~560 B each) ` +
+    `generated and checked against the product (jobs_check.lua, \`jobs --limit 3\`, \`job <id>\`) in ${f2(genMs / 1000)} s; ` +
+    `the index of 10,000 jobs is ${f2(10000 * 61 / 1024)} kB. Page cache warm. ` +
+    `The failed filter at 10,000 files scans the newest ${49 + 49 * 100 + 1} index lines to find 50 matches.`);
+}
+
+function writeStats(text) {
+  const by = {};
+  let bytes = NaN;
+  for (const l of text.split('\n')) {
+    if (!l) continue;
+    if (l.startsWith('# bytes')) { bytes = Number(l.split(' ')[2]); continue; }
+    const [k, v] = l.split(' ');
+    (by[k] = by[k] || []).push(Number(v));
+  }
+  return { by, bytes };
+}
+
+function benchJobWrite() {
+  console.error('[9] job write latency');
+  const lua = path.join(__dirname, 'job_write.lua');
+  const base = path.join(tmp, 'write-baseline');
+  fs.mkdirSync(base);
+  const runLua = (mode, count) => {
+    const dir = path.join(tmp, `jobs-write-${mode}`);
+    fs.rmSync(dir, { recursive: true, force: true });
+    return writeStats(execFileSync(BIN, ['run', lua, mode, String(count)],
+      { env: env(CONF.main, { AGENT_DISPATCH_JOBS_DIR: dir }), encoding: 'utf8', maxBuffer: 1 << 26 }));
+  };
+  const n = R(300), blocks = 3;
+  const prog = [], plain = [], sync = [], create = [], finish = [];
+  let bytes = NaN;
+  for (let b = 0; b < blocks; b++) {
+    const p = runLua('progress', n / blocks);
+    prog.push(...p.by.progress);
+    bytes = p.bytes;
+    plain.push(...numbers(execFileSync(path.join(HB, 'write_baseline'),
+      [base, String(n / blocks), String(bytes), 'plain'], { encoding: 'utf8' })));
+    sync.push(...numbers(execFileSync(path.join(HB, 'write_baseline'),
+      [base, String(n / blocks), String(bytes), 'fsync'], { encoding: 'utf8' })));
+    create.push(...runLua('create', Math.ceil(n / blocks / 2)).by.create);
+    finish.push(...runLua('finish', Math.ceil(n / blocks / 2)).by.finish);
+  }
+  const parts = runLua('parts', R(150)).by;
+  const mp = median(prog), mpl = median(plain), ms_ = median(sync);
+  row(`9a. job write: jobs.update_progress, ${bytes}-byte record (fsync'd)`,
+    `${f3(ms(mp))} ms (p90 ${f3(ms(p90(prog)))})`,
+    `write+rename ${f3(ms(mpl))} ms (p90 ${f3(ms(p90(plain)))}); + fsync file and dir ${f3(ms(ms_))} ms (p90 ${f3(ms(p90(sync)))})`,
+    `${f2(mp / mpl)}x no-fsync; ${f2(mp / ms_)}x fsync`, '-', '-');
+  row('9b. job write: jobs.create (record + index append)',
+    `${f3(ms(median(create)))} ms (p90 ${f3(ms(p90(create)))})`,
+    `+ fsync file and dir ${f3(ms(ms_))} ms`,
+    `${f2(median(create) / ms_)}x fsync`, '-', '-');
+  row('9c. job write: jobs.finish (status change: record + index line in place)',
+    `${f3(ms(median(finish)))} ms (p90 ${f3(ms(p90(finish)))})`,
+    `+ fsync file and dir ${f3(ms(ms_))} ms`,
+    `${f2(median(finish) / ms_)}x fsync`, '-', '-');
+  const sum = ['lock', 'get', 'encode', 'write'].map((k) => median(parts[k]));
+  notes.push(`Job write, where an update_progress goes (medians of ${parts.write.length}): lock+unlock ` +
+    `${f3(ms(sum[0]))} ms, jobs.get (read + decode) ${f3(ms(sum[1]))} ms, encode ${f3(ms(sum[2]))} ms, ` +
+    `core.jobs_write (temp, fsync, rename, dir fsync) ${f3(ms(sum[3]))} ms; the write is ` +
+    `${f2(100 * sum[3] / sum.reduce((a, x) => a + x, 0))}% of the sum. Filesystem of the temp dir: ` +
+    `${fsType(tmp)}.`);
+}
+
+function fsType(p) {
+  try {
+    return execFileSync('stat', ['-f', '-c', '%T', p], { encoding: 'utf8' }).trim();
+  } catch { return 'unknown'; }
+}
+
 // ---------------------------------------------------------------- main --
 
 function table() {
@@ -454,6 +598,8 @@ async function main() {
   await benchMemory(tl.idle, conc);
   benchConfig();
   await benchProgress();
+  benchJobStore();
+  benchJobWrite();
   const secs = ((Date.now() - t0) / 1000).toFixed(1);
   const cpu = (os.cpus()[0] || {}).model || 'unknown CPU';
   const md = `# agent-dispatch benchmark results\n\n` +

@@ -19,7 +19,7 @@ for exe in agent-dispatch stub/claude; do
 done
 
 mkdir -p "$here/.bin"
-for prog in harness min_server spawn_baseline progress_stub; do
+for prog in harness min_server spawn_baseline progress_stub jobs_gen write_baseline; do
   src="$here/$prog.c" out="$here/.bin/$prog"
   if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
     cc -O2 -std=gnu11 -Wall -Wextra -o "$out" "$src"

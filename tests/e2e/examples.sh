@@ -32,4 +32,19 @@ run "$src/examples/upgrade_sweep.lua" shop
 mkdir -p "$tmp/lua/ad" && cp "$src/examples/overrides/ad/aggregate.lua" "$tmp/lua/ad/"
 run "$src/examples/review.lua" backend web
 grep -q "release checklist" "$tmp/out" || { cat "$tmp/out"; echo "override not used"; exit 1; }
+# The custom tool example, installed as a user would, called over MCP.
+mkdir -p "$tmp/tools" && chmod 700 "$tmp/tools"
+install -m 600 "$src/examples/tools/second_opinion.lua" "$tmp/tools/"
+{ printf '%s\n' \
+  '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}' \
+  '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' \
+  '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"second_opinion","arguments":{"question":"[stub:echo_argv] is it up?","first":"backend","second":"infra"}}}'; sleep 5; } \
+  | AGENT_DISPATCH_TOOLS_DIR=$tmp/tools "$bin" serve >"$tmp/out" 2>"$tmp/err" &
+srv=$!
+for _ in $(seq 100); do grep -q '"id":2,' "$tmp/out" && break; sleep 0.1; done
+kill $srv 2>/dev/null || true
+wait $srv 2>/dev/null || true
+grep -q '"name":"second_opinion"' "$tmp/out" || { cat "$tmp/out" "$tmp/err"; echo "custom tool not listed"; exit 1; }
+grep '"id":2,' "$tmp/out" | grep -q 'is it up.*is it up' || { cat "$tmp/err"; echo "custom tool did not ask both agents"; exit 1; }
+grep '"id":2,' "$tmp/out" | grep -q '"isError":false' || { cat "$tmp/out" "$tmp/err"; echo "custom tool failed"; exit 1; }
 echo "examples: ok"

@@ -488,4 +488,34 @@ describe('agent-dispatch with the real Claude Code CLI', { concurrency: 4 }, () 
     assert.match(i2.stdout, /Config already exists: /);
     assert.match(i2.stdout, /already registered/, i2.stdout + i2.stderr);
   });
+
+  // 10 ----------------------------------------------------------------------
+  it('Claude Code as the MCP client calls a custom tool from a tool file (issue #6)', { timeout: 120000 }, async () => {
+    const a = area('custom-tool', {});
+    const toolsDir = path.join(a.dir, 'tools');
+    fs.mkdirSync(toolsDir);
+    fs.chmodSync(toolsDir, 0o755);
+    const file = path.join(toolsDir, 'upper.lua');
+    fs.writeFileSync(file, 'tool{ name = "echo_upper", description = "Uppercase a text.",\n' +
+      '  params = { { name = "text", type = "string", required = true } },\n' +
+      '  handler = function(args) return "UPPER: " .. string.upper(args.text) end }\n');
+    fs.chmodSync(file, 0o644);
+    const outer = path.join(a.dir, 'outer');
+    fs.mkdirSync(outer);
+    const env = { AGENT_DISPATCH_CONFIG: a.config, AGENT_DISPATCH_JOBS_DIR: path.join(a.dir, 'jobs'),
+      AGENT_DISPATCH_TOOLS_DIR: toolsDir };
+    const cfg = path.join(a.dir, 'mcp.json');
+    fs.writeFileSync(cfg, JSON.stringify({ mcpServers: { ad: { type: 'stdio', command: AD, args: ['serve'], env } } }));
+    const word = `custom tool ${seq}`;
+    const r = await h.runClaude(['-p', '--mcp-config', cfg, '--allowedTools', 'mcp__ad__echo_upper',
+      '--output-format', 'json', '--', `[mock:mcp=ad:echo_upper:${JSON.stringify({ text: word })}]`],
+    { port: mock.port, home: a.home, cwd: outer, timeoutMs: 90000, bin: BIN });
+    assert.equal(r.code, 0, `outer claude exit ${r.code}; stderr:\n${r.stderr}\nstdout:\n${r.stdout}`);
+    assert.ok(r.json, `outer claude printed no JSON: ${r.stdout}`);
+    assert.equal(r.json.is_error, false, JSON.stringify(r.json));
+    assert.deepEqual(r.json.permission_denials, [], 'the CLI must have been allowed to call mcp__ad__echo_upper');
+    assert.equal(r.json.result, `MCP RESULT: UPPER: ${word.toUpperCase()}`);
+    const left = await waitNoProcs(`AGENT_DISPATCH_CONFIG=${a.config}`);
+    assert.deepEqual(left, [], `agent-dispatch outlived the outer claude run: ${JSON.stringify(left)}`);
+  });
 });
