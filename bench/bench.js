@@ -3,7 +3,8 @@
 // product and the C helpers (bench/.bin/) first. Every figure is compared
 // with a baseline measured in the same run; see bench/README.md.
 //
-// Environment knobs: BENCH_QUICK=1 (fewer repetitions, for a smoke run).
+// Environment knobs: BENCH_QUICK=1 (fewer repetitions, for a smoke run);
+// BENCH_ONLY=8,9 (only those benchmarks; results.md is then left alone).
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -12,6 +13,8 @@ const { spawn, spawnSync, execFileSync } = require('node:child_process');
 const ROOT = path.resolve(__dirname, '..');
 const HB = path.join(__dirname, '.bin');
 const QUICK = process.env.BENCH_QUICK === '1';
+const ONLY = process.env.BENCH_ONLY
+  ? new Set(process.env.BENCH_ONLY.split(',').map(Number)) : null;
 const R = (n) => (QUICK ? Math.max(5, Math.ceil(n / 10)) : n);
 
 // ------------------------------------------------------------ helpers --
@@ -591,22 +594,25 @@ function table() {
 async function main() {
   const t0 = Date.now();
   const version = execFileSync(BIN, ['--version'], { encoding: 'utf8' }).trim();
-  benchStartup();
-  const tl = benchToolsList();
-  benchDispatch();
-  const conc = await benchConcurrency();
-  await benchMemory(tl.idle, conc);
-  benchConfig();
-  await benchProgress();
-  benchJobStore();
-  benchJobWrite();
+  const want = (k) => !ONLY || ONLY.has(k);
+  if (want(1)) benchStartup();
+  const tl = want(2) || want(5) ? benchToolsList() : null;
+  if (want(3)) benchDispatch();
+  const conc = want(4) || want(5) ? await benchConcurrency() : null;
+  if (want(5)) await benchMemory(tl.idle, conc);
+  if (want(6)) benchConfig();
+  if (want(7)) await benchProgress();
+  if (want(8)) benchJobStore();
+  if (want(9)) benchJobWrite();
   const secs = ((Date.now() - t0) / 1000).toFixed(1);
   const cpu = (os.cpus()[0] || {}).model || 'unknown CPU';
   const md = `# agent-dispatch benchmark results\n\n` +
     `${new Date().toISOString()} - ${version} - ${os.cpus().length} cores (${cpu}) - ` +
-    `Linux ${os.release()} - node ${process.version}${QUICK ? ' - QUICK run' : ''} - ${secs} s\n\n` +
+    `Linux ${os.release()} - node ${process.version}${QUICK ? ' - QUICK run' : ''}` +
+    `${ONLY ? ` - only ${[...ONLY].join(',')}` : ''} - ${secs} s\n\n` +
     table() + '\n' + notes.map((n) => `- ${n}`).join('\n') + '\n';
-  fs.writeFileSync(path.join(__dirname, 'results.md'), md);
+  // A partial run (BENCH_ONLY) prints its table but keeps the last full results.md.
+  if (!ONLY) fs.writeFileSync(path.join(__dirname, 'results.md'), md);
   process.stdout.write(md);
   fs.rmSync(tmp, { recursive: true, force: true });
 }

@@ -536,7 +536,8 @@ describe('dispatch_parallel', () => {
     const wall = (Date.now() - t0) / 1000;
     assert.ok(v.every((x) => x.success));
     assert.deepStrictEqual(v.map((x) => x.result), items.map((_, i) => `stub ok: n${i}`));
-    assert.ok(wall >= 1.5 * 0.75 && wall <= 1.5 * 1.25, `wall time ${wall}s`);
+    // ceil(N/L) * T within 10% (issue #4)
+    assert.ok(wall >= 1.5 && wall <= 1.5 * 1.1, `wall time ${wall}s, expected 1.5 s within 10%`);
     // intervals [start, start + duration] from the stub log and the results
     const log = env.dispatches();
     assert.strictEqual(log.length, 5);
@@ -544,10 +545,12 @@ describe('dispatch_parallel', () => {
       const i = Number(promptOf(e).match(/n(\d)/)[1]);
       return [e.time, e.time + v[i].duration_ms / 1000];
     });
+    let maxLive = 0;
     for (const [s] of spans) {
       const live = spans.filter(([a, b]) => a <= s + 0.01 && b > s + 0.01).length;
-      assert.ok(live <= 2, `${live} stubs alive at once`);
+      maxLive = Math.max(maxLive, live);
     }
+    assert.strictEqual(maxLive, 2, 'the observed maximum of live children is exactly the limit');
     await srv.close();
   });
 });
