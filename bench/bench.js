@@ -512,7 +512,7 @@ function benchJobStore() {
     `ping ${pings} ms`,
     `${f2(med(10000, 'none') / med(10000, 'ping'))}x ping; 10,000 vs 100 files: ${f2(growth('none'))}x`,
     '-', '-');
-  notes.push(`Job store: ${sizes.map((s) => `${s}`).join(' + ')} job files (1% failed, ~560 B each) ` +
+  notes.push(`Job store: ${sizes.map((s) => `${s}`).join(' + ')} job files (1% failed, ~620 B each) ` +
     `generated and checked against the product (jobs_check.lua, \`jobs --limit 3\`, \`job <id>\`) in ${f2(genMs / 1000)} s; ` +
     `the index of 10,000 jobs is ${f2(10000 * 61 / 1024)} kB. Page cache warm. ` +
     `The failed filter at 10,000 files scans the newest ${49 + 49 * 100 + 1} index lines to find 50 matches.`);
@@ -579,7 +579,7 @@ function benchJobWrite() {
 
 function fsType(p) {
   try {
-    return execFileSync('stat', ['-f', '-c', '%T', p], { encoding: 'utf8' }).trim();
+    return execFileSync('findmnt', ['-n', '-o', 'FSTYPE', '-T', p], { encoding: 'utf8' }).trim();
   } catch { return 'unknown'; }
 }
 

@@ -619,10 +619,10 @@ C.gc = {
     end
     local days = o.days or 7
     if days <= 0 then
-      err("Error: --days must be > 0 (got ", util.num(days), "). Use --all to purge every terminal job on purpose.")
+      err("Error: --days must be > 0 (got ", util.g(days), "). Use --all to purge every terminal job on purpose.")
       return 1
     end
-    out("Deleted ", jobs.gc(days * 86400), " job(s) older than ", util.num(days), " day(s).")
+    out("Deleted ", jobs.gc(days * 86400), " job(s) older than ", util.g(days), " day(s).")
     return 0
   end,
 }

@@ -12,10 +12,20 @@ function M.main(args)
     or require("ad.cli").main
   local ok, code = xpcall(entry, function(e)
     if type(e) == "table" and e.message then return e end
-    return debug.traceback(tostring(e), 2)
+    local msg = tostring(e)
+    -- A user's override that cannot be loaded is their file's problem, not
+    -- ours: name the file and line, no traceback.
+    if msg:find("refusing to load ", 1, true) or msg:find("error loading module ", 1, true) then
+      return { message = msg, user = true }
+    end
+    return debug.traceback(msg, 2)
   end, argv)
   if ok then return code end
   if type(code) == "table" and code.type == "cancelled" then return 130 end
+  if type(code) == "table" and code.user then
+    io.stderr:write("agent-dispatch: ", code.message, "\n")
+    return 1
+  end
   io.stderr:write("agent-dispatch: internal error: ", tostring(type(code) == "table" and code.message or code), "\n")
   return 1
 end

@@ -9,8 +9,12 @@
  * empty and user files are loaded in text mode only. AGENT_DISPATCH_LUA_DIR
  * (the developer switch) makes the "embedded" searcher read lua/ from a
  * checkout instead, so policy can be edited without a rebuild. */
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -40,10 +44,48 @@ static void push_module_path(lua_State *L, const char *dir, const char *name,
     lua_concat(L, 4);
 }
 
+/* A user file runs with the user's privileges inside the server: like ssh
+ * with keys, refuse one that someone else owns or could have written. */
+static const char *unsafe(const char *path, struct stat *st)
+{
+    if (stat(path, st) != 0) {
+        return NULL;
+    }
+    if (st->st_uid != getuid()) {
+        return "is not owned by you";
+    }
+    if (st->st_mode & 022) {
+        return "is writable by group or others (run: chmod go-w on it)";
+    }
+    return NULL;
+}
+
+static void check_safe(lua_State *L, const char *path)
+{
+    struct stat st;
+    const char *why = unsafe(path, &st);
+    if (!why) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+            *slash = '\0';
+            why = unsafe(dir, &st);
+            if (why) {
+                luaL_error(L, "refusing to load %s: its directory %s %s", path,
+                           dir, why);
+            }
+        }
+        return;
+    }
+    luaL_error(L, "refusing to load %s: it %s", path, why);
+}
+
 /* Tries dir/<name>.lua then dir/<name>/init.lua. Returns 1 with the loader
  * and path pushed, 0 (with a message pushed) when absent, or raises when
  * the file exists but does not load (a user's mistake must be visible). */
-static int search_dir(lua_State *L, const char *dir, const char *name)
+static int search_dir(lua_State *L, const char *dir, const char *name,
+                      bool dev)
 {
     static const char *suffixes[] = {".lua", "/init.lua"};
     for (int i = 0; i < 2; i++) {
@@ -55,6 +97,14 @@ static int search_dir(lua_State *L, const char *dir, const char *name)
         if (rc != 0) {
             lua_pop(L, 1);
             continue;
+        }
+        if (!dev) {
+            free(src); /* re-read below once the file is known to be safe */
+            check_safe(L, path);
+            if (fs_read_file(path, 16u << 20, false, &src, &len) != 0) {
+                lua_pop(L, 1);
+                continue;
+            }
         }
         lua_pushfstring(L, "@%s", path);
         int st = luaL_loadbufferx(L, src, len, lua_tostring(L, -1), "t");
@@ -79,7 +129,7 @@ static int searcher_user(lua_State *L)
         lua_pushliteral(L, "");
         return 1;
     }
-    return search_dir(L, dir, name);
+    return search_dir(L, dir, name, false);
 }
 
 static int searcher_embedded(lua_State *L)
@@ -87,7 +137,7 @@ static int searcher_embedded(lua_State *L)
     const char *name = luaL_checkstring(L, 1);
     const char *dev = lua_tostring(L, lua_upvalueindex(1));
     if (dev && *dev) {
-        int n = search_dir(L, dev, name);
+        int n = search_dir(L, dev, name, true);
         if (n == 2) {
             return 2;
         }
