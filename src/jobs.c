@@ -115,62 +115,19 @@ static int parse_record(const char *r, struct jobs_entry *e)
     return 0;
 }
 
-int jobs_index_set(const char *dir, const char *id, const char *status)
-{
-    if (!validate_job_id(id, strlen(id))) {
-        return -EINVAL;
-    }
-    char path[4096];
-    index_path(dir, path, sizeof path);
-    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        return -errno;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size % JOBS_INDEX_RECORD != 0) {
-        close(fd);
-        return -EBADMSG;
-    }
-    /* Recent jobs change status most: search from the end. */
-    enum { CHUNK = JOBS_INDEX_RECORD * 1024 };
-    char *buf = malloc(CHUNK);
-    if (!buf) {
-        close(fd);
-        return -ENOMEM;
-    }
-    off_t end = st.st_size;
-    int rc = -ENOENT;
-    while (end > 0 && rc == -ENOENT) {
-        off_t start = end > CHUNK ? end - CHUNK : 0;
-        ssize_t n = pread(fd, buf, (size_t)(end - start), start);
-        if (n != end - start) {
-            rc = n < 0 ? -errno : -EIO;
-            break;
-        }
-        for (ssize_t off = n - JOBS_INDEX_RECORD; off >= 0;
-             off -= JOBS_INDEX_RECORD) {
-            if (memcmp(buf + off, id, 32) == 0) {
-                char field[JOBS_STATUS_WIDTH + 1];
-                snprintf(field, sizeof field, "%-9.9s", status);
-                ssize_t w = pwrite(fd, field, JOBS_STATUS_WIDTH,
-                                   start + off + 51);
-                rc = (w == JOBS_STATUS_WIDTH) ? 0 : (w < 0 ? -errno : -EIO);
-                break;
-            }
-        }
-        end = start;
-    }
-    free(buf);
-    close(fd);
-    return rc;
-}
-
-int jobs_index_scan(const char *dir, const char *status,
-                    int (*fn)(const struct jobs_entry *e, void *ud), void *ud)
+/* Visits the index's records from the newest backwards (reading it in
+ * chunks from the end: "newest N" never reads more than it needs). visit
+ * returns 0 to go on, 1 to stop, or a negative errno. Returns that errno,
+ * 1 if stopped, 0 at the oldest record; -ENOENT when there is no index,
+ * -EBADMSG when its size is not a whole number of records. */
+static int walk_backwards(const char *dir, int oflags,
+                          int (*visit)(int fd, const char *rec, off_t at,
+                                       void *ud),
+                          void *ud)
 {
     char path[4096];
     index_path(dir, path, sizeof path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(path, oflags | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         return -errno;
     }
@@ -187,31 +144,80 @@ int jobs_index_scan(const char *dir, const char *status,
     }
     off_t end = st.st_size;
     int rc = 0;
-    bool stop = false;
-    while (end > 0 && !stop && rc == 0) {
+    while (end > 0 && rc == 0) {
         off_t start = end > CHUNK ? end - CHUNK : 0;
         ssize_t n = pread(fd, buf, (size_t)(end - start), start);
         if (n != end - start) {
             rc = n < 0 ? -errno : -EIO;
             break;
         }
-        for (ssize_t off = n - JOBS_INDEX_RECORD; off >= 0 && !stop;
+        for (ssize_t off = n - JOBS_INDEX_RECORD; off >= 0 && rc == 0;
              off -= JOBS_INDEX_RECORD) {
-            struct jobs_entry e;
-            if (parse_record(buf + off, &e) != 0) {
-                rc = -EBADMSG;
-                break;
-            }
-            if (status && strcmp(status, e.status) != 0) {
-                continue;
-            }
-            stop = fn(&e, ud) != 0;
+            rc = visit(fd, buf + off, start + off, ud);
         }
         end = start;
     }
     free(buf);
     close(fd);
     return rc;
+}
+
+struct set_ctx {
+    const char *id;
+    const char *status;
+};
+
+static int visit_set(int fd, const char *rec, off_t at, void *ud)
+{
+    struct set_ctx *c = ud;
+    if (memcmp(rec, c->id, 32) != 0) {
+        return 0;
+    }
+    char field[JOBS_STATUS_WIDTH + 1];
+    snprintf(field, sizeof field, "%-9.9s", c->status);
+    ssize_t w = pwrite(fd, field, JOBS_STATUS_WIDTH, at + 51);
+    return (w == JOBS_STATUS_WIDTH) ? 1 : (w < 0 ? -errno : -EIO);
+}
+
+int jobs_index_set(const char *dir, const char *id, const char *status)
+{
+    if (!validate_job_id(id, strlen(id))) {
+        return -EINVAL;
+    }
+    /* Recent jobs change status most: the walk from the end finds them
+     * first. */
+    struct set_ctx c = {id, status};
+    int rc = walk_backwards(dir, O_RDWR, visit_set, &c);
+    return rc == 1 ? 0 : (rc == 0 ? -ENOENT : rc);
+}
+
+struct scan_ctx {
+    const char *status;
+    int (*fn)(const struct jobs_entry *e, void *ud);
+    void *ud;
+};
+
+static int visit_scan(int fd, const char *rec, off_t at, void *ud)
+{
+    struct scan_ctx *c = ud;
+    (void)fd;
+    (void)at;
+    struct jobs_entry e;
+    if (parse_record(rec, &e) != 0) {
+        return -EBADMSG;
+    }
+    if (c->status && strcmp(c->status, e.status) != 0) {
+        return 0;
+    }
+    return c->fn(&e, c->ud) != 0 ? 1 : 0;
+}
+
+int jobs_index_scan(const char *dir, const char *status,
+                    int (*fn)(const struct jobs_entry *e, void *ud), void *ud)
+{
+    struct scan_ctx c = {status, fn, ud};
+    int rc = walk_backwards(dir, O_RDONLY, visit_scan, &c);
+    return rc == 1 ? 0 : rc;
 }
 
 int jobs_index_write(const char *dir, const struct jobs_entry *e, size_t n)

@@ -27,9 +27,22 @@ function M.define(def)
   return def
 end
 
-function M.get(name) return registry[name] end
+-- An event while load_builtin runs: loading tool files waits (each file
+-- runs as a task under a time budget), and a request handled meanwhile
+-- must not see a partial registry (a client caches its first tools/list).
+local loading
+
+local function settled()
+  if loading and not loading:is_set() and core.in_task() then loading:wait() end
+end
+
+function M.get(name)
+  settled()
+  return registry[name]
+end
 
 function M.names()
+  settled()
   local out = {}
   for i, n in ipairs(order) do out[i] = n end
   return out
@@ -199,7 +212,16 @@ M.load_errors = {}
 --- tool files. A module that fails to load (a broken override in the
 --- user's Lua directory) never takes the server down, and is never hidden:
 --- its tools stay listed and every call answers with the load error.
+local load_all
+
 function M.load_builtin()
+  loading = core.event()
+  local ok, err = pcall(load_all)
+  loading:set(true)
+  if not ok then error(err, 0) end
+end
+
+load_all = function()
   for _, mod in ipairs({ "ad.tools.agents", "ad.tools.dispatch", "ad.tools.manage",
                          "ad.tools.jobs", "ad.tools.cache" }) do
     local ok, err = pcall(require, mod)

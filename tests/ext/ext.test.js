@@ -231,6 +231,26 @@ test('broken tool files are reported with file:line; the others load and the ser
   assert.strictEqual(clean.code, 0, clean.stdout + clean.stderr);
 });
 
+test('a tools/list that arrives while the tool files are still loading lists every tool', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const files = {
+    // slow to load (1.2 s of CPU, under the 2 s budget), then fine
+    'a_slow.lua': 'local t0 = os.clock()\nwhile os.clock() - t0 < 1.2 do end\n' +
+      'tool{ name = "slow_tool", handler = function() return 1 end }\n',
+  };
+  for (const c of 'bcdefgh') files[`${c}_tool.lua`] = `tool{ name = "${c}_tool", handler = function() return "${c}" end }\n`;
+  const dir = toolsDir(env, files);
+  const srv = await serveWith(env, { AGENT_DISPATCH_TOOLS_DIR: dir });
+  // the server loads the files in the background ~0.5 s after start;
+  // ask while a_slow.lua is loading
+  await sleep(900);
+  const names = (await listTools(srv)).map((x) => x.name);
+  const expected = ['slow_tool', ...[...'bcdefgh'].map((c) => `${c}_tool`)];
+  assert.deepStrictEqual(expected.filter((n) => !names.includes(n)), [], 'tools missing from tools/list');
+  await srv.close();
+});
+
 test('tool files next to the config are loaded by default', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true } });
