@@ -244,6 +244,24 @@ end
 -- stat() unless the file really changed. Callers treat the result as
 -- read-only; mutations always load fresh under the lock.
 local loaded = {}
+local listeners = {}
+
+--- fn(names) is called when a re-read finds agents whose entries changed
+--- or disappeared (whoever changed the file: this process, the CLI, an
+--- editor), so per-agent state such as cached results can be dropped.
+function M.on_agents_changed(fn)
+  listeners[#listeners + 1] = fn
+end
+
+local function changed_agents(old, new)
+  local names = {}
+  for name, a in pairs(old.agents) do
+    local b = new.agents[name]
+    if not b or json.encode(a) ~= json.encode(b) then names[#names + 1] = name end
+  end
+  table.sort(names)
+  return names
+end
 
 --- Loads the config (cached while the file is unchanged; fresh = true
 --- forces a re-parse). Returns cfg, or nil and an error table
@@ -254,7 +272,15 @@ function M.load(path, fresh)
   local hit = loaded[path]
   if not fresh and id and hit and hit.id == id then return hit.cfg end
   local cfg, err = M.parse_file(path)
-  if cfg and id then loaded[path] = { id = id, cfg = cfg } end
+  if cfg and id then
+    if hit and #listeners > 0 then
+      local names = changed_agents(hit.cfg, cfg)
+      if #names > 0 then
+        for _, fn in ipairs(listeners) do fn(names) end
+      end
+    end
+    loaded[path] = { id = id, cfg = cfg }
+  end
   return cfg, err
 end
 

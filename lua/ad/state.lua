@@ -22,4 +22,10 @@ function M.invalidate(settings, agent)
   return 0
 end
 
+-- Changes made outside this server (agent-dispatch update, an editor) are
+-- seen on the next call's re-read: drop the changed agents' entries then.
+require("ad.config").on_agents_changed(function(names)
+  for _, name in ipairs(names) do M.invalidate(nil, name) end
+end)
+
 return M

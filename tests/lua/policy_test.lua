@@ -186,6 +186,30 @@ test("config: save/load round trip keeps order, modes and non-ASCII", function()
   for _, n in ipairs(core.listdir(dir .. "/sub")) do ok(not n:find("%.tmp$"), "no temp file") end
 end)
 
+test("config: a change made by another process drops that agent's cached results", function()
+  local config = require "ad.config"
+  local state = require "ad.state"
+  local dir = os.tmpname(); os.remove(dir)
+  local path = dir .. "/agents.yaml"
+  local c = config.empty(path)
+  for _, n in ipairs({ "a", "b" }) do
+    c.agents[n] = { directory = "/tmp", description = n, timeout = 300,
+                    capabilities = json.array(), risky_capabilities = json.array() }
+    c.agent_names[#c.agent_names + 1] = n
+  end
+  assert(config.save(c))
+  local cfg = assert(config.load(path))
+  local cache = state.cache(cfg.settings)
+  cache:put("ka", "a", "{}"); cache:put("kb", "b", "{}")
+  -- another process edits agent a (a new file, as its atomic save makes)
+  local other = assert(config.load(path, true))
+  other.agents.a.timeout = 42
+  assert(config.save(other))
+  assert(config.load(path))
+  eq(cache:get("ka"), nil, "a's entry dropped")
+  eq(cache:get("kb"), "{}", "b's entry kept")
+end)
+
 test("tasks: ad.all runs concurrently and keeps order", function()
   local ad = require "agent_dispatch"
   local t0 = core.now()
