@@ -264,7 +264,7 @@ local function changed_agents(old, new)
 end
 
 --- Loads the config (cached while the file is unchanged; fresh = true
---- forces a re-parse). Returns cfg, or nil and an error table
+--- forces a re-parse and returns a private copy). Returns cfg, or nil and an error table
 --- {kind = "schema"|"yaml"|"utf8"|"io", path =, detail =}.
 function M.load(path, fresh)
   path = path or M.path()
@@ -272,7 +272,9 @@ function M.load(path, fresh)
   local hit = loaded[path]
   if not fresh and id and hit and hit.id == id then return hit.cfg end
   local cfg, err = M.parse_file(path)
-  if cfg and id then
+  -- A fresh load is the caller's own copy (it may be mutated and saved):
+  -- never cache it, so the cached copy stays what was last read.
+  if cfg and id and not fresh then
     if hit and #listeners > 0 then
       local names = changed_agents(hit.cfg, cfg)
       if #names > 0 then
