@@ -193,6 +193,7 @@ int jobs_index_set(const char *dir, const char *id, const char *status)
 
 struct scan_ctx {
     const char *status;
+    char padded[JOBS_STATUS_WIDTH + 1];
     int (*fn)(const struct jobs_entry *e, void *ud);
     void *ud;
 };
@@ -202,12 +203,14 @@ static int visit_scan(int fd, const char *rec, off_t at, void *ud)
     struct scan_ctx *c = ud;
     (void)fd;
     (void)at;
+    /* A filtered scan of a large index drops most lines: compare the
+     * fixed-width status field before parsing anything. */
+    if (c->status && memcmp(rec + 51, c->padded, JOBS_STATUS_WIDTH) != 0) {
+        return 0;
+    }
     struct jobs_entry e;
     if (parse_record(rec, &e) != 0) {
         return -EBADMSG;
-    }
-    if (c->status && strcmp(c->status, e.status) != 0) {
-        return 0;
     }
     return c->fn(&e, c->ud) != 0 ? 1 : 0;
 }
@@ -215,7 +218,10 @@ static int visit_scan(int fd, const char *rec, off_t at, void *ud)
 int jobs_index_scan(const char *dir, const char *status,
                     int (*fn)(const struct jobs_entry *e, void *ud), void *ud)
 {
-    struct scan_ctx c = {status, fn, ud};
+    struct scan_ctx c = {status, {0}, fn, ud};
+    if (status) {
+        snprintf(c.padded, sizeof c.padded, "%-9.9s", status);
+    }
     int rc = walk_backwards(dir, O_RDONLY, visit_scan, &c);
     return rc == 1 ? 0 : rc;
 }

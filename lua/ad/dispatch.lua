@@ -79,7 +79,8 @@ dispatch_one = function(cfg, p, hooks)
     task = view.task, context = util.nonempty(view.context), caller = util.nonempty(view.caller),
     goal = util.nonempty(view.goal), response_format = util.nonempty(p.response_format),
     session_id = util.nonempty(p.session_id), stream = p.stream,
-    on_progress = p.on_progress, timeout = M.timeout_override(p.timeout_seconds) }
+    on_progress = p.on_progress, timeout = M.timeout_override(p.timeout_seconds),
+    hooks_applied = true }
   local cache = p.use_cache and not req.session_id and state.cache(cfg.settings) or nil
   local key
   if cache then

@@ -211,6 +211,11 @@ function M.load(define, builtin)
   return count
 end
 
+--- True when any hook is registered.
+function M.active()
+  return #M.hooks.before_dispatch > 0 or #M.hooks.after_result > 0
+end
+
 local function where(h)
   return h.file:match("([^/]+)$")
 end

@@ -240,7 +240,29 @@ M.observer = nil
 --- on_progress (fn(line)), on_slot (fn() -> false to give up once a
 --- concurrency slot is granted), on_spawn (fn(pid)). Returns a
 --- DispatchResult.
+local observed
+
+--- The one door every dispatch goes through (tools, parallel items, the
+--- aggregator, dialogue turns, async jobs, MCP tasks, scripts, `test`):
+--- user hooks apply here, so no path can bypass a refusing before_dispatch
+--- hook or skip an after_result redaction. Callers that ran the hooks
+--- themselves (ad.dispatch.one, around its cache) pass hooks_applied.
 function M.dispatch(req)
+  local plugins = package.loaded["ad.plugins"]
+  if req.hooks_applied or not plugins or not plugins.active() then
+    return observed(req)
+  end
+  local view = { agent = req.name, task = req.task, context = req.context,
+    caller = req.caller, goal = req.goal, response_format = req.response_format,
+    session_id = req.session_id }
+  local allowed, why = plugins.before_dispatch(view)
+  if not allowed then return M.failure(req.name, "permission", why) end
+  local r = util.copy(req)
+  r.task, r.context, r.caller, r.goal = view.task, view.context, view.caller, view.goal
+  return plugins.after_result(view, observed(r))
+end
+
+observed = function(req)
   local obs = M.observer
   if not obs then return M.dispatch_unobserved(req) end
   local h = obs.start(req.name, req)
