@@ -413,7 +413,7 @@ C.test = {
 }
 
 C.run = {
-  usage = "SCRIPT.lua [ARGS...] [--json]",
+  usage = "[--json] [--timeout SECONDS] SCRIPT.lua [ARGS...]",
   summary = "Run a Lua batch script with the agent_dispatch module.",
   raw = true,
   run = function(_, pos)
@@ -856,7 +856,9 @@ local function run_command(prefix, name, cmd, argv)
   end
   if cmd.raw then
     if argv[1] == "--help" or argv[1] == "-h" or #argv == 0 then
-      io.stdout:write(args.help(PROG, name, cmd))
+      -- Asked for: stdout, exit 0. A usage error: stderr, exit 2.
+      local out_f = #argv == 0 and io.stderr or io.stdout
+      out_f:write(args.help(PROG, name, cmd))
       return #argv == 0 and 2 or 0
     end
     return cmd.run({}, argv)
