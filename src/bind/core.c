@@ -14,13 +14,24 @@ void bind_new_array(lua_State *L, int narr)
 
 int bind_fail(lua_State *L, int err, const char *what)
 {
+    /* libuv's names cover only its own error set and leak a malloc'd
+     * string for anything else (e.g. -EBADMSG): plain errno values use the
+     * C library's static texts. */
+    const char *msg, *name;
+    if (err > -3000 && err < 0) {
+        msg = strerror(-err);
+        name = strerrorname_np(-err);
+    } else {
+        msg = uv_strerror(err);
+        name = uv_err_name(err);
+    }
     lua_pushnil(L);
     if (what) {
-        lua_pushfstring(L, "%s: %s", what, uv_strerror(err));
+        lua_pushfstring(L, "%s: %s", what, msg);
     } else {
-        lua_pushstring(L, uv_strerror(err));
+        lua_pushstring(L, msg);
     }
-    lua_pushstring(L, uv_err_name(err));
+    lua_pushstring(L, name ? name : "EUNKNOWN");
     return 3;
 }
 

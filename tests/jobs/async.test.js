@@ -262,6 +262,9 @@ describe('server lifecycle', () => {
     const { env, srv } = await start(t);
     const id = await asyncJob(srv, '[stub:hang] eof');
     await statusUntil(srv, id, (r) => r.status === 'running', 5000, 'running');
+    // "running" is recorded when the child is spawned, a moment before the
+    // stub has started and logged itself.
+    assert.ok(await waitUntil(() => stubFor(env, 'eof'), 5000), 'the stub started');
     const stub = stubFor(env, 'eof');
     await srv.close(8000);
     const rec = readRec(env, id);
