@@ -9,11 +9,6 @@ local core = require "ad.core"
 local RO = json.object({ readOnlyHint = true, openWorldHint = false },
                        { "readOnlyHint", "openWorldHint" })
 
-local function unknown_agent(cfg, name)
-  return tools.envelope("Unknown agent: " .. util.repr(name) .. ". Available: " ..
-    (#cfg.agent_names > 0 and table.concat(cfg.agent_names, ", ") or "(none configured)"))
-end
-
 local SUMMARY_KEYS = { "name", "directory", "description", "healthy",
   "has_claude_md", "has_mcp_config", "mcp_servers", "stacks", "dbs",
   "permission_mode", "allowed_tools", "disallowed_tools", "capabilities",
@@ -88,7 +83,7 @@ tools.define{
   handler = function(args, ctx)
     local cfg = ctx.cfg
     local a = cfg.agents[args.name]
-    if not a then return unknown_agent(cfg, args.name) end
+    if not a then return tools.envelope(require("ad.dispatch").unknown_agent(cfg, args.name)) end
     local lines = math.max(0, math.min(200, args.preview_lines))
     local e = json.object({ name = args.name, directory = a.directory,
       description = a.description, timeout = a.timeout, model = a.model,
@@ -194,5 +189,3 @@ tools.define{
       { "name", "description", "shared_context", "member_count", "members" })
   end,
 }
-
-return { unknown_agent = unknown_agent }
