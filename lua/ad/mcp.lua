@@ -10,7 +10,7 @@
 local core = require "ad.core"
 local json = require "ad.json"
 local util = require "ad.util"
-local tools = require "ad.tools"
+local tools = util.lazy "ad.tools"
 
 local M = {}
 
@@ -574,7 +574,7 @@ end
 --- F33: retention and stale-job recovery, best effort, after the server is
 --- already answering (never delays the handshake).
 local function maintenance()
-  core.sleep(0.5)
+  if not core.sleep(0.5) then return end -- cancelled: the server is stopping
   ensure_tools() -- report broken tool files on stderr early, not at first use
   local jobs = require "ad.jobs"
   local ok, err = pcall(function()

@@ -68,12 +68,18 @@ function M.claude_path()
   return core.which(override ~= nil and override ~= "" and override or "claude")
 end
 
+-- The process environment never changes after start: filter it once.
+local inherited
+
 function M.child_env(depth)
-  local env = {}
-  for _, kv in ipairs(core.environ()) do
-    local k = kv:match("^([^=]*)=")
-    if k and not M.STRIPPED_ENV[k] then env[#env + 1] = kv end
+  if not inherited then
+    inherited = {}
+    for _, kv in ipairs(core.environ()) do
+      local k = kv:match("^([^=]*)=")
+      if k and not M.STRIPPED_ENV[k] then inherited[#inherited + 1] = kv end
+    end
   end
+  local env = table.move(inherited, 1, #inherited, 1, {})
   env[#env + 1] = "AGENT_DISPATCH_DEPTH=" .. (depth + 1)
   return env
 end
