@@ -413,7 +413,7 @@ C.test = {
 }
 
 C.run = {
-  usage = "[--json] [--timeout SECONDS] SCRIPT.lua [ARGS...]",
+  usage = "[--json] [--timeout SECONDS] SCRIPT.lua [ARGS...] (options may follow the script; -- ends them)",
   summary = "Run a Lua batch script with the agent_dispatch module.",
   raw = true,
   run = function(_, pos)

@@ -1,4 +1,5 @@
---- `agent-dispatch run [--json] [--timeout SECONDS] SCRIPT.lua [ARGS...]`:
+--- `agent-dispatch run [--json] [--timeout SECONDS] SCRIPT.lua [ARGS...]`
+--- (the options may also follow the script; `--` passes the rest verbatim):
 --- runs a batch script as a task with the agent_dispatch module. The
 --- script receives its arguments as `...` and as `arg`; its return value
 --- decides the exit status (false -> 1, an integer -> that status,
@@ -56,14 +57,21 @@ local function reporter(tty)
 end
 
 function M.main(argv)
+  -- Our options may come before or after the script (a nightly job reads
+  -- naturally as `run review.lua --json`); after a `--` everything goes
+  -- to the script as it is.
   local as_json, limit = false, nil
   local rest = {}
-  local i = 1
+  local i, verbatim = 1, false
   while i <= #argv do
     local a = argv[i]
-    if #rest == 0 and a == "--json" then
+    if verbatim then
+      rest[#rest + 1] = a
+    elseif a == "--" then
+      verbatim = true
+    elseif a == "--json" then
       as_json = true
-    elseif #rest == 0 and (a == "--timeout" or a:match("^%-%-timeout=")) then
+    elseif a == "--timeout" or a:match("^%-%-timeout=") then
       local v = a:match("^%-%-timeout=(.*)$")
       if not v then i = i + 1; v = argv[i] end
       limit = tonumber(v)

@@ -24,7 +24,7 @@ run() {
   [[ -s "$tmp/out" ]] || { cat "$tmp/err"; echo "no output: $*"; exit 1; }
 }
 run "$src/examples/review.lua" backend web
-run --json "$src/examples/review.lua"
+run "$src/examples/review.lua" --json
 grep -q '"reviewed":3' "$tmp/out" || { cat "$tmp/out"; echo "review --json"; exit 1; }
 STUB_REPLY="use /v2/orders [RESOLVED]" run "$src/examples/dialogue.lua" web backend "[stub:echo_env=STUB_REPLY] which endpoint?"
 run "$src/examples/async_batch.lua" "list TODOs"

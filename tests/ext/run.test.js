@@ -117,10 +117,14 @@ return {n = select("#", ...), first = arg[1], zero = arg[0], args = ad.args, res
   const f = env.run(['run', '--json', script(env, 'f.lua', 'return false\n')]);
   assert.strictEqual(f.code, 1);
   assert.strictEqual(f.stdout, 'false\n');
-  // options after the script belong to the script
-  const pass = env.run(['run', script(env, 'p.lua', 'return {...}\n'), '--json']);
+  // `run review.lua --json` (options after the script) works too ...
+  const after = env.run(['run', script(env, 'p.lua', 'return {...}\n'), 'x', '--json']);
+  assert.strictEqual(after.code, 0);
+  assert.strictEqual(after.stdout, '["x"]\n');
+  // ... and after `--` everything belongs to the script
+  const pass = env.run(['run', script(env, 'p2.lua', 'return {...}\n'), '--', '--json']);
   assert.strictEqual(pass.code, 0);
-  assert.strictEqual(pass.stdout, '', 'a --json after SCRIPT is an argument of the script');
+  assert.strictEqual(pass.stdout, '', 'a --json after -- is an argument of the script');
 });
 
 test('--timeout stops the script with 124 and its children are gone', async (t) => {
