@@ -144,6 +144,7 @@ int main(int argc, char **argv)
         uv_run(loop, UV_RUN_ONCE);
     }
     uv_close((uv_handle_t *)&deadline, NULL);
+    sched_abandon_all();
     bind_chan_close();
     sched_shutdown();
     lua_close(L);

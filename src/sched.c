@@ -33,6 +33,7 @@ struct task {
     size_t njoiners, capjoiners;
     struct task *prev_live, *next_live;
     uint64_t budget_ns;   /* longest run between two yields; 0 = none */
+    bool cancel_pending;  /* cancelled while not waiting: next wait fails */
 };
 
 static struct {
@@ -147,6 +148,18 @@ int sched_wait(lua_State *L, sched_cancel_fn cancel, void *data)
         return luaL_error(L, "this operation waits, so it must be called "
                              "from a task (not from inside coroutine.wrap, "
                              "a metamethod or an iterator)");
+    }
+    if (t->cancel_pending) {
+        /* Cancelled while it was running or queued to resume: the first
+         * wait after that fails at once (its operation is undone), so a
+         * cancel is never lost; later waits (cleanup) work normally. */
+        t->cancel_pending = false;
+        if (cancel) {
+            cancel(t, data);
+        }
+        lua_pushnil(L);
+        lua_pushliteral(L, "cancelled");
+        return 2;
     }
     t->state = T_WAITING;
     t->cancel = cancel;
@@ -271,7 +284,11 @@ static void process_ready(uv_idle_t *h)
         if (!S.ready_head) {
             S.ready_tail = NULL;
         }
-        if (t->state == T_NEW || t->state == T_READY) {
+        if (t->state == T_NEW && t->cancelled) {
+            lua_settop(t->co, 0);
+            lua_pushliteral(t->co, "cancelled");
+            finish(t, false, 1);
+        } else if (t->state == T_NEW || t->state == T_READY) {
             do_resume(t, t->ready_nargs);
         }
         if (t == tail) {
@@ -310,9 +327,11 @@ bool sched_cancel(struct task *t)
     }
     t->cancelled = true;
     if (t->state == T_NEW) {
-        lua_settop(t->co, 0);
-        lua_pushstring(t->co, "cancelled");
-        finish(t, false, 1);
+        /* Still in the ready queue: process_ready finishes it there (it
+         * must not be released while the queue points at it). */
+        return true;
+    } else if (t->state == T_READY || t->state == T_RUNNING) {
+        t->cancel_pending = true;
     } else if (t->state == T_WAITING) {
         sched_cancel_fn fn = t->cancel;
         void *data = t->cancel_data;
@@ -410,12 +429,25 @@ size_t sched_cancel_all(void)
     }
     size_t cancelled = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!all[i]->cancelled && sched_cancel(all[i])) {
+        if (sched_cancel(all[i])) {
             cancelled++;
         }
     }
     free(all);
     return cancelled;
+}
+
+void sched_abandon_all(void)
+{
+    for (struct task *t = S.live_head; t; t = t->next_live) {
+        if (t->state == T_WAITING && t->cancel) {
+            sched_cancel_fn fn = t->cancel;
+            t->cancel = NULL;
+            fn(t, t->cancel_data);
+        }
+        t->state = T_DONE; /* never resumed again */
+    }
+    S.ready_head = S.ready_tail = NULL;
 }
 
 size_t sched_live_tasks(void)

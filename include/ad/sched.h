@@ -72,6 +72,11 @@ size_t sched_live_tasks(void);
  * Coroutines the task creates inherit the check. */
 void sched_set_budget(struct task *t, double seconds);
 
+/* Shutdown, last step before the Lua state closes: detaches the pending
+ * operation of every task still alive (stops its timer, leaves its queue)
+ * so no loop callback can reach a task the Lua state is about to free. */
+void sched_abandon_all(void);
+
 /* Cancels every task that is still alive (shutdown); returns how many. */
 size_t sched_cancel_all(void);
 

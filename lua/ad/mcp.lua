@@ -108,9 +108,14 @@ end
 local function read_id(id, line)
   if type(id) == "string" then return id, "s:" .. id end
   if type(id) == "number" then
-    local raw = core.raw_member(line, "id")
-    if raw and raw:match("^-?%d+$") then
+    local raw = line and core.raw_member(line, "id")
+    -- An integer token as JSON writes it (no leading zeros: "01" is not
+    -- JSON, and echoing it would put invalid JSON on stdout).
+    if raw and raw:match("^-?%d+$") and not raw:match("^-?0%d") then
       return json.raw(raw), "n:" .. string.format("%.17g", id)
+    end
+    if not raw and math.tointeger(id) then -- batch elements: no raw text
+      return math.tointeger(id), "n:" .. string.format("%.17g", id)
     end
   end
   return nil
@@ -409,6 +414,18 @@ function Server:modern(id, key, msg, meta)
         _meta = json.object({ ["io.modelcontextprotocol/subscriptionId"] = id },
                             { "io.modelcontextprotocol/subscriptionId" }) },
         { "notifications", "_meta" }) }, { "jsonrpc", "method", "params" }))
+  elseif m == "tasks/get" or m == "tasks/update" or m == "tasks/cancel" then
+    -- The 2026 Tasks extension is not offered (server/discover lists no
+    -- extensions): a client that did not declare it gets the spec's
+    -- missing-capability error, one that did is told we lack the method.
+    local ext = type(caps.extensions) == "table" and caps.extensions["io.modelcontextprotocol/tasks"]
+    if not ext then
+      return self:error(id, -32021, "Missing required client capability",
+        json.object({ requiredCapabilities = json.object({ extensions = json.object({
+          ["io.modelcontextprotocol/tasks"] = json.object({}, {}) },
+          { "io.modelcontextprotocol/tasks" }) }, { "extensions" }) }, { "requiredCapabilities" }))
+    end
+    return self:error(id, -32601, "Method not found: " .. m .. " (the tasks extension is not offered)")
   elseif REMOVED_MODERN[m] or m:match("^tasks/") then
     return self:error(id, -32601, "Method not found: " .. m .. " (not part of " .. M.MODERN .. ")")
   end
@@ -526,12 +543,14 @@ function Server:batch(list, line)
   local server = self
   core.spawn(function()
     local collected = json.array()
-    local proxy = setmetatable({ write = function(text)
+    -- The proxy has its own in-flight table: the batch waits for its own
+    -- calls only, never for unrelated ones of the same server.
+    local proxy = setmetatable({ inflight = {}, write = function(text)
       collected[#collected + 1] = json.raw(text:sub(1, -2)); return true end },
       { __index = server })
     local pending = {}
     for _, m in ipairs(list) do
-      Server.message(proxy, m, json.encode(m))
+      Server.message(proxy, m, nil)
     end
     for _, e in pairs(proxy.inflight) do
       if e.task and not e.task:done() then pending[#pending + 1] = e.task end

@@ -227,7 +227,14 @@ local function run_child(argv, cwd, env, timeout, on_progress, stream, req)
     p:close()
     error(errors.new("cancelled", "cancelled"), 0)
   end
-  out.info = p:wait()
+  local info = p:wait()
+  if not info then -- cancelled while waiting for the exit
+    p:kill()
+    p:wait()
+    p:close()
+    error(errors.new("cancelled", "cancelled"), 0)
+  end
+  out.info = info
   p:close()
   return out
 end
@@ -378,6 +385,8 @@ function M.dispatch_unobserved(req)
         msg = stderr
       elseif req.stream then
         msg = "No result received (exit code " .. info.exit_code .. ")"
+      elseif info.exit_code ~= 0 then
+        msg = "claude exited with code " .. info.exit_code
       elseif info.signal ~= 0 then
         msg = "claude was killed by signal " .. info.signal .. " and produced no output"
       else

@@ -193,7 +193,12 @@ static bool truthy(lua_State *L, int idx)
     case LUA_TSTRING:
         return lua_rawlen(L, idx) > 0;
     case LUA_TTABLE:
-        return lua_next(L, idx) ? (lua_pop(L, 2), true) : false;
+        lua_pushnil(L);
+        if (lua_next(L, idx)) {
+            lua_pop(L, 2);
+            return true;
+        }
+        return false;
     default:
         return false;
     }

@@ -73,6 +73,11 @@ struct slot *limiter_check_slot(lua_State *L, int idx)
     return luaL_checkudata(L, idx, SLOT_MT);
 }
 
+bool limiter_held(const struct slot *s)
+{
+    return s->held;
+}
+
 bool limiter_take(struct slot *s)
 {
     bool had = s->held;

@@ -18,6 +18,9 @@ struct slot *limiter_check_slot(lua_State *L, int idx);
  * returns it when closed). Returns false if it held none. */
 bool limiter_take(struct slot *s);
 
+/* True while the slot still holds its count. */
+bool limiter_held(const struct slot *s);
+
 /* Gives one count back and grants queued waiters. */
 void limiter_release_count(void *unused);
 

@@ -223,6 +223,9 @@ static int l_process(lua_State *L)
     lua_getfield(L, 1, "slot");
     struct slot *slot = lua_isnil(L, -1) ? NULL : limiter_check_slot(L, -1);
     lua_pop(L, 1);
+    /* A slot counts one child: one already handed over cannot be reused. */
+    luaL_argcheck(L, !slot || limiter_held(slot), 1,
+                  "the concurrency slot was already used or released");
 
     struct lproc *lp = lua_newuserdatauv(L, sizeof *lp, 0);
     memset(lp, 0, sizeof *lp);

@@ -197,7 +197,6 @@ static int parse_mapping(lua_State *L, struct loader *ld, int depth,
     lua_setmetatable(L, -4);
     lua_remove(L, -2);                                /* map order */
     lua_insert(L, -2);                                /* order map */
-    remember_anchor(L, ld, anchor);
     for (;;) {
         yaml_event_t kev;
         if (next_event(ld, &kev) != 0) {
@@ -236,6 +235,9 @@ static int parse_mapping(lua_State *L, struct loader *ld, int depth,
         lua_rawset(L, -3);                            /* order map */
     }
     lua_remove(L, -2);                                /* map */
+    /* Registered once complete: an alias inside the node itself would
+     * otherwise make a table that contains itself. */
+    remember_anchor(L, ld, anchor);
     return 0;
 }
 
@@ -243,7 +245,6 @@ static int parse_sequence(lua_State *L, struct loader *ld, int depth,
                           const yaml_char_t *anchor)
 {
     bind_new_array(L, 0);
-    remember_anchor(L, ld, anchor);
     lua_Integer i = 0;
     for (;;) {
         yaml_event_t ev;
@@ -265,6 +266,7 @@ static int parse_sequence(lua_State *L, struct loader *ld, int depth,
         }
         lua_rawseti(L, -2, ++i);
     }
+    remember_anchor(L, ld, anchor); /* once complete, as for mappings */
     return 0;
 }
 

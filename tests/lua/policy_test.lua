@@ -235,6 +235,41 @@ test("tasks: cancelling a waiter cancels its children", function()
   eq(okp, false); ok(child_cancelled, "child saw the cancellation")
 end)
 
+test("tasks: a cancel that lands while the task is queued to resume is not lost", function()
+  local ev = core.event()
+  local slept
+  local t = core.spawn(function()
+    ev:wait()
+    slept = { core.sleep(5) }
+  end)
+  core.sleep(0.02)
+  ev:set(true)   -- t is now queued to resume ...
+  t:cancel()     -- ... and cancelled before it runs
+  local t0 = core.now()
+  t:wait()
+  ok(core.now() - t0 < 1, "the next wait failed at once")
+  eq(slept[1], nil); eq(slept[2], "cancelled")
+end)
+
+test("tasks: cancelling a task that never started finishes it", function()
+  local t = core.spawn(function() error("must not run") end)
+  eq(t:cancel(), true)
+  local okt, err = t:wait()
+  eq(okt, false); eq(err, "cancelled")
+  collectgarbage(); collectgarbage()
+end)
+
+test("claude_result: non-string values never raise", function()
+  local f = core.claude_result({ is_error = { a = 1 }, permission_denials = { { tool_name = { "x" } }, { tool = {} } } })
+  eq(f.is_error, true)
+  eq(#f.denied_tools, 2)
+end)
+
+test("yaml: an alias to the node that contains it does not build a cycle", function()
+  local v = core.yaml_load("x: &a [1, *a]\n")
+  eq(v.x[1], 1); ok(v.x[2] ~= v.x, "no self-reference"); eq(v.x[2], json.null)
+end)
+
 test("tasks: waiting inside coroutine.wrap fails clearly", function()
   local fine, err = pcall(coroutine.wrap(function() core.sleep(0.01) end))
   ok(not fine, "raised"); has(tostring(err), "must be called from a task")
