@@ -148,7 +148,19 @@ int main(int argc, char **argv)
     bind_chan_close();
     sched_shutdown();
     lua_close(L);
-    uv_run(loop, UV_RUN_NOWAIT); /* close callbacks of released objects */
+    /* Released processes close their pipes and timers as their children
+     * finish (bounded by the drain period): let them, within 3 s, so their
+     * memory is freed by their own close callbacks. */
+    uv_timer_t settle;
+    uv_timer_init(loop, &settle);
+    uv_timer_start(&settle, on_reap_deadline, 3000, 0);
+    uv_unref((uv_handle_t *)&settle);
+    while (uv_loop_alive(loop) && uv_is_active((uv_handle_t *)&settle)) {
+        uv_ref((uv_handle_t *)&settle);
+        uv_run(loop, UV_RUN_ONCE);
+        uv_unref((uv_handle_t *)&settle);
+    }
+    uv_close((uv_handle_t *)&settle, NULL);
     uv_walk(loop, close_any, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);

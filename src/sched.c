@@ -429,7 +429,10 @@ size_t sched_cancel_all(void)
     }
     size_t cancelled = 0;
     for (size_t i = 0; i < n; i++) {
-        if (sched_cancel(all[i])) {
+        /* Once is enough: a cancel never gets lost (cancel_pending), and a
+         * task cleaning up after it (waiting for its child to exit) must
+         * be allowed to finish. Tasks that ignore it are abandoned. */
+        if (!all[i]->cancelled && sched_cancel(all[i])) {
             cancelled++;
         }
     }

@@ -223,6 +223,11 @@ describe('dispatch_cancel', () => {
     assert.ok(pGood && pGood.pid > 1 && pGood.pgid === pGood.pid && pGood.start > 0, JSON.stringify(pGood));
     assert.strictEqual(pGood.server_pid, srv.child.pid);
 
+    // Let both stubs print their first line while someone still reads it
+    // (a child that writes after its reader died gets SIGPIPE, as the real
+    // CLI would): "running" is recorded at spawn, before the stub runs.
+    assert.ok(await waitUntil(() => stubFor(env, 'orphan-good') && stubFor(env, 'orphan-bad'), 5000));
+    await sleep(300);
     srv.child.kill('SIGKILL');
     await srv.exited;
     await sleep(200);
