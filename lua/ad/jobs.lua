@@ -134,13 +134,17 @@ local function new_record(fields, status)
     goal = util.nonempty(fields.goal), status = status, created_at = now }, M.KEYS)
 end
 
-function M.create(fields)
-  local rec = new_record(fields, "pending")
+-- Writes a new record and adds it to the index, under the lock.
+local function publish(rec)
   locked(function()
     write(rec)
     core.jobs_index_add(M.dir(), rec.id, rec.created_at, rec.status)
   end)
   return rec
+end
+
+function M.create(fields)
+  return publish(new_record(fields, "pending"))
 end
 
 --- A finished record holding result (result references, F35).
@@ -149,11 +153,7 @@ function M.create_completed(fields, result)
   rec.started_at, rec.completed_at = rec.created_at, rec.created_at
   rec.result = result
   if not result.success then rec.error = result.error end
-  locked(function()
-    write(rec)
-    core.jobs_index_add(M.dir(), rec.id, rec.created_at, rec.status)
-  end)
-  return rec
+  return publish(rec)
 end
 
 --- pending -> running (refused for any other status), recording the
