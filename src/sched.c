@@ -141,14 +141,23 @@ lua_State *sched_thread(struct task *t)
     return t->co;
 }
 
-int sched_wait(lua_State *L, sched_cancel_fn cancel, void *data)
+struct task *sched_check_wait(lua_State *L)
 {
     struct task *t = *extra(L);
     if (!t || t->co != L || t->state != T_RUNNING || !lua_isyieldable(L)) {
-        return luaL_error(L, "this operation waits, so it must be called "
-                             "from a task (not from inside coroutine.wrap, "
-                             "a metamethod or an iterator)");
+        luaL_error(L, "this operation waits, so it must be called from a "
+                      "task (not from inside coroutine.wrap, or a callback "
+                      "or metamethod that a C function such as table.sort, "
+                      "string.gsub or tostring calls)");
     }
+    return t;
+}
+
+int sched_wait(lua_State *L, sched_cancel_fn cancel, void *data)
+{
+    /* Bindings have called sched_check_wait before registering their
+     * operation; this repeat is a guard that never fires for them. */
+    struct task *t = sched_check_wait(L);
     if (t->cancel_pending) {
         /* Cancelled while it was running or queued to resume: the first
          * wait after that fails at once (its operation is undone), so a
