@@ -282,6 +282,8 @@ function Server:task_call(id, params)
   local args = type(params.arguments) == "table" and params.arguments or {}
   local server = self
   core.spawn(function()
+    -- Like a plain call: the job's worker (spawned from here) inherits it.
+    core.set_budget(require("ad.plugins").CALL_BUDGET)
     local ok, res, err = pcall(T.create, params.name, args, function(task)
       server:send(json.object({ jsonrpc = "2.0", method = "notifications/tasks/status",
         params = task }, { "jsonrpc", "method", "params" }))

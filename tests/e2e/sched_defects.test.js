@@ -108,3 +108,129 @@ return true
     assert.ok(dt < 1000 + 1500, `exit took ${dt} ms with --timeout 1`);
   });
 });
+
+// ------------------------------------------------ runaway-code budget
+
+/** A tools dir (0755) with files {name: text} (0644). */
+function toolsDir(env, files) {
+  const dir = path.join(env.root, 'tools');
+  fs.mkdirSync(dir, { recursive: true });
+  for (const [f, text] of Object.entries(files)) {
+    fs.writeFileSync(path.join(dir, f), text);
+    fs.chmodSync(path.join(dir, f), 0o644);
+  }
+  fs.chmodSync(dir, 0o755);
+  return dir;
+}
+
+async function callText(srv, name, args, ms = 30000) {
+  const r = await srv.request('tools/call', { name, arguments: args }, { ms });
+  assert.ok(r.result, `tools/call ${name}: ${JSON.stringify(r)}`);
+  return { text: r.result.content[0].text, isError: r.result.isError === true };
+}
+
+/** The job record once it is terminal; fails after 15 s (a 10 s budget). */
+async function jobEnds(env, id) {
+  const file = path.join(env.jobs, `${id}.json`);
+  let rec = null;
+  const ended = await waitUntil(() => {
+    try { rec = JSON.parse(fs.readFileSync(file, 'utf8')); } catch { return false; }
+    return !['pending', 'running'].includes(rec.status);
+  }, 15000, 100);
+  assert.ok(ended, `the job did not end within 15 s: ${JSON.stringify(rec)}`);
+  return rec;
+}
+
+const BUDGET_RE = /ran for more than 10(\.0)? s without yielding/;
+
+describe('runaway-code budget on every task that runs user code', () => {
+  const SPIN_HOOK = `
+hook("before_dispatch", function(req)
+  if req.task:find("SPIN", 1, true) then while true do end end
+end)
+tool{ name = "spawn_spin", handler = function(args, ad)
+  local t = ad.spawn(function() while true do end end)
+  local ok, err = t:wait()
+  return "spawned task: " .. tostring(ok) .. " " .. tostring(err)
+end }
+tool{ name = "wrap_spin", handler = function()
+  require("coroutine").wrap(function() while true do end end)()
+  return "unreachable"
+end }
+`;
+
+  test('a looping hook reached through dispatch_async is stopped; the server keeps answering',
+    { timeout: 60000 }, async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true } });
+      const srv = env.serve({ env: { AGENT_DISPATCH_TOOLS_DIR: toolsDir(env, { 'spin.lua': SPIN_HOOK }) } });
+      await srv.init();
+      const { value } = await srv.call('dispatch_async', { agent: 'a', task: 'SPIN async' });
+      assert.match(value.job_id, /^[0-9a-f]{32}$/, JSON.stringify(value));
+      await jobEnds(env, value.job_id);
+      const ping = await srv.request('ping');
+      assert.ok(ping.result !== undefined, 'ping answered');
+      const st = (await srv.call('dispatch_status', { job_id: value.job_id })).value;
+      assert.strictEqual(st.status, 'failed', JSON.stringify(st));
+      assert.match(st.error, BUDGET_RE);
+      assert.match(st.error, /spin\.lua/);
+      const d = await srv.call('dispatch', { agent: 'a', task: 'alive' });
+      assert.strictEqual(d.value.result, 'stub ok: alive', d.text);
+      await srv.close();
+    });
+
+  test('a looping hook reached through dispatch_parallel is stopped; the server keeps answering',
+    { timeout: 60000 }, async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true, b: true } });
+      const srv = env.serve({ env: { AGENT_DISPATCH_TOOLS_DIR: toolsDir(env, { 'spin.lua': SPIN_HOOK }) } });
+      await srv.init();
+      const t0 = Date.now();
+      const r = await callText(srv, 'dispatch_parallel', { dispatches: JSON.stringify([
+        { agent: 'a', task: 'SPIN parallel' }, { agent: 'b', task: 'fine' }]) });
+      assert.ok(Date.now() - t0 < 15000, 'the loop was stopped by the budget');
+      assert.match(r.text, BUDGET_RE);
+      assert.match(r.text, /stub ok: fine/);
+      assert.ok((await srv.request('ping')).result !== undefined, 'ping answered');
+      await srv.close();
+    });
+
+  test('a looping task started with ad.spawn, or looping inside coroutine.wrap, is stopped',
+    { timeout: 60000 }, async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true } });
+      const srv = env.serve({ env: { AGENT_DISPATCH_TOOLS_DIR: toolsDir(env, { 'spin.lua': SPIN_HOOK }) } });
+      await srv.init();
+      let t0 = Date.now();
+      const s = await callText(srv, 'spawn_spin', {});
+      assert.ok(Date.now() - t0 < 15000, 'the ad.spawn loop was stopped by the budget');
+      assert.match(s.text, /spawned task: false/);
+      assert.match(s.text, BUDGET_RE);
+      assert.ok((await srv.request('ping')).result !== undefined, 'ping answered');
+      t0 = Date.now();
+      const w = await callText(srv, 'wrap_spin', {});
+      assert.ok(Date.now() - t0 < 15000, 'the coroutine.wrap loop was stopped by the budget');
+      assert.strictEqual(w.isError, true);
+      assert.match(w.text, BUDGET_RE);
+      assert.ok((await srv.request('ping')).result !== undefined, 'ping answered');
+      await srv.close();
+    });
+
+  test('a looping hook reached through a task-augmented tools/call is stopped',
+    { timeout: 60000 }, async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true } });
+      const srv = env.serve({ env: { AGENT_DISPATCH_TOOLS_DIR: toolsDir(env, { 'spin.lua': SPIN_HOOK }) } });
+      await srv.request('initialize', { protocolVersion: '2025-11-25', capabilities: { tasks: {} },
+        clientInfo: { name: 'e2e', version: '1' } });
+      srv.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+      const created = await srv.request('tools/call', { name: 'dispatch',
+        arguments: { agent: 'a', task: 'SPIN task' }, task: {} });
+      const id = created.result.task.taskId;
+      const rec = await jobEnds(env, id);
+      assert.strictEqual(rec.status, 'failed', JSON.stringify(rec));
+      assert.match(rec.error, BUDGET_RE);
+      assert.ok((await srv.request('ping')).result !== undefined, 'ping answered');
+      await srv.close();
+    });
+});
