@@ -246,6 +246,11 @@ static void on_exit_status(struct proc *p, int64_t status, int sig)
      * background jobs) goes with it. */
     if (signal_group(p, SIGTERM)) {
         uv_timer_start(&p->escalate, on_escalate, p->grace_ms, 0);
+    } else {
+        /* The group is already empty: an escalation started by a kill has
+         * nothing left to SIGKILL and must not hold the loop (and the exit
+         * of `run` after Ctrl-C or --timeout) for the grace period. */
+        uv_timer_stop(&p->escalate);
     }
     if (p->on_reap) {
         p->on_reap(p->reap_arg);

@@ -43,6 +43,7 @@ static struct {
     struct task *ready_head, *ready_tail;
     struct task *live_head;
     size_t live;
+    struct task *running;  /* the task being resumed, else NULL */
     uint64_t resume_start;
 } S;
 
@@ -127,6 +128,11 @@ struct task *sched_spawn(lua_State *L, int nargs)
         S.live_head->prev_live = t;
     }
     S.live_head = t;
+    /* Code started by budgeted code (an async job, a parallel branch, an
+     * ad.spawn from a tool or hook) runs under the same budget. */
+    if (S.running && S.running->budget_ns) {
+        sched_set_budget(t, (double)S.running->budget_ns / 1e9);
+    }
     enqueue(t, nargs);
     return t;
 }
@@ -141,14 +147,23 @@ lua_State *sched_thread(struct task *t)
     return t->co;
 }
 
-int sched_wait(lua_State *L, sched_cancel_fn cancel, void *data)
+struct task *sched_check_wait(lua_State *L)
 {
     struct task *t = *extra(L);
     if (!t || t->co != L || t->state != T_RUNNING || !lua_isyieldable(L)) {
-        return luaL_error(L, "this operation waits, so it must be called "
-                             "from a task (not from inside coroutine.wrap, "
-                             "a metamethod or an iterator)");
+        luaL_error(L, "this operation waits, so it must be called from a "
+                      "task (not from inside coroutine.wrap, or a callback "
+                      "or metamethod that a C function such as table.sort, "
+                      "string.gsub or tostring calls)");
     }
+    return t;
+}
+
+int sched_wait(lua_State *L, sched_cancel_fn cancel, void *data)
+{
+    /* Bindings have called sched_check_wait before registering their
+     * operation; this repeat is a guard that never fires for them. */
+    struct task *t = sched_check_wait(L);
     if (t->cancel_pending) {
         /* Cancelled while it was running or queued to resume: the first
          * wait after that fails at once (its operation is undone), so a
@@ -220,11 +235,15 @@ static void finish(struct task *t, bool ok, int nres)
 
 /* Runaway guard: a task with a budget that runs longer than it without
  * yielding (a `while true do end` in a user hook) gets an error instead of
- * freezing the server. Checked every 10k VM instructions. */
+ * freezing the server. Checked every 10k VM instructions, on the task's
+ * thread and on every coroutine created from it (they inherit the hook but
+ * not the extra space, hence S.running). It cannot interrupt a single C
+ * call (a pathological string.find pattern): hooks run between VM
+ * instructions only. */
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    struct task *t = *extra(L);
+    struct task *t = S.running;
     if (t && t->budget_ns && uv_hrtime() - S.resume_start > t->budget_ns) {
         luaL_error(L, "ran for more than %f s without yielding (a loop that "
                       "never ends?); stopped",
@@ -246,7 +265,10 @@ static void do_resume(struct task *t, int nargs)
     t->state = T_RUNNING;
     t->cancel = NULL;
     S.resume_start = uv_hrtime();
+    struct task *outer = S.running;
+    S.running = t;
     int st = lua_resume(co, NULL, nargs, &nres);
+    S.running = outer;
     if (st == LUA_YIELD) {
         lua_pop(co, nres);
         if (t->state == T_WAITING) {

@@ -31,8 +31,15 @@ struct task *sched_spawn(lua_State *L, int nargs);
 /* The task running on thread L, or NULL outside any task. */
 struct task *sched_current(lua_State *L);
 
+/* Returns the running task when the caller may wait (it runs on the
+ * task's own thread and can yield), else raises the "must be called from a
+ * task" error. Bindings call it BEFORE registering anything (timer, queue
+ * entry, watcher): an operation registered by a caller that cannot yield
+ * would complete later and resume the task in the middle of another wait. */
+struct task *sched_check_wait(lua_State *L);
+
 /* Parks the running task on an operation; use as `return sched_wait(...)`.
- * Raises "must be called from a task" outside a task. */
+ * Raises like sched_check_wait when the caller cannot wait. */
 int sched_wait(lua_State *L, sched_cancel_fn cancel, void *data);
 
 /* The thread of a task, to push results onto before resuming. */

@@ -282,6 +282,8 @@ function Server:task_call(id, params)
   local args = type(params.arguments) == "table" and params.arguments or {}
   local server = self
   core.spawn(function()
+    -- Like a plain call: the job's worker (spawned from here) inherits it.
+    core.set_budget(require("ad.plugins").CALL_BUDGET)
     local ok, res, err = pcall(T.create, params.name, args, function(task)
       server:send(json.object({ jsonrpc = "2.0", method = "notifications/tasks/status",
         params = task }, { "jsonrpc", "method", "params" }))
@@ -590,11 +592,16 @@ function Server:shutdown(grace)
 end
 
 --- `agent-dispatch serve`: serves until stdin ends or a signal arrives.
---- F33: retention and stale-job recovery, best effort, after the server is
---- already answering (never delays the handshake).
-local function maintenance()
-  if not core.sleep(0.5) then return end -- cancelled: the server is stopping
-  ensure_tools() -- report broken tool files on stderr early, not at first use
+--- F33: retention and stale-job recovery, best effort, once the server is
+--- answering: right after its first response is written (never delays the
+--- handshake), after 0.5 s without any request, or at the latest while it
+--- stops, so a server that lives for a single `claude -p` call does it too.
+local function maintenance(kick, stopping)
+  local _, why = kick:wait(0.5)
+  if why == "cancelled" then return end
+  -- Report broken tool files on stderr early, not at first use (not worth
+  -- the time once the server is stopping).
+  if not stopping() then ensure_tools() end
   local jobs = require "ad.jobs"
   local ok, err = pcall(function()
     local cfg = require("ad.config").load()
@@ -609,8 +616,17 @@ local function maintenance()
 end
 
 function M.serve()
-  local server = M.new(core.stdout_write)
-  local upkeep = core.spawn(maintenance)
+  local kick, upkept, stopping = core.event(), core.event(), false
+  local server = M.new(function(text)
+    local ok = core.stdout_write(text)
+    if not kick:is_set() then kick:set() end
+    return ok
+  end)
+  local upkeep = core.spawn(function()
+    local ok, err = pcall(maintenance, kick, function() return stopping end)
+    upkept:set()
+    if not ok then error(err, 0) end
+  end)
   local stop = core.event()
   local reader = core.spawn(function()
     while true do
@@ -636,7 +652,11 @@ function M.serve()
                   tostring(why), ")\n")
   reader:cancel()
   watcher:cancel()
-  upkeep:cancel()
+  -- Maintenance that has not run yet runs now (bounded: the jobs lock wait
+  -- is the only thing it can wait for).
+  stopping = true
+  kick:set()
+  if not upkept:wait(3) then upkeep:cancel() end
   local async = package.loaded["ad.async"] -- only if any job ever ran here
   local workers = async and async.shutdown() or {}
   server:shutdown()

@@ -231,7 +231,8 @@ static int l_stdin_read(lua_State *L)
     if (C.reader) {
         return luaL_error(L, "stdin already has a reader");
     }
-    C.reader = sched_current(L);
+    struct task *me = sched_check_wait(L);
+    C.reader = me;
     in_resume();
     return sched_wait(L, cancel_read, NULL);
 }
@@ -376,7 +377,8 @@ static int l_stdout_drain(lua_State *L)
         lua_pushboolean(L, 1);
         return 1;
     }
-    C.drainer = sched_current(L);
+    struct task *me = sched_check_wait(L);
+    C.drainer = me;
     uv_timer_start(&C.drain_timer, on_drain_timeout,
                    (uint64_t)(timeout * 1000.0), 0);
     return sched_wait(L, cancel_drain, NULL);
@@ -411,6 +413,7 @@ static void cancel_signal_wait(struct task *t, void *data)
 
 static int l_wait_signal(lua_State *L)
 {
+    struct task *me = sched_check_wait(L);
     if (!C.sig_open) {
         static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
         C.sig_open = true;
@@ -423,7 +426,7 @@ static int l_wait_signal(lua_State *L)
     if (C.nsig_waiters >= 8) {
         return luaL_error(L, "too many signal waiters");
     }
-    C.sig_waiter[C.nsig_waiters++] = sched_current(L);
+    C.sig_waiter[C.nsig_waiters++] = me;
     return sched_wait(L, cancel_signal_wait, NULL);
 }
 

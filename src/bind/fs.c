@@ -164,11 +164,12 @@ static int l_lock(lua_State *L)
     if (rc != -EWOULDBLOCK) {
         return fail_errno(L, rc, path);
     }
-    if (!sched_current(L) || timeout <= 0) {
+    if (timeout <= 0) {
         lua_pushnil(L);
         lua_pushliteral(L, "timeout");
         return 2;
     }
+    struct task *me = sched_check_wait(L);
     struct lock_wait *w = calloc(1, sizeof *w);
     char *p = strdup(path);
     if (!w || !p) {
@@ -177,7 +178,7 @@ static int l_lock(lua_State *L)
         return luaL_error(L, "out of memory");
     }
     w->path = p;
-    w->task = sched_current(L);
+    w->task = me;
     uv_timer_init(sched_loop(), &w->timer);
     w->timer.data = w;
     w->deadline = uv_now(sched_loop()) + (uint64_t)(timeout * 1000.0);

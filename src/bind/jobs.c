@@ -231,9 +231,7 @@ static int l_watch_dir(lua_State *L)
     const char *dir = luaL_checkstring(L, 1);
     const char *name = luaL_checkstring(L, 2);
     double timeout = luaL_checknumber(L, 3);
-    if (!sched_current(L)) {
-        return luaL_error(L, "watch_dir must be called from a task");
-    }
+    struct task *me = sched_check_wait(L);
     struct watch *w = calloc(1, sizeof *w);
     char *nm = strdup(name);
     if (!w || !nm) {
@@ -242,7 +240,7 @@ static int l_watch_dir(lua_State *L)
         return luaL_error(L, "out of memory");
     }
     w->name = nm;
-    w->task = sched_current(L);
+    w->task = me;
     uv_fs_event_init(sched_loop(), &w->ev);
     uv_timer_init(sched_loop(), &w->timer);
     w->ev.data = w->timer.data = w;

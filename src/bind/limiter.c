@@ -112,10 +112,7 @@ static int l_acquire(lua_State *L)
         push_slot(L);
         return 1;
     }
-    struct task *me = sched_current(L);
-    if (!me) {
-        return luaL_error(L, "acquire must be called from a task");
-    }
+    struct task *me = sched_check_wait(L);
     struct waiter *w = malloc(sizeof *w);
     if (!w) {
         return luaL_error(L, "out of memory");

@@ -289,7 +289,8 @@ static int l_read_line(lua_State *L)
     if (lp->reader) {
         return luaL_error(L, "another task is already reading this process");
     }
-    lp->reader = sched_current(L);
+    struct task *me = sched_check_wait(L);
+    lp->reader = me;
     return sched_wait(L, cancel_wait, lp);
 }
 
@@ -305,7 +306,8 @@ static int l_wait(lua_State *L)
         return luaL_error(L, "another task is already waiting for this "
                              "process");
     }
-    lp->waiter = sched_current(L);
+    struct task *me = sched_check_wait(L);
+    lp->waiter = me;
     return sched_wait(L, cancel_wait, lp);
 }
 

@@ -44,9 +44,8 @@ static int l_task_wait(lua_State *L)
     if (me == t) {
         return luaL_error(L, "a task cannot wait for itself");
     }
-    if (me) {
-        sched_add_joiner(t, me);
-    }
+    me = sched_check_wait(L);
+    sched_add_joiner(t, me);
     return sched_wait(L, cancel_join, t);
 }
 
@@ -95,14 +94,12 @@ static void cancel_sleep(struct task *t, void *data)
 static int l_sleep(lua_State *L)
 {
     double secs = luaL_checknumber(L, 1);
-    if (!sched_current(L)) {
-        return luaL_error(L, "sleep must be called from a task");
-    }
+    struct task *me = sched_check_wait(L);
     struct sleeper *s = malloc(sizeof *s);
     if (!s) {
         return luaL_error(L, "out of memory");
     }
-    s->task = sched_current(L);
+    s->task = me;
     uv_timer_init(sched_loop(), &s->timer);
     s->timer.data = s;
     uv_timer_start(&s->timer, on_sleep_done,
@@ -224,10 +221,7 @@ static int l_event_wait(lua_State *L)
         lua_rawgeti(L, LUA_REGISTRYINDEX, ev->value_ref);
         return 1;
     }
-    struct task *me = sched_current(L);
-    if (!me) {
-        return luaL_error(L, "event:wait must be called from a task");
-    }
+    struct task *me = sched_check_wait(L);
     struct ev_waiter *w = calloc(1, sizeof *w);
     if (!w) {
         return luaL_error(L, "out of memory");
