@@ -32,6 +32,9 @@ local function save_error(e)
   if e.kind == "render" then
     err("Error: could not serialize the config to YAML: ", e.detail)
     err("Nothing changed: the previous config is intact. This is a bug in agent-dispatch; please report it.")
+  elseif e.kind == "lock" then
+    err("Error: ", config.lock_message(e), ".")
+    err("Nothing changed. Try again; if it persists, look for a stuck agent-dispatch process.")
   elseif e.kind == "write" then
     err("Error: could not write ", e.path, ": ", e.detail)
     err("Nothing changed: the previous config is intact (the write is atomic). " ..

@@ -151,6 +151,10 @@ function M.save_error(tool, err)
       "Nothing changed: the previous config is intact because the write is " ..
       "atomic. This is a bug in agent-dispatch; please report it.")
   end
+  if err.kind == "lock" then
+    return M.envelope(tool .. " " .. config.lock_message(err) ..
+      ". Nothing changed.", "Retry the call; another process is changing agents.yaml.")
+  end
   if err.kind == "write" then
     return M.envelope(tool .. " failed on I/O: " .. err.detail ..
       " (the previous config is intact)", M.IO_HINT)
