@@ -673,7 +673,7 @@ local function group_cmds()
       end
       out("Added group '", name, "' (", ok, " member(s)).")
       if ok == 0 then
-        err("Warning: the group has no members; dispatch(group=...) needs members. " ..
+        err("Warning: the group has no members yet; dispatch(group=...) needs members. " ..
             "Recreate it with --member AGENT, or edit agents.yaml.")
       end
       return 0

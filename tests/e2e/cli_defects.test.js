@@ -269,7 +269,8 @@ describe('wording', () => {
       [[ok, { ...ok, context: { k: 1 } }], /^dispatches\[1\]\.context must be a string, got an object$/],
       [[ok, { ...ok, caller: 5 }], /^dispatches\[1\]\.caller must be a string, got number 5$/],
       [[ok, { ...ok, timeout_seconds: 'abc' }], /^dispatches\[1\]\.timeout_seconds must be a number, got string 'abc'$/],
-      [[ok, { ...ok, summary_chars: [] }], /^dispatches\[1\]\.summary_chars must be a number, got an array$/],
+      [[ok, { ...ok, summary_chars: [2] }], /^dispatches\[1\]\.summary_chars must be a number, got an array$/],
+      [[ok, { ...ok, summary_chars: [] }], /^dispatches\[1\]\.summary_chars must be a number, got an empty array or object$/],
     ];
     for (const [list, re] of cases) {
       const r = await srv.call('dispatch_parallel', { dispatches: JSON.stringify(list) });
