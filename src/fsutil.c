@@ -198,11 +198,20 @@ int fs_mkparent(const char *path, mode_t mode)
     return fs_mkdirs(buf, mode);
 }
 
+static int lock_open(const char *path)
+{
+    int f;
+    do {
+        f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    } while (f < 0 && errno == EINTR);
+    return f < 0 ? -errno : f;
+}
+
 int fs_lock_try(const char *path, int *fd)
 {
-    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int f = lock_open(path);
     if (f < 0) {
-        return -errno;
+        return f;
     }
     if (flock(f, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
@@ -211,6 +220,30 @@ int fs_lock_try(const char *path, int *fd)
     }
     *fd = f;
     return 0;
+}
+
+int fs_lock_wait(const char *path, int *fd, const atomic_bool *stop)
+{
+    int f = lock_open(path);
+    if (f < 0) {
+        return f;
+    }
+    /* stop is checked before every attempt: a signal that lands between
+     * the check and flock() is lost, so the waker repeats it until we
+     * return (see bind/fs.c). */
+    while (!atomic_load(stop)) {
+        if (flock(f, LOCK_EX) == 0) {
+            *fd = f;
+            return 0;
+        }
+        if (errno != EINTR) {
+            int e = errno;
+            close(f);
+            return -e;
+        }
+    }
+    close(f);
+    return -EINTR;
 }
 
 void fs_unlock(int fd)

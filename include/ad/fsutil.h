@@ -3,6 +3,7 @@
  * negative errno; out-parameters are written only on success. */
 #ifndef AD_FSUTIL_H
 #define AD_FSUTIL_H
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -30,6 +31,12 @@ int fs_mkparent(const char *path, mode_t mode);
 /* One non-blocking attempt at an exclusive flock on path (created 0600).
  * 0 and *fd set on success; -EWOULDBLOCK when another process holds it. */
 int fs_lock_try(const char *path, int *fd);
+
+/* Blocks in flock(LOCK_EX) on path (created 0600) until it is granted: 0
+ * and *fd set. Returns -EINTR once *stop is set and a signal has
+ * interrupted the wait (a signal handler installed without SA_RESTART);
+ * other failures are -errno. For a thread of its own. */
+int fs_lock_wait(const char *path, int *fd, const atomic_bool *stop);
 void fs_unlock(int fd);
 
 /* Reads at most max bytes of path into a new NUL-terminated buffer.

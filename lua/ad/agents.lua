@@ -23,6 +23,13 @@ function M.resolve_dir(dir)
   return abs
 end
 
+--- true for 'none' (any case, surrounding blanks ignored) and blank text:
+--- the value that means "unset / inherit the settings default".
+function M.is_none(s)
+  local v = util.strip(s or ""):lower()
+  return v == "" or v == "none"
+end
+
 function M.list(csv)
   local l = util.csv(csv)
   return json.array(l)

@@ -32,6 +32,9 @@ local function save_error(e)
   if e.kind == "render" then
     err("Error: could not serialize the config to YAML: ", e.detail)
     err("Nothing changed: the previous config is intact. This is a bug in agent-dispatch; please report it.")
+  elseif e.kind == "lock" then
+    err("Error: ", config.lock_message(e), ".")
+    err("Nothing changed. Try again; if it persists, look for a stuck agent-dispatch process.")
   elseif e.kind == "write" then
     err("Error: could not write ", e.path, ": ", e.detail)
     err("Nothing changed: the previous config is intact (the write is atomic). " ..
@@ -189,14 +192,17 @@ C.add = {
       desc = agents.describe_dir(abs)
       out("Auto-generated description: ", desc)
     end
-    local pm = o.permission_mode and util.nonempty(util.strip(o.permission_mode))
+    -- 'none' (any case) or "" means unset, as the help and update say.
+    local function given(v) return v and not agents.is_none(v) and v or nil end
+    local pm = given(o.permission_mode) and util.strip(o.permission_mode)
+    local function caps(v) return given(v) and agents.list(v) or json.array() end
     local fields = {
       directory = abs, description = desc, timeout = o.timeout or 300,
       max_budget_usd = (budget and budget > 0) and budget or nil,
-      model = util.nonempty(o.model), permission_mode = pm,
-      allowed_tools = (o.allowed_tools and o.allowed_tools ~= "") and agents.list(o.allowed_tools) or nil,
-      disallowed_tools = (o.disallowed_tools and o.disallowed_tools ~= "") and agents.list(o.disallowed_tools) or nil,
-      capabilities = agents.list(o.capabilities), risky_capabilities = agents.list(o.risky_capabilities),
+      model = given(o.model), permission_mode = pm,
+      allowed_tools = given(o.allowed_tools) and agents.list(o.allowed_tools),
+      disallowed_tools = given(o.disallowed_tools) and agents.list(o.disallowed_tools),
+      capabilities = caps(o.capabilities), risky_capabilities = caps(o.risky_capabilities),
     }
     local ok, se, ws = agents.add(name, fields)
     warnings(ws)
@@ -667,7 +673,7 @@ local function group_cmds()
       end
       out("Added group '", name, "' (", ok, " member(s)).")
       if ok == 0 then
-        err("Warning: the group has no members; dispatch(group=...) needs members. " ..
+        err("Warning: the group has no members yet; dispatch(group=...) needs members. " ..
             "Recreate it with --member AGENT, or edit agents.yaml.")
       end
       return 0

@@ -6,6 +6,8 @@
 --- and "render" (the value cannot be written as YAML; also intact).
 --- Every load -> mutate -> save runs under a cross-process lock on
 --- <config>.lock with a bounded wait; nothing yields while it is held.
+--- When the wait runs out the change fails ("lock"): nothing is ever
+--- written without the lock.
 local core = require "ad.core"
 local util = require "ad.util"
 local json = require "ad.json"
@@ -375,37 +377,50 @@ end
 
 --- Runs fn(cfg) between a fresh load and a save, under the config lock.
 --- fn returns (result, changed): the config is saved only when changed.
---- Returns result, warnings; or nil, error (a load/save error table, or
---- whatever fn returned as its second value when result is nil).
+--- Returns result, warnings; or nil, error (a load/save error table, a
+--- {kind = "lock", path =, wait =, detail =} when the lock could not be
+--- taken within the bound, or whatever fn returned as its second value
+--- when result is nil).
 function M.mutate(fn, path)
   path = path or M.path()
   local warnings = {}
   core.mkparent(path, 448)
-  local lock, lerr = core.lock(path .. ".lock", tonumber(os.getenv("AGENT_DISPATCH_LOCK_WAIT")) or 10)
+  local wait = tonumber(os.getenv("AGENT_DISPATCH_LOCK_WAIT")) or 10
+  local lock, lerr = core.lock(path .. ".lock", wait)
   if not lock then
-    -- A possible lost update beats a frozen server.
-    warnings[#warnings + 1] = "could not lock " .. path .. ".lock (" ..
-      tostring(lerr) .. "); proceeding without the lock"
+    -- Writing without the lock could lose another process's change while
+    -- both report success; failing is the honest outcome.
+    return nil, { kind = "lock", path = path .. ".lock", wait = wait,
+                  detail = tostring(lerr) }, warnings
   end
   local cfg, err = M.load(path, true)
   if not cfg then
-    if lock then lock:unlock() end
+    lock:unlock()
     return nil, err, warnings
   end
   local result, changed_or_err = fn(cfg)
   if result == nil then
-    if lock then lock:unlock() end
+    lock:unlock()
     return nil, changed_or_err, warnings
   end
   if changed_or_err ~= false then
     local ok, serr = M.save(cfg)
     if not ok then
-      if lock then lock:unlock() end
+      lock:unlock()
       return nil, serr, warnings
     end
   end
-  if lock then lock:unlock() end
+  lock:unlock()
   return result, nil, warnings
+end
+
+--- The message for a "lock" error: what was locked and why it failed.
+function M.lock_message(e)
+  if e.detail == "timeout" then
+    return "could not lock " .. e.path .. ": another process has held it for over " ..
+      util.g(e.wait) .. " s"
+  end
+  return "could not lock " .. e.path .. ": " .. e.detail
 end
 
 --- Warning text for a permission mode nobody knows, or nil.

@@ -121,11 +121,6 @@ local function as_int(v)
   return false
 end
 
-local function pyrepr(v)
-  if type(v) == "table" then return json.is_array(v) and "[]" or "{}" end
-  return util.repr(v)
-end
-
 --- Validates a parallel request (everything before any dispatch). Returns
 --- the normalized items or nil, message.
 function M.parallel_items(cfg, list, agg)
@@ -141,10 +136,7 @@ function M.parallel_items(cfg, list, agg)
   for i, raw in ipairs(list) do
     local at = "dispatches[" .. (i - 1) .. "]"
     if type(raw) ~= "table" or json.is_array(raw) then
-      local t = raw == json.null and "null" or type(raw) == "table" and "array" or
-        type(raw) == "number" and (math.type(raw) == "integer" and "int" or "float") or
-        type(raw) == "boolean" and "bool" or "str"
-      return nil, at .. " must be an object, got " .. t
+      return nil, at .. " must be an object, got " .. json.type_name(raw)
     end
     if raw.agent == nil or raw.task == nil or raw.agent == json.null or raw.task == json.null then
       return nil, at .. " must have 'agent' and 'task' keys"
@@ -161,7 +153,7 @@ function M.parallel_items(cfg, list, agg)
     end
     for _, k in ipairs({ "context", "caller", "goal", "response_format", "group" }) do
       if item[k] ~= nil and type(item[k]) ~= "string" then
-        return nil, at .. "." .. k .. " must be a string, got " .. pyrepr(item[k])
+        return nil, at .. "." .. k .. " must be a string, got " .. json.describe(item[k])
       end
     end
     if item.group and item.group ~= "" then
@@ -171,7 +163,7 @@ function M.parallel_items(cfg, list, agg)
     for _, k in ipairs({ "timeout_seconds", "summary_chars" }) do
       local ok, n = as_int(raw[k])
       if not ok then
-        return nil, at .. "." .. k .. " must be a number, got " .. pyrepr(raw[k])
+        return nil, at .. "." .. k .. " must be a number, got " .. json.describe(raw[k])
       end
       item[k] = n
     end

@@ -41,9 +41,9 @@ local function resume_call(name, session_id)
 end
 
 function M.budget_hint(name, cap, session_id)
-  local capt = cap and ("$" .. util.g(cap)) or "the configured cap"
+  local capt = cap and ("the spend cap $" .. util.g(cap)) or "the configured cap"
   local raise = cap and util.g(cap * 2) or "2.0"
-  local s = "\n\nHint: the dispatch was stopped by the spend cap " .. capt ..
+  local s = "\n\nHint: the dispatch was stopped by " .. capt ..
     " (passed to claude as --max-budget-usd), so the answer is incomplete. " ..
     "Raise the cap with: agent-dispatch update " .. name ..
     " --max-budget-usd " .. raise .. ", use a cheaper model (agent-dispatch update " ..

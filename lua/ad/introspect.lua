@@ -22,6 +22,28 @@ local function first_lines(text, n)
   return out
 end
 
+--- The keys of obj (the mcpServers object decoded from text) in the order
+--- the file lists them. cjson keeps no key order; libyaml reads the same
+--- JSON text as a flow mapping and does. Keys it cannot account for (text
+--- libyaml rejects) follow, sorted.
+local function key_order(text, obj)
+  local ok, ydoc = pcall(core.yaml_load, text)
+  if not ok then ydoc = nil end
+  local ym = type(ydoc) == "table" and ydoc.mcpServers
+  local mt = type(ym) == "table" and getmetatable(ym)
+  local out, seen = {}, {}
+  for _, k in ipairs(mt and mt.__order or {}) do
+    if obj[k] ~= nil and not seen[k] then seen[k] = true; out[#out + 1] = k end
+  end
+  local rest = {}
+  for k in pairs(obj) do
+    if type(k) == "string" and not seen[k] then rest[#rest + 1] = k end
+  end
+  table.sort(rest)
+  for _, k in ipairs(rest) do out[#out + 1] = k end
+  return out
+end
+
 --- Names of MCP servers configured for the project, first seen first.
 function M.mcp_servers(dir)
   local seen, out = {}, json.array()
@@ -30,10 +52,7 @@ function M.mcp_servers(dir)
     local doc = text and json.decode(text)
     if type(doc) == "table" and not json.is_array(doc) and type(doc.mcpServers) == "table"
         and (next(doc.mcpServers) == nil or not json.is_array(doc.mcpServers)) then
-      local names = {}
-      for k in pairs(doc.mcpServers) do names[#names + 1] = k end
-      table.sort(names)
-      for _, k in ipairs(names) do
+      for _, k in ipairs(key_order(text, doc.mcpServers)) do
         if not seen[k] then seen[k] = true; out[#out + 1] = k end
       end
     end

@@ -151,4 +151,36 @@ function M.denull(v)
   return setmetatable(r, getmetatable(v))
 end
 
+--- The JSON type of a decoded value: "null", "boolean", "number",
+--- "string", "array" or "object" (for messages about wrong types).
+function M.type_name(v)
+  if v == nil or v == cjson.null then return "null" end
+  local tv = type(v)
+  if tv == "table" then return M.is_array(v) and "array" or "object" end
+  return tv
+end
+
+--- A decoded value as messages name it: its JSON type, with the value for
+--- scalars (number 5, number 1.5, string 'abc', boolean true), "an array"
+--- or "an object" for containers. cjson
+--- decodes every number as a float; integral ones print as JSON wrote them.
+function M.describe(v)
+  local t = M.type_name(v)
+  if t == "array" or t == "object" then
+    -- An empty [] and {} decode alike (cjson 2.1.0 marks neither).
+    if next(v) == nil and getmetatable(v) == nil then return "an empty array or object" end
+    return "an " .. t
+  end
+  if t == "number" then
+    local i = math.tointeger(v)
+    return "number " .. (i and tostring(i) or encode_scalar(v))
+  end
+  if t == "string" then
+    local util = require "ad.util"
+    return "string " .. util.repr(util.cut(v, 40))
+  end
+  if t == "boolean" then return "boolean " .. tostring(v) end
+  return t
+end
+
 return M

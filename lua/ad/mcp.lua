@@ -61,7 +61,7 @@ function M.new(write)
   return setmetatable({
     write = write,
     legacy_version = nil,   -- negotiated by initialize
-    log_level = nil,        -- legacy logging/setLevel
+    log_level = "info",     -- legacy era: info until logging/setLevel
     inflight = {},
     listens = {},
     broken = false,
@@ -200,7 +200,8 @@ function Server:call_tool(id, key, params, era)
   local token = meta.progressToken
   if type(token) == "number" then token = math.tointeger(token) or token end
   if type(token) ~= "string" and type(token) ~= "number" then token = nil end
-  local level = era.modern and meta[META_LEVEL] or self.log_level
+  local level = self.log_level
+  if era.modern then level = meta[META_LEVEL] end -- per request, or none
   local entry = { cancelled = false, done = false }
   self.inflight[key] = entry
   local server = self

@@ -103,13 +103,6 @@ local function coerce(p, v)
   return nil
 end
 
-local function describe_value(v)
-  if v == json.null then return "null" end
-  if type(v) == "table" then return json.is_array(v) and "an array" or "an object" end
-  if type(v) == "string" then return "string " .. util.repr(util.cut(v, 40)) end
-  return type(v) .. " " .. tostring(v)
-end
-
 --- Validates arguments against the schema; returns args (with defaults) or
 --- nil, message.
 function M.validate(def, raw)
@@ -126,7 +119,7 @@ function M.validate(def, raw)
       if c == nil then
         return nil, "Invalid arguments for " .. def.name .. ": '" .. p.name ..
           "' must be " .. (p.type == "integer" and "an integer" or "a " .. p.type) ..
-          ", got " .. describe_value(v)
+          ", got " .. json.describe(v)
       end
       args[p.name] = c
     end
@@ -150,6 +143,10 @@ function M.save_error(tool, err)
     return M.envelope(tool .. " could not write " .. err.path .. ": " .. err.detail,
       "Nothing changed: the previous config is intact because the write is " ..
       "atomic. This is a bug in agent-dispatch; please report it.")
+  end
+  if err.kind == "lock" then
+    return M.envelope(tool .. " " .. config.lock_message(err) ..
+      ". Nothing changed.", "Retry the call; another process is changing agents.yaml.")
   end
   if err.kind == "write" then
     return M.envelope(tool .. " failed on I/O: " .. err.detail ..

@@ -4,7 +4,7 @@
  *   core.write_atomic(path, data [, mode]) -> true | nil, msg, code
  *   core.mkdirs(dir) / core.mkparent(path) -> true | nil, msg, code
  *   core.lock(path [, timeout_s]) -> lock | nil, "timeout" (yields while
- *       another process holds it, retrying every 20 ms)
+ *       another holder has it; woken by the kernel when it is released)
  *   core.stat(path) -> "file"|"dir"|"other", mtime, mode, uid | nil, msg, code
  *   core.realpath(path) -> path | nil, msg, code
  *   core.which(name) -> absolute path of an executable on PATH | nil
@@ -17,6 +17,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -97,18 +99,63 @@ struct lock {
     int fd;
 };
 
+/* A contended lock is waited for by a thread of its own blocked in
+ * flock(LOCK_EX): the kernel wakes it when the holder lets go, so nothing
+ * polls. The loop side keeps a timer for the bound; when it expires (or the
+ * task is cancelled) it sets `stop` and signals the thread, which makes
+ * flock() fail with EINTR. A signal that lands just before the thread
+ * enters flock() would be lost, so the timer repeats the signal every
+ * LOCK_KICK_MS until the thread has reported back. A thread of our own
+ * rather than the libuv threadpool: pthread_kill must reach the one thread
+ * blocked for this wait, never a pool worker already running other work. */
+#define LOCK_KICK_MS 10
+
 struct lock_wait {
     uv_timer_t timer;
-    struct task *task;
+    uv_async_t done;
+    pthread_t thread;
+    struct task *task; /* NULL once cancelled: nobody to resume */
     char *path;
-    uint64_t deadline;
+    atomic_bool stop;
+    int rc;
+    int fd;
+    int open_handles;
 };
+
+static int lock_signal(void)
+{
+    return SIGRTMIN;
+}
+
+static void on_lock_signal(int sig)
+{
+    (void)sig; /* only here to interrupt flock() (no SA_RESTART) */
+}
+
+static int lock_signal_install(void)
+{
+    static bool installed;
+    if (installed) {
+        return 0;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_lock_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(lock_signal(), &sa, NULL) != 0) {
+        return -errno;
+    }
+    installed = true;
+    return 0;
+}
 
 static void lock_wait_closed(uv_handle_t *h)
 {
     struct lock_wait *w = h->data;
-    free(w->path);
-    free(w);
+    if (--w->open_handles == 0) {
+        free(w->path);
+        free(w);
+    }
 }
 
 static void push_lock(lua_State *L, int fd)
@@ -118,37 +165,99 @@ static void push_lock(lua_State *L, int fd)
     luaL_setmetatable(L, LOCK_MT);
 }
 
-static void on_lock_retry(uv_timer_t *h)
+static void *lock_thread(void *arg)
+{
+    struct lock_wait *w = arg;
+    sigset_t set;
+    sigfillset(&set);
+    sigdelset(&set, lock_signal());
+    pthread_sigmask(SIG_SETMASK, &set, NULL);
+    w->rc = fs_lock_wait(w->path, &w->fd, &w->stop);
+    uv_async_send(&w->done);
+    return NULL;
+}
+
+/* Loop side: the thread has returned (lock granted, stopped or failed). */
+static void on_lock_done(uv_async_t *h)
 {
     struct lock_wait *w = h->data;
-    int fd = -1;
-    int rc = fs_lock_try(w->path, &fd);
-    if (rc == -EWOULDBLOCK && uv_now(h->loop) < w->deadline) {
-        uv_timer_start(h, on_lock_retry, 20, 0);
+    pthread_join(w->thread, NULL);
+    uv_close((uv_handle_t *)&w->timer, lock_wait_closed);
+    uv_close((uv_handle_t *)&w->done, lock_wait_closed);
+    struct task *t = w->task;
+    if (!t) {
+        if (w->rc == 0) {
+            fs_unlock(w->fd);
+        }
         return;
     }
-    struct task *t = w->task;
     lua_State *co = sched_thread(t);
-    uv_close((uv_handle_t *)h, lock_wait_closed);
     int n = 1;
-    if (rc == 0) {
-        push_lock(co, fd);
-    } else if (rc == -EWOULDBLOCK) {
+    if (w->rc == 0) {
+        push_lock(co, w->fd);
+    } else if (w->rc == -EINTR) {
         lua_pushnil(co);
         lua_pushliteral(co, "timeout");
         n = 2;
     } else {
-        n = fail_errno(co, rc, NULL);
+        n = fail_errno(co, w->rc, NULL);
     }
     sched_resume(t, n);
+}
+
+/* The bound has passed (or the wait was cancelled): stop the thread. */
+static void on_lock_kick(uv_timer_t *h)
+{
+    struct lock_wait *w = h->data;
+    atomic_store(&w->stop, true);
+    pthread_kill(w->thread, lock_signal());
 }
 
 static void cancel_lock_wait(struct task *t, void *data)
 {
     struct lock_wait *w = data;
     (void)t;
-    uv_timer_stop(&w->timer);
-    uv_close((uv_handle_t *)&w->timer, lock_wait_closed);
+    w->task = NULL;
+    uv_timer_start(&w->timer, on_lock_kick, 0, LOCK_KICK_MS);
+}
+
+static int start_lock_wait(lua_State *L, const char *path, double timeout)
+{
+    struct task *me = sched_check_wait(L);
+    int rc = lock_signal_install();
+    if (rc != 0) {
+        return fail_errno(L, rc, "lock");
+    }
+    struct lock_wait *w = calloc(1, sizeof *w);
+    char *p = strdup(path);
+    if (!w || !p) {
+        free(w);
+        free(p);
+        return luaL_error(L, "out of memory");
+    }
+    w->path = p;
+    w->fd = -1;
+    atomic_init(&w->stop, false);
+    uv_loop_t *loop = sched_loop();
+    uv_async_init(loop, &w->done, on_lock_done);
+    uv_timer_init(loop, &w->timer);
+    w->done.data = w;
+    w->timer.data = w;
+    w->open_handles = 2;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    rc = pthread_create(&w->thread, &attr, lock_thread, w);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&w->timer, lock_wait_closed);
+        uv_close((uv_handle_t *)&w->done, lock_wait_closed);
+        return fail_errno(L, -rc, "lock");
+    }
+    w->task = me;
+    uv_timer_start(&w->timer, on_lock_kick, (uint64_t)(timeout * 1000.0),
+                   LOCK_KICK_MS);
+    return sched_wait(L, cancel_lock_wait, w);
 }
 
 static int l_lock(lua_State *L)
@@ -169,21 +278,7 @@ static int l_lock(lua_State *L)
         lua_pushliteral(L, "timeout");
         return 2;
     }
-    struct task *me = sched_check_wait(L);
-    struct lock_wait *w = calloc(1, sizeof *w);
-    char *p = strdup(path);
-    if (!w || !p) {
-        free(w);
-        free(p);
-        return luaL_error(L, "out of memory");
-    }
-    w->path = p;
-    w->task = me;
-    uv_timer_init(sched_loop(), &w->timer);
-    w->timer.data = w;
-    w->deadline = uv_now(sched_loop()) + (uint64_t)(timeout * 1000.0);
-    uv_timer_start(&w->timer, on_lock_retry, 20, 0);
-    return sched_wait(L, cancel_lock_wait, w);
+    return start_lock_wait(L, path, timeout);
 }
 
 static int l_unlock(lua_State *L)

@@ -630,12 +630,15 @@ describe('logging', () => {
     await srv.close();
   });
 
-  test('53: no log messages before setLevel; after setLevel error, nothing below error', async (t) => {
+  test('53: info and above before setLevel; after setLevel error, nothing below error', async (t) => {
     const { srv } = serverWithAgent(t);
     await srv.init();
     await srv.call('list_agents', {});
     await srv.call('update_agent', { name: 'a', permission_mode: 'bogusMode' });
-    assert.strictEqual(srv.notifications('notifications/message').length, 0);
+    const first = srv.notifications('notifications/message').map((m) => m.msg.params);
+    assert.ok(first.some((p) => p.level === 'warning' && /bogusMode/.test(JSON.stringify(p.data))));
+    assert.ok(first.every((p) => p.level !== 'debug'));
+    srv.messages.length = 0;
     await srv.request('logging/setLevel', { level: 'error' }, { id: 'lv' });
     await srv.call('list_agents', {});
     await srv.call('update_agent', { name: 'a', permission_mode: 'bogusMode2' });

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
@@ -312,6 +313,77 @@ static void test_lock(void)
     CHECK_INT(fs_lock_try(P("lock.link"), &fd), -ELOOP);
 }
 
+struct waiter {
+    const char *path;
+    atomic_bool stop;
+    atomic_bool done;
+    int rc;
+    int fd;
+};
+
+static void *wait_thread(void *arg)
+{
+    struct waiter *w = arg;
+    w->rc = fs_lock_wait(w->path, &w->fd, &w->stop);
+    atomic_store(&w->done, true);
+    return NULL;
+}
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+}
+
+static void start_waiter(struct waiter *w, pthread_t *th, const char *path)
+{
+    w->path = path;
+    w->rc = 1;
+    w->fd = -1;
+    atomic_init(&w->stop, false);
+    atomic_init(&w->done, false);
+    CHECK_INT(pthread_create(th, NULL, wait_thread, w), 0);
+}
+
+/* fs_lock_wait blocks until the holder lets go, and gives up only when
+ * stop is set and a signal interrupts it (the loop side of core.lock). */
+static void test_lock_wait(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1; /* no SA_RESTART: flock fails with EINTR */
+    sigaction(SIGUSR1, &sa, NULL);
+    const char *lp = P("wait.lock");
+    int held = -1;
+    CHECK_INT(fs_lock_try(lp, &held), 0);
+
+    struct waiter w;
+    pthread_t th;
+    start_waiter(&w, &th, lp);
+    usleep(100 * 1000);
+    CHECK(!atomic_load(&w.done)); /* still blocked: the lock is held */
+    fs_unlock(held);
+    pthread_join(th, NULL);
+    CHECK_INT(w.rc, 0);
+    CHECK(w.fd >= 0);
+    CHECK_INT(try_in_child(lp), -EWOULDBLOCK); /* the waiter holds it now */
+    held = w.fd;
+
+    start_waiter(&w, &th, lp);
+    usleep(50 * 1000);
+    atomic_store(&w.stop, true);
+    while (!atomic_load(&w.done)) { /* a signal may land before flock */
+        pthread_kill(th, SIGUSR1);
+        usleep(10 * 1000);
+    }
+    pthread_join(th, NULL);
+    CHECK_INT(w.rc, -EINTR);
+    CHECK_INT(w.fd, -1);
+    CHECK_INT(try_in_child(lp), -EWOULDBLOCK); /* still ours */
+    fs_unlock(held);
+    CHECK_INT(try_in_child(lp), 0);
+    CHECK_INT(fs_lock_wait(P("lock.link"), &held, &w.stop), -ELOOP);
+}
+
 static void test_read_file(void)
 {
     write_plain(P("r.txt"), "0123456789", 0600);
@@ -401,6 +473,7 @@ int main(void)
     test_write_atomic_failure();
     test_mkdirs();
     test_lock();
+    test_lock_wait();
     test_read_file();
     if (chdir(cwd) != 0) {
         perror("chdir");

@@ -29,7 +29,7 @@ tools.define{
   description = "Register a project directory as an agent you can dispatch " ..
     "to. An empty description is generated from the project's files " ..
     "(CLAUDE.md, README, package files, MCP config). Tool lists are " ..
-    "comma-separated; empty means inherit the defaults in settings.",
+    "comma-separated; empty or 'none' means inherit the defaults in settings.",
   params = {
     { name = "name", type = "string", required = true, description = "Letters, digits, '-', '_'." },
     { name = "directory", type = "string", required = true, description = "The project directory (must exist)." },
@@ -58,16 +58,18 @@ tools.define{
         "); 0 means no limit.")
     end
     local desc = a.description ~= "" and a.description or agents.describe_dir(dir)
+    -- 'none' means unset here too, as in update_agent.
+    local function csv(v) return not agents.is_none(v) and agents.list(v) or nil end
     local fields = {
       directory = dir, description = desc,
       timeout = a.timeout == 0 and 300 or a.timeout,
       max_budget_usd = a.max_budget_usd > 0 and a.max_budget_usd or nil,
       model = nil,
-      permission_mode = util.nonempty(util.strip(a.permission_mode)),
-      allowed_tools = a.allowed_tools ~= "" and agents.list(a.allowed_tools) or nil,
-      disallowed_tools = a.disallowed_tools ~= "" and agents.list(a.disallowed_tools) or nil,
-      capabilities = agents.list(a.capabilities),
-      risky_capabilities = agents.list(a.risky_capabilities),
+      permission_mode = not agents.is_none(a.permission_mode) and util.strip(a.permission_mode) or nil,
+      allowed_tools = csv(a.allowed_tools),
+      disallowed_tools = csv(a.disallowed_tools),
+      capabilities = csv(a.capabilities) or json.array(),
+      risky_capabilities = csv(a.risky_capabilities) or json.array(),
     }
     local ok, e, ws = agents.add(a.name, fields)
     lock_warnings(ctx, ws)
