@@ -37,4 +37,15 @@ void fs_unlock(int fd);
 int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
                  size_t *len);
 
+/* Reads a file that will run as code with the user's privileges (as ssh
+ * checks authorized_keys). Opens path (following links) and checks what
+ * was opened: fstat of the descriptor must show a regular file owned by
+ * uid and not writable by group or others, and every directory of its
+ * resolved path must be owned by uid or root and not writable by group or
+ * others (sticky directories such as /tmp excepted). The bytes are then
+ * read from that same descriptor. -EPERM with why set when refused; other
+ * negative errno values as fs_read_file. */
+int fs_read_trusted(const char *path, size_t max, uid_t uid, char **out,
+                    size_t *len, char *why, size_t whylen);
+
 #endif

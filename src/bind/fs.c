@@ -1,6 +1,7 @@
 /* Lua face of files, paths, identifiers and text helpers.
  *
  *   core.read_file(path [, max [, nofollow]]) -> data | nil, msg, code
+ *   core.read_trusted(path [, max]) -> data | nil, why, "untrusted"|code
  *   core.write_atomic(path, data [, mode]) -> true | nil, msg, code
  *   core.mkdirs(dir) / core.mkparent(path) -> true | nil, msg, code
  *   core.lock(path [, timeout_s]) -> lock | nil, "timeout" (yields while
@@ -47,6 +48,32 @@ static int l_read_file(lua_State *L)
     char *data;
     size_t len;
     int rc = fs_read_file(path, (size_t)max, nofollow, &data, &len);
+    if (rc != 0) {
+        return fail_errno(L, rc, path);
+    }
+    lua_pushlstring(L, data, len);
+    free(data);
+    return 1;
+}
+
+/* core.read_trusted(path [, max]) -> data | nil, msg, code: code
+ * "untrusted" (msg says why) when the file or a directory on its path could
+ * have been written by someone else (see fs_read_trusted). */
+static int l_read_trusted(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer max = luaL_optinteger(L, 2, 64 * 1024 * 1024);
+    char why[PATH_MAX + 200];
+    char *data;
+    size_t len;
+    int rc = fs_read_trusted(path, (size_t)max, getuid(), &data, &len, why,
+                             sizeof why);
+    if (rc == -EPERM && why[0]) {
+        lua_pushnil(L);
+        lua_pushstring(L, why);
+        lua_pushliteral(L, "untrusted");
+        return 3;
+    }
     if (rc != 0) {
         return fail_errno(L, rc, path);
     }
@@ -478,6 +505,7 @@ void bind_fs_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"read_file", l_read_file},
+        {"read_trusted", l_read_trusted},
         {"write_atomic", l_write_atomic},
         {"mkdirs", l_mkdirs},
         {"mkparent", l_mkparent},
