@@ -13,6 +13,7 @@
  *   core.unlink(path) -> true | nil, msg, code
  *   core.health(dir) -> true | false | nil, msg (probe error)
  *   core.stacks(dir) / core.dbs(dir) -> {labels}   core.has(dir, name [, isdir])
+ *   core.read_project(dir, rel [, max]) -> data, truncated | nil, msg, code
  *   core.utf8_valid(s)  core.utf8_fix(s)  core.utf8_len(s)  core.utf8_sub(s, n)
  *   core.uuid4()  core.hex32()  core.valid_name(s)  core.valid_job_id(s) */
 #include <dirent.h>
@@ -390,6 +391,26 @@ static int l_dbs(lua_State *L)
                        introspect_dbs(luaL_checkstring(L, 1), labels, 16));
 }
 
+/* core.read_project(dir, rel [, max]) -> data, truncated | nil, msg, code */
+static int l_read_project(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    const char *rel = luaL_checkstring(L, 2);
+    lua_Integer max = luaL_optinteger(L, 3, 1024 * 1024);
+    luaL_argcheck(L, max >= 0, 3, "must be >= 0");
+    char *data;
+    size_t len;
+    int cut;
+    int rc = introspect_read(dir, rel, (size_t)max, &data, &len, &cut);
+    if (rc != 0) {
+        return fail_errno(L, rc, rel);
+    }
+    lua_pushlstring(L, data, len);
+    free(data);
+    lua_pushboolean(L, cut);
+    return 2;
+}
+
 static int l_has(lua_State *L)
 {
     lua_pushboolean(L, introspect_has(luaL_checkstring(L, 1),
@@ -521,6 +542,7 @@ void bind_fs_register(lua_State *L)
         {"stacks", l_stacks},
         {"dbs", l_dbs},
         {"has", l_has},
+        {"read_project", l_read_project},
         {"utf8_valid", l_utf8_valid},
         {"utf8_fix", l_utf8_fix},
         {"utf8_len", l_utf8_len},
