@@ -287,9 +287,16 @@ function M.load(path, fresh)
 end
 
 function M.parse_file(path)
-  local text, msg, code = core.read_file(path, 16 * 1024 * 1024)
+  -- The config decides which directories agents run in, with which
+  -- permissions: like a Lua file, it is read only when no one else could
+  -- have written it (checked on the descriptor that is read).
+  local text, msg, code = core.read_trusted(path, 16 * 1024 * 1024)
   if not text then
     if code == "ENOENT" then return M.empty(path) end
+    if code == "untrusted" then
+      return nil, { kind = "io", untrusted = true, path = path,
+                    detail = "refusing " .. path .. ": " .. msg }
+    end
     return nil, { kind = "io", path = path, detail = msg }
   end
   if not core.utf8_valid(text) then

@@ -158,10 +158,14 @@ function M.save_error(tool, err)
   return M.load_error(err)
 end
 
+M.TRUST_HINT = "agents.yaml is read only when you own it and neither it nor a " ..
+  "directory on its path is writable by anyone else; fix the owner or mode as the error says."
+
 function M.load_error(err)
   return M.envelope("Config at " .. err.path .. " could not be loaded: " ..
     (err.kind == "utf8" and "not valid UTF-8: " or err.kind == "yaml" and "invalid YAML: " or
-     err.kind == "schema" and "invalid schema: " or "") .. err.detail, M.LOAD_HINT)
+     err.kind == "schema" and "invalid schema: " or "") .. err.detail,
+    err.untrusted and M.TRUST_HINT or M.LOAD_HINT)
 end
 
 --- The user's override file (path:line when known) an error message
