@@ -177,8 +177,12 @@ int fs_mkdirs(const char *dir, mode_t mode)
     if (!S_ISDIR(st.st_mode)) {
         return -ENOTDIR;
     }
-    if (st.st_uid == getuid()) {
-        chmod(buf, mode); /* best effort */
+    /* Tighten only (0755 -> 0700): a permission the user removed, such as
+     * the write bit of a directory made read-only on purpose, stays
+     * removed. Best effort. */
+    mode_t want = (st.st_mode & 07777) & mode;
+    if (st.st_uid == getuid() && want != (st.st_mode & 07777)) {
+        chmod(buf, want);
     }
     return 0;
 }

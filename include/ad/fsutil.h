@@ -20,8 +20,9 @@ int fs_write_atomic(const char *path, const void *data, size_t len,
 int fs_write_atomic_nofollow(const char *path, const void *data, size_t len,
                              mode_t mode);
 
-/* mkdir -p; directories it creates get mode; the last component is then
- * chmod'ed to mode (best effort: a directory we do not own is left). */
+/* mkdir -p; directories it creates get mode; the last component then
+ * loses any permission bit not in mode (best effort: a directory we do not
+ * own is left). No bit is ever added: a read-only directory stays so. */
 int fs_mkdirs(const char *dir, mode_t mode);
 
 /* Creates the parent directory of path (see fs_mkdirs). */

@@ -365,6 +365,21 @@ function M.to_document(cfg)
   return doc
 end
 
+-- A config directory or agents.yaml without its owner's write bit was
+-- made read-only on purpose: respect that (root would write anyway, so
+-- the mode is checked, not EACCES). Returns the reason, or nil.
+local function read_only(path)
+  local dir = util.dirname(path)
+  for _, p in ipairs({ dir, path }) do
+    local kind, _, mode = core.stat(p)
+    if kind and mode & 128 == 0 then -- 0200
+      return string.format("%s is read-only (mode %o); nothing was changed. " ..
+        "To allow changes: chmod u+w %s", p, mode, p)
+    end
+  end
+  return nil
+end
+
 --- Writes cfg atomically (0600, parent 0700). Returns true or nil, error
 --- {kind = "write"|"render", path =, detail =}.
 function M.save(cfg)
@@ -373,6 +388,8 @@ function M.save(cfg)
   if not ok or not text then
     return nil, { kind = "render", path = path, detail = tostring(rerr or text) }
   end
+  local ro = read_only(path)
+  if ro then return nil, { kind = "write", path = path, detail = ro } end
   local made, merr = core.mkparent(path, 448) -- 0700
   if not made then return nil, { kind = "write", path = path, detail = merr } end
   local wrote, werr = core.write_atomic(path, text, 384) -- 0600
@@ -387,6 +404,8 @@ end
 function M.mutate(fn, path)
   path = path or M.path()
   local warnings = {}
+  local ro = read_only(path)
+  if ro then return nil, { kind = "write", path = path, detail = ro }, warnings end
   core.mkparent(path, 448)
   local lock, lerr = core.lock(path .. ".lock", tonumber(os.getenv("AGENT_DISPATCH_LOCK_WAIT")) or 10)
   if not lock then

@@ -310,7 +310,6 @@ test('add respects a read-only config directory and a read-only agents.yaml', (t
   const before = env.readConfig();
   const p = env.project('b');
   fs.chmodSync(env.cfgDir, 0o500);
-  t.after(() => fs.chmodSync(env.cfgDir, 0o700));
   let r = env.run(['add', 'b', p]);
   assert.notStrictEqual(r.code, 0, r.stdout);
   assert.match(r.stderr, new RegExp(`${lit(env.cfgDir)} is read-only \\(mode 500\\)`));

@@ -253,6 +253,11 @@ static void test_mkdirs(void)
     chmod(P("a/b/c/d"), 0755);
     CHECK_INT(fs_mkdirs(P("a/b/c/d"), 0700), 0);
     CHECK_INT(mode_of(P("a/b/c/d")), 0700);
+    /* ... but never given back a bit its owner removed (read-only). */
+    chmod(P("a/b/c/d"), 0500);
+    CHECK_INT(fs_mkdirs(P("a/b/c/d"), 0700), 0);
+    CHECK_INT(mode_of(P("a/b/c/d")), 0500);
+    chmod(P("a/b/c/d"), 0700);
     /* A regular file in the way. */
     write_plain(P("a/file"), "x", 0600);
     CHECK_INT(fs_mkdirs(P("a/file"), 0700), -ENOTDIR);
