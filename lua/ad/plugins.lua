@@ -15,8 +15,9 @@
 ---   hook("job_done", function(record) end)
 ---
 --- plus ad (the agent_dispatch module), json, log, and Lua's safe
---- libraries. Files and their directory are loaded only when owned by the
---- user and not writable by group or others (as ssh does with keys). A
+--- libraries. A file is loaded only when the file opened is owned by the
+--- user and not writable by group or others, and so is every directory on
+--- its resolved path (core.read_trusted; as ssh does with keys). A
 --- broken file is reported with file:line and skipped; loading and every
 --- hook run under a time budget, and an error in one hook fails only the
 --- request it ran for.
