@@ -177,8 +177,12 @@ int fs_mkdirs(const char *dir, mode_t mode)
     if (!S_ISDIR(st.st_mode)) {
         return -ENOTDIR;
     }
-    if (st.st_uid == getuid()) {
-        chmod(buf, mode); /* best effort */
+    /* Tighten only (0755 -> 0700): a permission the user removed, such as
+     * the write bit of a directory made read-only on purpose, stays
+     * removed. Best effort. */
+    mode_t want = (st.st_mode & 07777) & mode;
+    if (st.st_uid == getuid() && want != (st.st_mode & 07777)) {
+        chmod(buf, want);
     }
     return 0;
 }
@@ -254,15 +258,12 @@ void fs_unlock(int fd)
     }
 }
 
-int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
-                 size_t *len)
+/* Reads at most max bytes from fd into a new NUL-terminated buffer; fd is
+ * closed in every case. */
+static int read_fd(int fd, size_t max, char **out, size_t *len)
 {
     if (max == SIZE_MAX) {
         max--; /* max + 1 below must not wrap to 0 (an empty read) */
-    }
-    int fd = open(path, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
-    if (fd < 0) {
-        return -errno;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -323,4 +324,128 @@ int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
     *out = buf;
     *len = n;
     return 0;
+}
+
+int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
+                 size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+    if (fd < 0) {
+        return -errno;
+    }
+    return read_fd(fd, max, out, len);
+}
+
+/* ---- trusted reads ------------------------------------------------------ */
+
+static const char *writers(mode_t mode)
+{
+    return (mode & 002) ? "others" : "its group";
+}
+
+/* The opened file itself: a regular file of uid that no one else may
+ * write. */
+static bool file_trusted(const struct stat *st, uid_t uid, const char *path,
+                         char *why, size_t whylen)
+{
+    if (!S_ISREG(st->st_mode)) {
+        snprintf(why, whylen, "it is not a regular file");
+        return false;
+    }
+    if (st->st_uid != uid) {
+        snprintf(why, whylen, "it is owned by uid %u, not by you (uid %u)",
+                 (unsigned)st->st_uid, (unsigned)uid);
+        return false;
+    }
+    if (st->st_mode & 022) {
+        snprintf(why, whylen, "it is writable by %s (mode %o); run: chmod go-w %s",
+                 writers(st->st_mode), (unsigned)(st->st_mode & 07777), path);
+        return false;
+    }
+    return true;
+}
+
+/* Every directory from real's parent up to "/": owned by uid or root and
+ * not writable by anyone else, so no one else can rename or replace an
+ * entry on the path. A sticky directory (/tmp) is the exception: there
+ * only an entry's owner may rename it, and each entry below is checked. */
+static bool dirs_trusted(const char *real, uid_t uid, char *why, size_t whylen)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", real);
+    for (;;) {
+        char *slash = strrchr(dir, '/');
+        if (!slash) {
+            return true;
+        }
+        if (slash == dir) {
+            slash[1] = '\0';
+        } else {
+            *slash = '\0';
+        }
+        struct stat st;
+        if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            snprintf(why, whylen, "its directory %s cannot be checked", dir);
+            return false;
+        }
+        if (st.st_uid != uid && st.st_uid != 0) {
+            snprintf(why, whylen,
+                     "its directory %s is owned by uid %u, not by you "
+                     "(uid %u) or root", dir, (unsigned)st.st_uid,
+                     (unsigned)uid);
+            return false;
+        }
+        if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX)) {
+            snprintf(why, whylen,
+                     "its directory %s is writable by %s (mode %o); run: "
+                     "chmod go-w %s", dir, writers(st.st_mode),
+                     (unsigned)(st.st_mode & 07777), dir);
+            return false;
+        }
+        if (strcmp(dir, "/") == 0) {
+            return true;
+        }
+    }
+}
+
+/* The path the kernel resolved for an open descriptor. */
+static int fd_path(int fd, const char *path, char *out)
+{
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, out, PATH_MAX - 1);
+    if (n > 0 && out[0] == '/') {
+        out[n] = '\0';
+        return 0;
+    }
+    return realpath(path, out) ? 0 : -errno;
+}
+
+int fs_read_trusted(const char *path, size_t max, uid_t uid, char **out,
+                    size_t *len, char *why, size_t whylen)
+{
+    why[0] = '\0';
+    /* O_NONBLOCK: a FIFO planted at path must not block the open. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct stat st;
+    char real[PATH_MAX];
+    int rc = fstat(fd, &st) == 0 ? 0 : -errno;
+    if (rc == 0) {
+        rc = fd_path(fd, path, real);
+    }
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    /* The checks apply to what was opened, never to a second lookup of
+     * path that a swap could have redirected. */
+    if (!file_trusted(&st, uid, path, why, whylen) ||
+        !dirs_trusted(real, uid, why, whylen)) {
+        close(fd);
+        return -EPERM;
+    }
+    return read_fd(fd, max, out, len);
 }

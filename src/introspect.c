@@ -1,8 +1,12 @@
 /* Project probes; see introspect.h. Order of labels follows the spec. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ad/introspect.h"
 
@@ -79,4 +83,87 @@ size_t introspect_dbs(const char *dir, const char **out, size_t max)
         {"migrations", 1, mig},
     };
     return detect(dir, pr, sizeof pr / sizeof pr[0], out, max);
+}
+
+/* The resolved path of dir/rel when it stays inside dir's resolved path. */
+static int resolve_inside(const char *dir, const char *rel, char *out)
+{
+    char rdir[PATH_MAX], p[PATH_MAX];
+    if (!realpath(dir, rdir)) {
+        return -errno;
+    }
+    if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, rel) >= sizeof p) {
+        return -ENAMETOOLONG;
+    }
+    if (!realpath(p, out)) {
+        return -errno;
+    }
+    size_t n = strlen(rdir);
+    if (strcmp(rdir, "/") == 0) {
+        n = 0;
+    }
+    if (strncmp(out, rdir, n) != 0 || out[n] != '/') {
+        return -EXDEV; /* a link out of the project */
+    }
+    return 0;
+}
+
+/* Reads up to max bytes from fd (closed here), plus one to learn whether
+ * more follows. */
+static int read_prefix(int fd, size_t max, char **out, size_t *len,
+                       int *truncated)
+{
+    char *buf = malloc(max + 2);
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    size_t n = 0;
+    while (n < max + 1) {
+        ssize_t r = read(fd, buf + n, max + 1 - n);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return -e;
+        }
+        if (r == 0) {
+            break;
+        }
+        n += (size_t)r;
+    }
+    close(fd);
+    *truncated = n > max;
+    if (n > max) {
+        n = max;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+int introspect_read(const char *dir, const char *rel, size_t max, char **out,
+                    size_t *len, int *truncated)
+{
+    char real[PATH_MAX];
+    int rc = resolve_inside(dir, rel, real);
+    if (rc != 0) {
+        return rc;
+    }
+    /* O_NONBLOCK: a FIFO must not block the loop; O_NOFOLLOW: real has no
+     * link left, unless one was planted since. */
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -EINVAL; /* pipes, devices, sockets: not project files */
+    }
+    return read_prefix(fd, max, out, len, truncated);
 }

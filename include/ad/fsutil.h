@@ -21,8 +21,9 @@ int fs_write_atomic(const char *path, const void *data, size_t len,
 int fs_write_atomic_nofollow(const char *path, const void *data, size_t len,
                              mode_t mode);
 
-/* mkdir -p; directories it creates get mode; the last component is then
- * chmod'ed to mode (best effort: a directory we do not own is left). */
+/* mkdir -p; directories it creates get mode; the last component then
+ * loses any permission bit not in mode (best effort: a directory we do not
+ * own is left). No bit is ever added: a read-only directory stays so. */
 int fs_mkdirs(const char *dir, mode_t mode);
 
 /* Creates the parent directory of path (see fs_mkdirs). */
@@ -43,5 +44,16 @@ void fs_unlock(int fd);
  * nofollow refuses a symlink (-ELOOP). -EFBIG when the file is larger. */
 int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
                  size_t *len);
+
+/* Reads a file that will run as code with the user's privileges (as ssh
+ * checks authorized_keys). Opens path (following links) and checks what
+ * was opened: fstat of the descriptor must show a regular file owned by
+ * uid and not writable by group or others, and every directory of its
+ * resolved path must be owned by uid or root and not writable by group or
+ * others (sticky directories such as /tmp excepted). The bytes are then
+ * read from that same descriptor. -EPERM with why set when refused; other
+ * negative errno values as fs_read_file. */
+int fs_read_trusted(const char *path, size_t max, uid_t uid, char **out,
+                    size_t *len, char *why, size_t whylen);
 
 #endif

@@ -16,4 +16,13 @@ size_t introspect_dbs(const char *dir, const char **out, size_t max);
 /* 1 if dir/name exists as a regular file (or a directory when want_dir). */
 int introspect_has(const char *dir, const char *name, int want_dir);
 
+/* Reads dir/rel, a project file, only when it is a regular file inside
+ * the project: its resolved path must stay under dir's (a link within the
+ * project is followed, one out of it gives -EXDEV), it is opened
+ * non-blocking and fstat'ed (a FIFO, a pipe or a device gives -EINVAL).
+ * At most max bytes are read into a new NUL-terminated buffer;
+ * *truncated is 1 when the file is longer. */
+int introspect_read(const char *dir, const char *rel, size_t max, char **out,
+                    size_t *len, int *truncated);
+
 #endif

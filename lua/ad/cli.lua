@@ -458,6 +458,8 @@ C.doctor = {
       elseif e.kind == "utf8" then fail("Config is not valid UTF-8: " .. path, "Re-save the file as UTF-8.")
       else fail("Config could not be read: " .. path, e.detail) end
     end
+    local jok, jerr = pcall(require("ad.jobs").dir)
+    if not jok then fail(tostring(type(jerr) == "table" and jerr.message or jerr)) end
     out("MCP registration")
     if not claude then
       warn("Skipped (claude CLI missing)")

@@ -289,9 +289,16 @@ function M.load(path, fresh)
 end
 
 function M.parse_file(path)
-  local text, msg, code = core.read_file(path, 16 * 1024 * 1024)
+  -- The config decides which directories agents run in, with which
+  -- permissions: like a Lua file, it is read only when no one else could
+  -- have written it (checked on the descriptor that is read).
+  local text, msg, code = core.read_trusted(path, 16 * 1024 * 1024)
   if not text then
     if code == "ENOENT" then return M.empty(path) end
+    if code == "untrusted" then
+      return nil, { kind = "io", untrusted = true, path = path,
+                    detail = "refusing " .. path .. ": " .. msg }
+    end
     return nil, { kind = "io", path = path, detail = msg }
   end
   if not core.utf8_valid(text) then
@@ -360,6 +367,21 @@ function M.to_document(cfg)
   return doc
 end
 
+-- A config directory or agents.yaml without its owner's write bit was
+-- made read-only on purpose: respect that (root would write anyway, so
+-- the mode is checked, not EACCES). Returns the reason, or nil.
+local function read_only(path)
+  local dir = util.dirname(path)
+  for _, p in ipairs({ dir, path }) do
+    local kind, _, mode = core.stat(p)
+    if kind and mode & 128 == 0 then -- 0200
+      return string.format("%s is read-only (mode %o); nothing was changed. " ..
+        "To allow changes: chmod u+w %s", p, mode, p)
+    end
+  end
+  return nil
+end
+
 --- Writes cfg atomically (0600, parent 0700). Returns true or nil, error
 --- {kind = "write"|"render", path =, detail =}.
 function M.save(cfg)
@@ -368,6 +390,8 @@ function M.save(cfg)
   if not ok or not text then
     return nil, { kind = "render", path = path, detail = tostring(rerr or text) }
   end
+  local ro = read_only(path)
+  if ro then return nil, { kind = "write", path = path, detail = ro } end
   local made, merr = core.mkparent(path, 448) -- 0700
   if not made then return nil, { kind = "write", path = path, detail = merr } end
   local wrote, werr = core.write_atomic(path, text, 384) -- 0600
@@ -384,6 +408,8 @@ end
 function M.mutate(fn, path)
   path = path or M.path()
   local warnings = {}
+  local ro = read_only(path)
+  if ro then return nil, { kind = "write", path = path, detail = ro }, warnings end
   core.mkparent(path, 448)
   local wait = tonumber(os.getenv("AGENT_DISPATCH_LOCK_WAIT")) or 10
   local lock, lerr = core.lock(path .. ".lock", wait)

@@ -6,9 +6,12 @@ local util = require "ad.util"
 
 local M = {}
 
-local function read_text(path, max)
-  local data = core.read_file(path, max or (1024 * 1024))
-  if not data or not core.utf8_valid(data) then return nil end
+-- Project files are read only when they are regular files inside the
+-- project (a link out of it, to a pipe or to /proc, is never followed),
+-- never blocking, and never beyond a size cap.
+local function read_text(dir, rel, max)
+  local data, cut = core.read_project(dir, rel, max or (1024 * 1024))
+  if not data or cut or not core.utf8_valid(data) then return nil end
   return data
 end
 
@@ -48,7 +51,7 @@ end
 function M.mcp_servers(dir)
   local seen, out = {}, json.array()
   for _, rel in ipairs({ ".mcp.json", ".claude/settings.local.json" }) do
-    local text = read_text(dir .. "/" .. rel)
+    local text = read_text(dir, rel)
     local doc = text and json.decode(text)
     if type(doc) == "table" and not json.is_array(doc) and type(doc.mcpServers) == "table"
         and (next(doc.mcpServers) == nil or not json.is_array(doc.mcpServers)) then
@@ -63,7 +66,7 @@ end
 --- A one-line description built from the project's own files.
 function M.auto_describe(dir)
   local parts = {}
-  local claude_md = read_text(dir .. "/CLAUDE.md")
+  local claude_md = read_text(dir, "CLAUDE.md")
   if claude_md then
     local got = {}
     for _, line in ipairs(first_lines(claude_md, 40)) do
@@ -76,7 +79,7 @@ function M.auto_describe(dir)
     if #got > 0 then parts[#parts + 1] = table.concat(got, " ") end
   end
   if #parts == 0 then
-    local readme = read_text(dir .. "/README.md")
+    local readme = read_text(dir, "README.md")
     if readme then
       for _, line in ipairs(first_lines(readme, 20)) do
         local s = util.strip(line)
@@ -88,7 +91,7 @@ function M.auto_describe(dir)
       end
     end
   end
-  local pyproject = read_text(dir .. "/pyproject.toml")
+  local pyproject = read_text(dir, "pyproject.toml")
   if pyproject then
     for line in (pyproject .. "\n"):gmatch("(.-)\r?\n") do
       local s = util.strip(line)
@@ -99,7 +102,7 @@ function M.auto_describe(dir)
       end
     end
   end
-  local pkg = read_text(dir .. "/package.json")
+  local pkg = read_text(dir, "package.json")
   local pdoc = pkg and json.decode(pkg)
   if type(pdoc) == "table" and type(pdoc.description) == "string"
       and util.strip(pdoc.description) ~= "" then
@@ -122,15 +125,17 @@ function M.health(dir)
   return ok
 end
 
---- First n lines of a file joined by "\n", cut to max(200, n*200) code
---- points; returns text, truncated.
-function M.preview(path, n)
-  local data = core.read_file(path, 4 * 1024 * 1024)
+--- First n lines of the project file dir/rel joined by "\n", cut to
+--- max(200, n*200) code points; returns text, truncated. Only the first
+--- MiB is read: the preview is at most 40000 code points.
+function M.preview(dir, rel, n)
+  local data, cut = core.read_project(dir, rel, 1024 * 1024)
   if not data then return nil end
   data = core.utf8_fix(data)
   local all = first_lines(data, n + 1)
   local truncated = #all > n
   if truncated then all[#all] = nil end
+  truncated = truncated or cut
   local text = table.concat(all, "\n")
   local cap = math.max(200, n * 200)
   if util.ulen(text) > cap then

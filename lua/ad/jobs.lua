@@ -24,14 +24,30 @@ M.KEYS = { "id", "agent", "task", "context", "caller", "goal", "status",
 M.STALE_RUNNING = 3600
 M.STALE_PENDING = 24 * 3600
 
-function M.dir()
-  local d = os.getenv("AGENT_DISPATCH_JOBS_DIR")
-  if d and d ~= "" then return util.expanduser(d) or d end
-  return config.config_dir() .. "/jobs"
-end
-
 local function io_error(what, msg)
   error(errors.new("io", what .. ": " .. tostring(msg)), 0)
+end
+
+-- Records are shown and acted on as real (results, pids to signal): a
+-- directory someone else owns or may write could hold forged ones.
+local function check_dir(d)
+  local kind, _, mode, uid = core.stat(d)
+  if not kind then return d end
+  local me = core.getuid()
+  if uid ~= me then
+    io_error("refusing the jobs directory " .. d, "it is owned by uid " .. uid ..
+      ", not by you (uid " .. me .. ")")
+  elseif mode & 18 ~= 0 then -- 0022
+    io_error("refusing the jobs directory " .. d, string.format(
+      "it is writable by group or others (mode %o); run: chmod go-w %s", mode, d))
+  end
+  return d
+end
+
+function M.dir()
+  local d = os.getenv("AGENT_DISPATCH_JOBS_DIR")
+  if d and d ~= "" then return check_dir(util.expanduser(d) or d) end
+  return check_dir(config.config_dir() .. "/jobs")
 end
 
 function M.ensure_dir()

@@ -15,8 +15,9 @@
 ---   hook("job_done", function(record) end)
 ---
 --- plus ad (the agent_dispatch module), json, log, and Lua's safe
---- libraries. Files and their directory are loaded only when owned by the
---- user and not writable by group or others (as ssh does with keys). A
+--- libraries. A file is loaded only when the file opened is owned by the
+--- user and not writable by group or others, and so is every directory on
+--- its resolved path (core.read_trusted; as ssh does with keys). A
 --- broken file is reported with file:line and skipped; loading and every
 --- hook run under a time budget, and an error in one hook fails only the
 --- request it ran for.
@@ -83,7 +84,7 @@ end
 local TYPES = { string = true, integer = true, number = true, boolean = true }
 
 --- Turns a tool{} spec into a registry definition, or raises.
-local function make_tool(spec, file)
+local function make_tool(spec, file, ad)
   if type(spec) ~= "table" then error("tool{} expects a table", 3) end
   if type(spec.name) ~= "string" or not spec.name:match("^[%w_.-]+$") or #spec.name > 64 then
     error("tool name must be 1-64 characters of letters, digits, '_', '-', '.'", 3)
@@ -111,7 +112,7 @@ local function make_tool(spec, file)
           ctx.log("info", table.concat(parts, " "))
         end,
         progress = ctx.progress,
-      }, { __index = require("agent_dispatch") })
+      }, { __index = ad })
       return handler(args, api)
     end,
   }
@@ -135,6 +136,22 @@ local function locate(path)
   end
 end
 
+--- The agent_dispatch module for tool files. It requires the policy
+--- modules, so a broken or refused override makes it fail to load: then
+--- tool files still load, and only what uses `ad` fails, with the
+--- override's error (file:line), each time until the file is fixed.
+local function ad_api()
+  local ok, mod = pcall(require, "agent_dispatch")
+  if ok then return mod end
+  io.stderr:write("agent-dispatch: the `ad` API of tool files is unavailable: ",
+    tostring(mod), "\n")
+  return setmetatable({}, { __index = function(_, k)
+    local ok2, m = pcall(require, "agent_dispatch")
+    if ok2 then return m[k] end
+    error(m, 2)
+  end })
+end
+
 --- Loads every tool file; define(def) registers a tool. Returns the number
 --- of tools registered.
 function M.load(define, builtin)
@@ -145,16 +162,20 @@ function M.load(define, builtin)
   local names = core.listdir(dir) or {}
   table.sort(names)
   local count = 0
+  local ad
   for _, name in ipairs(names) do
     if name:match("%.lua$") then
       local path = dir .. "/" .. name
-      local bad = M.unsafe(path)
-      if bad then
-        problem(path, bad)
+      -- Checked on the descriptor that is read (and every directory on the
+      -- file's resolved path), so a swap after a check cannot slip in.
+      local src, rerr, rcode = core.read_trusted(path, 4 * 1024 * 1024)
+      if rcode == "untrusted" then
+        problem(path, "refusing " .. path .. ": " .. rerr)
       else
+        ad = ad or ad_api()
         local tools, hooks = {}, {}
         local api = {
-          tool = function(spec) tools[#tools + 1] = make_tool(spec, path) end,
+          tool = function(spec) tools[#tools + 1] = make_tool(spec, path, ad) end,
           hook = function(event, fn)
             if not M.hooks[event] then
               error("unknown hook '" .. tostring(event) .. "' (before_dispatch, after_result, job_done)", 2)
@@ -162,7 +183,7 @@ function M.load(define, builtin)
             if type(fn) ~= "function" then error("hook needs a function", 2) end
             hooks[#hooks + 1] = { event = event, fn = fn, file = path }
           end,
-          ad = require("agent_dispatch"),
+          ad = ad,
           json = { encode = json.encode, decode = json.decode, array = json.array, null = json.null },
           log = function(...)
             local parts = {}
@@ -170,7 +191,6 @@ function M.load(define, builtin)
             io.stderr:write("[", name, "] ", table.concat(parts, " "), "\n")
           end,
         }
-        local src, rerr = core.read_file(path, 4 * 1024 * 1024)
         local chunk, lerr
         if src then chunk, lerr = load(src, "@" .. path, "t", strict_env(api)) end
         if not chunk then

@@ -155,10 +155,30 @@ function M.save_error(tool, err)
   return M.load_error(err)
 end
 
+M.TRUST_HINT = "agents.yaml is read only when you own it and neither it nor a " ..
+  "directory on its path is writable by anyone else; fix the owner or mode as the error says."
+
 function M.load_error(err)
   return M.envelope("Config at " .. err.path .. " could not be loaded: " ..
     (err.kind == "utf8" and "not valid UTF-8: " or err.kind == "yaml" and "invalid YAML: " or
-     err.kind == "schema" and "invalid schema: " or "") .. err.detail, M.LOAD_HINT)
+     err.kind == "schema" and "invalid schema: " or "") .. err.detail,
+    err.untrusted and M.TRUST_HINT or M.LOAD_HINT)
+end
+
+--- The user's override file (path:line when known) an error message
+--- points into, or nil: an error there is the user's to fix, not a bug.
+function M.override_file(msg)
+  local dir = core.user_lua_dir()
+  if not dir or dir == "" or type(msg) ~= "string" then return nil end
+  local at = msg:find(dir .. "/", 1, true)
+  if not at then return nil end
+  return msg:sub(at):match("^[^:]+%.lua:%d+") or msg:sub(at):match("^[^:]+%.lua")
+end
+
+function M.override_hint(file)
+  return "The error is in your override " .. file .. " (user Lua directory " ..
+    core.user_lua_dir() .. "): fix it, or remove it to use the shipped module; " ..
+    "`agent-dispatch lua list` shows where each module comes from."
 end
 
 --- Runs a tool call; returns the result value (never raises, except the
@@ -181,6 +201,10 @@ function M.call(def, args, ctx)
   end
   io.stderr:write("agent-dispatch: tool ", def.name, " failed: ", tostring(res), "\n")
   local first = tostring(type(res) == "table" and res.message or res):match("^[^\n]*")
+  local file = M.override_file(first)
+  if file then
+    return M.envelope(def.name .. " failed: " .. first, M.override_hint(file))
+  end
   if def.custom then
     return M.envelope(def.name .. " failed: " .. first,
       "The error is in the custom tool file " .. def.custom ..
@@ -215,7 +239,13 @@ function M.load_builtin()
   loading = core.event()
   local ok, err = pcall(load_all)
   loading:set(true)
-  if not ok then error(err, 0) end
+  -- Whatever went wrong is reported, never raised: this runs in the task
+  -- that reads requests, and the built-in tools are registered by now.
+  if not ok then
+    if type(err) == "table" and err.type == "cancelled" then error(err, 0) end
+    io.stderr:write("agent-dispatch: loading tool files failed: ",
+      tostring(type(err) == "table" and err.message or err), "\n")
+  end
 end
 
 load_all = function()

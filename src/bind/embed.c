@@ -3,17 +3,18 @@
  *
  *   core.embedded(name) -> source, chunkname | nil
  *   core.embedded_list() -> {names}
- *   core.module_origin(name) -> "user:<path>" | "embedded" | nil
+ *   core.user_lua_dir() -> the directory searched first ("" when none)
  *
  * No relative paths and no C modules are ever searched: package.cpath is
  * empty and user files are loaded in text mode only. AGENT_DISPATCH_LUA_DIR
  * (the developer switch) makes the "embedded" searcher read lua/ from a
  * checkout instead, so policy can be edited without a rebuild. */
+#include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -45,40 +46,22 @@ static void push_module_path(lua_State *L, const char *dir, const char *name,
 }
 
 /* A user file runs with the user's privileges inside the server: like ssh
- * with keys, refuse one that someone else owns or could have written. */
-static const char *unsafe(const char *path, struct stat *st)
+ * with keys, refuse one that someone else owns or could have written
+ * (fs_read_trusted checks the descriptor it reads and every directory on
+ * the file's resolved path). dev files are the developer's checkout. */
+static int read_module(lua_State *L, const char *path, bool dev, char **src,
+                       size_t *len)
 {
-    if (stat(path, st) != 0) {
-        return NULL;
+    if (dev) {
+        return fs_read_file(path, 16u << 20, false, src, len);
     }
-    if (st->st_uid != getuid()) {
-        return "is not owned by you";
+    char why[PATH_MAX + 200];
+    int rc = fs_read_trusted(path, 16u << 20, getuid(), src, len, why,
+                             sizeof why);
+    if (rc == -EPERM && why[0]) {
+        return luaL_error(L, "refusing to load %s: %s", path, why);
     }
-    if (st->st_mode & 022) {
-        return "is writable by group or others (run: chmod go-w on it)";
-    }
-    return NULL;
-}
-
-static void check_safe(lua_State *L, const char *path)
-{
-    struct stat st;
-    const char *why = unsafe(path, &st);
-    if (!why) {
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s", path);
-        char *slash = strrchr(dir, '/');
-        if (slash && slash != dir) {
-            *slash = '\0';
-            why = unsafe(dir, &st);
-            if (why) {
-                luaL_error(L, "refusing to load %s: its directory %s %s", path,
-                           dir, why);
-            }
-        }
-        return;
-    }
-    luaL_error(L, "refusing to load %s: it %s", path, why);
+    return rc;
 }
 
 /* Tries dir/<name>.lua then dir/<name>/init.lua. Returns 1 with the loader
@@ -93,25 +76,18 @@ static int search_dir(lua_State *L, const char *dir, const char *name,
         const char *path = lua_tostring(L, -1);
         char *src;
         size_t len;
-        int rc = fs_read_file(path, 16u << 20, false, &src, &len);
-        if (rc != 0) {
+        if (read_module(L, path, dev, &src, &len) != 0) {
             lua_pop(L, 1);
             continue;
-        }
-        if (!dev) {
-            free(src); /* re-read below once the file is known to be safe */
-            check_safe(L, path);
-            if (fs_read_file(path, 16u << 20, false, &src, &len) != 0) {
-                lua_pop(L, 1);
-                continue;
-            }
         }
         lua_pushfstring(L, "@%s", path);
         int st = luaL_loadbufferx(L, src, len, lua_tostring(L, -1), "t");
         free(src);
         if (st != LUA_OK) {
-            return luaL_error(L, "error loading module '%s' from %s:\n\t%s",
-                              name, path, lua_tostring(L, -1));
+            /* One line: Lua's message already names path:line, and callers
+             * that show only a first line must not lose it. */
+            return luaL_error(L, "error loading module '%s': %s", name,
+                              lua_tostring(L, -1));
         }
         lua_remove(L, -2);                 /* path loader */
         lua_insert(L, -2);                 /* loader path */
@@ -156,9 +132,13 @@ static int searcher_embedded(lua_State *L)
     return 2;
 }
 
+/* The user's directory, for core.user_lua_dir(). */
+static char user_lua_dir[4096];
+
 void embed_install_searchers(lua_State *L, const char *user_dir,
                              const char *dev_dir)
 {
+    snprintf(user_lua_dir, sizeof user_lua_dir, "%s", user_dir ? user_dir : "");
     lua_getglobal(L, "package");                         /* pkg */
     lua_pushliteral(L, "");
     lua_setfield(L, -2, "cpath");
@@ -201,8 +181,16 @@ static int l_embedded_list(lua_State *L)
     return 1;
 }
 
+static int l_user_lua_dir(lua_State *L)
+{
+    lua_pushstring(L, user_lua_dir);
+    return 1;
+}
+
 void bind_embed_register(lua_State *L)
 {
+    lua_pushcfunction(L, l_user_lua_dir);
+    lua_setfield(L, -2, "user_lua_dir");
     lua_pushcfunction(L, l_embedded);
     lua_setfield(L, -2, "embedded");
     lua_pushcfunction(L, l_embedded_list);

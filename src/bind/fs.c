@@ -1,6 +1,7 @@
 /* Lua face of files, paths, identifiers and text helpers.
  *
  *   core.read_file(path [, max [, nofollow]]) -> data | nil, msg, code
+ *   core.read_trusted(path [, max]) -> data | nil, why, "untrusted"|code
  *   core.write_atomic(path, data [, mode]) -> true | nil, msg, code
  *   core.mkdirs(dir) / core.mkparent(path) -> true | nil, msg, code
  *   core.lock(path [, timeout_s]) -> lock | nil, "timeout" (yields while
@@ -12,6 +13,7 @@
  *   core.unlink(path) -> true | nil, msg, code
  *   core.health(dir) -> true | false | nil, msg (probe error)
  *   core.stacks(dir) / core.dbs(dir) -> {labels}   core.has(dir, name [, isdir])
+ *   core.read_project(dir, rel [, max]) -> data, truncated | nil, msg, code
  *   core.utf8_valid(s)  core.utf8_fix(s)  core.utf8_len(s)  core.utf8_sub(s, n)
  *   core.uuid4()  core.hex32()  core.valid_name(s)  core.valid_job_id(s) */
 #include <dirent.h>
@@ -49,6 +51,32 @@ static int l_read_file(lua_State *L)
     char *data;
     size_t len;
     int rc = fs_read_file(path, (size_t)max, nofollow, &data, &len);
+    if (rc != 0) {
+        return fail_errno(L, rc, path);
+    }
+    lua_pushlstring(L, data, len);
+    free(data);
+    return 1;
+}
+
+/* core.read_trusted(path [, max]) -> data | nil, msg, code: code
+ * "untrusted" (msg says why) when the file or a directory on its path could
+ * have been written by someone else (see fs_read_trusted). */
+static int l_read_trusted(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer max = luaL_optinteger(L, 2, 64 * 1024 * 1024);
+    char why[PATH_MAX + 200];
+    char *data;
+    size_t len;
+    int rc = fs_read_trusted(path, (size_t)max, getuid(), &data, &len, why,
+                             sizeof why);
+    if (rc == -EPERM && why[0]) {
+        lua_pushnil(L);
+        lua_pushstring(L, why);
+        lua_pushliteral(L, "untrusted");
+        return 3;
+    }
     if (rc != 0) {
         return fail_errno(L, rc, path);
     }
@@ -459,6 +487,26 @@ static int l_dbs(lua_State *L)
                        introspect_dbs(luaL_checkstring(L, 1), labels, 16));
 }
 
+/* core.read_project(dir, rel [, max]) -> data, truncated | nil, msg, code */
+static int l_read_project(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    const char *rel = luaL_checkstring(L, 2);
+    lua_Integer max = luaL_optinteger(L, 3, 1024 * 1024);
+    luaL_argcheck(L, max >= 0, 3, "must be >= 0");
+    char *data;
+    size_t len;
+    int cut;
+    int rc = introspect_read(dir, rel, (size_t)max, &data, &len, &cut);
+    if (rc != 0) {
+        return fail_errno(L, rc, rel);
+    }
+    lua_pushlstring(L, data, len);
+    free(data);
+    lua_pushboolean(L, cut);
+    return 2;
+}
+
 static int l_has(lua_State *L)
 {
     lua_pushboolean(L, introspect_has(luaL_checkstring(L, 1),
@@ -574,6 +622,7 @@ void bind_fs_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"read_file", l_read_file},
+        {"read_trusted", l_read_trusted},
         {"write_atomic", l_write_atomic},
         {"mkdirs", l_mkdirs},
         {"mkparent", l_mkparent},
@@ -589,6 +638,7 @@ void bind_fs_register(lua_State *L)
         {"stacks", l_stacks},
         {"dbs", l_dbs},
         {"has", l_has},
+        {"read_project", l_read_project},
         {"utf8_valid", l_utf8_valid},
         {"utf8_fix", l_utf8_fix},
         {"utf8_len", l_utf8_len},

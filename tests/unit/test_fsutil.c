@@ -254,6 +254,11 @@ static void test_mkdirs(void)
     chmod(P("a/b/c/d"), 0755);
     CHECK_INT(fs_mkdirs(P("a/b/c/d"), 0700), 0);
     CHECK_INT(mode_of(P("a/b/c/d")), 0700);
+    /* ... but never given back a bit its owner removed (read-only). */
+    chmod(P("a/b/c/d"), 0500);
+    CHECK_INT(fs_mkdirs(P("a/b/c/d"), 0700), 0);
+    CHECK_INT(mode_of(P("a/b/c/d")), 0500);
+    chmod(P("a/b/c/d"), 0700);
     /* A regular file in the way. */
     write_plain(P("a/file"), "x", 0600);
     CHECK_INT(fs_mkdirs(P("a/file"), 0700), -ENOTDIR);
@@ -457,6 +462,83 @@ static void test_read_file(void)
     free(data);
 }
 
+/* fs_read_trusted: the checks apply to the opened file and every
+ * directory of its resolved path, whatever the link that led there. */
+static void test_read_trusted(void)
+{
+    const uid_t me = getuid();
+    const uid_t other = me == 0 ? 65534 : 0;
+    char why[4200];
+    char *out = NULL;
+    size_t len = 0;
+    mkdir(P("t"), 0700);
+    mkdir(P("t/cfg"), 0700);
+    write_plain(P("t/cfg/ok.lua"), "return 1\n", 0644);
+    CHECK_INT(fs_read_trusted(P("t/cfg/ok.lua"), 1024, me, &out, &len, why,
+                              sizeof why), 0);
+    CHECK(out && len == 9 && strcmp(out, "return 1\n") == 0);
+    free(out);
+    out = NULL;
+    /* Group- or world-writable file: refused with the chmod to run. */
+    write_plain(P("t/cfg/open.lua"), "x", 0664);
+    CHECK_INT(fs_read_trusted(P("t/cfg/open.lua"), 1024, me, &out, &len, why,
+                              sizeof why), -EPERM);
+    CHECKF(strstr(why, "writable by its group") && strstr(why, "chmod go-w"),
+           "%s", why);
+    CHECK(out == NULL);
+    /* Someone else's file (as seen by a uid that is not the owner). */
+    CHECK_INT(fs_read_trusted(P("t/cfg/ok.lua"), 1024, me + 1, &out, &len,
+                              why, sizeof why), -EPERM);
+    CHECKF(strstr(why, "owned by uid") != NULL, "%s", why);
+    /* A link from the config tree to a file in a directory someone else
+     * may write: the target's directory is checked, not the link's. */
+    mkdir(P("t/open"), 0777);
+    chmod(P("t/open"), 0777);
+    write_plain(P("t/open/x.lua"), "x", 0644);
+    CHECK(symlink(P("t/open/x.lua"), P("t/cfg/link.lua")) == 0);
+    CHECK_INT(fs_read_trusted(P("t/cfg/link.lua"), 1024, me, &out, &len, why,
+                              sizeof why), -EPERM);
+    CHECKF(strstr(why, "its directory") && strstr(why, "/t/open") &&
+               strstr(why, "writable by others"), "%s", why);
+    /* ... or a directory another user owns. */
+    if (me == 0) {
+        mkdir(P("t/theirs"), 0755);
+        write_plain(P("t/theirs/y.lua"), "y", 0644);
+        CHECK(chown(P("t/theirs"), other, other) == 0);
+        CHECK(symlink(P("t/theirs/y.lua"), P("t/cfg/link2.lua")) == 0);
+        CHECK_INT(fs_read_trusted(P("t/cfg/link2.lua"), 1024, me, &out, &len,
+                                  why, sizeof why), -EPERM);
+        CHECKF(strstr(why, "is owned by uid 65534") && strstr(why, "/t/theirs"),
+               "%s", why);
+    }
+    /* A link to a safe file elsewhere is followed. */
+    mkdir(P("t/safe"), 0755);
+    write_plain(P("t/safe/z.lua"), "zz", 0600);
+    CHECK(symlink(P("t/safe/z.lua"), P("t/cfg/link3.lua")) == 0);
+    CHECK_INT(fs_read_trusted(P("t/cfg/link3.lua"), 1024, me, &out, &len, why,
+                              sizeof why), 0);
+    CHECK(out && strcmp(out, "zz") == 0);
+    free(out);
+    out = NULL;
+    /* A sticky world-writable directory (as /tmp) is not a hole: only an
+     * entry's owner may rename it there. */
+    mkdir(P("t/sticky"), 0777);
+    chmod(P("t/sticky"), 01777);
+    write_plain(P("t/sticky/s.lua"), "s", 0644);
+    CHECK_INT(fs_read_trusted(P("t/sticky/s.lua"), 1024, me, &out, &len, why,
+                              sizeof why), 0);
+    free(out);
+    out = NULL;
+    /* A FIFO neither blocks nor is read. */
+    CHECK(mkfifo(P("t/cfg/fifo.lua"), 0600) == 0);
+    CHECK_INT(fs_read_trusted(P("t/cfg/fifo.lua"), 1024, me, &out, &len, why,
+                              sizeof why), -EPERM);
+    CHECKF(strstr(why, "not a regular file") != NULL, "%s", why);
+    /* Missing file: plain -ENOENT, no reason. */
+    CHECK_INT(fs_read_trusted(P("t/cfg/none.lua"), 1024, me, &out, &len, why,
+                              sizeof why), -ENOENT);
+}
+
 int main(void)
 {
     snprintf(root, sizeof root, "/tmp/ad-test-fsutil.XXXXXX");
@@ -475,6 +557,7 @@ int main(void)
     test_lock();
     test_lock_wait();
     test_read_file();
+    test_read_trusted();
     if (chdir(cwd) != 0) {
         perror("chdir");
     }

@@ -196,6 +196,62 @@ static void test_health(void)
     CHECK_INT(introspect_has(h, "nope", 1), 0);
 }
 
+static void write_text(const char *path, const char *s)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        exit(2);
+    }
+    fputs(s, f);
+    fclose(f);
+}
+
+/* Project files: regular files inside the project only, capped, and never
+ * a blocking read. */
+static void test_read(void)
+{
+    static const char *const none[] = {NULL};
+    const char *dir = project("reads", none);
+    char p[512], q[512];
+    char *out = NULL;
+    size_t len = 0;
+    int cut = -1;
+    snprintf(p, sizeof p, "%s/README.md", dir);
+    write_text(p, "hello\nworld\n");
+    CHECK_INT(introspect_read(dir, "README.md", 1024, &out, &len, &cut), 0);
+    CHECK(out && strcmp(out, "hello\nworld\n") == 0 && len == 12 && cut == 0);
+    free(out);
+    /* The cap gives a prefix and says so. */
+    CHECK_INT(introspect_read(dir, "README.md", 5, &out, &len, &cut), 0);
+    CHECK(out && strcmp(out, "hello") == 0 && len == 5 && cut == 1);
+    free(out);
+    /* A link inside the project is followed. */
+    snprintf(q, sizeof q, "%s/CLAUDE.md", dir);
+    CHECK(symlink("README.md", q) == 0);
+    CHECK_INT(introspect_read(dir, "CLAUDE.md", 1024, &out, &len, &cut), 0);
+    free(out);
+    /* Links out of the project: /proc files, pipes, anything else. */
+    snprintf(q, sizeof q, "%s/env.md", dir);
+    CHECK(symlink("/proc/self/environ", q) == 0);
+    CHECK_INT(introspect_read(dir, "env.md", 1024, &out, &len, &cut), -EXDEV);
+    snprintf(q, sizeof q, "%s/stdin.json", dir);
+    CHECK(symlink("/proc/self/fd/0", q) == 0);
+    CHECK(introspect_read(dir, "stdin.json", 1024, &out, &len, &cut) != 0);
+    snprintf(q, sizeof q, "%s/up.md", dir);
+    CHECK(symlink("../reads-sibling.md", q) == 0);
+    snprintf(q, sizeof q, "%s-sibling.md", dir);
+    write_text(q, "outside\n");
+    CHECK_INT(introspect_read(dir, "up.md", 1024, &out, &len, &cut), -EXDEV);
+    /* A FIFO inside the project is neither opened blocking nor read. */
+    snprintf(q, sizeof q, "%s/.mcp.json", dir);
+    CHECK(mkfifo(q, 0600) == 0);
+    CHECK_INT(introspect_read(dir, ".mcp.json", 1024, &out, &len, &cut),
+              -EINVAL);
+    CHECK_INT(introspect_read(dir, "missing", 1024, &out, &len, &cut),
+              -ENOENT);
+}
+
 int main(void)
 {
     snprintf(root, sizeof root, "/tmp/ad-test-introspect.XXXXXX");
@@ -206,6 +262,7 @@ int main(void)
     test_projects();
     test_max_bound();
     test_health();
+    test_read();
     nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     return check_exit("test_introspect");
 }

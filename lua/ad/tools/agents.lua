@@ -105,12 +105,12 @@ tools.define{
     e.has_mcp_config = core.has(a.directory, ".mcp.json")
     if lines > 0 then
       if e.has_claude_md then
-        local text, cut = introspect.preview(a.directory .. "/CLAUDE.md", lines)
+        local text, cut = introspect.preview(a.directory, "CLAUDE.md", lines)
         e.claude_md_preview = text
         if cut then e.claude_md_truncated = true end
       end
       if e.has_readme then
-        local text, cut = introspect.preview(a.directory .. "/README.md", lines)
+        local text, cut = introspect.preview(a.directory, "README.md", lines)
         e.readme_preview = text
         if cut then e.readme_truncated = true end
       end
