@@ -30,16 +30,20 @@ function M.start(id, req, hooks)
   entry.task = core.spawn(function()
     local r = util.copy(req)
     r.stream = true
+    local started = false -- marked running by this worker
     r.on_slot = function()
-      -- Cancelled while queued: the record says so and we never start.
+      -- Cancelled while queued: the record says so and we never start. A
+      -- second spawn of the same dispatch (the CLI refused --session-id)
+      -- finds the job running on our behalf.
       local rec = jobs.get(id)
-      return rec ~= nil and rec.status == "pending"
+      return rec ~= nil and (rec.status == "pending" or (started and rec.status == "running"))
     end
     r.on_spawn = function(pid)
       local pgid, start = core.proc_identity(pid)
-      local ok, rec = pcall(jobs.mark_running, id, pgid and json.object({ pid = pid,
-        pgid = pgid, start = start, server_pid = core.getpid() },
-        { "pid", "pgid", "start", "server_pid" }) or nil)
+      local process = pgid and json.object({ pid = pid, pgid = pgid, start = start,
+        server_pid = core.getpid() }, { "pid", "pgid", "start", "server_pid" }) or nil
+      local ok, rec = pcall(started and jobs.set_process or jobs.mark_running, id, process)
+      started = started or (ok and rec ~= nil)
       if not (ok and rec) and pgid then
         -- Cancelled between the slot and the spawn (the lock may have made
         -- us wait), or the record could not be written: the job must not
@@ -54,20 +58,32 @@ function M.start(id, req, hooks)
     end
     local ok, result = pcall(runner.dispatch, r)
     if ok then
-      flush()
+      pcall(flush)
       local rec = jobs.finish(id, result)
       if rec then require("ad.plugins").job_done(rec) end
       if hooks and hooks.on_done then pcall(hooks.on_done, id, result) end
-    elseif not (type(result) == "table" and result.type == "cancelled") then
+    elseif type(result) == "table" and result.type == "cancelled" then
+      -- dispatch_cancel and shutdown record the end before they cancel us;
+      -- any other stop (the record changed under us) must still end the
+      -- job: a no-op when it is terminal already.
+      pcall(jobs.cancel, id, true, "Cancelled: its worker was stopped (" ..
+        tostring(result.message) .. ")")
+    else
       local msg = type(result) == "table" and tostring(result.message) or tostring(result)
       io.stderr:write("agent-dispatch: job ", id, " worker crashed: ", msg, "\n")
-      jobs.fail(id, "Worker crashed: " .. msg:match("^[^\n]*"))
+      pcall(jobs.fail, id, "Worker crashed: " .. msg:match("^[^\n]*"))
     end
     registry[id] = nil
     entry.done:set(true)
   end)
   return entry
 end
+
+M.NO_PROCESS = "The job is running but its record names no process (it was " ..
+  "written by an older version or another program), so its process cannot be " ..
+  "verified and killed; it was left running. Wait for it with dispatch_wait, or " ..
+  "stop the program that runs it; a running job that shows no sign of life for " ..
+  "an hour is marked failed when an agent-dispatch server starts."
 
 --- F55 plus cancelling jobs of servers that are gone. Returns the tool
 --- response table (or nil, "not_found").
@@ -94,8 +110,13 @@ function M.cancel(id)
         message = "The job was running in another server process; its subprocess " ..
           "(verified by pid, process group and start time) was killed."
       end
-    elseif rec and rec.status == "running" and not (rec.process and
-        rec.process.server_pid and core.proc_identity(rec.process.server_pid)) then
+    elseif rec and rec.status == "running" and type(rec.process) ~= "table" then
+      -- Written by an older version or another program: nothing says which
+      -- process runs it or whether its server is gone, so nothing is
+      -- killed and the record is not touched.
+      message = M.NO_PROCESS
+    elseif rec and rec.status == "running" and not (rec.process.server_pid and
+        core.proc_identity(rec.process.server_pid)) then
       rec, outcome = jobs.cancel(id, true,
         "Cancelled while running; its process was no longer running (the server " ..
         "that started it has exited)")

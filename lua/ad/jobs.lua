@@ -54,15 +54,16 @@ local function decode(text)
   return json.object(rec, M.KEYS)
 end
 
---- The record of id, or nil (invalid id, missing or unreadable record).
+--- The record of id, or nil (invalid id, no such record, or a record
+--- that is not a job). Any other failure to read it (the jobs directory is
+--- not a directory, a permission problem, a refused symlink) raises the
+--- "io" error: the job may well exist, so it is never reported missing.
 function M.get(id)
   if not M.valid(id) then return nil end
   local text, msg, code = core.jobs_read(M.dir(), id)
   if not text then
-    if code ~= "ENOENT" then
-      io.stderr:write("agent-dispatch: job ", id, ": ", tostring(msg), "\n")
-    end
-    return nil
+    if code == "ENOENT" then return nil end
+    io_error("cannot read job " .. id, msg)
   end
   local rec = decode(text)
   if not rec then
@@ -168,6 +169,16 @@ function M.mark_running(id, process)
   end)
 end
 
+--- Records the child of a job already running in this process (a second
+--- spawn of the same dispatch, e.g. after the CLI refused --session-id).
+function M.set_process(id, process)
+  return mutate(id, function(rec)
+    if rec.status ~= "running" then return nil end
+    rec.process = process
+    return rec
+  end)
+end
+
 function M.update_progress(id, lines)
   return mutate(id, function(rec)
     if M.TERMINAL[rec.status] then return nil end
@@ -235,10 +246,19 @@ function M.list(status, limit)
   end
   local out = {}
   for _, e in ipairs(entries) do
-    local rec = M.get(e.id)
+    local rec = M.get_listed(e.id)
     if rec and (not status or rec.status == status) then out[#out + 1] = rec end
   end
   return out
+end
+
+--- M.get for one entry of a listing: a record that cannot be read is
+--- reported on stderr and skipped, so one bad file does not hide the rest.
+function M.get_listed(id)
+  local ok, rec = pcall(M.get, id)
+  if ok then return rec end
+  io.stderr:write("agent-dispatch: ", tostring(type(rec) == "table" and rec.message or rec), "\n")
+  return nil
 end
 
 --- Rebuilds the index from the record files (caller holds the lock).
@@ -249,7 +269,7 @@ function M.rebuild_index()
   for _, name in ipairs(names) do
     local id = name:match("^(%x+)%.json$")
     if id and M.valid(id) then
-      local rec = M.get(id)
+      local rec = M.get_listed(id)
       if rec then
         entries[#entries + 1] = { id = id, created_at = tonumber(rec.created_at) or 0,
                                   status = rec.status or "failed" }
@@ -279,15 +299,16 @@ function M.gc(max_age)
       local e = all[i]
       local gone = false
       if M.TERMINAL[e.status] and e.created_at < cutoff then
-        local rec = M.get(e.id)
+        local readable, rec = pcall(M.get, e.id)
+        if not readable then rec = nil; gone = nil end -- unreadable: kept
         local t = rec and (tonumber(rec.completed_at) or tonumber(rec.created_at))
         if rec and M.TERMINAL[rec.status] and t and t < cutoff then
           if core.jobs_remove(dir, e.id) then purged = purged + 1; gone = true end
-        elseif not rec then
+        elseif not rec and gone ~= nil then
           gone = true
         end
       end
-      if not gone then keep[#keep + 1] = e end
+      if gone ~= true then keep[#keep + 1] = e end
     end
     core.jobs_index_write(dir, keep)
     return purged
@@ -312,7 +333,7 @@ function M.recover_stale()
   local n = 0
   for _, e in ipairs(entries) do
     local status = e.status
-    local rec = (status == "running" or status == "pending") and M.get(e.id)
+    local rec = (status == "running" or status == "pending") and M.get_listed(e.id)
     if rec and rec.status == status then
       local since = tonumber(status == "running" and (rec.started_at or rec.created_at)
                              or rec.created_at) or now

@@ -1,0 +1,99 @@
+'use strict';
+// Job store defects end to end: every async job ends (old-CLI self-healing),
+// hook redaction of progress lines, index reconciliation with the
+// directory, I/O errors of the job tools, cancelling records without a
+// process, and write failures (a full disk). Helpers: tests/e2e/lib.js.
+const { test, describe } = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const crypto = require('node:crypto');
+const { newEnv, sleep } = require('../e2e/lib');
+
+const HEX = /^[0-9a-f]{32}$/;
+const now = () => Date.now() / 1000;
+
+async function start(t, cfg = { agents: { a: true } }, serverEnv = {}) {
+  const env = newEnv(t);
+  const dirs = cfg ? env.setup(cfg) : {};
+  const srv = env.serve({ env: serverEnv });
+  await srv.init();
+  return { env, srv, dirs };
+}
+
+const recPath = (env, id) => path.join(env.jobs, `${id}.json`);
+const readRec = (env, id) => JSON.parse(fs.readFileSync(recPath(env, id), 'utf8'));
+
+/** Writes a record file directly, as another writer would (index untouched). */
+function plant(env, fields) {
+  fs.mkdirSync(env.jobs, { recursive: true, mode: 0o700 });
+  const id = fields.id || crypto.randomBytes(16).toString('hex');
+  fs.writeFileSync(recPath(env, id), JSON.stringify({ id, agent: 'a', task: 'planted', ...fields }),
+    { mode: 0o600 });
+  return id;
+}
+
+async function asyncJob(srv, task, agent = 'a') {
+  const { value } = await srv.call('dispatch_async', { agent, task });
+  assert.ok(HEX.test(value.job_id), JSON.stringify(value));
+  return value.job_id;
+}
+
+describe('every async job ends', () => {
+  test('a CLI that rejects --session-id: the job heals with a second spawn and ends done', async (t) => {
+    const { env, srv } = await start(t);
+    const id = await asyncJob(srv, '[stub:old_cli][stub:reply=healed answer]');
+    const rec = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 15 })).value;
+    assert.strictEqual(rec.status, 'done', JSON.stringify(rec));
+    assert.strictEqual(rec.result.result, 'healed answer');
+    const runs = env.dispatches();
+    assert.strictEqual(runs.length, 2, 'one rejected spawn, one healed spawn');
+    assert.ok(runs[0].argv.includes('--session-id') && !runs[1].argv.includes('--session-id'));
+    assert.strictEqual(rec.process, undefined, 'a finished job names no process');
+  });
+});
+
+describe('job tools report I/O errors', () => {
+  const ID = '0123456789abcdef0123456789abcdef';
+  for (const [what, layout] of [['under a regular file', (root) => { fs.writeFileSync(path.join(root, 'plain'), 'x'); return path.join(root, 'plain', 'jobs'); }],
+    ['a regular file', (root) => { fs.writeFileSync(path.join(root, 'jobsfile'), 'x'); return path.join(root, 'jobsfile'); }]]) {
+    test(`jobs dir ${what}: all six job tools answer the I/O envelope with its hint`, async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true } });
+      const srv = env.serve({ env: { AGENT_DISPATCH_JOBS_DIR: layout(env.root) } });
+      await srv.init();
+      const calls = [['dispatch_jobs', {}], ['dispatch_gc', {}], ['dispatch_status', { job_id: ID }],
+        ['dispatch_wait', { job_id: ID, timeout_seconds: 1 }], ['fetch_result', { ref: ID }],
+        ['dispatch_cancel', { job_id: ID }]];
+      for (const [name, args] of calls) {
+        const r = await srv.call(name, args);
+        assert.ok(r.value && typeof r.value.error === 'string', `${name}: ${r.text}`);
+        assert.match(r.value.error, new RegExp(`^${name} failed on I/O: .*Not a directory`), `${name}: ${r.text}`);
+        assert.match(r.value.hint, /AGENT_DISPATCH_JOBS_DIR/, name);
+        assert.strictEqual(r.isError, true, name);
+      }
+      const cli = env.run(['jobs'], { env: { AGENT_DISPATCH_JOBS_DIR: layout(env.root) } });
+      assert.strictEqual(cli.code, 1);
+      assert.match(cli.stderr, /Not a directory/);
+      assert.doesNotMatch(cli.stderr, /internal error/);
+    });
+  }
+});
+
+describe('cancelling a running record without a process field', () => {
+  test('dispatch_cancel and CLI cancel refuse, leave it running and say how to proceed', async (t) => {
+    const { env, srv } = await start(t);
+    const n = now();
+    const id = plant(env, { status: 'running', created_at: n - 5, started_at: n - 5 });
+    const c = (await srv.call('dispatch_cancel', { job_id: id })).value;
+    assert.strictEqual(c.outcome, 'running', JSON.stringify(c));
+    assert.strictEqual(c.status, 'running');
+    assert.match(c.message, /no process/i);
+    assert.match(c.message, /dispatch_wait|stop/);
+    assert.strictEqual(readRec(env, id).status, 'running');
+    const r = env.run(['cancel', id]);
+    assert.strictEqual(r.code, 1);
+    assert.match(r.stderr, /no process/i);
+    assert.strictEqual(readRec(env, id).status, 'running', 'left untouched');
+  });
+});
