@@ -97,3 +97,60 @@ describe('cancelling a running record without a process field', () => {
     assert.strictEqual(readRec(env, id).status, 'running', 'left untouched');
   });
 });
+
+describe('redaction reaches everything that leaves the process', () => {
+  const SECRET = 'sk-abc123secret';
+  const REDACT = `
+hook("redact", function(text) return (text:gsub("sk%-%w+", "sk-REDACTED")) end)
+`;
+  function toolsDir(env) {
+    const dir = path.join(env.root, 'tools');
+    fs.mkdirSync(dir, { mode: 0o755 });
+    fs.writeFileSync(path.join(dir, 'redact.lua'), REDACT, { mode: 0o644 });
+    return dir;
+  }
+
+  test('a redact hook cleans the job record (result and progress tail), status, wait, job ID and stream notifications', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const tools = toolsDir(env);
+    const srv = env.serve({ env: { AGENT_DISPATCH_TOOLS_DIR: tools, AD_TEST_SECRET: SECRET } });
+    await srv.init();
+    // The agent's answer (and so its last progress line) is the secret.
+    const id = await asyncJob(srv, '[stub:progress=2][stub:interval=0.05][stub:echo_env=AD_TEST_SECRET]');
+    const waited = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 15 })).text;
+    assert.match(waited, /"status":"done"/);
+    assert.match(waited, /sk-REDACTED/, 'the progress tail and result were redacted');
+    assert.ok(!waited.includes(SECRET), waited);
+    const status = (await srv.call('dispatch_status', { job_id: id })).text;
+    assert.ok(!status.includes(SECRET), status);
+    assert.ok(JSON.parse(status).progress.some((l) => l.includes('sk-REDACTED')), status);
+    assert.ok(!fs.readFileSync(recPath(env, id), 'utf8').includes(SECRET), 'stored record');
+    const cli = env.run(['job', id], { env: { AGENT_DISPATCH_TOOLS_DIR: tools } });
+    assert.strictEqual(cli.code, 0, cli.stderr);
+    assert.ok(!cli.stdout.includes(SECRET), cli.stdout);
+
+    const r = await srv.call('dispatch_stream', { agent: 'a', task: '[stub:echo_env=AD_TEST_SECRET]' },
+      { meta: { progressToken: 'tok' } });
+    assert.strictEqual(r.value.result, 'sk-REDACTED');
+    const leaked = srv.messages.filter((m) => m.raw.includes(SECRET)).map((m) => m.raw);
+    assert.deepStrictEqual(leaked, [], 'no message on stdout carries the secret');
+    assert.ok(srv.notifications('notifications/progress').some((m) => m.raw.includes('sk-REDACTED')));
+  });
+
+  test('a failing redact hook withholds the text instead of leaking it', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const dir = path.join(env.root, 'tools');
+    fs.mkdirSync(dir, { mode: 0o755 });
+    fs.writeFileSync(path.join(dir, 'bad.lua'), 'hook("redact", function(text) error("broken") end)\n', { mode: 0o644 });
+    const srv = env.serve({ env: { AGENT_DISPATCH_TOOLS_DIR: dir, AD_TEST_SECRET: SECRET } });
+    await srv.init();
+    const id = await asyncJob(srv, '[stub:progress=1][stub:echo_env=AD_TEST_SECRET]');
+    const waited = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 15 })).text;
+    assert.ok(!waited.includes(SECRET), waited);
+    const rec = JSON.parse(waited);
+    assert.strictEqual(rec.status, 'failed');
+    assert.match(rec.result.error, /redact hook in bad\.lua failed/);
+  });
+});
