@@ -84,16 +84,28 @@ local function write(rec)
   if not ok then io_error("cannot write job " .. rec.id, msg) end
 end
 
+-- Updates the index line of rec; false when the index could not be
+-- updated (it then no longer covers the directory and is not stamped).
 local function reindex(rec)
   local ok, _, code = core.jobs_index_set(M.dir(), rec.id, rec.status)
-  if not ok and code ~= "EINVAL" then
-    -- Missing or malformed index: add the entry, or rebuild it whole.
-    if code == "ENOENT" then
-      core.jobs_index_add(M.dir(), rec.id, rec.created_at or core.time(), rec.status)
-    else
-      M.rebuild_index()
-    end
+  if ok or code == "EINVAL" then return ok == true end
+  -- Missing entry or malformed index: add the entry, or rebuild it whole.
+  if code == "ENOENT" then
+    return core.jobs_index_add(M.dir(), rec.id, rec.created_at or core.time(), rec.status) == true
   end
+  return M.rebuild_index() ~= nil
+end
+
+-- Under the lock, before a change: brings an index that does not cover
+-- the directory up to date. Returns whether the index will still cover
+-- the directory after the caller's change (then the caller stamps it).
+local function covered(dir)
+  local fresh = core.jobs_index_fresh(dir)
+  if fresh == false then
+    local _, written = M.reconcile()
+    return written
+  end
+  return fresh == true
 end
 
 --- Runs fn under the jobs lock (bounded wait, then proceeds unlocked with a
@@ -121,8 +133,11 @@ local function mutate(id, fn)
     local before = rec.status
     local new, extra = fn(rec)
     if new then
+      local dir = M.dir()
+      local cover = covered(dir)
       write(new)
-      if new.status ~= before then reindex(new) end
+      if new.status ~= before then cover = reindex(new) and cover end
+      if cover then core.jobs_index_stamp(dir) end
     end
     return new, extra
   end)
@@ -138,8 +153,14 @@ end
 -- Writes a new record and adds it to the index, under the lock.
 local function publish(rec)
   locked(function()
+    local dir = M.dir()
+    local cover = covered(dir)
     write(rec)
-    core.jobs_index_add(M.dir(), rec.id, rec.created_at, rec.status)
+    -- A record the index lacks (the append failed) stays visible: the
+    -- index is not stamped, so the next listing reconciles it.
+    if core.jobs_index_add(dir, rec.id, rec.created_at, rec.status) and cover then
+      core.jobs_index_stamp(dir)
+    end
   end)
   return rec
 end
@@ -234,15 +255,42 @@ function M.cancel(id, force, why)
   return rec, outcome
 end
 
+-- The index of an existing jobs directory, brought up to date with the
+-- directory when they disagree. Returns nil when there is no directory
+-- yet; true when the index covers it (read it); else the entries, oldest
+-- first, of a reconciliation whose index could not be written (a full
+-- disk): the caller uses them as they are.
+local function current_index(dir)
+  local fresh, msg, code = core.jobs_index_fresh(dir)
+  if fresh == nil then
+    if code == "ENOENT" then return nil end
+    io_error("cannot read the jobs directory", msg)
+  end
+  if fresh then return true end
+  local entries, written = locked(function()
+    if core.jobs_index_fresh(dir) then return nil, true end
+    return M.reconcile()
+  end)
+  return written or entries
+end
+
 --- Jobs newest first: at most limit, optionally of one status. Reads the
 --- index backwards and only the records it returns.
 function M.list(status, limit)
   local dir = M.dir()
-  local entries, _, code = core.jobs_index_scan(dir, status, limit)
-  if not entries then
-    if code == "ENOENT" and not core.stat(dir) then return {} end
-    locked(M.rebuild_index)
-    entries = core.jobs_index_scan(dir, status, limit) or {}
+  local index = current_index(dir)
+  if index == nil then return {} end
+  local entries
+  if index == true then
+    local msg
+    entries, msg = core.jobs_index_scan(dir, status, limit)
+    if not entries then io_error("cannot read the job index", msg) end
+  else
+    entries = {}
+    for i = #index, 1, -1 do
+      if #entries >= (limit or math.huge) then break end
+      if not status or index[i].status == status then entries[#entries + 1] = index[i] end
+    end
   end
   local out = {}
   for _, e in ipairs(entries) do
@@ -261,7 +309,72 @@ function M.get_listed(id)
   return nil
 end
 
+local function entry_of(id, rec)
+  return { id = id, created_at = tonumber(rec.created_at) or 0,
+           status = type(rec.status) == "string" and rec.status or "failed" }
+end
+
+local function by_creation(a, b)
+  if a.created_at ~= b.created_at then return a.created_at < b.created_at end
+  return a.id < b.id
+end
+
+-- Writes entries as the index and stamps it; true when both worked.
+local function write_index(dir, entries)
+  local ok, msg = core.jobs_index_write(dir, entries)
+  if not ok then
+    io.stderr:write("agent-dispatch: cannot write the job index: ", tostring(msg), "\n")
+    return false
+  end
+  return core.jobs_index_stamp(dir) == true
+end
+
+-- The ids of the record files in dir (a set).
+local function record_ids(dir)
+  local names, msg = core.listdir(dir)
+  if not names then io_error("cannot read the jobs directory", msg) end
+  local ids = {}
+  for _, name in ipairs(names) do
+    local id = name:match("^(%x+)%.json$")
+    if id and M.valid(id) then ids[id] = true end
+  end
+  return ids
+end
+
+--- Makes the index agree with the record files (caller holds the lock):
+--- entries whose file is gone are dropped, files it lacks (written by
+--- another program, a crash between a record write and its index update,
+--- a restore) are read and added; only those are read. Returns the
+--- entries, oldest first, and whether the index was written.
+function M.reconcile()
+  local dir = M.dir()
+  local present = record_ids(dir)
+  local old, msg, code = core.jobs_index_scan(dir, nil)
+  if not old then
+    if code ~= "ENOENT" and code ~= "EBADMSG" then io_error("cannot read the job index", msg) end
+    old = {}
+  end
+  local entries, seen, added = {}, {}, false
+  for i = #old, 1, -1 do
+    local e = old[i]
+    if present[e.id] and not seen[e.id] then
+      seen[e.id] = true
+      entries[#entries + 1] = e
+    end
+  end
+  for id in pairs(present) do
+    if not seen[id] then
+      local rec = M.get_listed(id)
+      if rec then entries[#entries + 1] = entry_of(id, rec); added = true end
+    end
+  end
+  if added then table.sort(entries, by_creation) end
+  return entries, write_index(dir, entries)
+end
+
 --- Rebuilds the index from the record files (caller holds the lock).
+--- Returns the number of entries, or nil when the index could not be
+--- written.
 function M.rebuild_index()
   local dir = M.dir()
   local names = core.listdir(dir) or {}
@@ -270,15 +383,11 @@ function M.rebuild_index()
     local id = name:match("^(%x+)%.json$")
     if id and M.valid(id) then
       local rec = M.get_listed(id)
-      if rec then
-        entries[#entries + 1] = { id = id, created_at = tonumber(rec.created_at) or 0,
-                                  status = rec.status or "failed" }
-      end
+      if rec then entries[#entries + 1] = entry_of(id, rec) end
     end
   end
   table.sort(entries, function(a, b) return a.created_at < b.created_at end)
-  local ok, msg = core.jobs_index_write(dir, entries)
-  if not ok then io.stderr:write("agent-dispatch: cannot rebuild the job index: ", msg, "\n") end
+  if not write_index(dir, entries) then return nil end
   return #entries
 end
 
@@ -289,10 +398,13 @@ function M.gc(max_age)
   local cutoff = core.time() - max_age
   return locked(function()
     local dir = M.dir()
-    local all = core.jobs_index_scan(dir, nil)
-    if not all then
-      M.rebuild_index()
-      all = core.jobs_index_scan(dir, nil) or {}
+    local all
+    if core.jobs_index_fresh(dir) then
+      local msg
+      all, msg = core.jobs_index_scan(dir, nil)
+      if not all then io_error("cannot read the job index", msg) end
+    else
+      all = M.reconcile() -- oldest first; the loop below does not care
     end
     local keep, purged = {}, 0
     for i = #all, 1, -1 do
@@ -300,17 +412,17 @@ function M.gc(max_age)
       local gone = false
       if M.TERMINAL[e.status] and e.created_at < cutoff then
         local readable, rec = pcall(M.get, e.id)
-        if not readable then rec = nil; gone = nil end -- unreadable: kept
-        local t = rec and (tonumber(rec.completed_at) or tonumber(rec.created_at))
-        if rec and M.TERMINAL[rec.status] and t and t < cutoff then
+        local t = readable and rec and (tonumber(rec.completed_at) or tonumber(rec.created_at))
+        if t and M.TERMINAL[rec.status] and t < cutoff then
           if core.jobs_remove(dir, e.id) then purged = purged + 1; gone = true end
-        elseif not rec and gone ~= nil then
-          gone = true
+        elseif readable and not rec then
+          gone = true -- its file is gone
         end
       end
-      if gone ~= true then keep[#keep + 1] = e end
+      if not gone then keep[#keep + 1] = e end
     end
-    core.jobs_index_write(dir, keep)
+    table.sort(keep, by_creation)
+    write_index(dir, keep)
     return purged
   end)
 end
@@ -321,15 +433,11 @@ end
 function M.recover_stale()
   local now = core.time()
   local dir = M.dir()
-  -- One scan of the index; a missing or malformed index (records written
-  -- by an older version, a crash mid-write) is rebuilt from the files
-  -- first, or the records it lacks would never be recovered.
-  local entries = core.jobs_index_scan(dir, nil)
-  if not entries then
-    if not core.stat(dir) then return 0 end
-    locked(M.rebuild_index)
-    entries = core.jobs_index_scan(dir, nil) or {}
-  end
+  -- Startup reconciles the index with the directory whatever the stamp
+  -- says (a change within one coarse clock tick of a write by this store
+  -- could share its mtime): records it lacks would never be recovered.
+  if not core.stat(dir) then return 0 end
+  local entries = locked(M.reconcile)
   local n = 0
   for _, e in ipairs(entries) do
     local status = e.status

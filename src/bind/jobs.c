@@ -8,6 +8,9 @@
  *   core.jobs_index_scan(dir, status|nil, limit) -> {{id=, created_at=,
  *       status=}...} newest first | nil, msg, code
  *   core.jobs_index_write(dir, entries) -> true | nil, msg, code
+ *   core.jobs_index_fresh(dir) -> true|false (does the index cover the
+ *       directory) | nil, msg, code (dir missing or not a directory)
+ *   core.jobs_index_stamp(dir) -> true | nil, msg, code
  *   core.proc_identity(pid) -> pgid, start | nil
  *   core.kill_verified(pid, pgid, start, "TERM"|"KILL") -> true | nil
  *   core.watch_dir(dir, name, timeout) -> true (name changed) | nil, "timeout"
@@ -134,6 +137,22 @@ static int l_index_write(lua_State *L)
         lua_pop(L, 4);
     }
     return ok_or_fail(L, jobs_index_write(dir, e, n));
+}
+
+static int l_index_fresh(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    int rc = jobs_index_fresh(dir);
+    if (rc < 0) {
+        return bind_fail(L, rc, dir);
+    }
+    lua_pushboolean(L, rc == 1);
+    return 1;
+}
+
+static int l_index_stamp(lua_State *L)
+{
+    return ok_or_fail(L, jobs_index_stamp(luaL_checkstring(L, 1)));
 }
 
 static int l_proc_identity(lua_State *L)
@@ -266,6 +285,8 @@ void bind_jobs_register(lua_State *L)
         {"jobs_index_set", l_index_set},
         {"jobs_index_scan", l_index_scan},
         {"jobs_index_write", l_index_write},
+        {"jobs_index_fresh", l_index_fresh},
+        {"jobs_index_stamp", l_index_stamp},
         {"proc_identity", l_proc_identity},
         {"kill_verified", l_kill_verified},
         {"watch_dir", l_watch_dir},

@@ -154,3 +154,39 @@ hook("redact", function(text) return (text:gsub("sk%-%w+", "sk-REDACTED")) end)
     assert.match(rec.result.error, /redact hook in bad\.lua failed/);
   });
 });
+
+describe('the index is reconciled with the directory', () => {
+  test('records the index lacks are listed, purged by gc and recovered when stale', async (t) => {
+    const { env, srv } = await start(t);
+    const first = await asyncJob(srv, '[stub:reply=one]');
+    await srv.call('dispatch_wait', { job_id: first, timeout_seconds: 10 });
+    assert.ok(fs.existsSync(path.join(env.jobs, '.index')), 'the store has an index');
+    const n = now();
+    // Written behind the store's back: another program, a restore, a crash
+    // between a record write and its index update.
+    const foreign = plant(env, { status: 'done', created_at: n + 5, completed_at: n + 5,
+      result: { agent: 'a', success: true, result: 'from elsewhere' } });
+    const old = plant(env, { status: 'failed', created_at: n - 30 * 86400, completed_at: n - 30 * 86400,
+      error: 'old' });
+    const listed = (await srv.call('dispatch_jobs', {})).value.map((j) => j.id);
+    assert.deepStrictEqual(listed, [foreign, first, old]);
+    const cli = env.run(['jobs']);
+    assert.ok(cli.stdout.startsWith(`${foreign}  done`), cli.stdout);
+    const gc = (await srv.call('dispatch_gc', { max_age_days: 7 })).value;
+    assert.strictEqual(gc.purged, 1);
+    assert.ok(!fs.existsSync(recPath(env, old)), 'the unindexed old record was purged');
+    assert.deepStrictEqual((await srv.call('dispatch_jobs', {})).value.map((j) => j.id), [foreign, first]);
+    await srv.close();
+
+    // Abandoned two hours ago, written without the index: recovered at startup.
+    const stale = plant(env, { status: 'running', created_at: n - 7300, started_at: n - 7200 });
+    const file = recPath(env, stale);
+    fs.utimesSync(file, n - 7200, n - 7200);
+    const srv2 = env.serve();
+    await srv2.init();
+    const deadline = Date.now() + 8000;
+    while (readRec(env, stale).status !== 'failed' && Date.now() < deadline) await sleep(100);
+    assert.strictEqual(readRec(env, stale).status, 'failed');
+    assert.match(readRec(env, stale).error, /Abandoned/);
+  });
+});
