@@ -46,6 +46,43 @@ int jobs_write(const char *dir, const char *id, size_t idlen,
     return fs_write_atomic_nofollow(path, data, len, 0600);
 }
 
+int jobs_write_inplace(const char *dir, const char *id, size_t idlen,
+                       const void *data, size_t len)
+{
+    char path[4096];
+    int rc = jobs_path(dir, id, idlen, path, sizeof path);
+    if (rc != 0) {
+        return rc;
+    }
+    int fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = -EINVAL;
+    } else if ((off_t)len > st.st_size &&
+               (off_t)len > (off_t)st.st_blocks * 512) {
+        /* Beyond the blocks the file already holds, a write may need new
+         * ones that are not there, and fail half-way. */
+        rc = -ENOSPC;
+    } else {
+        ssize_t w = pwrite(fd, data, len, 0);
+        rc = w == (ssize_t)len ? 0 : (w < 0 ? -errno : -EIO);
+        /* Shrinking frees blocks, it never needs any. */
+        if (rc == 0 && ftruncate(fd, (off_t)len) != 0) {
+            rc = -errno;
+        }
+        if (rc == 0 && fsync(fd) != 0) {
+            rc = -errno;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
 int jobs_remove(const char *dir, const char *id, size_t idlen)
 {
     char path[4096];

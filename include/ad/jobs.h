@@ -32,6 +32,14 @@ int jobs_read(const char *dir, const char *id, size_t idlen, char **data,
 int jobs_write(const char *dir, const char *id, size_t idlen,
                const void *data, size_t len);
 
+/* Last resort when jobs_write fails for lack of space: overwrites the
+ * existing record in place (then truncates to data's length) when data
+ * fits in the blocks the file already holds, so no new block is needed.
+ * Not atomic: a crash during it can leave a torn record. -ENOSPC when
+ * data does not fit. */
+int jobs_write_inplace(const char *dir, const char *id, size_t idlen,
+                       const void *data, size_t len);
+
 /* Deletes a record. */
 int jobs_remove(const char *dir, const char *id, size_t idlen);
 

@@ -232,6 +232,29 @@ function M.fail(id, message)
   end)
 end
 
+--- Last resort when a job's end cannot be written (a full disk): marks it
+--- failed with message, dropping its progress tail and any result, and
+--- overwrites the record in place when even that small atomic write
+--- fails (the record then needs no new blocks). Returns the record, or nil
+--- and the reason nothing could be recorded.
+function M.fail_unstored(id, message)
+  local ok, rec = pcall(M.fail, id, message)
+  if ok then return rec end
+  local why = type(rec) == "table" and rec.message or tostring(rec)
+  local done, res = pcall(locked, function()
+    local r = M.get(id)
+    if not r or M.TERMINAL[r.status] then return r end
+    r.status, r.completed_at, r.error = "failed", core.time(), message
+    r.process, r.result, r.progress, r.progress_updated_at = nil, nil, nil, nil
+    local wrote, msg = core.jobs_write_inplace(M.dir(), id, encode(r))
+    if not wrote then return nil, msg end
+    reindex(r)
+    return r
+  end)
+  if done and res then return res end
+  return nil, why
+end
+
 --- F32: returns record, outcome ("not_found", "already_terminal",
 --- "cancelled", "running", "cancelled_running").
 function M.cancel(id, force, why)

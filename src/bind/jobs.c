@@ -2,6 +2,7 @@
  *
  *   core.jobs_read(dir, id) -> text | nil, msg, code
  *   core.jobs_write(dir, id, text) -> true | nil, msg, code
+ *   core.jobs_write_inplace(dir, id, text) -> true | nil, msg, code
  *   core.jobs_remove(dir, id) -> true | nil, msg, code
  *   core.jobs_index_add(dir, id, created_at, status) -> true | nil, msg, code
  *   core.jobs_index_set(dir, id, status) -> true | nil, msg, code
@@ -56,6 +57,15 @@ static int l_write(lua_State *L)
     const char *id = luaL_checklstring(L, 2, &n);
     const char *data = luaL_checklstring(L, 3, &len);
     return ok_or_fail(L, jobs_write(dir, id, n, data, len));
+}
+
+static int l_write_inplace(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    size_t n, len;
+    const char *id = luaL_checklstring(L, 2, &n);
+    const char *data = luaL_checklstring(L, 3, &len);
+    return ok_or_fail(L, jobs_write_inplace(dir, id, n, data, len));
 }
 
 static int l_remove(lua_State *L)
@@ -280,6 +290,7 @@ void bind_jobs_register(lua_State *L)
     static const luaL_Reg fns[] = {
         {"jobs_read", l_read},
         {"jobs_write", l_write},
+        {"jobs_write_inplace", l_write_inplace},
         {"jobs_remove", l_remove},
         {"jobs_index_add", l_index_add},
         {"jobs_index_set", l_index_set},

@@ -8,6 +8,8 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
 const crypto = require('node:crypto');
+const os = require('node:os');
+const { execFileSync } = require('node:child_process');
 const { newEnv, sleep } = require('../e2e/lib');
 
 const HEX = /^[0-9a-f]{32}$/;
@@ -188,5 +190,95 @@ describe('the index is reconciled with the directory', () => {
     while (readRec(env, stale).status !== 'failed' && Date.now() < deadline) await sleep(100);
     assert.strictEqual(readRec(env, stale).status, 'failed');
     assert.match(readRec(env, stale).error, /Abandoned/);
+  });
+});
+
+describe('write failures (a full disk)', () => {
+  /** A 256 KiB tmpfs outside the test's root; unmounted when the test ends. */
+  function smallFs(t) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ad-smallfs-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', dir]);
+    t.after(() => {
+      try { execFileSync('umount', ['-l', dir]); } catch { /* already gone */ }
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+    return dir;
+  }
+
+  /** Fills the file system of dir until ENOSPC; returns the filler's path. */
+  function fill(dir) {
+    const file = path.join(dir, 'filler');
+    const fd = fs.openSync(file, 'w');
+    for (const size of [65536, 4096, 512, 1]) {
+      const buf = Buffer.alloc(size, 120);
+      try { for (;;) fs.writeSync(fd, buf); } catch (e) { if (e.code !== 'ENOSPC') throw e; }
+    }
+    fs.closeSync(fd);
+    return file;
+  }
+
+  async function runningJob(t, srv, env, task) {
+    const id = await asyncJob(srv, task);
+    const end = Date.now() + 5000;
+    while (Date.now() < end) {
+      const r = (await srv.call('dispatch_status', { job_id: id })).value;
+      if (r.status === 'running' && r.progress) return id;
+      await sleep(50);
+    }
+    assert.fail('the job did not start');
+  }
+
+  test('the disk fills while a job runs: the worker survives, keeps the answer and records it when space is back', async (t) => {
+    const mnt = smallFs(t);
+    const jobsDir = path.join(mnt, 'jobs');
+    const { env, srv } = await start(t, { agents: { a: true } }, { AGENT_DISPATCH_JOBS_DIR: jobsDir });
+    const id = await runningJob(t, srv, env, '[stub:progress=8][stub:interval=0.2][stub:reply=the precious answer]');
+    const filler = fill(mnt);
+    // The child ends while nothing can be written.
+    await sleep(2500);
+    assert.strictEqual(srv.exit, null, 'the server is still up');
+    const st = (await srv.call('dispatch_status', { job_id: id })).value;
+    assert.notStrictEqual(st.status, 'failed', JSON.stringify(st));
+    const listed = (await srv.call('dispatch_jobs', {})).value;
+    assert.deepStrictEqual(listed.map((j) => j.id), [id]);
+    const refused = await srv.call('dispatch_async', { agent: 'a', task: 'no room' });
+    assert.match(refused.value.error, /^dispatch_async failed on I\/O: .*No space left/);
+    fs.rmSync(filler);
+    const rec = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 15 }, { ms: 20000 })).value;
+    assert.strictEqual(rec.status, 'done', JSON.stringify(rec));
+    assert.strictEqual(rec.result.result, 'the precious answer');
+    assert.match(srv.stderr, /cannot record/);
+  });
+
+  test('the disk stays full: stopping the server records that the job finished but its result was lost', async (t) => {
+    const mnt = smallFs(t);
+    const jobsDir = path.join(mnt, 'jobs');
+    const { env, srv } = await start(t, { agents: { a: true } }, { AGENT_DISPATCH_JOBS_DIR: jobsDir });
+    const id = await runningJob(t, srv, env, '[stub:progress=6][stub:interval=0.2][stub:reply=lost answer]');
+    fill(mnt);
+    await sleep(2000);
+    await srv.close(10000);
+    const rec = readRec({ jobs: jobsDir }, id);
+    assert.strictEqual(rec.status, 'failed', JSON.stringify(rec));
+    assert.match(rec.error, /finished/);
+    assert.match(rec.error, /could not be stored/);
+    assert.doesNotMatch(rec.error, /Server stopped while the job was running/);
+  });
+
+  test('a torn index line on a full disk: jobs are still listed', async (t) => {
+    const mnt = smallFs(t);
+    const jobsDir = path.join(mnt, 'jobs');
+    const { env, srv } = await start(t, { agents: { a: true } }, { AGENT_DISPATCH_JOBS_DIR: jobsDir });
+    const a = await asyncJob(srv, '[stub:reply=a]');
+    await srv.call('dispatch_wait', { job_id: a, timeout_seconds: 10 });
+    const b = await asyncJob(srv, '[stub:reply=b]');
+    await srv.call('dispatch_wait', { job_id: b, timeout_seconds: 10 });
+    fs.appendFileSync(path.join(jobsDir, '.index'), 'c'.repeat(25)); // half a line
+    fill(mnt);
+    const listed = await srv.call('dispatch_jobs', {});
+    assert.deepStrictEqual(listed.value.map((j) => j.id), [b, a], listed.text);
+    const cli = env.run(['jobs'], { env: { AGENT_DISPATCH_JOBS_DIR: jobsDir } });
+    assert.strictEqual(cli.code, 0, cli.stderr);
+    assert.strictEqual(cli.stdout.trim().split('\n').length, 2, cli.stdout);
   });
 });

@@ -410,6 +410,22 @@ static void test_fresh(void)
     CHECK_INT(jobs_index_fresh(file), -ENOTDIR);
 }
 
+/* The last-resort in-place rewrite: within the file's blocks only. */
+static void test_inplace(void)
+{
+    fresh();
+    CHECK_INT(jobs_write_inplace(dir, ID_A, 32, "{}", 2), -ENOENT);
+    CHECK_INT(jobs_write(dir, ID_A, 32, "{\"status\":\"running\"}", 20), 0);
+    CHECK_INT(jobs_write_inplace(dir, ID_A, 32, "{\"s\":1}", 7), 0);
+    char *text = slurp(P(ID_A ".json"));
+    CHECK_STR(text ? text : "", "{\"s\":1}");
+    free(text);
+    static char big[1 << 17];
+    memset(big, ' ', sizeof big);
+    CHECK_INT(jobs_write_inplace(dir, ID_A, 32, big, sizeof big), -ENOSPC);
+    CHECK_INT(jobs_write_inplace(dir, "../x", 4, "{}", 2), -EINVAL);
+}
+
 static unsigned long long proc_start(pid_t pid)
 {
     int pg;
@@ -713,6 +729,7 @@ int main(void)
     test_symlink();
     test_index();
     test_fresh();
+    test_inplace();
     test_identity_and_kill();
     test_two_writers();
     test_failed_write();
