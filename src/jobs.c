@@ -46,6 +46,43 @@ int jobs_write(const char *dir, const char *id, size_t idlen,
     return fs_write_atomic_nofollow(path, data, len, 0600);
 }
 
+int jobs_write_inplace(const char *dir, const char *id, size_t idlen,
+                       const void *data, size_t len)
+{
+    char path[4096];
+    int rc = jobs_path(dir, id, idlen, path, sizeof path);
+    if (rc != 0) {
+        return rc;
+    }
+    int fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = -EINVAL;
+    } else if ((off_t)len > st.st_size &&
+               (off_t)len > (off_t)st.st_blocks * 512) {
+        /* Beyond the blocks the file already holds, a write may need new
+         * ones that are not there, and fail half-way. */
+        rc = -ENOSPC;
+    } else {
+        ssize_t w = pwrite(fd, data, len, 0);
+        rc = w == (ssize_t)len ? 0 : (w < 0 ? -errno : -EIO);
+        /* Shrinking frees blocks, it never needs any. */
+        if (rc == 0 && ftruncate(fd, (off_t)len) != 0) {
+            rc = -errno;
+        }
+        if (rc == 0 && fsync(fd) != 0) {
+            rc = -errno;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
 int jobs_remove(const char *dir, const char *id, size_t idlen)
 {
     char path[4096];
@@ -82,12 +119,70 @@ int jobs_index_add(const char *dir, const char *id, double created_at,
     if (fd < 0) {
         return -errno;
     }
+    /* A torn last line (a full disk or a crash during an earlier append)
+     * is cut off first: appending after it would shift every later line
+     * off the record grid. The entry it held comes back by reconciliation
+     * with the directory (see jobs_index_fresh). */
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    off_t whole = st.st_size - st.st_size % JOBS_INDEX_RECORD;
+    if (whole != st.st_size && ftruncate(fd, whole) != 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
     /* One write of a whole record: O_APPEND keeps records whole even if an
-     * unlocked writer (the lock gave up after its bounded wait) races. */
+     * unlocked writer (the lock gave up after its bounded wait) races. A
+     * short write (ENOSPC) is undone, so the index never keeps half a
+     * line. */
     ssize_t w = write(fd, rec, JOBS_INDEX_RECORD);
-    int rc = (w == JOBS_INDEX_RECORD) ? 0 : (w < 0 ? -errno : -EIO);
+    int rc = (w == JOBS_INDEX_RECORD) ? 0 : (w < 0 ? -errno : -ENOSPC);
+    if (w > 0 && w < JOBS_INDEX_RECORD && ftruncate(fd, whole) != 0) {
+        rc = -errno;
+    }
     close(fd);
     return rc;
+}
+
+/* The index covers the directory when its mtime equals the directory's:
+ * every writer of this store stamps it so after its own change (under the
+ * jobs lock), and any other change of the directory's entries (a record
+ * written by another program, a crash between a record write and its
+ * index update, a restore, a deleted file) moves the directory's mtime
+ * past the stamp. Two stat calls: cheap enough for every listing. */
+int jobs_index_fresh(const char *dir)
+{
+    char path[4096];
+    index_path(dir, path, sizeof path);
+    struct stat d, i;
+    if (stat(dir, &d) != 0) {
+        return -errno;
+    }
+    if (!S_ISDIR(d.st_mode)) {
+        return -ENOTDIR;
+    }
+    if (lstat(path, &i) != 0) {
+        return errno == ENOENT ? 0 : -errno;
+    }
+    return S_ISREG(i.st_mode) && i.st_size % JOBS_INDEX_RECORD == 0 &&
+           i.st_mtim.tv_sec == d.st_mtim.tv_sec &&
+           i.st_mtim.tv_nsec == d.st_mtim.tv_nsec;
+}
+
+int jobs_index_stamp(const char *dir)
+{
+    char path[4096];
+    index_path(dir, path, sizeof path);
+    struct stat d;
+    if (stat(dir, &d) != 0) {
+        return -errno;
+    }
+    struct timespec ts[2] = {{0, UTIME_OMIT}, d.st_mtim};
+    return utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : -errno;
 }
 
 static int parse_record(const char *r, struct jobs_entry *e)
@@ -132,9 +227,10 @@ static int walk_backwards(const char *dir, int oflags,
         return -errno;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size % JOBS_INDEX_RECORD != 0) {
+    if (fstat(fd, &st) != 0) {
+        int rc = -errno;
         close(fd);
-        return -EBADMSG;
+        return rc;
     }
     enum { CHUNK = JOBS_INDEX_RECORD * 256 };
     char *buf = malloc(CHUNK);
@@ -142,7 +238,8 @@ static int walk_backwards(const char *dir, int oflags,
         close(fd);
         return -ENOMEM;
     }
-    off_t end = st.st_size;
+    /* A torn last line is not a record: the whole lines before it are. */
+    off_t end = st.st_size - st.st_size % JOBS_INDEX_RECORD;
     int rc = 0;
     while (end > 0 && rc == 0) {
         off_t start = end > CHUNK ? end - CHUNK : 0;

@@ -32,10 +32,19 @@ int jobs_read(const char *dir, const char *id, size_t idlen, char **data,
 int jobs_write(const char *dir, const char *id, size_t idlen,
                const void *data, size_t len);
 
+/* Last resort when jobs_write fails for lack of space: overwrites the
+ * existing record in place (then truncates to data's length) when data
+ * fits in the blocks the file already holds, so no new block is needed.
+ * Not atomic: a crash during it can leave a torn record. -ENOSPC when
+ * data does not fit. */
+int jobs_write_inplace(const char *dir, const char *id, size_t idlen,
+                       const void *data, size_t len);
+
 /* Deletes a record. */
 int jobs_remove(const char *dir, const char *id, size_t idlen);
 
-/* Appends one index line. */
+/* Appends one index line (cutting a torn last line first; a short write
+ * is undone, so the index stays whole lines). */
 int jobs_index_add(const char *dir, const char *id, double created_at,
                    const char *status);
 
@@ -52,10 +61,21 @@ struct jobs_entry {
 
 /* Calls fn for index entries from the newest backwards, skipping entries
  * whose status differs from status (NULL: any), until fn returns nonzero.
- * -ENOENT when there is no index, -EBADMSG when it is malformed. */
+ * A torn last line is ignored. -ENOENT when there is no index, -EBADMSG
+ * when a line is malformed. */
 int jobs_index_scan(const char *dir, const char *status,
                     int (*fn)(const struct jobs_entry *e, void *ud),
                     void *ud);
+
+/* 1 when the index covers the directory (its mtime is the directory's,
+ * stamped by jobs_index_stamp, and it holds whole lines only), 0 when
+ * they may disagree (or there is no index), -ENOTDIR/-errno when dir is
+ * not a readable directory. */
+int jobs_index_fresh(const char *dir);
+
+/* Stamps the index as covering the directory as it is now: sets the
+ * index's mtime to the directory's. Called after a change of both. */
+int jobs_index_stamp(const char *dir);
 
 /* Replaces the whole index (atomic write) with n entries. */
 int jobs_index_write(const char *dir, const struct jobs_entry *e, size_t n);

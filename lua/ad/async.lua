@@ -11,8 +11,59 @@ local M = {}
 
 M.TAIL_LINES, M.TAIL_CHARS, M.FLUSH_EVERY = 20, 300, 1.0
 
---- Jobs whose worker runs in this process: id -> {task=, done=event}.
+--- Seconds a worker keeps a finished job's answer and retries recording
+--- it when the write fails (a full disk) before it records the loss.
+M.SAVE_RETRY = 600
+
+--- Jobs whose worker runs in this process: id -> {task=, done=event,
+--- result= (finished, its end not recorded yet), unsaved= (why)}.
 local registry = {}
+
+local function message_of(e)
+  return type(e) == "table" and tostring(e.message) or tostring(e)
+end
+
+-- The end of a job whose result could not be written: one more try of
+-- the whole result, then a failed record saying what happened (written in
+-- place if it must). Never raises.
+local function record_lost(id, result, why)
+  if pcall(jobs.finish, id, result) then return end
+  local rec, err = jobs.fail_unstored(id, "The agent finished " ..
+    (result.success and "successfully" or "with an error") .. " but its result could not " ..
+    "be stored (" .. tostring(why) .. "); the answer is lost. Free space in the jobs " ..
+    "directory and re-dispatch if needed.")
+  if not rec then
+    io.stderr:write("agent-dispatch: job ", id, ": its end could not be recorded (",
+      tostring(err), "); the record still says it is running\n")
+  end
+end
+
+-- Records a finished job's result. A failed write is retried with backoff
+-- for up to SAVE_RETRY seconds while the answer is kept here; then (or
+-- when the task is cancelled: the server stops) the loss is recorded.
+local function record_result(entry, id, result)
+  entry.result = result
+  local delay, deadline = 0.25, core.now() + M.SAVE_RETRY
+  while true do
+    local ok, rec = pcall(jobs.finish, id, result)
+    if ok then
+      entry.result = nil
+      return rec
+    end
+    if not entry.unsaved then
+      io.stderr:write("agent-dispatch: job ", id, ": cannot record its end (",
+        message_of(rec), "); keeping the answer and retrying\n")
+    end
+    entry.unsaved = message_of(rec)
+    if core.now() >= deadline or not core.sleep(delay) then break end
+    delay = math.min(delay * 2, 2)
+  end
+  if entry.result then
+    entry.result = nil
+    record_lost(id, result, entry.unsaved)
+  end
+  return nil
+end
 
 function M.local_job(id) return registry[id] end
 
@@ -22,24 +73,38 @@ function M.local_job(id) return registry[id] end
 function M.start(id, req, hooks)
   local entry = { done = core.event() }
   registry[id] = entry
-  local tail, last_write = {}, nil
+  local tail, last_write, flush_failed = {}, nil, false
   local function flush()
-    if #tail > 0 then jobs.update_progress(id, tail) end
     last_write = core.now()
+    if #tail == 0 then return end
+    -- The tail is best effort: a failed write (a full disk) must not stop
+    -- the job; the next flush tries again.
+    local ok, err = pcall(jobs.update_progress, id, tail)
+    if not ok and not flush_failed then
+      io.stderr:write("agent-dispatch: job ", id, ": cannot store its progress (",
+        message_of(err), ")\n")
+    end
+    flush_failed = not ok
   end
   entry.task = core.spawn(function()
     local r = util.copy(req)
     r.stream = true
+    local started = false -- marked running by this worker
+    local start_error -- the job could not be recorded as running
     r.on_slot = function()
-      -- Cancelled while queued: the record says so and we never start.
+      -- Cancelled while queued: the record says so and we never start. A
+      -- second spawn of the same dispatch (the CLI refused --session-id)
+      -- finds the job running on our behalf.
       local rec = jobs.get(id)
-      return rec ~= nil and rec.status == "pending"
+      return rec ~= nil and (rec.status == "pending" or (started and rec.status == "running"))
     end
     r.on_spawn = function(pid)
       local pgid, start = core.proc_identity(pid)
-      local ok, rec = pcall(jobs.mark_running, id, pgid and json.object({ pid = pid,
-        pgid = pgid, start = start, server_pid = core.getpid() },
-        { "pid", "pgid", "start", "server_pid" }) or nil)
+      local process = pgid and json.object({ pid = pid, pgid = pgid, start = start,
+        server_pid = core.getpid() }, { "pid", "pgid", "start", "server_pid" }) or nil
+      local ok, rec = pcall(started and jobs.set_process or jobs.mark_running, id, process)
+      started = started or (ok and rec ~= nil)
+      if not ok then start_error = message_of(rec) end
       if not (ok and rec) and pgid then
         -- Cancelled between the slot and the spawn (the lock may have made
         -- us wait), or the record could not be written: the job must not
@@ -55,19 +120,35 @@ function M.start(id, req, hooks)
     local ok, result = pcall(runner.dispatch, r)
     if ok then
       flush()
-      local rec = jobs.finish(id, result)
+      if start_error then
+        result = runner.failure(req.name, "cli_error", "The job could not be recorded " ..
+          "as running (" .. start_error .. "), so its agent was stopped.")
+      end
+      local rec = record_result(entry, id, result)
       if rec then require("ad.plugins").job_done(rec) end
       if hooks and hooks.on_done then pcall(hooks.on_done, id, result) end
-    elseif not (type(result) == "table" and result.type == "cancelled") then
+    elseif type(result) == "table" and result.type == "cancelled" then
+      -- dispatch_cancel and shutdown record the end before they cancel us;
+      -- any other stop (the record changed under us) must still end the
+      -- job: a no-op when it is terminal already.
+      pcall(jobs.cancel, id, true, "Cancelled: its worker was stopped (" ..
+        tostring(result.message) .. ")")
+    else
       local msg = type(result) == "table" and tostring(result.message) or tostring(result)
       io.stderr:write("agent-dispatch: job ", id, " worker crashed: ", msg, "\n")
-      jobs.fail(id, "Worker crashed: " .. msg:match("^[^\n]*"))
+      jobs.fail_unstored(id, "Worker crashed: " .. msg:match("^[^\n]*"))
     end
     registry[id] = nil
     entry.done:set(true)
   end)
   return entry
 end
+
+M.NO_PROCESS = "The job is running but its record names no process (it was " ..
+  "written by an older version or another program), so its process cannot be " ..
+  "verified and killed; it was left running. Wait for it with dispatch_wait, or " ..
+  "stop the program that runs it; a running job that shows no sign of life for " ..
+  "an hour is marked failed when an agent-dispatch server starts."
 
 --- F55 plus cancelling jobs of servers that are gone. Returns the tool
 --- response table (or nil, "not_found").
@@ -94,8 +175,13 @@ function M.cancel(id)
         message = "The job was running in another server process; its subprocess " ..
           "(verified by pid, process group and start time) was killed."
       end
-    elseif rec and rec.status == "running" and not (rec.process and
-        rec.process.server_pid and core.proc_identity(rec.process.server_pid)) then
+    elseif rec and rec.status == "running" and type(rec.process) ~= "table" then
+      -- Written by an older version or another program: nothing says which
+      -- process runs it or whether its server is gone, so nothing is
+      -- killed and the record is not touched.
+      message = M.NO_PROCESS
+    elseif rec and rec.status == "running" and not (rec.process.server_pid and
+        core.proc_identity(rec.process.server_pid)) then
       rec, outcome = jobs.cancel(id, true,
         "Cancelled while running; its process was no longer running (the server " ..
         "that started it has exited)")
@@ -135,8 +221,16 @@ end
 function M.shutdown()
   local tasks = {}
   for id, entry in pairs(registry) do
-    jobs.fail(id, "Server stopped while the job was running (agent-dispatch serve " ..
-      "exited); its subprocess was killed. Re-dispatch if needed.")
+    if entry.result then
+      -- Finished, but its end could not be written yet: say so, not that
+      -- the server stopped it.
+      local result = entry.result
+      entry.result = nil
+      record_lost(id, result, entry.unsaved)
+    else
+      jobs.fail_unstored(id, "Server stopped while the job was running (agent-dispatch " ..
+        "serve exited); its subprocess was killed. Re-dispatch if needed.")
+    end
     entry.task:cancel()
     tasks[#tasks + 1] = entry
   end

@@ -607,6 +607,9 @@ C.cancel = {
       out("Cancelled: ", pos[1], " (", res.message, ")")
     elseif res.outcome == "already_terminal" then
       out("Job already ", res.status, "; nothing to cancel.")
+    elseif type(r.process) ~= "table" then
+      err("Job ", pos[1], " was not cancelled. ", res.message)
+      return 1
     else
       err("Job ", pos[1], " is running in a live agent-dispatch server and its subprocess " ..
           "could not be verified, so it was not touched. Use the dispatch_cancel MCP tool, or wait.")

@@ -70,15 +70,16 @@ local function decode(text)
   return json.object(rec, M.KEYS)
 end
 
---- The record of id, or nil (invalid id, missing or unreadable record).
+--- The record of id, or nil (invalid id, no such record, or a record
+--- that is not a job). Any other failure to read it (the jobs directory is
+--- not a directory, a permission problem, a refused symlink) raises the
+--- "io" error: the job may well exist, so it is never reported missing.
 function M.get(id)
   if not M.valid(id) then return nil end
   local text, msg, code = core.jobs_read(M.dir(), id)
   if not text then
-    if code ~= "ENOENT" then
-      io.stderr:write("agent-dispatch: job ", id, ": ", tostring(msg), "\n")
-    end
-    return nil
+    if code == "ENOENT" then return nil end
+    io_error("cannot read job " .. id, msg)
   end
   local rec = decode(text)
   if not rec then
@@ -99,16 +100,28 @@ local function write(rec)
   if not ok then io_error("cannot write job " .. rec.id, msg) end
 end
 
+-- Updates the index line of rec; false when the index could not be
+-- updated (it then no longer covers the directory and is not stamped).
 local function reindex(rec)
   local ok, _, code = core.jobs_index_set(M.dir(), rec.id, rec.status)
-  if not ok and code ~= "EINVAL" then
-    -- Missing or malformed index: add the entry, or rebuild it whole.
-    if code == "ENOENT" then
-      core.jobs_index_add(M.dir(), rec.id, rec.created_at or core.time(), rec.status)
-    else
-      M.rebuild_index()
-    end
+  if ok or code == "EINVAL" then return ok == true end
+  -- Missing entry or malformed index: add the entry, or rebuild it whole.
+  if code == "ENOENT" then
+    return core.jobs_index_add(M.dir(), rec.id, rec.created_at or core.time(), rec.status) == true
   end
+  return M.rebuild_index() ~= nil
+end
+
+-- Under the lock, before a change: brings an index that does not cover
+-- the directory up to date. Returns whether the index will still cover
+-- the directory after the caller's change (then the caller stamps it).
+local function covered(dir)
+  local fresh = core.jobs_index_fresh(dir)
+  if fresh == false then
+    local _, written = M.reconcile()
+    return written
+  end
+  return fresh == true
 end
 
 --- Runs fn under the jobs lock (bounded wait, then proceeds unlocked with a
@@ -136,8 +149,11 @@ local function mutate(id, fn)
     local before = rec.status
     local new, extra = fn(rec)
     if new then
+      local dir = M.dir()
+      local cover = covered(dir)
       write(new)
-      if new.status ~= before then reindex(new) end
+      if new.status ~= before then cover = reindex(new) and cover end
+      if cover then core.jobs_index_stamp(dir) end
     end
     return new, extra
   end)
@@ -153,8 +169,14 @@ end
 -- Writes a new record and adds it to the index, under the lock.
 local function publish(rec)
   locked(function()
+    local dir = M.dir()
+    local cover = covered(dir)
     write(rec)
-    core.jobs_index_add(M.dir(), rec.id, rec.created_at, rec.status)
+    -- A record the index lacks (the append failed) stays visible: the
+    -- index is not stamped, so the next listing reconciles it.
+    if core.jobs_index_add(dir, rec.id, rec.created_at, rec.status) and cover then
+      core.jobs_index_stamp(dir)
+    end
   end)
   return rec
 end
@@ -179,6 +201,16 @@ function M.mark_running(id, process)
     if rec.status ~= "pending" then return nil end
     rec.status = "running"
     rec.started_at = core.time()
+    rec.process = process
+    return rec
+  end)
+end
+
+--- Records the child of a job already running in this process (a second
+--- spawn of the same dispatch, e.g. after the CLI refused --session-id).
+function M.set_process(id, process)
+  return mutate(id, function(rec)
+    if rec.status ~= "running" then return nil end
     rec.process = process
     return rec
   end)
@@ -216,6 +248,29 @@ function M.fail(id, message)
   end)
 end
 
+--- Last resort when a job's end cannot be written (a full disk): marks it
+--- failed with message, dropping its progress tail and any result, and
+--- overwrites the record in place when even that small atomic write
+--- fails (the record then needs no new blocks). Returns the record, or nil
+--- and the reason nothing could be recorded.
+function M.fail_unstored(id, message)
+  local ok, rec = pcall(M.fail, id, message)
+  if ok then return rec end
+  local why = type(rec) == "table" and rec.message or tostring(rec)
+  local done, res = pcall(locked, function()
+    local r = M.get(id)
+    if not r or M.TERMINAL[r.status] then return r end
+    r.status, r.completed_at, r.error = "failed", core.time(), message
+    r.process, r.result, r.progress, r.progress_updated_at = nil, nil, nil, nil
+    local wrote, msg = core.jobs_write_inplace(M.dir(), id, encode(r))
+    if not wrote then return nil, msg end
+    reindex(r)
+    return r
+  end)
+  if done and res then return res end
+  return nil, why
+end
+
 --- F32: returns record, outcome ("not_found", "already_terminal",
 --- "cancelled", "running", "cancelled_running").
 function M.cancel(id, force, why)
@@ -239,25 +294,126 @@ function M.cancel(id, force, why)
   return rec, outcome
 end
 
+-- The index of an existing jobs directory, brought up to date with the
+-- directory when they disagree. Returns nil when there is no directory
+-- yet; true when the index covers it (read it); else the entries, oldest
+-- first, of a reconciliation whose index could not be written (a full
+-- disk): the caller uses them as they are.
+local function current_index(dir)
+  local fresh, msg, code = core.jobs_index_fresh(dir)
+  if fresh == nil then
+    if code == "ENOENT" then return nil end
+    io_error("cannot read the jobs directory", msg)
+  end
+  if fresh then return true end
+  local entries, written = locked(function()
+    if core.jobs_index_fresh(dir) then return nil, true end
+    return M.reconcile()
+  end)
+  return written or entries
+end
+
 --- Jobs newest first: at most limit, optionally of one status. Reads the
 --- index backwards and only the records it returns.
 function M.list(status, limit)
   local dir = M.dir()
-  local entries, _, code = core.jobs_index_scan(dir, status, limit)
-  if not entries then
-    if code == "ENOENT" and not core.stat(dir) then return {} end
-    locked(M.rebuild_index)
-    entries = core.jobs_index_scan(dir, status, limit) or {}
+  local index = current_index(dir)
+  if index == nil then return {} end
+  local entries
+  if index == true then
+    local msg
+    entries, msg = core.jobs_index_scan(dir, status, limit)
+    if not entries then io_error("cannot read the job index", msg) end
+  else
+    entries = {}
+    for i = #index, 1, -1 do
+      if #entries >= (limit or math.huge) then break end
+      if not status or index[i].status == status then entries[#entries + 1] = index[i] end
+    end
   end
   local out = {}
   for _, e in ipairs(entries) do
-    local rec = M.get(e.id)
+    local rec = M.get_listed(e.id)
     if rec and (not status or rec.status == status) then out[#out + 1] = rec end
   end
   return out
 end
 
+--- M.get for one entry of a listing: a record that cannot be read is
+--- reported on stderr and skipped, so one bad file does not hide the rest.
+function M.get_listed(id)
+  local ok, rec = pcall(M.get, id)
+  if ok then return rec end
+  io.stderr:write("agent-dispatch: ", tostring(type(rec) == "table" and rec.message or rec), "\n")
+  return nil
+end
+
+local function entry_of(id, rec)
+  return { id = id, created_at = tonumber(rec.created_at) or 0,
+           status = type(rec.status) == "string" and rec.status or "failed" }
+end
+
+local function by_creation(a, b)
+  if a.created_at ~= b.created_at then return a.created_at < b.created_at end
+  return a.id < b.id
+end
+
+-- Writes entries as the index and stamps it; true when both worked.
+local function write_index(dir, entries)
+  local ok, msg = core.jobs_index_write(dir, entries)
+  if not ok then
+    io.stderr:write("agent-dispatch: cannot write the job index: ", tostring(msg), "\n")
+    return false
+  end
+  return core.jobs_index_stamp(dir) == true
+end
+
+-- The ids of the record files in dir (a set).
+local function record_ids(dir)
+  local names, msg = core.listdir(dir)
+  if not names then io_error("cannot read the jobs directory", msg) end
+  local ids = {}
+  for _, name in ipairs(names) do
+    local id = name:match("^(%x+)%.json$")
+    if id and M.valid(id) then ids[id] = true end
+  end
+  return ids
+end
+
+--- Makes the index agree with the record files (caller holds the lock):
+--- entries whose file is gone are dropped, files it lacks (written by
+--- another program, a crash between a record write and its index update,
+--- a restore) are read and added; only those are read. Returns the
+--- entries, oldest first, and whether the index was written.
+function M.reconcile()
+  local dir = M.dir()
+  local present = record_ids(dir)
+  local old, msg, code = core.jobs_index_scan(dir, nil)
+  if not old then
+    if code ~= "ENOENT" and code ~= "EBADMSG" then io_error("cannot read the job index", msg) end
+    old = {}
+  end
+  local entries, seen, added = {}, {}, false
+  for i = #old, 1, -1 do
+    local e = old[i]
+    if present[e.id] and not seen[e.id] then
+      seen[e.id] = true
+      entries[#entries + 1] = e
+    end
+  end
+  for id in pairs(present) do
+    if not seen[id] then
+      local rec = M.get_listed(id)
+      if rec then entries[#entries + 1] = entry_of(id, rec); added = true end
+    end
+  end
+  if added then table.sort(entries, by_creation) end
+  return entries, write_index(dir, entries)
+end
+
 --- Rebuilds the index from the record files (caller holds the lock).
+--- Returns the number of entries, or nil when the index could not be
+--- written.
 function M.rebuild_index()
   local dir = M.dir()
   local names = core.listdir(dir) or {}
@@ -265,16 +421,12 @@ function M.rebuild_index()
   for _, name in ipairs(names) do
     local id = name:match("^(%x+)%.json$")
     if id and M.valid(id) then
-      local rec = M.get(id)
-      if rec then
-        entries[#entries + 1] = { id = id, created_at = tonumber(rec.created_at) or 0,
-                                  status = rec.status or "failed" }
-      end
+      local rec = M.get_listed(id)
+      if rec then entries[#entries + 1] = entry_of(id, rec) end
     end
   end
   table.sort(entries, function(a, b) return a.created_at < b.created_at end)
-  local ok, msg = core.jobs_index_write(dir, entries)
-  if not ok then io.stderr:write("agent-dispatch: cannot rebuild the job index: ", msg, "\n") end
+  if not write_index(dir, entries) then return nil end
   return #entries
 end
 
@@ -285,27 +437,31 @@ function M.gc(max_age)
   local cutoff = core.time() - max_age
   return locked(function()
     local dir = M.dir()
-    local all = core.jobs_index_scan(dir, nil)
-    if not all then
-      M.rebuild_index()
-      all = core.jobs_index_scan(dir, nil) or {}
+    local all
+    if core.jobs_index_fresh(dir) then
+      local msg
+      all, msg = core.jobs_index_scan(dir, nil)
+      if not all then io_error("cannot read the job index", msg) end
+    else
+      all = M.reconcile() -- oldest first; the loop below does not care
     end
     local keep, purged = {}, 0
     for i = #all, 1, -1 do
       local e = all[i]
       local gone = false
       if M.TERMINAL[e.status] and e.created_at < cutoff then
-        local rec = M.get(e.id)
-        local t = rec and (tonumber(rec.completed_at) or tonumber(rec.created_at))
-        if rec and M.TERMINAL[rec.status] and t and t < cutoff then
+        local readable, rec = pcall(M.get, e.id)
+        local t = readable and rec and (tonumber(rec.completed_at) or tonumber(rec.created_at))
+        if t and M.TERMINAL[rec.status] and t < cutoff then
           if core.jobs_remove(dir, e.id) then purged = purged + 1; gone = true end
-        elseif not rec then
-          gone = true
+        elseif readable and not rec then
+          gone = true -- its file is gone
         end
       end
       if not gone then keep[#keep + 1] = e end
     end
-    core.jobs_index_write(dir, keep)
+    table.sort(keep, by_creation)
+    write_index(dir, keep)
     return purged
   end)
 end
@@ -316,19 +472,15 @@ end
 function M.recover_stale()
   local now = core.time()
   local dir = M.dir()
-  -- One scan of the index; a missing or malformed index (records written
-  -- by an older version, a crash mid-write) is rebuilt from the files
-  -- first, or the records it lacks would never be recovered.
-  local entries = core.jobs_index_scan(dir, nil)
-  if not entries then
-    if not core.stat(dir) then return 0 end
-    locked(M.rebuild_index)
-    entries = core.jobs_index_scan(dir, nil) or {}
-  end
+  -- Startup reconciles the index with the directory whatever the stamp
+  -- says (a change within one coarse clock tick of a write by this store
+  -- could share its mtime): records it lacks would never be recovered.
+  if not core.stat(dir) then return 0 end
+  local entries = locked(M.reconcile)
   local n = 0
   for _, e in ipairs(entries) do
     local status = e.status
-    local rec = (status == "running" or status == "pending") and M.get(e.id)
+    local rec = (status == "running" or status == "pending") and M.get_listed(e.id)
     if rec and rec.status == status then
       local since = tonumber(status == "running" and (rec.started_at or rec.created_at)
                              or rec.created_at) or now

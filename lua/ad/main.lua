@@ -22,6 +22,11 @@ function M.main(args)
   end, argv)
   if ok then return code end
   if type(code) == "table" and code.type == "cancelled" then return 130 end
+  if type(code) == "table" and code.type == "io" then
+    io.stderr:write("agent-dispatch: I/O error: ", tostring(code.message), "\n",
+      require("ad.tools").IO_HINT, "\n")
+    return 1
+  end
   if type(code) == "table" and code.user then
     io.stderr:write("agent-dispatch: ", code.message, "\n")
     return 1

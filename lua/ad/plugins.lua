@@ -13,6 +13,9 @@
 ---   hook("after_result", function(req, result) end)  -- may annotate or
 ---        redact (return the new result, or nil to keep it)
 ---   hook("job_done", function(record) end)
+---   hook("redact", function(text) end)  -- returns the text to keep; runs
+---        on every progress line before anything sees or stores it, and
+---        on the text fields of every result (after after_result)
 ---
 --- plus ad (the agent_dispatch module), json, log, and Lua's safe
 --- libraries. A file is loaded only when the file opened is owned by the
@@ -31,7 +34,7 @@ local M = {}
 M.LOAD_BUDGET = 2    -- seconds a tool file may run while loading
 M.CALL_BUDGET = 10   -- seconds a handler or hook may run without yielding
 
-M.hooks = { before_dispatch = {}, after_result = {}, job_done = {} }
+M.hooks = { before_dispatch = {}, after_result = {}, job_done = {}, redact = {} }
 M.loaded = {}        -- {file =, tools = {names}}
 M.problems = {}      -- {file =, message =}
 
@@ -178,7 +181,7 @@ function M.load(define, builtin)
           tool = function(spec) tools[#tools + 1] = make_tool(spec, path, ad) end,
           hook = function(event, fn)
             if not M.hooks[event] then
-              error("unknown hook '" .. tostring(event) .. "' (before_dispatch, after_result, job_done)", 2)
+              error("unknown hook '" .. tostring(event) .. "' (before_dispatch, after_result, job_done, redact)", 2)
             end
             if type(fn) ~= "function" then error("hook needs a function", 2) end
             hooks[#hooks + 1] = { event = event, fn = fn, file = path }
@@ -233,7 +236,7 @@ end
 
 --- True when any hook is registered.
 function M.active()
-  return #M.hooks.before_dispatch > 0 or #M.hooks.after_result > 0
+  return #M.hooks.before_dispatch > 0 or #M.hooks.after_result > 0 or #M.hooks.redact > 0
 end
 
 local function where(h)
@@ -283,7 +286,73 @@ function M.after_result(req, result)
       result = require("ad.runner").result(res)
     end
   end
-  return result
+  return M.redact_result(req, result)
+end
+
+--- Runs the redact hooks on text; returns the text, or nil and the error
+--- of the hook that failed (the caller withholds the text then).
+local function redact(text)
+  for _, h in ipairs(M.hooks.redact) do
+    local ok, res = pcall(h.fn, text)
+    if not ok and type(res) == "table" and res.type == "cancelled" then error(res, 0) end
+    if not ok or type(res) ~= "string" then
+      local why = not ok and tostring(type(res) == "table" and res.message or res)
+        or ("returned " .. type(res) .. ", not a string")
+      return nil, "redact hook in " .. where(h) .. " failed: " .. why
+    end
+    text = res
+  end
+  return text
+end
+
+--- The progress-line filter of the redact hooks, or nil when there are
+--- none. A line a failing hook could not clean is replaced, never passed on.
+function M.progress_filter()
+  if #M.hooks.redact == 0 then return nil end
+  return function(line)
+    local out, err = redact(line)
+    if out then return out end
+    io.stderr:write("agent-dispatch: ", err, "\n")
+    return "[progress line withheld: " .. err .. "]"
+  end
+end
+
+-- Applies redact to every string in v (a parsed_result), in place.
+local function redact_tree(v, depth)
+  if type(v) ~= "table" or depth > 64 then return true end
+  for k, x in pairs(v) do
+    if type(x) == "string" then
+      local out, err = redact(x)
+      if not out then return nil, err end
+      v[k] = out
+    else
+      local ok, err = redact_tree(x, depth + 1)
+      if not ok then return nil, err end
+    end
+  end
+  return true
+end
+
+--- Runs the redact hooks on the text fields of a result (result, error,
+--- hint, and every string of parsed_result). A failing hook turns the
+--- result into a failure without the agent's text, as after_result does.
+function M.redact_result(req, result)
+  if #M.hooks.redact == 0 then return result end
+  local r = util.copy(result)
+  local err
+  for _, k in ipairs({ "result", "error", "hint" }) do
+    if not err and type(r[k]) == "string" then r[k], err = redact(r[k]) end
+  end
+  if not err and type(r.parsed_result) == "table" then
+    local _; _, err = redact_tree(r.parsed_result, 0)
+  end
+  if not err then return r end
+  io.stderr:write("agent-dispatch: ", err, "\n")
+  return require("ad.runner").failure(result.agent or req.agent, "cli_error", err,
+    { session_id = result.session_id, cost_usd = result.cost_usd,
+      duration_ms = result.duration_ms, num_turns = result.num_turns,
+      hint = "The error is in a redact hook; the agent's answer was withheld " ..
+        "because it could not be redacted." })
 end
 
 function M.job_done(record)

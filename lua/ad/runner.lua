@@ -200,6 +200,10 @@ local function run_child(argv, cwd, env, timeout, on_progress, stream, req)
   end
   if req.on_spawn then req.on_spawn(p:pid()) end
   local out = { lines = {}, progress = 0 }
+  -- Redact hooks clean each line at its source, before any consumer (a
+  -- job's stored tail, MCP notifications, the run display) sees it.
+  local plugins = package.loaded["ad.plugins"]
+  local filter = on_progress and plugins and plugins.progress_filter()
   local cancelled = false
   while true do
     local line, err = p:read_line()
@@ -214,7 +218,7 @@ local function run_child(argv, cwd, env, timeout, on_progress, stream, req)
       elseif kind == "assistant" and on_progress then
         for _, text in ipairs(progress) do
           out.progress = out.progress + 1
-          on_progress(text)
+          on_progress(filter and filter(text) or text)
         end
       end
     else

@@ -2,12 +2,16 @@
  *
  *   core.jobs_read(dir, id) -> text | nil, msg, code
  *   core.jobs_write(dir, id, text) -> true | nil, msg, code
+ *   core.jobs_write_inplace(dir, id, text) -> true | nil, msg, code
  *   core.jobs_remove(dir, id) -> true | nil, msg, code
  *   core.jobs_index_add(dir, id, created_at, status) -> true | nil, msg, code
  *   core.jobs_index_set(dir, id, status) -> true | nil, msg, code
  *   core.jobs_index_scan(dir, status|nil, limit) -> {{id=, created_at=,
  *       status=}...} newest first | nil, msg, code
  *   core.jobs_index_write(dir, entries) -> true | nil, msg, code
+ *   core.jobs_index_fresh(dir) -> true|false (does the index cover the
+ *       directory) | nil, msg, code (dir missing or not a directory)
+ *   core.jobs_index_stamp(dir) -> true | nil, msg, code
  *   core.proc_identity(pid) -> pgid, start | nil
  *   core.kill_verified(pid, pgid, start, "TERM"|"KILL") -> true | nil
  *   core.watch_dir(dir, name, timeout) -> true (name changed) | nil, "timeout"
@@ -53,6 +57,15 @@ static int l_write(lua_State *L)
     const char *id = luaL_checklstring(L, 2, &n);
     const char *data = luaL_checklstring(L, 3, &len);
     return ok_or_fail(L, jobs_write(dir, id, n, data, len));
+}
+
+static int l_write_inplace(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    size_t n, len;
+    const char *id = luaL_checklstring(L, 2, &n);
+    const char *data = luaL_checklstring(L, 3, &len);
+    return ok_or_fail(L, jobs_write_inplace(dir, id, n, data, len));
 }
 
 static int l_remove(lua_State *L)
@@ -134,6 +147,22 @@ static int l_index_write(lua_State *L)
         lua_pop(L, 4);
     }
     return ok_or_fail(L, jobs_index_write(dir, e, n));
+}
+
+static int l_index_fresh(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    int rc = jobs_index_fresh(dir);
+    if (rc < 0) {
+        return bind_fail(L, rc, dir);
+    }
+    lua_pushboolean(L, rc == 1);
+    return 1;
+}
+
+static int l_index_stamp(lua_State *L)
+{
+    return ok_or_fail(L, jobs_index_stamp(luaL_checkstring(L, 1)));
 }
 
 static int l_proc_identity(lua_State *L)
@@ -259,11 +288,14 @@ void bind_jobs_register(lua_State *L)
     static const luaL_Reg fns[] = {
         {"jobs_read", l_read},
         {"jobs_write", l_write},
+        {"jobs_write_inplace", l_write_inplace},
         {"jobs_remove", l_remove},
         {"jobs_index_add", l_index_add},
         {"jobs_index_set", l_index_set},
         {"jobs_index_scan", l_index_scan},
         {"jobs_index_write", l_index_write},
+        {"jobs_index_fresh", l_index_fresh},
+        {"jobs_index_stamp", l_index_stamp},
         {"proc_identity", l_proc_identity},
         {"kill_verified", l_kill_verified},
         {"watch_dir", l_watch_dir},
