@@ -411,7 +411,7 @@ function M.mutate(fn, path)
   local ro = read_only(path)
   if ro then return nil, { kind = "write", path = path, detail = ro }, warnings end
   core.mkparent(path, 448)
-  local wait = tonumber(os.getenv("AGENT_DISPATCH_LOCK_WAIT")) or 10
+  local wait = M.lock_wait()
   local lock, lerr = core.lock(path .. ".lock", wait)
   if not lock then
     -- Writing without the lock could lose another process's change while
@@ -438,6 +438,12 @@ function M.mutate(fn, path)
   end
   lock:unlock()
   return result, nil, warnings
+end
+
+--- How long a change waits for a cross-process lock (config and jobs)
+--- before it fails: 10 s, or AGENT_DISPATCH_LOCK_WAIT.
+function M.lock_wait()
+  return tonumber(os.getenv("AGENT_DISPATCH_LOCK_WAIT")) or 10
 end
 
 --- The message for a "lock" error: what was locked and why it failed.

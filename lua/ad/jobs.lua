@@ -124,17 +124,19 @@ local function covered(dir)
   return fresh == true
 end
 
---- Runs fn under the jobs lock (bounded wait, then proceeds unlocked with a
---- warning rather than freezing).
+--- Runs fn under the jobs lock. After the bounded wait the change fails
+--- (an I/O error naming the lock): writing without the lock could lose
+--- another process's change while both report success.
 local function locked(fn)
   local dir = M.ensure_dir()
-  local lock, err = core.lock(dir .. "/.jobs.lock", 10)
+  local path, wait = dir .. "/.jobs.lock", config.lock_wait()
+  local lock, err = core.lock(path, wait)
   if not lock then
-    io.stderr:write("agent-dispatch: warning: could not lock the jobs directory (",
-      tostring(err), "); proceeding without the lock\n")
+    error(errors.new("io", config.lock_message({ path = path, wait = wait,
+      detail = tostring(err) })), 0)
   end
   local ok, a, b = pcall(fn)
-  if lock then lock:unlock() end
+  lock:unlock()
   if not ok then error(a, 0) end
   return a, b
 end

@@ -100,6 +100,41 @@ describe('cancelling a running record without a process field', () => {
   });
 });
 
+describe('the jobs lock is waited for, never skipped', () => {
+  test('a jobs lock held past the bound: cancel and dispatch_async fail clearly and write nothing', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const n = now();
+    const id = plant(env, { status: 'pending', created_at: n });
+    const script = path.join(env.root, 'hold.lua');
+    fs.writeFileSync(script, `local core = require "ad.core"
+local lock = assert(core.lock(os.getenv("AGENT_DISPATCH_JOBS_DIR") .. "/.jobs.lock", 0))
+io.stdout:write("locked\\n") io.stdout:flush()
+core.sleep(60)
+lock:unlock()
+`);
+    const h = env.start(['run', script]);
+    const release = async () => { h.child.kill('SIGKILL'); await h.done; };
+    let out = '';
+    h.child.stdout.on('data', (d) => { out += d; });
+    for (let i = 0; i < 500 && !out.includes('locked'); i++) await sleep(20);
+    assert.ok(out.includes('locked'), 'the holder took the jobs lock');
+    const r = env.run(['cancel', id], { env: { AGENT_DISPATCH_LOCK_WAIT: '0.5' } });
+    assert.notStrictEqual(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stderr, /could not lock .*\.jobs\.lock: another process has held it for over 0\.5 s/);
+    assert.ok(!/without the lock/.test(r.stderr), r.stderr);
+    assert.strictEqual(readRec(env, id).status, 'pending', 'nothing written without the lock');
+    const srv = env.serve({ env: { AGENT_DISPATCH_LOCK_WAIT: '0.5' } });
+    await srv.init();
+    const before = fs.readdirSync(env.jobs).length;
+    const a = await srv.call('dispatch_async', { agent: 'a', task: 'x' });
+    assert.match(a.value.error || '', /could not lock .*\.jobs\.lock/, JSON.stringify(a.value));
+    assert.strictEqual(fs.readdirSync(env.jobs).length, before, 'no record written without the lock');
+    assert.ok(!/without the lock/.test(srv.stderr));
+    await release();
+  });
+});
+
 describe('redaction reaches everything that leaves the process', () => {
   const SECRET = 'sk-abc123secret';
   const REDACT = `
