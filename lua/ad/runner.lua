@@ -183,23 +183,35 @@ local function spawn_error(name, msg, code, sync)
   return M.failure(name, "cli_error", msg)
 end
 
---- One child run. Returns a table {payload=, lines=, info=} or raises the
---- cancelled error after the child is gone.
-local function run_child(argv, cwd, env, timeout, on_progress, stream, req)
+--- One child run. Returns a table {payload=, lines=, info=, truncated=}
+--- or raises the cancelled error after the child is gone. The prompt goes
+--- to the child's stdin (input). A non-stream run keeps at most
+--- M.MAX_OUTPUT bytes of stdout lines; past that it keeps only the last
+--- line (where the CLI's result object is) and counts the rest.
+local function run_child(argv, input, cwd, env, timeout, on_progress, stream, req)
   local slot = core.acquire()
   if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
   if req.on_slot and req.on_slot() == false then
     slot:release()
     error(errors.new("cancelled", "cancelled before it started"), 0)
   end
+  local cap = M.MAX_OUTPUT
+  -- With on_spawn the child waits at its start gate until on_spawn has
+  -- returned: whatever it records names the child before it runs.
   local p, msg, code = core.process{ argv = argv, cwd = cwd, env = env,
-    timeout = timeout, grace = M.kill_grace, drain = M.drain, slot = slot }
+    timeout = timeout, grace = M.kill_grace, drain = M.drain, slot = slot,
+    stdin = input, gated = req.on_spawn ~= nil,
+    max_line = (not stream) and cap or nil }
   if not p then
     slot:release()
     return { spawn_error = { msg, code } }
   end
-  if req.on_spawn then req.on_spawn(p:pid()) end
-  local out = { lines = {}, progress = 0 }
+  if req.on_spawn and req.on_spawn(p:pid()) == false then
+    p:kill(true) -- refused: it never starts
+  else
+    p:start()
+  end
+  local out = { lines = {}, progress = 0, kept = 0, truncated = 0 }
   local cancelled = false
   while true do
     local line, err = p:read_line()
@@ -217,8 +229,12 @@ local function run_child(argv, cwd, env, timeout, on_progress, stream, req)
           on_progress(text)
         end
       end
-    else
+    elseif out.truncated == 0 and out.kept + #line + 1 <= cap then
+      out.kept = out.kept + #line + 1
       out.lines[#out.lines + 1] = line
+    else
+      if out.last then out.truncated = out.truncated + #out.last + 1 end
+      out.last = line
     end
   end
   if cancelled or core.cancelled() then
@@ -234,10 +250,21 @@ local function run_child(argv, cwd, env, timeout, on_progress, stream, req)
     p:close()
     error(errors.new("cancelled", "cancelled"), 0)
   end
+  if not stream then
+    -- Bytes past the cap (the last line is kept aside), or lines longer
+    -- than the cap (skipped whole).
+    out.truncated = out.truncated + (out.last and #out.last + 1 or 0) +
+      (info.skipped_lines or 0)
+  end
   out.info = info
   p:close()
   return out
 end
+
+--- Bytes of stdout kept from a non-stream child (its JSON result is one
+--- line well below this; 200 MB of stray output must not become 200 MB
+--- of server memory). Stream runs keep no output but the result line.
+M.MAX_OUTPUT = 16 * 1024 * 1024
 
 M.kill_grace = 2
 M.drain = 2
@@ -323,7 +350,7 @@ function M.dispatch_unobserved(req)
   local attempt = 0
   while true do
     attempt = attempt + 1
-    local argv, refusal = core.claude_argv{ claude = claude, prompt = text,
+    local argv, refusal = core.claude_argv{ claude = claude, prompt_on_stdin = true,
       stream = req.stream, resume = resume, session_id = fresh,
       budget = eff.budget, model = agent.model,
       permission_mode = eff.permission_mode, allowed = eff.allowed,
@@ -331,7 +358,7 @@ function M.dispatch_unobserved(req)
     if not argv then
       return M.failure(name, "cli_error", refusal)
     end
-    local run = run_child(argv, agent.directory, env, timeout, req.on_progress, req.stream, req)
+    local run = run_child(argv, text, agent.directory, env, timeout, req.on_progress, req.stream, req)
     if run.spawn_error then
       return spawn_error(name, run.spawn_error[1], run.spawn_error[2], not req.stream)
     end
@@ -344,6 +371,18 @@ function M.dispatch_unobserved(req)
       if type(decoded) == "table" and not json.is_array(decoded) then payload = decoded end
     end
     local stderr = util.strip(info.stderr or "")
+    if not req.stream and run.truncated > 0 then
+      -- Over the cap: only a result object on the last line still counts.
+      local last = run.last and json.decode(run.last)
+      payload = type(last) == "table" and not json.is_array(last) and last.type == "result"
+        and last or nil
+      if not payload then
+        return M.failure(name, "cli_error", string.format("Output truncated: claude " ..
+          "wrote more than %d bytes on stdout (the limit of a dispatch's output) " ..
+          "and no result object at the end. The output began: %s", M.MAX_OUTPUT,
+          util.cut(stdout, 500)), { session_id = session_in_use })
+      end
+    end
 
     if payload then
       local f = core.claude_result(payload)

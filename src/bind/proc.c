@@ -1,14 +1,18 @@
 /* Lua face of child processes (ad.process).
  *
  *   core.process{argv=, cwd=, env=, timeout=, grace=, drain=, max_line=,
- *                stderr_max=, slot=} -> p | nil, message, code
+ *                stderr_max=, slot=, stdin=, gated=} -> p | nil, message, code
+ *   p:start()  (a gated child: go on to exec)
  *   p:read_line() -> line | nil (end of stdout) | nil, "cancelled"
  *   p:wait() -> {exit_code=, signal=, timed_out=, stderr=, pid=,
  *                skipped_lines=}
  *   p:kill([hard]) ; p:pid() ; p:close() (also __close and __gc)
  *
  * Lines and stderr reach Lua as valid UTF-8 (ill-formed bytes become
- * U+FFFD). Cancelling a task that waits on a process kills the process
+ * U+FFFD). stdin (a string) reaches the child on a private pipe, written
+ * without blocking the loop; without it the child reads /dev/null. A gated
+ * child exists (pid, group, start time) but does not exec before
+ * p:start(); closing it first ends it without exec. Cancelling a task that waits on a process kills the process
  * group. A limiter slot handed to core.process is released when the child
  * has exited, never earlier. */
 #include <stdlib.h>
@@ -220,6 +224,13 @@ static int l_process(lua_State *L)
     lua_getfield(L, 1, "cwd");
     const char *cwd = luaL_optstring(L, -1, NULL);
     lua_pop(L, 1); /* the string stays alive in the table */
+    lua_getfield(L, 1, "stdin");
+    size_t in_len = 0;
+    const char *in = luaL_optlstring(L, -1, NULL, &in_len);
+    lua_pop(L, 1); /* the string stays alive in the table */
+    lua_getfield(L, 1, "gated");
+    bool gated = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     lua_getfield(L, 1, "slot");
     struct slot *slot = lua_isnil(L, -1) ? NULL : limiter_check_slot(L, -1);
     lua_pop(L, 1);
@@ -247,6 +258,9 @@ static int l_process(lua_State *L)
         .timeout_ms = timeout > 0 ? (uint64_t)(timeout * 1000.0) : 0,
         .grace_ms = (uint64_t)(grace * 1000.0),
         .drain_ms = (uint64_t)(drain * 1000.0),
+        .stdin_data = in,
+        .stdin_len = in_len,
+        .gated = gated,
     };
     if (slot) {
         o.on_reap = limiter_release_count;
@@ -316,6 +330,12 @@ static int l_kill(lua_State *L)
     return 0;
 }
 
+static int l_start(lua_State *L)
+{
+    proc_open_gate(check(L)->p);
+    return 0;
+}
+
 static int l_pid(lua_State *L)
 {
     lua_pushinteger(L, proc_pid(check(L)->p));
@@ -345,6 +365,7 @@ void bind_proc_register(lua_State *L)
         {"wait", l_wait},
         {"kill", l_kill},
         {"pid", l_pid},
+        {"start", l_start},
         {"close", l_close},
         {NULL, NULL},
     };

@@ -70,7 +70,7 @@ async function asyncJob(srv, task, agent = 'a', extra = {}) {
 }
 
 function stubFor(env, marker) {
-  return env.dispatches().find((e) => e.argv[e.argv.length - 1].includes(marker));
+  return env.dispatches().find((e) => e.prompt.includes(marker));
 }
 
 describe('dispatch_async / status / wait', () => {
@@ -594,7 +594,7 @@ print("done", #ad.jobs{ status = "done" }, #ad.jobs{ status = "cancelled" })
     assert.ok(out.includes('short\trunning\ttrue'), r.stdout);
     assert.ok(out.includes('cancel\tcancelled_running\tcancelled'), r.stdout);
     assert.ok(out.includes('done\t1\t1'), r.stdout);
-    const slow = env.dispatches().find((e) => e.argv[e.argv.length - 1].includes('slow'));
+    const slow = env.dispatches().find((e) => e.prompt.includes('slow'));
     assert.ok(slow && !groupAlive(slow.pgid));
   });
 });
