@@ -260,7 +260,7 @@ static const struct {
     D("ignore_term", D_FLAG, ignore_term), /* SIGTERM ignored */
     D("hang", D_FLAG, hang),             /* sleep until killed */
     D("old_cli", D_FLAG, old_cli),       /* reject --session-id */
-    D("echo_argv", D_FLAG, echo_argv),   /* result = argv[1..] joined by ' ' */
+    D("echo_argv", D_FLAG, echo_argv),   /* result = argv[1..] joined by ' ' (+ a stdin prompt) */
     D("echo_env", D_STR, echo_env),      /* result = $NAME or "<unset>" */
     D("spew", D_LONG, spew),             /* N bytes of 1 KiB non-JSON lines on stdout first */
     D("job_record", D_FLAG, job_record), /* result = what the job records said of us at start */
@@ -839,6 +839,9 @@ static void spawn_sleeper(double secs, bool detach)
  * pid): "named running" or "not named". */
 static const char *job_record_seen = "not checked";
 
+/* The prompt came on stdin (no prompt argument), as agent-dispatch sends it. */
+static bool prompt_from_stdin;
+
 static void check_job_record(void)
 {
     const char *dir = getenv("AGENT_DISPATCH_JOBS_DIR");
@@ -884,6 +887,10 @@ static char *make_reply(const struct directives *d, const char *prompt, int argc
         for (int i = 1; i < argc; i++) {
             buf_str(&b, i > 1 ? " " : "");
             buf_str(&b, argv[i]);
+        }
+        if (prompt_from_stdin) {
+            buf_str(&b, " ");
+            buf_str(&b, prompt);
         }
     } else if (d->echo_env) {
         const char *v = getenv(d->echo_env);
@@ -1059,6 +1066,7 @@ int main(int argc, char **argv)
         stdin_prompt = read_stdin();
     }
     const char *prompt = stdin_prompt ? stdin_prompt : a.prompt;
+    prompt_from_stdin = stdin_prompt != NULL;
     if (prompt && strstr(prompt, "[stub:job_record]")) {
         check_job_record(); /* first of all: before any work */
     }
