@@ -58,10 +58,12 @@ struct proc {
 static struct proc *live_head;
 static size_t live_count;
 
-/* Children are started with posix_spawn (vfork semantics: no copy of the
- * server's address space, no copy-on-write faults afterwards; uv_spawn
- * forks, which made spawning the largest cost of a dispatch) and reaped
- * here: one SIGCHLD watcher while any child is alive, which waits for each
+/* Children are started with vfork and exec (no copy of the server's
+ * address space, no copy-on-write faults afterwards; uv_spawn forks, which
+ * made spawning the largest cost of a dispatch). posix_spawn cannot set
+ * PR_SET_PDEATHSIG nor hold a child at a start gate, hence our own child
+ * side (child_run); only a gated child is forked, since it must wait
+ * while the server goes on. Children are reaped here: one SIGCHLD watcher while any child is alive, which waits for each
  * live child by pid. It is closed when the last child is reaped so an idle
  * loop holds no handle of ours. */
 static uv_signal_t *reaper;
@@ -385,7 +387,7 @@ __attribute__((noreturn)) static void child_run(struct child_setup *cs)
 
 /* Waits until a forked child is a session leader (so its pid, group and
  * start time can be recorded at once): a few system calls of the child,
- * less than posix_spawn waited for (the whole exec). */
+ * less than a vfork waits for (the whole exec). */
 static int wait_ready(int ready_r)
 {
     char c;
