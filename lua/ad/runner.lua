@@ -183,11 +183,11 @@ local function spawn_error(name, msg, code, sync)
   return M.failure(name, "cli_error", msg)
 end
 
---- One child run. Returns a table {payload=, lines=, info=, truncated=}
---- or raises the cancelled error after the child is gone. The prompt goes
---- to the child's stdin (input). A non-stream run keeps at most
---- M.MAX_OUTPUT bytes of stdout lines; past that it keeps only the last
---- line (where the CLI's result object is) and counts the rest.
+--- One child run. Returns a table {payload=, lines=, info=, truncated=,
+--- last=} or raises the cancelled error after the child is gone. The
+--- prompt goes to the child's stdin (input). A non-stream run keeps at
+--- most M.MAX_OUTPUT bytes of stdout lines; past that only the last line
+--- (where the CLI's result object is), as last.
 local function run_child(argv, input, cwd, env, timeout, on_progress, stream, req)
   local slot = core.acquire()
   if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
@@ -201,7 +201,7 @@ local function run_child(argv, input, cwd, env, timeout, on_progress, stream, re
   local p, msg, code = core.process{ argv = argv, cwd = cwd, env = env,
     timeout = timeout, grace = M.kill_grace, drain = M.drain, slot = slot,
     stdin = input, gated = req.on_spawn ~= nil,
-    max_line = (not stream) and cap or nil }
+    max_line = (not stream) and cap or nil, max_output = (not stream) and cap or nil }
   if not p then
     slot:release()
     return { spawn_error = { msg, code } }
@@ -211,7 +211,7 @@ local function run_child(argv, input, cwd, env, timeout, on_progress, stream, re
   else
     p:start()
   end
-  local out = { lines = {}, progress = 0, kept = 0, truncated = 0 }
+  local out = { lines = {}, progress = 0 }
   local cancelled = false
   while true do
     local line, err = p:read_line()
@@ -229,12 +229,8 @@ local function run_child(argv, input, cwd, env, timeout, on_progress, stream, re
           on_progress(text)
         end
       end
-    elseif out.truncated == 0 and out.kept + #line + 1 <= cap then
-      out.kept = out.kept + #line + 1
-      out.lines[#out.lines + 1] = line
     else
-      if out.last then out.truncated = out.truncated + #out.last + 1 end
-      out.last = line
+      out.lines[#out.lines + 1] = line
     end
   end
   if cancelled or core.cancelled() then
@@ -250,11 +246,11 @@ local function run_child(argv, input, cwd, env, timeout, on_progress, stream, re
     p:close()
     error(errors.new("cancelled", "cancelled"), 0)
   end
-  if not stream then
-    -- Bytes past the cap (the last line is kept aside), or lines longer
-    -- than the cap (skipped whole).
-    out.truncated = out.truncated + (out.last and #out.last + 1 or 0) +
-      (info.skipped_lines or 0)
+  if not stream and (info.truncated or info.skipped_lines > 0) then
+    -- Past the cap the process object kept only the last line, delivered
+    -- at the end; a line longer than the cap was skipped whole.
+    out.truncated = true
+    if info.truncated then out.last = table.remove(out.lines) end
   end
   out.info = info
   p:close()
@@ -371,7 +367,7 @@ function M.dispatch_unobserved(req)
       if type(decoded) == "table" and not json.is_array(decoded) then payload = decoded end
     end
     local stderr = util.strip(info.stderr or "")
-    if not req.stream and run.truncated > 0 then
+    if not req.stream and run.truncated then
       -- Over the cap: only a result object on the last line still counts.
       local last = run.last and json.decode(run.last)
       payload = type(last) == "table" and not json.is_array(last) and last.type == "result"
