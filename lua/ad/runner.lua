@@ -260,7 +260,7 @@ end
 --- Bytes of stdout kept from a non-stream child (its JSON result is one
 --- line well below this; 200 MB of stray output must not become 200 MB
 --- of server memory). Stream runs keep no output but the result line.
-M.MAX_OUTPUT = 16 * 1024 * 1024
+M.MAX_OUTPUT = 8 * 1024 * 1024
 
 M.kill_grace = 2
 M.drain = 2

@@ -181,7 +181,7 @@ describe('output of a non-stream dispatch', () => {
     const hwm = vmHWMkB(srv.child.pid);
     assert.strictEqual(value.success, false);
     assert.strictEqual(value.error_type, 'cli_error');
-    assert.match(value.error, /^Output truncated: claude wrote more than 16777216 bytes on stdout/);
+    assert.match(value.error, /^Output truncated: claude wrote more than 8388608 bytes on stdout/);
     assert.ok(hwm > 0 && hwm < 100 * 1024, `server peak RSS ${hwm} kB`);
     await srv.close();
   });
