@@ -274,8 +274,9 @@ M.observer = nil
 --- task, context, caller, goal, response_format, session_id (resume),
 --- timeout (override seconds, already clamped), stream (bool),
 --- on_progress (fn(line)), on_slot (fn() -> false to give up once a
---- concurrency slot is granted), on_spawn (fn(pid)). Returns a
---- DispatchResult.
+--- concurrency slot is granted), on_spawn (fn(pid) -> false to end the
+--- child unstarted; the child waits at its start gate until on_spawn has
+--- returned). Returns a DispatchResult.
 local observed
 
 --- The one door every dispatch goes through (tools, parallel items, the
