@@ -63,9 +63,10 @@ static size_t live_count;
  * made spawning the largest cost of a dispatch). posix_spawn cannot set
  * PR_SET_PDEATHSIG nor hold a child at a start gate, hence our own child
  * side (child_run); only a gated child is forked, since it must wait
- * while the server goes on. Children are reaped here: one SIGCHLD watcher while any child is alive, which waits for each
- * live child by pid. It is closed when the last child is reaped so an idle
- * loop holds no handle of ours. */
+ * while the server goes on. Children are reaped here: one SIGCHLD watcher
+ * while any child is alive, which waits for each live child by pid. It is
+ * closed when the last child is reaped so an idle loop holds no handle of
+ * ours. */
 static uv_signal_t *reaper;
 
 static void on_sigchld(uv_signal_t *h, int signum);
