@@ -325,7 +325,8 @@ static void child_fail(struct child_setup *cs, int err)
         /* fork: the parent learns of the failure from stderr. Not for
          * vfork: strerror is not safe there, and the parent has err. */
         char msg[512];
-        int n = snprintf(msg, sizeof msg, "agent-dispatch: cannot start %s: %s\n",
+        int n = snprintf(msg, sizeof msg,
+                         "agent-dispatch: cannot start %s: %s\n",
                          cs->argv[0], strerror(cs->err));
         if (n > 0 && write(cs->err_w, msg, (size_t)n) < 0) {
             _exit(127);
@@ -516,7 +517,8 @@ static void write_stdin(struct proc *p, const struct proc_opts *o)
 {
     uv_buf_t b = uv_buf_init(p->in_data, (unsigned)o->stdin_len);
     p->in_req.data = p;
-    if (uv_write(&p->in_req, (uv_stream_t *)&p->in, &b, 1, on_in_written) != 0) {
+    if (uv_write(&p->in_req, (uv_stream_t *)&p->in, &b, 1,
+                 on_in_written) != 0) {
         close_in(p);
     }
 }

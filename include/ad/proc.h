@@ -4,9 +4,10 @@
  * from /dev/null or a private pipe and stdout/stderr on pipes, so it can
  * never read or write the server's protocol channel. It dies with the
  * server (PR_SET_PDEATHSIG SIGKILL): not even a server killed with SIGKILL
- * leaves a child running without its timeout. stdout is split into bounded lines;
- * stderr is drained continuously (the child never blocks on a full pipe)
- * keeping a bounded head and tail. A timeout, a kill request, or the
+ * leaves a child running without its timeout. stdout is split into
+ * bounded lines; stderr is drained continuously (the child never blocks on
+ * a full pipe) keeping a bounded head and tail. A gated child waits before
+ * exec until proc_open_gate(). A timeout, a kill request, or the
  * child's own exit ends the whole group: SIGTERM, then SIGKILL after a
  * grace period, so grandchildren such as stdio MCP servers the CLI started
  * are not left behind. Children are always reaped by libuv.
