@@ -17,8 +17,8 @@
  * most that many bytes of stdout lines reach Lua; past it only the last
  * line is kept (in C, one buffer) and delivered at the end of stdout, and
  * info.truncated says so. Cancelling a task that waits on a process kills
- * the process group. A limiter slot handed to core.process is released when the child
- * has exited, never earlier. */
+ * the process group. A limiter slot handed to core.process is released
+ * when the child has exited, never earlier. */
 #include <stdlib.h>
 #include <string.h>
 
