@@ -246,8 +246,10 @@ function benchDispatch() {
     const o = parseRpc(harness(['rpc', String(n / blocks), '10', d, req('ping'), '--', BIN, 'serve'], e), 2);
     prod.push(...o.lat[0]);
     ping.push(...o.lat[1]);
+    // The prompt goes on stdin, as the product sends it.
     base.push(...numbers(execFileSync(path.join(HB, 'spawn_baseline'),
-      [String(n / blocks), inv.cwd, '--', ...inv.argv], { env: e, encoding: 'utf8', maxBuffer: 1 << 26 })));
+      [String(n / blocks), inv.cwd, '--', ...inv.argv],
+      { env: { ...e, BASELINE_STDIN: inv.prompt }, encoding: 'utf8', maxBuffer: 1 << 26 })));
   }
   const ratio = median(prod) / median(base);
   row('3. tools/call dispatch, stub answers at once (cache off)',

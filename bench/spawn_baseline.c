@@ -4,9 +4,12 @@
  *   spawn_baseline N CWD -- ARGV...
  *
  * N times: fork, and in the child setsid() (agent-dispatch runs claude in
- * its own session and process group), chdir(CWD), stdin from /dev/null,
- * stdout and stderr to pipes, AGENT_DISPATCH_DEPTH=1 in the environment,
- * execv(ARGV).  The parent reads both pipes to EOF (poll), then waitpid.
+ * its own session and process group), chdir(CWD), stdin from a pipe
+ * carrying $BASELINE_STDIN (the prompt, as agent-dispatch sends it; stdin
+ * from /dev/null when unset), stdout and stderr to pipes,
+ * AGENT_DISPATCH_DEPTH=1 in the environment, execv(ARGV).  The parent
+ * writes the prompt and closes the pipe, reads both output pipes to EOF
+ * (poll), then waitpid.
  * Prints each iteration's wall time in microseconds, one per line.
  */
 #define _GNU_SOURCE
@@ -35,12 +38,18 @@ int main(int argc, char **argv)
     long n = atol(argv[1]);
     const char *cwd = argv[2];
     char **cargv = argv + 4;
+    const char *input = getenv("BASELINE_STDIN");
+    if (input) {
+        input = strdup(input);
+        unsetenv("BASELINE_STDIN");
+    }
     setenv("AGENT_DISPATCH_DEPTH", "1", 1);
     char buf[65536];
     for (long i = 0; i < n; i++) {
         double t0 = now_us();
-        int out[2], err[2];
-        if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
+        int out[2], err[2], in[2] = {-1, -1};
+        if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) ||
+            (input && pipe2(in, O_CLOEXEC))) {
             perror("pipe");
             return 1;
         }
@@ -54,7 +63,7 @@ int main(int argc, char **argv)
             if (chdir(cwd) != 0) {
                 _exit(126);
             }
-            int nul = open("/dev/null", O_RDONLY);
+            int nul = input ? in[0] : open("/dev/null", O_RDONLY);
             dup2(nul, 0);
             dup2(out[1], 1);
             dup2(err[1], 2);
@@ -63,6 +72,14 @@ int main(int argc, char **argv)
         }
         close(out[1]);
         close(err[1]);
+        if (input) {
+            /* A short prompt: the pipe takes it whole. */
+            close(in[0]);
+            if (write(in[1], input, strlen(input)) < 0) {
+                perror("write");
+            }
+            close(in[1]);
+        }
         struct pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
         int open_fds = 2;
         size_t total = 0;

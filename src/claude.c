@@ -155,7 +155,9 @@ int claude_build_argv(const struct claude_cmd *c, char ***argv_out,
         push(&b, c->disallowed[i]);
     }
     push(&b, "--");
-    push(&b, c->prompt ? c->prompt : "");
+    if (!c->prompt_on_stdin) {
+        push(&b, c->prompt ? c->prompt : "");
+    }
     if (b.err) {
         claude_argv_free(b.v);
         return b.err;

@@ -7,10 +7,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +22,10 @@ extern char **environ;
 struct proc {
     uv_pipe_t out;
     uv_pipe_t err;
+    uv_pipe_t in;         /* the child's stdin when it gets data */
+    uv_write_t in_req;
+    char *in_data;        /* kept until the write has completed */
+    int gate_fd;          /* write end of the start gate, -1: none/opened */
     uv_timer_t timeout;
     uv_timer_t escalate;  /* SIGTERM -> SIGKILL */
     uv_timer_t drain;     /* after exit: stop waiting for the pipes */
@@ -54,12 +58,15 @@ struct proc {
 static struct proc *live_head;
 static size_t live_count;
 
-/* Children are started with posix_spawn (vfork semantics: no copy of the
- * server's address space, no copy-on-write faults afterwards; uv_spawn
- * forks, which made spawning the largest cost of a dispatch) and reaped
- * here: one SIGCHLD watcher while any child is alive, which waits for each
- * live child by pid. It is closed when the last child is reaped so an idle
- * loop holds no handle of ours. */
+/* Children are started with vfork and exec (no copy of the server's
+ * address space, no copy-on-write faults afterwards; uv_spawn forks, which
+ * made spawning the largest cost of a dispatch). posix_spawn cannot set
+ * PR_SET_PDEATHSIG nor hold a child at a start gate, hence our own child
+ * side (child_run); only a gated child is forked, since it must wait
+ * while the server goes on. Children are reaped here: one SIGCHLD watcher
+ * while any child is alive, which waits for each live child by pid. It is
+ * closed when the last child is reaped so an idle loop holds no handle of
+ * ours. */
 static uv_signal_t *reaper;
 
 static void on_sigchld(uv_signal_t *h, int signum);
@@ -126,6 +133,7 @@ static void maybe_free(struct proc *p)
 {
     if (p->open_handles == 0 && p->released) {
         linebuf_free(&p->lines);
+        free(p->in_data);
         free(p->err_head);
         free(p->err_tail);
         free(p->err_joined);
@@ -146,6 +154,19 @@ static void close_handle(struct proc *p, uv_handle_t *h)
         uv_close(h, on_handle_closed);
     }
     (void)p;
+}
+
+static void close_gate(struct proc *p)
+{
+    if (p->gate_fd >= 0) {
+        close(p->gate_fd); /* unopened: the waiting child exits, no exec */
+        p->gate_fd = -1;
+    }
+}
+
+static void close_in(struct proc *p)
+{
+    close_handle(p, (uv_handle_t *)&p->in);
 }
 
 /* True when some process received the signal. */
@@ -196,6 +217,7 @@ static void check_done(struct proc *p)
         return;
     }
     p->done = true;
+    close_in(p); /* the child is gone: nobody we wait for reads its input */
     uv_timer_stop(&p->drain);
     uv_timer_stop(&p->timeout);
     if (p->cbs.on_done) {
@@ -241,6 +263,7 @@ static void on_exit_status(struct proc *p, int64_t status, int sig)
     p->exit_status = status;
     p->term_signal = sig;
     uv_timer_stop(&p->timeout);
+    close_gate(p);
     live_remove(p);
     /* Whatever the child left in its group (stdio MCP servers, stray
      * background jobs) goes with it. */
@@ -284,38 +307,136 @@ static void on_sigchld(uv_signal_t *h, int signum)
     reaper_stop_if_idle();
 }
 
-/* posix_spawn with the child's own session, stdin from /dev/null, stdout
- * and stderr on the given pipe ends, default signal handling and an empty
- * signal mask (we ignore SIGPIPE; the child must not inherit that).
- * Returns 0 or a negative errno (exec and chdir failures included). */
-static int spawn_child(const struct proc_opts *o, int out_w, int err_w,
-                       pid_t *pid)
+/* What the child does between fork and exec. The parent prepares every
+ * value, so the child only makes system calls (it may share the parent's
+ * memory: vfork). */
+struct child_setup {
+    char *const *argv;
+    char *const *env;
+    const char *cwd;
+    int in_r;            /* stdin; -1: /dev/null */
+    int out_w, err_w;
+    int gate_r;          /* -1: no start gate */
+    int ready_w;         /* -1: vfork (the parent resumes at exec) */
+    int ready_r;         /* the parent's end of ready_w */
+    pid_t parent;
+    volatile int err;    /* errno of the failed step; read back after vfork */
+};
+
+static void child_fail(struct child_setup *cs, int err)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    sigset_t none, all;
+    cs->err = err ? err : EIO;
+    if (cs->ready_w >= 0) {
+        /* fork: the parent learns of the failure from stderr. Not for
+         * vfork: strerror is not safe there, and the parent has err. */
+        char msg[512];
+        int n = snprintf(msg, sizeof msg,
+                         "agent-dispatch: cannot start %s: %s\n",
+                         cs->argv[0], strerror(cs->err));
+        if (n > 0 && write(cs->err_w, msg, (size_t)n) < 0) {
+            _exit(127);
+        }
+    }
+    _exit(127);
+}
+
+/* The child: default signal handling and an empty mask (the server ignores
+ * SIGPIPE; the child must not inherit that), death with the server
+ * (PR_SET_PDEATHSIG: a server killed with SIGKILL leaves no child behind),
+ * its own session, then the start gate, the standard streams and exec. */
+__attribute__((noreturn)) static void child_run(struct child_setup *cs)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig != SIGKILL && sig != SIGSTOP) {
+            sigaction(sig, &dfl, NULL); /* glibc-reserved numbers refuse */
+        }
+    }
+    sigset_t none;
     sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+        child_fail(cs, errno);
+    }
+    if (getppid() != cs->parent) {
+        _exit(127); /* the server died before the line above */
+    }
+    if (setsid() < 0) {
+        child_fail(cs, errno);
+    }
+    if (cs->ready_w >= 0 && write(cs->ready_w, "r", 1) != 1) {
+        child_fail(cs, errno);
+    }
+    if (cs->gate_r >= 0) {
+        char c;
+        ssize_t n;
+        do {
+            n = read(cs->gate_r, &c, 1);
+        } while (n < 0 && errno == EINTR);
+        if (n != 1) {
+            _exit(127); /* closed unopened: the server gave up or died */
+        }
+    }
+    int in = cs->in_r >= 0 ? cs->in_r : open("/dev/null", O_RDONLY);
+    if (in < 0 || dup2(in, 0) < 0 || dup2(cs->out_w, 1) < 0 ||
+        dup2(cs->err_w, 2) < 0) {
+        child_fail(cs, errno);
+    }
+    if (cs->cwd && chdir(cs->cwd) != 0) {
+        child_fail(cs, errno);
+    }
+    execve(cs->argv[0], cs->argv, cs->env);
+    child_fail(cs, errno);
+    _exit(127); /* not reached */
+}
+
+/* Waits until a forked child is a session leader (so its pid, group and
+ * start time can be recorded at once): a few system calls of the child,
+ * less than a vfork waits for (the whole exec). */
+static int wait_ready(int ready_r)
+{
+    char c;
+    ssize_t n;
+    do {
+        n = read(ready_r, &c, 1);
+    } while (n < 0 && errno == EINTR);
+    return n == 1 ? 0 : -EIO;
+}
+
+/* vfork (no copy of the server's address space) for an ordinary child;
+ * fork for a gated one, which must wait at its gate while the server goes
+ * on. Signals are blocked around the fork so no handler of the server runs
+ * in the child. Returns 0 or a negative errno (exec and chdir failures
+ * included, for vfork). */
+static int start_child(struct child_setup *cs, pid_t *pid)
+{
+    bool forked = cs->ready_w >= 0;
+    sigset_t all, old;
     sigfillset(&all);
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&at);
-    int rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    rc = rc ? rc : posix_spawn_file_actions_adddup2(&fa, out_w, 1);
-    rc = rc ? rc : posix_spawn_file_actions_adddup2(&fa, err_w, 2);
-    if (!rc && o->cwd) {
-        rc = posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    cs->parent = getpid();
+    cs->err = 0;
+    pid_t r = forked ? fork() : vfork();
+    if (r == 0) {
+        child_run(cs);
     }
-    rc = rc ? rc : posix_spawnattr_setsigmask(&at, &none);
-    rc = rc ? rc : posix_spawnattr_setsigdefault(&at, &all);
-    rc = rc ? rc : posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID |
-                                                 POSIX_SPAWN_SETSIGMASK |
-                                                 POSIX_SPAWN_SETSIGDEF);
-    if (!rc) {
-        rc = posix_spawn(pid, o->argv[0], &fa, &at, o->argv,
-                         o->env ? o->env : environ);
+    int rc = r < 0 ? -errno : 0;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0 && !forked && cs->err != 0) {
+        rc = -cs->err;
     }
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    return -rc;
+    if (rc == 0 && forked) {
+        close(cs->ready_w); /* EOF if the child dies before it is ready */
+        cs->ready_w = -1;
+        rc = wait_ready(cs->ready_r);
+    }
+    if (rc != 0 && r > 0) {
+        waitpid(r, NULL, 0);
+    }
+    *pid = r;
+    return rc;
 }
 
 static void on_timeout(uv_timer_t *t)
@@ -387,8 +508,104 @@ static void on_err_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
 }
 
-int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
-               const struct proc_cbs *cbs, void *ud, struct proc **out)
+static void on_in_written(uv_write_t *req, int status)
+{
+    /* Written, or the child is gone (EPIPE) or we gave up (ECANCELED):
+     * either way the child sees the end of its input. */
+    (void)status;
+    close_in(req->data);
+}
+
+/* The stdin data goes out through the loop: never a blocking write, and a
+ * child that does not read cannot stall the server. */
+static void write_stdin(struct proc *p, const struct proc_opts *o)
+{
+    uv_buf_t b = uv_buf_init(p->in_data, (unsigned)o->stdin_len);
+    p->in_req.data = p;
+    if (uv_write(&p->in_req, (uv_stream_t *)&p->in, &b, 1,
+                 on_in_written) != 0) {
+        close_in(p);
+    }
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+/* The pipes of one spawn: [0] is the read end, [1] the write end. */
+struct spawn_fds {
+    int out[2], err[2], in[2], gate[2], ready[2];
+};
+
+static void spawn_fds_close(struct spawn_fds *f)
+{
+    int *all = (int *)f;
+    for (size_t i = 0; i < sizeof *f / sizeof(int); i++) {
+        close_fd(&all[i]);
+    }
+}
+
+static int spawn_fds_open(struct spawn_fds *f, const struct proc_opts *o)
+{
+    int rc = 0;
+    rc = rc ? rc : pipe2(f->out, O_CLOEXEC);
+    rc = rc ? rc : pipe2(f->err, O_CLOEXEC);
+    if (!rc && o->stdin_data) {
+        rc = pipe2(f->in, O_CLOEXEC);
+    }
+    if (!rc && o->gated) {
+        rc = pipe2(f->gate, O_CLOEXEC);
+        rc = rc ? rc : pipe2(f->ready, O_CLOEXEC);
+    }
+    return rc ? -errno : 0;
+}
+
+static int spawn_fds_start(struct spawn_fds *f, const struct proc_opts *o,
+                           pid_t *pid)
+{
+    struct child_setup cs = {
+        .argv = o->argv,
+        .env = o->env ? o->env : environ,
+        .cwd = o->cwd,
+        .in_r = f->in[0],
+        .out_w = f->out[1],
+        .err_w = f->err[1],
+        .gate_r = f->gate[0],
+        .ready_w = f->ready[1],
+        .ready_r = f->ready[0],
+    };
+    int rc = start_child(&cs, pid);
+    f->ready[1] = -1; /* closed by start_child */
+    /* The child's ends: the child holds them now (or failed). */
+    close_fd(&f->out[1]);
+    close_fd(&f->err[1]);
+    close_fd(&f->in[0]);
+    close_fd(&f->gate[0]);
+    close_fd(&f->ready[0]);
+    return rc;
+}
+
+/* Hands a pipe end to its handle (which then owns the fd). Cannot fail
+ * with a fresh pipe; if it does, the started child must not live on. */
+static int adopt(uv_pipe_t *h, int *fd, pid_t pid)
+{
+    int rc = uv_pipe_open(h, *fd);
+    if (rc == 0) {
+        *fd = -1;
+    } else {
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return rc;
+}
+
+static int proc_alloc(const struct proc_opts *o, const struct proc_cbs *cbs,
+                      void *ud, struct proc **out)
 {
     struct proc *p = calloc(1, sizeof *p);
     if (!p) {
@@ -398,64 +615,69 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
     p->err_tail_cap = o->stderr_tail;
     p->err_head = malloc(p->err_head_cap + 1);
     p->err_tail = malloc(p->err_tail_cap + 1);
-    if (!p->err_head || !p->err_tail) {
+    p->in_data = o->stdin_data ? malloc(o->stdin_len + 1) : NULL;
+    if (!p->err_head || !p->err_tail || (o->stdin_data && !p->in_data)) {
         free(p->err_head);
         free(p->err_tail);
+        free(p->in_data);
         free(p);
         return UV_ENOMEM;
     }
+    if (o->stdin_data) {
+        memcpy(p->in_data, o->stdin_data, o->stdin_len);
+    }
+    p->gate_fd = -1;
     p->cbs = *cbs;
     p->ud = ud;
     p->grace_ms = o->grace_ms;
     p->drain_ms = o->drain_ms;
     linebuf_init(&p->lines, o->max_line);
+    *out = p;
+    return 0;
+}
 
+int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
+               const struct proc_cbs *cbs, void *ud, struct proc **out)
+{
+    struct proc *p;
+    int rc = proc_alloc(o, cbs, ud, &p);
+    if (rc != 0) {
+        return rc;
+    }
     uv_pipe_init(loop, &p->out, 0);
     uv_pipe_init(loop, &p->err, 0);
+    uv_pipe_init(loop, &p->in, 0);
     uv_timer_init(loop, &p->timeout);
     uv_timer_init(loop, &p->escalate);
     uv_timer_init(loop, &p->drain);
-    p->out.data = p->err.data = p;
+    p->out.data = p->err.data = p->in.data = p;
     p->timeout.data = p->escalate.data = p->drain.data = p;
-    p->open_handles = 5;
+    p->open_handles = 6;
 
-    int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+    struct spawn_fds f;
+    memset(&f, 0xff, sizeof f); /* every fd -1 */
     pid_t pid = 0;
-    int rc = reaper_start(loop);
-    if (rc == 0 && (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0)) {
-        rc = -errno;
-    }
-    if (rc == 0) {
-        rc = spawn_child(o, outp[1], errp[1], &pid);
-    }
-    if (outp[1] >= 0) {
-        close(outp[1]);
-    }
-    if (errp[1] >= 0) {
-        close(errp[1]);
-    }
-    if (rc == 0 && (uv_pipe_open(&p->out, outp[0]) != 0 ||
-                    uv_pipe_open(&p->err, errp[0]) != 0)) {
-        rc = UV_EIO; /* cannot happen with fresh pipes; never leak the child */
-        kill(-pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+    rc = reaper_start(loop);
+    rc = rc ? rc : spawn_fds_open(&f, o);
+    rc = rc ? rc : spawn_fds_start(&f, o, &pid);
+    rc = rc ? rc : adopt(&p->out, &f.out[0], pid);
+    rc = rc ? rc : adopt(&p->err, &f.err[0], pid);
+    if (o->stdin_data) {
+        rc = rc ? rc : adopt(&p->in, &f.in[1], pid);
     }
     p->released = (rc != 0);
     if (rc != 0) {
-        if (outp[0] >= 0 && !uv_is_active((uv_handle_t *)&p->out)) {
-            close(outp[0]);
-        }
-        if (errp[0] >= 0 && !uv_is_active((uv_handle_t *)&p->err)) {
-            close(errp[0]);
-        }
+        spawn_fds_close(&f);
         close_handle(p, (uv_handle_t *)&p->out);
         close_handle(p, (uv_handle_t *)&p->err);
+        close_in(p);
         close_handle(p, (uv_handle_t *)&p->timeout);
         close_handle(p, (uv_handle_t *)&p->escalate);
         close_handle(p, (uv_handle_t *)&p->drain);
         reaper_stop_if_idle();
         return rc;
     }
+    p->gate_fd = f.gate[1];
     p->pid = pid;
     p->on_reap = o->on_reap;
     p->reap_arg = o->reap_arg;
@@ -464,11 +686,27 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
     uv_read_start((uv_stream_t *)&p->out, alloc_cb, on_out_read);
     p->reading_out = true;
     uv_read_start((uv_stream_t *)&p->err, alloc_cb, on_err_read);
+    if (o->stdin_data) {
+        write_stdin(p, o);
+    } else {
+        close_in(p);
+    }
     if (o->timeout_ms > 0) {
         uv_timer_start(&p->timeout, on_timeout, o->timeout_ms, 0);
     }
     *out = p;
     return 0;
+}
+
+void proc_open_gate(struct proc *p)
+{
+    if (p->gate_fd >= 0 && !p->exited) {
+        /* An empty pipe has room; should the write fail anyway, the child
+         * sees EOF below and exits without starting. */
+        ssize_t n = write(p->gate_fd, "g", 1);
+        (void)n;
+    }
+    close_gate(p);
 }
 
 void proc_kill(struct proc *p, bool hard)
@@ -496,6 +734,7 @@ void proc_resume(struct proc *p)
 
 void proc_release(struct proc *p)
 {
+    close_gate(p);
     p->released = true;
     p->ud = NULL;
     memset(&p->cbs, 0, sizeof p->cbs);

@@ -4,10 +4,12 @@
  * Layout: claude -p --output-format json|stream-json [--verbose]
  *         [--resume ID | --session-id UUID] [--max-budget-usd X]
  *         [--model M] [--permission-mode P] [--allowedTools T]...
- *         [--disallowedTools T]... -- PROMPT
+ *         [--disallowedTools T]... -- [PROMPT]
  * Every flag comes before "--" and the prompt after it, so a prompt that
  * starts with '-' (or equals "--output-format") is never read as a flag,
- * and variadic flags such as --allowedTools cannot swallow it. */
+ * and variadic flags such as --allowedTools cannot swallow it. With
+ * prompt_on_stdin, "--" ends the argv: the CLI reads the prompt from its
+ * stdin (no argument-size limit; never parsed as options either). */
 #ifndef AD_CLAUDE_H
 #define AD_CLAUDE_H
 #include <stdbool.h>
@@ -16,6 +18,7 @@
 struct claude_cmd {
     const char *claude;          /* absolute path of the CLI */
     const char *prompt;
+    bool prompt_on_stdin;        /* leave the prompt out: the caller pipes it */
     bool stream;                 /* stream-json + --verbose */
     const char *resume;          /* caller's session id, or NULL */
     const char *session_id;      /* fresh pre-assigned UUID, or NULL */

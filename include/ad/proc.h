@@ -1,10 +1,13 @@
 /* Child processes on the libuv loop.
  *
  * A child runs in its own session and process group (setsid), with stdin
- * from /dev/null and stdout/stderr on pipes, so it can never read or write
- * the server's protocol channel. stdout is split into bounded lines;
- * stderr is drained continuously (the child never blocks on a full pipe)
- * keeping a bounded head and tail. A timeout, a kill request, or the
+ * from /dev/null or a private pipe and stdout/stderr on pipes, so it can
+ * never read or write the server's protocol channel. It dies with the
+ * server (PR_SET_PDEATHSIG SIGKILL): not even a server killed with SIGKILL
+ * leaves a child running without its timeout. stdout is split into
+ * bounded lines; stderr is drained continuously (the child never blocks on
+ * a full pipe) keeping a bounded head and tail. A gated child waits before
+ * exec until proc_open_gate(). A timeout, a kill request, or the
  * child's own exit ends the whole group: SIGTERM, then SIGKILL after a
  * grace period, so grandchildren such as stdio MCP servers the CLI started
  * are not left behind. Children are always reaped by libuv.
@@ -46,6 +49,14 @@ struct proc_opts {
      * released the object: this is where a concurrency slot goes back. */
     void (*on_reap)(void *arg);
     void *reap_arg;
+    /* stdin: these bytes on a private pipe, written without blocking and
+     * then closed; NULL: /dev/null. Copied: the caller may free them. */
+    const char *stdin_data;
+    size_t stdin_len;
+    /* The child is created (pid, group and start time exist) but waits
+     * before exec until proc_open_gate(); proc_release() or the server's
+     * death before that ends it without exec. */
+    bool gated;
 };
 
 /* Starts the child. 0 and *out on success; a negative libuv error code
@@ -53,6 +64,10 @@ struct proc_opts {
  * is left running and the caller owns nothing. */
 int proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
                const struct proc_cbs *cbs, void *ud, struct proc **out);
+
+/* Lets a gated child go on to exec. Harmless when not gated or already
+ * open. */
+void proc_open_gate(struct proc *p);
 
 /* Ends the child's process group: SIGTERM now, SIGKILL after the grace
  * period (immediately when hard). Harmless after exit. */

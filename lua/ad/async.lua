@@ -99,18 +99,19 @@ function M.start(id, req, hooks)
       return rec ~= nil and (rec.status == "pending" or (started and rec.status == "running"))
     end
     r.on_spawn = function(pid)
+      -- The child waits at its start gate until this returns: the record
+      -- names it (durably) before it can do anything.
       local pgid, start = core.proc_identity(pid)
       local process = pgid and json.object({ pid = pid, pgid = pgid, start = start,
-        server_pid = core.getpid() }, { "pid", "pgid", "start", "server_pid" }) or nil
+        server_pid = core.getpid(), server_start = jobs.server_identity().start },
+        { "pid", "pgid", "start", "server_pid", "server_start" }) or nil
       local ok, rec = pcall(started and jobs.set_process or jobs.mark_running, id, process)
       started = started or (ok and rec ~= nil)
       if not ok then start_error = message_of(rec) end
-      if not (ok and rec) and pgid then
-        -- Cancelled between the slot and the spawn (the lock may have made
-        -- us wait), or the record could not be written: the job must not
-        -- run. The runner sees the child end and finish() is refused.
-        core.kill_verified(pid, pgid, start, "KILL")
-      end
+      -- Cancelled between the slot and the spawn (the lock may have made
+      -- us wait), or the record could not be written: the job must not
+      -- run. The runner ends the child unstarted; finish() is refused.
+      return (ok and rec and pgid) and true or false
     end
     r.on_progress = function(line)
       tail[#tail + 1] = util.cut(line, M.TAIL_CHARS)

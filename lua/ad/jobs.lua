@@ -4,10 +4,12 @@
 --- the lock is held. Transitions refuse rather than overwrite: a finished
 --- or cancelled job never changes again.
 ---
---- Records also carry `process` = {pid, pgid, start, server_pid} while a
---- child runs, so a job whose server has exited can still be cancelled:
---- its group is signalled only when pid, process group AND start time all
---- still match (a recycled pid never does). See SECURITY.md.
+--- Records also carry `process` = {pid, pgid, start, server_pid,
+--- server_start} while a child runs, so a job whose server has exited can
+--- still be cancelled: its group is signalled only when pid, process group
+--- AND start time all still match (a recycled pid never does). See
+--- SECURITY.md. `server` = {pid, start} names the process that runs the
+--- job's worker, so a job whose server is gone is settled at once.
 local core = require "ad.core"
 local json = require "ad.json"
 local util = require "ad.util"
@@ -20,7 +22,7 @@ M.STATUSES = { "pending", "running", "done", "failed", "cancelled" }
 M.TERMINAL = { done = true, failed = true, cancelled = true }
 M.KEYS = { "id", "agent", "task", "context", "caller", "goal", "status",
   "created_at", "started_at", "completed_at", "result", "error", "progress",
-  "progress_updated_at", "process" }
+  "progress_updated_at", "process", "server" }
 M.STALE_RUNNING = 3600
 M.STALE_PENDING = 24 * 3600
 
@@ -183,8 +185,36 @@ local function publish(rec)
   return rec
 end
 
+--- {pid, start} of this process (start: clock ticks since boot, as in
+--- /proc/<pid>/stat), the owner recorded in the jobs it creates.
+local me
+function M.server_identity()
+  if not me then
+    local pid = core.getpid()
+    local _, start = core.proc_identity(pid)
+    me = json.object({ pid = pid, start = start }, { "pid", "start" })
+  end
+  return me
+end
+
+--- True when the server that owns rec is verifiably gone (a recycled pid
+--- has another start time); nil when the record names no owner.
+function M.owner_gone(rec)
+  local s = type(rec.server) == "table" and rec.server
+  if not (s and s.pid and s.start) then
+    local p = type(rec.process) == "table" and rec.process
+    if not (p and p.server_pid and p.server_start) then return nil end
+    s = { pid = p.server_pid, start = p.server_start }
+  end
+  local _, start = core.proc_identity(s.pid)
+  return start ~= s.start
+end
+
 function M.create(fields)
-  return publish(new_record(fields, "pending"))
+  local rec = new_record(fields, "pending")
+  local me = M.server_identity()
+  rec.server = json.object({ pid = me.pid, start = me.start }, { "pid", "start" })
+  return publish(rec)
 end
 
 --- A finished record holding result (result references, F35).
@@ -492,7 +522,15 @@ function M.recover_stale()
       local fresh = status == "running" and mtime and mtime > now - M.STALE_RUNNING
       -- A recorded child that is verifiably still the same process (pid,
       -- group and start time) keeps the job alive; a recycled pid does not.
-      if age > limit and not fresh and not M.process_alive(rec) then
+      -- Its server died (killed, crashed) and its child with it: settled
+      -- now, not an hour later.
+      if M.owner_gone(rec) and not M.process_alive(rec) then
+        if M.fail(e.id, "Server stopped while the job was " .. status .. " (the " ..
+            "agent-dispatch process that ran it exited without finishing it); " ..
+            "re-dispatch if needed.") then
+          n = n + 1
+        end
+      elseif age > limit and not fresh and not M.process_alive(rec) then
         if M.fail(e.id, string.format("Abandoned in '%s' for %ds - likely a " ..
             "server restart; re-dispatch if needed", status, math.floor(age))) then
           n = n + 1

@@ -183,22 +183,34 @@ local function spawn_error(name, msg, code, sync)
   return M.failure(name, "cli_error", msg)
 end
 
---- One child run. Returns a table {payload=, lines=, info=} or raises the
---- cancelled error after the child is gone.
-local function run_child(argv, cwd, env, timeout, on_progress, stream, req)
+--- One child run. Returns a table {payload=, lines=, info=, truncated=,
+--- last=} or raises the cancelled error after the child is gone. The
+--- prompt goes to the child's stdin (input). A non-stream run keeps at
+--- most M.MAX_OUTPUT bytes of stdout lines; past that only the last line
+--- (where the CLI's result object is), as last.
+local function run_child(argv, input, cwd, env, timeout, on_progress, stream, req)
   local slot = core.acquire()
   if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
   if req.on_slot and req.on_slot() == false then
     slot:release()
     error(errors.new("cancelled", "cancelled before it started"), 0)
   end
+  local cap = M.MAX_OUTPUT
+  -- With on_spawn the child waits at its start gate until on_spawn has
+  -- returned: whatever it records names the child before it runs.
   local p, msg, code = core.process{ argv = argv, cwd = cwd, env = env,
-    timeout = timeout, grace = M.kill_grace, drain = M.drain, slot = slot }
+    timeout = timeout, grace = M.kill_grace, drain = M.drain, slot = slot,
+    stdin = input, gated = req.on_spawn ~= nil,
+    max_line = (not stream) and cap or nil, max_output = (not stream) and cap or nil }
   if not p then
     slot:release()
     return { spawn_error = { msg, code } }
   end
-  if req.on_spawn then req.on_spawn(p:pid()) end
+  if req.on_spawn and req.on_spawn(p:pid()) == false then
+    p:kill(true) -- refused: it never starts
+  else
+    p:start()
+  end
   local out = { lines = {}, progress = 0 }
   -- Redact hooks clean each line at its source, before any consumer (a
   -- job's stored tail, MCP notifications, the run display) sees it.
@@ -238,10 +250,21 @@ local function run_child(argv, cwd, env, timeout, on_progress, stream, req)
     p:close()
     error(errors.new("cancelled", "cancelled"), 0)
   end
+  if not stream and (info.truncated or info.skipped_lines > 0) then
+    -- Past the cap the process object kept only the last line, delivered
+    -- at the end; a line longer than the cap was skipped whole.
+    out.truncated = true
+    if info.truncated then out.last = table.remove(out.lines) end
+  end
   out.info = info
   p:close()
   return out
 end
+
+--- Bytes of stdout kept from a non-stream child (its JSON result is one
+--- line well below this; 200 MB of stray output must not become 200 MB
+--- of server memory). Stream runs keep no output but the result line.
+M.MAX_OUTPUT = 8 * 1024 * 1024
 
 M.kill_grace = 2
 M.drain = 2
@@ -255,8 +278,9 @@ M.observer = nil
 --- task, context, caller, goal, response_format, session_id (resume),
 --- timeout (override seconds, already clamped), stream (bool),
 --- on_progress (fn(line)), on_slot (fn() -> false to give up once a
---- concurrency slot is granted), on_spawn (fn(pid)). Returns a
---- DispatchResult.
+--- concurrency slot is granted), on_spawn (fn(pid) -> false to end the
+--- child unstarted; the child waits at its start gate until on_spawn has
+--- returned). Returns a DispatchResult.
 local observed
 
 --- The one door every dispatch goes through (tools, parallel items, the
@@ -327,7 +351,7 @@ function M.dispatch_unobserved(req)
   local attempt = 0
   while true do
     attempt = attempt + 1
-    local argv, refusal = core.claude_argv{ claude = claude, prompt = text,
+    local argv, refusal = core.claude_argv{ claude = claude, prompt_on_stdin = true,
       stream = req.stream, resume = resume, session_id = fresh,
       budget = eff.budget, model = agent.model,
       permission_mode = eff.permission_mode, allowed = eff.allowed,
@@ -335,7 +359,7 @@ function M.dispatch_unobserved(req)
     if not argv then
       return M.failure(name, "cli_error", refusal)
     end
-    local run = run_child(argv, agent.directory, env, timeout, req.on_progress, req.stream, req)
+    local run = run_child(argv, text, agent.directory, env, timeout, req.on_progress, req.stream, req)
     if run.spawn_error then
       return spawn_error(name, run.spawn_error[1], run.spawn_error[2], not req.stream)
     end
@@ -348,6 +372,18 @@ function M.dispatch_unobserved(req)
       if type(decoded) == "table" and not json.is_array(decoded) then payload = decoded end
     end
     local stderr = util.strip(info.stderr or "")
+    if not req.stream and run.truncated then
+      -- Over the cap: only a result object on the last line still counts.
+      local last = run.last and json.decode(run.last)
+      payload = type(last) == "table" and not json.is_array(last) and last.type == "result"
+        and last or nil
+      if not payload then
+        return M.failure(name, "cli_error", string.format("Output truncated: claude " ..
+          "wrote more than %d bytes on stdout (the limit of a dispatch's output) " ..
+          "and no result object at the end. The output began: %s", M.MAX_OUTPUT,
+          util.cut(stdout, 500)), { session_id = session_in_use })
+      end
+    end
 
     if payload then
       local f = core.claude_result(payload)

@@ -1,7 +1,8 @@
 /* The claude CLI's command line and output, on the C side.
  *
- *   core.claude_argv{claude=, prompt=, stream=, resume=, session_id=,
- *       budget=, model=, permission_mode=, allowed={}, disallowed={}}
+ *   core.claude_argv{claude=, prompt=, prompt_on_stdin=, stream=, resume=,
+ *       session_id=, budget=, model=, permission_mode=, allowed={},
+ *       disallowed={}}
  *       -> argv | nil, refusal   (argument-injection guard, see claude.h)
  *   core.claude_event(line) -> type, payload [, progress]
  *       one stream-json line; nil for blank, non-JSON or non-object lines
@@ -79,7 +80,9 @@ static int l_claude_argv(lua_State *L)
     c.stream = lua_toboolean(L, -1);
     lua_getfield(L, 1, "budget");
     c.budget = luaL_optnumber(L, -1, 0);
-    lua_pop(L, 2);
+    lua_getfield(L, 1, "prompt_on_stdin");
+    c.prompt_on_stdin = lua_toboolean(L, -1);
+    lua_pop(L, 3);
     luaL_argcheck(L, c.claude != NULL, 1, "'claude' is required");
     c.allowed = list_field(L, "allowed", &c.nallowed);
     c.disallowed = list_field(L, "disallowed", &c.ndisallowed);

@@ -1,16 +1,24 @@
 /* Lua face of child processes (ad.process).
  *
  *   core.process{argv=, cwd=, env=, timeout=, grace=, drain=, max_line=,
- *                stderr_max=, slot=} -> p | nil, message, code
+ *                stderr_max=, slot=, stdin=, gated=, max_output=}
+ *       -> p | nil, message, code
+ *   p:start()  (a gated child: go on to exec)
  *   p:read_line() -> line | nil (end of stdout) | nil, "cancelled"
  *   p:wait() -> {exit_code=, signal=, timed_out=, stderr=, pid=,
- *                skipped_lines=}
+ *                skipped_lines=, truncated=, dropped_bytes=}
  *   p:kill([hard]) ; p:pid() ; p:close() (also __close and __gc)
  *
  * Lines and stderr reach Lua as valid UTF-8 (ill-formed bytes become
- * U+FFFD). Cancelling a task that waits on a process kills the process
- * group. A limiter slot handed to core.process is released when the child
- * has exited, never earlier. */
+ * U+FFFD). stdin (a string) reaches the child on a private pipe, written
+ * without blocking the loop; without it the child reads /dev/null. A gated
+ * child exists (pid, group, start time) but does not exec before
+ * p:start(); closing it first ends it without exec. With max_output, at
+ * most that many bytes of stdout lines reach Lua; past it only the last
+ * line is kept (in C, one buffer) and delivered at the end of stdout, and
+ * info.truncated says so. Cancelling a task that waits on a process kills
+ * the process group. A limiter slot handed to core.process is released
+ * when the child has exited, never earlier. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +44,12 @@ struct lproc {
     size_t skipped;
     bool eof;
     bool done;
+    size_t max_output;      /* 0: no bound */
+    size_t delivered;       /* bytes of lines (with '\n') handed on */
+    size_t dropped;         /* bytes past max_output, not handed on */
+    bool over;              /* max_output was reached */
+    char *last;             /* the latest line past max_output */
+    size_t last_len, last_cap;
     struct task *reader;    /* waiting in read_line */
     struct task *waiter;    /* waiting in wait */
 };
@@ -79,19 +93,19 @@ static void push_info(lua_State *L, struct lproc *lp)
     lua_setfield(L, -2, "timed_out");
     lua_pushinteger(L, (lua_Integer)lp->skipped);
     lua_setfield(L, -2, "skipped_lines");
+    lua_pushboolean(L, lp->over);
+    lua_setfield(L, -2, "truncated");
+    lua_pushinteger(L, (lua_Integer)lp->dropped);
+    lua_setfield(L, -2, "dropped_bytes");
     size_t n;
     const char *err = proc_stderr(p, &n);
     push_line(L, err, n);
     lua_setfield(L, -2, "stderr");
 }
 
-static void on_line(struct proc *p, const char *s, size_t n, void *ud)
+/* Hands a line to the waiting reader or queues it. */
+static void deliver(struct proc *p, struct lproc *lp, const char *s, size_t n)
 {
-    struct lproc *lp = ud;
-    if (!s) {
-        lp->skipped++;
-        return;
-    }
     if (lp->reader) {
         struct task *t = lp->reader;
         lp->reader = NULL;
@@ -119,10 +133,50 @@ static void on_line(struct proc *p, const char *s, size_t n, void *ud)
     }
 }
 
+/* Past max_output: keep only the latest line (where a result object
+ * would be), in one reused buffer; the one it replaces is dropped. */
+static void keep_last(struct lproc *lp, const char *s, size_t n)
+{
+    if (lp->over) {
+        lp->dropped += lp->last_len + 1;
+    }
+    lp->over = true;
+    if (n > lp->last_cap) {
+        char *b = realloc(lp->last, n);
+        if (!b) {
+            lp->dropped += n + 1;
+            lp->last_len = 0;
+            return;
+        }
+        lp->last = b;
+        lp->last_cap = n;
+    }
+    memcpy(lp->last, s, n);
+    lp->last_len = n;
+}
+
+static void on_line(struct proc *p, const char *s, size_t n, void *ud)
+{
+    struct lproc *lp = ud;
+    if (!s) {
+        lp->skipped++;
+        return;
+    }
+    if (lp->max_output &&
+        (lp->over || lp->delivered + n + 1 > lp->max_output)) {
+        keep_last(lp, s, n);
+        return;
+    }
+    lp->delivered += n + 1;
+    deliver(p, lp, s, n);
+}
+
 static void on_stdout_eof(struct proc *p, void *ud)
 {
     struct lproc *lp = ud;
-    (void)p;
+    if (lp->over) {
+        deliver(p, lp, lp->last ? lp->last : "", lp->last_len);
+    }
     lp->eof = true;
     if (lp->reader) {
         struct task *t = lp->reader;
@@ -220,6 +274,14 @@ static int l_process(lua_State *L)
     lua_getfield(L, 1, "cwd");
     const char *cwd = luaL_optstring(L, -1, NULL);
     lua_pop(L, 1); /* the string stays alive in the table */
+    lua_getfield(L, 1, "stdin");
+    size_t in_len = 0;
+    const char *in = luaL_optlstring(L, -1, NULL, &in_len);
+    lua_pop(L, 1); /* the string stays alive in the table */
+    lua_getfield(L, 1, "gated");
+    bool gated = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    double max_output = opt_num(L, "max_output", 0);
     lua_getfield(L, 1, "slot");
     struct slot *slot = lua_isnil(L, -1) ? NULL : limiter_check_slot(L, -1);
     lua_pop(L, 1);
@@ -247,6 +309,9 @@ static int l_process(lua_State *L)
         .timeout_ms = timeout > 0 ? (uint64_t)(timeout * 1000.0) : 0,
         .grace_ms = (uint64_t)(grace * 1000.0),
         .drain_ms = (uint64_t)(drain * 1000.0),
+        .stdin_data = in,
+        .stdin_len = in_len,
+        .gated = gated,
     };
     if (slot) {
         o.on_reap = limiter_release_count;
@@ -261,6 +326,7 @@ static int l_process(lua_State *L)
     if (slot) {
         limiter_take(slot); /* the child now holds the count until reaped */
     }
+    lp->max_output = max_output > 0 ? (size_t)max_output : 0;
     return 1;
 }
 
@@ -318,6 +384,12 @@ static int l_kill(lua_State *L)
     return 0;
 }
 
+static int l_start(lua_State *L)
+{
+    proc_open_gate(check(L)->p);
+    return 0;
+}
+
 static int l_pid(lua_State *L)
 {
     lua_pushinteger(L, proc_pid(check(L)->p));
@@ -337,6 +409,9 @@ static int l_close(lua_State *L)
         free(l);
     }
     lp->tail = NULL;
+    free(lp->last);
+    lp->last = NULL;
+    lp->last_len = lp->last_cap = 0;
     return 0;
 }
 
@@ -347,6 +422,7 @@ void bind_proc_register(lua_State *L)
         {"wait", l_wait},
         {"kill", l_kill},
         {"pid", l_pid},
+        {"start", l_start},
         {"close", l_close},
         {NULL, NULL},
     };

@@ -339,5 +339,5 @@ describe('test command', () => {
 });
 
 function promptOf(entry) {
-  return entry.argv[entry.argv.length - 1];
+  return entry.prompt;
 }

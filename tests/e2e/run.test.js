@@ -40,7 +40,7 @@ return {r = r, bad = bad, first = arg[1], n = select("#", ...)}
   assert.match(v.bad.error, /does not exist/);
   const [e] = env.dispatches();
   assert.strictEqual(e.cwd, dirs.a);
-  assert.match(e.argv[e.argv.length - 1], /## Dispatched by\nscript/);
+  assert.match(e.prompt, /## Dispatched by\nscript/);
   // without --json nothing is printed on stdout
   const quiet = env.run(['run', s, 'x']);
   assert.strictEqual(quiet.code, 0);

@@ -17,6 +17,7 @@
  * Only writes JSON, never parses it (apart from picking a "command" string
  * out of `mcp add-json` input).  Plain C11 + POSIX.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -164,7 +165,9 @@ static bool stdin_is_devnull(void)
            S_ISCHR(in.st_mode) && in.st_rdev == nul.st_rdev;
 }
 
-static void log_invocation(int argc, char **argv)
+/* prompt: the one the stub answers (from argv, or from stdin like the
+ * CLI when no prompt argument is given); NULL when none applies. */
+static void log_invocation(int argc, char **argv, const char *prompt)
 {
     const char *path = getenv("STUB_CLAUDE_LOG");
     if (!path || !*path) {
@@ -179,7 +182,9 @@ static void log_invocation(int argc, char **argv)
         buf_str(&b, i ? "," : "");
         buf_json(&b, argv[i]);
     }
-    buf_str(&b, "],\"cwd\":");
+    buf_str(&b, "],\"prompt\":");
+    buf_json_opt(&b, prompt);
+    buf_str(&b, ",\"cwd\":");
     buf_json_opt(&b, getcwd(cwd, sizeof cwd));
     buf_fmt(&b, ",\"pid\":%ld,\"pgid\":%ld,\"env\":{", (long)getpid(), (long)getpgrp());
     bool first = true;
@@ -211,13 +216,13 @@ static void log_invocation(int argc, char **argv)
 struct directives {
     /* flags */
     bool no_result, is_error, null_result, budget, garbage, invalid_utf8;
-    bool ignore_term, hang, old_cli, echo_argv;
+    bool ignore_term, hang, old_cli, echo_argv, job_record;
     /* strings (NULL = absent) */
     const char *reply, *json, *stderr_text, *stdout_text, *errors, *deny;
     const char *tool, *echo_env;
     /* numbers (negative = absent) */
     double sleep, interval, grandchild, escape, cost;
-    long progress, exit_code, turns, stderr_bytes, huge, huge_line;
+    long progress, exit_code, turns, stderr_bytes, huge, huge_line, spew;
 };
 
 enum dkind { D_FLAG, D_STR, D_DBL, D_LONG };
@@ -255,8 +260,10 @@ static const struct {
     D("ignore_term", D_FLAG, ignore_term), /* SIGTERM ignored */
     D("hang", D_FLAG, hang),             /* sleep until killed */
     D("old_cli", D_FLAG, old_cli),       /* reject --session-id */
-    D("echo_argv", D_FLAG, echo_argv),   /* result = argv[1..] joined by ' ' */
+    D("echo_argv", D_FLAG, echo_argv),   /* result = argv[1..] joined by ' ' (+ a stdin prompt) */
     D("echo_env", D_STR, echo_env),      /* result = $NAME or "<unset>" */
+    D("spew", D_LONG, spew),             /* N bytes of 1 KiB non-JSON lines on stdout first */
+    D("job_record", D_FLAG, job_record), /* result = what the job records said of us at start */
 #undef D
 };
 
@@ -267,7 +274,7 @@ static void parse_directives(const char *prompt, struct directives *d, char **st
     memset(d, 0, sizeof *d);
     d->sleep = d->interval = d->grandchild = d->escape = d->cost = -1;
     d->progress = d->exit_code = d->turns = d->stderr_bytes = -1;
-    d->huge = d->huge_line = -1;
+    d->huge = d->huge_line = d->spew = -1;
 
     char *s = *storage = strdup(prompt);
     while ((s = strstr(s, "[stub:")) != NULL) {
@@ -827,16 +834,63 @@ static void spawn_sleeper(double secs, bool detach)
     }
 }
 
+/* [stub:job_record]: at its very start, the stub looks for a job record in
+ * $AGENT_DISPATCH_JOBS_DIR that already names it (status "running" and its
+ * pid): "named running" or "not named". */
+static const char *job_record_seen = "not checked";
+
+/* The prompt came on stdin (no prompt argument), as agent-dispatch sends it. */
+static bool prompt_from_stdin;
+
+static void check_job_record(void)
+{
+    const char *dir = getenv("AGENT_DISPATCH_JOBS_DIR");
+    DIR *dp = dir ? opendir(dir) : NULL;
+    job_record_seen = "not named";
+    if (!dp) {
+        return;
+    }
+    char want[64];
+    snprintf(want, sizeof want, "\"pid\":%ld,", (long)getpid());
+    struct dirent *e;
+    while ((e = readdir(dp)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n < 6 || strcmp(e->d_name + n - 5, ".json") != 0) {
+            continue;
+        }
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) {
+            continue;
+        }
+        static char text[1 << 20];
+        size_t len = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[len] = '\0';
+        if (strstr(text, want) && strstr(text, "\"status\":\"running\"")) {
+            job_record_seen = "named running";
+        }
+    }
+    closedir(dp);
+}
+
 /* The result text, from the highest-priority directive that sets it. */
 static char *make_reply(const struct directives *d, const char *prompt, int argc,
                         char **argv)
 {
     struct buf b = {0};
     buf_str(&b, "");
-    if (d->echo_argv) {
+    if (d->job_record) {
+        buf_str(&b, job_record_seen);
+    } else if (d->echo_argv) {
         for (int i = 1; i < argc; i++) {
             buf_str(&b, i > 1 ? " " : "");
             buf_str(&b, argv[i]);
+        }
+        if (prompt_from_stdin) {
+            buf_str(&b, " ");
+            buf_str(&b, prompt);
         }
     } else if (d->echo_env) {
         const char *v = getenv(d->echo_env);
@@ -917,6 +971,14 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
     if (d->escape >= 0) {
         spawn_sleeper(d->escape, true);
     }
+    if (d->spew > 0) {
+        char line[1024];
+        memset(line, 'o', sizeof line - 1);
+        line[sizeof line - 1] = '\n';
+        for (long left = d->spew; left > 0; left -= (long)sizeof line) {
+            write_all(STDOUT_FILENO, line, left < (long)sizeof line ? (size_t)left : sizeof line);
+        }
+    }
     if (d->garbage) {
         say(STDOUT_FILENO, "this is not json\n{broken json\n42\n[]\n"
             "{\"type\":\"tool_progress\",\"heartbeat\":true}\n");
@@ -990,14 +1052,26 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
 int main(int argc, char **argv)
 {
     double t0 = now(CLOCK_MONOTONIC);
-    log_invocation(argc, argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     if (argc >= 2 && strcmp(argv[1], "mcp") == 0) {
+        log_invocation(argc, argv, NULL);
         return mcp_main(argc, argv);
     }
     struct args a;
-    if (parse_args(argc, argv, &a) != 0) {
+    int bad_args = parse_args(argc, argv, &a);
+    /* Like the CLI, read the prompt from stdin when none is given. */
+    char *stdin_prompt = NULL;
+    if (!bad_args && a.print && !a.version && !(a.prompt && *a.prompt)) {
+        stdin_prompt = read_stdin();
+    }
+    const char *prompt = stdin_prompt ? stdin_prompt : a.prompt;
+    prompt_from_stdin = stdin_prompt != NULL;
+    if (prompt && strstr(prompt, "[stub:job_record]")) {
+        check_job_record(); /* first of all: before any work */
+    }
+    log_invocation(argc, argv, bad_args ? NULL : prompt);
+    if (bad_args) {
         return 1;
     }
     if (a.version) {
@@ -1008,9 +1082,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "stub claude: only print mode (-p) is supported\n");
         return 1;
     }
-    /* Like the CLI, read the prompt from stdin when none is given. */
-    char *stdin_prompt = a.prompt && *a.prompt ? NULL : read_stdin();
-    const char *prompt = stdin_prompt ? stdin_prompt : a.prompt;
+    if (!prompt) {
+        prompt = "";
+    }
     struct directives d;
     char *dstore;
     parse_directives(prompt, &d, &dstore);

@@ -27,7 +27,7 @@ function assertKeyOrder(obj) {
 }
 
 function promptOf(entry) {
-  return entry.argv[entry.argv.length - 1];
+  return entry.prompt;
 }
 
 function argAfter(entry, flag) {
@@ -171,7 +171,8 @@ describe('dispatch', () => {
     assert.strictEqual(argAfter(e, '--session-id'), v.session_id);
     assert.ok(!e.argv.includes('--resume'));
     assert.strictEqual(e.cwd, dirs.a);
-    assert.strictEqual(e.stdin_is_devnull, true);
+    assert.strictEqual(e.stdin_is_devnull, false); // the prompt arrives on a private pipe
+    assert.ok(!e.argv.includes(promptOf(e)) && e.argv.at(-1) === '--');
     assert.deepStrictEqual(e.env, { AGENT_DISPATCH_DEPTH: '1' });
     // legacy form without caller/goal
     await srv.call('dispatch', { agent: 'a', task: 'fix bug', context: 'Error: NPE' });

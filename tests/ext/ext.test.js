@@ -374,19 +374,19 @@ test('before_dispatch rewrites task and context in file order; a refusal names t
   const srv = await serveWith(env, { AGENT_DISPATCH_TOOLS_DIR: dir });
   const c = await srv.call('dispatch', { agent: 'a', task: 'do it [stub:echo_argv]', context: 'ctx' });
   assert.strictEqual(c.isError, false, c.text);
-  const prompt = env.dispatches()[0].argv.at(-1);
+  const prompt = env.dispatches()[0].prompt;
   assert.ok(prompt.includes("ctx\nFollow the team's style guide.\nSECOND HOOK"), prompt);
   assert.ok(prompt.includes('do it [stub:echo_argv] (rewritten)'), prompt);
   assert.ok(c.value.result.includes('(rewritten)'), 'echo_argv shows the rewritten prompt');
   // no context given: the hook's context still reaches the agent
   const c2 = await srv.call('dispatch', { agent: 'a', task: 'plain' });
   assert.strictEqual(c2.value.result, 'stub ok: plain (rewritten)');
-  assert.match(env.dispatches()[1].argv.at(-1), /Context:\n\nFollow the team's style guide\.\nSECOND HOOK/);
+  assert.match(env.dispatches()[1].prompt, /Context:\n\nFollow the team's style guide\.\nSECOND HOOK/);
 
   const refused = await srv.call('dispatch', { agent: 'prod', task: 'deploy' });
   assert.strictEqual(refused.isError, true);
   assert.match(refused.text, /Refused by before_dispatch hook in 10_context\.lua: no dispatches to prod from Claude/);
-  assert.strictEqual(env.dispatches().filter((e) => e.argv.at(-1).includes('deploy')).length, 0,
+  assert.strictEqual(env.dispatches().filter((e) => e.prompt.includes('deploy')).length, 0,
     'a refused dispatch reached the agent');
   // dispatch_parallel items go through the hooks too
   const par = await srv.call('dispatch_parallel', { dispatches: JSON.stringify([{ agent: 'a', task: 'p1' }, { agent: 'prod', task: 'p2' }]) });
@@ -395,7 +395,7 @@ test('before_dispatch rewrites task and context in file order; a refusal names t
   assert.strictEqual(items[0].result, 'stub ok: p1 (rewritten)');
   assert.strictEqual(items[1].success, false);
   assert.match(items[1].error, /no dispatches to prod/);
-  assert.strictEqual(env.dispatches().filter((e) => e.argv.at(-1).includes('p2')).length, 0);
+  assert.strictEqual(env.dispatches().filter((e) => e.prompt.includes('p2')).length, 0);
   await srv.close();
 });
 
@@ -409,10 +409,10 @@ test('before_dispatch also guards dispatch_async and dispatch_dialogue', async (
     if (!as.isError) {
       await srv.call('dispatch_wait', { job_id: as.value.job_id, timeout_seconds: 10 });
     }
-    assert.strictEqual(env.dispatches().filter((e) => e.argv.at(-1).includes('deploy async')).length, 0,
+    assert.strictEqual(env.dispatches().filter((e) => e.prompt.includes('deploy async')).length, 0,
       'dispatch_async reached prod despite the refusing hook');
     await srv.call('dispatch_dialogue', { requester: 'a', responder: 'prod', topic: 'deploy dialogue', max_rounds: 1 });
-    assert.strictEqual(env.dispatches().filter((e) => e.argv.at(-1).includes('deploy dialogue') && e.cwd.endsWith('/prod')).length, 0,
+    assert.strictEqual(env.dispatches().filter((e) => e.prompt.includes('deploy dialogue') && e.cwd.endsWith('/prod')).length, 0,
       'dispatch_dialogue reached prod despite the refusing hook');
   } finally { await srv.close(); }
 });
@@ -435,7 +435,7 @@ test('after_result redacts; a hook error fails only that request', async (t) => 
   const bad = await srv.call('dispatch', { agent: 'a', task: 'explode now' });
   assert.strictEqual(bad.isError, true);
   assert.match(bad.text, /before_dispatch hook in 10_context\.lua failed: .*10_context\.lua:4:/);
-  assert.strictEqual(env.dispatches().filter((e) => e.argv.at(-1).includes('explode')).length, 0);
+  assert.strictEqual(env.dispatches().filter((e) => e.prompt.includes('explode')).length, 0);
   // ... and the next request succeeds
   const next = await srv.call('dispatch', { agent: 'a', task: 'after the error' });
   assert.strictEqual(next.value.result, 'stub ok: after the error (rewritten)');
@@ -521,7 +521,7 @@ test('user override of ad.aggregate changes the aggregator prompt', async (t) =>
   assert.strictEqual(c.isError, false, c.text);
   const aggRun = env.dispatches().find((e) => e.cwd.endsWith('/agg'));
   assert.ok(aggRun, 'the aggregator ran');
-  const prompt = aggRun.argv.at(-1);
+  const prompt = aggRun.prompt;
   assert.ok(prompt.includes('Merge the results into a release checklist.'), prompt);
   assert.ok(!prompt.includes('Synthesize the results below'), 'the shipped TASK is gone');
   assert.ok(prompt.includes('## Agent: a [OK]\nstub ok: t1'), 'the shipped sections are kept');
@@ -537,7 +537,7 @@ test('user override of ad.prompt changes the prompt an agent receives', async (t
   const srv = await serveWith(env, { AGENT_DISPATCH_USER_LUA_DIR: lua });
   const c = await srv.call('dispatch', { agent: 'a', task: 'hello', caller: 'me' });
   assert.strictEqual(c.value.success, true);
-  const prompt = env.dispatches()[0].argv.at(-1);
+  const prompt = env.dispatches()[0].prompt;
   assert.ok(prompt.startsWith('HOUSE RULES: be brief.\n\n## Dispatched by\nme'), prompt);
   assert.ok(prompt.endsWith('## Task\nhello'), prompt);
   await srv.close();
@@ -546,7 +546,7 @@ test('user override of ad.prompt changes the prompt an agent receives', async (t
   fs.writeFileSync(s, 'return require("agent_dispatch").dispatch{agent = "a", task = "from script"}.success\n');
   const r = env.run(['run', s], { env: { AGENT_DISPATCH_USER_LUA_DIR: lua } });
   assert.strictEqual(r.code, 0, r.stderr);
-  assert.ok(env.dispatches()[1].argv.at(-1).startsWith('HOUSE RULES: be brief.'));
+  assert.ok(env.dispatches()[1].prompt.startsWith('HOUSE RULES: be brief.'));
 });
 
 test('a broken ad/tools/cache.lua override: cache tools answer with the load error, the rest works', async (t) => {

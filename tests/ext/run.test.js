@@ -216,7 +216,7 @@ return {result = r.result, job = rec.status}
   const v = JSON.parse(r.stdout);
   assert.strictEqual(v.result, 'token sk-REDACTED here');
   assert.strictEqual(v.job, 'done');
-  assert.match(env.dispatches()[0].argv.at(-1), /^Context:\nSCRIPT HOOK CONTEXT\n\nTask:\nsecret/);
+  assert.match(env.dispatches()[0].prompt, /^Context:\nSCRIPT HOOK CONTEXT\n\nTask:\nsecret/);
   assert.strictEqual(fs.readFileSync(jobFile, 'utf8'), 'done', 'job_done ran for the script\'s job');
   // a broken tool file is reported, the script still runs
   assert.ok(r.stderr.includes(`${path.join(dir, 'zz_broken.lua')}:2:`), r.stderr);
@@ -226,5 +226,5 @@ return {result = r.result, job = rec.status}
   assert.strictEqual(r2.code, 1);
   assert.match(r2.stderr, /Refused by before_dispatch hook in hooks\.lua: prod is off limits/);
   assert.ok(r2.stderr.includes(`${refused}:2: Refused`), `the error points at the script line: ${r2.stderr}`);
-  assert.strictEqual(env.dispatches().filter((e) => e.argv.at(-1).includes('deploy')).length, 0);
+  assert.strictEqual(env.dispatches().filter((e) => e.prompt.includes('deploy')).length, 0);
 });

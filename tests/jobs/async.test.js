@@ -8,6 +8,7 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
 const crypto = require('node:crypto');
+const { spawn } = require('node:child_process');
 const { newEnv, sleep, alive, groupAlive, waitUntil } = require('../e2e/lib');
 
 const HEX = /^[0-9a-f]{32}$/;
@@ -70,7 +71,7 @@ async function asyncJob(srv, task, agent = 'a', extra = {}) {
 }
 
 function stubFor(env, marker) {
-  return env.dispatches().find((e) => e.argv[e.argv.length - 1].includes(marker));
+  return env.dispatches().find((e) => e.prompt.includes(marker));
 }
 
 describe('dispatch_async / status / wait', () => {
@@ -218,20 +219,33 @@ describe('dispatch_cancel', () => {
     for (const id of [good, bad]) {
       await statusUntil(srv, id, (r) => r.status === 'running', 5000, 'running');
     }
-    const pGood = readRec(env, good).process;
-    const pBad = readRec(env, bad).process;
-    assert.ok(pGood && pGood.pid > 1 && pGood.pgid === pGood.pid && pGood.start > 0, JSON.stringify(pGood));
-    assert.strictEqual(pGood.server_pid, srv.child.pid);
-
-    // Let both stubs print their first line while someone still reads it
-    // (a child that writes after its reader died gets SIGPIPE, as the real
-    // CLI would): "running" is recorded at spawn, before the stub runs.
+    const p0 = readRec(env, good).process;
+    assert.ok(p0 && p0.pid > 1 && p0.pgid === p0.pid && p0.start > 0, JSON.stringify(p0));
+    assert.strictEqual(p0.server_pid, srv.child.pid);
     assert.ok(await waitUntil(() => stubFor(env, 'orphan-good') && stubFor(env, 'orphan-bad'), 5000));
-    await sleep(300);
     srv.child.kill('SIGKILL');
     await srv.exited;
-    await sleep(200);
-    assert.ok(alive(pGood.pid) && alive(pBad.pid), 'children outlive the SIGKILLed server');
+    // Children die with their server (PR_SET_PDEATHSIG)...
+    assert.ok(await waitUntil(() => !alive(p0.pid), 3000), 'a child outlived its SIGKILLed server');
+
+    // ...so orphans are stand-ins here: a process in a session of its own
+    // (a child of a server that let it outlive itself), recorded the way
+    // the server records its children.
+    const orphan = () => {
+      const c = spawn('sleep', ['60'], { detached: true, stdio: 'ignore' });
+      env.extraPids.push(c.pid);
+      const stat = fs.readFileSync(`/proc/${c.pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return { pid: c.pid, pgid: Number(f[2]), start: Number(f[19]), server_pid: p0.server_pid };
+    };
+    const pGood = orphan();
+    const pBad = orphan();
+    assert.strictEqual(pGood.pgid, pGood.pid);
+    for (const [id, proc] of [[good, pGood], [bad, pBad]]) {
+      const rec = readRec(env, id);
+      rec.process = proc;
+      fs.writeFileSync(recPath(env, id), JSON.stringify(rec, null, 2));
+    }
 
     // A record whose start time does not match: the process is not touched.
     const badRec = readRec(env, bad);
@@ -594,7 +608,7 @@ print("done", #ad.jobs{ status = "done" }, #ad.jobs{ status = "cancelled" })
     assert.ok(out.includes('short\trunning\ttrue'), r.stdout);
     assert.ok(out.includes('cancel\tcancelled_running\tcancelled'), r.stdout);
     assert.ok(out.includes('done\t1\t1'), r.stdout);
-    const slow = env.dispatches().find((e) => e.argv[e.argv.length - 1].includes('slow'));
+    const slow = env.dispatches().find((e) => e.prompt.includes('slow'));
     assert.ok(slow && !groupAlive(slow.pgid));
   });
 });

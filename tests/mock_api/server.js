@@ -6,7 +6,8 @@
 //
 // Binds 127.0.0.1 (port 0 = ephemeral, the default), prints "LISTENING <port>"
 // on stdout once bound, and writes the port to --port-file if given.
-// Requests are logged as JSON lines to --log PATH or $MOCK_API_LOG.
+// Requests are logged as JSON lines to --log PATH or $MOCK_API_LOG (messages
+// summarized; prompt_chars and prompt_sha256 describe the whole prompt).
 // No dependencies; Node 18+.
 //
 // Endpoints
@@ -42,6 +43,7 @@
 
 const http = require('http');
 const fs = require('fs');
+const crypto = require('crypto');
 
 // ---------------------------------------------------------------- options
 function parseArgs(argv) {
@@ -330,6 +332,11 @@ async function handleMessages(req, res, body, raw) {
     tools: Array.isArray(body.tools) ? body.tools.length : 0, side: p.side || undefined,
     directives: Object.keys(p.directives).length ? p.directives : undefined,
     messages: summarizeMessages(messages),
+    // The whole prompt is only summarized above: its size and digest tell
+    // whether it arrived complete.
+    prompt_chars: promptIndex(messages) >= 0 ? userText(messages[promptIndex(messages)]).length : undefined,
+    prompt_sha256: promptIndex(messages) >= 0
+      ? crypto.createHash('sha256').update(userText(messages[promptIndex(messages)])).digest('hex') : undefined,
     reply: { status: p.status || 200, stop_reason: p.stop_reason, blocks: p.blocks, output_tokens: p.output_tokens, sleep_ms: p.sleepMs || undefined },
   });
 

@@ -235,6 +235,26 @@ static void test_prompt_is_last(void)
     }
 }
 
+/* The prompt on stdin: "--" still ends the options, and nothing follows
+ * it, so no argument carries the prompt (nor its size). */
+static void test_prompt_on_stdin(void)
+{
+    static const char *const allowed[] = {"Bash", "Read"};
+    struct claude_cmd c = {.claude = CLAUDE, .prompt = "--model evil",
+                           .prompt_on_stdin = true, .allowed = allowed,
+                           .nallowed = 2};
+    char **argv = NULL;
+    char err[256] = "";
+    CHECK(claude_build_argv(&c, &argv, err, sizeof err) == 0);
+    if (argv) {
+        size_t n = argc_of(argv);
+        CHECK(n == 9 && strcmp(argv[n - 1], "--") == 0);
+        CHECK(find(argv, "--") == (long)n - 1);
+        CHECK(find(argv, "--model evil") < 0);
+        claude_argv_free(argv);
+    }
+}
+
 struct gcase {
     int line;
     struct claude_cmd cmd;
@@ -376,6 +396,7 @@ int main(void)
 {
     test_argv_layout();
     test_prompt_is_last();
+    test_prompt_on_stdin();
     test_guard();
     test_format_double();
     return check_exit("test_claude");

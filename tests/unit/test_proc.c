@@ -614,11 +614,138 @@ static void test_env_cwd_stdin(void)
     if (r.nlines == 3) {
         CHECK_STR(r.lines[0], "/");
         CHECK_STR(r.lines[1], "[hello]");
-        CHECK_STR(r.lines[2], "stdin-eof"); /* stdin is /dev/null */
+        CHECK_STR(r.lines[2], "stdin-eof"); /* no stdin data: /dev/null */
     }
     proc_release(r.p);
     settle();
     run_free(&r);
+}
+
+/* stdin data of 300 KiB (over the pipe's capacity and one argument's
+ * limit) reaches the child whole, then EOF. */
+static void test_stdin_data(void)
+{
+    struct run r;
+    size_t n = 300 * 1024;
+    char *data = malloc(n);
+    for (size_t i = 0; i < n; i++) {
+        data[i] = (char)('a' + i % 26);
+    }
+    char *argv[] = {"/bin/sh", "-c", "wc -c; echo done", NULL};
+    struct proc_opts o = opts_for(argv, &r);
+    o.stdin_data = data;
+    o.stdin_len = n;
+    o.timeout_ms = 10000;
+    CHECK_INT(spawn(&r, &o), 0);
+    free(data); /* copied by proc_spawn */
+    CHECK(wait_for(&r.dones, 11000));
+    CHECK_INT(r.nlines, 2);
+    if (r.nlines == 2) {
+        CHECK_INT(atol(r.lines[0]), (long)n);
+        CHECK_STR(r.lines[1], "done");
+    }
+    proc_release(r.p);
+    settle();
+    run_free(&r);
+}
+
+/* A child that never reads its stdin wedges nothing: the timeout ends it
+ * and every handle (the stdin pipe with its pending write included)
+ * closes. */
+static void test_stdin_never_read(void)
+{
+    struct run r;
+    size_t n = 1024 * 1024;
+    char *data = calloc(1, n);
+    char *argv[] = {"/bin/sh", "-c", "echo up; exec sleep 30", NULL};
+    struct proc_opts o = opts_for(argv, &r);
+    o.stdin_data = data;
+    o.stdin_len = n;
+    o.timeout_ms = 300;
+    CHECK_INT(spawn(&r, &o), 0);
+    free(data);
+    CHECK(wait_for(&r.dones, 5000));
+    CHECK(proc_timed_out(r.p));
+    proc_release(r.p);
+    settle();
+    run_free(&r);
+}
+
+/* A gated child exists (pid, its own group) but runs nothing before the
+ * gate opens; released unopened, it never runs at all. */
+static void test_gate(void)
+{
+    struct run r;
+    char *argv[] = {"/bin/sh", "-c", "echo ran", NULL};
+    struct proc_opts o = opts_for(argv, &r);
+    o.gated = true;
+    CHECK_INT(spawn(&r, &o), 0);
+    int pid = proc_pid(r.p);
+    CHECK(pid > 1 && getpgid(pid) == pid); /* recorded identity is final */
+    spin(300);
+    CHECK_INT(r.nlines + r.exits, 0);
+    proc_open_gate(r.p);
+    CHECK(wait_for(&r.dones, 5000));
+    CHECK(r.nlines == 1 && strcmp(r.lines[0], "ran") == 0);
+    CHECK_INT(proc_exit_status(r.p), 0);
+    proc_release(r.p);
+    settle();
+    run_free(&r);
+
+    char *touch[] = {"/bin/sh", "-c", "echo ran > /tmp/ad-test-gate.$PPID", NULL};
+    o = opts_for(touch, &r);
+    o.gated = true;
+    char mark[64];
+    snprintf(mark, sizeof mark, "/tmp/ad-test-gate.%d", (int)getpid());
+    unlink(mark);
+    CHECK_INT(spawn(&r, &o), 0);
+    pid = proc_pid(r.p);
+    proc_release(r.p);
+    CHECK(wait_for(&r.reaps, 5000));
+    settle();
+    CHECK(wait_gone(pid, 2000));
+    CHECK(access(mark, F_OK) != 0); /* never exec'd */
+    unlink(mark);
+    run_free(&r);
+}
+
+/* A server killed with SIGKILL takes its children with it: a helper
+ * process spawns a long sleeper the way the server does, reports its
+ * pid, and is SIGKILLed. */
+static void test_dies_with_parent(void)
+{
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t helper = fork();
+    if (helper == 0) {
+        close(fds[0]);
+        uv_loop_t l;
+        uv_loop_init(&l);
+        struct run r;
+        char *argv[] = {"/bin/sleep", "30", NULL};
+        struct proc_opts o = opts_for(argv, &r);
+        memset(&r, 0, sizeof r);
+        if (proc_spawn(&l, &o, &cbs, &r, &r.p) != 0) {
+            _exit(1);
+        }
+        int pid = proc_pid(r.p);
+        if (write(fds[1], &pid, sizeof pid) != sizeof pid) {
+            _exit(1);
+        }
+        pause();
+        _exit(0);
+    }
+    close(fds[1]);
+    int child = 0;
+    CHECK(read(fds[0], &child, sizeof child) == sizeof child);
+    close(fds[0]);
+    CHECK(child > 1 && !pid_gone(child));
+    kill(helper, SIGKILL);
+    waitpid(helper, NULL, 0);
+    CHECK(wait_gone(child, 3000)); /* reaped by init once killed */
+    if (child > 1 && !pid_gone(child)) {
+        kill(child, SIGKILL);
+    }
 }
 
 static void test_pause_resume(void)
@@ -698,6 +825,10 @@ int main(void)
     test_env_cwd_stdin();
     test_pause_resume();
     test_many_concurrent();
+    test_stdin_data();
+    test_stdin_never_read();
+    test_gate();
+    test_dies_with_parent();
 
     CHECK_INT(proc_live_count(), 0);
     uv_close((uv_handle_t *)&tick, NULL);
