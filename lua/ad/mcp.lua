@@ -280,6 +280,7 @@ function Server:task_call(id, params)
       " cannot run as a task")
   end
   local args = type(params.arguments) == "table" and params.arguments or {}
+  ensure_tools() -- T.create validates against the tool's schema
   local server = self
   core.spawn(function()
     local ok, res, err = pcall(T.create, params.name, args, function(task)

@@ -107,4 +107,126 @@ describe('a lone UTF-16 surrogate escape in the CLI output', () => {
   });
 });
 
+async function initTasks(srv) {
+  const r = await srv.request('initialize', { protocolVersion: '2025-11-25',
+    capabilities: { tasks: {} }, clientInfo: { name: 'io-e2e', version: '1' } });
+  srv.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+  return r;
+}
+
+/** A task-augmented tools/call; returns the CallToolResult's parsed text. */
+async function taskCall(srv, name, args) {
+  const r = await srv.request('tools/call', { name, arguments: args, task: {} });
+  assert.ok(r.result, JSON.stringify(r));
+  assert.strictEqual(r.result.isError, true, `expected a refusal, got ${JSON.stringify(r.result)}`);
+  return JSON.parse(r.result.content[0].text);
+}
+
+describe('NUL bytes in values are refused', () => {
+  test('MCP tools: the field is named and nothing is dispatched or saved', async (t) => {
+    const { env, srv } = serverWithAgent(t);
+    await srv.init();
+    const before = env.readConfig();
+    const cases = [
+      ['dispatch', { agent: 'a', task: 'do it', context: 'x\u0000' }, 'context'],
+      ['dispatch', { agent: 'a', task: 'do\u0000 it' }, 'task'],
+      ['dispatch_session', { agent: 'a', task: 'go', session_id: '\u0000--help' }, 'session_id'],
+      ['dispatch_stream', { agent: 'a', task: 'go', goal: 'g\u0000' }, 'goal'],
+      ['dispatch_async', { agent: 'a', task: 'go', caller: '\u0000' }, 'caller'],
+      ['update_agent', { name: 'a', disallowed_tools: '\u0000-x' }, 'disallowed_tools'],
+      ['add_agent', { name: 'b\u0000', directory: env.root }, 'name'],
+    ];
+    for (const [tool, args, field] of cases) {
+      const r = await srv.call(tool, args);
+      assert.strictEqual(r.isError, true, `${tool}: ${r.text}`);
+      assert.match(r.value.error, new RegExp(`Invalid arguments for ${tool}: '${field}' must not contain NUL`),
+        `${tool}: ${r.text}`);
+    }
+    const p = await srv.call('dispatch_parallel',
+      { dispatches: JSON.stringify([{ agent: 'a', task: 'ok' }, { agent: 'a', task: 't', context: 'c\u0000' }]) });
+    assert.strictEqual(p.isError, true, p.text);
+    assert.match(p.value.error, /dispatches\[1\]\.context must not contain NUL/);
+    const d = await srv.call('dispatch_dialogue', { requester: 'a', responder: 'a', topic: 't\u0000' });
+    assert.strictEqual(d.isError, true, d.text);
+    assert.match(d.value.error, /'topic' must not contain NUL/);
+    assert.strictEqual(env.dispatches().length, 0);
+    assert.strictEqual(env.readConfig(), before);
+    await srv.close();
+  });
+
+  test('MCP tasks: the same refusal as the tools route', async (t) => {
+    const { env, srv } = serverWithAgent(t);
+    await initTasks(srv);
+    const v = await taskCall(srv, 'dispatch', { agent: 'a', task: 'go', context: 'x\u0000' });
+    assert.match(v.error, /Invalid arguments for dispatch: 'context' must not contain NUL/);
+    const w = await taskCall(srv, 'dispatch_async', { agent: 'a', task: 'go\u0000' });
+    assert.match(w.error, /Invalid arguments for dispatch_async: 'task' must not contain NUL/);
+    assert.strictEqual(env.dispatches().length, 0);
+    await srv.close();
+  });
+
+  test('run API: the script gets an error naming the field; nothing is dispatched', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const script = `${env.root}/nul.lua`;
+    fs.writeFileSync(script, [
+      'local ad = require "agent_dispatch"',
+      'local function try(f, spec) local ok, e = pcall(f, spec) print(ok, e) end',
+      'try(ad.dispatch, { agent = "a", task = "t", context = "x\\0" })',
+      'try(ad.session, { agent = "a", task = "t", session_id = "\\0--help" })',
+      'try(ad.async, { agent = "a", task = "t\\0" })',
+      'try(ad.parallel, { { agent = "a", task = "t", goal = "\\0" } })',
+      'try(ad.dialogue, { requester = "a", responder = "a", topic = "\\0" })',
+    ].join('\n'));
+    const r = env.run(['run', script]);
+    const lines = r.stdout.trim().split('\n');
+    assert.strictEqual(lines.length, 5, r.stdout + r.stderr);
+    for (const l of lines) assert.match(l, /^false\t.*must not contain NUL/, l);
+    assert.match(lines[0], /'context'/);
+    assert.match(lines[1], /'session_id'/);
+    assert.match(lines[2], /'task'/);
+    assert.match(lines[3], /goal/);
+    assert.match(lines[4], /'topic'/);
+    assert.strictEqual(env.dispatches().length, 0);
+  });
+
+  test('CLI and the argv builder: a NUL from agents.yaml never becomes an argument', async (t) => {
+    const env = newEnv(t);
+    const dir = env.project('a');
+    env.writeConfig(`agents:\n  a:\n    directory: ${JSON.stringify(dir)}\n` +
+      '    disallowed_tools: ["\\0-x"]\n    model: "son\\0net"\n');
+    const r = env.run(['test', 'a', 'hello']);
+    assert.notStrictEqual(r.code, 0, r.stdout);
+    assert.match(r.stdout + r.stderr, /NUL/);
+    assert.strictEqual(env.dispatches().length, 0);
+  });
+});
+
+describe('every route validates arguments the same way', () => {
+  test('MCP tasks: wrong types are refused like tools/call, and the server keeps serving', async (t) => {
+    const { env, srv } = serverWithAgent(t);
+    await initTasks(srv);
+    const cases = [
+      ['dispatch', { agent: 'a', task: 'go', context: {} }, "'context' must be a string, got an object"],
+      ['dispatch', { agent: 'a', task: 'go', timeout_seconds: 'soon' }, "'timeout_seconds' must be an integer"],
+      ['dispatch_async', { agent: 'a', task: ['x'] }, "'task' must be a string, got an array"],
+      ['dispatch_async', { agent: 'a' }, "'task' is required"],
+    ];
+    for (const [tool, args, msg] of cases) {
+      const plain = await srv.call(tool, args);
+      assert.strictEqual(plain.isError, true);
+      const v = await taskCall(srv, tool, args);
+      assert.strictEqual(v.error, plain.value.error);
+      assert.ok(v.error.includes(msg), v.error);
+    }
+    assert.strictEqual(env.dispatches().length, 0);
+    const ok = await srv.request('tools/call', { name: 'dispatch',
+      arguments: { agent: 'a', task: 'fine' }, task: {} });
+    const res = await srv.request('tasks/result', { taskId: ok.result.task.taskId }, { ms: 10000 });
+    assert.strictEqual(JSON.parse(res.result.content[0].text).success, true);
+    await srv.close();
+    assert.doesNotMatch(srv.stderr, /crashed/);
+  });
+});
+
 module.exports = { serverWithAgent, assertError };
