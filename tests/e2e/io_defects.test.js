@@ -229,4 +229,108 @@ describe('every route validates arguments the same way', () => {
   });
 });
 
+/** VmHWM (peak RSS) of pid in kB. */
+function peakKb(pid) {
+  const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+) kB/);
+  return Number(m[1]);
+}
+
+/** A raw `serve` child whose stdout and stderr are not read until asked. */
+function rawServer(t, env) {
+  const child = spawn(BIN, ['serve'], { env: env.env(), cwd: env.root, stdio: ['pipe', 'pipe', 'pipe'] });
+  env.extraPids.push(child.pid);
+  t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
+  child.stdin.on('error', () => {});
+  child.stdout.pause();
+  child.stderr.pause();
+  const exited = new Promise((r) => child.on('exit', (code) => r(code)));
+  const ids = new Set();
+  let out = '', err = '', nLines = 0;
+  const api = {
+    child, exited, ids,
+    get stderr() { return err; },
+    get lines() { return nLines; },
+    readStdout() {
+      child.stdout.on('data', (d) => {
+        out += d;
+        let nl;
+        while ((nl = out.indexOf('\n')) >= 0) {
+          const line = out.slice(0, nl);
+          out = out.slice(nl + 1);
+          nLines++;
+          const m = line.match(/^\{"jsonrpc":"2\.0","id":(\d+),"result"/);
+          if (m) ids.add(Number(m[1]));
+        }
+      });
+      child.stdout.resume();
+    },
+    readStderr() {
+      child.stderr.on('data', (d) => { err += d; });
+      child.stderr.resume();
+    },
+  };
+  return api;
+}
+
+describe('a client that does not read', () => {
+  test('unread stdout: memory stays bounded, then every reply arrives', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const srv = rawServer(t, env);
+    srv.readStderr();
+    const N = 20000;
+    const init = { jsonrpc: '2.0', id: 0, method: 'initialize',
+      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'x', version: '1' } } };
+    let text = JSON.stringify(init) + '\n';
+    for (let i = 1; i <= N; i++) text += `{"jsonrpc":"2.0","id":${i},"method":"tools/list"}\n`;
+    srv.child.stdin.write(text);
+    // Let the server run into the unread pipe and sit there for a while.
+    let last = 0;
+    for (let i = 0; i < 40; i++) {
+      await sleep(100);
+      last = peakKb(srv.child.pid);
+    }
+    const peak = peakKb(srv.child.pid);
+    assert.ok(peak < 80 * 1024, `peak RSS ${peak} kB with ${N} unread replies (last ${last})`);
+    srv.readStdout();
+    const all = await waitUntil(() => srv.ids.size === N + 1, 120000, 100);
+    assert.ok(all, `only ${srv.ids.size} of ${N + 1} replies arrived`);
+    for (let i = 0; i <= N; i++) assert.ok(srv.ids.has(i), `reply ${i} missing`);
+    assert.strictEqual(srv.lines, N + 1);
+    assert.ok(peakKb(srv.child.pid) < 80 * 1024);
+    srv.child.stdin.end();
+    assert.strictEqual(await srv.exited, 0);
+  });
+
+  test('unread stderr: the server keeps answering; the dropped count comes when it drains', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const srv = rawServer(t, env);
+    srv.readStdout();
+    const N = 12000;
+    let text = '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":' +
+      '"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}\n';
+    // Each call logs one line on stderr ("... INFO Found 1 configured agents").
+    for (let i = 1; i <= N; i++) {
+      text += `{"jsonrpc":"2.0","id":${i},"method":"tools/call","params":{"name":"list_agents"}}\n`;
+    }
+    srv.child.stdin.write(text);
+    const all = await waitUntil(() => srv.ids.size === N + 1, 90000, 100);
+    assert.ok(all, `the server stopped answering after ${srv.ids.size} replies`);
+    srv.readStderr();
+    const noted = await waitUntil(() => /\d+ log lines? dropped/.test(srv.stderr), 10000);
+    assert.ok(noted, `no dropped-lines notice; stderr tail: ${srv.stderr.slice(-300)}`);
+    const dropped = Number(srv.stderr.match(/(\d+) log lines? dropped/)[1]);
+    const kept = (srv.stderr.match(/Found 1 configured agents/g) || []).length;
+    assert.ok(dropped > 0);
+    assert.strictEqual(kept + dropped, N, `kept ${kept} + dropped ${dropped}`);
+    // Logging works normally again once stderr is read.
+    srv.child.stdin.write('{"jsonrpc":"2.0","id":99999,"method":"tools/call","params":{"name":"list_agents"}}\n');
+    assert.ok(await waitUntil(() => srv.ids.has(99999), 10000));
+    assert.ok(await waitUntil(() => (srv.stderr.match(/Found 1 configured agents/g) || []).length === kept + 1, 5000));
+    srv.child.stdin.end();
+    assert.strictEqual(await srv.exited, 0);
+  });
+});
+
 module.exports = { serverWithAgent, assertError };
