@@ -229,6 +229,11 @@ describe('every route validates arguments the same way', () => {
   });
 });
 
+// Memory figures are only meaningful without a sanitizer: AddressSanitizer
+// keeps freed memory in quarantine and never trims its heap, so under it
+// the RSS bounds are not asserted (everything else is).
+const SANITIZED = fs.readFileSync(BIN).includes('__asan_init');
+
 /** VmHWM (peak RSS) of pid in kB. */
 function peakKb(pid) {
   const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+) kB/);
@@ -291,13 +296,13 @@ describe('a client that does not read', () => {
       last = peakKb(srv.child.pid);
     }
     const peak = peakKb(srv.child.pid);
-    assert.ok(peak < 80 * 1024, `peak RSS ${peak} kB with ${N} unread replies (last ${last})`);
+    if (!SANITIZED) assert.ok(peak < 80 * 1024, `peak RSS ${peak} kB with ${N} unread replies (last ${last})`);
     srv.readStdout();
     const all = await waitUntil(() => srv.ids.size === N + 1, 120000, 100);
     assert.ok(all, `only ${srv.ids.size} of ${N + 1} replies arrived`);
     for (let i = 0; i <= N; i++) assert.ok(srv.ids.has(i), `reply ${i} missing`);
     assert.strictEqual(srv.lines, N + 1);
-    assert.ok(peakKb(srv.child.pid) < 80 * 1024);
+    if (!SANITIZED) assert.ok(peakKb(srv.child.pid) < 80 * 1024);
     srv.child.stdin.end();
     assert.strictEqual(await srv.exited, 0);
   });
@@ -360,12 +365,14 @@ describe('result cache memory', () => {
     const hit = await srv.call('dispatch', { agent: 'a', task: `task ${N - 1} [stub:huge=1000000]` }, { ms: 30000 });
     assert.strictEqual(hit.value.cached, true);
     const full = rssKb(srv.child.pid);
-    assert.ok(full < 200 * 1024, `RSS ${full} kB with the cache full`);
+    if (!SANITIZED) assert.ok(full < 200 * 1024, `RSS ${full} kB with the cache full`);
     const cleared = (await srv.call('cache_clear')).value;
     assert.strictEqual(cleared.cleared, stats.size);
     const after = rssKb(srv.child.pid);
-    assert.ok(after < 64 * 1024 && after < full - 40 * 1024,
-      `RSS ${after} kB after cache_clear (was ${full} kB)`);
+    if (!SANITIZED) {
+      assert.ok(after < 64 * 1024 && after < full - 40 * 1024,
+        `RSS ${after} kB after cache_clear (was ${full} kB)`);
+    }
     await srv.close();
   });
 
