@@ -112,6 +112,9 @@ end
 --- timeout_seconds. The job runs on this process's loop: wait for it
 --- before the script ends (ad.wait), or it is stopped and marked failed.
 function M.async(spec)
+  local nul = type(spec) == "table" and D.nul_field(spec, { "agent", "task", "context",
+    "caller", "goal", "response_format" })
+  if nul then error(D.nul_error(nul), 2) end
   local c = cfg()
   local agent = c.agents[spec.agent]
   if not agent then error(D.unknown_agent(c, spec.agent), 2) end

@@ -27,6 +27,8 @@ struct cache {
     struct entry *newest;
     size_t size;
     size_t max_size;
+    size_t bytes;      /* key + tag + value of every entry */
+    size_t max_bytes;
     double ttl;
     uint64_t hits, misses, evictions;
 };
@@ -57,8 +59,14 @@ struct cache *cache_new(size_t max_size, double ttl)
         return NULL;
     }
     c->max_size = max_size ? max_size : 1;
+    c->max_bytes = SIZE_MAX;
     c->ttl = ttl;
     return c;
+}
+
+static size_t entry_bytes(size_t klen, size_t tlen, size_t vlen)
+{
+    return klen + tlen + vlen;
 }
 
 static void entry_free(struct entry *e)
@@ -115,8 +123,31 @@ static void remove_entry(struct cache *c, struct entry *e)
     struct entry **pp = find_slot(c, e->key, e->klen, e->hash);
     *pp = e->next_in_bucket;
     list_unlink(c, e);
+    c->bytes -= entry_bytes(e->klen, e->tlen, e->vlen);
     entry_free(e);
     c->size--;
+}
+
+/* Evicts the oldest entries (never keep) until need more bytes fit. */
+static size_t make_room(struct cache *c, size_t need, const struct entry *keep)
+{
+    size_t n = 0;
+    while (c->bytes > c->max_bytes - need && c->oldest) {
+        struct entry *victim = c->oldest == keep ? keep->newer : c->oldest;
+        if (!victim) {
+            break;
+        }
+        remove_entry(c, victim);
+        c->evictions++;
+        n++;
+    }
+    return n;
+}
+
+size_t cache_set_max_bytes(struct cache *c, size_t max_bytes)
+{
+    c->max_bytes = max_bytes ? max_bytes : 1;
+    return make_room(c, 0, NULL);
 }
 
 void cache_free(struct cache *c)
@@ -170,18 +201,28 @@ int cache_put(struct cache *c, const char *key, size_t klen,
 {
     uint64_t h = fnv1a(key, klen);
     struct entry **slot = find_slot(c, key, klen, h);
+    size_t need = entry_bytes(klen, tlen, vlen);
+    if (need > c->max_bytes) {
+        if (*slot) {
+            remove_entry(c, *slot);
+        }
+        return 1;
+    }
     char *v = dup_bytes(val, vlen);
     if (!v) {
         return -ENOMEM;
     }
     if (*slot) {
         struct entry *e = *slot;
+        c->bytes -= e->vlen;
         free(e->val);
         e->val = v;
         e->vlen = vlen;
         e->stored_at = now;
         list_unlink(c, e);
         list_push_newest(c, e);
+        c->bytes += vlen;
+        make_room(c, 0, e); /* a larger value may push older entries out */
         return 0;
     }
     struct entry *e = calloc(1, sizeof *e);
@@ -197,8 +238,9 @@ int cache_put(struct cache *c, const char *key, size_t klen,
     if (c->size >= c->max_size && c->oldest) {
         remove_entry(c, c->oldest);
         c->evictions++;
-        slot = find_slot(c, key, klen, h); /* the chain may have changed */
     }
+    make_room(c, need, NULL);
+    slot = find_slot(c, key, klen, h); /* the chain may have changed */
     e->hash = h;
     e->key = k;
     e->klen = klen;
@@ -210,6 +252,7 @@ int cache_put(struct cache *c, const char *key, size_t klen,
     *slot = e;
     list_push_newest(c, e);
     c->size++;
+    c->bytes += need;
     return 0;
 }
 
@@ -251,6 +294,7 @@ size_t cache_clear(struct cache *c)
     memset(c->buckets, 0, c->nbuckets * sizeof *c->buckets);
     c->oldest = c->newest = NULL;
     c->size = 0;
+    c->bytes = 0;
     c->hits = c->misses = c->evictions = 0;
     return n;
 }
@@ -259,6 +303,8 @@ void cache_get_stats(const struct cache *c, struct cache_stats *out)
 {
     out->size = c->size;
     out->max_size = c->max_size;
+    out->bytes = c->bytes;
+    out->max_bytes = c->max_bytes;
     out->hits = c->hits;
     out->misses = c->misses;
     out->evictions = c->evictions;

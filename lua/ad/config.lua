@@ -25,6 +25,10 @@ local SETTINGS_KEYS = { "default_timeout", "default_max_budget_usd",
   "default_disallowed_tools", "max_dispatch_depth", "max_concurrency",
   "cache", "job_retention_days" }
 
+-- 64 MiB of cached results by default: an entry count alone does not
+-- bound memory when results are large.
+M.CACHE_MAX_BYTES = 64 * 1024 * 1024
+
 function M.default_settings()
   return {
     default_timeout = 300,
@@ -34,7 +38,7 @@ function M.default_settings()
     default_disallowed_tools = json.array(),
     max_dispatch_depth = 3,
     max_concurrency = 5,
-    cache = { enabled = true, ttl = 300, max_size = 1000 },
+    cache = { enabled = true, ttl = 300, max_size = 1000, max_bytes = M.CACHE_MAX_BYTES },
     job_retention_days = 0,
   }
 end
@@ -213,6 +217,10 @@ local function parse_settings(raw)
       s.cache.max_size = as_int(c.max_size, "settings.cache.max_size")
       if s.cache.max_size < 1 then fail("settings.cache.max_size", "must be >= 1") end
     end
+    if c.max_bytes ~= nil and c.max_bytes ~= json.null then
+      s.cache.max_bytes = as_int(c.max_bytes, "settings.cache.max_bytes")
+      if s.cache.max_bytes < 1 then fail("settings.cache.max_bytes", "must be >= 1") end
+    end
   end
   return s
 end
@@ -361,8 +369,8 @@ function M.to_document(cfg)
   local settings = ordered({}, SETTINGS_KEYS)
   for _, k in ipairs(SETTINGS_KEYS) do settings[k] = s[k] end
   settings.cache = ordered({ enabled = s.cache.enabled, ttl = s.cache.ttl,
-                             max_size = s.cache.max_size },
-                           { "enabled", "ttl", "max_size" })
+                             max_size = s.cache.max_size, max_bytes = s.cache.max_bytes },
+                           { "enabled", "ttl", "max_size", "max_bytes" })
   doc.settings = settings
   return doc
 end

@@ -27,6 +27,25 @@ function M.unknown_agent(cfg, name)
     (#cfg.agent_names > 0 and table.concat(cfg.agent_names, ", ") or "(none configured)")
 end
 
+--- The first of keys whose value in t is a string holding a NUL character,
+--- or nil. A NUL would silently cut the value where it becomes a C string
+--- (the claude command line), so every route refuses it up front.
+function M.nul_field(t, keys)
+  for _, k in ipairs(keys) do
+    local v = t[k]
+    if type(v) == "string" and v:find("\0", 1, true) then return k end
+  end
+  return nil
+end
+
+local DISPATCH_STRINGS = { "agent", "task", "context", "caller", "goal",
+  "response_format", "group", "session_id" }
+
+local function nul_error(field)
+  return "Invalid arguments: '" .. field .. "' must not contain NUL characters"
+end
+M.nul_error = nul_error
+
 local function cache_key(name, p)
   return json.encode(json.array{ name, p.task, p.context or "", p.caller or "",
                                  p.goal or "", p.response_format or "" })
@@ -59,6 +78,8 @@ end
 
 dispatch_one = function(cfg, p, hooks)
   local log = hooks and hooks.log or noop
+  local nul = M.nul_field(p, DISPATCH_STRINGS)
+  if nul then return nil, nul_error(nul) end
   local agent = cfg.agents[p.agent]
   if not agent then return nil, M.unknown_agent(cfg, p.agent) end
   local group = util.nonempty(p.group)
@@ -144,6 +165,8 @@ function M.parallel_items(cfg, list, agg)
     if type(raw.agent) ~= "string" or type(raw.task) ~= "string" then
       return nil, at .. ".agent and .task must be strings"
     end
+    local nul = M.nul_field(raw, ITEM_KEYS)
+    if nul then return nil, at .. "." .. nul .. " must not contain NUL characters" end
     if not cfg.agents[raw.agent] then return nil, M.unknown_agent(cfg, raw.agent) end
     local item = {}
     for _, k in ipairs(ITEM_KEYS) do
@@ -234,6 +257,8 @@ end
 --- A two-agent dialogue (F48). Returns the response or nil, message.
 function M.dialogue(cfg, p, hooks)
   local log = hooks and hooks.log or noop
+  local nul = M.nul_field(p, { "requester", "responder", "topic" })
+  if nul then return nil, nul_error(nul) end
   if not cfg.agents[p.requester] then return nil, M.unknown_agent(cfg, p.requester) end
   if not cfg.agents[p.responder] then return nil, M.unknown_agent(cfg, p.responder) end
   local rounds = math.max(1, math.min(10, p.max_rounds or 3))

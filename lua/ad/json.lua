@@ -130,12 +130,74 @@ function M.encode(v)
   return core.utf8_fix((concat(out):gsub("\\/", "/")))
 end
 
+-- Strict numbers: Infinity, NaN and 0x10 are not JSON. (cjson still reads
+-- 1e309 as inf; M.decode refuses non-finite results itself.)
+cjson.decode_invalid_numbers(false)
+
+--- text with every \uXXXX escape of a lone UTF-16 surrogate (one that is
+--- not half of a high+low pair) replaced by \ufffd, or nil when it has
+--- none. cjson rejects lone surrogates, yet the claude CLI writes them when
+--- a text is cut inside a pair; this only rewrites escapes, the parsing
+--- stays cjson's. An escape is a 'u' after an odd run of backslashes.
+function M.fix_surrogates(text)
+  if not text:find("\\u[dD][89a-fA-F]") then return nil end
+  local out, pos, i = {}, 1, 1
+  while true do
+    local s, e, bs, hex = text:find("(\\+)u(%x%x%x%x)", i)
+    if not s then break end
+    i = e + 1
+    local cp = #bs % 2 == 1 and tonumber(hex, 16) or 0
+    if cp >= 0xD800 and cp <= 0xDBFF then
+      local lo = tonumber(text:match("^\\u(%x%x%x%x)", e + 1) or "", 16)
+      if lo and lo >= 0xDC00 and lo <= 0xDFFF then
+        i = e + 7 -- a valid pair: keep both halves
+        cp = 0
+      end
+    end
+    if cp >= 0xD800 and cp <= 0xDFFF then
+      out[#out + 1] = text:sub(pos, e - 5)
+      out[#out + 1] = "ufffd"
+      pos = e + 1
+    end
+  end
+  if pos == 1 then return nil end
+  out[#out + 1] = text:sub(pos)
+  return concat(out)
+end
+
+-- Is any number in v (a decoded value) inf or nan?
+local function non_finite(v, depth)
+  if type(v) == "number" then return v ~= v or v == math.huge or v == -math.huge end
+  if type(v) ~= "table" or depth > 1000 then return false end
+  for k, x in next, v do
+    if non_finite(x, depth + 1) or (type(k) == "number" and non_finite(k, depth + 1)) then
+      return true
+    end
+  end
+  return false
+end
+
+-- Can text hold a number that overflows a double (an exponent of three
+-- digits, or a run of more than 308 digits)? Cheap, and false positives
+-- only cost a walk of the decoded value.
+local function may_overflow(text)
+  return text:find("[eE][+-]?%d%d%d") ~= nil or text:find(("%d"):rep(309)) ~= nil
+end
+
 --- Decodes text; returns value or nil, message. JSON null becomes json.null
---- inside containers and nil at the top level.
+--- inside containers and nil at the top level. Strict: non-finite numbers
+--- (1e309) are errors; lone surrogate escapes become U+FFFD.
 function M.decode(text)
   local ok, v = pcall(cjson.decode, text)
+  if not ok and tostring(v):find("invalid unicode escape", 1, true) then
+    local fixed = M.fix_surrogates(text)
+    if fixed then ok, v = pcall(cjson.decode, fixed) end
+  end
   if not ok then
     return nil, (tostring(v):gsub("^.-: ", ""))
+  end
+  if may_overflow(text) and non_finite(v, 0) then
+    return nil, "number out of range (JSON numbers must be finite)"
   end
   if v == cjson.null then return nil end
   return v

@@ -281,6 +281,7 @@ function Server:task_call(id, params)
       " cannot run as a task")
   end
   local args = type(params.arguments) == "table" and params.arguments or {}
+  ensure_tools() -- T.create validates against the tool's schema
   local server = self
   core.spawn(function()
     -- Like a plain call: the job's worker (spawned from here) inherits it.
@@ -616,7 +617,38 @@ local function maintenance(kick, stopping)
   end
 end
 
+--- The server's stderr: complete lines go through core.stderr_write, which
+--- never blocks (a client that does not read stderr must not freeze the
+--- server; lines that do not fit are dropped and counted). Every module
+--- writes its log with io.stderr:write, so serve swaps in this stand-in.
+local function log_stream()
+  local partial = ""
+  local f = {}
+  function f:write(...)
+    local text = partial .. table.concat({ ... })
+    local nl = text:match(".*()\n") -- the last newline
+    if nl then
+      core.stderr_write(text:sub(1, nl))
+      partial = text:sub(nl + 1)
+    elseif #text > 65536 then
+      core.stderr_write(text)
+      partial = ""
+    else
+      partial = text
+    end
+    return self
+  end
+  function f:flush()
+    if partial ~= "" then core.stderr_write(partial); partial = "" end
+    return self
+  end
+  function f:setvbuf() return true end
+  return f
+end
+
 function M.serve()
+  local real_stderr = io.stderr
+  io.stderr = log_stream()
   local kick, upkept, stopping = core.event(), core.event(), false
   local server = M.new(function(text)
     local ok = core.stdout_write(text)
@@ -666,6 +698,8 @@ function M.serve()
     while not w.task:done() and core.now() < deadline do core.sleep(0.05) end
   end
   core.stdout_drain(1)
+  io.stderr:flush()
+  io.stderr = real_stderr
   return 0
 end
 

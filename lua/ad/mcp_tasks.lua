@@ -56,12 +56,15 @@ end
 --- Starts the job behind a task-augmented tools/call. Returns the
 --- CreateTaskResult, or nil, message (a tool-level refusal).
 function M.create(name, args, notify)
+  -- The same schema check as tools/call, so both routes accept and refuse
+  -- exactly the same arguments.
+  local tools = require "ad.tools"
+  local vargs, verr = tools.validate(tools.get(name), args)
+  if not vargs then return nil, verr end
+  args = vargs
   local cfg, err = config.load()
   if not cfg then return nil, "Config at " .. err.path .. " could not be loaded: " .. err.detail end
   core.set_limit(cfg.settings.max_concurrency)
-  if type(args.agent) ~= "string" or type(args.task) ~= "string" then
-    return nil, "'agent' and 'task' are required strings"
-  end
   local agent = cfg.agents[args.agent]
   if not agent then return nil, D.unknown_agent(cfg, args.agent) end
   local context = util.nonempty(args.context)

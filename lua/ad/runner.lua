@@ -225,6 +225,10 @@ local function run_child(argv, input, cwd, env, timeout, on_progress, stream, re
     end
     if stream then
       local kind, payload, progress = core.claude_event(line)
+      if kind == nil then -- a lone surrogate escape: keep the event (U+FFFD)
+        local fixed = json.fix_surrogates(line)
+        if fixed then kind, payload, progress = core.claude_event(fixed) end
+      end
       if kind == "result" then
         out.payload = payload
       elseif kind == "assistant" and on_progress then

@@ -3,15 +3,15 @@
 local core = require "ad.core"
 
 local M = {}
-local current, ttl, max_size
+local current, ttl, max_size, max_bytes
 
 --- The cache for these settings, or nil when caching is disabled.
 function M.cache(settings)
   local c = settings.cache
   if not c.enabled then return nil end
-  if not current or ttl ~= c.ttl or max_size ~= c.max_size then
-    current = core.cache(c.max_size, c.ttl)
-    ttl, max_size = c.ttl, c.max_size
+  if not current or ttl ~= c.ttl or max_size ~= c.max_size or max_bytes ~= c.max_bytes then
+    current = core.cache(c.max_size, c.ttl, c.max_bytes)
+    ttl, max_size, max_bytes = c.ttl, c.max_size, c.max_bytes
   end
   return current
 end

@@ -121,6 +121,12 @@ function M.validate(def, raw)
           "' must be " .. (p.type == "integer" and "an integer" or "a " .. p.type) ..
           ", got " .. json.describe(v)
       end
+      if type(c) == "string" and c:find("\0", 1, true) then
+        -- Every value ends up in a C string (argv, a file name, YAML):
+        -- a NUL would silently cut it there.
+        return nil, "Invalid arguments for " .. def.name .. ": '" .. p.name ..
+          "' must not contain NUL characters"
+      end
       args[p.name] = c
     end
   end

@@ -1,12 +1,19 @@
 /* Lua face of the result cache (ad.cache).
  *
- *   core.cache(max_size, ttl) -> c
- *   c:get(key) -> value | nil      c:put(key, tag, value)
+ *   core.cache(max_size, ttl [, max_bytes]) -> c
+ *   c:get(key) -> value | nil      c:put(key, tag, value) -> stored (bool)
  *   c:drop(tag) -> n               c:evict_expired() -> n
- *   c:clear() -> n                 c:stats() -> {size=, max_size=, hits=,
- *                                                misses=, evictions=, ttl=}
- * Keys, tags and values are strings; time is the loop's monotonic clock. */
+ *   c:clear() -> n                 c:stats() -> {size=, max_size=, bytes=,
+ *                                    max_bytes=, hits=, misses=, evictions=,
+ *                                    ttl=}
+ * Keys, tags and values are strings; time is the loop's monotonic clock.
+ * clear() also hands the memory back: the values' Lua copies are garbage
+ * only after a collection, and the C allocator keeps freed heap pages
+ * unless it is asked to trim them. */
 #include <uv.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "ad/cache.h"
 #include "bind/bind.h"
@@ -35,14 +42,19 @@ static int l_cache(lua_State *L)
 {
     lua_Integer max = luaL_checkinteger(L, 1);
     lua_Number ttl = luaL_checknumber(L, 2);
+    lua_Integer max_bytes = luaL_optinteger(L, 3, 0);
     luaL_argcheck(L, max >= 1, 1, "max_size must be >= 1");
     luaL_argcheck(L, ttl >= 0, 2, "ttl must be >= 0");
+    luaL_argcheck(L, max_bytes >= 0, 3, "max_bytes must be >= 1 (or 0: unbounded)");
     struct lcache *lc = lua_newuserdatauv(L, sizeof *lc, 0);
     lc->c = NULL;
     luaL_setmetatable(L, CACHE_MT);
     lc->c = cache_new((size_t)max, ttl);
     if (!lc->c) {
         return luaL_error(L, "out of memory");
+    }
+    if (max_bytes > 0) {
+        cache_set_max_bytes(lc->c, (size_t)max_bytes);
     }
     return 1;
 }
@@ -69,10 +81,12 @@ static int l_put(lua_State *L)
     const char *k = luaL_checklstring(L, 2, &kl);
     const char *t = luaL_checklstring(L, 3, &tl);
     const char *v = luaL_checklstring(L, 4, &vl);
-    if (cache_put(c, k, kl, t, tl, v, vl, now()) != 0) {
+    int rc = cache_put(c, k, kl, t, tl, v, vl, now());
+    if (rc < 0) {
         return luaL_error(L, "out of memory");
     }
-    return 0;
+    lua_pushboolean(L, rc == 0);
+    return 1;
 }
 
 static int l_drop(lua_State *L)
@@ -92,7 +106,12 @@ static int l_evict_expired(lua_State *L)
 
 static int l_clear(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)cache_clear(check(L)));
+    size_t n = cache_clear(check(L));
+    lua_gc(L, LUA_GCCOLLECT);
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    lua_pushinteger(L, (lua_Integer)n);
     return 1;
 }
 
@@ -100,11 +119,17 @@ static int l_stats(lua_State *L)
 {
     struct cache_stats st;
     cache_get_stats(check(L), &st);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 8);
     lua_pushinteger(L, (lua_Integer)st.size);
     lua_setfield(L, -2, "size");
     lua_pushinteger(L, (lua_Integer)st.max_size);
     lua_setfield(L, -2, "max_size");
+    lua_pushinteger(L, (lua_Integer)st.bytes);
+    lua_setfield(L, -2, "bytes");
+    if (st.max_bytes != SIZE_MAX) {
+        lua_pushinteger(L, (lua_Integer)st.max_bytes);
+        lua_setfield(L, -2, "max_bytes");
+    }
     lua_pushinteger(L, (lua_Integer)st.hits);
     lua_setfield(L, -2, "hits");
     lua_pushinteger(L, (lua_Integer)st.misses);

@@ -3,6 +3,7 @@
  *   core.stdin_read() -> line | nil (end of input) | false, "too_long"
  *   core.stdout_write(s) -> true | nil, "closed"
  *   core.stdout_drain([timeout]) -> true | nil, "timeout"
+ *   core.stderr_write(s) -> true | false (dropped: stderr is full)
  *   core.wait_signal() -> "SIGINT" | "SIGTERM" | "SIGHUP"
  *
  * Input is split into lines bounded by max_line (64 MiB): an over-long line
@@ -11,7 +12,15 @@
  * complete message, so two messages never interleave, and partial writes
  * are completed by libuv. Pipes, ttys and sockets are driven by the loop;
  * a regular file (serve < requests.jsonl) is read and written directly,
- * which never blocks. */
+ * which never blocks.
+ *
+ * A client that stops reading must not cost unbounded memory: once more
+ * than OUT_HIGH bytes of replies wait to be written, no further request is
+ * handed to the server (input is paused, queued lines are held) until the
+ * backlog is below OUT_LOW; every reply is still written, none dropped.
+ * The log (stderr) never blocks the server either: it is written by the
+ * loop, and a log line that finds ERR_MAX bytes already waiting is dropped
+ * and counted; the count is logged once stderr has drained. */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -24,6 +33,9 @@
 
 #define MAX_LINE (64u << 20)
 #define MAX_QUEUED_LINES 256
+#define OUT_HIGH (4u << 20)
+#define OUT_LOW (1u << 20)
+#define ERR_MAX (256u << 10)
 
 struct qline {
     struct qline *next;
@@ -51,8 +63,17 @@ static struct {
         uv_tty_t tty;
     } out;
     size_t out_pending;
+    bool out_gated;         /* too many reply bytes waiting: hold requests */
     struct task *drainer;
     uv_timer_t drain_timer;
+
+    bool err_open, err_streaming, err_broken;
+    union {
+        uv_pipe_t pipe;
+        uv_tty_t tty;
+    } err;
+    size_t err_pending;
+    uint64_t err_dropped;   /* log lines dropped since the last notice */
 
     uv_signal_t sig[3];
     bool sig_open;
@@ -78,7 +99,7 @@ static void in_resume(void);
 static void on_line(void *ud, const char *line, size_t n, bool too_long)
 {
     (void)ud;
-    if (C.reader) {
+    if (C.reader && !C.out_gated) {
         struct task *t = C.reader;
         lua_State *co = sched_thread(t);
         C.reader = NULL;
@@ -118,7 +139,7 @@ static void in_eof(void)
     linebuf_finish(&C.lb, on_line, NULL);
     C.in_eof = true;
     in_pause();
-    if (C.reader) {
+    if (C.reader && !C.head) {
         struct task *t = C.reader;
         C.reader = NULL;
         lua_pushnil(sched_thread(t));
@@ -170,7 +191,7 @@ static void in_pause(void)
 
 static void in_resume(void)
 {
-    if (C.in_reading || C.in_eof) {
+    if (C.in_reading || C.in_eof || C.out_gated) {
         return;
     }
     C.in_reading = true;
@@ -209,7 +230,7 @@ static void cancel_read(struct task *t, void *data)
 static int l_stdin_read(lua_State *L)
 {
     in_open();
-    if (C.head) {
+    if (C.head && !C.out_gated) {
         struct qline *l = C.head;
         C.head = l->next;
         if (!C.head) {
@@ -224,7 +245,7 @@ static int l_stdin_read(lua_State *L)
         }
         return n;
     }
-    if (C.in_eof) {
+    if (C.in_eof && !C.head) {
         lua_pushnil(L);
         return 1;
     }
@@ -273,6 +294,48 @@ static void wake_drainer(void)
     }
 }
 
+/* Hands the oldest held line (or the end of input) to a waiting reader. */
+static void feed_reader(void)
+{
+    if (!C.reader || C.out_gated) {
+        return;
+    }
+    struct task *t = C.reader;
+    lua_State *co = sched_thread(t);
+    if (C.head) {
+        struct qline *l = C.head;
+        C.head = l->next;
+        if (!C.head) {
+            C.tail = NULL;
+        }
+        C.nqueued--;
+        C.reader = NULL;
+        deliver(co, l);
+        int n = l->too_long ? 2 : 1;
+        free(l);
+        sched_resume(t, n);
+    } else if (C.in_eof) {
+        C.reader = NULL;
+        lua_pushnil(co);
+        sched_resume(t, 1);
+    }
+}
+
+/* Back-pressure: called whenever out_pending changes. */
+static void out_gate(void)
+{
+    if (!C.out_gated && C.out_pending > OUT_HIGH && !C.out_broken) {
+        C.out_gated = true;
+        in_pause();
+    } else if (C.out_gated && (C.out_pending <= OUT_LOW || C.out_broken)) {
+        C.out_gated = false;
+        feed_reader();
+        if (C.reader || C.nqueued < MAX_QUEUED_LINES / 2) {
+            in_resume();
+        }
+    }
+}
+
 static void on_written(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
@@ -284,6 +347,7 @@ static void on_written(uv_write_t *req, int status)
     if (C.out_pending == 0 || C.out_broken) {
         wake_drainer();
     }
+    out_gate();
 }
 
 static int l_stdout_write(lua_State *L)
@@ -345,7 +409,121 @@ static int l_stdout_write(lua_State *L)
             return 2;
         }
         C.out_pending += n;
+        out_gate();
     }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- log (stderr) -------------------------------------------------------- */
+
+static void err_open(void)
+{
+    if (C.err_open) {
+        return;
+    }
+    C.err_open = true;
+    uv_loop_t *loop = sched_loop();
+    uv_handle_type t = uv_guess_handle(2);
+    if (t == UV_TTY) {
+        C.err_streaming = uv_tty_init(loop, &C.err.tty, 2, 0) == 0;
+    } else if (t == UV_NAMED_PIPE || t == UV_TCP) {
+        C.err_streaming = uv_pipe_init(loop, &C.err.pipe, 0) == 0 &&
+                          uv_pipe_open(&C.err.pipe, 2) == 0;
+    }
+}
+
+static size_t count_lines(const char *s, size_t n)
+{
+    size_t k = 0;
+    for (const char *p = s; (p = memchr(p, '\n', n - (size_t)(p - s))) != NULL; p++) {
+        k++;
+    }
+    return k ? k : 1;
+}
+
+static void err_queue(const char *s, size_t n);
+
+static void on_err_written(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    C.err_pending -= w->len;
+    if (status < 0) {
+        C.err_broken = true;
+    }
+    free(w);
+    if (C.err_pending == 0 && C.err_dropped > 0 && !C.err_broken) {
+        char note[96];
+        int k = snprintf(note, sizeof note, "agent-dispatch: %llu log line%s dropped "
+                         "(stderr was not being read)\n",
+                         (unsigned long long)C.err_dropped,
+                         C.err_dropped == 1 ? "" : "s");
+        C.err_dropped = 0;
+        err_queue(note, (size_t)k);
+    }
+}
+
+/* Writes what the pipe takes now and queues the rest; never blocks. */
+static void err_queue(const char *s, size_t n)
+{
+    uv_stream_t *st = (uv_stream_t *)&C.err;
+    if (C.err_pending == 0) {
+        uv_buf_t b = uv_buf_init((char *)s, (unsigned)n);
+        int w = uv_try_write(st, &b, 1);
+        if (w >= 0) {
+            s += w;
+            n -= (size_t)w;
+        } else if (w != UV_EAGAIN) {
+            C.err_broken = true;
+            return;
+        }
+    }
+    if (n == 0) {
+        return;
+    }
+    struct wreq *w = malloc(sizeof *w + n);
+    if (!w) {
+        C.err_dropped++;
+        return;
+    }
+    w->len = n;
+    memcpy(w->data, s, n);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    if (uv_write(&w->req, st, &b, 1, on_err_written) < 0) {
+        free(w);
+        C.err_broken = true;
+        return;
+    }
+    C.err_pending += n;
+}
+
+static int l_stderr_write(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    err_open();
+    if (!C.err_streaming) {
+        /* A regular file or /dev/null: a plain write never blocks. */
+        while (n > 0) {
+            ssize_t w = write(2, s, n);
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            if (w <= 0) {
+                break;
+            }
+            s += w;
+            n -= (size_t)w;
+        }
+        lua_pushboolean(L, n == 0);
+        return 1;
+    }
+    if (C.err_broken || (C.err_pending > 0 && C.err_pending + n > ERR_MAX)) {
+        C.err_dropped += count_lines(s, n);
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    err_queue(s, n);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -455,6 +633,12 @@ void bind_chan_close(void)
         uv_close((uv_handle_t *)&C.drain_timer, NULL);
         C.out_open = false;
     }
+    if (C.err_open) {
+        if (C.err_streaming) {
+            uv_close((uv_handle_t *)&C.err, NULL);
+        }
+        C.err_open = false;
+    }
     if (C.sig_open) {
         for (int i = 0; i < 3; i++) {
             uv_close((uv_handle_t *)&C.sig[i], NULL);
@@ -536,6 +720,7 @@ void bind_chan_register(lua_State *L)
         {"stdin_read", l_stdin_read},
         {"stdout_write", l_stdout_write},
         {"stdout_drain", l_stdout_drain},
+        {"stderr_write", l_stderr_write},
         {"wait_signal", l_wait_signal},
         {NULL, NULL},
     };

@@ -3,7 +3,8 @@
  *   core.claude_argv{claude=, prompt=, prompt_on_stdin=, stream=, resume=,
  *       session_id=, budget=, model=, permission_mode=, allowed={},
  *       disallowed={}}
- *       -> argv | nil, refusal   (argument-injection guard, see claude.h)
+ *       -> argv | nil, refusal   (argument-injection guard, see claude.h;
+ *       also refuses NUL characters and a non-finite budget)
  *   core.claude_event(line) -> type, payload [, progress]
  *       one stream-json line; nil for blank, non-JSON or non-object lines
  *       (unknown types such as tool_progress pass through by name and are
@@ -15,6 +16,7 @@
  *       capped at 5 x 300 code points, denied tools deduplicated, at most
  *       10 names of at most 100 code points).
  *   core.format_double(x) -> shortest round-trip text ("0.5", "1.0") */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,11 +28,24 @@ int luaopen_cjson(lua_State *L);
 
 /* ---- argv ---------------------------------------------------------------- */
 
-static const char *opt_field(lua_State *L, const char *name)
+/* A NUL inside a Lua string would silently cut the C string that becomes
+ * the argument ("\0--help" -> ""), so such values are refused: *nul is set
+ * to the field's name (the first one seen wins). */
+static void note_nul(lua_State *L, int idx, const char *name, const char **nul)
+{
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    if (!*nul && strlen(s) != n) {
+        *nul = name;
+    }
+}
+
+static const char *opt_field(lua_State *L, const char *name, const char **nul)
 {
     lua_getfield(L, 1, name);
     const char *s = NULL;
     if (lua_type(L, -1) == LUA_TSTRING) {
+        note_nul(L, -1, name, nul);
         s = lua_tostring(L, -1); /* anchored by the options table */
     } else if (!lua_isnil(L, -1)) {
         luaL_error(L, "claude_argv: '%s' must be a string", name);
@@ -39,7 +54,8 @@ static const char *opt_field(lua_State *L, const char *name)
     return s;
 }
 
-static const char **list_field(lua_State *L, const char *name, size_t *n)
+static const char **list_field(lua_State *L, const char *name, size_t *n,
+                               const char **nul)
 {
     lua_getfield(L, 1, name);
     *n = 0;
@@ -56,6 +72,7 @@ static const char **list_field(lua_State *L, const char *name, size_t *n)
         if (lua_type(L, -1) != LUA_TSTRING) {
             luaL_error(L, "claude_argv: '%s' must be a list of strings", name);
         }
+        note_nul(L, -1, name, nul);
         v[i] = lua_tostring(L, -1);
         lua_pop(L, 1);
     }
@@ -69,13 +86,14 @@ static int l_claude_argv(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     struct claude_cmd c;
+    const char *nul = NULL;
     memset(&c, 0, sizeof c);
-    c.claude = opt_field(L, "claude");
-    c.prompt = opt_field(L, "prompt");
-    c.resume = opt_field(L, "resume");
-    c.session_id = opt_field(L, "session_id");
-    c.model = opt_field(L, "model");
-    c.permission_mode = opt_field(L, "permission_mode");
+    c.claude = opt_field(L, "claude", &nul);
+    c.prompt = opt_field(L, "prompt", &nul);
+    c.resume = opt_field(L, "resume", &nul);
+    c.session_id = opt_field(L, "session_id", &nul);
+    c.model = opt_field(L, "model", &nul);
+    c.permission_mode = opt_field(L, "permission_mode", &nul);
     lua_getfield(L, 1, "stream");
     c.stream = lua_toboolean(L, -1);
     lua_getfield(L, 1, "budget");
@@ -84,8 +102,20 @@ static int l_claude_argv(lua_State *L)
     c.prompt_on_stdin = lua_toboolean(L, -1);
     lua_pop(L, 3);
     luaL_argcheck(L, c.claude != NULL, 1, "'claude' is required");
-    c.allowed = list_field(L, "allowed", &c.nallowed);
-    c.disallowed = list_field(L, "disallowed", &c.ndisallowed);
+    c.allowed = list_field(L, "allowed", &c.nallowed, &nul);
+    c.disallowed = list_field(L, "disallowed", &c.ndisallowed, &nul);
+    if (nul) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "Refused to dispatch: %s contains a NUL character, "
+                        "which would cut the argument short.",
+                        strcmp(nul, "resume") == 0 ? "session_id" : nul);
+        return 2;
+    }
+    if (!isfinite(c.budget)) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "Refused to dispatch: the budget is not a finite number.");
+        return 2;
+    }
 
     char err[512];
     char **argv = NULL;

@@ -216,6 +216,7 @@ static void log_invocation(int argc, char **argv, const char *prompt)
 struct directives {
     /* flags */
     bool no_result, is_error, null_result, budget, garbage, invalid_utf8;
+    bool lone_surrogate;
     bool ignore_term, hang, old_cli, echo_argv, job_record;
     /* strings (NULL = absent) */
     const char *reply, *json, *stderr_text, *stdout_text, *errors, *deny;
@@ -255,6 +256,7 @@ static const struct {
     D("huge_line", D_LONG, huge_line),   /* an N-byte assistant line */
     D("garbage", D_FLAG, garbage),       /* non-JSON/odd lines on stdout first */
     D("invalid_utf8", D_FLAG, invalid_utf8), /* raw 0xFF inside the result */
+    D("lone_surrogate", D_FLAG, lone_surrogate), /* "\ud83d" alone in the result */
     D("grandchild", D_DBL, grandchild),  /* fork a sleeper, same pgrp */
     D("escape", D_DBL, escape),          /* fork a sleeper that setsid()s */
     D("ignore_term", D_FLAG, ignore_term), /* SIGTERM ignored */
@@ -773,6 +775,12 @@ static void result_line(const struct ctx *c, const char *reply)
             d->is_error ? "error_during_execution" : "success",
             d->is_error ? "true" : "false");
     buf_json_opt(&b, d->null_result ? NULL : reply);
+    if (d->lone_surrogate && !d->null_result) {
+        /* An unpaired UTF-16 escape before the closing quote, as the real
+         * CLI writes when a model's text is cut inside a surrogate pair. */
+        b.len--;
+        buf_str(&b, " \\ud83d cut\"");
+    }
     if (d->errors) {
         buf_str(&b, ",\"errors\":[");
         char *copy = strdup(d->errors), *save = NULL;

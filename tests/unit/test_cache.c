@@ -344,6 +344,70 @@ static void test_nul_bytes(void)
     cache_free(c);
 }
 
+/* A byte budget: oldest entries go first, an oversized entry is never
+ * stored (and drops a stale one under its key), clear returns to zero. */
+static void test_byte_budget(void)
+{
+    struct cache *c = cache_new(100, 100);
+    CHECK(c != NULL);
+    CHECK_INT(cache_set_max_bytes(c, 30), 0);
+    char big[11];
+    memset(big, 'v', 10);
+    big[10] = '\0';
+    /* Each entry is 1 (key) + 1 (tag) + 10 (value) = 12 bytes. */
+    CHECK_INT(put(c, "a", "t", big, 0), 0);
+    CHECK_INT(put(c, "b", "t", big, 1), 0);
+    struct cache_stats s = stats(c);
+    CHECK_INT(s.bytes, 24);
+    CHECK_INT(s.max_bytes, 30);
+    CHECK_INT(put(c, "c", "t", big, 2), 0);       /* 36 > 30: "a" goes */
+    s = stats(c);
+    CHECK_INT(s.size, 2);
+    CHECK_INT(s.bytes, 24);
+    CHECK_INT(s.evictions, 1);
+    CHECK_INT(get(c, "a", 3, NULL, 0), 0);
+    CHECK_INT(get(c, "b", 3, NULL, 0), 1);
+    CHECK_INT(get(c, "c", 3, NULL, 0), 1);
+
+    /* Re-putting "b" with a larger value pushes the oldest other out. */
+    char bigger[21];
+    memset(bigger, 'w', 20);
+    bigger[20] = '\0';
+    CHECK_INT(put(c, "b", "t", bigger, 4), 0);    /* 12 + 22 > 30: "c" goes */
+    s = stats(c);
+    CHECK_INT(s.size, 1);
+    CHECK_INT(s.bytes, 22);
+    CHECK_INT(get(c, "b", 5, NULL, 0), 1);
+
+    /* Larger than the whole budget: not stored, the stale value dropped. */
+    char huge[40];
+    memset(huge, 'x', 39);
+    huge[39] = '\0';
+    CHECK_INT(put(c, "b", "t", huge, 6), 1);
+    CHECK_INT(put(c, "z", "t", huge, 6), 1);
+    s = stats(c);
+    CHECK_INT(s.size, 0);
+    CHECK_INT(s.bytes, 0);
+    CHECK_INT(get(c, "b", 7, NULL, 0), 0);
+
+    /* Lowering the budget evicts at once; clear and drop keep the count. */
+    CHECK_INT(put(c, "a", "t", big, 8), 0);
+    CHECK_INT(put(c, "b", "u", big, 9), 0);
+    CHECK_INT(cache_set_max_bytes(c, 12), 1);
+    CHECK_INT(stats(c).bytes, 12);
+    CHECK_INT(cache_drop_tag(c, "u", 1), 1);
+    CHECK_INT(stats(c).bytes, 0);
+    CHECK_INT(put(c, "a", "t", big, 10), 0);
+    CHECK_INT(cache_clear(c), 1);
+    CHECK_INT(stats(c).bytes, 0);
+    cache_free(c);
+
+    /* Without a budget, nothing is bounded by bytes. */
+    c = cache_new(4, 100);
+    CHECK(stats(c).max_bytes == SIZE_MAX);
+    cache_free(c);
+}
+
 int main(void)
 {
     test_hit_miss();
@@ -355,5 +419,6 @@ int main(void)
     test_clear();
     test_many_keys();
     test_nul_bytes();
+    test_byte_budget();
     return check_exit("test_cache");
 }

@@ -23,6 +23,7 @@ tools.define{
     if not c then return disabled() end
     c:evict_expired()
     local s = c:stats()
+    s.bytes, s.max_bytes = nil, nil -- the documented fields only
     local lookups = s.hits + s.misses
     s.hit_rate = lookups > 0 and util.round(s.hits / lookups, 3) or 0.0
     s.ttl = math.tointeger(s.ttl) or s.ttl
