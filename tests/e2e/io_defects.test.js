@@ -207,7 +207,7 @@ describe('every route validates arguments the same way', () => {
     const { env, srv } = serverWithAgent(t);
     await initTasks(srv);
     const cases = [
-      ['dispatch', { agent: 'a', task: 'go', context: {} }, "'context' must be a string, got an object"],
+      ['dispatch', { agent: 'a', task: 'go', context: {} }, "'context' must be a string, got an empty array or object"],
       ['dispatch', { agent: 'a', task: 'go', timeout_seconds: 'soon' }, "'timeout_seconds' must be an integer"],
       ['dispatch_async', { agent: 'a', task: ['x'] }, "'task' must be a string, got an array"],
       ['dispatch_async', { agent: 'a' }, "'task' is required"],
