@@ -799,12 +799,16 @@ C.lua = {
   run = function(_, pos)
     local action = pos[1]
     if action == "list" or action == "path" then
+      -- The directory the module searcher uses (computed once, in C), and
+      -- the same two file names it tries, in its order.
+      local dir = core.user_lua_dir()
       for _, name in ipairs(core.embedded_list()) do
         local origin = "embedded"
-        local dirs = { os.getenv("AGENT_DISPATCH_USER_LUA_DIR") or (config.config_dir() .. "/lua") }
-        for _, d in ipairs(dirs) do
-          local p = d .. "/" .. name:gsub("%.", "/") .. ".lua"
-          if core.stat(p) then origin = p end
+        if dir ~= "" then
+          for _, suffix in ipairs({ ".lua", "/init.lua" }) do
+            local p = dir .. "/" .. name:gsub("%.", "/") .. suffix
+            if origin == "embedded" and core.stat(p) then origin = p end
+          end
         end
         out(string.format("%-28s %s", name, origin))
       end
