@@ -57,7 +57,9 @@ end
 --- CreateTaskResult, or nil, message (a tool-level refusal).
 function M.create(name, args, notify)
   local cfg, err = config.load()
-  if not cfg then return nil, "Config at " .. err.path .. " could not be loaded: " .. err.detail end
+  if not cfg then
+    return nil, (require("ad.errors.render").load_line(err):gsub("^%l", string.upper))
+  end
   core.set_limit(cfg.settings.max_concurrency)
   if type(args.agent) ~= "string" or type(args.task) ~= "string" then
     return nil, "'agent' and 'task' are required strings"
