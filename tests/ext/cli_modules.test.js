@@ -103,3 +103,25 @@ test('`lua list` reports the directory the loader searches when AGENT_DISPATCH_U
   assert.strictEqual(l.code, 0, l.stderr);
   assert.strictEqual(origin(l.stdout, 'ad.prompt'), path.join(lua, 'ad/prompt.lua'));
 });
+
+test('a broken agents.yaml is reported with the same words by the CLI, doctor, scripts and tools', async (t) => {
+  const env = newEnv(t);
+  env.writeConfig('agents:\n  a: [unclosed\n');
+  const words = /could not be loaded: it is not valid YAML/;
+  const list = env.run(['list']);
+  assert.strictEqual(list.code, 1);
+  assert.match(list.stderr, /^Error: config at .*agents\.yaml could not be loaded: it is not valid YAML:$/m);
+  const doctor = env.run(['doctor']);
+  assert.match(doctor.stdout, /\[FAIL\] Config at .*agents\.yaml could not be loaded: it is not valid YAML$/m);
+  const script = path.join(env.root, 'cfg_script.lua');
+  fs.writeFileSync(script, 'require("agent_dispatch").config()\n');
+  const run = env.run(['run', script]);
+  assert.notStrictEqual(run.code, 0);
+  assert.match(run.stderr, words);
+  const srv = env.serve();
+  await srv.init();
+  const r = await srv.call('list_agents', {});
+  assert.strictEqual(r.isError, true, r.text);
+  assert.match(r.value.error, /^Config at .*agents\.yaml could not be loaded: it is not valid YAML: line/);
+  await srv.close();
+});
