@@ -9,6 +9,7 @@
 local core = require "ad.core"
 local json = require "ad.json"
 local config = require "ad.config"
+local render = require "ad.errors.render"
 local D = require "ad.dispatch"
 local task = require "ad.task"
 local util = require "ad.util"
@@ -22,7 +23,7 @@ M.null = json.null
 local function cfg()
   local c, e = config.load()
   if not c then
-    error(("config at %s could not be loaded (%s): %s"):format(e.path, e.kind, e.detail), 3)
+    error(render.load_line(e), 3)
   end
   core.set_limit(c.settings.max_concurrency)
   return c
@@ -46,7 +47,7 @@ end
 function M.config()
   local c, e = config.load(nil, true) -- a private copy the script may change
   if not c then
-    error(("config at %s could not be loaded (%s): %s"):format(e.path, e.kind, e.detail), 2)
+    error(render.load_line(e), 2)
   end
   return c
 end

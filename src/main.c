@@ -2,6 +2,7 @@
  * the policy layer's main (ad.main) as the root task, and tears everything
  * down when it finishes: every child's process group is killed and reaped,
  * every handle closed, the Lua state closed. */
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,20 +42,52 @@ static void on_reap_deadline(uv_timer_t *t)
     (void)t;
 }
 
-/* The user's Lua directory: $AGENT_DISPATCH_USER_LUA_DIR, else lua/ next to
- * the config file ($AGENT_DISPATCH_CONFIG or ~/.config/agent-dispatch). */
+/* path with a leading ~ or ~user replaced by that home directory, the rule
+ * the policy layer applies to every path it reads from the environment
+ * (util.expanduser); left as it is when that home is unknown. */
+static void expand_user(const char *path, char *buf, size_t len)
+{
+    const char *rest = strchr(path, '/');
+    if (!rest) {
+        rest = path + strlen(path);
+    }
+    const char *home = NULL;
+    if (path[0] == '~' && rest == path + 1) {
+        home = getenv("HOME");
+    } else if (path[0] == '~') {
+        char user[256];
+        snprintf(user, sizeof user, "%.*s", (int)(rest - path - 1), path + 1);
+        struct passwd *pw = getpwnam(user);
+        home = pw ? pw->pw_dir : NULL;
+    }
+    if (home) {
+        snprintf(buf, len, "%s%s", home, rest);
+    } else {
+        snprintf(buf, len, "%s", path);
+    }
+}
+
+/* The user's Lua directory, computed here only (the searcher needs it before
+ * any Lua runs; Lua reads it back with core.user_lua_dir()):
+ * $AGENT_DISPATCH_USER_LUA_DIR, else lua/ next to the config file
+ * ($AGENT_DISPATCH_CONFIG or ~/.config/agent-dispatch/agents.yaml), with ~
+ * expanded as for every other path. An empty variable counts as unset. */
 static void user_lua_dir(char *buf, size_t len)
 {
     const char *env = getenv("AGENT_DISPATCH_USER_LUA_DIR");
     if (env && *env) {
-        snprintf(buf, len, "%s", env);
+        expand_user(env, buf, len);
         return;
     }
     const char *cfg = getenv("AGENT_DISPATCH_CONFIG");
     if (cfg && *cfg) {
-        const char *slash = strrchr(cfg, '/');
-        if (slash) {
-            snprintf(buf, len, "%.*s/lua", (int)(slash - cfg), cfg);
+        char path[4096];
+        expand_user(cfg, path, sizeof path);
+        const char *slash = strrchr(path, '/');
+        if (slash == path) {
+            snprintf(buf, len, "/lua");
+        } else if (slash) {
+            snprintf(buf, len, "%.*s/lua", (int)(slash - path), path);
         } else {
             snprintf(buf, len, "lua");
         }

@@ -11,12 +11,14 @@ local state = require "ad.state"
 local task = require "ad.task"
 local aggregate = require "ad.aggregate"
 local dialogue = require "ad.dialogue"
+local limits = require "ad.limits"
 
 local M = {}
 
-M.MIN_TIMEOUT, M.MAX_TIMEOUT = 10, 7200
+M.MIN_TIMEOUT, M.MAX_TIMEOUT = limits.MIN_TIMEOUT, limits.MAX_TIMEOUT
 
---- F25: <= 0 (or nil) keeps the agent's timeout; else clamped [10, 7200].
+--- F25: <= 0 (or nil) keeps the agent's timeout; else clamped to
+--- [MIN_TIMEOUT, MAX_TIMEOUT] (ad.limits).
 function M.timeout_override(v)
   if v == nil or v <= 0 then return nil end
   return math.max(M.MIN_TIMEOUT, math.min(M.MAX_TIMEOUT, v))

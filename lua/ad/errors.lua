@@ -2,6 +2,7 @@
 --- Every remediation names a command or flag that exists (hints are tested
 --- by feeding their flags back into the CLI).
 local util = require "ad.util"
+local limits = require "ad.limits"
 
 local M = {}
 
@@ -65,10 +66,10 @@ function M.denial_hint(name, denied)
 end
 
 function M.timeout_message(name, seconds, session_id)
-  local longer = math.min(seconds * 2, 7200)
+  local longer = math.min(seconds * 2, limits.MAX_TIMEOUT)
   local s = "Agent '" .. name .. "' timed out after " .. seconds .. "s. " ..
     "Options: pass timeout_seconds=" .. longer .. " for a longer one-off run " ..
-    "(at most 7200), use dispatch_async for long work, or raise the agent's " ..
+    "(at most " .. limits.MAX_TIMEOUT .. "), use dispatch_async for long work, or raise the agent's " ..
     "default with: agent-dispatch update " ..
     name .. " --timeout " .. (seconds * 2) .. "."
   if session_id then

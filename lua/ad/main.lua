@@ -23,8 +23,8 @@ function M.main(args)
   if ok then return code end
   if type(code) == "table" and code.type == "cancelled" then return 130 end
   if type(code) == "table" and code.type == "io" then
-    io.stderr:write("agent-dispatch: I/O error: ", tostring(code.message), "\n",
-      require("ad.tools").IO_HINT, "\n")
+    local msg, hint = require("ad.errors.render").io(code)
+    io.stderr:write("agent-dispatch: I/O error: ", msg, "\n", hint, "\n")
     return 1
   end
   if type(code) == "table" and code.user then

@@ -63,7 +63,9 @@ function M.create(name, args, notify)
   if not vargs then return nil, verr end
   args = vargs
   local cfg, err = config.load()
-  if not cfg then return nil, "Config at " .. err.path .. " could not be loaded: " .. err.detail end
+  if not cfg then
+    return nil, (require("ad.errors.render").load_line(err):gsub("^%l", string.upper))
+  end
   core.set_limit(cfg.settings.max_concurrency)
   local agent = cfg.agents[args.agent]
   if not agent then return nil, D.unknown_agent(cfg, args.agent) end

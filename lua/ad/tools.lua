@@ -13,6 +13,7 @@ local core = require "ad.core"
 local json = require "ad.json"
 local util = require "ad.util"
 local config = util.lazy "ad.config"
+local render = util.lazy "ad.errors.render"
 
 local M = {}
 
@@ -133,42 +134,21 @@ function M.validate(def, raw)
   return args
 end
 
-M.LOAD_HINT = "Fix the YAML in agents.yaml or restore a backup; " ..
-  "`agent-dispatch doctor` points at the broken section."
-M.IO_HINT = "Check free space and permissions on the config and jobs " ..
-  "directories (~/.config/agent-dispatch, or wherever AGENT_DISPATCH_CONFIG " ..
-  "and AGENT_DISPATCH_JOBS_DIR point)."
-
 function M.envelope(msg, hint)
   return json.object({ error = msg, hint = hint }, { "error", "hint" })
 end
 
---- Turns a config save error into the tool's envelope.
+--- Turns a config save error into the tool's envelope (wording from
+--- ad.errors.render, like every other surface).
 function M.save_error(tool, err)
-  if err.kind == "render" then
-    return M.envelope(tool .. " could not write " .. err.path .. ": " .. err.detail,
-      "Nothing changed: the previous config is intact because the write is " ..
-      "atomic. This is a bug in agent-dispatch; please report it.")
-  end
-  if err.kind == "lock" then
-    return M.envelope(tool .. " " .. config.lock_message(err) ..
-      ". Nothing changed.", "Retry the call; another process is changing agents.yaml.")
-  end
-  if err.kind == "write" then
-    return M.envelope(tool .. " failed on I/O: " .. err.detail ..
-      " (the previous config is intact)", M.IO_HINT)
-  end
-  return M.load_error(err)
+  local msg, remedy = render.save(err)
+  if not msg then return M.load_error(err) end
+  return M.envelope(tool .. " " .. msg, remedy)
 end
 
-M.TRUST_HINT = "agents.yaml is read only when you own it and neither it nor a " ..
-  "directory on its path is writable by anyone else; fix the owner or mode as the error says."
-
 function M.load_error(err)
-  return M.envelope("Config at " .. err.path .. " could not be loaded: " ..
-    (err.kind == "utf8" and "not valid UTF-8: " or err.kind == "yaml" and "invalid YAML: " or
-     err.kind == "schema" and "invalid schema: " or "") .. err.detail,
-    err.untrusted and M.TRUST_HINT or M.LOAD_HINT)
+  local _, _, hint = render.load(err)
+  return M.envelope((render.load_line(err):gsub("^%l", string.upper)), hint)
 end
 
 --- The user's override file (path:line when known) an error message
@@ -203,7 +183,8 @@ function M.call(def, args, ctx)
   if ok then return res end
   if type(res) == "table" and res.type == "cancelled" then error(res, 0) end
   if type(res) == "table" and res.type == "io" then
-    return M.envelope(def.name .. " failed on I/O: " .. tostring(res.message), M.IO_HINT)
+    local msg, hint = render.io(res)
+    return M.envelope(def.name .. " failed on I/O: " .. msg, hint)
   end
   io.stderr:write("agent-dispatch: tool ", def.name, " failed: ", tostring(res), "\n")
   local first = tostring(type(res) == "table" and res.message or res):match("^[^\n]*")

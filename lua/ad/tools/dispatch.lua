@@ -3,6 +3,7 @@
 local json = require "ad.json"
 local util = require "ad.util"
 local tools = require "ad.tools"
+local limits = require "ad.limits"
 local D = util.lazy "ad.dispatch"
 
 local DISPATCH_ANN = json.object({ readOnlyHint = false, destructiveHint = true,
@@ -23,7 +24,8 @@ local P = {
   response_format = { name = "response_format", type = "string", default = "",
                       description = "\"json\" to ask for one JSON value (parsed into parsed_result)." },
   timeout_seconds = { name = "timeout_seconds", type = "integer", default = 0,
-                      description = "One-off timeout in seconds (10-7200); 0 = the agent's configured timeout." },
+                      description = "One-off timeout in seconds (" .. limits.timeout_range() ..
+                        "); 0 = the agent's configured timeout." },
   group = { name = "group", type = "string", default = "",
             description = "Dispatch as a member of this group: its shared context is added." },
   session_id = { name = "session_id", type = "string", default = "",

@@ -4,6 +4,7 @@ local core = require "ad.core"
 local json = require "ad.json"
 local util = require "ad.util"
 local tools = require "ad.tools"
+local limits = require "ad.limits"
 local jobs = util.lazy "ad.jobs"
 local async = util.lazy "ad.async"
 local D = util.lazy "ad.dispatch"
@@ -33,7 +34,7 @@ tools.define{
     { name = "caller", type = "string", default = "" },
     { name = "goal", type = "string", default = "" },
     { name = "response_format", type = "string", default = "", description = "\"json\" for a JSON reply." },
-    { name = "timeout_seconds", type = "integer", default = 0, description = "10-7200; 0 = agent default." },
+    { name = "timeout_seconds", type = "integer", default = 0, description = limits.timeout_range() .. "; 0 = agent default." },
   },
   annotations = json.object({ readOnlyHint = false, destructiveHint = true,
     idempotentHint = false, openWorldHint = true },

@@ -1,0 +1,114 @@
+--- What every CLI command family shares: output, the rendering of config
+--- errors (wording from ad.errors.render), loading the config, the agent
+--- options of add/update with their validation, and the "not found" and
+--- health texts. Commands return the process exit status (0 ok, 1 reported
+--- error, 2 usage error); config errors name the file and the problem,
+--- leave it untouched and exit 1 - never a traceback.
+local config = require "ad.config"
+local agents = require "ad.agents"
+local util = require "ad.util"
+local introspect = require "ad.introspect"
+local render = require "ad.errors.render"
+
+local M = {}
+
+M.PROG = "agent-dispatch"
+
+function M.out(...) io.stdout:write(...) io.stdout:write("\n") end
+function M.err(...) io.stderr:write(...) io.stderr:write("\n") end
+local err = M.err
+
+--- A config load error: "Error: <message>:" then the detail, indented.
+function M.load_error(e)
+  local msg, detail = render.load(e)
+  err("Error: ", msg, ":")
+  err("  ", tostring(detail))
+  return 1
+end
+
+--- A config change error (a load error when the change could not load).
+function M.save_error(e)
+  local msg, remedy = render.save(e)
+  if not msg then return M.load_error(e) end
+  err("Error: ", msg)
+  err(remedy)
+  return 1
+end
+
+function M.warnings(ws)
+  for _, w in ipairs(ws or {}) do err("Warning: ", w) end
+end
+
+--- The config, or nil and the exit status after reporting why not.
+function M.load()
+  local cfg, e = config.load()
+  if not cfg then return nil, M.load_error(e) end
+  return cfg
+end
+
+function M.agent_not_found(name)
+  err("Agent '", name, "' not found. Run 'agent-dispatch list' to see agents.")
+  return 1
+end
+
+--- The config and agent name's entry, or nil and the exit status.
+function M.load_agent(name)
+  local cfg, code = M.load()
+  if not cfg then return nil, nil, code end
+  local a = cfg.agents[name]
+  if not a then return nil, nil, M.agent_not_found(name) end
+  return cfg, a
+end
+
+function M.health_label(dir)
+  local h = introspect.health(dir)
+  if h == true then return "OK" end
+  if h == false then return "NOT FOUND" end
+  return "UNREADABLE"
+end
+
+--- Error code 1 when name is not a valid agent or group name, else nil.
+function M.name_check(name)
+  local e = agents.name_error(name)
+  if e then err("Error: ", e) return 1 end
+  return nil
+end
+
+-- ------------------------------------------------------ agent options --
+
+M.AGENT_OPTS = {
+  { "--description", "-d", arg = "TEXT", help = "What the agent is good at." },
+  { "--timeout", arg = "INT", type = "int", help = "Seconds per dispatch (default 300)." },
+  { "--model", arg = "TEXT", help = "Model for this agent ('none' clears)." },
+  { "--max-budget", arg = "FLOAT", type = "float", help = "USD cap per dispatch (0 clears)." },
+  { "--max-budget-usd", arg = "FLOAT", type = "float", help = "Alias of --max-budget." },
+  { "--permission-mode", arg = "TEXT", help = "default, plan, bypassPermissions, ..." },
+  { "--allowed-tools", arg = "CSV", help = "Tools the agent may use ('none' = inherit)." },
+  { "--disallowed-tools", arg = "CSV", help = "Tools the agent may not use." },
+  { "--capabilities", arg = "CSV", help = "Descriptive labels." },
+  { "--risky-capabilities", arg = "CSV", help = "Descriptive labels of risky abilities." },
+}
+
+--- Checks --timeout and --max-budget(-usd) of add/update. Returns nil and
+--- the budget given (nil when none), or the exit status 1 after reporting.
+function M.check_agent_opts(o)
+  if o.timeout ~= nil and o.timeout < 1 then
+    err("Error: --timeout must be a positive number of seconds (got ", o.timeout, ").")
+    return 1
+  end
+  local budget = o.max_budget
+  if o._given.max_budget_usd then budget = o.max_budget_usd end
+  if budget ~= nil and budget < 0 then
+    err("Error: --max-budget must be >= 0 (got ", util.num(budget), "); use 0 to clear the limit.")
+    return 1
+  end
+  return nil, budget
+end
+
+--- The value of a text option, nil when it is 'none' or blank.
+function M.unless_none(v)
+  if v == nil or agents.is_none(v) then return nil end
+  return v
+end
+
+return M

@@ -1,0 +1,126 @@
+--- The background job commands of the CLI: jobs (list), job (show one),
+--- cancel and gc. Returns {name = command}; see ad.cli for the shape.
+local core = require "ad.core"
+local util = require "ad.util"
+local common = require "ad.cli.common"
+
+local out, err = common.out, common.err
+
+local C = {}
+
+local function age(t)
+  local d = math.max(0, core.time() - (tonumber(t) or core.time()))
+  if d < 60 then return math.floor(d) .. "s" end
+  if d < 3600 then return math.floor(d / 60) .. "m" end
+  if d < 86400 then return math.floor(d / 3600) .. "h" end
+  return math.floor(d / 86400) .. "d"
+end
+
+-- The record of job id, or nil and the exit status after reporting why not.
+local function job_or_exit(id)
+  local jobs = require "ad.jobs"
+  if not jobs.valid(id) then
+    err("Invalid job id: ", util.repr(id), " (expected 32 hex chars)")
+    return nil, 1
+  end
+  local rec = jobs.get(id)
+  if not rec then err("Job not found: ", id) return nil, 1 end
+  return rec
+end
+
+C.jobs = {
+  usage = "[--status S] [--limit N]", summary = "List background jobs, newest first.",
+  options = { { "--status", arg = "S", choices = { "pending", "running", "done", "failed", "cancelled" } },
+              { "--limit", arg = "N", type = "int", help = "How many (default 20)." } },
+  run = function(o)
+    local list = require("ad.jobs").list(o.status, math.max(1, o.limit or 20))
+    if #list == 0 then
+      out(o.status and ("No " .. o.status .. " jobs found.") or "No jobs found.")
+      return 0
+    end
+    for _, r in ipairs(list) do
+      out(r.id, "  ", r.status, "  ", tostring(r.agent), "  ", age(r.created_at), "  ",
+          (util.cut(r.task or "", 60):gsub("\n", " ")))
+    end
+    return 0
+  end,
+}
+
+-- The result part of `job`.
+local function show_result(res)
+  out("  success:   ", res.success and "True" or "False")
+  if res.cost_usd then out(string.format("  cost_usd:  $%.4f", res.cost_usd)) end
+  if res.budget_exceeded then out("  budget:    EXCEEDED") end
+  local text = res.result or ""
+  out("  result:")
+  for line in (util.cut(text, 2000) .. "\n"):gmatch("(.-)\n") do out("    ", line) end
+  if util.ulen(text) > 2000 then out("  … truncated (", util.ulen(text), " chars total)") end
+end
+
+C.job = {
+  usage = "ID", summary = "Show one job with its progress and result.",
+  positionals = { "ID" }, min = 1, max = 1,
+  run = function(_, pos)
+    local r, code = job_or_exit(pos[1])
+    if not r then return code end
+    out(r.id, " [", r.status, "]")
+    out("  agent:     ", tostring(r.agent))
+    out("  task:      ", util.cut(r.task or "", 200))
+    out("  created:   ", age(r.created_at), " ago")
+    if r.started_at then out("  started:   ", age(r.started_at), " ago") end
+    if r.completed_at then out("  completed: ", age(r.completed_at), " ago") end
+    if r.error then out("  error:     ", util.cut(r.error, 300)) end
+    if type(r.progress) == "table" and #r.progress > 0 then
+      out("  progress:")
+      for i = math.max(1, #r.progress - 9), #r.progress do out("    ", r.progress[i]) end
+    end
+    if type(r.result) == "table" then show_result(r.result) end
+    return 0
+  end,
+}
+
+C.cancel = {
+  usage = "ID", summary = "Cancel a job (pending, or running even if its server has exited).",
+  positionals = { "ID" }, min = 1, max = 1,
+  run = function(_, pos)
+    local r, code = job_or_exit(pos[1])
+    if not r then return code end
+    local res = require("ad.async").cancel(pos[1])
+    if res.outcome == "cancelled" then
+      out("Cancelled: ", pos[1])
+    elseif res.outcome == "cancelled_running" then
+      out("Cancelled: ", pos[1], " (", res.message, ")")
+    elseif res.outcome == "already_terminal" then
+      out("Job already ", res.status, "; nothing to cancel.")
+    elseif type(r.process) ~= "table" then
+      err("Job ", pos[1], " was not cancelled. ", res.message)
+      return 1
+    else
+      err("Job ", pos[1], " is running in a live agent-dispatch server and its subprocess " ..
+          "could not be verified, so it was not touched. Use the dispatch_cancel MCP tool, or wait.")
+      return 1
+    end
+    return 0
+  end,
+}
+
+C.gc = {
+  usage = "[--days N | --all]", summary = "Delete finished jobs older than N days (default 7).",
+  options = { { "--days", arg = "N", type = "float" }, { "--all", help = "Every finished job, any age." } },
+  run = function(o)
+    local jobs = require "ad.jobs"
+    if o.all then
+      out("Deleted ", jobs.gc(0), " terminal job(s) (all ages).")
+      return 0
+    end
+    local days = o.days or 7
+    if days <= 0 then
+      err("Error: --days must be > 0 (got ", util.g(days), "). Use --all to purge every terminal job on purpose.")
+      return 1
+    end
+    out("Deleted ", jobs.gc(days * 86400), " job(s) older than ", util.g(days), " day(s).")
+    return 0
+  end,
+}
+
+return C

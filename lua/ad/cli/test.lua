@@ -1,0 +1,59 @@
+--- The `test` command of the CLI: one real dispatch to an agent, its answer
+--- (or its error with a diagnosis) printed. Returns {test = command}.
+local core = require "ad.core"
+local util = require "ad.util"
+local common = require "ad.cli.common"
+
+local out, err = common.out, common.err
+
+local C = {}
+
+C.test = {
+  usage = "NAME [TASK] [--stream] [--timeout N]",
+  summary = "Run one real dispatch to an agent and show the answer.",
+  options = { { "--stream", help = "Show progress lines while the agent works." },
+              { "--timeout", arg = "N", type = "int", help = "One-off timeout in seconds." } },
+  positionals = { "NAME", "TASK" }, min = 1, max = 2,
+  run = function(o, pos)
+    local name = pos[1]
+    local cfg, a, code = common.load_agent(name)
+    if not cfg then return code end
+    local t = pos[2] or "What project is this? Describe in one sentence."
+    core.set_limit(cfg.settings.max_concurrency)
+    out("Dispatching to '", name, "' (", a.directory, ")...")
+    out("Task: ", t)
+    out("---")
+    local agent = util.copy(a)
+    if o.timeout and o.timeout > 0 then agent.timeout = o.timeout end
+    local r = require("ad.runner").dispatch({ name = name, agent = agent, settings = cfg.settings,
+      task = t, stream = o.stream,
+      on_progress = o.stream and function(line) err("  -> ", line) end or nil })
+    if r.success then
+      out(r.result)
+      if r.hint then out("") out("Note: ", r.hint) end
+      if r.cost_usd then
+        out("")
+        out(string.format("--- Cost: $%.4f | Turns: %s", r.cost_usd, tostring(r.num_turns or "?")))
+      end
+      return 0
+    end
+    err("Error: ", r.error)
+    if r.error_type == "permission" then
+      err("Diagnosis: permission error")
+      err("  agent-dispatch update ", name, " --permission-mode bypassPermissions")
+      err("  agent-dispatch update ", name, " --allowed-tools Bash,Read,Edit,Write")
+    elseif r.error_type == "timeout" then
+      err("Diagnosis: timeout")
+      err("  agent-dispatch test ", name, " --timeout 600      (one-off)")
+      err("  agent-dispatch update ", name, " --timeout 600    (permanent)")
+    elseif r.error_type == "budget" then
+      err("Diagnosis: spend cap reached")
+      err("  The claude CLI stopped the session at --max-budget-usd.")
+      err("  agent-dispatch update ", name, " --max-budget-usd 2.0")
+      err("  agent-dispatch update ", name, " --model haiku")
+    end
+    return 1
+  end,
+}
+
+return C
