@@ -1,5 +1,7 @@
---- Running one dispatch: preconditions, the claude command line, the child
---- process under the shared limiter, and the DispatchResult.
+--- The one door of every dispatch (run), and running one: preconditions,
+--- the claude command line, the child process under the shared limiter.
+--- Requests come from ad.request; what the child wrote is read by
+--- ad.claude; the result is an ad.result DispatchResult.
 ---
 --- Two output modes share one code path: "json" (one result object at the
 --- end) and "stream" (stream-json lines; assistant lines become progress).
