@@ -11,6 +11,7 @@ local json = require "ad.json"
 local config = require "ad.config"
 local render = require "ad.errors.render"
 local D = require "ad.dispatch"
+local request = require "ad.request"
 local task = require "ad.task"
 local util = require "ad.util"
 
@@ -110,24 +111,13 @@ end
 
 --- Starts a background job (like the dispatch_async tool); returns its id.
 --- spec: agent, task, context, caller, goal, response_format,
---- timeout_seconds. The job runs on this process's loop: wait for it
+--- timeout_seconds, group. The job runs on this process's loop: wait for it
 --- before the script ends (ad.wait), or it is stopped and marked failed.
 function M.async(spec)
-  local nul = type(spec) == "table" and D.nul_field(spec, { "agent", "task", "context",
-    "caller", "goal", "response_format" })
-  if nul then error(D.nul_error(nul), 2) end
-  local c = cfg()
-  local agent = c.agents[spec.agent]
-  if not agent then error(D.unknown_agent(c, spec.agent), 2) end
-  local jobs = require "ad.jobs"
-  local rec = jobs.create(spec)
-  local copy = util.copy(agent)
-  local t = D.timeout_override(spec.timeout_seconds)
-  if t then copy.timeout = t end
-  require("ad.async").start(rec.id, { name = spec.agent, agent = copy, settings = c.settings,
-    task = spec.task, context = util.nonempty(spec.context), caller = util.nonempty(spec.caller),
-    goal = util.nonempty(spec.goal), response_format = util.nonempty(spec.response_format) })
-  return rec.id
+  if type(spec) ~= "table" then error("expected a table {agent=..., task=...}", 2) end
+  local req, err = request.build(cfg(), spec)
+  if not req then error(err, 2) end
+  return require("ad.async").submit(req).id
 end
 
 --- Waits for a job (at most timeout seconds, default 3600); returns its

@@ -67,9 +67,8 @@ end
 
 function M.local_job(id) return registry[id] end
 
---- Starts the worker of a pending job. req is a runner request (name,
---- agent with the timeout override applied, settings, task, context,
---- caller, goal, response_format). hooks.on_done(id, result) is optional.
+--- Starts the worker of a pending job. req is a request (ad.request);
+--- hooks.on_done(id, result) is optional.
 function M.start(id, req, hooks)
   local entry = { done = core.event() }
   registry[id] = entry
@@ -89,6 +88,7 @@ function M.start(id, req, hooks)
   entry.task = core.spawn(function()
     local r = util.copy(req)
     r.stream = true
+    r.use_cache = false -- a job always runs its agent
     local started = false -- marked running by this worker
     local start_error -- the job could not be recorded as running
     r.on_slot = function()
@@ -122,7 +122,7 @@ function M.start(id, req, hooks)
     if ok then
       flush()
       if start_error then
-        result = runner.failure(req.name, "cli_error", "The job could not be recorded " ..
+        result = runner.failure(req.agent_name, "cli_error", "The job could not be recorded " ..
           "as running (" .. start_error .. "), so its agent was stopped.")
       end
       local rec = record_result(entry, id, result)
@@ -143,6 +143,26 @@ function M.start(id, req, hooks)
     entry.done:set(true)
   end)
   return entry
+end
+
+--- The one way an async job starts (dispatch_async, MCP tasks, the `run`
+--- API): the job is recorded as pending with the request's agent, task,
+--- context (a group's shared context folded in), caller and goal, then
+--- its worker starts on this process's loop. req is a request
+--- (ad.request); hooks.on_done(id, result) is optional. Returns the
+--- pending record.
+function M.submit(req, hooks)
+  local rec = jobs.create({ agent = req.agent_name, task = req.task, context = req.context,
+                            caller = req.caller, goal = req.goal })
+  -- A start that fails (a module that cannot load) ends the job: no job
+  -- may stay pending forever.
+  local ok, err = pcall(M.start, rec.id, req, hooks)
+  if not ok then
+    pcall(jobs.fail, rec.id, "The job could not start: " ..
+      tostring(type(err) == "table" and err.message or err))
+    error(err, 0)
+  end
+  return rec
 end
 
 M.NO_PROCESS = "The job is running but its record names no process (it was " ..

@@ -5,128 +5,43 @@
 --- an envelope; scripts raise them); dispatch failures are DispatchResults.
 local json = require "ad.json"
 local util = require "ad.util"
+local request = require "ad.request"
+local result = require "ad.result"
 local runner = require "ad.runner"
 local groups = require "ad.groups"
-local state = require "ad.state"
 local task = require "ad.task"
 local aggregate = require "ad.aggregate"
 local dialogue = require "ad.dialogue"
-local limits = require "ad.limits"
 
 local M = {}
 
-M.MIN_TIMEOUT, M.MAX_TIMEOUT = limits.MIN_TIMEOUT, limits.MAX_TIMEOUT
-
---- F25: <= 0 (or nil) keeps the agent's timeout; else clamped to
---- [MIN_TIMEOUT, MAX_TIMEOUT] (ad.limits).
-function M.timeout_override(v)
-  if v == nil or v <= 0 then return nil end
-  return math.max(M.MIN_TIMEOUT, math.min(M.MAX_TIMEOUT, v))
-end
-
-function M.unknown_agent(cfg, name)
-  return "Unknown agent: " .. util.repr(name) .. ". Available: " ..
-    (#cfg.agent_names > 0 and table.concat(cfg.agent_names, ", ") or "(none configured)")
-end
-
---- The first of keys whose value in t is a string holding a NUL character,
---- or nil. A NUL would silently cut the value where it becomes a C string
---- (the claude command line), so every route refuses it up front.
-function M.nul_field(t, keys)
-  for _, k in ipairs(keys) do
-    local v = t[k]
-    if type(v) == "string" and v:find("\0", 1, true) then return k end
-  end
-  return nil
-end
-
-local DISPATCH_STRINGS = { "agent", "task", "context", "caller", "goal",
-  "response_format", "group", "session_id" }
-
-local function nul_error(field)
-  return "Invalid arguments: '" .. field .. "' must not contain NUL characters"
-end
-M.nul_error = nul_error
-
-local function cache_key(name, p)
-  return json.encode(json.array{ name, p.task, p.context or "", p.caller or "",
-                                 p.goal or "", p.response_format or "" })
-end
-
-local function clean_success(r)
-  return r.success == true and not (r.denied_tools and #r.denied_tools > 0)
-    and not r.budget_exceeded
-end
+-- The request builder's checks, under the names callers know.
+M.MIN_TIMEOUT, M.MAX_TIMEOUT = request.MIN_TIMEOUT, request.MAX_TIMEOUT
+M.timeout_override = request.timeout_override
+M.unknown_agent = request.unknown_agent
+M.nul_field = request.nul_field
+M.nul_error = request.nul_error
 
 local function noop() end
-
-local dispatch_one
 
 --- One dispatch. p: agent, task, context, caller, goal, response_format,
 --- timeout_seconds, group, session_id, stream, on_progress, use_cache,
 --- return_ref, summary_chars. hooks: log(level, msg). Returns a
 --- DispatchResult (or, with return_ref, the ref payload of the stored
---- result), or nil, message.
+--- result), or nil, message (invalid arguments, a refusing hook).
 function M.one(cfg, p, hooks)
-  local r, context = dispatch_one(cfg, p, hooks)
-  if not r then return nil, context end
+  local f = util.copy(p)
+  f.log = hooks and hooks.log
+  local req, err = request.build(cfg, f)
+  if not req then return nil, err end
+  local r, ran = runner.run(req)
+  if not r then return nil, ran end
   if p.return_ref then
-    return require("ad.async").store_ref({ agent = p.agent, task = p.task,
-      context = context, caller = p.caller, goal = p.goal }, r,
+    return require("ad.async").store_ref({ agent = req.agent_name, task = p.task,
+      context = ran.context, caller = p.caller, goal = p.goal }, r,
       p.summary_chars == nil and 500 or p.summary_chars)
   end
   return r
-end
-
-dispatch_one = function(cfg, p, hooks)
-  local log = hooks and hooks.log or noop
-  local nul = M.nul_field(p, DISPATCH_STRINGS)
-  if nul then return nil, nul_error(nul) end
-  local agent = cfg.agents[p.agent]
-  if not agent then return nil, M.unknown_agent(cfg, p.agent) end
-  local group = util.nonempty(p.group)
-  local context = util.nonempty(p.context)
-  if group then
-    local err = groups.check(cfg, group, p.agent)
-    if err then return nil, err end
-    context = util.nonempty(groups.fold(cfg, group, context))
-  end
-  local plugins = require "ad.plugins"
-  local view = { agent = p.agent, task = p.task, context = context,
-    caller = util.nonempty(p.caller), goal = util.nonempty(p.goal),
-    response_format = util.nonempty(p.response_format), group = group,
-    session_id = util.nonempty(p.session_id) }
-  local allowed, why = plugins.before_dispatch(view)
-  if not allowed then return nil, why end
-  local req = { name = p.agent, agent = agent, settings = cfg.settings,
-    task = view.task, context = util.nonempty(view.context), caller = util.nonempty(view.caller),
-    goal = util.nonempty(view.goal), response_format = util.nonempty(p.response_format),
-    session_id = util.nonempty(p.session_id), stream = p.stream,
-    on_progress = p.on_progress, timeout = M.timeout_override(p.timeout_seconds),
-    hooks_applied = true }
-  local cache = p.use_cache and not req.session_id and state.cache(cfg.settings) or nil
-  local key
-  if cache then
-    key = cache_key(p.agent, req)
-    local hit = cache:get(key)
-    if hit then
-      log("info", "Cache hit for " .. p.agent .. ": " .. util.cut(p.task, 80))
-      local r = runner.result(json.decode(hit))
-      r.cached = true
-      return plugins.after_result(view, r), req.context
-    end
-  end
-  if req.session_id then
-    log("info", "Dispatching to " .. p.agent .. " (resuming " ..
-      util.cut(req.session_id, 12) .. "...): " .. util.cut(p.task, 80))
-  else
-    log("info", "Dispatching to " .. p.agent .. ": " .. util.cut(p.task, 80) .. "...")
-  end
-  local r = runner.dispatch(req)
-  if cache and clean_success(r) then
-    cache:put(key, p.agent, json.encode(r))
-  end
-  return plugins.after_result(view, r), req.context
 end
 
 local ITEM_KEYS = { "agent", "task", "context", "caller", "goal",
@@ -218,7 +133,7 @@ function M.parallel(cfg, items, agg, hooks)
       p.use_cache = true
       local r, err = M.one(cfg, p, hooks)
       if not r then
-        r = runner.failure(it.agent, "cli_error", err)
+        r = result.failure(it.agent, "cli_error", err)
       end
       done = done + 1
       if hooks.progress then
@@ -237,19 +152,20 @@ function M.parallel(cfg, items, agg, hooks)
     else
       if type(o.value) == "table" and o.value.type == "cancelled" then error(o.value, 0) end
       local msg = type(o.value) == "table" and tostring(o.value.message) or tostring(o.value)
-      results[i] = runner.failure(items[i].agent, "cli_error", (msg:match("^[^\n]*")))
+      results[i] = result.failure(items[i].agent, "cli_error", (msg:match("^[^\n]*")))
     end
   end
   if not agg or agg == "" then return results end
   log("info", "Aggregating results via " .. agg .. "...")
   local ok, aggregated = pcall(function()
-    return runner.dispatch({ name = agg, agent = cfg.agents[agg], settings = cfg.settings,
-      task = aggregate.TASK, context = aggregate.context(results),
-      caller = aggregate.CALLER, goal = aggregate.GOAL })
+    local req = assert(request.build(cfg, { agent = agg, task = aggregate.TASK,
+      context = aggregate.context(results), caller = aggregate.CALLER,
+      goal = aggregate.GOAL }, { composed = true }))
+    return runner.dispatch(req)
   end)
   if not ok then
     if type(aggregated) == "table" and aggregated.type == "cancelled" then error(aggregated, 0) end
-    aggregated = runner.failure(agg, "cli_error", "Aggregation failed: " ..
+    aggregated = result.failure(agg, "cli_error", "Aggregation failed: " ..
       tostring(type(aggregated) == "table" and aggregated.message or aggregated):match("^[^\n]*"))
   end
   return json.object({ individual_results = results, aggregated = aggregated },
@@ -260,7 +176,7 @@ end
 function M.dialogue(cfg, p, hooks)
   local log = hooks and hooks.log or noop
   local nul = M.nul_field(p, { "requester", "responder", "topic" })
-  if nul then return nil, nul_error(nul) end
+  if nul then return nil, M.nul_error(nul) end
   if not cfg.agents[p.requester] then return nil, M.unknown_agent(cfg, p.requester) end
   if not cfg.agents[p.responder] then return nil, M.unknown_agent(cfg, p.responder) end
   local rounds = math.max(1, math.min(10, p.max_rounds or 3))
@@ -269,9 +185,9 @@ function M.dialogue(cfg, p, hooks)
   local res = dialogue.run({ requester = p.requester, responder = p.responder,
                              topic = p.topic, max_rounds = rounds },
     function(agent, other, role, round, prompt, session_id)
-      local r = runner.dispatch({ name = agent, agent = cfg.agents[agent],
-        settings = cfg.settings, task = prompt, caller = other,
-        goal = util.cut(p.topic, 200), session_id = session_id })
+      local req = assert(request.build(cfg, { agent = agent, task = prompt, caller = other,
+        goal = util.cut(p.topic, 200), session_id = session_id }, { composed = true }))
+      local r = runner.dispatch(req)
       log("info", "[round " .. round .. "] " .. agent .. ": " ..
         util.cut(r.result ~= "" and r.result or (r.error or ""), 120) .. "...")
       if hooks and hooks.progress then

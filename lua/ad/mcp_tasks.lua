@@ -11,8 +11,7 @@ local util = require "ad.util"
 local config = require "ad.config"
 local jobs = require "ad.jobs"
 local async = require "ad.async"
-local D = require "ad.dispatch"
-local groups = require "ad.groups"
+local request = require "ad.request"
 
 local M = {}
 
@@ -67,22 +66,13 @@ function M.create(name, args, notify)
     return nil, (require("ad.errors.render").load_line(err):gsub("^%l", string.upper))
   end
   core.set_limit(cfg.settings.max_concurrency)
-  local agent = cfg.agents[args.agent]
-  if not agent then return nil, D.unknown_agent(cfg, args.agent) end
-  local context = util.nonempty(args.context)
-  if name == "dispatch" and util.nonempty(args.group) then
-    local gerr = groups.check(cfg, args.group, args.agent)
-    if gerr then return nil, gerr end
-    context = groups.fold(cfg, args.group, context)
-  end
-  local rec = jobs.create({ agent = args.agent, task = args.task, context = context,
-                            caller = args.caller, goal = args.goal })
-  local copy = util.copy(agent)
-  local t = D.timeout_override(math.tointeger(tonumber(args.timeout_seconds or 0)) or 0)
-  if t then copy.timeout = t end
-  async.start(rec.id, { name = args.agent, agent = copy, settings = cfg.settings,
-    task = args.task, context = context, caller = util.nonempty(args.caller),
-    goal = util.nonempty(args.goal), response_format = util.nonempty(args.response_format) },
+  -- dispatch_async has no group parameter; what the schema check let
+  -- through is what the request carries.
+  local f = util.copy(args)
+  if name ~= "dispatch" then f.group = nil end
+  local req, rerr = request.build(cfg, f)
+  if not req then return nil, rerr end
+  local rec = async.submit(req,
     { on_done = function(id) local r = jobs.get(id) if r then notify(M.task_of(r)) end end })
   local task = M.task_of(rec)
   return json.object({ task = task, _meta = json.object({

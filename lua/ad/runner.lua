@@ -1,5 +1,7 @@
---- Running one dispatch: preconditions, the claude command line, the child
---- process under the shared limiter, and the DispatchResult.
+--- The one door of every dispatch (run), and running one: preconditions,
+--- the claude command line, the child process under the shared limiter.
+--- Requests come from ad.request; what the child wrote is read by
+--- ad.claude; the result is an ad.result DispatchResult.
 ---
 --- Two output modes share one code path: "json" (one result object at the
 --- end) and "stream" (stream-json lines; assistant lines become progress).
@@ -14,12 +16,12 @@ local json = require "ad.json"
 local util = require "ad.util"
 local errors = require "ad.errors"
 local prompt = require "ad.prompt"
+local result = require "ad.result"
+local claude = require "ad.claude"
+local request = require "ad.request"
+local state = require "ad.state"
 
 local M = {}
-
-M.RESULT_KEYS = { "agent", "success", "result", "session_id", "cost_usd",
-  "duration_ms", "num_turns", "error", "error_type", "parsed_result",
-  "denied_tools", "hint", "budget_exceeded", "cached" }
 
 --- Environment variables of a calling Claude Code session that never reach
 --- a child: the child is a separate, top-level session in another project
@@ -38,17 +40,10 @@ M.STRIPPED_ENV = { CLAUDECODE = true, CLAUDE_CODE_SESSION_ID = true,
   CLAUDE_CODE_MESSAGING_SOCKET = true, CLAUDE_CODE_MESSAGING_TOKEN = true,
   AGENT_DISPATCH_DEPTH = true }
 
-local function result(fields)
-  return json.object(fields, M.RESULT_KEYS)
-end
-M.result = result
-
-function M.failure(name, etype, message, extra)
-  local r = result({ agent = name, success = false, result = "",
-                     error = message, error_type = etype })
-  for k, v in pairs(extra or {}) do r[k] = v end
-  return r
-end
+M.result = result.new
+M.failure = result.failure
+M.RESULT_KEYS = result.KEYS
+M.parse_json_reply = claude.parse_json_reply
 
 --- Current recursion depth from our own environment (unset or garbage: 0).
 function M.depth()
@@ -84,123 +79,28 @@ function M.child_env(depth)
   return env
 end
 
---- F24: the parsed JSON value of a reply, or nil.
-function M.parse_json_reply(text)
-  if text == nil or text == "" then return nil end
-  local t = util.strip(text)
-  if t:sub(1, 3) == "```" then
-    local lines = {}
-    for line in (t .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = line end
-    table.remove(lines, 1)
-    if #lines > 0 and lines[#lines]:sub(1, 3) == "```" then table.remove(lines) end
-    t = util.strip(table.concat(lines, "\n"))
-  end
-  return (json.decode(t))
-end
-
-local function effective(agent, settings)
-  local e = {}
-  e.timeout = (agent.timeout and agent.timeout ~= 0) and agent.timeout or settings.default_timeout
-  local b = agent.max_budget_usd
-  if not b or b == 0 then b = settings.default_max_budget_usd end
-  e.budget = (b and b > 0) and b or nil
-  local pm = agent.permission_mode
-  if pm == nil or pm == "" then pm = settings.default_permission_mode end
-  e.permission_mode = (pm ~= nil and pm ~= "") and pm or nil
-  e.allowed = agent.allowed_tools ~= nil and agent.allowed_tools or settings.default_allowed_tools
-  e.disallowed = agent.disallowed_tools ~= nil and agent.disallowed_tools or settings.default_disallowed_tools
-  return e
-end
-M.effective = effective
-
---- F23: flags a result whose reported cost went over the budget.
-local function post_hoc_budget(r, budget)
-  if r.error_type == "budget" or not budget then return r end
-  local cost = r.cost_usd
-  if type(cost) == "number" and cost ~= 0 and cost > budget then
-    r.budget_exceeded = true
-    local note = errors.over_budget_note(cost, budget)
-    r.hint = r.hint and (r.hint .. " " .. note) or note
-  end
-  return r
-end
-
---- F21: the failed result for an is_error payload.
-local function error_result(name, f, session_fallback, exit_code, budget)
-  local text = f.result or ""
-  local msg
-  if text ~= "" then
-    msg = text
-  elseif f.error_detail then
-    msg = "Agent '" .. name .. "' failed: " .. f.error_detail
-  else
-    msg = "Agent '" .. name .. "' reported an error with no details" ..
-      (exit_code and (" (exit code " .. exit_code .. ")") or "")
-  end
-  local session = f.session_id or session_fallback
-  local r = result({ agent = name, success = false, result = text,
-    session_id = session, cost_usd = f.cost_usd, duration_ms = f.duration_ms,
-    num_turns = f.num_turns, denied_tools = f.denied_tools })
-  if f.budget_stop then
-    if text == "" and f.error_detail then msg = f.error_detail end
-    r.error = msg .. errors.budget_hint(name, budget, session)
-    r.error_type = "budget"
-    r.budget_exceeded = true
-    return r
-  end
-  local etype = f.denied_tools and "permission" or errors.classify(msg)
-  if etype == "permission" then msg = msg .. errors.permission_hint(name) end
-  r.error, r.error_type = msg, etype
-  return post_hoc_budget(r, budget)
-end
-
-local function success_result(name, f, session_fallback, response_format, budget)
-  local r = result({ agent = name, success = true, result = f.result or "",
-    session_id = f.session_id or session_fallback, cost_usd = f.cost_usd,
-    duration_ms = f.duration_ms, num_turns = f.num_turns,
-    denied_tools = f.denied_tools })
-  if response_format == "json" then r.parsed_result = M.parse_json_reply(r.result) end
-  if f.denied_tools then r.hint = errors.denial_hint(name, f.denied_tools) end
-  return r
-end
-
-local function old_cli(stderr)
-  local low = (stderr or ""):lower()
-  if not low:find("--session-id", 1, true) then return false end
-  for _, w in ipairs({ "unknown option", "unrecognized option",
-                       "unknown argument", "unexpected argument" }) do
-    if low:find(w, 1, true) then return true end
-  end
-  return false
-end
-
-local function spawn_error(name, msg, code, sync)
-  if code == "ENOENT" or code == "ENOTDIR" then
-    return M.failure(name, "not_found", msg)
-  elseif code == "EACCES" or code == "EPERM" then
-    return M.failure(name, "permission", msg .. (sync and errors.permission_hint(name) or ""))
-  end
-  return M.failure(name, "cli_error", msg)
-end
-
---- One child run. Returns a table {payload=, lines=, info=, truncated=,
---- last=} or raises the cancelled error after the child is gone. The
---- prompt goes to the child's stdin (input). A non-stream run keeps at
---- most M.MAX_OUTPUT bytes of stdout lines; past that only the last line
---- (where the CLI's result object is), as last.
-local function run_child(argv, input, cwd, env, timeout, on_progress, stream, req)
+--- One child run: take a concurrency slot, spawn, collect stdout lines
+--- (stream mode: decode each as it comes, report progress, keep only the
+--- result event), wait. Returns what claude.interpret reads: {lines=,
+--- payload=, info=, truncated=, last=} or {spawn_error = {msg, code}};
+--- raises the cancelled error after the child is gone. The prompt goes to
+--- the child's stdin. A non-stream run keeps at most M.MAX_OUTPUT bytes of
+--- stdout lines; past that only the last line (where the CLI's result
+--- object is), as last.
+local function run_child(argv, text, env, timeout, req)
   local slot = core.acquire()
   if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
   if req.on_slot and req.on_slot() == false then
     slot:release()
     error(errors.new("cancelled", "cancelled before it started"), 0)
   end
+  local stream, on_progress = req.stream, req.on_progress
   local cap = M.MAX_OUTPUT
   -- With on_spawn the child waits at its start gate until on_spawn has
   -- returned: whatever it records names the child before it runs.
-  local p, msg, code = core.process{ argv = argv, cwd = cwd, env = env,
+  local p, msg, code = core.process{ argv = argv, cwd = req.agent.directory, env = env,
     timeout = timeout, grace = M.kill_grace, drain = M.drain, slot = slot,
-    stdin = input, gated = req.on_spawn ~= nil,
+    stdin = text, gated = req.on_spawn ~= nil,
     max_line = (not stream) and cap or nil, max_output = (not stream) and cap or nil }
   if not p then
     slot:release()
@@ -211,7 +111,7 @@ local function run_child(argv, input, cwd, env, timeout, on_progress, stream, re
   else
     p:start()
   end
-  local out = { lines = {}, progress = 0 }
+  local out = { lines = {} }
   -- Redact hooks clean each line at its source, before any consumer (a
   -- job's stored tail, MCP notifications, the run display) sees it.
   local plugins = package.loaded["ad.plugins"]
@@ -224,18 +124,11 @@ local function run_child(argv, input, cwd, env, timeout, on_progress, stream, re
       break
     end
     if stream then
-      local kind, payload, progress = core.claude_event(line)
-      if kind == nil then -- a lone surrogate escape: keep the event (U+FFFD)
-        local fixed = json.fix_surrogates(line)
-        if fixed then kind, payload, progress = core.claude_event(fixed) end
-      end
+      local kind, payload, progress = claude.event(line)
       if kind == "result" then
         out.payload = payload
       elseif kind == "assistant" and on_progress then
-        for _, text in ipairs(progress) do
-          out.progress = out.progress + 1
-          on_progress(filter and filter(text) or text)
-        end
+        for _, t in ipairs(progress) do on_progress(filter and filter(t) or t) end
       end
     else
       out.lines[#out.lines + 1] = line
@@ -278,172 +171,136 @@ M.drain = 2
 --- progress(handle, line), finish(handle, result)}.
 M.observer = nil
 
---- Runs one dispatch. req fields: name, agent (config entry), settings,
---- task, context, caller, goal, response_format, session_id (resume),
---- timeout (override seconds, already clamped), stream (bool),
---- on_progress (fn(line)), on_slot (fn() -> false to give up once a
---- concurrency slot is granted), on_spawn (fn(pid) -> false to end the
---- child unstarted; the child waits at its start gate until on_spawn has
---- returned). Returns a DispatchResult.
-local observed
-
---- The one door every dispatch goes through (tools, parallel items, the
---- aggregator, dialogue turns, async jobs, MCP tasks, scripts, `test`):
---- user hooks apply here, so no path can bypass a refusing before_dispatch
---- hook or skip an after_result redaction. Callers that ran the hooks
---- themselves (ad.dispatch.one, around its cache) pass hooks_applied.
-function M.dispatch(req)
-  local plugins = package.loaded["ad.plugins"]
-  if req.hooks_applied or not plugins or not plugins.active() then
-    return observed(req)
+--- Runs the claude CLI for a request (hooks, cache and observer are the
+--- caller's): preconditions, the command line, one child (two when an old
+--- CLI refuses --session-id), the DispatchResult.
+local function execute(req)
+  local name, settings = req.agent_name, req.settings
+  local depth = M.depth()
+  if depth >= settings.max_dispatch_depth then
+    return result.failure(name, "recursion", "Dispatch depth " .. depth .. " >= max " ..
+      settings.max_dispatch_depth .. ": an agent is probably dispatching back " ..
+      "to its caller (depth " .. depth .. " >= max " .. settings.max_dispatch_depth ..
+      "). Raise settings.max_dispatch_depth in agents.yaml if this nesting is intended.")
   end
-  local view = { agent = req.name, task = req.task, context = req.context,
-    caller = req.caller, goal = req.goal, response_format = req.response_format,
-    session_id = req.session_id }
-  local allowed, why = plugins.before_dispatch(view)
-  if not allowed then return M.failure(req.name, "permission", why) end
-  local r = util.copy(req)
-  r.task, r.context, r.caller, r.goal = view.task, view.context, view.caller, view.goal
-  return plugins.after_result(view, observed(r))
+  local path = M.claude_path()
+  if not path then
+    return result.failure(name, "not_found", "Claude CLI not found in PATH. Install " ..
+      "it: https://docs.anthropic.com/en/docs/claude-code (npm install -g " ..
+      "@anthropic-ai/claude-code)")
+  end
+  if core.health(req.agent.directory) ~= true then
+    return result.failure(name, "not_found", "Directory does not exist: " .. req.agent.directory)
+  end
+  local eff = request.effective(req)
+  local text = prompt.build(req)
+  local resume = req.session_id
+  local fresh = not resume and core.uuid4() or nil
+  local env = M.child_env(depth)
+  while true do
+    local argv, refusal = core.claude_argv{ claude = path, prompt_on_stdin = true,
+      stream = req.stream, resume = resume, session_id = fresh,
+      budget = eff.budget, model = req.agent.model,
+      permission_mode = eff.permission_mode, allowed = eff.allowed,
+      disallowed = eff.disallowed }
+    if not argv then return result.failure(name, "cli_error", refusal) end
+    local run = run_child(argv, text, env, eff.timeout, req)
+    run.session_id, run.fresh = resume or fresh, fresh ~= nil
+    run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
+    local r = claude.interpret(run, req)
+    if r then return r end
+    io.stderr:write("agent-dispatch: warning: this claude CLI does not know " ..
+      "--session-id; retrying without it (a timed-out dispatch will not be resumable)\n")
+    fresh = nil
+  end
 end
 
-observed = function(req)
+local function observed(req)
   local obs = M.observer
-  if not obs then return M.dispatch_unobserved(req) end
-  local h = obs.start(req.name, req)
-  local r = util.copy(req)
-  local inner = req.on_progress
-  r.on_progress = function(line)
-    obs.progress(h, line)
-    if inner then inner(line) end
-  end
+  if not obs then return execute(req) end
+  local h = obs.start(req.agent_name, req)
+  local r = req
   -- Progress lines exist only in stream mode: observe them there; a plain
   -- dispatch still reports its start and end.
-  if not req.stream then r.on_progress = inner end
-  local ok, res = pcall(M.dispatch_unobserved, r)
+  if req.stream then
+    r = util.copy(req)
+    local inner = req.on_progress
+    r.on_progress = function(line)
+      obs.progress(h, line)
+      if inner then inner(line) end
+    end
+  end
+  local ok, res = pcall(execute, r)
   obs.finish(h, ok and res or nil)
   if not ok then error(res, 0) end
   return res
 end
 
-function M.dispatch_unobserved(req)
-  local name, agent, settings = req.name, req.agent, req.settings
-  local depth = M.depth()
-  if depth >= settings.max_dispatch_depth then
-    return M.failure(name, "recursion", "Dispatch depth " .. depth .. " >= max " ..
-      settings.max_dispatch_depth .. ": an agent is probably dispatching back " ..
-      "to its caller (depth " .. depth .. " >= max " .. settings.max_dispatch_depth ..
-      "). Raise settings.max_dispatch_depth in agents.yaml if this nesting is intended.")
-  end
-  local claude = M.claude_path()
-  if not claude then
-    return M.failure(name, "not_found", "Claude CLI not found in PATH. Install " ..
-      "it: https://docs.anthropic.com/en/docs/claude-code (npm install -g " ..
-      "@anthropic-ai/claude-code)")
-  end
-  if core.health(agent.directory) ~= true then
-    return M.failure(name, "not_found", "Directory does not exist: " .. agent.directory)
-  end
-  local eff = effective(agent, settings)
-  local timeout = req.timeout and req.timeout > 0 and req.timeout or eff.timeout
-  local text = prompt.build(req)
-  local resume = util.nonempty(req.session_id)
-  local fresh = not resume and core.uuid4() or nil
-  local session_in_use = resume or fresh
-  local env = M.child_env(depth)
+local function cache_key(req)
+  return json.encode(json.array{ req.agent_name, req.task, req.context or "",
+    req.caller or "", req.goal or "", req.response_format or "" })
+end
 
-  local attempt = 0
-  while true do
-    attempt = attempt + 1
-    local argv, refusal = core.claude_argv{ claude = claude, prompt_on_stdin = true,
-      stream = req.stream, resume = resume, session_id = fresh,
-      budget = eff.budget, model = agent.model,
-      permission_mode = eff.permission_mode, allowed = eff.allowed,
-      disallowed = eff.disallowed }
-    if not argv then
-      return M.failure(name, "cli_error", refusal)
-    end
-    local run = run_child(argv, text, agent.directory, env, timeout, req.on_progress, req.stream, req)
-    if run.spawn_error then
-      return spawn_error(name, run.spawn_error[1], run.spawn_error[2], not req.stream)
-    end
-    local info = run.info
-    local payload = run.payload
-    local stdout
-    if not req.stream then
-      stdout = util.strip(table.concat(run.lines, "\n"))
-      local decoded = stdout ~= "" and json.decode(stdout) or nil
-      if type(decoded) == "table" and not json.is_array(decoded) then payload = decoded end
-    end
-    local stderr = util.strip(info.stderr or "")
-    if not req.stream and run.truncated then
-      -- Over the cap: only a result object on the last line still counts.
-      local last = run.last and json.decode(run.last)
-      payload = type(last) == "table" and not json.is_array(last) and last.type == "result"
-        and last or nil
-      if not payload then
-        return M.failure(name, "cli_error", string.format("Output truncated: claude " ..
-          "wrote more than %d bytes on stdout (the limit of a dispatch's output) " ..
-          "and no result object at the end. The output began: %s", M.MAX_OUTPUT,
-          util.cut(stdout, 500)), { session_id = session_in_use })
-      end
-    end
+local function clean_success(r)
+  return r.success == true and not (r.denied_tools and #r.denied_tools > 0)
+    and not r.budget_exceeded
+end
 
-    if payload then
-      local f = core.claude_result(payload)
-      local r
-      if f.is_error then
-        r = error_result(name, f, session_in_use, (not req.stream) and info.exit_code or nil, eff.budget)
-      else
-        r = success_result(name, f, session_in_use, req.response_format, eff.budget)
-        if info.timed_out then
-          local note = "The final answer arrived, but the process had to be killed " ..
-            "at the " .. timeout .. "s deadline; the answer is complete."
-          r.hint = r.hint and (r.hint .. " " .. note) or note
-        end
-        r = post_hoc_budget(r, eff.budget)
-      end
-      return r
-    end
-    if info.timed_out then
-      return M.failure(name, "timeout", errors.timeout_message(name, timeout, session_in_use),
-        { session_id = session_in_use })
-    end
-    if attempt == 1 and fresh and info.exit_code ~= 0 and (stdout or "") == "" and old_cli(stderr) then
-      io.stderr:write("agent-dispatch: warning: this claude CLI does not know " ..
-        "--session-id; retrying without it (a timed-out dispatch will not be resumable)\n")
-      fresh, session_in_use = nil, nil
-    else
-      local out_text = stdout or ""
-      if not req.stream and out_text ~= "" and info.exit_code == 0 then
-        -- Plain-text tier: stdout that is not a JSON object.
-        local r = result({ agent = name, success = true, result = out_text,
-                           session_id = session_in_use })
-        if req.response_format == "json" then r.parsed_result = M.parse_json_reply(out_text) end
-        return r
-      end
-      local msg
-      if out_text ~= "" then
-        msg = out_text
-      elseif stderr ~= "" then
-        msg = stderr
-      elseif req.stream then
-        msg = "No result received (exit code " .. info.exit_code .. ")"
-      elseif info.exit_code ~= 0 then
-        msg = "claude exited with code " .. info.exit_code
-      elseif info.signal ~= 0 then
-        msg = "claude was killed by signal " .. info.signal .. " and produced no output"
-      else
-        msg = "claude exited with code " .. info.exit_code .. " and produced no output"
-      end
-      local etype = errors.classify(msg)
-      local r = result({ agent = name, success = false, result = out_text,
-        session_id = session_in_use,
-        error = msg .. (etype == "permission" and errors.permission_hint(name) or ""),
-        error_type = etype })
-      return r
+--- The one door every dispatch goes through (tools, parallel items, the
+--- aggregator, dialogue turns, async jobs, MCP tasks, scripts, `test`),
+--- with a request from ad.request. User hooks run here, once: no path can
+--- bypass a refusing before_dispatch hook or skip an after_result
+--- redaction. Just inside the hooks sits the cache (req.use_cache, never
+--- for a session turn): a hit is answered without a child, a clean
+--- success is stored. Returns the DispatchResult and the request as it
+--- ran (after the hooks), or nil and the message of a refusing
+--- before_dispatch hook.
+---@param req table
+---@return table|nil result, table|string ran_or_refusal
+function M.run(req)
+  local plugins = package.loaded["ad.plugins"]
+  local hooked = plugins and plugins.active()
+  local view
+  if hooked then
+    view = request.view(req)
+    local allowed, why = plugins.before_dispatch(view)
+    if not allowed then return nil, why end
+    req = request.with_view(req, view)
+  end
+  local log = req.log
+  local cache = req.use_cache and not req.session_id and state.cache(req.settings) or nil
+  local key, r
+  if cache then
+    key = cache_key(req)
+    local hit = cache:get(key)
+    if hit then
+      if log then log("info", "Cache hit for " .. req.agent_name .. ": " .. util.cut(req.task, 80)) end
+      r = result.new(json.decode(hit))
+      r.cached = true
     end
   end
+  if not r then
+    if log and req.session_id then
+      log("info", "Dispatching to " .. req.agent_name .. " (resuming " ..
+        util.cut(req.session_id, 12) .. "...): " .. util.cut(req.task, 80))
+    elseif log then
+      log("info", "Dispatching to " .. req.agent_name .. ": " .. util.cut(req.task, 80) .. "...")
+    end
+    r = observed(req)
+    if cache and clean_success(r) then cache:put(key, req.agent_name, json.encode(r)) end
+  end
+  if hooked then return plugins.after_result(view, r), req end
+  return r, req
+end
+
+--- M.run for callers whose refusals are failed results: a refusing
+--- before_dispatch hook becomes a "permission" failure.
+---@param req table
+---@return table
+function M.dispatch(req)
+  local r, why = M.run(req)
+  if not r then return result.failure(req.agent_name, "permission", why) end
+  return r -- one value: the request as it ran stays internal
 end
 
 return M

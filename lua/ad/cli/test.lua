@@ -1,7 +1,6 @@
 --- The `test` command of the CLI: one real dispatch to an agent, its answer
 --- (or its error with a diagnosis) printed. Returns {test = command}.
 local core = require "ad.core"
-local util = require "ad.util"
 local common = require "ad.cli.common"
 
 local out, err = common.out, common.err
@@ -23,11 +22,11 @@ C.test = {
     out("Dispatching to '", name, "' (", a.directory, ")...")
     out("Task: ", t)
     out("---")
-    local agent = util.copy(a)
-    if o.timeout and o.timeout > 0 then agent.timeout = o.timeout end
-    local r = require("ad.runner").dispatch({ name = name, agent = agent, settings = cfg.settings,
-      task = t, stream = o.stream,
-      on_progress = o.stream and function(line) err("  -> ", line) end or nil })
+    -- --timeout is this command's own one-off value, taken as given.
+    local req = assert(require("ad.request").build(cfg, { agent = name, task = t,
+      timeout = o.timeout, stream = o.stream,
+      on_progress = o.stream and function(line) err("  -> ", line) end or nil }))
+    local r = require("ad.runner").dispatch(req)
     if r.success then
       out(r.result)
       if r.hint then out("") out("Note: ", r.hint) end

@@ -7,7 +7,7 @@ local tools = require "ad.tools"
 local limits = require "ad.limits"
 local jobs = util.lazy "ad.jobs"
 local async = util.lazy "ad.async"
-local D = util.lazy "ad.dispatch"
+local request = util.lazy "ad.request"
 
 local function bad_id(x)
   return tools.envelope("Invalid ref/job_id format: " .. util.repr(tostring(x)) ..
@@ -41,24 +41,9 @@ tools.define{
     { "readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint" }),
   guard = "config",
   handler = function(a, ctx)
-    local cfg = ctx.cfg
-    local agent = cfg.agents[a.agent]
-    if not agent then return tools.envelope(D.unknown_agent(cfg, a.agent)) end
-    -- Everything that can fail to load (a broken override) runs before
-    -- the record exists, and a start that still fails ends the job: no
-    -- job may stay pending forever.
-    local start = async.start
-    local copy = util.copy(agent)
-    local t = D.timeout_override(a.timeout_seconds)
-    if t then copy.timeout = t end
-    local rec = jobs.create(a)
-    local ok, err = pcall(start, rec.id, { name = a.agent, agent = copy, settings = cfg.settings,
-      task = a.task, context = util.nonempty(a.context), caller = util.nonempty(a.caller),
-      goal = util.nonempty(a.goal), response_format = util.nonempty(a.response_format) })
-    if not ok then
-      pcall(jobs.fail, rec.id, "The job could not start: " .. tostring(type(err) == "table" and err.message or err))
-      error(err, 0)
-    end
+    local req, err = request.build(ctx.cfg, a)
+    if not req then return tools.envelope(err) end
+    local rec = async.submit(req)
     ctx.log("info", "Started async dispatch " .. rec.id .. " to " .. a.agent)
     return json.object({ job_id = rec.id, status = "pending", agent = a.agent },
                        { "job_id", "status", "agent" })

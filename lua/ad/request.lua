@@ -1,0 +1,150 @@
+--- The request: one object from every entry point to the child's command
+--- line, built here and nowhere else. Every route (dispatch,
+--- dispatch_session, dispatch_stream, parallel items, the aggregator,
+--- dialogue turns, dispatch_async, MCP tasks, the `run` API, CLI `test`)
+--- calls build() and hands the result to ad.runner.
+---
+--- Fields of a request (explicit names; "agent" alone is never used):
+---   agent_name       the agent's name (as configured)
+---   agent            its config entry (directory, model, permissions...)
+---   settings         the config's settings
+---   task, context, caller, goal, response_format, session_id
+---                    strings, or nil (an empty string means absent);
+---                    context has the group's shared context folded in
+---   group            the group the dispatch runs as a member of, or nil
+---   timeout          one-off timeout override in seconds, or nil (the
+---                    agent's own)
+---   stream           true: stream-json, progress lines to on_progress
+---   use_cache        true: an identical clean success may be answered
+---                    from the cache (never with session_id)
+---   on_progress(line), log(level, msg)              observers, optional
+---   on_slot() -> false, on_spawn(pid) -> false      async job gates
+--- Room is left for what later work adds to a request (a trace parent, a
+--- tree budget, a transport mode): add a field here, read it in the runner.
+local util = require "ad.util"
+local json = require "ad.json"
+local groups = require "ad.groups"
+local limits = require "ad.limits"
+
+local M = {}
+
+M.MIN_TIMEOUT, M.MAX_TIMEOUT = limits.MIN_TIMEOUT, limits.MAX_TIMEOUT
+
+--- The strings of a request as callers give them.
+M.STRINGS = { "agent", "task", "context", "caller", "goal",
+  "response_format", "group", "session_id" }
+
+--- F25: a one-off timeout override in seconds, or nil (keep the agent's).
+--- nil, null, 0 and negative values keep the agent's; others are clamped
+--- to [MIN_TIMEOUT, MAX_TIMEOUT] (ad.limits). A numeric string counts as
+--- its number. Returns nil, message for anything else.
+function M.timeout_override(v)
+  if v == nil or v == json.null then return nil end
+  local n = v
+  if type(v) == "string" then n = tonumber(util.strip(v)) end
+  if type(n) ~= "number" or n ~= n then
+    return nil, "timeout_seconds must be a number, got " .. json.describe(v)
+  end
+  if n <= 0 then return nil end
+  return math.max(M.MIN_TIMEOUT, math.min(M.MAX_TIMEOUT, n))
+end
+
+function M.unknown_agent(cfg, name)
+  return "Unknown agent: " .. util.repr(name) .. ". Available: " ..
+    (#cfg.agent_names > 0 and table.concat(cfg.agent_names, ", ") or "(none configured)")
+end
+
+--- The first of keys whose value in t is a string holding a NUL character,
+--- or nil. A NUL would silently cut the value where it becomes a C string
+--- (the claude command line), so every route refuses it up front.
+function M.nul_field(t, keys)
+  for _, k in ipairs(keys) do
+    local v = t[k]
+    if type(v) == "string" and v:find("\0", 1, true) then return k end
+  end
+  return nil
+end
+
+function M.nul_error(field)
+  return "Invalid arguments: '" .. field .. "' must not contain NUL characters"
+end
+
+--- Builds a request from what a caller gives: agent (a name), task,
+--- context, caller, goal, response_format, group, session_id,
+--- timeout_seconds (clamped, see timeout_override) or timeout (seconds,
+--- taken as given: the CLI's own --timeout), stream, use_cache,
+--- on_progress, log, on_slot, on_spawn. Returns the request, or nil and a
+--- message (NUL characters, an unknown agent or group, a bad timeout).
+---
+--- opts.composed: the texts were composed by us from earlier answers
+--- (aggregation, dialogue turns), whose names were checked already, so a
+--- NUL an agent wrote in its answer is passed on, not refused.
+---@return table|nil req, string|nil message
+function M.build(cfg, f, opts)
+  if not (opts and opts.composed) then
+    local nul = M.nul_field(f, M.STRINGS)
+    if nul then return nil, M.nul_error(nul) end
+  end
+  local name = f.agent
+  local agent = cfg.agents[name]
+  if not agent then return nil, M.unknown_agent(cfg, name) end
+  local timeout, terr = f.timeout, nil
+  if timeout == nil then
+    timeout, terr = M.timeout_override(f.timeout_seconds)
+    if terr then return nil, terr end
+  elseif not (timeout > 0) then
+    timeout = nil
+  end
+  local group = util.nonempty(f.group)
+  local context = util.nonempty(f.context)
+  if group then
+    local err = groups.check(cfg, group, name)
+    if err then return nil, err end
+    context = util.nonempty(groups.fold(cfg, group, context))
+  end
+  return {
+    agent_name = name, agent = agent, settings = cfg.settings,
+    task = f.task, context = context, caller = util.nonempty(f.caller),
+    goal = util.nonempty(f.goal), response_format = util.nonempty(f.response_format),
+    group = group, session_id = util.nonempty(f.session_id), timeout = timeout,
+    stream = f.stream == true, use_cache = f.use_cache == true,
+    on_progress = f.on_progress, log = f.log, on_slot = f.on_slot, on_spawn = f.on_spawn,
+  }
+end
+
+--- What user hooks see of a request (before_dispatch may change task,
+--- context, caller and goal; after_result receives it with the result).
+function M.view(req)
+  return { agent = req.agent_name, task = req.task, context = req.context,
+    caller = req.caller, goal = req.goal, response_format = req.response_format,
+    group = req.group, session_id = req.session_id }
+end
+
+--- The request as a before_dispatch hook left its view: a copy with the
+--- hook's task, context, caller and goal.
+function M.with_view(req, view)
+  local r = util.copy(req)
+  r.task, r.context = view.task, util.nonempty(view.context)
+  r.caller, r.goal = util.nonempty(view.caller), util.nonempty(view.goal)
+  return r
+end
+
+--- The agent's settings merged over the defaults: timeout, budget (a
+--- positive cap, or nil), permission_mode, allowed, disallowed.
+function M.effective(req)
+  local agent, settings = req.agent, req.settings
+  local e = {}
+  e.timeout = (agent.timeout and agent.timeout ~= 0) and agent.timeout or settings.default_timeout
+  if req.timeout then e.timeout = req.timeout end
+  local b = agent.max_budget_usd
+  if not b or b == 0 then b = settings.default_max_budget_usd end
+  e.budget = (b and b > 0) and b or nil
+  local pm = agent.permission_mode
+  if pm == nil or pm == "" then pm = settings.default_permission_mode end
+  e.permission_mode = (pm ~= nil and pm ~= "") and pm or nil
+  e.allowed = agent.allowed_tools ~= nil and agent.allowed_tools or settings.default_allowed_tools
+  e.disallowed = agent.disallowed_tools ~= nil and agent.disallowed_tools or settings.default_disallowed_tools
+  return e
+end
+
+return M

@@ -1,0 +1,29 @@
+--- The DispatchResult: what every dispatch returns, on success and on
+--- failure alike (never an exception, cancellation aside). One shape, one
+--- key order, for the tools, job records, the cache and scripts.
+local json = require "ad.json"
+
+local M = {}
+
+M.KEYS = { "agent", "success", "result", "session_id", "cost_usd",
+  "duration_ms", "num_turns", "error", "error_type", "parsed_result",
+  "denied_tools", "hint", "budget_exceeded", "cached" }
+
+--- fields marked as a DispatchResult (its keys come out in M.KEYS order).
+---@param fields table
+---@return table
+function M.new(fields)
+  return json.object(fields, M.KEYS)
+end
+
+--- A failed DispatchResult: agent name, error type (errors.TYPES), message,
+--- and extra fields (session_id, hint, cost...) copied over.
+---@return table
+function M.failure(name, etype, message, extra)
+  local r = M.new({ agent = name, success = false, result = "",
+                    error = message, error_type = etype })
+  for k, v in pairs(extra or {}) do r[k] = v end
+  return r
+end
+
+return M
