@@ -1,21 +1,21 @@
 /* The claude CLI's command line and output, on the C side.
  *
- *   core.claude_argv{claude=, prompt=, prompt_on_stdin=, stream=, resume=,
+ *   core.claude.argv{claude=, prompt=, prompt_on_stdin=, stream=, resume=,
  *       session_id=, budget=, model=, permission_mode=, allowed={},
  *       disallowed={}}
  *       -> argv | nil, refusal   (argument-injection guard, see claude.h;
  *       also refuses NUL characters and a non-finite budget)
- *   core.claude_event(line) -> type, payload [, progress]
+ *   core.claude.event(line) -> type, payload [, progress]
  *       one stream-json line; nil for blank, non-JSON or non-object lines
  *       (unknown types such as tool_progress pass through by name and are
  *       ignored by the caller). For "assistant", progress is the list of
  *       progress lines: text blocks (first 500 code points) and
  *       "Using tool: <name>".
- *   core.claude_result(payload) -> fields: the result object reduced to
+ *   core.claude.result(payload) -> fields: the result object reduced to
  *       trusted shapes (numbers only where numbers belong, error details
  *       capped at 5 x 300 code points, denied tools deduplicated, at most
  *       10 names of at most 100 code points).
- *   core.format_double(x) -> shortest round-trip text ("0.5", "1.0") */
+ *   core.claude.format_double(x) -> shortest round-trip text ("0.5", "1.0") */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -449,21 +449,23 @@ static int l_format_double(lua_State *L)
 
 void bind_claude_register(lua_State *L)
 {
+    lua_newtable(L);                                      /* core claude */
     lua_pushcfunction(L, l_claude_argv);
-    lua_setfield(L, -2, "claude_argv");
+    lua_setfield(L, -2, "argv");
     lua_pushcfunction(L, l_format_double);
     lua_setfield(L, -2, "format_double");
 
     /* A private cjson instance: decode for events, encode for stringifying
      * non-string values. */
-    luaL_requiref(L, "cjson", luaopen_cjson, 0);         /* core cjson */
+    luaL_requiref(L, "cjson", luaopen_cjson, 0);         /* claude cjson */
     lua_getfield(L, -1, "decode");
-    lua_getfield(L, -2, "encode");                        /* core cj dec enc */
+    lua_getfield(L, -2, "encode");                      /* claude cj dec enc */
     lua_pushvalue(L, -2);
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, l_claude_event, 2);
-    lua_setfield(L, -5, "claude_event");
+    lua_setfield(L, -5, "event");
     lua_pushcclosure(L, l_claude_result, 2);
-    lua_setfield(L, -3, "claude_result");
-    lua_pop(L, 1);                                        /* core */
+    lua_setfield(L, -3, "result");
+    lua_pop(L, 1);                                        /* core claude */
+    lua_setfield(L, -2, "claude");                        /* core */
 }
