@@ -1,5 +1,9 @@
 /* YAML <-> Lua tables with libyaml (agents.yaml load and save).
  *
+ * Over 500 lines on purpose: one job, and load and dump share the scalar
+ * rules (what reads back as a bool, a number or null), so they stay in one
+ * file.
+ *
  *   core.yaml.load(text) -> value | nil, message
  *   core.yaml.dump(value) -> text | nil, message
  *
