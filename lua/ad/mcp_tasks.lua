@@ -24,7 +24,7 @@ local STATUS = { pending = "working", running = "working", done = "completed",
                  failed = "failed", cancelled = "cancelled" }
 
 local function iso(t)
-  t = tonumber(t) or core.time()
+  t = tonumber(t) or core.task.time()
   local frac = t - math.floor(t)
   return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t)) .. string.format(".%03dZ", math.floor(frac * 1000))
 end
@@ -66,7 +66,7 @@ function M.create(name, args, notify)
   if not cfg then
     return nil, (require("ad.errors.render").load_line(err):gsub("^%l", string.upper))
   end
-  core.set_limit(cfg.settings.max_concurrency)
+  core.limiter.set_limit(cfg.settings.max_concurrency)
   local agent = cfg.agents[args.agent]
   if not agent then return nil, D.unknown_agent(cfg, args.agent) end
   local context = util.nonempty(args.context)

@@ -65,7 +65,7 @@ end
 
 function M.claude_path()
   local override = os.getenv("AGENT_DISPATCH_CLAUDE")
-  return core.which(override ~= nil and override ~= "" and override or "claude")
+  return core.sys.which(override ~= nil and override ~= "" and override or "claude")
 end
 
 -- The process environment never changes after start: filter it once.
@@ -74,7 +74,7 @@ local inherited
 function M.child_env(depth)
   if not inherited then
     inherited = {}
-    for _, kv in ipairs(core.environ()) do
+    for _, kv in ipairs(core.sys.environ()) do
       local k = kv:match("^([^=]*)=")
       if k and not M.STRIPPED_ENV[k] then inherited[#inherited + 1] = kv end
     end
@@ -189,7 +189,7 @@ end
 --- most M.MAX_OUTPUT bytes of stdout lines; past that only the last line
 --- (where the CLI's result object is), as last.
 local function run_child(argv, input, cwd, env, timeout, on_progress, stream, req)
-  local slot = core.acquire()
+  local slot = core.limiter.acquire()
   if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
   if req.on_slot and req.on_slot() == false then
     slot:release()
@@ -198,7 +198,7 @@ local function run_child(argv, input, cwd, env, timeout, on_progress, stream, re
   local cap = M.MAX_OUTPUT
   -- With on_spawn the child waits at its start gate until on_spawn has
   -- returned: whatever it records names the child before it runs.
-  local p, msg, code = core.process{ argv = argv, cwd = cwd, env = env,
+  local p, msg, code = core.proc.spawn{ argv = argv, cwd = cwd, env = env,
     timeout = timeout, grace = M.kill_grace, drain = M.drain, slot = slot,
     stdin = input, gated = req.on_spawn ~= nil,
     max_line = (not stream) and cap or nil, max_output = (not stream) and cap or nil }
@@ -224,10 +224,10 @@ local function run_child(argv, input, cwd, env, timeout, on_progress, stream, re
       break
     end
     if stream then
-      local kind, payload, progress = core.claude_event(line)
+      local kind, payload, progress = core.claude.event(line)
       if kind == nil then -- a lone surrogate escape: keep the event (U+FFFD)
         local fixed = json.fix_surrogates(line)
-        if fixed then kind, payload, progress = core.claude_event(fixed) end
+        if fixed then kind, payload, progress = core.claude.event(fixed) end
       end
       if kind == "result" then
         out.payload = payload
@@ -241,7 +241,7 @@ local function run_child(argv, input, cwd, env, timeout, on_progress, stream, re
       out.lines[#out.lines + 1] = line
     end
   end
-  if cancelled or core.cancelled() then
+  if cancelled or core.task.cancelled() then
     p:kill()
     p:wait()      -- the slot goes back when the child has been reaped
     p:close()
@@ -341,21 +341,21 @@ function M.dispatch_unobserved(req)
       "it: https://docs.anthropic.com/en/docs/claude-code (npm install -g " ..
       "@anthropic-ai/claude-code)")
   end
-  if core.health(agent.directory) ~= true then
+  if core.project.health(agent.directory) ~= true then
     return M.failure(name, "not_found", "Directory does not exist: " .. agent.directory)
   end
   local eff = effective(agent, settings)
   local timeout = req.timeout and req.timeout > 0 and req.timeout or eff.timeout
   local text = prompt.build(req)
   local resume = util.nonempty(req.session_id)
-  local fresh = not resume and core.uuid4() or nil
+  local fresh = not resume and core.text.uuid4() or nil
   local session_in_use = resume or fresh
   local env = M.child_env(depth)
 
   local attempt = 0
   while true do
     attempt = attempt + 1
-    local argv, refusal = core.claude_argv{ claude = claude, prompt_on_stdin = true,
+    local argv, refusal = core.claude.argv{ claude = claude, prompt_on_stdin = true,
       stream = req.stream, resume = resume, session_id = fresh,
       budget = eff.budget, model = agent.model,
       permission_mode = eff.permission_mode, allowed = eff.allowed,
@@ -390,7 +390,7 @@ function M.dispatch_unobserved(req)
     end
 
     if payload then
-      local f = core.claude_result(payload)
+      local f = core.claude.result(payload)
       local r
       if f.is_error then
         r = error_result(name, f, session_in_use, (not req.stream) and info.exit_code or nil, eff.budget)
