@@ -591,7 +591,7 @@ function benchJobWrite() {
   const sum = ['lock', 'get', 'encode', 'write'].map((k) => median(parts[k]));
   notes.push(`Job write, where an update_progress goes (medians of ${parts.write.length}): lock+unlock ` +
     `${f3(ms(sum[0]))} ms, jobs.get (read + decode) ${f3(ms(sum[1]))} ms, encode ${f3(ms(sum[2]))} ms, ` +
-    `core.jobs_write (temp, fsync, rename, dir fsync) ${f3(ms(sum[3]))} ms; the write is ` +
+    `core.jobs.write (temp, fsync, rename, dir fsync) ${f3(ms(sum[3]))} ms; the write is ` +
     `${f2(100 * sum[3] / sum.reduce((a, x) => a + x, 0))}% of the sum. Filesystem of the temp dir: ` +
     `${fsType(tmp)}.`);
 }

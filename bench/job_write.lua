@@ -1,5 +1,5 @@
 -- job_write.lua - the cost of one job state change, through the product's
--- own job store code, timed inside the product with core.now()
+-- own job store code, timed inside the product with core.task.now()
 -- (CLOCK_MONOTONIC seconds). Run by the product:
 --
 --   AGENT_DISPATCH_JOBS_DIR=DIR agent-dispatch run bench/job_write.lua MODE N
@@ -14,7 +14,7 @@
 --             a status change, so the index line is rewritten in place too.
 --   parts     where the time of update_progress goes: N rounds each timing
 --             jobs.get (read + decode), the encoding of the record,
---             core.jobs_write (the C atomic write, fsyncs included) and
+--             core.jobs.write (the C atomic write, fsyncs included) and
 --             taking + releasing the jobs lock.
 -- Prints one line per timed operation: "LABEL MICROSECONDS", and first
 -- "# bytes B" (the size of the record file written).
@@ -43,7 +43,7 @@ local function emit(label, t0, t1)
   out[#out + 1] = string.format("%s %.1f", label, (t1 - t0) * 1e6)
 end
 local function size(id)
-  local text = core.jobs_read(jobs.dir(), id)
+  local text = core.jobs.read(jobs.dir(), id)
   return #text
 end
 
@@ -53,18 +53,18 @@ if mode == "progress" then
   assert(jobs.update_progress(rec.id, LINES))
   print("# bytes " .. size(rec.id))
   for _ = 1, n do
-    local t0 = core.now()
+    local t0 = core.task.now()
     local ok = jobs.update_progress(rec.id, LINES)
-    local t1 = core.now()
+    local t1 = core.task.now()
     assert(ok, "update_progress refused")
     emit("progress", t0, t1)
   end
 elseif mode == "create" then
   local last
   for _ = 1, n do
-    local t0 = core.now()
+    local t0 = core.task.now()
     last = jobs.create(FIELDS)
-    local t1 = core.now()
+    local t1 = core.task.now()
     emit("create", t0, t1)
   end
   print("# bytes " .. size(last.id))
@@ -75,9 +75,9 @@ elseif mode == "finish" then
     assert(jobs.mark_running(ids[i], nil))
   end
   for i = 1, n do
-    local t0 = core.now()
+    local t0 = core.task.now()
     local ok = jobs.finish(ids[i], util.copy(RESULT))
-    local t1 = core.now()
+    local t1 = core.task.now()
     assert(ok and ok.status == "done", "finish refused")
     emit("finish", t0, t1)
   end
@@ -89,21 +89,21 @@ elseif mode == "parts" then
   assert(jobs.update_progress(rec.id, LINES))
   print("# bytes " .. size(rec.id))
   for _ = 1, n do
-    local t0 = core.now()
-    local lock = assert(core.lock(dir .. "/.jobs.lock", 10))
+    local t0 = core.task.now()
+    local lock = assert(core.fs.lock(dir .. "/.jobs.lock", 10))
     lock:unlock()
-    local t1 = core.now()
+    local t1 = core.task.now()
     local r = jobs.get(rec.id)
-    local t2 = core.now()
+    local t2 = core.task.now()
     -- The encoding jobs.lua's write() does.
     r.progress = json.array(util.copy(LINES))
-    r.progress_updated_at = core.time()
+    r.progress_updated_at = core.task.time()
     local o = json.object(util.copy(r), jobs.KEYS)
     if o.progress then o.progress = json.array(o.progress) end
     local text = json.encode(o)
-    local t3 = core.now()
-    assert(core.jobs_write(dir, rec.id, text))
-    local t4 = core.now()
+    local t3 = core.task.now()
+    assert(core.jobs.write(dir, rec.id, text))
+    local t4 = core.task.now()
     emit("lock", t0, t1)
     emit("get", t1, t2)
     emit("encode", t2, t3)

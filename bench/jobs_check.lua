@@ -26,9 +26,9 @@ local function slurp(p)
   return s
 end
 
-local entries = assert(core.jobs_index_scan(dir, nil))
+local entries = assert(core.jobs.index_scan(dir, nil))
 for _, e in ipairs(entries) do
-  local text = assert(core.jobs_read(dir, e.id))
+  local text = assert(core.jobs.read(dir, e.id))
   local rec = assert(jobs.get(e.id), "jobs.get refused " .. e.id)
   local out = json.object(util.copy(rec), jobs.KEYS)
   if out.result then out.result = runner.result(util.copy(out.result)) end

@@ -26,7 +26,7 @@ local function cfg()
   if not c then
     error(render.load_line(e), 3)
   end
-  core.set_limit(c.settings.max_concurrency)
+  core.limiter.set_limit(c.settings.max_concurrency)
   return c
 end
 
@@ -149,10 +149,10 @@ end
 
 --- Concurrency helpers: run fn as a task; wait for all of a list of
 --- functions (results in order, as {ok=, value=}); sleep in seconds.
-M.spawn = task.spawn
+M.spawn = core.task.spawn
 M.all = task.all
-M.sleep = task.sleep
-M.now = task.now
+M.sleep = core.task.sleep
+M.now = core.task.now
 
 --- JSON helpers (lua-cjson underneath).
 M.json = { encode = json.encode, decode = json.decode, array = json.array }

@@ -68,7 +68,7 @@ static void expand_user(const char *path, char *buf, size_t len)
 }
 
 /* The user's Lua directory, computed here only (the searcher needs it before
- * any Lua runs; Lua reads it back with core.user_lua_dir()):
+ * any Lua runs; Lua reads it back with core.embed.user_lua_dir()):
  * $AGENT_DISPATCH_USER_LUA_DIR, else lua/ next to the config file
  * ($AGENT_DISPATCH_CONFIG or ~/.config/agent-dispatch/agents.yaml), with ~
  * expanded as for every other path. An empty variable counts as unset. */
@@ -179,6 +179,7 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&deadline, NULL);
     sched_abandon_all();
     bind_chan_close();
+    bind_signal_close();
     sched_shutdown();
     lua_close(L);
     /* Released processes close their pipes and timers as their children

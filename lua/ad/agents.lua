@@ -11,7 +11,7 @@ local M = {}
 M.NAME_RULE = "use letters, digits, '-' and '_', starting with a letter or digit"
 
 function M.name_error(name)
-  if core.valid_name(name) then return nil end
+  if core.text.valid_name(name) then return nil end
   return "Invalid agent name " .. util.repr(name) .. ": " .. M.NAME_RULE .. "."
 end
 
@@ -19,7 +19,7 @@ end
 function M.resolve_dir(dir)
   local abs, err = util.abspath(dir)
   if not abs then return nil, "Invalid directory " .. util.repr(dir) .. ": " .. err end
-  if core.health(abs) ~= true then return nil, "Directory does not exist: " .. abs end
+  if core.project.health(abs) ~= true then return nil, "Directory does not exist: " .. abs end
   return abs
 end
 

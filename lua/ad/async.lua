@@ -43,7 +43,7 @@ end
 -- when the task is cancelled: the server stops) the loss is recorded.
 local function record_result(entry, id, result)
   entry.result = result
-  local delay, deadline = 0.25, core.now() + M.SAVE_RETRY
+  local delay, deadline = 0.25, core.task.now() + M.SAVE_RETRY
   while true do
     local ok, rec = pcall(jobs.finish, id, result)
     if ok then
@@ -55,7 +55,7 @@ local function record_result(entry, id, result)
         message_of(rec), "); keeping the answer and retrying\n")
     end
     entry.unsaved = message_of(rec)
-    if core.now() >= deadline or not core.sleep(delay) then break end
+    if core.task.now() >= deadline or not core.task.sleep(delay) then break end
     delay = math.min(delay * 2, 2)
   end
   if entry.result then
@@ -70,11 +70,11 @@ function M.local_job(id) return registry[id] end
 --- Starts the worker of a pending job. req is a request (ad.request);
 --- hooks.on_done(id, result) is optional.
 function M.start(id, req, hooks)
-  local entry = { done = core.event() }
+  local entry = { done = core.task.event() }
   registry[id] = entry
   local tail, last_write, flush_failed = {}, nil, false
   local function flush()
-    last_write = core.now()
+    last_write = core.task.now()
     if #tail == 0 then return end
     -- The tail is best effort: a failed write (a full disk) must not stop
     -- the job; the next flush tries again.
@@ -85,7 +85,7 @@ function M.start(id, req, hooks)
     end
     flush_failed = not ok
   end
-  entry.task = core.spawn(function()
+  entry.task = core.task.spawn(function()
     local r = util.copy(req)
     r.stream = true
     r.use_cache = false -- a job always runs its agent
@@ -101,9 +101,9 @@ function M.start(id, req, hooks)
     r.on_spawn = function(pid)
       -- The child waits at its start gate until this returns: the record
       -- names it (durably) before it can do anything.
-      local pgid, start = core.proc_identity(pid)
+      local pgid, start = core.jobs.proc_identity(pid)
       local process = pgid and json.object({ pid = pid, pgid = pgid, start = start,
-        server_pid = core.getpid(), server_start = jobs.server_identity().start },
+        server_pid = core.sys.getpid(), server_start = jobs.server_identity().start },
         { "pid", "pgid", "start", "server_pid", "server_start" }) or nil
       local ok, rec = pcall(started and jobs.set_process or jobs.mark_running, id, process)
       started = started or (ok and rec ~= nil)
@@ -116,7 +116,7 @@ function M.start(id, req, hooks)
     r.on_progress = function(line)
       tail[#tail + 1] = util.cut(line, M.TAIL_CHARS)
       if #tail > M.TAIL_LINES then table.remove(tail, 1) end
-      if not last_write or core.now() - last_write >= M.FLUSH_EVERY then flush() end
+      if not last_write or core.task.now() - last_write >= M.FLUSH_EVERY then flush() end
     end
     local ok, result = pcall(runner.dispatch, r)
     if ok then
@@ -202,7 +202,7 @@ function M.cancel(id)
       -- killed and the record is not touched.
       message = M.NO_PROCESS
     elseif rec and rec.status == "running" and not (rec.process.server_pid and
-        core.proc_identity(rec.process.server_pid)) then
+        core.jobs.proc_identity(rec.process.server_pid)) then
       rec, outcome = jobs.cancel(id, true,
         "Cancelled while running; its process was no longer running (the server " ..
         "that started it has exited)")
@@ -220,19 +220,19 @@ end
 --- worker's completion, or on a change of the job's file (another
 --- process's job) - never a sleep-and-poll loop.
 function M.wait(id, timeout)
-  local deadline = core.now() + timeout
+  local deadline = core.task.now() + timeout
   while true do
     local rec = jobs.get(id)
     if not rec then return nil end
     if jobs.TERMINAL[rec.status] then return rec end
-    local left = deadline - core.now()
+    local left = deadline - core.task.now()
     if left <= 0 then return rec, true end
     local entry = registry[id]
     if entry then
       entry.done:wait(left)
     else
-      local ok, _, code = core.watch_dir(jobs.dir(), id .. ".json", left)
-      if not ok and code and code ~= "timeout" then core.sleep(math.min(left, 0.5)) end
+      local ok, _, code = core.jobs.watch_dir(jobs.dir(), id .. ".json", left)
+      if not ok and code and code ~= "timeout" then core.task.sleep(math.min(left, 0.5)) end
     end
   end
 end

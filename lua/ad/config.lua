@@ -127,7 +127,7 @@ local function mapping(v, where)
 end
 
 local function check_name(name, where)
-  if not core.valid_name(name) then
+  if not core.text.valid_name(name) then
     fail(where, "Invalid agent name " .. util.repr(name) .. ": use letters, " ..
       "digits, '-' and '_', starting with a letter or digit")
   end
@@ -278,7 +278,7 @@ end
 --- {kind = "schema"|"yaml"|"utf8"|"io", path =, detail =}.
 function M.load(path, fresh)
   path = path or M.path()
-  local id = core.file_id(path)
+  local id = core.fs.file_id(path)
   local hit = loaded[path]
   if not fresh and id and hit and hit.id == id then return hit.cfg end
   local cfg, err = M.parse_file(path)
@@ -300,7 +300,7 @@ function M.parse_file(path)
   -- The config decides which directories agents run in, with which
   -- permissions: like a Lua file, it is read only when no one else could
   -- have written it (checked on the descriptor that is read).
-  local text, msg, code = core.read_trusted(path, 16 * 1024 * 1024)
+  local text, msg, code = core.fs.read_trusted(path, 16 * 1024 * 1024)
   if not text then
     if code == "ENOENT" then return M.empty(path) end
     if code == "untrusted" then
@@ -309,11 +309,11 @@ function M.parse_file(path)
     end
     return nil, { kind = "io", path = path, detail = msg }
   end
-  if not core.utf8_valid(text) then
+  if not core.text.valid(text) then
     return nil, { kind = "utf8", path = path,
                   detail = "the file contains bytes that are not UTF-8" }
   end
-  local doc, yerr = core.yaml_load(text)
+  local doc, yerr = core.yaml.load(text)
   if yerr then
     return nil, { kind = "yaml", path = path, detail = yerr }
   end
@@ -381,7 +381,7 @@ end
 local function read_only(path)
   local dir = util.dirname(path)
   for _, p in ipairs({ dir, path }) do
-    local kind, _, mode = core.stat(p)
+    local kind, _, mode = core.fs.stat(p)
     if kind and mode & 128 == 0 then -- 0200
       return string.format("%s is read-only (mode %o); nothing was changed. " ..
         "To allow changes: chmod u+w %s", p, mode, p)
@@ -394,15 +394,15 @@ end
 --- {kind = "write"|"render", path =, detail =}.
 function M.save(cfg)
   local path = cfg.path or M.path()
-  local ok, text, rerr = pcall(core.yaml_dump, M.to_document(cfg))
+  local ok, text, rerr = pcall(core.yaml.dump, M.to_document(cfg))
   if not ok or not text then
     return nil, { kind = "render", path = path, detail = tostring(rerr or text) }
   end
   local ro = read_only(path)
   if ro then return nil, { kind = "write", path = path, detail = ro } end
-  local made, merr = core.mkparent(path, 448) -- 0700
+  local made, merr = core.fs.mkparent(path, 448) -- 0700
   if not made then return nil, { kind = "write", path = path, detail = merr } end
-  local wrote, werr = core.write_atomic(path, text, 384) -- 0600
+  local wrote, werr = core.fs.write_atomic(path, text, 384) -- 0600
   if not wrote then return nil, { kind = "write", path = path, detail = werr } end
   return true
 end
@@ -418,9 +418,9 @@ function M.mutate(fn, path)
   local warnings = {}
   local ro = read_only(path)
   if ro then return nil, { kind = "write", path = path, detail = ro }, warnings end
-  core.mkparent(path, 448)
+  core.fs.mkparent(path, 448)
   local wait = M.lock_wait()
-  local lock, lerr = core.lock(path .. ".lock", wait)
+  local lock, lerr = core.fs.lock(path .. ".lock", wait)
   if not lock then
     -- Writing without the lock could lose another process's change while
     -- both report success; failing is the honest outcome.

@@ -10,8 +10,8 @@ local M = {}
 -- project (a link out of it, to a pipe or to /proc, is never followed),
 -- never blocking, and never beyond a size cap.
 local function read_text(dir, rel, max)
-  local data, cut = core.read_project(dir, rel, max or (1024 * 1024))
-  if not data or cut or not core.utf8_valid(data) then return nil end
+  local data, cut = core.project.read(dir, rel, max or (1024 * 1024))
+  if not data or cut or not core.text.valid(data) then return nil end
   return data
 end
 
@@ -30,7 +30,7 @@ end
 --- JSON text as a flow mapping and does. Keys it cannot account for (text
 --- libyaml rejects) follow, sorted.
 local function key_order(text, obj)
-  local ok, ydoc = pcall(core.yaml_load, text)
+  local ok, ydoc = pcall(core.yaml.load, text)
   if not ok then ydoc = nil end
   local ym = type(ydoc) == "table" and ydoc.mcpServers
   local mt = type(ym) == "table" and getmetatable(ym)
@@ -110,9 +110,9 @@ function M.auto_describe(dir)
   end
   local mcp = M.mcp_servers(dir)
   if #mcp > 0 then parts[#parts + 1] = "MCP: " .. table.concat(mcp, ", ") end
-  local stacks = core.stacks(dir)
+  local stacks = core.project.stacks(dir)
   if #stacks > 0 then parts[#parts + 1] = "Stack: " .. table.concat(stacks, ", ") end
-  local dbs = core.dbs(dir)
+  local dbs = core.project.dbs(dir)
   if #dbs > 0 then parts[#parts + 1] = "DB: " .. table.concat(dbs, ", ") end
   if #parts == 0 then return "Agent in " .. util.basename(dir) end
   return table.concat(parts, " | ")
@@ -120,7 +120,7 @@ end
 
 --- true, false, or "UNREADABLE" (the probe itself failed).
 function M.health(dir)
-  local ok = core.health(dir)
+  local ok = core.project.health(dir)
   if ok == nil then return "UNREADABLE" end
   return ok
 end
@@ -129,9 +129,9 @@ end
 --- max(200, n*200) code points; returns text, truncated. Only the first
 --- MiB is read: the preview is at most 40000 code points.
 function M.preview(dir, rel, n)
-  local data, cut = core.read_project(dir, rel, 1024 * 1024)
+  local data, cut = core.project.read(dir, rel, 1024 * 1024)
   if not data then return nil end
-  data = core.utf8_fix(data)
+  data = core.text.fix(data)
   local all = first_lines(data, n + 1)
   local truncated = #all > n
   if truncated then all[#all] = nil end

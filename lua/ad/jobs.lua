@@ -33,9 +33,9 @@ end
 -- Records are shown and acted on as real (results, pids to signal): a
 -- directory someone else owns or may write could hold forged ones.
 local function check_dir(d)
-  local kind, _, mode, uid = core.stat(d)
+  local kind, _, mode, uid = core.fs.stat(d)
   if not kind then return d end
-  local me = core.getuid()
+  local me = core.sys.getuid()
   if uid ~= me then
     io_error("refusing the jobs directory " .. d, "it is owned by uid " .. uid ..
       ", not by you (uid " .. me .. ")")
@@ -54,13 +54,13 @@ end
 
 function M.ensure_dir()
   local dir = M.dir()
-  local ok, err = core.mkdirs(dir, 448)
+  local ok, err = core.fs.mkdirs(dir, 448)
   if not ok then io_error("cannot create the jobs directory", err) end
   return dir
 end
 
 function M.valid(id)
-  return core.valid_job_id(id)
+  return core.text.valid_job_id(id)
 end
 
 local function decode(text)
@@ -78,7 +78,7 @@ end
 --- "io" error: the job may well exist, so it is never reported missing.
 function M.get(id)
   if not M.valid(id) then return nil end
-  local text, msg, code = core.jobs_read(M.dir(), id)
+  local text, msg, code = core.jobs.read(M.dir(), id)
   if not text then
     if code == "ENOENT" then return nil end
     io_error("cannot read job " .. id, msg)
@@ -98,18 +98,18 @@ local function encode(rec)
 end
 
 local function write(rec)
-  local ok, msg = core.jobs_write(M.dir(), rec.id, encode(rec))
+  local ok, msg = core.jobs.write(M.dir(), rec.id, encode(rec))
   if not ok then io_error("cannot write job " .. rec.id, msg) end
 end
 
 -- Updates the index line of rec; false when the index could not be
 -- updated (it then no longer covers the directory and is not stamped).
 local function reindex(rec)
-  local ok, _, code = core.jobs_index_set(M.dir(), rec.id, rec.status)
+  local ok, _, code = core.jobs.index_set(M.dir(), rec.id, rec.status)
   if ok or code == "EINVAL" then return ok == true end
   -- Missing entry or malformed index: add the entry, or rebuild it whole.
   if code == "ENOENT" then
-    return core.jobs_index_add(M.dir(), rec.id, rec.created_at or core.time(), rec.status) == true
+    return core.jobs.index_add(M.dir(), rec.id, rec.created_at or core.task.time(), rec.status) == true
   end
   return M.rebuild_index() ~= nil
 end
@@ -118,7 +118,7 @@ end
 -- the directory up to date. Returns whether the index will still cover
 -- the directory after the caller's change (then the caller stamps it).
 local function covered(dir)
-  local fresh = core.jobs_index_fresh(dir)
+  local fresh = core.jobs.index_fresh(dir)
   if fresh == false then
     local _, written = M.reconcile()
     return written
@@ -132,7 +132,7 @@ end
 local function locked(fn)
   local dir = M.ensure_dir()
   local path, wait = dir .. "/.jobs.lock", config.lock_wait()
-  local lock, err = core.lock(path, wait)
+  local lock, err = core.fs.lock(path, wait)
   if not lock then
     error(errors.new("io", config.lock_message({ path = path, wait = wait,
       detail = tostring(err) })), 0)
@@ -157,15 +157,15 @@ local function mutate(id, fn)
       local cover = covered(dir)
       write(new)
       if new.status ~= before then cover = reindex(new) and cover end
-      if cover then core.jobs_index_stamp(dir) end
+      if cover then core.jobs.index_stamp(dir) end
     end
     return new, extra
   end)
 end
 
 local function new_record(fields, status)
-  local now = core.time()
-  return json.object({ id = core.hex32(), agent = fields.agent, task = fields.task,
+  local now = core.task.time()
+  return json.object({ id = core.text.hex32(), agent = fields.agent, task = fields.task,
     context = util.nonempty(fields.context), caller = util.nonempty(fields.caller),
     goal = util.nonempty(fields.goal), status = status, created_at = now }, M.KEYS)
 end
@@ -178,8 +178,8 @@ local function publish(rec)
     write(rec)
     -- A record the index lacks (the append failed) stays visible: the
     -- index is not stamped, so the next listing reconciles it.
-    if core.jobs_index_add(dir, rec.id, rec.created_at, rec.status) and cover then
-      core.jobs_index_stamp(dir)
+    if core.jobs.index_add(dir, rec.id, rec.created_at, rec.status) and cover then
+      core.jobs.index_stamp(dir)
     end
   end)
   return rec
@@ -190,8 +190,8 @@ end
 local me
 function M.server_identity()
   if not me then
-    local pid = core.getpid()
-    local _, start = core.proc_identity(pid)
+    local pid = core.sys.getpid()
+    local _, start = core.jobs.proc_identity(pid)
     me = json.object({ pid = pid, start = start }, { "pid", "start" })
   end
   return me
@@ -206,7 +206,7 @@ function M.owner_gone(rec)
     if not (p and p.server_pid and p.server_start) then return nil end
     s = { pid = p.server_pid, start = p.server_start }
   end
-  local _, start = core.proc_identity(s.pid)
+  local _, start = core.jobs.proc_identity(s.pid)
   return start ~= s.start
 end
 
@@ -232,7 +232,7 @@ function M.mark_running(id, process)
   return mutate(id, function(rec)
     if rec.status ~= "pending" then return nil end
     rec.status = "running"
-    rec.started_at = core.time()
+    rec.started_at = core.task.time()
     rec.process = process
     return rec
   end)
@@ -252,7 +252,7 @@ function M.update_progress(id, lines)
   return mutate(id, function(rec)
     if M.TERMINAL[rec.status] then return nil end
     rec.progress = json.array(util.copy(lines))
-    rec.progress_updated_at = core.time()
+    rec.progress_updated_at = core.task.time()
     return rec
   end)
 end
@@ -261,7 +261,7 @@ function M.finish(id, result)
   return mutate(id, function(rec)
     if M.TERMINAL[rec.status] then return nil end
     rec.status = result.success and "done" or "failed"
-    rec.completed_at = core.time()
+    rec.completed_at = core.task.time()
     rec.result = result
     rec.error = (not result.success) and result.error or nil
     rec.process = nil
@@ -273,7 +273,7 @@ function M.fail(id, message)
   return mutate(id, function(rec)
     if M.TERMINAL[rec.status] then return nil end
     rec.status = "failed"
-    rec.completed_at = core.time()
+    rec.completed_at = core.task.time()
     rec.error = message
     rec.process = nil
     return rec
@@ -292,9 +292,9 @@ function M.fail_unstored(id, message)
   local done, res = pcall(locked, function()
     local r = M.get(id)
     if not r or M.TERMINAL[r.status] then return r end
-    r.status, r.completed_at, r.error = "failed", core.time(), message
+    r.status, r.completed_at, r.error = "failed", core.task.time(), message
     r.process, r.result, r.progress, r.progress_updated_at = nil, nil, nil, nil
-    local wrote, msg = core.jobs_write_inplace(M.dir(), id, encode(r))
+    local wrote, msg = core.jobs.write_inplace(M.dir(), id, encode(r))
     if not wrote then return nil, msg end
     reindex(r)
     return r
@@ -310,13 +310,13 @@ function M.cancel(id, force, why)
   local rec = mutate(id, function(r)
     if M.TERMINAL[r.status] then outcome = "already_terminal"; return nil end
     if r.status == "pending" then
-      r.status, r.completed_at = "cancelled", core.time()
+      r.status, r.completed_at = "cancelled", core.task.time()
       r.error = "Cancelled before execution"
       outcome = "cancelled"
       return r
     end
     if not force then outcome = "running"; return nil end
-    r.status, r.completed_at = "cancelled", core.time()
+    r.status, r.completed_at = "cancelled", core.task.time()
     r.error = why or "Cancelled while running; the subprocess was killed"
     r.process = nil
     outcome = "cancelled_running"
@@ -332,14 +332,14 @@ end
 -- first, of a reconciliation whose index could not be written (a full
 -- disk): the caller uses them as they are.
 local function current_index(dir)
-  local fresh, msg, code = core.jobs_index_fresh(dir)
+  local fresh, msg, code = core.jobs.index_fresh(dir)
   if fresh == nil then
     if code == "ENOENT" then return nil end
     io_error("cannot read the jobs directory", msg)
   end
   if fresh then return true end
   local entries, written = locked(function()
-    if core.jobs_index_fresh(dir) then return nil, true end
+    if core.jobs.index_fresh(dir) then return nil, true end
     return M.reconcile()
   end)
   return written or entries
@@ -354,7 +354,7 @@ function M.list(status, limit)
   local entries
   if index == true then
     local msg
-    entries, msg = core.jobs_index_scan(dir, status, limit)
+    entries, msg = core.jobs.index_scan(dir, status, limit)
     if not entries then io_error("cannot read the job index", msg) end
   else
     entries = {}
@@ -392,17 +392,17 @@ end
 
 -- Writes entries as the index and stamps it; true when both worked.
 local function write_index(dir, entries)
-  local ok, msg = core.jobs_index_write(dir, entries)
+  local ok, msg = core.jobs.index_write(dir, entries)
   if not ok then
     io.stderr:write("agent-dispatch: cannot write the job index: ", tostring(msg), "\n")
     return false
   end
-  return core.jobs_index_stamp(dir) == true
+  return core.jobs.index_stamp(dir) == true
 end
 
 -- The ids of the record files in dir (a set).
 local function record_ids(dir)
-  local names, msg = core.listdir(dir)
+  local names, msg = core.fs.listdir(dir)
   if not names then io_error("cannot read the jobs directory", msg) end
   local ids = {}
   for _, name in ipairs(names) do
@@ -420,7 +420,7 @@ end
 function M.reconcile()
   local dir = M.dir()
   local present = record_ids(dir)
-  local old, msg, code = core.jobs_index_scan(dir, nil)
+  local old, msg, code = core.jobs.index_scan(dir, nil)
   if not old then
     if code ~= "ENOENT" and code ~= "EBADMSG" then io_error("cannot read the job index", msg) end
     old = {}
@@ -448,7 +448,7 @@ end
 --- written.
 function M.rebuild_index()
   local dir = M.dir()
-  local names = core.listdir(dir) or {}
+  local names = core.fs.listdir(dir) or {}
   local entries = {}
   for _, name in ipairs(names) do
     local id = name:match("^(%x+)%.json$")
@@ -466,13 +466,13 @@ end
 --- The index narrows the candidates: completed_at >= created_at, so a job
 --- created after the cutoff cannot be old enough.
 function M.gc(max_age)
-  local cutoff = core.time() - max_age
+  local cutoff = core.task.time() - max_age
   return locked(function()
     local dir = M.dir()
     local all
-    if core.jobs_index_fresh(dir) then
+    if core.jobs.index_fresh(dir) then
       local msg
-      all, msg = core.jobs_index_scan(dir, nil)
+      all, msg = core.jobs.index_scan(dir, nil)
       if not all then io_error("cannot read the job index", msg) end
     else
       all = M.reconcile() -- oldest first; the loop below does not care
@@ -485,7 +485,7 @@ function M.gc(max_age)
         local readable, rec = pcall(M.get, e.id)
         local t = readable and rec and (tonumber(rec.completed_at) or tonumber(rec.created_at))
         if t and M.TERMINAL[rec.status] and t < cutoff then
-          if core.jobs_remove(dir, e.id) then purged = purged + 1; gone = true end
+          if core.jobs.remove(dir, e.id) then purged = purged + 1; gone = true end
         elseif readable and not rec then
           gone = true -- its file is gone
         end
@@ -502,12 +502,12 @@ end
 --- was written recently: a live worker rewrites it) and pending jobs
 --- older than a day. Returns how many were recovered.
 function M.recover_stale()
-  local now = core.time()
+  local now = core.task.time()
   local dir = M.dir()
   -- Startup reconciles the index with the directory whatever the stamp
   -- says (a change within one coarse clock tick of a write by this store
   -- could share its mtime): records it lacks would never be recovered.
-  if not core.stat(dir) then return 0 end
+  if not core.fs.stat(dir) then return 0 end
   local entries = locked(M.reconcile)
   local n = 0
   for _, e in ipairs(entries) do
@@ -518,7 +518,7 @@ function M.recover_stale()
                              or rec.created_at) or now
       local age = now - since
       local limit = status == "running" and M.STALE_RUNNING or M.STALE_PENDING
-      local _, mtime = core.stat(dir .. "/" .. e.id .. ".json")
+      local _, mtime = core.fs.stat(dir .. "/" .. e.id .. ".json")
       local fresh = status == "running" and mtime and mtime > now - M.STALE_RUNNING
       -- A recorded child that is verifiably still the same process (pid,
       -- group and start time) keeps the job alive; a recycled pid does not.
@@ -545,7 +545,7 @@ end
 function M.process_alive(rec)
   local p = rec and rec.process
   if type(p) ~= "table" or not p.pid or not p.pgid or not p.start then return false end
-  local pgid, start = core.proc_identity(p.pid)
+  local pgid, start = core.jobs.proc_identity(p.pid)
   return pgid == p.pgid and start == p.start
 end
 
@@ -554,12 +554,12 @@ end
 function M.kill_recorded(rec, grace)
   local p = rec.process
   if not M.process_alive(rec) then return false end
-  if not core.kill_verified(p.pid, p.pgid, p.start, "TERM") then return false end
-  local deadline = core.now() + (grace or 2)
-  while core.now() < deadline and M.process_alive(rec) do
-    if core.in_task() then core.sleep(0.05) else break end
+  if not core.jobs.kill_verified(p.pid, p.pgid, p.start, "TERM") then return false end
+  local deadline = core.task.now() + (grace or 2)
+  while core.task.now() < deadline and M.process_alive(rec) do
+    if core.task.in_task() then core.task.sleep(0.05) else break end
   end
-  if M.process_alive(rec) then core.kill_verified(p.pid, p.pgid, p.start, "KILL") end
+  if M.process_alive(rec) then core.jobs.kill_verified(p.pid, p.pgid, p.start, "KILL") end
   return true
 end
 

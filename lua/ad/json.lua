@@ -127,7 +127,7 @@ function M.encode(v)
   encode(v, out, 0)
   -- lua-cjson escapes "/" as "\/"; valid but noisy. Only a '/' can follow
   -- an odd backslash in its output, so this swap is exact.
-  return core.utf8_fix((concat(out):gsub("\\/", "/")))
+  return core.text.fix((concat(out):gsub("\\/", "/")))
 end
 
 -- Strict numbers: Infinity, NaN and 0x10 are not JSON. (cjson still reads

@@ -108,7 +108,7 @@ end
 local function read_id(id, line)
   if type(id) == "string" then return id, "s:" .. id end
   if type(id) == "number" then
-    local raw = line and core.raw_member(line, "id")
+    local raw = line and core.json.raw_member(line, "id")
     -- An integer token as JSON writes it (no leading zeros: "01" is not
     -- JSON, and echoing it would put invalid JSON on stdout).
     if raw and raw:match("^-?%d+$") and not raw:match("^-?0%d") then
@@ -239,15 +239,15 @@ function Server:call_tool(id, key, params, era)
       progress(msg, count, total)
     end,
   }
-  entry.task = core.spawn(function()
-    core.set_budget(require("ad.plugins").CALL_BUDGET)
+  entry.task = core.task.spawn(function()
+    core.task.set_budget(require("ad.plugins").CALL_BUDGET)
     local beat
     if token then
-      beat = core.spawn(function()
-        local started = core.now()
+      beat = core.task.spawn(function()
+        local started = core.task.now()
         while true do
-          if core.sleep(M.HEARTBEAT) == nil then return end
-          progress(name .. " still running (" .. math.floor(core.now() - started) .. "s)")
+          if core.task.sleep(M.HEARTBEAT) == nil then return end
+          progress(name .. " still running (" .. math.floor(core.task.now() - started) .. "s)")
         end
       end)
     end
@@ -266,7 +266,7 @@ function Server:call_tool(id, key, params, era)
       if type(value) == "table" and value.type == "cancelled" then return end
       return server:error(id, -32603, "Internal error: " .. tostring(value))
     end
-    local text = type(value) == "string" and core.utf8_fix(value) or json.encode(value)
+    local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
     local r = text_result(text, tools.is_error_result(value))
     server:result(id, r, era.modern)
   end)
@@ -283,9 +283,9 @@ function Server:task_call(id, params)
   local args = type(params.arguments) == "table" and params.arguments or {}
   ensure_tools() -- T.create validates against the tool's schema
   local server = self
-  core.spawn(function()
+  core.task.spawn(function()
     -- Like a plain call: the job's worker (spawned from here) inherits it.
-    core.set_budget(require("ad.plugins").CALL_BUDGET)
+    core.task.set_budget(require("ad.plugins").CALL_BUDGET)
     local ok, res, err = pcall(T.create, params.name, args, function(task)
       server:send(json.object({ jsonrpc = "2.0", method = "notifications/tasks/status",
         params = task }, { "jsonrpc", "method", "params" }))
@@ -321,14 +321,14 @@ function Server:task_method(id, m, params)
       return self:error(id, -32602, "Invalid params: task " .. tid .. " is already " .. rec.status)
     end
     local server = self
-    core.spawn(function()
+    core.task.spawn(function()
       require("ad.async").cancel(tid)
       server:result(id, T.task_of(jobs.get(tid) or rec))
     end)
     return
   elseif m == "tasks/result" then
     local server = self
-    core.spawn(function()
+    core.task.spawn(function()
       local r = T.result(tid)
       if not r then return server:error(id, -32602, "Invalid params: unknown taskId " .. tid) end
       server:result(id, r)
@@ -520,7 +520,7 @@ end
 
 --- Handles one input line (without its newline).
 function Server:line(line)
-  if not core.utf8_valid(line) then
+  if not core.text.valid(line) then
     return self:error(nil, -32700, "Parse error: the line is not valid UTF-8")
   end
   if not line:find("%S") then return end
@@ -545,7 +545,7 @@ function Server:batch(list, line)
   -- 2025-03-26: answer with one array. Collect every response written
   -- while the batch's requests run, then write them together.
   local server = self
-  core.spawn(function()
+  core.task.spawn(function()
     local collected = json.array()
     -- The proxy has its own in-flight table: the batch waits for its own
     -- calls only, never for unrelated ones of the same server.
@@ -587,9 +587,9 @@ function Server:shutdown(grace)
     end
   end
   self.inflight = {}
-  local deadline = core.now() + (grace or 4)
+  local deadline = core.task.now() + (grace or 4)
   for _, t in ipairs(waiting) do
-    while not t:done() and core.now() < deadline do core.sleep(0.05) end
+    while not t:done() and core.task.now() < deadline do core.task.sleep(0.05) end
   end
 end
 
@@ -617,7 +617,7 @@ local function maintenance(kick, stopping)
   end
 end
 
---- The server's stderr: complete lines go through core.stderr_write, which
+--- The server's stderr: complete lines go through core.chan.stderr_write, which
 --- never blocks (a client that does not read stderr must not freeze the
 --- server; lines that do not fit are dropped and counted). Every module
 --- writes its log with io.stderr:write, so serve swaps in this stand-in.
@@ -628,10 +628,10 @@ local function log_stream()
     local text = partial .. table.concat({ ... })
     local nl = text:match(".*()\n") -- the last newline
     if nl then
-      core.stderr_write(text:sub(1, nl))
+      core.chan.stderr_write(text:sub(1, nl))
       partial = text:sub(nl + 1)
     elseif #text > 65536 then
-      core.stderr_write(text)
+      core.chan.stderr_write(text)
       partial = ""
     else
       partial = text
@@ -639,7 +639,7 @@ local function log_stream()
     return self
   end
   function f:flush()
-    if partial ~= "" then core.stderr_write(partial); partial = "" end
+    if partial ~= "" then core.chan.stderr_write(partial); partial = "" end
     return self
   end
   function f:setvbuf() return true end
@@ -649,21 +649,21 @@ end
 function M.serve()
   local real_stderr = io.stderr
   io.stderr = log_stream()
-  local kick, upkept, stopping = core.event(), core.event(), false
+  local kick, upkept, stopping = core.task.event(), core.task.event(), false
   local server = M.new(function(text)
-    local ok = core.stdout_write(text)
+    local ok = core.chan.stdout_write(text)
     if not kick:is_set() then kick:set() end
     return ok
   end)
-  local upkeep = core.spawn(function()
+  local upkeep = core.task.spawn(function()
     local ok, err = pcall(maintenance, kick, function() return stopping end)
     upkept:set()
     if not ok then error(err, 0) end
   end)
-  local stop = core.event()
-  local reader = core.spawn(function()
+  local stop = core.task.event()
+  local reader = core.task.spawn(function()
     while true do
-      local line, err = core.stdin_read()
+      local line, err = core.chan.stdin_read()
       if line == nil then
         if err ~= "cancelled" then stop:set("end of input") end
         return
@@ -676,8 +676,8 @@ function M.serve()
       if server.broken then stop:set("stdout closed") return end
     end
   end)
-  local watcher = core.spawn(function()
-    local sig = core.wait_signal()
+  local watcher = core.task.spawn(function()
+    local sig = core.signal.wait()
     if sig then stop:set(sig) end
   end)
   local why = stop:wait()
@@ -693,11 +693,11 @@ function M.serve()
   local async = package.loaded["ad.async"] -- only if any job ever ran here
   local workers = async and async.shutdown() or {}
   server:shutdown()
-  local deadline = core.now() + 3
+  local deadline = core.task.now() + 3
   for _, w in ipairs(workers) do
-    while not w.task:done() and core.now() < deadline do core.sleep(0.05) end
+    while not w.task:done() and core.task.now() < deadline do core.task.sleep(0.05) end
   end
-  core.stdout_drain(1)
+  core.chan.stdout_drain(1)
   io.stderr:flush()
   io.stderr = real_stderr
   return 0

@@ -23,7 +23,7 @@ local STATUS = { pending = "working", running = "working", done = "completed",
                  failed = "failed", cancelled = "cancelled" }
 
 local function iso(t)
-  t = tonumber(t) or core.time()
+  t = tonumber(t) or core.task.time()
   local frac = t - math.floor(t)
   return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t)) .. string.format(".%03dZ", math.floor(frac * 1000))
 end
@@ -65,7 +65,7 @@ function M.create(name, args, notify)
   if not cfg then
     return nil, (require("ad.errors.render").load_line(err):gsub("^%l", string.upper))
   end
-  core.set_limit(cfg.settings.max_concurrency)
+  core.limiter.set_limit(cfg.settings.max_concurrency)
   -- dispatch_async has no group parameter; what the schema check let
   -- through is what the request carries.
   local f = util.copy(args)

@@ -20,7 +20,7 @@
 --- plus ad (the agent_dispatch module), json, log, and Lua's safe
 --- libraries. A file is loaded only when the file opened is owned by the
 --- user and not writable by group or others, and so is every directory on
---- its resolved path (core.read_trusted; as ssh does with keys). A
+--- its resolved path (core.fs.read_trusted; as ssh does with keys). A
 --- broken file is reported with file:line and skipped; loading and every
 --- hook run under a time budget, and an error in one hook fails only the
 --- request it ran for.
@@ -46,11 +46,11 @@ end
 
 --- nil when path may be loaded, else why not.
 function M.unsafe(path)
-  local kind, _, mode, uid = core.stat(path)
+  local kind, _, mode, uid = core.fs.stat(path)
   if not kind then return nil end
-  if uid ~= core.getuid() then
+  if uid ~= core.sys.getuid() then
     return "refusing " .. path .. ": owned by uid " .. tostring(uid) ..
-      ", not by you (uid " .. core.getuid() .. ")"
+      ", not by you (uid " .. core.sys.getuid() .. ")"
   end
   if mode & 18 ~= 0 then -- 0022: group or others may write
     return string.format("refusing %s: it is writable by %s (mode %o); run: chmod go-w %s",
@@ -159,10 +159,10 @@ end
 --- of tools registered.
 function M.load(define, builtin)
   local dir = M.dir()
-  if not core.stat(dir) then return 0 end
+  if not core.fs.stat(dir) then return 0 end
   local why = M.unsafe(dir)
   if why then problem(dir, why) return 0 end
-  local names = core.listdir(dir) or {}
+  local names = core.fs.listdir(dir) or {}
   table.sort(names)
   local count = 0
   local ad
@@ -171,7 +171,7 @@ function M.load(define, builtin)
       local path = dir .. "/" .. name
       -- Checked on the descriptor that is read (and every directory on the
       -- file's resolved path), so a swap after a check cannot slip in.
-      local src, rerr, rcode = core.read_trusted(path, 4 * 1024 * 1024)
+      local src, rerr, rcode = core.fs.read_trusted(path, 4 * 1024 * 1024)
       if rcode == "untrusted" then
         problem(path, "refusing " .. path .. ": " .. rerr)
       else
@@ -199,8 +199,8 @@ function M.load(define, builtin)
         if not chunk then
           problem(path, "cannot load " .. path .. ": " .. tostring(lerr or rerr))
         else
-          local t = core.spawn(function()
-            core.set_budget(M.LOAD_BUDGET)
+          local t = core.task.spawn(function()
+            core.task.set_budget(M.LOAD_BUDGET)
             return xpcall(chunk, locate(path))
           end)
           local _, ok, err = t:wait()

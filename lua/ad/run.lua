@@ -21,7 +21,7 @@ local function reporter(tty)
   local function redraw()
     local out = {}
     if drawn > 0 then out[#out + 1] = ("\27[%dA"):format(drawn) end
-    local now = core.now()
+    local now = core.task.now()
     for _, h in ipairs(order) do
       out[#out + 1] = ("\27[2K  %s %-14s %4ds  %s\n"):format(h.done and (h.ok and "✓" or "✗") or "…",
         h.name, math.floor((h.t1 or now) - h.t0), (h.last or ""):gsub("%s+", " "):sub(1, 60))
@@ -32,7 +32,7 @@ local function reporter(tty)
   return {
     start = function(name, req)
       n = n + 1
-      local h = { id = n, name = name, t0 = core.now() }
+      local h = { id = n, name = name, t0 = core.task.now() }
       running[h] = true
       if tty then order[#order + 1] = h; redraw()
       else io.stderr:write(("[%s] started: %s\n"):format(name, (req.task or ""):gsub("\n", " "):sub(1, 80))) end
@@ -43,7 +43,7 @@ local function reporter(tty)
       if tty then redraw() else io.stderr:write(("[%s] %s\n"):format(h.name, line:sub(1, 200))) end
     end,
     finish = function(h, r)
-      h.done, h.t1 = true, core.now()
+      h.done, h.t1 = true, core.task.now()
       h.ok = r and r.success
       running[h] = nil
       if not h.ok then h.last = r and (r.error or ""):match("^[^\n]*") or "stopped" end
@@ -89,7 +89,7 @@ function M.main(argv)
     io.stderr:write("Usage: agent-dispatch run [--json] [--timeout SECONDS] SCRIPT.lua [ARGS...]\n")
     return 2
   end
-  local src, msg = core.read_file(path)
+  local src, msg = core.fs.read_file(path)
   if not src then
     io.stderr:write("Error: cannot read script ", path, ": ", msg, "\n")
     return 1
@@ -102,25 +102,25 @@ function M.main(argv)
   local api = require "agent_dispatch"
   api.args = rest
   if os.getenv("AGENT_DISPATCH_QUIET") == nil then
-    require("ad.runner").observer = reporter(core.isatty(2))
+    require("ad.runner").observer = reporter(core.sys.isatty(2))
   end
   -- Hook scripts apply to scripts too (their custom tools are unused here).
   require("ad.plugins").load(function() end, {})
   _G.arg = { [0] = path, table.unpack(rest) }
-  local main = core.spawn(function()
+  local main = core.task.spawn(function()
     return xpcall(chunk, function(e)
       if type(e) == "table" and e.type == "cancelled" then return e end
       return debug.traceback(tostring(e), 2)
     end, table.unpack(rest))
   end)
-  local watcher = core.spawn(function()
-    local sig = core.wait_signal()
+  local watcher = core.task.spawn(function()
+    local sig = core.signal.wait()
     if sig then main:cancel() end
     return sig
   end)
   local timed_out = false
-  local timer = limit and core.spawn(function()
-    if core.sleep(limit) then
+  local timer = limit and core.task.spawn(function()
+    if core.task.sleep(limit) then
       timed_out = true
       io.stderr:write("agent-dispatch: the script ran longer than ", tostring(limit),
         " s (--timeout); stopping it\n")

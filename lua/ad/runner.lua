@@ -60,7 +60,7 @@ end
 
 function M.claude_path()
   local override = os.getenv("AGENT_DISPATCH_CLAUDE")
-  return core.which(override ~= nil and override ~= "" and override or "claude")
+  return core.sys.which(override ~= nil and override ~= "" and override or "claude")
 end
 
 -- The process environment never changes after start: filter it once.
@@ -69,7 +69,7 @@ local inherited
 function M.child_env(depth)
   if not inherited then
     inherited = {}
-    for _, kv in ipairs(core.environ()) do
+    for _, kv in ipairs(core.sys.environ()) do
       local k = kv:match("^([^=]*)=")
       if k and not M.STRIPPED_ENV[k] then inherited[#inherited + 1] = kv end
     end
@@ -88,7 +88,7 @@ end
 --- stdout lines; past that only the last line (where the CLI's result
 --- object is), as last.
 local function run_child(argv, text, env, timeout, req)
-  local slot = core.acquire()
+  local slot = core.limiter.acquire()
   if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
   if req.on_slot and req.on_slot() == false then
     slot:release()
@@ -98,7 +98,7 @@ local function run_child(argv, text, env, timeout, req)
   local cap = M.MAX_OUTPUT
   -- With on_spawn the child waits at its start gate until on_spawn has
   -- returned: whatever it records names the child before it runs.
-  local p, msg, code = core.process{ argv = argv, cwd = req.agent.directory, env = env,
+  local p, msg, code = core.proc.spawn{ argv = argv, cwd = req.agent.directory, env = env,
     timeout = timeout, grace = M.kill_grace, drain = M.drain, slot = slot,
     stdin = text, gated = req.on_spawn ~= nil,
     max_line = (not stream) and cap or nil, max_output = (not stream) and cap or nil }
@@ -134,7 +134,7 @@ local function run_child(argv, text, env, timeout, req)
       out.lines[#out.lines + 1] = line
     end
   end
-  if cancelled or core.cancelled() then
+  if cancelled or core.task.cancelled() then
     p:kill()
     p:wait()      -- the slot goes back when the child has been reaped
     p:close()
@@ -189,16 +189,16 @@ local function execute(req)
       "it: https://docs.anthropic.com/en/docs/claude-code (npm install -g " ..
       "@anthropic-ai/claude-code)")
   end
-  if core.health(req.agent.directory) ~= true then
+  if core.project.health(req.agent.directory) ~= true then
     return result.failure(name, "not_found", "Directory does not exist: " .. req.agent.directory)
   end
   local eff = request.effective(req)
   local text = prompt.build(req)
   local resume = req.session_id
-  local fresh = not resume and core.uuid4() or nil
+  local fresh = not resume and core.text.uuid4() or nil
   local env = M.child_env(depth)
   while true do
-    local argv, refusal = core.claude_argv{ claude = path, prompt_on_stdin = true,
+    local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
       stream = req.stream, resume = resume, session_id = fresh,
       budget = eff.budget, model = req.agent.model,
       permission_mode = eff.permission_mode, allowed = eff.allowed,

@@ -10,7 +10,7 @@ function M.cache(settings)
   local c = settings.cache
   if not c.enabled then return nil end
   if not current or ttl ~= c.ttl or max_size ~= c.max_size or max_bytes ~= c.max_bytes then
-    current = core.cache(c.max_size, c.ttl, c.max_bytes)
+    current = core.cache.new(c.max_size, c.ttl, c.max_bytes)
     ttl, max_size, max_bytes = c.ttl, c.max_size, c.max_bytes
   end
   return current

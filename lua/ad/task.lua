@@ -1,14 +1,10 @@
---- Tasks for policy code and scripts: the coroutine API over ad.core.
---- A task waiting on a child, a timer or another task does not block any
---- other task; cancelling a task cancels what it waits on.
+--- Groups of tasks: run functions as tasks and wait for them all, with a
+--- cancellation of the waiter reaching every member of the group. The
+--- primitives (spawn, sleep, events, clocks) are core.task's.
 local core = require "ad.core"
 local errors = require "ad.errors"
 
 local M = {}
-
-M.spawn = core.spawn
-M.sleep = core.sleep
-M.now = core.now
 
 local function cancelled_error()
   return errors.new("cancelled", "cancelled")
@@ -20,7 +16,7 @@ end
 --- children are gone) before the cancellation propagates.
 function M.all(fns, ...)
   local tasks = {}
-  for i, fn in ipairs(fns) do tasks[i] = core.spawn(fn, ...) end
+  for i, fn in ipairs(fns) do tasks[i] = core.task.spawn(fn, ...) end
   local out = {}
   for i, t in ipairs(tasks) do
     local ok, v = t:wait()
@@ -40,7 +36,7 @@ end
 
 --- Raises the cancellation error when the current task was cancelled.
 function M.check_cancelled()
-  if core.cancelled() then error(cancelled_error(), 0) end
+  if core.task.cancelled() then error(cancelled_error(), 0) end
 end
 
 return M

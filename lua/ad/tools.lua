@@ -34,7 +34,7 @@ end
 local loading
 
 local function settled()
-  if loading and not loading:is_set() and core.in_task() then loading:wait() end
+  if loading and not loading:is_set() and core.task.in_task() then loading:wait() end
 end
 
 function M.get(name)
@@ -154,7 +154,7 @@ end
 --- The user's override file (path:line when known) an error message
 --- points into, or nil: an error there is the user's to fix, not a bug.
 function M.override_file(msg)
-  local dir = core.user_lua_dir()
+  local dir = core.embed.user_lua_dir()
   if not dir or dir == "" or type(msg) ~= "string" then return nil end
   local at = msg:find(dir .. "/", 1, true)
   if not at then return nil end
@@ -163,7 +163,7 @@ end
 
 function M.override_hint(file)
   return "The error is in your override " .. file .. " (user Lua directory " ..
-    core.user_lua_dir() .. "): fix it, or remove it to use the shipped module; " ..
+    core.embed.user_lua_dir() .. "): fix it, or remove it to use the shipped module; " ..
     "`agent-dispatch lua list` shows where each module comes from."
 end
 
@@ -174,7 +174,7 @@ function M.call(def, args, ctx)
     local cfg, err = config.load()
     if not cfg then return M.load_error(err) end
     ctx.cfg = cfg
-    core.set_limit(cfg.settings.max_concurrency)
+    core.limiter.set_limit(cfg.settings.max_concurrency)
   end
   local ok, res = xpcall(def.handler, function(e)
     if type(e) == "table" then return e end
@@ -223,7 +223,7 @@ M.load_errors = {}
 local load_all
 
 function M.load_builtin()
-  loading = core.event()
+  loading = core.task.event()
   local ok, err = pcall(load_all)
   loading:set(true)
   -- Whatever went wrong is reported, never raised: this runs in the task

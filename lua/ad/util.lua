@@ -29,11 +29,11 @@ function M.cut(s, n)
   if s == nil then return nil end
   if n <= 0 then return "" end
   if #s <= n then return s end
-  return core.utf8_sub(s, n)
+  return core.text.sub(s, n)
 end
 
 function M.ulen(s)
-  return core.utf8_len(s or "")
+  return core.text.len(s or "")
 end
 
 --- Python-style repr of a string for messages: 'value'.
@@ -47,7 +47,7 @@ end
 --- Shortest round-trip number text in Python's style (0.5, 1.0, 1e-05).
 function M.num(x)
   if math.type(x) == "integer" then return tostring(x) end
-  return core.format_double(x)
+  return core.claude.format_double(x)
 end
 
 --- %g as C (and Python) print it.
@@ -92,10 +92,10 @@ function M.abspath(path)
   if not p then return nil, err end
   if p:sub(1, 1) ~= "/" then
     local cwd = os.getenv("PWD")
-    local real = core.realpath(".")
+    local real = core.fs.realpath(".")
     p = (real or cwd or "") .. "/" .. p
   end
-  local real = core.realpath(p)
+  local real = core.fs.realpath(p)
   if real then return real end
   -- Not existing: normalize lexically.
   local parts = {}

@@ -1,6 +1,6 @@
 /* Lua face of the result cache (ad.cache).
  *
- *   core.cache(max_size, ttl [, max_bytes]) -> c
+ *   core.cache.new(max_size, ttl [, max_bytes]) -> c
  *   c:get(key) -> value | nil      c:put(key, tag, value) -> stored (bool)
  *   c:drop(tag) -> n               c:evict_expired() -> n
  *   c:clear() -> n                 c:stats() -> {size=, max_size=, bytes=,
@@ -167,6 +167,9 @@ void bind_cache_register(lua_State *L)
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
-    lua_pushcfunction(L, l_cache);
-    lua_setfield(L, -2, "cache");
+    static const luaL_Reg fns[] = {
+        {"new", l_cache},
+        {NULL, NULL},
+    };
+    bind_subtable(L, "cache", fns);
 }

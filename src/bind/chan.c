@@ -1,10 +1,9 @@
 /* The stdio channel: the MCP server's only link to its client.
  *
- *   core.stdin_read() -> line | nil (end of input) | false, "too_long"
- *   core.stdout_write(s) -> true | nil, "closed"
- *   core.stdout_drain([timeout]) -> true | nil, "timeout"
- *   core.stderr_write(s) -> true | false (dropped: stderr is full)
- *   core.wait_signal() -> "SIGINT" | "SIGTERM" | "SIGHUP"
+ *   core.chan.stdin_read() -> line | nil (end of input) | false, "too_long"
+ *   core.chan.stdout_write(s) -> true | nil, "closed"
+ *   core.chan.stdout_drain([timeout]) -> true | nil, "timeout"
+ *   core.chan.stderr_write(s) -> true | false (dropped: stderr is full)
  *
  * Input is split into lines bounded by max_line (64 MiB): an over-long line
  * is discarded up to its newline and reported once, so memory stays bounded
@@ -20,9 +19,12 @@
  * backlog is below OUT_LOW; every reply is still written, none dropped.
  * The log (stderr) never blocks the server either: it is written by the
  * loop, and a log line that finds ERR_MAX bytes already waiting is dropped
- * and counted; the count is logged once stderr has drained. */
+ * and counted; the count is logged once stderr has drained.
+ *
+ * Over 500 lines on purpose: the three streams share one state (the input
+ * gate reads the output backlog) and splitting them would expose it. The
+ * shutdown signals are signal.c's; the raw JSON member scanner is json.c's. */
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -75,10 +77,6 @@ static struct {
     size_t err_pending;
     uint64_t err_dropped;   /* log lines dropped since the last notice */
 
-    uv_signal_t sig[3];
-    bool sig_open;
-    struct task *sig_waiter[8];
-    int nsig_waiters;
 } C;
 
 /* ---- input ----------------------------------------------------------- */
@@ -562,54 +560,7 @@ static int l_stdout_drain(lua_State *L)
     return sched_wait(L, cancel_drain, NULL);
 }
 
-/* ---- signals ------------------------------------------------------------- */
-
-static void on_signal(uv_signal_t *h, int signum)
-{
-    (void)h;
-    const char *name = signum == SIGINT ? "SIGINT"
-                       : signum == SIGTERM ? "SIGTERM" : "SIGHUP";
-    int n = C.nsig_waiters;
-    C.nsig_waiters = 0;
-    for (int i = 0; i < n; i++) {
-        struct task *t = C.sig_waiter[i];
-        lua_pushstring(sched_thread(t), name);
-        sched_resume(t, 1);
-    }
-}
-
-static void cancel_signal_wait(struct task *t, void *data)
-{
-    (void)data;
-    for (int i = 0; i < C.nsig_waiters; i++) {
-        if (C.sig_waiter[i] == t) {
-            C.sig_waiter[i] = C.sig_waiter[--C.nsig_waiters];
-            return;
-        }
-    }
-}
-
-static int l_wait_signal(lua_State *L)
-{
-    struct task *me = sched_check_wait(L);
-    if (!C.sig_open) {
-        static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
-        C.sig_open = true;
-        for (int i = 0; i < 3; i++) {
-            uv_signal_init(sched_loop(), &C.sig[i]);
-            uv_signal_start(&C.sig[i], on_signal, sigs[i]);
-            uv_unref((uv_handle_t *)&C.sig[i]);
-        }
-    }
-    if (C.nsig_waiters >= 8) {
-        return luaL_error(L, "too many signal waiters");
-    }
-    C.sig_waiter[C.nsig_waiters++] = me;
-    return sched_wait(L, cancel_signal_wait, NULL);
-}
-
 /* Closes every handle of the channel (shutdown, after the root task). */
-void bind_chan_close(void);
 void bind_chan_close(void)
 {
     if (C.in_open) {
@@ -639,90 +590,16 @@ void bind_chan_close(void)
         }
         C.err_open = false;
     }
-    if (C.sig_open) {
-        for (int i = 0; i < 3; i++) {
-            uv_close((uv_handle_t *)&C.sig[i], NULL);
-        }
-        C.sig_open = false;
-    }
-}
-
-/* ---- raw id ------------------------------------------------------------ */
-
-/* Skips a JSON string starting at s[i] == '"'; returns the index after it. */
-static size_t skip_string(const char *s, size_t n, size_t i)
-{
-    for (i++; i < n; i++) {
-        if (s[i] == '\\') {
-            i++;
-        } else if (s[i] == '"') {
-            return i + 1;
-        }
-    }
-    return n;
-}
-
-/* core.raw_member(line, key) -> the raw text of a top-level member's value.
- * JSON-RPC ids must be echoed digit for digit; a decoded double would turn
- * 9007199254740993 into ...992. This only locates a span in text that
- * cjson has already accepted; it parses nothing. */
-static int l_raw_member(lua_State *L)
-{
-    size_t n, kl;
-    const char *s = luaL_checklstring(L, 1, &n);
-    const char *key = luaL_checklstring(L, 2, &kl);
-    int depth = 0;
-    bool expect_key = false;
-    for (size_t i = 0; i < n;) {
-        char c = s[i];
-        if (c == '"') {
-            size_t end = skip_string(s, n, i);
-            if (depth == 1 && expect_key) {
-                bool match = end - i - 2 == kl && memcmp(s + i + 1, key, kl) == 0;
-                i = end;
-                while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == ':' ||
-                                 s[i] == '\n' || s[i] == '\r')) {
-                    i++;
-                }
-                expect_key = false;
-                if (match) {
-                    size_t start = i;
-                    while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ' ' &&
-                           s[i] != '\t' && s[i] != '\r' && s[i] != '\n') {
-                        i++;
-                    }
-                    lua_pushlstring(L, s + start, i - start);
-                    return 1;
-                }
-                continue;
-            }
-            i = end;
-            continue;
-        }
-        if (c == '{' || c == '[') {
-            depth++;
-            expect_key = (c == '{' && depth == 1);
-        } else if (c == '}' || c == ']') {
-            depth--;
-        } else if (c == ',' && depth == 1) {
-            expect_key = true;
-        }
-        i++;
-    }
-    lua_pushnil(L);
-    return 1;
 }
 
 void bind_chan_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"raw_member", l_raw_member},
         {"stdin_read", l_stdin_read},
         {"stdout_write", l_stdout_write},
         {"stdout_drain", l_stdout_drain},
         {"stderr_write", l_stderr_write},
-        {"wait_signal", l_wait_signal},
         {NULL, NULL},
     };
-    luaL_setfuncs(L, fns, 0);
+    bind_subtable(L, "chan", fns);
 }

@@ -1,12 +1,12 @@
 /* The claude CLI's command line, on the C side. Its output is read and
  * shaped in Lua, once (lua/ad/claude.lua).
  *
- *   core.claude_argv{claude=, prompt=, prompt_on_stdin=, stream=, resume=,
+ *   core.claude.argv{claude=, prompt=, prompt_on_stdin=, stream=, resume=,
  *       session_id=, budget=, model=, permission_mode=, allowed={},
  *       disallowed={}}
  *       -> argv | nil, refusal   (argument-injection guard, see claude.h;
  *       also refuses NUL characters and a non-finite budget)
- *   core.format_double(x) -> shortest round-trip text ("0.5", "1.0") */
+ *   core.claude.format_double(x) -> shortest round-trip text ("0.5", "1.0") */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,8 +133,10 @@ static int l_format_double(lua_State *L)
 
 void bind_claude_register(lua_State *L)
 {
+    lua_newtable(L);                                      /* core claude */
     lua_pushcfunction(L, l_claude_argv);
-    lua_setfield(L, -2, "claude_argv");
+    lua_setfield(L, -2, "argv");
     lua_pushcfunction(L, l_format_double);
     lua_setfield(L, -2, "format_double");
+    lua_setfield(L, -2, "claude");                        /* core */
 }

@@ -35,6 +35,13 @@ int bind_fail(lua_State *L, int err, const char *what)
     return 3;
 }
 
+void bind_subtable(lua_State *L, const char *name, const luaL_Reg *fns)
+{
+    lua_newtable(L);                                      /* core sub */
+    luaL_setfuncs(L, fns, 0);
+    lua_setfield(L, -2, name);                            /* core */
+}
+
 int luaopen_ad_core(lua_State *L)
 {
     lua_newtable(L);
@@ -51,8 +58,13 @@ int luaopen_ad_core(lua_State *L)
     bind_cache_register(L);
     bind_yaml_register(L);
     bind_fs_register(L);
+    bind_project_register(L);
+    bind_text_register(L);
+    bind_sys_register(L);
     bind_claude_register(L);
     bind_chan_register(L);
+    bind_signal_register(L);
+    bind_json_register(L);
     bind_embed_register(L);
     bind_jobs_register(L);
     return 1;

@@ -1,9 +1,9 @@
 /* Module search: the user's directory first (a same-named file replaces the
  * default wholesale), then the modules embedded at build time.
  *
- *   core.embedded(name) -> source, chunkname | nil
- *   core.embedded_list() -> {names}
- *   core.user_lua_dir() -> the directory searched first ("" when none)
+ *   core.embed.source(name) -> source, chunkname | nil
+ *   core.embed.list() -> {names}
+ *   core.embed.user_lua_dir() -> the directory searched first ("" when none)
  *
  * No relative paths and no C modules are ever searched: package.cpath is
  * empty and user files are loaded in text mode only. AGENT_DISPATCH_LUA_DIR
@@ -132,7 +132,7 @@ static int searcher_embedded(lua_State *L)
     return 2;
 }
 
-/* The user's directory, for core.user_lua_dir(). */
+/* The user's directory, for core.embed.user_lua_dir(). */
 static char user_lua_dir[4096];
 
 void embed_install_searchers(lua_State *L, const char *user_dir,
@@ -189,10 +189,11 @@ static int l_user_lua_dir(lua_State *L)
 
 void bind_embed_register(lua_State *L)
 {
-    lua_pushcfunction(L, l_user_lua_dir);
-    lua_setfield(L, -2, "user_lua_dir");
-    lua_pushcfunction(L, l_embedded);
-    lua_setfield(L, -2, "embedded");
-    lua_pushcfunction(L, l_embedded_list);
-    lua_setfield(L, -2, "embedded_list");
+    static const luaL_Reg fns[] = {
+        {"source", l_embedded},
+        {"list", l_embedded_list},
+        {"user_lua_dir", l_user_lua_dir},
+        {NULL, NULL},
+    };
+    bind_subtable(L, "embed", fns);
 }

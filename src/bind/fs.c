@@ -1,21 +1,20 @@
-/* Lua face of files, paths, identifiers and text helpers.
+/* Lua face of files, paths and the cross-process lock: core.fs.
  *
- *   core.read_file(path [, max [, nofollow]]) -> data | nil, msg, code
- *   core.read_trusted(path [, max]) -> data | nil, why, "untrusted"|code
- *   core.write_atomic(path, data [, mode]) -> true | nil, msg, code
- *   core.mkdirs(dir) / core.mkparent(path) -> true | nil, msg, code
- *   core.lock(path [, timeout_s]) -> lock | nil, "timeout" (yields while
+ *   core.fs.read_file(path [, max [, nofollow]]) -> data | nil, msg, code
+ *   core.fs.read_trusted(path [, max]) -> data | nil, why, "untrusted"|code
+ *   core.fs.write_atomic(path, data [, mode]) -> true | nil, msg, code
+ *   core.fs.mkdirs(dir) / core.fs.mkparent(path) -> true | nil, msg, code
+ *   core.fs.lock(path [, timeout_s]) -> lock | nil, "timeout" (yields while
  *       another holder has it; woken by the kernel when it is released)
- *   core.stat(path) -> "file"|"dir"|"other", mtime, mode, uid | nil, msg, code
- *   core.realpath(path) -> path | nil, msg, code
- *   core.which(name) -> absolute path of an executable on PATH | nil
- *   core.environ() -> {"K=V", ...}     core.listdir(dir) -> {names}
- *   core.unlink(path) -> true | nil, msg, code
- *   core.health(dir) -> true | false | nil, msg (probe error)
- *   core.stacks(dir) / core.dbs(dir) -> {labels}   core.has(dir, name [, isdir])
- *   core.read_project(dir, rel [, max]) -> data, truncated | nil, msg, code
- *   core.utf8_valid(s)  core.utf8_fix(s)  core.utf8_len(s)  core.utf8_sub(s, n)
- *   core.uuid4()  core.hex32()  core.valid_name(s)  core.valid_job_id(s) */
+ *   core.fs.stat(path) -> "file"|"dir"|"other", mtime, mode, uid
+ *       | nil, msg, code
+ *   core.fs.realpath(path) -> path | nil, msg, code
+ *   core.fs.file_id(path) -> "dev:ino:size:mtime.ns" | nil
+ *   core.fs.listdir(dir) -> {names} | nil, msg, code
+ *   core.fs.unlink(path) -> true | nil, msg, code
+ *
+ * Project probes live in project.c, text and ids in text.c, facts about
+ * this process in sys.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -27,14 +26,8 @@
 #include <unistd.h>
 
 #include "ad/fsutil.h"
-#include "ad/ids.h"
-#include "ad/introspect.h"
-#include "ad/utf8.h"
-#include "ad/validate.h"
-#include "bind/bind.h"
 #include "ad/sched.h"
-
-extern char **environ;
+#include "bind/bind.h"
 
 #define LOCK_MT "ad.lock"
 
@@ -59,7 +52,7 @@ static int l_read_file(lua_State *L)
     return 1;
 }
 
-/* core.read_trusted(path [, max]) -> data | nil, msg, code: code
+/* core.fs.read_trusted(path [, max]) -> data | nil, msg, code: code
  * "untrusted" (msg says why) when the file or a directory on its path could
  * have been written by someone else (see fs_read_trusted). */
 static int l_read_trusted(lua_State *L)
@@ -336,7 +329,7 @@ static int l_stat(lua_State *L)
     return 4;
 }
 
-/* core.file_id(path) -> "dev:ino:size:mtime.ns" | nil: changes whenever
+/* core.fs.file_id(path) -> "dev:ino:size:mtime.ns" | nil: changes whenever
  * the file is replaced (atomic writes give a new inode) or modified. */
 static int l_file_id(lua_State *L)
 {
@@ -360,64 +353,6 @@ static int l_realpath(lua_State *L)
         return fail_errno(L, -errno, path);
     }
     lua_pushstring(L, buf);
-    return 1;
-}
-
-static int l_which(lua_State *L)
-{
-    const char *name = luaL_checkstring(L, 1);
-    if (strchr(name, '/')) {
-        if (access(name, X_OK) == 0) {
-            char buf[PATH_MAX];
-            lua_pushstring(L, realpath(name, buf) ? buf : name);
-            return 1;
-        }
-        lua_pushnil(L);
-        return 1;
-    }
-    const char *path = getenv("PATH");
-    if (!path) {
-        lua_pushnil(L);
-        return 1;
-    }
-    const char *p = path;
-    while (*p) {
-        const char *colon = strchr(p, ':');
-        size_t len = colon ? (size_t)(colon - p) : strlen(p);
-        char cand[PATH_MAX];
-        if (len > 0 && len + strlen(name) + 2 < sizeof cand) {
-            memcpy(cand, p, len);
-            cand[len] = '/';
-            strcpy(cand + len + 1, name);
-            struct stat st;
-            if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) &&
-                access(cand, X_OK) == 0) {
-                if (cand[0] == '/') {
-                    lua_pushstring(L, cand);
-                } else {
-                    char buf[PATH_MAX];
-                    lua_pushstring(L, realpath(cand, buf) ? buf : cand);
-                }
-                return 1;
-            }
-        }
-        if (!colon) {
-            break;
-        }
-        p = colon + 1;
-    }
-    lua_pushnil(L);
-    return 1;
-}
-
-static int l_environ(lua_State *L)
-{
-    lua_newtable(L);
-    lua_Integer i = 0;
-    for (char **e = environ; e && *e; e++) {
-        lua_pushstring(L, *e);
-        lua_rawseti(L, -2, ++i);
-    }
     return 1;
 }
 
@@ -451,173 +386,6 @@ static int l_unlink(lua_State *L)
     return 1;
 }
 
-/* ---- introspection ----------------------------------------------------- */
-
-static int l_health(lua_State *L)
-{
-    int rc = introspect_health(luaL_checkstring(L, 1));
-    if (rc < 0) {
-        return fail_errno(L, rc, NULL);
-    }
-    lua_pushboolean(L, rc);
-    return 1;
-}
-
-static int push_labels(lua_State *L, const char **labels, size_t n)
-{
-    bind_new_array(L, (int)n);
-    for (size_t i = 0; i < n; i++) {
-        lua_pushstring(L, labels[i]);
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    return 1;
-}
-
-static int l_stacks(lua_State *L)
-{
-    const char *labels[16];
-    return push_labels(L, labels,
-                       introspect_stacks(luaL_checkstring(L, 1), labels, 16));
-}
-
-static int l_dbs(lua_State *L)
-{
-    const char *labels[16];
-    return push_labels(L, labels,
-                       introspect_dbs(luaL_checkstring(L, 1), labels, 16));
-}
-
-/* core.read_project(dir, rel [, max]) -> data, truncated | nil, msg, code */
-static int l_read_project(lua_State *L)
-{
-    const char *dir = luaL_checkstring(L, 1);
-    const char *rel = luaL_checkstring(L, 2);
-    lua_Integer max = luaL_optinteger(L, 3, 1024 * 1024);
-    luaL_argcheck(L, max >= 0, 3, "must be >= 0");
-    char *data;
-    size_t len;
-    int cut;
-    int rc = introspect_read(dir, rel, (size_t)max, &data, &len, &cut);
-    if (rc != 0) {
-        return fail_errno(L, rc, rel);
-    }
-    lua_pushlstring(L, data, len);
-    free(data);
-    lua_pushboolean(L, cut);
-    return 2;
-}
-
-static int l_has(lua_State *L)
-{
-    lua_pushboolean(L, introspect_has(luaL_checkstring(L, 1),
-                                      luaL_checkstring(L, 2),
-                                      lua_toboolean(L, 3)));
-    return 1;
-}
-
-/* ---- text and ids -------------------------------------------------------- */
-
-static int l_utf8_valid(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    lua_pushboolean(L, utf8_valid(s, n));
-    return 1;
-}
-
-static int l_utf8_fix(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    if (utf8_valid(s, n)) {
-        lua_settop(L, 1);
-        return 1;
-    }
-    size_t m;
-    char *fixed = utf8_sanitize(s, n, &m);
-    if (!fixed) {
-        return luaL_error(L, "out of memory");
-    }
-    lua_pushlstring(L, fixed, m);
-    free(fixed);
-    return 1;
-}
-
-static int l_utf8_len(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    lua_pushinteger(L, (lua_Integer)utf8_count(s, n));
-    return 1;
-}
-
-/* core.utf8_sub(s, n) -> the first n code points of s */
-static int l_utf8_sub(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    lua_Integer max = luaL_checkinteger(L, 2);
-    if (max <= 0) {
-        lua_pushliteral(L, "");
-        return 1;
-    }
-    lua_pushlstring(L, s, utf8_prefix(s, n, (size_t)max));
-    return 1;
-}
-
-static int l_uuid4(lua_State *L)
-{
-    char buf[37];
-    ids_uuid4(buf);
-    lua_pushstring(L, buf);
-    return 1;
-}
-
-static int l_hex32(lua_State *L)
-{
-    char buf[33];
-    ids_hex32(buf);
-    lua_pushstring(L, buf);
-    return 1;
-}
-
-static int l_valid_name(lua_State *L)
-{
-    size_t n;
-    const char *s = lua_tolstring(L, 1, &n);
-    lua_pushboolean(L, s && lua_type(L, 1) == LUA_TSTRING &&
-                           validate_name(s, n));
-    return 1;
-}
-
-static int l_valid_job_id(lua_State *L)
-{
-    size_t n;
-    const char *s = lua_tolstring(L, 1, &n);
-    lua_pushboolean(L, s && lua_type(L, 1) == LUA_TSTRING &&
-                           validate_job_id(s, n));
-    return 1;
-}
-
-static int l_getpid(lua_State *L)
-{
-    lua_pushinteger(L, getpid());
-    return 1;
-}
-
-/* core.isatty(fd) -> true when fd is a terminal */
-static int l_isatty(lua_State *L)
-{
-    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
-    return 1;
-}
-
-static int l_getuid(lua_State *L)
-{
-    lua_pushinteger(L, (lua_Integer)getuid());
-    return 1;
-}
-
 void bind_fs_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -630,26 +398,8 @@ void bind_fs_register(lua_State *L)
         {"stat", l_stat},
         {"realpath", l_realpath},
         {"file_id", l_file_id},
-        {"which", l_which},
-        {"environ", l_environ},
         {"listdir", l_listdir},
         {"unlink", l_unlink},
-        {"health", l_health},
-        {"stacks", l_stacks},
-        {"dbs", l_dbs},
-        {"has", l_has},
-        {"read_project", l_read_project},
-        {"utf8_valid", l_utf8_valid},
-        {"utf8_fix", l_utf8_fix},
-        {"utf8_len", l_utf8_len},
-        {"utf8_sub", l_utf8_sub},
-        {"uuid4", l_uuid4},
-        {"hex32", l_hex32},
-        {"valid_name", l_valid_name},
-        {"valid_job_id", l_valid_job_id},
-        {"getpid", l_getpid},
-        {"getuid", l_getuid},
-        {"isatty", l_isatty},
         {NULL, NULL},
     };
     if (luaL_newmetatable(L, LOCK_MT)) {
@@ -663,5 +413,5 @@ void bind_fs_register(lua_State *L)
         lua_setfield(L, -2, "__close");
     }
     lua_pop(L, 1);
-    luaL_setfuncs(L, fns, 0);
+    bind_subtable(L, "fs", fns);
 }

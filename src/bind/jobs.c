@@ -1,20 +1,21 @@
-/* Lua face of the job store's files (see ad/jobs.h).
+/* Lua face of the job store's files (see ad/jobs.h): core.jobs.
  *
- *   core.jobs_read(dir, id) -> text | nil, msg, code
- *   core.jobs_write(dir, id, text) -> true | nil, msg, code
- *   core.jobs_write_inplace(dir, id, text) -> true | nil, msg, code
- *   core.jobs_remove(dir, id) -> true | nil, msg, code
- *   core.jobs_index_add(dir, id, created_at, status) -> true | nil, msg, code
- *   core.jobs_index_set(dir, id, status) -> true | nil, msg, code
- *   core.jobs_index_scan(dir, status|nil, limit) -> {{id=, created_at=,
+ *   core.jobs.read(dir, id) -> text | nil, msg, code
+ *   core.jobs.write(dir, id, text) -> true | nil, msg, code
+ *   core.jobs.write_inplace(dir, id, text) -> true | nil, msg, code
+ *   core.jobs.remove(dir, id) -> true | nil, msg, code
+ *   core.jobs.index_add(dir, id, created_at, status) -> true | nil, msg, code
+ *   core.jobs.index_set(dir, id, status) -> true | nil, msg, code
+ *   core.jobs.index_scan(dir, status|nil, limit) -> {{id=, created_at=,
  *       status=}...} newest first | nil, msg, code
- *   core.jobs_index_write(dir, entries) -> true | nil, msg, code
- *   core.jobs_index_fresh(dir) -> true|false (does the index cover the
+ *   core.jobs.index_write(dir, entries) -> true | nil, msg, code
+ *   core.jobs.index_fresh(dir) -> true|false (does the index cover the
  *       directory) | nil, msg, code (dir missing or not a directory)
- *   core.jobs_index_stamp(dir) -> true | nil, msg, code
- *   core.proc_identity(pid) -> pgid, start | nil
- *   core.kill_verified(pid, pgid, start, "TERM"|"KILL") -> true | nil
- *   core.watch_dir(dir, name, timeout) -> true (name changed) | nil, "timeout"
+ *   core.jobs.index_stamp(dir) -> true | nil, msg, code
+ *   core.jobs.proc_identity(pid) -> pgid, start | nil
+ *   core.jobs.kill_verified(pid, pgid, start, "TERM"|"KILL") -> true | nil
+ *   core.jobs.watch_dir(dir, name, timeout) -> true (name changed)
+ *       | nil, "timeout"
  * An invalid id fails with code "EINVAL" before any path is built. */
 #include <errno.h>
 #include <signal.h>
@@ -286,20 +287,20 @@ static int l_watch_dir(lua_State *L)
 void bind_jobs_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"jobs_read", l_read},
-        {"jobs_write", l_write},
-        {"jobs_write_inplace", l_write_inplace},
-        {"jobs_remove", l_remove},
-        {"jobs_index_add", l_index_add},
-        {"jobs_index_set", l_index_set},
-        {"jobs_index_scan", l_index_scan},
-        {"jobs_index_write", l_index_write},
-        {"jobs_index_fresh", l_index_fresh},
-        {"jobs_index_stamp", l_index_stamp},
+        {"read", l_read},
+        {"write", l_write},
+        {"write_inplace", l_write_inplace},
+        {"remove", l_remove},
+        {"index_add", l_index_add},
+        {"index_set", l_index_set},
+        {"index_scan", l_index_scan},
+        {"index_write", l_index_write},
+        {"index_fresh", l_index_fresh},
+        {"index_stamp", l_index_stamp},
         {"proc_identity", l_proc_identity},
         {"kill_verified", l_kill_verified},
         {"watch_dir", l_watch_dir},
         {NULL, NULL},
     };
-    luaL_setfuncs(L, fns, 0);
+    bind_subtable(L, "jobs", fns);
 }

@@ -1,8 +1,8 @@
 /* The shared limiter; see limiter.h.
  *
- *   core.acquire() -> slot | nil, "cancelled"   (slot: <close>-able)
- *   slot:release()          core.set_limit(n)
- *   core.limiter_stats() -> {limit=, live=, waiting=, peak=} */
+ *   core.limiter.acquire() -> slot | nil, "cancelled"   (slot: <close>-able)
+ *   slot:release()          core.limiter.set_limit(n)
+ *   core.limiter.stats() -> {limit=, live=, waiting=, peak=} */
 #include <stdlib.h>
 
 #include "bind/bind.h"
@@ -167,7 +167,7 @@ void bind_limiter_register(lua_State *L)
     static const luaL_Reg fns[] = {
         {"acquire", l_acquire},
         {"set_limit", l_set_limit},
-        {"limiter_stats", l_stats},
+        {"stats", l_stats},
         {NULL, NULL},
     };
     if (luaL_newmetatable(L, SLOT_MT)) {
@@ -181,5 +181,5 @@ void bind_limiter_register(lua_State *L)
         lua_setfield(L, -2, "__close");
     }
     lua_pop(L, 1);
-    luaL_setfuncs(L, fns, 0);
+    bind_subtable(L, "limiter", fns);
 }

@@ -1,6 +1,6 @@
 /* The one concurrency limiter (settings.max_concurrency) shared by every
  * dispatch path. A slot is a count of live children: acquired by a task
- * (queueing FIFO without a thread or a poll), handed to core.process, and
+ * (queueing FIFO without a thread or a poll), handed to core.proc.spawn, and
  * given back when that child has been reaped, not when the requesting task
  * gives up. Changing the limit never lets the live count exceed it: new
  * grants wait until enough children have exited. */

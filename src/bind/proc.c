@@ -1,6 +1,6 @@
 /* Lua face of child processes (ad.process).
  *
- *   core.process{argv=, cwd=, env=, timeout=, grace=, drain=, max_line=,
+ *   core.proc.spawn{argv=, cwd=, env=, timeout=, grace=, drain=, max_line=,
  *                stderr_max=, slot=, stdin=, gated=, max_output=}
  *       -> p | nil, message, code
  *   p:start()  (a gated child: go on to exec)
@@ -17,7 +17,7 @@
  * most that many bytes of stdout lines reach Lua; past it only the last
  * line is kept (in C, one buffer) and delivered at the end of stdout, and
  * info.truncated says so. Cancelling a task that waits on a process kills
- * the process group. A limiter slot handed to core.process is released
+ * the process group. A limiter slot handed to core.proc.spawn is released
  * when the child has exited, never earlier. */
 #include <stdlib.h>
 #include <string.h>
@@ -435,6 +435,9 @@ void bind_proc_register(lua_State *L)
         lua_setfield(L, -2, "__close");
     }
     lua_pop(L, 1);
-    lua_pushcfunction(L, l_process);
-    lua_setfield(L, -2, "process");
+    static const luaL_Reg fns[] = {
+        {"spawn", l_process},
+        {NULL, NULL},
+    };
+    bind_subtable(L, "proc", fns);
 }

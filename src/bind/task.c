@@ -1,11 +1,13 @@
 /* Lua face of the scheduler: tasks, sleep, events, clocks.
  *
- *   core.spawn(fn, ...) -> task        task:wait() -> true, ... | false, err
+ *   core.task.spawn(fn, ...) -> task
+ *   task:wait() -> true, ... | false, err
  *   task:cancel() -> bool              task:done() -> bool
- *   core.sleep(s) -> true | nil, "cancelled"
- *   core.event() -> ev                 ev:set(v)   ev:wait([timeout]) -> v | nil, "timeout"
- *   core.now() (monotonic s)           core.time() (epoch s)
- *   core.cancelled() -> bool (current task) */
+ *   core.task.sleep(s) -> true | nil, "cancelled"
+ *   core.task.event() -> ev            ev:set(v)
+ *   ev:wait([timeout]) -> v | nil, "timeout"
+ *   core.task.now() (monotonic s)      core.task.time() (epoch s)
+ *   core.task.cancelled() -> bool (current task) */
 #include <stdlib.h>
 #include <sys/time.h>
 
@@ -20,7 +22,7 @@ static struct task *check_task(lua_State *L, int idx)
     return luaL_checkudata(L, idx, TASK_MT);
 }
 
-/* core.spawn(fn, ...) -> task   [-n, +1, m] */
+/* core.task.spawn(fn, ...) -> task   [-n, +1, m] */
 static int l_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -90,7 +92,7 @@ static void cancel_sleep(struct task *t, void *data)
     uv_close((uv_handle_t *)&s->timer, sleeper_closed);
 }
 
-/* core.sleep(seconds) -> true | nil, "cancelled"   [-1, +(1|2), yields] */
+/* core.task.sleep(seconds) -> true | nil, "cancelled"   [-1, +(1|2), yields] */
 static int l_sleep(lua_State *L)
 {
     double secs = luaL_checknumber(L, 1);
@@ -284,7 +286,7 @@ static int l_current(lua_State *L)
     return 1;
 }
 
-/* core.set_budget(seconds): the current task may not run longer than this
+/* core.task.set_budget(seconds): the current task may not run longer than this
  * between two yields. */
 static int l_set_budget(lua_State *L)
 {
@@ -339,5 +341,5 @@ void bind_task_register(lua_State *L)
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
-    luaL_setfuncs(L, fns, 0);
+    bind_subtable(L, "task", fns);
 }

@@ -20,9 +20,9 @@ function agentNames(env) {
 async function holdLock(t, env) {
   const script = path.join(env.root, 'hold.lua');
   fs.writeFileSync(script, `local core = require "ad.core"
-local lock = assert(core.lock(os.getenv("AGENT_DISPATCH_CONFIG") .. ".lock", 0))
+local lock = assert(core.fs.lock(os.getenv("AGENT_DISPATCH_CONFIG") .. ".lock", 0))
 io.stdout:write("locked\\n") io.stdout:flush()
-core.sleep(60)
+core.task.sleep(60)
 lock:unlock()
 `);
   fs.mkdirSync(env.cfgDir, { recursive: true });

@@ -46,7 +46,7 @@ test('an override of one CLI module takes effect and `lua list` names it', (t) =
   const lua = writeTree(path.join(env.root, 'userlua'), {
     'ad/cli/jobs.lua': [
       'local core = require "ad.core"',
-      'local M = load(core.embedded("ad.cli.jobs"), "=ad.cli.jobs")()',
+      'local M = load(core.embed.source("ad.cli.jobs"), "=ad.cli.jobs")()',
       'M.gc.run = function() io.stdout:write("overridden gc\\n") return 3 end',
       'return M', ''].join('\n'),
   });
@@ -75,7 +75,7 @@ test('the user Lua directory next to a config given as ~/...: loaded and listed'
   const script = path.join(env.root, 'probe_script.lua');
   fs.writeFileSync(script, [
     'local core = require "ad.core"',
-    'print(core.user_lua_dir())',
+    'print(core.embed.user_lua_dir())',
     'local ok, m = pcall(require, "probe")',
     'print(ok and m.where or "not found")', ''].join('\n'));
   const extra = { env: { AGENT_DISPATCH_CONFIG: '~/conf/agents.yaml' } };
@@ -95,7 +95,7 @@ test('`lua list` reports the directory the loader searches when AGENT_DISPATCH_U
     'ad/prompt.lua': 'return { build = function() return "X" end }\n',
   });
   const script = path.join(env.root, 'dir_script.lua');
-  fs.writeFileSync(script, 'print(require("ad.core").user_lua_dir())\n');
+  fs.writeFileSync(script, 'print(require("ad.core").embed.user_lua_dir())\n');
   const extra = { env: { AGENT_DISPATCH_USER_LUA_DIR: '' } };
   const r = env.run(['run', script], extra);
   assert.strictEqual(r.stdout, `${lua}\n`, r.stderr);

@@ -507,7 +507,7 @@ test('a handler with `while true do end` fails with a time-budget error; the ser
 
 const FROM_SHIPPED = (mod, body) => `
 local core = require "ad.core"
-local M = load(core.embedded("${mod}"), "=${mod}")()
+local M = load(core.embed.source("${mod}"), "=${mod}")()
 ${body}
 return M
 `;

@@ -108,9 +108,9 @@ describe('the jobs lock is waited for, never skipped', () => {
     const id = plant(env, { status: 'pending', created_at: n });
     const script = path.join(env.root, 'hold.lua');
     fs.writeFileSync(script, `local core = require "ad.core"
-local lock = assert(core.lock(os.getenv("AGENT_DISPATCH_JOBS_DIR") .. "/.jobs.lock", 0))
+local lock = assert(core.fs.lock(os.getenv("AGENT_DISPATCH_JOBS_DIR") .. "/.jobs.lock", 0))
 io.stdout:write("locked\\n") io.stdout:flush()
-core.sleep(60)
+core.task.sleep(60)
 lock:unlock()
 `);
     const h = env.start(['run', script]);

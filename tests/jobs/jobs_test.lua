@@ -19,12 +19,12 @@ local function path(id) return DIR .. "/" .. id .. ".json" end
 
 --- Empties the jobs dir (records, index, temp files, lock).
 local function wipe()
-  for _, name in ipairs(core.listdir(DIR) or {}) do core.unlink(DIR .. "/" .. name) end
+  for _, name in ipairs(core.fs.listdir(DIR) or {}) do core.fs.unlink(DIR .. "/" .. name) end
 end
 
 local function names()
   local out = {}
-  for _, n in ipairs(core.listdir(DIR) or {}) do out[#out + 1] = n end
+  for _, n in ipairs(core.fs.listdir(DIR) or {}) do out[#out + 1] = n end
   table.sort(out)
   return out
 end
@@ -36,9 +36,9 @@ end
 --- Writes a record exactly as given (bypassing the transitions), then
 --- rebuilds the index from the files, as after an upgrade or a crash.
 local function plant(fields)
-  fields.id = fields.id or core.hex32()
+  fields.id = fields.id or core.text.hex32()
   local rec = json.object(fields, jobs.KEYS)
-  assert(core.jobs_write(DIR, rec.id, json.encode(rec)))
+  assert(core.jobs.write(DIR, rec.id, json.encode(rec)))
   jobs.rebuild_index()
   return rec.id
 end
@@ -61,19 +61,19 @@ end
 
 test("create: pending record, 0600 file in a 0700 dir, optional fields omitted", function()
   wipe()
-  local t0 = core.time()
+  local t0 = core.task.time()
   local rec = jobs.create{ agent = "a", task = "do it", context = "ctx", caller = "me", goal = "" }
   ok(jobs.valid(rec.id) and #rec.id == 32, "32-hex id")
   eq(rec.status, "pending")
   ok(rec.created_at >= t0 - 0.01, "created_at")
-  local _, _, mode = core.stat(path(rec.id))
+  local _, _, mode = core.fs.stat(path(rec.id))
   eq(mode, 384, "record mode 0600")
-  local _, _, dmode = core.stat(DIR)
+  local _, _, dmode = core.fs.stat(DIR)
   eq(dmode, 448, "dir mode 0700")
   local got = jobs.get(rec.id)
   eq(got.agent, "a"); eq(got.task, "do it"); eq(got.context, "ctx"); eq(got.caller, "me")
   eq(got.goal, nil, "empty goal omitted"); eq(got.started_at, nil); eq(got.completed_at, nil)
-  local text = assert(core.read_file(path(rec.id)))
+  local text = assert(core.fs.read_file(path(rec.id)))
   ok(not text:find("null"), "no null fields on disk: " .. text)
   ok(not text:find('"goal"'), "no goal key")
   no_tmp()
@@ -83,8 +83,8 @@ test("get: invalid ids are refused before any path is built", function()
   wipe()
   -- A Job-shaped file one level up must not be reachable.
   local parent = DIR:match("(.*)/[^/]+$")
-  local id = core.hex32()
-  assert(core.write_atomic(parent .. "/" .. id .. ".json",
+  local id = core.text.hex32()
+  assert(core.fs.write_atomic(parent .. "/" .. id .. ".json",
     json.encode({ id = id, agent = "x", task = "t", status = "done", created_at = 1 })))
   eq(jobs.get("../" .. id), nil, "traversal")
   eq(jobs.get(id:upper()), nil, "uppercase")
@@ -98,13 +98,13 @@ test("get: invalid ids are refused before any path is built", function()
   eq(jobs.finish("../" .. id, result(true, "x")), nil)
   local _, outcome = jobs.cancel("../" .. id, true)
   eq(outcome, "not_found")
-  core.unlink(parent .. "/" .. id .. ".json")
+  core.fs.unlink(parent .. "/" .. id .. ".json")
   eq(#names(), 0, "nothing created by invalid ids")
 end)
 
 test("mark_running: only from pending", function()
   wipe()
-  local t0 = core.time()
+  local t0 = core.task.time()
   local id = jobs.create{ agent = "a", task = "t" }.id
   local rec = jobs.mark_running(id, { pid = 123, pgid = 123, start = 5, server_pid = 1 })
   eq(rec.status, "running")
@@ -123,7 +123,7 @@ test("mark_running: only from pending", function()
     eq(jobs.get(x).status, st, st .. " unchanged")
     eq(jobs.get(x).started_at, nil, st .. " never started")
   end
-  eq(jobs.mark_running(core.hex32()), nil, "unknown id")
+  eq(jobs.mark_running(core.text.hex32()), nil, "unknown id")
 end)
 
 test("update_progress: non-terminal only; replaces the tail; survives finish", function()
@@ -140,7 +140,7 @@ test("update_progress: non-terminal only; replaces the tail; survives finish", f
   eq(json.encode(jobs.get(id).progress), '["three"]', "progress kept after finish")
   eq(jobs.update_progress(id, { "late" }), nil, "terminal refused")
   eq(json.encode(jobs.get(id).progress), '["three"]', "unchanged")
-  eq(jobs.update_progress(core.hex32(), { "x" }), nil, "unknown id")
+  eq(jobs.update_progress(core.text.hex32(), { "x" }), nil, "unknown id")
   local p = jobs.create{ agent = "a", task = "pending" }.id
   ok(jobs.update_progress(p, { "queued" }), "pending is non-terminal")
 end)
@@ -170,8 +170,8 @@ test("finish / fail: outcomes, and refused on terminal records", function()
   eq(jobs.finish(c, result(true, "late")), nil, "finish on failed refused")
   eq(jobs.get(c).result, nil)
 
-  eq(jobs.finish(core.hex32(), result(true, "x")), nil, "unknown id")
-  eq(jobs.fail(core.hex32(), "x"), nil, "unknown id")
+  eq(jobs.finish(core.text.hex32(), result(true, "x")), nil, "unknown id")
+  eq(jobs.fail(core.text.hex32(), "x"), nil, "unknown id")
   no_tmp()
 end)
 
@@ -187,7 +187,7 @@ end)
 
 test("cancel: not_found / cancelled / running / cancelled_running / already_terminal", function()
   wipe()
-  local rec, outcome = jobs.cancel(core.hex32())
+  local rec, outcome = jobs.cancel(core.text.hex32())
   eq(rec, nil); eq(outcome, "not_found")
 
   local p = jobs.create{ agent = "a", task = "queued" }.id
@@ -224,30 +224,30 @@ test("cancel: not_found / cancelled / running / cancelled_running / already_term
   eq(outcome, "already_terminal"); eq(rec.status, "cancelled")
   local d = jobs.create{ agent = "a", task = "done" }.id
   jobs.finish(d, result(true, "r"))
-  local before = assert(core.read_file(path(d)))
+  local before = assert(core.fs.read_file(path(d)))
   rec, outcome = jobs.cancel(d)
   eq(outcome, "already_terminal"); eq(rec.status, "done")
-  eq(core.read_file(path(d)), before, "terminal record untouched")
+  eq(core.fs.read_file(path(d)), before, "terminal record untouched")
 end)
 
 test("corrupt records are skipped by get and list", function()
   wipe()
   local good = jobs.create{ agent = "a", task = "good" }.id
-  local bad = core.hex32()
-  assert(core.jobs_write(DIR, bad, "{not json"))
-  local arr = core.hex32()
-  assert(core.jobs_write(DIR, arr, "[1, 2]"))
-  local noid = core.hex32()
-  assert(core.jobs_write(DIR, noid, '{"status": "done"}'))
-  assert(core.write_atomic(DIR .. "/broken.json", "{}"))
+  local bad = core.text.hex32()
+  assert(core.jobs.write(DIR, bad, "{not json"))
+  local arr = core.text.hex32()
+  assert(core.jobs.write(DIR, arr, "[1, 2]"))
+  local noid = core.text.hex32()
+  assert(core.jobs.write(DIR, noid, '{"status": "done"}'))
+  assert(core.fs.write_atomic(DIR .. "/broken.json", "{}"))
   for _, id in ipairs({ bad, arr, noid }) do
-    core.jobs_index_add(DIR, id, core.time(), "pending")
+    core.jobs.index_add(DIR, id, core.task.time(), "pending")
   end
   eq(jobs.get(bad), nil); eq(jobs.get(arr), nil); eq(jobs.get(noid), nil)
   eq(ids(jobs.list()), good, "list skips corrupt records")
   eq(ids(jobs.list("pending")), good)
   -- A rebuild from the files also skips them.
-  core.unlink(DIR .. "/.index")
+  core.fs.unlink(DIR .. "/.index")
   eq(ids(jobs.list()), good, "rebuilt index skips corrupt records")
 end)
 
@@ -257,7 +257,7 @@ test("list: newest first, status filter, limit", function()
   local made = {}
   for i = 1, 5 do
     made[i] = jobs.create{ agent = "a", task = "job " .. i }.id
-    core.sleep(0.002)
+    core.task.sleep(0.002)
   end
   jobs.mark_running(made[2])
   jobs.finish(made[3], result(true, "r"))
@@ -276,12 +276,12 @@ end)
 test("list: the index is rebuilt when deleted or malformed", function()
   wipe()
   local a = jobs.create{ agent = "a", task = "first" }.id
-  core.sleep(0.002)
+  core.task.sleep(0.002)
   local b = jobs.create{ agent = "a", task = "second" }.id
   jobs.finish(b, result(true, "r"))
-  core.unlink(DIR .. "/.index")
+  core.fs.unlink(DIR .. "/.index")
   eq(ids(jobs.list()), b .. "," .. a, "rebuilt from the records")
-  ok(core.stat(DIR .. "/.index"), "index written again")
+  ok(core.fs.stat(DIR .. "/.index"), "index written again")
   eq(ids(jobs.list("done")), b, "rebuilt statuses")
   -- A torn index (partial record) is rebuilt too.
   local f = assert(io.open(DIR .. "/.index", "a"))
@@ -291,10 +291,10 @@ test("list: the index is rebuilt when deleted or malformed", function()
   local c = jobs.create{ agent = "a", task = "third" }.id
   eq(ids(jobs.list(nil, 1)), c, "appends after the rebuild")
   -- A status change of a job missing from the index adds it.
-  local planted = plant{ agent = "a", task = "planted", status = "pending", created_at = core.time() + 10 }
-  local text = assert(core.read_file(DIR .. "/.index"))
-  core.jobs_index_write(DIR, {})
-  ok(#assert(core.read_file(DIR .. "/.index")) == 0 and #text > 0, "index emptied")
+  local planted = plant{ agent = "a", task = "planted", status = "pending", created_at = core.task.time() + 10 }
+  local text = assert(core.fs.read_file(DIR .. "/.index"))
+  core.jobs.index_write(DIR, {})
+  ok(#assert(core.fs.read_file(DIR .. "/.index")) == 0 and #text > 0, "index emptied")
   jobs.cancel(planted)
   -- The emptied index no longer covers the directory: every record is
   -- listed again (reconciled), not only the one whose status changed.
@@ -304,7 +304,7 @@ end)
 
 test("gc: terminal only, by age; gc(0) removes every terminal record", function()
   wipe()
-  local now = core.time()
+  local now = core.task.time()
   local day = 86400
   local old_done = plant{ agent = "a", task = "old", status = "done", created_at = now - 31 * day,
                           completed_at = now - 30 * day }
@@ -325,7 +325,7 @@ test("gc: terminal only, by age; gc(0) removes every terminal record", function(
   eq(jobs.gc(7 * day), 0, "idempotent")
   eq(jobs.gc(0), 2, "gc(0): every terminal job")
   eq(ids(jobs.list()), old_running .. "," .. old_pending)
-  ok(not core.stat(path(fresh_done)), "file deleted")
+  ok(not core.fs.stat(path(fresh_done)), "file deleted")
   wipe()
   eq(jobs.gc(0), 0, "empty store")
   no_tmp()
@@ -333,7 +333,7 @@ end)
 
 test("recover_stale: old running (old mtime) and day-old pending fail with Abandoned", function()
   wipe()
-  local now = core.time()
+  local now = core.task.time()
   local h = 3600
   local stale_run = plant{ agent = "a", task = "stale run", status = "running",
                            created_at = now - 2 * h - 5, started_at = now - 2 * h }
@@ -354,10 +354,10 @@ test("recover_stale: old running (old mtime) and day-old pending fail with Aband
   set_mtime(old_done, now - 8 * h)
   -- A running record whose recorded child is a recycled pid (this very
   -- process, but a different start time) is not kept alive by it.
-  local mypgid, mystart = core.proc_identity(core.getpid())
+  local mypgid, mystart = core.jobs.proc_identity(core.sys.getpid())
   local recycled = plant{ agent = "a", task = "recycled pid", status = "running",
                           created_at = now - 2 * h, started_at = now - 2 * h,
-                          process = { pid = core.getpid(), pgid = mypgid, start = mystart + 1,
+                          process = { pid = core.sys.getpid(), pgid = mypgid, start = mystart + 1,
                                       server_pid = 999999 } }
   set_mtime(recycled, now - 2 * h)
 
@@ -380,24 +380,24 @@ end)
 
 test("recover_stale: a verifiably live recorded child vetoes; the index is rebuilt", function()
   wipe()
-  local now = core.time()
-  local mypgid, mystart = core.proc_identity(core.getpid())
+  local now = core.task.time()
+  local mypgid, mystart = core.jobs.proc_identity(core.sys.getpid())
   local alive = plant{ agent = "a", task = "child alive", status = "running",
                        created_at = now - 7200, started_at = now - 7200,
-                       process = { pid = core.getpid(), pgid = mypgid, start = mystart,
+                       process = { pid = core.sys.getpid(), pgid = mypgid, start = mystart,
                                    server_pid = 999999 } }
   set_mtime(alive, now - 7200)
   local stale = plant{ agent = "a", task = "stale", status = "running",
                        created_at = now - 7200, started_at = now - 7200 }
   set_mtime(stale, now - 7200)
-  core.unlink(DIR .. "/.index") -- records written by an older version: no index
+  core.fs.unlink(DIR .. "/.index") -- records written by an older version: no index
   eq(jobs.recover_stale(), 1)
   eq(jobs.get(alive).status, "running", "live child: left running")
   eq(jobs.get(stale).status, "failed")
   -- A planted file with an invalid id is ignored without a crash.
-  assert(core.write_atomic(DIR .. "/..evil.json", json.encode({ id = "../evil", status = "running",
+  assert(core.fs.write_atomic(DIR .. "/..evil.json", json.encode({ id = "../evil", status = "running",
     created_at = 1, started_at = 1 })))
-  core.unlink(DIR .. "/.index")
+  core.fs.unlink(DIR .. "/.index")
   eq(jobs.recover_stale(), 0)
 end)
 

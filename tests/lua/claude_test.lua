@@ -10,7 +10,7 @@ local core = require "ad.core"
 local claude = require "ad.claude"
 
 local function lines_of(name)
-  local text = assert(core.read_file(here .. "claude_output/" .. name .. ".jsonl"))
+  local text = assert(core.fs.read_file(here .. "claude_output/" .. name .. ".jsonl"))
   local out = {}
   for line in text:gmatch("[^\n]+") do out[#out + 1] = line end
   return out

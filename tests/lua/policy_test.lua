@@ -70,7 +70,7 @@ test("json: empty arrays stay arrays, key order kept, ids raw", function()
   eq(json.encode({ p = "a/b é" }), '{"p":"a/b é"}')
   eq(json.encode({ "x", "y" }), '["x","y"]')
   local bad = json.encode({ s = "\xff" })
-  ok(core.utf8_valid(bad), "invalid UTF-8 repaired")
+  ok(core.text.valid(bad), "invalid UTF-8 repaired")
 end)
 
 test("runner.parse_json_reply: fences, scalars, failures", function()
@@ -123,7 +123,7 @@ test("aggregate: sections with status and ref previews", function()
 end)
 
 local function cfg_of(yaml)
-  local doc = assert(core.yaml_load(yaml))
+  local doc = assert(core.yaml.load(yaml))
   return pcall(require("ad.config").from_document, doc, "/tmp/x.yaml")
 end
 
@@ -155,7 +155,7 @@ test("config: defaults and validation", function()
 end)
 
 test("config: YAML is loaded safely", function()
-  local v, err = core.yaml_load("a: !!python/object/apply:os.system ['id']\n")
+  local v, err = core.yaml.load("a: !!python/object/apply:os.system ['id']\n")
   eq(v, nil); has(err, "unsupported tag")
 end)
 
@@ -176,14 +176,14 @@ test("config: save/load round trip keeps order, modes and non-ASCII", function()
   eq(back.agents.b.description, "Описание")
   eq(#back.agents.b.allowed_tools, 0, "explicit [] kept")
   eq(back.agents.a.capabilities[1], "logs")
-  local _, _, mode = core.stat(path)
+  local _, _, mode = core.fs.stat(path)
   eq(mode, 384, "0600")
-  local _, _, dmode = core.stat(dir .. "/sub")
+  local _, _, dmode = core.fs.stat(dir .. "/sub")
   eq(dmode, 448, "0700")
-  local text = core.read_file(path)
+  local text = core.fs.read_file(path)
   ok(not text:find("groups:"), "no empty groups key")
   ok(text:find("agents:") < text:find("settings:"), "agents before settings")
-  for _, n in ipairs(core.listdir(dir .. "/sub")) do ok(not n:find("%.tmp$"), "no temp file") end
+  for _, n in ipairs(core.fs.listdir(dir .. "/sub")) do ok(not n:find("%.tmp$"), "no temp file") end
 end)
 
 test("config: a change made by another process drops that agent's cached results", function()
@@ -212,47 +212,47 @@ end)
 
 test("tasks: ad.all runs concurrently and keeps order", function()
   local ad = require "agent_dispatch"
-  local t0 = core.now()
+  local t0 = core.task.now()
   local out = ad.all({ function() ad.sleep(0.2) return "a" end,
                        function() ad.sleep(0.2) return "b" end,
                        function() error("boom") end })
-  ok(core.now() - t0 < 0.35, "concurrent")
+  ok(core.task.now() - t0 < 0.35, "concurrent")
   eq(out[1].value, "a"); eq(out[2].value, "b"); eq(out[3].ok, false)
 end)
 
 test("tasks: cancelling a waiter cancels its children", function()
   local task = require "ad.task"
   local child_cancelled = false
-  local parent = core.spawn(function()
+  local parent = core.task.spawn(function()
     return task.all({ function()
-      local r, why = core.sleep(5)
+      local r, why = core.task.sleep(5)
       child_cancelled = (r == nil and why == "cancelled")
     end })
   end)
-  core.sleep(0.05)
+  core.task.sleep(0.05)
   parent:cancel()
   local okp = parent:wait()
   eq(okp, false); ok(child_cancelled, "child saw the cancellation")
 end)
 
 test("tasks: a cancel that lands while the task is queued to resume is not lost", function()
-  local ev = core.event()
+  local ev = core.task.event()
   local slept
-  local t = core.spawn(function()
+  local t = core.task.spawn(function()
     ev:wait()
-    slept = { core.sleep(5) }
+    slept = { core.task.sleep(5) }
   end)
-  core.sleep(0.02)
+  core.task.sleep(0.02)
   ev:set(true)   -- t is now queued to resume ...
   t:cancel()     -- ... and cancelled before it runs
-  local t0 = core.now()
+  local t0 = core.task.now()
   t:wait()
-  ok(core.now() - t0 < 1, "the next wait failed at once")
+  ok(core.task.now() - t0 < 1, "the next wait failed at once")
   eq(slept[1], nil); eq(slept[2], "cancelled")
 end)
 
 test("tasks: cancelling a task that never started finishes it", function()
-  local t = core.spawn(function() error("must not run") end)
+  local t = core.task.spawn(function() error("must not run") end)
   eq(t:cancel(), true)
   local okt, err = t:wait()
   eq(okt, false); eq(err, "cancelled")
@@ -266,24 +266,24 @@ test("claude.result: non-string values never raise", function()
 end)
 
 test("yaml: an alias to the node that contains it does not build a cycle", function()
-  local v = core.yaml_load("x: &a [1, *a]\n")
+  local v = core.yaml.load("x: &a [1, *a]\n")
   eq(v.x[1], 1); ok(v.x[2] ~= v.x, "no self-reference"); eq(v.x[2], json.null)
 end)
 
 test("tasks: waiting inside coroutine.wrap fails clearly", function()
-  local fine, err = pcall(coroutine.wrap(function() core.sleep(0.01) end))
+  local fine, err = pcall(coroutine.wrap(function() core.task.sleep(0.01) end))
   ok(not fine, "raised"); has(tostring(err), "must be called from a task")
 end)
 
 test("docs: every exported function of agent_dispatch is documented", function()
-  local doc = assert(core.read_file(here .. "../../docs/lua-api.md"))
+  local doc = assert(core.fs.read_file(here .. "../../docs/lua-api.md"))
   for name in pairs(require("agent_dispatch")) do
     has(doc, "### ad." .. name, "docs/lua-api.md")
   end
 end)
 
 test("docs: every tool is in the README tool table", function()
-  local readme = assert(core.read_file(here .. "../../README.md"))
+  local readme = assert(core.fs.read_file(here .. "../../README.md"))
   local tools = require "ad.tools"
   tools.load_builtin()
   for _, name in ipairs(tools.BUILTIN) do has(readme, "`" .. name .. "`", "README.md") end

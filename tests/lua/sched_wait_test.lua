@@ -44,26 +44,26 @@ local function each_context(what, op)
 end
 
 local function elapsed(fn)
-  local t0 = core.now()
+  local t0 = core.task.now()
   local a, b = fn()
-  return core.now() - t0, a, b
+  return core.task.now() - t0, a, b
 end
 
 test("sleep: refused where it cannot yield; the next sleep waits its full time", function()
-  each_context("sleep", function() core.sleep(0.05) end)
-  local dt, r = elapsed(function() return core.sleep(0.3) end)
+  each_context("sleep", function() core.task.sleep(0.05) end)
+  local dt, r = elapsed(function() return core.task.sleep(0.3) end)
   eq(r, true, "sleep result")
   ok(dt >= 0.28, "later sleep waited its full time (waited " .. dt .. " s)")
 end)
 
 test("join: refused where it cannot yield; a later join waits for the task", function()
-  local sleeper = core.spawn(function() core.sleep(0.2) return "late" end)
+  local sleeper = core.task.spawn(function() core.task.sleep(0.2) return "late" end)
   each_context("task:wait", function() sleeper:wait() end)
   -- The refused joins must not wake this task when the sleeper ends.
-  local dt = elapsed(function() return core.sleep(0.5) end)
+  local dt = elapsed(function() return core.task.sleep(0.5) end)
   ok(dt >= 0.48, "a sleep during the join target's end waited its full time (waited " .. dt .. " s)")
   ok(sleeper:done(), "the sleeper ended meanwhile")
-  local other = core.spawn(function() core.sleep(0.05) return "early" end)
+  local other = core.task.spawn(function() core.task.sleep(0.05) return "early" end)
   local ok1, v1 = other:wait()
   ok(ok1, "join ok"); eq(v1, "early")
   local ok2, v2 = sleeper:wait()
@@ -72,64 +72,64 @@ test("join: refused where it cannot yield; a later join waits for the task", fun
 end)
 
 test("event wait: refused where it cannot yield; set() wakes only real waiters", function()
-  local ev = core.event()
+  local ev = core.task.event()
   each_context("ev:wait", function() ev:wait(0.05) end)
   each_context("ev:wait (no timeout)", function() ev:wait() end)
   local dt, v, err = elapsed(function() return ev:wait(0.3) end)
   eq(v, nil); eq(err, "timeout")
   ok(dt >= 0.28, "later event wait waited its full time (waited " .. dt .. " s)")
-  local ev2 = core.event()
+  local ev2 = core.task.event()
   each_context("ev2:wait", function() ev2:wait() end)
-  core.spawn(function() core.sleep(0.05) ev2:set("go") end)
+  core.task.spawn(function() core.task.sleep(0.05) ev2:set("go") end)
   eq(ev2:wait(2), "go", "event value")
 end)
 
 test("acquire: refused where it cannot yield; no phantom waiter takes a slot", function()
-  local before = core.limiter_stats()
-  core.set_limit(1)
-  local slot = core.acquire()
+  local before = core.limiter.stats()
+  core.limiter.set_limit(1)
+  local slot = core.limiter.acquire()
   ok(slot, "first slot")
-  each_context("acquire", function() core.acquire() end)
-  local st = core.limiter_stats()
+  each_context("acquire", function() core.limiter.acquire() end)
+  local st = core.limiter.stats()
   eq(st.waiting, 0, "no waiter left behind")
   eq(st.live, before.live + 1, "live count")
   local got
-  local w = core.spawn(function()
-    local s = core.acquire()
+  local w = core.task.spawn(function()
+    local s = core.limiter.acquire()
     got = s ~= nil
     if s then s:release() end
     return got
   end)
-  core.sleep(0.05)
-  eq(core.limiter_stats().waiting, 1, "the real waiter queues")
+  core.task.sleep(0.05)
+  eq(core.limiter.stats().waiting, 1, "the real waiter queues")
   slot:release()
   local okw, r = w:wait()
   ok(okw and r, "the next acquire got the freed slot")
-  local s2 = core.acquire()
+  local s2 = core.limiter.acquire()
   ok(s2, "slot free again")
   s2:release()
-  eq(core.limiter_stats().live, before.live, "accounting back to where it was")
-  core.set_limit(before.limit)
+  eq(core.limiter.stats().live, before.live, "accounting back to where it was")
+  core.limiter.set_limit(before.limit)
 end)
 
 test("lock wait: refused where it cannot yield; a later wait waits", function()
   local dir = os.getenv("TMPDIR") or "/tmp"
-  local path = dir .. "/ad-sched-wait-" .. core.getpid() .. ".lock"
-  local held = core.lock(path, 1)
+  local path = dir .. "/ad-sched-wait-" .. core.sys.getpid() .. ".lock"
+  local held = core.fs.lock(path, 1)
   ok(held, "lock taken")
-  each_context("lock", function() core.lock(path, 0.05) end)
-  local dt, l2, err = elapsed(function() return core.lock(path, 0.3) end)
+  each_context("lock", function() core.fs.lock(path, 0.05) end)
+  local dt, l2, err = elapsed(function() return core.fs.lock(path, 0.3) end)
   eq(l2, nil); eq(err, "timeout")
   ok(dt >= 0.28, "later lock wait waited its full time (waited " .. dt .. " s)")
   held:unlock()
-  local l3 = core.lock(path, 1)
+  local l3 = core.fs.lock(path, 1)
   ok(l3, "lock free again")
   l3:unlock()
-  core.unlink(path)
+  core.fs.unlink(path)
 end)
 
 test("process read_line and wait: refused where they cannot yield", function()
-  local p = assert(core.process{ argv = { "/bin/sh", "-c", "sleep 0.3; echo hi" } })
+  local p = assert(core.proc.spawn{ argv = { "/bin/sh", "-c", "sleep 0.3; echo hi" } })
   each_context("p:read_line", function() p:read_line() end)
   each_context("p:wait", function() p:wait() end)
   local dt, line = elapsed(function() return p:read_line() end)
@@ -143,20 +143,20 @@ end)
 
 test("watch_dir: refused where it cannot yield; a later watch waits", function()
   local dir = os.getenv("TMPDIR") or "/tmp"
-  each_context("watch_dir", function() core.watch_dir(dir, "ad-none-" .. core.getpid(), 0.05) end)
+  each_context("watch_dir", function() core.jobs.watch_dir(dir, "ad-none-" .. core.sys.getpid(), 0.05) end)
   local dt, v, err = elapsed(function()
-    return core.watch_dir(dir, "ad-none-" .. core.getpid(), 0.3)
+    return core.jobs.watch_dir(dir, "ad-none-" .. core.sys.getpid(), 0.3)
   end)
   eq(v, nil); eq(err, "timeout")
   ok(dt >= 0.28, "later watch waited its full time (waited " .. dt .. " s)")
 end)
 
 test("signal wait: refused where it cannot yield; leaves no waiter behind", function()
-  each_context("wait_signal", function() core.wait_signal() end)
+  each_context("wait_signal", function() core.signal.wait() end)
   -- Refused calls take none of the (few) signal waiter places.
   local waiters = {}
-  for i = 1, 6 do waiters[i] = core.spawn(function() return core.wait_signal() end) end
-  core.sleep(0.05)
+  for i = 1, 6 do waiters[i] = core.task.spawn(function() return core.signal.wait() end) end
+  core.task.sleep(0.05)
   for i = 1, 6 do
     if waiters[i]:done() then
       error("signal waiter " .. i .. " failed: " .. tostring(select(2, waiters[i]:wait())))
@@ -167,16 +167,16 @@ test("signal wait: refused where it cannot yield; leaves no waiter behind", func
 end)
 
 test("a metamethod called from Lua code may wait", function()
-  local t = setmetatable({}, { __index = function(_, k) core.sleep(0.05) return k end })
+  local t = setmetatable({}, { __index = function(_, k) core.task.sleep(0.05) return k end })
   local dt, v = elapsed(function() return t.key end)
   eq(v, "key")
   ok(dt >= 0.04, "__index waited")
 end)
 
 test("after all that, sleeps still wait their full time", function()
-  local dt = elapsed(function() return core.sleep(0.2) end)
+  local dt = elapsed(function() return core.task.sleep(0.2) end)
   ok(dt >= 0.18, "sleep waited (" .. dt .. " s)")
-  local dt2 = elapsed(function() return core.sleep(0.2) end)
+  local dt2 = elapsed(function() return core.task.sleep(0.2) end)
   ok(dt2 >= 0.18, "sleep waited (" .. dt2 .. " s)")
 end)
 

@@ -7,7 +7,7 @@ local M = { n = 0, failed = 0 }
 
 function M.test(name, fn)
   M.n = M.n + 1
-  local t = core.spawn(fn)
+  local t = core.task.spawn(fn)
   local ok, err = t:wait()
   if ok then
     print("ok " .. M.n .. " - " .. name)

@@ -350,7 +350,7 @@ static void start_waiter(struct waiter *w, pthread_t *th, const char *path)
 }
 
 /* fs_lock_wait blocks until the holder lets go, and gives up only when
- * stop is set and a signal interrupts it (the loop side of core.lock). */
+ * stop is set and a signal interrupts it (the loop side of core.fs.lock). */
 static void test_lock_wait(void)
 {
     struct sigaction sa;

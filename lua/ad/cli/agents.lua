@@ -24,10 +24,10 @@ local function register(claude, self_path, spec)
     err(manual)
     return false
   end
-  if not core.which(PROG) then
+  if not core.sys.which(PROG) then
     err("Warning: agent-dispatch is not on PATH; registering it by its absolute path ", self_path)
   end
-  local p, msg = core.process{ argv = { claude, "mcp", "add-json", "agent-dispatch", spec,
+  local p, msg = core.proc.spawn{ argv = { claude, "mcp", "add-json", "agent-dispatch", spec,
                                         "--scope", "user" }, timeout = 60 }
   if not p then
     err("Failed to register MCP server: ", msg)
@@ -62,14 +62,14 @@ C.init = {
   usage = "", summary = "Create the config and register the MCP server with Claude Code.",
   run = function()
     local path = config.path()
-    if core.stat(path) then
+    if core.fs.stat(path) then
       out("Config already exists: ", path)
     else
       local ok, e = config.save(config.empty(path))
       if not ok then return common.save_error(e) end
       out("Created config: ", path)
     end
-    local self_path = core.realpath("/proc/self/exe") or core.which(PROG)
+    local self_path = core.fs.realpath("/proc/self/exe") or core.sys.which(PROG)
     local spec = json.encode(json.object({ type = "stdio", command = self_path,
                                            args = json.array{ "serve" } },
                                          { "type", "command", "args" }))
@@ -91,7 +91,7 @@ C.add = {
   run = function(o, pos)
     local name, dir = pos[1], pos[2]
     local abs = util.abspath(dir)
-    if not abs or core.health(abs) ~= true then
+    if not abs or core.project.health(abs) ~= true then
       err("Usage: ", PROG, " add NAME DIRECTORY [OPTIONS]")
       err("Error: Invalid value for 'DIRECTORY': Directory '", dir, "' does not exist.")
       return 2
@@ -271,7 +271,7 @@ C.describe = {
     row("disallowed_tools:", tools_text(a.disallowed_tools))
     local files = {}
     for _, f in ipairs({ "CLAUDE.md", ".mcp.json", "README.md", "pyproject.toml", "package.json" }) do
-      if core.has(a.directory, f) then files[#files + 1] = f end
+      if core.project.has(a.directory, f) then files[#files + 1] = f end
     end
     row("project files:", #files > 0 and table.concat(files, ", ") or "(none)")
     return 0

@@ -25,7 +25,7 @@ local function environment(r)
   local claude = require("ad.runner").claude_path()
   if claude then r.ok("claude CLI: " .. claude)
   else r.fail("claude CLI not found on PATH", "Install: npm install -g @anthropic-ai/claude-code") end
-  if core.which(PROG) then r.ok("agent-dispatch: " .. core.which(PROG))
+  if core.sys.which(PROG) then r.ok("agent-dispatch: " .. core.sys.which(PROG))
   else r.warn("agent-dispatch not on PATH (MCP server still works via absolute path)") end
   return claude
 end
@@ -35,7 +35,7 @@ local function config_check(r)
   out("Config")
   local path = config.path()
   local cfg, e
-  if not core.stat(path) then
+  if not core.fs.stat(path) then
     r.warn("Config not found: " .. path, "Run: agent-dispatch init")
   else
     cfg, e = config.load(path)
@@ -54,7 +54,7 @@ end
 local function registration(r, claude)
   out("MCP registration")
   if not claude then return r.warn("Skipped (claude CLI missing)") end
-  local p = core.process{ argv = { claude, "mcp", "list" }, timeout = 10 }
+  local p = core.proc.spawn{ argv = { claude, "mcp", "list" }, timeout = 10 }
   if not p then return r.warn("Could not check MCP registration: cannot run " .. claude) end
   local lines = {}
   while true do local l = p:read_line() if not l then break end lines[#lines + 1] = l end
@@ -77,11 +77,11 @@ local function agent_checks(r, cfg)
   end
   for _, name in ipairs(cfg.agent_names) do
     local a = cfg.agents[name]
-    local h, herr = core.health(a.directory)
+    local h, herr = core.project.health(a.directory)
     if h == true then
       local files = {}
       for _, f in ipairs({ "CLAUDE.md", ".mcp.json" }) do
-        if core.has(a.directory, f) then files[#files + 1] = f end
+        if core.project.has(a.directory, f) then files[#files + 1] = f end
       end
       r.ok(name .. ": " .. a.directory .. (#files > 0 and (" [" .. table.concat(files, ", ") .. "]") or ""))
     elseif h == false then r.fail(name .. ": directory missing - " .. a.directory)

@@ -9,7 +9,7 @@ local out, err = common.out, common.err
 local C = {}
 
 local function age(t)
-  local d = math.max(0, core.time() - (tonumber(t) or core.time()))
+  local d = math.max(0, core.task.time() - (tonumber(t) or core.task.time()))
   if d < 60 then return math.floor(d) .. "s" end
   if d < 3600 then return math.floor(d / 60) .. "m" end
   if d < 86400 then return math.floor(d / 3600) .. "h" end

@@ -13,14 +13,14 @@ local function origin(dir, name)
   if dir == "" then return "embedded" end
   for _, suffix in ipairs({ ".lua", "/init.lua" }) do
     local p = dir .. "/" .. name:gsub("%.", "/") .. suffix
-    if core.stat(p) then return p end
+    if core.fs.stat(p) then return p end
   end
   return "embedded"
 end
 
 local function list()
-  local dir = core.user_lua_dir()
-  for _, name in ipairs(core.embedded_list()) do
+  local dir = core.embed.user_lua_dir()
+  for _, name in ipairs(core.embed.list()) do
     out(string.format("%-28s %s", name, origin(dir, name)))
   end
   return 0
@@ -50,7 +50,7 @@ C.lua = {
     if action == "list" or action == "path" then return list() end
     if action == "tools" then return tools() end
     if action == "cat" or action == "dump" then
-      local src = pos[2] and core.embedded(pos[2])
+      local src = pos[2] and core.embed.source(pos[2])
       if not src then err("Error: no embedded module '", tostring(pos[2]), "'.") return 1 end
       io.stdout:write(src)
       return 0

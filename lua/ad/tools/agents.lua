@@ -36,15 +36,15 @@ tools.define{
       local healthy = introspect.health(a.directory)
       local e = json.object({ name = name, directory = a.directory,
         description = a.description, healthy = healthy,
-        has_claude_md = healthy == true and core.has(a.directory, "CLAUDE.md"),
-        has_mcp_config = healthy == true and core.has(a.directory, ".mcp.json") },
+        has_claude_md = healthy == true and core.project.has(a.directory, "CLAUDE.md"),
+        has_mcp_config = healthy == true and core.project.has(a.directory, ".mcp.json") },
         SUMMARY_KEYS)
       if healthy == true then
         local mcp = introspect.mcp_servers(a.directory)
         if #mcp > 0 then e.mcp_servers = mcp end
-        local st = core.stacks(a.directory)
+        local st = core.project.stacks(a.directory)
         if #st > 0 then e.stacks = st end
-        local dbs = core.dbs(a.directory)
+        local dbs = core.project.dbs(a.directory)
         if #dbs > 0 then e.dbs = dbs end
       end
       e.permission_mode = util.nonempty(a.permission_mode)
@@ -98,11 +98,11 @@ tools.define{
     ctx.log("info", "Inspected " .. args.name .. " (" .. a.directory .. ")")
     if healthy ~= true then return e end
     e.mcp_servers = introspect.mcp_servers(a.directory)
-    e.stacks = core.stacks(a.directory)
-    e.dbs = core.dbs(a.directory)
-    e.has_claude_md = core.has(a.directory, "CLAUDE.md")
-    e.has_readme = core.has(a.directory, "README.md")
-    e.has_mcp_config = core.has(a.directory, ".mcp.json")
+    e.stacks = core.project.stacks(a.directory)
+    e.dbs = core.project.dbs(a.directory)
+    e.has_claude_md = core.project.has(a.directory, "CLAUDE.md")
+    e.has_readme = core.project.has(a.directory, "README.md")
+    e.has_mcp_config = core.project.has(a.directory, ".mcp.json")
     if lines > 0 then
       if e.has_claude_md then
         local text, cut = introspect.preview(a.directory, "CLAUDE.md", lines)

@@ -1,0 +1,87 @@
+/* Lua face of the project probes (see ad/introspect.h): core.project.
+ *
+ *   core.project.health(dir) -> true | false | nil, msg (probe error)
+ *   core.project.stacks(dir) / core.project.dbs(dir) -> {labels}
+ *   core.project.has(dir, name [, isdir]) -> true | false
+ *   core.project.read(dir, rel [, max]) -> data, truncated | nil, msg, code
+ *
+ * Reads stay inside dir: introspect_read refuses paths that leave it. */
+#include <stdlib.h>
+
+#include "ad/introspect.h"
+#include "bind/bind.h"
+
+static int l_health(lua_State *L)
+{
+    int rc = introspect_health(luaL_checkstring(L, 1));
+    if (rc < 0) {
+        return bind_fail(L, rc, NULL);
+    }
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
+static int push_labels(lua_State *L, const char **labels, size_t n)
+{
+    bind_new_array(L, (int)n);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, labels[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+static int l_stacks(lua_State *L)
+{
+    const char *labels[16];
+    return push_labels(L, labels,
+                       introspect_stacks(luaL_checkstring(L, 1), labels, 16));
+}
+
+static int l_dbs(lua_State *L)
+{
+    const char *labels[16];
+    return push_labels(L, labels,
+                       introspect_dbs(luaL_checkstring(L, 1), labels, 16));
+}
+
+/* core.project.read(dir, rel [, max]) -> data, truncated | nil, msg, code */
+static int l_read_project(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    const char *rel = luaL_checkstring(L, 2);
+    lua_Integer max = luaL_optinteger(L, 3, 1024 * 1024);
+    luaL_argcheck(L, max >= 0, 3, "must be >= 0");
+    char *data;
+    size_t len;
+    int cut;
+    int rc = introspect_read(dir, rel, (size_t)max, &data, &len, &cut);
+    if (rc != 0) {
+        return bind_fail(L, rc, rel);
+    }
+    lua_pushlstring(L, data, len);
+    free(data);
+    lua_pushboolean(L, cut);
+    return 2;
+}
+
+static int l_has(lua_State *L)
+{
+    lua_pushboolean(L, introspect_has(luaL_checkstring(L, 1),
+                                      luaL_checkstring(L, 2),
+                                      lua_toboolean(L, 3)));
+    return 1;
+}
+
+void bind_project_register(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"health", l_health},
+        {"stacks", l_stacks},
+        {"dbs", l_dbs},
+        {"has", l_has},
+        {"read", l_read_project},
+        {NULL, NULL},
+    };
+    bind_subtable(L, "project", fns);
+}

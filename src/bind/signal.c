@@ -1,0 +1,87 @@
+/* Lua face of the shutdown signals: core.signal.
+ *
+ *   core.signal.wait() -> "SIGINT" | "SIGTERM" | "SIGHUP"
+ *
+ * The handlers are installed on the first wait and stay installed until
+ * shutdown (bind_signal_close); they are unref'd so they never keep the
+ * loop alive by themselves. A signal wakes every task waiting at the time;
+ * no handler ever touches a Lua state (the loop delivers the signal). */
+#include <signal.h>
+#include <stdbool.h>
+
+#include <uv.h>
+
+#include "ad/sched.h"
+#include "bind/bind.h"
+
+#define MAX_WAITERS 8
+
+static struct {
+    uv_signal_t sig[3];
+    bool open;
+    struct task *waiter[MAX_WAITERS];
+    int nwaiters;
+} S;
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    (void)h;
+    const char *name = signum == SIGINT ? "SIGINT"
+                       : signum == SIGTERM ? "SIGTERM" : "SIGHUP";
+    int n = S.nwaiters;
+    S.nwaiters = 0;
+    for (int i = 0; i < n; i++) {
+        struct task *t = S.waiter[i];
+        lua_pushstring(sched_thread(t), name);
+        sched_resume(t, 1);
+    }
+}
+
+static void cancel_signal_wait(struct task *t, void *data)
+{
+    (void)data;
+    for (int i = 0; i < S.nwaiters; i++) {
+        if (S.waiter[i] == t) {
+            S.waiter[i] = S.waiter[--S.nwaiters];
+            return;
+        }
+    }
+}
+
+static int l_wait_signal(lua_State *L)
+{
+    struct task *me = sched_check_wait(L);
+    if (!S.open) {
+        static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+        S.open = true;
+        for (int i = 0; i < 3; i++) {
+            uv_signal_init(sched_loop(), &S.sig[i]);
+            uv_signal_start(&S.sig[i], on_signal, sigs[i]);
+            uv_unref((uv_handle_t *)&S.sig[i]);
+        }
+    }
+    if (S.nwaiters >= MAX_WAITERS) {
+        return luaL_error(L, "too many signal waiters");
+    }
+    S.waiter[S.nwaiters++] = me;
+    return sched_wait(L, cancel_signal_wait, NULL);
+}
+
+void bind_signal_close(void)
+{
+    if (S.open) {
+        for (int i = 0; i < 3; i++) {
+            uv_close((uv_handle_t *)&S.sig[i], NULL);
+        }
+        S.open = false;
+    }
+}
+
+void bind_signal_register(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"wait", l_wait_signal},
+        {NULL, NULL},
+    };
+    bind_subtable(L, "signal", fns);
+}

@@ -1,0 +1,108 @@
+/* Lua face of facts about this process and its environment: core.sys.
+ *
+ *   core.sys.getpid() -> pid            core.sys.getuid() -> uid
+ *   core.sys.isatty(fd) -> true when fd is a terminal
+ *   core.sys.environ() -> {"K=V", ...}
+ *   core.sys.which(name) -> absolute path of an executable on PATH | nil
+ *
+ * Child processes are proc.c's; the job records' process checks are
+ * jobs.c's. */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bind/bind.h"
+
+extern char **environ;
+
+static int l_getpid(lua_State *L)
+{
+    lua_pushinteger(L, getpid());
+    return 1;
+}
+
+/* core.sys.isatty(fd) -> true when fd is a terminal */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+static int l_getuid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getuid());
+    return 1;
+}
+
+static int l_which(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    if (strchr(name, '/')) {
+        if (access(name, X_OK) == 0) {
+            char buf[PATH_MAX];
+            lua_pushstring(L, realpath(name, buf) ? buf : name);
+            return 1;
+        }
+        lua_pushnil(L);
+        return 1;
+    }
+    const char *path = getenv("PATH");
+    if (!path) {
+        lua_pushnil(L);
+        return 1;
+    }
+    const char *p = path;
+    while (*p) {
+        const char *colon = strchr(p, ':');
+        size_t len = colon ? (size_t)(colon - p) : strlen(p);
+        char cand[PATH_MAX];
+        if (len > 0 && len + strlen(name) + 2 < sizeof cand) {
+            memcpy(cand, p, len);
+            cand[len] = '/';
+            strcpy(cand + len + 1, name);
+            struct stat st;
+            if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) &&
+                access(cand, X_OK) == 0) {
+                if (cand[0] == '/') {
+                    lua_pushstring(L, cand);
+                } else {
+                    char buf[PATH_MAX];
+                    lua_pushstring(L, realpath(cand, buf) ? buf : cand);
+                }
+                return 1;
+            }
+        }
+        if (!colon) {
+            break;
+        }
+        p = colon + 1;
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+static int l_environ(lua_State *L)
+{
+    lua_newtable(L);
+    lua_Integer i = 0;
+    for (char **e = environ; e && *e; e++) {
+        lua_pushstring(L, *e);
+        lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+}
+
+void bind_sys_register(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"getpid", l_getpid},
+        {"getuid", l_getuid},
+        {"isatty", l_isatty},
+        {"environ", l_environ},
+        {"which", l_which},
+        {NULL, NULL},
+    };
+    bind_subtable(L, "sys", fns);
+}
