@@ -19,10 +19,10 @@
 -- Prints one line per timed operation: "LABEL MICROSECONDS", and first
 -- "# bytes B" (the size of the record file written).
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
-local jobs = require "ad.jobs"
-local runner = require "ad.runner"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local jobs = require "ad.storage.jobs"
+local runner = require "ad.domain.runner"
 
 local mode, n = arg[1], tonumber(arg[2])
 assert(mode and n, "usage: job_write.lua progress|create|finish|parts N")

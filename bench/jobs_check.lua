@@ -13,10 +13,10 @@
 -- 3. jobs.list() returns the newest jobs of the index, newest first.
 -- Prints "ok N records" or raises an error.
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
-local jobs = require "ad.jobs"
-local runner = require "ad.runner"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local jobs = require "ad.storage.jobs"
+local runner = require "ad.domain.runner"
 
 local dir = jobs.dir()
 local function slurp(p)

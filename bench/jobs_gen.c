@@ -1,6 +1,6 @@
 /*
  * jobs_gen.c - writes a job store of N finished jobs, in the product's
- * on-disk format (see include/ad/jobs.h, lua/ad/jobs.lua), much faster than
+ * on-disk format (see include/ad/jobs.h, lua/ad/storage/jobs.lua), much faster than
  * creating them through `dispatch {return_ref: true}`.
  *
  *   jobs_gen DIR N FAILED_EVERY

@@ -7,13 +7,13 @@
 ---   local r = ad.dispatch{agent = "backend", task = "List the API routes"}
 ---   if r.success then print(r.result) end
 local core = require "ad.core"
-local json = require "ad.json"
-local config = require "ad.config"
-local render = require "ad.errors.render"
-local D = require "ad.dispatch"
-local request = require "ad.request"
-local task = require "ad.task"
-local util = require "ad.util"
+local json = require "ad.infra.json"
+local config = require "ad.storage.config"
+local render = require "ad.infra.errors.render"
+local D = require "ad.domain.dispatch"
+local request = require "ad.domain.request"
+local task = require "ad.infra.task"
+local util = require "ad.infra.util"
 
 local M = {}
 
@@ -60,7 +60,7 @@ function M.agents()
   for i, name in ipairs(c.agent_names) do
     local a = c.agents[name]
     out[i] = { name = name, directory = a.directory, description = a.description,
-               healthy = require("ad.introspect").health(a.directory) }
+               healthy = require("ad.domain.introspect").health(a.directory) }
   end
   return out
 end
@@ -117,20 +117,20 @@ function M.async(spec)
   if type(spec) ~= "table" then error("expected a table {agent=..., task=...}", 2) end
   local req, err = request.build(cfg(), spec)
   if not req then error(err, 2) end
-  return require("ad.async").submit(req).id
+  return require("ad.domain.async").submit(req).id
 end
 
 --- Waits for a job (at most timeout seconds, default 3600); returns its
 --- record, and true as a second value when the wait timed out.
 function M.wait(id, timeout)
-  local rec, timed_out = require("ad.async").wait(id, timeout or 3600)
+  local rec, timed_out = require("ad.domain.async").wait(id, timeout or 3600)
   if not rec then error("Job not found: " .. tostring(id), 2) end
   return rec, timed_out == true
 end
 
 --- Cancels a job; returns {job_id, outcome, status, message}.
 function M.cancel(id)
-  local r = require("ad.async").cancel(id)
+  local r = require("ad.domain.async").cancel(id)
   if not r then error("Job not found: " .. tostring(id), 2) end
   return r
 end
@@ -138,12 +138,12 @@ end
 --- Job records, newest first: {status = "running", limit = 20}.
 function M.jobs(opts)
   opts = opts or {}
-  return require("ad.jobs").list(opts.status, opts.limit or 50)
+  return require("ad.storage.jobs").list(opts.status, opts.limit or 50)
 end
 
 --- The full result stored under a ref or job id (nil when none yet).
 function M.fetch(ref)
-  local rec = require("ad.jobs").get(ref)
+  local rec = require("ad.storage.jobs").get(ref)
   return rec and rec.result
 end
 

@@ -47,7 +47,7 @@ static struct {
     uint64_t resume_start;
 } S;
 
-static const char TASK_MT[] = "ad.task";
+static const char TASK_MT[] = "ad.infra.task";
 
 static struct task **extra(lua_State *L)
 {

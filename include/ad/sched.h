@@ -24,7 +24,7 @@ void sched_shutdown(void);
 uv_loop_t *sched_loop(void);
 
 /* [-(nargs+1), +1, m] Pops a function and its nargs arguments from L and
- * pushes the new task (userdata "ad.task"). Its first resume is deferred
+ * pushes the new task (userdata "ad.infra.task"). Its first resume is deferred
  * to the loop. */
 struct task *sched_spawn(lua_State *L, int nargs);
 

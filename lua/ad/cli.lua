@@ -1,15 +1,15 @@
 --- The command-line interface: the command table, usage and dispatch to a
---- command (option parsing and --help from ad.args). The commands live in
+--- command (option parsing and --help from ad.cli.args). The commands live in
 --- one module per family - ad.cli.agents (init, add, update, remove, list,
 --- describe), ad.cli.test, ad.cli.doctor, ad.cli.groups, ad.cli.jobs (jobs,
 --- job, cancel, gc), ad.cli.lua - with what they share in ad.cli.common;
---- serve and run are entries into ad.mcp and ad.run. Each can be
+--- serve and run are entries into ad.protocol.mcp and ad.cli.run. Each can be
 --- overridden on its own. A command is {usage =, summary =, options =,
 --- positionals =, min =, max =, run = function(opts, positionals) -> exit
 --- status (0 ok, 1 reported error, 2 usage error)}, or {sub = commands},
 --- or raw = true (run gets the arguments unparsed).
 local core = require "ad.core"
-local args = require "ad.args"
+local args = require "ad.cli.args"
 
 local M = {}
 local PROG = "agent-dispatch"
@@ -23,7 +23,7 @@ local C = M.commands
 C.serve = {
   usage = "", summary = "Run the MCP server on stdio (what Claude Code starts).",
   run = function()
-    return require("ad.mcp").serve()
+    return require("ad.protocol.mcp").serve()
   end,
 }
 
@@ -32,7 +32,7 @@ C.run = {
   summary = "Run a Lua batch script with the agent_dispatch module.",
   raw = true,
   run = function(_, pos)
-    return require("ad.run").main(pos)
+    return require("ad.cli.run").main(pos)
   end,
 }
 

@@ -8,7 +8,7 @@ function M.main(args)
   -- `serve` is started by Claude Code for every session: skip loading the
   -- CLI so the handshake is answered sooner.
   local entry = (#argv == 1 and argv[1] == "serve")
-    and function() return require("ad.mcp").serve() end
+    and function() return require("ad.protocol.mcp").serve() end
     or require("ad.cli").main
   local ok, code = xpcall(entry, function(e)
     if type(e) == "table" and e.message then return e end
@@ -23,7 +23,7 @@ function M.main(args)
   if ok then return code end
   if type(code) == "table" and code.type == "cancelled" then return 130 end
   if type(code) == "table" and code.type == "io" then
-    local msg, hint = require("ad.errors.render").io(code)
+    local msg, hint = require("ad.infra.errors.render").io(code)
     io.stderr:write("agent-dispatch: I/O error: ", msg, "\n", hint, "\n")
     return 1
   end

@@ -10,10 +10,10 @@
 --- a handler has a bug (that becomes an internal-error envelope, logged
 --- with its traceback on stderr).
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
-local config = util.lazy "ad.config"
-local render = util.lazy "ad.errors.render"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local config = util.lazy "ad.storage.config"
+local render = util.lazy "ad.infra.errors.render"
 
 local M = {}
 
@@ -139,7 +139,7 @@ function M.envelope(msg, hint)
 end
 
 --- Turns a config save error into the tool's envelope (wording from
---- ad.errors.render, like every other surface).
+--- ad.infra.errors.render, like every other surface).
 function M.save_error(tool, err)
   local msg, remedy = render.save(err)
   if not msg then return M.load_error(err) end
@@ -262,7 +262,7 @@ load_all = function()
       if n == name and j ~= i then table.remove(order, j); table.insert(order, i, name) break end
     end
   end
-  require("ad.plugins").load(M.define, builtin)
+  require("ad.domain.plugins").load(M.define, builtin)
 end
 
 return M

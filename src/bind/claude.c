@@ -1,5 +1,5 @@
 /* The claude CLI's command line, on the C side. Its output is read and
- * shaped in Lua, once (lua/ad/claude.lua).
+ * shaped in Lua, once (lua/ad/domain/claude.lua).
  *
  *   core.claude.argv{claude=, prompt=, prompt_on_stdin=, stream=, resume=,
  *       session_id=, budget=, model=, permission_mode=, allowed={},

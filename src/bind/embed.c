@@ -34,7 +34,7 @@ const struct embedded_module *embed_find(const char *name)
                    sizeof embedded_modules[0], cmp);
 }
 
-/* [-0, +1, m] path of module name under dir ("ad.mcp" -> dir/ad/mcp.lua) */
+/* [-0, +1, m] path of module name under dir ("ad.protocol.mcp" -> dir/ad/protocol/mcp.lua) */
 static void push_module_path(lua_State *L, const char *dir, const char *name,
                              const char *suffix)
 {

@@ -5,8 +5,8 @@
 #include <lua.h>
 
 struct embedded_module {
-    const char *name;       /* "ad.mcp" */
-    const char *chunkname;  /* "@lua/ad/mcp.lua" */
+    const char *name;       /* "ad.protocol.mcp" */
+    const char *chunkname;  /* "@lua/ad/protocol/mcp.lua" */
     const unsigned char *src;     /* source text */
     size_t len;
     const unsigned char *code;    /* bytecode of the same liblua */

@@ -14,7 +14,7 @@
 #include "bind/bind.h"
 #include "ad/sched.h"
 
-#define TASK_MT "ad.task"
+#define TASK_MT "ad.infra.task"
 #define EVENT_MT "ad.event"
 
 static struct task *check_task(lua_State *L, int idx)

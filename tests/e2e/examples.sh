@@ -29,7 +29,7 @@ grep -q '"reviewed":3' "$tmp/out" || { cat "$tmp/out"; echo "review --json"; exi
 STUB_REPLY="use /v2/orders [RESOLVED]" run "$src/examples/dialogue.lua" web backend "[stub:echo_env=STUB_REPLY] which endpoint?"
 run "$src/examples/async_batch.lua" "list TODOs"
 run "$src/examples/upgrade_sweep.lua" shop
-mkdir -p "$tmp/lua/ad" && cp "$src/examples/overrides/ad/aggregate.lua" "$tmp/lua/ad/"
+mkdir -p "$tmp/lua/ad/domain" && cp "$src/examples/overrides/ad/domain/aggregate.lua" "$tmp/lua/ad/domain/"
 run "$src/examples/review.lua" backend web
 grep -q "release checklist" "$tmp/out" || { cat "$tmp/out"; echo "override not used"; exit 1; }
 # The custom tool example, installed as a user would, called over MCP.

@@ -105,12 +105,12 @@ test('an override symlinked into a directory another user owns is refused with t
   fs.writeFileSync(path.join(att, 'prompt.lua'), 'return { build = function() return "X" end }\n');
   fs.chmodSync(path.join(att, 'prompt.lua'), 0o644);
   const lua = path.join(env.root, 'userlua');
-  fs.mkdirSync(path.join(lua, 'ad'), { recursive: true, mode: 0o700 });
-  fs.symlinkSync(path.join(att, 'prompt.lua'), path.join(lua, 'ad', 'prompt.lua'));
+  fs.mkdirSync(path.join(lua, 'ad', 'domain'), { recursive: true, mode: 0o700 });
+  fs.symlinkSync(path.join(att, 'prompt.lua'), path.join(lua, 'ad', 'domain', 'prompt.lua'));
   const s = path.join(env.root, 's.lua');
-  fs.writeFileSync(s, 'print(require("ad.prompt"))\n');
+  fs.writeFileSync(s, 'print(require("ad.domain.prompt"))\n');
   const r = env.run(['run', s], { env: { AGENT_DISPATCH_USER_LUA_DIR: lua } });
-  assert.match(r.stdout + r.stderr, new RegExp(`refusing to load ${lit(path.join(lua, 'ad/prompt.lua'))}: ` +
+  assert.match(r.stdout + r.stderr, new RegExp(`refusing to load ${lit(path.join(lua, 'ad/domain/prompt.lua'))}: ` +
     `its directory ${lit(att)} is owned by uid ${who.uid}, not by you`));
 });
 
@@ -180,8 +180,8 @@ tool{ name = "api_tool", handler = function(args, ad) return ad.version end }
 
 function setupOverride(env, text, mode = 0o644) {
   const lua = path.join(env.root, 'userlua');
-  fs.mkdirSync(path.join(lua, 'ad'), { recursive: true });
-  const file = path.join(lua, 'ad', 'aggregate.lua');
+  fs.mkdirSync(path.join(lua, 'ad', 'domain'), { recursive: true });
+  const file = path.join(lua, 'ad', 'domain', 'aggregate.lua');
   fs.writeFileSync(file, text);
   fs.chmodSync(file, mode);
   const tools = path.join(env.root, 'tools');

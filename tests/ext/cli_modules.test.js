@@ -82,17 +82,17 @@ test('the user Lua directory next to a config given as ~/...: loaded and listed'
   const r = env.run(['run', script], extra);
   assert.strictEqual(r.code, 0, r.stderr);
   assert.strictEqual(r.stdout, `${lua}\nuser dir\n`);
-  writeTree(lua, { 'ad/prompt.lua': 'return { build = function() return "X" end }\n' });
+  writeTree(lua, { 'ad/domain/prompt.lua': 'return { build = function() return "X" end }\n' });
   const l = env.run(['lua', 'list'], extra);
   assert.strictEqual(l.code, 0, l.stderr);
-  assert.strictEqual(origin(l.stdout, 'ad.prompt'), path.join(lua, 'ad/prompt.lua'));
+  assert.strictEqual(origin(l.stdout, 'ad.domain.prompt'), path.join(lua, 'ad/domain/prompt.lua'));
 });
 
 test('`lua list` reports the directory the loader searches when AGENT_DISPATCH_USER_LUA_DIR is empty', (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true } });
   const lua = writeTree(path.join(env.cfgDir, 'lua'), {
-    'ad/prompt.lua': 'return { build = function() return "X" end }\n',
+    'ad/domain/prompt.lua': 'return { build = function() return "X" end }\n',
   });
   const script = path.join(env.root, 'dir_script.lua');
   fs.writeFileSync(script, 'print(require("ad.core").embed.user_lua_dir())\n');
@@ -101,7 +101,7 @@ test('`lua list` reports the directory the loader searches when AGENT_DISPATCH_U
   assert.strictEqual(r.stdout, `${lua}\n`, r.stderr);
   const l = env.run(['lua', 'list'], extra);
   assert.strictEqual(l.code, 0, l.stderr);
-  assert.strictEqual(origin(l.stdout, 'ad.prompt'), path.join(lua, 'ad/prompt.lua'));
+  assert.strictEqual(origin(l.stdout, 'ad.domain.prompt'), path.join(lua, 'ad/domain/prompt.lua'));
 });
 
 test('a broken agents.yaml is reported with the same words by the CLI, doctor, scripts and tools', async (t) => {

@@ -26,7 +26,7 @@ function toolsDir(env, files, { name = 'tools', mode = 0o755 } = {}) {
   return dir;
 }
 
-/** A user Lua dir with modules {"ad/prompt.lua": text}. */
+/** A user Lua dir with modules {"ad/domain/prompt.lua": text}. */
 function userLua(env, files) {
   const dir = path.join(env.root, 'userlua');
   for (const [rel, text] of Object.entries(files)) {
@@ -515,7 +515,7 @@ return M
 test('user override of ad.aggregate changes the aggregator prompt', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true, b: true, agg: true } });
-  const lua = userLua(env, { 'ad/aggregate.lua': FROM_SHIPPED('ad.aggregate', 'M.TASK = "Merge the results into a release checklist."') });
+  const lua = userLua(env, { 'ad/domain/aggregate.lua': FROM_SHIPPED('ad.domain.aggregate', 'M.TASK = "Merge the results into a release checklist."') });
   const srv = await serveWith(env, { AGENT_DISPATCH_USER_LUA_DIR: lua });
   const c = await srv.call('dispatch_parallel', { dispatches: JSON.stringify([{ agent: 'a', task: 't1' }, { agent: 'b', task: 't2' }]), aggregate: 'agg' });
   assert.strictEqual(c.isError, false, c.text);
@@ -532,7 +532,7 @@ test('user override of ad.aggregate changes the aggregator prompt', async (t) =>
 test('user override of ad.prompt changes the prompt an agent receives', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true } });
-  const lua = userLua(env, { 'ad/prompt.lua': FROM_SHIPPED('ad.prompt',
+  const lua = userLua(env, { 'ad/domain/prompt.lua': FROM_SHIPPED('ad.domain.prompt',
     'local build = M.build\nfunction M.build(p) return "HOUSE RULES: be brief.\\n\\n" .. build(p) end') });
   const srv = await serveWith(env, { AGENT_DISPATCH_USER_LUA_DIR: lua });
   const c = await srv.call('dispatch', { agent: 'a', task: 'hello', caller: 'me' });
@@ -575,16 +575,16 @@ test('a broken ad/tools/cache.lua override: cache tools answer with the load err
 test('`lua list` shows the override path; `lua cat` prints the shipped module', (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true } });
-  const lua = userLua(env, { 'ad/prompt.lua': 'return { build = function(p) return "X" end }\n' });
+  const lua = userLua(env, { 'ad/domain/prompt.lua': 'return { build = function(p) return "X" end }\n' });
   const l = env.run(['lua', 'list'], { env: { AGENT_DISPATCH_USER_LUA_DIR: lua } });
   assert.strictEqual(l.code, 0, l.stderr);
   const line = (mod) => l.stdout.split('\n').find((x) => x.split(/\s+/)[0] === mod);
-  assert.match(line('ad.prompt') || '', new RegExp(`^ad\\.prompt\\s+${path.join(lua, 'ad/prompt.lua')}$`));
-  assert.match(line('ad.aggregate') || '', /^ad\.aggregate\s+embedded$/);
+  assert.match(line('ad.domain.prompt') || '', new RegExp(`^ad\\.domain\\.prompt\\s+${path.join(lua, 'ad/domain/prompt.lua')}$`));
+  assert.match(line('ad.domain.aggregate') || '', /^ad\.domain\.aggregate\s+embedded$/);
   assert.match(line('ad.tools.cache') || '', /^ad\.tools\.cache\s+embedded$/);
-  const cat = env.run(['lua', 'cat', 'ad.prompt'], { env: { AGENT_DISPATCH_USER_LUA_DIR: lua } });
+  const cat = env.run(['lua', 'cat', 'ad.domain.prompt'], { env: { AGENT_DISPATCH_USER_LUA_DIR: lua } });
   assert.strictEqual(cat.code, 0);
-  assert.strictEqual(cat.stdout, fs.readFileSync(path.join(SRC_LUA, 'ad/prompt.lua'), 'utf8'),
+  assert.strictEqual(cat.stdout, fs.readFileSync(path.join(SRC_LUA, 'ad/domain/prompt.lua'), 'utf8'),
     '`lua cat` prints the shipped text, not the override');
   const none = env.run(['lua', 'cat', 'ad.nope']);
   assert.strictEqual(none.code, 1);

@@ -6,8 +6,8 @@ local here = arg[0]:match("(.*/)") or "./"
 local tap = dofile(here .. "../lua/tap.lua")
 local test, eq, ok, has = tap.test, tap.eq, tap.ok, tap.has
 local core = require "ad.core"
-local json = require "ad.json"
-local jobs = require "ad.jobs"
+local json = require "ad.infra.json"
+local jobs = require "ad.storage.jobs"
 
 local DIR = os.getenv("AGENT_DISPATCH_JOBS_DIR")
 if not DIR or DIR == "" or not (DIR:find("test", 1, true) or DIR:find("tmp", 1, true)) then

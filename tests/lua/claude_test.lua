@@ -1,4 +1,4 @@
--- ad.claude over recorded output of the real Claude Code CLI (2.1.328,
+-- ad.domain.claude over recorded output of the real Claude Code CLI (2.1.328,
 -- against tests/mock_api/server.js; tests/real/FINDINGS.md says how):
 -- each case names a recording in claude_output/, how it ran, and the
 -- DispatchResult it must read as. Plus edge cases the CLI may write.
@@ -7,7 +7,7 @@ local here = arg[0]:match("(.*/)") or "./"
 local tap = dofile(here .. "tap.lua")
 local test, eq, ok, has = tap.test, tap.eq, tap.ok, tap.has
 local core = require "ad.core"
-local claude = require "ad.claude"
+local claude = require "ad.domain.claude"
 
 local function lines_of(name)
   local text = assert(core.fs.read_file(here .. "claude_output/" .. name .. ".jsonl"))
@@ -116,7 +116,7 @@ test("result: errors joined and cut, the subtype as the last resort", function()
      "claude CLI reported 'error_during_execution'")
   eq(claude.result({ subtype = "  " }).error_detail, nil)
   eq(claude.result({ result = { 1 } }).result, "[1]")
-  eq(claude.result({ result = require("ad.json").null }).result, "")
+  eq(claude.result({ result = require("ad.infra.json").null }).result, "")
 end)
 
 test("result: numbers only where numbers belong; denied tools deduplicated", function()

@@ -5,16 +5,16 @@ local here = arg[0]:match("(.*/)") or "./"
 local tap = dofile(here .. "tap.lua")
 local test, eq, ok, has = tap.test, tap.eq, tap.ok, tap.has
 local core = require "ad.core"
-local json = require "ad.json"
+local json = require "ad.infra.json"
 
 test("prompt: task only is verbatim; context only uses the legacy form", function()
-  local prompt = require "ad.prompt"
+  local prompt = require "ad.domain.prompt"
   eq(prompt.build{ task = "fix bug" }, "fix bug")
   eq(prompt.build{ task = "fix bug", context = "Error: NPE" }, "Context:\nError: NPE\n\nTask:\nfix bug")
 end)
 
 test("prompt: caller/goal sections in order, json footer last", function()
-  local prompt = require "ad.prompt"
+  local prompt = require "ad.domain.prompt"
   local p = prompt.build{ task = "check logs", caller = "backend", goal = "debug crash",
                           context = "trace", response_format = "json" }
   has(p, "## Goal\ndebug crash\n\n## Dispatched by\nbackend\n\n## Context\ntrace\n\n## Task\ncheck logs")
@@ -24,7 +24,7 @@ test("prompt: caller/goal sections in order, json footer last", function()
 end)
 
 test("errors.classify: permission words vs everything else", function()
-  local errors = require "ad.errors"
+  local errors = require "ad.infra.errors"
   for _, s in ipairs({ "permission denied for tool Bash", "Tool_use is not allowed in this mode",
       "Tool is not available for this agent", "Action not permitted by policy",
       "Unauthorized access attempt" }) do
@@ -39,7 +39,7 @@ test("errors.classify: permission words vs everything else", function()
 end)
 
 test("errors: budget hint names the cap and the resumable call", function()
-  local errors = require "ad.errors"
+  local errors = require "ad.infra.errors"
   local h = errors.budget_hint("db", 0.25, "sess-1")
   has(h, "$0.25"); has(h, "--max-budget-usd"); has(h, "session_id='sess-1'")
   has(errors.budget_hint("db", nil, nil), "the configured cap")
@@ -49,7 +49,7 @@ test("errors: budget hint names the cap and the resumable call", function()
 end)
 
 test("groups: membership errors and context folding", function()
-  local groups = require "ad.groups"
+  local groups = require "ad.domain.groups"
   local cfg = { agents = { a = {}, b = {} }, group_names = { "g", "empty" },
     groups = { g = { shared_context = "  prod is eu  ", members = { { agent = "a" } } },
                empty = { shared_context = "", members = {} } } }
@@ -74,7 +74,7 @@ test("json: empty arrays stay arrays, key order kept, ids raw", function()
 end)
 
 test("runner.parse_json_reply: fences, scalars, failures", function()
-  local parse = require("ad.runner").parse_json_reply
+  local parse = require("ad.domain.runner").parse_json_reply
   eq(parse('{"a":1}').a, 1)
   eq(parse('```json\n{"a":2}\n```').a, 2)
   eq(#parse('```\n[1,2]\n```'), 2)
@@ -95,14 +95,14 @@ local function fake(script)
 end
 
 test("dialogue: resolved by the responder in round 1", function()
-  local d = require("ad.dialogue").run({ requester = "web", responder = "api", topic = "t",
+  local d = require("ad.domain.dialogue").run({ requester = "web", responder = "api", topic = "t",
     max_rounds = 3 }, fake({ { text = "use /v2 [RESOLVED]" } }))
   eq(d.resolved, true); eq(d.rounds, 1); eq(#d.conversation, 1)
   eq(d.final_answer, "use /v2"); eq(d.total_cost_usd, 0.01); eq(d.total_duration_ms, 1000)
 end)
 
 test("dialogue: never resolved, requester resolves, failure ends it", function()
-  local dl = require "ad.dialogue"
+  local dl = require "ad.domain.dialogue"
   local d = dl.run({ requester = "w", responder = "a", topic = "t", max_rounds = 2 }, fake({}))
   eq(d.resolved, false); eq(#d.conversation, 4); eq(d.rounds, 2)
   eq(d.conversation[2].role, "requester")
@@ -116,7 +116,7 @@ test("dialogue: never resolved, requester resolves, failure ends it", function()
 end)
 
 test("aggregate: sections with status and ref previews", function()
-  local agg = require "ad.aggregate"
+  local agg = require "ad.domain.aggregate"
   eq(agg.section({ agent = "a", success = true, result = "fine" }), "## Agent: a [OK]\nfine")
   eq(agg.section({ agent = "b", success = false, result = "", error = "boom" }), "## Agent: b [FAILED]\nboom")
   has(agg.section({ agent = "c", success = true, summary = "big", size = 3000 }), "preview of 3000 chars")
@@ -124,7 +124,7 @@ end)
 
 local function cfg_of(yaml)
   local doc = assert(core.yaml.load(yaml))
-  return pcall(require("ad.config").from_document, doc, "/tmp/x.yaml")
+  return pcall(require("ad.storage.config").from_document, doc, "/tmp/x.yaml")
 end
 
 test("config: defaults and validation", function()
@@ -160,7 +160,7 @@ test("config: YAML is loaded safely", function()
 end)
 
 test("config: save/load round trip keeps order, modes and non-ASCII", function()
-  local config = require "ad.config"
+  local config = require "ad.storage.config"
   local dir = os.tmpname(); os.remove(dir)
   local path = dir .. "/sub/agents.yaml"
   local c = config.empty(path)
@@ -187,8 +187,8 @@ test("config: save/load round trip keeps order, modes and non-ASCII", function()
 end)
 
 test("config: a change made by another process drops that agent's cached results", function()
-  local config = require "ad.config"
-  local state = require "ad.state"
+  local config = require "ad.storage.config"
+  local state = require "ad.storage.state"
   local dir = os.tmpname(); os.remove(dir)
   local path = dir .. "/agents.yaml"
   local c = config.empty(path)
@@ -221,7 +221,7 @@ test("tasks: ad.all runs concurrently and keeps order", function()
 end)
 
 test("tasks: cancelling a waiter cancels its children", function()
-  local task = require "ad.task"
+  local task = require "ad.infra.task"
   local child_cancelled = false
   local parent = core.task.spawn(function()
     return task.all({ function()
@@ -260,7 +260,7 @@ test("tasks: cancelling a task that never started finishes it", function()
 end)
 
 test("claude.result: non-string values never raise", function()
-  local f = require("ad.claude").result({ is_error = { a = 1 }, permission_denials = { { tool_name = { "x" } }, { tool = {} } } })
+  local f = require("ad.domain.claude").result({ is_error = { a = 1 }, permission_denials = { { tool_name = { "x" } }, { tool = {} } } })
   eq(f.is_error, true)
   eq(#f.denied_tools, 2)
 end)

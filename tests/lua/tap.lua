@@ -20,7 +20,7 @@ end
 
 local function show(v)
   if type(v) == "string" then return string.format("%q", v) end
-  if type(v) == "table" then return require("ad.json").encode(v) end
+  if type(v) == "table" then return require("ad.infra.json").encode(v) end
   return tostring(v)
 end
 

@@ -2,10 +2,10 @@
 --- update, remove, list and describe. Returns {name = command}; see
 --- ad.cli for the command shape.
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
-local config = require "ad.config"
-local agents = require "ad.agents"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local config = require "ad.storage.config"
+local agents = require "ad.domain.agents"
 local common = require "ad.cli.common"
 
 local out, err, PROG = common.out, common.err, common.PROG
@@ -73,7 +73,7 @@ C.init = {
     local spec = json.encode(json.object({ type = "stdio", command = self_path,
                                            args = json.array{ "serve" } },
                                          { "type", "command", "args" }))
-    if not register(require("ad.runner").claude_path(), self_path, spec) then return 0 end
+    if not register(require("ad.domain.runner").claude_path(), self_path, spec) then return 0 end
     out("")
     out("Next steps:")
     out("  agent-dispatch add <name> <directory>    register a project as an agent")

@@ -1,14 +1,14 @@
 --- What every CLI command family shares: output, the rendering of config
---- errors (wording from ad.errors.render), loading the config, the agent
+--- errors (wording from ad.infra.errors.render), loading the config, the agent
 --- options of add/update with their validation, and the "not found" and
 --- health texts. Commands return the process exit status (0 ok, 1 reported
 --- error, 2 usage error); config errors name the file and the problem,
 --- leave it untouched and exit 1 - never a traceback.
-local config = require "ad.config"
-local agents = require "ad.agents"
-local util = require "ad.util"
-local introspect = require "ad.introspect"
-local render = require "ad.errors.render"
+local config = require "ad.storage.config"
+local agents = require "ad.domain.agents"
+local util = require "ad.infra.util"
+local introspect = require "ad.domain.introspect"
+local render = require "ad.infra.errors.render"
 
 local M = {}
 

@@ -3,8 +3,8 @@
 --- every group, one [OK]/[WARN]/[FAIL] line each, and exits 1 when any
 --- check failed. Returns {doctor = command}.
 local core = require "ad.core"
-local config = require "ad.config"
-local render = require "ad.errors.render"
+local config = require "ad.storage.config"
+local render = require "ad.infra.errors.render"
 local common = require "ad.cli.common"
 
 local out, PROG = common.out, common.PROG
@@ -22,7 +22,7 @@ end
 
 local function environment(r)
   out("Environment")
-  local claude = require("ad.runner").claude_path()
+  local claude = require("ad.domain.runner").claude_path()
   if claude then r.ok("claude CLI: " .. claude)
   else r.fail("claude CLI not found on PATH", "Install: npm install -g @anthropic-ai/claude-code") end
   if core.sys.which(PROG) then r.ok("agent-dispatch: " .. core.sys.which(PROG))
@@ -46,7 +46,7 @@ local function config_check(r)
       r.fail(msg:gsub("^%l", string.upper), detail)
     end
   end
-  local jok, jerr = pcall(require("ad.jobs").dir)
+  local jok, jerr = pcall(require("ad.storage.jobs").dir)
   if not jok then r.fail(tostring(type(jerr) == "table" and jerr.message or jerr)) end
   return cfg
 end

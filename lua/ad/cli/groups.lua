@@ -1,9 +1,9 @@
 --- The group commands of the CLI: `group add|list|inspect|update|remove`.
 --- Returns {group = command} whose sub table holds the subcommands; see
 --- ad.cli for the shape.
-local json = require "ad.json"
-local util = require "ad.util"
-local config = require "ad.config"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local config = require "ad.storage.config"
 local common = require "ad.cli.common"
 
 local out, err = common.out, common.err

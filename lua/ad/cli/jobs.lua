@@ -1,7 +1,7 @@
 --- The background job commands of the CLI: jobs (list), job (show one),
 --- cancel and gc. Returns {name = command}; see ad.cli for the shape.
 local core = require "ad.core"
-local util = require "ad.util"
+local util = require "ad.infra.util"
 local common = require "ad.cli.common"
 
 local out, err = common.out, common.err
@@ -18,7 +18,7 @@ end
 
 -- The record of job id, or nil and the exit status after reporting why not.
 local function job_or_exit(id)
-  local jobs = require "ad.jobs"
+  local jobs = require "ad.storage.jobs"
   if not jobs.valid(id) then
     err("Invalid job id: ", util.repr(id), " (expected 32 hex chars)")
     return nil, 1
@@ -33,7 +33,7 @@ C.jobs = {
   options = { { "--status", arg = "S", choices = { "pending", "running", "done", "failed", "cancelled" } },
               { "--limit", arg = "N", type = "int", help = "How many (default 20)." } },
   run = function(o)
-    local list = require("ad.jobs").list(o.status, math.max(1, o.limit or 20))
+    local list = require("ad.storage.jobs").list(o.status, math.max(1, o.limit or 20))
     if #list == 0 then
       out(o.status and ("No " .. o.status .. " jobs found.") or "No jobs found.")
       return 0
@@ -85,7 +85,7 @@ C.cancel = {
   run = function(_, pos)
     local r, code = job_or_exit(pos[1])
     if not r then return code end
-    local res = require("ad.async").cancel(pos[1])
+    local res = require("ad.domain.async").cancel(pos[1])
     if res.outcome == "cancelled" then
       out("Cancelled: ", pos[1])
     elseif res.outcome == "cancelled_running" then
@@ -108,7 +108,7 @@ C.gc = {
   usage = "[--days N | --all]", summary = "Delete finished jobs older than N days (default 7).",
   options = { { "--days", arg = "N", type = "float" }, { "--all", help = "Every finished job, any age." } },
   run = function(o)
-    local jobs = require "ad.jobs"
+    local jobs = require "ad.storage.jobs"
     if o.all then
       out("Deleted ", jobs.gc(0), " terminal job(s) (all ages).")
       return 0

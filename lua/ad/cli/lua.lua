@@ -27,7 +27,7 @@ local function list()
 end
 
 local function tools()
-  local plugins = require "ad.plugins"
+  local plugins = require "ad.domain.plugins"
   require("ad.tools").load_builtin()
   out("Tool files in ", plugins.dir(), ":")
   for _, l in ipairs(plugins.loaded) do

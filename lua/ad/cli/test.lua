@@ -23,10 +23,10 @@ C.test = {
     out("Task: ", t)
     out("---")
     -- --timeout is this command's own one-off value, taken as given.
-    local req = assert(require("ad.request").build(cfg, { agent = name, task = t,
+    local req = assert(require("ad.domain.request").build(cfg, { agent = name, task = t,
       timeout = o.timeout, stream = o.stream,
       on_progress = o.stream and function(line) err("  -> ", line) end or nil }))
-    local r = require("ad.runner").dispatch(req)
+    local r = require("ad.domain.runner").dispatch(req)
     if r.success then
       out(r.result)
       if r.hint then out("") out("Note: ", r.hint) end

@@ -1,9 +1,9 @@
 --- Read-only tools: list_agents, inspect_agent, list_groups, inspect_group.
-local json = require "ad.json"
-local util = require "ad.util"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
 local tools = require "ad.tools"
-local introspect = util.lazy "ad.introspect"
-local config = require "ad.config"
+local introspect = util.lazy "ad.domain.introspect"
+local config = require "ad.storage.config"
 local core = require "ad.core"
 
 local RO = json.object({ readOnlyHint = true, openWorldHint = false },
@@ -83,7 +83,7 @@ tools.define{
   handler = function(args, ctx)
     local cfg = ctx.cfg
     local a = cfg.agents[args.name]
-    if not a then return tools.envelope(require("ad.dispatch").unknown_agent(cfg, args.name)) end
+    if not a then return tools.envelope(require("ad.domain.dispatch").unknown_agent(cfg, args.name)) end
     local lines = math.max(0, math.min(200, args.preview_lines))
     local e = json.object({ name = args.name, directory = a.directory,
       description = a.description, timeout = a.timeout, model = a.model,

@@ -1,8 +1,8 @@
 --- Cache tools: cache_stats, cache_clear.
-local json = require "ad.json"
+local json = require "ad.infra.json"
 local tools = require "ad.tools"
-local state = require "ad.state"
-local util = require "ad.util"
+local state = require "ad.storage.state"
+local util = require "ad.infra.util"
 
 local function disabled()
   return json.object({ enabled = false, message = "Cache is disabled in settings" },

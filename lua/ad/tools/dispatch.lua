@@ -1,10 +1,10 @@
 --- Dispatch tools: dispatch, dispatch_session, dispatch_parallel,
---- dispatch_stream, dispatch_dialogue. Thin wrappers over ad.dispatch.
-local json = require "ad.json"
-local util = require "ad.util"
+--- dispatch_stream, dispatch_dialogue. Thin wrappers over ad.domain.dispatch.
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
 local tools = require "ad.tools"
-local limits = require "ad.limits"
-local D = util.lazy "ad.dispatch"
+local limits = require "ad.infra.limits"
+local D = util.lazy "ad.domain.dispatch"
 
 local DISPATCH_ANN = json.object({ readOnlyHint = false, destructiveHint = true,
   idempotentHint = false, openWorldHint = true },

@@ -1,13 +1,13 @@
 --- Async job tools: dispatch_async, dispatch_status, dispatch_wait,
 --- dispatch_cancel, dispatch_jobs, fetch_result, dispatch_gc.
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
 local tools = require "ad.tools"
-local limits = require "ad.limits"
-local jobs = util.lazy "ad.jobs"
-local async = util.lazy "ad.async"
-local request = util.lazy "ad.request"
+local limits = require "ad.infra.limits"
+local jobs = util.lazy "ad.storage.jobs"
+local async = util.lazy "ad.domain.async"
+local request = util.lazy "ad.domain.request"
 
 local function bad_id(x)
   return tools.envelope("Invalid ref/job_id format: " .. util.repr(tostring(x)) ..
@@ -171,7 +171,7 @@ tools.define{
     local rec = jobs.get(a.ref)
     if not rec then return tools.envelope("Ref not found: " .. a.ref) end
     if type(rec.result) ~= "table" then return rec end
-    local r = require("ad.runner").result(rec.result)
+    local r = require("ad.domain.runner").result(rec.result)
     local max = math.max(0, a.max_chars)
     local text = r.result or ""
     if max > 0 and util.ulen(text) > max then

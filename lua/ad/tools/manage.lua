@@ -1,10 +1,10 @@
 --- Configuration tools: add_agent, remove_agent, update_agent.
-local json = require "ad.json"
-local util = require "ad.util"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
 local tools = require "ad.tools"
-local config = require "ad.config"
-local agents = util.lazy "ad.agents"
-local state = require "ad.state"
+local config = require "ad.storage.config"
+local agents = util.lazy "ad.domain.agents"
+local state = require "ad.storage.state"
 
 local MUT = json.object({ readOnlyHint = false, destructiveHint = false,
   idempotentHint = false, openWorldHint = false },

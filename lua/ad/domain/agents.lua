@@ -1,10 +1,10 @@
 --- Agent mutations shared by the MCP tools and the CLI: validation of new
 --- values, and the load -> mutate -> save under the config lock.
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
-local config = require "ad.config"
-local introspect = require "ad.introspect"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local config = require "ad.storage.config"
+local introspect = require "ad.domain.introspect"
 
 local M = {}
 

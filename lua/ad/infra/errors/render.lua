@@ -4,8 +4,8 @@
 --- returns the message (one line, no trailing period), the detail when the
 --- class has one, and the remedy; a surface only frames them ("Error: ",
 --- a tool's name, an envelope).
-local util = require "ad.util"
-local config = require "ad.config"
+local util = require "ad.infra.util"
+local config = require "ad.storage.config"
 
 local M = {}
 

@@ -1,7 +1,7 @@
 --- The DispatchResult: what every dispatch returns, on success and on
 --- failure alike (never an exception, cancellation aside). One shape, one
 --- key order, for the tools, job records, the cache and scripts.
-local json = require "ad.json"
+local json = require "ad.infra.json"
 
 local M = {}
 

@@ -1,7 +1,7 @@
 --- The one door of every dispatch (run), and running one: preconditions,
 --- the claude command line, the child process under the shared limiter.
---- Requests come from ad.request; what the child wrote is read by
---- ad.claude; the result is an ad.result DispatchResult.
+--- Requests come from ad.domain.request; what the child wrote is read by
+--- ad.domain.claude; the result is an ad.domain.result DispatchResult.
 ---
 --- Two output modes share one code path: "json" (one result object at the
 --- end) and "stream" (stream-json lines; assistant lines become progress).
@@ -12,14 +12,14 @@
 --- a cancelled task raises errors.new("cancelled", ...) after the child's
 --- group has been signalled and reaped.
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
-local errors = require "ad.errors"
-local prompt = require "ad.prompt"
-local result = require "ad.result"
-local claude = require "ad.claude"
-local request = require "ad.request"
-local state = require "ad.state"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local errors = require "ad.infra.errors"
+local prompt = require "ad.domain.prompt"
+local result = require "ad.domain.result"
+local claude = require "ad.domain.claude"
+local request = require "ad.domain.request"
+local state = require "ad.storage.state"
 
 local M = {}
 
@@ -114,7 +114,7 @@ local function run_child(argv, text, env, timeout, req)
   local out = { lines = {} }
   -- Redact hooks clean each line at its source, before any consumer (a
   -- job's stored tail, MCP notifications, the run display) sees it.
-  local plugins = package.loaded["ad.plugins"]
+  local plugins = package.loaded["ad.domain.plugins"]
   local filter = on_progress and plugins and plugins.progress_filter()
   local cancelled = false
   while true do
@@ -248,7 +248,7 @@ end
 
 --- The one door every dispatch goes through (tools, parallel items, the
 --- aggregator, dialogue turns, async jobs, MCP tasks, scripts, `test`),
---- with a request from ad.request. User hooks run here, once: no path can
+--- with a request from ad.domain.request. User hooks run here, once: no path can
 --- bypass a refusing before_dispatch hook or skip an after_result
 --- redaction. Just inside the hooks sits the cache (req.use_cache, never
 --- for a session turn): a hit is answered without a child, a clean
@@ -258,7 +258,7 @@ end
 ---@param req table
 ---@return table|nil result, table|string ran_or_refusal
 function M.run(req)
-  local plugins = package.loaded["ad.plugins"]
+  local plugins = package.loaded["ad.domain.plugins"]
   local hooked = plugins and plugins.active()
   local view
   if hooked then

@@ -1,8 +1,8 @@
 --- Error classes, classification and remediation hints for dispatches.
 --- Every remediation names a command or flag that exists (hints are tested
 --- by feeding their flags back into the CLI).
-local util = require "ad.util"
-local limits = require "ad.limits"
+local util = require "ad.infra.util"
+local limits = require "ad.infra.limits"
 
 local M = {}
 

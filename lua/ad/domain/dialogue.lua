@@ -1,7 +1,7 @@
 --- The two-agent dialogue: prompts, the resolution marker and the loop.
 --- Override this module to change how agents talk; the loop calls
 --- turn(agent, role, round, message, session_id) supplied by the caller.
-local util = require "ad.util"
+local util = require "ad.infra.util"
 
 local M = {}
 

@@ -2,7 +2,7 @@
 --- line, built here and nowhere else. Every route (dispatch,
 --- dispatch_session, dispatch_stream, parallel items, the aggregator,
 --- dialogue turns, dispatch_async, MCP tasks, the `run` API, CLI `test`)
---- calls build() and hands the result to ad.runner.
+--- calls build() and hands the result to ad.domain.runner.
 ---
 --- Fields of a request (explicit names; "agent" alone is never used):
 ---   agent_name       the agent's name (as configured)
@@ -21,10 +21,10 @@
 ---   on_slot() -> false, on_spawn(pid) -> false      async job gates
 --- Room is left for what later work adds to a request (a trace parent, a
 --- tree budget, a transport mode): add a field here, read it in the runner.
-local util = require "ad.util"
-local json = require "ad.json"
-local groups = require "ad.groups"
-local limits = require "ad.limits"
+local util = require "ad.infra.util"
+local json = require "ad.infra.json"
+local groups = require "ad.domain.groups"
+local limits = require "ad.infra.limits"
 
 local M = {}
 
@@ -36,7 +36,7 @@ M.STRINGS = { "agent", "task", "context", "caller", "goal",
 
 --- F25: a one-off timeout override in seconds, or nil (keep the agent's).
 --- nil, null, 0 and negative values keep the agent's; others are clamped
---- to [MIN_TIMEOUT, MAX_TIMEOUT] (ad.limits). A numeric string counts as
+--- to [MIN_TIMEOUT, MAX_TIMEOUT] (ad.infra.limits). A numeric string counts as
 --- its number. Returns nil, message for anything else.
 function M.timeout_override(v)
   if v == nil or v == json.null then return nil end

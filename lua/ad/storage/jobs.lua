@@ -11,10 +11,10 @@
 --- SECURITY.md. `server` = {pid, start} names the process that runs the
 --- job's worker, so a job whose server is gone is settled at once.
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
-local config = require "ad.config"
-local errors = require "ad.errors"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local config = require "ad.storage.config"
+local errors = require "ad.infra.errors"
 
 local M = {}
 
@@ -92,7 +92,7 @@ end
 
 local function encode(rec)
   local out = json.object(util.copy(rec), M.KEYS)
-  if out.result then out.result = require("ad.runner").result(util.copy(out.result)) end
+  if out.result then out.result = require("ad.domain.runner").result(util.copy(out.result)) end
   if out.progress then out.progress = json.array(out.progress) end
   return json.encode(out)
 end

@@ -8,8 +8,8 @@
 --- any other request; notifications/cancelled kills the call's child
 --- process group and nothing more is written for that id.
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
 local tools = util.lazy "ad.tools"
 
 local M = {}
@@ -163,7 +163,7 @@ function Server:tools_json(version, with_tasks)
     local list = self:tool_list(version)
     if with_tasks then
       for _, t in ipairs(list) do
-        if require("ad.mcp_tasks").TOOLS[t.name] then
+        if require("ad.protocol.mcp_tasks").TOOLS[t.name] then
           t.execution = json.object({ taskSupport = "optional" }, { "taskSupport" })
           table.insert(getmetatable(t).__order, "execution")
         end
@@ -240,7 +240,7 @@ function Server:call_tool(id, key, params, era)
     end,
   }
   entry.task = core.task.spawn(function()
-    core.task.set_budget(require("ad.plugins").CALL_BUDGET)
+    core.task.set_budget(require("ad.domain.plugins").CALL_BUDGET)
     local beat
     if token then
       beat = core.task.spawn(function()
@@ -275,7 +275,7 @@ end
 -- ------------------------------------------------ tasks (2025-11-25) --
 
 function Server:task_call(id, params)
-  local T = require "ad.mcp_tasks"
+  local T = require "ad.protocol.mcp_tasks"
   if not self.client_tasks or not T.TOOLS[params.name] then
     return self:error(id, -32601, "Method not found: " .. tostring(params.name) ..
       " cannot run as a task")
@@ -285,7 +285,7 @@ function Server:task_call(id, params)
   local server = self
   core.task.spawn(function()
     -- Like a plain call: the job's worker (spawned from here) inherits it.
-    core.task.set_budget(require("ad.plugins").CALL_BUDGET)
+    core.task.set_budget(require("ad.domain.plugins").CALL_BUDGET)
     local ok, res, err = pcall(T.create, params.name, args, function(task)
       server:send(json.object({ jsonrpc = "2.0", method = "notifications/tasks/status",
         params = task }, { "jsonrpc", "method", "params" }))
@@ -301,8 +301,8 @@ function Server:task_call(id, params)
 end
 
 function Server:task_method(id, m, params)
-  local T = require "ad.mcp_tasks"
-  local jobs = require "ad.jobs"
+  local T = require "ad.protocol.mcp_tasks"
+  local jobs = require "ad.storage.jobs"
   local tid = params.taskId
   if m == "tasks/list" then
     if params.cursor ~= nil then return self:error(id, -32602, "Invalid params: unknown cursor") end
@@ -322,7 +322,7 @@ function Server:task_method(id, m, params)
     end
     local server = self
     core.task.spawn(function()
-      require("ad.async").cancel(tid)
+      require("ad.domain.async").cancel(tid)
       server:result(id, T.task_of(jobs.get(tid) or rec))
     end)
     return
@@ -451,7 +451,7 @@ function Server:legacy(id, key, msg)
     self.client_tasks = (v == "2025-11-25" and type(ccaps.tasks) == "table")
     local caps = json.object({ tools = json.object({ listChanged = false }, { "listChanged" }),
                                logging = json.object({}, {}) }, { "tools", "logging", "tasks" })
-    if self.client_tasks then caps.tasks = require("ad.mcp_tasks").capabilities() end
+    if self.client_tasks then caps.tasks = require("ad.protocol.mcp_tasks").capabilities() end
     return self:result(id, json.object({ protocolVersion = v, capabilities = caps,
       serverInfo = M.server_info(), instructions = M.INSTRUCTIONS },
       { "protocolVersion", "capabilities", "serverInfo", "instructions" }))
@@ -604,9 +604,9 @@ local function maintenance(kick, stopping)
   -- Report broken tool files on stderr early, not at first use (not worth
   -- the time once the server is stopping).
   if not stopping() then ensure_tools() end
-  local jobs = require "ad.jobs"
+  local jobs = require "ad.storage.jobs"
   local ok, err = pcall(function()
-    local cfg = require("ad.config").load()
+    local cfg = require("ad.storage.config").load()
     local days = cfg and cfg.settings.job_retention_days or 0
     if days > 0 then jobs.gc(days * 86400) end
     jobs.recover_stale()
@@ -690,7 +690,7 @@ function M.serve()
   stopping = true
   kick:set()
   if not upkept:wait(3) then upkeep:cancel() end
-  local async = package.loaded["ad.async"] -- only if any job ever ran here
+  local async = package.loaded["ad.domain.async"] -- only if any job ever ran here
   local workers = async and async.shutdown() or {}
   server:shutdown()
   local deadline = core.task.now() + 3

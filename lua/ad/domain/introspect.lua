@@ -1,8 +1,8 @@
 --- Project introspection: what an agent's directory holds (F08, F09).
 --- File probes only; nothing is executed. Malformed files are skipped.
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
 
 local M = {}
 

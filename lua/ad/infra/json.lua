@@ -238,7 +238,7 @@ function M.describe(v)
     return "number " .. (i and tostring(i) or encode_scalar(v))
   end
   if t == "string" then
-    local util = require "ad.util"
+    local util = require "ad.infra.util"
     return "string " .. util.repr(util.cut(v, 40))
   end
   if t == "boolean" then return "boolean " .. tostring(v) end

@@ -1,17 +1,17 @@
 --- What the claude CLI writes, read once, here: a stream-json line
 --- (event), a result object (result), and a whole run (interpret) become
 --- a DispatchResult. Pure: no process, no file, no clock; the runner
---- hands over what it collected. lua-cjson decodes (through ad.json);
+--- hands over what it collected. lua-cjson decodes (through ad.infra.json);
 --- all shaping happens in this file, once.
 ---
 --- The CLI's output is untrusted data: every field may be missing, of the
 --- wrong type or huge, so numbers are kept only where numbers belong, texts
 --- are cut, and nothing here raises on a strange value.
 local cjson = require "cjson"
-local json = require "ad.json"
-local util = require "ad.util"
-local errors = require "ad.errors"
-local result = require "ad.result"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local errors = require "ad.infra.errors"
+local result = require "ad.domain.result"
 
 local M = {}
 

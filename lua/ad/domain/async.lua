@@ -2,10 +2,10 @@
 --- same runner and the same limiter as every other dispatch, one task per
 --- job, on the server's loop.
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
-local jobs = require "ad.jobs"
-local runner = require "ad.runner"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local jobs = require "ad.storage.jobs"
+local runner = require "ad.domain.runner"
 
 local M = {}
 
@@ -67,7 +67,7 @@ end
 
 function M.local_job(id) return registry[id] end
 
---- Starts the worker of a pending job. req is a request (ad.request);
+--- Starts the worker of a pending job. req is a request (ad.domain.request);
 --- hooks.on_done(id, result) is optional.
 function M.start(id, req, hooks)
   local entry = { done = core.task.event() }
@@ -126,7 +126,7 @@ function M.start(id, req, hooks)
           "as running (" .. start_error .. "), so its agent was stopped.")
       end
       local rec = record_result(entry, id, result)
-      if rec then require("ad.plugins").job_done(rec) end
+      if rec then require("ad.domain.plugins").job_done(rec) end
       if hooks and hooks.on_done then pcall(hooks.on_done, id, result) end
     elseif type(result) == "table" and result.type == "cancelled" then
       -- dispatch_cancel and shutdown record the end before they cancel us;
@@ -149,7 +149,7 @@ end
 --- API): the job is recorded as pending with the request's agent, task,
 --- context (a group's shared context folded in), caller and goal, then
 --- its worker starts on this process's loop. req is a request
---- (ad.request); hooks.on_done(id, result) is optional. Returns the
+--- (ad.domain.request); hooks.on_done(id, result) is optional. Returns the
 --- pending record.
 function M.submit(req, hooks)
   local rec = jobs.create({ agent = req.agent_name, task = req.task, context = req.context,

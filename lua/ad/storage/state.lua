@@ -24,7 +24,7 @@ end
 
 -- Changes made outside this server (agent-dispatch update, an editor) are
 -- seen on the next call's re-read: drop the changed agents' entries then.
-require("ad.config").on_agents_changed(function(names)
+require("ad.storage.config").on_agents_changed(function(names)
   for _, name in ipairs(names) do M.invalidate(nil, name) end
 end)
 

@@ -25,9 +25,9 @@
 --- hook run under a time budget, and an error in one hook fails only the
 --- request it ran for.
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
-local config = require "ad.config"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local config = require "ad.storage.config"
 
 local M = {}
 
@@ -277,13 +277,13 @@ function M.after_result(req, result)
       local msg = "after_result hook in " .. where(h) .. " failed: " ..
         tostring(type(res) == "table" and res.message or res)
       io.stderr:write("agent-dispatch: ", msg, "\n")
-      return require("ad.result").failure(result.agent or req.agent, "cli_error", msg,
+      return require("ad.domain.result").failure(result.agent or req.agent, "cli_error", msg,
         { session_id = result.session_id, cost_usd = result.cost_usd,
           duration_ms = result.duration_ms, num_turns = result.num_turns,
           hint = "The error is in the hook file " .. h.file ..
             "; the agent's answer was withheld because it was not post-processed." })
     elseif type(res) == "table" then
-      result = require("ad.result").new(res)
+      result = require("ad.domain.result").new(res)
     end
   end
   return M.redact_result(req, result)
@@ -348,7 +348,7 @@ function M.redact_result(req, result)
   end
   if not err then return r end
   io.stderr:write("agent-dispatch: ", err, "\n")
-  return require("ad.result").failure(result.agent or req.agent, "cli_error", err,
+  return require("ad.domain.result").failure(result.agent or req.agent, "cli_error", err,
     { session_id = result.session_id, cost_usd = result.cost_usd,
       duration_ms = result.duration_ms, num_turns = result.num_turns,
       hint = "The error is in a redact hook; the agent's answer was withheld " ..

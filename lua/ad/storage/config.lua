@@ -9,8 +9,8 @@
 --- When the wait runs out the change fails ("lock"): nothing is ever
 --- written without the lock.
 local core = require "ad.core"
-local util = require "ad.util"
-local json = require "ad.json"
+local util = require "ad.infra.util"
+local json = require "ad.infra.json"
 
 local M = {}
 

@@ -2,7 +2,7 @@
 --- cancellation of the waiter reaching every member of the group. The
 --- primitives (spawn, sleep, events, clocks) are core.task's.
 local core = require "ad.core"
-local errors = require "ad.errors"
+local errors = require "ad.infra.errors"
 
 local M = {}
 

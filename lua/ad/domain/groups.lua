@@ -1,7 +1,7 @@
 --- Groups: membership checks and context folding (F12). Descriptive only:
 --- a group never routes or executes anything.
-local util = require "ad.util"
-local config = require "ad.config"
+local util = require "ad.infra.util"
+local config = require "ad.storage.config"
 
 local M = {}
 

@@ -8,7 +8,7 @@
 --- running child and exits 130; --timeout cancels the whole script the
 --- same way after that many seconds and exits 124.
 local core = require "ad.core"
-local json = require "ad.json"
+local json = require "ad.infra.json"
 
 local M = {}
 
@@ -102,10 +102,10 @@ function M.main(argv)
   local api = require "agent_dispatch"
   api.args = rest
   if os.getenv("AGENT_DISPATCH_QUIET") == nil then
-    require("ad.runner").observer = reporter(core.sys.isatty(2))
+    require("ad.domain.runner").observer = reporter(core.sys.isatty(2))
   end
   -- Hook scripts apply to scripts too (their custom tools are unused here).
-  require("ad.plugins").load(function() end, {})
+  require("ad.domain.plugins").load(function() end, {})
   _G.arg = { [0] = path, table.unpack(rest) }
   local main = core.task.spawn(function()
     return xpcall(chunk, function(e)
@@ -132,7 +132,7 @@ function M.main(argv)
   watcher:cancel()
   if timer then timer:cancel() end
   -- Background jobs the script left running are stopped, not orphaned.
-  if package.loaded["ad.async"] then package.loaded["ad.async"].shutdown() end
+  if package.loaded["ad.domain.async"] then package.loaded["ad.domain.async"].shutdown() end
   if timed_out then return 124 end
   if not ok then
     -- The main task itself was cancelled before it could catch anything.

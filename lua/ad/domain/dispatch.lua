@@ -3,15 +3,15 @@
 --- dispatch, a parallel fan-out with optional aggregation, and a dialogue.
 --- Validation problems come back as nil, message (the tools wrap them in
 --- an envelope; scripts raise them); dispatch failures are DispatchResults.
-local json = require "ad.json"
-local util = require "ad.util"
-local request = require "ad.request"
-local result = require "ad.result"
-local runner = require "ad.runner"
-local groups = require "ad.groups"
-local task = require "ad.task"
-local aggregate = require "ad.aggregate"
-local dialogue = require "ad.dialogue"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local request = require "ad.domain.request"
+local result = require "ad.domain.result"
+local runner = require "ad.domain.runner"
+local groups = require "ad.domain.groups"
+local task = require "ad.infra.task"
+local aggregate = require "ad.domain.aggregate"
+local dialogue = require "ad.domain.dialogue"
 
 local M = {}
 
@@ -37,7 +37,7 @@ function M.one(cfg, p, hooks)
   local r, ran = runner.run(req)
   if not r then return nil, ran end
   if p.return_ref then
-    return require("ad.async").store_ref({ agent = req.agent_name, task = p.task,
+    return require("ad.domain.async").store_ref({ agent = req.agent_name, task = p.task,
       context = ran.context, caller = p.caller, goal = p.goal }, r,
       p.summary_chars == nil and 500 or p.summary_chars)
   end

@@ -6,12 +6,12 @@
 --- job store and its workers), two front doors. Clients that declare no
 --- tasks capability (Claude Code today) see no change at all.
 local core = require "ad.core"
-local json = require "ad.json"
-local util = require "ad.util"
-local config = require "ad.config"
-local jobs = require "ad.jobs"
-local async = require "ad.async"
-local request = require "ad.request"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local config = require "ad.storage.config"
+local jobs = require "ad.storage.jobs"
+local async = require "ad.domain.async"
+local request = require "ad.domain.request"
 
 local M = {}
 
@@ -63,7 +63,7 @@ function M.create(name, args, notify)
   args = vargs
   local cfg, err = config.load()
   if not cfg then
-    return nil, (require("ad.errors.render").load_line(err):gsub("^%l", string.upper))
+    return nil, (require("ad.infra.errors.render").load_line(err):gsub("^%l", string.upper))
   end
   core.limiter.set_limit(cfg.settings.max_concurrency)
   -- dispatch_async has no group parameter; what the schema check let
@@ -91,7 +91,7 @@ function M.result(id)
   until jobs.TERMINAL[rec.status]
   local value, is_error
   if type(rec.result) == "table" then
-    value = require("ad.runner").result(rec.result)
+    value = require("ad.domain.runner").result(rec.result)
     is_error = rec.result.success == false
   else
     value, is_error = rec, true
