@@ -1,6 +1,6 @@
 'use strict';
 // agent-dispatch benchmarks. Run through bench/run.sh, which builds the
-// product and the C helpers (bench/.bin/) first. Every figure is compared
+// product and the C helpers (build/bench/, from bench/*.c) first. Every figure is compared
 // with a baseline measured in the same run; see bench/README.md.
 //
 // Environment knobs: BENCH_QUICK=1 (fewer repetitions, for a smoke run);
@@ -11,7 +11,7 @@ const path = require('node:path');
 const { spawn, spawnSync, execFileSync } = require('node:child_process');
 
 const ROOT = path.resolve(__dirname, '..');
-const HB = path.join(__dirname, '.bin');
+const HB = process.env.AD_BENCH_BIN || path.join(ROOT, 'build/bench');
 const QUICK = process.env.BENCH_QUICK === '1';
 const ONLY = process.env.BENCH_ONLY
   ? new Set(process.env.BENCH_ONLY.split(',').map(Number)) : null;
