@@ -4,6 +4,8 @@
  *   core.embedded(name) -> source, chunkname | nil
  *   core.embedded_list() -> {names}
  *   core.user_lua_dir() -> the directory searched first ("" when none)
+ *   core.embedded_tools(key) -> the default tools/list array | nil
+ *   core.embedded_tools_deps() -> {names of the modules it was built from}
  *
  * No relative paths and no C modules are ever searched: package.cpath is
  * empty and user files are loaded in text mode only. AGENT_DISPATCH_LUA_DIR
@@ -187,8 +189,35 @@ static int l_user_lua_dir(lua_State *L)
     return 1;
 }
 
+static int l_embedded_tools(lua_State *L)
+{
+    const char *key = luaL_checkstring(L, 1);
+    for (size_t i = 0; i < embedded_tools_count; i++) {
+        if (strcmp(embedded_tools[i].key, key) == 0) {
+            lua_pushlstring(L, embedded_tools[i].json, embedded_tools[i].len);
+            return 1;
+        }
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+static int l_embedded_tools_deps(lua_State *L)
+{
+    bind_new_array(L, 0);
+    for (int i = 0; embedded_tools_deps[i]; i++) {
+        lua_pushstring(L, embedded_tools_deps[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
 void bind_embed_register(lua_State *L)
 {
+    lua_pushcfunction(L, l_embedded_tools);
+    lua_setfield(L, -2, "embedded_tools");
+    lua_pushcfunction(L, l_embedded_tools_deps);
+    lua_setfield(L, -2, "embedded_tools_deps");
     lua_pushcfunction(L, l_user_lua_dir);
     lua_setfield(L, -2, "user_lua_dir");
     lua_pushcfunction(L, l_embedded);
