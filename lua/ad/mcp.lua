@@ -7,6 +7,10 @@
 --- Each tools/call runs as its own task, so a long dispatch never delays
 --- any other request; notifications/cancelled kills the call's child
 --- process group and nothing more is written for that id.
+---
+--- Over 500 lines: it is the one place where both protocol eras, the
+--- legacy tasks methods, batches and the serve loop meet; splitting them
+--- would scatter the id, in-flight and cancellation rules they share.
 local core = require "ad.core"
 local json = require "ad.json"
 local util = require "ad.util"
