@@ -1,6 +1,6 @@
 'use strict';
 // agent-dispatch benchmarks. Run through bench/run.sh, which builds the
-// product and the C helpers (bench/.bin/) first. Every figure is compared
+// product and the C helpers (build/bench/, from bench/*.c) first. Every figure is compared
 // with a baseline measured in the same run; see bench/README.md.
 //
 // Environment knobs: BENCH_QUICK=1 (fewer repetitions, for a smoke run);
@@ -11,7 +11,7 @@ const path = require('node:path');
 const { spawn, spawnSync, execFileSync } = require('node:child_process');
 
 const ROOT = path.resolve(__dirname, '..');
-const HB = path.join(__dirname, '.bin');
+const HB = process.env.AD_BENCH_BIN || path.join(ROOT, 'build/bench');
 const QUICK = process.env.BENCH_QUICK === '1';
 const ONLY = process.env.BENCH_ONLY
   ? new Set(process.env.BENCH_ONLY.split(',').map(Number)) : null;
@@ -217,6 +217,36 @@ function benchStartup() {
     `${f2(ms(median(ver)))} ms (p90 ${f2(ms(p90(ver)))})`,
     `min_server start->exit ${f2(ms(median(minx)))} ms`,
     `${f2(median(ver) / median(minx))}x`, '-', '-');
+}
+
+// Start -> tools/list answered: what a client waits for before its first
+// call. The floor is replay_server answering with the very bytes the
+// product sent (its initialize and tools/list responses, recorded here).
+function benchStartList() {
+  console.error('[1c] start -> tools/list');
+  const e = env(CONF.main);
+  const lines = [
+    { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25',
+      capabilities: {}, clientInfo: { name: 'bench', version: '1' } } },
+    { jsonrpc: '2.0', method: 'notifications/initialized' },
+    { jsonrpc: '2.0', id: 2, method: 'tools/list' },
+  ].map((m) => JSON.stringify(m) + '\n').join('');
+  const recorded = path.join(tmp, 'list-responses.txt');
+  fs.writeFileSync(recorded, execFileSync(BIN, ['serve'], { env: e, input: lines, encoding: 'utf8' }));
+  const n = R(300), blocks = 3;
+  const ad = [], floor = [];
+  let bytes = NaN;
+  const parse = (text) => text.split('\n').filter(Boolean).map((l) => l.split(' ').map(Number));
+  for (let b = 0; b < blocks; b++) {
+    for (const [t] of parse(harness(['list', String(n / blocks), '--', BIN, 'serve'], e))) ad.push(t);
+    for (const [t, , by] of parse(harness(['list', String(n / blocks), '--',
+      path.join(HB, 'replay_server'), recorded], e))) { floor.push(t); bytes = by; }
+  }
+  const ratio = median(ad) / median(floor);
+  row('1c. start -> `tools/list` answered (initialize, initialized, tools/list)',
+    `${f2(ms(median(ad)))} ms (p90 ${f2(ms(p90(ad)))})`,
+    `replay_server, same ${bytes} bytes: ${f2(ms(median(floor)))} ms (p90 ${f2(ms(p90(floor)))})`,
+    `${f2(ratio)}x`, '<= 2x', verdict(ratio <= 2));
 }
 
 function benchToolsList() {
@@ -615,6 +645,7 @@ async function main() {
   const version = execFileSync(BIN, ['--version'], { encoding: 'utf8' }).trim();
   const want = (k) => !ONLY || ONLY.has(k);
   if (want(1)) benchStartup();
+  if (want(1)) benchStartList();
   const tl = want(2) || want(5) ? benchToolsList() : null;
   if (want(3)) benchDispatch();
   const conc = want(4) || want(5) ? await benchConcurrency() : null;

@@ -8,6 +8,13 @@
  *       write a legacy `initialize` request, read the first response line:
  *       prints the time from just before fork to that line.  Then closes
  *       stdin, reads stdout to EOF and reaps the child (not timed).
+ *   harness list N [MODERN] -- ARGV...
+ *       N times: spawn ARGV as for startup, send `initialize`, read its
+ *       response, send `notifications/initialized` and `tools/list`, read
+ *       the tools/list response line: prints the time from just before
+ *       fork to that line, then the time to the initialize response and
+ *       the tools/list response's size.  With MODERN = "modern", a single
+ *       stateless 2026-07-28 tools/list request instead (no handshake).
  *   harness exec N -- ARGV...
  *       N times: spawn ARGV (stdin /dev/null, stdout pipe read to EOF),
  *       waitpid; prints the wall time of each run.
@@ -19,7 +26,9 @@
  *       skipped).  Prints "T LAT_US BYTES" per request after the warm-up
  *       (T = template index), then "# hwm_kb K" (VmHWM of the server).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -186,6 +195,52 @@ static int cmd_startup(long n, char **argv)
     return 0;
 }
 
+static const char NOTE_INIT[] =
+    "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n";
+static const char LIST[] =
+    "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}\n";
+static const char LIST_MODERN[] =
+    "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\",\"params\":{\"_meta\":{"
+    "\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\","
+    "\"io.modelcontextprotocol/clientCapabilities\":{}}}}\n";
+
+static int cmd_list(long n, int modern, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    for (long i = 0; i < n; i++) {
+        double t0 = now_us();
+        struct child c = spawn(argv, 1);
+        struct reader r = {.fd = c.out};
+        size_t len;
+        char *line;
+        double t_init = 0;
+        if (!modern) {
+            write_all(c.in, INIT, sizeof INIT - 1);
+            line = read_line(&r, &len);
+            t_init = now_us();
+            if (!line || !strstr(line, "\"result\"")) {
+                fprintf(stderr, "harness: no initialize result\n");
+                return 1;
+            }
+            write_all(c.in, NOTE_INIT, sizeof NOTE_INIT - 1);
+            write_all(c.in, LIST, sizeof LIST - 1);
+        } else {
+            write_all(c.in, LIST_MODERN, sizeof LIST_MODERN - 1);
+        }
+        line = read_line(&r, &len);
+        double t1 = now_us();
+        if (!line || !strstr(line, "\"tools\"")) {
+            fprintf(stderr, "harness: no tools/list result: %.300s\n", line ? line : "(EOF)");
+            return 1;
+        }
+        size_t bytes = len + 1;
+        finish(&c, &r);
+        free(r.buf);
+        printf("%.1f %.1f %zu\n", t1 - t0, modern ? 0 : t_init - t0, bytes);
+    }
+    return 0;
+}
+
 static int cmd_exec(long n, char **argv)
 {
     for (long i = 0; i < n; i++) {
@@ -268,7 +323,7 @@ int main(int argc, char **argv)
         }
     }
     if (argc < 3 || !dd || dd + 1 >= argc) {
-        fprintf(stderr, "usage: harness startup|exec N -- ARGV... | rpc N WARMUP TEMPLATE... -- ARGV...\n");
+        fprintf(stderr, "usage: harness startup|exec N -- ARGV... | list N [modern] -- ARGV... | rpc N WARMUP TEMPLATE... -- ARGV...\n");
         return 2;
     }
     char **cargv = argv + dd + 1;
@@ -276,6 +331,9 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
     if (strcmp(argv[1], "startup") == 0) {
         return cmd_startup(atol(argv[2]), cargv);
+    }
+    if (strcmp(argv[1], "list") == 0) {
+        return cmd_list(atol(argv[2]), dd > 3 && strcmp(argv[3], "modern") == 0, cargv);
     }
     if (strcmp(argv[1], "exec") == 0) {
         return cmd_exec(atol(argv[2]), cargv);

@@ -17,7 +17,9 @@
  * so two runs write the same store.  Prints the ids, oldest first, on
  * stdout.  No fsync: this only prepares a benchmark.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>

@@ -3,8 +3,9 @@
 #   bench/run.sh            full run (~1 min on 2 cores); prints the table and
 #                           writes bench/results.md
 #   BENCH_QUICK=1 bench/run.sh   a quick smoke run with 1/10 of the repetitions
-# Builds the product if needed (cmake --build build) and the C helpers into
-# bench/.bin/ with cc -O2. Needs cmake, a C compiler and node (no npm packages).
+# Builds the product if needed (cmake --build build) and the C helpers from
+# their sources into build/bench/ (target bench-tools). Needs cmake, a C
+# compiler and node (no npm packages).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
@@ -18,12 +19,6 @@ for exe in agent-dispatch stub/claude; do
   [ -x "$build/$exe" ] || { echo "bench: $build/$exe was not built" >&2; exit 1; }
 done
 
-mkdir -p "$here/.bin"
-for prog in harness min_server spawn_baseline progress_stub jobs_gen write_baseline; do
-  src="$here/$prog.c" out="$here/.bin/$prog"
-  if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
-    cc -O2 -std=gnu11 -Wall -Wextra -o "$out" "$src"
-  fi
-done
+cmake --build "$build" -j2 --target bench-tools >&2
 
-exec node "$here/bench.js"
+AD_BENCH_BIN="$build/bench" exec node "$here/bench.js"

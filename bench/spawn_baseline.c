@@ -12,7 +12,9 @@
  * (poll), then waitpid.
  * Prints each iteration's wall time in microseconds, one per line.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>

@@ -13,7 +13,9 @@
  *           fs_write_atomic_nofollow (src/fsutil.c).
  * Prints the CLOCK_MONOTONIC time of each replacement in microseconds.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>

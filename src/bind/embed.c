@@ -4,6 +4,8 @@
  *   core.embed.source(name) -> source, chunkname | nil
  *   core.embed.list() -> {names}
  *   core.embed.user_lua_dir() -> the directory searched first ("" when none)
+ *   core.embed.tools(key) -> the default tools/list array | nil
+ *   core.embed.tools_deps() -> {names of the modules it was built from}
  *
  * No relative paths and no C modules are ever searched: package.cpath is
  * empty and user files are loaded in text mode only. AGENT_DISPATCH_LUA_DIR
@@ -187,12 +189,37 @@ static int l_user_lua_dir(lua_State *L)
     return 1;
 }
 
+static int l_embedded_tools(lua_State *L)
+{
+    const char *key = luaL_checkstring(L, 1);
+    for (size_t i = 0; i < embedded_tools_count; i++) {
+        if (strcmp(embedded_tools[i].key, key) == 0) {
+            lua_pushlstring(L, embedded_tools[i].json, embedded_tools[i].len);
+            return 1;
+        }
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+static int l_embedded_tools_deps(lua_State *L)
+{
+    bind_new_array(L, 0);
+    for (int i = 0; embedded_tools_deps[i]; i++) {
+        lua_pushstring(L, embedded_tools_deps[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
 void bind_embed_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"source", l_embedded},
         {"list", l_embedded_list},
         {"user_lua_dir", l_user_lua_dir},
+        {"tools", l_embedded_tools},
+        {"tools_deps", l_embedded_tools_deps},
         {NULL, NULL},
     };
     bind_subtable(L, "embed", fns);

@@ -7,6 +7,10 @@
 --- Each tools/call runs as its own task, so a long dispatch never delays
 --- any other request; notifications/cancelled kills the call's child
 --- process group and nothing more is written for that id.
+---
+--- Over 500 lines: it is the one place where both protocol eras, the
+--- legacy tasks methods, batches and the serve loop meet; splitting them
+--- would scatter the id, in-flight and cancellation rules they share.
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
@@ -142,34 +146,37 @@ local function ensure_tools()
 end
 M.ensure_tools = ensure_tools
 
-function Server:tool_list(version)
+--- The key of one tools/list shape: the protocol version, "+tasks" when
+--- the tools carry their task support.
+function M.tools_key(version, with_tasks)
+  return version .. (with_tasks and "+tasks" or "")
+end
+
+--- The tools array for a protocol version, encoded from the registry.
+function M.encode_tools(version, with_tasks)
   ensure_tools()
-  -- Tools are fixed once loaded; the encoded list is the same every time
-  -- (tools/list results must not vary by connection or history).
   local list = json.array()
   for _, name in ipairs(tools.names()) do
-    list[#list + 1] = tools.describe(tools.get(name), version)
+    local t = tools.describe(tools.get(name), version)
+    if with_tasks and require("ad.protocol.mcp_tasks").TOOLS[name] then
+      t.execution = json.object({ taskSupport = "optional" }, { "taskSupport" })
+      table.insert(getmetatable(t).__order, "execution")
+    end
+    list[#list + 1] = t
   end
-  return list
+  return json.encode(list)
 end
 
 local encoded_lists = {}
 
---- The encoded tools array for a protocol version, built once: the tool
---- set is fixed after startup, and encoding it is most of tools/list.
+--- The encoded tools array, the same every time (tools/list results must
+--- not vary by connection or history): the one encoded at build time when
+--- it is what the registry holds (then no tool module is loaded for it),
+--- else encoded from the registry once.
 function Server:tools_json(version, with_tasks)
-  local key = version .. (with_tasks and "+tasks" or "")
+  local key = M.tools_key(version, with_tasks)
   if not encoded_lists[key] then
-    local list = self:tool_list(version)
-    if with_tasks then
-      for _, t in ipairs(list) do
-        if require("ad.protocol.mcp_tasks").TOOLS[t.name] then
-          t.execution = json.object({ taskSupport = "optional" }, { "taskSupport" })
-          table.insert(getmetatable(t).__order, "execution")
-        end
-      end
-    end
-    encoded_lists[key] = json.encode(list)
+    encoded_lists[key] = tools.prebuilt(key) or M.encode_tools(version, with_tasks)
   end
   return json.raw(encoded_lists[key])
 end
@@ -593,14 +600,25 @@ function Server:shutdown(grace)
   end
 end
 
+-- Seconds without a new request line that count as a pause in the
+-- client's requests (a client sends tools/list right after initialize).
+local QUIET = 0.02
+
 --- `agent-dispatch serve`: serves until stdin ends or a signal arrives.
 --- F33: retention and stale-job recovery, best effort, once the server is
---- answering: right after its first response is written (never delays the
---- handshake), after 0.5 s without any request, or at the latest while it
---- stops, so a server that lives for a single `claude -p` call does it too.
-local function maintenance(kick, stopping)
+--- answering: at the first pause in the client's requests (QUIET) after its
+--- first response is written (never delays the handshake or the tools/list
+--- that follows it), after 0.5 s without any request, or at the latest while
+--- it stops, so a server that lives for a single `claude -p` call does it too.
+local function maintenance(kick, stopping, last_input)
   local _, why = kick:wait(0.5)
   if why == "cancelled" then return end
+  local deadline = core.task.now() + 1 -- a client that never pauses waits no longer
+  while not stopping() and core.task.now() < deadline do
+    local idle = core.task.now() - last_input()
+    if idle >= QUIET then break end
+    if core.task.sleep(QUIET - idle) == nil then return end
+  end
   -- Report broken tool files on stderr early, not at first use (not worth
   -- the time once the server is stopping).
   if not stopping() then ensure_tools() end
@@ -655,8 +673,10 @@ function M.serve()
     if not kick:is_set() then kick:set() end
     return ok
   end)
+  local last_input = core.task.now()
   local upkeep = core.task.spawn(function()
-    local ok, err = pcall(maintenance, kick, function() return stopping end)
+    local ok, err = pcall(maintenance, kick, function() return stopping end,
+                          function() return last_input end)
     upkept:set()
     if not ok then error(err, 0) end
   end)
@@ -664,6 +684,7 @@ function M.serve()
   local reader = core.task.spawn(function()
     while true do
       local line, err = core.chan.stdin_read()
+      last_input = core.task.now()
       if line == nil then
         if err ~= "cancelled" then stop:set("end of input") end
         return
