@@ -9,6 +9,8 @@ local agents = require "ad.agents"
 local util = require "ad.util"
 local introspect = require "ad.introspect"
 local render = require "ad.errors.render"
+local suggest = require "ad.suggest"
+local json = require "ad.json"
 
 local M = {}
 
@@ -46,8 +48,24 @@ function M.load()
   return cfg
 end
 
-function M.agent_not_found(name)
-  err("Agent '", name, "' not found. Run 'agent-dispatch list' to see agents.")
+--- Prints v as JSON (one line) on stdout; returns 0.
+function M.json_out(v)
+  M.out(json.encode(v))
+  return 0
+end
+
+--- An agent that is not configured, with the closest configured name when
+--- one is close (names: the configured agents, when known).
+function M.agent_not_found(name, names)
+  local hint = suggest.hint(name, names)
+  err("Agent '", name, "' not found.", hint, " Run 'agent-dispatch list' to see agents.")
+  return 1
+end
+
+--- A group that is not configured, with the closest configured name.
+function M.group_not_found(name, names)
+  local hint = suggest.hint(name, names)
+  err("Group '", name, "' not found.", hint, " Run 'agent-dispatch group list' to see groups.")
   return 1
 end
 
@@ -56,7 +74,7 @@ function M.load_agent(name)
   local cfg, code = M.load()
   if not cfg then return nil, nil, code end
   local a = cfg.agents[name]
-  if not a then return nil, nil, M.agent_not_found(name) end
+  if not a then return nil, nil, M.agent_not_found(name, cfg.agent_names) end
   return cfg, a
 end
 
@@ -65,6 +83,28 @@ function M.health_label(dir)
   if h == true then return "OK" end
   if h == false then return "NOT FOUND" end
   return "UNREADABLE"
+end
+
+--- The names of the groups of cfg that list agent name as a member, in
+--- config order.
+function M.groups_with_member(cfg, name)
+  local gs = {}
+  for _, g in ipairs(cfg.group_names) do
+    for _, m in ipairs(cfg.groups[g].members) do
+      if m.agent == name then gs[#gs + 1] = g break end
+    end
+  end
+  return gs
+end
+
+--- Removes every member entry of group g that names agent name; returns
+--- how many there were.
+function M.drop_member(g, name)
+  local n = 0
+  for i = #g.members, 1, -1 do
+    if g.members[i].agent == name then table.remove(g.members, i); n = n + 1 end
+  end
+  return n
 end
 
 --- Error code 1 when name is not a valid agent or group name, else nil.
@@ -82,16 +122,25 @@ M.AGENT_OPTS = {
   { "--model", arg = "TEXT", help = "Model for this agent ('none' clears)." },
   { "--max-budget", arg = "FLOAT", type = "float", help = "USD cap per dispatch (0 clears)." },
   { "--max-budget-usd", arg = "FLOAT", type = "float", help = "Alias of --max-budget." },
-  { "--permission-mode", arg = "TEXT", help = "default, plan, bypassPermissions, ..." },
+  { "--permission-mode", arg = "MODE", help = "One of " ..
+    table.concat(require("ad.permission").MODES, ", ") .. " ('none' clears)." },
   { "--allowed-tools", arg = "CSV", help = "Tools the agent may use ('none' = inherit)." },
   { "--disallowed-tools", arg = "CSV", help = "Tools the agent may not use." },
   { "--capabilities", arg = "CSV", help = "Descriptive labels." },
   { "--risky-capabilities", arg = "CSV", help = "Descriptive labels of risky abilities." },
 }
 
---- Checks --timeout and --max-budget(-usd) of add/update. Returns nil and
---- the budget given (nil when none), or the exit status 1 after reporting.
+--- Checks --timeout, --max-budget(-usd) and --permission-mode of
+--- add/update. Returns nil and the budget given (nil when none), or the
+--- exit status (1; 2 for a mode claude would refuse) after reporting.
 function M.check_agent_opts(o)
+  if M.unless_none(o.permission_mode) then
+    local problem = require("ad.permission").problem(o.permission_mode)
+    if problem then
+      err("Error: Invalid value for --permission-mode: ", problem)
+      return 2
+    end
+  end
   if o.timeout ~= nil and o.timeout < 1 then
     err("Error: --timeout must be a positive number of seconds (got ", o.timeout, ").")
     return 1
