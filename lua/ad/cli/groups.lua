@@ -46,7 +46,7 @@ G.add = {
   usage = "NAME [-d TEXT] [--shared-context TEXT] [--member AGENT]...",
   summary = "Create a group of agents.",
   options = { { "--description", "-d", arg = "TEXT", help = "What the group is for." },
-              { "--shared-context", arg = "TEXT", help = "Text every member's task is prefixed with." },
+              { "--shared-context", arg = "TEXT", help = "Context given to every member with its task." },
               { "--member", arg = "AGENT", multi = true, help = "A member agent (repeat for more)." } },
   positionals = { "NAME" }, min = 1, max = 1,
   run = function(o, pos)
@@ -170,7 +170,7 @@ G.update = {
   usage = "NAME [-d TEXT] [--shared-context TEXT] [--add-member AGENT]... [--remove-member AGENT]...",
   summary = "Change a group's texts or members.",
   options = { { "--description", "-d", arg = "TEXT", help = "What the group is for." },
-              { "--shared-context", arg = "TEXT", help = "Text every member's task is prefixed with." },
+              { "--shared-context", arg = "TEXT", help = "Context given to every member with its task." },
               { "--add-member", arg = "AGENT", multi = true, help = "Add a member agent (repeatable)." },
               { "--remove-member", arg = "AGENT", multi = true,
                 help = "Remove a member (repeatable; also one whose agent is gone)." } },
