@@ -317,7 +317,7 @@ describe('test command', () => {
     assert.match(r.stderr, /agent-dispatch update a --permission-mode bypassPermissions/);
     r = ok(env.run(['test', 'slow', 'x [stub:hang]']), 1);
     assert.match(r.stderr, /Diagnosis: timeout/);
-    assert.match(r.stderr, /--timeout 600/);
+    assert.match(r.stderr, /agent-dispatch test slow --timeout 2 .*\n.*agent-dispatch update slow --timeout 2 /);
     r = ok(env.run(['test', 'a', 'x [stub:budget]']), 1);
     assert.match(r.stderr, /Diagnosis: spend cap reached/);
     assert.match(r.stderr, /--max-budget-usd/);

@@ -114,6 +114,28 @@ function M.name_check(name)
   return nil
 end
 
+--- Reports the failed dispatch result r of `command` (test, dispatch) to
+--- agent name, which ran with a timeout of seconds: the error and what to
+--- do, in the CLI's terms. Returns 1.
+function M.report_failure(command, name, r, seconds)
+  if r.error_type == "timeout" then
+    for _, l in ipairs(require("ad.errors").cli_timeout_advice(name, seconds, command)) do err(l) end
+    return 1
+  end
+  err("Error: ", r.error)
+  if r.error_type == "permission" then
+    err("Diagnosis: permission error")
+    err("  agent-dispatch update ", name, " --permission-mode bypassPermissions")
+    err("  agent-dispatch update ", name, " --allowed-tools Bash,Read,Edit,Write")
+  elseif r.error_type == "budget" then
+    err("Diagnosis: spend cap reached")
+    err("  The claude CLI stopped the session at --max-budget-usd.")
+    err("  agent-dispatch update ", name, " --max-budget-usd 2.0")
+    err("  agent-dispatch update ", name, " --model haiku")
+  end
+  return 1
+end
+
 -- ------------------------------------------------------ agent options --
 
 M.AGENT_OPTS = {
