@@ -1,15 +1,16 @@
 --- The command-line interface: the command table, usage and dispatch to a
---- command (option parsing and --help from ad.cli.args). The commands live in
+--- command (option parsing and --help from ad.args). The commands live in
 --- one module per family - ad.cli.agents (init, add, update, remove, list,
 --- describe), ad.cli.test, ad.cli.doctor, ad.cli.groups, ad.cli.jobs (jobs,
 --- job, cancel, gc), ad.cli.lua - with what they share in ad.cli.common;
---- serve and run are entries into ad.protocol.mcp and ad.cli.run. Each can be
+--- serve and run are entries into ad.mcp and ad.run. Each can be
 --- overridden on its own. A command is {usage =, summary =, options =,
 --- positionals =, min =, max =, run = function(opts, positionals) -> exit
 --- status (0 ok, 1 reported error, 2 usage error)}, or {sub = commands},
 --- or raw = true (run gets the arguments unparsed).
 local core = require "ad.core"
 local args = require "ad.cli.args"
+local suggest = require "ad.infra.suggest"
 
 local M = {}
 local PROG = "agent-dispatch"
@@ -30,6 +31,11 @@ C.serve = {
 C.run = {
   usage = "[--json] [--timeout SECONDS] SCRIPT.lua [ARGS...] (options may follow the script; -- ends them)",
   summary = "Run a Lua batch script with the agent_dispatch module.",
+  -- Parsed by ad.run (they may follow the script); listed here for --help.
+  options = {
+    { "--json", help = "Print the script's return value as JSON on stdout." },
+    { "--timeout", arg = "SECONDS", help = "Stop the script and its dispatches after SECONDS (exit 124)." },
+  },
   raw = true,
   run = function(_, pos)
     return require("ad.cli.run").main(pos)
@@ -51,26 +57,50 @@ function M.usage()
     lines[#lines + 1] = string.format("  %-10s %s", name, C[name].summary or "")
   end
   lines[#lines + 1] = ""
-  lines[#lines + 1] = "Run '" .. PROG .. " COMMAND --help' for a command's options."
+  lines[#lines + 1] = "Run '" .. PROG .. " COMMAND --help' (or '" .. PROG ..
+    " help COMMAND') for a command's options."
   return table.concat(lines, "\n") .. "\n"
+end
+
+local SUB_ORDER = { "add", "list", "inspect", "update", "remove" }
+
+-- The names of a command table, in help order when there is one.
+local function names_of(t, order)
+  local l = {}
+  for _, k in ipairs(order) do if t[k] then l[#l + 1] = k end end
+  return l
+end
+
+-- The help text of a command family (a command with subcommands).
+local function family_help(name, cmd)
+  local lines = { "Usage: " .. PROG .. " " .. name .. " " .. cmd.usage, "" }
+  if cmd.summary then lines[#lines + 1] = "  " .. cmd.summary; lines[#lines + 1] = "" end
+  lines[#lines + 1] = "Commands:"
+  for _, k in ipairs(names_of(cmd.sub, SUB_ORDER)) do
+    lines[#lines + 1] = string.format("  %-10s %s", k, cmd.sub[k].summary or "")
+  end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "Run '" .. PROG .. " " .. name .. " COMMAND --help' for a command's options."
+  return table.concat(lines, "\n") .. "\n"
+end
+
+-- A usage error for an unknown command name among candidates.
+local function no_such_command(usage, name, candidates)
+  err("Usage: ", usage)
+  err("Error: No such command '", name, "'.", suggest.hint(name, candidates))
+  return 2
 end
 
 local function run_command(prefix, name, cmd, argv)
   if cmd.sub then
     local subname = argv[1]
     if subname == nil or subname == "--help" or subname == "-h" then
-      local lines = { "Usage: " .. PROG .. " " .. name .. " " .. cmd.usage, "", "Commands:" }
-      for _, k in ipairs({ "add", "list", "inspect", "update", "remove" }) do
-        if cmd.sub[k] then lines[#lines + 1] = string.format("  %-10s %s", k, cmd.sub[k].summary or "") end
-      end
-      io.stdout:write(table.concat(lines, "\n"), "\n")
+      io.stdout:write(family_help(name, cmd))
       return subname and 0 or 2
     end
     local sub = cmd.sub[subname]
     if not sub then
-      err("Usage: ", PROG, " ", name, " ", cmd.usage)
-      err("Error: No such command '", subname, "'.")
-      return 2
+      return no_such_command(PROG .. " " .. name .. " " .. cmd.usage, subname, names_of(cmd.sub, SUB_ORDER))
     end
     return run_command(prefix .. " " .. name, subname, sub, { table.unpack(argv, 2) })
   end
@@ -98,26 +128,49 @@ local function run_command(prefix, name, cmd, argv)
   return cmd.run(o, pos)
 end
 
+-- `help [COMMAND [SUBCOMMAND]]`: the same text as COMMAND --help.
+local function help(argv)
+  local name = argv[1]
+  if name == nil then
+    io.stdout:write(M.usage())
+    return 0
+  end
+  local cmd = C[name]
+  if not cmd then return no_such_command(PROG .. " help [COMMAND [SUBCOMMAND]]", name, M.ORDER) end
+  if not cmd.sub then
+    io.stdout:write(args.help(PROG, name, cmd))
+    return 0
+  end
+  local subname = argv[2]
+  if subname == nil then
+    io.stdout:write(family_help(name, cmd))
+    return 0
+  end
+  local sub = cmd.sub[subname]
+  if not sub then
+    return no_such_command(PROG .. " help " .. name .. " [SUBCOMMAND]", subname, names_of(cmd.sub, SUB_ORDER))
+  end
+  io.stdout:write(args.help(PROG .. " " .. name, subname, sub))
+  return 0
+end
+
 function M.main(argv)
   local first = argv[1]
   if first == nil then
     io.stderr:write(M.usage())
     return 2
   end
-  if first == "--help" or first == "-h" or first == "help" then
+  if first == "--help" or first == "-h" then
     io.stdout:write(M.usage())
     return 0
   end
+  if first == "help" then return help({ table.unpack(argv, 2) }) end
   if first == "--version" or first == "-V" then
     out(PROG, " ", core.version)
     return 0
   end
   local cmd = C[first]
-  if not cmd then
-    err("Usage: ", PROG, " [--version] COMMAND [ARGS]...")
-    err("Error: No such command '", first, "'.")
-    return 2
-  end
+  if not cmd then return no_such_command(PROG .. " [--version] COMMAND [ARGS]...", first, M.ORDER) end
   return run_command("", first, cmd, { table.unpack(argv, 2) })
 end
 

@@ -98,9 +98,9 @@ describe('agents', () => {
     ok(env.run(['add', 'p', dir, '-d', 'x']));
     r = ok(env.run(['add', 'p', dir, '-d', 'y']), 1);
     assert.match(out(r), /Agent 'p' already exists/);
-    r = ok(env.run(['add', 'q', dir, '-d', 'x', '--permission-mode', 'yolo']));
-    assert.match(r.stderr, /Warning: .*Unknown permission_mode/);
-    assert.match(env.readConfig(), /permission_mode: yolo/);
+    r = ok(env.run(['add', 'q', dir, '-d', 'x', '--permission-mode', 'yolo']), 2);
+    assert.match(r.stderr, /Invalid value for --permission-mode: 'yolo'/);
+    assert.doesNotMatch(env.readConfig(), /yolo/);
   });
 
   test('update: fields, none/empty clearing, errors keep the config', (t) => {
@@ -124,8 +124,9 @@ describe('agents', () => {
     r = ok(env.run(['update', 'zz', '-d', 'x']), 1);
     assert.match(r.stderr, /Agent 'zz' not found/);
     assert.strictEqual(env.readConfig(), before);
-    r = ok(env.run(['update', 'p', '--permission-mode', 'yolo']));
-    assert.match(r.stderr, /Warning/);
+    r = ok(env.run(['update', 'p', '--permission-mode', 'yolo']), 2);
+    assert.match(r.stderr, /Invalid value for --permission-mode/);
+    assert.strictEqual(env.readConfig(), before);
     ok(env.run(['update', 'p', '--max-budget-usd', '2.0']));
     assert.match(env.readConfig(), /max_budget_usd: 2(\.0)?\n/);
   });
@@ -316,7 +317,7 @@ describe('test command', () => {
     assert.match(r.stderr, /agent-dispatch update a --permission-mode bypassPermissions/);
     r = ok(env.run(['test', 'slow', 'x [stub:hang]']), 1);
     assert.match(r.stderr, /Diagnosis: timeout/);
-    assert.match(r.stderr, /--timeout 600/);
+    assert.match(r.stderr, /agent-dispatch test slow --timeout 2 .*\n.*agent-dispatch update slow --timeout 2 /);
     r = ok(env.run(['test', 'a', 'x [stub:budget]']), 1);
     assert.match(r.stderr, /Diagnosis: spend cap reached/);
     assert.match(r.stderr, /--max-budget-usd/);

@@ -135,15 +135,15 @@ describe('config lock (F06)', () => {
 });
 
 describe('logging defaults (F02)', () => {
-  test('a 2025-era client that sets no level gets warnings and stream progress as log messages', async (t) => {
+  test('a 2025-era client that sets no level gets info messages and stream progress as log messages', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true } });
     const srv = env.serve();
     await srv.init();
-    await srv.call('update_agent', { name: 'a', permission_mode: 'bogusMode' });
-    const warn = srv.notifications('notifications/message').map((m) => m.msg.params)
-      .filter((p) => p.level === 'warning' && /Unknown permission_mode/.test(JSON.stringify(p.data)));
-    assert.strictEqual(warn.length, 1);
+    await srv.call('update_agent', { name: 'a', permission_mode: 'plan' });
+    const info = srv.notifications('notifications/message').map((m) => m.msg.params)
+      .filter((p) => p.level === 'info' && /Updated agent a: permission_mode/.test(JSON.stringify(p.data)));
+    assert.strictEqual(info.length, 1);
     const r = await srv.call('dispatch_stream', { agent: 'a', task: 'go [stub:progress=2] [stub:interval=0.05]' });
     assert.strictEqual(r.value.success, true);
     const logs = srv.notifications('notifications/message')
@@ -154,7 +154,7 @@ describe('logging defaults (F02)', () => {
     assert.ok(!srv.notifications('notifications/message').some((m) => m.msg.params.level === 'debug'));
     await srv.request('logging/setLevel', { level: 'error' });
     const n = srv.notifications('notifications/message').length;
-    await srv.call('update_agent', { name: 'a', permission_mode: 'bogusMode2' });
+    await srv.call('update_agent', { name: 'a', permission_mode: 'default' });
     assert.strictEqual(srv.notifications('notifications/message').length, n);
     await srv.close();
   });
@@ -163,10 +163,10 @@ describe('logging defaults (F02)', () => {
     const env = newEnv(t);
     env.setup({ agents: { a: true } });
     const srv = env.serve();
-    await srv.call('update_agent', { name: 'a', permission_mode: 'bogusMode' }, { modern: true });
+    await srv.call('update_agent', { name: 'a', permission_mode: 'plan' }, { modern: true });
     assert.strictEqual(srv.notifications('notifications/message').length, 0);
-    await srv.call('update_agent', { name: 'a', permission_mode: 'bogusMode2' },
-      { modern: true, meta: { 'io.modelcontextprotocol/logLevel': 'warning' } });
+    await srv.call('update_agent', { name: 'a', permission_mode: 'default' },
+      { modern: true, meta: { 'io.modelcontextprotocol/logLevel': 'info' } });
     assert.strictEqual(srv.notifications('notifications/message').length, 1);
     await srv.close();
   });

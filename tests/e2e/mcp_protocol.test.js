@@ -634,21 +634,21 @@ describe('logging', () => {
     const { srv } = serverWithAgent(t);
     await srv.init();
     await srv.call('list_agents', {});
-    await srv.call('update_agent', { name: 'a', permission_mode: 'bogusMode' });
+    await srv.call('update_agent', { name: 'a', permission_mode: 'plan' });
     const first = srv.notifications('notifications/message').map((m) => m.msg.params);
-    assert.ok(first.some((p) => p.level === 'warning' && /bogusMode/.test(JSON.stringify(p.data))));
+    assert.ok(first.some((p) => p.level === 'info' && /Updated agent a: permission_mode/.test(JSON.stringify(p.data))));
     assert.ok(first.every((p) => p.level !== 'debug'));
     srv.messages.length = 0;
     await srv.request('logging/setLevel', { level: 'error' }, { id: 'lv' });
     await srv.call('list_agents', {});
-    await srv.call('update_agent', { name: 'a', permission_mode: 'bogusMode2' });
+    await srv.call('update_agent', { name: 'a', permission_mode: 'default' });
     assert.strictEqual(srv.notifications('notifications/message').length, 0);
     await srv.request('logging/setLevel', { level: 'info' }, { id: 'lv2' });
     await srv.call('list_agents', {});
-    await srv.call('update_agent', { name: 'a', permission_mode: 'bogusMode3' });
+    await srv.call('update_agent', { name: 'a', permission_mode: 'plan' });
     const msgs = srv.notifications('notifications/message').map((m) => m.msg.params);
     assert.ok(msgs.some((p) => p.level === 'info' && /Found 2 configured agents/.test(JSON.stringify(p.data))));
-    assert.ok(msgs.some((p) => p.level === 'warning' && /Unknown permission_mode/.test(JSON.stringify(p.data))));
+    assert.ok(msgs.some((p) => p.level === 'info' && /Updated agent a: permission_mode/.test(JSON.stringify(p.data))));
     await srv.close();
   });
 

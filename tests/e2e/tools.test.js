@@ -692,12 +692,11 @@ describe('agent management', () => {
     await srv.close();
   });
 
-  test('unknown permission_mode reaches the client as a warning', async (t) => {
+  test('a permission_mode claude would refuse is refused when it is set', async (t) => {
     const { srv } = await start(t);
-    await srv.request('logging/setLevel', { level: 'info' });
-    await srv.call('update_agent', { name: 'a', permission_mode: 'yolo' });
-    const w = srv.notifications('notifications/message').filter((m) => m.msg.params.level === 'warning');
-    assert.ok(w.some((m) => /Unknown permission_mode/.test(JSON.stringify(m.msg.params.data))));
+    const r = await srv.call('update_agent', { name: 'a', permission_mode: 'yolo' });
+    assert.ok(r.isError);
+    assert.match(r.value.error, /permission_mode 'yolo' is not one of/);
     await srv.close();
   });
 

@@ -126,17 +126,14 @@ C.add = {
       end
       return common.save_error(se)
     end
-    local w = config.permission_warning(pm)
-    if w then err("Warning: ", w) end
     out("Added agent '", name, "' -> ", abs)
     return 0
   end,
 }
 
--- Applies the options given to agent entry a; returns the changed fields
--- and the permission mode warning (or nil).
+-- Applies the options given to agent entry a; returns the changed fields.
 local function apply(a, o, budget)
-  local given, f, warning = o._given, {}, nil
+  local given, f = o._given, {}
   if given.description then a.description = o.description; f[#f + 1] = "description" end
   if given.timeout then a.timeout = o.timeout; f[#f + 1] = "timeout" end
   if given.max_budget or given.max_budget_usd then
@@ -145,7 +142,6 @@ local function apply(a, o, budget)
   if given.model then a.model = unless_none(o.model); f[#f + 1] = "model" end
   if given.permission_mode then
     a.permission_mode = unless_none(util.strip(o.permission_mode))
-    warning = config.permission_warning(a.permission_mode)
     f[#f + 1] = "permission_mode"
   end
   for _, k in ipairs({ "allowed_tools", "disallowed_tools" }) do
@@ -154,7 +150,7 @@ local function apply(a, o, budget)
   for _, k in ipairs({ "capabilities", "risky_capabilities" }) do
     if given[k] then a[k] = unless_none(o[k]) and agents.list(o[k]) or json.array(); f[#f + 1] = k end
   end
-  return f, warning
+  return f
 end
 
 C.update = {
@@ -164,38 +160,64 @@ C.update = {
     local name = pos[1]
     local bad, budget = common.check_agent_opts(o)
     if bad then return bad end
-    local warning
-    local ok, e, ws = agents.update(name, function(a)
-      local f
-      f, warning = apply(a, o, budget)
-      return f
-    end)
+    local ok, e, ws = agents.update(name, function(a) return apply(a, o, budget) end)
     common.warnings(ws)
     if not ok then
-      if e.kind == "not_found" then return common.agent_not_found(name) end
+      if e.kind == "not_found" then return common.agent_not_found(name, e.names) end
       if e.kind == "nothing" then
         err("Nothing to update. Pass at least one option (see --help).")
         return 1
       end
       return common.save_error(e)
     end
-    if warning then err("Warning: ", warning) end
     out("Updated agent '", name, "': ", table.concat(ok, ", "))
     return 0
   end,
 }
 
+-- Removes agent name from cfg; with force also from every group that
+-- lists it. Returns the names of the groups that list(ed) it.
+local function remove_agent(cfg, name, force)
+  if not cfg.agents[name] then return nil, { kind = "not_found", names = cfg.agent_names } end
+  cfg.agents[name] = nil
+  for i, n in ipairs(cfg.agent_names) do
+    if n == name then table.remove(cfg.agent_names, i) break end
+  end
+  local gs = common.groups_with_member(cfg, name)
+  if force then
+    for _, g in ipairs(gs) do common.drop_member(cfg.groups[g], name) end
+  end
+  return gs, true
+end
+
+-- "group a" or "groups a, b".
+local function groups_text(gs)
+  return (#gs == 1 and "group " or "groups ") .. table.concat(gs, ", ")
+end
+
 C.remove = {
-  usage = "NAME", summary = "Unregister an agent (its directory is not touched).",
+  usage = "NAME [--force]", summary = "Unregister an agent (its directory is not touched).",
+  options = { { "--force", "-f", help = "Also drop the agent from the groups that list it as a member." } },
   positionals = { "NAME" }, min = 1, max = 1,
-  run = function(_, pos)
-    local ok, e, ws = agents.remove(pos[1])
+  run = function(o, pos)
+    local name = pos[1]
+    local gs, e, ws = config.mutate(function(cfg) return remove_agent(cfg, name, o.force) end)
     common.warnings(ws)
-    if not ok then
-      if e.kind == "not_found" then err("Agent '", pos[1], "' not found.") return 1 end
+    if not gs then
+      if e.kind == "not_found" then return common.agent_not_found(name, e.names) end
       return common.save_error(e)
     end
-    out("Removed agent '", pos[1], "'.")
+    if #gs == 0 then
+      out("Removed agent '", name, "'.")
+    elseif o.force then
+      out("Removed agent '", name, "' and its membership in ", groups_text(gs), ".")
+    else
+      out("Removed agent '", name, "'.")
+      err("Warning: ", groups_text(gs), (#gs == 1 and " still names '" or " still name '"), name,
+          "' as a member (an unknown agent now). Drop it with:")
+      for _, g in ipairs(gs) do err("  ", PROG, " group update ", g, " --remove-member ", name) end
+      err("(or pass --force to remove an agent together with its group memberships)")
+    end
     return 0
   end,
 }
@@ -225,11 +247,38 @@ local function list_entry(a)
   end
 end
 
+-- Agent name's entry as the JSON of list and describe: every field, null
+-- when unset (tool lists: null inherits the settings defaults).
+local AGENT_KEYS = { "name", "directory", "health", "description", "timeout", "model",
+  "max_budget_usd", "permission_mode", "allowed_tools", "disallowed_tools", "capabilities",
+  "risky_capabilities", "project_files" }
+local HEALTH = { OK = "ok", ["NOT FOUND"] = "not_found", UNREADABLE = "unreadable" }
+
+local function agent_json(name, a)
+  local function list_or_null(l) return l and json.array(l) or json.null end
+  local function or_null(v) return v == nil and json.null or v end
+  return json.object({ name = name, directory = a.directory,
+    health = HEALTH[common.health_label(a.directory)], description = a.description,
+    timeout = a.timeout, model = or_null(a.model), max_budget_usd = or_null(a.max_budget_usd),
+    permission_mode = or_null(a.permission_mode),
+    allowed_tools = list_or_null(a.allowed_tools), disallowed_tools = list_or_null(a.disallowed_tools),
+    capabilities = json.array(a.capabilities), risky_capabilities = json.array(a.risky_capabilities) },
+    AGENT_KEYS)
+end
+
+local JSON_OPT = { "--json", help = "Print JSON on stdout instead of text." }
+
 C.list = {
-  usage = "", summary = "List configured agents with their health.",
-  run = function()
+  usage = "[--json]", summary = "List configured agents with their health.",
+  options = { JSON_OPT },
+  run = function(o)
     local cfg, code = common.load()
     if not cfg then return code end
+    if o.json then
+      local l = json.array()
+      for _, name in ipairs(cfg.agent_names) do l[#l + 1] = agent_json(name, cfg.agents[name]) end
+      return common.json_out(l)
+    end
     if #cfg.agent_names == 0 then
       out("No agents configured. Run: agent-dispatch add <name> <directory>")
       return 0
@@ -250,13 +299,29 @@ local function tools_text(l)
   return table.concat(l, ", ")
 end
 
+-- The well-known files present in an agent's directory.
+local function project_files(dir)
+  local files = json.array()
+  for _, f in ipairs({ "CLAUDE.md", ".mcp.json", "README.md", "pyproject.toml", "package.json" }) do
+    if core.project.has(dir, f) then files[#files + 1] = f end
+  end
+  return files
+end
+
 C.describe = {
-  usage = "NAME", summary = "Show everything about one agent.",
+  usage = "NAME [--json]", summary = "Show everything about one agent.",
+  options = { JSON_OPT },
   positionals = { "NAME" }, min = 1, max = 1,
-  run = function(_, pos)
+  run = function(o, pos)
     local name = pos[1]
     local _, a, code = common.load_agent(name)
     if not a then return code end
+    local files = project_files(a.directory)
+    if o.json then
+      local e = agent_json(name, a)
+      e.project_files = files
+      return common.json_out(e)
+    end
     local function row(label, value) out(string.format("%-18s%s", label, value)) end
     out(name, " [", common.health_label(a.directory), "]")
     row("directory:", a.directory)
@@ -269,10 +334,6 @@ C.describe = {
     if #a.risky_capabilities > 0 then row("risky_caps:", table.concat(a.risky_capabilities, ", ")) end
     row("allowed_tools:", tools_text(a.allowed_tools))
     row("disallowed_tools:", tools_text(a.disallowed_tools))
-    local files = {}
-    for _, f in ipairs({ "CLAUDE.md", ".mcp.json", "README.md", "pyproject.toml", "package.json" }) do
-      if core.project.has(a.directory, f) then files[#files + 1] = f end
-    end
     row("project files:", #files > 0 and table.concat(files, ", ") or "(none)")
     return 0
   end,

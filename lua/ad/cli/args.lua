@@ -4,6 +4,8 @@
 --- positionals = {"NAME", ...}, min = n, max = n (or "rest")}.
 --- Returns opts (keyed by long name without dashes, '-' -> '_'), positional
 --- list; or nil, message for a usage error (the CLI exits 2).
+local suggest = require "ad.infra.suggest"
+
 local M = {}
 
 local function key(long) return long:gsub("^%-%-", ""):gsub("%-", "_") end
@@ -29,7 +31,11 @@ function M.parse(spec, argv)
       local name, inline = a:match("^(%-%-[^=]+)=(.*)$")
       name = name or a
       local o = by_name[name]
-      if not o then return nil, "No such option: " .. name end
+      if not o then
+        local names = { "--help" }
+        for _, so in ipairs(spec.options or {}) do names[#names + 1] = so[1] end
+        return nil, "No such option: " .. name .. "." .. suggest.hint(name, names, false)
+      end
       local k = key(o[1])
       if o.arg then
         local v = inline

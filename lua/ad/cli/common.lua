@@ -1,5 +1,5 @@
 --- What every CLI command family shares: output, the rendering of config
---- errors (wording from ad.infra.errors.render), loading the config, the agent
+--- errors (wording from ad.errors.render), loading the config, the agent
 --- options of add/update with their validation, and the "not found" and
 --- health texts. Commands return the process exit status (0 ok, 1 reported
 --- error, 2 usage error); config errors name the file and the problem,
@@ -9,6 +9,8 @@ local agents = require "ad.domain.agents"
 local util = require "ad.infra.util"
 local introspect = require "ad.domain.introspect"
 local render = require "ad.infra.errors.render"
+local suggest = require "ad.infra.suggest"
+local json = require "ad.infra.json"
 
 local M = {}
 
@@ -46,8 +48,24 @@ function M.load()
   return cfg
 end
 
-function M.agent_not_found(name)
-  err("Agent '", name, "' not found. Run 'agent-dispatch list' to see agents.")
+--- Prints v as JSON (one line) on stdout; returns 0.
+function M.json_out(v)
+  M.out(json.encode(v))
+  return 0
+end
+
+--- An agent that is not configured, with the closest configured name when
+--- one is close (names: the configured agents, when known).
+function M.agent_not_found(name, names)
+  local hint = suggest.hint(name, names)
+  err("Agent '", name, "' not found.", hint, " Run 'agent-dispatch list' to see agents.")
+  return 1
+end
+
+--- A group that is not configured, with the closest configured name.
+function M.group_not_found(name, names)
+  local hint = suggest.hint(name, names)
+  err("Group '", name, "' not found.", hint, " Run 'agent-dispatch group list' to see groups.")
   return 1
 end
 
@@ -56,7 +74,7 @@ function M.load_agent(name)
   local cfg, code = M.load()
   if not cfg then return nil, nil, code end
   local a = cfg.agents[name]
-  if not a then return nil, nil, M.agent_not_found(name) end
+  if not a then return nil, nil, M.agent_not_found(name, cfg.agent_names) end
   return cfg, a
 end
 
@@ -67,11 +85,55 @@ function M.health_label(dir)
   return "UNREADABLE"
 end
 
+--- The names of the groups of cfg that list agent name as a member, in
+--- config order.
+function M.groups_with_member(cfg, name)
+  local gs = {}
+  for _, g in ipairs(cfg.group_names) do
+    for _, m in ipairs(cfg.groups[g].members) do
+      if m.agent == name then gs[#gs + 1] = g break end
+    end
+  end
+  return gs
+end
+
+--- Removes every member entry of group g that names agent name; returns
+--- how many there were.
+function M.drop_member(g, name)
+  local n = 0
+  for i = #g.members, 1, -1 do
+    if g.members[i].agent == name then table.remove(g.members, i); n = n + 1 end
+  end
+  return n
+end
+
 --- Error code 1 when name is not a valid agent or group name, else nil.
 function M.name_check(name)
   local e = agents.name_error(name)
   if e then err("Error: ", e) return 1 end
   return nil
+end
+
+--- Reports the failed dispatch result r of `command` (test, dispatch) to
+--- agent name, which ran with a timeout of seconds: the error and what to
+--- do, in the CLI's terms. Returns 1.
+function M.report_failure(command, name, r, seconds)
+  if r.error_type == "timeout" then
+    for _, l in ipairs(require("ad.infra.errors").cli_timeout_advice(name, seconds, command)) do err(l) end
+    return 1
+  end
+  err("Error: ", r.error)
+  if r.error_type == "permission" then
+    err("Diagnosis: permission error")
+    err("  agent-dispatch update ", name, " --permission-mode bypassPermissions")
+    err("  agent-dispatch update ", name, " --allowed-tools Bash,Read,Edit,Write")
+  elseif r.error_type == "budget" then
+    err("Diagnosis: spend cap reached")
+    err("  The claude CLI stopped the session at --max-budget-usd.")
+    err("  agent-dispatch update ", name, " --max-budget-usd 2.0")
+    err("  agent-dispatch update ", name, " --model haiku")
+  end
+  return 1
 end
 
 -- ------------------------------------------------------ agent options --
@@ -82,16 +144,25 @@ M.AGENT_OPTS = {
   { "--model", arg = "TEXT", help = "Model for this agent ('none' clears)." },
   { "--max-budget", arg = "FLOAT", type = "float", help = "USD cap per dispatch (0 clears)." },
   { "--max-budget-usd", arg = "FLOAT", type = "float", help = "Alias of --max-budget." },
-  { "--permission-mode", arg = "TEXT", help = "default, plan, bypassPermissions, ..." },
+  { "--permission-mode", arg = "MODE", help = "One of " ..
+    table.concat(require("ad.domain.permission").MODES, ", ") .. " ('none' clears)." },
   { "--allowed-tools", arg = "CSV", help = "Tools the agent may use ('none' = inherit)." },
   { "--disallowed-tools", arg = "CSV", help = "Tools the agent may not use." },
   { "--capabilities", arg = "CSV", help = "Descriptive labels." },
   { "--risky-capabilities", arg = "CSV", help = "Descriptive labels of risky abilities." },
 }
 
---- Checks --timeout and --max-budget(-usd) of add/update. Returns nil and
---- the budget given (nil when none), or the exit status 1 after reporting.
+--- Checks --timeout, --max-budget(-usd) and --permission-mode of
+--- add/update. Returns nil and the budget given (nil when none), or the
+--- exit status (1; 2 for a mode claude would refuse) after reporting.
 function M.check_agent_opts(o)
+  if M.unless_none(o.permission_mode) then
+    local problem = require("ad.domain.permission").problem(o.permission_mode)
+    if problem then
+      err("Error: Invalid value for --permission-mode: ", problem)
+      return 2
+    end
+  end
   if o.timeout ~= nil and o.timeout < 1 then
     err("Error: --timeout must be a positive number of seconds (got ", o.timeout, ").")
     return 1

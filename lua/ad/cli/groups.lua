@@ -10,9 +10,22 @@ local out, err = common.out, common.err
 
 local G = {}
 
-local function group_not_found(name)
-  err("Group '", name, "' not found. Run 'agent-dispatch group list' to see groups.")
-  return 1
+local group_not_found = common.group_not_found
+
+local JSON_OPT = { "--json", help = "Print JSON on stdout instead of text." }
+
+-- Group name of cfg as the JSON of list and inspect; known tells whether a
+-- member's agent is configured.
+local function group_json(cfg, name)
+  local g = cfg.groups[name]
+  local members = json.array()
+  for _, m in ipairs(g.members) do
+    members[#members + 1] = json.object({ agent = m.agent, use_for = m.use_for,
+      known = cfg.agents[m.agent] ~= nil }, { "agent", "use_for", "known" })
+  end
+  return json.object({ name = name, description = g.description,
+    shared_context = g.shared_context, members = members },
+    { "name", "description", "shared_context", "members" })
 end
 
 -- Adds group name to cfg; returns the member count, or nil and the reason.
@@ -20,7 +33,7 @@ local function add_group(cfg, name, o)
   if cfg.groups[name] then return nil, "exists" end
   local members = json.array()
   for _, m in ipairs(o.member) do
-    if not cfg.agents[m] then return nil, { missing = m } end
+    if not cfg.agents[m] then return nil, { missing = m, names = cfg.agent_names } end
     members[#members + 1] = { agent = m, use_for = "" }
   end
   cfg.groups[name] = { description = o.description or "",
@@ -32,8 +45,9 @@ end
 G.add = {
   usage = "NAME [-d TEXT] [--shared-context TEXT] [--member AGENT]...",
   summary = "Create a group of agents.",
-  options = { { "--description", "-d", arg = "TEXT" }, { "--shared-context", arg = "TEXT" },
-              { "--member", arg = "AGENT", multi = true } },
+  options = { { "--description", "-d", arg = "TEXT", help = "What the group is for." },
+              { "--shared-context", arg = "TEXT", help = "Context given to every member with its task." },
+              { "--member", arg = "AGENT", multi = true, help = "A member agent (repeat for more)." } },
   positionals = { "NAME" }, min = 1, max = 1,
   run = function(o, pos)
     local name = pos[1]
@@ -46,7 +60,8 @@ G.add = {
         err("Group '", name, "' already exists. Use 'agent-dispatch group remove ", name, "' first.")
         return 1
       elseif type(ce) == "table" and ce.missing then
-        err("Error: agent '", ce.missing, "' not found. Add it first: agent-dispatch add ",
+        err("Error: agent '", ce.missing, "' not found.", require("ad.infra.suggest").hint(ce.missing, ce.names),
+            " Add it first: agent-dispatch add ",
             ce.missing, " <directory>")
         return 1
       end
@@ -62,10 +77,16 @@ G.add = {
 }
 
 G.list = {
-  usage = "", summary = "List groups.",
-  run = function()
+  usage = "[--json]", summary = "List groups.",
+  options = { JSON_OPT },
+  run = function(o)
     local cfg, code = common.load()
     if not cfg then return code end
+    if o.json then
+      local l = json.array()
+      for _, name in ipairs(cfg.group_names) do l[#l + 1] = group_json(cfg, name) end
+      return common.json_out(l)
+    end
     if #cfg.group_names == 0 then
       out("No groups configured. Run: agent-dispatch group add <name> --member <agent>")
       return 0
@@ -87,12 +108,14 @@ G.list = {
 }
 
 G.inspect = {
-  usage = "NAME", summary = "Show one group.", positionals = { "NAME" }, min = 1, max = 1,
-  run = function(_, pos)
+  usage = "NAME [--json]", summary = "Show one group.", positionals = { "NAME" }, min = 1, max = 1,
+  options = { JSON_OPT },
+  run = function(o, pos)
     local cfg, code = common.load()
     if not cfg then return code end
     local g = cfg.groups[pos[1]]
-    if not g then return group_not_found(pos[1]) end
+    if not g then return group_not_found(pos[1], cfg.group_names) end
+    if o.json then return common.json_out(group_json(cfg, pos[1])) end
     out(pos[1])
     out("  description: ", g.description)
     out("  shared_context:")
@@ -110,29 +133,72 @@ G.inspect = {
   end,
 }
 
+-- Applies the member changes of `group update` to group g of cfg: removals
+-- first, then additions. Returns nil and the reason when one cannot apply.
+local function change_members(cfg, name, g, o)
+  for _, m in ipairs(o.remove_member) do
+    if common.drop_member(g, m) == 0 then return { not_member = m } end
+  end
+  for _, m in ipairs(o.add_member) do
+    if not cfg.agents[m] then return { missing = m, names = cfg.agent_names } end
+    for _, have in ipairs(g.members) do
+      if have.agent == m then return { already = m } end
+    end
+    g.members[#g.members + 1] = { agent = m, use_for = "" }
+  end
+  return nil
+end
+
+-- The reason a group update failed, reported; returns the exit status.
+local function update_error(name, e, names)
+  if e == "missing" then return group_not_found(name, names) end
+  if type(e) == "table" and e.missing then
+    err("Error: agent '", e.missing, "' not found.", require("ad.infra.suggest").hint(e.missing, e.names),
+        " Add it first: agent-dispatch add ", e.missing, " <directory>")
+    return 1
+  elseif type(e) == "table" and e.not_member then
+    err("Error: '", e.not_member, "' is not a member of group '", name, "'; nothing changed.")
+    return 1
+  elseif type(e) == "table" and e.already then
+    err("Error: '", e.already, "' is already a member of group '", name, "'; nothing changed.")
+    return 1
+  end
+  return common.save_error(e)
+end
+
 G.update = {
-  usage = "NAME [-d TEXT] [--shared-context TEXT]", summary = "Change a group's texts.",
-  options = { { "--description", "-d", arg = "TEXT" }, { "--shared-context", arg = "TEXT" } },
+  usage = "NAME [-d TEXT] [--shared-context TEXT] [--add-member AGENT]... [--remove-member AGENT]...",
+  summary = "Change a group's texts or members.",
+  options = { { "--description", "-d", arg = "TEXT", help = "What the group is for." },
+              { "--shared-context", arg = "TEXT", help = "Context given to every member with its task." },
+              { "--add-member", arg = "AGENT", multi = true, help = "Add a member agent (repeatable)." },
+              { "--remove-member", arg = "AGENT", multi = true,
+                help = "Remove a member (repeatable; also one whose agent is gone)." } },
   positionals = { "NAME" }, min = 1, max = 1,
   run = function(o, pos)
     local name = pos[1]
-    if not o._given.description and not o._given.shared_context then
-      err("Nothing to update. Pass --description and/or --shared-context.")
+    local given = o._given
+    if not (given.description or given.shared_context or given.add_member or given.remove_member) then
+      err("Nothing to update. Pass --description, --shared-context, --add-member or --remove-member.")
       return 1
     end
+    local names
     local ok, e, ws = config.mutate(function(cfg)
+      names = cfg.group_names
       local g = cfg.groups[name]
       if not g then return nil, "missing" end
       local f = {}
-      if o._given.description then g.description = o.description; f[#f + 1] = "description" end
-      if o._given.shared_context then g.shared_context = o.shared_context; f[#f + 1] = "shared_context" end
+      if given.description then g.description = o.description; f[#f + 1] = "description" end
+      if given.shared_context then g.shared_context = o.shared_context; f[#f + 1] = "shared_context" end
+      if given.add_member or given.remove_member then
+        local problem = change_members(cfg, name, g, o)
+        if problem then return nil, problem end
+        f[#f + 1] = "members"
+      end
       return f, true
     end)
     common.warnings(ws)
-    if not ok then
-      if e == "missing" then return group_not_found(name) end
-      return common.save_error(e)
-    end
+    if not ok then return update_error(name, e, names) end
     out("Updated group '", name, "': ", table.concat(ok, ", "))
     return 0
   end,
@@ -143,7 +209,9 @@ G.remove = {
   positionals = { "NAME" }, min = 1, max = 1,
   run = function(_, pos)
     local name = pos[1]
+    local names
     local ok, e, ws = config.mutate(function(cfg)
+      names = cfg.group_names
       if not cfg.groups[name] then return nil, "missing" end
       cfg.groups[name] = nil
       for i, n in ipairs(cfg.group_names) do
@@ -153,7 +221,7 @@ G.remove = {
     end)
     common.warnings(ws)
     if not ok then
-      if e == "missing" then err("Group '", name, "' not found.") return 1 end
+      if e == "missing" then return group_not_found(name, names) end
       return common.save_error(e)
     end
     out("Removed group '", name, "'.")

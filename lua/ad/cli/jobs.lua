@@ -2,6 +2,7 @@
 --- cancel and gc. Returns {name = command}; see ad.cli for the shape.
 local core = require "ad.core"
 local util = require "ad.infra.util"
+local json = require "ad.infra.json"
 local common = require "ad.cli.common"
 
 local out, err = common.out, common.err
@@ -16,31 +17,73 @@ local function age(t)
   return math.floor(d / 86400) .. "d"
 end
 
--- The record of job id, or nil and the exit status after reporting why not.
-local function job_or_exit(id)
+-- The job id arg names: the id itself, or the one id it is a prefix of
+-- (hex digits, any case, as git takes commit prefixes). nil and the exit
+-- status after reporting why not.
+local function resolve_id(arg)
   local jobs = require "ad.storage.jobs"
-  if not jobs.valid(id) then
-    err("Invalid job id: ", util.repr(id), " (expected 32 hex chars)")
+  local id = type(arg) == "string" and arg:lower() or ""
+  if jobs.valid(id) then return id end
+  if not id:match("^%x+$") or #id > 32 then
+    err("Invalid job id: ", util.repr(arg), " (expected 32 hex chars); a unique prefix of one also works.")
     return nil, 1
   end
-  local rec = jobs.get(id)
-  if not rec then err("Job not found: ", id) return nil, 1 end
-  return rec
+  local ids = jobs.ids_with_prefix(id)
+  if #ids == 1 then return ids[1] end
+  if #ids == 0 then
+    err("No job id starts with '", id, "'. Run 'agent-dispatch jobs' to see jobs.")
+    return nil, 1
+  end
+  err("Job id prefix '", id, "' is ambiguous; it matches ", #ids, " jobs:")
+  for i = 1, math.min(#ids, 10) do err("  ", ids[i]) end
+  if #ids > 10 then err("  ...") end
+  err("Give more digits.")
+  return nil, 1
 end
 
+-- The record of the job arg names and its full id, or nil and the exit
+-- status after reporting why not.
+local function job_or_exit(arg)
+  local id, code = resolve_id(arg)
+  if not id then return nil, code end
+  local rec = require("ad.storage.jobs").get(id)
+  if not rec then err("Job not found: ", id) return nil, 1 end
+  return rec, id
+end
+
+local JSON_OPT = { "--json", help = "Print JSON on stdout instead of text." }
+
+-- The fields of a job in `jobs --json` (`job --json` prints the record).
+local LIST_KEYS = { "id", "status", "agent", "task", "created_at", "started_at", "completed_at" }
+
 C.jobs = {
-  usage = "[--status S] [--limit N]", summary = "List background jobs, newest first.",
-  options = { { "--status", arg = "S", choices = { "pending", "running", "done", "failed", "cancelled" } },
-              { "--limit", arg = "N", type = "int", help = "How many (default 20)." } },
+  usage = "[--status S] [--limit N] [--json]", summary = "List background jobs, newest first.",
+  options = { { "--status", arg = "S", choices = { "pending", "running", "done", "failed", "cancelled" },
+                help = "Only jobs in this state: pending, running, done, failed or cancelled." },
+              { "--limit", arg = "N", type = "int", help = "How many (default 20)." },
+              JSON_OPT },
   run = function(o)
     local list = require("ad.storage.jobs").list(o.status, math.max(1, o.limit or 20))
+    if o.json then
+      local l = json.array()
+      for _, r in ipairs(list) do
+        local e = json.object({}, LIST_KEYS)
+        for _, k in ipairs(LIST_KEYS) do e[k] = r[k] end
+        l[#l + 1] = e
+      end
+      return common.json_out(l)
+    end
     if #list == 0 then
       out(o.status and ("No " .. o.status .. " jobs found.") or "No jobs found.")
       return 0
     end
+    local agent_w = 5
+    for _, r in ipairs(list) do agent_w = math.max(agent_w, #tostring(r.agent)) end
+    local fmt = "%-32s  %-9s  %-" .. agent_w .. "s  %4s  %s"
+    out((string.format(fmt, "ID", "STATUS", "AGENT", "AGE", "TASK"):gsub("%s+$", "")))
     for _, r in ipairs(list) do
-      out(r.id, "  ", r.status, "  ", tostring(r.agent), "  ", age(r.created_at), "  ",
-          (util.cut(r.task or "", 60):gsub("\n", " ")))
+      out(string.format(fmt, r.id, r.status, tostring(r.agent), age(r.created_at),
+          (util.cut(r.task or "", 60):gsub("\n", " "))))
     end
     return 0
   end,
@@ -48,7 +91,7 @@ C.jobs = {
 
 -- The result part of `job`.
 local function show_result(res)
-  out("  success:   ", res.success and "True" or "False")
+  out("  success:   ", res.success and "true" or "false")
   if res.cost_usd then out(string.format("  cost_usd:  $%.4f", res.cost_usd)) end
   if res.budget_exceeded then out("  budget:    EXCEEDED") end
   local text = res.result or ""
@@ -58,11 +101,13 @@ local function show_result(res)
 end
 
 C.job = {
-  usage = "ID", summary = "Show one job with its progress and result.",
+  usage = "ID [--json]", summary = "Show one job with its progress and result (ID: the id or a unique prefix).",
+  options = { JSON_OPT },
   positionals = { "ID" }, min = 1, max = 1,
-  run = function(_, pos)
+  run = function(o, pos)
     local r, code = job_or_exit(pos[1])
     if not r then return code end
+    if o.json then return common.json_out(r) end
     out(r.id, " [", r.status, "]")
     out("  agent:     ", tostring(r.agent))
     out("  task:      ", util.cut(r.task or "", 200))
@@ -83,20 +128,20 @@ C.cancel = {
   usage = "ID", summary = "Cancel a job (pending, or running even if its server has exited).",
   positionals = { "ID" }, min = 1, max = 1,
   run = function(_, pos)
-    local r, code = job_or_exit(pos[1])
-    if not r then return code end
-    local res = require("ad.domain.async").cancel(pos[1])
+    local r, id = job_or_exit(pos[1])
+    if not r then return id end
+    local res = require("ad.domain.async").cancel(id)
     if res.outcome == "cancelled" then
-      out("Cancelled: ", pos[1])
+      out("Cancelled: ", id)
     elseif res.outcome == "cancelled_running" then
-      out("Cancelled: ", pos[1], " (", res.message, ")")
+      out("Cancelled: ", id, " (", res.message, ")")
     elseif res.outcome == "already_terminal" then
       out("Job already ", res.status, "; nothing to cancel.")
     elseif type(r.process) ~= "table" then
-      err("Job ", pos[1], " was not cancelled. ", res.message)
+      err("Job ", id, " was not cancelled. ", res.message)
       return 1
     else
-      err("Job ", pos[1], " is running in a live agent-dispatch server and its subprocess " ..
+      err("Job ", id, " is running in a live agent-dispatch server and its subprocess " ..
           "could not be verified, so it was not touched. Use the dispatch_cancel MCP tool, or wait.")
       return 1
     end
@@ -106,7 +151,8 @@ C.cancel = {
 
 C.gc = {
   usage = "[--days N | --all]", summary = "Delete finished jobs older than N days (default 7).",
-  options = { { "--days", arg = "N", type = "float" }, { "--all", help = "Every finished job, any age." } },
+  options = { { "--days", arg = "N", type = "float", help = "Age in days (default 7; fractions allowed)." },
+              { "--all", help = "Every finished job, any age." } },
   run = function(o)
     local jobs = require "ad.storage.jobs"
     if o.all then

@@ -3,6 +3,7 @@
 --- custom tool files (tools). Returns {lua = command}.
 local core = require "ad.core"
 local common = require "ad.cli.common"
+local suggest = require "ad.infra.suggest"
 
 local out, err = common.out, common.err
 
@@ -41,6 +42,8 @@ end
 
 local C = {}
 
+local ACTIONS = { "list", "path", "cat", "tools" }
+
 C.lua = {
   usage = "list | path | cat MODULE | tools",
   summary = "Show the embedded Lua policy modules and where each is loaded from.",
@@ -50,12 +53,22 @@ C.lua = {
     if action == "list" or action == "path" then return list() end
     if action == "tools" then return tools() end
     if action == "cat" or action == "dump" then
-      local src = pos[2] and core.embed.source(pos[2])
-      if not src then err("Error: no embedded module '", tostring(pos[2]), "'.") return 1 end
+      if not pos[2] then
+        err("Error: lua cat needs a module name, e.g. 'agent-dispatch lua cat ad.config'.")
+        err("'agent-dispatch lua list' shows the modules.")
+        return 2
+      end
+      local src = core.embed.source(pos[2])
+      if not src then
+        err("Error: no embedded module '", pos[2], "'.", suggest.hint(pos[2], core.embed.list()),
+            " 'agent-dispatch lua list' shows the modules.")
+        return 1
+      end
       io.stdout:write(src)
       return 0
     end
-    err("Error: unknown action '", action, "' (use list, path or cat MODULE).")
+    err("Error: unknown action '", action, "'.", suggest.hint(action, ACTIONS),
+        " Use list, path, cat MODULE or tools (see 'agent-dispatch lua --help').")
     return 2
   end,
 }

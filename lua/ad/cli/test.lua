@@ -36,22 +36,7 @@ C.test = {
       end
       return 0
     end
-    err("Error: ", r.error)
-    if r.error_type == "permission" then
-      err("Diagnosis: permission error")
-      err("  agent-dispatch update ", name, " --permission-mode bypassPermissions")
-      err("  agent-dispatch update ", name, " --allowed-tools Bash,Read,Edit,Write")
-    elseif r.error_type == "timeout" then
-      err("Diagnosis: timeout")
-      err("  agent-dispatch test ", name, " --timeout 600      (one-off)")
-      err("  agent-dispatch update ", name, " --timeout 600    (permanent)")
-    elseif r.error_type == "budget" then
-      err("Diagnosis: spend cap reached")
-      err("  The claude CLI stopped the session at --max-budget-usd.")
-      err("  agent-dispatch update ", name, " --max-budget-usd 2.0")
-      err("  agent-dispatch update ", name, " --model haiku")
-    end
-    return 1
+    return common.report_failure("test", name, r, o.timeout or a.timeout)
   end,
 }
 

@@ -78,6 +78,26 @@ function M.timeout_message(name, seconds, session_id)
   return s
 end
 
+--- The timeout error and advice on the command line, in its own terms
+--- (--timeout of `command` and of `update`), with one number for both:
+--- twice the seconds that ran out, at most limits.MAX_TIMEOUT. A list of
+--- lines.
+function M.cli_timeout_advice(name, seconds, command)
+  local longer = math.min(seconds * 2, limits.MAX_TIMEOUT)
+  local lines = { "Error: Agent '" .. name .. "' timed out after " .. seconds .. "s.",
+    "Diagnosis: timeout" }
+  if longer > seconds then
+    lines[#lines + 1] = "  agent-dispatch " .. command .. " " .. name .. " --timeout " .. longer ..
+      "    (one-off)"
+    lines[#lines + 1] = "  agent-dispatch update " .. name .. " --timeout " .. longer ..
+      "    (the agent's default)"
+  else
+    lines[#lines + 1] = "  " .. seconds .. "s is the longest timeout (" .. limits.MAX_TIMEOUT ..
+      "s); split the task into smaller ones."
+  end
+  return lines
+end
+
 function M.over_budget_note(cost, budget)
   return string.format("Cost $%.4f exceeded the configured budget $%.2f for " ..
     "this agent; consider a cheaper model, a tighter task or raising " ..

@@ -563,4 +563,18 @@ function M.kill_recorded(rec, grace)
   return true
 end
 
+--- The ids of the stored jobs that start with prefix (lowercase hex), in
+--- order; reads the directory listing, not the records. No jobs
+--- directory: none.
+function M.ids_with_prefix(prefix)
+  local dir = M.dir()
+  if not core.fs.stat(dir) then return {} end
+  local out = {}
+  for id in pairs(record_ids(dir)) do
+    if id:sub(1, #prefix) == prefix then out[#out + 1] = id end
+  end
+  table.sort(out)
+  return out
+end
+
 return M

@@ -2,9 +2,9 @@
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 local tools = require "ad.tools"
-local config = require "ad.storage.config"
 local agents = util.lazy "ad.domain.agents"
 local state = require "ad.storage.state"
+local permission = require "ad.domain.permission"
 
 local MUT = json.object({ readOnlyHint = false, destructiveHint = false,
   idempotentHint = false, openWorldHint = false },
@@ -15,8 +15,12 @@ local function not_found(name, names)
     (#names > 0 and table.concat(names, ", ") or "(none)"))
 end
 
-local function warn(ctx, msg)
-  if msg then ctx.log("warning", "Warning: " .. msg) end
+-- The error envelope for a permission mode claude would refuse, or nil
+-- ('none' and "" clear the mode).
+local function bad_mode(mode)
+  if agents.is_none(mode) then return nil end
+  local problem = permission.problem(mode)
+  return problem and tools.envelope("permission_mode " .. problem)
 end
 
 local function lock_warnings(ctx, ws)
@@ -36,7 +40,8 @@ tools.define{
     { name = "description", type = "string", default = "" },
     { name = "timeout", type = "integer", default = 0, description = "Seconds; 0 = 300." },
     { name = "max_budget_usd", type = "number", default = 0, description = "Spend cap per dispatch; 0 = settings default." },
-    { name = "permission_mode", type = "string", default = "", description = "default, plan, bypassPermissions, ..." },
+    { name = "permission_mode", type = "string", default = "",
+      description = table.concat(permission.MODES, ", ") .. "; empty or 'none' = inherit." },
     { name = "allowed_tools", type = "string", default = "", description = "CSV, e.g. Bash,Read,Edit" },
     { name = "disallowed_tools", type = "string", default = "", description = "CSV" },
     { name = "capabilities", type = "string", default = "", description = "CSV labels (descriptive only)" },
@@ -57,6 +62,8 @@ tools.define{
       return tools.envelope("max_budget_usd must be >= 0 (got " .. util.num(a.max_budget_usd) ..
         "); 0 means no limit.")
     end
+    local bad = bad_mode(a.permission_mode)
+    if bad then return bad end
     local desc = a.description ~= "" and a.description or agents.describe_dir(dir)
     -- 'none' means unset here too, as in update_agent.
     local function csv(v) return not agents.is_none(v) and agents.list(v) or nil end
@@ -80,7 +87,6 @@ tools.define{
       return tools.save_error("add_agent", e)
     end
     state.invalidate(nil, a.name)
-    warn(ctx, config.permission_warning(fields.permission_mode))
     ctx.log("info", "Added agent " .. a.name .. " -> " .. dir)
     local out = json.object({ added = a.name, directory = dir, description = desc,
       permission_mode = fields.permission_mode },
@@ -139,7 +145,8 @@ tools.define{
     { name = "timeout", type = "integer", default = 0 },
     { name = "max_budget_usd", type = "number", default = 0 },
     { name = "model", type = "string", default = "" },
-    { name = "permission_mode", type = "string", default = "" },
+    { name = "permission_mode", type = "string", default = "",
+      description = table.concat(permission.MODES, ", ") .. "; 'none' clears." },
     { name = "allowed_tools", type = "string", default = "" },
     { name = "disallowed_tools", type = "string", default = "" },
     { name = "capabilities", type = "string", default = "" },
@@ -152,7 +159,8 @@ tools.define{
       return tools.envelope("timeout must be a positive number of seconds (got " ..
         a.timeout .. "); pass 0 to leave it unchanged.")
     end
-    local warning
+    local bad = bad_mode(a.permission_mode)
+    if bad then return bad end
     local ok, e, ws = agents.update(a.name, function(ag)
       local changed = {}
       local function set(k, v) ag[k] = v; changed[k] = true end
@@ -164,7 +172,6 @@ tools.define{
       if a.permission_mode ~= "" then
         local pm = util.strip(a.permission_mode)
         set("permission_mode", (not is_none(pm)) and pm or nil)
-        warning = config.permission_warning(ag.permission_mode)
       end
       for _, k in ipairs({ "allowed_tools", "disallowed_tools" }) do
         if a[k] ~= "" then set(k, (not is_none(a[k])) and agents.list(a[k]) or nil) end
@@ -187,7 +194,6 @@ tools.define{
       return tools.save_error("update_agent", e)
     end
     state.invalidate(nil, a.name)
-    warn(ctx, warning)
     ctx.log("info", "Updated agent " .. a.name .. ": " .. table.concat(ok, ", "))
     return json.object({ updated = a.name, fields = ok }, { "updated", "fields" })
   end,
