@@ -95,7 +95,8 @@ local function run_command(prefix, name, cmd, argv)
     io.stdout:write(args.help(PROG .. prefix, name, cmd))
     return 0
   end
-  return cmd.run(o, pos)
+  -- Ctrl-C and the other shutdown signals stop the children it started.
+  return require("ad.cli.interrupt").guard(cmd.run, o, pos)
 end
 
 function M.main(argv)
