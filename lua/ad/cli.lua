@@ -36,11 +36,11 @@ C.run = {
   end,
 }
 
-for _, family in ipairs({ "agents", "test", "doctor", "groups", "jobs", "lua" }) do
+for _, family in ipairs({ "agents", "test", "dispatch", "doctor", "groups", "jobs", "lua" }) do
   for name, cmd in pairs(require("ad.cli." .. family)) do C[name] = cmd end
 end
 
-M.ORDER = { "serve", "init", "add", "update", "remove", "list", "describe", "test", "doctor",
+M.ORDER = { "serve", "init", "add", "update", "remove", "list", "describe", "test", "dispatch", "doctor",
             "group", "jobs", "job", "cancel", "gc", "run", "lua" }
 
 function M.usage()

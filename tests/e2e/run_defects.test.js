@@ -27,3 +27,54 @@ for (const [cmd, extra] of [['test', []], ['test', ['--stream']]]) {
     });
   }
 }
+
+test("'dispatch AGENT TASK' prints the answer; --context reaches the agent; --json is the result", (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  let r = env.run(['dispatch', 'a', 'hello', '--context', 'CTX-MARK']);
+  assert.strictEqual(r.code, 0, r.stderr);
+  assert.strictEqual(r.stdout, 'stub ok: hello\n');
+  assert.ok(env.dispatches()[0].prompt.includes('CTX-MARK'), 'the context did not reach the prompt');
+  r = env.run(['dispatch', 'a', 'again', '--json']);
+  assert.strictEqual(r.code, 0, r.stderr);
+  const v = JSON.parse(r.stdout);
+  assert.strictEqual(v.success, true);
+  assert.strictEqual(v.result, 'stub ok: again');
+  r = env.run(['dispatch', 'a', 'bad [stub:budget]']);
+  assert.strictEqual(r.code, 1);
+  assert.match(r.stderr, /^Error: /m);
+  r = env.run(['dispatch', 'nope', 'x']);
+  assert.strictEqual(r.code, 1);
+  assert.match(r.stderr, /Agent 'nope' not found/);
+});
+
+test("'dispatch' piped: progress lines on stderr as they come, answer on stdout", (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const r = env.run(['dispatch', 'a', 'go [stub:progress=2] [stub:interval=0.05]']);
+  assert.strictEqual(r.code, 0, r.stderr);
+  assert.match(r.stderr, /-> progress 1\/2\n.*-> progress 2\/2\n/s);
+  assert.ok(!r.stderr.includes('\r'), 'no terminal redraws when piped');
+});
+
+/** Runs the CLI with a terminal as its stdio (script(1)): the bytes written. */
+function onTerminal(env, args) {
+  const { spawnSync } = require('node:child_process');
+  const { BIN } = require('./lib');
+  const cmd = [BIN, ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
+  const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { env: env.env(), cwd: env.root,
+    encoding: 'utf8', timeout: 30000 });
+  return { code: r.status, out: r.stdout };
+}
+
+for (const cmd of ['dispatch', 'test']) {
+  test(`'${cmd}' on a terminal shows a spinner with the elapsed time and the last progress line`, (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const r = onTerminal(env, [cmd, 'a', 'go [stub:progress=3] [stub:interval=0.6]']);
+    assert.strictEqual(r.code, 0, r.out);
+    assert.match(r.out, /\r\x1b\[2K[|/\\-] +1s {2}progress 1\/3/, 'no spinner line with 1 s elapsed');
+    assert.match(r.out, /progress 3\/3/);
+    assert.match(r.out, /stub ok: go/);
+  });
+}
