@@ -78,3 +78,65 @@ for (const cmd of ['dispatch', 'test']) {
     assert.match(r.out, /stub ok: go/);
   });
 }
+
+function script(env, name, text) {
+  const p = path.join(env.root, name);
+  fs.writeFileSync(p, text);
+  return p;
+}
+
+test("'run --json' keeps stdout pure JSON: the script's print goes to stderr", (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const s = script(env, 'p.lua', 'print("hello from the script")\nreturn {n = 1}\n');
+  const r = env.run(['run', '--json', s]);
+  assert.strictEqual(r.code, 0, r.stderr);
+  assert.deepStrictEqual(JSON.parse(r.stdout), { n: 1 });
+  assert.match(r.stderr, /hello from the script/);
+  const plain = env.run(['run', s]);
+  assert.strictEqual(plain.stdout, 'hello from the script\n', 'without --json print stays on stdout');
+});
+
+test("'run' script errors name the user's file:line; the traceback only with --verbose", (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const s = script(env, 'e.lua', 'local ad = require("agent_dispatch")\n\nad.dispatch{agent = 42, task = "x"}\n');
+  let r = env.run(['run', s]);
+  assert.strictEqual(r.code, 1);
+  assert.match(r.stderr, new RegExp(`^Error: ${s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:3: `, 'm'));
+  assert.ok(!r.stderr.includes('stack traceback'), r.stderr);
+  assert.ok(!/lua\/ad\/|agent_dispatch\.lua/.test(r.stderr), r.stderr);
+  r = env.run(['run', '--verbose', s]);
+  assert.strictEqual(r.code, 1);
+  assert.match(r.stderr, /stack traceback/);
+});
+
+test("'run' board: a queued dispatch is shown as queued and its queue time is not run time", (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true }, settings: '  max_concurrency: 1\n' });
+  const s = script(env, 'q.lua', `local ad = require("agent_dispatch")
+ad.all{
+  function() return ad.dispatch{agent = "a", task = "one [stub:sleep=0.8]"} end,
+  function() return ad.dispatch{agent = "a", task = "two [stub:sleep=0.8]"} end,
+}
+return true
+`);
+  const r = env.run(['run', s]);
+  assert.strictEqual(r.code, 0, r.stderr);
+  assert.match(r.stderr, /\[a\] queued: /, r.stderr);
+  const times = [...r.stderr.matchAll(/\[a\] done in ([\d.]+)s/g)].map((m) => Number(m[1]));
+  assert.strictEqual(times.length, 2, r.stderr);
+  assert.ok(Math.max(...times) < 1.4, `run time counted the queue: ${times}`);
+});
+
+test("'run' board: the aggregation row is labelled", (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true, b: true } });
+  const s = script(env, 'agg.lua', `local ad = require("agent_dispatch")
+ad.parallel{ {agent = "a", task = "x"}, {agent = "b", task = "y"}, aggregate = "a" }
+return true
+`);
+  const r = env.run(['run', s]);
+  assert.strictEqual(r.code, 0, r.stderr);
+  assert.match(r.stderr, /\[a \(aggregation\)\] started/, r.stderr);
+});
