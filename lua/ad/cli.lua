@@ -28,7 +28,7 @@ C.serve = {
 }
 
 C.run = {
-  usage = "[--json] [--timeout SECONDS] SCRIPT.lua [ARGS...] (options may follow the script; -- ends them)",
+  usage = "[--json] [--verbose] [--timeout SECONDS] SCRIPT.lua [ARGS...] (options may follow the script; -- ends them)",
   summary = "Run a Lua batch script with the agent_dispatch module.",
   raw = true,
   run = function(_, pos)
