@@ -29,11 +29,12 @@ C.serve = {
 }
 
 C.run = {
-  usage = "[--json] [--timeout SECONDS] SCRIPT.lua [ARGS...] (options may follow the script; -- ends them)",
+  usage = "[--json] [--verbose] [--timeout SECONDS] SCRIPT.lua [ARGS...] (options may follow the script; -- ends them)",
   summary = "Run a Lua batch script with the agent_dispatch module.",
   -- Parsed by ad.run (they may follow the script); listed here for --help.
   options = {
-    { "--json", help = "Print the script's return value as JSON on stdout." },
+    { "--json", help = "Print the script's return value as JSON on stdout (the script's print goes to stderr)." },
+    { "--verbose", "-v", help = "Show each agent's streamed text on the board, and the traceback of a script error." },
     { "--timeout", arg = "SECONDS", help = "Stop the script and its dispatches after SECONDS (exit 124)." },
   },
   raw = true,
@@ -42,11 +43,11 @@ C.run = {
   end,
 }
 
-for _, family in ipairs({ "agents", "test", "doctor", "groups", "jobs", "lua" }) do
+for _, family in ipairs({ "agents", "test", "dispatch", "doctor", "groups", "jobs", "lua" }) do
   for name, cmd in pairs(require("ad.cli." .. family)) do C[name] = cmd end
 end
 
-M.ORDER = { "serve", "init", "add", "update", "remove", "list", "describe", "test", "doctor",
+M.ORDER = { "serve", "init", "add", "update", "remove", "list", "describe", "test", "dispatch", "doctor",
             "group", "jobs", "job", "cancel", "gc", "run", "lua" }
 
 function M.usage()
@@ -125,7 +126,8 @@ local function run_command(prefix, name, cmd, argv)
     io.stdout:write(args.help(PROG .. prefix, name, cmd))
     return 0
   end
-  return cmd.run(o, pos)
+  -- Ctrl-C and the other shutdown signals stop the children it started.
+  return require("ad.cli.interrupt").guard(cmd.run, o, pos)
 end
 
 -- `help [COMMAND [SUBCOMMAND]]`: the same text as COMMAND --help.

@@ -2,6 +2,19 @@
 --- (args[0] is the program). Returns the exit status.
 local M = {}
 
+--- The message handler of the top level (also used by tasks the CLI runs
+--- a command in, so an error there reads the same).
+function M.on_error(e)
+  if type(e) == "table" and (e.message or e.type) then return e end
+  local msg = tostring(e)
+  -- A user's override that cannot be loaded is their file's problem, not
+  -- ours: name the file and line, no traceback.
+  if msg:find("refusing to load ", 1, true) or msg:find("error loading module ", 1, true) then
+    return { message = msg, user = true }
+  end
+  return { message = debug.traceback(msg, 2) }
+end
+
 function M.main(args)
   local argv = {}
   for i = 1, #args do argv[i] = args[i] end
@@ -10,16 +23,7 @@ function M.main(args)
   local entry = (#argv == 1 and argv[1] == "serve")
     and function() return require("ad.protocol.mcp").serve() end
     or require("ad.cli").main
-  local ok, code = xpcall(entry, function(e)
-    if type(e) == "table" and e.message then return e end
-    local msg = tostring(e)
-    -- A user's override that cannot be loaded is their file's problem, not
-    -- ours: name the file and line, no traceback.
-    if msg:find("refusing to load ", 1, true) or msg:find("error loading module ", 1, true) then
-      return { message = msg, user = true }
-    end
-    return debug.traceback(msg, 2)
-  end, argv)
+  local ok, code = xpcall(entry, M.on_error, argv)
   if ok then return code end
   if type(code) == "table" and code.type == "cancelled" then return 130 end
   if type(code) == "table" and code.type == "io" then

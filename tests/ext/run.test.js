@@ -66,7 +66,8 @@ test('exit status: 0, 1 on return false, a returned integer, 1 with file:line on
   const r = env.run(['run', boom]);
   assert.strictEqual(r.code, 1);
   assert.ok(r.stderr.includes(`${boom}:3: kaboom`), r.stderr);
-  assert.match(r.stderr, /stack traceback/);
+  assert.ok(!r.stderr.includes('stack traceback'), 'the traceback is for --verbose');
+  assert.match(env.run(['run', '--verbose', boom]).stderr, /stack traceback/);
   assert.strictEqual(r.stdout, '');
   const idx = script(env, 'idx.lua', 'local t\n\nreturn t.field\n');
   const r2 = env.run(['run', '--json', idx]);

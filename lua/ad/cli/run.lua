@@ -1,66 +1,119 @@
---- `agent-dispatch run [--json] [--timeout SECONDS] SCRIPT.lua [ARGS...]`
+--- `agent-dispatch run [--json] [--verbose] [--timeout SECONDS] SCRIPT.lua [ARGS...]`
 --- (the options may also follow the script; `--` passes the rest verbatim):
 --- runs a batch script as a task with the agent_dispatch module. The
 --- script receives its arguments as `...` and as `arg`; its return value
 --- decides the exit status (false -> 1, an integer -> that status,
 --- anything else -> 0) and is printed as JSON with --json. A runtime error
---- prints file:line and the message and exits 1; Ctrl-C cancels every
+--- prints the script's file:line and the message (the traceback with
+--- --verbose) and exits 1; Ctrl-C cancels every
 --- running child and exits 130; --timeout cancels the whole script the
 --- same way after that many seconds and exits 124.
 local core = require "ad.core"
 local json = require "ad.infra.json"
+local aggregate = require "ad.domain.aggregate"
 
 local M = {}
 
---- Progress on stderr: on a terminal, one live line per running dispatch
---- (redrawn in place); otherwise plain lines when a dispatch starts,
---- reports progress and ends.
-local function reporter(tty)
-  local running, order, n = {}, {}, 0
-  local drawn = 0
-  local function redraw()
+--- Progress on stderr: on a terminal, one live row per dispatch (redrawn
+--- in place, ticking once a second): queued until it has a concurrency
+--- slot, then its run time (queue time not counted) and its last progress
+--- line; the aggregation of a fan-out is labelled as such. Otherwise plain
+--- lines when a dispatch is queued, starts, reports progress and ends.
+--- verbose: every progress line in full (the agent's streamed text).
+local function reporter(tty, verbose)
+  local order, live = {}, 0
+  local drawn, ticker = 0, nil
+  local function row(h, now)
+    local mark = h.done and (h.ok and "✓" or "✗") or (h.t0 and "…" or "·")
+    local time = h.t0 and ("%4ds"):format(math.floor((h.t1 or now) - h.t0)) or "queued"
+    return ("\27[2K  %s %-14s %6s  %s\n"):format(mark, h.label, time,
+      (h.last or ""):gsub("%s+", " "):sub(1, 60))
+  end
+  local function redraw(above)
     local out = {}
     if drawn > 0 then out[#out + 1] = ("\27[%dA"):format(drawn) end
+    if above then out[#out + 1] = "\27[2K" .. above .. "\n" end
     local now = core.task.now()
-    for _, h in ipairs(order) do
-      out[#out + 1] = ("\27[2K  %s %-14s %4ds  %s\n"):format(h.done and (h.ok and "✓" or "✗") or "…",
-        h.name, math.floor((h.t1 or now) - h.t0), (h.last or ""):gsub("%s+", " "):sub(1, 60))
-    end
+    for _, h in ipairs(order) do out[#out + 1] = row(h, now) end
     drawn = #order
     io.stderr:write(table.concat(out))
   end
-  return {
-    start = function(name, req)
-      n = n + 1
-      local h = { id = n, name = name, t0 = core.task.now() }
-      running[h] = true
-      if tty then order[#order + 1] = h; redraw()
-      else io.stderr:write(("[%s] started: %s\n"):format(name, (req.task or ""):gsub("\n", " "):sub(1, 80))) end
-      return h
-    end,
-    progress = function(h, line)
-      h.last = line
-      if tty then redraw() else io.stderr:write(("[%s] %s\n"):format(h.name, line:sub(1, 200))) end
-    end,
-    finish = function(h, r)
-      h.done, h.t1 = true, core.task.now()
-      h.ok = r and r.success
-      running[h] = nil
-      if not h.ok then h.last = r and (r.error or ""):match("^[^\n]*") or "stopped" end
-      if tty then redraw()
-      else
-        io.stderr:write(("[%s] %s in %.1fs%s\n"):format(h.name, h.ok and "done" or "failed",
-          h.t1 - h.t0, h.ok and "" or (": " .. (h.last or ""))))
-      end
-    end,
-  }
+  local function tick()
+    if ticker or not tty then return end
+    ticker = core.task.spawn(function()
+      while live > 0 and core.task.sleep(1) do redraw() end
+      ticker = nil
+    end)
+  end
+  local function line(h, text) io.stderr:write(("[%s] %s\n"):format(h.label, text)) end
+  local function label(name, req)
+    if req.caller == aggregate.CALLER and req.goal == aggregate.GOAL then
+      return name .. " (aggregation)"
+    end
+    return name
+  end
+  local B = {}
+  function B.start(name, req)
+    local st = core.limiter.stats()
+    local h = { label = label(name, req), tq = core.task.now() }
+    local queued = st.live + st.waiting >= st.limit
+    live = live + 1
+    local task = (req.task or ""):gsub("\n", " "):sub(1, 80)
+    if tty then order[#order + 1] = h; redraw(); tick()
+    else line(h, (queued and "queued: " or "started: ") .. task) h.said_queued = queued end
+    return h
+  end
+  function B.running(h)
+    if h.t0 then return end
+    h.t0 = core.task.now()
+    if tty then redraw()
+    elseif h.said_queued then
+      line(h, ("started after %.1fs in the queue"):format(h.t0 - h.tq))
+    end
+  end
+  function B.progress(h, text)
+    h.last = text
+    if tty then redraw(verbose and ("[%s] %s"):format(h.label, text) or nil)
+    else line(h, verbose and text or text:sub(1, 200)) end
+  end
+  function B.finish(h, r)
+    h.done, h.t1 = true, core.task.now()
+    h.t0 = h.t0 or h.tq -- it ended before it got a slot
+    h.ok = r and r.success
+    live = live - 1
+    if not h.ok then h.last = r and (r.error or ""):match("^[^\n]*") or "stopped" end
+    if tty then redraw()
+    else
+      line(h, ("%s in %.1fs%s"):format(h.ok and "done" or "failed",
+        h.t1 - h.t0, h.ok and "" or (": " .. (h.last or ""))))
+    end
+  end
+  function B.close()
+    if ticker then ticker:cancel() end
+  end
+  return B
+end
+
+--- The script's own frame closest to where an error was raised: its
+--- "path:line", or nil. The embedded modules a call went through are
+--- not the user's concern.
+local function user_frame(path)
+  local src = "@" .. path
+  for level = 3, 200 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then return nil end
+    if info.source == src and info.currentline and info.currentline > 0 then
+      return path .. ":" .. info.currentline
+    end
+  end
+  return nil
 end
 
 function M.main(argv)
   -- Our options may come before or after the script (a nightly job reads
   -- naturally as `run review.lua --json`); after a `--` everything goes
   -- to the script as it is.
-  local as_json, limit = false, nil
+  local as_json, limit, verbose = false, nil, false
   local rest = {}
   local i, verbatim = 1, false
   while i <= #argv do
@@ -71,6 +124,8 @@ function M.main(argv)
       verbatim = true
     elseif a == "--json" then
       as_json = true
+    elseif a == "--verbose" or a == "-v" then
+      verbose = true
     elseif a == "--timeout" or a:match("^%-%-timeout=") then
       local v = a:match("^%-%-timeout=(.*)$")
       if not v then i = i + 1; v = argv[i] end
@@ -86,7 +141,7 @@ function M.main(argv)
   end
   local path = table.remove(rest, 1)
   if not path then
-    io.stderr:write("Usage: agent-dispatch run [--json] [--timeout SECONDS] SCRIPT.lua [ARGS...]\n")
+    io.stderr:write("Usage: agent-dispatch run [--json] [--verbose] [--timeout SECONDS] SCRIPT.lua [ARGS...]\n")
     return 2
   end
   local src, msg = core.fs.read_file(path)
@@ -101,8 +156,19 @@ function M.main(argv)
   end
   local api = require "agent_dispatch"
   api.args = rest
+  local board
   if os.getenv("AGENT_DISPATCH_QUIET") == nil then
-    require("ad.domain.runner").observer = reporter(core.sys.isatty(2))
+    board = reporter(core.sys.isatty(2), verbose)
+    require("ad.domain.runner").observer = board
+  end
+  if as_json then
+    -- stdout carries the one JSON value: what the script prints goes to
+    -- stderr instead.
+    _G.print = function(...)
+      local parts = {}
+      for k = 1, select("#", ...) do parts[k] = tostring((select(k, ...))) end
+      io.stderr:write(table.concat(parts, "\t"), "\n")
+    end
   end
   -- Hook scripts apply to scripts too (their custom tools are unused here).
   require("ad.domain.plugins").load(function() end, {})
@@ -110,7 +176,12 @@ function M.main(argv)
   local main = core.task.spawn(function()
     return xpcall(chunk, function(e)
       if type(e) == "table" and e.type == "cancelled" then return e end
-      return debug.traceback(tostring(e), 2)
+      local msg = type(e) == "table" and e.message and tostring(e.message) or tostring(e)
+      -- The user's file:line leads; the traceback (through embedded
+      -- modules too) only with --verbose.
+      local where = user_frame(path)
+      if where and msg:sub(1, #path + 1) ~= path .. ":" then msg = where .. ": " .. msg end
+      return { script_error = msg, traceback = debug.traceback("", 2) }
     end, table.unpack(rest))
   end)
   local watcher = core.task.spawn(function()
@@ -128,6 +199,7 @@ function M.main(argv)
     end
   end)
   local ok, pcall_ok, value = main:wait()
+  if board then board.close() end
   local sig_done = watcher:done()
   watcher:cancel()
   if timer then timer:cancel() end
@@ -144,7 +216,12 @@ function M.main(argv)
       io.stderr:write("agent-dispatch: interrupted; every running child was stopped\n")
       return 130
     end
-    io.stderr:write("Error: ", tostring(value), "\n")
+    if type(value) == "table" and value.script_error then
+      io.stderr:write("Error: ", value.script_error, "\n")
+      if verbose then io.stderr:write(value.traceback:gsub("^\n", ""), "\n") end
+    else
+      io.stderr:write("Error: ", tostring(value), "\n")
+    end
     return 1
   end
   if sig_done then return 130 end

@@ -2,6 +2,7 @@
 --- (or its error with a diagnosis) printed. Returns {test = command}.
 local core = require "ad.core"
 local common = require "ad.cli.common"
+local progress = require "ad.cli.progress"
 
 local out, err = common.out, common.err
 
@@ -22,11 +23,18 @@ C.test = {
     out("Dispatching to '", name, "' (", a.directory, ")...")
     out("Task: ", t)
     out("---")
+    -- A sign of life while it waits: on a terminal a spinner with the
+    -- last progress line (so the child streams), piped the progress lines
+    -- with --stream.
+    local tty = core.sys.isatty(2)
+    local stream = o.stream or tty
+    local shown = progress.start({ tty = tty, lines = o.stream })
     -- --timeout is this command's own one-off value, taken as given.
     local req = assert(require("ad.domain.request").build(cfg, { agent = name, task = t,
-      timeout = o.timeout, stream = o.stream,
-      on_progress = o.stream and function(line) err("  -> ", line) end or nil }))
-    local r = require("ad.domain.runner").dispatch(req)
+      timeout = o.timeout, stream = stream, on_progress = stream and shown.progress or nil }))
+    local ok, r = pcall(require("ad.domain.runner").dispatch, req)
+    shown.stop()
+    if not ok then error(r, 0) end
     if r.success then
       out(r.result)
       if r.hint then out("") out("Note: ", r.hint) end

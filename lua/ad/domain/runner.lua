@@ -167,7 +167,8 @@ M.kill_grace = 2
 M.drain = 2
 
 --- An optional observer of every dispatch in this process (the `run`
---- command's progress display): {start(name, req) -> handle,
+--- command's progress display): {start(name, req) -> handle (queued),
+--- running(handle) (it got its concurrency slot; optional),
 --- progress(handle, line), finish(handle, result)}.
 M.observer = nil
 
@@ -219,11 +220,17 @@ local function observed(req)
   local obs = M.observer
   if not obs then return execute(req) end
   local h = obs.start(req.agent_name, req)
-  local r = req
+  local r = util.copy(req)
+  -- A dispatch waits for a concurrency slot first: the observer hears when
+  -- it got one (queued until then).
+  local inner_slot = req.on_slot
+  r.on_slot = function()
+    if obs.running then obs.running(h) end
+    if inner_slot then return inner_slot() end
+  end
   -- Progress lines exist only in stream mode: observe them there; a plain
   -- dispatch still reports its start and end.
   if req.stream then
-    r = util.copy(req)
     local inner = req.on_progress
     r.on_progress = function(line)
       obs.progress(h, line)

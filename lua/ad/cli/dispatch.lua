@@ -1,0 +1,55 @@
+--- The `dispatch` command of the CLI: one dispatch to an agent from the
+--- shell, as the dispatch tool does it (same request, same hooks), its
+--- answer on stdout. Returns {dispatch = command}.
+local core = require "ad.core"
+local common = require "ad.cli.common"
+local json = require "ad.infra.json"
+local progress = require "ad.cli.progress"
+
+local out, err = common.out, common.err
+
+local C = {}
+
+-- The failure on stderr: the message, then the hint when there is one.
+local function report_failure(r)
+  err("Error: ", tostring(r.error))
+  if r.hint then err("Hint: ", r.hint) end
+end
+
+C.dispatch = {
+  usage = "AGENT TASK [--json] [--context TEXT] [--timeout N]",
+  summary = "Send a task to an agent and print its answer.",
+  options = {
+    { "--json", help = "Print the whole result (a DispatchResult) as JSON on stdout." },
+    { "--context", arg = "TEXT", help = "Background the agent gets with the task." },
+    { "--timeout", arg = "N", type = "int", help = "One-off timeout in seconds." },
+  },
+  positionals = { "AGENT", "TASK" }, min = 2, max = 2,
+  run = function(o, pos)
+    local name, task = pos[1], pos[2]
+    local cfg, _, code = common.load_agent(name)
+    if not cfg then return code end
+    core.limiter.set_limit(cfg.settings.max_concurrency)
+    require("ad.domain.plugins").load(function() end, {})
+    local shown = progress.start()
+    local req, msg = require("ad.domain.request").build(cfg, { agent = name, task = task,
+      context = o.context, timeout = o.timeout, stream = true, on_progress = shown.progress })
+    if not req then
+      shown.stop()
+      err("Error: ", msg)
+      return 1
+    end
+    local ok, r = pcall(require("ad.domain.runner").dispatch, req)
+    shown.stop()
+    if not ok then error(r, 0) end
+    if o.json then
+      out(json.encode(r))
+    elseif r.success then
+      out(r.result or "")
+    end
+    if not r.success then report_failure(r) end
+    return r.success and 0 or 1
+  end,
+}
+
+return C
