@@ -80,10 +80,17 @@ local function first_on_line(text, pos)
   return text:sub(line_start(text, pos) + 1, pos):match("^[ \t]*$") ~= nil
 end
 
+-- The end of the content before `stop`: a block scalar (|, >) ends after
+-- its trailing line breaks and blank lines, which belong to what follows.
+local function trim(text, stop)
+  while stop > 0 and text:sub(stop, stop):match("[ \t\r\n]") do stop = stop - 1 end
+  return stop
+end
+
 -- Where a field's content ends: its value's end, or just past the ':' for
 -- a key with no value.
 local function field_stop(text, e)
-  if e.value.stop >= 0 then return e.value.stop end
+  if e.value.stop >= 0 then return trim(text, e.value.stop) end
   local colon = text:find(":", e.kstop + 1, true)
   return colon or e.kstop
 end
@@ -100,7 +107,7 @@ local function edit_field(text, node, k, old, new, depth, edits)
   if not e then
     if new == nil then return true end
     local indent = node.indent
-    local at = line_end(text, node.stop)
+    local at = line_end(text, trim(text, node.stop))
     local pre = (at > 0 and text:sub(at, at) ~= "\n") and "\n" or ""
     edits[#edits + 1] = { at, at, pre .. string.rep(" ", indent) ..
       render(k, new, indent) .. "\n" }
@@ -122,9 +129,13 @@ local function edit_field(text, node, k, old, new, depth, edits)
     end
   end
   local stop = field_stop(text, e)
-  local repl = render(k, new, column(text, e.kstart))
-  if stop > 0 and text:sub(stop, stop) == "\n" then repl = repl .. "\n" end
-  edits[#edits + 1] = { e.kstart, stop, repl }
+  if (v.kind == "map" or v.kind == "seq") and not v.flow then
+    -- A comment at the end of a block list or mapping was about its last
+    -- item, which may be gone: it goes with the value.
+    stop = line_end(text, stop)
+    if text:sub(stop, stop) == "\n" then stop = stop - 1 end
+  end
+  edits[#edits + 1] = { e.kstart, stop, render(k, new, column(text, e.kstart)) }
   return true
 end
 
