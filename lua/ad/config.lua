@@ -700,6 +700,7 @@ function M.mutate(fn, path)
     lock:unlock()
     return nil, err, warnings
   end
+  warn_unknown(path, core.fs.file_id(path), cfg)
   local before = M.from_document(doc, path) -- untouched by fn
   local result, changed_or_err = fn(cfg)
   if result == nil then

@@ -171,3 +171,13 @@ settings:
   }
   assert.match(r.stderr, /4 problems:/);
 });
+
+test('a change through the CLI reports the file\'s unknown keys too', (t) => {
+  const env = newEnv(t);
+  const dir = env.project('a');
+  env.writeConfig(`agents:\n  a:\n    directory: ${dir}\n    permission_mod: plan\n`);
+  const r = env.run(['update', 'a', '--timeout', '60']);
+  ok(r);
+  assert.match(r.stderr, /unknown key agents\.a\.permission_mod \(did you mean permission_mode\?\)/);
+  assert.strictEqual(env.readConfig(), `agents:\n  a:\n    directory: ${dir}\n    permission_mod: plan\n    timeout: 60\n`);
+});
