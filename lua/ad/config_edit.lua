@@ -9,8 +9,9 @@
 ---
 --- Granularity: a field of an agent, a group or the settings is replaced,
 --- added (after the entry's last line) or deleted (its lines) on its own;
---- a field whose value is a list (members, allowed_tools, ...) is
---- replaced whole. An entry written in flow style ({...}) is rewritten
+--- a block list that loses items or gains items at its end (members,
+--- allowed_tools, ...) has those item lines deleted or appended; any other
+--- change to a list replaces it whole. An entry written in flow style ({...}) is rewritten
 --- whole, as is a section that is empty (`agents:` or `agents: {}`).
 local core = require "ad.core"
 
@@ -97,6 +98,38 @@ end
 
 local edit_map
 
+-- A block list whose new value is the old one with items taken out and/or
+-- added at the end (a group losing or gaining a member): the removed
+-- items' lines are deleted and the new ones appended, so the comments of
+-- the other items stay. false for any other change.
+local function edit_list(text, v, old, new, edits)
+  if v.kind ~= "seq" or v.flow or #v.items == 0 or #v.items ~= #old then return false end
+  local keep, j = {}, 1
+  for i = 1, #old do
+    if j <= #new and M.equal(old[i], new[j]) then keep[i] = true; j = j + 1 end
+  end
+  local out, dash, last = {}, nil, 0
+  for i, it in ipairs(v.items) do
+    local ls = line_start(text, it.start)
+    local prefix = text:sub(ls + 1, it.start)
+    if it.stop < 0 or not prefix:match("^[ \t]*%-[ \t]*$") then return false end
+    dash = dash or #prefix:match("^[ \t]*")
+    last = line_end(text, trim(text, it.stop))
+    if not keep[i] then out[#out + 1] = { ls, last, "" } end
+  end
+  if j <= #new then
+    local tail = {}
+    for k = j, #new do tail[#tail + 1] = new[k] end
+    local text_tail = assert(core.yaml.dump(setmetatable(tail, getmetatable(new))))
+    local pad = string.rep(" ", dash)
+    text_tail = pad .. text_tail:gsub("\n$", ""):gsub("\n", "\n" .. pad) .. "\n"
+    local pre = (last > 0 and text:sub(last, last) ~= "\n") and "\n" or ""
+    out[#out + 1] = { last, last, pre .. text_tail }
+  end
+  for _, x in ipairs(out) do edits[#edits + 1] = x end
+  return true
+end
+
 -- Edits turning field `k` of block map `node` from `old` into `new`
 -- (either may be nil), appended to `edits`. Returns false when this level
 -- cannot be edited in place (the caller rewrites the enclosing entry).
@@ -120,6 +153,9 @@ local function edit_field(text, node, k, old, new, depth, edits)
     return true
   end
   local v = e.value
+  if type(old) == "table" and type(new) == "table" and edit_list(text, v, old, new, edits) then
+    return true
+  end
   if depth > 0 and type(old) == "table" and type(new) == "table" and
      v.kind == "map" and not v.flow and #v.order > 0 then
     local sub = {}
@@ -181,7 +217,10 @@ function M.apply(text, old_doc, new_doc)
   if not edit_map(text, top, old_doc, new_doc, DEPTH, edits) then
     return nil, "a top-level key appears more than once"
   end
-  table.sort(edits, function(a, b) return a[1] > b[1] end)
+  -- Last first, so earlier offsets stay valid; two insertions at one
+  -- place keep the order they were made in.
+  for i, x in ipairs(edits) do x.seq = i end
+  table.sort(edits, function(a, b) return a[1] > b[1] or (a[1] == b[1] and a.seq > b.seq) end)
   for _, x in ipairs(edits) do
     text = text:sub(1, x[1]) .. x[3] .. text:sub(x[2] + 1)
   end

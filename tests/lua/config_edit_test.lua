@@ -117,6 +117,22 @@ test("edit.apply leaves the text alone when nothing differs", function()
   eq(edit.apply(t, doc, doc), t)
 end)
 
+test("edit: a member taken out of or added to a group keeps the other members' comments", function()
+  local t = "agents:\n  a: {directory: /tmp}\n  b: {directory: /tmp}\n  c: {directory: /tmp}\n" ..
+    "groups:\n  g:\n    members:\n      # the first\n      - agent: a   # lead\n        use_for: api\n" ..
+    "      - agent: b   # gone soon\n      - agent: c   # stays\n    description: team\n"
+  local out = change(t, function(cfg)
+    local ms = cfg.groups.g.members
+    table.remove(ms, 2)
+    ms[#ms + 1] = { agent = "b", use_for = "again" }
+    ms[#ms + 1] = { agent = "a", use_for = "" }
+  end)
+  eq(out, "agents:\n  a: {directory: /tmp}\n  b: {directory: /tmp}\n  c: {directory: /tmp}\n" ..
+    "groups:\n  g:\n    members:\n      # the first\n      - agent: a   # lead\n        use_for: api\n" ..
+    "      - agent: c   # stays\n      - agent: b\n        use_for: again\n      - agent: a\n" ..
+    "    description: team\n")
+end)
+
 test("unknown_keys: every level, suggestions, permission flag", function()
   local dir = tmpdir()
   local path = dir .. "/agents.yaml"
