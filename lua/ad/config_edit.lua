@@ -198,6 +198,11 @@ local DEPTH = 2
 --- `text` that is not part of a changed entry. nil, reason when the text
 --- cannot be edited in place (its top level is not a block mapping).
 function M.apply(text, old_doc, new_doc)
+  -- A byte order mark is not counted in libyaml's marks: edit without it.
+  if text:sub(1, 3) == "\239\187\191" then
+    local out, why = M.apply(text:sub(4), old_doc, new_doc)
+    return out and ("\239\187\191" .. out), why
+  end
   local top, err = core.yaml.outline(text)
   if err then return nil, err end
   local edits = {}

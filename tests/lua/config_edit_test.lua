@@ -133,6 +133,13 @@ test("edit: a member taken out of or added to a group keeps the other members' c
     "    description: team\n")
 end)
 
+test("edit: a file that starts with a byte order mark keeps it and its comments", function()
+  local out, ws = change("\239\187\191# bom\nagents:\n  a:\n    directory: /tmp\n    timeout: 5   # t\n",
+    function(cfg) cfg.agents.a.timeout = 7 end)
+  eq(#ws, 0, "edited in place")
+  eq(out, "\239\187\191# bom\nagents:\n  a:\n    directory: /tmp\n    timeout: 7   # t\n")
+end)
+
 test("unknown_keys: every level, suggestions, permission flag", function()
   local dir = tmpdir()
   local path = dir .. "/agents.yaml"
