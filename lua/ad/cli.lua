@@ -34,7 +34,7 @@ C.run = {
   -- Parsed by ad.run (they may follow the script); listed here for --help.
   options = {
     { "--json", help = "Print the script's return value as JSON on stdout (the script's print goes to stderr)." },
-    { "--verbose", "-v", help = "Show each agent's streamed text on the board, and the traceback of a script error." },
+    { "--verbose", "-v", help = "Show each agent's streamed text on the board, and the full Lua call stack of a script error." },
     { "--timeout", arg = "SECONDS", help = "Stop the script and its dispatches after SECONDS (exit 124)." },
   },
   raw = true,

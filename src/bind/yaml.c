@@ -5,6 +5,7 @@
  * file.
  *
  *   core.yaml.load(text) -> value | nil, message
+ *   core.yaml.outline(text) -> node | nil, message
  *   core.yaml.dump(value) -> text | nil, message
  *
  * Loading is safe: only the core YAML tags resolve (str, int, float, bool,
@@ -34,6 +35,11 @@ struct loader {
     yaml_parser_t parser;
     int anchors;      /* stack index of the anchors table */
     char err[256];
+    /* outline only: libyaml counts marks in characters; these turn them
+     * into byte offsets with a cursor that walks from the last answer
+     * (marks arrive nearly in order). */
+    const unsigned char *text;
+    size_t len, ci, bi;
 };
 
 static bool is_null(const char *s)
@@ -374,6 +380,256 @@ static int l_yaml_load(lua_State *L)
     return 1;
 }
 
+/* ---- outline ---------------------------------------------------------
+ *
+ * Where each node of the document sits in the text, so that a change can
+ * rewrite one entry and keep every other byte (comments, blank lines,
+ * quoting, order) as it was. A node is a table:
+ *
+ *   kind  "map" | "seq" | "scalar" | "alias"
+ *   flow  true for {..} / [..] collections
+ *   start, stop  byte offsets (0-based) of the node's first byte and just past its last content; stop
+ *         is -1 for an empty scalar (a key with no value)
+ *   keys  (map) name -> { kstart =, kstop =, n = times seen, value = node }
+ *   order (map) key names in file order
+ *   items (seq) the item nodes
+ *
+ * The end of a block collection is the end of its last content, not
+ * libyaml's end mark (which sits on the next token, past any trailing
+ * comments and blank lines). */
+
+static int outline_node(lua_State *L, struct loader *ld, yaml_event_t *ev,
+                        int depth);
+
+/* The byte offset of character index ci in the (valid UTF-8) text. */
+static lua_Integer byte_offset(struct loader *ld, size_t ci)
+{
+    while (ld->ci < ci && ld->bi < ld->len) {
+        ld->bi++;
+        while (ld->bi < ld->len && (ld->text[ld->bi] & 0xC0) == 0x80) {
+            ld->bi++;
+        }
+        ld->ci++;
+    }
+    while (ld->ci > ci && ld->bi > 0) {
+        ld->bi--;
+        while (ld->bi > 0 && (ld->text[ld->bi] & 0xC0) == 0x80) {
+            ld->bi--;
+        }
+        ld->ci--;
+    }
+    return (lua_Integer)ld->bi;
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* The node on top of the stack: its stop offset. */
+static lua_Integer node_stop(lua_State *L)
+{
+    lua_getfield(L, -1, "stop");
+    lua_Integer v = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static void new_node(lua_State *L, struct loader *ld, const char *kind,
+                     bool flow, const yaml_event_t *ev)
+{
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushboolean(L, flow);
+    lua_setfield(L, -2, "flow");
+    set_int(L, "start", byte_offset(ld, ev->start_mark.index));
+}
+
+static int outline_mapping(lua_State *L, struct loader *ld, yaml_event_t *ev,
+                           int depth)
+{
+    bool flow = ev->data.mapping_start.style == YAML_FLOW_MAPPING_STYLE;
+    new_node(L, ld, "map", flow, ev);                     /* node */
+    lua_newtable(L);                                  /* node keys */
+    lua_newtable(L);                                  /* node keys order */
+    lua_Integer stop = byte_offset(ld, ev->end_mark.index);
+    for (;;) {
+        yaml_event_t kev;
+        if (next_event(ld, &kev) != 0) {
+            return -1;
+        }
+        if (kev.type == YAML_MAPPING_END_EVENT) {
+            if (flow) {
+                stop = byte_offset(ld, kev.end_mark.index);
+            }
+            yaml_event_delete(&kev);
+            break;
+        }
+        if (kev.type != YAML_SCALAR_EVENT) {
+            snprintf(ld->err, sizeof ld->err,
+                     "line %zu, column %zu: mapping keys must be plain "
+                     "scalars", kev.start_mark.line + 1,
+                     kev.start_mark.column + 1);
+            yaml_event_delete(&kev);
+            return -1;
+        }
+        lua_pushlstring(L, (const char *)kev.data.scalar.value,
+                        kev.data.scalar.length);      /* .. order name */
+        lua_Integer kstart = byte_offset(ld, kev.start_mark.index);
+        lua_Integer kstop = byte_offset(ld, kev.end_mark.index);
+        yaml_event_delete(&kev);
+        lua_pushvalue(L, -1);
+        lua_Integer seen = 0;
+        if (lua_rawget(L, -4) == LUA_TTABLE) {        /* .. order name old */
+            lua_getfield(L, -1, "n");
+            seen = lua_tointeger(L, -1);
+            lua_pop(L, 1);
+        } else {
+            lua_pushvalue(L, -2);
+            lua_rawseti(L, -4, (lua_Integer)lua_rawlen(L, -4) + 1);
+        }
+        lua_pop(L, 1);                                /* .. order name */
+        lua_createtable(L, 0, 4);                     /* .. order name entry */
+        set_int(L, "kstart", kstart);
+        set_int(L, "kstop", kstop);
+        set_int(L, "n", seen + 1);
+        yaml_event_t vev;
+        if (next_event(ld, &vev) != 0) {
+            return -1;
+        }
+        int rc = outline_node(L, ld, &vev, depth + 1); /* .. entry value */
+        yaml_event_delete(&vev);
+        if (rc != 0) {
+            return -1;
+        }
+        lua_Integer vstop = node_stop(L);
+        lua_setfield(L, -2, "value");                 /* .. order name entry */
+        if (!flow) {
+            stop = kstop > stop ? kstop : stop;
+            stop = vstop > stop ? vstop : stop;
+        }
+        lua_rawset(L, -4);                            /* node keys order */
+    }
+    lua_setfield(L, -3, "order");
+    lua_setfield(L, -2, "keys");
+    set_int(L, "stop", stop);
+    return 0;
+}
+
+static int outline_sequence(lua_State *L, struct loader *ld, yaml_event_t *ev,
+                            int depth)
+{
+    bool flow = ev->data.sequence_start.style == YAML_FLOW_SEQUENCE_STYLE;
+    new_node(L, ld, "seq", flow, ev);                     /* node */
+    lua_newtable(L);                                  /* node items */
+    lua_Integer stop = byte_offset(ld, ev->end_mark.index);
+    for (lua_Integer i = 1;; i++) {
+        yaml_event_t iev;
+        if (next_event(ld, &iev) != 0) {
+            return -1;
+        }
+        if (iev.type == YAML_SEQUENCE_END_EVENT) {
+            if (flow) {
+                stop = byte_offset(ld, iev.end_mark.index);
+            }
+            yaml_event_delete(&iev);
+            break;
+        }
+        int rc = outline_node(L, ld, &iev, depth + 1);
+        yaml_event_delete(&iev);
+        if (rc != 0) {
+            return -1;
+        }
+        lua_Integer istop = node_stop(L);
+        if (!flow && istop > stop) {
+            stop = istop;
+        }
+        lua_rawseti(L, -2, i);
+    }
+    lua_setfield(L, -2, "items");
+    set_int(L, "stop", stop);
+    return 0;
+}
+
+static int outline_node(lua_State *L, struct loader *ld, yaml_event_t *ev,
+                        int depth)
+{
+    if (depth > MAX_DEPTH) {
+        snprintf(ld->err, sizeof ld->err, "nesting deeper than %d levels",
+                 MAX_DEPTH);
+        return -1;
+    }
+    luaL_checkstack(L, 10, "yaml nesting");
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT: {
+        new_node(L, ld, "scalar", false, ev);
+        bool empty = ev->data.scalar.length == 0 &&
+                     ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+                     !ev->data.scalar.tag && !ev->data.scalar.anchor;
+        set_int(L, "stop", empty ? -1 : byte_offset(ld, ev->end_mark.index));
+        return 0;
+    }
+    case YAML_ALIAS_EVENT:
+        new_node(L, ld, "alias", false, ev);
+        set_int(L, "stop", byte_offset(ld, ev->end_mark.index));
+        return 0;
+    case YAML_MAPPING_START_EVENT:
+        return outline_mapping(L, ld, ev, depth);
+    case YAML_SEQUENCE_START_EVENT:
+        return outline_sequence(L, ld, ev, depth);
+    default:
+        snprintf(ld->err, sizeof ld->err, "unexpected YAML event");
+        return -1;
+    }
+}
+
+/* core.yaml.outline(text) -> node | nil, message   [-1, +(1|2), m]
+ * nil and no message for a document with no content. */
+static int l_yaml_outline(lua_State *L)
+{
+    size_t n;
+    const char *text = luaL_checklstring(L, 1, &n);
+    struct loader *ld = lua_newuserdatauv(L, sizeof *ld, 0); /* keeps it */
+    memset(ld, 0, sizeof *ld);
+    ld->text = (const unsigned char *)text;
+    ld->len = n;
+    yaml_parser_initialize(&ld->parser);
+    yaml_parser_set_input_string(&ld->parser, (const unsigned char *)text, n);
+    int rc = 0;
+    bool have_doc = false;
+    for (;;) {
+        yaml_event_t ev;
+        if (next_event(ld, &ev) != 0) {
+            rc = -1;
+            break;
+        }
+        yaml_event_type_t type = ev.type;
+        bool node = type == YAML_SCALAR_EVENT || type == YAML_ALIAS_EVENT ||
+                    type == YAML_MAPPING_START_EVENT ||
+                    type == YAML_SEQUENCE_START_EVENT;
+        if (node && !have_doc) {
+            rc = outline_node(L, ld, &ev, 0);
+            have_doc = true;
+        }
+        yaml_event_delete(&ev);
+        if (rc != 0 || type == YAML_STREAM_END_EVENT) {
+            break;
+        }
+    }
+    yaml_parser_delete(&ld->parser);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, ld->err);
+        return 2;
+    }
+    if (!have_doc) {
+        lua_pushnil(L);
+    }
+    return 1;
+}
+
 /* ---- dump ----------------------------------------------------------- */
 
 struct outbuf {
@@ -652,6 +908,7 @@ void bind_yaml_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"load", l_yaml_load},
+        {"outline", l_yaml_outline},
         {"dump", l_yaml_dump},
         {NULL, NULL},
     };

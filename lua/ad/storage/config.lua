@@ -11,6 +11,7 @@
 local core = require "ad.core"
 local util = require "ad.infra.util"
 local json = require "ad.infra.json"
+local config_edit = require "ad.storage.config_edit"
 
 local M = {}
 
@@ -20,6 +21,9 @@ local AGENT_KEYS = { "directory", "description", "timeout", "max_budget_usd",
   "model", "permission_mode", "allowed_tools", "disallowed_tools",
   "capabilities", "risky_capabilities" }
 local GROUP_KEYS = { "description", "shared_context", "members" }
+local MEMBER_KEYS = { "agent", "use_for" }
+local TOP_KEYS = { "agents", "groups", "settings" }
+local CACHE_KEYS = { "enabled", "ttl", "max_size", "max_bytes" }
 local SETTINGS_KEYS = { "default_timeout", "default_max_budget_usd",
   "default_permission_mode", "default_allowed_tools",
   "default_disallowed_tools", "max_dispatch_depth", "max_concurrency",
@@ -61,9 +65,31 @@ function M.empty(path)
 end
 
 -- ---------------------------------------------------------------- schema --
+--
+-- Validation reports every problem of a file at once: a conversion that
+-- fails records "where: what" in the current report and yields nil (the
+-- field then takes its default), and from_document raises one error
+-- listing them all.
+
+local report -- the list problems go to while from_document runs
 
 local function fail(where, msg)
   error({ schema = true, message = where .. ": " .. msg }, 0)
+end
+
+-- Runs conv(v, where); a schema failure is recorded and gives nil.
+local function try(conv, v, where)
+  local ok, r = pcall(conv, v, where)
+  if ok then return r end
+  if type(r) == "table" and r.schema and report then
+    report[#report + 1] = r.message
+    return nil
+  end
+  error(r, 0)
+end
+
+local function problem(where, msg)
+  try(fail, where, msg)
 end
 
 local function as_int(v, where)
@@ -94,7 +120,7 @@ end
 
 local function opt(v, conv, where)
   if v == nil or v == json.null then return nil end
-  return conv(v, where)
+  return try(conv, v, where)
 end
 
 local function str_list(v, where)
@@ -106,10 +132,13 @@ local function str_list(v, where)
   return out
 end
 
+-- A mapping and its keys in file order; {} and {} (recorded) when v is
+-- something else.
 local function mapping(v, where)
   if v == nil or v == json.null then return {}, {} end
   if type(v) ~= "table" or (next(v) ~= nil and json.is_array(v)) then
-    fail(where, "expected a mapping")
+    problem(where, "expected a mapping")
+    return {}, {}
   end
   local mt = getmetatable(v)
   local order = {}
@@ -128,23 +157,40 @@ end
 
 local function check_name(name, where)
   if not core.text.valid_name(name) then
-    fail(where, "Invalid agent name " .. util.repr(name) .. ": use letters, " ..
+    problem(where, "Invalid agent name " .. util.repr(name) .. ": use letters, " ..
       "digits, '-' and '_', starting with a letter or digit")
+    return false
   end
+  return true
+end
+
+local function at_least(v, min, where)
+  if v and v < min then problem(where, "must be >= " .. min) return nil end
+  return v
 end
 
 local function parse_agent(name, raw)
   local where = "agents." .. name
   local a = mapping(raw, where)
-  if a.directory == nil then fail(where .. ".directory", "field required") end
-  local dir = as_str(a.directory, where .. ".directory")
-  local resolved, err = util.abspath(dir)
-  if not resolved then fail(where .. ".directory", "cannot resolve " .. util.repr(dir) .. ": " .. err) end
-  local agent = {
+  local resolved
+  if a.directory == nil then
+    problem(where .. ".directory", "field required")
+  else
+    local dir = try(as_str, a.directory, where .. ".directory")
+    if dir then
+      local err
+      resolved, err = util.abspath(dir)
+      if not resolved then
+        problem(where .. ".directory", "cannot resolve " .. util.repr(dir) .. ": " .. err)
+      end
+    end
+  end
+  return {
     directory = resolved,
     description = opt(a.description, as_str, where .. ".description") or "",
-    timeout = opt(a.timeout, as_int, where .. ".timeout") or 300,
-    max_budget_usd = opt(a.max_budget_usd, as_num, where .. ".max_budget_usd"),
+    timeout = at_least(opt(a.timeout, as_int, where .. ".timeout"), 0, where .. ".timeout") or 300,
+    max_budget_usd = at_least(opt(a.max_budget_usd, as_num, where .. ".max_budget_usd"), 0,
+                              where .. ".max_budget_usd"),
     model = opt(a.model, as_str, where .. ".model"),
     permission_mode = opt(a.permission_mode, as_str, where .. ".permission_mode"),
     allowed_tools = opt(a.allowed_tools, str_list, where .. ".allowed_tools"),
@@ -152,11 +198,6 @@ local function parse_agent(name, raw)
     capabilities = opt(a.capabilities, str_list, where .. ".capabilities") or json.array(),
     risky_capabilities = opt(a.risky_capabilities, str_list, where .. ".risky_capabilities") or json.array(),
   }
-  if agent.timeout < 0 then fail(where .. ".timeout", "must be >= 0") end
-  if agent.max_budget_usd and agent.max_budget_usd < 0 then
-    fail(where .. ".max_budget_usd", "must be >= 0")
-  end
-  return agent
 end
 
 local function parse_group(name, raw)
@@ -165,15 +206,19 @@ local function parse_group(name, raw)
   local g = mapping(raw, where)
   local members = json.array()
   if g.members ~= nil and g.members ~= json.null then
-    if type(g.members) ~= "table" then fail(where .. ".members", "expected a list") end
-    for i, m in ipairs(g.members) do
+    if type(g.members) ~= "table" then problem(where .. ".members", "expected a list") end
+    for i, m in ipairs(type(g.members) == "table" and g.members or {}) do
       local mw = where .. ".members[" .. (i - 1) .. "]"
       local mm = mapping(m, mw)
-      if mm.agent == nil then fail(mw .. ".agent", "field required") end
-      local agent = as_str(mm.agent, mw .. ".agent")
-      check_name(agent, mw .. ".agent")
-      members[#members + 1] = { agent = agent,
-        use_for = opt(mm.use_for, as_str, mw .. ".use_for") or "" }
+      if mm.agent == nil then
+        problem(mw .. ".agent", "field required")
+      else
+        local agent = try(as_str, mm.agent, mw .. ".agent")
+        if agent and check_name(agent, mw .. ".agent") then
+          members[#members + 1] = { agent = agent,
+            use_for = opt(mm.use_for, as_str, mw .. ".use_for") or "" }
+        end
+      end
     end
   end
   return {
@@ -187,55 +232,48 @@ local function parse_settings(raw)
   local s = M.default_settings()
   local r = mapping(raw, "settings")
   local function int(k, min)
-    if r[k] ~= nil and r[k] ~= json.null then
-      s[k] = as_int(r[k], "settings." .. k)
-      if s[k] < min then fail("settings." .. k, "must be >= " .. min) end
-    end
+    local w = "settings." .. k
+    s[k] = at_least(opt(r[k], as_int, w), min, w) or s[k]
   end
   int("default_timeout", 1)
   int("max_dispatch_depth", 1)
   int("max_concurrency", 1)
   int("job_retention_days", 0)
-  s.default_max_budget_usd = opt(r.default_max_budget_usd, as_num, "settings.default_max_budget_usd")
-  if s.default_max_budget_usd and s.default_max_budget_usd < 0 then
-    fail("settings.default_max_budget_usd", "must be >= 0")
-  end
+  s.default_max_budget_usd = at_least(opt(r.default_max_budget_usd, as_num,
+    "settings.default_max_budget_usd"), 0, "settings.default_max_budget_usd")
   s.default_permission_mode = opt(r.default_permission_mode, as_str, "settings.default_permission_mode")
   s.default_allowed_tools = opt(r.default_allowed_tools, str_list, "settings.default_allowed_tools") or json.array()
   s.default_disallowed_tools = opt(r.default_disallowed_tools, str_list, "settings.default_disallowed_tools") or json.array()
   if r.cache ~= nil and r.cache ~= json.null then
     local c = mapping(r.cache, "settings.cache")
     if c.enabled ~= nil and c.enabled ~= json.null then
-      if type(c.enabled) ~= "boolean" then fail("settings.cache.enabled", "expected true or false") end
-      s.cache.enabled = c.enabled
+      if type(c.enabled) ~= "boolean" then
+        problem("settings.cache.enabled", "expected true or false")
+      else
+        s.cache.enabled = c.enabled
+      end
     end
-    if c.ttl ~= nil and c.ttl ~= json.null then
-      s.cache.ttl = as_int(c.ttl, "settings.cache.ttl")
-      if s.cache.ttl < 0 then fail("settings.cache.ttl", "must be >= 0") end
+    local function cint(k, min)
+      local w = "settings.cache." .. k
+      s.cache[k] = at_least(opt(c[k], as_int, w), min, w) or s.cache[k]
     end
-    if c.max_size ~= nil and c.max_size ~= json.null then
-      s.cache.max_size = as_int(c.max_size, "settings.cache.max_size")
-      if s.cache.max_size < 1 then fail("settings.cache.max_size", "must be >= 1") end
-    end
-    if c.max_bytes ~= nil and c.max_bytes ~= json.null then
-      s.cache.max_bytes = as_int(c.max_bytes, "settings.cache.max_bytes")
-      if s.cache.max_bytes < 1 then fail("settings.cache.max_bytes", "must be >= 1") end
-    end
+    cint("ttl", 0)
+    cint("max_size", 1)
+    cint("max_bytes", 1)
   end
   return s
 end
 
---- Validates a decoded YAML document into a config table. Raises a
---- {schema=true, message=} error on the first problem.
-function M.from_document(doc, path)
+local function build(doc, path)
   local cfg = M.empty(path)
   if doc == nil or doc == json.null then return cfg end
   local top = mapping(doc, "top level")
   local agents, order = mapping(top.agents, "agents")
   for _, name in ipairs(order) do
-    check_name(name, "agents." .. name)
-    cfg.agents[name] = parse_agent(name, agents[name])
-    cfg.agent_names[#cfg.agent_names + 1] = name
+    if check_name(name, "agents." .. name) then
+      cfg.agents[name] = parse_agent(name, agents[name])
+      cfg.agent_names[#cfg.agent_names + 1] = name
+    end
   end
   local groups, gorder = mapping(top.groups, "groups")
   for _, name in ipairs(gorder) do
@@ -243,6 +281,26 @@ function M.from_document(doc, path)
     cfg.group_names[#cfg.group_names + 1] = name
   end
   cfg.settings = parse_settings(top.settings)
+  return cfg
+end
+
+--- Validates a decoded YAML document into a config table. Raises a
+--- {schema=true, message=, problems=} error listing every problem found
+--- (one per line of message, in file order).
+function M.from_document(doc, path)
+  local outer = report
+  report = {}
+  local ok, cfg = pcall(build, doc, path)
+  local found = report
+  report = outer
+  if not ok then error(cfg, 0) end
+  if #found > 0 then
+    local msg = found[1]
+    if #found > 1 then
+      msg = #found .. " problems:\n    " .. table.concat(found, "\n    ")
+    end
+    error({ schema = true, message = msg, problems = found }, 0)
+  end
   return cfg
 end
 
@@ -273,15 +331,148 @@ local function changed_agents(old, new)
   return names
 end
 
+-- ---------------------------------------------------------- unknown keys --
+--
+-- Keys this version does not know are kept (and left alone by changes),
+-- but a typo such as `permision_mode: plan` would otherwise leave an agent
+-- with the inherited permissions without a word: every unknown key is
+-- reported, with the known key it most likely meant.
+
+local PERMISSION_KEYS = { permission_mode = true, allowed_tools = true,
+  disallowed_tools = true, default_permission_mode = true,
+  default_allowed_tools = true, default_disallowed_tools = true }
+
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+local function squash(k) return (k:lower():gsub("[%-_ ]", "")) end
+
+--- The known key that `key` most likely meant (a different spelling or
+--- case, or a few letters off), or nil.
+function M.suggest(key, known)
+  local best, best_d
+  for _, k in ipairs(known) do
+    local d = squash(k) == squash(key) and 0 or distance(key:lower(), k)
+    if d <= math.max(2, #k // 4) and (not best_d or d < best_d) then best, best_d = k, d end
+  end
+  return best
+end
+
+local function unknown_in(map, known, where, out)
+  if type(map) ~= "table" or json.is_array(map) or map == json.null then return end
+  local set = {}
+  for _, k in ipairs(known) do set[k] = true end
+  local _, order = mapping(map, where)
+  for _, k in ipairs(order) do
+    if type(k) == "string" and not set[k] then
+      local s = M.suggest(k, known)
+      local lk = k:lower()
+      out[#out + 1] = { key = k, where = where, suggestion = s,
+        permission = (s and PERMISSION_KEYS[s]) or lk:find("permission", 1, true) ~= nil
+          or lk:find("tool", 1, true) ~= nil }
+    end
+  end
+end
+
+--- Every key of a decoded agents.yaml document that this version does not
+--- know: a list of {key =, where = (the dotted path of its mapping, "" at
+--- the top level), suggestion = (a known key or nil), permission = (true
+--- when it looks like a permission key: the agent then runs without the
+--- restriction it was meant to have)}, in file order.
+function M.unknown_keys_in(doc)
+  local out = {}
+  if type(doc) ~= "table" then return out end
+  local outer = report
+  report = {} -- shape problems are the schema's to report
+  unknown_in(doc, TOP_KEYS, "", out)
+  local agents, order = mapping(doc.agents, "agents")
+  for _, name in ipairs(order) do
+    unknown_in(agents[name], AGENT_KEYS, "agents." .. name, out)
+  end
+  local groups, gorder = mapping(doc.groups, "groups")
+  for _, name in ipairs(gorder) do
+    local g = groups[name]
+    unknown_in(g, GROUP_KEYS, "groups." .. name, out)
+    if type(g) == "table" and type(g.members) == "table" then
+      for i, m in ipairs(g.members) do
+        unknown_in(m, MEMBER_KEYS, "groups." .. name .. ".members[" .. (i - 1) .. "]", out)
+      end
+    end
+  end
+  if type(doc.settings) == "table" then
+    unknown_in(doc.settings, SETTINGS_KEYS, "settings", out)
+    unknown_in(doc.settings.cache, CACHE_KEYS, "settings.cache", out)
+  end
+  report = outer
+  return out
+end
+
+--- The unknown keys of the config file at path (default: the config):
+--- a list as unknown_keys_in returns (empty when the file does not
+--- exist), or nil and a load error table when it cannot be read or parsed.
+function M.unknown_keys(path)
+  path = path or M.path()
+  local cfg, err, _, doc = M.read(path)
+  if not cfg then
+    if err.kind ~= "schema" then return nil, err end
+    -- A file with schema errors still has its typos reported.
+    return M.unknown_keys_in(doc)
+  end
+  return M.unknown_keys_in(doc)
+end
+
+--- One line for an unknown key: where it is, what it likely meant and,
+--- for permission keys, what it costs.
+function M.unknown_key_message(u)
+  local full = (u.where ~= "" and (u.where .. ".") or "") .. u.key
+  local msg = "unknown key " .. full
+  if u.suggestion then msg = msg .. " (did you mean " .. u.suggestion .. "?)" end
+  if u.permission then
+    msg = msg .. "; it is ignored, so " .. (u.where:match("^agents%.") and
+      "this agent runs with the inherited permission settings" or
+      "no default permission setting comes from it")
+  else
+    msg = msg .. "; it is ignored"
+  end
+  return msg
+end
+
+-- Warned once per file version (path and identity).
+local warned = {}
+
+local function warn_unknown(path, id, cfg)
+  if not cfg.unknown_keys or #cfg.unknown_keys == 0 then return end
+  local tag = path .. "\0" .. tostring(id)
+  if warned[tag] then return end
+  warned[tag] = true
+  for _, u in ipairs(cfg.unknown_keys) do
+    io.stderr:write("agent-dispatch: warning: ", path, ": ", M.unknown_key_message(u), "\n")
+  end
+end
+
 --- Loads the config (cached while the file is unchanged; fresh = true
 --- forces a re-parse and returns a private copy). Returns cfg, or nil and an error table
---- {kind = "schema"|"yaml"|"utf8"|"io", path =, detail =}.
+--- {kind = "schema"|"yaml"|"utf8"|"io", path =, detail =}. Unknown keys
+--- (cfg.unknown_keys) are reported on stderr once per version of the file
+--- (under `serve`, stderr is the server's log).
 function M.load(path, fresh)
   path = path or M.path()
   local id = core.fs.file_id(path)
   local hit = loaded[path]
   if not fresh and id and hit and hit.id == id then return hit.cfg end
   local cfg, err = M.parse_file(path)
+  if cfg then warn_unknown(path, id, cfg) end
   -- A fresh load is the caller's own copy (it may be mutated and saved):
   -- never cache it, so the cached copy stays what was last read.
   if cfg and id and not fresh then
@@ -296,7 +487,10 @@ function M.load(path, fresh)
   return cfg, err
 end
 
-function M.parse_file(path)
+--- Reads and validates the file: cfg, nil, text, doc; or nil, error
+--- (and the text and document when they were read). text is nil when the
+--- file does not exist.
+function M.read(path)
   -- The config decides which directories agents run in, with which
   -- permissions: like a Lua file, it is read only when no one else could
   -- have written it (checked on the descriptor that is read).
@@ -320,11 +514,18 @@ function M.parse_file(path)
   local ok, cfg = pcall(M.from_document, doc, path)
   if not ok then
     if type(cfg) == "table" and cfg.schema then
-      return nil, { kind = "schema", path = path, detail = cfg.message }
+      return nil, { kind = "schema", path = path, detail = cfg.message,
+                    problems = cfg.problems }, text, doc
     end
     error(cfg, 0)
   end
-  return cfg
+  cfg.unknown_keys = M.unknown_keys_in(doc)
+  return cfg, nil, text, doc
+end
+
+function M.parse_file(path)
+  local cfg, err = M.read(path)
+  return cfg, err
 end
 
 -- ------------------------------------------------------------------ save --
@@ -390,14 +591,18 @@ local function read_only(path)
   return nil
 end
 
---- Writes cfg atomically (0600, parent 0700). Returns true or nil, error
---- {kind = "write"|"render", path =, detail =}.
+--- Writes cfg atomically (0600, parent 0700), in full. Returns true or
+--- nil, error {kind = "write"|"render", path =, detail =}.
 function M.save(cfg)
   local path = cfg.path or M.path()
   local ok, text, rerr = pcall(core.yaml.dump, M.to_document(cfg))
   if not ok or not text then
     return nil, { kind = "render", path = path, detail = tostring(rerr or text) }
   end
+  return M.write(path, text)
+end
+
+function M.write(path, text)
   local ro = read_only(path)
   if ro then return nil, { kind = "write", path = path, detail = ro } end
   local made, merr = core.fs.mkparent(path, 448) -- 0700
@@ -407,8 +612,71 @@ function M.save(cfg)
   return true
 end
 
+--- How many previous versions a change keeps: <config>.bak.1 (the file
+--- before the last change) to <config>.bak.<BACKUPS> (the oldest).
+M.BACKUPS = 5
+
+function M.backup_path(path, n)
+  return path .. ".bak." .. (n or 1)
+end
+
+-- Keeps `text` (the file before this change) as .bak.1, shifting the
+-- older backups up and dropping the oldest. Runs under the config lock.
+local function backup(path, text)
+  for n = M.BACKUPS - 1, 1, -1 do
+    local from = M.backup_path(path, n)
+    if core.fs.stat(from) then os.rename(from, M.backup_path(path, n + 1)) end
+  end
+  return core.fs.write_atomic(M.backup_path(path, 1), text, 384) -- 0600
+end
+
+-- The new text of the file: the old text with only the changed entries
+-- rewritten (checked by reading it back); the whole document when there
+-- was no file, or when the edit could not be made or checked (with a
+-- warning: the previous file is in the backup).
+local function new_text(path, text, before, cfg, warnings)
+  local want = M.to_document(cfg)
+  if text then
+    local edited, why = config_edit.apply(text, M.to_document(before), want)
+    if edited then
+      local doc = core.yaml.load(edited)
+      local okb, back = pcall(M.from_document, doc, path)
+      if okb and config_edit.equal(M.to_document(back), want) then return edited end
+      why = "the edited file did not read back as the change"
+    end
+    warnings[#warnings + 1] = "could not change " .. path .. " in place (" .. tostring(why) ..
+      "); it was rewritten in full, without its comments. The previous version is " ..
+      M.backup_path(path) .. "."
+  end
+  local ok, out, rerr = pcall(core.yaml.dump, want)
+  if not ok or not out then return nil, tostring(rerr or out) end
+  return out
+end
+
+-- Writes the change: the previous file to the backups, then the new
+-- text atomically. true, or nil and a save error table.
+local function commit(path, text, before, cfg, warnings)
+  local out, rerr = new_text(path, text, before, cfg, warnings)
+  if not out then return nil, { kind = "render", path = path, detail = rerr } end
+  if out == text then return true end
+  if text then
+    local ro = read_only(path)
+    if ro then return nil, { kind = "write", path = path, detail = ro } end
+    local ok, berr = backup(path, text)
+    if not ok then
+      return nil, { kind = "write", path = path,
+                    detail = "could not keep a backup: " .. tostring(berr) }
+    end
+  end
+  return M.write(path, out)
+end
+
 --- Runs fn(cfg) between a fresh load and a save, under the config lock.
---- fn returns (result, changed): the config is saved only when changed.
+--- fn returns (result, changed): the config is saved only when changed,
+--- and then only the entries fn changed are rewritten (ad.config_edit):
+--- comments, blank lines, order, unknown keys and values such as `~/x`
+--- stay byte for byte. The previous file is kept as <config>.bak.1
+--- (M.BACKUPS versions).
 --- Returns result, warnings; or nil, error (a load/save error table, a
 --- {kind = "lock", path =, wait =, detail =} when the lock could not be
 --- taken within the bound, or whatever fn returned as its second value
@@ -427,18 +695,20 @@ function M.mutate(fn, path)
     return nil, { kind = "lock", path = path .. ".lock", wait = wait,
                   detail = tostring(lerr) }, warnings
   end
-  local cfg, err = M.load(path, true)
+  local cfg, err, text, doc = M.read(path)
   if not cfg then
     lock:unlock()
     return nil, err, warnings
   end
+  warn_unknown(path, core.fs.file_id(path), cfg)
+  local before = M.from_document(doc, path) -- untouched by fn
   local result, changed_or_err = fn(cfg)
   if result == nil then
     lock:unlock()
     return nil, changed_or_err, warnings
   end
   if changed_or_err ~= false then
-    local ok, serr = M.save(cfg)
+    local ok, serr = commit(path, text, before, cfg, warnings)
     if not ok then
       lock:unlock()
       return nil, serr, warnings

@@ -9,8 +9,8 @@ local config = require "ad.storage.config"
 
 local M = {}
 
-M.LOAD_HINT = "Fix the YAML in agents.yaml or restore a backup; " ..
-  "`agent-dispatch doctor` points at the broken section."
+M.LOAD_HINT = "Fix the YAML in agents.yaml or restore a backup (agents.yaml.bak.1 " ..
+  "is the file before agent-dispatch last changed it); `agent-dispatch doctor` points at the broken section."
 M.TRUST_HINT = "agents.yaml is read only when you own it and neither it nor a " ..
   "directory on its path is writable by anyone else; fix the owner or mode as the error says."
 M.IO_HINT = "Check free space and permissions on the config and jobs " ..
