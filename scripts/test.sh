@@ -5,20 +5,24 @@
 # against the real Claude Code CLI (installed from npm, run offline against
 # a loopback Messages API mock), then the same suite under ASan+UBSan, and
 # a valgrind leak check of an MCP session.
+#
+# It builds in its own directories (build-test/, build-test-asan/), never
+# in build/ (which scripts/install.sh configures without tests), and fails
+# unless every registered test ran and passed (scripts/ctest-all.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh --test
 jobs=$(nproc)
 
 echo "== build and test (RelWithDebInfo)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$jobs"
-(cd build && ctest --output-on-failure --timeout 900)
+cmake -S . -B build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAD_TESTS=ON >/dev/null
+cmake --build build-test -j"$jobs"
+scripts/ctest-all.sh build-test --timeout 900
 
 echo "== build and test with AddressSanitizer + UndefinedBehaviorSanitizer"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DAD_SANITIZE=ON >/dev/null
-cmake --build build-asan -j"$jobs"
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+cmake -S . -B build-test-asan -DCMAKE_BUILD_TYPE=Debug -DAD_SANITIZE=ON -DAD_TESTS=ON >/dev/null
+cmake --build build-test-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --output-on-failure --timeout 900 -LE valgrind)
+  scripts/ctest-all.sh build-test-asan --timeout 900 -LE valgrind
 echo "== all tests passed"

@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <uv.h>
+#include <yaml.h>
 
 #include "ad/proc.h"
 #include "bind/bind.h"
@@ -97,6 +98,20 @@ static void user_lua_dir(char *buf, size_t len)
     snprintf(buf, len, "%s/.config/agent-dispatch/lua", home ? home : "");
 }
 
+#ifndef AD_COMMIT
+#define AD_COMMIT "unknown"
+#endif
+
+/* --version: what a bug report needs, the release, the commit it was
+ * built from and the libraries linked in (the Lua release is the one
+ * compiled and linked, statically by default). */
+static void print_version(void)
+{
+    printf("agent-dispatch %s\ncommit %s\n%s, libuv %s, libyaml %s\n",
+           AD_VERSION, AD_COMMIT, LUA_RELEASE, uv_version_string(),
+           yaml_get_version_string());
+}
+
 /* The exit status the root task asked for. */
 static int exit_status(lua_State *L, struct task *root)
 {
@@ -118,6 +133,11 @@ static int exit_status(lua_State *L, struct task *root)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* EPIPE on stdout means "client gone" */
+    if (argc == 2 &&
+        (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
+        print_version();
+        return 0;
+    }
     uv_loop_t *loop = uv_default_loop();
     lua_State *L = luaL_newstate();
     if (!L) {

@@ -12,6 +12,8 @@
  *   core.fs.file_id(path) -> "dev:ino:size:mtime.ns" | nil
  *   core.fs.listdir(dir) -> {names} | nil, msg, code
  *   core.fs.unlink(path) -> true | nil, msg, code
+ *   core.fs.free_space(path) -> bytes available to this user on the file
+ *       system holding path | nil, msg, code
  *
  * Project probes live in project.c, text and ids in text.c, facts about
  * this process in sys.c. */
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "ad/fsutil.h"
@@ -386,6 +389,17 @@ static int l_unlink(lua_State *L)
     return 1;
 }
 
+static int l_free_space(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct statvfs sv;
+    if (statvfs(path, &sv) != 0) {
+        return fail_errno(L, -errno, path);
+    }
+    lua_pushinteger(L, (lua_Integer)sv.f_bavail * (lua_Integer)sv.f_frsize);
+    return 1;
+}
+
 void bind_fs_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -400,6 +414,7 @@ void bind_fs_register(lua_State *L)
         {"file_id", l_file_id},
         {"listdir", l_listdir},
         {"unlink", l_unlink},
+        {"free_space", l_free_space},
         {NULL, NULL},
     };
     if (luaL_newmetatable(L, LOCK_MT)) {

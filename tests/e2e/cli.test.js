@@ -17,7 +17,7 @@ describe('global behavior', () => {
   test('--version prints the version; --help and no args', (t) => {
     const env = newEnv(t);
     const v = ok(env.run(['--version']));
-    assert.match(v.stdout, /^agent-dispatch \d+\.\d+\.\d+\s*$/);
+    assert.match(v.stdout, /^agent-dispatch \d+\.\d+\.\d+\ncommit /);
     const h = ok(env.run(['--help']));
     for (const c of ['serve', 'init', 'add', 'update', 'remove', 'list', 'describe', 'test', 'group', 'run']) {
       assert.match(h.stdout, new RegExp(`^\\s+${c}\\s`, 'm'), c);

@@ -1066,6 +1066,15 @@ int main(int argc, char **argv)
         log_invocation(argc, argv, NULL);
         return mcp_main(argc, argv);
     }
+    /* `claude auth status`: offline JSON, logged in unless
+     * STUB_CLAUDE_LOGGED_OUT is set (as the real CLI without credentials). */
+    if (argc >= 3 && !strcmp(argv[1], "auth") && !strcmp(argv[2], "status")) {
+        log_invocation(argc, argv, NULL);
+        say(STDOUT_FILENO, getenv("STUB_CLAUDE_LOGGED_OUT")
+                               ? "{\"loggedIn\": false, \"authMethod\": \"none\"}\n"
+                               : "{\"loggedIn\": true, \"authMethod\": \"api_key\"}\n");
+        return 0;
+    }
     struct args a;
     int bad_args = parse_args(argc, argv, &a);
     /* Like the CLI, read the prompt from stdin when none is given. */
@@ -1083,7 +1092,14 @@ int main(int argc, char **argv)
         return 1;
     }
     if (a.version) {
-        say(STDOUT_FILENO, STUB_VERSION "\n");
+        /* STUB_CLAUDE_VERSION: another installed version. */
+        const char *v = getenv("STUB_CLAUDE_VERSION");
+        if (v) {
+            say(STDOUT_FILENO, v);
+            say(STDOUT_FILENO, " (Claude Code stub)\n");
+        } else {
+            say(STDOUT_FILENO, STUB_VERSION "\n");
+        }
         return 0;
     }
     if (!a.print) {
