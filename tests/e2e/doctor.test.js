@@ -143,3 +143,14 @@ test('doctor warns when the jobs directory has little free space', (t) => {
   const d = doctor(env, { AGENT_DISPATCH_JOBS_DIR: jobs });
   assert.match(d.stdout, /\[WARN\] Only [01]\.\d MB free on the file system of .*\n\s+Free some space, or delete finished jobs: agent-dispatch gc/);
 });
+
+test('doctor warns about a user Lua file that overrides no shipped module, and names where it moved', (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const lua = path.join(env.cfgDir, 'lua', 'ad');
+  fs.mkdirSync(lua, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(path.join(lua, 'aggregate.lua'), 'return {}\n', { mode: 0o600 });
+  const d = doctor(env);
+  assert.match(d.stdout, /\[WARN\] .*ad\/aggregate\.lua overrides no shipped module \(ad\.aggregate\)/);
+  assert.ok(d.stdout.includes(path.join(env.cfgDir, 'lua', 'ad', 'domain', 'aggregate.lua')), d.stdout);
+});

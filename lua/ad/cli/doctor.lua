@@ -192,6 +192,45 @@ local function jobs_checks(r)
   end
 end
 
+-- Lua files in the user directory that replace no shipped module: an
+-- override left at a module's old place (modules live in layer folders:
+-- ad.aggregate is ad.domain.aggregate) silently does nothing. Helper
+-- modules of the user's own are legitimate, hence a warning. Returns how
+-- many files it reported.
+local function stray_lua_files(r, dir)
+  if dir == "" or core.fs.stat(dir) ~= "dir" then return 0 end
+  local shipped, by_leaf = {}, {}
+  for _, name in ipairs(core.embed.list()) do
+    shipped[name] = true
+    local leaf = name:match("([^.]+)$")
+    by_leaf[leaf] = by_leaf[leaf] or name
+  end
+  local n = 0
+  local function walk(sub, depth)
+    local names = core.fs.listdir(dir .. sub) or {}
+    table.sort(names)
+    for _, f in ipairs(names) do
+      local rel = sub .. "/" .. f
+      local kind = core.fs.stat(dir .. rel)
+      if kind == "dir" and depth < 8 then
+        walk(rel, depth + 1)
+      elseif kind == "file" and f:match("%.lua$") then
+        local name = rel:sub(2):gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
+        if not shipped[name] then
+          n = n + 1
+          local moved = by_leaf[name:match("([^.]+)$")]
+          r.warn(dir .. rel .. " overrides no shipped module (" .. name .. ")",
+            moved and ("If it is meant to replace " .. moved .. ", move it to " .. dir ..
+              "/" .. moved:gsub("%.", "/") .. ".lua") or
+            "Fine if it is a module of your own that your tool files require")
+        end
+      end
+    end
+  end
+  walk("", 0)
+  return n
+end
+
 -- Tool files (same problems and words as `agent-dispatch lua tools`) and
 -- overrides of the embedded modules in the user Lua directory (refused
 -- when someone else could have written them, reported when they do not
@@ -224,6 +263,7 @@ local function extension_checks(r)
       end
     end
   end
+  n = n + stray_lua_files(r, dir)
   if #plugins.loaded == 0 and #plugins.problems == 0 and n == 0 then
     r.ok("No tool files or overrides")
   end
