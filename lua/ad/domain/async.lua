@@ -178,9 +178,11 @@ end
 --- process; otherwise its worker starts on this process's loop. req is a
 --- request (ad.domain.request); hooks.on_done(id, result) is optional (for
 --- a detached job it runs here when the record ends, if this process is
---- still there). Returns the pending record.
-function M.submit(req, hooks)
-  local detached = req.settings == nil or req.settings.jobs_outlive_server ~= false
+--- still there); opts.detached = true detaches whatever the setting says
+--- (CLI `dispatch --async`). Returns the pending record.
+function M.submit(req, hooks, opts)
+  local detached = (opts and opts.detached) or req.settings == nil or
+    req.settings.jobs_outlive_server ~= false
   local rec = jobs.create({ agent = req.agent_name, task = req.task, context = req.context,
                             caller = req.caller, goal = req.goal,
                             request = detached and request_fields(req) or nil })
