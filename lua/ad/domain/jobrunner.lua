@@ -53,7 +53,11 @@ function M.main(id)
     jobs.fail(id, "The job could not start: " .. tostring(msg))
     return 1
   end
-  pcall(require("ad.domain.plugins").load, function() end, {})
+  local plugins = require "ad.domain.plugins"
+  pcall(plugins.load, function() end, {})
+  -- User hooks run in the worker under the same runaway-code budget as
+  -- in a server (the worker inherits it from this task).
+  core.task.set_budget(plugins.CALL_BUDGET)
   local entry = require("ad.domain.async").start(id, req)
   -- A shutdown signal (the machine stopping) ends the job honestly
   -- instead of leaving a record that says it is running.
