@@ -111,8 +111,9 @@ end
 
 --- Starts a background job (like the dispatch_async tool); returns its id.
 --- spec: agent, task, context, caller, goal, response_format,
---- timeout_seconds, group. The job runs on this process's loop: wait for it
---- before the script ends (ad.wait), or it is stopped and marked failed.
+--- timeout_seconds, group. With settings.jobs_outlive_server (the default)
+--- it runs in a detached job runner and outlives the script; otherwise on
+--- this process's loop, stopped and marked failed if the script ends first.
 function M.async(spec)
   if type(spec) ~= "table" then error("expected a table {agent=..., task=...}", 2) end
   local req, err = request.build(cfg(), spec)

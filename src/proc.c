@@ -802,3 +802,100 @@ size_t proc_live_count(void)
 {
     return live_count;
 }
+
+/* The middle process of proc_detach: a new session, then the detached
+ * process itself, which writes its pid to the parent on report_w, then
+ * its exec's errno if the exec fails; a successful exec closes report_w
+ * (O_CLOEXEC), so the parent reads EOF. */
+__attribute__((noreturn)) static void detach_middle(char *const argv[], int report_w)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig != SIGKILL && sig != SIGSTOP) {
+            sigaction(sig, &dfl, NULL); /* SIG_IGN (SIGPIPE) survives exec */
+        }
+    }
+    if (setsid() < 0) {
+        _exit(127);
+    }
+    pid_t g = fork();
+    if (g < 0) {
+        _exit(127);
+    }
+    if (g > 0) {
+        _exit(0);
+    }
+    pid_t me = getpid();
+    if (write(report_w, &me, sizeof me) != (ssize_t)sizeof me) {
+        _exit(127);
+    }
+    int null = open("/dev/null", O_RDWR);
+    if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0) {
+        int e = errno;
+        ssize_t n = write(report_w, &e, sizeof e);
+        _exit(n < 0 ? 127 : 127);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execv(argv[0], argv);
+    int e = errno;
+    ssize_t n = write(report_w, &e, sizeof e);
+    _exit(n < 0 ? 127 : 127);
+}
+
+/* Reads exactly len bytes (or fewer at EOF); the count read. */
+static size_t read_full(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, (char *)buf + got, len - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        got += (size_t)n;
+    }
+    return got;
+}
+
+int proc_detach(char *const argv[], pid_t *pid)
+{
+    int rep[2];
+    if (pipe2(rep, O_CLOEXEC) != 0) {
+        return -errno;
+    }
+    /* Signals blocked around the fork: no handler of ours runs in the
+     * middle process before it resets them. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t mid = fork();
+    if (mid == 0) {
+        close(rep[0]);
+        detach_middle(argv, rep[1]);
+    }
+    int rc = mid < 0 ? -errno : 0;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    close(rep[1]);
+    if (rc == 0) {
+        pid_t g = 0;
+        int e = 0;
+        if (read_full(rep[0], &g, sizeof g) != sizeof g || g <= 0) {
+            rc = -EIO;
+        } else if (read_full(rep[0], &e, sizeof e) == sizeof e) {
+            rc = -(e ? e : EIO); /* it exists but could not exec */
+        }
+        *pid = g;
+        /* The middle process is ours to reap (it exits at once); only
+         * ours: the reaper waits for its own pids by number. */
+        while (waitpid(mid, NULL, 0) < 0 && errno == EINTR) {
+        }
+    }
+    close(rep[0]);
+    return rc;
+}

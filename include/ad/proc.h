@@ -91,6 +91,13 @@ int proc_term_signal(const struct proc *p);
  * marker line and the tail. Valid until proc_release. */
 const char *proc_stderr(struct proc *p, size_t *len);
 
+/* Starts argv (argv[0] an absolute path) detached from this process: a
+ * double fork, so it is not our child (never reaped or killed by us, no
+ * PR_SET_PDEATHSIG), in its own session, stdio on /dev/null, default
+ * signal handling. 0 and *pid (the detached process) on success, or a
+ * negative errno (the exec's failure included). */
+int proc_detach(char *const argv[], pid_t *pid);
+
 /* SIGKILL every live child's group (shutdown path). */
 void proc_kill_all(void);
 size_t proc_live_count(void);

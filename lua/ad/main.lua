@@ -23,6 +23,11 @@ function M.main(args)
   local entry = (#argv == 1 and argv[1] == "serve")
     and function() return require("ad.protocol.mcp").serve() end
     or require("ad.cli").main
+  -- The detached runner of one job (ad.domain.async.submit starts it):
+  -- not a user command, so not in the CLI's table or its help.
+  if argv[1] == "__job-runner" and #argv == 2 then
+    entry = function() return require("ad.domain.jobrunner").main(argv[2]) end
+  end
   local ok, code = xpcall(entry, M.on_error, argv)
   if ok then return code end
   if type(code) == "table" and code.type == "cancelled" then return 130 end

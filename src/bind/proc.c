@@ -8,6 +8,7 @@
  *   p:wait() -> {exit_code=, signal=, timed_out=, stderr=, pid=,
  *                skipped_lines=, truncated=, dropped_bytes=}
  *   p:kill([hard]) ; p:pid() ; p:close() (also __close and __gc)
+ *   core.proc.detach{arg, ...} -> pid | nil, message (this program, detached)
  *
  * Lines and stderr reach Lua as valid UTF-8 (ill-formed bytes become
  * U+FFFD). stdin (a string) reaches the child on a private pipe, written
@@ -19,8 +20,10 @@
  * info.truncated says so. Cancelling a task that waits on a process kills
  * the process group. A limiter slot handed to core.proc.spawn is released
  * when the child has exited, never earlier. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ad/proc.h"
 #include "ad/utf8.h"
@@ -415,6 +418,41 @@ static int l_close(lua_State *L)
     return 0;
 }
 
+/* core.proc.detach{arg, ...} -> pid | nil, message: this very program
+ * (/proc/self/exe) with those arguments, detached (proc_detach): not our
+ * child, in its own session, left running when we exit. */
+static int l_detach(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, 1);
+    luaL_argcheck(L, n >= 0 && n < 64, 1, "too many arguments");
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, "cannot find this program (/proc/self/exe)");
+        return 2;
+    }
+    self[len] = '\0';
+    char *argv[66];
+    argv[0] = self;
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        argv[i] = (char *)luaL_checkstring(L, -1); /* alive in the table */
+        lua_pop(L, 1);
+    }
+    argv[n + 1] = NULL;
+    pid_t pid = 0;
+    int rc = proc_detach(argv, &pid);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot start %s: %s", self, strerror(-rc));
+        return 2;
+    }
+    lua_pushinteger(L, pid);
+    return 1;
+}
+
 void bind_proc_register(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -437,6 +475,7 @@ void bind_proc_register(lua_State *L)
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {
         {"spawn", l_process},
+        {"detach", l_detach},
         {NULL, NULL},
     };
     bind_subtable(L, "proc", fns);

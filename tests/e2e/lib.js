@@ -197,6 +197,15 @@ class Env {
     }
     const g = this.grandchildPid();
     if (g) pids.add(g);
+    // Detached job runners: each job record names the process that owns it.
+    let names = [];
+    try { names = fs.readdirSync(this.jobs).filter((n) => /^[0-9a-f]{32}\.json$/.test(n)); } catch { /* none */ }
+    for (const n of names) {
+      try {
+        const rec = JSON.parse(fs.readFileSync(path.join(this.jobs, n), 'utf8'));
+        if (rec.server && rec.server.pid > 1 && rec.server.pid !== process.pid) pids.add(rec.server.pid);
+      } catch { /* being rewritten */ }
+    }
     return { pids: [...pids], groups: [...groups] };
   }
 

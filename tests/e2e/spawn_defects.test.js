@@ -62,8 +62,10 @@ describe('children and a SIGKILLed server', () => {
   });
 
   test('async jobs of a SIGKILLed server: children gone, settled by the next server at once', async (t) => {
+    // Jobs run by the server itself (jobs_outlive_server off); detached
+    // jobs are covered in detached_jobs.test.js.
     const env = newEnv(t);
-    env.setup({ agents: { a: true } });
+    env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: false\n' });
     t.after(() => killStubs(env));
     const srv = env.serve();
     await srv.init();

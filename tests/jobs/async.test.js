@@ -10,6 +10,13 @@ const path = require('node:path');
 const crypto = require('node:crypto');
 const { spawn } = require('node:child_process');
 const { newEnv, sleep, alive, groupAlive, waitUntil } = require('../e2e/lib');
+// These tests cover jobs run by the server itself (jobs_outlive_server
+// off); detached jobs are covered by tests/e2e/detached_jobs.test.js.
+const { Env } = require('../e2e/lib');
+const inServerSetup = Env.prototype.setup;
+Env.prototype.setup = function setup(o = {}) {
+  return inServerSetup.call(this, { ...o, settings: `${o.settings || ''}  jobs_outlive_server: false\n` });
+};
 
 const HEX = /^[0-9a-f]{32}$/;
 const DAY = 86400;

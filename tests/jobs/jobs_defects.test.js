@@ -11,6 +11,13 @@ const crypto = require('node:crypto');
 const os = require('node:os');
 const { execFileSync } = require('node:child_process');
 const { newEnv, sleep } = require('../e2e/lib');
+// These tests cover jobs run by the server itself (jobs_outlive_server
+// off); detached jobs are covered by tests/e2e/detached_jobs.test.js.
+const { Env } = require('../e2e/lib');
+const inServerSetup = Env.prototype.setup;
+Env.prototype.setup = function setup(o = {}) {
+  return inServerSetup.call(this, { ...o, settings: `${o.settings || ''}  jobs_outlive_server: false\n` });
+};
 
 const HEX = /^[0-9a-f]{32}$/;
 const now = () => Date.now() / 1000;

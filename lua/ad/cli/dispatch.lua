@@ -16,13 +16,34 @@ local function report_failure(r)
   if r.hint then err("Hint: ", r.hint) end
 end
 
+-- dispatch --async: the job as dispatch_async starts it. The job runs in
+-- a detached job runner, so it outlives this command, whatever
+-- settings.jobs_outlive_server says (in this process it would die at exit).
+local function start_async(cfg, name, task, o)
+  local req, msg = require("ad.domain.request").build(cfg, { agent = name, task = task,
+    context = o.context, timeout = o.timeout })
+  if not req then
+    err("Error: ", msg)
+    return 1
+  end
+  local rec = require("ad.domain.async").submit(req, nil, { detached = true })
+  if o.json then
+    out(json.encode(json.object({ job_id = rec.id, status = rec.status, agent = name },
+      { "job_id", "status", "agent" })))
+  else
+    out(rec.id)
+  end
+  return 0
+end
+
 C.dispatch = {
-  usage = "AGENT TASK [--json] [--context TEXT] [--timeout N]",
+  usage = "AGENT TASK [--json] [--context TEXT] [--timeout N] [--async]",
   summary = "Send a task to an agent and print its answer.",
   options = {
     { "--json", help = "Print the whole result (a DispatchResult) as JSON on stdout." },
     { "--context", arg = "TEXT", help = "Background the agent gets with the task." },
     { "--timeout", arg = "N", type = "int", help = "One-off timeout in seconds." },
+    { "--async", help = "Start the dispatch as a background job and print its id (with --json: {job_id, status, agent}); the job keeps running after this command exits. See 'jobs', 'job', 'cancel'." },
   },
   positionals = { "AGENT", "TASK" }, min = 2, max = 2,
   run = function(o, pos)
@@ -30,6 +51,7 @@ C.dispatch = {
     local cfg, _, code = common.load_agent(name)
     if not cfg then return code end
     core.limiter.set_limit(cfg.settings.max_concurrency)
+    if o.async then return start_async(cfg, name, task, o) end
     require("ad.domain.plugins").load(function() end, {})
     local shown = progress.start()
     local req, msg = require("ad.domain.request").build(cfg, { agent = name, task = task,

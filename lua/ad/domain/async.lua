@@ -1,6 +1,7 @@
 --- Background dispatches (F31, F52-F55) and result references (F35): the
 --- same runner and the same limiter as every other dispatch, one task per
---- job, on the server's loop.
+--- job, on the loop of the process that runs it (a detached job runner,
+--- or with jobs_outlive_server off the server itself).
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
@@ -145,18 +146,61 @@ function M.start(id, req, hooks)
   return entry
 end
 
+-- What a detached job runner needs of req besides the record's own fields
+-- (the group's shared context is folded into context already; the group's
+-- name is kept for hooks), or nil when there is nothing.
+local function request_fields(req)
+  local t, any = {}, false
+  for _, k in ipairs(jobs.REQUEST_KEYS) do
+    if req[k] ~= nil then t[k], any = req[k], true end
+  end
+  return any and json.object(t, jobs.REQUEST_KEYS) or nil
+end
+
+-- Starts the detached job runner of a pending job and names it as the
+-- job's owner. Raises when it cannot be started.
+local function start_detached(rec)
+  local pid, err = core.proc.detach({ "__job-runner", rec.id })
+  if not pid then error(err, 0) end
+  local _, start = core.jobs.proc_identity(pid)
+  -- It may have finished already (nothing to name then): the record is
+  -- terminal and set_owner leaves it alone.
+  if start then jobs.set_owner(rec.id, { pid = pid, start = start }) end
+end
+
 --- The one way an async job starts (dispatch_async, MCP tasks, the `run`
---- API): the job is recorded as pending with the request's agent, task,
---- context (a group's shared context folded in), caller and goal, then
---- its worker starts on this process's loop. req is a request
---- (ad.domain.request); hooks.on_done(id, result) is optional. Returns the
---- pending record.
-function M.submit(req, hooks)
+--- API, CLI `dispatch --async`): the job is recorded as pending with the
+--- request's agent, task, context (a group's shared context folded in),
+--- caller, goal and the rest of the request (`request`: response_format,
+--- session_id, timeout override, group). With settings.jobs_outlive_server
+--- (the default) a detached job runner (`agent-dispatch __job-runner ID`,
+--- ad.domain.jobrunner, in its own session) runs it, so it outlives this
+--- process; otherwise its worker starts on this process's loop. req is a
+--- request (ad.domain.request); hooks.on_done(id, result) is optional (for
+--- a detached job it runs here when the record ends, if this process is
+--- still there); opts.detached = true detaches whatever the setting says
+--- (CLI `dispatch --async`). Returns the pending record.
+function M.submit(req, hooks, opts)
+  local detached = (opts and opts.detached) or req.settings == nil or
+    req.settings.jobs_outlive_server ~= false
   local rec = jobs.create({ agent = req.agent_name, task = req.task, context = req.context,
-                            caller = req.caller, goal = req.goal })
-  -- A start that fails (a module that cannot load) ends the job: no job
-  -- may stay pending forever.
-  local ok, err = pcall(M.start, rec.id, req, hooks)
+                            caller = req.caller, goal = req.goal,
+                            request = detached and request_fields(req) or nil })
+  -- A start that fails (a module that cannot load, no process) ends the
+  -- job: no job may stay pending forever.
+  local ok, err
+  if detached then
+    ok, err = pcall(start_detached, rec)
+    if ok and hooks and hooks.on_done then
+      core.task.spawn(function()
+        local r
+        repeat r = M.wait(rec.id, 3600) until not r or jobs.TERMINAL[r.status]
+        if r then pcall(hooks.on_done, rec.id, r.result) end
+      end)
+    end
+  else
+    ok, err = pcall(M.start, rec.id, req, hooks)
+  end
   if not ok then
     pcall(jobs.fail, rec.id, "The job could not start: " ..
       tostring(type(err) == "table" and err.message or err))

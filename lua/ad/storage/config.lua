@@ -27,7 +27,7 @@ local CACHE_KEYS = { "enabled", "ttl", "max_size", "max_bytes" }
 local SETTINGS_KEYS = { "default_timeout", "default_max_budget_usd",
   "default_permission_mode", "default_allowed_tools",
   "default_disallowed_tools", "max_dispatch_depth", "max_concurrency",
-  "cache", "job_retention_days" }
+  "cache", "job_retention_days", "jobs_outlive_server" }
 
 -- 64 MiB of cached results by default: an entry count alone does not
 -- bound memory when results are large.
@@ -44,6 +44,7 @@ function M.default_settings()
     max_concurrency = 5,
     cache = { enabled = true, ttl = 300, max_size = 1000, max_bytes = M.CACHE_MAX_BYTES },
     job_retention_days = 0,
+    jobs_outlive_server = true,
   }
 end
 
@@ -244,6 +245,13 @@ local function parse_settings(raw)
   s.default_permission_mode = opt(r.default_permission_mode, as_str, "settings.default_permission_mode")
   s.default_allowed_tools = opt(r.default_allowed_tools, str_list, "settings.default_allowed_tools") or json.array()
   s.default_disallowed_tools = opt(r.default_disallowed_tools, str_list, "settings.default_disallowed_tools") or json.array()
+  if r.jobs_outlive_server ~= nil and r.jobs_outlive_server ~= json.null then
+    if type(r.jobs_outlive_server) ~= "boolean" then
+      problem("settings.jobs_outlive_server", "expected true or false")
+    else
+      s.jobs_outlive_server = r.jobs_outlive_server
+    end
+  end
   if r.cache ~= nil and r.cache ~= json.null then
     local c = mapping(r.cache, "settings.cache")
     if c.enabled ~= nil and c.enabled ~= json.null then

@@ -9,7 +9,9 @@
 --- still be cancelled: its group is signalled only when pid, process group
 --- AND start time all still match (a recycled pid never does). See
 --- SECURITY.md. `server` = {pid, start} names the process that runs the
---- job's worker, so a job whose server is gone is settled at once.
+--- job's worker (a server, or the detached job runner of a job that
+--- outlives its server), so a job whose owner is gone is settled at once.
+--- `request` holds what that runner needs to rebuild the request.
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
@@ -22,7 +24,10 @@ M.STATUSES = { "pending", "running", "done", "failed", "cancelled" }
 M.TERMINAL = { done = true, failed = true, cancelled = true }
 M.KEYS = { "id", "agent", "task", "context", "caller", "goal", "status",
   "created_at", "started_at", "completed_at", "result", "error", "progress",
-  "progress_updated_at", "process", "server" }
+  "progress_updated_at", "process", "server", "request" }
+--- The fields of `request`: what a detached job runner (ad.domain.jobrunner)
+--- needs besides agent, task, context, caller and goal to run the job.
+M.REQUEST_KEYS = { "response_format", "session_id", "timeout", "group" }
 M.STALE_RUNNING = 3600
 M.STALE_PENDING = 24 * 3600
 
@@ -167,7 +172,8 @@ local function new_record(fields, status)
   local now = core.task.time()
   return json.object({ id = core.text.hex32(), agent = fields.agent, task = fields.task,
     context = util.nonempty(fields.context), caller = util.nonempty(fields.caller),
-    goal = util.nonempty(fields.goal), status = status, created_at = now }, M.KEYS)
+    goal = util.nonempty(fields.goal), status = status, created_at = now,
+    request = fields.request }, M.KEYS)
 end
 
 -- Writes a new record and adds it to the index, under the lock.
@@ -224,6 +230,16 @@ function M.create_completed(fields, result)
   rec.result = result
   if not result.success then rec.error = result.error end
   return publish(rec)
+end
+
+--- Names identity ({pid, start}) as the process that runs a job not
+--- finished yet: its detached job runner.
+function M.set_owner(id, identity)
+  return mutate(id, function(rec)
+    if M.TERMINAL[rec.status] then return nil end
+    rec.server = json.object({ pid = identity.pid, start = identity.start }, { "pid", "start" })
+    return rec
+  end)
 end
 
 --- pending -> running (refused for any other status), recording the

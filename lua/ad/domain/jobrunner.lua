@@ -1,0 +1,77 @@
+--- The detached job runner: `agent-dispatch __job-runner ID`, started by
+--- ad.domain.async.submit in its own session (not a child of the server,
+--- so it outlives it). It names itself as the job's owner, rebuilds the
+--- request from the record (agent, task, context, caller, goal and
+--- `request`) with the agent's configuration as agents.yaml says when the
+--- job starts, runs the job's worker (ad.domain.async.start: the start
+--- gate, the progress tail, the result) and exits. Its child keeps
+--- PR_SET_PDEATHSIG to it: a runner killed takes its child along, and the
+--- next server settles the job as failed at once.
+local core = require "ad.core"
+local jobs = require "ad.storage.jobs"
+
+local M = {}
+
+local function message_of(e)
+  return type(e) == "table" and tostring(e.message) or tostring(e)
+end
+
+-- The request of a pending record, or nil and why it cannot run.
+local function request_of(rec)
+  local config = require "ad.storage.config"
+  local cfg, err = config.load()
+  if not cfg then
+    return nil, require("ad.infra.errors.render").load_line(err)
+  end
+  core.limiter.set_limit(cfg.settings.max_concurrency)
+  local q = type(rec.request) == "table" and rec.request or {}
+  -- The context has the group's shared context folded in already: the
+  -- group is not folded again, only named for hooks.
+  local req, msg = require("ad.domain.request").build(cfg, { agent = rec.agent,
+    task = rec.task, context = rec.context, caller = rec.caller, goal = rec.goal,
+    response_format = q.response_format, session_id = q.session_id,
+    timeout = tonumber(q.timeout) }, { composed = true })
+  if not req then return nil, msg end
+  req.group = q.group
+  return req
+end
+
+--- Runs job id to its end. Returns the exit status (0: the job ran or was
+--- no longer pending; 1: it could not start, recorded as failed).
+function M.main(id)
+  if type(id) ~= "string" or not jobs.valid(id) then
+    io.stderr:write("agent-dispatch: __job-runner: expected a job id\n")
+    return 2
+  end
+  -- Owner first: from here on a server that starts sees a live owner.
+  if not jobs.set_owner(id, jobs.server_identity()) then return 0 end
+  local rec = jobs.get(id)
+  if not rec or rec.status ~= "pending" then return 0 end
+  local ok, req, msg = pcall(request_of, rec)
+  if not ok then req, msg = nil, message_of(req) end
+  if not req then
+    jobs.fail(id, "The job could not start: " .. tostring(msg))
+    return 1
+  end
+  local plugins = require "ad.domain.plugins"
+  pcall(plugins.load, function() end, {})
+  -- User hooks run in the worker under the same runaway-code budget as
+  -- in a server (the worker inherits it from this task).
+  core.task.set_budget(plugins.CALL_BUDGET)
+  local entry = require("ad.domain.async").start(id, req)
+  -- A shutdown signal (the machine stopping) ends the job honestly
+  -- instead of leaving a record that says it is running.
+  local watcher = core.task.spawn(function()
+    local sig = core.signal.wait()
+    if sig then
+      jobs.fail_unstored(id, "The job runner was stopped (" .. sig .. ") while the job " ..
+        "was running; its subprocess was killed. Re-dispatch if needed.")
+      entry.task:cancel()
+    end
+  end)
+  entry.done:wait()
+  watcher:cancel()
+  return 0
+end
+
+return M
