@@ -1,5 +1,5 @@
 'use strict';
-// Jobs that outlive the server (settings.jobs_outlive_server, on by
+// Jobs that outlive the server (settings.jobs_outlive_server, off by
 // default): an async job runs in a detached job runner
 // (`agent-dispatch __job-runner ID`) that owns its child, so it finishes
 // after the server or CLI that started it exited, and any later process
@@ -47,7 +47,7 @@ describe('jobs that outlive the server', () => {
   test('an async job started through a server that then exits finishes; a new server and `job` read it',
     async (t) => {
       const env = newEnv(t);
-      env.setup({ agents: { a: true } });
+      env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: true\n' });
       t.after(() => killStubs(env));
       const srv = env.serve();
       await srv.init();
@@ -78,7 +78,7 @@ describe('jobs that outlive the server', () => {
 
   test('a new server waits for a running detached job and gets its answer', async (t) => {
     const env = newEnv(t);
-    env.setup({ agents: { a: true } });
+    env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: true\n' });
     t.after(() => killStubs(env));
     const srv = env.serve();
     await srv.init();
@@ -96,7 +96,7 @@ describe('jobs that outlive the server', () => {
 
   test('CLI dispatch --async prints the job id; the job completes after the CLI exited', async (t) => {
     const env = newEnv(t);
-    env.setup({ agents: { a: true } });
+    env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: true\n' });
     t.after(() => killStubs(env));
     const r = env.run(['dispatch', 'a', '[stub:sleep=1] cli-async', '--async']);
     assert.strictEqual(r.code, 0, r.stderr);
@@ -121,7 +121,7 @@ describe('jobs that outlive the server', () => {
 
   test('cancel of a detached job from another process kills its group', async (t) => {
     const env = newEnv(t);
-    env.setup({ agents: { a: true } });
+    env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: true\n' });
     t.after(() => killStubs(env));
     const srv = env.serve();
     await srv.init();
@@ -143,7 +143,7 @@ describe('jobs that outlive the server', () => {
   test('SIGKILL of the job runner leaves no orphan; the next server settles the job as failed',
     async (t) => {
       const env = newEnv(t);
-      env.setup({ agents: { a: true } });
+      env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: true\n' });
       t.after(() => killStubs(env));
       const r = env.run(['dispatch', 'a', '[stub:hang] kill-runner', '--async']);
       assert.strictEqual(r.code, 0, r.stderr);
