@@ -167,6 +167,20 @@ function M.override_hint(file)
     "`agent-dispatch lua list` shows where each module comes from."
 end
 
+-- Unknown config keys reach the client's log too (stderr has them as
+-- well), once per version of the file: the cached config of an unchanged
+-- file is the same table.
+local logged_unknown = setmetatable({}, { __mode = "k" })
+
+function M.log_unknown_keys(cfg, ctx)
+  if logged_unknown[cfg] or not cfg.unknown_keys or #cfg.unknown_keys == 0 then return end
+  logged_unknown[cfg] = true
+  if not ctx.log then return end
+  for _, u in ipairs(cfg.unknown_keys) do
+    ctx.log("warning", config.path() .. ": " .. config.unknown_key_message(u))
+  end
+end
+
 --- Runs a tool call; returns the result value (never raises, except the
 --- cancellation error, which the caller turns into "no response").
 function M.call(def, args, ctx)
@@ -175,6 +189,7 @@ function M.call(def, args, ctx)
     if not cfg then return M.load_error(err) end
     ctx.cfg = cfg
     core.limiter.set_limit(cfg.settings.max_concurrency)
+    M.log_unknown_keys(cfg, ctx)
   end
   local ok, res = xpcall(def.handler, function(e)
     if type(e) == "table" then return e end

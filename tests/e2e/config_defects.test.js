@@ -150,6 +150,20 @@ test('the MCP server logs unknown keys on its stderr', async (t) => {
   assert.match(s.stderr, /unknown key agents\.a\.disalowed_tools \(did you mean disallowed_tools\?\)/);
 });
 
+test('the MCP client gets unknown keys as warning log notifications, once per file version', async (t) => {
+  const env = newEnv(t);
+  const dir = env.project('a');
+  env.writeConfig(`agents:\n  a:\n    directory: ${dir}\n    permision_mode: plan\n`);
+  const s = env.serve();
+  await s.init();
+  assert.ok(!(await s.call('list_agents', {})).isError);
+  assert.ok(!(await s.call('list_agents', {})).isError);
+  const warns = s.notifications('notifications/message').map((m) => m.msg.params)
+    .filter((p) => p.level === 'warning' && /unknown key agents\.a\.permision_mode \(did you mean permission_mode\?\)/.test(JSON.stringify(p.data)));
+  assert.strictEqual(warns.length, 1, JSON.stringify(s.notifications('notifications/message')));
+  await s.close();
+});
+
 test('every schema problem of the file is reported at once', (t) => {
   const env = newEnv(t);
   const dir = env.project('a');
