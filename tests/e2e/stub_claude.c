@@ -167,6 +167,11 @@ static bool stdin_is_devnull(void)
 
 /* prompt: the one the stub answers (from argv, or from stdin like the
  * CLI when no prompt argument is given); NULL when none applies. */
+/* When this process started (wall clock): the log's "time" and the
+ * result's duration_ms both count from it, so [time, time + duration]
+ * is the span the process lived, however long reading stdin took. */
+static double started_real;
+
 static void log_invocation(int argc, char **argv, const char *prompt)
 {
     const char *path = getenv("STUB_CLAUDE_LOG");
@@ -199,7 +204,7 @@ static void log_invocation(int argc, char **argv, const char *prompt)
         }
     }
     buf_fmt(&b, "},\"stdin_is_devnull\":%s,\"time\":%.6f}\n",
-            stdin_is_devnull() ? "true" : "false", now(CLOCK_REALTIME));
+            stdin_is_devnull() ? "true" : "false", started_real);
     /* One write() on an O_APPEND fd: concurrent stubs never interleave. */
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
@@ -1060,6 +1065,7 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
 int main(int argc, char **argv)
 {
     double t0 = now(CLOCK_MONOTONIC);
+    started_real = now(CLOCK_REALTIME);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     if (argc >= 2 && strcmp(argv[1], "mcp") == 0) {
