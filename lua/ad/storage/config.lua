@@ -12,6 +12,7 @@ local core = require "ad.core"
 local util = require "ad.infra.util"
 local json = require "ad.infra.json"
 local config_edit = require "ad.storage.config_edit"
+local paths = require "ad.storage.paths"
 
 local M = {}
 
@@ -47,17 +48,8 @@ function M.default_settings()
   }
 end
 
-function M.config_dir()
-  local p = os.getenv("AGENT_DISPATCH_CONFIG")
-  if p and p ~= "" then return util.dirname(util.expanduser(p) or p) end
-  return (os.getenv("HOME") or "") .. "/.config/agent-dispatch"
-end
-
-function M.path()
-  local p = os.getenv("AGENT_DISPATCH_CONFIG")
-  if p and p ~= "" then return util.expanduser(p) or p end
-  return (os.getenv("HOME") or "") .. "/.config/agent-dispatch/agents.yaml"
-end
+M.config_dir = paths.config_dir
+M.path = paths.config_path
 
 function M.empty(path)
   return { path = path or M.path(), agents = {}, agent_names = {},
