@@ -10,6 +10,11 @@
 --- AND start time all still match (a recycled pid never does). See
 --- SECURITY.md. `server` = {pid, start} names the process that runs the
 --- job's worker, so a job whose server is gone is settled at once.
+---
+--- Over 500 lines on purpose: the records, the fixed-width index and the
+--- maintenance (retention, stale-job recovery) share the record format, the
+--- lock discipline and the transition rules above; split, each part would
+--- have to re-check what the others guarantee.
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
