@@ -483,7 +483,8 @@ function jobStore(n) {
     { env: e, encoding: 'utf8' }).trim();
   if (check !== `ok ${n} records`) throw new Error(`jobs_check on ${n} jobs: ${check}`);
   const listed = execFileSync(BIN, ['jobs', '--limit', '3'], { env: e, encoding: 'utf8' })
-    .trim().split('\n').map((l) => l.split(/\s+/)[0]);
+    .trim().split('\n').map((l) => l.split(/\s+/)[0])
+    .filter((id) => /^[0-9a-f]{32}$/.test(id)); // rows only, not the table's header
   const newest = ids.slice(-3).reverse();
   if (listed.join(' ') !== newest.join(' ')) {
     throw new Error(`agent-dispatch jobs --limit 3 on the generated store: ${listed} != ${newest}`);

@@ -3,7 +3,12 @@
  * Invariants: a proc is on the live list from spawn until its child is
  * reaped; memory is freed only when the owner has released it AND every
  * libuv handle it owns has been closed. Signals go to -pid only while the
- * pid is a real positive leader we spawned; group 0 is never signalled. */
+ * pid is a real positive leader we spawned; group 0 is never signalled.
+ *
+ * Over 500 lines on purpose: spawning (fds, start gate, vfork+exec),
+ * reading, timeouts, kill escalation and reaping are one lifecycle over one
+ * struct whose free rule (owner released AND every handle closed) every
+ * part must keep; split, that rule would span files. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>

@@ -223,45 +223,6 @@ function M.is_error_result(v)
   return v.error ~= nil and v.success == nil and v.agent == nil
 end
 
--- Can the tools/list arrays encoded at build time stand for the registry?
--- Decided once per process, so every tools/list of a server agrees.
-local prebuilt_ok
-
-local function overridden(dir, name)
-  local base = dir .. "/" .. name:gsub("%.", "/")
-  return core.fs.stat(base .. ".lua") or core.fs.stat(base .. "/init.lua")
-end
-
-local function has_tool_files()
-  local dir = require("ad.domain.plugins").dir()
-  for _, name in ipairs(core.fs.stat(dir) and core.fs.listdir(dir) or {}) do
-    if name:match("%.lua$") then return true end
-  end
-  return false
-end
-
-local function prebuilt_applies()
-  -- The developer switch loads lua/ from a checkout, which may differ.
-  if (os.getenv("AGENT_DISPATCH_LUA_DIR") or "") ~= "" then return false end
-  local dir = core.embed.user_lua_dir()
-  if dir ~= "" and core.fs.stat(dir) then
-    for _, name in ipairs(core.embed.tools_deps()) do
-      if overridden(dir, name) then return false end
-    end
-  end
-  return not has_tool_files()
-end
-
---- The tools/list array encoded at build time for key (see ad.mcp), when
---- it is exactly what the registry would give: no developer Lua directory,
---- no override in the user's Lua directory of a module the definitions
---- are built from, no tool file. nil otherwise (then the caller encodes
---- the registry).
-function M.prebuilt(key)
-  if prebuilt_ok == nil then prebuilt_ok = prebuilt_applies() end
-  return prebuilt_ok and core.embed.tools(key) or nil
-end
-
 M.BUILTIN = { "list_agents", "inspect_agent", "list_groups", "inspect_group",
   "dispatch", "dispatch_session", "dispatch_parallel", "dispatch_stream",
   "dispatch_dialogue", "add_agent", "remove_agent", "update_agent",

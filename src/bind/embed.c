@@ -4,6 +4,8 @@
  *   core.embed.source(name) -> source, chunkname | nil
  *   core.embed.list() -> {names}
  *   core.embed.user_lua_dir() -> the directory searched first ("" when none)
+ *   core.embed.user_lua_present() -> whether it existed at startup (only
+ *     then is it searched: no failed open per require when it is absent)
  *   core.embed.tools(key) -> the default tools/list array | nil
  *   core.embed.tools_deps() -> {names of the modules it was built from}
  *
@@ -18,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sys/stat.h>
 
 #include <lauxlib.h>
 
@@ -136,11 +140,19 @@ static int searcher_embedded(lua_State *L)
 
 /* The user's directory, for core.embed.user_lua_dir(). */
 static char user_lua_dir[4096];
+static bool user_lua_present;
 
 void embed_install_searchers(lua_State *L, const char *user_dir,
                              const char *dev_dir)
 {
     snprintf(user_lua_dir, sizeof user_lua_dir, "%s", user_dir ? user_dir : "");
+    /* Looked at once: most installs have no such directory, and modules
+     * are required lazily all through a server's life, each costing two
+     * failed opens otherwise. An override directory created later applies
+     * from the next start. */
+    struct stat st;
+    user_lua_present = user_lua_dir[0] && stat(user_lua_dir, &st) == 0 &&
+                       S_ISDIR(st.st_mode);
     lua_getglobal(L, "package");                         /* pkg */
     lua_pushliteral(L, "");
     lua_setfield(L, -2, "cpath");
@@ -151,7 +163,7 @@ void embed_install_searchers(lua_State *L, const char *user_dir,
     lua_newtable(L);                                     /* pkg s pre new */
     lua_insert(L, -2);
     lua_rawseti(L, -2, 1);
-    lua_pushstring(L, user_dir ? user_dir : "");
+    lua_pushstring(L, user_lua_present ? user_lua_dir : "");
     lua_pushcclosure(L, searcher_user, 1);
     lua_rawseti(L, -2, 2);
     lua_pushstring(L, dev_dir ? dev_dir : "");
@@ -189,6 +201,12 @@ static int l_user_lua_dir(lua_State *L)
     return 1;
 }
 
+static int l_user_lua_present(lua_State *L)
+{
+    lua_pushboolean(L, user_lua_present);
+    return 1;
+}
+
 static int l_embedded_tools(lua_State *L)
 {
     const char *key = luaL_checkstring(L, 1);
@@ -218,6 +236,7 @@ void bind_embed_register(lua_State *L)
         {"source", l_embedded},
         {"list", l_embedded_list},
         {"user_lua_dir", l_user_lua_dir},
+        {"user_lua_present", l_user_lua_present},
         {"tools", l_embedded_tools},
         {"tools_deps", l_embedded_tools_deps},
         {NULL, NULL},

@@ -1,4 +1,6 @@
-/* Unit tests of the state-file primitives (src/fsutil.c). */
+/* Unit tests of the state-file primitives (src/fsutil.c).
+ * Over 500 lines on purpose: one test file per module, and every
+ * primitive is tested with its failure paths. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1,4 +1,6 @@
-/* Unit tests of child processes on the libuv loop (src/proc.c). */
+/* Unit tests of child processes on the libuv loop (src/proc.c).
+ * Over 500 lines on purpose: one test file per module, and every guarantee
+ * of src/proc.c (spawn, gate, timeouts, kill, reaping) has its own case. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>

@@ -27,7 +27,6 @@
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
-local config = require "ad.storage.config"
 
 local M = {}
 
@@ -37,12 +36,9 @@ M.CALL_BUDGET = 10   -- seconds a handler or hook may run without yielding
 M.hooks = { before_dispatch = {}, after_result = {}, job_done = {}, redact = {} }
 M.loaded = {}        -- {file =, tools = {names}}
 M.problems = {}      -- {file =, message =}
+M.ran = false        -- has any tool file's code run (even one then skipped)?
 
-function M.dir()
-  local d = os.getenv("AGENT_DISPATCH_TOOLS_DIR")
-  if d and d ~= "" then return util.expanduser(d) or d end
-  return config.config_dir() .. "/tools"
-end
+M.dir = require("ad.storage.paths").tools_dir
 
 --- nil when path may be loaded, else why not.
 function M.unsafe(path)
@@ -199,6 +195,7 @@ function M.load(define, builtin)
         if not chunk then
           problem(path, "cannot load " .. path .. ": " .. tostring(lerr or rerr))
         else
+          M.ran = true
           local t = core.task.spawn(function()
             core.task.set_budget(M.LOAD_BUDGET)
             return xpcall(chunk, locate(path))

@@ -179,9 +179,13 @@ end
 
 -- Can text hold a number that overflows a double (an exponent of three
 -- digits, or a run of more than 308 digits)? Cheap, and false positives
--- only cost a walk of the decoded value.
+-- only cost a walk of the decoded value. Every request and every line of
+-- a child's output passes here: the long pattern is built once, and a
+-- text too short to hold such a run is not scanned for it.
+local DIGITS_309 = ("%d"):rep(309)
 local function may_overflow(text)
-  return text:find("[eE][+-]?%d%d%d") ~= nil or text:find(("%d"):rep(309)) ~= nil
+  return text:find("[eE][+-]?%d%d%d") ~= nil
+    or (#text > 308 and text:find(DIGITS_309) ~= nil)
 end
 
 --- Decodes text; returns value or nil, message. JSON null becomes json.null

@@ -176,9 +176,23 @@ local encoded_lists = {}
 function Server:tools_json(version, with_tasks)
   local key = M.tools_key(version, with_tasks)
   if not encoded_lists[key] then
-    encoded_lists[key] = tools.prebuilt(key) or M.encode_tools(version, with_tasks)
+    encoded_lists[key] = require("ad.tools.prebuilt").get(key)
+      or M.encode_tools(version, with_tasks)
   end
   return json.raw(encoded_lists[key])
+end
+
+-- The per-call time budget stops user code that never yields: tool
+-- files (their tools and hooks, and whatever they changed while loading),
+-- overrides in the user Lua directory, a developer Lua directory. Its
+-- count hook slows every VM instruction of the call, so it is set only
+-- when such code can run; the shipped policy always yields or returns.
+local function set_call_budget()
+  local plugins = require "ad.domain.plugins"
+  if plugins.ran or core.embed.user_lua_present()
+      or (os.getenv("AGENT_DISPATCH_LUA_DIR") or "") ~= "" then
+    core.task.set_budget(plugins.CALL_BUDGET)
+  end
 end
 
 local function text_result(text, is_error)
@@ -247,7 +261,7 @@ function Server:call_tool(id, key, params, era)
     end,
   }
   entry.task = core.task.spawn(function()
-    core.task.set_budget(require("ad.domain.plugins").CALL_BUDGET)
+    set_call_budget()
     local beat
     if token then
       beat = core.task.spawn(function()
@@ -292,7 +306,7 @@ function Server:task_call(id, params)
   local server = self
   core.task.spawn(function()
     -- Like a plain call: the job's worker (spawned from here) inherits it.
-    core.task.set_budget(require("ad.domain.plugins").CALL_BUDGET)
+    set_call_budget()
     local ok, res, err = pcall(T.create, params.name, args, function(task)
       server:send(json.object({ jsonrpc = "2.0", method = "notifications/tasks/status",
         params = task }, { "jsonrpc", "method", "params" }))

@@ -8,10 +8,18 @@
 --- <config>.lock with a bounded wait; nothing yields while it is held.
 --- When the wait runs out the change fails ("lock"): nothing is ever
 --- written without the lock.
+---
+--- Over 500 lines on purpose: the schema (parsing and validation), the
+--- unknown-key report, and load/save under the lock are one contract over
+--- agents.yaml; the key lists and error kinds they share are declared once,
+--- here. Paths live in ad.storage.paths, byte-preserving edits in
+--- ad.storage.config_edit.
 local core = require "ad.core"
 local util = require "ad.infra.util"
 local json = require "ad.infra.json"
 local config_edit = require "ad.storage.config_edit"
+local paths = require "ad.storage.paths"
+local suggest = require "ad.infra.suggest"
 
 local M = {}
 
@@ -48,17 +56,8 @@ function M.default_settings()
   }
 end
 
-function M.config_dir()
-  local p = os.getenv("AGENT_DISPATCH_CONFIG")
-  if p and p ~= "" then return util.dirname(util.expanduser(p) or p) end
-  return (os.getenv("HOME") or "") .. "/.config/agent-dispatch"
-end
-
-function M.path()
-  local p = os.getenv("AGENT_DISPATCH_CONFIG")
-  if p and p ~= "" then return util.expanduser(p) or p end
-  return (os.getenv("HOME") or "") .. "/.config/agent-dispatch/agents.yaml"
-end
+M.config_dir = paths.config_dir
+M.path = paths.config_path
 
 function M.empty(path)
   return { path = path or M.path(), agents = {}, agent_names = {},
@@ -350,20 +349,6 @@ local PERMISSION_KEYS = { permission_mode = true, allowed_tools = true,
   disallowed_tools = true, default_permission_mode = true,
   default_allowed_tools = true, default_disallowed_tools = true }
 
-local function distance(a, b)
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
 local function squash(k) return (k:lower():gsub("[%-_ ]", "")) end
 
 --- The known key that `key` most likely meant (a different spelling or
@@ -371,7 +356,7 @@ local function squash(k) return (k:lower():gsub("[%-_ ]", "")) end
 function M.suggest(key, known)
   local best, best_d
   for _, k in ipairs(known) do
-    local d = squash(k) == squash(key) and 0 or distance(key:lower(), k)
+    local d = squash(k) == squash(key) and 0 or suggest.distance(key:lower(), k)
     if d <= math.max(2, #k // 4) and (not best_d or d < best_d) then best, best_d = k, d end
   end
   return best

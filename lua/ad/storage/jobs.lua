@@ -12,6 +12,11 @@
 --- job's worker (a server, or the detached job runner of a job that
 --- outlives its server), so a job whose owner is gone is settled at once.
 --- `request` holds what that runner needs to rebuild the request.
+---
+--- Over 500 lines on purpose: the records, the fixed-width index and the
+--- maintenance (retention, stale-job recovery) share the record format, the
+--- lock discipline and the transition rules above; split, each part would
+--- have to re-check what the others guarantee.
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
