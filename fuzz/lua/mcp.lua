@@ -8,9 +8,14 @@ local json = require "ad.infra.json"
 local cjson = require "cjson"
 
 local function decode(text)
-  local ok, v = pcall(cjson.decode, text)
-  if ok then return v end
-  return nil
+  return (json.decode(text))
+end
+
+-- Output must be JSON that strict cjson reads, lone surrogate escapes
+-- aside (an id is echoed as the client wrote it).
+local function strict(text)
+  local ok, v = pcall(cjson.decode, json.fix_surrogates(text) or text)
+  return ok and v or nil
 end
 local mcp = require "ad.protocol.mcp"
 
@@ -25,11 +30,15 @@ core.task.spawn = function(...)
   return t
 end
 
--- The id key a reply must carry for this request line, or nil.
-local function request_key(line, msg)
-  if type(msg) ~= "table" or json.is_array(msg) or msg.id == nil then return nil end
-  if msg.method == nil and (msg.result ~= nil or msg.error ~= nil) then return nil end
-  if type(msg.id) == "string" then return "s:" .. msg.id end
+-- The id as a comparable key: strings by value, except that one with a
+-- lone surrogate escape (decoded as U+FFFD) is keyed by its raw text;
+-- integers by their raw digits.
+local function id_key(line, msg)
+  if type(msg.id) == "string" then
+    local raw = core.json.raw_member(line, "id")
+    if raw and json.fix_surrogates(raw) then return "r:" .. raw end
+    return "s:" .. msg.id
+  end
   if type(msg.id) == "number" then
     local raw = core.json.raw_member(line, "id")
     if raw and raw:match("^-?%d+$") and not raw:match("^-?0%d") then return "n:" .. raw end
@@ -37,10 +46,11 @@ local function request_key(line, msg)
   return nil
 end
 
-local function reply_key(line, msg)
-  if type(msg.id) == "string" then return "s:" .. msg.id end
-  if type(msg.id) == "number" then return "n:" .. core.json.raw_member(line, "id") end
-  return nil
+-- The id key a reply must carry for this request line, or nil.
+local function request_key(line, msg)
+  if type(msg) ~= "table" or json.is_array(msg) or msg.id == nil then return nil end
+  if msg.method == nil and (msg.result ~= nil or msg.error ~= nil) then return nil end
+  return id_key(line, msg)
 end
 
 return function(data)
@@ -75,10 +85,10 @@ return function(data)
   for _, text in ipairs(out) do
     assert(text:sub(-1) == "\n" and not text:sub(1, -2):find("\n", 1, true),
       "an output is not exactly one line: " .. text)
-    local msg = decode(text)
+    local msg = strict(text)
     assert(msg ~= nil and type(msg) == "table", "an output line is not a JSON object or array: " .. text)
     if not json.is_array(msg) and msg.method == nil then
-      local key = reply_key(text, msg)
+      local key = id_key(text, msg)
       if key then got[key] = (got[key] or 0) + 1 end
     end
   end
