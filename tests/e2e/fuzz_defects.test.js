@@ -3,7 +3,7 @@
 // regressions of the built server.
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
-const { newEnv } = require('./lib');
+const { newEnv, modernMeta } = require('./lib');
 
 describe('request ids are echoed as sent', () => {
   test('a string id with a lone surrogate escape comes back unchanged', async (t) => {
@@ -24,5 +24,25 @@ describe('request ids are echoed as sent', () => {
     srv.send('{"jsonrpc":"2.0","id":"a, b } c","method":"ping"}');
     await srv.response('a, b } c');
     await srv.close();
+  });
+});
+
+describe('an id in use by an open subscription', () => {
+  test('a second subscriptions/listen with the same id gets an error reply', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const srv = env.serve();
+    const listen = { jsonrpc: '2.0', id: 3, method: 'subscriptions/listen',
+      params: { _meta: modernMeta() } };
+    srv.send(listen);
+    await srv.waitFor((m) => m.method === 'notifications/subscriptions/acknowledged');
+    srv.send(listen);
+    const r = await srv.response(3);
+    assert.ok(r.error, JSON.stringify(r));
+    assert.strictEqual(r.error.code, -32600);
+    assert.match(r.error.message, /already in use/);
+    await srv.close();
+    // The first subscription is still answered once when the server stops.
+    assert.strictEqual(srv.responsesTo(3).length, 2);
   });
 });

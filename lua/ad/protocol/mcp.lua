@@ -425,6 +425,10 @@ function Server:modern(id, key, msg, meta)
   elseif m == "subscriptions/listen" then
     -- Our tool set is static: acknowledge, honour nothing, keep it open
     -- until the client cancels it or we shut down.
+    if self.inflight[key] then
+      return self:error(id, -32600, "Invalid Request: id " .. key:sub(3) ..
+        " is already in use by a request in flight")
+    end
     self.listens[key] = id
     self.inflight[key] = { listen = true, cancelled = false }
     return self:send(json.object({ jsonrpc = "2.0",
