@@ -4,9 +4,11 @@
 # binary (MCP server, CLI, run) against a stub claude, integration tests
 # against the real Claude Code CLI (installed from npm, run offline against
 # a loopback Messages API mock), then the same suite under ASan+UBSan, and
-# a valgrind leak check of an MCP session.
+# a valgrind leak check of an MCP session; last, a short bounded run of
+# every libFuzzer harness (fuzz/, built with clang).
 #
-# It builds in its own directories (build-test/, build-test-asan/), never
+# It builds in its own directories (build-test/, build-test-asan/,
+# build-test-fuzz/), never
 # in build/ (which scripts/install.sh configures without tests), and fails
 # unless every registered test ran and passed (scripts/ctest-all.sh).
 set -euo pipefail
@@ -25,4 +27,10 @@ cmake --build build-test-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   scripts/ctest-all.sh build-test-asan --timeout 900 -LE valgrind
+
+echo "== fuzz harnesses (clang libFuzzer + ASan + UBSan, bounded runs)"
+cmake -S . -B build-test-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DAD_TESTS=OFF -DAD_FUZZ=ON >/dev/null
+cmake --build build-test-fuzz -j"$jobs"
+scripts/ctest-all.sh build-test-fuzz --timeout 300
 echo "== all tests passed"

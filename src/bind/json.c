@@ -48,6 +48,9 @@ static int l_raw_member(lua_State *L)
                 expect_key = false;
                 if (match) {
                     size_t start = i;
+                    if (i < n && s[i] == '"') {
+                        i = skip_string(s, n, i); /* commas inside are text */
+                    }
                     while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ' ' &&
                            s[i] != '\t' && s[i] != '\r' && s[i] != '\n') {
                         i++;

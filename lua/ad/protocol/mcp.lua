@@ -110,7 +110,15 @@ end
 --- The id as it must be echoed (strings as they are; numbers digit for
 --- digit from the raw line), its in-flight key, or nil when invalid.
 local function read_id(id, line)
-  if type(id) == "string" then return id, "s:" .. id end
+  if type(id) == "string" then
+    -- A lone surrogate escape was decoded as U+FFFD: echo the id as it was
+    -- written, or the client could not match the reply to its request.
+    local raw = line and core.json.raw_member(line, "id")
+    if raw and raw:sub(1, 1) == '"' and json.fix_surrogates(raw) then
+      return json.raw(raw), "s:" .. id
+    end
+    return id, "s:" .. id
+  end
   if type(id) == "number" then
     local raw = line and core.json.raw_member(line, "id")
     -- An integer token as JSON writes it (no leading zeros: "01" is not
@@ -431,6 +439,10 @@ function Server:modern(id, key, msg, meta)
   elseif m == "subscriptions/listen" then
     -- Our tool set is static: acknowledge, honour nothing, keep it open
     -- until the client cancels it or we shut down.
+    if self.inflight[key] then
+      return self:error(id, -32600, "Invalid Request: id " .. key:sub(3) ..
+        " is already in use by a request in flight")
+    end
     self.listens[key] = id
     self.inflight[key] = { listen = true, cancelled = false }
     return self:send(json.object({ jsonrpc = "2.0",

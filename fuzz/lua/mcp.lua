@@ -1,0 +1,107 @@
+-- The JSON-RPC line reader and router (both protocol eras, batches): each
+-- input is up to 32 lines fed to one Server. Asserts that every output
+-- line is one valid JSON text, and that every request with a valid id gets
+-- exactly one reply carrying that id (raw digits for numbers) — at most
+-- one when the client cancelled it.
+local core = require "ad.core"
+local json = require "ad.infra.json"
+local cjson = require "cjson"
+
+local function decode(text)
+  return (json.decode(text))
+end
+
+-- Output must be JSON that strict cjson reads, lone surrogate escapes
+-- aside (an id is echoed as the client wrote it).
+local function strict(text)
+  local ok, v = pcall(cjson.decode, json.fix_surrogates(text) or text)
+  return ok and v or nil
+end
+local mcp = require "ad.protocol.mcp"
+
+local sink = { write = function(self) return self end, flush = function() return true end }
+io.stderr = sink
+
+local spawned = {}
+local real_spawn = core.task.spawn
+core.task.spawn = function(...)
+  local t = real_spawn(...)
+  spawned[#spawned + 1] = t
+  return t
+end
+
+-- The id as a comparable key: strings by value, except that one with a
+-- lone surrogate escape (decoded as U+FFFD) is keyed by its raw text;
+-- integers by their raw digits.
+local function id_key(line, msg)
+  if type(msg.id) == "string" then
+    local raw = core.json.raw_member(line, "id")
+    if raw and json.fix_surrogates(raw) then return "r:" .. raw end
+    return "s:" .. msg.id
+  end
+  if type(msg.id) == "number" then
+    local raw = core.json.raw_member(line, "id")
+    if raw and raw:match("^-?%d+$") and not raw:match("^-?0%d") then return "n:" .. raw end
+  end
+  return nil
+end
+
+-- The id key a reply must carry for this request line, or nil.
+local function request_key(line, msg)
+  if type(msg) ~= "table" or json.is_array(msg) or msg.id == nil then return nil end
+  if msg.method == nil and (msg.result ~= nil or msg.error ~= nil) then return nil end
+  return id_key(line, msg)
+end
+
+return function(data)
+  spawned = {}
+  local out = {}
+  local server = mcp.new(function(text) out[#out + 1] = text; return true end)
+  local want, cancelled, lines = {}, {}, 0
+  for line in (data .. "\n"):gmatch("([^\n]*)\n") do
+    lines = lines + 1
+    if lines > 32 then break end
+    if core.text.valid(line) then
+      local msg = decode(line)
+      local key = request_key(line, msg)
+      if key then want[key] = (want[key] or 0) + 1 end
+      if type(msg) == "table" and msg.method == "notifications/cancelled" and msg.id == nil
+          and type(msg.params) == "table" then
+        local r = msg.params.requestId
+        if type(r) == "string" then cancelled["s:" .. r] = true end
+        if math.type(r) == "integer" then cancelled["n:" .. r] = true end
+        if type(r) == "number" then cancelled.any_number = true end
+      end
+    end
+    server:line(line)
+  end
+  local i = 1
+  while i <= #spawned do
+    spawned[i]:wait()
+    i = i + 1
+  end
+  server:shutdown(0)
+  local got = {}
+  for _, text in ipairs(out) do
+    assert(text:sub(-1) == "\n" and not text:sub(1, -2):find("\n", 1, true),
+      "an output is not exactly one line: " .. text)
+    local msg = strict(text)
+    assert(msg ~= nil and type(msg) == "table", "an output line is not a JSON object or array: " .. text)
+    if not json.is_array(msg) and msg.method == nil then
+      local key = id_key(text, msg)
+      if key then got[key] = (got[key] or 0) + 1 end
+    end
+  end
+  for key, n in pairs(want) do
+    local g = got[key] or 0
+    if cancelled[key] or (key:sub(1, 2) == "n:" and cancelled.any_number) then
+      assert(g <= n, "request " .. key .. " got " .. g .. " replies for " .. n)
+    else
+      assert(g == n, "request " .. key .. " got " .. g .. " replies for " .. n)
+    end
+  end
+  for key, g in pairs(got) do
+    assert(want[key], "a reply carries id " .. key .. " that no request had")
+  end
+  return true
+end

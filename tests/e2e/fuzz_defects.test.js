@@ -1,0 +1,48 @@
+'use strict';
+// Inputs the fuzz harnesses (fuzz/) found mishandled, kept as end-to-end
+// regressions of the built server.
+const { test, describe } = require('node:test');
+const assert = require('node:assert');
+const { newEnv, modernMeta } = require('./lib');
+
+describe('request ids are echoed as sent', () => {
+  test('a string id with a lone surrogate escape comes back unchanged', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const srv = env.serve();
+    await srv.init();
+    // Node reads "\ud800" as a lone surrogate code unit: the reply must
+    // carry that very id, not U+FFFD, or the client cannot match it.
+    srv.send('{"jsonrpc":"2.0","id":"\\ud800","method":"ping"}');
+    const r = await srv.response('\ud800');
+    assert.deepStrictEqual(r.result, {});
+    srv.send('{"jsonrpc":"2.0","id":"x\\udc00y","method":"tools/call",' +
+      '"params":{"name":"list_agents","arguments":{}}}');
+    const c = await srv.response('x\udc00y', 15000);
+    assert.ok(c.result, JSON.stringify(c));
+    // A string id with a comma and spaces is echoed whole, too.
+    srv.send('{"jsonrpc":"2.0","id":"a, b } c","method":"ping"}');
+    await srv.response('a, b } c');
+    await srv.close();
+  });
+});
+
+describe('an id in use by an open subscription', () => {
+  test('a second subscriptions/listen with the same id gets an error reply', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const srv = env.serve();
+    const listen = { jsonrpc: '2.0', id: 3, method: 'subscriptions/listen',
+      params: { _meta: modernMeta() } };
+    srv.send(listen);
+    await srv.waitFor((m) => m.method === 'notifications/subscriptions/acknowledged');
+    srv.send(listen);
+    const r = await srv.response(3);
+    assert.ok(r.error, JSON.stringify(r));
+    assert.strictEqual(r.error.code, -32600);
+    assert.match(r.error.message, /already in use/);
+    await srv.close();
+    // The first subscription is still answered once when the server stops.
+    assert.strictEqual(srv.responsesTo(3).length, 2);
+  });
+});
