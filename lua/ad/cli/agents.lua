@@ -266,7 +266,7 @@ local function agent_json(name, a)
     AGENT_KEYS)
 end
 
-local JSON_OPT = { "--json", help = "Print JSON on stdout instead of text." }
+local JSON_OPT = common.JSON_OPT
 
 C.list = {
   usage = "[--json]", summary = "List configured agents with their health.",

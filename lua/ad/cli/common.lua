@@ -49,6 +49,9 @@ function M.load()
 end
 
 --- Prints v as JSON (one line) on stdout; returns 0.
+--- The --json option of every command that can print JSON.
+M.JSON_OPT = { "--json", help = "Print JSON on stdout instead of text." }
+
 function M.json_out(v)
   M.out(json.encode(v))
   return 0

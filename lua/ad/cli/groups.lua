@@ -12,7 +12,7 @@ local G = {}
 
 local group_not_found = common.group_not_found
 
-local JSON_OPT = { "--json", help = "Print JSON on stdout instead of text." }
+local JSON_OPT = common.JSON_OPT
 
 -- Group name of cfg as the JSON of list and inspect; known tells whether a
 -- member's agent is configured.

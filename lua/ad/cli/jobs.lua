@@ -51,7 +51,7 @@ local function job_or_exit(arg)
   return rec, id
 end
 
-local JSON_OPT = { "--json", help = "Print JSON on stdout instead of text." }
+local JSON_OPT = common.JSON_OPT
 
 -- The fields of a job in `jobs --json` (`job --json` prints the record).
 local LIST_KEYS = { "id", "status", "agent", "task", "created_at", "started_at", "completed_at" }
