@@ -34,9 +34,4 @@ function M.all(fns, ...)
   return out
 end
 
---- Raises the cancellation error when the current task was cancelled.
-function M.check_cancelled()
-  if core.task.cancelled() then error(cancelled_error(), 0) end
-end
-
 return M

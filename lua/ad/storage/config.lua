@@ -23,8 +23,6 @@ local suggest = require "ad.infra.suggest"
 
 local M = {}
 
-M.KNOWN_PERMISSION_MODES = { "default", "plan", "bypassPermissions" }
-
 local AGENT_KEYS = { "directory", "description", "timeout", "max_budget_usd",
   "model", "permission_mode", "allowed_tools", "disallowed_tools",
   "capabilities", "risky_capabilities" }
@@ -724,19 +722,6 @@ function M.lock_message(e)
       util.g(e.wait) .. " s"
   end
   return "could not lock " .. e.path .. ": " .. e.detail
-end
-
---- Warning text for a permission mode nobody knows, or nil.
-function M.permission_warning(mode)
-  if mode == nil then return nil end
-  local m = util.strip(mode)
-  if m == "" then return nil end
-  for _, k in ipairs(M.KNOWN_PERMISSION_MODES) do
-    if k == m then return nil end
-  end
-  return "Unknown permission_mode: " .. util.repr(mode) .. ". Known values: " ..
-    table.concat(M.KNOWN_PERMISSION_MODES, ", ") ..
-    " (other values the claude CLI accepts, such as acceptEdits, are passed through)"
 end
 
 --- The members of group g whose agent is not configured (sorted, unique).
