@@ -19,18 +19,18 @@ jobs=$(nproc)
 echo "== build and test (RelWithDebInfo)"
 cmake -S . -B build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAD_TESTS=ON >/dev/null
 cmake --build build-test -j"$jobs"
-scripts/ctest-all.sh build-test --timeout 900
+scripts/ctest-all.sh build-test --timeout 900 -j"$jobs"
 
 echo "== build and test with AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-test-asan -DCMAKE_BUILD_TYPE=Debug -DAD_SANITIZE=ON -DAD_TESTS=ON >/dev/null
 cmake --build build-test-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  scripts/ctest-all.sh build-test-asan --timeout 900 -LE valgrind
+  scripts/ctest-all.sh build-test-asan --timeout 900 -j"$jobs" -LE valgrind
 
 echo "== fuzz harnesses (clang libFuzzer + ASan + UBSan, bounded runs)"
 cmake -S . -B build-test-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DAD_TESTS=OFF -DAD_FUZZ=ON >/dev/null
 cmake --build build-test-fuzz -j"$jobs"
-scripts/ctest-all.sh build-test-fuzz --timeout 300
+scripts/ctest-all.sh build-test-fuzz --timeout 300 -j"$jobs"
 echo "== all tests passed"
