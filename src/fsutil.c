@@ -258,9 +258,7 @@ void fs_unlock(int fd)
     }
 }
 
-/* Reads at most max bytes from fd into a new NUL-terminated buffer; fd is
- * closed in every case. */
-static int read_fd(int fd, size_t max, char **out, size_t *len)
+int fs_read_fd(int fd, size_t max, char **out, size_t *len, bool *more)
 {
     if (max == SIZE_MAX) {
         max--; /* max + 1 below must not wrap to 0 (an empty read) */
@@ -275,6 +273,8 @@ static int read_fd(int fd, size_t max, char **out, size_t *len)
         close(fd);
         return -EISDIR;
     }
+    /* Sized from the file when it has a size; one byte over max tells
+     * whether more follows. */
     size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 4096;
     if (cap > max + 1) {
         cap = max + 1;
@@ -316,11 +316,30 @@ static int read_fd(int fd, size_t max, char **out, size_t *len)
         n += (size_t)r;
     }
     close(fd);
+    *more = n > max;
     if (n > max) {
-        free(buf);
-        return -EFBIG;
+        n = max;
     }
     buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* All of fd or -EFBIG past max. */
+static int read_fd(int fd, size_t max, char **out, size_t *len)
+{
+    char *buf;
+    size_t n;
+    bool more;
+    int rc = fs_read_fd(fd, max, &buf, &n, &more);
+    if (rc != 0) {
+        return rc;
+    }
+    if (more) {
+        free(buf);
+        return -EFBIG; /* out and len untouched, as for every failure */
+    }
     *out = buf;
     *len = n;
     return 0;

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ad/fsutil.h"
 #include "ad/introspect.h"
 
 int introspect_health(const char *dir)
@@ -108,44 +109,6 @@ static int resolve_inside(const char *dir, const char *rel, char *out)
     return 0;
 }
 
-/* Reads up to max bytes from fd (closed here), plus one to learn whether
- * more follows. */
-static int read_prefix(int fd, size_t max, char **out, size_t *len,
-                       int *truncated)
-{
-    char *buf = malloc(max + 2);
-    if (!buf) {
-        close(fd);
-        return -ENOMEM;
-    }
-    size_t n = 0;
-    while (n < max + 1) {
-        ssize_t r = read(fd, buf + n, max + 1 - n);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r < 0) {
-            int e = errno;
-            free(buf);
-            close(fd);
-            return -e;
-        }
-        if (r == 0) {
-            break;
-        }
-        n += (size_t)r;
-    }
-    close(fd);
-    *truncated = n > max;
-    if (n > max) {
-        n = max;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return 0;
-}
-
 int introspect_read(const char *dir, const char *rel, size_t max, char **out,
                     size_t *len, int *truncated)
 {
@@ -165,5 +128,10 @@ int introspect_read(const char *dir, const char *rel, size_t max, char **out,
         close(fd);
         return -EINVAL; /* pipes, devices, sockets: not project files */
     }
-    return read_prefix(fd, max, out, len, truncated);
+    bool more;
+    rc = fs_read_fd(fd, max, out, len, &more);
+    if (rc == 0) {
+        *truncated = more;
+    }
+    return rc;
 }

@@ -98,6 +98,24 @@ static void index_path(const char *dir, char *out, size_t len)
     snprintf(out, len, "%s/.index", dir);
 }
 
+/* The index opened with oflags (never through a link) and its stat:
+ * the descriptor, or a negative errno. */
+static int open_index(const char *dir, int oflags, struct stat *st)
+{
+    char path[4096];
+    index_path(dir, path, sizeof path);
+    int fd = open(path, oflags | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        return -errno;
+    }
+    if (fstat(fd, st) != 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
 static void format_record(char rec[JOBS_INDEX_RECORD + 1], const char *id,
                           double created_at, const char *status)
 {
@@ -111,23 +129,16 @@ int jobs_index_add(const char *dir, const char *id, double created_at,
     if (!validate_job_id(id, strlen(id))) {
         return -EINVAL;
     }
-    char path[4096], rec[JOBS_INDEX_RECORD + 1];
-    index_path(dir, path, sizeof path);
+    char rec[JOBS_INDEX_RECORD + 1];
     format_record(rec, id, created_at, status);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
-                  0600);
-    if (fd < 0) {
-        return -errno;
-    }
     /* A torn last line (a full disk or a crash during an earlier append)
      * is cut off first: appending after it would shift every later line
      * off the record grid. The entry it held comes back by reconciliation
      * with the directory (see jobs_index_fresh). */
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int rc = -errno;
-        close(fd);
-        return rc;
+    int fd = open_index(dir, O_WRONLY | O_CREAT | O_APPEND, &st);
+    if (fd < 0) {
+        return fd;
     }
     off_t whole = st.st_size - st.st_size % JOBS_INDEX_RECORD;
     if (whole != st.st_size && ftruncate(fd, whole) != 0) {
@@ -220,17 +231,10 @@ static int walk_backwards(const char *dir, int oflags,
                                        void *ud),
                           void *ud)
 {
-    char path[4096];
-    index_path(dir, path, sizeof path);
-    int fd = open(path, oflags | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        return -errno;
-    }
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int rc = -errno;
-        close(fd);
-        return rc;
+    int fd = open_index(dir, oflags, &st);
+    if (fd < 0) {
+        return fd;
     }
     enum { CHUNK = JOBS_INDEX_RECORD * 256 };
     char *buf = malloc(CHUNK);

@@ -40,6 +40,11 @@ int fs_lock_try(const char *path, int *fd);
 int fs_lock_wait(const char *path, int *fd, const atomic_bool *stop);
 void fs_unlock(int fd);
 
+/* Reads at most max bytes of fd (closed in every case) into a new
+ * NUL-terminated buffer; more says whether the file went on past max.
+ * -EISDIR for a directory, other failures -errno. */
+int fs_read_fd(int fd, size_t max, char **out, size_t *len, bool *more);
+
 /* Reads at most max bytes of path into a new NUL-terminated buffer.
  * nofollow refuses a symlink (-ELOOP). -EFBIG when the file is larger. */
 int fs_read_file(const char *path, size_t max, bool nofollow, char **out,

@@ -195,6 +195,94 @@ static void remember_anchor(lua_State *L, struct loader *ld,
     }
 }
 
+/* The depth bound and the Lua stack room of one more level of nesting
+ * (load and outline alike). */
+static int enter_node(lua_State *L, struct loader *ld, int depth, int slots)
+{
+    if (depth > MAX_DEPTH) {
+        snprintf(ld->err, sizeof ld->err, "nesting deeper than %d levels",
+                 MAX_DEPTH);
+        return -1;
+    }
+    luaL_checkstack(L, slots, "yaml nesting");
+    return 0;
+}
+
+/* The next key of a mapping into kev: 0 for a key, 1 at the mapping's end
+ * (kev holds the end event), -1 on an error (nothing to free). Keys are
+ * plain scalars only. */
+static int next_key(struct loader *ld, yaml_event_t *kev)
+{
+    if (next_event(ld, kev) != 0) {
+        return -1;
+    }
+    if (kev->type == YAML_MAPPING_END_EVENT) {
+        return 1;
+    }
+    if (kev->type != YAML_SCALAR_EVENT) {
+        snprintf(ld->err, sizeof ld->err,
+                 "line %zu, column %zu: mapping keys must be plain scalars",
+                 kev->start_mark.line + 1, kev->start_mark.column + 1);
+        yaml_event_delete(kev);
+        return -1;
+    }
+    return 0;
+}
+
+typedef int (*node_fn)(lua_State *L, struct loader *ld, yaml_event_t *ev,
+                       int depth);
+
+/* Reads the text's one document with node for its root and pushes the
+ * root, nil for a text without content, or nil and a message. */
+static int one_document(lua_State *L, struct loader *ld, const char *text,
+                        size_t n, node_fn node)
+{
+    yaml_parser_initialize(&ld->parser);
+    yaml_parser_set_input_string(&ld->parser, (const unsigned char *)text, n);
+    int rc = 0;
+    bool have_doc = false;
+    for (;;) {
+        yaml_event_t ev;
+        if (next_event(ld, &ev) != 0) {
+            rc = -1;
+            break;
+        }
+        yaml_event_type_t type = ev.type;
+        if (type == YAML_STREAM_END_EVENT) {
+            yaml_event_delete(&ev);
+            break;
+        }
+        if (type == YAML_DOCUMENT_START_EVENT && have_doc) {
+            snprintf(ld->err, sizeof ld->err,
+                     "line %zu: the file holds more than one YAML document",
+                     ev.start_mark.line + 1);
+            yaml_event_delete(&ev);
+            rc = -1;
+            break;
+        }
+        if (type == YAML_SCALAR_EVENT || type == YAML_ALIAS_EVENT ||
+            type == YAML_MAPPING_START_EVENT ||
+            type == YAML_SEQUENCE_START_EVENT) {
+            rc = node(L, ld, &ev, 0);
+            have_doc = true;
+        }
+        yaml_event_delete(&ev);
+        if (rc != 0) {
+            break;
+        }
+    }
+    yaml_parser_delete(&ld->parser);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, ld->err);
+        return 2;
+    }
+    if (!have_doc) {
+        lua_pushnil(L);
+    }
+    return 1;
+}
+
 static int parse_mapping(lua_State *L, struct loader *ld, int depth,
                          const yaml_char_t *anchor)
 {
@@ -209,20 +297,13 @@ static int parse_mapping(lua_State *L, struct loader *ld, int depth,
     lua_insert(L, -2);                                /* order map */
     for (;;) {
         yaml_event_t kev;
-        if (next_event(ld, &kev) != 0) {
+        int k = next_key(ld, &kev);
+        if (k < 0) {
             return -1;
         }
-        if (kev.type == YAML_MAPPING_END_EVENT) {
+        if (k > 0) {
             yaml_event_delete(&kev);
             break;
-        }
-        if (kev.type != YAML_SCALAR_EVENT) {
-            snprintf(ld->err, sizeof ld->err,
-                     "line %zu, column %zu: mapping keys must be plain "
-                     "scalars", kev.start_mark.line + 1,
-                     kev.start_mark.column + 1);
-            yaml_event_delete(&kev);
-            return -1;
         }
         lua_pushlstring(L, (const char *)kev.data.scalar.value,
                         kev.data.scalar.length);      /* order map key */
@@ -283,12 +364,9 @@ static int parse_sequence(lua_State *L, struct loader *ld, int depth,
 static int parse_node(lua_State *L, struct loader *ld, yaml_event_t *ev,
                       int depth)
 {
-    if (depth > MAX_DEPTH) {
-        snprintf(ld->err, sizeof ld->err, "nesting deeper than %d levels",
-                 MAX_DEPTH);
+    if (enter_node(L, ld, depth, 8) != 0) {
         return -1;
     }
-    luaL_checkstack(L, 8, "yaml nesting");
     switch (ev->type) {
     case YAML_SCALAR_EVENT:
         if (push_scalar(L, ld, ev) != 0) {
@@ -334,50 +412,7 @@ static int l_yaml_load(lua_State *L)
     memset(ld, 0, sizeof *ld);
     lua_newtable(L);
     ld->anchors = lua_gettop(L);
-    yaml_parser_initialize(&ld->parser);
-    yaml_parser_set_input_string(&ld->parser, (const unsigned char *)text, n);
-    int rc = 0;
-    bool have_doc = false;
-    for (;;) {
-        yaml_event_t ev;
-        if (next_event(ld, &ev) != 0) {
-            rc = -1;
-            break;
-        }
-        yaml_event_type_t type = ev.type;
-        if (type == YAML_STREAM_END_EVENT) {
-            yaml_event_delete(&ev);
-            break;
-        }
-        if (type == YAML_DOCUMENT_START_EVENT && have_doc) {
-            yaml_event_delete(&ev);
-            snprintf(ld->err, sizeof ld->err,
-                     "line %zu: the file holds more than one YAML document",
-                     ev.start_mark.line + 1);
-            rc = -1;
-            break;
-        }
-        if (type == YAML_SCALAR_EVENT || type == YAML_ALIAS_EVENT ||
-            type == YAML_MAPPING_START_EVENT ||
-            type == YAML_SEQUENCE_START_EVENT) {
-            rc = parse_node(L, ld, &ev, 0);
-            have_doc = true;
-        }
-        yaml_event_delete(&ev);
-        if (rc != 0) {
-            break;
-        }
-    }
-    yaml_parser_delete(&ld->parser);
-    if (rc != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, ld->err);
-        return 2;
-    }
-    if (!have_doc) {
-        lua_pushnil(L);
-    }
-    return 1;
+    return one_document(L, ld, text, n, parse_node);
 }
 
 /* ---- outline ---------------------------------------------------------
@@ -457,23 +492,16 @@ static int outline_mapping(lua_State *L, struct loader *ld, yaml_event_t *ev,
     lua_Integer stop = byte_offset(ld, ev->end_mark.index);
     for (;;) {
         yaml_event_t kev;
-        if (next_event(ld, &kev) != 0) {
+        int k = next_key(ld, &kev);
+        if (k < 0) {
             return -1;
         }
-        if (kev.type == YAML_MAPPING_END_EVENT) {
+        if (k > 0) {
             if (flow) {
                 stop = byte_offset(ld, kev.end_mark.index);
             }
             yaml_event_delete(&kev);
             break;
-        }
-        if (kev.type != YAML_SCALAR_EVENT) {
-            snprintf(ld->err, sizeof ld->err,
-                     "line %zu, column %zu: mapping keys must be plain "
-                     "scalars", kev.start_mark.line + 1,
-                     kev.start_mark.column + 1);
-            yaml_event_delete(&kev);
-            return -1;
         }
         lua_pushlstring(L, (const char *)kev.data.scalar.value,
                         kev.data.scalar.length);      /* .. order name */
@@ -556,12 +584,9 @@ static int outline_sequence(lua_State *L, struct loader *ld, yaml_event_t *ev,
 static int outline_node(lua_State *L, struct loader *ld, yaml_event_t *ev,
                         int depth)
 {
-    if (depth > MAX_DEPTH) {
-        snprintf(ld->err, sizeof ld->err, "nesting deeper than %d levels",
-                 MAX_DEPTH);
+    if (enter_node(L, ld, depth, 10) != 0) {
         return -1;
     }
-    luaL_checkstack(L, 10, "yaml nesting");
     switch (ev->type) {
     case YAML_SCALAR_EVENT: {
         new_node(L, ld, "scalar", false, ev);
@@ -595,39 +620,7 @@ static int l_yaml_outline(lua_State *L)
     memset(ld, 0, sizeof *ld);
     ld->text = (const unsigned char *)text;
     ld->len = n;
-    yaml_parser_initialize(&ld->parser);
-    yaml_parser_set_input_string(&ld->parser, (const unsigned char *)text, n);
-    int rc = 0;
-    bool have_doc = false;
-    for (;;) {
-        yaml_event_t ev;
-        if (next_event(ld, &ev) != 0) {
-            rc = -1;
-            break;
-        }
-        yaml_event_type_t type = ev.type;
-        bool node = type == YAML_SCALAR_EVENT || type == YAML_ALIAS_EVENT ||
-                    type == YAML_MAPPING_START_EVENT ||
-                    type == YAML_SEQUENCE_START_EVENT;
-        if (node && !have_doc) {
-            rc = outline_node(L, ld, &ev, 0);
-            have_doc = true;
-        }
-        yaml_event_delete(&ev);
-        if (rc != 0 || type == YAML_STREAM_END_EVENT) {
-            break;
-        }
-    }
-    yaml_parser_delete(&ld->parser);
-    if (rc != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, ld->err);
-        return 2;
-    }
-    if (!have_doc) {
-        lua_pushnil(L);
-    }
-    return 1;
+    return one_document(L, ld, text, n, outline_node);
 }
 
 /* ---- dump ----------------------------------------------------------- */

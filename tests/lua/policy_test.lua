@@ -159,6 +159,14 @@ test("config: YAML is loaded safely", function()
   eq(v, nil); has(err, "unsupported tag")
 end)
 
+test("config: a second YAML document is refused with its line", function()
+  local text = "agents: {}\n---\nagents: {}\n"
+  for _, fn in ipairs({ core.yaml.load, core.yaml.outline }) do
+    local v, err = fn(text)
+    eq(v, nil); has(err, "line 2: the file holds more than one YAML document")
+  end
+end)
+
 test("config: save/load round trip keeps order, modes and non-ASCII", function()
   local config = require "ad.storage.config"
   local dir = os.tmpname(); os.remove(dir)
