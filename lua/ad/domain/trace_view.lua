@@ -455,25 +455,31 @@ function M.text(root, opts)
   local function paint(s, ...)
     if not color then return s end
     local pre = {}
-    for _, k in ipairs({ ... }) do if k then pre[#pre + 1] = ESC[k] end end
+    for i = 1, select("#", ...) do
+      local k = select(i, ...)
+      if k then pre[#pre + 1] = ESC[k] end
+    end
     if #pre == 0 then return s end
     return table.concat(pre) .. s .. ESC.reset
   end
   local rows = drawn(root)
   local prefix = prefixes(rows, g)
 
-  local head = { "trace " .. (root.trace_id and clean(root.trace_id) or "-"),
-    string.format("%d span%s", root.spans, root.spans == 1 and "" or "s") }
+  local head = { string.format("%d span%s", root.spans, root.spans == 1 and "" or "s") }
+  if root.trace_id then table.insert(head, 1, "trace " .. clean(root.trace_id)) end
   if root.failures > 0 then head[#head + 1] = paint(root.failures .. " failed", "red", "bold") end
   if root.running_spans > 0 then head[#head + 1] = paint(root.running_spans .. " running", "yellow") end
   head[#head + 1] = M.cost(root.total_cost)
   head[#head + 1] = M.duration(root.wall_ms)
+  -- A narrow terminal gets a shorter header: tighter separators, then no
+  -- trace id, then the plain text cut to the width.
+  local function cols(s) return width((s:gsub("\27%[[%d;]*m", ""))) end
   local sep = opts.ascii and "  -  " or "  ·  "
-  if width((table.concat(head, sep):gsub("\27%[[%d;]*m", ""))) > W then
-    sep = opts.ascii and " - " or " · "
-    head[1] = "trace " .. fit(root.trace_id and clean(root.trace_id) or "-", 12, ellipsis)
-  end
-  local out = { table.concat(head, sep) }
+  if cols(table.concat(head, sep)) > W then sep = opts.ascii and " - " or " · " end
+  if cols(table.concat(head, sep)) > W and root.trace_id then table.remove(head, 1) end
+  local title = table.concat(head, sep)
+  if cols(title) > W then title = fit((title:gsub("\27%[[%d;]*m", "")), W, ellipsis) end
+  local out = { title }
   if #rows == 0 then
     out[#out + 1] = "(no spans)"
     return table.concat(out, "\n") .. "\n"
@@ -488,7 +494,9 @@ function M.text(root, opts)
     local n = r.node
     local l = label_of(n)
     if n.orphan then l = "(orphan) " .. l end
-    if opts.ascii then l = l:gsub("[\x80-\xFF]+", "?") end
+    if opts.ascii then
+      l = l:gsub(utf8.charpattern, function(c) return #c > 1 and "?" or nil end)
+    end
     labels[n] = l
     need = math.max(need, math.min(width(prefix[n]), cap - 6) + width(l))
   end
@@ -498,13 +506,15 @@ function M.text(root, opts)
     sw = math.max(sw, #status_of(r.node))
   end
   local nw = math.min(need, cap)
-  local fixed = 2 + nw + 2 + sw + 8 + 9 + (parents and 9 or 0) + 2
-  local bw = W - fixed
-  if bw < 16 and parents then parents = false; bw = bw + 9 end
-  if bw < 16 then
-    nw = math.max(8, nw - (16 - bw))
-    bw = W - (2 + nw + 2 + sw + 8 + 9 + 2)
+  local function bar_width()
+    return W - (2 + nw + 2 + sw + 8 + 9 + (parents and 9 or 0) + 2)
   end
+  -- Narrow terminals: a narrower name column first (to 16), then no total
+  -- column, then a name column down to 8.
+  local bw = bar_width()
+  if bw < 16 then nw = math.max(math.min(nw, 16), nw - (16 - bw)); bw = bar_width() end
+  if bw < 16 and parents then parents = false; bw = bar_width() end
+  if bw < 16 then nw = math.max(8, nw - (16 - bw)); bw = bar_width() end
   bw = math.max(bw, 10)
 
   local axis = pad("0s", bw - width(M.duration(root.wall_ms))) .. M.duration(root.wall_ms)
@@ -582,8 +592,8 @@ end
 
 local function tick_label(t, step)
   if t == 0 then return "0" end
-  if step < 1 then return string.format("%gms", round(t * 1000)) end
-  if t < 60 then return string.format("%gs", t) end
+  if t < 1 then return string.format("%dms", round(t * 1000)) end
+  if t < 60 then return string.format("%gs", round(t * 1000) / 1000) end
   local s = round(t)
   if s < 3600 then
     return s % 60 == 0 and string.format("%dm", s // 60) or string.format("%dm%02ds", s // 60, s % 60)
@@ -636,7 +646,7 @@ svg.trace{font-family:system-ui,-apple-system,"Segoe UI","DejaVu Sans",Helvetica
 .tick line{stroke:#e5e7eb}
 .axis{stroke:#9ca3af}
 .zebra{fill:#f8fafc}
-.tree{stroke:#cbd5e1;fill:none}
+.tree{stroke:#94a3b8;fill:none}
 .name.critical{font-weight:600}
 .name.failed{fill:#b91c1c}
 .name .meta{fill:#9ca3af;font-weight:400}
@@ -650,6 +660,7 @@ rect.span[data-status=unknown]{fill:#9ca3af}
 rect.span[data-critical=true]{stroke:#111827;stroke-width:2px;stroke-dasharray:none}
 .barlabel{font-variant-numeric:tabular-nums}
 .barlabel.in{fill:#ffffff}
+.barlabel.in.light{fill:#1f2937}
 .barlabel.out{fill:#374151}
 ]]
 
@@ -671,7 +682,7 @@ local function svg(root, opts)
   for _, r in ipairs(rows) do
     local l = label_of(r.node)
     local extra = r.node.failed and str(r.node.span.error_type) and #r.node.span.error_type + 3 or 0
-    need = math.max(need, 12 + r.depth * indent + (utf8.len(l) + 2 + extra) * cw)
+    need = math.max(need, 12 + r.depth * indent + (width(l) + 2 + extra) * cw)
   end
   local LW = math.max(140, math.min(LW_MAX, math.ceil(need)))
   local X0, X1 = LW + 12, W - 16
@@ -693,12 +704,14 @@ local function svg(root, opts)
   add("<style>" .. SVG_STYLE .. "</style>")
   add(string.format('<rect x="0" y="0" width="%d" height="%d" fill="#ffffff"/>', W, H))
   if header then
-    add(string.format('<text class="title" x="12" y="26" font-size="16">Trace %s</text>',
-      xml(root.trace_id or "(no trace id)")))
-    local sum = { string.format("%d span%s", root.spans, root.spans == 1 and "" or "s"),
+    local task = not root.synthetic and str(root.span.task)
+    add(string.format('<text class="title" x="12" y="26" font-size="16">%s</text>',
+      task and xml(cut(clean(task), math.floor((W - 24) / 9.6))) or "Delegation tree"))
+    local sum = { "trace " .. (root.trace_id and clean(root.trace_id) or "-"),
+      string.format("%d span%s", root.spans, root.spans == 1 and "" or "s"),
       M.cost(root.total_cost) .. " total", M.duration(root.wall_ms) .. " wall time" }
-    if root.failures > 0 then table.insert(sum, 2, root.failures .. " failed") end
-    if root.running_spans > 0 then table.insert(sum, 2, root.running_spans .. " running") end
+    if root.failures > 0 then table.insert(sum, 3, root.failures .. " failed") end
+    if root.running_spans > 0 then table.insert(sum, 3, root.running_spans .. " running") end
     add(string.format('<text class="summary" x="12" y="46" font-size="12">%s</text>',
       xml(table.concat(sum, "  ·  "))))
   end
@@ -766,7 +779,7 @@ local function svg(root, opts)
     elseif node.orphan then
       meta = " · orphan"
     end
-    name = cut(name, math.max(3, room - utf8.len(meta)))
+    name = fit(name, math.max(3, room - width(meta)))
     add(string.format('<text class="%s" x="%d" y="%s">%s%s%s</text>', cls,
       12 + d * indent, f1(y + rowh * 0.5 + font * 0.35), node.critical and "★ " or "",
       xml(name), meta ~= "" and '<tspan class="meta">' .. xml(meta) .. "</tspan>" or ""))
@@ -786,10 +799,11 @@ local function svg(root, opts)
       text = M.duration(node.duration_ms) .. " · " ..
         (node.own_cost > 0 and M.cost(node.own_cost) .. " · " or "") .. "Σ " .. M.cost(node.total_cost)
     end
-    local tw = utf8.len(text) * cw
+    local tw = width(text) * cw
     local ty = f1(by + bh / 2 + font * 0.35)
     if tw + 10 <= w then
-      add(string.format('<text class="barlabel in" x="%s" y="%s">%s</text>', f1(x + 5), ty, xml(text)))
+      local light = st == "cached" or st == "cancelled"
+      add(string.format('<text class="barlabel in%s" x="%s" y="%s">%s</text>', light and " light" or "", f1(x + 5), ty, xml(text)))
     elseif x + w + 6 + tw <= W - 2 then
       add(string.format('<text class="barlabel out" x="%s" y="%s">%s</text>', f1(x + w + 5), ty, xml(text)))
     else
@@ -821,6 +835,7 @@ local function svg(root, opts)
   end
   add(string.format('<rect x="%d" y="%d" width="22" height="12" rx="2" fill="#ffffff" stroke="#111827" stroke-width="2"/><text x="%d" y="%d">★ critical path</text>',
     lx, ly - 10, lx + 28, ly))
+  add(string.format('<text x="%d" y="%d">Σ: cost with everything below</text>', lx + 130, ly))
   add("</g>")
   add("</svg>")
   return table.concat(o, "\n")
@@ -846,7 +861,7 @@ end
 local HTML_STYLE = [[
 body{margin:0;background:#f1f5f9;color:#111827;font:14px/1.4 system-ui,-apple-system,"Segoe UI","DejaVu Sans",Helvetica,Arial,sans-serif}
 .main{max-width:1240px;margin:0 auto;padding:20px}
-h1{font-size:20px;margin:0 0 2px;font-weight:600}
+h1{font-size:19px;margin:0 0 4px;font-weight:600}
 .id{color:#6b7280;font:12px ui-monospace,"DejaVu Sans Mono",monospace;margin-bottom:14px}
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:14px}
 .card{background:#fff;border-radius:8px;padding:10px 16px;box-shadow:0 1px 2px rgba(0,0,0,.08);min-width:120px}
@@ -855,7 +870,7 @@ h1{font-size:20px;margin:0 0 2px;font-weight:600}
 .card.bad .v{color:#dc2626}
 .panel{background:#fff;border-radius:8px;box-shadow:0 1px 2px rgba(0,0,0,.08);overflow:hidden}
 .panel svg{display:block;width:100%;height:auto}
-.task{color:#374151;margin:0 0 4px}
+.card .v.name{font-size:18px;line-height:32px;max-width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 #detail{position:sticky;top:0;z-index:1;background:#fffbeb;border:1px solid #fde68a;border-radius:8px;padding:8px 12px;margin-bottom:12px;white-space:pre-wrap;font:12px/1.45 ui-monospace,"DejaVu Sans Mono",monospace;color:#374151;min-height:1.4em}
 svg.hovering rect.span{opacity:.35}
 svg.hovering g.hover rect.span{opacity:1}
@@ -899,9 +914,9 @@ function M.html(root, opts)
   root = prepare(root, opts)
   local o = {}
   local function add(s) o[#o + 1] = s end
-  local function card(k, v, bad)
-    add(string.format('<div class="card%s"><div class="v">%s</div><div class="k">%s</div></div>',
-      bad and " bad" or "", xml(v), xml(k)))
+  local function card(k, v, bad, name)
+    add(string.format('<div class="card%s"><div class="v%s">%s</div><div class="k">%s</div></div>',
+      bad and " bad" or "", name and " name" or "", xml(v), xml(k)))
   end
   local id = root.trace_id and xml(root.trace_id) or "(no trace id)"
   add("<!DOCTYPE html>")
@@ -909,22 +924,25 @@ function M.html(root, opts)
   add('<meta name="viewport" content="width=device-width, initial-scale=1"/>')
   add("<title>Trace " .. id .. "</title>")
   add("<style>" .. HTML_STYLE .. "</style></head><body><div class=\"main\">")
-  local first = ROWS[root][1]
-  local top = root.synthetic and "Delegation tree" or ("Delegation tree: " .. label_of(first))
-  add("<h1>" .. xml(top) .. "</h1>")
-  if first and str(first.span.task) then
-    add('<p class="task">' .. xml(cut(clean(first.span.task), 200)) .. "</p>")
-  end
-  add('<div class="id">trace ' .. id .. "</div>")
+  -- The root's task as the title; the trace id, the root and the start
+  -- time (UTC) under it.
+  local task = not root.synthetic and str(root.span.task)
+  add("<h1>" .. (task and xml(cut(clean(task), 140)) or "Delegation tree") .. "</h1>")
+  local sub = { "trace " .. id }
+  if not root.synthetic then sub[#sub + 1] = xml(label_of(root)) end
+  if root.spans > 0 then sub[#sub + 1] = os.date("!started %Y-%m-%d %H:%M:%S UTC", math.floor(root.first)) end
+  add('<div class="id">' .. table.concat(sub, " · ") .. "</div>")
   add('<div class="cards">')
   card("total cost", M.cost(root.total_cost))
   card("wall time", M.duration(root.wall_ms))
   card("spans", tostring(root.spans))
   card("failures", tostring(root.failures), root.failures > 0)
   if root.running_spans > 0 then card("running", tostring(root.running_spans)) end
-  local crit = 0
-  for _, n in ipairs(ROWS[root]) do if n.critical and not n.synthetic then crit = crit + 1 end end
-  card("critical path", crit .. " span" .. (crit == 1 and "" or "s"))
+  local top
+  for _, r in ipairs(drawn(root)) do
+    if r.node.own_cost > 0 and (not top or r.node.own_cost > top.own_cost) then top = r.node end
+  end
+  if top then card("costliest: " .. M.cost(top.own_cost), label_of(top), false, true) end
   add("</div>")
   add('<div id="detail">Hover a bar for its details. ★ marks the critical path: the chain of spans that set the end time.</div>')
   add('<div class="panel">')

@@ -27,7 +27,7 @@ return function(n, seed)
       span_id = string.format("%016x", 0xa000 + i * 7919),
       parent_id = parent and parent.span_id or nil,
       kind = parent and "dispatch" or "parallel",
-      agent = NAMES[1 + rnd(#NAMES)], task = "task " .. i .. " <&>",
+      agent = NAMES[1 + i % #NAMES], task = "task " .. i .. " <&>",
       start = start, status = status, cost_usd = rnd(2000) / 10000,
       num_turns = rnd(12), denied_tools = {}, cached = rnd(10) == 0, depth = 0,
     }
