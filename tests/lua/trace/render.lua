@@ -2,6 +2,9 @@
 -- (fanout.jsonl) and generated trees of 1, 20 and 200 spans, each as SVG
 -- and HTML, with the list of span ids and parent ids they hold.
 -- Run: agent-dispatch run tests/lua/trace/render.lua OUTDIR
+-- docs/trace.png is OUTDIR/fanout.html in headless Chromium:
+--   chromium --headless --no-sandbox --hide-scrollbars \
+--     --screenshot=docs/trace.png --window-size=1200,580 file://OUTDIR/fanout.html
 local here = arg[0]:match("(.*/)") or "./"
 local out = assert(arg[1], "usage: render.lua OUTDIR")
 local tv = require "ad.domain.trace_view"
