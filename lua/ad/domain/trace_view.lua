@@ -577,8 +577,9 @@ end
 -- Tick step (seconds) for a span of t seconds over about `count` ticks.
 local function tick_step(t, count)
   local raw = t / math.max(1, count)
-  if raw >= 45 then
-    for _, s in ipairs({ 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400 }) do
+  if raw > 10 then
+    for _, s in ipairs({ 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,
+                         21600, 43200, 86400 }) do
       if s >= raw then return s end
     end
     return 86400 * math.ceil(raw / 86400)

@@ -1,6 +1,6 @@
 -- Renders the trace fixtures for trace_view_xml.sh: the fan-out fixture
 -- (fanout.jsonl) and generated trees of 1, 20 and 200 spans, each as SVG
--- and HTML, with the list of span ids and parent ids they hold.
+-- and HTML (and as text), with the list of the span ids they hold.
 -- Run: agent-dispatch run tests/lua/trace/render.lua OUTDIR
 -- docs/trace.png is OUTDIR/fanout.html in headless Chromium:
 --   chromium --headless --no-sandbox --hide-scrollbars \
