@@ -246,6 +246,22 @@ test("text: every line fits the width, for 200 spans with deep trees and wide na
   has(tv.text(root, { width = 100 }), "…", "deep tree lines cut on the left")
 end)
 
+test("a chain 300 deep: text lines fit, SVG labels stay in the label panel", function()
+  local spans = { sp("s0", nil, "root", 0, 301) }
+  for i = 1, 300 do spans[#spans + 1] = sp("s" .. i, "s" .. (i - 1), "agent-" .. i, i, 301 - i / 2) end
+  local root = tv.tree(spans)
+  eq(root.spans, 301)
+  eq(find(root, "s300").depth, 300)
+  for _, l in ipairs(lines(tv.text(root, { width = 80 }))) do ok(cols(l) <= 80, l) end
+  local svg = tv.svg(root, { width = 1000 })
+  local n = 0
+  for x in svg:gmatch('<text class="name[^"]*" x="(%d+)"') do
+    n = n + 1
+    ok(tonumber(x) <= 350 - 60, "label at x=" .. x .. " inside the 350px panel")
+  end
+  eq(n, 301)
+end)
+
 test("text: with color, failures red and the critical path bold; bars follow the time axis", function()
   local got = tv.text(tv.tree(small()), { width = 72, color = true })
   local docs, lead

@@ -683,9 +683,12 @@ local function svg(root, opts)
   for _, r in ipairs(rows) do
     local l = label_of(r.node)
     local extra = r.node.failed and str(r.node.span.error_type) and #r.node.span.error_type + 3 or 0
-    need = math.max(need, 12 + r.depth * indent + (width(l) + 2 + extra) * cw)
+    need = math.max(need, 12 + math.min(r.depth * indent, LW_MAX - 80) + (width(l) + 2 + extra) * cw)
   end
   local LW = math.max(140, math.min(LW_MAX, math.ceil(need)))
+  -- Where a label starts: indented by depth, but always with room for a
+  -- few characters (very deep trees stop indenting).
+  local function lx(d) return 12 + math.min(d * indent, LW - 80) end
   local X0, X1 = LW + 12, W - 16
   local header = opts.header ~= false
   local top = header and 64 or 8
@@ -749,12 +752,12 @@ local function svg(root, opts)
   for _, r in ipairs(rows) do
     local p = r.node
     if #p.children > 0 then
-      local px = 12 + r.depth * indent + 3
+      local px = lx(r.depth) + 3
       local py = y_of[p] + rowh * 0.5 + font * 0.5
       for _, c in ipairs(p.children) do
         local cy = y_of[c] + rowh * 0.5
         add(string.format('<path d="M%s %s V%s H%s"/>', f1(px), f1(py), f1(cy),
-          f1(12 + depth_of[c] * indent - 2)))
+          f1(lx(depth_of[c]) - 2)))
         py = cy
       end
     end
@@ -771,7 +774,7 @@ local function svg(root, opts)
       xml(node.parent_id or ""), node.orphan and ' data-orphan="true"' or "")
     add(string.format('<g class="node" %s data-depth="%d">', ids, d))
     -- Name in the label panel.
-    local room = math.max(4, math.floor((LW - 12 - d * indent) / cw) - 2)
+    local room = math.max(4, math.floor((LW - lx(d)) / cw) - 2)
     local name = label_of(node)
     local cls = "name" .. (node.critical and " critical" or "") .. (node.failed and " failed" or "")
     local meta = ""
@@ -782,7 +785,7 @@ local function svg(root, opts)
     end
     name = fit(name, math.max(3, room - width(meta)))
     add(string.format('<text class="%s" x="%d" y="%s">%s%s%s</text>', cls,
-      12 + d * indent, f1(y + rowh * 0.5 + font * 0.35), node.critical and "★ " or "",
+      lx(d), f1(y + rowh * 0.5 + font * 0.35), node.critical and "★ " or "",
       xml(name), meta ~= "" and '<tspan class="meta">' .. xml(meta) .. "</tspan>" or ""))
     -- The bar.
     local x = x_of(node.start)
