@@ -736,7 +736,7 @@ local function svg(root, opts)
     local x = x_of(root.first + k * step)
     add(string.format('<g class="tick"><line x1="%s" y1="%d" x2="%s" y2="%d"/><text x="%s" y="%d" text-anchor="%s">%s</text></g>',
       f1(x), axis_y + 2, f1(x), Y0 + n * rowh, f1(x), axis_y - 2,
-      k == 0 and "start" or "middle", tick_label(k * step, step)))
+      k == 0 and "start" or x > X1 - 24 and "end" or "middle", tick_label(k * step, step)))
     k = k + 1
     if k > 200 then break end
   end
