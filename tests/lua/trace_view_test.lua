@@ -143,6 +143,11 @@ test("tree: orphans hang under the root, marked; several roots get a synthetic r
   eq(o.orphan, true); eq(o.parent_id, "missing"); eq(o.depth, 1)
   near(root.total_cost, 0.1135 + 0.5, "the orphan's cost is counted")
   has(tv.text(root, { width = 100 }), "(orphan) stray")
+  for _, w in ipairs({ 60, 72, 90 }) do
+    for _, l in ipairs(lines(tv.text(root, { width = w }))) do
+      ok(cols(l) <= w, string.format("fits %d columns: %s", w, l))
+    end
+  end
 
   local two = { sp("x", nil, "one", 0, 5, "ok", 0.1), sp("y", nil, "two", 1, 9, "ok", 0.2),
     sp("y1", "y", "two-child", 2, 3, "ok", 0.3) }

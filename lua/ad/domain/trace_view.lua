@@ -549,8 +549,17 @@ function M.text(root, opts)
     if r.node.orphan then legend[#legend + 1] = "(orphan) parent span not in the trace"; break end
   end
   if parents then legend[#legend + 1] = "total: the span and everything below it" end
-  out[#out + 1] = paint(table.concat(legend, "  ·  "), "dim")
-  if opts.ascii then out[#out] = out[#out]:gsub("  ·  ", "  -  ") end
+  -- As many legend items on a line as fit.
+  local line = legend[1]
+  for i = 2, #legend do
+    if width(line .. sep .. legend[i]) <= W then
+      line = line .. sep .. legend[i]
+    else
+      out[#out + 1] = paint(line, "dim")
+      line = legend[i]
+    end
+  end
+  out[#out + 1] = paint(line, "dim")
   return table.concat(out, "\n") .. "\n"
 end
 
