@@ -189,6 +189,23 @@ test("tree: no spans, records without ids, JSON nulls", function()
   has(tv.text(root), "parallel")
 end)
 
+test("tree: malformed fields are ignored, never fatal, in every renderer", function()
+  local spans = {
+    { span_id = "r", start = "soon", ["end"] = {}, status = 5, cost_usd = "1", agent = 7,
+      denied_tools = "Bash", num_turns = 1.5, depth = "3", pid = "1", cached = "yes", task = { 1 } },
+    { span_id = 9, parent_id = {}, start = 0 / 0, ["end"] = math.huge, cost_usd = -0.0 },
+    { span_id = "x", parent_id = "r", start = 10, ["end"] = 5, status = "ok", duration_ms = "long",
+      denied_tools = { 1, "Write", {} }, error_type = 3, session_id = false, num_turns = "2" },
+  }
+  local root = tv.tree(spans, 20)
+  eq(root.spans, 3)
+  eq(find(root, "x").duration_ms, 0, "an end before the start is a zero-length span")
+  for _, out in ipairs({ tv.text(root), tv.text(root, { color = true, ascii = true, width = "wide" }),
+      tv.svg(root), tv.html(root) }) do
+    ok(type(out) == "string" and #out > 0, "drawn")
+  end
+end)
+
 test("tree: running spans end at now (default: the latest time in the trace)", function()
   local spans = small()
   spans[#spans + 1] = sp("w", "b", "watcher", 10, nil, "running")

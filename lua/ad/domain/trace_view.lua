@@ -44,6 +44,11 @@ local function num(v)
   return nil
 end
 
+-- An integer field: a number with an integral value (never a numeric string).
+local function int(v)
+  return num(v) and math.tointeger(v)
+end
+
 local function round(x)
   return math.floor(x + 0.5)
 end
@@ -226,7 +231,7 @@ local function make_nodes(spans, now)
       id = id, parent_id = str(r.parent_id), span = r, children = {},
       label = label, status = status, failed = FAILED[status] or false,
       running = running, start = start, finish = finish,
-      duration_ms = (not running and math.tointeger(num(r.duration_ms)))
+      duration_ms = (not running and int(r.duration_ms))
         or round((finish - start) * 1000),
       own_cost = own,
     }
@@ -450,7 +455,7 @@ function M.text(root, opts)
   root = prepare(root, opts)
   local g = opts.ascii and GLYPHS.ascii or GLYPHS.unicode
   local ellipsis = opts.ascii and "..." or "…"
-  local W = math.max(40, math.tointeger(opts.width) or 80)
+  local W = math.max(40, int(opts.width) or 80)
   local color = opts.color and true or false
   local function paint(s, ...)
     if not color then return s end
@@ -626,7 +631,7 @@ local function tooltip(n, root)
     M.duration((n.start - root.first) * 1000), M.duration(n.duration_ms))
   local c = "cost: " .. M.cost(n.own_cost)
   if #n.children > 0 then c = c .. "   with children: " .. M.cost(n.total_cost) end
-  if math.tointeger(s.num_turns) then c = c .. "   turns: " .. s.num_turns end
+  if int(s.num_turns) then c = c .. "   turns: " .. int(s.num_turns) end
   lines[#lines + 1] = c
   if n.critical then lines[#lines + 1] = "on the critical path" end
   if n.orphan then lines[#lines + 1] = "parent span " .. clean(n.parent_id) .. " is not in the trace" end
@@ -639,8 +644,8 @@ local function tooltip(n, root)
     lines[#lines + 1] = "denied tools: " .. table.concat(d, ", ")
   end
   if str(s.session_id) then lines[#lines + 1] = "session: " .. clean(s.session_id) end
-  if math.tointeger(s.depth) and s.depth > 0 then
-    lines[#lines + 1] = "dispatch depth: " .. s.depth .. (math.tointeger(s.pid) and ", process " .. s.pid or "")
+  if int(s.depth) and s.depth > 0 then
+    lines[#lines + 1] = "dispatch depth: " .. int(s.depth) .. (int(s.pid) and ", process " .. int(s.pid) or "")
   end
   if str(s.job_id) then lines[#lines + 1] = "job: " .. clean(s.job_id) end
   lines[#lines + 1] = "span: " .. clean(n.id)
@@ -679,7 +684,7 @@ rect.span[data-critical=true]{stroke:#111827;stroke-width:2px;stroke-dasharray:n
 local function svg(root, opts)
   local rows = drawn(root)
   local n = #rows
-  local W = math.max(480, math.tointeger(opts.width) or 1200)
+  local W = math.max(480, int(opts.width) or 1200)
   local rowh = math.max(16, math.min(24, 26 - n // 12))
   local font = rowh >= 20 and 12 or 10
   local cw = font * 0.6 -- average glyph width, for layout estimates
