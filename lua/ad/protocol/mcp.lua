@@ -111,27 +111,35 @@ function M.resources_capability()
   return json.object({ subscribe = true, listChanged = false }, { "subscribe", "listChanged" })
 end
 
-local TEMPLATE_DESC = "An agent-dispatch job (dispatch_async, a handed-off or MCP task " ..
-  "call): its record as JSON - status, progress tail, and the result once it ended. " ..
-  "Subscribe to hear when its status changes."
+local TEMPLATE_DESC = "An agent-dispatch job (dispatch_async, an MCP task): its record " ..
+  "as JSON - status, progress tail, and the result once it ended. Subscribe to hear " ..
+  "when its status changes."
 
---- resources/list, resources/templates/list and resources/read of both
---- eras (modern: with cache hints). Returns true when m was one of them.
-function Server:resource_method(id, m, params, modern)
-  local R = resources()
-  local function hints(t, order, scope)
-    if modern then t.ttlMs, t.cacheScope = 0, scope end
-    order[#order + 1] = "ttlMs"; order[#order + 1] = "cacheScope"
-    table.insert(order, 1, "resultType"); order[#order + 1] = "_meta"
-    return self:result(id, json.object(t, order), modern)
+M.RESOURCE_METHODS = { ["resources/list"] = true, ["resources/templates/list"] = true,
+  ["resources/read"] = true }
+
+-- A result with the given keys in order; in the modern era with the cache
+-- hints (ttlMs, cacheScope) and resultType.
+function Server:cacheable(id, t, keys, scope, modern)
+  local order = { "resultType" }
+  for _, k in ipairs(keys) do order[#order + 1] = k end
+  if modern then
+    t.ttlMs, t.cacheScope = 0, scope
+    order[#order + 1] = "ttlMs"; order[#order + 1] = "cacheScope"; order[#order + 1] = "_meta"
   end
+  return self:result(id, json.object(t, order), modern)
+end
+
+-- One of M.RESOURCE_METHODS (both eras).
+function Server:resource_read_method(id, m, params, modern)
+  local R = resources()
   if m == "resources/list" then
     local cursor = params.cursor
     if cursor == "" then cursor = nil end -- the first page
     local list, next_cursor = R.list(cursor)
     if not list then return self:error(id, -32602, "Invalid params: " .. next_cursor) end
-    return hints({ resources = list, nextCursor = next_cursor }, { "resources", "nextCursor" },
-                 "private")
+    return self:cacheable(id, { resources = list, nextCursor = next_cursor },
+                          { "resources", "nextCursor" }, "private", modern)
   elseif m == "resources/templates/list" then
     if params.cursor ~= nil and params.cursor ~= "" then
       return self:error(id, -32602, "Invalid params: unknown cursor")
@@ -139,13 +147,12 @@ function Server:resource_method(id, m, params, modern)
     local t = json.object({ uriTemplate = R.PREFIX .. "{job_id}", name = "job",
       description = TEMPLATE_DESC, mimeType = R.MIME },
       { "uriTemplate", "name", "description", "mimeType" })
-    return hints({ resourceTemplates = json.array{ t } }, { "resourceTemplates" }, "public")
-  elseif m == "resources/read" then
-    local rec = R.record(params.uri)
-    if not rec then return self:resource_missing(id, params.uri, modern) end
-    return hints({ contents = R.contents(rec) }, { "contents" }, "private")
+    return self:cacheable(id, { resourceTemplates = json.array{ t } }, { "resourceTemplates" },
+                          "public", modern)
   end
-  return false
+  local rec = R.record(params.uri)
+  if not rec then return self:resource_missing(id, params.uri, modern) end
+  return self:cacheable(id, { contents = R.contents(rec) }, { "contents" }, "private", modern)
 end
 
 -- An unknown resource: -32002 in the legacy era, -32602 in 2026-07-28
@@ -159,10 +166,9 @@ function Server:resource_missing(id, uri, modern)
   return self:error(id, -32002, "Resource not found", data)
 end
 
---- Legacy resources/subscribe and resources/unsubscribe.
+-- Legacy resources/subscribe and resources/unsubscribe.
 function Server:resource_subscription(id, m, params)
-  local R = resources()
-  local job = R.job_id(params.uri)
+  local job = resources().job_id(params.uri)
   if m == "resources/unsubscribe" then
     if job and self.watch then self.watch:remove(job, "legacy") end
     return self:result(id, json.object({}, {}))
@@ -171,6 +177,16 @@ function Server:resource_subscription(id, m, params)
     return self:resource_missing(id, params.uri, false)
   end
   return self:result(id, json.object({}, {}))
+end
+
+--- Runs a resources/* method; a job store that cannot be read (an I/O
+--- error) is an internal error of this request only.
+function Server:resource_request(id, fn, ...)
+  local ok, err = pcall(fn, self, id, ...)
+  if not ok then
+    self:error(id, -32603, "Internal error: " ..
+      tostring(type(err) == "table" and err.message or err))
+  end
 end
 
 -- ------------------------------------------------------------ output --
@@ -542,8 +558,8 @@ function Server:modern(id, key, msg, meta)
       cacheScope = "public" }, { "resultType", "tools", "ttlMs", "cacheScope", "_meta" }), true)
   elseif m == "tools/call" then
     return self:call_tool(id, key, params, { modern = true, version = M.MODERN, meta = meta })
-  elseif m == "resources/list" or m == "resources/read" or m == "resources/templates/list" then
-    return self:resource_method(id, m, params, true)
+  elseif M.RESOURCE_METHODS[m] then
+    return self:resource_request(id, Server.resource_read_method, m, params, true)
   elseif m == "subscriptions/listen" then
     -- Our tool set is static: only resourceSubscriptions (job resources)
     -- are honoured; the listen stays open until the client cancels it or
@@ -561,7 +577,8 @@ function Server:modern(id, key, msg, meta)
       honoured.resourceSubscriptions = json.array()
       for _, uri in ipairs(uris) do
         local job = resources().job_id(uri)
-        if job and self:job_watch():add(job, key) then
+        local ok, rec = pcall(function() return job and self:job_watch():add(job, key) end)
+        if ok and rec then
           honoured.resourceSubscriptions[#honoured.resourceSubscriptions + 1] = uri
         end
       end
@@ -630,13 +647,10 @@ function Server:legacy(id, key, msg)
   elseif m == "tools/call" then
     return self:call_tool(id, key, params, { modern = false, version = self.legacy_version,
                                              meta = type(params._meta) == "table" and params._meta or {} })
-  elseif m:match("^resources/") then
-    if m == "resources/subscribe" or m == "resources/unsubscribe" then
-      return self:resource_subscription(id, m, params)
-    end
-    local answered = self:resource_method(id, m, params, false)
-    if answered ~= false then return end
-    return self:error(id, -32601, "Method not found: " .. m)
+  elseif m == "resources/subscribe" or m == "resources/unsubscribe" then
+    return self:resource_request(id, Server.resource_subscription, m, params)
+  elseif M.RESOURCE_METHODS[m] then
+    return self:resource_request(id, Server.resource_read_method, m, params, false)
   elseif m == "logging/setLevel" then
     if not LEVELS[params.level] then
       return self:error(id, -32602, "Invalid params: unknown log level " ..
