@@ -32,6 +32,14 @@ function updates(srv, uri, sub) {
     .filter((p) => p.uri === uri && (sub === undefined || (p._meta && p._meta[SUB] === sub)));
 }
 
+/** Updates for uri written after the response to request id (stdout keeps the server's order). */
+function updatesAfter(srv, uri, id) {
+  const at = srv.messages.findIndex((r) => r.msg.id === id && !('method' in r.msg));
+  assert.ok(at >= 0, `no response to ${id}`);
+  return srv.messages.slice(at + 1).filter((r) => r.msg.method === 'notifications/resources/updated'
+    && r.msg.params.uri === uri);
+}
+
 /** Waits until the job's record is terminal and an update was sent after that. */
 async function untilDoneNotified(srv, env, id, sub, ms = 15000) {
   const ok = await waitUntil(() => {
@@ -100,10 +108,10 @@ describe('jobs as MCP resources', () => {
       const { value } = await srv.call('dispatch_async', { agent: 'a', task: '[stub:sleep=0.8] unsub' });
       const uri = uriOf(value.job_id);
       await srv.request('resources/subscribe', { uri });
-      await srv.request('resources/unsubscribe', { uri });
+      await srv.request('resources/unsubscribe', { uri }, { id: 'unsub' });
       await waitUntil(() => (readRec(env, value.job_id) || {}).status === 'done', 15000);
       await new Promise((r) => setTimeout(r, 300));
-      assert.deepStrictEqual(updates(srv, uri), []);
+      assert.deepStrictEqual(updatesAfter(srv, uri, 'unsub'), []);
       await srv.close();
     });
 
@@ -145,9 +153,12 @@ describe('jobs as MCP resources', () => {
       await srv.waitFor((m) => m.method === 'notifications/subscriptions/acknowledged' &&
         m.params._meta[SUB] === 'listen-2');
       srv.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'listen-2' } });
+      // A request after the cancellation: whatever the server writes after
+      // its response comes after the cancellation was handled.
+      await srv.request('resources/templates/list', { _meta: modernMeta() }, { id: 'after-cancel' });
       await waitUntil(() => (readRec(env, second.value.job_id) || {}).status === 'done', 15000);
       await new Promise((r) => setTimeout(r, 300));
-      assert.deepStrictEqual(updates(srv, uri2), []);
+      assert.deepStrictEqual(updatesAfter(srv, uri2, 'after-cancel'), []);
       await srv.close();
       assert.deepStrictEqual(srv.responsesTo('listen-2'), []);
     });
