@@ -6,7 +6,9 @@
 --- params._meta and is served statelessly; `server/discover` describes us.
 --- Each tools/call runs as its own task, so a long dispatch never delays
 --- any other request; notifications/cancelled kills the call's child
---- process group and nothing more is written for that id.
+--- process group and nothing more is written for that id. Jobs are
+--- resources (ad.protocol.resources): list, read, and notifications to
+--- subscribers of either era when a job changes status.
 ---
 --- Over 500 lines: it is the one place where both protocol eras, the
 --- legacy tasks methods, batches and the serve loop meet; splitting them
