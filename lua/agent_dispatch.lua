@@ -81,7 +81,8 @@ end
 
 --- One dispatch; returns the DispatchResult table the dispatch tool returns.
 --- spec: agent, task, context, caller, goal, response_format,
---- timeout_seconds, group.
+--- response_schema (a JSON Schema as a Lua table or JSON text: the answer
+--- comes back as structured_output), timeout_seconds, group.
 function M.dispatch(spec) return one(spec) end
 
 --- A session turn: like dispatch, plus session_id to resume.
@@ -111,7 +112,7 @@ end
 
 --- Starts a background job (like the dispatch_async tool); returns its id.
 --- spec: agent, task, context, caller, goal, response_format,
---- timeout_seconds, group. With settings.jobs_outlive_server (the default)
+--- response_schema, timeout_seconds, group. With settings.jobs_outlive_server (the default)
 --- it runs in a detached job runner and outlives the script; otherwise on
 --- this process's loop, stopped and marked failed if the script ends first.
 function M.async(spec)

@@ -101,6 +101,7 @@ static int check_all(const struct claude_cmd *c, char *err, size_t errlen)
     rc = rc ? rc : guard("session_id", c->session_id, err, errlen);
     rc = rc ? rc : guard("model", c->model, err, errlen);
     rc = rc ? rc : guard("permission_mode", c->permission_mode, err, errlen);
+    rc = rc ? rc : guard("response_schema", c->json_schema, err, errlen);
     for (size_t i = 0; rc == 0 && i < c->nallowed; i++) {
         rc = guard("allowed tool", c->allowed[i], err, errlen);
     }
@@ -145,6 +146,10 @@ int claude_build_argv(const struct claude_cmd *c, char ***argv_out,
     if (c->permission_mode && *c->permission_mode) {
         push(&b, "--permission-mode");
         push(&b, c->permission_mode);
+    }
+    if (c->json_schema && *c->json_schema) {
+        push(&b, "--json-schema");
+        push(&b, c->json_schema);
     }
     for (size_t i = 0; i < c->nallowed; i++) {
         push(&b, "--allowedTools");

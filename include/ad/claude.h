@@ -3,7 +3,8 @@
  *
  * Layout: claude -p --output-format json|stream-json [--verbose]
  *         [--resume ID | --session-id UUID] [--max-budget-usd X]
- *         [--model M] [--permission-mode P] [--allowedTools T]...
+ *         [--model M] [--permission-mode P] [--json-schema JSON]
+ *         [--allowedTools T]...
  *         [--disallowedTools T]... -- [PROMPT]
  * Every flag comes before "--" and the prompt after it, so a prompt that
  * starts with '-' (or equals "--output-format") is never read as a flag,
@@ -25,6 +26,7 @@ struct claude_cmd {
     double budget;               /* > 0: --max-budget-usd */
     const char *model;
     const char *permission_mode;
+    const char *json_schema;     /* JSON Schema text for structured output */
     const char *const *allowed;
     size_t nallowed;
     const char *const *disallowed;

@@ -52,13 +52,20 @@ end
 local TYPE_NAMES = { string = "string", integer = "integer", number = "number",
                      boolean = "boolean" }
 
+--- The JSON type of a param in the input schema: "schema" params (a JSON
+--- Schema) take an object or its JSON text.
+local function schema_type(p)
+  if p.type == "schema" then return json.array{ "object", "string" } end
+  return TYPE_NAMES[p.type]
+end
+
 --- The MCP Tool object for a definition (version-aware: 2024-11-05 gets
 --- no title or annotations).
 function M.describe(def, version)
   local props, required = {}, json.array()
   local porder = {}
   for _, p in ipairs(def.params or {}) do
-    local s = { type = TYPE_NAMES[p.type] }
+    local s = { type = schema_type(p) }
     if p.description then s.description = p.description end
     if p.default ~= nil then s.default = p.default end
     if p.minimum then s.minimum = p.minimum end
@@ -100,6 +107,10 @@ local function coerce(p, v)
     if tv == "string" and tonumber(util.strip(v)) then return tonumber(util.strip(v)) end
   elseif p.type == "boolean" then
     if tv == "boolean" then return v end
+  elseif p.type == "schema" then
+    if tv == "string" or (tv == "table" and not (next(v) ~= nil and json.is_array(v))) then
+      return v
+    end
   end
   return nil
 end
@@ -118,9 +129,10 @@ function M.validate(def, raw)
     else
       local c = coerce(p, v)
       if c == nil then
+        local want = p.type == "integer" and "an integer"
+          or p.type == "schema" and "a JSON Schema object or its JSON text" or "a " .. p.type
         return nil, "Invalid arguments for " .. def.name .. ": '" .. p.name ..
-          "' must be " .. (p.type == "integer" and "an integer" or "a " .. p.type) ..
-          ", got " .. json.describe(v)
+          "' must be " .. want .. ", got " .. json.describe(v)
       end
       if type(c) == "string" and c:find("\0", 1, true) then
         -- Every value ends up in a C string (argv, a file name, YAML):

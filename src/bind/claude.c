@@ -2,8 +2,8 @@
  * shaped in Lua, once (lua/ad/domain/claude.lua).
  *
  *   core.claude.argv{claude=, prompt=, prompt_on_stdin=, stream=, resume=,
- *       session_id=, budget=, model=, permission_mode=, allowed={},
- *       disallowed={}}
+ *       session_id=, budget=, model=, permission_mode=, json_schema=,
+ *       allowed={}, disallowed={}}
  *       -> argv | nil, refusal   (argument-injection guard, see claude.h;
  *       also refuses NUL characters and a non-finite budget)
  *   core.claude.format_double(x) -> shortest round-trip text ("0.5", "1.0") */
@@ -82,6 +82,7 @@ static int l_claude_argv(lua_State *L)
     c.session_id = opt_field(L, "session_id", &nul);
     c.model = opt_field(L, "model", &nul);
     c.permission_mode = opt_field(L, "permission_mode", &nul);
+    c.json_schema = opt_field(L, "json_schema", &nul);
     lua_getfield(L, 1, "stream");
     c.stream = lua_toboolean(L, -1);
     lua_getfield(L, 1, "budget");
@@ -96,7 +97,8 @@ static int l_claude_argv(lua_State *L)
         lua_pushnil(L);
         lua_pushfstring(L, "Refused to dispatch: %s contains a NUL character, "
                         "which would cut the argument short.",
-                        strcmp(nul, "resume") == 0 ? "session_id" : nul);
+                        strcmp(nul, "resume") == 0 ? "session_id"
+                        : strcmp(nul, "json_schema") == 0 ? "response_schema" : nul);
         return 2;
     }
     if (!isfinite(c.budget)) {

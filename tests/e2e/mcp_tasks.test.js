@@ -55,9 +55,13 @@ describe('MCP tasks (2025-11-25)', () => {
     assert.strictEqual(value.success, true);
     assert.match(value.result, /hello/);
     assert.strictEqual(res.result._meta['io.modelcontextprotocol/related-task'].taskId, task.taskId);
-    await waitUntil(() => srv.notifications('notifications/tasks/status').length > 0, 3000);
-    const note = srv.notifications('notifications/tasks/status')[0].msg.params;
+    // One notification per change of the job (queued -> running -> its
+    // end); the last one says completed.
+    const statuses = () => srv.notifications('notifications/tasks/status').map((n) => n.msg.params);
+    await waitUntil(() => statuses().some((n) => n.status === 'completed'), 3000);
+    const note = statuses().at(-1);
     assert.strictEqual(note.status, 'completed');
+    assert.strictEqual(note.taskId, task.taskId);
     const again = await srv.request('tasks/get', { taskId: task.taskId });
     assert.strictEqual(again.result.status, 'completed');
     const list = await srv.request('tasks/list', {});

@@ -225,7 +225,7 @@ struct directives {
     bool ignore_term, hang, old_cli, echo_argv, job_record;
     /* strings (NULL = absent) */
     const char *reply, *json, *stderr_text, *stdout_text, *errors, *deny;
-    const char *tool, *echo_env;
+    const char *tool, *echo_env, *structured;
     /* numbers (negative = absent) */
     double sleep, interval, grandchild, escape, cost;
     long progress, exit_code, turns, stderr_bytes, huge, huge_line, spew;
@@ -271,6 +271,7 @@ static const struct {
     D("echo_env", D_STR, echo_env),      /* result = $NAME or "<unset>" */
     D("spew", D_LONG, spew),             /* N bytes of 1 KiB non-JSON lines on stdout first */
     D("job_record", D_FLAG, job_record), /* result = what the job records said of us at start */
+    D("structured", D_STR, structured),  /* with --json-schema: "structured_output":VALUE (raw JSON, no ']') */
 #undef D
 };
 
@@ -546,6 +547,7 @@ static int mcp_main(int argc, char **argv)
 struct args {
     bool print, verbose, version, fork_session, cont;
     const char *format, *session_id, *resume, *budget, *model, *permission_mode;
+    const char *json_schema;
     const char *prompt;
 };
 
@@ -635,6 +637,7 @@ static int parse_args(int argc, char **argv, struct args *a)
         else if (!strcmp(arg, "--max-budget-usd")) slot = &a->budget;
         else if (!strcmp(arg, "--model")) slot = &a->model;
         else if (!strcmp(arg, "--permission-mode")) slot = &a->permission_mode;
+        else if (!strcmp(arg, "--json-schema")) slot = &a->json_schema;
         else {
             size_t k, n = sizeof ignored_flags / sizeof ignored_flags[0];
             for (k = 0; k < n && strcmp(ignored_flags[k].name, arg) != 0; k++) {
@@ -797,6 +800,12 @@ static void result_line(const struct ctx *c, const char *reply)
         }
         free(copy);
         buf_str(&b, "]");
+    }
+    if (d->structured && c->a->json_schema) {
+        /* As the CLI does when the model's StructuredOutput input matched
+         * the schema (the stub does not check it: the test says so). */
+        buf_str(&b, ",\"structured_output\":");
+        buf_str(&b, d->structured);
     }
     buf_str(&b, ",\"session_id\":");
     buf_json(&b, c->session_id);

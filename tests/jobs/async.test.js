@@ -86,7 +86,8 @@ describe('dispatch_async / status / wait', () => {
     const { env, srv } = await start(t);
     const { value } = await srv.call('dispatch_async',
       { agent: 'a', task: '[stub:progress=8][stub:interval=0.25][stub:reply=all done]' });
-    assert.deepStrictEqual(Object.keys(value), ['job_id', 'status', 'agent']);
+    assert.deepStrictEqual(Object.keys(value), ['job_id', 'status', 'agent', 'resource']);
+    assert.strictEqual(value.resource, `agent-dispatch://jobs/${value.job_id}`);
     assert.strictEqual(value.status, 'pending');
     assert.strictEqual(value.agent, 'a');
     const id = value.job_id;

@@ -58,18 +58,35 @@ local CASES = {
     want = { success = false, error_type = "budget", budget_exceeded = true },
     progress = { "MOCK: [mock:tokens=200000] spend" },
     error_has = { "Reached maximum budget ($0.01)" } },
+  -- --json-schema: the model called StructuredOutput with a matching input.
+  { file = "json_schema_match", response_schema = '{"type":"object"}',
+    want = { success = true, result = '{"answer":"42"}', num_turns = 2 },
+    structured = { answer = "42" } },
+  { file = "stream_schema_match", stream = true, response_schema = '{"type":"object"}',
+    want = { success = true, result = '{"answer":"42"}' }, structured = { answer = "42" } },
+  -- The same output without a schema asked for: no structured_output.
+  { file = "json_schema_match", want = { success = true, structured_output = nil } },
+  -- A mismatch: the CLI asked again, the model answered in text, and the
+  -- CLI still said success, without structured_output.
+  { file = "json_schema_mismatch", response_schema = '{"type":"object"}',
+    want = { success = false, error_type = "schema", num_turns = 3,
+      session_id = "f04657d4-4b48-48d5-b3d0-910b5e568554", structured_output = nil },
+    error_has = { "without an answer matching response_schema" },
+    hint_has = { "f04657d4-4b48-48d5-b3d0-910b5e568554" } },
 }
 
 for _, c in ipairs(CASES) do
-  test("interpret " .. c.file .. (c.response_format and " as json" or ""), function()
+  test("interpret " .. c.file .. (c.response_format and " as json" or "") ..
+       (c.response_schema and " with a schema" or ""), function()
     local run = run_of(c.file, c.stream, c.exit_code)
     run.budget = c.budget
     local r = claude.interpret(run, { agent_name = "a", stream = c.stream,
-                                      response_format = c.response_format })
+      response_format = c.response_format, response_schema = c.response_schema })
     ok(r, "a result")
     eq(r.agent, "a", "agent")
     for k, v in pairs(c.want) do eq(r[k], v, k) end
     for _, s in ipairs(c.error_has or {}) do has(r.error, s, "error") end
+    for k, v in pairs(c.structured or {}) do eq(r.structured_output[k], v, "structured_output." .. k) end
     for _, s in ipairs(c.hint_has or {}) do has(r.hint, s, "hint") end
     if c.denied then
       eq(#r.denied_tools, #c.denied, "denied_tools")

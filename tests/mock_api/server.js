@@ -33,6 +33,14 @@
 //   [mock:echo_history]             reply with JSON {"turns":[{role,text},...]} of
 //                                   the user/assistant text turns in the request
 //   [mock:status=CODE]              answer with an HTTP error CODE (API error JSON)
+//   [mock:structured=JSON]          --json-schema runs: turn 1 calls the StructuredOutput
+//                                   tool the CLI offers (its input_schema is the schema)
+//                                   with input JSON, as a model answering in the asked
+//                                   shape does; without that tool, says so in text. The
+//                                   CLI checks the input: on a match it ends the run with
+//                                   structured_output, else it asks again in a user turn
+//                                   ("[structured-output-enforce] ..."), which gets the
+//                                   default reply (a model that gives up on the schema).
 // Default reply: "MOCK: <first 80 chars of the prompt text>".
 //
 // Side requests (the CLI's title/summary/haiku calls: no `tools` and
@@ -136,8 +144,8 @@ function parseDirectives(text) {
     let start = re.lastIndex, value = null, end;
     if (m[2]) {
       // JSON-valued tail for tool/mcp: NAME[:NAME]:{...}
-      if (key === 'tool' || key === 'mcp') {
-        const colonsNeeded = key === 'tool' ? 1 : 2;
+      if (key === 'tool' || key === 'mcp' || key === 'structured') {
+        const colonsNeeded = key === 'tool' ? 1 : key === 'mcp' ? 2 : 0;
         let p = start, ok = true;
         for (let k = 0; k < colonsNeeded; k++) {
           const c = text.indexOf(':', p);
@@ -239,7 +247,16 @@ function plan(body) {
     return p;
   }
 
-  if (d.mcp && typeof d.mcp === 'string') {
+  if (typeof d.structured === 'string') {
+    const offered = (Array.isArray(body.tools) ? body.tools : []).find((t) => t && t.name === 'StructuredOutput');
+    if (offered) {
+      p.blocks.push({ type: 'tool_use', id: rid('toolu'), name: 'StructuredOutput', input: parseInput(d.structured, null) });
+      p.stop_reason = 'tool_use';
+      p.structured_schema = offered.input_schema;
+    } else {
+      p.blocks.push({ type: 'text', text: 'MOCK: no StructuredOutput tool was offered' });
+    }
+  } else if (d.mcp && typeof d.mcp === 'string') {
     const [srv, tool, args] = splitToolSpec(d.mcp, 2);
     p.blocks.push({ type: 'tool_use', id: rid('toolu'), name: `mcp__${srv}__${tool}`, input: parseInput(args, null) });
     p.stop_reason = 'tool_use';
@@ -338,6 +355,7 @@ async function handleMessages(req, res, body, raw) {
     prompt_sha256: promptIndex(messages) >= 0
       ? crypto.createHash('sha256').update(userText(messages[promptIndex(messages)])).digest('hex') : undefined,
     reply: { status: p.status || 200, stop_reason: p.stop_reason, blocks: p.blocks, output_tokens: p.output_tokens, sleep_ms: p.sleepMs || undefined },
+    structured_schema: p.structured_schema,
   });
 
   if (p.sleepMs) {

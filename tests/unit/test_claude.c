@@ -392,9 +392,44 @@ static void test_format_double(void)
     CHECK_STR(buf, "nan");
 }
 
+/* A response schema: one --json-schema argument before "--", its JSON
+ * text whole; a value that looks like a flag is refused. */
+static void test_json_schema(void)
+{
+    static const char *const allowed[] = {"Read"};
+    const char *schema = "{\"type\":\"object\",\"required\":[\"a\"]}";
+    struct claude_cmd c = {.claude = CLAUDE, .prompt = "p", .model = "sonnet",
+                           .permission_mode = "plan", .json_schema = schema,
+                           .allowed = allowed, .nallowed = 1};
+    char **a = build_ok(__LINE__, &c);
+    if (a) {
+        static const char *const want[] = {
+            CLAUDE, "-p", "--output-format", "json", "--model", "sonnet",
+            "--permission-mode", "plan", "--json-schema",
+            "{\"type\":\"object\",\"required\":[\"a\"]}",
+            "--allowedTools", "Read", "--", "p", NULL};
+        check_argv(__LINE__, a, want);
+        claude_argv_free(a);
+    }
+    c = (struct claude_cmd){.claude = CLAUDE, .prompt = "p", .json_schema = ""};
+    a = build_ok(__LINE__, &c);
+    if (a) {
+        CHECK_INT(find(a, "--json-schema"), -1);
+        claude_argv_free(a);
+    }
+    char **argv = NULL;
+    char err[512] = "";
+    c = (struct claude_cmd){.claude = CLAUDE, .prompt = "p",
+                            .json_schema = "--dangerously-skip-permissions"};
+    CHECK_INT(claude_build_argv(&c, &argv, err, sizeof err), -EINVAL);
+    CHECK(argv == NULL);
+    CHECK(strstr(err, "response_schema") != NULL);
+}
+
 int main(void)
 {
     test_argv_layout();
+    test_json_schema();
     test_prompt_is_last();
     test_prompt_on_stdin();
     test_guard();

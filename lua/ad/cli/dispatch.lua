@@ -16,12 +16,26 @@ local function report_failure(r)
   if r.hint then err("Hint: ", r.hint) end
 end
 
+-- --json-schema FILE|JSON: JSON text as given (it starts with "{"), or
+-- the contents of a file. Returns the text, or nil after reporting.
+local function schema_arg(v)
+  if v == nil or v:match("^%s*{") then return v end
+  local f, msg = io.open(v, "rb")
+  if not f then
+    err("Error: --json-schema: cannot read ", v, ": ", tostring(msg))
+    return nil
+  end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
 -- dispatch --async: the job as dispatch_async starts it. The job runs in
 -- a detached job runner, so it outlives this command, whatever
 -- settings.jobs_outlive_server says (in this process it would die at exit).
 local function start_async(cfg, name, task, o)
   local req, msg = require("ad.domain.request").build(cfg, { agent = name, task = task,
-    context = o.context, timeout = o.timeout })
+    context = o.context, timeout = o.timeout, response_schema = o.json_schema })
   if not req then
     err("Error: ", msg)
     return 1
@@ -37,17 +51,22 @@ local function start_async(cfg, name, task, o)
 end
 
 C.dispatch = {
-  usage = "AGENT TASK [--json] [--context TEXT] [--timeout N] [--async]",
+  usage = "AGENT TASK [--json] [--context TEXT] [--timeout N] [--json-schema FILE|JSON] [--async]",
   summary = "Send a task to an agent and print its answer.",
   options = {
     { "--json", help = "Print the whole result (a DispatchResult) as JSON on stdout." },
     { "--context", arg = "TEXT", help = "Background the agent gets with the task." },
     { "--timeout", arg = "N", type = "int", help = "One-off timeout in seconds." },
+    { "--json-schema", arg = "FILE|JSON", help = "A JSON Schema (a file, or JSON text starting with '{') the answer must match; the answer is printed as JSON (structured_output). A run that ends without one fails (error_type schema)." },
     { "--async", help = "Start the dispatch as a background job and print its id (with --json: {job_id, status, agent}); the job keeps running after this command exits. See 'jobs', 'job', 'cancel'." },
   },
   positionals = { "AGENT", "TASK" }, min = 2, max = 2,
   run = function(o, pos)
     local name, task = pos[1], pos[2]
+    if o.json_schema then
+      o.json_schema = schema_arg(o.json_schema)
+      if not o.json_schema then return 1 end
+    end
     local cfg, _, code = common.load_agent(name)
     if not cfg then return code end
     core.limiter.set_limit(cfg.settings.max_concurrency)
@@ -55,7 +74,8 @@ C.dispatch = {
     require("ad.domain.plugins").load(function() end, {})
     local shown = progress.start()
     local req, msg = require("ad.domain.request").build(cfg, { agent = name, task = task,
-      context = o.context, timeout = o.timeout, stream = true, on_progress = shown.progress })
+      context = o.context, timeout = o.timeout, response_schema = o.json_schema,
+      stream = true, on_progress = shown.progress })
     if not req then
       shown.stop()
       err("Error: ", msg)
@@ -66,6 +86,8 @@ C.dispatch = {
     if not ok then error(r, 0) end
     if o.json then
       out(json.encode(r))
+    elseif r.success and r.structured_output ~= nil then
+      out(json.encode(r.structured_output))
     elseif r.success then
       out(r.result or "")
     end

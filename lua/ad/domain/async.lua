@@ -172,7 +172,7 @@ end
 --- API, CLI `dispatch --async`): the job is recorded as pending with the
 --- request's agent, task, context (a group's shared context folded in),
 --- caller, goal and the rest of the request (`request`: response_format,
---- session_id, timeout override, group). With settings.jobs_outlive_server
+--- response_schema, session_id, timeout override, group). With settings.jobs_outlive_server
 --- (the default) a detached job runner (`agent-dispatch __job-runner ID`,
 --- ad.domain.jobrunner, in its own session) runs it, so it outlives this
 --- process; otherwise its worker starts on this process's loop. req is a
@@ -313,10 +313,11 @@ function M.ref_payload(rec, result, chars)
     session_id = result.session_id, cost_usd = result.cost_usd,
     duration_ms = result.duration_ms, num_turns = result.num_turns, error = result.error,
     error_type = result.error_type, hint = result.hint, parsed_result = result.parsed_result,
+    structured_output = result.structured_output,
     budget_exceeded = result.budget_exceeded, cached = result.cached },
     { "ref", "agent", "success", "size", "summary_chars", "summary", "session_id",
       "cost_usd", "duration_ms", "num_turns", "error", "error_type", "denied_tools",
-      "hint", "parsed_result", "budget_exceeded", "cached" })
+      "hint", "parsed_result", "structured_output", "budget_exceeded", "cached" })
   if result.denied_tools and #result.denied_tools > 0 then out.denied_tools = result.denied_tools end
   return out
 end

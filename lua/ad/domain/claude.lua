@@ -139,7 +139,8 @@ end
 
 --- The result object of a run reduced to trusted shapes: result (text),
 --- is_error, session_id, cost_usd, duration_ms, num_turns, subtype,
---- terminal_reason, error_detail, denied_tools, budget_stop.
+--- terminal_reason, error_detail, denied_tools, budget_stop,
+--- structured_output (the answer to --json-schema: any JSON value but null).
 ---@param payload table
 ---@return table
 function M.result(payload)
@@ -155,6 +156,9 @@ function M.result(payload)
     error_detail = error_detail(payload),
     denied_tools = denied_tools(payload),
   }
+  if payload.structured_output ~= nil and payload.structured_output ~= cjson.null then
+    f.structured_output = payload.structured_output
+  end
   f.budget_stop = f.subtype == "error_max_budget_usd" or f.terminal_reason == "budget_exhausted"
   return f
 end
@@ -216,13 +220,33 @@ local function error_result(name, f, session_fallback, exit_code, budget)
   return post_hoc_budget(r, budget)
 end
 
-local function success_result(name, f, session_fallback, response_format)
+--- A run asked for a response_schema that ended without structured_output
+--- (the CLI reports success when the model gave up on the schema): r
+--- becomes the "schema" failure, keeping the agent's text and session.
+function M.schema_failure(r)
+  r.success = false
+  r.error_type = "schema"
+  r.error = "Agent '" .. r.agent .. "' finished without an answer matching " ..
+    "response_schema (the claude CLI returned no structured_output)."
+  local note = "Its last reply is in result. Make the schema easier to satisfy or " ..
+    "describe the expected fields in the task, and dispatch again" ..
+    (r.session_id and (" (or continue with dispatch_session and session_id " ..
+      r.session_id .. ")") or "") .. "."
+  r.hint = r.hint and (r.hint .. " " .. note) or note
+  return r
+end
+
+local function success_result(name, f, session_fallback, req)
   local r = result.new({ agent = name, success = true, result = f.result or "",
     session_id = f.session_id or session_fallback, cost_usd = f.cost_usd,
     duration_ms = f.duration_ms, num_turns = f.num_turns,
     denied_tools = f.denied_tools })
-  if response_format == "json" then r.parsed_result = M.parse_json_reply(r.result) end
+  if req.response_format == "json" then r.parsed_result = M.parse_json_reply(r.result) end
   if f.denied_tools then r.hint = errors.denial_hint(name, f.denied_tools) end
+  if req.response_schema then
+    r.structured_output = f.structured_output
+    if r.structured_output == nil then return M.schema_failure(r) end
+  end
   return r
 end
 
@@ -284,7 +308,7 @@ end
 --- the facts of this attempt: session_id (the session in use, or nil),
 --- fresh (it was started with --session-id), timeout (seconds), budget
 --- (the cap passed, or nil), max_output (the output cap, bytes).
---- req: the request (agent_name, stream, response_format).
+--- req: the request (agent_name, stream, response_format, response_schema).
 ---@return table|nil
 function M.interpret(run, req)
   local name = req.agent_name
@@ -316,7 +340,7 @@ function M.interpret(run, req)
       return error_result(name, f, run.session_id, (not req.stream) and info.exit_code or nil,
         run.budget)
     end
-    local r = success_result(name, f, run.session_id, req.response_format)
+    local r = success_result(name, f, run.session_id, req)
     if info.timed_out then
       local note = "The final answer arrived, but the process had to be killed " ..
         "at the " .. run.timeout .. "s deadline; the answer is complete."
@@ -336,6 +360,7 @@ function M.interpret(run, req)
     local r = result.new({ agent = name, success = true, result = stdout,
                            session_id = run.session_id })
     if req.response_format == "json" then r.parsed_result = M.parse_json_reply(stdout) end
+    if req.response_schema then return M.schema_failure(r) end
     return r
   end
   return no_result(name, run, req, stdout, stderr)

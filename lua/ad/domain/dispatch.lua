@@ -25,7 +25,7 @@ M.nul_error = request.nul_error
 local function noop() end
 
 --- One dispatch. p: agent, task, context, caller, goal, response_format,
---- timeout_seconds, group, session_id, stream, on_progress, use_cache,
+--- response_schema, timeout_seconds, group, session_id, stream, on_progress, use_cache,
 --- return_ref, summary_chars. hooks: log(level, msg). Returns a
 --- DispatchResult (or, with return_ref, the ref payload of the stored
 --- result), or nil, message (invalid arguments, a refusing hook).
@@ -45,7 +45,7 @@ function M.one(cfg, p, hooks)
 end
 
 local ITEM_KEYS = { "agent", "task", "context", "caller", "goal",
-  "response_format", "return_ref", "summary_chars", "timeout_seconds", "group" }
+  "response_format", "response_schema", "return_ref", "summary_chars", "timeout_seconds", "group" }
 
 local function as_int(v)
   if v == nil or v == json.null then return true, nil end
@@ -95,6 +95,10 @@ function M.parallel_items(cfg, list, agg)
       if item[k] ~= nil and type(item[k]) ~= "string" then
         return nil, at .. "." .. k .. " must be a string, got " .. json.describe(item[k])
       end
+    end
+    if item.response_schema ~= nil then
+      local _, serr = request.response_schema(item.response_schema)
+      if serr then return nil, at .. "." .. serr end
     end
     if item.group and item.group ~= "" then
       local err = groups.check(cfg, item.group, item.agent)

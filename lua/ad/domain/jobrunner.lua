@@ -29,7 +29,8 @@ local function request_of(rec)
   -- group is not folded again, only named for hooks.
   local req, msg = require("ad.domain.request").build(cfg, { agent = rec.agent,
     task = rec.task, context = rec.context, caller = rec.caller, goal = rec.goal,
-    response_format = q.response_format, session_id = q.session_id,
+    response_format = q.response_format, response_schema = q.response_schema,
+    session_id = q.session_id,
     timeout = tonumber(q.timeout) }, { composed = true })
   if not req then return nil, msg end
   req.group = q.group

@@ -331,7 +331,7 @@ local function redact_tree(v, depth)
 end
 
 --- Runs the redact hooks on the text fields of a result (result, error,
---- hint, and every string of parsed_result). A failing hook turns the
+--- hint, and every string of parsed_result and structured_output). A failing hook turns the
 --- result into a failure without the agent's text, as after_result does.
 function M.redact_result(req, result)
   if #M.hooks.redact == 0 then return result end
@@ -340,8 +340,12 @@ function M.redact_result(req, result)
   for _, k in ipairs({ "result", "error", "hint" }) do
     if not err and type(r[k]) == "string" then r[k], err = redact(r[k]) end
   end
-  if not err and type(r.parsed_result) == "table" then
-    local _; _, err = redact_tree(r.parsed_result, 0)
+  for _, k in ipairs({ "parsed_result", "structured_output" }) do
+    if not err and type(r[k]) == "table" then
+      local _; _, err = redact_tree(r[k], 0)
+    elseif not err and type(r[k]) == "string" then
+      r[k], err = redact(r[k])
+    end
   end
   if not err then return r end
   io.stderr:write("agent-dispatch: ", err, "\n")

@@ -12,6 +12,8 @@
 ---                    strings, or nil (an empty string means absent);
 ---                    context has the group's shared context folded in
 ---   group            the group the dispatch runs as a member of, or nil
+---   response_schema  JSON Schema text (an object) the answer must match,
+---                    passed as --json-schema; or nil
 ---   timeout          one-off timeout override in seconds, or nil (the
 ---                    agent's own)
 ---   stream           true: stream-json, progress lines to on_progress
@@ -33,6 +35,74 @@ M.MIN_TIMEOUT, M.MAX_TIMEOUT = limits.MIN_TIMEOUT, limits.MAX_TIMEOUT
 --- The strings of a request as callers give them.
 M.STRINGS = { "agent", "task", "context", "caller", "goal",
   "response_format", "group", "session_id" }
+
+--- The largest response_schema accepted, in bytes of JSON text: it is one
+--- command-line argument (Linux caps one at 128 KiB).
+M.MAX_SCHEMA_BYTES = 65536
+
+-- JSON Schema keywords whose value is a list, and those whose value is a
+-- map of names to schemas. A decoded object cannot tell an empty [] from
+-- an empty {}: an empty value under a list keyword is a list again.
+local SCHEMA_LISTS = { required = true, enum = true, allOf = true, anyOf = true,
+  oneOf = true, prefixItems = true, type = true, examples = true }
+local SCHEMA_MAPS = { properties = true, patternProperties = true, ["$defs"] = true,
+  definitions = true, dependentSchemas = true }
+
+local function schema_copy(v, depth)
+  if type(v) ~= "table" then return v end
+  if depth > 64 then error("nested more than 64 levels deep", 0) end
+  local out = setmetatable({}, getmetatable(v))
+  for k, x in pairs(v) do
+    if type(x) == "table" and next(x) == nil and getmetatable(x) == nil then
+      x = SCHEMA_LISTS[k] and json.array() or x
+    elseif SCHEMA_MAPS[k] and type(x) == "table" then
+      local m = {}
+      for name, sub in pairs(x) do m[name] = schema_copy(sub, depth + 1) end
+      x = m
+    else
+      x = schema_copy(x, depth + 1)
+    end
+    out[k] = x
+  end
+  return out
+end
+
+--- response_schema as the CLI gets it: the JSON text of a JSON Schema
+--- object. v is the object (decoded JSON) or its JSON text; nil, null and
+--- "" mean none. Text is passed on as written (trimmed); an object is
+--- encoded. Returns text, or nil (none), or nil, message.
+function M.response_schema(v)
+  if v == nil or v == json.null or v == "" then return nil end
+  local text
+  if type(v) == "string" then
+    text = util.strip(v)
+    if #text > M.MAX_SCHEMA_BYTES then
+      return nil, "response_schema is too large (" .. #text .. " bytes; at most " ..
+        M.MAX_SCHEMA_BYTES .. ")"
+    end
+    local obj, err = json.decode(text)
+    if obj == nil and err then
+      return nil, "response_schema is not valid JSON: " .. err
+    end
+    -- "[]" and "{}" decode alike: the text says which it was.
+    if type(obj) == "table" and text:sub(1, 1) ~= "{" then v = json.array(obj) else v = obj end
+  end
+  if type(v) ~= "table" or json.is_array(v) then
+    return nil, "response_schema must be a JSON Schema object (or its JSON text), got " ..
+      json.describe(v)
+  end
+  if not text then
+    local ok, res = pcall(function() return json.encode(schema_copy(v, 0)) end)
+    if not ok then return nil, "response_schema is " .. tostring(res) end
+    text = res
+    if #text > M.MAX_SCHEMA_BYTES then
+      return nil, "response_schema is too large (" .. #text .. " bytes as JSON; at most " ..
+        M.MAX_SCHEMA_BYTES .. ")"
+    end
+  end
+  if text:find("\0", 1, true) then return nil, M.nul_error("response_schema") end
+  return text
+end
 
 --- F25: a one-off timeout override in seconds, or nil (keep the agent's).
 --- nil, null, 0 and negative values keep the agent's; others are clamped
@@ -70,11 +140,12 @@ function M.nul_error(field)
 end
 
 --- Builds a request from what a caller gives: agent (a name), task,
---- context, caller, goal, response_format, group, session_id,
---- timeout_seconds (clamped, see timeout_override) or timeout (seconds,
+--- context, caller, goal, response_format, response_schema (see
+--- M.response_schema), group, session_id, timeout_seconds (clamped, see timeout_override) or timeout (seconds,
 --- taken as given: the CLI's own --timeout), stream, use_cache,
 --- on_progress, log, on_slot, on_spawn. Returns the request, or nil and a
---- message (NUL characters, an unknown agent or group, a bad timeout).
+--- message (NUL characters, an unknown agent or group, a bad timeout, a
+--- bad response_schema).
 ---
 --- opts.composed: the texts were composed by us from earlier answers
 --- (aggregation, dialogue turns), whose names were checked already, so a
@@ -95,6 +166,8 @@ function M.build(cfg, f, opts)
   elseif not (timeout > 0) then
     timeout = nil
   end
+  local schema, serr = M.response_schema(f.response_schema)
+  if serr then return nil, serr end
   local group = util.nonempty(f.group)
   local context = util.nonempty(f.context)
   if group then
@@ -106,7 +179,7 @@ function M.build(cfg, f, opts)
     agent_name = name, agent = agent, settings = cfg.settings,
     task = f.task, context = context, caller = util.nonempty(f.caller),
     goal = util.nonempty(f.goal), response_format = util.nonempty(f.response_format),
-    group = group, session_id = util.nonempty(f.session_id), timeout = timeout,
+    response_schema = schema, group = group, session_id = util.nonempty(f.session_id), timeout = timeout,
     stream = f.stream == true, use_cache = f.use_cache == true,
     on_progress = f.on_progress, log = f.log, on_slot = f.on_slot, on_spawn = f.on_spawn,
   }

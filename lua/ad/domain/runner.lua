@@ -202,7 +202,8 @@ local function execute(req)
     local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
       stream = req.stream, resume = resume, session_id = fresh,
       budget = eff.budget, model = req.agent.model,
-      permission_mode = eff.permission_mode, allowed = eff.allowed,
+      permission_mode = eff.permission_mode, json_schema = req.response_schema,
+      allowed = eff.allowed,
       disallowed = eff.disallowed }
     if not argv then return result.failure(name, "cli_error", refusal) end
     local run = run_child(argv, text, env, eff.timeout, req)
@@ -243,9 +244,11 @@ local function observed(req)
   return res
 end
 
+-- The schema is part of the key: an answer checked against one schema
+-- never answers a request for another (or for none).
 local function cache_key(req)
   return json.encode(json.array{ req.agent_name, req.task, req.context or "",
-    req.caller or "", req.goal or "", req.response_format or "" })
+    req.caller or "", req.goal or "", req.response_format or "", req.response_schema or "" })
 end
 
 local function clean_success(r)

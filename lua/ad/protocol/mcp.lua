@@ -6,7 +6,9 @@
 --- params._meta and is served statelessly; `server/discover` describes us.
 --- Each tools/call runs as its own task, so a long dispatch never delays
 --- any other request; notifications/cancelled kills the call's child
---- process group and nothing more is written for that id.
+--- process group and nothing more is written for that id. Jobs are
+--- resources (ad.protocol.resources): list, read, and notifications to
+--- subscribers of either era when a job changes status.
 ---
 --- Over 500 lines: it is the one place where both protocol eras, the
 --- legacy tasks methods, batches and the serve loop meet; splitting them
@@ -70,6 +72,123 @@ function M.new(write)
     listens = {},
     broken = false,
   }, Server)
+end
+
+-- ------------------------------------------------ resources (jobs) --
+
+local function resources() return require "ad.protocol.resources" end
+
+local META_SUB = "io.modelcontextprotocol/subscriptionId"
+
+--- The server's job watch (created on first use): it pushes
+--- notifications/resources/updated to subscribers (legacy
+--- resources/subscribe: key "legacy"; a 2026 subscriptions/listen: the
+--- listen's in-flight key) and notifications/tasks/status for legacy
+--- MCP tasks (key "task").
+function Server:job_watch()
+  if self.watch then return self.watch end
+  local server = self
+  self.watch = resources().watch(function(id, rec, key)
+    if key == "task" then
+      return server:notify("notifications/tasks/status",
+        require("ad.protocol.mcp_tasks").task_of(rec))
+    end
+    local params = json.object({ uri = resources().uri(id) }, { "uri", "_meta" })
+    if key ~= "legacy" then
+      local sub = server.listens[key]
+      if sub == nil then return end
+      params._meta = json.object({ [META_SUB] = sub }, { META_SUB })
+    end
+    server:notify("notifications/resources/updated", params)
+  end)
+  return self.watch
+end
+
+function Server:notify(method, params)
+  self:send(json.object({ jsonrpc = "2.0", method = method, params = params },
+                        { "jsonrpc", "method", "params" }))
+end
+
+function M.resources_capability()
+  return json.object({ subscribe = true, listChanged = false }, { "subscribe", "listChanged" })
+end
+
+local TEMPLATE_DESC = "An agent-dispatch job (dispatch_async, an MCP task): its record " ..
+  "as JSON - status, progress tail, and the result once it ended. Subscribe to hear " ..
+  "when its status changes."
+
+M.RESOURCE_METHODS = { ["resources/list"] = true, ["resources/templates/list"] = true,
+  ["resources/read"] = true }
+
+-- A result with the given keys in order; in the modern era with the cache
+-- hints (ttlMs, cacheScope) and resultType.
+function Server:cacheable(id, t, keys, scope, modern)
+  local order = { "resultType" }
+  for _, k in ipairs(keys) do order[#order + 1] = k end
+  if modern then
+    t.ttlMs, t.cacheScope = 0, scope
+    order[#order + 1] = "ttlMs"; order[#order + 1] = "cacheScope"; order[#order + 1] = "_meta"
+  end
+  return self:result(id, json.object(t, order), modern)
+end
+
+-- One of M.RESOURCE_METHODS (both eras).
+function Server:resource_read_method(id, m, params, modern)
+  local R = resources()
+  if m == "resources/list" then
+    local cursor = params.cursor
+    if cursor == "" then cursor = nil end -- the first page
+    local list, next_cursor = R.list(cursor)
+    if not list then return self:error(id, -32602, "Invalid params: " .. next_cursor) end
+    return self:cacheable(id, { resources = list, nextCursor = next_cursor },
+                          { "resources", "nextCursor" }, "private", modern)
+  elseif m == "resources/templates/list" then
+    if params.cursor ~= nil and params.cursor ~= "" then
+      return self:error(id, -32602, "Invalid params: unknown cursor")
+    end
+    local t = json.object({ uriTemplate = R.PREFIX .. "{job_id}", name = "job",
+      description = TEMPLATE_DESC, mimeType = R.MIME },
+      { "uriTemplate", "name", "description", "mimeType" })
+    return self:cacheable(id, { resourceTemplates = json.array{ t } }, { "resourceTemplates" },
+                          "public", modern)
+  end
+  local rec = R.record(params.uri)
+  if not rec then return self:resource_missing(id, params.uri, modern) end
+  return self:cacheable(id, { contents = R.contents(rec) }, { "contents" }, "private", modern)
+end
+
+-- An unknown resource: -32002 in the legacy era, -32602 in 2026-07-28
+-- (which forbids -32002).
+function Server:resource_missing(id, uri, modern)
+  local data = json.object({ uri = type(uri) == "string" and uri or json.null }, { "uri" })
+  if modern then
+    return self:error(id, -32602, "Invalid params: unknown resource " ..
+      util.repr(tostring(uri)), data)
+  end
+  return self:error(id, -32002, "Resource not found", data)
+end
+
+-- Legacy resources/subscribe and resources/unsubscribe.
+function Server:resource_subscription(id, m, params)
+  local job = resources().job_id(params.uri)
+  if m == "resources/unsubscribe" then
+    if job and self.watch then self.watch:remove(job, "legacy") end
+    return self:result(id, json.object({}, {}))
+  end
+  if not (job and self:job_watch():add(job, "legacy")) then
+    return self:resource_missing(id, params.uri, false)
+  end
+  return self:result(id, json.object({}, {}))
+end
+
+--- Runs a resources/* method; a job store that cannot be read (an I/O
+--- error) is an internal error of this request only.
+function Server:resource_request(id, fn, ...)
+  local ok, err = pcall(fn, self, id, ...)
+  if not ok then
+    self:error(id, -32603, "Internal error: " ..
+      tostring(type(err) == "table" and err.message or err))
+  end
 end
 
 -- ------------------------------------------------------------ output --
@@ -315,10 +434,7 @@ function Server:task_call(id, params)
   core.task.spawn(function()
     -- Like a plain call: the job's worker (spawned from here) inherits it.
     set_call_budget()
-    local ok, res, err = pcall(T.create, params.name, args, function(task)
-      server:send(json.object({ jsonrpc = "2.0", method = "notifications/tasks/status",
-        params = task }, { "jsonrpc", "method", "params" }))
-    end)
+    local ok, res, err = pcall(T.create, params.name, args)
     if not ok then
       return server:error(id, -32603, "Internal error: " .. tostring(type(res) == "table" and res.message or res))
     end
@@ -326,6 +442,10 @@ function Server:task_call(id, params)
       return server:result(id, text_result(json.encode(tools.envelope(err)), true))
     end
     server:result(id, res)
+    -- notifications/tasks/status on each change of the job from here on
+    -- (queued -> running -> its end), wherever it runs.
+    local watch = server:job_watch()
+    pcall(watch.add, watch, res.task.taskId, "task", "pending")
   end)
 end
 
@@ -374,7 +494,10 @@ function Server:cancel(request_id)
   entry.cancelled = true
   self.inflight[key] = nil
   if entry.task then entry.task:cancel() end
-  if entry.listen then self.listens[key] = nil end
+  if entry.listen then
+    self.listens[key] = nil
+    if self.watch then self.watch:drop(key) end
+  end
 end
 
 -- ------------------------------------------------------- dispatching --
@@ -390,7 +513,8 @@ end
 
 function Server:discover_result()
   local caps = json.object({ tools = json.object({ listChanged = false }, { "listChanged" }),
-                             logging = json.object({}, {}) }, { "tools", "logging" })
+                             resources = M.resources_capability(),
+                             logging = json.object({}, {}) }, { "tools", "resources", "logging" })
   return json.object({ supportedVersions = json.array(util.copy(M.SUPPORTED)),
     capabilities = caps, instructions = M.INSTRUCTIONS, ttlMs = 0,
     cacheScope = "public" },
@@ -436,20 +560,35 @@ function Server:modern(id, key, msg, meta)
       cacheScope = "public" }, { "resultType", "tools", "ttlMs", "cacheScope", "_meta" }), true)
   elseif m == "tools/call" then
     return self:call_tool(id, key, params, { modern = true, version = M.MODERN, meta = meta })
+  elseif M.RESOURCE_METHODS[m] then
+    return self:resource_request(id, Server.resource_read_method, m, params, true)
   elseif m == "subscriptions/listen" then
-    -- Our tool set is static: acknowledge, honour nothing, keep it open
-    -- until the client cancels it or we shut down.
+    -- Our tool set is static: only resourceSubscriptions (job resources)
+    -- are honoured; the listen stays open until the client cancels it or
+    -- we shut down.
     if self.inflight[key] then
       return self:error(id, -32600, "Invalid Request: id " .. key:sub(3) ..
         " is already in use by a request in flight")
     end
+    local asked = type(params.notifications) == "table" and params.notifications or {}
+    local honoured = json.object({}, { "resourceSubscriptions" })
+    local uris = type(asked.resourceSubscriptions) == "table" and asked.resourceSubscriptions
     self.listens[key] = id
     self.inflight[key] = { listen = true, cancelled = false }
+    if uris then
+      honoured.resourceSubscriptions = json.array()
+      for _, uri in ipairs(uris) do
+        local job = resources().job_id(uri)
+        local ok, rec = pcall(function() return job and self:job_watch():add(job, key) end)
+        if ok and rec then
+          honoured.resourceSubscriptions[#honoured.resourceSubscriptions + 1] = uri
+        end
+      end
+    end
     return self:send(json.object({ jsonrpc = "2.0",
       method = "notifications/subscriptions/acknowledged",
-      params = json.object({ notifications = json.object({}, {}),
-        _meta = json.object({ ["io.modelcontextprotocol/subscriptionId"] = id },
-                            { "io.modelcontextprotocol/subscriptionId" }) },
+      params = json.object({ notifications = honoured,
+        _meta = json.object({ [META_SUB] = id }, { META_SUB }) },
         { "notifications", "_meta" }) }, { "jsonrpc", "method", "params" }))
   elseif m == "tasks/get" or m == "tasks/update" or m == "tasks/cancel" then
     -- The 2026 Tasks extension is not offered (server/discover lists no
@@ -483,7 +622,8 @@ function Server:legacy(id, key, msg)
     local ccaps = type(params.capabilities) == "table" and params.capabilities or {}
     self.client_tasks = (v == "2025-11-25" and type(ccaps.tasks) == "table")
     local caps = json.object({ tools = json.object({ listChanged = false }, { "listChanged" }),
-                               logging = json.object({}, {}) }, { "tools", "logging", "tasks" })
+                               resources = M.resources_capability(),
+                               logging = json.object({}, {}) }, { "tools", "resources", "logging", "tasks" })
     if self.client_tasks then caps.tasks = require("ad.protocol.mcp_tasks").capabilities() end
     return self:result(id, json.object({ protocolVersion = v, capabilities = caps,
       serverInfo = M.server_info(), instructions = M.INSTRUCTIONS },
@@ -509,6 +649,10 @@ function Server:legacy(id, key, msg)
   elseif m == "tools/call" then
     return self:call_tool(id, key, params, { modern = false, version = self.legacy_version,
                                              meta = type(params._meta) == "table" and params._meta or {} })
+  elseif m == "resources/subscribe" or m == "resources/unsubscribe" then
+    return self:resource_request(id, Server.resource_subscription, m, params)
+  elseif M.RESOURCE_METHODS[m] then
+    return self:resource_request(id, Server.resource_read_method, m, params, false)
   elseif m == "logging/setLevel" then
     if not LEVELS[params.level] then
       return self:error(id, -32602, "Invalid params: unknown log level " ..
@@ -620,6 +764,7 @@ function Server:shutdown(grace)
     end
   end
   self.inflight = {}
+  if self.watch then self.watch:stop() end
   local deadline = core.task.now() + (grace or 4)
   for _, t in ipairs(waiting) do
     while not t:done() and core.task.now() < deadline do core.task.sleep(0.05) end

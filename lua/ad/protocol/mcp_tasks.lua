@@ -53,8 +53,10 @@ function M.task_of(rec)
 end
 
 --- Starts the job behind a task-augmented tools/call. Returns the
---- CreateTaskResult, or nil, message (a tool-level refusal).
-function M.create(name, args, notify)
+--- CreateTaskResult, or nil, message (a tool-level refusal). The server
+--- follows the job for notifications/tasks/status (ad.protocol.resources'
+--- watch), whether its worker runs here or in a detached job runner.
+function M.create(name, args)
   -- The same schema check as tools/call, so both routes accept and refuse
   -- exactly the same arguments.
   local tools = require "ad.tools"
@@ -72,8 +74,7 @@ function M.create(name, args, notify)
   if name ~= "dispatch" then f.group = nil end
   local req, rerr = request.build(cfg, f)
   if not req then return nil, rerr end
-  local rec = async.submit(req,
-    { on_done = function(id) local r = jobs.get(id) if r then notify(M.task_of(r)) end end })
+  local rec = async.submit(req)
   local task = M.task_of(rec)
   return json.object({ task = task, _meta = json.object({
     ["io.modelcontextprotocol/model-immediate-response"] =

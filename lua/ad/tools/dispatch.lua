@@ -23,6 +23,10 @@ local P = {
            description = "The larger goal this task serves." },
   response_format = { name = "response_format", type = "string", default = "",
                       description = "\"json\" to ask for one JSON value (parsed into parsed_result)." },
+  response_schema = { name = "response_schema", type = "schema",
+                      description = "A JSON Schema (object or JSON text) the answer must match: " ..
+                        "the result carries it as structured_output; a run that ends without " ..
+                        "one fails with error_type \"schema\"." },
   timeout_seconds = { name = "timeout_seconds", type = "integer", default = 0,
                       description = "One-off timeout in seconds (" .. limits.timeout_range() ..
                         "); 0 = the agent's configured timeout." },
@@ -50,9 +54,10 @@ tools.define{
     "Pass caller= and goal= so the agent knows who asks and why. Returns " ..
     "{agent, success, result, session_id, cost_usd, ...}; on failure error " ..
     "and error_type (permission, timeout, budget, not_found, recursion, " ..
-    "cli_error). A timed-out run can be continued with dispatch_session and " ..
+    "cli_error, schema). A timed-out run can be continued with dispatch_session and " ..
     "the returned session_id. Identical successful requests are cached.",
   params = { P.agent, P.task, P.context, P.caller, P.goal, P.response_format,
+             P.response_schema,
              { name = "return_ref", type = "boolean", default = false,
                description = "Store the full result and return a compact ref (fetch_result reads it)." },
              { name = "summary_chars", type = "integer", default = 500, minimum = 0, maximum = 100000,
@@ -75,7 +80,7 @@ tools.define{
     "it (for example task='Continue where you left off' after a timeout). " ..
     "Never cached.",
   params = { P.agent, P.task, P.session_id, P.context, P.caller, P.goal,
-             P.response_format, P.timeout_seconds },
+             P.response_format, P.response_schema, P.timeout_seconds },
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
@@ -90,7 +95,8 @@ tools.define{
     "input order; with aggregate=<agent>, that agent also synthesizes them " ..
     "into one answer ({individual_results, aggregated}). dispatches is a " ..
     "JSON array (as a string) of objects with agent and task, and optional " ..
-    "context, caller, goal, response_format, timeout_seconds, group. Every " ..
+    "context, caller, goal, response_format, response_schema, timeout_seconds, " ..
+    "group. Every " ..
     "item is validated before anything runs; one failed item never affects " ..
     "the others.",
   params = {

@@ -25,7 +25,9 @@ tools.define{
   description = "Start a dispatch in the background and return a job_id at " ..
     "once; the agent keeps working while you do something else. Check it " ..
     "with dispatch_status (live progress), collect it with dispatch_wait, " ..
-    "stop it with dispatch_cancel. Jobs survive server restarts as records " ..
+    "stop it with dispatch_cancel, or subscribe to its MCP resource " ..
+    "(resource, agent-dispatch://jobs/<job_id>) to be notified when it " ..
+    "changes state. Jobs survive server restarts as records " ..
     "on disk (terminal ones are purged by dispatch_gc).",
   params = {
     { name = "agent", type = "string", required = true, description = "Agent name (see list_agents)." },
@@ -34,6 +36,8 @@ tools.define{
     { name = "caller", type = "string", default = "" },
     { name = "goal", type = "string", default = "" },
     { name = "response_format", type = "string", default = "", description = "\"json\" for a JSON reply." },
+    { name = "response_schema", type = "schema",
+      description = "A JSON Schema (object or JSON text) the answer must match (structured_output)." },
     { name = "timeout_seconds", type = "integer", default = 0, description = limits.timeout_range() .. "; 0 = agent default." },
   },
   annotations = json.object({ readOnlyHint = false, destructiveHint = true,
@@ -45,8 +49,11 @@ tools.define{
     if not req then return tools.envelope(err) end
     local rec = async.submit(req)
     ctx.log("info", "Started async dispatch " .. rec.id .. " to " .. a.agent)
-    return json.object({ job_id = rec.id, status = "pending", agent = a.agent },
-                       { "job_id", "status", "agent" })
+    -- The job is also an MCP resource: a client that subscribes to it
+    -- hears when it starts and ends, without polling.
+    return json.object({ job_id = rec.id, status = "pending", agent = a.agent,
+      resource = require("ad.protocol.resources").uri(rec.id) },
+      { "job_id", "status", "agent", "resource" })
   end,
 }
 
