@@ -185,7 +185,7 @@ local function launch(run, fn)
     if run.adopting then run.adopting:wait() end
     if run.id then
       local ok, value = res[1], res[2]
-      if ok and run.as_result then value = run.as_result(table.unpack(res, 2, res.n)) end
+      if ok and run.as_result then ok, value = pcall(run.as_result, table.unpack(res, 2, res.n)) end
       settle(run, ok, value)
     end
     run.done:set(true)
