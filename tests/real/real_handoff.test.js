@@ -1,7 +1,10 @@
 // agent-dispatch with the REAL Claude Code CLI against the loopback mock:
 // a sync dispatch still running after a short handoff_after_seconds
 // returns a job id at once, and dispatch_wait later returns the answer of
-// that same child (the model was asked once).
+// that same child (the model was asked once). And what the end of a
+// `claude -p` session does to a job handed off by the agent-dispatch
+// server it started: Claude Code stops the server by pid (SIGINT, SIGTERM,
+// SIGKILL within about 0.5 s), so the job ends failed, saying why.
 //
 //   AD_BIN=build/agent-dispatch node --test tests/real/real_handoff.test.js
 'use strict';
@@ -74,5 +77,42 @@ describe('sync-to-async hand-off with the real Claude Code CLI', () => {
       } finally {
         await s.close();
       }
+    });
+
+  it('a job handed off inside a `claude -p` session ends failed with the session, saying why',
+    { timeout: 120000 }, async () => {
+      const dir = path.join(root, 'outer-session');
+      const home = path.join(dir, 'home');
+      const proj = path.join(dir, 'proj');
+      const outer = path.join(dir, 'outer');
+      for (const d of [home, proj, outer]) fs.mkdirSync(d, { recursive: true });
+      const config = path.join(dir, 'agents.yaml');
+      const jobsDir = path.join(dir, 'jobs');
+      h.writeAgents(config, { worker: { directory: proj, timeout: 90 } });
+      const adEnv = { AGENT_DISPATCH_CONFIG: config, AGENT_DISPATCH_JOBS_DIR: jobsDir,
+        AGENT_DISPATCH_CLAUDE: BIN };
+      const cfg = path.join(dir, 'mcp.json');
+      fs.writeFileSync(cfg, JSON.stringify({ mcpServers: { ad: { type: 'stdio', command: AD,
+        args: ['serve'], env: adEnv } } }));
+      const call = { agent: 'worker', task: '[mock:sleep=30][mock:reply=TOO LATE] inner work',
+        handoff_after_seconds: 1 };
+      const r = await h.runClaude(['-p', '--mcp-config', cfg, '--allowedTools', 'mcp__ad__dispatch',
+        '--output-format', 'json', '--', `[mock:mcp=ad:dispatch:${JSON.stringify(call)}]`],
+      { port: mock.port, home, cwd: outer, timeoutMs: 90000, bin: BIN });
+      assert.equal(r.code, 0, `outer claude exit ${r.code}; stderr:\n${r.stderr}`);
+      assert.match(r.json.result, /^MCP RESULT: /);
+      const m = /"job_id":\s*"([0-9a-f]{32})"/.exec(r.json.result);
+      assert.ok(m, `the tool result names a job: ${r.json.result}`);
+      assert.match(r.json.result, /"status":\s*"running"/);
+      const file = path.join(jobsDir, `${m[1]}.json`);
+      let rec = null;
+      const until = Date.now() + 10000;
+      while (Date.now() < until) {
+        rec = JSON.parse(fs.readFileSync(file, 'utf8'));
+        if (rec.status !== 'running' && rec.status !== 'pending') break;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      assert.equal(rec.status, 'failed', JSON.stringify(rec));
+      assert.match(rec.error, /Server stopped \(SIG(INT|TERM)\) while the job was running: a call handed off/);
     });
 });
