@@ -224,6 +224,22 @@ describe('sync-to-async hand-off', () => {
       await srv.close();
     });
 
+  test('dispatch_cancel of a handed-off fan-out kills every item\'s group', async (t) => {
+    const { env, srv } = await start(t);
+    const { value } = await srv.call('dispatch_parallel', {
+      dispatches: JSON.stringify([{ agent: 'a', task: '[stub:hang] item one' },
+        { agent: 'b', task: '[stub:hang] item two' }]), handoff_after_seconds: 1 });
+    const id = assertHandedOff(value, 'a,b');
+    assert.ok(await waitUntil(() => env.dispatches().length === 2, 5000));
+    const c = await srv.call('dispatch_cancel', { job_id: id });
+    assert.strictEqual(c.value.outcome, 'cancelled_running', JSON.stringify(c.value));
+    const spawned = env.dispatches();
+    assert.ok(await waitUntil(() => spawned.every((e) => !alive(e.pid) && !groupAlive(e.pgid)), 5000),
+      'every item\'s group is gone');
+    assert.strictEqual(readRec(env, id).status, 'cancelled');
+    await srv.close();
+  });
+
   test('a call made as an MCP task is not handed off (it is a job already)', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true }, settings: '  handoff_after_seconds: 1\n' });
