@@ -60,15 +60,16 @@ end
 
 --- One dispatch. p: agent, task, context, caller, goal, response_format,
 --- timeout_seconds, group, session_id, stream, on_progress, use_cache,
---- return_ref, summary_chars, and handoff + handoff_after_seconds (a sync
---- MCP tool call: still running at its deadline, it goes on as a job and
---- this returns {status = "running", job_id, progress, hint} at once).
---- hooks: log(level, msg). Returns a DispatchResult (or, with return_ref,
---- the ref payload of the stored result), or nil, message (invalid
---- arguments, a refusing hook).
-function M.one(cfg, p, hooks)
+--- return_ref, summary_chars, handoff_after_seconds. hooks: log(level,
+--- msg). opts.handoff: a sync MCP tool call, which still running at its
+--- deadline (handoff_after_seconds, else the setting) goes on as a job
+--- while this returns {status = "running", job_id, progress, hint}.
+--- Returns a DispatchResult (or, with return_ref, the ref payload of the
+--- stored result), or nil, message (invalid arguments, a refusing hook).
+function M.one(cfg, p, hooks, opts)
   local f = util.copy(p)
   f.log = hooks and hooks.log
+  f.handoff = opts ~= nil and opts.handoff == true
   local req, err = request.build(cfg, f)
   if not req then return nil, err end
   local r, ran

@@ -43,6 +43,10 @@ local function envelope_or(r, err)
   return r
 end
 
+-- The sync dispatch tools hand a call still running at its deadline off
+-- to a job (ad.domain.dispatch).
+local HANDOFF = { handoff = true }
+
 local function hooks(ctx)
   return { log = ctx.log, progress = ctx.progress_n }
 end
@@ -69,8 +73,7 @@ tools.define{
   handler = function(a, ctx)
     local p = util.copy(a)
     p.use_cache = true
-    p.handoff = true
-    return envelope_or(D.one(ctx.cfg, p, hooks(ctx)))
+    return envelope_or(D.one(ctx.cfg, p, hooks(ctx), HANDOFF))
   end,
 }
 
@@ -86,9 +89,7 @@ tools.define{
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
-    local p = util.copy(a)
-    p.handoff = true
-    return envelope_or(D.one(ctx.cfg, p, hooks(ctx)))
+    return envelope_or(D.one(ctx.cfg, a, hooks(ctx), HANDOFF))
   end,
 }
 
@@ -137,13 +138,12 @@ tools.define{
   handler = function(a, ctx)
     local p = util.copy(a)
     p.stream = true
-    p.handoff = true
     p.on_progress = function(line)
       local short = util.cut(line, 300)
       ctx.log("info", "[" .. a.agent .. "] " .. short)
       ctx.progress(a.agent .. ": " .. short)
     end
-    return envelope_or(D.one(ctx.cfg, p, hooks(ctx)))
+    return envelope_or(D.one(ctx.cfg, p, hooks(ctx), HANDOFF))
   end,
 }
 
