@@ -4,9 +4,12 @@
  *   core.sys.isatty(fd) -> true when fd is a terminal
  *   core.sys.environ() -> {"K=V", ...}
  *   core.sys.which(name) -> absolute path of an executable on PATH | nil
+ *   core.sys.leave_client() -> true | nil, message
  *
  * Child processes are proc.c's; the job records' process checks are
  * jobs.c's. */
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +97,34 @@ static int l_environ(lua_State *L)
     return 1;
 }
 
+/* core.sys.leave_client() -> true | nil, message
+ * A server whose client ended its input but which still supervises jobs:
+ * stdin and stdout now read and write /dev/null (the client sees its end
+ * of both pipes close), and the process gets a session of its own, so a
+ * hangup or a signal to the client's process group no longer reaches it.
+ * Signals sent to its pid still do; its children still die with it. */
+static int l_leave_client(lua_State *L)
+{
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0) {
+        return luaL_fileresult(L, 0, "/dev/null");
+    }
+    int err = 0;
+    if (dup2(null, STDIN_FILENO) < 0 || dup2(null, STDOUT_FILENO) < 0) {
+        err = errno;
+    }
+    close(null);
+    if (err == 0 && setsid() < 0 && errno != EPERM) {
+        err = errno; /* EPERM: a group leader already, out of the client's group */
+    }
+    if (err != 0) {
+        errno = err;
+        return luaL_fileresult(L, 0, NULL);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 void bind_sys_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -102,6 +133,7 @@ void bind_sys_register(lua_State *L)
         {"isatty", l_isatty},
         {"environ", l_environ},
         {"which", l_which},
+        {"leave_client", l_leave_client},
         {NULL, NULL},
     };
     bind_subtable(L, "sys", fns);

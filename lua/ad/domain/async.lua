@@ -7,6 +7,7 @@ local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 local jobs = require "ad.storage.jobs"
 local runner = require "ad.domain.runner"
+local errors = require "ad.infra.errors"
 
 local M = {}
 
@@ -68,82 +69,209 @@ end
 
 function M.local_job(id) return registry[id] end
 
+-- A run: one dispatch (or a parallel fan-out) on a task of its own that
+-- is a job, or may become one (the sync-to-async hand-off of a call still
+-- running at its deadline). Its fields: task; done (event, set at the very
+-- end); id (the job, nil until the run is adopted); tail (the last
+-- progress lines); process (the child's identity); started (the record
+-- says running); start_error; result/unsaved (record_result); hooks;
+-- finished (the dispatch returned: ok, value, extra). The registry holds
+-- every run that is a job, so there is one owner of an in-process job's
+-- lifecycle: its start gate, its progress tail, its end.
+local function new_run(hooks)
+  return { done = core.task.event(), tail = {}, hooks = hooks }
+end
+
+-- Writes the progress tail of a run that is a job. Best effort: a failed
+-- write (a full disk) must not stop the job; the next flush tries again.
+local function flush(run)
+  run.last_write = core.task.now()
+  if not run.id or #run.tail == 0 then return end
+  local ok, err = pcall(jobs.update_progress, run.id, run.tail)
+  if not ok and not run.flush_failed then
+    io.stderr:write("agent-dispatch: job ", run.id, ": cannot store its progress (",
+      message_of(err), ")\n")
+  end
+  run.flush_failed = not ok
+end
+
+-- The child's identity as a record keeps it, or nil when it is gone.
+local function identity(pid)
+  local pgid, start = core.jobs.proc_identity(pid)
+  return pgid and json.object({ pid = pid, pgid = pgid, start = start,
+    server_pid = core.sys.getpid(), server_start = jobs.server_identity().start },
+    { "pid", "pgid", "start", "server_pid", "server_start" }) or nil
+end
+
+--- req with the observers a run needs: the start gate of a job (a job
+--- cancelled while queued never starts; the record names its child,
+--- durably, before the child can do anything), the child's identity and
+--- the progress tail (kept here, written to the record once the run is a
+--- job). req's own on_progress still sees every line.
+function M.observe(run, req)
+  local r = util.copy(req)
+  local inner = req.on_progress
+  r.on_slot = function()
+    if not run.id then return true end
+    -- A second spawn of the same dispatch (the CLI refused --session-id)
+    -- finds the job running on our behalf.
+    local rec = jobs.get(run.id)
+    return rec ~= nil and (rec.status == "pending" or (run.started and rec.status == "running"))
+  end
+  r.on_spawn = function(pid)
+    run.process = identity(pid)
+    if not run.id then return true end -- a sync call: nothing to record yet
+    local ok, rec = pcall(run.started and jobs.set_process or jobs.mark_running, run.id, run.process)
+    run.started = run.started or (ok and rec ~= nil)
+    if not ok then run.start_error = message_of(rec) end
+    -- Cancelled between the slot and the spawn (the lock may have made
+    -- us wait), or the record could not be written: the job must not
+    -- run. The runner ends the child unstarted; finish() is refused.
+    return (ok and rec and run.process) and true or false
+  end
+  r.on_progress = function(line)
+    M.note(run, line)
+    if inner then inner(line) end
+  end
+  return r
+end
+
+--- Adds a line to a run's progress tail (written at most every
+--- FLUSH_EVERY seconds once the run is a job).
+function M.note(run, line)
+  local tail = run.tail
+  tail[#tail + 1] = util.cut(line, M.TAIL_CHARS)
+  if #tail > M.TAIL_LINES then table.remove(tail, 1) end
+  if run.id and (not run.last_write or core.task.now() - run.last_write >= M.FLUSH_EVERY) then
+    flush(run)
+  end
+end
+
+-- The end of a run that is a job: its result, its cancellation or its
+-- crash is recorded, the job_done hooks run, it leaves the registry.
+local function settle(run, ok, result)
+  local id = run.id
+  if ok then
+    flush(run)
+    if run.start_error then
+      result = runner.failure(result.agent, "cli_error", "The job could not be recorded " ..
+        "as running (" .. run.start_error .. "), so its agent was stopped.")
+    end
+    local rec = record_result(run, id, result)
+    if rec then require("ad.domain.plugins").job_done(rec) end
+    if run.hooks and run.hooks.on_done then pcall(run.hooks.on_done, id, result) end
+  elseif type(result) == "table" and result.type == "cancelled" then
+    -- dispatch_cancel and shutdown record the end before they cancel us;
+    -- any other stop (the record changed under us) must still end the
+    -- job: a no-op when it is terminal already.
+    pcall(jobs.cancel, id, true, "Cancelled: its worker was stopped (" ..
+      tostring(result.message) .. ")")
+  else
+    local msg = type(result) == "table" and tostring(result.message) or tostring(result)
+    io.stderr:write("agent-dispatch: job ", id, " worker crashed: ", msg, "\n")
+    jobs.fail_unstored(id, "Worker crashed: " .. msg:match("^[^\n]*"))
+  end
+  registry[id] = nil
+end
+
+-- Starts fn(run) on the run's task. fn returns the job's result (a
+-- DispatchResult, or what as_result makes of its values). A run that is a
+-- job when fn returns settles here; one being adopted waits for the
+-- adoption first.
+local function launch(run, fn)
+  run.task = core.task.spawn(function()
+    local res = table.pack(pcall(fn, run))
+    run.finished = res
+    if run.adopting then run.adopting:wait() end
+    if run.id then
+      local ok, value = res[1], res[2]
+      if ok and run.as_result then ok, value = pcall(run.as_result, table.unpack(res, 2, res.n)) end
+      settle(run, ok, value)
+    end
+    run.done:set(true)
+  end)
+  return run
+end
+
 --- Starts the worker of a pending job. req is a request (ad.domain.request);
 --- hooks.on_done(id, result) is optional.
 function M.start(id, req, hooks)
-  local entry = { done = core.task.event() }
-  registry[id] = entry
-  local tail, last_write, flush_failed = {}, nil, false
-  local function flush()
-    last_write = core.task.now()
-    if #tail == 0 then return end
-    -- The tail is best effort: a failed write (a full disk) must not stop
-    -- the job; the next flush tries again.
-    local ok, err = pcall(jobs.update_progress, id, tail)
-    if not ok and not flush_failed then
-      io.stderr:write("agent-dispatch: job ", id, ": cannot store its progress (",
-        message_of(err), ")\n")
-    end
-    flush_failed = not ok
-  end
-  entry.task = core.task.spawn(function()
-    local r = util.copy(req)
+  local run = new_run(hooks)
+  run.id = id
+  registry[id] = run
+  return launch(run, function()
+    local r = M.observe(run, req)
     r.stream = true
     r.use_cache = false -- a job always runs its agent
-    local started = false -- marked running by this worker
-    local start_error -- the job could not be recorded as running
-    r.on_slot = function()
-      -- Cancelled while queued: the record says so and we never start. A
-      -- second spawn of the same dispatch (the CLI refused --session-id)
-      -- finds the job running on our behalf.
-      local rec = jobs.get(id)
-      return rec ~= nil and (rec.status == "pending" or (started and rec.status == "running"))
-    end
-    r.on_spawn = function(pid)
-      -- The child waits at its start gate until this returns: the record
-      -- names it (durably) before it can do anything.
-      local pgid, start = core.jobs.proc_identity(pid)
-      local process = pgid and json.object({ pid = pid, pgid = pgid, start = start,
-        server_pid = core.sys.getpid(), server_start = jobs.server_identity().start },
-        { "pid", "pgid", "start", "server_pid", "server_start" }) or nil
-      local ok, rec = pcall(started and jobs.set_process or jobs.mark_running, id, process)
-      started = started or (ok and rec ~= nil)
-      if not ok then start_error = message_of(rec) end
-      -- Cancelled between the slot and the spawn (the lock may have made
-      -- us wait), or the record could not be written: the job must not
-      -- run. The runner ends the child unstarted; finish() is refused.
-      return (ok and rec and pgid) and true or false
-    end
-    r.on_progress = function(line)
-      tail[#tail + 1] = util.cut(line, M.TAIL_CHARS)
-      if #tail > M.TAIL_LINES then table.remove(tail, 1) end
-      if not last_write or core.task.now() - last_write >= M.FLUSH_EVERY then flush() end
-    end
-    local ok, result = pcall(runner.dispatch, r)
-    if ok then
-      flush()
-      if start_error then
-        result = runner.failure(req.agent_name, "cli_error", "The job could not be recorded " ..
-          "as running (" .. start_error .. "), so its agent was stopped.")
-      end
-      local rec = record_result(entry, id, result)
-      if rec then require("ad.domain.plugins").job_done(rec) end
-      if hooks and hooks.on_done then pcall(hooks.on_done, id, result) end
-    elseif type(result) == "table" and result.type == "cancelled" then
-      -- dispatch_cancel and shutdown record the end before they cancel us;
-      -- any other stop (the record changed under us) must still end the
-      -- job: a no-op when it is terminal already.
-      pcall(jobs.cancel, id, true, "Cancelled: its worker was stopped (" ..
-        tostring(result.message) .. ")")
-    else
-      local msg = type(result) == "table" and tostring(result.message) or tostring(result)
-      io.stderr:write("agent-dispatch: job ", id, " worker crashed: ", msg, "\n")
-      jobs.fail_unstored(id, "Worker crashed: " .. msg:match("^[^\n]*"))
-    end
-    registry[id] = nil
-    entry.done:set(true)
+    return runner.dispatch(r)
   end)
-  return entry
+end
+
+--- The sync-to-async hand-off, part one: runs fn(run) on its own task, a
+--- run that can become a job (M.adopt) if it is still running at the
+--- caller's deadline. fn builds its request with M.observe(run, req) (or
+--- feeds M.note itself). as_result(...) turns fn's values into the job's
+--- result (default: the first). Returns the run; M.await waits for it.
+function M.watch(fn, as_result)
+  local run = new_run()
+  run.as_result = as_result
+  return launch(run, fn)
+end
+
+--- Waits at most timeout seconds for a watched run: true, fn's values when
+--- it returned (raising what it raised); false when it is still running.
+--- A caller cancelled while waiting cancels the run and waits until its
+--- children are gone before the cancellation propagates.
+function M.await(run, timeout)
+  local _, why = run.done:wait(timeout)
+  if why == "cancelled" or core.task.cancelled() then
+    run.task:cancel()
+    while not run.task:done() do
+      if run.task:wait() == nil then break end
+    end
+    error(errors.new("cancelled", "cancelled"), 0)
+  end
+  local res = run.finished
+  if not res then return false end
+  if not res[1] then error(res[2], 0) end
+  return true, table.unpack(res, 2, res.n)
+end
+
+--- The sync-to-async hand-off, part two: the running run becomes a job
+--- owned by this process, like a job of M.start: fields is the record's
+--- agent, task, context, caller, goal (and request). The record is
+--- pending until its child runs (running, naming it, at once when the
+--- child runs already); the progress tail so far is written; the result is
+--- recorded when the run ends; dispatch_cancel kills the child's group.
+--- opts.running: the run has no single child to name (a parallel
+--- fan-out), so the record says running at once. Returns the record, or
+--- nil and why when it could not be written (the run then goes on as the
+--- sync call it was).
+function M.adopt(run, fields, opts)
+  run.adopting = core.task.event()
+  local ok, rec = pcall(jobs.create, fields)
+  if ok and run.process and not run.finished then
+    local marked
+    ok, marked = pcall(jobs.mark_running, rec.id, run.process)
+    if ok and marked then rec, run.started = marked, true end
+  end
+  if not ok then
+    local why = message_of(rec)
+    if type(rec) == "table" and rec.id then pcall(jobs.fail, rec.id, why) end
+    run.adopting:set(true)
+    run.adopting = nil
+    return nil, why
+  end
+  run.id, run.handed_off = rec.id, true
+  registry[rec.id] = run
+  if opts and opts.running and rec.status == "pending" and not run.finished then
+    local okr, marked = pcall(jobs.mark_running, rec.id, nil)
+    if okr and marked then rec, run.started = marked, true end
+  end
+  flush(run)
+  run.adopting:set(true)
+  run.adopting = nil
+  return jobs.get(rec.id) or rec
 end
 
 -- What a detached job runner needs of req besides the record's own fields
@@ -281,9 +409,19 @@ function M.wait(id, timeout)
   end
 end
 
+--- The runs of calls handed off to jobs (M.adopt) still running here.
+function M.handed_off()
+  local out = {}
+  for _, run in pairs(registry) do
+    if run.handed_off then out[#out + 1] = run end
+  end
+  return out
+end
+
 --- Server shutdown: every job this process runs is marked failed (so the
 --- record is terminal at once, not an hour later) and its child killed.
-function M.shutdown()
+--- why names what stopped the server (a signal), when known.
+function M.shutdown(why)
   local tasks = {}
   for id, entry in pairs(registry) do
     if entry.result then
@@ -292,6 +430,11 @@ function M.shutdown()
       local result = entry.result
       entry.result = nil
       record_lost(id, result, entry.unsaved)
+    elseif entry.handed_off then
+      jobs.fail_unstored(id, "Server stopped" .. (why and (" (" .. why .. ")") or "") ..
+        " while the job was running: a call handed off to a job runs in the server " ..
+        "process that took the call, and its subprocess was killed with it. Re-dispatch " ..
+        "if needed (dispatch_async jobs can outlive the server: settings.jobs_outlive_server).")
     else
       jobs.fail_unstored(id, "Server stopped while the job was running (agent-dispatch " ..
         "serve exited); its subprocess was killed. Re-dispatch if needed.")

@@ -24,17 +24,69 @@ M.nul_error = request.nul_error
 
 local function noop() end
 
+--- The hint of a call handed off to a job: the exact call that gets its
+--- answer, and what the job's life depends on.
+function M.handoff_hint(id, after)
+  return "Still running after " .. util.num(after) .. " s, so this call returned; " ..
+    "the same run goes on as job " .. id .. ". Get its answer with dispatch_wait " ..
+    "(job_id \"" .. id .. "\"; it waits up to timeout_seconds, 1-3600, and can be " ..
+    "called again); dispatch_status shows its progress, dispatch_cancel stops it. " ..
+    "The job runs in this server process: it ends if the server is stopped."
+end
+
+-- What a handed-off call returns: the job, the progress so far, the hint.
+local function handed_off(rec, run, after, agent)
+  return json.object({ status = "running", job_id = rec.id, agent = agent,
+    running_seconds = after, progress = json.array(util.copy(run.tail)),
+    hint = M.handoff_hint(rec.id, after) },
+    { "status", "job_id", "agent", "running_seconds", "progress", "hint" })
+end
+
+-- Runs fn as a run that becomes a job (fields, opts: ad.domain.async.adopt)
+-- when it is still running after `after` seconds. Returns true and fn's
+-- values, or false and the hand-off answer. A job record that cannot be
+-- written leaves the call waiting as it would without a hand-off.
+local function race(after, fn, as_result, fields, opts, log)
+  local async = require "ad.domain.async"
+  local run = async.watch(fn, as_result)
+  local res = table.pack(async.await(run, after))
+  if res[1] then return table.unpack(res, 1, res.n) end
+  local rec, why = async.adopt(run, fields, opts)
+  if rec then return false, handed_off(rec, run, after, fields.agent) end
+  if log then log("warning", "Could not hand the call off to a job (" .. tostring(why) ..
+    "); waiting for it instead") end
+  return async.await(run)
+end
+
 --- One dispatch. p: agent, task, context, caller, goal, response_format,
---- response_schema, timeout_seconds, group, session_id, stream, on_progress, use_cache,
---- return_ref, summary_chars. hooks: log(level, msg). Returns a
---- DispatchResult (or, with return_ref, the ref payload of the stored
---- result), or nil, message (invalid arguments, a refusing hook).
-function M.one(cfg, p, hooks)
+--- response_schema, timeout_seconds, group, session_id, stream, on_progress,
+--- use_cache, return_ref, summary_chars, handoff_after_seconds. hooks:
+--- log(level, msg). opts.handoff: a sync MCP tool call, which still
+--- running at its deadline (handoff_after_seconds, else the setting) goes
+--- on as a job while this returns {status = "running", job_id, progress,
+--- hint}. Returns a DispatchResult (or, with return_ref, the ref payload
+--- of the stored result), or nil, message (invalid arguments, a refusing
+--- hook).
+function M.one(cfg, p, hooks, opts)
   local f = util.copy(p)
   f.log = hooks and hooks.log
+  f.handoff = opts ~= nil and opts.handoff == true
   local req, err = request.build(cfg, f)
   if not req then return nil, err end
-  local r, ran = runner.run(req)
+  local r, ran
+  if req.handoff_after then
+    local async = require "ad.domain.async"
+    local finished
+    finished, r, ran = race(req.handoff_after,
+      function(run) return runner.run(async.observe(run, req)) end,
+      -- The job's result: a refusing before_dispatch hook is a failure.
+      function(res, why) return res or result.failure(req.agent_name, "permission", why) end,
+      { agent = req.agent_name, task = req.task, context = req.context,
+        caller = req.caller, goal = req.goal }, nil, f.log)
+    if not finished then return r end
+  else
+    r, ran = runner.run(req)
+  end
   if not r then return nil, ran end
   if p.return_ref then
     return require("ad.domain.async").store_ref({ agent = req.agent_name, task = p.task,
@@ -174,6 +226,59 @@ function M.parallel(cfg, items, agg, hooks)
   end
   return json.object({ individual_results = results, aggregated = aggregated },
                      { "individual_results", "aggregated" })
+end
+
+-- The result of a parallel fan-out handed off to a job: a DispatchResult
+-- whose individual_results (and aggregated) are what the call would have
+-- returned; success when every item (and the aggregation) succeeded.
+local function parallel_result(out, agent)
+  local list = out.individual_results or out
+  local agg = out.aggregated
+  local failed, first = 0, nil
+  for _, r in ipairs(list) do
+    if type(r) == "table" and r.success == false then
+      failed = failed + 1
+      first = first or r
+    end
+  end
+  local r = result.new({ agent = agent, success = failed == 0 and not (agg and agg.success == false),
+    result = agg and agg.result or "", session_id = agg and agg.session_id })
+  if failed > 0 then
+    r.error = failed .. " of " .. #list .. " dispatches failed (first: " ..
+      tostring(first.error) .. ")"
+    r.error_type = first.error_type
+  elseif agg and agg.success == false then
+    r.error, r.error_type = "Aggregation failed: " .. tostring(agg.error), agg.error_type
+  end
+  r.individual_results = json.array(list)
+  r.aggregated = agg
+  return r
+end
+
+--- M.parallel for a sync MCP tool call with a hand-off deadline (seconds):
+--- a fan-out still running after it goes on as one job (its result holds
+--- every item's result and the aggregation, see parallel_result) and this
+--- returns {status = "running", job_id, progress, hint} at once.
+function M.parallel_handoff(cfg, items, agg, hooks, after)
+  local async = require "ad.domain.async"
+  local h = util.copy(hooks or {})
+  local inner = h.progress
+  local names, seen = {}, {}
+  for _, it in ipairs(items) do
+    if not seen[it.agent] then seen[it.agent] = true; names[#names + 1] = it.agent end
+  end
+  local agent = table.concat(names, ",")
+  local _, out = race(after, function(w)
+    h.progress = function(done, total, msg)
+      async.note(w, msg)
+      if inner then inner(done, total, msg) end
+    end
+    return M.parallel(cfg, items, agg, h)
+  end, function(v) return parallel_result(v, agent) end,
+    { agent = agent, task = "dispatch_parallel of " .. #items .. " tasks" ..
+      ((agg and agg ~= "") and (", aggregated by " .. agg) or "") .. ": " ..
+      util.cut(items[1].task, 200) }, { running = true }, h.log)
+  return out
 end
 
 --- A two-agent dialogue (F48). Returns the response or nil, message.

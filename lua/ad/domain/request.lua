@@ -21,6 +21,10 @@
 ---                    from the cache (never with session_id)
 ---   on_progress(line), log(level, msg)              observers, optional
 ---   on_slot() -> false, on_spawn(pid) -> false      async job gates
+---   handoff_after    seconds after which a sync MCP tool call that is
+---                    still running is handed off to a job (ad.domain.
+---                    dispatch), or nil (never: scripts, the CLI, jobs,
+---                    MCP tasks)
 --- Room is left for what later work adds to a request (a trace parent, a
 --- tree budget, a transport mode): add a field here, read it in the runner.
 local util = require "ad.infra.util"
@@ -119,6 +123,26 @@ function M.timeout_override(v)
   return math.max(M.MIN_TIMEOUT, math.min(M.MAX_TIMEOUT, n))
 end
 
+--- The hand-off deadline of a sync tool call: v (the call's
+--- handoff_after_seconds; nil or null: settings.handoff_after_seconds),
+--- 0 = never (nil). A numeric string counts as its number; more than
+--- limits.MAX_HANDOFF is clamped. Returns nil, message for anything else
+--- (a negative value, not a number).
+function M.handoff_after(v, settings)
+  if v == nil or v == json.null then v = settings.handoff_after_seconds end
+  local n = v
+  if type(v) == "string" then n = tonumber(util.strip(v)) end
+  if type(n) ~= "number" or n ~= n then
+    return nil, "handoff_after_seconds must be a number, got " .. json.describe(v)
+  end
+  if n < 0 then
+    return nil, "handoff_after_seconds must be 0 (never) or a number of seconds, got " ..
+      json.describe(v)
+  end
+  if n == 0 then return nil end
+  return math.min(n, limits.MAX_HANDOFF)
+end
+
 function M.unknown_agent(cfg, name)
   return "Unknown agent: " .. util.repr(name) .. ". Available: " ..
     (#cfg.agent_names > 0 and table.concat(cfg.agent_names, ", ") or "(none configured)")
@@ -143,9 +167,11 @@ end
 --- context, caller, goal, response_format, response_schema (see
 --- M.response_schema), group, session_id, timeout_seconds (clamped, see timeout_override) or timeout (seconds,
 --- taken as given: the CLI's own --timeout), stream, use_cache,
---- on_progress, log, on_slot, on_spawn. Returns the request, or nil and a
---- message (NUL characters, an unknown agent or group, a bad timeout, a
---- bad response_schema).
+--- on_progress, log, on_slot, on_spawn, and handoff (true: a sync MCP
+--- tool call; handoff_after_seconds then gives its deadline, see
+--- handoff_after). Returns the request, or nil and a message (NUL
+--- characters, an unknown agent or group, a bad timeout, a bad
+--- response_schema).
 ---
 --- opts.composed: the texts were composed by us from earlier answers
 --- (aggregation, dialogue turns), whose names were checked already, so a
@@ -168,6 +194,12 @@ function M.build(cfg, f, opts)
   end
   local schema, serr = M.response_schema(f.response_schema)
   if serr then return nil, serr end
+  local handoff_after
+  if f.handoff then
+    local herr
+    handoff_after, herr = M.handoff_after(f.handoff_after_seconds, cfg.settings)
+    if herr then return nil, herr end
+  end
   local group = util.nonempty(f.group)
   local context = util.nonempty(f.context)
   if group then
@@ -182,6 +214,7 @@ function M.build(cfg, f, opts)
     response_schema = schema, group = group, session_id = util.nonempty(f.session_id), timeout = timeout,
     stream = f.stream == true, use_cache = f.use_cache == true,
     on_progress = f.on_progress, log = f.log, on_slot = f.on_slot, on_spawn = f.on_spawn,
+    handoff_after = handoff_after,
   }
 end
 

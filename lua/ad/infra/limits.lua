@@ -7,6 +7,10 @@ local M = {}
 M.MIN_TIMEOUT = 10   -- seconds
 M.MAX_TIMEOUT = 7200 -- seconds
 
+--- The sync-to-async hand-off (handoff_after_seconds): 0 = never, else
+--- seconds, at most MAX_HANDOFF (a per-call value above it is clamped).
+M.MAX_HANDOFF = 86400
+
 --- "10-7200", as the tool parameter descriptions show the range.
 function M.timeout_range()
   return M.MIN_TIMEOUT .. "-" .. M.MAX_TIMEOUT

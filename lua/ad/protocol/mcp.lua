@@ -835,6 +835,35 @@ local function log_stream()
   return f
 end
 
+--- Input ended while calls handed off to jobs (ad.domain.async.adopt)
+--- still run in this process, whose children die with it: it stays as
+--- their supervisor until they have ended, its stdin and stdout on
+--- /dev/null and in a session of its own (core.sys.leave_client), then
+--- exits. A shutdown signal meanwhile ends them (marked failed, children
+--- killed). Returns the signal, if one came.
+local function supervise(async)
+  local runs = async.handed_off()
+  if #runs == 0 then return nil end
+  core.chan.stdout_drain(1)
+  local ok, err = core.sys.leave_client()
+  io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " INFO agent-dispatch: input ended with ",
+    #runs, " handed-off job(s) running; staying as their supervisor until they end",
+    ok and "" or (" (could not leave the client's session: " .. tostring(err) .. ")"), "\n")
+  local stop = core.task.event()
+  local watcher = core.task.spawn(function()
+    local sig = core.signal.wait()
+    if sig then stop:set(sig) end
+  end)
+  local waiter = core.task.spawn(function()
+    for _, run in ipairs(runs) do run.done:wait() end
+    stop:set(false)
+  end)
+  local sig = stop:wait()
+  watcher:cancel()
+  waiter:cancel()
+  return sig or nil
+end
+
 function M.serve()
   local real_stderr = io.stderr
   io.stderr = log_stream()
@@ -883,7 +912,11 @@ function M.serve()
   kick:set()
   if not upkept:wait(3) then upkeep:cancel() end
   local async = package.loaded["ad.domain.async"] -- only if any job ever ran here
-  local workers = async and async.shutdown() or {}
+  if async and (why == "end of input" or why == "stdout closed") then
+    server:shutdown() -- calls not handed off yet end as before
+    why = supervise(async) or why
+  end
+  local workers = async and async.shutdown(why) or {}
   server:shutdown()
   local deadline = core.task.now() + 3
   for _, w in ipairs(workers) do

@@ -33,7 +33,7 @@ local CACHE_KEYS = { "enabled", "ttl", "max_size", "max_bytes" }
 local SETTINGS_KEYS = { "default_timeout", "default_max_budget_usd",
   "default_permission_mode", "default_allowed_tools",
   "default_disallowed_tools", "max_dispatch_depth", "max_concurrency",
-  "cache", "job_retention_days", "jobs_outlive_server" }
+  "cache", "job_retention_days", "jobs_outlive_server", "handoff_after_seconds" }
 
 -- 64 MiB of cached results by default: an entry count alone does not
 -- bound memory when results are large.
@@ -51,6 +51,7 @@ function M.default_settings()
     cache = { enabled = true, ttl = 300, max_size = 1000, max_bytes = M.CACHE_MAX_BYTES },
     job_retention_days = 0,
     jobs_outlive_server = false,
+    handoff_after_seconds = 100,
   }
 end
 
@@ -237,6 +238,7 @@ local function parse_settings(raw)
   int("max_dispatch_depth", 1)
   int("max_concurrency", 1)
   int("job_retention_days", 0)
+  int("handoff_after_seconds", 0)
   s.default_max_budget_usd = at_least(opt(r.default_max_budget_usd, as_num,
     "settings.default_max_budget_usd"), 0, "settings.default_max_budget_usd")
   s.default_permission_mode = opt(r.default_permission_mode, as_str, "settings.default_permission_mode")

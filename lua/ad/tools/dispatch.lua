@@ -5,6 +5,7 @@ local util = require "ad.infra.util"
 local tools = require "ad.tools"
 local limits = require "ad.infra.limits"
 local D = util.lazy "ad.domain.dispatch"
+local request = util.lazy "ad.domain.request"
 
 local DISPATCH_ANN = json.object({ readOnlyHint = false, destructiveHint = true,
   idempotentHint = false, openWorldHint = true },
@@ -32,6 +33,11 @@ local P = {
                         "); 0 = the agent's configured timeout." },
   group = { name = "group", type = "string", default = "",
             description = "Dispatch as a member of this group: its shared context is added." },
+  handoff_after_seconds = { name = "handoff_after_seconds", type = "integer",
+    minimum = 0, maximum = limits.MAX_HANDOFF,
+    description = "Seconds after which a call still running returns {status: \"running\", " ..
+      "job_id, progress, hint} and goes on as a job (dispatch_wait gets its answer); " ..
+      "0 = never; default: settings.handoff_after_seconds (100)." },
   session_id = { name = "session_id", type = "string", default = "",
                  description = "Session to resume (from an earlier result); empty = new session." },
 }
@@ -40,6 +46,10 @@ local function envelope_or(r, err)
   if not r then return tools.envelope(err) end
   return r
 end
+
+-- The sync dispatch tools hand a call still running at its deadline off
+-- to a job (ad.domain.dispatch).
+local HANDOFF = { handoff = true }
 
 local function hooks(ctx)
   return { log = ctx.log, progress = ctx.progress_n }
@@ -62,13 +72,13 @@ tools.define{
                description = "Store the full result and return a compact ref (fetch_result reads it)." },
              { name = "summary_chars", type = "integer", default = 500, minimum = 0, maximum = 100000,
                description = "With return_ref: characters of the result to include as a summary." },
-             P.timeout_seconds, P.group },
+             P.timeout_seconds, P.group, P.handoff_after_seconds },
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
     local p = util.copy(a)
     p.use_cache = true
-    return envelope_or(D.one(ctx.cfg, p, hooks(ctx)))
+    return envelope_or(D.one(ctx.cfg, p, hooks(ctx), HANDOFF))
   end,
 }
 
@@ -80,11 +90,12 @@ tools.define{
     "it (for example task='Continue where you left off' after a timeout). " ..
     "Never cached.",
   params = { P.agent, P.task, P.session_id, P.context, P.caller, P.goal,
-             P.response_format, P.response_schema, P.timeout_seconds },
+             P.response_format, P.response_schema, P.timeout_seconds,
+             P.handoff_after_seconds },
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
-    return envelope_or(D.one(ctx.cfg, a, hooks(ctx)))
+    return envelope_or(D.one(ctx.cfg, a, hooks(ctx), HANDOFF))
   end,
 }
 
@@ -104,6 +115,7 @@ tools.define{
       description = "JSON array of {agent, task, ...} objects, encoded as a string." },
     { name = "aggregate", type = "string", default = "",
       description = "Agent that merges the results into one answer (optional)." },
+    P.handoff_after_seconds,
   },
   annotations = DISPATCH_ANN,
   guard = "config",
@@ -112,6 +124,9 @@ tools.define{
     if err then return tools.envelope("Invalid JSON in dispatches: " .. err) end
     local items, verr = D.parallel_items(ctx.cfg, list, a.aggregate)
     if not items then return tools.envelope(verr) end
+    local after, herr = request.handoff_after(a.handoff_after_seconds, ctx.cfg.settings)
+    if herr then return tools.envelope(herr) end
+    if after then return D.parallel_handoff(ctx.cfg, items, a.aggregate, hooks(ctx), after) end
     return D.parallel(ctx.cfg, items, a.aggregate, hooks(ctx))
   end,
 }
@@ -124,7 +139,7 @@ tools.define{
     "and log notifications. Use it for long tasks you want to watch. " ..
     "Never cached.",
   params = { P.agent, P.task, P.context, P.caller, P.goal, P.response_format,
-             P.timeout_seconds },
+             P.timeout_seconds, P.handoff_after_seconds },
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
@@ -135,7 +150,7 @@ tools.define{
       ctx.log("info", "[" .. a.agent .. "] " .. short)
       ctx.progress(a.agent .. ": " .. short)
     end
-    return envelope_or(D.one(ctx.cfg, p, hooks(ctx)))
+    return envelope_or(D.one(ctx.cfg, p, hooks(ctx), HANDOFF))
   end,
 }
 
