@@ -336,6 +336,34 @@ int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
     return read_fd(fd, max, out, len);
 }
 
+int fs_append(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+                  mode);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+    } else if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+        rc = -EPERM; /* someone else's file: never add our records to it */
+    } else {
+        ssize_t n;
+        do {
+            n = write(fd, data, len);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            rc = -errno;
+        } else if ((size_t)n != len) {
+            rc = -EIO;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
 /* ---- trusted reads ------------------------------------------------------ */
 
 static const char *writers(mode_t mode)

@@ -40,6 +40,14 @@ int fs_lock_try(const char *path, int *fd);
 int fs_lock_wait(const char *path, int *fd, const atomic_bool *stop);
 void fs_unlock(int fd);
 
+/* Appends data to path with one write() on an O_APPEND descriptor
+ * (created with mode, never through a symlink: -ELOOP), so concurrent
+ * writers' records never interleave (one write of up to a page is atomic
+ * for a regular file on a local file system). A regular file not owned by
+ * this user is refused (-EPERM). A short write is reported as -EIO: the
+ * caller bounds the size. */
+int fs_append(const char *path, const void *data, size_t len, mode_t mode);
+
 /* Reads at most max bytes of path into a new NUL-terminated buffer.
  * nofollow refuses a symlink (-ELOOP). -EFBIG when the file is larger. */
 int fs_read_file(const char *path, size_t max, bool nofollow, char **out,

@@ -2,7 +2,10 @@
  *
  *   core.fs.read_file(path [, max [, nofollow]]) -> data | nil, msg, code
  *   core.fs.read_trusted(path [, max]) -> data | nil, why, "untrusted"|code
- *   core.fs.write_atomic(path, data [, mode]) -> true | nil, msg, code
+ *   core.fs.write_atomic(path, data [, mode [, nofollow]]) -> true | nil,
+ *       msg, code (nofollow: a symlink at path is replaced, not followed)
+ *   core.fs.append(path, data [, mode]) -> true | nil, msg, code (one
+ *       write on an O_APPEND descriptor; a symlink is refused)
  *   core.fs.mkdirs(dir) / core.fs.mkparent(path) -> true | nil, msg, code
  *   core.fs.lock(path [, timeout_s]) -> lock | nil, "timeout" (yields while
  *       another holder has it; woken by the kernel when it is released)
@@ -87,7 +90,23 @@ static int l_write_atomic(lua_State *L)
     size_t n;
     const char *data = luaL_checklstring(L, 2, &n);
     lua_Integer mode = luaL_optinteger(L, 3, 0600);
-    int rc = fs_write_atomic(path, data, n, (mode_t)mode);
+    int rc = lua_toboolean(L, 4)
+                 ? fs_write_atomic_nofollow(path, data, n, (mode_t)mode)
+                 : fs_write_atomic(path, data, n, (mode_t)mode);
+    if (rc != 0) {
+        return fail_errno(L, rc, path);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_append(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t n;
+    const char *data = luaL_checklstring(L, 2, &n);
+    lua_Integer mode = luaL_optinteger(L, 3, 0600);
+    int rc = fs_append(path, data, n, (mode_t)mode);
     if (rc != 0) {
         return fail_errno(L, rc, path);
     }
@@ -406,6 +425,7 @@ void bind_fs_register(lua_State *L)
         {"read_file", l_read_file},
         {"read_trusted", l_read_trusted},
         {"write_atomic", l_write_atomic},
+        {"append", l_append},
         {"mkdirs", l_mkdirs},
         {"mkparent", l_mkparent},
         {"lock", l_lock},

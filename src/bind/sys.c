@@ -3,6 +3,8 @@
  *   core.sys.getpid() -> pid            core.sys.getuid() -> uid
  *   core.sys.isatty(fd) -> true when fd is a terminal
  *   core.sys.environ() -> {"K=V", ...}
+ *   core.sys.unsetenv(name): removes name from this process's environment
+ *       (what every process it starts afterwards inherits)
  *   core.sys.which(name) -> absolute path of an executable on PATH | nil
  *
  * Child processes are proc.c's; the job records' process checks are
@@ -94,6 +96,12 @@ static int l_environ(lua_State *L)
     return 1;
 }
 
+static int l_unsetenv(lua_State *L)
+{
+    unsetenv(luaL_checkstring(L, 1));
+    return 0;
+}
+
 void bind_sys_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -101,6 +109,7 @@ void bind_sys_register(lua_State *L)
         {"getuid", l_getuid},
         {"isatty", l_isatty},
         {"environ", l_environ},
+        {"unsetenv", l_unsetenv},
         {"which", l_which},
         {NULL, NULL},
     };

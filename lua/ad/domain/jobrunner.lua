@@ -33,6 +33,13 @@ local function request_of(rec)
     timeout = tonumber(q.timeout) }, { composed = true })
   if not req then return nil, msg end
   req.group = q.group
+  -- The tree the job was submitted in: its worker ends the job's span.
+  local t = type(q.trace) == "table" and q.trace
+  if t and type(t.trace_id) == "string" and type(t.span_id) == "string" then
+    req.trace = { trace_id = t.trace_id, parent_id = type(t.parent_id) == "string" and t.parent_id or nil,
+      cap = tonumber(t.cap), holders = type(t.holders) == "table" and t.holders or {} }
+    req.span_kind, req.span_id, req.span_start, req.job_id = "async", t.span_id, tonumber(t.start), rec.id
+  end
   return req
 end
 

@@ -19,8 +19,14 @@
 ---                    from the cache (never with session_id)
 ---   on_progress(line), log(level, msg)              observers, optional
 ---   on_slot() -> false, on_spawn(pid) -> false      async job gates
---- Room is left for what later work adds to a request (a trace parent, a
---- tree budget, a transport mode): add a field here, read it in the runner.
+---   trace            the trace context it runs in (ad.domain.trace), or
+---                    nil: a new tree (or the one this process inherited)
+---   span_kind        the kind of its span ("item", "turn", "async"...),
+---                    or nil: by the request (dispatch, session, stream)
+---   span_id, span_start, job_id   a span started already (async jobs)
+---   tree_budget_usd  the tree's spend cap given with the call, or nil
+--- Room is left for what later work adds to a request (a transport mode):
+--- add a field here, read it in the runner.
 local util = require "ad.infra.util"
 local json = require "ad.infra.json"
 local groups = require "ad.domain.groups"
@@ -47,6 +53,16 @@ function M.timeout_override(v)
   end
   if n <= 0 then return nil end
   return math.max(M.MIN_TIMEOUT, math.min(M.MAX_TIMEOUT, n))
+end
+
+--- A tree spend cap as given with a call: a positive number, or nil (nil,
+--- null and 0: none given); nil, message for anything else.
+function M.tree_budget(v)
+  if v == nil or v == json.null then return nil end
+  if type(v) ~= "number" or not (v >= 0) or v == math.huge then
+    return nil, "tree_budget_usd must be a number >= 0, got " .. json.describe(v)
+  end
+  return v > 0 and v or nil
 end
 
 function M.unknown_agent(cfg, name)
@@ -95,6 +111,8 @@ function M.build(cfg, f, opts)
   elseif not (timeout > 0) then
     timeout = nil
   end
+  local tree_budget, berr = M.tree_budget(f.tree_budget_usd)
+  if berr then return nil, berr end
   local group = util.nonempty(f.group)
   local context = util.nonempty(f.context)
   if group then
@@ -109,6 +127,8 @@ function M.build(cfg, f, opts)
     group = group, session_id = util.nonempty(f.session_id), timeout = timeout,
     stream = f.stream == true, use_cache = f.use_cache == true,
     on_progress = f.on_progress, log = f.log, on_slot = f.on_slot, on_spawn = f.on_spawn,
+    trace = f.trace, span_kind = f.span_kind, span_id = f.span_id, span_start = f.span_start,
+    job_id = f.job_id, tree_budget_usd = tree_budget,
   }
 end
 
@@ -139,6 +159,8 @@ function M.effective(req)
   local b = agent.max_budget_usd
   if not b or b == 0 then b = settings.default_max_budget_usd end
   e.budget = (b and b > 0) and b or nil
+  -- Within a tree spend cap: never more than what the tree has left.
+  if req.tree_left then e.budget = e.budget and math.min(e.budget, req.tree_left) or req.tree_left end
   local pm = agent.permission_mode
   if pm == nil or pm == "" then pm = settings.default_permission_mode end
   e.permission_mode = (pm ~= nil and pm ~= "") and pm or nil

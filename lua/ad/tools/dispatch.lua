@@ -30,6 +30,9 @@ local P = {
             description = "Dispatch as a member of this group: its shared context is added." },
   session_id = { name = "session_id", type = "string", default = "",
                  description = "Session to resume (from an earlier result); empty = new session." },
+  tree_budget_usd = { name = "tree_budget_usd", type = "number", minimum = 0,
+    description = "Spend cap in USD for this delegation and everything below it " ..
+      "(parallel items, nested dispatches); unset = settings.tree_budget_usd." },
 }
 
 local function envelope_or(r, err)
@@ -57,7 +60,7 @@ tools.define{
                description = "Store the full result and return a compact ref (fetch_result reads it)." },
              { name = "summary_chars", type = "integer", default = 500, minimum = 0, maximum = 100000,
                description = "With return_ref: characters of the result to include as a summary." },
-             P.timeout_seconds, P.group },
+             P.timeout_seconds, P.group, P.tree_budget_usd },
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
@@ -75,11 +78,13 @@ tools.define{
     "it (for example task='Continue where you left off' after a timeout). " ..
     "Never cached.",
   params = { P.agent, P.task, P.session_id, P.context, P.caller, P.goal,
-             P.response_format, P.timeout_seconds },
+             P.response_format, P.timeout_seconds, P.tree_budget_usd },
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
-    return envelope_or(D.one(ctx.cfg, a, hooks(ctx)))
+    local p = util.copy(a)
+    p.span_kind = "session"
+    return envelope_or(D.one(ctx.cfg, p, hooks(ctx)))
   end,
 }
 
@@ -98,6 +103,7 @@ tools.define{
       description = "JSON array of {agent, task, ...} objects, encoded as a string." },
     { name = "aggregate", type = "string", default = "",
       description = "Agent that merges the results into one answer (optional)." },
+    P.tree_budget_usd,
   },
   annotations = DISPATCH_ANN,
   guard = "config",
@@ -106,7 +112,11 @@ tools.define{
     if err then return tools.envelope("Invalid JSON in dispatches: " .. err) end
     local items, verr = D.parallel_items(ctx.cfg, list, a.aggregate)
     if not items then return tools.envelope(verr) end
-    return D.parallel(ctx.cfg, items, a.aggregate, hooks(ctx))
+    local tree_budget, berr = require("ad.domain.request").tree_budget(a.tree_budget_usd)
+    if berr then return tools.envelope(berr) end
+    local h = hooks(ctx)
+    h.tree_budget_usd = tree_budget
+    return D.parallel(ctx.cfg, items, a.aggregate, h)
   end,
 }
 
@@ -118,7 +128,7 @@ tools.define{
     "and log notifications. Use it for long tasks you want to watch. " ..
     "Never cached.",
   params = { P.agent, P.task, P.context, P.caller, P.goal, P.response_format,
-             P.timeout_seconds },
+             P.timeout_seconds, P.tree_budget_usd },
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
@@ -147,6 +157,7 @@ tools.define{
     { name = "topic", type = "string", required = true, description = "The problem to solve." },
     { name = "max_rounds", type = "integer", default = 3, minimum = 1, maximum = 10,
       description = "Rounds of responder + requester turns (1-10)." },
+    P.tree_budget_usd,
   },
   annotations = DISPATCH_ANN,
   guard = "config",

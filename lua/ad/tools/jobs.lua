@@ -35,6 +35,8 @@ tools.define{
     { name = "goal", type = "string", default = "" },
     { name = "response_format", type = "string", default = "", description = "\"json\" for a JSON reply." },
     { name = "timeout_seconds", type = "integer", default = 0, description = limits.timeout_range() .. "; 0 = agent default." },
+    { name = "tree_budget_usd", type = "number", minimum = 0,
+      description = "Spend cap in USD for this delegation and everything below it; unset = settings.tree_budget_usd." },
   },
   annotations = json.object({ readOnlyHint = false, destructiveHint = true,
     idempotentHint = false, openWorldHint = true },
