@@ -255,4 +255,62 @@ function M.settle(ctx, span, agent, cost)
   end)
 end
 
+-- ---- the read side ------------------------------------------------------------
+
+--- The trace an id names: a trace id, or the id of an async job (the
+--- trace holding its span). nil: the most recent trace. Returns the trace
+--- id, or nil and a message.
+function M.resolve(id)
+  if id == nil or id == "" then
+    local last = store.recent(1)[1]
+    if not last then return nil, "No traces recorded yet." end
+    return last
+  end
+  if not store.valid(id) then
+    return nil, "Invalid trace or job id: " .. util.repr(id) .. " (expected 32 hex digits)"
+  end
+  if store.read(id) then return id end
+  local found = store.find_job(id)
+  if found then return found end
+  return nil, "No trace " .. id .. " (and no job with that id in a recorded trace)."
+end
+
+--- What a trace adds up to: {trace_id, spans (count), start, end,
+--- duration_ms, total_cost_usd, status, failed, root (kind, agent, task)}.
+function M.summary(id, spans)
+  local t0, t1, cost, failed, running = math.huge, -math.huge, 0, 0, 0
+  local root
+  for _, s in ipairs(spans) do
+    if type(s.start) == "number" then
+      t0 = math.min(t0, s.start)
+      t1 = math.max(t1, type(s["end"]) == "number" and s["end"] or s.start)
+    end
+    if type(s.cost_usd) == "number" then cost = cost + s.cost_usd end
+    if s.status == "error" or s.status == "refused" or s.status == "cancelled" then failed = failed + 1 end
+    if s.status == "running" then running = running + 1 end
+    if not root and (s.parent_id == nil or s.parent_id == json.null) then root = s end
+  end
+  root = root or spans[1] or {}
+  if t0 == math.huge then t0, t1 = 0, 0 end
+  return json.object({ trace_id = id, spans = #spans, start = t0, ["end"] = t1,
+    duration_ms = math.floor((t1 - t0) * 1000 + 0.5), total_cost_usd = util.round(cost, 6),
+    status = running > 0 and "running" or (failed > 0 and "error" or "ok"), failed = failed,
+    kind = root.kind, agent = type(root.agent) == "string" and root.agent or nil,
+    task = type(root.task) == "string" and util.cut(root.task, 80) or nil },
+    { "trace_id", "spans", "start", "end", "duration_ms", "total_cost_usd", "status",
+      "failed", "kind", "agent", "task" })
+end
+
+--- One trace for a caller: {trace_id, summary, text, spans} (nil and a
+--- message when there is none). opts: width, color (the text tree).
+function M.show(id, opts)
+  local tid, err = M.resolve(id)
+  if not tid then return nil, err end
+  local spans = store.read(tid) or {}
+  local view = require "ad.domain.trace_view"
+  local root = view.tree(spans)
+  return { trace_id = tid, summary = M.summary(tid, spans), spans = spans, root = root,
+    text = view.text(root, { width = opts and opts.width or 120, color = opts and opts.color }) }
+end
+
 return M

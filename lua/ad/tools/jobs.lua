@@ -192,7 +192,8 @@ tools.define{
   name = "dispatch_gc",
   title = "Purge old finished jobs",
   description = "Delete finished (done, failed, cancelled) job records older " ..
-    "than max_age_days. Pending and running jobs are never deleted.",
+    "than max_age_days, and traces not written to for that long. Pending and " ..
+    "running jobs are never deleted.",
   params = { { name = "max_age_days", type = "number", default = 7 } },
   annotations = json.object({ readOnlyHint = false, destructiveHint = true,
     idempotentHint = true, openWorldHint = false },
@@ -206,8 +207,10 @@ tools.define{
       return tools.envelope("max_age_days is too large (non-finite)")
     end
     local n = jobs.gc(secs)
-    ctx.log("info", "Purged " .. n .. " job(s) older than " .. util.num(d) .. " day(s)")
-    return json.object({ purged = n, max_age_days = math.tointeger(d) or d },
-                       { "purged", "max_age_days" })
+    local nt = require("ad.storage.traces").prune(secs)
+    ctx.log("info", "Purged " .. n .. " job(s) and " .. nt .. " trace(s) older than " ..
+      util.num(d) .. " day(s)")
+    return json.object({ purged = n, purged_traces = nt, max_age_days = math.tointeger(d) or d },
+                       { "purged", "purged_traces", "max_age_days" })
   end,
 }
