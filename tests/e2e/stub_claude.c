@@ -179,7 +179,7 @@ static void log_invocation(int argc, char **argv, const char *prompt)
         return;
     }
     static const char *const keys[] = {"AGENT_DISPATCH_DEPTH", "CLAUDECODE",
-        "CLAUDE_CODE_SESSION_ID", "CLAUDE_CODE_ENTRYPOINT"};
+        "CLAUDE_CODE_SESSION_ID", "CLAUDE_CODE_ENTRYPOINT", "AGENT_DISPATCH_TRACE"};
     struct buf b = {0};
     char cwd[4096];
     buf_str(&b, "{\"argv\":[");
@@ -225,7 +225,7 @@ struct directives {
     bool ignore_term, hang, old_cli, echo_argv, job_record;
     /* strings (NULL = absent) */
     const char *reply, *json, *stderr_text, *stdout_text, *errors, *deny;
-    const char *tool, *echo_env;
+    const char *tool, *echo_env, *sh;
     /* numbers (negative = absent) */
     double sleep, interval, grandchild, escape, cost;
     long progress, exit_code, turns, stderr_bytes, huge, huge_line, spew;
@@ -269,6 +269,7 @@ static const struct {
     D("old_cli", D_FLAG, old_cli),       /* reject --session-id */
     D("echo_argv", D_FLAG, echo_argv),   /* result = argv[1..] joined by ' ' (+ a stdin prompt) */
     D("echo_env", D_STR, echo_env),      /* result = $NAME or "<unset>" */
+    D("sh", D_STR, sh),                  /* result = stdout of /bin/sh -c VALUE (a nested agent-dispatch) */
     D("spew", D_LONG, spew),             /* N bytes of 1 KiB non-JSON lines on stdout first */
     D("job_record", D_FLAG, job_record), /* result = what the job records said of us at start */
 #undef D
@@ -908,6 +909,16 @@ static char *make_reply(const struct directives *d, const char *prompt, int argc
     } else if (d->echo_env) {
         const char *v = getenv(d->echo_env);
         buf_str(&b, v ? v : "<unset>");
+    } else if (d->sh) {
+        FILE *f = popen(d->sh, "r");
+        char chunk[4096];
+        size_t n;
+        while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+            buf_add(&b, chunk, n);
+        }
+        if (f) {
+            pclose(f);
+        }
     } else if (d->json) {
         buf_str(&b, d->json);
     } else if (d->reply) {
