@@ -430,7 +430,7 @@ describe('tools', () => {
       await srv.close();
       assert.deepStrictEqual(tools.map((x) => x.name), [...TOOL_NAMES.slice(0, 12), 'dispatch_async',
         'dispatch_status', 'dispatch_wait', 'dispatch_cancel', 'dispatch_jobs', 'fetch_result', 'dispatch_gc',
-        'cache_stats', 'cache_clear', 'dispatch_trace']);
+        'dispatch_trace', 'cache_stats', 'cache_clear']);
     });
 
   test('35: a bad cursor gets -32602 (both eras)', async (t) => {

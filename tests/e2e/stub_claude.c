@@ -179,7 +179,7 @@ static void log_invocation(int argc, char **argv, const char *prompt)
         return;
     }
     static const char *const keys[] = {"AGENT_DISPATCH_DEPTH", "CLAUDECODE",
-        "CLAUDE_CODE_SESSION_ID", "CLAUDE_CODE_ENTRYPOINT", "AGENT_DISPATCH_TRACE"};
+        "CLAUDE_CODE_SESSION_ID", "CLAUDE_CODE_ENTRYPOINT"};
     struct buf b = {0};
     char cwd[4096];
     buf_str(&b, "{\"argv\":[");
@@ -203,7 +203,10 @@ static void log_invocation(int argc, char **argv, const char *prompt)
             first = false;
         }
     }
-    buf_fmt(&b, "},\"stdin_is_devnull\":%s,\"time\":%.6f}\n",
+    /* The trace context apart from env: tests compare env whole. */
+    buf_str(&b, "},\"trace_env\":");
+    buf_json_opt(&b, getenv("AGENT_DISPATCH_TRACE"));
+    buf_fmt(&b, ",\"stdin_is_devnull\":%s,\"time\":%.6f}\n",
             stdin_is_devnull() ? "true" : "false", started_real);
     /* One write() on an O_APPEND fd: concurrent stubs never interleave. */
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);

@@ -278,10 +278,10 @@ describe('trace: nesting through the environment', () => {
       assert.strictEqual(Object.keys(all).length, 1);
       // The claude children got the context: the outer one of its own span.
       const outerStub = env.dispatches().find((e) => e.prompt.includes('go'));
-      assert.strictEqual(outerStub.env.AGENT_DISPATCH_TRACE.split(':').slice(0, 2).join(':'),
+      assert.strictEqual(outerStub.trace_env.split(':').slice(0, 2).join(':'),
         `${outer.trace_id}:${outer.span_id}`);
       const innerStub = env.dispatches().find((e) => e.prompt.includes('nested-inner'));
-      assert.strictEqual(innerStub.env.AGENT_DISPATCH_TRACE.split(':').slice(0, 2).join(':'),
+      assert.strictEqual(innerStub.trace_env.split(':').slice(0, 2).join(':'),
         `${outer.trace_id}:${nested.span_id}`);
     });
 

@@ -210,7 +210,7 @@ tools.define{
     local nt = require("ad.storage.traces").prune(secs)
     ctx.log("info", "Purged " .. n .. " job(s) and " .. nt .. " trace(s) older than " ..
       util.num(d) .. " day(s)")
-    return json.object({ purged = n, purged_traces = nt, max_age_days = math.tointeger(d) or d },
-                       { "purged", "purged_traces", "max_age_days" })
+    return json.object({ purged = n, max_age_days = math.tointeger(d) or d },
+                       { "purged", "max_age_days" })
   end,
 }
