@@ -19,6 +19,7 @@
 ---                    from the cache (never with session_id)
 ---   on_progress(line), log(level, msg)              observers, optional
 ---   on_slot() -> false, on_spawn(pid) -> false      async job gates
+---   on_started()     called once the child runs (its span's start record)
 ---   trace            the trace context it runs in (ad.domain.trace), or
 ---                    nil: a new tree (or the one this process inherited)
 ---   span_kind        the kind of its span ("item", "turn", "async"...),

@@ -115,6 +115,7 @@ local function run_child(argv, text, env, timeout, req)
     p:kill(true) -- refused: it never starts
   else
     p:start()
+    if req.on_started then req.on_started() end
   end
   local out = { lines = {} }
   -- Redact hooks clean each line at its source, before any consumer (a
@@ -270,6 +271,17 @@ local function traced(req, ctx, span)
     r.tree_left = amount
   end
   r.trace_env = trace.env_value(ctx, span)
+  -- The span's start is written once its child runs: creating a new
+  -- trace's file (a file system metadata change) then overlaps the
+  -- child's own start instead of delaying it.
+  if not span.adopted then
+    r.on_started = function()
+      if not span.written then
+        span.written = true
+        trace.write(span)
+      end
+    end
+  end
   local ok, res = pcall(observed, r)
   if ctx.cap then
     local settled, err = pcall(trace.settle, ctx, span, req.agent_name, ok and res.cost_usd or nil)
@@ -350,7 +362,9 @@ function M.run(req)
     elseif log then
       log("info", "Dispatching to " .. req.agent_name .. ": " .. util.cut(req.task, 80) .. "...")
     end
-    r = traced(req, ctx, trace.start(ctx, span_fields(req), req.span_id ~= nil))
+    local span = trace.record(ctx, span_fields(req))
+    span.adopted = req.span_id ~= nil -- its start was written by async.submit
+    r = traced(req, ctx, span)
     if cache and clean_success(r) then cache:put(key, req.agent_name, json.encode(r)) end
   end
   if hooked then return plugins.after_result(view, r), req end

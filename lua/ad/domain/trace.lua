@@ -158,9 +158,16 @@ function M.start(ctx, fields, adopted)
   return span
 end
 
+-- Span ids: a random prefix per process and a counter (a random id per
+-- span costs as much as the rest of its record); unique within a tree as
+-- long as no two of its processes draw the same 32-bit prefix.
+local prefix, counter = nil, 0
+
 --- A new span id (16 hex digits).
 function M.new_id()
-  return core.text.hex32():sub(1, 16)
+  if not prefix then prefix = core.text.hex32():sub(1, 8) end
+  counter = counter + 1
+  return prefix .. string.format("%08x", counter & 0xffffffff)
 end
 
 --- Ends a span: status ("ok", "error", "cancelled", "refused") and what
@@ -178,7 +185,7 @@ function M.finish(span, status, r)
     if r.denied_tools then span.denied_tools = json.array(util.copy(r.denied_tools)) end
     span.cached = r.cached == true
   end
-  span.reserved = nil
+  span.reserved, span.written, span.adopted = nil, nil, nil
   M.write(span)
   return span
 end

@@ -14,6 +14,7 @@
 --- directory when someone else owns it or may write to it; symlinks are
 --- never followed when a file is appended to, read or replaced.
 local core = require "ad.core"
+local cjson = require "cjson"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 local errors = require "ad.infra.errors"
@@ -60,32 +61,59 @@ function M.dir()
   return check_dir(paths.config_dir() .. "/traces")
 end
 
-local made -- the directory this process created or checked already
+-- The directory this process created and checked: the environment and
+-- the config path do not change while it runs, so the writes of every
+-- dispatch after the first skip the path work (each file is still opened
+-- without following links and refused when someone else owns it).
+local made
 local function ensure_dir()
+  if made then return made end
   local dir = M.dir()
-  if made ~= dir then
-    local ok, err = core.fs.mkdirs(dir, 448) -- 0700
-    if not ok then io_error("cannot create the traces directory", err) end
-    made = dir
-  end
-  return dir
+  local ok, err = core.fs.mkdirs(dir, 448) -- 0700
+  if not ok then io_error("cannot create the traces directory", err) end
+  made = check_dir(dir) -- as created (mkdirs only ever removes bits)
+  return made
 end
 
 function M.valid(id)
   return type(id) == "string" and #id == 32 and id:find("^[0-9a-f]+$") ~= nil
 end
 
--- A span as one line of at most MAX_LINE bytes.
+-- One record as JSON text: a single cjson call (this runs twice per
+-- dispatch; per-value encoding costs several times more), the fields in
+-- any order, invalid UTF-8 repaired. cjson writes an empty table as {}:
+-- an empty denied_tools is added as [] by hand.
+local function encode(rec)
+  local denied = rec.denied_tools
+  local empty = type(denied) == "table" and next(denied) == nil
+  if empty then rec.denied_tools = nil end
+  local text = cjson.encode(rec)
+  if empty then
+    rec.denied_tools = denied
+    text = text:sub(1, -2) .. (#text > 2 and "," or "") .. '"denied_tools":[]}'
+  end
+  return core.text.fix(text)
+end
+
+-- Fields a caller keeps on a span for itself, never written.
+local PRIVATE = { "reserved", "written", "adopted" }
+
+-- A span as one line of at most MAX_LINE bytes. The span is encoded as it
+-- is (its private fields set aside meanwhile): no copy per record.
 local function line_of(span)
-  local rec = json.object(util.copy(span), M.KEYS)
-  local text = json.encode(rec)
+  local kept = {}
+  for i, k in ipairs(PRIVATE) do kept[i], span[k] = span[k], nil end
+  local text = encode(span)
+  for i, k in ipairs(PRIVATE) do span[k] = kept[i] end
   if #text >= M.MAX_LINE then
+    local rec = {}
+    for _, k in ipairs(M.KEYS) do rec[k] = span[k] end
     -- Only the free texts can be long: cut them until the line fits.
     for _, n in ipairs({ 100, 40, 0 }) do
       for _, k in ipairs({ "task", "caller", "goal" }) do
         if type(rec[k]) == "string" then rec[k] = util.cut(rec[k], n) end
       end
-      text = json.encode(rec)
+      text = encode(rec)
       if #text < M.MAX_LINE then break end
     end
   end
