@@ -43,6 +43,20 @@ local function request_of(rec)
   return req
 end
 
+-- Ends the span of a job that never started (cancelled while pending, or
+-- it could not start): the submitting process started it.
+local function end_span(rec, status)
+  local q = type(rec.request) == "table" and rec.request or {}
+  local t = q.trace
+  if type(t) == "table" and type(t.trace_id) == "string" and type(t.span_id) == "string" then
+    local trace = require "ad.domain.trace"
+    local span = trace.record({ trace_id = t.trace_id, parent_id = t.parent_id },
+      { kind = "async", span_id = t.span_id, start = tonumber(t.start), agent = rec.agent,
+        task = rec.task, caller = rec.caller, goal = rec.goal, job_id = rec.id })
+    trace.finish(span, status)
+  end
+end
+
 --- Runs job id to its end. Returns the exit status (0: the job ran or was
 --- no longer pending; 1: it could not start, recorded as failed).
 function M.main(id)
@@ -53,11 +67,17 @@ function M.main(id)
   -- Owner first: from here on a server that starts sees a live owner.
   if not jobs.set_owner(id, jobs.server_identity()) then return 0 end
   local rec = jobs.get(id)
-  if not rec or rec.status ~= "pending" then return 0 end
+  if not rec or rec.status ~= "pending" then
+    if rec and jobs.TERMINAL[rec.status] then
+      end_span(rec, rec.status == "cancelled" and "cancelled" or "error")
+    end
+    return 0
+  end
   local ok, req, msg = pcall(request_of, rec)
   if not ok then req, msg = nil, message_of(req) end
   if not req then
     jobs.fail(id, "The job could not start: " .. tostring(msg))
+    end_span(rec, "error")
     return 1
   end
   local plugins = require "ad.domain.plugins"
