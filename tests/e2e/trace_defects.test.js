@@ -430,6 +430,35 @@ return out
         'each CLI call is a tree of its own with the whole cap; the lower own cap wins');
     });
 
+  test('a detached job runner spends from the tree it was submitted in', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: true\n' });
+    const script = path.join(env.root, 'async.lua');
+    fs.writeFileSync(script, `local ad = require "agent_dispatch"
+local first = ad.dispatch{ agent = "a", task = "[stub:cost=0.3] sync", tree_budget_usd = 0.5 }
+local id = ad.async{ agent = "a", task = "[stub:cost=0.1] in a runner", tree_budget_usd = 0.5 }
+local rec = ad.wait(id, 20)
+return { first = first, job = rec }
+`);
+    const r = env.run(['run', '--json', script], { env: { AGENT_DISPATCH_QUIET: '1' },
+      timeout: 30000 });
+    assert.strictEqual(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.strictEqual(out.job.status, 'done', JSON.stringify(out.job));
+    const stubs = env.dispatches();
+    assert.strictEqual(stubs.length, 2);
+    assert.ok(Math.abs(budgetArg(stubs[1]) - 0.2) < 1e-9, String(budgetArg(stubs[1])));
+    const spans = only(traces(env));
+    const job = spans.find((s) => s.kind === 'async');
+    assert.strictEqual(job.job_id, out.job.id);
+    assert.strictEqual(job.status, 'ok');
+    assert.strictEqual(job.parent_id, spans.find((s) => s.kind === 'run').span_id);
+    const ledger = JSON.parse(fs.readFileSync(path.join(traceDir(env), `${job.trace_id}.budget`), 'utf8'));
+    assert.ok(Math.abs(ledger.spent - 0.4) < 1e-9, JSON.stringify(ledger));
+    assert.deepStrictEqual(ledger.reserved, {});
+    await env.assertNoLeftovers();
+  });
+
   test('a nested agent-dispatch shares the tree ledger: it is capped by what is left and refused once spent',
     async (t) => {
       const env = newEnv(t);
