@@ -40,6 +40,16 @@ int fs_lock_try(const char *path, int *fd);
 int fs_lock_wait(const char *path, int *fd, const atomic_bool *stop);
 void fs_unlock(int fd);
 
+/* The contents of a locked file (fd from fs_lock_try/fs_lock_wait), at
+ * most max bytes, read from its start: a small state file kept in the lock
+ * file itself, read and replaced by its holder only. */
+int fs_lock_read(int fd, size_t max, char **out, size_t *len);
+
+/* Replaces the contents of a locked file with data, in place (pwrite at
+ * 0, then ftruncate): no rename, no fsync. For state that only matters
+ * while its holders run; a crash mid-write can leave it torn. */
+int fs_lock_rewrite(int fd, const void *data, size_t len);
+
 /* Appends data to path with one write() on an O_APPEND descriptor
  * (created with mode, never through a symlink: -ELOOP), so concurrent
  * writers' records never interleave (one write of up to a page is atomic

@@ -7,8 +7,10 @@
 --- written twice (at its start and at its end); readers keep the last
 --- record per span_id.
 ---
---- The tree's spend ledger is <dir>/<trace_id>.budget (JSON, replaced
---- atomically), changed only under the flock of <dir>/<trace_id>.lock.
+--- The tree's spend ledger is <dir>/<trace_id>.budget: one line of JSON
+--- kept in the file its holders flock, read and rewritten in place under
+--- that lock (no rename, no fsync: it matters while the tree runs, and two
+--- changes per dispatch must stay cheap).
 ---
 --- The directory is owner-only (0700, files 0600) and refused like the jobs
 --- directory when someone else owns it or may write to it; symlinks are
@@ -206,7 +208,7 @@ function M.prune(max_age)
   local cutoff, n = core.task.time() - max_age, 0
   for _, name in ipairs(names) do
     local id, ext = name:match("^(%x+)%.(%a+)$")
-    if M.valid(id) and (ext == "jsonl" or ext == "budget" or ext == "lock") then
+    if M.valid(id) and (ext == "jsonl" or ext == "budget") then
       local path = dir .. "/" .. name
       local kind, mtime = core.fs.stat(path)
       if kind == "file" and mtime < cutoff and core.fs.unlink(path) and ext == "jsonl" then
@@ -219,9 +221,10 @@ end
 
 -- ---- the tree's ledger -------------------------------------------------------
 
-local function read_ledger(path)
-  local text = core.fs.read_file(path, 1024 * 1024, true)
-  local led = text and json.decode(text)
+-- The ledger of its text (its first line: a shorter rewrite ends with a
+-- newline before anything its truncation has not cut yet), or a new one.
+local function ledger_of(text)
+  local led = text and json.decode(text:match("^[^\n]*"))
   if type(led) ~= "table" then led = {} end
   led.spent = tonumber(led.spent) or 0
   led.reserved = type(led.reserved) == "table" and led.reserved or {}
@@ -234,19 +237,18 @@ end
 --- spenders={agent=usd}}. Returns what fn returned after that flag.
 function M.with_ledger(trace_id, fn)
   local dir = ensure_dir()
-  local path, wait = dir .. "/" .. trace_id .. ".budget", require("ad.storage.config").lock_wait()
-  local lock, err = core.fs.lock(dir .. "/" .. trace_id .. ".lock", wait)
+  local wait = require("ad.storage.config").lock_wait()
+  local lock, err = core.fs.lock(dir .. "/" .. trace_id .. ".budget", wait)
   if not lock then io_error("cannot lock the budget of trace " .. trace_id, err) end
   local ok, changed, a, b = pcall(function()
-    local led = read_ledger(path)
+    local text, rerr = lock:read()
+    if not text then io_error("cannot read the budget of trace " .. trace_id, rerr) end
+    local led = ledger_of(text)
     local changed, x, y = fn(led)
     if changed then
-      local reserved = json.object(led.reserved)
-      local spenders = json.object(led.spenders)
-      local w, msg = core.fs.write_atomic(path, json.encode(json.object({ cap = led.cap,
-        spent = led.spent, reserved = next(reserved) and reserved or json.object({}),
-        spenders = next(spenders) and spenders or json.object({}) },
-        { "cap", "spent", "reserved", "spenders" })), 384, true)
+      local w, msg = lock:write(json.encode(json.object({ cap = led.cap, spent = led.spent,
+        reserved = json.object(led.reserved), spenders = json.object(led.spenders) },
+        { "cap", "spent", "reserved", "spenders" })) .. "\n")
       if not w then io_error("cannot write the budget of trace " .. trace_id, msg) end
     end
     return changed, x, y
@@ -261,9 +263,9 @@ function M.ledger(trace_id)
   if not M.valid(trace_id) then return nil end
   local ok, dir = pcall(M.dir)
   if not ok then return nil end
-  local kind = core.fs.stat(dir .. "/" .. trace_id .. ".budget")
-  if kind ~= "file" then return nil end
-  return read_ledger(dir .. "/" .. trace_id .. ".budget")
+  local text = core.fs.read_file(dir .. "/" .. trace_id .. ".budget", 1024 * 1024, true)
+  if not text then return nil end
+  return ledger_of(text)
 end
 
 return M
