@@ -568,6 +568,27 @@ static void test_append(void)
     CHECK_INT(fs_append(P("nodir/t.jsonl"), "x\n", 2, 0600), -ENOENT);
 }
 
+/* A locked file holds small state: read from its start, rewritten in
+ * place (a shorter text leaves nothing of the longer one behind). */
+static void test_lock_state(void)
+{
+    int fd = -1;
+    CHECK_INT(fs_lock_try(P("state.budget"), &fd), 0);
+    char *data = NULL;
+    size_t len = 99;
+    CHECK_INT(fs_lock_read(fd, 1024, &data, &len), 0);
+    CHECK(len == 0);
+    free(data);
+    CHECK_INT(fs_lock_rewrite(fd, "{\"spent\":0.25}\n", 15), 0);
+    CHECK_INT(fs_lock_read(fd, 1024, &data, &len), 0);
+    CHECK(len == 15 && memcmp(data, "{\"spent\":0.25}\n", 15) == 0);
+    free(data);
+    CHECK_INT(fs_lock_rewrite(fd, "{}\n", 3), 0);
+    CHECK(content_is(P("state.budget"), "{}\n"));
+    CHECK_INT(mode_of(P("state.budget")), 0600);
+    fs_unlock(fd);
+}
+
 int main(void)
 {
     snprintf(root, sizeof root, "/tmp/ad-test-fsutil.XXXXXX");
@@ -588,6 +609,7 @@ int main(void)
     test_read_file();
     test_read_trusted();
     test_append();
+    test_lock_state();
     if (chdir(cwd) != 0) {
         perror("chdir");
     }
