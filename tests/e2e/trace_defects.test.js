@@ -285,6 +285,20 @@ describe('trace: nesting through the environment', () => {
         `${outer.trace_id}:${nested.span_id}`);
     });
 
+  test('a dispatch stopped before its child spawns (the depth guard) is recorded refused, as one line',
+    async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true } });
+      const r = env.run(['dispatch', 'a', 'deep', '--json'], { env: { AGENT_DISPATCH_DEPTH: '3' } });
+      assert.strictEqual(JSON.parse(r.stdout).error_type, 'recursion');
+      assert.strictEqual(env.dispatches().length, 0);
+      const spans = only(traces(env));
+      assert.strictEqual(spans[0].status, 'refused');
+      assert.strictEqual(spans[0].error_type, 'recursion');
+      assert.strictEqual(spans[0].depth, 3);
+      assert.strictEqual(lines(env, spans[0].trace_id).length, 1);
+    });
+
   test('a trace variable that is not ours is ignored: a new tree starts', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true } });

@@ -274,12 +274,11 @@ local function traced(req, ctx, span)
   -- The span's start is written once its child runs: creating a new
   -- trace's file (a file system metadata change) then overlaps the
   -- child's own start instead of delaying it.
-  if not span.adopted then
-    r.on_started = function()
-      if not span.written then
-        span.written = true
-        trace.write(span)
-      end
+  local started = false
+  r.on_started = function()
+    if not started then
+      started = true
+      if not span.adopted then trace.write(span) end
     end
   end
   local ok, res = pcall(observed, r)
@@ -291,8 +290,15 @@ local function traced(req, ctx, span)
     end
   end
   local cancelled = not ok and type(res) == "table" and res.type == "cancelled"
-  trace.finish(span, ok and trace.status_of(res) or (cancelled and "cancelled" or "error"),
-    ok and res or nil)
+  local status
+  if ok then
+    -- A failure without a child (the depth guard, no claude, no
+    -- directory) was refused, not run.
+    status = (res.success == false and not started) and "refused" or trace.status_of(res)
+  else
+    status = cancelled and "cancelled" or "error"
+  end
+  trace.finish(span, status, ok and res or nil)
   if not ok then error(res, 0) end
   return res
 end

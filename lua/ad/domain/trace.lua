@@ -185,7 +185,7 @@ function M.finish(span, status, r)
     if r.denied_tools then span.denied_tools = json.array(util.copy(r.denied_tools)) end
     span.cached = r.cached == true
   end
-  span.reserved, span.written, span.adopted = nil, nil, nil
+  span.reserved, span.adopted = nil, nil
   M.write(span)
   return span
 end

@@ -98,7 +98,7 @@ local function encode(rec)
 end
 
 -- Fields a caller keeps on a span for itself, never written.
-local PRIVATE = { "reserved", "written", "adopted" }
+local PRIVATE = { "reserved", "adopted" }
 
 -- A span as one line of at most MAX_LINE bytes. The span is encoded as it
 -- is (its private fields set aside meanwhile): no copy per record.
