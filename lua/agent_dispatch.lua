@@ -99,8 +99,9 @@ end
 function M.parallel(list)
   local c = cfg()
   local items, err = D.parallel_items(c, json.array(util.copy(list)), list.aggregate)
-  if not items then error(err, 2) end
-  return D.parallel(c, items, list.aggregate, { log = log_hook })
+  local tree_budget, berr = request.tree_budget(list.tree_budget_usd)
+  if not items or berr then error(err or berr, 2) end
+  return D.parallel(c, items, list.aggregate, { log = log_hook, tree_budget_usd = tree_budget })
 end
 
 --- Two-agent dialogue: {requester=, responder=, topic=, max_rounds=}.

@@ -355,6 +355,65 @@ int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
     return read_fd(fd, max, out, len);
 }
 
+int fs_append(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+                  mode);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+    } else if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+        rc = -EPERM; /* someone else's file: never add our records to it */
+    } else {
+        ssize_t n;
+        do {
+            n = write(fd, data, len);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            rc = -errno;
+        } else if ((size_t)n != len) {
+            rc = -EIO;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+int fs_lock_read(int fd, size_t max, char **out, size_t *len)
+{
+    int d = dup(fd); /* read_fd closes what it reads */
+    if (d < 0) {
+        return -errno;
+    }
+    if (lseek(d, 0, SEEK_SET) < 0) {
+        int e = errno;
+        close(d);
+        return -e;
+    }
+    return read_fd(d, max, out, len);
+}
+
+int fs_lock_rewrite(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pwrite(fd, p + done, len - done, (off_t)done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return n < 0 ? -errno : -EIO;
+        }
+        done += (size_t)n;
+    }
+    return ftruncate(fd, (off_t)len) == 0 ? 0 : -errno;
+}
+
 /* ---- trusted reads ------------------------------------------------------ */
 
 static const char *writers(mode_t mode)

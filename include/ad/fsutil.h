@@ -45,6 +45,24 @@ void fs_unlock(int fd);
  * -EISDIR for a directory, other failures -errno. */
 int fs_read_fd(int fd, size_t max, char **out, size_t *len, bool *more);
 
+/* The contents of a locked file (fd from fs_lock_try/fs_lock_wait), at
+ * most max bytes, read from its start: a small state file kept in the lock
+ * file itself, read and replaced by its holder only. */
+int fs_lock_read(int fd, size_t max, char **out, size_t *len);
+
+/* Replaces the contents of a locked file with data, in place (pwrite at
+ * 0, then ftruncate): no rename, no fsync. For state that only matters
+ * while its holders run; a crash mid-write can leave it torn. */
+int fs_lock_rewrite(int fd, const void *data, size_t len);
+
+/* Appends data to path with one write() on an O_APPEND descriptor
+ * (created with mode, never through a symlink: -ELOOP), so concurrent
+ * writers' records never interleave (one write of up to a page is atomic
+ * for a regular file on a local file system). A regular file not owned by
+ * this user is refused (-EPERM). A short write is reported as -EIO: the
+ * caller bounds the size. */
+int fs_append(const char *path, const void *data, size_t len, mode_t mode);
+
 /* Reads at most max bytes of path into a new NUL-terminated buffer.
  * nofollow refuses a symlink (-ELOOP). -EFBIG when the file is larger. */
 int fs_read_file(const char *path, size_t max, bool nofollow, char **out,

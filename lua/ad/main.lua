@@ -18,6 +18,9 @@ end
 function M.main(args)
   local argv = {}
   for i = 1, #args do argv[i] = args[i] end
+  -- The trace context a dispatching parent gave this process: read, then
+  -- removed from the environment before anything can start a process.
+  if os.getenv("AGENT_DISPATCH_TRACE") then require("ad.domain.trace").inherited() end
   -- `serve` is started by Claude Code for every session: skip loading the
   -- CLI so the handshake is answered sooner.
   local entry = (#argv == 1 and argv[1] == "serve")

@@ -2,10 +2,15 @@
  *
  *   core.fs.read_file(path [, max [, nofollow]]) -> data | nil, msg, code
  *   core.fs.read_trusted(path [, max]) -> data | nil, why, "untrusted"|code
- *   core.fs.write_atomic(path, data [, mode]) -> true | nil, msg, code
+ *   core.fs.write_atomic(path, data [, mode [, nofollow]]) -> true | nil,
+ *       msg, code (nofollow: a symlink at path is replaced, not followed)
+ *   core.fs.append(path, data [, mode]) -> true | nil, msg, code (one
+ *       write on an O_APPEND descriptor; a symlink is refused)
  *   core.fs.mkdirs(dir) / core.fs.mkparent(path) -> true | nil, msg, code
  *   core.fs.lock(path [, timeout_s]) -> lock | nil, "timeout" (yields while
  *       another holder has it; woken by the kernel when it is released)
+ *   lock:read([max]) -> data | nil, msg, code (the lock file's contents)
+ *   lock:write(data) -> true | nil, msg, code (replaced in place, no fsync)
  *   core.fs.stat(path) -> "file"|"dir"|"other", mtime, mode, uid
  *       | nil, msg, code
  *   core.fs.realpath(path) -> path | nil, msg, code
@@ -87,7 +92,23 @@ static int l_write_atomic(lua_State *L)
     size_t n;
     const char *data = luaL_checklstring(L, 2, &n);
     lua_Integer mode = luaL_optinteger(L, 3, 0600);
-    int rc = fs_write_atomic(path, data, n, (mode_t)mode);
+    int rc = lua_toboolean(L, 4)
+                 ? fs_write_atomic_nofollow(path, data, n, (mode_t)mode)
+                 : fs_write_atomic(path, data, n, (mode_t)mode);
+    if (rc != 0) {
+        return fail_errno(L, rc, path);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_append(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t n;
+    const char *data = luaL_checklstring(L, 2, &n);
+    lua_Integer mode = luaL_optinteger(L, 3, 0600);
+    int rc = fs_append(path, data, n, (mode_t)mode);
     if (rc != 0) {
         return fail_errno(L, rc, path);
     }
@@ -315,6 +336,40 @@ static int l_unlock(lua_State *L)
     return 0;
 }
 
+static int l_lock_read(lua_State *L)
+{
+    struct lock *lk = luaL_checkudata(L, 1, LOCK_MT);
+    lua_Integer max = luaL_optinteger(L, 2, 1024 * 1024);
+    if (lk->fd < 0) {
+        return luaL_error(L, "lock:read on a released lock");
+    }
+    char *data;
+    size_t len;
+    int rc = fs_lock_read(lk->fd, (size_t)max, &data, &len);
+    if (rc != 0) {
+        return fail_errno(L, rc, "lock file");
+    }
+    lua_pushlstring(L, data, len);
+    free(data);
+    return 1;
+}
+
+static int l_lock_write(lua_State *L)
+{
+    struct lock *lk = luaL_checkudata(L, 1, LOCK_MT);
+    size_t n;
+    const char *data = luaL_checklstring(L, 2, &n);
+    if (lk->fd < 0) {
+        return luaL_error(L, "lock:write on a released lock");
+    }
+    int rc = fs_lock_rewrite(lk->fd, data, n);
+    if (rc != 0) {
+        return fail_errno(L, rc, "lock file");
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* ---- paths ------------------------------------------------------------- */
 
 static int l_stat(lua_State *L)
@@ -406,6 +461,7 @@ void bind_fs_register(lua_State *L)
         {"read_file", l_read_file},
         {"read_trusted", l_read_trusted},
         {"write_atomic", l_write_atomic},
+        {"append", l_append},
         {"mkdirs", l_mkdirs},
         {"mkparent", l_mkparent},
         {"lock", l_lock},
@@ -421,6 +477,10 @@ void bind_fs_register(lua_State *L)
         lua_newtable(L);
         lua_pushcfunction(L, l_unlock);
         lua_setfield(L, -2, "unlock");
+        lua_pushcfunction(L, l_lock_read);
+        lua_setfield(L, -2, "read");
+        lua_pushcfunction(L, l_lock_write);
+        lua_setfield(L, -2, "write");
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, l_unlock);
         lua_setfield(L, -2, "__gc");

@@ -3,6 +3,8 @@
  *   core.sys.getpid() -> pid            core.sys.getuid() -> uid
  *   core.sys.isatty(fd) -> true when fd is a terminal
  *   core.sys.environ() -> {"K=V", ...}
+ *   core.sys.unsetenv(name): removes name from this process's environment
+ *       (what every process it starts afterwards inherits)
  *   core.sys.which(name) -> absolute path of an executable on PATH | nil
  *   core.sys.leave_client() -> true | nil, message
  *
@@ -125,6 +127,12 @@ static int l_leave_client(lua_State *L)
     return 1;
 }
 
+static int l_unsetenv(lua_State *L)
+{
+    unsetenv(luaL_checkstring(L, 1));
+    return 0;
+}
+
 void bind_sys_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -132,6 +140,7 @@ void bind_sys_register(lua_State *L)
         {"getuid", l_getuid},
         {"isatty", l_isatty},
         {"environ", l_environ},
+        {"unsetenv", l_unsetenv},
         {"which", l_which},
         {"leave_client", l_leave_client},
         {NULL, NULL},

@@ -203,7 +203,10 @@ static void log_invocation(int argc, char **argv, const char *prompt)
             first = false;
         }
     }
-    buf_fmt(&b, "},\"stdin_is_devnull\":%s,\"time\":%.6f}\n",
+    /* The trace context apart from env: tests compare env whole. */
+    buf_str(&b, "},\"trace_env\":");
+    buf_json_opt(&b, getenv("AGENT_DISPATCH_TRACE"));
+    buf_fmt(&b, ",\"stdin_is_devnull\":%s,\"time\":%.6f}\n",
             stdin_is_devnull() ? "true" : "false", started_real);
     /* One write() on an O_APPEND fd: concurrent stubs never interleave. */
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -225,7 +228,7 @@ struct directives {
     bool ignore_term, hang, old_cli, echo_argv, job_record;
     /* strings (NULL = absent) */
     const char *reply, *json, *stderr_text, *stdout_text, *errors, *deny;
-    const char *tool, *echo_env, *structured;
+    const char *tool, *echo_env, *structured, *sh;
     /* numbers (negative = absent) */
     double sleep, interval, grandchild, escape, cost;
     long progress, exit_code, turns, stderr_bytes, huge, huge_line, spew;
@@ -269,6 +272,7 @@ static const struct {
     D("old_cli", D_FLAG, old_cli),       /* reject --session-id */
     D("echo_argv", D_FLAG, echo_argv),   /* result = argv[1..] joined by ' ' (+ a stdin prompt) */
     D("echo_env", D_STR, echo_env),      /* result = $NAME or "<unset>" */
+    D("sh", D_STR, sh),                  /* result = stdout of /bin/sh -c VALUE (a nested agent-dispatch) */
     D("spew", D_LONG, spew),             /* N bytes of 1 KiB non-JSON lines on stdout first */
     D("job_record", D_FLAG, job_record), /* result = what the job records said of us at start */
     D("structured", D_STR, structured),  /* with --json-schema: "structured_output":VALUE (raw JSON, no ']') */
@@ -917,6 +921,16 @@ static char *make_reply(const struct directives *d, const char *prompt, int argc
     } else if (d->echo_env) {
         const char *v = getenv(d->echo_env);
         buf_str(&b, v ? v : "<unset>");
+    } else if (d->sh) {
+        FILE *f = popen(d->sh, "r");
+        char chunk[4096];
+        size_t n;
+        while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+            buf_add(&b, chunk, n);
+        }
+        if (f) {
+            pclose(f);
+        }
     } else if (d->json) {
         buf_str(&b, d->json);
     } else if (d->reply) {

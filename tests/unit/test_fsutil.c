@@ -545,6 +545,50 @@ static void test_read_trusted(void)
                               sizeof why), -ENOENT);
 }
 
+/* fs_append: records end up one after the other, the file is created
+ * with the mode given, a symlink is never written through, and a file
+ * someone else owns is refused (checked on the descriptor, so root too). */
+static void test_append(void)
+{
+    const char *f = P("t.jsonl");
+    CHECK_INT(fs_append(f, "{\"a\":1}\n", 8, 0600), 0);
+    CHECK_INT(fs_append(f, "{\"b\":2}\n", 8, 0644), 0);
+    CHECK(content_is(f, "{\"a\":1}\n{\"b\":2}\n"));
+    CHECK_INT(mode_of(f), 0600);
+    write_plain(P("victim"), "untouched", 0600);
+    CHECK(symlink("victim", P("link.jsonl")) == 0);
+    CHECK_INT(fs_append(P("link.jsonl"), "x\n", 2, 0600), -ELOOP);
+    CHECK(content_is(P("victim"), "untouched"));
+    write_plain(P("theirs.jsonl"), "", 0666);
+    CHECK(chown(P("theirs.jsonl"), 65534, 65534) == 0 || geteuid() != 0);
+    if (geteuid() == 0) {
+        CHECK_INT(fs_append(P("theirs.jsonl"), "x\n", 2, 0600), -EPERM);
+        CHECK(content_is(P("theirs.jsonl"), ""));
+    }
+    CHECK_INT(fs_append(P("nodir/t.jsonl"), "x\n", 2, 0600), -ENOENT);
+}
+
+/* A locked file holds small state: read from its start, rewritten in
+ * place (a shorter text leaves nothing of the longer one behind). */
+static void test_lock_state(void)
+{
+    int fd = -1;
+    CHECK_INT(fs_lock_try(P("state.budget"), &fd), 0);
+    char *data = NULL;
+    size_t len = 99;
+    CHECK_INT(fs_lock_read(fd, 1024, &data, &len), 0);
+    CHECK(len == 0);
+    free(data);
+    CHECK_INT(fs_lock_rewrite(fd, "{\"spent\":0.25}\n", 15), 0);
+    CHECK_INT(fs_lock_read(fd, 1024, &data, &len), 0);
+    CHECK(len == 15 && memcmp(data, "{\"spent\":0.25}\n", 15) == 0);
+    free(data);
+    CHECK_INT(fs_lock_rewrite(fd, "{}\n", 3), 0);
+    CHECK(content_is(P("state.budget"), "{}\n"));
+    CHECK_INT(mode_of(P("state.budget")), 0600);
+    fs_unlock(fd);
+}
+
 int main(void)
 {
     snprintf(root, sizeof root, "/tmp/ad-test-fsutil.XXXXXX");
@@ -564,6 +608,8 @@ int main(void)
     test_lock_wait();
     test_read_file();
     test_read_trusted();
+    test_append();
+    test_lock_state();
     if (chdir(cwd) != 0) {
         perror("chdir");
     }

@@ -150,13 +150,14 @@ C.cancel = {
 }
 
 C.gc = {
-  usage = "[--days N | --all]", summary = "Delete finished jobs older than N days (default 7).",
+  usage = "[--days N | --all]", summary = "Delete finished jobs and traces older than N days (default 7).",
   options = { { "--days", arg = "N", type = "float", help = "Age in days (default 7; fractions allowed)." },
               { "--all", help = "Every finished job, any age." } },
   run = function(o)
     local jobs = require "ad.storage.jobs"
     if o.all then
       out("Deleted ", jobs.gc(0), " terminal job(s) (all ages).")
+      out("Deleted ", require("ad.storage.traces").prune(0), " trace(s) (all ages).")
       return 0
     end
     local days = o.days or 7
@@ -165,6 +166,8 @@ C.gc = {
       return 1
     end
     out("Deleted ", jobs.gc(days * 86400), " job(s) older than ", util.g(days), " day(s).")
+    out("Deleted ", require("ad.storage.traces").prune(days * 86400), " trace(s) older than ",
+      util.g(days), " day(s).")
     return 0
   end,
 }

@@ -173,6 +173,12 @@ function M.main(argv)
   -- Hook scripts apply to scripts too (their custom tools are unused here).
   require("ad.domain.plugins").load(function() end, {})
   _G.arg = { [0] = path, table.unpack(rest) }
+  -- The script is one delegation tree: its dispatches hang under its span.
+  local trace = require "ad.domain.trace"
+  local tctx = trace.root(nil, nil)
+  local run_span = trace.start(tctx, { kind = "run",
+    task = table.concat({ path, table.unpack(rest) }, " ") })
+  trace.process = trace.under(tctx, run_span)
   local main = core.task.spawn(function()
     return xpcall(chunk, function(e)
       if type(e) == "table" and e.type == "cancelled" then return e end
@@ -199,6 +205,9 @@ function M.main(argv)
     end
   end)
   local ok, pcall_ok, value = main:wait()
+  local stopped = timed_out or not ok or (not pcall_ok and type(value) == "table" and
+    value.type == "cancelled")
+  trace.finish(run_span, stopped and "cancelled" or ((pcall_ok and value ~= false) and "ok" or "error"))
   if board then board.close() end
   local sig_done = watcher:done()
   watcher:cancel()

@@ -8,6 +8,7 @@ local util = require "ad.infra.util"
 local jobs = require "ad.storage.jobs"
 local runner = require "ad.domain.runner"
 local errors = require "ad.infra.errors"
+local trace = require "ad.domain.trace"
 
 local M = {}
 
@@ -280,7 +281,8 @@ end
 local function request_fields(req)
   local t, any = {}, false
   for _, k in ipairs(jobs.REQUEST_KEYS) do
-    if req[k] ~= nil then t[k], any = req[k], true end
+    -- (the trace is written by submit)
+    if k ~= "trace" and req[k] ~= nil then t[k], any = req[k], true end
   end
   return any and json.object(t, jobs.REQUEST_KEYS) or nil
 end
@@ -311,9 +313,26 @@ end
 function M.submit(req, hooks, opts)
   local detached = (opts and opts.detached) or req.settings == nil or
     req.settings.jobs_outlive_server ~= false
+  -- The job's span starts now (its worker, maybe another process, ends
+  -- it): the job runs in the caller's tree with the caller's budget.
+  local ctx = req.trace or trace.root(req.settings, req.tree_budget_usd)
+  req = util.copy(req)
+  req.trace, req.span_kind, req.span_id = ctx, "async", trace.new_id()
+  local span = trace.record(ctx, { kind = "async", span_id = req.span_id, agent = req.agent_name,
+    task = req.task, caller = req.caller, goal = req.goal })
+  req.span_start = span.start
+  local fields
+  if detached then
+    fields = request_fields(req) or json.object({}, jobs.REQUEST_KEYS)
+    fields.trace = json.object({ trace_id = ctx.trace_id, parent_id = ctx.parent_id,
+      cap = ctx.cap, holders = json.array(util.copy(ctx.holders or {})),
+      span_id = span.span_id, start = span.start },
+      { "trace_id", "parent_id", "cap", "holders", "span_id", "start" })
+  end
   local rec = jobs.create({ agent = req.agent_name, task = req.task, context = req.context,
-                            caller = req.caller, goal = req.goal,
-                            request = detached and request_fields(req) or nil })
+                            caller = req.caller, goal = req.goal, request = fields })
+  req.job_id, span.job_id = rec.id, rec.id
+  trace.write(span)
   -- A start that fails (a module that cannot load, no process) ends the
   -- job: no job may stay pending forever.
   local ok, err

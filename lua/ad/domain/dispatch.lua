@@ -12,6 +12,7 @@ local groups = require "ad.domain.groups"
 local task = require "ad.infra.task"
 local aggregate = require "ad.domain.aggregate"
 local dialogue = require "ad.domain.dialogue"
+local trace = require "ad.domain.trace"
 
 local M = {}
 
@@ -172,11 +173,46 @@ function M.parallel_items(cfg, list, agg)
   return items
 end
 
+-- A group node of the trace (a parallel fan-out, a dialogue): its span,
+-- and the context of what runs under it. tree_budget: the call's
+-- tree_budget_usd (validated by the caller).
+local function group_span(cfg, kind, task_text, tree_budget)
+  local ctx = trace.root(cfg.settings, tree_budget)
+  local span = trace.start(ctx, { kind = kind, task = task_text })
+  return span, trace.under(ctx, span)
+end
+
+-- Ends a group span when fn ends (ok: its result's status(); raised: the
+-- error again, the span cancelled or failed).
+local function in_group(span, fn, status)
+  local ok, res = pcall(fn)
+  if not ok then
+    trace.finish(span, type(res) == "table" and res.type == "cancelled" and "cancelled" or "error")
+    error(res, 0)
+  end
+  trace.finish(span, status(res))
+  return res
+end
+
 --- Runs validated items concurrently (each through the shared limiter) and
 --- optionally aggregates. hooks: log, progress(done, total, msg),
---- item_result(item, r) -> value to report (e.g. a ref payload).
+--- item_result(item, r) -> value to report (e.g. a ref payload),
+--- tree_budget_usd (the tree's spend cap given with the call). The trace
+--- gets a "parallel" node with an "item" span per item and the
+--- "aggregate" span under it.
 function M.parallel(cfg, items, agg, hooks)
   hooks = hooks or {}
+  local names = {}
+  for i, it in ipairs(items) do names[i] = it.agent end
+  local span, ctx = group_span(cfg, "parallel", "parallel: " .. table.concat(names, ", ") ..
+    ((agg and agg ~= "") and (" -> " .. agg) or ""), hooks.tree_budget_usd)
+  local failed = false
+  return in_group(span, function()
+    return M.run_parallel(cfg, items, agg, hooks, ctx, function() failed = true end)
+  end, function() return failed and "error" or "ok" end)
+end
+
+function M.run_parallel(cfg, items, agg, hooks, ctx, on_failure)
   local log = hooks.log or noop
   local names = {}
   for i, it in ipairs(items) do names[i] = it.agent end
@@ -187,10 +223,12 @@ function M.parallel(cfg, items, agg, hooks)
     fns[i] = function()
       local p = util.copy(it)
       p.use_cache = true
+      p.trace, p.span_kind = ctx, "item"
       local r, err = M.one(cfg, p, hooks)
       if not r then
         r = result.failure(it.agent, "cli_error", err)
       end
+      if r.success == false then on_failure() end
       done = done + 1
       if hooks.progress then
         hooks.progress(done, #items, it.agent .. " " .. (r.success and "done" or "failed") ..
@@ -216,7 +254,7 @@ function M.parallel(cfg, items, agg, hooks)
   local ok, aggregated = pcall(function()
     local req = assert(request.build(cfg, { agent = agg, task = aggregate.TASK,
       context = aggregate.context(results), caller = aggregate.CALLER,
-      goal = aggregate.GOAL }, { composed = true }))
+      goal = aggregate.GOAL, trace = ctx, span_kind = "aggregate" }, { composed = true }))
     return runner.dispatch(req)
   end)
   if not ok then
@@ -224,6 +262,7 @@ function M.parallel(cfg, items, agg, hooks)
     aggregated = result.failure(agg, "cli_error", "Aggregation failed: " ..
       tostring(type(aggregated) == "table" and aggregated.message or aggregated):match("^[^\n]*"))
   end
+  if aggregated.success == false then on_failure() end
   return json.object({ individual_results = results, aggregated = aggregated },
                      { "individual_results", "aggregated" })
 end
@@ -289,13 +328,25 @@ function M.dialogue(cfg, p, hooks)
   if not cfg.agents[p.requester] then return nil, M.unknown_agent(cfg, p.requester) end
   if not cfg.agents[p.responder] then return nil, M.unknown_agent(cfg, p.responder) end
   local rounds = math.max(1, math.min(10, p.max_rounds or 3))
+  local tree_budget, berr = request.tree_budget(p.tree_budget_usd)
+  if berr then return nil, berr end
+  local span, ctx = group_span(cfg, "dialogue", p.requester .. " <-> " .. p.responder ..
+    ": " .. p.topic, tree_budget)
+  return in_group(span, function() return M.run_dialogue(cfg, p, hooks, rounds, ctx) end,
+    function(res) return res.resolved and "ok" or
+      ((res.conversation[#res.conversation] or {}).error_type and "error" or "ok") end)
+end
+
+function M.run_dialogue(cfg, p, hooks, rounds, ctx)
+  local log = hooks and hooks.log or noop
   log("info", "Dialogue: " .. p.requester .. " <-> " .. p.responder .. " (max " ..
     rounds .. " rounds): " .. util.cut(p.topic, 80))
   local res = dialogue.run({ requester = p.requester, responder = p.responder,
                              topic = p.topic, max_rounds = rounds },
     function(agent, other, role, round, prompt, session_id)
       local req = assert(request.build(cfg, { agent = agent, task = prompt, caller = other,
-        goal = util.cut(p.topic, 200), session_id = session_id }, { composed = true }))
+        goal = util.cut(p.topic, 200), session_id = session_id, trace = ctx,
+        span_kind = "turn" }, { composed = true }))
       local r = runner.dispatch(req)
       log("info", "[round " .. round .. "] " .. agent .. ": " ..
         util.cut(r.result ~= "" and r.result or (r.error or ""), 120) .. "...")

@@ -34,7 +34,28 @@ local function request_of(rec)
     timeout = tonumber(q.timeout) }, { composed = true })
   if not req then return nil, msg end
   req.group = q.group
+  -- The tree the job was submitted in: its worker ends the job's span.
+  local t = type(q.trace) == "table" and q.trace
+  if t and type(t.trace_id) == "string" and type(t.span_id) == "string" then
+    req.trace = { trace_id = t.trace_id, parent_id = type(t.parent_id) == "string" and t.parent_id or nil,
+      cap = tonumber(t.cap), holders = type(t.holders) == "table" and t.holders or {} }
+    req.span_kind, req.span_id, req.span_start, req.job_id = "async", t.span_id, tonumber(t.start), rec.id
+  end
   return req
+end
+
+-- Ends the span of a job that never started (cancelled while pending, or
+-- it could not start): the submitting process started it.
+local function end_span(rec, status)
+  local q = type(rec.request) == "table" and rec.request or {}
+  local t = q.trace
+  if type(t) == "table" and type(t.trace_id) == "string" and type(t.span_id) == "string" then
+    local trace = require "ad.domain.trace"
+    local span = trace.record({ trace_id = t.trace_id, parent_id = t.parent_id },
+      { kind = "async", span_id = t.span_id, start = tonumber(t.start), agent = rec.agent,
+        task = rec.task, caller = rec.caller, goal = rec.goal, job_id = rec.id })
+    trace.finish(span, status)
+  end
 end
 
 --- Runs job id to its end. Returns the exit status (0: the job ran or was
@@ -47,11 +68,17 @@ function M.main(id)
   -- Owner first: from here on a server that starts sees a live owner.
   if not jobs.set_owner(id, jobs.server_identity()) then return 0 end
   local rec = jobs.get(id)
-  if not rec or rec.status ~= "pending" then return 0 end
+  if not rec or rec.status ~= "pending" then
+    if rec and jobs.TERMINAL[rec.status] then
+      end_span(rec, rec.status == "cancelled" and "cancelled" or "error")
+    end
+    return 0
+  end
   local ok, req, msg = pcall(request_of, rec)
   if not ok then req, msg = nil, message_of(req) end
   if not req then
     jobs.fail(id, "The job could not start: " .. tostring(msg))
+    end_span(rec, "error")
     return 1
   end
   local plugins = require "ad.domain.plugins"

@@ -25,8 +25,15 @@
 ---                    still running is handed off to a job (ad.domain.
 ---                    dispatch), or nil (never: scripts, the CLI, jobs,
 ---                    MCP tasks)
---- Room is left for what later work adds to a request (a trace parent, a
---- tree budget, a transport mode): add a field here, read it in the runner.
+---   on_started()     called once the child runs (its span's start record)
+---   trace            the trace context it runs in (ad.domain.trace), or
+---                    nil: a new tree (or the one this process inherited)
+---   span_kind        the kind of its span ("item", "turn", "async"...),
+---                    or nil: by the request (dispatch, session, stream)
+---   span_id, span_start, job_id   a span started already (async jobs)
+---   tree_budget_usd  the tree's spend cap given with the call, or nil
+--- Room is left for what later work adds to a request (a transport mode):
+--- add a field here, read it in the runner.
 local util = require "ad.infra.util"
 local json = require "ad.infra.json"
 local groups = require "ad.domain.groups"
@@ -143,6 +150,16 @@ function M.handoff_after(v, settings)
   return math.min(n, limits.MAX_HANDOFF)
 end
 
+--- A tree spend cap as given with a call: a positive number, or nil (nil,
+--- null and 0: none given); nil, message for anything else.
+function M.tree_budget(v)
+  if v == nil or v == json.null then return nil end
+  if type(v) ~= "number" or not (v >= 0) or v == math.huge then
+    return nil, "tree_budget_usd must be a number >= 0, got " .. json.describe(v)
+  end
+  return v > 0 and v or nil
+end
+
 function M.unknown_agent(cfg, name)
   return "Unknown agent: " .. util.repr(name) .. ". Available: " ..
     (#cfg.agent_names > 0 and table.concat(cfg.agent_names, ", ") or "(none configured)")
@@ -200,6 +217,8 @@ function M.build(cfg, f, opts)
     handoff_after, herr = M.handoff_after(f.handoff_after_seconds, cfg.settings)
     if herr then return nil, herr end
   end
+  local tree_budget, berr = M.tree_budget(f.tree_budget_usd)
+  if berr then return nil, berr end
   local group = util.nonempty(f.group)
   local context = util.nonempty(f.context)
   if group then
@@ -215,6 +234,8 @@ function M.build(cfg, f, opts)
     stream = f.stream == true, use_cache = f.use_cache == true,
     on_progress = f.on_progress, log = f.log, on_slot = f.on_slot, on_spawn = f.on_spawn,
     handoff_after = handoff_after,
+    trace = f.trace, span_kind = f.span_kind, span_id = f.span_id, span_start = f.span_start,
+    job_id = f.job_id, tree_budget_usd = tree_budget,
   }
 end
 
@@ -245,6 +266,8 @@ function M.effective(req)
   local b = agent.max_budget_usd
   if not b or b == 0 then b = settings.default_max_budget_usd end
   e.budget = (b and b > 0) and b or nil
+  -- Within a tree spend cap: never more than what the tree has left.
+  if req.tree_left then e.budget = e.budget and math.min(e.budget, req.tree_left) or req.tree_left end
   local pm = agent.permission_mode
   if pm == nil or pm == "" then pm = settings.default_permission_mode end
   e.permission_mode = (pm ~= nil and pm ~= "") and pm or nil

@@ -19,6 +19,7 @@ local prompt = require "ad.domain.prompt"
 local result = require "ad.domain.result"
 local claude = require "ad.domain.claude"
 local request = require "ad.domain.request"
+local trace = require "ad.domain.trace"
 local state = require "ad.storage.state"
 
 local M = {}
@@ -38,7 +39,7 @@ M.STRIPPED_ENV = { CLAUDECODE = true, CLAUDE_CODE_SESSION_ID = true,
   CLAUDE_CODE_ENTRYPOINT = true, CLAUDE_PROJECT_DIR = true,
   CLAUDE_CODE_LAUNCHED_BY_SESSION_IDS = true, CLAUDE_CODE_CHILD_NOTES_DIR = true,
   CLAUDE_CODE_MESSAGING_SOCKET = true, CLAUDE_CODE_MESSAGING_TOKEN = true,
-  AGENT_DISPATCH_DEPTH = true }
+  AGENT_DISPATCH_DEPTH = true, AGENT_DISPATCH_TRACE = true }
 
 M.result = result.new
 M.failure = result.failure
@@ -66,7 +67,10 @@ end
 -- The process environment never changes after start: filter it once.
 local inherited
 
-function M.child_env(depth)
+--- The child's environment: ours filtered, its depth, and (trace_env) the
+--- trace context it runs in (ad.domain.trace), which only a claude child
+--- gets.
+function M.child_env(depth, trace_env)
   if not inherited then
     inherited = {}
     for _, kv in ipairs(core.sys.environ()) do
@@ -76,6 +80,7 @@ function M.child_env(depth)
   end
   local env = table.move(inherited, 1, #inherited, 1, {})
   env[#env + 1] = "AGENT_DISPATCH_DEPTH=" .. (depth + 1)
+  if trace_env then env[#env + 1] = trace.ENV .. "=" .. trace_env end
   return env
 end
 
@@ -110,6 +115,7 @@ local function run_child(argv, text, env, timeout, req)
     p:kill(true) -- refused: it never starts
   else
     p:start()
+    if req.on_started then req.on_started() end
   end
   local out = { lines = {} }
   -- Redact hooks clean each line at its source, before any consumer (a
@@ -197,7 +203,7 @@ local function execute(req)
   local text = prompt.build(req)
   local resume = req.session_id
   local fresh = not resume and core.text.uuid4() or nil
-  local env = M.child_env(depth)
+  local env = M.child_env(depth, req.trace_env)
   while true do
     local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
       stream = req.stream, resume = resume, session_id = fresh,
@@ -244,6 +250,68 @@ local function observed(req)
   return res
 end
 
+-- The dispatch of a span: the tree budget reserved before the child can
+-- spawn (refused when nothing is left), the trace context handed to the
+-- child, the ledger settled and the span ended with the result.
+local function traced(req, ctx, span)
+  local r = util.copy(req)
+  if ctx.cap then
+    local ok, amount, why = pcall(trace.reserve, ctx, span, req.agent_name,
+      request.effective(req).budget)
+    if not ok then
+      why = { "The tree budget could not be checked (" .. tostring(type(amount) == "table"
+        and amount.message or amount) .. "), so the agent was not started.", nil }
+      amount = nil
+    end
+    if not amount then
+      local res = result.failure(req.agent_name, "budget", why[1], { hint = why[2] })
+      trace.finish(span, "refused", res)
+      return res
+    end
+    span.reserved = true
+    r.tree_left = amount
+  end
+  r.trace_env = trace.env_value(ctx, span)
+  -- The span's start is written once its child runs: creating a new
+  -- trace's file (a file system metadata change) then overlaps the
+  -- child's own start instead of delaying it.
+  local started = false
+  r.on_started = function()
+    if not started then
+      started = true
+      if not span.adopted then trace.write(span) end
+    end
+  end
+  local ok, res = pcall(observed, r)
+  if ctx.cap then
+    local settled, err = pcall(trace.settle, ctx, span, req.agent_name, ok and res.cost_usd or nil)
+    if not settled then
+      io.stderr:write("agent-dispatch: warning: the tree budget of trace ", ctx.trace_id,
+        " could not be settled (", tostring(type(err) == "table" and err.message or err), ")\n")
+    end
+  end
+  local cancelled = not ok and type(res) == "table" and res.type == "cancelled"
+  local status
+  if ok then
+    -- A failure without a child (the depth guard, no claude, no
+    -- directory) was refused, not run.
+    status = (res.success == false and not started) and "refused" or trace.status_of(res)
+  else
+    status = cancelled and "cancelled" or "error"
+  end
+  trace.finish(span, status, ok and res or nil)
+  if not ok then error(res, 0) end
+  return res
+end
+
+-- What the span of a request records of it.
+local function span_fields(req)
+  return { kind = req.span_kind or (req.stream and "stream") or
+      (req.session_id and "session") or "dispatch",
+    agent = req.agent_name, task = req.task, caller = req.caller, goal = req.goal,
+    span_id = req.span_id, start = req.span_start, job_id = req.job_id }
+end
+
 -- The schema is part of the key: an answer checked against one schema
 -- never answers a request for another (or for none).
 local function cache_key(req)
@@ -264,17 +332,23 @@ end
 --- for a session turn): a hit is answered without a child, a clean
 --- success is stored. Returns the DispatchResult and the request as it
 --- ran (after the hooks), or nil and the message of a refusing
---- before_dispatch hook.
+--- before_dispatch hook. Every call records a span (ad.domain.trace) in
+--- req.trace (a trace context), else in a new tree; with a tree spend cap
+--- the child is refused ("budget") before it spawns when nothing is left.
 ---@param req table
 ---@return table|nil result, table|string ran_or_refusal
 function M.run(req)
   local plugins = package.loaded["ad.domain.plugins"]
   local hooked = plugins and plugins.active()
+  local ctx = req.trace or trace.root(req.settings, req.tree_budget_usd)
   local view
   if hooked then
     view = request.view(req)
     local allowed, why = plugins.before_dispatch(view)
-    if not allowed then return nil, why end
+    if not allowed then
+      trace.instant(ctx, span_fields(req), "refused", { success = false, error_type = "permission" })
+      return nil, why
+    end
     req = request.with_view(req, view)
   end
   local log = req.log
@@ -287,6 +361,7 @@ function M.run(req)
       if log then log("info", "Cache hit for " .. req.agent_name .. ": " .. util.cut(req.task, 80)) end
       r = result.new(json.decode(hit))
       r.cached = true
+      trace.instant(ctx, span_fields(req), "ok", r)
     end
   end
   if not r then
@@ -296,7 +371,9 @@ function M.run(req)
     elseif log then
       log("info", "Dispatching to " .. req.agent_name .. ": " .. util.cut(req.task, 80) .. "...")
     end
-    r = observed(req)
+    local span = trace.record(ctx, span_fields(req))
+    span.adopted = req.span_id ~= nil -- its start was written by async.submit
+    r = traced(req, ctx, span)
     if cache and clean_success(r) then cache:put(key, req.agent_name, json.encode(r)) end
   end
   if hooked then return plugins.after_result(view, r), req end

@@ -797,7 +797,10 @@ local function maintenance(kick, stopping, last_input)
   local ok, err = pcall(function()
     local cfg = require("ad.storage.config").load()
     local days = cfg and cfg.settings.job_retention_days or 0
-    if days > 0 then jobs.gc(days * 86400) end
+    if days > 0 then
+      jobs.gc(days * 86400)
+      require("ad.storage.traces").prune(days * 86400)
+    end
     jobs.recover_stale()
   end)
   if not ok then

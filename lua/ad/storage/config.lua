@@ -33,7 +33,8 @@ local CACHE_KEYS = { "enabled", "ttl", "max_size", "max_bytes" }
 local SETTINGS_KEYS = { "default_timeout", "default_max_budget_usd",
   "default_permission_mode", "default_allowed_tools",
   "default_disallowed_tools", "max_dispatch_depth", "max_concurrency",
-  "cache", "job_retention_days", "jobs_outlive_server", "handoff_after_seconds" }
+  "cache", "job_retention_days", "jobs_outlive_server", "handoff_after_seconds",
+  "tree_budget_usd" }
 
 -- 64 MiB of cached results by default: an entry count alone does not
 -- bound memory when results are large.
@@ -52,6 +53,7 @@ function M.default_settings()
     job_retention_days = 0,
     jobs_outlive_server = false,
     handoff_after_seconds = 100,
+    tree_budget_usd = nil,
   }
 end
 
@@ -241,6 +243,8 @@ local function parse_settings(raw)
   int("handoff_after_seconds", 0)
   s.default_max_budget_usd = at_least(opt(r.default_max_budget_usd, as_num,
     "settings.default_max_budget_usd"), 0, "settings.default_max_budget_usd")
+  s.tree_budget_usd = at_least(opt(r.tree_budget_usd, as_num,
+    "settings.tree_budget_usd"), 0, "settings.tree_budget_usd")
   s.default_permission_mode = opt(r.default_permission_mode, as_str, "settings.default_permission_mode")
   s.default_allowed_tools = opt(r.default_allowed_tools, str_list, "settings.default_allowed_tools") or json.array()
   s.default_disallowed_tools = opt(r.default_disallowed_tools, str_list, "settings.default_disallowed_tools") or json.array()

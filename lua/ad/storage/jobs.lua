@@ -32,7 +32,8 @@ M.KEYS = { "id", "agent", "task", "context", "caller", "goal", "status",
   "progress_updated_at", "process", "server", "request" }
 --- The fields of `request`: what a detached job runner (ad.domain.jobrunner)
 --- needs besides agent, task, context, caller and goal to run the job.
-M.REQUEST_KEYS = { "response_format", "response_schema", "session_id", "timeout", "group" }
+M.REQUEST_KEYS = { "response_format", "response_schema", "session_id", "timeout", "group",
+  "trace" }
 M.STALE_RUNNING = 3600
 M.STALE_PENDING = 24 * 3600
 

@@ -40,6 +40,9 @@ local P = {
       "0 = never; default: settings.handoff_after_seconds (100)." },
   session_id = { name = "session_id", type = "string", default = "",
                  description = "Session to resume (from an earlier result); empty = new session." },
+  tree_budget_usd = { name = "tree_budget_usd", type = "number", minimum = 0,
+    description = "Spend cap in USD for this delegation and everything below it " ..
+      "(parallel items, nested dispatches); unset = settings.tree_budget_usd." },
 }
 
 local function envelope_or(r, err)
@@ -72,7 +75,7 @@ tools.define{
                description = "Store the full result and return a compact ref (fetch_result reads it)." },
              { name = "summary_chars", type = "integer", default = 500, minimum = 0, maximum = 100000,
                description = "With return_ref: characters of the result to include as a summary." },
-             P.timeout_seconds, P.group, P.handoff_after_seconds },
+             P.timeout_seconds, P.group, P.handoff_after_seconds, P.tree_budget_usd },
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
@@ -91,11 +94,13 @@ tools.define{
     "Never cached.",
   params = { P.agent, P.task, P.session_id, P.context, P.caller, P.goal,
              P.response_format, P.response_schema, P.timeout_seconds,
-             P.handoff_after_seconds },
+             P.handoff_after_seconds, P.tree_budget_usd },
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
-    return envelope_or(D.one(ctx.cfg, a, hooks(ctx), HANDOFF))
+    local p = util.copy(a)
+    p.span_kind = "session"
+    return envelope_or(D.one(ctx.cfg, p, hooks(ctx), HANDOFF))
   end,
 }
 
@@ -115,7 +120,7 @@ tools.define{
       description = "JSON array of {agent, task, ...} objects, encoded as a string." },
     { name = "aggregate", type = "string", default = "",
       description = "Agent that merges the results into one answer (optional)." },
-    P.handoff_after_seconds,
+    P.handoff_after_seconds, P.tree_budget_usd,
   },
   annotations = DISPATCH_ANN,
   guard = "config",
@@ -124,10 +129,14 @@ tools.define{
     if err then return tools.envelope("Invalid JSON in dispatches: " .. err) end
     local items, verr = D.parallel_items(ctx.cfg, list, a.aggregate)
     if not items then return tools.envelope(verr) end
+    local tree_budget, berr = request.tree_budget(a.tree_budget_usd)
+    if berr then return tools.envelope(berr) end
+    local h = hooks(ctx)
+    h.tree_budget_usd = tree_budget
     local after, herr = request.handoff_after(a.handoff_after_seconds, ctx.cfg.settings)
     if herr then return tools.envelope(herr) end
-    if after then return D.parallel_handoff(ctx.cfg, items, a.aggregate, hooks(ctx), after) end
-    return D.parallel(ctx.cfg, items, a.aggregate, hooks(ctx))
+    if after then return D.parallel_handoff(ctx.cfg, items, a.aggregate, h, after) end
+    return D.parallel(ctx.cfg, items, a.aggregate, h)
   end,
 }
 
@@ -139,7 +148,7 @@ tools.define{
     "and log notifications. Use it for long tasks you want to watch. " ..
     "Never cached.",
   params = { P.agent, P.task, P.context, P.caller, P.goal, P.response_format,
-             P.timeout_seconds, P.handoff_after_seconds },
+             P.timeout_seconds, P.handoff_after_seconds, P.tree_budget_usd },
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
@@ -168,6 +177,7 @@ tools.define{
     { name = "topic", type = "string", required = true, description = "The problem to solve." },
     { name = "max_rounds", type = "integer", default = 3, minimum = 1, maximum = 10,
       description = "Rounds of responder + requester turns (1-10)." },
+    P.tree_budget_usd,
   },
   annotations = DISPATCH_ANN,
   guard = "config",

@@ -39,6 +39,8 @@ tools.define{
     { name = "response_schema", type = "schema",
       description = "A JSON Schema (object or JSON text) the answer must match (structured_output)." },
     { name = "timeout_seconds", type = "integer", default = 0, description = limits.timeout_range() .. "; 0 = agent default." },
+    { name = "tree_budget_usd", type = "number", minimum = 0,
+      description = "Spend cap in USD for this delegation and everything below it; unset = settings.tree_budget_usd." },
   },
   annotations = json.object({ readOnlyHint = false, destructiveHint = true,
     idempotentHint = false, openWorldHint = true },
@@ -197,7 +199,8 @@ tools.define{
   name = "dispatch_gc",
   title = "Purge old finished jobs",
   description = "Delete finished (done, failed, cancelled) job records older " ..
-    "than max_age_days. Pending and running jobs are never deleted.",
+    "than max_age_days, and traces not written to for that long. Pending and " ..
+    "running jobs are never deleted.",
   params = { { name = "max_age_days", type = "number", default = 7 } },
   annotations = json.object({ readOnlyHint = false, destructiveHint = true,
     idempotentHint = true, openWorldHint = false },
@@ -211,7 +214,9 @@ tools.define{
       return tools.envelope("max_age_days is too large (non-finite)")
     end
     local n = jobs.gc(secs)
-    ctx.log("info", "Purged " .. n .. " job(s) older than " .. util.num(d) .. " day(s)")
+    local nt = require("ad.storage.traces").prune(secs)
+    ctx.log("info", "Purged " .. n .. " job(s) and " .. nt .. " trace(s) older than " ..
+      util.num(d) .. " day(s)")
     return json.object({ purged = n, max_age_days = math.tointeger(d) or d },
                        { "purged", "max_age_days" })
   end,

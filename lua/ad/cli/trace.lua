@@ -1,0 +1,85 @@
+--- The trace commands of the CLI: `trace [ID]` (one delegation tree, as
+--- text, JSON, SVG or HTML) and `traces` (the recent ones, one line
+--- each). Returns {trace =, traces =}; see ad.cli for the shape.
+local core = require "ad.core"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local common = require "ad.cli.common"
+
+local out, err = common.out, common.err
+
+local C = {}
+
+-- The terminal's width (COLUMNS, else 100).
+local function width()
+  local n = tonumber(os.getenv("COLUMNS") or "")
+  return (n and n >= 40) and math.floor(n) or 100
+end
+
+local function write_file(path, text)
+  local ok, msg = core.fs.write_atomic(path, text, 420) -- 0644: a picture to share
+  if not ok then
+    err("Error: cannot write ", path, ": ", tostring(msg))
+    return false
+  end
+  return true
+end
+
+C.trace = {
+  usage = "[ID] [--json] [--svg FILE] [--html FILE]",
+  summary = "Show a delegation tree: who dispatched whom, status, time and cost.",
+  options = { common.JSON_OPT,
+    { "--svg", arg = "FILE", help = "Also write the tree as an SVG timeline to FILE." },
+    { "--html", arg = "FILE", help = "Also write a self-contained HTML page of it to FILE." } },
+  positionals = { "ID" }, min = 0, max = 1,
+  run = function(o, pos)
+    local trace = require "ad.domain.trace"
+    local t, msg = trace.show(pos[1], { width = width(), color = core.sys.isatty(1) })
+    if not t then
+      err("Error: ", msg)
+      return 1
+    end
+    local view = require "ad.domain.trace_view"
+    if o.svg and not write_file(o.svg, view.svg(t.root)) then return 1 end
+    if o.html and not write_file(o.html, view.html(t.root)) then return 1 end
+    if o.json then
+      return common.json_out(json.object({ trace_id = t.trace_id, summary = t.summary,
+        spans = json.array(t.spans) }, { "trace_id", "summary", "spans" }))
+    end
+    local s = t.summary
+    out("Trace ", t.trace_id, ": ", s.spans, " span(s), ", string.format("$%.4f", s.total_cost_usd),
+      ", ", string.format("%.1fs", s.duration_ms / 1000), ", ", s.status)
+    out(t.text)
+    return 0
+  end,
+}
+
+C.traces = {
+  usage = "[--limit N] [--json]",
+  summary = "List recent delegation trees, newest first.",
+  options = { { "--limit", arg = "N", type = "int", help = "How many (default 20)." }, common.JSON_OPT },
+  run = function(o)
+    local store = require "ad.storage.traces"
+    local trace = require "ad.domain.trace"
+    local list = json.array()
+    for _, id in ipairs(store.recent(math.max(1, o.limit or 20))) do
+      list[#list + 1] = trace.summary(id, store.read(id) or {})
+    end
+    if o.json then return common.json_out(list) end
+    if #list == 0 then
+      out("No traces recorded yet.")
+      return 0
+    end
+    out((string.format("%-32s  %-19s  %5s  %9s  %8s  %-9s  %s", "TRACE", "STARTED", "SPANS",
+      "COST", "TIME", "STATUS", "ROOT"):gsub("%s+$", "")))
+    for _, s in ipairs(list) do
+      out(string.format("%-32s  %-19s  %5d  %9s  %8s  %-9s  %s", s.trace_id,
+        os.date("%Y-%m-%d %H:%M:%S", math.floor(s.start)), s.spans,
+        string.format("$%.4f", s.total_cost_usd), string.format("%.1fs", s.duration_ms / 1000),
+        s.status, (util.cut((s.agent or s.kind or "") .. ": " .. (s.task or ""), 60):gsub("\n", " "))))
+    end
+    return 0
+  end,
+}
+
+return C

@@ -1,0 +1,323 @@
+--- The delegation tree: a span for every dispatch and one spend cap per
+--- tree. Called from the runner door (ad.domain.runner.run), async
+--- submission and the group operations (parallel, dialogue, `run`
+--- scripts); the records go to ad.storage.traces.
+---
+--- A trace context is {trace_id, parent_id, cap, holders}: the tree, the
+--- span a new one hangs under (nil for a root), the tree's spend cap in
+--- USD (nil: none) and the spans above it that hold a budget reservation.
+--- It reaches a child process through AGENT_DISPATCH_TRACE (in the claude
+--- child's environment only, next to AGENT_DISPATCH_DEPTH), so an
+--- agent-dispatch server started inside that child's Claude Code session
+--- joins the same tree. A process reads the variable once at start and
+--- removes it from its own environment: hooks, tool files and any other
+--- process it starts never see it. A process without it starts a new
+--- trace for every top-level call.
+---
+--- The cap: before a child is spawned the tree's ledger (cross-process,
+--- locked) must have something left - the cap minus what was spent minus
+--- what other running dispatches reserved (a dispatch's own ancestors'
+--- reservations are what it is spending from, so they do not count) - or
+--- the dispatch is refused with error_type "budget". The child is started
+--- with --max-budget-usd = min(its own cap, what is left), which is
+--- reserved until its result settles the ledger with the cost it reports.
+local core = require "ad.core"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local store = require "ad.storage.traces"
+
+local M = {}
+
+M.ENV = "AGENT_DISPATCH_TRACE"
+
+--- Reserved ancestors carried to a child at most (deeper ones are
+--- dropped, oldest first; depth is bounded by max_dispatch_depth anyway).
+M.MAX_HOLDERS = 16
+
+--- Left in the tree below this many dollars counts as nothing left.
+M.EPSILON = 1e-6
+
+-- What this process inherited (read once, then removed from environ).
+local inherited, read = nil, false
+
+local function parse(raw)
+  if type(raw) ~= "string" then return nil end
+  local t, p, cap, holders = raw:match("^(%x+):(%x*):([^:]*):([%x,]*)$")
+  if not (t and store.valid(t)) or (p ~= "" and #p ~= 16) then return nil end
+  local ctx = { trace_id = t, parent_id = p ~= "" and p or nil, holders = {} }
+  local c = tonumber(cap)
+  if c and c > 0 then ctx.cap = c end
+  for h in holders:gmatch("%x+") do
+    if #h == 16 then ctx.holders[#ctx.holders + 1] = h end
+  end
+  return ctx
+end
+
+--- The context this process was started in (AGENT_DISPATCH_TRACE), or
+--- nil. The first call removes the variable from the environment.
+function M.inherited()
+  if not read then
+    read = true
+    local raw = os.getenv(M.ENV)
+    if raw then
+      core.sys.unsetenv(M.ENV)
+      inherited = parse(raw)
+    end
+  end
+  return inherited
+end
+
+--- The context of a whole process (the `run` command: every dispatch of
+--- its script hangs under the script's span), or nil.
+M.process = nil
+
+local function lower(a, b)
+  if a and b then return math.min(a, b) end
+  return a or b
+end
+
+-- A positive number, or nil.
+local function cap_of(v)
+  v = tonumber(v)
+  return (v and v > 0) and v or nil
+end
+
+--- The context a top-level call starts in: the process's own (a `run`
+--- script), the inherited one, or a new tree. The cap is the lowest of the
+--- inherited one, settings.tree_budget_usd and the call's tree_budget_usd.
+function M.root(settings, tree_budget)
+  local base = M.process or M.inherited()
+  local cap = lower(cap_of(settings and settings.tree_budget_usd), cap_of(tree_budget))
+  if base then
+    return { trace_id = base.trace_id, parent_id = base.parent_id,
+      cap = lower(base.cap, cap), holders = base.holders }
+  end
+  return { trace_id = core.text.hex32(), cap = cap, holders = {} }
+end
+
+--- The context of what a span starts (its children).
+function M.under(ctx, span)
+  local holders = ctx.holders or {}
+  if span.reserved then
+    holders = table.move(holders, 1, #holders, 1, {})
+    holders[#holders + 1] = span.span_id
+    while #holders > M.MAX_HOLDERS do table.remove(holders, 1) end
+  end
+  return { trace_id = ctx.trace_id, parent_id = span.span_id, cap = ctx.cap, holders = holders }
+end
+
+--- The value of AGENT_DISPATCH_TRACE for the child of span.
+function M.env_value(ctx, span)
+  local c = M.under(ctx, span)
+  return c.trace_id .. ":" .. c.parent_id .. ":" .. (c.cap and string.format("%.17g", c.cap) or "") ..
+    ":" .. table.concat(c.holders, ",")
+end
+
+local function depth()
+  return require("ad.domain.runner").depth()
+end
+
+local function now()
+  return math.floor(core.task.time() * 1000 + 0.5) / 1000
+end
+
+-- A write that fails (a full disk, a refused directory) never fails the
+-- dispatch it describes: it is reported once per process.
+local warned = false
+function M.write(span)
+  local ok, err = pcall(store.append, span)
+  if not ok and not warned then
+    warned = true
+    io.stderr:write("agent-dispatch: warning: the trace could not be recorded (",
+      tostring(type(err) == "table" and err.message or err), ")\n")
+  end
+end
+
+--- A span record under ctx (nothing written).
+function M.record(ctx, fields)
+  local span = {
+    trace_id = ctx.trace_id, span_id = fields.span_id or M.new_id(),
+    parent_id = ctx.parent_id or json.null, kind = fields.kind,
+    agent = fields.agent or json.null, task = util.cut(fields.task or "", 200),
+    caller = fields.caller or json.null, goal = fields.goal or json.null,
+    start = fields.start or now(), status = "running", error_type = json.null,
+    session_id = json.null, cost_usd = 0, num_turns = json.null,
+    denied_tools = json.array(), cached = false, depth = depth(),
+    pid = core.sys.getpid(), job_id = fields.job_id or json.null,
+  }
+  return span
+end
+
+--- Starts a span under ctx (kind, agent, task, caller, goal, job_id;
+--- span_id and start when they were chosen before) and writes its start,
+--- unless adopted: its start was written already (an async job's worker
+--- ends the span its submission started).
+function M.start(ctx, fields, adopted)
+  local span = M.record(ctx, fields)
+  if not adopted then M.write(span) end
+  return span
+end
+
+-- Span ids: a random prefix per process and a counter (a random id per
+-- span costs as much as the rest of its record); unique within a tree as
+-- long as no two of its processes draw the same 32-bit prefix.
+local prefix, counter = nil, 0
+
+--- A new span id (16 hex digits).
+function M.new_id()
+  if not prefix then prefix = core.text.hex32():sub(1, 8) end
+  counter = counter + 1
+  return prefix .. string.format("%08x", counter & 0xffffffff)
+end
+
+--- Ends a span: status ("ok", "error", "cancelled", "refused") and what
+--- the result r says (cost, session, turns, denied tools, cached).
+function M.finish(span, status, r)
+  local t = now()
+  span["end"] = t
+  span.duration_ms = math.max(0, math.floor((t - span.start) * 1000 + 0.5))
+  span.status = status
+  if r then
+    span.error_type = (r.success == false and r.error_type) or json.null
+    span.session_id = r.session_id or json.null
+    span.cost_usd = type(r.cost_usd) == "number" and r.cost_usd or 0
+    span.num_turns = math.tointeger(r.num_turns) or json.null
+    if r.denied_tools then span.denied_tools = json.array(util.copy(r.denied_tools)) end
+    span.cached = r.cached == true
+  end
+  span.reserved, span.adopted = nil, nil
+  M.write(span)
+  return span
+end
+
+--- A one-record span: something that did not run a child (a cache hit,
+--- a refusal).
+function M.instant(ctx, fields, status, r)
+  local span = M.record(ctx, fields)
+  return M.finish(span, status, r)
+end
+
+--- The status of a span for a DispatchResult.
+function M.status_of(r)
+  if r.success then return "ok" end
+  return "error"
+end
+
+-- ---- the spend cap ----------------------------------------------------------
+
+local function money(x) return string.format("$%.2f", x) end
+
+-- "alpha $0.60, beta $0.30" (the five biggest spenders).
+local function spenders(led)
+  local list = {}
+  for agent, usd in pairs(led.spenders) do
+    if type(usd) == "number" then list[#list + 1] = { agent, usd } end
+  end
+  table.sort(list, function(a, b) return a[2] > b[2] or (a[2] == b[2] and a[1] < b[1]) end)
+  local parts = {}
+  for i = 1, math.min(5, #list) do parts[i] = list[i][1] .. " " .. money(list[i][2]) end
+  if #list > 5 then parts[#parts + 1] = (#list - 5) .. " more" end
+  return #parts > 0 and table.concat(parts, ", ") or "nothing settled yet"
+end
+
+--- Reserves the tree budget of a dispatch about to spawn. own is the
+--- dispatch's own cap (or nil). Returns the amount it may spend (its
+--- --max-budget-usd), or nil and {message, hint} when nothing is left.
+function M.reserve(ctx, span, agent, own)
+  local holder = {}
+  for _, h in ipairs(ctx.holders or {}) do holder[h] = true end
+  return store.with_ledger(ctx.trace_id, function(led)
+    led.cap = lower(tonumber(led.cap), ctx.cap)
+    local others, running = 0, 0
+    for id, usd in pairs(led.reserved) do
+      if not holder[id] and type(usd) == "number" then
+        others, running = others + usd, running + 1
+      end
+    end
+    local left = ctx.cap - led.spent - others
+    if left <= M.EPSILON then
+      local msg = "Tree budget exhausted: the delegation tree " .. ctx.trace_id ..
+        " may spend " .. money(ctx.cap) .. " in all; " .. money(led.spent) ..
+        " spent (" .. spenders(led) .. ")" ..
+        (running > 0 and (", " .. money(others) .. " reserved by " .. running ..
+          " running dispatch(es)") or "") .. ". Agent '" .. agent .. "' was not started."
+      local hint = "See where it went: agent-dispatch trace " .. ctx.trace_id ..
+        " (or the dispatch_trace tool). Raise tree_budget_usd for a bigger tree."
+      return false, nil, { msg, hint }
+    end
+    local amount = own and math.min(own, left) or left
+    led.reserved[span.span_id] = amount
+    return true, amount
+  end)
+end
+
+--- Settles a reservation with what the dispatch cost.
+function M.settle(ctx, span, agent, cost)
+  store.with_ledger(ctx.trace_id, function(led)
+    led.reserved[span.span_id] = nil
+    local c = type(cost) == "number" and cost > 0 and cost or 0
+    led.spent = led.spent + c
+    led.spenders[agent] = (tonumber(led.spenders[agent]) or 0) + c
+    return true
+  end)
+end
+
+-- ---- the read side ------------------------------------------------------------
+
+--- The trace an id names: a trace id, or the id of an async job (the
+--- trace holding its span). nil: the most recent trace. Returns the trace
+--- id, or nil and a message.
+function M.resolve(id)
+  if id == nil or id == "" then
+    local last = store.recent(1)[1]
+    if not last then return nil, "No traces recorded yet." end
+    return last
+  end
+  if not store.valid(id) then
+    return nil, "Invalid trace or job id: " .. util.repr(id) .. " (expected 32 hex digits)"
+  end
+  if store.read(id) then return id end
+  local found = store.find_job(id)
+  if found then return found end
+  return nil, "No trace " .. id .. " (and no job with that id in a recorded trace)."
+end
+
+--- What a trace adds up to: {trace_id, spans (count), start, end,
+--- duration_ms, total_cost_usd, status, failed, root (kind, agent, task)}.
+function M.summary(id, spans)
+  local t0, t1, cost, failed, running = math.huge, -math.huge, 0, 0, 0
+  local root
+  for _, s in ipairs(spans) do
+    if type(s.start) == "number" then
+      t0 = math.min(t0, s.start)
+      t1 = math.max(t1, type(s["end"]) == "number" and s["end"] or s.start)
+    end
+    if type(s.cost_usd) == "number" then cost = cost + s.cost_usd end
+    if s.status == "error" or s.status == "refused" or s.status == "cancelled" then failed = failed + 1 end
+    if s.status == "running" then running = running + 1 end
+    if not root and (s.parent_id == nil or s.parent_id == json.null) then root = s end
+  end
+  root = root or spans[1] or {}
+  if t0 == math.huge then t0, t1 = 0, 0 end
+  return json.object({ trace_id = id, spans = #spans, start = t0, ["end"] = t1,
+    duration_ms = math.floor((t1 - t0) * 1000 + 0.5), total_cost_usd = util.round(cost, 6),
+    status = running > 0 and "running" or (failed > 0 and "error" or "ok"), failed = failed,
+    kind = root.kind, agent = type(root.agent) == "string" and root.agent or nil,
+    task = type(root.task) == "string" and util.cut(root.task, 80) or nil },
+    { "trace_id", "spans", "start", "end", "duration_ms", "total_cost_usd", "status",
+      "failed", "kind", "agent", "task" })
+end
+
+--- One trace for a caller: {trace_id, summary, text, spans} (nil and a
+--- message when there is none). opts: width, color (the text tree).
+function M.show(id, opts)
+  local tid, err = M.resolve(id)
+  if not tid then return nil, err end
+  local spans = store.read(tid) or {}
+  local view = require "ad.domain.trace_view"
+  local root = view.tree(spans)
+  return { trace_id = tid, summary = M.summary(tid, spans), spans = spans, root = root,
+    text = view.text(root, { width = opts and opts.width or 120, color = opts and opts.color }) }
+end
+
+return M

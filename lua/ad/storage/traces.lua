@@ -1,0 +1,271 @@
+--- The trace store: one JSON Lines file per delegation tree,
+--- <dir>/<trace_id>.jsonl, shared by every process of the tree (servers,
+--- nested servers, detached job runners, the CLI). A span is a line,
+--- appended with one write() on an O_APPEND descriptor (core.fs.append),
+--- so concurrent writers never interleave or lose a line; a line is
+--- bounded (MAX_LINE) so that write stays one atomic append. A span may be
+--- written twice (at its start and at its end); readers keep the last
+--- record per span_id.
+---
+--- The tree's spend ledger is <dir>/<trace_id>.budget: one line of JSON
+--- kept in the file its holders flock, read and rewritten in place under
+--- that lock (no rename, no fsync: it matters while the tree runs, and two
+--- changes per dispatch must stay cheap).
+---
+--- The directory is owner-only (0700, files 0600) and refused like the jobs
+--- directory when someone else owns it or may write to it; symlinks are
+--- never followed when a file is appended to, read or replaced.
+local core = require "ad.core"
+local cjson = require "cjson"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local errors = require "ad.infra.errors"
+local paths = require "ad.storage.paths"
+
+local M = {}
+
+--- The fields of a span record, in the order they are written.
+M.KEYS = { "trace_id", "span_id", "parent_id", "kind", "agent", "task", "caller",
+  "goal", "start", "end", "duration_ms", "status", "error_type", "session_id",
+  "cost_usd", "num_turns", "denied_tools", "cached", "depth", "pid", "job_id" }
+
+--- Bytes of one line at most: one write of a page or less is atomic on
+--- every local file system; longer texts (task, caller, goal) are cut.
+M.MAX_LINE = 4096
+
+--- Bytes of a trace file read at most (a tree of thousands of spans).
+M.MAX_FILE = 64 * 1024 * 1024
+
+local function io_error(what, msg)
+  error(errors.new("io", what .. ": " .. tostring(msg)), 0)
+end
+
+-- Spans are shown as what happened and the ledger decides what may run:
+-- a directory someone else owns or may write could hold forged ones.
+local function check_dir(d)
+  local kind, _, mode, uid = core.fs.stat(d)
+  if not kind then return d end
+  local me = core.sys.getuid()
+  if uid ~= me then
+    io_error("refusing the traces directory " .. d, "it is owned by uid " .. uid ..
+      ", not by you (uid " .. me .. ")")
+  elseif mode & 18 ~= 0 then -- 0022
+    io_error("refusing the traces directory " .. d, string.format(
+      "it is writable by group or others (mode %o); run: chmod go-w %s", mode, d))
+  end
+  return d
+end
+
+--- $AGENT_DISPATCH_TRACES_DIR, else traces/ next to the config file.
+function M.dir()
+  local d = os.getenv("AGENT_DISPATCH_TRACES_DIR")
+  if d and d ~= "" then return check_dir(util.expanduser(d) or d) end
+  return check_dir(paths.config_dir() .. "/traces")
+end
+
+-- The directory this process created and checked: the environment and
+-- the config path do not change while it runs, so the writes of every
+-- dispatch after the first skip the path work (each file is still opened
+-- without following links and refused when someone else owns it).
+local made
+local function ensure_dir()
+  if made then return made end
+  local dir = M.dir()
+  local ok, err = core.fs.mkdirs(dir, 448) -- 0700
+  if not ok then io_error("cannot create the traces directory", err) end
+  made = check_dir(dir) -- as created (mkdirs only ever removes bits)
+  return made
+end
+
+function M.valid(id)
+  return type(id) == "string" and #id == 32 and id:find("^[0-9a-f]+$") ~= nil
+end
+
+-- One record as JSON text: a single cjson call (this runs twice per
+-- dispatch; per-value encoding costs several times more), the fields in
+-- any order, invalid UTF-8 repaired. cjson writes an empty table as {}:
+-- an empty denied_tools is added as [] by hand.
+local function encode(rec)
+  local denied = rec.denied_tools
+  local empty = type(denied) == "table" and next(denied) == nil
+  if empty then rec.denied_tools = nil end
+  local text = cjson.encode(rec)
+  if empty then
+    rec.denied_tools = denied
+    text = text:sub(1, -2) .. (#text > 2 and "," or "") .. '"denied_tools":[]}'
+  end
+  return core.text.fix(text)
+end
+
+-- Fields a caller keeps on a span for itself, never written.
+local PRIVATE = { "reserved", "adopted" }
+
+-- A span as one line of at most MAX_LINE bytes. The span is encoded as it
+-- is (its private fields set aside meanwhile): no copy per record.
+local function line_of(span)
+  local kept = {}
+  for i, k in ipairs(PRIVATE) do kept[i], span[k] = span[k], nil end
+  local text = encode(span)
+  for i, k in ipairs(PRIVATE) do span[k] = kept[i] end
+  if #text >= M.MAX_LINE then
+    local rec = {}
+    for _, k in ipairs(M.KEYS) do rec[k] = span[k] end
+    -- Only the free texts can be long: cut them until the line fits.
+    for _, n in ipairs({ 100, 40, 0 }) do
+      for _, k in ipairs({ "task", "caller", "goal" }) do
+        if type(rec[k]) == "string" then rec[k] = util.cut(rec[k], n) end
+      end
+      text = encode(rec)
+      if #text < M.MAX_LINE then break end
+    end
+  end
+  return text .. "\n"
+end
+
+--- Appends a span record to its trace's file. Raises the "io" error when
+--- it cannot be written.
+function M.append(span)
+  local dir = ensure_dir()
+  local ok, msg = core.fs.append(dir .. "/" .. span.trace_id .. ".jsonl", line_of(span), 384)
+  if not ok then io_error("cannot write trace " .. span.trace_id, msg) end
+end
+
+--- The spans of a trace, one per span_id (its last record), in the order
+--- they were first written; nil when there is no such trace. A line that
+--- is not a span (a torn write of a full disk) is skipped.
+function M.read(id)
+  if not M.valid(id) then return nil end
+  local text, msg, code = core.fs.read_file(M.dir() .. "/" .. id .. ".jsonl", M.MAX_FILE, true)
+  if not text then
+    if code == "ENOENT" then return nil end
+    io_error("cannot read trace " .. id, msg)
+  end
+  local spans, at = {}, {}
+  for line in text:gmatch("[^\n]+") do
+    local rec = json.decode(line)
+    if type(rec) == "table" and type(rec.span_id) == "string" then
+      local i = at[rec.span_id]
+      if not i then
+        i = #spans + 1
+        at[rec.span_id] = i
+      end
+      spans[i] = rec
+    end
+  end
+  return spans
+end
+
+-- {id, mtime} of every trace file, newest first.
+local function files()
+  local ok, dir = pcall(M.dir)
+  if not ok then error(dir, 0) end
+  local names = core.fs.listdir(dir) or {}
+  local out = {}
+  for _, name in ipairs(names) do
+    local id = name:match("^(%x+)%.jsonl$")
+    if M.valid(id) then
+      local kind, mtime = core.fs.stat(dir .. "/" .. name)
+      if kind == "file" then out[#out + 1] = { id = id, mtime = mtime } end
+    end
+  end
+  table.sort(out, function(a, b)
+    if a.mtime ~= b.mtime then return a.mtime > b.mtime end
+    return a.id < b.id
+  end)
+  return out
+end
+
+--- The ids of the most recently written traces (newest first), at most
+--- limit of them.
+function M.recent(limit)
+  local out = {}
+  for i, f in ipairs(files()) do
+    if i > limit then break end
+    out[i] = f.id
+  end
+  return out
+end
+
+--- The trace holding the span of job id (newest traces searched first,
+--- at most `within` of them), or nil.
+function M.find_job(job_id, within)
+  local needle = '"job_id":"' .. job_id .. '"'
+  for i, f in ipairs(files()) do
+    if i > (within or 1000) then break end
+    local text = core.fs.read_file(M.dir() .. "/" .. f.id .. ".jsonl", M.MAX_FILE, true)
+    if text and text:find(needle, 1, true) then return f.id end
+  end
+  return nil
+end
+
+--- Removes the traces (and their ledgers) not written to for max_age
+--- seconds. Returns how many traces were removed.
+function M.prune(max_age)
+  local ok, dir = pcall(M.dir)
+  if not ok then return 0 end
+  local names = core.fs.listdir(dir)
+  if not names then return 0 end
+  local cutoff, n = core.task.time() - max_age, 0
+  for _, name in ipairs(names) do
+    local id, ext = name:match("^(%x+)%.(%a+)$")
+    if M.valid(id) and (ext == "jsonl" or ext == "budget") then
+      local path = dir .. "/" .. name
+      local kind, mtime = core.fs.stat(path)
+      if kind == "file" and mtime < cutoff and core.fs.unlink(path) and ext == "jsonl" then
+        n = n + 1
+      end
+    end
+  end
+  return n
+end
+
+-- ---- the tree's ledger -------------------------------------------------------
+
+-- The ledger of its text (its first line: a shorter rewrite ends with a
+-- newline before anything its truncation has not cut yet), or a new one.
+local function ledger_of(text)
+  local led = text and json.decode(text:match("^[^\n]*"))
+  if type(led) ~= "table" then led = {} end
+  led.spent = tonumber(led.spent) or 0
+  led.reserved = type(led.reserved) == "table" and led.reserved or {}
+  led.spenders = type(led.spenders) == "table" and led.spenders or {}
+  return led
+end
+
+--- Runs fn(ledger) under the tree's lock; when fn returns true the ledger
+--- is written back. The ledger is {cap=, spent=, reserved={span_id=usd},
+--- spenders={agent=usd}}. Returns what fn returned after that flag.
+function M.with_ledger(trace_id, fn)
+  local dir = ensure_dir()
+  local wait = require("ad.storage.config").lock_wait()
+  local lock, err = core.fs.lock(dir .. "/" .. trace_id .. ".budget", wait)
+  if not lock then io_error("cannot lock the budget of trace " .. trace_id, err) end
+  local ok, changed, a, b = pcall(function()
+    local text, rerr = lock:read()
+    if not text then io_error("cannot read the budget of trace " .. trace_id, rerr) end
+    local led = ledger_of(text)
+    local changed, x, y = fn(led)
+    if changed then
+      local w, msg = lock:write(json.encode(json.object({ cap = led.cap, spent = led.spent,
+        reserved = json.object(led.reserved), spenders = json.object(led.spenders) },
+        { "cap", "spent", "reserved", "spenders" })) .. "\n")
+      if not w then io_error("cannot write the budget of trace " .. trace_id, msg) end
+    end
+    return changed, x, y
+  end)
+  lock:unlock()
+  if not ok then error(changed, 0) end
+  return a, b
+end
+
+--- The ledger of a trace as it is (no lock), or nil.
+function M.ledger(trace_id)
+  if not M.valid(trace_id) then return nil end
+  local ok, dir = pcall(M.dir)
+  if not ok then return nil end
+  local text = core.fs.read_file(dir .. "/" .. trace_id .. ".budget", 1024 * 1024, true)
+  if not text then return nil end
+  return ledger_of(text)
+end
+
+return M
