@@ -69,6 +69,28 @@ function M.ensure_dir()
   return dir
 end
 
+local shared -- nil: not tried yet; true/false: the slot directory is used
+
+--- Sets this process's concurrency limit (settings.max_concurrency) and,
+--- the first time, shares it with every agent-dispatch process using the
+--- same jobs directory (slot files in <dir>/slots, see core.limiter): the
+--- limit then holds for all their children together. A jobs directory
+--- that cannot be used leaves the limit per process, with a warning.
+function M.share_limit(n)
+  core.limiter.set_limit(n)
+  if shared ~= nil then return end
+  local ok, err = pcall(function()
+    local dir = M.ensure_dir() .. "/slots"
+    local done, msg = core.limiter.share(dir)
+    if not done then io_error("cannot share the concurrency limit", msg) end
+  end)
+  shared = ok
+  if not ok then
+    io.stderr:write("agent-dispatch: ", type(err) == "table" and tostring(err.message) or
+      tostring(err), "; settings.max_concurrency holds for this process only\n")
+  end
+end
+
 function M.valid(id)
   return core.text.valid_job_id(id)
 end
