@@ -50,7 +50,7 @@ function M.default_settings()
     max_concurrency = 5,
     cache = { enabled = true, ttl = 300, max_size = 1000, max_bytes = M.CACHE_MAX_BYTES },
     job_retention_days = 0,
-    jobs_outlive_server = false,
+    jobs_outlive_server = true,
   }
 end
 
