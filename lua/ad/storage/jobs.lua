@@ -544,6 +544,16 @@ end
 --- F33: fails running jobs abandoned for over an hour (unless their file
 --- was written recently: a live worker rewrites it) and pending jobs
 --- older than a day. Returns how many were recovered.
+--- A pending or running job whose owner (its server or detached job
+--- runner) and recorded child are both verifiably gone ends now as failed.
+--- True when rec was such a job and is now failed.
+function M.settle_orphan(rec)
+  if not (M.owner_gone(rec) and not M.process_alive(rec)) then return false end
+  return M.fail(rec.id, "Server stopped while the job was " .. tostring(rec.status) .. " (the " ..
+    "agent-dispatch process that ran it exited without finishing it); " ..
+    "re-dispatch if needed.") ~= nil
+end
+
 function M.recover_stale()
   local now = core.task.time()
   local dir = M.dir()
@@ -568,11 +578,7 @@ function M.recover_stale()
       -- Its server died (killed, crashed) and its child with it: settled
       -- now, not an hour later.
       if M.owner_gone(rec) and not M.process_alive(rec) then
-        if M.fail(e.id, "Server stopped while the job was " .. status .. " (the " ..
-            "agent-dispatch process that ran it exited without finishing it); " ..
-            "re-dispatch if needed.") then
-          n = n + 1
-        end
+        if M.settle_orphan(rec) then n = n + 1 end
       elseif age > limit and not fresh and not M.process_alive(rec) then
         if M.fail(e.id, string.format("Abandoned in '%s' for %ds - likely a " ..
             "server restart; re-dispatch if needed", status, math.floor(age))) then
