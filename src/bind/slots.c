@@ -121,7 +121,12 @@ static int open_dir(const char *dir, char *why, size_t whylen)
                    : REFUSE(-e, "it cannot be opened");
     }
     struct stat st;
-    if (fstat(d, &st) != 0 || st.st_uid != getuid()) {
+    if (fstat(d, &st) != 0) {
+        int e = errno;
+        close(d);
+        return -e;
+    }
+    if (st.st_uid != getuid()) {
         close(d);
         return REFUSE(-EPERM, "it is owned by uid %u, not by you",
                       (unsigned)st.st_uid);
