@@ -101,6 +101,11 @@ describe('one concurrency limit across processes', () => {
     const id = (await b.call('dispatch_async', { agent: 'a', task: 'waiter' })).value.job_id;
     await new Promise((r) => setTimeout(r, 300));
     assert.strictEqual(env.dispatches().length, 1, 'the waiter ran beside the holder');
+    // Waiting for the slot does not block the waiting server's loop.
+    const t0 = Date.now();
+    const st = await b.call('dispatch_status', { job_id: id });
+    assert.strictEqual(st.value.status, 'pending', JSON.stringify(st.value));
+    assert.ok(Date.now() - t0 < 2000, `the waiting server took ${Date.now() - t0} ms to answer`);
     a.child.kill('SIGKILL');
     // The holder's child dies with it (PR_SET_PDEATHSIG); the kernel drops
     // its lock; the waiter is not left waiting for a release that never

@@ -25,8 +25,10 @@ tools.define{
   description = "Start a dispatch in the background and return a job_id at " ..
     "once; the agent keeps working while you do something else. Check it " ..
     "with dispatch_status (live progress), collect it with dispatch_wait, " ..
-    "stop it with dispatch_cancel. Jobs survive server restarts as records " ..
-    "on disk (terminal ones are purged by dispatch_gc).",
+    "stop it with dispatch_cancel. The job keeps running when this server " ..
+    "exits (unless settings.jobs_outlive_server is false) and any later " ..
+    "server reads it by id (records on disk; " ..
+    "terminal ones are purged by dispatch_gc).",
   params = {
     { name = "agent", type = "string", required = true, description = "Agent name (see list_agents)." },
     { name = "task", type = "string", required = true, description = "What the agent should do." },
