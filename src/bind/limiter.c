@@ -122,10 +122,10 @@ static void grant_shared(void)
 {
     while (LIM.x.head) {
         int idx = slots_try(LIM.limit);
-        if (idx < 0) {
+        if (idx == -1) {
             break;
         }
-        grant(dequeue(&LIM.x), idx);
+        grant(dequeue(&LIM.x), idx < 0 ? -1 : idx); /* -2: not shared now */
     }
 }
 
@@ -153,8 +153,8 @@ static int shared_gate(struct waiter *w)
     }
     if (!LIM.x.head) {
         int idx = slots_try(LIM.limit);
-        if (idx >= 0) {
-            return idx;
+        if (idx != -1) {
+            return idx < 0 ? -1 : idx; /* -2: not shared now */
         }
         /* Watch first, then look again: a release between the two is
          * seen by one or the other. */
@@ -231,9 +231,9 @@ static int l_acquire(lua_State *L)
 {
     if (LIM.live < LIM.limit && !LIM.q.head) {
         int idx = slots_enabled() && !LIM.x.head ? slots_try(LIM.limit) : -1;
-        if (idx >= 0 || !slots_enabled()) {
+        if (idx != -1 || !slots_enabled()) {
             take_count();
-            push_slot(L, idx);
+            push_slot(L, idx < 0 ? -1 : idx); /* -2: not shared now */
             return 1;
         }
     }
@@ -272,13 +272,6 @@ static int l_set_limit(lua_State *L)
     lua_Integer n = luaL_checkinteger(L, 1);
     luaL_argcheck(L, n >= 1, 1, "limit must be >= 1");
     LIM.limit = (int)n;
-    if (slots_enabled()) {
-        char why[160];
-        int rc = slots_open(NULL, LIM.limit, why, sizeof why);
-        if (rc != 0) {
-            return luaL_error(L, "concurrency slots: %s", why[0] ? why : "cannot open");
-        }
-    }
     grant_shared();
     grant_waiters();
     watch_slots();
@@ -291,7 +284,7 @@ static int l_share(lua_State *L)
 {
     const char *dir = luaL_checkstring(L, 1);
     char why[160];
-    int rc = slots_open(dir, LIM.limit, why, sizeof why);
+    int rc = slots_open(dir, why, sizeof why);
     if (rc != 0) {
         if (why[0]) {
             lua_pushnil(L);

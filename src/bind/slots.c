@@ -37,7 +37,8 @@ static struct {
     char *dir;
     int *fd;           /* slot i's descriptor, opened once; -1: none */
     int *hfd;          /* the descriptor holding slot i's lock; -1: free */
-    int n;             /* entries in fd and hfd */
+    int n, cap;        /* entries in fd and hfd: set, allocated */
+    bool broken;       /* a slot file could not be used: no more sharing */
     uv_fs_event_t ev;  /* the directory: touches of released slots */
     bool ev_init, ev_on;
     bool want;         /* a task of this process waits for a slot */
@@ -80,31 +81,51 @@ static int open_slot(int i, char *why, size_t whylen)
     return f;
 }
 
-static int grow(int limit, char *why, size_t whylen)
+static int give_up(int i, const char *why)
 {
-    if (limit <= S.n) {
-        return 0;
+    if (!S.broken) {
+        fprintf(stderr, "agent-dispatch: concurrency slot %d: %s; "
+                        "settings.max_concurrency now holds for this process "
+                        "only\n", i, why);
     }
-    int *fd = realloc(S.fd, (size_t)limit * sizeof *fd);
-    if (!fd) {
-        return -ENOMEM;
-    }
-    S.fd = fd;
-    int *hfd = realloc(S.hfd, (size_t)limit * sizeof *hfd);
-    if (!hfd) {
-        return -ENOMEM;
-    }
-    S.hfd = hfd;
-    while (S.n < limit) {
-        int f = open_slot(S.n, why, whylen);
-        if (f < 0) {
-            return f;
+    S.broken = true;
+    return -1;
+}
+
+/* Slot i's descriptor, opened (and the tables grown) on first use, so a
+ * large limit costs nothing until that many children run. A slot file
+ * that cannot be used ends the sharing (said once on stderr): -1. */
+static int slot_fd(int i)
+{
+    if (i >= S.cap) {
+        int cap = S.cap ? S.cap : 8;
+        while (cap <= i) {
+            cap *= 2;
         }
-        S.fd[S.n] = f;
-        S.hfd[S.n] = -1;
+        int *fd = realloc(S.fd, (size_t)cap * sizeof *fd);
+        int *hfd = fd ? realloc(S.hfd, (size_t)cap * sizeof *hfd) : NULL;
+        if (fd) {
+            S.fd = fd;
+        }
+        if (!hfd) {
+            return give_up(i, "out of memory");
+        }
+        S.hfd = hfd;
+        S.cap = cap;
+    }
+    while (S.n <= i) {
+        S.fd[S.n] = S.hfd[S.n] = -1;
         S.n++;
     }
-    return 0;
+    if (S.fd[i] < 0) {
+        char why[96];
+        int f = open_slot(i, why, sizeof why);
+        if (f < 0) {
+            return give_up(i, why);
+        }
+        S.fd[i] = f;
+    }
+    return S.fd[i];
 }
 
 static int open_dir(const char *dir, char *why, size_t whylen)
@@ -147,31 +168,29 @@ static int open_dir(const char *dir, char *why, size_t whylen)
     return 0;
 }
 
-int slots_open(const char *dir, int limit, char *why, size_t whylen)
+int slots_open(const char *dir, char *why, size_t whylen)
 {
-    if (why && whylen) {
-        why[0] = '\0';
-    }
-    if (S.dirfd < 0) {
-        int rc = open_dir(dir, why, whylen);
-        if (rc != 0) {
-            return rc;
-        }
-    }
-    return grow(limit, why, whylen);
+    why[0] = '\0';
+    return S.dirfd >= 0 ? 0 : open_dir(dir, why, whylen);
 }
 
 bool slots_enabled(void)
 {
-    return S.dirfd >= 0;
+    return S.dirfd >= 0 && !S.broken;
 }
 
 int slots_try(int limit)
 {
-    int n = limit < S.n ? limit : S.n;
-    for (int i = 0; i < n; i++) {
-        if (S.hfd[i] < 0 && flock(S.fd[i], LOCK_EX | LOCK_NB) == 0) {
-            S.hfd[i] = S.fd[i];
+    for (int i = 0; i < limit; i++) {
+        if (i < S.n && S.hfd[i] >= 0) {
+            continue; /* ours already */
+        }
+        int f = slot_fd(i);
+        if (f < 0) {
+            return -2;
+        }
+        if (flock(f, LOCK_EX | LOCK_NB) == 0) {
+            S.hfd[i] = f;
             return i;
         }
     }

@@ -14,17 +14,18 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Opens (creating 0700) dir and its slot files up to limit. The first
- * successful call fixes the directory for the life of the process; later
- * calls only open more slot files. Returns 0 or -errno, with why filled in
- * when the directory or a slot file is refused (a symlink, not ours,
- * writable by others). */
-int slots_open(const char *dir, int limit, char *why, size_t whylen);
+/* Opens (creating 0700) the slot directory dir. The first successful
+ * call fixes it for the life of the process. Returns 0 or -errno, with why
+ * filled in when it is refused (a symlink, not ours, writable by others). */
+int slots_open(const char *dir, char *why, size_t whylen);
 
-/* True once slots_open has succeeded. */
+/* True once slots_open has succeeded, until a slot file proves unusable
+ * (then the limit holds per process only, as said on stderr). */
 bool slots_enabled(void);
 
-/* Takes a free slot below limit without waiting: its index, or -1. */
+/* Takes a free slot below limit without waiting: its index, -1 (all
+ * taken) or -2 (a slot file is unusable: sharing has ended). Slot files
+ * are opened on first use. */
 int slots_try(int limit);
 
 /* Gives slot idx back (unlock, then wake waiters in every process). */

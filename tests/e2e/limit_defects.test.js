@@ -143,9 +143,8 @@ describe('one concurrency limit across processes', () => {
     assert.strictEqual(r.code, 0, r.stderr);
     const dir = path.join(env.jobs, 'slots');
     assert.strictEqual(fs.statSync(dir).mode & 0o777, 0o700);
-    for (const n of ['0.lock', '1.lock']) {
-      assert.strictEqual(fs.statSync(path.join(dir, n)).mode & 0o777, 0o600, n);
-    }
+    assert.deepStrictEqual(fs.readdirSync(dir), ['0.lock']);
+    assert.strictEqual(fs.statSync(path.join(dir, '0.lock')).mode & 0o777, 0o600);
 
     const env2 = newEnv(t);
     env2.setup({ agents: { a: true } });
@@ -157,5 +156,28 @@ describe('one concurrency limit across processes', () => {
     assert.strictEqual(r2.code, 0, r2.stderr);
     assert.match(r2.stderr, /refusing the slot directory .*symbolic link/);
     assert.deepStrictEqual(fs.readdirSync(elsewhere), [], 'slot files were made through the symlink');
+
+    // A symlinked slot file: refused (never opened through the link), the
+    // dispatch still runs, limited per process, and says so.
+    const env3 = newEnv(t);
+    env3.setup({ agents: { a: true } });
+    fs.mkdirSync(path.join(env3.jobs, 'slots'), { recursive: true, mode: 0o700 });
+    const target = path.join(env3.root, 'target');
+    fs.writeFileSync(target, 'keep', { mode: 0o644 });
+    fs.symlinkSync(target, path.join(env3.jobs, 'slots', '0.lock'));
+    const r3 = env3.run(['dispatch', 'a', 'link']);
+    assert.strictEqual(r3.code, 0, r3.stderr);
+    assert.match(r3.stderr, /concurrency slot 0: slot file 0\.lock is a symbolic link; settings\.max_concurrency now holds for this process only/);
+    assert.strictEqual(fs.readFileSync(target, 'utf8'), 'keep');
+    assert.strictEqual(fs.statSync(target).mode & 0o777, 0o644, 'the link target was chmodded');
+  });
+
+  test('a huge max_concurrency opens slot files only as children need them', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true }, settings: '  max_concurrency: 1000000\n' });
+    const r = env.run(['dispatch', 'a', 'huge']);
+    assert.strictEqual(r.code, 0, r.stderr);
+    assert.strictEqual(r.stderr.includes('concurrency slot'), false, r.stderr);
+    assert.deepStrictEqual(fs.readdirSync(path.join(env.jobs, 'slots')), ['0.lock']);
   });
 });
