@@ -118,7 +118,16 @@ describe('agent-dispatch wait', () => {
       return x;
     })();
     env.extraPids.push(rec.server.pid);
+    // A wait already waiting is woken by the runner's death (it writes
+    // nothing when SIGKILLed) and settles the job.
+    const early = env.start(['wait', id2, '--timeout', '60']);
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
     process.kill(rec.server.pid, 'SIGKILL');
+    const r1 = await early.done;
+    assert.ok(Date.now() - t0 < 10000, `wait took ${Date.now() - t0} ms after the runner died`);
+    assert.strictEqual(r1.code, 1, r1.stdout + r1.stderr);
+    assert.match(r1.stdout, /\[failed\].*\nerror: Server stopped while the job was running/);
     assert.ok(await waitUntil(() => !alive(rec.process.pid), 5000), 'the child outlived its runner');
     const r2 = env.run(['wait', id2, '--timeout', '5']);
     assert.strictEqual(r2.code, 1, r2.stdout + r2.stderr);

@@ -5,7 +5,8 @@
 --- job waited for succeeded, 1 one failed or was cancelled (or could not
 --- be found), 124 the timeout passed first. A job whose runner died with
 --- its child is settled as failed on the spot, as a starting server
---- would. Returns {name = command}; see ad.cli for the shape.
+--- would; the runner's exit wakes the wait too (core.jobs.watch_dir with
+--- a pid: a pidfd). Returns {name = command}; see ad.cli for the shape.
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local common = require "ad.cli.common"
@@ -30,8 +31,22 @@ local function current(jobs, id)
   return rec
 end
 
+-- The process whose exit could leave rec unfinished for good: its owner
+-- (a job runner, or the server that runs it) while that is alive, else
+-- its recorded child. pid and start time, or nil.
+local function watched(jobs, rec)
+  local s = type(rec.server) == "table" and rec.server
+  if s and s.pid and s.start then
+    local _, start = core.jobs.proc_identity(s.pid)
+    if start == s.start then return s.pid, s.start end
+  end
+  if jobs.process_alive(rec) then return rec.process.pid, rec.process.start end
+end
+
 -- Waits for one job until it ends or the deadline (nil: none) passes;
--- returns its last record.
+-- returns its last record. Woken by a change of its record, or by the
+-- exit of the process that runs it (a runner killed with SIGKILL writes
+-- nothing: the job is then settled here).
 local function wait_one(id, deadline)
   local jobs = require "ad.storage.jobs"
   while true do
@@ -39,7 +54,9 @@ local function wait_one(id, deadline)
     if not rec or jobs.TERMINAL[rec.status] then return rec end
     local left = deadline and deadline - core.task.now() or 3600
     if left <= 0 then return rec end
-    local ok, why, code = core.jobs.watch_dir(jobs.dir(), id .. ".json", math.min(left, 3600))
+    local pid, start = watched(jobs, rec)
+    local ok, why, code = core.jobs.watch_dir(jobs.dir(), id .. ".json", math.min(left, 3600),
+      pid, start)
     if why == "cancelled" then return rec end -- --any: another job ended
     -- A directory that cannot be watched: look again a little later.
     if not ok and code and code ~= "timeout" then core.task.sleep(math.min(left, 0.5)) end
