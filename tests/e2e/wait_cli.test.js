@@ -134,6 +134,27 @@ describe('agent-dispatch wait', () => {
     assert.match(r2.stdout, /\[failed\].*\nerror: Server stopped while the job was running/);
   });
 
+  test('dispatch_wait of a server is woken by a SIGKILLed runner too and returns the failed job', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const id = startJob(env, '[stub:hang] killed-under-dispatch_wait');
+    let rec = null;
+    await waitUntil(() => { rec = readRec(env, id); return rec && rec.status === 'running' && rec.process; }, 5000);
+    assert.ok(rec && rec.process, JSON.stringify(rec));
+    env.extraPids.push(rec.server.pid);
+    const srv = env.serve();
+    await srv.init();
+    const pending = srv.call('dispatch_wait', { job_id: id, timeout_seconds: 60 }, { ms: 70000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    process.kill(rec.server.pid, 'SIGKILL');
+    const w = await pending;
+    assert.ok(Date.now() - t0 < 10000, `dispatch_wait took ${Date.now() - t0} ms after the runner died`);
+    assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
+    assert.match(w.value.error, /Server stopped while the job was running/);
+    await srv.close();
+  });
+
   test('usage and lookup errors', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true } });

@@ -31,18 +31,6 @@ local function current(jobs, id)
   return rec
 end
 
--- The process whose exit could leave rec unfinished for good: its owner
--- (a job runner, or the server that runs it) while that is alive, else
--- its recorded child. pid and start time, or nil.
-local function watched(jobs, rec)
-  local s = type(rec.server) == "table" and rec.server
-  if s and s.pid and s.start then
-    local _, start = core.jobs.proc_identity(s.pid)
-    if start == s.start then return s.pid, s.start end
-  end
-  if jobs.process_alive(rec) then return rec.process.pid, rec.process.start end
-end
-
 -- Waits for one job until it ends or the deadline (nil: none) passes;
 -- returns its last record. Woken by a change of its record, or by the
 -- exit of the process that runs it (a runner killed with SIGKILL writes
@@ -54,7 +42,7 @@ local function wait_one(id, deadline)
     if not rec or jobs.TERMINAL[rec.status] then return rec end
     local left = deadline and deadline - core.task.now() or 3600
     if left <= 0 then return rec end
-    local pid, start = watched(jobs, rec)
+    local pid, start = jobs.runs_it(rec)
     local ok, why, code = core.jobs.watch_dir(jobs.dir(), id .. ".json", math.min(left, 3600),
       pid, start)
     if why == "cancelled" then return rec end -- --any: another job ended

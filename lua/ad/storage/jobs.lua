@@ -544,6 +544,19 @@ end
 --- F33: fails running jobs abandoned for over an hour (unless their file
 --- was written recently: a live worker rewrites it) and pending jobs
 --- older than a day. Returns how many were recovered.
+--- The process whose exit could leave rec unfinished for good: its owner
+--- (a job runner, or the server that runs it) while that is alive, else
+--- its recorded child. pid and start time (for core.jobs.watch_dir), or
+--- nil.
+function M.runs_it(rec)
+  local s = type(rec.server) == "table" and rec.server
+  if s and s.pid and s.start then
+    local _, start = core.jobs.proc_identity(s.pid)
+    if start == s.start then return s.pid, s.start end
+  end
+  if M.process_alive(rec) then return rec.process.pid, rec.process.start end
+end
+
 --- A pending or running job whose owner (its server or detached job
 --- runner) and recorded child are both verifiably gone ends now as failed.
 --- True when rec was such a job and is now failed.
