@@ -26,7 +26,7 @@ local function cfg()
   if not c then
     error(render.load_line(e), 3)
   end
-  core.limiter.set_limit(c.settings.max_concurrency)
+  require("ad.storage.jobs").share_limit(c.settings.max_concurrency)
   return c
 end
 

@@ -78,7 +78,8 @@ local function man1()
     { "AGENT_DISPATCH_USER_LUA_DIR", "Overrides of the policy modules (default lua/ next to the config)." },
     { "AGENT_DISPATCH_CLAUDE", "The claude executable (default: claude on PATH)." },
   }) do w(".TP\n.B ", roff(e[1]), "\n", roff(e[2]), "\n") end
-  w(".SH EXIT STATUS\n0 success, 1 a reported error, 2 a usage error, 130 interrupted.\n")
+  w(".SH EXIT STATUS\n0 success, 1 a reported error, 2 a usage error, 130 interrupted. ",
+    roff("wait: 0 every job succeeded, 1 one failed or was cancelled, 124 the --timeout passed first."), "\n")
   w(".SH SEE ALSO\n.BR agent\\-dispatch\\-lua (7),\n.BR claude (1)\n")
 end
 
@@ -124,7 +125,7 @@ end
 -- Completions: the words of each command (subcommands, options), and
 -- which positionals name an agent, a group or a job.
 local NAMES = { add = "", update = "agent", remove = "agent", describe = "agent", test = "agent",
-  job = "job", cancel = "job", dispatch = "agent" }
+  job = "job", cancel = "job", wait = "job", dispatch = "agent" }
 local SUB_NAMES = { inspect = "group", update = "group", remove = "group" }
 local VALUE_NAMES = { ["--member"] = "agent", ["--add-member"] = "agent", ["--remove-member"] = "agent",
   ["--group"] = "group", ["--agent"] = "agent" }

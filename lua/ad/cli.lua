@@ -2,7 +2,7 @@
 --- command (option parsing and --help from ad.args). The commands live in
 --- one module per family - ad.cli.agents (init, add, update, remove, list,
 --- describe), ad.cli.test, ad.cli.doctor, ad.cli.groups, ad.cli.jobs (jobs,
---- job, cancel, gc), ad.cli.trace (trace, traces), ad.cli.lua - with what they share in ad.cli.common;
+--- job, cancel, gc), ad.cli.wait, ad.cli.trace (trace, traces), ad.cli.lua - with what they share in ad.cli.common;
 --- serve and run are entries into ad.mcp and ad.run. Each can be
 --- overridden on its own. A command is {usage =, summary =, options =,
 --- positionals =, min =, max =, run = function(opts, positionals) -> exit
@@ -43,12 +43,13 @@ C.run = {
   end,
 }
 
-for _, family in ipairs({ "agents", "test", "dispatch", "doctor", "groups", "jobs", "trace", "lua" }) do
+for _, family in ipairs({ "agents", "test", "dispatch", "doctor", "groups", "jobs", "wait", "trace",
+    "lua" }) do
   for name, cmd in pairs(require("ad.cli." .. family)) do C[name] = cmd end
 end
 
 M.ORDER = { "serve", "init", "add", "update", "remove", "list", "describe", "test", "dispatch", "doctor",
-            "group", "jobs", "job", "cancel", "gc", "trace", "traces", "run", "lua" }
+            "group", "jobs", "job", "wait", "cancel", "gc", "trace", "traces", "run", "lua" }
 
 function M.usage()
   local lines = { "Usage: " .. PROG .. " [--version] COMMAND [ARGS]...", "",

@@ -200,7 +200,7 @@ function M.call(def, args, ctx)
     local cfg, err = config.load()
     if not cfg then return M.load_error(err) end
     ctx.cfg = cfg
-    core.limiter.set_limit(cfg.settings.max_concurrency)
+    require("ad.storage.jobs").share_limit(cfg.settings.max_concurrency)
     M.log_unknown_keys(cfg, ctx)
   end
   local ok, res = xpcall(def.handler, function(e)

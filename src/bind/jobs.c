@@ -14,13 +14,15 @@
  *   core.jobs.index_stamp(dir) -> true | nil, msg, code
  *   core.jobs.proc_identity(pid) -> pgid, start | nil
  *   core.jobs.kill_verified(pid, pgid, start, "TERM"|"KILL") -> true | nil
- *   core.jobs.watch_dir(dir, name, timeout) -> true (name changed)
- *       | nil, "timeout"
+ *   core.jobs.watch_dir(dir, name, timeout [, pid, start]) -> true (name
+ *       changed, or process pid of that start time exited) | nil, "timeout"
  * An invalid id fails with code "EINVAL" before any path is built. */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "ad/jobs.h"
 #include "ad/sched.h"
@@ -200,6 +202,8 @@ static int l_kill_verified(lua_State *L)
 struct watch {
     uv_fs_event_t ev;
     uv_timer_t timer;
+    uv_poll_t exit;  /* pidfd of the process watched too; pidfd -1: none */
+    int pidfd;
     struct task *task;
     char *name;
     int closing;
@@ -209,6 +213,9 @@ static void watch_closed(uv_handle_t *h)
 {
     struct watch *w = h->data;
     if (--w->closing == 0) {
+        if (w->pidfd >= 0) {
+            close(w->pidfd);
+        }
         free(w->name);
         free(w);
     }
@@ -216,11 +223,51 @@ static void watch_closed(uv_handle_t *h)
 
 static void watch_close(struct watch *w)
 {
-    w->closing = 2;
+    w->closing = w->pidfd >= 0 ? 3 : 2;
     uv_fs_event_stop(&w->ev);
     uv_timer_stop(&w->timer);
     uv_close((uv_handle_t *)&w->ev, watch_closed);
     uv_close((uv_handle_t *)&w->timer, watch_closed);
+    if (w->pidfd >= 0) {
+        uv_poll_stop(&w->exit);
+        uv_close((uv_handle_t *)&w->exit, watch_closed);
+    }
+}
+
+/* A pidfd of pid while it is still the process started at start: the fd,
+ * -ESRCH when that process is gone, or another -errno (no pidfd on this
+ * kernel: the caller watches the file only). */
+static int pidfd_of(int pid, unsigned long long start)
+{
+#ifdef SYS_pidfd_open
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    /* Checked after the open: the fd cannot follow a recycled pid. */
+    int pg;
+    unsigned long long st;
+    if (jobs_proc_identity(pid, &pg, &st) != 0 || st != start) {
+        close(fd);
+        return -ESRCH;
+    }
+    return fd;
+#else
+    (void)pid, (void)start;
+    return -ENOSYS;
+#endif
+}
+
+/* The file changed or the process exited: the waiter goes on. */
+static void watch_fire(struct watch *w)
+{
+    if (w->closing) {
+        return;
+    }
+    struct task *t = w->task;
+    watch_close(w);
+    lua_pushboolean(sched_thread(t), 1);
+    sched_resume(t, 1);
 }
 
 static void on_fs_event(uv_fs_event_t *h, const char *file, int events,
@@ -228,13 +275,16 @@ static void on_fs_event(uv_fs_event_t *h, const char *file, int events,
 {
     struct watch *w = h->data;
     (void)events;
-    if (w->closing || (status == 0 && file && strcmp(file, w->name) != 0)) {
+    if (status == 0 && file && strcmp(file, w->name) != 0) {
         return;
     }
-    struct task *t = w->task;
-    watch_close(w);
-    lua_pushboolean(sched_thread(t), 1);
-    sched_resume(t, 1);
+    watch_fire(w);
+}
+
+static void on_exit_event(uv_poll_t *h, int status, int events)
+{
+    (void)status, (void)events;
+    watch_fire(h->data);
 }
 
 static void on_watch_timeout(uv_timer_t *h)
@@ -261,6 +311,8 @@ static int l_watch_dir(lua_State *L)
     const char *dir = luaL_checkstring(L, 1);
     const char *name = luaL_checkstring(L, 2);
     double timeout = luaL_checknumber(L, 3);
+    lua_Integer pid = luaL_optinteger(L, 4, 0);
+    lua_Integer start = luaL_optinteger(L, 5, 0);
     struct task *me = sched_check_wait(L);
     struct watch *w = calloc(1, sizeof *w);
     char *nm = strdup(name);
@@ -271,13 +323,28 @@ static int l_watch_dir(lua_State *L)
     }
     w->name = nm;
     w->task = me;
+    w->pidfd = -1;
     uv_fs_event_init(sched_loop(), &w->ev);
     uv_timer_init(sched_loop(), &w->timer);
-    w->ev.data = w->timer.data = w;
+    w->ev.data = w->timer.data = w->exit.data = w;
     int rc = uv_fs_event_start(&w->ev, on_fs_event, dir, 0);
     if (rc != 0) {
         watch_close(w);
         return bind_fail(L, rc, dir);
+    }
+    if (pid > 0) {
+        int fd = pidfd_of((int)pid, (unsigned long long)start);
+        if (fd == -ESRCH) { /* gone already */
+            watch_close(w);
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+        if (fd >= 0 && uv_poll_init(sched_loop(), &w->exit, fd) == 0) {
+            w->pidfd = fd;
+            uv_poll_start(&w->exit, UV_READABLE, on_exit_event);
+        } else if (fd >= 0) {
+            close(fd);
+        }
     }
     uv_timer_start(&w->timer, on_watch_timeout,
                    timeout > 0 ? (uint64_t)(timeout * 1000.0) : 0, 0);

@@ -3,7 +3,13 @@
  * (queueing FIFO without a thread or a poll), handed to core.proc.spawn, and
  * given back when that child has been reaped, not when the requesting task
  * gives up. Changing the limit never lets the live count exceed it: new
- * grants wait until enough children have exited. */
+ * grants wait until enough children have exited.
+ *
+ * Once shared (core.limiter.share), a count also holds a slot file that
+ * the other agent-dispatch processes using the same jobs directory
+ * compete for (bind/slots.h): the limit then holds across processes. The
+ * process's own count stays the first gate, so an uncontended acquire
+ * costs one flock() more than before. */
 #ifndef AD_BIND_LIMITER_H
 #define AD_BIND_LIMITER_H
 #include <stdbool.h>
@@ -21,7 +27,12 @@ bool limiter_take(struct slot *s);
 /* True while the slot still holds its count. */
 bool limiter_held(const struct slot *s);
 
-/* Gives one count back and grants queued waiters. */
-void limiter_release_count(void *unused);
+/* What limiter_release_count needs to give back the slot's count (and
+ * its slot file): proc's reap_arg. */
+void *limiter_reap_arg(const struct slot *s);
+
+/* Gives one count back (arg from limiter_reap_arg, or NULL for a count
+ * without a slot file) and grants queued waiters. */
+void limiter_release_count(void *arg);
 
 #endif

@@ -318,6 +318,7 @@ static int l_process(lua_State *L)
     };
     if (slot) {
         o.on_reap = limiter_release_count;
+        o.reap_arg = limiter_reap_arg(slot);
     }
     int rc = proc_spawn(sched_loop(), &o, &CBS, lp, &lp->p);
     free_array(argv);

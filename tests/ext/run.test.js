@@ -183,7 +183,10 @@ test('SIGTERM is handled like SIGINT: 130 and no child left', async (t) => {
 
 test('hooks from the tool files apply to run scripts too', async (t) => {
   const env = newEnv(t);
-  env.setup({ agents: { a: true, prod: true } });
+  // The script's job runs on the script's own loop, so job_done has run
+  // when ad.wait returns (a detached runner runs it after the record ends:
+  // see ext.test.js).
+  env.setup({ agents: { a: true, prod: true }, settings: '  jobs_outlive_server: false\n' });
   const jobFile = path.join(env.root, 'job.txt');
   const dir = toolsDir(env, {
     'hooks.lua': `

@@ -70,6 +70,8 @@ check "bash completes options" grep -qx -- --timeout <(comp agent-dispatch test 
 check "bash completes group names" grep -qx team <(comp agent-dispatch group inspect "")
 check "bash completes --member with agents" grep -qx beta <(comp agent-dispatch group add x --member "")
 check "bash completes job ids" grep -qx "$jid" <(comp agent-dispatch job "")
+check "bash completes job ids for wait" grep -qx "$jid" <(comp agent-dispatch wait "")
+check "the man page gives the exit status of wait (124: timeout)" grep -q "124" <<<"$page"
 check "zsh completion parses" zsh -n "$tmp/prefix/share/zsh/vendor-completions/_agent-dispatch"
 fishc="$tmp/prefix/share/fish/vendor_completions.d/agent-dispatch.fish"
 check "fish completion parses" fish -n "$fishc"

@@ -50,6 +50,31 @@ end
 
 --- Prints v as JSON (one line) on stdout; returns 0.
 --- The --json option of every command that can print JSON.
+--- The job id arg names: the id itself, or the one id it is a prefix of
+--- (hex digits, any case, as git takes commit prefixes). nil and the exit
+--- status after reporting why not.
+function M.resolve_job_id(arg)
+  local jobs = require "ad.storage.jobs"
+  local util = require "ad.infra.util"
+  local id = type(arg) == "string" and arg:lower() or ""
+  if jobs.valid(id) then return id end
+  if not id:match("^%x+$") or #id > 32 then
+    M.err("Invalid job id: ", util.repr(arg), " (expected 32 hex chars); a unique prefix of one also works.")
+    return nil, 1
+  end
+  local ids = jobs.ids_with_prefix(id)
+  if #ids == 1 then return ids[1] end
+  if #ids == 0 then
+    M.err("No job id starts with '", id, "'. Run 'agent-dispatch jobs' to see jobs.")
+    return nil, 1
+  end
+  M.err("Job id prefix '", id, "' is ambiguous; it matches ", #ids, " jobs:")
+  for i = 1, math.min(#ids, 10) do M.err("  ", ids[i]) end
+  if #ids > 10 then M.err("  ...") end
+  M.err("Give more digits.")
+  return nil, 1
+end
+
 M.JSON_OPT = { "--json", help = "Print JSON on stdout instead of text." }
 
 function M.json_out(v)

@@ -69,7 +69,7 @@ C.dispatch = {
     end
     local cfg, _, code = common.load_agent(name)
     if not cfg then return code end
-    core.limiter.set_limit(cfg.settings.max_concurrency)
+    require("ad.storage.jobs").share_limit(cfg.settings.max_concurrency)
     if o.async then return start_async(cfg, name, task, o) end
     require("ad.domain.plugins").load(function() end, {})
     local shown = progress.start()

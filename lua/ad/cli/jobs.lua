@@ -17,29 +17,7 @@ local function age(t)
   return math.floor(d / 86400) .. "d"
 end
 
--- The job id arg names: the id itself, or the one id it is a prefix of
--- (hex digits, any case, as git takes commit prefixes). nil and the exit
--- status after reporting why not.
-local function resolve_id(arg)
-  local jobs = require "ad.storage.jobs"
-  local id = type(arg) == "string" and arg:lower() or ""
-  if jobs.valid(id) then return id end
-  if not id:match("^%x+$") or #id > 32 then
-    err("Invalid job id: ", util.repr(arg), " (expected 32 hex chars); a unique prefix of one also works.")
-    return nil, 1
-  end
-  local ids = jobs.ids_with_prefix(id)
-  if #ids == 1 then return ids[1] end
-  if #ids == 0 then
-    err("No job id starts with '", id, "'. Run 'agent-dispatch jobs' to see jobs.")
-    return nil, 1
-  end
-  err("Job id prefix '", id, "' is ambiguous; it matches ", #ids, " jobs:")
-  for i = 1, math.min(#ids, 10) do err("  ", ids[i]) end
-  if #ids > 10 then err("  ...") end
-  err("Give more digits.")
-  return nil, 1
-end
+local resolve_id = common.resolve_job_id
 
 -- The record of the job arg names and its full id, or nil and the exit
 -- status after reporting why not.

@@ -19,7 +19,7 @@ C.test = {
     local cfg, a, code = common.load_agent(name)
     if not cfg then return code end
     local t = pos[2] or "What project is this? Describe in one sentence."
-    core.limiter.set_limit(cfg.settings.max_concurrency)
+    require("ad.storage.jobs").share_limit(cfg.settings.max_concurrency)
     out("Dispatching to '", name, "' (", a.directory, ")...")
     out("Task: ", t)
     out("---")

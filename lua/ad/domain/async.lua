@@ -408,13 +408,18 @@ function M.cancel(id)
 end
 
 --- Waits for a job to end, at most timeout seconds. Wakes on the local
---- worker's completion, or on a change of the job's file (another
---- process's job) - never a sleep-and-poll loop.
+--- worker's completion, or on a change of the job's file or the exit of
+--- the process running it (another process's job, which a runner killed
+--- by SIGKILL leaves unfinished: settled here as failed) - never a
+--- sleep-and-poll loop.
 function M.wait(id, timeout)
   local deadline = core.task.now() + timeout
   while true do
     local rec = jobs.get(id)
     if not rec then return nil end
+    if not jobs.TERMINAL[rec.status] and not registry[id] and jobs.settle_orphan(rec) then
+      rec = jobs.get(id) or rec
+    end
     if jobs.TERMINAL[rec.status] then return rec end
     local left = deadline - core.task.now()
     if left <= 0 then return rec, true end
@@ -422,7 +427,8 @@ function M.wait(id, timeout)
     if entry then
       entry.done:wait(left)
     else
-      local ok, _, code = core.jobs.watch_dir(jobs.dir(), id .. ".json", left)
+      local pid, start = jobs.runs_it(rec)
+      local ok, _, code = core.jobs.watch_dir(jobs.dir(), id .. ".json", left, pid, start)
       if not ok and code and code ~= "timeout" then core.task.sleep(math.min(left, 0.5)) end
     end
   end

@@ -23,7 +23,7 @@ local function request_of(rec)
   if not cfg then
     return nil, require("ad.infra.errors.render").load_line(err)
   end
-  core.limiter.set_limit(cfg.settings.max_concurrency)
+  require("ad.storage.jobs").share_limit(cfg.settings.max_concurrency)
   local q = type(rec.request) == "table" and rec.request or {}
   -- The context has the group's shared context folded in already: the
   -- group is not folded again, only named for hooks.

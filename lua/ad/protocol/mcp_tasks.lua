@@ -67,7 +67,7 @@ function M.create(name, args)
   if not cfg then
     return nil, (require("ad.infra.errors.render").load_line(err):gsub("^%l", string.upper))
   end
-  core.limiter.set_limit(cfg.settings.max_concurrency)
+  require("ad.storage.jobs").share_limit(cfg.settings.max_concurrency)
   -- dispatch_async has no group parameter; what the schema check let
   -- through is what the request carries.
   local f = util.copy(args)

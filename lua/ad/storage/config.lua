@@ -51,7 +51,7 @@ function M.default_settings()
     max_concurrency = 5,
     cache = { enabled = true, ttl = 300, max_size = 1000, max_bytes = M.CACHE_MAX_BYTES },
     job_retention_days = 0,
-    jobs_outlive_server = false,
+    jobs_outlive_server = true,
     handoff_after_seconds = 100,
     tree_budget_usd = nil,
   }

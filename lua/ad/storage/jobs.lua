@@ -70,6 +70,28 @@ function M.ensure_dir()
   return dir
 end
 
+local shared -- nil: not tried yet; true/false: the slot directory is used
+
+--- Sets this process's concurrency limit (settings.max_concurrency) and,
+--- the first time, shares it with every agent-dispatch process using the
+--- same jobs directory (slot files in <dir>/slots, see core.limiter): the
+--- limit then holds for all their children together. A jobs directory
+--- that cannot be used leaves the limit per process, with a warning.
+function M.share_limit(n)
+  core.limiter.set_limit(n)
+  if shared ~= nil then return end
+  local ok, err = pcall(function()
+    local dir = M.ensure_dir() .. "/slots"
+    local done, msg = core.limiter.share(dir)
+    if not done then io_error("cannot share the concurrency limit", msg) end
+  end)
+  shared = ok
+  if not ok then
+    io.stderr:write("agent-dispatch: ", type(err) == "table" and tostring(err.message) or
+      tostring(err), "; settings.max_concurrency holds for this process only\n")
+  end
+end
+
 function M.valid(id)
   return core.text.valid_job_id(id)
 end
@@ -523,6 +545,29 @@ end
 --- F33: fails running jobs abandoned for over an hour (unless their file
 --- was written recently: a live worker rewrites it) and pending jobs
 --- older than a day. Returns how many were recovered.
+--- The process whose exit could leave rec unfinished for good: its owner
+--- (a job runner, or the server that runs it) while that is alive, else
+--- its recorded child. pid and start time (for core.jobs.watch_dir), or
+--- nil.
+function M.runs_it(rec)
+  local s = type(rec.server) == "table" and rec.server
+  if s and s.pid and s.start then
+    local _, start = core.jobs.proc_identity(s.pid)
+    if start == s.start then return s.pid, s.start end
+  end
+  if M.process_alive(rec) then return rec.process.pid, rec.process.start end
+end
+
+--- A pending or running job whose owner (its server or detached job
+--- runner) and recorded child are both verifiably gone ends now as failed.
+--- True when rec was such a job and is now failed.
+function M.settle_orphan(rec)
+  if not (M.owner_gone(rec) and not M.process_alive(rec)) then return false end
+  return M.fail(rec.id, "Server stopped while the job was " .. tostring(rec.status) .. " (the " ..
+    "agent-dispatch process that ran it exited without finishing it); " ..
+    "re-dispatch if needed.") ~= nil
+end
+
 function M.recover_stale()
   local now = core.task.time()
   local dir = M.dir()
@@ -547,11 +592,7 @@ function M.recover_stale()
       -- Its server died (killed, crashed) and its child with it: settled
       -- now, not an hour later.
       if M.owner_gone(rec) and not M.process_alive(rec) then
-        if M.fail(e.id, "Server stopped while the job was " .. status .. " (the " ..
-            "agent-dispatch process that ran it exited without finishing it); " ..
-            "re-dispatch if needed.") then
-          n = n + 1
-        end
+        if M.settle_orphan(rec) then n = n + 1 end
       elseif age > limit and not fresh and not M.process_alive(rec) then
         if M.fail(e.id, string.format("Abandoned in '%s' for %ds - likely a " ..
             "server restart; re-dispatch if needed", status, math.floor(age))) then

@@ -27,8 +27,10 @@ tools.define{
     "with dispatch_status (live progress), collect it with dispatch_wait, " ..
     "stop it with dispatch_cancel, or subscribe to its MCP resource " ..
     "(resource, agent-dispatch://jobs/<job_id>) to be notified when it " ..
-    "changes state. Jobs survive server restarts as records " ..
-    "on disk (terminal ones are purged by dispatch_gc).",
+    "changes state. The job keeps running when this server " ..
+    "exits (unless settings.jobs_outlive_server is false) and any later " ..
+    "server reads it by id (records on disk; " ..
+    "terminal ones are purged by dispatch_gc).",
   params = {
     { name = "agent", type = "string", required = true, description = "Agent name (see list_agents)." },
     { name = "task", type = "string", required = true, description = "What the agent should do." },
