@@ -14,8 +14,10 @@
  *   core.jobs.index_stamp(dir) -> true | nil, msg, code
  *   core.jobs.proc_identity(pid) -> pgid, start | nil
  *   core.jobs.kill_verified(pid, pgid, start, "TERM"|"KILL") -> true | nil
- *   core.jobs.watch_dir(dir, name, timeout [, pid, start]) -> true (name
- *       changed, or process pid of that start time exited) | nil, "timeout"
+ *   core.jobs.watch(dir, name [, pid, start]) -> watch, armed at once:
+ *       watch:wait(timeout) -> true (name changed, or process pid of that
+ *       start time exited, or fire() was called, since it was armed) |
+ *       nil, "timeout"; watch:fire(); watch:close()
  * An invalid id fails with code "EINVAL" before any path is built. */
 #include <errno.h>
 #include <signal.h>
@@ -197,22 +199,37 @@ static int l_kill_verified(lua_State *L)
     return 1;
 }
 
-/* ---- directory watch --------------------------------------------------- */
+/* ---- job watch ---------------------------------------------------------
+ *
+ * A watch is armed when it is made and remembers what happened before
+ * anyone waits on it, so a caller arms it, then reads the record, then
+ * waits: a change made between the read and the wait still ends the wait
+ * at once (a watch armed after the read would sleep through it). */
+
+#define WATCH_MT "ad.jobs.watch"
 
 struct watch {
     uv_fs_event_t ev;
     uv_timer_t timer;
     uv_poll_t exit;  /* pidfd of the process watched too; pidfd -1: none */
     int pidfd;
-    struct task *task;
+    struct task *waiter; /* the task in wait(), or NULL */
     char *name;
-    int closing;
+    int open;     /* handles not yet closed */
+    bool fired;   /* the file changed or the process exited */
+    bool closed;  /* close() or __gc: the handles are going */
+};
+
+/* The Lua side: a pointer, since the handles outlive a collected
+ * userdata until libuv calls back. */
+struct watch_ud {
+    struct watch *w;
 };
 
 static void watch_closed(uv_handle_t *h)
 {
     struct watch *w = h->data;
-    if (--w->closing == 0) {
+    if (--w->open == 0) {
         if (w->pidfd >= 0) {
             close(w->pidfd);
         }
@@ -223,7 +240,10 @@ static void watch_closed(uv_handle_t *h)
 
 static void watch_close(struct watch *w)
 {
-    w->closing = w->pidfd >= 0 ? 3 : 2;
+    if (w->closed) {
+        return;
+    }
+    w->closed = true;
     uv_fs_event_stop(&w->ev);
     uv_timer_stop(&w->timer);
     uv_close((uv_handle_t *)&w->ev, watch_closed);
@@ -258,16 +278,21 @@ static int pidfd_of(int pid, unsigned long long start)
 #endif
 }
 
-/* The file changed or the process exited: the waiter goes on. */
+/* The file changed or the process exited: remembered, and a waiter goes
+ * on. */
 static void watch_fire(struct watch *w)
 {
-    if (w->closing) {
+    if (w->closed || w->fired) {
         return;
     }
-    struct task *t = w->task;
-    watch_close(w);
-    lua_pushboolean(sched_thread(t), 1);
-    sched_resume(t, 1);
+    w->fired = true;
+    if (w->waiter) {
+        struct task *t = w->waiter;
+        w->waiter = NULL;
+        uv_timer_stop(&w->timer);
+        lua_pushboolean(sched_thread(t), 1);
+        sched_resume(t, 1);
+    }
 }
 
 static void on_fs_event(uv_fs_event_t *h, const char *file, int events,
@@ -290,30 +315,36 @@ static void on_exit_event(uv_poll_t *h, int status, int events)
 static void on_watch_timeout(uv_timer_t *h)
 {
     struct watch *w = h->data;
-    if (w->closing) {
+    if (w->closed || !w->waiter) {
         return;
     }
-    struct task *t = w->task;
-    watch_close(w);
+    struct task *t = w->waiter;
+    w->waiter = NULL;
     lua_pushnil(sched_thread(t));
     lua_pushliteral(sched_thread(t), "timeout");
     sched_resume(t, 2);
 }
 
-static void cancel_watch(struct task *t, void *data)
+static void cancel_wait(struct task *t, void *data)
 {
     (void)t;
-    watch_close(data);
+    struct watch *w = data;
+    w->waiter = NULL;
+    uv_timer_stop(&w->timer);
 }
 
-static int l_watch_dir(lua_State *L)
+/* core.jobs.watch(dir, name[, pid, start]) -> watch | nil, msg, code
+ * Armed now: a change of dir/name, or the exit of the process pid started
+ * at start (when given), from now on. */
+static int l_watch(lua_State *L)
 {
     const char *dir = luaL_checkstring(L, 1);
     const char *name = luaL_checkstring(L, 2);
-    double timeout = luaL_checknumber(L, 3);
-    lua_Integer pid = luaL_optinteger(L, 4, 0);
-    lua_Integer start = luaL_optinteger(L, 5, 0);
-    struct task *me = sched_check_wait(L);
+    lua_Integer pid = luaL_optinteger(L, 3, 0);
+    lua_Integer start = luaL_optinteger(L, 4, 0);
+    struct watch_ud *ud = lua_newuserdatauv(L, sizeof *ud, 0);
+    ud->w = NULL;
+    luaL_setmetatable(L, WATCH_MT);
     struct watch *w = calloc(1, sizeof *w);
     char *nm = strdup(name);
     if (!w || !nm) {
@@ -322,37 +353,96 @@ static int l_watch_dir(lua_State *L)
         return luaL_error(L, "out of memory");
     }
     w->name = nm;
-    w->task = me;
     w->pidfd = -1;
+    w->open = 2;
     uv_fs_event_init(sched_loop(), &w->ev);
     uv_timer_init(sched_loop(), &w->timer);
     w->ev.data = w->timer.data = w->exit.data = w;
+    ud->w = w;
     int rc = uv_fs_event_start(&w->ev, on_fs_event, dir, 0);
     if (rc != 0) {
         watch_close(w);
+        ud->w = NULL;
         return bind_fail(L, rc, dir);
     }
     if (pid > 0) {
         int fd = pidfd_of((int)pid, (unsigned long long)start);
-        if (fd == -ESRCH) { /* gone already */
-            watch_close(w);
-            lua_pushboolean(L, 1);
-            return 1;
-        }
-        if (fd >= 0 && uv_poll_init(sched_loop(), &w->exit, fd) == 0) {
+        if (fd == -ESRCH) {
+            w->fired = true; /* gone already */
+        } else if (fd >= 0 && uv_poll_init(sched_loop(), &w->exit, fd) == 0) {
             w->pidfd = fd;
+            w->open = 3;
             uv_poll_start(&w->exit, UV_READABLE, on_exit_event);
         } else if (fd >= 0) {
             close(fd);
         }
     }
+    return 1;
+}
+
+static struct watch *check_watch(lua_State *L)
+{
+    struct watch_ud *ud = luaL_checkudata(L, 1, WATCH_MT);
+    if (!ud->w) {
+        luaL_error(L, "the job watch is closed");
+    }
+    return ud->w;
+}
+
+/* watch:wait(timeout) -> true (changed since armed) | nil, "timeout"
+ * At once when it changed already; one waiter at a time. */
+static int l_watch_wait(lua_State *L)
+{
+    struct watch *w = check_watch(L);
+    double timeout = luaL_checknumber(L, 2);
+    struct task *me = sched_check_wait(L);
+    if (w->fired) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (w->waiter) {
+        return luaL_error(L, "the job watch has a waiter already");
+    }
+    w->waiter = me;
     uv_timer_start(&w->timer, on_watch_timeout,
                    timeout > 0 ? (uint64_t)(timeout * 1000.0) : 0, 0);
-    return sched_wait(L, cancel_watch, w);
+    return sched_wait(L, cancel_wait, w);
+}
+
+/* watch:fire(): as if it changed (a waiter goes on; a later wait returns
+ * at once). */
+static int l_watch_fire(lua_State *L)
+{
+    watch_fire(check_watch(L));
+    return 0;
+}
+
+/* watch:close(); also when collected. */
+static int l_watch_close(lua_State *L)
+{
+    struct watch_ud *ud = luaL_checkudata(L, 1, WATCH_MT);
+    if (ud->w && !ud->w->waiter) {
+        watch_close(ud->w);
+        ud->w = NULL;
+    }
+    return 0;
 }
 
 void bind_jobs_register(lua_State *L)
 {
+    if (luaL_newmetatable(L, WATCH_MT)) {
+        static const luaL_Reg methods[] = {
+            {"wait", l_watch_wait},
+            {"fire", l_watch_fire},
+            {"close", l_watch_close},
+            {NULL, NULL},
+        };
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_watch_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
     static const luaL_Reg fns[] = {
         {"read", l_read},
         {"write", l_write},
@@ -366,7 +456,7 @@ void bind_jobs_register(lua_State *L)
         {"index_stamp", l_index_stamp},
         {"proc_identity", l_proc_identity},
         {"kill_verified", l_kill_verified},
-        {"watch_dir", l_watch_dir},
+        {"watch", l_watch},
         {NULL, NULL},
     };
     bind_subtable(L, "jobs", fns);

@@ -297,4 +297,25 @@ test("docs: every tool is in the README tool table", function()
   for _, name in ipairs(tools.BUILTIN) do has(readme, "`" .. name .. "`", "README.md") end
 end)
 
+test("dispatch_wait: a job that ends between reading its record and waiting is seen at once", function()
+  local jobs = require "ad.storage.jobs"
+  local async = require "ad.domain.async"
+  local rec = jobs.create({ agent = "a", task = "t" })
+  -- Another process finishes the job just after the waiter read the record.
+  local real_get, reads = jobs.get, 0
+  jobs.get = function(id)
+    local r = real_get(id)
+    reads = reads + 1
+    if reads == 1 then jobs.finish(id, { agent = "a", success = true, result = "ok" }) end
+    return r
+  end
+  local t0 = core.task.now()
+  local ok_, r = pcall(async.wait, rec.id, 3)
+  jobs.get = real_get
+  ok(ok_, tostring(r))
+  eq(r.status, "done")
+  local dt = core.task.now() - t0
+  ok(dt < 1, "the wait ended at once, not at its timeout (took " .. dt .. " s)")
+end)
+
 return tap.done()

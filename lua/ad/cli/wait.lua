@@ -5,8 +5,7 @@
 --- job waited for succeeded, 1 one failed or was cancelled (or could not
 --- be found), 124 the timeout passed first. A job whose runner died with
 --- its child is settled as failed on the spot, as a starting server
---- would; the runner's exit wakes the wait too (core.jobs.watch_dir with
---- a pid: a pidfd). Returns {name = command}; see ad.cli for the shape.
+--- would; the runner's exit wakes the wait too (a pidfd). Returns {name = command}; see ad.cli for the shape.
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local common = require "ad.cli.common"
@@ -21,33 +20,20 @@ local function succeeded(rec)
   return rec.status == "done" and type(rec.result) == "table" and rec.result.success == true
 end
 
--- The current record of id, settled first when its owner and its child
--- are both gone.
-local function current(jobs, id)
-  local rec = jobs.get(id)
-  if rec and not jobs.TERMINAL[rec.status] and jobs.settle_orphan(rec) then
-    rec = jobs.get(id)
-  end
-  return rec
-end
-
 -- Waits for one job until it ends or the deadline (nil: none) passes;
--- returns its last record. Woken by a change of its record, or by the
--- exit of the process that runs it (a runner killed with SIGKILL writes
--- nothing: the job is then settled here).
+-- returns its last record. The wait of dispatch_wait (ad.domain.async):
+-- woken by a change of its record, or by the exit of the process that
+-- runs it (a runner killed with SIGKILL writes nothing: the job is then
+-- settled here).
 local function wait_one(id, deadline)
-  local jobs = require "ad.storage.jobs"
+  local async = require "ad.domain.async"
   while true do
-    local rec = current(jobs, id)
-    if not rec or jobs.TERMINAL[rec.status] then return rec end
     local left = deadline and deadline - core.task.now() or 3600
-    if left <= 0 then return rec end
-    local pid, start = jobs.runs_it(rec)
-    local ok, why, code = core.jobs.watch_dir(jobs.dir(), id .. ".json", math.min(left, 3600),
-      pid, start)
-    if why == "cancelled" then return rec end -- --any: another job ended
-    -- A directory that cannot be watched: look again a little later.
-    if not ok and code and code ~= "timeout" then core.task.sleep(math.min(left, 0.5)) end
+    local rec, timed_out = async.wait(id, math.max(0, math.min(left, 3600)))
+    if not (rec and timed_out) or core.task.cancelled() or
+        (deadline and core.task.now() >= deadline) then
+      return rec
+    end
   end
 end
 

@@ -414,22 +414,36 @@ end
 --- sleep-and-poll loop.
 function M.wait(id, timeout)
   local deadline = core.task.now() + timeout
+  local pid, start -- the process whose exit ends a wait too, once known
   while true do
+    local entry = registry[id]
+    -- Armed before the record is read: a change between the read and the
+    -- wait still ends the wait (armed after it, the wait would sleep
+    -- through that change until its timeout).
+    local watch = not entry and jobs.watch(id, pid, start) or nil
     local rec = jobs.get(id)
-    if not rec then return nil end
-    if not jobs.TERMINAL[rec.status] and not registry[id] and jobs.settle_orphan(rec) then
+    if rec and not entry and not jobs.TERMINAL[rec.status] and jobs.settle_orphan(rec) then
       rec = jobs.get(id) or rec
     end
-    if jobs.TERMINAL[rec.status] then return rec end
     local left = deadline - core.task.now()
-    if left <= 0 then return rec, true end
-    local entry = registry[id]
-    if entry then
-      entry.done:wait(left)
+    local rpid, rstart
+    if rec and not entry then rpid, rstart = jobs.runs_it(rec) end
+    if not rec or jobs.TERMINAL[rec.status] or left <= 0 or rpid ~= pid then
+      if watch then watch:close() end
+      if not rec then return nil end
+      if jobs.TERMINAL[rec.status] then return rec end
+      if left <= 0 then return rec, true end
+      pid, start = rpid, rstart -- look again, watching that process too
     else
-      local pid, start = jobs.runs_it(rec)
-      local ok, _, code = core.jobs.watch_dir(jobs.dir(), id .. ".json", left, pid, start)
-      if not ok and code and code ~= "timeout" then core.task.sleep(math.min(left, 0.5)) end
+      if entry then
+        entry.done:wait(left)
+      elseif watch then
+        watch:wait(left)
+        watch:close()
+      else
+        core.task.sleep(math.min(left, 0.5)) -- a store that cannot be watched
+      end
+      if core.task.cancelled() then return rec, true end
     end
   end
 end

@@ -138,7 +138,7 @@ end
 
 -- Wakes the watcher for a check now (a subscriber with news already).
 function Watch:wake()
-  if self.woken and not self.woken:is_set() then self.woken:set(true) end
+  if self.armed then self.armed:fire() end
 end
 
 function Watch:start()
@@ -146,37 +146,31 @@ function Watch:start()
   local me
   me = core.task.spawn(function()
     local dir = jobs.dir()
-    local inner
     while next(self.follow) ~= nil do
       -- Armed before the check: a change made while the records are read
-      -- still ends the next wait (the watch task runs up to its inotify
-      -- wait before this task resumes from armed:wait()).
-      local armed, woken = core.task.event(), core.task.event()
-      self.woken = woken
-      inner = core.task.spawn(function()
-        armed:set(true)
-        local ok, _, code = core.jobs.watch_dir(dir, ".index", M.RECHECK)
-        if not ok and code ~= "timeout" then core.task.sleep(0.5) end
-        if not woken:is_set() then woken:set(true) end
-      end)
-      armed:wait()
-      if core.task.cancelled() then break end
+      -- still ends the next wait at once (as does wake()).
+      local ok, w = pcall(core.jobs.watch, dir, ".index")
+      self.armed = ok and w or nil
       self:check()
       if next(self.follow) == nil then break end
-      woken:wait()
-      inner:cancel()
+      if self.armed then self.armed:wait(M.RECHECK) else core.task.sleep(0.5) end
       if core.task.cancelled() then break end
+      if self.armed then self.armed:close() end
+      self.armed = nil
     end
-    if inner then inner:cancel() end
-    if self.task == me then self.task, self.woken = nil, nil end
+    if self.task == me then
+      if self.armed then self.armed:close() end
+      self.task, self.armed = nil, nil
+    end
   end)
   self.task = me
 end
 
 function Watch:stop()
-  local t = self.task
-  self.task, self.woken = nil, nil
+  local t, w = self.task, self.armed
+  self.task, self.armed = nil, nil
   if t then t:cancel() end
+  if w then w:close() end
 end
 
 return M

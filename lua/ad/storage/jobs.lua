@@ -542,13 +542,18 @@ function M.gc(max_age)
   end)
 end
 
---- F33: fails running jobs abandoned for over an hour (unless their file
---- was written recently: a live worker rewrites it) and pending jobs
---- older than a day. Returns how many were recovered.
+--- A watch of job id's record, armed now (core.jobs.watch): its wait ends
+--- when the record changes or, given pid and start, when that process
+--- exits. nil when the store cannot be watched (the caller looks again
+--- later).
+function M.watch(id, pid, start)
+  local ok, w = pcall(core.jobs.watch, M.dir(), id .. ".json", pid, start)
+  return ok and w or nil
+end
+
 --- The process whose exit could leave rec unfinished for good: its owner
 --- (a job runner, or the server that runs it) while that is alive, else
---- its recorded child. pid and start time (for core.jobs.watch_dir), or
---- nil.
+--- its recorded child. pid and start time (for M.watch), or nil.
 function M.runs_it(rec)
   local s = type(rec.server) == "table" and rec.server
   if s and s.pid and s.start then
@@ -568,6 +573,9 @@ function M.settle_orphan(rec)
     "re-dispatch if needed.") ~= nil
 end
 
+--- F33: fails running jobs abandoned for over an hour (unless their file
+--- was written recently: a live worker rewrites it) and pending jobs
+--- older than a day. Returns how many were recovered.
 function M.recover_stale()
   local now = core.task.time()
   local dir = M.dir()
