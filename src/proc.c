@@ -38,7 +38,6 @@ struct proc {
     struct proc_cbs cbs;
     void *ud;
     struct linebuf lines;
-    char readbuf[65536];
     bool reading_out;
 
     char *err_head;
@@ -453,14 +452,18 @@ static void on_timeout(uv_timer_t *t)
     }
 }
 
-/* One buffer serves both pipes: a read callback consumes its bytes before
- * the loop runs the next one. */
+/* One buffer serves every pipe of every child: a read callback consumes
+ * its bytes (lines are copied out) before the loop runs the next one. A
+ * buffer per child cost a 64 KiB calloc and free per dispatch, and 64 KiB
+ * of memory per live child. */
+static char readbuf[65536];
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    struct proc *p = h->data;
+    (void)h;
     (void)suggested;
-    buf->base = p->readbuf;
-    buf->len = sizeof p->readbuf;
+    buf->base = readbuf;
+    buf->len = sizeof readbuf;
 }
 
 static void line_cb(void *ud, const char *line, size_t n, bool too_long)
