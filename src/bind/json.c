@@ -4,6 +4,8 @@
  *       member's value | nil
  *   core.json.may_overflow(text) -> whether text holds an exponent of
  *       three digits or a run of 309 digits (a number a double cannot hold)
+ *   core.json.encoder(raw_mt, scalar, null) -> the encoder of ad.infra.json
+ *       (json_encode.c)
  *
  * Decoding is lua-cjson's; this only finds a span in text that cjson has
  * already accepted. */
@@ -126,6 +128,7 @@ void bind_json_register(lua_State *L)
     static const luaL_Reg fns[] = {
         {"raw_member", l_raw_member},
         {"may_overflow", l_may_overflow},
+        {"encoder", bind_json_encoder},
         {NULL, NULL},
     };
     bind_subtable(L, "json", fns);

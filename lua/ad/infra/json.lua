@@ -23,9 +23,8 @@ function M.raw(text)
   return setmetatable({ text }, RAW)
 end
 local encode_scalar = cjson.encode
-local concat, sort, type, next, getmetatable, rawlen =
-  table.concat, table.sort, type, next, getmetatable, rawlen
-local find, gsub, fix = string.find, string.gsub, core.text.fix
+local concat, type, next, getmetatable, rawlen =
+  table.concat, type, next, getmetatable, rawlen
 
 --- Marks t (or a new table) as a JSON array.
 ---@param t table|nil
@@ -53,88 +52,13 @@ function M.is_array(t)
   return count == n
 end
 
-local encode
-
-local function encode_object(t, out, depth)
-  local keys, seen, n = {}, {}, 0
-  local mt = getmetatable(t)
-  if mt and mt.__order then
-    for _, k in ipairs(mt.__order) do
-      if t[k] ~= nil and not seen[k] then
-        n = n + 1; keys[n] = k; seen[k] = true
-      end
-    end
-  end
-  local rest, m = {}, 0
-  for k in next, t do
-    if not seen[k] then
-      if type(k) ~= "string" then
-        k = tostring(k)
-      end
-      m = m + 1; rest[m] = k
-    end
-  end
-  sort(rest)
-  for i = 1, m do n = n + 1; keys[n] = rest[i] end
-  out[#out + 1] = "{"
-  for i = 1, n do
-    local k = keys[i]
-    if i > 1 then out[#out + 1] = "," end
-    out[#out + 1] = encode_scalar(k)
-    out[#out + 1] = ":"
-    local v = t[k]
-    if v == nil then v = t[tonumber(k)] end
-    encode(v, out, depth + 1)
-  end
-  out[#out + 1] = "}"
-end
-
-encode = function(v, out, depth)
-  if depth > 200 then error("json: value nested too deeply (a cycle?)") end
-  local tv = type(v)
-  if tv == "table" then
-    if getmetatable(v) == RAW then
-      out[#out + 1] = v[1]
-    elseif M.is_array(v) then
-      out[#out + 1] = "["
-      for i = 1, rawlen(v) do
-        if i > 1 then out[#out + 1] = "," end
-        encode(v[i], out, depth + 1)
-      end
-      out[#out + 1] = "]"
-    else
-      encode_object(v, out, depth)
-    end
-  elseif tv == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then
-      out[#out + 1] = "null"
-    else
-      out[#out + 1] = encode_scalar(v)
-    end
-  elseif tv == "string" or tv == "boolean" then
-    out[#out + 1] = encode_scalar(v)
-  elseif v == nil or v == cjson.null then
-    out[#out + 1] = "null"
-  else
-    out[#out + 1] = encode_scalar(tostring(v))
-  end
-end
-
 --- Encodes v as compact JSON text. Strings that are not valid UTF-8 are
---- repaired (U+FFFD) so the transport never carries invalid UTF-8.
+--- repaired (U+FFFD) so the transport never carries invalid UTF-8. The
+--- rules above, in C (src/bind/json_encode.c: every reply passes here);
+--- numbers are formatted by lua-cjson, strings escaped as lua-cjson does
+--- but "/" is not escaped, nesting deeper than 200 is an error (a cycle).
 ---@return string
-function M.encode(v)
-  local out = {}
-  encode(v, out, 0)
-  -- lua-cjson escapes "/" as "\/"; valid but noisy. Only a '/' can follow
-  -- an odd backslash in its output, so this swap is exact. A plain find
-  -- first: gsub tries a match at every byte (on a 15 kB tools/list reply
-  -- that was 1.7M instructions, most of the reply's cost), and most texts
-  -- hold no "/" at all.
-  local text = concat(out)
-  if find(text, "\\/", 1, true) then text = gsub(text, "\\/", "/") end
-  return fix(text)
-end
+M.encode = core.json.encoder(RAW, encode_scalar, cjson.null)
 
 -- Strict numbers: Infinity, NaN and 0x10 are not JSON. (cjson still reads
 -- 1e309 as inf; M.decode refuses non-finite results itself.)
