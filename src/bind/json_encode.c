@@ -16,6 +16,7 @@
  * token; a third of the instructions of a stub dispatch. */
 #include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,7 +101,10 @@ static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
     putc1(L, b, '"');
     size_t run = 0; /* bytes not yet copied that need no escape */
     for (size_t i = 0; i < n; i++) {
-        const char *esc = escape_of((unsigned char)s[i]);
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = (c < 32 || c == '"' || c == '\\' || c == 127)
+                              ? escape_of(c)
+                              : NULL;
         if (esc) {
             put(L, b, s + i - run, run);
             put(L, b, esc, strlen(esc));
@@ -183,106 +187,129 @@ static void encode_array(lua_State *L, struct buf *b, int idx, int depth)
     putc1(L, b, ']');
 }
 
-/* [-0, +1] The keys of the table at idx in output order, as an array of
- * strings: the __order keys present in it, once each, then the other keys
- * (non-string ones as tostring gives them) sorted. */
-static void object_keys(lua_State *L, int idx)
+/* Up to this many __order keys are told apart by comparing with each
+ * other on the stack; more get a set (a table). */
+#define ORDER_SCAN 32
+
+/* Is the key on top among the n ordered keys at first.. (or in the set)? */
+static bool is_ordered(lua_State *L, int first, int n, int set)
 {
-    lua_newtable(L);
-    int keys = lua_gettop(L);
-    lua_Integer n = 0;
-    int seen = 0;
-    if (lua_getmetatable(L, idx)) {                         /* keys mt */
-        if (lua_getfield(L, -1, "__order") == LUA_TTABLE) { /* keys mt order */
-            int order = lua_gettop(L);
-            lua_newtable(L);                                /* ... seen */
-            seen = lua_gettop(L);
-            for (lua_Integer i = 1; lua_geti(L, order, i) != LUA_TNIL; i++) {
-                lua_pushvalue(L, -1);
-                bool present = lua_gettable(L, idx) != LUA_TNIL;
-                lua_pop(L, 1);
-                lua_pushvalue(L, -1);
-                bool dup = lua_rawget(L, seen) != LUA_TNIL;
-                lua_pop(L, 1);
-                if (present && !dup) {
-                    lua_pushvalue(L, -1);
-                    lua_pushboolean(L, 1);
-                    lua_rawset(L, seen);
-                    lua_rawseti(L, keys, ++n);
-                } else {
-                    lua_pop(L, 1);
-                }
-            }
-            lua_pop(L, 1); /* the nil that ended the list */
+    if (set) {
+        lua_pushvalue(L, -1);
+        bool in = lua_rawget(L, set) != LUA_TNIL;
+        lua_pop(L, 1);
+        return in;
+    }
+    for (int j = 0; j < n; j++) {
+        if (lua_rawequal(L, -1, first + j)) {
+            return true;
         }
     }
-    lua_Integer first_rest = n + 1;
+    return false;
+}
+
+/* Writes "key":value for the key on top of the stack; t[k], or
+ * t[tonumber(k)] for a key that was not a string (as ad.infra.json did). */
+static void put_member(lua_State *L, struct buf *b, int idx, int depth,
+                       bool comma)
+{
+    if (comma) {
+        putc1(L, b, ',');
+    }
+    size_t kl;
+    const char *k = lua_tolstring(L, -1, &kl);
+    put_string(L, b, k, kl);
+    putc1(L, b, ':');
+    lua_pushvalue(L, -1);
+    if (lua_gettable(L, idx) == LUA_TNIL) {
+        lua_pop(L, 1);
+        if (lua_stringtonumber(L, k) == kl + 1) {
+            lua_gettable(L, idx);
+        } else {
+            lua_pushnil(L);
+        }
+    }
+    encode(L, b, lua_gettop(L), depth + 1);
+    lua_pop(L, 1);
+}
+
+/* An object: the __order keys present in it, once each, then the other
+ * keys (non-string ones as tostring gives them) sorted with table.sort,
+ * Lua's own string order. The ordered keys wait on the stack, so the
+ * common object (every key ordered) builds no table. */
+static void encode_object(lua_State *L, struct buf *b, int idx, int depth)
+{
+    int base = lua_gettop(L);
+    int order = 0;
+    if (lua_getmetatable(L, idx) &&
+        lua_getfield(L, -1, "__order") == LUA_TTABLE) {
+        order = lua_gettop(L);
+    }
+    int first = lua_gettop(L) + 1, n = 0, set = 0;
+    putc1(L, b, '{');
+    for (lua_Integer i = 1; order && lua_geti(L, order, i) != LUA_TNIL; i++) {
+        lua_pushvalue(L, -1);
+        bool present = lua_gettable(L, idx) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (!present || is_ordered(L, first, n, set)) {
+            lua_pop(L, 1);
+            continue;
+        }
+        put_member(L, b, idx, depth, n > 0);
+        if (set) {
+            lua_pushboolean(L, 1);
+            lua_rawset(L, set);
+            continue;
+        }
+        n++;
+        luaL_checkstack(L, 4, "json: too many ordered keys");
+        if (n == ORDER_SCAN) {
+            lua_createtable(L, 0, 2 * ORDER_SCAN);
+            set = lua_gettop(L);
+            for (int j = 0; j < n; j++) {
+                lua_pushvalue(L, first + j);
+                lua_pushboolean(L, 1);
+                lua_rawset(L, set);
+            }
+        }
+    }
+    if (order) {
+        lua_pop(L, 1); /* the nil that ended the list */
+    }
+    bool comma = n > 0 || set;
+    int rest = 0;
+    lua_Integer nrest = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
-        if (seen) {
-            lua_pushvalue(L, -1);
-            bool done = lua_rawget(L, seen) != LUA_TNIL;
-            lua_pop(L, 1);
-            if (done) {
-                continue;
-            }
+        if ((n > 0 || set) && is_ordered(L, first, n, set)) {
+            continue;
+        }
+        if (!rest) {
+            lua_createtable(L, 4, 0);
+            lua_insert(L, -2);
+            rest = lua_gettop(L) - 1;
         }
         if (lua_type(L, -1) == LUA_TSTRING) {
             lua_pushvalue(L, -1);
         } else {
             luaL_tolstring(L, -1, NULL);
         }
-        lua_rawseti(L, keys, ++n);
+        lua_rawseti(L, rest, ++nrest);
     }
-    lua_settop(L, keys);
-    if (n > first_rest) {
-        /* Sort keys[first_rest..n] with table.sort: the order of
-         * ad.infra.json, Lua's own string comparison. */
-        lua_createtable(L, (int)(n - first_rest + 1), 0);
-        for (lua_Integer i = first_rest; i <= n; i++) {
-            lua_rawgeti(L, keys, i);
-            lua_rawseti(L, -2, i - first_rest + 1);
-        }
+    if (nrest > 1) {
         lua_pushvalue(L, UV_SORT);
-        lua_pushvalue(L, -2);
+        lua_pushvalue(L, rest);
         lua_call(L, 1, 0);
-        for (lua_Integer i = first_rest; i <= n; i++) {
-            lua_rawgeti(L, -1, i - first_rest + 1);
-            lua_rawseti(L, keys, i);
-        }
+    }
+    for (lua_Integer i = 1; i <= nrest; i++) {
+        lua_rawgeti(L, rest, i);
+        put_member(L, b, idx, depth, comma);
         lua_pop(L, 1);
+        comma = true;
     }
-}
-
-static void encode_object(lua_State *L, struct buf *b, int idx, int depth)
-{
-    object_keys(L, idx);
-    int keys = lua_gettop(L);
-    putc1(L, b, '{');
-    for (lua_Integer i = 1; lua_rawgeti(L, keys, i) != LUA_TNIL; i++) {
-        if (i > 1) {
-            putc1(L, b, ',');
-        }
-        size_t kl;
-        const char *k = lua_tolstring(L, -1, &kl);
-        put_string(L, b, k, kl);
-        putc1(L, b, ':');
-        /* t[k], or t[tonumber(k)] for a key that was not a string */
-        lua_pushvalue(L, -1);
-        if (lua_gettable(L, idx) == LUA_TNIL) {
-            lua_pop(L, 1);
-            if (lua_stringtonumber(L, k) == kl + 1) {
-                lua_gettable(L, idx);
-            } else {
-                lua_pushnil(L);
-            }
-        }
-        encode(L, b, lua_gettop(L), depth + 1);
-        lua_pop(L, 2);
-    }
-    lua_pop(L, 2); /* the nil, keys */
     putc1(L, b, '}');
+    lua_settop(L, base);
 }
 
 static void encode_scalar(lua_State *L, struct buf *b, int idx)
@@ -317,11 +344,21 @@ static void encode(lua_State *L, struct buf *b, int idx, int depth)
         }
         return;
     case LUA_TNUMBER:
-        if (!lua_isinteger(L, idx) && !isfinite(lua_tonumber(L, idx))) {
+        if (lua_isinteger(L, idx)) {
+            /* Below 10^14 lua-cjson's "%.14g" writes every digit: the same
+             * text, without a call into it. */
+            lua_Integer v = lua_tointeger(L, idx);
+            if (v > -100000000000000LL && v < 100000000000000LL) {
+                char num[24];
+                int len = snprintf(num, sizeof num, "%lld", (long long)v);
+                put(L, b, num, (size_t)len);
+                return;
+            }
+        } else if (!isfinite(lua_tonumber(L, idx))) {
             put(L, b, "null", 4);
-        } else {
-            encode_scalar(L, b, idx);
+            return;
         }
+        encode_scalar(L, b, idx);
         return;
     case LUA_TSTRING: {
         size_t n;

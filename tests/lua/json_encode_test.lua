@@ -101,7 +101,9 @@ end)
 test("numbers: integers, floats, limits, non-finite", function()
   for _, n in ipairs{ 0, 1, -1, 42, 1.5, -0.25, 0.1, 1e300, -1e-300, 2^53, 2^63,
                       math.maxinteger, math.mininteger, 123456789012345678,
-                      0.0012, 3.14159265358979, 1 / 3, 1e15, 1e16, 100.0 } do
+                      0.0012, 3.14159265358979, 1 / 3, 1e15, 1e16, 100.0,
+                      99999999999999, -99999999999999, 100000000000000,
+                      -100000000000000, 123456789012345 } do
     same(n, "number " .. tostring(n))
     same({ n }, "number " .. tostring(n) .. " in an array")
   end
@@ -133,6 +135,14 @@ test("arrays and objects: shapes and key order", function()
   same(json.object({ z = 1, a = 2, m = 3 }, { "m", "z" }), "ordered, then sorted")
   same(json.object({ a = 1 }, { "x", "a", "a", "y" }), "ordered with absent and repeated keys")
   same(json.object({}, {}), "empty ordered object")
+  local many, order = {}, {}
+  for i = 1, 80 do
+    order[#order + 1] = "k" .. (i * 7 % 80)
+    if i % 3 > 0 then many["k" .. i] = i end
+  end
+  order[#order + 1] = "k7"
+  many.extra, many[5] = "x", "five"
+  same(json.object(many, order), "more ordered keys than are compared on the stack")
   same(json.object({ 1, 2 }, { "x" }), "ordered sequence is an object")
   local mixed = setmetatable({ a = 1 }, { __index = function(_, k) return k == "v" and "virt" or nil end })
   same(mixed, "a metatable without __order")
