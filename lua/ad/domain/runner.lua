@@ -63,10 +63,13 @@ function M.claude_path()
   return core.sys.which(override ~= nil and override ~= "" and override or "claude")
 end
 
--- The process environment never changes after start: filter it once.
+-- The process environment never changes after start: filter it once, and
+-- build a child's environment once per depth (callers only read it).
 local inherited
+local env_at = {}
 
 function M.child_env(depth)
+  if env_at[depth] then return env_at[depth] end
   if not inherited then
     inherited = {}
     for _, kv in ipairs(core.sys.environ()) do
@@ -76,6 +79,7 @@ function M.child_env(depth)
   end
   local env = table.move(inherited, 1, #inherited, 1, {})
   env[#env + 1] = "AGENT_DISPATCH_DEPTH=" .. (depth + 1)
+  env_at[depth] = env
   return env
 end
 
