@@ -196,6 +196,7 @@ int main(int argc, char **argv)
     while (proc_live_count() > 0 && uv_is_active((uv_handle_t *)&deadline)) {
         uv_run(loop, UV_RUN_ONCE);
     }
+    proc_shutdown();
     uv_close((uv_handle_t *)&deadline, NULL);
     sched_abandon_all();
     bind_chan_close();

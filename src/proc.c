@@ -67,43 +67,55 @@ static size_t live_count;
  * made spawning the largest cost of a dispatch). posix_spawn cannot set
  * PR_SET_PDEATHSIG nor hold a child at a start gate, hence our own child
  * side (child_run); only a gated child is forked, since it must wait
- * while the server goes on. Children are reaped here: one SIGCHLD watcher
- * while any child is alive, which waits for each live child by pid. It is
- * closed when the last child is reaped so an idle loop holds no handle of
- * ours. */
-static uv_signal_t *reaper;
+ * while the server goes on. Children are reaped here: one SIGCHLD watcher,
+ * which waits for each live child by pid. It is started with the first
+ * child and referenced only while a child is alive, so an idle loop is
+ * not kept running by it; starting and stopping it around every child
+ * cost ten system calls per dispatch (signal mask, handler, libuv's
+ * lock). proc_shutdown closes it. */
+static uv_signal_t reaper;
+static enum { REAPER_OFF, REAPER_ON, REAPER_CLOSING } reaper_state;
 
 static void on_sigchld(uv_signal_t *h, int signum);
 
 static void reaper_closed(uv_handle_t *h)
 {
-    free(h);
+    (void)h;
+    reaper_state = REAPER_OFF;
 }
 
 static int reaper_start(uv_loop_t *loop)
 {
-    if (reaper) {
-        return 0;
+    if (reaper_state == REAPER_CLOSING) {
+        return UV_EBUSY;
     }
-    reaper = malloc(sizeof *reaper);
-    if (!reaper) {
-        return UV_ENOMEM;
+    if (reaper_state == REAPER_OFF) {
+        uv_signal_init(loop, &reaper);
+        int rc = uv_signal_start(&reaper, on_sigchld, SIGCHLD);
+        if (rc != 0) {
+            reaper_state = REAPER_CLOSING;
+            uv_close((uv_handle_t *)&reaper, reaper_closed);
+            return rc;
+        }
+        reaper_state = REAPER_ON;
     }
-    uv_signal_init(loop, reaper);
-    int rc = uv_signal_start(reaper, on_sigchld, SIGCHLD);
-    if (rc != 0) {
-        uv_close((uv_handle_t *)reaper, reaper_closed);
-        reaper = NULL;
-    }
-    return rc;
+    uv_ref((uv_handle_t *)&reaper);
+    return 0;
 }
 
 static void reaper_stop_if_idle(void)
 {
-    if (reaper && !live_head) {
-        uv_signal_stop(reaper);
-        uv_close((uv_handle_t *)reaper, reaper_closed);
-        reaper = NULL;
+    if (reaper_state == REAPER_ON && !live_head) {
+        uv_unref((uv_handle_t *)&reaper);
+    }
+}
+
+void proc_shutdown(void)
+{
+    if (reaper_state == REAPER_ON) {
+        reaper_state = REAPER_CLOSING;
+        uv_signal_stop(&reaper);
+        uv_close((uv_handle_t *)&reaper, reaper_closed);
     }
 }
 
