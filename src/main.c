@@ -41,8 +41,9 @@ static struct pool lua_pool;
 
 static int on_panic(lua_State *L)
 {
-    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                                     : "error object is not a string";
+    const char *msg = lua_type(L, -1) == LUA_TSTRING
+                          ? lua_tostring(L, -1)
+                          : "error object is not a string";
     fprintf(stderr, "PANIC: unprotected error in call to Lua API (%s)\n", msg);
     return 0;
 }

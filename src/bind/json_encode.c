@@ -385,7 +385,8 @@ static void encode(lua_State *L, struct buf *b, int idx, int depth)
         if (raw) {
             lua_geti(L, idx, 1);
             size_t n;
-            const char *s = lua_isstring(L, -1) ? lua_tolstring(L, -1, &n) : NULL;
+            const char *s =
+                lua_isstring(L, -1) ? lua_tolstring(L, -1, &n) : NULL;
             if (!s) {
                 luaL_error(L, "json: a raw value holds no text");
             }

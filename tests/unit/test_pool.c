@@ -28,14 +28,16 @@ static bool same(const unsigned char *b, size_t n, unsigned seed)
 static void test_resize_keeps_bytes(void)
 {
     struct pool p = {0};
-    static const size_t sizes[] = {1, 15, 16, 17, 100, 256, 257, 4096, 70000, 200, 3};
+    static const size_t sizes[] = {1,    15,    16,  17, 100, 256,
+                                   257,  4096, 70000, 200, 3};
     unsigned char *b = pool_alloc(&p, NULL, 5 /* a type tag */, sizes[0]);
     fill(b, sizes[0], 1);
     for (size_t i = 1; i < sizeof sizes / sizeof sizes[0]; i++) {
         size_t keep = sizes[i] < sizes[i - 1] ? sizes[i] : sizes[i - 1];
         b = pool_alloc(&p, b, sizes[i - 1], sizes[i]);
         CHECK(b != NULL);
-        CHECKF(same(b, keep, 1), "bytes lost resizing %zu -> %zu", sizes[i - 1], sizes[i]);
+        CHECKF(same(b, keep, 1), "bytes lost resizing %zu -> %zu",
+               sizes[i - 1], sizes[i]);
         CHECK(((uintptr_t)b & 15) == 0);
         fill(b, sizes[i], 1);
     }
