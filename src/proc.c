@@ -304,6 +304,28 @@ static void on_exit_status(struct proc *p, int64_t status, int sig)
     check_done(p);
 }
 
+/* Reaps p if it has exited (without waiting). */
+static void try_reap(struct proc *p)
+{
+    int st;
+    if (!p->exited && p->pid > 0 && waitpid(p->pid, &st, WNOHANG) == p->pid) {
+        on_exit_status(p, WIFEXITED(st) ? WEXITSTATUS(st) : 0,
+                       WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    }
+}
+
+/* Both pipes are at their end: a child closes them when it exits, so it
+ * has most likely exited already. Reaping it now saves the wakeup for
+ * SIGCHLD, which the caller waits for otherwise (the watcher then finds
+ * nothing to reap). */
+static void pipes_closed(struct proc *p)
+{
+    if (!p->out_open && !p->err_open) {
+        try_reap(p);
+    }
+    check_done(p);
+}
+
 static void on_sigchld(uv_signal_t *h, int signum)
 {
     (void)h;
@@ -495,7 +517,7 @@ static void on_out_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     } else if (n < 0) {
         linebuf_finish(&p->lines, line_cb, p);
         close_out(p);
-        check_done(p);
+        pipes_closed(p);
     }
 }
 
@@ -524,7 +546,7 @@ static void on_err_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         keep_stderr(p, buf->base, (size_t)n);
     } else if (n < 0) {
         close_err(p);
-        check_done(p);
+        pipes_closed(p);
     }
 }
 
