@@ -25,6 +25,14 @@
  *       and waiting for its response line (notification lines are
  *       skipped).  Prints "T LAT_US BYTES" per request after the warm-up
  *       (T = template index), then "# hwm_kb K" (VmHWM of the server).
+ *
+ * Pairs: a second "--" and a second command B after ARGV makes every run
+ * a pair taken back to back, so that both see the same machine.
+ *   startup, list, exec: N times ARGV then B, each line prefixed "A " or
+ *       "B ".
+ *   rpc: after every round of requests, B is run once (stdin /dev/null)
+ *       and the first line it prints is copied as "b LINE" (B is a
+ *       baseline that times itself, e.g. spawn_baseline 1 ...).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -259,7 +267,25 @@ static int cmd_exec(long n, char **argv)
     return 0;
 }
 
-static int cmd_rpc(long n, long warm, char **tmpl, int ntmpl, char **argv)
+/* Runs a baseline that times itself; prints its first line as "b LINE". */
+static int run_baseline(char **argv)
+{
+    struct child c = spawn(argv, 0);
+    struct reader r = {.fd = c.out};
+    size_t len;
+    char *line = read_line(&r, &len);
+    if (!line) {
+        fprintf(stderr, "harness: the baseline printed nothing\n");
+        return 1;
+    }
+    printf("b %s\n", line);
+    int status = finish(&c, &r);
+    free(r.buf);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
+
+static int cmd_rpc(long n, long warm, char **tmpl, int ntmpl, char **argv,
+                   char **base)
 {
     signal(SIGPIPE, SIG_IGN);
     struct child c = spawn(argv, 1);
@@ -305,6 +331,9 @@ static int cmd_rpc(long n, long warm, char **tmpl, int ntmpl, char **argv)
                 printf("%d %.1f %zu\n", t, t1 - t0, len + 1);
             }
         }
+        if (base && i >= warm && run_baseline(base) != 0) {
+            return 1;
+        }
     }
     printf("# hwm_kb %ld\n", proc_status_kb(c.pid, "VmHWM"));
     free(req);
@@ -328,18 +357,36 @@ int main(int argc, char **argv)
     }
     char **cargv = argv + dd + 1;
     argv[dd] = NULL;
+    char **base = NULL; /* the second command of a pair */
+    for (int i = dd + 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0 && i + 1 < argc) {
+            argv[i] = NULL;
+            base = argv + i + 1;
+            break;
+        }
+    }
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
-    if (strcmp(argv[1], "startup") == 0) {
-        return cmd_startup(atol(argv[2]), cargv);
-    }
-    if (strcmp(argv[1], "list") == 0) {
-        return cmd_list(atol(argv[2]), dd > 3 && strcmp(argv[3], "modern") == 0, cargv);
-    }
-    if (strcmp(argv[1], "exec") == 0) {
-        return cmd_exec(atol(argv[2]), cargv);
+    long n = atol(argv[2]);
+    int modern = dd > 3 && strcmp(argv[3], "modern") == 0;
+    int rc = 0;
+    if (strcmp(argv[1], "startup") == 0 || strcmp(argv[1], "list") == 0 ||
+        strcmp(argv[1], "exec") == 0) {
+        for (long i = 0; rc == 0 && i < (base ? n : 1); i++) {
+            for (int side = 0; rc == 0 && side < (base ? 2 : 1); side++) {
+                char **av = side ? base : cargv;
+                long k = base ? 1 : n;
+                if (base) {
+                    printf("%s ", side ? "B" : "A");
+                }
+                rc = argv[1][0] == 's'   ? cmd_startup(k, av)
+                     : argv[1][0] == 'l' ? cmd_list(k, modern, av)
+                                         : cmd_exec(k, av);
+            }
+        }
+        return rc;
     }
     if (strcmp(argv[1], "rpc") == 0 && dd >= 5) {
-        return cmd_rpc(atol(argv[2]), atol(argv[3]), argv + 4, dd - 4, cargv);
+        return cmd_rpc(n, atol(argv[3]), argv + 4, dd - 4, cargv, base);
     }
     fprintf(stderr, "harness: unknown mode %s\n", argv[1]);
     return 2;

@@ -1,23 +1,59 @@
-/* Identifier generation backed by libuuid. */
+/* Identifier generation: 16 bytes from getrandom(2), libuuid when the
+ * kernel cannot give them at once (no getrandom, or its pool not yet
+ * initialised). libuuid's generator seeds a second source on every call
+ * (getpid, getuid, getppid, gettid and the time): five system calls and
+ * about 10,000 instructions per identifier, one per dispatch. */
+#include <sys/random.h>
 #include <uuid/uuid.h>
 
 #include "ad/ids.h"
 
+/* A random version 4 UUID's 16 bytes (as uuid_generate_random gives). */
+static void random16(unsigned char u[16])
+{
+    size_t got = 0;
+    while (got < 16) {
+        ssize_t n = getrandom(u + got, 16 - got, GRND_NONBLOCK);
+        if (n <= 0) {
+            uuid_generate_random(u);
+            return;
+        }
+        got += (size_t)n;
+    }
+    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40); /* version 4 */
+    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+}
+
+static void put_hex(char *out, const unsigned char *u, int from, int to)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = from; i < to; i++) {
+        *out++ = hex[u[i] >> 4];
+        *out++ = hex[u[i] & 15];
+    }
+}
+
 void ids_uuid4(char out[37])
 {
-    uuid_t u;
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, out);
+    unsigned char u[16];
+    random16(u);
+    /* 8-4-4-4-12 */
+    put_hex(out, u, 0, 4);
+    out[8] = '-';
+    put_hex(out + 9, u, 4, 6);
+    out[13] = '-';
+    put_hex(out + 14, u, 6, 8);
+    out[18] = '-';
+    put_hex(out + 19, u, 8, 10);
+    out[23] = '-';
+    put_hex(out + 24, u, 10, 16);
+    out[36] = '\0';
 }
 
 void ids_hex32(char out[33])
 {
-    static const char hex[] = "0123456789abcdef";
-    uuid_t u;
-    uuid_generate_random(u);
-    for (int i = 0; i < 16; i++) {
-        out[2 * i] = hex[u[i] >> 4];
-        out[2 * i + 1] = hex[u[i] & 15];
-    }
+    unsigned char u[16];
+    random16(u);
+    put_hex(out, u, 0, 16);
     out[32] = '\0';
 }

@@ -4,6 +4,7 @@
  * every handle closed, the Lua state closed. */
 #include <pwd.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <uv.h>
 #include <yaml.h>
 
+#include "ad/pool.h"
 #include "ad/proc.h"
 #include "bind/bind.h"
 #include "bind/embed.h"
@@ -23,6 +25,86 @@ int luaopen_cjson(lua_State *L);
 static const char BOOT[] =
     "local args = ...\n"
     "return require('ad.main').main(args)\n";
+
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
+#define AD_LUA_POOL 0 /* AddressSanitizer sees every Lua object on its own */
+#else
+#define AD_LUA_POOL 1
+#endif
+
+/* The state's allocator (ad/pool.h) and what luaL_newstate adds to a
+ * state: a panic message, and warnings off until a script asks "@on". */
+static struct pool lua_pool;
+
+static int on_panic(lua_State *L)
+{
+    const char *msg = lua_type(L, -1) == LUA_TSTRING
+                          ? lua_tostring(L, -1)
+                          : "error object is not a string";
+    fprintf(stderr, "PANIC: unprotected error in call to Lua API (%s)\n", msg);
+    return 0;
+}
+
+static void warn_on(void *ud, const char *msg, int tocont);
+static void warn_off(void *ud, const char *msg, int tocont);
+
+/* "@on" and "@off" switch warnings; true when msg was one of them. */
+static bool warn_control(lua_State *L, const char *msg, int tocont)
+{
+    if (tocont || msg[0] != '@') {
+        return false;
+    }
+    if (strcmp(msg + 1, "off") == 0) {
+        lua_setwarnf(L, warn_off, L);
+    } else if (strcmp(msg + 1, "on") == 0) {
+        lua_setwarnf(L, warn_on, L);
+    }
+    return true;
+}
+
+static void warn_off(void *ud, const char *msg, int tocont)
+{
+    warn_control(ud, msg, tocont);
+}
+
+static void warn_cont(void *ud, const char *msg, int tocont)
+{
+    lua_State *L = ud;
+    fputs(msg, stderr);
+    if (tocont) {
+        lua_setwarnf(L, warn_cont, L);
+    } else {
+        fputs("\n", stderr);
+        lua_setwarnf(L, warn_on, L);
+    }
+}
+
+static void warn_on(void *ud, const char *msg, int tocont)
+{
+    if (!warn_control(ud, msg, tocont)) {
+        fputs("Lua warning: ", stderr);
+        warn_cont(ud, msg, tocont);
+    }
+}
+
+static lua_State *new_state(void)
+{
+#if AD_LUA_POOL
+    lua_State *L = lua_newstate(pool_alloc, &lua_pool);
+    if (L) {
+        lua_atpanic(L, on_panic);
+        lua_setwarnf(L, warn_off, L);
+    }
+    return L;
+#else
+    (void)on_panic;
+    (void)warn_off;
+    return luaL_newstate();
+#endif
+}
 
 static void on_root_done(struct task *t, void *ud)
 {
@@ -139,7 +221,7 @@ int main(int argc, char **argv)
         return 0;
     }
     uv_loop_t *loop = uv_default_loop();
-    lua_State *L = luaL_newstate();
+    lua_State *L = new_state();
     if (!L) {
         fprintf(stderr, "agent-dispatch: out of memory\n");
         return 70;
@@ -196,6 +278,7 @@ int main(int argc, char **argv)
     while (proc_live_count() > 0 && uv_is_active((uv_handle_t *)&deadline)) {
         uv_run(loop, UV_RUN_ONCE);
     }
+    proc_shutdown();
     uv_close((uv_handle_t *)&deadline, NULL);
     sched_abandon_all();
     bind_chan_close();
@@ -218,6 +301,7 @@ int main(int argc, char **argv)
     uv_walk(loop, close_any, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
+    pool_free(&lua_pool);
     fflush(stdout);
     return code;
 }

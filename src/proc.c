@@ -38,7 +38,6 @@ struct proc {
     struct proc_cbs cbs;
     void *ud;
     struct linebuf lines;
-    char readbuf[65536];
     bool reading_out;
 
     char *err_head;
@@ -68,43 +67,55 @@ static size_t live_count;
  * made spawning the largest cost of a dispatch). posix_spawn cannot set
  * PR_SET_PDEATHSIG nor hold a child at a start gate, hence our own child
  * side (child_run); only a gated child is forked, since it must wait
- * while the server goes on. Children are reaped here: one SIGCHLD watcher
- * while any child is alive, which waits for each live child by pid. It is
- * closed when the last child is reaped so an idle loop holds no handle of
- * ours. */
-static uv_signal_t *reaper;
+ * while the server goes on. Children are reaped here: one SIGCHLD watcher,
+ * which waits for each live child by pid. It is started with the first
+ * child and referenced only while a child is alive, so an idle loop is
+ * not kept running by it; starting and stopping it around every child
+ * cost ten system calls per dispatch (signal mask, handler, libuv's
+ * lock). proc_shutdown closes it. */
+static uv_signal_t reaper;
+static enum { REAPER_OFF, REAPER_ON, REAPER_CLOSING } reaper_state;
 
 static void on_sigchld(uv_signal_t *h, int signum);
 
 static void reaper_closed(uv_handle_t *h)
 {
-    free(h);
+    (void)h;
+    reaper_state = REAPER_OFF;
 }
 
 static int reaper_start(uv_loop_t *loop)
 {
-    if (reaper) {
-        return 0;
+    if (reaper_state == REAPER_CLOSING) {
+        return UV_EBUSY;
     }
-    reaper = malloc(sizeof *reaper);
-    if (!reaper) {
-        return UV_ENOMEM;
+    if (reaper_state == REAPER_OFF) {
+        uv_signal_init(loop, &reaper);
+        int rc = uv_signal_start(&reaper, on_sigchld, SIGCHLD);
+        if (rc != 0) {
+            reaper_state = REAPER_CLOSING;
+            uv_close((uv_handle_t *)&reaper, reaper_closed);
+            return rc;
+        }
+        reaper_state = REAPER_ON;
     }
-    uv_signal_init(loop, reaper);
-    int rc = uv_signal_start(reaper, on_sigchld, SIGCHLD);
-    if (rc != 0) {
-        uv_close((uv_handle_t *)reaper, reaper_closed);
-        reaper = NULL;
-    }
-    return rc;
+    uv_ref((uv_handle_t *)&reaper);
+    return 0;
 }
 
 static void reaper_stop_if_idle(void)
 {
-    if (reaper && !live_head) {
-        uv_signal_stop(reaper);
-        uv_close((uv_handle_t *)reaper, reaper_closed);
-        reaper = NULL;
+    if (reaper_state == REAPER_ON && !live_head) {
+        uv_unref((uv_handle_t *)&reaper);
+    }
+}
+
+void proc_shutdown(void)
+{
+    if (reaper_state == REAPER_ON) {
+        reaper_state = REAPER_CLOSING;
+        uv_signal_stop(&reaper);
+        uv_close((uv_handle_t *)&reaper, reaper_closed);
     }
 }
 
@@ -293,6 +304,28 @@ static void on_exit_status(struct proc *p, int64_t status, int sig)
     check_done(p);
 }
 
+/* Reaps p if it has exited (without waiting). */
+static void try_reap(struct proc *p)
+{
+    int st;
+    if (!p->exited && p->pid > 0 && waitpid(p->pid, &st, WNOHANG) == p->pid) {
+        on_exit_status(p, WIFEXITED(st) ? WEXITSTATUS(st) : 0,
+                       WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    }
+}
+
+/* Both pipes are at their end: a child closes them when it exits, so it
+ * has most likely exited already. Reaping it now saves the wakeup for
+ * SIGCHLD, which the caller waits for otherwise (the watcher then finds
+ * nothing to reap). */
+static void pipes_closed(struct proc *p)
+{
+    if (!p->out_open && !p->err_open) {
+        try_reap(p);
+    }
+    check_done(p);
+}
+
 static void on_sigchld(uv_signal_t *h, int signum)
 {
     (void)h;
@@ -453,14 +486,18 @@ static void on_timeout(uv_timer_t *t)
     }
 }
 
-/* One buffer serves both pipes: a read callback consumes its bytes before
- * the loop runs the next one. */
+/* One buffer serves every pipe of every child: a read callback consumes
+ * its bytes (lines are copied out) before the loop runs the next one. A
+ * buffer per child cost a 64 KiB calloc and free per dispatch, and 64 KiB
+ * of memory per live child. */
+static char readbuf[65536];
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    struct proc *p = h->data;
+    (void)h;
     (void)suggested;
-    buf->base = p->readbuf;
-    buf->len = sizeof p->readbuf;
+    buf->base = readbuf;
+    buf->len = sizeof readbuf;
 }
 
 static void line_cb(void *ud, const char *line, size_t n, bool too_long)
@@ -480,7 +517,7 @@ static void on_out_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     } else if (n < 0) {
         linebuf_finish(&p->lines, line_cb, p);
         close_out(p);
-        check_done(p);
+        pipes_closed(p);
     }
 }
 
@@ -509,7 +546,7 @@ static void on_err_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         keep_stderr(p, buf->base, (size_t)n);
     } else if (n < 0) {
         close_err(p);
-        check_done(p);
+        pipes_closed(p);
     }
 }
 

@@ -1,4 +1,4 @@
-/* Random identifiers from libuuid (version 4, 122 random bits). */
+/* Random identifiers (UUID version 4: 122 random bits). */
 #ifndef AD_IDS_H
 #define AD_IDS_H
 

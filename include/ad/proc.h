@@ -102,4 +102,8 @@ int proc_detach(char *const argv[], pid_t *pid);
 void proc_kill_all(void);
 size_t proc_live_count(void);
 
+/* Closes the SIGCHLD watcher (it stays open, unreferenced, between
+ * children); call when no child is alive, before closing the loop. */
+void proc_shutdown(void);
+
 #endif

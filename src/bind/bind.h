@@ -44,6 +44,9 @@ void bind_new_array(lua_State *L, int narr);
  * and returns 3; the message is prefixed with what when not NULL. */
 int bind_fail(lua_State *L, int err, const char *what);
 
+/* core.json.encoder (json_encode.c). */
+int bind_json_encoder(lua_State *L);
+
 int luaopen_ad_core(lua_State *L);
 
 #endif

@@ -2,6 +2,10 @@
  *
  *   core.json.raw_member(line, key) -> the raw text of a top-level
  *       member's value | nil
+ *   core.json.may_overflow(text) -> whether text holds an exponent of
+ *       three digits or a run of 309 digits (a number a double cannot hold)
+ *   core.json.encoder(raw_mt, scalar, null) -> the encoder of ad.infra.json
+ *       (json_encode.c)
  *
  * Decoding is lua-cjson's; this only finds a span in text that cjson has
  * already accepted. */
@@ -77,10 +81,54 @@ static int l_raw_member(lua_State *L)
     return 1;
 }
 
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* core.json.may_overflow(text) -> bool: can text hold a number that
+ * overflows a double? An 'e' or 'E', an optional sign, three digits; or
+ * 309 digits in a row (the Lua patterns "[eE][+-]?%d%d%d" and 309 "%d").
+ * False positives only cost the caller a walk of the decoded value. Every
+ * request and every line of a child's output is asked: Lua's matcher
+ * tried the class pattern at every byte, a tenth of a dispatch. */
+static int l_may_overflow(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (is_digit(c)) {
+            if (++run >= 309) {
+                lua_pushboolean(L, 1);
+                return 1;
+            }
+            continue;
+        }
+        run = 0;
+        if (c == 'e' || c == 'E') {
+            size_t j = i + 1;
+            if (j < n && (s[j] == '+' || s[j] == '-')) {
+                j++;
+            }
+            if (j + 2 < n && is_digit(s[j]) && is_digit(s[j + 1]) &&
+                is_digit(s[j + 2])) {
+                lua_pushboolean(L, 1);
+                return 1;
+            }
+        }
+    }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
 void bind_json_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"raw_member", l_raw_member},
+        {"may_overflow", l_may_overflow},
+        {"encoder", bind_json_encoder},
         {NULL, NULL},
     };
     bind_subtable(L, "json", fns);

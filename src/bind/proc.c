@@ -218,6 +218,10 @@ static void cancel_wait(struct task *t, void *data)
     }
 }
 
+/* The list opts[field] as a NULL-terminated array of pointers into its Lua
+ * strings (no copies: the strings stay alive in the options table, argument
+ * 1, for the whole call, and the child is started before it returns). Free
+ * the array itself only. */
 static char **string_array(lua_State *L, int idx, const char *field,
                            bool required)
 {
@@ -238,24 +242,17 @@ static char **string_array(lua_State *L, int idx, const char *field,
         lua_pop(L, 1);
     }
     /* Validated: now allocate; nothing below raises. */
-    char **v = calloc(n + 1, sizeof *v);
+    char **v = malloc((n + 1) * sizeof *v);
     for (size_t i = 0; v && i < n; i++) {
         lua_rawgeti(L, -1, (lua_Integer)i + 1);
-        v[i] = strdup(lua_tostring(L, -1));
+        v[i] = (char *)lua_tostring(L, -1);
         lua_pop(L, 1);
+    }
+    if (v) {
+        v[n] = NULL;
     }
     lua_pop(L, 1);
     return v;
-}
-
-static void free_array(char **v)
-{
-    if (v) {
-        for (char **p = v; *p; p++) {
-            free(*p);
-        }
-        free(v);
-    }
 }
 
 static double opt_num(lua_State *L, const char *field, double def)
@@ -299,7 +296,7 @@ static int l_process(lua_State *L)
     char **argv = string_array(L, 1, "argv", true);
     char **env = string_array(L, 1, "env", false);
     if (!argv) {
-        free_array(env);
+        free(env);
         return luaL_error(L, "out of memory");
     }
     struct proc_opts o = {
@@ -321,8 +318,8 @@ static int l_process(lua_State *L)
         o.reap_arg = limiter_reap_arg(slot);
     }
     int rc = proc_spawn(sched_loop(), &o, &CBS, lp, &lp->p);
-    free_array(argv);
-    free_array(env);
+    free(argv);
+    free(env);
     if (rc != 0) {
         lp->p = NULL;
         return bind_fail(L, rc, NULL);

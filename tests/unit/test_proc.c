@@ -835,6 +835,7 @@ int main(void)
     test_dies_with_parent();
 
     CHECK_INT(proc_live_count(), 0);
+    proc_shutdown();
     uv_close((uv_handle_t *)&tick, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     /* Every handle of every proc was closed. */

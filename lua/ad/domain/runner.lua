@@ -64,13 +64,22 @@ function M.claude_path()
   return core.sys.which(override ~= nil and override ~= "" and override or "claude")
 end
 
--- The process environment never changes after start: filter it once.
+-- The process environment never changes after start: filter it once, and
+-- build a child's environment once per depth (callers only read it).
 local inherited
+local env_at = {}
 
 --- The child's environment: ours filtered, its depth, and (trace_env) the
 --- trace context it runs in (ad.domain.trace), which only a claude child
---- gets.
+--- gets. Callers only read it.
 function M.child_env(depth, trace_env)
+  local env = env_at[depth]
+  if env then
+    if not trace_env then return env end
+    env = table.move(env, 1, #env, 1, {})
+    env[#env + 1] = trace.ENV .. "=" .. trace_env
+    return env
+  end
   if not inherited then
     inherited = {}
     for _, kv in ipairs(core.sys.environ()) do
@@ -78,9 +87,10 @@ function M.child_env(depth, trace_env)
       if k and not M.STRIPPED_ENV[k] then inherited[#inherited + 1] = kv end
     end
   end
-  local env = table.move(inherited, 1, #inherited, 1, {})
+  env = table.move(inherited, 1, #inherited, 1, {})
   env[#env + 1] = "AGENT_DISPATCH_DEPTH=" .. (depth + 1)
-  if trace_env then env[#env + 1] = trace.ENV .. "=" .. trace_env end
+  env_at[depth] = env
+  if trace_env then return M.child_env(depth, trace_env) end
   return env
 end
 

@@ -23,8 +23,8 @@ function M.raw(text)
   return setmetatable({ text }, RAW)
 end
 local encode_scalar = cjson.encode
-local concat, sort, type, next, getmetatable, rawlen =
-  table.concat, table.sort, type, next, getmetatable, rawlen
+local concat, type, next, getmetatable, rawlen =
+  table.concat, type, next, getmetatable, rawlen
 
 --- Marks t (or a new table) as a JSON array.
 ---@param t table|nil
@@ -52,83 +52,13 @@ function M.is_array(t)
   return count == n
 end
 
-local encode
-
-local function encode_object(t, out, depth)
-  local keys, seen, n = {}, {}, 0
-  local mt = getmetatable(t)
-  if mt and mt.__order then
-    for _, k in ipairs(mt.__order) do
-      if t[k] ~= nil and not seen[k] then
-        n = n + 1; keys[n] = k; seen[k] = true
-      end
-    end
-  end
-  local rest, m = {}, 0
-  for k in next, t do
-    if not seen[k] then
-      if type(k) ~= "string" then
-        k = tostring(k)
-      end
-      m = m + 1; rest[m] = k
-    end
-  end
-  sort(rest)
-  for i = 1, m do n = n + 1; keys[n] = rest[i] end
-  out[#out + 1] = "{"
-  for i = 1, n do
-    local k = keys[i]
-    if i > 1 then out[#out + 1] = "," end
-    out[#out + 1] = encode_scalar(k)
-    out[#out + 1] = ":"
-    local v = t[k]
-    if v == nil then v = t[tonumber(k)] end
-    encode(v, out, depth + 1)
-  end
-  out[#out + 1] = "}"
-end
-
-encode = function(v, out, depth)
-  if depth > 200 then error("json: value nested too deeply (a cycle?)") end
-  local tv = type(v)
-  if tv == "table" then
-    if getmetatable(v) == RAW then
-      out[#out + 1] = v[1]
-    elseif M.is_array(v) then
-      out[#out + 1] = "["
-      for i = 1, rawlen(v) do
-        if i > 1 then out[#out + 1] = "," end
-        encode(v[i], out, depth + 1)
-      end
-      out[#out + 1] = "]"
-    else
-      encode_object(v, out, depth)
-    end
-  elseif tv == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then
-      out[#out + 1] = "null"
-    else
-      out[#out + 1] = encode_scalar(v)
-    end
-  elseif tv == "string" or tv == "boolean" then
-    out[#out + 1] = encode_scalar(v)
-  elseif v == nil or v == cjson.null then
-    out[#out + 1] = "null"
-  else
-    out[#out + 1] = encode_scalar(tostring(v))
-  end
-end
-
 --- Encodes v as compact JSON text. Strings that are not valid UTF-8 are
---- repaired (U+FFFD) so the transport never carries invalid UTF-8.
+--- repaired (U+FFFD) so the transport never carries invalid UTF-8. The
+--- rules above, in C (src/bind/json_encode.c: every reply passes here);
+--- numbers are formatted by lua-cjson, strings escaped as lua-cjson does
+--- but "/" is not escaped, nesting deeper than 200 is an error (a cycle).
 ---@return string
-function M.encode(v)
-  local out = {}
-  encode(v, out, 0)
-  -- lua-cjson escapes "/" as "\/"; valid but noisy. Only a '/' can follow
-  -- an odd backslash in its output, so this swap is exact.
-  return core.text.fix((concat(out):gsub("\\/", "/")))
-end
+M.encode = core.json.encoder(RAW, encode_scalar, cjson.null)
 
 -- Strict numbers: Infinity, NaN and 0x10 are not JSON. (cjson still reads
 -- 1e309 as inf; M.decode refuses non-finite results itself.)
@@ -180,13 +110,9 @@ end
 -- Can text hold a number that overflows a double (an exponent of three
 -- digits, or a run of more than 308 digits)? Cheap, and false positives
 -- only cost a walk of the decoded value. Every request and every line of
--- a child's output passes here: the long pattern is built once, and a
--- text too short to hold such a run is not scanned for it.
-local DIGITS_309 = ("%d"):rep(309)
-local function may_overflow(text)
-  return text:find("[eE][+-]?%d%d%d") ~= nil
-    or (#text > 308 and text:find(DIGITS_309) ~= nil)
-end
+-- a child's output passes here, so the scan is C's (core.json.may_overflow:
+-- Lua's matcher tried a class pattern at every byte).
+local may_overflow = core.json.may_overflow
 
 --- Decodes text; returns value or nil, message. JSON null becomes json.null
 --- inside containers and nil at the top level. Strict: non-finite numbers

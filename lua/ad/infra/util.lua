@@ -3,9 +3,18 @@ local core = require "ad.core"
 
 local M = {}
 
+-- The bytes %s matches (isspace in the C locale).
+local SPACE = { [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [32] = true }
+
+--- s without leading and trailing white space (%s). Not gsub("%s+$"):
+--- that tries a match at every byte of s.
 function M.strip(s)
   if type(s) ~= "string" then return s end
-  return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+  local i = s:find("%S")
+  if not i then return "" end
+  local j = #s
+  while SPACE[s:byte(j)] do j = j - 1 end
+  return s:sub(i, j)
 end
 
 --- Empty strings mean "absent" everywhere in the tool surface.

@@ -1,0 +1,447 @@
+/* The JSON encoder of ad.infra.json, in C: core.json.encoder(raw_mt, scalar,
+ * null) -> encode(value) -> text.
+ *
+ * The rules are ad.infra.json's (see its header): a table whose metatable
+ * is core.array_mt is an array; one whose metatable has __order is an
+ * object with those keys first (absent ones skipped, each once), then the
+ * others sorted; any other table is an array when it is a non-empty
+ * sequence, an object with sorted keys otherwise; a table whose metatable
+ * is raw_mt is emitted as its [1] verbatim. Numbers are formatted by
+ * scalar (lua-cjson's encode, so they read exactly as before), non-finite
+ * ones as null; strings are escaped as lua-cjson escapes them, except that
+ * "/" stays "/". The text is valid UTF-8 (core.text.fix).
+ *
+ * Why C: every reply, log notification and stored result passes here,
+ * and in Lua each object cost three tables, a sort and a string per
+ * token; a third of the instructions of a stub dispatch. */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ad/utf8.h"
+#include "bind/bind.h"
+
+#define MAX_DEPTH 200
+#define BUF_MT "ad.json.buf"
+
+/* upvalues of encode */
+#define UV_RAW lua_upvalueindex(1)
+#define UV_SCALAR lua_upvalueindex(2)
+#define UV_NULL lua_upvalueindex(3)
+#define UV_SORT lua_upvalueindex(4)
+
+/* The output, in a userdata so that an error half-way frees it (__gc). */
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static int buf_gc(lua_State *L)
+{
+    struct buf *b = luaL_checkudata(L, 1, BUF_MT);
+    free(b->p);
+    b->p = NULL;
+    return 0;
+}
+
+static void put(lua_State *L, struct buf *b, const char *s, size_t n)
+{
+    if (b->cap - b->len < n) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < n) {
+            cap *= 2;
+        }
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            luaL_error(L, "out of memory");
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void putc1(lua_State *L, struct buf *b, char c)
+{
+    put(L, b, &c, 1);
+}
+
+/* lua-cjson's escapes (char2escape), but "/" is left as it is: ad.infra.json
+ * always turned its "\/" back into "/". */
+static const char *escape_of(unsigned char c)
+{
+    static const char *ctl[32] = {
+        "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005",
+        "\\u0006", "\\u0007", "\\b",     "\\t",     "\\n",     "\\u000b",
+        "\\f",     "\\r",     "\\u000e", "\\u000f", "\\u0010", "\\u0011",
+        "\\u0012", "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017",
+        "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c", "\\u001d",
+        "\\u001e", "\\u001f",
+    };
+    if (c < 32) {
+        return ctl[c];
+    }
+    switch (c) {
+    case '"':
+        return "\\\"";
+    case '\\':
+        return "\\\\";
+    case 127:
+        return "\\u007f";
+    default:
+        return NULL;
+    }
+}
+
+static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
+{
+    putc1(L, b, '"');
+    size_t run = 0; /* bytes not yet copied that need no escape */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = (c < 32 || c == '"' || c == '\\' || c == 127)
+                              ? escape_of(c)
+                              : NULL;
+        if (esc) {
+            put(L, b, s + i - run, run);
+            put(L, b, esc, strlen(esc));
+            run = 0;
+        } else {
+            run++;
+        }
+    }
+    put(L, b, s + n - run, run);
+    putc1(L, b, '"');
+}
+
+/* A raw text, with every "\/" turned into "/" as ad.infra.json did with
+ * its whole output (a raw text is a whole JSON value, so no such pair
+ * spans its edges). */
+static void put_raw(lua_State *L, struct buf *b, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        const char *bs = memchr(s + i, '\\', n - i);
+        if (!bs) {
+            break;
+        }
+        size_t at = (size_t)(bs - s);
+        if (at + 1 < n && s[at + 1] == '/') {
+            put(L, b, s + i, at - i);
+            i = at + 1; /* the '/' is copied with the next stretch */
+        } else {
+            put(L, b, s + i, at + 1 - i);
+            i = at + 1;
+        }
+    }
+    put(L, b, s + i, n - i);
+}
+
+static void encode(lua_State *L, struct buf *b, int idx, int depth);
+
+/* [-0, +0] Is the table at idx an array (ad.infra.json's is_array)? */
+static bool is_array(lua_State *L, int idx)
+{
+    if (lua_getmetatable(L, idx)) {
+        luaL_getmetatable(L, AD_ARRAY_MT);
+        bool arr = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+        if (arr) {
+            lua_pop(L, 1);
+            return true;
+        }
+        bool ordered = lua_getfield(L, -1, "__order") != LUA_TNIL;
+        lua_pop(L, 2);
+        if (ordered) {
+            return false;
+        }
+    }
+    lua_Unsigned n = lua_rawlen(L, idx);
+    if (n == 0) {
+        return false;
+    }
+    lua_Unsigned count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        count++;
+        lua_pop(L, 1);
+    }
+    return count == n;
+}
+
+static void encode_array(lua_State *L, struct buf *b, int idx, int depth)
+{
+    lua_Unsigned n = lua_rawlen(L, idx);
+    putc1(L, b, '[');
+    for (lua_Unsigned i = 1; i <= n; i++) {
+        if (i > 1) {
+            putc1(L, b, ',');
+        }
+        lua_geti(L, idx, (lua_Integer)i);
+        encode(L, b, lua_gettop(L), depth + 1);
+        lua_pop(L, 1);
+    }
+    putc1(L, b, ']');
+}
+
+/* Up to this many __order keys are told apart by comparing with each
+ * other on the stack; more get a set (a table). */
+#define ORDER_SCAN 32
+
+/* Is the key on top among the n ordered keys at first.. (or in the set)? */
+static bool is_ordered(lua_State *L, int first, int n, int set)
+{
+    if (set) {
+        lua_pushvalue(L, -1);
+        bool in = lua_rawget(L, set) != LUA_TNIL;
+        lua_pop(L, 1);
+        return in;
+    }
+    for (int j = 0; j < n; j++) {
+        if (lua_rawequal(L, -1, first + j)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Writes "key":value for the key on top of the stack; t[k], or
+ * t[tonumber(k)] for a key that was not a string (as ad.infra.json did). */
+static void put_member(lua_State *L, struct buf *b, int idx, int depth,
+                       bool comma)
+{
+    if (comma) {
+        putc1(L, b, ',');
+    }
+    size_t kl;
+    const char *k = lua_tolstring(L, -1, &kl);
+    put_string(L, b, k, kl);
+    putc1(L, b, ':');
+    lua_pushvalue(L, -1);
+    if (lua_gettable(L, idx) == LUA_TNIL) {
+        lua_pop(L, 1);
+        if (lua_stringtonumber(L, k) == kl + 1) {
+            lua_gettable(L, idx);
+        } else {
+            lua_pushnil(L);
+        }
+    }
+    encode(L, b, lua_gettop(L), depth + 1);
+    lua_pop(L, 1);
+}
+
+/* An object: the __order keys present in it, once each, then the other
+ * keys (non-string ones as tostring gives them) sorted with table.sort,
+ * Lua's own string order. The ordered keys wait on the stack, so the
+ * common object (every key ordered) builds no table. */
+static void encode_object(lua_State *L, struct buf *b, int idx, int depth)
+{
+    int base = lua_gettop(L);
+    int order = 0;
+    if (lua_getmetatable(L, idx) &&
+        lua_getfield(L, -1, "__order") == LUA_TTABLE) {
+        order = lua_gettop(L);
+    }
+    int first = lua_gettop(L) + 1, n = 0, set = 0;
+    putc1(L, b, '{');
+    for (lua_Integer i = 1; order && lua_geti(L, order, i) != LUA_TNIL; i++) {
+        lua_pushvalue(L, -1);
+        bool present = lua_gettable(L, idx) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (!present || is_ordered(L, first, n, set)) {
+            lua_pop(L, 1);
+            continue;
+        }
+        put_member(L, b, idx, depth, n > 0);
+        if (set) {
+            lua_pushboolean(L, 1);
+            lua_rawset(L, set);
+            continue;
+        }
+        n++;
+        luaL_checkstack(L, 4, "json: too many ordered keys");
+        if (n == ORDER_SCAN) {
+            lua_createtable(L, 0, 2 * ORDER_SCAN);
+            set = lua_gettop(L);
+            for (int j = 0; j < n; j++) {
+                lua_pushvalue(L, first + j);
+                lua_pushboolean(L, 1);
+                lua_rawset(L, set);
+            }
+        }
+    }
+    if (order) {
+        lua_pop(L, 1); /* the nil that ended the list */
+    }
+    bool comma = n > 0 || set;
+    int rest = 0;
+    lua_Integer nrest = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if ((n > 0 || set) && is_ordered(L, first, n, set)) {
+            continue;
+        }
+        if (!rest) {
+            lua_createtable(L, 4, 0);
+            lua_insert(L, -2);
+            rest = lua_gettop(L) - 1;
+        }
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            lua_pushvalue(L, -1);
+        } else {
+            luaL_tolstring(L, -1, NULL);
+        }
+        lua_rawseti(L, rest, ++nrest);
+    }
+    if (nrest > 1) {
+        lua_pushvalue(L, UV_SORT);
+        lua_pushvalue(L, rest);
+        lua_call(L, 1, 0);
+    }
+    for (lua_Integer i = 1; i <= nrest; i++) {
+        lua_rawgeti(L, rest, i);
+        put_member(L, b, idx, depth, comma);
+        lua_pop(L, 1);
+        comma = true;
+    }
+    putc1(L, b, '}');
+    lua_settop(L, base);
+}
+
+static void encode_scalar(lua_State *L, struct buf *b, int idx)
+{
+    lua_pushvalue(L, UV_SCALAR);
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 1);
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    if (!s) {
+        luaL_error(L, "json: the scalar encoder returned no text");
+    }
+    put(L, b, s, n);
+    lua_pop(L, 1);
+}
+
+static void encode(lua_State *L, struct buf *b, int idx, int depth)
+{
+    if (depth > MAX_DEPTH) {
+        luaL_error(L, "json: value nested too deeply (a cycle?)");
+    }
+    luaL_checkstack(L, 8, "json: value nested too deeply");
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        put(L, b, "null", 4);
+        return;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx)) {
+            put(L, b, "true", 4);
+        } else {
+            put(L, b, "false", 5);
+        }
+        return;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+            /* Below 10^14 lua-cjson's "%.14g" writes every digit: the same
+             * text, without a call into it. */
+            lua_Integer v = lua_tointeger(L, idx);
+            if (v > -100000000000000LL && v < 100000000000000LL) {
+                char num[24];
+                int len = snprintf(num, sizeof num, "%lld", (long long)v);
+                put(L, b, num, (size_t)len);
+                return;
+            }
+        } else if (!isfinite(lua_tonumber(L, idx))) {
+            put(L, b, "null", 4);
+            return;
+        }
+        encode_scalar(L, b, idx);
+        return;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        put_string(L, b, s, n);
+        return;
+    }
+    case LUA_TTABLE:
+        break;
+    default:
+        if (lua_rawequal(L, idx, UV_NULL)) {
+            put(L, b, "null", 4);
+            return;
+        }
+        size_t n;
+        const char *s = luaL_tolstring(L, idx, &n);
+        put_string(L, b, s, n);
+        lua_pop(L, 1);
+        return;
+    }
+    if (lua_getmetatable(L, idx)) {
+        bool raw = lua_rawequal(L, -1, UV_RAW);
+        lua_pop(L, 1);
+        if (raw) {
+            lua_geti(L, idx, 1);
+            size_t n;
+            const char *s =
+                lua_isstring(L, -1) ? lua_tolstring(L, -1, &n) : NULL;
+            if (!s) {
+                luaL_error(L, "json: a raw value holds no text");
+            }
+            put_raw(L, b, s, n);
+            lua_pop(L, 1);
+            return;
+        }
+    }
+    if (is_array(L, idx)) {
+        encode_array(L, b, idx, depth);
+    } else {
+        encode_object(L, b, idx, depth);
+    }
+}
+
+static int l_encode(lua_State *L)
+{
+    lua_settop(L, 1);
+    struct buf *b = lua_newuserdatauv(L, sizeof *b, 0);
+    memset(b, 0, sizeof *b);
+    luaL_setmetatable(L, BUF_MT);
+    encode(L, b, 1, 0);
+    if (utf8_valid(b->p, b->len)) {
+        lua_pushlstring(L, b->p ? b->p : "", b->len);
+    } else {
+        size_t m;
+        char *fixed = utf8_sanitize(b->p, b->len, &m);
+        if (!fixed) {
+            return luaL_error(L, "out of memory");
+        }
+        lua_pushlstring(L, fixed, m);
+        free(fixed);
+    }
+    free(b->p);
+    b->p = NULL;
+    return 1;
+}
+
+/* core.json.encoder(raw_mt, scalar, null) -> encode: raw_mt marks raw
+ * values, scalar(number) -> text formats numbers, null is the value that
+ * encodes as null besides nil. */
+int bind_json_encoder(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 3);
+    if (luaL_newmetatable(L, BUF_MT)) {
+        lua_pushcfunction(L, buf_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "sort");
+    lua_remove(L, -2);
+    luaL_checktype(L, -1, LUA_TFUNCTION);
+    lua_pushcclosure(L, l_encode, 4);
+    return 1;
+}
