@@ -1,0 +1,126 @@
+'use strict';
+// The fault matrix of docs/reliability.md, the rows no other file covers:
+// each fault asserts that nothing is lost (the reply arrives, job and
+// config state intact), no process is left (lib.js checks every stub, its
+// group and its grandchildren after each test) and the error is clear.
+const { test, describe } = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const { newEnv, sleep, alive, waitUntil } = require('./lib');
+
+const HEX = /^[0-9a-f]{32}$/;
+const { BIN } = require('./lib');
+
+// Sanitized builds use several times the memory: RSS bounds are checked
+// in the plain build only.
+const SANITIZED = fs.readFileSync(BIN).includes('__asan_init');
+const INJECT = process.env.AD_FAULT_INJECT;
+
+function peakKb(pid) {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : -1;
+}
+
+function fdCount(pid) {
+  return fs.readdirSync(`/proc/${pid}/fd`).length;
+}
+
+async function serve(t, cfg = { agents: { a: true } }, env = {}) {
+  const e = newEnv(t);
+  const dirs = e.setup(cfg);
+  const srv = e.serve({ env });
+  await srv.init();
+  return { env: e, srv, dirs };
+}
+
+/** Environment that preloads the fault injector (tests/faults/inject.c). */
+function faultEnv(pathPart, errno, ops, extra = {}) {
+  assert.ok(INJECT, 'AD_FAULT_INJECT names the injector library (ctest sets it)');
+  const asan = process.env.ASAN_OPTIONS ? `${process.env.ASAN_OPTIONS}:` : '';
+  return { LD_PRELOAD: INJECT, AD_FAULT_PATH: pathPart, AD_FAULT_ERRNO: errno, AD_FAULT_OPS: ops,
+    ASAN_OPTIONS: `${asan}verify_asan_link_order=0`, ...extra };
+}
+
+async function waitJob(srv, id, secs = 20) {
+  return (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: secs }, { ms: (secs + 5) * 1000 })).value;
+}
+
+describe('the claude child', () => {
+  test('claude killed mid-stream: the call and the job fail naming the signal; the server keeps serving', async (t) => {
+    const { srv } = await serve(t);
+    const s = await srv.call('dispatch_stream', { agent: 'a', task: 'x [stub:progress=5] [stub:interval=0.05] [stub:die=2]' });
+    assert.strictEqual(s.value.success, false, s.text);
+    assert.match(s.value.error, /signal 9|SIGKILL|killed/i, s.text);
+    const { value } = await srv.call('dispatch_async', { agent: 'a', task: 'y [stub:progress=5] [stub:interval=0.05] [stub:die=2]' });
+    assert.match(value.job_id, HEX, JSON.stringify(value));
+    const rec = await waitJob(srv, value.job_id);
+    assert.strictEqual(rec.status, 'failed', JSON.stringify(rec));
+    assert.match(JSON.stringify(rec), /signal 9|SIGKILL|killed/i);
+    const ok = await srv.call('dispatch', { agent: 'a', task: 'alive' });
+    assert.strictEqual(ok.value.result, 'stub ok: alive');
+    await srv.close();
+  });
+
+  test('a grandchild holding the pipe after claude exits: the answer arrives, the grandchild is gone', async (t) => {
+    const { env, srv } = await serve(t);
+    const t0 = Date.now();
+    const { value } = await srv.call('dispatch', { agent: 'a', task: '[stub:grandchild=60] [stub:reply=done anyway]' }, { ms: 30000 });
+    assert.strictEqual(value.success, true, JSON.stringify(value));
+    assert.strictEqual(value.result, 'done anyway');
+    assert.ok(Date.now() - t0 < 15000, `the answer waited ${Date.now() - t0} ms for the grandchild`);
+    const g = env.grandchildPid();
+    assert.ok(g, 'the stub forked a grandchild');
+    assert.ok(await waitUntil(() => !alive(g), 5000), `grandchild ${g} still alive`);
+    const s = await srv.call('dispatch_stream', { agent: 'a', task: '[stub:grandchild=60] [stub:reply=streamed anyway]' }, { ms: 30000 });
+    assert.strictEqual(s.value.result, 'streamed anyway', s.text);
+    await srv.close();
+  });
+
+  test('1 MB of stderr: the answer arrives; a failure quotes a bounded tail of it', async (t) => {
+    const { srv } = await serve(t);
+    const okr = await srv.call('dispatch', { agent: 'a', task: '[stub:stderr_bytes=1048576] [stub:reply=fine]' }, { ms: 30000 });
+    assert.strictEqual(okr.value.success, true, okr.text.slice(0, 500));
+    assert.strictEqual(okr.value.result, 'fine');
+    const bad = await srv.call('dispatch', { agent: 'a', task: '[stub:stderr_bytes=1048576] [stub:stderr=the real reason] [stub:no_result] [stub:exit=3]' }, { ms: 30000 });
+    assert.strictEqual(bad.value.success, false);
+    assert.match(bad.value.error, /the real reason/, bad.text.slice(0, 500));
+    assert.ok(bad.text.length < 256 * 1024, `the error carries ${bad.text.length} bytes`);
+    await srv.close();
+  });
+
+  test('a 100 MB stdout line: skipped in a stream, refused as a result; bounded server memory', { timeout: 240000 }, async (t) => {
+    const { srv } = await serve(t);
+    // A progress line that long is dropped; the result after it counts.
+    const s = await srv.call('dispatch_stream', { agent: 'a', task: '[stub:huge_line=104857600] [stub:reply=after the flood]' }, { ms: 180000 });
+    assert.strictEqual(s.value.success, true, s.text.slice(0, 300));
+    assert.strictEqual(s.value.result, 'after the flood');
+    // A result line that long exceeds the output cap: a clear error.
+    const j = await srv.call('dispatch', { agent: 'a', task: '[stub:huge=104857600]' }, { ms: 180000 });
+    assert.strictEqual(j.value.success, false, j.text.slice(0, 300));
+    assert.match(j.value.error, /^Output truncated: claude wrote more than \d+ bytes on stdout/, j.text.slice(0, 300));
+    const hwm = peakKb(srv.child.pid);
+    if (!SANITIZED) assert.ok(hwm > 0 && hwm < 100 * 1024, `server peak RSS ${hwm} kB`);
+    const ok = await srv.call('dispatch', { agent: 'a', task: 'alive' });
+    assert.strictEqual(ok.value.result, 'stub ok: alive');
+    await srv.close();
+  });
+
+  test('stdin EOF with 20 children running: each child gone, each job recorded as failed', { timeout: 60000 }, async (t) => {
+    const { env, srv } = await serve(t, { agents: { a: true }, settings: '  max_concurrency: 20\n' });
+    const ids = [];
+    for (let i = 0; i < 20; i++) {
+      const { value } = await srv.call('dispatch_async', { agent: 'a', task: `[stub:hang] [stub:grandchild=60] eof ${i}` });
+      assert.match(value.job_id, HEX, JSON.stringify(value));
+      ids.push(value.job_id);
+    }
+    assert.ok(await waitUntil(() => env.dispatches().length === 20, 15000), `${env.dispatches().length} of 20 children started`);
+    await srv.close(15000);
+    await env.assertNoLeftovers(5000);
+    for (const id of ids) {
+      const rec = JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
+      assert.strictEqual(rec.status, 'failed', JSON.stringify(rec));
+      assert.match(rec.error, /stopped/i, rec.error);
+    }
+  });
+});
