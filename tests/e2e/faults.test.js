@@ -15,7 +15,8 @@ const { BIN } = require('./lib');
 // Sanitized builds use several times the memory: RSS bounds are checked
 // in the plain build only.
 const SANITIZED = fs.readFileSync(BIN).includes('__asan_init');
-const INJECT = process.env.AD_FAULT_INJECT;
+const INJECT = process.env.AD_FAULT_INJECT
+  || path.resolve(__dirname, '../../build/tests/faults/libad_fault_inject.so');
 
 function peakKb(pid) {
   const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -122,5 +123,122 @@ describe('the claude child', () => {
       assert.strictEqual(rec.status, 'failed', JSON.stringify(rec));
       assert.match(rec.error, /stopped/i, rec.error);
     }
+  });
+});
+
+describe('write faults (ENOSPC, EACCES) on config, job and index files', () => {
+  for (const errno of ['ENOSPC', 'EACCES']) {
+    const words = errno === 'ENOSPC' ? /No space left on device/ : /Permission denied/;
+
+    test(`config, ${errno}: CLI and MCP changes fail clearly and the previous file is intact`, async (t) => {
+      const env = newEnv(t);
+      const dirs = env.setup({ agents: { a: true } });
+      const before = env.readConfig();
+      for (const ops of ['open', 'write', 'fsync', 'rename']) {
+        const r = env.run(['add', 'b', dirs.a], { env: faultEnv('.tmp', errno, ops) });
+        assert.strictEqual(r.code, 1, `${ops}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stderr, new RegExp(`could not write ${env.config.replace(/[.]/g, '\\.')}`), r.stderr);
+        assert.match(r.stderr, words, r.stderr);
+        assert.match(r.stderr, /the previous config is intact/, r.stderr);
+        assert.strictEqual(env.readConfig(), before, `${ops}: the config changed`);
+      }
+      const srv = env.serve({ env: faultEnv('.tmp', errno, 'write') });
+      await srv.init();
+      const { value } = await srv.call('add_agent', { name: 'c', directory: dirs.a });
+      assert.match(JSON.stringify(value), words, JSON.stringify(value));
+      assert.strictEqual(env.readConfig(), before, 'the config changed');
+      assert.deepStrictEqual(fs.readdirSync(env.cfgDir).filter((n) => n.endsWith('.tmp')), [], 'a temp file was left');
+      const listed = (await srv.call('list_agents', {})).value;
+      assert.deepStrictEqual(JSON.stringify(listed).includes('"a"'), true);
+      await srv.close();
+    });
+
+    test(`job record, ${errno}: dispatch_async fails clearly, nothing runs, earlier jobs intact`, async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true } });
+      const flag = path.join(env.root, 'armed');
+      const srv = env.serve({ env: faultEnv('.json', errno, 'open,write,fsync,rename', { AD_FAULT_WHEN: flag }) });
+      await srv.init();
+      const first = (await srv.call('dispatch_async', { agent: 'a', task: '[stub:reply=kept]' })).value.job_id;
+      assert.match(first, HEX);
+      assert.strictEqual((await waitJob(srv, first)).status, 'done');
+      fs.writeFileSync(flag, '');
+      const { value } = await srv.call('dispatch_async', { agent: 'a', task: '[stub:reply=never]' });
+      assert.match(value.error, /^dispatch_async failed on I\/O: /, JSON.stringify(value));
+      assert.match(value.error, words, JSON.stringify(value));
+      await sleep(300);
+      assert.strictEqual(env.dispatches().length, 1, 'nothing was dispatched for the refused job');
+      fs.rmSync(flag);
+      const rec = await waitJob(srv, first);
+      assert.strictEqual(rec.status, 'done');
+      assert.strictEqual(rec.result.result, 'kept');
+      const listed = (await srv.call('dispatch_jobs', {})).value;
+      assert.deepStrictEqual(listed.map((j) => j.id), [first]);
+      await srv.close();
+    });
+
+    test(`job index, ${errno}: jobs still run, are listed and found`, async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true } });
+      const log = path.join(env.root, 'faults.log');
+      const srv = env.serve({ env: faultEnv('.index', errno, 'open,write', { AD_FAULT_LOG: log }) });
+      await srv.init();
+      const ids = [];
+      for (const r of ['one', 'two']) {
+        const { value } = await srv.call('dispatch_async', { agent: 'a', task: `[stub:reply=${r}]` });
+        assert.match(value.job_id || '', HEX, JSON.stringify(value));
+        ids.push(value.job_id);
+        assert.strictEqual((await waitJob(srv, value.job_id)).result.result, r);
+      }
+      const listed = (await srv.call('dispatch_jobs', {})).value;
+      assert.deepStrictEqual(listed.map((j) => j.id).sort(), [...ids].sort(), JSON.stringify(listed));
+      await srv.close();
+      assert.ok(fs.readFileSync(log, 'utf8').includes('.index'), 'index writes failed');
+      const cli = env.run(['jobs']);
+      assert.strictEqual(cli.code, 0, cli.stderr);
+      for (const id of ids) assert.ok(cli.stdout.includes(id.slice(0, 8)), cli.stdout);
+    });
+  }
+});
+
+describe('symlinks in the job store', () => {
+  test('a symlinked job file is neither read nor written through; its target is untouched', async (t) => {
+    const { env, srv } = await serve(t);
+    const first = (await srv.call('dispatch_async', { agent: 'a', task: '[stub:reply=real]' })).value.job_id;
+    await waitJob(srv, first);
+    const target = path.join(env.root, 'elsewhere.json');
+    const id = 'ab'.repeat(16);
+    const forged = { id, agent: 'a', task: 'forged', status: 'running', created_at: Date.now() / 1000 };
+    fs.writeFileSync(target, JSON.stringify(forged));
+    fs.symlinkSync(target, path.join(env.jobs, `${id}.json`));
+    const st = (await srv.call('dispatch_status', { job_id: id })).value;
+    assert.ok(!st.status, JSON.stringify(st));
+    assert.match(st.error, /cannot read job .*symbolic link/, JSON.stringify(st));
+    const c = (await srv.call('dispatch_cancel', { job_id: id })).value;
+    assert.ok(!/cancelled/.test(c.status || ''), JSON.stringify(c));
+    const listed = (await srv.call('dispatch_jobs', {})).value;
+    assert.deepStrictEqual(listed.map((j) => j.id), [first]);
+    await srv.call('dispatch_gc', { older_than_days: 0 });
+    assert.strictEqual(fs.readFileSync(target, 'utf8'), JSON.stringify(forged), 'the target was changed');
+    await srv.close();
+  });
+
+  test('a symlinked jobs directory is refused with the reason; nothing is written through it', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const real = path.join(env.root, 'real-jobs');
+    fs.mkdirSync(real, { mode: 0o700 });
+    fs.symlinkSync(real, env.jobs);
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await srv.call('dispatch_async', { agent: 'a', task: '[stub:reply=x]' });
+    assert.ok(!value.job_id, JSON.stringify(value));
+    assert.match(value.error, /refusing the jobs directory .*: it is a symbolic link/, JSON.stringify(value));
+    const cli = env.run(['jobs']);
+    assert.notStrictEqual(cli.code, 0);
+    assert.match(cli.stderr + cli.stdout, /it is a symbolic link/);
+    assert.deepStrictEqual(fs.readdirSync(real), [], 'something was written through the link');
+    assert.strictEqual(env.dispatches().length, 0);
+    await srv.close();
   });
 });
