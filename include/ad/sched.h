@@ -79,6 +79,12 @@ size_t sched_live_tasks(void);
  * Coroutines the task creates inherit the check. */
 void sched_set_budget(struct task *t, double seconds);
 
+/* While a task with a budget runs, the Lua heap may grow by a bounded
+ * amount between two yields; past it allocations fail ("not enough
+ * memory"). The message naming the budget if that happened to t since it
+ * was last resumed, else NULL. */
+const char *sched_memory_refused(const struct task *t);
+
 /* Shutdown, last step before the Lua state closes: detaches the pending
  * operation of every task still alive (stops its timer, leaves its queue)
  * so no loop callback can reach a task the Lua state is about to free. */

@@ -242,3 +242,58 @@ describe('symlinks in the job store', () => {
     await srv.close();
   });
 });
+
+describe('user code that misbehaves', () => {
+  function toolsDir(env, files) {
+    const dir = path.join(env.root, 'tools');
+    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    for (const [f, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, f), text, { mode: 0o644 });
+    return dir;
+  }
+  const HOG = `
+local function hog()
+  local t = {}
+  while true do t[#t + 1] = string.rep("x", 1 << 20) .. #t end
+end
+hook("before_dispatch", function(req)
+  if req.task:find("HOG", 1, true) then hog() end
+end)
+tool{ name = "hog", handler = function() hog() end }
+tool{ name = "big_rep", handler = function() return #string.rep("y", 1 << 30) end }
+tool{ name = "hog_pcall", handler = function()
+  local ok, err = pcall(hog)
+  return "caught: " .. tostring(err)
+end }
+`;
+  const MEM_RE = /used more than 256 MiB of memory without yielding; stopped/;
+
+  test('a tool or hook that allocates without bound is stopped with a clear error; memory is given back',
+    { timeout: 120000 }, async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true } });
+      const srv = env.serve({ env: { AGENT_DISPATCH_TOOLS_DIR: toolsDir(env, { 'hog.lua': HOG }) } });
+      await srv.init();
+      for (const name of ['hog', 'big_rep']) {
+        const r = await srv.request('tools/call', { name, arguments: {} }, { ms: 60000 });
+        assert.ok(r.result, JSON.stringify(r));
+        assert.match(r.result.content[0].text, MEM_RE, `${name}: ${r.result.content[0].text}`);
+      }
+      // User code that catches the refusal itself carries on.
+      const c = await srv.request('tools/call', { name: 'hog_pcall', arguments: {} }, { ms: 60000 });
+      assert.strictEqual(c.result.content[0].text, 'caught: not enough memory');
+      const d = await srv.call('dispatch', { agent: 'a', task: 'HOG sync' }, { ms: 60000 });
+      assert.match(d.text, MEM_RE, d.text);
+      assert.strictEqual(env.dispatches().length, 0, 'the hooked dispatch never ran');
+      const a = (await srv.call('dispatch_async', { agent: 'a', task: 'HOG async' })).value;
+      const rec = await waitJob(srv, a.job_id);
+      assert.strictEqual(rec.status, 'failed', JSON.stringify(rec));
+      assert.match(rec.error, MEM_RE);
+      const ok = await srv.call('dispatch', { agent: 'a', task: 'alive' });
+      assert.strictEqual(ok.value.result, 'stub ok: alive');
+      if (!SANITIZED) {
+        const rss = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${srv.child.pid}/status`, 'utf8'))[1]);
+        assert.ok(rss < 200 * 1024, `RSS after the hogs: ${rss} kB`);
+      }
+      await srv.close();
+    });
+});
