@@ -297,3 +297,108 @@ end }
       await srv.close();
     });
 });
+
+describe('the client', () => {
+  test('a client that stops reading: bounded memory, the children still end, every reply arrives once', { timeout: 180000 }, async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true }, settings: '  max_concurrency: 20\n' });
+    const { spawn } = require('node:child_process');
+    const child = spawn(BIN, ['serve'], { env: env.env(), cwd: env.root, stdio: ['pipe', 'pipe', 'pipe'] });
+    env.extraPids.push(child.pid);
+    t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
+    child.stdin.on('error', () => {});
+    child.stdout.pause();
+    let err = '';
+    child.stderr.on('data', (d) => { err += d; });
+    const exited = new Promise((r) => child.on('exit', (code) => r(code)));
+    const N = 20, M = 5000;
+    let text = JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize',
+      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }) + '\n';
+    text += '{"jsonrpc":"2.0","method":"notifications/initialized"}\n';
+    for (let i = 1; i <= N; i++) {
+      text += JSON.stringify({ jsonrpc: '2.0', id: i, method: 'tools/call', params: { name: 'dispatch_stream',
+        arguments: { agent: 'a', task: `s${i} [stub:progress=200] [stub:interval=0.005] [stub:stderr_bytes=65536]` },
+        _meta: { progressToken: `p${i}` } } }) + '\n';
+    }
+    for (let i = N + 1; i <= N + M; i++) text += `{"jsonrpc":"2.0","id":${i},"method":"tools/list"}\n`;
+    child.stdin.write(text);
+    // Every child runs and ends while nobody reads the server's stdout.
+    assert.ok(await waitUntil(() => env.dispatches().length === N, 30000), `${env.dispatches().length} of ${N} children started`);
+    const pids = env.dispatches().map((e) => e.pid);
+    assert.ok(await waitUntil(() => pids.every((p) => !alive(p)), 60000), 'children still running while the client does not read');
+    const peak = peakKb(child.pid);
+    if (!SANITIZED) assert.ok(peak < 120 * 1024, `peak RSS ${peak} kB while the client did not read`);
+    // Now read: each request gets exactly one reply.
+    const counts = new Map();
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      let nl;
+      while ((nl = out.indexOf('\n')) >= 0) {
+        const msg = JSON.parse(out.slice(0, nl));
+        out = out.slice(nl + 1);
+        if ('id' in msg && !('method' in msg)) counts.set(msg.id, (counts.get(msg.id) || 0) + 1);
+      }
+    });
+    child.stdout.resume();
+    assert.ok(await waitUntil(() => counts.size === N + M + 1, 120000), `${counts.size} of ${N + M + 1} replies`);
+    await sleep(200);
+    for (const [id, n] of counts) assert.strictEqual(n, 1, `reply ${id} arrived ${n} times`);
+    child.stdin.end();
+    assert.strictEqual(await exited, 0, err.slice(-2000));
+  });
+});
+
+describe('config edits at once', () => {
+  test('1000 concurrent CLI and server edits (add, update, remove): no agent lost, every outcome as reported', { timeout: 300000 }, async (t) => {
+    const env = newEnv(t);
+    const dir = env.project('p');
+    let y = 'agents:\n';
+    const ag = (n, d) => `  ${n}:\n    directory: ${JSON.stringify(dir)}\n    description: ${JSON.stringify(d)}\n`;
+    for (let i = 0; i < 100; i++) y += ag(`k${i}`, `keep ${i}`);
+    for (let i = 0; i < 100; i++) y += ag(`r${i}`, `remove ${i}`);
+    for (let i = 0; i < 100; i++) y += ag(`u${i}`, `old ${i}`);
+    env.writeConfig(y);
+    const wait = { AGENT_DISPATCH_LOCK_WAIT: '30' };
+    const srv = env.serve({ env: wait });
+    await srv.init();
+    const ops = []; // {kind, name, via, done}
+    const cli = (kind, name, args) => ops.push({ kind, name, via: 'cli', done: env.start(args, { env: wait }).done });
+    const mcp = (kind, name, tool, args) => ops.push({ kind, name, via: 'mcp',
+      done: srv.call(tool, args, { ms: 280000 }) });
+    for (let i = 0; i < 400; i++) {
+      cli('add', `c${i}`, ['add', `c${i}`, dir, '-d', `cli ${i}`]);
+      mcp('add', `m${i}`, 'add_agent', { name: `m${i}`, directory: dir, description: `mcp ${i}` });
+    }
+    for (let i = 0; i < 50; i++) {
+      cli('remove', `r${i}`, ['remove', `r${i}`]);
+      mcp('remove', `r${i + 50}`, 'remove_agent', { name: `r${i + 50}` });
+      cli('update', `u${i}`, ['update', `u${i}`, '-d', `new ${i}`]);
+      mcp('update', `u${i + 50}`, 'update_agent', { name: `u${i + 50}`, description: `new ${i + 50}` });
+    }
+    assert.strictEqual(ops.length, 1000);
+    for (const o of ops) o.res = await o.done;
+    await srv.close(30000);
+    const listed = env.run(['list', '--json']);
+    assert.strictEqual(listed.code, 0, listed.stderr);
+    const agents = Object.fromEntries(JSON.parse(listed.stdout).map((a) => [a.name, a]));
+    for (let i = 0; i < 100; i++) assert.strictEqual(agents[`k${i}`]?.description, `keep ${i}`, `k${i} was lost or changed`);
+    let failed = 0;
+    for (const o of ops) {
+      const ok = o.via === 'cli' ? o.res.code === 0 : !o.res.isError;
+      const why = o.via === 'cli' ? o.res.stderr : JSON.stringify(o.res.value);
+      if (!ok) {
+        failed++;
+        assert.match(why, /could not lock/, `${o.kind} ${o.name}: ${why}`);
+      }
+      const a = agents[o.name];
+      if (o.kind === 'add') assert.strictEqual(!!a, ok, `add ${o.name} (${o.via}) ${ok ? 'succeeded' : 'failed'}: ${why}`);
+      if (o.kind === 'remove') assert.strictEqual(!a, ok, `remove ${o.name} (${o.via}) ${ok ? 'succeeded' : 'failed'}: ${why}`);
+      if (o.kind === 'update') {
+        assert.ok(a, `update ${o.name} lost the agent`);
+        assert.strictEqual(a.description.startsWith('new'), ok, `update ${o.name} (${o.via}): ${why}`);
+      }
+    }
+    assert.ok(failed < 1000, 'every edit failed');
+  });
+});
