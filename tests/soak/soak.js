@@ -128,12 +128,17 @@ async function main() {
   const stderr = srv.stderr;
   srv.child.stdin.end();
   const exit = await srv.exited;
-  // No claude child, group or grandchild outlives the run.
+  // No claude child, grandchild or job runner outlives the run: each of
+  // them carries this run's STUB_CLAUDE_LOG in its environment (pids are
+  // reused within a long run, so the logged pids cannot tell).
   const stubs = env.stubLog();
-  const pids = new Set(stubs.map((e) => e.pid)), groups = new Set(stubs.map((e) => e.pgid));
+  const mark = `STUB_CLAUDE_LOG=${env.log}\0`;
+  const marked = (pid) => {
+    try { return fs.readFileSync(`/proc/${pid}/environ`, 'latin1').includes(mark); } catch { return false; }
+  };
   let left = [];
   for (let tries = 0; tries < 50; tries++) {
-    left = procs().filter((p) => p.state !== 'Z' && (pids.has(p.pid) || groups.has(p.pgrp)));
+    left = procs().filter((p) => p.state !== 'Z' && p.pid !== process.pid && marked(p.pid));
     if (left.length === 0) break;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -165,10 +170,11 @@ async function main() {
     console.log(`  job store: ${store.records} records, ${store.index_entries} index entries, ${store.problems.length} disagreements`);
     console.log(`  leftover processes: ${left.length}; server exit ${exit.code}`);
     for (const f of report.failures) console.log(`  failure: ${f}`);
+    for (const p of left) console.log(`  left: pid ${p.pid} (${fs.readFileSync(`/proc/${p.pid}/cmdline`, 'latin1').replace(/\0/g, ' ').slice(0, 120)})`);
     console.log(bad.length ? `FAIL: ${bad.join('; ')}` : 'ok');
   }
   if (bad.length) {
-    console.error(stderr.slice(-3000));
+    console.error(stderr.slice(-1500));
     process.exitCode = 1;
   } else {
     fs.rmSync(env.root, { recursive: true, force: true });
