@@ -53,6 +53,8 @@ static struct {
     size_t resume_heap;    /* ... when the running task was resumed */
     size_t mem_budget;     /* growth a budgeted task may make between two
                             * yields; 0 = none */
+    unsigned gc_every;     /* test-only: a full collection every N resumes */
+    unsigned long resumes;
 } S;
 
 /* Default growth of the Lua heap a budgeted task may make between two
@@ -133,6 +135,16 @@ void sched_init(lua_State *L, uv_loop_t *loop)
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
+}
+
+void sched_gc_stress(unsigned every)
+{
+    S.gc_every = every;
+    if (every) {
+        /* Generational mode with the smallest minor multiplier: a minor
+         * collection after every 1% of heap growth, inside resumes too. */
+        lua_gc(S.L, LUA_GCGEN, 1, 100);
+    }
 }
 
 void sched_shutdown(void)
@@ -330,9 +342,9 @@ static void do_resume(struct task *t, int nargs)
         lua_pop(co, 1);
         lua_pushstring(co, mem_message());
     }
-    if (t->mem_over) {
+    if (t->mem_over || (S.gc_every && ++S.resumes % S.gc_every == 0)) {
         /* What the stopped code held is garbage now: give it back before
-         * the collector's pace would. */
+         * the collector's pace would. (Or the GC stress test mode.) */
         lua_gc(S.L, LUA_GCCOLLECT);
     }
     if (st == LUA_YIELD) {

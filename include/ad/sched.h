@@ -85,6 +85,12 @@ void sched_set_budget(struct task *t, double seconds);
  * was last resumed, else NULL. */
 const char *sched_memory_refused(const struct task *t);
 
+/* Test-only (AGENT_DISPATCH_GC_STRESS=N): the collector in generational
+ * mode collecting at every 1% of growth, and a full collection after every
+ * N task resumes, so finalizers and the C bindings' userdata meet the
+ * collector at every point a test reaches. 0 = normal collection. */
+void sched_gc_stress(unsigned every);
+
 /* Shutdown, last step before the Lua state closes: detaches the pending
  * operation of every task still alive (stops its timer, leaves its queue)
  * so no loop callback can reach a task the Lua state is about to free. */
