@@ -44,6 +44,19 @@ function procs() {
 }
 const zombiesOf = (pid) => procs().filter((p) => p.ppid === pid && p.state === 'Z').length;
 
+/** Waits (up to 10 s) until the server has no child and a steady fd count:
+ * the cancelled children of the last calls are reaped, their pipes closed. */
+async function idle(srv) {
+  const pid = srv.child.pid;
+  let last = -1;
+  for (let i = 0; i < 50; i++) {
+    const n = fds(pid);
+    if (n === last && !procs().some((p) => p.ppid === pid)) return;
+    last = n;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 function sample(srv, done) {
   const pid = srv.child.pid;
   return { done, rss_kb: kb(pid, 'VmRSS'), hwm_kb: kb(pid, 'VmHWM'), fds: fds(pid), zombies: zombiesOf(pid) };
@@ -105,6 +118,7 @@ async function main() {
   const srv = env.serve();
   await srv.init();
   for (let i = 0; i < 20; i++) await op(srv, N + i); // warm-up, all kinds
+  await idle(srv);
   const samples = [sample(srv, 0)];
   const t0 = Date.now();
   const failures = [];
@@ -124,6 +138,7 @@ async function main() {
     for (let k = 0; k < INFLIGHT; k++) launch();
   });
   const seconds = (Date.now() - t0) / 1000;
+  await idle(srv);
   const end = sample(srv, N);
   const stderr = srv.stderr;
   srv.child.stdin.end();
