@@ -2,7 +2,7 @@
 # Runs end-to-end test files with every agent-dispatch process under
 # valgrind memcheck (AD_VALGRIND in tests/e2e/lib.js) and fails on any
 # memory error or definitely lost block in any of them.
-# Usage: e2e.sh AGENT_DISPATCH_BIN STUB_DIR TEST.js...
+# Usage: e2e.sh AGENT_DISPATCH_BIN STUB_DIR [node --test options] TEST.js...
 set -euo pipefail
 bin=$1 stub=$2
 shift 2
