@@ -4,7 +4,8 @@
 # binary (MCP server, CLI, run) against a stub claude, integration tests
 # against the real Claude Code CLI (installed from npm, run offline against
 # a loopback Messages API mock), then the same suite under ASan+UBSan, and
-# a valgrind leak check of an MCP session; last, a short bounded run of
+# valgrind leak checks of MCP sessions and `run` scripts (the fault matrix,
+# load, short soak and GC-stress pass run in both builds); last, a short bounded run of
 # every libFuzzer harness (fuzz/, built with clang).
 #
 # It builds in its own directories (build-test/, build-test-asan/,

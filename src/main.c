@@ -228,6 +228,10 @@ int main(int argc, char **argv)
     }
     luaL_openlibs(L);
     sched_init(L, loop);
+    const char *gc_stress = getenv("AGENT_DISPATCH_GC_STRESS");
+    if (gc_stress && *gc_stress) {
+        sched_gc_stress((unsigned)strtoul(gc_stress, NULL, 10));
+    }
 
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_ad_core);

@@ -33,6 +33,8 @@ struct task {
     size_t njoiners, capjoiners;
     struct task *prev_live, *next_live;
     uint64_t budget_ns;   /* longest run between two yields; 0 = none */
+    bool mem_over;        /* the memory budget refused an allocation since
+                           * the task was last resumed */
     bool cancel_pending;  /* cancelled while not waiting: next wait fails */
 };
 
@@ -45,7 +47,19 @@ static struct {
     size_t live;
     struct task *running;  /* the task being resumed, else NULL */
     uint64_t resume_start;
+    lua_Alloc alloc;       /* Lua's own allocator, wrapped by budget_alloc */
+    void *alloc_ud;
+    size_t heap;           /* bytes the Lua state holds */
+    size_t resume_heap;    /* ... when the running task was resumed */
+    size_t mem_budget;     /* growth a budgeted task may make between two
+                            * yields; 0 = none */
+    unsigned gc_every;     /* test-only: a full collection every N resumes */
+    unsigned long resumes;
 } S;
+
+/* Default growth of the Lua heap a budgeted task may make between two
+ * yields. */
+#define SCHED_MEMORY_BUDGET ((size_t)256 << 20)
 
 static const char TASK_MT[] = "ad.infra.task";
 
@@ -83,9 +97,36 @@ static int task_gc(lua_State *L)
     return 0;
 }
 
+/* Memory guard, the counterpart of the time budget below: while a task
+ * with a budget runs (user code: tool files, hooks, overrides), the Lua
+ * heap may not grow by more than mem_budget between two yields. Past it an
+ * allocation fails (Lua collects and retries once, then raises "not
+ * enough memory") and the task is marked, so its error says why. The
+ * server's own work between yields is bounded by its input limits and
+ * never comes near. */
+static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    size_t old = ptr ? osize : 0;
+    struct task *t = S.running;
+    if (nsize > old && t && t->budget_ns && S.mem_budget &&
+        S.heap + (nsize - old) > S.resume_heap + S.mem_budget) {
+        t->mem_over = true;
+        return NULL;
+    }
+    void *p = S.alloc(ud, ptr, osize, nsize);
+    if (p || nsize == 0) {
+        S.heap = S.heap - old + nsize;
+    }
+    return p;
+}
+
 void sched_init(lua_State *L, uv_loop_t *loop)
 {
     S.L = L;
+    S.alloc = lua_getallocf(L, &S.alloc_ud);
+    S.heap = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
+    lua_setallocf(L, budget_alloc, S.alloc_ud);
+    S.mem_budget = SCHED_MEMORY_BUDGET;
     S.loop = loop;
     uv_idle_init(loop, &S.idle);
     *extra(L) = NULL;
@@ -94,6 +135,16 @@ void sched_init(lua_State *L, uv_loop_t *loop)
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
+}
+
+void sched_gc_stress(unsigned every)
+{
+    S.gc_every = every;
+    if (every) {
+        /* Generational mode with the smallest minor multiplier: a minor
+         * collection after every 1% of heap growth, inside resumes too. */
+        lua_gc(S.L, LUA_GCGEN, 1, 100);
+    }
 }
 
 void sched_shutdown(void)
@@ -233,6 +284,21 @@ static void finish(struct task *t, bool ok, int nres)
     t->ref = LUA_NOREF;
 }
 
+static const char *mem_message(void);
+
+const char *sched_memory_refused(const struct task *t)
+{
+    return t->mem_over ? mem_message() : NULL;
+}
+
+static const char *mem_message(void)
+{
+    static char msg[128];
+    snprintf(msg, sizeof msg, "used more than %zu MiB of memory without "
+             "yielding; stopped", S.mem_budget >> 20);
+    return msg;
+}
+
 /* Runaway guard: a task with a budget that runs longer than it without
  * yielding (a `while true do end` in a user hook) gets an error instead of
  * freezing the server. Checked every 10k VM instructions, on the task's
@@ -265,10 +331,22 @@ static void do_resume(struct task *t, int nargs)
     t->state = T_RUNNING;
     t->cancel = NULL;
     S.resume_start = uv_hrtime();
+    S.resume_heap = S.heap;
     struct task *outer = S.running;
     S.running = t;
+    t->mem_over = false;
     int st = lua_resume(co, NULL, nargs, &nres);
     S.running = outer;
+    if (st == LUA_ERRMEM && t->mem_over) {
+        /* Lua's own message says only "not enough memory". */
+        lua_pop(co, 1);
+        lua_pushstring(co, mem_message());
+    }
+    if (t->mem_over || (S.gc_every && ++S.resumes % S.gc_every == 0)) {
+        /* What the stopped code held is garbage now: give it back before
+         * the collector's pace would. (Or the GC stress test mode.) */
+        lua_gc(S.L, LUA_GCCOLLECT);
+    }
     if (st == LUA_YIELD) {
         lua_pop(co, nres);
         if (t->state == T_WAITING) {

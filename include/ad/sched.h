@@ -79,6 +79,18 @@ size_t sched_live_tasks(void);
  * Coroutines the task creates inherit the check. */
 void sched_set_budget(struct task *t, double seconds);
 
+/* While a task with a budget runs, the Lua heap may grow by a bounded
+ * amount between two yields; past it allocations fail ("not enough
+ * memory"). The message naming the budget if that happened to t since it
+ * was last resumed, else NULL. */
+const char *sched_memory_refused(const struct task *t);
+
+/* Test-only (AGENT_DISPATCH_GC_STRESS=N): the collector in generational
+ * mode collecting at every 1% of growth, and a full collection after every
+ * N task resumes, so finalizers and the C bindings' userdata meet the
+ * collector at every point a test reaches. 0 = normal collection. */
+void sched_gc_stress(unsigned every);
+
 /* Shutdown, last step before the Lua state closes: detaches the pending
  * operation of every task still alive (stops its timer, leaves its queue)
  * so no loop callback can reach a task the Lua state is about to free. */

@@ -208,6 +208,9 @@ function M.call(def, args, ctx)
     return debug.traceback(tostring(e), 2)
   end, args, ctx)
   if ok then return res end
+  -- Lua says only "not enough memory" (without calling the handler above):
+  -- name the budget that refused the allocation.
+  if res == "not enough memory" then res = core.task.memory_refused() or res end
   if type(res) == "table" and res.type == "cancelled" then error(res, 0) end
   if type(res) == "table" and res.type == "io" then
     local msg, hint = render.io(res)

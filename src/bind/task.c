@@ -298,6 +298,21 @@ static int l_set_budget(lua_State *L)
     return 0;
 }
 
+/* core.task.memory_refused() -> message | nil: the memory budget of the
+ * current task refused an allocation since it was last resumed (Lua's own
+ * error for that says only "not enough memory"). */
+static int l_memory_refused(lua_State *L)
+{
+    struct task *t = sched_current(L);
+    const char *msg = t ? sched_memory_refused(t) : NULL;
+    if (msg) {
+        lua_pushstring(L, msg);
+    } else {
+        lua_pushnil(L);
+    }
+    return 1;
+}
+
 static int l_in_task(lua_State *L)
 {
     lua_pushboolean(L, sched_current(L) != NULL && lua_isyieldable(L));
@@ -328,6 +343,7 @@ void bind_task_register(lua_State *L)
         {"current", l_current},
         {"in_task", l_in_task},
         {"set_budget", l_set_budget},
+        {"memory_refused", l_memory_refused},
         {NULL, NULL},
     };
     luaL_getmetatable(L, TASK_MT);           /* created by sched_init */

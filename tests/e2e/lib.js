@@ -18,6 +18,18 @@ const { spawn, spawnSync } = require('node:child_process');
 const BIN = process.env.AD_BIN || path.resolve(__dirname, '../../build/agent-dispatch');
 const STUB_DIR = process.env.AD_STUB_DIR || path.resolve(__dirname, '../../build/stub');
 
+// AD_VALGRIND=DIR runs the binary under valgrind memcheck, one log per
+// process in DIR (tests/valgrind/e2e.sh runs a chosen set of e2e files so
+// and fails on any log that is not empty); waits are then 10 times longer.
+const VALGRIND = process.env.AD_VALGRIND || '';
+const SLOW = VALGRIND ? 10 : 1;
+function command(args) {
+  if (!VALGRIND) return [BIN, args];
+  return ['valgrind', ['-q', '--leak-check=full', '--show-leak-kinds=definite',
+    '--errors-for-leak-kinds=definite', '--trace-children=no',
+    `--log-file=${VALGRIND}/vg.%p.log`, BIN, ...args]];
+}
+
 const MODERN = '2026-07-28';
 const SUPPORTED = ['2026-07-28', '2025-11-25', '2025-06-18', '2025-03-26', '2024-11-05'];
 
@@ -228,7 +240,7 @@ class Env {
 
   /** Runs the CLI synchronously: {code, stdout, stderr, signal}. */
   run(args, { env = {}, input, timeout = 30000, cwd } = {}) {
-    const r = spawnSync(BIN, args, { env: this.env(env), input, timeout, cwd: cwd || this.root,
+    const r = spawnSync(...command(args), { env: this.env(env), input, timeout: timeout * SLOW, cwd: cwd || this.root,
       encoding: 'utf8', maxBuffer: 64 << 20 });
     if (r.error) throw r.error;
     return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
@@ -236,7 +248,7 @@ class Env {
 
   /** Starts the CLI as a child: {child, done: Promise<{code, signal, stdout, stderr}>}. */
   start(args, { env = {}, cwd } = {}) {
-    const child = spawn(BIN, args, { env: this.env(env), cwd: cwd || this.root,
+    const child = spawn(...command(args), { env: this.env(env), cwd: cwd || this.root,
       stdio: ['ignore', 'pipe', 'pipe'] });
     this.extraPids.push(child.pid);
     let stdout = '', stderr = '';
@@ -259,7 +271,7 @@ class Env {
     for (const s of this.servers) {
       if (s.exit === null) {
         s.child.stdin.end();
-        const res = await Promise.race([s.exited, sleep(5000).then(() => null)]);
+        const res = await Promise.race([s.exited, sleep(5000 * SLOW).then(() => null)]);
         if (!res) s.child.kill('SIGKILL');
         await s.exited;
       }
@@ -280,7 +292,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 /** A running `agent-dispatch serve` speaking raw JSON-RPC lines. */
 class Server {
   constructor(env, extraEnv) {
-    this.child = spawn(BIN, ['serve'], { env: env.env(extraEnv), cwd: env.root,
+    this.child = spawn(...command(['serve']), { env: env.env(extraEnv), cwd: env.root,
       stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdin.on('error', () => {}); // EPIPE after exit is fine
     this.messages = []; // {msg, raw, t}
@@ -353,6 +365,7 @@ class Server {
 
   /** The first message (past or future) matching pred; rejects after ms. */
   waitFor(pred, ms = 5000, what = 'message') {
+    ms *= SLOW;
     for (const r of this.messages) if (pred(r.msg, r)) return Promise.resolve(r.msg);
     return new Promise((resolve, reject) => {
       const w = { pred, resolve };
@@ -408,6 +421,7 @@ class Server {
 
   /** Closes stdin and waits for the exit (rejects after ms). */
   async close(ms = 5000) {
+    ms *= SLOW;
     this.child.stdin.end();
     const r = await Promise.race([this.exited, sleep(ms).then(() => null)]);
     assert.ok(r, `server did not exit within ${ms} ms of EOF`);

@@ -231,7 +231,7 @@ struct directives {
     const char *tool, *echo_env, *structured, *sh;
     /* numbers (negative = absent) */
     double sleep, interval, grandchild, escape, cost;
-    long progress, exit_code, turns, stderr_bytes, huge, huge_line, spew;
+    long progress, exit_code, turns, stderr_bytes, huge, huge_line, spew, die;
 };
 
 enum dkind { D_FLAG, D_STR, D_DBL, D_LONG };
@@ -276,6 +276,7 @@ static const struct {
     D("spew", D_LONG, spew),             /* N bytes of 1 KiB non-JSON lines on stdout first */
     D("job_record", D_FLAG, job_record), /* result = what the job records said of us at start */
     D("structured", D_STR, structured),  /* with --json-schema: "structured_output":VALUE (raw JSON, no ']') */
+    D("die", D_LONG, die),               /* SIGKILL itself after N progress lines */
 #undef D
 };
 
@@ -286,7 +287,7 @@ static void parse_directives(const char *prompt, struct directives *d, char **st
     memset(d, 0, sizeof *d);
     d->sleep = d->interval = d->grandchild = d->escape = d->cost = -1;
     d->progress = d->exit_code = d->turns = d->stderr_bytes = -1;
-    d->huge = d->huge_line = d->spew = -1;
+    d->huge = d->huge_line = d->spew = d->die = -1;
 
     char *s = *storage = strdup(prompt);
     while ((s = strstr(s, "[stub:")) != NULL) {
@@ -979,7 +980,7 @@ static int check_args(const struct args *a, const struct directives *d, const ch
 
 /* Everything after argument checking; returns the exit status.  Order:
  * stderr_bytes, stderr, grandchild/escape, garbage, [stream: init line],
- * hang, sleep, progress, then stdout= | budget | ([stream: tool, huge_line,
+ * hang, sleep, progress (die), then stdout= | budget | ([stream: tool, huge_line,
  * reply] + result unless no_result).  exit= overrides the status in main. */
 static int answer(const struct ctx *c, const char *prompt, int argc, char **argv)
 {
@@ -1038,6 +1039,9 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
         pause();
     }
     sleep_s(d->sleep);
+    if (d->die == 0) {
+        raise(SIGKILL);
+    }
     double interval = d->interval >= 0 ? d->interval : 0.05;
     for (long i = 1; i <= d->progress; i++) {
         sleep_s(interval);
@@ -1045,6 +1049,9 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
             char text[64];
             snprintf(text, sizeof text, "progress %ld/%ld", i, d->progress);
             assistant_text(c, text);
+        }
+        if (i == d->die) {
+            raise(SIGKILL); /* killed mid-stream, as by the OOM killer */
         }
     }
 

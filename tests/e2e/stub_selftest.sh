@@ -63,4 +63,12 @@ rc=0
 [ "$rc" -eq 1 ] || fail "unknown option: exit status $rc, want 1"
 expect "$tmp/err" "^error: unknown option '--bogus'"
 
+# die=1: killed by SIGKILL right after the first progress line, no result.
+rc=0
+"$STUB" -p --output-format stream-json --verbose -- "x [stub:progress=3] [stub:interval=0.01] [stub:die=1]" \
+  >"$tmp/die" </dev/null || rc=$?
+[ "$rc" -eq 137 ] || fail "die: exit status $rc, want 137 (SIGKILL)"
+expect "$tmp/die" '"text":"progress 1/3"'
+if grep -q '"type":"result"' "$tmp/die"; then fail "die: a result line was written"; fi
+
 echo "stub_claude selftest: ok"

@@ -282,12 +282,15 @@ local function no_result(name, run, req, stdout, stderr)
     msg = stdout
   elseif stderr ~= "" then
     msg = stderr
+  elseif info.signal ~= 0 and info.exit_code == 0 then
+    -- Killed from outside (the OOM killer, a kill -9): say so, a stream
+    -- has no "exit code" to speak of then.
+    msg = "claude was killed by signal " .. info.signal
+      .. (req.stream and " before it sent a result" or " and produced no output")
   elseif req.stream then
     msg = "No result received (exit code " .. info.exit_code .. ")"
   elseif info.exit_code ~= 0 then
     msg = "claude exited with code " .. info.exit_code
-  elseif info.signal ~= 0 then
-    msg = "claude was killed by signal " .. info.signal .. " and produced no output"
   else
     msg = "claude exited with code " .. info.exit_code .. " and produced no output"
   end

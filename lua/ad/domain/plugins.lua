@@ -240,6 +240,13 @@ local function where(h)
   return h.file:match("([^/]+)$")
 end
 
+-- The error of a failed hook as text. Lua's error for an allocation the
+-- memory budget refused says only "not enough memory": name the budget.
+local function why(res)
+  if res == "not enough memory" then return core.task.memory_refused() or res end
+  return tostring(type(res) == "table" and res.message or res)
+end
+
 --- Runs the before_dispatch hooks on req (a table the hooks may change).
 --- Returns true, or false and the refusal message.
 function M.before_dispatch(req)
@@ -247,7 +254,7 @@ function M.before_dispatch(req)
     local ok, res, msg = pcall(h.fn, req)
     if not ok and type(res) == "table" and res.type == "cancelled" then error(res, 0) end
     if not ok then
-      return false, "before_dispatch hook in " .. where(h) .. " failed: " .. tostring(res)
+      return false, "before_dispatch hook in " .. where(h) .. " failed: " .. why(res)
     end
     if res == false then
       return false, "Refused by before_dispatch hook in " .. where(h) .. ": " ..
@@ -271,8 +278,7 @@ function M.after_result(req, result)
     local ok, res = pcall(h.fn, req, result)
     if not ok and type(res) == "table" and res.type == "cancelled" then error(res, 0) end
     if not ok then
-      local msg = "after_result hook in " .. where(h) .. " failed: " ..
-        tostring(type(res) == "table" and res.message or res)
+      local msg = "after_result hook in " .. where(h) .. " failed: " .. why(res)
       io.stderr:write("agent-dispatch: ", msg, "\n")
       return require("ad.domain.result").failure(result.agent or req.agent, "cli_error", msg,
         { session_id = result.session_id, cost_usd = result.cost_usd,
@@ -293,9 +299,8 @@ local function redact(text)
     local ok, res = pcall(h.fn, text)
     if not ok and type(res) == "table" and res.type == "cancelled" then error(res, 0) end
     if not ok or type(res) ~= "string" then
-      local why = not ok and tostring(type(res) == "table" and res.message or res)
-        or ("returned " .. type(res) .. ", not a string")
-      return nil, "redact hook in " .. where(h) .. " failed: " .. why
+      local reason = not ok and why(res) or ("returned " .. type(res) .. ", not a string")
+      return nil, "redact hook in " .. where(h) .. " failed: " .. reason
     end
     text = res
   end
@@ -360,7 +365,7 @@ function M.job_done(record)
   for _, h in ipairs(M.hooks.job_done) do
     local ok, err = pcall(h.fn, record)
     if not ok then
-      io.stderr:write("agent-dispatch: job_done hook in ", where(h), " failed: ", tostring(err), "\n")
+      io.stderr:write("agent-dispatch: job_done hook in ", where(h), " failed: ", why(err), "\n")
     end
   end
 end

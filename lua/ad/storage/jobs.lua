@@ -46,6 +46,15 @@ end
 local function check_dir(d)
   local kind, _, mode, uid = core.fs.stat(d)
   if not kind then return d end
+  -- The directory itself, not a link to one: records are opened without
+  -- following links, and so is the directory that holds them (whoever
+  -- can replace the link chooses which records are acted on).
+  local parent, base = d:gsub("/+$", ""):match("^(.*)/([^/]+)$")
+  local real, rparent = core.fs.realpath(d), parent and core.fs.realpath(parent ~= "" and parent or "/")
+  if real and rparent and real ~= (rparent == "/" and "" or rparent) .. "/" .. base then
+    io_error("refusing the jobs directory " .. d, "it is a symbolic link (to " .. real
+      .. "); set AGENT_DISPATCH_JOBS_DIR to the directory itself")
+  end
   local me = core.sys.getuid()
   if uid ~= me then
     io_error("refusing the jobs directory " .. d, "it is owned by uid " .. uid ..
