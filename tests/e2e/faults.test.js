@@ -107,8 +107,9 @@ describe('the claude child', () => {
     await srv.close();
   });
 
-  test('stdin EOF with 20 children running: each child gone, each job recorded as failed', { timeout: 60000 }, async (t) => {
-    const { env, srv } = await serve(t, { agents: { a: true }, settings: '  max_concurrency: 20\n' });
+  test('stdin EOF with 20 children running in the server (jobs_outlive_server: false): each child gone, each job recorded as failed', { timeout: 60000 }, async (t) => {
+    const { env, srv } = await serve(t, { agents: { a: true },
+      settings: '  max_concurrency: 20\n  jobs_outlive_server: false\n' });
     const ids = [];
     for (let i = 0; i < 20; i++) {
       const { value } = await srv.call('dispatch_async', { agent: 'a', task: `[stub:hang] [stub:grandchild=60] eof ${i}` });
@@ -122,6 +123,31 @@ describe('the claude child', () => {
       const rec = JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
       assert.strictEqual(rec.status, 'failed', JSON.stringify(rec));
       assert.match(rec.error, /stopped/i, rec.error);
+    }
+  });
+
+  test('stdin EOF with 20 detached jobs running (the default): the server exits, the jobs go on, a later cancel leaves nothing', { timeout: 90000 }, async (t) => {
+    const { env, srv } = await serve(t, { agents: { a: true }, settings: '  max_concurrency: 20\n' });
+    const ids = [];
+    for (let i = 0; i < 20; i++) {
+      const { value } = await srv.call('dispatch_async', { agent: 'a', task: `[stub:hang] [stub:grandchild=60] eof ${i}` });
+      assert.match(value.job_id, HEX, JSON.stringify(value));
+      ids.push(value.job_id);
+    }
+    assert.ok(await waitUntil(() => env.dispatches().length === 20, 15000), `${env.dispatches().length} of 20 children started`);
+    await srv.close(15000);
+    for (const id of ids) {
+      const rec = JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
+      assert.strictEqual(rec.status, 'running', JSON.stringify(rec));
+    }
+    for (const id of ids) {
+      const r = env.run(['cancel', id]);
+      assert.strictEqual(r.code, 0, r.stdout + r.stderr);
+    }
+    await env.assertNoLeftovers(10000);
+    for (const id of ids) {
+      const rec = JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
+      assert.strictEqual(rec.status, 'cancelled', JSON.stringify(rec));
     }
   });
 });

@@ -31,7 +31,13 @@ const JSON_OUT = process.argv.includes('--json');
 const SANITIZED = fs.readFileSync(require('../e2e/lib').BIN).includes('__asan_init');
 
 const kb = (pid, key) => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
-const fds = (pid) => fs.readdirSync(`/proc/${pid}/fd`).length;
+// Open descriptors, leaving out the concurrency slot files (a process
+// keeps one open per slot its children have used, at most
+// max_concurrency) and libuv's one inotify instance (made at the first
+// job watch, kept for the loop's life): bounded by design, not leaks.
+const fds = (pid) => fs.readdirSync(`/proc/${pid}/fd`).filter((f) => {
+  try { return !/\/slots\/\d+\.lock$|^anon_inode:inotify$/.test(fs.readlinkSync(`/proc/${pid}/fd/${f}`)); } catch { return false; }
+}).length;
 
 /** Every process: {pid, ppid, pgrp, state}. */
 function procs() {

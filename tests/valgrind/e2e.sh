@@ -17,8 +17,12 @@ n=$(find "$logs" -name 'vg.*.log' | wc -l)
 bad=0
 for f in "$logs"/vg.*.log; do
   [ -e "$f" ] || continue
-  # With -q valgrind writes only errors and leak reports.
-  if [ -s "$f" ]; then
+  # With -q valgrind writes only errors and leak reports, and a warning
+  # for each system call it does not know: pidfd_open (434) is one on
+  # Debian 12's valgrind, which answers ENOSYS, and the program then
+  # watches the job file alone (its documented fallback). Those warnings
+  # are not errors; anything else in the log is.
+  if grep -Ev -e '^--[0-9]+-- (WARNING: unhandled amd64-linux syscall: 434|You may be able to write your own handler\.|Read the file README_MISSING_SYSCALL_OR_IOCTL\.|Nevertheless we consider this a bug\.  Please report|it at http://valgrind\.org/support/bug_reports\.html\.)$' "$f" | grep -q .; then
     echo "== $f" >&2
     cat "$f" >&2
     bad=$((bad + 1))
