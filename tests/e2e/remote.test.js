@@ -427,3 +427,34 @@ describe('configuration, introspection and the control directory', () => {
     assert.match(v.error, /must be a directory of this user that nobody else can enter/);
   });
 });
+
+describe('doctor', () => {
+  test('per host: reachable with BatchMode, claude and its version, logged in; failures named', async (t) => {
+    const dir = sshd.project('doc', { 'CLAUDE.md': 'x\n' });
+    const port = await freePort();
+    const env0 = newEnv(t);
+    const otherKey = path.join(env0.root, 'other_key');
+    spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', otherKey]);
+    const env = remoteEnv(t, {
+      agents: { ok: { host: 'buildbox', directory: dir }, gone: { host: 'buildbox', directory: '/nonexistent/d' },
+        refused: { host: 'refused', directory: '/x' }, nokey: { host: 'nokey', directory: '/x' } },
+      extraHosts: `Host refused\n  HostName 127.0.0.1\n  Port ${port}\n` +
+        // another host name (a shared connection is per host, port and user)
+        `Host nokey\n  HostName localhost\n  AddressFamily inet\n  Port ${sshd.port}\n  User ${sshd.user.name}\n` +
+        `  IdentityFile ${otherKey}\n  IdentitiesOnly yes\n  UserKnownHostsFile ${path.join(env0.root, 'kh')}\n`,
+    });
+    // nokey: its host key is known, but its key is not authorized
+    fs.writeFileSync(path.join(env0.root, 'kh'), `[localhost]:${sshd.port} ${sshd.hostPub}\n`);
+    const r = env.run(['doctor'], { timeout: 60000 });
+    assert.strictEqual(r.code, 1, r.stdout);
+    const out = r.stdout;
+    assert.match(out, /\[OK\] host buildbox: reachable with BatchMode \(no prompt\)/);
+    assert.match(out, /\[OK\] host buildbox: claude 2\.1\.328 \(\S+\/bin\/claude\)/);
+    assert.match(out, /\[OK\] host buildbox: Claude Code is logged in \(api_key\)/);
+    assert.match(out, /\[OK\] ok: buildbox:\S+doc/);
+    assert.match(out, /\[FAIL\] gone: directory missing - buildbox:\/nonexistent\/d/);
+    assert.match(out, /\[FAIL\] host refused: unreachable - .*Connection refused/);
+    assert.match(out, /\[FAIL\] host nokey: reachable, but a login without a prompt \(BatchMode\) failed: .*Permission denied/);
+    assert.match(out, /\[FAIL\] refused: refused:\/x not checked \(host unreachable\)/);
+  });
+});

@@ -184,6 +184,58 @@ local function run_probe(agent, settings)
   return nil, why ~= "" and why or ("ssh exited with status " .. tostring(info.exit_code))
 end
 
+-- `doctor` on a host: where claude is, its version, its login state.
+M.HOST_SCRIPT = [=[
+p=$(command -v claude) || { echo claude-missing; exit 0; }
+echo "claude $p"
+echo "version $(claude --version 2>&1 | head -n 1)"
+echo auth
+claude auth status 2>&1 | head -c 65536
+]=]
+
+--- One round trip to host (doctor): {path=, version=, auth = decoded
+--- `claude auth status` or nil} (path nil: claude is not on the PATH
+--- there), or nil, the ssh error text, and true when the host answered
+--- but refused a non-interactive login.
+function M.check_host(host, settings)
+  local json = require "ad.infra.json"
+  local path = remote.ssh_path()
+  if not path then return nil, "ssh not found in PATH" end
+  local h = assert(remote.parse_host(host))
+  local argv = { path }
+  local ctl = remote.ensure_control_dir()
+  for _, a in ipairs(remote.ssh_options(h, { control_dir = ctl,
+      connect_timeout = (settings and settings.ssh_connect_timeout) or remote.CONNECT_TIMEOUT })) do
+    argv[#argv + 1] = a
+  end
+  argv[#argv + 1] = "--"
+  argv[#argv + 1] = h.dest
+  argv[#argv + 1] = "exec sh -c " .. remote.quote(M.HOST_SCRIPT)
+  local p, msg = core.proc.spawn{ argv = argv, timeout = 30, grace = remote.KILL_GRACE }
+  if not p then return nil, msg end
+  local lines = {}
+  while true do
+    local line = p:read_line()
+    if not line then break end
+    lines[#lines + 1] = line
+  end
+  local info = p:wait()
+  p:close()
+  if not info or info.timed_out or info.exit_code ~= 0 or #lines == 0 then
+    local why = info and remote.ssh_error_text(info.stderr) or "cancelled"
+    if info and info.timed_out then why = "no answer within 30s" end
+    return nil, why ~= "" and why or "ssh exited with status " .. tostring(info and info.exit_code),
+      why:find("Permission denied", 1, true) ~= nil
+  end
+  if lines[1] == "claude-missing" then return {} end
+  local r = { path = lines[1]:match("^claude (.*)$"), version = (lines[2] or ""):match("^version (.*)$") }
+  local rest = {}
+  for i = 4, #lines do rest[#rest + 1] = lines[i] end
+  local ok, st = pcall(json.decode, table.concat(rest, "\n"))
+  if ok and type(st) == "table" then r.auth = st end
+  return r
+end
+
 --- The introspection source of a remote agent (see the module comment).
 function M.source(agent, settings)
   local key = agent.host .. "\0" .. agent.directory
