@@ -58,16 +58,16 @@ function chownR(p, uid, gid) {
 class Sshd {
   /**
    * opts.user: the remote user's name; opts.claude: the program installed
-   * as `claude` on the remote PATH (copied); opts.env: extra variables of
-   * remote sessions (SetEnv).
+   * as `claude` on the remote PATH (copied; linked with opts.link);
+   * opts.env: extra variables of remote sessions (SetEnv).
    */
-  static async start({ user = 'ad-remote-e2e', claude, env = {} } = {}) {
+  static async start({ user = 'ad-remote-e2e', claude, link = false, env = {} } = {}) {
     const s = new Sshd();
-    await s._start(user, claude, env);
+    await s._start(user, claude, link, env);
     return s;
   }
 
-  async _start(userName, claude, env) {
+  async _start(userName, claude, link, env) {
     this.user = ensureUser(userName);
     // World-traversable (the remote user reaches its projects and log),
     // writable by root only.
@@ -75,7 +75,9 @@ class Sshd {
     fs.chmodSync(this.dir, 0o755);
     this.bin = path.join(this.dir, 'bin');
     fs.mkdirSync(this.bin, { mode: 0o755 });
-    if (claude) {
+    if (claude && link) {
+      fs.symlinkSync(claude, path.join(this.bin, 'claude')); // a large binary, world-readable
+    } else if (claude) {
       fs.copyFileSync(claude, path.join(this.bin, 'claude'));
       fs.chmodSync(path.join(this.bin, 'claude'), 0o755);
     }
