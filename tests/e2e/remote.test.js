@@ -82,6 +82,16 @@ describe('dispatch to a remote agent', () => {
     await assertNoRemoteLeftovers('after a sync dispatch');
   });
 
+  test("claude's stderr and exit status come back as they would locally, nothing added", async (t) => {
+    const dir = sshd.project('stderr');
+    const env = remoteEnv(t, { agents: { r: { host: 'buildbox', directory: dir } } });
+    const v = JSON.parse(env.run(['dispatch', 'r', 'x [stub:no_result] [stub:exit=3] [stub:stderr=boom on stderr]',
+      '--json']).stdout);
+    assert.strictEqual(v.success, false);
+    assert.strictEqual(v.error_type, 'cli_error');
+    assert.strictEqual(v.error, 'boom on stderr');
+  });
+
   test('only depth crosses: local environment stays here', async (t) => {
     const dir = sshd.project('envcheck');
     const env = remoteEnv(t, { agents: { r: { host: 'buildbox', directory: dir } } });

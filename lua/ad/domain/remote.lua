@@ -97,24 +97,28 @@ end
 --- Seconds ssh waits for a connection (settings.ssh_connect_timeout).
 M.CONNECT_TIMEOUT = 10
 
---- The exit status of the wrapper when the directory is missing, and when
---- claude is not on the remote PATH: the runner names them.
-M.EXIT_NO_DIR, M.EXIT_NO_CLAUDE = 96, 97
+--- The exit status of the wrapper when the directory is missing, and the
+--- shell's when claude is not on the remote PATH (the wrapper adds a
+--- line saying so; no probe before the run, which would cost a fork).
+M.EXIT_NO_DIR, M.EXIT_NO_CLAUDE = 96, 127
 
 -- The wrapper, run as `sh -c WRAPPER agent-dispatch DIR LEN K=V... -- ARGV...`.
 -- $1 directory ('~' expanded here: the quoting keeps the login shell from
 -- doing it), $2 prompt length, then exported variables up to '--', then
 -- claude's argv. Nothing in it needs /dev/null (hosts that restrict it
 -- exist) and nothing runs in the background (sh gives a background job
--- /dev/null as its stdin). fd 3 keeps ssh's stdin. The left side of the
--- pipeline gives claude the first LEN bytes, then waits for the end of
--- the rest - the local side closes it only when the dispatch is over or
--- the connection is gone - and signals the group: TERM, KILL after a
--- grace period. The right side runs claude; when it exits, it TERMs what
--- is left of the group (the watcher, anything claude left behind, as a
--- local dispatch does) and passes claude's status on. The wrapper
--- catches TERM (so its children do not ignore it) and exits with that
--- status.
+-- /dev/null as its stdin). fd 3 keeps ssh's stdin, fd 4 its stderr (the
+-- wrapper's own stderr is closed during the run: sh would report the
+-- watcher's end there). The left side of the pipeline gives claude the
+-- first LEN bytes, then waits for the end of the rest - the local side
+-- closes it only when the dispatch is over or the connection is gone -
+-- and signals the group: TERM, KILL after a grace period. The right side
+-- runs claude; when it exits, it reads what is left of its input (so the
+-- watcher is past its start, with the default TERM action, whatever
+-- claude read), TERMs what is left of the group (the watcher, anything
+-- claude left behind, as a local dispatch does) and passes claude's
+-- status on. The wrapper catches TERM (so its children do not ignore it)
+-- and exits with that status.
 M.WRAPPER = [=[
 d=$1 n=$2; shift 2
 while [ "$#" -gt 0 ] && [ "$1" != -- ]; do export "$1"; shift; done
@@ -124,11 +128,7 @@ if ! cd -- "$d"; then
   printf 'agent-dispatch: remote directory does not exist or is not accessible: %s\n' "$d" >&2
   exit 96
 fi
-if [ -z "$(command -v "$1")" ]; then
-  printf 'agent-dispatch: %s not found on the remote PATH (%s)\n' "$1" "$PATH" >&2
-  exit 97
-fi
-exec 3<&0 0<&-
+exec 3<&0 0<&- 4>&2 2>&-
 trap : TERM
 {
   head -c "$n"
@@ -138,10 +138,12 @@ trap : TERM
   kill -TERM 0
   sleep 2
   kill -KILL 0
-} <&3 2>&- | {
+} <&3 | {
   exec 3<&-
-  "$@"
+  "$@" 2>&4 4>&-
   s=$?
+  [ "$s" -eq 127 ] && printf 'agent-dispatch: %s not found on the remote PATH (%s)\n' "$1" "$PATH" >&4
+  while IFS= read -r _; do :; done
   trap '' TERM
   kill -TERM 0
   exit "$s"
