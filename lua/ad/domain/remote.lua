@@ -157,14 +157,27 @@ exit "$?"
 --- named AGENT_DISPATCH_TRACE* carry a trace context.
 M.FORWARDED_ENV = { "AGENT_DISPATCH_DEPTH" }
 
+--- Longest control directory name: a socket path is at most 107 bytes,
+--- and ssh adds "/" + 40 (%C) + 17 (a temporary suffix) to it.
+M.MAX_CONTROL_DIR = 107 - 58
+
 --- The private directory of ssh's control sockets (0700; created here,
---- refused when another user owns it or others can enter it).
+--- refused when another user owns it or others can enter it):
+--- $AGENT_DISPATCH_SSH_DIR, else $XDG_RUNTIME_DIR/agent-dispatch-ssh,
+--- else ~/.cache/agent-dispatch/ssh, else (when those are too long for a
+--- socket path) /tmp/agent-dispatch-ssh-UID.
 function M.control_dir()
   local base = os.getenv("AGENT_DISPATCH_SSH_DIR")
   if base and base ~= "" then return base end
   local rt = os.getenv("XDG_RUNTIME_DIR")
-  if rt and rt ~= "" and rt:sub(1, 1) == "/" then return rt .. "/agent-dispatch-ssh" end
-  return (os.getenv("HOME") or "") .. "/.cache/agent-dispatch/ssh"
+  if rt and rt:sub(1, 1) == "/" and #rt + 19 <= M.MAX_CONTROL_DIR then
+    return rt .. "/agent-dispatch-ssh"
+  end
+  local home = os.getenv("HOME") or ""
+  if home:sub(1, 1) == "/" and #home + 27 <= M.MAX_CONTROL_DIR then
+    return home .. "/.cache/agent-dispatch/ssh"
+  end
+  return "/tmp/agent-dispatch-ssh-" .. core.sys.getuid()
 end
 
 --- Makes the control directory private; returns it, or nil and why.
