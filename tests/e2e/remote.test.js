@@ -376,6 +376,24 @@ describe('configuration, introspection and the control directory', () => {
     assert.ok(env.readConfig().includes(`directory: ${local}`));
   });
 
+  test('add_agent (MCP) takes HOST:DIR; a bad host is refused', async (t) => {
+    const dir = sshd.project('mcpadd', { 'README.md': 'A service that answers questions about orders.\n' });
+    const env = remoteEnv(t, { agents: {} });
+    const srv = await serve(env);
+    const r = await srv.call('add_agent', { name: 'orders', directory: `buildbox:${dir}` });
+    assert.strictEqual(r.isError, false, JSON.stringify(r.value));
+    assert.strictEqual(r.value.host, 'buildbox');
+    assert.strictEqual(r.value.directory, dir);
+    assert.strictEqual(r.value.description, 'A service that answers questions about orders.');
+    const v = (await srv.call('dispatch', { agent: 'orders', task: 'hi' })).value;
+    assert.strictEqual(v.success, true, JSON.stringify(v));
+    assert.strictEqual(lastRemote().cwd, dir);
+    const bad = await srv.call('add_agent', { name: 'evil', directory: 'a;b:/x' });
+    assert.strictEqual(bad.isError, true);
+    assert.match(bad.value.error, /Invalid directory 'a;b:\/x': Invalid host/);
+    await srv.close();
+  });
+
   test('inspect_agent and list_agents: one probe, previews, MCP servers, stacks; a dead host is fast', async (t) => {
     const dir = sshd.project('intro', { 'CLAUDE.md': '# Intro\nline two\n', 'README.md': 'readme text\n',
       '.mcp.json': '{"mcpServers":{"pg":{},"redis":{}}}', 'Cargo.toml': '', 'migrations/.keep': '' });
