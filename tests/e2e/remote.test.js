@@ -214,6 +214,26 @@ describe('nothing is left on the remote host', () => {
     await srv.close();
   });
 
+  test('async job cancelled (in the server, and a detached job from another process): gone there', async (t) => {
+    const dir = sshd.project('async');
+    for (const outlive of [false, true]) {
+      const env = remoteEnv(t, { agents: { c: { host: 'buildbox', directory: dir } },
+        settings: `  jobs_outlive_server: ${outlive}\n` });
+      const srv = await serve(env);
+      const id = (await srv.call('dispatch_async', { agent: 'c', task: 'long [stub:hang]' })).value.job_id;
+      assert.ok(await waitUntil(() => sshd.processes().some((l) => /claude/.test(l)), 8000), 'started there');
+      let canceller = srv;
+      if (outlive) {
+        await srv.close();
+        canceller = await serve(env);
+      }
+      const c = await canceller.call('dispatch_cancel', { job_id: id }, { ms: 15000 });
+      assert.match(JSON.stringify(c.value), /cancel/i);
+      await assertNoRemoteLeftovers(`after cancelling a${outlive ? ' detached' : 'n'} async job`);
+      await canceller.close();
+    }
+  });
+
   test('server shutdown (stdin closed) mid-dispatch: the remote group is gone', async (t) => {
     const dir = sshd.project('shutdown');
     const env = remoteEnv(t, { agents: { c: { host: 'buildbox', directory: dir } } });
