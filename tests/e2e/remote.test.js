@@ -90,6 +90,8 @@ describe('dispatch to a remote agent', () => {
     assert.strictEqual(v.success, false);
     assert.strictEqual(v.error_type, 'cli_error');
     assert.strictEqual(v.error, 'boom on stderr');
+    assert.match(lastRemote().prompt, /boom on stderr/, 'it ran on the remote side');
+    assert.strictEqual(env.dispatches().length, 0, 'not here');
   });
 
   test('only depth crosses: local environment stays here', async (t) => {
@@ -188,6 +190,8 @@ describe('nothing is left on the remote host', () => {
     assert.strictEqual(v.error_type, 'timeout', JSON.stringify(v));
     assert.match(v.session_id, UUID);
     assert.ok(took < 4000, `took ${took} ms`);
+    assert.match(lastRemote().prompt, /wait \[stub:hang\]/, 'it ran on the remote side');
+    assert.strictEqual(env.dispatches().length, 0, 'not here');
     await assertNoRemoteLeftovers('after a timeout');
     await srv.close();
   });
@@ -198,6 +202,8 @@ describe('nothing is left on the remote host', () => {
     const r = env.run(['dispatch', 's', 'x [stub:hang] [stub:ignore_term]']);
     assert.notStrictEqual(r.code, 0);
     assert.match(r.stderr, /timed out/);
+    assert.match(lastRemote().prompt, /ignore_term/, 'it ran on the remote side');
+    assert.strictEqual(env.dispatches().length, 0, 'not here');
     await assertNoRemoteLeftovers('after a timeout of a TERM-ignoring claude');
   });
 
