@@ -59,8 +59,8 @@ function M.agents()
   local out = {}
   for i, name in ipairs(c.agent_names) do
     local a = c.agents[name]
-    out[i] = { name = name, directory = a.directory, description = a.description,
-               healthy = require("ad.domain.introspect").health(a.directory) }
+    out[i] = { name = name, directory = a.directory, host = a.host, description = a.description,
+               healthy = require("ad.domain.introspect").source(a, c.settings).health() }
   end
   return out
 end

@@ -39,22 +39,28 @@ struct probe {
     const char *label;
 };
 
-static size_t detect(const char *dir, const struct probe *pr, size_t np,
-                     const char **out, size_t max)
+static int has_in_dir(void *dir, const char *name, int want_dir)
+{
+    return introspect_has(dir, name, want_dir);
+}
+
+static size_t detect(introspect_has_fn has, void *ud, const struct probe *pr,
+                     size_t np, const char **out, size_t max)
 {
     size_t n = 0;
     for (size_t i = 0; i < np && n < max; i++) {
         if (n > 0 && out[n - 1] == pr[i].label) {
             continue; /* two files for one label */
         }
-        if (introspect_has(dir, pr[i].file, pr[i].dir)) {
+        if (has(ud, pr[i].file, pr[i].dir)) {
             out[n++] = pr[i].label;
         }
     }
     return n;
 }
 
-size_t introspect_stacks(const char *dir, const char **out, size_t max)
+size_t introspect_stacks_by(introspect_has_fn has, void *ud, const char **out,
+                            size_t max)
 {
     static const char docker[] = "Docker", compose[] = "Docker Compose",
                       rust[] = "Rust", go[] = "Go", py[] = "Python",
@@ -69,10 +75,11 @@ size_t introspect_stacks(const char *dir, const char **out, size_t max)
         {"pyproject.toml", 0, py},
         {"package.json", 0, node},
     };
-    return detect(dir, pr, sizeof pr / sizeof pr[0], out, max);
+    return detect(has, ud, pr, sizeof pr / sizeof pr[0], out, max);
 }
 
-size_t introspect_dbs(const char *dir, const char **out, size_t max)
+size_t introspect_dbs_by(introspect_has_fn has, void *ud, const char **out,
+                         size_t max)
 {
     static const char prisma[] = "Prisma", alembic[] = "Alembic",
                       mig[] = "migrations";
@@ -83,7 +90,17 @@ size_t introspect_dbs(const char *dir, const char **out, size_t max)
         {"alembic.ini", 0, alembic},
         {"migrations", 1, mig},
     };
-    return detect(dir, pr, sizeof pr / sizeof pr[0], out, max);
+    return detect(has, ud, pr, sizeof pr / sizeof pr[0], out, max);
+}
+
+size_t introspect_stacks(const char *dir, const char **out, size_t max)
+{
+    return introspect_stacks_by(has_in_dir, (void *)dir, out, max);
+}
+
+size_t introspect_dbs(const char *dir, const char **out, size_t max)
+{
+    return introspect_dbs_by(has_in_dir, (void *)dir, out, max);
 }
 
 /* The resolved path of dir/rel when it stays inside dir's resolved path. */

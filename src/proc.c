@@ -54,6 +54,7 @@ struct proc {
     int pid;
     bool out_open, err_open;
     bool exited, done, timed_out, released, kill_sent;
+    bool in_keep;         /* stdin stays open after the data (stdin_keep) */
     int64_t exit_status;
     int term_signal;
     struct proc *next_live, *prev_live;
@@ -553,9 +554,12 @@ static void on_err_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 static void on_in_written(uv_write_t *req, int status)
 {
     /* Written, or the child is gone (EPIPE) or we gave up (ECANCELED):
-     * either way the child sees the end of its input. */
-    (void)status;
-    close_in(req->data);
+     * either way the child sees the end of its input - unless it is to
+     * stay open until the child is done (check_done closes it then). */
+    struct proc *p = req->data;
+    if (status != 0 || !p->in_keep || p->done) {
+        close_in(p);
+    }
 }
 
 /* The stdin data goes out through the loop: never a blocking write, and a
@@ -672,6 +676,7 @@ static int proc_alloc(const struct proc_opts *o, const struct proc_cbs *cbs,
     p->cbs = *cbs;
     p->ud = ud;
     p->grace_ms = o->grace_ms;
+    p->in_keep = o->stdin_keep;
     p->drain_ms = o->drain_ms;
     linebuf_init(&p->lines, o->max_line);
     *out = p;

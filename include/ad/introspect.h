@@ -13,6 +13,14 @@ int introspect_health(const char *dir);
 size_t introspect_stacks(const char *dir, const char **out, size_t max);
 size_t introspect_dbs(const char *dir, const char **out, size_t max);
 
+/* The same labels from a listing made elsewhere (a project on another
+ * host): has(ud, name, want_dir) says whether the entry exists. */
+typedef int (*introspect_has_fn)(void *ud, const char *name, int want_dir);
+size_t introspect_stacks_by(introspect_has_fn has, void *ud, const char **out,
+                            size_t max);
+size_t introspect_dbs_by(introspect_has_fn has, void *ud, const char **out,
+                         size_t max);
+
 /* 1 if dir/name exists as a regular file (or a directory when want_dir). */
 int introspect_has(const char *dir, const char *name, int want_dir);
 

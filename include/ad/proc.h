@@ -53,6 +53,10 @@ struct proc_opts {
      * then closed; NULL: /dev/null. Copied: the caller may free them. */
     const char *stdin_data;
     size_t stdin_len;
+    /* Keep stdin open after the data, until the child is gone: the child
+     * (a remote wrapper behind ssh) takes the end of its input as the
+     * signal that its caller went away. */
+    bool stdin_keep;
     /* The child is created (pid, group and start time exist) but waits
      * before exec until proc_open_gate(); proc_release() or the server's
      * death before that ends it without exec. */

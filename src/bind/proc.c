@@ -1,7 +1,7 @@
 /* Lua face of child processes (ad.process).
  *
  *   core.proc.spawn{argv=, cwd=, env=, timeout=, grace=, drain=, max_line=,
- *                stderr_max=, slot=, stdin=, gated=, max_output=}
+ *                stderr_max=, slot=, stdin=, stdin_keep=, gated=, max_output=}
  *       -> p | nil, message, code
  *   p:start()  (a gated child: go on to exec)
  *   p:read_line() -> line | nil (end of stdout) | nil, "cancelled"
@@ -12,7 +12,8 @@
  *
  * Lines and stderr reach Lua as valid UTF-8 (ill-formed bytes become
  * U+FFFD). stdin (a string) reaches the child on a private pipe, written
- * without blocking the loop; without it the child reads /dev/null. A gated
+ * without blocking the loop; without it the child reads /dev/null. With
+ * stdin_keep the pipe stays open after the data until the child is done. A gated
  * child exists (pid, group, start time) but does not exec before
  * p:start(); closing it first ends it without exec. With max_output, at
  * most that many bytes of stdout lines reach Lua; past it only the last
@@ -281,6 +282,9 @@ static int l_process(lua_State *L)
     lua_getfield(L, 1, "gated");
     bool gated = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    lua_getfield(L, 1, "stdin_keep");
+    bool stdin_keep = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     double max_output = opt_num(L, "max_output", 0);
     lua_getfield(L, 1, "slot");
     struct slot *slot = lua_isnil(L, -1) ? NULL : limiter_check_slot(L, -1);
@@ -312,6 +316,7 @@ static int l_process(lua_State *L)
         .stdin_data = in,
         .stdin_len = in_len,
         .gated = gated,
+        .stdin_keep = stdin_keep,
     };
     if (slot) {
         o.on_reap = limiter_release_count;

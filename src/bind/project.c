@@ -3,10 +3,13 @@
  *   core.project.health(dir) -> true | false | nil, msg (probe error)
  *   core.project.stacks(dir) / core.project.dbs(dir) -> {labels}
  *   core.project.has(dir, name [, isdir]) -> true | false
+ *   core.project.stacks_of(entries) / core.project.dbs_of(entries) -> {labels}
+ *       from a listing {name = "file" | "dir"} (a project on another host)
  *   core.project.read(dir, rel [, max]) -> data, truncated | nil, msg, code
  *
  * Reads stay inside dir: introspect_read refuses paths that leave it. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "ad/introspect.h"
 #include "bind/bind.h"
@@ -45,6 +48,31 @@ static int l_dbs(lua_State *L)
                        introspect_dbs(luaL_checkstring(L, 1), labels, 16));
 }
 
+/* entries (the table at index 1): name -> "file" | "dir". */
+static int has_entry(void *ud, const char *name, int want_dir)
+{
+    lua_State *L = ud;
+    lua_getfield(L, 1, name);
+    const char *kind = lua_tostring(L, -1);
+    int yes = kind && strcmp(kind, want_dir ? "dir" : "file") == 0;
+    lua_pop(L, 1);
+    return yes;
+}
+
+static int l_stacks_of(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const char *labels[16];
+    return push_labels(L, labels, introspect_stacks_by(has_entry, L, labels, 16));
+}
+
+static int l_dbs_of(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const char *labels[16];
+    return push_labels(L, labels, introspect_dbs_by(has_entry, L, labels, 16));
+}
+
 /* core.project.read(dir, rel [, max]) -> data, truncated | nil, msg, code */
 static int l_read_project(lua_State *L)
 {
@@ -79,6 +107,8 @@ void bind_project_register(lua_State *L)
         {"health", l_health},
         {"stacks", l_stacks},
         {"dbs", l_dbs},
+        {"stacks_of", l_stacks_of},
+        {"dbs_of", l_dbs_of},
         {"has", l_has},
         {"read", l_read_project},
         {NULL, NULL},

@@ -140,6 +140,36 @@ static void test_projects(void)
     }
 }
 
+/* A listing made elsewhere (entries: "name" a file, "name/" a dir). */
+static int has_listed(void *ud, const char *name, int want_dir)
+{
+    const char *const *entries = ud;
+    size_t n = strlen(name);
+    for (size_t i = 0; entries[i]; i++) {
+        const char *e = entries[i];
+        bool dir = e[strlen(e) - 1] == '/';
+        if (strncmp(e, name, n) == 0 && strlen(e) == n + (dir ? 1 : 0) &&
+            dir == (want_dir != 0)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The same labels from a listing as from the directory itself (the
+ * projects of remote agents are known by a listing). */
+static void test_projects_by_listing(void)
+{
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const struct pcase *c = &cases[i];
+        const char *out[16];
+        size_t n = introspect_stacks_by(has_listed, (void *)c->entries, out, 16);
+        check_labels("stacks by listing", c->name, out, n, c->stacks);
+        n = introspect_dbs_by(has_listed, (void *)c->entries, out, 16);
+        check_labels("dbs by listing", c->name, out, n, c->dbs);
+    }
+}
+
 static void test_max_bound(void)
 {
     static const char *const all[] = {"Dockerfile", "Cargo.toml", "go.mod",
@@ -268,6 +298,7 @@ int main(void)
         return 2;
     }
     test_projects();
+    test_projects_by_listing();
     test_max_bound();
     test_health();
     test_read();

@@ -653,6 +653,33 @@ static void test_stdin_data(void)
     run_free(&r);
 }
 
+/* stdin_keep: after the data the pipe stays open (the child sees no EOF:
+ * a reader waits until it gives up), and is closed when the child is done;
+ * without it the child sees EOF right after the data. */
+static void test_stdin_keep(void)
+{
+    for (int keep = 0; keep <= 1; keep++) {
+        struct run r;
+        char *argv[] = {"/bin/sh", "-c",
+                        "head -c 5; echo; timeout 0.5 cat; echo \"status $?\"", NULL};
+        struct proc_opts o = opts_for(argv, &r);
+        o.stdin_data = "hello";
+        o.stdin_len = 5;
+        o.stdin_keep = keep;
+        o.timeout_ms = 5000;
+        CHECK_INT(spawn(&r, &o), 0);
+        CHECK(wait_for(&r.dones, 6000));
+        CHECK_INT(r.nlines, 2);
+        if (r.nlines == 2) {
+            CHECK_STR(r.lines[0], "hello");
+            CHECK_STR(r.lines[1], keep ? "status 124" : "status 0");
+        }
+        proc_release(r.p);
+        settle();
+        run_free(&r);
+    }
+}
+
 /* A child that never reads its stdin wedges nothing: the timeout ends it
  * and every handle (the stdin pipe with its pending write included)
  * closes. */
@@ -831,6 +858,7 @@ int main(void)
     test_many_concurrent();
     test_stdin_data();
     test_stdin_never_read();
+    test_stdin_keep();
     test_gate();
     test_dies_with_parent();
 

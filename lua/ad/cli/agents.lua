@@ -7,6 +7,7 @@ local util = require "ad.infra.util"
 local config = require "ad.storage.config"
 local agents = require "ad.domain.agents"
 local common = require "ad.cli.common"
+local introspect = require "ad.domain.introspect"
 
 local out, err, PROG = common.out, common.err, common.PROG
 local unless_none = common.unless_none
@@ -85,13 +86,41 @@ C.init = {
   end,
 }
 
+local ADD_OPTS = { { "--host", arg = "HOST", help = "Run the agent on this ssh destination " ..
+  "(a Host of ~/.ssh/config, user@host or user@host:port); DIRECTORY is then a path there. " ..
+  "NAME HOST:DIRECTORY says the same." } }
+for _, opt in ipairs(common.AGENT_OPTS) do ADD_OPTS[#ADD_OPTS + 1] = opt end
+
+-- The host and remote directory of `add` (--host, or a HOST:DIR whose
+-- host part has no '/'), or nil for a local agent; or nil, nil, exit
+-- status after reporting a bad value.
+local function remote_target(o, dir)
+  local remote = require "ad.domain.remote"
+  local host, rdir = o.host, dir
+  if not host then host, rdir = remote.split_target(dir) end
+  if not host then return nil end
+  local _, herr = remote.parse_host(host)
+  if herr then
+    err("Error: Invalid value for --host: ", util.repr(host), " ", herr)
+    return nil, nil, 2
+  end
+  local derr = remote.dir_problem(rdir)
+  if derr then
+    err("Error: Invalid value for 'DIRECTORY': the directory on ", host, " ", derr)
+    return nil, nil, 2
+  end
+  return host, rdir
+end
+
 C.add = {
-  usage = "NAME DIRECTORY [OPTIONS]", summary = "Register a project directory as an agent.",
-  options = common.AGENT_OPTS, positionals = { "NAME", "DIRECTORY" }, min = 2, max = 2,
+  usage = "NAME [HOST:]DIRECTORY [OPTIONS]", summary = "Register a project directory as an agent.",
+  options = ADD_OPTS, positionals = { "NAME", "DIRECTORY" }, min = 2, max = 2,
   run = function(o, pos)
     local name, dir = pos[1], pos[2]
-    local abs = util.abspath(dir)
-    if not abs or core.project.health(abs) ~= true then
+    local host, rdir, rcode = remote_target(o, dir)
+    if rcode then return rcode end
+    local abs = rdir or util.abspath(dir)
+    if not host and (not abs or core.project.health(abs) ~= true) then
       err("Usage: ", PROG, " add NAME DIRECTORY [OPTIONS]")
       err("Error: Invalid value for 'DIRECTORY': Directory '", dir, "' does not exist.")
       return 2
@@ -102,7 +131,19 @@ C.add = {
     bad, budget = common.check_agent_opts(o)
     if bad then return bad end
     local desc = o.description
-    if desc == nil then
+    if desc == nil and host then
+      -- One probe of the remote project; a host that does not answer is
+      -- no reason to refuse (it may be down right now).
+      local src = introspect.source({ host = host, directory = abs }, nil)
+      if src.health() == true then
+        desc = introspect.auto_describe(src)
+      else
+        desc = "Agent in " .. abs .. " on " .. host
+        err("Warning: ", host, ":", abs, " is ", common.health_label(src):lower(),
+          src.error and (" (" .. src.error .. ")") or "", "; added anyway")
+      end
+      out("Auto-generated description: ", desc)
+    elseif desc == nil then
       desc = agents.describe_dir(abs)
       out("Auto-generated description: ", desc)
     end
@@ -110,7 +151,7 @@ C.add = {
     local pm = unless_none(o.permission_mode) and util.strip(o.permission_mode)
     local function caps(v) return unless_none(v) and agents.list(v) or json.array() end
     local fields = {
-      directory = abs, description = desc, timeout = o.timeout or 300,
+      directory = abs, host = host, description = desc, timeout = o.timeout or 300,
       max_budget_usd = (budget and budget > 0) and budget or nil,
       model = unless_none(o.model), permission_mode = pm,
       allowed_tools = unless_none(o.allowed_tools) and agents.list(o.allowed_tools),
@@ -126,7 +167,7 @@ C.add = {
       end
       return common.save_error(se)
     end
-    out("Added agent '", name, "' -> ", abs)
+    out("Added agent '", name, "' -> ", host and (host .. ":") or "", abs)
     return 0
   end,
 }
@@ -229,6 +270,7 @@ end
 
 -- The lines of one agent in `list` (after its name and health).
 local function list_entry(a)
+  if a.host then out("    host: ", a.host) end
   out("    dir:  ", a.directory)
   out("    desc: ", a.description)
   local conf = {}
@@ -249,21 +291,24 @@ end
 
 -- Agent name's entry as the JSON of list and describe: every field, null
 -- when unset (tool lists: null inherits the settings defaults).
-local AGENT_KEYS = { "name", "directory", "health", "description", "timeout", "model",
+local AGENT_KEYS = { "name", "directory", "host", "health", "description", "timeout", "model",
   "max_budget_usd", "permission_mode", "allowed_tools", "disallowed_tools", "capabilities",
   "risky_capabilities", "project_files" }
-local HEALTH = { OK = "ok", ["NOT FOUND"] = "not_found", UNREADABLE = "unreadable" }
+local HEALTH = { OK = "ok", ["NOT FOUND"] = "not_found", UNREADABLE = "unreadable",
+  UNREACHABLE = "unreachable" }
 
-local function agent_json(name, a)
+local function agent_json(name, a, src)
   local function list_or_null(l) return l and json.array(l) or json.null end
   local function or_null(v) return v == nil and json.null or v end
-  return json.object({ name = name, directory = a.directory,
-    health = HEALTH[common.health_label(a.directory)], description = a.description,
+  local e = json.object({ name = name, directory = a.directory,
+    health = HEALTH[common.health_label(src)], description = a.description,
     timeout = a.timeout, model = or_null(a.model), max_budget_usd = or_null(a.max_budget_usd),
     permission_mode = or_null(a.permission_mode),
     allowed_tools = list_or_null(a.allowed_tools), disallowed_tools = list_or_null(a.disallowed_tools),
     capabilities = json.array(a.capabilities), risky_capabilities = json.array(a.risky_capabilities) },
     AGENT_KEYS)
+  e.host = a.host -- only for a remote agent: local entries keep their shape
+  return e
 end
 
 local JSON_OPT = common.JSON_OPT
@@ -276,7 +321,10 @@ C.list = {
     if not cfg then return code end
     if o.json then
       local l = json.array()
-      for _, name in ipairs(cfg.agent_names) do l[#l + 1] = agent_json(name, cfg.agents[name]) end
+      for _, name in ipairs(cfg.agent_names) do
+        local a = cfg.agents[name]
+        l[#l + 1] = agent_json(name, a, introspect.source(a, cfg.settings))
+      end
       return common.json_out(l)
     end
     if #cfg.agent_names == 0 then
@@ -285,7 +333,7 @@ C.list = {
     end
     for _, name in ipairs(cfg.agent_names) do
       local a = cfg.agents[name]
-      out("  ", name, " [", common.health_label(a.directory), "]")
+      out("  ", name, " [", common.health_label(introspect.source(a, cfg.settings)), "]")
       list_entry(a)
       out("")
     end
@@ -299,11 +347,11 @@ local function tools_text(l)
   return table.concat(l, ", ")
 end
 
--- The well-known files present in an agent's directory.
-local function project_files(dir)
+-- The well-known files present in an agent's directory (a source).
+local function project_files(src)
   local files = json.array()
   for _, f in ipairs({ "CLAUDE.md", ".mcp.json", "README.md", "pyproject.toml", "package.json" }) do
-    if core.project.has(dir, f) then files[#files + 1] = f end
+    if src.has(f) then files[#files + 1] = f end
   end
   return files
 end
@@ -314,16 +362,18 @@ C.describe = {
   positionals = { "NAME" }, min = 1, max = 1,
   run = function(o, pos)
     local name = pos[1]
-    local _, a, code = common.load_agent(name)
+    local cfg, a, code = common.load_agent(name)
     if not a then return code end
-    local files = project_files(a.directory)
+    local src = introspect.source(a, cfg.settings)
+    local files = project_files(src)
     if o.json then
-      local e = agent_json(name, a)
+      local e = agent_json(name, a, src)
       e.project_files = files
       return common.json_out(e)
     end
     local function row(label, value) out(string.format("%-18s%s", label, value)) end
-    out(name, " [", common.health_label(a.directory), "]")
+    out(name, " [", common.health_label(src), "]")
+    if a.host then row("host:", a.host) end
     row("directory:", a.directory)
     row("description:", a.description)
     row("timeout:", a.timeout .. "s")

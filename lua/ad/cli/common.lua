@@ -106,10 +106,12 @@ function M.load_agent(name)
   return cfg, a
 end
 
+--- dir: a directory or an introspection source (ad.domain.introspect).
 function M.health_label(dir)
   local h = introspect.health(dir)
   if h == true then return "OK" end
   if h == false then return "NOT FOUND" end
+  if h == "UNREACHABLE" then return "UNREACHABLE" end
   return "UNREADABLE"
 end
 

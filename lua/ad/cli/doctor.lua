@@ -269,22 +269,79 @@ local function extension_checks(r)
   end
 end
 
+-- One ssh round trip per host of a remote agent: reachable without a
+-- prompt (BatchMode), claude there and its version, logged in there.
+-- Returns true when the host answered.
+local function host_check(r, host, cfg)
+  local got, why, refused = require("ad.domain.remote_probe").check_host(host, cfg.settings)
+  if not got then
+    if refused then
+      r.fail("host " .. host .. ": reachable, but a login without a prompt (BatchMode) failed: " .. why,
+        "Fix: install a key for it (ssh-copy-id " .. host .. ") and load it in ssh-agent; " ..
+        "agent-dispatch never answers a password or passphrase prompt")
+    else
+      r.fail("host " .. host .. ": unreachable - " .. why,
+        "Check: ssh -o BatchMode=yes " .. host .. " true")
+    end
+    return false
+  end
+  r.ok("host " .. host .. ": reachable with BatchMode (no prompt)")
+  if not got.path then
+    r.fail("host " .. host .. ": claude not found on the PATH of a non-interactive ssh session",
+      "Fix: install Claude Code there, or make it reachable from the PATH that " ..
+      "`ssh " .. host .. " 'command -v claude'` sees")
+    return true
+  end
+  local v = (got.version or ""):match("(%d+%.%d+%.%d+)")
+  if v then r.ok("host " .. host .. ": claude " .. v .. " (" .. got.path .. ")")
+  else r.warn("host " .. host .. ": could not read the Claude Code version (" .. got.path .. ")") end
+  if not got.auth or got.auth.loggedIn == nil then
+    r.warn("host " .. host .. ": could not read the Claude Code login state (claude auth status)")
+  elseif got.auth.loggedIn == true then
+    r.ok("host " .. host .. ": Claude Code is logged in (" .. tostring(got.auth.authMethod or "unknown method") .. ")")
+  else
+    r.fail("host " .. host .. ": Claude Code is not logged in there: every dispatch to it would fail",
+      "Run on " .. host .. ": claude, then /login (or set ANTHROPIC_API_KEY there)")
+  end
+  return true
+end
+
 local function agent_checks(r, cfg)
   out("Agents")
   if not cfg then return r.warn("Skipped (config could not be loaded)") end
   if #cfg.agent_names == 0 then
     return r.warn("No agents configured. Add one: agent-dispatch add <name> <directory>")
   end
+  local hosts = {}
   for _, name in ipairs(cfg.agent_names) do
     local a = cfg.agents[name]
-    local h, herr = core.project.health(a.directory)
-    if h == true then
+    local h, herr
+    if a.host then
+      if not hosts[a.host] then
+        hosts[a.host] = host_check(r, a.host, cfg)
+      end
+    end
+    if a.host and not hosts[a.host] then
+      h = "skip"
+    elseif a.host then
+      local src = require("ad.domain.introspect").source(a, cfg.settings)
+      h = src.health()
+      if h == "UNREACHABLE" or h == "UNREADABLE" then h, herr = nil, src.error or "unreadable" end
+    else
+      h, herr = core.project.health(a.directory)
+    end
+    if h == "skip" then
+      r.fail(name .. ": " .. a.host .. ":" .. a.directory .. " not checked (host unreachable)")
+    elseif h == true and a.host then
+      r.ok(name .. ": " .. a.host .. ":" .. a.directory)
+    elseif h == true then
       local files = {}
       for _, f in ipairs({ "CLAUDE.md", ".mcp.json" }) do
         if core.project.has(a.directory, f) then files[#files + 1] = f end
       end
       r.ok(name .. ": " .. a.directory .. (#files > 0 and (" [" .. table.concat(files, ", ") .. "]") or ""))
-    elseif h == false then r.fail(name .. ": directory missing - " .. a.directory)
+    elseif h == false then
+      r.fail(name .. ": directory missing - " .. (a.host and (a.host .. ":") or "") .. a.directory)
     else r.fail(name .. ": directory unreadable - " .. tostring(herr)) end
   end
 end

@@ -20,7 +20,7 @@ C.test = {
     if not cfg then return code end
     local t = pos[2] or "What project is this? Describe in one sentence."
     require("ad.storage.jobs").share_limit(cfg.settings.max_concurrency)
-    out("Dispatching to '", name, "' (", a.directory, ")...")
+    out("Dispatching to '", name, "' (", a.host and (a.host .. ":") or "", a.directory, ")...")
     out("Task: ", t)
     out("---")
     -- A sign of life while it waits: on a terminal a spinner with the

@@ -1,16 +1,48 @@
 --- Project introspection: what an agent's directory holds (F08, F09).
 --- File probes only; nothing is executed. Malformed files are skipped.
+---
+--- Every function takes a directory, or a source: what M.source(agent)
+--- returns - the local directory, or for an agent on another host the
+--- answer of one ssh round trip (ad.domain.remote_probe). A source has
+--- health(), has(name, isdir), read(rel, max), stacks(), dbs().
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 
 local M = {}
 
+--- The source of a local directory.
+function M.local_source(dir)
+  local s = { directory = dir }
+  function s.health()
+    local ok = core.project.health(dir)
+    if ok == nil then return "UNREADABLE" end
+    return ok
+  end
+  function s.has(name, isdir) return core.project.has(dir, name, isdir) end
+  function s.read(rel, max) return core.project.read(dir, rel, max) end
+  function s.stacks() return core.project.stacks(dir) end
+  function s.dbs() return core.project.dbs(dir) end
+  return s
+end
+
+--- The source of an agent's project: its directory, or the remote probe
+--- of an agent with a host (settings: the config's, for the ssh timeout).
+function M.source(agent, settings)
+  if agent.host then return require("ad.domain.remote_probe").source(agent, settings) end
+  return M.local_source(agent.directory)
+end
+
+local function src(d)
+  if type(d) == "table" then return d end
+  return M.local_source(d)
+end
+
 -- Project files are read only when they are regular files inside the
 -- project (a link out of it, to a pipe or to /proc, is never followed),
 -- never blocking, and never beyond a size cap.
 local function read_text(dir, rel, max)
-  local data, cut = core.project.read(dir, rel, max or (1024 * 1024))
+  local data, cut = src(dir).read(rel, max or (1024 * 1024))
   if not data or cut or not core.text.valid(data) then return nil end
   return data
 end
@@ -110,26 +142,27 @@ function M.auto_describe(dir)
   end
   local mcp = M.mcp_servers(dir)
   if #mcp > 0 then parts[#parts + 1] = "MCP: " .. table.concat(mcp, ", ") end
-  local stacks = core.project.stacks(dir)
+  local stacks = src(dir).stacks()
   if #stacks > 0 then parts[#parts + 1] = "Stack: " .. table.concat(stacks, ", ") end
-  local dbs = core.project.dbs(dir)
+  local dbs = src(dir).dbs()
   if #dbs > 0 then parts[#parts + 1] = "DB: " .. table.concat(dbs, ", ") end
-  if #parts == 0 then return "Agent in " .. util.basename(dir) end
+  if #parts == 0 then
+    return "Agent in " .. util.basename(type(dir) == "table" and (dir.directory or "") or dir)
+  end
   return table.concat(parts, " | ")
 end
 
---- true, false, or "UNREADABLE" (the probe itself failed).
+--- true, false, "UNREADABLE" (the probe itself failed), or for a remote
+--- agent "UNREACHABLE" (its host did not answer).
 function M.health(dir)
-  local ok = core.project.health(dir)
-  if ok == nil then return "UNREADABLE" end
-  return ok
+  return src(dir).health()
 end
 
 --- First n lines of the project file dir/rel joined by "\n", cut to
 --- max(200, n*200) code points; returns text, truncated. Only the first
 --- MiB is read: the preview is at most 40000 code points.
 function M.preview(dir, rel, n)
-  local data, cut = core.project.read(dir, rel, 1024 * 1024)
+  local data, cut = src(dir).read(rel, 1024 * 1024)
   if not data then return nil end
   data = core.text.fix(data)
   local all = first_lines(data, n + 1)

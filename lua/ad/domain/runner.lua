@@ -20,6 +20,7 @@ local result = require "ad.domain.result"
 local claude = require "ad.domain.claude"
 local request = require "ad.domain.request"
 local trace = require "ad.domain.trace"
+local remote = require "ad.domain.remote"
 local state = require "ad.storage.state"
 
 local M = {}
@@ -102,7 +103,7 @@ end
 --- the child's stdin. A non-stream run keeps at most M.MAX_OUTPUT bytes of
 --- stdout lines; past that only the last line (where the CLI's result
 --- object is), as last.
-local function run_child(argv, text, env, timeout, req)
+local function run_child(argv, text, env, timeout, req, cwd)
   local slot = core.limiter.acquire()
   if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
   if req.on_slot and req.on_slot() == false then
@@ -113,9 +114,12 @@ local function run_child(argv, text, env, timeout, req)
   local cap = M.MAX_OUTPUT
   -- With on_spawn the child waits at its start gate until on_spawn has
   -- returned: whatever it records names the child before it runs.
-  local p, msg, code = core.proc.spawn{ argv = argv, cwd = req.agent.directory, env = env,
-    timeout = timeout, grace = M.kill_grace, drain = M.drain, slot = slot,
-    stdin = text, gated = req.on_spawn ~= nil,
+  -- A remote agent's ssh keeps its stdin open until the end: when it
+  -- closes, the far side ends the remote process group (ad.domain.remote).
+  local p, msg, code = core.proc.spawn{ argv = argv, cwd = cwd, env = env,
+    timeout = timeout, grace = req.agent.host and remote.KILL_GRACE or M.kill_grace,
+    drain = M.drain, slot = slot,
+    stdin = text, stdin_keep = req.agent.host ~= nil, gated = req.on_spawn ~= nil,
     max_line = (not stream) and cap or nil, max_output = (not stream) and cap or nil }
   if not p then
     slot:release()
@@ -200,14 +204,25 @@ local function execute(req)
       "to its caller (depth " .. depth .. " >= max " .. settings.max_dispatch_depth ..
       "). Raise settings.max_dispatch_depth in agents.yaml if this nesting is intended.")
   end
-  local path = M.claude_path()
-  if not path then
-    return result.failure(name, "not_found", "Claude CLI not found in PATH. Install " ..
-      "it: https://docs.anthropic.com/en/docs/claude-code (npm install -g " ..
-      "@anthropic-ai/claude-code)")
-  end
-  if core.project.health(req.agent.directory) ~= true then
-    return result.failure(name, "not_found", "Directory does not exist: " .. req.agent.directory)
+  local host = req.agent.host
+  local path, ssh
+  if host then
+    -- claude runs on the other host (found on its PATH there); here
+    -- runs ssh, in no particular directory.
+    path = remote.CLAUDE
+    local refusal
+    ssh, refusal = remote.local_command(name, settings)
+    if not ssh then return refusal end
+  else
+    path = M.claude_path()
+    if not path then
+      return result.failure(name, "not_found", "Claude CLI not found in PATH. Install " ..
+        "it: https://docs.anthropic.com/en/docs/claude-code (npm install -g " ..
+        "@anthropic-ai/claude-code)")
+    end
+    if core.project.health(req.agent.directory) ~= true then
+      return result.failure(name, "not_found", "Directory does not exist: " .. req.agent.directory)
+    end
   end
   local eff = request.effective(req)
   local text = prompt.build(req)
@@ -222,10 +237,17 @@ local function execute(req)
       allowed = eff.allowed,
       disallowed = eff.disallowed }
     if not argv then return result.failure(name, "cli_error", refusal) end
-    local run = run_child(argv, text, env, eff.timeout, req)
+    local cwd = req.agent.directory
+    if ssh then
+      argv = remote.command{ ssh = ssh.path, control_dir = ssh.control_dir,
+        connect_timeout = ssh.connect_timeout, host = host, directory = req.agent.directory,
+        prompt_len = #text, env = remote.forwarded(env), claude_argv = argv }
+      cwd = nil
+    end
+    local run = run_child(argv, text, env, eff.timeout, req, cwd)
     run.session_id, run.fresh = resume or fresh, fresh ~= nil
     run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
-    local r = claude.interpret(run, req)
+    local r = ssh and remote.failure(run, req) or claude.interpret(run, req)
     if r then return r end
     io.stderr:write("agent-dispatch: warning: this claude CLI does not know " ..
       "--session-id; retrying without it (a timed-out dispatch will not be resumable)\n")

@@ -7,7 +7,7 @@ local limits = require "ad.infra.limits"
 local M = {}
 
 M.TYPES = { "permission", "timeout", "recursion", "not_found", "budget",
-            "cli_error", "schema" }
+            "cli_error", "schema", "remote" }
 
 local PERMISSION_WORDS = {
   "permission denied", "not allowed", "not permitted", "disallowed tool",

@@ -20,10 +20,11 @@ local json = require "ad.infra.json"
 local config_edit = require "ad.storage.config_edit"
 local paths = require "ad.storage.paths"
 local suggest = require "ad.infra.suggest"
+local remote = require "ad.domain.remote"
 
 local M = {}
 
-local AGENT_KEYS = { "directory", "description", "timeout", "max_budget_usd",
+local AGENT_KEYS = { "directory", "host", "description", "timeout", "max_budget_usd",
   "model", "permission_mode", "allowed_tools", "disallowed_tools",
   "capabilities", "risky_capabilities" }
 local GROUP_KEYS = { "description", "shared_context", "members" }
@@ -34,7 +35,7 @@ local SETTINGS_KEYS = { "default_timeout", "default_max_budget_usd",
   "default_permission_mode", "default_allowed_tools",
   "default_disallowed_tools", "max_dispatch_depth", "max_concurrency",
   "cache", "job_retention_days", "jobs_outlive_server", "handoff_after_seconds",
-  "tree_budget_usd" }
+  "tree_budget_usd", "ssh_connect_timeout" }
 
 -- 64 MiB of cached results by default: an entry count alone does not
 -- bound memory when results are large.
@@ -54,6 +55,7 @@ function M.default_settings()
     jobs_outlive_server = true,
     handoff_after_seconds = 100,
     tree_budget_usd = nil,
+    ssh_connect_timeout = 10,
   }
 end
 
@@ -174,11 +176,20 @@ local function parse_agent(name, raw)
   local where = "agents." .. name
   local a = mapping(raw, where)
   local resolved
+  local host = opt(a.host, as_str, where .. ".host")
+  if host then
+    local _, herr = remote.parse_host(host)
+    if herr then problem(where .. ".host", herr) host = nil end
+  end
   if a.directory == nil then
     problem(where .. ".directory", "field required")
   else
     local dir = try(as_str, a.directory, where .. ".directory")
-    if dir then
+    if dir and host then
+      -- A path on the other host: kept as written, never resolved here.
+      local derr = remote.dir_problem(dir)
+      if derr then problem(where .. ".directory", derr) else resolved = dir end
+    elseif dir then
       local err
       resolved, err = util.abspath(dir)
       if not resolved then
@@ -188,6 +199,7 @@ local function parse_agent(name, raw)
   end
   return {
     directory = resolved,
+    host = host,
     description = opt(a.description, as_str, where .. ".description") or "",
     timeout = at_least(opt(a.timeout, as_int, where .. ".timeout"), 0, where .. ".timeout") or 300,
     max_budget_usd = at_least(opt(a.max_budget_usd, as_num, where .. ".max_budget_usd"), 0,
@@ -241,6 +253,7 @@ local function parse_settings(raw)
   int("max_concurrency", 1)
   int("job_retention_days", 0)
   int("handoff_after_seconds", 0)
+  int("ssh_connect_timeout", 1)
   s.default_max_budget_usd = at_least(opt(r.default_max_budget_usd, as_num,
     "settings.default_max_budget_usd"), 0, "settings.default_max_budget_usd")
   s.tree_budget_usd = at_least(opt(r.tree_budget_usd, as_num,
@@ -566,6 +579,10 @@ function M.to_document(cfg)
   local s = cfg.settings
   local settings = ordered({}, SETTINGS_KEYS)
   for _, k in ipairs(SETTINGS_KEYS) do settings[k] = s[k] end
+  -- Written only when set: files of users without remote agents stay as they were.
+  if settings.ssh_connect_timeout == M.default_settings().ssh_connect_timeout then
+    settings.ssh_connect_timeout = nil
+  end
   settings.cache = ordered({ enabled = s.cache.enabled, ttl = s.cache.ttl,
                              max_size = s.cache.max_size, max_bytes = s.cache.max_bytes },
                            { "enabled", "ttl", "max_size", "max_bytes" })

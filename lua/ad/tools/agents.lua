@@ -4,12 +4,11 @@ local util = require "ad.infra.util"
 local tools = require "ad.tools"
 local introspect = util.lazy "ad.domain.introspect"
 local config = require "ad.storage.config"
-local core = require "ad.core"
 
 local RO = json.object({ readOnlyHint = true, openWorldHint = false },
                        { "readOnlyHint", "openWorldHint" })
 
-local SUMMARY_KEYS = { "name", "directory", "description", "healthy",
+local SUMMARY_KEYS = { "name", "directory", "host", "description", "healthy", "host_error",
   "has_claude_md", "has_mcp_config", "mcp_servers", "stacks", "dbs",
   "permission_mode", "allowed_tools", "disallowed_tools", "capabilities",
   "risky_capabilities" }
@@ -33,18 +32,19 @@ tools.define{
     local out = json.array()
     for _, name in ipairs(cfg.agent_names) do
       local a = cfg.agents[name]
-      local healthy = introspect.health(a.directory)
-      local e = json.object({ name = name, directory = a.directory,
-        description = a.description, healthy = healthy,
-        has_claude_md = healthy == true and core.project.has(a.directory, "CLAUDE.md"),
-        has_mcp_config = healthy == true and core.project.has(a.directory, ".mcp.json") },
+      local src = introspect.source(a, cfg.settings)
+      local healthy = src.health()
+      local e = json.object({ name = name, directory = a.directory, host = a.host,
+        description = a.description, healthy = healthy, host_error = src.error,
+        has_claude_md = healthy == true and src.has("CLAUDE.md"),
+        has_mcp_config = healthy == true and src.has(".mcp.json") },
         SUMMARY_KEYS)
       if healthy == true then
-        local mcp = introspect.mcp_servers(a.directory)
+        local mcp = introspect.mcp_servers(src)
         if #mcp > 0 then e.mcp_servers = mcp end
-        local st = core.project.stacks(a.directory)
+        local st = src.stacks()
         if #st > 0 then e.stacks = st end
-        local dbs = core.project.dbs(a.directory)
+        local dbs = src.dbs()
         if #dbs > 0 then e.dbs = dbs end
       end
       e.permission_mode = util.nonempty(a.permission_mode)
@@ -59,9 +59,9 @@ tools.define{
   end,
 }
 
-local INSPECT_KEYS = { "name", "directory", "description", "timeout", "model",
+local INSPECT_KEYS = { "name", "directory", "host", "description", "timeout", "model",
   "max_budget_usd", "permission_mode", "allowed_tools", "disallowed_tools",
-  "capabilities", "risky_capabilities", "healthy", "mcp_servers", "stacks",
+  "capabilities", "risky_capabilities", "healthy", "host_error", "mcp_servers", "stacks",
   "dbs", "scan_error", "has_claude_md", "has_readme", "has_mcp_config",
   "claude_md_preview", "claude_md_truncated", "readme_preview",
   "readme_truncated" }
@@ -85,7 +85,7 @@ tools.define{
     local a = cfg.agents[args.name]
     if not a then return tools.envelope(require("ad.domain.dispatch").unknown_agent(cfg, args.name)) end
     local lines = math.max(0, math.min(200, args.preview_lines))
-    local e = json.object({ name = args.name, directory = a.directory,
+    local e = json.object({ name = args.name, directory = a.directory, host = a.host,
       description = a.description, timeout = a.timeout, model = a.model,
       max_budget_usd = a.max_budget_usd,
       permission_mode = util.nonempty(a.permission_mode),
@@ -93,24 +93,27 @@ tools.define{
       INSPECT_KEYS)
     if #a.capabilities > 0 then e.capabilities = a.capabilities end
     if #a.risky_capabilities > 0 then e.risky_capabilities = a.risky_capabilities end
-    local healthy = introspect.health(a.directory)
+    local src = introspect.source(a, cfg.settings)
+    local healthy = src.health()
     e.healthy = healthy
-    ctx.log("info", "Inspected " .. args.name .. " (" .. a.directory .. ")")
+    e.host_error = src.error
+    ctx.log("info", "Inspected " .. args.name .. " (" ..
+      (a.host and (a.host .. ":") or "") .. a.directory .. ")")
     if healthy ~= true then return e end
-    e.mcp_servers = introspect.mcp_servers(a.directory)
-    e.stacks = core.project.stacks(a.directory)
-    e.dbs = core.project.dbs(a.directory)
-    e.has_claude_md = core.project.has(a.directory, "CLAUDE.md")
-    e.has_readme = core.project.has(a.directory, "README.md")
-    e.has_mcp_config = core.project.has(a.directory, ".mcp.json")
+    e.mcp_servers = introspect.mcp_servers(src)
+    e.stacks = src.stacks()
+    e.dbs = src.dbs()
+    e.has_claude_md = src.has("CLAUDE.md")
+    e.has_readme = src.has("README.md")
+    e.has_mcp_config = src.has(".mcp.json")
     if lines > 0 then
       if e.has_claude_md then
-        local text, cut = introspect.preview(a.directory, "CLAUDE.md", lines)
+        local text, cut = introspect.preview(src, "CLAUDE.md", lines)
         e.claude_md_preview = text
         if cut then e.claude_md_truncated = true end
       end
       if e.has_readme then
-        local text, cut = introspect.preview(a.directory, "README.md", lines)
+        local text, cut = introspect.preview(src, "README.md", lines)
         e.readme_preview = text
         if cut then e.readme_truncated = true end
       end
@@ -131,7 +134,7 @@ local function member_entry(cfg, m, detailed)
     e.directory = a.directory
     e.description = util.nonempty(a.description)
   end
-  e.healthy = introspect.health(a.directory)
+  e.healthy = introspect.source(a, cfg.settings).health()
   return e
 end
 

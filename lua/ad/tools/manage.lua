@@ -36,7 +36,8 @@ tools.define{
     "comma-separated; empty or 'none' means inherit the defaults in settings.",
   params = {
     { name = "name", type = "string", required = true, description = "Letters, digits, '-', '_'." },
-    { name = "directory", type = "string", required = true, description = "The project directory (must exist)." },
+    { name = "directory", type = "string", required = true, description = "The project directory (must exist), " ..
+      "or HOST:DIR for a project on another host reached over ssh (HOST as ~/.ssh/config knows it)." },
     { name = "description", type = "string", default = "" },
     { name = "timeout", type = "integer", default = 0, description = "Seconds; 0 = 300." },
     { name = "max_budget_usd", type = "number", default = 0, description = "Spend cap per dispatch; 0 = settings default." },
@@ -52,8 +53,17 @@ tools.define{
   handler = function(a, ctx)
     local err = agents.name_error(a.name)
     if err then return tools.envelope(err) end
-    local dir, derr = agents.resolve_dir(a.directory)
-    if not dir then return tools.envelope(derr) end
+    local remote = require "ad.domain.remote"
+    local host, dir = remote.split_target(a.directory)
+    if host then
+      local _, herr = remote.parse_host(host)
+      local derr = herr and ("Invalid host " .. util.repr(host) .. ": " .. herr) or remote.dir_problem(dir)
+      if derr then return tools.envelope("Invalid directory " .. util.repr(a.directory) .. ": " .. derr) end
+    else
+      local derr
+      dir, derr = agents.resolve_dir(a.directory)
+      if not dir then return tools.envelope(derr) end
+    end
     if a.timeout < 0 then
       return tools.envelope("timeout must be a positive number of seconds (got " ..
         a.timeout .. "); pass 0 for the default of 300.")
@@ -64,11 +74,17 @@ tools.define{
     end
     local bad = bad_mode(a.permission_mode)
     if bad then return bad end
-    local desc = a.description ~= "" and a.description or agents.describe_dir(dir)
+    local desc = a.description
+    if desc == "" and host then
+      local src = require("ad.domain.introspect").source({ host = host, directory = dir }, ctx.cfg and ctx.cfg.settings)
+      desc = src.health() == true and agents.describe_dir(src) or ("Agent in " .. dir .. " on " .. host)
+    elseif desc == "" then
+      desc = agents.describe_dir(dir)
+    end
     -- 'none' means unset here too, as in update_agent.
     local function csv(v) return not agents.is_none(v) and agents.list(v) or nil end
     local fields = {
-      directory = dir, description = desc,
+      directory = dir, host = host, description = desc,
       timeout = a.timeout == 0 and 300 or a.timeout,
       max_budget_usd = a.max_budget_usd > 0 and a.max_budget_usd or nil,
       model = nil,
@@ -87,10 +103,10 @@ tools.define{
       return tools.save_error("add_agent", e)
     end
     state.invalidate(nil, a.name)
-    ctx.log("info", "Added agent " .. a.name .. " -> " .. dir)
-    local out = json.object({ added = a.name, directory = dir, description = desc,
+    ctx.log("info", "Added agent " .. a.name .. " -> " .. (host and (host .. ":") or "") .. dir)
+    local out = json.object({ added = a.name, directory = dir, host = host, description = desc,
       permission_mode = fields.permission_mode },
-      { "added", "directory", "description", "permission_mode", "allowed_tools",
+      { "added", "directory", "host", "description", "permission_mode", "allowed_tools",
         "disallowed_tools", "capabilities", "risky_capabilities" })
     if fields.allowed_tools and #fields.allowed_tools > 0 then out.allowed_tools = fields.allowed_tools end
     if fields.disallowed_tools and #fields.disallowed_tools > 0 then out.disallowed_tools = fields.disallowed_tools end
