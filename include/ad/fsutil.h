@@ -63,6 +63,16 @@ int fs_lock_rewrite(int fd, const void *data, size_t len);
  * caller bounds the size. */
 int fs_append(const char *path, const void *data, size_t len, mode_t mode);
 
+/* The descriptor fs_append writes through, for a caller that keeps it
+ * open across records: O_APPEND, created with mode, never through a
+ * symlink (-ELOOP), someone else's file refused (-EPERM). Returns the
+ * descriptor or -errno. */
+int fs_append_open(const char *path, mode_t mode);
+
+/* One record on a descriptor of fs_append_open, in one write(). -ENOENT
+ * when the file was removed since it was opened (reopen it by name). */
+int fs_append_fd(int fd, const void *data, size_t len);
+
 /* Reads at most max bytes of path into a new NUL-terminated buffer.
  * nofollow refuses a symlink (-ELOOP). -EFBIG when the file is larger. */
 int fs_read_file(const char *path, size_t max, bool nofollow, char **out,

@@ -252,9 +252,13 @@ end
 
 -- The dispatch of a span: the tree budget reserved before the child can
 -- spawn (refused when nothing is left), the trace context handed to the
--- child, the ledger settled and the span ended with the result.
+-- child, the ledger settled and the span ended with the result. The
+-- request (built for this one call) carries what the child needs
+-- (tree_left, trace_env, on_started) while it runs: no copy per dispatch.
+local TRACED = { "tree_left", "trace_env", "on_started" }
+
 local function traced(req, ctx, span)
-  local r = util.copy(req)
+  local r = req
   if ctx.cap then
     local ok, amount, why = pcall(trace.reserve, ctx, span, req.agent_name,
       request.effective(req).budget)
@@ -272,9 +276,8 @@ local function traced(req, ctx, span)
     r.tree_left = amount
   end
   r.trace_env = trace.env_value(ctx, span)
-  -- The span's start is written once its child runs: creating a new
-  -- trace's file (a file system metadata change) then overlaps the
-  -- child's own start instead of delaying it.
+  -- The span's start is written once its child runs, off the path
+  -- between the call and the child's start.
   local started = false
   r.on_started = function()
     if not started then
@@ -283,6 +286,7 @@ local function traced(req, ctx, span)
     end
   end
   local ok, res = pcall(observed, r)
+  for _, k in ipairs(TRACED) do r[k] = nil end
   if ctx.cap then
     local settled, err = pcall(trace.settle, ctx, span, req.agent_name, ok and res.cost_usd or nil)
     if not settled then

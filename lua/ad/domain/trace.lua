@@ -92,7 +92,7 @@ function M.root(settings, tree_budget)
     return { trace_id = base.trace_id, parent_id = base.parent_id,
       cap = lower(base.cap, cap), holders = base.holders }
   end
-  return { trace_id = core.text.hex32(), cap = cap, holders = {} }
+  return { trace_id = M.new_trace_id(), cap = cap, holders = {} }
 end
 
 --- The context of what a span starts (its children).
@@ -158,16 +158,28 @@ function M.start(ctx, fields, adopted)
   return span
 end
 
--- Span ids: a random prefix per process and a counter (a random id per
--- span costs as much as the rest of its record); unique within a tree as
--- long as no two of its processes draw the same 32-bit prefix.
+-- Span and trace ids: a random prefix per process and a counter (a
+-- random id per span costs as much as the rest of its record). Span ids
+-- are unique within a tree as long as no two of its processes draw the
+-- same 32-bit prefix; trace ids carry 96 random bits per process.
 local prefix, counter = nil, 0
+
+local function next_count()
+  if not prefix then prefix = core.text.hex32() end
+  counter = counter + 1
+  return string.format("%08x", counter & 0xffffffff)
+end
 
 --- A new span id (16 hex digits).
 function M.new_id()
-  if not prefix then prefix = core.text.hex32():sub(1, 8) end
-  counter = counter + 1
-  return prefix .. string.format("%08x", counter & 0xffffffff)
+  local n = next_count()
+  return prefix:sub(1, 8) .. n
+end
+
+--- A new trace id (32 hex digits).
+function M.new_trace_id()
+  local n = next_count()
+  return prefix:sub(9, 32) .. n
 end
 
 --- Ends a span: status ("ok", "error", "cancelled", "refused") and what

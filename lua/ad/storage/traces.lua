@@ -1,11 +1,14 @@
---- The trace store: one JSON Lines file per delegation tree,
---- <dir>/<trace_id>.jsonl, shared by every process of the tree (servers,
---- nested servers, detached job runners, the CLI). A span is a line,
---- appended with one write() on an O_APPEND descriptor (core.fs.append),
---- so concurrent writers never interleave or lose a line; a line is
---- bounded (MAX_LINE) so that write stays one atomic append. A span may be
---- written twice (at its start and at its end); readers keep the last
---- record per span_id.
+--- The trace store: spans of every tree in one JSON Lines file per day
+--- (UTC), <dir>/spans-YYYYMMDD.jsonl, shared by every process (servers,
+--- nested servers, detached job runners, the CLI). Each process keeps one
+--- O_APPEND descriptor on the day's file open (core.fs.appender), opened
+--- again when the day changes or when gc removed the file: a dispatch
+--- creates no file. A span is a line, appended with one write(), so
+--- concurrent writers never interleave or lose a line; a line is bounded
+--- (MAX_LINE) so that write stays one atomic append. A span may be written
+--- twice (at its start and at its end); readers keep the last record per
+--- span_id. Readers look for a trace's id as plain text and decode only the
+--- lines that hold it; retention removes whole day files.
 ---
 --- The tree's spend ledger is <dir>/<trace_id>.budget: one line of JSON
 --- kept in the file its holders flock, read and rewritten in place under
@@ -122,84 +125,155 @@ local function line_of(span)
   return text .. "\n"
 end
 
---- Appends a span record to its trace's file. Raises the "io" error when
---- it cannot be written.
+-- ---- the day files ---------------------------------------------------------
+
+local DAY_FILE = "^spans%-(%d%d%d%d%d%d%d%d)%.jsonl$"
+
+--- The name of the day file of epoch seconds t (UTC).
+function M.day_file(t)
+  return "spans-" .. os.date("!%Y%m%d", math.floor(t)) .. ".jsonl"
+end
+
+-- The descriptor this process appends through: the day file of `day`
+-- (days since the epoch, UTC), opened once and kept. A new day opens the
+-- next file; a file removed meanwhile (gc) is noticed by the write itself
+-- and opened anew by name.
+local out = { day = nil, file = nil }
+
+local function reopen(dir, day)
+  if out.file then out.file:close() end
+  out.file, out.day = nil, nil
+  local name = dir .. "/" .. M.day_file(day * 86400)
+  local f, msg = core.fs.appender(name, 384) -- 0600
+  if not f then io_error("cannot write the trace file " .. name, msg) end
+  out.file, out.day = f, day
+  return f
+end
+
+--- Appends a span record to the day file it is written in. Raises the
+--- "io" error when it cannot be written.
 function M.append(span)
   local dir = ensure_dir()
-  local ok, msg = core.fs.append(dir .. "/" .. span.trace_id .. ".jsonl", line_of(span), 384)
-  if not ok then io_error("cannot write trace " .. span.trace_id, msg) end
+  local line = line_of(span)
+  local day = math.floor(core.task.time() / 86400)
+  local f = (out.day == day and out.file) or reopen(dir, day)
+  local ok, msg, code = f:write(line)
+  if not ok and code == "ENOENT" then
+    ok, msg = reopen(dir, day):write(line)
+  end
+  if not ok then io_error("cannot write trace " .. tostring(span.trace_id), msg) end
 end
 
---- The spans of a trace, one per span_id (its last record), in the order
---- they were first written; nil when there is no such trace. A line that
---- is not a span (a torn write of a full disk) is skipped.
-function M.read(id)
-  if not M.valid(id) then return nil end
-  local text, msg, code = core.fs.read_file(M.dir() .. "/" .. id .. ".jsonl", M.MAX_FILE, true)
-  if not text then
-    if code == "ENOENT" then return nil end
-    io_error("cannot read trace " .. id, msg)
-  end
-  local spans, at = {}, {}
-  for line in text:gmatch("[^\n]+") do
-    local rec = json.decode(line)
-    if type(rec) == "table" and type(rec.span_id) == "string" then
-      local i = at[rec.span_id]
-      if not i then
-        i = #spans + 1
-        at[rec.span_id] = i
-      end
-      spans[i] = rec
-    end
-  end
-  return spans
-end
-
--- {id, mtime} of every trace file, newest first.
-local function files()
+-- {name, day, mtime} of every day file, newest first.
+local function days()
   local ok, dir = pcall(M.dir)
   if not ok then error(dir, 0) end
-  local names = core.fs.listdir(dir) or {}
-  local out = {}
-  for _, name in ipairs(names) do
-    local id = name:match("^(%x+)%.jsonl$")
-    if M.valid(id) then
-      local kind, mtime = core.fs.stat(dir .. "/" .. name)
-      if kind == "file" then out[#out + 1] = { id = id, mtime = mtime } end
+  local list = {}
+  for _, name in ipairs(core.fs.listdir(dir) or {}) do
+    local day = name:match(DAY_FILE)
+    if day then list[#list + 1] = { name = name, day = day, path = dir .. "/" .. name } end
+  end
+  table.sort(list, function(a, b) return a.day > b.day end)
+  return list
+end
+
+-- The text of a day file (nil when it went away meanwhile).
+local function text_of(f)
+  local text, msg, code = core.fs.read_file(f.path, M.MAX_FILE, true)
+  if not text then
+    if code == "ENOENT" then return nil end
+    io_error("cannot read the trace file " .. f.path, msg)
+  end
+  return text
+end
+
+-- The line of text around position at.
+local function line_at(text, at)
+  local b = at
+  while b > 1 and text:byte(b - 1) ~= 10 do b = b - 1 end
+  local e = text:find("\n", at, true) or #text + 1
+  return text:sub(b, e - 1), e
+end
+
+local function needle(id) return '"trace_id":"' .. id .. '"' end
+
+--- The spans of a trace, one per span_id (its last record), in the order
+--- they were first written; nil when there is no such trace. Only the
+--- lines holding the trace's id are decoded; a line that is not a span (a
+--- torn write of a full disk) is skipped.
+function M.read(id)
+  if not M.valid(id) then return nil end
+  local pat, found = needle(id), false
+  local spans, at = {}, {}
+  local list = days()
+  for i = #list, 1, -1 do -- oldest first: the order they were written
+    local text = text_of(list[i])
+    local pos = text and text:find(pat, 1, true)
+    while pos do
+      found = true
+      local line, e = line_at(text, pos)
+      local rec = json.decode(line)
+      if type(rec) == "table" and type(rec.span_id) == "string" and rec.trace_id == id then
+        local k = at[rec.span_id]
+        if not k then
+          k = #spans + 1
+          at[rec.span_id] = k
+        end
+        spans[k] = rec
+      end
+      pos = text:find(pat, e, true)
     end
   end
-  table.sort(out, function(a, b)
-    if a.mtime ~= b.mtime then return a.mtime > b.mtime end
-    return a.id < b.id
-  end)
-  return out
+  if not found then return nil end
+  return spans
 end
 
 --- The ids of the most recently written traces (newest first), at most
 --- limit of them.
 function M.recent(limit)
-  local out = {}
-  for i, f in ipairs(files()) do
-    if i > limit then break end
-    out[i] = f.id
+  local out_ids, seen = {}, {}
+  for _, f in ipairs(days()) do
+    local text = text_of(f)
+    if text then
+      -- The last line of a trace in this file orders it.
+      local last, ids = {}, {}
+      local n = 0
+      for id in text:gmatch('"trace_id":"(%x+)"') do
+        n = n + 1
+        if not last[id] then ids[#ids + 1] = id end
+        last[id] = n
+      end
+      table.sort(ids, function(a, b) return last[a] > last[b] end)
+      for _, id in ipairs(ids) do
+        if not seen[id] and M.valid(id) then
+          seen[id] = true
+          out_ids[#out_ids + 1] = id
+          if #out_ids >= limit then return out_ids end
+        end
+      end
+    end
   end
-  return out
+  return out_ids
 end
 
---- The trace holding the span of job id (newest traces searched first,
---- at most `within` of them), or nil.
-function M.find_job(job_id, within)
-  local needle = '"job_id":"' .. job_id .. '"'
-  for i, f in ipairs(files()) do
-    if i > (within or 1000) then break end
-    local text = core.fs.read_file(M.dir() .. "/" .. f.id .. ".jsonl", M.MAX_FILE, true)
-    if text and text:find(needle, 1, true) then return f.id end
+--- The trace holding the span of job id (newest day files searched
+--- first), or nil.
+function M.find_job(job_id)
+  local pat = '"job_id":"' .. job_id .. '"'
+  for _, f in ipairs(days()) do
+    local text = text_of(f)
+    local pos = text and text:find(pat, 1, true)
+    if pos then
+      local id = line_at(text, pos):match('"trace_id":"(%x+)"')
+      if M.valid(id) then return id end
+    end
   end
   return nil
 end
 
---- Removes the traces (and their ledgers) not written to for max_age
---- seconds. Returns how many traces were removed.
+--- Removes the day files (and the tree ledgers) not written to for
+--- max_age seconds: retention deletes whole days. Returns how many traces
+--- the removed day files held.
 function M.prune(max_age)
   local ok, dir = pcall(M.dir)
   if not ok then return 0 end
@@ -208,11 +282,18 @@ function M.prune(max_age)
   local cutoff, n = core.task.time() - max_age, 0
   for _, name in ipairs(names) do
     local id, ext = name:match("^(%x+)%.(%a+)$")
-    if M.valid(id) and (ext == "jsonl" or ext == "budget") then
+    local day = name:match(DAY_FILE)
+    if day or (M.valid(id) and ext == "budget") then
       local path = dir .. "/" .. name
       local kind, mtime = core.fs.stat(path)
-      if kind == "file" and mtime < cutoff and core.fs.unlink(path) and ext == "jsonl" then
-        n = n + 1
+      if kind == "file" and mtime < cutoff then
+        local text = day and core.fs.read_file(path, M.MAX_FILE, true)
+        if core.fs.unlink(path) and text then
+          local ids = {}
+          for t in text:gmatch('"trace_id":"(%x+)"') do
+            if not ids[t] then ids[t] = true; n = n + 1 end
+          end
+        end
       end
     end
   end
