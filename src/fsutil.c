@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "ad/fsutil.h"
@@ -376,7 +377,7 @@ int fs_append_open(const char *path, mode_t mode)
     return fd;
 }
 
-int fs_append_fd(int fd, const void *data, size_t len)
+int fs_append_iov(int fd, const struct iovec *iov, int n)
 {
     /* A descriptor kept open outlives the file's name: a record written
      * after the file was removed would reach no reader. */
@@ -387,14 +388,24 @@ int fs_append_fd(int fd, const void *data, size_t len)
     if (st.st_nlink == 0) {
         return -ENOENT;
     }
-    ssize_t n;
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        len += iov[i].iov_len;
+    }
+    ssize_t w;
     do {
-        n = write(fd, data, len);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
+        w = writev(fd, iov, n); /* one append, like one write() */
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) {
         return -errno;
     }
-    return (size_t)n == len ? 0 : -EIO;
+    return (size_t)w == len ? 0 : -EIO;
+}
+
+int fs_append_fd(int fd, const void *data, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    return fs_append_iov(fd, &iov, 1);
 }
 
 int fs_append(const char *path, const void *data, size_t len, mode_t mode)

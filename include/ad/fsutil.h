@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 /* Replaces path with data atomically: a unique temp file next to the
  * target (<name>.<32hex>.tmp, created O_EXCL|O_NOFOLLOW), fchmod(mode),
@@ -72,6 +73,10 @@ int fs_append_open(const char *path, mode_t mode);
 /* One record on a descriptor of fs_append_open, in one write(). -ENOENT
  * when the file was removed since it was opened (reopen it by name). */
 int fs_append_fd(int fd, const void *data, size_t len);
+
+/* fs_append_fd of the n pieces of iov, one after the other, in one
+ * writev() (one append, as atomic as one write()). */
+int fs_append_iov(int fd, const struct iovec *iov, int n);
 
 /* Reads at most max bytes of path into a new NUL-terminated buffer.
  * nofollow refuses a symlink (-ELOOP). -EFBIG when the file is larger. */

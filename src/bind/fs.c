@@ -8,8 +8,9 @@
  *       write on an O_APPEND descriptor; a symlink is refused)
  *   core.fs.appender(path [, mode]) -> appender | nil, msg, code (the same
  *       descriptor kept open for many records)
- *   appender:write(data) -> true | nil, msg, code ("ENOENT": the file was
- *       removed since it was opened)   appender:close()
+ *   appender:write(data [, tail]) -> true | nil, msg, code (data then
+ *       tail in one append; "ENOENT": the file was removed since it was
+ *       opened)   appender:close()
  *   core.fs.mkdirs(dir) / core.fs.mkparent(path) -> true | nil, msg, code
  *   core.fs.lock(path [, timeout_s]) -> lock | nil, "timeout" (yields while
  *       another holder has it; woken by the kernel when it is released)
@@ -35,6 +36,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "ad/fsutil.h"
@@ -143,12 +145,15 @@ static int l_appender(lua_State *L)
 static int l_appender_write(lua_State *L)
 {
     struct appender *ap = luaL_checkudata(L, 1, APPENDER_MT);
-    size_t n;
-    const char *data = luaL_checklstring(L, 2, &n);
+    struct iovec iov[2];
+    iov[0].iov_base = (void *)luaL_checklstring(L, 2, &iov[0].iov_len);
+    /* The tail (a record's newline) is joined here, in one writev: no
+     * second copy of the record as a Lua string. */
+    iov[1].iov_base = (void *)luaL_optlstring(L, 3, "", &iov[1].iov_len);
     if (ap->fd < 0) {
         return luaL_error(L, "write on a closed appender");
     }
-    int rc = fs_append_fd(ap->fd, data, n);
+    int rc = fs_append_iov(ap->fd, iov, iov[1].iov_len > 0 ? 2 : 1);
     if (rc != 0) {
         return fail_errno(L, rc, "appender");
     }

@@ -308,12 +308,15 @@ local function traced(req, ctx, span)
   return res
 end
 
--- What the span of a request records of it.
+-- What the span of a request records of it, in a table reused by every
+-- call (trace.record copies what it needs at once).
+local fields = {}
 local function span_fields(req)
-  return { kind = req.span_kind or (req.stream and "stream") or
-      (req.session_id and "session") or "dispatch",
-    agent = req.agent_name, task = req.task, caller = req.caller, goal = req.goal,
-    span_id = req.span_id, start = req.span_start, job_id = req.job_id }
+  fields.kind = req.span_kind or (req.stream and "stream") or
+      (req.session_id and "session") or "dispatch"
+  fields.agent, fields.task, fields.caller, fields.goal = req.agent_name, req.task, req.caller, req.goal
+  fields.span_id, fields.start, fields.job_id = req.span_id, req.span_start, req.job_id
+  return fields
 end
 
 -- The schema is part of the key: an answer checked against one schema

@@ -37,6 +37,11 @@ M.MAX_HOLDERS = 16
 --- Left in the tree below this many dollars counts as nothing left.
 M.EPSILON = 1e-6
 
+-- Shared, never changed: a span or context without any allocates none
+-- (every byte a dispatch allocates costs collector work later).
+local NO_HOLDERS = {}
+local NO_DENIED = json.array()
+
 -- What this process inherited (read once, then removed from environ).
 local inherited, read = nil, false
 
@@ -92,12 +97,12 @@ function M.root(settings, tree_budget)
     return { trace_id = base.trace_id, parent_id = base.parent_id,
       cap = lower(base.cap, cap), holders = base.holders }
   end
-  return { trace_id = M.new_trace_id(), cap = cap, holders = {} }
+  return { trace_id = M.new_trace_id(), cap = cap, holders = NO_HOLDERS }
 end
 
 --- The context of what a span starts (its children).
 function M.under(ctx, span)
-  local holders = ctx.holders or {}
+  local holders = ctx.holders or NO_HOLDERS
   if span.reserved then
     holders = table.move(holders, 1, #holders, 1, {})
     holders[#holders + 1] = span.span_id
@@ -108,9 +113,9 @@ end
 
 --- The value of AGENT_DISPATCH_TRACE for the child of span.
 function M.env_value(ctx, span)
-  local c = M.under(ctx, span)
-  return c.trace_id .. ":" .. c.parent_id .. ":" .. (c.cap and string.format("%.17g", c.cap) or "") ..
-    ":" .. table.concat(c.holders, ",")
+  local holders = span.reserved and M.under(ctx, span).holders or ctx.holders or NO_HOLDERS
+  return ctx.trace_id .. ":" .. span.span_id .. ":" ..
+    (ctx.cap and string.format("%.17g", ctx.cap) or "") .. ":" .. table.concat(holders, ",")
 end
 
 local function depth()
@@ -142,7 +147,7 @@ function M.record(ctx, fields)
     caller = fields.caller or json.null, goal = fields.goal or json.null,
     start = fields.start or now(), status = "running", error_type = json.null,
     session_id = json.null, cost_usd = 0, num_turns = json.null,
-    denied_tools = json.array(), cached = false, depth = depth(),
+    denied_tools = NO_DENIED, cached = false, depth = depth(),
     pid = core.sys.getpid(), job_id = fields.job_id or json.null,
   }
   return span
@@ -194,7 +199,9 @@ function M.finish(span, status, r)
     span.session_id = r.session_id or json.null
     span.cost_usd = type(r.cost_usd) == "number" and r.cost_usd or 0
     span.num_turns = math.tointeger(r.num_turns) or json.null
-    if r.denied_tools then span.denied_tools = json.array(util.copy(r.denied_tools)) end
+    if r.denied_tools and #r.denied_tools > 0 then
+      span.denied_tools = json.array(util.copy(r.denied_tools))
+    end
     span.cached = r.cached == true
   end
   span.reserved, span.adopted = nil, nil
