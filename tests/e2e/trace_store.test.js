@@ -69,3 +69,32 @@ test('a day file removed while a server runs (gc) is created again by the next s
   assert.deepStrictEqual([...new Set(recs.map((r) => r.task))], ['after']);
   assert.strictEqual(recs.filter((r) => r.status === 'ok').length, 1);
 });
+
+test('a sync call handed off to a job: its span goes on as a "handoff" span, found by the job id',
+  async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await srv.call('dispatch', { agent: 'a',
+      task: '[stub:sleep=3][stub:reply=late answer] slow one', handoff_after_seconds: 1 });
+    assert.strictEqual(value.status, 'running', JSON.stringify(value));
+    const id = value.job_id;
+    // While the job runs, its id finds the tree.
+    const during = await srv.call('dispatch_trace', { job_id: id });
+    assert.strictEqual(during.isError, false, during.text);
+    assert.strictEqual(during.value.spans.length, 1);
+    assert.strictEqual(during.value.spans[0].kind, 'handoff');
+    assert.strictEqual(during.value.spans[0].job_id, id);
+    const w = await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
+    assert.strictEqual(w.value.status, 'done', w.text);
+    await srv.close();
+    const spans = new Map();
+    for (const r of records(env)) spans.set(r.span_id, r);
+    assert.strictEqual(spans.size, 1, 'the job continues the call\'s span');
+    const s = [...spans.values()][0];
+    assert.strictEqual(s.kind, 'handoff');
+    assert.strictEqual(s.job_id, id);
+    assert.strictEqual(s.status, 'ok');
+    assert.ok(s.duration_ms >= 2500, `the span covers the whole dispatch (${s.duration_ms} ms)`);
+  });

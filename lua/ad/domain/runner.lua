@@ -259,6 +259,8 @@ local TRACED = { "tree_left", "trace_env", "on_started" }
 
 local function traced(req, ctx, span)
   local r = req
+  -- A sync call that may be handed off to a job hears of its span.
+  if req.on_span then req.on_span(span) end
   if ctx.cap then
     local ok, amount, why = pcall(trace.reserve, ctx, span, req.agent_name,
       request.effective(req).budget)

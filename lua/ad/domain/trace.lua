@@ -209,6 +209,14 @@ function M.finish(span, status, r)
   return span
 end
 
+--- A sync dispatch handed off to job job_id (handoff_after_seconds): its
+--- span goes on as the job's, kind "handoff", recorded at once so that
+--- the job id finds the trace while the job runs.
+function M.handoff(span, job_id)
+  span.kind, span.job_id = "handoff", job_id
+  M.write(span)
+end
+
 --- A one-record span: something that did not run a child (a cache hit,
 --- a refusal).
 function M.instant(ctx, fields, status, r)
