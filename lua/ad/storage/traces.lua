@@ -197,35 +197,50 @@ end
 
 local function needle(id) return '"trace_id":"' .. id .. '"' end
 
---- The spans of a trace, one per span_id (its last record), in the order
---- they were first written; nil when there is no such trace. Only the
---- lines holding the trace's id are decoded; a line that is not a span (a
---- torn write of a full disk) is skipped.
-function M.read(id)
-  if not M.valid(id) then return nil end
-  local pat, found = needle(id), false
-  local spans, at = {}, {}
+--- The spans of each trace of ids ({trace_id = spans}), one per span_id
+--- (its last record), in the order they were first written; a trace not
+--- found has no entry. One pass over the day files, oldest first; only the
+--- lines holding a wanted trace's id are decoded, and a line that is not a
+--- span (a torn write of a full disk) is skipped.
+function M.read_many(ids)
+  local want, found = {}, {}
+  for _, id in ipairs(ids) do
+    if M.valid(id) then want[#want + 1] = id end
+  end
+  if #want == 0 then return found end
   local list = days()
-  for i = #list, 1, -1 do -- oldest first: the order they were written
+  for i = #list, 1, -1 do
     local text = text_of(list[i])
-    local pos = text and text:find(pat, 1, true)
-    while pos do
-      found = true
-      local line, e = line_at(text, pos)
-      local rec = json.decode(line)
-      if type(rec) == "table" and type(rec.span_id) == "string" and rec.trace_id == id then
-        local k = at[rec.span_id]
-        if not k then
-          k = #spans + 1
-          at[rec.span_id] = k
+    for _, id in ipairs(text and want or {}) do
+      local pat = needle(id)
+      local pos = text:find(pat, 1, true)
+      while pos do
+        local line, e = line_at(text, pos)
+        local rec = json.decode(line)
+        if type(rec) == "table" and type(rec.span_id) == "string" and rec.trace_id == id then
+          local t = found[id]
+          if not t then
+            t = { spans = {}, at = {} }
+            found[id] = t
+          end
+          local k = t.at[rec.span_id]
+          if not k then
+            k = #t.spans + 1
+            t.at[rec.span_id] = k
+          end
+          t.spans[k] = rec
         end
-        spans[k] = rec
+        pos = text:find(pat, e, true)
       end
-      pos = text:find(pat, e, true)
     end
   end
-  if not found then return nil end
-  return spans
+  for id, t in pairs(found) do found[id] = t.spans end
+  return found
+end
+
+--- The spans of a trace (as read_many), or nil when there is no such trace.
+function M.read(id)
+  return M.read_many({ id })[id]
 end
 
 --- The ids of the most recently written traces (newest first), at most
