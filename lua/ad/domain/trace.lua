@@ -118,8 +118,16 @@ function M.env_value(ctx, span)
     (ctx.cap and string.format("%.17g", ctx.cap) or "") .. ":" .. table.concat(holders, ",")
 end
 
+-- The dispatch depth and pid of this process (neither changes while it
+-- runs): looked up once, not for every span.
+local my_depth, my_pid
 local function depth()
-  return require("ad.domain.runner").depth()
+  if not my_depth then my_depth = require("ad.domain.runner").depth() end
+  return my_depth
+end
+local function pid()
+  if not my_pid then my_pid = core.sys.getpid() end
+  return my_pid
 end
 
 local function now()
@@ -148,7 +156,7 @@ function M.record(ctx, fields)
     start = fields.start or now(), status = "running", error_type = json.null,
     session_id = json.null, cost_usd = 0, num_turns = json.null,
     denied_tools = NO_DENIED, cached = false, depth = depth(),
-    pid = core.sys.getpid(), job_id = fields.job_id or json.null,
+    pid = pid(), job_id = fields.job_id or json.null,
   }
   return span
 end
@@ -167,10 +175,13 @@ end
 -- random id per span costs as much as the rest of its record). Span ids
 -- are unique within a tree as long as no two of its processes draw the
 -- same 32-bit prefix; trace ids carry 96 random bits per process.
-local prefix, counter = nil, 0
+local span_prefix, trace_prefix, counter = nil, nil, 0
 
 local function next_count()
-  if not prefix then prefix = core.text.hex32() end
+  if not span_prefix then
+    local r = core.text.hex32()
+    span_prefix, trace_prefix = r:sub(1, 8), r:sub(9, 32)
+  end
   counter = counter + 1
   return string.format("%08x", counter & 0xffffffff)
 end
@@ -178,13 +189,13 @@ end
 --- A new span id (16 hex digits).
 function M.new_id()
   local n = next_count()
-  return prefix:sub(1, 8) .. n
+  return span_prefix .. n
 end
 
 --- A new trace id (32 hex digits).
 function M.new_trace_id()
   local n = next_count()
-  return prefix:sub(9, 32) .. n
+  return trace_prefix .. n
 end
 
 --- Ends a span: status ("ok", "error", "cancelled", "refused") and what
