@@ -377,7 +377,7 @@ int fs_append_open(const char *path, mode_t mode)
     return fd;
 }
 
-int fs_append_iov(int fd, const struct iovec *iov, int n)
+int fs_append_iov(int fd, const struct iovec *iov, int n, off_t limit)
 {
     /* A descriptor kept open outlives the file's name: a record written
      * after the file was removed would reach no reader. */
@@ -387,6 +387,9 @@ int fs_append_iov(int fd, const struct iovec *iov, int n)
     }
     if (st.st_nlink == 0) {
         return -ENOENT;
+    }
+    if (limit > 0 && st.st_size >= limit) {
+        return -EFBIG; /* full: the caller goes on in a new file */
     }
     size_t len = 0;
     for (int i = 0; i < n; i++) {
@@ -405,7 +408,7 @@ int fs_append_iov(int fd, const struct iovec *iov, int n)
 int fs_append_fd(int fd, const void *data, size_t len)
 {
     struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
-    return fs_append_iov(fd, &iov, 1);
+    return fs_append_iov(fd, &iov, 1, 0);
 }
 
 int fs_append(const char *path, const void *data, size_t len, mode_t mode)

@@ -75,8 +75,9 @@ int fs_append_open(const char *path, mode_t mode);
 int fs_append_fd(int fd, const void *data, size_t len);
 
 /* fs_append_fd of the n pieces of iov, one after the other, in one
- * writev() (one append, as atomic as one write()). */
-int fs_append_iov(int fd, const struct iovec *iov, int n);
+ * writev() (one append, as atomic as one write()). limit > 0: -EFBIG
+ * (nothing written) when the file holds limit bytes or more already. */
+int fs_append_iov(int fd, const struct iovec *iov, int n, off_t limit);
 
 /* Reads at most max bytes of path into a new NUL-terminated buffer.
  * nofollow refuses a symlink (-ELOOP). -EFBIG when the file is larger. */

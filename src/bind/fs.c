@@ -8,9 +8,10 @@
  *       write on an O_APPEND descriptor; a symlink is refused)
  *   core.fs.appender(path [, mode]) -> appender | nil, msg, code (the same
  *       descriptor kept open for many records)
- *   appender:write(data [, tail]) -> true | nil, msg, code (data then
- *       tail in one append; "ENOENT": the file was removed since it was
- *       opened)   appender:close()
+ *   appender:write(data [, tail [, limit]]) -> true | nil, msg, code
+ *       (data then tail in one append; "ENOENT": the file was removed
+ *       since it was opened; "EFBIG": it holds limit bytes already)
+ *   appender:close()
  *   core.fs.mkdirs(dir) / core.fs.mkparent(path) -> true | nil, msg, code
  *   core.fs.lock(path [, timeout_s]) -> lock | nil, "timeout" (yields while
  *       another holder has it; woken by the kernel when it is released)
@@ -150,10 +151,12 @@ static int l_appender_write(lua_State *L)
     /* The tail (a record's newline) is joined here, in one writev: no
      * second copy of the record as a Lua string. */
     iov[1].iov_base = (void *)luaL_optlstring(L, 3, "", &iov[1].iov_len);
+    lua_Integer limit = luaL_optinteger(L, 4, 0);
     if (ap->fd < 0) {
         return luaL_error(L, "write on a closed appender");
     }
-    int rc = fs_append_iov(ap->fd, iov, iov[1].iov_len > 0 ? 2 : 1);
+    int rc = fs_append_iov(ap->fd, iov, iov[1].iov_len > 0 ? 2 : 1,
+                           (off_t)limit);
     if (rc != 0) {
         return fail_errno(L, rc, "appender");
     }

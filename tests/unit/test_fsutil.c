@@ -581,6 +581,12 @@ static void test_append_kept(void)
     CHECK_INT(fs_append_fd(fd, "3\n", 2), 0);
     CHECK(content_is(f, "1\n2\n3\n"));
     CHECK_INT(mode_of(f), 0600);
+    /* A file full at its limit takes nothing more. */
+    struct iovec iov[2] = {{.iov_base = "5", .iov_len = 1},
+                           {.iov_base = "\n", .iov_len = 1}};
+    CHECK_INT(fs_append_iov(fd, iov, 2, 7), 0);
+    CHECK_INT(fs_append_iov(fd, iov, 2, 8), -EFBIG);
+    CHECK(content_is(f, "1\n2\n3\n5\n"));
     CHECK(unlink(f) == 0);
     CHECK_INT(fs_append_fd(fd, "4\n", 2), -ENOENT);
     close(fd);

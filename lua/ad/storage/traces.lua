@@ -2,7 +2,8 @@
 --- (UTC), <dir>/spans-YYYYMMDD.jsonl, shared by every process (servers,
 --- nested servers, detached job runners, the CLI). Each process keeps one
 --- O_APPEND descriptor on the day's file open (core.fs.appender), opened
---- again when the day changes or when gc removed the file: a dispatch
+--- again when the day changes, when gc removed the file or when it is
+--- full (MAX_PART: the day goes on in spans-YYYYMMDD.N.jsonl): a dispatch
 --- creates no file. A span is a line, appended with one write(), so
 --- concurrent writers never interleave or lose a line; a line is bounded
 --- (MAX_LINE) so that write stays one atomic append. A span may be written
@@ -127,26 +128,39 @@ end
 
 -- ---- the day files ---------------------------------------------------------
 
-local DAY_FILE = "^spans%-(%d%d%d%d%d%d%d%d)%.jsonl$"
+--- Bytes a day file takes before spans go on in the day's next part
+--- (below MAX_FILE, so that any part can be read whole).
+M.MAX_PART = 32 * 1024 * 1024
 
---- The name of the day file of epoch seconds t (UTC).
-function M.day_file(t)
-  return "spans-" .. os.date("!%Y%m%d", math.floor(t)) .. ".jsonl"
+--- The name of the day file of epoch seconds t (UTC), part n (0: the
+--- first; spans-YYYYMMDD.jsonl, then spans-YYYYMMDD.N.jsonl).
+function M.day_file(t, n)
+  local day = os.date("!%Y%m%d", math.floor(t))
+  if n and n > 0 then return "spans-" .. day .. "." .. n .. ".jsonl" end
+  return "spans-" .. day .. ".jsonl"
 end
 
--- The descriptor this process appends through: the day file of `day`
--- (days since the epoch, UTC), opened once and kept. A new day opens the
--- next file; a file removed meanwhile (gc) is noticed by the write itself
--- and opened anew by name.
-local out = { day = nil, file = nil }
+-- The day and part of a day file's name, or nil.
+local function day_part(name)
+  local day = name:match("^spans%-(%d%d%d%d%d%d%d%d)%.jsonl$")
+  if day then return day, 0 end
+  local d, n = name:match("^spans%-(%d%d%d%d%d%d%d%d)%.(%d+)%.jsonl$")
+  if d then return d, tonumber(n) end
+end
 
-local function reopen(dir, day)
+-- The descriptor this process appends through: part `part` of the day
+-- file of `day` (days since the epoch, UTC), opened once and kept. A new
+-- day opens the next file, a full part the next part; a file removed
+-- meanwhile (gc) is noticed by the write itself and opened anew by name.
+local out = { day = nil, part = 0, file = nil }
+
+local function reopen(dir, day, part)
   if out.file then out.file:close() end
   out.file, out.day = nil, nil
-  local name = dir .. "/" .. M.day_file(day * 86400)
+  local name = dir .. "/" .. M.day_file(day * 86400, part)
   local f, msg = core.fs.appender(name, 384) -- 0600
   if not f then io_error("cannot write the trace file " .. name, msg) end
-  out.file, out.day = f, day
+  out.file, out.day, out.part = f, day, part
   return f
 end
 
@@ -156,24 +170,32 @@ function M.append(span)
   local dir = ensure_dir()
   local line = line_of(span)
   local day = math.floor(core.task.time() / 86400)
-  local f = (out.day == day and out.file) or reopen(dir, day)
-  local ok, msg, code = f:write(line, "\n")
-  if not ok and code == "ENOENT" then
-    ok, msg = reopen(dir, day):write(line, "\n")
+  local f
+  if out.day == day and out.file then f = out.file else f = reopen(dir, day, 0) end
+  local ok, msg, code = f:write(line, "\n", M.MAX_PART)
+  -- Removed (gc): the same name again. Full: the next parts (other
+  -- processes may have filled some already), a bounded number of them.
+  for _ = 1, 64 do
+    if ok or (code ~= "ENOENT" and code ~= "EFBIG") then break end
+    f = reopen(dir, day, code == "EFBIG" and out.part + 1 or out.part)
+    ok, msg, code = f:write(line, "\n", M.MAX_PART)
   end
   if not ok then io_error("cannot write trace " .. tostring(span.trace_id), msg) end
 end
 
--- {name, day, mtime} of every day file, newest first.
+-- {name, key, path} of every day file, newest first (by day, then part).
 local function days()
   local ok, dir = pcall(M.dir)
   if not ok then error(dir, 0) end
   local list = {}
   for _, name in ipairs(core.fs.listdir(dir) or {}) do
-    local day = name:match(DAY_FILE)
-    if day then list[#list + 1] = { name = name, day = day, path = dir .. "/" .. name } end
+    local day, part = day_part(name)
+    if day then
+      list[#list + 1] = { name = name, key = day .. string.format("%09d", part),
+        path = dir .. "/" .. name }
+    end
   end
-  table.sort(list, function(a, b) return a.day > b.day end)
+  table.sort(list, function(a, b) return a.key > b.key end)
   return list
 end
 
@@ -297,7 +319,7 @@ function M.prune(max_age)
   local cutoff, n = core.task.time() - max_age, 0
   for _, name in ipairs(names) do
     local id, ext = name:match("^(%x+)%.(%a+)$")
-    local day = name:match(DAY_FILE)
+    local day = day_part(name)
     if day or (M.valid(id) and ext == "budget") then
       local path = dir .. "/" .. name
       local kind, mtime = core.fs.stat(path)
