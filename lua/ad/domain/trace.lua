@@ -304,7 +304,8 @@ end
 
 --- The trace an id names: a trace id, or the id of an async job (the
 --- trace holding its span). nil: the most recent trace. Returns the trace
---- id, or nil and a message.
+--- id (and, when they were read to find it, nil and its spans), or nil
+--- and a message.
 function M.resolve(id)
   if id == nil or id == "" then
     local last = store.recent(1)[1]
@@ -314,7 +315,8 @@ function M.resolve(id)
   if not store.valid(id) then
     return nil, "Invalid trace or job id: " .. util.repr(id) .. " (expected 32 hex digits)"
   end
-  if store.read(id) then return id end
+  local spans = store.read(id)
+  if spans then return id, nil, spans end
   local found = store.find_job(id)
   if found then return found end
   return nil, "No trace " .. id .. " (and no job with that id in a recorded trace)."
@@ -349,9 +351,9 @@ end
 --- One trace for a caller: {trace_id, summary, text, spans} (nil and a
 --- message when there is none). opts: width, color (the text tree).
 function M.show(id, opts)
-  local tid, err = M.resolve(id)
+  local tid, err, read = M.resolve(id)
   if not tid then return nil, err end
-  local spans = store.read(tid) or {}
+  local spans = read or store.read(tid) or {}
   local view = require "ad.domain.trace_view"
   local root = view.tree(spans)
   return { trace_id = tid, summary = M.summary(tid, spans), spans = spans, root = root,
