@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "ad/fsutil.h"
@@ -355,7 +356,7 @@ int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
     return read_fd(fd, max, out, len);
 }
 
-int fs_append(const char *path, const void *data, size_t len, mode_t mode)
+int fs_append_open(const char *path, mode_t mode)
 {
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
                   mode);
@@ -368,17 +369,55 @@ int fs_append(const char *path, const void *data, size_t len, mode_t mode)
         rc = -errno;
     } else if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
         rc = -EPERM; /* someone else's file: never add our records to it */
-    } else {
-        ssize_t n;
-        do {
-            n = write(fd, data, len);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            rc = -errno;
-        } else if ((size_t)n != len) {
-            rc = -EIO;
-        }
     }
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int fs_append_iov(int fd, const struct iovec *iov, int n, off_t limit)
+{
+    /* A descriptor kept open outlives the file's name: a record written
+     * after the file was removed would reach no reader. */
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        return -errno;
+    }
+    if (st.st_nlink == 0) {
+        return -ENOENT;
+    }
+    if (limit > 0 && st.st_size >= limit) {
+        return -EFBIG; /* full: the caller goes on in a new file */
+    }
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        len += iov[i].iov_len;
+    }
+    ssize_t w;
+    do {
+        w = writev(fd, iov, n); /* one append, like one write() */
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) {
+        return -errno;
+    }
+    return (size_t)w == len ? 0 : -EIO;
+}
+
+int fs_append_fd(int fd, const void *data, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    return fs_append_iov(fd, &iov, 1, 0);
+}
+
+int fs_append(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = fs_append_open(path, mode);
+    if (fd < 0) {
+        return fd;
+    }
+    int rc = fs_append_fd(fd, data, len);
     close(fd);
     return rc;
 }

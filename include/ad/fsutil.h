@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 /* Replaces path with data atomically: a unique temp file next to the
  * target (<name>.<32hex>.tmp, created O_EXCL|O_NOFOLLOW), fchmod(mode),
@@ -62,6 +63,21 @@ int fs_lock_rewrite(int fd, const void *data, size_t len);
  * this user is refused (-EPERM). A short write is reported as -EIO: the
  * caller bounds the size. */
 int fs_append(const char *path, const void *data, size_t len, mode_t mode);
+
+/* The descriptor fs_append writes through, for a caller that keeps it
+ * open across records: O_APPEND, created with mode, never through a
+ * symlink (-ELOOP), someone else's file refused (-EPERM). Returns the
+ * descriptor or -errno. */
+int fs_append_open(const char *path, mode_t mode);
+
+/* One record on a descriptor of fs_append_open, in one write(). -ENOENT
+ * when the file was removed since it was opened (reopen it by name). */
+int fs_append_fd(int fd, const void *data, size_t len);
+
+/* fs_append_fd of the n pieces of iov, one after the other, in one
+ * writev() (one append, as atomic as one write()). limit > 0: -EFBIG
+ * (nothing written) when the file holds limit bytes or more already. */
+int fs_append_iov(int fd, const struct iovec *iov, int n, off_t limit);
 
 /* Reads at most max bytes of path into a new NUL-terminated buffer.
  * nofollow refuses a symlink (-ELOOP). -EFBIG when the file is larger. */

@@ -6,6 +6,12 @@
  *       msg, code (nofollow: a symlink at path is replaced, not followed)
  *   core.fs.append(path, data [, mode]) -> true | nil, msg, code (one
  *       write on an O_APPEND descriptor; a symlink is refused)
+ *   core.fs.appender(path [, mode]) -> appender | nil, msg, code (the same
+ *       descriptor kept open for many records)
+ *   appender:write(data [, tail [, limit]]) -> true | nil, msg, code
+ *       (data then tail in one append; "ENOENT": the file was removed
+ *       since it was opened; "EFBIG": it holds limit bytes already)
+ *   appender:close()
  *   core.fs.mkdirs(dir) / core.fs.mkparent(path) -> true | nil, msg, code
  *   core.fs.lock(path [, timeout_s]) -> lock | nil, "timeout" (yields while
  *       another holder has it; woken by the kernel when it is released)
@@ -31,6 +37,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "ad/fsutil.h"
@@ -38,6 +45,7 @@
 #include "bind/bind.h"
 
 #define LOCK_MT "ad.lock"
+#define APPENDER_MT "ad.appender"
 
 static int fail_errno(lua_State *L, int neg, const char *path)
 {
@@ -114,6 +122,56 @@ static int l_append(lua_State *L)
     }
     lua_pushboolean(L, 1);
     return 1;
+}
+
+struct appender {
+    int fd;
+};
+
+static int l_appender(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer mode = luaL_optinteger(L, 2, 0600);
+    struct appender *ap = lua_newuserdatauv(L, sizeof *ap, 0);
+    ap->fd = -1;
+    luaL_setmetatable(L, APPENDER_MT);
+    int fd = fs_append_open(path, (mode_t)mode);
+    if (fd < 0) {
+        return fail_errno(L, fd, path);
+    }
+    ap->fd = fd;
+    return 1;
+}
+
+static int l_appender_write(lua_State *L)
+{
+    struct appender *ap = luaL_checkudata(L, 1, APPENDER_MT);
+    struct iovec iov[2];
+    iov[0].iov_base = (void *)luaL_checklstring(L, 2, &iov[0].iov_len);
+    /* The tail (a record's newline) is joined here, in one writev: no
+     * second copy of the record as a Lua string. */
+    iov[1].iov_base = (void *)luaL_optlstring(L, 3, "", &iov[1].iov_len);
+    lua_Integer limit = luaL_optinteger(L, 4, 0);
+    if (ap->fd < 0) {
+        return luaL_error(L, "write on a closed appender");
+    }
+    int rc = fs_append_iov(ap->fd, iov, iov[1].iov_len > 0 ? 2 : 1,
+                           (off_t)limit);
+    if (rc != 0) {
+        return fail_errno(L, rc, "appender");
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_appender_close(lua_State *L)
+{
+    struct appender *ap = luaL_checkudata(L, 1, APPENDER_MT);
+    if (ap->fd >= 0) {
+        close(ap->fd);
+        ap->fd = -1;
+    }
+    return 0;
 }
 
 static int l_mkdirs(lua_State *L)
@@ -462,6 +520,7 @@ void bind_fs_register(lua_State *L)
         {"read_trusted", l_read_trusted},
         {"write_atomic", l_write_atomic},
         {"append", l_append},
+        {"appender", l_appender},
         {"mkdirs", l_mkdirs},
         {"mkparent", l_mkparent},
         {"lock", l_lock},
@@ -486,6 +545,17 @@ void bind_fs_register(lua_State *L)
         lua_setfield(L, -2, "__gc");
         lua_pushcfunction(L, l_unlock);
         lua_setfield(L, -2, "__close");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, APPENDER_MT)) {
+        lua_newtable(L);
+        lua_pushcfunction(L, l_appender_write);
+        lua_setfield(L, -2, "write");
+        lua_pushcfunction(L, l_appender_close);
+        lua_setfield(L, -2, "close");
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_appender_close);
+        lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
     bind_subtable(L, "fs", fns);

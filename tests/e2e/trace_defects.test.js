@@ -1,7 +1,7 @@
 'use strict';
 // The delegation tree: every dispatch records a span in
-// <config dir>/traces/<trace_id>.jsonl (one line at its start, one at its
-// end), group operations add their nodes as parents, a nested
+// <config dir>/traces/spans-YYYYMMDD.jsonl (one file per UTC day shared by
+// every tree; one line at a span's start, one at its end), group operations add their nodes as parents, a nested
 // agent-dispatch started by a child joins its parent's tree through
 // AGENT_DISPATCH_TRACE, and tree_budget_usd caps what a whole tree spends
 // (refused before spawning once nothing is left). Helpers: tests/e2e/lib.js.
@@ -15,25 +15,33 @@ const HEX32 = /^[0-9a-f]{32}$/;
 
 function traceDir(env) { return path.join(env.cfgDir, 'traces'); }
 
-/** Raw lines of a trace file, each parsed (throws on a torn line). */
+/** Every record of the day files, oldest file first, each parsed (throws on a torn line). */
+function allLines(env) {
+  let names = [];
+  try { names = fs.readdirSync(traceDir(env)); } catch { return []; }
+  const out = [];
+  for (const n of names.filter((x) => /^spans-\d{8}\.jsonl$/.test(x)).sort()) {
+    const text = fs.readFileSync(path.join(traceDir(env), n), 'utf8');
+    assert.ok(text.endsWith('\n'), 'a trace file ends with a complete line');
+    for (const l of text.split('\n').filter(Boolean)) out.push(JSON.parse(l));
+  }
+  return out;
+}
+
+/** Raw records of one trace. */
 function lines(env, id) {
-  const text = fs.readFileSync(path.join(traceDir(env), `${id}.jsonl`), 'utf8');
-  assert.ok(text.endsWith('\n'), 'a trace file ends with a complete line');
-  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  return allLines(env).filter((r) => r.trace_id === id);
 }
 
 /** {trace_id: [span (its last record)]} of every trace. */
 function traces(env) {
   const out = {};
-  let names = [];
-  try { names = fs.readdirSync(traceDir(env)); } catch { return out; }
-  for (const n of names) {
-    const m = /^([0-9a-f]{32})\.jsonl$/.exec(n);
-    if (!m) continue;
-    const by = new Map();
-    for (const rec of lines(env, m[1])) by.set(rec.span_id, rec);
-    out[m[1]] = [...by.values()];
+  const by = {};
+  for (const rec of allLines(env)) {
+    if (!by[rec.trace_id]) by[rec.trace_id] = new Map();
+    by[rec.trace_id].set(rec.span_id, rec);
   }
+  for (const [id, m] of Object.entries(by)) out[id] = [...m.values()];
   return out;
 }
 
@@ -340,10 +348,15 @@ return true
       const env = newEnv(t);
       env.setup({ agents: { a: true }, settings: '  job_retention_days: 30\n' });
       fs.mkdirSync(traceDir(env), { recursive: true, mode: 0o700 });
-      const old = path.join(traceDir(env), `${'1'.repeat(32)}.jsonl`);
+      // Retention removes whole day files (and the ledgers of old trees).
+      const old = path.join(traceDir(env), 'spans-20200101.jsonl');
       const oldBudget = path.join(traceDir(env), `${'1'.repeat(32)}.budget`);
-      const young = path.join(traceDir(env), `${'2'.repeat(32)}.jsonl`);
-      for (const f of [old, oldBudget, young]) fs.writeFileSync(f, '{}\n', { mode: 0o600 });
+      const young = path.join(traceDir(env), 'spans-20200102.jsonl');
+      const rec = (id) => JSON.stringify({ trace_id: id, span_id: '0'.repeat(16), kind: 'dispatch',
+        status: 'ok', start: 1 }) + '\n';
+      fs.writeFileSync(old, rec('1'.repeat(32)), { mode: 0o600 });
+      fs.writeFileSync(oldBudget, '{}\n', { mode: 0o600 });
+      fs.writeFileSync(young, rec('2'.repeat(32)), { mode: 0o600 });
       const forty = Date.now() / 1000 - 40 * 86400;
       fs.utimesSync(old, forty, forty);
       fs.utimesSync(oldBudget, forty, forty);
@@ -369,11 +382,15 @@ return true
     const id = Object.keys(traces(env))[0];
     const victim = path.join(env.root, 'victim');
     fs.writeFileSync(victim, 'untouched\n');
-    const f = path.join(traceDir(env), `${id}.jsonl`);
+    const f = path.join(traceDir(env), fs.readdirSync(traceDir(env)).find((n) => n.endsWith('.jsonl')));
     fs.rmSync(f);
     fs.symlinkSync(victim, f);
     const shown = env.run(['trace', id]);
     assert.notStrictEqual(shown.code, 0);
+    const w = env.run(['dispatch', 'a', 'through the link']);
+    assert.strictEqual(w.code, 0, w.stderr);
+    assert.match(w.stderr, /trace could not be recorded/);
+    assert.strictEqual(fs.readFileSync(victim, 'utf8'), 'untouched\n');
     fs.rmSync(f);
     fs.chmodSync(traceDir(env), 0o777);
     const r = env.run(['dispatch', 'a', 'second']);

@@ -66,16 +66,16 @@ function spawnsOf(a) {
 function traces(a) {
   const out = {};
   if (!fs.existsSync(a.traces)) return out;
-  for (const n of fs.readdirSync(a.traces)) {
-    const m = /^([0-9a-f]{32})\.jsonl$/.exec(n);
-    if (!m) continue;
-    const by = new Map();
+  // One file per UTC day (spans-YYYYMMDD.jsonl) holds the spans of every tree.
+  const by = {};
+  for (const n of fs.readdirSync(a.traces).filter((x) => /^spans-\d{8}\.jsonl$/.test(x)).sort()) {
     for (const l of fs.readFileSync(path.join(a.traces, n), 'utf8').split('\n').filter(Boolean)) {
       const rec = JSON.parse(l);
-      by.set(rec.span_id, rec);
+      if (!by[rec.trace_id]) by[rec.trace_id] = new Map();
+      by[rec.trace_id].set(rec.span_id, rec);
     }
-    out[m[1]] = [...by.values()];
   }
+  for (const [id, m] of Object.entries(by)) out[id] = [...m.values()];
   return out;
 }
 

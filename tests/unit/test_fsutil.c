@@ -572,6 +572,36 @@ static void test_append(void)
     CHECK_INT(fs_append(P("nodir/t.jsonl"), "x\n", 2, 0600), -ENOENT);
 }
 
+/* A descriptor kept open (fs_append_open) appends record after record,
+ * refuses links and others' files like fs_append, and reports a file
+ * removed since it was opened (-ENOENT) instead of writing to no name. */
+static void test_append_kept(void)
+{
+    const char *f = P("day.jsonl");
+    int fd = fs_append_open(f, 0600);
+    CHECK(fd >= 0);
+    CHECK_INT(fs_append_fd(fd, "1\n", 2), 0);
+    CHECK_INT(fs_append(f, "2\n", 2, 0600), 0); /* another writer */
+    CHECK_INT(fs_append_fd(fd, "3\n", 2), 0);
+    CHECK(content_is(f, "1\n2\n3\n"));
+    CHECK_INT(mode_of(f), 0600);
+    /* A file full at its limit takes nothing more. */
+    struct iovec iov[2] = {{.iov_base = "5", .iov_len = 1},
+                           {.iov_base = "\n", .iov_len = 1}};
+    CHECK_INT(fs_append_iov(fd, iov, 2, 7), 0);
+    CHECK_INT(fs_append_iov(fd, iov, 2, 8), -EFBIG);
+    CHECK(content_is(f, "1\n2\n3\n5\n"));
+    CHECK(unlink(f) == 0);
+    CHECK_INT(fs_append_fd(fd, "4\n", 2), -ENOENT);
+    close(fd);
+    CHECK(access(f, F_OK) != 0);
+    CHECK(symlink("victim", P("klink.jsonl")) == 0);
+    CHECK_INT(fs_append_open(P("klink.jsonl"), 0600), -ELOOP);
+    if (geteuid() == 0) {
+        CHECK_INT(fs_append_open(P("theirs.jsonl"), 0600), -EPERM);
+    }
+}
+
 /* A locked file holds small state: read from its start, rewritten in
  * place (a shorter text leaves nothing of the longer one behind). */
 static void test_lock_state(void)
@@ -613,6 +643,7 @@ int main(void)
     test_read_file();
     test_read_trusted();
     test_append();
+    test_append_kept();
     test_lock_state();
     if (chdir(cwd) != 0) {
         perror("chdir");

@@ -62,8 +62,10 @@ C.traces = {
     local store = require "ad.storage.traces"
     local trace = require "ad.domain.trace"
     local list = json.array()
-    for _, id in ipairs(store.recent(math.max(1, o.limit or 20))) do
-      list[#list + 1] = trace.summary(id, store.read(id) or {})
+    local ids = store.recent(math.max(1, o.limit or 20))
+    local spans = store.read_many(ids)
+    for _, id in ipairs(ids) do
+      list[#list + 1] = trace.summary(id, spans[id] or {})
     end
     if o.json then return common.json_out(list) end
     if #list == 0 then

@@ -134,6 +134,7 @@ function M.observe(run, req)
     M.note(run, line)
     if inner then inner(line) end
   end
+  r.on_span = function(span) run.span = span end
   return r
 end
 
@@ -265,6 +266,7 @@ function M.adopt(run, fields, opts)
   end
   run.id, run.handed_off = rec.id, true
   registry[rec.id] = run
+  if run.span then trace.handoff(run.span, rec.id) end
   if opts and opts.running and rec.status == "pending" and not run.finished then
     local okr, marked = pcall(jobs.mark_running, rec.id, nil)
     if okr and marked then rec, run.started = marked, true end

@@ -26,6 +26,8 @@
 ---                    dispatch), or nil (never: scripts, the CLI, jobs,
 ---                    MCP tasks)
 ---   on_started()     called once the child runs (its span's start record)
+---   on_span(span)    called with its span before it runs (a sync call that
+---                    may be handed off to a job)
 ---   trace            the trace context it runs in (ad.domain.trace), or
 ---                    nil: a new tree (or the one this process inherited)
 ---   span_kind        the kind of its span ("item", "turn", "async"...),

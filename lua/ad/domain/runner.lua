@@ -284,9 +284,15 @@ end
 
 -- The dispatch of a span: the tree budget reserved before the child can
 -- spawn (refused when nothing is left), the trace context handed to the
--- child, the ledger settled and the span ended with the result.
+-- child, the ledger settled and the span ended with the result. The
+-- request (built for this one call) carries what the child needs
+-- (tree_left, trace_env, on_started) while it runs: no copy per dispatch.
+local TRACED = { "tree_left", "trace_env", "on_started" }
+
 local function traced(req, ctx, span)
-  local r = util.copy(req)
+  local r = req
+  -- A sync call that may be handed off to a job hears of its span.
+  if req.on_span then req.on_span(span) end
   if ctx.cap then
     local ok, amount, why = pcall(trace.reserve, ctx, span, req.agent_name,
       request.effective(req).budget)
@@ -304,9 +310,8 @@ local function traced(req, ctx, span)
     r.tree_left = amount
   end
   r.trace_env = trace.env_value(ctx, span)
-  -- The span's start is written once its child runs: creating a new
-  -- trace's file (a file system metadata change) then overlaps the
-  -- child's own start instead of delaying it.
+  -- The span's start is written once its child runs, off the path
+  -- between the call and the child's start.
   local started = false
   r.on_started = function()
     if not started then
@@ -315,6 +320,7 @@ local function traced(req, ctx, span)
     end
   end
   local ok, res = pcall(observed, r)
+  for _, k in ipairs(TRACED) do r[k] = nil end
   if ctx.cap then
     local settled, err = pcall(trace.settle, ctx, span, req.agent_name, ok and res.cost_usd or nil)
     if not settled then
@@ -336,12 +342,15 @@ local function traced(req, ctx, span)
   return res
 end
 
--- What the span of a request records of it.
+-- What the span of a request records of it, in a table reused by every
+-- call (trace.record copies what it needs at once).
+local fields = {}
 local function span_fields(req)
-  return { kind = req.span_kind or (req.stream and "stream") or
-      (req.session_id and "session") or "dispatch",
-    agent = req.agent_name, task = req.task, caller = req.caller, goal = req.goal,
-    span_id = req.span_id, start = req.span_start, job_id = req.job_id }
+  fields.kind = req.span_kind or (req.stream and "stream") or
+      (req.session_id and "session") or "dispatch"
+  fields.agent, fields.task, fields.caller, fields.goal = req.agent_name, req.task, req.caller, req.goal
+  fields.span_id, fields.start, fields.job_id = req.span_id, req.span_start, req.job_id
+  return fields
 end
 
 -- The schema is part of the key: an answer checked against one schema

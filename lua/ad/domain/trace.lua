@@ -37,6 +37,11 @@ M.MAX_HOLDERS = 16
 --- Left in the tree below this many dollars counts as nothing left.
 M.EPSILON = 1e-6
 
+-- Shared, never changed: a span or context without any allocates none
+-- (every byte a dispatch allocates costs collector work later).
+local NO_HOLDERS = {}
+local NO_DENIED = json.array()
+
 -- What this process inherited (read once, then removed from environ).
 local inherited, read = nil, false
 
@@ -92,12 +97,12 @@ function M.root(settings, tree_budget)
     return { trace_id = base.trace_id, parent_id = base.parent_id,
       cap = lower(base.cap, cap), holders = base.holders }
   end
-  return { trace_id = core.text.hex32(), cap = cap, holders = {} }
+  return { trace_id = M.new_trace_id(), cap = cap, holders = NO_HOLDERS }
 end
 
 --- The context of what a span starts (its children).
 function M.under(ctx, span)
-  local holders = ctx.holders or {}
+  local holders = ctx.holders or NO_HOLDERS
   if span.reserved then
     holders = table.move(holders, 1, #holders, 1, {})
     holders[#holders + 1] = span.span_id
@@ -108,13 +113,21 @@ end
 
 --- The value of AGENT_DISPATCH_TRACE for the child of span.
 function M.env_value(ctx, span)
-  local c = M.under(ctx, span)
-  return c.trace_id .. ":" .. c.parent_id .. ":" .. (c.cap and string.format("%.17g", c.cap) or "") ..
-    ":" .. table.concat(c.holders, ",")
+  local holders = span.reserved and M.under(ctx, span).holders or ctx.holders or NO_HOLDERS
+  return ctx.trace_id .. ":" .. span.span_id .. ":" ..
+    (ctx.cap and string.format("%.17g", ctx.cap) or "") .. ":" .. table.concat(holders, ",")
 end
 
+-- The dispatch depth and pid of this process (neither changes while it
+-- runs): looked up once, not for every span.
+local my_depth, my_pid
 local function depth()
-  return require("ad.domain.runner").depth()
+  if not my_depth then my_depth = require("ad.domain.runner").depth() end
+  return my_depth
+end
+local function pid()
+  if not my_pid then my_pid = core.sys.getpid() end
+  return my_pid
 end
 
 local function now()
@@ -142,8 +155,8 @@ function M.record(ctx, fields)
     caller = fields.caller or json.null, goal = fields.goal or json.null,
     start = fields.start or now(), status = "running", error_type = json.null,
     session_id = json.null, cost_usd = 0, num_turns = json.null,
-    denied_tools = json.array(), cached = false, depth = depth(),
-    pid = core.sys.getpid(), job_id = fields.job_id or json.null,
+    denied_tools = NO_DENIED, cached = false, depth = depth(),
+    pid = pid(), job_id = fields.job_id or json.null,
   }
   return span
 end
@@ -158,16 +171,31 @@ function M.start(ctx, fields, adopted)
   return span
 end
 
--- Span ids: a random prefix per process and a counter (a random id per
--- span costs as much as the rest of its record); unique within a tree as
--- long as no two of its processes draw the same 32-bit prefix.
-local prefix, counter = nil, 0
+-- Span and trace ids: a random prefix per process and a counter (a
+-- random id per span costs as much as the rest of its record). Span ids
+-- are unique within a tree as long as no two of its processes draw the
+-- same 32-bit prefix; trace ids carry 96 random bits per process.
+local span_prefix, trace_prefix, counter = nil, nil, 0
+
+local function next_count()
+  if not span_prefix then
+    local r = core.text.hex32()
+    span_prefix, trace_prefix = r:sub(1, 8), r:sub(9, 32)
+  end
+  counter = counter + 1
+  return string.format("%08x", counter & 0xffffffff)
+end
 
 --- A new span id (16 hex digits).
 function M.new_id()
-  if not prefix then prefix = core.text.hex32():sub(1, 8) end
-  counter = counter + 1
-  return prefix .. string.format("%08x", counter & 0xffffffff)
+  local n = next_count()
+  return span_prefix .. n
+end
+
+--- A new trace id (32 hex digits).
+function M.new_trace_id()
+  local n = next_count()
+  return trace_prefix .. n
 end
 
 --- Ends a span: status ("ok", "error", "cancelled", "refused") and what
@@ -182,12 +210,22 @@ function M.finish(span, status, r)
     span.session_id = r.session_id or json.null
     span.cost_usd = type(r.cost_usd) == "number" and r.cost_usd or 0
     span.num_turns = math.tointeger(r.num_turns) or json.null
-    if r.denied_tools then span.denied_tools = json.array(util.copy(r.denied_tools)) end
+    if r.denied_tools and #r.denied_tools > 0 then
+      span.denied_tools = json.array(util.copy(r.denied_tools))
+    end
     span.cached = r.cached == true
   end
   span.reserved, span.adopted = nil, nil
   M.write(span)
   return span
+end
+
+--- A sync dispatch handed off to job job_id (handoff_after_seconds): its
+--- span goes on as the job's, kind "handoff", recorded at once so that
+--- the job id finds the trace while the job runs.
+function M.handoff(span, job_id)
+  span.kind, span.job_id = "handoff", job_id
+  M.write(span)
 end
 
 --- A one-record span: something that did not run a child (a cache hit,
@@ -266,7 +304,8 @@ end
 
 --- The trace an id names: a trace id, or the id of an async job (the
 --- trace holding its span). nil: the most recent trace. Returns the trace
---- id, or nil and a message.
+--- id (and, when they were read to find it, nil and its spans), or nil
+--- and a message.
 function M.resolve(id)
   if id == nil or id == "" then
     local last = store.recent(1)[1]
@@ -276,7 +315,8 @@ function M.resolve(id)
   if not store.valid(id) then
     return nil, "Invalid trace or job id: " .. util.repr(id) .. " (expected 32 hex digits)"
   end
-  if store.read(id) then return id end
+  local spans = store.read(id)
+  if spans then return id, nil, spans end
   local found = store.find_job(id)
   if found then return found end
   return nil, "No trace " .. id .. " (and no job with that id in a recorded trace)."
@@ -311,9 +351,9 @@ end
 --- One trace for a caller: {trace_id, summary, text, spans} (nil and a
 --- message when there is none). opts: width, color (the text tree).
 function M.show(id, opts)
-  local tid, err = M.resolve(id)
+  local tid, err, read = M.resolve(id)
   if not tid then return nil, err end
-  local spans = store.read(tid) or {}
+  local spans = read or store.read(tid) or {}
   local view = require "ad.domain.trace_view"
   local root = view.tree(spans)
   return { trace_id = tid, summary = M.summary(tid, spans), spans = spans, root = root,

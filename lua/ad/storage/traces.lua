@@ -1,11 +1,15 @@
---- The trace store: one JSON Lines file per delegation tree,
---- <dir>/<trace_id>.jsonl, shared by every process of the tree (servers,
---- nested servers, detached job runners, the CLI). A span is a line,
---- appended with one write() on an O_APPEND descriptor (core.fs.append),
---- so concurrent writers never interleave or lose a line; a line is
---- bounded (MAX_LINE) so that write stays one atomic append. A span may be
---- written twice (at its start and at its end); readers keep the last
---- record per span_id.
+--- The trace store: spans of every tree in one JSON Lines file per day
+--- (UTC), <dir>/spans-YYYYMMDD.jsonl, shared by every process (servers,
+--- nested servers, detached job runners, the CLI). Each process keeps one
+--- O_APPEND descriptor on the day's file open (core.fs.appender), opened
+--- again when the day changes, when gc removed the file or when it is
+--- full (MAX_PART: the day goes on in spans-YYYYMMDD.N.jsonl): a dispatch
+--- creates no file. A span is a line, appended with one write(), so
+--- concurrent writers never interleave or lose a line; a line is bounded
+--- (MAX_LINE) so that write stays one atomic append. A span may be written
+--- twice (at its start and at its end); readers keep the last record per
+--- span_id. Readers look for a trace's id as plain text and decode only the
+--- lines that hold it; retention removes whole day files.
 ---
 --- The tree's spend ledger is <dir>/<trace_id>.budget: one line of JSON
 --- kept in the file its holders flock, read and rewritten in place under
@@ -97,16 +101,16 @@ local function encode(rec)
   return core.text.fix(text)
 end
 
--- Fields a caller keeps on a span for itself, never written.
-local PRIVATE = { "reserved", "adopted" }
-
--- A span as one line of at most MAX_LINE bytes. The span is encoded as it
--- is (its private fields set aside meanwhile): no copy per record.
+-- A span as the text of one line (its newline is added by the write) of
+-- at most MAX_LINE bytes. The span is encoded as it is, the fields a
+-- caller keeps on it for itself (reserved, adopted) set aside meanwhile:
+-- no copy per record (every byte a dispatch allocates costs collector
+-- work later).
 local function line_of(span)
-  local kept = {}
-  for i, k in ipairs(PRIVATE) do kept[i], span[k] = span[k], nil end
+  local reserved, adopted = span.reserved, span.adopted
+  span.reserved, span.adopted = nil, nil
   local text = encode(span)
-  for i, k in ipairs(PRIVATE) do span[k] = kept[i] end
+  span.reserved, span.adopted = reserved, adopted
   if #text >= M.MAX_LINE then
     local rec = {}
     for _, k in ipairs(M.KEYS) do rec[k] = span[k] end
@@ -119,87 +123,194 @@ local function line_of(span)
       if #text < M.MAX_LINE then break end
     end
   end
-  return text .. "\n"
+  return text
 end
 
---- Appends a span record to its trace's file. Raises the "io" error when
---- it cannot be written.
+-- ---- the day files ---------------------------------------------------------
+
+--- Bytes a day file takes before spans go on in the day's next part
+--- (below MAX_FILE, so that any part can be read whole).
+M.MAX_PART = 32 * 1024 * 1024
+
+--- The name of the day file of epoch seconds t (UTC), part n (0: the
+--- first; spans-YYYYMMDD.jsonl, then spans-YYYYMMDD.N.jsonl).
+function M.day_file(t, n)
+  local day = os.date("!%Y%m%d", math.floor(t))
+  if n and n > 0 then return "spans-" .. day .. "." .. n .. ".jsonl" end
+  return "spans-" .. day .. ".jsonl"
+end
+
+-- The day and part of a day file's name, or nil.
+local function day_part(name)
+  local day = name:match("^spans%-(%d%d%d%d%d%d%d%d)%.jsonl$")
+  if day then return day, 0 end
+  local d, n = name:match("^spans%-(%d%d%d%d%d%d%d%d)%.(%d+)%.jsonl$")
+  if d then return d, tonumber(n) end
+end
+
+-- The descriptor this process appends through: part `part` of the day
+-- file of `day` (days since the epoch, UTC), opened once and kept. A new
+-- day opens the next file, a full part the next part; a file removed
+-- meanwhile (gc) is noticed by the write itself and opened anew by name.
+local out = { day = nil, part = 0, file = nil }
+
+local function reopen(dir, day, part)
+  if out.file then out.file:close() end
+  out.file, out.day = nil, nil
+  local name = dir .. "/" .. M.day_file(day * 86400, part)
+  local f, msg = core.fs.appender(name, 384) -- 0600
+  if not f then io_error("cannot write the trace file " .. name, msg) end
+  out.file, out.day, out.part = f, day, part
+  return f
+end
+
+--- Appends a span record to the day file it is written in. Raises the
+--- "io" error when it cannot be written.
 function M.append(span)
   local dir = ensure_dir()
-  local ok, msg = core.fs.append(dir .. "/" .. span.trace_id .. ".jsonl", line_of(span), 384)
-  if not ok then io_error("cannot write trace " .. span.trace_id, msg) end
+  local line = line_of(span)
+  local day = math.floor(core.task.time() / 86400)
+  local f
+  if out.day == day and out.file then f = out.file else f = reopen(dir, day, 0) end
+  local ok, msg, code = f:write(line, "\n", M.MAX_PART)
+  -- Removed (gc): the same name again. Full: the next parts (other
+  -- processes may have filled some already), a bounded number of them.
+  for _ = 1, 64 do
+    if ok or (code ~= "ENOENT" and code ~= "EFBIG") then break end
+    f = reopen(dir, day, code == "EFBIG" and out.part + 1 or out.part)
+    ok, msg, code = f:write(line, "\n", M.MAX_PART)
+  end
+  if not ok then io_error("cannot write trace " .. tostring(span.trace_id), msg) end
 end
 
---- The spans of a trace, one per span_id (its last record), in the order
---- they were first written; nil when there is no such trace. A line that
---- is not a span (a torn write of a full disk) is skipped.
-function M.read(id)
-  if not M.valid(id) then return nil end
-  local text, msg, code = core.fs.read_file(M.dir() .. "/" .. id .. ".jsonl", M.MAX_FILE, true)
-  if not text then
-    if code == "ENOENT" then return nil end
-    io_error("cannot read trace " .. id, msg)
-  end
-  local spans, at = {}, {}
-  for line in text:gmatch("[^\n]+") do
-    local rec = json.decode(line)
-    if type(rec) == "table" and type(rec.span_id) == "string" then
-      local i = at[rec.span_id]
-      if not i then
-        i = #spans + 1
-        at[rec.span_id] = i
-      end
-      spans[i] = rec
-    end
-  end
-  return spans
-end
-
--- {id, mtime} of every trace file, newest first.
-local function files()
+-- {name, key, path} of every day file, newest first (by day, then part).
+local function days()
   local ok, dir = pcall(M.dir)
   if not ok then error(dir, 0) end
-  local names = core.fs.listdir(dir) or {}
-  local out = {}
-  for _, name in ipairs(names) do
-    local id = name:match("^(%x+)%.jsonl$")
-    if M.valid(id) then
-      local kind, mtime = core.fs.stat(dir .. "/" .. name)
-      if kind == "file" then out[#out + 1] = { id = id, mtime = mtime } end
+  local list = {}
+  for _, name in ipairs(core.fs.listdir(dir) or {}) do
+    local day, part = day_part(name)
+    if day then
+      list[#list + 1] = { name = name, key = day .. string.format("%09d", part),
+        path = dir .. "/" .. name }
     end
   end
-  table.sort(out, function(a, b)
-    if a.mtime ~= b.mtime then return a.mtime > b.mtime end
-    return a.id < b.id
-  end)
-  return out
+  table.sort(list, function(a, b) return a.key > b.key end)
+  return list
+end
+
+-- The text of a day file (nil when it went away meanwhile).
+local function text_of(f)
+  local text, msg, code = core.fs.read_file(f.path, M.MAX_FILE, true)
+  if not text then
+    if code == "ENOENT" then return nil end
+    io_error("cannot read the trace file " .. f.path, msg)
+  end
+  return text
+end
+
+-- The line of text around position at.
+local function line_at(text, at)
+  local b = at
+  while b > 1 and text:byte(b - 1) ~= 10 do b = b - 1 end
+  local e = text:find("\n", at, true) or #text + 1
+  return text:sub(b, e - 1), e
+end
+
+local function needle(id) return '"trace_id":"' .. id .. '"' end
+
+--- The spans of each trace of ids ({trace_id = spans}), one per span_id
+--- (its last record), in the order they were first written; a trace not
+--- found has no entry. One pass over the day files, oldest first; only the
+--- lines holding a wanted trace's id are decoded, and a line that is not a
+--- span (a torn write of a full disk) is skipped.
+function M.read_many(ids)
+  local want, found = {}, {}
+  for _, id in ipairs(ids) do
+    if M.valid(id) then want[#want + 1] = id end
+  end
+  if #want == 0 then return found end
+  local list = days()
+  for i = #list, 1, -1 do
+    local text = text_of(list[i])
+    for _, id in ipairs(text and want or {}) do
+      local pat = needle(id)
+      local pos = text:find(pat, 1, true)
+      while pos do
+        local line, e = line_at(text, pos)
+        local rec = json.decode(line)
+        if type(rec) == "table" and type(rec.span_id) == "string" and rec.trace_id == id then
+          local t = found[id]
+          if not t then
+            t = { spans = {}, at = {} }
+            found[id] = t
+          end
+          local k = t.at[rec.span_id]
+          if not k then
+            k = #t.spans + 1
+            t.at[rec.span_id] = k
+          end
+          t.spans[k] = rec
+        end
+        pos = text:find(pat, e, true)
+      end
+    end
+  end
+  for id, t in pairs(found) do found[id] = t.spans end
+  return found
+end
+
+--- The spans of a trace (as read_many), or nil when there is no such trace.
+function M.read(id)
+  return M.read_many({ id })[id]
 end
 
 --- The ids of the most recently written traces (newest first), at most
 --- limit of them.
 function M.recent(limit)
-  local out = {}
-  for i, f in ipairs(files()) do
-    if i > limit then break end
-    out[i] = f.id
+  local out_ids, seen = {}, {}
+  for _, f in ipairs(days()) do
+    local text = text_of(f)
+    if text then
+      -- The last line of a trace in this file orders it.
+      local last, ids = {}, {}
+      local n = 0
+      for id in text:gmatch('"trace_id":"(%x+)"') do
+        n = n + 1
+        if not last[id] then ids[#ids + 1] = id end
+        last[id] = n
+      end
+      table.sort(ids, function(a, b) return last[a] > last[b] end)
+      for _, id in ipairs(ids) do
+        if not seen[id] and M.valid(id) then
+          seen[id] = true
+          out_ids[#out_ids + 1] = id
+          if #out_ids >= limit then return out_ids end
+        end
+      end
+    end
   end
-  return out
+  return out_ids
 end
 
---- The trace holding the span of job id (newest traces searched first,
---- at most `within` of them), or nil.
-function M.find_job(job_id, within)
-  local needle = '"job_id":"' .. job_id .. '"'
-  for i, f in ipairs(files()) do
-    if i > (within or 1000) then break end
-    local text = core.fs.read_file(M.dir() .. "/" .. f.id .. ".jsonl", M.MAX_FILE, true)
-    if text and text:find(needle, 1, true) then return f.id end
+--- The trace holding the span of job id (newest day files searched
+--- first), or nil.
+function M.find_job(job_id)
+  local pat = '"job_id":"' .. job_id .. '"'
+  for _, f in ipairs(days()) do
+    local text = text_of(f)
+    local pos = text and text:find(pat, 1, true)
+    if pos then
+      local id = line_at(text, pos):match('"trace_id":"(%x+)"')
+      if M.valid(id) then return id end
+    end
   end
   return nil
 end
 
---- Removes the traces (and their ledgers) not written to for max_age
---- seconds. Returns how many traces were removed.
+--- Removes the day files (and the tree ledgers) not written to for
+--- max_age seconds: retention deletes whole days. Returns how many traces
+--- the removed day files held.
 function M.prune(max_age)
   local ok, dir = pcall(M.dir)
   if not ok then return 0 end
@@ -208,11 +319,18 @@ function M.prune(max_age)
   local cutoff, n = core.task.time() - max_age, 0
   for _, name in ipairs(names) do
     local id, ext = name:match("^(%x+)%.(%a+)$")
-    if M.valid(id) and (ext == "jsonl" or ext == "budget") then
+    local day = day_part(name)
+    if day or (M.valid(id) and ext == "budget") then
       local path = dir .. "/" .. name
       local kind, mtime = core.fs.stat(path)
-      if kind == "file" and mtime < cutoff and core.fs.unlink(path) and ext == "jsonl" then
-        n = n + 1
+      if kind == "file" and mtime < cutoff then
+        local text = day and core.fs.read_file(path, M.MAX_FILE, true)
+        if core.fs.unlink(path) and text then
+          local ids = {}
+          for t in text:gmatch('"trace_id":"(%x+)"') do
+            if not ids[t] then ids[t] = true; n = n + 1 end
+          end
+        end
       end
     end
   end
