@@ -120,8 +120,11 @@ function M.observe(run, req)
     return rec ~= nil and (rec.status == "pending" or (run.started and rec.status == "running"))
   end
   r.on_spawn = function(pid)
+    -- A sync call records nothing yet: its child's identity is read only
+    -- if it is handed off (M.adopt), not on every call.
+    run.pid = pid
+    if not run.id then return true end
     run.process = identity(pid)
-    if not run.id then return true end -- a sync call: nothing to record yet
     local ok, rec = pcall(run.started and jobs.set_process or jobs.mark_running, run.id, run.process)
     run.started = run.started or (ok and rec ~= nil)
     if not ok then run.start_error = message_of(rec) end
@@ -252,6 +255,7 @@ end
 function M.adopt(run, fields, opts)
   run.adopting = core.task.event()
   local ok, rec = pcall(jobs.create, fields)
+  if run.pid and not run.process and not run.finished then run.process = identity(run.pid) end
   if ok and run.process and not run.finished then
     local marked
     ok, marked = pcall(jobs.mark_running, rec.id, run.process)
