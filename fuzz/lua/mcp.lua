@@ -53,6 +53,33 @@ local function request_key(line, msg)
   return id_key(line, msg)
 end
 
+-- Checks one output line: exactly one line of JSON, an object or array.
+-- Returns the id key of a reply, or false.
+local function check_output(text)
+  assert(text:find("\n", 1, true) == #text, "an output is not exactly one line: " .. text)
+  local msg = strict(text)
+  assert(msg ~= nil and type(msg) == "table", "an output line is not a JSON object or array: " .. text)
+  if not json.is_array(msg) and msg.method == nil then
+    return id_key(text, msg) or false
+  end
+  return false
+end
+
+-- Long outputs (the tools lists, tens of kB) repeat from input to input:
+-- one checked before is known good, and decoding it again would cost more
+-- than the rest of the session. The memo holds a bounded number of them.
+local memo, memo_n = {}, 0
+local function checked(text)
+  if #text < 1024 then return check_output(text) end
+  local key = memo[text]
+  if key == nil then
+    key = check_output(text)
+    if memo_n >= 64 then memo, memo_n = {}, 0 end
+    memo[text], memo_n = key, memo_n + 1
+  end
+  return key
+end
+
 return function(data)
   spawned = {}
   local out = {}
@@ -83,14 +110,8 @@ return function(data)
   server:shutdown(0)
   local got = {}
   for _, text in ipairs(out) do
-    assert(text:sub(-1) == "\n" and not text:sub(1, -2):find("\n", 1, true),
-      "an output is not exactly one line: " .. text)
-    local msg = strict(text)
-    assert(msg ~= nil and type(msg) == "table", "an output line is not a JSON object or array: " .. text)
-    if not json.is_array(msg) and msg.method == nil then
-      local key = id_key(text, msg)
-      if key then got[key] = (got[key] or 0) + 1 end
-    end
+    local key = checked(text)
+    if key then got[key] = (got[key] or 0) + 1 end
   end
   for key, n in pairs(want) do
     local g = got[key] or 0
