@@ -32,6 +32,7 @@ return function(data)
   end
   local r = claude.interpret(run, { agent_name = "a", stream = stream,
     response_format = (mode & 128 == 128) and "json" or nil })
+  debug.sethook() -- the checks are the harness's code: no line coverage
   assert(type(r) == "table", "no result")
   assert(type(r.success) == "boolean", "success is not a boolean")
   assert(r.agent == "a", "the result names another agent")

@@ -32,6 +32,7 @@ return function(data)
   end
   local back, lerr = core.yaml.load(text)
   assert(back ~= nil or lerr == nil, "the dump does not load: " .. tostring(lerr) .. "\n" .. text)
+  debug.sethook() -- the comparison is the harness's code: no line coverage
   same(v, back, "$")
   return true
 end

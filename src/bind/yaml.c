@@ -571,6 +571,13 @@ static int outline_sequence(lua_State *L, struct loader *ld, yaml_event_t *ev,
             return -1;
         }
         lua_Integer istop = node_stop(L);
+        if (istop < 0) {
+            /* An empty item ("-" alone): libyaml marks its null just past
+             * the "-", which is content of the list all the same. */
+            lua_getfield(L, -1, "start");
+            istop = lua_tointeger(L, -1);
+            lua_pop(L, 1);
+        }
         if (!flow && istop > stop) {
             stop = istop;
         }

@@ -44,6 +44,29 @@ test("outline: byte offsets after non-ASCII text", function()
   eq(t:sub(f.start + 1, f.stop), "{directory: /x}")
 end)
 
+test("outline: a block list ends past the '-' of an empty last item", function()
+  local t = "e:\n  - a\n  -\n"
+  local o = assert(core.yaml.outline(t))
+  local l = o.keys.e.value
+  eq(t:sub(l.start + 1, l.stop), "- a\n  -")
+end)
+
+test("edit: an entry rewritten whole leaves no line of a list ending in an empty item", function()
+  -- The duplicated key makes the edit rewrite the whole entry.
+  local t = "# kept\nagents:\n  d:\n    directory: /tmp\n    description: x\n" ..
+    "    description: y\n    e:\n      -\n"
+  local old = config.to_document(config.from_document(core.yaml.load(t), "/x/agents.yaml"))
+  local new = json.decode(json.encode(old))
+  new.agents.d.description = "z"
+  local out = assert(edit.apply(t, old, new))
+  ok(not out:find("\n *%-"), "the list item is left behind:\n" .. out)
+  eq(core.yaml.load(out).agents.d.description, "z")
+  -- So the file is changed in place (its comment kept), not rewritten whole.
+  local saved, ws = change(t, function(cfg) cfg.agents.d.description = "z" end)
+  has(saved, "# kept")
+  eq(#ws, 0, "no warning")
+end)
+
 test("edit: a field after a literal block and a file without a final newline", function()
   local t = "agents:\n  a:\n    directory: /tmp\n    description: |\n      line one\n      line two\n\n# end"
   local out = change(t, function(cfg) cfg.agents.a.timeout = 5 end)
