@@ -117,27 +117,12 @@ static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
     putc1(L, b, '"');
 }
 
-/* A raw text, with every "\/" turned into "/" as ad.infra.json did with
- * its whole output (a raw text is a whole JSON value, so no such pair
- * spans its edges). */
+/* A raw text, verbatim: it is a whole JSON value as the client wrote it
+ * (an echoed id), and turning its "\/" into "/" could not tell an
+ * escaped backslash before a slash from an escaped slash. */
 static void put_raw(lua_State *L, struct buf *b, const char *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        const char *bs = memchr(s + i, '\\', n - i);
-        if (!bs) {
-            break;
-        }
-        size_t at = (size_t)(bs - s);
-        if (at + 1 < n && s[at + 1] == '/') {
-            put(L, b, s + i, at - i);
-            i = at + 1; /* the '/' is copied with the next stretch */
-        } else {
-            put(L, b, s + i, at + 1 - i);
-            i = at + 1;
-        }
-    }
-    put(L, b, s + i, n - i);
+    put(L, b, s, n);
 }
 
 static void encode(lua_State *L, struct buf *b, int idx, int depth);

@@ -23,6 +23,11 @@ describe('request ids are echoed as sent', () => {
     // A string id with a comma and spaces is echoed whole, too.
     srv.send('{"jsonrpc":"2.0","id":"a, b } c","method":"ping"}');
     await srv.response('a, b } c');
+    // An escaped backslash before a slash stays a backslash: the id is
+    // a\/b plus the lone surrogate, not a/b plus it.
+    srv.send('{"jsonrpc":"2.0","id":"a\\\\/b\\udc00","method":"ping"}');
+    const e = await srv.response('a\\/b\udc00');
+    assert.deepStrictEqual(e.result, {});
     await srv.close();
   });
 });

@@ -152,8 +152,11 @@ end)
 
 test("raw values", function()
   same(json.raw("9007199254740993"), "raw number")
-  same({ id = json.raw('"a\\/b"') }, "raw text with an escaped slash")
-  same(json.array{ json.raw('{"x":"\\\\/"}'), json.raw("1") }, "raw in an array")
+  -- Raw texts are written verbatim (the reference encoder turned their
+  -- "\/" into "/", which changed an escaped backslash before a slash).
+  eq(json.encode({ id = json.raw('"a\\/b"') }), '{"id":"a\\/b"}', "raw text with an escaped slash")
+  eq(json.encode(json.array{ json.raw('{"x":"\\\\/"}'), json.raw("1") }), '[{"x":"\\\\/"},1]',
+    "raw in an array")
   same(json.raw(12), "raw number value")
 end)
 
