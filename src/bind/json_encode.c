@@ -369,7 +369,7 @@ static void encode(lua_State *L, struct buf *b, int idx, int depth)
         lua_pop(L, 1);
         if (raw) {
             lua_geti(L, idx, 1);
-            size_t n;
+            size_t n = 0;
             const char *s =
                 lua_isstring(L, -1) ? lua_tolstring(L, -1, &n) : NULL;
             if (!s) {
