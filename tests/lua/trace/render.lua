@@ -2,9 +2,10 @@
 -- (fanout.jsonl) and generated trees of 1, 20 and 200 spans, each as SVG
 -- and HTML (and as text), with the list of the span ids they hold.
 -- Run: agent-dispatch run tests/lua/trace/render.lua OUTDIR
--- docs/trace.png is OUTDIR/fanout.html in headless Chromium:
+-- To look at OUTDIR/fanout.html as a picture (headless Chromium):
 --   chromium --headless --no-sandbox --hide-scrollbars \
---     --screenshot=docs/trace.png --window-size=1200,580 file://OUTDIR/fanout.html
+--     --screenshot=fanout.png --window-size=1200,580 file://OUTDIR/fanout.html
+-- (docs/trace.png is a real trace instead: tests/real/trace_shot.js.)
 local here = arg[0]:match("(.*/)") or "./"
 local out = assert(arg[1], "usage: render.lua OUTDIR")
 local tv = require "ad.domain.trace_view"
