@@ -632,14 +632,25 @@ static int l_yaml_outline(lua_State *L)
 
 /* ---- dump ----------------------------------------------------------- */
 
+/* What one dump may write: a config is a few kB, but a value loaded from
+ * YAML aliases is shared, not copied, and a dump writes a shared value out
+ * in full wherever it appears, so a small text of nested aliases would
+ * dump to gigabytes. */
+#define MAX_DUMP_BYTES ((size_t)64 << 20)
+
 struct outbuf {
     char *data;
     size_t len, cap;
+    bool over; /* MAX_DUMP_BYTES reached */
 };
 
 static int write_handler(void *ud, unsigned char *buf, size_t size)
 {
     struct outbuf *o = ud;
+    if (o->len + size > MAX_DUMP_BYTES) {
+        o->over = true;
+        return 0;
+    }
     if (o->len + size > o->cap) {
         size_t cap = o->cap ? o->cap * 2 : 4096;
         while (cap < o->len + size) {
@@ -893,6 +904,12 @@ static int l_yaml_dump(lua_State *L)
         rc = emit(d, &ev);
     }
     yaml_emitter_delete(&d->em);
+    if (rc != 0 && out.over) {
+        snprintf(d->err, sizeof d->err,
+                 "the YAML text would exceed %zu MiB (values shared through "
+                 "YAML aliases are written out in full); not written",
+                 MAX_DUMP_BYTES >> 20);
+    }
     if (rc != 0) {
         free(out.data);
         lua_pushnil(L);

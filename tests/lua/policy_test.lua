@@ -318,4 +318,18 @@ test("dispatch_wait: a job that ends between reading its record and waiting is s
   ok(dt < 1, "the wait ended at once, not at its timeout (took " .. dt .. " s)")
 end)
 
+
+test("config: a dump of values shared through YAML aliases is bounded", function()
+  local lines = { "a: &a [x, x, x, x, x, x, x, x, x, x]" }
+  local prev = "a"
+  for _, n in ipairs({ "b", "c", "d", "e", "f", "g", "h" }) do
+    lines[#lines + 1] = n .. ": &" .. n .. " [" .. string.rep("*" .. prev, 10, ", ") .. "]"
+    prev = n
+  end
+  local v = assert(core.yaml.load(table.concat(lines, "\n") .. "\n"))
+  local text, err = core.yaml.dump(v)
+  eq(text, nil)
+  has(err, "would exceed 64 MiB")
+end)
+
 return tap.done()
