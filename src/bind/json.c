@@ -5,6 +5,7 @@
  *   core.json.may_overflow(text) -> whether text holds an exponent of
  *       three digits or a run of 309 digits (a number a double cannot hold)
  *   core.json.encoder(raw_mt, scalar, null) -> the encoder of ad.infra.json
+ *       and its fixed-fields variant
  *       (json_encode.c)
  *
  * Decoding is lua-cjson's; this only finds a span in text that cjson has

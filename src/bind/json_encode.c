@@ -1,14 +1,16 @@
 /* The JSON encoder of ad.infra.json, in C: core.json.encoder(raw_mt, scalar,
- * null) -> encode(value) -> text.
+ * null) -> encode(value) -> text, fields(t, keys) -> text (the members
+ * of t that keys names, in that order: a record of fixed fields).
  *
  * The rules are ad.infra.json's (see its header): a table whose metatable
  * is core.array_mt is an array; one whose metatable has __order is an
  * object with those keys first (absent ones skipped, each once), then the
  * others sorted; any other table is an array when it is a non-empty
  * sequence, an object with sorted keys otherwise; a table whose metatable
- * is raw_mt is emitted as its [1] verbatim. Numbers are formatted by
- * scalar (lua-cjson's encode, so they read exactly as before), non-finite
- * ones as null; strings are escaped as lua-cjson escapes them, except that
+ * is raw_mt is emitted as its [1] verbatim. Numbers are formatted as
+ * scalar (lua-cjson's encode) formats them, so they read exactly as
+ * before: integers and short decimals here, the others by scalar;
+ * non-finite ones as null; strings are escaped as lua-cjson escapes them, except that
  * "/" stays "/". The text is valid UTF-8 (core.text.fix).
  *
  * Why C: every reply, log notification and stored result passes here,
@@ -311,6 +313,76 @@ static void encode_scalar(lua_State *L, struct buf *b, int idx)
     lua_pop(L, 1);
 }
 
+/* The decimal digits of v (|v| < 10^18) at out, with a "-" when v < 0;
+ * returns the length. (snprintf costs several hundred instructions per
+ * number, and every reply carries a few.) */
+static int put_int(long long v, char *out)
+{
+    char tmp[24];
+    int n = 0, len = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v
+                                 : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) {
+        out[len++] = '-';
+    }
+    while (n) {
+        out[len++] = tmp[--n];
+    }
+    return len;
+}
+
+/* The text lua-cjson's "%.14g" gives a double with at most 6 decimals
+ * and at most 14 significant digits (a time rounded to the millisecond, a
+ * cost in dollars), without a call into it: x is the double nearest to
+ * m / scale, a decimal of at most 14 digits, so rounding x to 14 digits
+ * gives that decimal, which %g writes without exponent (1e-4 <= |x| <
+ * 1e14) and without trailing zeros. Returns the length, 0 for any other
+ * value (-0, tiny, huge, more digits: cjson formats those). */
+static int fast_decimal(double x, char out[32])
+{
+    static const double scale[] = {1, 1e3, 1e6};
+    static const long long div[] = {1, 1000, 1000000};
+    double ax = fabs(x);
+    if (!(ax >= 1e-4 && ax < 1e14)) {
+        return 0;
+    }
+    for (int i = 0; i < 3; i++) {
+        double y = ax * scale[i];
+        if (y >= 1e14) {
+            return 0;
+        }
+        long long m = llround(y);
+        if ((double)m / scale[i] != ax) {
+            continue;
+        }
+        long long ip = m / div[i], fp = m % div[i];
+        int n = 0;
+        if (x < 0) {
+            out[n++] = '-';
+        }
+        n += put_int(ip, out + n);
+        if (fp) {
+            int digits = i == 1 ? 3 : 6;
+            while (fp % 10 == 0) {
+                fp /= 10;
+                digits--;
+            }
+            out[n++] = '.';
+            for (int d = digits - 1; d >= 0; d--) { /* zero-padded */
+                out[n + d] = (char)('0' + fp % 10);
+                fp /= 10;
+            }
+            n += digits;
+        }
+        return n;
+    }
+    return 0;
+}
+
 static void encode(lua_State *L, struct buf *b, int idx, int depth)
 {
     if (depth > MAX_DEPTH) {
@@ -335,13 +407,19 @@ static void encode(lua_State *L, struct buf *b, int idx, int depth)
             lua_Integer v = lua_tointeger(L, idx);
             if (v > -100000000000000LL && v < 100000000000000LL) {
                 char num[24];
-                int len = snprintf(num, sizeof num, "%lld", (long long)v);
-                put(L, b, num, (size_t)len);
+                put(L, b, num, (size_t)put_int((long long)v, num));
                 return;
             }
         } else if (!isfinite(lua_tonumber(L, idx))) {
             put(L, b, "null", 4);
             return;
+        } else {
+            char num[32];
+            int len = fast_decimal(lua_tonumber(L, idx), num);
+            if (len > 0) {
+                put(L, b, num, (size_t)len);
+                return;
+            }
         }
         encode_scalar(L, b, idx);
         return;
@@ -387,13 +465,17 @@ static void encode(lua_State *L, struct buf *b, int idx, int depth)
     }
 }
 
-static int l_encode(lua_State *L)
+static struct buf *new_buf(lua_State *L)
 {
-    lua_settop(L, 1);
     struct buf *b = lua_newuserdatauv(L, sizeof *b, 0);
     memset(b, 0, sizeof *b);
     luaL_setmetatable(L, BUF_MT);
-    encode(L, b, 1, 0);
+    return b;
+}
+
+/* [-0, +1] Pushes the text of b, repaired to valid UTF-8, and frees b. */
+static int push_text(lua_State *L, struct buf *b)
+{
     if (utf8_valid(b->p, b->len)) {
         lua_pushlstring(L, b->p ? b->p : "", b->len);
     } else {
@@ -410,7 +492,50 @@ static int l_encode(lua_State *L)
     return 1;
 }
 
-/* core.json.encoder(raw_mt, scalar, null) -> encode: raw_mt marks raw
+static int l_encode(lua_State *L)
+{
+    lua_settop(L, 1);
+    struct buf *b = new_buf(L);
+    encode(L, b, 1, 0);
+    return push_text(L, b);
+}
+
+/* fields(t, keys) -> text: the object of t's members named in the array
+ * keys, in that order, nil ones left out; any other member of t is not
+ * written. A record of fixed fields (a trace span, written twice per
+ * dispatch) is one call with no scan of the table and no sort. */
+static int l_fields(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    struct buf *b = new_buf(L);
+    luaL_checkstack(L, 8, "json: out of stack");
+    putc1(L, b, '{');
+    bool comma = false;
+    for (lua_Integer i = 1; lua_rawgeti(L, 2, i) == LUA_TSTRING; i++) {
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, 1) == LUA_TNIL) {
+            lua_pop(L, 2);
+            continue;
+        }
+        if (comma) {
+            putc1(L, b, ',');
+        }
+        size_t kl;
+        const char *k = lua_tolstring(L, -2, &kl);
+        put_string(L, b, k, kl);
+        putc1(L, b, ':');
+        encode(L, b, lua_gettop(L), 1);
+        lua_pop(L, 2);
+        comma = true;
+    }
+    lua_pop(L, 1); /* what ended the list */
+    putc1(L, b, '}');
+    return push_text(L, b);
+}
+
+/* core.json.encoder(raw_mt, scalar, null) -> encode, fields: raw_mt marks raw
  * values, scalar(number) -> text formats numbers, null is the value that
  * encodes as null besides nil. */
 int bind_json_encoder(lua_State *L)
@@ -427,6 +552,13 @@ int bind_json_encoder(lua_State *L)
     lua_getfield(L, -1, "sort");
     lua_remove(L, -2);
     luaL_checktype(L, -1, LUA_TFUNCTION);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, -4);
+    lua_pushcclosure(L, l_fields, 4);
+    lua_insert(L, -5);
     lua_pushcclosure(L, l_encode, 4);
-    return 1;
+    lua_insert(L, -2);
+    return 2;
 }

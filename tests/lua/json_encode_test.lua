@@ -112,6 +112,36 @@ test("numbers: integers, floats, limits, non-finite", function()
   same({ a = -math.huge, b = 0 / 0 }, "non-finite members")
 end)
 
+test("decimals written without lua-cjson read exactly as it writes them", function()
+  local list = { 0.0001, -0.0001, 0.00009999, 0.000123, 1e-4, 1e-5, 5e-7, -0.0, 0.0,
+    1.0, -1.0, 99999999999999.0, 99999999999999.5, 9999999999999.9, 1e14, 1e14 - 1,
+    1764524000.123, 1764524000.1, 1796060742.478, 1796060742.0005, 12345678.123456,
+    123456789.123456, 0.001, 0.0012, 0.123456, 0.1234567, 2.5e-3, 1 / 1000, 7 / 1000,
+    -1796060742.478, 4503599627370496.5, 2^52 + 0.5, 0.1 + 0.2, 1e13 + 0.001 }
+  math.randomseed(11)
+  for _ = 1, 3000 do
+    local scale = ({ 1, 10, 1000, 1e6, 1e7 })[math.random(5)]
+    local whole = math.random(0, 3) == 0 and math.random(0, 99) or math.random(0, 2 ^ 31)
+    local x = (whole * scale + math.random(0, scale - 1)) / scale
+    if math.random(2) == 1 then x = -x end
+    list[#list + 1] = x
+    list[#list + 1] = math.floor(core.task.time() * 1000 + math.random(0, 10 ^ 6)) / 1000
+  end
+  for _, n in ipairs(list) do
+    local want = cjson.encode(n)
+    eq(json.encode(n), want, "number " .. string.format("%.17g", n))
+    eq(json.encode_fields({ a = n }, { "a" }), '{"a":' .. want .. "}", "field " .. want)
+  end
+end)
+
+test("encode_fields: the named members in order, nil ones left out, the rest ignored", function()
+  local t = { b = "x/y", a = 1, c = json.null, d = json.array(), e = false, z = "ignored" }
+  eq(json.encode_fields(t, { "a", "b", "missing", "c", "d", "e" }),
+    '{"a":1,"b":"x/y","c":null,"d":[],"e":false}', "fields")
+  eq(json.encode_fields({}, { "a" }), "{}", "none present")
+  eq(json.encode_fields({ a = "bad \xff" }, { "a" }), '{"a":"bad \xef\xbf\xbd"}', "repaired")
+end)
+
 test("scalars and nulls", function()
   same(nil, "nil")
   same(true, "true")

@@ -58,7 +58,12 @@ end
 --- numbers are formatted by lua-cjson, strings escaped as lua-cjson does
 --- but "/" is not escaped, nesting deeper than 200 is an error (a cycle).
 ---@return string
-M.encode = core.json.encoder(RAW, encode_scalar, cjson.null)
+M.encode, M.encode_fields = core.json.encoder(RAW, encode_scalar, cjson.null)
+
+--- M.encode_fields(t, keys): the object of t's members named in keys (an
+--- array of strings), in that order, nil ones left out, every other
+--- member of t ignored; the values encoded as M.encode encodes them. For
+--- records of fixed fields: no scan of t, no sort.
 
 -- Strict numbers: Infinity, NaN and 0x10 are not JSON. (cjson still reads
 -- 1e309 as inf; M.decode refuses non-finite results itself.)

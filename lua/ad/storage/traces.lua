@@ -20,7 +20,6 @@
 --- directory when someone else owns it or may write to it; symlinks are
 --- never followed when a file is appended to, read or replaced.
 local core = require "ad.core"
-local cjson = require "cjson"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 local errors = require "ad.infra.errors"
@@ -85,32 +84,13 @@ function M.valid(id)
   return type(id) == "string" and #id == 32 and id:find("^[0-9a-f]+$") ~= nil
 end
 
--- One record as JSON text: a single cjson call (this runs twice per
--- dispatch; per-value encoding costs several times more), the fields in
--- any order, invalid UTF-8 repaired. cjson writes an empty table as {}:
--- an empty denied_tools is added as [] by hand.
-local function encode(rec)
-  local denied = rec.denied_tools
-  local empty = type(denied) == "table" and next(denied) == nil
-  if empty then rec.denied_tools = nil end
-  local text = cjson.encode(rec)
-  if empty then
-    rec.denied_tools = denied
-    text = text:sub(1, -2) .. (#text > 2 and "," or "") .. '"denied_tools":[]}'
-  end
-  return core.text.fix(text)
-end
-
 -- A span as the text of one line (its newline is added by the write) of
--- at most MAX_LINE bytes. The span is encoded as it is, the fields a
--- caller keeps on it for itself (reserved, adopted) set aside meanwhile:
--- no copy per record (every byte a dispatch allocates costs collector
--- work later).
+-- at most MAX_LINE bytes: its KEYS in order, encoded in one C call
+-- (json.encode_fields: no copy of the span, no scan of its other fields,
+-- such as the reserved/adopted a caller keeps on it for itself; invalid
+-- UTF-8 repaired). This runs twice per dispatch.
 local function line_of(span)
-  local reserved, adopted = span.reserved, span.adopted
-  span.reserved, span.adopted = nil, nil
-  local text = encode(span)
-  span.reserved, span.adopted = reserved, adopted
+  local text = json.encode_fields(span, M.KEYS)
   if #text >= M.MAX_LINE then
     local rec = {}
     for _, k in ipairs(M.KEYS) do rec[k] = span[k] end
@@ -119,7 +99,7 @@ local function line_of(span)
       for _, k in ipairs({ "task", "caller", "goal" }) do
         if type(rec[k]) == "string" then rec[k] = util.cut(rec[k], n) end
       end
-      text = encode(rec)
+      text = json.encode_fields(rec, M.KEYS)
       if #text < M.MAX_LINE then break end
     end
   end
