@@ -7,7 +7,10 @@
  *   core.task.event() -> ev            ev:set(v)
  *   ev:wait([timeout]) -> v | nil, "timeout"
  *   core.task.now() (monotonic s)      core.task.time() (epoch s)
- *   core.task.cancelled() -> bool (current task) */
+ *   core.task.cancelled() -> bool (current task)
+ *   core.task.after(s, fn) -> timer (fn runs on a new task when s pass;
+ *       timer:stop() -> bool, true when it had not fired; a collected
+ *       timer is stopped) */
 #include <stdlib.h>
 #include <sys/time.h>
 
@@ -16,6 +19,7 @@
 
 #define TASK_MT "ad.infra.task"
 #define EVENT_MT "ad.event"
+#define TIMER_MT "ad.timer"
 
 static struct task *check_task(lua_State *L, int idx)
 {
@@ -252,6 +256,100 @@ static int l_event_gc(lua_State *L)
     return 0;
 }
 
+/* ---- timers -------------------------------------------------------- */
+
+/* A deadline that costs nothing until it passes: no task waits on it, and
+ * fn runs on a task of its own only if the timer fires before it is
+ * stopped (the hand-off of a sync call still running at its deadline,
+ * which is rare; the call itself just stops the timer when it ends). The
+ * handle belongs to the userdata: stop() or its collection closes it, and
+ * the close completes later (uv_close), so it lives apart. */
+struct xtimer {
+    uv_timer_t h;
+    lua_State *L; /* the main thread */
+    int fn_ref;   /* LUA_NOREF once fired or stopped */
+};
+
+static void xtimer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_xtimer(uv_timer_t *h)
+{
+    struct xtimer *t = h->data;
+    lua_State *L = t->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, t->fn_ref);
+    t->fn_ref = LUA_NOREF;
+    sched_spawn(L, 0);
+    lua_pop(L, 1);
+}
+
+static struct xtimer **check_timer(lua_State *L)
+{
+    return luaL_checkudata(L, 1, TIMER_MT);
+}
+
+/* core.task.after(seconds, fn) -> timer   [-2, +1, m] */
+static int l_after(lua_State *L)
+{
+    double secs = luaL_checknumber(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    struct xtimer **ud = lua_newuserdatauv(L, sizeof *ud, 0);
+    *ud = NULL;
+    luaL_setmetatable(L, TIMER_MT);
+    struct xtimer *t = malloc(sizeof *t);
+    if (!t) {
+        return luaL_error(L, "out of memory");
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    t->L = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    lua_pushvalue(L, 2);
+    t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    uv_timer_init(sched_loop(), &t->h);
+    t->h.data = t;
+    uv_timer_start(&t->h, on_xtimer,
+                   secs > 0 ? (uint64_t)(secs * 1000.0 + 0.5) : 0, 0);
+    *ud = t;
+    return 1;
+}
+
+/* Ends the timer of ud (once): true when it had not fired. */
+static bool timer_end(struct xtimer **ud)
+{
+    struct xtimer *t = *ud;
+    if (!t) {
+        return false;
+    }
+    *ud = NULL;
+    bool pending = t->fn_ref != LUA_NOREF;
+    if (pending) {
+        luaL_unref(t->L, LUA_REGISTRYINDEX, t->fn_ref);
+        t->fn_ref = LUA_NOREF;
+    }
+    uv_timer_stop(&t->h);
+    uv_close((uv_handle_t *)&t->h, xtimer_closed);
+    return pending;
+}
+
+/* timer:stop() -> true when it had not fired (fn will never run) */
+static int l_timer_stop(lua_State *L)
+{
+    lua_pushboolean(L, timer_end(check_timer(L)));
+    return 1;
+}
+
+/* A timer nobody holds any more is stopped: the holder keeps it while
+ * the deadline matters, and no handle outlives the Lua state (lua_close
+ * collects every timer before the loop's last run). */
+static int l_timer_gc(lua_State *L)
+{
+    timer_end(check_timer(L));
+    return 0;
+}
+
 /* ---- clocks and current task ---------------------------------------- */
 
 static int l_now(lua_State *L)
@@ -333,8 +431,13 @@ void bind_task_register(lua_State *L)
         {"is_set", l_event_is_set},
         {NULL, NULL},
     };
+    static const luaL_Reg timer_methods[] = {
+        {"stop", l_timer_stop},
+        {NULL, NULL},
+    };
     static const luaL_Reg fns[] = {
         {"spawn", l_spawn},
+        {"after", l_after},
         {"sleep", l_sleep},
         {"event", l_event},
         {"now", l_now},
@@ -354,6 +457,13 @@ void bind_task_register(lua_State *L)
         luaL_newlib(L, event_methods);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, l_event_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, TIMER_MT)) {
+        luaL_newlib(L, timer_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_timer_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);

@@ -112,33 +112,41 @@ end
 function M.observe(run, req)
   local r = util.copy(req)
   local inner = req.on_progress
-  r.on_slot = function()
-    if not run.id then return true end
-    -- A second spawn of the same dispatch (the CLI refused --session-id)
-    -- finds the job running on our behalf.
-    local rec = jobs.get(run.id)
-    return rec ~= nil and (rec.status == "pending" or (run.started and rec.status == "running"))
-  end
-  r.on_spawn = function(pid)
-    -- A sync call records nothing yet: its child's identity is read only
-    -- if it is handed off (M.adopt), not on every call.
-    run.pid = pid
-    if not run.id then return true end
-    run.process = identity(pid)
-    local ok, rec = pcall(run.started and jobs.set_process or jobs.mark_running, run.id, run.process)
-    run.started = run.started or (ok and rec ~= nil)
-    if not ok then run.start_error = message_of(rec) end
-    -- Cancelled between the slot and the spawn (the lock may have made
-    -- us wait), or the record could not be written: the job must not
-    -- run. The runner ends the child unstarted; finish() is refused.
-    return (ok and rec and run.process) and true or false
-  end
+  r.on_slot = function() return M.slot_gate(run) end
+  r.on_spawn = function(pid) return M.spawned(run, pid) end
   r.on_progress = function(line)
     M.note(run, line)
     if inner then inner(line) end
   end
   r.on_span = function(span) run.span = span end
   return r
+end
+
+--- The start gate of a run's child (req.on_slot): false when the run is
+--- a job that may not start any more.
+function M.slot_gate(run)
+  if not run.id then return true end
+  -- A second spawn of the same dispatch (the CLI refused --session-id)
+  -- finds the job running on our behalf.
+  local rec = jobs.get(run.id)
+  return rec ~= nil and (rec.status == "pending" or (run.started and rec.status == "running"))
+end
+
+--- A run's child was spawned (req.on_spawn): a job's record names it
+--- before it runs. False: the runner ends it unstarted.
+function M.spawned(run, pid)
+  -- A sync call records nothing yet: its child's identity is read only
+  -- if it is handed off (M.adopt), not on every call.
+  run.pid = pid
+  if not run.id then return true end
+  run.process = identity(pid)
+  local ok, rec = pcall(run.started and jobs.set_process or jobs.mark_running, run.id, run.process)
+  run.started = run.started or (ok and rec ~= nil)
+  if not ok then run.start_error = message_of(rec) end
+  -- Cancelled between the slot and the spawn (the lock may have made
+  -- us wait), or the record could not be written: the job must not
+  -- run. The runner ends the child unstarted; finish() is refused.
+  return (ok and rec and run.process) and true or false
 end
 
 --- Adds a line to a run's progress tail (written at most every
@@ -196,6 +204,14 @@ local function launch(run, fn)
     run.done:set(true)
   end)
   return run
+end
+
+--- The end of a run whose dispatch ran on the caller's own task
+--- (ad.domain.handoff): when it was adopted meanwhile, its result (ok,
+--- value: as pcall gives them) is recorded as launch records a job's.
+function M.finish(run, ok, value)
+  if run.id then settle(run, ok, value) end
+  if run.done then run.done:set(true) end
 end
 
 --- Starts the worker of a pending job. req is a request (ad.domain.request);

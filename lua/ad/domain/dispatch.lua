@@ -62,12 +62,14 @@ end
 --- One dispatch. p: agent, task, context, caller, goal, response_format,
 --- response_schema, timeout_seconds, group, session_id, stream, on_progress,
 --- use_cache, return_ref, summary_chars, handoff_after_seconds. hooks:
---- log(level, msg). opts.handoff: a sync MCP tool call, which still
---- running at its deadline (handoff_after_seconds, else the setting) goes
---- on as a job while this returns {status = "running", job_id, progress,
---- hint}. Returns a DispatchResult (or, with return_ref, the ref payload
---- of the stored result), or nil, message (invalid arguments, a refusing
---- hook).
+--- log(level, msg), answer(value) (optional). opts.handoff: a sync MCP
+--- tool call, which still running at its deadline (handoff_after_seconds,
+--- else the setting) goes on as a job while this returns {status =
+--- "running", job_id, progress, hint} - or, with hooks.answer, the call
+--- is answered with that at its deadline (ad.domain.handoff) and this
+--- returns handoff.ANSWERED when the job has its result. Returns a
+--- DispatchResult (or, with return_ref, the ref payload of the stored
+--- result), or nil, message (invalid arguments, a refusing hook).
 function M.one(cfg, p, hooks, opts)
   local f = util.copy(p)
   f.log = hooks and hooks.log
@@ -75,7 +77,13 @@ function M.one(cfg, p, hooks, opts)
   local req, err = request.build(cfg, f)
   if not req then return nil, err end
   local r, ran
-  if req.handoff_after then
+  if req.handoff_after and hooks and hooks.answer then
+    -- The call is answered through hooks.answer if it is handed off.
+    r, ran = require("ad.domain.handoff").run(req, req.handoff_after, hooks.answer,
+      function(rec, run) return handed_off(rec, run, req.handoff_after, req.agent_name) end,
+      f.log)
+    if r == require("ad.domain.handoff").ANSWERED then return r end
+  elseif req.handoff_after then
     local async = require "ad.domain.async"
     local finished
     finished, r, ran = race(req.handoff_after,

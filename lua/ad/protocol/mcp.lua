@@ -379,6 +379,19 @@ function Server:call_tool(id, key, params, era)
       end
     end,
     progress = function(msg) progress(msg) end,
+    -- Answers the call now while its handler goes on (a dispatch handed
+    -- off to a job at its deadline): what the handler returns later is
+    -- not sent, and a notifications/cancelled for the id no longer
+    -- reaches it. False when the call has ended or was cancelled.
+    answer = function(value)
+      if entry.done or entry.cancelled then return false end
+      entry.done, entry.answered = true, true
+      if entry.beat then entry.beat:cancel() end
+      if server.inflight[key] == entry then server.inflight[key] = nil end
+      local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
+      server:result(id, text_result(text, tools.is_error_result(value)), era.modern)
+      return true
+    end,
     -- Progress with a known total (parallel items, dialogue rounds); the
     -- count stays strictly increasing across heartbeats.
     progress_n = function(n, total, msg)
@@ -398,6 +411,7 @@ function Server:call_tool(id, key, params, era)
           progress(name .. " still running (" .. math.floor(core.task.now() - started) .. "s)")
         end
       end)
+      entry.beat = beat
     end
     local vargs, verr = tools.validate(def, args or {})
     local ok, value
@@ -409,7 +423,7 @@ function Server:call_tool(id, key, params, era)
     entry.done = true
     if beat then beat:cancel() end
     if server.inflight[key] == entry then server.inflight[key] = nil end
-    if entry.cancelled then return end
+    if entry.cancelled or entry.answered then return end
     if not ok then
       if type(value) == "table" and value.type == "cancelled" then return end
       return server:error(id, -32603, "Internal error: " .. tostring(value))

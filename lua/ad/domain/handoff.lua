@@ -1,0 +1,68 @@
+--- The sync-to-async hand-off of one dispatch (handoff_after_seconds), at
+--- no cost until its deadline: the call runs its dispatch on its own task
+--- with one timer armed (core.task.after). Only when the deadline passes
+--- while the child still runs (rare) does the run become a job
+--- (ad.domain.async.adopt) and the call get its answer at once, through
+--- the caller's answer(value); the same task then goes on as the job's
+--- worker and records the result. Nothing else is built up front: no
+--- task, no job fields, no copy of the request.
+local core = require "ad.core"
+local async = require "ad.domain.async"
+local runner = require "ad.domain.runner"
+local result = require "ad.domain.result"
+
+local M = {}
+
+--- What a handed-off call's dispatch returns once the job has its result
+--- (the call itself was answered through answer()).
+M.ANSWERED = setmetatable({}, { __name = "handoff.ANSWERED" })
+
+--- Runs req (a request from ad.domain.request, built for this call: its
+--- observers are set on it) through runner.run. after: the deadline in
+--- seconds; answer(value) -> bool answers the call now (false: it cannot
+--- be any more); reply(rec, run) -> the hand-off answer; log(level, msg)
+--- (optional). Returns runner.run's values, or M.ANSWERED when the call
+--- was handed off. Raises what runner.run raised (a cancellation) when
+--- it was not.
+function M.run(req, after, answer, reply, log)
+  -- The run is the job-to-be (see ad.domain.async); its done event and
+  -- progress tail are made only if it is adopted or sees a line.
+  local run = { task = core.task.current() }
+  req.on_slot = function() return async.slot_gate(run) end
+  req.on_spawn = function(pid) return async.spawned(run, pid) end
+  req.on_span = function(span) run.span = span end
+  if req.stream then
+    local inner = req.on_progress
+    req.on_progress = function(line)
+      run.tail = run.tail or {}
+      async.note(run, line)
+      if inner then inner(line) end
+    end
+  end
+  local timer = core.task.after(after, function()
+    if run.finished then return end
+    run.done, run.tail = core.task.event(), run.tail or {}
+    local rec, why = async.adopt(run, { agent = req.agent_name, task = req.task,
+      context = req.context, caller = req.caller, goal = req.goal })
+    if not rec then
+      if log then log("warning", "Could not hand the call off to a job (" .. tostring(why) ..
+        "); waiting for it instead") end
+      return
+    end
+    answer(reply(rec, run))
+  end)
+  local ok, r, ran = pcall(runner.run, req)
+  timer:stop()
+  run.finished = true
+  if run.adopting then run.adopting:wait() end
+  if not run.id then
+    if not ok then error(r, 0) end
+    return r, ran
+  end
+  -- The job's result: a refusing before_dispatch hook is a failure.
+  if ok then r = r or result.failure(req.agent_name, "permission", ran) end
+  async.finish(run, ok, r)
+  return M.ANSWERED
+end
+
+return M
