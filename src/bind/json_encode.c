@@ -48,27 +48,36 @@ static int buf_gc(lua_State *L)
     return 0;
 }
 
-static void put(lua_State *L, struct buf *b, const char *s, size_t n)
+/* Makes room for n more bytes (the rare slow path of put). */
+static void grow(lua_State *L, struct buf *b, size_t n)
+{
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < n) {
+        cap *= 2;
+    }
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        luaL_error(L, "out of memory");
+    }
+    b->p = p;
+    b->cap = cap;
+}
+
+static inline void put(lua_State *L, struct buf *b, const char *s, size_t n)
 {
     if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->len < n) {
-            cap *= 2;
-        }
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            luaL_error(L, "out of memory");
-        }
-        b->p = p;
-        b->cap = cap;
+        grow(L, b, n);
     }
     memcpy(b->p + b->len, s, n);
     b->len += n;
 }
 
-static void putc1(lua_State *L, struct buf *b, char c)
+static inline void putc1(lua_State *L, struct buf *b, char c)
 {
-    put(L, b, &c, 1);
+    if (b->cap == b->len) {
+        grow(L, b, 1);
+    }
+    b->p[b->len++] = c;
 }
 
 /* lua-cjson's escapes (char2escape), but "/" is left as it is: ad.infra.json
@@ -98,24 +107,23 @@ static const char *escape_of(unsigned char c)
     }
 }
 
+/* The bytes escape_of escapes (a table: one load per byte of a text). */
+static bool needs_escape[256];
+
 static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
 {
     putc1(L, b, '"');
-    size_t run = 0; /* bytes not yet copied that need no escape */
+    size_t from = 0; /* the first byte not yet copied */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        const char *esc = (c < 32 || c == '"' || c == '\\' || c == 127)
-                              ? escape_of(c)
-                              : NULL;
-        if (esc) {
-            put(L, b, s + i - run, run);
+        if (needs_escape[c]) {
+            const char *esc = escape_of(c);
+            put(L, b, s + from, i - from);
             put(L, b, esc, strlen(esc));
-            run = 0;
-        } else {
-            run++;
+            from = i + 1;
         }
     }
-    put(L, b, s + n - run, run);
+    put(L, b, s + from, n - from);
     putc1(L, b, '"');
 }
 
@@ -548,6 +556,9 @@ int bind_json_encoder(lua_State *L)
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
+    for (int c = 0; c < 256; c++) {
+        needs_escape[c] = escape_of((unsigned char)c) != NULL;
+    }
     lua_getglobal(L, "table");
     lua_getfield(L, -1, "sort");
     lua_remove(L, -2);
