@@ -29,7 +29,9 @@ function M.run(req, after, answer, reply, log)
   -- progress tail are made only if it is adopted or sees a line.
   local run = { task = core.task.current() }
   req.on_slot = function() return async.slot_gate(run) end
-  req.on_spawn = function(pid) return async.spawned(run, pid) end
+  -- The child is held at its start gate (on_spawn) only once the run is
+  -- being adopted: before that, nothing has to name it before it runs.
+  req.on_pid = function(pid) run.pid = pid end
   req.on_span = function(span) run.span = span end
   if req.stream then
     local inner = req.on_progress
@@ -41,6 +43,7 @@ function M.run(req, after, answer, reply, log)
   end
   local timer = core.task.after(after, function()
     if run.finished then return end
+    req.on_spawn = function(pid) return async.spawned(run, pid) end
     run.done, run.tail = core.task.event(), run.tail or {}
     local rec, why = async.adopt(run, { agent = req.agent_name, task = req.task,
       context = req.context, caller = req.caller, goal = req.goal })

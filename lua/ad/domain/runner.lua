@@ -129,6 +129,8 @@ local function run_child(argv, text, env, timeout, req, cwd)
     p:kill(true) -- refused: it never starts
   else
     p:start()
+    -- on_pid: the child's pid, without holding it at the start gate.
+    if req.on_pid then req.on_pid(p:pid()) end
     if req.on_started then req.on_started() end
   end
   local out = { lines = {} }
