@@ -312,13 +312,13 @@ local function traced(req, ctx, span)
     r.tree_left = amount
   end
   r.trace_env = trace.env_value(ctx, span)
-  -- The span's start is written once its child runs, off the path
-  -- between the call and the child's start.
+  -- The span's start is written once its child has run for a while
+  -- (trace.started), off the path between the call and the child's start.
   local started = false
   r.on_started = function()
     if not started then
       started = true
-      if not span.adopted then trace.write(span) end
+      trace.started(span)
     end
   end
   local ok, res = pcall(observed, r)

@@ -198,9 +198,30 @@ function M.new_trace_id()
   return trace_prefix .. n
 end
 
+--- Seconds a dispatch's child runs before the start record of its span
+--- is written. A dispatch that ends sooner is recorded once, at its end
+--- (readers keep a span's last record): most dispatches of a tree write
+--- one line, not two.
+M.START_DELAY = 1
+
+--- The child of a dispatch span started: its start record is written if
+--- it still runs after START_DELAY (one timer, no task until then).
+--- Nothing for a span whose start was written already (adopted: an async
+--- job's submission wrote it).
+function M.started(span)
+  if span.adopted or span.start_timer then return end
+  span.start_timer = core.task.after(M.START_DELAY, function()
+    if span.status == "running" then M.write(span) end
+  end)
+end
+
 --- Ends a span: status ("ok", "error", "cancelled", "refused") and what
 --- the result r says (cost, session, turns, denied tools, cached).
 function M.finish(span, status, r)
+  if span.start_timer then
+    span.start_timer:stop()
+    span.start_timer = nil
+  end
   local t = now()
   span["end"] = t
   span.duration_ms = math.max(0, math.floor((t - span.start) * 1000 + 0.5))
