@@ -44,9 +44,10 @@ static struct {
     bool want;         /* a task of this process waits for a slot */
     struct xwait *wait;
     int next;          /* where the next background wait starts */
+    int last;          /* the slot released last (-1: none yet) */
     int limit;
     slots_wake_fn wake;
-} S = {.dirfd = -1};
+} S = {.dirfd = -1, .last = -1};
 
 /* Fills why (a literal format, so the compiler checks it) and yields rc. */
 #define REFUSE(rc, ...) (snprintf(why, whylen, __VA_ARGS__), (rc))
@@ -179,19 +180,40 @@ bool slots_enabled(void)
     return S.dirfd >= 0 && !S.broken;
 }
 
+/* Takes slot i if it is free: i, -1 when another holder has it, -2 when
+ * its file cannot be used. */
+static int try_slot(int i)
+{
+    int f = slot_fd(i);
+    if (f < 0) {
+        return -2;
+    }
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        return -1;
+    }
+    S.hfd[i] = f;
+    return i;
+}
+
 int slots_try(int limit)
 {
+    /* The slot this process released last first: with several processes
+     * sharing the limit, each tends to keep its own slot, and a take is
+     * one flock instead of one per slot other processes hold. */
+    int last = S.last;
+    if (last >= 0 && last < limit && last < S.n && S.hfd[last] < 0) {
+        int rc = try_slot(last);
+        if (rc != -1) {
+            return rc;
+        }
+    }
     for (int i = 0; i < limit; i++) {
-        if (i < S.n && S.hfd[i] >= 0) {
-            continue; /* ours already */
+        if (i == last || (i < S.n && S.hfd[i] >= 0)) {
+            continue; /* tried just now, or ours already */
         }
-        int f = slot_fd(i);
-        if (f < 0) {
-            return -2;
-        }
-        if (flock(f, LOCK_EX | LOCK_NB) == 0) {
-            S.hfd[i] = f;
-            return i;
+        int rc = try_slot(i);
+        if (rc != -1) {
+            return rc;
         }
     }
     return -1;
@@ -212,6 +234,7 @@ void slots_release(int idx)
     }
     int f = S.hfd[idx];
     S.hfd[idx] = -1;
+    S.last = idx;
     unlock_touch(f);
     if (f != S.fd[idx]) {
         close(f);
