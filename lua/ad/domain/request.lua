@@ -26,6 +26,7 @@
 ---                    dispatch), or nil (never: scripts, the CLI, jobs,
 ---                    MCP tasks)
 ---   on_started()     called once the child runs (its span's start record)
+---   on_pid(pid)      the child's pid once it runs (not held at a gate)
 ---   on_span(span)    called with its span before it runs (a sync call that
 ---                    may be handed off to a job)
 ---   trace            the trace context it runs in (ad.domain.trace), or

@@ -7,8 +7,8 @@
 --- creates no file. A span is a line, appended with one write(), so
 --- concurrent writers never interleave or lose a line; a line is bounded
 --- (MAX_LINE) so that write stays one atomic append. A span may be written
---- twice (at its start and at its end); readers keep the last record per
---- span_id. Readers look for a trace's id as plain text and decode only the
+--- twice (at its start, once its child has run for trace.START_DELAY, and
+--- at its end); readers keep the last record per span_id. Readers look for a trace's id as plain text and decode only the
 --- lines that hold it; retention removes whole day files.
 ---
 --- The tree's spend ledger is <dir>/<trace_id>.budget: one line of JSON
