@@ -114,15 +114,26 @@ local function decode(text)
   return json.object(rec, M.KEYS)
 end
 
+-- A job file that is a symbolic link (records are opened without
+-- following links: whoever made the link would choose what is read, or
+-- written, as that job).
+local function refuse_link(dir, id)
+  io_error("refusing the job file " .. dir .. "/" .. id .. ".json",
+    "it is a symbolic link, and links in the jobs directory are never followed; " ..
+    "remove it if you did not make it")
+end
+
 --- The record of id, or nil (invalid id, no such record, or a record
 --- that is not a job). Any other failure to read it (the jobs directory is
 --- not a directory, a permission problem, a refused symlink) raises the
 --- "io" error: the job may well exist, so it is never reported missing.
 function M.get(id)
   if not M.valid(id) then return nil end
-  local text, msg, code = core.jobs.read(M.dir(), id)
+  local dir = M.dir()
+  local text, msg, code = core.jobs.read(dir, id)
   if not text then
     if code == "ENOENT" then return nil end
+    if code == "ELOOP" then refuse_link(dir, id) end
     io_error("cannot read job " .. id, msg)
   end
   local rec = decode(text)
@@ -140,8 +151,12 @@ local function encode(rec)
 end
 
 local function write(rec)
-  local ok, msg = core.jobs.write(M.dir(), rec.id, encode(rec))
-  if not ok then io_error("cannot write job " .. rec.id, msg) end
+  local dir = M.dir()
+  local ok, msg, code = core.jobs.write(dir, rec.id, encode(rec))
+  if not ok then
+    if code == "ELOOP" then refuse_link(dir, rec.id) end
+    io_error("cannot write job " .. rec.id, msg)
+  end
 end
 
 -- Updates the index line of rec; false when the index could not be
@@ -174,10 +189,10 @@ end
 local function locked(fn)
   local dir = M.ensure_dir()
   local path, wait = dir .. "/.jobs.lock", config.lock_wait()
-  local lock, err = core.fs.lock(path, wait)
+  local lock, err, code = core.fs.lock(path, wait)
   if not lock then
     error(errors.new("io", config.lock_message({ path = path, wait = wait,
-      detail = tostring(err) })), 0)
+      detail = tostring(err), code = code })), 0)
   end
   local ok, a, b = pcall(fn)
   lock:unlock()
