@@ -76,3 +76,19 @@ describe('a symlinked job file', () => {
     await srv.close();
   });
 });
+
+describe('a symlinked traces directory', () => {
+  test('is refused like a symlinked jobs directory, naming the link, its target and the variable', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const real = path.join(env.root, 'real-traces');
+    const link = path.join(env.root, 'traces-link');
+    fs.mkdirSync(real, { mode: 0o700 });
+    fs.symlinkSync(real, link);
+    const r = env.run(['traces'], { env: { AGENT_DISPATCH_TRACES_DIR: link } });
+    assert.strictEqual(r.code, 1, r.stdout + r.stderr);
+    assert.ok(r.stderr.includes(`refusing the traces directory ${link}: it is a symbolic link (to ${real}); ` +
+      'set AGENT_DISPATCH_TRACES_DIR to the directory itself'), r.stderr);
+    assert.deepStrictEqual(fs.readdirSync(real), []);
+  });
+});

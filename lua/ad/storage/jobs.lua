@@ -22,6 +22,7 @@ local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 local config = require "ad.storage.config"
 local errors = require "ad.infra.errors"
+local paths = require "ad.storage.paths"
 
 local M = {}
 
@@ -42,28 +43,10 @@ local function io_error(what, msg)
 end
 
 -- Records are shown and acted on as real (results, pids to signal): a
--- directory someone else owns or may write could hold forged ones.
+-- directory someone else owns or may write, or a link to one, could hold
+-- forged ones.
 local function check_dir(d)
-  local kind, _, mode, uid = core.fs.stat(d)
-  if not kind then return d end
-  -- The directory itself, not a link to one: records are opened without
-  -- following links, and so is the directory that holds them (whoever
-  -- can replace the link chooses which records are acted on).
-  local parent, base = d:gsub("/+$", ""):match("^(.*)/([^/]+)$")
-  local real, rparent = core.fs.realpath(d), parent and core.fs.realpath(parent ~= "" and parent or "/")
-  if real and rparent and real ~= (rparent == "/" and "" or rparent) .. "/" .. base then
-    io_error("refusing the jobs directory " .. d, "it is a symbolic link (to " .. real
-      .. "); set AGENT_DISPATCH_JOBS_DIR to the directory itself")
-  end
-  local me = core.sys.getuid()
-  if uid ~= me then
-    io_error("refusing the jobs directory " .. d, "it is owned by uid " .. uid ..
-      ", not by you (uid " .. me .. ")")
-  elseif mode & 18 ~= 0 then -- 0022
-    io_error("refusing the jobs directory " .. d, string.format(
-      "it is writable by group or others (mode %o); run: chmod go-w %s", mode, d))
-  end
-  return d
+  return paths.private_dir(d, "jobs", "AGENT_DISPATCH_JOBS_DIR")
 end
 
 function M.dir()
