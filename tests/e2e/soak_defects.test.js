@@ -53,4 +53,28 @@ describe('shared concurrency slots', () => {
       await srv.close();
     });
   }
+
+  // The same in a detached job runner, whose loop then had nothing left to
+  // wait for: it exited, cancelling the job's worker, and the job was
+  // recorded as "Cancelled before execution" though nobody cancelled it.
+  test('dispatch_async: a job runner whose slot frees between the first look and the watch runs the job', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true }, settings: '  max_concurrency: 1\n' });
+    const log = path.join(env.root, 'faults.log');
+    const srv = env.serve({ env: slotBusyEnv(2, log) });
+    await srv.init();
+    for (const task of ['first', 'second']) {
+      const { value } = await srv.call('dispatch_async', { agent: 'a', task });
+      assert.match(value.job_id || '', /^[0-9a-f]{32}$/, JSON.stringify(value));
+      const rec = (await srv.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 15 },
+        { ms: 20000 })).value;
+      assert.strictEqual(rec.status, 'done', JSON.stringify(rec));
+      assert.strictEqual(rec.result.result, `stub ok: ${task}`, JSON.stringify(rec));
+      if (rec.server && rec.server.pid > 1) env.extraPids.push(rec.server.pid);
+    }
+    // Each runner (a process of its own) found slot 0 taken twice, then free.
+    const faults = fs.readFileSync(log, 'utf8').trim().split('\n');
+    assert.deepStrictEqual(faults, ['flock (fd)', 'flock (fd)', 'flock (fd)', 'flock (fd)']);
+    await srv.close();
+  });
 });
