@@ -98,8 +98,8 @@ local function decode(text)
 end
 
 -- A job file that is a symbolic link (records are opened without
--- following links: whoever made the link would choose what is read, or
--- written, as that job).
+-- following links: whoever made the link would choose what is read as
+-- that job; a write replaces the link itself, after a read refused it).
 local function refuse_link(dir, id)
   io_error("refusing the job file " .. dir .. "/" .. id .. ".json",
     "it is a symbolic link, and links in the jobs directory are never followed; " ..
@@ -134,12 +134,8 @@ local function encode(rec)
 end
 
 local function write(rec)
-  local dir = M.dir()
-  local ok, msg, code = core.jobs.write(dir, rec.id, encode(rec))
-  if not ok then
-    if code == "ELOOP" then refuse_link(dir, rec.id) end
-    io_error("cannot write job " .. rec.id, msg)
-  end
+  local ok, msg = core.jobs.write(M.dir(), rec.id, encode(rec))
+  if not ok then io_error("cannot write job " .. rec.id, msg) end
 end
 
 -- Updates the index line of rec; false when the index could not be
