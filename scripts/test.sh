@@ -30,7 +30,7 @@ check_null() {
 echo "== build and test (RelWithDebInfo)"
 cmake -S . -B build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAD_TESTS=ON >/dev/null
 cmake --build build-test -j"$jobs"
-scripts/ctest-all.sh build-test --timeout 900 -j"$jobs" -LE soak
+scripts/ctest-all.sh build-test --timeout 900 -j"$jobs"
 check_null "the RelWithDebInfo tests"
 
 echo "== build and test with AddressSanitizer + UndefinedBehaviorSanitizer"
@@ -38,7 +38,7 @@ cmake -S . -B build-test-asan -DCMAKE_BUILD_TYPE=Debug -DAD_SANITIZE=ON -DAD_TES
 cmake --build build-test-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  scripts/ctest-all.sh build-test-asan --timeout 900 -j"$jobs" -LE 'valgrind|soak'
+  scripts/ctest-all.sh build-test-asan --timeout 900 -j"$jobs" -LE valgrind
 check_null "the sanitizer tests"
 
 echo "== fuzz harnesses (clang libFuzzer + ASan + UBSan, bounded runs)"

@@ -5,6 +5,7 @@
  * task finishes, its results (or its error with traceback) move into a
  * table, the thread is reset (running pending __close handlers) and
  * released, and joiners are resumed on the next loop turn. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -411,6 +412,10 @@ void sched_resume(struct task *t, int nargs)
 
 void sched_defer(struct task *t, int nargs)
 {
+    /* The running task has not registered its wait yet (or never will): a
+     * wake-up for it would be lost and the wait that follows would never
+     * end. Its caller is wrong; debug (and sanitized) builds stop here. */
+    assert(t->state != T_RUNNING);
     if (t->state != T_WAITING) {
         lua_pop(t->co, nargs);
         return;

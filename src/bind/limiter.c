@@ -145,27 +145,32 @@ static void on_slot_free(int idx)
 
 /* A task that got a count goes on to the shared gate: a slot file now,
  * or the X queue. Returns the slot file index, -1 (none needed) or -2
- * (queued). */
+ * (queued). The caller hands a returned slot to w's task itself: w may be
+ * the running task (l_acquire), which a grant cannot wake. */
 static int shared_gate(struct waiter *w)
 {
     if (!slots_enabled()) {
         return -1;
     }
-    if (!LIM.x.head) {
-        int idx = slots_try(LIM.limit);
-        if (idx != -1) {
-            return idx < 0 ? -1 : idx; /* -2: not shared now */
-        }
-        /* Watch first, then look again: a release between the two is
-         * seen by one or the other. */
+    if (LIM.x.head) {
         enqueue(&LIM.x, w);
-        watch_slots();
-        grant_shared();
-        watch_slots();
         return -2;
     }
-    enqueue(&LIM.x, w);
-    return -2;
+    int idx = slots_try(LIM.limit);
+    if (idx == -1) {
+        /* Watch first, then look again: a release between the two is
+         * seen by one or the other. What the second look finds is w's
+         * (alone in X), returned like the first look's. */
+        enqueue(&LIM.x, w);
+        watch_slots();
+        idx = slots_try(LIM.limit);
+        if (idx == -1) {
+            return -2;
+        }
+        dequeue(&LIM.x);
+        watch_slots();
+    }
+    return idx < 0 ? -1 : idx; /* -2: not shared now */
 }
 
 static void grant_waiters(void)

@@ -12,13 +12,22 @@
  *   AD_FAULT_ERRNO  ENOSPC (default) or EACCES
  *   AD_FAULT_OPS    comma list of: open (opens for writing), write (write,
  *                   pwrite, writev on an fd opened on such a path), fsync,
- *                   rename (either name matches); default "open,write,rename"
+ *                   rename (either name matches), flock (see below); default
+ *                   "open,write,rename"
  *   AD_FAULT_AFTER  this many matching calls succeed first (default 0)
+ *   AD_FAULT_TIMES  at most this many matching calls fail (default: all)
  *   AD_FAULT_WHEN   if set, faults happen only while this file exists (a
  *                   test arms and disarms the injector of a running process)
  *
  *   AD_FAULT_LOG    if set, each injected failure appends "op path" to it
  *                   (a test checks that the fault really happened)
+ *
+ * flock: a lock held by another process, exactly when a test wants it. A
+ * non-blocking exclusive flock() of a file opened on a matching path
+ * fails with EWOULDBLOCK (a counted fault: AD_FAULT_AFTER, AD_FAULT_TIMES);
+ * a blocking one fails with ENOLCK (not counted), so the lock is only ever
+ * taken by a non-blocking try: with AD_FAULT_TIMES=N the lock "frees"
+ * exactly at the N+1st try, whatever the timing.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -31,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -94,8 +104,10 @@ static bool fire(const char *op, const char *path)
     if (when && *when && stat(when, &st) != 0) {
         return false;
     }
-    const char *after = getenv("AD_FAULT_AFTER");
-    if (calls++ < (after ? atol(after) : 0)) {
+    const char *after_s = getenv("AD_FAULT_AFTER");
+    const char *times = getenv("AD_FAULT_TIMES");
+    long n = calls++, after = after_s ? atol(after_s) : 0;
+    if (n < after || (times && *times && n >= after + atol(times))) {
         return false;
     }
     const char *e = getenv("AD_FAULT_ERRNO");
@@ -242,4 +254,21 @@ int renameat(int fromfd, const char *from, int tofd, const char *to)
         return -1;
     }
     return real(fromfd, from, tofd, to);
+}
+
+int flock(int fd, int op)
+{
+    REAL(int, "flock", int, int);
+    bool tracked_fd = fd >= 0 && fd < MAX_FD && tracked[fd];
+    if (tracked_fd && (op & LOCK_EX) && op_enabled("flock")) {
+        if (!(op & LOCK_NB)) {
+            errno = ENOLCK;
+            return -1;
+        }
+        if (fire("flock", NULL)) {
+            errno = EWOULDBLOCK;
+            return -1;
+        }
+    }
+    return real(fd, op);
 }

@@ -702,12 +702,12 @@ function M.mutate(fn, path)
   if ro then return nil, { kind = "write", path = path, detail = ro }, warnings end
   core.fs.mkparent(path, 448)
   local wait = M.lock_wait()
-  local lock, lerr = core.fs.lock(path .. ".lock", wait)
+  local lock, lerr, lcode = core.fs.lock(path .. ".lock", wait)
   if not lock then
     -- Writing without the lock could lose another process's change while
     -- both report success; failing is the honest outcome.
     return nil, { kind = "lock", path = path .. ".lock", wait = wait,
-                  detail = tostring(lerr) }, warnings
+                  detail = tostring(lerr), code = lcode }, warnings
   end
   local cfg, err, text, doc = M.read(path)
   if not cfg then
@@ -738,13 +738,20 @@ function M.lock_wait()
   return tonumber(os.getenv("AGENT_DISPATCH_LOCK_WAIT")) or 10
 end
 
---- The message for a "lock" error: what was locked and why it failed.
+--- The message for a "lock" error: what was locked and why it failed
+--- (another process held it, or the lock file could not be opened: the
+--- system's reason and its errno name, e.g. a full disk or a directory
+--- without write permission).
 function M.lock_message(e)
   if e.detail == "timeout" then
     return "could not lock " .. e.path .. ": another process has held it for over " ..
       util.g(e.wait) .. " s"
   end
-  return "could not lock " .. e.path .. ": " .. e.detail
+  local detail = tostring(e.detail)
+  local named = e.path .. ": " -- core.fs.lock's message names the path too
+  if detail:sub(1, #named) == named then detail = detail:sub(#named + 1) end
+  if e.code then detail = detail .. " (" .. e.code .. ")" end
+  return "could not lock " .. e.path .. ": " .. detail
 end
 
 --- The members of group g whose agent is not configured (sorted, unique).

@@ -22,6 +22,7 @@ local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 local config = require "ad.storage.config"
 local errors = require "ad.infra.errors"
+local paths = require "ad.storage.paths"
 
 local M = {}
 
@@ -42,28 +43,10 @@ local function io_error(what, msg)
 end
 
 -- Records are shown and acted on as real (results, pids to signal): a
--- directory someone else owns or may write could hold forged ones.
+-- directory someone else owns or may write, or a link to one, could hold
+-- forged ones.
 local function check_dir(d)
-  local kind, _, mode, uid = core.fs.stat(d)
-  if not kind then return d end
-  -- The directory itself, not a link to one: records are opened without
-  -- following links, and so is the directory that holds them (whoever
-  -- can replace the link chooses which records are acted on).
-  local parent, base = d:gsub("/+$", ""):match("^(.*)/([^/]+)$")
-  local real, rparent = core.fs.realpath(d), parent and core.fs.realpath(parent ~= "" and parent or "/")
-  if real and rparent and real ~= (rparent == "/" and "" or rparent) .. "/" .. base then
-    io_error("refusing the jobs directory " .. d, "it is a symbolic link (to " .. real
-      .. "); set AGENT_DISPATCH_JOBS_DIR to the directory itself")
-  end
-  local me = core.sys.getuid()
-  if uid ~= me then
-    io_error("refusing the jobs directory " .. d, "it is owned by uid " .. uid ..
-      ", not by you (uid " .. me .. ")")
-  elseif mode & 18 ~= 0 then -- 0022
-    io_error("refusing the jobs directory " .. d, string.format(
-      "it is writable by group or others (mode %o); run: chmod go-w %s", mode, d))
-  end
-  return d
+  return paths.private_dir(d, "jobs", "AGENT_DISPATCH_JOBS_DIR")
 end
 
 function M.dir()
@@ -114,15 +97,26 @@ local function decode(text)
   return json.object(rec, M.KEYS)
 end
 
+-- A job file that is a symbolic link (records are opened without
+-- following links: whoever made the link would choose what is read as
+-- that job; a write replaces the link itself, after a read refused it).
+local function refuse_link(dir, id)
+  io_error("refusing the job file " .. dir .. "/" .. id .. ".json",
+    "it is a symbolic link, and links in the jobs directory are never followed; " ..
+    "remove it if you did not make it")
+end
+
 --- The record of id, or nil (invalid id, no such record, or a record
 --- that is not a job). Any other failure to read it (the jobs directory is
 --- not a directory, a permission problem, a refused symlink) raises the
 --- "io" error: the job may well exist, so it is never reported missing.
 function M.get(id)
   if not M.valid(id) then return nil end
-  local text, msg, code = core.jobs.read(M.dir(), id)
+  local dir = M.dir()
+  local text, msg, code = core.jobs.read(dir, id)
   if not text then
     if code == "ENOENT" then return nil end
+    if code == "ELOOP" then refuse_link(dir, id) end
     io_error("cannot read job " .. id, msg)
   end
   local rec = decode(text)
@@ -174,10 +168,10 @@ end
 local function locked(fn)
   local dir = M.ensure_dir()
   local path, wait = dir .. "/.jobs.lock", config.lock_wait()
-  local lock, err = core.fs.lock(path, wait)
+  local lock, err, code = core.fs.lock(path, wait)
   if not lock then
     error(errors.new("io", config.lock_message({ path = path, wait = wait,
-      detail = tostring(err) })), 0)
+      detail = tostring(err), code = code })), 0)
   end
   local ok, a, b = pcall(fn)
   lock:unlock()

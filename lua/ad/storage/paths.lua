@@ -1,6 +1,8 @@
---- Where the config file, its directory and the tool files are: a leaf
---- module (environment and ad.infra.util only), so that deciding whether
---- anything of the user's applies does not load the config parser.
+--- Where the config file, its directory and the tool files are, and the
+--- check of a private directory: a leaf module (environment and
+--- ad.infra.util only; the check loads what it needs when called), so
+--- that deciding whether anything of the user's applies does not load the
+--- config parser.
 local util = require "ad.infra.util"
 
 local M = {}
@@ -23,6 +25,36 @@ function M.tools_dir()
   local d = os.getenv("AGENT_DISPATCH_TOOLS_DIR")
   if d and d ~= "" then return util.expanduser(d) or d end
   return M.config_dir() .. "/tools"
+end
+
+--- A directory whose files are acted on as real (job records, spans and
+--- budget ledgers): what is the directory `what` ("jobs", "traces") at d,
+--- named by the environment variable var. Returns d when it is missing
+--- (the caller creates it 0700) or is the user's own, not writable by
+--- group or others, and not a symbolic link (its files are opened without
+--- following links, and so is the directory that holds them: whoever can
+--- replace the link chooses which files are acted on). Otherwise raises
+--- the "io" error saying why and how to fix it.
+function M.private_dir(d, what, var)
+  local core = require "ad.core"
+  local function refuse(why)
+    error(require("ad.infra.errors").new("io", "refusing the " .. what .. " directory " ..
+      d .. ": " .. why), 0)
+  end
+  local kind, _, mode, uid = core.fs.stat(d)
+  if not kind then return d end
+  local parent, base = d:gsub("/+$", ""):match("^(.*)/([^/]+)$")
+  local real, rparent = core.fs.realpath(d), parent and core.fs.realpath(parent ~= "" and parent or "/")
+  if real and rparent and real ~= (rparent == "/" and "" or rparent) .. "/" .. base then
+    refuse("it is a symbolic link (to " .. real .. "); set " .. var .. " to the directory itself")
+  end
+  local me = core.sys.getuid()
+  if uid ~= me then
+    refuse("it is owned by uid " .. uid .. ", not by you (uid " .. me .. ")")
+  elseif mode & 18 ~= 0 then -- 0022
+    refuse(string.format("it is writable by group or others (mode %o); run: chmod go-w %s", mode, d))
+  end
+  return d
 end
 
 return M

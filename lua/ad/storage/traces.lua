@@ -17,8 +17,9 @@
 --- changes per dispatch must stay cheap).
 ---
 --- The directory is owner-only (0700, files 0600) and refused like the jobs
---- directory when someone else owns it or may write to it; symlinks are
---- never followed when a file is appended to, read or replaced.
+--- directory (ad.storage.paths.private_dir) when someone else owns it or
+--- may write to it or it is a symbolic link; symlinks are never followed
+--- when a file is appended to, read or replaced.
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
@@ -44,19 +45,10 @@ local function io_error(what, msg)
 end
 
 -- Spans are shown as what happened and the ledger decides what may run:
--- a directory someone else owns or may write could hold forged ones.
+-- a directory someone else owns or may write, or a link to one, could
+-- hold forged ones.
 local function check_dir(d)
-  local kind, _, mode, uid = core.fs.stat(d)
-  if not kind then return d end
-  local me = core.sys.getuid()
-  if uid ~= me then
-    io_error("refusing the traces directory " .. d, "it is owned by uid " .. uid ..
-      ", not by you (uid " .. me .. ")")
-  elseif mode & 18 ~= 0 then -- 0022
-    io_error("refusing the traces directory " .. d, string.format(
-      "it is writable by group or others (mode %o); run: chmod go-w %s", mode, d))
-  end
-  return d
+  return paths.private_dir(d, "traces", "AGENT_DISPATCH_TRACES_DIR")
 end
 
 --- $AGENT_DISPATCH_TRACES_DIR, else traces/ next to the config file.

@@ -47,6 +47,10 @@ function M.save(e)
   if e.kind == "render" then
     return "could not serialize the config to YAML: " .. tostring(e.detail),
       "Nothing changed: the previous config is intact. This is a bug in agent-dispatch; please report it."
+  elseif e.kind == "lock" and e.detail ~= "timeout" then
+    return config.lock_message(e) .. ".",
+      "Nothing changed: the previous config is intact. Check free space and permissions on " ..
+      util.dirname(e.path) .. "."
   elseif e.kind == "lock" then
     return config.lock_message(e) .. ".",
       "Nothing changed. Try again; if it persists, look for a stuck agent-dispatch process."
