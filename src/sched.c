@@ -160,6 +160,13 @@ uv_loop_t *sched_loop(void)
     return S.loop;
 }
 
+void sched_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms,
+                       uint64_t repeat)
+{
+    uv_update_time(t->loop);
+    uv_timer_start(t, cb, ms, repeat);
+}
+
 struct task *sched_spawn(lua_State *L, int nargs)
 {
     struct task *t = lua_newuserdatauv(L, sizeof *t, 0);  /* fn args ud */

@@ -23,6 +23,12 @@ void sched_init(lua_State *L, uv_loop_t *loop);
 void sched_shutdown(void);
 uv_loop_t *sched_loop(void);
 
+/* uv_timer_start measured from now. libuv counts a timer from the loop's
+ * cached time, which is as old as the current loop turn: a task that ran
+ * long before it waits would see its timeout end that much early. */
+void sched_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms,
+                       uint64_t repeat);
+
 /* [-(nargs+1), +1, m] Pops a function and its nargs arguments from L and
  * pushes the new task (userdata "ad.infra.task"). Its first resume is deferred
  * to the loop. */

@@ -358,8 +358,8 @@ static int start_lock_wait(lua_State *L, const char *path, double timeout)
         return fail_errno(L, -rc, "lock");
     }
     w->task = me;
-    uv_timer_start(&w->timer, on_lock_kick, (uint64_t)(timeout * 1000.0),
-                   LOCK_KICK_MS);
+    sched_timer_start(&w->timer, on_lock_kick, (uint64_t)(timeout * 1000.0),
+                      LOCK_KICK_MS);
     return sched_wait(L, cancel_lock_wait, w);
 }
 

@@ -404,8 +404,8 @@ static int l_watch_wait(lua_State *L)
         return luaL_error(L, "the job watch has a waiter already");
     }
     w->waiter = me;
-    uv_timer_start(&w->timer, on_watch_timeout,
-                   timeout > 0 ? (uint64_t)(timeout * 1000.0) : 0, 0);
+    sched_timer_start(&w->timer, on_watch_timeout,
+                      timeout > 0 ? (uint64_t)(timeout * 1000.0) : 0, 0);
     return sched_wait(L, cancel_wait, w);
 }
 

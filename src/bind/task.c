@@ -108,8 +108,8 @@ static int l_sleep(lua_State *L)
     s->task = me;
     uv_timer_init(sched_loop(), &s->timer);
     s->timer.data = s;
-    uv_timer_start(&s->timer, on_sleep_done,
-                   secs > 0 ? (uint64_t)(secs * 1000.0 + 0.5) : 0, 0);
+    sched_timer_start(&s->timer, on_sleep_done,
+                      secs > 0 ? (uint64_t)(secs * 1000.0 + 0.5) : 0, 0);
     return sched_wait(L, cancel_sleep, s);
 }
 
@@ -240,8 +240,8 @@ static int l_event_wait(lua_State *L)
         w->has_timer = true;
         uv_timer_init(sched_loop(), &w->timer);
         w->timer.data = w;
-        uv_timer_start(&w->timer, on_event_timeout,
-                       (uint64_t)(timeout * 1000.0 + 0.5), 0);
+        sched_timer_start(&w->timer, on_event_timeout,
+                          (uint64_t)(timeout * 1000.0 + 0.5), 0);
     }
     return sched_wait(L, cancel_event_wait, w);
 }
@@ -310,8 +310,8 @@ static int l_after(lua_State *L)
     t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     uv_timer_init(sched_loop(), &t->h);
     t->h.data = t;
-    uv_timer_start(&t->h, on_xtimer,
-                   secs > 0 ? (uint64_t)(secs * 1000.0 + 0.5) : 0, 0);
+    sched_timer_start(&t->h, on_xtimer,
+                      secs > 0 ? (uint64_t)(secs * 1000.0 + 0.5) : 0, 0);
     *ud = t;
     return 1;
 }
