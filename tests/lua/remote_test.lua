@@ -81,9 +81,9 @@ test("command: ssh options first, -- before the destination, one quoted remote w
   ok(not joined:find("StrictHostKeyChecking", 1, true), "host-key checking is never changed")
   eq(argv[#argv - 2], "--"); eq(argv[#argv - 1], "me@box")
   local cmd = argv[#argv]
-  ok(cmd:find("^exec sh %-c '"), cmd:sub(1, 40))
-  ok(cmd:find(" 'agent%-dispatch' '/srv/it'\\''s' 'l' '2' 'AGENT_DISPATCH_DEPTH=1' '%-%-' 'claude' '%-p' " ..
-    "'%-%-model' 'm%$%(id%)' '%-%-'$"), cmd:sub(-120))
+  ok(cmd:find("^set %-%- '/srv/it'\\''s' 'l' '2' 'AGENT_DISPATCH_DEPTH=1' '%-%-' 'claude' '%-p' " ..
+    "'%-%-model' 'm%$%(id%)' '%-%-'\n"), cmd:sub(1, 120))
+  eq(cmd:sub(-#remote.WRAPPER), remote.WRAPPER, "the wrapper follows")
   ok(not cmd:find("two", 1, true), "the prompt is not on the command line")
   eq(input, "two\nlines\n")
 end)

@@ -1,5 +1,5 @@
--- The remote wrapper of ad.domain.remote, run here by each shell present
--- as `sh` (what sshd would run on the far side), with the stub claude:
+-- The remote command line of ad.domain.remote, run here by each shell
+-- present as the login shell (`SHELL -c CMD`, as sshd does), with the stub claude:
 -- the prompt reaches claude's stdin byte for byte, a short text prompt
 -- needs no program besides sh and claude, and claude's status and stderr
 -- come back unchanged. Needs AD_STUB_DIR (the stub claude's directory).
@@ -76,7 +76,7 @@ for _, name in ipairs({ "sh", "dash", "bash", "zsh", "ksh", "busybox" }) do
 end
 
 for _, sh in ipairs(SHELLS) do
-  test(sh.name .. " as sh: text prompts reach claude unchanged, with nothing but sh and claude on the PATH", function()
+  test(sh.name .. " as the login shell: text prompts reach claude unchanged, with nothing but sh and claude on the PATH", function()
     local dir = bin_dir(sh.name, sh.path)
     for _, prompt in ipairs(PROMPTS) do
       local info, entry = dispatch(dir, prompt)

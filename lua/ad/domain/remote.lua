@@ -102,8 +102,9 @@ M.CONNECT_TIMEOUT = 10
 --- line saying so; no probe before the run, which would cost a fork).
 M.EXIT_NO_DIR, M.EXIT_NO_CLAUDE = 96, 127
 
--- The wrapper, run as `sh -c WRAPPER agent-dispatch DIR MODE N K=V... --
--- ARGV...`. $1 directory ('~' expanded here: the quoting keeps the login
+-- The wrapper, run by the remote login shell itself (no second shell to
+-- start: it is written for any POSIX shell, and the login shell must be
+-- one) after `set -- DIR MODE N K=V... -- ARGV...`. $1 directory ('~' expanded here: the quoting keeps the login
 -- shell from doing it), then how the prompt arrives (M.input): MODE `l`,
 -- N lines (the local side adds a newline after the prompt; the last line
 -- is passed on without it), copied by the shell's own read and printf;
@@ -246,18 +247,17 @@ end
 function M.command(o)
   local h = assert(M.parse_host(o.host))
   local mode, count, input = M.input(o.prompt)
-  local words = { "exec", "sh", "-c", M.WRAPPER, "agent-dispatch", o.directory, mode,
-    tostring(count) }
+  local words = { o.directory, mode, tostring(count) }
   for _, kv in ipairs(o.env or {}) do words[#words + 1] = kv end
   words[#words + 1] = "--"
   for _, a in ipairs(o.claude_argv) do words[#words + 1] = a end
-  local quoted = {}
-  for i, w in ipairs(words) do quoted[i] = (i <= 3) and w or M.quote(w) end
+  local quoted = { "set --" }
+  for _, w in ipairs(words) do quoted[#quoted + 1] = M.quote(w) end
   local argv = { o.ssh or "ssh" }
   for _, a in ipairs(M.ssh_options(h, o)) do argv[#argv + 1] = a end
   argv[#argv + 1] = "--"
   argv[#argv + 1] = h.dest
-  argv[#argv + 1] = table.concat(quoted, " ")
+  argv[#argv + 1] = table.concat(quoted, " ") .. "\n" .. M.WRAPPER
   return argv, input
 end
 
