@@ -104,8 +104,9 @@ M.EXIT_NO_DIR, M.EXIT_NO_CLAUDE = 96, 127
 
 -- The wrapper, run by the remote login shell itself (no second shell to
 -- start: it is written for any POSIX shell, and the login shell must be
--- one) after `set -- DIR MODE N K=V... -- ARGV...`. $1 directory ('~' expanded here: the quoting keeps the login
--- shell from doing it), then how the prompt arrives (M.input): MODE `l`,
+-- one) after `set -- DIR MODE N K=V... -- ARGV...`. $1 directory ('~'
+-- expanded here: the quoting keeps the login shell from doing it), then
+-- how the prompt arrives (M.input): MODE `l`,
 -- N lines (the local side adds a newline after the prompt; the last line
 -- is passed on without it), copied by the shell's own read and printf;
 -- MODE `c`, N bytes copied by head. Then exported variables up to '--',
@@ -124,8 +125,9 @@ M.EXIT_NO_DIR, M.EXIT_NO_CLAUDE = 96, 127
 -- and when the wrapper still runs (the dispatch was abandoned), KILL
 -- after a grace period. The left side ignores SIGPIPE, so a claude that
 -- exits without reading its input still gets its watcher. The wrapper
--- passes claude's status on. A background job's stdin is /dev/null
--- (sh opens it): claude itself cannot run without it either.
+-- passes claude's status on. The shell opens /dev/null as the stdin of
+-- the background watcher (which then reads fd 3): a host where /dev/null
+-- cannot be opened is not one claude's tools can run on either.
 M.WRAPPER = [=[
 d=$1 m=$2 n=$3; shift 3
 while [ "$#" -gt 0 ] && [ "$1" != -- ]; do export "$1"; shift; done
