@@ -30,12 +30,16 @@ local function run(argv, env, input)
   return info, out
 end
 
--- A PATH directory holding only `sh` (the shell under test) and `claude`.
-local function bin_dir(name, shell)
+-- A PATH directory holding only `sh` (the shell under test), `claude`
+-- and the programs named in extra.
+local function bin_dir(name, shell, extra)
   local dir = tmp .. "/bin-" .. name
   local info = run({ "/bin/sh", "-c", 'mkdir -p "$1" && ln -s "$2" "$1/sh" && ln -s "$3" "$1/claude"',
     "x", dir, shell, STUB })
   eq(info.exit_code, 0, "bin dir for " .. name)
+  for _, prog in ipairs(extra or {}) do
+    eq(run({ "/bin/ln", "-s", assert(core.sys.which(prog)), dir .. "/" .. prog }).exit_code, 0)
+  end
   return dir
 end
 
@@ -99,21 +103,11 @@ test("input: short text goes as lines, NUL bytes or a longer text as bytes", fun
 end)
 
 test("prompts longer than the line copy cross intact (head)", function()
-  local dir = tmp .. "/bin-full"
-  eq(run({ "/bin/sh", "-c", 'mkdir -p "$1" && ln -s "$2" "$1/claude"', "x", dir, STUB }).exit_code, 0)
-  local path = dir .. ":" .. (os.getenv("PATH") or "/usr/bin:/bin")
+  local dir = bin_dir("head", "/bin/sh", { "head" })
   for _, prompt in ipairs({ string.rep("x", remote.LINE_COPY_MAX + 1),
       string.rep("0123456789abcdef\n", 20000) }) do
-    local log = tmp .. "/stub.log"
-    os.remove(log)
-    local argv, input = remote.command{ host = "box", directory = tmp .. "/project", prompt = prompt,
-      prompt_len = #prompt, claude_argv = { "claude", "-p", "--" } }
-    local info = run({ "/bin/sh", "-c", argv[#argv] },
-      { "PATH=" .. path, "STUB_CLAUDE_LOG=" .. log, "HOME=" .. tmp }, input or prompt)
+    local info, entry = dispatch(dir, prompt)
     eq(info.exit_code, 0, "exit status (stderr: " .. tostring(info.stderr) .. ")")
-    local f = assert(io.open(log, "rb"))
-    local entry = json.decode((f:read("a"):match("[^\n]+")))
-    f:close()
     eq(#entry.prompt, #prompt, "length")
     ok(entry.prompt == prompt, "prompt of " .. #prompt .. " bytes changed")
   end
