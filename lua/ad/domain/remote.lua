@@ -122,8 +122,9 @@ M.EXIT_NO_DIR, M.EXIT_NO_CLAUDE = 96, 127
 -- exited (sshd then closes the session's stdin). Either way it signals
 -- the whole remote process group (sshd made the wrapper a session
 -- leader): TERM, as a local dispatch does to what claude leaves behind,
--- and when the wrapper still runs (the dispatch was abandoned), KILL
--- after a grace period. The left side ignores SIGPIPE, so a claude that
+-- and when the wrapper still ran before that TERM (the dispatch was
+-- abandoned; asked first, as the TERM ends the wrapper), KILL after a
+-- grace period. The left side ignores SIGPIPE, so a claude that
 -- exits without reading its input still gets its watcher. The wrapper
 -- passes claude's status on. The shell opens /dev/null as the stdin of
 -- the background watcher (which then reads fd 3): a host where /dev/null
@@ -150,8 +151,10 @@ exec 3<&0 0<&- 4>&2 2>&-
   {
     while IFS= read -r _; do :; done
     trap '' TERM
+    a=
+    kill -0 "$$" && a=1
     kill -TERM 0
-    if kill -0 "$$"; then
+    if [ "$a" ]; then
       sleep 2
       kill -KILL 0
     fi
