@@ -5,13 +5,17 @@
 //
 //   1. Per-dispatch time, one `agent-dispatch serve`, the stub claude
 //      answering at once: a local agent and a remote agent over a shared
-//      connection (warm), alternating blocks. Also the bare ssh round trip
-//      over the same shared connection (`ssh host true`), so the ratio can
-//      be read against "local + one ssh round trip" (target <= 1.3x).
+//      connection (warm). Each round times, in a rotating order, a local
+//      dispatch, a remote dispatch, the bare ssh round trip on the same
+//      shared connection (`ssh host true`) and the stub run directly by
+//      ssh on it; the ratios are taken round by round (so a change of the
+//      machine's load hits both sides of a ratio alike) and their median
+//      reported, with the load average before and after.
+//      Target: remote <= 1.3 x (local + one ssh round trip).
 //   2. First dispatch: with connection sharing (a fresh control directory,
 //      so the master is set up by this dispatch) and without it (every
 //      dispatch pays the handshake); the CLI `dispatch` command, whole
-//      process, against a local dispatch by the CLI.
+//      process, against a local dispatch by the CLI, ratios round by round.
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -94,39 +98,60 @@ async function main() {
     AGENT_DISPATCH_SSH: ssh, AGENT_DISPATCH_SSH_DIR: ctl };
   delete env.CLAUDECODE;
   const rows = [];
+  let load = '';
   try {
     // ---- 1. per-dispatch, warm shared connection
     const srv = server(env);
     await srv.init();
     for (let i = 0; i < 10; i++) { await srv.dispatch('here', 'warm'); await srv.dispatch('there', 'warm'); }
-    // Interleaved rounds (local dispatch, remote dispatch, ssh round trip,
-    // direct ssh run of the stub), so that a change of load on the machine
-    // hits all four alike.
-    const t = { here: [], there: [] };
-    const rtt = [], floor = [];
-    const sock = fs.readdirSync(ctl)[0];
+    // Rounds of four (local dispatch, remote dispatch, ssh round trip,
+    // direct ssh run of the stub), in an order that rotates, so that a
+    // change of load on the machine hits all four alike; ratios per round.
+    const sock = fs.readdirSync(ctl);
+    if (sock.length !== 1) throw new Error(`control sockets after the warm-up: ${sock}`);
+    const sockPath = path.join(ctl, sock[0]);
+    const check = () => spawnSync('/usr/bin/ssh', ['-S', sockPath, '-O', 'check', 'x'], { encoding: 'utf8' });
+    if (check().status !== 0) throw new Error(`no master running: ${check().stderr}`);
     const stubCmd = `cd '${remoteDir}' && exec claude -p --output-format json --session-id ` +
       '00000000-0000-4000-8000-000000000000 --';
-    const sshArgs = ['-S', path.join(ctl, sock), '-T', '-o', 'BatchMode=yes', 'buildbox'];
+    const sshArgs = ['-S', sockPath, '-T', '-o', 'BatchMode=yes', 'buildbox'];
     const timed = async (fn) => { const t0 = now(); await fn(); return now() - t0; };
-    for (let i = 0; i < R(200); i++) {
-      const order = i % 2 ? ['there', 'here'] : ['here', 'there'];
-      for (const agent of order) t[agent].push(await timed(() => srv.dispatch(agent, 'x')));
-      rtt.push(await timed(() => spawnSync(ssh, [...sshArgs, 'true'], { env })));
-      floor.push(await timed(() => {
+    const steps = {
+      here: () => srv.dispatch('here', 'x'),
+      there: () => srv.dispatch('there', 'x'),
+      rtt: () => spawnSync(ssh, [...sshArgs, 'true'], { env }),
+      floor: () => {
         const r = spawnSync(ssh, [...sshArgs, stubCmd], { env, input: 'x' });
         if (r.status !== 0) throw new Error(`floor: ${r.stderr}`);
-      }));
+      },
+    };
+    const names = Object.keys(steps);
+    const t = Object.fromEntries(names.map((k) => [k, []]));
+    const load0 = os.loadavg()[0];
+    const rounds = R(400);
+    for (let i = 0; i < rounds; i++) {
+      for (let j = 0; j < names.length; j++) {
+        const k = names[(i + j) % names.length];
+        t[k].push(await timed(steps[k]));
+      }
     }
+    const load1 = os.loadavg()[0];
     await srv.close();
-    const lm = median(t.here), rm = median(t.there), sm = median(rtt), fm = median(floor);
+    if (fs.readdirSync(ctl).length !== 1 || check().status !== 0) {
+      throw new Error('the dispatches did not all share the one master connection');
+    }
+    const per = (f) => median(t.here.map((_, i) => f(i)));
+    const lm = median(t.here), rm = median(t.there), sm = median(t.rtt), fm = median(t.floor);
+    load = `load average ${load0.toFixed(1)} before block 1, ${load1.toFixed(1)} after`;
     rows.push(['1', 'dispatch, local agent (serve, stub answers at once)', `${f2(lm)} ms (p90 ${f2(p90(t.here))})`, 'baseline']);
     rows.push(['1', 'dispatch, remote agent, shared connection', `${f2(rm)} ms (p90 ${f2(p90(t.there))})`,
-      `${f2(rm / lm)}x of local`]);
+      `${f2(per((i) => t.there[i] / t.here[i]))}x of local`]);
     rows.push(['1', 'ssh round trip on the shared connection (`ssh host true`)', `${f2(sm)} ms`, '']);
     rows.push(['1', 'the stub run directly by ssh on that connection (no agent-dispatch)', `${f2(fm)} ms`, '']);
-    rows.push(['1', 'remote / (local + ssh round trip)', '', `**${f2(rm / (lm + sm))}x** (target <= 1.3x)`]);
-    rows.push(['1', 'remote / direct ssh run of the stub', '', `**${f2(rm / fm)}x**`]);
+    rows.push(['1', 'remote - (local + ssh round trip)', `${f2(per((i) => t.there[i] - t.here[i] - t.rtt[i]))} ms`, '']);
+    rows.push(['1', 'remote / (local + ssh round trip)', '',
+      `**${f2(per((i) => t.there[i] / (t.here[i] + t.rtt[i])))}x** (target <= 1.3x)`]);
+    rows.push(['1', 'remote / direct ssh run of the stub', '', `**${f2(per((i) => t.there[i] / t.floor[i]))}x**`]);
     exitMasters(ctl);
 
     // ---- 2. first dispatch: with and without connection sharing (CLI)
@@ -146,10 +171,11 @@ async function main() {
       loc.push(cli('here', {}));
     }
     const lc = median(loc);
+    const vs = (xs) => `${f2(median(xs.map((x, i) => x / loc[i])))}x`;
     rows.push(['2', 'CLI dispatch, local agent', `${f2(lc)} ms`, 'baseline']);
-    rows.push(['2', 'CLI dispatch, remote, first with sharing (sets the master up)', `${f2(median(cold))} ms`, `${f2(median(cold) / lc)}x`]);
-    rows.push(['2', 'CLI dispatch, remote, second with sharing (reuses it)', `${f2(median(warm))} ms`, `${f2(median(warm) / lc)}x`]);
-    rows.push(['2', 'CLI dispatch, remote, no sharing (handshake every time)', `${f2(median(noshare))} ms`, `${f2(median(noshare) / lc)}x`]);
+    rows.push(['2', 'CLI dispatch, remote, first with sharing (sets the master up)', `${f2(median(cold))} ms`, vs(cold)]);
+    rows.push(['2', 'CLI dispatch, remote, second with sharing (reuses it)', `${f2(median(warm))} ms`, vs(warm)]);
+    rows.push(['2', 'CLI dispatch, remote, no sharing (handshake every time)', `${f2(median(noshare))} ms`, vs(noshare)]);
   } finally {
     exitMasters(ctl);
     await sshd.stop();
@@ -158,7 +184,8 @@ async function main() {
   const table = ['| # | measurement | median | ratio |', '| --- | --- | --- | --- |']
     .concat(rows.map((r) => `| ${r.join(' | ')} |`)).join('\n');
   const text = `# Remote agents over ssh (bench/remote.js)\n\n${os.cpus().length} CPUs, ` +
-    `${new Date().toISOString().slice(0, 10)}${QUICK ? ', BENCH_QUICK' : ''}.\n\n${table}\n`;
+    `${new Date().toISOString().slice(0, 10)}${QUICK ? ', BENCH_QUICK' : ''}, ${load}. ` +
+    'Ratios are medians of the ratios taken round by round.\n\n' + `${table}\n`;
   process.stdout.write(text);
   if (!QUICK) fs.writeFileSync(path.join(__dirname, 'results-remote.md'), text);
 }

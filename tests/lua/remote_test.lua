@@ -70,8 +70,8 @@ test("split_target: HOST:DIR only when the host part has no '/'", function()
 end)
 
 test("command: ssh options first, -- before the destination, one quoted remote word", function()
-  local argv = remote.command{ ssh = "/usr/bin/ssh", host = "me@box:2222", directory = "/srv/it's",
-    prompt_len = 42, env = { "AGENT_DISPATCH_DEPTH=1" }, control_dir = "/run/x",
+  local argv, input = remote.command{ ssh = "/usr/bin/ssh", host = "me@box:2222", directory = "/srv/it's",
+    prompt = "two\nlines", env = { "AGENT_DISPATCH_DEPTH=1" }, control_dir = "/run/x",
     claude_argv = { "claude", "-p", "--model", "m$(id)", "--" } }
   eq(argv[1], "/usr/bin/ssh")
   local joined = table.concat(argv, " ", 1, #argv - 1)
@@ -81,9 +81,11 @@ test("command: ssh options first, -- before the destination, one quoted remote w
   ok(not joined:find("StrictHostKeyChecking", 1, true), "host-key checking is never changed")
   eq(argv[#argv - 2], "--"); eq(argv[#argv - 1], "me@box")
   local cmd = argv[#argv]
-  ok(cmd:find("^exec sh %-c '"), cmd:sub(1, 40))
-  ok(cmd:find(" 'agent%-dispatch' '/srv/it'\\''s' '42' 'AGENT_DISPATCH_DEPTH=1' '%-%-' 'claude' '%-p' " ..
-    "'%-%-model' 'm%$%(id%)' '%-%-'$"), cmd:sub(-120))
+  ok(cmd:find("^set %-%- '/srv/it'\\''s' 'l' '2' 'AGENT_DISPATCH_DEPTH=1' '%-%-' 'claude' '%-p' " ..
+    "'%-%-model' 'm%$%(id%)' '%-%-'\n"), cmd:sub(1, 120))
+  eq(cmd:sub(-#remote.WRAPPER), remote.WRAPPER, "the wrapper follows")
+  ok(not cmd:find("two", 1, true), "the prompt is not on the command line")
+  eq(input, "two\nlines\n")
 end)
 
 test("forwarded: only depth and trace variables cross", function()

@@ -10,9 +10,9 @@
 --- (POSIX sh, bash, zsh, dash, ksh): every element single-quoted, so no
 --- value - directory, argv element, environment value - is ever read by
 --- that shell as syntax. The prompt never appears on it: it follows on
---- stdin, its length given on the command line, and the wrapper hands
---- exactly that many bytes to claude's stdin. The rest of ssh's stdin
---- stays open until the dispatch ends; when it closes (the local ssh was
+--- stdin, its size given on the command line, and the wrapper hands
+--- exactly the prompt to claude's stdin. The rest of ssh's stdin stays
+--- open until the dispatch ends; when it closes (the local ssh was
 --- killed: timeout, cancel, shutdown, Ctrl-C, or the connection broke)
 --- the wrapper's watcher signals the whole remote process group (sshd made
 --- the remote shell a session leader), so nothing outlives the dispatch.
@@ -102,25 +102,35 @@ M.CONNECT_TIMEOUT = 10
 --- line saying so; no probe before the run, which would cost a fork).
 M.EXIT_NO_DIR, M.EXIT_NO_CLAUDE = 96, 127
 
--- The wrapper, run as `sh -c WRAPPER agent-dispatch DIR LEN K=V... -- ARGV...`.
--- $1 directory ('~' expanded here: the quoting keeps the login shell from
--- doing it), $2 prompt length, then exported variables up to '--', then
--- claude's argv. Nothing in it needs /dev/null (hosts that restrict it
--- exist) and nothing runs in the background (sh gives a background job
--- /dev/null as its stdin). fd 3 keeps ssh's stdin, fd 4 its stderr (the
--- wrapper's own stderr is closed during the run: sh would report the
--- watcher's end there). The left side of the pipeline gives claude the
--- first LEN bytes, then waits for the end of the rest - the local side
--- closes it only when the dispatch is over or the connection is gone -
--- and signals the group: TERM, KILL after a grace period. The right side
--- runs claude; when it exits, it reads what is left of its input (so the
--- watcher is past its start, with the default TERM action, whatever
--- claude read), TERMs what is left of the group (the watcher, anything
--- claude left behind, as a local dispatch does) and passes claude's
--- status on. The wrapper catches TERM (so its children do not ignore it)
--- and exits with that status.
+-- The wrapper, run by the remote login shell itself (no second shell to
+-- start: it is written for any POSIX shell, and the login shell must be
+-- one) after `set -- DIR MODE N K=V... -- ARGV...`. $1 directory ('~'
+-- expanded here: the quoting keeps the login shell from doing it), then
+-- how the prompt arrives (M.input): MODE `l`,
+-- N lines (the local side adds a newline after the prompt; the last line
+-- is passed on without it), copied by the shell's own read and printf;
+-- MODE `c`, N bytes copied by head. Then exported variables up to '--',
+-- then claude's argv. fd 3 keeps ssh's stdin, fd 4 its stderr (the
+-- wrapper's own stderr is closed: sh would report a killed job there).
+--
+-- One pipeline: its left side copies the prompt into claude's stdin and
+-- closes it, then leaves a watcher in the background and exits; its right
+-- side is claude itself (the shell execs it, no subshell). The watcher
+-- holds neither stdout nor stderr, so nothing waits for it: it reads the
+-- rest of ssh's stdin, which ends when the local ssh is gone (timeout,
+-- cancel, shutdown, Ctrl-C, a broken connection) or when the wrapper has
+-- exited (sshd then closes the session's stdin). Either way it signals
+-- the whole remote process group (sshd made the wrapper a session
+-- leader): TERM, as a local dispatch does to what claude leaves behind,
+-- and when the wrapper still ran before that TERM (the dispatch was
+-- abandoned; asked first, as the TERM ends the wrapper), KILL after a
+-- grace period. The left side ignores SIGPIPE, so a claude that
+-- exits without reading its input still gets its watcher. The wrapper
+-- passes claude's status on. The shell opens /dev/null as the stdin of
+-- the background watcher (which then reads fd 3): a host where /dev/null
+-- cannot be opened is not one claude's tools can run on either.
 M.WRAPPER = [=[
-d=$1 n=$2; shift 2
+d=$1 m=$2 n=$3; shift 3
 while [ "$#" -gt 0 ] && [ "$1" != -- ]; do export "$1"; shift; done
 shift
 case $d in "~") d=$HOME ;; "~/"*) d=$HOME/${d#"~/"} ;; esac
@@ -129,27 +139,47 @@ if ! cd -- "$d"; then
   exit 96
 fi
 exec 3<&0 0<&- 4>&2 2>&-
-trap : TERM
 {
-  head -c "$n"
-  exec >&-
-  while IFS= read -r _; do :; done
-  trap '' TERM
-  kill -TERM 0
-  sleep 2
-  kill -KILL 0
-} <&3 | {
-  exec 3<&-
-  "$@" 2>&4 4>&-
-  s=$?
-  [ "$s" -eq 127 ] && printf 'agent-dispatch: %s not found on the remote PATH (%s)\n' "$1" "$PATH" >&4
-  while IFS= read -r _; do :; done
-  trap '' TERM
-  kill -TERM 0
-  exit "$s"
-}
-exit "$?"
+  trap '' PIPE
+  if [ "$m" = l ]; then
+    while [ "$n" -gt 1 ] && IFS= read -r l; do printf '%s\n' "$l"; n=$((n - 1)); done
+    [ "$n" -eq 1 ] && IFS= read -r l && printf '%s' "$l"
+  else
+    LC_ALL=C head -c "$n"
+  fi
+  exec >&- 4>&-
+  {
+    while IFS= read -r _; do :; done
+    trap '' TERM
+    a=
+    kill -0 "$$" && a=1
+    kill -TERM 0
+    if [ "$a" ]; then
+      sleep 2
+      kill -KILL 0
+    fi
+  } <&3 &
+} <&3 | "$@" 2>&4 3<&- 4>&-
+s=$?
+[ "$s" -eq 127 ] && printf 'agent-dispatch: %s not found on the remote PATH (%s)\n' "$1" "$PATH" >&4
+exit "$s"
 ]=]
+
+--- Longest prompt copied line by line by the shell (one read(2) per byte
+--- there: cheaper than starting head up to about this size).
+M.LINE_COPY_MAX = 4096
+
+--- How the prompt crosses: mode, count and the bytes for ssh's stdin.
+--- Text up to M.LINE_COPY_MAX bytes without NUL goes as lines ("l", the
+--- number of lines, a newline added so that the last one ends); anything
+--- else as bytes ("c", the length, copied by head).
+function M.input(text)
+  if #text <= M.LINE_COPY_MAX and not text:find("\0", 1, true) then
+    local _, nl = text:gsub("\n", "")
+    return "l", nl + 1, text .. "\n"
+  end
+  return "c", #text, text
+end
 
 --- Environment passed to the remote side: only what belongs to the
 --- dispatch, not to this machine.
@@ -216,23 +246,24 @@ end
 
 --- The argv of the local ssh that runs claude_argv (argv[1] is the remote
 --- program name, e.g. "claude") in dir on host, with env (list of
---- "K=V") exported and the first prompt_len bytes of stdin as claude's
---- stdin. o: connect_timeout, control_dir, ssh (path).
+--- "K=V") exported and prompt as claude's stdin, and what to write to
+--- ssh's stdin (then kept open until the run ends). o: connect_timeout,
+--- control_dir, ssh (path).
 function M.command(o)
   local h = assert(M.parse_host(o.host))
-  local words = { "exec", "sh", "-c", M.WRAPPER, "agent-dispatch", o.directory,
-    tostring(o.prompt_len) }
+  local mode, count, input = M.input(o.prompt)
+  local words = { o.directory, mode, tostring(count) }
   for _, kv in ipairs(o.env or {}) do words[#words + 1] = kv end
   words[#words + 1] = "--"
   for _, a in ipairs(o.claude_argv) do words[#words + 1] = a end
-  local quoted = {}
-  for i, w in ipairs(words) do quoted[i] = (i <= 3) and w or M.quote(w) end
+  local quoted = { "set --" }
+  for _, w in ipairs(words) do quoted[#quoted + 1] = M.quote(w) end
   local argv = { o.ssh or "ssh" }
   for _, a in ipairs(M.ssh_options(h, o)) do argv[#argv + 1] = a end
   argv[#argv + 1] = "--"
   argv[#argv + 1] = h.dest
-  argv[#argv + 1] = table.concat(quoted, " ")
-  return argv
+  argv[#argv + 1] = table.concat(quoted, " ") .. "\n" .. M.WRAPPER
+  return argv, input
 end
 
 --- The environment entries (from a local child's env list) that cross.

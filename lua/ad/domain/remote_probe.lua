@@ -149,24 +149,24 @@ local function source(probe, err, dir)
   return s
 end
 
-local function run_probe(agent, settings)
+-- Runs cmd (one string for the remote login shell) on host over ssh,
+-- sharing the connection when the control directory is usable: the
+-- lines it printed and its exit info (nil: the task was cancelled), or
+-- nil and why it could not start. spawn: core.proc.spawn options.
+local function ssh_lines(host, cmd, connect_timeout, spawn)
   local path = remote.ssh_path()
   if not path then return nil, "ssh not found in PATH" end
-  local dir = remote.ensure_control_dir()
-  local h = assert(remote.parse_host(agent.host))
-  local words = { "exec", "sh", "-c", remote.quote(M.SCRIPT), "agent-dispatch",
-    remote.quote(agent.directory), tostring(M.MAX_FILE), tostring(M.MAX_ENTRIES) }
-  for _, f in ipairs(M.FILES) do words[#words + 1] = remote.quote(f) end
+  local h = assert(remote.parse_host(host))
   local argv = { path }
-  local timeout = math.min(M.CONNECT_TIMEOUT, (settings and settings.ssh_connect_timeout) or M.CONNECT_TIMEOUT)
-  for _, a in ipairs(remote.ssh_options(h, { control_dir = dir, connect_timeout = timeout })) do
+  for _, a in ipairs(remote.ssh_options(h, { control_dir = remote.ensure_control_dir(),
+      connect_timeout = connect_timeout })) do
     argv[#argv + 1] = a
   end
   argv[#argv + 1] = "--"
   argv[#argv + 1] = h.dest
-  argv[#argv + 1] = table.concat(words, " ")
-  local p, msg = core.proc.spawn{ argv = argv, timeout = M.TIMEOUT, grace = remote.KILL_GRACE,
-    max_output = 2 * M.MAX_FILE * #M.FILES + 256 * M.MAX_ENTRIES }
+  argv[#argv + 1] = cmd
+  spawn.argv, spawn.grace = argv, remote.KILL_GRACE
+  local p, msg = core.proc.spawn(spawn)
   if not p then return nil, msg end
   local lines = {}
   while true do
@@ -176,6 +176,17 @@ local function run_probe(agent, settings)
   end
   local info = p:wait()
   p:close()
+  return lines, info
+end
+
+local function run_probe(agent, settings)
+  local words = { "exec", "sh", "-c", remote.quote(M.SCRIPT), "agent-dispatch",
+    remote.quote(agent.directory), tostring(M.MAX_FILE), tostring(M.MAX_ENTRIES) }
+  for _, f in ipairs(M.FILES) do words[#words + 1] = remote.quote(f) end
+  local timeout = math.min(M.CONNECT_TIMEOUT, (settings and settings.ssh_connect_timeout) or M.CONNECT_TIMEOUT)
+  local lines, info = ssh_lines(agent.host, table.concat(words, " "), timeout,
+    { timeout = M.TIMEOUT, max_output = 2 * M.MAX_FILE * #M.FILES + 256 * M.MAX_ENTRIES })
+  if not lines then return nil, info end
   if not info then return nil, "cancelled" end
   local probe = info.exit_code == 0 and not info.timed_out and M.parse(lines)
   if probe then return probe end
@@ -199,28 +210,9 @@ claude auth status 2>&1 | head -c 65536
 --- but refused a non-interactive login.
 function M.check_host(host, settings)
   local json = require "ad.infra.json"
-  local path = remote.ssh_path()
-  if not path then return nil, "ssh not found in PATH" end
-  local h = assert(remote.parse_host(host))
-  local argv = { path }
-  local ctl = remote.ensure_control_dir()
-  for _, a in ipairs(remote.ssh_options(h, { control_dir = ctl,
-      connect_timeout = (settings and settings.ssh_connect_timeout) or remote.CONNECT_TIMEOUT })) do
-    argv[#argv + 1] = a
-  end
-  argv[#argv + 1] = "--"
-  argv[#argv + 1] = h.dest
-  argv[#argv + 1] = "exec sh -c " .. remote.quote(M.HOST_SCRIPT)
-  local p, msg = core.proc.spawn{ argv = argv, timeout = 30, grace = remote.KILL_GRACE }
-  if not p then return nil, msg end
-  local lines = {}
-  while true do
-    local line = p:read_line()
-    if not line then break end
-    lines[#lines + 1] = line
-  end
-  local info = p:wait()
-  p:close()
+  local lines, info = ssh_lines(host, "exec sh -c " .. remote.quote(M.HOST_SCRIPT),
+    (settings and settings.ssh_connect_timeout) or remote.CONNECT_TIMEOUT, { timeout = 30 })
+  if not lines then return nil, info end
   if not info or info.timed_out or info.exit_code ~= 0 or #lines == 0 then
     local why = info and remote.ssh_error_text(info.stderr) or "cancelled"
     if info and info.timed_out then why = "no answer within 30s" end

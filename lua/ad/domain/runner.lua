@@ -239,14 +239,14 @@ local function execute(req)
       allowed = eff.allowed,
       disallowed = eff.disallowed }
     if not argv then return result.failure(name, "cli_error", refusal) end
-    local cwd = req.agent.directory
+    local cwd, input = req.agent.directory, text
     if ssh then
-      argv = remote.command{ ssh = ssh.path, control_dir = ssh.control_dir,
+      argv, input = remote.command{ ssh = ssh.path, control_dir = ssh.control_dir,
         connect_timeout = ssh.connect_timeout, host = host, directory = req.agent.directory,
-        prompt_len = #text, env = remote.forwarded(env), claude_argv = argv }
+        prompt = text, env = remote.forwarded(env), claude_argv = argv }
       cwd = nil
     end
-    local run = run_child(argv, text, env, eff.timeout, req, cwd)
+    local run = run_child(argv, input, env, eff.timeout, req, cwd)
     run.session_id, run.fresh = resume or fresh, fresh ~= nil
     run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
     local r = ssh and remote.failure(run, req) or claude.interpret(run, req)
