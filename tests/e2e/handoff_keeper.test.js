@@ -52,8 +52,8 @@ async function start(t, settings = '') {
   return { env, srv };
 }
 
-async function handOff(srv, task) {
-  const { value } = await srv.call('dispatch', { agent: 'a', task, handoff_after_seconds: 1 });
+async function handOff(srv, task, tool = 'dispatch') {
+  const { value } = await srv.call(tool, { agent: 'a', task, handoff_after_seconds: 1 });
   assert.strictEqual(value.status, 'running', JSON.stringify(value));
   return value.job_id;
 }
@@ -62,7 +62,7 @@ describe('handed-off calls and the keeper', () => {
   test('a handed-off call survives Claude Code\'s stop of its server; a later server gets its answer',
     async (t) => {
       const { env, srv } = await start(t);
-      const id = await handOff(srv, '[stub:progress=40][stub:interval=0.1][stub:reply=kept answer] long one');
+      const id = await handOff(srv, '[stub:sleep=3][stub:reply=kept answer] long one');
       const [e] = env.dispatches();
       const keeper = ppid(e.pid);
       assert.ok(keeper && keeper !== srv.child.pid, 'the child\'s parent is the keeper, not the server');
@@ -81,17 +81,34 @@ describe('handed-off calls and the keeper', () => {
       assert.strictEqual(w.value.result.success, true);
       assert.strictEqual(w.value.result.result, 'kept answer');
       assert.strictEqual(w.value.result.session_id, argAfter(e, '--session-id'), 'session id kept');
-      assert.ok(w.value.progress.length > 0, 'the progress tail was written on');
       assert.strictEqual(env.dispatches().length, 1, 'one spawn');
       await srv2.close();
       assert.ok(await waitUntil(() => !alive(keeper), 5000), 'the keeper exits when its work is done');
       await env.assertNoLeftovers();
     });
 
+  test('dispatch_stream: the keeper writes the progress tail on, then the result', async (t) => {
+    const { env, srv } = await start(t);
+    const id = await handOff(srv, '[stub:progress=40][stub:interval=0.1][stub:reply=streamed] watched', 'dispatch_stream');
+    const [e] = env.dispatches();
+    await stopLikeClaudeCode(srv);
+    const before = readRec(env, id).progress.length;
+    const srv2 = env.serve();
+    await srv2.init();
+    const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
+    assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+    assert.strictEqual(w.value.result.result, 'streamed');
+    assert.strictEqual(w.value.result.session_id, argAfter(e, '--session-id'));
+    assert.ok(w.value.progress.length >= before && /progress 4\d|progress 3\d/.test(w.value.progress.join('\n')),
+      JSON.stringify(w.value.progress));
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });
+
   test('a call not handed off still ends with its server: no orphan, the keeper exits too', async (t) => {
     const { env, srv } = await start(t);
     const call = srv.call('dispatch', { agent: 'a', task: '[stub:hang] in flight',
-      handoff_after_seconds: 60 }, { ms: 10000 }).catch(() => null);
+      handoff_after_seconds: 60 }, { ms: 2000 }).catch(() => null);
     assert.ok(await waitUntil(() => env.dispatches().length === 1, 5000), 'spawned');
     const [e] = env.dispatches();
     const keeper = ppid(e.pid);

@@ -112,6 +112,10 @@ end
 function M.observe(run, req)
   local r = util.copy(req)
   local inner = req.on_progress
+  -- A call that may be handed off: its child is the keeper's, so the job
+  -- can outlive this process (ad.domain.keeper).
+  if not run.id and require("ad.domain.keeper").wanted(req) then r.keeper = true end
+  run.req = r
   r.on_slot = function()
     if not run.id then return true end
     -- A second spawn of the same dispatch (the CLI refused --session-id)
@@ -119,10 +123,10 @@ function M.observe(run, req)
     local rec = jobs.get(run.id)
     return rec ~= nil and (rec.status == "pending" or (run.started and rec.status == "running"))
   end
-  r.on_spawn = function(pid)
+  r.on_spawn = function(pid, argv)
     -- A sync call records nothing yet: its child's identity is read only
     -- if it is handed off (M.adopt), not on every call.
-    run.pid = pid
+    run.pid, run.argv = pid, argv
     if not run.id then return true end
     run.process = identity(pid)
     local ok, rec = pcall(run.started and jobs.set_process or jobs.mark_running, run.id, run.process)
@@ -188,7 +192,8 @@ local function launch(run, fn)
     local res = table.pack(pcall(fn, run))
     run.finished = res
     if run.adopting then run.adopting:wait() end
-    if run.id then
+    -- (abandoned: left to the keeper as this process exits; it records the end)
+    if run.id and not run.abandoned then
       local ok, value = res[1], res[2]
       if ok and run.as_result then ok, value = pcall(run.as_result, table.unpack(res, 2, res.n)) end
       settle(run, ok, value)
@@ -270,6 +275,7 @@ function M.adopt(run, fields, opts)
   end
   run.id, run.handed_off = rec.id, true
   registry[rec.id] = run
+  require("ad.domain.keeper").hand(run, rec)
   if run.span then trace.handoff(run.span, rec.id) end
   if opts and opts.running and rec.status == "pending" and not run.finished then
     local okr, marked = pcall(jobs.mark_running, rec.id, nil)
@@ -467,27 +473,42 @@ end
 --- record is terminal at once, not an hour later) and its child killed.
 --- why names what stopped the server (a signal), when known.
 function M.shutdown(why)
-  local tasks = {}
+  local tasks, kept = {}, false
+  for _, entry in pairs(registry) do
+    if entry.kept and not entry.finished then entry.abandoned, kept = true, true end
+  end
+  -- Handed-off calls whose child the keeper holds go on there: not
+  -- failed, not killed.
+  if kept then core.keeper.leave() end
   for id, entry in pairs(registry) do
-    if entry.result then
-      -- Finished, but its end could not be written yet: say so, not that
-      -- the server stopped it.
-      local result = entry.result
-      entry.result = nil
-      record_lost(id, result, entry.unsaved)
-    elseif entry.handed_off then
-      jobs.fail_unstored(id, "Server stopped" .. (why and (" (" .. why .. ")") or "") ..
-        " while the job was running: a call handed off to a job runs in the server " ..
-        "process that took the call, and its subprocess was killed with it. Re-dispatch " ..
-        "if needed (dispatch_async jobs can outlive the server: settings.jobs_outlive_server).")
+    if entry.abandoned then
+      registry[id] = nil -- (assigning nil to a present key during pairs is allowed)
     else
-      jobs.fail_unstored(id, "Server stopped while the job was running (agent-dispatch " ..
-        "serve exited); its subprocess was killed. Re-dispatch if needed.")
+      M.end_for_shutdown(id, entry, why)
+      entry.task:cancel()
+      tasks[#tasks + 1] = entry
     end
-    entry.task:cancel()
-    tasks[#tasks + 1] = entry
   end
   return tasks
+end
+
+-- The record of a job of this process that ends with the server.
+function M.end_for_shutdown(id, entry, why)
+  if entry.result then
+    -- Finished, but its end could not be written yet: say so, not that
+    -- the server stopped it.
+    local result = entry.result
+    entry.result = nil
+    record_lost(id, result, entry.unsaved)
+  elseif entry.handed_off then
+    jobs.fail_unstored(id, "Server stopped" .. (why and (" (" .. why .. ")") or "") ..
+      " while the job was running: a call handed off to a job runs in the server " ..
+      "process that took the call, and its subprocess was killed with it. Re-dispatch " ..
+      "if needed (dispatch_async jobs can outlive the server: settings.jobs_outlive_server).")
+  else
+    jobs.fail_unstored(id, "Server stopped while the job was running (agent-dispatch " ..
+      "serve exited); its subprocess was killed. Re-dispatch if needed.")
+  end
 end
 
 --- F35: the compact ref payload for a stored result.

@@ -120,12 +120,13 @@ local function run_child(argv, text, env, timeout, req, cwd)
     timeout = timeout, grace = req.agent.host and remote.KILL_GRACE or M.kill_grace,
     drain = M.drain, slot = slot,
     stdin = text, stdin_keep = req.agent.host ~= nil, gated = req.on_spawn ~= nil,
+    keeper = req.keeper,
     max_line = (not stream) and cap or nil, max_output = (not stream) and cap or nil }
   if not p then
     slot:release()
     return { spawn_error = { msg, code } }
   end
-  if req.on_spawn and req.on_spawn(p:pid()) == false then
+  if req.on_spawn and req.on_spawn(p:pid(), argv) == false then
     p:kill(true) -- refused: it never starts
   else
     p:start()
