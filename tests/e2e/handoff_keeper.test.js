@@ -105,6 +105,29 @@ describe('handed-off calls and the keeper', () => {
     await env.assertNoLeftovers();
   });
 
+  test('the result was read by the server when it was stopped: the server records it, the child ends on its own',
+    async (t) => {
+      const { env, srv } = await start(t);
+      const ids = [];
+      for (const tool of ['dispatch', 'dispatch_stream']) {
+        ids.push(await handOff(srv, `[stub:sleep=1.3][stub:reply=read by ${tool}][stub:linger=4] lingering`, tool));
+      }
+      // Both children have written their result and linger before exiting.
+      await sleep(900);
+      const spawned = env.dispatches();
+      await stopLikeClaudeCode(srv);
+      for (const [i, tool] of ['dispatch', 'dispatch_stream'].entries()) {
+        const rec = readRec(env, ids[i]);
+        assert.strictEqual(rec.status, 'done', JSON.stringify(rec));
+        assert.strictEqual(rec.result.result, `read by ${tool}`);
+        assert.strictEqual(rec.result.session_id, argAfter(spawned[i], '--session-id'));
+      }
+      assert.ok(spawned.every((e) => alive(e.pid)), 'the children were not killed');
+      assert.ok(await waitUntil(() => spawned.every((e) => !alive(e.pid)), 10000), 'they exit on their own');
+      assert.strictEqual(env.dispatches().length, 2);
+      await env.assertNoLeftovers();
+    });
+
   test('a call not handed off still ends with its server: no orphan, the keeper exits too', async (t) => {
     const { env, srv } = await start(t);
     const call = srv.call('dispatch', { agent: 'a', task: '[stub:hang] in flight',

@@ -114,7 +114,12 @@ function M.observe(run, req)
   local inner = req.on_progress
   -- A call that may be handed off: its child is the keeper's, so the job
   -- can outlive this process (ad.domain.keeper).
-  if not run.id and require("ad.domain.keeper").wanted(req) then r.keeper = true end
+  if not run.id and require("ad.domain.keeper").wanted(req) then
+    r.keeper = true
+    -- The last line the server read: if it is the result when the server
+    -- stops, the server records it (the keeper can no longer read it).
+    r.on_output = function(line) run.last_line = line end
+  end
   run.req = r
   r.on_slot = function()
     if not run.id then return true end
@@ -474,8 +479,11 @@ end
 --- why names what stopped the server (a signal), when known.
 function M.shutdown(why)
   local tasks, kept = {}, false
-  for _, entry in pairs(registry) do
-    if entry.kept and not entry.finished then entry.abandoned, kept = true, true end
+  for id, entry in pairs(registry) do
+    if entry.kept and not entry.finished then
+      entry.abandoned, kept = true, true
+      require("ad.domain.keeper").record_read(id, entry)
+    end
   end
   -- Handed-off calls whose child the keeper holds go on there: not
   -- failed, not killed.

@@ -34,6 +34,47 @@ local function session_of(argv)
   end
 end
 
+
+-- Adds a line to a progress tail (as ad.domain.async does).
+local function note(tail, line)
+  local async = require "ad.domain.async"
+  tail[#tail + 1] = util.cut(line, async.TAIL_CHARS)
+  if #tail > async.TAIL_LINES then table.remove(tail, 1) end
+end
+
+-- The DispatchResult of what was read (run: payload or lines, info;
+-- meta: the job's agent, stream, response_format, response_schema,
+-- session_id, timeout, budget), through the after_result and redact
+-- hooks as the server's runner would have.
+local function result_of(run, meta, view)
+  local claude = require "ad.domain.claude"
+  local runner = require "ad.domain.runner"
+  run.session_id, run.timeout, run.budget = meta.session_id, meta.timeout, meta.budget
+  run.max_output = runner.MAX_OUTPUT
+  local r = claude.interpret(run, { agent_name = meta.agent, stream = meta.stream == true,
+    response_format = meta.response_format, response_schema = meta.response_schema })
+    or runner.failure(meta.agent, "cli_error", "The agent ended without a result.")
+  local plugins = package.loaded["ad.domain.plugins"]
+  if plugins and plugins.active() then r = plugins.after_result(view, r) end
+  return r
+end
+
+-- Records a job's end and runs the job_done hooks.
+local function finish(id, r)
+  local ok, rec = pcall(jobs.finish, id, r)
+  local plugins = package.loaded["ad.domain.plugins"]
+  if ok and rec and plugins then pcall(plugins.job_done, rec) end
+end
+
+local function meta_of(run, rec)
+  local req = run.req
+  local eff = require("ad.domain.request").effective(req)
+  return json.object({ job = rec and rec.id, agent = req.agent_name,
+    stream = req.stream == true, response_format = req.response_format,
+    response_schema = req.response_schema, timeout = eff.timeout, budget = eff.budget,
+    session_id = session_of(run.argv) }, META_KEYS)
+end
+
 --- The hand-off of run (a watched run whose request wanted the keeper)
 --- to job rec: the keeper learns which job its child is, the record
 --- names the keeper as the job's owner and its child's server. True when
@@ -41,11 +82,7 @@ end
 function M.hand(run, rec)
   local req = run.req
   if not (req and req.keeper and run.pid and not run.finished) then return false end
-  local eff = require("ad.domain.request").effective(req)
-  local meta = json.encode(json.object({ job = rec.id, agent = req.agent_name,
-    stream = req.stream == true, response_format = req.response_format,
-    response_schema = req.response_schema, timeout = eff.timeout, budget = eff.budget,
-    session_id = session_of(run.argv) }, META_KEYS))
+  local meta = json.encode(meta_of(run, rec))
   local kp = core.keeper.handoff(run.pid, meta)
   if not kp then return false end
   local _, kstart = core.jobs.proc_identity(kp)
@@ -59,15 +96,27 @@ function M.hand(run, rec)
   return true
 end
 
--- Adds a line to a progress tail (as ad.domain.async does).
-local function note(tail, line)
-  local async = require "ad.domain.async"
-  tail[#tail + 1] = util.cut(line, async.TAIL_CHARS)
-  if #tail > async.TAIL_LINES then table.remove(tail, 1) end
+--- This server is stopping with run (kept, job id) still running there:
+--- if the last line it read is the child's result, the keeper cannot read
+--- it again, so the job's end is recorded here and now (the keeper then
+--- lets the child finish without recording anything).
+function M.record_read(id, run)
+  local line = run.last_line
+  if type(line) ~= "string" or not line:find('"result"', 1, true) then return end
+  local ok, kind, payload = pcall(require("ad.domain.claude").event, line)
+  if not (ok and kind == "result") then return end
+  local meta = meta_of(run)
+  meta.stream = true -- a payload in hand, whatever the mode
+  local okr, r = pcall(result_of, { payload = payload,
+    info = { exit_code = 0, signal = 0, stderr = "", timed_out = false } }, meta,
+    require("ad.domain.request").view(run.req))
+  if okr then finish(id, r) end
 end
 
-local function kill(p)
-  p:kill(true)
+-- Reads a child whose job ended already (the server recorded it, or it
+-- was cancelled) to its end, recording nothing.
+local function drain(p)
+  while p:read_line() do end
   p:wait()
   p:close()
 end
@@ -85,7 +134,11 @@ local function run_one(a, children)
       status = tonumber(a[6]), signal = tonumber(a[7]) } }
   local id = ok and type(meta) == "table" and meta.job
   local rec = type(id) == "string" and jobs.valid(id) and jobs.get(id)
-  if not rec or jobs.TERMINAL[rec.status] then return kill(p) end
+  if not rec then
+    p:kill(true) -- no job any more: nobody wants its answer
+    return drain(p)
+  end
+  if jobs.TERMINAL[rec.status] then return drain(p) end
   children[id] = p
   local me = jobs.server_identity()
   jobs.set_owner(id, me)
@@ -95,6 +148,8 @@ local function run_one(a, children)
     { "pid", "pgid", "start", "server_pid", "server_start" }) or nil
   if rec.status == "pending" then jobs.mark_running(id, process) else jobs.set_process(id, process) end
   local claude = require "ad.domain.claude"
+  local plugins = package.loaded["ad.domain.plugins"]
+  local filter = plugins and plugins.progress_filter()
   local tail = type(rec.progress) == "table" and util.copy(rec.progress) or {}
   local run, last = { lines = {} }, core.task.now()
   while true do
@@ -105,7 +160,7 @@ local function run_one(a, children)
       if kind == "result" then
         run.payload = payload
       elseif kind == "assistant" then
-        for _, t in ipairs(progress) do note(tail, t) end
+        for _, t in ipairs(progress) do note(tail, filter and filter(t) or t) end
         if core.task.now() - last >= require("ad.domain.async").FLUSH_EVERY then
           pcall(jobs.update_progress, id, tail)
           last = core.task.now()
@@ -119,20 +174,25 @@ local function run_one(a, children)
   p:close()
   children[id] = nil
   if #tail > 0 then pcall(jobs.update_progress, id, tail) end
-  run.session_id, run.timeout, run.budget = meta.session_id, timeout, meta.budget
-  run.max_output = runner.MAX_OUTPUT
-  local req = { agent_name = meta.agent, stream = meta.stream == true,
-    response_format = meta.response_format, response_schema = meta.response_schema }
-  local r = claude.interpret(run, req) or runner.failure(meta.agent, "cli_error",
-    "The agent ended without a result (its server had exited and it was run on by the keeper).")
-  local saved = pcall(jobs.finish, id, r)
-  if saved then pcall(function() require("ad.domain.plugins").job_done(jobs.get(id)) end) end
+  local view = { agent = rec.agent, task = rec.task, context = rec.context, caller = rec.caller,
+    goal = rec.goal, response_format = meta.response_format, session_id = meta.session_id }
+  local okr, r = pcall(result_of, run, meta, view)
+  if not okr then
+    r = runner.failure(meta.agent, "cli_error", "The keeper could not interpret the " ..
+      "agent's output: " .. tostring(type(r) == "table" and r.message or r))
+  end
+  finish(id, r)
 end
 
 --- `agent-dispatch __keeper-run` followed by eight arguments per child
 --- (src/keeper.c, take_over). Returns the exit status.
 function M.main(args)
   local tasks, children = {}, {}
+  -- The user's hooks (redact, after_result, job_done) run here as in the
+  -- server, under the same runaway-code budget.
+  local plugins = require "ad.domain.plugins"
+  pcall(plugins.load, function() end, {})
+  core.task.set_budget(plugins.CALL_BUDGET)
   for i = 1, #args - 7, 8 do
     local a = table.move(args, i, i + 7, 1, {})
     tasks[#tasks + 1] = core.task.spawn(function()

@@ -138,12 +138,14 @@ local function run_child(argv, text, env, timeout, req, cwd)
   local plugins = package.loaded["ad.domain.plugins"]
   local filter = on_progress and plugins and plugins.progress_filter()
   local cancelled = false
+  local on_output = req.on_output
   while true do
     local line, err = p:read_line()
     if line == nil then
       cancelled = (err == "cancelled")
       break
     end
+    if on_output then on_output(line) end
     if stream then
       local kind, payload, progress = claude.event(line)
       if kind == "result" then
