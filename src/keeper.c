@@ -149,8 +149,10 @@ static int keeper_start(uv_loop_t *loop)
     return 0;
 }
 
-/* Sends one request (and fds) and reads its reply; -errno when the
- * keeper is gone (then forgotten). */
+/* Sends one request (and fds) and reads its reply; -EPIPE when it could
+ * not be sent (nothing was done), -EIO when no reply came (the keeper
+ * died or hangs: it is forgotten, and the socket's end tells it to kill
+ * what it started). */
 static int request(const void *msg, size_t len, const int *fds, int nfds,
                    struct reply *r)
 {
@@ -174,6 +176,7 @@ static int request(const void *msg, size_t len, const int *fds, int nfds,
     do {
         n = sendmsg(ctrl_fd, &mh, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
+    int rc = -EPIPE;
     if (n == (ssize_t)len) {
         do {
             n = recv(ctrl_fd, r, sizeof *r, 0);
@@ -181,8 +184,8 @@ static int request(const void *msg, size_t len, const int *fds, int nfds,
         if (n == (ssize_t)sizeof *r) {
             return 0;
         }
+        rc = -EIO;
     }
-    int rc = n < 0 ? -errno : -EPIPE;
     keeper_lost();
     return rc;
 }
@@ -246,9 +249,11 @@ int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
     struct reply r;
     int rc = request(msg, len, fds, nfds, &r);
     free(msg);
+    if (rc == -EPIPE) {
+        return KEEPER_NONE; /* the keeper had died: start it here */
+    }
     if (rc != 0) {
-        /* The keeper died: any child it started died with it. */
-        return KEEPER_NONE;
+        return rc; /* it may have started the child, which died with it */
     }
     *pid = r.pid;
     return r.rc;

@@ -818,7 +818,7 @@ void proc_pause(struct proc *p)
 
 void proc_resume(struct proc *p)
 {
-    if (p->out_open && !p->reading_out) {
+    if (p->out_open && !p->reading_out && !p->left) {
         uv_read_start((uv_stream_t *)&p->out, alloc_cb, on_out_read);
         p->reading_out = true;
     }
@@ -1065,6 +1065,12 @@ void proc_leave_kept(void)
     for (struct proc *p = live_head; p; p = p->next_live) {
         if (p->kept && !p->exited) {
             p->left = true; /* from now on never signalled by us */
+            /* Nothing more is read here: what we do not read, the
+             * keeper will. */
+            proc_pause(p);
+            if (p->err_open) {
+                uv_read_stop((uv_stream_t *)&p->err);
+            }
         }
     }
 }
