@@ -4,6 +4,7 @@
  * (the server waits for the answer: a spawn costs one request and one
  * reply more than a child of our own); the event one carries the
  * keeper's reports of exits, read on the server's loop. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -23,7 +24,7 @@
 
 extern char **environ;
 
-enum { MSG_SPAWN = 1, MSG_HANDOFF = 2 };
+enum { MSG_SPAWN = 1, MSG_HANDOFF = 2, MSG_FORGET = 3 };
 enum { F_IN = 1, F_GATED = 2, F_CWD = 4 };
 #define MAX_MSG (192 * 1024) /* below a socket's default send buffer */
 #define MAX_FDS 6
@@ -285,6 +286,16 @@ int keeper_handoff(pid_t child, const char *meta, size_t len, pid_t *out)
     return rc != 0 ? rc : r.rc;
 }
 
+void keeper_forget(pid_t child)
+{
+    if (ctrl_fd < 0) {
+        return;
+    }
+    struct req_head h = {.type = MSG_FORGET, .pid = child};
+    struct reply r;
+    request(&h, sizeof h, NULL, 0, &r);
+}
+
 /* ---- the keeper's side ---- */
 
 struct kchild {
@@ -468,6 +479,14 @@ static bool serve_one(int ctrl, char *buf)
         r.pid = pid;
     } else if (h.type == MSG_HANDOFF) {
         do_handoff(buf, (size_t)n, &r);
+    } else if (h.type == MSG_FORGET) {
+        /* The server has read a handed-off child to its end. */
+        struct kchild *k = kid_find(h.pid);
+        if (k && k->exited) {
+            kid_drop((size_t)(k - kids));
+        } else if (k) {
+            k->handed = false;
+        }
     } else {
         r.rc = -EINVAL;
     }
@@ -534,6 +553,26 @@ static int take_over(const char *self)
     return 1;
 }
 
+/* Closes every descriptor but stdio and keep_a, keep_b: what the server
+ * inherited without O_CLOEXEC (a pipe of whoever started it) must not be
+ * held open by a process that may outlive it. */
+static void close_inherited(int keep_a, int keep_b)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) {
+        return;
+    }
+    int self = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        if (fd > 2 && fd != keep_a && fd != keep_b && fd != self) {
+            close(fd);
+        }
+    }
+    closedir(d);
+}
+
 int keeper_main(int argc, char **argv)
 {
     if (argc != 4) {
@@ -541,6 +580,7 @@ int keeper_main(int argc, char **argv)
         return 2;
     }
     int ctrl = atoi(argv[2]), ev = atoi(argv[3]);
+    close_inherited(ctrl, ev);
     fcntl(ctrl, F_SETFD, FD_CLOEXEC);
     fcntl(ev, F_SETFD, FD_CLOEXEC);
     char self[4096];

@@ -238,6 +238,9 @@ static void check_done(struct proc *p)
         return;
     }
     p->done = true;
+    if (p->kept && !p->left) {
+        keeper_forget(p->pid);
+    }
     close_in(p); /* the child is gone: nobody we wait for reads its input */
     uv_timer_stop(&p->drain);
     uv_timer_stop(&p->timeout);

@@ -42,6 +42,10 @@ int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
  * keeper, or no such live child there). */
 int keeper_handoff(pid_t child, const char *meta, size_t len, pid_t *keeper);
 
+/* The server has read that handed-off child to its end (it exited): the
+ * keeper drops its copies of the child's pipes. */
+void keeper_forget(pid_t child);
+
 /* `agent-dispatch __keeper CTRL_FD EVENT_FD`: the keeper's own loop. */
 int keeper_main(int argc, char **argv);
 

@@ -128,6 +128,22 @@ describe('handed-off calls and the keeper', () => {
       await env.assertNoLeftovers();
     });
 
+  test('a handed-off job that ends while its server runs leaves the keeper holding none of its pipes', async (t) => {
+    const { env, srv } = await start(t);
+    const id = await handOff(srv, '[stub:sleep=1.5] short one');
+    const [e] = env.dispatches();
+    const keeper = ppid(e.pid);
+    const w = await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 25000 });
+    assert.strictEqual(w.value.status, 'done');
+    const pipesOf = (pid) => fs.readdirSync(`/proc/${pid}/fd`)
+      .map((f) => { try { return fs.readlinkSync(`/proc/${pid}/fd/${f}`); } catch { return ''; } })
+      .filter((l) => l.startsWith('pipe:'));
+    // Not even what the server inherited from the test's environment.
+    const pipes = () => pipesOf(keeper);
+    assert.ok(await waitUntil(() => pipes().length === 0, 3000), `the keeper still holds ${pipes()}`);
+    await srv.close();
+  });
+
   test('a call not handed off still ends with its server: no orphan, the keeper exits too', async (t) => {
     const { env, srv } = await start(t);
     const call = srv.call('dispatch', { agent: 'a', task: '[stub:hang] in flight',
