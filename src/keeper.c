@@ -260,9 +260,10 @@ int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
     return r.rc;
 }
 
-int keeper_handoff(pid_t child, const char *meta, size_t len, pid_t *out)
+int keeper_handoff(pid_t child, const char *meta, size_t len, int slot_fd,
+                   pid_t *out)
 {
-    if (ctrl_fd < 0 || !proc_keep(child)) {
+    if (ctrl_fd < 0) {
         return -ESRCH;
     }
     if (sizeof(struct req_head) + len > MAX_MSG) {
@@ -277,7 +278,7 @@ int keeper_handoff(pid_t child, const char *meta, size_t len, pid_t *out)
     memcpy(msg + sizeof h, meta, len);
     struct reply r;
     pid_t k = keeper;
-    int rc = request(msg, sizeof h + len, NULL, 0, &r);
+    int rc = request(msg, sizeof h + len, &slot_fd, slot_fd >= 0 ? 1 : 0, &r);
     free(msg);
     if (rc == 0 && r.rc == 0) {
         *out = k;
@@ -301,6 +302,7 @@ void keeper_forget(pid_t child)
 struct kchild {
     pid_t pid;
     int out_r, err_r;
+    int slot_fd; /* a copy of the server's concurrency slot lock, or -1 */
     bool handed, exited;
     int status, sig;
     char *meta;
@@ -321,6 +323,9 @@ static void kid_drop(size_t i)
 {
     close(kids[i].out_r);
     close(kids[i].err_r);
+    if (kids[i].slot_fd >= 0) {
+        close(kids[i].slot_fd); /* no unlock: the server's lock, shared */
+    }
     free(kids[i].meta);
     kids[i] = kids[--nkids];
 }
@@ -409,7 +414,7 @@ static int do_spawn(char *msg, size_t len, int *fds, int nfds, pid_t *pid)
     }
     if (rc == 0 && nkids < capkids) {
         kids[nkids++] = (struct kchild){.pid = *pid, .out_r = fds[2], .err_r = fds[3],
-                                        .started_ms = now_ms()};
+                                        .slot_fd = -1, .started_ms = now_ms()};
         fds[2] = fds[3] = -1;
     } else if (rc == 0) {
         kill(-*pid, SIGKILL); /* out of memory: it must not run untracked */
@@ -418,7 +423,8 @@ static int do_spawn(char *msg, size_t len, int *fds, int nfds, pid_t *pid)
     return rc;
 }
 
-static void do_handoff(char *msg, size_t len, struct reply *r)
+static void do_handoff(char *msg, size_t len, int *fds, int nfds,
+                       struct reply *r)
 {
     struct req_head h;
     memcpy(&h, msg, sizeof h);
@@ -437,6 +443,10 @@ static void do_handoff(char *msg, size_t len, struct reply *r)
     meta[n] = '\0';
     k->meta = meta;
     k->handed = true;
+    if (nfds == 1) {
+        k->slot_fd = fds[0];
+        fds[0] = -1;
+    }
 }
 
 /* One request; false at the end of the socket (the server is gone). */
@@ -478,7 +488,7 @@ static bool serve_one(int ctrl, char *buf)
         r.rc = do_spawn(buf, (size_t)n, fds, nfds, &pid);
         r.pid = pid;
     } else if (h.type == MSG_HANDOFF) {
-        do_handoff(buf, (size_t)n, &r);
+        do_handoff(buf, (size_t)n, fds, nfds, &r);
     } else if (h.type == MSG_FORGET) {
         /* The server has read a handed-off child to its end. */
         struct kchild *k = kid_find(h.pid);
@@ -519,10 +529,10 @@ static int take_over(const char *self)
         return 0;
     }
     /* Per child: meta, pid, stdout fd, stderr fd, exited, status, signal,
-     * milliseconds since its start. */
-    size_t argc = 2 + nkids * 8;
+     * milliseconds since its start, slot fd. */
+    size_t argc = 2 + nkids * 9;
     char **argv = calloc(argc + 1, sizeof *argv);
-    char *nums = calloc(nkids * 7, 24);
+    char *nums = calloc(nkids * 8, 24);
     if (!argv || !nums) {
         return 1;
     }
@@ -531,16 +541,19 @@ static int take_over(const char *self)
     uint64_t now = now_ms();
     for (size_t i = 0; i < nkids; i++) {
         struct kchild *k = &kids[i];
-        char *n = nums + i * 7 * 24;
-        long long v[7] = {k->pid, k->out_r, k->err_r, k->exited, k->status, k->sig,
-                          (long long)(now - k->started_ms)};
-        argv[2 + i * 8] = k->meta;
-        for (int j = 0; j < 7; j++) {
+        char *n = nums + i * 8 * 24;
+        long long v[8] = {k->pid, k->out_r, k->err_r, k->exited, k->status, k->sig,
+                          (long long)(now - k->started_ms), k->slot_fd};
+        argv[2 + i * 9] = k->meta;
+        for (int j = 0; j < 8; j++) {
             snprintf(n + j * 24, 24, "%lld", v[j]);
-            argv[2 + i * 8 + 1 + (size_t)j] = n + j * 24;
+            argv[2 + i * 9 + 1 + (size_t)j] = n + j * 24;
         }
         fcntl(k->out_r, F_SETFD, 0);
         fcntl(k->err_r, F_SETFD, 0);
+        if (k->slot_fd >= 0) {
+            fcntl(k->slot_fd, F_SETFD, 0);
+        }
     }
     sigset_t none;
     sigemptyset(&none);

@@ -1053,21 +1053,32 @@ void proc_remote_lost(void)
     reaper_stop_if_idle();
 }
 
-bool proc_keep(pid_t pid)
+bool proc_remote_child(pid_t pid, void **reap_arg)
 {
     struct proc *p = live_find(pid);
     if (!p || !p->remote || p->exited) {
         return false;
     }
-    p->kept = true;
+    *reap_arg = p->on_reap ? p->reap_arg : NULL;
     return true;
 }
 
-void proc_leave_kept(void)
+void proc_keep(pid_t pid)
+{
+    struct proc *p = live_find(pid);
+    if (p && p->remote && !p->exited) {
+        p->kept = true;
+    }
+}
+
+void proc_leave_kept(void (*on_reap)(void *arg))
 {
     for (struct proc *p = live_head; p; p = p->next_live) {
         if (p->kept && !p->exited) {
             p->left = true; /* from now on never signalled by us */
+            if (p->on_reap) {
+                p->on_reap = on_reap; /* its slot stays the keeper's */
+            }
             /* Nothing more is read here: what we do not read, the
              * keeper will. */
             proc_pause(p);

@@ -38,9 +38,12 @@ int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
                  const struct keeper_fds *f, pid_t *pid);
 
 /* Tells the keeper that its child is now a job (meta: the JSON text its
- * job runner needs). 0 and *keeper (its pid), or a negative errno (no
- * keeper, or no such live child there). */
-int keeper_handoff(pid_t child, const char *meta, size_t len, pid_t *keeper);
+ * job runner needs; slot_fd, or -1: the descriptor holding the child's
+ * concurrency slot file, which the keeper's copy holds on once we are
+ * gone). 0 and *keeper (its pid), or a negative errno (no keeper, or no
+ * such live child there). */
+int keeper_handoff(pid_t child, const char *meta, size_t len, int slot_fd,
+                   pid_t *keeper);
 
 /* The server has read that handed-off child to its end (it exited): the
  * keeper drops its copies of the child's pipes. */

@@ -124,17 +124,20 @@ size_t proc_live_count(void);
  * when gate_r >= 0) on pipe ends the caller made; 0 and *pid, or a
  * negative errno. proc_remote_exit: a keeper's child has exited;
  * proc_remote_lost: the keeper is gone, and its children with it.
- * proc_keep: a keeper's child is now a job the keeper takes over if we
- * exit (false: no such child). proc_leave_kept: we are exiting; those
- * children are left running, never signalled by us again;
+ * proc_remote_child: pid is a live child of the keeper (*reap_arg: its
+ * proc_opts.reap_arg). proc_keep: it is now a job the keeper takes over
+ * if we exit. proc_leave_kept: we are exiting; those children are left
+ * running, never signalled or read by us again, and on_reap replaces
+ * their reap callback;
  * proc_end_left (from a loop callback: owners are resumed) ends their
  * objects as if the children were gone. */
 int proc_start_fds(char *const *argv, char *const *env, const char *cwd,
                    int in_r, int out_w, int err_w, int gate_r, pid_t *pid);
 void proc_remote_exit(pid_t pid, int64_t status, int sig);
 void proc_remote_lost(void);
-bool proc_keep(pid_t pid);
-void proc_leave_kept(void);
+bool proc_remote_child(pid_t pid, void **reap_arg);
+void proc_keep(pid_t pid);
+void proc_leave_kept(void (*on_reap)(void *arg));
 void proc_end_left(void);
 
 /* Closes the SIGCHLD watcher (it stays open, unreferenced, between

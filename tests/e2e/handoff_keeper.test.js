@@ -213,6 +213,25 @@ describe('handed-off calls and the keeper', () => {
     await env.assertNoLeftovers();
   });
 
+  test('the concurrency limit holds across servers: a keeper-owned child keeps its slot', async (t) => {
+    const { env, srv } = await start(t, '  max_concurrency: 1\n');
+    const id = await handOff(srv, '[stub:hang] holds the only slot');
+    await stopLikeClaudeCode(srv);
+    const srv2 = env.serve();
+    await srv2.init();
+    const second = srv2.call('dispatch', { agent: 'a', task: 'waits for the slot', handoff_after_seconds: 60 },
+      { ms: 30000 });
+    await sleep(1500);
+    assert.strictEqual(env.dispatches().length, 1, 'no second child while the kept one runs');
+    const c = await srv2.call('dispatch_cancel', { job_id: id });
+    assert.strictEqual(c.value.outcome, 'cancelled_running', JSON.stringify(c.value));
+    const r = await second;
+    assert.strictEqual(r.value.success, true, JSON.stringify(r.value));
+    assert.strictEqual(env.dispatches().length, 2);
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });
+
   test('with jobs_outlive_server off there is no keeper: the child is the server\'s', async (t) => {
     const { env, srv } = await start(t, '  jobs_outlive_server: false\n');
     const id = await handOff(srv, '[stub:sleep=2] no keeper');

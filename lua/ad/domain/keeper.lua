@@ -122,8 +122,17 @@ local function drain(p)
 end
 
 -- Runs one handed-off child to its end: a = meta, pid, stdout fd, stderr
--- fd, exited, status, signal, milliseconds since its start.
+-- fd, exited, status, signal, milliseconds since its start, the fd of its
+-- concurrency slot file (-1: none), given back once the child is gone.
+local run_child
 local function run_one(a, children)
+  local slot = tonumber(a[9]) or -1
+  local ok, err = pcall(run_child, a, children)
+  if slot >= 0 then core.keeper.release_slot(slot) end
+  if not ok then error(err, 0) end
+end
+
+function run_child(a, children)
   local ok, meta = pcall(json.decode, a[1])
   local pid, out, err = tonumber(a[2]), tonumber(a[3]), tonumber(a[4])
   local runner = require "ad.domain.runner"
@@ -184,7 +193,7 @@ local function run_one(a, children)
   finish(id, r)
 end
 
---- `agent-dispatch __keeper-run` followed by eight arguments per child
+--- `agent-dispatch __keeper-run` followed by nine arguments per child
 --- (src/keeper.c, take_over). Returns the exit status.
 function M.main(args)
   local tasks, children = {}, {}
@@ -193,8 +202,8 @@ function M.main(args)
   local plugins = require "ad.domain.plugins"
   pcall(plugins.load, function() end, {})
   core.task.set_budget(plugins.CALL_BUDGET)
-  for i = 1, #args - 7, 8 do
-    local a = table.move(args, i, i + 7, 1, {})
+  for i = 1, #args - 8, 9 do
+    local a = table.move(args, i, i + 8, 1, {})
     tasks[#tasks + 1] = core.task.spawn(function()
       local ok, e = pcall(run_one, a, children)
       if not ok then io.stderr:write("agent-dispatch: keeper: ", tostring(e), "\n") end
