@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -508,6 +509,46 @@ static bool serve_one(int ctrl, char *buf)
     return send(ctrl, &r, sizeof r, MSG_NOSIGNAL) == (ssize_t)sizeof r;
 }
 
+static void kill_handed(void)
+{
+    for (size_t i = 0; i < nkids; i++) {
+        kill(-kids[i].pid, SIGKILL);
+        kill(kids[i].pid, SIGKILL);
+    }
+}
+
+static bool write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return false;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* The handed-off children's meta, a line each (JSON text: no raw
+ * newline), in a memory file for the job runner: a command line is
+ * readable by every user, so it carries only numbers (as a detached job
+ * runner's carries only its job id). -1 on failure. */
+static int meta_file(void)
+{
+    int fd = memfd_create("agent-dispatch-keeper", 0);
+    for (size_t i = 0; fd >= 0 && i < nkids; i++) {
+        if (!write_all(fd, kids[i].meta, strlen(kids[i].meta)) || !write_all(fd, "\n", 1)) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    return fd;
+}
+
 /* The server is gone: children not handed off end now, group and all;
  * the handed-off ones are taken over by `__keeper-run` (this process,
  * after exec). Returns only when there is nothing to take over. */
@@ -528,26 +569,29 @@ static int take_over(const char *self)
     if (nkids == 0) {
         return 0;
     }
-    /* Per child: meta, pid, stdout fd, stderr fd, exited, status, signal,
-     * milliseconds since its start, slot fd. */
-    size_t argc = 2 + nkids * 9;
+    /* The meta file, then per child: pid, stdout fd, stderr fd, exited,
+     * status, signal, milliseconds since its start, slot fd. */
+    size_t argc = 3 + nkids * 8;
     char **argv = calloc(argc + 1, sizeof *argv);
-    char *nums = calloc(nkids * 8, 24);
-    if (!argv || !nums) {
+    char *nums = calloc(nkids * 8 + 1, 24);
+    int mfd = meta_file();
+    if (!argv || !nums || mfd < 0) {
+        kill_handed(); /* they must not run unowned */
         return 1;
     }
     argv[0] = (char *)self;
     argv[1] = "__keeper-run";
+    argv[2] = nums + nkids * 8 * 24;
+    snprintf(argv[2], 24, "%d", mfd);
     uint64_t now = now_ms();
     for (size_t i = 0; i < nkids; i++) {
         struct kchild *k = &kids[i];
         char *n = nums + i * 8 * 24;
         long long v[8] = {k->pid, k->out_r, k->err_r, k->exited, k->status, k->sig,
                           (long long)(now - k->started_ms), k->slot_fd};
-        argv[2 + i * 9] = k->meta;
         for (int j = 0; j < 8; j++) {
             snprintf(n + j * 24, 24, "%lld", v[j]);
-            argv[2 + i * 9 + 1 + (size_t)j] = n + j * 24;
+            argv[3 + i * 8 + (size_t)j] = n + j * 24;
         }
         fcntl(k->out_r, F_SETFD, 0);
         fcntl(k->err_r, F_SETFD, 0);
@@ -559,10 +603,7 @@ static int take_over(const char *self)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     execv(self, argv);
-    /* Cannot become their runner: they must not run unowned. */
-    for (size_t i = 0; i < nkids; i++) {
-        kill(-kids[i].pid, SIGKILL);
-    }
+    kill_handed(); /* cannot become their runner: they must not run unowned */
     return 1;
 }
 

@@ -68,6 +68,15 @@ describe('handed-off calls and the keeper', () => {
       assert.ok(keeper && keeper !== srv.child.pid, 'the child\'s parent is the keeper, not the server');
       await stopLikeClaudeCode(srv);
       assert.ok(alive(e.pid), 'the child still runs after the server was killed');
+      // The keeper runs the job on; its command line (readable by any user)
+      // carries only numbers, as a detached job runner's carries only its id.
+      let cmd = [];
+      await waitUntil(() => {
+        cmd = fs.readFileSync(`/proc/${keeper}/cmdline`, 'latin1').split('\0').filter(Boolean);
+        return cmd[1] === '__keeper-run';
+      }, 3000);
+      assert.strictEqual(cmd[1], '__keeper-run', cmd.join(' '));
+      assert.ok(cmd.slice(2).every((a) => /^-?\d+$/.test(a)), cmd.join(' '));
       const running = readRec(env, id);
       assert.strictEqual(running.status, 'running', JSON.stringify(running));
       const srv2 = env.serve();

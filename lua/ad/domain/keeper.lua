@@ -193,8 +193,9 @@ function run_child(a, children)
   finish(id, r)
 end
 
---- `agent-dispatch __keeper-run` followed by nine arguments per child
---- (src/keeper.c, take_over). Returns the exit status.
+--- `agent-dispatch __keeper-run META_FD` followed by eight numbers per
+--- child (src/keeper.c, take_over); META_FD holds each child's meta, a
+--- line each. Returns the exit status.
 function M.main(args)
   local tasks, children = {}, {}
   -- The user's hooks (redact, after_result, job_done) run here as in the
@@ -202,8 +203,14 @@ function M.main(args)
   local plugins = require "ad.domain.plugins"
   pcall(plugins.load, function() end, {})
   core.task.set_budget(plugins.CALL_BUDGET)
-  for i = 1, #args - 8, 9 do
-    local a = table.move(args, i, i + 8, 1, {})
+  local metas = {}
+  local f = tonumber(args[1]) and io.open("/proc/self/fd/" .. args[1], "r")
+  if f then
+    for line in f:lines() do metas[#metas + 1] = line end
+    f:close()
+  end
+  for i = 2, #args - 7, 8 do
+    local a = table.move(args, i, i + 7, 2, { metas[#tasks + 1] or "" })
     tasks[#tasks + 1] = core.task.spawn(function()
       local ok, e = pcall(run_one, a, children)
       if not ok then io.stderr:write("agent-dispatch: keeper: ", tostring(e), "\n") end
