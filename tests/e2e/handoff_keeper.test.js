@@ -91,6 +91,12 @@ describe('handed-off calls and the keeper', () => {
       assert.strictEqual(w.value.result.result, 'kept answer');
       assert.strictEqual(w.value.result.session_id, argAfter(e, '--session-id'), 'session id kept');
       assert.strictEqual(env.dispatches().length, 1, 'one spawn');
+      // The call's span, handed off, is ended by the keeper with the result.
+      const tr = await srv2.call('dispatch_trace', { job_id: id });
+      assert.strictEqual(tr.value.spans.length, 1, tr.text);
+      assert.strictEqual(tr.value.spans[0].kind, 'handoff');
+      assert.strictEqual(tr.value.spans[0].status, 'ok', tr.text);
+      assert.ok(tr.value.spans[0].duration_ms >= 2500, tr.text);
       await srv2.close();
       assert.ok(await waitUntil(() => !alive(keeper), 5000), 'the keeper exits when its work is done');
       await env.assertNoLeftovers();

@@ -280,8 +280,8 @@ function M.adopt(run, fields, opts)
   end
   run.id, run.handed_off = rec.id, true
   registry[rec.id] = run
-  require("ad.domain.keeper").hand(run, rec)
   if run.span then trace.handoff(run.span, rec.id) end
+  require("ad.domain.keeper").hand(run, rec)
   if opts and opts.running and rec.status == "pending" and not run.finished then
     local okr, marked = pcall(jobs.mark_running, rec.id, nil)
     if okr and marked then rec, run.started = marked, true end
@@ -483,6 +483,7 @@ function M.shutdown(why)
     if entry.kept and not entry.finished then
       entry.abandoned, kept = true, true
       require("ad.domain.keeper").record_read(id, entry)
+      if entry.span then entry.span.left = true end
     end
   end
   -- Handed-off calls whose child the keeper holds go on there: not

@@ -16,7 +16,24 @@ local jobs = require "ad.storage.jobs"
 local M = {}
 
 local META_KEYS = { "job", "agent", "stream", "response_format", "response_schema",
-  "timeout", "budget", "session_id" }
+  "timeout", "budget", "session_id", "span" }
+
+-- The span of a handed-off call (ad.domain.trace), which the keeper ends.
+local function span_of(run)
+  if type(run.span) ~= "table" then return nil end
+  local s = util.copy(run.span)
+  s.reserved, s.adopted, s.left = nil, nil, nil
+  return s
+end
+
+-- Ends the span of a job (meta.span) with its result.
+local function end_span(meta, r)
+  local s = type(meta.span) == "table" and meta.span
+  if not s then return end
+  if type(s.denied_tools) ~= "table" or #s.denied_tools == 0 then s.denied_tools = json.array() end
+  local trace = require "ad.domain.trace"
+  pcall(trace.finish, s, trace.status_of(r), r)
+end
 
 --- True when req's child should be started by the keeper: a sync call
 --- that may be handed off, with jobs_outlive_server on (a remote agent's
@@ -72,7 +89,7 @@ local function meta_of(run, rec)
   return json.object({ job = rec and rec.id, agent = req.agent_name,
     stream = req.stream == true, response_format = req.response_format,
     response_schema = req.response_schema, timeout = eff.timeout, budget = eff.budget,
-    session_id = session_of(run.argv) }, META_KEYS)
+    session_id = session_of(run.argv), span = span_of(run) }, META_KEYS)
 end
 
 --- The hand-off of run (a watched run whose request wanted the keeper)
@@ -110,7 +127,10 @@ function M.record_read(id, run)
   local okr, r = pcall(result_of, { payload = payload,
     info = { exit_code = 0, signal = 0, stderr = "", timed_out = false } }, meta,
     require("ad.domain.request").view(run.req))
-  if okr then finish(id, r) end
+  if okr then
+    end_span(meta, r) -- first: whoever sees the job end finds its span ended
+    finish(id, r)
+  end
 end
 
 -- Reads a child whose job ended already (the server recorded it, or it
@@ -190,6 +210,7 @@ function run_child(a, children)
     r = runner.failure(meta.agent, "cli_error", "The keeper could not interpret the " ..
       "agent's output: " .. tostring(type(r) == "table" and r.message or r))
   end
+  end_span(meta, r) -- first: whoever sees the job end finds its span ended
   finish(id, r)
 end
 
