@@ -14,6 +14,7 @@
 #include <uv.h>
 #include <yaml.h>
 
+#include "ad/keeper.h"
 #include "ad/pool.h"
 #include "ad/proc.h"
 #include "bind/bind.h"
@@ -219,6 +220,9 @@ int main(int argc, char **argv)
         (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
         print_version();
         return 0;
+    }
+    if (argc == 4 && strcmp(argv[1], "__keeper") == 0) {
+        return keeper_main(argc, argv); /* no Lua, no loop: see keeper.h */
     }
     uv_loop_t *loop = uv_default_loop();
     lua_State *L = new_state();

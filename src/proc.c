@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ad/keeper.h"
 #include "ad/linebuf.h"
 #include "ad/proc.h"
 
@@ -55,6 +56,9 @@ struct proc {
     bool out_open, err_open;
     bool exited, done, timed_out, released, kill_sent;
     bool in_keep;         /* stdin stays open after the data (stdin_keep) */
+    bool remote;          /* the keeper's child: its exit comes from there */
+    bool kept;            /* handed off: the keeper takes it over */
+    bool left;            /* kept and we are exiting: never signalled */
     int64_t exit_status;
     int term_signal;
     struct proc *next_live, *prev_live;
@@ -189,7 +193,7 @@ static void close_in(struct proc *p)
 /* True when some process received the signal. */
 static bool signal_group(struct proc *p, int sig)
 {
-    if (p->pid <= 1) {
+    if (p->pid <= 1 || p->left) {
         return false;
     }
     if (kill(-p->pid, sig) == 0) {
@@ -234,6 +238,9 @@ static void check_done(struct proc *p)
         return;
     }
     p->done = true;
+    if (p->kept && !p->left) {
+        keeper_forget(p->pid);
+    }
     close_in(p); /* the child is gone: nobody we wait for reads its input */
     uv_timer_stop(&p->drain);
     uv_timer_stop(&p->timeout);
@@ -309,7 +316,7 @@ static void on_exit_status(struct proc *p, int64_t status, int sig)
 static void try_reap(struct proc *p)
 {
     int st;
-    if (!p->exited && p->pid > 0 && waitpid(p->pid, &st, WNOHANG) == p->pid) {
+    if (!p->exited && !p->remote && p->pid > 0 && waitpid(p->pid, &st, WNOHANG) == p->pid) {
         on_exit_status(p, WIFEXITED(st) ? WEXITSTATUS(st) : 0,
                        WIFSIGNALED(st) ? WTERMSIG(st) : 0);
     }
@@ -334,6 +341,9 @@ static void on_sigchld(uv_signal_t *h, int signum)
     struct proc *next;
     for (struct proc *p = live_head; p; p = next) {
         next = p->next_live;
+        if (p->remote) {
+            continue; /* not our child: the keeper reports its exit */
+        }
         int st;
         pid_t r = waitpid(p->pid, &st, WNOHANG);
         if (r == p->pid) {
@@ -635,6 +645,30 @@ static int spawn_fds_start(struct spawn_fds *f, const struct proc_opts *o,
     return rc;
 }
 
+/* The same start through the server's keeper (keeper.c), the child's
+ * parent then: it gets the child's ends (and copies of our read ends, so
+ * it can read the child on if it takes it over). 0, KEEPER_NONE (no
+ * keeper: start it here) or a negative errno. */
+static int spawn_fds_keeper(uv_loop_t *loop, struct spawn_fds *f,
+                            const struct proc_opts *o, pid_t *pid)
+{
+    struct keeper_fds k = {
+        .in_r = f->in[0], .out_w = f->out[1], .err_w = f->err[1],
+        .out_r = f->out[0], .err_r = f->err[0], .gate_r = f->gate[0],
+    };
+    int rc = keeper_spawn(loop, o, &k, pid);
+    if (rc == KEEPER_NONE) {
+        return rc;
+    }
+    close_fd(&f->out[1]);
+    close_fd(&f->err[1]);
+    close_fd(&f->in[0]);
+    close_fd(&f->gate[0]);
+    close_fd(&f->ready[0]);
+    close_fd(&f->ready[1]);
+    return rc;
+}
+
 /* Hands a pipe end to its handle (which then owns the fd). Cannot fail
  * with a fresh pipe; if it does, the started child must not live on. */
 static int adopt(uv_pipe_t *h, int *fd, pid_t pid)
@@ -705,8 +739,17 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
     memset(&f, 0xff, sizeof f); /* every fd -1 */
     pid_t pid = 0;
     rc = reaper_start(loop);
-    rc = rc ? rc : spawn_fds_open(&f, o);
-    rc = rc ? rc : spawn_fds_start(&f, o, &pid);
+    if (o->adopt_pid > 0) {
+        f.out[0] = o->adopt_out;
+        f.err[0] = o->adopt_err;
+        pid = o->adopt_pid;
+    } else {
+        rc = rc ? rc : spawn_fds_open(&f, o);
+        int k = (rc == 0 && o->keeper) ? spawn_fds_keeper(loop, &f, o, &pid)
+                                       : KEEPER_NONE;
+        p->remote = (k == 0);
+        rc = rc ? rc : (k != KEEPER_NONE ? k : spawn_fds_start(&f, o, &pid));
+    }
     rc = rc ? rc : adopt(&p->out, &f.out[0], pid);
     rc = rc ? rc : adopt(&p->err, &f.err[0], pid);
     if (o->stdin_data) {
@@ -742,6 +785,11 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
         uv_timer_start(&p->timeout, on_timeout, o->timeout_ms, 0);
     }
     *out = p;
+    if (o->adopt_exited) {
+        on_exit_status(p, o->adopt_status, o->adopt_signal);
+    } else if (o->adopt_pid > 0) {
+        try_reap(p); /* it may have exited before the watcher started */
+    }
     return 0;
 }
 
@@ -773,7 +821,7 @@ void proc_pause(struct proc *p)
 
 void proc_resume(struct proc *p)
 {
-    if (p->out_open && !p->reading_out) {
+    if (p->out_open && !p->reading_out && !p->left) {
         uv_read_start((uv_stream_t *)&p->out, alloc_cb, on_out_read);
         p->reading_out = true;
     }
@@ -945,4 +993,115 @@ int proc_detach(char *const argv[], pid_t *pid)
     }
     close(rep[0]);
     return rc;
+}
+
+int proc_start_fds(char *const *argv, char *const *env, const char *cwd,
+                   int in_r, int out_w, int err_w, int gate_r, pid_t *pid)
+{
+    int ready[2] = {-1, -1};
+    if (gate_r >= 0 && pipe2(ready, O_CLOEXEC) != 0) {
+        return -errno;
+    }
+    struct child_setup cs = {
+        .argv = argv,
+        .env = env ? env : environ,
+        .cwd = cwd,
+        .in_r = in_r,
+        .out_w = out_w,
+        .err_w = err_w,
+        .gate_r = gate_r,
+        .ready_w = ready[1],
+        .ready_r = ready[0],
+    };
+    int rc = start_child(&cs, pid);
+    if (cs.ready_w >= 0) {
+        close(cs.ready_w);
+    }
+    close_fd(&ready[0]);
+    return rc;
+}
+
+static struct proc *live_find(pid_t pid)
+{
+    for (struct proc *p = live_head; p; p = p->next_live) {
+        if (p->pid == pid) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+void proc_remote_exit(pid_t pid, int64_t status, int sig)
+{
+    struct proc *p = live_find(pid);
+    if (p && p->remote && !p->exited) {
+        on_exit_status(p, status, sig);
+    }
+    reaper_stop_if_idle();
+}
+
+void proc_remote_lost(void)
+{
+    struct proc *next;
+    for (struct proc *p = live_head; p; p = next) {
+        next = p->next_live;
+        if (p->remote && !p->exited) {
+            /* Its death signal killed it with the keeper. */
+            on_exit_status(p, 0, SIGKILL);
+        }
+    }
+    reaper_stop_if_idle();
+}
+
+bool proc_remote_child(pid_t pid, void **reap_arg)
+{
+    struct proc *p = live_find(pid);
+    if (!p || !p->remote || p->exited) {
+        return false;
+    }
+    *reap_arg = p->on_reap ? p->reap_arg : NULL;
+    return true;
+}
+
+void proc_keep(pid_t pid)
+{
+    struct proc *p = live_find(pid);
+    if (p && p->remote && !p->exited) {
+        p->kept = true;
+    }
+}
+
+void proc_leave_kept(void (*on_reap)(void *arg))
+{
+    for (struct proc *p = live_head; p; p = p->next_live) {
+        if (p->kept && !p->exited) {
+            p->left = true; /* from now on never signalled by us */
+            if (p->on_reap) {
+                p->on_reap = on_reap; /* its slot stays the keeper's */
+            }
+            /* Nothing more is read here: what we do not read, the
+             * keeper will. */
+            proc_pause(p);
+            if (p->err_open) {
+                uv_read_stop((uv_stream_t *)&p->err);
+            }
+        }
+    }
+}
+
+void proc_end_left(void)
+{
+    struct proc *next;
+    for (struct proc *p = live_head; p; p = next) {
+        next = p->next_live;
+        if (p->left && !p->exited) {
+            /* The keeper holds its own copies of the read ends: closing
+             * ours does not stop the child. Its owner sees it end. */
+            close_gate(p);
+            close_out(p);
+            close_err(p);
+            on_exit_status(p, 0, SIGKILL);
+        }
+    }
+    reaper_stop_if_idle();
 }

@@ -61,6 +61,19 @@ struct proc_opts {
      * before exec until proc_open_gate(); proc_release() or the server's
      * death before that ends it without exec. */
     bool gated;
+    /* Started by the server's keeper (keeper.h), which is then the
+     * child's parent: the same pipes and process here, its exit reported
+     * by the keeper. Falls back to a child of our own when there is no
+     * keeper. */
+    bool keeper;
+    /* Not a spawn: the object takes over adopt_pid, a child of this
+     * process whose stdout and stderr are the fds adopt_out and adopt_err
+     * (the keeper's job runner, after exec). adopt_exited: it was
+     * reaped already with adopt_status / adopt_signal. */
+    int adopt_pid;
+    int adopt_out, adopt_err;
+    bool adopt_exited;
+    int adopt_status, adopt_signal;
 };
 
 /* Starts the child. 0 and *out on success; a negative libuv error code
@@ -105,6 +118,27 @@ int proc_detach(char *const argv[], pid_t *pid);
 /* SIGKILL every live child's group (shutdown path). */
 void proc_kill_all(void);
 size_t proc_live_count(void);
+
+/* The keeper's side (keeper.c). proc_start_fds starts a child exactly as
+ * proc_spawn does (death signal to the caller, own session, start gate
+ * when gate_r >= 0) on pipe ends the caller made; 0 and *pid, or a
+ * negative errno. proc_remote_exit: a keeper's child has exited;
+ * proc_remote_lost: the keeper is gone, and its children with it.
+ * proc_remote_child: pid is a live child of the keeper (*reap_arg: its
+ * proc_opts.reap_arg). proc_keep: it is now a job the keeper takes over
+ * if we exit. proc_leave_kept: we are exiting; those children are left
+ * running, never signalled or read by us again, and on_reap replaces
+ * their reap callback;
+ * proc_end_left (from a loop callback: owners are resumed) ends their
+ * objects as if the children were gone. */
+int proc_start_fds(char *const *argv, char *const *env, const char *cwd,
+                   int in_r, int out_w, int err_w, int gate_r, pid_t *pid);
+void proc_remote_exit(pid_t pid, int64_t status, int sig);
+void proc_remote_lost(void);
+bool proc_remote_child(pid_t pid, void **reap_arg);
+void proc_keep(pid_t pid);
+void proc_leave_kept(void (*on_reap)(void *arg));
+void proc_end_left(void);
 
 /* Closes the SIGCHLD watcher (it stays open, unreferenced, between
  * children); call when no child is alive, before closing the loop. */

@@ -31,6 +31,10 @@ function M.main(args)
   if argv[1] == "__job-runner" and #argv == 2 then
     entry = function() return require("ad.domain.jobrunner").main(argv[2]) end
   end
+  -- The keeper taking over handed-off calls (src/keeper.c execs it).
+  if argv[1] == "__keeper-run" then
+    entry = function() return require("ad.domain.keeper").main(table.move(argv, 2, #argv, 1, {})) end
+  end
   local ok, code = xpcall(entry, M.on_error, argv)
   if ok then return code end
   if type(code) == "table" and code.type == "cancelled" then return 130 end

@@ -67,5 +67,6 @@ int luaopen_ad_core(lua_State *L)
     bind_json_register(L);
     bind_embed_register(L);
     bind_jobs_register(L);
+    bind_keeper_register(L);
     return 1;
 }

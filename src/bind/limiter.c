@@ -201,6 +201,17 @@ void limiter_release_count(void *arg)
     watch_slots();
 }
 
+int limiter_slot_fd(void *arg)
+{
+    return slots_held_fd((int)(intptr_t)arg - 1);
+}
+
+void limiter_leave_count(void *arg)
+{
+    slots_forget((int)(intptr_t)arg - 1);
+    limiter_release_count(NULL);
+}
+
 struct slot *limiter_check_slot(lua_State *L, int idx)
 {
     return luaL_checkudata(L, idx, SLOT_MT);

@@ -35,4 +35,11 @@ void *limiter_reap_arg(const struct slot *s);
  * without a slot file) and grants queued waiters. */
 void limiter_release_count(void *arg);
 
+/* The keeper's share of a count (reap_arg as above): the descriptor
+ * holding its slot file, or -1; and the count's end in a process that
+ * leaves its child to the keeper (the slot file stays locked by the
+ * keeper's copy). */
+int limiter_slot_fd(void *arg);
+void limiter_leave_count(void *arg);
+
 #endif

@@ -1,8 +1,12 @@
 /* Lua face of child processes (ad.process).
  *
  *   core.proc.spawn{argv=, cwd=, env=, timeout=, grace=, drain=, max_line=,
- *                stderr_max=, slot=, stdin=, stdin_keep=, gated=, max_output=}
+ *                stderr_max=, slot=, stdin=, stdin_keep=, gated=, max_output=,
+ *                keeper=, adopt=}
  *       -> p | nil, message, code
+ *       keeper: started by the server's keeper (keeper.h) when there is
+ *       one; adopt = {pid=, out=, err=, exited=, status=, signal=}: no
+ *       spawn, the object takes over that child of ours and its fds
  *   p:start()  (a gated child: go on to exec)
  *   p:read_line() -> line | nil (end of stdout) | nil, "cancelled"
  *   p:wait() -> {exit_code=, signal=, timed_out=, stderr=, pid=,
@@ -264,6 +268,31 @@ static double opt_num(lua_State *L, const char *field, double def)
     return v;
 }
 
+/* opts.adopt = {pid=, out=, err=, exited=, status=, signal=}, if given. */
+static void adopt_opts(lua_State *L, struct proc_opts *a)
+{
+    lua_getfield(L, 1, "adopt");
+    if (lua_istable(L, -1)) {
+        int t = lua_gettop(L);
+        lua_getfield(L, t, "pid");
+        lua_getfield(L, t, "out");
+        lua_getfield(L, t, "err");
+        lua_getfield(L, t, "status");
+        lua_getfield(L, t, "signal");
+        lua_getfield(L, t, "exited");
+        a->adopt_pid = (int)luaL_checkinteger(L, t + 1);
+        a->adopt_out = (int)luaL_checkinteger(L, t + 2);
+        a->adopt_err = (int)luaL_checkinteger(L, t + 3);
+        a->adopt_status = (int)luaL_optinteger(L, t + 4, 0);
+        a->adopt_signal = (int)luaL_optinteger(L, t + 5, 0);
+        a->adopt_exited = lua_toboolean(L, t + 6);
+        luaL_argcheck(L, a->adopt_pid > 1 && a->adopt_out >= 0 && a->adopt_err >= 0, 1,
+                      "adopt needs a pid and two descriptors");
+        lua_settop(L, t);
+    }
+    lua_pop(L, 1);
+}
+
 static int l_process(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -286,6 +315,11 @@ static int l_process(lua_State *L)
     bool stdin_keep = lua_toboolean(L, -1);
     lua_pop(L, 1);
     double max_output = opt_num(L, "max_output", 0);
+    lua_getfield(L, 1, "keeper");
+    bool keeper = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    struct proc_opts a = {0};
+    adopt_opts(L, &a);
     lua_getfield(L, 1, "slot");
     struct slot *slot = lua_isnil(L, -1) ? NULL : limiter_check_slot(L, -1);
     lua_pop(L, 1);
@@ -317,6 +351,13 @@ static int l_process(lua_State *L)
         .stdin_len = in_len,
         .gated = gated,
         .stdin_keep = stdin_keep,
+        .keeper = keeper,
+        .adopt_pid = a.adopt_pid,
+        .adopt_out = a.adopt_out,
+        .adopt_err = a.adopt_err,
+        .adopt_exited = a.adopt_exited,
+        .adopt_status = a.adopt_status,
+        .adopt_signal = a.adopt_signal,
     };
     if (slot) {
         o.on_reap = limiter_release_count;

@@ -241,6 +241,18 @@ void slots_release(int idx)
     }
 }
 
+int slots_held_fd(int idx)
+{
+    return (idx >= 0 && idx < S.n) ? S.hfd[idx] : -1;
+}
+
+void slots_forget(int idx)
+{
+    if (idx >= 0 && idx < S.n) {
+        S.hfd[idx] = -1; /* held on by the copy; we are exiting */
+    }
+}
+
 /* ---- waiting: inotify for releases, one thread for holders that died */
 
 static void on_dir_event(uv_fs_event_t *h, const char *file, int events,

@@ -31,6 +31,14 @@ int slots_try(int limit);
 /* Gives slot idx back (unlock, then wake waiters in every process). */
 void slots_release(int idx);
 
+/* The descriptor holding slot idx's lock, or -1. A copy of it (same
+ * open file description) holds the lock too, past our exit. */
+int slots_held_fd(int idx);
+
+/* Forgets slot idx without unlocking it: a copy of its descriptor in
+ * another process (the keeper) goes on holding it. */
+void slots_forget(int idx);
+
 /* Called on the loop when waiting may end: idx >= 0 is a slot the
  * background thread took and now belongs to the callee (who must give it
  * back with slots_release if nobody needs it); -1: a slot may have been

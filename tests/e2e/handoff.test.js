@@ -289,8 +289,10 @@ describe('handed-off jobs and the end of the server', () => {
       await srv2.close();
     });
 
-  test('a shutdown signal ends a handed-off job as failed, with its child, and says why', async (t) => {
-    const { env, srv } = await start(t);
+  // With jobs_outlive_server on, the keeper takes such jobs over
+  // (handoff_keeper.test.js); off, they end with the server.
+  test('jobs_outlive_server off: a shutdown signal ends a handed-off job as failed, with its child, and says why', async (t) => {
+    const { env, srv } = await start(t, '  jobs_outlive_server: false\n');
     const { value } = await srv.call('dispatch', { agent: 'a', task: '[stub:hang] until the host stops us',
       handoff_after_seconds: 1 });
     const id = assertHandedOff(value, 'a');
@@ -304,8 +306,8 @@ describe('handed-off jobs and the end of the server', () => {
     assert.match(rec.error, /Server stopped \(SIGTERM\) while the job was running: a call handed off/);
   });
 
-  test('a SIGKILLed server takes the child along; the next server marks the job failed', async (t) => {
-    const { env, srv } = await start(t);
+  test('jobs_outlive_server off: a SIGKILLed server takes the child along; the next server marks the job failed', async (t) => {
+    const { env, srv } = await start(t, '  jobs_outlive_server: false\n');
     const { value } = await srv.call('dispatch', { agent: 'a', task: '[stub:hang] killed host',
       handoff_after_seconds: 1 });
     const id = assertHandedOff(value, 'a');

@@ -230,7 +230,7 @@ struct directives {
     const char *reply, *json, *stderr_text, *stdout_text, *errors, *deny;
     const char *tool, *echo_env, *structured, *sh;
     /* numbers (negative = absent) */
-    double sleep, interval, grandchild, escape, cost;
+    double sleep, interval, grandchild, escape, cost, linger;
     long progress, exit_code, turns, stderr_bytes, huge, huge_line, spew, die;
 };
 
@@ -277,6 +277,7 @@ static const struct {
     D("job_record", D_FLAG, job_record), /* result = what the job records said of us at start */
     D("structured", D_STR, structured),  /* with --json-schema: "structured_output":VALUE (raw JSON, no ']') */
     D("die", D_LONG, die),               /* SIGKILL itself after N progress lines */
+    D("linger", D_DBL, linger),          /* seconds between the result line and the exit */
 #undef D
 };
 
@@ -285,7 +286,7 @@ static const struct {
 static void parse_directives(const char *prompt, struct directives *d, char **storage)
 {
     memset(d, 0, sizeof *d);
-    d->sleep = d->interval = d->grandchild = d->escape = d->cost = -1;
+    d->sleep = d->interval = d->grandchild = d->escape = d->cost = d->linger = -1;
     d->progress = d->exit_code = d->turns = d->stderr_bytes = -1;
     d->huge = d->huge_line = d->spew = d->die = -1;
 
@@ -1089,6 +1090,7 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
         }
     }
     free(reply);
+    sleep_s(d->linger);
     return 0;
 }
 

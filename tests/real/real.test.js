@@ -270,7 +270,11 @@ describe('agent-dispatch with the real Claude Code CLI', { concurrency: 4 }, () 
       // Precondition for resumability (FINDINGS f): the request had gone out.
       assert.equal(mockRequests(marker).length, 1, 'the CLI sent its request before it was killed');
       // Nothing of the killed child is left (its whole process group went away).
-      const left = await waitNoProcs(`AGENT_DISPATCH_CONFIG=${a.config}`, [s.child.pid]);
+      // (The server's keeper, the parent of its sync children, lives as long
+      // as the server: handoff_keeper.test.js checks that it goes with it.)
+      const keepers = procsWithEnv(`AGENT_DISPATCH_CONFIG=${a.config}`)
+        .filter((p) => / __keeper \d+ \d+$/.test(p.cmd)).map((p) => p.pid);
+      const left = await waitNoProcs(`AGENT_DISPATCH_CONFIG=${a.config}`, [s.child.pid, ...keepers]);
       assert.deepEqual(left, [], `leftover processes after the timeout: ${JSON.stringify(left)}`);
 
       const { r: r2 } = await call(s, 'dispatch_session', {

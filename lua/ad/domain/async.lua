@@ -112,8 +112,17 @@ end
 function M.observe(run, req)
   local r = util.copy(req)
   local inner = req.on_progress
+  -- A call that may be handed off: its child is the keeper's, so the job
+  -- can outlive this process (ad.domain.keeper).
+  if not run.id and require("ad.domain.keeper").wanted(req) then
+    r.keeper = true
+    -- The last line the server read: if it is the result when the server
+    -- stops, the server records it (the keeper can no longer read it).
+    r.on_output = function(line) run.last_line = line end
+  end
+  run.req = r
   r.on_slot = function() return M.slot_gate(run) end
-  r.on_spawn = function(pid) return M.spawned(run, pid) end
+  r.on_spawn = function(pid, argv) return M.spawned(run, pid, argv) end
   r.on_progress = function(line)
     M.note(run, line)
     if inner then inner(line) end
@@ -134,10 +143,10 @@ end
 
 --- A run's child was spawned (req.on_spawn): a job's record names it
 --- before it runs. False: the runner ends it unstarted.
-function M.spawned(run, pid)
+function M.spawned(run, pid, argv)
   -- A sync call records nothing yet: its child's identity is read only
   -- if it is handed off (M.adopt), not on every call.
-  run.pid = pid
+  run.pid, run.argv = pid, argv
   if not run.id then return true end
   run.process = identity(pid)
   local ok, rec = pcall(run.started and jobs.set_process or jobs.mark_running, run.id, run.process)
@@ -196,7 +205,8 @@ local function launch(run, fn)
     local res = table.pack(pcall(fn, run))
     run.finished = res
     if run.adopting then run.adopting:wait() end
-    if run.id then
+    -- (abandoned: left to the keeper as this process exits; it records the end)
+    if run.id and not run.abandoned then
       local ok, value = res[1], res[2]
       if ok and run.as_result then ok, value = pcall(run.as_result, table.unpack(res, 2, res.n)) end
       settle(run, ok, value)
@@ -210,7 +220,8 @@ end
 --- (ad.domain.handoff): when it was adopted meanwhile, its result (ok,
 --- value: as pcall gives them) is recorded as launch records a job's.
 function M.finish(run, ok, value)
-  if run.id then settle(run, ok, value) end
+  -- (abandoned: left to the keeper as this process exits; it records the end)
+  if run.id and not run.abandoned then settle(run, ok, value) end
   if run.done then run.done:set(true) end
 end
 
@@ -287,6 +298,7 @@ function M.adopt(run, fields, opts)
   run.id, run.handed_off = rec.id, true
   registry[rec.id] = run
   if run.span then trace.handoff(run.span, rec.id) end
+  require("ad.domain.keeper").hand(run, rec)
   if opts and opts.running and rec.status == "pending" and not run.finished then
     local okr, marked = pcall(jobs.mark_running, rec.id, nil)
     if okr and marked then rec, run.started = marked, true end
@@ -483,27 +495,46 @@ end
 --- record is terminal at once, not an hour later) and its child killed.
 --- why names what stopped the server (a signal), when known.
 function M.shutdown(why)
-  local tasks = {}
+  local tasks, kept = {}, false
   for id, entry in pairs(registry) do
-    if entry.result then
-      -- Finished, but its end could not be written yet: say so, not that
-      -- the server stopped it.
-      local result = entry.result
-      entry.result = nil
-      record_lost(id, result, entry.unsaved)
-    elseif entry.handed_off then
-      jobs.fail_unstored(id, "Server stopped" .. (why and (" (" .. why .. ")") or "") ..
-        " while the job was running: a call handed off to a job runs in the server " ..
-        "process that took the call, and its subprocess was killed with it. Re-dispatch " ..
-        "if needed (dispatch_async jobs can outlive the server: settings.jobs_outlive_server).")
-    else
-      jobs.fail_unstored(id, "Server stopped while the job was running (agent-dispatch " ..
-        "serve exited); its subprocess was killed. Re-dispatch if needed.")
+    if entry.kept and not entry.finished then
+      entry.abandoned, kept = true, true
+      require("ad.domain.keeper").record_read(id, entry)
+      if entry.span then entry.span.left = true end
     end
-    entry.task:cancel()
-    tasks[#tasks + 1] = entry
+  end
+  -- Handed-off calls whose child the keeper holds go on there: not
+  -- failed, not killed.
+  if kept then core.keeper.leave() end
+  for id, entry in pairs(registry) do
+    if entry.abandoned then
+      registry[id] = nil -- (assigning nil to a present key during pairs is allowed)
+    else
+      M.end_for_shutdown(id, entry, why)
+      entry.task:cancel()
+      tasks[#tasks + 1] = entry
+    end
   end
   return tasks
+end
+
+-- The record of a job of this process that ends with the server.
+function M.end_for_shutdown(id, entry, why)
+  if entry.result then
+    -- Finished, but its end could not be written yet: say so, not that
+    -- the server stopped it.
+    local result = entry.result
+    entry.result = nil
+    record_lost(id, result, entry.unsaved)
+  elseif entry.handed_off then
+    jobs.fail_unstored(id, "Server stopped" .. (why and (" (" .. why .. ")") or "") ..
+      " while the job was running: a call handed off to a job runs in the server " ..
+      "process that took the call, and its subprocess was killed with it. Re-dispatch " ..
+      "if needed (dispatch_async jobs can outlive the server: settings.jobs_outlive_server).")
+  else
+    jobs.fail_unstored(id, "Server stopped while the job was running (agent-dispatch " ..
+      "serve exited); its subprocess was killed. Re-dispatch if needed.")
+  end
 end
 
 --- F35: the compact ref payload for a stored result.

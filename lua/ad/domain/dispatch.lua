@@ -27,19 +27,20 @@ local function noop() end
 
 --- The hint of a call handed off to a job: the exact call that gets its
 --- answer, and what the job's life depends on.
-function M.handoff_hint(id, after)
+function M.handoff_hint(id, after, kept)
   return "Still running after " .. util.num(after) .. " s, so this call returned; " ..
     "the same run goes on as job " .. id .. ". Get its answer with dispatch_wait " ..
     "(job_id \"" .. id .. "\"; it waits up to timeout_seconds, 1-3600, and can be " ..
     "called again); dispatch_status shows its progress, dispatch_cancel stops it. " ..
-    "The job runs in this server process: it ends if the server is stopped."
+    (kept and "It goes on if this server is stopped: a later one gets its answer by id."
+      or "The job runs in this server process: it ends if the server is stopped.")
 end
 
 -- What a handed-off call returns: the job, the progress so far, the hint.
 local function handed_off(rec, run, after, agent)
   return json.object({ status = "running", job_id = rec.id, agent = agent,
     running_seconds = after, progress = json.array(util.copy(run.tail)),
-    hint = M.handoff_hint(rec.id, after) },
+    hint = M.handoff_hint(rec.id, after, run.kept) },
     { "status", "job_id", "agent", "running_seconds", "progress", "hint" })
 end
 

@@ -10,6 +10,7 @@ local core = require "ad.core"
 local async = require "ad.domain.async"
 local runner = require "ad.domain.runner"
 local result = require "ad.domain.result"
+local keeper = require "ad.domain.keeper"
 
 local M = {}
 
@@ -31,7 +32,16 @@ function M.run(req, after, answer, reply, log)
   req.on_slot = function() return async.slot_gate(run) end
   -- The child is held at its start gate (on_spawn) only once the run is
   -- being adopted: before that, nothing has to name it before it runs.
-  req.on_pid = function(pid) run.pid = pid end
+  req.on_pid = function(pid, argv) run.pid, run.argv = pid, argv end
+  -- A call that may be handed off: its child is the keeper's, so the job
+  -- can outlive this process (ad.domain.keeper).
+  if keeper.wanted(req) then
+    req.keeper = true
+    -- The last line the server read: if it is the result when the server
+    -- stops, the server records it (the keeper can no longer read it).
+    req.on_output = function(line) run.last_line = line end
+  end
+  run.req = req
   req.on_span = function(span) run.span = span end
   if req.stream then
     local inner = req.on_progress
@@ -43,7 +53,7 @@ function M.run(req, after, answer, reply, log)
   end
   local timer = core.task.after(after, function()
     if run.finished then return end
-    req.on_spawn = function(pid) return async.spawned(run, pid) end
+    req.on_spawn = function(pid, argv) return async.spawned(run, pid, argv) end
     run.done, run.tail = core.task.event(), run.tail or {}
     local rec, why = async.adopt(run, { agent = req.agent_name, task = req.task,
       context = req.context, caller = req.caller, goal = req.goal })

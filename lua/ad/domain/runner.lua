@@ -120,17 +120,18 @@ local function run_child(argv, text, env, timeout, req, cwd)
     timeout = timeout, grace = req.agent.host and remote.KILL_GRACE or M.kill_grace,
     drain = M.drain, slot = slot,
     stdin = text, stdin_keep = req.agent.host ~= nil, gated = req.on_spawn ~= nil,
+    keeper = req.keeper,
     max_line = (not stream) and cap or nil, max_output = (not stream) and cap or nil }
   if not p then
     slot:release()
     return { spawn_error = { msg, code } }
   end
-  if req.on_spawn and req.on_spawn(p:pid()) == false then
+  if req.on_spawn and req.on_spawn(p:pid(), argv) == false then
     p:kill(true) -- refused: it never starts
   else
     p:start()
     -- on_pid: the child's pid, without holding it at the start gate.
-    if req.on_pid then req.on_pid(p:pid()) end
+    if req.on_pid then req.on_pid(p:pid(), argv) end
     if req.on_started then req.on_started() end
   end
   local out = { lines = {} }
@@ -139,12 +140,14 @@ local function run_child(argv, text, env, timeout, req, cwd)
   local plugins = package.loaded["ad.domain.plugins"]
   local filter = on_progress and plugins and plugins.progress_filter()
   local cancelled = false
+  local on_output = req.on_output
   while true do
     local line, err = p:read_line()
     if line == nil then
       cancelled = (err == "cancelled")
       break
     end
+    if on_output then on_output(line) end
     if stream then
       local kind, payload, progress = claude.event(line)
       if kind == "result" then

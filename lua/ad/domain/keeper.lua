@@ -1,0 +1,257 @@
+--- Calls handed off to jobs that outlive the server (src/keeper.c): the
+--- child of a sync dispatch that may be handed off is started by the
+--- server's keeper, a process of its own session (core.proc.spawn with
+--- keeper = true; the server reads the child as its own). At the
+--- hand-off (ad.domain.async.adopt) `hand` tells the keeper which job its
+--- child now is and names the keeper as the job's owner; when the server
+--- exits, `main` runs in the keeper (`agent-dispatch __keeper-run ...`,
+--- the same process after exec, so the children stay its own): it reads
+--- each handed-off child on, writes the job's progress tail and result
+--- as the server would have, and exits when they have ended.
+local core = require "ad.core"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local jobs = require "ad.storage.jobs"
+
+local M = {}
+
+local META_KEYS = { "job", "agent", "stream", "response_format", "response_schema",
+  "timeout", "budget", "session_id", "span" }
+
+-- The span of a handed-off call (ad.domain.trace), which the keeper ends.
+local function span_of(run)
+  if type(run.span) ~= "table" then return nil end
+  local s = util.copy(run.span)
+  s.reserved, s.adopted, s.left = nil, nil, nil
+  return s
+end
+
+-- Ends the span of a job (meta.span) with its result.
+local function end_span(meta, r)
+  local s = type(meta.span) == "table" and meta.span
+  if not s then return end
+  if type(s.denied_tools) ~= "table" or #s.denied_tools == 0 then s.denied_tools = json.array() end
+  local trace = require "ad.domain.trace"
+  pcall(trace.finish, s, trace.status_of(r), r)
+end
+
+--- True when req's child should be started by the keeper: a sync call
+--- that may be handed off, with jobs_outlive_server on (a remote agent's
+--- ssh ends its remote side when the server's end of its stdin closes,
+--- so it stays the server's child).
+function M.wanted(req)
+  return req.handoff_after ~= nil and req.settings ~= nil and
+    req.settings.jobs_outlive_server ~= false and not (req.agent and req.agent.host)
+end
+
+-- The session a child's command line names (--session-id or --resume).
+local function session_of(argv)
+  for i, a in ipairs(argv or {}) do
+    if a == "--session-id" or a == "--resume" then return argv[i + 1] end
+  end
+end
+
+
+-- Adds a line to a progress tail (as ad.domain.async does).
+local function note(tail, line)
+  local async = require "ad.domain.async"
+  tail[#tail + 1] = util.cut(line, async.TAIL_CHARS)
+  if #tail > async.TAIL_LINES then table.remove(tail, 1) end
+end
+
+-- The DispatchResult of what was read (run: payload or lines, info;
+-- meta: the job's agent, stream, response_format, response_schema,
+-- session_id, timeout, budget), through the after_result and redact
+-- hooks as the server's runner would have.
+local function result_of(run, meta, view)
+  local claude = require "ad.domain.claude"
+  local runner = require "ad.domain.runner"
+  run.session_id, run.timeout, run.budget = meta.session_id, meta.timeout, meta.budget
+  run.max_output = runner.MAX_OUTPUT
+  local r = claude.interpret(run, { agent_name = meta.agent, stream = meta.stream == true,
+    response_format = meta.response_format, response_schema = meta.response_schema })
+    or runner.failure(meta.agent, "cli_error", "The agent ended without a result.")
+  local plugins = package.loaded["ad.domain.plugins"]
+  if plugins and plugins.active() then r = plugins.after_result(view, r) end
+  return r
+end
+
+-- Records a job's end and runs the job_done hooks.
+local function finish(id, r)
+  local ok, rec = pcall(jobs.finish, id, r)
+  local plugins = package.loaded["ad.domain.plugins"]
+  if ok and rec and plugins then pcall(plugins.job_done, rec) end
+end
+
+local function meta_of(run, rec)
+  local req = run.req
+  local eff = require("ad.domain.request").effective(req)
+  return json.object({ job = rec and rec.id, agent = req.agent_name,
+    stream = req.stream == true, response_format = req.response_format,
+    response_schema = req.response_schema, timeout = eff.timeout, budget = eff.budget,
+    session_id = session_of(run.argv), span = span_of(run) }, META_KEYS)
+end
+
+--- The hand-off of run (a watched run whose request wanted the keeper)
+--- to job rec: the keeper learns which job its child is, the record
+--- names the keeper as the job's owner and its child's server. True when
+--- the keeper has it (run.kept); false leaves the run the server's.
+function M.hand(run, rec)
+  local req = run.req
+  if not (req and req.keeper and run.pid and not run.finished) then return false end
+  local meta = json.encode(meta_of(run, rec))
+  local kp = core.keeper.handoff(run.pid, meta)
+  if not kp then return false end
+  local _, kstart = core.jobs.proc_identity(kp)
+  local pgid, start = core.jobs.proc_identity(run.pid)
+  run.kept = true
+  if not (kstart and pgid) then return true end -- gone already: the record settles
+  pcall(jobs.set_owner, rec.id, { pid = kp, start = kstart })
+  run.process = json.object({ pid = run.pid, pgid = pgid, start = start, server_pid = kp,
+    server_start = kstart }, { "pid", "pgid", "start", "server_pid", "server_start" })
+  pcall(jobs.set_process, rec.id, run.process)
+  return true
+end
+
+--- This server is stopping with run (kept, job id) still running there:
+--- if the last line it read is the child's result, the keeper cannot read
+--- it again, so the job's end is recorded here and now (the keeper then
+--- lets the child finish without recording anything).
+function M.record_read(id, run)
+  local line = run.last_line
+  if type(line) ~= "string" or not line:find('"result"', 1, true) then return end
+  local ok, kind, payload = pcall(require("ad.domain.claude").event, line)
+  if not (ok and kind == "result") then return end
+  local meta = meta_of(run)
+  meta.stream = true -- a payload in hand, whatever the mode
+  local okr, r = pcall(result_of, { payload = payload,
+    info = { exit_code = 0, signal = 0, stderr = "", timed_out = false } }, meta,
+    require("ad.domain.request").view(run.req))
+  if okr then
+    end_span(meta, r) -- first: whoever sees the job end finds its span ended
+    finish(id, r)
+  end
+end
+
+-- Reads a child whose job ended already (the server recorded it, or it
+-- was cancelled) to its end, recording nothing.
+local function drain(p)
+  while p:read_line() do end
+  p:wait()
+  p:close()
+end
+
+-- Runs one handed-off child to its end: a = meta, pid, stdout fd, stderr
+-- fd, exited, status, signal, milliseconds since its start, the fd of its
+-- concurrency slot file (-1: none), given back once the child is gone.
+local run_child
+local function run_one(a, children)
+  local slot = tonumber(a[9]) or -1
+  local ok, err = pcall(run_child, a, children)
+  if slot >= 0 then core.keeper.release_slot(slot) end
+  if not ok then error(err, 0) end
+end
+
+function run_child(a, children)
+  local ok, meta = pcall(json.decode, a[1])
+  local pid, out, err = tonumber(a[2]), tonumber(a[3]), tonumber(a[4])
+  local runner = require "ad.domain.runner"
+  local timeout = ok and tonumber(meta.timeout)
+  local left = timeout and math.max(0.01, timeout - (tonumber(a[8]) or 0) / 1000) or nil
+  local p = core.proc.spawn{ argv = { "(kept)" }, timeout = left, grace = runner.kill_grace,
+    drain = runner.drain, adopt = { pid = pid, out = out, err = err, exited = a[5] == "1",
+      status = tonumber(a[6]), signal = tonumber(a[7]) } }
+  local id = ok and type(meta) == "table" and meta.job
+  local rec = type(id) == "string" and jobs.valid(id) and jobs.get(id)
+  if not rec then
+    p:kill(true) -- no job any more: nobody wants its answer
+    return drain(p)
+  end
+  if jobs.TERMINAL[rec.status] then return drain(p) end
+  children[id] = p
+  local me = jobs.server_identity()
+  jobs.set_owner(id, me)
+  local pgid, start = core.jobs.proc_identity(pid)
+  local process = pgid and json.object({ pid = pid, pgid = pgid, start = start,
+    server_pid = me.pid, server_start = me.start },
+    { "pid", "pgid", "start", "server_pid", "server_start" }) or nil
+  if rec.status == "pending" then jobs.mark_running(id, process) else jobs.set_process(id, process) end
+  local claude = require "ad.domain.claude"
+  local plugins = package.loaded["ad.domain.plugins"]
+  local filter = plugins and plugins.progress_filter()
+  local tail = type(rec.progress) == "table" and util.copy(rec.progress) or {}
+  local run, last = { lines = {} }, core.task.now()
+  while true do
+    local line = p:read_line()
+    if line == nil then break end
+    if meta.stream then
+      local kind, payload, progress = claude.event(line)
+      if kind == "result" then
+        run.payload = payload
+      elseif kind == "assistant" then
+        for _, t in ipairs(progress) do note(tail, filter and filter(t) or t) end
+        if core.task.now() - last >= require("ad.domain.async").FLUSH_EVERY then
+          pcall(jobs.update_progress, id, tail)
+          last = core.task.now()
+        end
+      end
+    else
+      run.lines[#run.lines + 1] = line
+    end
+  end
+  run.info = p:wait()
+  p:close()
+  children[id] = nil
+  if #tail > 0 then pcall(jobs.update_progress, id, tail) end
+  local view = { agent = rec.agent, task = rec.task, context = rec.context, caller = rec.caller,
+    goal = rec.goal, response_format = meta.response_format, session_id = meta.session_id }
+  local okr, r = pcall(result_of, run, meta, view)
+  if not okr then
+    r = runner.failure(meta.agent, "cli_error", "The keeper could not interpret the " ..
+      "agent's output: " .. tostring(type(r) == "table" and r.message or r))
+  end
+  end_span(meta, r) -- first: whoever sees the job end finds its span ended
+  finish(id, r)
+end
+
+--- `agent-dispatch __keeper-run META_FD` followed by eight numbers per
+--- child (src/keeper.c, take_over); META_FD holds each child's meta, a
+--- line each. Returns the exit status.
+function M.main(args)
+  local tasks, children = {}, {}
+  -- The user's hooks (redact, after_result, job_done) run here as in the
+  -- server, under the same runaway-code budget.
+  local plugins = require "ad.domain.plugins"
+  pcall(plugins.load, function() end, {})
+  core.task.set_budget(plugins.CALL_BUDGET)
+  local metas = {}
+  local f = tonumber(args[1]) and io.open("/proc/self/fd/" .. args[1], "r")
+  if f then
+    for line in f:lines() do metas[#metas + 1] = line end
+    f:close()
+  end
+  for i = 2, #args - 7, 8 do
+    local a = table.move(args, i, i + 7, 2, { metas[#tasks + 1] or "" })
+    tasks[#tasks + 1] = core.task.spawn(function()
+      local ok, e = pcall(run_one, a, children)
+      if not ok then io.stderr:write("agent-dispatch: keeper: ", tostring(e), "\n") end
+    end)
+  end
+  -- A shutdown signal (the machine stopping) ends the jobs honestly.
+  local watcher = core.task.spawn(function()
+    local sig = core.signal.wait()
+    if not sig then return end
+    for id, p in pairs(children) do
+      jobs.fail_unstored(id, "The keeper that ran this handed-off call after its server " ..
+        "exited was stopped (" .. sig .. "); its subprocess was killed. Re-dispatch if needed.")
+      p:kill(true)
+    end
+  end)
+  for _, t in ipairs(tasks) do
+    while not t:done() do if t:wait() == nil then break end end
+  end
+  watcher:cancel()
+  return 0
+end
+
+return M

@@ -1,0 +1,94 @@
+/* Lua face of the keeper (keeper.h).
+ *
+ *   core.keeper.handoff(pid, meta) -> keeper_pid | nil, message
+ *       the keeper's child pid is now a job: if this process exits, the
+ *       keeper runs it on (meta: the JSON text its job runner reads)
+ *   core.keeper.leave()
+ *       this process is exiting: the children handed off are left to the
+ *       keeper, unsignalled; their process objects end here (their
+ *       concurrency slot files stay locked by the keeper's copies)
+ *   core.keeper.release_slot(fd)   (the keeper's job runner) */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ad/keeper.h"
+#include "ad/proc.h"
+#include "ad/sched.h"
+#include "bind/bind.h"
+#include "bind/limiter.h"
+
+static int l_handoff(lua_State *L)
+{
+    lua_Integer pid = luaL_checkinteger(L, 1);
+    size_t len;
+    const char *meta = luaL_checklstring(L, 2, &len);
+    pid_t k = 0;
+    void *arg = NULL;
+    int rc = -ESRCH;
+    if (pid > 1 && proc_remote_child((pid_t)pid, &arg)) {
+        rc = keeper_handoff((pid_t)pid, meta, len, arg ? limiter_slot_fd(arg) : -1, &k);
+    }
+    if (rc == 0) {
+        proc_keep((pid_t)pid);
+    } else {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(-rc));
+        return 2;
+    }
+    lua_pushinteger(L, k);
+    return 1;
+}
+
+static void leave_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void on_leave(uv_timer_t *t)
+{
+    proc_end_left();
+    uv_close((uv_handle_t *)t, leave_closed);
+}
+
+/* Marked at once (nothing kills them from here on); their objects end on
+ * the next loop turn, since ending them resumes the tasks that wait. */
+static int l_leave(lua_State *L)
+{
+    (void)L;
+    proc_leave_kept(limiter_leave_count);
+    uv_timer_t *t = malloc(sizeof *t);
+    if (t) {
+        uv_timer_init(sched_loop(), t);
+        uv_timer_start(t, on_leave, 0, 0);
+    }
+    return 0;
+}
+
+/* core.keeper.release_slot(fd): in the keeper's job runner, the child that
+ * held the concurrency slot file on fd is gone: unlocked, touched (which
+ * wakes the processes waiting for a slot), closed. */
+static int l_release_slot(lua_State *L)
+{
+    int fd = (int)luaL_checkinteger(L, 1);
+    if (fd > 2) {
+        flock(fd, LOCK_UN);
+        futimens(fd, NULL);
+        close(fd);
+    }
+    return 0;
+}
+
+void bind_keeper_register(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"handoff", l_handoff},
+        {"leave", l_leave},
+        {"release_slot", l_release_slot},
+        {NULL, NULL},
+    };
+    bind_subtable(L, "keeper", fns);
+}

@@ -1,0 +1,259 @@
+'use strict';
+// A call handed off to a job outlives the MCP server that took it: the
+// server's keeper (a process of its own session, the parent of the
+// server's sync children) takes the job over when the server is stopped
+// the way Claude Code stops it (SIGINT, SIGTERM 100 ms later, SIGKILL at
+// 500 ms) and writes its progress and result; a later server waits on
+// it, lists it and cancels it. Calls not handed off still end with the
+// server, and nothing is ever left running. Helpers: tests/e2e/lib.js.
+const { test, describe } = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const { newEnv, alive, groupAlive, waitUntil } = require('./lib');
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function readRec(env, id) {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
+  } catch { return null; }
+}
+
+function ppid(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch { return null; }
+}
+
+function argAfter(e, flag) {
+  const i = e.argv.indexOf(flag);
+  return i >= 0 ? e.argv[i + 1] : undefined;
+}
+
+/** Claude Code 2.1.328's stop of a stdio MCP server, by pid. */
+async function stopLikeClaudeCode(srv) {
+  const pid = srv.child.pid;
+  const send = (sig) => { try { process.kill(pid, sig); } catch { /* gone */ } };
+  send('SIGINT');
+  await sleep(100);
+  send('SIGTERM');
+  await sleep(400);
+  send('SIGKILL');
+  await srv.exited;
+}
+
+async function start(t, settings = '') {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true }, settings });
+  const srv = env.serve();
+  await srv.init();
+  return { env, srv };
+}
+
+async function handOff(srv, task, tool = 'dispatch') {
+  const { value } = await srv.call(tool, { agent: 'a', task, handoff_after_seconds: 1 });
+  assert.strictEqual(value.status, 'running', JSON.stringify(value));
+  return value.job_id;
+}
+
+describe('handed-off calls and the keeper', () => {
+  test('a handed-off call survives Claude Code\'s stop of its server; a later server gets its answer',
+    async (t) => {
+      const { env, srv } = await start(t);
+      const id = await handOff(srv, '[stub:sleep=3][stub:reply=kept answer] long one');
+      const [e] = env.dispatches();
+      const keeper = ppid(e.pid);
+      assert.ok(keeper && keeper !== srv.child.pid, 'the child\'s parent is the keeper, not the server');
+      await stopLikeClaudeCode(srv);
+      assert.ok(alive(e.pid), 'the child still runs after the server was killed');
+      // The keeper runs the job on; its command line (readable by any user)
+      // carries only numbers, as a detached job runner's carries only its id.
+      let cmd = [];
+      await waitUntil(() => {
+        cmd = fs.readFileSync(`/proc/${keeper}/cmdline`, 'latin1').split('\0').filter(Boolean);
+        return cmd[1] === '__keeper-run';
+      }, 3000);
+      assert.strictEqual(cmd[1], '__keeper-run', cmd.join(' '));
+      assert.ok(cmd.slice(2).every((a) => /^-?\d+$/.test(a)), cmd.join(' '));
+      const running = readRec(env, id);
+      assert.strictEqual(running.status, 'running', JSON.stringify(running));
+      const srv2 = env.serve();
+      await srv2.init();
+      const st = await srv2.call('dispatch_status', { job_id: id });
+      assert.strictEqual(st.value.status, 'running');
+      const list = await srv2.call('dispatch_jobs', {});
+      assert.ok(list.value.some((j) => j.id === id && j.status === 'running'), JSON.stringify(list.value));
+      const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
+      assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+      assert.strictEqual(w.value.result.success, true);
+      assert.strictEqual(w.value.result.result, 'kept answer');
+      assert.strictEqual(w.value.result.session_id, argAfter(e, '--session-id'), 'session id kept');
+      assert.strictEqual(env.dispatches().length, 1, 'one spawn');
+      // The call's span, handed off, is ended by the keeper with the result.
+      const tr = await srv2.call('dispatch_trace', { job_id: id });
+      assert.strictEqual(tr.value.spans.length, 1, tr.text);
+      assert.strictEqual(tr.value.spans[0].kind, 'handoff');
+      assert.strictEqual(tr.value.spans[0].status, 'ok', tr.text);
+      assert.ok(tr.value.spans[0].duration_ms >= 2500, tr.text);
+      await srv2.close();
+      assert.ok(await waitUntil(() => !alive(keeper), 5000), 'the keeper exits when its work is done');
+      await env.assertNoLeftovers();
+    });
+
+  test('dispatch_stream: the keeper writes the progress tail on, then the result', async (t) => {
+    const { env, srv } = await start(t);
+    const id = await handOff(srv, '[stub:progress=40][stub:interval=0.1][stub:reply=streamed] watched', 'dispatch_stream');
+    const [e] = env.dispatches();
+    await stopLikeClaudeCode(srv);
+    const before = readRec(env, id).progress.length;
+    const srv2 = env.serve();
+    await srv2.init();
+    const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
+    assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+    assert.strictEqual(w.value.result.result, 'streamed');
+    assert.strictEqual(w.value.result.session_id, argAfter(e, '--session-id'));
+    assert.ok(w.value.progress.length >= before && /progress 4\d|progress 3\d/.test(w.value.progress.join('\n')),
+      JSON.stringify(w.value.progress));
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });
+
+  test('the result was read by the server when it was stopped: the server records it, the child ends on its own',
+    async (t) => {
+      const { env, srv } = await start(t);
+      const ids = [];
+      for (const tool of ['dispatch', 'dispatch_stream']) {
+        ids.push(await handOff(srv, `[stub:sleep=1.3][stub:reply=read by ${tool}][stub:linger=4] lingering`, tool));
+      }
+      // Both children have written their result and linger before exiting.
+      await sleep(900);
+      const spawned = env.dispatches();
+      await stopLikeClaudeCode(srv);
+      for (const [i, tool] of ['dispatch', 'dispatch_stream'].entries()) {
+        const rec = readRec(env, ids[i]);
+        assert.strictEqual(rec.status, 'done', JSON.stringify(rec));
+        assert.strictEqual(rec.result.result, `read by ${tool}`);
+        assert.strictEqual(rec.result.session_id, argAfter(spawned[i], '--session-id'));
+      }
+      assert.ok(spawned.every((e) => alive(e.pid)), 'the children were not killed');
+      assert.ok(await waitUntil(() => spawned.every((e) => !alive(e.pid)), 10000), 'they exit on their own');
+      assert.strictEqual(env.dispatches().length, 2);
+      await env.assertNoLeftovers();
+    });
+
+  test('a handed-off job that ends while its server runs leaves the keeper holding none of its pipes', async (t) => {
+    const { env, srv } = await start(t);
+    const id = await handOff(srv, '[stub:sleep=1.5] short one');
+    const [e] = env.dispatches();
+    const keeper = ppid(e.pid);
+    const w = await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 25000 });
+    assert.strictEqual(w.value.status, 'done');
+    const pipesOf = (pid) => fs.readdirSync(`/proc/${pid}/fd`)
+      .map((f) => { try { return fs.readlinkSync(`/proc/${pid}/fd/${f}`); } catch { return ''; } })
+      .filter((l) => l.startsWith('pipe:'));
+    // Not even what the server inherited from the test's environment.
+    const pipes = () => pipesOf(keeper);
+    assert.ok(await waitUntil(() => pipes().length === 0, 3000), `the keeper still holds ${pipes()}`);
+    await srv.close();
+  });
+
+  test('a call not handed off still ends with its server: no orphan, the keeper exits too', async (t) => {
+    const { env, srv } = await start(t);
+    const call = srv.call('dispatch', { agent: 'a', task: '[stub:hang] in flight',
+      handoff_after_seconds: 60 }, { ms: 2000 }).catch(() => null);
+    assert.ok(await waitUntil(() => env.dispatches().length === 1, 5000), 'spawned');
+    const [e] = env.dispatches();
+    const keeper = ppid(e.pid);
+    assert.ok(keeper && keeper !== srv.child.pid, 'the child\'s parent is the keeper');
+    await stopLikeClaudeCode(srv);
+    await call;
+    assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 5000), 'the child group is gone');
+    assert.ok(await waitUntil(() => !alive(keeper), 5000), 'the keeper is gone');
+  });
+
+  test('the keeper killed with SIGKILL takes its children along and the job settles failed', async (t) => {
+    const { env, srv } = await start(t);
+    const id = await handOff(srv, '[stub:hang] kept until killed');
+    const [e] = env.dispatches();
+    const keeper = ppid(e.pid);
+    assert.ok(keeper && keeper !== srv.child.pid);
+    process.kill(keeper, 'SIGKILL');
+    assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 5000), 'the child is gone');
+    const w = await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 10 }, { ms: 15000 });
+    assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
+    assert.match(w.value.error, /killed|keeper/i);
+    // The server still works: a new dispatch gets a new keeper.
+    const r = await srv.call('dispatch', { agent: 'a', task: 'after the keeper died', handoff_after_seconds: 5 });
+    assert.strictEqual(r.value.success, true, JSON.stringify(r.value));
+    await srv.close();
+    await env.assertNoLeftovers();
+  });
+
+  test('the keeper killed after the server is gone: no orphan, a later server settles the job failed',
+    async (t) => {
+      const { env, srv } = await start(t);
+      const id = await handOff(srv, '[stub:hang] orphaned keeper');
+      const [e] = env.dispatches();
+      const keeper = ppid(e.pid);
+      await stopLikeClaudeCode(srv);
+      assert.ok(alive(e.pid) && alive(keeper));
+      process.kill(keeper, 'SIGKILL');
+      assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 5000), 'the child is gone');
+      const srv2 = env.serve();
+      await srv2.init();
+      const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 10 }, { ms: 15000 });
+      assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
+      assert.match(w.value.error, /stopped|exited/);
+      await srv2.close();
+      await env.assertNoLeftovers();
+    });
+
+  test('a later server cancels a keeper-owned job: its group is killed, the keeper exits', async (t) => {
+    const { env, srv } = await start(t);
+    const id = await handOff(srv, '[stub:hang] to be cancelled');
+    const [e] = env.dispatches();
+    const keeper = ppid(e.pid);
+    await stopLikeClaudeCode(srv);
+    assert.ok(alive(e.pid));
+    const srv2 = env.serve();
+    await srv2.init();
+    const c = await srv2.call('dispatch_cancel', { job_id: id });
+    assert.strictEqual(c.value.outcome, 'cancelled_running', JSON.stringify(c.value));
+    assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 5000), 'the group is gone');
+    assert.ok(await waitUntil(() => !alive(keeper), 5000), 'the keeper exits');
+    assert.strictEqual(readRec(env, id).status, 'cancelled');
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });
+
+  test('the concurrency limit holds across servers: a keeper-owned child keeps its slot', async (t) => {
+    const { env, srv } = await start(t, '  max_concurrency: 1\n');
+    const id = await handOff(srv, '[stub:hang] holds the only slot');
+    await stopLikeClaudeCode(srv);
+    const srv2 = env.serve();
+    await srv2.init();
+    const second = srv2.call('dispatch', { agent: 'a', task: 'waits for the slot', handoff_after_seconds: 60 },
+      { ms: 30000 });
+    await sleep(1500);
+    assert.strictEqual(env.dispatches().length, 1, 'no second child while the kept one runs');
+    const c = await srv2.call('dispatch_cancel', { job_id: id });
+    assert.strictEqual(c.value.outcome, 'cancelled_running', JSON.stringify(c.value));
+    const r = await second;
+    assert.strictEqual(r.value.success, true, JSON.stringify(r.value));
+    assert.strictEqual(env.dispatches().length, 2);
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });
+
+  test('with jobs_outlive_server off there is no keeper: the child is the server\'s', async (t) => {
+    const { env, srv } = await start(t, '  jobs_outlive_server: false\n');
+    const id = await handOff(srv, '[stub:sleep=2] no keeper');
+    const [e] = env.dispatches();
+    assert.strictEqual(ppid(e.pid), srv.child.pid);
+    const w = await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 25000 });
+    assert.strictEqual(w.value.status, 'done');
+    await srv.close();
+  });
+});
