@@ -22,7 +22,7 @@ local META_KEYS = { "job", "agent", "stream", "response_format", "response_schem
 local function span_of(run)
   if type(run.span) ~= "table" then return nil end
   local s = util.copy(run.span)
-  s.reserved, s.adopted, s.left = nil, nil, nil
+  s.reserved, s.adopted, s.left, s.start_timer = nil, nil, nil, nil
   return s
 end
 
