@@ -411,8 +411,8 @@ function M.cancel(id)
         "settings.interrupt_grace_seconds (its session_id is kept for dispatch_session)") or nil)
       if outcome == "cancelled_running" then
         entry.task:cancel() -- kills the child's process group (live: after the interrupt)
-        message = live and "The job was running; its agent was interrupted and its " ..
-          "process group ends within settings.interrupt_grace_seconds." or
+        message = live and "The job was running; its agent was interrupted, and its " ..
+          "subprocess is killed if it does not stop within settings.interrupt_grace_seconds." or
           "The job was running; its subprocess was killed."
       end
     elseif jobs.process_alive(rec) and M.cancel_by_owner(id) then
