@@ -222,6 +222,24 @@ describe('cancel interrupts first', () => {
     await env.assertNoLeftovers();
   });
 
+  test('a detached job\'s child deaf to the interrupt is killed after the grace too', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true }, settings: '  interrupt_grace_seconds: 1\n' });
+    const srv = env.serve();
+    await srv.init();
+    const id = (await srv.call('dispatch_async', { agent: 'a', task: '[stub:deaf] [stub:hang] deaf two' })).value.job_id;
+    trackRunner(env, await recUntil(env, id, (r) => r.status === 'running', 10000, 'running'));
+    await waitUntil(() => stubFor(env, 'deaf two'), 5000);
+    const stub = stubFor(env, 'deaf two');
+    const t0 = Date.now();
+    const c = (await srv.call('dispatch_cancel', { job_id: id }, { ms: 40000 })).value;
+    assert.strictEqual(c.outcome, 'cancelled_running', JSON.stringify(c));
+    assert.ok(await waitUntil(() => !groupAlive(stub.pgid), 10000), 'killed after the grace');
+    assert.ok(Date.now() - t0 < 10000, `took ${Date.now() - t0} ms`);
+    await srv.close();
+    await env.assertNoLeftovers();
+  });
+
   test('a child deaf to the interrupt is killed after interrupt_grace_seconds', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true }, settings: '  interrupt_grace_seconds: 1\n  jobs_outlive_server: false\n' });

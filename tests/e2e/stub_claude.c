@@ -140,6 +140,7 @@ static void emit_line(struct buf *b)
 
 /* Live mode: sleeps also watch stdin (see the live section below). */
 static bool live_mode, live_deaf, live_interrupted;
+static bool live_in_turn, live_interrupt_next; /* an interrupt read before its turn */
 static void live_poll(double secs);
 
 static void sleep_s(double s)
@@ -1045,6 +1046,11 @@ static void live_line(const char *line)
         free(id);
         if (strstr(line, "\"interrupt\"")) {
             live_interrupted = true;
+            /* Read before the turn it was sent for began: it applies to
+             * that turn, as the CLI reads its input in order. */
+            if (!live_in_turn && live_queued > 0) {
+                live_interrupt_next = true;
+            }
         }
     } else if (strstr(line, "\"control_response\"")) {
         free(live_response);
@@ -1266,13 +1272,16 @@ static int live_main(const struct args *a, int argc, char **argv, double t0)
                 live_override = o.p;
             }
             live_deaf = d.deaf;
-            live_interrupted = false;
+            live_interrupted = live_interrupt_next;
+            live_interrupt_next = false;
+            live_in_turn = true;
             prompt_from_stdin = true; /* a message on stdin, as the CLI reads it */
             struct ctx c = {
                 .a = a, .d = &d, .t0 = t0, .session_id = sid,
                 .model = a->model ? a->model : "claude-stub",
             };
             status = answer(&c, msg, argc, argv);
+            live_in_turn = false;
             live_deaf = false;
             live_poll(0); /* an interrupt heard late (deaf) is answered now */
             live_interrupted = false;

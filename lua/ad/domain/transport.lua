@@ -72,6 +72,8 @@ function M.has_channel(path, env)
   live = ok and live or false
   probing[path] = nil
   pending.ev:set(live)
+  -- A probe cut short (its task cancelled) answers this call only.
+  if core.task.cancelled() then return live end
   memo[path] = { id = id, live = live }
   disk = load_disk() -- another process may have written meanwhile
   disk[path] = { id = id, live = live }
