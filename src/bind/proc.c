@@ -9,9 +9,14 @@
  *       spawn, the object takes over that child of ours and its fds
  *   p:start()  (a gated child: go on to exec)
  *   p:read_line() -> line | nil (end of stdout) | nil, "cancelled"
+ *                | nil, "skipped" (report_skipped: a line over max_line
+ *                was dropped here; reading goes on after it)
  *   p:wait() -> {exit_code=, signal=, timed_out=, stderr=, pid=,
  *                skipped_lines=, truncated=, dropped_bytes=}
  *   p:kill([hard]) ; p:pid() ; p:close() (also __close and __gc)
+ *   p:write(bytes) -> true | nil, message   (stdin_keep: more input, in
+ *                order, never blocking; an error once stdin is closed)
+ *   p:close_stdin() (after what was written) ; p:stdin_open() -> bool
  *   core.proc.detach{arg, ...} -> pid | nil, message (this program, detached)
  *
  * Lines and stderr reach Lua as valid UTF-8 (ill-formed bytes become
@@ -23,7 +28,9 @@
  * most that many bytes of stdout lines reach Lua; past it only the last
  * line is kept (in C, one buffer) and delivered at the end of stdout, and
  * info.truncated says so. Cancelling a task that waits on a process kills
- * the process group. A limiter slot handed to core.proc.spawn is released
+ * the process group, unless spawned with soft_cancel: then the waiting
+ * call returns nil, "cancelled" and the caller ends the child itself (a
+ * live child is first asked to stop over its channel). A limiter slot handed to core.proc.spawn is released
  * when the child has exited, never earlier. */
 #include <errno.h>
 #include <stdlib.h>
@@ -42,6 +49,7 @@
 struct line {
     struct line *next;
     size_t len;
+    bool skipped;           /* a marker: a line over max_line was dropped */
     char data[];
 };
 
@@ -60,6 +68,8 @@ struct lproc {
     size_t last_len, last_cap;
     struct task *reader;    /* waiting in read_line */
     struct task *waiter;    /* waiting in wait */
+    bool soft_cancel;       /* a cancelled wait leaves the child alone */
+    bool report_skipped;    /* read_line tells of dropped lines */
 };
 
 static struct lproc *check(lua_State *L)
@@ -111,13 +121,21 @@ static void push_info(lua_State *L, struct lproc *lp)
     lua_setfield(L, -2, "stderr");
 }
 
-/* Hands a line to the waiting reader or queues it. */
+/* Hands a line (s NULL: the marker of a dropped line) to the waiting
+ * reader or queues it. */
 static void deliver(struct proc *p, struct lproc *lp, const char *s, size_t n)
 {
     if (lp->reader) {
         struct task *t = lp->reader;
         lp->reader = NULL;
-        push_line(sched_thread(t), s, n);
+        lua_State *T = sched_thread(t);
+        if (!s) {
+            lua_pushnil(T);
+            lua_pushliteral(T, "skipped");
+            sched_resume(t, 2);
+            return;
+        }
+        push_line(T, s, n);
         sched_resume(t, 1);
         return;
     }
@@ -128,7 +146,10 @@ static void deliver(struct proc *p, struct lproc *lp, const char *s, size_t n)
     }
     l->next = NULL;
     l->len = n;
-    memcpy(l->data, s, n);
+    l->skipped = (s == NULL);
+    if (s) {
+        memcpy(l->data, s, n);
+    }
     if (lp->tail) {
         lp->tail->next = l;
     } else {
@@ -168,6 +189,9 @@ static void on_line(struct proc *p, const char *s, size_t n, void *ud)
     struct lproc *lp = ud;
     if (!s) {
         lp->skipped++;
+        if (lp->report_skipped) {
+            deliver(p, lp, NULL, 0);
+        }
         return;
     }
     if (lp->max_output &&
@@ -218,7 +242,7 @@ static void cancel_wait(struct task *t, void *data)
     if (lp->waiter == t) {
         lp->waiter = NULL;
     }
-    if (lp->p) {
+    if (lp->p && !lp->soft_cancel) {
         proc_kill(lp->p, false);
     }
 }
@@ -374,6 +398,12 @@ static int l_process(lua_State *L)
         limiter_take(slot); /* the child now holds the count until reaped */
     }
     lp->max_output = max_output > 0 ? (size_t)max_output : 0;
+    lua_getfield(L, 1, "soft_cancel");
+    lp->soft_cancel = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "report_skipped");
+    lp->report_skipped = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     return 1;
 }
 
@@ -388,10 +418,18 @@ static int l_read_line(lua_State *L)
             lp->tail = NULL;
         }
         lp->queued -= l->len;
-        push_line(L, l->data, l->len);
+        bool skipped = l->skipped;
+        if (!skipped) {
+            push_line(L, l->data, l->len);
+        }
         free(l);
         if (lp->queued < QUEUE_HIGH / 2) {
             proc_resume(lp->p);
+        }
+        if (skipped) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "skipped");
+            return 2;
         }
         return 1;
     }
@@ -429,6 +467,35 @@ static int l_kill(lua_State *L)
     struct lproc *lp = check(L);
     proc_kill(lp->p, lua_toboolean(L, 2));
     return 0;
+}
+
+/* p:write(bytes) -> true | nil, message */
+static int l_write(lua_State *L)
+{
+    struct lproc *lp = check(L);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    int rc = proc_write(lp->p, s, n);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, rc == UV_EPIPE ? "the child's input is closed"
+                                         : uv_strerror(rc));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_close_stdin(lua_State *L)
+{
+    proc_close_stdin(check(L)->p);
+    return 0;
+}
+
+static int l_stdin_open(lua_State *L)
+{
+    lua_pushboolean(L, proc_stdin_open(check(L)->p));
+    return 1;
 }
 
 static int l_start(lua_State *L)
@@ -506,6 +573,9 @@ void bind_proc_register(lua_State *L)
         {"pid", l_pid},
         {"start", l_start},
         {"close", l_close},
+        {"write", l_write},
+        {"close_stdin", l_close_stdin},
+        {"stdin_open", l_stdin_open},
         {NULL, NULL},
     };
     if (luaL_newmetatable(L, PROC_MT)) {

@@ -128,6 +128,12 @@ function M.observe(run, req)
     if inner then inner(line) end
   end
   r.on_span = function(span) run.span = span end
+  -- The live child (ad.domain.live_run) while it works, and the
+  -- transport: what a steer message to the job finds (ad.domain.steer).
+  r.on_channel = function(ch, mode)
+    run.channel = ch
+    if mode then run.transport = mode end
+  end
   return r
 end
 
@@ -156,6 +162,12 @@ function M.spawned(run, pid, argv)
   -- us wait), or the record could not be written: the job must not
   -- run. The runner ends the child unstarted; finish() is refused.
   return (ok and rec and run.process) and true or false
+end
+
+-- A run that is a job takes messages (steer, interrupt, ...) in its inbox
+-- until it ends.
+local function serve_inbox(run)
+  run.inbox = require("ad.domain.steer").serve(run)
 end
 
 --- Adds a line to a run's progress tail (written at most every
@@ -188,11 +200,16 @@ local function settle(run, ok, result)
     -- job: a no-op when it is terminal already.
     pcall(jobs.cancel, id, true, "Cancelled: its worker was stopped (" ..
       tostring(result.message) .. ")")
+    -- A live child stopped with the interrupt left a resumable session.
+    if result.session_id then pcall(jobs.note_session, id, result.session_id) end
   else
     local msg = type(result) == "table" and tostring(result.message) or tostring(result)
     io.stderr:write("agent-dispatch: job ", id, " worker crashed: ", msg, "\n")
     jobs.fail_unstored(id, "Worker crashed: " .. msg:match("^[^\n]*"))
   end
+  -- Last: its files go only once the end is recorded (on a full disk
+  -- their room must not be what lets the record through late).
+  if run.inbox then run.inbox:close() end
   registry[id] = nil
 end
 
@@ -231,6 +248,7 @@ function M.start(id, req, hooks)
   local run = new_run(hooks)
   run.id = id
   registry[id] = run
+  serve_inbox(run)
   return launch(run, function()
     local r = M.observe(run, req)
     r.stream = true
@@ -297,6 +315,7 @@ function M.adopt(run, fields, opts)
   end
   run.id, run.handed_off = rec.id, true
   registry[rec.id] = run
+  serve_inbox(run)
   if run.span then trace.handoff(run.span, rec.id) end
   require("ad.domain.keeper").hand(run, rec)
   if opts and opts.running and rec.status == "pending" and not run.finished then
@@ -396,6 +415,15 @@ M.NO_PROCESS = "The job is running but its record names no process (it was " ..
   "stop the program that runs it; a running job that shows no sign of life for " ..
   "an hour is marked failed when an agent-dispatch server starts."
 
+--- Asks the owner of job id in another process to cancel it (an
+--- "interrupt" message, ad.storage.inbox); true when it did.
+function M.cancel_by_owner(id)
+  local reply = require("ad.storage.inbox").post(id, { kind = "interrupt" },
+    { by = "cancel (pid " .. core.sys.getpid() .. ")", wait = 30 })
+  local rec = jobs.get(id)
+  return (reply and reply.ok) or (rec ~= nil and rec.status == "cancelled")
+end
+
 --- F55 plus cancelling jobs of servers that are gone. Returns the tool
 --- response table (or nil, "not_found").
 function M.cancel(id)
@@ -405,11 +433,23 @@ function M.cancel(id)
   if outcome == "running" then
     local entry = registry[id]
     if entry then
-      rec, outcome = jobs.cancel(id, true)
+      local live = entry.channel ~= nil
+      rec, outcome = jobs.cancel(id, true, live and ("Cancelled while running; its agent " ..
+        "was interrupted, and its subprocess killed if it did not stop within " ..
+        "settings.interrupt_grace_seconds (its session_id is kept for dispatch_session)") or nil)
       if outcome == "cancelled_running" then
-        entry.task:cancel() -- kills the child's process group
-        message = "The job was running; its subprocess was killed."
+        entry.task:cancel() -- kills the child's process group (live: after the interrupt)
+        message = live and "The job was running; its agent was interrupted, and its " ..
+          "subprocess is killed if it does not stop within settings.interrupt_grace_seconds." or
+          "The job was running; its subprocess was killed."
       end
+    elseif jobs.process_alive(rec) and M.cancel_by_owner(id) then
+      -- Its owner (a detached job runner, another server) stopped it: the
+      -- interrupt first, the group killed after the grace.
+      rec = jobs.get(id)
+      outcome = "cancelled_running"
+      message = "The job was running in another process; its owner stopped the " ..
+        "subprocess (interrupted, then killed if it did not stop in time)."
     elseif jobs.process_alive(rec) then
       -- Started by another (possibly dead) server: its child is still
       -- exactly the process recorded, so it is safe to kill.

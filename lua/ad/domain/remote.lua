@@ -102,6 +102,18 @@ M.CONNECT_TIMEOUT = 10
 --- line saying so; no probe before the run, which would cost a fork).
 M.EXIT_NO_DIR, M.EXIT_NO_CLAUDE = 96, 127
 
+-- What both wrappers do first: the words, the environment, the directory.
+local WRAPPER_PRELUDE = [=[
+d=$1 m=$2 n=$3; shift 3
+while [ "$#" -gt 0 ] && [ "$1" != -- ]; do export "$1"; shift; done
+shift
+case $d in "~") d=$HOME ;; "~/"*) d=$HOME/${d#"~/"} ;; esac
+if ! cd -- "$d"; then
+  printf 'agent-dispatch: remote directory does not exist or is not accessible: %s\n' "$d" >&2
+  exit 96
+fi
+]=]
+
 -- The wrapper, run by the remote login shell itself (no second shell to
 -- start: it is written for any POSIX shell, and the login shell must be
 -- one) after `set -- DIR MODE N K=V... -- ARGV...`. $1 directory ('~'
@@ -129,15 +141,7 @@ M.EXIT_NO_DIR, M.EXIT_NO_CLAUDE = 96, 127
 -- passes claude's status on. The shell opens /dev/null as the stdin of
 -- the background watcher (which then reads fd 3): a host where /dev/null
 -- cannot be opened is not one claude's tools can run on either.
-M.WRAPPER = [=[
-d=$1 m=$2 n=$3; shift 3
-while [ "$#" -gt 0 ] && [ "$1" != -- ]; do export "$1"; shift; done
-shift
-case $d in "~") d=$HOME ;; "~/"*) d=$HOME/${d#"~/"} ;; esac
-if ! cd -- "$d"; then
-  printf 'agent-dispatch: remote directory does not exist or is not accessible: %s\n' "$d" >&2
-  exit 96
-fi
+M.WRAPPER = WRAPPER_PRELUDE .. [=[
 exec 3<&0 0<&- 4>&2 2>&-
 {
   trap '' PIPE
@@ -163,6 +167,40 @@ exec 3<&0 0<&- 4>&2 2>&-
 s=$?
 [ "$s" -eq 127 ] && printf 'agent-dispatch: %s not found on the remote PATH (%s)\n' "$1" "$PATH" >&4
 exit "$s"
+]=]
+
+-- The wrapper of the live transport (MODE `L`, same `set --` words): the
+-- claude child reads further messages on its stdin, so it gets all of
+-- ssh's stdin, and the end of it (the local side closes it after the
+-- turn's result, or the connection is gone) ends claude after its turn;
+-- the group is signalled 3 s after that end unless claude is done first.
+-- The right side runs claude; when claude exits it TERMs what is left of
+-- the group (the left side, which resets TERM to its default action
+-- first, anything claude left behind) and passes claude's status on. The
+-- wrapper catches TERM (so its children do not ignore it) and exits with
+-- that status.
+M.WRAPPER_LIVE = WRAPPER_PRELUDE .. [=[
+exec 3<&0 0<&- 4>&2 2>&-
+trap : TERM
+{
+  trap - TERM
+  cat
+  exec >&-
+  sleep 3
+  trap '' TERM
+  kill -TERM 0
+  sleep 2
+  kill -KILL 0
+} <&3 | {
+  exec 3<&-
+  "$@" 2>&4 4>&-
+  s=$?
+  [ "$s" -eq 127 ] && printf 'agent-dispatch: %s not found on the remote PATH (%s)\n' "$1" "$PATH" >&4
+  trap '' TERM
+  kill -TERM 0
+  exit "$s"
+}
+exit "$?"
 ]=]
 
 --- Longest prompt copied line by line by the shell (one read(2) per byte
@@ -251,7 +289,9 @@ end
 --- control_dir, ssh (path).
 function M.command(o)
   local h = assert(M.parse_host(o.host))
-  local mode, count, input = M.input(o.prompt)
+  -- o.live: the live transport writes the messages itself (input nil).
+  local mode, count, input
+  if o.live then mode, count = "L", 0 else mode, count, input = M.input(o.prompt) end
   local words = { o.directory, mode, tostring(count) }
   for _, kv in ipairs(o.env or {}) do words[#words + 1] = kv end
   words[#words + 1] = "--"
@@ -262,7 +302,7 @@ function M.command(o)
   for _, a in ipairs(M.ssh_options(h, o)) do argv[#argv + 1] = a end
   argv[#argv + 1] = "--"
   argv[#argv + 1] = h.dest
-  argv[#argv + 1] = table.concat(quoted, " ") .. "\n" .. M.WRAPPER
+  argv[#argv + 1] = table.concat(quoted, " ") .. "\n" .. (o.live and M.WRAPPER_LIVE or M.WRAPPER)
   return argv, input
 end
 
@@ -315,7 +355,8 @@ function M.ssh_error_text(stderr)
 end
 
 local function no_output(run, req)
-  if req.stream then return run.payload == nil end
+  if run.payload ~= nil then return false end -- (a live run reads it in json mode too)
+  if req.stream then return true end
   for _, line in ipairs(run.lines or {}) do
     if util.strip(line) ~= "" then return false end
   end

@@ -21,6 +21,9 @@ local claude = require "ad.domain.claude"
 local request = require "ad.domain.request"
 local trace = require "ad.domain.trace"
 local remote = require "ad.domain.remote"
+local transport = require "ad.domain.transport"
+local channel = require "ad.domain.channel"
+local live_run = require "ad.domain.live_run"
 local state = require "ad.storage.state"
 
 local M = {}
@@ -234,22 +237,40 @@ local function execute(req)
   local resume = req.session_id
   local fresh = not resume and core.text.uuid4() or nil
   local env = M.child_env(depth, req.trace_env)
+  -- live: the CLI's control channel (ad.domain.transport, ad.domain.live_run)
+  local live = transport.choose(settings, req.agent, not host and path or nil, env) == "live"
+  -- A sync call whose child the keeper parents (so that a hand-off
+  -- outlives this server) runs one-shot: the keeper holds no end of a
+  -- live child's input. Calls that need the channel (a relayed agent)
+  -- keep it and stay this server's children.
+  if live and req.keeper then
+    if req.relay then req.keeper = nil else live = false end
+  end
+  if req.on_channel then req.on_channel(nil, live and "live" or "oneshot") end
   while true do
     local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
-      stream = req.stream, resume = resume, session_id = fresh,
+      stream = req.stream or live, resume = resume, session_id = fresh,
       budget = eff.budget, model = req.agent.model,
       permission_mode = eff.permission_mode, json_schema = req.response_schema,
       allowed = eff.allowed,
       disallowed = eff.disallowed }
     if not argv then return result.failure(name, "cli_error", refusal) end
+    if live then argv = channel.argv(argv, { relay = req.relay }) end
     local cwd, input = req.agent.directory, text
     if ssh then
       argv, input = remote.command{ ssh = ssh.path, control_dir = ssh.control_dir,
         connect_timeout = ssh.connect_timeout, host = host, directory = req.agent.directory,
-        prompt = text, env = remote.forwarded(env), claude_argv = argv }
+        prompt = text, live = live, env = remote.forwarded(env), claude_argv = argv }
       cwd = nil
     end
-    local run = run_child(argv, input, env, eff.timeout, req, cwd)
+    local run
+    if live then
+      run = live_run.run(argv, text, env, eff.timeout, req, cwd, { cap = M.MAX_OUTPUT,
+        grace = host and remote.KILL_GRACE or M.kill_grace, drain = M.drain,
+        interrupt_grace = settings.interrupt_grace_seconds, session_id = resume or fresh })
+    else
+      run = run_child(argv, input, env, eff.timeout, req, cwd)
+    end
     run.session_id, run.fresh = resume or fresh, fresh ~= nil
     run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
     local r = ssh and remote.failure(run, req) or claude.interpret(run, req)
@@ -263,6 +284,13 @@ end
 local function observed(req)
   local obs = M.observer
   if not obs then return execute(req) end
+  -- The first dispatch of a CLI binary probes its transport (a yield):
+  -- done before the observer hears of the dispatch, which it shows as
+  -- queued only while every slot is taken.
+  if not req.agent.host and req.settings.transport == "auto" then
+    local path = M.claude_path()
+    if path then pcall(transport.has_channel, path, M.child_env(M.depth())) end
+  end
   local h = obs.start(req.agent_name, req)
   local r = util.copy(req)
   -- A dispatch waits for a concurrency slot first: the observer hears when
