@@ -39,7 +39,8 @@ const isLive = (e) => e.argv.includes('--input-format') &&
 describe('transport selection', () => {
   test('auto: a CLI with the channel runs live; its --help is probed once per binary, across processes', async (t) => {
     const env = newEnv(t);
-    env.setup({ agents: { a: true } });
+    // Sync calls that may be handed off run one-shot through the keeper (handoff_keeper.test.js).
+    env.setup({ agents: { a: true }, settings: '  handoff_after_seconds: 0\n' });
     const help = path.join(env.root, 'help.log');
     const srv = env.serve({ env: { STUB_CLAUDE_HELP_LOG: help } });
     await srv.init();
@@ -94,7 +95,8 @@ describe('transport selection', () => {
 
   test('live: non-stream limits, plain-text answers and failures read as in one-shot mode', async (t) => {
     const env = newEnv(t);
-    env.setup({ agents: { a: true } });
+    // Sync calls that may be handed off run one-shot through the keeper (handoff_keeper.test.js).
+    env.setup({ agents: { a: true }, settings: '  handoff_after_seconds: 0\n' });
     const srv = env.serve();
     await srv.init();
     let v = (await srv.call('dispatch', { agent: 'a', task: '[stub:stdout=just text]' })).value;
@@ -178,7 +180,8 @@ describe('steering a running job', () => {
 describe('steering a handed-off call', () => {
   test('a sync dispatch handed off to a job of the server takes steering (in-process owner)', async (t) => {
     const env = newEnv(t);
-    env.setup({ agents: { a: true } });
+    // The job stays this server's: no keeper, so the child is live.
+    env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: false\n' });
     const srv = env.serve();
     await srv.init();
     const h = (await srv.call('dispatch', { agent: 'a', task: '[stub:sleep=2.5] sort the list',

@@ -43,6 +43,12 @@ function M.run(req, after, answer, reply, log)
   end
   run.req = req
   req.on_span = function(span) run.span = span end
+  -- The live child while it works: what a steer message to the job finds
+  -- once the call is handed off (ad.domain.steer).
+  req.on_channel = function(ch, mode)
+    run.channel = ch
+    if mode then run.transport = mode end
+  end
   if req.stream then
     local inner = req.on_progress
     req.on_progress = function(line)

@@ -47,10 +47,12 @@ function M.run(argv, text, env, timeout, req, cwd, o)
     slot:release()
     return { spawn_error = { msg, code } }
   end
-  if req.on_spawn and req.on_spawn(ch.pid) == false then
+  if req.on_spawn and req.on_spawn(ch.pid, argv) == false then
     ch:kill(true)
   else
     ch:start()
+    -- on_pid: the child's pid, without holding it at the start gate.
+    if req.on_pid then req.on_pid(ch.pid, argv) end
     if req.on_started then req.on_started() end
   end
   local out = { lines = {}, live = true }
