@@ -138,6 +138,7 @@ function M.observe(run, req)
     if inner then inner(line) end
   end
   r.on_span = function(span) run.span = span end
+  r.relay_run = run -- a permission request waits on the run (ad.domain.relay)
   return r
 end
 
@@ -227,8 +228,20 @@ end
 --- it returned (raising what it raised); false when it is still running.
 --- A caller cancelled while waiting cancels the run and waits until its
 --- children are gone before the cancellation propagates.
-function M.await(run, timeout)
-  local _, why = run.done:wait(timeout)
+---
+--- alert (an event, optional) ends the wait early too: false is returned
+--- as for a run still running.
+function M.await(run, timeout, alert)
+  local _, why
+  if alert then
+    local waker = core.task.spawn(function()
+      if run.done:wait() then alert:set(false) end
+    end)
+    _, why = alert:wait(timeout)
+    waker:cancel()
+  else
+    _, why = run.done:wait(timeout)
+  end
   if why == "cancelled" or core.task.cancelled() then
     run.task:cancel()
     while not run.task:done() do

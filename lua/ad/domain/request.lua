@@ -235,6 +235,7 @@ function M.build(cfg, f, opts)
     response_schema = schema, group = group, session_id = util.nonempty(f.session_id), timeout = timeout,
     stream = f.stream == true, use_cache = f.use_cache == true,
     on_progress = f.on_progress, log = f.log, on_slot = f.on_slot, on_spawn = f.on_spawn,
+    elicit = f.elicit,
     handoff_after = handoff_after,
     trace = f.trace, span_kind = f.span_kind, span_id = f.span_id, span_start = f.span_start,
     job_id = f.job_id, tree_budget_usd = tree_budget,

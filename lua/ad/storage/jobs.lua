@@ -29,7 +29,7 @@ M.STATUSES = { "pending", "running", "done", "failed", "cancelled" }
 M.TERMINAL = { done = true, failed = true, cancelled = true }
 M.KEYS = { "id", "agent", "task", "context", "caller", "goal", "status",
   "created_at", "started_at", "completed_at", "result", "error", "progress",
-  "progress_updated_at", "process", "server", "request" }
+  "progress_updated_at", "process", "server", "request", "permissions" }
 --- The fields of `request`: what a detached job runner (ad.domain.jobrunner)
 --- needs besides agent, task, context, caller and goal to run the job.
 M.REQUEST_KEYS = { "response_format", "response_schema", "session_id", "timeout", "group",
@@ -655,6 +655,21 @@ function M.ids_with_prefix(prefix)
   end
   table.sort(out)
   return out
+end
+
+--- The permission relay's part of a job that has not ended (ad.domain.relay):
+--- fn(p) changes p = {pending = [requests], decisions = [decisions]} in
+--- place. Returns the record, or nil when the job is gone or has ended.
+function M.update_permissions(id, fn)
+  return mutate(id, function(rec)
+    if M.TERMINAL[rec.status] then return nil end
+    local old = type(rec.permissions) == "table" and rec.permissions or {}
+    local p = json.object({ pending = json.array(util.copy(old.pending or {})),
+      decisions = json.array(util.copy(old.decisions or {})) }, { "pending", "decisions" })
+    fn(p)
+    rec.permissions = p
+    return rec
+  end)
 end
 
 return M

@@ -55,7 +55,7 @@ end
 local HANDOFF = { handoff = true }
 
 local function hooks(ctx)
-  return { log = ctx.log, progress = ctx.progress_n }
+  return { log = ctx.log, progress = ctx.progress_n, elicit = ctx.elicit }
 end
 
 tools.define{
