@@ -1,0 +1,276 @@
+'use strict';
+// The permission relay: a child run with --permission-prompt-tool stdio
+// asks can_use_tool over its control channel; agent-dispatch decides by
+// the agent's permissions rules and on_permission hooks, else asks the
+// caller - by elicitation/create (a legacy client that declared it), else
+// by returning status "awaiting_approval" with the job that waits, answered
+// by dispatch_approve or CLI approve / deny through the job's inbox. An
+// unanswered request is denied after permissions.timeout_seconds. Every
+// decision is recorded on the job. The stub's [stub:ask=TOOL JSON] asks
+// and its result says exactly what it was answered. Helpers: lib.js.
+const { test, describe } = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const { newEnv, waitUntil, q } = require('./lib');
+
+const HEX32 = /^[0-9a-f]{32}$/;
+
+function readRec(env, id) {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
+  } catch { return null; }
+}
+
+async function recUntil(env, id, pred, ms, what) {
+  let last = null;
+  const ok = await waitUntil(() => { last = readRec(env, id); return last && pred(last); }, ms, 25);
+  assert.ok(ok, `timed out waiting for ${what}: ${JSON.stringify(last)}`);
+  return last;
+}
+
+/** A config with agent a (relay settings perms, JSON as YAML flow). */
+function setup(t, perms, { tools } = {}) {
+  const env = newEnv(t);
+  const dir = env.project('a');
+  let y = `agents:\n  a:\n    directory: ${q(dir)}\n`;
+  if (perms) y += `    permissions: ${JSON.stringify(perms)}\n`;
+  env.writeConfig(y);
+  if (tools) {
+    const td = path.join(env.cfgDir, 'tools');
+    fs.mkdirSync(td, { mode: 0o700 });
+    fs.writeFileSync(path.join(td, 'perm.lua'), tools, { mode: 0o600 });
+  }
+  return env;
+}
+
+const ASK_GIT = '[stub:ask=Bash {"command":"git status"}]';
+
+async function dispatch(srv, task, extra = {}, opts = {}) {
+  return srv.call('dispatch', { agent: 'a', task, ...extra }, { ms: 30000, ...opts });
+}
+
+/** Starts a dispatch that waits for approval; returns {value, id, req}. */
+async function awaiting(srv, task = ASK_GIT) {
+  const { value } = await dispatch(srv, task);
+  assert.strictEqual(value.status, 'awaiting_approval', JSON.stringify(value));
+  assert.match(value.job_id, HEX32);
+  return { value, id: value.job_id, req: value.pending.request_id };
+}
+
+describe('permission relay', () => {
+  test('relay off (the default): the child gets no --permission-prompt-tool and asks no one', async (t) => {
+    const env = setup(t, null);
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await dispatch(srv, 'plain task');
+    assert.strictEqual(value.success, true, JSON.stringify(value));
+    const argv = env.dispatches().at(-1).argv;
+    assert.ok(!argv.includes('--permission-prompt-tool'), argv.join(' '));
+    await srv.close();
+  });
+
+  test('an allow rule lets the tool run with exactly the input the child asked for', async (t) => {
+    const env = setup(t, { relay: true, allow: ['Bash(git status:*)'] });
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await dispatch(srv, ASK_GIT);
+    assert.strictEqual(value.success, true, JSON.stringify(value));
+    assert.match(value.result, /asked Bash: allow updatedInput=\{"command":"git status"\}/);
+    const argv = env.dispatches().at(-1).argv;
+    const i = argv.indexOf('--permission-prompt-tool');
+    assert.ok(i >= 0 && argv[i + 1] === 'stdio', argv.join(' '));
+    await srv.close();
+  });
+
+  test('a deny rule wins over an allow rule and the child sees why', async (t) => {
+    const env = setup(t, { relay: true, allow: ['Bash'], deny: ['Bash(rm:*)'] });
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await dispatch(srv, '[stub:ask=Bash {"command":"ls && rm -rf x"}]');
+    assert.match(value.result, /asked Bash: deny message=Denied by the rule Bash\(rm:\*\) of agent a/);
+    await srv.close();
+  });
+
+  test('on_permission hooks decide allow and deny (with their message); "ask" goes on to the caller', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 30 }, { tools: `
+hook("on_permission", function(req)
+  if req.tool == "Read" then return "allow" end
+  if req.tool == "Write" then return "deny", "hook says no to " .. req.input.file_path end
+  return "ask"
+end)
+` });
+    const srv = env.serve();
+    await srv.init();
+    let { value } = await dispatch(srv, '[stub:ask=Read {"file_path":"/x"}]');
+    assert.match(value.result, /asked Read: allow updatedInput=\{"file_path":"\/x"\}/);
+    ({ value } = await dispatch(srv, '[stub:ask=Write {"file_path":"/y"}]'));
+    assert.match(value.result, /asked Write: deny message=hook says no to \/y/);
+    ({ value } = await dispatch(srv, '[stub:ask=Edit {"file_path":"/z"}]'));
+    assert.strictEqual(value.status, 'awaiting_approval', JSON.stringify(value));
+    await srv.call('dispatch_approve', { job_id: value.job_id, request_id: value.pending.request_id,
+      decision: 'deny' });
+    await srv.close();
+  });
+
+  test('a client that declared elicitation (2025-11-25) is asked with elicitation/create; allow and deny', async (t) => {
+    const env = setup(t, { relay: true });
+    const srv = env.serve();
+    await srv.request('initialize', { protocolVersion: '2025-11-25',
+      capabilities: { elicitation: { form: {} } }, clientInfo: { name: 'e2e', version: '1' } });
+    srv.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    const call = dispatch(srv, '[stub:ask=Bash {"command":"make test"}]', {}, { id: 'c1' });
+    const el = await srv.waitFor((m) => m.method === 'elicitation/create', 15000, 'elicitation/create');
+    assert.ok(el.id !== undefined, 'a request, with an id');
+    assert.strictEqual(el.params.mode, 'form');
+    assert.match(el.params.message, /Agent a asks to use the tool Bash/);
+    assert.ok(el.params.message.includes('{"command":"make test"}'), el.params.message);
+    assert.deepStrictEqual(el.params.requestedSchema.properties.decision.enum, ['allow', 'deny']);
+    // The server stays responsive while it waits for the answer.
+    const ping = await srv.request('ping', undefined, { id: 'p1' });
+    assert.deepStrictEqual(ping.result, {});
+    srv.send({ jsonrpc: '2.0', id: el.id, result: { action: 'accept', content: { decision: 'allow' } } });
+    const { value } = await call;
+    assert.match(value.result, /asked Bash: allow updatedInput=\{"command":"make test"\}/);
+
+    const call2 = dispatch(srv, '[stub:ask=Bash {"command":"make clean"}]', {}, { id: 'c2' });
+    const el2 = await srv.waitFor((m) => m.method === 'elicitation/create' && m.id !== el.id, 15000,
+      'second elicitation/create');
+    srv.send({ jsonrpc: '2.0', id: el2.id, result: { action: 'accept',
+      content: { decision: 'deny', message: 'not the clean target' } } });
+    const r2 = await call2;
+    assert.match(r2.value.result, /asked Bash: deny message=not the clean target/);
+    await srv.close();
+  });
+
+  test('without elicitation: awaiting_approval, then dispatch_approve allows with the input unchanged', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.init();
+    const { value, id, req } = await awaiting(srv);
+    assert.strictEqual(value.agent, 'a');
+    assert.strictEqual(value.pending.tool, 'Bash');
+    assert.deepStrictEqual(value.pending.input, { command: 'git status' });
+    assert.strictEqual(value.pending.agent, 'a');
+    assert.deepStrictEqual(value.answer, { tool: 'dispatch_approve',
+      arguments: { job_id: id, request_id: req, decision: 'allow' } });
+    assert.ok(value.hint.includes(`dispatch_approve(job_id="${id}", request_id="${req}"`), value.hint);
+    // The pending request shows in dispatch_status and dispatch_jobs.
+    const st = (await srv.call('dispatch_status', { job_id: id })).value;
+    assert.strictEqual(st.status, 'running');
+    assert.strictEqual(st.permissions.pending.length, 1);
+    assert.strictEqual(st.permissions.pending[0].request_id, req);
+    const list = (await srv.call('dispatch_jobs', {})).value;
+    assert.strictEqual(list.find((j) => j.id === id).pending_permissions[0].request_id, req);
+    const ap = (await srv.call('dispatch_approve', { job_id: id, request_id: req, decision: 'allow' })).value;
+    assert.strictEqual(ap.applied, true, JSON.stringify(ap));
+    const done = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.strictEqual(done.status, 'done', JSON.stringify(done));
+    assert.match(done.result.result, /asked Bash: allow updatedInput=\{"command":"git status"\}/);
+    const d = done.permissions.decisions;
+    assert.strictEqual(d.length, 1);
+    assert.strictEqual(d[0].decision, 'allow');
+    assert.strictEqual(d[0].by, 'dispatch_approve');
+    assert.strictEqual(d[0].tool, 'Bash');
+    assert.strictEqual(typeof d[0].at, 'number');
+    assert.strictEqual(d[0].edited, undefined);
+    assert.strictEqual(done.permissions.pending.length, 0);
+    // One child for the whole call: the hand-off adopted it.
+    assert.strictEqual(env.dispatches().length, 1);
+    await srv.close();
+  });
+
+  test('updated_input is used (and recorded as an edit) only when the caller sends it', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.init();
+    const { id, req } = await awaiting(srv);
+    const ap = (await srv.call('dispatch_approve', { job_id: id, request_id: req, decision: 'allow',
+      updated_input: { command: 'git status --short' } })).value;
+    assert.strictEqual(ap.edited, true);
+    const done = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.match(done.result.result, /allow updatedInput=\{"command":"git status --short"\}/);
+    assert.strictEqual(done.permissions.decisions[0].edited, true);
+    assert.deepStrictEqual(done.permissions.decisions[0].updated_input, { command: 'git status --short' });
+    await srv.close();
+  });
+
+  test('dispatch_approve refuses what answers nothing: a wrong request id, a bad decision', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.init();
+    const { id, req } = await awaiting(srv);
+    let r = await srv.call('dispatch_approve', { job_id: id, request_id: 'nope', decision: 'allow' });
+    assert.match(JSON.stringify(r.value), /no pending permission request 'nope'/);
+    r = await srv.call('dispatch_approve', { job_id: id, request_id: req, decision: 'maybe' });
+    assert.match(JSON.stringify(r.value), /decision must be \\"allow\\" or \\"deny\\"/);
+    await srv.call('dispatch_approve', { job_id: id, request_id: req, decision: 'deny' });
+    await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 });
+    await srv.close();
+  });
+
+  test('CLI job shows the pending request; CLI deny --message reaches the child; CLI approve allows', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.init();
+    let { id, req } = await awaiting(srv);
+    const shown = env.run(['job', id]);
+    assert.strictEqual(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /awaiting approval:/);
+    assert.ok(shown.stdout.includes(req), shown.stdout);
+    assert.ok(shown.stdout.includes(`agent-dispatch approve ${id} ${req}`), shown.stdout);
+    const denied = env.run(['deny', id.slice(0, 8), '--message', 'use git log instead']);
+    assert.strictEqual(denied.code, 0, denied.stderr);
+    let done = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.match(done.result.result, /asked Bash: deny message=use git log instead/);
+    assert.strictEqual(done.permissions.decisions[0].by, 'cli');
+    assert.strictEqual(done.permissions.decisions[0].decision, 'deny');
+
+    ({ id, req } = await awaiting(srv));
+    const ok = env.run(['approve', id, req]);
+    assert.strictEqual(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /Allowed: Bash/);
+    done = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.match(done.result.result, /asked Bash: allow updatedInput=\{"command":"git status"\}/);
+    const shownAfter = env.run(['job', id]).stdout;
+    assert.match(shownAfter, /allow Bash by cli/);
+    await srv.close();
+  });
+
+  test('an unanswered request is denied after timeout_seconds and the child sees why', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 1 });
+    const srv = env.serve();
+    await srv.init();
+    const { id } = await awaiting(srv);
+    const done = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.match(done.result.result, /asked Bash: deny message=No decision on the permission request for Bash within 1 s/);
+    assert.strictEqual(done.permissions.decisions[0].by, 'timeout');
+    // Too late now: the request is no longer pending.
+    const late = env.run(['approve', id]);
+    assert.notStrictEqual(late.code, 0);
+    assert.match(late.stderr, /has ended|already decided|no pending/);
+    await srv.close();
+  });
+
+  test('a background job (dispatch_async) records rule decisions and waits for approval of the rest', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60, deny: ['Bash(rm:*)'] });
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await srv.call('dispatch_async', { agent: 'a',
+      task: '[stub:ask=Bash {"command":"rm -rf build"}]' });
+    let rec = (await srv.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.match(rec.result.result, /deny message=Denied by the rule Bash\(rm:\*\)/);
+    assert.strictEqual(rec.permissions.decisions[0].by, 'rule');
+    assert.strictEqual(rec.permissions.decisions[0].rule, 'Bash(rm:*)');
+
+    const j = (await srv.call('dispatch_async', { agent: 'a', task: ASK_GIT })).value;
+    rec = await recUntil(env, j.job_id, (r) => r.permissions && r.permissions.pending.length === 1,
+      15000, 'a pending request');
+    const cli = env.run(['approve', j.job_id]);
+    assert.strictEqual(cli.code, 0, cli.stderr);
+    rec = (await srv.call('dispatch_wait', { job_id: j.job_id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.match(rec.result.result, /asked Bash: allow updatedInput=\{"command":"git status"\}/);
+    assert.strictEqual(rec.permissions.decisions[0].by, 'cli');
+    await srv.close();
+  });
+});
