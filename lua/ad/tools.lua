@@ -242,8 +242,8 @@ M.BUILTIN = { "list_agents", "inspect_agent", "list_groups", "inspect_group",
   "dispatch", "dispatch_session", "dispatch_parallel", "dispatch_stream",
   "dispatch_dialogue", "add_agent", "remove_agent", "update_agent",
   "dispatch_async", "dispatch_status", "dispatch_wait", "dispatch_cancel",
-  "dispatch_jobs", "fetch_result", "dispatch_gc", "dispatch_trace", "cache_stats",
-  "cache_clear", "dispatch_approve" }
+  "dispatch_approve", "dispatch_jobs", "fetch_result", "dispatch_gc", "dispatch_trace",
+  "cache_stats", "cache_clear" }
 
 M.load_errors = {}
 

@@ -53,6 +53,8 @@ M.INSTRUCTIONS = table.concat({
   "follow it. Save context: return_ref=true stores a large result and returns",
   "a compact ref that fetch_result reads. Manage agents with add_agent,",
   "update_agent, remove_agent; cache_stats / cache_clear for the result cache.",
+  "A result with status awaiting_approval: the agent asks to use a tool;",
+  "answer with dispatch_approve, then dispatch_wait.",
 }, " ")
 
 local function versioned(v)
