@@ -3,14 +3,10 @@
 --- against the job's record, then posted to the job's inbox
 --- (ad.storage.inbox, kind "approve"), where the process that runs the job
 --- hands it to the waiting child (ad.domain.relay) and records it.
-local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 
 local M = {}
-
--- Seconds post() waits to see the decision applied on the record.
-M.APPLY_WAIT = 5
 
 local function pending_of(rec)
   local p = type(rec.permissions) == "table" and rec.permissions or {}
@@ -101,34 +97,18 @@ function M.post(id, request_id, verdict, opts)
   local msg = json.object({ kind = "approve", request_id = entry.request_id, decision = verdict,
     message = opts.message, updated_input = edit, by = opts.by or "dispatch_approve" },
     { "kind", "request_id", "decision", "message", "updated_input", "by" })
-  local ok, posted, perr = pcall(require("ad.storage.inbox").post, id, msg)
-  if not ok or not posted then
-    local why = ok and perr or posted
+  local ok, reply, perr = pcall(require("ad.storage.inbox").post, id, msg, { by = msg.by })
+  if not ok or not reply then
+    local why = ok and perr or reply
     return nil, "The decision could not be delivered to job " .. id .. ": " ..
       tostring(type(why) == "table" and why.message or why)
   end
-  -- The job's process applies it within moments: wait to say so.
-  local d
-  local deadline = core.task.now() + M.APPLY_WAIT
-  while true do
-    local w = jobs.watch(id)
-    local now = jobs.get(id)
-    d = now and decided(now, entry.request_id)
-    if d or not now or jobs.TERMINAL[now.status] or core.task.now() >= deadline then
-      if w then w:close() end
-      break
-    end
-    if w then w:wait(math.max(0.05, deadline - core.task.now())); w:close()
-    else core.task.sleep(0.1) end
+  if reply.ok == false then
+    return nil, "Job " .. id .. " did not take the decision: " .. tostring(reply.error)
   end
-  local applied = d ~= nil and d.decision == verdict and d.by == msg.by
   return json.object({ job_id = id, request_id = entry.request_id, tool = entry.tool,
-    decision = verdict, edited = edit ~= nil or nil, applied = applied,
-    hint = applied and ("The agent goes on; dispatch_wait(job_id=\"" .. id .. "\") gets its answer.")
-      or d and ("The request was already decided: " .. tostring(d.decision) .. " by " ..
-        tostring(d.by) .. ".")
-      or ("Delivered; the job's process applies it when it reads its inbox. " ..
-        "dispatch_status shows it under permissions.decisions.") },
+    decision = verdict, edited = edit ~= nil or nil, applied = true,
+    hint = "The agent goes on; dispatch_wait(job_id=\"" .. id .. "\") gets its answer." },
     { "job_id", "request_id", "tool", "decision", "edited", "applied", "hint" })
 end
 

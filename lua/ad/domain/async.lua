@@ -9,6 +9,7 @@ local jobs = require "ad.storage.jobs"
 local runner = require "ad.domain.runner"
 local errors = require "ad.infra.errors"
 local trace = require "ad.domain.trace"
+local request = require "ad.domain.request"
 
 local M = {}
 
@@ -139,6 +140,7 @@ function M.observe(run, req)
   end
   r.on_span = function(span) run.span = span end
   r.relay_run = run -- a permission request waits on the run (ad.domain.relay)
+  if r.relay then request.with_relay(r) end
   return r
 end
 

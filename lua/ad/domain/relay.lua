@@ -27,7 +27,6 @@
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
-local errors = require "ad.infra.errors"
 local policy = require "ad.domain.relay_policy"
 
 local M = {}
@@ -108,6 +107,14 @@ end
 
 -- ---------------------------------------------------------- elicitation --
 
+-- The decision when the dispatch was cancelled while its child asked: a
+-- denial (the channel's reader then sees the cancellation and stops the
+-- child; raising here would leave it to no one).
+local function cancelled(pr)
+  return decision(pr, "deny", "relay", { message = "The dispatch was cancelled." })
+end
+
+
 --- The form an elicitation/create request carries (mode is added by the
 --- protocol layer where the version knows it).
 function M.elicit_params(pr)
@@ -130,6 +137,7 @@ end
 -- Asks the MCP client (elicitation/create). Returns the decision.
 local function ask_client(req, pr, timeout)
   local res, err = req.elicit(M.elicit_params(pr), timeout)
+  if res == nil and err == "cancelled" then return cancelled(pr) end
   if res == nil and err == "timeout" then
     return decision(pr, "deny", "timeout", { message = "No answer to the permission request " ..
       "for " .. tostring(pr.tool) .. " within " .. util.num(timeout) .. " s, so it was denied." })
@@ -162,26 +170,35 @@ function M.deliver(run, msg)
   return true
 end
 
---- The inbox handler of the "approve" kind for job id (ad.storage.inbox):
---- hands the decision to the request waiting in this process.
-function M.on_approve(id, msg)
-  local run = require("ad.domain.async").local_job(id)
-  if not M.deliver(run, msg) then
-    io.stderr:write("agent-dispatch: job ", tostring(id), ": an approval for request ",
-      tostring(type(msg) == "table" and msg.request_id), " matches no pending request; ignored\n")
-  end
+--- The inbox handler of the "approve" kind for the job of run
+--- (ad.storage.inbox): hands the decision to the request waiting here;
+--- its return value is the poster's reply.
+function M.on_approve(run, msg)
+  if M.deliver(run, msg) then return { ok = true, delivered = true } end
+  return { ok = false, error = "no request " .. util.repr(tostring(msg.request_id)) ..
+    " of job " .. tostring(run.id) .. " waits for a decision (already decided, or timed out)" }
 end
 
--- Makes sure the job of run receives its approve messages.
+-- Makes sure the job of run takes approve messages: the handler joins the
+-- run's inbox server (run.inbox) or starts one, closed when the run ends.
 local function serve(run)
   local st = state(run)
   if st.served or not run.id then return end
   st.served = true
-  local ok, inbox = pcall(require, "ad.storage.inbox")
-  if not ok then return log_err("no job inbox", inbox) end
-  local id = run.id
-  local sok, err = pcall(inbox.serve, id, { approve = function(msg) M.on_approve(id, msg) end })
-  if not sok then log_err("cannot watch the inbox of job " .. id, err) end
+  local function handler(msg) return M.on_approve(run, msg) end
+  if run.inbox and type(run.inbox.handlers) == "table" then
+    run.inbox.handlers.approve = handler
+    return
+  end
+  local ok, srv, err = pcall(function()
+    return require("ad.storage.inbox").serve(run.id, { approve = handler })
+  end)
+  if not ok or not srv then return log_err("cannot serve the inbox of job " .. run.id, ok and err or srv) end
+  run.inbox = srv
+  core.task.spawn(function()
+    run.done:wait()
+    srv:close()
+  end)
 end
 
 --- The run became a job (ad.domain.dispatch's hand-off, with rec or nil
@@ -222,7 +239,7 @@ local function ask_job(run, pr, timeout)
       run.asking:set(pr)
     end
     local ok, why = st.adopted:wait(timeout)
-    if why == "cancelled" then error(errors.new("cancelled", "cancelled"), 0) end
+    if why == "cancelled" then return cancelled(pr) end
     if not ok then
       st.pending[pr.request_id] = nil
       return decision(pr, "deny", "relay", { message = "The permission request for " ..
@@ -235,7 +252,7 @@ local function ask_job(run, pr, timeout)
   end
   if run.attention then run.attention(pr) end
   local msg, why = entry.event:wait(math.max(0, deadline - core.task.now()))
-  if why == "cancelled" then error(errors.new("cancelled", "cancelled"), 0) end
+  if why == "cancelled" then return cancelled(pr) end
   if not msg then
     return decision(pr, "deny", "timeout", { message = "No decision on the permission " ..
       "request for " .. tostring(pr.tool) .. " within " .. util.num(timeout) ..

@@ -439,7 +439,8 @@ end
 --- Sends a request to the client and waits at most timeout seconds for
 --- its response (the serve loop keeps reading meanwhile and routes it
 --- here by id). Returns the result table, or nil and "timeout", "error"
---- (with the error object) or "closed". A cancelled caller raises.
+--- (with the error object), "closed" or "cancelled" (the caller's task
+--- was cancelled: it decides what that means).
 function Server:client_request(method, params, timeout)
   if self.broken then return nil, "closed" end
   self.outgoing = self.outgoing or {}
@@ -451,7 +452,6 @@ function Server:client_request(method, params, timeout)
                         { "jsonrpc", "id", "method", "params" }))
   local msg, why = ev:wait(timeout)
   self.outgoing[id] = nil
-  if why == "cancelled" then error(require("ad.infra.errors").new("cancelled", "cancelled"), 0) end
   if not msg then return nil, why or "timeout" end
   if msg.error ~= nil then return nil, "error", msg.error end
   if type(msg.result) ~= "table" then return nil, "error", msg.result end
