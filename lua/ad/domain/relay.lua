@@ -301,6 +301,7 @@ function M.decide(req, msg)
       "Allow it in permissions.allow of agent " .. tostring(req.agent_name) .. "." })
   end
   record(run, d)
+  if req.relay_log then req.relay_log[#req.relay_log + 1] = d end
   if req.log then
     req.log("info", "Permission " .. d.decision .. " (" .. d.by .. ") for " ..
       tostring(pr.tool) .. " of agent " .. tostring(req.agent_name))

@@ -252,6 +252,9 @@ function M.with_relay(req)
   if not (req.agent.permissions and req.agent.permissions.relay == true) then return req end
   local relay = require "ad.domain.relay"
   req.relay = true
+  -- Shared by the copies of the request: the decisions of this dispatch
+  -- (a result that depended on them is not cached).
+  req.relay_log = req.relay_log or {}
   req.on_control_request = relay.handler(req)
   return req
 end

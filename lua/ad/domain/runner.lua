@@ -230,8 +230,9 @@ local function execute(req)
   local fresh = not resume and core.text.uuid4() or nil
   local env = M.child_env(depth, req.trace_env)
   while true do
+    local relayed = req.relay and not host -- ad.domain.relay_child
     local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
-      stream = req.stream, resume = resume, session_id = fresh,
+      stream = req.stream or relayed, resume = resume, session_id = fresh,
       budget = eff.budget, model = req.agent.model,
       permission_mode = eff.permission_mode, json_schema = req.response_schema,
       allowed = eff.allowed,
@@ -244,7 +245,14 @@ local function execute(req)
         prompt_len = #text, env = remote.forwarded(env), claude_argv = argv }
       cwd = nil
     end
-    local run = run_child(argv, text, env, eff.timeout, req, cwd)
+    local run
+    if relayed then
+      run = require("ad.domain.relay_child").run(require("ad.domain.channel").argv(argv,
+        { relay = true }), text, env, eff.timeout, req, cwd,
+        { cap = M.MAX_OUTPUT, grace = M.kill_grace, drain = M.drain })
+    else
+      run = run_child(argv, text, env, eff.timeout, req, cwd)
+    end
     run.session_id, run.fresh = resume or fresh, fresh ~= nil
     run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
     local r = ssh and remote.failure(run, req) or claude.interpret(run, req)
@@ -415,7 +423,10 @@ function M.run(req)
     local span = trace.record(ctx, span_fields(req))
     span.adopted = req.span_id ~= nil -- its start was written by async.submit
     r = traced(req, ctx, span)
-    if cache and clean_success(r) then cache:put(key, req.agent_name, json.encode(r)) end
+    -- An answer that depended on permission decisions is not reused.
+    if cache and clean_success(r) and not (req.relay_log and #req.relay_log > 0) then
+      cache:put(key, req.agent_name, json.encode(r))
+    end
   end
   if hooked then return plugins.after_result(view, r), req end
   return r, req

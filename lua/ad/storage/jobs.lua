@@ -111,6 +111,14 @@ local function decode(text)
     return nil
   end
   rec = json.denull(rec)
+  -- The relay's lists stay lists when empty (JSON [] decodes to a table
+  -- that would be written back as {}).
+  local p = rec.permissions
+  if type(p) == "table" then
+    rec.permissions = json.object({ pending = json.array(type(p.pending) == "table" and p.pending or {}),
+      decisions = json.array(type(p.decisions) == "table" and p.decisions or {}) },
+      { "pending", "decisions" })
+  end
   return json.object(rec, M.KEYS)
 end
 
