@@ -242,7 +242,10 @@ end)
     const srv = env.serve();
     await srv.init();
     const { id } = await awaiting(srv);
-    const done = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    // While it waits, dispatch_wait says so at once.
+    const w = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.ok(w.awaiting_approval === true || w.status === 'done', JSON.stringify(w));
+    const done = await recUntil(env, id, (r) => r.status === 'done', 20000, 'the job to end');
     assert.match(done.result.result, /asked Bash: deny message=No decision on the permission request for Bash within 1 s/);
     assert.strictEqual(done.permissions.decisions[0].by, 'timeout');
     // Too late now: the request is no longer pending.
@@ -264,6 +267,14 @@ end)
     assert.strictEqual(rec.permissions.decisions[0].rule, 'Bash(rm:*)');
 
     const j = (await srv.call('dispatch_async', { agent: 'a', task: ASK_GIT })).value;
+    // dispatch_wait returns as soon as the agent waits for a decision.
+    const t0 = Date.now();
+    const w = (await srv.call('dispatch_wait', { job_id: j.job_id, timeout_seconds: 60 }, { ms: 30000 })).value;
+    assert.ok(Date.now() - t0 < 20000, 'dispatch_wait returned early');
+    assert.strictEqual(w.awaiting_approval, true, JSON.stringify(w));
+    assert.strictEqual(w.status, 'running');
+    assert.strictEqual(w.permissions.pending[0].tool, 'Bash');
+    assert.ok(w.hint.includes(`dispatch_approve(job_id="${j.job_id}"`), w.hint);
     rec = await recUntil(env, j.job_id, (r) => r.permissions && r.permissions.pending.length === 1,
       15000, 'a pending request');
     const cli = env.run(['approve', j.job_id]);

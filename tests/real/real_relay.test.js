@@ -51,9 +51,15 @@ async function askToTouch(s, file) {
   return v;
 }
 
+// dispatch_wait until the job ends (it returns early while a request waits).
 async function waitJob(s, id) {
-  const w = await s.callTool('dispatch_wait', { job_id: id, timeout_seconds: 90 }, { timeoutMs: 100000 });
-  return s.toolResult(w.response);
+  const until = Date.now() + 100000;
+  for (;;) {
+    const w = await s.callTool('dispatch_wait', { job_id: id, timeout_seconds: 90 }, { timeoutMs: 100000 });
+    const rec = s.toolResult(w.response);
+    if (!rec.awaiting_approval || Date.now() > until) return rec;
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 describe('permission relay with the real Claude Code CLI', () => {

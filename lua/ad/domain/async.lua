@@ -432,8 +432,11 @@ end
 --- worker's completion, or on a change of the job's file or the exit of
 --- the process running it (another process's job, which a runner killed
 --- by SIGKILL leaves unfinished: settled here as failed) - never a
---- sleep-and-poll loop.
-function M.wait(id, timeout)
+--- sleep-and-poll loop. opts.awaiting: also return (rec, false, true)
+--- while the job's agent waits for a permission decision
+--- (permissions.pending, ad.domain.relay); the record is watched then.
+function M.wait(id, timeout, opts)
+  local awaiting = opts and opts.awaiting
   local deadline = core.task.now() + timeout
   local pid, start -- the process whose exit ends a wait too, once known
   while true do
@@ -441,7 +444,7 @@ function M.wait(id, timeout)
     -- Armed before the record is read: a change between the read and the
     -- wait still ends the wait (armed after it, the wait would sleep
     -- through that change until its timeout).
-    local watch = not entry and jobs.watch(id, pid, start) or nil
+    local watch = (awaiting or not entry) and jobs.watch(id, pid, start) or nil
     local rec = jobs.get(id)
     if rec and not entry and not jobs.TERMINAL[rec.status] and jobs.settle_orphan(rec) then
       rec = jobs.get(id) or rec
@@ -455,8 +458,12 @@ function M.wait(id, timeout)
       if jobs.TERMINAL[rec.status] then return rec end
       if left <= 0 then return rec, true end
       pid, start = rpid, rstart -- look again, watching that process too
+    elseif awaiting and type(rec.permissions) == "table" and type(rec.permissions.pending) == "table"
+        and #rec.permissions.pending > 0 then
+      if watch then watch:close() end
+      return rec, false, true
     else
-      if entry then
+      if entry and not watch then
         entry.done:wait(left)
       elseif watch then
         watch:wait(left)

@@ -161,12 +161,25 @@ end
 
 -- Delivers an approve message (from the job's inbox) to the request it
 -- answers. Returns true when a request of this run was waiting for it.
+-- The decision is recorded here, before the poster hears that it was
+-- taken: a dispatch_status or dispatch_wait right after it sees it.
 function M.deliver(run, msg)
   local st = run and run.relay
   local entry = st and type(msg) == "table" and st.pending[msg.request_id]
   if not entry or entry.answer then return false end
-  entry.answer = msg
-  entry.event:set(msg)
+  local pr = entry.pr
+  local by = type(msg.by) == "string" and msg.by or "dispatch_approve"
+  local note = type(msg.message) == "string" and util.nonempty(msg.message) or nil
+  local d
+  if msg.decision == "allow" then
+    local edit = type(msg.updated_input) == "table" and msg.updated_input or nil
+    d = decision(pr, "allow", by, { message = note, updated_input = edit })
+  else
+    d = decision(pr, "deny", by, { message = note or ("Denied by the caller (" .. by .. ").") })
+  end
+  entry.answer = d
+  record(run, d)
+  entry.event:set(d)
   return true
 end
 
@@ -258,13 +271,7 @@ local function ask_job(run, pr, timeout)
       "request for " .. tostring(pr.tool) .. " within " .. util.num(timeout) ..
       " s, so it was denied." })
   end
-  local by = type(msg.by) == "string" and msg.by or "dispatch_approve"
-  local note = type(msg.message) == "string" and util.nonempty(msg.message) or nil
-  if msg.decision == "allow" then
-    local edit = type(msg.updated_input) == "table" and msg.updated_input or nil
-    return decision(pr, "allow", by, { message = note, updated_input = edit })
-  end
-  return decision(pr, "deny", by, { message = note or ("Denied by the caller (" .. by .. ").") })
+  return msg, true -- recorded by M.deliver
 end
 
 -- ------------------------------------------------------------ the door --
@@ -282,7 +289,7 @@ function M.decide(req, msg)
   local run = req.relay_run
   local plugins = package.loaded["ad.domain.plugins"]
   local verdict, by, detail = policy.decide(settings, pr, plugins and plugins.hooks.on_permission)
-  local d
+  local d, recorded
   if verdict == "allow" then
     d = decision(pr, "allow", by, { rule = by == "rule" and detail or nil,
       message = by == "hook" and detail or nil })
@@ -293,14 +300,14 @@ function M.decide(req, msg)
   elseif req.elicit then
     d = ask_client(req, pr, settings.timeout)
   elseif run and (run.id or run.asking) then
-    d = ask_job(run, pr, settings.timeout)
+    d, recorded = ask_job(run, pr, settings.timeout)
   else
     d = decision(pr, "deny", "relay", { message = "The use of " .. tostring(pr.tool) ..
       " needs the caller's approval, but this call can neither ask its client " ..
       "(no elicitation) nor return early to wait for it (hand-off off); it was denied. " ..
       "Allow it in permissions.allow of agent " .. tostring(req.agent_name) .. "." })
   end
-  record(run, d)
+  if not recorded then record(run, d) end
   if req.relay_log then req.relay_log[#req.relay_log + 1] = d end
   if req.log then
     req.log("info", "Permission " .. d.decision .. " (" .. d.by .. ") for " ..
@@ -329,6 +336,18 @@ function M.answer_call(job_id, request_id, verdict)
     "\", decision=\"" .. (verdict or "allow") .. "\")"
 end
 
+--- The hint of a job record whose agent waits for decisions: the call
+--- that answers each pending request.
+function M.pending_hint(rec)
+  local calls = {}
+  for _, e in ipairs(rec.permissions and rec.permissions.pending or {}) do
+    calls[#calls + 1] = tostring(e.tool) .. ": " ..
+      M.answer_call(rec.id, tostring(e.request_id), "allow") .. " (or decision=\"deny\")"
+  end
+  return "The agent waits for your decision on " .. #calls .. " permission request(s) " ..
+    "(permissions.pending): " .. table.concat(calls, "; ") .. ". Then call dispatch_wait again."
+end
+
 --- What a sync call returns when its child waits for the caller's
 --- decision: the job, the pending request, how to answer it.
 function M.awaiting(rec, run, agent)
@@ -351,7 +370,7 @@ function M.awaiting(rec, run, agent)
       M.answer_call(rec.id, tostring(pr.request_id), "deny") .. " (message= tells the agent " ..
       "why; updated_input= allows it with an input you edited). Unanswered, it is denied " ..
       "in " .. left .. " s. Then dispatch_wait(job_id=\"" .. rec.id .. "\") gets the answer " ..
-      "(it returns early when another request waits)." },
+      "(it returns early, with awaiting_approval, when another request waits)." },
     { "status", "job_id", "agent", "pending", "answer", "expires_in_seconds", "progress", "hint" })
 end
 

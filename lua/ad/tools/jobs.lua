@@ -83,7 +83,8 @@ tools.define{
   description = "Wait until a job finishes (at most timeout_seconds, 1-3600) " ..
     "and return its record with the result. If it is still running at the " ..
     "deadline, the record comes back with timed_out_waiting: true and the " ..
-    "job keeps running.",
+    "job keeps running. If its agent waits for a permission decision, it " ..
+    "returns at once with awaiting_approval: true (answer with dispatch_approve).",
   params = { { name = "job_id", type = "string", required = true },
              { name = "timeout_seconds", type = "integer", default = 60, minimum = 1, maximum = 3600 } },
   annotations = RO,
@@ -91,8 +92,17 @@ tools.define{
   handler = function(a, ctx)
     if not jobs.valid(a.job_id) then return bad_id(a.job_id) end
     local bound = math.max(1, math.min(3600, a.timeout_seconds))
-    local rec, timed_out = async.wait(a.job_id, bound)
+    local rec, timed_out, asking = async.wait(a.job_id, bound, { awaiting = true })
     if not rec then return not_found(a.job_id) end
+    if asking then
+      -- Its agent waits for a permission decision (ad.domain.relay).
+      rec.awaiting_approval = true
+      rec.hint = require("ad.domain.relay").pending_hint(rec)
+      local order = getmetatable(rec).__order
+      order[#order + 1] = "awaiting_approval"
+      order[#order + 1] = "hint"
+      return rec
+    end
     if timed_out then
       rec.timed_out_waiting = true
       getmetatable(rec).__order[#getmetatable(rec).__order + 1] = "timed_out_waiting"
