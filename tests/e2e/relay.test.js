@@ -77,6 +77,14 @@ describe('permission relay', () => {
     const { value } = await dispatch(srv, ASK_GIT);
     assert.strictEqual(value.success, true, JSON.stringify(value));
     assert.match(value.result, /asked Bash: allow updatedInput=\{"command":"git status"\}/);
+    // A sync call that never became a job carries its decisions itself.
+    assert.strictEqual(value.permissions.length, 1);
+    assert.strictEqual(value.permissions[0].by, 'rule');
+    assert.strictEqual(value.permissions[0].rule, 'Bash(git status:*)');
+    // ... and is not cached: the same call asks again.
+    const again = (await dispatch(srv, ASK_GIT)).value;
+    assert.strictEqual(again.cached, undefined);
+    assert.strictEqual(env.dispatches().length, 2);
     const argv = env.dispatches().at(-1).argv;
     const i = argv.indexOf('--permission-prompt-tool');
     assert.ok(i >= 0 && argv[i + 1] === 'stdio', argv.join(' '));

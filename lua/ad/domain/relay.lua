@@ -226,11 +226,11 @@ function M.adopted(run, rec)
       local e = st.pending[id]
       if e then pend[#pend + 1] = pending_entry(e.pr, e.expires_at) end
     end
+    serve(run)
     update_job(run, function(p)
       for _, d in ipairs(st.decisions) do p.decisions[#p.decisions + 1] = d end
       for _, e in ipairs(pend) do p.pending[#p.pending + 1] = e end
     end)
-    serve(run)
   end
   if st.adopted then st.adopted:set(rec and true or false) end
 end
@@ -260,8 +260,9 @@ local function ask_job(run, pr, timeout)
         "so it was denied." })
     end
   else
-    update_job(run, function(p) p.pending[#p.pending + 1] = pending_entry(pr, entry.expires_at) end)
+    -- Served before it shows as pending: an answer may come at once.
     serve(run)
+    update_job(run, function(p) p.pending[#p.pending + 1] = pending_entry(pr, entry.expires_at) end)
   end
   if run.attention then run.attention(pr) end
   local msg, why = entry.event:wait(math.max(0, deadline - core.task.now()))
