@@ -2,7 +2,8 @@
 --- dispatch_approve tool, CLI `approve` / `deny`): the answer is checked
 --- against the job's record, then posted to the job's inbox
 --- (ad.storage.inbox, kind "approve"), where the process that runs the job
---- hands it to the waiting child (ad.domain.relay) and records it.
+--- hands it to the waiting child (ad.domain.relay) and records it; a job
+--- of this process takes it directly.
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 
@@ -97,7 +98,14 @@ function M.post(id, request_id, verdict, opts)
   local msg = json.object({ kind = "approve", request_id = entry.request_id, decision = verdict,
     message = opts.message, updated_input = edit, by = opts.by or "dispatch_approve" },
     { "kind", "request_id", "decision", "message", "updated_input", "by" })
-  local ok, reply, perr = pcall(require("ad.storage.inbox").post, id, msg, { by = msg.by })
+  -- A job of this process takes it directly, any other through its inbox.
+  local run = require("ad.domain.async").local_job(id)
+  local ok, reply, perr
+  if run then
+    ok, reply = true, require("ad.domain.steer").apply(run, msg)
+  else
+    ok, reply, perr = pcall(require("ad.storage.inbox").post, id, msg, { by = msg.by })
+  end
   if not ok or not reply then
     local why = ok and perr or reply
     return nil, "The decision could not be delivered to job " .. id .. ": " ..

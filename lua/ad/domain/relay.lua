@@ -183,35 +183,22 @@ function M.deliver(run, msg)
   return true
 end
 
---- The inbox handler of the "approve" kind for the job of run
---- (ad.storage.inbox): hands the decision to the request waiting here;
---- its return value is the poster's reply.
+--- The handler of the "approve" kind of a job's inbox (ad.domain.steer):
+--- hands the decision to the request of run waiting here; its return
+--- value is the poster's reply.
 function M.on_approve(run, msg)
   if M.deliver(run, msg) then return { ok = true, delivered = true } end
   return { ok = false, error = "no request " .. util.repr(tostring(msg.request_id)) ..
     " of job " .. tostring(run.id) .. " waits for a decision (already decided, or timed out)" }
 end
 
--- Makes sure the job of run takes approve messages: the handler joins the
--- run's inbox server (run.inbox) or starts one, closed when the run ends.
+-- Makes sure the job of run takes its messages: ad.domain.async serves
+-- the inbox of every job (ad.domain.steer, where the approve kind is
+-- registered below); a run without one gets it here.
 local function serve(run)
-  local st = state(run)
-  if st.served or not run.id then return end
-  st.served = true
-  local function handler(msg) return M.on_approve(run, msg) end
-  if run.inbox and type(run.inbox.handlers) == "table" then
-    run.inbox.handlers.approve = handler
-    return
-  end
-  local ok, srv, err = pcall(function()
-    return require("ad.storage.inbox").serve(run.id, { approve = handler })
-  end)
-  if not ok or not srv then return log_err("cannot serve the inbox of job " .. run.id, ok and err or srv) end
-  run.inbox = srv
-  core.task.spawn(function()
-    run.done:wait()
-    srv:close()
-  end)
+  if run.inbox or not run.id then return end
+  run.inbox = require("ad.domain.steer").serve(run)
+  if not run.inbox then log_err("cannot serve the inbox of job " .. run.id, "inbox.serve failed") end
 end
 
 --- The run became a job (ad.domain.dispatch's hand-off, with rec or nil
@@ -374,5 +361,7 @@ function M.awaiting(rec, run, agent)
       "(it returns early, with awaiting_approval, when another request waits)." },
     { "status", "job_id", "agent", "pending", "answer", "expires_in_seconds", "progress", "hint" })
 end
+
+require("ad.domain.steer").handlers.approve = M.on_approve
 
 return M

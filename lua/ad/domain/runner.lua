@@ -21,6 +21,9 @@ local claude = require "ad.domain.claude"
 local request = require "ad.domain.request"
 local trace = require "ad.domain.trace"
 local remote = require "ad.domain.remote"
+local transport = require "ad.domain.transport"
+local channel = require "ad.domain.channel"
+local live_run = require "ad.domain.live_run"
 local state = require "ad.storage.state"
 
 local M = {}
@@ -229,27 +232,30 @@ local function execute(req)
   local resume = req.session_id
   local fresh = not resume and core.text.uuid4() or nil
   local env = M.child_env(depth, req.trace_env)
+  -- live: the CLI's control channel (ad.domain.transport, ad.domain.live_run)
+  local live = transport.choose(settings, req.agent, not host and path or nil) == "live"
+  if req.on_channel then req.on_channel(nil, live and "live" or "oneshot") end
   while true do
-    local relayed = req.relay and not host -- ad.domain.relay_child
     local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
-      stream = req.stream or relayed, resume = resume, session_id = fresh,
+      stream = req.stream or live, resume = resume, session_id = fresh,
       budget = eff.budget, model = req.agent.model,
       permission_mode = eff.permission_mode, json_schema = req.response_schema,
       allowed = eff.allowed,
       disallowed = eff.disallowed }
     if not argv then return result.failure(name, "cli_error", refusal) end
+    if live then argv = channel.argv(argv, { relay = req.relay }) end
     local cwd = req.agent.directory
     if ssh then
       argv = remote.command{ ssh = ssh.path, control_dir = ssh.control_dir,
         connect_timeout = ssh.connect_timeout, host = host, directory = req.agent.directory,
-        prompt_len = #text, env = remote.forwarded(env), claude_argv = argv }
+        prompt_len = live and "live" or #text, env = remote.forwarded(env), claude_argv = argv }
       cwd = nil
     end
     local run
-    if relayed then
-      run = require("ad.domain.relay_child").run(require("ad.domain.channel").argv(argv,
-        { relay = true }), text, env, eff.timeout, req, cwd,
-        { cap = M.MAX_OUTPUT, grace = M.kill_grace, drain = M.drain })
+    if live then
+      run = live_run.run(argv, text, env, eff.timeout, req, cwd, { cap = M.MAX_OUTPUT,
+        grace = host and remote.KILL_GRACE or M.kill_grace, drain = M.drain,
+        interrupt_grace = settings.interrupt_grace_seconds })
     else
       run = run_child(argv, text, env, eff.timeout, req, cwd)
     end
