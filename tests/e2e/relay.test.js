@@ -12,7 +12,7 @@ const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
-const { newEnv, waitUntil, q } = require('./lib');
+const { newEnv, waitUntil, q, modernMeta } = require('./lib');
 
 const HEX32 = /^[0-9a-f]{32}$/;
 
@@ -151,11 +151,48 @@ end)
     await srv.close();
   });
 
+  test('elicitation declined, or unanswered within timeout_seconds, denies; the child sees why', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 1 });
+    const srv = env.serve();
+    await srv.request('initialize', { protocolVersion: '2025-06-18',
+      capabilities: { elicitation: {} }, clientInfo: { name: 'e2e', version: '1' } });
+    srv.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    const call = dispatch(srv, '[stub:ask=Write {"file_path":"/a"}]', {}, { id: 'd1' });
+    const el = await srv.waitFor((m) => m.method === 'elicitation/create', 15000, 'elicitation/create');
+    assert.strictEqual(el.params.mode, undefined, '2025-06-18 has no mode');
+    srv.send({ jsonrpc: '2.0', id: el.id, result: { action: 'decline' } });
+    assert.match((await call).value.result, /asked Write: deny message=The caller declined the permission request/);
+    // No answer at all: denied after the timeout, and a late answer is ignored.
+    const call2 = dispatch(srv, '[stub:ask=Write {"file_path":"/b"}]', {}, { id: 'd2' });
+    const el2 = await srv.waitFor((m) => m.method === 'elicitation/create' && m.id !== el.id, 15000, 'second');
+    const { value } = await call2;
+    assert.match(value.result, /asked Write: deny message=No answer to the permission request for Write within 1 s/);
+    assert.strictEqual(value.permissions[0].by, 'timeout');
+    srv.send({ jsonrpc: '2.0', id: el2.id, result: { action: 'accept', content: { decision: 'allow' } } });
+    assert.deepStrictEqual((await srv.request('ping', undefined, { id: 'p2' })).result, {});
+    await srv.close();
+  });
+
+  test('the 2026-07-28 era (stateless: no server requests) gets awaiting_approval even when it declares elicitation', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    const { value } = await srv.call('dispatch', { agent: 'a', task: ASK_GIT }, { ms: 30000,
+      meta: modernMeta({ 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } }) });
+    assert.strictEqual(value.status, 'awaiting_approval', JSON.stringify(value));
+    assert.strictEqual(srv.notifications('elicitation/create').length, 0);
+    await srv.call('dispatch_approve', { job_id: value.job_id, request_id: value.pending.request_id,
+      decision: 'allow' }, { modern: true });
+    const rec = await recUntil(env, value.job_id, (r) => r.status === 'done', 20000, 'the end');
+    assert.match(rec.result.result, /allow updatedInput=\{"command":"git status"\}/);
+    await srv.close();
+  });
+
   test('without elicitation: awaiting_approval, then dispatch_approve allows with the input unchanged', async (t) => {
     const env = setup(t, { relay: true, timeout_seconds: 60 });
     const srv = env.serve();
     await srv.init();
     const { value, id, req } = await awaiting(srv);
+    assert.strictEqual(srv.notifications('elicitation/create').length, 0, 'not asked: no elicitation declared');
     assert.strictEqual(value.agent, 'a');
     assert.strictEqual(value.pending.tool, 'Bash');
     assert.deepStrictEqual(value.pending.input, { command: 'git status' });
