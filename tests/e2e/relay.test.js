@@ -91,6 +91,18 @@ describe('permission relay', () => {
     await srv.close();
   });
 
+  test('the child gets back its input byte for byte: [] stays [], long numbers and 1.0 unchanged', async (t) => {
+    const env = setup(t, { relay: true, allow: ['MultiEdit'] });
+    const srv = env.serve();
+    await srv.init();
+    const input = '{"file_path":"/x","edits":[],"n":12345678901234567,"f":1.0,"s":"a,}]b"}';
+    const spec = path.join(env.root, 'ask.txt');
+    fs.writeFileSync(spec, `MultiEdit ${input}\n`);
+    const { value } = await dispatch(srv, `[stub:ask_file=${spec}]`);
+    assert.ok(value.result.includes(`asked MultiEdit: allow updatedInput=${input}`), value.result);
+    await srv.close();
+  });
+
   test('a deny rule wins over an allow rule and the child sees why', async (t) => {
     const env = setup(t, { relay: true, allow: ['Bash'], deny: ['Bash(rm:*)'] });
     const srv = env.serve();

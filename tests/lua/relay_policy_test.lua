@@ -110,6 +110,17 @@ test("relay off by default; defaults filled in", function()
   eq(s.timeout, 120); eq(#s.allow, 0)
 end)
 
+test("core.json.raw_member gives a whole object or array member byte for byte", function()
+  local core = require "ad.core"
+  local line = '{"type":"control_request","request":{"subtype":"can_use_tool",' ..
+    '"input":{"a":[],"b":"x}],{","n":12345678901234567},"z":1},"after":[1,[2]]}'
+  local req = core.json.raw_member(line, "request")
+  eq(core.json.raw_member(req, "input"), '{"a":[],"b":"x}],{","n":12345678901234567}')
+  eq(core.json.raw_member(line, "after"), "[1,[2]]")
+  eq(core.json.raw_member(req, "z"), "1")
+  eq(core.json.raw_member(line, "type"), '"control_request"')
+end)
+
 local function schema_errors(perm_yaml)
   local doc = assert(require("ad.core").yaml.load(
     "agents:\n  a:\n    directory: /tmp\n    permissions: " .. perm_yaml .. "\n"))

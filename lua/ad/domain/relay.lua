@@ -87,7 +87,7 @@ end
 function M.response(pr, d)
   if d.decision == "allow" then
     return json.object({ behavior = "allow",
-      updatedInput = d.updated_input or pr.input or json.object({}, {}) },
+      updatedInput = d.updated_input or pr.raw_input or pr.input or json.object({}, {}) },
       { "behavior", "updatedInput" })
   end
   return json.object({ behavior = "deny", message = d.message or "Denied." },
@@ -118,7 +118,7 @@ end
 --- The form an elicitation/create request carries (mode is added by the
 --- protocol layer where the version knows it).
 function M.elicit_params(pr)
-  local input = json.encode(pr.input or json.object({}, {}))
+  local input = pr.raw_input and pr.raw_input[1] or json.encode(pr.input or json.object({}, {}))
   local msg = "Agent " .. tostring(pr.agent) .. " asks to use the tool " .. tostring(pr.tool) ..
     (pr.description and pr.description ~= "" and (" (" .. pr.description .. ")") or "") ..
     ".\nInput:\n" .. input .. "\nAllow it?"
@@ -267,11 +267,17 @@ end
 --- Decides one can_use_tool request of req's child: returns the decision
 --- record (see M.DECISION_KEYS), after recording it. msg is the
 --- control_request line as decoded.
-function M.decide(req, msg)
+--- line: the control_request as the child wrote it, whose input is given
+--- back byte for byte (decoded JSON would turn [] into {} and round long
+--- numbers).
+function M.decide(req, msg, line)
   local settings = M.settings(req) or { allow = {}, deny = {}, timeout = policy.DEFAULT_TIMEOUT }
   local r = type(msg.request) == "table" and msg.request or {}
+  local raw = line and core.json.raw_member(line, "request")
+  raw = raw and core.json.raw_member(raw, "input")
   local pr = { request_id = tostring(msg.request_id), tool = r.tool_name,
     input = type(r.input) == "table" and r.input or json.object({}, {}), agent = req.agent_name,
+    raw_input = raw and raw:sub(1, 1) == "{" and json.raw(raw) or nil,
     description = type(r.description) == "string" and r.description or nil,
     asked_at = core.task.time() }
   local run = req.relay_run
@@ -307,10 +313,10 @@ end
 --- The on_control_request handler of req's channel: can_use_tool goes
 --- through M.decide; other requests are not ours (nil).
 function M.handler(req)
-  return function(msg, reply)
+  return function(msg, reply, line)
     local r = type(msg) == "table" and msg.request
     if type(r) ~= "table" or r.subtype ~= "can_use_tool" then return nil end
-    local d, pr = M.decide(req, msg)
+    local d, pr = M.decide(req, msg, line)
     reply(M.response(pr, d))
     return true
   end
