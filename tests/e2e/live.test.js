@@ -226,7 +226,7 @@ describe('job inbox files', () => {
     await srv.init();
     const id = (await srv.call('dispatch_async', { agent: 'a', task: '[stub:sleep=2] guarded' })).value.job_id;
     trackRunner(env, await recUntil(env, id, (r) => r.status === 'running', 10000, 'running'));
-    const box = path.join(env.jobs, `${id}.inbox`);
+    const box = path.join(env.jobs, 'inbox', id);
     assert.ok(await waitUntil(() => fs.existsSync(path.join(box, 'owner')), 5000));
     assert.strictEqual(fs.statSync(box).mode & 0o777, 0o700);
     const msg = (text) => JSON.stringify({ kind: 'steer', text, by: 'forger', at: 1 });
@@ -247,6 +247,7 @@ describe('job inbox files', () => {
       assert.ok(!fs.existsSync(path.join(box, n)), `${n} removed`);
     }
     assert.ok(fs.existsSync(outside), 'the link target is untouched');
+    assert.ok(await waitUntil(() => !fs.existsSync(box), 5000), 'the inbox is removed when the job ends');
     await srv.close();
     await env.assertNoLeftovers();
   });

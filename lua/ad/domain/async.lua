@@ -171,7 +171,6 @@ end
 -- crash is recorded, the job_done hooks run, it leaves the registry.
 local function settle(run, ok, result)
   local id = run.id
-  if run.inbox then run.inbox:close() end
   if ok then
     flush(run)
     if run.start_error then
@@ -194,6 +193,9 @@ local function settle(run, ok, result)
     io.stderr:write("agent-dispatch: job ", id, " worker crashed: ", msg, "\n")
     jobs.fail_unstored(id, "Worker crashed: " .. msg:match("^[^\n]*"))
   end
+  -- Last: its files go only once the end is recorded (on a full disk
+  -- their room must not be what lets the record through late).
+  if run.inbox then run.inbox:close() end
   registry[id] = nil
 end
 
