@@ -49,10 +49,10 @@ end
 -- written leaves the call waiting as it would without a hand-off.
 -- A child that asks its caller for a permission (ad.domain.relay) ends the
 -- wait early: the run becomes a job and the answer says what it waits for.
-local function race(after, fn, as_result, fields, opts, log)
+local function race(after, fn, as_result, fields, opts, log, relayed)
   local async = require "ad.domain.async"
   local run = async.watch(fn, as_result)
-  run.asking = require("ad.core").task.event()
+  if relayed then run.asking = require("ad.core").task.event() end
   local res = table.pack(async.await(run, after, run.asking))
   if res[1] then return table.unpack(res, 1, res.n) end
   local rec, why = async.adopt(run, fields, opts)
@@ -92,7 +92,7 @@ function M.one(cfg, p, hooks, opts)
       -- The job's result: a refusing before_dispatch hook is a failure.
       function(res, why) return res or result.failure(req.agent_name, "permission", why) end,
       { agent = req.agent_name, task = req.task, context = req.context,
-        caller = req.caller, goal = req.goal }, nil, f.log)
+        caller = req.caller, goal = req.goal }, nil, f.log, req.relay)
     if not finished then return r end
   else
     r, ran = runner.run(req)
