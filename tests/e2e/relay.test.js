@@ -312,6 +312,19 @@ end)
     await srv.close();
   });
 
+  test('a call that can neither elicit nor hand off (handoff_after_seconds 0, CLI dispatch) denies and says why', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await dispatch(srv, ASK_GIT, { handoff_after_seconds: 0 });
+    assert.match(value.result, /asked Bash: deny message=The use of Bash needs the caller's approval, but this call can neither ask/);
+    assert.strictEqual(value.permissions[0].by, 'relay');
+    await srv.close();
+    const cli = env.run(['dispatch', 'a', ASK_GIT]);
+    assert.strictEqual(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /asked Bash: deny message=The use of Bash needs the caller's approval/);
+  });
+
   test('a background job (dispatch_async) records rule decisions and waits for approval of the rest', async (t) => {
     const env = setup(t, { relay: true, timeout_seconds: 60, deny: ['Bash(rm:*)'] });
     const srv = env.serve();
