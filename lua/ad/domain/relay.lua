@@ -264,6 +264,16 @@ end
 
 -- ------------------------------------------------------------ the door --
 
+-- Seconds a request may wait for the caller: timeout_seconds, but never
+-- longer than the dispatch itself may run (its child is killed then, and
+-- the reader of its channel waits in this handler meanwhile).
+local function wait_limit(req, settings)
+  local ok, eff = pcall(require("ad.domain.request").effective, req)
+  local cap = ok and eff.timeout or nil
+  if type(cap) == "number" and cap > 0 and cap < settings.timeout then return cap end
+  return settings.timeout
+end
+
 --- Decides one can_use_tool request of req's child: returns the decision
 --- record (see M.DECISION_KEYS), after recording it. msg is the
 --- control_request line as decoded.
@@ -292,9 +302,9 @@ function M.decide(req, msg, line)
       message = by == "rule" and ("Denied by the rule " .. detail .. " of agent " ..
         tostring(req.agent_name) .. ".") or detail })
   elseif req.elicit then
-    d = ask_client(req, pr, settings.timeout)
+    d = ask_client(req, pr, wait_limit(req, settings))
   elseif run and (run.id or run.asking) then
-    d, recorded = ask_job(run, pr, settings.timeout)
+    d, recorded = ask_job(run, pr, wait_limit(req, settings))
   else
     d = decision(pr, "deny", "relay", { message = "The use of " .. tostring(pr.tool) ..
       " needs the caller's approval, but this call can neither ask its client " ..
