@@ -420,10 +420,14 @@ function M.cancel(id)
   if outcome == "running" then
     local entry = registry[id]
     if entry then
-      rec, outcome = jobs.cancel(id, true)
+      local live = entry.channel ~= nil
+      rec, outcome = jobs.cancel(id, true, live and ("Cancelled while running; its agent " ..
+        "was interrupted (its session_id is kept for dispatch_session)") or nil)
       if outcome == "cancelled_running" then
-        entry.task:cancel() -- kills the child's process group
-        message = "The job was running; its subprocess was killed."
+        entry.task:cancel() -- kills the child's process group (live: after the interrupt)
+        message = live and "The job was running; its agent was interrupted and its " ..
+          "process group ends within settings.interrupt_grace_seconds." or
+          "The job was running; its subprocess was killed."
       end
     elseif jobs.process_alive(rec) and M.cancel_by_owner(id) then
       -- Its owner (a detached job runner, another server) stopped it: the
