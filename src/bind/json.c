@@ -1,7 +1,7 @@
 /* Lua face of the raw JSON member scanner: core.json.
  *
  *   core.json.raw_member(line, key) -> the raw text of a top-level
- *       member's value | nil
+ *       member's value (a scalar, or a whole object or array) | nil
  *   core.json.may_overflow(text) -> whether text holds an exponent of
  *       three digits or a run of 309 digits (a number a double cannot hold)
  *   core.json.encoder(raw_mt, scalar, null) -> the encoder of ad.infra.json
@@ -24,6 +24,27 @@ static size_t skip_string(const char *s, size_t n, size_t i)
         } else if (s[i] == '"') {
             return i + 1;
         }
+    }
+    return n;
+}
+
+/* Skips an object or array starting at s[i] ('{' or '['); returns the
+ * index after its closing bracket (brackets inside strings are text). */
+static size_t skip_container(const char *s, size_t n, size_t i)
+{
+    int depth = 0;
+    while (i < n) {
+        char c = s[i];
+        if (c == '"') {
+            i = skip_string(s, n, i);
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if ((c == '}' || c == ']') && --depth == 0) {
+            return i + 1;
+        }
+        i++;
     }
     return n;
 }
@@ -55,6 +76,12 @@ static int l_raw_member(lua_State *L)
                     size_t start = i;
                     if (i < n && s[i] == '"') {
                         i = skip_string(s, n, i); /* commas inside are text */
+                    } else if (i < n && (s[i] == '{' || s[i] == '[')) {
+                        /* A whole object or array, byte for byte (a decoded
+                         * one loses [] versus {} and long numbers). */
+                        i = skip_container(s, n, i);
+                        lua_pushlstring(L, s + start, i - start);
+                        return 1;
                     }
                     while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ' ' &&
                            s[i] != '\t' && s[i] != '\r' && s[i] != '\n') {

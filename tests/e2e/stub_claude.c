@@ -241,6 +241,8 @@ struct directives {
     const char *reply, *json, *stderr_text, *stdout_text, *errors, *deny;
     const char *tool, *echo_env, *structured, *sh;
     const char *ask;
+    /* relay: the [stub:ask=...] spec read from a file */
+    const char *ask_file;
     /* numbers (negative = absent) */
     double sleep, interval, grandchild, escape, cost, linger;
     long progress, exit_code, turns, stderr_bytes, huge, huge_line, spew, die;
@@ -294,6 +296,9 @@ static const struct {
     D("deaf", D_FLAG, deaf),             /* interrupts are not heard during the turn */
     D("ask", D_STR, ask),                /* "TOOL JSON": a can_use_tool control_request;
                                           * the result tells the answer received */
+    /* relay (tests/e2e/relay.test.js) */
+    D("ask_file", D_STR, ask_file),      /* as ask, "TOOL JSON" read from this file (a JSON
+                                          * input may hold ']', which ends a directive) */
 #undef D
 };
 
@@ -1397,8 +1402,24 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
         result_line(c, NULL);
         return 1;
     }
-    char *reply = d->ask ? live_ask(c, d->ask)
+    char *spec = NULL; /* relay: [stub:ask_file=PATH] */
+    if (d->ask_file) {
+        FILE *f = fopen(d->ask_file, "r");
+        struct buf fb = {0};
+        char chunk[4096];
+        size_t got;
+        buf_str(&fb, "");
+        while (f && (got = fread(chunk, 1, sizeof chunk - 1, f)) > 0) {
+            chunk[got] = '\0';
+            buf_str(&fb, chunk);
+        }
+        if (f) fclose(f);
+        while (fb.p[0] && strchr("\r\n", fb.p[strlen(fb.p) - 1])) fb.p[strlen(fb.p) - 1] = '\0';
+        spec = fb.p;
+    }
+    char *reply = spec ? live_ask(c, spec) : d->ask ? live_ask(c, d->ask)
                   : live_override ? strdup(live_override) : make_reply(d, prompt, argc, argv);
+    free(spec);
     if (live_interrupted) {
         free(reply);
         return live_aborted(c);

@@ -97,6 +97,7 @@ C.job = {
       out("  progress:")
       for i = math.max(1, #r.progress - 9), #r.progress do out("    ", r.progress[i]) end
     end
+    for _, line in ipairs(require("ad.domain.approve").lines(r)) do out(line) end
     if type(r.result) == "table" then show_result(r.result) end
     return 0
   end,

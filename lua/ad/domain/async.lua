@@ -9,6 +9,7 @@ local jobs = require "ad.storage.jobs"
 local runner = require "ad.domain.runner"
 local errors = require "ad.infra.errors"
 local trace = require "ad.domain.trace"
+local request = require "ad.domain.request"
 
 local M = {}
 
@@ -128,6 +129,8 @@ function M.observe(run, req)
     if inner then inner(line) end
   end
   r.on_span = function(span) run.span = span end
+  r.relay_run = run -- a permission request waits on the run (ad.domain.relay)
+  if r.relay then request.with_relay(r) end
   -- The live child (ad.domain.live_run) while it works, and the
   -- transport: what a steer message to the job finds (ad.domain.steer).
   r.on_channel = function(ch, mode)
@@ -272,8 +275,20 @@ end
 --- it returned (raising what it raised); false when it is still running.
 --- A caller cancelled while waiting cancels the run and waits until its
 --- children are gone before the cancellation propagates.
-function M.await(run, timeout)
-  local _, why = run.done:wait(timeout)
+---
+--- alert (an event, optional) ends the wait early too: false is returned
+--- as for a run still running.
+function M.await(run, timeout, alert)
+  local _, why
+  if alert then
+    local waker = core.task.spawn(function()
+      if run.done:wait() then alert:set(false) end
+    end)
+    _, why = alert:wait(timeout)
+    waker:cancel()
+  else
+    _, why = run.done:wait(timeout)
+  end
   if why == "cancelled" or core.task.cancelled() then
     run.task:cancel()
     while not run.task:done() do
@@ -485,8 +500,11 @@ end
 --- worker's completion, or on a change of the job's file or the exit of
 --- the process running it (another process's job, which a runner killed
 --- by SIGKILL leaves unfinished: settled here as failed) - never a
---- sleep-and-poll loop.
-function M.wait(id, timeout)
+--- sleep-and-poll loop. opts.awaiting: also return (rec, false, true)
+--- while the job's agent waits for a permission decision
+--- (permissions.pending, ad.domain.relay); the record is watched then.
+function M.wait(id, timeout, opts)
+  local awaiting = opts and opts.awaiting
   local deadline = core.task.now() + timeout
   local pid, start -- the process whose exit ends a wait too, once known
   while true do
@@ -494,7 +512,7 @@ function M.wait(id, timeout)
     -- Armed before the record is read: a change between the read and the
     -- wait still ends the wait (armed after it, the wait would sleep
     -- through that change until its timeout).
-    local watch = not entry and jobs.watch(id, pid, start) or nil
+    local watch = (awaiting or not entry) and jobs.watch(id, pid, start) or nil
     local rec = jobs.get(id)
     if rec and not entry and not jobs.TERMINAL[rec.status] and jobs.settle_orphan(rec) then
       rec = jobs.get(id) or rec
@@ -508,8 +526,12 @@ function M.wait(id, timeout)
       if jobs.TERMINAL[rec.status] then return rec end
       if left <= 0 then return rec, true end
       pid, start = rpid, rstart -- look again, watching that process too
+    elseif awaiting and type(rec.permissions) == "table" and type(rec.permissions.pending) == "table"
+        and #rec.permissions.pending > 0 then
+      if watch then watch:close() end
+      return rec, false, true
     else
-      if entry then
+      if entry and not watch then
         entry.done:wait(left)
       elseif watch then
         watch:wait(left)

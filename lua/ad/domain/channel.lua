@@ -20,8 +20,9 @@
 ---       reads lines until the turn's result line; handlers.on_event(kind,
 ---       obj, progress) for every other event (progress: the progress lines
 ---       of an assistant event), handlers.on_line(line) for a line that is
----       not an event, handlers.on_control_request(msg, reply) for each
----       control_request of the child (reply(response_table) answers it
+---       not an event, handlers.on_control_request(msg, reply, line) for
+---       each control_request of the child (line: as the child wrote it;
+---       reply(response_table) answers it
 ---       with success); with no handler a can_use_tool is denied with a
 ---       clear message and any other request gets an error response
 ---   ch:read_event(handlers) -> kind, obj | nil, err   one line (same
@@ -114,12 +115,15 @@ local function respond(ch, id, response)
     subtype = "success", request_id = id, response = response } }) .. "\n")
 end
 
-local function control_request(ch, obj, handlers)
+local function control_request(ch, obj, handlers, line)
   local id = obj.request_id
   local req = type(obj.request) == "table" and obj.request or {}
   local function reply(response) return respond(ch, id, response) end
+  -- A handler returns nil for a request it does not take (the default
+  -- answer below goes out then).
   if handlers and handlers.on_control_request then
-    return handlers.on_control_request(obj, reply)
+    local taken = handlers.on_control_request(obj, reply, line)
+    if taken ~= nil then return taken end
   end
   if req.subtype == "can_use_tool" then
     return reply({ behavior = "deny", message = M.NO_RELAY })
@@ -160,7 +164,7 @@ function Channel:read_event(handlers)
     self.session_id = obj.session_id
   end
   if kind == "control_request" then
-    control_request(self, obj, handlers)
+    control_request(self, obj, handlers, line)
   elseif kind == "result" then
     self.turns = self.turns + 1
   elseif handlers and handlers.on_event then

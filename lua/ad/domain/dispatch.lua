@@ -48,12 +48,20 @@ end
 -- when it is still running after `after` seconds. Returns true and fn's
 -- values, or false and the hand-off answer. A job record that cannot be
 -- written leaves the call waiting as it would without a hand-off.
-local function race(after, fn, as_result, fields, opts, log)
+-- A child that asks its caller for a permission (ad.domain.relay) ends the
+-- wait early: the run becomes a job and the answer says what it waits for.
+local function race(after, fn, as_result, fields, opts, log, relayed)
   local async = require "ad.domain.async"
   local run = async.watch(fn, as_result)
-  local res = table.pack(async.await(run, after))
+  if relayed then run.asking = require("ad.core").task.event() end
+  local res = table.pack(async.await(run, after, run.asking))
   if res[1] then return table.unpack(res, 1, res.n) end
   local rec, why = async.adopt(run, fields, opts)
+  if run.relay then
+    local relay = require "ad.domain.relay"
+    relay.adopted(run, rec)
+    if rec and run.relay.asking then return false, relay.awaiting(rec, run, fields.agent) end
+  end
   if rec then return false, handed_off(rec, run, after, fields.agent) end
   if log then log("warning", "Could not hand the call off to a job (" .. tostring(why) ..
     "); waiting for it instead") end
@@ -74,6 +82,7 @@ end
 function M.one(cfg, p, hooks, opts)
   local f = util.copy(p)
   f.log = hooks and hooks.log
+  f.elicit = hooks and hooks.elicit
   f.handoff = opts ~= nil and opts.handoff == true
   local req, err = request.build(cfg, f)
   if not req then return nil, err end
@@ -92,7 +101,7 @@ function M.one(cfg, p, hooks, opts)
       -- The job's result: a refusing before_dispatch hook is a failure.
       function(res, why) return res or result.failure(req.agent_name, "permission", why) end,
       { agent = req.agent_name, task = req.task, context = req.context,
-        caller = req.caller, goal = req.goal }, nil, f.log)
+        caller = req.caller, goal = req.goal }, nil, f.log, req.relay)
     if not finished then return r end
   else
     r, ran = runner.run(req)

@@ -57,19 +57,40 @@ function M.run(req, after, answer, reply, log)
       if inner then inner(line) end
     end
   end
-  local timer = core.task.after(after, function()
-    if run.finished then return end
+  -- The hand-off itself: at the deadline, or at once when a relayed
+  -- child asks its caller for a permission (ad.domain.relay: the answer
+  -- then says what the job waits for).
+  local timer
+  local function hand_off()
+    if run.finished or run.id or run.handing then return end
+    run.handing = true
     req.on_spawn = function(pid, argv) return async.spawned(run, pid, argv) end
     run.done, run.tail = core.task.event(), run.tail or {}
     local rec, why = async.adopt(run, { agent = req.agent_name, task = req.task,
       context = req.context, caller = req.caller, goal = req.goal })
+    if run.relay then
+      local relay = require "ad.domain.relay"
+      relay.adopted(run, rec)
+      if rec and run.relay.asking then
+        answer(relay.awaiting(rec, run, req.agent_name))
+        return
+      end
+    end
     if not rec then
       if log then log("warning", "Could not hand the call off to a job (" .. tostring(why) ..
         "); waiting for it instead") end
       return
     end
     answer(reply(rec, run))
-  end)
+  end
+  timer = core.task.after(after, hand_off)
+  if req.relay then
+    req.relay_run = run
+    run.asking = { set = function()
+      timer:stop()
+      core.task.spawn(hand_off)
+    end }
+  end
   local ok, r, ran = pcall(runner.run, req)
   timer:stop()
   run.finished = true

@@ -16,6 +16,10 @@
 ---   hook("redact", function(text) end)  -- returns the text to keep; runs
 ---        on every progress line before anything sees or stores it, and
 ---        on the text fields of every result (after after_result)
+---   hook("on_permission", function(req) end)  -- a relayed permission
+---        request of a child ({tool, input, agent, request_id,
+---        description}): return "allow", "deny" (and a message the
+---        child's model sees) or "ask" (ad.domain.relay_policy)
 ---
 --- plus ad (the agent_dispatch module), json, log, and Lua's safe
 --- libraries. A file is loaded only when the file opened is owned by the
@@ -33,7 +37,8 @@ local M = {}
 M.LOAD_BUDGET = 2    -- seconds a tool file may run while loading
 M.CALL_BUDGET = 10   -- seconds a handler or hook may run without yielding
 
-M.hooks = { before_dispatch = {}, after_result = {}, job_done = {}, redact = {} }
+M.hooks = { before_dispatch = {}, after_result = {}, job_done = {}, redact = {},
+  on_permission = {} }
 M.loaded = {}        -- {file =, tools = {names}}
 M.problems = {}      -- {file =, message =}
 M.ran = false        -- has any tool file's code run (even one then skipped)?
@@ -177,7 +182,7 @@ function M.load(define, builtin)
           tool = function(spec) tools[#tools + 1] = make_tool(spec, path, ad) end,
           hook = function(event, fn)
             if not M.hooks[event] then
-              error("unknown hook '" .. tostring(event) .. "' (before_dispatch, after_result, job_done, redact)", 2)
+              error("unknown hook '" .. tostring(event) .. "' (before_dispatch, after_result, job_done, redact, on_permission)", 2)
             end
             if type(fn) ~= "function" then error("hook needs a function", 2) end
             hooks[#hooks + 1] = { event = event, fn = fn, file = path }

@@ -229,17 +229,35 @@ function M.build(cfg, f, opts)
     if err then return nil, err end
     context = util.nonempty(groups.fold(cfg, group, context))
   end
-  return {
+  local req = {
     agent_name = name, agent = agent, settings = cfg.settings,
     task = f.task, context = context, caller = util.nonempty(f.caller),
     goal = util.nonempty(f.goal), response_format = util.nonempty(f.response_format),
     response_schema = schema, group = group, session_id = util.nonempty(f.session_id), timeout = timeout,
     stream = f.stream == true, use_cache = f.use_cache == true,
     on_progress = f.on_progress, log = f.log, on_slot = f.on_slot, on_spawn = f.on_spawn,
+    elicit = f.elicit,
     handoff_after = handoff_after,
     trace = f.trace, span_kind = f.span_kind, span_id = f.span_id, span_start = f.span_start,
     job_id = f.job_id, tree_budget_usd = tree_budget,
   }
+  M.with_relay(req)
+  return req
+end
+
+--- An agent with permissions.relay: its child asks over its control
+--- channel (req.relay) and ad.domain.relay answers (req.on_control_request,
+--- bound to this request; a copy that changes what the relay reads, such
+--- as ad.domain.async.observe, binds it again).
+function M.with_relay(req)
+  if not (req.agent.permissions and req.agent.permissions.relay == true) then return req end
+  local relay = require "ad.domain.relay"
+  req.relay = true
+  -- Shared by the copies of the request: the decisions of this dispatch
+  -- (a result that depended on them is not cached).
+  req.relay_log = req.relay_log or {}
+  req.on_control_request = relay.handler(req)
+  return req
 end
 
 --- What user hooks see of a request (before_dispatch may change task,

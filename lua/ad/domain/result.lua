@@ -7,7 +7,7 @@ local M = {}
 
 M.KEYS = { "agent", "success", "result", "session_id", "cost_usd",
   "duration_ms", "num_turns", "error", "error_type", "parsed_result",
-  "structured_output", "denied_tools", "hint", "budget_exceeded", "cached" }
+  "structured_output", "denied_tools", "hint", "budget_exceeded", "cached", "permissions" }
 
 --- fields marked as a DispatchResult (its keys come out in M.KEYS order).
 ---@param fields table

@@ -448,7 +448,13 @@ function M.run(req)
     local span = trace.record(ctx, span_fields(req))
     span.adopted = req.span_id ~= nil -- its start was written by async.submit
     r = traced(req, ctx, span)
-    if cache and clean_success(r) then cache:put(key, req.agent_name, json.encode(r)) end
+    -- An answer that depended on permission decisions is not reused, and
+    -- says which (ad.domain.relay: by whom, what, when).
+    if req.relay_log and #req.relay_log > 0 then
+      r.permissions = json.array(util.copy(req.relay_log))
+    elseif cache and clean_success(r) then
+      cache:put(key, req.agent_name, json.encode(r))
+    end
   end
   if hooked then return plugins.after_result(view, r), req end
   return r, req

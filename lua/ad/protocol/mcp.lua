@@ -53,6 +53,8 @@ M.INSTRUCTIONS = table.concat({
   "follow it. Save context: return_ref=true stores a large result and returns",
   "a compact ref that fetch_result reads. Manage agents with add_agent,",
   "update_agent, remove_agent; cache_stats / cache_clear for the result cache.",
+  "A result with status awaiting_approval: the agent asks to use a tool;",
+  "answer with dispatch_approve, then dispatch_wait.",
 }, " ")
 
 local function versioned(v)
@@ -368,6 +370,7 @@ function Server:call_tool(id, key, params, era)
   local last_n = 0
   local ctx = {
     tool = name,
+    elicit = self:elicitor(era),
     log = function(lvl, msg)
       io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " ", lvl:upper(), " ", msg, "\n")
       if level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level] and not entry.done
@@ -432,6 +435,58 @@ function Server:call_tool(id, key, params, era)
     local r = text_result(text, tools.is_error_result(value))
     server:result(id, r, era.modern)
   end)
+end
+
+-- ------------------------------------- requests to the client (legacy) --
+
+--- Does a legacy client with capabilities caps accept form elicitation?
+--- 2025-06-18: `elicitation: {}`; 2025-11-25: `form` declared, or an
+--- empty `elicitation` (which means form).
+function M.elicits_form(version, caps)
+  local e = caps.elicitation
+  if type(e) ~= "table" or json.is_array(e) and next(e) ~= nil then return false end
+  if version == "2025-06-18" then return true end
+  if version ~= "2025-11-25" then return false end
+  return next(e) == nil or type(e.form) == "table"
+end
+
+--- Sends a request to the client and waits at most timeout seconds for
+--- its response (the serve loop keeps reading meanwhile and routes it
+--- here by id). Returns the result table, or nil and "timeout", "error"
+--- (with the error object), "closed" or "cancelled" (the caller's task
+--- was cancelled: it decides what that means).
+function Server:client_request(method, params, timeout)
+  if self.broken then return nil, "closed" end
+  self.outgoing = self.outgoing or {}
+  self.next_out = (self.next_out or 0) + 1
+  local id = "agent-dispatch-" .. self.next_out
+  local ev = core.task.event()
+  self.outgoing[id] = ev
+  self:send(json.object({ jsonrpc = "2.0", id = id, method = method, params = params },
+                        { "jsonrpc", "id", "method", "params" }))
+  local msg, why = ev:wait(timeout)
+  self.outgoing[id] = nil
+  if not msg then return nil, why or "timeout" end
+  if msg.error ~= nil then return nil, "error", msg.error end
+  if type(msg.result) ~= "table" then return nil, "error", msg.result end
+  return msg.result
+end
+
+--- The elicit(params, timeout) of a tool call's context, when its client
+--- takes form elicitation (ad.domain.relay): elicitation/create with
+--- mode "form" where the version has it.
+function Server:elicitor(era)
+  if era.modern or not self.client_elicits then return nil end
+  local server = self
+  return function(params, timeout)
+    if era.version == "2025-11-25" then params.mode = "form" end
+    local res, why, err = server:client_request("elicitation/create", params, timeout)
+    if not res and why == "error" then
+      why = "the client answered with an error: " .. (type(err) == "table" and
+        tostring(err.message) or json.encode(err))
+    end
+    return res, why
+  end
 end
 
 -- ------------------------------------------------ tasks (2025-11-25) --
@@ -635,6 +690,7 @@ function Server:legacy(id, key, msg)
     self.legacy_version = v
     local ccaps = type(params.capabilities) == "table" and params.capabilities or {}
     self.client_tasks = (v == "2025-11-25" and type(ccaps.tasks) == "table")
+    self.client_elicits = M.elicits_form(v, ccaps)
     local caps = json.object({ tools = json.object({ listChanged = false }, { "listChanged" }),
                                resources = M.resources_capability(),
                                logging = json.object({}, {}) }, { "tools", "resources", "logging", "tasks" })
@@ -683,7 +739,11 @@ function Server:message(msg, line)
     return self:error(nil, -32600, "Invalid Request: a message must be a JSON object")
   end
   if msg.method == nil and (msg.result ~= nil or msg.error ~= nil) then
-    return -- a response from the client: we never send requests
+    -- A response from the client: to one of our requests (elicitation),
+    -- else ignored.
+    local waiting = type(msg.id) == "string" and self.outgoing and self.outgoing[msg.id]
+    if waiting then waiting:set(msg) end
+    return
   end
   local has_id = msg.id ~= nil
   local id, key

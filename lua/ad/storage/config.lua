@@ -26,7 +26,8 @@ local M = {}
 
 local AGENT_KEYS = { "directory", "host", "description", "timeout", "max_budget_usd",
   "model", "permission_mode", "allowed_tools", "disallowed_tools",
-  "capabilities", "risky_capabilities" }
+  "capabilities", "risky_capabilities", "permissions" }
+local PERMISSIONS_KEYS = { "relay", "allow", "deny", "timeout_seconds" }
 local GROUP_KEYS = { "description", "shared_context", "members" }
 local MEMBER_KEYS = { "agent", "use_for" }
 local TOP_KEYS = { "agents", "groups", "settings" }
@@ -174,6 +175,43 @@ local function at_least(v, min, where)
   return v
 end
 
+-- agents.<name>.permissions: the permission relay's settings
+-- (ad.domain.relay_policy), every pattern checked here.
+local function parse_permissions(v, where)
+  if v == nil or v == json.null then return nil end
+  if type(v) ~= "table" or (next(v) ~= nil and json.is_array(v)) then
+    problem(where, "expected a mapping with relay, allow, deny and timeout_seconds")
+    return nil
+  end
+  local policy = require "ad.domain.relay_policy"
+  local p = {}
+  if v.relay ~= nil and v.relay ~= json.null then
+    if type(v.relay) ~= "boolean" then
+      problem(where .. ".relay", "expected true or false, got " .. util.repr(v.relay))
+    else
+      p.relay = v.relay
+    end
+  end
+  for _, k in ipairs({ "allow", "deny" }) do
+    local list = opt(v[k], str_list, where .. "." .. k)
+    if list then
+      for i, pat in ipairs(list) do
+        local err = policy.problem(pat)
+        if err then problem(where .. "." .. k .. "[" .. (i - 1) .. "]", err) end
+      end
+      p[k] = list
+    end
+  end
+  local t = opt(v.timeout_seconds, as_int, where .. ".timeout_seconds")
+  if t and (t < 1 or t > policy.MAX_TIMEOUT) then
+    problem(where .. ".timeout_seconds", "must be between 1 and " .. policy.MAX_TIMEOUT ..
+      " seconds, got " .. t)
+    t = nil
+  end
+  p.timeout_seconds = t
+  return json.object(p, PERMISSIONS_KEYS)
+end
+
 local function parse_agent(name, raw)
   local where = "agents." .. name
   local a = mapping(raw, where)
@@ -212,6 +250,7 @@ local function parse_agent(name, raw)
     disallowed_tools = opt(a.disallowed_tools, str_list, where .. ".disallowed_tools"),
     capabilities = opt(a.capabilities, str_list, where .. ".capabilities") or json.array(),
     risky_capabilities = opt(a.risky_capabilities, str_list, where .. ".risky_capabilities") or json.array(),
+    permissions = parse_permissions(a.permissions, where .. ".permissions"),
   }
 end
 
@@ -421,6 +460,9 @@ function M.unknown_keys_in(doc)
   local agents, order = mapping(doc.agents, "agents")
   for _, name in ipairs(order) do
     unknown_in(agents[name], AGENT_KEYS, "agents." .. name, out)
+    if type(agents[name]) == "table" then
+      unknown_in(agents[name].permissions, PERMISSIONS_KEYS, "agents." .. name .. ".permissions", out)
+    end
   end
   local groups, gorder = mapping(doc.groups, "groups")
   for _, name in ipairs(gorder) do

@@ -31,7 +31,7 @@ M.TERMINAL = { done = true, failed = true, cancelled = true }
 M.KEYS = { "id", "agent", "task", "context", "caller", "goal", "status",
   "created_at", "started_at", "completed_at", "result", "error", "progress",
   "progress_updated_at", "process", "server", "request", "session_id",
-  "messages" }
+  "messages", "permissions" }
 --- The fields of `request`: what a detached job runner (ad.domain.jobrunner)
 --- needs besides agent, task, context, caller and goal to run the job.
 M.REQUEST_KEYS = { "response_format", "response_schema", "session_id", "timeout", "group",
@@ -95,6 +95,14 @@ local function decode(text)
     return nil
   end
   rec = json.denull(rec)
+  -- The relay's lists stay lists when empty (JSON [] decodes to a table
+  -- that would be written back as {}).
+  local p = rec.permissions
+  if type(p) == "table" then
+    rec.permissions = json.object({ pending = json.array(type(p.pending) == "table" and p.pending or {}),
+      decisions = json.array(type(p.decisions) == "table" and p.decisions or {}) },
+      { "pending", "decisions" })
+  end
   return json.object(rec, M.KEYS)
 end
 
@@ -677,6 +685,21 @@ function M.note_session(id, session_id)
   return mutate(id, function(r)
     r.session_id = session_id
     return r
+  end)
+end
+
+--- The permission relay's part of a job that has not ended (ad.domain.relay):
+--- fn(p) changes p = {pending = [requests], decisions = [decisions]} in
+--- place. Returns the record, or nil when the job is gone or has ended.
+function M.update_permissions(id, fn)
+  return mutate(id, function(rec)
+    if M.TERMINAL[rec.status] then return nil end
+    local old = type(rec.permissions) == "table" and rec.permissions or {}
+    local p = json.object({ pending = json.array(util.copy(old.pending or {})),
+      decisions = json.array(util.copy(old.decisions or {})) }, { "pending", "decisions" })
+    fn(p)
+    rec.permissions = p
+    return rec
   end)
 end
 

@@ -55,7 +55,7 @@ end
 local HANDOFF = { handoff = true }
 
 local function hooks(ctx)
-  return { log = ctx.log, progress = ctx.progress_n, answer = ctx.answer }
+  return { log = ctx.log, progress = ctx.progress_n, answer = ctx.answer, elicit = ctx.elicit }
 end
 
 tools.define{

@@ -66,7 +66,8 @@ tools.define{
   title = "Status of a background job",
   description = "The full record of a job: status (pending, running, done, " ..
     "failed, cancelled), timestamps, the live progress tail while it runs, " ..
-    "and the result once finished.",
+    "permission requests (permissions.pending: answer with dispatch_approve; " ..
+    "permissions.decisions) and the result once finished.",
   params = { { name = "job_id", type = "string", required = true } },
   annotations = RO,
   guard = "io",
@@ -82,7 +83,8 @@ tools.define{
   description = "Wait until a job finishes (at most timeout_seconds, 1-3600) " ..
     "and return its record with the result. If it is still running at the " ..
     "deadline, the record comes back with timed_out_waiting: true and the " ..
-    "job keeps running.",
+    "job keeps running. If its agent waits for a permission decision, it " ..
+    "returns at once with awaiting_approval: true (answer with dispatch_approve).",
   params = { { name = "job_id", type = "string", required = true },
              { name = "timeout_seconds", type = "integer", default = 60, minimum = 1, maximum = 3600 } },
   annotations = RO,
@@ -90,8 +92,17 @@ tools.define{
   handler = function(a, ctx)
     if not jobs.valid(a.job_id) then return bad_id(a.job_id) end
     local bound = math.max(1, math.min(3600, a.timeout_seconds))
-    local rec, timed_out = async.wait(a.job_id, bound)
+    local rec, timed_out, asking = async.wait(a.job_id, bound, { awaiting = true })
     if not rec then return not_found(a.job_id) end
+    if asking then
+      -- Its agent waits for a permission decision (ad.domain.relay).
+      rec.awaiting_approval = true
+      rec.hint = require("ad.domain.relay").pending_hint(rec)
+      local order = getmetatable(rec).__order
+      order[#order + 1] = "awaiting_approval"
+      order[#order + 1] = "hint"
+      return rec
+    end
     if timed_out then
       rec.timed_out_waiting = true
       getmetatable(rec).__order[#getmetatable(rec).__order + 1] = "timed_out_waiting"
@@ -131,7 +142,9 @@ tools.define{
   title = "List background jobs",
   description = "Jobs newest first (optionally only one status), each with " ..
     "id, agent, status, the start of its task, timestamps, success and " ..
-    "cost when finished, and the last progress line while running.",
+    "cost when finished, the last progress line while running, and the " ..
+    "permission requests its agent waits on (pending_permissions; answer " ..
+    "with dispatch_approve).",
   params = { { name = "status", type = "string", default = "",
                description = "pending, running, done, failed, cancelled, or empty for all." },
              { name = "limit", type = "integer", default = 50, minimum = 1, maximum = 1000 } },
@@ -150,13 +163,18 @@ tools.define{
         task = util.cut(rec.task or "", 120), created_at = rec.created_at,
         started_at = rec.started_at, completed_at = rec.completed_at },
         { "id", "agent", "status", "task", "created_at", "started_at", "completed_at",
-          "success", "cost_usd", "last_progress", "error_type" })
+          "success", "cost_usd", "last_progress", "error_type", "pending_permissions" })
       if type(rec.result) == "table" then
         s.success = rec.result.success
         s.cost_usd = rec.result.cost_usd
       end
       if rec.status == "running" and type(rec.progress) == "table" and #rec.progress > 0 then
         s.last_progress = rec.progress[#rec.progress]
+      end
+      -- Permission requests its agent waits on (ad.domain.relay).
+      local perm = type(rec.permissions) == "table" and rec.permissions.pending
+      if not jobs.TERMINAL[rec.status] and type(perm) == "table" and #perm > 0 then
+        s.pending_permissions = perm
       end
       if rec.error then
         s.error_type = type(rec.result) == "table" and rec.result.error_type or

@@ -1,0 +1,357 @@
+'use strict';
+// The permission relay: a child run with --permission-prompt-tool stdio
+// asks can_use_tool over its control channel; agent-dispatch decides by
+// the agent's permissions rules and on_permission hooks, else asks the
+// caller - by elicitation/create (a legacy client that declared it), else
+// by returning status "awaiting_approval" with the job that waits, answered
+// by dispatch_approve or CLI approve / deny through the job's inbox. An
+// unanswered request is denied after permissions.timeout_seconds. Every
+// decision is recorded on the job. The stub's [stub:ask=TOOL JSON] asks
+// and its result says exactly what it was answered. Helpers: lib.js.
+const { test, describe } = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const { newEnv, waitUntil, q, modernMeta } = require('./lib');
+
+const HEX32 = /^[0-9a-f]{32}$/;
+
+function readRec(env, id) {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
+  } catch { return null; }
+}
+
+async function recUntil(env, id, pred, ms, what) {
+  let last = null;
+  const ok = await waitUntil(() => { last = readRec(env, id); return last && pred(last); }, ms, 25);
+  assert.ok(ok, `timed out waiting for ${what}: ${JSON.stringify(last)}`);
+  return last;
+}
+
+/** A config with agent a (relay settings perms, JSON as YAML flow). */
+function setup(t, perms, { tools } = {}) {
+  const env = newEnv(t);
+  const dir = env.project('a');
+  let y = `agents:\n  a:\n    directory: ${q(dir)}\n`;
+  if (perms) y += `    permissions: ${JSON.stringify(perms)}\n`;
+  env.writeConfig(y);
+  if (tools) {
+    const td = path.join(env.cfgDir, 'tools');
+    fs.mkdirSync(td, { mode: 0o700 });
+    fs.writeFileSync(path.join(td, 'perm.lua'), tools, { mode: 0o600 });
+  }
+  return env;
+}
+
+const ASK_GIT = '[stub:ask=Bash {"command":"git status"}]';
+
+async function dispatch(srv, task, extra = {}, opts = {}) {
+  return srv.call('dispatch', { agent: 'a', task, ...extra }, { ms: 30000, ...opts });
+}
+
+/** Starts a dispatch that waits for approval; returns {value, id, req}. */
+async function awaiting(srv, task = ASK_GIT) {
+  const { value } = await dispatch(srv, task);
+  assert.strictEqual(value.status, 'awaiting_approval', JSON.stringify(value));
+  assert.match(value.job_id, HEX32);
+  return { value, id: value.job_id, req: value.pending.request_id };
+}
+
+describe('permission relay', () => {
+  test('relay off (the default): the child gets no --permission-prompt-tool and asks no one', async (t) => {
+    const env = setup(t, null);
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await dispatch(srv, 'plain task');
+    assert.strictEqual(value.success, true, JSON.stringify(value));
+    const argv = env.dispatches().at(-1).argv;
+    assert.ok(!argv.includes('--permission-prompt-tool'), argv.join(' '));
+    await srv.close();
+  });
+
+  test('an allow rule lets the tool run with exactly the input the child asked for', async (t) => {
+    const env = setup(t, { relay: true, allow: ['Bash(git status:*)'] });
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await dispatch(srv, ASK_GIT);
+    assert.strictEqual(value.success, true, JSON.stringify(value));
+    assert.match(value.result, /asked Bash: allow updatedInput=\{"command":"git status"\}/);
+    // A sync call that never became a job carries its decisions itself.
+    assert.strictEqual(value.permissions.length, 1);
+    assert.strictEqual(value.permissions[0].by, 'rule');
+    assert.strictEqual(value.permissions[0].rule, 'Bash(git status:*)');
+    // ... and is not cached: the same call asks again.
+    const again = (await dispatch(srv, ASK_GIT)).value;
+    assert.strictEqual(again.cached, undefined);
+    assert.strictEqual(env.dispatches().length, 2);
+    const argv = env.dispatches().at(-1).argv;
+    const i = argv.indexOf('--permission-prompt-tool');
+    assert.ok(i >= 0 && argv[i + 1] === 'stdio', argv.join(' '));
+    await srv.close();
+  });
+
+  test('the child gets back its input byte for byte: [] stays [], long numbers and 1.0 unchanged', async (t) => {
+    const env = setup(t, { relay: true, allow: ['MultiEdit'] });
+    const srv = env.serve();
+    await srv.init();
+    const input = '{"file_path":"/x","edits":[],"n":12345678901234567,"f":1.0,"s":"a,}]b"}';
+    const spec = path.join(env.root, 'ask.txt');
+    fs.writeFileSync(spec, `MultiEdit ${input}\n`);
+    const { value } = await dispatch(srv, `[stub:ask_file=${spec}]`);
+    assert.ok(value.result.includes(`asked MultiEdit: allow updatedInput=${input}`), value.result);
+    await srv.close();
+  });
+
+  test('a deny rule wins over an allow rule and the child sees why', async (t) => {
+    const env = setup(t, { relay: true, allow: ['Bash'], deny: ['Bash(rm:*)'] });
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await dispatch(srv, '[stub:ask=Bash {"command":"ls && rm -rf x"}]');
+    assert.match(value.result, /asked Bash: deny message=Denied by the rule Bash\(rm:\*\) of agent a/);
+    await srv.close();
+  });
+
+  test('on_permission hooks decide allow and deny (with their message); "ask" goes on to the caller', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 30 }, { tools: `
+hook("on_permission", function(req)
+  if req.tool == "Read" then return "allow" end
+  if req.tool == "Write" then return "deny", "hook says no to " .. req.input.file_path end
+  return "ask"
+end)
+` });
+    const srv = env.serve();
+    await srv.init();
+    let { value } = await dispatch(srv, '[stub:ask=Read {"file_path":"/x"}]');
+    assert.match(value.result, /asked Read: allow updatedInput=\{"file_path":"\/x"\}/);
+    ({ value } = await dispatch(srv, '[stub:ask=Write {"file_path":"/y"}]'));
+    assert.match(value.result, /asked Write: deny message=hook says no to \/y/);
+    ({ value } = await dispatch(srv, '[stub:ask=Edit {"file_path":"/z"}]'));
+    assert.strictEqual(value.status, 'awaiting_approval', JSON.stringify(value));
+    await srv.call('dispatch_approve', { job_id: value.job_id, request_id: value.pending.request_id,
+      decision: 'deny' });
+    await srv.close();
+  });
+
+  test('a client that declared elicitation (2025-11-25) is asked with elicitation/create; allow and deny', async (t) => {
+    const env = setup(t, { relay: true });
+    const srv = env.serve();
+    await srv.request('initialize', { protocolVersion: '2025-11-25',
+      capabilities: { elicitation: { form: {} } }, clientInfo: { name: 'e2e', version: '1' } });
+    srv.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    const call = dispatch(srv, '[stub:ask=Bash {"command":"make test"}]', {}, { id: 'c1' });
+    const el = await srv.waitFor((m) => m.method === 'elicitation/create', 15000, 'elicitation/create');
+    assert.ok(el.id !== undefined, 'a request, with an id');
+    assert.strictEqual(el.params.mode, 'form');
+    assert.match(el.params.message, /Agent a asks to use the tool Bash/);
+    assert.ok(el.params.message.includes('{"command":"make test"}'), el.params.message);
+    assert.deepStrictEqual(el.params.requestedSchema.properties.decision.enum, ['allow', 'deny']);
+    // The server stays responsive while it waits for the answer.
+    const ping = await srv.request('ping', undefined, { id: 'p1' });
+    assert.deepStrictEqual(ping.result, {});
+    srv.send({ jsonrpc: '2.0', id: el.id, result: { action: 'accept', content: { decision: 'allow' } } });
+    const { value } = await call;
+    assert.match(value.result, /asked Bash: allow updatedInput=\{"command":"make test"\}/);
+
+    const call2 = dispatch(srv, '[stub:ask=Bash {"command":"make clean"}]', {}, { id: 'c2' });
+    const el2 = await srv.waitFor((m) => m.method === 'elicitation/create' && m.id !== el.id, 15000,
+      'second elicitation/create');
+    srv.send({ jsonrpc: '2.0', id: el2.id, result: { action: 'accept',
+      content: { decision: 'deny', message: 'not the clean target' } } });
+    const r2 = await call2;
+    assert.match(r2.value.result, /asked Bash: deny message=not the clean target/);
+    await srv.close();
+  });
+
+  test('elicitation declined, or unanswered within timeout_seconds, denies; the child sees why', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 1 });
+    const srv = env.serve();
+    await srv.request('initialize', { protocolVersion: '2025-06-18',
+      capabilities: { elicitation: {} }, clientInfo: { name: 'e2e', version: '1' } });
+    srv.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    const call = dispatch(srv, '[stub:ask=Write {"file_path":"/a"}]', {}, { id: 'd1' });
+    const el = await srv.waitFor((m) => m.method === 'elicitation/create', 15000, 'elicitation/create');
+    assert.strictEqual(el.params.mode, undefined, '2025-06-18 has no mode');
+    srv.send({ jsonrpc: '2.0', id: el.id, result: { action: 'decline' } });
+    assert.match((await call).value.result, /asked Write: deny message=The caller declined the permission request/);
+    // No answer at all: denied after the timeout, and a late answer is ignored.
+    const call2 = dispatch(srv, '[stub:ask=Write {"file_path":"/b"}]', {}, { id: 'd2' });
+    const el2 = await srv.waitFor((m) => m.method === 'elicitation/create' && m.id !== el.id, 15000, 'second');
+    const { value } = await call2;
+    assert.match(value.result, /asked Write: deny message=No answer to the permission request for Write within 1 s/);
+    assert.strictEqual(value.permissions[0].by, 'timeout');
+    srv.send({ jsonrpc: '2.0', id: el2.id, result: { action: 'accept', content: { decision: 'allow' } } });
+    assert.deepStrictEqual((await srv.request('ping', undefined, { id: 'p2' })).result, {});
+    await srv.close();
+  });
+
+  test('the 2026-07-28 era (stateless: no server requests) gets awaiting_approval even when it declares elicitation', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    const { value } = await srv.call('dispatch', { agent: 'a', task: ASK_GIT }, { ms: 30000,
+      meta: modernMeta({ 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } }) });
+    assert.strictEqual(value.status, 'awaiting_approval', JSON.stringify(value));
+    assert.strictEqual(srv.notifications('elicitation/create').length, 0);
+    await srv.call('dispatch_approve', { job_id: value.job_id, request_id: value.pending.request_id,
+      decision: 'allow' }, { modern: true });
+    const rec = await recUntil(env, value.job_id, (r) => r.status === 'done', 20000, 'the end');
+    assert.match(rec.result.result, /allow updatedInput=\{"command":"git status"\}/);
+    await srv.close();
+  });
+
+  test('without elicitation: awaiting_approval, then dispatch_approve allows with the input unchanged', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.init();
+    const { value, id, req } = await awaiting(srv);
+    assert.strictEqual(srv.notifications('elicitation/create').length, 0, 'not asked: no elicitation declared');
+    assert.strictEqual(value.agent, 'a');
+    assert.strictEqual(value.pending.tool, 'Bash');
+    assert.deepStrictEqual(value.pending.input, { command: 'git status' });
+    assert.strictEqual(value.pending.agent, 'a');
+    assert.deepStrictEqual(value.answer, { tool: 'dispatch_approve',
+      arguments: { job_id: id, request_id: req, decision: 'allow' } });
+    assert.ok(value.hint.includes(`dispatch_approve(job_id="${id}", request_id="${req}"`), value.hint);
+    // The pending request shows in dispatch_status and dispatch_jobs.
+    const st = (await srv.call('dispatch_status', { job_id: id })).value;
+    assert.strictEqual(st.status, 'running');
+    assert.strictEqual(st.permissions.pending.length, 1);
+    assert.strictEqual(st.permissions.pending[0].request_id, req);
+    const list = (await srv.call('dispatch_jobs', {})).value;
+    assert.strictEqual(list.find((j) => j.id === id).pending_permissions[0].request_id, req);
+    const ap = (await srv.call('dispatch_approve', { job_id: id, request_id: req, decision: 'allow' })).value;
+    assert.strictEqual(ap.applied, true, JSON.stringify(ap));
+    const done = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.strictEqual(done.status, 'done', JSON.stringify(done));
+    assert.match(done.result.result, /asked Bash: allow updatedInput=\{"command":"git status"\}/);
+    const d = done.permissions.decisions;
+    assert.strictEqual(d.length, 1);
+    assert.strictEqual(d[0].decision, 'allow');
+    assert.strictEqual(d[0].by, 'dispatch_approve');
+    assert.strictEqual(d[0].tool, 'Bash');
+    assert.strictEqual(typeof d[0].at, 'number');
+    assert.strictEqual(d[0].edited, undefined);
+    assert.strictEqual(done.permissions.pending.length, 0);
+    // One child for the whole call: the hand-off adopted it.
+    assert.strictEqual(env.dispatches().length, 1);
+    await srv.close();
+  });
+
+  test('updated_input is used (and recorded as an edit) only when the caller sends it', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.init();
+    const { id, req } = await awaiting(srv);
+    const ap = (await srv.call('dispatch_approve', { job_id: id, request_id: req, decision: 'allow',
+      updated_input: { command: 'git status --short' } })).value;
+    assert.strictEqual(ap.edited, true);
+    const done = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.match(done.result.result, /allow updatedInput=\{"command":"git status --short"\}/);
+    assert.strictEqual(done.permissions.decisions[0].edited, true);
+    assert.deepStrictEqual(done.permissions.decisions[0].updated_input, { command: 'git status --short' });
+    await srv.close();
+  });
+
+  test('dispatch_approve refuses what answers nothing: a wrong request id, a bad decision', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.init();
+    const { id, req } = await awaiting(srv);
+    let r = await srv.call('dispatch_approve', { job_id: id, request_id: 'nope', decision: 'allow' });
+    assert.match(JSON.stringify(r.value), /no pending permission request 'nope'/);
+    r = await srv.call('dispatch_approve', { job_id: id, request_id: req, decision: 'maybe' });
+    assert.match(JSON.stringify(r.value), /decision must be \\"allow\\" or \\"deny\\"/);
+    await srv.call('dispatch_approve', { job_id: id, request_id: req, decision: 'deny' });
+    await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 });
+    await srv.close();
+  });
+
+  test('CLI job shows the pending request; CLI deny --message reaches the child; CLI approve allows', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.init();
+    let { id, req } = await awaiting(srv);
+    const shown = env.run(['job', id]);
+    assert.strictEqual(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /awaiting approval:/);
+    assert.ok(shown.stdout.includes(req), shown.stdout);
+    assert.ok(shown.stdout.includes(`agent-dispatch approve ${id} ${req}`), shown.stdout);
+    const denied = env.run(['deny', id.slice(0, 8), '--message', 'use git log instead']);
+    assert.strictEqual(denied.code, 0, denied.stderr);
+    let done = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.match(done.result.result, /asked Bash: deny message=use git log instead/);
+    assert.strictEqual(done.permissions.decisions[0].by, 'cli');
+    assert.strictEqual(done.permissions.decisions[0].decision, 'deny');
+
+    ({ id, req } = await awaiting(srv));
+    const ok = env.run(['approve', id, req]);
+    assert.strictEqual(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /Allowed: Bash/);
+    done = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.match(done.result.result, /asked Bash: allow updatedInput=\{"command":"git status"\}/);
+    const shownAfter = env.run(['job', id]).stdout;
+    assert.match(shownAfter, /allow Bash by cli/);
+    await srv.close();
+  });
+
+  test('an unanswered request is denied after timeout_seconds and the child sees why', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 1 });
+    const srv = env.serve();
+    await srv.init();
+    const { id } = await awaiting(srv);
+    // While it waits, dispatch_wait says so at once.
+    const w = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.ok(w.awaiting_approval === true || w.status === 'done', JSON.stringify(w));
+    const done = await recUntil(env, id, (r) => r.status === 'done', 20000, 'the job to end');
+    assert.match(done.result.result, /asked Bash: deny message=No decision on the permission request for Bash within 1 s/);
+    assert.strictEqual(done.permissions.decisions[0].by, 'timeout');
+    // Too late now: the request is no longer pending.
+    const late = env.run(['approve', id]);
+    assert.notStrictEqual(late.code, 0);
+    assert.match(late.stderr, /has ended|already decided|no pending/);
+    await srv.close();
+  });
+
+  test('a call that can neither elicit nor hand off (handoff_after_seconds 0, CLI dispatch) denies and says why', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await dispatch(srv, ASK_GIT, { handoff_after_seconds: 0 });
+    assert.match(value.result, /asked Bash: deny message=The use of Bash needs the caller's approval, but this call can neither ask/);
+    assert.strictEqual(value.permissions[0].by, 'relay');
+    await srv.close();
+    const cli = env.run(['dispatch', 'a', ASK_GIT]);
+    assert.strictEqual(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /asked Bash: deny message=The use of Bash needs the caller's approval/);
+  });
+
+  test('a background job (dispatch_async) records rule decisions and waits for approval of the rest', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60, deny: ['Bash(rm:*)'] });
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await srv.call('dispatch_async', { agent: 'a',
+      task: '[stub:ask=Bash {"command":"rm -rf build"}]' });
+    let rec = (await srv.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.match(rec.result.result, /deny message=Denied by the rule Bash\(rm:\*\)/);
+    assert.strictEqual(rec.permissions.decisions[0].by, 'rule');
+    assert.strictEqual(rec.permissions.decisions[0].rule, 'Bash(rm:*)');
+
+    const j = (await srv.call('dispatch_async', { agent: 'a', task: ASK_GIT })).value;
+    // dispatch_wait returns as soon as the agent waits for a decision.
+    const t0 = Date.now();
+    const w = (await srv.call('dispatch_wait', { job_id: j.job_id, timeout_seconds: 60 }, { ms: 30000 })).value;
+    assert.ok(Date.now() - t0 < 20000, 'dispatch_wait returned early');
+    assert.strictEqual(w.awaiting_approval, true, JSON.stringify(w));
+    assert.strictEqual(w.status, 'running');
+    assert.strictEqual(w.permissions.pending[0].tool, 'Bash');
+    assert.ok(w.hint.includes(`dispatch_approve(job_id="${j.job_id}"`), w.hint);
+    rec = await recUntil(env, j.job_id, (r) => r.permissions && r.permissions.pending.length === 1,
+      15000, 'a pending request');
+    const cli = env.run(['approve', j.job_id]);
+    assert.strictEqual(cli.code, 0, cli.stderr);
+    rec = (await srv.call('dispatch_wait', { job_id: j.job_id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.match(rec.result.result, /asked Bash: allow updatedInput=\{"command":"git status"\}/);
+    assert.strictEqual(rec.permissions.decisions[0].by, 'cli');
+    await srv.close();
+  });
+});
