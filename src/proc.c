@@ -55,6 +55,9 @@ struct proc {
     bool out_open, err_open;
     bool exited, done, timed_out, released, kill_sent;
     bool in_keep;         /* stdin stays open after the data (stdin_keep) */
+    bool in_open;         /* the stdin pipe accepts writes (proc_write) */
+    bool in_close_wanted; /* proc_close_stdin: close once writes are out */
+    int in_pending;       /* writes queued on the stdin pipe */
     int64_t exit_status;
     int term_signal;
     struct proc *next_live, *prev_live;
@@ -183,6 +186,7 @@ static void close_gate(struct proc *p)
 
 static void close_in(struct proc *p)
 {
+    p->in_open = false;
     close_handle(p, (uv_handle_t *)&p->in);
 }
 
@@ -557,9 +561,93 @@ static void on_in_written(uv_write_t *req, int status)
      * either way the child sees the end of its input - unless it is to
      * stay open until the child is done (check_done closes it then). */
     struct proc *p = req->data;
-    if (status != 0 || !p->in_keep || p->done) {
+    p->in_pending--;
+    if (status != 0 || !p->in_keep || p->done ||
+        (p->in_close_wanted && p->in_pending == 0)) {
         close_in(p);
     }
+}
+
+/* One proc_write that could not go out at once: its bytes live here
+ * until libuv has written them. */
+struct in_write {
+    uv_write_t req;
+    struct proc *p;
+    size_t len;
+    char data[];
+};
+
+static void on_more_written(uv_write_t *req, int status)
+{
+    struct in_write *w = req->data;
+    struct proc *p = w->p;
+    free(w);
+    p->in_pending--;
+    /* A failed write (EPIPE: the child closed its input) ends the pipe:
+     * later writes fail at once instead of queueing for nobody. */
+    if (status != 0 || (p->in_close_wanted && p->in_pending == 0)) {
+        if (p->in_open) {
+            close_in(p);
+        }
+    }
+}
+
+int proc_write(struct proc *p, const char *data, size_t len)
+{
+    if (!p->in_open || p->in_close_wanted) {
+        return UV_EPIPE;
+    }
+    if (len == 0) {
+        return 0;
+    }
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    /* Nothing queued: try now (the usual case, a short message into an
+     * empty pipe), which also reports a closed reader at once. */
+    size_t done = 0;
+    if (p->in_pending == 0) {
+        int n = uv_try_write((uv_stream_t *)&p->in, &b, 1);
+        if (n == (int)len) {
+            return 0;
+        }
+        if (n < 0 && n != UV_EAGAIN) {
+            close_in(p);
+            return n == UV_EPIPE ? UV_EPIPE : n;
+        }
+        done = n > 0 ? (size_t)n : 0;
+    }
+    struct in_write *w = malloc(sizeof *w + (len - done));
+    if (!w) {
+        return UV_ENOMEM;
+    }
+    w->p = p;
+    w->len = len - done;
+    memcpy(w->data, data + done, w->len);
+    w->req.data = w;
+    b = uv_buf_init(w->data, (unsigned)w->len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&p->in, &b, 1, on_more_written);
+    if (rc != 0) {
+        free(w);
+        close_in(p);
+        return rc;
+    }
+    p->in_pending++;
+    return 0;
+}
+
+void proc_close_stdin(struct proc *p)
+{
+    if (!p->in_open) {
+        return;
+    }
+    p->in_close_wanted = true;
+    if (p->in_pending == 0) {
+        close_in(p);
+    }
+}
+
+bool proc_stdin_open(const struct proc *p)
+{
+    return p->in_open && !p->in_close_wanted;
 }
 
 /* The stdin data goes out through the loop: never a blocking write, and a
@@ -571,7 +659,9 @@ static void write_stdin(struct proc *p, const struct proc_opts *o)
     if (uv_write(&p->in_req, (uv_stream_t *)&p->in, &b, 1,
                  on_in_written) != 0) {
         close_in(p);
+        return;
     }
+    p->in_pending++;
 }
 
 static void close_fd(int *fd)
@@ -600,7 +690,7 @@ static int spawn_fds_open(struct spawn_fds *f, const struct proc_opts *o)
     int rc = 0;
     rc = rc ? rc : pipe2(f->out, O_CLOEXEC);
     rc = rc ? rc : pipe2(f->err, O_CLOEXEC);
-    if (!rc && o->stdin_data) {
+    if (!rc && (o->stdin_data || o->stdin_keep)) {
         rc = pipe2(f->in, O_CLOEXEC);
     }
     if (!rc && o->gated) {
@@ -709,7 +799,7 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
     rc = rc ? rc : spawn_fds_start(&f, o, &pid);
     rc = rc ? rc : adopt(&p->out, &f.out[0], pid);
     rc = rc ? rc : adopt(&p->err, &f.err[0], pid);
-    if (o->stdin_data) {
+    if (o->stdin_data || o->stdin_keep) {
         rc = rc ? rc : adopt(&p->in, &f.in[1], pid);
     }
     p->released = (rc != 0);
@@ -733,9 +823,10 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
     uv_read_start((uv_stream_t *)&p->out, alloc_cb, on_out_read);
     p->reading_out = true;
     uv_read_start((uv_stream_t *)&p->err, alloc_cb, on_err_read);
+    p->in_open = o->stdin_data || o->stdin_keep;
     if (o->stdin_data) {
         write_stdin(p, o);
-    } else {
+    } else if (!o->stdin_keep) {
         close_in(p);
     }
     if (o->timeout_ms > 0) {

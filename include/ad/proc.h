@@ -53,9 +53,11 @@ struct proc_opts {
      * then closed; NULL: /dev/null. Copied: the caller may free them. */
     const char *stdin_data;
     size_t stdin_len;
-    /* Keep stdin open after the data, until the child is gone: the child
-     * (a remote wrapper behind ssh) takes the end of its input as the
-     * signal that its caller went away. */
+    /* Keep stdin open after the data, until the child is gone or
+     * proc_close_stdin(): the child (a remote wrapper behind ssh) takes the
+     * end of its input as the signal that its caller went away, and a live
+     * child (the CLI's control channel) reads further messages from it
+     * (proc_write). Without stdin_data, the pipe starts empty. */
     bool stdin_keep;
     /* The child is created (pid, group and start time exist) but waits
      * before exec until proc_open_gate(); proc_release() or the server's
@@ -76,6 +78,19 @@ void proc_open_gate(struct proc *p);
 /* Ends the child's process group: SIGTERM now, SIGKILL after the grace
  * period (immediately when hard). Harmless after exit. */
 void proc_kill(struct proc *p, bool hard);
+
+/* More bytes for a stdin_keep child, after what was written before (in
+ * order), without blocking the loop. 0, or a negative libuv error code:
+ * UV_EPIPE when stdin is closed (by proc_close_stdin, or the child closed
+ * its end or exited; never a SIGPIPE), UV_ENOMEM. */
+int proc_write(struct proc *p, const char *data, size_t len);
+
+/* Closes the child's stdin once everything written has gone out (the
+ * child then sees the end of its input). Harmless when already closed. */
+void proc_close_stdin(struct proc *p);
+
+/* True while proc_write can still be accepted. */
+bool proc_stdin_open(const struct proc *p);
 
 /* Stops or restarts reading stdout (backpressure while lines queue up). */
 void proc_pause(struct proc *p);

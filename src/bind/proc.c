@@ -8,6 +8,9 @@
  *   p:wait() -> {exit_code=, signal=, timed_out=, stderr=, pid=,
  *                skipped_lines=, truncated=, dropped_bytes=}
  *   p:kill([hard]) ; p:pid() ; p:close() (also __close and __gc)
+ *   p:write(bytes) -> true | nil, message   (stdin_keep: more input, in
+ *                order, never blocking; an error once stdin is closed)
+ *   p:close_stdin() (after what was written) ; p:stdin_open() -> bool
  *   core.proc.detach{arg, ...} -> pid | nil, message (this program, detached)
  *
  * Lines and stderr reach Lua as valid UTF-8 (ill-formed bytes become
@@ -19,7 +22,9 @@
  * most that many bytes of stdout lines reach Lua; past it only the last
  * line is kept (in C, one buffer) and delivered at the end of stdout, and
  * info.truncated says so. Cancelling a task that waits on a process kills
- * the process group. A limiter slot handed to core.proc.spawn is released
+ * the process group, unless spawned with soft_cancel: then the waiting
+ * call returns nil, "cancelled" and the caller ends the child itself (a
+ * live child is first asked to stop over its channel). A limiter slot handed to core.proc.spawn is released
  * when the child has exited, never earlier. */
 #include <errno.h>
 #include <stdlib.h>
@@ -56,6 +61,7 @@ struct lproc {
     size_t last_len, last_cap;
     struct task *reader;    /* waiting in read_line */
     struct task *waiter;    /* waiting in wait */
+    bool soft_cancel;       /* a cancelled wait leaves the child alone */
 };
 
 static struct lproc *check(lua_State *L)
@@ -214,7 +220,7 @@ static void cancel_wait(struct task *t, void *data)
     if (lp->waiter == t) {
         lp->waiter = NULL;
     }
-    if (lp->p) {
+    if (lp->p && !lp->soft_cancel) {
         proc_kill(lp->p, false);
     }
 }
@@ -333,6 +339,9 @@ static int l_process(lua_State *L)
         limiter_take(slot); /* the child now holds the count until reaped */
     }
     lp->max_output = max_output > 0 ? (size_t)max_output : 0;
+    lua_getfield(L, 1, "soft_cancel");
+    lp->soft_cancel = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     return 1;
 }
 
@@ -388,6 +397,35 @@ static int l_kill(lua_State *L)
     struct lproc *lp = check(L);
     proc_kill(lp->p, lua_toboolean(L, 2));
     return 0;
+}
+
+/* p:write(bytes) -> true | nil, message */
+static int l_write(lua_State *L)
+{
+    struct lproc *lp = check(L);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    int rc = proc_write(lp->p, s, n);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, rc == UV_EPIPE ? "the child's input is closed"
+                                         : uv_strerror(rc));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_close_stdin(lua_State *L)
+{
+    proc_close_stdin(check(L)->p);
+    return 0;
+}
+
+static int l_stdin_open(lua_State *L)
+{
+    lua_pushboolean(L, proc_stdin_open(check(L)->p));
+    return 1;
 }
 
 static int l_start(lua_State *L)
@@ -465,6 +503,9 @@ void bind_proc_register(lua_State *L)
         {"pid", l_pid},
         {"start", l_start},
         {"close", l_close},
+        {"write", l_write},
+        {"close_stdin", l_close_stdin},
+        {"stdin_open", l_stdin_open},
         {NULL, NULL},
     };
     if (luaL_newmetatable(L, PROC_MT)) {

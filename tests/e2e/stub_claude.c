@@ -20,6 +20,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -137,8 +138,16 @@ static void emit_line(struct buf *b)
     b->len = 0;
 }
 
+/* Live mode: sleeps also watch stdin (see the live section below). */
+static bool live_mode, live_deaf, live_interrupted;
+static void live_poll(double secs);
+
 static void sleep_s(double s)
 {
+    if (live_mode && !live_deaf) {
+        live_poll(s > 0 ? s : 0);
+        return;
+    }
     if (s <= 0) {
         return;
     }
@@ -226,9 +235,11 @@ struct directives {
     bool no_result, is_error, null_result, budget, garbage, invalid_utf8;
     bool lone_surrogate;
     bool ignore_term, hang, old_cli, echo_argv, job_record;
+    bool deaf;
     /* strings (NULL = absent) */
     const char *reply, *json, *stderr_text, *stdout_text, *errors, *deny;
     const char *tool, *echo_env, *structured, *sh;
+    const char *ask;
     /* numbers (negative = absent) */
     double sleep, interval, grandchild, escape, cost;
     long progress, exit_code, turns, stderr_bytes, huge, huge_line, spew, die;
@@ -277,6 +288,10 @@ static const struct {
     D("job_record", D_FLAG, job_record), /* result = what the job records said of us at start */
     D("structured", D_STR, structured),  /* with --json-schema: "structured_output":VALUE (raw JSON, no ']') */
     D("die", D_LONG, die),               /* SIGKILL itself after N progress lines */
+    /* live mode (--input-format stream-json) */
+    D("deaf", D_FLAG, deaf),             /* interrupts are not heard during the turn */
+    D("ask", D_STR, ask),                /* "TOOL JSON": a can_use_tool control_request;
+                                          * the result tells the answer received */
 #undef D
 };
 
@@ -553,6 +568,7 @@ struct args {
     bool print, verbose, version, fork_session, cont;
     const char *format, *session_id, *resume, *budget, *model, *permission_mode;
     const char *json_schema;
+    const char *input_format, *permission_prompt_tool;
     const char *prompt;
 };
 
@@ -567,7 +583,7 @@ static const struct { const char *name; enum argkind kind; } ignored_flags[] = {
     {"--append-system-prompt", ARG_ONE}, {"--system-prompt", ARG_ONE},
     {"--fallback-model", ARG_ONE}, {"--settings", ARG_ONE},
     {"--strict-mcp-config", ARG_NONE}, {"--dangerously-skip-permissions", ARG_NONE},
-    {"--include-partial-messages", ARG_NONE},
+    {"--include-partial-messages", ARG_NONE}, {"--replay-user-messages", ARG_NONE},
 };
 
 static bool is_uuid(const char *s)
@@ -643,6 +659,8 @@ static int parse_args(int argc, char **argv, struct args *a)
         else if (!strcmp(arg, "--model")) slot = &a->model;
         else if (!strcmp(arg, "--permission-mode")) slot = &a->permission_mode;
         else if (!strcmp(arg, "--json-schema")) slot = &a->json_schema;
+        else if (!strcmp(arg, "--input-format")) slot = &a->input_format;
+        else if (!strcmp(arg, "--permission-prompt-tool")) slot = &a->permission_prompt_tool;
         else {
             size_t k, n = sizeof ignored_flags / sizeof ignored_flags[0];
             for (k = 0; k < n && strcmp(ignored_flags[k].name, arg) != 0; k++) {
@@ -978,6 +996,300 @@ static int check_args(const struct args *a, const struct directives *d, const ch
     return msg ? 1 : 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* Live mode: --input-format stream-json (the CLI's control channel)   */
+/* ------------------------------------------------------------------ */
+/* User messages arrive as JSON lines on stdin; each starts a turn that
+ * answers like print mode (the same directives, read from that message)
+ * and ends with a result line; the process then waits for the next one
+ * and exits 0 at the end of stdin (after the queued messages, as the CLI
+ * does). A message that arrives during a turn is queued for the next turn.
+ * Turn 1 answers exactly as print mode would; turn k > 1 answers with the
+ * previous answer, a line "+ " and the task of message k, so every
+ * message received shows in the last result. A control_request
+ * {"subtype":"interrupt"} is acknowledged (control_response, success) and
+ * ends the running turn as the CLI does: a user line "[Request
+ * interrupted by user]" and a result with subtype error_during_execution,
+ * is_error true, terminal_reason aborted_streaming and no "result";
+ * [stub:deaf] turns off listening during the turn (the interrupt is seen
+ * only after it). [stub:ask=TOOL JSON] sends a can_use_tool control_request
+ * (with --permission-prompt-tool stdio) and waits for the control_response:
+ * the result is "asked TOOL: allow updatedInput=<raw JSON>" or "asked TOOL:
+ * deny message=<text>" (or "... stream closed" when stdin ended first). A
+ * turn whose directives end the process in print mode (exit=, die,
+ * no_result, stdout=, a failure status) ends it here too, after that turn. */
+static struct buf live_in;        /* stdin bytes not yet a whole line */
+static char **live_queue;         /* user messages waiting for a turn */
+static size_t live_queued, live_queue_cap;
+static bool live_eof;
+static char *live_response;       /* the latest control_response line */
+static char *live_override;       /* the reply of a turn k > 1 */
+static char *live_last_reply;     /* the reply the last turn gave */
+
+static void live_send(const char *prefix, const char *id, const char *suffix)
+{
+    struct buf b = {0};
+    buf_str(&b, prefix);
+    buf_json_opt(&b, id);
+    buf_str(&b, suffix);
+    emit_line(&b);
+    free(b.p);
+}
+
+static void live_line(const char *line)
+{
+    if (strstr(line, "\"control_request\"")) {
+        char *id = json_get_string(line, "request_id");
+        live_send("{\"type\":\"control_response\",\"response\":{\"subtype\":\"success\","
+                  "\"request_id\":", id, ",\"response\":{\"still_queued\":[]}}}");
+        free(id);
+        if (strstr(line, "\"interrupt\"")) {
+            live_interrupted = true;
+        }
+    } else if (strstr(line, "\"control_response\"")) {
+        free(live_response);
+        live_response = strdup(line);
+    } else if (strstr(line, "\"user\"")) {
+        char *text = json_get_string(line, "content");
+        if (!text) {
+            text = json_get_string(line, "text");
+        }
+        if (live_queued == live_queue_cap) {
+            live_queue_cap = live_queue_cap ? live_queue_cap * 2 : 8;
+            live_queue = realloc(live_queue, live_queue_cap * sizeof *live_queue);
+        }
+        live_queue[live_queued++] = text ? text : strdup("");
+    }
+}
+
+/* Reads what stdin has within secs (secs < 0: until one read), handling
+ * whole lines; returns early when an interrupt arrives. */
+static void live_poll(double secs)
+{
+    double end = now(CLOCK_MONOTONIC) + (secs > 0 ? secs : 0);
+    do {
+        if (live_interrupted && secs >= 0) {
+            return;
+        }
+        double left = end - now(CLOCK_MONOTONIC);
+        if (live_eof) {
+            if (secs > 0 && left > 0) {
+                struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
+                nanosleep(&ts, NULL);
+            }
+            return;
+        }
+        struct pollfd pfd = {STDIN_FILENO, POLLIN, 0};
+        int ms = secs < 0 ? -1 : left > 0 ? (int)(left * 1000) + 1 : 0;
+        int r = poll(&pfd, 1, ms);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r > 0) {
+            char chunk[65536];
+            ssize_t n = read(STDIN_FILENO, chunk, sizeof chunk);
+            if (n <= 0) {
+                live_eof = true;
+            } else {
+                buf_add(&live_in, chunk, (size_t)n);
+                char *nl;
+                while ((nl = memchr(live_in.p, '\n', live_in.len)) != NULL) {
+                    *nl = '\0';
+                    live_line(live_in.p);
+                    size_t used = (size_t)(nl - live_in.p) + 1;
+                    memmove(live_in.p, nl + 1, live_in.len - used);
+                    live_in.len -= used;
+                }
+            }
+            if (secs < 0) {
+                return;
+            }
+        }
+    } while (now(CLOCK_MONOTONIC) < end);
+}
+
+/* The next user message (caller frees), or NULL at the end of stdin. */
+static char *live_next(void)
+{
+    while (live_queued == 0 && !live_eof) {
+        live_poll(-1);
+    }
+    if (live_queued == 0) {
+        return NULL;
+    }
+    char *m = live_queue[0];
+    memmove(live_queue, live_queue + 1, --live_queued * sizeof *live_queue);
+    return m;
+}
+
+/* The end of an interrupted turn, as the CLI writes it. */
+static int live_aborted(const struct ctx *c)
+{
+    live_send("{\"type\":\"user\",\"message\":{\"role\":\"user\",\"content\":[{\"type\":"
+              "\"text\",\"text\":\"[Request interrupted by user]\"}]},"
+              "\"parent_tool_use_id\":null,\"session_id\":", c->session_id, "}");
+    struct buf b = {0};
+    buf_fmt(&b, "{\"type\":\"result\",\"subtype\":\"error_during_execution\","
+            "\"duration_ms\":%ld,\"is_error\":true,\"num_turns\":1,\"session_id\":",
+            (long)((now(CLOCK_MONOTONIC) - c->t0) * 1000));
+    buf_json(&b, c->session_id);
+    buf_str(&b, ",\"total_cost_usd\":0,\"permission_denials\":[],"
+            "\"terminal_reason\":\"aborted_streaming\",\"errors\":[\"[ede_diagnostic] "
+            "result_type=user last_content_type=n/a stop_reason=null\"]}");
+    emit_line(&b);
+    free(b.p);
+    free(live_last_reply);
+    live_last_reply = NULL;
+    return 0;
+}
+
+/* The raw JSON value of member key in line (an object or other value,
+ * strings skipped over), as a new string; NULL when absent. */
+static char *raw_member(const char *line, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    if (!p) {
+        return NULL;
+    }
+    p += strlen(pat);
+    const char *q = p;
+    int depth = 0;
+    bool str = false;
+    for (; *q; q++) {
+        if (str) {
+            if (*q == '\\' && q[1]) q++;
+            else if (*q == '"') str = false;
+            continue;
+        }
+        if (*q == '"') str = true;
+        else if (*q == '{' || *q == '[') depth++;
+        else if (*q == '}' || *q == ']') {
+            if (depth == 0) break;
+            if (--depth == 0) { q++; break; }
+        } else if (*q == ',' && depth == 0) break;
+    }
+    return strndup(p, (size_t)(q - p));
+}
+
+/* [stub:ask=TOOL JSON]: the reply tells what the caller answered. */
+static char *live_ask(const struct ctx *c, const char *spec)
+{
+    char tool[128];
+    snprintf(tool, sizeof tool, "%.*s", (int)strcspn(spec, " "), spec);
+    const char *input = spec[strlen(tool)] ? spec + strlen(tool) + 1 : "{}";
+    assistant_tool(c, tool);
+    struct buf b = {0};
+    buf_fmt(&b, "asked %s: ", tool);
+    if (!live_mode || !c->a->permission_prompt_tool) {
+        buf_str(&b, "deny message=no permission prompt tool");
+        return b.p;
+    }
+    static int asked;
+    char id[64];
+    snprintf(id, sizeof id, "stub-ask-%d", ++asked);
+    struct buf r = {0};
+    buf_str(&r, "{\"type\":\"control_request\",\"request_id\":");
+    buf_json(&r, id);
+    buf_str(&r, ",\"request\":{\"subtype\":\"can_use_tool\",\"tool_name\":");
+    buf_json(&r, tool);
+    buf_str(&r, ",\"display_name\":");
+    buf_json(&r, tool);
+    buf_str(&r, ",\"input\":");
+    buf_str(&r, input);
+    buf_str(&r, ",\"tool_use_id\":\"toolu_stub_1\",\"description\":\"stub asks\"}}");
+    emit_line(&r);
+    free(r.p);
+    free(live_response);
+    live_response = NULL;
+    while (!(live_response && strstr(live_response, id)) && !live_eof) {
+        live_poll(-1);
+    }
+    if (!(live_response && strstr(live_response, id))) {
+        buf_str(&b, "stream closed");
+        return b.p;
+    }
+    char *behavior = json_get_string(live_response, "behavior");
+    if (behavior && strcmp(behavior, "allow") == 0) {
+        char *upd = raw_member(live_response, "updatedInput");
+        buf_str(&b, "allow updatedInput=");
+        buf_str(&b, upd ? upd : "(none)");
+        free(upd);
+    } else {
+        char *msg = json_get_string(live_response, "message");
+        buf_str(&b, "deny message=");
+        buf_str(&b, msg ? msg : "(none)");
+        free(msg);
+    }
+    free(behavior);
+    return b.p;
+}
+
+static int answer(const struct ctx *c, const char *prompt, int argc, char **argv);
+
+static int live_main(const struct args *a, int argc, char **argv, double t0)
+{
+    live_mode = true;
+    if (strcmp(a->format, "stream-json") != 0) {
+        fprintf(stderr, "Error: --input-format=stream-json requires "
+                "output-format=stream-json.\n");
+        return 1;
+    }
+    char generated[37];
+    new_uuid(generated);
+    const char *sid = a->session_id ? a->session_id
+                      : (a->resume && !a->fork_session) ? a->resume : generated;
+    int status = 0;
+    char *msg;
+    for (int turn = 1; (msg = live_next()) != NULL; turn++) {
+        if (turn == 1) {
+            if (strstr(msg, "[stub:job_record]")) {
+                check_job_record();
+            }
+            log_invocation(argc, argv, msg);
+        }
+        struct directives d;
+        char *dstore;
+        parse_directives(msg, &d, &dstore);
+        status = turn == 1 ? check_args(a, &d, msg) : 0;
+        if (status == 0) {
+            free(live_override);
+            live_override = NULL;
+            if (turn > 1) {
+                struct buf o = {0};
+                char *task = extract_task(msg);
+                buf_str(&o, live_last_reply ? live_last_reply : "");
+                buf_str(&o, "\n+ ");
+                buf_str(&o, task);
+                free(task);
+                live_override = o.p;
+            }
+            live_deaf = d.deaf;
+            live_interrupted = false;
+            struct ctx c = {
+                .a = a, .d = &d, .t0 = t0, .session_id = sid,
+                .model = a->model ? a->model : "claude-stub",
+            };
+            status = answer(&c, msg, argc, argv);
+            live_deaf = false;
+            live_poll(0); /* an interrupt heard late (deaf) is answered now */
+            live_interrupted = false;
+        }
+        bool end = status != 0 || d.exit_code >= 0 || d.no_result || d.stdout_text ||
+                   d.die >= 0;
+        if (d.exit_code >= 0) {
+            status = (int)d.exit_code;
+        }
+        free(dstore);
+        free(msg);
+        if (end) {
+            break;
+        }
+    }
+    return status;
+}
+
 /* Everything after argument checking; returns the exit status.  Order:
  * stderr_bytes, stderr, grandchild/escape, garbage, [stream: init line],
  * hang, sleep, progress (die), then stdout= | budget | ([stream: tool, huge_line,
@@ -1035,16 +1347,26 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
         emit_line(&b);
         free(b.p);
     }
-    while (d->hang) {
-        pause();
+    while (d->hang && !live_interrupted) {
+        if (live_mode && !live_deaf) {
+            live_poll(3600);
+        } else {
+            pause();
+        }
     }
     sleep_s(d->sleep);
+    if (live_interrupted) {
+        return live_aborted(c);
+    }
     if (d->die == 0) {
         raise(SIGKILL);
     }
     double interval = d->interval >= 0 ? d->interval : 0.05;
     for (long i = 1; i <= d->progress; i++) {
         sleep_s(interval);
+        if (live_interrupted) {
+            return live_aborted(c);
+        }
         if (stream) {
             char text[64];
             snprintf(text, sizeof text, "progress %ld/%ld", i, d->progress);
@@ -1064,7 +1386,16 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
         result_line(c, NULL);
         return 1;
     }
-    char *reply = make_reply(d, prompt, argc, argv);
+    char *reply = d->ask ? live_ask(c, d->ask)
+                  : live_override ? strdup(live_override) : make_reply(d, prompt, argc, argv);
+    if (live_interrupted) {
+        free(reply);
+        return live_aborted(c);
+    }
+    if (live_mode) {
+        free(live_last_reply);
+        live_last_reply = strdup(reply);
+    }
     if (stream) {
         if (d->tool) {
             assistant_tool(c, d->tool);
@@ -1113,6 +1444,10 @@ int main(int argc, char **argv)
     }
     struct args a;
     int bad_args = parse_args(argc, argv, &a);
+    if (!bad_args && a.print && !a.version && a.input_format &&
+        strcmp(a.input_format, "stream-json") == 0) {
+        return live_main(&a, argc, argv, t0);
+    }
     /* Like the CLI, read the prompt from stdin when none is given. */
     char *stdin_prompt = NULL;
     if (!bad_args && a.print && !a.version && !(a.prompt && *a.prompt)) {

@@ -680,6 +680,66 @@ static void test_stdin_keep(void)
     }
 }
 
+/* proc_write: more input after the data, in order, on a kept pipe (no
+ * initial data needed); proc_close_stdin ends it after the queued writes;
+ * a write after that, or after the child closed its input, is an error
+ * (never a SIGPIPE). */
+static void test_stdin_write(void)
+{
+    struct run r;
+    char *argv[] = {"/bin/sh", "-c", "cat; echo end", NULL};
+    struct proc_opts o = opts_for(argv, &r);
+    o.max_line = 512 * 1024;
+    o.stdin_keep = true;
+    o.timeout_ms = 5000;
+    CHECK_INT(spawn(&r, &o), 0);
+    CHECK(proc_stdin_open(r.p));
+    CHECK_INT(proc_write(r.p, "one\n", 4), 0);
+    size_t big = 256 * 1024; /* more than a pipe holds: queued in order */
+    char *data = malloc(big + 1);
+    memset(data, 'x', big);
+    data[big] = '\n';
+    CHECK_INT(proc_write(r.p, data, big + 1), 0);
+    free(data);
+    CHECK_INT(proc_write(r.p, "three\n", 6), 0);
+    proc_close_stdin(r.p);
+    CHECK(!proc_stdin_open(r.p));
+    CHECK_INT(proc_write(r.p, "late\n", 5), UV_EPIPE);
+    CHECK(wait_for(&r.dones, 6000));
+    CHECK_INT(r.nlines, 4);
+    if (r.nlines == 4) {
+        CHECK_STR(r.lines[0], "one");
+        CHECK_INT(strlen(r.lines[1]), big);
+        CHECK_STR(r.lines[2], "three");
+        CHECK_STR(r.lines[3], "end");
+    }
+    proc_release(r.p);
+    settle();
+    run_free(&r);
+
+    /* The child closes its input and lives on: the next write fails. */
+    char *argv2[] = {"/bin/sh", "-c", "exec 0<&-; echo closed; sleep 2", NULL};
+    o = opts_for(argv2, &r);
+    o.stdin_keep = true;
+    o.timeout_ms = 5000;
+    CHECK_INT(spawn(&r, &o), 0);
+    for (int i = 0; i < 200 && r.nlines == 0; i++) {
+        spin(10);
+    }
+    int rc = 0;
+    for (int i = 0; i < 3 && rc == 0; i++) {
+        rc = proc_write(r.p, "x\n", 2);
+        spin(20);
+    }
+    CHECK_INT(rc, UV_EPIPE);
+    CHECK(!proc_stdin_open(r.p));
+    proc_kill(r.p, true);
+    CHECK(wait_for(&r.dones, 6000));
+    proc_release(r.p);
+    settle();
+    run_free(&r);
+}
+
 /* A child that never reads its stdin wedges nothing: the timeout ends it
  * and every handle (the stdin pipe with its pending write included)
  * closes. */
@@ -859,6 +919,7 @@ int main(void)
     test_stdin_data();
     test_stdin_never_read();
     test_stdin_keep();
+    test_stdin_write();
     test_gate();
     test_dies_with_parent();
 

@@ -1,0 +1,198 @@
+--- One claude child over the CLI's live control channel (`claude -p
+--- --input-format stream-json --output-format stream-json --verbose`): user
+--- messages go in as JSON lines on its stdin, stream-json events come out,
+--- and between turns the process waits for the next message. Closing stdin
+--- ends it after the current turn (and any queued message).
+---
+---   channel.argv(claude_argv, {relay = bool}) -> argv with the live flags
+---       (after argv[1], the program; --permission-prompt-tool stdio with
+---       relay), for a claude argv built with stream = true
+---   channel.user_line(text) -> the JSON line of one user message
+---   channel.open{argv=, env=, cwd=, timeout=, grace=, drain=, slot=,
+---       gated=, first=text, max_line=} -> ch | nil, message, code
+---       (first: the first user message, written with the spawn; the
+---       process is spawned with soft_cancel: a cancelled wait returns
+---       "cancelled" and the caller decides, see ch:stop)
+---   ch:start()                      a gated child goes on to exec
+---   ch:send_user(text) -> true | nil, message   (a user message)
+---   ch:turn(handlers) -> result object | nil, "eof" | nil, "cancelled"
+---       reads lines until the turn's result line; handlers.on_event(kind,
+---       obj, progress) for every other event (progress: the progress lines
+---       of an assistant event), handlers.on_line(line) for a line that is
+---       not an event, handlers.on_control_request(msg, reply) for each
+---       control_request of the child (reply(response_table) answers it
+---       with success); with no handler a can_use_tool is denied with a
+---       clear message and any other request gets an error response
+---   ch:read_event(handlers) -> kind, obj | nil, err   one line (same
+---       handlers; control requests answered), for callers that keep
+---       reading past a result
+---   ch:interrupt() -> true | nil, message   (asks the turn to stop: the
+---       CLI ends it with a result of subtype error_during_execution,
+---       terminal_reason aborted_streaming; the session stays resumable)
+---   ch:close()     closes stdin (the CLI ends after the turn)
+---   ch:kill([hard]) the whole process group
+---   ch:stop(grace) -> true when the child exited on its own: interrupt,
+---       close, wait up to grace seconds for its exit, then kill the group
+---   ch:wait() -> exit info (as core.proc) | nil (cancelled)
+---   ch:release()   the process object (kills a live child)
+---   ch.pid, ch.session_id (from the child's events), ch:alive(),
+---   ch:steerable() (stdin still open)
+local core = require "ad.core"
+local json = require "ad.infra.json"
+local claude = require "ad.domain.claude"
+
+local M = {}
+
+--- How long a cancelled live child gets to stop after the interrupt before
+--- its group is killed (settings.interrupt_grace overrides).
+M.INTERRUPT_GRACE = 2
+
+--- The message a child's model sees when it asked for a tool and nobody
+--- here decides permissions.
+M.NO_RELAY = "agent-dispatch does not relay permission requests for this " ..
+  "agent; the tool was not allowed. Use the tools allowed to this agent."
+
+function M.argv(argv, o)
+  local out = { argv[1], "--input-format", "stream-json" }
+  if o and o.relay then
+    out[#out + 1] = "--permission-prompt-tool"
+    out[#out + 1] = "stdio"
+  end
+  table.move(argv, 2, #argv, #out + 1, out)
+  return out
+end
+
+function M.user_line(text)
+  return json.encode({ type = "user", message = { role = "user", content = text } }) .. "\n"
+end
+
+local Channel = {}
+Channel.__index = Channel
+
+function M.open(o)
+  local p, msg, code = core.proc.spawn{ argv = o.argv, cwd = o.cwd, env = o.env,
+    timeout = o.timeout, grace = o.grace, drain = o.drain, slot = o.slot,
+    stdin = o.first and M.user_line(o.first) or nil, stdin_keep = true,
+    gated = o.gated, max_line = o.max_line, soft_cancel = true }
+  if not p then return nil, msg, code end
+  return setmetatable({ p = p, pid = p:pid(), turns = 0, sent = o.first and 1 or 0 }, Channel)
+end
+
+function Channel:start() self.p:start() end
+
+function Channel:alive() return not self.exited end
+
+function Channel:steerable() return not self.exited and self.p:stdin_open() end
+
+function Channel:send_user(text)
+  local ok, err = self.p:write(M.user_line(text))
+  if ok then self.sent = self.sent + 1 end
+  return ok, err
+end
+
+function Channel:interrupt()
+  self.interrupted = true
+  return self.p:write(json.encode({ type = "control_request",
+    request_id = core.text.uuid4(), request = { subtype = "interrupt" } }) .. "\n")
+end
+
+function Channel:close() self.p:close_stdin() end
+
+function Channel:kill(hard) self.p:kill(hard) end
+
+function Channel:release()
+  self.exited = true
+  self.p:close()
+end
+
+local function respond(ch, id, response)
+  return ch.p:write(json.encode({ type = "control_response", response = {
+    subtype = "success", request_id = id, response = response } }) .. "\n")
+end
+
+local function control_request(ch, obj, handlers)
+  local id = obj.request_id
+  local req = type(obj.request) == "table" and obj.request or {}
+  local function reply(response) return respond(ch, id, response) end
+  if handlers and handlers.on_control_request then
+    return handlers.on_control_request(obj, reply)
+  end
+  if req.subtype == "can_use_tool" then
+    return reply({ behavior = "deny", message = M.NO_RELAY })
+  end
+  return ch.p:write(json.encode({ type = "control_response", response = {
+    subtype = "error", request_id = id,
+    error = "agent-dispatch does not handle " .. tostring(req.subtype) } }) .. "\n")
+end
+
+--- One line of the child: kind, obj (an event), or "", nil for a line that
+--- is not one (handed to handlers.on_line), or nil, "eof" | "cancelled".
+function Channel:read_event(handlers)
+  local line, err = self.p:read_line()
+  if line == nil then return nil, err == "cancelled" and "cancelled" or "eof" end
+  local kind, obj, progress = claude.event(line)
+  if not kind then
+    if handlers and handlers.on_line then handlers.on_line(line) end
+    return "", nil
+  end
+  if type(obj.session_id) == "string" and obj.session_id ~= "" then
+    self.session_id = obj.session_id
+  end
+  if kind == "control_request" then
+    control_request(self, obj, handlers)
+  elseif kind == "result" then
+    self.turns = self.turns + 1
+  elseif handlers and handlers.on_event then
+    handlers.on_event(kind, obj, progress)
+  end
+  return kind, obj
+end
+
+function Channel:turn(handlers)
+  while true do
+    local kind, obj = self:read_event(handlers)
+    if kind == nil then return nil, obj end
+    if kind == "result" then return obj end
+  end
+end
+
+function Channel:wait()
+  local info = self.p:wait()
+  if info then self.exited = true end
+  return info
+end
+
+--- Stops a child the graceful way: the interrupt, then the end of its
+--- input, then up to grace seconds for its exit (lines are drained and
+--- dropped meanwhile), then the group is killed. Waits for the exit
+--- either way; true when the child ended on its own.
+function Channel:stop(grace)
+  if self.exited then return true end
+  self:interrupt()
+  self:close()
+  local done = false
+  local timer = core.task.spawn(function()
+    core.task.sleep(grace or M.INTERRUPT_GRACE)
+    if not done then self.p:kill() end
+  end)
+  local by_itself = true
+  while true do
+    local kind, why = self:read_event(nil)
+    if kind == nil and why == "eof" then break end
+    if kind == nil then -- cancelled again: no more grace
+      by_itself = false
+      self.p:kill()
+    end
+  end
+  local info = self.p:wait()
+  while not info do
+    self.p:kill()
+    info = self.p:wait()
+  end
+  done = true
+  timer:cancel()
+  self.exited = true
+  return by_itself and info.signal == 0, info
+end
+
+return M
