@@ -323,11 +323,13 @@ function M.interpret(run, req)
   local stdout = ""
   if not req.stream then
     stdout = util.strip(table.concat(run.lines or {}, "\n"))
-    payload = stdout ~= "" and object(json.decode(stdout)) or nil
-    if run.truncated then
+    -- A live run (ad.domain.live_run) read its result as an event; its
+    -- lines are only what was not one.
+    if not run.live then payload = stdout ~= "" and object(json.decode(stdout)) or nil end
+    if run.truncated and not (run.live and payload) then
       -- Over the cap: only a result object on the last line still counts.
       local last = run.last and object(json.decode(run.last))
-      payload = last and last.type == "result" and last or nil
+      payload = (not run.live) and last and last.type == "result" and last or nil
       if not payload then
         return result.failure(name, "cli_error", string.format("Output truncated: claude " ..
           "wrote more than %d bytes on stdout (the limit of a dispatch's output) " ..

@@ -22,6 +22,7 @@ local request = require "ad.domain.request"
 local trace = require "ad.domain.trace"
 local remote = require "ad.domain.remote"
 local state = require "ad.storage.state"
+local live = util.lazy "ad.domain.live"
 
 local M = {}
 
@@ -229,15 +230,36 @@ local function execute(req)
   local resume = req.session_id
   local fresh = not resume and core.text.uuid4() or nil
   local env = M.child_env(depth, req.trace_env)
+  -- A kept live process (a session's, the warm pool's), or a session turn
+  -- whose process is kept afterwards: ad.domain.live.
+  local keep = not ssh and live.wanted(req, eff.budget) and M.has_channel(path, settings)
   while true do
     local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
-      stream = req.stream, resume = resume, session_id = fresh,
+      stream = req.stream or keep, resume = resume, session_id = fresh,
       budget = eff.budget, model = req.agent.model,
       permission_mode = eff.permission_mode, json_schema = req.response_schema,
       allowed = eff.allowed,
       disallowed = eff.disallowed }
     if not argv then return result.failure(name, "cli_error", refusal) end
     local cwd = req.agent.directory
+    local run = keep and live.run{ argv = require("ad.domain.channel").argv(argv,
+        { relay = req.relay }), env = env, cwd = cwd, text = text, req = req,
+      timeout = eff.timeout, budget = eff.budget, resume = resume, fresh = fresh,
+      grace = M.kill_grace, drain = M.drain, cap = M.MAX_OUTPUT,
+      interrupt_grace = settings.interrupt_grace_seconds } or nil
+    if run then
+      run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
+      return claude.interpret(run, req) or result.failure(name, "cli_error",
+        "claude refused --session-id")
+    end
+    if keep then -- nothing kept applied: the argv of the usual child
+      keep = false
+      argv = core.claude.argv{ claude = path, prompt_on_stdin = true,
+        stream = req.stream, resume = resume, session_id = fresh,
+        budget = eff.budget, model = req.agent.model,
+        permission_mode = eff.permission_mode, json_schema = req.response_schema,
+        allowed = eff.allowed, disallowed = eff.disallowed }
+    end
     if ssh then
       argv = remote.command{ ssh = ssh.path, control_dir = ssh.control_dir,
         connect_timeout = ssh.connect_timeout, host = host, directory = req.agent.directory,
@@ -419,6 +441,46 @@ function M.run(req)
   end
   if hooked then return plugins.after_result(view, r), req end
   return r, req
+end
+
+--- Whether the claude at path has the live control channel (the transport
+--- setting and detection of ad.domain.transport when present).
+function M.has_channel(path, settings)
+  local ok, transport = pcall(require, "ad.domain.transport")
+  if not ok then return true end
+  return transport.choose(settings, { }, path) == "live"
+end
+
+--- Starts one warm pool process of agent name (ad.domain.live calls it):
+--- the agent's own command line over the live channel with a fresh
+--- session id, no task yet, no concurrency slot, no lifetime timeout.
+--- Returns the channel, its fingerprint and session id, or nil, why.
+function M.open_warm(name, cfg)
+  local agent = cfg and cfg.agents[name]
+  if not agent or agent.host then return nil, "not a local agent" end
+  local depth = M.depth()
+  if depth >= cfg.settings.max_dispatch_depth then return nil, "dispatch depth" end
+  local path = M.claude_path()
+  if not path then return nil, "claude CLI not found in PATH" end
+  if core.project.health(agent.directory) ~= true then
+    return nil, "directory does not exist: " .. tostring(agent.directory)
+  end
+  if not M.has_channel(path, cfg.settings) then return nil, "no live channel in this CLI" end
+  local req = { agent_name = name, agent = agent, settings = cfg.settings }
+  local eff = request.effective(req)
+  local sid = core.text.uuid4()
+  local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
+    stream = true, session_id = sid, budget = eff.budget, model = agent.model,
+    permission_mode = eff.permission_mode, allowed = eff.allowed,
+    disallowed = eff.disallowed }
+  if not argv then return nil, refusal end
+  argv = require("ad.domain.channel").argv(argv, {})
+  local env = M.child_env(depth)
+  local ch, msg = require("ad.domain.channel").open{ argv = argv, cwd = agent.directory,
+    env = env, grace = M.kill_grace, drain = M.drain }
+  if not ch then return nil, msg end
+  ch:start()
+  return ch, live.fingerprint(name, argv, env, agent.directory), sid
 end
 
 --- M.run for callers whose refusals are failed results: a refusing

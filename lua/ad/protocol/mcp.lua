@@ -802,6 +802,12 @@ local function maintenance(kick, stopping, last_input)
       require("ad.storage.traces").prune(days * 86400)
     end
     jobs.recover_stale()
+    -- The warm pools of agents with warm: N start now, off the handshake.
+    if cfg and not stopping() then
+      for _, name in ipairs(cfg.agent_names) do
+        if (cfg.agents[name].warm or 0) > 0 then require("ad.domain.live").want(cfg) break end
+      end
+    end
   end)
   if not ok then
     io.stderr:write("agent-dispatch: startup maintenance skipped: ",
@@ -921,6 +927,9 @@ function M.serve()
   end
   local workers = async and async.shutdown(why) or {}
   server:shutdown()
+  -- Live session and warm pool processes: stdin closed, then their groups.
+  local live = package.loaded["ad.domain.live"]
+  if live then live.shutdown() end
   local deadline = core.task.now() + 3
   for _, w in ipairs(workers) do
     while not w.task:done() and core.task.now() < deadline do core.task.sleep(0.05) end
