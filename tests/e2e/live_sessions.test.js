@@ -6,11 +6,40 @@
 // hold, and nothing is left behind at shutdown or after a SIGKILL.
 const { test } = require('node:test');
 const assert = require('node:assert');
-const { newEnv, sleep, alive, waitUntil } = require('./lib');
+const { newEnv, sleep, alive } = require('./lib');
 
-// Stub invocations that were live dispatches (argv carries the channel).
+// Waits (up to ms) until pred (sync or async) holds; true if it did.
+async function waitUntil(pred, ms) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await pred()) return true;
+    if (Date.now() > end) return false;
+    await sleep(50);
+  }
+}
+
+const fs = require('node:fs');
+const path = require('node:path');
+
+// Every live claude the stub saw start (STUB_CLAUDE_STARTS: logged before
+// any input, so warm pool processes count from their start).
 function liveSpawns(env) {
-  return env.dispatches().filter((e) => e.argv.includes('stream-json'));
+  let text = '';
+  try { text = fs.readFileSync(path.join(env.root, 'starts.log'), 'utf8'); } catch { return []; }
+  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l))
+    .filter((e) => e.argv.includes('-p') && e.argv.includes('stream-json'));
+}
+
+function serve(env) {
+  const srv = env.serve({ env: { STUB_CLAUDE_STARTS: path.join(env.root, 'starts.log') } });
+  // Every process started counts for the no-leftover check of cleanup.
+  const tracked = env.trackedPids.bind(env);
+  env.trackedPids = () => {
+    const t = tracked();
+    for (const e of liveSpawns(env)) { t.pids.push(e.pid); t.groups.push(e.pgid); }
+    return t;
+  };
+  return srv;
 }
 
 function resumed(env) {
@@ -30,7 +59,7 @@ async function session(srv, args, ms = 15000) {
 test('a session continuation reuses the one live process for several turns', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true } });
-  const srv = env.serve();
+  const srv = serve(env);
   await srv.init();
   const first = await session(srv, { agent: 'a', task: 'turn one' });
   const sid = first.session_id;
@@ -62,7 +91,7 @@ test('a session continuation reuses the one live process for several turns', asy
 test('a continuation with another argv, agent or environment falls back to --resume', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true } });
-  const srv = env.serve();
+  const srv = serve(env);
   await srv.init();
   const first = await session(srv, { agent: 'a', task: 'turn one' });
   const pid = liveSpawns(env)[0].pid;
@@ -88,7 +117,7 @@ test('the session of another agent is never continued in its process', async (t)
   const env = newEnv(t);
   const dir = env.project('shared');
   env.setup({ agents: { a: dir, b: dir } });
-  const srv = env.serve();
+  const srv = serve(env);
   await srv.init();
   const first = await session(srv, { agent: 'a', task: 'for a' });
   await srv.call('dispatch_session', { agent: 'b', task: 'for b', session_id: first.session_id });
@@ -100,7 +129,7 @@ test('the session of another agent is never continued in its process', async (t)
 test('bounds: at most max idle sessions, the least recently used is evicted', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true }, settings: '  live_sessions:\n    max: 2\n' });
-  const srv = env.serve();
+  const srv = serve(env);
   await srv.init();
   const ids = [];
   for (const n of [1, 2]) ids.push((await session(srv, { agent: 'a', task: `s${n}` })).session_id);
@@ -125,7 +154,7 @@ test('bounds: at most max idle sessions, the least recently used is evicted', as
 test('max 0 keeps nothing: every continuation resumes', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true }, settings: '  live_sessions:\n    max: 0\n' });
-  const srv = env.serve();
+  const srv = serve(env);
   await srv.init();
   const first = await session(srv, { agent: 'a', task: 'one' });
   assert.strictEqual((await stats(srv)).sessions, 0);
@@ -137,7 +166,7 @@ test('max 0 keeps nothing: every continuation resumes', async (t) => {
 test('an idle session process is retired after idle_seconds', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true }, settings: '  live_sessions:\n    idle_seconds: 1\n' });
-  const srv = env.serve();
+  const srv = serve(env);
   await srv.init();
   const first = await session(srv, { agent: 'a', task: 'one' });
   const pid = liveSpawns(env)[0].pid;
@@ -154,7 +183,7 @@ test('an idle session process is retired after idle_seconds', async (t) => {
 test('an idle live process holds no concurrency slot', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true, b: true }, settings: '  max_concurrency: 1\n' });
-  const srv = env.serve();
+  const srv = serve(env);
   await srv.init();
   const first = await session(srv, { agent: 'a', task: 'one' });
   // With the one slot held by the idle process this would wait forever.
@@ -168,7 +197,7 @@ test('an idle live process holds no concurrency slot', async (t) => {
 test('the warm pool starts processes ahead, refills, and serves one conversation each', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: { directory: env.project('a'), warm: 2 } } });
-  const srv = env.serve();
+  const srv = serve(env);
   await srv.init();
   await waitUntil(() => liveSpawns(env).length === 2, 8000);
   let s;
@@ -205,7 +234,7 @@ test('the warm pool starts processes ahead, refills, and serves one conversation
 test('a warm process taken by dispatch_session becomes that session\'s live process', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: { directory: env.project('a'), warm: 1 } } });
-  const srv = env.serve();
+  const srv = serve(env);
   await srv.init();
   await waitUntil(async () => (await stats(srv)).warm === 1, 8000);
   const first = await session(srv, { agent: 'a', task: 'hello' });
@@ -223,7 +252,7 @@ test('a warm process taken by dispatch_session becomes that session\'s live proc
 test('a pool process that dies idle is replaced with backoff, not in a loop', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: { directory: env.project('a'), warm: 1 } } });
-  const srv = env.serve();
+  const srv = serve(env);
   await srv.init();
   await waitUntil(async () => (await stats(srv)).warm === 1, 8000);
   const victim = (await stats(srv)).processes[0].pid;
@@ -238,7 +267,7 @@ test('a pool process that dies idle is replaced with backoff, not in a loop', as
 test('CLI live lists the processes of a running server', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: { directory: env.project('a'), warm: 1 } } });
-  const srv = env.serve();
+  const srv = serve(env);
   await srv.init();
   const first = await session(srv, { agent: 'a', task: 'x' });
   await waitUntil(async () => (await stats(srv)).warm === 1, 8000);
@@ -264,7 +293,7 @@ test('CLI live lists the processes of a running server', async (t) => {
 test('SIGKILL of the server leaves no live or warm process behind', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: { directory: env.project('a'), warm: 2 } } });
-  const srv = env.serve();
+  const srv = serve(env);
   await srv.init();
   await session(srv, { agent: 'a', task: 'x' });
   await waitUntil(async () => (await stats(srv)).warm === 2, 8000);

@@ -9,6 +9,11 @@ local out = common.out
 
 local C = {}
 
+-- Numbers read back from JSON are floats: whole ones print as integers.
+local function int(v)
+  return type(v) == "number" and math.tointeger(v) or v
+end
+
 local function mb(kb)
   if type(kb) ~= "number" then return "-" end
   return string.format("%.0f MB", kb / 1024)
@@ -26,11 +31,15 @@ C.live = {
     local total_rss, n = 0, 0
     -- Idle time and memory as of now, not as of the server's last write.
     for _, s in ipairs(servers) do
-      s.rss_kb = 0
+      s.rss_kb, s.server_pid, s.sessions, s.warm = 0, int(s.server_pid), int(s.sessions), int(s.warm)
+      if type(s.bounds) == "table" then
+        s.bounds.max, s.bounds.idle_seconds = int(s.bounds.max), int(s.bounds.idle_seconds)
+      end
       for _, p in ipairs(s.processes or {}) do
         if type(p.idle_since) == "number" then
           p.idle_seconds = math.floor((t - p.idle_since) * 10 + 0.5) / 10
         end
+        p.pid, p.turns = int(p.pid), int(p.turns)
         p.rss_kb = live.rss_kb(p.pid) or json.null
         if p.rss_kb ~= json.null then s.rss_kb = s.rss_kb + p.rss_kb end
         n = n + 1
