@@ -80,7 +80,7 @@ describe('live sessions and warm pool with the real Claude Code CLI', () => {
       assert.equal(r1.result, 'noted');
       const sid = r1.session_id;
       assert.match(sid, /^[0-9a-f-]{36}$/);
-      const r2 = await call({ agent: 'worker', session_id: sid, task: 'Second turn. [mock:reply=still here]' });
+      const r2 = await call({ agent: 'worker', session_id: sid, task: 'Second turn. [mock:reply=noted]' });
       assert.equal(r2.success, true, JSON.stringify(r2).slice(0, 600));
       assert.equal(r2.session_id, sid);
       const r3 = await call({ agent: 'worker', session_id: sid, task: 'What was the code word? [mock:echo_history]' });
@@ -96,7 +96,8 @@ describe('live sessions and warm pool with the real Claude Code CLI', () => {
       pid = st.processes[0].pid;
       assert.ok(st.processes[0].rss_kb > 1000, JSON.stringify(st));
       // Each turn costs what it cost, not the process's running total.
-      assert.ok(r3.cost_usd < r1.cost_usd * 3, `${r1.cost_usd} ${r3.cost_usd}`);
+      // (turns one and two are alike: the running total would be twice)
+      assert.ok(r2.cost_usd > 0 && r2.cost_usd < r1.cost_usd * 1.5, `${r1.cost_usd} ${r2.cost_usd}`);
     } finally {
       await s.close();
     }
