@@ -44,12 +44,12 @@ C.run = {
 }
 
 for _, family in ipairs({ "agents", "test", "dispatch", "doctor", "groups", "jobs", "wait", "trace",
-    "lua", "live" }) do
+    "lua", "steer", "live" }) do
   for name, cmd in pairs(require("ad.cli." .. family)) do C[name] = cmd end
 end
 
 M.ORDER = { "serve", "init", "add", "update", "remove", "list", "describe", "test", "dispatch", "doctor",
-            "group", "jobs", "job", "wait", "cancel", "gc", "trace", "traces", "live", "run", "lua" }
+            "group", "jobs", "job", "wait", "cancel", "steer", "gc", "trace", "traces", "live", "run", "lua" }
 
 function M.usage()
   local lines = { "Usage: " .. PROG .. " [--version] COMMAND [ARGS]...", "",

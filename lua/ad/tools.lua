@@ -242,7 +242,7 @@ M.BUILTIN = { "list_agents", "inspect_agent", "list_groups", "inspect_group",
   "dispatch", "dispatch_session", "dispatch_parallel", "dispatch_stream",
   "dispatch_dialogue", "add_agent", "remove_agent", "update_agent",
   "dispatch_async", "dispatch_status", "dispatch_wait", "dispatch_cancel",
-  "dispatch_jobs", "fetch_result", "dispatch_gc", "dispatch_trace", "cache_stats",
+  "dispatch_steer", "dispatch_jobs", "fetch_result", "dispatch_gc", "dispatch_trace", "cache_stats",
   "cache_clear", "live_stats" }
 
 M.load_errors = {}
@@ -268,7 +268,7 @@ end
 
 load_all = function()
   for _, mod in ipairs({ "ad.tools.agents", "ad.tools.dispatch", "ad.tools.manage",
-                         "ad.tools.jobs", "ad.tools.trace", "ad.tools.cache",
+                         "ad.tools.jobs", "ad.tools.steer", "ad.tools.trace", "ad.tools.cache",
                          "ad.tools.live" }) do
     local ok, err = pcall(require, mod)
     if not ok then

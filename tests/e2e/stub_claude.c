@@ -1470,8 +1470,33 @@ int main(int argc, char **argv)
                                : "{\"loggedIn\": true, \"authMethod\": \"api_key\"}\n");
         return 0;
     }
+    /* `claude --help`: lists --input-format (the live control channel)
+     * unless STUB_CLAUDE_NO_LIVE is set (an older CLI). Not in the
+     * invocation log; STUB_CLAUDE_HELP_LOG gets one line per call. */
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        const char *hl = getenv("STUB_CLAUDE_HELP_LOG");
+        if (hl && *hl) {
+            int fd = open(hl, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+            if (fd >= 0) {
+                say(fd, "help\n");
+                close(fd);
+            }
+        }
+        say(STDOUT_FILENO, "Usage: claude [options] [command] [prompt]\n\nOptions:\n"
+            "  -p, --print                   Print response and exit\n"
+            "  --output-format <format>      \"text\", \"json\" or \"stream-json\"\n");
+        if (!getenv("STUB_CLAUDE_NO_LIVE")) {
+            say(STDOUT_FILENO, "  --input-format <format>       \"text\" (default), or "
+                "\"stream-json\"\n");
+        }
+        return 0;
+    }
     struct args a;
     int bad_args = parse_args(argc, argv, &a);
+    if (!bad_args && a.input_format && getenv("STUB_CLAUDE_NO_LIVE")) {
+        fprintf(stderr, "error: unknown option '--input-format'\n");
+        return 1;
+    }
     if (!bad_args && a.print && !a.version && a.input_format &&
         strcmp(a.input_format, "stream-json") == 0) {
         return live_main(&a, argc, argv, t0);

@@ -167,7 +167,7 @@ describe('dispatch', () => {
     assert.ok(!('error_type' in v) && !('error' in v) && !('cached' in v));
     const [e] = env.dispatches();
     assert.strictEqual(promptOf(e), '## Goal\ndebug crash\n\n## Dispatched by\nbackend\n\n## Context\ntrace\n\n## Task\ncheck logs');
-    assert.strictEqual(argAfter(e, '--output-format'), 'json');
+    assert.strictEqual(argAfter(e, '--output-format'), e.argv.includes('--input-format') ? 'stream-json' : 'json');
     assert.strictEqual(argAfter(e, '--session-id'), v.session_id);
     assert.ok(!e.argv.includes('--resume'));
     assert.strictEqual(e.cwd, dirs.a);

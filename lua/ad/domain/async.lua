@@ -138,7 +138,19 @@ function M.observe(run, req)
     if inner then inner(line) end
   end
   r.on_span = function(span) run.span = span end
+  -- The live child (ad.domain.live_run) while it works, and the
+  -- transport: what a steer message to the job finds (ad.domain.steer).
+  r.on_channel = function(ch, mode)
+    run.channel = ch
+    if mode then run.transport = mode end
+  end
   return r
+end
+
+-- A run that is a job takes messages (steer, interrupt, ...) in its inbox
+-- until it ends.
+local function serve_inbox(run)
+  run.inbox = require("ad.domain.steer").serve(run)
 end
 
 --- Adds a line to a run's progress tail (written at most every
@@ -156,6 +168,7 @@ end
 -- crash is recorded, the job_done hooks run, it leaves the registry.
 local function settle(run, ok, result)
   local id = run.id
+  if run.inbox then run.inbox:close() end
   if ok then
     flush(run)
     if run.start_error then
@@ -171,6 +184,8 @@ local function settle(run, ok, result)
     -- job: a no-op when it is terminal already.
     pcall(jobs.cancel, id, true, "Cancelled: its worker was stopped (" ..
       tostring(result.message) .. ")")
+    -- A live child stopped with the interrupt left a resumable session.
+    if result.session_id then pcall(jobs.note_session, id, result.session_id) end
   else
     local msg = type(result) == "table" and tostring(result.message) or tostring(result)
     io.stderr:write("agent-dispatch: job ", id, " worker crashed: ", msg, "\n")
@@ -204,6 +219,7 @@ function M.start(id, req, hooks)
   local run = new_run(hooks)
   run.id = id
   registry[id] = run
+  serve_inbox(run)
   return launch(run, function()
     local r = M.observe(run, req)
     r.stream = true
@@ -270,6 +286,7 @@ function M.adopt(run, fields, opts)
   end
   run.id, run.handed_off = rec.id, true
   registry[rec.id] = run
+  serve_inbox(run)
   if run.span then trace.handoff(run.span, rec.id) end
   if opts and opts.running and rec.status == "pending" and not run.finished then
     local okr, marked = pcall(jobs.mark_running, rec.id, nil)
@@ -368,6 +385,15 @@ M.NO_PROCESS = "The job is running but its record names no process (it was " ..
   "stop the program that runs it; a running job that shows no sign of life for " ..
   "an hour is marked failed when an agent-dispatch server starts."
 
+--- Asks the owner of job id in another process to cancel it (an
+--- "interrupt" message, ad.storage.inbox); true when it did.
+function M.cancel_by_owner(id)
+  local reply = require("ad.storage.inbox").post(id, { kind = "interrupt" },
+    { by = "cancel (pid " .. core.sys.getpid() .. ")", wait = 30 })
+  local rec = jobs.get(id)
+  return (reply and reply.ok) or (rec ~= nil and rec.status == "cancelled")
+end
+
 --- F55 plus cancelling jobs of servers that are gone. Returns the tool
 --- response table (or nil, "not_found").
 function M.cancel(id)
@@ -382,6 +408,13 @@ function M.cancel(id)
         entry.task:cancel() -- kills the child's process group
         message = "The job was running; its subprocess was killed."
       end
+    elseif jobs.process_alive(rec) and M.cancel_by_owner(id) then
+      -- Its owner (a detached job runner, another server) stopped it: the
+      -- interrupt first, the group killed after the grace.
+      rec = jobs.get(id)
+      outcome = "cancelled_running"
+      message = "The job was running in another process; its owner stopped the " ..
+        "subprocess (interrupted, then killed if it did not stop in time)."
     elseif jobs.process_alive(rec) then
       -- Started by another (possibly dead) server: its child is still
       -- exactly the process recorded, so it is safe to kill.

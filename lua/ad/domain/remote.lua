@@ -112,7 +112,10 @@ M.EXIT_NO_DIR, M.EXIT_NO_CLAUDE = 96, 127
 -- watcher's end there). The left side of the pipeline gives claude the
 -- first LEN bytes, then waits for the end of the rest - the local side
 -- closes it only when the dispatch is over or the connection is gone -
--- and signals the group: TERM, KILL after a grace period. The right side
+-- and signals the group: TERM, KILL after a grace period. With LEN "live"
+-- (the live transport) claude gets all of it instead - it reads further
+-- messages there - and the end of it ends claude after its turn; the
+-- group is signalled 3 s after that end unless claude is done first. The right side
 -- runs claude; when it exits, it reads what is left of its input (so the
 -- watcher is past its start, with the default TERM action, whatever
 -- claude read), TERMs what is left of the group (the watcher, anything
@@ -131,9 +134,14 @@ fi
 exec 3<&0 0<&- 4>&2 2>&-
 trap : TERM
 {
-  head -c "$n"
-  exec >&-
-  while IFS= read -r _; do :; done
+  if [ "$n" = live ]; then
+    cat
+    sleep 3
+  else
+    head -c "$n"
+    exec >&-
+    while IFS= read -r _; do :; done
+  fi
   trap '' TERM
   kill -TERM 0
   sleep 2

@@ -21,8 +21,11 @@ local claude = require "ad.domain.claude"
 local request = require "ad.domain.request"
 local trace = require "ad.domain.trace"
 local remote = require "ad.domain.remote"
+local transport = require "ad.domain.transport"
+local channel = require "ad.domain.channel"
+local live_run = require "ad.domain.live_run"
 local state = require "ad.storage.state"
-local live = util.lazy "ad.domain.live"
+local kept = util.lazy "ad.domain.live"
 
 local M = {}
 
@@ -230,43 +233,46 @@ local function execute(req)
   local resume = req.session_id
   local fresh = not resume and core.text.uuid4() or nil
   local env = M.child_env(depth, req.trace_env)
+  -- live: the CLI's control channel (ad.domain.transport, ad.domain.live_run)
+  local live = transport.choose(settings, req.agent, not host and path or nil) == "live"
+  if req.on_channel then req.on_channel(nil, live and "live" or "oneshot") end
   -- A kept live process (a session's, the warm pool's), or a session turn
   -- whose process is kept afterwards: ad.domain.live.
-  local keep = not ssh and live.wanted(req, eff.budget) and M.has_channel(path, settings)
+  local keep = live and not ssh and kept.wanted(req, eff.budget)
   while true do
     local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
-      stream = req.stream or keep, resume = resume, session_id = fresh,
+      stream = req.stream or live, resume = resume, session_id = fresh,
       budget = eff.budget, model = req.agent.model,
       permission_mode = eff.permission_mode, json_schema = req.response_schema,
       allowed = eff.allowed,
       disallowed = eff.disallowed }
     if not argv then return result.failure(name, "cli_error", refusal) end
+    if live then argv = channel.argv(argv, { relay = req.relay }) end
     local cwd = req.agent.directory
-    local run = keep and live.run{ argv = require("ad.domain.channel").argv(argv,
-        { relay = req.relay }), env = env, cwd = cwd, text = text, req = req,
+    local kept_run = keep and kept.run{ argv = argv, env = env, cwd = cwd, text = text, req = req,
       timeout = eff.timeout, budget = eff.budget, resume = resume, fresh = fresh,
       grace = M.kill_grace, drain = M.drain, cap = M.MAX_OUTPUT,
       interrupt_grace = settings.interrupt_grace_seconds } or nil
-    if run then
-      run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
-      return claude.interpret(run, req) or result.failure(name, "cli_error",
+    if kept_run then
+      kept_run.timeout, kept_run.budget, kept_run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
+      return claude.interpret(kept_run, req) or result.failure(name, "cli_error",
         "claude refused --session-id")
     end
-    if keep then -- nothing kept applied: the argv of the usual child
-      keep = false
-      argv = core.claude.argv{ claude = path, prompt_on_stdin = true,
-        stream = req.stream, resume = resume, session_id = fresh,
-        budget = eff.budget, model = req.agent.model,
-        permission_mode = eff.permission_mode, json_schema = req.response_schema,
-        allowed = eff.allowed, disallowed = eff.disallowed }
-    end
+    keep = false -- nothing kept applied: the usual child
     if ssh then
       argv = remote.command{ ssh = ssh.path, control_dir = ssh.control_dir,
         connect_timeout = ssh.connect_timeout, host = host, directory = req.agent.directory,
-        prompt_len = #text, env = remote.forwarded(env), claude_argv = argv }
+        prompt_len = live and "live" or #text, env = remote.forwarded(env), claude_argv = argv }
       cwd = nil
     end
-    local run = run_child(argv, text, env, eff.timeout, req, cwd)
+    local run
+    if live then
+      run = live_run.run(argv, text, env, eff.timeout, req, cwd, { cap = M.MAX_OUTPUT,
+        grace = host and remote.KILL_GRACE or M.kill_grace, drain = M.drain,
+        interrupt_grace = settings.interrupt_grace_seconds })
+    else
+      run = run_child(argv, text, env, eff.timeout, req, cwd)
+    end
     run.session_id, run.fresh = resume or fresh, fresh ~= nil
     run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
     local r = ssh and remote.failure(run, req) or claude.interpret(run, req)
@@ -443,14 +449,6 @@ function M.run(req)
   return r, req
 end
 
---- Whether the claude at path has the live control channel (the transport
---- setting and detection of ad.domain.transport when present).
-function M.has_channel(path, settings)
-  local ok, transport = pcall(require, "ad.domain.transport")
-  if not ok then return true end
-  return transport.choose(settings, { }, path) == "live"
-end
-
 --- Starts one warm pool process of agent name (ad.domain.live calls it):
 --- the agent's own command line over the live channel with a fresh
 --- session id, no task yet, no concurrency slot, no lifetime timeout.
@@ -465,7 +463,9 @@ function M.open_warm(name, cfg)
   if core.project.health(agent.directory) ~= true then
     return nil, "directory does not exist: " .. tostring(agent.directory)
   end
-  if not M.has_channel(path, cfg.settings) then return nil, "no live channel in this CLI" end
+  if transport.choose(cfg.settings, agent, path) ~= "live" then
+    return nil, "the live transport is off or this claude CLI lacks it"
+  end
   local req = { agent_name = name, agent = agent, settings = cfg.settings }
   local eff = request.effective(req)
   local sid = core.text.uuid4()
@@ -474,13 +474,13 @@ function M.open_warm(name, cfg)
     permission_mode = eff.permission_mode, allowed = eff.allowed,
     disallowed = eff.disallowed }
   if not argv then return nil, refusal end
-  argv = require("ad.domain.channel").argv(argv, {})
+  argv = channel.argv(argv, {})
   local env = M.child_env(depth)
-  local ch, msg = require("ad.domain.channel").open{ argv = argv, cwd = agent.directory,
+  local ch, msg = channel.open{ argv = argv, cwd = agent.directory,
     env = env, grace = M.kill_grace, drain = M.drain }
   if not ch then return nil, msg end
   ch:start()
-  return ch, live.fingerprint(name, argv, env, agent.directory), sid
+  return ch, kept.fingerprint(name, argv, env, agent.directory), sid
 end
 
 --- M.run for callers whose refusals are failed results: a refusing

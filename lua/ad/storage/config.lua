@@ -36,7 +36,8 @@ local SETTINGS_KEYS = { "default_timeout", "default_max_budget_usd",
   "default_permission_mode", "default_allowed_tools",
   "default_disallowed_tools", "max_dispatch_depth", "max_concurrency",
   "cache", "job_retention_days", "jobs_outlive_server", "handoff_after_seconds",
-  "tree_budget_usd", "ssh_connect_timeout", "live_sessions" }
+  "tree_budget_usd", "ssh_connect_timeout", "transport", "interrupt_grace_seconds",
+  "live_sessions" }
 
 -- Bounds of the processes kept alive between calls (ad.domain.live): each
 -- idle claude process holds its memory (about 200-300 MB of RSS with the
@@ -63,6 +64,8 @@ function M.default_settings()
     handoff_after_seconds = 100,
     tree_budget_usd = nil,
     ssh_connect_timeout = 10,
+    transport = "auto",
+    interrupt_grace_seconds = 2,
     live_sessions = { max = 4, idle_seconds = 300 },
   }
 end
@@ -276,6 +279,16 @@ local function parse_settings(raw)
   s.default_permission_mode = opt(r.default_permission_mode, as_str, "settings.default_permission_mode")
   s.default_allowed_tools = opt(r.default_allowed_tools, str_list, "settings.default_allowed_tools") or json.array()
   s.default_disallowed_tools = opt(r.default_disallowed_tools, str_list, "settings.default_disallowed_tools") or json.array()
+  if r.transport ~= nil and r.transport ~= json.null then
+    local t = opt(r.transport, as_str, "settings.transport")
+    if t and t ~= "auto" and t ~= "live" and t ~= "oneshot" then
+      problem("settings.transport", "expected auto, live or oneshot")
+    elseif t then
+      s.transport = t
+    end
+  end
+  s.interrupt_grace_seconds = at_least(opt(r.interrupt_grace_seconds, as_num,
+    "settings.interrupt_grace_seconds"), 0, "settings.interrupt_grace_seconds") or s.interrupt_grace_seconds
   if r.jobs_outlive_server ~= nil and r.jobs_outlive_server ~= json.null then
     if type(r.jobs_outlive_server) ~= "boolean" then
       problem("settings.jobs_outlive_server", "expected true or false")

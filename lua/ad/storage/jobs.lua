@@ -29,7 +29,8 @@ M.STATUSES = { "pending", "running", "done", "failed", "cancelled" }
 M.TERMINAL = { done = true, failed = true, cancelled = true }
 M.KEYS = { "id", "agent", "task", "context", "caller", "goal", "status",
   "created_at", "started_at", "completed_at", "result", "error", "progress",
-  "progress_updated_at", "process", "server", "request" }
+  "progress_updated_at", "process", "server", "request", "session_id",
+  "messages" }
 --- The fields of `request`: what a detached job runner (ad.domain.jobrunner)
 --- needs besides agent, task, context, caller and goal to run the job.
 M.REQUEST_KEYS = { "response_format", "response_schema", "session_id", "timeout", "group",
@@ -655,6 +656,34 @@ function M.ids_with_prefix(prefix)
   end
   table.sort(out)
   return out
+end
+
+--- Messages applied to a running job (ad.storage.inbox: steer, interrupt,
+--- approve) are recorded on it, the latest MAX_MESSAGES: {kind, by, at,
+--- text?, ...}.
+M.MAX_MESSAGES = 50
+
+--- Adds one applied message to job id's record (even a finished one: a
+--- message applied just before the end stays on record). Returns the
+--- record or nil.
+function M.record_message(id, entry)
+  return mutate(id, function(r)
+    local list = type(r.messages) == "table" and r.messages or json.array()
+    list[#list + 1] = entry
+    while #list > M.MAX_MESSAGES do table.remove(list, 1) end
+    r.messages = list
+    return r
+  end)
+end
+
+--- Notes on job id's record the session its agent ran in: a cancelled
+--- job whose child was stopped with the interrupt (live transport) keeps
+--- it, and dispatch_session(session_id=...) resumes it.
+function M.note_session(id, session_id)
+  return mutate(id, function(r)
+    r.session_id = session_id
+    return r
+  end)
 end
 
 return M

@@ -1,0 +1,98 @@
+--- One dispatch over the live transport (ad.domain.channel), for the
+--- runner (ad.domain.runner): the task is the first user message, the
+--- result is the turn's result line, and what the caller sees is what a
+--- one-shot child gives: the same run table for ad.domain.claude.interpret
+--- (payload, info, lines and truncated for a non-stream request), the same
+--- progress, limits, timeout and group teardown.
+---
+--- While the child works, its job's owner may steer it (req.on_channel
+--- hears of the channel: ch:send_user). At the first result the child's
+--- input is closed: a steering message that arrived during the turn is
+--- answered in one more turn (the CLI runs queued messages before it
+--- ends), and the last result is the answer. Cancelling the task asks the
+--- child to stop (interrupt), gives it settings.interrupt_grace_seconds,
+--- then kills the group; the cancelled error carries the child's
+--- session_id (the session stays resumable with dispatch_session).
+local core = require "ad.core"
+local errors = require "ad.infra.errors"
+local channel = require "ad.domain.channel"
+
+local M = {}
+
+-- The cancelled error, after the child is gone.
+local function stopped(ch, grace)
+  local sid = ch.session_id
+  ch:stop(grace)
+  ch:release()
+  local e = errors.new("cancelled", "cancelled")
+  e.session_id = sid
+  error(e, 0)
+end
+
+--- o: grace, drain (seconds), cap (bytes kept of a non-stream run's stray
+--- stdout), interrupt_grace (seconds).
+function M.run(argv, text, env, timeout, req, cwd, o)
+  local slot = core.limiter.acquire()
+  if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
+  if req.on_slot and req.on_slot() == false then
+    slot:release()
+    error(errors.new("cancelled", "cancelled before it started"), 0)
+  end
+  local stream, on_progress = req.stream, req.on_progress
+  local cap = o.cap
+  local ch, msg, code = channel.open{ argv = argv, cwd = cwd, env = env, timeout = timeout,
+    grace = o.grace, drain = o.drain, slot = slot, first = text,
+    gated = req.on_spawn ~= nil, max_line = (not stream) and cap or nil }
+  if not ch then
+    slot:release()
+    return { spawn_error = { msg, code } }
+  end
+  if req.on_spawn and req.on_spawn(ch.pid) == false then
+    ch:kill(true)
+  else
+    ch:start()
+    if req.on_started then req.on_started() end
+  end
+  local out = { lines = {}, live = true }
+  local plugins = package.loaded["ad.domain.plugins"]
+  local filter = on_progress and plugins and plugins.progress_filter()
+  local bytes = 0
+  local handlers = {
+    on_event = on_progress and function(kind, _, progress)
+      if kind == "assistant" then
+        for _, t in ipairs(progress) do on_progress(filter and filter(t) or t) end
+      end
+    end or nil,
+    -- A non-stream request keeps what is not an event (the plain-text
+    -- answer of a CLI without JSON), bounded like a one-shot run.
+    on_line = (not stream) and function(line)
+      if out.truncated then return end
+      bytes = bytes + #line + 1
+      if bytes > cap then out.truncated = true else out.lines[#out.lines + 1] = line end
+    end or nil,
+    on_control_request = req.on_control_request,
+  }
+  if req.on_channel then req.on_channel(ch) end
+  local cancelled = false
+  while true do
+    local kind, why = ch:read_event(handlers)
+    if kind == nil then
+      cancelled = (why == "cancelled")
+      break
+    end
+    if kind == "result" then
+      out.payload = why
+      ch:close()
+    end
+  end
+  if req.on_channel then req.on_channel(nil) end
+  if cancelled or core.task.cancelled() then stopped(ch, o.interrupt_grace) end
+  local info = ch:wait()
+  if not info then stopped(ch, o.interrupt_grace) end
+  if not stream and info.skipped_lines > 0 and not out.payload then out.truncated = true end
+  out.info = info
+  ch:release()
+  return out
+end
+
+return M

@@ -1,0 +1,80 @@
+--- Which transport a claude child gets: "live" (the CLI's stream-json
+--- control channel, ad.domain.channel: steerable, interrupted gracefully
+--- on cancel) or "oneshot" (`claude -p`, the prompt on stdin, closed).
+---
+--- settings.transport: "auto" (default) | "live" | "oneshot". auto is
+--- live when the local CLI has the channel, and oneshot for remote agents
+--- (the CLI on the other host is not probed). Whether a CLI has the
+--- channel is measured once per binary: `claude --help` lists
+--- --input-format (about 0.1 s); the answer is kept in this process and
+--- on disk (<config dir>/cli-transport.json, keyed by the binary's path
+--- and its device, inode, size and mtime), so an upgraded CLI is probed
+--- again and an unchanged one never is.
+local core = require "ad.core"
+local json = require "ad.infra.json"
+local paths = require "ad.storage.paths"
+
+local M = {}
+
+M.MODES = { auto = true, live = true, oneshot = true }
+M.PROBE_TIMEOUT = 10
+
+local memo = {} -- path -> {id =, live =}
+
+local function cache_path()
+  return paths.config_dir() .. "/cli-transport.json"
+end
+
+local function load_disk()
+  local text = core.fs.read_file(cache_path(), 1024 * 1024, true)
+  local t = text and json.decode(text)
+  return type(t) == "table" and not json.is_array(t) and t or {}
+end
+
+-- Runs `claude --help` and looks for the flag (a task: yields).
+local function probe(path)
+  local p = core.proc.spawn{ argv = { path, "--help" }, timeout = M.PROBE_TIMEOUT,
+    max_line = 64 * 1024 }
+  if not p then return false end
+  local found = false
+  while true do
+    local line = p:read_line()
+    if line == nil then break end
+    if line:find("--input-format", 1, true) then found = true end
+  end
+  local info = p:wait()
+  p:close()
+  return found and info ~= nil and info.exit_code == 0
+end
+
+--- True when the claude binary at path has the live control channel.
+function M.has_channel(path)
+  local id = core.fs.file_id(path)
+  if not id then return false end
+  local m = memo[path]
+  if m and m.id == id then return m.live end
+  local disk = load_disk()
+  local d = disk[path]
+  if type(d) == "table" and d.id == id and type(d.live) == "boolean" then
+    memo[path] = { id = id, live = d.live }
+    return d.live
+  end
+  local live = probe(path)
+  memo[path] = { id = id, live = live }
+  disk = load_disk() -- another process may have written meanwhile
+  disk[path] = { id = id, live = live }
+  core.fs.mkdirs(paths.config_dir(), 448)
+  core.fs.write_atomic(cache_path(), json.encode(disk), 384, true)
+  return live
+end
+
+--- "live" or "oneshot" for a request whose claude is at path (nil for a
+--- remote agent).
+function M.choose(settings, agent, path)
+  local mode = settings.transport or "auto"
+  if mode ~= "auto" then return mode end
+  if agent.host or not path then return "oneshot" end
+  return M.has_channel(path) and "live" or "oneshot"
+end
+
+return M
