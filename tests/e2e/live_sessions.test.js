@@ -317,3 +317,17 @@ test('schema: warm and live_sessions are validated and bounded', async (t) => {
   env.setup({ agents: { a: { directory: env.project('a'), warm: -1 } } });
   assert.match(env.run(['list']).stderr, /agents\.a\.warm: must be >= 0/);
 });
+
+test('dialogue turns continue on the two agents\' live processes', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { req: true, exp: true } });
+  const srv = serve(env);
+  await srv.init();
+  const v = (await srv.call('dispatch_dialogue', { requester: 'req', responder: 'exp',
+    topic: 'endless [stub:reply=still thinking]', max_rounds: 2 })).value;
+  assert.ok(v.conversation.length >= 3, JSON.stringify(v));
+  assert.strictEqual(liveSpawns(env).length, 2, 'one process per agent');
+  assert.strictEqual(resumed(env).length, 0);
+  assert.strictEqual((await stats(srv)).sessions, 2);
+  await srv.close();
+});
