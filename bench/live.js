@@ -13,11 +13,12 @@
 //      (max 0: every continuation spawns `claude -p --resume`). Each has one
 //      session open; interleaved pairs of `dispatch_session` continuations,
 //      live then resume. Target <= 0.15x.
-//   3. The CLI alone (no agent-dispatch), same pairs, as the floor: cold
-//      `claude -p` and `claude -p --resume` to exit, a message to an idle
-//      live process to its `result` line.
+//   In each round the same work is also done by the CLI alone (no
+//   agent-dispatch), as the floor: cold `claude -p` and `claude -p
+//   --resume` to exit, a message to an idle live process to its result
+//   line; the differences within a round are agent-dispatch's own time.
 // Every figure is the median of the pair ratios (the ratio of the medians
-// beside it). Writes bench/results-live.md unless BENCH_QUICK=1.
+// beside it), SETTLE ms of quiet before each measurement. Writes bench/results-live.md unless BENCH_QUICK=1.
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -129,19 +130,24 @@ async function main() {
     const poolReady = async () => (await call(s1, 'live_stats', {})).warm === 1;
     await until(poolReady);
     await ok(s1, 'dispatch', { agent: 'cold', task: 'warm-up [mock:reply=ok]' });
-    const cold = [], warm = [], r1 = [];
+    const cold = [], warm = [], r1 = [], cc = [], d1 = [];
     for (let i = 0; i < PAIRS; i++) {
       await until(poolReady);
       await sleep(SETTLE);
       const [tc] = await timed(() => ok(s1, 'dispatch', { agent: 'cold', task: `cold ${i} [mock:reply=ok]` }));
       await sleep(SETTLE);
       const [tw] = await timed(() => ok(s1, 'dispatch', { agent: 'warm', task: `warm ${i} [mock:reply=ok]` }));
-      cold.push(tc); warm.push(tw); r1.push(tw / tc);
+      await sleep(SETTLE);
+      const [ta] = await timed(() => h.runClaude(['-p', '--output-format', 'json', '--',
+        `alone ${i} [mock:reply=ok]`], { port: mock.port, home, cwd: proj, bin }));
+      cold.push(tc); warm.push(tw); r1.push(tw / tc); cc.push(ta); d1.push(tc - ta);
     }
     const st1 = await call(s1, 'live_stats', {});
     lines.push(row(1, 'fresh dispatch, cold (`dispatch`, a new claude process)', cold, 'baseline'));
     lines.push(row(1, 'fresh dispatch taken from the warm pool (`warm: 1`)', warm,
       `**${f2(median(r1))}x** of cold (medians ${f2(median(warm) / median(cold))}x; target <= 0.45x)`));
+    lines.push(row(1, '`claude -p` alone (no agent-dispatch), cold, to exit', cc, ''));
+    lines.push(`| 1 | cold dispatch minus \`claude -p\` alone (median of the differences within a round) | ${f1(median(d1))} ms | |`);
     lines.push(`| 1 | memory of one idle pool process (VmRSS) | ${Math.round(st1.rss_kb / 1024)} MB | |`);
 
     // ---- 2. live continuation vs --resume
@@ -150,47 +156,40 @@ async function main() {
     const sr = await start('resume', { a: { directory: proj, timeout: 120 } }, 0);
     const live0 = await ok(sl, 'dispatch_session', { agent: 'a', task: 'open [mock:reply=ok]' });
     const res0 = await ok(sr, 'dispatch_session', { agent: 'a', task: 'open [mock:reply=ok]' });
-    const lt = [], rt = [], r2 = [];
-    for (let i = 0; i < PAIRS; i++) {
-      await sleep(200);
-      const [tl, vl] = await timed(() => ok(sl, 'dispatch_session', { agent: 'a',
-        session_id: live0.session_id, task: `turn ${i} [mock:reply=ok]` }));
-      await sleep(200);
-      const [tr] = await timed(() => ok(sr, 'dispatch_session', { agent: 'a',
-        session_id: res0.session_id, task: `turn ${i} [mock:reply=ok]` }));
-      if (vl.session_id !== live0.session_id) throw new Error('live session changed id');
-      lt.push(tl); rt.push(tr); r2.push(tl / tr);
-    }
-    const st2 = await call(sl, 'live_stats', {});
-    if (st2.totals.reused !== PAIRS) throw new Error(`live turns not reused: ${JSON.stringify(st2.totals)}`);
-    lines.push(row(2, 'session continuation with `--resume` (live_sessions.max 0)', rt, 'baseline'));
-    lines.push(row(2, 'session continuation on the live process', lt,
-      `**${f2(median(r2))}x** of --resume (medians ${f2(median(lt) / median(rt))}x; target <= 0.15x)`));
-
-    // ---- 3. the CLI alone
-    log('bench live: 3. the CLI alone');
     const env = h.claudeEnv({ port: mock.port, home });
-    const cc = [], cr = [], cl = [];
     const first = await h.runClaude(['-p', '--output-format', 'json', '--', 'open [mock:reply=ok]'],
       { port: mock.port, home, cwd: proj, bin });
     const sid = first.json.session_id;
     const lc = liveCli(bin, env, proj);
     await lc.turn('open [mock:reply=ok]');
+    const lt = [], rt = [], r2 = [], cl = [], cr = [], d2 = [], d3 = [];
     for (let i = 0; i < PAIRS; i++) {
-      const [a] = await timed(() => h.runClaude(['-p', '--output-format', 'json', '--',
-        `cold ${i} [mock:reply=ok]`], { port: mock.port, home, cwd: proj, bin }));
-      const [b] = await timed(() => h.runClaude(['-p', '--output-format', 'json', '--resume', sid,
+      await sleep(SETTLE);
+      const [tl, vl] = await timed(() => ok(sl, 'dispatch_session', { agent: 'a',
+        session_id: live0.session_id, task: `turn ${i} [mock:reply=ok]` }));
+      await sleep(200);
+      const [tc] = await timed(() => lc.turn(`live ${i} [mock:reply=ok]`));
+      await sleep(SETTLE);
+      const [tr] = await timed(() => ok(sr, 'dispatch_session', { agent: 'a',
+        session_id: res0.session_id, task: `turn ${i} [mock:reply=ok]` }));
+      await sleep(SETTLE);
+      const [ta] = await timed(() => h.runClaude(['-p', '--output-format', 'json', '--resume', sid,
         '--', `again ${i} [mock:reply=ok]`], { port: mock.port, home, cwd: proj, bin }));
-      const [c] = await timed(() => lc.turn(`live ${i} [mock:reply=ok]`));
-      cc.push(a); cr.push(b); cl.push(c);
+      if (vl.session_id !== live0.session_id) throw new Error('live session changed id');
+      lt.push(tl); rt.push(tr); r2.push(tl / tr); cl.push(tc); cr.push(ta);
+      d2.push(tl - tc); d3.push(tr - ta);
     }
     await lc.close();
-    lines.push(row(3, '`claude -p` alone, cold, to exit', cc, ''));
-    lines.push(row(3, '`claude -p --resume` alone, to exit', cr, `${f2(median(cr) / median(cc))}x of cold`));
-    lines.push(row(3, 'a message to an idle live `claude` alone, to its result line', cl,
-      `${f2(median(cl) / median(cr))}x of --resume`));
-    lines.push(`| 3 | agent-dispatch on a live session minus the CLI alone | ${f1(median(lt) - median(cl))} ms | |`);
-    lines.push(`| 3 | agent-dispatch cold dispatch minus the CLI alone | ${f1(median(cold) - median(cc))} ms | |`);
+    const st2 = await call(sl, 'live_stats', {});
+    if (st2.totals.reused !== PAIRS) throw new Error(`live turns not reused: ${JSON.stringify(st2.totals)}`);
+    lines.push(row(2, 'session continuation with `--resume` (live_sessions.max 0)', rt, 'baseline'));
+    lines.push(row(2, 'session continuation on the live process', lt,
+      `**${f2(median(r2))}x** of --resume (medians ${f2(median(lt) / median(rt))}x; target <= 0.15x)`));
+    lines.push(row(2, '`claude -p --resume` alone (no agent-dispatch), to exit', cr, ''));
+    lines.push(row(2, 'a message to an idle live `claude` alone, to its result line', cl, ''));
+    lines.push(`| 2 | continuation with --resume minus \`claude --resume\` alone (median of the differences) | ${f1(median(d3))} ms | |`);
+    lines.push(`| 2 | continuation on the live process minus the live \`claude\` alone (median of the differences) | ${f1(median(d2))} ms | |`);
+
   } finally {
     for (const s of servers) await s.close();
     await mock.stop();

@@ -331,3 +331,20 @@ test('dialogue turns continue on the two agents\' live processes', async (t) => 
   assert.strictEqual((await stats(srv)).sessions, 2);
   await srv.close();
 });
+
+test('warm: N added to a running server\'s config starts the pool at its next call', async (t) => {
+  const env = newEnv(t);
+  const dir = env.project('a');
+  env.setup({ agents: { a: dir } });
+  const srv = serve(env);
+  await srv.init();
+  await sleep(700); // past the first pause: the server has looked for pools
+  assert.strictEqual((await stats(srv)).warm, 0);
+  env.setup({ agents: { a: { directory: dir, warm: 1 } } });
+  await srv.call('list_agents'); // any call re-reads agents.yaml
+  assert.ok(await waitUntil(async () => (await stats(srv)).warm === 1, 8000), 'pool started');
+  env.setup({ agents: { a: dir } });
+  await srv.call('list_agents');
+  assert.ok(await waitUntil(async () => (await stats(srv)).warm === 0, 8000), 'pool ended');
+  await srv.close();
+});

@@ -310,8 +310,9 @@ end
 -- The agents whose entries changed since the pool was filled: their pool
 -- processes were started with what the entry said before.
 local changed_agents = {}
+local serving = false
 require("ad.storage.config").on_agents_changed(function(names)
-  if not next(wants) then return end
+  if not serving then return end
   for _, n in ipairs(names) do changed_agents[n] = true end
   if core.task.in_task() then
     core.task.spawn(function()
@@ -320,6 +321,14 @@ require("ad.storage.config").on_agents_changed(function(names)
     end)
   end
 end)
+
+--- The server (serve) keeps pools: those of cfg start now, and a change
+--- of agents.yaml (seen when the server re-reads it, on its next call)
+--- starts, resizes or restarts them.
+function M.serve(cfg)
+  serving = true
+  M.want(cfg)
+end
 
 --- Sets the wanted pool sizes from a config (agents with warm: N) and
 --- starts what is missing. Agents no longer wanting a pool, or whose entry

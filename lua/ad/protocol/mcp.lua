@@ -803,11 +803,7 @@ local function maintenance(kick, stopping, last_input)
     end
     jobs.recover_stale()
     -- The warm pools of agents with warm: N start now, off the handshake.
-    if cfg and not stopping() then
-      for _, name in ipairs(cfg.agent_names) do
-        if (cfg.agents[name].warm or 0) > 0 then require("ad.domain.live").want(cfg) break end
-      end
-    end
+    if cfg and not stopping() then require("ad.domain.live").serve(cfg) end
   end)
   if not ok then
     io.stderr:write("agent-dispatch: startup maintenance skipped: ",
