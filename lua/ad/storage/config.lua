@@ -40,7 +40,7 @@ local SETTINGS_KEYS = { "default_timeout", "default_max_budget_usd",
   "live_sessions" }
 
 -- Bounds of the processes kept alive between calls (ad.domain.live): each
--- idle claude process holds its memory (about 200-300 MB of RSS with the
+-- idle claude process holds its memory (about 90-150 MB of RSS with the
 -- 2.1.x CLI), so the counts are small and capped.
 M.MAX_WARM = 8
 M.MAX_LIVE_SESSIONS = 64
