@@ -23,6 +23,7 @@
  *   core.fs.file_id(path) -> "dev:ino:size:mtime.ns" | nil
  *   core.fs.listdir(dir) -> {names} | nil, msg, code
  *   core.fs.unlink(path) -> true | nil, msg, code
+ *   core.fs.rmdir(path) -> true | nil, msg, code (an empty directory)
  *   core.fs.free_space(path) -> bytes available to this user on the file
  *       system holding path | nil, msg, code
  *
@@ -502,6 +503,16 @@ static int l_unlink(lua_State *L)
     return 1;
 }
 
+static int l_rmdir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    if (rmdir(path) != 0) {
+        return fail_errno(L, -errno, path);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_free_space(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -529,6 +540,7 @@ void bind_fs_register(lua_State *L)
         {"file_id", l_file_id},
         {"listdir", l_listdir},
         {"unlink", l_unlink},
+        {"rmdir", l_rmdir},
         {"free_space", l_free_space},
         {NULL, NULL},
     };

@@ -5,6 +5,8 @@
  *       -> p | nil, message, code
  *   p:start()  (a gated child: go on to exec)
  *   p:read_line() -> line | nil (end of stdout) | nil, "cancelled"
+ *                | nil, "skipped" (report_skipped: a line over max_line
+ *                was dropped here; reading goes on after it)
  *   p:wait() -> {exit_code=, signal=, timed_out=, stderr=, pid=,
  *                skipped_lines=, truncated=, dropped_bytes=}
  *   p:kill([hard]) ; p:pid() ; p:close() (also __close and __gc)
@@ -43,6 +45,7 @@
 struct line {
     struct line *next;
     size_t len;
+    bool skipped;           /* a marker: a line over max_line was dropped */
     char data[];
 };
 
@@ -62,6 +65,7 @@ struct lproc {
     struct task *reader;    /* waiting in read_line */
     struct task *waiter;    /* waiting in wait */
     bool soft_cancel;       /* a cancelled wait leaves the child alone */
+    bool report_skipped;    /* read_line tells of dropped lines */
 };
 
 static struct lproc *check(lua_State *L)
@@ -113,13 +117,21 @@ static void push_info(lua_State *L, struct lproc *lp)
     lua_setfield(L, -2, "stderr");
 }
 
-/* Hands a line to the waiting reader or queues it. */
+/* Hands a line (s NULL: the marker of a dropped line) to the waiting
+ * reader or queues it. */
 static void deliver(struct proc *p, struct lproc *lp, const char *s, size_t n)
 {
     if (lp->reader) {
         struct task *t = lp->reader;
         lp->reader = NULL;
-        push_line(sched_thread(t), s, n);
+        lua_State *T = sched_thread(t);
+        if (!s) {
+            lua_pushnil(T);
+            lua_pushliteral(T, "skipped");
+            sched_resume(t, 2);
+            return;
+        }
+        push_line(T, s, n);
         sched_resume(t, 1);
         return;
     }
@@ -130,7 +142,10 @@ static void deliver(struct proc *p, struct lproc *lp, const char *s, size_t n)
     }
     l->next = NULL;
     l->len = n;
-    memcpy(l->data, s, n);
+    l->skipped = (s == NULL);
+    if (s) {
+        memcpy(l->data, s, n);
+    }
     if (lp->tail) {
         lp->tail->next = l;
     } else {
@@ -170,6 +185,9 @@ static void on_line(struct proc *p, const char *s, size_t n, void *ud)
     struct lproc *lp = ud;
     if (!s) {
         lp->skipped++;
+        if (lp->report_skipped) {
+            deliver(p, lp, NULL, 0);
+        }
         return;
     }
     if (lp->max_output &&
@@ -342,6 +360,9 @@ static int l_process(lua_State *L)
     lua_getfield(L, 1, "soft_cancel");
     lp->soft_cancel = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    lua_getfield(L, 1, "report_skipped");
+    lp->report_skipped = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     return 1;
 }
 
@@ -356,10 +377,18 @@ static int l_read_line(lua_State *L)
             lp->tail = NULL;
         }
         lp->queued -= l->len;
-        push_line(L, l->data, l->len);
+        bool skipped = l->skipped;
+        if (!skipped) {
+            push_line(L, l->data, l->len);
+        }
         free(l);
         if (lp->queued < QUEUE_HIGH / 2) {
             proc_resume(lp->p);
+        }
+        if (skipped) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "skipped");
+            return 2;
         }
         return 1;
     }

@@ -171,6 +171,10 @@ class Env {
     }
     if (Object.keys(agents).length === 0) y = 'agents: {}\n';
     if (groups) y += `groups:\n${groups}`;
+    // AD_E2E_TRANSPORT=live|oneshot runs a test file with that transport
+    // (settings.transport; e2e_remote_live runs the remote tests live).
+    const tr = process.env.AD_E2E_TRANSPORT;
+    if (tr && !/^\s*transport:/m.test(settings)) settings = `  transport: ${tr}\n${settings}`;
     if (settings) y += `settings:\n${settings}`;
     this.writeConfig(y);
     return dirs;

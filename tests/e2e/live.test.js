@@ -171,6 +171,25 @@ describe('steering a running job', () => {
   });
 });
 
+describe('steering a handed-off call', () => {
+  test('a sync dispatch handed off to a job of the server takes steering (in-process owner)', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const srv = env.serve();
+    await srv.init();
+    const h = (await srv.call('dispatch', { agent: 'a', task: '[stub:sleep=2.5] sort the list',
+      handoff_after_seconds: 1 }, { ms: 10000 })).value;
+    assert.strictEqual(h.status, 'running', JSON.stringify(h));
+    const s = (await srv.call('dispatch_steer', { job_id: h.job_id, message: 'descending' })).value;
+    assert.strictEqual(s.outcome, 'delivered', JSON.stringify(s));
+    const w = (await srv.call('dispatch_wait', { job_id: h.job_id, timeout_seconds: 30 })).value;
+    assert.strictEqual(w.result.result, 'stub ok: sort the list\n+ descending');
+    assert.strictEqual(readRec(env, h.job_id).messages[0].text, 'descending');
+    await srv.close();
+    await env.assertNoLeftovers();
+  });
+});
+
 describe('cancel interrupts first', () => {
   test('a cancelled live job stops at the interrupt, keeps its session_id, and dispatch_session resumes it', async (t) => {
     const env = newEnv(t);
@@ -226,7 +245,7 @@ describe('job inbox files', () => {
     await srv.init();
     const id = (await srv.call('dispatch_async', { agent: 'a', task: '[stub:sleep=2] guarded' })).value.job_id;
     trackRunner(env, await recUntil(env, id, (r) => r.status === 'running', 10000, 'running'));
-    const box = path.join(env.jobs, `${id}.inbox`);
+    const box = path.join(env.jobs, 'inbox', id);
     assert.ok(await waitUntil(() => fs.existsSync(path.join(box, 'owner')), 5000));
     assert.strictEqual(fs.statSync(box).mode & 0o777, 0o700);
     const msg = (text) => JSON.stringify({ kind: 'steer', text, by: 'forger', at: 1 });
@@ -247,6 +266,7 @@ describe('job inbox files', () => {
       assert.ok(!fs.existsSync(path.join(box, n)), `${n} removed`);
     }
     assert.ok(fs.existsSync(outside), 'the link target is untouched');
+    assert.ok(await waitUntil(() => !fs.existsSync(box), 5000), 'the inbox is removed when the job ends');
     await srv.close();
     await env.assertNoLeftovers();
   });

@@ -74,7 +74,12 @@ describe('dispatch to a remote agent', () => {
     assert.strictEqual(e.cwd, dir);
     assert.strictEqual(e.prompt, 'hello there');
     assert.strictEqual(e.argv[0], 'claude');
-    assert.deepStrictEqual(e.argv.slice(1, 4), ['-p', '--output-format', 'json']);
+    if (process.env.AD_E2E_TRANSPORT === 'live') { // e2e_remote_live: the control channel
+      assert.deepStrictEqual(e.argv.slice(1, 7), ['--input-format', 'stream-json', '-p',
+        '--output-format', 'stream-json', '--verbose']);
+    } else {
+      assert.deepStrictEqual(e.argv.slice(1, 4), ['-p', '--output-format', 'json']);
+    }
     assert.strictEqual(e.argv[e.argv.length - 1], '--', 'nothing after -- (the prompt is on stdin)');
     assert.strictEqual(e.env.AGENT_DISPATCH_DEPTH, '1');
     assert.strictEqual(env.dispatches().length, 0, 'the local claude never ran');

@@ -1267,6 +1267,7 @@ static int live_main(const struct args *a, int argc, char **argv, double t0)
             }
             live_deaf = d.deaf;
             live_interrupted = false;
+            prompt_from_stdin = true; /* a message on stdin, as the CLI reads it */
             struct ctx c = {
                 .a = a, .d = &d, .t0 = t0, .session_id = sid,
                 .model = a->model ? a->model : "claude-stub",

@@ -71,4 +71,26 @@ rc=0
 expect "$tmp/die" '"text":"progress 1/3"'
 if grep -q '"type":"result"' "$tmp/die"; then fail "die: a result line was written"; fi
 
+# Live mode (--input-format stream-json): one turn per user message, the
+# session kept; an interrupt ends a turn as the CLI does; ask gets its answer.
+LIVE="$STUB -p --input-format stream-json --output-format stream-json --verbose --permission-prompt-tool stdio"
+{
+  printf '%s\n' '{"type":"user","message":{"role":"user","content":"first [stub:sleep=0.2]"}}'
+  printf '%s\n' '{"type":"user","message":{"role":"user","content":"second"}}'
+  sleep 0.5
+  printf '%s\n' '{"type":"user","message":{"role":"user","content":"long [stub:sleep=5]"}}'
+  sleep 0.3
+  printf '%s\n' '{"type":"control_request","request_id":"r1","request":{"subtype":"interrupt"}}'
+  printf '%s\n' '{"type":"user","message":{"role":"user","content":"[stub:ask=Bash {\"command\":\"ls\"}]"}}'
+  sleep 0.3
+  printf '%s\n' '{"type":"control_response","response":{"subtype":"success","request_id":"stub-ask-1","response":{"behavior":"deny","message":"not now"}}}'
+} | $LIVE >"$tmp/live"
+expect "$tmp/live" '"result":"stub ok: first"'
+expect "$tmp/live" '"result":"stub ok: first\\n\+ second"'
+expect "$tmp/live" '"request_id":"r1","response":{"still_queued":\[\]}'
+expect "$tmp/live" '"subtype":"error_during_execution".*"terminal_reason":"aborted_streaming"'
+expect "$tmp/live" '"subtype":"can_use_tool","tool_name":"Bash"'
+expect "$tmp/live" '"result":"asked Bash: deny message=not now"'
+[ "$(grep -o '"session_id":"[^"]*"' "$tmp/live" | sort -u | wc -l)" -eq 1 ] || fail "live: one session id"
+
 echo "stub_claude selftest: ok"

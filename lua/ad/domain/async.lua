@@ -168,7 +168,6 @@ end
 -- crash is recorded, the job_done hooks run, it leaves the registry.
 local function settle(run, ok, result)
   local id = run.id
-  if run.inbox then run.inbox:close() end
   if ok then
     flush(run)
     if run.start_error then
@@ -191,6 +190,9 @@ local function settle(run, ok, result)
     io.stderr:write("agent-dispatch: job ", id, " worker crashed: ", msg, "\n")
     jobs.fail_unstored(id, "Worker crashed: " .. msg:match("^[^\n]*"))
   end
+  -- Last: its files go only once the end is recorded (on a full disk
+  -- their room must not be what lets the record through late).
+  if run.inbox then run.inbox:close() end
   registry[id] = nil
 end
 
@@ -403,10 +405,14 @@ function M.cancel(id)
   if outcome == "running" then
     local entry = registry[id]
     if entry then
-      rec, outcome = jobs.cancel(id, true)
+      local live = entry.channel ~= nil
+      rec, outcome = jobs.cancel(id, true, live and ("Cancelled while running; its agent " ..
+        "was interrupted (its session_id is kept for dispatch_session)") or nil)
       if outcome == "cancelled_running" then
-        entry.task:cancel() -- kills the child's process group
-        message = "The job was running; its subprocess was killed."
+        entry.task:cancel() -- kills the child's process group (live: after the interrupt)
+        message = live and "The job was running; its agent was interrupted and its " ..
+          "process group ends within settings.interrupt_grace_seconds." or
+          "The job was running; its subprocess was killed."
       end
     elseif jobs.process_alive(rec) and M.cancel_by_owner(id) then
       -- Its owner (a detached job runner, another server) stopped it: the

@@ -25,7 +25,9 @@
 ---       clear message and any other request gets an error response
 ---   ch:read_event(handlers) -> kind, obj | nil, err   one line (same
 ---       handlers; control requests answered), for callers that keep
----       reading past a result
+---       reading past a result; "" for a line that is no event (or one
+---       over max_line, dropped: the child's input is then closed, since
+---       that line may have been its result)
 ---   ch:interrupt() -> true | nil, message   (asks the turn to stop: the
 ---       CLI ends it with a result of subtype error_during_execution,
 ---       terminal_reason aborted_streaming; the session stays resumable)
@@ -73,7 +75,7 @@ function M.open(o)
   local p, msg, code = core.proc.spawn{ argv = o.argv, cwd = o.cwd, env = o.env,
     timeout = o.timeout, grace = o.grace, drain = o.drain, slot = o.slot,
     stdin = o.first and M.user_line(o.first) or nil, stdin_keep = true,
-    gated = o.gated, max_line = o.max_line, soft_cancel = true }
+    gated = o.gated, max_line = o.max_line, soft_cancel = true, report_skipped = true }
   if not p then return nil, msg, code end
   return setmetatable({ p = p, pid = p:pid(), turns = 0, sent = o.first and 1 or 0 }, Channel)
 end
@@ -129,6 +131,14 @@ end
 --- is not one (handed to handlers.on_line), or nil, "eof" | "cancelled".
 function Channel:read_event(handlers)
   local line, err = self.p:read_line()
+  if err == "skipped" then
+    -- A line over max_line was dropped: it may have been the result,
+    -- which the child would then wait after forever. Its input is closed
+    -- so it ends after its turn, as a one-shot child would.
+    self.skipped = (self.skipped or 0) + 1
+    self:close()
+    return "", nil
+  end
   if line == nil then return nil, err == "cancelled" and "cancelled" or "eof" end
   local kind, obj, progress = claude.event(line)
   if not kind then

@@ -115,7 +115,10 @@ M.EXIT_NO_DIR, M.EXIT_NO_CLAUDE = 96, 127
 -- and signals the group: TERM, KILL after a grace period. With LEN "live"
 -- (the live transport) claude gets all of it instead - it reads further
 -- messages there - and the end of it ends claude after its turn; the
--- group is signalled 3 s after that end unless claude is done first. The right side
+-- group is signalled 3 s after that end unless claude is done first (and
+-- the right side does not wait for the end of the input: when claude
+-- exits it signals the group at once, and this side, which resets TERM
+-- to its default action first, goes with it). The right side
 -- runs claude; when it exits, it reads what is left of its input (so the
 -- watcher is past its start, with the default TERM action, whatever
 -- claude read), TERMs what is left of the group (the watcher, anything
@@ -135,7 +138,9 @@ exec 3<&0 0<&- 4>&2 2>&-
 trap : TERM
 {
   if [ "$n" = live ]; then
+    trap - TERM
     cat
+    exec >&-
     sleep 3
   else
     head -c "$n"
@@ -151,7 +156,7 @@ trap : TERM
   "$@" 2>&4 4>&-
   s=$?
   [ "$s" -eq 127 ] && printf 'agent-dispatch: %s not found on the remote PATH (%s)\n' "$1" "$PATH" >&4
-  while IFS= read -r _; do :; done
+  [ "$n" = live ] || while IFS= read -r _; do :; done
   trap '' TERM
   kill -TERM 0
   exit "$s"
@@ -292,7 +297,8 @@ function M.ssh_error_text(stderr)
 end
 
 local function no_output(run, req)
-  if req.stream then return run.payload == nil end
+  if run.payload ~= nil then return false end -- (a live run reads it in json mode too)
+  if req.stream then return true end
   for _, line in ipairs(run.lines or {}) do
     if util.strip(line) ~= "" then return false end
   end

@@ -286,6 +286,13 @@ end
 local function observed(req)
   local obs = M.observer
   if not obs then return execute(req) end
+  -- The first dispatch of a CLI binary probes its transport (a yield):
+  -- done before the observer hears of the dispatch, which it shows as
+  -- queued only while every slot is taken.
+  if not req.agent.host and req.settings.transport == "auto" then
+    local path = M.claude_path()
+    if path then pcall(transport.has_channel, path) end
+  end
   local h = obs.start(req.agent_name, req)
   local r = util.copy(req)
   -- A dispatch waits for a concurrency slot first: the observer hears when

@@ -16,7 +16,8 @@
 ---       is the poster's reply; an unknown kind is answered {ok = false})
 ---   server:close()   stops serving (posts are refused from then on)
 ---
---- Files: <jobs dir>/<id>.inbox/ (0700, this user's, not a link) holds
+--- Files: <jobs dir>/inbox/<id>/ (0700, this user's, not a link, in a
+--- directory of the same kind; removed when the job ends) holds
 --- `owner` ({pid, start} of the serving process, while it serves), one
 --- file per message `m-<time>-<n>.json` (0600, written atomically), the
 --- owner's answers `r-<message file>` and a doorbell file `bell` that a
@@ -33,13 +34,17 @@ local M = {}
 M.MAX_MESSAGE = 64 * 1024
 M.WAIT = 10
 
+local function inbox_root()
+  return jobs.dir() .. "/inbox"
+end
+
 local function inbox_dir(id)
-  return jobs.dir() .. "/" .. id .. ".inbox"
+  return inbox_root() .. "/" .. id
 end
 
 -- The inbox directory, when it is this user's own, private and not a
 -- link; else nil and why.
-local function checked(dir)
+local function checked_one(dir)
   local kind, _, mode, uid = core.fs.stat(dir)
   if not kind then return nil, "missing" end
   local real = core.fs.realpath(dir)
@@ -52,6 +57,12 @@ local function checked(dir)
       "nobody else can enter (mode 0700)"
   end
   return dir
+end
+
+local function checked(dir)
+  local root, why = checked_one(dir:match("^(.*)/[^/]+$"))
+  if not root then return nil, why end
+  return checked_one(dir)
 end
 
 -- A file of the inbox, read when it is a regular file of this user (not a
@@ -113,6 +124,7 @@ function M.post(id, msg, opts)
     if text then
       core.fs.unlink(dir .. "/" .. reply_name)
       reply = json.decode(text)
+      if not owner_of(dir) then core.fs.rmdir(dir) end -- the owner is done with it
       break
     end
     local left = deadline - core.task.now()
@@ -167,7 +179,8 @@ end
 function M.serve(id, handlers)
   if not jobs.valid(id) then return nil, "invalid job id: " .. tostring(id) end
   local dir = inbox_dir(id)
-  local ok, err = core.fs.mkdirs(dir, 448)
+  local ok, err = core.fs.mkdirs(inbox_root(), 448)
+  if ok then ok, err = core.fs.mkdirs(dir, 448) end
   if not ok then return nil, "cannot create the inbox of job " .. id .. ": " .. tostring(err) end
   local d, why = checked(dir)
   if not d then return nil, why end
@@ -185,8 +198,11 @@ function M.serve(id, handlers)
       local r, werr = w:wait(3600)
       w:close()
       s.watch = nil
-      if not r and werr == "cancelled" then break end
+      if not r and werr == "cancelled" then return end
     end
+    -- Gone once empty (a reply its poster has not read yet keeps it: the
+    -- poster removes it then).
+    core.fs.rmdir(dir)
   end)
   return s
 end

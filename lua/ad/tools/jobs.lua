@@ -107,8 +107,9 @@ tools.define{
   description = "Cancel a job: a pending job never starts; a running job's " ..
     "subprocess (and everything it started) is killed, also when it was " ..
     "started by an earlier server process, provided it is verifiably the " ..
-    "same process. Outcomes: cancelled, cancelled_running, running, " ..
-    "already_terminal.",
+    "same process. A live agent is interrupted first and its session_id " ..
+    "kept (resume it with dispatch_session). Outcomes: cancelled, " ..
+    "cancelled_running, running, already_terminal.",
   params = { { name = "job_id", type = "string", required = true } },
   annotations = json.object({ readOnlyHint = false, destructiveHint = true,
     idempotentHint = true, openWorldHint = false },
