@@ -607,6 +607,9 @@ function M.run(o)
   end
   ch:release()
   entry.retired = true
+  -- A line over the cap was dropped (the channel closed the child's
+  -- input then): it may have been the result.
+  if not req.stream and (info.skipped_lines or 0) > 0 then out.truncated = true end
   if timed_out then
     local i = {}
     for k, v in pairs(info) do i[k] = v end
