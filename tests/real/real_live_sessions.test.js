@@ -40,7 +40,9 @@ function wrapper(dir) {
   const log = path.join(dir, 'starts.log');
   const w = path.join(dir, 'claude');
   fs.writeFileSync(w, `#!/bin/sh\necho "$$ $*" >> '${log}'\nexec '${h.claudeBin()}' "$@"\n`, { mode: 0o755 });
-  return { bin: w, starts: () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean) : []) };
+  // Starts of claude -p (the transport's one `claude --help` probe aside).
+  return { bin: w, starts: () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n')
+    .filter((l) => / -p /.test(l)) : []) };
 }
 
 describe('live sessions and warm pool with the real Claude Code CLI', () => {

@@ -707,7 +707,7 @@ function publish()
       return
     end
     if core.fs.mkdirs(dir) then
-      published = core.fs.write_atomic(path, json.encode(s), 384) and true or published
+      published = core.fs.write_atomic(path, json.encode(s), 384, true) and true or published
     end
   end)
 end
@@ -723,7 +723,8 @@ function M.read_all()
   for _, n in ipairs(names) do
     local pid = math.tointeger(tonumber(n:match("^(%d+)%.json$")))
     if pid and rss_kb(pid) then
-      local text = core.fs.read_file(dir .. "/" .. n)
+      -- Only a file this user's servers wrote (not one others could).
+      local text = core.fs.read_trusted(dir .. "/" .. n, 1024 * 1024)
       local s = text and json.decode(text)
       if type(s) == "table" then out[#out + 1] = s end
     elseif pid then
