@@ -472,6 +472,77 @@ end
 local OK_INFO = { exit_code = 0, signal = 0, timed_out = false, stderr = "",
   skipped_lines = 0, truncated = false, dropped_bytes = 0 }
 
+-- A new live child for a session turn: spawned without the slot (it holds
+-- one per turn, in M.run) and without a lifetime timeout (each turn has
+-- one). Returns the entry, or nil and the runner's spawn_error.
+local function spawn(o, fp)
+  local req = o.req
+  local ch, msg, code = channel.open{ argv = o.argv, cwd = o.cwd, env = o.env,
+    grace = o.grace, drain = o.drain, gated = req.on_spawn ~= nil,
+    max_line = (not req.stream) and o.cap or nil }
+  if not ch then return nil, { msg, code } end
+  return { ch = ch, agent = req.agent_name, fp = fp, kind = "session", turns = 0 }
+end
+
+-- What a turn does with the child's lines: progress (through the redact
+-- hooks), stray stdout of a non-stream request (bounded by cap), control
+-- requests (the request's handler, else the channel's default).
+local function handlers_for(req, cap, out)
+  local on_progress = req.on_progress
+  local plugins = package.loaded["ad.domain.plugins"]
+  local filter = on_progress and plugins and plugins.progress_filter()
+  local bytes = 0
+  return {
+    on_event = on_progress and function(kind, _, progress)
+      if kind == "assistant" then
+        for _, t in ipairs(progress) do on_progress(filter and filter(t) or t) end
+      end
+    end or nil,
+    on_line = (not req.stream) and function(line)
+      if out.truncated then return end
+      bytes = bytes + #line + 1
+      if bytes > cap then out.truncated = true else out.lines[#out.lines + 1] = line end
+    end or nil,
+    on_control_request = req.on_control_request,
+  }
+end
+
+-- Reads the turn's lines up to its result (a steering message sent during
+-- the turn is answered in one more turn: the last result is the answer).
+-- Returns the result object or nil, and whether the read was cancelled.
+local function read_turn(ch, handlers)
+  local payload
+  while true do
+    local kind, obj = ch:read_event(handlers)
+    if kind == nil then return payload, obj == "cancelled" end
+    if kind == "result" then
+      payload = obj
+      if (ch.sent or 0) <= (ch.turns or 0) then return payload, false end
+    end
+  end
+end
+
+-- The child ended (or was killed at the deadline) without a result: its
+-- exit info, as a one-shot child reports it.
+local function ended(ch, req, out, handlers, timed_out)
+  ch:close()
+  while ch:read_event(handlers) do end
+  local info = ch:wait()
+  while not info do
+    ch:kill()
+    info = ch:wait()
+  end
+  ch:release()
+  -- A line over the cap was dropped (the channel closed the child's
+  -- input then): it may have been the result.
+  if not req.stream and (info.skipped_lines or 0) > 0 then out.truncated = true end
+  local i = {}
+  for k, v in pairs(info) do i[k] = v end
+  i.timed_out = i.timed_out or timed_out
+  out.info = i
+  return out
+end
+
 --- One turn of a request on a kept, pooled or newly spawned live process.
 --- o: argv (the live command line), env, cwd, text, req, timeout, budget,
 --- resume (session id), fresh (the new session id of argv), grace, drain,
@@ -493,33 +564,24 @@ function M.run(o)
     (req.span_kind == "session" or req.span_kind == "turn")
   if not entry and not keepable then return nil end
   local slot = core.limiter.acquire()
-  if not slot then
+  if not slot or (req.on_slot and req.on_slot() == false) then
+    if slot then slot:release() end
     if entry then retire(entry) end
-    error(errors.new("cancelled", "cancelled while queued"), 0)
+    error(errors.new("cancelled", slot and "cancelled before it started" or
+      "cancelled while queued"), 0)
   end
-  if req.on_slot and req.on_slot() == false then
-    slot:release()
-    if entry then retire(entry) end
-    error(errors.new("cancelled", "cancelled before it started"), 0)
-  end
-  local spawned = false
-  if not entry then
-    -- Spawned without the slot (it holds one per turn, here) and without
-    -- a lifetime timeout (the turn has one).
-    local ch, msg, code = channel.open{ argv = o.argv, cwd = o.cwd, env = o.env,
-      grace = o.grace, drain = o.drain, gated = req.on_spawn ~= nil,
-      max_line = (not req.stream) and o.cap or nil }
-    if not ch then
+  local spawned = entry == nil
+  if spawned then
+    local why
+    entry, why = spawn(o, fp)
+    if not entry then
       slot:release()
-      return { spawn_error = { msg, code } }
+      return { spawn_error = why }
     end
-    entry = { ch = ch, agent = req.agent_name, fp = fp, kind = "session", turns = 0 }
-    spawned = true
   end
   local ch = entry.ch
-  local refused = false
-  if req.on_spawn and req.on_spawn(ch.pid) == false then
-    refused = true
+  local refused = req.on_spawn ~= nil and req.on_spawn(ch.pid) == false
+  if refused then
     if spawned then ch:kill(true) end
   else
     if spawned then ch:start() end
@@ -537,23 +599,7 @@ function M.run(o)
     end
     refused = true
   end
-  local stream, on_progress = req.stream, req.on_progress
-  local plugins = package.loaded["ad.domain.plugins"]
-  local filter = on_progress and plugins and plugins.progress_filter()
-  local bytes = 0
-  local handlers = {
-    on_event = on_progress and function(kind, _, progress)
-      if kind == "assistant" then
-        for _, t in ipairs(progress) do on_progress(filter and filter(t) or t) end
-      end
-    end or nil,
-    on_line = (not stream) and function(line)
-      if out.truncated then return end
-      bytes = bytes + #line + 1
-      if bytes > o.cap then out.truncated = true else out.lines[#out.lines + 1] = line end
-    end or nil,
-    on_control_request = req.on_control_request,
-  }
+  local handlers = handlers_for(req, o.cap, out)
   local timed_out = false
   local timer = (o.timeout or 0) > 0 and core.task.spawn(function()
     if core.task.sleep(o.timeout) then
@@ -561,62 +607,29 @@ function M.run(o)
       ch:kill()
     end
   end) or nil
-  if req.on_channel then req.on_channel(ch) end
-  local cancelled, payload = false, nil
-  while not refused do
-    local kind, obj = ch:read_event(handlers)
-    if kind == nil then
-      cancelled = (obj == "cancelled")
-      break
-    end
-    -- A steering message sent during the turn is answered in one more
-    -- turn: the last result is the answer.
-    if kind == "result" then
-      payload = obj
-      if (ch.sent or 0) <= (ch.turns or 0) then break end
-    end
+  local payload, cancelled
+  if not refused then
+    if req.on_channel then req.on_channel(ch) end
+    payload, cancelled = read_turn(ch, handlers)
+    if req.on_channel then req.on_channel(nil) end
   end
-  if req.on_channel then req.on_channel(nil) end
   if timer then timer:cancel() end
   slot:release()
   entry.turns = (entry.turns or 0) + 1
-  local sid = ch.session_id or out.session_id
-  out.session_id = sid
+  out.session_id = ch.session_id or out.session_id
   if cancelled or core.task.cancelled() then
     ch:stop(o.interrupt_grace)
     ch:release()
-    error(cancelled_error(sid), 0)
+    error(cancelled_error(out.session_id), 0)
   end
-  if payload and not timed_out then
-    payload = own_cost(payload, entry)
-    out.payload = payload
-    out.info = OK_INFO
-    local clean = payload.is_error ~= true and type(payload.subtype) == "string" and
-      payload.subtype == "success"
-    if clean and keepable and M.keep(entry) then return out end
-    retire(entry)
-    return out
+  if not payload or timed_out then
+    entry.retired = true
+    return ended(ch, req, out, handlers, timed_out)
   end
-  -- The child ended (or was killed at the deadline) without a result.
-  ch:close()
-  while ch:read_event(handlers) do end
-  local info = ch:wait()
-  while not info do
-    ch:kill()
-    info = ch:wait()
-  end
-  ch:release()
-  entry.retired = true
-  -- A line over the cap was dropped (the channel closed the child's
-  -- input then): it may have been the result.
-  if not req.stream and (info.skipped_lines or 0) > 0 then out.truncated = true end
-  if timed_out then
-    local i = {}
-    for k, v in pairs(info) do i[k] = v end
-    i.timed_out = true
-    info = i
-  end
-  out.info = info
+  out.payload = own_cost(payload, entry)
+  out.info = OK_INFO
+  local clean = payload.is_error ~= true and payload.subtype == "success"
+  if not (clean and keepable and M.keep(entry)) then retire(entry) end
   return out
 end
 
