@@ -352,3 +352,22 @@ test('warm: N added to a running server\'s config starts the pool at its next ca
   assert.ok(await waitUntil(async () => (await stats(srv)).warm === 0, 15000), 'pool ended');
   await srv.close();
 });
+
+test('a turn on a live process times out like any dispatch; the session resumes', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: { directory: env.project('a'), timeout: 2 } } });
+  const srv = serve(env);
+  await srv.init();
+  const first = await session(srv, { agent: 'a', task: 'one' });
+  const pid = liveSpawns(env)[0].pid;
+  const r = (await srv.call('dispatch_session', { agent: 'a', task: 'two [stub:hang]',
+    session_id: first.session_id }, { ms: 20000 })).value;
+  assert.strictEqual(r.success, false, JSON.stringify(r));
+  assert.strictEqual(r.error_type, 'timeout');
+  assert.strictEqual(r.session_id, first.session_id);
+  assert.ok(await waitUntil(() => !alive(pid), 5000), 'the timed-out process is gone');
+  assert.strictEqual((await stats(srv)).sessions, 0);
+  await session(srv, { agent: 'a', task: 'three', session_id: first.session_id });
+  assert.strictEqual(resumed(env).length, 1);
+  await srv.close();
+});
