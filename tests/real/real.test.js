@@ -359,7 +359,7 @@ describe('agent-dispatch with the real Claude Code CLI', { concurrency: 4 }, () 
       const a0 = area(`env-${era}`, { worker: { timeout: 60 } });
       // A wrapper around the real claude that records the worker's environment.
       const wrapper = path.join(a0.dir, 'claude-wrapper.sh');
-      fs.writeFileSync(wrapper, `#!/bin/sh\nenv -0 > "${a0.dir}/worker-env.$$"\nexec "${BIN}" "$@"\n`, { mode: 0o755 });
+      fs.writeFileSync(wrapper, `#!/bin/sh\n[ "$1" = --help ] || env -0 > "${a0.dir}/worker-env.$$"\nexec "${BIN}" "$@"\n`, { mode: 0o755 });
       a0.env.AGENT_DISPATCH_CLAUDE = wrapper;
       const trace = { file: path.join(a0.dir, 'mcp-trace.jsonl'), env: path.join(a0.dir, 'server-env.json') };
       const { r } = await outerRun(a0, { era: era === 'legacy' ? 'legacy' : undefined, trace });
@@ -434,7 +434,7 @@ describe('agent-dispatch with the real Claude Code CLI', { concurrency: 4 }, () 
   it('the inner worker carries no identifier of the calling session or its project', { timeout: 120000 }, async () => {
     const a0 = area('env-leak', { worker: { timeout: 60 } });
     const wrapper = path.join(a0.dir, 'claude-wrapper.sh');
-    fs.writeFileSync(wrapper, `#!/bin/sh\nenv -0 > "${a0.dir}/worker-env.$$"\nexec "${BIN}" "$@"\n`, { mode: 0o755 });
+    fs.writeFileSync(wrapper, `#!/bin/sh\n[ "$1" = --help ] || env -0 > "${a0.dir}/worker-env.$$"\nexec "${BIN}" "$@"\n`, { mode: 0o755 });
     a0.env.AGENT_DISPATCH_CLAUDE = wrapper;
     const trace = { file: path.join(a0.dir, 'mcp-trace.jsonl'), env: path.join(a0.dir, 'server-env.json') };
     const { r, outer } = await outerRun(a0, { trace });

@@ -59,7 +59,7 @@ function spawnsOf(a) {
     const [cwd, args] = [l.slice(0, l.indexOf('|')), l.slice(l.indexOf('|') + 1)];
     const m = / --max-budget-usd (\S+)/.exec(` ${args}`);
     return { cwd, args, budget: m ? Number(m[1]) : null };
-  });
+  }).filter((s) => s.args !== '--help'); // the transport probe (once per binary) is no child
 }
 
 /** The spans of every trace of an area: {trace_id: [span]} (last record per span). */

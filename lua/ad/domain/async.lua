@@ -407,7 +407,8 @@ function M.cancel(id)
     if entry then
       local live = entry.channel ~= nil
       rec, outcome = jobs.cancel(id, true, live and ("Cancelled while running; its agent " ..
-        "was interrupted (its session_id is kept for dispatch_session)") or nil)
+        "was interrupted, and its subprocess killed if it did not stop within " ..
+        "settings.interrupt_grace_seconds (its session_id is kept for dispatch_session)") or nil)
       if outcome == "cancelled_running" then
         entry.task:cancel() -- kills the child's process group (live: after the interrupt)
         message = live and "The job was running; its agent was interrupted and its " ..

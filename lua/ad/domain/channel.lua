@@ -9,7 +9,8 @@
 ---       relay), for a claude argv built with stream = true
 ---   channel.user_line(text) -> the JSON line of one user message
 ---   channel.open{argv=, env=, cwd=, timeout=, grace=, drain=, slot=,
----       gated=, first=text, max_line=} -> ch | nil, message, code
+---       gated=, first=text, max_line=, session_id=} -> ch | nil, message, code
+---       (session_id: the session the child was started in, when known)
 ---       (first: the first user message, written with the spawn; the
 ---       process is spawned with soft_cancel: a cancelled wait returns
 ---       "cancelled" and the caller decides, see ch:stop)
@@ -65,7 +66,7 @@ function M.argv(argv, o)
 end
 
 function M.user_line(text)
-  return json.encode({ type = "user", message = { role = "user", content = text } }) .. "\n"
+  return '{"type":"user","message":{"role":"user","content":' .. json.encode(text) .. '}}\n'
 end
 
 local Channel = {}
@@ -77,7 +78,8 @@ function M.open(o)
     stdin = o.first and M.user_line(o.first) or nil, stdin_keep = true,
     gated = o.gated, max_line = o.max_line, soft_cancel = true, report_skipped = true }
   if not p then return nil, msg, code end
-  return setmetatable({ p = p, pid = p:pid(), turns = 0, sent = o.first and 1 or 0 }, Channel)
+  return setmetatable({ p = p, pid = p:pid(), turns = 0, sent = o.first and 1 or 0,
+    session_id = o.session_id }, Channel)
 end
 
 function Channel:start() self.p:start() end
@@ -140,6 +142,15 @@ function Channel:read_event(handlers)
     return "", nil
   end
   if line == nil then return nil, err == "cancelled" and "cancelled" or "eof" end
+  -- Decoded only when someone needs it: the result, the child's control
+  -- requests, every event for an on_event handler, the first line naming
+  -- the session when it is not known. (The CLI writes compact JSON; a
+  -- quote inside a string is escaped, so '"result"' is a key or a value.)
+  if not (handlers and handlers.on_event) and line:byte(1) == 123 and
+      not line:find('"result"', 1, true) and not line:find('"control_request"', 1, true) and
+      (self.session_id or not line:find('"session_id"', 1, true)) then
+    return "", nil
+  end
   local kind, obj, progress = claude.event(line)
   if not kind then
     if handlers and handlers.on_line then handlers.on_line(line) end

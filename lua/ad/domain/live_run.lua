@@ -30,7 +30,7 @@ local function stopped(ch, grace)
 end
 
 --- o: grace, drain (seconds), cap (bytes kept of a non-stream run's stray
---- stdout), interrupt_grace (seconds).
+--- stdout), interrupt_grace (seconds), session_id (the child's, when known).
 function M.run(argv, text, env, timeout, req, cwd, o)
   local slot = core.limiter.acquire()
   if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
@@ -41,7 +41,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
   local stream, on_progress = req.stream, req.on_progress
   local cap = o.cap
   local ch, msg, code = channel.open{ argv = argv, cwd = cwd, env = env, timeout = timeout,
-    grace = o.grace, drain = o.drain, slot = slot, first = text,
+    grace = o.grace, drain = o.drain, slot = slot, first = text, session_id = o.session_id,
     gated = req.on_spawn ~= nil, max_line = (not stream) and cap or nil }
   if not ch then
     slot:release()
@@ -58,7 +58,8 @@ function M.run(argv, text, env, timeout, req, cwd, o)
   local filter = on_progress and plugins and plugins.progress_filter()
   local bytes = 0
   local handlers = {
-    on_event = on_progress and function(kind, _, progress)
+    -- Progress exists in stream mode only, as over the one-shot transport.
+    on_event = (stream and on_progress) and function(kind, _, progress)
       if kind == "assistant" then
         for _, t in ipairs(progress) do on_progress(filter and filter(t) or t) end
       end

@@ -234,7 +234,7 @@ local function execute(req)
   local fresh = not resume and core.text.uuid4() or nil
   local env = M.child_env(depth, req.trace_env)
   -- live: the CLI's control channel (ad.domain.transport, ad.domain.live_run)
-  local live = transport.choose(settings, req.agent, not host and path or nil) == "live"
+  local live = transport.choose(settings, req.agent, not host and path or nil, env) == "live"
   if req.on_channel then req.on_channel(nil, live and "live" or "oneshot") end
   -- A kept live process (a session's, the warm pool's), or a session turn
   -- whose process is kept afterwards: ad.domain.live.
@@ -269,7 +269,7 @@ local function execute(req)
     if live then
       run = live_run.run(argv, text, env, eff.timeout, req, cwd, { cap = M.MAX_OUTPUT,
         grace = host and remote.KILL_GRACE or M.kill_grace, drain = M.drain,
-        interrupt_grace = settings.interrupt_grace_seconds })
+        interrupt_grace = settings.interrupt_grace_seconds, session_id = resume or fresh })
     else
       run = run_child(argv, text, env, eff.timeout, req, cwd)
     end
@@ -291,7 +291,7 @@ local function observed(req)
   -- queued only while every slot is taken.
   if not req.agent.host and req.settings.transport == "auto" then
     local path = M.claude_path()
-    if path then pcall(transport.has_channel, path) end
+    if path then pcall(transport.has_channel, path, M.child_env(M.depth())) end
   end
   local h = obs.start(req.agent_name, req)
   local r = util.copy(req)

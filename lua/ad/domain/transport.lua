@@ -31,9 +31,10 @@ local function load_disk()
   return type(t) == "table" and not json.is_array(t) and t or {}
 end
 
--- Runs `claude --help` and looks for the flag (a task: yields).
-local function probe(path)
-  local p = core.proc.spawn{ argv = { path, "--help" }, timeout = M.PROBE_TIMEOUT,
+-- Runs `claude --help` and looks for the flag (a task: yields). env: the
+-- environment a child gets (ad.domain.runner.child_env).
+local function probe(path, env)
+  local p = core.proc.spawn{ argv = { path, "--help" }, env = env, timeout = M.PROBE_TIMEOUT,
     max_line = 64 * 1024 }
   if not p then return false end
   local found = false
@@ -47,8 +48,9 @@ local function probe(path)
   return found and info ~= nil and info.exit_code == 0
 end
 
---- True when the claude binary at path has the live control channel.
-function M.has_channel(path)
+--- True when the claude binary at path has the live control channel
+--- (env: the probe's environment, a child's).
+function M.has_channel(path, env)
   local id = core.fs.file_id(path)
   if not id then return false end
   local m = memo[path]
@@ -59,7 +61,7 @@ function M.has_channel(path)
     memo[path] = { id = id, live = d.live }
     return d.live
   end
-  local live = probe(path)
+  local live = probe(path, env)
   memo[path] = { id = id, live = live }
   disk = load_disk() -- another process may have written meanwhile
   disk[path] = { id = id, live = live }
@@ -69,12 +71,12 @@ function M.has_channel(path)
 end
 
 --- "live" or "oneshot" for a request whose claude is at path (nil for a
---- remote agent).
-function M.choose(settings, agent, path)
+--- remote agent); env as for has_channel.
+function M.choose(settings, agent, path, env)
   local mode = settings.transport or "auto"
   if mode ~= "auto" then return mode end
   if agent.host or not path then return "oneshot" end
-  return M.has_channel(path) and "live" or "oneshot"
+  return M.has_channel(path, env) and "live" or "oneshot"
 end
 
 return M
