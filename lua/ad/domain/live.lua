@@ -479,7 +479,7 @@ local function spawn(o, fp)
   local req = o.req
   local ch, msg, code = channel.open{ argv = o.argv, cwd = o.cwd, env = o.env,
     grace = o.grace, drain = o.drain, gated = req.on_spawn ~= nil,
-    max_line = (not req.stream) and o.cap or nil }
+    max_line = (not req.stream) and o.cap or nil, session_id = o.resume or o.fresh }
   if not ch then return nil, { msg, code } end
   return { ch = ch, agent = req.agent_name, fp = fp, kind = "session", turns = 0 }
 end
@@ -493,7 +493,8 @@ local function handlers_for(req, cap, out)
   local filter = on_progress and plugins and plugins.progress_filter()
   local bytes = 0
   return {
-    on_event = on_progress and function(kind, _, progress)
+    -- Progress exists in stream mode only, as on the other transports.
+    on_event = (req.stream and on_progress) and function(kind, _, progress)
       if kind == "assistant" then
         for _, t in ipairs(progress) do on_progress(filter and filter(t) or t) end
       end

@@ -484,7 +484,7 @@ function M.open_warm(name, cfg)
   argv = channel.argv(argv, {})
   local env = M.child_env(depth)
   local ch, msg = channel.open{ argv = argv, cwd = agent.directory,
-    env = env, grace = M.kill_grace, drain = M.drain }
+    env = env, grace = M.kill_grace, drain = M.drain, session_id = sid }
   if not ch then return nil, msg end
   ch:start()
   return ch, kept.fingerprint(name, argv, env, agent.directory), sid
