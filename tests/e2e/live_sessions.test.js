@@ -258,6 +258,8 @@ test('a pool process that dies idle is replaced with backoff, not in a loop', as
   await srv.init();
   await waitUntil(async () => (await stats(srv)).warm === 1, 15000);
   const victim = (await stats(srv)).processes[0].pid;
+  // Killed once it runs (the stub logs its start): a crash while idle.
+  await waitUntil(() => liveSpawns(env).some((e) => e.pid === victim), 15000);
   process.kill(victim, 'SIGKILL');
   await waitUntil(async () => { const s = await stats(srv); return s.warm === 1 && s.processes[0].pid !== victim; }, 10000);
   const s = await stats(srv);
@@ -301,6 +303,7 @@ test('SIGKILL of the server leaves no live or warm process behind', async (t) =>
   await srv.init();
   await session(srv, { agent: 'a', task: 'x' });
   await waitUntil(async () => (await stats(srv)).warm === 2, 15000);
+  await waitUntil(() => liveSpawns(env).length >= 3, 15000); // the stub logs once it runs
   const pids = liveSpawns(env).map((e) => e.pid);
   assert.ok(pids.length >= 3);
   srv.child.kill('SIGKILL');
