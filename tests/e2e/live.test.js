@@ -43,20 +43,24 @@ describe('transport selection', () => {
     const help = path.join(env.root, 'help.log');
     const srv = env.serve({ env: { STUB_CLAUDE_HELP_LOG: help } });
     await srv.init();
+    // Three first dispatches at once: one probe between them.
+    const par = (await srv.call('dispatch_parallel', { dispatches: JSON.stringify(
+      ['p1', 'p2', 'p3'].map((task) => ({ agent: 'a', task }))) })).value;
+    assert.deepStrictEqual(par.map((x) => x.result), ['stub ok: p1', 'stub ok: p2', 'stub ok: p3']);
     const r1 = (await srv.call('dispatch', { agent: 'a', task: 'one' })).value;
     const r2 = (await srv.call('dispatch_stream', { agent: 'a', task: 'two [stub:progress=2]' })).value;
     assert.strictEqual(r1.result, 'stub ok: one');
     assert.strictEqual(r2.result, 'stub ok: two');
     await srv.close();
     const d = env.dispatches();
-    assert.strictEqual(d.length, 2);
+    assert.strictEqual(d.length, 5);
     assert.ok(d.every(isLive), JSON.stringify(d.map((e) => e.argv)));
     assert.ok(d.every((e) => e.argv.includes('stream-json') && e.argv.includes('--verbose')));
     // Another process: the answer is on disk, no probe.
     const c = env.run(['dispatch', 'a', 'three'], { env: { STUB_CLAUDE_HELP_LOG: help } });
     assert.strictEqual(c.code, 0, c.stderr);
     assert.match(c.stdout, /stub ok: three/);
-    assert.strictEqual(fs.readFileSync(help, 'utf8'), 'help\n', 'one --help for three dispatches in two processes');
+    assert.strictEqual(fs.readFileSync(help, 'utf8'), 'help\n', 'one --help for six dispatches in two processes');
     const cache = JSON.parse(fs.readFileSync(path.join(env.cfgDir, 'cli-transport.json'), 'utf8'));
     assert.strictEqual(Object.values(cache)[0].live, true);
   });

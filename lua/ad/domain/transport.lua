@@ -20,6 +20,7 @@ M.MODES = { auto = true, live = true, oneshot = true }
 M.PROBE_TIMEOUT = 10
 
 local memo = {} -- path -> {id =, live =}
+local probing = {} -- path -> {id =, ev =} while a probe runs
 
 local function cache_path()
   return paths.config_dir() .. "/cli-transport.json"
@@ -61,7 +62,16 @@ function M.has_channel(path, env)
     memo[path] = { id = id, live = d.live }
     return d.live
   end
-  local live = probe(path, env)
+  -- One probe per binary at a time: concurrent first dispatches wait
+  -- for its answer.
+  local pending = probing[path]
+  if pending and pending.id == id then return pending.ev:wait() == true end
+  pending = { id = id, ev = core.task.event() }
+  probing[path] = pending
+  local ok, live = pcall(probe, path, env)
+  live = ok and live or false
+  probing[path] = nil
+  pending.ev:set(live)
   memo[path] = { id = id, live = live }
   disk = load_disk() -- another process may have written meanwhile
   disk[path] = { id = id, live = live }
