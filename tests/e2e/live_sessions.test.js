@@ -325,7 +325,7 @@ test('schema: warm and live_sessions are validated and bounded', async (t) => {
   assert.match(env.run(['list']).stderr, /agents\.a\.warm: must be >= 0/);
 });
 
-test('dialogue turns continue on the two agents\' live processes', async (t) => {
+test('dialogue turns continue on the two agents\' live processes, which end with it', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { req: true, exp: true } });
   const srv = serve(env);
@@ -335,7 +335,9 @@ test('dialogue turns continue on the two agents\' live processes', async (t) => 
   assert.ok(v.conversation.length >= 3, JSON.stringify(v));
   assert.strictEqual(liveSpawns(env).length, 2, 'one process per agent');
   assert.strictEqual(resumed(env).length, 0);
-  assert.strictEqual((await stats(srv)).sessions, 2);
+  // Nobody can continue a dialogue's sessions: their processes end with it.
+  assert.strictEqual((await stats(srv)).sessions, 0);
+  assert.ok(await waitUntil(() => liveSpawns(env).every((e) => !alive(e.pid)), 5000));
   await srv.close();
 });
 

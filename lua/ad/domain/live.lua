@@ -278,6 +278,16 @@ function M.take_session(sid, agent_name, fp)
   return e
 end
 
+--- Ends the idle live process of session sid, if one is kept (a session
+--- nobody will continue: a finished dialogue's).
+function M.release(sid)
+  local e = drop_session(sid)
+  if e then
+    retire(e)
+    publish()
+  end
+end
+
 --- Keeps the process of a finished, successful session turn idle for the
 --- next one. Evicts the least recently used session past the bound.
 --- Returns false when it may not be kept (max 0, stopping, no session
