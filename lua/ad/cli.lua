@@ -44,13 +44,13 @@ C.run = {
 }
 
 for _, family in ipairs({ "agents", "test", "dispatch", "doctor", "groups", "jobs", "wait", "trace",
-    "lua", "steer", "approve" }) do
+    "lua", "steer", "approve", "live" }) do
   for name, cmd in pairs(require("ad.cli." .. family)) do C[name] = cmd end
 end
 
 M.ORDER = { "serve", "init", "add", "update", "remove", "list", "describe", "test", "dispatch", "doctor",
             "group", "jobs", "job", "wait", "cancel", "steer", "approve", "deny", "gc", "trace",
-            "traces", "run", "lua" }
+            "traces", "live", "run", "lua" }
 
 function M.usage()
   local lines = { "Usage: " .. PROG .. " [--version] COMMAND [ARGS]...", "",

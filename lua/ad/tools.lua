@@ -243,7 +243,7 @@ M.BUILTIN = { "list_agents", "inspect_agent", "list_groups", "inspect_group",
   "dispatch_dialogue", "add_agent", "remove_agent", "update_agent",
   "dispatch_async", "dispatch_status", "dispatch_wait", "dispatch_cancel",
   "dispatch_steer", "dispatch_approve", "dispatch_jobs", "fetch_result", "dispatch_gc",
-  "dispatch_trace", "cache_stats", "cache_clear" }
+  "dispatch_trace", "cache_stats", "cache_clear", "live_stats" }
 
 M.load_errors = {}
 
@@ -269,7 +269,7 @@ end
 load_all = function()
   for _, mod in ipairs({ "ad.tools.agents", "ad.tools.dispatch", "ad.tools.manage",
                          "ad.tools.jobs", "ad.tools.steer", "ad.tools.trace", "ad.tools.cache",
-                         "ad.tools.relay" }) do
+                         "ad.tools.relay", "ad.tools.live" }) do
     local ok, err = pcall(require, mod)
     if not ok then
       M.load_errors[#M.load_errors + 1] = tostring(err)

@@ -423,14 +423,14 @@ describe('tools', () => {
     await srv.close();
   });
 
-  test('F02: tools/list has exactly 24 tools (the job, steer, relay and trace tools included)', async (t) => {
+  test('F02: tools/list has exactly 25 tools (the job, steer, relay, trace and live tools included)', async (t) => {
       const { srv } = serverWithAgent(t);
       await srv.init();
       const tools = (await srv.request('tools/list', {}, { id: 1 })).result.tools;
       await srv.close();
       assert.deepStrictEqual(tools.map((x) => x.name), [...TOOL_NAMES.slice(0, 12), 'dispatch_async',
         'dispatch_status', 'dispatch_wait', 'dispatch_cancel', 'dispatch_steer', 'dispatch_approve',
-        'dispatch_jobs', 'fetch_result', 'dispatch_gc', 'dispatch_trace', 'cache_stats', 'cache_clear']);
+        'dispatch_jobs', 'fetch_result', 'dispatch_gc', 'dispatch_trace', 'cache_stats', 'cache_clear', 'live_stats']);
     });
 
   test('35: a bad cursor gets -32602 (both eras)', async (t) => {

@@ -1456,11 +1456,39 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
     return 0;
 }
 
+/* ---- live sessions and warm pool tests (tests/e2e/live_sessions.test.js):
+ * STUB_CLAUDE_STARTS names a file that gets one JSON line per process
+ * start, before any input is read ({"pid", "pgid", "argv"}): a warm pool
+ * process exists before it is given a message, and the invocation log
+ * (STUB_CLAUDE_LOG) only hears of a live child at its first message. */
+static void log_start(int argc, char **argv)
+{
+    const char *path = getenv("STUB_CLAUDE_STARTS");
+    if (!path || !*path) {
+        return;
+    }
+    struct buf b = {0};
+    buf_fmt(&b, "{\"pid\":%ld,\"pgid\":%ld,\"argv\":[", (long)getpid(), (long)getpgrp());
+    for (int i = 0; i < argc; i++) {
+        buf_str(&b, i ? "," : "");
+        buf_json(&b, argv[i]);
+    }
+    buf_str(&b, "]}\n");
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        ssize_t n = write(fd, b.p, b.len);
+        (void)n;
+        close(fd);
+    }
+    free(b.p);
+}
+
 int main(int argc, char **argv)
 {
     double t0 = now(CLOCK_MONOTONIC);
     started_real = now(CLOCK_REALTIME);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    log_start(argc, argv);
 
     if (argc >= 2 && strcmp(argv[1], "mcp") == 0) {
         log_invocation(argc, argv, NULL);

@@ -608,7 +608,9 @@ describe('dispatch_stream and dispatch_dialogue', () => {
   });
 
   test('dialogue: never resolved with max_rounds 2 -> 4 entries, sessions resumed', async (t) => {
-    const { env, srv } = await start(t, { agents: { req: true, exp: true } });
+    // live_sessions.max 0: every turn resumes (live processes: live_sessions.test.js)
+    const { env, srv } = await start(t, { agents: { req: true, exp: true },
+      settings: '  live_sessions:\n    max: 0\n' });
     const v = (await srv.call('dispatch_dialogue', { requester: 'req', responder: 'exp',
       topic: 'endless [stub:reply=still thinking]', max_rounds: 2 })).value;
     assert.strictEqual(v.resolved, false);

@@ -359,6 +359,7 @@ function M.run_dialogue(cfg, p, hooks, rounds, ctx)
   local log = hooks and hooks.log or noop
   log("info", "Dialogue: " .. p.requester .. " <-> " .. p.responder .. " (max " ..
     rounds .. " rounds): " .. util.cut(p.topic, 80))
+  local sessions = {}
   local res = dialogue.run({ requester = p.requester, responder = p.responder,
                              topic = p.topic, max_rounds = rounds },
     function(agent, other, role, round, prompt, session_id)
@@ -366,6 +367,7 @@ function M.run_dialogue(cfg, p, hooks, rounds, ctx)
         goal = util.cut(p.topic, 200), session_id = session_id, trace = ctx,
         span_kind = "turn" }, { composed = true }))
       local r = runner.dispatch(req)
+      if r.session_id then sessions[r.session_id] = true end
       log("info", "[round " .. round .. "] " .. agent .. ": " ..
         util.cut(r.result ~= "" and r.result or (r.error or ""), 120) .. "...")
       if hooks and hooks.progress then
@@ -373,6 +375,10 @@ function M.run_dialogue(cfg, p, hooks, rounds, ctx)
       end
       return r
     end)
+  -- Nobody can continue a dialogue's sessions: their live processes
+  -- (ad.domain.live) end with it.
+  local live = package.loaded["ad.domain.live"]
+  if live then for sid in pairs(sessions) do live.release(sid) end end
   local conv = json.array()
   for i, e in ipairs(res.conversation) do
     conv[i] = json.object(e, { "agent", "role", "round", "message", "cost_usd", "error", "error_type" })

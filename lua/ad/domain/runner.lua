@@ -25,6 +25,7 @@ local transport = require "ad.domain.transport"
 local channel = require "ad.domain.channel"
 local live_run = require "ad.domain.live_run"
 local state = require "ad.storage.state"
+local kept = util.lazy "ad.domain.live"
 
 local M = {}
 
@@ -239,12 +240,15 @@ local function execute(req)
   local env = M.child_env(depth, req.trace_env)
   -- live: the CLI's control channel (ad.domain.transport, ad.domain.live_run)
   local live = transport.choose(settings, req.agent, not host and path or nil, env) == "live"
+  -- A kept live process (a session's, the warm pool's), or a session turn
+  -- whose process is kept afterwards: ad.domain.live.
+  local keep = live and not ssh and kept.wanted(req, eff.budget)
   -- A sync call whose child the keeper parents (so that a hand-off
   -- outlives this server) runs one-shot: the keeper holds no end of a
-  -- live child's input. Calls that need the channel (a relayed agent)
-  -- keep it and stay this server's children.
+  -- live child's input. Calls that need the channel (a relayed agent, a
+  -- kept live process) keep it and stay this server's children.
   if live and req.keeper then
-    if req.relay then req.keeper = nil else live = false end
+    if req.relay or keep then req.keeper = nil else live = false end
   end
   if req.on_channel then req.on_channel(nil, live and "live" or "oneshot") end
   while true do
@@ -257,6 +261,16 @@ local function execute(req)
     if not argv then return result.failure(name, "cli_error", refusal) end
     if live then argv = channel.argv(argv, { relay = req.relay }) end
     local cwd, input = req.agent.directory, text
+    local kept_run = keep and kept.run{ argv = argv, env = env, cwd = cwd, text = text, req = req,
+      timeout = eff.timeout, budget = eff.budget, resume = resume, fresh = fresh,
+      grace = M.kill_grace, drain = M.drain, cap = M.MAX_OUTPUT,
+      interrupt_grace = settings.interrupt_grace_seconds } or nil
+    if kept_run then
+      kept_run.timeout, kept_run.budget, kept_run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
+      return claude.interpret(kept_run, req) or result.failure(name, "cli_error",
+        "claude refused --session-id")
+    end
+    keep = false -- nothing kept applied: the usual child
     if ssh then
       argv, input = remote.command{ ssh = ssh.path, control_dir = ssh.control_dir,
         connect_timeout = ssh.connect_timeout, host = host, directory = req.agent.directory,
@@ -458,6 +472,40 @@ function M.run(req)
   end
   if hooked then return plugins.after_result(view, r), req end
   return r, req
+end
+
+--- Starts one warm pool process of agent name (ad.domain.live calls it):
+--- the agent's own command line over the live channel with a fresh
+--- session id, no task yet, no concurrency slot, no lifetime timeout.
+--- Returns the channel, its fingerprint and session id, or nil, why.
+function M.open_warm(name, cfg)
+  local agent = cfg and cfg.agents[name]
+  if not agent or agent.host then return nil, "not a local agent" end
+  local depth = M.depth()
+  if depth >= cfg.settings.max_dispatch_depth then return nil, "dispatch depth" end
+  local path = M.claude_path()
+  if not path then return nil, "claude CLI not found in PATH" end
+  if core.project.health(agent.directory) ~= true then
+    return nil, "directory does not exist: " .. tostring(agent.directory)
+  end
+  if transport.choose(cfg.settings, agent, path) ~= "live" then
+    return nil, "the live transport is off or this claude CLI lacks it"
+  end
+  local req = { agent_name = name, agent = agent, settings = cfg.settings }
+  local eff = request.effective(req)
+  local sid = core.text.uuid4()
+  local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
+    stream = true, session_id = sid, budget = eff.budget, model = agent.model,
+    permission_mode = eff.permission_mode, allowed = eff.allowed,
+    disallowed = eff.disallowed }
+  if not argv then return nil, refusal end
+  argv = channel.argv(argv, {})
+  local env = M.child_env(depth)
+  local ch, msg = channel.open{ argv = argv, cwd = agent.directory,
+    env = env, grace = M.kill_grace, drain = M.drain, session_id = sid }
+  if not ch then return nil, msg end
+  ch:start()
+  return ch, kept.fingerprint(name, argv, env, agent.directory), sid
 end
 
 --- M.run for callers whose refusals are failed results: a refusing

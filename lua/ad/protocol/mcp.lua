@@ -876,6 +876,8 @@ local function maintenance(kick, stopping, last_input)
       require("ad.storage.traces").prune(days * 86400)
     end
     jobs.recover_stale()
+    -- The warm pools of agents with warm: N start now, off the handshake.
+    if cfg and not stopping() then require("ad.domain.live").serve(cfg) end
   end)
   if not ok then
     io.stderr:write("agent-dispatch: startup maintenance skipped: ",
@@ -995,6 +997,9 @@ function M.serve()
   end
   local workers = async and async.shutdown(why) or {}
   server:shutdown()
+  -- Live session and warm pool processes: stdin closed, then their groups.
+  local live = package.loaded["ad.domain.live"]
+  if live then live.shutdown() end
   local deadline = core.task.now() + 3
   for _, w in ipairs(workers) do
     while not w.task:done() and core.task.now() < deadline do core.task.sleep(0.05) end

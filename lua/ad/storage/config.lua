@@ -26,17 +26,25 @@ local M = {}
 
 local AGENT_KEYS = { "directory", "host", "description", "timeout", "max_budget_usd",
   "model", "permission_mode", "allowed_tools", "disallowed_tools",
-  "capabilities", "risky_capabilities", "permissions" }
+  "capabilities", "risky_capabilities", "permissions", "warm" }
 local PERMISSIONS_KEYS = { "relay", "allow", "deny", "timeout_seconds" }
 local GROUP_KEYS = { "description", "shared_context", "members" }
 local MEMBER_KEYS = { "agent", "use_for" }
 local TOP_KEYS = { "agents", "groups", "settings" }
 local CACHE_KEYS = { "enabled", "ttl", "max_size", "max_bytes" }
+local LIVE_KEYS = { "max", "idle_seconds" }
 local SETTINGS_KEYS = { "default_timeout", "default_max_budget_usd",
   "default_permission_mode", "default_allowed_tools",
   "default_disallowed_tools", "max_dispatch_depth", "max_concurrency",
   "cache", "job_retention_days", "jobs_outlive_server", "handoff_after_seconds",
-  "tree_budget_usd", "ssh_connect_timeout", "transport", "interrupt_grace_seconds" }
+  "tree_budget_usd", "ssh_connect_timeout", "transport", "interrupt_grace_seconds",
+  "live_sessions" }
+
+-- Bounds of the processes kept alive between calls (ad.domain.live): each
+-- idle claude process holds its memory (about 90-150 MB of RSS with the
+-- 2.1.x CLI), so the counts are small and capped.
+M.MAX_WARM = 8
+M.MAX_LIVE_SESSIONS = 64
 
 -- 64 MiB of cached results by default: an entry count alone does not
 -- bound memory when results are large.
@@ -59,6 +67,7 @@ function M.default_settings()
     ssh_connect_timeout = 10,
     transport = "auto",
     interrupt_grace_seconds = 2,
+    live_sessions = { max = 4, idle_seconds = 300 },
   }
 end
 
@@ -212,6 +221,11 @@ local function parse_permissions(v, where)
   return json.object(p, PERMISSIONS_KEYS)
 end
 
+local function at_most(v, max, where)
+  if v and v > max then problem(where, "must be <= " .. max) return nil end
+  return v
+end
+
 local function parse_agent(name, raw)
   local where = "agents." .. name
   local a = mapping(raw, where)
@@ -251,6 +265,8 @@ local function parse_agent(name, raw)
     capabilities = opt(a.capabilities, str_list, where .. ".capabilities") or json.array(),
     risky_capabilities = opt(a.risky_capabilities, str_list, where .. ".risky_capabilities") or json.array(),
     permissions = parse_permissions(a.permissions, where .. ".permissions"),
+    warm = at_most(at_least(opt(a.warm, as_int, where .. ".warm"), 0, where .. ".warm"),
+                   M.MAX_WARM, where .. ".warm"),
   }
 end
 
@@ -335,6 +351,15 @@ local function parse_settings(raw)
     cint("ttl", 0)
     cint("max_size", 1)
     cint("max_bytes", 1)
+  end
+  if r.live_sessions ~= nil and r.live_sessions ~= json.null then
+    local l = mapping(r.live_sessions, "settings.live_sessions")
+    local w = "settings.live_sessions."
+    s.live_sessions.max = at_most(at_least(opt(l.max, as_int, w .. "max"), 0, w .. "max"),
+      M.MAX_LIVE_SESSIONS, w .. "max") or s.live_sessions.max
+    s.live_sessions.idle_seconds = at_most(at_least(opt(l.idle_seconds, as_int,
+      w .. "idle_seconds"), 1, w .. "idle_seconds"), 86400, w .. "idle_seconds")
+      or s.live_sessions.idle_seconds
   end
   return s
 end
@@ -477,6 +502,7 @@ function M.unknown_keys_in(doc)
   if type(doc.settings) == "table" then
     unknown_in(doc.settings, SETTINGS_KEYS, "settings", out)
     unknown_in(doc.settings.cache, CACHE_KEYS, "settings.cache", out)
+    unknown_in(doc.settings.live_sessions, LIVE_KEYS, "settings.live_sessions", out)
   end
   report = outer
   return out
@@ -636,6 +662,13 @@ function M.to_document(cfg)
   -- Written only when set: files of users without remote agents stay as they were.
   if settings.ssh_connect_timeout == M.default_settings().ssh_connect_timeout then
     settings.ssh_connect_timeout = nil
+  end
+  local dl = M.default_settings().live_sessions
+  if s.live_sessions.max ~= dl.max or s.live_sessions.idle_seconds ~= dl.idle_seconds then
+    settings.live_sessions = ordered({ max = s.live_sessions.max,
+      idle_seconds = s.live_sessions.idle_seconds }, LIVE_KEYS)
+  else
+    settings.live_sessions = nil
   end
   settings.cache = ordered({ enabled = s.cache.enabled, ttl = s.cache.ttl,
                              max_size = s.cache.max_size, max_bytes = s.cache.max_bytes },
