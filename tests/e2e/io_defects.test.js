@@ -1,7 +1,8 @@
 'use strict';
 // Input and output edge cases of the server: JSON number and escape
 // strictness, NUL bytes in values, argument validation on every route,
-// the result cache's memory and the stdio channel under a slow client.
+// and the stdio channel under a slow client (the result cache's memory:
+// cache_memory.test.js).
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
@@ -335,62 +336,6 @@ describe('a client that does not read', () => {
     assert.ok(await waitUntil(() => (srv.stderr.match(/Found 1 configured agents/g) || []).length === kept + 1, 5000));
     srv.child.stdin.end();
     assert.strictEqual(await srv.exited, 0);
-  });
-});
-
-function rssKb(pid) {
-  const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/);
-  return Number(m[1]);
-}
-
-describe('result cache memory', () => {
-  test('300 results of 1 MB: bounded by the byte budget, and cache_clear gives the memory back', async (t) => {
-    const { srv } = serverWithAgent(t);
-    await srv.init();
-    const N = 300;
-    for (let i = 0; i < N; i++) {
-      // Drop each reply's text as soon as it is checked (the test keeps no 300 MB).
-      const r = await srv.call('dispatch', { agent: 'a', task: `task ${i} [stub:huge=1000000]` }, { ms: 30000 });
-      assert.strictEqual(r.value.success, true);
-      assert.strictEqual(r.value.result.length, 1000000);
-      srv.messages.length = 0;
-    }
-    const stats = (await srv.call('cache_stats')).value;
-    assert.deepStrictEqual(Object.keys(stats).sort(),
-      ['evictions', 'hit_rate', 'hits', 'max_size', 'misses', 'size', 'ttl']);
-    // The default budget is 64 MiB: about 63 of the 1 MB results fit.
-    assert.ok(stats.size >= 50 && stats.size <= 67, `size ${stats.size}`);
-    assert.strictEqual(stats.evictions, N - stats.size);
-    // The newest result is a hit; the oldest was evicted.
-    const hit = await srv.call('dispatch', { agent: 'a', task: `task ${N - 1} [stub:huge=1000000]` }, { ms: 30000 });
-    assert.strictEqual(hit.value.cached, true);
-    const full = rssKb(srv.child.pid);
-    if (!SANITIZED) assert.ok(full < 200 * 1024, `RSS ${full} kB with the cache full`);
-    const cleared = (await srv.call('cache_clear')).value;
-    assert.strictEqual(cleared.cleared, stats.size);
-    const after = rssKb(srv.child.pid);
-    if (!SANITIZED) {
-      assert.ok(after < 64 * 1024 && after < full - 40 * 1024,
-        `RSS ${after} kB after cache_clear (was ${full} kB)`);
-    }
-    await srv.close();
-  });
-
-  test('a result larger than the budget is not cached', async (t) => {
-    const { srv } = serverWithAgent(t, { settings: '  cache:\n    max_bytes: 500000\n' });
-    await srv.init();
-    for (let i = 0; i < 2; i++) {
-      const r = await srv.call('dispatch', { agent: 'a', task: 'big [stub:huge=600000]' }, { ms: 30000 });
-      assert.strictEqual(r.value.success, true);
-      assert.ok(!r.value.cached);
-    }
-    const small = await srv.call('dispatch', { agent: 'a', task: 'small' });
-    const again = await srv.call('dispatch', { agent: 'a', task: 'small' });
-    assert.ok(!small.value.cached);
-    assert.strictEqual(again.value.cached, true);
-    const s = (await srv.call('cache_stats')).value;
-    assert.strictEqual(s.size, 1);
-    await srv.close();
   });
 });
 

@@ -143,7 +143,10 @@ async function jobEnds(env, id) {
 
 const BUDGET_RE = /ran for more than 10(\.0)? s without yielding/;
 
-describe('runaway-code budget on every task that runs user code', () => {
+// Each case spins until the 10 s budget stops it, each with its own
+// server: three at a time (the budget is wall time, so they end as soon
+// together as alone), the one with two loops first.
+describe('runaway-code budget on every task that runs user code', { concurrency: 3 }, () => {
   const SPIN_HOOK = `
 hook("before_dispatch", function(req)
   if req.task:find("SPIN", 1, true) then while true do end end
@@ -158,6 +161,27 @@ tool{ name = "wrap_spin", handler = function()
   return "unreachable"
 end }
 `;
+
+  test('a looping task started with ad.spawn, or looping inside coroutine.wrap, is stopped',
+    { timeout: 60000 }, async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true } });
+      const srv = env.serve({ env: { AGENT_DISPATCH_TOOLS_DIR: toolsDir(env, { 'spin.lua': SPIN_HOOK }) } });
+      await srv.init();
+      let t0 = Date.now();
+      const s = await callText(srv, 'spawn_spin', {});
+      assert.ok(Date.now() - t0 < 15000, 'the ad.spawn loop was stopped by the budget');
+      assert.match(s.text, /spawned task: false/);
+      assert.match(s.text, BUDGET_RE);
+      assert.ok((await srv.request('ping')).result !== undefined, 'ping answered');
+      t0 = Date.now();
+      const w = await callText(srv, 'wrap_spin', {});
+      assert.ok(Date.now() - t0 < 15000, 'the coroutine.wrap loop was stopped by the budget');
+      assert.strictEqual(w.isError, true);
+      assert.match(w.text, BUDGET_RE);
+      assert.ok((await srv.request('ping')).result !== undefined, 'ping answered');
+      await srv.close();
+    });
 
   test('a looping hook reached through dispatch_async is stopped; the server keeps answering',
     { timeout: 60000 }, async (t) => {
@@ -191,27 +215,6 @@ end }
       assert.ok(Date.now() - t0 < 15000, 'the loop was stopped by the budget');
       assert.match(r.text, BUDGET_RE);
       assert.match(r.text, /stub ok: fine/);
-      assert.ok((await srv.request('ping')).result !== undefined, 'ping answered');
-      await srv.close();
-    });
-
-  test('a looping task started with ad.spawn, or looping inside coroutine.wrap, is stopped',
-    { timeout: 60000 }, async (t) => {
-      const env = newEnv(t);
-      env.setup({ agents: { a: true } });
-      const srv = env.serve({ env: { AGENT_DISPATCH_TOOLS_DIR: toolsDir(env, { 'spin.lua': SPIN_HOOK }) } });
-      await srv.init();
-      let t0 = Date.now();
-      const s = await callText(srv, 'spawn_spin', {});
-      assert.ok(Date.now() - t0 < 15000, 'the ad.spawn loop was stopped by the budget');
-      assert.match(s.text, /spawned task: false/);
-      assert.match(s.text, BUDGET_RE);
-      assert.ok((await srv.request('ping')).result !== undefined, 'ping answered');
-      t0 = Date.now();
-      const w = await callText(srv, 'wrap_spin', {});
-      assert.ok(Date.now() - t0 < 15000, 'the coroutine.wrap loop was stopped by the budget');
-      assert.strictEqual(w.isError, true);
-      assert.match(w.text, BUDGET_RE);
       assert.ok((await srv.request('ping')).result !== undefined, 'ping answered');
       await srv.close();
     });
