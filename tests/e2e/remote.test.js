@@ -217,6 +217,17 @@ describe('nothing is left on the remote host', () => {
     await assertNoRemoteLeftovers('after a timeout of a TERM-ignoring claude');
   });
 
+  test('a grandchild that ignores SIGTERM and holds the output, left by a claude that answered: the answer arrives, the grandchild is killed', async (t) => {
+    const dir = sshd.project('stubborn-grandchild');
+    const env = remoteEnv(t, { agents: { g: { host: 'buildbox', directory: dir } } });
+    const t0 = Date.now();
+    const r = env.run(['dispatch', 'g', 'x [stub:ignore_term] [stub:grandchild=30]']);
+    assert.strictEqual(r.code, 0, r.stderr);
+    assert.ok(Date.now() - t0 < 15000, `the answer waited for the grandchild (${Date.now() - t0} ms)`);
+    assert.match(lastRemote().prompt, /grandchild/, 'it ran on the remote side');
+    await assertNoRemoteLeftovers('after a claude that answered left a TERM-ignoring grandchild');
+  });
+
   test('cancel (notifications/cancelled): the remote group is gone', async (t) => {
     const dir = sshd.project('cancel');
     const env = remoteEnv(t, { agents: { c: { host: 'buildbox', directory: dir } } });

@@ -129,14 +129,14 @@ fi
 -- closes it, then leaves a watcher in the background and exits; its right
 -- side is claude itself (the shell execs it, no subshell). The watcher
 -- holds neither stdout nor stderr, so nothing waits for it: it reads the
--- rest of ssh's stdin, which ends when the local ssh is gone (timeout,
--- cancel, shutdown, Ctrl-C, a broken connection) or when the wrapper has
--- exited (sshd then closes the session's stdin). Either way it signals
--- the whole remote process group (sshd made the wrapper a session
--- leader): TERM, as a local dispatch does to what claude leaves behind,
--- and when the wrapper still ran before that TERM (the dispatch was
--- abandoned; asked first, as the TERM ends the wrapper), KILL after a
--- grace period. The left side ignores SIGPIPE, so a claude that
+-- rest of ssh's stdin, which ends when the local side closes it (the
+-- answer is in), when the local ssh is gone (timeout, cancel, shutdown,
+-- Ctrl-C, a broken connection) or when the wrapper has exited (sshd then
+-- closes the session's stdin). Either way it signals the whole remote
+-- process group (sshd made the wrapper a session leader): TERM, as a
+-- local dispatch does to what claude leaves behind, and KILL 2 s later
+-- for what ignored it (the watcher itself lives those 2 s, holding
+-- nothing of the session). The left side ignores SIGPIPE, so a claude that
 -- exits without reading its input still gets its watcher. The wrapper
 -- passes claude's status on. The shell opens /dev/null as the stdin of
 -- the background watcher (which then reads fd 3): a host where /dev/null
@@ -155,13 +155,9 @@ exec 3<&0 0<&- 4>&2 2>&-
   {
     while IFS= read -r _; do :; done
     trap '' TERM
-    a=
-    kill -0 "$$" && a=1
     kill -TERM 0
-    if [ "$a" ]; then
-      sleep 2
-      kill -KILL 0
-    fi
+    sleep 2
+    kill -KILL 0
   } <&3 &
 } <&3 | "$@" 2>&4 3<&- 4>&-
 s=$?
@@ -176,7 +172,9 @@ exit "$s"
 -- the group is signalled 3 s after that end unless claude is done first.
 -- The right side runs claude; when claude exits it TERMs what is left of
 -- the group (the left side, which resets TERM to its default action
--- first, anything claude left behind) and passes claude's status on. The
+-- first, anything claude left behind), leaves a KILL of the group 2 s
+-- later in the background (holding none of the session's output, for
+-- what ignored the TERM) and passes claude's status on. The
 -- wrapper catches TERM (so its children do not ignore it) and exits with
 -- that status.
 M.WRAPPER_LIVE = WRAPPER_PRELUDE .. [=[
@@ -198,6 +196,7 @@ trap : TERM
   [ "$s" -eq 127 ] && printf 'agent-dispatch: %s not found on the remote PATH (%s)\n' "$1" "$PATH" >&4
   trap '' TERM
   kill -TERM 0
+  { sleep 2; kill -KILL 0; } >/dev/null 2>&1 4>&- &
   exit "$s"
 }
 exit "$?"

@@ -145,6 +145,10 @@ local function run_child(argv, text, env, timeout, req, cwd)
   local filter = on_progress and plugins and plugins.progress_filter()
   local cancelled = false
   local on_output = req.on_output
+  -- A remote child's answer is in: ssh's stdin is closed at once, so the
+  -- far side ends what claude left behind there (ad.domain.remote's
+  -- watcher), which may hold the session's output open and with it ssh.
+  local remote_open = req.agent.host ~= nil
   while true do
     local line, err = p:read_line()
     if line == nil then
@@ -152,6 +156,10 @@ local function run_child(argv, text, env, timeout, req, cwd)
       break
     end
     if on_output then on_output(line) end
+    if remote_open and line:find('"type":"result"', 1, true) then
+      remote_open = false
+      p:close_stdin()
+    end
     if stream then
       local kind, payload, progress = claude.event(line)
       if kind == "result" then
