@@ -39,8 +39,7 @@ const isLive = (e) => e.argv.includes('--input-format') &&
 describe('transport selection', () => {
   test('auto: a CLI with the channel runs live; its --help is probed once per binary, across processes', async (t) => {
     const env = newEnv(t);
-    // Sync calls that may be handed off run one-shot through the keeper (handoff_keeper.test.js).
-    env.setup({ agents: { a: true }, settings: '  handoff_after_seconds: 0\n' });
+    env.setup({ agents: { a: true } });
     const help = path.join(env.root, 'help.log');
     const srv = env.serve({ env: { STUB_CLAUDE_HELP_LOG: help } });
     await srv.init();
@@ -95,8 +94,7 @@ describe('transport selection', () => {
 
   test('live: non-stream limits, plain-text answers and failures read as in one-shot mode', async (t) => {
     const env = newEnv(t);
-    // Sync calls that may be handed off run one-shot through the keeper (handoff_keeper.test.js).
-    env.setup({ agents: { a: true }, settings: '  handoff_after_seconds: 0\n' });
+    env.setup({ agents: { a: true } });
     const srv = env.serve();
     await srv.init();
     let v = (await srv.call('dispatch', { agent: 'a', task: '[stub:stdout=just text]' })).value;
@@ -182,6 +180,23 @@ describe('steering a handed-off call', () => {
     const env = newEnv(t);
     // The job stays this server's: no keeper, so the child is live.
     env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: false\n' });
+    const srv = env.serve();
+    await srv.init();
+    const h = (await srv.call('dispatch', { agent: 'a', task: '[stub:sleep=2.5] sort the list',
+      handoff_after_seconds: 1 }, { ms: 10000 })).value;
+    assert.strictEqual(h.status, 'running', JSON.stringify(h));
+    const s = (await srv.call('dispatch_steer', { job_id: h.job_id, message: 'descending' })).value;
+    assert.strictEqual(s.outcome, 'delivered', JSON.stringify(s));
+    const w = (await srv.call('dispatch_wait', { job_id: h.job_id, timeout_seconds: 30 })).value;
+    assert.strictEqual(w.result.result, 'stub ok: sort the list\n+ descending');
+    assert.strictEqual(readRec(env, h.job_id).messages[0].text, 'descending');
+    await srv.close();
+    await env.assertNoLeftovers();
+  });
+
+  test('a sync dispatch handed off to a job of the server takes steering while its server runs, with the keeper as its parent (the default)', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
     const srv = env.serve();
     await srv.init();
     const h = (await srv.call('dispatch', { agent: 'a', task: '[stub:sleep=2.5] sort the list',

@@ -77,7 +77,8 @@ function M.open(o)
   local p, msg, code = core.proc.spawn{ argv = o.argv, cwd = o.cwd, env = o.env,
     timeout = o.timeout, grace = o.grace, drain = o.drain, slot = o.slot,
     stdin = o.first and M.user_line(o.first) or nil, stdin_keep = true,
-    gated = o.gated, max_line = o.max_line, soft_cancel = true, report_skipped = true }
+    gated = o.gated, max_line = o.max_line, soft_cancel = true, report_skipped = true,
+    keeper = o.keeper }
   if not p then return nil, msg, code end
   return setmetatable({ p = p, pid = p:pid(), turns = 0, sent = o.first and 1 or 0,
     session_id = o.session_id }, Channel)
@@ -146,6 +147,7 @@ function Channel:read_event(handlers)
     return "", nil
   end
   if line == nil then return nil, err == "cancelled" and "cancelled" or "eof" end
+  if handlers and handlers.on_output then handlers.on_output(line) end
   -- Decoded only when someone needs it: the result, the child's control
   -- requests, every event for an on_event handler, the first line naming
   -- the session when it is not known. (The CLI writes compact JSON; a

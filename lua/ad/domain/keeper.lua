@@ -87,7 +87,8 @@ local function meta_of(run, rec)
   local req = run.req
   local eff = require("ad.domain.request").effective(req)
   return json.object({ job = rec and rec.id, agent = req.agent_name,
-    stream = req.stream == true, response_format = req.response_format,
+    -- A live child writes stream-json whatever the caller asked for.
+    stream = req.stream == true or run.transport == "live", response_format = req.response_format,
     response_schema = req.response_schema, timeout = eff.timeout, budget = eff.budget,
     session_id = session_of(run.argv), span = span_of(run) }, META_KEYS)
 end

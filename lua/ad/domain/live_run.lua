@@ -42,7 +42,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
   local cap = o.cap
   local ch, msg, code = channel.open{ argv = argv, cwd = cwd, env = env, timeout = timeout,
     grace = o.grace, drain = o.drain, slot = slot, first = text, session_id = o.session_id,
-    gated = req.on_spawn ~= nil, max_line = (not stream) and cap or nil }
+    gated = req.on_spawn ~= nil, max_line = (not stream) and cap or nil, keeper = req.keeper }
   if not ch then
     slot:release()
     return { spawn_error = { msg, code } }
@@ -74,6 +74,9 @@ function M.run(argv, text, env, timeout, req, cwd, o)
       if bytes > cap then out.truncated = true else out.lines[#out.lines + 1] = line end
     end or nil,
     on_control_request = req.on_control_request,
+    -- Every line read (the keeper records a result the server read as it
+    -- stopped: ad.domain.keeper).
+    on_output = req.on_output,
   }
   if req.on_channel then req.on_channel(ch) end
   local cancelled = false

@@ -251,13 +251,9 @@ local function execute(req)
   -- A kept live process (a session's, the warm pool's), or a session turn
   -- whose process is kept afterwards: ad.domain.live.
   local keep = live and not ssh and kept.wanted(req, eff.budget)
-  -- A sync call whose child the keeper parents (so that a hand-off
-  -- outlives this server) runs one-shot: the keeper holds no end of a
-  -- live child's input. Calls that need the channel (a relayed agent, a
-  -- kept live process) keep it and stay this server's children.
-  if live and req.keeper then
-    if req.relay or keep then req.keeper = nil else live = false end
-  end
+  -- A kept live process stays this server's child (ad.domain.live), not
+  -- the keeper's.
+  if keep then req.keeper = nil end
   if req.on_channel then req.on_channel(nil, live and "live" or "oneshot") end
   while true do
     local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
