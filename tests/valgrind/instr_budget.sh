@@ -12,14 +12,16 @@
 # budget about 9% (its count moves by a few percent with where the
 # collector's steps fall in 10 dispatches; bench/README.md gives the
 # figures, and what they were before), so a change that makes a path
-# markedly dearer fails here. The binary must keep its symbols (the
+# markedly dearer fails here. The stub has the live channel, so the
+# dispatch is counted over the live transport, the default (about 635k;
+# about 567k one-shot). The binary must keep its symbols (the
 # counts are split at l_stdout_write). Usage: instr_budget.sh
 # AGENT_DISPATCH_BIN STUB_DIR
 set -euo pipefail
 bin=$1 stub=$2
 START_MAX=${START_MAX:-2200000}
 LIST_MAX=${LIST_MAX:-450000}
-DISPATCH_MAX=${DISPATCH_MAX:-620000}
+DISPATCH_MAX=${DISPATCH_MAX:-690000}
 N=10
 
 tmp=$(mktemp -d)
