@@ -276,6 +276,14 @@ function benchToolsList() {
   return out;
 }
 
+// What the product writes on the child's stdin: the prompt, or over the
+// live transport (the default with a CLI that has the channel) the prompt
+// as the first user message, the input closed after the answer.
+function baselineStdin(inv) {
+  if (!inv.argv.includes('--input-format')) return inv.prompt;
+  return `${JSON.stringify({ type: 'user', message: { role: 'user', content: inv.prompt } })}\n`;
+}
+
 function benchDispatch() {
   console.error('[3] per-dispatch overhead');
   // The exact argv the product runs, from the stub's invocation log.
@@ -290,7 +298,7 @@ function benchDispatch() {
   const n = R(600);
   const o = parseRpc(harness(['rpc', String(n), '10', d, req('ping'), '--', BIN, 'serve', '--',
     path.join(HB, 'spawn_baseline'), '1', inv.cwd, '--', ...inv.argv],
-  { ...e, BASELINE_STDIN: inv.prompt }), 2);
+  { ...e, BASELINE_STDIN: baselineStdin(inv) }), 2);
   const prod = o.lat[0], ping = o.lat[1], base = o.base || [];
   const ratio = pairRatio(prod, base);
   row('3. tools/call dispatch, stub answers at once (cache off)',
