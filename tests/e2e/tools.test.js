@@ -537,9 +537,11 @@ describe('dispatch_parallel', () => {
     const wall = (Date.now() - t0) / 1000;
     assert.ok(v.every((x) => x.success));
     assert.deepStrictEqual(v.map((x) => x.result), items.map((_, i) => `stub ok: n${i}`));
-    // ceil(N/L) * T within 10% (issue #4); within 50% under the GC stress
-    // pass (a full collection after every resume), which is not about time.
-    const slack = process.env.AGENT_DISPATCH_GC_STRESS ? 1.5 : 1.1;
+    // ceil(N/L) * T within 10% (issue #4) in the plain build; within 50%
+    // under the GC stress pass (a full collection after every resume) and
+    // 30% under ASan, whose slower spawns on a loaded 2-core machine are not
+    // what this bound is about (the plain stage holds the 10%).
+    const slack = process.env.AGENT_DISPATCH_GC_STRESS ? 1.5 : (SANITIZED ? 1.3 : 1.1);
     assert.ok(wall >= 1.5 && wall <= 1.5 * slack, `wall time ${wall}s, expected 1.5 s within ${Math.round((slack - 1) * 100)}%`);
     // intervals [start, start + duration] from the stub log and the results
     const log = env.dispatches();
