@@ -81,7 +81,7 @@ for (const transport of ['oneshot', 'live']) {
         const srv = env.serve();
         await srv.init();
         const { value } = await srv.call('dispatch', { agent: 'r',
-          task: '[stub:sleep=4] long remote work', handoff_after_seconds: 1 });
+          task: `[stub:sleep=4] long remote work ${transport}`, handoff_after_seconds: 1 });
         assert.strictEqual(value.status, 'running', JSON.stringify(value));
         const id = value.job_id;
         await stopLikeClaudeCode(srv);
@@ -93,8 +93,8 @@ for (const transport of ['oneshot', 'live']) {
         const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
         assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
         assert.strictEqual(w.value.result.success, true, JSON.stringify(w.value));
-        assert.match(w.value.result.result, /long remote work/);
-        assert.strictEqual(sshd.stubLog().filter((e) => e.prompt.includes('long remote work')).length, 1,
+        assert.match(w.value.result.result, new RegExp(`long remote work ${transport}`));
+        assert.strictEqual(sshd.stubLog().filter((e) => e.prompt.includes(`long remote work ${transport}`)).length, 1,
           'one remote run');
         await srv2.close();
         await assertNoRemoteLeftovers('after the handed-off remote call');
