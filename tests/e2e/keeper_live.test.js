@@ -143,3 +143,30 @@ test('a handed-off turn on a live process ends while the server lives: the proce
     await srv2.close();
     await env.assertNoLeftovers();
   });
+
+test('the keeper killed after the server is gone: the live process of a handed-off turn goes too, the job settles failed',
+  async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const srv = serve(env);
+    await srv.init();
+    const first = (await srv.call('dispatch_session', { agent: 'a', task: 'turn one' })).value;
+    assert.strictEqual(first.success, true, JSON.stringify(first));
+    const pid = liveSpawns(env)[0].pid;
+    const { value } = await srv.call('dispatch_session', { agent: 'a', session_id: first.session_id,
+      task: '[stub:hang] turn two', handoff_after_seconds: 1 });
+    assert.strictEqual(value.status, 'running', JSON.stringify(value));
+    const keeper = ppid(pid);
+    assert.ok(keeper && keeper !== srv.child.pid);
+    await stopLikeClaudeCode(srv);
+    assert.ok(alive(pid) && alive(keeper), 'the turn goes on in the keeper');
+    process.kill(keeper, 'SIGKILL');
+    assert.ok(await waitUntil(() => !alive(pid), 5000), 'the live process is gone');
+    const srv2 = env.serve();
+    await srv2.init();
+    const w = await srv2.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 10 }, { ms: 15000 });
+    assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
+    assert.match(w.value.error, /stopped|exited/);
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });

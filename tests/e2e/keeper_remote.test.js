@@ -51,6 +51,17 @@ function childrenOf(pid) {
   return out;
 }
 
+// The local ssh of the dispatch whose remote directory is dir.
+function localSsh(dir) {
+  for (const n of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(n)) continue;
+    let cmd = '';
+    try { cmd = fs.readFileSync(`/proc/${n}/cmdline`, 'latin1'); } catch { continue; }
+    if (cmd.includes('BatchMode=yes') && cmd.includes(dir)) return Number(n);
+  }
+  return null;
+}
+
 /** Claude Code 2.1.328's stop of a stdio MCP server, by pid. */
 async function stopLikeClaudeCode(srv) {
   const pid = srv.child.pid;
@@ -98,6 +109,33 @@ for (const transport of ['oneshot', 'live']) {
           'one remote run');
         await srv2.close();
         await assertNoRemoteLeftovers('after the handed-off remote call');
+        await env.assertNoLeftovers();
+      });
+
+    test('the keeper killed after the server is gone: nothing left there, a later server settles the job failed',
+      async (t) => {
+        const dir = sshd.project(`killed-${transport}`);
+        const env = remoteEnv(t, { agents: { r: { host: 'buildbox', directory: dir } }, settings });
+        const srv = env.serve();
+        await srv.init();
+        const { value } = await srv.call('dispatch', { agent: 'r', task: '[stub:hang] kept until killed',
+          handoff_after_seconds: 1 });
+        assert.strictEqual(value.status, 'running', JSON.stringify(value));
+        const ssh = localSsh(dir);
+        assert.ok(ssh, 'the local ssh runs');
+        const keeper = ppid(ssh);
+        assert.ok(keeper && keeper !== srv.child.pid, 'the keeper is the parent of ssh');
+        await stopLikeClaudeCode(srv);
+        assert.ok(remoteClaude(), 'the remote claude runs on');
+        process.kill(keeper, 'SIGKILL');
+        await assertNoRemoteLeftovers('after the keeper was killed');
+        assert.ok(await waitUntil(() => !alive(ssh), 5000), 'the local ssh is gone');
+        const srv2 = env.serve();
+        await srv2.init();
+        const w = await srv2.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 10 }, { ms: 15000 });
+        assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
+        assert.match(w.value.error, /stopped|exited/);
+        await srv2.close();
         await env.assertNoLeftovers();
       });
 
