@@ -25,10 +25,11 @@
 
 extern char **environ;
 
-enum { MSG_SPAWN = 1, MSG_HANDOFF = 2, MSG_FORGET = 3 };
+enum { MSG_SPAWN = 1, MSG_HANDOFF = 2, MSG_FORGET = 3, MSG_CLOSE_IN = 4 };
 enum { F_IN = 1, F_GATED = 2, F_CWD = 4 };
 #define MAX_MSG (192 * 1024) /* below a socket's default send buffer */
 #define MAX_FDS 6
+#define KEPT_NUMS 9 /* numbers per handed-off child on __keeper-run's line */
 
 struct req_head {
     uint32_t type;
@@ -262,7 +263,7 @@ int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
 }
 
 int keeper_handoff(pid_t child, const char *meta, size_t len, int slot_fd,
-                   pid_t *out)
+                   int in_fd, pid_t *out)
 {
     if (ctrl_fd < 0) {
         return -ESRCH;
@@ -275,11 +276,20 @@ int keeper_handoff(pid_t child, const char *meta, size_t len, int slot_fd,
         return -ENOMEM;
     }
     struct req_head h = {.type = MSG_HANDOFF, .pid = child};
+    int fds[2];
+    int nfds = 0;
+    if (slot_fd >= 0) {
+        fds[nfds++] = slot_fd;
+    }
+    if (in_fd >= 0) {
+        h.flags |= F_IN;
+        fds[nfds++] = in_fd;
+    }
     memcpy(msg, &h, sizeof h);
     memcpy(msg + sizeof h, meta, len);
     struct reply r;
     pid_t k = keeper;
-    int rc = request(msg, sizeof h + len, &slot_fd, slot_fd >= 0 ? 1 : 0, &r);
+    int rc = request(msg, sizeof h + len, fds, nfds, &r);
     free(msg);
     if (rc == 0 && r.rc == 0) {
         *out = k;
@@ -288,14 +298,24 @@ int keeper_handoff(pid_t child, const char *meta, size_t len, int slot_fd,
     return rc != 0 ? rc : r.rc;
 }
 
-void keeper_forget(pid_t child)
+static void tell(uint32_t type, pid_t child)
 {
     if (ctrl_fd < 0) {
         return;
     }
-    struct req_head h = {.type = MSG_FORGET, .pid = child};
+    struct req_head h = {.type = type, .pid = child};
     struct reply r;
     request(&h, sizeof h, NULL, 0, &r);
+}
+
+void keeper_forget(pid_t child)
+{
+    tell(MSG_FORGET, child);
+}
+
+void keeper_close_in(pid_t child)
+{
+    tell(MSG_CLOSE_IN, child);
 }
 
 /* ---- the keeper's side ---- */
@@ -304,6 +324,7 @@ struct kchild {
     pid_t pid;
     int out_r, err_r;
     int slot_fd; /* a copy of the server's concurrency slot lock, or -1 */
+    int in_w;    /* a copy of the write end of its stdin, or -1 */
     bool handed, exited;
     int status, sig;
     char *meta;
@@ -320,14 +341,32 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static void close_in_copy(struct kchild *k)
+{
+    if (k->in_w >= 0) {
+        close(k->in_w);
+        k->in_w = -1;
+    }
+}
+
+/* What the child's hand-off gave us (the server holds on to the rest). */
+static void kid_unhand(struct kchild *k)
+{
+    if (k->slot_fd >= 0) {
+        close(k->slot_fd); /* no unlock: the server's lock, shared */
+        k->slot_fd = -1;
+    }
+    close_in_copy(k);
+    free(k->meta);
+    k->meta = NULL;
+    k->handed = false;
+}
+
 static void kid_drop(size_t i)
 {
     close(kids[i].out_r);
     close(kids[i].err_r);
-    if (kids[i].slot_fd >= 0) {
-        close(kids[i].slot_fd); /* no unlock: the server's lock, shared */
-    }
-    free(kids[i].meta);
+    kid_unhand(&kids[i]);
     kids[i] = kids[--nkids];
 }
 
@@ -415,7 +454,8 @@ static int do_spawn(char *msg, size_t len, int *fds, int nfds, pid_t *pid)
     }
     if (rc == 0 && nkids < capkids) {
         kids[nkids++] = (struct kchild){.pid = *pid, .out_r = fds[2], .err_r = fds[3],
-                                        .slot_fd = -1, .started_ms = now_ms()};
+                                        .slot_fd = -1, .in_w = -1,
+                                        .started_ms = now_ms()};
         fds[2] = fds[3] = -1;
     } else if (rc == 0) {
         kill(-*pid, SIGKILL); /* out of memory: it must not run untracked */
@@ -442,11 +482,17 @@ static void do_handoff(char *msg, size_t len, int *fds, int nfds,
     }
     memcpy(meta, msg + sizeof h, n);
     meta[n] = '\0';
+    kid_unhand(k); /* a kept live process handed off again: a new turn */
     k->meta = meta;
     k->handed = true;
-    if (nfds == 1) {
+    int slots = nfds - ((h.flags & F_IN) ? 1 : 0);
+    if (slots == 1) {
         k->slot_fd = fds[0];
         fds[0] = -1;
+    }
+    if ((h.flags & F_IN) && nfds >= 1) {
+        k->in_w = fds[nfds - 1];
+        fds[nfds - 1] = -1;
     }
 }
 
@@ -496,7 +542,12 @@ static bool serve_one(int ctrl, char *buf)
         if (k && k->exited) {
             kid_drop((size_t)(k - kids));
         } else if (k) {
-            k->handed = false;
+            kid_unhand(k);
+        }
+    } else if (h.type == MSG_CLOSE_IN) {
+        struct kchild *k = kid_find(h.pid);
+        if (k) {
+            close_in_copy(k);
         }
     } else {
         r.rc = -EINVAL;
@@ -570,10 +621,10 @@ static int take_over(const char *self)
         return 0;
     }
     /* The meta file, then per child: pid, stdout fd, stderr fd, exited,
-     * status, signal, milliseconds since its start, slot fd. */
-    size_t argc = 3 + nkids * 8;
+     * status, signal, milliseconds since its start, slot fd, stdin fd. */
+    size_t argc = 3 + nkids * KEPT_NUMS;
     char **argv = calloc(argc + 1, sizeof *argv);
-    char *nums = calloc(nkids * 8 + 1, 24);
+    char *nums = calloc(nkids * KEPT_NUMS + 1, 24);
     int mfd = meta_file();
     if (!argv || !nums || mfd < 0) {
         kill_handed(); /* they must not run unowned */
@@ -581,22 +632,26 @@ static int take_over(const char *self)
     }
     argv[0] = (char *)self;
     argv[1] = "__keeper-run";
-    argv[2] = nums + nkids * 8 * 24;
+    argv[2] = nums + nkids * KEPT_NUMS * 24;
     snprintf(argv[2], 24, "%d", mfd);
     uint64_t now = now_ms();
     for (size_t i = 0; i < nkids; i++) {
         struct kchild *k = &kids[i];
-        char *n = nums + i * 8 * 24;
-        long long v[8] = {k->pid, k->out_r, k->err_r, k->exited, k->status, k->sig,
-                          (long long)(now - k->started_ms), k->slot_fd};
-        for (int j = 0; j < 8; j++) {
+        char *n = nums + i * KEPT_NUMS * 24;
+        long long v[KEPT_NUMS] = {k->pid, k->out_r, k->err_r, k->exited, k->status,
+                                  k->sig, (long long)(now - k->started_ms), k->slot_fd,
+                                  k->in_w};
+        for (int j = 0; j < KEPT_NUMS; j++) {
             snprintf(n + j * 24, 24, "%lld", v[j]);
-            argv[3 + i * 8 + (size_t)j] = n + j * 24;
+            argv[3 + i * KEPT_NUMS + (size_t)j] = n + j * 24;
         }
         fcntl(k->out_r, F_SETFD, 0);
         fcntl(k->err_r, F_SETFD, 0);
         if (k->slot_fd >= 0) {
             fcntl(k->slot_fd, F_SETFD, 0);
+        }
+        if (k->in_w >= 0) {
+            fcntl(k->in_w, F_SETFD, 0);
         }
     }
     sigset_t none;

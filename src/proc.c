@@ -649,6 +649,9 @@ void proc_close_stdin(struct proc *p)
     if (!p->in_open) {
         return;
     }
+    if (p->kept && !p->left) {
+        keeper_close_in(p->pid); /* its copy would keep the input open */
+    }
     p->in_close_wanted = true;
     if (p->in_pending == 0) {
         close_in(p);
@@ -1160,6 +1163,27 @@ void proc_keep(pid_t pid)
     if (p && p->remote && !p->exited) {
         p->kept = true;
     }
+}
+
+int proc_remote_stdin(pid_t pid)
+{
+    struct proc *p = live_find(pid);
+    uv_os_fd_t fd = -1;
+    if (!p || !p->remote || p->exited || !proc_stdin_open(p) ||
+        uv_fileno((uv_handle_t *)&p->in, &fd) != 0) {
+        return -1;
+    }
+    return fd;
+}
+
+bool proc_unkeep(pid_t pid)
+{
+    struct proc *p = live_find(pid);
+    if (!p || !p->kept || p->left) {
+        return false;
+    }
+    p->kept = false;
+    return true;
 }
 
 void proc_leave_kept(void (*on_reap)(void *arg))

@@ -40,13 +40,21 @@ int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
 /* Tells the keeper that its child is now a job (meta: the JSON text its
  * job runner needs; slot_fd, or -1: the descriptor holding the child's
  * concurrency slot file, which the keeper's copy holds on once we are
- * gone). 0 and *keeper (its pid), or a negative errno (no keeper, or no
+ * gone; in_fd, or -1: the write end of the child's stdin, which the
+ * keeper's copy holds open once we are gone, until its job runner has
+ * read the result: a remote agent's ssh ends the far side when its input
+ * ends). 0 and *keeper (its pid), or a negative errno (no keeper, or no
  * such live child there). */
 int keeper_handoff(pid_t child, const char *meta, size_t len, int slot_fd,
-                   pid_t *keeper);
+                   int in_fd, pid_t *keeper);
+
+/* We closed that handed-off child's stdin: the keeper closes its copy. */
+void keeper_close_in(pid_t child);
 
 /* The server has read that handed-off child to its end (it exited): the
- * keeper drops its copies of the child's pipes. */
+ * keeper drops its copies of the child's pipes; or, for a child that
+ * lives on (a kept live process between turns), its hand-off is over:
+ * the keeper drops what it held for the job and treats it as any child. */
 void keeper_forget(pid_t child);
 
 /* `agent-dispatch __keeper CTRL_FD EVENT_FD`: the keeper's own loop. */

@@ -145,7 +145,10 @@ size_t proc_live_count(void);
  * running, never signalled or read by us again, and on_reap replaces
  * their reap callback;
  * proc_end_left (from a loop callback: owners are resumed) ends their
- * objects as if the children were gone. */
+ * objects as if the children were gone. proc_remote_stdin: the write end
+ * of pid's stdin pipe while it is open, else -1. proc_unkeep: pid's
+ * hand-off is over while it lives on (a kept live process between turns);
+ * true when it had been kept. */
 int proc_start_fds(char *const *argv, char *const *env, const char *cwd,
                    int in_r, int out_w, int err_w, int gate_r, pid_t *pid);
 void proc_remote_exit(pid_t pid, int64_t status, int sig);
@@ -154,6 +157,8 @@ bool proc_remote_child(pid_t pid, void **reap_arg);
 void proc_keep(pid_t pid);
 void proc_leave_kept(void (*on_reap)(void *arg));
 void proc_end_left(void);
+int proc_remote_stdin(pid_t pid);
+bool proc_unkeep(pid_t pid);
 
 /* Closes the SIGCHLD watcher (it stays open, unreferenced, between
  * children); call when no child is alive, before closing the loop. */

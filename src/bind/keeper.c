@@ -1,13 +1,20 @@
 /* Lua face of the keeper (keeper.h).
  *
- *   core.keeper.handoff(pid, meta) -> keeper_pid | nil, message
+ *   core.keeper.handoff(pid, meta[, with_stdin]) -> keeper_pid | nil, message
  *       the keeper's child pid is now a job: if this process exits, the
- *       keeper runs it on (meta: the JSON text its job runner reads)
+ *       keeper runs it on (meta: the JSON text its job runner reads;
+ *       with_stdin: the keeper holds a copy of the child's open stdin,
+ *       which its job runner closes once it has read the result)
+ *   core.keeper.forget(pid)
+ *       the hand-off of pid is over while it lives on (a kept live
+ *       process between turns): no-op unless it was handed off
  *   core.keeper.leave()
  *       this process is exiting: the children handed off are left to the
  *       keeper, unsignalled; their process objects end here (their
  *       concurrency slot files stay locked by the keeper's copies)
- *   core.keeper.release_slot(fd)   (the keeper's job runner) */
+ *   core.keeper.release_slot(fd)   (the keeper's job runner)
+ *   core.keeper.close_input(fd)    (the keeper's job runner: a child's
+ *       stdin copy, closed once its result is read) */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +36,11 @@ static int l_handoff(lua_State *L)
     pid_t k = 0;
     void *arg = NULL;
     int rc = -ESRCH;
+    bool with_stdin = lua_toboolean(L, 3);
     if (pid > 1 && proc_remote_child((pid_t)pid, &arg)) {
-        rc = keeper_handoff((pid_t)pid, meta, len, arg ? limiter_slot_fd(arg) : -1, &k);
+        int in_fd = with_stdin ? proc_remote_stdin((pid_t)pid) : -1;
+        rc = keeper_handoff((pid_t)pid, meta, len, arg ? limiter_slot_fd(arg) : -1,
+                            in_fd, &k);
     }
     if (rc == 0) {
         proc_keep((pid_t)pid);
@@ -82,12 +92,32 @@ static int l_release_slot(lua_State *L)
     return 0;
 }
 
+static int l_forget(lua_State *L)
+{
+    lua_Integer pid = luaL_checkinteger(L, 1);
+    if (pid > 1 && proc_unkeep((pid_t)pid)) {
+        keeper_forget((pid_t)pid);
+    }
+    return 0;
+}
+
+static int l_close_input(lua_State *L)
+{
+    int fd = (int)luaL_checkinteger(L, 1);
+    if (fd > 2) {
+        close(fd);
+    }
+    return 0;
+}
+
 void bind_keeper_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"handoff", l_handoff},
         {"leave", l_leave},
         {"release_slot", l_release_slot},
+        {"forget", l_forget},
+        {"close_input", l_close_input},
         {NULL, NULL},
     };
     bind_subtable(L, "keeper", fns);

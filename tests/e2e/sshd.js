@@ -57,11 +57,15 @@ function chownR(p, uid, gid) {
 
 class Sshd {
   /**
-   * opts.user: the remote user's name; opts.claude: the program installed
+   * opts.user: the remote user's name (default $AD_E2E_SSHD_USER, else
+   * ad-remote-e2e: test runs that share a machine each need a user of
+   * their own, since "nothing left there" lists all of its processes);
+   * opts.claude: the program installed
    * as `claude` on the remote PATH (copied; linked with opts.link);
    * opts.env: extra variables of remote sessions (SetEnv).
    */
-  static async start({ user = 'ad-remote-e2e', claude, link = false, env = {} } = {}) {
+  static async start({ user = process.env.AD_E2E_SSHD_USER || 'ad-remote-e2e', claude, link = false,
+    env = {} } = {}) {
     const s = new Sshd();
     await s._start(user, claude, link, env);
     return s;

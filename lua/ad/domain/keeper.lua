@@ -36,12 +36,19 @@ local function end_span(meta, r)
 end
 
 --- True when req's child should be started by the keeper: a sync call
---- that may be handed off, with jobs_outlive_server on (a remote agent's
---- ssh ends its remote side when the server's end of its stdin closes,
---- so it stays the server's child).
+--- that may be handed off, with jobs_outlive_server on. A remote agent's
+--- ssh ends its remote side when its stdin closes: at the hand-off the
+--- keeper gets a copy of that stdin (see M.hand).
 function M.wanted(req)
   return req.handoff_after ~= nil and req.settings ~= nil and
-    req.settings.jobs_outlive_server ~= false and not (req.agent and req.agent.host)
+    req.settings.jobs_outlive_server ~= false
+end
+
+--- Whether the processes kept between calls (live sessions, the warm
+--- pool) are started by the keeper, so that a handed-off turn on one
+--- outlives the server (settings: the server's).
+function M.keeps_live(settings)
+  return settings ~= nil and settings.jobs_outlive_server ~= false
 end
 
 -- The session a child's command line names (--session-id or --resume).
@@ -86,10 +93,13 @@ end
 local function meta_of(run, rec)
   local req = run.req
   local eff = require("ad.domain.request").effective(req)
+  -- The keeper counts the timeout from the child's start: a kept live
+  -- process had lived run.age seconds when this turn began.
+  local timeout = eff.timeout and eff.timeout + (run.age or 0)
   return json.object({ job = rec and rec.id, agent = req.agent_name,
     -- A live child writes stream-json whatever the caller asked for.
     stream = req.stream == true or run.transport == "live", response_format = req.response_format,
-    response_schema = req.response_schema, timeout = eff.timeout, budget = eff.budget,
+    response_schema = req.response_schema, timeout = timeout, budget = eff.budget,
     session_id = session_of(run.argv), span = span_of(run) }, META_KEYS)
 end
 
@@ -101,7 +111,9 @@ function M.hand(run, rec)
   local req = run.req
   if not (req and req.keeper and run.pid and not run.finished) then return false end
   local meta = json.encode(meta_of(run, rec))
-  local kp = core.keeper.handoff(run.pid, meta)
+  -- A remote agent's ssh: the keeper holds its input open (the far side
+  -- ends everything when it closes) until its job runner has the result.
+  local kp = core.keeper.handoff(run.pid, meta, req.agent ~= nil and req.agent.host ~= nil)
   if not kp then return false end
   local _, kstart = core.jobs.proc_identity(kp)
   local pgid, start = core.jobs.proc_identity(run.pid)
@@ -144,12 +156,14 @@ end
 
 -- Runs one handed-off child to its end: a = meta, pid, stdout fd, stderr
 -- fd, exited, status, signal, milliseconds since its start, the fd of its
--- concurrency slot file (-1: none), given back once the child is gone.
+-- concurrency slot file (-1: none), given back once the child is gone,
+-- the fd of a copy of its stdin (-1: none), closed once its result is read.
 local run_child
 local function run_one(a, children)
   local slot = tonumber(a[9]) or -1
   local ok, err = pcall(run_child, a, children)
   if slot >= 0 then core.keeper.release_slot(slot) end
+  if a.input then core.keeper.close_input(a.input) end
   if not ok then error(err, 0) end
 end
 
@@ -168,7 +182,11 @@ function run_child(a, children)
     p:kill(true) -- no job any more: nobody wants its answer
     return drain(p)
   end
-  if jobs.TERMINAL[rec.status] then return drain(p) end
+  if jobs.TERMINAL[rec.status] then
+    -- Its answer was recorded already: a remote side may end now.
+    if a.input then core.keeper.close_input(a.input) a.input = nil end
+    return drain(p)
+  end
   children[id] = p
   local me = jobs.server_identity()
   jobs.set_owner(id, me)
@@ -185,6 +203,12 @@ function run_child(a, children)
   while true do
     local line = p:read_line()
     if line == nil then break end
+    if a.input and line:find('"type":"result"', 1, true) then
+      -- A remote agent's answer is in: its input ends, so the far side
+      -- ends what claude left there (ad.domain.remote), as the server does.
+      core.keeper.close_input(a.input)
+      a.input = nil
+    end
     if meta.stream then
       local kind, payload, progress = claude.event(line)
       if kind == "result" then
@@ -215,7 +239,10 @@ function run_child(a, children)
   finish(id, r)
 end
 
---- `agent-dispatch __keeper-run META_FD` followed by eight numbers per
+--- Numbers per child on __keeper-run's command line (src/keeper.c).
+local NUMS = 9
+
+--- `agent-dispatch __keeper-run META_FD` followed by NUMS numbers per
 --- child (src/keeper.c, take_over); META_FD holds each child's meta, a
 --- line each. Returns the exit status.
 function M.main(args)
@@ -231,8 +258,10 @@ function M.main(args)
     for line in f:lines() do metas[#metas + 1] = line end
     f:close()
   end
-  for i = 2, #args - 7, 8 do
-    local a = table.move(args, i, i + 7, 2, { metas[#tasks + 1] or "" })
+  for i = 2, #args - (NUMS - 1), NUMS do
+    local a = table.move(args, i, i + NUMS - 1, 2, { metas[#tasks + 1] or "" })
+    local input = tonumber(a[10]) or -1
+    a.input = input >= 0 and input or nil
     tasks[#tasks + 1] = core.task.spawn(function()
       local ok, e = pcall(run_one, a, children)
       if not ok then io.stderr:write("agent-dispatch: keeper: ", tostring(e), "\n") end

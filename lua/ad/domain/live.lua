@@ -394,7 +394,7 @@ function M.fill_agent(name)
           break
         end
         local e = { ch = ch, agent = name, fp = fp, kind = "warm", since = now(),
-          since_wall = core.task.time(), turns = 0, session_id = sid }
+          since_wall = core.task.time(), turns = 0, session_id = sid, born = now() }
         if stopping or wants[name] ~= w then
           retire(e)
           break
@@ -484,14 +484,16 @@ local OK_INFO = { exit_code = 0, signal = 0, timed_out = false, stderr = "",
 
 -- A new live child for a session turn: spawned without the slot (it holds
 -- one per turn, in M.run) and without a lifetime timeout (each turn has
--- one). Returns the entry, or nil and the runner's spawn_error.
+-- one); the keeper's child when the request's would be (ad.domain.keeper).
+-- Returns the entry, or nil and the runner's spawn_error.
 local function spawn(o, fp)
   local req = o.req
   local ch, msg, code = channel.open{ argv = o.argv, cwd = o.cwd, env = o.env,
     grace = o.grace, drain = o.drain, gated = req.on_spawn ~= nil,
-    max_line = (not req.stream) and o.cap or nil, session_id = o.resume or o.fresh }
+    max_line = (not req.stream) and o.cap or nil, session_id = o.resume or o.fresh,
+    keeper = req.keeper }
   if not ch then return nil, { msg, code } end
-  return { ch = ch, agent = req.agent_name, fp = fp, kind = "session", turns = 0 }
+  return { ch = ch, agent = req.agent_name, fp = fp, kind = "session", turns = 0, born = now() }
 end
 
 -- What a turn does with the child's lines: progress (through the redact
@@ -515,6 +517,9 @@ local function handlers_for(req, cap, out)
       if bytes > cap then out.truncated = true else out.lines[#out.lines + 1] = line end
     end or nil,
     on_control_request = req.on_control_request,
+    -- Every line read (the keeper records a result the server read as it
+    -- stopped: ad.domain.keeper).
+    on_output = req.on_output,
   }
 end
 
@@ -596,6 +601,9 @@ function M.run(o)
     if spawned then ch:kill(true) end
   else
     if spawned then ch:start() end
+    -- on_pid: the process, and how long it had lived before this turn
+    -- (a handed-off turn's timeout counts from the turn's start).
+    if req.on_pid then req.on_pid(ch.pid, o.argv, now() - (entry.born or now())) end
     if req.on_started then req.on_started() end
   end
   local out = { lines = {}, live = true,
@@ -626,6 +634,8 @@ function M.run(o)
   end
   if timer then timer:cancel() end
   slot:release()
+  -- A handed-off turn is over here: the process is no job any more.
+  core.keeper.forget(ch.pid)
   entry.turns = (entry.turns or 0) + 1
   out.session_id = ch.session_id or out.session_id
   if cancelled or core.task.cancelled() then

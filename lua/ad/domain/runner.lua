@@ -251,9 +251,6 @@ local function execute(req)
   -- A kept live process (a session's, the warm pool's), or a session turn
   -- whose process is kept afterwards: ad.domain.live.
   local keep = live and not ssh and kept.wanted(req, eff.budget)
-  -- A kept live process stays this server's child (ad.domain.live), not
-  -- the keeper's.
-  if keep then req.keeper = nil end
   if req.on_channel then req.on_channel(nil, live and "live" or "oneshot") end
   while true do
     local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
@@ -505,8 +502,11 @@ function M.open_warm(name, cfg)
   if not argv then return nil, refusal end
   argv = channel.argv(argv, {})
   local env = M.child_env(depth)
+  -- The keeper's child, like a child of a call that may be handed off:
+  -- a handed-off call on it outlives this process (ad.domain.keeper).
   local ch, msg = channel.open{ argv = argv, cwd = agent.directory,
-    env = env, grace = M.kill_grace, drain = M.drain, session_id = sid }
+    env = env, grace = M.kill_grace, drain = M.drain, session_id = sid,
+    keeper = require("ad.domain.keeper").keeps_live(cfg.settings) }
   if not ch then return nil, msg end
   ch:start()
   return ch, kept.fingerprint(name, argv, env, agent.directory), sid

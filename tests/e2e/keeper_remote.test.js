@@ -1,0 +1,157 @@
+'use strict';
+// A remote agent's call handed off to a job outlives the server: its local
+// ssh is the keeper's child, and the keeper holds ssh's input (whose end
+// tells the far side to end everything) while the job runs. A remote call
+// not handed off still ends with the server, there and here. The private
+// sshd of tests/e2e/sshd.js logs in an unprivileged user with the stub
+// claude on its PATH.
+const { test, describe, before, after } = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { newEnv, STUB_DIR, sleep, alive, waitUntil } = require('./lib');
+const { Sshd } = require('./sshd');
+
+let sshd;
+before(async () => { sshd = await Sshd.start({ claude: path.join(STUB_DIR, 'claude') }); });
+after(async () => { if (sshd) await sshd.stop(); });
+
+function remoteEnv(t, { agents = {}, settings = '' } = {}) {
+  const env = newEnv(t);
+  const { ssh } = sshd.client(env.home, ['buildbox']);
+  env.sshDir = path.join(env.root, 's');
+  const extra = { AGENT_DISPATCH_SSH: ssh, AGENT_DISPATCH_SSH_DIR: env.sshDir };
+  const origEnv = env.env.bind(env);
+  env.env = (more = {}) => origEnv({ ...extra, ...more });
+  env.setup({ agents, settings });
+  t.after(() => {
+    let socks = [];
+    try { socks = fs.readdirSync(env.sshDir); } catch { /* none */ }
+    for (const s of socks) {
+      spawnSync('/usr/bin/ssh', ['-S', path.join(env.sshDir, s), '-O', 'exit', 'x'], { stdio: 'ignore' });
+    }
+  });
+  return env;
+}
+
+function ppid(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch { return null; }
+}
+
+// The local children of pid (their pids).
+function childrenOf(pid) {
+  const out = [];
+  for (const n of fs.readdirSync('/proc')) {
+    if (/^\d+$/.test(n) && ppid(Number(n)) === pid) out.push(Number(n));
+  }
+  return out;
+}
+
+// The local ssh of the dispatch whose remote directory is dir.
+function localSsh(dir) {
+  for (const n of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(n)) continue;
+    let cmd = '';
+    try { cmd = fs.readFileSync(`/proc/${n}/cmdline`, 'latin1'); } catch { continue; }
+    if (cmd.includes('BatchMode=yes') && cmd.includes(dir)) return Number(n);
+  }
+  return null;
+}
+
+/** Claude Code 2.1.328's stop of a stdio MCP server, by pid. */
+async function stopLikeClaudeCode(srv) {
+  const pid = srv.child.pid;
+  const send = (sig) => { try { process.kill(pid, sig); } catch { /* gone */ } };
+  send('SIGINT');
+  await sleep(100);
+  send('SIGTERM');
+  await sleep(400);
+  send('SIGKILL');
+  await srv.exited;
+}
+
+async function assertNoRemoteLeftovers(what) {
+  const left = await sshd.leftovers(8000);
+  assert.deepStrictEqual(left, [], `${what}: processes left on the remote side: ${left.join('; ')}`);
+}
+
+const remoteClaude = () => sshd.processes().some((l) => /claude/.test(l));
+
+for (const transport of ['oneshot', 'live']) {
+  describe(`remote calls and the keeper (transport ${transport})`, () => {
+    const settings = `  transport: ${transport}\n`;
+
+    test('a handed-off remote call survives Claude Code\'s stop of its server; a later server gets its answer',
+      async (t) => {
+        const dir = sshd.project(`kept-${transport}`);
+        const env = remoteEnv(t, { agents: { r: { host: 'buildbox', directory: dir } }, settings });
+        const srv = env.serve();
+        await srv.init();
+        const { value } = await srv.call('dispatch', { agent: 'r',
+          task: `[stub:sleep=4] long remote work ${transport}`, handoff_after_seconds: 1 });
+        assert.strictEqual(value.status, 'running', JSON.stringify(value));
+        const id = value.job_id;
+        await stopLikeClaudeCode(srv);
+        await sleep(500);
+        assert.ok(remoteClaude(), 'the remote claude still runs after the server was killed: ' +
+          sshd.processes().join('; '));
+        const srv2 = env.serve();
+        await srv2.init();
+        const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
+        assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+        assert.strictEqual(w.value.result.success, true, JSON.stringify(w.value));
+        assert.match(w.value.result.result, new RegExp(`long remote work ${transport}`));
+        assert.strictEqual(sshd.stubLog().filter((e) => e.prompt.includes(`long remote work ${transport}`)).length, 1,
+          'one remote run');
+        await srv2.close();
+        await assertNoRemoteLeftovers('after the handed-off remote call');
+        await env.assertNoLeftovers();
+      });
+
+    test('the keeper killed after the server is gone: nothing left there, a later server settles the job failed',
+      async (t) => {
+        const dir = sshd.project(`killed-${transport}`);
+        const env = remoteEnv(t, { agents: { r: { host: 'buildbox', directory: dir } }, settings });
+        const srv = env.serve();
+        await srv.init();
+        const { value } = await srv.call('dispatch', { agent: 'r', task: '[stub:hang] kept until killed',
+          handoff_after_seconds: 1 });
+        assert.strictEqual(value.status, 'running', JSON.stringify(value));
+        const ssh = localSsh(dir);
+        assert.ok(ssh, 'the local ssh runs');
+        const keeper = ppid(ssh);
+        assert.ok(keeper && keeper !== srv.child.pid, 'the keeper is the parent of ssh');
+        await stopLikeClaudeCode(srv);
+        assert.ok(remoteClaude(), 'the remote claude runs on');
+        process.kill(keeper, 'SIGKILL');
+        await assertNoRemoteLeftovers('after the keeper was killed');
+        assert.ok(await waitUntil(() => !alive(ssh), 5000), 'the local ssh is gone');
+        const srv2 = env.serve();
+        await srv2.init();
+        const w = await srv2.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 10 }, { ms: 15000 });
+        assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
+        assert.match(w.value.error, /stopped|exited/);
+        await srv2.close();
+        await env.assertNoLeftovers();
+      });
+
+    test('a remote call not handed off ends with the server: nothing left there or here', async (t) => {
+      const dir = sshd.project(`unkept-${transport}`);
+      const env = remoteEnv(t, { agents: { r: { host: 'buildbox', directory: dir } }, settings });
+      const srv = env.serve();
+      await srv.init();
+      srv.send({ jsonrpc: '2.0', id: 9, method: 'tools/call',
+        params: { name: 'dispatch', arguments: { agent: 'r', task: 'long [stub:hang]' } } });
+      assert.ok(await waitUntil(remoteClaude, 8000), 'started there');
+      const locals = childrenOf(srv.child.pid);
+      await stopLikeClaudeCode(srv);
+      await assertNoRemoteLeftovers('after the stop');
+      assert.ok(await waitUntil(() => locals.every((p) => !alive(p)), 5000), 'no local child left');
+      await env.assertNoLeftovers();
+    });
+  });
+}
