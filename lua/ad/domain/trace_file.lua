@@ -9,7 +9,8 @@
 --- is a span of its own). The depth stays in AGENT_DISPATCH_DEPTH: it is
 --- the same for every request of the process.
 ---
---- Files: <traces dir>/ctx/<server pid>-<n>-<random>.ctx, the directory
+--- Files: <jobs dir>/ctx/<server pid>-<n>-<random>.ctx (beside the job
+--- inboxes and the live process lists of ad.domain.live), the directory
 --- 0700 and the user's own, each file 0600, replaced atomically (a link
 --- at the path is replaced, never followed), removed when the process
 --- ends; files of servers that are gone are removed when a server creates
@@ -41,7 +42,7 @@ end
 
 local function ensure_dir()
   if made then return made end
-  local base = require("ad.storage.traces").dir() -- refused unless private
+  local base = require("ad.storage.jobs").dir() -- refused unless private
   local dir = base .. "/ctx"
   local ok, err = core.fs.mkdirs(dir, 448) -- 0700
   if not ok then return nil, err end
