@@ -97,9 +97,8 @@ test('the answer is kept per host and remote CLI: another process does not run -
     const bin = path.join(sshd.bin, 'claude');
     const real = path.join(sshd.bin, 'claude-real');
     fs.renameSync(bin, real);
-    t.after(() => fs.renameSync(real, bin));
+    t.after(() => fs.renameSync(real, bin)); // replaces the wrapper
     fs.writeFileSync(bin, `#!/bin/sh\nSTUB_CLAUDE_NO_LIVE=1 exec ${real} "$@"\n`, { mode: 0o755 });
-    t.after(() => fs.rmSync(bin, { force: true }));
     r = env.run(['dispatch', 'r', 'three', '--json']);
     const v = JSON.parse(r.stdout);
     assert.strictEqual(v.success, true, r.stdout + r.stderr);

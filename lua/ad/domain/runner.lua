@@ -248,7 +248,11 @@ local function execute(req)
   local fresh = not resume and core.text.uuid4() or nil
   local env = M.child_env(depth, req.trace_env)
   -- live: the CLI's control channel (ad.domain.transport, ad.domain.live_run)
-  local live = transport.choose(settings, req.agent, not host and path or nil, env) == "live"
+  local mode, unreachable = transport.choose(settings, req.agent, not host and path or nil, env)
+  if unreachable then
+    return result.failure(name, "remote", "ssh to " .. host .. " failed: " .. unreachable)
+  end
+  local live = mode == "live"
   -- A kept live process (a session's, the warm pool's), or a session turn
   -- whose process is kept afterwards: ad.domain.live.
   local keep = live and not ssh and kept.wanted(req, eff.budget)
