@@ -64,6 +64,10 @@ local function probe(host, known, settings)
   end
   if info.timed_out or info.exit_code ~= 0 then return false end
   local id = (lines[1] or ""):match("^id (.+)$")
+  -- No line at all with status 0: the output of the session that started
+  -- the shared connection can be lost while its master goes to the
+  -- background. Worth one more round trip.
+  if #lines == 0 then return false, nil, true end
   if not id then return false end
   if lines[2] == "live" or lines[2] == "oneshot" then return lines[2] == "live", id end
   if id == known and lines[2] == nil then return "known", id end
@@ -87,7 +91,10 @@ function M.has_channel(host, settings)
   local disk = load_disk()
   local d = type(disk[host]) == "table" and disk[host] or {}
   local known = type(d.id) == "string" and type(d.live) == "boolean" and d.id or nil
-  local ok, live, id = pcall(probe, host, known, settings)
+  local ok, live, id, again = pcall(probe, host, known, settings)
+  if ok and again and not core.task.cancelled() then
+    ok, live, id = pcall(probe, host, known, settings)
+  end
   probing[host] = nil
   if not ok then live, id = false, nil end
   if live == nil then
