@@ -12,7 +12,8 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { newEnv, STUB_DIR } = require('./lib');
-const { Sshd } = require('./sshd');
+const net = require('node:net');
+const { Sshd, freePort } = require('./sshd');
 
 // Every `claude --help` the remote stub answered (STUB_CLAUDE_HELP_LOG).
 const helpLog = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ad-help-')), 'help.log');
@@ -116,4 +117,27 @@ test('settings.transport oneshot: a remote agent is never probed', async (t) => 
   assert.strictEqual(JSON.parse(r.stdout).success, true, r.stdout + r.stderr);
   assert.ok(!lastRemote().argv.includes('--input-format'));
   assert.strictEqual(helps(), before);
+});
+
+test('auto: a host that cannot be reached fails the dispatch after one connection attempt', async (t) => {
+  const port = await freePort();
+  // A listener that never speaks: the handshake never completes.
+  const silent = net.createServer(() => {});
+  await new Promise((r) => silent.listen(0, '127.0.0.1', r));
+  t.after(() => silent.close());
+  const env = remoteEnv(t, 'agents:\n  r:\n    host: refused\n    directory: /srv/x\n' +
+    '  d:\n    host: downbox\n    directory: /srv/x\nsettings:\n  ssh_connect_timeout: 3\n');
+  fs.appendFileSync(path.join(env.home, '.ssh', 'config'),
+    `Host refused\n  HostName 127.0.0.1\n  Port ${port}\n` +
+    `Host downbox\n  HostName 127.0.0.1\n  Port ${silent.address().port}\n`);
+  let v = JSON.parse(env.run(['dispatch', 'r', 'x', '--json']).stdout);
+  assert.strictEqual(v.error_type, 'remote', JSON.stringify(v));
+  assert.match(v.error, /ssh to refused failed: .*Connection refused/);
+  const t0 = Date.now();
+  v = JSON.parse(env.run(['dispatch', 'd', 'x', '--json']).stdout);
+  const took = Date.now() - t0;
+  assert.strictEqual(v.error_type, 'remote', JSON.stringify(v));
+  assert.match(v.error, /ssh to downbox failed: .*(timed out|Timeout)/i);
+  // One ssh_connect_timeout (3 s), not one for the probe and one more for the dispatch.
+  assert.ok(took >= 2500 && took < 5500, `took ${took} ms`);
 });
