@@ -20,7 +20,9 @@ function M.main(args)
   for i = 1, #args do argv[i] = args[i] end
   -- The trace context a dispatching parent gave this process: read, then
   -- removed from the environment before anything can start a process.
-  if os.getenv("AGENT_DISPATCH_TRACE") then require("ad.domain.trace").inherited() end
+  if os.getenv("AGENT_DISPATCH_TRACE") or os.getenv("AGENT_DISPATCH_TRACE_FILE") then
+    require("ad.domain.trace").inherited()
+  end
   -- `serve` is started by Claude Code for every session: skip loading the
   -- CLI so the handshake is answered sooner.
   local entry = (#argv == 1 and argv[1] == "serve")

@@ -1275,6 +1275,12 @@ static int live_main(const struct args *a, int argc, char **argv, double t0)
                 buf_str(&o, "\n+ ");
                 buf_str(&o, task);
                 free(task);
+                if (d.sh) { /* a later turn runs its command too (nested dispatch per turn) */
+                    char *r = make_reply(&d, msg, argc, argv);
+                    buf_str(&o, "\n");
+                    buf_str(&o, r);
+                    free(r);
+                }
                 live_override = o.p;
             }
             live_deaf = d.deaf;

@@ -44,6 +44,7 @@ local core = require "ad.core"
 local json = require "ad.infra.json"
 local errors = require "ad.infra.errors"
 local channel = require "ad.domain.channel"
+local trace_file = require "ad.domain.trace_file"
 
 local M = {}
 
@@ -77,8 +78,8 @@ local function now() return core.task.now() end
 --- The key of what a child was started with: two children with the same
 --- key behave the same for the same message. argv without the session
 --- flags (--session-id, --resume and their values), the environment
---- without the trace context (a kept child keeps the one it started with:
---- dispatches it makes later are recorded under that first span), cwd.
+--- without the trace context (AGENT_DISPATCH_TRACE of a fresh child, the
+--- context file of a kept one: ad.domain.trace_file), cwd.
 function M.fingerprint(agent_name, argv, env, cwd)
   local a = {}
   local i = 1
@@ -93,7 +94,10 @@ function M.fingerprint(agent_name, argv, env, cwd)
   end
   local e = {}
   for _, kv in ipairs(env or {}) do
-    if kv:sub(1, 21) ~= "AGENT_DISPATCH_TRACE=" then e[#e + 1] = kv end
+    if not (kv:sub(1, 21) == "AGENT_DISPATCH_TRACE=" or
+        kv:sub(1, 26) == "AGENT_DISPATCH_TRACE_FILE=") then
+      e[#e + 1] = kv
+    end
   end
   table.sort(e)
   return json.encode(json.array{ agent_name, json.array(a), json.array(e), cwd or "" })
@@ -101,6 +105,31 @@ end
 
 --- Takes the bounds from the settings of the call (the config is re-read
 --- on each call): settings.live_sessions {max, idle_seconds}.
+--- The environment of a kept process: env without AGENT_DISPATCH_TRACE
+--- (fixed at spawn, while the process serves one request after the other)
+--- and with AGENT_DISPATCH_TRACE_FILE naming a new private context file
+--- that M.run writes before each turn. Returns the env and the file's
+--- path (nil when none could be made: dispatches made inside the process
+--- then start trees of their own).
+function M.with_context_file(env)
+  local path = trace_file.new_path()
+  local out = {}
+  for _, kv in ipairs(env) do
+    if kv:sub(1, 21) ~= "AGENT_DISPATCH_TRACE=" then out[#out + 1] = kv end
+  end
+  if path then out[#out + 1] = trace_file.ENV .. "=" .. path end
+  return out, path
+end
+
+-- A kept child's process object goes, and its context file with it.
+local function release(ch)
+  if ch.ctx_file then
+    trace_file.remove(ch.ctx_file)
+    ch.ctx_file = nil
+  end
+  ch:release()
+end
+
 function M.configure(settings)
   local l = settings and settings.live_sessions
   if l then
@@ -137,7 +166,7 @@ local function end_child(ch)
     done = true
     timer:cancel()
   end
-  ch:release()
+  release(ch)
 end
 
 local function unwatch(entry)
@@ -488,11 +517,16 @@ local OK_INFO = { exit_code = 0, signal = 0, timed_out = false, stderr = "",
 -- Returns the entry, or nil and the runner's spawn_error.
 local function spawn(o, fp)
   local req = o.req
-  local ch, msg, code = channel.open{ argv = o.argv, cwd = o.cwd, env = o.env,
+  local env, ctx_file = M.with_context_file(o.env)
+  local ch, msg, code = channel.open{ argv = o.argv, cwd = o.cwd, env = env,
     grace = o.grace, drain = o.drain, gated = req.on_spawn ~= nil,
     max_line = (not req.stream) and o.cap or nil, session_id = o.resume or o.fresh,
     keeper = req.keeper }
-  if not ch then return nil, { msg, code } end
+  if not ch then
+    trace_file.remove(ctx_file)
+    return nil, { msg, code }
+  end
+  ch.ctx_file = ctx_file
   return { ch = ch, agent = req.agent_name, fp = fp, kind = "session", turns = 0, born = now() }
 end
 
@@ -548,7 +582,7 @@ local function ended(ch, req, out, handlers, timed_out)
     ch:kill()
     info = ch:wait()
   end
-  ch:release()
+  release(ch)
   -- A line over the cap was dropped (the channel closed the child's
   -- input then): it may have been the result.
   if not req.stream and (info.skipped_lines or 0) > 0 then out.truncated = true end
@@ -609,6 +643,9 @@ function M.run(o)
   local out = { lines = {}, live = true,
     session_id = o.resume or entry.session_id or ch.session_id or o.fresh,
     fresh = o.fresh ~= nil and spawned }
+  -- The trace context of this turn, for an agent-dispatch inside the
+  -- child (it reads the file at each call it gets).
+  if not refused and ch.ctx_file then trace_file.write(ch.ctx_file, req.trace_env) end
   if not refused and not ch:send_user(o.text) then
     if not spawned then
       -- It died between turns: the usual way, then.
@@ -640,7 +677,7 @@ function M.run(o)
   out.session_id = ch.session_id or out.session_id
   if cancelled or core.task.cancelled() then
     ch:stop(o.interrupt_grace)
-    ch:release()
+    release(ch)
     error(cancelled_error(out.session_id), 0)
   end
   if not payload or timed_out then
@@ -650,7 +687,12 @@ function M.run(o)
   out.payload = own_cost(payload, entry)
   out.info = OK_INFO
   local clean = payload.is_error ~= true and payload.subtype == "success"
-  if not (clean and keepable and M.keep(entry)) then retire(entry) end
+  if clean and keepable and M.keep(entry) then
+    -- Idle until the next turn: no span to join.
+    if ch.ctx_file then trace_file.write(ch.ctx_file, nil) end
+  else
+    retire(entry)
+  end
   return out
 end
 

@@ -312,7 +312,10 @@ function M.forwarded(env)
   local out = {}
   for _, kv in ipairs(env) do
     local k = kv:match("^([%w_]+)=")
-    if k and (keep[k] or k:find("^AGENT_DISPATCH_TRACE")) then out[#out + 1] = kv end
+    -- (a context file is a path on this machine: it never crosses)
+    if k and (keep[k] or (k:find("^AGENT_DISPATCH_TRACE") and k ~= "AGENT_DISPATCH_TRACE_FILE")) then
+      out[#out + 1] = kv
+    end
   end
   return out
 end

@@ -178,6 +178,7 @@ local function ssh_lines(host, cmd, connect_timeout, spawn)
   p:close()
   return lines, info
 end
+M.ssh_lines = ssh_lines
 
 local function run_probe(agent, settings)
   local words = { "exec", "sh", "-c", remote.quote(M.SCRIPT), "agent-dispatch",

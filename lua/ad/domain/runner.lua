@@ -20,6 +20,7 @@ local result = require "ad.domain.result"
 local claude = require "ad.domain.claude"
 local request = require "ad.domain.request"
 local trace = require "ad.domain.trace"
+local trace_file = require "ad.domain.trace_file"
 local remote = require "ad.domain.remote"
 local transport = require "ad.domain.transport"
 local channel = require "ad.domain.channel"
@@ -44,7 +45,7 @@ M.STRIPPED_ENV = { CLAUDECODE = true, CLAUDE_CODE_SESSION_ID = true,
   CLAUDE_CODE_ENTRYPOINT = true, CLAUDE_PROJECT_DIR = true,
   CLAUDE_CODE_LAUNCHED_BY_SESSION_IDS = true, CLAUDE_CODE_CHILD_NOTES_DIR = true,
   CLAUDE_CODE_MESSAGING_SOCKET = true, CLAUDE_CODE_MESSAGING_TOKEN = true,
-  AGENT_DISPATCH_DEPTH = true, AGENT_DISPATCH_TRACE = true }
+  AGENT_DISPATCH_DEPTH = true, AGENT_DISPATCH_TRACE = true, AGENT_DISPATCH_TRACE_FILE = true }
 
 M.result = result.new
 M.failure = result.failure
@@ -247,7 +248,11 @@ local function execute(req)
   local fresh = not resume and core.text.uuid4() or nil
   local env = M.child_env(depth, req.trace_env)
   -- live: the CLI's control channel (ad.domain.transport, ad.domain.live_run)
-  local live = transport.choose(settings, req.agent, not host and path or nil, env) == "live"
+  local mode, unreachable = transport.choose(settings, req.agent, not host and path or nil, env)
+  if unreachable then
+    return result.failure(name, "remote", "ssh to " .. host .. " failed: " .. unreachable)
+  end
+  local live = mode == "live"
   -- A kept live process (a session's, the warm pool's), or a session turn
   -- whose process is kept afterwards: ad.domain.live.
   local keep = live and not ssh and kept.wanted(req, eff.budget)
@@ -500,14 +505,21 @@ function M.open_warm(name, cfg)
     permission_mode = eff.permission_mode, allowed = eff.allowed,
     disallowed = eff.disallowed }
   if not argv then return nil, refusal end
-  argv = channel.argv(argv, {})
-  local env = M.child_env(depth)
+  -- The command line a fresh dispatch of the agent gets (the relay flag
+  -- of an agent with permissions.relay, as ad.domain.request.with_relay).
+  argv = channel.argv(argv, { relay = agent.permissions and agent.permissions.relay == true })
+  -- Its trace context comes with each request, in its context file.
+  local env, ctx_file = kept.with_context_file(M.child_env(depth))
   -- The keeper's child, like a child of a call that may be handed off:
   -- a handed-off call on it outlives this process (ad.domain.keeper).
   local ch, msg = channel.open{ argv = argv, cwd = agent.directory,
     env = env, grace = M.kill_grace, drain = M.drain, session_id = sid,
     keeper = require("ad.domain.keeper").keeps_live(cfg.settings) }
-  if not ch then return nil, msg end
+  if not ch then
+    trace_file.remove(ctx_file)
+    return nil, msg
+  end
+  ch.ctx_file = ctx_file
   ch:start()
   return ch, kept.fingerprint(name, argv, env, agent.directory), sid
 end

@@ -58,8 +58,16 @@ local function parse(raw)
   return ctx
 end
 
---- The context this process was started in (AGENT_DISPATCH_TRACE), or
---- nil. The first call removes the variable from the environment.
+-- The context file named by AGENT_DISPATCH_TRACE_FILE (ad.domain.trace_file):
+-- this process runs inside a kept live process, whose server rewrites the
+-- file for each request (each turn) it hands that process.
+local ctx_file
+
+--- The context this process was started in, or nil: the one in its
+--- context file when AGENT_DISPATCH_TRACE_FILE names one that is trusted
+--- (read again on each call: a kept process serves one turn after the
+--- other), else AGENT_DISPATCH_TRACE. The first call removes both
+--- variables from the environment.
 function M.inherited()
   if not read then
     read = true
@@ -68,6 +76,13 @@ function M.inherited()
       core.sys.unsetenv(M.ENV)
       inherited = parse(raw)
     end
+    local tf = require "ad.domain.trace_file"
+    ctx_file = os.getenv(tf.ENV)
+    if ctx_file then core.sys.unsetenv(tf.ENV) end
+  end
+  if ctx_file then
+    local ctx = parse(require("ad.domain.trace_file").read(ctx_file))
+    if ctx then return ctx end
   end
   return inherited
 end

@@ -3,8 +3,9 @@
 --- on cancel) or "oneshot" (`claude -p`, the prompt on stdin, closed).
 ---
 --- settings.transport: "auto" (default) | "live" | "oneshot". auto is
---- live when the local CLI has the channel, and oneshot for remote agents
---- (the CLI on the other host is not probed). Whether a CLI has the
+--- live when the CLI has the channel: the local one, or for a remote agent
+--- the one on its host (ad.domain.remote_transport: one ssh round trip,
+--- cached per host and remote CLI). Whether a local CLI has the
 --- channel is measured once per binary: `claude --help` lists
 --- --input-format (about 0.1 s); the answer is kept in this process and
 --- on disk (<config dir>/cli-transport.json, keyed by the binary's path
@@ -83,11 +84,17 @@ function M.has_channel(path, env)
 end
 
 --- "live" or "oneshot" for a request whose claude is at path (nil for a
---- remote agent); env as for has_channel.
+--- remote agent); env as for has_channel. For a remote agent whose host
+--- could not be reached: "oneshot" and ssh's error text.
 function M.choose(settings, agent, path, env)
   local mode = settings.transport or "auto"
   if mode ~= "auto" then return mode end
-  if agent.host or not path then return "oneshot" end
+  if agent.host then
+    local live, why = require("ad.domain.remote_transport").has_channel(agent.host, settings)
+    if live == nil then return "oneshot", why end
+    return live and "live" or "oneshot"
+  end
+  if not path then return "oneshot" end
   return M.has_channel(path, env) and "live" or "oneshot"
 end
 
