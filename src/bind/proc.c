@@ -2,7 +2,7 @@
  *
  *   core.proc.spawn{argv=, cwd=, env=, timeout=, grace=, drain=, max_line=,
  *                stderr_max=, slot=, stdin=, stdin_keep=, gated=, max_output=,
- *                keeper=, adopt=}
+ *                max_plain=, keeper=, adopt=}
  *       -> p | nil, message, code
  *       keeper: started by the server's keeper (keeper.h) when there is
  *       one; adopt = {pid=, out=, err=, exited=, status=, signal=}: no
@@ -27,7 +27,10 @@
  * p:start(); closing it first ends it without exec. With max_output, at
  * most that many bytes of stdout lines reach Lua; past it only the last
  * line is kept (in C, one buffer) and delivered at the end of stdout, and
- * info.truncated says so. Cancelling a task that waits on a process kills
+ * info.truncated says so. With max_plain (a child whose output is JSON
+ * events, the live channel), at most that many bytes of lines that are
+ * not JSON objects reach Lua; past it they are dropped here, the events
+ * still come, and info.truncated says so. Cancelling a task that waits on a process kills
  * the process group, unless spawned with soft_cancel: then the waiting
  * call returns nil, "cancelled" and the caller ends the child itself (a
  * live child is first asked to stop over its channel). A limiter slot handed to core.proc.spawn is released
@@ -63,7 +66,9 @@ struct lproc {
     size_t max_output;      /* 0: no bound */
     size_t delivered;       /* bytes of lines (with '\n') handed on */
     size_t dropped;         /* bytes past max_output, not handed on */
-    bool over;              /* max_output was reached */
+    bool over;              /* max_output or max_plain was reached */
+    size_t max_plain;       /* 0: no bound on lines that are not JSON objects */
+    size_t plain;           /* bytes of such lines handed on */
     char *last;             /* the latest line past max_output */
     size_t last_len, last_cap;
     struct task *reader;    /* waiting in read_line */
@@ -184,6 +189,35 @@ static void keep_last(struct lproc *lp, const char *s, size_t n)
     lp->last_len = n;
 }
 
+/* True for a line that may be a JSON object: its first byte other than a
+ * blank is '{' (the decoder takes leading blanks too). */
+static bool json_object_line(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r')) {
+        i++;
+    }
+    return i < n && s[i] == '{';
+}
+
+/* Past max_plain, a line that is no JSON object is dropped: stray output
+ * of a live child (megabytes of it) never becomes Lua strings, while its
+ * events (the result, control requests) still arrive after it. True when
+ * the line was dropped. */
+static bool drop_plain(struct lproc *lp, const char *s, size_t n)
+{
+    if (!lp->max_plain || json_object_line(s, n)) {
+        return false;
+    }
+    if (lp->over || lp->plain + n + 1 > lp->max_plain) {
+        lp->over = true;
+        lp->dropped += n + 1;
+        return true;
+    }
+    lp->plain += n + 1;
+    return false;
+}
+
 static void on_line(struct proc *p, const char *s, size_t n, void *ud)
 {
     struct lproc *lp = ud;
@@ -192,6 +226,9 @@ static void on_line(struct proc *p, const char *s, size_t n, void *ud)
         if (lp->report_skipped) {
             deliver(p, lp, NULL, 0);
         }
+        return;
+    }
+    if (drop_plain(lp, s, n)) {
         return;
     }
     if (lp->max_output &&
@@ -339,6 +376,7 @@ static int l_process(lua_State *L)
     bool stdin_keep = lua_toboolean(L, -1);
     lua_pop(L, 1);
     double max_output = opt_num(L, "max_output", 0);
+    double max_plain = opt_num(L, "max_plain", 0);
     lua_getfield(L, 1, "keeper");
     bool keeper = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -398,6 +436,8 @@ static int l_process(lua_State *L)
         limiter_take(slot); /* the child now holds the count until reaped */
     }
     lp->max_output = max_output > 0 ? (size_t)max_output : 0;
+    /* One bound at a time: past max_output only the last line is kept. */
+    lp->max_plain = max_plain > 0 && !lp->max_output ? (size_t)max_plain : 0;
     lua_getfield(L, 1, "soft_cancel");
     lp->soft_cancel = lua_toboolean(L, -1);
     lua_pop(L, 1);

@@ -175,17 +175,9 @@ function vmHWMkB(pid) {
   return m ? Number(m[1]) : -1;
 }
 
-// Under ASan a freed block stays resident in its quarantine (256 MB by
-// default): over the live transport each of the 200,000 stray lines is a
-// string read and dropped at once, which that quarantine would count as
-// the server's. The bound is about what the server holds, so the sanitized
-// run keeps a small quarantine here.
-const SMALL_QUARANTINE = process.env.ASAN_OPTIONS !== undefined
-  ? { ASAN_OPTIONS: `${process.env.ASAN_OPTIONS}:quarantine_size_mb=16` } : {};
-
 describe('output of a non-stream dispatch', () => {
   test('200 MB of stray stdout: bounded server memory and a clear error', async (t) => {
-    const { srv } = await start(t, undefined, SMALL_QUARANTINE);
+    const { srv } = await start(t);
     const { value } = await srv.call('dispatch', { agent: 'a', task: '[stub:spew=209715200] [stub:no_result]' },
       { ms: 120000 });
     const hwm = vmHWMkB(srv.child.pid);
@@ -197,7 +189,7 @@ describe('output of a non-stream dispatch', () => {
   });
 
   test('a result object after 200 MB of stray stdout still counts', async (t) => {
-    const { srv } = await start(t, undefined, SMALL_QUARANTINE);
+    const { srv } = await start(t);
     const { value } = await srv.call('dispatch', { agent: 'a', task: '[stub:spew=209715200] [stub:reply=at last]' },
       { ms: 120000 });
     const hwm = vmHWMkB(srv.child.pid);

@@ -9,7 +9,10 @@
 ---       relay), for a claude argv built with stream = true
 ---   channel.user_line(text) -> the JSON line of one user message
 ---   channel.open{argv=, env=, cwd=, timeout=, grace=, drain=, slot=,
----       gated=, first=text, max_line=, session_id=} -> ch | nil, message, code
+---       gated=, first=text, max_line=, max_plain=, session_id=}
+---       -> ch | nil, message, code
+---       (max_plain: bytes of lines that are not JSON objects read; past
+---       it the process object drops them, see core.proc.spawn)
 ---       (session_id: the session the child was started in, when known)
 ---       (first: the first user message, written with the spawn; the
 ---       process is spawned with soft_cancel: a cancelled wait returns
@@ -77,7 +80,8 @@ function M.open(o)
   local p, msg, code = core.proc.spawn{ argv = o.argv, cwd = o.cwd, env = o.env,
     timeout = o.timeout, grace = o.grace, drain = o.drain, slot = o.slot,
     stdin = o.first and M.user_line(o.first) or nil, stdin_keep = true,
-    gated = o.gated, max_line = o.max_line, soft_cancel = true, report_skipped = true,
+    gated = o.gated, max_line = o.max_line, max_plain = o.max_plain, soft_cancel = true,
+    report_skipped = true,
     keeper = o.keeper }
   if not p then return nil, msg, code end
   return setmetatable({ p = p, pid = p:pid(), turns = 0, sent = o.first and 1 or 0,

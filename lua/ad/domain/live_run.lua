@@ -42,7 +42,10 @@ function M.run(argv, text, env, timeout, req, cwd, o)
   local cap = o.cap
   local ch, msg, code = channel.open{ argv = argv, cwd = cwd, env = env, timeout = timeout,
     grace = o.grace, drain = o.drain, slot = slot, first = text, session_id = o.session_id,
-    gated = req.on_spawn ~= nil, max_line = (not stream) and cap or nil, keeper = req.keeper }
+    gated = req.on_spawn ~= nil, max_line = (not stream) and cap or nil, keeper = req.keeper,
+    -- Stray stdout past the cap is dropped in C (it would be dropped
+    -- below anyway): megabytes of it never become Lua strings.
+    max_plain = (not stream) and cap or nil }
   if not ch then
     slot:release()
     return { spawn_error = { msg, code } }
@@ -96,6 +99,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
   local info = ch:wait()
   if not info then stopped(ch, o.interrupt_grace) end
   if not stream and info.skipped_lines > 0 and not out.payload then out.truncated = true end
+  if not stream and info.truncated then out.truncated = true end
   out.info = info
   ch:release()
   return out

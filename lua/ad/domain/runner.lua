@@ -82,6 +82,10 @@ function M.child_env(depth, trace_env)
   local env = env_at[depth]
   if env then
     if not trace_env then return env end
+    -- One table of the final size, made at once (the trace variable
+    -- first; the order of a child's environment does not matter), not
+    -- grown entry by entry: this runs for every dispatch.
+    if #env <= 1000 then return { trace.ENV .. "=" .. trace_env, table.unpack(env) } end
     env = table.move(env, 1, #env, 1, {})
     env[#env + 1] = trace.ENV .. "=" .. trace_env
     return env

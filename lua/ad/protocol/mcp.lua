@@ -849,6 +849,34 @@ end
 -- client's requests (a client sends tools/list right after initialize).
 local QUIET = 0.02
 
+-- True when an agent of cfg wants a warm pool (ad.domain.live: local
+-- agents with warm: N).
+local function wants_pool(cfg)
+  for _, a in pairs(cfg.agents) do
+    if (a.warm or 0) > 0 and not a.host then return true end
+  end
+  return false
+end
+
+-- The warm pools start with the server. ad.domain.live (and the channel
+-- code it needs) is loaded only once an agent wants a pool, now or after
+-- a change of agents.yaml, so an idle server without pools does not hold it.
+local function serve_pools(cfg)
+  if wants_pool(cfg) then return require("ad.domain.live").serve(cfg) end
+  local config = require "ad.storage.config"
+  local served = false
+  config.on_agents_changed(function()
+    if served or not core.task.in_task() then return end
+    core.task.spawn(function()
+      local ok, c = pcall(config.load)
+      if ok and c and not served and wants_pool(c) then
+        served = true
+        require("ad.domain.live").serve(c)
+      end
+    end)
+  end)
+end
+
 --- `agent-dispatch serve`: serves until stdin ends or a signal arrives.
 --- F33: retention and stale-job recovery, best effort, once the server is
 --- answering: at the first pause in the client's requests (QUIET) after its
@@ -877,7 +905,7 @@ local function maintenance(kick, stopping, last_input)
     end
     jobs.recover_stale()
     -- The warm pools of agents with warm: N start now, off the handshake.
-    if cfg and not stopping() then require("ad.domain.live").serve(cfg) end
+    if cfg and not stopping() then serve_pools(cfg) end
   end)
   if not ok then
     io.stderr:write("agent-dispatch: startup maintenance skipped: ",
