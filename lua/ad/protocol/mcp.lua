@@ -368,6 +368,15 @@ function Server:call_tool(id, key, params, era)
                             { "jsonrpc", "method", "params" }))
   end
   local last_n = 0
+  -- A 2026-07-28 call whose request declared elicitation gets its
+  -- permission requests as an InputRequiredResult (ad.protocol.mcp_mrtr).
+  local mrtr_call = era.elicits and { tool = name, args = args or json.object({}, {}) } or nil
+  local function send_value(value)
+    local ir = mrtr_call and require("ad.protocol.mcp_mrtr").render(value, mrtr_call)
+    if ir then return server:result(id, ir, era.modern) end
+    local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
+    server:result(id, text_result(text, tools.is_error_result(value)), era.modern)
+  end
   local ctx = {
     tool = name,
     elicit = self:elicitor(era),
@@ -391,8 +400,7 @@ function Server:call_tool(id, key, params, era)
       entry.done, entry.answered = true, true
       if entry.beat then entry.beat:cancel() end
       if server.inflight[key] == entry then server.inflight[key] = nil end
-      local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
-      server:result(id, text_result(text, tools.is_error_result(value)), era.modern)
+      send_value(value)
       return true
     end,
     -- Progress with a known total (parallel items, dialogue rounds); the
@@ -421,7 +429,7 @@ function Server:call_tool(id, key, params, era)
     if not vargs then
       ok, value = true, tools.envelope(verr)
     else
-      ok, value = pcall(tools.call, def, vargs, ctx)
+      ok, value = pcall(era.continue or tools.call, def, vargs, ctx)
     end
     entry.done = true
     if beat then beat:cancel() end
@@ -431,9 +439,7 @@ function Server:call_tool(id, key, params, era)
       if type(value) == "table" and value.type == "cancelled" then return end
       return server:error(id, -32603, "Internal error: " .. tostring(value))
     end
-    local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
-    local r = text_result(text, tools.is_error_result(value))
-    server:result(id, r, era.modern)
+    send_value(value)
   end)
 end
 
@@ -628,7 +634,16 @@ function Server:modern(id, key, msg, meta)
     return self:result(id, json.object({ tools = self:tools_json(M.MODERN, false), ttlMs = 0,
       cacheScope = "public" }, { "resultType", "tools", "ttlMs", "cacheScope", "_meta" }), true)
   elseif m == "tools/call" then
-    return self:call_tool(id, key, params, { modern = true, version = M.MODERN, meta = meta })
+    local era = { modern = true, version = M.MODERN, meta = meta,
+      elicits = caps.elicitation ~= nil and require("ad.protocol.mcp_mrtr").declared(caps) }
+    if params.requestState ~= nil or params.inputResponses ~= nil then
+      -- An MRTR retry: checked here, so a bad state is a JSON-RPC error
+      -- and nothing is delivered.
+      local go, code, message = require("ad.protocol.mcp_mrtr").retry(params, caps)
+      if not go then return self:error(id, code, message) end
+      era.continue = go
+    end
+    return self:call_tool(id, key, params, era)
   elseif M.RESOURCE_METHODS[m] then
     return self:resource_request(id, Server.resource_read_method, m, params, true)
   elseif m == "subscriptions/listen" then
