@@ -229,4 +229,62 @@ describe('permission relay over MRTR (2026-07-28)', () => {
       decision: 'deny' }, { modern: true });
     await srv.close();
   });
+
+  test('tasks extension: a task whose child asks is input_required in tasks/get; tasks/update answers it', async (t) => {
+    const env = setup(t);
+    const srv = env.serve();
+    const TASKS = { 'io.modelcontextprotocol/tasks': {} };
+    const caps = { elicitation: { form: {} }, extensions: TASKS };
+    const meta = (c) => modernMeta({ 'io.modelcontextprotocol/clientCapabilities': c });
+    const disc = (await srv.request('server/discover', { _meta: modernMeta() })).result;
+    assert.deepStrictEqual(disc.capabilities.extensions, TASKS);
+    const created = (await srv.request('tools/call', { name: 'dispatch_async',
+      arguments: { agent: 'a', task: ASK_GIT }, _meta: meta(caps) }, { ms: 30000 })).result;
+    assert.strictEqual(created.resultType, 'task', JSON.stringify(created));
+    assert.match(created.taskId, HEX32);
+    const get = async (c = caps) => {
+      const r = await srv.request('tasks/get', { taskId: created.taskId, _meta: meta(c) });
+      assert.ok(r.result, JSON.stringify(r));
+      return r.result;
+    };
+    let task;
+    const until = Date.now() + 20000;
+    do { task = await get(); } while (task.status !== 'input_required' && Date.now() < until
+      && await new Promise((r) => setTimeout(r, 50)) === undefined);
+    assert.strictEqual(task.status, 'input_required', JSON.stringify(task));
+    assert.strictEqual(task.resultType, 'complete');
+    const keys = Object.keys(task.inputRequests);
+    assert.strictEqual(keys.length, 1);
+    assert.strictEqual(task.inputRequests[keys[0]].method, 'elicitation/create');
+    assert.match(task.inputRequests[keys[0]].params.message, /tool Bash/);
+    // A tasks/get whose request declared no elicitation gets no elicitation.
+    const plain = await get({ extensions: TASKS });
+    assert.strictEqual(plain.status, 'working', JSON.stringify(plain));
+    assert.strictEqual(plain.inputRequests, undefined);
+    assert.match(plain.statusMessage, /dispatch_approve/);
+    // Unknown keys are ignored: nothing is delivered, the ack comes anyway.
+    let ack = await srv.request('tasks/update', { taskId: created.taskId,
+      inputResponses: { nope: allow() }, _meta: meta(caps) });
+    assert.deepStrictEqual(ack.result.resultType, 'complete', JSON.stringify(ack));
+    assert.strictEqual((await get()).status, 'input_required');
+    ack = await srv.request('tasks/update', { taskId: created.taskId,
+      inputResponses: { [keys[0]]: allow() }, _meta: meta(caps) });
+    assert.strictEqual(ack.result.resultType, 'complete', JSON.stringify(ack));
+    const end = Date.now() + 20000;
+    do { task = await get(); } while (task.status !== 'completed' && Date.now() < end
+      && await new Promise((r) => setTimeout(r, 50)) === undefined);
+    assert.strictEqual(task.status, 'completed', JSON.stringify(task));
+    const value = JSON.parse(task.result.content[0].text);
+    assert.match(value.result, /asked Bash: allow/);
+    assert.strictEqual(task.result.isError, false);
+    const d = readRec(env, created.taskId).permissions.decisions;
+    assert.strictEqual(d.length, 1);
+    assert.strictEqual(d[0].by, 'elicitation');
+    // Unknown task ids: -32602; a request without the extension: -32021.
+    let r = await srv.request('tasks/update', { taskId: 'f'.repeat(32), inputResponses: {}, _meta: meta(caps) });
+    assert.strictEqual(r.error.code, -32602);
+    r = await srv.request('tasks/get', { taskId: created.taskId, _meta: meta({}) });
+    assert.strictEqual(r.error.code, -32021);
+    await srv.close();
+  });
 });

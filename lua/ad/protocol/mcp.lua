@@ -524,6 +524,54 @@ function Server:task_call(id, params)
   end)
 end
 
+-- ------------------------------------ tasks (2026-07-28 extension) --
+
+function Server:modern_task_call(id, params)
+  local X = require "ad.protocol.mcp_tasks_ext"
+  local args = type(params.arguments) == "table" and params.arguments or {}
+  ensure_tools() -- the job is checked against the tool's schema
+  local server = self
+  core.task.spawn(function()
+    set_call_budget()
+    local ok, res, err = pcall(X.create, params.name, args)
+    if not ok then
+      return server:error(id, -32603, "Internal error: " .. tostring(type(res) == "table" and res.message or res))
+    end
+    if not res then
+      return server:result(id, text_result(json.encode(tools.envelope(err)), true), true)
+    end
+    server:result(id, res, true)
+  end)
+end
+
+function Server:modern_task_method(id, m, params, caps)
+  local X = require "ad.protocol.mcp_tasks_ext"
+  local jobs = require "ad.storage.jobs"
+  local tid = params.taskId
+  local rec = type(tid) == "string" and jobs.valid(tid) and jobs.get(tid) or nil
+  if not rec then
+    return self:error(id, -32602, "Invalid params: unknown taskId " .. util.repr(tostring(tid)))
+  end
+  if m == "tasks/get" then
+    local elicits = caps.elicitation ~= nil and require("ad.protocol.mcp_mrtr").declared(caps)
+    return self:result(id, X.task_of(rec, elicits), true)
+  end
+  local server = self
+  if m == "tasks/cancel" then
+    core.task.spawn(function()
+      pcall(require("ad.domain.async").cancel, tid)
+      server:result(id, json.object({}, { "resultType", "_meta" }), true)
+    end)
+    return
+  end
+  local answers, why = X.answers(rec, params.inputResponses)
+  if not answers then return self:error(id, -32602, "Invalid params: " .. why) end
+  core.task.spawn(function()
+    pcall(X.deliver, tid, answers)
+    server:result(id, json.object({}, { "resultType", "_meta" }), true)
+  end)
+end
+
 function Server:task_method(id, m, params)
   local T = require "ad.protocol.mcp_tasks"
   local jobs = require "ad.storage.jobs"
@@ -589,7 +637,10 @@ end
 function Server:discover_result()
   local caps = json.object({ tools = json.object({ listChanged = false }, { "listChanged" }),
                              resources = M.resources_capability(),
-                             logging = json.object({}, {}) }, { "tools", "resources", "logging" })
+                             logging = json.object({}, {}),
+                             extensions = json.object({ ["io.modelcontextprotocol/tasks"] =
+                               json.object({}, {}) }, { "io.modelcontextprotocol/tasks" }) },
+                           { "tools", "resources", "logging", "extensions" })
   return json.object({ supportedVersions = json.array(util.copy(M.SUPPORTED)),
     capabilities = caps, instructions = M.INSTRUCTIONS, ttlMs = 0,
     cacheScope = "public" },
@@ -636,6 +687,11 @@ function Server:modern(id, key, msg, meta)
   elseif m == "tools/call" then
     local era = { modern = true, version = M.MODERN, meta = meta,
       elicits = caps.elicitation ~= nil and require("ad.protocol.mcp_mrtr").declared(caps) }
+    if caps.extensions ~= nil and params.requestState == nil
+        and require("ad.protocol.mcp_tasks_ext").TOOLS[params.name]
+        and require("ad.protocol.mcp_tasks_ext").declared(caps) then
+      return self:modern_task_call(id, params)
+    end
     if params.requestState ~= nil or params.inputResponses ~= nil then
       -- An MRTR retry: checked here, so a bad state is a JSON-RPC error
       -- and nothing is delivered.
@@ -675,9 +731,8 @@ function Server:modern(id, key, msg, meta)
         _meta = json.object({ [META_SUB] = id }, { META_SUB }) },
         { "notifications", "_meta" }) }, { "jsonrpc", "method", "params" }))
   elseif m == "tasks/get" or m == "tasks/update" or m == "tasks/cancel" then
-    -- The 2026 Tasks extension is not offered (server/discover lists no
-    -- extensions): a client that did not declare it gets the spec's
-    -- missing-capability error, one that did is told we lack the method.
+    -- The 2026 Tasks extension (ad.protocol.mcp_tasks_ext): a request
+    -- that did not declare it gets the spec's missing-capability error.
     local ext = type(caps.extensions) == "table" and caps.extensions["io.modelcontextprotocol/tasks"]
     if not ext then
       return self:error(id, -32021, "Missing required client capability",
@@ -685,7 +740,7 @@ function Server:modern(id, key, msg, meta)
           ["io.modelcontextprotocol/tasks"] = json.object({}, {}) },
           { "io.modelcontextprotocol/tasks" }) }, { "extensions" }) }, { "requiredCapabilities" }))
     end
-    return self:error(id, -32601, "Method not found: " .. m .. " (the tasks extension is not offered)")
+    return self:modern_task_method(id, m, params, caps)
   elseif REMOVED_MODERN[m] or m:match("^tasks/") then
     return self:error(id, -32601, "Method not found: " .. m .. " (not part of " .. M.MODERN .. ")")
   end

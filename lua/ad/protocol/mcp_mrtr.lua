@@ -266,8 +266,8 @@ end
 
 -- ------------------------------------------------------- the retry in --
 
--- The decision an ElicitResult carries: verdict, message; or nil, why.
-local function verdict_of(r)
+--- The decision an ElicitResult carries: verdict, message; or nil, why.
+function M.verdict_of(r)
   if type(r) ~= "table" or json.is_array(r) and next(r) ~= nil then
     return nil, "must be an elicitation result object {action, content}"
   end
@@ -299,7 +299,7 @@ end
 --- Delivers answers {request_id, verdict, message} to job_id as
 --- dispatch_approve does; requests decided meanwhile (CLI approve, a
 --- timeout) are skipped.
-local function deliver(job_id, answers, log)
+function M.deliver(job_id, answers, log)
   local jobs = require "ad.storage.jobs"
   local approve = require "ad.domain.approve"
   for _, a in ipairs(answers) do
@@ -409,7 +409,7 @@ function M.retry(params, caps)
       return nil, -32602, "Invalid params: inputResponses." .. k .. " answers nothing this " ..
         "requestState asked"
     end
-    local verdict, msg = verdict_of(responses[k])
+    local verdict, msg = M.verdict_of(responses[k])
     if not verdict then return nil, -32602, "Invalid params: inputResponses." .. k .. ": " .. msg end
     answers[#answers + 1] = { request_id = rid, verdict = verdict, message = msg }
   end
@@ -420,7 +420,7 @@ function M.retry(params, caps)
   end
   local elicits = M.declared(caps)
   return function(_, vargs, ctx)
-    deliver(f.job, answers, ctx.log)
+    M.deliver(f.job, answers, ctx.log)
     return M.follow(f.job, { tool = tool, args = args }, wait_bound(vargs), elicits)
   end
 end
