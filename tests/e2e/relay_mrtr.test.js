@@ -287,4 +287,26 @@ describe('permission relay over MRTR (2026-07-28)', () => {
     assert.strictEqual(r.error.code, -32021);
     await srv.close();
   });
+
+  test('a key file open to others or owned by someone else is refused: no input_required, no state verifies', async (t) => {
+    const env = setup(t);
+    fs.mkdirSync(env.jobs, { recursive: true, mode: 0o700 });
+    const keyFile = path.join(env.jobs, 'request_state.key');
+    fs.writeFileSync(keyFile, 'ab'.repeat(32) + '\n', { mode: 0o644 });
+    fs.chmodSync(keyFile, 0o644);
+    const srv = env.serve();
+    const args = { agent: 'a', task: ASK_GIT };
+    const value = textOf(await call(srv, args));
+    assert.strictEqual(value.status, 'awaiting_approval', JSON.stringify(value));
+    assert.match(srv.stderr || '', /open to group or others/);
+    // Owned by another user (root passes permission checks: the owner is checked).
+    fs.chmodSync(keyFile, 0o600);
+    fs.chownSync(keyFile, 65534, 65534);
+    const res = await call(srv, args, { inputResponses: {}, requestState: 'ab.cd' });
+    assert.ok(res.error, JSON.stringify(res));
+    assert.match(res.error.message, /owned by uid 65534/);
+    await srv.call('dispatch_approve', { job_id: value.job_id, request_id: value.pending.request_id,
+      decision: 'deny' }, { modern: true });
+    await srv.close();
+  });
 });
