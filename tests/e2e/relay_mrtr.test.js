@@ -309,4 +309,18 @@ describe('permission relay over MRTR (2026-07-28)', () => {
       decision: 'deny' }, { modern: true });
     await srv.close();
   });
+
+  test('another server of the same user verifies the state and delivers through the job\'s inbox', async (t) => {
+    const env = setup(t);
+    const srv = env.serve();
+    const args = { agent: 'a', task: ASK_GIT };
+    const a = await firstAsk(srv, args);
+    const other = env.serve();
+    const value = textOf(await call(other, { ...args }, { inputResponses: { [a.key]: allow() },
+      requestState: a.state }));
+    assert.match(value.result, /asked Bash: allow updatedInput=\{"command":"git status"\}/);
+    assert.strictEqual(readRec(env, a.job).permissions.decisions[0].by, 'elicitation');
+    await other.close();
+    await srv.close();
+  });
 });
