@@ -2,7 +2,7 @@
 # Installs the Debian packages agent-dispatch needs: build (default) or
 # build + test (--test). Uses sudo when not root; skips what is installed.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libyaml-dev uuid-dev libuv1-dev)
+pkgs=(build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libyaml-dev uuid-dev libuv1-dev libssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(valgrind zsh fish dpkg-dev man-db clang libclang-rt-14-dev libxml2-utils openssh-server)
   command -v node >/dev/null 2>&1 || pkgs+=(nodejs)

@@ -68,5 +68,6 @@ int luaopen_ad_core(lua_State *L)
     bind_embed_register(L);
     bind_jobs_register(L);
     bind_keeper_register(L);
+    bind_crypto_register(L);
     return 1;
 }

@@ -185,13 +185,18 @@ end)
     await srv.close();
   });
 
-  test('the 2026-07-28 era (stateless: no server requests) gets awaiting_approval even when it declares elicitation', async (t) => {
+  test('the 2026-07-28 era (stateless: no server requests) gets input_required when it declares elicitation; dispatch_approve answers too', async (t) => {
     const env = setup(t, { relay: true, timeout_seconds: 60 });
     const srv = env.serve();
-    const { value } = await srv.call('dispatch', { agent: 'a', task: ASK_GIT }, { ms: 30000,
-      meta: modernMeta({ 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } }) });
-    assert.strictEqual(value.status, 'awaiting_approval', JSON.stringify(value));
+    const res = await srv.request('tools/call', { name: 'dispatch', arguments: { agent: 'a', task: ASK_GIT },
+      _meta: modernMeta({ 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } }) },
+      { ms: 30000 });
+    assert.strictEqual(res.result.resultType, 'input_required', JSON.stringify(res));
     assert.strictEqual(srv.notifications('elicitation/create').length, 0);
+    // The waiting job (relay_mrtr.test.js covers the retry that answers it).
+    const jobs = (await srv.call('dispatch_jobs', {}, { modern: true })).value;
+    const value = { job_id: jobs[0].id };
+    value.pending = readRec(env, value.job_id).permissions.pending[0];
     await srv.call('dispatch_approve', { job_id: value.job_id, request_id: value.pending.request_id,
       decision: 'allow' }, { modern: true });
     const rec = await recUntil(env, value.job_id, (r) => r.status === 'done', 20000, 'the end');

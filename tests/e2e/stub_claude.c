@@ -243,6 +243,7 @@ struct directives {
     const char *ask;
     /* relay: the [stub:ask=...] spec read from a file */
     const char *ask_file;
+    double ask_sleep; /* relay: seconds to go on working after the answers */
     /* numbers (negative = absent) */
     double sleep, interval, grandchild, escape, cost, linger;
     long progress, exit_code, turns, stderr_bytes, huge, huge_line, spew, die;
@@ -298,7 +299,9 @@ static const struct {
                                           * the result tells the answer received */
     /* relay (tests/e2e/relay.test.js) */
     D("ask_file", D_STR, ask_file),      /* as ask, "TOOL JSON" read from this file (a JSON
-                                          * input may hold ']', which ends a directive) */
+                                          * input may hold ']', which ends a directive);
+                                          * with ask too, it asks first, then ask asks */
+    D("ask_sleep", D_DBL, ask_sleep),    /* seconds of work after the answers */
 #undef D
 };
 
@@ -307,7 +310,7 @@ static const struct {
 static void parse_directives(const char *prompt, struct directives *d, char **storage)
 {
     memset(d, 0, sizeof *d);
-    d->sleep = d->interval = d->grandchild = d->escape = d->cost = d->linger = -1;
+    d->sleep = d->interval = d->grandchild = d->escape = d->cost = d->linger = d->ask_sleep = -1;
     d->progress = d->exit_code = d->turns = d->stderr_bytes = -1;
     d->huge = d->huge_line = d->spew = d->die = -1;
 
@@ -1425,6 +1428,17 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
     }
     char *reply = spec ? live_ask(c, spec) : d->ask ? live_ask(c, d->ask)
                   : live_override ? strdup(live_override) : make_reply(d, prompt, argc, argv);
+    if (spec && d->ask) { /* both: a second request after the first's answer */
+        char *second = live_ask(c, d->ask);
+        struct buf both = {0};
+        buf_fmt(&both, "%s; %s", reply, second);
+        free(reply);
+        free(second);
+        reply = both.p;
+    }
+    if (spec || d->ask) {
+        sleep_s(d->ask_sleep);
+    }
     free(spec);
     if (live_interrupted) {
         free(reply);

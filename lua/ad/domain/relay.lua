@@ -11,7 +11,9 @@
 ---     in flight (req.elicit, given by ad.protocol.mcp);
 ---   - otherwise, when the run is a job or can become one, the request is
 ---     recorded on the job as pending (a sync call returns at once with
----     status "awaiting_approval": M.awaiting) and the child waits for a
+---     status "awaiting_approval": M.awaiting, which a 2026-07-28 request
+---     that declared elicitation gets as an input_required result:
+---     ad.protocol.mcp_mrtr) and the child waits for a
 ---     decision delivered through the job's inbox (ad.storage.inbox, kind
 ---     "approve": dispatch_approve, CLI approve / deny);
 ---   - with neither (a call that cannot hand off), it is denied with a

@@ -368,6 +368,15 @@ function Server:call_tool(id, key, params, era)
                             { "jsonrpc", "method", "params" }))
   end
   local last_n = 0
+  -- A 2026-07-28 call whose request declared elicitation gets its
+  -- permission requests as an InputRequiredResult (ad.protocol.mcp_mrtr).
+  local mrtr_call = era.elicits and { tool = name, args = args or json.object({}, {}) } or nil
+  local function send_value(value)
+    local ir = mrtr_call and require("ad.protocol.mcp_mrtr").render(value, mrtr_call)
+    if ir then return server:result(id, ir, era.modern) end
+    local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
+    server:result(id, text_result(text, tools.is_error_result(value)), era.modern)
+  end
   local ctx = {
     tool = name,
     elicit = self:elicitor(era),
@@ -391,8 +400,7 @@ function Server:call_tool(id, key, params, era)
       entry.done, entry.answered = true, true
       if entry.beat then entry.beat:cancel() end
       if server.inflight[key] == entry then server.inflight[key] = nil end
-      local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
-      server:result(id, text_result(text, tools.is_error_result(value)), era.modern)
+      send_value(value)
       return true
     end,
     -- Progress with a known total (parallel items, dialogue rounds); the
@@ -421,7 +429,7 @@ function Server:call_tool(id, key, params, era)
     if not vargs then
       ok, value = true, tools.envelope(verr)
     else
-      ok, value = pcall(tools.call, def, vargs, ctx)
+      ok, value = pcall(era.continue or tools.call, def, vargs, ctx)
     end
     entry.done = true
     if beat then beat:cancel() end
@@ -431,9 +439,7 @@ function Server:call_tool(id, key, params, era)
       if type(value) == "table" and value.type == "cancelled" then return end
       return server:error(id, -32603, "Internal error: " .. tostring(value))
     end
-    local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
-    local r = text_result(text, tools.is_error_result(value))
-    server:result(id, r, era.modern)
+    send_value(value)
   end)
 end
 
@@ -518,6 +524,54 @@ function Server:task_call(id, params)
   end)
 end
 
+-- ------------------------------------ tasks (2026-07-28 extension) --
+
+function Server:modern_task_call(id, params)
+  local X = require "ad.protocol.mcp_tasks_ext"
+  local args = type(params.arguments) == "table" and params.arguments or {}
+  ensure_tools() -- the job is checked against the tool's schema
+  local server = self
+  core.task.spawn(function()
+    set_call_budget()
+    local ok, res, err = pcall(X.create, params.name, args)
+    if not ok then
+      return server:error(id, -32603, "Internal error: " .. tostring(type(res) == "table" and res.message or res))
+    end
+    if not res then
+      return server:result(id, text_result(json.encode(tools.envelope(err)), true), true)
+    end
+    server:result(id, res, true)
+  end)
+end
+
+function Server:modern_task_method(id, m, params, caps)
+  local X = require "ad.protocol.mcp_tasks_ext"
+  local jobs = require "ad.storage.jobs"
+  local tid = params.taskId
+  local rec = type(tid) == "string" and jobs.valid(tid) and jobs.get(tid) or nil
+  if not rec then
+    return self:error(id, -32602, "Invalid params: unknown taskId " .. util.repr(tostring(tid)))
+  end
+  if m == "tasks/get" then
+    local elicits = caps.elicitation ~= nil and require("ad.protocol.mcp_mrtr").declared(caps)
+    return self:result(id, X.task_of(rec, elicits), true)
+  end
+  local server = self
+  if m == "tasks/cancel" then
+    core.task.spawn(function()
+      pcall(require("ad.domain.async").cancel, tid)
+      server:result(id, json.object({}, { "resultType", "_meta" }), true)
+    end)
+    return
+  end
+  local answers, why = X.answers(rec, params.inputResponses)
+  if not answers then return self:error(id, -32602, "Invalid params: " .. why) end
+  core.task.spawn(function()
+    pcall(X.deliver, tid, answers)
+    server:result(id, json.object({}, { "resultType", "_meta" }), true)
+  end)
+end
+
 function Server:task_method(id, m, params)
   local T = require "ad.protocol.mcp_tasks"
   local jobs = require "ad.storage.jobs"
@@ -583,7 +637,10 @@ end
 function Server:discover_result()
   local caps = json.object({ tools = json.object({ listChanged = false }, { "listChanged" }),
                              resources = M.resources_capability(),
-                             logging = json.object({}, {}) }, { "tools", "resources", "logging" })
+                             logging = json.object({}, {}),
+                             extensions = json.object({ ["io.modelcontextprotocol/tasks"] =
+                               json.object({}, {}) }, { "io.modelcontextprotocol/tasks" }) },
+                           { "tools", "resources", "logging", "extensions" })
   return json.object({ supportedVersions = json.array(util.copy(M.SUPPORTED)),
     capabilities = caps, instructions = M.INSTRUCTIONS, ttlMs = 0,
     cacheScope = "public" },
@@ -628,7 +685,21 @@ function Server:modern(id, key, msg, meta)
     return self:result(id, json.object({ tools = self:tools_json(M.MODERN, false), ttlMs = 0,
       cacheScope = "public" }, { "resultType", "tools", "ttlMs", "cacheScope", "_meta" }), true)
   elseif m == "tools/call" then
-    return self:call_tool(id, key, params, { modern = true, version = M.MODERN, meta = meta })
+    local era = { modern = true, version = M.MODERN, meta = meta,
+      elicits = caps.elicitation ~= nil and require("ad.protocol.mcp_mrtr").declared(caps) }
+    if caps.extensions ~= nil and params.requestState == nil
+        and require("ad.protocol.mcp_tasks_ext").TOOLS[params.name]
+        and require("ad.protocol.mcp_tasks_ext").declared(caps) then
+      return self:modern_task_call(id, params)
+    end
+    if params.requestState ~= nil or params.inputResponses ~= nil then
+      -- An MRTR retry: checked here, so a bad state is a JSON-RPC error
+      -- and nothing is delivered.
+      local go, code, message = require("ad.protocol.mcp_mrtr").retry(params, caps)
+      if not go then return self:error(id, code, message) end
+      era.continue = go
+    end
+    return self:call_tool(id, key, params, era)
   elseif M.RESOURCE_METHODS[m] then
     return self:resource_request(id, Server.resource_read_method, m, params, true)
   elseif m == "subscriptions/listen" then
@@ -660,9 +731,8 @@ function Server:modern(id, key, msg, meta)
         _meta = json.object({ [META_SUB] = id }, { META_SUB }) },
         { "notifications", "_meta" }) }, { "jsonrpc", "method", "params" }))
   elseif m == "tasks/get" or m == "tasks/update" or m == "tasks/cancel" then
-    -- The 2026 Tasks extension is not offered (server/discover lists no
-    -- extensions): a client that did not declare it gets the spec's
-    -- missing-capability error, one that did is told we lack the method.
+    -- The 2026 Tasks extension (ad.protocol.mcp_tasks_ext): a request
+    -- that did not declare it gets the spec's missing-capability error.
     local ext = type(caps.extensions) == "table" and caps.extensions["io.modelcontextprotocol/tasks"]
     if not ext then
       return self:error(id, -32021, "Missing required client capability",
@@ -670,7 +740,7 @@ function Server:modern(id, key, msg, meta)
           ["io.modelcontextprotocol/tasks"] = json.object({}, {}) },
           { "io.modelcontextprotocol/tasks" }) }, { "extensions" }) }, { "requiredCapabilities" }))
     end
-    return self:error(id, -32601, "Method not found: " .. m .. " (the tasks extension is not offered)")
+    return self:modern_task_method(id, m, params, caps)
   elseif REMOVED_MODERN[m] or m:match("^tasks/") then
     return self:error(id, -32601, "Method not found: " .. m .. " (not part of " .. M.MODERN .. ")")
   end

@@ -57,6 +57,18 @@ end
 --- follows the job for notifications/tasks/status (ad.protocol.resources'
 --- watch), whether its worker runs here or in a detached job runner.
 function M.create(name, args)
+  local rec, err = M.submit(name, args)
+  if not rec then return nil, err end
+  local task = M.task_of(rec)
+  return json.object({ task = task, _meta = json.object({
+    ["io.modelcontextprotocol/model-immediate-response"] =
+      "Started " .. name .. " to " .. tostring(args.agent) .. " as task " .. rec.id .. "; poll tasks/get." },
+    { "io.modelcontextprotocol/model-immediate-response" }) }, { "task", "_meta" })
+end
+
+--- Starts the job of a tools/call of name as a task (both eras' tasks).
+--- Returns its record, or nil, message (a tool-level refusal).
+function M.submit(name, args)
   -- The same schema check as tools/call, so both routes accept and refuse
   -- exactly the same arguments.
   local tools = require "ad.tools"
@@ -74,12 +86,7 @@ function M.create(name, args)
   if name ~= "dispatch" then f.group = nil end
   local req, rerr = request.build(cfg, f)
   if not req then return nil, rerr end
-  local rec = async.submit(req)
-  local task = M.task_of(rec)
-  return json.object({ task = task, _meta = json.object({
-    ["io.modelcontextprotocol/model-immediate-response"] =
-      "Started " .. name .. " to " .. args.agent .. " as task " .. rec.id .. "; poll tasks/get." },
-    { "io.modelcontextprotocol/model-immediate-response" }) }, { "task", "_meta" })
+  return async.submit(req)
 end
 
 --- tasks/result: waits until the job is terminal, then the CallToolResult
