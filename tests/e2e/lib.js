@@ -455,5 +455,25 @@ function newEnv(t) {
   return new Env(t);
 }
 
+/** The job record id in env's jobs store, or null (absent, mid-write). */
+function readRec(env, id) {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
+  } catch { return null; }
+}
+
+/** Waits until the job record satisfies pred; fails with the last record. */
+async function recUntil(env, id, pred, ms, what) {
+  let last = null;
+  const ok = await waitUntil(() => { last = readRec(env, id); return last && pred(last); }, ms, 25);
+  assert.ok(ok, `timed out waiting for ${what}: ${JSON.stringify(last)}`);
+  return last;
+}
+
+/** The stub's log entry of the dispatch whose prompt holds marker. */
+function stubFor(env, marker) {
+  return env.dispatches().find((e) => (e.prompt || '').includes(marker));
+}
+
 module.exports = { BIN, STUB_DIR, MODERN, SUPPORTED, Env, Server, newEnv, modernMeta,
-  sleep, alive, groupAlive, waitUntil, isResponse, q };
+  sleep, alive, groupAlive, waitUntil, isResponse, q, readRec, recUntil, stubFor };

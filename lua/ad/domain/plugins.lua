@@ -324,6 +324,22 @@ function M.progress_filter()
   end
 end
 
+--- A permission decision as it is recorded and returned (ad.domain.relay):
+--- its message may quote the child's input, so the redact hooks clean it
+--- into a copy; d itself is left as it is (the child is answered with it).
+--- A message a failing hook could not clean is replaced, never passed on.
+function M.redact_decision(d)
+  if #M.hooks.redact == 0 or type(d.message) ~= "string" then return d end
+  local out, err = redact(d.message)
+  if not out then
+    io.stderr:write("agent-dispatch: ", err, "\n")
+    out = "[message withheld: " .. err .. "]"
+  end
+  local c = setmetatable(util.copy(d), getmetatable(d))
+  c.message = out
+  return c
+end
+
 -- Applies redact to every string in v (a parsed_result), in place.
 local function redact_tree(v, depth)
   if type(v) ~= "table" or depth > 64 then return true end
