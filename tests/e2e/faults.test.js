@@ -10,11 +10,10 @@ const path = require('node:path');
 const { newEnv, sleep, alive, waitUntil } = require('./lib');
 
 const HEX = /^[0-9a-f]{32}$/;
-const { BIN } = require('./lib');
+const { BIN, SANITIZED } = require('./lib');
 
 // Sanitized builds use several times the memory: RSS bounds are checked
 // in the plain build only.
-const SANITIZED = fs.readFileSync(BIN).includes('__asan_init');
 const INJECT = process.env.AD_FAULT_INJECT
   || path.resolve(__dirname, '../../build/tests/faults/libad_fault_inject.so');
 

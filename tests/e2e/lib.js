@@ -18,6 +18,12 @@ const { spawn, spawnSync } = require('node:child_process');
 const BIN = process.env.AD_BIN || path.resolve(__dirname, '../../build/agent-dispatch');
 const STUB_DIR = process.env.AD_STUB_DIR || path.resolve(__dirname, '../../build/stub');
 
+// A binary built with AddressSanitizer (AD_SANITIZE): bounds on memory
+// and time that its quarantine and slower spawns would break are relaxed.
+const SANITIZED = (() => {
+  try { return fs.readFileSync(BIN).includes('__asan_init'); } catch { return false; }
+})();
+
 // AD_VALGRIND=DIR runs the binary under valgrind memcheck, one log per
 // process in DIR (tests/valgrind/e2e.sh runs a chosen set of e2e files so
 // and fails on any log that is not empty); waits are then 10 times longer.
@@ -475,5 +481,5 @@ function stubFor(env, marker) {
   return env.dispatches().find((e) => (e.prompt || '').includes(marker));
 }
 
-module.exports = { BIN, STUB_DIR, MODERN, SUPPORTED, Env, Server, newEnv, modernMeta,
+module.exports = { BIN, STUB_DIR, SANITIZED, MODERN, SUPPORTED, Env, Server, newEnv, modernMeta,
   sleep, alive, groupAlive, waitUntil, isResponse, q, readRec, recUntil, stubFor };
