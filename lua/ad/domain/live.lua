@@ -40,6 +40,10 @@
 --- its agent, pid, session id, idle time and RSS; each server process
 --- publishes that list in <jobs dir>/live/<pid>.json (owner-only) so the
 --- CLI can show the processes of every running server.
+---
+--- Over 500 lines on purpose: sessions, the pool, a turn on a kept process,
+--- the stats and shutdown share one registry of kept processes and its
+--- bounds (LRU, idle tick); split, each would have to keep its invariants.
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local errors = require "ad.infra.errors"

@@ -11,6 +11,10 @@
 --- error_type - never an exception. Cancellation is the one exception:
 --- a cancelled task raises errors.new("cancelled", ...) after the child's
 --- group has been signalled and reaped.
+---
+--- Over 500 lines, barely: the one door and the run of one child; the
+--- request, the child's output, the slot and the live transport are modules
+--- of their own already (request, claude, slot, live_run).
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
