@@ -36,6 +36,12 @@ local M = {}
 
 M.LOAD_BUDGET = 2    -- seconds a tool file may run while loading
 M.CALL_BUDGET = 10   -- seconds a handler or hook may run without yielding
+-- AGENT_DISPATCH_TEST_CALL_BUDGET (a test-only switch, 1-10 s): a shorter
+-- call budget, so the tests of runaway code do not each spin for 10 s.
+do
+  local b = tonumber(os.getenv("AGENT_DISPATCH_TEST_CALL_BUDGET") or "")
+  if b and b >= 1 and b < M.CALL_BUDGET then M.CALL_BUDGET = b end
+end
 
 M.hooks = { before_dispatch = {}, after_result = {}, job_done = {}, redact = {},
   on_permission = {} }
