@@ -48,6 +48,7 @@ local core = require "ad.core"
 local json = require "ad.infra.json"
 local errors = require "ad.infra.errors"
 local channel = require "ad.domain.channel"
+local slot_gate = require "ad.domain.slot"
 
 local M = {}
 
@@ -578,12 +579,10 @@ function M.run(o)
   local keepable = bounds.max > 0 and reusable(req, o.budget) and
     (req.span_kind == "session" or req.span_kind == "turn")
   if not entry and not keepable then return nil end
-  local slot = core.limiter.acquire()
-  if not slot or (req.on_slot and req.on_slot() == false) then
-    if slot then slot:release() end
+  local got, slot = pcall(slot_gate.take, req)
+  if not got then
     if entry then retire(entry) end
-    error(errors.new("cancelled", slot and "cancelled before it started" or
-      "cancelled while queued"), 0)
+    error(slot, 0)
   end
   local spawned = entry == nil
   if spawned then

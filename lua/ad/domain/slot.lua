@@ -1,6 +1,8 @@
 --- The two steps every child run takes around its spawn, over either
 --- transport (ad.domain.runner for one-shot, ad.domain.live_run for the
---- live channel): a concurrency slot before it, and the start gate after.
+--- live channel, ad.domain.live for a kept process): a concurrency slot
+--- before it, and the start gate after (live keeps its own: a kept process
+--- has started already).
 local core = require "ad.core"
 local errors = require "ad.infra.errors"
 
