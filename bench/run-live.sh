@@ -6,10 +6,5 @@
 #   BENCH_QUICK=1 bench/run-live.sh   smoke run (5 pairs), prints the table only
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(dirname "$here")
-build="$root/build"
-if [ ! -f "$build/CMakeCache.txt" ]; then
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
-fi
-cmake --build "$build" -j2 >&2
+. "$here/build.sh"
 AD_BIN="$build/agent-dispatch" exec node "$here/live.js"

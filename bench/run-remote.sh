@@ -6,10 +6,5 @@
 #   BENCH_QUICK=1 bench/run-remote.sh   smoke run, prints the table only
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(dirname "$here")
-build="$root/build"
-if [ ! -f "$build/CMakeCache.txt" ]; then
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
-fi
-cmake --build "$build" -j2 >&2
+. "$here/build.sh"
 exec node "$here/remote.js" 2> >(grep -v ' INFO ' >&2)

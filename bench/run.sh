@@ -8,13 +8,7 @@
 # compiler and node (no npm packages).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(dirname "$here")
-build="$root/build"
-
-if [ ! -f "$build/CMakeCache.txt" ]; then
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
-fi
-cmake --build "$build" -j2 >&2
+. "$here/build.sh"
 for exe in agent-dispatch stub/claude; do
   [ -x "$build/$exe" ] || { echo "bench: $build/$exe was not built" >&2; exit 1; }
 done

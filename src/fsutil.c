@@ -1,4 +1,8 @@
-/* State-file primitives; see fsutil.h. */
+/* State-file primitives; see fsutil.h.
+ *
+ * Over 500 lines on purpose: atomic writes, appends, locks and the trusted
+ * read share the descriptor and error conventions (-errno) of fsutil.h.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

@@ -3,7 +3,12 @@
  * carries the server's requests (spawn, hand-off), each answered at once
  * (the server waits for the answer: a spawn costs one request and one
  * reply more than a child of our own); the event one carries the
- * keeper's reports of exits, read on the server's loop. */
+ * keeper's reports of exits, read on the server's loop.
+ *
+ * Over 500 lines on purpose: both ends of one private protocol (the
+ * server's requests and the keeper's loop) stay in one file so that the
+ * message layouts they share cannot drift apart.
+ */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

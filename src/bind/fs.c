@@ -28,7 +28,11 @@
  *       system holding path | nil, msg, code
  *
  * Project probes live in project.c, text and ids in text.c, facts about
- * this process in sys.c. */
+ * this process in sys.c.
+ *
+ * Over 500 lines on purpose: one binding per fsutil.h primitive, with the
+ * lock wait (a thread woken by the kernel) the only part of any length.
+ */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>

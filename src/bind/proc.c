@@ -34,7 +34,11 @@
  * the process group, unless spawned with soft_cancel: then the waiting
  * call returns nil, "cancelled" and the caller ends the child itself (a
  * live child is first asked to stop over its channel). A limiter slot handed to core.proc.spawn is released
- * when the child has exited, never earlier. */
+ * when the child has exited, never earlier.
+ *
+ * Over 500 lines on purpose: one object, a child seen from Lua, whose
+ * reads, wait, kill and close share its state and the task that waits.
+ */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

@@ -6,7 +6,7 @@
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
-const { newEnv, BIN } = require('./lib');
+const { newEnv, SANITIZED } = require('./lib');
 
 function serverWithAgent(t, opts = {}) {
   const env = newEnv(t);
@@ -18,7 +18,6 @@ function serverWithAgent(t, opts = {}) {
 // Memory figures are only meaningful without a sanitizer: AddressSanitizer
 // keeps freed memory in quarantine and never trims its heap, so under it
 // the RSS bounds are not asserted (everything else is).
-const SANITIZED = fs.readFileSync(BIN).includes('__asan_init');
 
 function rssKb(pid) {
   const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/);

@@ -7,27 +7,7 @@
 // and the next server settles the job at once. Helpers: tests/e2e/lib.js.
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
-const fs = require('node:fs');
-const path = require('node:path');
-const { newEnv, alive, groupAlive, waitUntil } = require('./lib');
-
-function stubFor(env, marker) {
-  return env.dispatches().find((e) => (e.prompt || '').includes(marker));
-}
-
-function readRec(env, id) {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
-  } catch { return null; }
-}
-
-/** Waits until the record satisfies pred; fails with the last record. */
-async function recUntil(env, id, pred, ms, what) {
-  let last = null;
-  const ok = await waitUntil(() => { last = readRec(env, id); return last && pred(last); }, ms, 25);
-  assert.ok(ok, `timed out waiting for ${what}: ${JSON.stringify(last)}`);
-  return last;
-}
+const { newEnv, alive, groupAlive, waitUntil, readRec, recUntil, stubFor } = require('./lib');
 
 /** The pid of the job's runner (its recorded owner), tracked for cleanup. */
 function trackRunner(env, rec) {

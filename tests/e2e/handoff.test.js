@@ -10,26 +10,13 @@ const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
-const { newEnv, alive, groupAlive, waitUntil } = require('./lib');
+const { newEnv, alive, groupAlive, waitUntil, readRec, recUntil } = require('./lib');
 
 const HEX32 = /^[0-9a-f]{32}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-function readRec(env, id) {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
-  } catch { return null; }
-}
-
 function jobFiles(env) {
   try { return fs.readdirSync(env.jobs).filter((n) => /^[0-9a-f]{32}\.json$/.test(n)); } catch { return []; }
-}
-
-async function recUntil(env, id, pred, ms, what) {
-  let last = null;
-  const ok = await waitUntil(() => { last = readRec(env, id); return last && pred(last); }, ms, 25);
-  assert.ok(ok, `timed out waiting for ${what}: ${JSON.stringify(last)}`);
-  return last;
 }
 
 function argAfter(e, flag) {

@@ -9,16 +9,9 @@
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
-const path = require('node:path');
-const { newEnv, alive, groupAlive, waitUntil } = require('./lib');
+const { newEnv, alive, groupAlive, waitUntil, readRec } = require('./lib');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function readRec(env, id) {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
-  } catch { return null; }
-}
 
 function ppid(pid) {
   try {

@@ -7,7 +7,7 @@ const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const { spawn } = require('node:child_process');
-const { newEnv, sleep, waitUntil, BIN } = require('./lib');
+const { newEnv, sleep, waitUntil, BIN, SANITIZED } = require('./lib');
 
 function assertError(res, code) {
   assert.ok(res.error, `expected an error, got ${JSON.stringify(res)}`);
@@ -233,7 +233,6 @@ describe('every route validates arguments the same way', () => {
 // Memory figures are only meaningful without a sanitizer: AddressSanitizer
 // keeps freed memory in quarantine and never trims its heap, so under it
 // the RSS bounds are not asserted (everything else is).
-const SANITIZED = fs.readFileSync(BIN).includes('__asan_init');
 
 /** VmHWM (peak RSS) of pid in kB. */
 function peakKb(pid) {

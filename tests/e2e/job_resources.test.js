@@ -9,7 +9,7 @@ const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
-const { newEnv, modernMeta, waitUntil } = require('./lib');
+const { newEnv, modernMeta, waitUntil, readRec } = require('./lib');
 
 const SUB = 'io.modelcontextprotocol/subscriptionId';
 const uriOf = (id) => `agent-dispatch://jobs/${id}`;
@@ -18,12 +18,6 @@ function serve(t, settings = '') {
   const env = newEnv(t);
   env.setup({ agents: { a: true }, settings });
   return { env, srv: env.serve() };
-}
-
-function readRec(env, id) {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
-  } catch { return null; }
 }
 
 /** notifications/resources/updated for uri (optionally on one subscription). */

@@ -18,6 +18,12 @@ const { spawn, spawnSync } = require('node:child_process');
 const BIN = process.env.AD_BIN || path.resolve(__dirname, '../../build/agent-dispatch');
 const STUB_DIR = process.env.AD_STUB_DIR || path.resolve(__dirname, '../../build/stub');
 
+// A binary built with AddressSanitizer (AD_SANITIZE): bounds on memory
+// and time that its quarantine and slower spawns would break are relaxed.
+const SANITIZED = (() => {
+  try { return fs.readFileSync(BIN).includes('__asan_init'); } catch { return false; }
+})();
+
 // AD_VALGRIND=DIR runs the binary under valgrind memcheck, one log per
 // process in DIR (tests/valgrind/e2e.sh runs a chosen set of e2e files so
 // and fails on any log that is not empty); waits are then 10 times longer.
@@ -455,5 +461,25 @@ function newEnv(t) {
   return new Env(t);
 }
 
-module.exports = { BIN, STUB_DIR, MODERN, SUPPORTED, Env, Server, newEnv, modernMeta,
-  sleep, alive, groupAlive, waitUntil, isResponse, q };
+/** The job record id in env's jobs store, or null (absent, mid-write). */
+function readRec(env, id) {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
+  } catch { return null; }
+}
+
+/** Waits until the job record satisfies pred; fails with the last record. */
+async function recUntil(env, id, pred, ms, what) {
+  let last = null;
+  const ok = await waitUntil(() => { last = readRec(env, id); return last && pred(last); }, ms, 25);
+  assert.ok(ok, `timed out waiting for ${what}: ${JSON.stringify(last)}`);
+  return last;
+}
+
+/** The stub's log entry of the dispatch whose prompt holds marker. */
+function stubFor(env, marker) {
+  return env.dispatches().find((e) => (e.prompt || '').includes(marker));
+}
+
+module.exports = { BIN, STUB_DIR, SANITIZED, MODERN, SUPPORTED, Env, Server, newEnv, modernMeta,
+  sleep, alive, groupAlive, waitUntil, isResponse, q, readRec, recUntil, stubFor };

@@ -8,7 +8,7 @@ const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
-const { newEnv, alive, waitUntil } = require('./lib');
+const { newEnv, alive, waitUntil, readRec } = require('./lib');
 
 /** Samples how many stub children of env run at once until stop() is
  * called; returns {stop: () => max}. */
@@ -23,12 +23,6 @@ function sampler(env) {
     if (live > max) max = live;
   }, 10);
   return { stop: () => { clearInterval(timer); return max; }, seen };
-}
-
-function readRec(env, id) {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
-  } catch { return null; }
 }
 
 const terminal = (r) => r && ['done', 'failed', 'cancelled'].includes(r.status);

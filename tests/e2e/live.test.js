@@ -10,24 +10,7 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
-const { newEnv, waitUntil, groupAlive } = require('./lib');
-
-function readRec(env, id) {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
-  } catch { return null; }
-}
-
-async function recUntil(env, id, pred, ms, what) {
-  let last = null;
-  const ok = await waitUntil(() => { last = readRec(env, id); return last && pred(last); }, ms, 25);
-  assert.ok(ok, `timed out waiting for ${what}: ${JSON.stringify(last)}`);
-  return last;
-}
-
-function stubFor(env, marker) {
-  return env.dispatches().find((e) => (e.prompt || '').includes(marker));
-}
+const { newEnv, waitUntil, groupAlive, readRec, recUntil, stubFor } = require('./lib');
 
 function trackRunner(env, rec) {
   if (rec && rec.server && rec.server.pid > 0) env.extraPids.push(rec.server.pid);

@@ -12,22 +12,9 @@ const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
-const { newEnv, waitUntil, q, modernMeta } = require('./lib');
+const { newEnv, q, modernMeta, readRec, recUntil } = require('./lib');
 
 const HEX32 = /^[0-9a-f]{32}$/;
-
-function readRec(env, id) {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
-  } catch { return null; }
-}
-
-async function recUntil(env, id, pred, ms, what) {
-  let last = null;
-  const ok = await waitUntil(() => { last = readRec(env, id); return last && pred(last); }, ms, 25);
-  assert.ok(ok, `timed out waiting for ${what}: ${JSON.stringify(last)}`);
-  return last;
-}
 
 /** A config with agent a (relay settings perms, JSON as YAML flow). */
 function setup(t, perms, { tools } = {}) {

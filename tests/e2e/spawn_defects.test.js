@@ -9,7 +9,7 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
 const crypto = require('node:crypto');
-const { newEnv, sleep, alive, groupAlive, waitUntil } = require('./lib');
+const { newEnv, sleep, alive, groupAlive, waitUntil, stubFor, readRec } = require('./lib');
 
 async function start(t, cfg = { agents: { a: true } }, serveEnv = {}) {
   const env = newEnv(t);
@@ -17,14 +17,6 @@ async function start(t, cfg = { agents: { a: true } }, serveEnv = {}) {
   const srv = env.serve({ env: serveEnv });
   await srv.init();
   return { env, srv, dirs };
-}
-
-function stubFor(env, marker) {
-  return env.dispatches().find((e) => (e.prompt || '').includes(marker));
-}
-
-function readRec(env, id) {
-  return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
 }
 
 async function statusUntil(srv, id, pred, ms, what) {

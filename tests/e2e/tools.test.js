@@ -4,9 +4,7 @@ const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
-const { BIN, newEnv, sleep, alive, waitUntil } = require('./lib');
-
-const SANITIZED = fs.readFileSync(BIN).includes('__asan_init');
+const { newEnv, sleep, alive, waitUntil, SANITIZED } = require('./lib');
 
 const RESULT_ORDER = ['agent', 'success', 'result', 'session_id', 'cost_usd', 'duration_ms',
   'num_turns', 'error', 'error_type', 'parsed_result', 'denied_tools', 'hint', 'budget_exceeded', 'cached'];

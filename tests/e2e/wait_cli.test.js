@@ -6,15 +6,7 @@
 // tests/e2e/lib.js.
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
-const fs = require('node:fs');
-const path = require('node:path');
-const { newEnv, alive, waitUntil } = require('./lib');
-
-function readRec(env, id) {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(env.jobs, `${id}.json`), 'utf8'));
-  } catch { return null; }
-}
+const { newEnv, alive, waitUntil, readRec } = require('./lib');
 
 /** Starts a detached job with CLI dispatch --async; returns its id. */
 function startJob(env, task) {

@@ -207,5 +207,37 @@ function startServer({ env, cwd, bin } = {}) {
   return { child, request, initialize, callTool, toolResult, close, messages, send, get stderr() { return stderr; } };
 }
 
+// The set-up every test file of agent-dispatch with the real CLI shares,
+// registered as the current suite's before/after hooks: before its tests
+// the CLI (installed on first use), a fresh temporary root (prefix) and
+// the mock API logging to root/mock.jsonl; after them the mock stopped and
+// the root removed (KEEP_TMP=1 keeps it). got({bin, root, mock, mockLog})
+// is called once all is up.
+function mockSuite(prefix, got) {
+  const { before, after } = require('node:test');
+  const s = { bin: null, root: null, mock: null, mockLog: null };
+  before(async () => {
+    try {
+      s.bin = claudeBin();
+    } catch (e) {
+      throw new Error('could not install or run the real Claude Code CLI with tests/real/install-claude.sh ' +
+        `(is the npm registry reachable?): ${e.message}`);
+    }
+    if (!s.bin || !fs.existsSync(s.bin)) throw new Error(`install-claude.sh printed no runnable binary (${s.bin})`);
+    if (!fs.existsSync(adBin())) throw new Error(`agent-dispatch binary not found at ${adBin()} (set AD_BIN)`);
+    s.root = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+    s.mockLog = path.join(s.root, 'mock.jsonl');
+    s.mock = await startMock({ log: s.mockLog });
+    got(s);
+  });
+  after(async () => {
+    if (s.mock) await s.mock.stop();
+    if (!s.root) return;
+    if (process.env.KEEP_TMP === '1') console.error(`temp tree kept at ${s.root} (mock log ${s.mockLog})`);
+    else fs.rmSync(s.root, { recursive: true, force: true });
+  });
+  return s;
+}
+
 module.exports = { claudeBin, startMock, makeHome, removeHome, claudeEnv, runClaude, MOCK_JS,
-  adBin, writeAgents, startServer };
+  adBin, writeAgents, startServer, mockSuite };

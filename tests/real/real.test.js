@@ -10,10 +10,9 @@
 // node:test only, no npm packages. See FINDINGS.md for the CLI facts relied on.
 'use strict';
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const h = require('./claude-harness');
 
@@ -163,26 +162,7 @@ function assertOuterOk(r) {
 // ------------------------------------------------------------------- tests
 
 describe('agent-dispatch with the real Claude Code CLI', { concurrency: 4 }, () => {
-  before(async () => {
-    try {
-      BIN = h.claudeBin();
-    } catch (e) {
-      throw new Error('could not install or run the real Claude Code CLI with tests/real/install-claude.sh ' +
-        `(is the npm registry reachable?): ${e.message}`);
-    }
-    assert.ok(BIN && fs.existsSync(BIN), `install-claude.sh printed no runnable binary (${BIN})`);
-    assert.ok(fs.existsSync(AD), `agent-dispatch binary not found at ${AD} (set AD_BIN)`);
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'ad-real.'));
-    mockLog = path.join(root, 'mock.jsonl');
-    mock = await h.startMock({ log: mockLog });
-  });
-
-  after(async () => {
-    if (mock) await mock.stop();
-    if (!root) return;
-    if (process.env.KEEP_TMP === '1') console.error(`real.test.js: temp tree kept at ${root} (mock log ${mockLog})`);
-    else fs.rmSync(root, { recursive: true, force: true });
-  });
+  h.mockSuite('ad-real.', (s) => ({ bin: BIN, root, mock, mockLog } = s));
 
   // 1 -----------------------------------------------------------------------
   it('dispatch: a real successful run in the agent directory (claude found on PATH)', { timeout: 120000 }, async () => {

@@ -10,11 +10,10 @@
 //   AD_BIN=build/agent-dispatch node --test tests/real/real_handoff.test.js
 'use strict';
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('crypto');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const h = require('./claude-harness');
 
@@ -38,17 +37,7 @@ function requestsWithDigest(sha) {
 }
 
 describe('sync-to-async hand-off with the real Claude Code CLI', () => {
-  before(async () => {
-    BIN = h.claudeBin();
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'ad-real-handoff.'));
-    mockLog = path.join(root, 'mock.jsonl');
-    mock = await h.startMock({ log: mockLog });
-  });
-
-  after(async () => {
-    if (mock) await mock.stop();
-    if (root) fs.rmSync(root, { recursive: true, force: true });
-  });
+  h.mockSuite('ad-real-handoff.', (s) => ({ bin: BIN, root, mock, mockLog } = s));
 
   it('dispatch past handoff_after_seconds returns a job; dispatch_wait gets the one child\'s answer',
     { timeout: 120000 }, async () => {

@@ -8,10 +8,9 @@
 //   AD_BIN=build/agent-dispatch node --test tests/real/real_live.test.js
 'use strict';
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const h = require('./claude-harness');
 
@@ -52,16 +51,7 @@ function setup(settings) {
 }
 
 describe('the live transport with the real Claude Code CLI', () => {
-  before(async () => {
-    BIN = h.claudeBin();
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'ad-real-live.'));
-    mock = await h.startMock({});
-  });
-
-  after(async () => {
-    if (mock) await mock.stop();
-    if (root) fs.rmSync(root, { recursive: true, force: true });
-  });
+  h.mockSuite('ad-real-live.', (s) => ({ bin: BIN, root, mock } = s));
 
   it('auto picks the channel; a dispatch answers over it', { timeout: 120000 }, async () => {
     const { s, dir } = setup();

@@ -7,10 +7,9 @@
 //   AD_BIN=build/agent-dispatch node --test tests/real/real_live_sessions.test.js
 'use strict';
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const h = require('./claude-harness');
 
@@ -46,16 +45,7 @@ function wrapper(dir) {
 }
 
 describe('live sessions and warm pool with the real Claude Code CLI', () => {
-  before(async () => {
-    h.claudeBin();
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'ad-real-live.'));
-    mock = await h.startMock({});
-  });
-
-  after(async () => {
-    if (mock) await mock.stop();
-    if (root) fs.rmSync(root, { recursive: true, force: true });
-  });
+  h.mockSuite('ad-real-live.', (s) => ({ root, mock } = s));
 
   function server(name, agents) {
     const dir = path.join(root, name);

@@ -8,10 +8,9 @@
 //   AD_BIN=build/agent-dispatch node --test tests/real/real_notify.test.js
 'use strict';
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const h = require('./claude-harness');
 
@@ -52,17 +51,7 @@ async function until(pred, ms) {
 }
 
 describe('response_schema and job resources with the real Claude Code CLI', () => {
-  before(async () => {
-    BIN = h.claudeBin();
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'ad-real-notify.'));
-    mockLog = path.join(root, 'mock.jsonl');
-    mock = await h.startMock({ log: mockLog });
-  });
-
-  after(async () => {
-    if (mock) await mock.stop();
-    if (root) fs.rmSync(root, { recursive: true, force: true });
-  });
+  h.mockSuite('ad-real-notify.', (s) => ({ bin: BIN, root, mock, mockLog } = s));
 
   it('a matching StructuredOutput answer is structured_output', { timeout: 120000 }, async () => {
     const a = area('schema-ok');

@@ -12,10 +12,9 @@
 //   AD_BIN=build/agent-dispatch node --test tests/real/real_outlive.test.js
 'use strict';
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const { spawnSync } = require('child_process');
 const h = require('./claude-harness');
@@ -117,17 +116,9 @@ function noteRunner(rec) {
 }
 
 describe('jobs that outlive the server, with the real Claude Code CLI', { concurrency: 1 }, () => {
-  before(async () => {
-    BIN = h.claudeBin();
-    assert.ok(BIN && fs.existsSync(BIN), 'the real claude CLI is installed (install-claude.sh)');
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'ad-real-outlive.'));
-    mock = await h.startMock({ log: path.join(root, 'mock.jsonl') });
-  });
-
-  after(async () => {
+  h.mockSuite('ad-real-outlive.', (s) => ({ bin: BIN, root, mock } = s));
+  after(() => {
     for (const pid of runners) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
-    if (mock) await mock.stop();
-    if (root && process.env.KEEP_TMP !== '1') fs.rmSync(root, { recursive: true, force: true });
   });
 
   it('(a) a job started by a claude -p session finishes after its server exited; a new server and `job` read it',

@@ -6,10 +6,9 @@
 //   AD_BIN=build/agent-dispatch node --test tests/real/real_patterns.test.js
 'use strict';
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const h = require('./claude-harness');
 
@@ -60,18 +59,7 @@ async function until(pred, ms, what) {
 }
 
 describe('dispatch patterns with the real Claude Code CLI', { concurrency: 3 }, () => {
-  before(async () => {
-    BIN = h.claudeBin();
-    assert.ok(BIN && fs.existsSync(BIN), 'the real claude CLI is installed (install-claude.sh)');
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'ad-real-patterns.'));
-    mockLog = path.join(root, 'mock.jsonl');
-    mock = await h.startMock({ log: mockLog });
-  });
-
-  after(async () => {
-    if (mock) await mock.stop();
-    if (root && process.env.KEEP_TMP !== '1') fs.rmSync(root, { recursive: true, force: true });
-  });
+  h.mockSuite('ad-real-patterns.', (s) => ({ bin: BIN, root, mock, mockLog } = s));
 
   it('dispatch_dialogue: two rounds, each agent resuming its own session', { timeout: 180000 }, async () => {
     const a = area('dialogue', ['web', 'api']);

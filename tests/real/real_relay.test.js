@@ -10,10 +10,9 @@
 //   AD_BIN=build/agent-dispatch node --test tests/real/real_relay.test.js
 'use strict';
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const h = require('./claude-harness');
 
@@ -63,16 +62,7 @@ async function waitJob(s, id) {
 }
 
 describe('permission relay with the real Claude Code CLI', () => {
-  before(async () => {
-    BIN = h.claudeBin();
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'ad-real-relay.'));
-    mock = await h.startMock({ log: path.join(root, 'mock.jsonl') });
-  });
-
-  after(async () => {
-    if (mock) await mock.stop();
-    if (root) fs.rmSync(root, { recursive: true, force: true });
-  });
+  h.mockSuite('ad-real-relay.', (s) => ({ bin: BIN, root, mock } = s));
 
   it('(a) allowed by the caller: the command ran', { timeout: 150000 }, async () => {
     const { s, proj } = await serve(90);

@@ -5,11 +5,10 @@
 //   AD_BIN=build/agent-dispatch node --test tests/real/real_spawn.test.js
 'use strict';
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('crypto');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const h = require('./claude-harness');
 
@@ -39,17 +38,7 @@ function requestsWithDigest(sha) {
 }
 
 describe('large prompts with the real Claude Code CLI', () => {
-  before(async () => {
-    BIN = h.claudeBin();
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'ad-real-spawn.'));
-    mockLog = path.join(root, 'mock.jsonl');
-    mock = await h.startMock({ log: mockLog });
-  });
-
-  after(async () => {
-    if (mock) await mock.stop();
-    if (root) fs.rmSync(root, { recursive: true, force: true });
-  });
+  h.mockSuite('ad-real-spawn.', (s) => ({ bin: BIN, root, mock, mockLog } = s));
 
   for (const tool of ['dispatch', 'dispatch_stream']) {
     it(`${tool}: a 300 KiB prompt reaches the model whole`, { timeout: 120000 }, async () => {

@@ -9,10 +9,9 @@
 //   AD_BIN=build/agent-dispatch node --test tests/real/real_trace.test.js
 'use strict';
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const { spawnSync } = require('child_process');
 const h = require('./claude-harness');
@@ -82,17 +81,7 @@ function traces(a) {
 const close = (x, y) => Math.abs(x - y) < 1e-9;
 
 describe('the delegation tree with the real Claude Code CLI', { concurrency: 2 }, () => {
-  before(async () => {
-    BIN = h.claudeBin();
-    assert.ok(BIN && fs.existsSync(BIN), 'the real claude CLI is installed (install-claude.sh)');
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'ad-real-trace.'));
-    mock = await h.startMock({ log: path.join(root, 'mock.jsonl') });
-  });
-
-  after(async () => {
-    if (mock) await mock.stop();
-    if (root && process.env.KEEP_TMP !== '1') fs.rmSync(root, { recursive: true, force: true });
-  });
+  h.mockSuite('ad-real-trace.', (s) => ({ bin: BIN, root, mock } = s));
 
   it('a fan-out with an aggregator and a nested dispatch is one tree whose costs add up', { timeout: 300000 },
     async () => {

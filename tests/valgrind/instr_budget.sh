@@ -24,20 +24,9 @@ LIST_MAX=${LIST_MAX:-450000}
 DISPATCH_MAX=${DISPATCH_MAX:-650000}
 N=10
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/proj"
-cat > "$tmp/agents.yaml" <<YAML
-agents:
-  worker:
-    directory: $tmp/proj
-    description: test agent
-settings:
-  cache: {enabled: false}
-YAML
-export AGENT_DISPATCH_CONFIG=$tmp/agents.yaml AGENT_DISPATCH_JOBS_DIR=$tmp/jobs
-export PATH="$stub:$PATH" HOME=$tmp
-unset AGENT_DISPATCH_LUA_DIR AGENT_DISPATCH_USER_LUA_DIR AGENT_DISPATCH_DEPTH
+extra_yaml='settings:
+  cache: {enabled: false}'
+. "$(dirname "$0")/session_env.sh"
 
 INIT='{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"b","version":"1"}}}'
 INITIALIZED='{"jsonrpc":"2.0","method":"notifications/initialized"}'

@@ -2,6 +2,10 @@
 --- same runner and the same limiter as every other dispatch, one task per
 --- job, on the loop of the process that runs it (a detached job runner,
 --- or with jobs_outlive_server off the server itself).
+---
+--- Over 500 lines on purpose: a job's life (submit, observe, settle, cancel,
+--- wait, shutdown, hand-off adoption) shares the registry of local jobs and
+--- the run object; split, each part would reach into the others' state.
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"

@@ -40,11 +40,16 @@
 --- its agent, pid, session id, idle time and RSS; each server process
 --- publishes that list in <jobs dir>/live/<pid>.json (owner-only) so the
 --- CLI can show the processes of every running server.
+---
+--- Over 500 lines on purpose: sessions, the pool, a turn on a kept process,
+--- the stats and shutdown share one registry of kept processes and its
+--- bounds (LRU, idle tick); split, each would have to keep its invariants.
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local errors = require "ad.infra.errors"
 local channel = require "ad.domain.channel"
 local trace_file = require "ad.domain.trace_file"
+local slot_gate = require "ad.domain.slot"
 
 local M = {}
 
@@ -613,12 +618,10 @@ function M.run(o)
   local keepable = bounds.max > 0 and reusable(req, o.budget) and
     (req.span_kind == "session" or req.span_kind == "turn")
   if not entry and not keepable then return nil end
-  local slot = core.limiter.acquire()
-  if not slot or (req.on_slot and req.on_slot() == false) then
-    if slot then slot:release() end
+  local got, slot = pcall(slot_gate.take, req)
+  if not got then
     if entry then retire(entry) end
-    error(errors.new("cancelled", slot and "cancelled before it started" or
-      "cancelled while queued"), 0)
+    error(slot, 0)
   end
   local spawned = entry == nil
   if spawned then

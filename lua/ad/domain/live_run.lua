@@ -16,6 +16,7 @@
 local core = require "ad.core"
 local errors = require "ad.infra.errors"
 local channel = require "ad.domain.channel"
+local slot_gate = require "ad.domain.slot"
 
 local M = {}
 
@@ -32,12 +33,7 @@ end
 --- o: grace, drain (seconds), cap (bytes kept of a non-stream run's stray
 --- stdout), interrupt_grace (seconds), session_id (the child's, when known).
 function M.run(argv, text, env, timeout, req, cwd, o)
-  local slot = core.limiter.acquire()
-  if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
-  if req.on_slot and req.on_slot() == false then
-    slot:release()
-    error(errors.new("cancelled", "cancelled before it started"), 0)
-  end
+  local slot = slot_gate.take(req)
   local stream, on_progress = req.stream, req.on_progress
   local cap = o.cap
   local ch, msg, code = channel.open{ argv = argv, cwd = cwd, env = env, timeout = timeout,
@@ -50,14 +46,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
     slot:release()
     return { spawn_error = { msg, code } }
   end
-  if req.on_spawn and req.on_spawn(ch.pid, argv) == false then
-    ch:kill(true)
-  else
-    ch:start()
-    -- on_pid: the child's pid, without holding it at the start gate.
-    if req.on_pid then req.on_pid(ch.pid, argv) end
-    if req.on_started then req.on_started() end
-  end
+  slot_gate.start(req, ch, ch.pid, argv)
   local out = { lines = {}, live = true }
   local plugins = package.loaded["ad.domain.plugins"]
   local filter = on_progress and plugins and plugins.progress_filter()

@@ -36,6 +36,12 @@ local M = {}
 
 M.LOAD_BUDGET = 2    -- seconds a tool file may run while loading
 M.CALL_BUDGET = 10   -- seconds a handler or hook may run without yielding
+-- AGENT_DISPATCH_TEST_CALL_BUDGET (a test-only switch, 1-10 s): a shorter
+-- call budget, so the tests of runaway code do not each spin for 10 s.
+do
+  local b = tonumber(os.getenv("AGENT_DISPATCH_TEST_CALL_BUDGET") or "")
+  if b and b >= 1 and b < M.CALL_BUDGET then M.CALL_BUDGET = b end
+end
 
 M.hooks = { before_dispatch = {}, after_result = {}, job_done = {}, redact = {},
   on_permission = {} }
@@ -322,6 +328,22 @@ function M.progress_filter()
     io.stderr:write("agent-dispatch: ", err, "\n")
     return "[progress line withheld: " .. err .. "]"
   end
+end
+
+--- A permission decision as it is recorded and returned (ad.domain.relay):
+--- its message may quote the child's input, so the redact hooks clean it
+--- into a copy; d itself is left as it is (the child is answered with it).
+--- A message a failing hook could not clean is replaced, never passed on.
+function M.redact_decision(d)
+  if #M.hooks.redact == 0 or type(d.message) ~= "string" then return d end
+  local out, err = redact(d.message)
+  if not out then
+    io.stderr:write("agent-dispatch: ", err, "\n")
+    out = "[message withheld: " .. err .. "]"
+  end
+  local c = setmetatable(util.copy(d), getmetatable(d))
+  c.message = out
+  return c
 end
 
 -- Applies redact to every string in v (a parsed_result), in place.

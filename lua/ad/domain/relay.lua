@@ -68,10 +68,18 @@ local function update_job(run, fn)
   if not ok then log_err("cannot record on job " .. run.id, err) end
 end
 
+-- The decision as recorded and returned: its message through the redact
+-- hooks (ad.domain.plugins.redact_decision).
+local function shown(d)
+  local plugins = package.loaded["ad.domain.plugins"]
+  return plugins and plugins.redact_decision(d) or d
+end
+
 -- Records a decision on the run (and its job, once it is one).
 local function record(run, d)
   local st = state(run)
   if not st then return end
+  d = shown(d)
   st.decisions[#st.decisions + 1] = d
   st.pending[d.request_id] = nil
   update_job(run, function(p)
@@ -314,7 +322,7 @@ function M.decide(req, msg, line)
       "Allow it in permissions.allow of agent " .. tostring(req.agent_name) .. "." })
   end
   if not recorded then record(run, d) end
-  if req.relay_log then req.relay_log[#req.relay_log + 1] = d end
+  if req.relay_log then req.relay_log[#req.relay_log + 1] = shown(d) end
   if req.log then
     req.log("info", "Permission " .. d.decision .. " (" .. d.by .. ") for " ..
       tostring(pr.tool) .. " of agent " .. tostring(req.agent_name))

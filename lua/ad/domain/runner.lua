@@ -11,6 +11,10 @@
 --- error_type - never an exception. Cancellation is the one exception:
 --- a cancelled task raises errors.new("cancelled", ...) after the child's
 --- group has been signalled and reaped.
+---
+--- Over 500 lines, barely: the one door and the run of one child; the
+--- request, the child's output, the slot and the live transport are modules
+--- of their own already (request, claude, slot, live_run).
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
@@ -25,6 +29,7 @@ local remote = require "ad.domain.remote"
 local transport = require "ad.domain.transport"
 local channel = require "ad.domain.channel"
 local live_run = require "ad.domain.live_run"
+local slot_gate = require "ad.domain.slot"
 local state = require "ad.storage.state"
 local kept = util.lazy "ad.domain.live"
 
@@ -113,16 +118,10 @@ end
 --- stdout lines; past that only the last line (where the CLI's result
 --- object is), as last.
 local function run_child(argv, text, env, timeout, req, cwd)
-  local slot = core.limiter.acquire()
-  if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
-  if req.on_slot and req.on_slot() == false then
-    slot:release()
-    error(errors.new("cancelled", "cancelled before it started"), 0)
-  end
+  local slot = slot_gate.take(req)
   local stream, on_progress = req.stream, req.on_progress
   local cap = M.MAX_OUTPUT
-  -- With on_spawn the child waits at its start gate until on_spawn has
-  -- returned: whatever it records names the child before it runs.
+  -- With on_spawn the child waits at its start gate (ad.domain.slot).
   -- A remote agent's ssh keeps its stdin open until the end: when it
   -- closes, the far side ends the remote process group (ad.domain.remote).
   local p, msg, code = core.proc.spawn{ argv = argv, cwd = cwd, env = env,
@@ -135,14 +134,7 @@ local function run_child(argv, text, env, timeout, req, cwd)
     slot:release()
     return { spawn_error = { msg, code } }
   end
-  if req.on_spawn and req.on_spawn(p:pid(), argv) == false then
-    p:kill(true) -- refused: it never starts
-  else
-    p:start()
-    -- on_pid: the child's pid, without holding it at the start gate.
-    if req.on_pid then req.on_pid(p:pid(), argv) end
-    if req.on_started then req.on_started() end
-  end
+  slot_gate.start(req, p, p:pid(), argv)
   local out = { lines = {} }
   -- Redact hooks clean each line at its source, before any consumer (a
   -- job's stored tail, MCP notifications, the run display) sees it.

@@ -23,6 +23,9 @@
 ---                     child whose subtree ends last
 --- The root also has trace_id, now, wall_ms (first to last) and
 --- running_spans.
+---
+--- Over 500 lines on purpose: the terminal, SVG and HTML drawings share the
+--- tree, its measures and the text-width helpers; all of it is pure.
 local M = {}
 
 local FAILED = { error = true, cancelled = true, refused = true }

@@ -1,0 +1,37 @@
+--- The two steps every child run takes around its spawn, over either
+--- transport (ad.domain.runner for one-shot, ad.domain.live_run for the
+--- live channel, ad.domain.live for a kept process): a concurrency slot
+--- before it, and the start gate after (live keeps its own: a kept process
+--- has started already).
+local core = require "ad.core"
+local errors = require "ad.infra.errors"
+
+local M = {}
+
+--- A concurrency slot for req, or the cancelled error: cancelled while
+--- queued, or refused by req.on_slot (the slot goes back at once).
+function M.take(req)
+  local slot = core.limiter.acquire()
+  if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
+  if req.on_slot and req.on_slot() == false then
+    slot:release()
+    error(errors.new("cancelled", "cancelled before it started"), 0)
+  end
+  return slot
+end
+
+--- Lets the spawned child h (pid) run. With on_spawn the child waits at
+--- its start gate until on_spawn has returned: whatever it records names
+--- the child before it runs; on_spawn returning false kills it unstarted.
+function M.start(req, h, pid, argv)
+  if req.on_spawn and req.on_spawn(pid, argv) == false then
+    h:kill(true) -- refused: it never starts
+    return
+  end
+  h:start()
+  -- on_pid: the child's pid, without holding it at the start gate.
+  if req.on_pid then req.on_pid(pid, argv) end
+  if req.on_started then req.on_started() end
+end
+
+return M
