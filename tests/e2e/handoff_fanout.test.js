@@ -1,0 +1,158 @@
+'use strict';
+// A handed-off dispatch_parallel fan-out outlives the MCP server that took
+// it, as a handed-off single call does: its items' children are the
+// keeper's, and when the server is stopped the way Claude Code stops it
+// (SIGINT, SIGTERM 100 ms later, SIGKILL at 500 ms) the keeper finishes
+// the fan-out (reads the running items, starts the rest within the
+// concurrency limit, aggregates) and records the job's result as the
+// server would have. The keeper's job runner also writes the result cache
+// and settles the tree budget's ledger as the server's runner does.
+// Helpers: tests/e2e/lib.js.
+const { test, describe } = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const { newEnv, alive, groupAlive, waitUntil } = require('./lib');
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function ppid(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch { return null; }
+}
+
+function promptOf(e) {
+  return String(e.prompt || '');
+}
+
+/** Claude Code 2.1.328's stop of a stdio MCP server, by pid. */
+async function stopLikeClaudeCode(srv) {
+  const pid = srv.child.pid;
+  const send = (sig) => { try { process.kill(pid, sig); } catch { /* gone */ } };
+  send('SIGINT');
+  await sleep(100);
+  send('SIGTERM');
+  await sleep(400);
+  send('SIGKILL');
+  await srv.exited;
+}
+
+async function start(t, settings = '') {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true, b: true }, settings });
+  const srv = env.serve();
+  await srv.init();
+  return { env, srv };
+}
+
+const ITEMS = [1, 2, 3, 4].map((n) => ({ agent: n % 2 ? 'a' : 'b',
+  task: `[stub:sleep=2][stub:reply=item ${n}] part n${n}` }));
+
+async function handOffFanOut(srv) {
+  const { value } = await srv.call('dispatch_parallel', { dispatches: JSON.stringify(ITEMS),
+    aggregate: 'b', handoff_after_seconds: 1 });
+  assert.strictEqual(value.status, 'running', JSON.stringify(value));
+  return value.job_id;
+}
+
+describe('a handed-off fan-out and the keeper', () => {
+  test('a fan-out of 4 at max_concurrency 2 with an aggregator survives Claude Code\'s stop; ' +
+    'a later server gets every item and the aggregate', async (t) => {
+    const { env, srv } = await start(t, '  max_concurrency: 2\n');
+    const id = await handOffFanOut(srv);
+    assert.ok(await waitUntil(() => env.dispatches().length === 2, 5000), 'two items started');
+    const first = env.dispatches();
+    const keeper = ppid(first[0].pid);
+    assert.ok(keeper && keeper !== srv.child.pid, 'an item\'s parent is the keeper, not the server');
+    await stopLikeClaudeCode(srv);
+    assert.ok(first.every((e) => alive(e.pid)), 'the running items still run after the server was killed');
+    const srv2 = env.serve();
+    await srv2.init();
+    const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 60 }, { ms: 65000 });
+    assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+    const r = w.value.result;
+    assert.strictEqual(r.success, true, JSON.stringify(r));
+    assert.deepStrictEqual(r.individual_results.map((x) => x.result), ['item 1', 'item 2', 'item 3', 'item 4']);
+    assert.strictEqual(r.aggregated.success, true, JSON.stringify(r.aggregated));
+    assert.strictEqual(r.result, r.aggregated.result);
+    const log = env.dispatches();
+    assert.strictEqual(log.length, 5, 'four items and the aggregator, each once');
+    // The limit held across the server and the keeper: never more than 2
+    // items at once (intervals from the stub log and the results).
+    const spans = log.filter((e) => /part n\d/.test(promptOf(e))).map((e) => {
+      const i = Number(promptOf(e).match(/part n(\d)/)[1]) - 1;
+      return [e.time, e.time + r.individual_results[i].duration_ms / 1000];
+    });
+    assert.strictEqual(spans.length, 4);
+    let maxLive = 0;
+    for (const [s] of spans) {
+      maxLive = Math.max(maxLive, spans.filter(([a, b]) => a <= s + 0.01 && b > s + 0.01).length);
+    }
+    assert.ok(maxLive <= 2, `at most 2 items at once, saw ${maxLive}`);
+    await srv2.close();
+    assert.ok(await waitUntil(() => !alive(keeper), 5000), 'the keeper exits when the fan-out is done');
+    await env.assertNoLeftovers();
+  });
+
+  test('the keeper of a fan-out killed with SIGKILL: no orphan, the job fails with a clear error', async (t) => {
+    const { env, srv } = await start(t, '  max_concurrency: 2\n');
+    const id = await handOffFanOut(srv);
+    assert.ok(await waitUntil(() => env.dispatches().length === 2, 5000));
+    const first = env.dispatches();
+    const keeper = ppid(first[0].pid);
+    await stopLikeClaudeCode(srv);
+    assert.ok(alive(keeper), 'the keeper runs the fan-out on');
+    process.kill(keeper, 'SIGKILL');
+    assert.ok(await waitUntil(() => env.dispatches().every((e) => !alive(e.pid) && !groupAlive(e.pgid)), 5000),
+      'every item is gone');
+    const srv2 = env.serve();
+    await srv2.init();
+    const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 10 }, { ms: 15000 });
+    assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
+    assert.match(w.value.error, /stopped|exited/);
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });
+
+  test('the keeper writes the result cache and settles the tree budget as the server would', async (t) => {
+    const { env, srv } = await start(t);
+    const task = '[stub:sleep=2][stub:cost=0.3][stub:reply=kept and cached] cache me';
+    const { value } = await srv.call('dispatch', { agent: 'a', task, handoff_after_seconds: 1,
+      tree_budget_usd: 5 });
+    assert.strictEqual(value.status, 'running', JSON.stringify(value));
+    await stopLikeClaudeCode(srv);
+    const srv2 = env.serve();
+    await srv2.init();
+    const w = await srv2.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 30 }, { ms: 35000 });
+    assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+    const tr = await srv2.call('dispatch_trace', { job_id: value.job_id });
+    const traceId = tr.value.spans[0].trace_id;
+    const ledger = JSON.parse(fs.readFileSync(path.join(env.cfgDir, 'traces', `${traceId}.budget`), 'utf8'));
+    assert.ok(Math.abs(ledger.spent - 0.3) < 1e-9, JSON.stringify(ledger));
+    assert.deepStrictEqual(ledger.reserved, {}, JSON.stringify(ledger));
+    const again = await srv2.call('dispatch', { agent: 'a', task });
+    assert.strictEqual(again.value.result, 'kept and cached', JSON.stringify(again.value));
+    assert.strictEqual(again.value.cached, true, 'answered from the cache the keeper wrote');
+    assert.strictEqual(env.dispatches().length, 1, 'one spawn');
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });
+
+  test('a handed-off fan-out finished by the keeper caches its items as the server would', async (t) => {
+    const { env, srv } = await start(t, '  max_concurrency: 2\n');
+    const id = await handOffFanOut(srv);
+    await stopLikeClaudeCode(srv);
+    const srv2 = env.serve();
+    await srv2.init();
+    const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 60 }, { ms: 65000 });
+    assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+    const n = env.dispatches().length;
+    const again = await srv2.call('dispatch_parallel', { dispatches: JSON.stringify(ITEMS) });
+    assert.deepStrictEqual(again.value.map((x) => x.cached), [true, true, true, true], JSON.stringify(again.value));
+    assert.strictEqual(env.dispatches().length, n, 'no new spawn');
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });
+});
