@@ -7,6 +7,11 @@
  *       this process is exiting: the children handed off are left to the
  *       keeper, unsignalled; their process objects end here (their
  *       concurrency slot files stay locked by the keeper's copies)
+ *   core.keeper.hold(meta) -> key, keeper_pid | nil, message
+ *       a job with no child of its own at the moment (a handed-off
+ *       fan-out): the keeper takes it over when this process exits
+ *   core.keeper.forget(key)
+ *       that job has ended here: the keeper drops it
  *   core.keeper.release_slot(fd)   (the keeper's job runner) */
 #include <errno.h>
 #include <stdlib.h>
@@ -41,6 +46,31 @@ static int l_handoff(lua_State *L)
     }
     lua_pushinteger(L, k);
     return 1;
+}
+
+static int l_hold(lua_State *L)
+{
+    size_t len;
+    const char *meta = luaL_checklstring(L, 1, &len);
+    pid_t key = 0, k = 0;
+    int rc = keeper_hold(sched_loop(), meta, len, &key, &k);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(-rc));
+        return 2;
+    }
+    lua_pushinteger(L, key);
+    lua_pushinteger(L, k);
+    return 2;
+}
+
+static int l_forget(lua_State *L)
+{
+    lua_Integer key = luaL_checkinteger(L, 1);
+    if (key < 0) {
+        keeper_forget((pid_t)key); /* only held jobs' keys: never a child */
+    }
+    return 0;
 }
 
 static void leave_closed(uv_handle_t *h)
@@ -86,6 +116,8 @@ void bind_keeper_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"handoff", l_handoff},
+        {"hold", l_hold},
+        {"forget", l_forget},
         {"leave", l_leave},
         {"release_slot", l_release_slot},
         {NULL, NULL},
