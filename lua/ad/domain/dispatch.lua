@@ -327,14 +327,17 @@ function M.parallel_result(out, agent)
   return r
 end
 
---- M.parallel for a sync MCP tool call with a hand-off deadline (seconds):
---- a fan-out still running after it goes on as one job (its result holds
---- every item's result and the aggregation, see parallel_result) and this
---- returns {status = "running", job_id, progress, hint} at once.
+--- M.parallel for a sync MCP tool call with a hand-off deadline (seconds)
+--- and hooks.answer (without it, there is nothing to answer early with:
+--- M.parallel): a fan-out still running after it goes on as one job (its
+--- result holds every item's result and the aggregation, see
+--- M.parallel_result), the call answered at once with {status =
+--- "running", job_id, progress, hint}; it outlives this server through
+--- the keeper (ad.domain.fanout). Returns the fan-out's value, or
+--- ad.domain.handoff.ANSWERED once a handed-off job has its result.
 function M.parallel_handoff(cfg, items, agg, hooks, after)
-  local async = require "ad.domain.async"
   local h = util.copy(hooks or {})
-  local inner = h.progress
+  if not h.answer then return M.parallel(cfg, items, agg, h) end
   local names, seen = {}, {}
   for _, it in ipairs(items) do
     if not seen[it.agent] then seen[it.agent] = true; names[#names + 1] = it.agent end
@@ -343,20 +346,8 @@ function M.parallel_handoff(cfg, items, agg, hooks, after)
   local fields = { agent = agent, task = "dispatch_parallel of " .. #items .. " tasks" ..
       ((agg and agg ~= "") and (", aggregated by " .. agg) or "") .. ": " ..
       util.cut(items[1].task, 200) }
-  if h.answer then
-    -- The call is answered through h.answer if it is handed off (the
-    -- lazy hand-off: nothing is built unless its deadline passes).
-    return require("ad.domain.fanout").run(cfg, items, agg, h, after, fields,
-      function(rec, run) return handed_off(rec, run, after, agent) end)
-  end
-  local _, out = race(after, function(w)
-    h.progress = function(done, total, msg)
-      async.note(w, msg)
-      if inner then inner(done, total, msg) end
-    end
-    return M.parallel(cfg, items, agg, h)
-  end, function(v) return M.parallel_result(v, agent) end, fields, { running = true }, h.log)
-  return out
+  return require("ad.domain.fanout").run(cfg, items, agg, h, after, fields,
+    function(rec, run) return handed_off(rec, run, after, agent) end)
 end
 
 --- A two-agent dialogue (F48). Returns the response or nil, message.
