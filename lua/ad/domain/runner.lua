@@ -431,14 +431,19 @@ function M.cache_key(req)
   end
 end
 
---- Stores r under key in the result cache of settings when it is a clean
---- success that depended on no permission decision. The server's runner
---- and the keeper's job runner store through here.
-function M.remember(settings, key, agent, r)
-  local cache = key and state.cache(settings)
-  if cache and clean_success(r) and not (r.permissions and #r.permissions > 0) then
+-- Stores r under key in cache when it is a clean success that depended
+-- on no permission decision.
+local function store(cache, key, agent, r)
+  if clean_success(r) and not (r.permissions and #r.permissions > 0) then
     cache:put(key, agent, json.encode(r))
   end
+end
+
+--- store() in the result cache of settings: how the keeper's job runner
+--- caches what it read, as M.run caches what the server read.
+function M.remember(settings, key, agent, r)
+  local cache = key and state.cache(settings)
+  if cache then store(cache, key, agent, r) end
 end
 
 --- The one door every dispatch goes through (tools, parallel items, the
@@ -496,7 +501,7 @@ function M.run(req)
     if req.relay_log and #req.relay_log > 0 then
       r.permissions = json.array(util.copy(req.relay_log))
     elseif cache then
-      M.remember(req.settings, key, req.agent_name, r)
+      store(cache, key, req.agent_name, r)
     end
   end
   if hooked then return plugins.after_result(view, r), req end
