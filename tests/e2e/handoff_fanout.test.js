@@ -48,11 +48,11 @@ async function start(t, settings = '') {
 }
 
 const ITEMS = [1, 2, 3, 4].map((n) => ({ agent: n % 2 ? 'a' : 'b',
-  task: `[stub:sleep=2][stub:reply=item ${n}] part n${n}` }));
+  task: `[stub:sleep=2][stub:cost=0.1][stub:reply=item ${n}] part n${n}` }));
 
-async function handOffFanOut(srv) {
+async function handOffFanOut(srv, treeBudget) {
   const { value } = await srv.call('dispatch_parallel', { dispatches: JSON.stringify(ITEMS),
-    aggregate: 'b', handoff_after_seconds: 1 });
+    aggregate: 'b', handoff_after_seconds: 1, tree_budget_usd: treeBudget });
   assert.strictEqual(value.status, 'running', JSON.stringify(value));
   return value.job_id;
 }
@@ -60,8 +60,8 @@ async function handOffFanOut(srv) {
 describe('a handed-off fan-out and the keeper', () => {
   test('a fan-out of 4 at max_concurrency 2 with an aggregator survives Claude Code\'s stop; ' +
     'a later server gets every item and the aggregate', async (t) => {
-    const { env, srv } = await start(t, '  max_concurrency: 2\n');
-    const id = await handOffFanOut(srv);
+    const { env, srv } = await start(t, '  max_concurrency: 2\n  default_max_budget_usd: 0.5\n');
+    const id = await handOffFanOut(srv, 5);
     assert.ok(await waitUntil(() => env.dispatches().length === 2, 5000), 'two items started');
     const first = env.dispatches();
     const keeper = ppid(first[0].pid);
@@ -91,6 +91,13 @@ describe('a handed-off fan-out and the keeper', () => {
       maxLive = Math.max(maxLive, spans.filter(([a, b]) => a <= s + 0.01 && b > s + 0.01).length);
     }
     assert.ok(maxLive <= 2, `at most 2 items at once, saw ${maxLive}`);
+    // Every child spent from the call's tree, settled by whoever read it
+    // (the server, or the keeper after it).
+    const traceId = log[0].trace_env.split(':')[0];
+    const ledger = JSON.parse(fs.readFileSync(path.join(env.cfgDir, 'traces', `${traceId}.budget`), 'utf8'));
+    const spent = r.individual_results.reduce((a, x) => a + x.cost_usd, 0) + r.aggregated.cost_usd;
+    assert.ok(spent > 0.4 && Math.abs(ledger.spent - spent) < 1e-9, `${JSON.stringify(ledger)} vs ${spent}`);
+    assert.deepStrictEqual(ledger.reserved, {}, JSON.stringify(ledger));
     await srv2.close();
     assert.ok(await waitUntil(() => !alive(keeper), 5000), 'the keeper exits when the fan-out is done');
     await env.assertNoLeftovers();
