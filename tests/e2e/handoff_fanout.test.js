@@ -103,6 +103,30 @@ describe('a handed-off fan-out and the keeper', () => {
     await env.assertNoLeftovers();
   });
 
+  test('a fan-out stopped while none of its items runs (all wait for a slot) is still finished by the keeper',
+    async (t) => {
+      const { env, srv } = await start(t, '  max_concurrency: 1\n');
+      // Another process's job holds the only slot for a while.
+      const other = await srv.call('dispatch_async', { agent: 'a', task: '[stub:sleep=4] holds the slot' });
+      assert.ok(await waitUntil(() => env.dispatches().length === 1, 5000), 'the slot is taken');
+      const { value } = await srv.call('dispatch_parallel', { dispatches: JSON.stringify([
+        { agent: 'a', task: '[stub:reply=first] queued one' }, { agent: 'b', task: '[stub:reply=second] queued two' }]),
+      handoff_after_seconds: 1 });
+      assert.strictEqual(value.status, 'running', JSON.stringify(value));
+      assert.strictEqual(env.dispatches().length, 1, 'no item runs yet');
+      await stopLikeClaudeCode(srv);
+      const srv2 = env.serve();
+      await srv2.init();
+      const w = await srv2.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 60 }, { ms: 65000 });
+      assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+      assert.deepStrictEqual(w.value.result.individual_results.map((x) => x.result), ['first', 'second']);
+      const o = await srv2.call('dispatch_wait', { job_id: other.value.job_id, timeout_seconds: 30 }, { ms: 35000 });
+      assert.strictEqual(o.value.status, 'done');
+      assert.strictEqual(env.dispatches().length, 3, 'each item once');
+      await srv2.close();
+      await env.assertNoLeftovers();
+    });
+
   test('the keeper of a fan-out killed with SIGKILL: no orphan, the job fails with a clear error', async (t) => {
     const { env, srv } = await start(t, '  max_concurrency: 2\n');
     const id = await handOffFanOut(srv);
