@@ -261,12 +261,11 @@ int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
     return r.rc;
 }
 
-int keeper_handoff(pid_t child, const char *meta, size_t len, int slot_fd,
-                   pid_t *out)
+/* One request of type carrying a job's meta (and slot_fd when >= 0):
+ * 0, *reply and *out (the keeper's pid), or a negative errno. */
+static int meta_request(uint32_t type, pid_t child, const char *meta, size_t len,
+                        int slot_fd, struct reply *r, pid_t *out)
 {
-    if (ctrl_fd < 0) {
-        return -ESRCH;
-    }
     if (sizeof(struct req_head) + len > MAX_MSG) {
         return -E2BIG;
     }
@@ -274,18 +273,27 @@ int keeper_handoff(pid_t child, const char *meta, size_t len, int slot_fd,
     if (!msg) {
         return -ENOMEM;
     }
-    struct req_head h = {.type = MSG_HANDOFF, .pid = child};
+    struct req_head h = {.type = type, .pid = child};
     memcpy(msg, &h, sizeof h);
     memcpy(msg + sizeof h, meta, len);
-    struct reply r;
     pid_t k = keeper;
-    int rc = request(msg, sizeof h + len, &slot_fd, slot_fd >= 0 ? 1 : 0, &r);
+    int rc = request(msg, sizeof h + len, &slot_fd, slot_fd >= 0 ? 1 : 0, r);
     free(msg);
-    if (rc == 0 && r.rc == 0) {
+    if (rc == 0 && r->rc == 0) {
         *out = k;
         return 0;
     }
-    return rc != 0 ? rc : r.rc;
+    return rc != 0 ? rc : r->rc;
+}
+
+int keeper_handoff(pid_t child, const char *meta, size_t len, int slot_fd,
+                   pid_t *out)
+{
+    if (ctrl_fd < 0) {
+        return -ESRCH;
+    }
+    struct reply r;
+    return meta_request(MSG_HANDOFF, child, meta, len, slot_fd, &r, out);
 }
 
 int keeper_hold(uv_loop_t *loop, const char *meta, size_t len, pid_t *key,
@@ -295,26 +303,12 @@ int keeper_hold(uv_loop_t *loop, const char *meta, size_t len, pid_t *key,
         unavailable = true;
         return -ESRCH;
     }
-    if (sizeof(struct req_head) + len > MAX_MSG) {
-        return -E2BIG;
-    }
-    char *msg = malloc(sizeof(struct req_head) + len);
-    if (!msg) {
-        return -ENOMEM;
-    }
-    struct req_head h = {.type = MSG_HOLD};
-    memcpy(msg, &h, sizeof h);
-    memcpy(msg + sizeof h, meta, len);
     struct reply r;
-    pid_t k = keeper;
-    int rc = request(msg, sizeof h + len, NULL, 0, &r);
-    free(msg);
-    if (rc == 0 && r.rc == 0) {
+    int rc = meta_request(MSG_HOLD, 0, meta, len, -1, &r, out);
+    if (rc == 0) {
         *key = r.pid;
-        *out = k;
-        return 0;
     }
-    return rc != 0 ? rc : r.rc;
+    return rc;
 }
 
 void keeper_forget(pid_t child)
