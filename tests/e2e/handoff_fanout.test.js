@@ -127,6 +127,31 @@ describe('a handed-off fan-out and the keeper', () => {
       await env.assertNoLeftovers();
     });
 
+  test('items whose result the server had read when it was stopped are not run again; they end on their own',
+    async (t) => {
+      const { env, srv } = await start(t, '  max_concurrency: 2\n');
+      const { value } = await srv.call('dispatch_parallel', { dispatches: JSON.stringify([
+        { agent: 'a', task: '[stub:sleep=1.3][stub:reply=read one][stub:linger=4] lingering one' },
+        { agent: 'b', task: '[stub:sleep=1.3][stub:reply=read two][stub:linger=4] lingering two' },
+        { agent: 'a', task: '[stub:reply=third] after them' }]), handoff_after_seconds: 1 });
+      assert.strictEqual(value.status, 'running', JSON.stringify(value));
+      // Both running items have written their result and linger before exiting.
+      await sleep(900);
+      const spawned = env.dispatches().filter((e) => /lingering/.test(promptOf(e)));
+      assert.strictEqual(spawned.length, 2);
+      await stopLikeClaudeCode(srv);
+      const srv2 = env.serve();
+      await srv2.init();
+      const w = await srv2.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 60 }, { ms: 65000 });
+      assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+      assert.deepStrictEqual(w.value.result.individual_results.map((x) => x.result),
+        ['read one', 'read two', 'third']);
+      assert.strictEqual(env.dispatches().length, 3, 'each item once');
+      assert.ok(await waitUntil(() => spawned.every((e) => !alive(e.pid)), 10000), 'they exit on their own');
+      await srv2.close();
+      await env.assertNoLeftovers();
+    });
+
   test('the keeper of a fan-out killed with SIGKILL: no orphan, the job fails with a clear error', async (t) => {
     const { env, srv } = await start(t, '  max_concurrency: 2\n');
     const id = await handOffFanOut(srv);

@@ -27,7 +27,7 @@ local keeper = require "ad.domain.keeper"
 
 local M = {}
 
-local STATE_KEYS = { "items", "aggregate", "agent", "trace", "span", "results" }
+local STATE_KEYS = { "items", "aggregate", "agent", "trace", "span", "results", "aggregated" }
 
 -- The group span as the keeper ends it (what the server keeps on it for
 -- itself left out).
@@ -38,13 +38,14 @@ local function span_copy(span)
   return s
 end
 
--- Adds item i's result r to the fan-out's private state. Best effort: an
--- item whose result is not there runs again in the keeper.
+-- Adds item i's result r (i = "agg": the aggregator's) to the fan-out's
+-- private state. Best effort: an item whose result is not there runs
+-- again in the keeper.
 local function save_result(run, i, r)
   pcall(jobs.update_fanout, run.id, function(text)
     local ok, st = pcall(json.decode, text or "")
     if not (ok and type(st) == "table" and type(st.results) == "table") then return text end
-    st.results[i] = r
+    if i == "agg" then st.aggregated = r else st.results[i] = r end
     return json.encode(json.object(st, STATE_KEYS))
   end)
 end
@@ -102,7 +103,7 @@ local function leave(run)
   if run.group then run.group.left = true end
   for i, item in pairs(run.items) do
     if item.kept then
-      local r = type(i) == "number" and keeper.result_read(item)
+      local r = keeper.result_read(item)
       if r then save_result(run, i, r) end
       if item.span then item.span.left = true end
     end
@@ -224,6 +225,15 @@ function M.finish_kept(id, kids)
   local results = type(st.results) == "table" and st.results or {}
   local before = {}
   for i = 1, #st.items do before[i] = type(results[i]) == "table" end
+  -- A child whose result the server read already ends on its own: let go
+  -- at once (its slot with it), not held until the fan-out ends.
+  local going = {}
+  for k, c in pairs(kept) do
+    if type(k == "agg" and st.aggregated or results[k]) == "table" then
+      c.read = true
+      going[#going + 1] = core.task.spawn(function() let_go(c, false) end)
+    end
+  end
   local rec = jobs.get(id)
   local tail = rec and type(rec.progress) == "table" and util.copy(rec.progress) or {}
   local hooks = {
@@ -244,6 +254,7 @@ function M.finish_kept(id, kids)
     end,
     item_done = function(i, r) results[i] = r end,
     agg_run = function(req)
+      if type(st.aggregated) == "table" then return st.aggregated end
       local c = kept.agg
       if c then
         return read_kept(c, require("ad.domain.request").view(req), cfg.settings)
@@ -255,6 +266,9 @@ function M.finish_kept(id, kids)
     type(st.trace) == "table" and st.trace or nil, function() failed = true end)
   for _, c in pairs(kept) do
     if not c.read then let_go(c, not done) end
+  end
+  for _, t in ipairs(going) do
+    while not t:done() do if t:wait() == nil then break end end
   end
   local cancelled = not done and type(out) == "table" and out.type == "cancelled"
   if type(st.span) == "table" then
