@@ -103,6 +103,25 @@ describe('a handed-off fan-out and the keeper', () => {
     await env.assertNoLeftovers();
   });
 
+  test('a fan-out whose server is killed outright (SIGKILL alone) is finished by the keeper', async (t) => {
+    const { env, srv } = await start(t, '  max_concurrency: 1\n');
+    const { value } = await srv.call('dispatch_parallel', { dispatches: JSON.stringify([
+      { agent: 'a', task: '[stub:sleep=2][stub:reply=one] running' },
+      { agent: 'b', task: '[stub:reply=two] queued' }]), aggregate: 'a', handoff_after_seconds: 1 });
+    assert.strictEqual(value.status, 'running', JSON.stringify(value));
+    srv.child.kill('SIGKILL');
+    await srv.exited;
+    const srv2 = env.serve();
+    await srv2.init();
+    const w = await srv2.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 60 }, { ms: 65000 });
+    assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+    assert.deepStrictEqual(w.value.result.individual_results.map((x) => x.result), ['one', 'two']);
+    assert.strictEqual(w.value.result.aggregated.success, true);
+    assert.strictEqual(env.dispatches().length, 3, 'two items and the aggregator, each once');
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });
+
   test('a fan-out stopped while none of its items runs (all wait for a slot) is still finished by the keeper',
     async (t) => {
       const { env, srv } = await start(t, '  max_concurrency: 1\n');
