@@ -30,7 +30,7 @@
 
 extern char **environ;
 
-enum { MSG_SPAWN = 1, MSG_HANDOFF = 2, MSG_FORGET = 3, MSG_CLOSE_IN = 4 };
+enum { MSG_SPAWN = 1, MSG_HANDOFF = 2, MSG_FORGET = 3, MSG_CLOSE_IN = 4, MSG_HOLD = 5 };
 enum { F_IN = 1, F_GATED = 2, F_CWD = 4 };
 #define MAX_MSG (192 * 1024) /* below a socket's default send buffer */
 #define MAX_FDS 6
@@ -267,18 +267,36 @@ int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
     return r.rc;
 }
 
-int keeper_handoff(pid_t child, const char *meta, size_t len, int slot_fd,
-                   int in_fd, pid_t *out)
+/* One request with a job's meta and the fds given (a copy of the slot
+ * lock, of the child's stdin): 0, *reply and *out (the keeper's pid), or a
+ * negative errno. */
+static int meta_request(struct req_head h, const char *meta, size_t len,
+                        int *fds, int nfds, struct reply *r, pid_t *out)
 {
-    if (ctrl_fd < 0) {
-        return -ESRCH;
-    }
     if (sizeof(struct req_head) + len > MAX_MSG) {
         return -E2BIG;
     }
     char *msg = malloc(sizeof(struct req_head) + len);
     if (!msg) {
         return -ENOMEM;
+    }
+    memcpy(msg, &h, sizeof h);
+    memcpy(msg + sizeof h, meta, len);
+    pid_t k = keeper;
+    int rc = request(msg, sizeof h + len, fds, nfds, r);
+    free(msg);
+    if (rc == 0 && r->rc == 0) {
+        *out = k;
+        return 0;
+    }
+    return rc != 0 ? rc : r->rc;
+}
+
+int keeper_handoff(pid_t child, const char *meta, size_t len, int slot_fd,
+                   int in_fd, pid_t *out)
+{
+    if (ctrl_fd < 0) {
+        return -ESRCH;
     }
     struct req_head h = {.type = MSG_HANDOFF, .pid = child};
     int fds[2];
@@ -290,17 +308,24 @@ int keeper_handoff(pid_t child, const char *meta, size_t len, int slot_fd,
         h.flags |= F_IN;
         fds[nfds++] = in_fd;
     }
-    memcpy(msg, &h, sizeof h);
-    memcpy(msg + sizeof h, meta, len);
     struct reply r;
-    pid_t k = keeper;
-    int rc = request(msg, sizeof h + len, fds, nfds, &r);
-    free(msg);
-    if (rc == 0 && r.rc == 0) {
-        *out = k;
-        return 0;
+    return meta_request(h, meta, len, fds, nfds, &r, out);
+}
+
+int keeper_hold(uv_loop_t *loop, const char *meta, size_t len, pid_t *key,
+                pid_t *out)
+{
+    if (ctrl_fd < 0 && (unavailable || keeper_start(loop) != 0)) {
+        unavailable = true;
+        return -ESRCH;
     }
-    return rc != 0 ? rc : r.rc;
+    struct reply r;
+    struct req_head h = {.type = MSG_HOLD};
+    int rc = meta_request(h, meta, len, NULL, 0, &r, out);
+    if (rc == 0) {
+        *key = r.pid;
+    }
+    return rc;
 }
 
 static void tell(uint32_t type, pid_t child)
@@ -326,7 +351,7 @@ void keeper_close_in(pid_t child)
 /* ---- the keeper's side ---- */
 
 struct kchild {
-    pid_t pid;
+    pid_t pid; /* < 0: a held job's key (keeper_hold), no child */
     int out_r, err_r;
     int slot_fd; /* a copy of the server's concurrency slot lock, or -1 */
     int in_w;    /* a copy of the write end of its stdin, or -1 */
@@ -369,8 +394,10 @@ static void kid_unhand(struct kchild *k)
 
 static void kid_drop(size_t i)
 {
-    close(kids[i].out_r);
-    close(kids[i].err_r);
+    if (kids[i].pid > 0) { /* a held job has no pipes */
+        close(kids[i].out_r);
+        close(kids[i].err_r);
+    }
     kid_unhand(&kids[i]);
     kids[i] = kids[--nkids];
 }
@@ -426,6 +453,22 @@ static char **strings(char **cur, const char *end, uint32_t n)
     return v;
 }
 
+/* Room for one more entry in kids; false when out of memory. */
+static bool kid_room(void)
+{
+    if (nkids < capkids) {
+        return true;
+    }
+    size_t cap = capkids ? capkids * 2 : 8;
+    struct kchild *k = realloc(kids, cap * sizeof *k);
+    if (!k) {
+        return false;
+    }
+    kids = k;
+    capkids = cap;
+    return true;
+}
+
 static int do_spawn(char *msg, size_t len, int *fds, int nfds, pid_t *pid)
 {
     struct req_head h;
@@ -449,15 +492,7 @@ static int do_spawn(char *msg, size_t len, int *fds, int nfds, pid_t *pid)
     }
     free(argv);
     free(env);
-    if (rc == 0 && nkids == capkids) {
-        size_t cap = capkids ? capkids * 2 : 8;
-        struct kchild *k = realloc(kids, cap * sizeof *k);
-        if (k) {
-            kids = k;
-            capkids = cap;
-        }
-    }
-    if (rc == 0 && nkids < capkids) {
+    if (rc == 0 && kid_room()) {
         kids[nkids++] = (struct kchild){.pid = *pid, .out_r = fds[2], .err_r = fds[3],
                                         .slot_fd = -1, .in_w = -1,
                                         .started_ms = now_ms()};
@@ -501,6 +536,26 @@ static void do_handoff(char *msg, size_t len, int *fds, int nfds,
     }
 }
 
+/* A held job (keeper_hold): an entry with a key of its own, below every
+ * pid, handed off and "exited" (there is no child to wait for). */
+static void do_hold(char *msg, size_t len, struct reply *r)
+{
+    static pid_t next_key = -1;
+    size_t n = len - sizeof(struct req_head);
+    char *meta = malloc(n + 1);
+    if (!meta || !kid_room()) {
+        free(meta);
+        r->rc = -ENOMEM;
+        return;
+    }
+    memcpy(meta, msg + sizeof(struct req_head), n);
+    meta[n] = '\0';
+    kids[nkids++] = (struct kchild){.pid = next_key, .out_r = -1, .err_r = -1,
+                                    .slot_fd = -1, .in_w = -1, .handed = true, .exited = true,
+                                    .meta = meta, .started_ms = now_ms()};
+    r->pid = next_key--;
+}
+
 /* One request; false at the end of the socket (the server is gone). */
 static bool serve_one(int ctrl, char *buf)
 {
@@ -541,6 +596,8 @@ static bool serve_one(int ctrl, char *buf)
         r.pid = pid;
     } else if (h.type == MSG_HANDOFF) {
         do_handoff(buf, (size_t)n, fds, nfds, &r);
+    } else if (h.type == MSG_HOLD) {
+        do_hold(buf, (size_t)n, &r);
     } else if (h.type == MSG_FORGET) {
         /* The server has read a handed-off child to its end. */
         struct kchild *k = kid_find(h.pid);
@@ -568,6 +625,9 @@ static bool serve_one(int ctrl, char *buf)
 static void kill_handed(void)
 {
     for (size_t i = 0; i < nkids; i++) {
+        if (kids[i].pid <= 0) {
+            continue; /* a held job: no child */
+        }
         kill(-kids[i].pid, SIGKILL);
         kill(kids[i].pid, SIGKILL);
     }
@@ -650,8 +710,10 @@ static int take_over(const char *self)
             snprintf(n + j * 24, 24, "%lld", v[j]);
             argv[3 + i * KEPT_NUMS + (size_t)j] = n + j * 24;
         }
-        fcntl(k->out_r, F_SETFD, 0);
-        fcntl(k->err_r, F_SETFD, 0);
+        if (k->pid > 0) {
+            fcntl(k->out_r, F_SETFD, 0);
+            fcntl(k->err_r, F_SETFD, 0);
+        }
         if (k->slot_fd >= 0) {
             fcntl(k->slot_fd, F_SETFD, 0);
         }

@@ -57,6 +57,15 @@ void keeper_close_in(pid_t child);
  * the keeper drops what it held for the job and treats it as any child. */
 void keeper_forget(pid_t child);
 
+/* A job with no child of its own at the moment (a handed-off fan-out
+ * between its items): the keeper holds meta (JSON text, the job runner's)
+ * so that it takes the job over when the server goes even if no child is
+ * running then. Starts the keeper if needed. 0, *key (a negative number,
+ * never a pid: give it to keeper_forget when the job has ended) and
+ * *keeper (its pid), or a negative errno. */
+int keeper_hold(uv_loop_t *loop, const char *meta, size_t len, pid_t *key,
+                pid_t *keeper);
+
 /* `agent-dispatch __keeper CTRL_FD EVENT_FD`: the keeper's own loop. */
 int keeper_main(int argc, char **argv);
 

@@ -12,6 +12,12 @@
  *       this process is exiting: the children handed off are left to the
  *       keeper, unsignalled; their process objects end here (their
  *       concurrency slot files stay locked by the keeper's copies)
+ *   core.keeper.hold(meta) -> key, keeper_pid | nil, message
+ *       a job with no child of its own at the moment (a handed-off
+ *       fan-out): the keeper takes it over when this process exits
+ *   core.keeper.forget(key)
+ *       a held job (key < 0) has ended here: the keeper drops it; a
+ *       child's pid: as above
  *   core.keeper.release_slot(fd)   (the keeper's job runner)
  *   core.keeper.close_input(fd)    (the keeper's job runner: a child's
  *       stdin copy, closed once its result is read) */
@@ -53,6 +59,22 @@ static int l_handoff(lua_State *L)
     return 1;
 }
 
+static int l_hold(lua_State *L)
+{
+    size_t len;
+    const char *meta = luaL_checklstring(L, 1, &len);
+    pid_t key = 0, k = 0;
+    int rc = keeper_hold(sched_loop(), meta, len, &key, &k);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(-rc));
+        return 2;
+    }
+    lua_pushinteger(L, key);
+    lua_pushinteger(L, k);
+    return 2;
+}
+
 static void leave_closed(uv_handle_t *h)
 {
     free(h);
@@ -92,11 +114,13 @@ static int l_release_slot(lua_State *L)
     return 0;
 }
 
+/* A held job's key (< 0, keeper_hold) or a kept child's pid; a pid this
+ * process never handed off is not the keeper's business. */
 static int l_forget(lua_State *L)
 {
-    lua_Integer pid = luaL_checkinteger(L, 1);
-    if (pid > 1 && proc_unkeep((pid_t)pid)) {
-        keeper_forget((pid_t)pid);
+    lua_Integer key = luaL_checkinteger(L, 1);
+    if (key < 0 || (key > 1 && proc_unkeep((pid_t)key))) {
+        keeper_forget((pid_t)key);
     }
     return 0;
 }
@@ -114,9 +138,10 @@ void bind_keeper_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"handoff", l_handoff},
+        {"hold", l_hold},
+        {"forget", l_forget},
         {"leave", l_leave},
         {"release_slot", l_release_slot},
-        {"forget", l_forget},
         {"close_input", l_close_input},
         {NULL, NULL},
     };

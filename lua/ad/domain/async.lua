@@ -567,6 +567,8 @@ function M.shutdown(why)
       entry.abandoned, kept = true, true
       require("ad.domain.keeper").record_read(id, entry)
       if entry.span then entry.span.left = true end
+      -- (a handed-off fan-out: ad.domain.fanout)
+      if entry.on_leave then entry.on_leave() end
     end
   end
   -- Handed-off calls whose child the keeper holds go on there: not

@@ -86,6 +86,8 @@ function M.one(cfg, p, hooks, opts)
   f.handoff = opts ~= nil and opts.handoff == true
   local req, err = request.build(cfg, f)
   if not req then return nil, err end
+  -- (a fan-out item: its fan-out observes its child, ad.domain.fanout)
+  if p.observe then p.observe(req) end
   local r, ran
   if req.handoff_after and hooks and hooks.answer then
     -- The call is answered through hooks.answer if it is handed off.
@@ -225,11 +227,19 @@ function M.parallel(cfg, items, agg, hooks)
   local span, ctx = group_span(cfg, "parallel", "parallel: " .. table.concat(names, ", ") ..
     ((agg and agg ~= "") and (" -> " .. agg) or ""), hooks.tree_budget_usd)
   local failed = false
+  if hooks.on_group then hooks.on_group(span, ctx) end
   return in_group(span, function()
     return M.run_parallel(cfg, items, agg, hooks, ctx, function() failed = true end)
   end, function() return failed and "error" or "ok" end)
 end
 
+--- hooks may also carry what a fan-out that outlives its server needs
+--- (ad.domain.fanout): observe(i, req) sees the request of item i (or of
+--- the aggregator, i = "agg") before it runs; item_run(i, item, p) ->
+--- the item's result instead of running it (nil: run it);
+--- item_done(i, r) hears of each item's result; agg_run(req) -> the
+--- aggregator's result instead of running it (nil: run it). progress
+--- gets the item's index as a fourth argument.
 function M.run_parallel(cfg, items, agg, hooks, ctx, on_failure)
   local log = hooks.log or noop
   local names = {}
@@ -242,15 +252,19 @@ function M.run_parallel(cfg, items, agg, hooks, ctx, on_failure)
       local p = util.copy(it)
       p.use_cache = true
       p.trace, p.span_kind = ctx, "item"
-      local r, err = M.one(cfg, p, hooks)
+      if hooks.observe then p.observe = function(req) hooks.observe(i, req) end end
+      local r, err
+      if hooks.item_run then r = hooks.item_run(i, it, p) end
+      if not r then r, err = M.one(cfg, p, hooks) end
       if not r then
         r = result.failure(it.agent, "cli_error", err)
       end
+      if hooks.item_done then hooks.item_done(i, r) end
       if r.success == false then on_failure() end
       done = done + 1
       if hooks.progress then
         hooks.progress(done, #items, it.agent .. " " .. (r.success and "done" or "failed") ..
-          " (" .. done .. "/" .. #items .. ")")
+          " (" .. done .. "/" .. #items .. ")", i)
       end
       if hooks.item_result then return hooks.item_result(it, r) end
       return r
@@ -273,7 +287,8 @@ function M.run_parallel(cfg, items, agg, hooks, ctx, on_failure)
     local req = assert(request.build(cfg, { agent = agg, task = aggregate.TASK,
       context = aggregate.context(results), caller = aggregate.CALLER,
       goal = aggregate.GOAL, trace = ctx, span_kind = "aggregate" }, { composed = true }))
-    return runner.dispatch(req)
+    if hooks.observe then hooks.observe("agg", req) end
+    return hooks.agg_run and hooks.agg_run(req) or runner.dispatch(req)
   end)
   if not ok then
     if type(aggregated) == "table" and aggregated.type == "cancelled" then error(aggregated, 0) end
@@ -288,7 +303,7 @@ end
 -- The result of a parallel fan-out handed off to a job: a DispatchResult
 -- whose individual_results (and aggregated) are what the call would have
 -- returned; success when every item (and the aggregation) succeeded.
-local function parallel_result(out, agent)
+function M.parallel_result(out, agent)
   local list = out.individual_results or out
   local agg = out.aggregated
   local failed, first = 0, nil
@@ -312,30 +327,27 @@ local function parallel_result(out, agent)
   return r
 end
 
---- M.parallel for a sync MCP tool call with a hand-off deadline (seconds):
---- a fan-out still running after it goes on as one job (its result holds
---- every item's result and the aggregation, see parallel_result) and this
---- returns {status = "running", job_id, progress, hint} at once.
+--- M.parallel for a sync MCP tool call with a hand-off deadline (seconds)
+--- and hooks.answer (without it, there is nothing to answer early with:
+--- M.parallel): a fan-out still running after it goes on as one job (its
+--- result holds every item's result and the aggregation, see
+--- M.parallel_result), the call answered at once with {status =
+--- "running", job_id, progress, hint}; it outlives this server through
+--- the keeper (ad.domain.fanout). Returns the fan-out's value, or
+--- ad.domain.handoff.ANSWERED once a handed-off job has its result.
 function M.parallel_handoff(cfg, items, agg, hooks, after)
-  local async = require "ad.domain.async"
   local h = util.copy(hooks or {})
-  local inner = h.progress
+  if not h.answer then return M.parallel(cfg, items, agg, h) end
   local names, seen = {}, {}
   for _, it in ipairs(items) do
     if not seen[it.agent] then seen[it.agent] = true; names[#names + 1] = it.agent end
   end
   local agent = table.concat(names, ",")
-  local _, out = race(after, function(w)
-    h.progress = function(done, total, msg)
-      async.note(w, msg)
-      if inner then inner(done, total, msg) end
-    end
-    return M.parallel(cfg, items, agg, h)
-  end, function(v) return parallel_result(v, agent) end,
-    { agent = agent, task = "dispatch_parallel of " .. #items .. " tasks" ..
+  local fields = { agent = agent, task = "dispatch_parallel of " .. #items .. " tasks" ..
       ((agg and agg ~= "") and (", aggregated by " .. agg) or "") .. ": " ..
-      util.cut(items[1].task, 200) }, { running = true }, h.log)
-  return out
+      util.cut(items[1].task, 200) }
+  return require("ad.domain.fanout").run(cfg, items, agg, h, after, fields,
+    function(rec, run) return handed_off(rec, run, after, agent) end)
 end
 
 --- A two-agent dialogue (F48). Returns the response or nil, message.

@@ -16,7 +16,7 @@ local jobs = require "ad.storage.jobs"
 local M = {}
 
 local META_KEYS = { "job", "agent", "stream", "response_format", "response_schema",
-  "timeout", "budget", "session_id", "span" }
+  "timeout", "budget", "session_id", "span", "reserved", "cache", "item" }
 
 -- The span of a handed-off call (ad.domain.trace), which the keeper ends.
 local function span_of(run)
@@ -33,6 +33,27 @@ local function end_span(meta, r)
   if type(s.denied_tools) ~= "table" or #s.denied_tools == 0 then s.denied_tools = json.array() end
   local trace = require "ad.domain.trace"
   pcall(trace.finish, s, trace.status_of(r), r)
+end
+
+-- The settings of this process's configuration (the result cache's), or
+-- nil when it cannot be read.
+local settings
+
+--- What the server's runner does with the result r of a child read here
+--- (meta: its meta), in the same order: the tree budget reserved for its
+--- span settled with what it cost, its span ended, a clean success cached
+--- under the request's key (ad.domain.runner).
+function M.settle(meta, r, own)
+  own = own or settings
+  local runner = require "ad.domain.runner"
+  local s = type(meta.span) == "table" and meta.span
+  if meta.reserved and s and type(s.trace_id) == "string" and type(s.span_id) == "string" then
+    runner.settle_tree({ trace_id = s.trace_id }, s, meta.agent, r)
+  end
+  end_span(meta, r)
+  if type(meta.cache) == "string" and own then
+    pcall(runner.remember, own, meta.cache, meta.agent, r)
+  end
 end
 
 --- True when req's child should be started by the keeper: a sync call
@@ -90,7 +111,10 @@ local function finish(id, r)
   if ok and rec and plugins then pcall(plugins.job_done, rec) end
 end
 
-local function meta_of(run, rec)
+--- The meta of a kept child (what the keeper's job runner needs to end
+--- it as the server would): run is its run ({req, argv, span,
+--- transport}), rec its job's record.
+function M.meta(run, rec)
   local req = run.req
   local eff = require("ad.domain.request").effective(req)
   -- The keeper counts the timeout from the child's start: a kept live
@@ -100,8 +124,12 @@ local function meta_of(run, rec)
     -- A live child writes stream-json whatever the caller asked for.
     stream = req.stream == true or run.transport == "live", response_format = req.response_format,
     response_schema = req.response_schema, timeout = timeout, budget = eff.budget,
-    session_id = session_of(run.argv), span = span_of(run) }, META_KEYS)
+    session_id = session_of(run.argv), span = span_of(run),
+    reserved = type(run.span) == "table" and run.span.reserved == true or nil,
+    -- (an answer that depended on permission decisions is never cached)
+    cache = not req.relay and require("ad.domain.runner").cache_key(req) or nil }, META_KEYS)
 end
+local meta_of = M.meta
 
 --- The hand-off of run (a watched run whose request wanted the keeper)
 --- to job rec: the keeper learns which job its child is, the record
@@ -126,24 +154,32 @@ function M.hand(run, rec)
   return true
 end
 
---- This server is stopping with run (kept, job id) still running there:
---- if the last line it read is the child's result, the keeper cannot read
---- it again, so the job's end is recorded here and now (the keeper then
---- lets the child finish without recording anything).
-function M.record_read(id, run)
+--- The result of kept run (its req, argv, span, last_line) when the last
+--- line this server read is the child's result (as this server stops:
+--- the keeper cannot read it again), settled as the server's runner
+--- would have (ledger, span, cache); else nil.
+function M.result_read(run)
   local line = run.last_line
-  if type(line) ~= "string" or not line:find('"result"', 1, true) then return end
+  if type(line) ~= "string" or not line:find('"result"', 1, true) then return nil end
   local ok, kind, payload = pcall(require("ad.domain.claude").event, line)
-  if not (ok and kind == "result") then return end
+  if not (ok and kind == "result") then return nil end
   local meta = meta_of(run)
   meta.stream = true -- a payload in hand, whatever the mode
   local okr, r = pcall(result_of, { payload = payload,
     info = { exit_code = 0, signal = 0, stderr = "", timed_out = false } }, meta,
     require("ad.domain.request").view(run.req))
-  if okr then
-    end_span(meta, r) -- first: whoever sees the job end finds its span ended
-    finish(id, r)
-  end
+  if not okr then return nil end
+  M.settle(meta, r, run.req.settings) -- first: whoever sees the job end finds its span ended
+  return r
+end
+
+--- This server is stopping with run (kept, job id) still running there:
+--- if the last line it read is the child's result, the keeper cannot read
+--- it again, so the job's end is recorded here and now (the keeper then
+--- lets the child finish without recording anything).
+function M.record_read(id, run)
+  local r = M.result_read(run)
+  if r then finish(id, r) end
 end
 
 -- Reads a child whose job ended already (the server recorded it, or it
@@ -167,16 +203,83 @@ local function run_one(a, children)
   if not ok then error(err, 0) end
 end
 
-function run_child(a, children)
+--- Takes over kept child a (as run_one's) as a process object of this
+--- process: returns it and its meta (nil when unreadable).
+function M.adopt(a)
   local ok, meta = pcall(json.decode, a[1])
   local pid, out, err = tonumber(a[2]), tonumber(a[3]), tonumber(a[4])
   local runner = require "ad.domain.runner"
-  local timeout = ok and tonumber(meta.timeout)
+  meta = ok and type(meta) == "table" and meta or nil
+  local timeout = meta and tonumber(meta.timeout)
   local left = timeout and math.max(0.01, timeout - (tonumber(a[8]) or 0) / 1000) or nil
   local p = core.proc.spawn{ argv = { "(kept)" }, timeout = left, grace = runner.kill_grace,
     drain = runner.drain, adopt = { pid = pid, out = out, err = err, exited = a[5] == "1",
       status = tonumber(a[6]), signal = tonumber(a[7]) } }
-  local id = ok and type(meta) == "table" and meta.job
+  return p, meta
+end
+
+M.drain = drain
+
+--- Reads kept child p (meta: its meta) to its end and returns its
+--- DispatchResult as the server's runner would have made it (view: the
+--- request's view for the after_result hooks). on_tail(tail), optional,
+--- hears of its progress (stream-json assistant lines; tail: from rec's
+--- progress) at most every FLUSH_EVERY seconds and at the end. a, optional:
+--- the child's numbers; a.input, a copy of its stdin, is closed once its
+--- result line is in.
+function M.read(p, meta, view, tail, on_tail, a)
+  local claude = require "ad.domain.claude"
+  local runner = require "ad.domain.runner"
+  local plugins = package.loaded["ad.domain.plugins"]
+  local filter = plugins and plugins.progress_filter()
+  local run, last = { lines = {} }, core.task.now()
+  while true do
+    local line = p:read_line()
+    if line == nil then break end
+    if a and a.input and line:find('"type":"result"', 1, true) then
+      -- A remote agent's answer is in: its input ends, so the far side
+      -- ends what claude left there (ad.domain.remote), as the server does.
+      core.keeper.close_input(a.input)
+      a.input = nil
+    end
+    if meta.stream then
+      local kind, payload, progress = claude.event(line)
+      if kind == "result" then
+        run.payload = payload
+      elseif kind == "assistant" and on_tail then
+        for _, t in ipairs(progress) do note(tail, filter and filter(t) or t) end
+        if core.task.now() - last >= require("ad.domain.async").FLUSH_EVERY then
+          on_tail(tail)
+          last = core.task.now()
+        end
+      end
+    else
+      run.lines[#run.lines + 1] = line
+    end
+  end
+  run.info = p:wait()
+  p:close()
+  if on_tail and #tail > 0 then on_tail(tail) end
+  local okr, r = pcall(result_of, run, meta, view)
+  if not okr then
+    r = runner.failure(meta.agent, "cli_error", "The keeper could not interpret the " ..
+      "agent's output: " .. tostring(type(r) == "table" and r.message or r))
+  end
+  return r
+end
+
+--- The identity of child pid as a record names it, run by this process.
+function M.process_of(pid)
+  local me = jobs.server_identity()
+  local pgid, start = core.jobs.proc_identity(pid)
+  return pgid and json.object({ pid = pid, pgid = pgid, start = start,
+    server_pid = me.pid, server_start = me.start },
+    { "pid", "pgid", "start", "server_pid", "server_start" }) or nil
+end
+
+function run_child(a, children)
+  local p, meta = M.adopt(a)
+  local id = meta and meta.job
   local rec = type(id) == "string" and jobs.valid(id) and jobs.get(id)
   if not rec then
     p:kill(true) -- no job any more: nobody wants its answer
@@ -190,52 +293,14 @@ function run_child(a, children)
   children[id] = p
   local me = jobs.server_identity()
   jobs.set_owner(id, me)
-  local pgid, start = core.jobs.proc_identity(pid)
-  local process = pgid and json.object({ pid = pid, pgid = pgid, start = start,
-    server_pid = me.pid, server_start = me.start },
-    { "pid", "pgid", "start", "server_pid", "server_start" }) or nil
+  local process = M.process_of(tonumber(a[2]))
   if rec.status == "pending" then jobs.mark_running(id, process) else jobs.set_process(id, process) end
-  local claude = require "ad.domain.claude"
-  local plugins = package.loaded["ad.domain.plugins"]
-  local filter = plugins and plugins.progress_filter()
   local tail = type(rec.progress) == "table" and util.copy(rec.progress) or {}
-  local run, last = { lines = {} }, core.task.now()
-  while true do
-    local line = p:read_line()
-    if line == nil then break end
-    if a.input and line:find('"type":"result"', 1, true) then
-      -- A remote agent's answer is in: its input ends, so the far side
-      -- ends what claude left there (ad.domain.remote), as the server does.
-      core.keeper.close_input(a.input)
-      a.input = nil
-    end
-    if meta.stream then
-      local kind, payload, progress = claude.event(line)
-      if kind == "result" then
-        run.payload = payload
-      elseif kind == "assistant" then
-        for _, t in ipairs(progress) do note(tail, filter and filter(t) or t) end
-        if core.task.now() - last >= require("ad.domain.async").FLUSH_EVERY then
-          pcall(jobs.update_progress, id, tail)
-          last = core.task.now()
-        end
-      end
-    else
-      run.lines[#run.lines + 1] = line
-    end
-  end
-  run.info = p:wait()
-  p:close()
-  children[id] = nil
-  if #tail > 0 then pcall(jobs.update_progress, id, tail) end
   local view = { agent = rec.agent, task = rec.task, context = rec.context, caller = rec.caller,
     goal = rec.goal, response_format = meta.response_format, session_id = meta.session_id }
-  local okr, r = pcall(result_of, run, meta, view)
-  if not okr then
-    r = runner.failure(meta.agent, "cli_error", "The keeper could not interpret the " ..
-      "agent's output: " .. tostring(type(r) == "table" and r.message or r))
-  end
-  end_span(meta, r) -- first: whoever sees the job end finds its span ended
+  local r = M.read(p, meta, view, tail, function(t) pcall(jobs.update_progress, id, t) end, a)
+  children[id] = nil
+  M.settle(meta, r) -- first: whoever sees the job end finds its span ended
   finish(id, r)
 end
 
@@ -246,26 +311,48 @@ local NUMS = 9
 --- child (src/keeper.c, take_over); META_FD holds each child's meta, a
 --- line each. Returns the exit status.
 function M.main(args)
-  local tasks, children = {}, {}
+  local tasks, children, fanouts = {}, {}, {}
   -- The user's hooks (redact, after_result, job_done) run here as in the
   -- server, under the same runaway-code budget.
   local plugins = require "ad.domain.plugins"
   pcall(plugins.load, function() end, {})
   core.task.set_budget(plugins.CALL_BUDGET)
+  -- (the result cache's settings: M.settle)
+  local okc, cfg = pcall(require("ad.storage.config").load)
+  settings = okc and type(cfg) == "table" and cfg.settings or nil
   local metas = {}
   local f = tonumber(args[1]) and io.open("/proc/self/fd/" .. args[1], "r")
   if f then
     for line in f:lines() do metas[#metas + 1] = line end
     f:close()
   end
+  local n = 0
   for i = 2, #args - (NUMS - 1), NUMS do
-    local a = table.move(args, i, i + NUMS - 1, 2, { metas[#tasks + 1] or "" })
+    n = n + 1
+    local a = table.move(args, i, i + NUMS - 1, 2, { metas[n] or "" })
     local input = tonumber(a[10]) or -1
     a.input = input >= 0 and input or nil
-    tasks[#tasks + 1] = core.task.spawn(function()
-      local ok, e = pcall(run_one, a, children)
+    -- A handed-off fan-out's children and the job itself (held: no
+    -- child, a negative key) go to one task (ad.domain.fanout).
+    local okm, meta = pcall(json.decode, a[1])
+    local job = okm and type(meta) == "table" and (meta.item ~= nil or meta.fanout == true) and meta.job
+    if type(job) == "string" then
+      fanouts[job] = fanouts[job] or {}
+      if meta.item ~= nil and tonumber(a[2]) > 0 then fanouts[job][meta.item] = a end
+    else
+      tasks[#tasks + 1] = core.task.spawn(function()
+        local ok, e = pcall(run_one, a, children)
+        if not ok then io.stderr:write("agent-dispatch: keeper: ", tostring(e), "\n") end
+      end)
+    end
+  end
+  local fanned = {}
+  for job, kids in pairs(fanouts) do
+    fanned[job] = core.task.spawn(function()
+      local ok, e = pcall(require("ad.domain.fanout").finish_kept, job, kids)
       if not ok then io.stderr:write("agent-dispatch: keeper: ", tostring(e), "\n") end
     end)
+    tasks[#tasks + 1] = fanned[job]
   end
   -- A shutdown signal (the machine stopping) ends the jobs honestly.
   local watcher = core.task.spawn(function()
@@ -275,6 +362,13 @@ function M.main(args)
       jobs.fail_unstored(id, "The keeper that ran this handed-off call after its server " ..
         "exited was stopped (" .. sig .. "); its subprocess was killed. Re-dispatch if needed.")
       p:kill(true)
+    end
+    for id, t in pairs(fanned) do
+      if not t:done() then
+        jobs.fail_unstored(id, "The keeper that ran this handed-off fan-out after its server " ..
+          "exited was stopped (" .. sig .. "); its subprocesses were killed. Re-dispatch if needed.")
+        t:cancel()
+      end
     end
   end)
   for _, t in ipairs(tasks) do

@@ -331,6 +331,17 @@ local function observed(req)
   return res
 end
 
+--- Settles the tree budget reserved for span (in the tree of ctx: its
+--- trace_id) with what result r (nil: none) cost. The server's runner and
+--- the keeper's job runner settle through here. Never raises.
+function M.settle_tree(ctx, span, agent, r)
+  local settled, err = pcall(trace.settle, ctx, span, agent, r and r.cost_usd or nil)
+  if not settled then
+    io.stderr:write("agent-dispatch: warning: the tree budget of trace ", ctx.trace_id,
+      " could not be settled (", tostring(type(err) == "table" and err.message or err), ")\n")
+  end
+end
+
 -- The dispatch of a span: the tree budget reserved before the child can
 -- spawn (refused when nothing is left), the trace context handed to the
 -- child, the ledger settled and the span ended with the result. The
@@ -370,13 +381,9 @@ local function traced(req, ctx, span)
   end
   local ok, res = pcall(observed, r)
   for _, k in ipairs(TRACED) do r[k] = nil end
-  if ctx.cap then
-    local settled, err = pcall(trace.settle, ctx, span, req.agent_name, ok and res.cost_usd or nil)
-    if not settled then
-      io.stderr:write("agent-dispatch: warning: the tree budget of trace ", ctx.trace_id,
-        " could not be settled (", tostring(type(err) == "table" and err.message or err), ")\n")
-    end
-  end
+  -- (left: a handed-off call's child the keeper reads on settles there,
+  -- with what it really cost: ad.domain.keeper)
+  if ctx.cap and not span.left then M.settle_tree(ctx, span, req.agent_name, ok and res or nil) end
   local cancelled = not ok and type(res) == "table" and res.type == "cancelled"
   local status
   if ok then
@@ -412,6 +419,29 @@ end
 local function clean_success(r)
   return r.success == true and not (r.denied_tools and #r.denied_tools > 0)
     and not r.budget_exceeded
+end
+
+--- The cache key of a request whose answer may be cached (req.use_cache,
+--- not a session turn, caching on), or nil.
+function M.cache_key(req)
+  if req.use_cache and not req.session_id and state.cache(req.settings) then
+    return cache_key(req)
+  end
+end
+
+-- Stores r under key in cache when it is a clean success that depended
+-- on no permission decision.
+local function store(cache, key, agent, r)
+  if clean_success(r) and not (r.permissions and #r.permissions > 0) then
+    cache:put(key, agent, json.encode(r))
+  end
+end
+
+--- store() in the result cache of settings: how the keeper's job runner
+--- caches what it read, as M.run caches what the server read.
+function M.remember(settings, key, agent, r)
+  local cache = key and state.cache(settings)
+  if cache then store(cache, key, agent, r) end
 end
 
 --- The one door every dispatch goes through (tools, parallel items, the
@@ -468,8 +498,8 @@ function M.run(req)
     -- says which (ad.domain.relay: by whom, what, when).
     if req.relay_log and #req.relay_log > 0 then
       r.permissions = json.array(util.copy(req.relay_log))
-    elseif cache and clean_success(r) then
-      cache:put(key, req.agent_name, json.encode(r))
+    elseif cache then
+      store(cache, key, req.agent_name, r)
     end
   end
   if hooked then return plugins.after_result(view, r), req end

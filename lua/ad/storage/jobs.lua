@@ -31,7 +31,7 @@ M.TERMINAL = { done = true, failed = true, cancelled = true }
 M.KEYS = { "id", "agent", "task", "context", "caller", "goal", "status",
   "created_at", "started_at", "completed_at", "result", "error", "progress",
   "progress_updated_at", "process", "server", "request", "session_id",
-  "messages", "permissions" }
+  "messages", "permissions", "fanout" }
 --- The fields of `request`: what a detached job runner (ad.domain.jobrunner)
 --- needs besides agent, task, context, caller and goal to run the job.
 M.REQUEST_KEYS = { "response_format", "response_schema", "session_id", "timeout", "group",
@@ -119,7 +119,7 @@ end
 --- that is not a job). Any other failure to read it (the jobs directory is
 --- not a directory, a permission problem, a refused symlink) raises the
 --- "io" error: the job may well exist, so it is never reported missing.
-function M.get(id)
+local function read(id)
   if not M.valid(id) then return nil end
   local dir = M.dir()
   local text, msg, code = core.jobs.read(dir, id)
@@ -133,6 +133,21 @@ function M.get(id)
     io.stderr:write("agent-dispatch: job ", id, ": unreadable record skipped\n")
   end
   return rec
+end
+
+--- The record of job id, as every reader sees it: without the private
+--- state of a handed-off fan-out (M.fanout_state).
+function M.get(id)
+  local rec = read(id)
+  if rec then rec.fanout = nil end
+  return rec
+end
+
+--- The private state of a running handed-off fan-out (M.update_fanout),
+--- or nil.
+function M.fanout_state(id)
+  local rec = read(id)
+  return rec and not M.TERMINAL[rec.status] and rec.fanout or nil
 end
 
 local function encode(rec)
@@ -193,7 +208,7 @@ end
 local function mutate(id, fn)
   if not M.valid(id) then return nil end
   return locked(function()
-    local rec = M.get(id)
+    local rec = read(id)
     if not rec then return nil end
     local before = rec.status
     local new, extra = fn(rec)
@@ -320,7 +335,7 @@ function M.finish(id, result)
     rec.completed_at = core.task.time()
     rec.result = result
     rec.error = (not result.success) and result.error or nil
-    rec.process = nil
+    rec.process, rec.fanout = nil, nil
     return rec
   end)
 end
@@ -331,10 +346,24 @@ function M.fail(id, message)
     rec.status = "failed"
     rec.completed_at = core.task.time()
     rec.error = message
-    rec.process = nil
+    rec.process, rec.fanout = nil, nil
     return rec
   end)
 end
+
+--- The private state of a running handed-off fan-out (ad.domain.fanout:
+--- its items, aggregator, trace and the results of the items that ended),
+--- from which the keeper finishes it when its server has gone: fn(state)
+--- returns the new state. Refused once the job has ended (which drops
+--- it). Never shown (M.get leaves it out).
+function M.update_fanout(id, fn)
+  return mutate(id, function(rec)
+    if M.TERMINAL[rec.status] then return nil end
+    rec.fanout = fn(rec.fanout)
+    return rec
+  end)
+end
+
 
 --- Last resort when a job's end cannot be written (a full disk): marks it
 --- failed with message, dropping its progress tail and any result, and
@@ -349,7 +378,7 @@ function M.fail_unstored(id, message)
     local r = M.get(id)
     if not r or M.TERMINAL[r.status] then return r end
     r.status, r.completed_at, r.error = "failed", core.task.time(), message
-    r.process, r.result, r.progress, r.progress_updated_at = nil, nil, nil, nil
+    r.process, r.result, r.progress, r.progress_updated_at, r.fanout = nil, nil, nil, nil, nil
     local wrote, msg = core.jobs.write_inplace(M.dir(), id, encode(r))
     if not wrote then return nil, msg end
     reindex(r)
@@ -374,7 +403,7 @@ function M.cancel(id, force, why)
     if not force then outcome = "running"; return nil end
     r.status, r.completed_at = "cancelled", core.task.time()
     r.error = why or "Cancelled while running; the subprocess was killed"
-    r.process = nil
+    r.process, r.fanout = nil, nil
     outcome = "cancelled_running"
     return r
   end)
