@@ -229,7 +229,9 @@ local waiting, since, timer = {}, {}, nil
 
 local function due()
   timer = nil
-  local t = core.task.now()
+  -- (the loop's timers count whole milliseconds from the start of its
+  -- iteration: a timer may fire a little before its time by this clock)
+  local t = core.task.now() + 0.002
   local w, s = waiting, since
   waiting, since = {}, {}
   for i = 1, #w do
