@@ -22,6 +22,7 @@
  */
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,13 +115,44 @@ static const char *escape_of(unsigned char c)
 /* The bytes escape_of escapes (a table: one load per byte of a text). */
 static bool needs_escape[256];
 
+/* True when none of the 8 bytes of w is one escape_of escapes (below 32,
+ * '"', '\\', 127): the usual bit tricks for "a byte below n" and "a zero
+ * byte" (after an exclusive or with the byte looked for), exact for the
+ * word as a whole. Texts are mostly plain: they are scanned a word at a
+ * time, and only a word with something to escape byte by byte. */
+static inline bool plain8(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = ones * 0x80;
+    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\'), del = w ^ (ones * 127);
+    uint64_t hit = ((w - ones * 32) & ~w) | ((q - ones) & ~q) |
+                   ((bs - ones) & ~bs) | ((del - ones) & ~del);
+    return (hit & high) == 0;
+}
+
 static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
 {
     putc1(L, b, '"');
     size_t from = 0; /* the first byte not yet copied */
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (needs_escape[c]) {
+    size_t i = 0;
+    for (;;) {
+        while (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, sizeof w);
+            if (!plain8(w)) {
+                break;
+            }
+            i += 8;
+        }
+        if (i >= n) {
+            break;
+        }
+        /* Up to the end of this word (or of the text) byte by byte. */
+        size_t end = i + 8 < n ? i + 8 : n;
+        for (; i < end; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (!needs_escape[c]) {
+                continue;
+            }
             const char *esc = escape_of(c);
             put(L, b, s + from, i - from);
             put(L, b, esc, strlen(esc));

@@ -1,9 +1,12 @@
 /* Lua face of child processes (ad.process).
  *
- *   core.proc.spawn{argv=, cwd=, env=, timeout=, grace=, drain=, max_line=,
- *                stderr_max=, slot=, stdin=, stdin_keep=, gated=, max_output=,
- *                max_plain=, keeper=, adopt=}
+ *   core.proc.spawn{argv=, cwd=, env=, env_add=, timeout=, grace=, drain=,
+ *                max_line=, stderr_max=, slot=, stdin=, stdin_keep=, gated=,
+ *                max_output=, max_plain=, keeper=, adopt=}
  *       -> p | nil, message, code
+ *       env_add: one more "NAME=value" after env (a dispatch's own
+ *       variable next to an environment shared by every child, with no
+ *       copy of that list per child)
  *       keeper: started by the server's keeper (keeper.h) when there is
  *       one; adopt = {pid=, out=, err=, exited=, status=, signal=}: no
  *       spawn, the object takes over that child of ours and its fds
@@ -292,8 +295,11 @@ static void cancel_wait(struct task *t, void *data)
  * strings (no copies: the strings stay alive in the options table, argument
  * 1, for the whole call, and the child is started before it returns). Free
  * the array itself only. */
+/* The list of strings opts[field] as a NULL-terminated array (the strings
+ * stay owned by the table), with extra (if not NULL) appended; NULL when
+ * the field is absent and not required. */
 static char **string_array(lua_State *L, int idx, const char *field,
-                           bool required)
+                           bool required, const char *extra)
 {
     lua_getfield(L, idx, field);
     if (lua_isnil(L, -1) && !required) {
@@ -312,14 +318,18 @@ static char **string_array(lua_State *L, int idx, const char *field,
         lua_pop(L, 1);
     }
     /* Validated: now allocate; nothing below raises. */
-    char **v = malloc((n + 1) * sizeof *v);
+    size_t total = n + (extra ? 1 : 0);
+    char **v = malloc((total + 1) * sizeof *v);
     for (size_t i = 0; v && i < n; i++) {
         lua_rawgeti(L, -1, (lua_Integer)i + 1);
         v[i] = (char *)lua_tostring(L, -1);
         lua_pop(L, 1);
     }
     if (v) {
-        v[n] = NULL;
+        if (extra) {
+            v[n] = (char *)extra;
+        }
+        v[total] = NULL;
     }
     lua_pop(L, 1);
     return v;
@@ -397,8 +407,11 @@ static int l_process(lua_State *L)
     memset(lp, 0, sizeof *lp);
     luaL_setmetatable(L, PROC_MT);
 
-    char **argv = string_array(L, 1, "argv", true);
-    char **env = string_array(L, 1, "env", false);
+    lua_getfield(L, 1, "env_add");
+    const char *env_add = luaL_optstring(L, -1, NULL);
+    lua_pop(L, 1); /* the string stays alive in the table */
+    char **argv = string_array(L, 1, "argv", true, NULL);
+    char **env = string_array(L, 1, "env", false, env_add);
     if (!argv) {
         free(env);
         return luaL_error(L, "out of memory");

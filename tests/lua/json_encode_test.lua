@@ -98,6 +98,17 @@ test("every byte in a string, alone and in context", function()
   same("bad \xff\xfe and cut \xe2\x82", "invalid UTF-8 is repaired")
 end)
 
+test("every byte at every place of a longer text (scanned 8 bytes at a time)", function()
+  local plain = "abcdefghijklmnopqrstuvwx"
+  for b = 0, 255 do
+    local c = string.char(b)
+    for at = 1, #plain do
+      same(plain:sub(1, at - 1) .. c .. plain:sub(at + 1), "byte " .. b .. " at " .. at)
+    end
+    same(c:rep(17), "byte " .. b .. " 17 times")
+  end
+end)
+
 test("numbers: integers, floats, limits, non-finite", function()
   for _, n in ipairs{ 0, 1, -1, 42, 1.5, -0.25, 0.1, 1e300, -1e-300, 2^53, 2^63,
                       math.maxinteger, math.mininteger, 123456789012345678,

@@ -78,7 +78,7 @@ Channel.__index = Channel
 
 function M.open(o)
   local p, msg, code = core.proc.spawn{ argv = o.argv, cwd = o.cwd, env = o.env,
-    timeout = o.timeout, grace = o.grace, drain = o.drain, slot = o.slot,
+    env_add = o.env_add, timeout = o.timeout, grace = o.grace, drain = o.drain, slot = o.slot,
     stdin = o.first and M.user_line(o.first) or nil, stdin_keep = true,
     gated = o.gated, max_line = o.max_line, max_plain = o.max_plain, soft_cancel = true,
     report_skipped = true,

@@ -31,12 +31,14 @@ local function stopped(ch, grace)
 end
 
 --- o: grace, drain (seconds), cap (bytes kept of a non-stream run's stray
---- stdout), interrupt_grace (seconds), session_id (the child's, when known).
+--- stdout), interrupt_grace (seconds), session_id (the child's, when known),
+--- env_add (one more variable after env: core.proc.spawn).
 function M.run(argv, text, env, timeout, req, cwd, o)
   local slot = slot_gate.take(req)
   local stream, on_progress = req.stream, req.on_progress
   local cap = o.cap
-  local ch, msg, code = channel.open{ argv = argv, cwd = cwd, env = env, timeout = timeout,
+  local ch, msg, code = channel.open{ argv = argv, cwd = cwd, env = env, env_add = o.env_add,
+    timeout = timeout,
     grace = o.grace, drain = o.drain, slot = slot, first = text, session_id = o.session_id,
     gated = req.on_spawn ~= nil, max_line = (not stream) and cap or nil, keeper = req.keeper,
     -- Stray stdout past the cap is dropped in C (it would be dropped

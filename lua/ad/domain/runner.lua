@@ -109,6 +109,9 @@ function M.child_env(depth, trace_env)
   return env
 end
 
+-- The start of the variable a claude child gets its trace context in.
+local TRACE_PREFIX = trace.ENV .. "="
+
 --- One child run: take a concurrency slot, spawn, collect stdout lines
 --- (stream mode: decode each as it comes, report progress, keep only the
 --- result event), wait. Returns what claude.interpret reads: {lines=,
@@ -117,14 +120,14 @@ end
 --- the child's stdin. A non-stream run keeps at most M.MAX_OUTPUT bytes of
 --- stdout lines; past that only the last line (where the CLI's result
 --- object is), as last.
-local function run_child(argv, text, env, timeout, req, cwd)
+local function run_child(argv, text, env, timeout, req, cwd, env_add)
   local slot = slot_gate.take(req)
   local stream, on_progress = req.stream, req.on_progress
   local cap = M.MAX_OUTPUT
   -- With on_spawn the child waits at its start gate (ad.domain.slot).
   -- A remote agent's ssh keeps its stdin open until the end: when it
   -- closes, the far side ends the remote process group (ad.domain.remote).
-  local p, msg, code = core.proc.spawn{ argv = argv, cwd = cwd, env = env,
+  local p, msg, code = core.proc.spawn{ argv = argv, cwd = cwd, env = env, env_add = env_add,
     timeout = timeout, grace = req.agent.host and remote.KILL_GRACE or M.kill_grace,
     drain = M.drain, slot = slot,
     stdin = text, stdin_keep = req.agent.host ~= nil, gated = req.on_spawn ~= nil,
@@ -242,7 +245,11 @@ local function execute(req)
   local text = prompt.build(req)
   local resume = req.session_id
   local fresh = not resume and core.text.uuid4() or nil
-  local env = M.child_env(depth, req.trace_env)
+  -- The environment every child at this depth shares; the trace context
+  -- of this one goes next to it (env_add: no copy of the list per child).
+  -- A kept process gets its context through a file (ad.domain.live).
+  local env = M.child_env(depth)
+  local env_add = req.trace_env and TRACE_PREFIX .. req.trace_env
   -- live: the CLI's control channel (ad.domain.transport, ad.domain.live_run)
   local mode, unreachable = transport.choose(settings, req.agent, not host and path or nil, env)
   if unreachable then
@@ -276,16 +283,18 @@ local function execute(req)
     if ssh then
       argv, input = remote.command{ ssh = ssh.path, control_dir = ssh.control_dir,
         connect_timeout = ssh.connect_timeout, host = host, directory = req.agent.directory,
-        prompt = text, live = live, env = remote.forwarded(env), claude_argv = argv }
+        prompt = text, live = live, env = remote.forwarded(M.child_env(depth, req.trace_env)),
+        claude_argv = argv }
       cwd = nil
     end
     local run
     if live then
       run = live_run.run(argv, text, env, eff.timeout, req, cwd, { cap = M.MAX_OUTPUT,
         grace = host and remote.KILL_GRACE or M.kill_grace, drain = M.drain,
-        interrupt_grace = settings.interrupt_grace_seconds, session_id = resume or fresh })
+        interrupt_grace = settings.interrupt_grace_seconds, session_id = resume or fresh,
+        env_add = env_add })
     else
-      run = run_child(argv, input, env, eff.timeout, req, cwd)
+      run = run_child(argv, input, env, eff.timeout, req, cwd, env_add)
     end
     run.session_id, run.fresh = resume or fresh, fresh ~= nil
     run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT

@@ -219,15 +219,45 @@ end
 --- one line, not two.
 M.START_DELAY = 1
 
+-- Spans whose child runs and whose start record is not written yet, in
+-- the order their children started, with the monotonic time each started
+-- at: one timer for all of them (not one per span), armed for the oldest,
+-- so a dispatch adds two array entries and no handle or closure. A span
+-- that ended meanwhile (status no longer "running") is dropped when the
+-- timer fires. The armed timer does not keep a process from exiting.
+local waiting, since, timer = {}, {}, nil
+
+local function due()
+  timer = nil
+  -- (the loop's timers count whole milliseconds from the start of its
+  -- iteration: a timer may fire a little before its time by this clock)
+  local t = core.task.now() + 0.002
+  local w, s = waiting, since
+  waiting, since = {}, {}
+  for i = 1, #w do
+    local span = w[i]
+    if span.status == "running" then
+      if t - s[i] >= M.START_DELAY then
+        span.start_timer = nil
+        M.write(span)
+      else
+        waiting[#waiting + 1], since[#since + 1] = span, s[i]
+      end
+    end
+  end
+  if waiting[1] then timer = core.task.after(since[1] + M.START_DELAY - t, due) end
+end
+
 --- The child of a dispatch span started: its start record is written if
---- it still runs after START_DELAY (one timer, no task until then).
+--- it still runs after START_DELAY (one timer shared by every span).
 --- Nothing for a span whose start was written already (adopted: an async
 --- job's submission wrote it).
 function M.started(span)
   if span.adopted or span.start_timer then return end
-  span.start_timer = core.task.after(M.START_DELAY, function()
-    if span.status == "running" then M.write(span) end
-  end)
+  span.start_timer = true
+  local n = #waiting + 1
+  waiting[n], since[n] = span, core.task.now()
+  if not timer then timer = core.task.after(M.START_DELAY, due) end
 end
 
 --- Ends a span: status ("ok", "error", "cancelled", "refused") and what
@@ -236,10 +266,7 @@ function M.finish(span, status, r)
   -- A handed-off call's span left to the keeper is ended there, with
   -- the real result (ad.domain.keeper), not here as the server exits.
   if span.left then return span end
-  if span.start_timer then
-    span.start_timer:stop()
-    span.start_timer = nil
-  end
+  span.start_timer = nil
   local t = now()
   span["end"] = t
   span.duration_ms = math.max(0, math.floor((t - span.start) * 1000 + 0.5))
