@@ -72,7 +72,11 @@ describe('warm pool and the permission relay', () => {
     assert.ok(await waitUntil(async () => { s = await stats(srv); return s.warm === 1; }, 15000),
       `the pool of a relayed agent filled: ${JSON.stringify(s)}`);
     const poolPid = s.processes[0].pid;
-    const started = liveSpawns(env).find((e) => e.pid === poolPid);
+    // The stub logs its start once it runs, which may be after the server
+    // counted the process as warm.
+    let started;
+    assert.ok(await waitUntil(() => (started = liveSpawns(env).find((e) => e.pid === poolPid)), 10000),
+      'the pool process started');
     const i = started.argv.indexOf('--permission-prompt-tool');
     assert.ok(i >= 0 && started.argv[i + 1] === 'stdio', started.argv.join(' '));
     const v = (await srv.call('dispatch', { agent: 'a', task: ASK_GIT }, { ms: 30000 })).value;
