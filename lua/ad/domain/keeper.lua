@@ -16,7 +16,7 @@ local jobs = require "ad.storage.jobs"
 local M = {}
 
 local META_KEYS = { "job", "agent", "stream", "response_format", "response_schema",
-  "timeout", "budget", "session_id", "span", "reserved", "cache", "item" }
+  "timeout", "budget", "session_id", "span", "reserved", "cache", "item", "host", "directory" }
 
 -- The span of a handed-off call (ad.domain.trace), which the keeper ends.
 local function span_of(run)
@@ -89,16 +89,24 @@ end
 
 -- The DispatchResult of what was read (run: payload or lines, info;
 -- meta: the job's agent, stream, response_format, response_schema,
--- session_id, timeout, budget), through the after_result and redact
--- hooks as the server's runner would have.
+-- session_id, timeout, budget, and a remote agent's host and directory),
+-- through the after_result and redact hooks as the server's runner would
+-- have: a remote run's ssh failure is one (ad.domain.remote.failure).
 local function result_of(run, meta, view)
   local claude = require "ad.domain.claude"
   local runner = require "ad.domain.runner"
   run.session_id, run.timeout, run.budget = meta.session_id, meta.timeout, meta.budget
   run.max_output = runner.MAX_OUTPUT
-  local r = claude.interpret(run, { agent_name = meta.agent, stream = meta.stream == true,
-    response_format = meta.response_format, response_schema = meta.response_schema })
-    or runner.failure(meta.agent, "cli_error", "The agent ended without a result.")
+  local req = { agent_name = meta.agent, stream = meta.stream == true,
+    response_format = meta.response_format, response_schema = meta.response_schema }
+  local r
+  if type(meta.host) == "string" then
+    req.agent = { host = meta.host, directory = meta.directory }
+    r = require("ad.domain.remote").failure(run, req)
+  else
+    r = claude.interpret(run, req)
+  end
+  r = r or runner.failure(meta.agent, "cli_error", "The agent ended without a result.")
   local plugins = package.loaded["ad.domain.plugins"]
   if plugins and plugins.active() then r = plugins.after_result(view, r) end
   return r
@@ -120,7 +128,9 @@ function M.meta(run, rec)
   -- The keeper counts the timeout from the child's start: a kept live
   -- process had lived run.age seconds when this turn began.
   local timeout = eff.timeout and eff.timeout + (run.age or 0)
+  local remote = req.agent ~= nil and req.agent.host ~= nil
   return json.object({ job = rec and rec.id, agent = req.agent_name,
+    host = remote and req.agent.host or nil, directory = remote and req.agent.directory or nil,
     -- A live child writes stream-json whatever the caller asked for.
     stream = req.stream == true or run.transport == "live", response_format = req.response_format,
     response_schema = req.response_schema, timeout = timeout, budget = eff.budget,
@@ -212,7 +222,10 @@ function M.adopt(a)
   meta = ok and type(meta) == "table" and meta or nil
   local timeout = meta and tonumber(meta.timeout)
   local left = timeout and math.max(0.01, timeout - (tonumber(a[8]) or 0) / 1000) or nil
-  local p = core.proc.spawn{ argv = { "(kept)" }, timeout = left, grace = runner.kill_grace,
+  -- (a remote agent's ssh gets the grace the server gives it)
+  local grace = meta and type(meta.host) == "string" and require("ad.domain.remote").KILL_GRACE
+    or runner.kill_grace
+  local p = core.proc.spawn{ argv = { "(kept)" }, timeout = left, grace = grace,
     drain = runner.drain, adopt = { pid = pid, out = out, err = err, exited = a[5] == "1",
       status = tonumber(a[6]), signal = tonumber(a[7]) } }
   return p, meta
