@@ -55,7 +55,8 @@ local function hand_item(run, item)
   if item.kept or not item.pid or type(item.index) ~= "number" and item.index ~= "agg" then return end
   local meta = keeper.meta(item, { id = run.id })
   meta.item = item.index
-  item.kept = core.keeper.handoff(item.pid, json.encode(meta)) ~= nil
+  -- (slot: a warm pool process's turn; a one-shot child's is its own)
+  item.kept = core.keeper.handoff(item.pid, json.encode(meta), false, item.slot) ~= nil
 end
 
 -- The request of item i (or of the aggregator, "agg") of a fan-out that
@@ -65,8 +66,8 @@ local function observe(run, i, req)
   req.keeper = true
   local item = { req = req, index = i }
   run.items[i] = item
-  req.on_pid = function(pid, argv)
-    item.pid, item.argv = pid, argv
+  req.on_pid = function(pid, argv, age, slot)
+    item.pid, item.argv, item.age, item.slot = pid, argv, age, slot
     if run.kept then hand_item(run, item) end
   end
   req.on_span = function(span) item.span = span end
@@ -103,6 +104,7 @@ local function leave(run)
   if run.group then run.group.left = true end
   for i, item in pairs(run.items) do
     if item.kept then
+      if item.slot then item.slot:leave() end -- (the keeper's copy holds it)
       local r = keeper.result_read(item)
       if r then save_result(run, i, r) end
       if item.span then item.span.left = true end

@@ -151,7 +151,10 @@ function M.hand(run, rec)
   local meta = json.encode(meta_of(run, rec))
   -- A remote agent's ssh: the keeper holds its input open (the far side
   -- ends everything when it closes) until its job runner has the result.
-  local kp = core.keeper.handoff(run.pid, meta, req.agent ~= nil and req.agent.host ~= nil)
+  -- A turn on a kept live process: the keeper gets its slot too (a
+  -- one-shot child's is its process's own).
+  local kp = core.keeper.handoff(run.pid, meta, req.agent ~= nil and req.agent.host ~= nil,
+    run.slot)
   if not kp then return false end
   local _, kstart = core.jobs.proc_identity(kp)
   local pgid, start = core.jobs.proc_identity(run.pid)
@@ -186,8 +189,11 @@ end
 --- This server is stopping with run (kept, job id) still running there:
 --- if the last line it read is the child's result, the keeper cannot read
 --- it again, so the job's end is recorded here and now (the keeper then
---- lets the child finish without recording anything).
+--- lets the child finish without recording anything). A live turn's slot
+--- is left to the keeper's copy (its count ends here, its lock stays).
 function M.record_read(id, run)
+  -- A live turn's slot stays the keeper's: not given back from here.
+  if run.slot then run.slot:leave() end
   local r = M.result_read(run)
   if r then finish(id, r) end
 end
