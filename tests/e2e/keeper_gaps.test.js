@@ -56,3 +56,43 @@ for (const how of ['stop', 'SIGKILL']) {
       await env.assertNoLeftovers();
     });
 }
+
+for (const by of ['dispatch_cancel', 'CLI cancel']) {
+  test(`a handed-off fan-out the keeper finishes is cancelled from a later server (${by}): its running item's group killed, nothing started after`,
+    async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true }, settings: '  max_concurrency: 1\n' });
+      const srv = env.serve();
+      await srv.init();
+      const items = [1, 2, 3].map((n) => ({ agent: 'a', task: `[stub:hang] fan part n${n}` }));
+      const { value } = await srv.call('dispatch_parallel', { dispatches: JSON.stringify(items),
+        handoff_after_seconds: 1 });
+      assert.strictEqual(value.status, 'running', JSON.stringify(value));
+      const id = value.job_id;
+      assert.ok(await waitUntil(() => env.dispatches().length === 1, 5000), 'the first item started');
+      const first = env.dispatches()[0];
+      await stopLikeClaudeCode(srv);
+      assert.ok(alive(first.pid), 'the running item runs on in the keeper');
+      await sleep(500);
+      let out;
+      if (by === 'dispatch_cancel') {
+        const srv2 = env.serve();
+        await srv2.init();
+        out = (await srv2.call('dispatch_cancel', { job_id: id }, { ms: 40000 })).value;
+        await srv2.close();
+      } else {
+        const r = env.run(['cancel', id], { timeout: 40000 });
+        assert.strictEqual(r.code, 0, r.stdout + r.stderr);
+        out = { outcome: 'cancelled_running', status: readRec(env, id).status };
+      }
+      assert.strictEqual(out.outcome, 'cancelled_running', JSON.stringify(out));
+      assert.strictEqual(out.status, 'cancelled', JSON.stringify(out));
+      assert.ok(await waitUntil(() => !groupAlive(first.pgid), 5000), 'the running item\'s group is gone');
+      await sleep(1500);
+      assert.strictEqual(env.dispatches().length, 1,
+        `items started after the cancel: ${JSON.stringify(env.dispatches().map((e) => e.prompt))}`);
+      const rec = readRec(env, id);
+      assert.strictEqual(rec.status, 'cancelled', JSON.stringify(rec));
+      await env.assertNoLeftovers();
+    });
+}

@@ -200,6 +200,35 @@ local function read_kept(c, view, settings)
   return r
 end
 
+-- Serves job id's inbox while task finishes it: an "interrupt" (a cancel
+-- from another process, ad.domain.async.cancel_by_owner) records the job
+-- cancelled and cancels task, which kills its running items' groups and
+-- starts nothing more; answered once the task has ended. Returns the
+-- function that stops serving (once the job has ended).
+local finish_here
+local function serve_cancel(id, task)
+  local ended = core.task.event()
+  local handlers = {
+    interrupt = function(msg)
+      local rec, outcome = jobs.cancel(id, true, "Cancelled while running; the keeper " ..
+        "that finished this handed-off fan-out killed its running items' subprocesses " ..
+        "and started no more")
+      pcall(jobs.record_message, id, json.object({ kind = "interrupt", by = msg.by,
+        at = msg.at or core.task.time() }, { "kind", "by", "at" }))
+      if outcome == "cancelled_running" then
+        task:cancel()
+        ended:wait(30)
+      end
+      return { ok = rec ~= nil and rec.status == "cancelled", outcome = outcome }
+    end,
+  }
+  local oks, server = pcall(require("ad.storage.inbox").serve, id, handlers)
+  return function()
+    ended:set(true)
+    if oks and server then server:close() end
+  end
+end
+
 --- Finishes the handed-off fan-out job id whose server has gone, in the
 --- keeper's job runner. kids: its kept children by item index ("agg":
 --- the aggregator), each the numbers run_one takes (ad.domain.keeper).
@@ -224,6 +253,18 @@ function M.finish_kept(id, kids)
     return
   end
   jobs.set_owner(id, jobs.server_identity())
+  -- The record names this process as the job's (verified as any job's
+  -- process is), and its inbox takes a cancel from any later process.
+  pcall(jobs.set_process, id, keeper.process_of(core.sys.getpid()))
+  local stop = serve_cancel(id, core.task.current())
+  local ok2, err2 = pcall(finish_here, id, kept, st, cfg)
+  stop()
+  if not ok2 then error(err2, 0) end
+end
+
+-- The rest of M.finish_kept (st: the fan-out's state, cfg: the
+-- configuration).
+function finish_here(id, kept, st, cfg)
   jobs.share_limit(cfg.settings.max_concurrency)
   local D = require "ad.domain.dispatch"
   local results = type(st.results) == "table" and st.results or {}
