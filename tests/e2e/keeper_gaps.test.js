@@ -7,7 +7,7 @@
 // tests/e2e/lib.js.
 const { test } = require('node:test');
 const assert = require('node:assert');
-const { newEnv, sleep, alive, groupAlive, waitUntil, stubFor, readRec } = require('./lib');
+const { newEnv, sleep, alive, groupAlive, waitUntil, stubFor, readRec, recUntil } = require('./lib');
 
 /** Claude Code 2.1.328's stop of a stdio MCP server, by pid. */
 async function stopLikeClaudeCode(srv) {
@@ -73,7 +73,10 @@ for (const by of ['dispatch_cancel', 'CLI cancel']) {
       const first = env.dispatches()[0];
       await stopLikeClaudeCode(srv);
       assert.ok(alive(first.pid), 'the running item runs on in the keeper');
-      await sleep(500);
+      // The keeper's job runner names itself on the record once it runs the job.
+      const runner = (await recUntil(env, id, (r) => r.process && r.process.pid, 10000,
+        'the job runner named')).process.pid;
+      assert.ok(alive(runner));
       let out;
       if (by === 'dispatch_cancel') {
         const srv2 = env.serve();
@@ -93,6 +96,7 @@ for (const by of ['dispatch_cancel', 'CLI cancel']) {
         `items started after the cancel: ${JSON.stringify(env.dispatches().map((e) => e.prompt))}`);
       const rec = readRec(env, id);
       assert.strictEqual(rec.status, 'cancelled', JSON.stringify(rec));
+      assert.ok(await waitUntil(() => !alive(runner), 5000), 'the job runner exited');
       await env.assertNoLeftovers();
     });
 }
