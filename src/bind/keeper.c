@@ -1,10 +1,12 @@
 /* Lua face of the keeper (keeper.h).
  *
- *   core.keeper.handoff(pid, meta[, with_stdin]) -> keeper_pid | nil, message
+ *   core.keeper.handoff(pid, meta[, with_stdin[, slot]]) -> keeper_pid | nil, message
  *       the keeper's child pid is now a job: if this process exits, the
  *       keeper runs it on (meta: the JSON text its job runner reads;
  *       with_stdin: the keeper holds a copy of the child's open stdin,
- *       which its job runner closes once it has read the result)
+ *       which its job runner closes once it has read the result; slot:
+ *       the concurrency slot of a turn on a kept live process, whose
+ *       slot file the keeper then holds too, until the turn ends)
  *   core.keeper.forget(pid)
  *       the hand-off of pid is over while it lives on (a kept live
  *       process between turns): no-op unless it was handed off
@@ -34,6 +36,21 @@
 #include "bind/bind.h"
 #include "bind/limiter.h"
 
+/* The concurrency slot file of a handed-off child: its process's own
+ * count (a one-shot child), else the slot at idx (a turn on a kept live
+ * process, whose count is the turn's), or -1. */
+static int handoff_slot_fd(lua_State *L, int idx, void *arg)
+{
+    if (arg) {
+        return limiter_slot_fd(arg);
+    }
+    if (lua_isnoneornil(L, idx)) {
+        return -1;
+    }
+    struct slot *s = limiter_check_slot(L, idx);
+    return limiter_held(s) ? limiter_slot_fd(limiter_reap_arg(s)) : -1;
+}
+
 static int l_handoff(lua_State *L)
 {
     lua_Integer pid = luaL_checkinteger(L, 1);
@@ -45,8 +62,7 @@ static int l_handoff(lua_State *L)
     bool with_stdin = lua_toboolean(L, 3);
     if (pid > 1 && proc_remote_child((pid_t)pid, &arg)) {
         int in_fd = with_stdin ? proc_remote_stdin((pid_t)pid) : -1;
-        rc = keeper_handoff((pid_t)pid, meta, len, arg ? limiter_slot_fd(arg) : -1,
-                            in_fd, &k);
+        rc = keeper_handoff((pid_t)pid, meta, len, handoff_slot_fd(L, 4, arg), in_fd, &k);
     }
     if (rc == 0) {
         proc_keep((pid_t)pid);

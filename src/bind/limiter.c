@@ -2,6 +2,7 @@
  *
  *   core.limiter.acquire() -> slot | nil, "cancelled"   (slot: <close>-able)
  *   slot:release()          core.limiter.set_limit(n)
+ *   slot:leave()            (the slot's child left to the keeper: see below)
  *   core.limiter.share(dir) -> true | nil, msg, code (the cross-process gate)
  *   core.limiter.stats() -> {limit=, live=, waiting=, peak=, shared=,
  *                            waiting_shared=} */
@@ -283,6 +284,19 @@ static int l_slot_release(lua_State *L)
     return 0;
 }
 
+/* slot:leave(): this process exits with the slot's child left to the
+ * keeper, which holds a copy of the slot file's lock: the count ends
+ * here, the lock stays (a release would unlock the keeper's copy too). */
+static int l_slot_leave(lua_State *L)
+{
+    struct slot *s = luaL_checkudata(L, 1, SLOT_MT);
+    if (s->held) {
+        s->held = false;
+        limiter_leave_count(limiter_reap_arg(s));
+    }
+    return 0;
+}
+
 static int l_set_limit(lua_State *L)
 {
     lua_Integer n = luaL_checkinteger(L, 1);
@@ -345,6 +359,8 @@ void bind_limiter_register(lua_State *L)
         lua_newtable(L);
         lua_pushcfunction(L, l_slot_release);
         lua_setfield(L, -2, "release");
+        lua_pushcfunction(L, l_slot_leave);
+        lua_setfield(L, -2, "leave");
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, l_slot_release);
         lua_setfield(L, -2, "__gc");

@@ -55,7 +55,8 @@ local function hand_item(run, item)
   if item.kept or not item.pid or type(item.index) ~= "number" and item.index ~= "agg" then return end
   local meta = keeper.meta(item, { id = run.id })
   meta.item = item.index
-  item.kept = core.keeper.handoff(item.pid, json.encode(meta)) ~= nil
+  -- (slot: a warm pool process's turn; a one-shot child's is its own)
+  item.kept = core.keeper.handoff(item.pid, json.encode(meta), false, item.slot) ~= nil
 end
 
 -- The request of item i (or of the aggregator, "agg") of a fan-out that
@@ -65,8 +66,8 @@ local function observe(run, i, req)
   req.keeper = true
   local item = { req = req, index = i }
   run.items[i] = item
-  req.on_pid = function(pid, argv)
-    item.pid, item.argv = pid, argv
+  req.on_pid = function(pid, argv, age, slot)
+    item.pid, item.argv, item.age, item.slot = pid, argv, age, slot
     if run.kept then hand_item(run, item) end
   end
   req.on_span = function(span) item.span = span end
@@ -103,6 +104,7 @@ local function leave(run)
   if run.group then run.group.left = true end
   for i, item in pairs(run.items) do
     if item.kept then
+      if item.slot then item.slot:leave() end -- (the keeper's copy holds it)
       local r = keeper.result_read(item)
       if r then save_result(run, i, r) end
       if item.span then item.span.left = true end
@@ -198,6 +200,35 @@ local function read_kept(c, view, settings)
   return r
 end
 
+-- Serves job id's inbox while task finishes it: an "interrupt" (a cancel
+-- from another process, ad.domain.async.cancel_by_owner) records the job
+-- cancelled and cancels task, which kills its running items' groups and
+-- starts nothing more; answered once the task has ended. Returns the
+-- function that stops serving (once the job has ended).
+local finish_here
+local function serve_cancel(id, task)
+  local ended = core.task.event()
+  local handlers = {
+    interrupt = function(msg)
+      local rec, outcome = jobs.cancel(id, true, "Cancelled while running; the keeper " ..
+        "that finished this handed-off fan-out killed its running items' subprocesses " ..
+        "and started no more")
+      pcall(jobs.record_message, id, json.object({ kind = "interrupt", by = msg.by,
+        at = msg.at or core.task.time() }, { "kind", "by", "at" }))
+      if outcome == "cancelled_running" then
+        task:cancel()
+        ended:wait(30)
+      end
+      return { ok = rec ~= nil and rec.status == "cancelled", outcome = outcome }
+    end,
+  }
+  local oks, server = pcall(require("ad.storage.inbox").serve, id, handlers)
+  return function()
+    ended:set(true)
+    if oks and server then server:close() end
+  end
+end
+
 --- Finishes the handed-off fan-out job id whose server has gone, in the
 --- keeper's job runner. kids: its kept children by item index ("agg":
 --- the aggregator), each the numbers run_one takes (ad.domain.keeper).
@@ -222,6 +253,18 @@ function M.finish_kept(id, kids)
     return
   end
   jobs.set_owner(id, jobs.server_identity())
+  -- The record names this process as the job's (verified as any job's
+  -- process is), and its inbox takes a cancel from any later process.
+  pcall(jobs.set_process, id, keeper.process_of(core.sys.getpid()))
+  local stop = serve_cancel(id, core.task.current())
+  local ok2, err2 = pcall(finish_here, id, kept, st, cfg)
+  stop()
+  if not ok2 then error(err2, 0) end
+end
+
+-- The rest of M.finish_kept (st: the fan-out's state, cfg: the
+-- configuration).
+function finish_here(id, kept, st, cfg)
   jobs.share_limit(cfg.settings.max_concurrency)
   local D = require "ad.domain.dispatch"
   local results = type(st.results) == "table" and st.results or {}

@@ -32,8 +32,11 @@ function M.run(req, after, answer, reply, log)
   req.on_slot = function() return async.slot_gate(run) end
   -- The child is held at its start gate (on_spawn) only once the run is
   -- being adopted: before that, nothing has to name it before it runs.
-  -- (age: a kept live process's seconds before this turn, ad.domain.live)
-  req.on_pid = function(pid, argv, age) run.pid, run.argv, run.age = pid, argv, age end
+  -- (age, slot: a kept live process's seconds before this turn and the
+  -- turn's concurrency slot, ad.domain.live)
+  req.on_pid = function(pid, argv, age, slot)
+    run.pid, run.argv, run.age, run.slot = pid, argv, age, slot
+  end
   -- A call that may be handed off: its child is the keeper's, so the job
   -- can outlive this process (ad.domain.keeper).
   if keeper.wanted(req) then

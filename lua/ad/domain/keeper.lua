@@ -16,7 +16,7 @@ local jobs = require "ad.storage.jobs"
 local M = {}
 
 local META_KEYS = { "job", "agent", "stream", "response_format", "response_schema",
-  "timeout", "budget", "session_id", "span", "reserved", "cache", "item" }
+  "timeout", "budget", "session_id", "span", "reserved", "cache", "item", "host", "directory" }
 
 -- The span of a handed-off call (ad.domain.trace), which the keeper ends.
 local function span_of(run)
@@ -89,16 +89,24 @@ end
 
 -- The DispatchResult of what was read (run: payload or lines, info;
 -- meta: the job's agent, stream, response_format, response_schema,
--- session_id, timeout, budget), through the after_result and redact
--- hooks as the server's runner would have.
+-- session_id, timeout, budget, and a remote agent's host and directory),
+-- through the after_result and redact hooks as the server's runner would
+-- have: a remote run's ssh failure is one (ad.domain.remote.failure).
 local function result_of(run, meta, view)
   local claude = require "ad.domain.claude"
   local runner = require "ad.domain.runner"
   run.session_id, run.timeout, run.budget = meta.session_id, meta.timeout, meta.budget
   run.max_output = runner.MAX_OUTPUT
-  local r = claude.interpret(run, { agent_name = meta.agent, stream = meta.stream == true,
-    response_format = meta.response_format, response_schema = meta.response_schema })
-    or runner.failure(meta.agent, "cli_error", "The agent ended without a result.")
+  local req = { agent_name = meta.agent, stream = meta.stream == true,
+    response_format = meta.response_format, response_schema = meta.response_schema }
+  local r
+  if type(meta.host) == "string" then
+    req.agent = { host = meta.host, directory = meta.directory }
+    r = require("ad.domain.remote").failure(run, req)
+  else
+    r = claude.interpret(run, req)
+  end
+  r = r or runner.failure(meta.agent, "cli_error", "The agent ended without a result.")
   local plugins = package.loaded["ad.domain.plugins"]
   if plugins and plugins.active() then r = plugins.after_result(view, r) end
   return r
@@ -120,7 +128,9 @@ function M.meta(run, rec)
   -- The keeper counts the timeout from the child's start: a kept live
   -- process had lived run.age seconds when this turn began.
   local timeout = eff.timeout and eff.timeout + (run.age or 0)
+  local remote = req.agent ~= nil and req.agent.host ~= nil
   return json.object({ job = rec and rec.id, agent = req.agent_name,
+    host = remote and req.agent.host or nil, directory = remote and req.agent.directory or nil,
     -- A live child writes stream-json whatever the caller asked for.
     stream = req.stream == true or run.transport == "live", response_format = req.response_format,
     response_schema = req.response_schema, timeout = timeout, budget = eff.budget,
@@ -141,7 +151,10 @@ function M.hand(run, rec)
   local meta = json.encode(meta_of(run, rec))
   -- A remote agent's ssh: the keeper holds its input open (the far side
   -- ends everything when it closes) until its job runner has the result.
-  local kp = core.keeper.handoff(run.pid, meta, req.agent ~= nil and req.agent.host ~= nil)
+  -- A turn on a kept live process: the keeper gets its slot too (a
+  -- one-shot child's is its process's own).
+  local kp = core.keeper.handoff(run.pid, meta, req.agent ~= nil and req.agent.host ~= nil,
+    run.slot)
   if not kp then return false end
   local _, kstart = core.jobs.proc_identity(kp)
   local pgid, start = core.jobs.proc_identity(run.pid)
@@ -176,8 +189,11 @@ end
 --- This server is stopping with run (kept, job id) still running there:
 --- if the last line it read is the child's result, the keeper cannot read
 --- it again, so the job's end is recorded here and now (the keeper then
---- lets the child finish without recording anything).
+--- lets the child finish without recording anything). A live turn's slot
+--- is left to the keeper's copy (its count ends here, its lock stays).
 function M.record_read(id, run)
+  -- A live turn's slot stays the keeper's: not given back from here.
+  if run.slot then run.slot:leave() end
   local r = M.result_read(run)
   if r then finish(id, r) end
 end
@@ -212,7 +228,10 @@ function M.adopt(a)
   meta = ok and type(meta) == "table" and meta or nil
   local timeout = meta and tonumber(meta.timeout)
   local left = timeout and math.max(0.01, timeout - (tonumber(a[8]) or 0) / 1000) or nil
-  local p = core.proc.spawn{ argv = { "(kept)" }, timeout = left, grace = runner.kill_grace,
+  -- (a remote agent's ssh gets the grace the server gives it)
+  local grace = meta and type(meta.host) == "string" and require("ad.domain.remote").KILL_GRACE
+    or runner.kill_grace
+  local p = core.proc.spawn{ argv = { "(kept)" }, timeout = left, grace = grace,
     drain = runner.drain, adopt = { pid = pid, out = out, err = err, exited = a[5] == "1",
       status = tonumber(a[6]), signal = tonumber(a[7]) } }
   return p, meta

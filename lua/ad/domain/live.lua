@@ -638,9 +638,10 @@ function M.run(o)
     if spawned then ch:kill(true) end
   else
     if spawned then ch:start() end
-    -- on_pid: the process, and how long it had lived before this turn
-    -- (a handed-off turn's timeout counts from the turn's start).
-    if req.on_pid then req.on_pid(ch.pid, o.argv, now() - (entry.born or now())) end
+    -- on_pid: the process, how long it had lived before this turn (a
+    -- handed-off turn's timeout counts from the turn's start) and the
+    -- turn's slot (the keeper holds it for a handed-off turn).
+    if req.on_pid then req.on_pid(ch.pid, o.argv, now() - (entry.born or now()), slot) end
     if req.on_started then req.on_started() end
   end
   local out = { lines = {}, live = true,
