@@ -871,6 +871,9 @@ static void spawn_sleeper(double secs, bool detach)
         if (detach) {
             setsid();
         }
+        /* A plain sleep: in live mode sleep_s reads stdin, and the sleeper
+         * would take messages (an interrupt) meant for the stub. */
+        live_mode = false;
         sleep_s(secs);
         _exit(0);
     }

@@ -180,7 +180,7 @@ describe('dispatch_cancel', () => {
     assert.strictEqual(again.status, 'cancelled');
   });
 
-  test('running: cancelled_running, process group gone within 2 s, late finish refused', async (t) => {
+  test('running: cancelled_running, process group gone within the interrupt grace, late finish refused', async (t) => {
     const { env, srv } = await start(t);
     const id = await asyncJob(srv, '[stub:progress=200][stub:interval=0.1][stub:grandchild=60] long');
     await statusUntil(srv, id, (r) => r.status === 'running' && (r.progress || []).length > 0,
@@ -194,8 +194,14 @@ describe('dispatch_cancel', () => {
     assert.strictEqual(c.outcome, 'cancelled_running');
     assert.strictEqual(c.status, 'cancelled');
     assert.match(c.message, /killed/);
-    assert.ok(await waitUntil(() => !groupAlive(stub.pgid) && !alive(grand), 2000),
-      'child process group still alive 2 s after cancel');
+    // Over the live transport cancel interrupts first and kills the group
+    // only after settings.interrupt_grace_seconds (2 s): a bound of 2 s
+    // would race that kill. The stub stops at the interrupt in a few ms
+    // (tests/jobs/cancel_interrupt.test.js pins that); here the bound is
+    // the grace plus slack for a loaded machine, still far below the
+    // stub's 20 s of progress and the grandchild's 60 s.
+    assert.ok(await waitUntil(() => !groupAlive(stub.pgid) && !alive(grand), 2000 + 3000),
+      'child process group still alive 5 s after cancel (interrupt grace 2 s)');
 
     // Give the worker time to unwind: its finish must be refused.
     await sleep(800);

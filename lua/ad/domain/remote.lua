@@ -170,36 +170,41 @@ exit "$s"
 -- ssh's stdin, and the end of it (the local side closes it after the
 -- turn's result, or the connection is gone) ends claude after its turn;
 -- the group is signalled 3 s after that end unless claude is done first.
--- The right side runs claude; when claude exits it TERMs what is left of
--- the group (the left side, which resets TERM to its default action
--- first, anything claude left behind), leaves a KILL of the group 2 s
--- later in the background (holding none of the session's output, for
--- what ignored the TERM) and passes claude's status on. The
--- wrapper catches TERM (so its children do not ignore it) and exits with
--- that status.
+-- The pipeline's left side only starts the copier of ssh's stdin in the
+-- background (holding none of the session's output) and exits, so the
+-- wrapper waits for claude alone: its exit status never depends on the
+-- copier ending. When claude exits the wrapper TERMs what is left of the
+-- group (the copier, which resets TERM to its default action first,
+-- anything claude left behind), leaves a KILL of the group 2 s later in
+-- the background (for what ignored the TERM, or missed it: a shell drops
+-- a TERM that arrives between its fork and the reset of the trap it
+-- inherited) and exits with claude's status. The wrapper catches TERM (so
+-- its children do not ignore it, and the copier's TERM after the end of
+-- stdin ends claude, not the wrapper) and ignores it once claude is done.
 M.WRAPPER_LIVE = WRAPPER_PRELUDE .. [=[
 exec 3<&0 0<&- 4>&2 2>&-
 trap : TERM
 {
-  trap - TERM
-  cat
-  exec >&-
-  sleep 3
-  trap '' TERM
-  kill -TERM 0
-  sleep 2
-  kill -KILL 0
-} <&3 | {
+  {
+    trap - TERM
+    cat
+    exec >&-
+    sleep 3
+    trap '' TERM
+    kill -TERM 0
+    sleep 2
+    kill -KILL 0
+  } <&3 4>&- &
+} | {
   exec 3<&-
   "$@" 2>&4 4>&-
-  s=$?
-  [ "$s" -eq 127 ] && printf 'agent-dispatch: %s not found on the remote PATH (%s)\n' "$1" "$PATH" >&4
-  trap '' TERM
-  kill -TERM 0
-  { sleep 2; kill -KILL 0; } >/dev/null 2>&1 4>&- &
-  exit "$s"
 }
-exit "$?"
+s=$?
+[ "$s" -eq 127 ] && printf 'agent-dispatch: %s not found on the remote PATH (%s)\n' "$1" "$PATH" >&4
+trap '' TERM
+kill -TERM 0
+{ sleep 2; kill -KILL 0; } >/dev/null 2>&1 3<&- 4>&- &
+exit "$s"
 ]=]
 
 --- Longest prompt copied line by line by the shell (one read(2) per byte
