@@ -3,6 +3,7 @@
 // regressions of the built server.
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
+const fs = require('node:fs');
 const { newEnv, modernMeta } = require('./lib');
 
 describe('request ids are echoed as sent', () => {
@@ -49,5 +50,32 @@ describe('an id in use by an open subscription', () => {
     await srv.close();
     // The first subscription is still answered once when the server stops.
     assert.strictEqual(srv.responsesTo(3).length, 2);
+  });
+});
+
+describe('agents.yaml edits keep the line breaks YAML counts', () => {
+  test('add and remove on a file with lone CR line breaks edit it in place', (t) => {
+    const env = newEnv(t);
+    const dir = env.project('p');
+    // "\r" alone is a line break to YAML: the file holds agents a and b.
+    const text = `# my agents\ragents:\r  a:\r    directory: ${dir}   # main\r` +
+      `    description: |\r      first\r\r  b:\r    directory: ${dir}\r    timeout: 60\r`;
+    env.writeConfig(text);
+    const add = env.run(['add', 'c', dir, '-d', 'third']);
+    assert.strictEqual(add.code, 0, add.stderr);
+    assert.doesNotMatch(add.stderr, /rewritten in full|warning/);
+    const added = fs.readFileSync(env.config, 'utf8');
+    assert.ok(added.startsWith(text), `not kept:\n${JSON.stringify(added)}`);
+    assert.ok(!added.includes('\n'), `another line break:\n${JSON.stringify(added)}`);
+    const rm = env.run(['remove', 'b']);
+    assert.strictEqual(rm.code, 0, rm.stderr);
+    assert.doesNotMatch(rm.stderr, /rewritten in full|warning/);
+    const removed = fs.readFileSync(env.config, 'utf8');
+    assert.ok(removed.startsWith(`# my agents\ragents:\r  a:\r    directory: ${dir}   # main\r` +
+      '    description: |\r      first\r\r  c:\r'), `not kept:\n${JSON.stringify(removed)}`);
+    assert.ok(!removed.includes('  b:'), removed);
+    const list = env.run(['list', '--json']);
+    assert.strictEqual(list.code, 0, list.stderr);
+    assert.deepStrictEqual(JSON.parse(list.stdout).map((a) => a.name).sort(), ['a', 'c']);
   });
 });

@@ -67,6 +67,47 @@ test("edit: an entry rewritten whole leaves no line of a list ending in an empty
   eq(#ws, 0, "no warning")
 end)
 
+test("edit: lone CR line breaks bound an entry rewritten whole", function()
+  -- YAML counts "\r" alone as a line break: agent e starts a line of its
+  -- own, and rewriting d (duplicated key: the whole entry) must end there.
+  local t = "# kept\nagents:\n  d:\n    directory: /tmp\n    description: x\n" ..
+    "    description: |\r      y\r\r  e:\r    directory: /tmp\n"
+  local old = config.to_document(config.from_document(core.yaml.load(t), "/x/agents.yaml"))
+  local new = json.decode(json.encode(old))
+  new.agents.d.description = "z"
+  local out = assert(edit.apply(t, old, new))
+  local back = assert(config.from_document(assert(core.yaml.load(out)), "/x/agents.yaml"))
+  eq(back.agents.d.description, "z")
+  ok(back.agents.e, "agent e is lost:\n" .. out)
+  has(out, "\r  e:\r    directory: /tmp\n")
+  local saved, ws = change(t, function(cfg) cfg.agents.d.description = "z" end)
+  has(saved, "# kept")
+  eq(#ws, 0, "no warning")
+end)
+
+test("edit: a file with CR or CRLF line breaks is changed in place", function()
+  for _, nl in ipairs({ "\r", "\r\n" }) do
+    local t = ("# kept\nagents:\n  a:\n    directory: /tmp   # a\n    timeout: 1\n" ..
+      "  b:\n    directory: /tmp\n    capabilities:\n      - x\n" ..
+      "groups:\n  g:\n    members:\n      - agent: a\n      - agent: b\n"):gsub("\n", nl)
+    local saved, ws = change(t, function(cfg)
+      cfg.agents.b = nil
+      table.remove(cfg.agent_names, 2)
+      cfg.groups.g.members[2] = nil
+      cfg.agents.a.timeout = 2
+      cfg.agents.c = agent("/tmp", { description = "new" })
+      cfg.agent_names[#cfg.agent_names + 1] = "c"
+    end)
+    eq(#ws, 0, "no warning")
+    has(saved, "# kept" .. nl .. "agents:" .. nl .. "  a:" .. nl .. "    directory: /tmp   # a" .. nl)
+    ok(not saved:find("  b:", 1, true), "b is left:\n" .. saved)
+    local back = assert(config.from_document(assert(core.yaml.load(saved)), "/x/agents.yaml"))
+    eq(back.agents.a.timeout, 2)
+    eq(back.agents.c.description, "new")
+    eq(#back.groups.g.members, 1)
+  end
+end)
+
 test("edit: a field after a literal block and a file without a final newline", function()
   local t = "agents:\n  a:\n    directory: /tmp\n    description: |\n      line one\n      line two\n\n# end"
   local out = change(t, function(cfg) cfg.agents.a.timeout = 5 end)

@@ -58,18 +58,69 @@ local function render(key, value, indent)
   return (text:gsub("\n", "\n" .. pad))
 end
 
+-- Line breaks are counted as libyaml counts them (its marks, and so the
+-- outline, follow them): "\r\n", "\r" and "\n", and in UTF-8 NEL (U+0085),
+-- LS (U+2028) and PS (U+2029). A file may use "\r" alone: a scalar or
+-- an entry then ends at a "\r" that a search for "\n" would step over.
+
+-- The length of the line break whose last byte is text[i] (1-based), or 0.
+local function break_ending(text, i)
+  local c = text:byte(i)
+  if c == 10 then return text:byte(i - 1) == 13 and 2 or 1 end
+  if c == 13 then return 1 end
+  if c == 0x85 and text:byte(i - 1) == 0xC2 then return 2 end
+  if (c == 0xA8 or c == 0xA9) and text:byte(i - 1) == 0x80 and text:byte(i - 2) == 0xE2 then
+    return 3
+  end
+  return 0
+end
+
+-- 1-based index of the last byte of the first line break at or after i,
+-- or nil.
+local function next_break(text, i)
+  while true do
+    local s, _, c = text:find("([\r\n\194\226])", i)
+    if not s then return nil end
+    if c == "\n" then return s end
+    if c == "\r" then return text:byte(s + 1) == 10 and s + 1 or s end
+    if c == "\194" and text:byte(s + 1) == 0x85 then return s + 1 end
+    if c == "\226" and text:byte(s + 1) == 0x80 and
+       (text:byte(s + 2) == 0xA8 or text:byte(s + 2) == 0xA9) then
+      return s + 2
+    end
+    i = s + 1
+  end
+end
+
 local function line_start(text, pos) -- pos: 0-based; returns 0-based
   local s = pos
-  while s > 0 and text:sub(s, s) ~= "\n" do s = s - 1 end
+  while s > 0 and break_ending(text, s) == 0 do s = s - 1 end
   return s
 end
 
--- 0-based offset just past the newline ending the line that holds the
+-- 0-based offset just past the line break ending the line that holds the
 -- byte before `pos` (content ends at pos, exclusive).
 local function line_end(text, pos)
-  if pos > 0 and text:sub(pos, pos) == "\n" then return pos end
-  local nl = text:find("\n", pos + 1, true)
-  return nl or #text
+  if pos > 0 and break_ending(text, pos) > 0 then
+    -- The "\r" of a "\r\n" is not the end of the break.
+    return (text:byte(pos) == 13 and text:byte(pos + 1) == 10) and pos + 1 or pos
+  end
+  return next_break(text, pos + 1) or #text
+end
+
+-- Does the text end in a line break (or is it empty)?
+local function ends_line(text, at)
+  return at == 0 or break_ending(text, at) > 0
+end
+
+-- The line break the file uses (its first one); "\n" when it has none.
+-- Inserted lines use it, so that a file with "\r\n" or "\r" keeps them.
+local function newline_of(text)
+  local e = next_break(text, 1)
+  if not e then return "\n" end
+  local c = text:sub(e, e)
+  if c == "\n" then return text:sub(e - 1, e - 1) == "\r" and "\r\n" or "\n" end
+  return c == "\r" and "\r" or "\n"
 end
 
 local function column(text, pos)
@@ -84,7 +135,11 @@ end
 -- The end of the content before `stop`: a block scalar (|, >) ends after
 -- its trailing line breaks and blank lines, which belong to what follows.
 local function trim(text, stop)
-  while stop > 0 and text:sub(stop, stop):match("[ \t\r\n]") do stop = stop - 1 end
+  while stop > 0 do
+    local n = text:sub(stop, stop):match("[ \t]") and 1 or break_ending(text, stop)
+    if n == 0 then break end
+    stop = stop - n
+  end
   return stop
 end
 
@@ -123,7 +178,7 @@ local function edit_list(text, v, old, new, edits)
     local text_tail = assert(core.yaml.dump(setmetatable(tail, getmetatable(new))))
     local pad = string.rep(" ", dash)
     text_tail = pad .. text_tail:gsub("\n$", ""):gsub("\n", "\n" .. pad) .. "\n"
-    local pre = (last > 0 and text:sub(last, last) ~= "\n") and "\n" or ""
+    local pre = ends_line(text, last) and "" or "\n"
     out[#out + 1] = { last, last, pre .. text_tail }
   end
   for _, x in ipairs(out) do edits[#edits + 1] = x end
@@ -141,7 +196,7 @@ local function edit_field(text, node, k, old, new, depth, edits)
     if new == nil then return true end
     local indent = node.indent
     local at = line_end(text, trim(text, node.stop))
-    local pre = (at > 0 and text:sub(at, at) ~= "\n") and "\n" or ""
+    local pre = ends_line(text, at) and "" or "\n"
     edits[#edits + 1] = { at, at, pre .. string.rep(" ", indent) ..
       render(k, new, indent) .. "\n" }
     return true
@@ -169,7 +224,7 @@ local function edit_field(text, node, k, old, new, depth, edits)
     -- A comment at the end of a block list or mapping was about its last
     -- item, which may be gone: it goes with the value.
     stop = line_end(text, stop)
-    if text:sub(stop, stop) == "\n" then stop = stop - 1 end
+    stop = stop - break_ending(text, stop)
   end
   edits[#edits + 1] = { e.kstart, stop, render(k, new, column(text, e.kstart)) }
   return true
@@ -213,8 +268,8 @@ function M.apply(text, old_doc, new_doc)
       if not M.equal(old_doc[k], new_doc[k]) then parts[#parts + 1] = render(k, new_doc[k], 0) .. "\n" end
     end
     if #parts == 0 then return text end
-    local pre = (#text > 0 and text:sub(-1) ~= "\n") and "\n" or ""
-    return text .. pre .. table.concat(parts)
+    local pre = ends_line(text, #text) and "" or "\n"
+    return text .. (pre .. table.concat(parts)):gsub("\n", newline_of(text))
   end
   if top.kind ~= "map" or top.flow or #top.order == 0 then
     return nil, "the top level is not a block mapping"
@@ -226,8 +281,10 @@ function M.apply(text, old_doc, new_doc)
   -- place keep the order they were made in.
   for i, x in ipairs(edits) do x.seq = i end
   table.sort(edits, function(a, b) return a[1] > b[1] or (a[1] == b[1] and a.seq > b.seq) end)
+  local nl = newline_of(text)
   for _, x in ipairs(edits) do
-    text = text:sub(1, x[1]) .. x[3] .. text:sub(x[2] + 1)
+    local ins = nl == "\n" and x[3] or x[3]:gsub("\n", nl)
+    text = text:sub(1, x[1]) .. ins .. text:sub(x[2] + 1)
   end
   return text
 end
