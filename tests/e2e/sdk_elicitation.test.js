@@ -40,8 +40,7 @@ async function connect(t, perms = { relay: true, timeout_seconds: 60 }) {
   const dir = env.project('a');
   env.writeConfig(`agents:\n  a:\n    directory: ${q(dir)}\n    permissions: ${JSON.stringify(perms)}\n`);
   const transport = new StdioClientTransport({ command: BIN, args: ['serve'], env: env.env(),
-    cwd: env.root, stderr: 'pipe' });
-  let stderr = '';
+    cwd: env.root, stderr: 'ignore' });
   let negotiated = null;
   // The SDK tells its transport the version initialize agreed on.
   transport.setProtocolVersion = (v) => { negotiated = v; };
@@ -56,10 +55,9 @@ async function connect(t, perms = { relay: true, timeout_seconds: 60 }) {
   const spec = path.join(env.root, 'ask.txt');
   fs.writeFileSync(spec, `Bash ${INPUT}\n`);
   await client.connect(transport);
-  transport.stderr.on('data', (d) => { stderr += d; });
   env.extraPids.push(transport.pid);
-  return { env, client, asked, ask: `[stub:ask_file=${spec}]`, setAnswer: (f) => { answer = f; }, negotiated: () => negotiated,
-    stderr: () => stderr };
+  return { env, client, asked, ask: `[stub:ask_file=${spec}]`, setAnswer: (f) => { answer = f; },
+    negotiated: () => negotiated };
 }
 
 async function dispatch(client, task, extra = {}) {
