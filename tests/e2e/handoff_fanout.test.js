@@ -12,7 +12,7 @@ const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
-const { newEnv, alive, groupAlive, waitUntil } = require('./lib');
+const { newEnv, alive, groupAlive, waitUntil, stopLikeClaudeCode } = require('./lib');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -25,18 +25,6 @@ function ppid(pid) {
 
 function promptOf(e) {
   return String(e.prompt || '');
-}
-
-/** Claude Code 2.1.328's stop of a stdio MCP server, by pid. */
-async function stopLikeClaudeCode(srv) {
-  const pid = srv.child.pid;
-  const send = (sig) => { try { process.kill(pid, sig); } catch { /* gone */ } };
-  send('SIGINT');
-  await sleep(100);
-  send('SIGTERM');
-  await sleep(400);
-  send('SIGKILL');
-  await srv.exited;
 }
 
 async function start(t, settings = '') {

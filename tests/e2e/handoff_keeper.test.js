@@ -9,7 +9,7 @@
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
-const { newEnv, alive, groupAlive, waitUntil, readRec } = require('./lib');
+const { newEnv, alive, groupAlive, waitUntil, readRec, stopLikeClaudeCode } = require('./lib');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -23,18 +23,6 @@ function ppid(pid) {
 function argAfter(e, flag) {
   const i = e.argv.indexOf(flag);
   return i >= 0 ? e.argv[i + 1] : undefined;
-}
-
-/** Claude Code 2.1.328's stop of a stdio MCP server, by pid. */
-async function stopLikeClaudeCode(srv) {
-  const pid = srv.child.pid;
-  const send = (sig) => { try { process.kill(pid, sig); } catch { /* gone */ } };
-  send('SIGINT');
-  await sleep(100);
-  send('SIGTERM');
-  await sleep(400);
-  send('SIGKILL');
-  await srv.exited;
 }
 
 async function start(t, settings = '') {

@@ -7,19 +7,7 @@
 // tests/e2e/lib.js.
 const { test } = require('node:test');
 const assert = require('node:assert');
-const { newEnv, sleep, alive, groupAlive, waitUntil, stubFor, readRec, recUntil } = require('./lib');
-
-/** Claude Code 2.1.328's stop of a stdio MCP server, by pid. */
-async function stopLikeClaudeCode(srv) {
-  const pid = srv.child.pid;
-  const send = (sig) => { try { process.kill(pid, sig); } catch { /* gone */ } };
-  send('SIGINT');
-  await sleep(100);
-  send('SIGTERM');
-  await sleep(400);
-  send('SIGKILL');
-  await srv.exited;
-}
+const { newEnv, sleep, alive, groupAlive, waitUntil, stubFor, readRec, recUntil, stopLikeClaudeCode } = require('./lib');
 
 async function stopServer(srv, how) {
   if (how === 'stop') return stopLikeClaudeCode(srv);

@@ -9,7 +9,7 @@ const { test } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
-const { newEnv, sleep, alive } = require('./lib');
+const { newEnv, sleep, alive, stopLikeClaudeCode } = require('./lib');
 
 // Waits (up to ms) until pred (sync or async) holds; true if it did.
 async function waitUntil(pred, ms) {
@@ -45,18 +45,6 @@ function serve(env) {
     return t;
   };
   return srv;
-}
-
-/** Claude Code 2.1.328's stop of a stdio MCP server, by pid. */
-async function stopLikeClaudeCode(srv) {
-  const pid = srv.child.pid;
-  const send = (sig) => { try { process.kill(pid, sig); } catch { /* gone */ } };
-  send('SIGINT');
-  await sleep(100);
-  send('SIGTERM');
-  await sleep(400);
-  send('SIGKILL');
-  await srv.exited;
 }
 
 async function stats(srv) {

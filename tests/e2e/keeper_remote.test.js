@@ -10,7 +10,7 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
-const { newEnv, STUB_DIR, sleep, alive, waitUntil } = require('./lib');
+const { newEnv, STUB_DIR, sleep, alive, waitUntil, stopLikeClaudeCode } = require('./lib');
 const { Sshd } = require('./sshd');
 
 let sshd;
@@ -60,18 +60,6 @@ function localSsh(dir) {
     if (cmd.includes('BatchMode=yes') && cmd.includes(dir)) return Number(n);
   }
   return null;
-}
-
-/** Claude Code 2.1.328's stop of a stdio MCP server, by pid. */
-async function stopLikeClaudeCode(srv) {
-  const pid = srv.child.pid;
-  const send = (sig) => { try { process.kill(pid, sig); } catch { /* gone */ } };
-  send('SIGINT');
-  await sleep(100);
-  send('SIGTERM');
-  await sleep(400);
-  send('SIGKILL');
-  await srv.exited;
 }
 
 async function assertNoRemoteLeftovers(what) {

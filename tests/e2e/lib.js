@@ -481,5 +481,18 @@ function stubFor(env, marker) {
   return env.dispatches().find((e) => (e.prompt || '').includes(marker));
 }
 
-module.exports = { BIN, STUB_DIR, SANITIZED, MODERN, SUPPORTED, Env, Server, newEnv, modernMeta,
+/** Claude Code 2.1.328's stop of a stdio MCP server, by pid: SIGINT,
+ * SIGTERM 100 ms later, SIGKILL at 500 ms; resolves once it has exited. */
+async function stopLikeClaudeCode(srv) {
+  const pid = srv.child.pid;
+  const send = (sig) => { try { process.kill(pid, sig); } catch { /* gone */ } };
+  send('SIGINT');
+  await sleep(100);
+  send('SIGTERM');
+  await sleep(400);
+  send('SIGKILL');
+  await srv.exited;
+}
+
+module.exports = { stopLikeClaudeCode, BIN, STUB_DIR, SANITIZED, MODERN, SUPPORTED, Env, Server, newEnv, modernMeta,
   sleep, alive, groupAlive, waitUntil, isResponse, q, readRec, recUntil, stubFor };

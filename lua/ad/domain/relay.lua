@@ -362,6 +362,18 @@ function M.pending_hint(rec)
     "(permissions.pending): " .. table.concat(calls, "; ") .. ". Then call dispatch_wait again."
 end
 
+--- Marks job record rec (as dispatch_wait / dispatch_status return it)
+--- as waiting for the caller's decisions: awaiting_approval and the hint,
+--- last in its key order. Returns rec.
+function M.mark_awaiting(rec)
+  rec.awaiting_approval = true
+  rec.hint = M.pending_hint(rec)
+  local order = getmetatable(rec).__order
+  order[#order + 1] = "awaiting_approval"
+  order[#order + 1] = "hint"
+  return rec
+end
+
 --- What a sync call returns when its child waits for the caller's
 --- decision: the job, the pending request, how to answer it.
 function M.awaiting(rec, run, agent)

@@ -365,12 +365,7 @@ function M.follow(job_id, call, after, elicits)
         local ir = M.input_required(job_id, call.tool, call.args)
         if ir then return ir end
       end
-      rec.awaiting_approval = true
-      rec.hint = require("ad.domain.relay").pending_hint(rec)
-      local order = getmetatable(rec).__order
-      order[#order + 1] = "awaiting_approval"
-      order[#order + 1] = "hint"
-      return rec
+      return require("ad.domain.relay").mark_awaiting(rec)
     end
     if require("ad.storage.jobs").TERMINAL[rec.status] then return ended(rec) end
     if timed_out and after > 0 then return still_running(rec, after) end

@@ -96,12 +96,7 @@ tools.define{
     if not rec then return not_found(a.job_id) end
     if asking then
       -- Its agent waits for a permission decision (ad.domain.relay).
-      rec.awaiting_approval = true
-      rec.hint = require("ad.domain.relay").pending_hint(rec)
-      local order = getmetatable(rec).__order
-      order[#order + 1] = "awaiting_approval"
-      order[#order + 1] = "hint"
-      return rec
+      return require("ad.domain.relay").mark_awaiting(rec)
     end
     if timed_out then
       rec.timed_out_waiting = true
