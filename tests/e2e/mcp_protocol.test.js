@@ -127,7 +127,8 @@ describe('framing and process', () => {
       if (how === 'EOF') srv.child.stdin.end(); else srv.child.kill(how);
       const r = await Promise.race([srv.exited, sleep(5000).then(() => null)]);
       assert.ok(r, `server still running 5 s after ${how}`);
-      assert.strictEqual(r.code, 0);
+      // (how it ended and what it said, should it end otherwise)
+      assert.strictEqual(r.code, 0, `ended ${JSON.stringify(r)}; stderr:\n${srv.stderr.slice(-4000)}`);
       assert.ok(Date.now() - t0 < 5000);
       assert.ok(await waitUntil(() => !alive(stub.pid) && !alive(gc) && !groupAlive(stub.pgid), 1000),
         'the dispatch child or its grandchild survived');
