@@ -3,7 +3,10 @@
  * initialised). libuuid's generator seeds a second source on every call
  * (getpid, getuid, getppid, gettid and the time): five system calls and
  * about 10,000 instructions per identifier, one per dispatch. */
+#include <errno.h>
+#include <fcntl.h>
 #include <sys/random.h>
+#include <unistd.h>
 #include <uuid/uuid.h>
 
 #include "ad/ids.h"
@@ -56,4 +59,43 @@ void ids_hex32(char out[33])
     random16(u);
     put_hex(out, u, 0, 16);
     out[32] = '\0';
+}
+
+/* n bytes from the kernel's generator: getrandom(2), which waits only
+ * while the pool is not yet initialised, else /dev/urandom. No version
+ * bits are set: every bit is random. */
+static int random_bytes(unsigned char *u, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(u + got, n - got, 0);
+        if (r > 0)
+            got += (size_t)r;
+        else if (r < 0 && errno != EINTR)
+            break;
+    }
+    if (got == n)
+        return 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    while (got < n) {
+        ssize_t r = read(fd, u + got, n - got);
+        if (r > 0)
+            got += (size_t)r;
+        else if (r == 0 || errno != EINTR)
+            break;
+    }
+    close(fd);
+    return got == n ? 0 : -1;
+}
+
+int ids_token32(char out[33])
+{
+    unsigned char u[16];
+    if (random_bytes(u, sizeof u) != 0)
+        return -1;
+    put_hex(out, u, 0, 16);
+    out[32] = '\0';
+    return 0;
 }

@@ -8,4 +8,8 @@ void ids_uuid4(char out[37]);
 /* The same randomness as 32 lowercase hex digits; out holds 33 bytes. */
 void ids_hex32(char out[33]);
 
+/* 128 random bits (no version bits) as 32 lowercase hex digits, for
+ * bearer tokens; out holds 33 bytes. -1 when the kernel gives none. */
+int ids_token32(char out[33]);
+
 #endif

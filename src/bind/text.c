@@ -5,6 +5,9 @@
  *   core.text.len(s) -> code points in s
  *   core.text.sub(s, n) -> the first n code points of s
  *   core.text.uuid4() -> a random UUID      core.text.hex32() -> 32 hex digits
+ *   core.text.token() -> 32 hex digits of 128 random bits (a bearer token)
+ *   core.text.same(a, b) -> true when a and b are the same bytes, compared
+ *       in a time that depends only on their lengths (for tokens)
  *   core.text.valid_name(s)  core.text.valid_job_id(s) -> true | false
  *       (false for anything that is not a string) */
 #include <stdlib.h>
@@ -78,6 +81,29 @@ static int l_hex32(lua_State *L)
     return 1;
 }
 
+static int l_token(lua_State *L)
+{
+    char buf[33];
+    if (ids_token32(buf) != 0)
+        return luaL_error(L, "no random bytes from the kernel (getrandom, /dev/urandom)");
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+/* Not memcmp: it returns at the first difference, so its time tells how
+ * much of a guessed token was right. */
+static int l_same(lua_State *L)
+{
+    size_t na, nb;
+    const unsigned char *a = (const unsigned char *)luaL_checklstring(L, 1, &na);
+    const unsigned char *b = (const unsigned char *)luaL_checklstring(L, 2, &nb);
+    volatile unsigned char diff = na != nb;
+    for (size_t i = 0; i < na && i < nb; i++)
+        diff |= (unsigned char)(a[i] ^ b[i]);
+    lua_pushboolean(L, diff == 0);
+    return 1;
+}
+
 static int l_valid_name(lua_State *L)
 {
     size_t n;
@@ -105,6 +131,8 @@ void bind_text_register(lua_State *L)
         {"sub", l_utf8_sub},
         {"uuid4", l_uuid4},
         {"hex32", l_hex32},
+        {"token", l_token},
+        {"same", l_same},
         {"valid_name", l_valid_name},
         {"valid_job_id", l_valid_job_id},
         {NULL, NULL},

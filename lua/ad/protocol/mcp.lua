@@ -547,20 +547,20 @@ end
 
 function Server:modern_task_method(id, m, params, caps)
   local X = require "ad.protocol.mcp_tasks_ext"
-  local jobs = require "ad.storage.jobs"
   local tid = params.taskId
-  local rec = type(tid) == "string" and jobs.valid(tid) and jobs.get(tid) or nil
+  local rec = X.resolve(tid)
   if not rec then
     return self:error(id, -32602, "Invalid params: unknown taskId " .. util.repr(tostring(tid)))
   end
+  local job = rec.id
   if m == "tasks/get" then
     local elicits = caps.elicitation ~= nil and require("ad.protocol.mcp_mrtr").declared(caps)
-    return self:result(id, X.task_of(rec, elicits), true)
+    return self:result(id, X.task_of(rec, elicits, tid), true)
   end
   local server = self
   if m == "tasks/cancel" then
     core.task.spawn(function()
-      pcall(require("ad.domain.async").cancel, tid)
+      pcall(require("ad.domain.async").cancel, job)
       server:result(id, json.object({}, { "resultType", "_meta" }), true)
     end)
     return
@@ -568,7 +568,7 @@ function Server:modern_task_method(id, m, params, caps)
   local answers, why = X.answers(rec, params.inputResponses)
   if not answers then return self:error(id, -32602, "Invalid params: " .. why) end
   core.task.spawn(function()
-    pcall(X.deliver, tid, answers)
+    pcall(X.deliver, job, answers)
     server:result(id, json.object({}, { "resultType", "_meta" }), true)
   end)
 end

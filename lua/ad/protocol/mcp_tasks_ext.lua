@@ -1,10 +1,16 @@
 --- The 2026-07-28 Tasks extension (`io.modelcontextprotocol/tasks`, MCP.md
 --- 3.9) for requests that declare it: dispatch_async answers with a
---- CreateTaskResult (the task id is the job id), tasks/get maps the job's
---- status, tasks/update answers the permission requests its agent waits
---- on, tasks/cancel cancels the job. A request that does not declare the
---- extension sees none of this (tools/call answers as before; tasks/*
---- get -32021).
+--- CreateTaskResult, tasks/get maps the job's status, tasks/update answers
+--- the permission requests its agent waits on, tasks/cancel cancels the
+--- job. A request that does not declare the extension sees none of this
+--- (tools/call answers as before; tasks/* get -32021).
+---
+--- Task ids are bearer tokens (MCP.md: at least 128 random bits):
+--- "<job id>.<token>", the token 32 hex digits of 128 random bits stored
+--- in the job record (ad.storage.jobs.task_token) and never shown. The job
+--- keeps its id everywhere else (dispatch_* tools, CLI, job files). A task
+--- id whose token is wrong or missing is answered as an unknown one; the
+--- token is compared in constant time.
 ---
 --- A job whose agent waits for permission decisions (ad.domain.relay) is
 --- `input_required` with one elicitation/create form per pending request,
@@ -58,11 +64,29 @@ local function call_result(rec)
     { "content", "isError" })
 end
 
---- The Task of a job record, for a request that did (elicits) or did not
---- declare form elicitation.
-function M.task_of(rec, elicits)
+--- The task id of job id (its token made on first use), or nil.
+function M.task_id(id)
+  local token = require("ad.storage.jobs").task_token(id)
+  return token and id .. "." .. token or nil
+end
+
+--- The job record behind task id tid, or nil when tid names no task
+--- (malformed, no such job, or not the job's token).
+function M.resolve(tid)
+  local jobs = require "ad.storage.jobs"
+  if type(tid) ~= "string" then return nil end
+  local id, token = tid:match("^(%x+)%.(%x+)$")
+  if not id or #token ~= 32 or not jobs.valid(id) then return nil end
+  local rec, want = jobs.get_with_token(id)
+  if not rec or type(want) ~= "string" or not core.text.same(want, token) then return nil end
+  return rec
+end
+
+--- The Task of a job record (task id tid), for a request that did
+--- (elicits) or did not declare form elicitation.
+function M.task_of(rec, elicits, tid)
   local status = STATUS[rec.status] or "failed"
-  local t = json.object({ taskId = rec.id, status = status, createdAt = iso(rec.created_at),
+  local t = json.object({ taskId = tid, status = status, createdAt = iso(rec.created_at),
     lastUpdatedAt = iso(rec.completed_at or rec.progress_updated_at or rec.started_at or rec.created_at),
     ttlMs = json.null, pollIntervalMs = M.POLL_MS }, TASK_KEYS)
   if type(rec.progress) == "table" and #rec.progress > 0 then
@@ -104,7 +128,7 @@ end
 function M.create(name, args)
   local rec, err = require("ad.protocol.mcp_tasks").submit(name, args)
   if not rec then return nil, err end
-  local t = M.task_of(rec, false)
+  local t = M.task_of(rec, false, M.task_id(rec.id))
   t.resultType = "task"
   return t
 end

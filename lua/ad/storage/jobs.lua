@@ -31,7 +31,7 @@ M.TERMINAL = { done = true, failed = true, cancelled = true }
 M.KEYS = { "id", "agent", "task", "context", "caller", "goal", "status",
   "created_at", "started_at", "completed_at", "result", "error", "progress",
   "progress_updated_at", "process", "server", "request", "session_id",
-  "messages", "permissions", "fanout" }
+  "messages", "permissions", "fanout", "task_token" }
 --- The fields of `request`: what a detached job runner (ad.domain.jobrunner)
 --- needs besides agent, task, context, caller and goal to run the job.
 M.REQUEST_KEYS = { "response_format", "response_schema", "session_id", "timeout", "group",
@@ -136,11 +136,22 @@ local function read(id)
 end
 
 --- The record of job id, as every reader sees it: without the private
---- state of a handed-off fan-out (M.fanout_state).
+--- state of a handed-off fan-out (M.fanout_state) and the job's task
+--- token (M.task_token).
 function M.get(id)
   local rec = read(id)
-  if rec then rec.fanout = nil end
+  if rec then rec.fanout, rec.task_token = nil, nil end
   return rec
+end
+
+--- The record of job id as M.get gives it, and the bearer token of its
+--- 2026 task (ad.protocol.mcp_tasks_ext) or nil.
+function M.get_with_token(id)
+  local rec = read(id)
+  if not rec then return nil end
+  local token = rec.task_token
+  rec.fanout, rec.task_token = nil, nil
+  return rec, token
 end
 
 --- The private state of a running handed-off fan-out (M.update_fanout),
@@ -218,6 +229,7 @@ local function mutate(id, fn)
       write(new)
       if new.status ~= before then cover = reindex(new) and cover end
       if cover then core.jobs.index_stamp(dir) end
+      new.task_token = nil -- written, never handed out (M.task_token)
     end
     return new, extra
   end)
@@ -364,6 +376,18 @@ function M.update_fanout(id, fn)
   end)
 end
 
+--- The bearer token of job id's 2026 task: 128 random bits, made and
+--- stored in the record on the first call, never shown (M.get leaves it
+--- out). nil when there is no such job.
+function M.task_token(id)
+  local _, token = mutate(id, function(r)
+    if type(r.task_token) == "string" then return nil, r.task_token end
+    local t = core.text.token()
+    r.task_token = t
+    return r, t
+  end)
+  return token
+end
 
 --- Last resort when a job's end cannot be written (a full disk): marks it
 --- failed with message, dropping its progress tail and any result, and
@@ -375,11 +399,13 @@ function M.fail_unstored(id, message)
   if ok then return rec end
   local why = type(rec) == "table" and rec.message or tostring(rec)
   local done, res = pcall(locked, function()
-    local r = M.get(id)
+    local r, token = M.get_with_token(id)
     if not r or M.TERMINAL[r.status] then return r end
     r.status, r.completed_at, r.error = "failed", core.task.time(), message
     r.process, r.result, r.progress, r.progress_updated_at, r.fanout = nil, nil, nil, nil, nil
+    r.task_token = token -- the task still answers with its end
     local wrote, msg = core.jobs.write_inplace(M.dir(), id, encode(r))
+    r.task_token = nil
     if not wrote then return nil, msg end
     reindex(r)
     return r
