@@ -81,3 +81,70 @@ describe('2026 task ids', () => {
     await srv2.close();
   });
 });
+
+const ELICITS = { 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } };
+const allow = { action: 'accept', content: { decision: 'allow' } };
+
+function call(srv, args, extra = {}) {
+  return srv.request('tools/call', { name: 'dispatch', arguments: args, _meta: modernMeta(ELICITS), ...extra },
+    { ms: 30000 });
+}
+
+/** The first call's InputRequiredResult: its one key and requestState. */
+async function firstAsk(srv, args) {
+  const res = await call(srv, args);
+  const r = res.result;
+  assert.strictEqual(r && r.resultType, 'input_required', JSON.stringify(res));
+  const keys = Object.keys(r.inputRequests);
+  assert.strictEqual(keys.length, 1, JSON.stringify(r));
+  const job = JSON.parse(Buffer.from(r.requestState.split('.')[0], 'hex').toString()).job;
+  return { key: keys[0], state: r.requestState, job, ir: r.inputRequests[keys[0]] };
+}
+
+function valueOf(res) {
+  assert.ok(res.result, JSON.stringify(res));
+  assert.strictEqual(res.result.resultType, 'complete', JSON.stringify(res.result));
+  return JSON.parse(res.result.content[0].text);
+}
+
+describe('MRTR retries', () => {
+  test('a retry of a call with return_ref returns the ref form, as the direct call does', async (t) => {
+    const env = setup(t);
+    const srv = env.serve();
+    const args = { agent: 'a', task: '[stub:ask=Bash {"command":"git status"}] refd', return_ref: true,
+      summary_chars: 10 };
+    // The direct call's form, for comparison (no permission asked).
+    const direct = valueOf(await call(srv, { agent: 'a', task: 'plain', return_ref: true, summary_chars: 10 }));
+    assert.strictEqual(typeof direct.ref, 'string', JSON.stringify(direct));
+    const a = await firstAsk(srv, args);
+    const value = valueOf(await call(srv, args, { inputResponses: { [a.key]: allow }, requestState: a.state }));
+    assert.deepStrictEqual(Object.keys(value).filter((k) => !['session_id', 'cost_usd', 'duration_ms',
+      'num_turns', 'hint'].includes(k)).sort(),
+    Object.keys(direct).filter((k) => !['session_id', 'cost_usd', 'duration_ms', 'num_turns', 'hint']
+      .includes(k)).sort(), JSON.stringify({ value, direct }));
+    assert.strictEqual(value.result, undefined, JSON.stringify(value));
+    assert.strictEqual(value.success, true, JSON.stringify(value));
+    assert.strictEqual(value.summary_chars, 10);
+    assert.strictEqual(value.summary.length, 10, JSON.stringify(value));
+    // The ref reads the full result.
+    const full = await srv.call('fetch_result', { ref: value.ref }, { modern: true });
+    assert.match(full.text, /asked Bash: allow/, full.text);
+    assert.strictEqual(value.size, [...full.value.result].length, full.text);
+    await srv.close();
+  });
+});
+
+describe('stub claude', () => {
+  test('[stub:ask=TOOL JSON] takes a JSON input holding "]" (it asks with that input)', async (t) => {
+    const env = setup(t);
+    const srv = env.serve();
+    const args = { agent: 'a', task: '[stub:ask=Bash {"command":"ls [ab]* x]"}] brackets', timeout_seconds: 20 };
+    const a = await firstAsk(srv, args);
+    assert.match(a.ir.params.message, /"command":"ls \[ab\]\* x\]"/, a.ir.params.message);
+    const value = valueOf(await call(srv, args, { inputResponses: { [a.key]: allow }, requestState: a.state }));
+    assert.strictEqual(value.success, true, JSON.stringify(value));
+    assert.match(value.result, /asked Bash: allow updatedInput=\{"command":"ls \[ab\]\* x\]"\}/, value.result);
+    assert.match(value.result, /brackets/, value.result);
+    await srv.close();
+  });
+});

@@ -329,8 +329,13 @@ local function still_running(rec, after)
     { "status", "job_id", "agent", "running_seconds", "progress", "hint" })
 end
 
--- What an ended job gives its call: its result, or an error envelope.
-local function ended(rec)
+-- What an ended job gives its call: its result (call.ref: as the ref
+-- payload a direct call with return_ref gives, the job being the stored
+-- result), or an error envelope.
+local function ended(rec, call)
+  if type(rec.result) == "table" and call.ref then
+    return require("ad.domain.async").ref_payload(rec, rec.result, call.ref)
+  end
   if type(rec.result) == "table" then return rec.result end
   local tools = require "ad.tools"
   return tools.envelope("Job " .. rec.id .. " " .. tostring(rec.status) ..
@@ -351,6 +356,8 @@ end
 --- What a job gives a retry after at most `after` seconds (0: no bound):
 --- its result, an InputRequiredResult (call declared elicitation) or the
 --- awaiting_approval answer when it waits for a decision, or the hand-off.
+--- call = {tool, args, ref}: ref, the summary_chars of a call that asked
+--- for return_ref.
 function M.follow(job_id, call, after, elicits)
   local async = require "ad.domain.async"
   local start = core.task.now()
@@ -367,9 +374,9 @@ function M.follow(job_id, call, after, elicits)
       end
       return require("ad.domain.relay").mark_awaiting(rec)
     end
-    if require("ad.storage.jobs").TERMINAL[rec.status] then return ended(rec) end
+    if require("ad.storage.jobs").TERMINAL[rec.status] then return ended(rec, call) end
     if timed_out and after > 0 then return still_running(rec, after) end
-    if core.task.cancelled() then return ended(rec) end
+    if core.task.cancelled() then return ended(rec, call) end
   end
 end
 
@@ -416,7 +423,9 @@ function M.retry(params, caps)
   local elicits = M.declared(caps)
   return function(_, vargs, ctx)
     M.deliver(f.job, answers, ctx.log)
-    return M.follow(f.job, { tool = tool, args = args }, wait_bound(vargs), elicits)
+    -- The call's own answer form: a dispatch with return_ref gets the ref.
+    local ref = vargs.return_ref == true and (vargs.summary_chars or 500) or nil
+    return M.follow(f.job, { tool = tool, args = args, ref = ref }, wait_bound(vargs), elicits)
   end
 end
 
