@@ -144,7 +144,6 @@ describe('stub claude', () => {
     const value = valueOf(await call(srv, args, { inputResponses: { [a.key]: allow }, requestState: a.state }));
     assert.strictEqual(value.success, true, JSON.stringify(value));
     assert.match(value.result, /asked Bash: allow updatedInput=\{"command":"ls \[ab\]\* x\]"\}/, value.result);
-    assert.match(value.result, /brackets/, value.result);
     await srv.close();
   });
 });

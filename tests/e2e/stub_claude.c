@@ -298,12 +298,41 @@ static const struct {
     D("ask", D_STR, ask),                /* "TOOL JSON": a can_use_tool control_request;
                                           * the result tells the answer received */
     /* relay (tests/e2e/relay.test.js) */
-    D("ask_file", D_STR, ask_file),      /* as ask, "TOOL JSON" read from this file (a JSON
-                                          * input may hold ']', which ends a directive);
+    D("ask_file", D_STR, ask_file),      /* as ask, "TOOL JSON" read from this file;
                                           * with ask too, it asks first, then ask asks */
     D("ask_sleep", D_DBL, ask_sleep),    /* seconds of work after the answers */
 #undef D
 };
+
+/* The ']' that closes the directive whose name starts at name, or NULL.
+ * A value may be JSON (ask=TOOL {"command":"ls [a]"}): ']' inside a JSON
+ * string or a bracket the value opened does not close the directive. */
+static char *directive_end(char *name)
+{
+    int depth = 0;
+    bool in_str = false;
+    for (char *p = name; *p; p++) {
+        if (in_str) {
+            if (*p == '\\' && p[1]) {
+                p++;
+            } else if (*p == '"') {
+                in_str = false;
+            }
+        } else if (*p == '"') {
+            in_str = true;
+        } else if (*p == '[' || *p == '{') {
+            depth++;
+        } else if (*p == '}' && depth > 0) {
+            depth--;
+        } else if (*p == ']') {
+            if (depth == 0) {
+                return p;
+            }
+            depth--;
+        }
+    }
+    return NULL;
+}
 
 /* Parse every [stub:...] in prompt.  Values point into *storage (a copy of
  * the prompt, owned by the caller).  Unknown names get a warning. */
@@ -316,7 +345,7 @@ static void parse_directives(const char *prompt, struct directives *d, char **st
 
     char *s = *storage = strdup(prompt);
     while ((s = strstr(s, "[stub:")) != NULL) {
-        char *name = s + 6, *end = strchr(name, ']');
+        char *name = s + 6, *end = directive_end(name);
         if (!end) {
             break;
         }
@@ -349,9 +378,9 @@ static char *strip_directives(const char *s)
     struct buf b = {0};
     buf_str(&b, "");
     const char *p;
-    while ((p = strstr(s, "[stub:")) != NULL && strchr(p, ']')) {
+    while ((p = strstr(s, "[stub:")) != NULL && directive_end((char *)p + 6)) {
         buf_add(&b, s, (size_t)(p - s));
-        s = strchr(p, ']') + 1;
+        s = directive_end((char *)p + 6) + 1;
     }
     buf_str(&b, s);
     return b.p;
