@@ -154,3 +154,20 @@ test('doctor warns about a user Lua file that overrides no shipped module, and n
   assert.match(d.stdout, /\[WARN\] .*ad\/aggregate\.lua overrides no shipped module \(ad\.aggregate\)/);
   assert.ok(d.stdout.includes(path.join(env.cfgDir, 'lua', 'ad', 'domain', 'aggregate.lua')), d.stdout);
 });
+
+test('doctor checks that OpenSSL\'s libcrypto loads, and warns what is lost without it', (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  let d = doctor(env);
+  assert.match(d.stdout, /\[OK\] OpenSSL's libcrypto loads/, d.stdout);
+  // A directory first on the library path whose libcrypto is not a
+  // library: the dlopen of libcrypto.so.3 (and .so) fails.
+  const dir = path.join(env.root, 'nolib');
+  fs.mkdirSync(dir);
+  for (const n of ['libcrypto.so.3', 'libcrypto.so']) fs.writeFileSync(path.join(dir, n), 'not a library\n');
+  d = doctor(env, { LD_LIBRARY_PATH: dir });
+  assert.strictEqual(d.code, 0, d.stdout); // a warning, not a failure
+  assert.match(d.stdout, /\[WARN\] Cannot load OpenSSL's libcrypto \(libcrypto\.so\.3/, d.stdout);
+  assert.match(d.stdout, /awaiting_approval/, d.stdout);
+  assert.match(d.stdout, /libssl3/, d.stdout);
+});

@@ -1,5 +1,5 @@
 --- The `doctor` command of the CLI: checks the environment (claude, its
---- version and login state), the config (and its unknown keys), the MCP
+--- version and login state, OpenSSL's libcrypto), the config (and its unknown keys), the MCP
 --- registration, the jobs directory, tool files and overrides, every
 --- agent's directory and every group, one [OK]/[WARN]/[FAIL] line each, and exits 1 when any
 --- check failed. Returns {doctor = command}.
@@ -80,6 +80,18 @@ local function claude_login(r, claude)
   end
 end
 
+-- libcrypto is loaded (dlopen) on first use, by the permission relay's
+-- requestState (ad.protocol.mcp_mrtr): nothing else fails without it.
+local function libcrypto(r)
+  if pcall(core.crypto.sha256, "") then
+    return r.ok("OpenSSL's libcrypto loads (the permission relay's input_required)")
+  end
+  r.warn("Cannot load OpenSSL's libcrypto (libcrypto.so.3, or libcrypto.so)",
+    "Without it, 2026-07-28 clients get awaiting_approval (answer with dispatch_approve) " ..
+    "instead of an input_required result for an agent's permission request",
+    "Install: apt install libssl3 (or your system's OpenSSL 3 package)")
+end
+
 local function environment(r)
   out("Environment")
   local claude = claude_binary(r)
@@ -89,6 +101,7 @@ local function environment(r)
   end
   if core.sys.which(PROG) then r.ok("agent-dispatch: " .. core.sys.which(PROG))
   else r.warn("agent-dispatch not on PATH (MCP server still works via absolute path)") end
+  libcrypto(r)
   return claude
 end
 
