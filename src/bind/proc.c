@@ -20,6 +20,8 @@
  *   p:write(bytes) -> true | nil, message   (stdin_keep: more input, in
  *                order, never blocking; an error once stdin is closed)
  *   p:close_stdin() (after what was written) ; p:stdin_open() -> bool
+ *   p:limit_plain(n)  max_plain (0: none) from here on, counted afresh
+ *                (a kept live child bounds each request's stray stdout)
  *   core.proc.detach{arg, ...} -> pid | nil, message (this program, detached)
  *
  * Lines and stderr reach Lua as valid UTF-8 (ill-formed bytes become
@@ -555,6 +557,19 @@ static int l_stdin_open(lua_State *L)
     return 1;
 }
 
+/* One bound at a time, as at spawn: a child with max_output keeps it. */
+static int l_limit_plain(lua_State *L)
+{
+    struct lproc *lp = check(L);
+    lua_Number n = luaL_checknumber(L, 2);
+    if (!lp->max_output) {
+        lp->max_plain = n > 0 ? (size_t)n : 0;
+        lp->plain = 0;
+        lp->over = false;
+    }
+    return 0;
+}
+
 static int l_start(lua_State *L)
 {
     proc_open_gate(check(L)->p);
@@ -633,6 +648,7 @@ void bind_proc_register(lua_State *L)
         {"write", l_write},
         {"close_stdin", l_close_stdin},
         {"stdin_open", l_stdin_open},
+        {"limit_plain", l_limit_plain},
         {NULL, NULL},
     };
     if (luaL_newmetatable(L, PROC_MT)) {

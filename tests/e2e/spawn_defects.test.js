@@ -191,3 +191,32 @@ describe('output of a non-stream dispatch', () => {
     await srv.close();
   });
 });
+
+describe('output of a kept live session', () => {
+  test('200 MB of stray stdout in a session turn: bounded server memory, the result counts, the session is kept', async (t) => {
+    const { srv } = await start(t);
+    const first = (await srv.call('dispatch_session', { agent: 'a', task: 'turn one' }, { ms: 30000 })).value;
+    assert.strictEqual(first.success, true, JSON.stringify(first));
+    const { value } = await srv.call('dispatch_session', { agent: 'a', session_id: first.session_id,
+      task: '[stub:spew=209715200] spewed' }, { ms: 120000 });
+    const hwm = vmHWMkB(srv.child.pid);
+    assert.strictEqual(value.success, true, JSON.stringify(value).slice(0, 300));
+    assert.match(value.result, /\+ spewed$/, JSON.stringify(value).slice(0, 300));
+    assert.strictEqual(value.session_id, first.session_id);
+    assert.ok(hwm > 0 && hwm < 100 * 1024, `server peak RSS ${hwm} kB`);
+    // The turn ran on the session's kept process, which is still kept.
+    const s = (await srv.call('live_stats')).value;
+    assert.strictEqual(s.sessions, 1, JSON.stringify(s));
+    // A later turn's stray stdout is bounded on its own (the cap is per
+    // turn): its few lines still reach the run.
+    const again = (await srv.call('dispatch_session', { agent: 'a', session_id: first.session_id,
+      task: 'third' }, { ms: 30000 })).value;
+    assert.match(again.result, /\+ third$/, JSON.stringify(again).slice(0, 300));
+    // A turn that only writes stray stdout: the one-shot error.
+    const lost = (await srv.call('dispatch_session', { agent: 'a', session_id: first.session_id,
+      task: '[stub:spew=209715200] [stub:no_result]' }, { ms: 120000 })).value;
+    assert.strictEqual(lost.success, false);
+    assert.match(lost.error, /^Output truncated: claude wrote more than 8388608 bytes on stdout/, lost.error);
+    await srv.close();
+  });
+});

@@ -18,6 +18,7 @@
 ---       process is spawned with soft_cancel: a cancelled wait returns
 ---       "cancelled" and the caller decides, see ch:stop)
 ---   ch:start()                      a gated child goes on to exec
+---   ch:limit_plain(n)               max_plain from here on (nil: none)
 ---   ch:send_user(text) -> true | nil, message   (a user message)
 ---   ch:turn(handlers) -> result object | nil, "eof" | nil, "cancelled"
 ---       reads lines until the turn's result line; handlers.on_event(kind,
@@ -89,6 +90,10 @@ function M.open(o)
 end
 
 function Channel:start() self.p:start() end
+
+--- Bytes of lines that are not JSON objects read from here on (nil: no
+--- bound), as open's max_plain: a kept child bounds each turn on its own.
+function Channel:limit_plain(n) self.p:limit_plain(n or 0) end
 
 function Channel:alive() return not self.exited end
 

@@ -591,6 +591,8 @@ local function ended(ch, req, out, handlers, timed_out)
   -- A line over the cap was dropped (the channel closed the child's
   -- input then): it may have been the result.
   if not req.stream and (info.skipped_lines or 0) > 0 then out.truncated = true end
+  -- Stray stdout past the cap was dropped in C (ch:limit_plain).
+  if not req.stream and info.truncated then out.truncated = true end
   local i = {}
   for k, v in pairs(info) do i[k] = v end
   i.timed_out = i.timed_out or timed_out
@@ -650,6 +652,10 @@ function M.run(o)
   -- The trace context of this turn, for an agent-dispatch inside the
   -- child (it reads the file at each call it gets).
   if not refused and ch.ctx_file then trace_file.write(ch.ctx_file, req.trace_env) end
+  -- Stray stdout past the cap is dropped in C (as on a one-shot live
+  -- child): megabytes of it never become Lua strings. Per turn: the
+  -- process serves one request after another.
+  if not refused then ch:limit_plain((not req.stream) and o.cap or nil) end
   if not refused and not ch:send_user(o.text) then
     if not spawned then
       -- It died between turns: the usual way, then.
