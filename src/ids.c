@@ -69,22 +69,26 @@ static int random_bytes(unsigned char *u, size_t n)
     size_t got = 0;
     while (got < n) {
         ssize_t r = getrandom(u + got, n - got, 0);
-        if (r > 0)
+        if (r > 0) {
             got += (size_t)r;
-        else if (r < 0 && errno != EINTR)
+        } else if (r == 0 || errno != EINTR) {
             break;
+        }
     }
-    if (got == n)
+    if (got == n) {
         return 0;
+    }
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0) {
         return -1;
+    }
     while (got < n) {
         ssize_t r = read(fd, u + got, n - got);
-        if (r > 0)
+        if (r > 0) {
             got += (size_t)r;
-        else if (r == 0 || errno != EINTR)
+        } else if (r == 0 || errno != EINTR) {
             break;
+        }
     }
     close(fd);
     return got == n ? 0 : -1;
@@ -93,8 +97,9 @@ static int random_bytes(unsigned char *u, size_t n)
 int ids_token32(char out[33])
 {
     unsigned char u[16];
-    if (random_bytes(u, sizeof u) != 0)
+    if (random_bytes(u, sizeof u) != 0) {
         return -1;
+    }
     put_hex(out, u, 0, 16);
     out[32] = '\0';
     return 0;

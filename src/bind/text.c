@@ -84,8 +84,9 @@ static int l_hex32(lua_State *L)
 static int l_token(lua_State *L)
 {
     char buf[33];
-    if (ids_token32(buf) != 0)
+    if (ids_token32(buf) != 0) {
         return luaL_error(L, "no random bytes from the kernel (getrandom, /dev/urandom)");
+    }
     lua_pushstring(L, buf);
     return 1;
 }
@@ -98,8 +99,9 @@ static int l_same(lua_State *L)
     const unsigned char *a = (const unsigned char *)luaL_checklstring(L, 1, &na);
     const unsigned char *b = (const unsigned char *)luaL_checklstring(L, 2, &nb);
     volatile unsigned char diff = na != nb;
-    for (size_t i = 0; i < na && i < nb; i++)
+    for (size_t i = 0; i < na && i < nb; i++) {
         diff |= (unsigned char)(a[i] ^ b[i]);
+    }
     lua_pushboolean(L, diff == 0);
     return 1;
 }

@@ -21,7 +21,7 @@ function setup(t, perms = { relay: true, timeout_seconds: 60 }) {
 }
 
 describe('2026 task ids', () => {
-  test('1,000 task ids are distinct, "<job id>.<32 hex>", every token digit random', (t) => {
+  test('74: 1,000 task ids are distinct, "<job id>.<32 hex>", every token digit random', (t) => {
     const env = newEnv(t);
     const r = env.run(['run', path.join(__dirname, '..', 'lua', 'task_ids_test.lua')], { timeout: 120000 });
     assert.strictEqual(r.code, 0, r.stdout + r.stderr);
