@@ -21,10 +21,32 @@ const char *const span_key_names[SPAN_NKEYS] = {
 
 const size_t span_cuts[3] = {100, 40, 0};
 
+/* ,"key": of each key, and its length. */
+#define KEY(name) ",\"" name "\":"
+static const char *const key_texts[SPAN_NKEYS] = {
+    KEY("trace_id"), KEY("span_id"), KEY("parent_id"), KEY("kind"),
+    KEY("agent"), KEY("task"), KEY("caller"), KEY("goal"), KEY("start"),
+    KEY("end"), KEY("duration_ms"), KEY("status"), KEY("error_type"),
+    KEY("session_id"), KEY("cost_usd"), KEY("num_turns"),
+    KEY("denied_tools"), KEY("cached"), KEY("depth"), KEY("pid"),
+    KEY("job_id"),
+};
+#define KLEN(name) (sizeof(KEY(name)) - 1)
+static const size_t key_lens[SPAN_NKEYS] = {
+    KLEN("trace_id"), KLEN("span_id"), KLEN("parent_id"), KLEN("kind"),
+    KLEN("agent"), KLEN("task"), KLEN("caller"), KLEN("goal"),
+    KLEN("start"), KLEN("end"), KLEN("duration_ms"), KLEN("status"),
+    KLEN("error_type"), KLEN("session_id"), KLEN("cost_usd"),
+    KLEN("num_turns"), KLEN("denied_tools"), KLEN("cached"), KLEN("depth"),
+    KLEN("pid"), KLEN("job_id"),
+};
+
+/* The line being written: in the caller's buffer (on its stack: a usual
+ * line fits with room to spare), moved to the heap when it outgrows it. */
 struct out {
     char *p;
     size_t len, cap;
-    bool oom;
+    bool oom, heap;
 };
 
 static void grow(struct out *o, size_t n)
@@ -33,16 +55,20 @@ static void grow(struct out *o, size_t n)
     while (cap - o->len < n) {
         cap *= 2;
     }
-    char *p = realloc(o->p, cap);
+    char *p = o->heap ? realloc(o->p, cap) : malloc(cap);
     if (!p) {
         o->oom = true;
         return;
     }
+    if (!o->heap && o->len) {
+        memcpy(p, o->p, o->len);
+    }
     o->p = p;
     o->cap = cap;
+    o->heap = true;
 }
 
-static void put(struct out *o, const char *s, size_t n)
+static inline void put(struct out *o, const char *s, size_t n)
 {
     if (o->cap - o->len < n + 1) { /* (room for the final NUL too) */
         grow(o, n + 1);
@@ -271,18 +297,11 @@ static void format(struct out *o, const struct span_val vals[SPAN_NKEYS],
             continue;
         }
         /* ,"key": (the names need no escape) */
-        char key[32];
-        size_t kl = strlen(span_key_names[k]);
-        size_t n = 0;
         if (comma) {
-            key[n++] = ',';
+            put(o, key_texts[k], key_lens[k]);
+        } else {
+            put(o, key_texts[k] + 1, key_lens[k] - 1);
         }
-        key[n++] = '"';
-        memcpy(key + n, span_key_names[k], kl);
-        n += kl;
-        key[n++] = '"';
-        key[n++] = ':';
-        put(o, key, n);
         bool free_text = k == SPAN_TASK || k == SPAN_CALLER || k == SPAN_GOAL;
         put_value(o, &vals[k], free_text ? cut : SIZE_MAX);
         comma = true;
@@ -298,17 +317,20 @@ static void repair(struct out *o)
     }
     size_t m;
     char *fixed = utf8_sanitize(o->p, o->len, &m);
-    free(o->p);
+    if (o->heap) {
+        free(o->p);
+    }
     o->p = fixed;
     o->len = m;
     o->cap = m + 1;
+    o->heap = true;
     o->oom = fixed == NULL;
 }
 
-char *span_format(const struct span_val vals[SPAN_NKEYS], size_t max_line,
-                  size_t *len)
+size_t span_format_to(const struct span_val vals[SPAN_NKEYS], size_t max_line,
+                      char *buf, size_t cap, char **text)
 {
-    struct out o = {0};
+    struct out o = {buf, 0, cap, false, false};
     format(&o, vals, SIZE_MAX);
     repair(&o);
     for (int i = 0; i < 3 && !o.oom && o.len >= max_line; i++) {
@@ -316,10 +338,21 @@ char *span_format(const struct span_val vals[SPAN_NKEYS], size_t max_line,
         repair(&o);
     }
     if (o.oom) {
-        free(o.p);
-        return NULL;
+        if (o.heap) {
+            free(o.p);
+        }
+        *text = NULL;
+        return 0;
     }
     o.p[o.len] = '\0';
-    *len = o.len;
-    return o.p;
+    *text = o.p;
+    return o.len;
+}
+
+char *span_format(const struct span_val vals[SPAN_NKEYS], size_t max_line,
+                  size_t *len)
+{
+    char *text;
+    *len = span_format_to(vals, max_line, NULL, 0, &text);
+    return text;
 }

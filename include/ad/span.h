@@ -61,6 +61,12 @@ extern const size_t span_cuts[3];
 char *span_format(const struct span_val vals[SPAN_NKEYS], size_t max_line,
                   size_t *len);
 
+/* span_format into buf[0..cap) when the line fits there (*text == buf),
+ * else into a malloc'd buffer (*text, which the caller frees); returns
+ * the length. *text is NULL when out of memory. */
+size_t span_format_to(const struct span_val vals[SPAN_NKEYS], size_t max_line,
+                      char *buf, size_t cap, char **text);
+
 /* The JSON number text of integer v or double x (the one span_format
  * writes): at most 32 bytes at out, not terminated; returns the length.
  * A non-finite x is "null". */

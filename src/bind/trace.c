@@ -116,12 +116,34 @@ static void val_of(lua_State *L, int idx, struct span_val *v,
     }
 }
 
-/* [-0, +0] span[key] (the table at idx) as vals[k]. */
+/* The names l_line looks up, as its upvalues: interned once, so a
+ * lookup is a hash probe (lua_getfield hashes its C string each time). */
+enum r_key {
+    R_SUCCESS, R_ERROR_TYPE, R_SESSION_ID, R_COST_USD, R_NUM_TURNS,
+    R_DENIED_TOOLS, R_CACHED, R_NKEYS
+};
+static const char *const r_key_names[R_NKEYS] = {
+    "success", "error_type", "session_id", "cost_usd", "num_turns",
+    "denied_tools", "cached",
+};
+#define UV_SPAN_KEY(k) lua_upvalueindex(1 + (k))
+#define UV_R_KEY(k) lua_upvalueindex(1 + SPAN_NKEYS + (k))
+
+/* [-0, +1] r[key] (any table: a result may have an __index). */
+static int get_r(lua_State *L, int idx, enum r_key k)
+{
+    lua_pushvalue(L, UV_R_KEY(k));
+    return lua_gettable(L, idx);
+}
+
+/* [-0, +0] span[key] (the plain table at idx) as vals[k]. */
 static void field(lua_State *L, int idx, enum span_key k,
                   struct span_val *vals, struct span_str *stack)
 {
-    lua_getfield(L, idx, span_key_names[k]);
-    val_of(L, -1, &vals[k], stack);
+    lua_pushvalue(L, UV_SPAN_KEY(k));
+    if (lua_rawget(L, idx) != LUA_TNIL) {
+        val_of(L, -1, &vals[k], stack);
+    }
     lua_pop(L, 1);
 }
 
@@ -164,32 +186,32 @@ static void defaults(lua_State *L, struct span_val *vals, int depth_idx)
 static void result_fields(lua_State *L, int idx, struct span_val *vals,
                           struct span_str *stack)
 {
-    lua_getfield(L, idx, "success");
+    get_r(L, idx, R_SUCCESS);
     bool failed = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
     lua_pop(L, 1);
     vals[SPAN_ERROR_TYPE].type = SPAN_NULL;
     if (failed) {
-        lua_getfield(L, idx, "error_type");
+        get_r(L, idx, R_ERROR_TYPE);
         if (lua_toboolean(L, -1)) {
             val_of(L, -1, &vals[SPAN_ERROR_TYPE], stack);
         }
         lua_pop(L, 1);
     }
     vals[SPAN_SESSION_ID].type = SPAN_NULL;
-    lua_getfield(L, idx, "session_id");
+    get_r(L, idx, R_SESSION_ID);
     if (lua_toboolean(L, -1)) {
         val_of(L, -1, &vals[SPAN_SESSION_ID], stack);
     }
     lua_pop(L, 1);
     vals[SPAN_COST_USD].type = SPAN_INT;
     vals[SPAN_COST_USD].i = 0;
-    lua_getfield(L, idx, "cost_usd");
+    get_r(L, idx, R_COST_USD);
     if (lua_type(L, -1) == LUA_TNUMBER) {
         val_of(L, -1, &vals[SPAN_COST_USD], stack);
     }
     lua_pop(L, 1);
     vals[SPAN_NUM_TURNS].type = SPAN_NULL;
-    lua_getfield(L, idx, "num_turns");
+    get_r(L, idx, R_NUM_TURNS);
     int valid;
     lua_Integer turns = lua_tointegerx(L, -1, &valid);
     if (valid) {
@@ -197,12 +219,12 @@ static void result_fields(lua_State *L, int idx, struct span_val *vals,
         vals[SPAN_NUM_TURNS].i = (long long)turns;
     }
     lua_pop(L, 1);
-    lua_getfield(L, idx, "denied_tools"); /* (r keeps its strings) */
+    get_r(L, idx, R_DENIED_TOOLS); /* (r keeps its strings) */
     if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0) {
         strs_of(L, -1, &vals[SPAN_DENIED_TOOLS], stack, SLOT_R_STRS);
     }
     lua_pop(L, 1);
-    lua_getfield(L, idx, "cached");
+    get_r(L, idx, R_CACHED);
     vals[SPAN_CACHED].type = SPAN_BOOL;
     vals[SPAN_CACHED].b = lua_isboolean(L, -1) && lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -247,13 +269,15 @@ static int l_line(lua_State *L)
             result_fields(L, r, vals, stack[1]);
         }
     }
-    size_t len;
-    char *text = span_format(vals, MAX_LINE, &len);
+    char buf[MAX_LINE + 512], *text;
+    size_t len = span_format_to(vals, MAX_LINE, buf, sizeof buf, &text);
     if (!text) {
         return luaL_error(L, "out of memory");
     }
     lua_pushlstring(L, text, len);
-    free(text);
+    if (text != buf) {
+        free(text);
+    }
     return 1;
 }
 
@@ -303,11 +327,20 @@ static int l_now(lua_State *L)
 void bind_trace_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"line", l_line},
         {"span_id", l_span_id},
         {"trace_id", l_trace_id},
         {"now", l_now},
         {NULL, NULL},
     };
     bind_subtable(L, "trace", fns);
+    lua_getfield(L, -1, "trace");
+    for (int k = 0; k < SPAN_NKEYS; k++) {
+        lua_pushstring(L, span_key_names[k]);
+    }
+    for (int k = 0; k < R_NKEYS; k++) {
+        lua_pushstring(L, r_key_names[k]);
+    }
+    lua_pushcclosure(L, l_line, SPAN_NKEYS + R_NKEYS);
+    lua_setfield(L, -2, "line");
+    lua_pop(L, 1);
 }
