@@ -47,6 +47,10 @@ void bind_new_array(lua_State *L, int narr);
  * and returns 3; the message is prefixed with what when not NULL. */
 int bind_fail(lua_State *L, int err, const char *what);
 
+/* [-0, +0, v] The descriptor of the core.fs appender at idx (fs.c);
+ * raises an error when it is closed. */
+int bind_fs_appender_fd(lua_State *L, int idx);
+
 /* core.json.encoder (json_encode.c). */
 int bind_json_encoder(lua_State *L);
 

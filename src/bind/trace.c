@@ -25,8 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include "ad/fsutil.h"
 #include "ad/ids.h"
 #include "ad/span.h"
 #include "bind/bind.h"
@@ -49,14 +51,9 @@ static double now_ms(void)
     return floor(t * 1000 + 0.5) / 1000;
 }
 
-/* Stack slots of l_line holding the storage of long arrays of strings
- * (one for the span's, one for the result's). */
-#define SLOT_SPAN_STRS 5
-#define SLOT_R_STRS 6
-
 /* [-0, +0] The array of strings at idx as v (its strings stay referenced
  * by the table): up to STRS_STACK of them in stack, more in a userdata
- * kept in stack slot `slot` until the call returns. */
+ * kept in stack slot `slot` until the call returns (struct args). */
 static void strs_of(lua_State *L, int idx, struct span_val *v,
                     struct span_str *stack, int slot)
 {
@@ -81,9 +78,10 @@ static void strs_of(lua_State *L, int idx, struct span_val *v,
 }
 
 /* [-0, +0] The value at idx (a string, number, boolean, null or array of
- * strings) as v; nil leaves v as it is (its default). */
+ * strings: its storage in stack, or in slot) as v; nil leaves v as it is
+ * (its default). */
 static void val_of(lua_State *L, int idx, struct span_val *v,
-                   struct span_str *stack)
+                   struct span_str *stack, int slot)
 {
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
@@ -109,7 +107,7 @@ static void val_of(lua_State *L, int idx, struct span_val *v,
         v->type = SPAN_NULL;
         return;
     case LUA_TTABLE:
-        strs_of(L, idx, v, stack, SLOT_SPAN_STRS);
+        strs_of(L, idx, v, stack, slot);
         return;
     default:
         luaL_error(L, "trace: a span field holds a %s", luaL_typename(L, idx));
@@ -138,11 +136,11 @@ static int get_r(lua_State *L, int idx, enum r_key k)
 
 /* [-0, +0] span[key] (the plain table at idx) as vals[k]. */
 static void field(lua_State *L, int idx, enum span_key k,
-                  struct span_val *vals, struct span_str *stack)
+                  struct span_val *vals, struct span_str *stack, int slot)
 {
     lua_pushvalue(L, UV_SPAN_KEY(k));
     if (lua_rawget(L, idx) != LUA_TNIL) {
-        val_of(L, -1, &vals[k], stack);
+        val_of(L, -1, &vals[k], stack, slot);
     }
     lua_pop(L, 1);
 }
@@ -184,7 +182,7 @@ static void defaults(lua_State *L, struct span_val *vals, int depth_idx)
 /* [-0, +0] What result r (the table at idx) says of the span it ends, as
  * ad.domain.trace.finish always took it. */
 static void result_fields(lua_State *L, int idx, struct span_val *vals,
-                          struct span_str *stack)
+                          struct span_str *stack, int slot)
 {
     get_r(L, idx, R_SUCCESS);
     bool failed = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
@@ -193,21 +191,21 @@ static void result_fields(lua_State *L, int idx, struct span_val *vals,
     if (failed) {
         get_r(L, idx, R_ERROR_TYPE);
         if (lua_toboolean(L, -1)) {
-            val_of(L, -1, &vals[SPAN_ERROR_TYPE], stack);
+            val_of(L, -1, &vals[SPAN_ERROR_TYPE], stack, 0);
         }
         lua_pop(L, 1);
     }
     vals[SPAN_SESSION_ID].type = SPAN_NULL;
     get_r(L, idx, R_SESSION_ID);
     if (lua_toboolean(L, -1)) {
-        val_of(L, -1, &vals[SPAN_SESSION_ID], stack);
+        val_of(L, -1, &vals[SPAN_SESSION_ID], stack, 0);
     }
     lua_pop(L, 1);
     vals[SPAN_COST_USD].type = SPAN_INT;
     vals[SPAN_COST_USD].i = 0;
     get_r(L, idx, R_COST_USD);
     if (lua_type(L, -1) == LUA_TNUMBER) {
-        val_of(L, -1, &vals[SPAN_COST_USD], stack);
+        val_of(L, -1, &vals[SPAN_COST_USD], stack, 0);
     }
     lua_pop(L, 1);
     vals[SPAN_NUM_TURNS].type = SPAN_NULL;
@@ -221,7 +219,7 @@ static void result_fields(lua_State *L, int idx, struct span_val *vals,
     lua_pop(L, 1);
     get_r(L, idx, R_DENIED_TOOLS); /* (r keeps its strings) */
     if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0) {
-        strs_of(L, -1, &vals[SPAN_DENIED_TOOLS], stack, SLOT_R_STRS);
+        strs_of(L, -1, &vals[SPAN_DENIED_TOOLS], stack, slot);
     }
     lua_pop(L, 1);
     get_r(L, idx, R_CACHED);
@@ -246,39 +244,82 @@ static void ended(lua_State *L, struct span_val *vals)
     vals[SPAN_DURATION_MS].i = ms > 0 ? (long long)ms : 0;
 }
 
-static int l_line(lua_State *L)
+/* The arguments of a span's line: span, depth, status, r from stack
+ * index `span` on, then two stack slots for the storage of long arrays
+ * of strings (the span's, the result's). */
+#define ARGS 6
+
+/* The line of the span whose arguments start at stack index span (the
+ * stack ends with them): in buf when it fits (*text == buf), else in a
+ * malloc'd *text the caller frees. Returns its length. */
+static size_t span_text(lua_State *L, int span, char *buf, size_t cap,
+                        char **text)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, SLOT_R_STRS);
+    luaL_checktype(L, span, LUA_TTABLE);
     struct span_val vals[SPAN_NKEYS] = {0};
     struct span_str stack[2][STRS_STACK];
-    defaults(L, vals, 2);
+    defaults(L, vals, span + 1);
     luaL_checkstack(L, 8, "trace: out of stack");
-    int span = lua_absindex(L, 1), r = lua_absindex(L, 4);
     for (int k = 0; k < SPAN_NKEYS; k++) {
-        field(L, span, (enum span_key)k, vals, stack[0]);
+        field(L, span, (enum span_key)k, vals, stack[0], span + 4);
     }
     struct span_val *task = &vals[SPAN_TASK];
     if (task->type == SPAN_STR) {
         task->str.n = span_cut(task->str.s, task->str.n, TASK_CUT);
     }
-    if (!lua_isnil(L, 3)) {
-        val_of(L, 3, &vals[SPAN_STATUS], stack[0]);
+    if (!lua_isnil(L, span + 2)) {
+        val_of(L, span + 2, &vals[SPAN_STATUS], stack[0], 0);
         ended(L, vals);
-        if (lua_istable(L, r)) {
-            result_fields(L, r, vals, stack[1]);
+        if (lua_istable(L, span + 3)) {
+            result_fields(L, span + 3, vals, stack[1], span + 5);
         }
     }
-    char buf[MAX_LINE + 512], *text;
-    size_t len = span_format_to(vals, MAX_LINE, buf, sizeof buf, &text);
-    if (!text) {
-        return luaL_error(L, "out of memory");
+    size_t len = span_format_to(vals, MAX_LINE, buf, cap, text);
+    if (!*text) {
+        luaL_error(L, "out of memory");
     }
+    return len;
+}
+
+static int l_line(lua_State *L)
+{
+    lua_settop(L, ARGS);
+    char buf[MAX_LINE + 512], *text;
+    size_t len = span_text(L, 1, buf, sizeof buf, &text);
     lua_pushlstring(L, text, len);
     if (text != buf) {
         free(text);
     }
     return 1;
+}
+
+/* core.trace.append(appender, limit, span [, depth, status, r]) -> true |
+ * nil, msg, code, line: the span's line and its newline appended with
+ * appender:write's rules (limit: EFBIG when the file holds that many bytes
+ * or more), without a Lua string of it; on failure the line is returned,
+ * for the write to be tried again elsewhere as it was. */
+static int l_append(lua_State *L)
+{
+    int fd = bind_fs_appender_fd(L, 1);
+    lua_Integer limit = luaL_checkinteger(L, 2);
+    lua_settop(L, 2 + ARGS);
+    char buf[MAX_LINE + 512], *text;
+    size_t len = span_text(L, 3, buf, sizeof buf - 1, &text);
+    text[len] = '\n'; /* (over its NUL: there is room for one) */
+    struct iovec iov = {text, len + 1};
+    int rc = fs_append_iov(fd, &iov, 1, (off_t)limit);
+    int n = 1;
+    if (rc == 0) {
+        lua_pushboolean(L, 1);
+    } else {
+        n = bind_fail(L, rc, "appender");
+        lua_pushlstring(L, text, len);
+        n++;
+    }
+    if (text != buf) {
+        free(text);
+    }
+    return n;
 }
 
 /* ---- ids ----------------------------------------------------------- */
@@ -334,13 +375,20 @@ void bind_trace_register(lua_State *L)
     };
     bind_subtable(L, "trace", fns);
     lua_getfield(L, -1, "trace");
-    for (int k = 0; k < SPAN_NKEYS; k++) {
-        lua_pushstring(L, span_key_names[k]);
+    /* (the two that read spans look their fields up by these names) */
+    static const struct {
+        const char *name;
+        lua_CFunction fn;
+    } readers[] = {{"line", l_line}, {"append", l_append}};
+    for (size_t i = 0; i < sizeof readers / sizeof readers[0]; i++) {
+        for (int k = 0; k < SPAN_NKEYS; k++) {
+            lua_pushstring(L, span_key_names[k]);
+        }
+        for (int k = 0; k < R_NKEYS; k++) {
+            lua_pushstring(L, r_key_names[k]);
+        }
+        lua_pushcclosure(L, readers[i].fn, SPAN_NKEYS + R_NKEYS);
+        lua_setfield(L, -2, readers[i].name);
     }
-    for (int k = 0; k < R_NKEYS; k++) {
-        lua_pushstring(L, r_key_names[k]);
-    }
-    lua_pushcclosure(L, l_line, SPAN_NKEYS + R_NKEYS);
-    lua_setfield(L, -2, "line");
     lua_pop(L, 1);
 }

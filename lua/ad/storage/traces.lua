@@ -88,7 +88,6 @@ end
 function M.line(span, depth, status, r)
   return core.trace.line(span, depth, status, r)
 end
-local line_of = core.trace.line
 
 -- ---- the day files ---------------------------------------------------------
 
@@ -132,11 +131,12 @@ end
 --- Raises the "io" error when it cannot be written.
 function M.append(span, depth, status, r)
   local dir = ensure_dir()
-  local line = line_of(span, depth, status, r)
   local day = math.floor(core.task.time() / 86400)
   local f
   if out.day == day and out.file then f = out.file else f = reopen(dir, day, 0) end
-  local ok, msg, code = f:write(line, "\n", M.MAX_PART)
+  -- (formatted and written in C, no string of it; a failed write returns
+  -- the line, written again as it was)
+  local ok, msg, code, line = core.trace.append(f, M.MAX_PART, span, depth, status, r)
   -- Removed (gc): the same name again. Full: the next parts (other
   -- processes may have filled some already), a bounded number of them.
   for _ = 1, 64 do
