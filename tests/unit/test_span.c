@@ -261,8 +261,38 @@ static void test_cut(void)
     CHECK(span_cut("\xE2\x82\xAC\xE2\x82\xAC", 6, 1) == 3);
 }
 
+/* The caller's buffer holds a line that fits; a longer one moves to the
+ * heap with the same text. */
+static void test_buffer(void)
+{
+    struct span_val vals[SPAN_NKEYS];
+    record(vals);
+    size_t n;
+    char *want = line(vals, 4096, &n);
+    char big[4096], small[16], *text;
+    size_t len = span_format_to(vals, 4096, big, sizeof big, &text);
+    CHECK(text == big);
+    CHECK(len == n && strcmp(text, want) == 0);
+    len = span_format_to(vals, 4096, small, sizeof small, &text);
+    CHECK(text != small && text != NULL);
+    CHECK(text && len == n && strcmp(text, want) == 0);
+    if (text != small) {
+        free(text);
+    }
+    /* Repaired UTF-8 in the caller's buffer. */
+    vals[SPAN_TASK] = str("\xFF");
+    len = span_format_to(vals, 4096, big, sizeof big, &text);
+    CHECK(text && strstr(text, "\"task\":\"" FFFD "\"") != NULL);
+    CHECK(text && strlen(text) == len);
+    if (text != big) {
+        free(text);
+    }
+    free(want);
+}
+
 int main(void)
 {
+    test_buffer();
     test_record();
     test_escapes();
     test_utf8_repair();
