@@ -12,6 +12,10 @@
  *       and with a result r its error_type (when r.success is false),
  *       session_id, cost_usd, num_turns, denied_tools (when r has some)
  *       and cached come from r. The task is cut to 200 code points.
+ *   core.trace.append(appender, limit, span [, depth, status, r]) -> true
+ *       | nil, msg, code, line: that line and its newline appended through
+ *       a core.fs appender as appender:write(line, "\n", limit) would,
+ *       without a Lua string of it (the line only when the append failed).
  *   core.trace.span_id() -> 16 hex digits   core.trace.trace_id() -> 32:
  *       a random prefix read once per process and a counter.
  *   core.trace.now() -> epoch seconds rounded to the millisecond.
@@ -33,8 +37,9 @@
 #include "ad/span.h"
 #include "bind/bind.h"
 
-/* Bytes of a line at most (ad.storage.traces.MAX_LINE): one write of a
- * page or less is one atomic append. */
+/* A line is shorter than this when cutting its free texts can make it so
+ * (ad.storage.traces.MAX_LINE, the same): one write of a page or less is
+ * one atomic append. */
 #define MAX_LINE 4096
 
 /* Code points of a task a span keeps. */
@@ -53,7 +58,7 @@ static double now_ms(void)
 
 /* [-0, +0] The array of strings at idx as v (its strings stay referenced
  * by the table): up to STRS_STACK of them in stack, more in a userdata
- * kept in stack slot `slot` until the call returns (struct args). */
+ * kept in stack slot `slot` until the call returns (see ARGS). */
 static void strs_of(lua_State *L, int idx, struct span_val *v,
                     struct span_str *stack, int slot)
 {

@@ -35,6 +35,7 @@ M.KEYS = { "trace_id", "span_id", "parent_id", "kind", "agent", "task", "caller"
 
 --- Bytes of one line at most: one write of a page or less is atomic on
 --- every local file system; longer texts (task, caller, goal) are cut.
+--- (core.trace, which writes the lines, has the same bound.)
 M.MAX_LINE = 4096
 
 --- Bytes of a trace file read at most (a tree of thousands of spans).
