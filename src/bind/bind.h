@@ -25,6 +25,7 @@ void bind_embed_register(lua_State *L);
 void bind_jobs_register(lua_State *L);
 void bind_keeper_register(lua_State *L);
 void bind_crypto_register(lua_State *L);
+void bind_trace_register(lua_State *L);
 
 /* Shutdown: close the loop handles of the stdio channel and of the signal
  * watchers. */
@@ -45,6 +46,10 @@ void bind_new_array(lua_State *L, int narr);
 /* [-0, +(1|3), m] Pushes nil, message, code for a negative errno/uv code
  * and returns 3; the message is prefixed with what when not NULL. */
 int bind_fail(lua_State *L, int err, const char *what);
+
+/* [-0, +0, v] The descriptor of the core.fs appender at idx (fs.c);
+ * raises an error when it is closed. */
+int bind_fs_appender_fd(lua_State *L, int idx);
 
 /* core.json.encoder (json_encode.c). */
 int bind_json_encoder(lua_State *L);

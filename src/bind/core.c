@@ -69,5 +69,6 @@ int luaopen_ad_core(lua_State *L)
     bind_jobs_register(L);
     bind_keeper_register(L);
     bind_crypto_register(L);
+    bind_trace_register(L);
     return 1;
 }

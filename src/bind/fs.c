@@ -169,6 +169,15 @@ static int l_appender_write(lua_State *L)
     return 1;
 }
 
+int bind_fs_appender_fd(lua_State *L, int idx)
+{
+    struct appender *ap = luaL_checkudata(L, idx, APPENDER_MT);
+    if (ap->fd < 0) {
+        luaL_error(L, "write on a closed appender");
+    }
+    return ap->fd;
+}
+
 static int l_appender_close(lua_State *L)
 {
     struct appender *ap = luaL_checkudata(L, 1, APPENDER_MT);

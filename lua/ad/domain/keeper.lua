@@ -18,12 +18,11 @@ local M = {}
 local META_KEYS = { "job", "agent", "stream", "response_format", "response_schema",
   "timeout", "budget", "session_id", "span", "reserved", "cache", "item", "host", "directory" }
 
--- The span of a handed-off call (ad.domain.trace), which the keeper ends.
+-- The span of a handed-off call (ad.domain.trace), which the keeper ends:
+-- its whole record (the server's depth and pid in it).
 local function span_of(run)
   if type(run.span) ~= "table" then return nil end
-  local s = util.copy(run.span)
-  s.reserved, s.adopted, s.left, s.start_timer = nil, nil, nil, nil
-  return s
+  return require("ad.domain.trace").full(run.span)
 end
 
 -- Ends the span of a job (meta.span) with its result.

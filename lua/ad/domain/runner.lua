@@ -356,7 +356,16 @@ end
 -- child, the ledger settled and the span ended with the result. The
 -- request (built for this one call) carries what the child needs
 -- (tree_left, trace_env, on_started) while it runs: no copy per dispatch.
-local TRACED = { "tree_left", "trace_env", "on_started" }
+--
+-- r.on_started is the span itself, callable (RUNS): a dispatch makes no
+-- closure for it. Its first call marks the span as run (span.ran) and
+-- queues its start record (trace.started).
+local RUNS = { __call = function(span)
+  if not span.ran then
+    span.ran = true
+    trace.started(span)
+  end
+end }
 
 local function traced(req, ctx, span)
   local r = req
@@ -381,15 +390,10 @@ local function traced(req, ctx, span)
   r.trace_env = trace.env_value(ctx, span)
   -- The span's start is written once its child has run for a while
   -- (trace.started), off the path between the call and the child's start.
-  local started = false
-  r.on_started = function()
-    if not started then
-      started = true
-      trace.started(span)
-    end
-  end
+  r.on_started = setmetatable(span, RUNS)
   local ok, res = pcall(observed, r)
-  for _, k in ipairs(TRACED) do r[k] = nil end
+  r.tree_left, r.trace_env, r.on_started = nil, nil, nil
+  local started = span.ran == true
   -- (left: a handed-off call's child the keeper reads on settles there,
   -- with what it really cost: ad.domain.keeper)
   if ctx.cap and not span.left then M.settle_tree(ctx, span, req.agent_name, ok and res or nil) end
@@ -501,7 +505,7 @@ function M.run(req)
       log("info", "Dispatching to " .. req.agent_name .. ": " .. util.cut(req.task, 80) .. "...")
     end
     local span = trace.record(ctx, span_fields(req))
-    span.adopted = req.span_id ~= nil -- its start was written by async.submit
+    if req.span_id then span.adopted = true end -- its start was written by async.submit
     r = traced(req, ctx, span)
     -- An answer that depended on permission decisions is not reused, and
     -- says which (ad.domain.relay: by whom, what, when).

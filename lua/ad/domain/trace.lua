@@ -37,10 +37,9 @@ M.MAX_HOLDERS = 16
 --- Left in the tree below this many dollars counts as nothing left.
 M.EPSILON = 1e-6
 
--- Shared, never changed: a span or context without any allocates none
--- (every byte a dispatch allocates costs collector work later).
+-- Shared, never changed: a context without any allocates none (every
+-- byte a dispatch allocates costs collector work later).
 local NO_HOLDERS = {}
-local NO_DENIED = json.array()
 
 -- What this process inherited (read once, then removed from environ).
 local inherited, read = nil, false
@@ -133,27 +132,23 @@ function M.env_value(ctx, span)
     (ctx.cap and string.format("%.17g", ctx.cap) or "") .. ":" .. table.concat(holders, ",")
 end
 
--- The dispatch depth and pid of this process (neither changes while it
+-- The dispatch depth of this process (it does not change while it
 -- runs): looked up once, not for every span.
-local my_depth, my_pid
+local my_depth
 local function depth()
   if not my_depth then my_depth = require("ad.domain.runner").depth() end
   return my_depth
 end
-local function pid()
-  if not my_pid then my_pid = core.sys.getpid() end
-  return my_pid
-end
 
-local function now()
-  return math.floor(core.task.time() * 1000 + 0.5) / 1000
-end
+local now = core.trace.now
 
 -- A write that fails (a full disk, a refused directory) never fails the
--- dispatch it describes: it is reported once per process.
+-- dispatch it describes: it is reported once per process. With status the
+-- record is the span's end (and r the result it ended with): see
+-- ad.storage.traces.append.
 local warned = false
-function M.write(span)
-  local ok, err = pcall(store.append, span)
+function M.write(span, status, r)
+  local ok, err = pcall(store.append, span, depth(), status, r)
   if not ok and not warned then
     warned = true
     io.stderr:write("agent-dispatch: warning: the trace could not be recorded (",
@@ -161,19 +156,28 @@ function M.write(span)
   end
 end
 
---- A span record under ctx (nothing written).
+--- A span record under ctx (nothing written). It holds what the span
+--- started with (trace_id, span_id, parent_id, kind, agent, task, caller,
+--- goal, start, job_id; nil ones absent) and its status; the store writes
+--- every other field of a record (ad.storage.traces.KEYS) as a new span
+--- has it, and an end from the result it ended with (M.finish), without a
+--- table of them per span. M.full is the whole record.
 function M.record(ctx, fields)
-  local span = {
+  return {
     trace_id = ctx.trace_id, span_id = fields.span_id or M.new_id(),
-    parent_id = ctx.parent_id or json.null, kind = fields.kind,
-    agent = fields.agent or json.null, task = util.cut(fields.task or "", 200),
-    caller = fields.caller or json.null, goal = fields.goal or json.null,
-    start = fields.start or now(), status = "running", error_type = json.null,
-    session_id = json.null, cost_usd = 0, num_turns = json.null,
-    denied_tools = NO_DENIED, cached = false, depth = depth(),
-    pid = pid(), job_id = fields.job_id or json.null,
+    parent_id = ctx.parent_id, kind = fields.kind, agent = fields.agent,
+    task = fields.task, caller = fields.caller, goal = fields.goal,
+    start = fields.start or now(), status = "running", job_id = fields.job_id,
   }
-  return span
+end
+
+--- The whole record of span as it would be written now (every field of
+--- ad.storage.traces.KEYS, null for none; the task cut to 200 code
+--- points): what another process needs to end it (ad.domain.keeper).
+function M.full(span)
+  local s = json.decode(store.line(span, depth()))
+  if type(s.denied_tools) ~= "table" or #s.denied_tools == 0 then s.denied_tools = json.array() end
+  return s
 end
 
 --- Starts a span under ctx (kind, agent, task, caller, goal, job_id;
@@ -190,28 +194,13 @@ end
 -- random id per span costs as much as the rest of its record). Span ids
 -- are unique within a tree as long as no two of its processes draw the
 -- same 32-bit prefix; trace ids carry 96 random bits per process.
-local span_prefix, trace_prefix, counter = nil, nil, 0
-
-local function next_count()
-  if not span_prefix then
-    local r = core.text.hex32()
-    span_prefix, trace_prefix = r:sub(1, 8), r:sub(9, 32)
-  end
-  counter = counter + 1
-  return string.format("%08x", counter & 0xffffffff)
-end
+-- (core.trace: one random read per process, one counter for both.)
 
 --- A new span id (16 hex digits).
-function M.new_id()
-  local n = next_count()
-  return span_prefix .. n
-end
+M.new_id = core.trace.span_id
 
 --- A new trace id (32 hex digits).
-function M.new_trace_id()
-  local n = next_count()
-  return trace_prefix .. n
-end
+M.new_trace_id = core.trace.trace_id
 
 --- Seconds a dispatch's child runs before the start record of its span
 --- is written. A dispatch that ends sooner is recorded once, at its end
@@ -261,28 +250,17 @@ function M.started(span)
 end
 
 --- Ends a span: status ("ok", "error", "cancelled", "refused") and what
---- the result r says (cost, session, turns, denied tools, cached).
+--- the result r says (cost, session, turns, denied tools, cached), in the
+--- record written (ad.storage.traces.append); the span keeps its status.
 function M.finish(span, status, r)
   -- A handed-off call's span left to the keeper is ended there, with
   -- the real result (ad.domain.keeper), not here as the server exits.
   if span.left then return span end
   span.start_timer = nil
-  local t = now()
-  span["end"] = t
-  span.duration_ms = math.max(0, math.floor((t - span.start) * 1000 + 0.5))
   span.status = status
-  if r then
-    span.error_type = (r.success == false and r.error_type) or json.null
-    span.session_id = r.session_id or json.null
-    span.cost_usd = type(r.cost_usd) == "number" and r.cost_usd or 0
-    span.num_turns = math.tointeger(r.num_turns) or json.null
-    if r.denied_tools and #r.denied_tools > 0 then
-      span.denied_tools = json.array(util.copy(r.denied_tools))
-    end
-    span.cached = r.cached == true
-  end
   span.reserved, span.adopted = nil, nil
-  M.write(span)
+  -- (its end, duration and what r says are written, not kept on it)
+  M.write(span, status, r)
   return span
 end
 

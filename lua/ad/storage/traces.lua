@@ -35,6 +35,7 @@ M.KEYS = { "trace_id", "span_id", "parent_id", "kind", "agent", "task", "caller"
 
 --- Bytes of one line at most: one write of a page or less is atomic on
 --- every local file system; longer texts (task, caller, goal) are cut.
+--- (core.trace, which writes the lines, has the same bound.)
 M.MAX_LINE = 4096
 
 --- Bytes of a trace file read at most (a tree of thousands of spans).
@@ -76,26 +77,17 @@ function M.valid(id)
   return type(id) == "string" and #id == 32 and id:find("^[0-9a-f]+$") ~= nil
 end
 
--- A span as the text of one line (its newline is added by the write) of
--- at most MAX_LINE bytes: its KEYS in order, encoded in one C call
--- (json.encode_fields: no copy of the span, no scan of its other fields,
--- such as the reserved/adopted a caller keeps on it for itself; invalid
--- UTF-8 repaired). This runs twice per dispatch.
-local function line_of(span)
-  local text = json.encode_fields(span, M.KEYS)
-  if #text >= M.MAX_LINE then
-    local rec = {}
-    for _, k in ipairs(M.KEYS) do rec[k] = span[k] end
-    -- Only the free texts can be long: cut them until the line fits.
-    for _, n in ipairs({ 100, 40, 0 }) do
-      for _, k in ipairs({ "task", "caller", "goal" }) do
-        if type(rec[k]) == "string" then rec[k] = util.cut(rec[k], n) end
-      end
-      text = json.encode_fields(rec, M.KEYS)
-      if #text < M.MAX_LINE then break end
-    end
-  end
-  return text
+--- A span as the text of one line (its newline is added by the write) of
+--- less than MAX_LINE bytes: its KEYS in order, formatted in one C call
+--- (core.trace.line: no record table, no scan of the span's other fields,
+--- such as the reserved/adopted a caller keeps on it for itself; invalid
+--- UTF-8 repaired; a field the span lacks written as a new span has it,
+--- depth the one given). Only the free texts can be long: a longer line
+--- has its task, caller and goal cut to 100, 40, then 0 code points until
+--- it fits. With status the line is the span's end, now, with what result
+--- r says of it (cost, session, turns, denied tools, cached).
+function M.line(span, depth, status, r)
+  return core.trace.line(span, depth, status, r)
 end
 
 -- ---- the day files ---------------------------------------------------------
@@ -136,15 +128,16 @@ local function reopen(dir, day, part)
   return f
 end
 
---- Appends a span record to the day file it is written in. Raises the
---- "io" error when it cannot be written.
-function M.append(span)
+--- Appends a span record (M.line) to the day file it is written in.
+--- Raises the "io" error when it cannot be written.
+function M.append(span, depth, status, r)
   local dir = ensure_dir()
-  local line = line_of(span)
   local day = math.floor(core.task.time() / 86400)
   local f
   if out.day == day and out.file then f = out.file else f = reopen(dir, day, 0) end
-  local ok, msg, code = f:write(line, "\n", M.MAX_PART)
+  -- (formatted and written in C, no string of it; a failed write returns
+  -- the line, written again as it was)
+  local ok, msg, code, line = core.trace.append(f, M.MAX_PART, span, depth, status, r)
   -- Removed (gc): the same name again. Full: the next parts (other
   -- processes may have filled some already), a bounded number of them.
   for _ = 1, 64 do
