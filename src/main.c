@@ -256,9 +256,12 @@ int main(int argc, char **argv)
         lua_pushstring(L, argv[i]);
         lua_rawseti(L, -2, i);
     }
+    /* The task's userdata stays on this stack (a GC root) until its exit
+     * status is read: once it has finished, the scheduler holds it no
+     * longer, and a collection run by another task resumed in the same
+     * turn would finalise it (its results gone) and free it under us. */
     struct task *root = sched_spawn(L, 1);
     sched_on_done(root, on_root_done, loop);
-    lua_pop(L, 1);
 
     uv_run(loop, UV_RUN_DEFAULT);
     int code;

@@ -31,7 +31,9 @@ void sched_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms,
 
 /* [-(nargs+1), +1, m] Pops a function and its nargs arguments from L and
  * pushes the new task (userdata "ad.infra.task"). Its first resume is deferred
- * to the loop. */
+ * to the loop. The scheduler references the task only until it finishes:
+ * whoever reads its results after that (sched_push_results) keeps the
+ * userdata referenced, or a collection frees it. */
 struct task *sched_spawn(lua_State *L, int nargs);
 
 /* The task running on thread L, or NULL outside any task. */

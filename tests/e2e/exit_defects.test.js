@@ -1,0 +1,69 @@
+'use strict';
+// The process's exit status when the collector runs between the end of the
+// main task and the exit: another task resumed in the same turn (as during
+// a server's shutdown, when cancelled calls and timers wake together) may
+// collect the finished main task before its status is read.
+const { test, describe } = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const { newEnv, sleep, alive, waitUntil } = require('./lib');
+
+// A user Lua directory whose ad.main wraps the shipped one: once the real
+// main has returned, it wakes itself and a second task in one turn, so the
+// second task runs right after the main task has finished, and collects
+// garbage twice (the finished main task is unreferenced by then).
+const MAIN = `local core = require "ad.core"
+local real = assert(load(core.embed.source("ad.main")))()
+local M = setmetatable({}, { __index = real })
+function M.main(args)
+  local code = real.main(args)
+  local go, after = core.task.event(), core.task.event()
+  core.task.spawn(function() after:wait(); collectgarbage(); collectgarbage() end)
+  core.task.spawn(function() go:set(true); after:set(true) end)
+  go:wait()
+  return code
+end
+return M
+`;
+
+function collectingEnv(t) {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const dir = path.join(env.root, 'ulua');
+  fs.mkdirSync(path.join(dir, 'ad'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'ad', 'main.lua'), MAIN);
+  return { env, dir };
+}
+
+describe('exit status after the main task', () => {
+  test('the CLI exits with the status main returned, a collection after it notwithstanding', (t) => {
+    const { env, dir } = collectingEnv(t);
+    const plain = env.run(['no-such-command']);
+    assert.notStrictEqual(plain.code, 0);
+    const r = env.run(['no-such-command'], { env: { AGENT_DISPATCH_USER_LUA_DIR: dir } });
+    assert.strictEqual(r.signal, null, `ended by ${r.signal}; stderr:\n${r.stderr.slice(-4000)}`);
+    assert.strictEqual(r.code, plain.code, r.stderr.slice(-4000));
+    assert.doesNotMatch(r.stderr, /PANIC|AddressSanitizer/);
+    const ok = env.run(['list'], { env: { AGENT_DISPATCH_USER_LUA_DIR: dir } });
+    assert.strictEqual(ok.signal, null, `ended by ${ok.signal}; stderr:\n${ok.stderr.slice(-4000)}`);
+    assert.strictEqual(ok.code, 0, ok.stderr.slice(-4000));
+  });
+
+  test('serve: SIGTERM with a dispatch in flight exits 0, a collection after serve returned notwithstanding',
+    async (t) => {
+      const { env, dir } = collectingEnv(t);
+      const srv = env.serve({ env: { AGENT_DISPATCH_USER_LUA_DIR: dir } });
+      await srv.init();
+      srv.send({ jsonrpc: '2.0', id: 9, method: 'tools/call',
+        params: { name: 'dispatch', arguments: { agent: 'a', task: 'wait [stub:grandchild=30] [stub:hang]' } } });
+      assert.ok(await waitUntil(() => env.dispatches().length === 1 && env.grandchildPid(), 5000));
+      const stub = env.dispatches()[0];
+      srv.child.kill('SIGTERM');
+      const r = await Promise.race([srv.exited, sleep(5000).then(() => null)]);
+      assert.ok(r, 'server still running 5 s after SIGTERM');
+      assert.strictEqual(r.code, 0, `ended ${JSON.stringify(r)}; stderr:\n${srv.stderr.slice(-4000)}`);
+      assert.ok(await waitUntil(() => !alive(stub.pid) && !alive(env.grandchildPid()), 1000),
+        'the dispatch child or its grandchild survived');
+    });
+});
