@@ -29,13 +29,20 @@ check_null() {
 }
 
 # The suite mostly waits on timed behaviour (about a quarter of the CPU is
-# used at one test a core), so ctest runs twice as many entries as there are
-# cores. tests/ctest-resources.json and the entries' RESOURCE_GROUPS keep the
-# CPU-heavy entries (valgrind, GC stress, soak, load, the 1000 config
-# edits) from running beside each other or beside an entry with a wall-time
-# bound (tests/CMakeLists.txt).
+# used at one test a core), so ctest runs twice as many entries as there
+# are cores. Each stage runs in two passes: the entries without a wall-time
+# bound (with tests/ctest-resources.json keeping the CPU-heavy ones, such
+# as valgrind, GC stress, soak, load and the 1000 config edits, to two at
+# a time), then the entries with one (label time_bound), so that no bound
+# is measured beside a heavy entry (tests/CMakeLists.txt).
 test_jobs=${AD_TEST_JOBS:-$((jobs * 2))}
 resources=(--resource-spec-file "$PWD/tests/ctest-resources.json")
+untimed() { # BUILD_DIR [LABELS_LEFT_OUT]: the first pass, checked by ctest-all.sh
+  scripts/ctest-all.sh "$1" --timeout 900 -j"$test_jobs" "${resources[@]}" -LE "${2:+$2|}time_bound"
+}
+timed() { # BUILD_DIR [LABELS_LEFT_OUT]: the second pass
+  scripts/ctest-all.sh "$1" --timeout 900 -j"$test_jobs" -L time_bound ${2:+-LE "$2"}
+}
 
 # Work started in the background (the later trees' builds, the fuzz runs) at
 # the lowest priority, so that the tests it runs beside keep the CPU; it is
@@ -71,7 +78,8 @@ background build-test/later-trees.log bash -c '
 builds=$!
 
 echo "== test (RelWithDebInfo)"
-scripts/ctest-all.sh build-test --timeout 900 -j"$test_jobs" "${resources[@]}"
+untimed build-test
+timed build-test
 check_null "the RelWithDebInfo tests"
 
 echo "== build with AddressSanitizer + UndefinedBehaviorSanitizer, and the fuzz harnesses (clang)"
@@ -79,18 +87,20 @@ finish "$builds" build-test/later-trees.log "building build-test-asan and build-
 cat build-test/later-trees.log
 
 # The bounded fuzz runs (clang libFuzzer + ASan + UBSan; each a fixed wall
-# time) run beside the sanitized tests, one at a time at the lowest priority.
+# time) run beside the first pass of the sanitized tests, one at a time at
+# the lowest priority, and end before the second pass starts.
 background build-test/fuzz-runs.log scripts/ctest-all.sh build-test-fuzz --timeout 300 -j1
 fuzz=$!
 
 echo "== test with AddressSanitizer + UndefinedBehaviorSanitizer"
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  scripts/ctest-all.sh build-test-asan --timeout 900 -j"$test_jobs" "${resources[@]}" -LE valgrind
-check_null "the sanitizer tests"
-
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+untimed build-test-asan valgrind
 echo "== fuzz harnesses (bounded runs, beside the sanitized tests)"
 finish "$fuzz" build-test/fuzz-runs.log "the fuzz runs"
 cat build-test/fuzz-runs.log
 check_null "the fuzz runs"
+echo "== test with AddressSanitizer + UndefinedBehaviorSanitizer: entries with a wall-time bound"
+timed build-test-asan valgrind
+check_null "the sanitizer tests"
 echo "== all tests passed"
