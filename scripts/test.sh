@@ -48,7 +48,7 @@ timed() { # BUILD_DIR [LABELS_LEFT_OUT]: the second pass
 # the lowest priority, so that the tests it runs beside keep the CPU; it is
 # stopped with the script, and its log is shown when it fails.
 bg_pids=()
-trap 'for p in "${bg_pids[@]}"; do kill -- "-$p" 2>/dev/null; done' EXIT
+trap 'for p in "${bg_pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done' EXIT
 background() { # LOG COMMAND...: runs COMMAND at nice 19 in a session of its own
   local log=$1
   shift
