@@ -5,35 +5,14 @@
 // not handed off still ends with the server, there and here. The private
 // sshd of tests/e2e/sshd.js logs in an unprivileged user with the stub
 // claude on its PATH.
-const { test, describe, before, after } = require('node:test');
+const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
-const path = require('node:path');
-const { spawnSync } = require('node:child_process');
-const { newEnv, STUB_DIR, sleep, alive, waitUntil, stopLikeClaudeCode } = require('./lib');
-const { Sshd } = require('./sshd');
+const { sleep, alive, waitUntil, stopLikeClaudeCode } = require('./lib');
+const { remoteSuite } = require('./remote_env');
 
 let sshd;
-before(async () => { sshd = await Sshd.start({ claude: path.join(STUB_DIR, 'claude') }); });
-after(async () => { if (sshd) await sshd.stop(); });
-
-function remoteEnv(t, { agents = {}, settings = '' } = {}) {
-  const env = newEnv(t);
-  const { ssh } = sshd.client(env.home, ['buildbox']);
-  env.sshDir = path.join(env.root, 's');
-  const extra = { AGENT_DISPATCH_SSH: ssh, AGENT_DISPATCH_SSH_DIR: env.sshDir };
-  const origEnv = env.env.bind(env);
-  env.env = (more = {}) => origEnv({ ...extra, ...more });
-  env.setup({ agents, settings });
-  t.after(() => {
-    let socks = [];
-    try { socks = fs.readdirSync(env.sshDir); } catch { /* none */ }
-    for (const s of socks) {
-      spawnSync('/usr/bin/ssh', ['-S', path.join(env.sshDir, s), '-O', 'exit', 'x'], { stdio: 'ignore' });
-    }
-  });
-  return env;
-}
+const remoteEnv = remoteSuite((s) => { sshd = s; });
 
 function ppid(pid) {
   try {

@@ -16,6 +16,25 @@ function trackRunner(env, rec) {
   if (rec && rec.server && rec.server.pid > 0) env.extraPids.push(rec.server.pid);
 }
 
+// A server with agent `a` (and settings) whose dispatch_async of task is
+// running (its job runner, if any, checked for at the end): {env, srv, id}.
+async function runningJob(t, task, settings = '') {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true }, settings });
+  const srv = env.serve();
+  await srv.init();
+  const id = (await srv.call('dispatch_async', { agent: 'a', task })).value.job_id;
+  trackRunner(env, await recUntil(env, id, (r) => r.status === 'running', 10000, 'running'));
+  return { env, srv, id };
+}
+
+// runningJob, with the stub of the prompt `name` started: also its log line.
+async function runningStub(t, task, name, settings) {
+  const job = await runningJob(t, task, settings);
+  await waitUntil(() => stubFor(job.env, name), 5000);
+  return { ...job, stub: stubFor(job.env, name) };
+}
+
 const isLive = (e) => e.argv.includes('--input-format') &&
   e.argv[e.argv.indexOf('--input-format') + 1] === 'stream-json';
 
@@ -99,13 +118,7 @@ describe('transport selection', () => {
 
 describe('steering a running job', () => {
   test('dispatch_steer delivers to a detached job\'s live child; the answer reflects it; the steer is recorded', async (t) => {
-    const env = newEnv(t);
-    env.setup({ agents: { a: true } });
-    const srv = env.serve();
-    await srv.init();
-    const id = (await srv.call('dispatch_async', { agent: 'a', task: '[stub:sleep=1.5] paint the shed' })).value.job_id;
-    const rec = await recUntil(env, id, (r) => r.status === 'running', 10000, 'running');
-    trackRunner(env, rec);
+    const { env, srv, id } = await runningJob(t, '[stub:sleep=1.5] paint the shed');
     const s = await srv.call('dispatch_steer', { job_id: id, message: 'use blue paint' });
     assert.strictEqual(s.isError, false, s.text);
     assert.strictEqual(s.value.outcome, 'delivered', s.text);
@@ -159,52 +172,33 @@ describe('steering a running job', () => {
 });
 
 describe('steering a handed-off call', () => {
-  test('a sync dispatch handed off to a job of the server takes steering (in-process owner)', async (t) => {
-    const env = newEnv(t);
+  for (const [owner, settings] of [
     // The job stays this server's: no keeper, so the child is live.
-    env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: false\n' });
-    const srv = env.serve();
-    await srv.init();
-    const h = (await srv.call('dispatch', { agent: 'a', task: '[stub:sleep=2.5] sort the list',
-      handoff_after_seconds: 1 }, { ms: 10000 })).value;
-    assert.strictEqual(h.status, 'running', JSON.stringify(h));
-    const s = (await srv.call('dispatch_steer', { job_id: h.job_id, message: 'descending' })).value;
-    assert.strictEqual(s.outcome, 'delivered', JSON.stringify(s));
-    const w = (await srv.call('dispatch_wait', { job_id: h.job_id, timeout_seconds: 30 })).value;
-    assert.strictEqual(w.result.result, 'stub ok: sort the list\n+ descending');
-    assert.strictEqual(readRec(env, h.job_id).messages[0].text, 'descending');
-    await srv.close();
-    await env.assertNoLeftovers();
-  });
-
-  test('a sync dispatch handed off to a job of the server takes steering while its server runs, with the keeper as its parent (the default)', async (t) => {
-    const env = newEnv(t);
-    env.setup({ agents: { a: true } });
-    const srv = env.serve();
-    await srv.init();
-    const h = (await srv.call('dispatch', { agent: 'a', task: '[stub:sleep=2.5] sort the list',
-      handoff_after_seconds: 1 }, { ms: 10000 })).value;
-    assert.strictEqual(h.status, 'running', JSON.stringify(h));
-    const s = (await srv.call('dispatch_steer', { job_id: h.job_id, message: 'descending' })).value;
-    assert.strictEqual(s.outcome, 'delivered', JSON.stringify(s));
-    const w = (await srv.call('dispatch_wait', { job_id: h.job_id, timeout_seconds: 30 })).value;
-    assert.strictEqual(w.result.result, 'stub ok: sort the list\n+ descending');
-    assert.strictEqual(readRec(env, h.job_id).messages[0].text, 'descending');
-    await srv.close();
-    await env.assertNoLeftovers();
-  });
+    ['(in-process owner)', '  jobs_outlive_server: false\n'],
+    ['while its server runs, with the keeper as its parent (the default)', '']]) {
+    test(`a sync dispatch handed off to a job of the server takes steering ${owner}`, async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true }, settings });
+      const srv = env.serve();
+      await srv.init();
+      const h = (await srv.call('dispatch', { agent: 'a', task: '[stub:sleep=2.5] sort the list',
+        handoff_after_seconds: 1 }, { ms: 10000 })).value;
+      assert.strictEqual(h.status, 'running', JSON.stringify(h));
+      const s = (await srv.call('dispatch_steer', { job_id: h.job_id, message: 'descending' })).value;
+      assert.strictEqual(s.outcome, 'delivered', JSON.stringify(s));
+      const w = (await srv.call('dispatch_wait', { job_id: h.job_id, timeout_seconds: 30 })).value;
+      assert.strictEqual(w.result.result, 'stub ok: sort the list\n+ descending');
+      assert.strictEqual(readRec(env, h.job_id).messages[0].text, 'descending');
+      await srv.close();
+      await env.assertNoLeftovers();
+    });
+  }
 });
 
 describe('cancel interrupts first', () => {
   test('a cancelled live job stops at the interrupt, keeps its session_id, and dispatch_session resumes it', async (t) => {
-    const env = newEnv(t);
-    env.setup({ agents: { a: true }, settings: '  interrupt_grace_seconds: 20\n' });
-    const srv = env.serve();
-    await srv.init();
-    const id = (await srv.call('dispatch_async', { agent: 'a', task: '[stub:sleep=60] long haul' })).value.job_id;
-    trackRunner(env, await recUntil(env, id, (r) => r.status === 'running', 10000, 'running'));
-    await waitUntil(() => stubFor(env, 'long haul'), 5000);
-    const stub = stubFor(env, 'long haul');
+    const { env, srv, id, stub } = await runningStub(t, '[stub:sleep=60] long haul', 'long haul',
+      '  interrupt_grace_seconds: 20\n');
     const t0 = Date.now();
     const c = (await srv.call('dispatch_cancel', { job_id: id }, { ms: 30000 })).value;
     assert.strictEqual(c.outcome, 'cancelled_running', JSON.stringify(c));
@@ -224,14 +218,8 @@ describe('cancel interrupts first', () => {
   });
 
   test('a detached job\'s child deaf to the interrupt is killed after the grace too', async (t) => {
-    const env = newEnv(t);
-    env.setup({ agents: { a: true }, settings: '  interrupt_grace_seconds: 1\n' });
-    const srv = env.serve();
-    await srv.init();
-    const id = (await srv.call('dispatch_async', { agent: 'a', task: '[stub:deaf] [stub:hang] deaf two' })).value.job_id;
-    trackRunner(env, await recUntil(env, id, (r) => r.status === 'running', 10000, 'running'));
-    await waitUntil(() => stubFor(env, 'deaf two'), 5000);
-    const stub = stubFor(env, 'deaf two');
+    const { env, srv, id, stub } = await runningStub(t, '[stub:deaf] [stub:hang] deaf two', 'deaf two',
+      '  interrupt_grace_seconds: 1\n');
     const t0 = Date.now();
     const c = (await srv.call('dispatch_cancel', { job_id: id }, { ms: 40000 })).value;
     assert.strictEqual(c.outcome, 'cancelled_running', JSON.stringify(c));
@@ -242,14 +230,8 @@ describe('cancel interrupts first', () => {
   });
 
   test('a child deaf to the interrupt is killed after interrupt_grace_seconds', async (t) => {
-    const env = newEnv(t);
-    env.setup({ agents: { a: true }, settings: '  interrupt_grace_seconds: 1\n  jobs_outlive_server: false\n' });
-    const srv = env.serve();
-    await srv.init();
-    const id = (await srv.call('dispatch_async', { agent: 'a', task: '[stub:deaf] [stub:sleep=60] deaf one' })).value.job_id;
-    await recUntil(env, id, (r) => r.status === 'running', 10000, 'running');
-    await waitUntil(() => stubFor(env, 'deaf one'), 5000);
-    const stub = stubFor(env, 'deaf one');
+    const { env, srv, id, stub } = await runningStub(t, '[stub:deaf] [stub:sleep=60] deaf one', 'deaf one',
+      '  interrupt_grace_seconds: 1\n  jobs_outlive_server: false\n');
     const t0 = Date.now();
     await srv.call('dispatch_cancel', { job_id: id });
     assert.ok(await waitUntil(() => !groupAlive(stub.pgid), 10000), 'killed after the grace');
@@ -262,12 +244,7 @@ describe('cancel interrupts first', () => {
 
 describe('job inbox files', () => {
   test('the inbox is private; a message that is a symlink, another user\'s or oversized is removed unread', async (t) => {
-    const env = newEnv(t);
-    env.setup({ agents: { a: true } });
-    const srv = env.serve();
-    await srv.init();
-    const id = (await srv.call('dispatch_async', { agent: 'a', task: '[stub:sleep=2] guarded' })).value.job_id;
-    trackRunner(env, await recUntil(env, id, (r) => r.status === 'running', 10000, 'running'));
+    const { env, srv, id } = await runningJob(t, '[stub:sleep=2] guarded');
     const box = path.join(env.jobs, 'inbox', id);
     assert.ok(await waitUntil(() => fs.existsSync(path.join(box, 'owner')), 5000));
     assert.strictEqual(fs.statSync(box).mode & 0o777, 0o700);

@@ -4,45 +4,23 @@
 // stub claude on that user's PATH. "Nothing left on the remote side" is
 // checked by listing that user's processes (sshd's own session processes
 // aside) after every teardown path.
-const { test, describe, before, after } = require('node:test');
+const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
-const { newEnv, STUB_DIR, waitUntil } = require('./lib');
-const { Sshd, freePort } = require('./sshd');
+const { newEnv, waitUntil } = require('./lib');
+const { freePort } = require('./sshd');
+const { remoteSuite } = require('./remote_env');
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 let sshd;
-before(async () => { sshd = await Sshd.start({ claude: path.join(STUB_DIR, 'claude') }); });
-after(async () => { if (sshd) await sshd.stop(); });
-
-/**
- * A test env whose ~/.ssh/config names the sshd as `buildbox` and
- * `gpubox` (plus `refused`, a port nobody listens on, when given), with
- * agents (remote ones name host:), and the variables the binary needs.
- */
-function remoteEnv(t, { agents = {}, settings = '', extraHosts = '' } = {}) {
-  const env = newEnv(t);
-  const { ssh } = sshd.client(env.home, ['buildbox', 'gpubox']);
-  if (extraHosts) fs.appendFileSync(path.join(env.home, '.ssh', 'config'), extraHosts);
-  env.sshDir = path.join(env.root, 's');
-  env.sshExtra = { AGENT_DISPATCH_SSH: ssh, AGENT_DISPATCH_SSH_DIR: env.sshDir };
-  const origEnv = env.env.bind(env);
-  env.env = (extra = {}) => origEnv({ ...env.sshExtra, ...extra });
-  env.setup({ agents, settings });
-  // Shared connections (ControlPersist) end with the test.
-  t.after(() => {
-    let socks = [];
-    try { socks = fs.readdirSync(env.sshDir); } catch { /* none */ }
-    for (const s of socks) {
-      spawnSync('/usr/bin/ssh', ['-S', path.join(env.sshDir, s), '-O', 'exit', 'x'], { stdio: 'ignore' });
-    }
-  });
-  return env;
-}
+// Test envs whose ~/.ssh/config names the sshd as `buildbox` and `gpubox`
+// (plus extraHosts, e.g. `refused`: a port nobody listens on), with
+// agents (remote ones name host:), and the variables the binary needs.
+const remoteEnv = remoteSuite((s) => { sshd = s; }, { hosts: ['buildbox', 'gpubox'] });
 
 async function serve(env) {
   const srv = env.serve();

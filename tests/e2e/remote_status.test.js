@@ -8,35 +8,15 @@
 // makes that loss certain: the wrapper must still exit with claude's
 // status (127 when claude is missing) instead of being killed with its
 // group (ssh then exits 255 and the dispatch reads as an ssh failure).
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
-const { spawnSync } = require('node:child_process');
-const { newEnv, STUB_DIR } = require('./lib');
-const { Sshd } = require('./sshd');
+const { remoteSuite } = require('./remote_env');
 
 let sshd;
-before(async () => { sshd = await Sshd.start({ claude: path.join(STUB_DIR, 'claude') }); });
-after(async () => { if (sshd) await sshd.stop(); });
-
-function remoteEnv(t, agents) {
-  const env = newEnv(t);
-  const { ssh } = sshd.client(env.home, ['buildbox']);
-  const sshDir = path.join(env.root, 's');
-  const extra = { AGENT_DISPATCH_SSH: ssh, AGENT_DISPATCH_SSH_DIR: sshDir };
-  const origEnv = env.env.bind(env);
-  env.env = (more = {}) => origEnv({ ...extra, ...more });
-  env.setup({ agents, settings: '  transport: live\n' });
-  t.after(() => {
-    let socks = [];
-    try { socks = fs.readdirSync(sshDir); } catch { /* none */ }
-    for (const s of socks) {
-      spawnSync('/usr/bin/ssh', ['-S', path.join(sshDir, s), '-O', 'exit', 'x'], { stdio: 'ignore' });
-    }
-  });
-  return env;
-}
+const suiteEnv = remoteSuite((s) => { sshd = s; });
+const remoteEnv = (t, agents) => suiteEnv(t, { agents, settings: '  transport: live\n' });
 
 test('live: missing remote claude is not_found even when the stdin copier outlives the TERM', async (t) => {
   const cat = path.join(sshd.bin, 'cat');

@@ -10,10 +10,10 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { spawnSync } = require('node:child_process');
 const { newEnv, STUB_DIR } = require('./lib');
 const net = require('node:net');
 const { Sshd, freePort } = require('./sshd');
+const { useSshd } = require('./remote_env');
 
 // Every `claude --help` the remote stub answered (STUB_CLAUDE_HELP_LOG).
 const helpLog = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ad-help-')), 'help.log');
@@ -35,20 +35,8 @@ function helps() {
 }
 
 function remoteEnv(t, yaml) {
-  const env = newEnv(t);
-  const { ssh } = sshd.client(env.home, ['buildbox']);
-  env.sshDir = path.join(env.root, 's');
-  const extra = { AGENT_DISPATCH_SSH: ssh, AGENT_DISPATCH_SSH_DIR: env.sshDir };
-  const origEnv = env.env.bind(env);
-  env.env = (more = {}) => origEnv({ ...extra, ...more });
+  const env = useSshd(t, newEnv(t), sshd);
   env.writeConfig(yaml);
-  t.after(() => {
-    let socks = [];
-    try { socks = fs.readdirSync(env.sshDir); } catch { /* none */ }
-    for (const s of socks) {
-      spawnSync('/usr/bin/ssh', ['-S', path.join(env.sshDir, s), '-O', 'exit', 'x'], { stdio: 'ignore' });
-    }
-  });
   return env;
 }
 

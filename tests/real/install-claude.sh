@@ -6,7 +6,8 @@
 #
 # PREFIX defaults to <repo>/tests/.cache/claude (the repo root is derived from
 # this script's location). Idempotent: when the pinned version is already
-# installed and its binary runs, nothing is downloaded.
+# installed and its binary runs, nothing is downloaded (about 360 MB
+# otherwise); the locked npm install is tests/install-npm-pinned.sh.
 #
 # Environment:
 #   CLAUDE_CODE_VERSION  version to install (default 2.1.328)
@@ -16,7 +17,6 @@
 set -euo pipefail
 
 VERSION="${CLAUDE_CODE_VERSION:-2.1.328}"
-NPM="${NPM:-npm}"
 PKG="@anthropic-ai/claude-code"
 
 die() { echo "install-claude.sh: error: $*" >&2; exit 1; }
@@ -42,11 +42,6 @@ NATIVE="$NM/$PKG-$OS-$ARCH/claude"
 NATIVE_MUSL="$NM/$PKG-$OS-$ARCH-musl/claude"
 WRAPPER="$NM/.bin/claude"
 
-pkg_version() { # $1 = package.json path
-  [ -f "$1" ] || return 1
-  node -e 'process.stdout.write(String(require(process.argv[1]).version||""))' "$1" 2>/dev/null
-}
-
 # Print the first candidate binary whose `--version` reports $VERSION.
 find_runnable() {
   local cand out
@@ -61,37 +56,16 @@ find_runnable() {
   return 1
 }
 
-# Serialize concurrent installers (parallel test runs) on the same prefix.
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$PREFIX/.install.lock"
-  flock 9 || die "cannot lock $PREFIX/.install.lock"
-fi
-
-installed="$(pkg_version "$NM/$PKG/package.json" || true)"
-if [ "$installed" = "$VERSION" ]; then
-  if bin="$(find_runnable)"; then
-    [ -n "${INSTALL_CLAUDE_VERBOSE:-}" ] && log "claude-code $VERSION already installed in $PREFIX"
-    printf '%s\n' "$bin"
-    exit 0
-  fi
-  log "claude-code $VERSION present but no runnable binary; reinstalling"
-fi
-
-command -v "$NPM" >/dev/null 2>&1 || die "npm not found (set NPM=...)"
-log "installing $PKG@$VERSION into $PREFIX (about 360 MB) ..."
-# A package.json in the prefix keeps npm from walking up to the repo root.
-[ -f "$PREFIX/package.json" ] || printf '{"name":"claude-cli-cache","private":true}\n' >"$PREFIX/package.json"
-if ! "$NPM" install --prefix "$PREFIX" --no-audit --no-fund --no-save \
-      --loglevel=error "$PKG@$VERSION" >&2; then
-  die "npm install $PKG@$VERSION failed (is the npm registry reachable?)"
-fi
-
-installed="$(pkg_version "$NM/$PKG/package.json" || true)"
-[ "$installed" = "$VERSION" ] || die "after install, $PKG reports version '${installed:-none}', expected $VERSION"
-
-if bin="$(find_runnable)"; then
-  log "installed claude-code $VERSION: $bin"
-  printf '%s\n' "$bin"
+# --check: the installed version when a binary of it runs (the check of
+# the shared installer, which reinstalls otherwise).
+if [ "${2:-}" = --check ]; then
+  find_runnable >/dev/null && printf '%s' "$VERSION"
   exit 0
 fi
-die "no runnable claude binary found (looked for $NATIVE, $NATIVE_MUSL, $WRAPPER)"
+
+bash "$SCRIPT_DIR/../install-npm-pinned.sh" "$PKG" "$VERSION" "$PREFIX" \
+  bash "$SCRIPT_DIR/install-claude.sh" "$PREFIX" --check ||
+  exit 1
+bin="$(find_runnable)" ||
+  die "no runnable claude binary found (looked for $NATIVE, $NATIVE_MUSL, $WRAPPER)"
+printf '%s\n' "$bin"
