@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ad/json_text.h"
 #include "ad/utf8.h"
 
 const char *const span_key_names[SPAN_NKEYS] = {
@@ -80,41 +81,6 @@ static inline void put(struct out *o, const char *s, size_t n)
     o->len += n;
 }
 
-/* lua-cjson's escape of byte c, or NULL (it is written as it is); "/"
- * stays "/", as ad.infra.json writes it. */
-static const char *escape_of(unsigned char c)
-{
-    static const char *ctl[32] = {
-        "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005",
-        "\\u0006", "\\u0007", "\\b",     "\\t",     "\\n",     "\\u000b",
-        "\\f",     "\\r",     "\\u000e", "\\u000f", "\\u0010", "\\u0011",
-        "\\u0012", "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017",
-        "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c", "\\u001d",
-        "\\u001e", "\\u001f",
-    };
-    if (c < 32) {
-        return ctl[c];
-    }
-    if (c == '"') {
-        return "\\\"";
-    }
-    if (c == '\\') {
-        return "\\\\";
-    }
-    return c == 127 ? "\\u007f" : NULL;
-}
-
-/* True when none of the 8 bytes of w needs an escape (below 32, '"',
- * '\\', 127): texts are mostly plain and scanned a word at a time. */
-static inline bool plain8(uint64_t w)
-{
-    const uint64_t ones = 0x0101010101010101ULL, high = ones * 0x80;
-    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\'), del = w ^ (ones * 127);
-    uint64_t hit = ((w - ones * 32) & ~w) | ((q - ones) & ~q) |
-                   ((bs - ones) & ~bs) | ((del - ones) & ~del);
-    return (hit & high) == 0;
-}
-
 static void put_string(struct out *o, const char *s, size_t n)
 {
     put(o, "\"", 1);
@@ -122,13 +88,13 @@ static void put_string(struct out *o, const char *s, size_t n)
     while (i + 8 <= n) {
         uint64_t w;
         memcpy(&w, s + i, sizeof w);
-        if (plain8(w)) {
+        if (json_text_plain8(w)) {
             i += 8;
             continue;
         }
         size_t end = i + 8;
         for (; i < end; i++) {
-            const char *esc = escape_of((unsigned char)s[i]);
+            const char *esc = json_text_escape((unsigned char)s[i]);
             if (esc) {
                 put(o, s + from, i - from);
                 put(o, esc, strlen(esc));
@@ -137,7 +103,7 @@ static void put_string(struct out *o, const char *s, size_t n)
         }
     }
     for (; i < n; i++) {
-        const char *esc = escape_of((unsigned char)s[i]);
+        const char *esc = json_text_escape((unsigned char)s[i]);
         if (esc) {
             put(o, s + from, i - from);
             put(o, esc, strlen(esc));
@@ -146,23 +112,6 @@ static void put_string(struct out *o, const char *s, size_t n)
     }
     put(o, s + from, n - from);
     put(o, "\"", 1);
-}
-
-static size_t digits_of(unsigned long long u, bool neg, char *out)
-{
-    char tmp[24];
-    size_t n = 0, len = 0;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (neg) {
-        out[len++] = '-';
-    }
-    while (n) {
-        out[len++] = tmp[--n];
-    }
-    return len;
 }
 
 /* lua-cjson's "%.14g" of x. */
@@ -182,53 +131,9 @@ size_t span_int_text(long long v, char out[32])
 {
     /* Below 10^14 "%.14g" writes every digit: the same text, no call. */
     if (v > -100000000000000LL && v < 100000000000000LL) {
-        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v
-                                     : (unsigned long long)v;
-        return digits_of(u, v < 0, out);
+        return json_text_int(v, out);
     }
     return g14((double)v, out);
-}
-
-/* "%.14g" of a double with at most 6 decimals and 14 significant digits
- * (a time rounded to the millisecond, a cost in dollars) without a call
- * into it: x is the double nearest to m / scale, so rounding it to 14
- * digits gives that decimal, written without exponent (1e-4 <= |x| <
- * 1e14) or trailing zeros. 0 for any other value. */
-static size_t fast_decimal(double x, char out[32])
-{
-    static const double scale[] = {1, 1e3, 1e6};
-    static const long long div[] = {1, 1000, 1000000};
-    double ax = fabs(x);
-    if (!(ax >= 1e-4 && ax < 1e14)) {
-        return 0;
-    }
-    for (int i = 0; i < 3; i++) {
-        double y = ax * scale[i];
-        if (y >= 1e14) {
-            return 0;
-        }
-        long long m = llround(y);
-        if ((double)m / scale[i] != ax) {
-            continue;
-        }
-        long long ip = m / div[i], fp = m % div[i];
-        size_t n = digits_of((unsigned long long)ip, x < 0, out);
-        if (fp) {
-            int digits = i == 1 ? 3 : 6;
-            while (fp % 10 == 0) {
-                fp /= 10;
-                digits--;
-            }
-            out[n++] = '.';
-            for (int d = digits - 1; d >= 0; d--) { /* zero-padded */
-                out[n + (size_t)d] = (char)('0' + fp % 10);
-                fp /= 10;
-            }
-            n += (size_t)digits;
-        }
-        return n;
-    }
-    return 0;
 }
 
 size_t span_num_text(double x, char out[32])
@@ -237,7 +142,7 @@ size_t span_num_text(double x, char out[32])
         memcpy(out, "null", 4);
         return 4;
     }
-    size_t n = fast_decimal(x, out);
+    size_t n = json_text_decimal(x, out);
     return n ? n : g14(x, out);
 }
 

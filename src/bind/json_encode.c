@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ad/json_text.h"
 #include "ad/utf8.h"
 #include "bind/bind.h"
 
@@ -85,49 +86,8 @@ static inline void putc1(lua_State *L, struct buf *b, char c)
     b->p[b->len++] = c;
 }
 
-/* lua-cjson's escapes (char2escape), but "/" is left as it is: ad.infra.json
- * always turned its "\/" back into "/". */
-static const char *escape_of(unsigned char c)
-{
-    static const char *ctl[32] = {
-        "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005",
-        "\\u0006", "\\u0007", "\\b",     "\\t",     "\\n",     "\\u000b",
-        "\\f",     "\\r",     "\\u000e", "\\u000f", "\\u0010", "\\u0011",
-        "\\u0012", "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017",
-        "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c", "\\u001d",
-        "\\u001e", "\\u001f",
-    };
-    if (c < 32) {
-        return ctl[c];
-    }
-    switch (c) {
-    case '"':
-        return "\\\"";
-    case '\\':
-        return "\\\\";
-    case 127:
-        return "\\u007f";
-    default:
-        return NULL;
-    }
-}
-
-/* The bytes escape_of escapes (a table: one load per byte of a text). */
+/* The bytes json_text_escape escapes (a table: one load per byte of a text). */
 static bool needs_escape[256];
-
-/* True when none of the 8 bytes of w is one escape_of escapes (below 32,
- * '"', '\\', 127): the usual bit tricks for "a byte below n" and "a zero
- * byte" (after an exclusive or with the byte looked for), exact for the
- * word as a whole. Texts are mostly plain: they are scanned a word at a
- * time, and only a word with something to escape byte by byte. */
-static inline bool plain8(uint64_t w)
-{
-    const uint64_t ones = 0x0101010101010101ULL, high = ones * 0x80;
-    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\'), del = w ^ (ones * 127);
-    uint64_t hit = ((w - ones * 32) & ~w) | ((q - ones) & ~q) |
-                   ((bs - ones) & ~bs) | ((del - ones) & ~del);
-    return (hit & high) == 0;
-}
 
 static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
 {
@@ -138,7 +98,7 @@ static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
         while (i + 8 <= n) {
             uint64_t w;
             memcpy(&w, s + i, sizeof w);
-            if (!plain8(w)) {
+            if (!json_text_plain8(w)) {
                 break;
             }
             i += 8;
@@ -153,7 +113,7 @@ static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
             if (!needs_escape[c]) {
                 continue;
             }
-            const char *esc = escape_of(c);
+            const char *esc = json_text_escape(c);
             put(L, b, s + from, i - from);
             put(L, b, esc, strlen(esc));
             from = i + 1;
@@ -357,76 +317,6 @@ static void encode_scalar(lua_State *L, struct buf *b, int idx)
     lua_pop(L, 1);
 }
 
-/* The decimal digits of v (|v| < 10^18) at out, with a "-" when v < 0;
- * returns the length. (snprintf costs several hundred instructions per
- * number, and every reply carries a few.) */
-static int put_int(long long v, char *out)
-{
-    char tmp[24];
-    int n = 0, len = 0;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v
-                                 : (unsigned long long)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0) {
-        out[len++] = '-';
-    }
-    while (n) {
-        out[len++] = tmp[--n];
-    }
-    return len;
-}
-
-/* The text lua-cjson's "%.14g" gives a double with at most 6 decimals
- * and at most 14 significant digits (a time rounded to the millisecond, a
- * cost in dollars), without a call into it: x is the double nearest to
- * m / scale, a decimal of at most 14 digits, so rounding x to 14 digits
- * gives that decimal, which %g writes without exponent (1e-4 <= |x| <
- * 1e14) and without trailing zeros. Returns the length, 0 for any other
- * value (-0, tiny, huge, more digits: cjson formats those). */
-static int fast_decimal(double x, char out[32])
-{
-    static const double scale[] = {1, 1e3, 1e6};
-    static const long long div[] = {1, 1000, 1000000};
-    double ax = fabs(x);
-    if (!(ax >= 1e-4 && ax < 1e14)) {
-        return 0;
-    }
-    for (int i = 0; i < 3; i++) {
-        double y = ax * scale[i];
-        if (y >= 1e14) {
-            return 0;
-        }
-        long long m = llround(y);
-        if ((double)m / scale[i] != ax) {
-            continue;
-        }
-        long long ip = m / div[i], fp = m % div[i];
-        int n = 0;
-        if (x < 0) {
-            out[n++] = '-';
-        }
-        n += put_int(ip, out + n);
-        if (fp) {
-            int digits = i == 1 ? 3 : 6;
-            while (fp % 10 == 0) {
-                fp /= 10;
-                digits--;
-            }
-            out[n++] = '.';
-            for (int d = digits - 1; d >= 0; d--) { /* zero-padded */
-                out[n + d] = (char)('0' + fp % 10);
-                fp /= 10;
-            }
-            n += digits;
-        }
-        return n;
-    }
-    return 0;
-}
-
 static void encode(lua_State *L, struct buf *b, int idx, int depth)
 {
     if (depth > MAX_DEPTH) {
@@ -451,7 +341,7 @@ static void encode(lua_State *L, struct buf *b, int idx, int depth)
             lua_Integer v = lua_tointeger(L, idx);
             if (v > -100000000000000LL && v < 100000000000000LL) {
                 char num[24];
-                put(L, b, num, (size_t)put_int((long long)v, num));
+                put(L, b, num, json_text_int((long long)v, num));
                 return;
             }
         } else if (!isfinite(lua_tonumber(L, idx))) {
@@ -459,9 +349,9 @@ static void encode(lua_State *L, struct buf *b, int idx, int depth)
             return;
         } else {
             char num[32];
-            int len = fast_decimal(lua_tonumber(L, idx), num);
+            size_t len = json_text_decimal(lua_tonumber(L, idx), num);
             if (len > 0) {
-                put(L, b, num, (size_t)len);
+                put(L, b, num, len);
                 return;
             }
         }
@@ -593,7 +483,7 @@ int bind_json_encoder(lua_State *L)
     }
     lua_pop(L, 1);
     for (int c = 0; c < 256; c++) {
-        needs_escape[c] = escape_of((unsigned char)c) != NULL;
+        needs_escape[c] = json_text_escape((unsigned char)c) != NULL;
     }
     lua_getglobal(L, "table");
     lua_getfield(L, -1, "sort");
