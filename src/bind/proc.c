@@ -2,7 +2,7 @@
  *
  *   core.proc.spawn{argv=, cwd=, env=, env_add=, timeout=, grace=, drain=,
  *                max_line=, stderr_max=, slot=, stdin=, stdin_keep=, gated=,
- *                max_output=, max_plain=, keeper=, adopt=}
+ *                max_output=, max_plain=, keeper=, adopt=, classify=}
  *       -> p | nil, message, code
  *       env_add: one more "NAME=value" after env (a dispatch's own
  *       variable next to an environment shared by every child, with no
@@ -14,6 +14,10 @@
  *   p:read_line() -> line | nil (end of stdout) | nil, "cancelled"
  *                | nil, "skipped" (report_skipped: a line over max_line
  *                was dropped here; reading goes on after it)
+ *                | line, kind (classify: a stream-json child; kind is the
+ *                type the line's start names, "" for a JSON object whose
+ *                start names none, false for a line that is no JSON
+ *                object; ad/event_kind.h)
  *   p:wait() -> {exit_code=, signal=, timed_out=, stderr=, pid=,
  *                skipped_lines=, truncated=, dropped_bytes=}
  *   p:kill([hard]) ; p:pid() ; p:close() (also __close and __gc)
@@ -47,6 +51,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ad/event_kind.h"
 #include "ad/proc.h"
 #include "ad/utf8.h"
 #include "bind/bind.h"
@@ -82,6 +87,7 @@ struct lproc {
     struct task *waiter;    /* waiting in wait */
     bool soft_cancel;       /* a cancelled wait leaves the child alone */
     bool report_skipped;    /* read_line tells of dropped lines */
+    bool classify;          /* read_line tells each line's kind */
 };
 
 static struct lproc *check(lua_State *L)
@@ -107,6 +113,31 @@ static void push_line(lua_State *L, const char *s, size_t n)
     } else {
         lua_pushliteral(L, "");
     }
+}
+
+/* A line for read_line, with its kind when the process classifies (one
+ * scan of its start here instead of several searches of the whole line in
+ * Lua). Returns the number of values pushed. */
+static int push_read(lua_State *L, const struct lproc *lp, const char *s, size_t n)
+{
+    push_line(L, s, n);
+    if (!lp->classify) {
+        return 1;
+    }
+    const char *type;
+    size_t len;
+    switch (event_kind(s, n, &type, &len)) {
+    case EVENT_TYPED:
+        lua_pushlstring(L, type, len);
+        break;
+    case EVENT_OBJECT:
+        lua_pushliteral(L, "");
+        break;
+    default:
+        lua_pushboolean(L, 0);
+        break;
+    }
+    return 2;
 }
 
 static void push_info(lua_State *L, struct lproc *lp)
@@ -147,8 +178,7 @@ static void deliver(struct proc *p, struct lproc *lp, const char *s, size_t n)
             sched_resume(t, 2);
             return;
         }
-        push_line(T, s, n);
-        sched_resume(t, 1);
+        sched_resume(t, push_read(T, lp, s, n));
         return;
     }
     struct line *l = malloc(sizeof *l + n);
@@ -461,6 +491,9 @@ static int l_process(lua_State *L)
     lua_getfield(L, 1, "report_skipped");
     lp->report_skipped = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    lua_getfield(L, 1, "classify");
+    lp->classify = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     return 1;
 }
 
@@ -476,9 +509,7 @@ static int l_read_line(lua_State *L)
         }
         lp->queued -= l->len;
         bool skipped = l->skipped;
-        if (!skipped) {
-            push_line(L, l->data, l->len);
-        }
+        int nret = skipped ? 2 : push_read(L, lp, l->data, l->len);
         free(l);
         if (lp->queued < QUEUE_HIGH / 2) {
             proc_resume(lp->p);
@@ -486,9 +517,8 @@ static int l_read_line(lua_State *L)
         if (skipped) {
             lua_pushnil(L);
             lua_pushliteral(L, "skipped");
-            return 2;
         }
-        return 1;
+        return nret;
     }
     if (lp->eof) {
         lua_pushnil(L);
