@@ -393,6 +393,24 @@ static void child_fail(struct child_setup *cs, int err)
     _exit(127);
 }
 
+/* The signals a child resets: -1, every one; else those proc_fix_signals
+ * found away from their default. */
+static int fixed_sigs[NSIG];
+static int n_fixed = -1;
+
+void proc_fix_signals(void)
+{
+    int n = 0;
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction old;
+        if (sig != SIGKILL && sig != SIGSTOP && sigaction(sig, NULL, &old) == 0 &&
+            old.sa_handler != SIG_DFL) {
+            fixed_sigs[n++] = sig;
+        }
+    }
+    n_fixed = n;
+}
+
 /* The child: default signal handling and an empty mask (the server ignores
  * SIGPIPE; the child must not inherit that), death with the server
  * (PR_SET_PDEATHSIG: a server killed with SIGKILL leaves no child behind),
@@ -402,7 +420,10 @@ __attribute__((noreturn)) static void child_run(struct child_setup *cs)
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; sig++) {
+    for (int i = 0; i < n_fixed; i++) {
+        sigaction(fixed_sigs[i], &dfl, NULL);
+    }
+    for (int sig = 1; n_fixed < 0 && sig < NSIG; sig++) {
         if (sig != SIGKILL && sig != SIGSTOP) {
             sigaction(sig, &dfl, NULL); /* glibc-reserved numbers refuse */
         }
