@@ -329,38 +329,40 @@ static void cancel_wait(struct task *t, void *data)
  * stay owned by the table), with extra (if not NULL) appended; NULL when
  * the field is absent and not required. */
 static char **string_array(lua_State *L, int idx, const char *field,
-                           bool required, const char *extra)
+                           bool required, const char *extra, char **held)
 {
     lua_getfield(L, idx, field);
     if (lua_isnil(L, -1) && !required) {
         lua_pop(L, 1);
         return NULL;
     }
-    luaL_argcheck(L, lua_istable(L, -1), 1,
-                  lua_pushfstring(L, "'%s' must be a list of strings", field));
+    if (!lua_istable(L, -1)) {
+        free(held); /* the caller's array made before this one */
+        luaL_argerror(L, 1, lua_pushfstring(L, "'%s' must be a list of strings", field));
+    }
     size_t n = lua_rawlen(L, -1);
     luaL_argcheck(L, !required || n > 0, 1, "argv must not be empty");
-    for (size_t i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, (lua_Integer)i);
-        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 1,
-                      lua_pushfstring(L, "'%s' must be a list of strings",
-                                      field));
-        lua_pop(L, 1);
-    }
-    /* Validated: now allocate; nothing below raises. */
     size_t total = n + (extra ? 1 : 0);
     char **v = malloc((total + 1) * sizeof *v);
-    for (size_t i = 0; v && i < n; i++) {
-        lua_rawgeti(L, -1, (lua_Integer)i + 1);
+    if (!v) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    /* One pass (the environment, tens of entries, comes on every spawn):
+     * each element checked and taken; the table keeps the strings. */
+    for (size_t i = 0; i < n; i++) {
+        if (lua_rawgeti(L, -1, (lua_Integer)i + 1) != LUA_TSTRING) {
+            free(v);
+            free(held); /* the caller's array made before this one */
+            luaL_argerror(L, 1, lua_pushfstring(L, "'%s' must be a list of strings", field));
+        }
         v[i] = (char *)lua_tostring(L, -1);
         lua_pop(L, 1);
     }
-    if (v) {
-        if (extra) {
-            v[n] = (char *)extra;
-        }
-        v[total] = NULL;
+    if (extra) {
+        v[n] = (char *)extra;
     }
+    v[total] = NULL;
     lua_pop(L, 1);
     return v;
 }
@@ -440,8 +442,8 @@ static int l_process(lua_State *L)
     lua_getfield(L, 1, "env_add");
     const char *env_add = luaL_optstring(L, -1, NULL);
     lua_pop(L, 1); /* the string stays alive in the table */
-    char **argv = string_array(L, 1, "argv", true, NULL);
-    char **env = string_array(L, 1, "env", false, env_add);
+    char **argv = string_array(L, 1, "argv", true, NULL, NULL);
+    char **env = string_array(L, 1, "env", false, env_add, argv);
     if (!argv) {
         free(env);
         return luaL_error(L, "out of memory");
