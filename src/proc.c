@@ -685,10 +685,24 @@ bool proc_stdin_open(const struct proc *p)
 }
 
 /* The stdin data goes out through the loop: never a blocking write, and a
- * child that does not read cannot stall the server. */
+ * child that does not read cannot stall the server. Into the new, empty
+ * pipe it is tried at once (a prompt fits its buffer): written whole, it
+ * needs no write request, whose completion libuv reports a loop turn
+ * later (a turn that does not wait, and one more epoll_wait). */
 static void write_stdin(struct proc *p, const struct proc_opts *o)
 {
     uv_buf_t b = uv_buf_init(p->in_data, (unsigned)o->stdin_len);
+    int n = uv_try_write((uv_stream_t *)&p->in, &b, 1);
+    if (n == (int)o->stdin_len || (n < 0 && n != UV_EAGAIN)) {
+        /* As on_in_written: written (or the child is already gone). */
+        if (n < 0 || !p->in_keep) {
+            close_in(p);
+        }
+        return;
+    }
+    if (n > 0) {
+        b = uv_buf_init(p->in_data + n, (unsigned)(o->stdin_len - (size_t)n));
+    }
     p->in_req.data = p;
     if (uv_write(&p->in_req, (uv_stream_t *)&p->in, &b, 1,
                  on_in_written) != 0) {
