@@ -770,6 +770,7 @@ int keeper_main(int argc, char **argv)
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL);
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    proc_fix_signals(); /* no handler here, only what the exec kept */
     char *buf = malloc(MAX_MSG);
     if (sfd < 0 || !buf) {
         return 1;

@@ -393,6 +393,24 @@ static void child_fail(struct child_setup *cs, int err)
     _exit(127);
 }
 
+/* The signals a child resets: -1, every one; else those proc_fix_signals
+ * found away from their default. */
+static int fixed_sigs[NSIG];
+static int n_fixed = -1;
+
+void proc_fix_signals(void)
+{
+    int n = 0;
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction old;
+        if (sig != SIGKILL && sig != SIGSTOP && sigaction(sig, NULL, &old) == 0 &&
+            old.sa_handler != SIG_DFL) {
+            fixed_sigs[n++] = sig;
+        }
+    }
+    n_fixed = n;
+}
+
 /* The child: default signal handling and an empty mask (the server ignores
  * SIGPIPE; the child must not inherit that), death with the server
  * (PR_SET_PDEATHSIG: a server killed with SIGKILL leaves no child behind),
@@ -402,7 +420,10 @@ __attribute__((noreturn)) static void child_run(struct child_setup *cs)
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; sig++) {
+    for (int i = 0; i < n_fixed; i++) {
+        sigaction(fixed_sigs[i], &dfl, NULL);
+    }
+    for (int sig = 1; n_fixed < 0 && sig < NSIG; sig++) {
         if (sig != SIGKILL && sig != SIGSTOP) {
             sigaction(sig, &dfl, NULL); /* glibc-reserved numbers refuse */
         }
@@ -664,10 +685,24 @@ bool proc_stdin_open(const struct proc *p)
 }
 
 /* The stdin data goes out through the loop: never a blocking write, and a
- * child that does not read cannot stall the server. */
+ * child that does not read cannot stall the server. Into the new, empty
+ * pipe it is tried at once (a prompt fits its buffer): written whole, it
+ * needs no write request, whose completion libuv reports a loop turn
+ * later (a turn that does not wait, and one more epoll_wait). */
 static void write_stdin(struct proc *p, const struct proc_opts *o)
 {
     uv_buf_t b = uv_buf_init(p->in_data, (unsigned)o->stdin_len);
+    int n = uv_try_write((uv_stream_t *)&p->in, &b, 1);
+    if (n == (int)o->stdin_len || (n < 0 && n != UV_EAGAIN)) {
+        /* As on_in_written: written (or the child is already gone). */
+        if (n < 0 || !p->in_keep) {
+            close_in(p);
+        }
+        return;
+    }
+    if (n > 0) {
+        b = uv_buf_init(p->in_data + n, (unsigned)(o->stdin_len - (size_t)n));
+    }
     p->in_req.data = p;
     if (uv_write(&p->in_req, (uv_stream_t *)&p->in, &b, 1,
                  on_in_written) != 0) {

@@ -151,6 +151,11 @@ size_t proc_live_count(void);
  * true when it had been kept. */
 int proc_start_fds(char *const *argv, char *const *env, const char *cwd,
                    int in_r, int out_w, int err_w, int gate_r, pid_t *pid);
+/* For a process whose signal dispositions never change again (the
+ * keeper): records which signals are not at their default, and its
+ * children reset those alone before exec, not every signal (a system call
+ * each, some sixty, while the spawner and the server wait). */
+void proc_fix_signals(void);
 void proc_remote_exit(pid_t pid, int64_t status, int sig);
 void proc_remote_lost(void);
 bool proc_remote_child(pid_t pid, void **reap_arg);

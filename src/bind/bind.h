@@ -26,6 +26,7 @@ void bind_jobs_register(lua_State *L);
 void bind_keeper_register(lua_State *L);
 void bind_crypto_register(lua_State *L);
 void bind_trace_register(lua_State *L);
+void bind_table_register(lua_State *L);
 
 /* Shutdown: close the loop handles of the stdio channel and of the signal
  * watchers. */

@@ -60,6 +60,7 @@ int luaopen_ad_core(lua_State *L)
     bind_fs_register(L);
     bind_project_register(L);
     bind_text_register(L);
+    bind_table_register(L);
     bind_sys_register(L);
     bind_claude_register(L);
     bind_chan_register(L);

@@ -2,7 +2,7 @@
  *
  *   core.proc.spawn{argv=, cwd=, env=, env_add=, timeout=, grace=, drain=,
  *                max_line=, stderr_max=, slot=, stdin=, stdin_keep=, gated=,
- *                max_output=, max_plain=, keeper=, adopt=}
+ *                max_output=, max_plain=, keeper=, adopt=, classify=}
  *       -> p | nil, message, code
  *       env_add: one more "NAME=value" after env (a dispatch's own
  *       variable next to an environment shared by every child, with no
@@ -14,6 +14,10 @@
  *   p:read_line() -> line | nil (end of stdout) | nil, "cancelled"
  *                | nil, "skipped" (report_skipped: a line over max_line
  *                was dropped here; reading goes on after it)
+ *                | line, kind (classify: a stream-json child; kind is the
+ *                type the line's start names, "" for a JSON object whose
+ *                start names none, false for a line that is no JSON
+ *                object; ad/event_kind.h)
  *   p:wait() -> {exit_code=, signal=, timed_out=, stderr=, pid=,
  *                skipped_lines=, truncated=, dropped_bytes=}
  *   p:kill([hard]) ; p:pid() ; p:close() (also __close and __gc)
@@ -49,6 +53,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ad/event_kind.h"
 #include "ad/proc.h"
 #include "ad/utf8.h"
 #include "bind/bind.h"
@@ -84,6 +89,7 @@ struct lproc {
     struct task *waiter;    /* waiting in wait */
     bool soft_cancel;       /* a cancelled wait leaves the child alone */
     bool report_skipped;    /* read_line tells of dropped lines */
+    bool classify;          /* read_line tells each line's kind */
 };
 
 static struct lproc *check(lua_State *L)
@@ -109,6 +115,31 @@ static void push_line(lua_State *L, const char *s, size_t n)
     } else {
         lua_pushliteral(L, "");
     }
+}
+
+/* A line for read_line, with its kind when the process classifies (one
+ * scan of its start here instead of several searches of the whole line in
+ * Lua). Returns the number of values pushed. */
+static int push_read(lua_State *L, const struct lproc *lp, const char *s, size_t n)
+{
+    push_line(L, s, n);
+    if (!lp->classify) {
+        return 1;
+    }
+    const char *type;
+    size_t len;
+    switch (event_kind(s, n, &type, &len)) {
+    case EVENT_TYPED:
+        lua_pushlstring(L, type, len);
+        break;
+    case EVENT_OBJECT:
+        lua_pushliteral(L, "");
+        break;
+    default:
+        lua_pushboolean(L, 0);
+        break;
+    }
+    return 2;
 }
 
 static void push_info(lua_State *L, struct lproc *lp)
@@ -149,8 +180,7 @@ static void deliver(struct proc *p, struct lproc *lp, const char *s, size_t n)
             sched_resume(t, 2);
             return;
         }
-        push_line(T, s, n);
-        sched_resume(t, 1);
+        sched_resume(t, push_read(T, lp, s, n));
         return;
     }
     struct line *l = malloc(sizeof *l + n);
@@ -301,38 +331,40 @@ static void cancel_wait(struct task *t, void *data)
  * stay owned by the table), with extra (if not NULL) appended; NULL when
  * the field is absent and not required. */
 static char **string_array(lua_State *L, int idx, const char *field,
-                           bool required, const char *extra)
+                           bool required, const char *extra, char **held)
 {
     lua_getfield(L, idx, field);
     if (lua_isnil(L, -1) && !required) {
         lua_pop(L, 1);
         return NULL;
     }
-    luaL_argcheck(L, lua_istable(L, -1), 1,
-                  lua_pushfstring(L, "'%s' must be a list of strings", field));
+    if (!lua_istable(L, -1)) {
+        free(held); /* the caller's array made before this one */
+        luaL_argerror(L, 1, lua_pushfstring(L, "'%s' must be a list of strings", field));
+    }
     size_t n = lua_rawlen(L, -1);
     luaL_argcheck(L, !required || n > 0, 1, "argv must not be empty");
-    for (size_t i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, (lua_Integer)i);
-        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 1,
-                      lua_pushfstring(L, "'%s' must be a list of strings",
-                                      field));
-        lua_pop(L, 1);
-    }
-    /* Validated: now allocate; nothing below raises. */
     size_t total = n + (extra ? 1 : 0);
     char **v = malloc((total + 1) * sizeof *v);
-    for (size_t i = 0; v && i < n; i++) {
-        lua_rawgeti(L, -1, (lua_Integer)i + 1);
+    if (!v) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    /* One pass (the environment, tens of entries, comes on every spawn):
+     * each element checked and taken; the table keeps the strings. */
+    for (size_t i = 0; i < n; i++) {
+        if (lua_rawgeti(L, -1, (lua_Integer)i + 1) != LUA_TSTRING) {
+            free(v);
+            free(held); /* the caller's array made before this one */
+            luaL_argerror(L, 1, lua_pushfstring(L, "'%s' must be a list of strings", field));
+        }
         v[i] = (char *)lua_tostring(L, -1);
         lua_pop(L, 1);
     }
-    if (v) {
-        if (extra) {
-            v[n] = (char *)extra;
-        }
-        v[total] = NULL;
+    if (extra) {
+        v[n] = (char *)extra;
     }
+    v[total] = NULL;
     lua_pop(L, 1);
     return v;
 }
@@ -412,8 +444,8 @@ static int l_process(lua_State *L)
     lua_getfield(L, 1, "env_add");
     const char *env_add = luaL_optstring(L, -1, NULL);
     lua_pop(L, 1); /* the string stays alive in the table */
-    char **argv = string_array(L, 1, "argv", true, NULL);
-    char **env = string_array(L, 1, "env", false, env_add);
+    char **argv = string_array(L, 1, "argv", true, NULL, NULL);
+    char **env = string_array(L, 1, "env", false, env_add, argv);
     if (!argv) {
         free(env);
         return luaL_error(L, "out of memory");
@@ -463,6 +495,9 @@ static int l_process(lua_State *L)
     lua_getfield(L, 1, "report_skipped");
     lp->report_skipped = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    lua_getfield(L, 1, "classify");
+    lp->classify = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     return 1;
 }
 
@@ -478,9 +513,7 @@ static int l_read_line(lua_State *L)
         }
         lp->queued -= l->len;
         bool skipped = l->skipped;
-        if (!skipped) {
-            push_line(L, l->data, l->len);
-        }
+        int nret = skipped ? 2 : push_read(L, lp, l->data, l->len);
         free(l);
         if (lp->queued < QUEUE_HIGH / 2) {
             proc_resume(lp->p);
@@ -488,9 +521,8 @@ static int l_read_line(lua_State *L)
         if (skipped) {
             lua_pushnil(L);
             lua_pushliteral(L, "skipped");
-            return 2;
         }
-        return 1;
+        return nret;
     }
     if (lp->eof) {
         lua_pushnil(L);

@@ -29,4 +29,16 @@ test("env_add is one more variable after env", function()
   eq(child_env{ env = env }, "A_ONE=1\nA_TWO=2", "without env_add: env alone")
 end)
 
+test("a list with a non-string is refused, argv and env alike", function()
+  for _, opts in ipairs({ { argv = { "/usr/bin/env", 1 } },
+                          { argv = { "/usr/bin/env" }, env = { "A=1", {} } },
+                          { argv = { "/usr/bin/env" }, env = { "A=1", 2 }, env_add = "B=2" },
+                          { argv = { "/usr/bin/env" }, env = "A=1" } }) do
+    local ok, err = pcall(core.proc.spawn, opts)
+    eq(ok, false)
+    local field = opts.env and "env" or "argv"
+    eq(tostring(err):find("'" .. field .. "' must be a list of strings", 1, true) ~= nil, true, tostring(err))
+  end
+end)
+
 return tap.done()

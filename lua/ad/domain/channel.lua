@@ -82,7 +82,7 @@ function M.open(o)
     env_add = o.env_add, timeout = o.timeout, grace = o.grace, drain = o.drain, slot = o.slot,
     stdin = o.first and M.user_line(o.first) or nil, stdin_keep = true,
     gated = o.gated, max_line = o.max_line, max_plain = o.max_plain, soft_cancel = true,
-    report_skipped = true,
+    report_skipped = true, classify = true,
     keeper = o.keeper }
   if not p then return nil, msg, code end
   return setmetatable({ p = p, pid = p:pid(), turns = 0, sent = o.first and 1 or 0,
@@ -146,27 +146,32 @@ end
 --- One line of the child: kind, obj (an event), or "", nil for a line that
 --- is not one (handed to handlers.on_line), or nil, "eof" | "cancelled".
 function Channel:read_event(handlers)
-  local line, err = self.p:read_line()
-  if err == "skipped" then
-    -- A line over max_line was dropped: it may have been the result,
-    -- which the child would then wait after forever. Its input is closed
-    -- so it ends after its turn, as a one-shot child would.
-    self.skipped = (self.skipped or 0) + 1
-    self:close()
-    return "", nil
+  -- tag: the line's kind as the process object tells it (classify): the
+  -- type its start names, "" when it names none, false for no JSON object.
+  local line, tag = self.p:read_line()
+  if line == nil then
+    if tag == "skipped" then
+      -- A line over max_line was dropped: it may have been the result,
+      -- which the child would then wait after forever. Its input is closed
+      -- so it ends after its turn, as a one-shot child would.
+      self.skipped = (self.skipped or 0) + 1
+      self:close()
+      return "", nil
+    end
+    return nil, tag == "cancelled" and "cancelled" or "eof"
   end
-  if line == nil then return nil, err == "cancelled" and "cancelled" or "eof" end
   if handlers and handlers.on_output then handlers.on_output(line) end
   -- Decoded only when someone needs it: the result, the child's control
   -- requests, every event for an on_event handler, the first line naming
-  -- the session when it is not known. (The CLI writes compact JSON; a
-  -- quote inside a string is escaped, so '"result"' is a key or a value.)
-  if not (handlers and handlers.on_event) and line:byte(1) == 123 and
-      not line:find('"result"', 1, true) and not line:find('"control_request"', 1, true) and
+  -- the session when it is not known, an object whose type its start does
+  -- not name. Another typed line needs no search of its text.
+  if tag and tag ~= "" and tag ~= "result" and tag ~= "control_request" and
+      not (handlers and handlers.on_event) and
       (self.session_id or not line:find('"session_id"', 1, true)) then
     return "", nil
   end
-  local kind, obj, progress = claude.event(line)
+  local kind, obj, progress
+  if tag ~= false then kind, obj, progress = claude.event(line) end
   if not kind then
     if handlers and handlers.on_line then handlers.on_line(line) end
     return "", nil

@@ -64,11 +64,9 @@ function M.g(x)
   return string.format("%g", x)
 end
 
-function M.copy(t)
-  local r = {}
-  for k, v in pairs(t) do r[k] = v end
-  return r
-end
+--- A shallow copy of t, without its metatable (made in C at its final
+--- size: the argument tables of every dispatch pass here).
+M.copy = core.table.copy
 
 function M.join(list, sep)
   return table.concat(list, sep or ", ")

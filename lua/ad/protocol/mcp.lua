@@ -58,6 +58,15 @@ M.INSTRUCTIONS = table.concat({
   "answer with dispatch_approve, then dispatch_wait.",
 }, " ")
 
+-- The UTC second a log line on stderr starts with, formatted once per
+-- second (every dispatch logs a line).
+local stamp_at, stamp
+local function log_stamp()
+  local t = os.time()
+  if t ~= stamp_at then stamp_at, stamp = t, os.date("!%Y-%m-%dT%H:%M:%SZ", t) end
+  return stamp
+end
+
 local function versioned(v)
   for _, x in ipairs(M.LEGACY) do if x == v then return true end end
   return false
@@ -382,7 +391,7 @@ function Server:call_tool(id, key, params, era)
     tool = name,
     elicit = self:elicitor(era),
     log = function(lvl, msg)
-      io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " ", lvl:upper(), " ", msg, "\n")
+      io.stderr:write(log_stamp(), " ", lvl:upper(), " ", msg, "\n")
       if level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level] and not entry.done
           and not entry.cancelled then
         server:send(json.object({ jsonrpc = "2.0", method = "notifications/message",
