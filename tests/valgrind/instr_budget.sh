@@ -21,7 +21,7 @@ set -euo pipefail
 bin=$1 stub=$2
 START_MAX=${START_MAX:-2200000}
 LIST_MAX=${LIST_MAX:-450000}
-DISPATCH_MAX=${DISPATCH_MAX:-610000}
+DISPATCH_MAX=${DISPATCH_MAX:-575000}
 N=10
 
 extra_yaml='settings:
