@@ -13,8 +13,9 @@
 # collector's steps fall in 10 dispatches; bench/README.md gives the
 # figures, and what they were before), so a change that makes a path
 # dearer fails here. The stub has the live channel, so the
-# dispatch is counted over the live transport, the default (about 560k). The binary must keep its symbols (the
-# counts are split at l_stdout_write). Usage: instr_budget.sh
+# dispatch is counted over the live transport, the default (about
+# 560k). The binary must keep its symbols (the counts are split at
+# l_stdout_write). Usage: instr_budget.sh
 # AGENT_DISPATCH_BIN STUB_DIR
 set -euo pipefail
 bin=$1 stub=$2
