@@ -184,11 +184,26 @@ class Client {
     const m = fs.readFileSync(`/proc/${this.pid}/status`, 'utf8').match(new RegExp(`^${key}:\\s+(\\d+)`, 'm'));
     return m ? Number(m[1]) : NaN;
   }
+  // The live claude children: the server's descendants named claude (a
+  // dispatch's child is the keeper's, the server's own child).
   children() {
-    try {
-      const t = fs.readFileSync(`/proc/${this.pid}/task/${this.pid}/children`, 'utf8').trim();
-      return t ? t.split(/\s+/).length : 0;
-    } catch { return NaN; }
+    const kids = (pid) => {
+      try {
+        const t = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+        return t ? t.split(/\s+/) : [];
+      } catch { return []; }
+    };
+    let n = 0;
+    const walk = (pid, depth) => {
+      for (const k of kids(pid)) {
+        let comm = '';
+        try { comm = fs.readFileSync(`/proc/${k}/comm`, 'utf8').trim(); } catch { continue; }
+        if (comm === 'claude') n++;
+        else if (depth < 2) walk(k, depth + 1);
+      }
+    };
+    walk(this.pid, 0);
+    return n;
   }
   async close() {
     const done = new Promise((r) => this.proc.on('exit', r));
