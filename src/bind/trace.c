@@ -82,9 +82,9 @@ static void strs_of(lua_State *L, int idx, struct span_val *v,
     v->nstrs = n;
 }
 
-/* [-0, +0] The value at idx (a string, number, boolean, null or array of
- * strings: its storage in stack, or in slot) as v; nil leaves v as it is
- * (its default). */
+/* [-0, +0] The value at idx (a string, number, boolean, null, or, where
+ * slot is not 0, an array of strings: its storage in stack, or in slot)
+ * as v; nil leaves v as it is (its default). */
 static void val_of(lua_State *L, int idx, struct span_val *v,
                    struct span_str *stack, int slot)
 {
@@ -112,6 +112,9 @@ static void val_of(lua_State *L, int idx, struct span_val *v,
         v->type = SPAN_NULL;
         return;
     case LUA_TTABLE:
+        if (slot == 0) { /* (only denied_tools is a list) */
+            luaL_error(L, "trace: a span field holds a table");
+        }
         strs_of(L, idx, v, stack, slot);
         return;
     default:
@@ -132,11 +135,17 @@ static const char *const r_key_names[R_NKEYS] = {
 #define UV_SPAN_KEY(k) lua_upvalueindex(1 + (k))
 #define UV_R_KEY(k) lua_upvalueindex(1 + SPAN_NKEYS + (k))
 
-/* [-0, +1] r[key] (any table: a result may have an __index). */
-static int get_r(lua_State *L, int idx, enum r_key k)
+/* [-0, +R_NKEYS] r[key] for every key of a result, in r_key order (any
+ * table: a result may have an __index). The values stay on the stack
+ * until the line is written: a value an __index made is referenced by
+ * nothing else, and the next allocation could collect it. */
+static void push_r(lua_State *L, int idx)
 {
-    lua_pushvalue(L, UV_R_KEY(k));
-    return lua_gettable(L, idx);
+    luaL_checkstack(L, R_NKEYS, "trace: out of stack");
+    for (int k = 0; k < R_NKEYS; k++) {
+        lua_pushvalue(L, UV_R_KEY(k));
+        lua_gettable(L, idx);
+    }
 }
 
 /* [-0, +0] span[key] (the plain table at idx) as vals[k]. */
@@ -145,7 +154,7 @@ static void field(lua_State *L, int idx, enum span_key k,
 {
     lua_pushvalue(L, UV_SPAN_KEY(k));
     if (lua_rawget(L, idx) != LUA_TNIL) {
-        val_of(L, -1, &vals[k], stack, slot);
+        val_of(L, -1, &vals[k], stack, k == SPAN_DENIED_TOOLS ? slot : 0);
     }
     lua_pop(L, 1);
 }
@@ -184,53 +193,41 @@ static void defaults(lua_State *L, struct span_val *vals, int depth_idx)
     vals[SPAN_PID].i = (long long)pid;
 }
 
-/* [-0, +0] What result r (the table at idx) says of the span it ends, as
- * ad.domain.trace.finish always took it. */
-static void result_fields(lua_State *L, int idx, struct span_val *vals,
+/* [-0, +0] What result r says of the span it ends, as
+ * ad.domain.trace.finish always took it: r's values are at stack index r
+ * on, as push_r left them. */
+static void result_fields(lua_State *L, int r, struct span_val *vals,
                           struct span_str *stack, int slot)
 {
-    get_r(L, idx, R_SUCCESS);
-    bool failed = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    int success = r + R_SUCCESS;
+    bool failed = lua_isboolean(L, success) && !lua_toboolean(L, success);
     vals[SPAN_ERROR_TYPE].type = SPAN_NULL;
-    if (failed) {
-        get_r(L, idx, R_ERROR_TYPE);
-        if (lua_toboolean(L, -1)) {
-            val_of(L, -1, &vals[SPAN_ERROR_TYPE], stack, 0);
-        }
-        lua_pop(L, 1);
+    if (failed && lua_toboolean(L, r + R_ERROR_TYPE)) {
+        val_of(L, r + R_ERROR_TYPE, &vals[SPAN_ERROR_TYPE], stack, 0);
     }
     vals[SPAN_SESSION_ID].type = SPAN_NULL;
-    get_r(L, idx, R_SESSION_ID);
-    if (lua_toboolean(L, -1)) {
-        val_of(L, -1, &vals[SPAN_SESSION_ID], stack, 0);
+    if (lua_toboolean(L, r + R_SESSION_ID)) {
+        val_of(L, r + R_SESSION_ID, &vals[SPAN_SESSION_ID], stack, 0);
     }
-    lua_pop(L, 1);
     vals[SPAN_COST_USD].type = SPAN_INT;
     vals[SPAN_COST_USD].i = 0;
-    get_r(L, idx, R_COST_USD);
-    if (lua_type(L, -1) == LUA_TNUMBER) {
-        val_of(L, -1, &vals[SPAN_COST_USD], stack, 0);
+    if (lua_type(L, r + R_COST_USD) == LUA_TNUMBER) {
+        val_of(L, r + R_COST_USD, &vals[SPAN_COST_USD], stack, 0);
     }
-    lua_pop(L, 1);
     vals[SPAN_NUM_TURNS].type = SPAN_NULL;
-    get_r(L, idx, R_NUM_TURNS);
     int valid;
-    lua_Integer turns = lua_tointegerx(L, -1, &valid);
+    lua_Integer turns = lua_tointegerx(L, r + R_NUM_TURNS, &valid);
     if (valid) {
         vals[SPAN_NUM_TURNS].type = SPAN_INT;
         vals[SPAN_NUM_TURNS].i = (long long)turns;
     }
-    lua_pop(L, 1);
-    get_r(L, idx, R_DENIED_TOOLS); /* (r keeps its strings) */
-    if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0) {
-        strs_of(L, -1, &vals[SPAN_DENIED_TOOLS], stack, slot);
+    int denied = r + R_DENIED_TOOLS;
+    if (lua_istable(L, denied) && lua_rawlen(L, denied) > 0) {
+        strs_of(L, denied, &vals[SPAN_DENIED_TOOLS], stack, slot);
     }
-    lua_pop(L, 1);
-    get_r(L, idx, R_CACHED);
+    int cached = r + R_CACHED;
     vals[SPAN_CACHED].type = SPAN_BOOL;
-    vals[SPAN_CACHED].b = lua_isboolean(L, -1) && lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    vals[SPAN_CACHED].b = lua_isboolean(L, cached) && lua_toboolean(L, cached);
 }
 
 /* The end of the span now: end and duration_ms from its start. */
@@ -246,7 +243,8 @@ static void ended(lua_State *L, struct span_val *vals)
     vals[SPAN_END].d = t;
     double ms = floor((t - start) * 1000 + 0.5);
     vals[SPAN_DURATION_MS].type = SPAN_INT;
-    vals[SPAN_DURATION_MS].i = ms > 0 ? (long long)ms : 0;
+    /* (a start read back from disk can be anything) */
+    vals[SPAN_DURATION_MS].i = ms > 0 && ms < 9e18 ? (long long)ms : 0;
 }
 
 /* The arguments of a span's line: span, depth, status, r from stack
@@ -263,6 +261,14 @@ static size_t span_text(lua_State *L, int span, char *buf, size_t cap,
     luaL_checktype(L, span, LUA_TTABLE);
     struct span_val vals[SPAN_NKEYS] = {0};
     struct span_str stack[2][STRS_STACK];
+    int top = lua_gettop(L), r = 0;
+    bool ends = !lua_isnil(L, span + 2);
+    /* The result's values first: an __index of r is the only Lua code
+     * that can run here, and nothing read after it can be collected. */
+    if (ends && lua_istable(L, span + 3)) {
+        r = top + 1;
+        push_r(L, span + 3);
+    }
     defaults(L, vals, span + 1);
     luaL_checkstack(L, 8, "trace: out of stack");
     for (int k = 0; k < SPAN_NKEYS; k++) {
@@ -272,17 +278,18 @@ static size_t span_text(lua_State *L, int span, char *buf, size_t cap,
     if (task->type == SPAN_STR) {
         task->str.n = span_cut(task->str.s, task->str.n, TASK_CUT);
     }
-    if (!lua_isnil(L, span + 2)) {
+    if (ends) {
         val_of(L, span + 2, &vals[SPAN_STATUS], stack[0], 0);
         ended(L, vals);
-        if (lua_istable(L, span + 3)) {
-            result_fields(L, span + 3, vals, stack[1], span + 5);
+        if (r) {
+            result_fields(L, r, vals, stack[1], span + 5);
         }
     }
     size_t len = span_format_to(vals, MAX_LINE, buf, cap, text);
     if (!*text) {
         luaL_error(L, "out of memory");
     }
+    lua_settop(L, top);
     return len;
 }
 

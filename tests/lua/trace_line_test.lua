@@ -124,6 +124,31 @@ test("a span another process ends (its whole record, decoded) is written as it w
   eq(line, encoded(rec))
 end)
 
+test("a result whose fields an __index makes (collecting as it goes) is written whole", function()
+  local span, rec = both(CTX, { kind = "dispatch", agent = "a", task = "t" })
+  local made = { success = false, error_type = "tim" .. "eout", session_id = "s-" .. ("x"):rep(40),
+    cost_usd = 0.25, num_turns = 4, cached = false }
+  local r = setmetatable({}, { __index = function(_, k)
+    collectgarbage("collect")
+    local v = made[k]
+    if type(v) == "string" then return v:sub(1) .. "" end -- a fresh string only r's caller holds
+    return v
+  end })
+  local line = store.line(span, DEPTH, "error", r)
+  finish(rec, "error", made, json.decode(line)["end"])
+  eq(line, encoded(rec))
+end)
+
+test("a span field that holds a table other than denied_tools is refused", function()
+  local span = both(CTX, { kind = "dispatch", agent = "a", task = "t" })
+  span.agent = { "x" }
+  local good, err = pcall(store.line, span, DEPTH)
+  ok(not good and tostring(err):find("holds a table", 1, true), tostring(err))
+  span.agent = "a"
+  good, err = pcall(store.line, span, DEPTH, { "ok" })
+  ok(not good and tostring(err):find("holds a table", 1, true), tostring(err))
+end)
+
 test("fields a caller keeps on a span are not written", function()
   local span = both(CTX, { kind = "dispatch", agent = "a", task = "t" })
   span.reserved, span.left, span.start_timer, span.ran = true, true, true, true
