@@ -86,6 +86,14 @@ describe('a handed-off fan-out and the keeper', () => {
     const spent = r.individual_results.reduce((a, x) => a + x.cost_usd, 0) + r.aggregated.cost_usd;
     assert.ok(spent > 0.4 && Math.abs(ledger.spent - spent) < 1e-9, `${JSON.stringify(ledger)} vs ${spent}`);
     assert.deepStrictEqual(ledger.reserved, {}, JSON.stringify(ledger));
+    // The group span the keeper ended still names the server that ran it.
+    const tdir = path.join(env.cfgDir, 'traces');
+    const group = fs.readdirSync(tdir).filter((f) => f.startsWith('spans-')).flatMap((f) =>
+      fs.readFileSync(path.join(tdir, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)))
+      .filter((s) => s.trace_id === traceId && s.kind === 'parallel');
+    const end = group[group.length - 1];
+    assert.ok(end && end.status === 'ok', JSON.stringify(group));
+    assert.strictEqual(end.pid, srv.child.pid, 'the group span\'s end record names the server, not the keeper');
     await srv2.close();
     assert.ok(await waitUntil(() => !alive(keeper), 5000), 'the keeper exits when the fan-out is done');
     await env.assertNoLeftovers();

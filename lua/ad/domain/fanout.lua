@@ -29,13 +29,12 @@ local M = {}
 
 local STATE_KEYS = { "items", "aggregate", "agent", "trace", "span", "results", "aggregated" }
 
--- The group span as the keeper ends it (what the server keeps on it for
--- itself left out).
+-- The group span as the keeper ends it: its whole record, as this
+-- server would write it (its depth and pid, not the keeper's; what the
+-- server keeps on it for itself left out).
 local function span_copy(span)
   if type(span) ~= "table" then return nil end
-  local s = util.copy(span)
-  s.reserved, s.adopted, s.left, s.start_timer = nil, nil, nil, nil
-  return s
+  return require("ad.domain.trace").full(span)
 end
 
 -- Adds item i's result r (i = "agg": the aggregator's) to the fan-out's
