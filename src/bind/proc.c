@@ -377,6 +377,18 @@ static double opt_num(lua_State *L, const char *field, double def)
     return v;
 }
 
+/* A byte bound from a Lua number: 0 (none) for n <= 0 or NaN, saturated
+ * at SIZE_MAX (a script may set math.huge: converting that to size_t is
+ * undefined). */
+static size_t byte_bound(double n)
+{
+    if (!(n > 0)) {
+        return 0;
+    }
+    return n >= (double)SIZE_MAX ? SIZE_MAX : (size_t)n;
+}
+
+
 /* opts.adopt = {pid=, out=, err=, exited=, status=, signal=}, if given. */
 static void adopt_opts(lua_State *L, struct proc_opts *a)
 {
@@ -486,9 +498,9 @@ static int l_process(lua_State *L)
     if (slot) {
         limiter_take(slot); /* the child now holds the count until reaped */
     }
-    lp->max_output = max_output > 0 ? (size_t)max_output : 0;
+    lp->max_output = byte_bound(max_output);
     /* One bound at a time: past max_output only the last line is kept. */
-    lp->max_plain = max_plain > 0 && !lp->max_output ? (size_t)max_plain : 0;
+    lp->max_plain = lp->max_output ? 0 : byte_bound(max_plain);
     lua_getfield(L, 1, "soft_cancel");
     lp->soft_cancel = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -595,7 +607,7 @@ static int l_limit_plain(lua_State *L)
     struct lproc *lp = check(L);
     lua_Number n = luaL_checknumber(L, 2);
     if (!lp->max_output) {
-        lp->max_plain = n > 0 ? (size_t)n : 0;
+        lp->max_plain = byte_bound(n);
         lp->plain = 0;
         lp->over = false;
     }
