@@ -228,15 +228,14 @@ static void keep_last(struct lproc *lp, const char *s, size_t n)
     lp->last_len = n;
 }
 
-/* True for a line that may be a JSON object: its first byte other than a
- * blank is '{' (the decoder takes leading blanks too). */
+/* True for a line that may be a JSON object, as the channel tells it
+ * (event_kind: its first byte other than a blank is '{'), so that a line
+ * counted as stray output is one the channel would not decode. */
 static bool json_object_line(const char *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r')) {
-        i++;
-    }
-    return i < n && s[i] == '{';
+    const char *type;
+    size_t type_len;
+    return event_kind(s, n, &type, &type_len) != EVENT_TEXT;
 }
 
 /* Past max_plain, a line that is no JSON object is dropped: stray output
