@@ -92,7 +92,8 @@ static int l_token(lua_State *L)
 }
 
 /* Not memcmp: it returns at the first difference, so its time tells how
- * much of a guessed token was right. */
+ * much of a guessed token was right. (core.crypto.equal does the same, but
+ * needs libcrypto loaded; a task token must be checked without it.) */
 static int l_same(lua_State *L)
 {
     size_t na, nb;
