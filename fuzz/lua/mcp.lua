@@ -36,7 +36,7 @@ end
 local function id_key(line, msg)
   if type(msg.id) == "string" then
     local raw = core.json.raw_member(line, "id")
-    if raw and json.fix_surrogates(raw) then return "r:" .. raw end
+    if raw and raw:sub(1, 1) == '"' and json.fix_surrogates(raw) then return "r:" .. raw end
     return "s:" .. msg.id
   end
   if type(msg.id) == "number" then

@@ -1,7 +1,8 @@
 /* Lua face of the raw JSON member scanner: core.json.
  *
  *   core.json.raw_member(line, key) -> the raw text of a top-level
- *       member's value (a scalar, or a whole object or array) | nil
+ *       member's value (a scalar, or a whole object or array; the last
+ *       one when the key is there twice, as cjson reads it) | nil
  *   core.json.may_overflow(text) -> whether text holds an exponent of
  *       three digits or a run of 309 digits (a number a double cannot hold)
  *   core.json.encoder(raw_mt, scalar, null) -> the encoder of ad.infra.json
@@ -52,14 +53,17 @@ static size_t skip_container(const char *s, size_t n, size_t i)
 /* core.json.raw_member(line, key) -> the raw text of a top-level member's value.
  * JSON-RPC ids must be echoed digit for digit; a decoded double would turn
  * 9007199254740993 into ...992. This only locates a span in text that
- * cjson has already accepted; it parses nothing. */
+ * cjson has already accepted; it parses nothing. When the key is there
+ * twice, the last member is the one: cjson keeps the last, and the raw
+ * text must be that of the value the request was read with. */
 static int l_raw_member(lua_State *L)
 {
     size_t n, kl;
     const char *s = luaL_checklstring(L, 1, &n);
     const char *key = luaL_checklstring(L, 2, &kl);
     int depth = 0;
-    bool expect_key = false;
+    bool expect_key = false, found = false;
+    size_t from = 0, to = 0;
     for (size_t i = 0; i < n;) {
         char c = s[i];
         if (c == '"') {
@@ -80,15 +84,15 @@ static int l_raw_member(lua_State *L)
                         /* A whole object or array, byte for byte (a decoded
                          * one loses [] versus {} and long numbers). */
                         i = skip_container(s, n, i);
-                        lua_pushlstring(L, s + start, i - start);
-                        return 1;
+                    } else {
+                        while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ' ' &&
+                               s[i] != '\t' && s[i] != '\r' && s[i] != '\n') {
+                            i++;
+                        }
                     }
-                    while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ' ' &&
-                           s[i] != '\t' && s[i] != '\r' && s[i] != '\n') {
-                        i++;
-                    }
-                    lua_pushlstring(L, s + start, i - start);
-                    return 1;
+                    found = true;
+                    from = start;
+                    to = i;
                 }
                 continue;
             }
@@ -105,7 +109,11 @@ static int l_raw_member(lua_State *L)
         }
         i++;
     }
-    lua_pushnil(L);
+    if (found) {
+        lua_pushlstring(L, s + from, to - from);
+    } else {
+        lua_pushnil(L);
+    }
     return 1;
 }
 

@@ -31,6 +31,27 @@ describe('request ids are echoed as sent', () => {
     assert.deepStrictEqual(e.result, {});
     await srv.close();
   });
+
+  test('a request with two id members is answered with the id its decoder read (the last)', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const srv = env.serve();
+    await srv.init();
+    const lines = [];
+    srv.child.stdout.on('data', (d) => lines.push(...d.toString().split('\n').filter(Boolean)));
+    // A number id echoed digit for digit must be the member the request
+    // was read with, not the first one in the text.
+    srv.send('{"jsonrpc":"2.0","id":5,"id":7,"method":"ping"}');
+    const r = await srv.response(7);
+    assert.deepStrictEqual(r.result, {});
+    // An object first, then a string with a lone surrogate: the string,
+    // as written.
+    srv.send('{"jsonrpc":"2.0","id":{"\\ud800x":3},"id":"q\\udc00","method":"ping"}');
+    const s = await srv.response('q\udc00');
+    assert.deepStrictEqual(s.result, {});
+    await srv.close();
+    assert.ok(!lines.some((l) => /"id":5[,}]/.test(l) || /"id":\{/.test(l)), lines.join('\n'));
+  });
 });
 
 describe('an id in use by an open subscription', () => {
