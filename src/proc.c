@@ -11,6 +11,7 @@
  * part must keep; split, that rule would span files. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -712,6 +713,23 @@ static void write_stdin(struct proc *p, const struct proc_opts *o)
     p->in_pending++;
 }
 
+/* Small stdin data (a first user message, a prompt of a few kB) is
+ * written into the child's new, empty pipe before the child is started:
+ * PIPE_BUF bytes fit any pipe, so the write cannot block, and the child
+ * finds its input the moment it runs, instead of after the server has
+ * learnt its pid and come back to write it. True when written whole. */
+static bool pre_write_stdin(int fd, const struct proc_opts *o)
+{
+    if (!o->stdin_data || o->stdin_len > PIPE_BUF) {
+        return false;
+    }
+    ssize_t n;
+    do {
+        n = write(fd, o->stdin_data, o->stdin_len);
+    } while (n < 0 && errno == EINTR);
+    return n == (ssize_t)o->stdin_len;
+}
+
 static void close_fd(int *fd)
 {
     if (*fd >= 0) {
@@ -866,6 +884,7 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
     struct spawn_fds f;
     memset(&f, 0xff, sizeof f); /* every fd -1 */
     pid_t pid = 0;
+    bool in_written = false;
     rc = reaper_start(loop);
     if (o->adopt_pid > 0) {
         f.out[0] = o->adopt_out;
@@ -873,6 +892,7 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
         pid = o->adopt_pid;
     } else {
         rc = rc ? rc : spawn_fds_open(&f, o);
+        in_written = rc == 0 && pre_write_stdin(f.in[1], o);
         int k = (rc == 0 && o->keeper) ? spawn_fds_keeper(loop, &f, o, &pid)
                                        : KEEPER_NONE;
         p->remote = (k == 0);
@@ -905,7 +925,7 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
     p->reading_out = true;
     uv_read_start((uv_stream_t *)&p->err, alloc_cb, on_err_read);
     p->in_open = o->stdin_data || o->stdin_keep;
-    if (o->stdin_data) {
+    if (o->stdin_data && !in_written) {
         write_stdin(p, o);
     } else if (!o->stdin_keep) {
         close_in(p);
