@@ -184,26 +184,29 @@ class Client {
     const m = fs.readFileSync(`/proc/${this.pid}/status`, 'utf8').match(new RegExp(`^${key}:\\s+(\\d+)`, 'm'));
     return m ? Number(m[1]) : NaN;
   }
-  // The live claude children: the server's descendants named claude (a
-  // dispatch's child is the keeper's, the server's own child).
+  // The live claude children. A dispatch's child is the keeper's, and the
+  // keeper leaves the server's process tree (it must outlive the server),
+  // so it is found once, as the parent of a process running this run's
+  // private copy of the stub; then its children and the server's own are
+  // counted (those running the stub).
   children() {
+    const stub = path.join(STUB_DIR, 'claude');
+    const exe = (pid) => { try { return fs.readlinkSync(`/proc/${pid}/exe`); } catch { return ''; } };
     const kids = (pid) => {
       try {
         const t = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
         return t ? t.split(/\s+/) : [];
       } catch { return []; }
     };
-    let n = 0;
-    const walk = (pid, depth) => {
-      for (const k of kids(pid)) {
-        let comm = '';
-        try { comm = fs.readFileSync(`/proc/${k}/comm`, 'utf8').trim(); } catch { continue; }
-        if (comm === 'claude') n++;
-        else if (depth < 2) walk(k, depth + 1);
+    if (!this.keeper) {
+      for (const d of fs.readdirSync('/proc')) {
+        if (!/^\d+$/.test(d) || exe(d) !== stub) continue;
+        const ppid = Number(fs.readFileSync(`/proc/${d}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[1]);
+        if (ppid && ppid !== this.pid) { this.keeper = ppid; break; }
       }
-    };
-    walk(this.pid, 0);
-    return n;
+    }
+    const pids = [...kids(this.pid), ...(this.keeper ? kids(this.keeper) : [])];
+    return pids.filter((k) => exe(k) === stub).length;
   }
   async close() {
     const done = new Promise((r) => this.proc.on('exit', r));
