@@ -11,17 +11,28 @@
 
 #include "ad/ids.h"
 
+/* Up to n bytes from getrandom(2) with flags, retried on EINTR; stops at
+ * the first other failure. Returns how many it got. */
+static size_t getrandom_fill(unsigned char *u, size_t n, unsigned flags)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(u + got, n - got, flags);
+        if (r > 0) {
+            got += (size_t)r;
+        } else if (r == 0 || errno != EINTR) {
+            break;
+        }
+    }
+    return got;
+}
+
 /* A random version 4 UUID's 16 bytes (as uuid_generate_random gives). */
 static void random16(unsigned char u[16])
 {
-    size_t got = 0;
-    while (got < 16) {
-        ssize_t n = getrandom(u + got, 16 - got, GRND_NONBLOCK);
-        if (n <= 0) {
-            uuid_generate_random(u);
-            return;
-        }
-        got += (size_t)n;
+    if (getrandom_fill(u, 16, GRND_NONBLOCK) < 16) {
+        uuid_generate_random(u);
+        return;
     }
     u[6] = (unsigned char)((u[6] & 0x0f) | 0x40); /* version 4 */
     u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
@@ -66,15 +77,7 @@ void ids_hex32(char out[33])
  * bits are set: every bit is random. */
 static int random_bytes(unsigned char *u, size_t n)
 {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = getrandom(u + got, n - got, 0);
-        if (r > 0) {
-            got += (size_t)r;
-        } else if (r == 0 || errno != EINTR) {
-            break;
-        }
-    }
+    size_t got = getrandom_fill(u, n, 0);
     if (got == n) {
         return 0;
     }
