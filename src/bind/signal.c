@@ -3,7 +3,8 @@
  *   core.signal.wait() -> "SIGINT" | "SIGTERM" | "SIGHUP"
  *
  * The handlers are installed on the first wait and stay installed until
- * shutdown (bind_signal_close); they are unref'd so they never keep the
+ * shutdown (bind_signal_close, which then ignores the stop signals for the
+ * bounded rest of the exit); they are unref'd so they never keep the
  * loop alive by themselves. A signal wakes every task waiting at the time;
  * no handler ever touches a Lua state (the loop delivers the signal). */
 #include <signal.h>
@@ -67,13 +68,22 @@ static int l_wait_signal(lua_State *L)
     return sched_wait(L, cancel_signal_wait, NULL);
 }
 
+/* Closing a handle restores the default action, under which one more stop
+ * signal (Claude Code sends SIGINT, then SIGTERM about 100 ms later) would
+ * end a process that is already exiting by that signal instead of with its
+ * status. The rest of the exit is bounded (the settle timers of main.c), so
+ * from here on the stop signals are ignored; SIGKILL still works. */
 void bind_signal_close(void)
 {
+    static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
     if (S.open) {
         for (int i = 0; i < 3; i++) {
             uv_close((uv_handle_t *)&S.sig[i], NULL);
         }
         S.open = false;
+    }
+    for (int i = 0; i < 3; i++) {
+        signal(sigs[i], SIG_IGN);
     }
 }
 

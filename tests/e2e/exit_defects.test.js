@@ -66,4 +66,30 @@ describe('exit status after the main task', () => {
       assert.ok(await waitUntil(() => !alive(stub.pid) && !alive(env.grandchildPid()), 1000),
         'the dispatch child or its grandchild survived');
     });
+
+  // Claude Code stops a server with SIGINT, then SIGTERM about 100 ms
+  // later (and SIGKILL later still). A stop signal that lands while the
+  // server is already on its way out, however late, must not turn its
+  // exit 0 into death by that signal.
+  test('serve: more stop signals during the shutdown still end in exit 0', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const srv = env.serve();
+    await srv.init();
+    srv.send({ jsonrpc: '2.0', id: 9, method: 'tools/call',
+      params: { name: 'dispatch', arguments: { agent: 'a', task: 'wait [stub:grandchild=30] [stub:hang]' } } });
+    assert.ok(await waitUntil(() => env.dispatches().length === 1 && env.grandchildPid(), 5000));
+    srv.child.kill('SIGINT');
+    let done = false;
+    srv.exited.then(() => { done = true; });
+    const deadline = Date.now() + 8000;
+    while (!done && Date.now() < deadline) {
+      try { srv.child.kill('SIGTERM'); } catch { break; }
+      await sleep(5);
+    }
+    const r = await Promise.race([srv.exited, sleep(1000).then(() => null)]);
+    assert.ok(r, 'server still running 8 s after SIGINT');
+    assert.deepStrictEqual({ code: r.code, signal: r.signal }, { code: 0, signal: null },
+      `stderr:\n${srv.stderr.slice(-4000)}`);
+  });
 });
