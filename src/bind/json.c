@@ -103,7 +103,9 @@ static int l_raw_member(lua_State *L)
             depth++;
             expect_key = (c == '{' && depth == 1);
         } else if (c == '}' || c == ']') {
-            depth--;
+            if (--depth == 0) {
+                break; /* the end of the value cjson read: nothing after counts */
+            }
         } else if (c == ',' && depth == 1) {
             expect_key = true;
         }

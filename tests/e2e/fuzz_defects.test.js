@@ -52,6 +52,27 @@ describe('request ids are echoed as sent', () => {
     await srv.close();
     assert.ok(!lines.some((l) => /"id":5[,}]/.test(l) || /"id":\{/.test(l)), lines.join('\n'));
   });
+
+  test('a line with a NUL byte after its object is a parse error, not a request', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const srv = env.serve();
+    await srv.init();
+    const lines = [];
+    srv.child.stdout.on('data', (d) => lines.push(...d.toString().split('\n').filter(Boolean)));
+    // The decoder stopped at the NUL and read a ping with id 1; the id's
+    // raw text was then looked for in the whole line, and the last "id"
+    // (an unterminated string past the NUL) was echoed: not JSON.
+    srv.send('{"jsonrpc":"2.0","id":"\\ud800","method":"ping"}\u0000{"id":"}}');
+    srv.send('{"jsonrpc":"2.0","id":1,"method":"ping"}\u0000,"id":"}}');
+    srv.send({ jsonrpc: '2.0', id: 2, method: 'ping' });
+    await srv.response(2);
+    await srv.close();
+    for (const l of lines) assert.doesNotThrow(() => JSON.parse(l), `not JSON: ${l}`);
+    const replies = lines.map((l) => JSON.parse(l)).filter((m) => m.id !== 2);
+    assert.deepStrictEqual(replies.map((m) => [m.id, m.error && m.error.code]),
+      [[null, -32700], [null, -32700]], lines.join('\n'));
+  });
 });
 
 describe('an id in use by an open subscription', () => {

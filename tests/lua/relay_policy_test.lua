@@ -119,6 +119,11 @@ test("core.json.raw_member gives a whole object or array member byte for byte", 
   eq(core.json.raw_member(line, "after"), "[1,[2]]")
   eq(core.json.raw_member(req, "z"), "1")
   eq(core.json.raw_member(line, "type"), '"control_request"')
+  -- Only the first value counts (cjson stops at a NUL and reads no more):
+  -- members of anything after it are not the request's.
+  eq(core.json.raw_member('{"id":1}\0{"id":"x}', "id"), "1")
+  eq(core.json.raw_member('{"a":1}\0{"id":"x}', "id"), nil)
+  eq(require("ad.infra.json").decode('{"id":1}\0{"id":2}'), nil)
 end)
 
 local function schema_errors(perm_yaml)

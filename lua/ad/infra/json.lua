@@ -23,6 +23,7 @@ function M.raw(text)
   return setmetatable({ text }, RAW)
 end
 local encode_scalar = cjson.encode
+local find = string.find
 local concat, type, next, getmetatable, rawlen =
   table.concat, type, next, getmetatable, rawlen
 
@@ -125,6 +126,12 @@ local may_overflow = core.json.may_overflow
 --- inside containers and nil at the top level. Strict: non-finite numbers
 --- (1e309) are errors; lone surrogate escapes become U+FFFD.
 function M.decode(text)
+  -- cjson ends the text at a NUL byte and accepts '{...}\0anything';
+  -- JSON has no raw NUL anywhere, and what follows it must not be read
+  -- as part of the request (core.json.raw_member scans the whole line).
+  if find(text, "\0", 1, true) then
+    return nil, "NUL byte in JSON text"
+  end
   local ok, v = pcall(cjson.decode, text)
   if not ok and tostring(v):find("invalid unicode escape", 1, true) then
     local fixed = M.fix_surrogates(text)
