@@ -73,7 +73,10 @@ static struct {
     unsigned long gc_quiet_mark; /* resumes when gc_quiet was armed */
     bool gc_on;              /* idle collection in use (not in GC stress) */
     bool gc_cycle;           /* a cycle started while idle is unfinished */
-    size_t gc_base;          /* heap when the last idle cycle ended */
+    size_t gc_base;          /* heap when the last cycle ended */
+    unsigned long gc_ends;   /* cycles ended (gc_sentinel_gc counts them) */
+    unsigned long gc_seen;   /* ... of which gc_prepare_cb has seen */
+    size_t gc_end_heap;      /* heap when the last one ended */
 } S;
 
 /* Default growth of the Lua heap a budgeted task may make between two
@@ -149,8 +152,10 @@ static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
  * turn, just before the loop would block, a slice of small collector steps
  * for at most GC_SLICE_NS, and the loop polls (without blocking) between
  * slices, so a line or an exit that arrives waits one slice at most. A
- * cycle starts while idle once the heap has grown by a quarter since the
- * last one ended (the automatic trigger is at twice the live heap), or
+ * cycle starts while idle once the heap has grown by three quarters since
+ * the last one ended (the automatic trigger is at twice the live heap:
+ * a lower mark would only make more cycles, each marking the whole live
+ * heap again), or
  * once garbage is left and the loop has been quiet for GC_QUIET_MS (an
  * idle server holds no garbage).
  *
@@ -169,6 +174,27 @@ static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 #define GC_SLICE_MUL 25          /* a step of 1600 units (~15 us at most) */
 #define GC_SLICE_STEPSIZE 10
 
+/* A cycle's end, whoever ran it (our slices or the automatic steps): an
+ * unreachable object's finalizer runs once per cycle and makes the next. */
+static const char GC_SENTINEL_MT[] = "ad.infra.gc_sentinel";
+
+static void gc_sentinel_new(lua_State *L)
+{
+    lua_newuserdatauv(L, 0, 0);
+    luaL_setmetatable(L, GC_SENTINEL_MT);
+    lua_pop(L, 1);
+}
+
+static int gc_sentinel_gc(lua_State *L)
+{
+    S.gc_ends++;
+    S.gc_end_heap = S.heap;
+    if (S.gc_on) { /* not once the state is closing */
+        gc_sentinel_new(L);
+    }
+    return 0;
+}
+
 static void gc_spin_cb(uv_idle_t *h)
 {
     (void)h; /* only there so the loop does not block between slices */
@@ -180,10 +206,10 @@ static void gc_cycle_start(void)
     uv_idle_start(&S.gc_spin, gc_spin_cb);
 }
 
-static void gc_cycle_end(void)
+static void gc_cycle_end(size_t base)
 {
     S.gc_cycle = false;
-    S.gc_base = S.heap;
+    S.gc_base = base;
     uv_idle_stop(&S.gc_spin);
     uv_timer_stop(&S.gc_quiet);
 }
@@ -193,7 +219,7 @@ static void gc_cycle_end(void)
 static void gc_collected(void)
 {
     if (S.gc_on) {
-        gc_cycle_end();
+        gc_cycle_end(S.heap);
     }
 }
 
@@ -216,7 +242,8 @@ static void gc_slice(void)
     } while (!done && uv_hrtime() < end);
     lua_gc(L, LUA_GCINC, 0, GC_DEFAULT_MUL, GC_DEFAULT_STEPSIZE);
     if (done) {
-        gc_cycle_end(); /* the collector has set its next trigger */
+        S.gc_seen = S.gc_ends;
+        gc_cycle_end(S.heap); /* the collector has set its next trigger */
         return;
     }
     /* Credit until twice the heap of the last cycle's end (a negative
@@ -234,8 +261,15 @@ static void gc_prepare_cb(uv_prepare_t *h)
     if (S.ready_head) {
         return; /* not idle: tasks run first */
     }
+    if (S.gc_ends != S.gc_seen) { /* a cycle ended outside our slices */
+        S.gc_seen = S.gc_ends;
+        gc_cycle_end(S.gc_end_heap);
+    }
+    if (S.gc_base == 0) {
+        S.gc_base = S.heap; /* the first idle turn: the program has loaded */
+    }
     if (!S.gc_cycle && S.heap >= S.gc_base + GC_MIN_GROWTH &&
-        S.heap - S.gc_base >= S.gc_base / 4) {
+        S.heap - S.gc_base >= S.gc_base / 4 * 3) {
         gc_cycle_start();
     }
     if (S.gc_cycle) {
@@ -247,8 +281,14 @@ static void gc_prepare_cb(uv_prepare_t *h)
     }
 }
 
-static void gc_init(uv_loop_t *loop)
+static void gc_init(lua_State *L, uv_loop_t *loop)
 {
+    if (luaL_newmetatable(L, GC_SENTINEL_MT)) {
+        lua_pushcfunction(L, gc_sentinel_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    gc_sentinel_new(L);
     uv_prepare_init(loop, &S.gc_prepare);
     uv_idle_init(loop, &S.gc_spin);
     uv_timer_init(loop, &S.gc_quiet);
@@ -282,7 +322,7 @@ void sched_init(lua_State *L, uv_loop_t *loop)
     S.mem_budget = SCHED_MEMORY_BUDGET;
     S.loop = loop;
     uv_idle_init(loop, &S.idle);
-    gc_init(loop);
+    gc_init(L, loop);
     *extra(L) = NULL;
     if (luaL_newmetatable(L, TASK_MT)) {
         lua_pushcfunction(L, task_gc);
