@@ -152,10 +152,9 @@ static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
  * turn, just before the loop would block, a slice of small collector steps
  * for at most GC_SLICE_NS, and the loop polls (without blocking) between
  * slices, so a line or an exit that arrives waits one slice at most. A
- * cycle starts while idle once the heap has grown by three quarters since
- * the last one ended (the automatic trigger is at twice the live heap:
- * a lower mark would only make more cycles, each marking the whole live
- * heap again), or
+ * cycle starts while idle once the heap has grown by half since the last
+ * one ended (the automatic trigger is at twice the live heap; a mark
+ * nearer to it would lose the race now and then), or
  * once garbage is left and the loop has been quiet for GC_QUIET_MS (an
  * idle server holds no garbage).
  *
@@ -269,7 +268,7 @@ static void gc_prepare_cb(uv_prepare_t *h)
         S.gc_base = S.heap; /* the first idle turn: the program has loaded */
     }
     if (!S.gc_cycle && S.heap >= S.gc_base + GC_MIN_GROWTH &&
-        S.heap - S.gc_base >= S.gc_base / 4 * 3) {
+        S.heap - S.gc_base >= S.gc_base / 2) {
         gc_cycle_start();
     }
     if (S.gc_cycle) {

@@ -16,7 +16,7 @@ local function garbage(n)
   end
 end
 
--- Garbage until the heap holds `to` KiB (past three quarters of the live heap, below
+-- Garbage until the heap holds `to` KiB (past half the live heap, below
 -- twice it: the automatic trigger).
 local function garbage_to(to)
   while kb() < to do garbage(4) end
