@@ -469,24 +469,7 @@ static bool kid_room(void)
     return true;
 }
 
-/* The answer to a spawn, sent by the vforked child itself once only its
- * exec is left (proc_start_fds' announce): the server goes on while the
- * exec runs instead of waiting until it has released this process, and
- * for this process to be scheduled again and answer. */
-struct early_answer {
-    int ctrl;
-    bool sent;
-};
-
-static void announce(void *arg, pid_t pid)
-{
-    struct early_answer *a = arg;
-    struct reply r = {0, pid};
-    a->sent = send(a->ctrl, &r, sizeof r, MSG_NOSIGNAL) == (ssize_t)sizeof r;
-}
-
-static int do_spawn(char *msg, size_t len, int *fds, int nfds, pid_t *pid,
-                    struct early_answer *early, int ev)
+static int do_spawn(char *msg, size_t len, int *fds, int nfds, pid_t *pid)
 {
     struct req_head h;
     memcpy(&h, msg, sizeof h);
@@ -505,19 +488,10 @@ static int do_spawn(char *msg, size_t len, int *fds, int nfds, pid_t *pid,
     if (argv && env && h.argc > 0 && (cwd || !(h.flags & F_CWD))) {
         int in_r = (h.flags & F_IN) ? fds[4] : -1;
         int gate_r = (h.flags & F_GATED) ? fds[need - 1] : -1;
-        rc = proc_start_fds(argv, env, cwd, in_r, fds[0], fds[1], gate_r, pid,
-                            gate_r < 0 ? announce : NULL, early);
+        rc = proc_start_fds(argv, env, cwd, in_r, fds[0], fds[1], gate_r, pid);
     }
     free(argv);
     free(env);
-    if (rc != 0 && early->sent) {
-        /* Announced, then the exec failed (the child is reaped, its
-         * stderr says why): the server learns of it as of any exit. */
-        struct exit_event e = {*pid, 127, 0};
-        ssize_t n = send(ev, &e, sizeof e, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)n;
-        return 0;
-    }
     if (rc == 0 && kid_room()) {
         kids[nkids++] = (struct kchild){.pid = *pid, .out_r = fds[2], .err_r = fds[3],
                                         .slot_fd = -1, .in_w = -1,
@@ -583,7 +557,7 @@ static void do_hold(char *msg, size_t len, struct reply *r)
 }
 
 /* One request; false at the end of the socket (the server is gone). */
-static bool serve_one(int ctrl, int ev, char *buf)
+static bool serve_one(int ctrl, char *buf)
 {
     union {
         char b[CMSG_SPACE(sizeof(int) * MAX_FDS)];
@@ -611,7 +585,6 @@ static bool serve_one(int ctrl, int ev, char *buf)
     }
     struct reply r = {0, 0};
     struct req_head h = {0};
-    struct early_answer early = {ctrl, false};
     if ((size_t)n >= sizeof h) {
         memcpy(&h, buf, sizeof h);
     }
@@ -619,7 +592,7 @@ static bool serve_one(int ctrl, int ev, char *buf)
         r.rc = -EINVAL;
     } else if (h.type == MSG_SPAWN) {
         pid_t pid = 0;
-        r.rc = do_spawn(buf, (size_t)n, fds, nfds, &pid, &early, ev);
+        r.rc = do_spawn(buf, (size_t)n, fds, nfds, &pid);
         r.pid = pid;
     } else if (h.type == MSG_HANDOFF) {
         do_handoff(buf, (size_t)n, fds, nfds, &r);
@@ -642,8 +615,7 @@ static bool serve_one(int ctrl, int ev, char *buf)
         r.rc = -EINVAL;
     }
     /* The answer first: the server waits for it, not for these closes. */
-    bool sent = early.sent ||
-                send(ctrl, &r, sizeof r, MSG_NOSIGNAL) == (ssize_t)sizeof r;
+    bool sent = send(ctrl, &r, sizeof r, MSG_NOSIGNAL) == (ssize_t)sizeof r;
     for (int i = 0; i < nfds; i++) {
         if (fds[i] >= 0) {
             close(fds[i]); /* the child's ends: the child holds them now */
@@ -825,7 +797,7 @@ int keeper_main(int argc, char **argv)
             (void)n;
             reap(ev);
         }
-        if (pf[0].revents && !serve_one(ctrl, ev, buf)) {
+        if (pf[0].revents && !serve_one(ctrl, buf)) {
             break;
         }
     }

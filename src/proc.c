@@ -398,32 +398,7 @@ struct child_setup {
     int ready_r;         /* the parent's end of ready_w */
     pid_t parent;
     volatile int err;    /* errno of the failed step; read back after vfork */
-    proc_announce_fn announce; /* vfork only: called just before the exec */
-    void *announce_arg;
-    volatile bool announced;
 };
-
-/* "agent-dispatch: cannot start ARGV0: REASON\n" on fd, with no call
- * that could allocate or touch shared state (the vfork child). */
-static void write_start_failure(int fd, const char *what, int err)
-{
-    char msg[512];
-    size_t n = 0;
-    const char *parts[] = {"agent-dispatch: cannot start ", what, ": ",
-                           strerrordesc_np(err), "\n"};
-    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
-        const char *p = parts[i] ? parts[i] : "error";
-        size_t l = strlen(p);
-        if (l > sizeof msg - 1 - n) {
-            l = sizeof msg - 1 - n;
-        }
-        memcpy(msg + n, p, l);
-        n += l;
-    }
-    if (write(fd, msg, n) < 0) {
-        _exit(127);
-    }
-}
 
 static void child_fail(struct child_setup *cs, int err)
 {
@@ -438,10 +413,6 @@ static void child_fail(struct child_setup *cs, int err)
         if (n > 0 && write(cs->err_w, msg, (size_t)n) < 0) {
             _exit(127);
         }
-    } else if (cs->announced) {
-        /* vfork, and the pid already announced as started: the caller
-         * can no longer say why, so the child's stderr does. */
-        write_start_failure(cs->err_w, cs->argv[0], cs->err);
     }
     _exit(127);
 }
@@ -513,13 +484,6 @@ __attribute__((noreturn)) static void child_run(struct child_setup *cs)
     }
     if (cs->cwd && chdir(cs->cwd) != 0) {
         child_fail(cs, errno);
-    }
-    if (cs->announce && cs->ready_w < 0) {
-        /* Everything but the exec has worked: the pid can go out now,
-         * while the exec runs, instead of once it has released the
-         * parent (see keeper.c). */
-        cs->announce(cs->announce_arg, getpid());
-        cs->announced = true;
     }
     execve(cs->argv[0], cs->argv, cs->env);
     child_fail(cs, errno);
@@ -1214,8 +1178,7 @@ int proc_detach(char *const argv[], pid_t *pid)
 }
 
 int proc_start_fds(char *const *argv, char *const *env, const char *cwd,
-                   int in_r, int out_w, int err_w, int gate_r, pid_t *pid,
-                   proc_announce_fn announce, void *announce_arg)
+                   int in_r, int out_w, int err_w, int gate_r, pid_t *pid)
 {
     int ready[2] = {-1, -1};
     if (gate_r >= 0 && pipe2(ready, O_CLOEXEC) != 0) {
@@ -1231,8 +1194,6 @@ int proc_start_fds(char *const *argv, char *const *env, const char *cwd,
         .gate_r = gate_r,
         .ready_w = ready[1],
         .ready_r = ready[0],
-        .announce = announce,
-        .announce_arg = announce_arg,
     };
     int rc = start_child(&cs, pid);
     if (cs.ready_w >= 0) {

@@ -137,12 +137,7 @@ size_t proc_live_count(void);
 /* The keeper's side (keeper.c). proc_start_fds starts a child exactly as
  * proc_spawn does (death signal to the caller, own session, start gate
  * when gate_r >= 0) on pipe ends the caller made; 0 and *pid, or a
- * negative errno. announce (may be NULL; not for a gated child) is called
- * in the child, which shares the caller's memory and runs while the
- * caller waits, with the child's pid once only its exec is left: if the
- * exec then fails, the result is still the negative errno (the child is
- * reaped), and the child has written "cannot start" and the reason to
- * err_w. proc_remote_exit: a keeper's child has exited;
+ * negative errno. proc_remote_exit: a keeper's child has exited;
  * proc_remote_lost: the keeper is gone, and its children with it.
  * proc_remote_child: pid is a live child of the keeper (*reap_arg: its
  * proc_opts.reap_arg). proc_keep: it is now a job the keeper takes over
@@ -154,10 +149,8 @@ size_t proc_live_count(void);
  * of pid's stdin pipe while it is open, else -1. proc_unkeep: pid's
  * hand-off is over while it lives on (a kept live process between turns);
  * true when it had been kept. */
-typedef void (*proc_announce_fn)(void *arg, pid_t pid);
 int proc_start_fds(char *const *argv, char *const *env, const char *cwd,
-                   int in_r, int out_w, int err_w, int gate_r, pid_t *pid,
-                   proc_announce_fn announce, void *announce_arg);
+                   int in_r, int out_w, int err_w, int gate_r, pid_t *pid);
 /* For a process whose signal dispositions never change again (the
  * keeper): records which signals are not at their default, and its
  * children reset those alone before exec, not every signal (a system call
