@@ -154,9 +154,10 @@ static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
  * slices, so a line or an exit that arrives waits one slice at most. A
  * cycle starts while idle once the heap has grown by half since the last
  * one ended (the automatic trigger is at twice the live heap; a mark
- * nearer to it would lose the race now and then), or
- * once garbage is left and the loop has been quiet for GC_QUIET_MS (an
- * idle server holds no garbage).
+ * nearer to it would lose the race now and then), or once garbage is left
+ * and the loop has been quiet for GC_QUIET_MS (an idle server holds no
+ * garbage). The server owns the collector's pace: a slice sets its own
+ * step size and puts Lua's defaults back.
  *
  * Between two slices of an unfinished cycle, the requests that run
  * allocate on credit: no step until the heap reaches twice what it was
@@ -170,7 +171,7 @@ static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 #define GC_MIN_GROWTH ((size_t)64 << 10)
 #define GC_DEFAULT_MUL 100       /* Lua's defaults (LUAI_GCMUL, ...) */
 #define GC_DEFAULT_STEPSIZE 13
-#define GC_SLICE_MUL 25          /* a step of 1600 units (~15 us at most) */
+#define GC_SLICE_MUL 25          /* steps of 1600 units of work (1 KiB x 25 / 16) */
 #define GC_SLICE_STEPSIZE 10
 
 /* A cycle's end, whoever ran it (our slices or the automatic steps): an
