@@ -84,23 +84,23 @@ static void keeper_lost(void)
     proc_remote_lost();
 }
 
+/* One event per wake-up: the poll is level-triggered, so another one
+ * waiting wakes the loop again, and the usual single exit costs no
+ * second recv that can only say EAGAIN. */
 static void on_events(uv_poll_t *h, int status, int what)
 {
     (void)h;
     (void)what;
-    for (;;) {
-        struct exit_event e;
-        ssize_t n = status < 0 ? -1 : recv(ev_fd, &e, sizeof e, MSG_DONTWAIT);
-        if (n == (ssize_t)sizeof e) {
-            proc_remote_exit(e.pid, e.status, e.sig);
-            continue;
-        }
-        if (n < 0 && status >= 0 && (errno == EAGAIN || errno == EINTR)) {
-            return;
-        }
-        keeper_lost(); /* end of the socket: the keeper exited */
+    struct exit_event e;
+    ssize_t n = status < 0 ? -1 : recv(ev_fd, &e, sizeof e, MSG_DONTWAIT);
+    if (n == (ssize_t)sizeof e) {
+        proc_remote_exit(e.pid, e.status, e.sig);
         return;
     }
+    if (n < 0 && status >= 0 && (errno == EAGAIN || errno == EINTR)) {
+        return;
+    }
+    keeper_lost(); /* end of the socket: the keeper exited */
 }
 
 static int keeper_start(uv_loop_t *loop)
@@ -614,12 +614,14 @@ static bool serve_one(int ctrl, char *buf)
     } else {
         r.rc = -EINVAL;
     }
+    /* The answer first: the server waits for it, not for these closes. */
+    bool sent = send(ctrl, &r, sizeof r, MSG_NOSIGNAL) == (ssize_t)sizeof r;
     for (int i = 0; i < nfds; i++) {
         if (fds[i] >= 0) {
             close(fds[i]); /* the child's ends: the child holds them now */
         }
     }
-    return send(ctrl, &r, sizeof r, MSG_NOSIGNAL) == (ssize_t)sizeof r;
+    return sent;
 }
 
 static void kill_handed(void)
@@ -770,6 +772,10 @@ int keeper_main(int argc, char **argv)
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL);
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    /* Every write here is a send with MSG_NOSIGNAL or into a memory file:
+     * SIGPIPE can keep its default, so a child, whose every signal must
+     * be at its default, needs no sigaction call before its exec. */
+    signal(SIGPIPE, SIG_DFL);
     proc_fix_signals(); /* no handler here, only what the exec kept */
     char *buf = malloc(MAX_MSG);
     if (sfd < 0 || !buf) {
@@ -784,9 +790,11 @@ int keeper_main(int argc, char **argv)
             break;
         }
         if (pf[1].revents) {
+            /* One read: SIGCHLD is not queued, so at most one is pending
+             * (reap waits for every child that has exited). */
             struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof si) > 0) {
-            }
+            ssize_t n = read(sfd, &si, sizeof si);
+            (void)n;
             reap(ev);
         }
         if (pf[0].revents && !serve_one(ctrl, buf)) {

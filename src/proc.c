@@ -63,6 +63,8 @@ struct proc {
     bool in_open;         /* the stdin pipe accepts writes (proc_write) */
     bool in_close_wanted; /* proc_close_stdin: close once writes are out */
     int in_pending;       /* writes queued on the stdin pipe */
+    int in_fd;            /* the stdin pipe's write end not yet given to
+                           * the handle (see in_handle), else -1 */
     int64_t exit_status;
     int term_signal;
     struct proc *next_live, *prev_live;
@@ -192,7 +194,28 @@ static void close_gate(struct proc *p)
 static void close_in(struct proc *p)
 {
     p->in_open = false;
-    close_handle(p, (uv_handle_t *)&p->in);
+    if (p->in_fd >= 0) {
+        close(p->in_fd);
+        p->in_fd = -1;
+    }
+    close_handle(p, (uv_handle_t *)&p->in); /* not opened: no system call */
+}
+
+/* The stdin pipe's handle, opened at the first write that needs it. Input
+ * written whole before the child started (pre_write_stdin: the usual
+ * case) needs no handle: the pipe is then kept open as a bare descriptor
+ * until closed, without the two calls that make it non-blocking and the
+ * epoll_ctl that fails when libuv closes a pipe it never polled. */
+static int in_handle(struct proc *p)
+{
+    if (p->in_fd < 0) {
+        return 0;
+    }
+    int rc = uv_pipe_open(&p->in, p->in_fd);
+    if (rc == 0) {
+        p->in_fd = -1;
+    }
+    return rc;
 }
 
 /* True when some process received the signal. */
@@ -632,6 +655,11 @@ int proc_write(struct proc *p, const char *data, size_t len)
     if (len == 0) {
         return 0;
     }
+    int rc = in_handle(p);
+    if (rc != 0) {
+        close_in(p);
+        return rc;
+    }
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
     /* Nothing queued: try now (the usual case, a short message into an
      * empty pipe), which also reports a closed reader at once. */
@@ -656,7 +684,7 @@ int proc_write(struct proc *p, const char *data, size_t len)
     memcpy(w->data, data + done, w->len);
     w->req.data = w;
     b = uv_buf_init(w->data, (unsigned)w->len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&p->in, &b, 1, on_more_written);
+    rc = uv_write(&w->req, (uv_stream_t *)&p->in, &b, 1, on_more_written);
     if (rc != 0) {
         free(w);
         close_in(p);
@@ -853,6 +881,7 @@ static int proc_alloc(const struct proc_opts *o, const struct proc_cbs *cbs,
         memcpy(p->in_data, o->stdin_data, o->stdin_len);
     }
     p->gate_fd = -1;
+    p->in_fd = -1;
     p->cbs = *cbs;
     p->ud = ud;
     p->grace_ms = o->grace_ms;
@@ -900,7 +929,11 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
     }
     rc = rc ? rc : adopt(&p->out, &f.out[0], pid);
     rc = rc ? rc : adopt(&p->err, &f.err[0], pid);
-    if (o->stdin_data || o->stdin_keep) {
+    if (rc == 0 && f.in[1] >= 0 &&
+        (in_written || (o->stdin_keep && !o->stdin_data))) {
+        p->in_fd = f.in[1]; /* a handle only for later writes */
+        f.in[1] = -1;
+    } else if (o->stdin_data || o->stdin_keep) {
         rc = rc ? rc : adopt(&p->in, &f.in[1], pid);
     }
     p->released = (rc != 0);
@@ -1224,11 +1257,13 @@ int proc_remote_stdin(pid_t pid)
 {
     struct proc *p = live_find(pid);
     uv_os_fd_t fd = -1;
-    if (!p || !p->remote || p->exited || !proc_stdin_open(p) ||
-        uv_fileno((uv_handle_t *)&p->in, &fd) != 0) {
+    if (!p || !p->remote || p->exited || !proc_stdin_open(p)) {
         return -1;
     }
-    return fd;
+    if (p->in_fd >= 0) {
+        return p->in_fd;
+    }
+    return uv_fileno((uv_handle_t *)&p->in, &fd) == 0 ? fd : -1;
 }
 
 bool proc_unkeep(pid_t pid)

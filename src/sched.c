@@ -6,11 +6,15 @@
  * table, the thread is reset (running pending __close handlers) and
  * released, and joiners are resumed on the next loop turn.
  *
+ * It also paces the Lua collector (see "Collection while idle" below):
+ * the heap it counts and the ready queue it watches are the scheduler's.
+ *
  * Over 500 lines on purpose: the task states, the ready queue, joiners,
  * cancellation and the memory and time budgets all guard one invariant
  * (a task is resumed only from the loop, never while it runs).
  */
 #include <assert.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +65,18 @@ static struct {
                             * yields; 0 = none */
     unsigned gc_every;     /* test-only: a full collection every N resumes */
     unsigned long resumes;
+    /* Collection while idle (gc_* functions below). */
+    uv_prepare_t gc_prepare; /* each loop turn, before the loop blocks */
+    uv_idle_t gc_spin;       /* active while an idle cycle is unfinished:
+                              * the loop polls without blocking */
+    uv_timer_t gc_quiet;     /* garbage left and the loop quiet this long */
+    unsigned long gc_quiet_mark; /* resumes when gc_quiet was armed */
+    bool gc_on;              /* idle collection in use (not in GC stress) */
+    bool gc_cycle;           /* a cycle started while idle is unfinished */
+    size_t gc_base;          /* heap when the last cycle ended */
+    unsigned long gc_ends;   /* cycles ended (gc_sentinel_gc counts them) */
+    unsigned long gc_seen;   /* ... of which gc_prepare_cb has seen */
+    size_t gc_end_heap;      /* heap when the last one ended */
 } S;
 
 /* Default growth of the Lua heap a budgeted task may make between two
@@ -126,6 +142,177 @@ static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
+/* Collection while idle.
+ *
+ * Lua's collector does its work wherever an allocation trips it; with the
+ * default pace (and the way Lua 5.4 counts sweeping: an object is one unit
+ * of work) a whole cycle over the server's heap, about 1.8M instructions,
+ * lands in one allocation of one request, between its stdin line and its
+ * reply. Here the cycles run when the loop has nothing ready: in each
+ * turn, just before the loop would block, a slice of small collector steps
+ * for at most GC_SLICE_NS, and the loop polls (without blocking) between
+ * slices, so a line or an exit that arrives waits one slice at most. A
+ * cycle starts while idle once the heap has grown by half since the last
+ * one ended (the automatic trigger is at twice the live heap; a mark
+ * nearer to it would lose the race now and then), or once garbage is left
+ * and the loop has been quiet for GC_QUIET_MS (an idle server holds no
+ * garbage). The server owns the collector's pace: a slice sets its own
+ * step size and puts Lua's defaults back.
+ *
+ * Between two slices of an unfinished cycle, the requests that run
+ * allocate on credit: no step until the heap reaches twice what it was
+ * when the last cycle ended, where the automatic trigger would have
+ * started a cycle anyway. Past that, and whenever no idle moment comes
+ * (a server busy for minutes), the automatic collector works at its
+ * default pace, as it always did: it is the backstop. */
+#define GC_SLICE_NS 20000u       /* 20 us */
+#define GC_QUIET_MS 500
+#define GC_QUIET_MIN ((size_t)32 << 10)
+#define GC_MIN_GROWTH ((size_t)64 << 10)
+#define GC_DEFAULT_MUL 100       /* Lua's defaults (LUAI_GCMUL, ...) */
+#define GC_DEFAULT_STEPSIZE 13
+#define GC_SLICE_MUL 25          /* steps of 1600 units of work (1 KiB x 25 / 16) */
+#define GC_SLICE_STEPSIZE 10
+
+/* A cycle's end, whoever ran it (our slices or the automatic steps): an
+ * unreachable object's finalizer runs once per cycle and makes the next. */
+static const char GC_SENTINEL_MT[] = "ad.infra.gc_sentinel";
+
+static void gc_sentinel_new(lua_State *L)
+{
+    lua_newuserdatauv(L, 0, 0);
+    luaL_setmetatable(L, GC_SENTINEL_MT);
+    lua_pop(L, 1);
+}
+
+static int gc_sentinel_gc(lua_State *L)
+{
+    S.gc_ends++;
+    S.gc_end_heap = S.heap;
+    if (S.gc_on) { /* not once the state is closing */
+        gc_sentinel_new(L);
+    }
+    return 0;
+}
+
+static void gc_spin_cb(uv_idle_t *h)
+{
+    (void)h; /* only there so the loop does not block between slices */
+}
+
+static void gc_cycle_start(void)
+{
+    S.gc_cycle = true;
+    uv_idle_start(&S.gc_spin, gc_spin_cb);
+}
+
+static void gc_cycle_end(size_t base)
+{
+    S.gc_cycle = false;
+    S.gc_base = base;
+    uv_idle_stop(&S.gc_spin);
+    uv_timer_stop(&S.gc_quiet);
+}
+
+/* A full collection made elsewhere (a task over its memory budget, the
+ * cache): the cycle is over. */
+static void gc_collected(void)
+{
+    if (S.gc_on) {
+        gc_cycle_end(S.heap);
+    }
+}
+
+static void gc_quiet_cb(uv_timer_t *h)
+{
+    (void)h;
+    if (S.resumes == S.gc_quiet_mark && !S.gc_cycle) {
+        gc_cycle_start();
+    } /* else: busy since; the next idle turn arms it again */
+}
+
+static void gc_slice(void)
+{
+    lua_State *L = S.L;
+    uint64_t end = uv_hrtime() + GC_SLICE_NS;
+    bool done = false;
+    lua_gc(L, LUA_GCINC, 0, GC_SLICE_MUL, GC_SLICE_STEPSIZE);
+    do {
+        done = lua_gc(L, LUA_GCSTEP, 0); /* 1: the cycle has ended */
+    } while (!done && uv_hrtime() < end);
+    lua_gc(L, LUA_GCINC, 0, GC_DEFAULT_MUL, GC_DEFAULT_STEPSIZE);
+    if (done) {
+        S.gc_seen = S.gc_ends;
+        gc_cycle_end(S.heap); /* the collector has set its next trigger */
+        return;
+    }
+    /* Credit until twice the heap of the last cycle's end (a negative
+     * step is a credit of that many KiB; the last step left a little). */
+    size_t limit = 2 * S.gc_base;
+    if (limit > S.heap) {
+        size_t kb = (limit - S.heap) >> 10;
+        lua_gc(L, LUA_GCSTEP, -(int)(kb < INT_MAX ? kb : INT_MAX));
+    }
+}
+
+static void gc_prepare_cb(uv_prepare_t *h)
+{
+    (void)h;
+    if (S.ready_head) {
+        return; /* not idle: tasks run first */
+    }
+    if (S.gc_ends != S.gc_seen) { /* a cycle ended outside our slices */
+        S.gc_seen = S.gc_ends;
+        gc_cycle_end(S.gc_end_heap);
+    }
+    if (S.gc_base == 0) {
+        S.gc_base = S.heap; /* the first idle turn: the program has loaded */
+    }
+    if (!S.gc_cycle && S.heap >= S.gc_base + GC_MIN_GROWTH &&
+        S.heap - S.gc_base >= S.gc_base / 2) {
+        gc_cycle_start();
+    }
+    if (S.gc_cycle) {
+        gc_slice();
+    } else if (S.heap > S.gc_base + GC_QUIET_MIN &&
+               !uv_is_active((uv_handle_t *)&S.gc_quiet)) {
+        S.gc_quiet_mark = S.resumes;
+        uv_timer_start(&S.gc_quiet, gc_quiet_cb, GC_QUIET_MS, 0);
+    }
+}
+
+static void gc_init(lua_State *L, uv_loop_t *loop)
+{
+    if (luaL_newmetatable(L, GC_SENTINEL_MT)) {
+        lua_pushcfunction(L, gc_sentinel_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    gc_sentinel_new(L);
+    uv_prepare_init(loop, &S.gc_prepare);
+    uv_idle_init(loop, &S.gc_spin);
+    uv_timer_init(loop, &S.gc_quiet);
+    /* None of them keeps the loop (or the program) alive. */
+    uv_unref((uv_handle_t *)&S.gc_prepare);
+    uv_unref((uv_handle_t *)&S.gc_spin);
+    uv_unref((uv_handle_t *)&S.gc_quiet);
+    uv_prepare_start(&S.gc_prepare, gc_prepare_cb);
+    S.gc_on = true;
+}
+
+static void gc_shutdown(void)
+{
+    uv_handle_t *hs[] = {(uv_handle_t *)&S.gc_prepare,
+                         (uv_handle_t *)&S.gc_spin,
+                         (uv_handle_t *)&S.gc_quiet};
+    for (size_t i = 0; i < sizeof hs / sizeof *hs; i++) {
+        if (!uv_is_closing(hs[i])) {
+            uv_close(hs[i], NULL);
+        }
+    }
+    S.gc_on = false;
+}
+
 void sched_init(lua_State *L, uv_loop_t *loop)
 {
     S.L = L;
@@ -135,6 +322,7 @@ void sched_init(lua_State *L, uv_loop_t *loop)
     S.mem_budget = SCHED_MEMORY_BUDGET;
     S.loop = loop;
     uv_idle_init(loop, &S.idle);
+    gc_init(L, loop);
     *extra(L) = NULL;
     if (luaL_newmetatable(L, TASK_MT)) {
         lua_pushcfunction(L, task_gc);
@@ -147,6 +335,8 @@ void sched_gc_stress(unsigned every)
 {
     S.gc_every = every;
     if (every) {
+        /* Collections at their own pace, not the idle one's. */
+        gc_shutdown();
         /* Generational mode with the smallest minor multiplier: a minor
          * collection after every 1% of heap growth, inside resumes too. */
         lua_gc(S.L, LUA_GCGEN, 1, 100);
@@ -158,6 +348,7 @@ void sched_shutdown(void)
     if (!uv_is_closing((uv_handle_t *)&S.idle)) {
         uv_close((uv_handle_t *)&S.idle, NULL);
     }
+    gc_shutdown();
 }
 
 uv_loop_t *sched_loop(void)
@@ -345,6 +536,7 @@ static void do_resume(struct task *t, int nargs)
     t->cancel = NULL;
     S.resume_start = uv_hrtime();
     S.resume_heap = S.heap;
+    S.resumes++;
     struct task *outer = S.running;
     S.running = t;
     t->mem_over = false;
@@ -355,10 +547,11 @@ static void do_resume(struct task *t, int nargs)
         lua_pop(co, 1);
         lua_pushstring(co, mem_message());
     }
-    if (t->mem_over || (S.gc_every && ++S.resumes % S.gc_every == 0)) {
+    if (t->mem_over || (S.gc_every && S.resumes % S.gc_every == 0)) {
         /* What the stopped code held is garbage now: give it back before
          * the collector's pace would. (Or the GC stress test mode.) */
         lua_gc(S.L, LUA_GCCOLLECT);
+        gc_collected();
     }
     if (st == LUA_YIELD) {
         lua_pop(co, nres);
