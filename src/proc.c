@@ -994,6 +994,7 @@ int proc_pid(const struct proc *p) { return p->pid; }
 bool proc_exited(const struct proc *p) { return p->exited; }
 bool proc_done(const struct proc *p) { return p->done; }
 bool proc_timed_out(const struct proc *p) { return p->timed_out; }
+bool proc_kept(const struct proc *p) { return p->kept && !p->left; }
 int64_t proc_exit_status(const struct proc *p) { return p->exit_status; }
 int proc_term_signal(const struct proc *p) { return p->term_signal; }
 

@@ -116,6 +116,8 @@ int proc_pid(const struct proc *p);
 bool proc_exited(const struct proc *p);
 bool proc_done(const struct proc *p);
 bool proc_timed_out(const struct proc *p);
+/* Handed off: the keeper takes it over if we exit (proc_keep). */
+bool proc_kept(const struct proc *p);
 int64_t proc_exit_status(const struct proc *p);
 int proc_term_signal(const struct proc *p);
 

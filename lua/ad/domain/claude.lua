@@ -163,6 +163,12 @@ function M.result(payload)
   return f
 end
 
+--- True when result payload reports a failure (is_error, as M.result
+--- reads it).
+function M.failed(payload)
+  return truthy(payload.is_error)
+end
+
 -- ---- a whole run -------------------------------------------------------------
 
 --- F24: the parsed JSON value of a reply (code fences removed), or nil.
