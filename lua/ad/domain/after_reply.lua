@@ -1,0 +1,75 @@
+--- Work a client's answer does not wait for: the end record of a
+--- dispatch's span, its entry in the result cache. The task that will
+--- write an MCP reply opens a list (open); work deferred on that task
+--- (defer) runs right after the reply is written (flush), before the
+--- server reads or handles another request, so a dispatch_trace or a
+--- cache hit that follows finds it. Anywhere else (a CLI command, a
+--- script, a job's worker, a parallel item's task) the work runs at once.
+--- A second dispatch on the same task runs what the first deferred before
+--- it starts (pending), so nothing waits on a long call.
+local M = {}
+
+local running = coroutine.running
+
+-- task (its coroutine) -> true (open, nothing deferred) | the list: each
+-- deferred call as five entries (fn and four arguments).
+local lists = setmetatable({}, { __mode = "k" })
+
+--- Opens the current task's list; returns the task's coroutine (what
+--- flush takes from another task).
+function M.open()
+  local co = running()
+  lists[co] = true
+  return co
+end
+
+--- fn(a, b, c, d) after the reply of the current task, or now when it
+--- has no list open.
+function M.defer(fn, a, b, c, d)
+  local co = running()
+  local list = lists[co]
+  if not list then return fn(a, b, c, d) end
+  if list == true then
+    list = {}
+    lists[co] = list
+  end
+  local n = list.n or 0
+  list[n + 1], list[n + 2], list[n + 3], list[n + 4], list[n + 5] = fn, a, b, c, d
+  list.n = n + 5 -- (a nil argument leaves a hole: # would not do)
+end
+
+--- fn(a, b, c, d) now (defer's other half, for callers that choose).
+function M.now(fn, a, b, c, d) return fn(a, b, c, d) end
+
+-- Runs the calls of list; a failing one is reported, never raised (the
+-- answer is out already).
+local function run(list)
+  for i = 1, list.n or 0, 5 do
+    local ok, err = pcall(list[i], list[i + 1], list[i + 2], list[i + 3], list[i + 4])
+    if not ok then
+      io.stderr:write("agent-dispatch: warning: work after a reply failed (",
+        tostring(type(err) == "table" and err.message or err), ")\n")
+    end
+  end
+end
+
+--- Runs what the current task deferred so far; its list stays open.
+function M.pending()
+  local co = running()
+  local list = lists[co]
+  if list and list ~= true then
+    lists[co] = true
+    run(list)
+  end
+end
+
+--- Runs and closes the list of task co (default: the current task's):
+--- after its reply is written, or when it ends without one.
+function M.flush(co)
+  co = co or running()
+  local list = lists[co]
+  lists[co] = nil
+  if list and list ~= true then run(list) end
+end
+
+return M
