@@ -185,6 +185,10 @@ test("arrays and objects: shapes and key order", function()
   many.extra, many[5] = "x", "five"
   same(json.object(many, order), "more ordered keys than are compared on the stack")
   same(json.object({ 1, 2 }, { "x" }), "ordered sequence is an object")
+  -- Keys longer than Lua interns: equal texts that are distinct objects.
+  local long1, long2 = string.rep("k", 50), string.rep("k", 49) .. "k"
+  same(json.object({ [long1] = 1, z = 2, [long1 .. "x"] = 3 }, { long2, long2, "z" }),
+       "long ordered keys, repeated, and a long key that is not ordered")
   local mixed = setmetatable({ a = 1 }, { __index = function(_, k) return k == "v" and "virt" or nil end })
   same(mixed, "a metatable without __order")
   same(setmetatable({ a = 1 }, { __order = { "v", "a" }, __index = { v = "inherited" } }),
