@@ -258,4 +258,17 @@ test("random values", function()
   end
 end)
 
+test("decoding: numbers a double cannot hold are refused; strings that look like them are not", function()
+  local may = core.json.may_overflow
+  eq(may('{"x":1e309}'), true)
+  eq(may('{"x":-1E+400}'), true)
+  eq(may('[' .. string.rep("9", 309) .. ']'), true)
+  eq(may('{"session_id":"4e123abc-0000-4e99-a433-1a4cb74f11d0","e123":"x"}'), false)
+  eq(may('{"t":"' .. string.rep("7", 400) .. '","q":"a\\"e999\\" b"}'), false)
+  eq(may('{"t":"\\\\","n":2e308}'), true, "a string that ends in an escaped backslash")
+  eq(json.decode('{"x":1e309}'), nil)
+  eq(json.decode('{"s":"1e309"}').s, "1e309")
+  eq(json.decode('{"s":"4e123","n":1.5e2}').n, 150)
+end)
+
 return tap.done()
