@@ -26,6 +26,7 @@ local core = require "ad.core"
 local errors = require "ad.infra.errors"
 local channel = require "ad.domain.channel"
 local claude = require "ad.domain.claude"
+local after_reply = require "ad.domain.after_reply"
 local slot_gate = require "ad.domain.slot"
 
 local M = {}
@@ -89,7 +90,9 @@ function M.run(argv, text, env, timeout, req, cwd, o)
     return { spawn_error = { msg, code } }
   end
   slot_gate.start(req, ch, ch.pid, argv)
-  local out = { lines = {}, live = true }
+  -- (sized for what the runner adds: no rehash on the way back)
+  local out = { lines = {}, live = true, payload = nil, info = nil, truncated = nil,
+    session_id = nil, fresh = nil, timeout = nil, budget = nil, max_output = nil }
   local plugins = package.loaded["ad.domain.plugins"]
   local filter = on_progress and plugins and plugins.progress_filter()
   local bytes = 0
@@ -128,7 +131,8 @@ function M.run(argv, text, env, timeout, req, cwd, o)
       -- the answer, now; the child ends on a task of its own.
       if early and ch.sent == ch.turns and not claude.failed(why) and not ch:kept() then
         if req.on_channel then req.on_channel(nil) end
-        core.task.spawn(finish, ch, o.drain or 2)
+        -- (its task starts once the reply is out: ad.domain.after_reply)
+        after_reply.defer(core.task.spawn, finish, ch, o.drain or 2)
         out.info = ANSWERED
         return out
       end
