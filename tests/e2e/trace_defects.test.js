@@ -128,6 +128,7 @@ describe('trace: spans for every entry point', () => {
       await srv.init();
       await srv.call('dispatch', { agent: 'a', task: '[stub:cost=0.5] same' });
       await srv.call('dispatch', { agent: 'a', task: '[stub:cost=0.5] same' });
+      await srv.request('ping'); // (the records after the reply)
       assert.strictEqual(env.run(['test', 'a', '[stub:cost=0.25] cli-test']).code, 0);
       assert.strictEqual(env.run(['dispatch', 'a', '[stub:cost=0.125] cli-dispatch']).code, 0);
       const spans = Object.values(traces(env)).flat();
@@ -181,6 +182,8 @@ describe('trace: the shape of a tree', () => {
         ]),
         aggregate: 'agg' });
       assert.strictEqual(value.individual_results.length, 3);
+      // (a span's end is written right after the reply, before the next request is read)
+      await srv.request('ping');
       const spans = only(traces(env));
       spans.forEach(checkShape);
       const group = spans.filter((s) => s.kind === 'parallel');
@@ -422,6 +425,7 @@ describe('trace: one spend cap for a tree', () => {
       assert.deepStrictEqual(spawned.map(budgetArg).sort(), [0.2, 0.3]);
       const refused = value.filter((r) => r.error_type === 'budget');
       assert.strictEqual(refused.length, 1);
+      await srv.request('ping'); // (the records after the reply)
       const spans = only(traces(env));
       const tid = spans[0].trace_id;
       assert.ok(refused[0].error.includes(tid), refused[0].error);
