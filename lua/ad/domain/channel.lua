@@ -207,9 +207,7 @@ function Channel:kept() return self.p:kept() end
 
 function Channel:finish(bound)
   local p = self.p
-  local timer = core.task.after(bound, function()
-    if not self.exited then p:kill() end
-  end)
+  p:deadline(bound) -- (the group killed then, as at a timeout)
   while true do
     local line, why = p:read_line()
     if line == nil and why == nil then break end -- the end of its output
@@ -220,7 +218,6 @@ function Channel:finish(bound)
     p:kill()
     info = p:wait()
   end
-  timer:stop()
   self:release()
   return info
 end

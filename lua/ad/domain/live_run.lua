@@ -131,8 +131,8 @@ function M.run(argv, text, env, timeout, req, cwd, o)
       -- the answer, now; the child ends on a task of its own.
       if early and ch.sent == ch.turns and not claude.failed(why) and not ch:kept() then
         if req.on_channel then req.on_channel(nil) end
-        -- (its task starts once the reply is out: ad.domain.after_reply)
-        after_reply.defer(core.task.spawn, finish, ch, o.drain or 2)
+        -- (once the reply is out, on the call's task: ad.domain.after_reply)
+        after_reply.finally(finish, ch, o.drain or 2)
         out.info = ANSWERED
         return out
       end
