@@ -11,10 +11,11 @@
 --- answered in one more turn (the CLI runs queued messages before it
 --- ends), and the last result is the answer. A successful result with
 --- nothing queued after it is the answer at once: the child's end (read
---- to its end, its exit, the process object) goes on in a task of its
---- own (ch:finish), which holds the concurrency slot until the child is
---- gone and kills a child still there `drain` seconds after its answer;
---- M.wait_ends waits for them. A failed result waits for the exit (its
+--- to its end, its exit, the process object: ch:finish) goes on after
+--- the reply (ad.domain.after_reply.finally: on the call's task, else on
+--- a task of its own); the concurrency slot stays held until the child is
+--- gone, and a child still there `drain` seconds after its answer has its
+--- group killed. M.wait_ends waits for them. A failed result waits for the exit (its
 --- code and stderr), and so do a relayed child, a remote agent's ssh and
 --- a child handed off to a job (their ends have rules of their own:
 --- ad.domain.relay, ad.domain.remote, ad.domain.keeper).
