@@ -13,15 +13,16 @@
 --- nothing queued after it is the answer at once: the child's end (read
 --- to its end, its exit, the process object: ch:finish) goes on after
 --- the reply (ad.domain.after_reply.finally: on the call's task, else on
---- a task of its own); the concurrency slot stays held until the child is
---- gone, and a child still there `drain` seconds after its answer has its
---- group killed. M.wait_ends waits for them. A failed result waits for the exit (its
---- code and stderr), and so do a relayed child, a remote agent's ssh and
---- a child handed off to a job (their ends have rules of their own:
---- ad.domain.relay, ad.domain.remote, ad.domain.keeper).
+--- a task of its own); the concurrency slot stays held until the child
+--- is gone, and a child still there `drain` seconds after its answer has
+--- its group killed. M.wait_ends waits for them. A failed result waits
+--- for the exit (its code and stderr), and so do a relayed child, a
+--- remote agent's ssh and a child handed off to a job (their ends have
+--- rules of their own: ad.domain.relay, ad.domain.remote,
+--- ad.domain.keeper).
 ---
---- Cancelling the task asks the child to stop (interrupt), gives it settings.interrupt_grace_seconds,
---- then kills the group; the cancelled error carries the child's
+--- Cancelling the task asks the child to stop (interrupt), gives it
+--- settings.interrupt_grace_seconds, then kills the group; the cancelled error carries the child's
 --- session_id (the session stays resumable with dispatch_session).
 local core = require "ad.core"
 local errors = require "ad.infra.errors"
@@ -129,7 +130,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
       out.payload = why
       ch:close()
       -- Every message sent has its result, and this one is a success:
-      -- the answer, now; the child ends on a task of its own.
+      -- the answer, now; the child's end goes on after the reply.
       if early and ch.sent == ch.turns and not claude.failed(why) and not ch:kept() then
         if req.on_channel then req.on_channel(nil) end
         -- (once the reply is out, on the call's task: ad.domain.after_reply)
