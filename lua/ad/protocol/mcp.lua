@@ -16,7 +16,7 @@
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
-local after_reply = require "ad.domain.after_reply"
+local after_reply = util.lazy "ad.domain.after_reply"
 local tools = util.lazy "ad.tools"
 
 local M = {}
