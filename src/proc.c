@@ -1027,6 +1027,18 @@ int proc_pid(const struct proc *p) { return p->pid; }
 bool proc_exited(const struct proc *p) { return p->exited; }
 bool proc_done(const struct proc *p) { return p->done; }
 bool proc_timed_out(const struct proc *p) { return p->timed_out; }
+bool proc_kept(const struct proc *p) { return p->kept && !p->left; }
+
+void proc_deadline(struct proc *p, uint64_t ms)
+{
+    if (p->exited || p->left) {
+        return;
+    }
+    if (!uv_is_active((uv_handle_t *)&p->timeout) ||
+        uv_timer_get_due_in(&p->timeout) > ms) {
+        uv_timer_start(&p->timeout, on_timeout, ms, 0);
+    }
+}
 int64_t proc_exit_status(const struct proc *p) { return p->exit_status; }
 int proc_term_signal(const struct proc *p) { return p->term_signal; }
 

@@ -116,6 +116,11 @@ int proc_pid(const struct proc *p);
 bool proc_exited(const struct proc *p);
 bool proc_done(const struct proc *p);
 bool proc_timed_out(const struct proc *p);
+/* Handed off: the keeper takes it over if we exit (proc_keep). */
+bool proc_kept(const struct proc *p);
+/* The child's lifetime ends at most ms from now (its timeout, sooner):
+ * then its group gets SIGTERM, and SIGKILL after the grace period. */
+void proc_deadline(struct proc *p, uint64_t ms);
 int64_t proc_exit_status(const struct proc *p);
 int proc_term_signal(const struct proc *p);
 

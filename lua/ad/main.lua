@@ -38,6 +38,10 @@ function M.main(args)
     entry = function() return require("ad.domain.keeper").main(table.move(argv, 2, #argv, 1, {})) end
   end
   local ok, code = xpcall(entry, M.on_error, argv)
+  -- Children answered at their result end before a command does; a
+  -- server's end with it (ad.domain.live_run).
+  local ends = package.loaded["ad.domain.live_run"]
+  if ends and argv[1] ~= "serve" then ends.wait_ends() end
   if ok then return code end
   if type(code) == "table" and code.type == "cancelled" then return 130 end
   if type(code) == "table" and code.type == "io" then

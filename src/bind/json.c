@@ -124,12 +124,15 @@ static bool is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-/* core.json.may_overflow(text) -> bool: can text hold a number that
- * overflows a double? An 'e' or 'E', an optional sign, three digits; or
- * 309 digits in a row (the Lua patterns "[eE][+-]?%d%d%d" and 309 "%d").
- * False positives only cost the caller a walk of the decoded value. Every
- * request and every line of a child's output is asked: Lua's matcher
- * tried the class pattern at every byte, a tenth of a dispatch. */
+/* core.json.may_overflow(text) -> bool: can text (JSON that cjson
+ * accepted) hold a number that overflows a double? Outside its strings:
+ * an 'e' or 'E', an optional sign, three digits; or 309 digits in a row
+ * (the Lua patterns "[eE][+-]?%d%d%d" and 309 "%d"). False positives only
+ * cost the caller a walk of the decoded value; strings are skipped, since
+ * no number is in one: an id like "4e123..." (a session id, often) is
+ * not one. Every request and every line of a child's output is asked:
+ * Lua's matcher tried the class pattern at every byte, a tenth of a
+ * dispatch. */
 static int l_may_overflow(lua_State *L)
 {
     size_t n;
@@ -137,6 +140,11 @@ static int l_may_overflow(lua_State *L)
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
+        if (c == '"') {
+            i = skip_string(s, n, i) - 1; /* (the loop steps past it) */
+            run = 0;
+            continue;
+        }
         if (is_digit(c)) {
             if (++run >= 309) {
                 lua_pushboolean(L, 1);

@@ -39,6 +39,7 @@
 #define UV_SCALAR lua_upvalueindex(2)
 #define UV_NULL lua_upvalueindex(3)
 #define UV_SORT lua_upvalueindex(4)
+#define UV_ARRAY lua_upvalueindex(5) /* core.array_mt */
 
 /* The output, in a userdata so that an error half-way frees it (__gc). */
 struct buf {
@@ -133,23 +134,10 @@ static void put_raw(lua_State *L, struct buf *b, const char *s, size_t n)
 
 static void encode(lua_State *L, struct buf *b, int idx, int depth);
 
-/* [-0, +0] Is the table at idx an array (ad.infra.json's is_array)? */
-static bool is_array(lua_State *L, int idx)
+/* [-0, +0] Is the table at idx, one with no metatable that decides,
+ * an array: a non-empty sequence (ad.infra.json's is_array)? */
+static bool is_sequence(lua_State *L, int idx)
 {
-    if (lua_getmetatable(L, idx)) {
-        luaL_getmetatable(L, AD_ARRAY_MT);
-        bool arr = lua_rawequal(L, -1, -2);
-        lua_pop(L, 1);
-        if (arr) {
-            lua_pop(L, 1);
-            return true;
-        }
-        bool ordered = lua_getfield(L, -1, "__order") != LUA_TNIL;
-        lua_pop(L, 2);
-        if (ordered) {
-            return false;
-        }
-    }
     lua_Unsigned n = lua_rawlen(L, idx);
     if (n == 0) {
         return false;
@@ -182,21 +170,56 @@ static void encode_array(lua_State *L, struct buf *b, int idx, int depth)
  * other on the stack; more get a set (a table). */
 #define ORDER_SCAN 32
 
-/* Is the key on top among the n ordered keys at first.. (or in the set)? */
-static bool is_ordered(lua_State *L, int first, int n, int set)
+/* The __order keys written so far (up to ORDER_SCAN): their text, to
+ * tell a key apart by its address (a short string is interned: equal
+ * ones are one object) before any call into Lua's API. */
+struct ordered {
+    const char *s[ORDER_SCAN]; /* NULL: a key that is not a string */
+    size_t len[ORDER_SCAN];
+    int first, n, set;         /* the keys' stack slots; the set, if any */
+};
+
+/* The longest string Lua interns (luaconf's LUAI_MAXSHORTLEN): longer
+ * equal strings may be two objects, so they are compared by content. */
+#define SHORT_STR 40
+
+/* Is the key on top among the ordered keys written (or in the set)? */
+static bool is_ordered(lua_State *L, const struct ordered *o)
 {
-    if (set) {
+    if (o->set) {
         lua_pushvalue(L, -1);
-        bool in = lua_rawget(L, set) != LUA_TNIL;
+        bool in = lua_rawget(L, o->set) != LUA_TNIL;
         lua_pop(L, 1);
         return in;
     }
-    for (int j = 0; j < n; j++) {
-        if (lua_rawequal(L, -1, first + j)) {
+    size_t len = 0;
+    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    for (int j = 0; j < o->n; j++) {
+        if (k && o->s[j]) {
+            if (o->s[j] == k || (len > SHORT_STR && o->len[j] == len &&
+                                 memcmp(o->s[j], k, len) == 0)) {
+                return true;
+            }
+        } else if (lua_rawequal(L, -1, o->first + j)) {
             return true;
         }
     }
     return false;
+}
+
+/* Writes "key":value for the key below the value on top of the stack
+ * (and pops the value). */
+static void put_key_value(lua_State *L, struct buf *b, int depth, bool comma)
+{
+    if (comma) {
+        putc1(L, b, ',');
+    }
+    size_t kl;
+    const char *k = lua_tolstring(L, -2, &kl);
+    put_string(L, b, k, kl);
+    putc1(L, b, ':');
+    encode(L, b, lua_gettop(L), depth + 1);
+    lua_pop(L, 1);
 }
 
 /* Writes "key":value for the key on top of the stack; t[k], or
@@ -204,76 +227,75 @@ static bool is_ordered(lua_State *L, int first, int n, int set)
 static void put_member(lua_State *L, struct buf *b, int idx, int depth,
                        bool comma)
 {
-    if (comma) {
-        putc1(L, b, ',');
-    }
-    size_t kl;
-    const char *k = lua_tolstring(L, -1, &kl);
-    put_string(L, b, k, kl);
-    putc1(L, b, ':');
     lua_pushvalue(L, -1);
     if (lua_gettable(L, idx) == LUA_TNIL) {
         lua_pop(L, 1);
+        size_t kl;
+        const char *k = lua_tolstring(L, -1, &kl);
         if (lua_stringtonumber(L, k) == kl + 1) {
             lua_gettable(L, idx);
         } else {
             lua_pushnil(L);
         }
     }
-    encode(L, b, lua_gettop(L), depth + 1);
-    lua_pop(L, 1);
+    put_key_value(L, b, depth, comma);
 }
 
-/* An object: the __order keys present in it, once each, then the other
- * keys (non-string ones as tostring gives them) sorted with table.sort,
- * Lua's own string order. The ordered keys wait on the stack, so the
- * common object (every key ordered) builds no table. */
-static void encode_object(lua_State *L, struct buf *b, int idx, int depth)
+/* An object: the __order keys (the list at stack index order; 0: none)
+ * present in it, once each, then the other keys (non-string ones as
+ * tostring gives them) sorted with table.sort, Lua's own string order.
+ * The ordered keys wait on the stack, so the common object (every key
+ * ordered) builds no table. */
+static void encode_object(lua_State *L, struct buf *b, int idx, int depth, int order)
 {
     int base = lua_gettop(L);
-    int order = 0;
-    if (lua_getmetatable(L, idx) &&
-        lua_getfield(L, -1, "__order") == LUA_TTABLE) {
-        order = lua_gettop(L);
-    }
-    int first = lua_gettop(L) + 1, n = 0, set = 0;
+    struct ordered o;
+    o.first = lua_gettop(L) + 1;
+    o.n = o.set = 0;
     putc1(L, b, '{');
     for (lua_Integer i = 1; order && lua_geti(L, order, i) != LUA_TNIL; i++) {
         lua_pushvalue(L, -1);
-        bool present = lua_gettable(L, idx) != LUA_TNIL;
-        lua_pop(L, 1);
-        if (!present || is_ordered(L, first, n, set)) {
-            lua_pop(L, 1);
+        /* (the value found is the one written: one lookup per key) */
+        if (lua_gettable(L, idx) == LUA_TNIL) {
+            lua_pop(L, 2);
             continue;
         }
-        put_member(L, b, idx, depth, n > 0);
-        if (set) {
+        lua_insert(L, -2); /* value key: is the key there twice? */
+        bool twice = is_ordered(L, &o);
+        lua_insert(L, -2); /* key value */
+        if (twice) {
+            lua_pop(L, 2);
+            continue;
+        }
+        put_key_value(L, b, depth, o.n > 0 || o.set);
+        if (o.set) {
             lua_pushboolean(L, 1);
-            lua_rawset(L, set);
+            lua_rawset(L, o.set);
             continue;
         }
-        n++;
+        o.s[o.n] = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &o.len[o.n]) : NULL;
+        o.n++;
         luaL_checkstack(L, 4, "json: too many ordered keys");
-        if (n == ORDER_SCAN) {
+        if (o.n == ORDER_SCAN) {
             lua_createtable(L, 0, 2 * ORDER_SCAN);
-            set = lua_gettop(L);
-            for (int j = 0; j < n; j++) {
-                lua_pushvalue(L, first + j);
+            o.set = lua_gettop(L);
+            for (int j = 0; j < o.n; j++) {
+                lua_pushvalue(L, o.first + j);
                 lua_pushboolean(L, 1);
-                lua_rawset(L, set);
+                lua_rawset(L, o.set);
             }
         }
     }
     if (order) {
         lua_pop(L, 1); /* the nil that ended the list */
     }
-    bool comma = n > 0 || set;
+    bool comma = o.n > 0 || o.set;
     int rest = 0;
     lua_Integer nrest = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
-        if ((n > 0 || set) && is_ordered(L, first, n, set)) {
+        if ((o.n > 0 || o.set) && is_ordered(L, &o)) {
             continue;
         }
         if (!rest) {
@@ -376,10 +398,11 @@ static void encode(lua_State *L, struct buf *b, int idx, int depth)
         lua_pop(L, 1);
         return;
     }
+    /* The table's metatable decides, looked at once: raw text, an
+     * array, an object with ordered keys; else its shape does. */
     if (lua_getmetatable(L, idx)) {
-        bool raw = lua_rawequal(L, -1, UV_RAW);
-        lua_pop(L, 1);
-        if (raw) {
+        if (lua_rawequal(L, -1, UV_RAW)) {
+            lua_pop(L, 1);
             lua_geti(L, idx, 1);
             size_t n = 0;
             const char *s =
@@ -391,11 +414,24 @@ static void encode(lua_State *L, struct buf *b, int idx, int depth)
             lua_pop(L, 1);
             return;
         }
+        if (lua_rawequal(L, -1, UV_ARRAY)) {
+            lua_pop(L, 1);
+            encode_array(L, b, idx, depth);
+            return;
+        }
+        int t = lua_getfield(L, -1, "__order");
+        if (t != LUA_TNIL) {
+            /* (an __order that is no list: an object in sorted order) */
+            encode_object(L, b, idx, depth, t == LUA_TTABLE ? lua_gettop(L) : 0);
+            lua_pop(L, 2);
+            return;
+        }
+        lua_pop(L, 2);
     }
-    if (is_array(L, idx)) {
+    if (is_sequence(L, idx)) {
         encode_array(L, b, idx, depth);
     } else {
-        encode_object(L, b, idx, depth);
+        encode_object(L, b, idx, depth, 0);
     }
 }
 
@@ -489,13 +525,15 @@ int bind_json_encoder(lua_State *L)
     lua_getfield(L, -1, "sort");
     lua_remove(L, -2);
     luaL_checktype(L, -1, LUA_TFUNCTION);
+    luaL_getmetatable(L, AD_ARRAY_MT);
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
-    lua_pushvalue(L, -4);
-    lua_pushcclosure(L, l_fields, 4);
-    lua_insert(L, -5);
-    lua_pushcclosure(L, l_encode, 4);
+    lua_pushvalue(L, -5);
+    lua_pushvalue(L, -5);
+    lua_pushcclosure(L, l_fields, 5);
+    lua_insert(L, -6);
+    lua_pushcclosure(L, l_encode, 5);
     lua_insert(L, -2);
     return 2;
 }

@@ -21,6 +21,9 @@
  *   p:wait() -> {exit_code=, signal=, timed_out=, stderr=, pid=,
  *                skipped_lines=, truncated=, dropped_bytes=}
  *   p:kill([hard]) ; p:pid() ; p:close() (also __close and __gc)
+ *   p:kept() -> bool (handed off: the keeper takes the child over if
+ *                this process exits; core.keeper.handoff)
+ *   p:deadline(s)  the timeout brought forward to at most s from now
  *   p:write(bytes) -> true | nil, message   (stdin_keep: more input, in
  *                order, never blocking; an error once stdin is closed)
  *   p:close_stdin() (after what was written) ; p:stdin_open() -> bool
@@ -619,6 +622,22 @@ static int l_start(lua_State *L)
     return 0;
 }
 
+/* p:deadline(seconds): the child's timeout, brought forward to at most
+ * that many seconds from now. */
+static int l_deadline(lua_State *L)
+{
+    struct lproc *lp = check(L);
+    lua_Number s = luaL_checknumber(L, 2);
+    proc_deadline(lp->p, s > 0 ? (uint64_t)(s * 1000.0 + 0.5) : 0);
+    return 0;
+}
+
+static int l_kept(lua_State *L)
+{
+    lua_pushboolean(L, proc_kept(check(L)->p));
+    return 1;
+}
+
 static int l_pid(lua_State *L)
 {
     lua_pushinteger(L, proc_pid(check(L)->p));
@@ -686,6 +705,8 @@ void bind_proc_register(lua_State *L)
         {"wait", l_wait},
         {"kill", l_kill},
         {"pid", l_pid},
+        {"kept", l_kept},
+        {"deadline", l_deadline},
         {"start", l_start},
         {"close", l_close},
         {"write", l_write},

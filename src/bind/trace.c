@@ -8,9 +8,10 @@
  *       status: "running"; cost_usd: 0; denied_tools: []; cached:
  *       false; depth: the depth given; pid: this process's); end and
  *       duration_ms only when the table has them. With status the span
- *       ends now: end and duration_ms are set from the clock and start,
- *       and with a result r its error_type (when r.success is false),
- *       session_id, cost_usd, num_turns, denied_tools (when r has some)
+ *       ends: end is the clock (or the span's own end when it holds one:
+ *       it ended before its record is written) and duration_ms runs from
+ *       start, and with a result r its error_type (when r.success is
+ *       false), session_id, cost_usd, num_turns, denied_tools (when r has some)
  *       and cached come from r. The task is cut to 200 code points.
  *   core.trace.append(appender, limit, span [, depth, status, r]) -> true
  *       | nil, msg, code, line: that line and its newline appended through
@@ -230,10 +231,13 @@ static void result_fields(lua_State *L, int r, struct span_val *vals,
     vals[SPAN_CACHED].b = lua_isboolean(L, cached) && lua_toboolean(L, cached);
 }
 
-/* The end of the span now: end and duration_ms from its start. */
+/* The end of the span: end (now, unless the span holds the time it
+ * ended: a record written after the reply, ad.domain.trace.finish) and
+ * duration_ms from its start. */
 static void ended(lua_State *L, struct span_val *vals)
 {
-    double t = now_ms();
+    const struct span_val *e = &vals[SPAN_END];
+    double t = e->type == SPAN_NUM ? e->d : e->type == SPAN_INT ? (double)e->i : now_ms();
     const struct span_val *s = &vals[SPAN_START];
     if (s->type != SPAN_INT && s->type != SPAN_NUM) {
         luaL_error(L, "trace: a span without a start cannot end");

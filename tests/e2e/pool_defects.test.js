@@ -135,6 +135,8 @@ describe('trace context through kept processes', () => {
     assert.strictEqual(value.success, true, JSON.stringify(value));
     assert.strictEqual(liveSpawns(env).find((e) => e.argv.includes(value.session_id)).pid, poolPid,
       'served by the pool process');
+    // (a span's end is written right after the reply, before the next request is read)
+    await srv.request('ping');
     const spans = Object.values(traces(env)).flat();
     const outer = spans.find((x) => x.agent === 'outer');
     const inner = spans.find((x) => x.agent === 'inner');

@@ -128,6 +128,7 @@ describe('trace: spans for every entry point', () => {
       await srv.init();
       await srv.call('dispatch', { agent: 'a', task: '[stub:cost=0.5] same' });
       await srv.call('dispatch', { agent: 'a', task: '[stub:cost=0.5] same' });
+      await srv.request('ping'); // (the records after the reply)
       assert.strictEqual(env.run(['test', 'a', '[stub:cost=0.25] cli-test']).code, 0);
       assert.strictEqual(env.run(['dispatch', 'a', '[stub:cost=0.125] cli-dispatch']).code, 0);
       const spans = Object.values(traces(env)).flat();
@@ -181,6 +182,8 @@ describe('trace: the shape of a tree', () => {
         ]),
         aggregate: 'agg' });
       assert.strictEqual(value.individual_results.length, 3);
+      // (a span's end is written right after the reply, before the next request is read)
+      await srv.request('ping');
       const spans = only(traces(env));
       spans.forEach(checkShape);
       const group = spans.filter((s) => s.kind === 'parallel');
@@ -213,6 +216,9 @@ describe('trace: the shape of a tree', () => {
     await srv.init();
     const { value } = await srv.call('dispatch_dialogue',
       { requester: 'req', responder: 'resp', topic: 'talk [stub:cost=0.25]', max_rounds: 2 });
+    // (the last records are written right after the reply)
+    await waitUntil(() => Object.values(traces(env)).flat()
+      .filter((s) => s.kind === 'turn' && s.status !== 'running').length === value.conversation.length, 5000);
     const spans = only(traces(env));
     const d = spans.filter((s) => s.kind === 'dialogue');
     assert.strictEqual(d.length, 1);
@@ -270,6 +276,9 @@ describe('trace: nesting through the environment', () => {
       // The nested process's own environment (and what it starts) has no trace variable.
       assert.match(value.result, /seen:<unset>/);
       assert.match(value.result, /child:<unset>/);
+      // (the outer span's end is written right after the reply)
+      await waitUntil(() => Object.values(traces(env)).flat()
+        .some((s) => s.agent === 'outer' && s.status !== 'running'), 5000);
       const all = traces(env);
       const spans = Object.values(all).flat();
       const outer = spans.find((s) => s.agent === 'outer');
@@ -416,6 +425,7 @@ describe('trace: one spend cap for a tree', () => {
       assert.deepStrictEqual(spawned.map(budgetArg).sort(), [0.2, 0.3]);
       const refused = value.filter((r) => r.error_type === 'budget');
       assert.strictEqual(refused.length, 1);
+      await srv.request('ping'); // (the records after the reply)
       const spans = only(traces(env));
       const tid = spans[0].trace_id;
       assert.ok(refused[0].error.includes(tid), refused[0].error);

@@ -30,6 +30,8 @@ test('a quick dispatch writes one span line; a slow one shows as running while i
     await srv.init();
     const quick = await srv.call('dispatch', { agent: 'a', task: 'quick' });
     assert.strictEqual(quick.value.success, true, quick.text);
+    // (the record is written right after the reply)
+    await waitUntil(() => records(env).length > 0, 5000);
     const recs = records(env);
     assert.strictEqual(recs.length, 1, JSON.stringify(recs));
     assert.strictEqual(recs[0].status, 'ok');
@@ -48,7 +50,9 @@ test('a quick dispatch writes one span line; a slow one shows as running while i
     assert.strictEqual(during.value.spans[0].status, 'running');
     const done = await slow;
     assert.strictEqual(done.value.success, true, done.text);
-    const lines = records(env).filter((r) => r.span_id === running.span_id);
+    const mine = () => records(env).filter((r) => r.span_id === running.span_id);
+    await waitUntil(() => mine().length > 1, 5000);
+    const lines = mine();
     assert.deepStrictEqual(lines.map((r) => r.status), ['running', 'ok']);
     await srv.close();
   });

@@ -185,6 +185,10 @@ test("arrays and objects: shapes and key order", function()
   many.extra, many[5] = "x", "five"
   same(json.object(many, order), "more ordered keys than are compared on the stack")
   same(json.object({ 1, 2 }, { "x" }), "ordered sequence is an object")
+  -- Keys longer than Lua interns: equal texts that are distinct objects.
+  local long1, long2 = string.rep("k", 50), string.rep("k", 49) .. "k"
+  same(json.object({ [long1] = 1, z = 2, [long1 .. "x"] = 3 }, { long2, long2, "z" }),
+       "long ordered keys, repeated, and a long key that is not ordered")
   local mixed = setmetatable({ a = 1 }, { __index = function(_, k) return k == "v" and "virt" or nil end })
   same(mixed, "a metatable without __order")
   same(setmetatable({ a = 1 }, { __order = { "v", "a" }, __index = { v = "inherited" } }),
@@ -252,6 +256,19 @@ test("random values", function()
   for i = 1, 500 do
     same(rnd(0), "random value " .. i)
   end
+end)
+
+test("decoding: numbers a double cannot hold are refused; strings that look like them are not", function()
+  local may = core.json.may_overflow
+  eq(may('{"x":1e309}'), true)
+  eq(may('{"x":-1E+400}'), true)
+  eq(may('[' .. string.rep("9", 309) .. ']'), true)
+  eq(may('{"session_id":"4e123abc-0000-4e99-a433-1a4cb74f11d0","e123":"x"}'), false)
+  eq(may('{"t":"' .. string.rep("7", 400) .. '","q":"a\\"e999\\" b"}'), false)
+  eq(may('{"t":"\\\\","n":2e308}'), true, "a string that ends in an escaped backslash")
+  eq(json.decode('{"x":1e309}'), nil)
+  eq(json.decode('{"s":"1e309"}').s, "1e309")
+  eq(json.decode('{"s":"4e123","n":1.5e2}').n, 150)
 end)
 
 return tap.done()

@@ -42,6 +42,12 @@
 ---   ch:stop(grace) -> true when the child exited on its own: interrupt,
 ---       close, wait up to grace seconds for its exit, then kill the group
 ---   ch:wait() -> exit info (as core.proc) | nil (cancelled)
+---   ch:finish(bound) -> exit info   the end of a child whose answer is
+---       in (input closed): read to its end, its exit, the process object
+---       released; a child still there bound seconds later, or a
+---       cancelled wait (a shutdown), has its group killed
+---   ch:kept() -> bool (handed off to a job: the keeper takes the child
+---       over if this process exits, ad.domain.keeper)
 ---   ch:release()   the process object (kills a live child)
 ---   ch.pid, ch.session_id (from the child's events), ch:alive(),
 ---   ch:steerable() (stdin still open)
@@ -195,6 +201,25 @@ function Channel:turn(handlers)
     if kind == nil then return nil, obj end
     if kind == "result" then return obj end
   end
+end
+
+function Channel:kept() return self.p:kept() end
+
+function Channel:finish(bound)
+  local p = self.p
+  p:deadline(bound) -- (the group killed then, as at a timeout)
+  while true do
+    local line, why = p:read_line()
+    if line == nil and why == nil then break end -- the end of its output
+    if why == "cancelled" then p:kill() end      -- ("skipped": read on)
+  end
+  local info = p:wait()
+  while not info do
+    p:kill()
+    info = p:wait()
+  end
+  self:release()
+  return info
 end
 
 function Channel:wait()

@@ -141,9 +141,9 @@ end
 --- is_error, session_id, cost_usd, duration_ms, num_turns, subtype,
 --- terminal_reason, error_detail, denied_tools, budget_stop,
 --- structured_output (the answer to --json-schema: any JSON value but null).
----@param payload table
----@return table
-function M.result(payload)
+-- M.result, with error_detail only when detail (a run's interpretation
+-- reads it of a failure only: a success is not asked for one).
+local function shaped(payload, detail)
   local f = {
     result = as_text(payload.result),
     is_error = truthy(payload.is_error),
@@ -153,7 +153,7 @@ function M.result(payload)
     num_turns = number(payload.num_turns, true),
     subtype = nonempty_string(payload.subtype),
     terminal_reason = nonempty_string(payload.terminal_reason),
-    error_detail = error_detail(payload),
+    error_detail = detail and error_detail(payload) or nil,
     denied_tools = denied_tools(payload),
   }
   if payload.structured_output ~= nil and payload.structured_output ~= cjson.null then
@@ -161,6 +161,18 @@ function M.result(payload)
   end
   f.budget_stop = f.subtype == "error_max_budget_usd" or f.terminal_reason == "budget_exhausted"
   return f
+end
+
+---@param payload table
+---@return table
+function M.result(payload)
+  return shaped(payload, true)
+end
+
+--- True when result payload reports a failure (is_error, as M.result
+--- reads it).
+function M.failed(payload)
+  return truthy(payload.is_error)
 end
 
 -- ---- a whole run -------------------------------------------------------------
@@ -321,8 +333,10 @@ function M.interpret(run, req)
   local info = run.info
   local payload = run.payload
   local stdout = ""
+  if not req.stream and run.lines and run.lines[1] then
+    stdout = util.strip(table.concat(run.lines, "\n"))
+  end
   if not req.stream then
-    stdout = util.strip(table.concat(run.lines or {}, "\n"))
     -- A live run (ad.domain.live_run) read its result as an event; its
     -- lines are only what was not one.
     if not run.live then payload = stdout ~= "" and object(json.decode(stdout)) or nil end
@@ -338,9 +352,8 @@ function M.interpret(run, req)
       end
     end
   end
-  local stderr = util.strip(info.stderr or "")
   if payload then
-    local f = M.result(payload)
+    local f = shaped(payload, truthy(payload.is_error))
     if f.is_error then
       return error_result(name, f, run.session_id, (not req.stream) and info.exit_code or nil,
         run.budget)
@@ -357,6 +370,7 @@ function M.interpret(run, req)
     return result.failure(name, "timeout", errors.timeout_message(name, run.timeout,
       run.session_id), { session_id = run.session_id })
   end
+  local stderr = util.strip(info.stderr or "")
   if run.fresh and info.exit_code ~= 0 and stdout == "" and old_cli(stderr) then
     return nil
   end

@@ -9,16 +9,59 @@
 --- hears of the channel: ch:send_user). At the first result the child's
 --- input is closed: a steering message that arrived during the turn is
 --- answered in one more turn (the CLI runs queued messages before it
---- ends), and the last result is the answer. Cancelling the task asks the
---- child to stop (interrupt), gives it settings.interrupt_grace_seconds,
---- then kills the group; the cancelled error carries the child's
+--- ends), and the last result is the answer. A successful result with
+--- nothing queued after it is the answer at once: the child's end (read
+--- to its end, its exit, the process object: ch:finish) goes on after
+--- the reply (ad.domain.after_reply.finally: on the call's task, else on
+--- a task of its own); the concurrency slot stays held until the child
+--- is gone, and a child still there `drain` seconds after its answer has
+--- its group killed. M.wait_ends waits for them. A failed result waits
+--- for the exit (its code and stderr), and so do a relayed child, a
+--- remote agent's ssh and a child handed off to a job (their ends have
+--- rules of their own: ad.domain.relay, ad.domain.remote,
+--- ad.domain.keeper).
+---
+--- Cancelling the task asks the child to stop (interrupt), gives it
+--- settings.interrupt_grace_seconds, then kills the group; the cancelled error carries the child's
 --- session_id (the session stays resumable with dispatch_session).
 local core = require "ad.core"
 local errors = require "ad.infra.errors"
 local channel = require "ad.domain.channel"
+local claude = require "ad.domain.claude"
+local after_reply = require "ad.domain.after_reply"
 local slot_gate = require "ad.domain.slot"
 
 local M = {}
+
+-- The exit info of a run answered at its result: what claude.interpret
+-- reads of a successful run (it never writes it).
+local ANSWERED = { exit_code = 0, signal = 0, timed_out = false, stderr = "",
+  skipped_lines = 0, truncated = false, dropped_bytes = 0 }
+
+-- Ends of children answered at their result still running, and the event
+-- M.wait_ends waits on (made when someone waits).
+local ending, all_ended = 0, nil
+
+local function finish(ch, bound)
+  ending = ending + 1
+  local ok, err = pcall(ch.finish, ch, bound)
+  ending = ending - 1
+  if ending == 0 and all_ended then
+    all_ended:set(true)
+    all_ended = nil
+  end
+  if not ok then error(err, 0) end
+end
+
+--- Waits until the end of every child answered at its result has run
+--- (each is bounded: see the top). A command, script or job runner calls
+--- it before it exits; a server's are ended with it.
+function M.wait_ends()
+  while ending > 0 do
+    all_ended = all_ended or core.task.event()
+    all_ended:wait()
+  end
+end
 
 -- The cancelled error, after the child is gone.
 local function stopped(ch, grace)
@@ -49,7 +92,9 @@ function M.run(argv, text, env, timeout, req, cwd, o)
     return { spawn_error = { msg, code } }
   end
   slot_gate.start(req, ch, ch.pid, argv)
-  local out = { lines = {}, live = true }
+  -- (sized for what the runner adds: no rehash on the way back)
+  local out = { lines = {}, live = true, payload = nil, info = nil, truncated = nil,
+    session_id = nil, fresh = nil, timeout = nil, budget = nil, max_output = nil }
   local plugins = package.loaded["ad.domain.plugins"]
   local filter = on_progress and plugins and plugins.progress_filter()
   local bytes = 0
@@ -73,6 +118,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
     on_output = req.on_output,
   }
   if req.on_channel then req.on_channel(ch) end
+  local early = not (req.relay or req.on_control_request or req.agent.host)
   local cancelled = false
   while true do
     local kind, why = ch:read_event(handlers)
@@ -83,6 +129,15 @@ function M.run(argv, text, env, timeout, req, cwd, o)
     if kind == "result" then
       out.payload = why
       ch:close()
+      -- Every message sent has its result, and this one is a success:
+      -- the answer, now; the child's end goes on after the reply.
+      if early and ch.sent == ch.turns and not claude.failed(why) and not ch:kept() then
+        if req.on_channel then req.on_channel(nil) end
+        -- (once the reply is out, on the call's task: ad.domain.after_reply)
+        after_reply.finally(finish, ch, o.drain or 2)
+        out.info = ANSWERED
+        return out
+      end
     end
   end
   if req.on_channel then req.on_channel(nil) end

@@ -30,6 +30,7 @@ local transport = require "ad.domain.transport"
 local channel = require "ad.domain.channel"
 local live_run = require "ad.domain.live_run"
 local slot_gate = require "ad.domain.slot"
+local after_reply = require "ad.domain.after_reply"
 local state = require "ad.storage.state"
 local kept = util.lazy "ad.domain.live"
 
@@ -367,7 +368,7 @@ local RUNS = { __call = function(span)
   end
 end }
 
-local function traced(req, ctx, span)
+local function traced(req, ctx, span, later)
   local r = req
   -- A sync call that may be handed off to a job hears of its span.
   if req.on_span then req.on_span(span) end
@@ -406,7 +407,7 @@ local function traced(req, ctx, span)
   else
     status = cancelled and "cancelled" or "error"
   end
-  trace.finish(span, status, ok and res or nil)
+  trace.finish(span, status, ok and res or nil, ok and later or nil)
   if not ok then error(res, 0) end
   return res
 end
@@ -468,11 +469,18 @@ end
 --- before_dispatch hook. Every call records a span (ad.domain.trace) in
 --- req.trace (a trace context), else in a new tree; with a tree spend cap
 --- the child is refused ("budget") before it spawns when nothing is left.
+--- Without hooks, the span's end record and the cache entry are written
+--- after the reply of an MCP call (ad.domain.after_reply).
 ---@param req table
 ---@return table|nil result, table|string ran_or_refusal
 function M.run(req)
+  -- (what a dispatch before this one on the same task left for later)
+  after_reply.pending()
   local plugins = package.loaded["ad.domain.plugins"]
   local hooked = plugins and plugins.active()
+  -- With hooks, the records are written as they were before the hooks
+  -- ran (an after_result hook may change the result in place).
+  local later = not hooked and after_reply.defer or nil
   local ctx = req.trace or trace.root(req.settings, req.tree_budget_usd)
   local view
   if hooked then
@@ -494,7 +502,7 @@ function M.run(req)
       if log then log("info", "Cache hit for " .. req.agent_name .. ": " .. util.cut(req.task, 80)) end
       r = result.new(json.decode(hit))
       r.cached = true
-      trace.instant(ctx, span_fields(req), "ok", r)
+      trace.instant(ctx, span_fields(req), "ok", r, later)
     end
   end
   if not r then
@@ -506,13 +514,13 @@ function M.run(req)
     end
     local span = trace.record(ctx, span_fields(req))
     if req.span_id then span.adopted = true end -- its start was written by async.submit
-    r = traced(req, ctx, span)
+    r = traced(req, ctx, span, later)
     -- An answer that depended on permission decisions is not reused, and
     -- says which (ad.domain.relay: by whom, what, when).
     if req.relay_log and #req.relay_log > 0 then
       r.permissions = json.array(util.copy(req.relay_log))
     elseif cache then
-      store(cache, key, req.agent_name, r)
+      (later or after_reply.now)(store, cache, key, req.agent_name, r)
     end
   end
   if hooked then return plugins.after_result(view, r), req end

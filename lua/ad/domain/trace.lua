@@ -252,15 +252,22 @@ end
 --- Ends a span: status ("ok", "error", "cancelled", "refused") and what
 --- the result r says (cost, session, turns, denied tools, cached), in the
 --- record written (ad.storage.traces.append); the span keeps its status.
-function M.finish(span, status, r)
+--- defer, optional: how the record is written (ad.domain.after_reply's
+--- defer: after the reply; the span's end is the time of this call).
+function M.finish(span, status, r, defer)
   -- A handed-off call's span left to the keeper is ended there, with
   -- the real result (ad.domain.keeper), not here as the server exits.
   if span.left then return span end
   span.start_timer = nil
   span.status = status
   span.reserved, span.adopted = nil, nil
-  -- (its end, duration and what r says are written, not kept on it)
-  M.write(span, status, r)
+  -- (its duration and what r says are written, not kept on it)
+  if defer then
+    span["end"] = now()
+    defer(M.write, span, status, r)
+  else
+    M.write(span, status, r)
+  end
   return span
 end
 
@@ -273,10 +280,10 @@ function M.handoff(span, job_id)
 end
 
 --- A one-record span: something that did not run a child (a cache hit,
---- a refusal).
-function M.instant(ctx, fields, status, r)
+--- a refusal). defer: as M.finish's.
+function M.instant(ctx, fields, status, r, defer)
   local span = M.record(ctx, fields)
-  return M.finish(span, status, r)
+  return M.finish(span, status, r, defer)
 end
 
 --- The status of a span for a DispatchResult.

@@ -16,6 +16,7 @@
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
+local after_reply = util.lazy "ad.domain.after_reply"
 local tools = util.lazy "ad.tools"
 
 local M = {}
@@ -411,6 +412,7 @@ function Server:call_tool(id, key, params, era)
       if entry.beat then entry.beat:cancel() end
       if server.inflight[key] == entry then server.inflight[key] = nil end
       send_value(value)
+      if entry.co then after_reply.flush(entry.co) end
       return true
     end,
     -- Progress with a known total (parallel items, dialogue rounds); the
@@ -421,7 +423,7 @@ function Server:call_tool(id, key, params, era)
       progress(msg, count, total)
     end,
   }
-  entry.task = core.task.spawn(function()
+  local function call()
     set_call_budget()
     local beat
     if token then
@@ -450,6 +452,14 @@ function Server:call_tool(id, key, params, era)
       return server:error(id, -32603, "Internal error: " .. tostring(value))
     end
     send_value(value)
+  end
+  -- What the reply does not wait for (a span's end, a cache entry) runs
+  -- right after it is written (ad.domain.after_reply).
+  entry.task = core.task.spawn(function()
+    entry.co = after_reply.open()
+    local ok, err = pcall(call)
+    after_reply.flush()
+    if not ok then error(err, 0) end
   end)
 end
 
