@@ -116,8 +116,10 @@ local function coerce(p, v)
 end
 
 --- Validates arguments against the schema; returns args (with defaults) or
---- nil, message.
-function M.validate(def, raw)
+--- nil, message. The first problem in the order of def.params is the one
+--- reported (checked by validate_all); arguments without one (every call
+--- but a refused one) take a shorter way (see fast).
+local function validate_all(def, raw)
   local args = {}
   for _, p in ipairs(def.params or {}) do
     local v = raw[p.name]
@@ -144,6 +146,56 @@ function M.validate(def, raw)
     end
   end
   return args
+end
+
+-- What fast() needs of a definition, made on its first call: the
+-- params' names, defaults and whether they are plain strings, in
+-- order. A definition is never changed once defined (a later one
+-- replaces it), so its plan stays right.
+local plans = setmetatable({}, { __mode = "k" })
+
+local function plan_of(def)
+  local names, defaults, strings, n = {}, {}, {}, 0
+  for _, p in ipairs(def.params or {}) do
+    n = n + 1
+    names[n], defaults[n], strings[n] = p.name, p.default, p.type == "string"
+  end
+  local plan = { n = n, names = names, defaults = defaults, strings = strings,
+                 params = def.params }
+  plans[def] = plan
+  return plan
+end
+
+-- validate_all's result for arguments it accepts, or nil when something
+-- needs its message (then validate_all says what): a string given for a
+-- string param is taken as it is (no coercion call), only its NUL check.
+local function fast(def, raw)
+  local plan = plans[def] or plan_of(def)
+  local names, defaults, strings = plan.names, plan.defaults, plan.strings
+  local args = {}
+  for i = 1, plan.n do
+    local name = names[i]
+    local v = raw[name]
+    if v == nil or v == json.null then
+      local d = defaults[i]
+      if d == nil and plan.params[i].required then return nil end
+      args[name] = d
+    elseif strings[i] and type(v) == "string" then
+      if v:find("\0", 1, true) then return nil end
+      args[name] = v
+    else
+      local c = coerce(plan.params[i], v)
+      if c == nil or (type(c) == "string" and c:find("\0", 1, true)) then return nil end
+      args[name] = c
+    end
+  end
+  return args
+end
+
+function M.validate(def, raw)
+  local args = fast(def, raw)
+  if args then return args end
+  return validate_all(def, raw)
 end
 
 function M.envelope(msg, hint)
@@ -193,6 +245,12 @@ function M.log_unknown_keys(cfg, ctx)
   end
 end
 
+-- The message handler of a tool body (one function, not one per call).
+local function traceback(e)
+  if type(e) == "table" then return e end
+  return debug.traceback(tostring(e), 2)
+end
+
 --- Runs a tool call; returns the result value (never raises, except the
 --- cancellation error, which the caller turns into "no response").
 function M.call(def, args, ctx)
@@ -203,10 +261,7 @@ function M.call(def, args, ctx)
     require("ad.storage.jobs").share_limit(cfg.settings.max_concurrency)
     M.log_unknown_keys(cfg, ctx)
   end
-  local ok, res = xpcall(def.handler, function(e)
-    if type(e) == "table" then return e end
-    return debug.traceback(tostring(e), 2)
-  end, args, ctx)
+  local ok, res = xpcall(def.handler, traceback, args, ctx)
   if ok then return res end
   -- Lua says only "not enough memory" (without calling the handler above):
   -- name the budget that refused the allocation.

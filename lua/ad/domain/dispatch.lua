@@ -79,12 +79,14 @@ end
 --- returns handoff.ANSWERED when the job has its result. Returns a
 --- DispatchResult (or, with return_ref, the ref payload of the stored
 --- result), or nil, message (invalid arguments, a refusing hook).
+--- opts.use_cache, opts.span_kind: as p's (a tool passes its validated
+--- arguments as p, untouched); opts.checked: p is such arguments (their
+--- strings were checked for NUL by ad.tools.validate).
 function M.one(cfg, p, hooks, opts)
-  local f = util.copy(p)
-  f.log = hooks and hooks.log
-  f.elicit = hooks and hooks.elicit
-  f.handoff = opts ~= nil and opts.handoff == true
-  local req, err = request.build(cfg, f)
+  local f = { call = true, log = hooks and hooks.log, elicit = hooks and hooks.elicit,
+    handoff = opts ~= nil and opts.handoff == true, use_cache = opts and opts.use_cache,
+    span_kind = opts and opts.span_kind, checked = opts and opts.checked }
+  local req, err = request.build(cfg, p, f)
   if not req then return nil, err end
   -- (a fan-out item: its fan-out observes its child, ad.domain.fanout)
   if p.observe then p.observe(req) end

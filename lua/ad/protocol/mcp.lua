@@ -206,9 +206,50 @@ end
 -- ------------------------------------------------------------ output --
 
 function Server:send(msg)
+  if rawget(self, "logs") then self:flush_logs() end
   if self.broken then return end
   local ok = self.write(json.encode(msg) .. "\n")
   if not ok then self.broken = true end
+end
+
+-- A call's log lines (its stderr line and notifications/message, which
+-- its client does not wait for) are written once the loop turns, not
+-- when they are made: a dispatch logs before its child starts, and the
+-- child starts first. Every other message written flushes them first, so
+-- the order of what a client reads is the order they were made in. A
+-- line is flat in self.logs: entry (nil: stderr only), level, message.
+function Server:flush_logs()
+  local q = rawget(self, "logs")
+  if not q then return end
+  self.logs, self.logs_timer = nil, nil
+  for i = 1, #q, 3 do
+    local entry, lvl, msg = q[i], q[i + 1], q[i + 2]
+    io.stderr:write(log_stamp(), " ", lvl:upper(), " ", msg, "\n")
+    -- (false: no notification; a cancelled call gets none written after it)
+    if entry and not entry.cancelled then
+      self:send(json.object({ jsonrpc = "2.0", method = "notifications/message",
+        params = json.object({ level = lvl, logger = M.NAME, data = msg },
+                             { "level", "logger", "data" }) },
+        { "jsonrpc", "method", "params" }))
+    end
+  end
+end
+
+-- Queues a log line of a call (entry: its in-flight entry when the line
+-- is also a notification, else false). Outside a task (nothing turns the
+-- loop for it) it is written at once.
+function Server:queue_log(entry, lvl, msg)
+  local q = rawget(self, "logs")
+  if not q and not core.task.in_task() then
+    self.logs = { entry, lvl, msg }
+    return self:flush_logs()
+  elseif not q then
+    q = {}
+    self.logs = q
+    -- A timer of 0: it fires on the next loop turn (a reference keeps it).
+    self.logs_timer = core.task.after(0, function() self:flush_logs() end)
+  end
+  q[#q + 1], q[#q + 2], q[#q + 3] = entry, lvl, msg
 end
 
 local function id_value(id)
@@ -326,10 +367,16 @@ end
 -- overrides in the user Lua directory, a developer Lua directory. Its
 -- count hook slows every VM instruction of the call, so it is set only
 -- when such code can run; the shipped policy always yields or returns.
+-- (Whether there is user code other than tool files is known at start:
+-- the user Lua directory is looked at once, the environment is fixed.)
+local plugins, user_code
 local function set_call_budget()
-  local plugins = require "ad.domain.plugins"
-  if plugins.ran or core.embed.user_lua_present()
-      or (os.getenv("AGENT_DISPATCH_LUA_DIR") or "") ~= "" then
+  if user_code == nil then
+    plugins = require "ad.domain.plugins"
+    user_code = core.embed.user_lua_present()
+      or (os.getenv("AGENT_DISPATCH_LUA_DIR") or "") ~= ""
+  end
+  if user_code or plugins.ran then
     core.task.set_budget(plugins.CALL_BUDGET)
   end
 end
@@ -391,14 +438,8 @@ function Server:call_tool(id, key, params, era)
     tool = name,
     elicit = self:elicitor(era),
     log = function(lvl, msg)
-      io.stderr:write(log_stamp(), " ", lvl:upper(), " ", msg, "\n")
-      if level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level] and not entry.done
-          and not entry.cancelled then
-        server:send(json.object({ jsonrpc = "2.0", method = "notifications/message",
-          params = json.object({ level = lvl, logger = M.NAME, data = msg },
-                               { "level", "logger", "data" }) },
-          { "jsonrpc", "method", "params" }))
-      end
+      server:queue_log(level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level]
+        and not entry.done and not entry.cancelled and entry or false, lvl, msg)
     end,
     progress = function(msg) progress(msg) end,
     -- Answers the call now while its handler goes on (a dispatch handed
@@ -903,6 +944,7 @@ end
 --- Stops: cancels every in-flight call (their children's groups are
 --- killed and reaped) and closes open subscriptions.
 function Server:shutdown(grace)
+  self:flush_logs()
   local waiting = {}
   for key, e in pairs(self.inflight) do
     if e.task and not e.done then
