@@ -296,7 +296,10 @@ local function read_id(id, line)
     -- An integer token as JSON writes it (no leading zeros: "01" is not
     -- JSON, and echoing it would put invalid JSON on stdout).
     if raw and raw:match("^-?%d+$") and not raw:match("^-?0%d") then
-      return json.raw(raw), "n:" .. string.format("%.17g", id)
+      -- Up to 15 digits a double holds the integer exactly and %.17g
+      -- writes it as its digits: the key is the text read (as
+      -- request_key would make it, without the formatting).
+      return json.raw(raw), "n:" .. (#raw <= 15 and raw or string.format("%.17g", id))
     end
     if not raw and math.tointeger(id) then -- batch elements: no raw text
       return math.tointeger(id), "n:" .. string.format("%.17g", id)
@@ -387,6 +390,93 @@ local function text_result(text, is_error)
                        isError = is_error }, { "content", "isError", "resultType", "_meta" })
 end
 
+-- One tools/call in flight: its in-flight entry (cancelled, done,
+-- answered, task, beat) and what the functions of its context need.
+local Call = {}
+Call.__index = Call
+
+function Call:progress(message, done_n, total)
+  if not self.token or self.done or self.cancelled then return end
+  self.count = self.count + 1
+  local p = json.object({ progressToken = self.token, progress = done_n or self.count,
+                          total = total }, { "progressToken", "progress", "total", "message" })
+  if self.era.version ~= "2024-11-05" and message then
+    p.message = util.cut((message:gsub("%s+", " ")), 200)
+  end
+  self.server:send(json.object({ jsonrpc = "2.0", method = "notifications/progress", params = p },
+                               { "jsonrpc", "method", "params" }))
+end
+
+-- Progress with a known total (parallel items, dialogue rounds); the
+-- count stays strictly increasing across heartbeats.
+function Call:progress_n(n, total, msg)
+  self.last_n = math.max(self.last_n + 1, n)
+  self.count = math.max(self.count, self.last_n)
+  self:progress(msg, self.count, total)
+end
+
+function Call:log(lvl, msg)
+  local level = self.level
+  self.server:queue_log(level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level]
+    and not self.done and not self.cancelled and self or false, lvl, msg)
+end
+
+function Call:send_value(value)
+  local server, era = self.server, self.era
+  local ir = self.mrtr and require("ad.protocol.mcp_mrtr").render(value, self.mrtr)
+  if ir then return server:result(self.id, ir, era.modern) end
+  local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
+  server:result(self.id, text_result(text, tools.is_error_result(value)), era.modern)
+end
+
+-- Answers the call now while its handler goes on (a dispatch handed off
+-- to a job at its deadline): what the handler returns later is not sent,
+-- and a notifications/cancelled for the id no longer reaches it. False
+-- when the call has ended or was cancelled.
+function Call:answer(value)
+  if self.done or self.cancelled then return false end
+  self.done, self.answered = true, true
+  if self.beat then self.beat:cancel() end
+  local inflight = self.server.inflight
+  if inflight[self.key] == self then inflight[self.key] = nil end
+  self:send_value(value)
+  return true
+end
+
+-- The task of a call: validation, the tool, its answer.
+local function run_call(call, def, args, ctx)
+  set_call_budget()
+  local beat
+  if call.token then
+    beat = core.task.spawn(function()
+      local started = core.task.now()
+      while true do
+        if core.task.sleep(M.HEARTBEAT) == nil then return end
+        call:progress(call.name .. " still running (" ..
+          math.floor(core.task.now() - started) .. "s)")
+      end
+    end)
+    call.beat = beat
+  end
+  local vargs, verr = tools.validate(def, args or {})
+  local ok, value
+  if not vargs then
+    ok, value = true, tools.envelope(verr)
+  else
+    ok, value = pcall(call.era.continue or tools.call, def, vargs, ctx)
+  end
+  call.done = true
+  if beat then beat:cancel() end
+  local server = call.server
+  if server.inflight[call.key] == call then server.inflight[call.key] = nil end
+  if call.cancelled or call.answered then return end
+  if not ok then
+    if type(value) == "table" and value.type == "cancelled" then return end
+    return server:error(call.id, -32603, "Internal error: " .. tostring(value))
+  end
+  call:send_value(value)
+end
+
 --- Runs tools/call in its own task. era: {modern=bool, version=, meta=}.
 function Server:call_tool(id, key, params, era)
   local name, args = params.name, params.arguments
@@ -409,89 +499,23 @@ function Server:call_tool(id, key, params, era)
   if type(token) ~= "string" and type(token) ~= "number" then token = nil end
   local level = self.log_level
   if era.modern then level = meta[META_LEVEL] end -- per request, or none
-  local entry = { cancelled = false, done = false }
-  self.inflight[key] = entry
-  local server = self
-  local count = 0
-  local function progress(message, done_n, total)
-    if not token or entry.done or entry.cancelled then return end
-    count = count + 1
-    local p = json.object({ progressToken = token, progress = done_n or count,
-                            total = total }, { "progressToken", "progress", "total", "message" })
-    if era.version ~= "2024-11-05" and message then
-      p.message = util.cut((message:gsub("%s+", " ")), 200)
-    end
-    server:send(json.object({ jsonrpc = "2.0", method = "notifications/progress", params = p },
-                            { "jsonrpc", "method", "params" }))
-  end
-  local last_n = 0
-  -- A 2026-07-28 call whose request declared elicitation gets its
-  -- permission requests as an InputRequiredResult (ad.protocol.mcp_mrtr).
-  local mrtr_call = era.elicits and { tool = name, args = args or json.object({}, {}) } or nil
-  local function send_value(value)
-    local ir = mrtr_call and require("ad.protocol.mcp_mrtr").render(value, mrtr_call)
-    if ir then return server:result(id, ir, era.modern) end
-    local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
-    server:result(id, text_result(text, tools.is_error_result(value)), era.modern)
-  end
+  -- The call is its own in-flight entry. A 2026-07-28 call whose request
+  -- declared elicitation gets its permission requests as an
+  -- InputRequiredResult (mrtr, ad.protocol.mcp_mrtr).
+  local call = setmetatable({ cancelled = false, done = false, server = self, id = id,
+    key = key, name = name, era = era, token = token, level = level, count = 0, last_n = 0,
+    mrtr = era.elicits and { tool = name, args = args or json.object({}, {}) } or nil }, Call)
+  self.inflight[key] = call
+  -- (each function of the context holds the call only)
   local ctx = {
     tool = name,
     elicit = self:elicitor(era),
-    log = function(lvl, msg)
-      server:queue_log(level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level]
-        and not entry.done and not entry.cancelled and entry or false, lvl, msg)
-    end,
-    progress = function(msg) progress(msg) end,
-    -- Answers the call now while its handler goes on (a dispatch handed
-    -- off to a job at its deadline): what the handler returns later is
-    -- not sent, and a notifications/cancelled for the id no longer
-    -- reaches it. False when the call has ended or was cancelled.
-    answer = function(value)
-      if entry.done or entry.cancelled then return false end
-      entry.done, entry.answered = true, true
-      if entry.beat then entry.beat:cancel() end
-      if server.inflight[key] == entry then server.inflight[key] = nil end
-      send_value(value)
-      return true
-    end,
-    -- Progress with a known total (parallel items, dialogue rounds); the
-    -- count stays strictly increasing across heartbeats.
-    progress_n = function(n, total, msg)
-      last_n = math.max(last_n + 1, n)
-      count = math.max(count, last_n)
-      progress(msg, count, total)
-    end,
+    log = function(lvl, msg) call:log(lvl, msg) end,
+    progress = function(msg) call:progress(msg) end,
+    answer = function(value) return call:answer(value) end,
+    progress_n = function(n, total, msg) call:progress_n(n, total, msg) end,
   }
-  entry.task = core.task.spawn(function()
-    set_call_budget()
-    local beat
-    if token then
-      beat = core.task.spawn(function()
-        local started = core.task.now()
-        while true do
-          if core.task.sleep(M.HEARTBEAT) == nil then return end
-          progress(name .. " still running (" .. math.floor(core.task.now() - started) .. "s)")
-        end
-      end)
-      entry.beat = beat
-    end
-    local vargs, verr = tools.validate(def, args or {})
-    local ok, value
-    if not vargs then
-      ok, value = true, tools.envelope(verr)
-    else
-      ok, value = pcall(era.continue or tools.call, def, vargs, ctx)
-    end
-    entry.done = true
-    if beat then beat:cancel() end
-    if server.inflight[key] == entry then server.inflight[key] = nil end
-    if entry.cancelled or entry.answered then return end
-    if not ok then
-      if type(value) == "table" and value.type == "cancelled" then return end
-      return server:error(id, -32603, "Internal error: " .. tostring(value))
-    end
-    send_value(value)
-  end)
+  call.task = core.task.spawn(run_call, call, def, args, ctx)
 end
 
 -- ------------------------------------- requests to the client (legacy) --
