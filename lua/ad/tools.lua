@@ -14,6 +14,7 @@ local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 local config = util.lazy "ad.storage.config"
 local render = util.lazy "ad.infra.errors.render"
+local jobs = util.lazy "ad.storage.jobs"
 
 local M = {}
 
@@ -258,7 +259,7 @@ function M.call(def, args, ctx)
     local cfg, err = config.load()
     if not cfg then return M.load_error(err) end
     ctx.cfg = cfg
-    require("ad.storage.jobs").share_limit(cfg.settings.max_concurrency)
+    jobs.share_limit(cfg.settings.max_concurrency)
     M.log_unknown_keys(cfg, ctx)
   end
   local ok, res = xpcall(def.handler, traceback, args, ctx)

@@ -13,6 +13,7 @@ local task = require "ad.infra.task"
 local aggregate = require "ad.domain.aggregate"
 local dialogue = require "ad.domain.dialogue"
 local trace = require "ad.domain.trace"
+local handoff = util.lazy "ad.domain.handoff"
 
 local M = {}
 
@@ -42,6 +43,12 @@ local function handed_off(rec, run, after, agent)
     running_seconds = after, progress = json.array(util.copy(run.tail)),
     hint = M.handoff_hint(rec.id, after, run.kept) },
     { "status", "job_id", "agent", "running_seconds", "progress", "hint" })
+end
+
+-- The answer of a call handed off by ad.domain.handoff (run.req: its
+-- request): one function for every call.
+local function handoff_reply(rec, run)
+  return handed_off(rec, run, run.req.handoff_after, run.req.agent_name)
 end
 
 -- Runs fn as a run that becomes a job (fields, opts: ad.domain.async.adopt)
@@ -93,10 +100,8 @@ function M.one(cfg, p, hooks, opts)
   local r, ran
   if req.handoff_after and hooks and hooks.answer then
     -- The call is answered through hooks.answer if it is handed off.
-    r, ran = require("ad.domain.handoff").run(req, req.handoff_after, hooks.answer,
-      function(rec, run) return handed_off(rec, run, req.handoff_after, req.agent_name) end,
-      f.log)
-    if r == require("ad.domain.handoff").ANSWERED then return r end
+    r, ran = handoff.run(req, req.handoff_after, hooks.answer, handoff_reply, f.log)
+    if r == handoff.ANSWERED then return r end
   elseif req.handoff_after then
     local async = require "ad.domain.async"
     local finished
