@@ -247,7 +247,12 @@ function Server:queue_log(entry, lvl, msg)
     q = {}
     self.logs = q
     -- A timer of 0: it fires on the next loop turn (a reference keeps it).
-    self.logs_timer = core.task.after(0, function() self:flush_logs() end)
+    local flush = rawget(self, "flush_fn")
+    if not flush then
+      flush = function() self:flush_logs() end
+      self.flush_fn = flush
+    end
+    self.logs_timer = core.task.after(0, flush)
   end
   q[#q + 1], q[#q + 2], q[#q + 3] = entry, lvl, msg
 end
@@ -477,6 +482,8 @@ local function run_call(call, def, args, ctx)
   call:send_value(value)
 end
 
+local NO_META = {} -- (read only)
+
 --- Runs tools/call in its own task. era: {modern=bool, version=, meta=}.
 function Server:call_tool(id, key, params, era)
   local name, args = params.name, params.arguments
@@ -493,7 +500,7 @@ function Server:call_tool(id, key, params, era)
     return self:error(id, -32600, "Invalid Request: id " .. tostring(params and key:sub(3)) ..
       " is already in use by a request in flight")
   end
-  local meta = era.meta or {}
+  local meta = era.meta or NO_META
   local token = meta.progressToken
   if type(token) == "number" then token = math.tointeger(token) or token end
   if type(token) ~= "string" and type(token) ~= "number" then token = nil end
@@ -504,7 +511,8 @@ function Server:call_tool(id, key, params, era)
   -- InputRequiredResult (mrtr, ad.protocol.mcp_mrtr).
   local call = setmetatable({ cancelled = false, done = false, server = self, id = id,
     key = key, name = name, era = era, token = token, level = level, count = 0, last_n = 0,
-    mrtr = era.elicits and { tool = name, args = args or json.object({}, {}) } or nil }, Call)
+    mrtr = era.elicits and { tool = name, args = args or json.object({}, {}) } or nil,
+    task = nil, beat = nil, answered = nil }, Call) -- (named: made at its final size)
   self.inflight[key] = call
   -- (each function of the context holds the call only)
   local ctx = {
@@ -859,11 +867,11 @@ function Server:legacy(id, key, msg)
                                                                 self.client_tasks) }, { "tools" }))
   elseif m == "tools/call" and params.task ~= nil then
     return self:task_call(id, params)
-  elseif m:match("^tasks/") and self.client_tasks then
+  elseif self.client_tasks and m:match("^tasks/") then
     return self:task_method(id, m, params)
   elseif m == "tools/call" then
     return self:call_tool(id, key, params, { modern = false, version = self.legacy_version,
-                                             meta = type(params._meta) == "table" and params._meta or {} })
+                                             meta = type(params._meta) == "table" and params._meta or nil })
   elseif m == "resources/subscribe" or m == "resources/unsubscribe" then
     return self:resource_request(id, Server.resource_subscription, m, params)
   elseif M.RESOURCE_METHODS[m] then
