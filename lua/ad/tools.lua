@@ -14,6 +14,7 @@ local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 local config = util.lazy "ad.storage.config"
 local render = util.lazy "ad.infra.errors.render"
+local type, next, ipairs = type, next, ipairs
 local jobs = util.lazy "ad.storage.jobs"
 
 local M = {}

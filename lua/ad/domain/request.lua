@@ -41,6 +41,7 @@ local util = require "ad.infra.util"
 local json = require "ad.infra.json"
 local groups = require "ad.domain.groups"
 local limits = require "ad.infra.limits"
+local type = type
 
 local M = {}
 

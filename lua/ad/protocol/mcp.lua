@@ -17,6 +17,9 @@ local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 local tools = util.lazy "ad.tools"
+-- (locals: a request reaches these many times on its way to a call)
+local type, next, rawget, setmetatable, tostring, pcall =
+  type, next, rawget, setmetatable, tostring, pcall
 
 local M = {}
 
