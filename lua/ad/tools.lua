@@ -152,18 +152,27 @@ end
 
 -- What fast() needs of a definition, made on its first call: the
 -- params' names, defaults and whether they are plain strings, in
--- order. A definition is never changed once defined (a later one
--- replaces it), so its plan stays right.
+-- order, and ctor(vals): the arguments table, made by one table
+-- constructor (at its final size, not grown key by key) from vals[i],
+-- the value of the i-th param. ctor is compiled from the names (each
+-- quoted by %q, with no environment). A definition is never changed once
+-- defined (a later one replaces it), so its plan stays right.
 local plans = setmetatable({}, { __mode = "k" })
 
 local function plan_of(def)
   local names, defaults, strings, n = {}, {}, {}, 0
   for _, p in ipairs(def.params or {}) do
+    -- (a name that is not a string: only the full check, as before)
+    if type(p.name) ~= "string" then plans[def] = false; return false end
     n = n + 1
     names[n], defaults[n], strings[n] = p.name, p.default, p.type == "string"
   end
+  local src = { "return function(v) return {" }
+  for i = 1, n do src[#src + 1] = string.format("[%q] = v[%d],", names[i], i) end
+  src[#src + 1] = "} end"
+  local ctor = load(table.concat(src), "=args", "t", {})()
   local plan = { n = n, names = names, defaults = defaults, strings = strings,
-                 params = def.params }
+                 params = def.params, ctor = ctor, vals = {} }
   plans[def] = plan
   return plan
 end
@@ -171,27 +180,29 @@ end
 -- validate_all's result for arguments it accepts, or nil when something
 -- needs its message (then validate_all says what): a string given for a
 -- string param is taken as it is (no coercion call), only its NUL check.
+-- (vals is the plan's, refilled whole by every call: nothing here yields.)
 local function fast(def, raw)
-  local plan = plans[def] or plan_of(def)
+  local plan = plans[def]
+  if plan == nil then plan = plan_of(def) end
+  if not plan then return nil end
   local names, defaults, strings = plan.names, plan.defaults, plan.strings
-  local args = {}
+  local vals = plan.vals
   for i = 1, plan.n do
-    local name = names[i]
-    local v = raw[name]
+    local v = raw[names[i]]
     if v == nil or v == json.null then
       local d = defaults[i]
       if d == nil and plan.params[i].required then return nil end
-      args[name] = d
+      vals[i] = d
     elseif strings[i] and type(v) == "string" then
       if v:find("\0", 1, true) then return nil end
-      args[name] = v
+      vals[i] = v
     else
       local c = coerce(plan.params[i], v)
       if c == nil or (type(c) == "string" and c:find("\0", 1, true)) then return nil end
-      args[name] = c
+      vals[i] = c
     end
   end
-  return args
+  return plan.ctor(vals)
 end
 
 function M.validate(def, raw)
