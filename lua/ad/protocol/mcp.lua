@@ -1189,6 +1189,7 @@ function M.serve()
   for _, w in ipairs(workers) do
     while not w.task:done() and core.task.now() < deadline do core.task.sleep(0.05) end
   end
+  server:flush_logs() -- (lines logged since the last loop turn)
   core.chan.stdout_drain(1)
   io.stderr:flush()
   io.stderr = real_stderr
