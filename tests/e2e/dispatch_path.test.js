@@ -1,8 +1,9 @@
 'use strict';
 // The path of one dispatch from its request line to its child: the log line
-// a call makes before its child starts is written once the child has been
-// spawned (not held until the reply), in the order the client would read it
-// without the deferral, and never after its call was cancelled.
+// a call makes before its child starts reaches the client while the child
+// runs (not held until the reply), before the call's reply, in the order
+// the calls made them, and never after its call was cancelled; its stderr
+// line as well.
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const { newEnv, modernMeta, waitUntil } = require('./lib');
@@ -75,8 +76,8 @@ describe('the log line of a dispatch', () => {
     await srv.init();
     for (let i = 0; i < 5; i++) {
       const id = `c${i}`;
-      // Both lines in one write: the server reads the cancellation in the
-      // loop turn that follows the request's, before the log is flushed.
+      // Both lines in one write: the cancellation is read right after the
+      // request, while the call is starting.
       srv.child.stdin.write(JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call',
         params: { name: 'dispatch', arguments: { agent: 'a', task: `cancel ${i} [stub:sleep=5]` } } }) +
         '\n' + JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled',
@@ -89,7 +90,7 @@ describe('the log line of a dispatch', () => {
       assert.strictEqual(indexOf(srv, (m) => m.id === `c${i}`), -1, 'no reply to a cancelled call');
     }
     // Any log notification of a cancelled call was written before the
-    // server read the cancellation, which is before its answer to the ping.
+    // server read the cancellation, so before its answer to the ping.
     const pingAt = indexOf(srv, (m) => m.id === 'after');
     for (let i = 0; i < 5; i++) {
       const log = indexOf(srv, isLog(`Dispatching to a: cancel ${i}`));

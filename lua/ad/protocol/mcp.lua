@@ -18,8 +18,8 @@ local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 local tools = util.lazy "ad.tools"
 -- (locals: a request reaches these many times on its way to a call)
-local type, next, rawget, setmetatable, tostring, pcall =
-  type, next, rawget, setmetatable, tostring, pcall
+local type, next, setmetatable, tostring, pcall =
+  type, next, setmetatable, tostring, pcall
 
 local M = {}
 
@@ -209,55 +209,9 @@ end
 -- ------------------------------------------------------------ output --
 
 function Server:send(msg)
-  if rawget(self, "logs") then self:flush_logs() end
   if self.broken then return end
   local ok = self.write(json.encode(msg) .. "\n")
   if not ok then self.broken = true end
-end
-
--- A call's log lines (its stderr line and notifications/message, which
--- its client does not wait for) are written once the loop turns, not
--- when they are made: a dispatch logs before its child starts, and the
--- child starts first. Every other message written flushes them first, so
--- the order of what a client reads is the order they were made in. A
--- line is flat in self.logs: entry (nil: stderr only), level, message.
-function Server:flush_logs()
-  local q = rawget(self, "logs")
-  if not q then return end
-  self.logs, self.logs_timer = nil, nil
-  for i = 1, #q, 3 do
-    local entry, lvl, msg = q[i], q[i + 1], q[i + 2]
-    io.stderr:write(log_stamp(), " ", lvl:upper(), " ", msg, "\n")
-    -- (false: no notification; a cancelled call gets none written after it)
-    if entry and not entry.cancelled then
-      self:send(json.object({ jsonrpc = "2.0", method = "notifications/message",
-        params = json.object({ level = lvl, logger = M.NAME, data = msg },
-                             { "level", "logger", "data" }) },
-        { "jsonrpc", "method", "params" }))
-    end
-  end
-end
-
--- Queues a log line of a call (entry: its in-flight entry when the line
--- is also a notification, else false). Outside a task (nothing turns the
--- loop for it) it is written at once.
-function Server:queue_log(entry, lvl, msg)
-  local q = rawget(self, "logs")
-  if not q and not core.task.in_task() then
-    self.logs = { entry, lvl, msg }
-    return self:flush_logs()
-  elseif not q then
-    q = {}
-    self.logs = q
-    -- A timer of 0: it fires on the next loop turn (a reference keeps it).
-    local flush = rawget(self, "flush_fn")
-    if not flush then
-      flush = function() self:flush_logs() end
-      self.flush_fn = flush
-    end
-    self.logs_timer = core.task.after(0, flush)
-  end
-  q[#q + 1], q[#q + 2], q[#q + 3] = entry, lvl, msg
 end
 
 local function id_value(id)
@@ -424,9 +378,15 @@ function Call:progress_n(n, total, msg)
 end
 
 function Call:log(lvl, msg)
+  io.stderr:write(log_stamp(), " ", lvl:upper(), " ", msg, "\n")
   local level = self.level
-  self.server:queue_log(level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level]
-    and not self.done and not self.cancelled and self or false, lvl, msg)
+  if level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level] and not self.done
+      and not self.cancelled then
+    self.server:send(json.object({ jsonrpc = "2.0", method = "notifications/message",
+      params = json.object({ level = lvl, logger = M.NAME, data = msg },
+                           { "level", "logger", "data" }) },
+      { "jsonrpc", "method", "params" }))
+  end
 end
 
 function Call:send_value(value)
@@ -979,7 +939,6 @@ end
 --- Stops: cancels every in-flight call (their children's groups are
 --- killed and reaped) and closes open subscriptions.
 function Server:shutdown(grace)
-  self:flush_logs()
   local waiting = {}
   for key, e in pairs(self.inflight) do
     if e.task and not e.done then
@@ -1189,7 +1148,6 @@ function M.serve()
   for _, w in ipairs(workers) do
     while not w.task:done() and core.task.now() < deadline do core.task.sleep(0.05) end
   end
-  server:flush_logs() -- (lines logged since the last loop turn)
   core.chan.stdout_drain(1)
   io.stderr:flush()
   io.stderr = real_stderr
