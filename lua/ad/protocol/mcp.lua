@@ -38,6 +38,8 @@ local META_SERVER = "io.modelcontextprotocol/serverInfo"
 
 local LEVELS = { debug = 0, info = 1, notice = 2, warning = 3, error = 4,
                  critical = 5, alert = 6, emergency = 7 }
+local TAGS = {} -- "info" -> "INFO" (a log line's level on stderr)
+for name in pairs(LEVELS) do TAGS[name] = name:upper() end
 
 M.INSTRUCTIONS = table.concat({
   "agent-dispatch delegates tasks to Claude Code agents that live in other",
@@ -219,24 +221,29 @@ local function id_value(id)
   return id
 end
 
+-- The shapes of every reply (json.object's metatables, one each: a reply
+-- makes no metatable or key list of its own).
+local ERROR_MT = { __order = { "code", "message", "data" } }
+local ERROR_REPLY_MT = { __order = { "jsonrpc", "id", "error" } }
+local REPLY_MT = { __order = { "jsonrpc", "id", "result" } }
+local META_MT = { __order = { META_SERVER } }
+local INFO_MT = { __order = { "name", "version" } }
+
 function Server:error(id, code, message, data)
-  local err = json.object({ code = code, message = message, data = data },
-                          { "code", "message", "data" })
-  self:send(json.object({ jsonrpc = "2.0", id = id_value(id), error = err },
-                        { "jsonrpc", "id", "error" }))
+  local err = setmetatable({ code = code, message = message, data = data }, ERROR_MT)
+  self:send(setmetatable({ jsonrpc = "2.0", id = id_value(id), error = err }, ERROR_REPLY_MT))
 end
 
 function Server:result(id, result, modern)
   if modern then
     result.resultType = result.resultType or "complete"
-    result._meta = json.object({ [META_SERVER] = M.server_info() }, { META_SERVER })
+    result._meta = setmetatable({ [META_SERVER] = M.server_info() }, META_MT)
   end
-  self:send(json.object({ jsonrpc = "2.0", id = id, result = result },
-                        { "jsonrpc", "id", "result" }))
+  self:send(setmetatable({ jsonrpc = "2.0", id = id, result = result }, REPLY_MT))
 end
 
 function M.server_info()
-  return json.object({ name = M.NAME, version = core.version }, { "name", "version" })
+  return setmetatable({ name = M.NAME, version = core.version }, INFO_MT)
 end
 
 -- -------------------------------------------------------------- ids --
@@ -346,10 +353,12 @@ local function set_call_budget()
   end
 end
 
+local TEXT_MT = { __order = { "type", "text" } }
+local TEXT_RESULT_MT = { __order = { "content", "isError", "resultType", "_meta" } }
+
 local function text_result(text, is_error)
-  return json.object({ content = json.array{ json.object({ type = "text", text = text },
-                                                         { "type", "text" }) },
-                       isError = is_error }, { "content", "isError", "resultType", "_meta" })
+  return setmetatable({ content = json.array{ setmetatable({ type = "text", text = text },
+    TEXT_MT) }, isError = is_error }, TEXT_RESULT_MT)
 end
 
 -- One tools/call in flight: its in-flight entry (cancelled, done,
@@ -377,15 +386,19 @@ function Call:progress_n(n, total, msg)
   self:progress(msg, self.count, total)
 end
 
+-- The shapes of a log notification (one metatable each, not one per line).
+local NOTE_MT = { __order = { "jsonrpc", "method", "params" } }
+local LOG_PARAMS_MT = { __order = { "level", "logger", "data" } }
+
 function Call:log(lvl, msg)
-  io.stderr:write(log_stamp(), " ", lvl:upper(), " ", msg, "\n")
+  -- (one string: the stderr stream writes a whole line as it is)
+  io.stderr:write(log_stamp() .. " " .. (TAGS[lvl] or lvl:upper()) .. " " .. msg .. "\n")
   local level = self.level
   if level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level] and not self.done
       and not self.cancelled then
-    self.server:send(json.object({ jsonrpc = "2.0", method = "notifications/message",
-      params = json.object({ level = lvl, logger = M.NAME, data = msg },
-                           { "level", "logger", "data" }) },
-      { "jsonrpc", "method", "params" }))
+    self.server:send(setmetatable({ jsonrpc = "2.0", method = "notifications/message",
+      params = setmetatable({ level = lvl, logger = M.NAME, data = msg }, LOG_PARAMS_MT) },
+      NOTE_MT))
   end
 end
 
@@ -1036,8 +1049,14 @@ end
 local function log_stream()
   local partial = ""
   local f = {}
-  function f:write(...)
-    local text = partial .. table.concat({ ... })
+  function f:write(first, ...)
+    -- One whole line (a call's log line): written as it is.
+    if partial == "" and select("#", ...) == 0 and type(first) == "string"
+        and first:byte(-1) == 10 then
+      core.chan.stderr_write(first)
+      return self
+    end
+    local text = partial .. table.concat({ first, ... })
     local nl = text:match(".*()\n") -- the last newline
     if nl then
       core.chan.stderr_write(text:sub(1, nl))
