@@ -216,6 +216,12 @@ function Server:send(msg)
   if not ok then self.broken = true end
 end
 
+-- A message already encoded, its newline included.
+function Server:send_line(text)
+  if self.broken then return end
+  if not self.write(text) then self.broken = true end
+end
+
 local function id_value(id)
   if id == nil then return json.null end
   return id
@@ -386,9 +392,16 @@ function Call:progress_n(n, total, msg)
   self:progress(msg, self.count, total)
 end
 
--- The shapes of a log notification (one metatable each, not one per line).
-local NOTE_MT = { __order = { "jsonrpc", "method", "params" } }
-local LOG_PARAMS_MT = { __order = { "level", "logger", "data" } }
+-- The notifications/message line of a log line whose level is one of
+-- LEVELS: the text json.encode makes of that object ({jsonrpc, method,
+-- params = {level, logger, data}}, in that order), written around the
+-- encoded message, not by encoding the two objects (every dispatch logs).
+local note_name, note_logger
+function M.log_note(lvl, msg)
+  if note_name ~= M.NAME then note_name, note_logger = M.NAME, json.encode(M.NAME) end
+  return '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"' .. lvl ..
+    '","logger":' .. note_logger .. ',"data":' .. json.encode(msg) .. '}}\n'
+end
 
 function Call:log(lvl, msg)
   -- (one string: the stderr stream writes a whole line as it is)
@@ -396,9 +409,7 @@ function Call:log(lvl, msg)
   local level = self.level
   if level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level] and not self.done
       and not self.cancelled then
-    self.server:send(setmetatable({ jsonrpc = "2.0", method = "notifications/message",
-      params = setmetatable({ level = lvl, logger = M.NAME, data = msg }, LOG_PARAMS_MT) },
-      NOTE_MT))
+    self.server:send_line(M.log_note(lvl, msg))
   end
 end
 
