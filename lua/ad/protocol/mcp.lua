@@ -248,6 +248,21 @@ function Server:result(id, result, modern)
   self:send(setmetatable({ jsonrpc = "2.0", id = id, result = result }, REPLY_MT))
 end
 
+--- The reply line of a tool call whose result is one text: the bytes
+--- json.encode makes of Server:result(id, text_result(text, is_error),
+--- modern), written around the encoded id, text and _meta (the reply of
+--- every dispatch).
+function M.text_reply(id, text, is_error, modern)
+  local rest = is_error == nil and "}]" or is_error and '}],"isError":true'
+    or '}],"isError":false'
+  if modern then
+    rest = rest .. ',"resultType":"complete","_meta":' ..
+      json.encode(setmetatable({ [META_SERVER] = M.server_info() }, META_MT))
+  end
+  return '{"jsonrpc":"2.0","id":' .. json.encode(id) ..
+    ',"result":{"content":[{"type":"text","text":' .. json.encode(text) .. rest .. "}}\n"
+end
+
 function M.server_info()
   return setmetatable({ name = M.NAME, version = core.version }, INFO_MT)
 end
@@ -418,7 +433,7 @@ function Call:send_value(value)
   local ir = self.mrtr and require("ad.protocol.mcp_mrtr").render(value, self.mrtr)
   if ir then return server:result(self.id, ir, era.modern) end
   local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
-  server:result(self.id, text_result(text, tools.is_error_result(value)), era.modern)
+  server:send_line(M.text_reply(self.id, text, tools.is_error_result(value), era.modern))
 end
 
 -- Answers the call now while its handler goes on (a dispatch handed off
