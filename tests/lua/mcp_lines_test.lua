@@ -1,4 +1,4 @@
--- ad.protocol.mcp.log_note and text_reply: the notifications/message line
+-- ad.protocol.mcp_call's log_note and text_reply: the notifications/message line
 -- of a call's log line and the reply line of a call with a text result,
 -- written around their encoded parts, are byte for byte the lines the
 -- generic encoder makes of the same objects: every level, messages and
@@ -11,6 +11,7 @@ local tap = dofile(here .. "tap.lua")
 local test, eq = tap.test, tap.eq
 local json = require "ad.infra.json"
 local mcp = require "ad.protocol.mcp"
+local call = require "ad.protocol.mcp_call"
 
 local function generic(lvl, msg)
   return json.encode(json.object({ jsonrpc = "2.0", method = "notifications/message",
@@ -38,22 +39,22 @@ local MESSAGES = {
 test("every level and message: the line the generic encoder makes", function()
   for _, lvl in ipairs(LEVELS) do
     for i, msg in ipairs(MESSAGES) do
-      eq(mcp.log_note(lvl, msg), generic(lvl, msg), lvl .. " message " .. i)
+      eq(call.log_note(lvl, msg), generic(lvl, msg), lvl .. " message " .. i)
     end
   end
 end)
 
 test("a table as the message is encoded as it is nested", function()
   local msg = json.object({ b = 1, a = json.array({ "x", json.null }) }, { "b", "a" })
-  eq(mcp.log_note("info", msg), generic("info", msg))
+  eq(call.log_note("info", msg), generic("info", msg))
 end)
 
 test("the logger follows the server's name", function()
   local name = mcp.NAME
   mcp.NAME = "other \"name\""
-  eq(mcp.log_note("info", "m"), generic("info", "m"))
+  eq(call.log_note("info", "m"), generic("info", "m"))
   mcp.NAME = name
-  eq(mcp.log_note("info", "m"), generic("info", "m"))
+  eq(call.log_note("info", "m"), generic("info", "m"))
 end)
 
 -- What Server:result writes for text_result(text, is_error), generically.
@@ -81,7 +82,7 @@ test("a tool call's text reply: the line the generic encoder makes", function()
       for _, is_error in ipairs({ true, false, "none" }) do
         if is_error == "none" then is_error = nil end
         for _, modern in ipairs({ false, true }) do
-          eq(mcp.text_reply(id, text, is_error, modern), generic_reply(id, text, is_error, modern),
+          eq(call.text_reply(id, text, is_error, modern), generic_reply(id, text, is_error, modern),
             tostring(id) .. " / " .. text:sub(1, 20) .. " / " .. tostring(is_error) .. " / " ..
             tostring(modern))
           n = n + 1
