@@ -14,6 +14,8 @@ local json = require "ad.infra.json"
 local util = require "ad.infra.util"
 local config = util.lazy "ad.storage.config"
 local render = util.lazy "ad.infra.errors.render"
+local type, next, ipairs = type, next, ipairs
+local jobs = util.lazy "ad.storage.jobs"
 
 local M = {}
 
@@ -116,8 +118,10 @@ local function coerce(p, v)
 end
 
 --- Validates arguments against the schema; returns args (with defaults) or
---- nil, message.
-function M.validate(def, raw)
+--- nil, message. The first problem in the order of def.params is the one
+--- reported (checked by validate_all); arguments without one (every call
+--- but a refused one) take a shorter way (see fast).
+local function validate_all(def, raw)
   local args = {}
   for _, p in ipairs(def.params or {}) do
     local v = raw[p.name]
@@ -144,6 +148,67 @@ function M.validate(def, raw)
     end
   end
   return args
+end
+
+-- What fast() needs of a definition, made on its first call: the
+-- params' names, defaults and whether they are plain strings, in
+-- order, and ctor(vals): the arguments table, made by one table
+-- constructor (at its final size, not grown key by key) from vals[i],
+-- the value of the i-th param. ctor is compiled from the names (each
+-- quoted by %q, with no environment). A definition is never changed once
+-- defined (a later one replaces it), so its plan stays right.
+local plans = setmetatable({}, { __mode = "k" })
+
+local function plan_of(def)
+  local names, defaults, strings, n = {}, {}, {}, 0
+  for _, p in ipairs(def.params or {}) do
+    -- (a name that is not a string: only the full check, as before)
+    if type(p.name) ~= "string" then plans[def] = false; return false end
+    n = n + 1
+    names[n], defaults[n], strings[n] = p.name, p.default, p.type == "string"
+  end
+  local src = { "return function(v) return {" }
+  for i = 1, n do src[#src + 1] = string.format("[%q] = v[%d],", names[i], i) end
+  src[#src + 1] = "} end"
+  local ctor = load(table.concat(src), "=args", "t", {})()
+  local plan = { n = n, names = names, defaults = defaults, strings = strings,
+                 params = def.params, ctor = ctor, vals = {} }
+  plans[def] = plan
+  return plan
+end
+
+-- validate_all's result for arguments it accepts, or nil when something
+-- needs its message (then validate_all says what): a string given for a
+-- string param is taken as it is (no coercion call), only its NUL check.
+-- (vals is the plan's, refilled whole by every call: nothing here yields.)
+local function fast(def, raw)
+  local plan = plans[def]
+  if plan == nil then plan = plan_of(def) end
+  if not plan then return nil end
+  local names, defaults, strings = plan.names, plan.defaults, plan.strings
+  local vals = plan.vals
+  for i = 1, plan.n do
+    local v = raw[names[i]]
+    if v == nil or v == json.null then
+      local d = defaults[i]
+      if d == nil and plan.params[i].required then return nil end
+      vals[i] = d
+    elseif strings[i] and type(v) == "string" then
+      if v:find("\0", 1, true) then return nil end
+      vals[i] = v
+    else
+      local c = coerce(plan.params[i], v)
+      if c == nil or (type(c) == "string" and c:find("\0", 1, true)) then return nil end
+      vals[i] = c
+    end
+  end
+  return plan.ctor(vals)
+end
+
+function M.validate(def, raw)
+  local args = fast(def, raw)
+  if args then return args end
+  return validate_all(def, raw)
 end
 
 function M.envelope(msg, hint)
@@ -193,6 +258,12 @@ function M.log_unknown_keys(cfg, ctx)
   end
 end
 
+-- The message handler of a tool body (one function, not one per call).
+local function traceback(e)
+  if type(e) == "table" then return e end
+  return debug.traceback(tostring(e), 2)
+end
+
 --- Runs a tool call; returns the result value (never raises, except the
 --- cancellation error, which the caller turns into "no response").
 function M.call(def, args, ctx)
@@ -200,13 +271,10 @@ function M.call(def, args, ctx)
     local cfg, err = config.load()
     if not cfg then return M.load_error(err) end
     ctx.cfg = cfg
-    require("ad.storage.jobs").share_limit(cfg.settings.max_concurrency)
+    jobs.share_limit(cfg.settings.max_concurrency)
     M.log_unknown_keys(cfg, ctx)
   end
-  local ok, res = xpcall(def.handler, function(e)
-    if type(e) == "table" then return e end
-    return debug.traceback(tostring(e), 2)
-  end, args, ctx)
+  local ok, res = xpcall(def.handler, traceback, args, ctx)
   if ok then return res end
   -- Lua says only "not enough memory" (without calling the handler above):
   -- name the budget that refused the allocation.

@@ -13,6 +13,7 @@ local task = require "ad.infra.task"
 local aggregate = require "ad.domain.aggregate"
 local dialogue = require "ad.domain.dialogue"
 local trace = require "ad.domain.trace"
+local handoff = util.lazy "ad.domain.handoff"
 
 local M = {}
 
@@ -42,6 +43,12 @@ local function handed_off(rec, run, after, agent)
     running_seconds = after, progress = json.array(util.copy(run.tail)),
     hint = M.handoff_hint(rec.id, after, run.kept) },
     { "status", "job_id", "agent", "running_seconds", "progress", "hint" })
+end
+
+-- The answer of a call handed off by ad.domain.handoff (run.req: its
+-- request): one function for every call.
+local function handoff_reply(rec, run)
+  return handed_off(rec, run, run.req.handoff_after, run.req.agent_name)
 end
 
 -- Runs fn as a run that becomes a job (fields, opts: ad.domain.async.adopt)
@@ -79,22 +86,22 @@ end
 --- returns handoff.ANSWERED when the job has its result. Returns a
 --- DispatchResult (or, with return_ref, the ref payload of the stored
 --- result), or nil, message (invalid arguments, a refusing hook).
+--- opts.use_cache, opts.span_kind: as p's (a tool passes its validated
+--- arguments as p, untouched); opts.checked: p is such arguments (their
+--- strings were checked for NUL by ad.tools.validate).
 function M.one(cfg, p, hooks, opts)
-  local f = util.copy(p)
-  f.log = hooks and hooks.log
-  f.elicit = hooks and hooks.elicit
-  f.handoff = opts ~= nil and opts.handoff == true
-  local req, err = request.build(cfg, f)
+  local f = { call = true, log = hooks and hooks.log, elicit = hooks and hooks.elicit,
+    handoff = opts ~= nil and opts.handoff == true, use_cache = opts and opts.use_cache,
+    span_kind = opts and opts.span_kind, checked = opts and opts.checked }
+  local req, err = request.build(cfg, p, f)
   if not req then return nil, err end
   -- (a fan-out item: its fan-out observes its child, ad.domain.fanout)
   if p.observe then p.observe(req) end
   local r, ran
   if req.handoff_after and hooks and hooks.answer then
     -- The call is answered through hooks.answer if it is handed off.
-    r, ran = require("ad.domain.handoff").run(req, req.handoff_after, hooks.answer,
-      function(rec, run) return handed_off(rec, run, req.handoff_after, req.agent_name) end,
-      f.log)
-    if r == require("ad.domain.handoff").ANSWERED then return r end
+    r, ran = handoff.run(req, req.handoff_after, hooks.answer, handoff_reply, f.log)
+    if r == handoff.ANSWERED then return r end
   elseif req.handoff_after then
     local async = require "ad.domain.async"
     local finished

@@ -28,7 +28,10 @@ M.ANSWERED = setmetatable({}, { __name = "handoff.ANSWERED" })
 function M.run(req, after, answer, reply, log)
   -- The run is the job-to-be (see ad.domain.async); its done event and
   -- progress tail are made only if it is adopted or sees a line.
-  local run = { task = core.task.current() }
+  -- (The fields it gets later are named here, nil: the table is made at
+  -- the size it ends with, not grown field by field.)
+  local run = { task = core.task.current(), req = req, span = nil, channel = nil,
+    transport = nil, pid = nil, argv = nil, age = nil, slot = nil, last_line = nil }
   req.on_slot = function() return async.slot_gate(run) end
   -- The child is held at its start gate (on_spawn) only once the run is
   -- being adopted: before that, nothing has to name it before it runs.
@@ -45,7 +48,6 @@ function M.run(req, after, answer, reply, log)
     -- stops, the server records it (the keeper can no longer read it).
     req.on_output = function(line) run.last_line = line end
   end
-  run.req = req
   req.on_span = function(span) run.span = span end
   -- The live child while it works: what a steer message to the job finds
   -- once the call is handed off (ad.domain.steer).

@@ -15,19 +15,20 @@ end
 ---@return string
 function M.build(p)
   local out
-  if not present(p.caller) and not present(p.goal) then
-    if present(p.context) then
+  local goal, caller, context = present(p.goal), present(p.caller), present(p.context)
+  if not caller and not goal then
+    if context then
       out = "Context:\n" .. p.context .. "\n\nTask:\n" .. p.task
     else
       out = p.task
     end
   else
-    local parts = {}
-    if present(p.goal) then parts[#parts + 1] = "## Goal\n" .. p.goal end
-    if present(p.caller) then parts[#parts + 1] = "## Dispatched by\n" .. p.caller end
-    if present(p.context) then parts[#parts + 1] = "## Context\n" .. p.context end
-    parts[#parts + 1] = "## Task\n" .. p.task
-    out = table.concat(parts, "\n\n")
+    -- The sections present, each joined to the next by a blank line (one
+    -- concatenation per section: no list to join).
+    out = "## Task\n" .. p.task
+    if context then out = "## Context\n" .. p.context .. "\n\n" .. out end
+    if caller then out = "## Dispatched by\n" .. p.caller .. "\n\n" .. out end
+    if goal then out = "## Goal\n" .. p.goal .. "\n\n" .. out end
   end
   if p.response_format == "json" then
     out = out .. "\n\n" .. M.JSON_FOOTER

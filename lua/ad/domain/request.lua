@@ -41,6 +41,7 @@ local util = require "ad.infra.util"
 local json = require "ad.infra.json"
 local groups = require "ad.domain.groups"
 local limits = require "ad.infra.limits"
+local type = type
 
 local M = {}
 
@@ -196,34 +197,63 @@ end
 --- opts.composed: the texts were composed by us from earlier answers
 --- (aggregation, dialogue turns), whose names were checked already, so a
 --- NUL an agent wrote in its answer is passed on, not refused.
+--- opts.checked: f holds a tool's arguments as ad.tools.validate returned
+--- them (every string checked for NUL there already).
+--- opts.call: f is a caller's table, read only; what the call adds comes
+--- in opts instead (log, elicit, handoff, use_cache, span_kind): no copy
+--- of f per dispatch.
 ---@return table|nil req, string|nil message
 function M.build(cfg, f, opts)
-  if not (opts and opts.composed) then
+  if not (opts and (opts.composed or opts.checked)) then
     local nul = M.nul_field(f, M.STRINGS)
     if nul then return nil, M.nul_error(nul) end
   end
   local name = f.agent
   local agent = cfg.agents[name]
   if not agent then return nil, M.unknown_agent(cfg, name) end
+  local log, elicit, handoff, use_cache, span_kind =
+    f.log, f.elicit, f.handoff, f.use_cache, f.span_kind
+  if opts and opts.call then
+    log, elicit, handoff = opts.log, opts.elicit, opts.handoff
+    use_cache, span_kind = use_cache or opts.use_cache, span_kind or opts.span_kind
+  end
   local timeout, terr = f.timeout, nil
   if timeout == nil then
-    timeout, terr = M.timeout_override(f.timeout_seconds)
-    if terr then return nil, terr end
+    local v = f.timeout_seconds
+    if v ~= nil and v ~= 0 then -- (0: the agent's own, the tools' default)
+      timeout, terr = M.timeout_override(v)
+      if terr then return nil, terr end
+    end
   elseif not (timeout > 0) then
     timeout = nil
   end
-  local schema, serr = M.response_schema(f.response_schema)
-  if serr then return nil, serr end
+  local schema
+  if f.response_schema ~= nil then
+    local serr
+    schema, serr = M.response_schema(f.response_schema)
+    if serr then return nil, serr end
+  end
   local handoff_after
-  if f.handoff then
+  if handoff then
     local herr
     handoff_after, herr = M.handoff_after(f.handoff_after_seconds, cfg.settings)
     if herr then return nil, herr end
   end
-  local tree_budget, berr = M.tree_budget(f.tree_budget_usd)
-  if berr then return nil, berr end
-  local group = util.nonempty(f.group)
-  local context = util.nonempty(f.context)
+  local tree_budget
+  if f.tree_budget_usd ~= nil then
+    local berr
+    tree_budget, berr = M.tree_budget(f.tree_budget_usd)
+    if berr then return nil, berr end
+  end
+  -- (empty strings mean absent, as util.nonempty: inline, per field)
+  local group, context, caller, goal = f.group, f.context, f.caller, f.goal
+  local response_format, session_id = f.response_format, f.session_id
+  if group == "" then group = nil end
+  if context == "" then context = nil end
+  if caller == "" then caller = nil end
+  if goal == "" then goal = nil end
+  if response_format == "" then response_format = nil end
+  if session_id == "" then session_id = nil end
   if group then
     local err = groups.check(cfg, group, name)
     if err then return nil, err end
@@ -231,14 +261,14 @@ function M.build(cfg, f, opts)
   end
   local req = {
     agent_name = name, agent = agent, settings = cfg.settings,
-    task = f.task, context = context, caller = util.nonempty(f.caller),
-    goal = util.nonempty(f.goal), response_format = util.nonempty(f.response_format),
-    response_schema = schema, group = group, session_id = util.nonempty(f.session_id), timeout = timeout,
-    stream = f.stream == true, use_cache = f.use_cache == true,
-    on_progress = f.on_progress, log = f.log, on_slot = f.on_slot, on_spawn = f.on_spawn,
-    elicit = f.elicit,
+    task = f.task, context = context, caller = caller,
+    goal = goal, response_format = response_format,
+    response_schema = schema, group = group, session_id = session_id, timeout = timeout,
+    stream = f.stream == true, use_cache = use_cache == true,
+    on_progress = f.on_progress, log = log, on_slot = f.on_slot, on_spawn = f.on_spawn,
+    elicit = elicit,
     handoff_after = handoff_after,
-    trace = f.trace, span_kind = f.span_kind, span_id = f.span_id, span_start = f.span_start,
+    trace = f.trace, span_kind = span_kind, span_id = f.span_id, span_start = f.span_start,
     job_id = f.job_id, tree_budget_usd = tree_budget,
   }
   M.with_relay(req)
@@ -250,7 +280,8 @@ end
 --- bound to this request; a copy that changes what the relay reads, such
 --- as ad.domain.async.observe, binds it again).
 function M.with_relay(req)
-  if not (req.agent.permissions and req.agent.permissions.relay == true) then return req end
+  local perms = req.agent.permissions
+  if not (perms and perms.relay == true) then return req end
   local relay = require "ad.domain.relay"
   req.relay = true
   -- Shared by the copies of the request: the decisions of this dispatch
@@ -281,20 +312,26 @@ end
 --- positive cap, or nil), permission_mode, allowed, disallowed.
 function M.effective(req)
   local agent, settings = req.agent, req.settings
-  local e = {}
-  e.timeout = (agent.timeout and agent.timeout ~= 0) and agent.timeout or settings.default_timeout
-  if req.timeout then e.timeout = req.timeout end
+  local timeout = req.timeout
+  if not timeout then
+    timeout = agent.timeout
+    if not timeout or timeout == 0 then timeout = settings.default_timeout end
+  end
   local b = agent.max_budget_usd
   if not b or b == 0 then b = settings.default_max_budget_usd end
-  e.budget = (b and b > 0) and b or nil
+  local budget = (b and b > 0) and b or nil
   -- Within a tree spend cap: never more than what the tree has left.
-  if req.tree_left then e.budget = e.budget and math.min(e.budget, req.tree_left) or req.tree_left end
+  local left = req.tree_left
+  if left then budget = budget and math.min(budget, left) or left end
   local pm = agent.permission_mode
   if pm == nil or pm == "" then pm = settings.default_permission_mode end
-  e.permission_mode = (pm ~= nil and pm ~= "") and pm or nil
-  e.allowed = agent.allowed_tools ~= nil and agent.allowed_tools or settings.default_allowed_tools
-  e.disallowed = agent.disallowed_tools ~= nil and agent.disallowed_tools or settings.default_disallowed_tools
-  return e
+  if pm == "" then pm = nil end
+  local allowed, disallowed = agent.allowed_tools, agent.disallowed_tools
+  if not allowed then allowed = settings.default_allowed_tools end
+  if not disallowed then disallowed = settings.default_disallowed_tools end
+  -- (one constructor: the table is made at its final size)
+  return { timeout = timeout, budget = budget, permission_mode = pm, allowed = allowed,
+           disallowed = disallowed }
 end
 
 return M

@@ -16,8 +16,10 @@
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
-local after_reply = util.lazy "ad.domain.after_reply"
 local tools = util.lazy "ad.tools"
+-- (locals: a request reaches these many times on its way to a call)
+local type, next, setmetatable, tostring, pcall =
+  type, next, setmetatable, tostring, pcall
 
 local M = {}
 
@@ -32,10 +34,12 @@ M.HEARTBEAT = tonumber(os.getenv("AGENT_DISPATCH_MCP_HEARTBEAT") or "") or 25
 local META_VERSION = "io.modelcontextprotocol/protocolVersion"
 local META_CAPS = "io.modelcontextprotocol/clientCapabilities"
 local META_LEVEL = "io.modelcontextprotocol/logLevel"
+M.META_LEVEL = META_LEVEL
 local META_SERVER = "io.modelcontextprotocol/serverInfo"
 
 local LEVELS = { debug = 0, info = 1, notice = 2, warning = 3, error = 4,
                  critical = 5, alert = 6, emergency = 7 }
+M.LEVELS = LEVELS
 
 M.INSTRUCTIONS = table.concat({
   "agent-dispatch delegates tasks to Claude Code agents that live in other",
@@ -58,15 +62,6 @@ M.INSTRUCTIONS = table.concat({
   "A result with status awaiting_approval: the agent asks to use a tool;",
   "answer with dispatch_approve, then dispatch_wait.",
 }, " ")
-
--- The UTC second a log line on stderr starts with, formatted once per
--- second (every dispatch logs a line).
-local stamp_at, stamp
-local function log_stamp()
-  local t = os.time()
-  if t ~= stamp_at then stamp_at, stamp = t, os.date("!%Y-%m-%dT%H:%M:%SZ", t) end
-  return stamp
-end
 
 local function versioned(v)
   for _, x in ipairs(M.LEGACY) do if x == v then return true end end
@@ -212,29 +207,40 @@ function Server:send(msg)
   if not ok then self.broken = true end
 end
 
+-- A message already encoded, its newline included.
+function Server:send_line(text)
+  if self.broken then return end
+  if not self.write(text) then self.broken = true end
+end
+
 local function id_value(id)
   if id == nil then return json.null end
   return id
 end
 
+-- The shapes of every reply (json.object's metatables, one each: a reply
+-- makes no metatable or key list of its own).
+local ERROR_MT = { __order = { "code", "message", "data" } }
+local ERROR_REPLY_MT = { __order = { "jsonrpc", "id", "error" } }
+local REPLY_MT = { __order = { "jsonrpc", "id", "result" } }
+local META_MT = { __order = { META_SERVER } }
+local INFO_MT = { __order = { "name", "version" } }
+
 function Server:error(id, code, message, data)
-  local err = json.object({ code = code, message = message, data = data },
-                          { "code", "message", "data" })
-  self:send(json.object({ jsonrpc = "2.0", id = id_value(id), error = err },
-                        { "jsonrpc", "id", "error" }))
+  local err = setmetatable({ code = code, message = message, data = data }, ERROR_MT)
+  self:send(setmetatable({ jsonrpc = "2.0", id = id_value(id), error = err }, ERROR_REPLY_MT))
 end
 
 function Server:result(id, result, modern)
   if modern then
     result.resultType = result.resultType or "complete"
-    result._meta = json.object({ [META_SERVER] = M.server_info() }, { META_SERVER })
+    result._meta = setmetatable({ [META_SERVER] = M.server_info() }, META_MT)
   end
-  self:send(json.object({ jsonrpc = "2.0", id = id, result = result },
-                        { "jsonrpc", "id", "result" }))
+  self:send(setmetatable({ jsonrpc = "2.0", id = id, result = result }, REPLY_MT))
 end
 
 function M.server_info()
-  return json.object({ name = M.NAME, version = core.version }, { "name", "version" })
+  return setmetatable({ name = M.NAME, version = core.version }, INFO_MT)
 end
 
 -- -------------------------------------------------------------- ids --
@@ -256,7 +262,10 @@ local function read_id(id, line)
     -- An integer token as JSON writes it (no leading zeros: "01" is not
     -- JSON, and echoing it would put invalid JSON on stdout).
     if raw and raw:match("^-?%d+$") and not raw:match("^-?0%d") then
-      return json.raw(raw), "n:" .. string.format("%.17g", id)
+      -- Up to 15 digits a double holds the integer exactly and %.17g
+      -- writes it as its digits: the key is the text read (as
+      -- request_key would make it, without the formatting).
+      return json.raw(raw), "n:" .. (#raw <= 15 and raw or string.format("%.17g", id))
     end
     if not raw and math.tointeger(id) then -- batch elements: no raw text
       return math.tointeger(id), "n:" .. string.format("%.17g", id)
@@ -327,18 +336,28 @@ end
 -- overrides in the user Lua directory, a developer Lua directory. Its
 -- count hook slows every VM instruction of the call, so it is set only
 -- when such code can run; the shipped policy always yields or returns.
+-- (Whether there is user code other than tool files is known at start:
+-- the user Lua directory is looked at once, the environment is fixed.)
+local plugins, user_code
 local function set_call_budget()
-  local plugins = require "ad.domain.plugins"
-  if plugins.ran or core.embed.user_lua_present()
-      or (os.getenv("AGENT_DISPATCH_LUA_DIR") or "") ~= "" then
+  if user_code == nil then
+    plugins = require "ad.domain.plugins"
+    user_code = core.embed.user_lua_present()
+      or (os.getenv("AGENT_DISPATCH_LUA_DIR") or "") ~= ""
+  end
+  if user_code or plugins.ran then
     core.task.set_budget(plugins.CALL_BUDGET)
   end
 end
 
+local TEXT_MT = { __order = { "type", "text" } }
+local TEXT_RESULT_MT = { __order = { "content", "isError", "resultType", "_meta" } }
+
+M.set_call_budget = set_call_budget
+
 local function text_result(text, is_error)
-  return json.object({ content = json.array{ json.object({ type = "text", text = text },
-                                                         { "type", "text" }) },
-                       isError = is_error }, { "content", "isError", "resultType", "_meta" })
+  return setmetatable({ content = json.array{ setmetatable({ type = "text", text = text },
+    TEXT_MT) }, isError = is_error }, TEXT_RESULT_MT)
 end
 
 --- Runs tools/call in its own task. era: {modern=bool, version=, meta=}.
@@ -357,110 +376,8 @@ function Server:call_tool(id, key, params, era)
     return self:error(id, -32600, "Invalid Request: id " .. tostring(params and key:sub(3)) ..
       " is already in use by a request in flight")
   end
-  local meta = era.meta or {}
-  local token = meta.progressToken
-  if type(token) == "number" then token = math.tointeger(token) or token end
-  if type(token) ~= "string" and type(token) ~= "number" then token = nil end
-  local level = self.log_level
-  if era.modern then level = meta[META_LEVEL] end -- per request, or none
-  local entry = { cancelled = false, done = false }
-  self.inflight[key] = entry
-  local server = self
-  local count = 0
-  local function progress(message, done_n, total)
-    if not token or entry.done or entry.cancelled then return end
-    count = count + 1
-    local p = json.object({ progressToken = token, progress = done_n or count,
-                            total = total }, { "progressToken", "progress", "total", "message" })
-    if era.version ~= "2024-11-05" and message then
-      p.message = util.cut((message:gsub("%s+", " ")), 200)
-    end
-    server:send(json.object({ jsonrpc = "2.0", method = "notifications/progress", params = p },
-                            { "jsonrpc", "method", "params" }))
-  end
-  local last_n = 0
-  -- A 2026-07-28 call whose request declared elicitation gets its
-  -- permission requests as an InputRequiredResult (ad.protocol.mcp_mrtr).
-  local mrtr_call = era.elicits and { tool = name, args = args or json.object({}, {}) } or nil
-  local function send_value(value)
-    local ir = mrtr_call and require("ad.protocol.mcp_mrtr").render(value, mrtr_call)
-    if ir then return server:result(id, ir, era.modern) end
-    local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
-    server:result(id, text_result(text, tools.is_error_result(value)), era.modern)
-  end
-  local ctx = {
-    tool = name,
-    elicit = self:elicitor(era),
-    log = function(lvl, msg)
-      io.stderr:write(log_stamp(), " ", lvl:upper(), " ", msg, "\n")
-      if level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level] and not entry.done
-          and not entry.cancelled then
-        server:send(json.object({ jsonrpc = "2.0", method = "notifications/message",
-          params = json.object({ level = lvl, logger = M.NAME, data = msg },
-                               { "level", "logger", "data" }) },
-          { "jsonrpc", "method", "params" }))
-      end
-    end,
-    progress = function(msg) progress(msg) end,
-    -- Answers the call now while its handler goes on (a dispatch handed
-    -- off to a job at its deadline): what the handler returns later is
-    -- not sent, and a notifications/cancelled for the id no longer
-    -- reaches it. False when the call has ended or was cancelled.
-    answer = function(value)
-      if entry.done or entry.cancelled then return false end
-      entry.done, entry.answered = true, true
-      if entry.beat then entry.beat:cancel() end
-      if server.inflight[key] == entry then server.inflight[key] = nil end
-      send_value(value)
-      if entry.co then after_reply.flush(entry.co) end
-      return true
-    end,
-    -- Progress with a known total (parallel items, dialogue rounds); the
-    -- count stays strictly increasing across heartbeats.
-    progress_n = function(n, total, msg)
-      last_n = math.max(last_n + 1, n)
-      count = math.max(count, last_n)
-      progress(msg, count, total)
-    end,
-  }
-  local function call()
-    set_call_budget()
-    local beat
-    if token then
-      beat = core.task.spawn(function()
-        local started = core.task.now()
-        while true do
-          if core.task.sleep(M.HEARTBEAT) == nil then return end
-          progress(name .. " still running (" .. math.floor(core.task.now() - started) .. "s)")
-        end
-      end)
-      entry.beat = beat
-    end
-    local vargs, verr = tools.validate(def, args or {})
-    local ok, value
-    if not vargs then
-      ok, value = true, tools.envelope(verr)
-    else
-      ok, value = pcall(era.continue or tools.call, def, vargs, ctx)
-    end
-    entry.done = true
-    if beat then beat:cancel() end
-    if server.inflight[key] == entry then server.inflight[key] = nil end
-    if entry.cancelled or entry.answered then return end
-    if not ok then
-      if type(value) == "table" and value.type == "cancelled" then return end
-      return server:error(id, -32603, "Internal error: " .. tostring(value))
-    end
-    send_value(value)
-  end
-  -- What the reply does not wait for (a span's end, a cache entry) runs
-  -- right after it is written (ad.domain.after_reply).
-  entry.task = core.task.spawn(function()
-    entry.co = after_reply.open()
-    local ok, err = pcall(call)
-    after_reply.flush()
-    if not ok then error(err, 0) end
-  end)
+  -- (ad.protocol.mcp_call: loaded at the first call, not at start)
+  require("ad.protocol.mcp_call").start(self, id, key, name, def, args, era)
 end
 
 -- ------------------------------------- requests to the client (legacy) --
@@ -804,11 +721,11 @@ function Server:legacy(id, key, msg)
                                                                 self.client_tasks) }, { "tools" }))
   elseif m == "tools/call" and params.task ~= nil then
     return self:task_call(id, params)
-  elseif m:match("^tasks/") and self.client_tasks then
+  elseif self.client_tasks and m:match("^tasks/") then
     return self:task_method(id, m, params)
   elseif m == "tools/call" then
     return self:call_tool(id, key, params, { modern = false, version = self.legacy_version,
-                                             meta = type(params._meta) == "table" and params._meta or {} })
+                                             meta = type(params._meta) == "table" and params._meta or nil })
   elseif m == "resources/subscribe" or m == "resources/unsubscribe" then
     return self:resource_request(id, Server.resource_subscription, m, params)
   elseif M.RESOURCE_METHODS[m] then
@@ -1010,8 +927,14 @@ end
 local function log_stream()
   local partial = ""
   local f = {}
-  function f:write(...)
-    local text = partial .. table.concat({ ... })
+  function f:write(first, ...)
+    -- One whole line (a call's log line): written as it is.
+    if partial == "" and select("#", ...) == 0 and type(first) == "string"
+        and first:byte(-1) == 10 then
+      core.chan.stderr_write(first)
+      return self
+    end
+    local text = partial .. table.concat({ first, ... })
     local nl = text:match(".*()\n") -- the last newline
     if nl then
       core.chan.stderr_write(text:sub(1, nl))

@@ -13,10 +13,26 @@ function M.config_dir()
   return (os.getenv("HOME") or "") .. "/.config/agent-dispatch"
 end
 
+-- The last answer of config_path and the variables it was made from:
+-- every tool call that reads the config asks (the same text again is not
+-- made again).
+local memo_path, memo_var, memo_home
+
 function M.config_path()
   local p = os.getenv("AGENT_DISPATCH_CONFIG")
-  if p and p ~= "" then return util.expanduser(p) or p end
-  return (os.getenv("HOME") or "") .. "/.config/agent-dispatch/agents.yaml"
+  local home = os.getenv("HOME")
+  if memo_path and p == memo_var and home == memo_home then return memo_path end
+  local path
+  if p and p ~= "" then
+    path = util.expanduser(p) or p
+  else
+    path = (home or "") .. "/.config/agent-dispatch/agents.yaml"
+  end
+  -- (~user is looked up in /etc/passwd: not kept)
+  if not (p and p:find("^~[^/]")) then
+    memo_path, memo_var, memo_home = path, p, home
+  end
+  return path
 end
 
 --- The directory of tool files: $AGENT_DISPATCH_TOOLS_DIR, else tools/

@@ -53,6 +53,11 @@ end
 -- The sync dispatch tools hand a call still running at its deadline off
 -- to a job (ad.domain.dispatch).
 local HANDOFF = { handoff = true }
+-- dispatch and dispatch_session pass their validated arguments as they
+-- are (ad.domain.dispatch.one reads them, copies nothing); what they add
+-- comes with these.
+local DISPATCH = { handoff = true, checked = true, use_cache = true }
+local SESSION = { handoff = true, checked = true, span_kind = "session" }
 
 local function hooks(ctx)
   return { log = ctx.log, progress = ctx.progress_n, answer = ctx.answer, elicit = ctx.elicit }
@@ -79,9 +84,8 @@ tools.define{
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
-    local p = util.copy(a)
-    p.use_cache = true
-    return envelope_or(D.one(ctx.cfg, p, hooks(ctx), HANDOFF))
+    -- (ctx has the hooks one() reads: log, elicit, answer)
+    return envelope_or(D.one(ctx.cfg, a, ctx, DISPATCH))
   end,
 }
 
@@ -98,9 +102,7 @@ tools.define{
   annotations = DISPATCH_ANN,
   guard = "config",
   handler = function(a, ctx)
-    local p = util.copy(a)
-    p.span_kind = "session"
-    return envelope_or(D.one(ctx.cfg, p, hooks(ctx), HANDOFF))
+    return envelope_or(D.one(ctx.cfg, a, ctx, SESSION))
   end,
 }
 

@@ -1,0 +1,191 @@
+--- One tools/call in flight (ad.protocol.mcp's Server:call_tool): its
+--- in-flight entry, the functions of its context, its task, and the lines
+--- written for it most often (its log notifications, a text reply), each
+--- written around its encoded parts. Loaded at the first tools/call, not
+--- at start: the handshake does not wait for it.
+local core = require "ad.core"
+local json = require "ad.infra.json"
+local util = require "ad.infra.util"
+local mcp = require "ad.protocol.mcp"
+local after_reply = require "ad.domain.after_reply"
+local tools = util.lazy "ad.tools"
+local type, setmetatable, tostring, pcall = type, setmetatable, tostring, pcall
+
+local M = {}
+
+-- The UTC second a log line on stderr starts with, formatted once per
+-- second (every dispatch logs a line).
+local stamp_at, stamp
+local function log_stamp()
+  local t = os.time()
+  if t ~= stamp_at then stamp_at, stamp = t, os.date("!%Y-%m-%dT%H:%M:%SZ", t) end
+  return stamp
+end
+
+local TAGS = {} -- "info" -> "INFO" (a log line's level on stderr)
+for name in pairs(mcp.LEVELS) do TAGS[name] = name:upper() end
+
+local META_SERVER = "io.modelcontextprotocol/serverInfo"
+local META_MT = { __order = { META_SERVER } }
+
+--- The reply line of a tool call whose result is one text: the bytes
+--- json.encode makes of Server:result(id, text_result(text, is_error),
+--- modern), written around the encoded id, text and _meta (the reply of
+--- every dispatch).
+function M.text_reply(id, text, is_error, modern)
+  local rest = is_error == nil and "}]" or is_error and '}],"isError":true'
+    or '}],"isError":false'
+  if modern then
+    rest = rest .. ',"resultType":"complete","_meta":' ..
+      json.encode(setmetatable({ [META_SERVER] = mcp.server_info() }, META_MT))
+  end
+  return '{"jsonrpc":"2.0","id":' .. json.encode(id) ..
+    ',"result":{"content":[{"type":"text","text":' .. json.encode(text) .. rest .. "}}\n"
+end
+
+-- One tools/call in flight: its in-flight entry (cancelled, done,
+-- answered, task, beat) and what the functions of its context need.
+local Call = {}
+Call.__index = Call
+
+function Call:progress(message, done_n, total)
+  if not self.token or self.done or self.cancelled then return end
+  self.count = self.count + 1
+  local p = json.object({ progressToken = self.token, progress = done_n or self.count,
+                          total = total }, { "progressToken", "progress", "total", "message" })
+  if self.era.version ~= "2024-11-05" and message then
+    p.message = util.cut((message:gsub("%s+", " ")), 200)
+  end
+  self.server:send(json.object({ jsonrpc = "2.0", method = "notifications/progress", params = p },
+                               { "jsonrpc", "method", "params" }))
+end
+
+-- Progress with a known total (parallel items, dialogue rounds); the
+-- count stays strictly increasing across heartbeats.
+function Call:progress_n(n, total, msg)
+  self.last_n = math.max(self.last_n + 1, n)
+  self.count = math.max(self.count, self.last_n)
+  self:progress(msg, self.count, total)
+end
+
+-- The notifications/message line of a log line whose level is one of
+-- LEVELS: the text json.encode makes of that object ({jsonrpc, method,
+-- params = {level, logger, data}}, in that order), written around the
+-- encoded message, not by encoding the two objects (every dispatch logs).
+local note_name, note_logger
+function M.log_note(lvl, msg)
+  if note_name ~= mcp.NAME then note_name, note_logger = mcp.NAME, json.encode(mcp.NAME) end
+  return '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"' .. lvl ..
+    '","logger":' .. note_logger .. ',"data":' .. json.encode(msg) .. '}}\n'
+end
+
+function Call:log(lvl, msg)
+  -- (one string: the stderr stream writes a whole line as it is)
+  io.stderr:write(log_stamp() .. " " .. (TAGS[lvl] or lvl:upper()) .. " " .. msg .. "\n")
+  local level, LEVELS = self.level, mcp.LEVELS
+  if level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level] and not self.done
+      and not self.cancelled then
+    self.server:send_line(M.log_note(lvl, msg))
+  end
+end
+
+function Call:send_value(value)
+  local server, era = self.server, self.era
+  local ir = self.mrtr and require("ad.protocol.mcp_mrtr").render(value, self.mrtr)
+  if ir then return server:result(self.id, ir, era.modern) end
+  local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
+  server:send_line(M.text_reply(self.id, text, tools.is_error_result(value), era.modern))
+end
+
+-- Answers the call now while its handler goes on (a dispatch handed off
+-- to a job at its deadline): what the handler returns later is not sent,
+-- and a notifications/cancelled for the id no longer reaches it. False
+-- when the call has ended or was cancelled.
+function Call:answer(value)
+  if self.done or self.cancelled then return false end
+  self.done, self.answered = true, true
+  if self.beat then self.beat:cancel() end
+  local inflight = self.server.inflight
+  if inflight[self.key] == self then inflight[self.key] = nil end
+  self:send_value(value)
+  if self.co then after_reply.flush(self.co) end
+  return true
+end
+
+-- The task of a call: validation, the tool, its answer.
+local function run_call(call, def, args, ctx)
+  mcp.set_call_budget()
+  local beat
+  if call.token then
+    beat = core.task.spawn(function()
+      local started = core.task.now()
+      while true do
+        if core.task.sleep(mcp.HEARTBEAT) == nil then return end
+        call:progress(call.name .. " still running (" ..
+          math.floor(core.task.now() - started) .. "s)")
+      end
+    end)
+    call.beat = beat
+  end
+  local vargs, verr = tools.validate(def, args or {})
+  local ok, value
+  if not vargs then
+    ok, value = true, tools.envelope(verr)
+  else
+    ok, value = pcall(call.era.continue or tools.call, def, vargs, ctx)
+  end
+  call.done = true
+  if beat then beat:cancel() end
+  local server = call.server
+  if server.inflight[call.key] == call then server.inflight[call.key] = nil end
+  if call.cancelled or call.answered then return end
+  if not ok then
+    if type(value) == "table" and value.type == "cancelled" then return end
+    return server:error(call.id, -32603, "Internal error: " .. tostring(value))
+  end
+  call:send_value(value)
+end
+
+-- run_call with what the reply does not wait for (a span's end, a cache
+-- entry) run right after the reply is written (ad.domain.after_reply).
+local function run_call_then_deferred(call, def, args, ctx)
+  call.co = after_reply.open()
+  local ok, err = pcall(run_call, call, def, args, ctx)
+  after_reply.flush()
+  if not ok then error(err, 0) end
+end
+
+local NO_META = {} -- (read only)
+
+--- Starts the call (checked by Server:call_tool: name, def, args; key not
+--- in flight) on a task of its own. era: {modern, version, meta, elicits,
+--- continue}.
+function M.start(server, id, key, name, def, args, era)
+  local meta = era.meta or NO_META
+  local token = meta.progressToken
+  if type(token) == "number" then token = math.tointeger(token) or token end
+  if type(token) ~= "string" and type(token) ~= "number" then token = nil end
+  local level = server.log_level
+  if era.modern then level = meta[mcp.META_LEVEL] end -- per request, or none
+  -- The call is its own in-flight entry. A 2026-07-28 call whose request
+  -- declared elicitation gets its permission requests as an
+  -- InputRequiredResult (mrtr, ad.protocol.mcp_mrtr).
+  local call = setmetatable({ cancelled = false, done = false, server = server, id = id,
+    key = key, name = name, era = era, token = token, level = level, count = 0, last_n = 0,
+    mrtr = era.elicits and { tool = name, args = args or json.object({}, {}) } or nil,
+    task = nil, beat = nil, answered = nil, co = false }, Call) -- (named: made at its final size)
+  server.inflight[key] = call
+  -- (each function of the context holds the call only)
+  local ctx = {
+    tool = name,
+    elicit = server:elicitor(era),
+    log = function(lvl, msg) call:log(lvl, msg) end,
+    progress = function(msg) call:progress(msg) end,
+    answer = function(value) return call:answer(value) end,
+    progress_n = function(n, total, msg) call:progress_n(n, total, msg) end,
+  }
+  call.task = core.task.spawn(run_call_then_deferred, call, def, args, ctx)
+  return call
+end
+
+return M
