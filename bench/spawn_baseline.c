@@ -10,13 +10,19 @@
  * AGENT_DISPATCH_DEPTH=1 in the environment, execv(ARGV).  The parent
  * writes the prompt and closes the pipe, reads both output pipes to EOF
  * (poll), then waitpid.
- * Prints each iteration's wall time in microseconds, one per line.
+ * Prints each iteration's wall time in microseconds, one per line: to the
+ * child's exit, or, with BASELINE_UNTIL=result, to the first stdout line
+ * holding "type":"result" (a minimal server that answers at the result
+ * line, as agent-dispatch does over the live transport; the rest of the
+ * output and the exit are then read and waited for outside the time, and
+ * the time to the exit is printed second on the line).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <fcntl.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +35,14 @@ static double now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+/* Does s hold a whole line with "type":"result" (the turn's result)? */
+static bool has_result_line(const char *s, size_t n)
+{
+    static const char key[] = "\"type\":\"result\"";
+    const char *k = memmem(s, n, key, sizeof key - 1);
+    return k && memchr(k, '\n', n - (size_t)(k - s)) != NULL;
 }
 
 int main(int argc, char **argv)
@@ -45,8 +59,13 @@ int main(int argc, char **argv)
         input = strdup(input);
         unsetenv("BASELINE_STDIN");
     }
+    const char *until = getenv("BASELINE_UNTIL");
+    bool until_result = until && strcmp(until, "result") == 0;
+    unsetenv("BASELINE_UNTIL");
     setenv("AGENT_DISPATCH_DEPTH", "1", 1);
     char buf[65536];
+    /* The stdout seen so far (searched for the result line). */
+    static char seen[1 << 20];
     for (long i = 0; i < n; i++) {
         double t0 = now_us();
         int out[2], err[2], in[2] = {-1, -1};
@@ -84,7 +103,8 @@ int main(int argc, char **argv)
         }
         struct pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
         int open_fds = 2;
-        size_t total = 0;
+        size_t total = 0, nseen = 0;
+        double t_result = 0;
         while (open_fds > 0) {
             if (poll(fds, 2, -1) < 0) {
                 continue;
@@ -98,18 +118,34 @@ int main(int argc, char **argv)
                         open_fds--;
                     } else {
                         total += (size_t)r;
+                        if (until_result && k == 0 && t_result == 0 &&
+                            nseen + (size_t)r <= sizeof seen) {
+                            memcpy(seen + nseen, buf, (size_t)r);
+                            nseen += (size_t)r;
+                            if (has_result_line(seen, nseen)) {
+                                t_result = now_us();
+                            }
+                        }
                     }
                 }
             }
         }
         int status;
         waitpid(pid, &status, 0);
-        double t1 = now_us();
+        double t1 = t_result > 0 ? t_result : now_us();
+        if (until_result && t_result == 0) {
+            fprintf(stderr, "spawn_baseline: no result line on stdout\n");
+            return 1;
+        }
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || total == 0) {
             fprintf(stderr, "spawn_baseline: child failed (status %d, %zu bytes)\n", status, total);
             return 1;
         }
-        printf("%.1f\n", t1 - t0);
+        if (until_result) {
+            printf("%.1f %.1f\n", t1 - t0, now_us() - t0); /* result, exit */
+        } else {
+            printf("%.1f\n", t1 - t0);
+        }
     }
     return 0;
 }
