@@ -297,6 +297,36 @@ test("docs: every tool is in the README tool table", function()
   for _, name in ipairs(tools.BUILTIN) do has(readme, "`" .. name .. "`", "README.md") end
 end)
 
+test("tools that add keys to a reply leave the shared key orders alone", function()
+  -- Records and results share one key order list per kind (jobs.KEYS,
+  -- result.KEYS); a reply that adds keys must not append them to that
+  -- list, or it grows by a few keys on every such call for the life of
+  -- the server, and every later encode walks it.
+  local tools = require "ad.tools"
+  local jobs = require "ad.storage.jobs"
+  local result = require "ad.domain.result"
+  local relay = require "ad.domain.relay"
+  tools.load_builtin()
+  local nres, njobs = #result.KEYS, #jobs.KEYS
+  local ref = jobs.create_completed({ agent = "a", task = "t" },
+    result.new({ agent = "a", success = true, result = string.rep("x", 100) }))
+  local fetch = tools.get("fetch_result")
+  for _ = 1, 3 do
+    local r = fetch.handler({ ref = ref.id, max_chars = 10 }, {})
+    eq(r.truncated, true); eq(r.full_size, 100)
+    has(require("ad.infra.json").encode(r), '"truncated":true,"full_size":100', "fetch_result reply")
+  end
+  eq(#result.KEYS, nres, "result.KEYS grew")
+  local rec = jobs.create({ agent = "a", task = "t" })
+  local wait = tools.get("dispatch_wait")
+  for _ = 1, 2 do
+    local r = wait.handler({ job_id = rec.id, timeout_seconds = 0 }, { log = function() end })
+    eq(r.timed_out_waiting, true)
+  end
+  for _ = 1, 2 do relay.mark_awaiting(jobs.get(rec.id)) end
+  eq(#jobs.KEYS, njobs, "jobs.KEYS grew")
+end)
+
 test("dispatch_wait: a job that ends between reading its record and waiting is seen at once", function()
   local jobs = require "ad.storage.jobs"
   local async = require "ad.domain.async"

@@ -368,10 +368,7 @@ end
 function M.mark_awaiting(rec)
   rec.awaiting_approval = true
   rec.hint = M.pending_hint(rec)
-  local order = getmetatable(rec).__order
-  order[#order + 1] = "awaiting_approval"
-  order[#order + 1] = "hint"
-  return rec
+  return json.append_keys(rec, "awaiting_approval", "hint")
 end
 
 --- What a sync call returns when its child waits for the caller's

@@ -42,6 +42,17 @@ function M.object(t, order)
   return setmetatable(t, { __order = order })
 end
 
+--- Adds keys at the end of t's key order (json.object), in a copy of that
+--- order: tables of one kind share theirs (jobs.KEYS, result.KEYS), and
+--- one reply's extra keys must not become every later table's. Returns t.
+function M.append_keys(t, ...)
+  local mt = getmetatable(t)
+  local from = mt and mt.__order or {}
+  local order = table.move(from, 1, #from, 1, {})
+  for i = 1, select("#", ...) do order[#order + 1] = select(i, ...) end
+  return setmetatable(t, { __order = order })
+end
+
 function M.is_array(t)
   local mt = getmetatable(t)
   if mt == ARRAY then return true end

@@ -100,7 +100,7 @@ tools.define{
     end
     if timed_out then
       rec.timed_out_waiting = true
-      getmetatable(rec).__order[#getmetatable(rec).__order + 1] = "timed_out_waiting"
+      json.append_keys(rec, "timed_out_waiting")
       ctx.log("info", "Job " .. a.job_id .. " still " .. rec.status .. " after " .. bound .. "s")
     end
     return rec
@@ -203,9 +203,7 @@ tools.define{
       r.full_size = util.ulen(text)
       r.result = util.cut(text, max)
       r.truncated = true
-      local order = getmetatable(r).__order
-      order[#order + 1] = "truncated"
-      order[#order + 1] = "full_size"
+      json.append_keys(r, "truncated", "full_size")
     end
     return r
   end,
