@@ -39,6 +39,25 @@ describe('answer at the live result', () => {
     await env.assertNoLeftovers();
   });
 
+  test('a resume of the session waits until the answered child of that session has exited', async (t) => {
+    // Two CLIs must not work on one session's transcript at once: the
+    // answer comes before the child has ended, and a follow-up that
+    // resumes its session at once must not start beside it. (No kept
+    // live sessions: a kept session's turns run in its one process.)
+    const { env, srv } = await serve(t, '  live_sessions: {max: 0}\n');
+    const first = (await srv.call('dispatch_session', { agent: 'a', task: '[stub:linger=1.5] opening' })).value;
+    assert.strictEqual(first.success, true, JSON.stringify(first));
+    const e = stubFor(env, 'opening');
+    assert.ok(alive(e.pid), 'answered before the child exited');
+    const next = (await srv.call('dispatch_session', { agent: 'a', session_id: first.session_id,
+      task: `[stub:sh=kill -0 ${e.pid} 2>/dev/null && echo alive || echo gone] follow-up` },
+    { ms: 20000 })).value;
+    assert.strictEqual(next.success, true, JSON.stringify(next));
+    assert.match(next.result, /gone/, 'the first child had exited when the resume started');
+    await srv.close();
+    await env.assertNoLeftovers();
+  });
+
   test('the concurrency slot stays held until the answered child has exited', async (t) => {
     const { env, srv } = await serve(t, '  max_concurrency: 1\n');
     const first = (await srv.call('dispatch', { agent: 'a', task: '[stub:linger=1.5] holder' })).value;
@@ -99,7 +118,10 @@ describe('answer at the live result', () => {
   test('a CLI dispatch prints the answer, lets the child end and records its span before it exits', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true } });
+    const t0 = Date.now();
     const r = env.run(['dispatch', 'a', '[stub:linger=0.5] from the cli']);
+    // It let the child end on its own (linger), rather than killing it at exit.
+    assert.ok(Date.now() - t0 >= 450, `the command exited after ${Date.now() - t0} ms`);
     assert.strictEqual(r.code, 0, r.stderr);
     assert.match(r.stdout, /stub ok: from the cli/);
     const e = stubFor(env, 'from the cli');

@@ -46,13 +46,13 @@ end
 --- fn(a, b, c, d) now (defer's other half, for callers that choose).
 function M.now(fn, a, b, c, d) return fn(a, b, c, d) end
 
---- fn(a, b) after the current task's reply and the work deferred before
---- it, on that task (it may wait: nothing of the reply's is left then);
---- on a task of its own when the current task has no list open.
-function M.finally(fn, a, b)
+--- fn(a, b, c) after the current task's reply and the work deferred
+--- before it, on that task (it may wait: nothing of the reply's is left
+--- then); on a task of its own when the current task has no list open.
+function M.finally(fn, a, b, c)
   local co = running()
   local list = lists[co]
-  if not list then return core.task.spawn(fn, a, b) end
+  if not list then return core.task.spawn(fn, a, b, c) end
   if list == true then
     list = {}
     lists[co] = list
@@ -62,8 +62,9 @@ function M.finally(fn, a, b)
     ends = {}
     list.ends = ends
   end
-  local n = #ends
-  ends[n + 1], ends[n + 2], ends[n + 3] = fn, a, b
+  local n = ends.n or 0
+  ends[n + 1], ends[n + 2], ends[n + 3], ends[n + 4] = fn, a, b, c
+  ends.n = n + 4 -- (a nil argument leaves a hole: # would not do)
 end
 
 local function report(ok, err)
@@ -83,12 +84,12 @@ local function run(list, inline)
   end
   local ends = list.ends
   if not ends then return end
-  local last = inline and #ends - 2 or nil
-  for i = 1, #ends, 3 do
+  local last = inline and ends.n - 3 or nil
+  for i = 1, ends.n, 4 do
     if i == last then
-      report(pcall(ends[i], ends[i + 1], ends[i + 2]))
+      report(pcall(ends[i], ends[i + 1], ends[i + 2], ends[i + 3]))
     else
-      core.task.spawn(ends[i], ends[i + 1], ends[i + 2])
+      core.task.spawn(ends[i], ends[i + 1], ends[i + 2], ends[i + 3])
     end
   end
 end

@@ -14,8 +14,9 @@
 --- to its end, its exit, the process object: ch:finish) goes on after
 --- the reply (ad.domain.after_reply.finally: on the call's task, else on
 --- a task of its own); the concurrency slot stays held until the child
---- is gone, and a child still there `drain` seconds after its answer has
---- its group killed. M.wait_ends waits for them. A failed result waits
+--- is gone, and a child still there M.END_BOUND seconds after its answer
+--- has its group killed. M.wait_ends waits for them, and a resume of the
+--- session waits for its child (M.wait_session). A failed result waits
 --- for the exit (its code and stderr), and so do a relayed child, a
 --- remote agent's ssh and a child handed off to a job (their ends have
 --- rules of their own: ad.domain.relay, ad.domain.remote,
@@ -38,29 +39,61 @@ local M = {}
 local ANSWERED = { exit_code = 0, signal = 0, timed_out = false, stderr = "",
   skipped_lines = 0, truncated = false, dropped_bytes = 0 }
 
--- Ends of children answered at their result still running, and the event
--- M.wait_ends waits on (made when someone waits).
-local ending, all_ended = 0, nil
+--- How long (seconds) a child answered at its result may go on before its
+--- group is killed (then the kill grace).
+M.END_BOUND = 2
 
-local function finish(ch, bound)
-  ending = ending + 1
+-- Ends of children answered at their result not yet run to completion
+-- (counted when scheduled: a waiter must not see 0 while an end is
+-- queued but has not started), and the event M.wait_ends waits on (made
+-- when someone waits). Per session id, the channel of that session's
+-- ending child, and the event a resume waits on (made when one waits).
+local ending, all_ended = 0, nil
+local ending_session, session_gone = {}, {}
+
+local function finish(ch, bound, sid)
   local ok, err = pcall(ch.finish, ch, bound)
   ending = ending - 1
   if ending == 0 and all_ended then
     all_ended:set(true)
     all_ended = nil
   end
+  if sid and ending_session[sid] == ch then
+    ending_session[sid] = nil
+    local gone = session_gone[sid]
+    if gone then
+      session_gone[sid] = nil
+      gone:set(true)
+    end
+  end
   if not ok then error(err, 0) end
 end
 
 --- Waits until the end of every child answered at its result has run
---- (each is bounded: see the top). A command, script or job runner calls
---- it before it exits; a server's are ended with it.
+--- (each is bounded: see the top; so is this wait), or a stop signal
+--- comes. A command, script or job runner calls it before it exits; a
+--- server's are ended with it.
 function M.wait_ends()
-  while ending > 0 do
-    all_ended = all_ended or core.task.event()
-    all_ended:wait()
-  end
+  if ending == 0 then return end
+  local done = core.task.event()
+  all_ended = done
+  -- A stop signal (Ctrl-C) ends the wait: the exit kills what is left.
+  local watcher = core.task.spawn(function()
+    if core.signal.wait() then done:set(true) end
+  end)
+  done:wait(M.END_BOUND + 5) -- (the bound, the kill grace, the reaping)
+  watcher:cancel()
+  all_ended = nil
+end
+
+--- Waits (bounded) until the child of session sid answered at its result
+--- has ended, if one is still ending: a resume of that session must not
+--- run a second CLI on its transcript beside it.
+function M.wait_session(sid)
+  if not ending_session[sid] then return end
+  local gone = session_gone[sid] or core.task.event()
+  session_gone[sid] = gone
+  gone:wait(M.END_BOUND + 5) -- (the bound, the kill grace, the reaping)
 end
 
 -- The cancelled error, after the child is gone.
@@ -134,7 +167,10 @@ function M.run(argv, text, env, timeout, req, cwd, o)
       if early and ch.sent == ch.turns and not claude.failed(why) and not ch:kept() then
         if req.on_channel then req.on_channel(nil) end
         -- (once the reply is out, on the call's task: ad.domain.after_reply)
-        after_reply.finally(finish, ch, o.drain or 2)
+        local sid = o.session_id or ch.session_id
+        if sid then ending_session[sid] = ch end
+        ending = ending + 1
+        after_reply.finally(finish, ch, M.END_BOUND, sid)
         out.info = ANSWERED
         return out
       end

@@ -246,6 +246,8 @@ local function execute(req)
   local text = prompt.build(req)
   local resume = req.session_id
   local fresh = not resume and core.text.uuid4() or nil
+  -- The session's last child may still be ending after its answer.
+  if resume then live_run.wait_session(resume) end
   -- The environment every child at this depth shares; the trace context
   -- of this one goes next to it (env_add: no copy of the list per child).
   -- A kept process gets its context through a file (ad.domain.live).
