@@ -216,9 +216,9 @@ describe('trace: the shape of a tree', () => {
     await srv.init();
     const { value } = await srv.call('dispatch_dialogue',
       { requester: 'req', responder: 'resp', topic: 'talk [stub:cost=0.25]', max_rounds: 2 });
-    // (the last records are written right after the reply)
-    await waitUntil(() => Object.values(traces(env)).flat()
-      .filter((s) => s.kind === 'turn' && s.status !== 'running').length === value.conversation.length, 5000);
+    // (the last records are written right after the reply, before the
+    // next request is read)
+    await srv.request('ping');
     const spans = only(traces(env));
     const d = spans.filter((s) => s.kind === 'dialogue');
     assert.strictEqual(d.length, 1);
@@ -276,9 +276,9 @@ describe('trace: nesting through the environment', () => {
       // The nested process's own environment (and what it starts) has no trace variable.
       assert.match(value.result, /seen:<unset>/);
       assert.match(value.result, /child:<unset>/);
-      // (the outer span's end is written right after the reply)
-      await waitUntil(() => Object.values(traces(env)).flat()
-        .some((s) => s.agent === 'outer' && s.status !== 'running'), 5000);
+      // (the outer span's end is written right after the reply, before
+      // the next request is read)
+      await srv.request('ping');
       const all = traces(env);
       const spans = Object.values(all).flat();
       const outer = spans.find((s) => s.agent === 'outer');
