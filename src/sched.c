@@ -150,14 +150,17 @@ static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
  * lands in one allocation of one request, between its stdin line and its
  * reply. Here the cycles run when the loop has nothing ready: in each
  * turn, just before the loop would block, a slice of small collector steps
- * for at most GC_SLICE_NS, and the loop polls (without blocking) between
- * slices, so a line or an exit that arrives waits one slice at most. A
+ * for about GC_SLICE_NS (the time is looked at between steps: the atomic
+ * step, or one large table, is not divided), and the loop polls (without
+ * blocking) between slices, so a line or an exit that arrives waits about
+ * one slice. A
  * cycle starts while idle once the heap has grown by half since the last
  * one ended (the automatic trigger is at twice the live heap; a mark
  * nearer to it would lose the race now and then), or once garbage is left
  * and the loop has been quiet for GC_QUIET_MS (an idle server holds no
  * garbage). The server owns the collector's pace: a slice sets its own
- * step size and puts Lua's defaults back.
+ * step size and puts Lua's defaults back; a collector the program stopped,
+ * or put in generational mode, is left to it.
  *
  * Between two slices of an unfinished cycle, the requests that run
  * allocate on credit: no step until the heap reaches twice what it was
@@ -236,7 +239,13 @@ static void gc_slice(void)
     lua_State *L = S.L;
     uint64_t end = uv_hrtime() + GC_SLICE_NS;
     bool done = false;
-    lua_gc(L, LUA_GCINC, 0, GC_SLICE_MUL, GC_SLICE_STEPSIZE);
+    if (lua_gc(L, LUA_GCINC, 0, GC_SLICE_MUL, GC_SLICE_STEPSIZE) == LUA_GCGEN) {
+        /* The program chose the generational mode (collectgarbage): its
+         * collector, its pace; back to it (with its default parameters). */
+        lua_gc(L, LUA_GCGEN, 0, 0);
+        S.gc_cycle = false;
+        return;
+    }
     do {
         done = lua_gc(L, LUA_GCSTEP, 0); /* 1: the cycle has ended */
     } while (!done && uv_hrtime() < end);
@@ -260,6 +269,9 @@ static void gc_prepare_cb(uv_prepare_t *h)
     (void)h;
     if (S.ready_head) {
         return; /* not idle: tasks run first */
+    }
+    if (!lua_gc(S.L, LUA_GCISRUNNING)) {
+        return; /* stopped by the program (collectgarbage("stop")) */
     }
     if (S.gc_ends != S.gc_seen) { /* a cycle ended outside our slices */
         S.gc_seen = S.gc_ends;

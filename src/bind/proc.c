@@ -628,7 +628,12 @@ static int l_deadline(lua_State *L)
 {
     struct lproc *lp = check(L);
     lua_Number s = luaL_checknumber(L, 2);
-    proc_deadline(lp->p, s > 0 ? (uint64_t)(s * 1000.0 + 0.5) : 0);
+    if (!(s > 0)) {
+        s = 0; /* NaN as well */
+    } else if (s > 1e12) {
+        s = 1e12; /* inf and huge values: the cast below must not overflow */
+    }
+    proc_deadline(lp->p, (uint64_t)(s * 1000.0 + 0.5));
     return 0;
 }
 

@@ -67,4 +67,27 @@ test("with no idle moment the heap stays bounded (thousands of tasks)", function
      .. " KiB, 3000 x 16 KiB allocated")
 end)
 
+test("a collector the program stopped stays stopped while idle", function()
+  local base = live()
+  collectgarbage("stop")
+  garbage_to(base * 1.85)
+  local burst = kb()
+  core.task.sleep(0.3)
+  local after = kb()
+  collectgarbage("restart")
+  ok(after >= burst - 16, "nothing collected while stopped: " .. after .. " KiB, "
+     .. burst .. " after the burst")
+end)
+
+test("a collector the program put in generational mode keeps it", function()
+  live()
+  collectgarbage("generational")
+  garbage(256)
+  core.task.sleep(0.3) -- idle turns, and a quiet moment's would-be cycle
+  garbage(256)
+  core.task.sleep(0.6)
+  local mode = collectgarbage("incremental") -- gives the mode it replaces
+  ok(mode == "generational", "the mode after idle turns: " .. tostring(mode))
+end)
+
 return tap.done()
