@@ -15,6 +15,9 @@ extra_yaml='settings:
   cache: {enabled: false}'
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/tests/valgrind/session_env.sh"
+# AD_LUA_DIR: Lua modules to use instead of the embedded ones (a variant to
+# compare, e.g. one with a module stubbed out).
+[[ -n ${AD_LUA_DIR:-} ]] && export AGENT_DISPATCH_LUA_DIR=$AD_LUA_DIR
 INIT='{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"b","version":"1"}}}'
 call() { printf '{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"dispatch","arguments":{"agent":"worker","task":"hi","caller":"t","goal":"g"}}}\n' "$1"; }
 coproc SRV { valgrind --tool=callgrind --callgrind-out-file="$out/cg" \
