@@ -5,6 +5,7 @@
 --- an envelope; scripts raise them); dispatch failures are DispatchResults.
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
+local limits = require "ad.infra.limits"
 local request = require "ad.domain.request"
 local result = require "ad.domain.result"
 local runner = require "ad.domain.runner"
@@ -119,7 +120,7 @@ function M.one(cfg, p, hooks, opts)
   if p.return_ref then
     return require("ad.domain.async").store_ref({ agent = req.agent_name, task = p.task,
       context = ran.context, caller = p.caller, goal = p.goal }, r,
-      p.summary_chars == nil and 500 or p.summary_chars)
+      p.summary_chars == nil and limits.SUMMARY_CHARS or p.summary_chars)
   end
   return r
 end

@@ -11,6 +11,10 @@ M.MAX_TIMEOUT = 7200 -- seconds
 --- seconds, at most MAX_HANDOFF (a per-call value above it is clamped).
 M.MAX_HANDOFF = 86400
 
+--- The summary a result reference (return_ref) carries, in characters,
+--- when the call does not say (summary_chars).
+M.SUMMARY_CHARS = 500
+
 --- "10-7200", as the tool parameter descriptions show the range.
 function M.timeout_range()
   return M.MIN_TIMEOUT .. "-" .. M.MAX_TIMEOUT

@@ -424,7 +424,7 @@ function M.retry(params, caps)
   return function(_, vargs, ctx)
     M.deliver(f.job, answers, ctx.log)
     -- The call's own answer form: a dispatch with return_ref gets the ref.
-    local ref = vargs.return_ref == true and (vargs.summary_chars or 500) or nil
+    local ref = vargs.return_ref == true and (vargs.summary_chars or require("ad.infra.limits").SUMMARY_CHARS) or nil
     return M.follow(f.job, { tool = tool, args = args, ref = ref }, wait_bound(vargs), elicits)
   end
 end

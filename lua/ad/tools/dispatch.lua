@@ -78,7 +78,7 @@ tools.define{
              P.response_schema,
              { name = "return_ref", type = "boolean", default = false,
                description = "Store the full result and return a compact ref (fetch_result reads it)." },
-             { name = "summary_chars", type = "integer", default = 500, minimum = 0, maximum = 100000,
+             { name = "summary_chars", type = "integer", default = limits.SUMMARY_CHARS, minimum = 0, maximum = 100000,
                description = "With return_ref: characters of the result to include as a summary." },
              P.timeout_seconds, P.group, P.handoff_after_seconds, P.tree_budget_usd },
   annotations = DISPATCH_ANN,
