@@ -33,12 +33,18 @@
  *   rpc: after every round of requests, B is run once (stdin /dev/null)
  *       and the first line it prints is copied as "b LINE" (B is a
  *       baseline that times itself, e.g. spawn_baseline 1 ...).
+ *   rpc, with "==" and a server S last (after "-- B" if any): S is started
+ *       and initialized beside ARGV and gets every request too, right
+ *       before or after ARGV (alternating by round, so neither always
+ *       goes first); its lines are prefixed "S " (S is a baseline server
+ *       timed by this client as the product is, e.g. spawn_server).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,22 +290,61 @@ static int run_baseline(char **argv)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 }
 
-static int cmd_rpc(long n, long warm, char **tmpl, int ntmpl, char **argv,
-                   char **base)
+/* Starts a server and completes the handshake; 0 or 1. */
+static int rpc_open(char **argv, struct child *c, struct reader *r)
 {
-    signal(SIGPIPE, SIG_IGN);
-    struct child c = spawn(argv, 1);
-    struct reader r = {.fd = c.out};
+    *c = spawn(argv, 1);
+    *r = (struct reader){.fd = c->out};
     size_t len;
-    write_all(c.in, INIT, sizeof INIT - 1);
-    char *line = read_line(&r, &len);
+    write_all(c->in, INIT, sizeof INIT - 1);
+    char *line = read_line(r, &len);
     if (!line || !strstr(line, "\"result\"")) {
-        fprintf(stderr, "harness: no initialize result\n");
+        fprintf(stderr, "harness: no initialize result from %s\n", argv[0]);
         return 1;
     }
     static const char NOTE[] =
         "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n";
-    write_all(c.in, NOTE, sizeof NOTE - 1);
+    write_all(c->in, NOTE, sizeof NOTE - 1);
+    return 0;
+}
+
+/* Sends one request and waits for its response line (notifications are
+ * skipped); its latency in *us and size in *bytes; 0 or 1. */
+static int rpc_one(struct child *c, struct reader *r, const char *req, size_t m,
+                   double *us, size_t *bytes)
+{
+    size_t len;
+    char *line;
+    double t0 = now_us();
+    write_all(c->in, req, m);
+    for (;;) {
+        line = read_line(r, &len);
+        if (!line) {
+            fprintf(stderr, "harness: server closed its output\n");
+            return 1;
+        }
+        if (!strstr(line, "\"method\":\"notifications/")) {
+            break;
+        }
+    }
+    *us = now_us() - t0;
+    *bytes = len + 1;
+    if (strstr(line, "\"error\":{") && !strstr(line, "\"result\"")) {
+        fprintf(stderr, "harness: error response: %.300s\n", line);
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_rpc(long n, long warm, char **tmpl, int ntmpl, char **argv,
+                   char **base, char **serv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    struct child c, s = {0};
+    struct reader r, rs = {0};
+    if (rpc_open(argv, &c, &r) != 0 || (serv && rpc_open(serv, &s, &rs) != 0)) {
+        return 1;
+    }
     usleep(100000);
     printf("# idle_rss_kb %ld\n", proc_status_kb(c.pid, "VmRSS"));
     long id = 100;
@@ -310,25 +355,16 @@ static int cmd_rpc(long n, long warm, char **tmpl, int ntmpl, char **argv,
             const char *p = strstr(tmpl[t], "__ID__");
             int m = p ? snprintf(req, 1 << 20, "%.*s%ld%s\n", (int)(p - tmpl[t]), tmpl[t], ++id, p + 6)
                       : snprintf(req, 1 << 20, "%s\n", tmpl[t]);
-            double t0 = now_us();
-            write_all(c.in, req, (size_t)m);
-            for (;;) {
-                line = read_line(&r, &len);
-                if (!line) {
-                    fprintf(stderr, "harness: server closed its output\n");
+            for (int side = 0; side < (serv ? 2 : 1); side++) {
+                bool to_s = serv && (side ^ (int)(i & 1));
+                double us;
+                size_t bytes;
+                if (rpc_one(to_s ? &s : &c, to_s ? &rs : &r, req, (size_t)m, &us, &bytes) != 0) {
                     return 1;
                 }
-                if (!strstr(line, "\"method\":\"notifications/")) {
-                    break;
+                if (i >= warm) {
+                    printf("%s%d %.1f %zu\n", to_s ? "S " : "", t, us, bytes);
                 }
-            }
-            double t1 = now_us();
-            if (strstr(line, "\"error\":{") && !strstr(line, "\"result\"")) {
-                fprintf(stderr, "harness: error response: %.300s\n", line);
-                return 1;
-            }
-            if (i >= warm) {
-                printf("%d %.1f %zu\n", t, t1 - t0, len + 1);
             }
         }
         if (base && i >= warm && run_baseline(base) != 0) {
@@ -339,6 +375,10 @@ static int cmd_rpc(long n, long warm, char **tmpl, int ntmpl, char **argv,
     free(req);
     finish(&c, &r);
     free(r.buf);
+    if (serv) {
+        finish(&s, &rs);
+        free(rs.buf);
+    }
     return 0;
 }
 
@@ -352,17 +392,21 @@ int main(int argc, char **argv)
         }
     }
     if (argc < 3 || !dd || dd + 1 >= argc) {
-        fprintf(stderr, "usage: harness startup|exec N -- ARGV... | list N [modern] -- ARGV... | rpc N WARMUP TEMPLATE... -- ARGV...\n");
+        fprintf(stderr, "usage: harness startup|exec N -- ARGV... | list N [modern] -- ARGV... | rpc N WARMUP TEMPLATE... -- ARGV... [-- B...] [== S...]\n");
         return 2;
     }
     char **cargv = argv + dd + 1;
     argv[dd] = NULL;
     char **base = NULL; /* the second command of a pair */
+    char **serv = NULL; /* rpc: a baseline server beside ARGV */
     for (int i = dd + 1; i < argc; i++) {
-        if (strcmp(argv[i], "--") == 0 && i + 1 < argc) {
+        if (!base && strcmp(argv[i], "--") == 0 && i + 1 < argc) {
             argv[i] = NULL;
             base = argv + i + 1;
-            break;
+        } else if (strcmp(argv[i], "==") == 0 && i + 1 < argc) {
+            argv[i] = NULL;
+            serv = argv + i + 1;
+            break; /* the rest is S's, its own "--" included */
         }
     }
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
@@ -386,7 +430,7 @@ int main(int argc, char **argv)
         return rc;
     }
     if (strcmp(argv[1], "rpc") == 0 && dd >= 5) {
-        return cmd_rpc(n, atol(argv[3]), argv + 4, dd - 4, cargv, base);
+        return cmd_rpc(n, atol(argv[3]), argv + 4, dd - 4, cargv, base, serv);
     }
     fprintf(stderr, "harness: unknown mode %s\n", argv[1]);
     return 2;
