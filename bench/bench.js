@@ -127,8 +127,9 @@ function parseRpc(text, ntmpl) {
     if (l.startsWith('# idle_rss_kb')) r.idle = Number(l.split(' ')[2]);
     else if (l.startsWith('# hwm_kb')) r.hwm = Number(l.split(' ')[2]);
     else if (l.startsWith('S ')) {
-      const [t, us] = l.slice(2).split(' ').map(Number);
+      const [t, us, , t0] = l.slice(2).split(' ').map(Number);
       (r.slat = r.slat || Array.from({ length: ntmpl }, () => []))[t].push(us);
+      (r.st0 = r.st0 || Array.from({ length: ntmpl }, () => []))[t].push(t0);
     }
     else if (l.startsWith('b ')) {
       const f = l.split(' ');
@@ -136,9 +137,10 @@ function parseRpc(text, ntmpl) {
       if (f[2] !== undefined) (r.baseExit = r.baseExit || []).push(Number(f[2]));
     }
     else {
-      const [t, us, b] = l.split(' ').map(Number);
+      const [t, us, b, t0] = l.split(' ').map(Number);
       r.lat[t].push(us);
       r.bytes[t] = b;
+      (r.t0 = r.t0 || Array.from({ length: ntmpl }, () => []))[t].push(t0);
     }
   }
   return r;
@@ -340,11 +342,45 @@ function benchDispatch() {
     `minimal C stdio server spawning the same stub, answering at its result line: ${f2(ms(median(floor)))} ms (p90 ${f2(ms(p90(floor)))})`,
     `${f2(ratio)}x (median of ${prod.length} pairs; ratio of medians ${f2(median(prod) / median(floor))}x); overhead ${f2(ms(median(prod) - median(floor)))} ms`,
     '<= 1.15x', verdict(ratio <= 1.15));
+  splitDispatch(d, inv, e);
   notes.push(`Per-dispatch: JSON-RPC round trip alone (ping on the same server) ${f3(ms(median(ping)))} ms; ` +
     `on the floor server ${f3(ms(median(floorPing)))} ms.`);
   notes.push(`Per-dispatch against the same spawn timed inside one process (spawn_baseline: no server, ` +
     `no stdio round trip): to the child's result line ${f2(ms(median(base)))} ms, ${f2(pairRatio(prod, base))}x; ` +
     `to the child's exit ${f2(ms(median(exit)))} ms, ${f2(pairRatio(prod, exit))}x (medians of pairs).`);
+}
+
+// Where a dispatch's time goes, product and floor side by side: a separate
+// run in which the stub notes (CLOCK_MONOTONIC, as the harness) when its
+// main() starts and when it has written its result line. Each note falls
+// inside one request's window, which splits that request into the time
+// before the child runs (request written -> the stub's main), the child
+// itself (main -> result line) and the time after it (result line ->
+// response read by the client).
+function splitDispatch(d, inv, e) {
+  const times = path.join(tmp, 'stub-times');
+  fs.rmSync(times, { force: true });
+  const o = parseRpc(harness(['rpc', String(R(200)), '10', d, '--', BIN, 'serve',
+    '==', path.join(HB, 'spawn_server'), inv.cwd, '--', ...inv.argv],
+  { ...e, BASELINE_STDIN: baselineStdin(inv), STUB_CLAUDE_TIMES: times }), 1);
+  const notes_ = fs.readFileSync(times, 'utf8').trim().split('\n').map((l) => l.split(' ').map(Number))
+    .sort((a, b) => a[0] - b[0]);
+  const split = (t0s, lats) => {
+    const pre = [], child = [], post = [];
+    for (let i = 0; i < t0s.length; i++) {
+      const a = t0s[i], b = a + lats[i];
+      const n = notes_.find(([s, r]) => s >= a && r <= b);
+      if (!n) continue;
+      pre.push(n[0] - a); child.push(n[1] - n[0]); post.push(b - n[1]);
+    }
+    return { pre: median(pre), child: median(child), post: median(post), n: pre.length };
+  };
+  const p = split(o.t0[0], o.lat[0]), f = split(o.st0[0], o.slat[0]);
+  const fmt = (x) => `${f3(ms(x.pre))} + ${f3(ms(x.child))} + ${f3(ms(x.post))} ms`;
+  notes.push(`Per-dispatch, where the time goes (separate run, ${p.n} pairs; request written -> the stub's main() ` +
+    `+ main() -> its result line written + result line -> response read, medians): agent-dispatch ${fmt(p)}; ` +
+    `floor ${fmt(f)}; difference ${f3(ms(p.pre - f.pre))} before the child runs, ` +
+    `${f3(ms(p.child - f.child))} in the child, ${f3(ms(p.post - f.post))} after its result line.`);
 }
 
 async function parallel(config, items, sleepS, opts = {}) {

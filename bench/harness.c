@@ -23,8 +23,9 @@
  *       "# idle_rss_kb K"; then WARMUP+N rounds, each sending every
  *       TEMPLATE once (the text __ID__ is replaced by a fresh integer id)
  *       and waiting for its response line (notification lines are
- *       skipped).  Prints "T LAT_US BYTES" per request after the warm-up
- *       (T = template index), then "# hwm_kb K" (VmHWM of the server).
+ *       skipped).  Prints "T LAT_US BYTES T0_US" per request after the
+ *       warm-up (T = template index; T0 the CLOCK_MONOTONIC time the
+ *       request was written), then "# hwm_kb K" (VmHWM of the server).
  *
  * Pairs: a second "--" and a second command B after ARGV makes every run
  * a pair taken back to back, so that both see the same machine.
@@ -311,11 +312,12 @@ static int rpc_open(char **argv, struct child *c, struct reader *r)
 /* Sends one request and waits for its response line (notifications are
  * skipped); its latency in *us and size in *bytes; 0 or 1. */
 static int rpc_one(struct child *c, struct reader *r, const char *req, size_t m,
-                   double *us, size_t *bytes)
+                   double *t0_out, double *us, size_t *bytes)
 {
     size_t len;
     char *line;
     double t0 = now_us();
+    *t0_out = t0;
     write_all(c->in, req, m);
     for (;;) {
         line = read_line(r, &len);
@@ -357,13 +359,13 @@ static int cmd_rpc(long n, long warm, char **tmpl, int ntmpl, char **argv,
                       : snprintf(req, 1 << 20, "%s\n", tmpl[t]);
             for (int side = 0; side < (serv ? 2 : 1); side++) {
                 bool to_s = serv && (side ^ (int)(i & 1));
-                double us;
+                double t0, us;
                 size_t bytes;
-                if (rpc_one(to_s ? &s : &c, to_s ? &rs : &r, req, (size_t)m, &us, &bytes) != 0) {
+                if (rpc_one(to_s ? &s : &c, to_s ? &rs : &r, req, (size_t)m, &t0, &us, &bytes) != 0) {
                     return 1;
                 }
                 if (i >= warm) {
-                    printf("%s%d %.1f %zu\n", to_s ? "S " : "", t, us, bytes);
+                    printf("%s%d %.1f %zu %.1f\n", to_s ? "S " : "", t, us, bytes, t0);
                 }
             }
         }
