@@ -6,16 +6,18 @@
  *
  * Reads request lines on stdin.  A line without "id" (a notification) is
  * skipped; `initialize` and `ping` get a fixed result at once; any other
- * request is a dispatch: fork, and in the child setsid() (agent-dispatch
- * runs claude in its own session and process group), chdir(CWD), stdin
- * from a pipe carrying $BASELINE_STDIN (as agent-dispatch sends it; stdin
- * from /dev/null when unset), stdout and stderr to pipes,
- * AGENT_DISPATCH_DEPTH=1 in the environment, execv(ARGV).  The parent
- * writes the prompt and closes the pipe, reads stdout (and stderr) until
- * the first line holding "type":"result", and answers with that line as
- * the text content of a tools/call result, as agent-dispatch answers at
- * the result line over the live transport.  Then, before the next
- * request, it reads the rest of the output to EOF and reaps the child.
+ * request is a dispatch: posix_spawn (glibc's is a vfork, the cheapest
+ * start there is, as agent-dispatch's), with in the child setsid()
+ * (agent-dispatch runs claude in its own session and process group),
+ * chdir(CWD), stdin from a pipe carrying $BASELINE_STDIN (as
+ * agent-dispatch sends it; stdin from /dev/null when unset), stdout and
+ * stderr to pipes, AGENT_DISPATCH_DEPTH=1 in the environment, and
+ * ARGV.  The parent writes the prompt and closes the pipe, reads stdout
+ * (and stderr) until the first line holding "type":"result", and answers
+ * with that line as the text content of a tools/call result, as
+ * agent-dispatch answers at the result line over the live transport.
+ * Then, before the next request, it reads the rest of the output to EOF
+ * and reaps the child.
  *
  * No parsing beyond finding the request's id: the requests are the
  * benchmark's own fixed templates.  The time of a dispatch is measured by
@@ -26,6 +28,7 @@
 #endif
 #include <fcntl.h>
 #include <poll.h>
+#include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,22 +106,26 @@ static pid_t start_child(int *out_r, int *err_r)
         perror("spawn_server: pipe");
         return -1;
     }
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("spawn_server: fork");
-        return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID);
+    posix_spawn_file_actions_addchdir_np(&fa, cwd);
+    if (input) {
+        posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    } else {
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     }
-    if (pid == 0) {
-        setsid();
-        if (chdir(cwd) != 0) {
-            _exit(126);
-        }
-        int nul = input ? in[0] : open("/dev/null", O_RDONLY);
-        dup2(nul, 0);
-        dup2(out[1], 1);
-        dup2(err[1], 2);
-        execv(cargv[0], cargv);
-        _exit(127);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    pid_t pid;
+    int rc = posix_spawn(&pid, cargv[0], &fa, &at, cargv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (rc != 0) {
+        fprintf(stderr, "spawn_server: posix_spawn: %s\n", strerror(rc));
+        return -1;
     }
     close(out[1]);
     close(err[1]);
