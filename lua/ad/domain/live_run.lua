@@ -51,8 +51,15 @@ M.END_BOUND = 2
 local ending, all_ended = 0, nil
 local ending_session, session_gone = {}, {}
 
+-- The end of a child answered at its result: its input closed (it ends
+-- after the turn), then ch:finish.
+local function close_and_finish(ch, bound)
+  ch:close()
+  return ch:finish(bound)
+end
+
 local function finish(ch, bound, sid)
-  local ok, err = pcall(ch.finish, ch, bound)
+  local ok, err = pcall(close_and_finish, ch, bound)
   ending = ending - 1
   if ending == 0 and all_ended then
     all_ended:set(true)
@@ -161,9 +168,10 @@ function M.run(argv, text, env, timeout, req, cwd, o)
     end
     if kind == "result" then
       out.payload = why
-      ch:close()
       -- Every message sent has its result, and this one is a success:
-      -- the answer, now; the child's end goes on after the reply.
+      -- the answer, now; the child's end goes on after the reply, its
+      -- input closed there (nothing else writes to it: the channel is
+      -- no longer the run's).
       if early and ch.sent == ch.turns and not claude.failed(why) and not ch:kept() then
         if req.on_channel then req.on_channel(nil) end
         -- (once the reply is out, on the call's task: ad.domain.after_reply)
@@ -174,6 +182,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
         out.info = ANSWERED
         return out
       end
+      ch:close()
     end
   end
   if req.on_channel then req.on_channel(nil) end

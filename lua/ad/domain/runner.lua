@@ -360,14 +360,36 @@ end
 -- request (built for this one call) carries what the child needs
 -- (tree_left, trace_env, on_started) while it runs: no copy per dispatch.
 --
+-- The "Dispatching to ..." line of a dispatch (its stderr line and the
+-- call's log notification) is said once its child has been spawned: the
+-- client's wait holds only what decides what is spawned. span.announce is
+-- the request it names until then. A dispatch that ends, fails or is
+-- refused without a child says it before it returns or raises, and a call
+-- answered early (handed off to a job) before that answer: the line is
+-- always said, once, before the call's reply.
+function M.announce(span)
+  local req = span.announce
+  if not req then return end
+  span.announce = nil
+  local log = req.log
+  if req.session_id then
+    log("info", "Dispatching to " .. req.agent_name .. " (resuming " ..
+      util.cut(req.session_id, 12) .. "...): " .. util.cut(req.task, 80))
+  else
+    log("info", "Dispatching to " .. req.agent_name .. ": " .. util.cut(req.task, 80) .. "...")
+  end
+end
+local announce = M.announce
+
 -- r.on_started is the span itself, callable (RUNS): a dispatch makes no
 -- closure for it. Its first call marks the span as run (span.ran) and
--- queues its start record (trace.started).
+-- queues its start record (trace.started), then says the dispatch's line.
 local RUNS = { __call = function(span)
   if not span.ran then
     span.ran = true
     trace.started(span)
   end
+  if span.announce then announce(span) end
 end }
 
 local function traced(req, ctx, span, later)
@@ -383,6 +405,7 @@ local function traced(req, ctx, span, later)
       amount = nil
     end
     if not amount then
+      announce(span)
       local res = result.failure(req.agent_name, "budget", why[1], { hint = why[2] })
       trace.finish(span, "refused", res)
       return res
@@ -396,6 +419,9 @@ local function traced(req, ctx, span, later)
   r.on_started = setmetatable(span, RUNS)
   local ok, res = pcall(observed, r)
   r.tree_left, r.trace_env, r.on_started = nil, nil, nil
+  -- (no child ran, or none that said it: a refusal, a failed spawn, a
+  -- cancellation while queued)
+  if span.announce then announce(span) end
   local started = span.ran == true
   -- (left: a handed-off call's child the keeper reads on settles there,
   -- with what it really cost: ad.domain.keeper)
@@ -508,14 +534,10 @@ function M.run(req)
     end
   end
   if not r then
-    if log and req.session_id then
-      log("info", "Dispatching to " .. req.agent_name .. " (resuming " ..
-        util.cut(req.session_id, 12) .. "...): " .. util.cut(req.task, 80))
-    elseif log then
-      log("info", "Dispatching to " .. req.agent_name .. ": " .. util.cut(req.task, 80) .. "...")
-    end
     local span = trace.record(ctx, span_fields(req))
     if req.span_id then span.adopted = true end -- its start was written by async.submit
+    -- (said once the child is spawned: M.announce)
+    if log then span.announce = req end
     r = traced(req, ctx, span, later)
     -- An answer that depended on permission decisions is not reused, and
     -- says which (ad.domain.relay: by whom, what, when).
