@@ -22,15 +22,19 @@ function countOf(srv, pred) {
   return srv.messages.filter((m) => m.msg && pred(m.msg)).length;
 }
 
+const stderrLines = (srv, text) =>
+  srv.stderr.split('\n').filter((l) => / INFO /.test(l) && l.includes(text)).length;
+
 // The line was said once on stderr and once to the client, before reply id.
-function assertSaidBefore(srv, text, id) {
+// (stderr is another pipe: its line may be read after the reply.)
+async function assertSaidBefore(srv, text, id) {
   const log = indexOf(srv, isLog(text));
   const reply = indexOf(srv, (m) => m.id === id);
   assert.ok(log >= 0, `no log notification "${text}"`);
   assert.ok(reply > log, `log ${log}, reply ${reply}`);
   assert.strictEqual(countOf(srv, isLog(text)), 1, 'said once');
-  const lines = srv.stderr.split('\n').filter((l) => / INFO /.test(l) && l.includes(text));
-  assert.strictEqual(lines.length, 1, srv.stderr);
+  assert.ok(await waitUntil(() => stderrLines(srv, text) > 0, 3000), srv.stderr);
+  assert.strictEqual(stderrLines(srv, text), 1, srv.stderr);
 }
 
 describe('the line of a dispatch', () => {
@@ -46,7 +50,7 @@ describe('the line of a dispatch', () => {
     await srv.init();
     const r = await srv.call('dispatch', { agent: 'a', task: 'cannot start' }, { id: 'f1' });
     assert.strictEqual(r.value.success, false, JSON.stringify(r.value));
-    assertSaidBefore(srv, 'Dispatching to a: cannot start', 'f1');
+    await assertSaidBefore(srv, 'Dispatching to a: cannot start', 'f1');
     await srv.close();
   });
 
@@ -57,7 +61,7 @@ describe('the line of a dispatch', () => {
     await srv.init();
     const r = await srv.call('dispatch', { agent: 'a', task: 'too deep' }, { id: 'd1' });
     assert.strictEqual(r.value.error_type, 'recursion');
-    assertSaidBefore(srv, 'Dispatching to a: too deep', 'd1');
+    await assertSaidBefore(srv, 'Dispatching to a: too deep', 'd1');
     await srv.close();
     assert.strictEqual(env.dispatches().length, 0);
   });
@@ -68,10 +72,10 @@ describe('the line of a dispatch', () => {
     const srv = env.serve();
     await srv.init();
     const first = await srv.call('dispatch_session', { agent: 'a', task: 'first turn' }, { id: 's1' });
-    assertSaidBefore(srv, 'Dispatching to a: first turn', 's1');
+    await assertSaidBefore(srv, 'Dispatching to a: first turn', 's1');
     const sid = first.value.session_id;
     await srv.call('dispatch_session', { agent: 'a', task: 'next turn', session_id: sid }, { id: 's2' });
-    assertSaidBefore(srv, `Dispatching to a (resuming ${sid.slice(0, 12)}...): next turn`, 's2');
+    await assertSaidBefore(srv, `Dispatching to a (resuming ${sid.slice(0, 12)}...): next turn`, 's2');
     await srv.close();
   });
 
@@ -88,13 +92,13 @@ describe('the line of a dispatch', () => {
         handoff_after_seconds: 1 }, { id: 'q1' });
       assert.strictEqual(r.value.status, 'running', JSON.stringify(r.value));
       assert.strictEqual(env.dispatches().length, 1, 'not spawned yet');
-      assertSaidBefore(srv, 'Dispatching to a: queued one', 'q1');
+      await assertSaidBefore(srv, 'Dispatching to a: queued one', 'q1');
       await holder;
       const w = await srv.call('dispatch_wait', { job_id: r.value.job_id, timeout_seconds: 30 }, { ms: 35000 });
       assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
       // Said once, though the dispatch ran later as the job's.
       assert.strictEqual(countOf(srv, isLog('Dispatching to a: queued one')), 1);
-      assert.strictEqual(srv.stderr.split('\n').filter((l) => l.includes('Dispatching to a: queued one')).length, 1);
+      assert.strictEqual(stderrLines(srv, 'Dispatching to a: queued one'), 1);
       await srv.close();
     });
 
