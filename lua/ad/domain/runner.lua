@@ -210,6 +210,50 @@ M.drain = 2
 --- progress(handle, line), finish(handle, result)}.
 M.observer = nil
 
+-- The last command line made for each agent (its config table: a
+-- changed file is new tables), and what it was made of: a dispatch that
+-- differs only in its fresh session id gets a copy with that id, not a
+-- new one from core.claude.argv and channel.argv (the same every time).
+local made = setmetatable({}, { __mode = "k" })
+
+local function command_line(req, path, resume, fresh, eff, live)
+  local agent = req.agent
+  local stream = req.stream or live
+  local relay = live and req.relay or false
+  local m = made[agent]
+  if m and m.path == path and m.stream == stream and m.resume == resume and
+      m.fresh == (fresh ~= nil) and m.budget == eff.budget and
+      m.permission_mode == eff.permission_mode and m.allowed == eff.allowed and
+      m.disallowed == eff.disallowed and m.model == agent.model and m.live == live and
+      m.relay == relay and req.response_schema == nil then
+    local argv = { table.unpack(m.argv) }
+    if m.at then argv[m.at] = fresh end
+    return argv
+  end
+  local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
+    stream = stream, resume = resume, session_id = fresh,
+    budget = eff.budget, model = agent.model,
+    permission_mode = eff.permission_mode, json_schema = req.response_schema,
+    allowed = eff.allowed,
+    disallowed = eff.disallowed }
+  if not argv then return nil, refusal end
+  if live then argv = channel.argv(argv, { relay = req.relay }) end
+  if req.response_schema == nil then
+    local at
+    if fresh then
+      for i = 2, #argv do
+        if argv[i] == fresh and argv[i - 1] == "--session-id" then at = i end
+      end
+      if not at then return argv end -- (no place for the id: made anew each time)
+    end
+    made[agent] = { path = path, stream = stream, resume = resume, fresh = fresh ~= nil,
+      budget = eff.budget, permission_mode = eff.permission_mode, allowed = eff.allowed,
+      disallowed = eff.disallowed, model = agent.model, live = live, relay = relay,
+      argv = { table.unpack(argv) }, at = at }
+  end
+  return argv
+end
+
 --- Runs the claude CLI for a request (hooks, cache and observer are the
 --- caller's): preconditions, the command line, one child (two when an old
 --- CLI refuses --session-id), the DispatchResult.
@@ -264,14 +308,8 @@ local function execute(req)
   local keep = live and not ssh and kept.wanted(req, eff.budget)
   if req.on_channel then req.on_channel(nil, live and "live" or "oneshot") end
   while true do
-    local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
-      stream = req.stream or live, resume = resume, session_id = fresh,
-      budget = eff.budget, model = req.agent.model,
-      permission_mode = eff.permission_mode, json_schema = req.response_schema,
-      allowed = eff.allowed,
-      disallowed = eff.disallowed }
+    local argv, refusal = command_line(req, path, resume, fresh, eff, live)
     if not argv then return result.failure(name, "cli_error", refusal) end
-    if live then argv = channel.argv(argv, { relay = req.relay }) end
     local cwd, input = req.agent.directory, text
     local kept_run = keep and kept.run{ argv = argv, env = env, cwd = cwd, text = text, req = req,
       timeout = eff.timeout, budget = eff.budget, resume = resume, fresh = fresh,
