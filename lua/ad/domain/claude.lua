@@ -77,10 +77,14 @@ end
 
 -- A number, or nil. Integer fields (durations, turns) come back as Lua
 -- integers: a float is cut toward zero when it is in the integer range.
+local tointeger, floor, ceil = math.tointeger, math.floor, math.ceil
 local function number(v, integer)
   if type(v) ~= "number" then return nil end
-  if integer and math.type(v) == "float" and v >= -2^63 and v < 2^63 then
-    return math.tointeger(v >= 0 and math.floor(v) or math.ceil(v))
+  if integer then
+    -- (cjson reads every number as a float: most are integral already)
+    local i = tointeger(v)
+    if i then return i end
+    if v >= -2^63 and v < 2^63 then return tointeger(v >= 0 and floor(v) or ceil(v)) end
   end
   return v
 end

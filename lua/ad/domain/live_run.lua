@@ -122,7 +122,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
   local cap = o.cap
   local ch, msg, code = channel.open{ argv = argv, cwd = cwd, env = env, env_add = o.env_add,
     timeout = timeout,
-    grace = o.grace, drain = o.drain, slot = slot, first = text, session_id = o.session_id,
+    grace = o.grace, drain = o.drain, slot = slot, session_id = o.session_id,
     gated = req.on_spawn ~= nil, max_line = (not stream) and cap or nil, keeper = req.keeper,
     -- Stray stdout past the cap is dropped in C (it would be dropped
     -- below anyway): megabytes of it never become Lua strings.
@@ -132,6 +132,10 @@ function M.run(argv, text, env, timeout, req, cwd, o)
     return { spawn_error = { msg, code } }
   end
   slot_gate.start(req, ch, ch.pid, argv)
+  -- The task, the first user message: written once the child is spawned
+  -- (its input is a pipe, read when the CLI is ready), not on the way to
+  -- the spawn. (A child refused at its start gate never reads it.)
+  ch:send_user(text)
   -- (sized for what the runner adds: no rehash on the way back)
   local out = { lines = {}, live = true, payload = nil, info = nil, truncated = nil,
     session_id = nil, fresh = nil, timeout = nil, budget = nil, max_output = nil }
