@@ -5,14 +5,15 @@
 --- (payload, info, lines and truncated for a non-stream request), the same
 --- progress, limits, timeout and group teardown.
 ---
---- While the child works, its job's owner may steer it (req.on_channel
---- hears of the channel: ch:send_user). At the first result the child's
---- input is closed: a steering message that arrived during the turn is
+--- The task is written to the child's stdin once it is spawned (not on
+--- the way to the spawn). While the child works, its job's owner may
+--- steer it (req.on_channel hears of the channel: ch:send_user). At the
+--- first result the child's input is closed: a steering message that arrived during the turn is
 --- answered in one more turn (the CLI runs queued messages before it
 --- ends), and the last result is the answer. A successful result with
---- nothing queued after it is the answer at once: the child's end (read
---- to its end, its exit, the process object: ch:finish) goes on after
---- the reply (ad.domain.after_reply.finally: on the call's task, else on
+--- nothing queued after it is the answer at once: the child's end (its
+--- input closed, read to its end, its exit, the process object:
+--- ch:finish) goes on after the reply (ad.domain.after_reply.finally: on the call's task, else on
 --- a task of its own); the concurrency slot stays held until the child
 --- is gone, and a child still there M.END_BOUND seconds after its answer
 --- has its group killed. M.wait_ends waits for them, and a resume of the
