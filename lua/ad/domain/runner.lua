@@ -113,6 +113,19 @@ end
 -- The start of the variable a claude child gets its trace context in.
 local TRACE_PREFIX = trace.ENV .. "="
 
+-- An environment list as core.proc.spawn takes it, held in C once per
+-- list (core.proc.env): the list a depth's children share is not read
+-- again on every spawn.
+local held = setmetatable({}, { __mode = "k" })
+local function spawn_env(env)
+  local h = held[env]
+  if not h then
+    h = core.proc.env(env)
+    held[env] = h
+  end
+  return h
+end
+
 --- One child run: take a concurrency slot, spawn, collect stdout lines
 --- (stream mode: decode each as it comes, report progress, keep only the
 --- result event), wait. Returns what claude.interpret reads: {lines=,
@@ -330,12 +343,12 @@ local function execute(req)
     end
     local run
     if live then
-      run = live_run.run(argv, text, env, eff.timeout, req, cwd, { cap = M.MAX_OUTPUT,
+      run = live_run.run(argv, text, spawn_env(env), eff.timeout, req, cwd, { cap = M.MAX_OUTPUT,
         grace = host and remote.KILL_GRACE or M.kill_grace, drain = M.drain,
         interrupt_grace = settings.interrupt_grace_seconds, session_id = resume or fresh,
         env_add = env_add })
     else
-      run = run_child(argv, input, env, eff.timeout, req, cwd, env_add)
+      run = run_child(argv, input, spawn_env(env), eff.timeout, req, cwd, env_add)
     end
     run.session_id, run.fresh = resume or fresh, fresh ~= nil
     run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
