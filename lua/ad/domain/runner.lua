@@ -12,9 +12,10 @@
 --- a cancelled task raises errors.new("cancelled", ...) after the child's
 --- group has been signalled and reaped.
 ---
---- Over 500 lines, barely: the one door and the run of one child; the
---- request, the child's output, the slot and the live transport are modules
---- of their own already (request, claude, slot, live_run).
+--- Over 500 lines: the one door (hooks, cache, the span, the dispatch's
+--- line) and the run of one child; the request, the child's command line,
+--- its output, the slot and the live transport are modules of their own
+--- already (request, cmdline, claude, slot, live_run).
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
@@ -29,6 +30,7 @@ local remote = require "ad.domain.remote"
 local transport = require "ad.domain.transport"
 local channel = require "ad.domain.channel"
 local live_run = require "ad.domain.live_run"
+local cmdline = require "ad.domain.cmdline"
 local slot_gate = require "ad.domain.slot"
 local after_reply = require "ad.domain.after_reply"
 local state = require "ad.storage.state"
@@ -112,19 +114,6 @@ end
 
 -- The start of the variable a claude child gets its trace context in.
 local TRACE_PREFIX = trace.ENV .. "="
-
--- An environment list as core.proc.spawn takes it, held in C once per
--- list (core.proc.env): the list a depth's children share is not read
--- again on every spawn.
-local held = setmetatable({}, { __mode = "k" })
-local function spawn_env(env)
-  local h = held[env]
-  if not h then
-    h = core.proc.env(env)
-    held[env] = h
-  end
-  return h
-end
 
 --- One child run: take a concurrency slot, spawn, collect stdout lines
 --- (stream mode: decode each as it comes, report progress, keep only the
@@ -223,50 +212,6 @@ M.drain = 2
 --- progress(handle, line), finish(handle, result)}.
 M.observer = nil
 
--- The last command line made for each agent (its config table: a
--- changed file is new tables), and what it was made of: a dispatch that
--- differs only in its fresh session id gets a copy with that id, not a
--- new one from core.claude.argv and channel.argv (the same every time).
-local made = setmetatable({}, { __mode = "k" })
-
-local function command_line(req, path, resume, fresh, eff, live)
-  local agent = req.agent
-  local stream = req.stream or live
-  local relay = live and req.relay or false
-  local m = made[agent]
-  if m and m.path == path and m.stream == stream and m.resume == resume and
-      m.fresh == (fresh ~= nil) and m.budget == eff.budget and
-      m.permission_mode == eff.permission_mode and m.allowed == eff.allowed and
-      m.disallowed == eff.disallowed and m.model == agent.model and m.live == live and
-      m.relay == relay and req.response_schema == nil then
-    local argv = { table.unpack(m.argv) }
-    if m.at then argv[m.at] = fresh end
-    return argv
-  end
-  local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
-    stream = stream, resume = resume, session_id = fresh,
-    budget = eff.budget, model = agent.model,
-    permission_mode = eff.permission_mode, json_schema = req.response_schema,
-    allowed = eff.allowed,
-    disallowed = eff.disallowed }
-  if not argv then return nil, refusal end
-  if live then argv = channel.argv(argv, { relay = req.relay }) end
-  if req.response_schema == nil then
-    local at
-    if fresh then
-      for i = 2, #argv do
-        if argv[i] == fresh and argv[i - 1] == "--session-id" then at = i end
-      end
-      if not at then return argv end -- (no place for the id: made anew each time)
-    end
-    made[agent] = { path = path, stream = stream, resume = resume, fresh = fresh ~= nil,
-      budget = eff.budget, permission_mode = eff.permission_mode, allowed = eff.allowed,
-      disallowed = eff.disallowed, model = agent.model, live = live, relay = relay,
-      argv = { table.unpack(argv) }, at = at }
-  end
-  return argv
-end
-
 --- Runs the claude CLI for a request (hooks, cache and observer are the
 --- caller's): preconditions, the command line, one child (two when an old
 --- CLI refuses --session-id), the DispatchResult.
@@ -321,7 +266,7 @@ local function execute(req)
   local keep = live and not ssh and kept.wanted(req, eff.budget)
   if req.on_channel then req.on_channel(nil, live and "live" or "oneshot") end
   while true do
-    local argv, refusal = command_line(req, path, resume, fresh, eff, live)
+    local argv, refusal = cmdline.argv(req, path, resume, fresh, eff, live)
     if not argv then return result.failure(name, "cli_error", refusal) end
     local cwd, input = req.agent.directory, text
     local kept_run = keep and kept.run{ argv = argv, env = env, cwd = cwd, text = text, req = req,
@@ -343,12 +288,12 @@ local function execute(req)
     end
     local run
     if live then
-      run = live_run.run(argv, text, spawn_env(env), eff.timeout, req, cwd, { cap = M.MAX_OUTPUT,
+      run = live_run.run(argv, text, cmdline.env(env), eff.timeout, req, cwd, { cap = M.MAX_OUTPUT,
         grace = host and remote.KILL_GRACE or M.kill_grace, drain = M.drain,
         interrupt_grace = settings.interrupt_grace_seconds, session_id = resume or fresh,
         env_add = env_add })
     else
-      run = run_child(argv, input, spawn_env(env), eff.timeout, req, cwd, env_add)
+      run = run_child(argv, input, cmdline.env(env), eff.timeout, req, cwd, env_add)
     end
     run.session_id, run.fresh = resume or fresh, fresh ~= nil
     run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
