@@ -150,59 +150,52 @@ local function validate_all(def, raw)
   return args
 end
 
--- What fast() needs of a definition, made on its first call: the
--- params' names, defaults and whether they are plain strings, in
--- order, and ctor(vals): the arguments table, made by one table
--- constructor (at its final size, not grown key by key) from vals[i],
--- the value of the i-th param. ctor is compiled from the names (each
--- quoted by %q, with no environment). A definition is never changed once
--- defined (a later one replaces it), so its plan stays right.
-local plans = setmetatable({}, { __mode = "k" })
+-- fast(def, raw): validate_all's result for arguments it accepts, or nil
+-- when something needs its message (then validate_all says what). It is
+-- compiled per definition at its first call (a definition is never
+-- changed once defined: a later one replaces it): one straight function
+-- whose param names are constants (each quoted by %q, no environment),
+-- each param one local, the arguments table made by one constructor at
+-- its final size. A string given for a string param is taken as it is
+-- (no coercion call), only its NUL check. A definition with a param name
+-- that is not a string, or with more params than a function has locals,
+-- gets the full check only.
+local fasts = setmetatable({}, { __mode = "k" })
 
-local function plan_of(def)
-  local names, defaults, strings, n = {}, {}, {}, 0
-  for _, p in ipairs(def.params or {}) do
-    -- (a name that is not a string: only the full check, as before)
-    if type(p.name) ~= "string" then plans[def] = false; return false end
-    n = n + 1
-    names[n], defaults[n], strings[n] = p.name, p.default, p.type == "string"
+local MAX_FAST_PARAMS = 150
+
+local function compile(def)
+  local params = def.params or {}
+  if #params > MAX_FAST_PARAMS then return false end
+  local defaults = {}
+  local src = { "local D, null, type, find, coerce, P = ...\nreturn function(raw)\n" }
+  local function add(fmt, ...) src[#src + 1] = string.format(fmt, ...) end
+  for i, p in ipairs(params) do
+    if type(p.name) ~= "string" then return false end
+    defaults[i] = p.default
+    add("local a%d = raw[%q]\nif a%d == nil or a%d == null then ", i, p.name, i, i)
+    if p.required and p.default == nil then add("return nil\n") else add("a%d = D[%d]\n", i, i) end
+    if p.type == "string" then
+      add("elseif type(a%d) == 'string' then if find(a%d, '\\0', 1, true) then return nil end\n", i, i)
+    end
+    add("else a%d = coerce(P[%d], a%d) if a%d == nil or (type(a%d) == 'string' and " ..
+      "find(a%d, '\\0', 1, true)) then return nil end end\n", i, i, i, i, i, i)
   end
-  local src = { "return function(v) return {" }
-  for i = 1, n do src[#src + 1] = string.format("[%q] = v[%d],", names[i], i) end
-  src[#src + 1] = "} end"
-  local ctor = load(table.concat(src), "=args", "t", {})()
-  local plan = { n = n, names = names, defaults = defaults, strings = strings,
-                 params = def.params, ctor = ctor, vals = {} }
-  plans[def] = plan
-  return plan
+  src[#src + 1] = "return {"
+  for i, p in ipairs(params) do add("[%q] = a%d,", p.name, i) end
+  src[#src + 1] = "}\nend\n"
+  return load(table.concat(src), "=args", "t", {})(defaults, json.null, type, string.find,
+    coerce, params)
 end
 
--- validate_all's result for arguments it accepts, or nil when something
--- needs its message (then validate_all says what): a string given for a
--- string param is taken as it is (no coercion call), only its NUL check.
--- (vals is the plan's, refilled whole by every call: nothing here yields.)
 local function fast(def, raw)
-  local plan = plans[def]
-  if plan == nil then plan = plan_of(def) end
-  if not plan then return nil end
-  local names, defaults, strings = plan.names, plan.defaults, plan.strings
-  local vals = plan.vals
-  for i = 1, plan.n do
-    local v = raw[names[i]]
-    if v == nil or v == json.null then
-      local d = defaults[i]
-      if d == nil and plan.params[i].required then return nil end
-      vals[i] = d
-    elseif strings[i] and type(v) == "string" then
-      if v:find("\0", 1, true) then return nil end
-      vals[i] = v
-    else
-      local c = coerce(plan.params[i], v)
-      if c == nil or (type(c) == "string" and c:find("\0", 1, true)) then return nil end
-      vals[i] = c
-    end
+  local f = fasts[def]
+  if f == nil then
+    f = compile(def)
+    fasts[def] = f
   end
-  return plan.ctor(vals)
+  if not f then return nil end
+  return f(raw)
 end
 
 function M.validate(def, raw)

@@ -6,7 +6,11 @@
  *       -> p | nil, message, code
  *       env_add: one more "NAME=value" after env (a dispatch's own
  *       variable next to an environment shared by every child, with no
- *       copy of that list per child)
+ *       copy of that list per child); env: a list of strings, or what
+ *       core.proc.env made of one
+ *   core.proc.env{"NAME=value", ...} -> an environment held in C (its
+ *       strings copied once): an environment every child of a process
+ *       shares is not read from its Lua list again on every spawn
  *       keeper: started by the server's keeper (keeper.h) when there is
  *       one; adopt = {pid=, out=, err=, exited=, status=, signal=}: no
  *       spawn, the object takes over that child of ours and its fds
@@ -64,6 +68,14 @@
 #include "ad/sched.h"
 
 #define PROC_MT "ad.process"
+#define ENV_MT "ad.process.env"
+
+/* core.proc.env: the strings of a list, copied into one block, and the
+ * NULL-terminated array of them. */
+struct env_block {
+    size_t n;
+    char **v; /* n + 1 entries, into the same allocation */
+};
 #define QUEUE_HIGH (4u << 20) /* pause reading stdout above this many bytes */
 
 struct line {
@@ -339,6 +351,21 @@ static char **string_array(lua_State *L, int idx, const char *field,
     if (lua_isnil(L, -1) && !required) {
         lua_pop(L, 1);
         return NULL;
+    }
+    struct env_block *e = required ? NULL : luaL_testudata(L, -1, ENV_MT);
+    if (e) {
+        /* (the block stays alive in the options table) */
+        size_t total = e->n + (extra ? 1 : 0);
+        char **v = malloc((total + 1) * sizeof *v);
+        if (v) {
+            memcpy(v, e->v, e->n * sizeof *v);
+            if (extra) {
+                v[e->n] = (char *)extra;
+            }
+            v[total] = NULL;
+        }
+        lua_pop(L, 1);
+        return v;
     }
     if (!lua_istable(L, -1)) {
         free(held); /* the caller's array made before this one */
@@ -703,6 +730,58 @@ static int l_detach(lua_State *L)
     return 1;
 }
 
+static int l_env(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    size_t n = lua_rawlen(L, 1), bytes = 0;
+    for (size_t i = 1; i <= n; i++) {
+        size_t len;
+        if (lua_rawgeti(L, 1, (lua_Integer)i) != LUA_TSTRING) {
+            return luaL_argerror(L, 1, "a list of strings");
+        }
+        lua_tolstring(L, -1, &len);
+        lua_pop(L, 1);
+        if (bytes > SIZE_MAX / 2 - len - 1) {
+            return luaL_error(L, "environment too large");
+        }
+        bytes += len + 1;
+    }
+    if (n > (SIZE_MAX / 2 - bytes) / sizeof(char *) - 1) {
+        return luaL_error(L, "environment too large");
+    }
+    struct env_block *e = lua_newuserdatauv(L, sizeof *e, 0);
+    e->n = 0;
+    e->v = NULL;
+    luaL_setmetatable(L, ENV_MT);
+    char **v = malloc((n + 1) * sizeof *v + bytes);
+    if (!v) {
+        return luaL_error(L, "out of memory");
+    }
+    char *at = (char *)(v + n + 1);
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        lua_rawgeti(L, 1, (lua_Integer)i + 1);
+        const char *s = lua_tolstring(L, -1, &len);
+        memcpy(at, s, len + 1);
+        v[i] = at;
+        at += len + 1;
+        lua_pop(L, 1);
+    }
+    v[n] = NULL;
+    e->v = v;
+    e->n = n;
+    return 1;
+}
+
+static int l_env_gc(lua_State *L)
+{
+    struct env_block *e = luaL_checkudata(L, 1, ENV_MT);
+    free(e->v);
+    e->v = NULL;
+    e->n = 0;
+    return 0;
+}
+
 void bind_proc_register(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -729,8 +808,14 @@ void bind_proc_register(lua_State *L)
         lua_setfield(L, -2, "__close");
     }
     lua_pop(L, 1);
+    if (luaL_newmetatable(L, ENV_MT)) {
+        lua_pushcfunction(L, l_env_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
     static const luaL_Reg fns[] = {
         {"spawn", l_process},
+        {"env", l_env},
         {"detach", l_detach},
         {NULL, NULL},
     };

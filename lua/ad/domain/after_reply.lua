@@ -35,7 +35,8 @@ function M.defer(fn, a, b, c, d)
   local list = lists[co]
   if not list then return fn(a, b, c, d) end
   if list == true then
-    list = {}
+    -- (made at the size of two calls and their count, ends: not grown)
+    list = { nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, n = 0, ends = nil }
     lists[co] = list
   end
   local n = list.n or 0
@@ -54,12 +55,12 @@ function M.finally(fn, a, b, c)
   local list = lists[co]
   if not list then return core.task.spawn(fn, a, b, c) end
   if list == true then
-    list = {}
+    list = { nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, n = 0, ends = nil }
     lists[co] = list
   end
   local ends = list.ends
   if not ends then
-    ends = {}
+    ends = { nil, nil, nil, nil, n = 0 }
     list.ends = ends
   end
   local n = ends.n or 0

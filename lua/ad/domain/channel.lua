@@ -9,8 +9,9 @@
 ---       relay), for a claude argv built with stream = true
 ---   channel.user_line(text) -> the JSON line of one user message
 ---   channel.open{argv=, env=, cwd=, timeout=, grace=, drain=, slot=,
----       gated=, first=text, max_line=, max_plain=, session_id=}
----       -> ch | nil, message, code
+---       gated=, first=text, max_line=, max_plain=, session_id=, keeper=}
+---       -> ch | nil, message, code  (the table, the caller's for this
+---       call only, becomes core.proc.spawn's options)
 ---       (max_plain: bytes of lines that are not JSON objects read; past
 ---       it the process object drops them, see core.proc.spawn)
 ---       (session_id: the session the child was started in, when known)
@@ -83,13 +84,11 @@ end
 local Channel = {}
 Channel.__index = Channel
 
+-- (o, made for this call, is the spawn's options too: no second table)
 function M.open(o)
-  local p, msg, code = core.proc.spawn{ argv = o.argv, cwd = o.cwd, env = o.env,
-    env_add = o.env_add, timeout = o.timeout, grace = o.grace, drain = o.drain, slot = o.slot,
-    stdin = o.first and M.user_line(o.first) or nil, stdin_keep = true,
-    gated = o.gated, max_line = o.max_line, max_plain = o.max_plain, soft_cancel = true,
-    report_skipped = true, classify = true,
-    keeper = o.keeper }
+  o.stdin = o.first and M.user_line(o.first) or nil
+  o.stdin_keep, o.soft_cancel, o.report_skipped, o.classify = true, true, true, true
+  local p, msg, code = core.proc.spawn(o)
   if not p then return nil, msg, code end
   return setmetatable({ p = p, pid = p:pid(), turns = 0, sent = o.first and 1 or 0,
     session_id = o.session_id }, Channel)

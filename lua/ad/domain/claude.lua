@@ -77,10 +77,14 @@ end
 
 -- A number, or nil. Integer fields (durations, turns) come back as Lua
 -- integers: a float is cut toward zero when it is in the integer range.
+local tointeger, floor, ceil = math.tointeger, math.floor, math.ceil
 local function number(v, integer)
   if type(v) ~= "number" then return nil end
-  if integer and math.type(v) == "float" and v >= -2^63 and v < 2^63 then
-    return math.tointeger(v >= 0 and math.floor(v) or math.ceil(v))
+  if integer then
+    -- (cjson reads every number as a float: most are integral already)
+    local i = tointeger(v)
+    if i then return i end
+    if v >= -2^63 and v < 2^63 then return tointeger(v >= 0 and floor(v) or ceil(v)) end
   end
   return v
 end
@@ -248,15 +252,20 @@ function M.schema_failure(r)
   return r
 end
 
-local function success_result(name, f, session_fallback, req)
-  local r = result.new({ agent = name, success = true, result = f.result or "",
-    session_id = f.session_id or session_fallback, cost_usd = f.cost_usd,
-    duration_ms = f.duration_ms, num_turns = f.num_turns,
-    denied_tools = f.denied_tools })
+-- The DispatchResult of a successful result payload, its fields read as
+-- shaped() reads them.
+local function success_result(name, payload, session_fallback, req)
+  local denied = denied_tools(payload)
+  local r = result.new({ agent = name, success = true, result = as_text(payload.result),
+    session_id = nonempty_string(payload.session_id) or session_fallback,
+    cost_usd = number(payload.total_cost_usd),
+    duration_ms = number(payload.duration_ms, true), num_turns = number(payload.num_turns, true),
+    denied_tools = denied })
   if req.response_format == "json" then r.parsed_result = M.parse_json_reply(r.result) end
-  if f.denied_tools then r.hint = errors.denial_hint(name, f.denied_tools) end
+  if denied then r.hint = errors.denial_hint(name, denied) end
   if req.response_schema then
-    r.structured_output = f.structured_output
+    local so = payload.structured_output
+    if so ~= nil and so ~= cjson.null then r.structured_output = so end
     if r.structured_output == nil then return M.schema_failure(r) end
   end
   return r
@@ -353,12 +362,12 @@ function M.interpret(run, req)
     end
   end
   if payload then
-    local f = shaped(payload, truthy(payload.is_error))
-    if f.is_error then
-      return error_result(name, f, run.session_id, (not req.stream) and info.exit_code or nil,
-        run.budget)
+    if truthy(payload.is_error) then
+      return error_result(name, shaped(payload, true), run.session_id,
+        (not req.stream) and info.exit_code or nil, run.budget)
     end
-    local r = success_result(name, f, run.session_id, req)
+    -- (a success is made straight from the payload: no shaped copy first)
+    local r = success_result(name, payload, run.session_id, req)
     if info.timed_out then
       local note = "The final answer arrived, but the process had to be killed " ..
         "at the " .. run.timeout .. "s deadline; the answer is complete."

@@ -65,6 +65,8 @@ local function race(after, fn, as_result, fields, opts, log, relayed)
   local res = table.pack(async.await(run, after, run.asking))
   if res[1] then return table.unpack(res, 1, res.n) end
   local rec, why = async.adopt(run, fields, opts)
+  -- (the dispatch's line before the call's answer: ad.domain.runner.announce)
+  if rec and run.span then runner.announce(run.span) end
   if run.relay then
     local relay = require "ad.domain.relay"
     relay.adopted(run, rec)

@@ -74,6 +74,9 @@ function M.run(req, after, answer, reply, log)
     run.done, run.tail = core.task.event(), run.tail or {}
     local rec, why = async.adopt(run, { agent = req.agent_name, task = req.task,
       context = req.context, caller = req.caller, goal = req.goal })
+    -- The dispatch's line comes before the call's answer, even when its
+    -- child has not been spawned yet (queued for a slot).
+    if rec and run.span then runner.announce(run.span) end
     if run.relay then
       local relay = require "ad.domain.relay"
       relay.adopted(run, rec)

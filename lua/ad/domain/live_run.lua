@@ -5,14 +5,15 @@
 --- (payload, info, lines and truncated for a non-stream request), the same
 --- progress, limits, timeout and group teardown.
 ---
---- While the child works, its job's owner may steer it (req.on_channel
---- hears of the channel: ch:send_user). At the first result the child's
---- input is closed: a steering message that arrived during the turn is
+--- The task is written to the child's stdin once it is spawned (not on
+--- the way to the spawn). While the child works, its job's owner may
+--- steer it (req.on_channel hears of the channel: ch:send_user). At the
+--- first result the child's input is closed: a steering message that arrived during the turn is
 --- answered in one more turn (the CLI runs queued messages before it
 --- ends), and the last result is the answer. A successful result with
---- nothing queued after it is the answer at once: the child's end (read
---- to its end, its exit, the process object: ch:finish) goes on after
---- the reply (ad.domain.after_reply.finally: on the call's task, else on
+--- nothing queued after it is the answer at once: the child's end (its
+--- input closed, read to its end, its exit, the process object:
+--- ch:finish) goes on after the reply (ad.domain.after_reply.finally: on the call's task, else on
 --- a task of its own); the concurrency slot stays held until the child
 --- is gone, and a child still there M.END_BOUND seconds after its answer
 --- has its group killed. M.wait_ends waits for them, and a resume of the
@@ -51,8 +52,15 @@ M.END_BOUND = 2
 local ending, all_ended = 0, nil
 local ending_session, session_gone = {}, {}
 
+-- The end of a child answered at its result: its input closed (it ends
+-- after the turn), then ch:finish.
+local function close_and_finish(ch, bound)
+  ch:close()
+  return ch:finish(bound)
+end
+
 local function finish(ch, bound, sid)
-  local ok, err = pcall(ch.finish, ch, bound)
+  local ok, err = pcall(close_and_finish, ch, bound)
   ending = ending - 1
   if ending == 0 and all_ended then
     all_ended:set(true)
@@ -115,7 +123,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
   local cap = o.cap
   local ch, msg, code = channel.open{ argv = argv, cwd = cwd, env = env, env_add = o.env_add,
     timeout = timeout,
-    grace = o.grace, drain = o.drain, slot = slot, first = text, session_id = o.session_id,
+    grace = o.grace, drain = o.drain, slot = slot, session_id = o.session_id,
     gated = req.on_spawn ~= nil, max_line = (not stream) and cap or nil, keeper = req.keeper,
     -- Stray stdout past the cap is dropped in C (it would be dropped
     -- below anyway): megabytes of it never become Lua strings.
@@ -125,6 +133,10 @@ function M.run(argv, text, env, timeout, req, cwd, o)
     return { spawn_error = { msg, code } }
   end
   slot_gate.start(req, ch, ch.pid, argv)
+  -- The task, the first user message: written once the child is spawned
+  -- (its input is a pipe, read when the CLI is ready), not on the way to
+  -- the spawn. (A child refused at its start gate never reads it.)
+  ch:send_user(text)
   -- (sized for what the runner adds: no rehash on the way back)
   local out = { lines = {}, live = true, payload = nil, info = nil, truncated = nil,
     session_id = nil, fresh = nil, timeout = nil, budget = nil, max_output = nil }
@@ -161,9 +173,10 @@ function M.run(argv, text, env, timeout, req, cwd, o)
     end
     if kind == "result" then
       out.payload = why
-      ch:close()
       -- Every message sent has its result, and this one is a success:
-      -- the answer, now; the child's end goes on after the reply.
+      -- the answer, now; the child's end goes on after the reply, its
+      -- input closed there (nothing else writes to it: the channel is
+      -- no longer the run's).
       if early and ch.sent == ch.turns and not claude.failed(why) and not ch:kept() then
         if req.on_channel then req.on_channel(nil) end
         -- (once the reply is out, on the call's task: ad.domain.after_reply)
@@ -174,6 +187,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
         out.info = ANSWERED
         return out
       end
+      ch:close()
     end
   end
   if req.on_channel then req.on_channel(nil) end

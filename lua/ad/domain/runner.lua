@@ -12,9 +12,10 @@
 --- a cancelled task raises errors.new("cancelled", ...) after the child's
 --- group has been signalled and reaped.
 ---
---- Over 500 lines, barely: the one door and the run of one child; the
---- request, the child's output, the slot and the live transport are modules
---- of their own already (request, claude, slot, live_run).
+--- Over 500 lines: the one door (hooks, cache, the span, the dispatch's
+--- line) and the run of one child; the request, the child's command line,
+--- its output, the slot and the live transport are modules of their own
+--- already (request, cmdline, claude, slot, live_run).
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
@@ -29,6 +30,7 @@ local remote = require "ad.domain.remote"
 local transport = require "ad.domain.transport"
 local channel = require "ad.domain.channel"
 local live_run = require "ad.domain.live_run"
+local cmdline = require "ad.domain.cmdline"
 local slot_gate = require "ad.domain.slot"
 local after_reply = require "ad.domain.after_reply"
 local state = require "ad.storage.state"
@@ -264,14 +266,8 @@ local function execute(req)
   local keep = live and not ssh and kept.wanted(req, eff.budget)
   if req.on_channel then req.on_channel(nil, live and "live" or "oneshot") end
   while true do
-    local argv, refusal = core.claude.argv{ claude = path, prompt_on_stdin = true,
-      stream = req.stream or live, resume = resume, session_id = fresh,
-      budget = eff.budget, model = req.agent.model,
-      permission_mode = eff.permission_mode, json_schema = req.response_schema,
-      allowed = eff.allowed,
-      disallowed = eff.disallowed }
+    local argv, refusal = cmdline.argv(req, path, resume, fresh, eff, live)
     if not argv then return result.failure(name, "cli_error", refusal) end
-    if live then argv = channel.argv(argv, { relay = req.relay }) end
     local cwd, input = req.agent.directory, text
     local kept_run = keep and kept.run{ argv = argv, env = env, cwd = cwd, text = text, req = req,
       timeout = eff.timeout, budget = eff.budget, resume = resume, fresh = fresh,
@@ -292,12 +288,12 @@ local function execute(req)
     end
     local run
     if live then
-      run = live_run.run(argv, text, env, eff.timeout, req, cwd, { cap = M.MAX_OUTPUT,
+      run = live_run.run(argv, text, cmdline.env(env), eff.timeout, req, cwd, { cap = M.MAX_OUTPUT,
         grace = host and remote.KILL_GRACE or M.kill_grace, drain = M.drain,
         interrupt_grace = settings.interrupt_grace_seconds, session_id = resume or fresh,
         env_add = env_add })
     else
-      run = run_child(argv, input, env, eff.timeout, req, cwd, env_add)
+      run = run_child(argv, input, cmdline.env(env), eff.timeout, req, cwd, env_add)
     end
     run.session_id, run.fresh = resume or fresh, fresh ~= nil
     run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
@@ -360,14 +356,36 @@ end
 -- request (built for this one call) carries what the child needs
 -- (tree_left, trace_env, on_started) while it runs: no copy per dispatch.
 --
+-- The "Dispatching to ..." line of a dispatch (its stderr line and the
+-- call's log notification) is said once its child has been spawned: the
+-- client's wait holds only what decides what is spawned. span.announce is
+-- the request it names until then. A dispatch that ends, fails or is
+-- refused without a child says it before it returns or raises, and a call
+-- answered early (handed off to a job) before that answer: the line is
+-- always said, once, before the call's reply.
+function M.announce(span)
+  local req = span.announce
+  if not req then return end
+  span.announce = nil
+  local log = req.log
+  if req.session_id then
+    log("info", "Dispatching to " .. req.agent_name .. " (resuming " ..
+      util.cut(req.session_id, 12) .. "...): " .. util.cut(req.task, 80))
+  else
+    log("info", "Dispatching to " .. req.agent_name .. ": " .. util.cut(req.task, 80) .. "...")
+  end
+end
+local announce = M.announce
+
 -- r.on_started is the span itself, callable (RUNS): a dispatch makes no
 -- closure for it. Its first call marks the span as run (span.ran) and
--- queues its start record (trace.started).
+-- queues its start record (trace.started), then says the dispatch's line.
 local RUNS = { __call = function(span)
   if not span.ran then
     span.ran = true
     trace.started(span)
   end
+  if span.announce then announce(span) end
 end }
 
 local function traced(req, ctx, span, later)
@@ -383,6 +401,7 @@ local function traced(req, ctx, span, later)
       amount = nil
     end
     if not amount then
+      announce(span)
       local res = result.failure(req.agent_name, "budget", why[1], { hint = why[2] })
       trace.finish(span, "refused", res)
       return res
@@ -396,6 +415,9 @@ local function traced(req, ctx, span, later)
   r.on_started = setmetatable(span, RUNS)
   local ok, res = pcall(observed, r)
   r.tree_left, r.trace_env, r.on_started = nil, nil, nil
+  -- (no child ran, or none that said it: a refusal, a failed spawn, a
+  -- cancellation while queued)
+  if span.announce then announce(span) end
   local started = span.ran == true
   -- (left: a handed-off call's child the keeper reads on settles there,
   -- with what it really cost: ad.domain.keeper)
@@ -508,14 +530,10 @@ function M.run(req)
     end
   end
   if not r then
-    if log and req.session_id then
-      log("info", "Dispatching to " .. req.agent_name .. " (resuming " ..
-        util.cut(req.session_id, 12) .. "...): " .. util.cut(req.task, 80))
-    elseif log then
-      log("info", "Dispatching to " .. req.agent_name .. ": " .. util.cut(req.task, 80) .. "...")
-    end
     local span = trace.record(ctx, span_fields(req))
     if req.span_id then span.adopted = true end -- its start was written by async.submit
+    -- (said once the child is spawned: M.announce)
+    if log then span.announce = req end
     r = traced(req, ctx, span, later)
     -- An answer that depended on permission decisions is not reused, and
     -- says which (ad.domain.relay: by whom, what, when).

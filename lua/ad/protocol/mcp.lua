@@ -366,7 +366,7 @@ function Server:call_tool(id, key, params, era)
   if type(name) ~= "string" then
     return self:error(id, -32602, "Invalid params: tools/call needs a string 'name'")
   end
-  if args ~= nil and (type(args) ~= "table" or (next(args) ~= nil and json.is_array(args))) then
+  if args ~= nil and (type(args) ~= "table" or (args[1] ~= nil and json.is_array(args))) then
     return self:error(id, -32602, "Invalid params: 'arguments' must be an object")
   end
   ensure_tools()
@@ -742,7 +742,9 @@ function Server:legacy(id, key, msg)
 end
 
 function Server:message(msg, line)
-  if type(msg) ~= "table" or json.is_array(msg) then
+  -- (decoded JSON: an array has its first element, null included as
+  -- json.null; an object has none, so most messages skip the full check)
+  if type(msg) ~= "table" or (msg[1] ~= nil and json.is_array(msg)) then
     return self:error(nil, -32600, "Invalid Request: a message must be a JSON object")
   end
   if msg.method == nil and (msg.result ~= nil or msg.error ~= nil) then
@@ -765,7 +767,7 @@ function Server:message(msg, line)
   if msg.params ~= nil then
     if type(msg.params) ~= "table" then
       return self:error(id, -32600, "Invalid Request: params must be an object")
-    elseif next(msg.params) ~= nil and json.is_array(msg.params) then
+    elseif msg.params[1] ~= nil and json.is_array(msg.params) then
       return self:error(id, -32602, "Invalid params: params must be an object, not an array")
     end
   end
@@ -789,7 +791,7 @@ function Server:line(line)
   elseif msg == nil then
     return self:error(nil, -32700, "Parse error: " .. tostring(err))
   end
-  if type(msg) == "table" and json.is_array(msg) then
+  if type(msg) == "table" and msg[1] ~= nil and json.is_array(msg) then
     return self:batch(msg, line)
   end
   return self:message(msg, line)
