@@ -46,6 +46,26 @@ struct qline {
     char data[];
 };
 
+/* stdout or stderr as a libuv stream, when it is one (a pipe, a socket or
+ * a terminal); anything else (a file, /dev/null) is written to directly. */
+union stream {
+    uv_pipe_t pipe;
+    uv_tty_t tty;
+};
+
+static bool stream_open(union stream *s, int fd)
+{
+    uv_loop_t *loop = sched_loop();
+    uv_handle_type t = uv_guess_handle(fd);
+    if (t == UV_TTY) {
+        return uv_tty_init(loop, &s->tty, fd, 0) == 0;
+    }
+    if (t == UV_NAMED_PIPE || t == UV_TCP) {
+        return uv_pipe_init(loop, &s->pipe, 0) == 0 && uv_pipe_open(&s->pipe, fd) == 0;
+    }
+    return false;
+}
+
 static struct {
     bool in_open, in_streaming, in_reading, in_eof;
     union {
@@ -60,20 +80,14 @@ static struct {
     char buf[65536];
 
     bool out_open, out_streaming, out_broken;
-    union {
-        uv_pipe_t pipe;
-        uv_tty_t tty;
-    } out;
+    union stream out;
     size_t out_pending;
     bool out_gated;         /* too many reply bytes waiting: hold requests */
     struct task *drainer;
     uv_timer_t drain_timer;
 
     bool err_open, err_streaming, err_broken;
-    union {
-        uv_pipe_t pipe;
-        uv_tty_t tty;
-    } err;
+    union stream err;
     size_t err_pending;
     uint64_t err_dropped;   /* log lines dropped since the last notice */
 
@@ -270,15 +284,8 @@ static void out_open(void)
         return;
     }
     C.out_open = true;
-    uv_loop_t *loop = sched_loop();
-    uv_handle_type t = uv_guess_handle(1);
-    if (t == UV_TTY) {
-        C.out_streaming = uv_tty_init(loop, &C.out.tty, 1, 0) == 0;
-    } else if (t == UV_NAMED_PIPE || t == UV_TCP) {
-        C.out_streaming = uv_pipe_init(loop, &C.out.pipe, 0) == 0 &&
-                          uv_pipe_open(&C.out.pipe, 1) == 0;
-    }
-    uv_timer_init(loop, &C.drain_timer);
+    C.out_streaming = stream_open(&C.out, 1);
+    uv_timer_init(sched_loop(), &C.drain_timer);
 }
 
 static void wake_drainer(void)
@@ -421,14 +428,7 @@ static void err_open(void)
         return;
     }
     C.err_open = true;
-    uv_loop_t *loop = sched_loop();
-    uv_handle_type t = uv_guess_handle(2);
-    if (t == UV_TTY) {
-        C.err_streaming = uv_tty_init(loop, &C.err.tty, 2, 0) == 0;
-    } else if (t == UV_NAMED_PIPE || t == UV_TCP) {
-        C.err_streaming = uv_pipe_init(loop, &C.err.pipe, 0) == 0 &&
-                          uv_pipe_open(&C.err.pipe, 2) == 0;
-    }
+    C.err_streaming = stream_open(&C.err, 2);
 }
 
 static size_t count_lines(const char *s, size_t n)
