@@ -1,6 +1,7 @@
 /* The shared limiter; see limiter.h.
  *
- *   core.limiter.acquire() -> slot | nil, "cancelled"   (slot: <close>-able)
+ *   core.limiter.acquire([try]) -> slot | nil, "cancelled"   (slot: <close>-able)
+ *       try: never wait; nil, "busy" when it would
  *   slot:release()          core.limiter.set_limit(n)
  *   slot:leave()            (the slot's child left to the keeper: see below)
  *   core.limiter.share(dir) -> true | nil, msg, code (the cross-process gate)
@@ -253,6 +254,11 @@ static int l_acquire(lua_State *L)
             push_slot(L, idx < 0 ? -1 : idx); /* -2: not shared now */
             return 1;
         }
+    }
+    if (lua_toboolean(L, 1)) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "busy");
+        return 2;
     }
     struct task *me = sched_check_wait(L);
     struct waiter *w = malloc(sizeof *w);

@@ -102,6 +102,28 @@ describe('the line of a dispatch', () => {
       await srv.close();
     });
 
+  test('a parallel call handed off while its items wait for a slot: their lines come before its answer',
+    async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true }, settings: '  max_concurrency: 1\n' });
+      const srv = env.serve();
+      await srv.init();
+      const holder = srv.call('dispatch', { agent: 'a', task: '[stub:sleep=3] holds the slot' }, { id: 'h1' });
+      assert.ok(await waitUntil(() => env.dispatches().length === 1, 5000), 'the slot is taken');
+      const r = await srv.call('dispatch_parallel', { handoff_after_seconds: 1,
+        dispatches: JSON.stringify([{ agent: 'a', task: 'item one' }, { agent: 'a', task: 'item two' }]) },
+        { id: 'p1' });
+      assert.strictEqual(r.value.status, 'running', JSON.stringify(r.value));
+      assert.strictEqual(env.dispatches().length, 1, 'no item spawned yet');
+      await assertSaidBefore(srv, 'Dispatching to a: item one', 'p1');
+      await assertSaidBefore(srv, 'Dispatching to a: item two', 'p1');
+      await holder;
+      const w = await srv.call('dispatch_wait', { job_id: r.value.job_id, timeout_seconds: 30 }, { ms: 35000 });
+      assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+      assert.strictEqual(countOf(srv, isLog('Dispatching to a: item two')), 1);
+      await srv.close();
+    });
+
   test('a call cancelled while queued for a slot: the stderr line is still there', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true }, settings: '  max_concurrency: 1\n' });

@@ -360,9 +360,11 @@ end
 -- call's log notification) is said once its child has been spawned: the
 -- client's wait holds only what decides what is spawned. span.announce is
 -- the request it names until then. A dispatch that ends, fails or is
--- refused without a child says it before it returns or raises, and a call
--- answered early (handed off to a job) before that answer: the line is
--- always said, once, before the call's reply.
+-- refused without a child says it before it returns or raises, one that
+-- must wait for a concurrency slot before the wait (a hand-off to a job may
+-- answer the call meanwhile: ad.domain.slot), and a call answered early
+-- (handed off to a job) before that answer: the line is always said, once,
+-- before the call's reply.
 function M.announce(span)
   local req = span.announce
   if not req then return end
@@ -376,6 +378,9 @@ function M.announce(span)
   end
 end
 local announce = M.announce
+
+-- r.on_queued: the dispatch waits for a slot (r.on_started is its span).
+local function queued(r) announce(r.on_started) end
 
 -- r.on_started is the span itself, callable (RUNS): a dispatch makes no
 -- closure for it. Its first call marks the span as run (span.ran) and
@@ -413,8 +418,9 @@ local function traced(req, ctx, span, later)
   -- The span's start is written once its child has run for a while
   -- (trace.started), off the path between the call and the child's start.
   r.on_started = setmetatable(span, RUNS)
+  r.on_queued = queued
   local ok, res = pcall(observed, r)
-  r.tree_left, r.trace_env, r.on_started = nil, nil, nil
+  r.tree_left, r.trace_env, r.on_started, r.on_queued = nil, nil, nil, nil
   -- (no child ran, or none that said it: a refusal, a failed spawn, a
   -- cancellation while queued)
   if span.announce then announce(span) end

@@ -9,9 +9,16 @@ local errors = require "ad.infra.errors"
 local M = {}
 
 --- A concurrency slot for req, or the cancelled error: cancelled while
---- queued, or refused by req.on_slot (the slot goes back at once).
+--- queued, or refused by req.on_slot (the slot goes back at once). A
+--- request that must wait for one calls req.on_queued(req) first (what
+--- the call says of the dispatch is said before the wait, which a hand-off
+--- to a job may answer).
 function M.take(req)
-  local slot = core.limiter.acquire()
+  local slot = core.limiter.acquire(true)
+  if not slot then
+    if req.on_queued then req.on_queued(req) end
+    slot = core.limiter.acquire()
+  end
   if not slot then error(errors.new("cancelled", "cancelled while queued"), 0) end
   if req.on_slot and req.on_slot() == false then
     slot:release()
