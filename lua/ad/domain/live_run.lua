@@ -8,7 +8,8 @@
 --- The task is written to the child's stdin once it is spawned (not on
 --- the way to the spawn). While the child works, its job's owner may
 --- steer it (req.on_channel hears of the channel: ch:send_user). At the
---- first result the child's input is closed: a steering message that arrived during the turn is
+--- first result the child's input is closed (for an answer returned at
+--- once, right after the reply): a steering message that arrived during the turn is
 --- answered in one more turn (the CLI runs queued messages before it
 --- ends), and the last result is the answer. A successful result with
 --- nothing queued after it is the answer at once: the child's end (its
@@ -132,11 +133,13 @@ function M.run(argv, text, env, timeout, req, cwd, o)
     slot:release()
     return { spawn_error = { msg, code } }
   end
-  slot_gate.start(req, ch, ch.pid, argv)
   -- The task, the first user message: written once the child is spawned
   -- (its input is a pipe, read when the CLI is ready), not on the way to
-  -- the spawn. (A child refused at its start gate never reads it.)
-  ch:send_user(text)
+  -- the spawn. (A child refused at its start gate never reads it.) Input
+  -- that could not be queued ends the child's input: it fails at once,
+  -- instead of waiting for a task until its timeout.
+  if not ch:send_user(text) then ch:close() end
+  slot_gate.start(req, ch, ch.pid, argv)
   -- (sized for what the runner adds: no rehash on the way back)
   local out = { lines = {}, live = true, payload = nil, info = nil, truncated = nil,
     session_id = nil, fresh = nil, timeout = nil, budget = nil, max_output = nil }
