@@ -37,6 +37,18 @@ struct keeper_fds {
 int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
                  const struct keeper_fds *f, pid_t *pid);
 
+/* The answer to keeper_spawn_async: rc 0 and the child's pid, or a
+ * negative errno (the spawn failed, or -EIO: the keeper was lost first,
+ * and a child it may have started died with it). */
+typedef void (*keeper_started_fn)(void *ud, int rc, pid_t pid);
+
+/* Starts o's child in the keeper as keeper_spawn does, without waiting
+ * for the answer: 0 (cb gets it later, once, from a loop callback; the
+ * caller may close its copies of f's ends now), KEEPER_NONE, or a
+ * negative errno (nothing was sent). */
+int keeper_spawn_async(uv_loop_t *loop, const struct proc_opts *o,
+                       const struct keeper_fds *f, keeper_started_fn cb, void *ud);
+
 /* Tells the keeper that its child is now a job (meta: the JSON text its
  * job runner needs; slot_fd, or -1: the descriptor holding the child's
  * concurrency slot file, which the keeper's copy holds on once we are
