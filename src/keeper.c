@@ -132,7 +132,7 @@ static void on_await_timer(uv_timer_t *t)
     while (lost) {
         struct awaited *a = lost;
         lost = a->next;
-        a->cb(a->ud, -EIO, 0);
+        a->cb(a->ud, KEEPER_LOST, 0);
         free(a);
     }
     if (await_head) {

@@ -57,6 +57,7 @@
 #include <unistd.h>
 
 #include "ad/event_kind.h"
+#include "ad/keeper.h"
 #include "ad/proc.h"
 #include "ad/utf8.h"
 #include "bind/bind.h"
@@ -478,6 +479,14 @@ static int process_k(lua_State *L, int status, lua_KContext ctx)
     }
     if (lp->start_rc != 0) {
         lp->p = NULL; /* gone with its failed start */
+        if (lp->start_rc == KEEPER_LOST) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "cannot start the child: the server's keeper (the "
+                               "process that starts its children) ended or stopped "
+                               "answering before it had started it");
+            lua_pushliteral(L, "EIO");
+            return 3;
+        }
         return bind_fail(L, lp->start_rc, NULL);
     }
     take_slot(L);
