@@ -8,7 +8,8 @@
  *       variable next to an environment shared by every child, with no
  *       copy of that list per child)
  *       keeper: started by the server's keeper (keeper.h) when there is
- *       one; adopt = {pid=, out=, err=, exited=, status=, signal=}: no
+ *       one (from a task, the call waits for the keeper's answer without
+ *       blocking the loop; elsewhere it blocks for it); adopt = {pid=, out=, err=, exited=, status=, signal=}: no
  *       spawn, the object takes over that child of ours and its fds
  *   p:start()  (a gated child: go on to exec)
  *   p:read_line() -> line | nil (end of stdout) | nil, "cancelled"
