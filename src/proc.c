@@ -1000,6 +1000,11 @@ static void on_keeper_started(void *ud, int rc, pid_t pid)
     bool released = p->released;
     p->pend = NULL;
     p->remote = true;
+    if (released) {
+        /* Its owner never took the child's concurrency count (a slot it
+         * let go of itself): the reap must not give it back again. */
+        q->r.on_reap = NULL;
+    }
     rc = spawn_finish(p, rc, &q->f, pid, &q->r);
     free(q);
     if (rc == 0 && released) {
