@@ -82,9 +82,18 @@ static bool await_timer_init;
 
 static void on_await_timer(uv_timer_t *t);
 
-static void await_timer_start(uint64_t ms)
+/* Armed at 0 ms while `lost` holds spawns to fail, else at the hang
+ * timeout while spawns are awaited (counted from the last answer). */
+static void await_timer_update(void)
 {
-    uv_timer_start(&await_timer, on_await_timer, ms, 0);
+    if (!await_timer_init) {
+        return;
+    }
+    if (lost || await_head) {
+        uv_timer_start(&await_timer, on_await_timer, lost ? 0 : ASYNC_TIMEOUT_MS, 0);
+    } else {
+        uv_timer_stop(&await_timer);
+    }
 }
 
 static void events_closed(uv_handle_t *h)
@@ -101,7 +110,7 @@ static void keeper_lost(void)
         await_tail->next = lost;
         lost = await_head;
         await_head = await_tail = NULL;
-        await_timer_start(0);
+        await_timer_update();
     }
     if (events) {
         uv_poll_stop(events);
@@ -120,9 +129,6 @@ static void keeper_lost(void)
     proc_remote_lost();
 }
 
-/* One event per wake-up: the poll is level-triggered, so another one
- * waiting wakes the loop again, and the usual single exit costs no
- * second recv that can only say EAGAIN. */
 static void on_await_timer(uv_timer_t *t)
 {
     (void)t;
@@ -135,9 +141,7 @@ static void on_await_timer(uv_timer_t *t)
         a->cb(a->ud, KEEPER_LOST, 0);
         free(a);
     }
-    if (await_head) {
-        await_timer_start(ASYNC_TIMEOUT_MS); /* a new keeper's */
-    }
+    await_timer_update(); /* a new keeper's spawns, if any */
 }
 
 /* The answer to the oldest spawn awaited. */
@@ -150,14 +154,15 @@ static void spawned(const struct exit_event *e)
     await_head = a->next;
     if (!await_head) {
         await_tail = NULL;
-        uv_timer_stop(&await_timer);
-    } else {
-        await_timer_start(ASYNC_TIMEOUT_MS);
     }
+    await_timer_update();
     a->cb(a->ud, e->status, e->pid);
     free(a);
 }
 
+/* One event per wake-up: the poll is level-triggered, so another one
+ * waiting wakes the loop again, and the usual single exit costs no
+ * second recv that can only say EAGAIN. */
 static void on_events(uv_poll_t *h, int status, int what)
 {
     (void)h;
@@ -232,12 +237,9 @@ static int keeper_start(uv_loop_t *loop)
     return 0;
 }
 
-/* Sends one request (and fds) and reads its reply; -EPIPE when it could
- * not be sent (nothing was done), -EIO when no reply came (the keeper
- * died or hangs: it is forgotten, and the socket's end tells it to kill
- * what it started). */
-static int request(const void *msg, size_t len, const int *fds, int nfds,
-                   struct reply *r)
+/* Sends one request (and fds): 0, or -EPIPE when it could not be sent
+ * (the keeper is gone and forgotten; nothing was done). */
+static int send_request(const void *msg, size_t len, const int *fds, int nfds)
 {
     struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
     union {
@@ -259,18 +261,33 @@ static int request(const void *msg, size_t len, const int *fds, int nfds,
     do {
         n = sendmsg(ctrl_fd, &mh, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
-    int rc = -EPIPE;
     if (n == (ssize_t)len) {
-        do {
-            n = recv(ctrl_fd, r, sizeof *r, 0);
-        } while (n < 0 && errno == EINTR);
-        if (n == (ssize_t)sizeof *r) {
-            return 0;
-        }
-        rc = -EIO;
+        return 0;
     }
     keeper_lost();
-    return rc;
+    return -EPIPE;
+}
+
+/* Sends one request (and fds) and reads its reply; -EPIPE when it could
+ * not be sent (nothing was done), -EIO when no reply came (the keeper
+ * died or hangs: it is forgotten, and the socket's end tells it to kill
+ * what it started). */
+static int request(const void *msg, size_t len, const int *fds, int nfds,
+                   struct reply *r)
+{
+    int rc = send_request(msg, len, fds, nfds);
+    if (rc != 0) {
+        return rc;
+    }
+    ssize_t n;
+    do {
+        n = recv(ctrl_fd, r, sizeof *r, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof *r) {
+        return 0;
+    }
+    keeper_lost();
+    return -EIO;
 }
 
 static size_t strings_len(char *const *v, uint32_t *count)
@@ -361,34 +378,6 @@ int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
     return r.rc;
 }
 
-/* Sends one request without waiting for an answer: 0, or -EPIPE (the
- * keeper is gone: nothing was done). */
-static int send_only(const void *msg, size_t len, const int *fds, int nfds)
-{
-    struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-        struct cmsghdr align;
-    } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                        .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds)};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-    memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-    ssize_t n;
-    do {
-        n = sendmsg(ctrl_fd, &mh, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)len) {
-        return 0;
-    }
-    keeper_lost();
-    return -EPIPE;
-}
-
 int keeper_spawn_async(uv_loop_t *loop, const struct proc_opts *o,
                        const struct keeper_fds *f, keeper_started_fn cb, void *ud)
 {
@@ -405,7 +394,7 @@ int keeper_spawn_async(uv_loop_t *loop, const struct proc_opts *o,
     size_t len;
     int fds[MAX_FDS], nfds;
     int rc = a ? spawn_msg(o, f, F_ASYNC, &msg, &len, fds, &nfds) : -ENOMEM;
-    rc = rc ? rc : send_only(msg, len, fds, nfds);
+    rc = rc ? rc : send_request(msg, len, fds, nfds);
     free(msg);
     if (rc != 0) {
         free(a);
@@ -414,11 +403,11 @@ int keeper_spawn_async(uv_loop_t *loop, const struct proc_opts *o,
     *a = (struct awaited){.cb = cb, .ud = ud};
     if (await_tail) {
         await_tail->next = a;
+        await_tail = a;
     } else {
-        await_head = a;
-        await_timer_start(ASYNC_TIMEOUT_MS);
+        await_head = await_tail = a;
+        await_timer_update();
     }
-    await_tail = a;
     return 0;
 }
 
