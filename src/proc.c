@@ -848,6 +848,15 @@ static void spawn_fds_sent(struct spawn_fds *f)
     close_fd(&f->ready[1]);
 }
 
+/* The ends the keeper gets: the child's, and copies of our read ends. */
+static struct keeper_fds keeper_fds_of(const struct spawn_fds *f)
+{
+    return (struct keeper_fds){
+        .in_r = f->in[0], .out_w = f->out[1], .err_w = f->err[1],
+        .out_r = f->out[0], .err_r = f->err[0], .gate_r = f->gate[0],
+    };
+}
+
 /* The same start through the server's keeper (keeper.c), the child's
  * parent then: it gets the child's ends (and copies of our read ends, so
  * it can read the child on if it takes it over). 0, KEEPER_NONE (no
@@ -855,10 +864,7 @@ static void spawn_fds_sent(struct spawn_fds *f)
 static int spawn_fds_keeper(uv_loop_t *loop, struct spawn_fds *f,
                             const struct proc_opts *o, pid_t *pid)
 {
-    struct keeper_fds k = {
-        .in_r = f->in[0], .out_w = f->out[1], .err_w = f->err[1],
-        .out_r = f->out[0], .err_r = f->err[0], .gate_r = f->gate[0],
-    };
+    struct keeper_fds k = keeper_fds_of(f);
     int rc = keeper_spawn(loop, o, &k, pid);
     if (rc == KEEPER_NONE) {
         return rc;
@@ -874,10 +880,7 @@ static void on_keeper_started(void *ud, int rc, pid_t pid);
 static int spawn_fds_keeper_async(uv_loop_t *loop, struct spawn_fds *f,
                                   const struct proc_opts *o, struct proc *p)
 {
-    struct keeper_fds k = {
-        .in_r = f->in[0], .out_w = f->out[1], .err_w = f->err[1],
-        .out_r = f->out[0], .err_r = f->err[0], .gate_r = f->gate[0],
-    };
+    struct keeper_fds k = keeper_fds_of(f);
     int rc = keeper_spawn_async(loop, o, &k, on_keeper_started, p);
     if (rc == 0) {
         spawn_fds_sent(f); /* the keeper got its copies with the request */
