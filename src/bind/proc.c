@@ -8,13 +8,14 @@
  *       variable next to an environment shared by every child, with no
  *       copy of that list per child); env: a list of strings, or what
  *       core.proc.env made of one
+ *       keeper: started by the server's keeper (keeper.h) when there is
+ *       one (from a task, the call waits for the keeper's answer without
+ *       blocking the loop; elsewhere it blocks for it)
+ *       adopt = {pid=, out=, err=, exited=, status=, signal=}: no spawn,
+ *       the object takes over that child of ours and its fds
  *   core.proc.env{"NAME=value", ...} -> an environment held in C (its
  *       strings copied once): an environment every child of a process
  *       shares is not read from its Lua list again on every spawn
- *       keeper: started by the server's keeper (keeper.h) when there is
- *       one (from a task, the call waits for the keeper's answer without
- *       blocking the loop; elsewhere it blocks for it); adopt = {pid=, out=, err=, exited=, status=, signal=}: no
- *       spawn, the object takes over that child of ours and its fds
  *   p:start()  (a gated child: go on to exec)
  *   p:read_line() -> line | nil (end of stdout) | nil, "cancelled"
  *                | nil, "skipped" (report_skipped: a line over max_line
@@ -566,7 +567,13 @@ static int l_process(lua_State *L)
     lua_pop(L, 1); /* the string stays alive in the table */
     char **argv = string_array(L, 1, "argv", true, NULL, NULL);
     char **env = string_array(L, 1, "env", false, env_add, argv);
-    if (!argv) {
+    /* No environment array for lack of memory must not become the
+     * server's own (proc_spawn's default): the child would inherit what
+     * the dispatch strips, and no depth. */
+    bool env_given = lua_getfield(L, 1, "env") != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!argv || (env_given && !env)) {
+        free(argv);
         free(env);
         return luaL_error(L, "out of memory");
     }
@@ -822,6 +829,13 @@ static int l_detach(lua_State *L)
 static int l_env(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    /* The userdata first: its allocation may run a collection step, and
+     * with it finalizers that could change the list between the two
+     * passes below (only malloc runs between them now). */
+    struct env_block *e = lua_newuserdatauv(L, sizeof *e, 0);
+    e->n = 0;
+    e->v = NULL;
+    luaL_setmetatable(L, ENV_MT);
     size_t n = lua_rawlen(L, 1), bytes = 0;
     for (size_t i = 1; i <= n; i++) {
         size_t len;
@@ -838,10 +852,6 @@ static int l_env(lua_State *L)
     if (n > (SIZE_MAX / 2 - bytes) / sizeof(char *) - 1) {
         return luaL_error(L, "environment too large");
     }
-    struct env_block *e = lua_newuserdatauv(L, sizeof *e, 0);
-    e->n = 0;
-    e->v = NULL;
-    luaL_setmetatable(L, ENV_MT);
     char **v = malloc((n + 1) * sizeof *v + bytes);
     if (!v) {
         return luaL_error(L, "out of memory");

@@ -50,6 +50,8 @@ describe('the line of a dispatch', () => {
     await srv.init();
     const r = await srv.call('dispatch', { agent: 'a', task: 'cannot start' }, { id: 'f1' });
     assert.strictEqual(r.value.success, false, JSON.stringify(r.value));
+    // (the spawn's own failure, not a child that ran and exited)
+    assert.strictEqual(r.value.error_type, 'not_found', JSON.stringify(r.value));
     await assertSaidBefore(srv, 'Dispatching to a: cannot start', 'f1');
     await srv.close();
   });

@@ -28,6 +28,12 @@ function M.open()
   return co
 end
 
+-- A task's list, made at the size of two calls and their count, ends:
+-- not grown.
+local function new_list()
+  return { nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, n = 0, ends = nil }
+end
+
 --- fn(a, b, c, d) after the reply of the current task, or now when it
 --- has no list open.
 function M.defer(fn, a, b, c, d)
@@ -35,8 +41,7 @@ function M.defer(fn, a, b, c, d)
   local list = lists[co]
   if not list then return fn(a, b, c, d) end
   if list == true then
-    -- (made at the size of two calls and their count, ends: not grown)
-    list = { nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, n = 0, ends = nil }
+    list = new_list()
     lists[co] = list
   end
   local n = list.n or 0
@@ -55,7 +60,7 @@ function M.finally(fn, a, b, c)
   local list = lists[co]
   if not list then return core.task.spawn(fn, a, b, c) end
   if list == true then
-    list = { nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, n = 0, ends = nil }
+    list = new_list()
     lists[co] = list
   end
   local ends = list.ends

@@ -9,13 +9,13 @@
 ---       relay), for a claude argv built with stream = true
 ---   channel.user_line(text) -> the JSON line of one user message
 ---   channel.open{argv=, env=, cwd=, timeout=, grace=, drain=, slot=,
----       gated=, first=text, max_line=, max_plain=, session_id=, keeper=}
+---       gated=, max_line=, max_plain=, session_id=, keeper=}
 ---       -> ch | nil, message, code  (the table, the caller's for this
 ---       call only, becomes core.proc.spawn's options)
 ---       (max_plain: bytes of lines that are not JSON objects read; past
 ---       it the process object drops them, see core.proc.spawn)
 ---       (session_id: the session the child was started in, when known)
----       (first: the first user message, written with the spawn; the
+---       (the first user message is ch:send_user's, once it is spawned; the
 ---       process is spawned with soft_cancel: a cancelled wait returns
 ---       "cancelled" and the caller decides, see ch:stop)
 ---   ch:start()                      a gated child goes on to exec
@@ -86,11 +86,10 @@ Channel.__index = Channel
 
 -- (o, made for this call, is the spawn's options too: no second table)
 function M.open(o)
-  o.stdin = o.first and M.user_line(o.first) or nil
   o.stdin_keep, o.soft_cancel, o.report_skipped, o.classify = true, true, true, true
   local p, msg, code = core.proc.spawn(o)
   if not p then return nil, msg, code end
-  return setmetatable({ p = p, pid = p:pid(), turns = 0, sent = o.first and 1 or 0,
+  return setmetatable({ p = p, pid = p:pid(), turns = 0, sent = 0,
     session_id = o.session_id }, Channel)
 end
 
