@@ -133,13 +133,6 @@ static void on_await_timer(uv_timer_t *t)
 {
     (void)t;
     if (await_head && !lost) {
-        /* Answers already waiting unread (the loop itself was busy that
-         * long) are read by on_events next: the keeper does not hang. */
-        struct pollfd pf = {.fd = ev_fd, .events = POLLIN};
-        if (ev_fd >= 0 && poll(&pf, 1, 0) > 0) {
-            uv_timer_start(&await_timer, on_await_timer, ASYNC_TIMEOUT_MS, 0);
-            return;
-        }
         keeper_lost(); /* no answer for ASYNC_TIMEOUT_MS: it hangs */
     }
     while (lost) {
@@ -149,31 +142,6 @@ static void on_await_timer(uv_timer_t *t)
         free(a);
     }
     await_timer_update(); /* a new keeper's spawns, if any */
-}
-
-/* An awaited spawn whose owner is gone: its child, if the keeper started
- * it, must not run unknown. */
-static void abandoned(void *ud, int rc, pid_t pid)
-{
-    (void)ud;
-    if (rc == 0 && pid > 0) {
-        kill(-pid, SIGKILL);
-        kill(pid, SIGKILL);
-    }
-}
-
-void keeper_abandon(void *ud)
-{
-    /* (kept in place: answers match the awaited spawns in order) */
-    struct awaited *lists[] = {await_head, lost};
-    for (size_t i = 0; i < 2; i++) {
-        for (struct awaited *a = lists[i]; a; a = a->next) {
-            if (a->ud == ud) {
-                a->cb = abandoned;
-                a->ud = NULL;
-            }
-        }
-    }
 }
 
 /* The answer to the oldest spawn awaited. */
@@ -250,12 +218,9 @@ static int keeper_start(uv_loop_t *loop)
         close(e[0]);
         return rc;
     }
-    /* A keeper that stops answering, or reading (its unread spawns fill
-     * the socket's buffer), must not hang the server: a send or a
-     * receive that waits this long loses it (keeper_lost). */
+    /* A keeper that stops answering must not hang the server. */
     struct timeval tv = {.tv_sec = 10};
     setsockopt(c[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(c[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     events = malloc(sizeof *events);
     if (!events || uv_poll_init(loop, events, e[0]) != 0) {
         free(events);

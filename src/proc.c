@@ -158,12 +158,9 @@ static void live_remove(struct proc *p)
     live_count--;
 }
 
-static void spawn_pending_drop(struct proc *p);
-
 static void maybe_free(struct proc *p)
 {
     if (p->open_handles == 0 && p->released) {
-        spawn_pending_drop(p); /* (the loop closing while it is awaited) */
         linebuf_free(&p->lines);
         free(p->in_data);
         free(p->err_head);
@@ -797,16 +794,6 @@ static void spawn_fds_close(struct spawn_fds *f)
     int *all = (int *)f;
     for (size_t i = 0; i < sizeof *f / sizeof(int); i++) {
         close_fd(&all[i]);
-    }
-}
-
-static void spawn_pending_drop(struct proc *p)
-{
-    if (p->pend) {
-        keeper_abandon(p);
-        spawn_fds_close(&p->pend->f);
-        free(p->pend);
-        p->pend = NULL;
     }
 }
 

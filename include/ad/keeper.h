@@ -39,14 +39,8 @@ int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
                  const struct keeper_fds *f, pid_t *pid);
 
 /* keeper_spawn_async's answer when the keeper ended (or stopped
- * answering) first: a child it may have started died with it, or, if the
- * keeper only hangs, is killed by it when it sees the server's sockets
- * closed. */
+ * answering) first: a child it may have started died with it. */
 #define KEEPER_LOST (-ECONNABORTED)
-
-/* The owner ud of spawns still awaited is freed (the loop is closing):
- * their answers go to no one, and a child started for one is killed. */
-void keeper_abandon(void *ud);
 
 /* The answer to keeper_spawn_async: rc 0 and the child's pid, or a
  * negative errno (the spawn failed, or KEEPER_LOST). */

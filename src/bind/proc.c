@@ -609,9 +609,13 @@ static int l_process(lua_State *L)
     if (keeper && can_wait(L)) {
         o.on_started = on_started;
     }
-    /* The last options are read before the spawn: once a keeper's answer
-     * is awaited (PROC_PENDING), nothing here may raise and leave the
-     * parked start behind. */
+    int rc = proc_spawn(sched_loop(), &o, &CBS, lp, &lp->p);
+    free(argv);
+    free(env);
+    if (rc != 0 && rc != PROC_PENDING) {
+        lp->p = NULL;
+        return bind_fail(L, rc, NULL);
+    }
     lp->max_output = byte_bound(max_output);
     /* One bound at a time: past max_output only the last line is kept. */
     lp->max_plain = lp->max_output ? 0 : byte_bound(max_plain);
@@ -624,13 +628,6 @@ static int l_process(lua_State *L)
     lua_getfield(L, 1, "classify");
     lp->classify = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    int rc = proc_spawn(sched_loop(), &o, &CBS, lp, &lp->p);
-    free(argv);
-    free(env);
-    if (rc != 0 && rc != PROC_PENDING) {
-        lp->p = NULL;
-        return bind_fail(L, rc, NULL);
-    }
     lua_settop(L, lp_idx);
     if (rc == PROC_PENDING) {
         lp->starting = true;

@@ -165,11 +165,6 @@ function M.spawned(run, pid, argv)
   local ok, rec = pcall(run.started and jobs.set_process or jobs.mark_running, run.id, run.process)
   run.started = run.started or (ok and rec ~= nil)
   if not ok then run.start_error = message_of(rec) end
-  -- Handed off while its start was still awaited (no pid to hand over
-  -- then: M.adopt): the keeper learns of it now.
-  if ok and rec and run.process and not run.kept and run.req and run.req.keeper then
-    require("ad.domain.keeper").hand(run, rec)
-  end
   -- Cancelled between the slot and the spawn (the lock may have made
   -- us wait), or the record could not be written: the job must not
   -- run. The runner ends the child unstarted; finish() is refused.
