@@ -1,11 +1,9 @@
 /* The keeper; see keeper.h. Two socket pairs (SOCK_SEQPACKET: one
  * message per request) join a server and its keeper: the control one
- * carries the server's requests (spawn, hand-off), each answered at once;
- * the event one carries the keeper's reports, read on the server's loop:
- * the exits of its children, and the answers to the spawns the server
- * does not wait for (keeper_spawn_async: a fan-out prepares its next item
- * while the keeper starts the last one). One socket for both keeps their
- * order: a child's exit never arrives before its spawn's answer.
+ * carries the server's requests (spawn, hand-off), each answered at once
+ * (the server waits for the answer: a spawn costs one request and one
+ * reply more than a child of our own); the event one carries the
+ * keeper's reports of exits, read on the server's loop.
  *
  * Over 500 lines on purpose: both ends of one private protocol (the
  * server's requests and the keeper's loop) stay in one file so that the
@@ -33,11 +31,7 @@
 extern char **environ;
 
 enum { MSG_SPAWN = 1, MSG_HANDOFF = 2, MSG_FORGET = 3, MSG_CLOSE_IN = 4, MSG_HOLD = 5 };
-enum { F_IN = 1, F_GATED = 2, F_CWD = 4, F_ASYNC = 8 };
-enum { EV_EXIT = 0, EV_SPAWNED = 1 };
-/* No answer to an awaited spawn for this long: the keeper hangs, and is
- * given up (as a blocking request gives up after SO_RCVTIMEO). */
-#define ASYNC_TIMEOUT_MS 10000
+enum { F_IN = 1, F_GATED = 2, F_CWD = 4 };
 #define MAX_MSG (192 * 1024) /* below a socket's default send buffer */
 #define MAX_FDS 6
 #define KEPT_NUMS 9 /* numbers per handed-off child on __keeper-run's line */
@@ -54,10 +48,8 @@ struct reply {
     int32_t pid;
 };
 
-/* On the event socket: EV_EXIT (pid, status, sig) or EV_SPAWNED, the
- * answer to an F_ASYNC spawn (pid, status: 0 or a negative errno). */
 struct exit_event {
-    int32_t kind, pid, status, sig;
+    int32_t pid, status, sig;
 };
 
 /* ---- the server's side ---- */
@@ -67,35 +59,6 @@ static pid_t keeper;
 static uv_poll_t *events; /* on the event socket while the keeper lives */
 static bool unavailable;  /* it could not be started: do not try again */
 
-/* Spawns sent and not answered yet (keeper_spawn_async), in the order
- * sent, which is the order of their answers; those of a keeper that was
- * lost wait in `lost` for the timer to fail them from the loop (a loss
- * may be noticed inside a call from Lua, where no task may be resumed). */
-struct awaited {
-    struct awaited *next;
-    keeper_started_fn cb;
-    void *ud;
-};
-static struct awaited *await_head, *await_tail, *lost;
-static uv_timer_t await_timer; /* the hang timeout, or 0 ms: fail `lost` */
-static bool await_timer_init;
-
-static void on_await_timer(uv_timer_t *t);
-
-/* Armed at 0 ms while `lost` holds spawns to fail, else at the hang
- * timeout while spawns are awaited (counted from the last answer). */
-static void await_timer_update(void)
-{
-    if (!await_timer_init) {
-        return;
-    }
-    if (lost || await_head) {
-        uv_timer_start(&await_timer, on_await_timer, lost ? 0 : ASYNC_TIMEOUT_MS, 0);
-    } else {
-        uv_timer_stop(&await_timer);
-    }
-}
-
 static void events_closed(uv_handle_t *h)
 {
     free(h);
@@ -104,14 +67,6 @@ static void events_closed(uv_handle_t *h)
 /* The keeper is gone (killed, or it failed): so are its children. */
 static void keeper_lost(void)
 {
-    if (await_head) {
-        /* A child it may have started died with it (PR_SET_PDEATHSIG, and
-         * a child started after the keeper's death exits before exec). */
-        await_tail->next = lost;
-        lost = await_head;
-        await_head = await_tail = NULL;
-        await_timer_update();
-    }
     if (events) {
         uv_poll_stop(events);
         uv_close((uv_handle_t *)events, events_closed);
@@ -129,37 +84,6 @@ static void keeper_lost(void)
     proc_remote_lost();
 }
 
-static void on_await_timer(uv_timer_t *t)
-{
-    (void)t;
-    if (await_head && !lost) {
-        keeper_lost(); /* no answer for ASYNC_TIMEOUT_MS: it hangs */
-    }
-    while (lost) {
-        struct awaited *a = lost;
-        lost = a->next;
-        a->cb(a->ud, KEEPER_LOST, 0);
-        free(a);
-    }
-    await_timer_update(); /* a new keeper's spawns, if any */
-}
-
-/* The answer to the oldest spawn awaited. */
-static void spawned(const struct exit_event *e)
-{
-    struct awaited *a = await_head;
-    if (!a) {
-        return; /* cannot happen: the keeper answers what it was sent */
-    }
-    await_head = a->next;
-    if (!await_head) {
-        await_tail = NULL;
-    }
-    await_timer_update();
-    a->cb(a->ud, e->status, e->pid);
-    free(a);
-}
-
 /* One event per wake-up: the poll is level-triggered, so another one
  * waiting wakes the loop again, and the usual single exit costs no
  * second recv that can only say EAGAIN. */
@@ -170,11 +94,7 @@ static void on_events(uv_poll_t *h, int status, int what)
     struct exit_event e;
     ssize_t n = status < 0 ? -1 : recv(ev_fd, &e, sizeof e, MSG_DONTWAIT);
     if (n == (ssize_t)sizeof e) {
-        if (e.kind == EV_SPAWNED) {
-            spawned(&e);
-        } else {
-            proc_remote_exit(e.pid, e.status, e.sig);
-        }
+        proc_remote_exit(e.pid, e.status, e.sig);
         return;
     }
     if (n < 0 && status >= 0 && (errno == EAGAIN || errno == EINTR)) {
@@ -237,9 +157,12 @@ static int keeper_start(uv_loop_t *loop)
     return 0;
 }
 
-/* Sends one request (and fds): 0, or -EPIPE when it could not be sent
- * (the keeper is gone and forgotten; nothing was done). */
-static int send_request(const void *msg, size_t len, const int *fds, int nfds)
+/* Sends one request (and fds) and reads its reply; -EPIPE when it could
+ * not be sent (nothing was done), -EIO when no reply came (the keeper
+ * died or hangs: it is forgotten, and the socket's end tells it to kill
+ * what it started). */
+static int request(const void *msg, size_t len, const int *fds, int nfds,
+                   struct reply *r)
 {
     struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
     union {
@@ -261,33 +184,18 @@ static int send_request(const void *msg, size_t len, const int *fds, int nfds)
     do {
         n = sendmsg(ctrl_fd, &mh, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
+    int rc = -EPIPE;
     if (n == (ssize_t)len) {
-        return 0;
+        do {
+            n = recv(ctrl_fd, r, sizeof *r, 0);
+        } while (n < 0 && errno == EINTR);
+        if (n == (ssize_t)sizeof *r) {
+            return 0;
+        }
+        rc = -EIO;
     }
     keeper_lost();
-    return -EPIPE;
-}
-
-/* Sends one request (and fds) and reads its reply; -EPIPE when it could
- * not be sent (nothing was done), -EIO when no reply came (the keeper
- * died or hangs: it is forgotten, and the socket's end tells it to kill
- * what it started). */
-static int request(const void *msg, size_t len, const int *fds, int nfds,
-                   struct reply *r)
-{
-    int rc = send_request(msg, len, fds, nfds);
-    if (rc != 0) {
-        return rc;
-    }
-    ssize_t n;
-    do {
-        n = recv(ctrl_fd, r, sizeof *r, 0);
-    } while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)sizeof *r) {
-        return 0;
-    }
-    keeper_lost();
-    return -EIO;
+    return rc;
 }
 
 static size_t strings_len(char *const *v, uint32_t *count)
@@ -311,46 +219,6 @@ static char *put_strings(char *w, char *const *v, uint32_t n)
     return w;
 }
 
-/* One spawn request: the message (*msg, *len; free it) and its fds.
- * 0, KEEPER_NONE (too large for one message: start it here) or -ENOMEM. */
-static int spawn_msg(const struct proc_opts *o, const struct keeper_fds *f,
-                     uint32_t flags, char **msg, size_t *len, int *fds, int *nfds)
-{
-    char *const *env = o->env ? o->env : environ;
-    struct req_head h = {.type = MSG_SPAWN, .flags = flags};
-    *len = sizeof h + strings_len(o->argv, &h.argc) +
-           strings_len(env, &h.envc) + (o->cwd ? strlen(o->cwd) + 1 : 0);
-    if (*len > MAX_MSG) {
-        return KEEPER_NONE;
-    }
-    *msg = malloc(*len);
-    if (!*msg) {
-        return -ENOMEM;
-    }
-    int n = 0;
-    fds[n++] = f->out_w;
-    fds[n++] = f->err_w;
-    fds[n++] = f->out_r;
-    fds[n++] = f->err_r;
-    if (f->in_r >= 0) {
-        h.flags |= F_IN;
-        fds[n++] = f->in_r;
-    }
-    if (f->gate_r >= 0) {
-        h.flags |= F_GATED;
-        fds[n++] = f->gate_r;
-    }
-    h.flags |= o->cwd ? F_CWD : 0;
-    *nfds = n;
-    memcpy(*msg, &h, sizeof h);
-    char *w = put_strings(*msg + sizeof h, o->argv, h.argc);
-    w = put_strings(w, env, h.envc);
-    if (o->cwd) {
-        memcpy(w, o->cwd, strlen(o->cwd) + 1);
-    }
-    return 0;
-}
-
 int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
                  const struct keeper_fds *f, pid_t *pid)
 {
@@ -358,15 +226,36 @@ int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
         unavailable = true;
         return KEEPER_NONE;
     }
-    char *msg;
-    size_t len;
-    int fds[MAX_FDS], nfds;
-    int rc = spawn_msg(o, f, 0, &msg, &len, fds, &nfds);
-    if (rc != 0) {
-        return rc;
+    char *const *env = o->env ? o->env : environ;
+    struct req_head h = {.type = MSG_SPAWN};
+    size_t len = sizeof h + strings_len(o->argv, &h.argc) +
+                 strings_len(env, &h.envc) + (o->cwd ? strlen(o->cwd) + 1 : 0);
+    if (len > MAX_MSG) {
+        return KEEPER_NONE; /* too large for one message: start it here */
+    }
+    char *msg = malloc(len);
+    if (!msg) {
+        return -ENOMEM;
+    }
+    int fds[MAX_FDS] = {f->out_w, f->err_w, f->out_r, f->err_r};
+    int nfds = 4;
+    if (f->in_r >= 0) {
+        h.flags |= F_IN;
+        fds[nfds++] = f->in_r;
+    }
+    if (f->gate_r >= 0) {
+        h.flags |= F_GATED;
+        fds[nfds++] = f->gate_r;
+    }
+    h.flags |= o->cwd ? F_CWD : 0;
+    memcpy(msg, &h, sizeof h);
+    char *w = put_strings(msg + sizeof h, o->argv, h.argc);
+    w = put_strings(w, env, h.envc);
+    if (o->cwd) {
+        memcpy(w, o->cwd, strlen(o->cwd) + 1);
     }
     struct reply r;
-    rc = request(msg, len, fds, nfds, &r);
+    int rc = request(msg, len, fds, nfds, &r);
     free(msg);
     if (rc == -EPIPE) {
         return KEEPER_NONE; /* the keeper had died: start it here */
@@ -376,39 +265,6 @@ int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
     }
     *pid = r.pid;
     return r.rc;
-}
-
-int keeper_spawn_async(uv_loop_t *loop, const struct proc_opts *o,
-                       const struct keeper_fds *f, keeper_started_fn cb, void *ud)
-{
-    if (ctrl_fd < 0 && (unavailable || keeper_start(loop) != 0)) {
-        unavailable = true;
-        return KEEPER_NONE;
-    }
-    if (!await_timer_init) {
-        uv_timer_init(loop, &await_timer);
-        await_timer_init = true;
-    }
-    struct awaited *a = malloc(sizeof *a);
-    char *msg = NULL;
-    size_t len;
-    int fds[MAX_FDS], nfds;
-    int rc = a ? spawn_msg(o, f, F_ASYNC, &msg, &len, fds, &nfds) : -ENOMEM;
-    rc = rc ? rc : send_request(msg, len, fds, nfds);
-    free(msg);
-    if (rc != 0) {
-        free(a);
-        return rc == -EPIPE ? KEEPER_NONE : rc; /* -EPIPE: it had died */
-    }
-    *a = (struct awaited){.cb = cb, .ud = ud};
-    if (await_tail) {
-        await_tail->next = a;
-        await_tail = a;
-    } else {
-        await_head = await_tail = a;
-        await_timer_update();
-    }
-    return 0;
 }
 
 /* One request with a job's meta and the fds given (a copy of the slot
@@ -563,7 +419,7 @@ static void reap(int ev)
     int st;
     pid_t r;
     while ((r = waitpid(-1, &st, WNOHANG)) > 0) {
-        struct exit_event e = {EV_EXIT, r, WIFEXITED(st) ? WEXITSTATUS(st) : 0,
+        struct exit_event e = {r, WIFEXITED(st) ? WEXITSTATUS(st) : 0,
                                WIFSIGNALED(st) ? WTERMSIG(st) : 0};
         if (ev >= 0) {
             ssize_t n = send(ev, &e, sizeof e, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -700,10 +556,8 @@ static void do_hold(char *msg, size_t len, struct reply *r)
     r->pid = next_key--;
 }
 
-/* One request; false at the end of the socket (the server is gone). An
- * F_ASYNC spawn is answered on the event socket, where the server reads
- * it on its loop (and where the child's exit can only come after it). */
-static bool serve_one(int ctrl, int ev, char *buf)
+/* One request; false at the end of the socket (the server is gone). */
+static bool serve_one(int ctrl, char *buf)
 {
     union {
         char b[CMSG_SPACE(sizeof(int) * MAX_FDS)];
@@ -761,17 +615,7 @@ static bool serve_one(int ctrl, int ev, char *buf)
         r.rc = -EINVAL;
     }
     /* The answer first: the server waits for it, not for these closes. */
-    bool sent;
-    if (h.type == MSG_SPAWN && (h.flags & F_ASYNC)) {
-        struct exit_event e = {EV_SPAWNED, r.pid, r.rc, 0};
-        sent = send(ev, &e, sizeof e, MSG_NOSIGNAL) == (ssize_t)sizeof e;
-        if (!sent && r.rc == 0) {
-            kill(-r.pid, SIGKILL); /* nobody learns of it: it must not run */
-            kill(r.pid, SIGKILL);
-        }
-    } else {
-        sent = send(ctrl, &r, sizeof r, MSG_NOSIGNAL) == (ssize_t)sizeof r;
-    }
+    bool sent = send(ctrl, &r, sizeof r, MSG_NOSIGNAL) == (ssize_t)sizeof r;
     for (int i = 0; i < nfds; i++) {
         if (fds[i] >= 0) {
             close(fds[i]); /* the child's ends: the child holds them now */
@@ -953,7 +797,7 @@ int keeper_main(int argc, char **argv)
             (void)n;
             reap(ev);
         }
-        if (pf[0].revents && !serve_one(ctrl, ev, buf)) {
+        if (pf[0].revents && !serve_one(ctrl, buf)) {
             break;
         }
     }

@@ -68,8 +68,6 @@ struct proc {
     int64_t exit_status;
     int term_signal;
     struct proc *next_live, *prev_live;
-    struct pending *pend; /* the keeper's answer awaited (on_started) */
-    void (*on_started)(struct proc *p, int rc, void *ud);
 };
 
 static struct proc *live_head;
@@ -720,11 +718,11 @@ bool proc_stdin_open(const struct proc *p)
  * pipe it is tried at once (a prompt fits its buffer): written whole, it
  * needs no write request, whose completion libuv reports a loop turn
  * later (a turn that does not wait, and one more epoll_wait). */
-static void write_stdin(struct proc *p, size_t len)
+static void write_stdin(struct proc *p, const struct proc_opts *o)
 {
-    uv_buf_t b = uv_buf_init(p->in_data, (unsigned)len);
+    uv_buf_t b = uv_buf_init(p->in_data, (unsigned)o->stdin_len);
     int n = uv_try_write((uv_stream_t *)&p->in, &b, 1);
-    if (n == (int)len || (n < 0 && n != UV_EAGAIN)) {
+    if (n == (int)o->stdin_len || (n < 0 && n != UV_EAGAIN)) {
         /* As on_in_written: written (or the child is already gone). */
         if (n < 0 || !p->in_keep) {
             close_in(p);
@@ -732,7 +730,7 @@ static void write_stdin(struct proc *p, size_t len)
         return;
     }
     if (n > 0) {
-        b = uv_buf_init(p->in_data + n, (unsigned)(len - (size_t)n));
+        b = uv_buf_init(p->in_data + n, (unsigned)(o->stdin_len - (size_t)n));
     }
     p->in_req.data = p;
     if (uv_write(&p->in_req, (uv_stream_t *)&p->in, &b, 1,
@@ -771,22 +769,6 @@ static void close_fd(int *fd)
 /* The pipes of one spawn: [0] is the read end, [1] the write end. */
 struct spawn_fds {
     int out[2], err[2], in[2], gate[2], ready[2];
-};
-
-/* What a spawn needs of its options once the child is started (kept
- * while the keeper's answer is awaited: the options are the caller's). */
-struct spawn_rest {
-    bool in_written;  /* the stdin data went into the pipe before the start */
-    bool stdin_data, stdin_keep;
-    size_t stdin_len;
-    uint64_t timeout_ms;
-    void (*on_reap)(void *arg);
-    void *reap_arg;
-};
-
-struct pending {
-    struct spawn_fds f;
-    struct spawn_rest r;
 };
 
 static void spawn_fds_close(struct spawn_fds *f)
@@ -837,26 +819,6 @@ static int spawn_fds_start(struct spawn_fds *f, const struct proc_opts *o,
     return rc;
 }
 
-/* The child's ends went to the keeper: ours are closed. */
-static void spawn_fds_sent(struct spawn_fds *f)
-{
-    close_fd(&f->out[1]);
-    close_fd(&f->err[1]);
-    close_fd(&f->in[0]);
-    close_fd(&f->gate[0]);
-    close_fd(&f->ready[0]);
-    close_fd(&f->ready[1]);
-}
-
-/* The ends the keeper gets: the child's, and copies of our read ends. */
-static struct keeper_fds keeper_fds_of(const struct spawn_fds *f)
-{
-    return (struct keeper_fds){
-        .in_r = f->in[0], .out_w = f->out[1], .err_w = f->err[1],
-        .out_r = f->out[0], .err_r = f->err[0], .gate_r = f->gate[0],
-    };
-}
-
 /* The same start through the server's keeper (keeper.c), the child's
  * parent then: it gets the child's ends (and copies of our read ends, so
  * it can read the child on if it takes it over). 0, KEEPER_NONE (no
@@ -864,27 +826,20 @@ static struct keeper_fds keeper_fds_of(const struct spawn_fds *f)
 static int spawn_fds_keeper(uv_loop_t *loop, struct spawn_fds *f,
                             const struct proc_opts *o, pid_t *pid)
 {
-    struct keeper_fds k = keeper_fds_of(f);
+    struct keeper_fds k = {
+        .in_r = f->in[0], .out_w = f->out[1], .err_w = f->err[1],
+        .out_r = f->out[0], .err_r = f->err[0], .gate_r = f->gate[0],
+    };
     int rc = keeper_spawn(loop, o, &k, pid);
     if (rc == KEEPER_NONE) {
         return rc;
     }
-    spawn_fds_sent(f);
-    return rc;
-}
-
-static void on_keeper_started(void *ud, int rc, pid_t pid);
-
-/* The same without waiting for the keeper's answer (on_keeper_started
- * gets it): 0, KEEPER_NONE or a negative errno. */
-static int spawn_fds_keeper_async(uv_loop_t *loop, struct spawn_fds *f,
-                                  const struct proc_opts *o, struct proc *p)
-{
-    struct keeper_fds k = keeper_fds_of(f);
-    int rc = keeper_spawn_async(loop, o, &k, on_keeper_started, p);
-    if (rc == 0) {
-        spawn_fds_sent(f); /* the keeper got its copies with the request */
-    }
+    close_fd(&f->out[1]);
+    close_fd(&f->err[1]);
+    close_fd(&f->in[0]);
+    close_fd(&f->gate[0]);
+    close_fd(&f->ready[0]);
+    close_fd(&f->ready[1]);
     return rc;
 }
 
@@ -937,86 +892,6 @@ static int proc_alloc(const struct proc_opts *o, const struct proc_cbs *cbs,
     return 0;
 }
 
-/* The rest of a spawn once the child is started (rc 0, pid) or its
- * start failed (rc): the pipes go to their handles and the child on the
- * live list, or everything is undone (the object then frees itself once
- * its handles are closed). Returns rc, or the failure of this step. */
-static int spawn_finish(struct proc *p, int rc, struct spawn_fds *f, pid_t pid,
-                        const struct spawn_rest *r)
-{
-    rc = rc ? rc : adopt(&p->out, &f->out[0], pid);
-    rc = rc ? rc : adopt(&p->err, &f->err[0], pid);
-    if (rc == 0 && f->in[1] >= 0 &&
-        (r->in_written || (r->stdin_keep && !r->stdin_data))) {
-        p->in_fd = f->in[1]; /* a handle only for later writes */
-        f->in[1] = -1;
-    } else if (r->stdin_data || r->stdin_keep) {
-        rc = rc ? rc : adopt(&p->in, &f->in[1], pid);
-    }
-    p->released = (rc != 0);
-    if (rc != 0) {
-        spawn_fds_close(f);
-        close_handle(p, (uv_handle_t *)&p->out);
-        close_handle(p, (uv_handle_t *)&p->err);
-        close_in(p);
-        close_handle(p, (uv_handle_t *)&p->timeout);
-        close_handle(p, (uv_handle_t *)&p->escalate);
-        close_handle(p, (uv_handle_t *)&p->drain);
-        reaper_stop_if_idle();
-        return rc;
-    }
-    p->gate_fd = f->gate[1];
-    p->pid = pid;
-    p->on_reap = r->on_reap;
-    p->reap_arg = r->reap_arg;
-    p->out_open = p->err_open = true;
-    live_add(p);
-    if (reaper_state == REAPER_ON) {
-        /* A live child keeps the loop running (its exit is awaited); the
-         * watcher may have been let go while the keeper's answer was. */
-        uv_ref((uv_handle_t *)&reaper);
-    }
-    uv_read_start((uv_stream_t *)&p->out, alloc_cb, on_out_read);
-    p->reading_out = true;
-    uv_read_start((uv_stream_t *)&p->err, alloc_cb, on_err_read);
-    p->in_open = r->stdin_data || r->stdin_keep;
-    if (r->stdin_data && !r->in_written) {
-        write_stdin(p, r->stdin_len);
-    } else if (!r->stdin_keep) {
-        close_in(p);
-    }
-    if (r->timeout_ms > 0) {
-        uv_timer_start(&p->timeout, on_timeout, r->timeout_ms, 0);
-    }
-    return 0;
-}
-
-/* The keeper's answer to an awaited spawn. An owner that released the
- * object meanwhile gets nothing: the child it no longer wants is killed
- * as a released live child is. */
-static void on_keeper_started(void *ud, int rc, pid_t pid)
-{
-    struct proc *p = ud;
-    struct pending *q = p->pend;
-    void (*cb)(struct proc *, int, void *) = p->on_started;
-    void *owner = p->ud;
-    bool released = p->released;
-    p->pend = NULL;
-    p->remote = true;
-    if (released) {
-        /* Its owner never took the child's concurrency count (a slot it
-         * let go of itself): the reap must not give it back again. */
-        q->r.on_reap = NULL;
-    }
-    rc = spawn_finish(p, rc, &q->f, pid, &q->r);
-    free(q);
-    if (rc == 0 && released) {
-        proc_release(p);
-    } else if (cb) {
-        cb(p, rc, owner);
-    }
-}
-
 int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
                const struct proc_cbs *cbs, void *ud, struct proc **out)
 {
@@ -1038,11 +913,7 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
     struct spawn_fds f;
     memset(&f, 0xff, sizeof f); /* every fd -1 */
     pid_t pid = 0;
-    struct spawn_rest r = {
-        .stdin_data = o->stdin_data != NULL, .stdin_keep = o->stdin_keep,
-        .stdin_len = o->stdin_len, .timeout_ms = o->timeout_ms,
-        .on_reap = o->on_reap, .reap_arg = o->reap_arg,
-    };
+    bool in_written = false;
     rc = reaper_start(loop);
     if (o->adopt_pid > 0) {
         f.out[0] = o->adopt_out;
@@ -1050,28 +921,50 @@ int proc_spawn(uv_loop_t *loop, const struct proc_opts *o,
         pid = o->adopt_pid;
     } else {
         rc = rc ? rc : spawn_fds_open(&f, o);
-        r.in_written = rc == 0 && pre_write_stdin(f.in[1], o);
-        int k = KEEPER_NONE;
-        if (rc == 0 && o->keeper && o->on_started) {
-            p->pend = malloc(sizeof *p->pend);
-            k = p->pend ? spawn_fds_keeper_async(loop, &f, o, p) : -ENOMEM;
-            if (k == 0) {
-                *p->pend = (struct pending){.f = f, .r = r};
-                p->on_started = o->on_started;
-                *out = p;
-                return PROC_PENDING;
-            }
-            free(p->pend);
-            p->pend = NULL;
-        } else if (rc == 0 && o->keeper) {
-            k = spawn_fds_keeper(loop, &f, o, &pid);
-        }
+        in_written = rc == 0 && pre_write_stdin(f.in[1], o);
+        int k = (rc == 0 && o->keeper) ? spawn_fds_keeper(loop, &f, o, &pid)
+                                       : KEEPER_NONE;
         p->remote = (k == 0);
         rc = rc ? rc : (k != KEEPER_NONE ? k : spawn_fds_start(&f, o, &pid));
     }
-    rc = spawn_finish(p, rc, &f, pid, &r);
+    rc = rc ? rc : adopt(&p->out, &f.out[0], pid);
+    rc = rc ? rc : adopt(&p->err, &f.err[0], pid);
+    if (rc == 0 && f.in[1] >= 0 &&
+        (in_written || (o->stdin_keep && !o->stdin_data))) {
+        p->in_fd = f.in[1]; /* a handle only for later writes */
+        f.in[1] = -1;
+    } else if (o->stdin_data || o->stdin_keep) {
+        rc = rc ? rc : adopt(&p->in, &f.in[1], pid);
+    }
+    p->released = (rc != 0);
     if (rc != 0) {
+        spawn_fds_close(&f);
+        close_handle(p, (uv_handle_t *)&p->out);
+        close_handle(p, (uv_handle_t *)&p->err);
+        close_in(p);
+        close_handle(p, (uv_handle_t *)&p->timeout);
+        close_handle(p, (uv_handle_t *)&p->escalate);
+        close_handle(p, (uv_handle_t *)&p->drain);
+        reaper_stop_if_idle();
         return rc;
+    }
+    p->gate_fd = f.gate[1];
+    p->pid = pid;
+    p->on_reap = o->on_reap;
+    p->reap_arg = o->reap_arg;
+    p->out_open = p->err_open = true;
+    live_add(p);
+    uv_read_start((uv_stream_t *)&p->out, alloc_cb, on_out_read);
+    p->reading_out = true;
+    uv_read_start((uv_stream_t *)&p->err, alloc_cb, on_err_read);
+    p->in_open = o->stdin_data || o->stdin_keep;
+    if (o->stdin_data && !in_written) {
+        write_stdin(p, o);
+    } else if (!o->stdin_keep) {
+        close_in(p);
+    }
+    if (o->timeout_ms > 0) {
+        uv_timer_start(&p->timeout, on_timeout, o->timeout_ms, 0);
     }
     *out = p;
     if (o->adopt_exited) {
@@ -1118,14 +1011,6 @@ void proc_resume(struct proc *p)
 
 void proc_release(struct proc *p)
 {
-    p->on_started = NULL;
-    if (p->pend) {
-        /* Not started yet: the keeper's answer ends it (on_keeper_started). */
-        p->released = true;
-        p->ud = NULL;
-        memset(&p->cbs, 0, sizeof p->cbs);
-        return;
-    }
     close_gate(p);
     p->released = true;
     p->ud = NULL;

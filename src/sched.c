@@ -428,12 +428,6 @@ struct task *sched_check_wait(lua_State *L)
 
 int sched_wait(lua_State *L, sched_cancel_fn cancel, void *data)
 {
-    return sched_waitk(L, cancel, data, 0, NULL);
-}
-
-int sched_waitk(lua_State *L, sched_cancel_fn cancel, void *data,
-                lua_KContext ctx, lua_KFunction k)
-{
     /* Bindings have called sched_check_wait before registering their
      * operation; this repeat is a guard that never fires for them. */
     struct task *t = sched_check_wait(L);
@@ -447,12 +441,12 @@ int sched_waitk(lua_State *L, sched_cancel_fn cancel, void *data,
         }
         lua_pushnil(L);
         lua_pushliteral(L, "cancelled");
-        return k ? k(L, LUA_YIELD, ctx) : 2;
+        return 2;
     }
     t->state = T_WAITING;
     t->cancel = cancel;
     t->cancel_data = data;
-    return lua_yieldk(L, 0, ctx, k);
+    return lua_yield(L, 0);
 }
 
 static void finish(struct task *t, bool ok, int nres)

@@ -15,7 +15,6 @@
  * exits. */
 #ifndef AD_KEEPER_H
 #define AD_KEEPER_H
-#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -37,21 +36,6 @@ struct keeper_fds {
  * KEEPER_NONE, or a negative errno (the spawn itself failed). */
 int keeper_spawn(uv_loop_t *loop, const struct proc_opts *o,
                  const struct keeper_fds *f, pid_t *pid);
-
-/* keeper_spawn_async's answer when the keeper ended (or stopped
- * answering) first: a child it may have started died with it. */
-#define KEEPER_LOST (-ECONNABORTED)
-
-/* The answer to keeper_spawn_async: rc 0 and the child's pid, or a
- * negative errno (the spawn failed, or KEEPER_LOST). */
-typedef void (*keeper_started_fn)(void *ud, int rc, pid_t pid);
-
-/* Starts o's child in the keeper as keeper_spawn does, without waiting
- * for the answer: 0 (cb gets it later, once, from a loop callback; the
- * caller may close its copies of f's ends now), KEEPER_NONE, or a
- * negative errno (nothing was sent). */
-int keeper_spawn_async(uv_loop_t *loop, const struct proc_opts *o,
-                       const struct keeper_fds *f, keeper_started_fn cb, void *ud);
 
 /* Tells the keeper that its child is now a job (meta: the JSON text its
  * job runner needs; slot_fd, or -1: the descriptor holding the child's

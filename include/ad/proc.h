@@ -68,16 +68,6 @@ struct proc_opts {
      * by the keeper. Falls back to a child of our own when there is no
      * keeper. */
     bool keeper;
-    /* With keeper: do not wait for the keeper's answer. proc_spawn then
-     * returns PROC_PENDING and *out, an object whose child is not known
-     * yet (no pid; proc_release is the only call allowed on it), and
-     * on_started gets the answer, once, from a loop callback: rc 0, the
-     * child runs (as after proc_spawn's 0), or a negative errno, the spawn
-     * failed and the object is gone (the owner owns nothing). The server's
-     * loop goes on meanwhile: a fan-out's next item is prepared while the
-     * keeper starts this one. Without a keeper, proc_spawn starts the
-     * child itself and returns as usual. */
-    void (*on_started)(struct proc *p, int rc, void *ud);
     /* Not a spawn: the object takes over adopt_pid, a child of this
      * process whose stdout and stderr are the fds adopt_out and adopt_err
      * (the keeper's job runner, after exec). adopt_exited: it was
@@ -88,13 +78,9 @@ struct proc_opts {
     int adopt_status, adopt_signal;
 };
 
-/* proc_spawn's answer when the keeper starts the child (on_started). */
-#define PROC_PENDING 1
-
-/* Starts the child. 0 and *out on success; PROC_PENDING and *out (see
- * on_started); a negative libuv error code (UV_ENOENT, UV_EACCES, ...)
- * when the spawn failed, in which case nothing is left running and the
- * caller owns nothing. */
+/* Starts the child. 0 and *out on success; a negative libuv error code
+ * (UV_ENOENT, UV_EACCES, ...) when the spawn failed, in which case nothing
+ * is left running and the caller owns nothing. */
 int proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
                const struct proc_cbs *cbs, void *ud, struct proc **out);
 

@@ -50,12 +50,6 @@ struct task *sched_check_wait(lua_State *L);
  * Raises like sched_check_wait when the caller cannot wait. */
 int sched_wait(lua_State *L, sched_cancel_fn cancel, void *data);
 
-/* The same with a continuation: when the task resumes, k runs (with the
- * values it was resumed with on top of the caller's stack) and its
- * results are the call's. */
-int sched_waitk(lua_State *L, sched_cancel_fn cancel, void *data,
-                lua_KContext ctx, lua_KFunction k);
-
 /* The thread of a task, to push results onto before resuming. */
 lua_State *sched_thread(struct task *t);
 

@@ -9,8 +9,7 @@
  *       copy of that list per child); env: a list of strings, or what
  *       core.proc.env made of one
  *       keeper: started by the server's keeper (keeper.h) when there is
- *       one (from a task, the call waits for the keeper's answer without
- *       blocking the loop; elsewhere it blocks for it)
+ *       one
  *       adopt = {pid=, out=, err=, exited=, status=, signal=}: no spawn,
  *       the object takes over that child of ours and its fds
  *   core.proc.env{"NAME=value", ...} -> an environment held in C (its
@@ -63,7 +62,6 @@
 #include <unistd.h>
 
 #include "ad/event_kind.h"
-#include "ad/keeper.h"
 #include "ad/proc.h"
 #include "ad/utf8.h"
 #include "bind/bind.h"
@@ -105,10 +103,6 @@ struct lproc {
     size_t last_len, last_cap;
     struct task *reader;    /* waiting in read_line */
     struct task *waiter;    /* waiting in wait */
-    struct task *starter;   /* waiting in spawn for the keeper's answer */
-    bool starting;          /* that answer is awaited */
-    bool cancel_start;      /* the spawning task was cancelled meanwhile */
-    int start_rc;           /* the answer: 0, or a negative errno */
     bool soft_cancel;       /* a cancelled wait leaves the child alone */
     bool report_skipped;    /* read_line tells of dropped lines */
     bool classify;          /* read_line tells each line's kind */
@@ -344,33 +338,6 @@ static void cancel_wait(struct task *t, void *data)
     }
 }
 
-/* The keeper's answer to a spawn the task waits for (see l_process). */
-static void on_started(struct proc *p, int rc, void *ud)
-{
-    struct lproc *lp = ud;
-    lp->starting = false;
-    lp->start_rc = rc;
-    if (rc == 0 && lp->cancel_start) {
-        proc_kill(p, true); /* as a child that had started before the cancel */
-    }
-    struct task *t = lp->starter;
-    lp->starter = NULL;
-    if (t) {
-        sched_resume(t, 0);
-    }
-}
-
-/* A task cancelled while its child is being started: the answer is
- * awaited all the same (the child must not run unknown), then the child
- * is killed and the spawn returns it, so the caller ends it as any child
- * of a cancelled call. */
-static void cancel_start(struct task *t, void *data)
-{
-    struct lproc *lp = data;
-    (void)t;
-    lp->cancel_start = true;
-}
-
 /* The list opts[field] as a NULL-terminated array of pointers into its Lua
  * strings (no copies: the strings stay alive in the options table, argument
  * 1, for the whole call, and the child is started before it returns). Free
@@ -477,51 +444,6 @@ static void adopt_opts(lua_State *L, struct proc_opts *a)
     lua_pop(L, 1);
 }
 
-/* True when the caller runs on its task's own thread and may yield. */
-static bool can_wait(lua_State *L)
-{
-    struct task *t = sched_current(L);
-    return t && sched_thread(t) == L && lua_isyieldable(L);
-}
-
-/* The slot given to spawn, now held by the child until it is reaped. */
-static void take_slot(lua_State *L)
-{
-    lua_getfield(L, 1, "slot");
-    if (!lua_isnil(L, -1)) {
-        limiter_take(limiter_check_slot(L, -1));
-    }
-    lua_pop(L, 1);
-}
-
-/* core.proc.spawn's end after the keeper's answer (or a cancel, which
- * waits on for it); ctx: the process object's stack index. */
-static int process_k(lua_State *L, int status, lua_KContext ctx)
-{
-    (void)status;
-    int idx = (int)ctx;
-    struct lproc *lp = lua_touserdata(L, idx);
-    lua_settop(L, idx);
-    if (lp->starting) {
-        lp->starter = sched_check_wait(L);
-        return sched_waitk(L, cancel_start, lp, ctx, process_k);
-    }
-    if (lp->start_rc != 0) {
-        lp->p = NULL; /* gone with its failed start */
-        if (lp->start_rc == KEEPER_LOST) {
-            lua_pushnil(L);
-            lua_pushliteral(L, "cannot start the child: the server's keeper (the "
-                               "process that starts its children) ended or stopped "
-                               "answering before it had started it");
-            lua_pushliteral(L, "EIO");
-            return 3;
-        }
-        return bind_fail(L, lp->start_rc, NULL);
-    }
-    take_slot(L);
-    return 1;
-}
-
 static int l_process(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -560,7 +482,6 @@ static int l_process(lua_State *L)
     struct lproc *lp = lua_newuserdatauv(L, sizeof *lp, 0);
     memset(lp, 0, sizeof *lp);
     luaL_setmetatable(L, PROC_MT);
-    int lp_idx = lua_gettop(L);
 
     lua_getfield(L, 1, "env_add");
     const char *env_add = luaL_optstring(L, -1, NULL);
@@ -603,18 +524,15 @@ static int l_process(lua_State *L)
         o.on_reap = limiter_release_count;
         o.reap_arg = limiter_reap_arg(slot);
     }
-    /* In a task, a child the keeper starts is awaited without blocking the
-     * loop: other tasks run (a fan-out's next item is prepared) while the
-     * keeper starts it. */
-    if (keeper && can_wait(L)) {
-        o.on_started = on_started;
-    }
     int rc = proc_spawn(sched_loop(), &o, &CBS, lp, &lp->p);
     free(argv);
     free(env);
-    if (rc != 0 && rc != PROC_PENDING) {
+    if (rc != 0) {
         lp->p = NULL;
         return bind_fail(L, rc, NULL);
+    }
+    if (slot) {
+        limiter_take(slot); /* the child now holds the count until reaped */
     }
     lp->max_output = byte_bound(max_output);
     /* One bound at a time: past max_output only the last line is kept. */
@@ -628,13 +546,6 @@ static int l_process(lua_State *L)
     lua_getfield(L, 1, "classify");
     lp->classify = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    lua_settop(L, lp_idx);
-    if (rc == PROC_PENDING) {
-        lp->starting = true;
-        lp->starter = sched_current(L);
-        return sched_waitk(L, cancel_start, lp, lp_idx, process_k);
-    }
-    take_slot(L); /* the child now holds the count until reaped */
     return 1;
 }
 
