@@ -41,4 +41,43 @@ test("a list with a non-string is refused, argv and env alike", function()
   end
 end)
 
+-- core.proc.env(list): an environment held in C, which core.proc.spawn
+-- takes as env like the list itself (with env_add after it), once made
+-- the same for every spawn, whatever happens to the list afterwards.
+test("a held environment is the list's, with env_add after it", function()
+  local list = { "A_ONE=1", "A_TWO=two words", "A_EMPTY=" }
+  local held = core.proc.env(list)
+  eq(child_env{ env = held }, "A_ONE=1\nA_TWO=two words\nA_EMPTY=")
+  eq(child_env{ env = held, env_add = "AGENT_DISPATCH_TRACE=abc:def::" },
+    "A_ONE=1\nA_TWO=two words\nA_EMPTY=\nAGENT_DISPATCH_TRACE=abc:def::")
+  -- (a copy: the list may change or go away)
+  list[1], list[4] = "A_ONE=changed", "A_MORE=1"
+  list = nil
+  collectgarbage()
+  eq(child_env{ env = held }, "A_ONE=1\nA_TWO=two words\nA_EMPTY=", "held as it was made")
+end)
+
+test("an empty list: a child with no environment but env_add", function()
+  local held = core.proc.env({})
+  eq(child_env{ env = held }, "")
+  eq(child_env{ env = held, env_add = "ONLY=1" }, "ONLY=1")
+end)
+
+test("a list with a non-string is refused", function()
+  for _, list in ipairs({ { "A=1", 2 }, { {} }, { "A=1", true } }) do
+    local ok, err = pcall(core.proc.env, list)
+    eq(ok, false)
+    eq(tostring(err):find("list of strings", 1, true) ~= nil, true, tostring(err))
+  end
+  eq(pcall(core.proc.env, "A=1"), false, "not a table")
+end)
+
+test("many held environments come and go", function()
+  for i = 1, 200 do
+    local h = core.proc.env({ "N=" .. i, string.rep("x", 1000) .. "=y" })
+    if i % 50 == 0 then eq(child_env{ env = h }, "N=" .. i .. "\n" .. string.rep("x", 1000) .. "=y") end
+  end
+  collectgarbage()
+end)
+
 return tap.done()
