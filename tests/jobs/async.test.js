@@ -450,6 +450,11 @@ describe('gc, listing, ids', () => {
     const outside = 'b'.repeat(32);
     fs.writeFileSync(path.join(env.root, `${outside}.json`),
       JSON.stringify({ id: outside, agent: 'a', task: 't', status: 'pending', created_at: 1 }));
+    // (the job's runner may still be writing its index line after the
+    // record said done: the snapshot is taken once it has exited)
+    const owner = JSON.parse(fs.readFileSync(path.join(env.jobs, `${known}.json`))).owner;
+    assert.ok(await waitUntil(() => !(owner && owner.pid && alive(owner.pid)) &&
+      !listJobsDir(env).some((f) => f.endsWith('.tmp')), 10000), 'the job runner finished writing');
     const before = listJobsDir(env);
     const beforeIndex = fs.readFileSync(path.join(env.jobs, '.index'));
     const bad = ['../../etc/passwd', `../${outside}`, 'A'.repeat(32), 'a'.repeat(31), 'a'.repeat(33),
