@@ -1,6 +1,7 @@
 /* The JSON encoder of ad.infra.json, in C: core.json.encoder(raw_mt, scalar,
  * null) -> encode(value) -> text, fields(t, keys) -> text (the members
- * of t that keys names, in that order: a record of fixed fields).
+ * of t that keys names, in that order: a record of fixed fields),
+ * encode_text(value) -> the JSON string of encode(value)'s text.
  *
  * The rules are ad.infra.json's (see its header): a table whose metatable
  * is core.array_mt is an array; one whose metatable has __order is an
@@ -87,13 +88,25 @@ static inline void putc1(lua_State *L, struct buf *b, char c)
     b->p[b->len++] = c;
 }
 
-/* The bytes json_text_escape escapes (a table: one load per byte of a text). */
-static bool needs_escape[256];
+/* The escape of each byte json_text_escape escapes and its length (0:
+ * the byte is written as it is): a table, one load per byte of a text. */
+static const char *escape_of[256];
+static unsigned char escape_len[256];
 
-static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
+/* The longest escape of one byte ("\u001f"); json_text_escape gives two
+ * bytes ("\n") or six, no other length (put_escaped relies on it). */
+#define ESCAPE_MAX 6
+
+/* Writes the n bytes at s as the inside of a JSON string (no quotes):
+ * room for the worst case is made once, then words of plain bytes are
+ * copied whole and the others byte by byte, with no check per write
+ * (a reply's text escapes a quote every few bytes). */
+static void put_escaped(lua_State *L, struct buf *b, const char *s, size_t n)
 {
-    putc1(L, b, '"');
-    size_t from = 0; /* the first byte not yet copied */
+    if ((b->cap - b->len) / ESCAPE_MAX <= n) {
+        grow(L, b, n * ESCAPE_MAX + 1);
+    }
+    char *out = b->p + b->len;
     size_t i = 0;
     for (;;) {
         while (i + 8 <= n) {
@@ -102,6 +115,8 @@ static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
             if (!json_text_plain8(w)) {
                 break;
             }
+            memcpy(out, &w, sizeof w);
+            out += sizeof w;
             i += 8;
         }
         if (i >= n) {
@@ -111,16 +126,26 @@ static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
         size_t end = i + 8 < n ? i + 8 : n;
         for (; i < end; i++) {
             unsigned char c = (unsigned char)s[i];
-            if (!needs_escape[c]) {
-                continue;
+            size_t el = escape_len[c];
+            if (!el) {
+                *out++ = (char)c;
+            } else if (el == 2) {
+                out[0] = '\\';
+                out[1] = escape_of[c][1];
+                out += 2;
+            } else {
+                memcpy(out, escape_of[c], ESCAPE_MAX);
+                out += ESCAPE_MAX;
             }
-            const char *esc = json_text_escape(c);
-            put(L, b, s + from, i - from);
-            put(L, b, esc, strlen(esc));
-            from = i + 1;
         }
     }
-    put(L, b, s + from, n - from);
+    b->len = (size_t)(out - b->p);
+}
+
+static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
+{
+    putc1(L, b, '"');
+    put_escaped(L, b, s, n);
     putc1(L, b, '"');
 }
 
@@ -470,6 +495,39 @@ static int l_encode(lua_State *L)
     return push_text(L, b);
 }
 
+/* encode_text(value) -> the JSON string whose content is encode(value)
+ * (the text of a tool call's reply is its result encoded): the same bytes
+ * as encode(encode(value)), in one call, without the intermediate Lua
+ * string or a second escape pass through put's checks. */
+static int l_encode_text(lua_State *L)
+{
+    lua_settop(L, 1);
+    struct buf *b = new_buf(L);
+    encode(L, b, 1, 0);
+    const char *text = b->p ? b->p : "";
+    size_t len = b->len;
+    char *fixed = NULL;
+    if (!utf8_valid(text, len)) {
+        fixed = utf8_sanitize(text, len, &len);
+        if (!fixed) {
+            return luaL_error(L, "out of memory");
+        }
+        text = fixed;
+    }
+    /* (escaping valid UTF-8 leaves it valid: no check of the result) */
+    struct buf *out = new_buf(L);
+    putc1(L, out, '"');
+    put_escaped(L, out, text, len);
+    putc1(L, out, '"');
+    free(fixed);
+    free(b->p);
+    b->p = NULL;
+    lua_pushlstring(L, out->p, out->len);
+    free(out->p);
+    out->p = NULL;
+    return 1;
+}
+
 /* fields(t, keys) -> text: the object of t's members named in the array
  * keys, in that order, nil ones left out; any other member of t is not
  * written. A record of fixed fields (a trace span, written twice per
@@ -505,7 +563,7 @@ static int l_fields(lua_State *L)
     return push_text(L, b);
 }
 
-/* core.json.encoder(raw_mt, scalar, null) -> encode, fields: raw_mt marks raw
+/* core.json.encoder(raw_mt, scalar, null) -> encode, fields, encode_text: raw_mt marks raw
  * values, scalar(number) -> text formats numbers, null is the value that
  * encodes as null besides nil. */
 int bind_json_encoder(lua_State *L)
@@ -519,7 +577,8 @@ int bind_json_encoder(lua_State *L)
     }
     lua_pop(L, 1);
     for (int c = 0; c < 256; c++) {
-        needs_escape[c] = json_text_escape((unsigned char)c) != NULL;
+        escape_of[c] = json_text_escape((unsigned char)c);
+        escape_len[c] = escape_of[c] ? (unsigned char)strlen(escape_of[c]) : 0;
     }
     lua_getglobal(L, "table");
     lua_getfield(L, -1, "sort");
@@ -532,8 +591,13 @@ int bind_json_encoder(lua_State *L)
     lua_pushvalue(L, -5);
     lua_pushvalue(L, -5);
     lua_pushcclosure(L, l_fields, 5);
-    lua_insert(L, -6);
+    lua_insert(L, -6); /* fields raw scalar null sort array */
+    for (int i = 0; i < 5; i++) { /* (the five upvalues again) */
+        lua_pushvalue(L, -5);
+    }
+    lua_pushcclosure(L, l_encode_text, 5);
+    lua_insert(L, -6); /* fields encode_text raw scalar null sort array */
     lua_pushcclosure(L, l_encode, 5);
-    lua_insert(L, -2);
-    return 2;
+    lua_insert(L, -3); /* encode fields encode_text */
+    return 3;
 }

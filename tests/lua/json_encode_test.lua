@@ -84,7 +84,10 @@ do
 end
 
 local function same(v, what)
-  eq(json.encode(v), ref(v), what)
+  local text = ref(v)
+  eq(json.encode(v), text, what)
+  -- (the text of a reply: the encoded value as a JSON string, one pass)
+  eq(json.encode_text(v), ref(text), what .. ", as a text")
 end
 
 test("every byte in a string, alone and in context", function()
