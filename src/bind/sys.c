@@ -5,7 +5,10 @@
  *   core.sys.environ() -> {"K=V", ...}
  *   core.sys.unsetenv(name): removes name from this process's environment
  *       (what every process it starts afterwards inherits)
- *   core.sys.which(name) -> absolute path of an executable on PATH | nil
+ *   core.sys.which(name[, with_id]) -> absolute path of an executable on
+ *       PATH | nil; with with_id, found on PATH, also its core.fs.file_id
+ *       (from the stat that chose it: a caller that keys on the binary's
+ *       identity needs no second stat)
  *   core.sys.leave_client() -> true | nil, message
  *
  * Child processes are proc.c's; the job records' process checks are
@@ -13,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -44,6 +48,8 @@ static int l_getuid(lua_State *L)
 static int l_which(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
+    bool with_id = lua_toboolean(L, 2);
+    lua_settop(L, 1);
     if (strchr(name, '/')) {
         if (access(name, X_OK) == 0) {
             char buf[PATH_MAX];
@@ -75,6 +81,10 @@ static int l_which(lua_State *L)
                 } else {
                     char buf[PATH_MAX];
                     lua_pushstring(L, realpath(cand, buf) ? buf : cand);
+                }
+                if (with_id) {
+                    bind_push_file_id(L, &st);
+                    return 2;
                 }
                 return 1;
             }
