@@ -97,10 +97,39 @@ static unsigned char escape_len[256];
  * bytes ("\n") or six, no other length (put_escaped relies on it). */
 #define ESCAPE_MAX 6
 
+/* The bytes of w that json_text_escape escapes (below 32, '"', '\\',
+ * 127), as the high bit of each in the mask (json_text_plain8's test:
+ * zero when none). The lowest bit set is exact: a false mark can come
+ * only from a borrow, above a byte that is marked truly. */
+static inline uint64_t escape_hits8(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = ones * 0x80;
+    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\'), del = w ^ (ones * 127);
+    return (((w - ones * 32) & ~w) | ((q - ones) & ~q) | ((bs - ones) & ~bs) |
+            ((del - ones) & ~del)) & high;
+}
+
+/* Writes one byte escaped (or as it is) at out; returns the next place. */
+static inline char *put_byte(char *out, unsigned char c)
+{
+    size_t el = escape_len[c];
+    if (!el) {
+        *out++ = (char)c;
+    } else if (el == 2) {
+        out[0] = '\\';
+        out[1] = escape_of[c][1];
+        out += 2;
+    } else {
+        memcpy(out, escape_of[c], ESCAPE_MAX);
+        out += ESCAPE_MAX;
+    }
+    return out;
+}
+
 /* Writes the n bytes at s as the inside of a JSON string (no quotes):
- * room for the worst case is made once, then words of plain bytes are
- * copied whole and the others byte by byte, with no check per write
- * (a reply's text escapes a quote every few bytes). */
+ * room for the worst case is made once; then 8 bytes at a time, each
+ * word copied whole up to its first byte to escape (a reply's text
+ * escapes a quote every few bytes), with no check per write. */
 static void put_escaped(lua_State *L, struct buf *b, const char *s, size_t n)
 {
     if ((b->cap - b->len) / ESCAPE_MAX <= n) {
@@ -108,36 +137,26 @@ static void put_escaped(lua_State *L, struct buf *b, const char *s, size_t n)
     }
     char *out = b->p + b->len;
     size_t i = 0;
-    for (;;) {
-        while (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, s + i, sizeof w);
-            if (!json_text_plain8(w)) {
-                break;
-            }
-            memcpy(out, &w, sizeof w);
-            out += sizeof w;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* (at i, out has room for 6 * (n - i) + 1 bytes: a whole word fits;
+     * the first byte of a word is its lowest: ctz finds the first hit) */
+    while (i + 8 <= n) {
+        uint64_t w;
+        memcpy(&w, s + i, sizeof w);
+        memcpy(out, &w, sizeof w);
+        uint64_t hit = escape_hits8(w);
+        if (!hit) {
+            out += 8;
             i += 8;
+            continue;
         }
-        if (i >= n) {
-            break;
-        }
-        /* Up to the end of this word (or of the text) byte by byte. */
-        size_t end = i + 8 < n ? i + 8 : n;
-        for (; i < end; i++) {
-            unsigned char c = (unsigned char)s[i];
-            size_t el = escape_len[c];
-            if (!el) {
-                *out++ = (char)c;
-            } else if (el == 2) {
-                out[0] = '\\';
-                out[1] = escape_of[c][1];
-                out += 2;
-            } else {
-                memcpy(out, escape_of[c], ESCAPE_MAX);
-                out += ESCAPE_MAX;
-            }
-        }
+        size_t k = (size_t)__builtin_ctzll(hit) / 8;
+        out = put_byte(out + k, (unsigned char)s[i + k]);
+        i += k + 1;
+    }
+#endif
+    for (; i < n; i++) {
+        out = put_byte(out, (unsigned char)s[i]);
     }
     b->len = (size_t)(out - b->p);
 }
