@@ -42,9 +42,10 @@
 #define UV_SORT lua_upvalueindex(4)
 #define UV_ARRAY lua_upvalueindex(5) /* core.array_mt */
 
-/* The output, in a userdata so that an error half-way frees it (__gc). */
+/* The output, in a userdata so that an error half-way frees it (__gc);
+ * aux: a text made on the way (encode_text's repaired one), freed so too. */
 struct buf {
-    char *p;
+    char *p, *aux;
     size_t len, cap;
 };
 
@@ -52,7 +53,8 @@ static int buf_gc(lua_State *L)
 {
     struct buf *b = luaL_checkudata(L, 1, BUF_MT);
     free(b->p);
-    b->p = NULL;
+    free(b->aux);
+    b->p = b->aux = NULL;
     return 0;
 }
 
@@ -523,27 +525,29 @@ static int l_encode_text(lua_State *L)
     lua_settop(L, 1);
     struct buf *b = new_buf(L);
     encode(L, b, 1, 0);
-    const char *text = b->p ? b->p : "";
     size_t len = b->len;
-    char *fixed = NULL;
-    if (!utf8_valid(text, len)) {
-        fixed = utf8_sanitize(text, len, &len);
-        if (!fixed) {
+    if (!utf8_valid(b->p ? b->p : "", len)) {
+        b->aux = utf8_sanitize(b->p, len, &len);
+        if (!b->aux) {
             return luaL_error(L, "out of memory");
         }
-        text = fixed;
+        b->len = 0; /* (the text is aux: b holds only its string) */
     }
+    /* The string goes after the text in the same buffer (one userdata):
+     * room for the worst case first (put_escaped then makes none), as
+     * b->p may move. */
+    size_t from = b->len;
+    if (b->cap - b->len < len * ESCAPE_MAX + ESCAPE_MAX + 2) {
+        grow(L, b, len * ESCAPE_MAX + ESCAPE_MAX + 2);
+    }
+    putc1(L, b, '"');
+    put_escaped(L, b, b->aux ? b->aux : b->p, len);
+    putc1(L, b, '"');
     /* (escaping valid UTF-8 leaves it valid: no check of the result) */
-    struct buf *out = new_buf(L);
-    putc1(L, out, '"');
-    put_escaped(L, out, text, len);
-    putc1(L, out, '"');
-    free(fixed);
+    lua_pushlstring(L, b->p + from, b->len - from);
     free(b->p);
-    b->p = NULL;
-    lua_pushlstring(L, out->p, out->len);
-    free(out->p);
-    out->p = NULL;
+    free(b->aux);
+    b->p = b->aux = NULL;
     return 1;
 }
 
