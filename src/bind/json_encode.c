@@ -508,9 +508,36 @@ static int push_text(lua_State *L, struct buf *b)
     return 1;
 }
 
+/* [-0, +0|1] A raw value whose text is a valid UTF-8 string: pushes that
+ * string (its encoding, as it is: no buffer) and returns true. */
+static bool push_raw_text(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) {
+        return false;
+    }
+    bool raw = lua_rawequal(L, -1, UV_RAW);
+    lua_pop(L, 1);
+    if (!raw) {
+        return false;
+    }
+    if (lua_geti(L, idx, 1) == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        if (utf8_valid(s, n)) {
+            return true;
+        }
+    }
+    lua_pop(L, 1);
+    return false;
+}
+
 static int l_encode(lua_State *L)
 {
     lua_settop(L, 1);
+    /* (an echoed id, in every reply) */
+    if (push_raw_text(L, 1)) {
+        return 1;
+    }
     struct buf *b = new_buf(L);
     encode(L, b, 1, 0);
     return push_text(L, b);

@@ -206,6 +206,11 @@ test("raw values", function()
   eq(json.encode(json.array{ json.raw('{"x":"\\\\/"}'), json.raw("1") }), '[{"x":"\\\\/"},1]',
     "raw in an array")
   same(json.raw(12), "raw number value")
+  -- A raw value alone (an echoed id) is its text as it is, repaired to
+  -- UTF-8 like any other text.
+  eq(json.encode(json.raw('"id-7"')), '"id-7"', "a raw value alone")
+  eq(json.encode(json.raw('"bad \xff"')), '"bad \xef\xbf\xbd"', "a raw value alone, repaired")
+  eq(json.encode(json.raw(7)), "7", "a raw number alone")
 end)
 
 test("a DispatchResult and an envelope", function()
