@@ -5,6 +5,9 @@
  *   core.sys.environ() -> {"K=V", ...}
  *   core.sys.unsetenv(name): removes name from this process's environment
  *       (what every process it starts afterwards inherits)
+ *   core.sys.env_memo() -> the table ad.infra.env keeps the variables it
+ *       read in (name -> value | false); unsetenv empties it, the only
+ *       way this process's environment changes after start
  *   core.sys.which(name[, with_id]) -> absolute path of an executable on
  *       PATH | nil; with with_id, found on PATH, also its core.fs.file_id
  *       (from the stat that chose it: a caller that keys on the binary's
@@ -137,9 +140,35 @@ static int l_leave_client(lua_State *L)
     return 1;
 }
 
+/* The registry key of the memo table. */
+static const char env_memo_key = 0;
+
+static int l_env_memo(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &env_memo_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &env_memo_key);
+    }
+    return 1;
+}
+
 static int l_unsetenv(lua_State *L)
 {
     unsetenv(luaL_checkstring(L, 1));
+    /* Every variable is read again: the memo is emptied in place (its
+     * readers hold the table). */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &env_memo_key) == LUA_TTABLE) {
+        int memo = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, memo)) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, memo);
+        }
+    }
     return 0;
 }
 
@@ -151,6 +180,7 @@ void bind_sys_register(lua_State *L)
         {"isatty", l_isatty},
         {"environ", l_environ},
         {"unsetenv", l_unsetenv},
+        {"env_memo", l_env_memo},
         {"which", l_which},
         {"leave_client", l_leave_client},
         {NULL, NULL},

@@ -19,6 +19,7 @@
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
+local getenv = require "ad.infra.env"
 local errors = require "ad.infra.errors"
 local prompt = require "ad.domain.prompt"
 local result = require "ad.domain.result"
@@ -62,7 +63,7 @@ M.parse_json_reply = claude.parse_json_reply
 
 --- Current recursion depth from our own environment (unset or garbage: 0).
 function M.depth()
-  local raw = os.getenv("AGENT_DISPATCH_DEPTH")
+  local raw = getenv("AGENT_DISPATCH_DEPTH")
   if raw == nil or raw == "" then return 0 end
   local n = math.tointeger(tonumber(raw))
   if not n then
@@ -77,7 +78,7 @@ end
 --- core.fs.file_id (the stat that found it tells its identity too, which
 --- ad.domain.transport keys its answer on: one stat per dispatch, not two).
 function M.claude_path()
-  local override = os.getenv("AGENT_DISPATCH_CLAUDE")
+  local override = getenv("AGENT_DISPATCH_CLAUDE")
   return core.sys.which(override ~= nil and override ~= "" and override or "claude", true)
 end
 
