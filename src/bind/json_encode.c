@@ -287,6 +287,40 @@ static void put_member(lua_State *L, struct buf *b, int idx, int depth,
     put_key_value(L, b, depth, comma);
 }
 
+/* The other keys of the object at idx (the one on top, its value popped,
+ * goes to the list at *rest, made when the first comes): written after
+ * the ordered ones, sorted, as encode_object writes them. */
+static void add_rest_key(lua_State *L, int *rest, lua_Integer *nrest)
+{
+    if (!*rest) {
+        lua_createtable(L, 4, 0);
+        lua_insert(L, -2);
+        *rest = lua_gettop(L) - 1;
+    }
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        lua_pushvalue(L, -1);
+    } else {
+        luaL_tolstring(L, -1, NULL);
+    }
+    lua_rawseti(L, *rest, ++*nrest);
+}
+
+static void put_rest(lua_State *L, struct buf *b, int idx, int depth, int rest,
+                     lua_Integer nrest, bool comma)
+{
+    if (nrest > 1) {
+        lua_pushvalue(L, UV_SORT);
+        lua_pushvalue(L, rest);
+        lua_call(L, 1, 0);
+    }
+    for (lua_Integer i = 1; i <= nrest; i++) {
+        lua_rawgeti(L, rest, i);
+        put_member(L, b, idx, depth, comma);
+        lua_pop(L, 1);
+        comma = true;
+    }
+}
+
 /* An object: the __order keys (the list at stack index order; 0: none)
  * present in it, once each, then the other keys (non-string ones as
  * tostring gives them) sorted with table.sort, Lua's own string order.
@@ -344,31 +378,90 @@ static void encode_object(lua_State *L, struct buf *b, int idx, int depth, int o
         if ((o.n > 0 || o.set) && is_ordered(L, &o)) {
             continue;
         }
-        if (!rest) {
-            lua_createtable(L, 4, 0);
-            lua_insert(L, -2);
-            rest = lua_gettop(L) - 1;
-        }
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            lua_pushvalue(L, -1);
-        } else {
-            luaL_tolstring(L, -1, NULL);
-        }
-        lua_rawseti(L, rest, ++nrest);
+        add_rest_key(L, &rest, &nrest);
     }
-    if (nrest > 1) {
-        lua_pushvalue(L, UV_SORT);
-        lua_pushvalue(L, rest);
-        lua_call(L, 1, 0);
-    }
-    for (lua_Integer i = 1; i <= nrest; i++) {
-        lua_rawgeti(L, rest, i);
-        put_member(L, b, idx, depth, comma);
-        lua_pop(L, 1);
-        comma = true;
-    }
+    put_rest(L, b, idx, depth, rest, nrest, comma);
     putc1(L, b, '}');
     lua_settop(L, base);
+}
+
+/* An ordered object whose keys are found by walking the object, not by
+ * looking up every key of its order (most of a DispatchResult's sixteen
+ * are absent): for an order list of up to ORDER_SCAN strings with no
+ * metatable, and an object whose metatable has no __index (so a key is
+ * there exactly when the walk meets it). The same text as encode_object.
+ * Returns false, having written nothing, for any other. */
+static bool encode_object_walk(lua_State *L, struct buf *b, int idx, int depth, int order)
+{
+    if (lua_getmetatable(L, order)) {
+        lua_pop(L, 1);
+        return false;
+    }
+    const char *ks[ORDER_SCAN];
+    size_t kl[ORDER_SCAN];
+    int n = 0;
+    for (;;) {
+        int t = lua_rawgeti(L, order, n + 1);
+        if (t == LUA_TNIL) {
+            lua_pop(L, 1);
+            break;
+        }
+        if (t != LUA_TSTRING || n == ORDER_SCAN) {
+            lua_pop(L, 1);
+            return false;
+        }
+        /* (the list holds the string: the address stays valid) */
+        ks[n] = lua_tolstring(L, -1, &kl[n]);
+        n++;
+        lua_pop(L, 1);
+    }
+    int base = lua_gettop(L);
+    struct {
+        int at, slot; /* its place in the order; its key's stack slot (value above) */
+    } found[ORDER_SCAN];
+    int nfound = 0, rest = 0;
+    lua_Integer nrest = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        luaL_checkstack(L, 4, "json: object too large");
+        int at = -1;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            size_t len;
+            const char *k = lua_tolstring(L, -2, &len);
+            for (int j = 0; j < n; j++) {
+                if (ks[j] == k || (len > SHORT_STR && kl[j] == len &&
+                                   memcmp(ks[j], k, len) == 0)) {
+                    at = j; /* (a key listed twice: its first place) */
+                    break;
+                }
+            }
+        }
+        if (at < 0) {
+            lua_pop(L, 1);
+            add_rest_key(L, &rest, &nrest);
+            continue;
+        }
+        /* Kept: key and value stay, a copy of the key goes on walking. */
+        int i = nfound++;
+        while (i > 0 && found[i - 1].at > at) { /* (sorted as they come) */
+            found[i] = found[i - 1];
+            i--;
+        }
+        found[i].at = at;
+        found[i].slot = lua_gettop(L) - 1;
+        lua_pushvalue(L, -2);
+    }
+    putc1(L, b, '{');
+    for (int i = 0; i < nfound; i++) {
+        lua_pushvalue(L, found[i].slot);
+        lua_pushvalue(L, found[i].slot + 1);
+        put_key_value(L, b, depth, i > 0);
+        lua_pop(L, 1);
+    }
+    put_rest(L, b, idx, depth, rest, nrest, nfound > 0);
+    putc1(L, b, '}');
+    lua_settop(L, base);
+    return true;
 }
 
 static void encode_scalar(lua_State *L, struct buf *b, int idx)
@@ -468,7 +561,16 @@ static void encode(lua_State *L, struct buf *b, int idx, int depth)
         int t = lua_getfield(L, -1, "__order");
         if (t != LUA_TNIL) {
             /* (an __order that is no list: an object in sorted order) */
-            encode_object(L, b, idx, depth, t == LUA_TTABLE ? lua_gettop(L) : 0);
+            int order = t == LUA_TTABLE ? lua_gettop(L) : 0;
+            bool walked = false;
+            if (order) {
+                bool indexed = lua_getfield(L, -2, "__index") != LUA_TNIL;
+                lua_pop(L, 1);
+                walked = !indexed && encode_object_walk(L, b, idx, depth, order);
+            }
+            if (!walked) {
+                encode_object(L, b, idx, depth, order);
+            }
             lua_pop(L, 2);
             return;
         }

@@ -198,6 +198,32 @@ test("arrays and objects: shapes and key order", function()
        "__order key found through __index")
 end)
 
+test("ordered objects: any subset of the keys, repeated and long keys, others", function()
+  math.randomseed(5)
+  local long = string.rep("l", 45)
+  local pool = { "agent", "success", "result", "k1", "k2", long, long .. "x", "z", "a" }
+  for i = 1, 400 do
+    local order, t = {}, {}
+    for _ = 1, math.random(0, 12) do order[#order + 1] = pool[math.random(#pool)] end
+    -- (a long key equal to one of the order's, but another string object)
+    if math.random(3) == 1 then order[#order + 1] = string.rep("l", 44) .. "l" end
+    for _ = 1, math.random(0, 8) do
+      local r = math.random(10)
+      local k = r == 1 and math.random(3) or r == 2 and ("n" .. math.random(5))
+        or pool[math.random(#pool)]
+      t[k] = math.random(2) == 1 and k or json.null
+    end
+    same(json.object(t, order), "ordered object " .. i)
+  end
+  -- More ordered strings than are compared on the stack, an order list
+  -- with a metatable: the long way, the same text.
+  local many, t = {}, { k1 = 1, k40 = 2, x = 3 }
+  for i = 1, 40 do many[i] = "k" .. i end
+  same(json.object(t, many), "forty ordered keys")
+  same(json.object({ a = 1, b = 2 }, setmetatable({ "b" }, { __index = function(_, i)
+    return i == 2 and "a" or nil end })), "an order list with a metatable")
+end)
+
 test("raw values", function()
   same(json.raw("9007199254740993"), "raw number")
   -- Raw texts are written verbatim (the reference encoder turned their
