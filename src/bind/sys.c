@@ -5,7 +5,7 @@
  *   core.sys.environ() -> {"K=V", ...}
  *   core.sys.unsetenv(name): removes name from this process's environment
  *       (what every process it starts afterwards inherits)
- *   core.sys.env_memo() -> the table ad.infra.env keeps the variables it
+ *   core.sys.env_memo() -> the table util.getenv keeps the variables it
  *       read in (name -> value | false); unsetenv empties it, the only
  *       way this process's environment changes after start
  *   core.sys.which(name[, with_id]) -> absolute path of an executable on

@@ -1,4 +1,4 @@
--- ad.infra.env: os.getenv, each variable read from the environment once,
+-- ad.infra.util.getenv: os.getenv, each variable read from the environment once,
 -- and read again after core.sys.unsetenv (the only way this process's
 -- environment changes after start). tests/CMakeLists.txt sets
 -- AD_ENV_TEST_A and AD_ENV_TEST_B.
@@ -7,7 +7,7 @@ local here = arg[0]:match("(.*/)") or "./"
 local tap = dofile(here .. "tap.lua")
 local test, eq = tap.test, tap.eq
 local core = require "ad.core"
-local getenv = require "ad.infra.env"
+local getenv = require("ad.infra.util").getenv
 
 test("the values os.getenv gives, unset ones nil", function()
   eq(getenv("AD_ENV_TEST_A"), "a value", "set")

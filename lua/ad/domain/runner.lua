@@ -19,7 +19,7 @@
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
-local getenv = require "ad.infra.env"
+local getenv = util.getenv
 local errors = require "ad.infra.errors"
 local prompt = require "ad.domain.prompt"
 local result = require "ad.domain.result"

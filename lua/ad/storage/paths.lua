@@ -1,10 +1,10 @@
 --- Where the config file, its directory and the tool files are, and the
 --- check of a private directory: a leaf module (environment, read through
---- ad.infra.env, and ad.infra.util only; the check loads what it needs
+--- util.getenv, and ad.infra.util only; the check loads what it needs
 --- when called), so that deciding whether anything of the user's applies
 --- does not load the config parser.
 local util = require "ad.infra.util"
-local getenv = require "ad.infra.env"
+local getenv = util.getenv
 
 local M = {}
 
