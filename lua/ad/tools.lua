@@ -168,16 +168,16 @@ local function compile(def)
   local params = def.params or {}
   if #params > MAX_FAST_PARAMS then return false end
   local defaults = {}
-  local src = { "local D, null, type, find, coerce, P = ...\nreturn function(raw)\n" }
+  local src = { "local D, null, type, find, coerce, P, nul_free = ...\nreturn function(raw)\n" }
   local function add(fmt, ...) src[#src + 1] = string.format(fmt, ...) end
   for i, p in ipairs(params) do
     if type(p.name) ~= "string" then return false end
     defaults[i] = p.default
     add("local a%d = raw[%q]\nif a%d == nil or a%d == null then ", i, p.name, i, i)
     if p.required and p.default == nil then add("return nil\n") else add("a%d = D[%d]\n", i, i) end
-    if p.type == "string" then
-      add("elseif type(a%d) == 'string' then if find(a%d, '\\0', 1, true) then return nil end\n", i, i)
-    end
+    -- (a string without NUL, taken as it is; any other value, one with a
+    -- NUL included, goes through coerce and the check below)
+    if p.type == "string" then add("elseif nul_free(a%d) then\n", i) end
     add("else a%d = coerce(P[%d], a%d) if a%d == nil or (type(a%d) == 'string' and " ..
       "find(a%d, '\\0', 1, true)) then return nil end end\n", i, i, i, i, i, i)
   end
@@ -185,7 +185,7 @@ local function compile(def)
   for i, p in ipairs(params) do add("[%q] = a%d,", p.name, i) end
   src[#src + 1] = "}\nend\n"
   return load(table.concat(src), "=args", "t", {})(defaults, json.null, type, string.find,
-    coerce, params)
+    coerce, params, core.text.nul_free)
 end
 
 local function fast(def, raw)

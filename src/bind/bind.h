@@ -5,6 +5,7 @@
 #define AD_BIND_H
 #include <lauxlib.h>
 #include <lua.h>
+#include <sys/stat.h>
 
 /* Each registers the subtable named after its file: task.c -> core.task,
  * fs.c -> core.fs, and so on, so one grep finds both sides of a binding. */
@@ -51,6 +52,10 @@ int bind_fail(lua_State *L, int err, const char *what);
 /* [-0, +0, v] The descriptor of the core.fs appender at idx (fs.c);
  * raises an error when it is closed. */
 int bind_fs_appender_fd(lua_State *L, int idx);
+
+/* [-0, +1, m] Pushes the file id of st, as core.fs.file_id gives it:
+ * "dev:ino:size:mtime.ns" (fs.c). */
+void bind_push_file_id(lua_State *L, const struct stat *st);
 
 /* core.json.encoder (json_encode.c). */
 int bind_json_encoder(lua_State *L);

@@ -475,18 +475,11 @@ static char *put_decimal(char *end, long long v)
     return end;
 }
 
-/* core.fs.file_id(path) -> "dev:ino:size:mtime.ns" | nil: changes whenever
- * the file is replaced (atomic writes give a new inode) or modified. */
-static int l_file_id(lua_State *L)
+void bind_push_file_id(lua_State *L, const struct stat *st)
 {
-    struct stat st;
-    if (stat(luaL_checkstring(L, 1), &st) != 0) {
-        lua_pushnil(L);
-        return 1;
-    }
-    const long long part[5] = {(long long)st.st_dev, (long long)st.st_ino,
-                               (long long)st.st_size, (long long)st.st_mtim.tv_sec,
-                               (long long)st.st_mtim.tv_nsec};
+    const long long part[5] = {(long long)st->st_dev, (long long)st->st_ino,
+                               (long long)st->st_size, (long long)st->st_mtim.tv_sec,
+                               (long long)st->st_mtim.tv_nsec};
     static const char sep[5] = {':', ':', ':', '.', 0};
     char buf[5 * 21];
     char *end = buf + sizeof buf, *p = end;
@@ -497,6 +490,18 @@ static int l_file_id(lua_State *L)
         p = put_decimal(p, part[i]);
     }
     lua_pushlstring(L, p, (size_t)(end - p));
+}
+
+/* core.fs.file_id(path) -> "dev:ino:size:mtime.ns" | nil: changes whenever
+ * the file is replaced (atomic writes give a new inode) or modified. */
+static int l_file_id(lua_State *L)
+{
+    struct stat st;
+    if (stat(luaL_checkstring(L, 1), &st) != 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    bind_push_file_id(L, &st);
     return 1;
 }
 

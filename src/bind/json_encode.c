@@ -1,6 +1,7 @@
 /* The JSON encoder of ad.infra.json, in C: core.json.encoder(raw_mt, scalar,
  * null) -> encode(value) -> text, fields(t, keys) -> text (the members
- * of t that keys names, in that order: a record of fixed fields).
+ * of t that keys names, in that order: a record of fixed fields),
+ * encode_text(value) -> the JSON string of encode(value)'s text.
  *
  * The rules are ad.infra.json's (see its header): a table whose metatable
  * is core.array_mt is an array; one whose metatable has __order is an
@@ -41,9 +42,10 @@
 #define UV_SORT lua_upvalueindex(4)
 #define UV_ARRAY lua_upvalueindex(5) /* core.array_mt */
 
-/* The output, in a userdata so that an error half-way frees it (__gc). */
+/* The output, in a userdata so that an error half-way frees it (__gc);
+ * aux: a text made on the way (encode_text's repaired one), freed so too. */
 struct buf {
-    char *p;
+    char *p, *aux;
     size_t len, cap;
 };
 
@@ -51,7 +53,8 @@ static int buf_gc(lua_State *L)
 {
     struct buf *b = luaL_checkudata(L, 1, BUF_MT);
     free(b->p);
-    b->p = NULL;
+    free(b->aux);
+    b->p = b->aux = NULL;
     return 0;
 }
 
@@ -87,40 +90,83 @@ static inline void putc1(lua_State *L, struct buf *b, char c)
     b->p[b->len++] = c;
 }
 
-/* The bytes json_text_escape escapes (a table: one load per byte of a text). */
-static bool needs_escape[256];
+/* The escape of each byte json_text_escape escapes and its length (0:
+ * the byte is written as it is): a table, one load per byte of a text. */
+static const char *escape_of[256];
+static unsigned char escape_len[256];
+
+/* The longest escape of one byte ("\u001f"); json_text_escape gives two
+ * bytes ("\n") or six, no other length (put_escaped relies on it). */
+#define ESCAPE_MAX 6
+
+/* The bytes of w that json_text_escape escapes (below 32, '"', '\\',
+ * 127), as the high bit of each in the mask (json_text_plain8's test:
+ * zero when none). The lowest bit set is exact: a false mark can come
+ * only from a borrow, above a byte that is marked truly. */
+static inline uint64_t escape_hits8(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = ones * 0x80;
+    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\'), del = w ^ (ones * 127);
+    return (((w - ones * 32) & ~w) | ((q - ones) & ~q) | ((bs - ones) & ~bs) |
+            ((del - ones) & ~del)) & high;
+}
+
+/* Writes one byte escaped (or as it is) at out; returns the next place. */
+static inline char *put_byte(char *out, unsigned char c)
+{
+    size_t el = escape_len[c];
+    if (!el) {
+        *out++ = (char)c;
+    } else if (el == 2) {
+        out[0] = '\\';
+        out[1] = escape_of[c][1];
+        out += 2;
+    } else {
+        memcpy(out, escape_of[c], ESCAPE_MAX);
+        out += ESCAPE_MAX;
+    }
+    return out;
+}
+
+/* Writes the n bytes at s as the inside of a JSON string (no quotes):
+ * room for the worst case is made once; then 8 bytes at a time, each
+ * word copied whole up to its first byte to escape (a reply's text
+ * escapes a quote every few bytes), with no check per write. */
+static void put_escaped(lua_State *L, struct buf *b, const char *s, size_t n)
+{
+    if ((b->cap - b->len) / ESCAPE_MAX <= n) {
+        grow(L, b, n * ESCAPE_MAX + 1);
+    }
+    char *out = b->p + b->len;
+    size_t i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* (at i, out has room for 6 * (n - i) + 1 bytes: a whole word fits;
+     * the first byte of a word is its lowest: ctz finds the first hit) */
+    while (i + 8 <= n) {
+        uint64_t w;
+        memcpy(&w, s + i, sizeof w);
+        memcpy(out, &w, sizeof w);
+        uint64_t hit = escape_hits8(w);
+        if (!hit) {
+            out += 8;
+            i += 8;
+            continue;
+        }
+        size_t k = (size_t)__builtin_ctzll(hit) / 8;
+        out = put_byte(out + k, (unsigned char)s[i + k]);
+        i += k + 1;
+    }
+#endif
+    for (; i < n; i++) {
+        out = put_byte(out, (unsigned char)s[i]);
+    }
+    b->len = (size_t)(out - b->p);
+}
 
 static void put_string(lua_State *L, struct buf *b, const char *s, size_t n)
 {
     putc1(L, b, '"');
-    size_t from = 0; /* the first byte not yet copied */
-    size_t i = 0;
-    for (;;) {
-        while (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, s + i, sizeof w);
-            if (!json_text_plain8(w)) {
-                break;
-            }
-            i += 8;
-        }
-        if (i >= n) {
-            break;
-        }
-        /* Up to the end of this word (or of the text) byte by byte. */
-        size_t end = i + 8 < n ? i + 8 : n;
-        for (; i < end; i++) {
-            unsigned char c = (unsigned char)s[i];
-            if (!needs_escape[c]) {
-                continue;
-            }
-            const char *esc = json_text_escape(c);
-            put(L, b, s + from, i - from);
-            put(L, b, esc, strlen(esc));
-            from = i + 1;
-        }
-    }
-    put(L, b, s + from, n - from);
+    put_escaped(L, b, s, n);
     putc1(L, b, '"');
 }
 
@@ -241,6 +287,40 @@ static void put_member(lua_State *L, struct buf *b, int idx, int depth,
     put_key_value(L, b, depth, comma);
 }
 
+/* The other keys of the object at idx (the one on top, its value popped,
+ * goes to the list at *rest, made when the first comes): written after
+ * the ordered ones, sorted, as encode_object writes them. */
+static void add_rest_key(lua_State *L, int *rest, lua_Integer *nrest)
+{
+    if (!*rest) {
+        lua_createtable(L, 4, 0);
+        lua_insert(L, -2);
+        *rest = lua_gettop(L) - 1;
+    }
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        lua_pushvalue(L, -1);
+    } else {
+        luaL_tolstring(L, -1, NULL);
+    }
+    lua_rawseti(L, *rest, ++*nrest);
+}
+
+static void put_rest(lua_State *L, struct buf *b, int idx, int depth, int rest,
+                     lua_Integer nrest, bool comma)
+{
+    if (nrest > 1) {
+        lua_pushvalue(L, UV_SORT);
+        lua_pushvalue(L, rest);
+        lua_call(L, 1, 0);
+    }
+    for (lua_Integer i = 1; i <= nrest; i++) {
+        lua_rawgeti(L, rest, i);
+        put_member(L, b, idx, depth, comma);
+        lua_pop(L, 1);
+        comma = true;
+    }
+}
+
 /* An object: the __order keys (the list at stack index order; 0: none)
  * present in it, once each, then the other keys (non-string ones as
  * tostring gives them) sorted with table.sort, Lua's own string order.
@@ -298,31 +378,90 @@ static void encode_object(lua_State *L, struct buf *b, int idx, int depth, int o
         if ((o.n > 0 || o.set) && is_ordered(L, &o)) {
             continue;
         }
-        if (!rest) {
-            lua_createtable(L, 4, 0);
-            lua_insert(L, -2);
-            rest = lua_gettop(L) - 1;
-        }
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            lua_pushvalue(L, -1);
-        } else {
-            luaL_tolstring(L, -1, NULL);
-        }
-        lua_rawseti(L, rest, ++nrest);
+        add_rest_key(L, &rest, &nrest);
     }
-    if (nrest > 1) {
-        lua_pushvalue(L, UV_SORT);
-        lua_pushvalue(L, rest);
-        lua_call(L, 1, 0);
-    }
-    for (lua_Integer i = 1; i <= nrest; i++) {
-        lua_rawgeti(L, rest, i);
-        put_member(L, b, idx, depth, comma);
-        lua_pop(L, 1);
-        comma = true;
-    }
+    put_rest(L, b, idx, depth, rest, nrest, comma);
     putc1(L, b, '}');
     lua_settop(L, base);
+}
+
+/* An ordered object whose keys are found by walking the object, not by
+ * looking up every key of its order (most of a DispatchResult's sixteen
+ * are absent): for an order list of up to ORDER_SCAN strings with no
+ * metatable, and an object whose metatable has no __index (so a key is
+ * there exactly when the walk meets it). The same text as encode_object.
+ * Returns false, having written nothing, for any other. */
+static bool encode_object_walk(lua_State *L, struct buf *b, int idx, int depth, int order)
+{
+    if (lua_getmetatable(L, order)) {
+        lua_pop(L, 1);
+        return false;
+    }
+    const char *ks[ORDER_SCAN];
+    size_t kl[ORDER_SCAN];
+    int n = 0;
+    for (;;) {
+        int t = lua_rawgeti(L, order, n + 1);
+        if (t == LUA_TNIL) {
+            lua_pop(L, 1);
+            break;
+        }
+        if (t != LUA_TSTRING || n == ORDER_SCAN) {
+            lua_pop(L, 1);
+            return false;
+        }
+        /* (the list holds the string: the address stays valid) */
+        ks[n] = lua_tolstring(L, -1, &kl[n]);
+        n++;
+        lua_pop(L, 1);
+    }
+    int base = lua_gettop(L);
+    struct {
+        int at, slot; /* its place in the order; its key's stack slot (value above) */
+    } found[ORDER_SCAN];
+    int nfound = 0, rest = 0;
+    lua_Integer nrest = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        luaL_checkstack(L, 4, "json: object too large");
+        int at = -1;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            size_t len;
+            const char *k = lua_tolstring(L, -2, &len);
+            for (int j = 0; j < n; j++) {
+                if (ks[j] == k || (len > SHORT_STR && kl[j] == len &&
+                                   memcmp(ks[j], k, len) == 0)) {
+                    at = j; /* (a key listed twice: its first place) */
+                    break;
+                }
+            }
+        }
+        if (at < 0) {
+            lua_pop(L, 1);
+            add_rest_key(L, &rest, &nrest);
+            continue;
+        }
+        /* Kept: key and value stay, a copy of the key goes on walking. */
+        int i = nfound++;
+        while (i > 0 && found[i - 1].at > at) { /* (sorted as they come) */
+            found[i] = found[i - 1];
+            i--;
+        }
+        found[i].at = at;
+        found[i].slot = lua_gettop(L) - 1;
+        lua_pushvalue(L, -2);
+    }
+    putc1(L, b, '{');
+    for (int i = 0; i < nfound; i++) {
+        lua_pushvalue(L, found[i].slot);
+        lua_pushvalue(L, found[i].slot + 1);
+        put_key_value(L, b, depth, i > 0);
+        lua_pop(L, 1);
+    }
+    put_rest(L, b, idx, depth, rest, nrest, nfound > 0);
+    putc1(L, b, '}');
+    lua_settop(L, base);
+    return true;
 }
 
 static void encode_scalar(lua_State *L, struct buf *b, int idx)
@@ -422,7 +561,16 @@ static void encode(lua_State *L, struct buf *b, int idx, int depth)
         int t = lua_getfield(L, -1, "__order");
         if (t != LUA_TNIL) {
             /* (an __order that is no list: an object in sorted order) */
-            encode_object(L, b, idx, depth, t == LUA_TTABLE ? lua_gettop(L) : 0);
+            int order = t == LUA_TTABLE ? lua_gettop(L) : 0;
+            bool walked = false;
+            if (order) {
+                bool indexed = lua_getfield(L, -2, "__index") != LUA_TNIL;
+                lua_pop(L, 1);
+                walked = !indexed && encode_object_walk(L, b, idx, depth, order);
+            }
+            if (!walked) {
+                encode_object(L, b, idx, depth, order);
+            }
             lua_pop(L, 2);
             return;
         }
@@ -462,12 +610,74 @@ static int push_text(lua_State *L, struct buf *b)
     return 1;
 }
 
+/* [-0, +0|1] A raw value whose text is a valid UTF-8 string: pushes that
+ * string (its encoding, as it is: no buffer) and returns true. */
+static bool push_raw_text(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) {
+        return false;
+    }
+    bool raw = lua_rawequal(L, -1, UV_RAW);
+    lua_pop(L, 1);
+    if (!raw) {
+        return false;
+    }
+    if (lua_geti(L, idx, 1) == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        if (utf8_valid(s, n)) {
+            return true;
+        }
+    }
+    lua_pop(L, 1);
+    return false;
+}
+
 static int l_encode(lua_State *L)
+{
+    lua_settop(L, 1);
+    /* (an echoed id, in every reply) */
+    if (push_raw_text(L, 1)) {
+        return 1;
+    }
+    struct buf *b = new_buf(L);
+    encode(L, b, 1, 0);
+    return push_text(L, b);
+}
+
+/* encode_text(value) -> the JSON string whose content is encode(value)
+ * (the text of a tool call's reply is its result encoded): the same bytes
+ * as encode(encode(value)), in one call, without the intermediate Lua
+ * string or a second escape pass through put's checks. */
+static int l_encode_text(lua_State *L)
 {
     lua_settop(L, 1);
     struct buf *b = new_buf(L);
     encode(L, b, 1, 0);
-    return push_text(L, b);
+    size_t len = b->len;
+    if (!utf8_valid(b->p ? b->p : "", len)) {
+        b->aux = utf8_sanitize(b->p, len, &len);
+        if (!b->aux) {
+            return luaL_error(L, "out of memory");
+        }
+        b->len = 0; /* (the text is aux: b holds only its string) */
+    }
+    /* The string goes after the text in the same buffer (one userdata):
+     * room for the worst case first (put_escaped then makes none), as
+     * b->p may move. */
+    size_t from = b->len;
+    if (b->cap - b->len < len * ESCAPE_MAX + ESCAPE_MAX + 2) {
+        grow(L, b, len * ESCAPE_MAX + ESCAPE_MAX + 2);
+    }
+    putc1(L, b, '"');
+    put_escaped(L, b, b->aux ? b->aux : b->p, len);
+    putc1(L, b, '"');
+    /* (escaping valid UTF-8 leaves it valid: no check of the result) */
+    lua_pushlstring(L, b->p + from, b->len - from);
+    free(b->p);
+    free(b->aux);
+    b->p = b->aux = NULL;
+    return 1;
 }
 
 /* fields(t, keys) -> text: the object of t's members named in the array
@@ -505,7 +715,7 @@ static int l_fields(lua_State *L)
     return push_text(L, b);
 }
 
-/* core.json.encoder(raw_mt, scalar, null) -> encode, fields: raw_mt marks raw
+/* core.json.encoder(raw_mt, scalar, null) -> encode, fields, encode_text: raw_mt marks raw
  * values, scalar(number) -> text formats numbers, null is the value that
  * encodes as null besides nil. */
 int bind_json_encoder(lua_State *L)
@@ -519,7 +729,8 @@ int bind_json_encoder(lua_State *L)
     }
     lua_pop(L, 1);
     for (int c = 0; c < 256; c++) {
-        needs_escape[c] = json_text_escape((unsigned char)c) != NULL;
+        escape_of[c] = json_text_escape((unsigned char)c);
+        escape_len[c] = escape_of[c] ? (unsigned char)strlen(escape_of[c]) : 0;
     }
     lua_getglobal(L, "table");
     lua_getfield(L, -1, "sort");
@@ -532,8 +743,13 @@ int bind_json_encoder(lua_State *L)
     lua_pushvalue(L, -5);
     lua_pushvalue(L, -5);
     lua_pushcclosure(L, l_fields, 5);
-    lua_insert(L, -6);
+    lua_insert(L, -6); /* fields raw scalar null sort array */
+    for (int i = 0; i < 5; i++) { /* (the five upvalues again) */
+        lua_pushvalue(L, -5);
+    }
+    lua_pushcclosure(L, l_encode_text, 5);
+    lua_insert(L, -6); /* fields encode_text raw scalar null sort array */
     lua_pushcclosure(L, l_encode, 5);
-    lua_insert(L, -2);
-    return 2;
+    lua_insert(L, -3); /* encode fields encode_text */
+    return 3;
 }

@@ -5,7 +5,13 @@
  *   core.sys.environ() -> {"K=V", ...}
  *   core.sys.unsetenv(name): removes name from this process's environment
  *       (what every process it starts afterwards inherits)
- *   core.sys.which(name) -> absolute path of an executable on PATH | nil
+ *   core.sys.env_memo() -> the table util.getenv keeps the variables it
+ *       read in (name -> value | false); unsetenv empties it, the only
+ *       way this process's environment changes after start
+ *   core.sys.which(name[, with_id]) -> absolute path of an executable on
+ *       PATH | nil; with with_id, found on PATH, also its core.fs.file_id
+ *       (from the stat that chose it: a caller that keys on the binary's
+ *       identity needs no second stat)
  *   core.sys.leave_client() -> true | nil, message
  *
  * Child processes are proc.c's; the job records' process checks are
@@ -13,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -44,6 +51,8 @@ static int l_getuid(lua_State *L)
 static int l_which(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
+    bool with_id = lua_toboolean(L, 2);
+    lua_settop(L, 1);
     if (strchr(name, '/')) {
         if (access(name, X_OK) == 0) {
             char buf[PATH_MAX];
@@ -75,6 +84,10 @@ static int l_which(lua_State *L)
                 } else {
                     char buf[PATH_MAX];
                     lua_pushstring(L, realpath(cand, buf) ? buf : cand);
+                }
+                if (with_id) {
+                    bind_push_file_id(L, &st);
+                    return 2;
                 }
                 return 1;
             }
@@ -127,9 +140,35 @@ static int l_leave_client(lua_State *L)
     return 1;
 }
 
+/* The registry key of the memo table. */
+static const char env_memo_key = 0;
+
+static int l_env_memo(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &env_memo_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &env_memo_key);
+    }
+    return 1;
+}
+
 static int l_unsetenv(lua_State *L)
 {
     unsetenv(luaL_checkstring(L, 1));
+    /* Every variable is read again: the memo is emptied in place (its
+     * readers hold the table). */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &env_memo_key) == LUA_TTABLE) {
+        int memo = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, memo)) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, memo);
+        }
+    }
     return 0;
 }
 
@@ -141,6 +180,7 @@ void bind_sys_register(lua_State *L)
         {"isatty", l_isatty},
         {"environ", l_environ},
         {"unsetenv", l_unsetenv},
+        {"env_memo", l_env_memo},
         {"which", l_which},
         {"leave_client", l_leave_client},
         {NULL, NULL},

@@ -9,8 +9,11 @@
  *   core.text.same(a, b) -> true when a and b are the same bytes, compared
  *       in a time that depends only on their lengths (for tokens)
  *   core.text.valid_name(s)  core.text.valid_job_id(s) -> true | false
- *       (false for anything that is not a string) */
+ *       (false for anything that is not a string)
+ *   core.text.nul_free(v) -> true when v is a string without a NUL byte
+ *       (false for anything else: a number is not converted) */
 #include <stdlib.h>
+#include <string.h>
 
 #include "ad/ids.h"
 #include "ad/utf8.h"
@@ -125,6 +128,16 @@ static int l_valid_job_id(lua_State *L)
     return 1;
 }
 
+/* One call where a tool's argument check made two (type, then a search
+ * for NUL): every string argument of every call passes here. */
+static int l_nul_free(lua_State *L)
+{
+    size_t n;
+    const char *s = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &n) : NULL;
+    lua_pushboolean(L, s && memchr(s, 0, n) == NULL);
+    return 1;
+}
+
 void bind_text_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -138,6 +151,7 @@ void bind_text_register(lua_State *L)
         {"same", l_same},
         {"valid_name", l_valid_name},
         {"valid_job_id", l_valid_job_id},
+        {"nul_free", l_nul_free},
         {NULL, NULL},
     };
     bind_subtable(L, "text", fns);

@@ -84,7 +84,10 @@ do
 end
 
 local function same(v, what)
-  eq(json.encode(v), ref(v), what)
+  local text = ref(v)
+  eq(json.encode(v), text, what)
+  -- (the text of a reply: the encoded value as a JSON string, one pass)
+  eq(json.encode_text(v), ref(text), what .. ", as a text")
 end
 
 test("every byte in a string, alone and in context", function()
@@ -195,6 +198,32 @@ test("arrays and objects: shapes and key order", function()
        "__order key found through __index")
 end)
 
+test("ordered objects: any subset of the keys, repeated and long keys, others", function()
+  math.randomseed(5)
+  local long = string.rep("l", 45)
+  local pool = { "agent", "success", "result", "k1", "k2", long, long .. "x", "z", "a" }
+  for i = 1, 400 do
+    local order, t = {}, {}
+    for _ = 1, math.random(0, 12) do order[#order + 1] = pool[math.random(#pool)] end
+    -- (a long key equal to one of the order's, but another string object)
+    if math.random(3) == 1 then order[#order + 1] = string.rep("l", 44) .. "l" end
+    for _ = 1, math.random(0, 8) do
+      local r = math.random(10)
+      local k = r == 1 and math.random(3) or r == 2 and ("n" .. math.random(5))
+        or pool[math.random(#pool)]
+      t[k] = math.random(2) == 1 and k or json.null
+    end
+    same(json.object(t, order), "ordered object " .. i)
+  end
+  -- More ordered strings than are compared on the stack, an order list
+  -- with a metatable: the long way, the same text.
+  local many, t = {}, { k1 = 1, k40 = 2, x = 3 }
+  for i = 1, 40 do many[i] = "k" .. i end
+  same(json.object(t, many), "forty ordered keys")
+  same(json.object({ a = 1, b = 2 }, setmetatable({ "b" }, { __index = function(_, i)
+    return i == 2 and "a" or nil end })), "an order list with a metatable")
+end)
+
 test("raw values", function()
   same(json.raw("9007199254740993"), "raw number")
   -- Raw texts are written verbatim (the reference encoder turned their
@@ -203,6 +232,11 @@ test("raw values", function()
   eq(json.encode(json.array{ json.raw('{"x":"\\\\/"}'), json.raw("1") }), '[{"x":"\\\\/"},1]',
     "raw in an array")
   same(json.raw(12), "raw number value")
+  -- A raw value alone (an echoed id) is its text as it is, repaired to
+  -- UTF-8 like any other text.
+  eq(json.encode(json.raw('"id-7"')), '"id-7"', "a raw value alone")
+  eq(json.encode(json.raw('"bad \xff"')), '"bad \xef\xbf\xbd"', "a raw value alone, repaired")
+  eq(json.encode(json.raw(7)), "7", "a raw number alone")
 end)
 
 test("a DispatchResult and an envelope", function()

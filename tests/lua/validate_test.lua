@@ -166,4 +166,15 @@ test("param names that need quoting in Lua are taken as they are", function()
   eq(a["end"], false)
 end)
 
+test("core.text.nul_free: a string without NUL (the fast check's one call per string)", function()
+  local core = require "ad.core"
+  eq(core.text.nul_free("plain"), true, "plain")
+  eq(core.text.nul_free(""), true, "empty")
+  eq(core.text.nul_free("a\0b"), false, "NUL inside")
+  eq(core.text.nul_free("ab\0"), false, "NUL at the end")
+  eq(core.text.nul_free(12), false, "a number is not a string")
+  eq(core.text.nul_free(nil), false, "nil")
+  eq(core.text.nul_free({}), false, "a table")
+end)
+
 return tap.done()

@@ -17,8 +17,16 @@ local M = {}
 local running = coroutine.running
 
 -- task (its coroutine) -> true (open, nothing deferred) | the list: each
--- deferred call as five entries (fn and four arguments).
+-- deferred call as five entries (fn and four arguments), in the order they
+-- came; a finally call's fifth entry is END (it takes three arguments),
+-- and ends counts them (one table per task, not one more for them).
 local lists = setmetatable({}, { __mode = "k" })
+local END = {}
+
+-- (made at the size of two calls and their counts: not grown)
+local function new_list()
+  return { nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, n = 0, ends = 0 }
+end
 
 --- Opens the current task's list; returns the task's coroutine (what
 --- flush takes from another task).
@@ -44,7 +52,7 @@ function M.defer(fn, a, b, c, d)
     list = new_list()
     lists[co] = list
   end
-  local n = list.n or 0
+  local n = list.n
   list[n + 1], list[n + 2], list[n + 3], list[n + 4], list[n + 5] = fn, a, b, c, d
   list.n = n + 5 -- (a nil argument leaves a hole: # would not do)
 end
@@ -63,14 +71,9 @@ function M.finally(fn, a, b, c)
     list = new_list()
     lists[co] = list
   end
-  local ends = list.ends
-  if not ends then
-    ends = { nil, nil, nil, nil, n = 0 }
-    list.ends = ends
-  end
-  local n = ends.n or 0
-  ends[n + 1], ends[n + 2], ends[n + 3], ends[n + 4] = fn, a, b, c
-  ends.n = n + 4 -- (a nil argument leaves a hole: # would not do)
+  local n = list.n
+  list[n + 1], list[n + 2], list[n + 3], list[n + 4], list[n + 5] = fn, a, b, c, END
+  list.n, list.ends = n + 5, list.ends + 1
 end
 
 local function report(ok, err)
@@ -85,17 +88,21 @@ end
 -- inline (the list's own task, at its end), the others on tasks of their
 -- own.
 local function run(list, inline)
-  for i = 1, list.n or 0, 5 do
-    report(pcall(list[i], list[i + 1], list[i + 2], list[i + 3], list[i + 4]))
+  local n, ends = list.n, list.ends
+  for i = 1, n, 5 do
+    if list[i + 4] ~= END then
+      report(pcall(list[i], list[i + 1], list[i + 2], list[i + 3], list[i + 4]))
+    end
   end
-  local ends = list.ends
-  if not ends then return end
-  local last = inline and ends.n - 3 or nil
-  for i = 1, ends.n, 4 do
-    if i == last then
-      report(pcall(ends[i], ends[i + 1], ends[i + 2], ends[i + 3]))
-    else
-      core.task.spawn(ends[i], ends[i + 1], ends[i + 2], ends[i + 3])
+  if ends == 0 then return end
+  for i = 1, n, 5 do
+    if list[i + 4] == END then
+      ends = ends - 1
+      if inline and ends == 0 then
+        report(pcall(list[i], list[i + 1], list[i + 2], list[i + 3]))
+      else
+        core.task.spawn(list[i], list[i + 1], list[i + 2], list[i + 3])
+      end
     end
   end
 end

@@ -42,6 +42,7 @@ local json = require "ad.infra.json"
 local groups = require "ad.domain.groups"
 local limits = require "ad.infra.limits"
 local type = type
+local new_table = require("ad.core").table.new
 
 local M = {}
 
@@ -259,18 +260,44 @@ function M.build(cfg, f, opts)
     if err then return nil, err end
     context = util.nonempty(groups.fold(cfg, group, context))
   end
-  local req = {
-    agent_name = name, agent = agent, settings = cfg.settings,
-    task = f.task, context = context, caller = caller,
-    goal = goal, response_format = response_format,
-    response_schema = schema, group = group, session_id = session_id, timeout = timeout,
-    stream = f.stream == true, use_cache = use_cache == true,
-    on_progress = f.on_progress, log = log, on_slot = f.on_slot, on_spawn = f.on_spawn,
-    elicit = elicit,
-    handoff_after = handoff_after,
-    trace = f.trace, span_kind = span_kind, span_id = f.span_id, span_start = f.span_start,
-    job_id = f.job_id, tree_budget_usd = tree_budget,
-  }
+  -- The request's fields: agent_name, agent, settings, task, context,
+  -- caller, goal, response_format, response_schema, group, session_id,
+  -- timeout, stream, use_cache, on_progress, log, on_slot, on_spawn,
+  -- elicit, handoff_after, trace, span_kind, span_id, span_start, job_id,
+  -- tree_budget_usd. Made at the size a constructor of them all would
+  -- make (what the dispatch adds later fits), the absent ones not
+  -- written: most are, and a nil in a constructor costs as much as a
+  -- field.
+  local req = new_table(28)
+  req.agent_name, req.agent, req.settings, req.task = name, agent, cfg.settings, f.task
+  req.stream, req.use_cache = f.stream == true, use_cache == true
+  if context ~= nil then req.context = context end
+  if caller ~= nil then req.caller = caller end
+  if goal ~= nil then req.goal = goal end
+  if response_format ~= nil then req.response_format = response_format end
+  if schema ~= nil then req.response_schema = schema end
+  if group ~= nil then req.group = group end
+  if session_id ~= nil then req.session_id = session_id end
+  if timeout ~= nil then req.timeout = timeout end
+  if log ~= nil then req.log = log end
+  if elicit ~= nil then req.elicit = elicit end
+  if handoff_after ~= nil then req.handoff_after = handoff_after end
+  if span_kind ~= nil then req.span_kind = span_kind end
+  if tree_budget ~= nil then req.tree_budget_usd = tree_budget end
+  local v = f.on_progress
+  if v ~= nil then req.on_progress = v end
+  v = f.on_slot
+  if v ~= nil then req.on_slot = v end
+  v = f.on_spawn
+  if v ~= nil then req.on_spawn = v end
+  v = f.trace
+  if v ~= nil then req.trace = v end
+  v = f.span_id
+  if v ~= nil then req.span_id = v end
+  v = f.span_start
+  if v ~= nil then req.span_start = v end
+  v = f.job_id
+  if v ~= nil then req.job_id = v end
   M.with_relay(req)
   return req
 end

@@ -1,7 +1,6 @@
 --- The DispatchResult: what every dispatch returns, on success and on
 --- failure alike (never an exception, cancellation aside). One shape, one
 --- key order, for the tools, job records, the cache and scripts.
-local json = require "ad.infra.json"
 
 local M = {}
 
@@ -9,11 +8,16 @@ M.KEYS = { "agent", "success", "result", "session_id", "cost_usd",
   "duration_ms", "num_turns", "error", "error_type", "parsed_result",
   "structured_output", "denied_tools", "hint", "budget_exceeded", "cached", "permissions" }
 
+-- The metatable of every DispatchResult (json.object's, made once: one
+-- table less per dispatch). Shared: read it, never change it (a result
+-- with more keys gets a metatable of its own, json.append_keys).
+local MT = { __order = M.KEYS }
+
 --- fields marked as a DispatchResult (its keys come out in M.KEYS order).
 ---@param fields table
 ---@return table
 function M.new(fields)
-  return json.object(fields, M.KEYS)
+  return setmetatable(fields, MT)
 end
 
 --- A failed DispatchResult: agent name, error type (errors.TYPES), message,

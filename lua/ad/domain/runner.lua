@@ -19,6 +19,7 @@
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
+local getenv = util.getenv
 local errors = require "ad.infra.errors"
 local prompt = require "ad.domain.prompt"
 local result = require "ad.domain.result"
@@ -62,7 +63,7 @@ M.parse_json_reply = claude.parse_json_reply
 
 --- Current recursion depth from our own environment (unset or garbage: 0).
 function M.depth()
-  local raw = os.getenv("AGENT_DISPATCH_DEPTH")
+  local raw = getenv("AGENT_DISPATCH_DEPTH")
   if raw == nil or raw == "" then return 0 end
   local n = math.tointeger(tonumber(raw))
   if not n then
@@ -73,9 +74,12 @@ function M.depth()
   return n
 end
 
+--- The claude binary: its path, and when it was found on PATH its
+--- core.fs.file_id (the stat that found it tells its identity too, which
+--- ad.domain.transport keys its answer on: one stat per dispatch, not two).
 function M.claude_path()
-  local override = os.getenv("AGENT_DISPATCH_CLAUDE")
-  return core.sys.which(override ~= nil and override ~= "" and override or "claude")
+  local override = getenv("AGENT_DISPATCH_CLAUDE")
+  return core.sys.which(override ~= nil and override ~= "" and override or "claude", true)
 end
 
 -- The process environment never changes after start: filter it once, and
@@ -225,7 +229,7 @@ local function execute(req)
       "). Raise settings.max_dispatch_depth in agents.yaml if this nesting is intended.")
   end
   local host = req.agent.host
-  local path, ssh
+  local path, ssh, path_id
   if host then
     -- claude runs on the other host (found on its PATH there); here
     -- runs ssh, in no particular directory.
@@ -234,7 +238,7 @@ local function execute(req)
     ssh, refusal = remote.local_command(name, settings)
     if not ssh then return refusal end
   else
-    path = M.claude_path()
+    path, path_id = M.claude_path()
     if not path then
       return result.failure(name, "not_found", "Claude CLI not found in PATH. Install " ..
         "it: https://docs.anthropic.com/en/docs/claude-code (npm install -g " ..
@@ -256,7 +260,8 @@ local function execute(req)
   local env = M.child_env(depth)
   local env_add = req.trace_env and TRACE_PREFIX .. req.trace_env
   -- live: the CLI's control channel (ad.domain.transport, ad.domain.live_run)
-  local mode, unreachable = transport.choose(settings, req.agent, not host and path or nil, env)
+  local mode, unreachable = transport.choose(settings, req.agent, not host and path or nil, env,
+    path_id)
   if unreachable then
     return result.failure(name, "remote", "ssh to " .. host .. " failed: " .. unreachable)
   end
@@ -312,8 +317,8 @@ local function observed(req)
   -- done before the observer hears of the dispatch, which it shows as
   -- queued only while every slot is taken.
   if not req.agent.host and req.settings.transport == "auto" then
-    local path = M.claude_path()
-    if path then pcall(transport.has_channel, path, M.child_env(M.depth())) end
+    local path, id = M.claude_path()
+    if path then pcall(transport.has_channel, path, M.child_env(M.depth()), id) end
   end
   local h = obs.start(req.agent_name, req)
   local r = util.copy(req)

@@ -51,9 +51,10 @@ local function probe(path, env)
 end
 
 --- True when the claude binary at path has the live control channel
---- (env: the probe's environment, a child's).
-function M.has_channel(path, env)
-  local id = core.fs.file_id(path)
+--- (env: the probe's environment, a child's; id: its core.fs.file_id when
+--- the caller has it, from the stat that found the binary).
+function M.has_channel(path, env, id)
+  id = id or core.fs.file_id(path)
   if not id then return false end
   local m = memo[path]
   if m and m.id == id then return m.live end
@@ -84,9 +85,9 @@ function M.has_channel(path, env)
 end
 
 --- "live" or "oneshot" for a request whose claude is at path (nil for a
---- remote agent); env as for has_channel. For a remote agent whose host
---- could not be reached: "oneshot" and ssh's error text.
-function M.choose(settings, agent, path, env)
+--- remote agent); env and id as for has_channel. For a remote agent whose
+--- host could not be reached: "oneshot" and ssh's error text.
+function M.choose(settings, agent, path, env, id)
   local mode = settings.transport or "auto"
   if mode ~= "auto" then return mode end
   if agent.host then
@@ -95,7 +96,7 @@ function M.choose(settings, agent, path, env)
     return live and "live" or "oneshot"
   end
   if not path then return "oneshot" end
-  return M.has_channel(path, env) and "live" or "oneshot"
+  return M.has_channel(path, env, id) and "live" or "oneshot"
 end
 
 return M

@@ -70,7 +70,10 @@ end
 --- numbers are formatted by lua-cjson, strings escaped as lua-cjson does
 --- but "/" is not escaped, nesting deeper than 200 is an error (a cycle).
 ---@return string
-M.encode, M.encode_fields = core.json.encoder(RAW, encode_scalar, cjson.null)
+M.encode, M.encode_fields, M.encode_text = core.json.encoder(RAW, encode_scalar, cjson.null)
+
+--- M.encode_text(v): M.encode(M.encode(v)), the JSON string whose text is
+--- v encoded (a tool call's reply carries its result so), in one pass.
 
 --- M.encode_fields(t, keys): the object of t's members named in keys (an
 --- array of strings), in that order, nil ones left out, every other

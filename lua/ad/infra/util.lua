@@ -139,4 +139,23 @@ function M.round(x, digits)
   return math.floor(x * m + 0.5) / m
 end
 
+-- The environment variables read so far (name -> value | false: unset).
+-- The environment changes after start only through core.sys.unsetenv,
+-- which empties this table (core.sys.env_memo); Lua has no setenv.
+local env_memo = core.sys.env_memo()
+local os_getenv = os.getenv
+
+--- os.getenv(name), each variable read from the environment once: a
+--- dispatch asks for a few (the config path, its claude, its depth) and
+--- os.getenv scans the whole environment every time.
+---@return string|nil
+function M.getenv(name)
+  local v = env_memo[name]
+  if v == nil then
+    v = os_getenv(name) or false
+    env_memo[name] = v
+  end
+  return v or nil
+end
+
 return M

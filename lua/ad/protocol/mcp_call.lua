@@ -32,7 +32,9 @@ local META_MT = { __order = { META_SERVER } }
 --- json.encode makes of Server:result(id, text_result(text, is_error),
 --- modern), written around the encoded id, text and _meta (the reply of
 --- every dispatch).
-function M.text_reply(id, text, is_error, modern)
+--- text_json: the text already encoded as a JSON string (json.encode_text
+--- of the result), in place of text.
+function M.text_reply(id, text, is_error, modern, text_json)
   local rest = is_error == nil and "}]" or is_error and '}],"isError":true'
     or '}],"isError":false'
   if modern then
@@ -40,7 +42,8 @@ function M.text_reply(id, text, is_error, modern)
       json.encode(setmetatable({ [META_SERVER] = mcp.server_info() }, META_MT))
   end
   return '{"jsonrpc":"2.0","id":' .. json.encode(id) ..
-    ',"result":{"content":[{"type":"text","text":' .. json.encode(text) .. rest .. "}}\n"
+    ',"result":{"content":[{"type":"text","text":' .. (text_json or json.encode(text)) ..
+    rest .. "}}\n"
 end
 
 -- One tools/call in flight: its in-flight entry (cancelled, done,
@@ -93,8 +96,12 @@ function Call:send_value(value)
   local server, era = self.server, self.era
   local ir = self.mrtr and require("ad.protocol.mcp_mrtr").render(value, self.mrtr)
   if ir then return server:result(self.id, ir, era.modern) end
-  local text = type(value) == "string" and core.text.fix(value) or json.encode(value)
-  server:send_line(M.text_reply(self.id, text, tools.is_error_result(value), era.modern))
+  local is_error = tools.is_error_result(value)
+  if type(value) == "string" then
+    server:send_line(M.text_reply(self.id, core.text.fix(value), is_error, era.modern))
+  else
+    server:send_line(M.text_reply(self.id, nil, is_error, era.modern, json.encode_text(value)))
+  end
 end
 
 -- Answers the call now while its handler goes on (a dispatch handed off

@@ -1,9 +1,10 @@
 --- Where the config file, its directory and the tool files are, and the
---- check of a private directory: a leaf module (environment and
---- ad.infra.util only; the check loads what it needs when called), so
---- that deciding whether anything of the user's applies does not load the
---- config parser.
+--- check of a private directory: a leaf module (environment, read through
+--- util.getenv, and ad.infra.util only; the check loads what it needs
+--- when called), so that deciding whether anything of the user's applies
+--- does not load the config parser.
 local util = require "ad.infra.util"
+local getenv = util.getenv
 
 local M = {}
 
@@ -19,8 +20,8 @@ end
 local memo_path, memo_var, memo_home
 
 function M.config_path()
-  local p = os.getenv("AGENT_DISPATCH_CONFIG")
-  local home = os.getenv("HOME")
+  local p = getenv("AGENT_DISPATCH_CONFIG")
+  local home = getenv("HOME")
   if memo_path and p == memo_var and home == memo_home then return memo_path end
   local path
   if p and p ~= "" then
