@@ -36,12 +36,6 @@ function M.open()
   return co
 end
 
--- A task's list, made at the size of two calls and their count, ends:
--- not grown.
-local function new_list()
-  return { nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, n = 0, ends = nil }
-end
-
 --- fn(a, b, c, d) after the reply of the current task, or now when it
 --- has no list open.
 function M.defer(fn, a, b, c, d)
