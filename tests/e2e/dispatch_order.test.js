@@ -37,6 +37,18 @@ async function assertSaidBefore(srv, text, id) {
   assert.strictEqual(stderrLines(srv, text), 1, srv.stderr);
 }
 
+// A server with max_concurrency 1 whose only slot another call holds
+// for `seconds`: {env, srv, holder} (holder: that call's promise).
+async function slotHeld(t, seconds) {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true }, settings: '  max_concurrency: 1\n' });
+  const srv = env.serve();
+  await srv.init();
+  const holder = srv.call('dispatch', { agent: 'a', task: `[stub:sleep=${seconds}] holds the slot` }, { id: 'h1' });
+  assert.ok(await waitUntil(() => env.dispatches().length === 1, 5000), 'the slot is taken');
+  return { env, srv, holder };
+}
+
 describe('the line of a dispatch', () => {
   test('a child that cannot be started: the line is said, before the error reply', async (t) => {
     const env = newEnv(t);
@@ -83,13 +95,7 @@ describe('the line of a dispatch', () => {
 
   test('a call handed off while its dispatch waits for a slot: the line comes before its answer',
     async (t) => {
-      const env = newEnv(t);
-      env.setup({ agents: { a: true }, settings: '  max_concurrency: 1\n' });
-      const srv = env.serve();
-      await srv.init();
-      // Another call holds the only slot for a while.
-      const holder = srv.call('dispatch', { agent: 'a', task: '[stub:sleep=3] holds the slot' }, { id: 'h1' });
-      assert.ok(await waitUntil(() => env.dispatches().length === 1, 5000), 'the slot is taken');
+      const { env, srv, holder } = await slotHeld(t, 3);
       const r = await srv.call('dispatch', { agent: 'a', task: 'queued one',
         handoff_after_seconds: 1 }, { id: 'q1' });
       assert.strictEqual(r.value.status, 'running', JSON.stringify(r.value));
@@ -106,12 +112,7 @@ describe('the line of a dispatch', () => {
 
   test('a parallel call handed off while its items wait for a slot: their lines come before its answer',
     async (t) => {
-      const env = newEnv(t);
-      env.setup({ agents: { a: true }, settings: '  max_concurrency: 1\n' });
-      const srv = env.serve();
-      await srv.init();
-      const holder = srv.call('dispatch', { agent: 'a', task: '[stub:sleep=3] holds the slot' }, { id: 'h1' });
-      assert.ok(await waitUntil(() => env.dispatches().length === 1, 5000), 'the slot is taken');
+      const { env, srv, holder } = await slotHeld(t, 3);
       const r = await srv.call('dispatch_parallel', { handoff_after_seconds: 1,
         dispatches: JSON.stringify([{ agent: 'a', task: 'item one' }, { agent: 'a', task: 'item two' }]) },
         { id: 'p1' });
@@ -127,12 +128,7 @@ describe('the line of a dispatch', () => {
     });
 
   test('a call cancelled while queued for a slot: the stderr line is still there', async (t) => {
-    const env = newEnv(t);
-    env.setup({ agents: { a: true }, settings: '  max_concurrency: 1\n' });
-    const srv = env.serve();
-    await srv.init();
-    const holder = srv.call('dispatch', { agent: 'a', task: '[stub:sleep=2] holds the slot' }, { id: 'h1' });
-    assert.ok(await waitUntil(() => env.dispatches().length === 1, 5000), 'the slot is taken');
+    const { env, srv, holder } = await slotHeld(t, 2);
     srv.write(JSON.stringify({ jsonrpc: '2.0', id: 'c1', method: 'tools/call',
       params: { name: 'dispatch', arguments: { agent: 'a', task: 'queued and cancelled' } } }) + '\n');
     await new Promise((res) => setTimeout(res, 300));
