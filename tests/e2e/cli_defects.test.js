@@ -215,6 +215,27 @@ describe("'none' on add (F49, F72)", () => {
   });
 });
 
+describe('non-finite numbers (F06)', () => {
+  test('add and update refuse a budget that is not a finite number and leave the file as it was', (t) => {
+    const env = newEnv(t);
+    const dir = env.project('p');
+    env.writeConfig('agents: {}\n');
+    for (const v of ['1e400', '-1e400', 'inf', 'nan']) {
+      const r = env.run(['add', 'a', dir, '-d', 'x', '--max-budget-usd', v]);
+      assert.strictEqual(r.code, 2, `${v}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /--max-budget-usd: '[^']+' is not a (valid|finite) number/);
+      assert.strictEqual(env.readConfig(), 'agents: {}\n');
+    }
+    assert.strictEqual(env.run(['add', 'a', dir, '-d', 'x']).code, 0);
+    const before = env.readConfig();
+    const u = env.run(['update', 'a', '--max-budget-usd', '1e400']);
+    assert.strictEqual(u.code, 2, u.stdout + u.stderr);
+    assert.strictEqual(env.readConfig(), before);
+    // The file still loads: the agent is listed.
+    assert.match(env.run(['list']).stdout, /\ba\b/);
+  });
+});
+
 describe('wording', () => {
   test('budget stop with no cap configured names the configured cap once', async (t) => {
     const env = newEnv(t);

@@ -154,6 +154,36 @@ test("config: defaults and validation", function()
     "explicit [] and dangling member load")
 end)
 
+-- A number field that is not a finite number (.nan, .inf, 1e400) would
+-- reach the claude command line or a timer as nan/inf, and a NaN never
+-- compares equal, so the saved file would not read back as what was
+-- loaded: each is refused at load, naming the field.
+test("config: a number field refuses NaN and infinities", function()
+  local fields = {
+    "agents:\n  a:\n    directory: /tmp\n    max_budget_usd: %s\n",
+    "settings:\n  default_max_budget_usd: %s\n",
+    "settings:\n  tree_budget_usd: %s\n",
+    "settings:\n  interrupt_grace_seconds: %s\n",
+  }
+  for _, f in ipairs(fields) do
+    for _, v in ipairs({ ".nan", ".NaN", ".inf", "+.inf", "1e400", "'1e400'" }) do
+      local text = f:format(v)
+      local fine, err = cfg_of(text)
+      ok(not fine, "rejected: " .. text)
+      if not fine then has(err.message, "finite number") end
+    end
+  end
+  ok((cfg_of(fields[1]:format("0.25"))), "a finite budget loads")
+  -- An integer field refuses what no integer holds instead of reading it
+  -- as absent (and so as the default).
+  for _, v in ipairs({ ".inf", "1e20", "99999999999999999999", ".nan", "1.5" }) do
+    local text = "agents:\n  a:\n    directory: /tmp\n    timeout: " .. v .. "\n"
+    local fine, err = cfg_of(text)
+    ok(not fine, "rejected: " .. text)
+    if not fine then has(err.message, "agents.a.timeout") end
+  end
+end)
+
 test("config: YAML is loaded safely", function()
   local v, err = core.yaml.load("a: !!python/object/apply:os.system ['id']\n")
   eq(v, nil); has(err, "unsupported tag")

@@ -51,6 +51,9 @@ function M.parse(spec, argv)
         elseif o.type == "float" then
           local n = tonumber(v)
           if not n then return nil, "Invalid value for " .. name .. ": '" .. v .. "' is not a valid number." end
+          if n ~= n or n == math.huge or n == -math.huge then
+            return nil, "Invalid value for " .. name .. ": '" .. v .. "' is not a finite number."
+          end
           v = n + 0.0
         end
         if o.choices then

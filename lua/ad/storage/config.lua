@@ -107,24 +107,39 @@ local function problem(where, msg)
   try(fail, where, msg)
 end
 
+-- A whole number that does not fit an integer (.inf, 1e20, twenty digits)
+-- is refused, not read as absent.
 local function as_int(v, where)
   if math.type(v) == "integer" then return v end
-  if type(v) == "number" and v == math.floor(v) and v == v then
-    return math.tointeger(v)
+  local n
+  if type(v) == "number" then
+    n = math.tointeger(v)
+  elseif type(v) == "boolean" then
+    return v and 1 or 0
+  elseif type(v) == "string" and util.strip(v):match("^[-+]?%d+$") then
+    n = math.tointeger(tonumber(util.strip(v)))
+    if not n then fail(where, "out of range: " .. util.repr(v)) end
   end
-  if type(v) == "boolean" then return v and 1 or 0 end
-  if type(v) == "string" and util.strip(v):match("^[-+]?%d+$") then
-    return math.tointeger(tonumber(util.strip(v)))
+  if n then return n end
+  if type(v) == "number" and v == math.floor(v) then
+    fail(where, "out of range: " .. util.repr(v))
   end
   fail(where, "expected an integer, got " .. util.repr(v))
 end
 
+-- NaN and the infinities are refused: they would reach a command line or a
+-- timer as nan/inf, and a NaN is not equal to itself, so a saved file
+-- would not read back as the one loaded.
 local function as_num(v, where)
-  if type(v) == "number" then return v end
-  if type(v) == "string" and tonumber(util.strip(v)) then
-    return tonumber(util.strip(v)) + 0.0
+  local n = v
+  if type(v) == "string" then n = tonumber(util.strip(v)) end
+  if type(n) ~= "number" then
+    fail(where, "expected a number, got " .. util.repr(v))
   end
-  fail(where, "expected a number, got " .. util.repr(v))
+  if n ~= n or n == math.huge or n == -math.huge then
+    fail(where, "expected a finite number, got " .. util.repr(v))
+  end
+  return type(v) == "string" and n + 0.0 or n
 end
 
 local function as_str(v, where)
