@@ -46,13 +46,20 @@ timed() { # BUILD_DIR [LABELS_LEFT_OUT]: the second pass
 
 # Work started in the background (the later trees' builds, the fuzz runs) at
 # the lowest priority, so that the tests it runs beside keep the CPU; it is
-# stopped with the script, and its log is shown when it fails.
+# stopped with the script, and its log is shown when it fails. It runs in a
+# session of its own (so that it can be stopped as a group), and where the
+# kernel groups the scheduling by session (autogroup), a nice value counts
+# only within the session: a session with nothing else to run would still
+# get as much CPU as all the tests together. Its session's own nice value
+# (/proc/self/autogroup) is set to 19 as well.
 bg_pids=()
 trap 'for p in "${bg_pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done' EXIT
 background() { # LOG COMMAND...: runs COMMAND at nice 19 in a session of its own
   local log=$1
   shift
-  setsid -w nice -n 19 "$@" >"$log" 2>&1 &
+  setsid -w nice -n 19 bash -c '
+    if [[ -w /proc/self/autogroup ]]; then echo 19 >/proc/self/autogroup; fi
+    exec "$@"' _ "$@" >"$log" 2>&1 &
   bg_pids+=($!)
 }
 finish() { # PID LOG WHAT: waits for background work, fails with its log
