@@ -412,6 +412,57 @@ static struct kchild *kid_find(pid_t pid)
     return NULL;
 }
 
+/* Exit reports the event socket had no room for, oldest first: a server
+ * busy elsewhere may leave a few hundred unread (the socket's buffer
+ * holds about 270), and a report lost is a child waited for for ever.
+ * The keeper never blocks on that socket (the server may be waiting on
+ * the control one for its answer); it sends these when there is room. */
+static struct exit_event *unsent;
+static size_t nunsent, capunsent;
+static bool server_gone; /* the event socket is closed at the far end */
+
+/* Sends the waiting reports that fit now; false when some still wait. */
+static bool flush_exits(int ev)
+{
+    size_t i = 0;
+    while (i < nunsent && !server_gone) {
+        if (send(ev, &unsent[i], sizeof *unsent, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+                break;
+            }
+            server_gone = true; /* nobody to tell */
+        }
+        i++;
+    }
+    if (server_gone) {
+        i = nunsent;
+    }
+    memmove(unsent, unsent + i, (nunsent - i) * sizeof *unsent);
+    nunsent -= i;
+    return nunsent == 0;
+}
+
+static void report_exit(int ev, struct exit_event e)
+{
+    if (ev < 0 || server_gone) {
+        return;
+    }
+    if (nunsent == capunsent) {
+        size_t cap = capunsent ? capunsent * 2 : 64;
+        struct exit_event *u = realloc(unsent, cap * sizeof *u);
+        if (!u) {
+            return; /* out of memory: the server times that child out */
+        }
+        unsent = u;
+        capunsent = cap;
+    }
+    unsent[nunsent++] = e; /* after any older one still waiting: in order */
+    flush_exits(ev);
+}
+
 /* Reaps every exited child and tells the server; a handed-off child's
  * read ends stay open (its output may still be unread). */
 static void reap(int ev)
@@ -421,10 +472,7 @@ static void reap(int ev)
     while ((r = waitpid(-1, &st, WNOHANG)) > 0) {
         struct exit_event e = {r, WIFEXITED(st) ? WEXITSTATUS(st) : 0,
                                WIFSIGNALED(st) ? WTERMSIG(st) : 0};
-        if (ev >= 0) {
-            ssize_t n = send(ev, &e, sizeof e, MSG_NOSIGNAL | MSG_DONTWAIT);
-            (void)n; /* the server is gone: nobody to tell */
-        }
+        report_exit(ev, e);
         struct kchild *k = kid_find(r);
         if (k && k->handed) {
             k->exited = true;
@@ -782,12 +830,17 @@ int keeper_main(int argc, char **argv)
         return 1;
     }
     for (;;) {
-        struct pollfd pf[2] = {{ctrl, POLLIN, 0}, {sfd, POLLIN, 0}};
-        if (poll(pf, 2, -1) < 0) {
+        /* The event socket is watched only while reports wait for room. */
+        struct pollfd pf[3] = {{ctrl, POLLIN, 0}, {sfd, POLLIN, 0},
+                               {nunsent ? ev : -1, POLLOUT, 0}};
+        if (poll(pf, 3, -1) < 0) {
             if (errno == EINTR) {
                 continue;
             }
             break;
+        }
+        if (pf[2].revents) {
+            flush_exits(ev);
         }
         if (pf[1].revents) {
             /* One read: SIGCHLD is not queued, so at most one is pending
@@ -802,6 +855,9 @@ int keeper_main(int argc, char **argv)
         }
     }
     free(buf);
+    free(unsent); /* the server is gone: nobody to tell */
+    unsent = NULL;
+    nunsent = capunsent = 0;
     close(ctrl);
     close(ev);
     close(sfd);
