@@ -6,10 +6,17 @@
 // 500 ms) and writes its progress and result; a later server waits on
 // it, lists it and cancels it. Calls not handed off still end with the
 // server, and nothing is ever left running. Helpers: tests/e2e/lib.js.
+//
+// A call that must still be running when the test looks is held by a gate
+// the stub waits for ([stub:until_file]), not by a duration: under the
+// sanitizer beside heavy tests a machine can be several times slower than
+// alone, and a fixed sleep either ends too early there or wastes time
+// everywhere. The deadlines of waits are generous for the same reason; they
+// cost nothing where things go fast.
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
-const { newEnv, alive, groupAlive, waitUntil, readRec, stopLikeClaudeCode } = require('./lib');
+const { newEnv, alive, groupAlive, waitUntil, readRec, stopLikeClaudeCode, gate } = require('./lib');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -43,7 +50,9 @@ describe('handed-off calls and the keeper', () => {
   test('a handed-off call survives Claude Code\'s stop of its server; a later server gets its answer',
     async (t) => {
       const { env, srv } = await start(t);
-      const id = await handOff(srv, '[stub:sleep=3][stub:reply=kept answer] long one');
+      const g = gate(env.root);
+      const id = await handOff(srv, `[stub:until_file=${g.path}][stub:reply=kept answer] long one`);
+      const handedOff = Date.now();
       const [e] = env.dispatches();
       const keeper = ppid(e.pid);
       assert.ok(keeper && keeper !== srv.child.pid, 'the child\'s parent is the keeper, not the server');
@@ -55,7 +64,7 @@ describe('handed-off calls and the keeper', () => {
       await waitUntil(() => {
         cmd = fs.readFileSync(`/proc/${keeper}/cmdline`, 'latin1').split('\0').filter(Boolean);
         return cmd[1] === '__keeper-run';
-      }, 3000);
+      }, 15000);
       assert.strictEqual(cmd[1], '__keeper-run', cmd.join(' '));
       assert.ok(cmd.slice(2).every((a) => /^-?\d+$/.test(a)), cmd.join(' '));
       const running = readRec(env, id);
@@ -66,6 +75,8 @@ describe('handed-off calls and the keeper', () => {
       assert.strictEqual(st.value.status, 'running');
       const list = await srv2.call('dispatch_jobs', {});
       assert.ok(list.value.some((j) => j.id === id && j.status === 'running'), JSON.stringify(list.value));
+      const held = Date.now() - handedOff;
+      g.open();
       const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
       assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
       assert.strictEqual(w.value.result.success, true);
@@ -77,26 +88,32 @@ describe('handed-off calls and the keeper', () => {
       assert.strictEqual(tr.value.spans.length, 1, tr.text);
       assert.strictEqual(tr.value.spans[0].kind, 'handoff');
       assert.strictEqual(tr.value.spans[0].status, 'ok', tr.text);
-      assert.ok(tr.value.spans[0].duration_ms >= 2500, tr.text);
+      assert.ok(tr.value.spans[0].duration_ms >= held, `${held} ms held: ${tr.text}`);
       await srv2.close();
-      assert.ok(await waitUntil(() => !alive(keeper), 5000), 'the keeper exits when its work is done');
+      assert.ok(await waitUntil(() => !alive(keeper), 15000), 'the keeper exits when its work is done');
       await env.assertNoLeftovers();
     });
 
   test('dispatch_stream: the keeper writes the progress tail on, then the result', async (t) => {
     const { env, srv } = await start(t);
-    const id = await handOff(srv, '[stub:progress=40][stub:interval=0.1][stub:reply=streamed] watched', 'dispatch_stream');
+    // Every progress line comes after the release, so after the stop: only
+    // the keeper can have written them.
+    const g = gate(env.root);
+    const id = await handOff(srv,
+      `[stub:until_file=${g.path}][stub:progress=8][stub:interval=0.05][stub:reply=streamed] watched`,
+      'dispatch_stream');
     const [e] = env.dispatches();
     await stopLikeClaudeCode(srv);
-    const before = readRec(env, id).progress.length;
+    const before = (readRec(env, id).progress || []).join('\n');
+    assert.doesNotMatch(before, /progress \d/, 'no progress before the release');
+    g.open();
     const srv2 = env.serve();
     await srv2.init();
-    const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
+    const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 60 }, { ms: 65000 });
     assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
     assert.strictEqual(w.value.result.result, 'streamed');
     assert.strictEqual(w.value.result.session_id, argAfter(e, '--session-id'));
-    assert.ok(w.value.progress.length >= before && /progress 4\d|progress 3\d/.test(w.value.progress.join('\n')),
-      JSON.stringify(w.value.progress));
+    assert.match(w.value.progress.join('\n'), /progress 8\/8/, JSON.stringify(w.value.progress));
     await srv2.close();
     await env.assertNoLeftovers();
   });
@@ -105,38 +122,48 @@ describe('handed-off calls and the keeper', () => {
     async (t) => {
       const { env, srv } = await start(t);
       const ids = [];
+      const g = gate(env.root);
       for (const tool of ['dispatch', 'dispatch_stream']) {
-        ids.push(await handOff(srv, `[stub:sleep=1.3][stub:reply=read by ${tool}][stub:linger=4] lingering`, tool));
+        ids.push(await handOff(srv, `[stub:until_file=${g.path}][stub:reply=read by ${tool}]` +
+          `[stub:mark_file=${g.mark(tool)}][stub:linger=6] lingering`, tool));
       }
-      // Both children have written their result and linger before exiting.
-      await sleep(900);
+      // Both children have written their result and linger before exiting;
+      // the server reads a line as soon as it is written.
+      g.open();
+      assert.ok(await waitUntil(() => g.marked('dispatch') && g.marked('dispatch_stream'), 30000), 'results written');
+      await sleep(300);
       const spawned = env.dispatches();
       await stopLikeClaudeCode(srv);
       for (const [i, tool] of ['dispatch', 'dispatch_stream'].entries()) {
-        const rec = readRec(env, ids[i]);
+        // (A server starved past its stop leaves the line to the keeper,
+        // which records the same: the record is waited for, not read once.)
+        let rec;
+        await waitUntil(() => (rec = readRec(env, ids[i])).status !== 'running', 15000);
         assert.strictEqual(rec.status, 'done', JSON.stringify(rec));
         assert.strictEqual(rec.result.result, `read by ${tool}`);
         assert.strictEqual(rec.result.session_id, argAfter(spawned[i], '--session-id'));
       }
       assert.ok(spawned.every((e) => alive(e.pid)), 'the children were not killed');
-      assert.ok(await waitUntil(() => spawned.every((e) => !alive(e.pid)), 10000), 'they exit on their own');
+      assert.ok(await waitUntil(() => spawned.every((e) => !alive(e.pid)), 30000), 'they exit on their own');
       assert.strictEqual(env.dispatches().length, 2);
       await env.assertNoLeftovers();
     });
 
   test('a handed-off job that ends while its server runs leaves the keeper holding none of its pipes', async (t) => {
     const { env, srv } = await start(t);
-    const id = await handOff(srv, '[stub:sleep=1.5] short one');
+    const g = gate(env.root);
+    const id = await handOff(srv, `[stub:until_file=${g.path}] short one`);
     const [e] = env.dispatches();
     const keeper = ppid(e.pid);
-    const w = await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 25000 });
+    g.open();
+    const w = await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 60 }, { ms: 65000 });
     assert.strictEqual(w.value.status, 'done');
     const pipesOf = (pid) => fs.readdirSync(`/proc/${pid}/fd`)
       .map((f) => { try { return fs.readlinkSync(`/proc/${pid}/fd/${f}`); } catch { return ''; } })
       .filter((l) => l.startsWith('pipe:'));
     // Not even what the server inherited from the test's environment.
     const pipes = () => pipesOf(keeper);
-    assert.ok(await waitUntil(() => pipes().length === 0, 3000), `the keeper still holds ${pipes()}`);
+    assert.ok(await waitUntil(() => pipes().length === 0, 15000), `the keeper still holds ${pipes()}`);
     await srv.close();
   });
 
@@ -144,14 +171,14 @@ describe('handed-off calls and the keeper', () => {
     const { env, srv } = await start(t);
     const call = srv.call('dispatch', { agent: 'a', task: '[stub:hang] in flight',
       handoff_after_seconds: 60 }, { ms: 2000 }).catch(() => null);
-    assert.ok(await waitUntil(() => env.dispatches().length === 1, 5000), 'spawned');
+    assert.ok(await waitUntil(() => env.dispatches().length === 1, 15000), 'spawned');
     const [e] = env.dispatches();
     const keeper = ppid(e.pid);
     assert.ok(keeper && keeper !== srv.child.pid, 'the child\'s parent is the keeper');
     await stopLikeClaudeCode(srv);
     await call;
-    assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 5000), 'the child group is gone');
-    assert.ok(await waitUntil(() => !alive(keeper), 5000), 'the keeper is gone');
+    assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 15000), 'the child group is gone');
+    assert.ok(await waitUntil(() => !alive(keeper), 15000), 'the keeper is gone');
   });
 
   test('the keeper killed with SIGKILL takes its children along and the job settles failed', async (t) => {
@@ -161,8 +188,8 @@ describe('handed-off calls and the keeper', () => {
     const keeper = ppid(e.pid);
     assert.ok(keeper && keeper !== srv.child.pid);
     process.kill(keeper, 'SIGKILL');
-    assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 5000), 'the child is gone');
-    const w = await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 10 }, { ms: 15000 });
+    assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 15000), 'the child is gone');
+    const w = await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
     assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
     assert.match(w.value.error, /killed|keeper/i);
     // The server still works: a new dispatch gets a new keeper.
@@ -181,10 +208,10 @@ describe('handed-off calls and the keeper', () => {
       await stopLikeClaudeCode(srv);
       assert.ok(alive(e.pid) && alive(keeper));
       process.kill(keeper, 'SIGKILL');
-      assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 5000), 'the child is gone');
+      assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 15000), 'the child is gone');
       const srv2 = env.serve();
       await srv2.init();
-      const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 10 }, { ms: 15000 });
+      const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
       assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
       assert.match(w.value.error, /stopped|exited/);
       await srv2.close();
@@ -202,8 +229,8 @@ describe('handed-off calls and the keeper', () => {
     await srv2.init();
     const c = await srv2.call('dispatch_cancel', { job_id: id });
     assert.strictEqual(c.value.outcome, 'cancelled_running', JSON.stringify(c.value));
-    assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 5000), 'the group is gone');
-    assert.ok(await waitUntil(() => !alive(keeper), 5000), 'the keeper exits');
+    assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 15000), 'the group is gone');
+    assert.ok(await waitUntil(() => !alive(keeper), 15000), 'the keeper exits');
     assert.strictEqual(readRec(env, id).status, 'cancelled');
     await srv2.close();
     await env.assertNoLeftovers();

@@ -4,11 +4,14 @@
 // tells the far side to end everything) while the job runs. A remote call
 // not handed off still ends with the server, there and here. The private
 // sshd of tests/e2e/sshd.js logs in an unprivileged user with the stub
-// claude on its PATH.
+// claude on its PATH. A call that must be running when the test looks is
+// held by a gate the stub waits for, and waits have generous deadlines:
+// the sanitized build beside heavy tests can be several times slower than
+// alone (tests/e2e/handoff_keeper.test.js says more).
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
-const { sleep, alive, waitUntil, stopLikeClaudeCode } = require('./lib');
+const { alive, waitUntil, stopLikeClaudeCode, gate } = require('./lib');
 const { remoteSuite } = require('./remote_env');
 
 let sshd;
@@ -42,7 +45,7 @@ function localSsh(dir) {
 }
 
 async function assertNoRemoteLeftovers(what) {
-  const left = await sshd.leftovers(8000);
+  const left = await sshd.leftovers(30000);
   assert.deepStrictEqual(left, [], `${what}: processes left on the remote side: ${left.join('; ')}`);
 }
 
@@ -58,17 +61,19 @@ for (const transport of ['oneshot', 'live']) {
         const env = remoteEnv(t, { agents: { r: { host: 'buildbox', directory: dir } }, settings });
         const srv = env.serve();
         await srv.init();
+        const g = gate(dir);
         const { value } = await srv.call('dispatch', { agent: 'r',
-          task: `[stub:sleep=4] long remote work ${transport}`, handoff_after_seconds: 1 });
+          task: `[stub:until_file=${g.path}] long remote work ${transport}`, handoff_after_seconds: 1 });
         assert.strictEqual(value.status, 'running', JSON.stringify(value));
         const id = value.job_id;
         await stopLikeClaudeCode(srv);
-        await sleep(500);
-        assert.ok(remoteClaude(), 'the remote claude still runs after the server was killed: ' +
-          sshd.processes().join('; '));
+        assert.ok(await waitUntil(() => remoteClaude() &&
+          sshd.stubLog().some((e) => e.prompt.includes(`long remote work ${transport}`)), 30000),
+          'the remote claude runs after the server was killed: ' + sshd.processes().join('; '));
+        g.open();
         const srv2 = env.serve();
         await srv2.init();
-        const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
+        const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 60 }, { ms: 65000 });
         assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
         assert.strictEqual(w.value.result.success, true, JSON.stringify(w.value));
         assert.match(w.value.result.result, new RegExp(`long remote work ${transport}`));
@@ -93,13 +98,13 @@ for (const transport of ['oneshot', 'live']) {
         const keeper = ppid(ssh);
         assert.ok(keeper && keeper !== srv.child.pid, 'the keeper is the parent of ssh');
         await stopLikeClaudeCode(srv);
-        assert.ok(remoteClaude(), 'the remote claude runs on');
+        assert.ok(await waitUntil(remoteClaude, 30000), 'the remote claude runs on');
         process.kill(keeper, 'SIGKILL');
         await assertNoRemoteLeftovers('after the keeper was killed');
-        assert.ok(await waitUntil(() => !alive(ssh), 5000), 'the local ssh is gone');
+        assert.ok(await waitUntil(() => !alive(ssh), 15000), 'the local ssh is gone');
         const srv2 = env.serve();
         await srv2.init();
-        const w = await srv2.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 10 }, { ms: 15000 });
+        const w = await srv2.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 30 }, { ms: 35000 });
         assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
         assert.match(w.value.error, /stopped|exited/);
         await srv2.close();
@@ -113,11 +118,11 @@ for (const transport of ['oneshot', 'live']) {
       await srv.init();
       srv.send({ jsonrpc: '2.0', id: 9, method: 'tools/call',
         params: { name: 'dispatch', arguments: { agent: 'r', task: 'long [stub:hang]' } } });
-      assert.ok(await waitUntil(remoteClaude, 8000), 'started there');
+      assert.ok(await waitUntil(remoteClaude, 30000), 'started there');
       const locals = childrenOf(srv.child.pid);
       await stopLikeClaudeCode(srv);
       await assertNoRemoteLeftovers('after the stop');
-      assert.ok(await waitUntil(() => locals.every((p) => !alive(p)), 5000), 'no local child left');
+      assert.ok(await waitUntil(() => locals.every((p) => !alive(p)), 15000), 'no local child left');
       await env.assertNoLeftovers();
     });
   });

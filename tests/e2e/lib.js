@@ -96,6 +96,21 @@ async function waitUntil(pred, timeoutMs, stepMs = 25) {
   }
 }
 
+/** A release a stub call waits for ([stub:until_file=PATH]): a test that
+ * must see a call still running holds it there, instead of racing a
+ * duration against a machine of unknown speed. `mark(name)` is a path for
+ * [stub:mark_file=PATH] (created once the result line is written). */
+let gateSeq = 0;
+function gate(dir, name = 'gate') {
+  const p = path.join(dir, `${name}-${process.pid}-${++gateSeq}`);
+  return {
+    path: p,
+    open: () => fs.writeFileSync(p, ''),
+    mark: (m) => `${p}.${m}`,
+    marked: (m) => fs.existsSync(`${p}.${m}`),
+  };
+}
+
 /** YAML double-quoted scalar. */
 function q(s) {
   return JSON.stringify(String(s));
@@ -494,5 +509,5 @@ async function stopLikeClaudeCode(srv) {
   await srv.exited;
 }
 
-module.exports = { stopLikeClaudeCode, BIN, STUB_DIR, SANITIZED, MODERN, SUPPORTED, Env, Server, newEnv, modernMeta,
+module.exports = { stopLikeClaudeCode, gate, BIN, STUB_DIR, SANITIZED, MODERN, SUPPORTED, Env, Server, newEnv, modernMeta,
   sleep, alive, groupAlive, waitUntil, isResponse, q, readRec, recUntil, stubFor };

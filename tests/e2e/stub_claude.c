@@ -270,6 +270,8 @@ struct directives {
     /* relay: the [stub:ask=...] spec read from a file */
     const char *ask_file;
     double ask_sleep; /* relay: seconds to go on working after the answers */
+    const char *until_file; /* answer only once this path exists */
+    const char *mark_file;  /* created once the result line is written */
     /* numbers (negative = absent) */
     double sleep, interval, grandchild, escape, cost, linger;
     long progress, exit_code, turns, stderr_bytes, huge, huge_line, spew, die;
@@ -319,6 +321,9 @@ static const struct {
     D("structured", D_STR, structured),  /* with --json-schema: "structured_output":VALUE (raw JSON, no ']') */
     D("die", D_LONG, die),               /* SIGKILL itself after N progress lines */
     D("linger", D_DBL, linger),          /* seconds between the result line and the exit */
+    D("until_file", D_STR, until_file),  /* after sleep: wait until this path exists (a test's
+                                          * release, where a duration would race a slow machine) */
+    D("mark_file", D_STR, mark_file),    /* created once the result is written (before linger) */
     /* live mode (--input-format stream-json) */
     D("deaf", D_FLAG, deaf),             /* interrupts are not heard during the turn */
     D("ask", D_STR, ask),                /* "TOOL JSON": a can_use_tool control_request;
@@ -1438,6 +1443,9 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
         }
     }
     sleep_s(d->sleep);
+    while (d->until_file && access(d->until_file, F_OK) != 0 && !live_interrupted) {
+        sleep_s(0.02);
+    }
     if (live_interrupted) {
         return live_aborted(c);
     }
@@ -1530,6 +1538,12 @@ static int answer(const struct ctx *c, const char *prompt, int argc, char **argv
         }
     }
     free(reply);
+    if (d->mark_file) {
+        int fd = open(d->mark_file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
     sleep_s(d->linger);
     return 0;
 }
