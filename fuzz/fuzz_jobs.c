@@ -12,6 +12,7 @@
 
 #include "ad/jobs.h"
 #include "ad/validate.h"
+#include "scratch.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -50,9 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!dir[0]) {
         snprintf(dir, sizeof dir, "%s", "/dev/shm/ad-fuzz-jobs-XXXXXX");
-        if (!mkdtemp(dir)) {
-            abort();
-        }
+        fuzz_scratch_dir(dir); /* (in memory; removed at the end of the run) */
         snprintf(index_path, sizeof index_path, "%s/.index", dir);
     }
     put(index_path, data, size);

@@ -21,6 +21,7 @@
 #include "ad/sched.h"
 #include "bind/bind.h"
 #include "bind/embed.h"
+#include "scratch.h"
 
 int luaopen_cjson(lua_State *L);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -53,9 +54,7 @@ static void line_hook(lua_State *co, lua_Debug *ar)
 static void sandbox_env(void)
 {
     static char home[] = "/tmp/ad-fuzz-home-XXXXXX";
-    if (!mkdtemp(home)) {
-        abort();
-    }
+    fuzz_scratch_dir(home);
     char path[256];
     setenv("HOME", home, 1);
     snprintf(path, sizeof path, "%s/agents.yaml", home);

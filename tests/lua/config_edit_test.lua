@@ -9,11 +9,7 @@ local json = require "ad.infra.json"
 local config = require "ad.storage.config"
 local edit = require "ad.storage.config_edit"
 
-local function tmpdir()
-  local d = os.tmpname(); os.remove(d)
-  assert(core.fs.mkdirs(d, 448))
-  return d
-end
+local tmpdir = tap.tmpdir
 
 -- Runs a change through config.mutate on a file holding `text`; returns
 -- the new text and the warnings.

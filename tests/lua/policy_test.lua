@@ -199,7 +199,7 @@ end)
 
 test("config: save/load round trip keeps order, modes and non-ASCII", function()
   local config = require "ad.storage.config"
-  local dir = os.tmpname(); os.remove(dir)
+  local dir = tap.tmpdir()
   local path = dir .. "/sub/agents.yaml"
   local c = config.empty(path)
   c.agents.b = { directory = "/tmp", description = "Описание", timeout = 60,
@@ -227,7 +227,7 @@ end)
 test("config: a change made by another process drops that agent's cached results", function()
   local config = require "ad.storage.config"
   local state = require "ad.storage.state"
-  local dir = os.tmpname(); os.remove(dir)
+  local dir = tap.tmpdir()
   local path = dir .. "/agents.yaml"
   local c = config.empty(path)
   for _, n in ipairs({ "a", "b" }) do

@@ -12,8 +12,7 @@ local json = require "ad.infra.json"
 local remote = require "ad.domain.remote"
 
 local STUB = assert(os.getenv("AD_STUB_DIR"), "AD_STUB_DIR is not set") .. "/claude"
-local tmp = os.tmpname()
-os.remove(tmp)
+local tmp = tap.tmpdir()
 assert(core.fs.mkdirs(tmp .. "/project", 448))
 
 local function run(argv, env, input)

@@ -40,7 +40,21 @@ function M.has(s, sub, what)
   end
 end
 
+-- A private directory (0700) for one test file, removed by done().
+local made = {}
+function M.tmpdir()
+  local d = os.tmpname()
+  os.remove(d)
+  assert(core.fs.mkdirs(d, 448))
+  made[#made + 1] = d
+  return d
+end
+
 function M.done()
+  for _, d in ipairs(made) do
+    -- (os.tmpname's names are /tmp/lua_ and letters: nothing to quote)
+    os.execute("rm -rf -- '" .. d .. "'")
+  end
   print("1.." .. M.n)
   return M.failed == 0
 end

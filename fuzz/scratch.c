@@ -1,0 +1,37 @@
+#include "scratch.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+static const char *scratch;
+static pid_t owner; /* a forked child that exits removes nothing */
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void remove_scratch(void)
+{
+    if (getpid() != owner) {
+        return;
+    }
+    nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void fuzz_scratch_dir(char *template_path)
+{
+    if (scratch || !mkdtemp(template_path)) {
+        abort();
+    }
+    scratch = template_path;
+    owner = getpid();
+    atexit(remove_scratch);
+}
