@@ -378,6 +378,26 @@ test("recover_stale: old running (old mtime) and day-old pending fail with Aband
   ok(jobs.get(live_file) and jobs.get(recent_run) and jobs.get(pending_2h), "live ones kept")
 end)
 
+test("recover_stale: a runner killed between its record write and the index update is settled", function()
+  wipe()
+  -- The index says pending (jobs.create); the record says running, as a
+  -- runner's start writes it just before the index line changes. Its
+  -- runner (owner) and child are gone: a SIGKILL landed in between.
+  local rec = jobs.create{ agent = "a", task = "killed mid-write" }
+  local now = core.task.time()
+  local w = json.object({ id = rec.id, agent = "a", task = rec.task, status = "running",
+    created_at = rec.created_at, started_at = now,
+    server = json.object({ pid = 999999, start = 1 }, { "pid", "start" }),
+    process = { pid = 999999, pgid = 999999, start = 1 } }, jobs.KEYS)
+  assert(core.jobs.write(DIR, rec.id, json.encode(w)))
+  eq(jobs.recover_stale(), 1, "settled at once, not left pending in the index for ever")
+  local r = jobs.get(rec.id)
+  eq(r.status, "failed")
+  has(r.error, "Server stopped while the job was running")
+  eq(#jobs.list("failed"), 1, "the index follows the record")
+  eq(jobs.recover_stale(), 0, "second pass: nothing left")
+end)
+
 test("recover_stale: a verifiably live recorded child vetoes; the index is rebuilt", function()
   wipe()
   local now = core.task.time()

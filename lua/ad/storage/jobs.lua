@@ -653,9 +653,13 @@ function M.recover_stale()
   local entries = locked(M.reconcile)
   local n = 0
   for _, e in ipairs(entries) do
-    local status = e.status
-    local rec = (status == "running" or status == "pending") and M.get_listed(e.id)
-    if rec and rec.status == status then
+    -- The index picks the candidates, the record decides: a record is
+    -- written before its index line, so a process killed in between (a
+    -- runner's start: pending in the index, running in the file) leaves
+    -- an index one change behind, never ahead.
+    local rec = (e.status == "running" or e.status == "pending") and M.get_listed(e.id)
+    local status = rec and rec.status
+    if status == "running" or status == "pending" then
       local since = tonumber(status == "running" and (rec.started_at or rec.created_at)
                              or rec.created_at) or now
       local age = now - since
