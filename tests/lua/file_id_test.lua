@@ -16,9 +16,7 @@ local function stat_id(path)
 end
 
 test("matches stat(1) for a file, a directory and an empty file", function()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p '" .. dir .. "'"))
+  local dir = tap.tmpdir()
   local file = dir .. "/f"
   local fh = assert(io.open(file, "w"))
   fh:write(string.rep("x", 12345))
@@ -32,7 +30,6 @@ test("matches stat(1) for a file, a directory and an empty file", function()
     eq(core.fs.file_id(p), stat_id(p), p)
   end
   eq(core.fs.file_id(dir .. "/missing"), nil, "a missing file")
-  os.execute("rm -rf '" .. dir .. "'")
 end)
 
 test("changes when the file is replaced", function()

@@ -9,9 +9,7 @@ local test, eq, has = tap.test, tap.eq, tap.has
 local core = require "ad.core"
 local paths = require "ad.storage.paths"
 
-local root = os.tmpname()
-os.remove(root)
-assert(core.fs.mkdirs(root, 448))
+local root = tap.tmpdir()
 local function sh(cmd) assert(os.execute(cmd), cmd) end
 
 local function refusal(d)
@@ -47,5 +45,4 @@ test("a directory owned by another user is refused", function()
     "/theirs: it is owned by uid 65534, not by you (uid " .. core.sys.getuid() .. ")")
 end)
 
-sh("rm -rf " .. root)
 os.exit(tap.done() and 0 or 1)
