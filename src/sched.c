@@ -172,7 +172,6 @@ static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 #define GC_QUIET_MS 500
 #define GC_QUIET_MIN ((size_t)32 << 10)
 #define GC_MIN_GROWTH ((size_t)64 << 10)
-#define GC_START_CREDIT ((size_t)1 << 20)
 #define GC_DEFAULT_MUL 100       /* Lua's defaults (LUAI_GCMUL, ...) */
 #define GC_DEFAULT_STEPSIZE 13
 #define GC_SLICE_MUL 25          /* steps of 1600 units of work (1 KiB x 25 / 16) */
@@ -332,16 +331,6 @@ void sched_init(lua_State *L, uv_loop_t *loop)
     S.alloc = lua_getallocf(L, &S.alloc_ud);
     S.heap = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
     lua_setallocf(L, budget_alloc, S.alloc_ud);
-    /* Loading the policy builds a heap of almost nothing but live
-     * objects; from a state's first allocation on, the automatic
-     * collector would run a cycle over it each time it doubled, about a
-     * twentieth of the time from a server's start to its tools/list
-     * answer (bench 1c: 0.94-0.95x with the credit). A credit of
-     * GC_START_CREDIT lets the start run without one, with at most that
-     * much garbage (idle RSS moved within its noise); the first idle turn
-     * takes over from there (gc_base), and past the credit the automatic
-     * collector is the backstop as always. */
-    lua_gc(L, LUA_GCSTEP, -(int)(GC_START_CREDIT >> 10));
     S.mem_budget = SCHED_MEMORY_BUDGET;
     S.loop = loop;
     uv_idle_init(loop, &S.idle);
