@@ -5,8 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DAD_TESTS=OFF >/dev/null
-cmake --build build -j"$(nproc)"
+scripts/build-release.sh build
 sudo=""
 [[ $(id -u) -ne 0 ]] && sudo="sudo"
 $sudo cmake --install build

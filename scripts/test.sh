@@ -10,7 +10,8 @@
 # built with clang).
 #
 # It builds in its own directories (build-test/, build-test-asan/,
-# build-test-fuzz/), never
+# build-test-fuzz/, and build-test-release/ for the build scripts/install.sh
+# makes), never
 # in build/ (which scripts/install.sh configures without tests), and fails
 # unless every registered test ran and passed (scripts/ctest-all.sh).
 set -euo pipefail
@@ -80,9 +81,11 @@ echo "== build (RelWithDebInfo)"
 cmake -S . -B build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAD_TESTS=ON >/dev/null
 cmake --build build-test -j"$jobs"
 
-# The sanitizer and fuzz trees build while the first stage's tests run.
+# The sanitizer and fuzz trees, and the build scripts/install.sh makes
+# (Release), build while the first stage's tests run.
 background build-test/later-trees.log bash -c '
   set -e
+  scripts/build-release.sh build-test-release "$1"
   cmake -S . -B build-test-asan -DCMAKE_BUILD_TYPE=Debug -DAD_SANITIZE=ON -DAD_TESTS=ON >/dev/null
   cmake --build build-test-asan -j"$1"
   cmake -S . -B build-test-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -93,7 +96,7 @@ builds=$!
 echo "== test (RelWithDebInfo)"
 untimed build-test
 # (the bounds are measured with the builds done, as with nothing else)
-echo "== build with AddressSanitizer + UndefinedBehaviorSanitizer, and the fuzz harnesses (clang)"
+echo "== build as installed (Release), with AddressSanitizer + UndefinedBehaviorSanitizer, and the fuzz harnesses (clang)"
 finish "$builds" build-test/later-trees.log "building build-test-asan and build-test-fuzz"
 cat build-test/later-trees.log
 echo "== test (RelWithDebInfo): entries with a wall-time bound"

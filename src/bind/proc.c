@@ -387,6 +387,7 @@ static char **string_array(lua_State *L, int idx, const char *field,
             free(v);
             free(held); /* the caller's array made before this one */
             luaL_argerror(L, 1, lua_pushfstring(L, "'%s' must be a list of strings", field));
+            return NULL; /* not reached (luaL_argerror raises); says so to -O3 */
         }
         v[i] = (char *)lua_tostring(L, -1);
         lua_pop(L, 1);
