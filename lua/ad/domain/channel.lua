@@ -30,6 +30,11 @@
 ---       reply(response_table) answers it
 ---       with success); with no handler a can_use_tool is denied with a
 ---       clear message and any other request gets an error response
+---   channel.handlers(req, cap, out) -> the handlers of one turn for req:
+---       progress in stream mode (through the redact hooks), the stray
+---       stdout of a non-stream request kept in out.lines up to cap bytes
+---       (out.truncated past it), req's control-request handler, every
+---       line to req.on_output
 ---   ch:read_event(handlers) -> kind, obj | nil, err   one line (same
 ---       handlers; control requests answered), for callers that keep
 ---       reading past a result; "" for a line that is no event (or one
@@ -75,6 +80,37 @@ function M.argv(argv, o)
   end
   table.move(argv, 2, #argv, #out + 1, out)
   return out
+end
+
+--- The exit info of a turn answered at its result: what claude.interpret
+--- reads of a successful run (read only: it never writes it).
+M.ANSWERED = { exit_code = 0, signal = 0, timed_out = false, stderr = "",
+  skipped_lines = 0, truncated = false, dropped_bytes = 0 }
+
+function M.handlers(req, cap, out)
+  local on_progress = req.on_progress
+  local plugins = package.loaded["ad.domain.plugins"]
+  local filter = on_progress and plugins and plugins.progress_filter()
+  local bytes = 0
+  return {
+    -- Progress exists in stream mode only, as over the one-shot transport.
+    on_event = (req.stream and on_progress) and function(kind, _, progress)
+      if kind == "assistant" then
+        for _, t in ipairs(progress) do on_progress(filter and filter(t) or t) end
+      end
+    end or nil,
+    -- A non-stream request keeps what is not an event (the plain-text
+    -- answer of a CLI without JSON), bounded like a one-shot run.
+    on_line = (not req.stream) and function(line)
+      if out.truncated then return end
+      bytes = bytes + #line + 1
+      if bytes > cap then out.truncated = true else out.lines[#out.lines + 1] = line end
+    end or nil,
+    on_control_request = req.on_control_request,
+    -- Every line read (the keeper records a result the server read as it
+    -- stopped: ad.domain.keeper).
+    on_output = req.on_output,
+  }
 end
 
 function M.user_line(text)

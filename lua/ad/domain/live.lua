@@ -513,9 +513,6 @@ local function own_cost(payload, entry)
   return p
 end
 
-local OK_INFO = { exit_code = 0, signal = 0, timed_out = false, stderr = "",
-  skipped_lines = 0, truncated = false, dropped_bytes = 0 }
-
 -- A new live child for a session turn: spawned without the slot (it holds
 -- one per turn, in M.run) and without a lifetime timeout (each turn has
 -- one); the keeper's child when the request's would be (ad.domain.keeper).
@@ -535,36 +532,6 @@ local function spawn(o, fp)
   return { ch = ch, agent = req.agent_name, fp = fp, kind = "session", turns = 0, born = now() }
 end
 
--- What a turn does with the child's lines: progress (through the redact
--- hooks), stray stdout of a non-stream request (bounded by cap), control
--- requests (the request's handler, else the channel's default).
-local function handlers_for(req, cap, out)
-  local on_progress = req.on_progress
-  local plugins = package.loaded["ad.domain.plugins"]
-  local filter = on_progress and plugins and plugins.progress_filter()
-  local bytes = 0
-  return {
-    -- Progress exists in stream mode only, as on the other transports.
-    on_event = (req.stream and on_progress) and function(kind, _, progress)
-      if kind == "assistant" then
-        for _, t in ipairs(progress) do on_progress(filter and filter(t) or t) end
-      end
-    end or nil,
-    on_line = (not req.stream) and function(line)
-      if out.truncated then return end
-      bytes = bytes + #line + 1
-      if bytes > cap then out.truncated = true else out.lines[#out.lines + 1] = line end
-    end or nil,
-    on_control_request = req.on_control_request,
-    -- Every line read (the keeper records a result the server read as it
-    -- stopped: ad.domain.keeper).
-    on_output = req.on_output,
-  }
-end
-
--- Reads the turn's lines up to its result (a steering message sent during
--- the turn is answered in one more turn: the last result is the answer).
--- Returns the result object or nil, and whether the read was cancelled.
 local function read_turn(ch, handlers)
   local payload
   while true do
@@ -665,7 +632,7 @@ function M.run(o)
     end
     refused = true
   end
-  local handlers = handlers_for(req, o.cap, out)
+  local handlers = channel.handlers(req, o.cap, out)
   local timed_out = false
   local timer = (o.timeout or 0) > 0 and core.task.spawn(function()
     if core.task.sleep(o.timeout) then
@@ -695,7 +662,7 @@ function M.run(o)
     return ended(ch, req, out, handlers, timed_out)
   end
   out.payload = own_cost(payload, entry)
-  out.info = OK_INFO
+  out.info = channel.ANSWERED
   local clean = payload.is_error ~= true and payload.subtype == "success"
   if clean and keepable and M.keep(entry) then
     -- Idle until the next turn: no span to join.

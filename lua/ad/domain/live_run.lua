@@ -36,11 +36,6 @@ local slot_gate = require "ad.domain.slot"
 
 local M = {}
 
--- The exit info of a run answered at its result: what claude.interpret
--- reads of a successful run (it never writes it).
-local ANSWERED = { exit_code = 0, signal = 0, timed_out = false, stderr = "",
-  skipped_lines = 0, truncated = false, dropped_bytes = 0 }
-
 --- How long (seconds) a child answered at its result may go on before its
 --- group is killed (then the kill grace).
 M.END_BOUND = 2
@@ -120,7 +115,7 @@ end
 --- env_add (one more variable after env: core.proc.spawn).
 function M.run(argv, text, env, timeout, req, cwd, o)
   local slot = slot_gate.take(req)
-  local stream, on_progress = req.stream, req.on_progress
+  local stream = req.stream
   local cap = o.cap
   local ch, msg, code = channel.open{ argv = argv, cwd = cwd, env = env, env_add = o.env_add,
     timeout = timeout,
@@ -143,28 +138,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
   -- (sized for what the runner adds: no rehash on the way back)
   local out = { lines = {}, live = true, payload = nil, info = nil, truncated = nil,
     session_id = nil, fresh = nil, timeout = nil, budget = nil, max_output = nil }
-  local plugins = package.loaded["ad.domain.plugins"]
-  local filter = on_progress and plugins and plugins.progress_filter()
-  local bytes = 0
-  local handlers = {
-    -- Progress exists in stream mode only, as over the one-shot transport.
-    on_event = (stream and on_progress) and function(kind, _, progress)
-      if kind == "assistant" then
-        for _, t in ipairs(progress) do on_progress(filter and filter(t) or t) end
-      end
-    end or nil,
-    -- A non-stream request keeps what is not an event (the plain-text
-    -- answer of a CLI without JSON), bounded like a one-shot run.
-    on_line = (not stream) and function(line)
-      if out.truncated then return end
-      bytes = bytes + #line + 1
-      if bytes > cap then out.truncated = true else out.lines[#out.lines + 1] = line end
-    end or nil,
-    on_control_request = req.on_control_request,
-    -- Every line read (the keeper records a result the server read as it
-    -- stopped: ad.domain.keeper).
-    on_output = req.on_output,
-  }
+  local handlers = channel.handlers(req, cap, out)
   if req.on_channel then req.on_channel(ch) end
   local early = not (req.relay or req.on_control_request or req.agent.host)
   local cancelled = false
@@ -187,7 +161,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
         if sid then ending_session[sid] = ch end
         ending = ending + 1
         after_reply.finally(finish, ch, M.END_BOUND, sid)
-        out.info = ANSWERED
+        out.info = channel.ANSWERED
         return out
       end
       ch:close()

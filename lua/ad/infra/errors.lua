@@ -111,4 +111,9 @@ function M.new(etype, message, hint)
     { __tostring = function(e) return e.message end })
 end
 
+--- Raises the "io" error of a storage operation: "what: msg".
+function M.raise_io(what, msg)
+  error(M.new("io", what .. ": " .. tostring(msg)), 0)
+end
+
 return M

@@ -39,21 +39,13 @@ M.REQUEST_KEYS = { "response_format", "response_schema", "session_id", "timeout"
 M.STALE_RUNNING = 3600
 M.STALE_PENDING = 24 * 3600
 
-local function io_error(what, msg)
-  error(errors.new("io", what .. ": " .. tostring(msg)), 0)
-end
+local io_error = errors.raise_io
 
 -- Records are shown and acted on as real (results, pids to signal): a
 -- directory someone else owns or may write, or a link to one, could hold
 -- forged ones.
-local function check_dir(d)
-  return paths.private_dir(d, "jobs", "AGENT_DISPATCH_JOBS_DIR")
-end
-
 function M.dir()
-  local d = os.getenv("AGENT_DISPATCH_JOBS_DIR")
-  if d and d ~= "" then return check_dir(util.expanduser(d) or d) end
-  return check_dir(config.config_dir() .. "/jobs")
+  return paths.state_dir("jobs", "AGENT_DISPATCH_JOBS_DIR")
 end
 
 function M.ensure_dir()

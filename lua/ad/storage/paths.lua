@@ -44,6 +44,14 @@ function M.tools_dir()
   return M.config_dir() .. "/tools"
 end
 
+--- The private directory `what` ("jobs", "traces"): $var, else `what`
+--- next to the config file; checked by private_dir (which raises).
+function M.state_dir(what, var)
+  local d = os.getenv(var)
+  if d and d ~= "" then return M.private_dir(util.expanduser(d) or d, what, var) end
+  return M.private_dir(M.config_dir() .. "/" .. what, what, var)
+end
+
 --- A directory whose files are acted on as real (job records, spans and
 --- budget ledgers): what is the directory `what` ("jobs", "traces") at d,
 --- named by the environment variable var. Returns d when it is missing

@@ -22,7 +22,6 @@
 --- when a file is appended to, read or replaced.
 local core = require "ad.core"
 local json = require "ad.infra.json"
-local util = require "ad.infra.util"
 local errors = require "ad.infra.errors"
 local paths = require "ad.storage.paths"
 
@@ -41,22 +40,14 @@ M.MAX_LINE = 4096
 --- Bytes of a trace file read at most (a tree of thousands of spans).
 M.MAX_FILE = 64 * 1024 * 1024
 
-local function io_error(what, msg)
-  error(errors.new("io", what .. ": " .. tostring(msg)), 0)
-end
+local io_error = errors.raise_io
 
--- Spans are shown as what happened and the ledger decides what may run:
--- a directory someone else owns or may write, or a link to one, could
--- hold forged ones.
-local function check_dir(d)
-  return paths.private_dir(d, "traces", "AGENT_DISPATCH_TRACES_DIR")
-end
-
---- $AGENT_DISPATCH_TRACES_DIR, else traces/ next to the config file.
+--- $AGENT_DISPATCH_TRACES_DIR, else traces/ next to the config file
+--- (spans are shown as what happened and the ledger decides what may run:
+--- a directory someone else owns or may write, or a link to one, could
+--- hold forged ones).
 function M.dir()
-  local d = os.getenv("AGENT_DISPATCH_TRACES_DIR")
-  if d and d ~= "" then return check_dir(util.expanduser(d) or d) end
-  return check_dir(paths.config_dir() .. "/traces")
+  return paths.state_dir("traces", "AGENT_DISPATCH_TRACES_DIR")
 end
 
 -- The directory this process created and checked: the environment and
@@ -69,7 +60,7 @@ local function ensure_dir()
   local dir = M.dir()
   local ok, err = core.fs.mkdirs(dir, 448) -- 0700
   if not ok then io_error("cannot create the traces directory", err) end
-  made = check_dir(dir) -- as created (mkdirs only ever removes bits)
+  made = paths.private_dir(dir, "traces", "AGENT_DISPATCH_TRACES_DIR") -- as created (mkdirs only ever removes bits)
   return made
 end
 
