@@ -327,6 +327,42 @@ static void feed_reader(void)
 }
 
 /* Back-pressure: called whenever out_pending changes. */
+enum { QUEUED = 0, QUEUE_NO_MEMORY, QUEUE_BROKEN };
+
+/* Writes what stream st takes now and queues a copy of the rest behind
+ * what is pending (*pending counts the bytes queued; cb frees the copy
+ * and takes them off); never blocks. */
+static int write_or_queue(uv_stream_t *st, size_t *pending, const char *s, size_t n,
+                          uv_write_cb cb)
+{
+    if (*pending == 0) {
+        uv_buf_t b = uv_buf_init((char *)s, (unsigned)n);
+        int w = uv_try_write(st, &b, 1);
+        if (w >= 0) {
+            s += w;
+            n -= (size_t)w;
+        } else if (w != UV_EAGAIN) {
+            return QUEUE_BROKEN;
+        }
+    }
+    if (n == 0) {
+        return QUEUED;
+    }
+    struct wreq *w = malloc(sizeof *w + n);
+    if (!w) {
+        return QUEUE_NO_MEMORY;
+    }
+    w->len = n;
+    memcpy(w->data, s, n);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    if (uv_write(&w->req, st, &b, 1, cb) < 0) {
+        free(w);
+        return QUEUE_BROKEN;
+    }
+    *pending += n;
+    return QUEUED;
+}
+
 static void out_gate(void)
 {
     if (!C.out_gated && C.out_pending > OUT_HIGH && !C.out_broken) {
@@ -383,37 +419,15 @@ static int l_stdout_write(lua_State *L)
         lua_pushboolean(L, 1);
         return 1;
     }
-    uv_stream_t *st = (uv_stream_t *)&C.out;
-    if (C.out_pending == 0) {
-        uv_buf_t b = uv_buf_init((char *)s, (unsigned)n);
-        int w = uv_try_write(st, &b, 1);
-        if (w >= 0) {
-            s += w;
-            n -= (size_t)w;
-        } else if (w != UV_EAGAIN) {
-            C.out_broken = true;
-            lua_pushnil(L);
-            lua_pushliteral(L, "closed");
-            return 2;
-        }
-    }
-    if (n > 0) {
-        struct wreq *w = malloc(sizeof *w + n);
-        if (!w) {
-            return luaL_error(L, "out of memory");
-        }
-        w->len = n;
-        memcpy(w->data, s, n);
-        uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-        int rc = uv_write(&w->req, st, &b, 1, on_written);
-        if (rc < 0) {
-            free(w);
-            C.out_broken = true;
-            lua_pushnil(L);
-            lua_pushliteral(L, "closed");
-            return 2;
-        }
-        C.out_pending += n;
+    switch (write_or_queue((uv_stream_t *)&C.out, &C.out_pending, s, n, on_written)) {
+    case QUEUE_NO_MEMORY:
+        return luaL_error(L, "out of memory");
+    case QUEUE_BROKEN:
+        C.out_broken = true;
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    default:
         out_gate();
     }
     lua_pushboolean(L, 1);
@@ -464,35 +478,16 @@ static void on_err_written(uv_write_t *req, int status)
 /* Writes what the pipe takes now and queues the rest; never blocks. */
 static void err_queue(const char *s, size_t n)
 {
-    uv_stream_t *st = (uv_stream_t *)&C.err;
-    if (C.err_pending == 0) {
-        uv_buf_t b = uv_buf_init((char *)s, (unsigned)n);
-        int w = uv_try_write(st, &b, 1);
-        if (w >= 0) {
-            s += w;
-            n -= (size_t)w;
-        } else if (w != UV_EAGAIN) {
-            C.err_broken = true;
-            return;
-        }
-    }
-    if (n == 0) {
-        return;
-    }
-    struct wreq *w = malloc(sizeof *w + n);
-    if (!w) {
+    switch (write_or_queue((uv_stream_t *)&C.err, &C.err_pending, s, n, on_err_written)) {
+    case QUEUE_NO_MEMORY:
         C.err_dropped++;
-        return;
-    }
-    w->len = n;
-    memcpy(w->data, s, n);
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-    if (uv_write(&w->req, st, &b, 1, on_err_written) < 0) {
-        free(w);
+        break;
+    case QUEUE_BROKEN:
         C.err_broken = true;
-        return;
+        break;
+    default:
+        break;
     }
-    C.err_pending += n;
 }
 
 static int l_stderr_write(lua_State *L)
