@@ -196,6 +196,15 @@ int jobs_index_stamp(const char *dir)
     return utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : -errno;
 }
 
+int jobs_index_unstamp(const char *dir)
+{
+    char path[4096];
+    index_path(dir, path, sizeof path);
+    /* The epoch: never a directory's mtime. */
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {0, 0}};
+    return utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : -errno;
+}
+
 static int parse_record(const char *r, struct jobs_entry *e)
 {
     if (r[32] != ' ' || r[50] != ' ' || r[JOBS_INDEX_RECORD - 1] != '\n' ||

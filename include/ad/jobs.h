@@ -76,6 +76,13 @@ int jobs_index_fresh(const char *dir);
 /* Stamps the index as covering the directory as it is now: sets the
  * index's mtime to the directory's. Called after a change of both. */
 int jobs_index_stamp(const char *dir);
+/* Withdraws the stamp: the index no longer covers the directory (fresh
+ * reads 0) until jobs_index_stamp. A writer withdraws it before it
+ * changes a record and stamps again once the index line follows, so a
+ * writer killed in between leaves an index the next reader rebuilds: the
+ * directory's mtime alone cannot tell, as both changes usually fall in
+ * one tick of the file-time clock. 0 or -errno. */
+int jobs_index_unstamp(const char *dir);
 
 /* Replaces the whole index (atomic write) with n entries. */
 int jobs_index_write(const char *dir, const struct jobs_entry *e, size_t n);

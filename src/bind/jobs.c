@@ -12,6 +12,8 @@
  *   core.jobs.index_fresh(dir) -> true|false (does the index cover the
  *       directory) | nil, msg, code (dir missing or not a directory)
  *   core.jobs.index_stamp(dir) -> true | nil, msg, code
+ *   core.jobs.index_unstamp(dir) -> true | nil, msg, code (fresh is false
+ *       until the next stamp: see jobs_index_unstamp)
  *   core.jobs.proc_identity(pid) -> pgid, start | nil
  *   core.jobs.kill_verified(pid, pgid, start, "TERM"|"KILL") -> true | nil
  *   core.jobs.watch(dir, name [, pid, start]) -> watch, armed at once:
@@ -168,6 +170,11 @@ static int l_index_fresh(lua_State *L)
 static int l_index_stamp(lua_State *L)
 {
     return ok_or_fail(L, jobs_index_stamp(luaL_checkstring(L, 1)));
+}
+
+static int l_index_unstamp(lua_State *L)
+{
+    return ok_or_fail(L, jobs_index_unstamp(luaL_checkstring(L, 1)));
 }
 
 static int l_proc_identity(lua_State *L)
@@ -454,6 +461,7 @@ void bind_jobs_register(lua_State *L)
         {"index_write", l_index_write},
         {"index_fresh", l_index_fresh},
         {"index_stamp", l_index_stamp},
+        {"index_unstamp", l_index_unstamp},
         {"proc_identity", l_proc_identity},
         {"kill_verified", l_kill_verified},
         {"watch", l_watch},

@@ -398,6 +398,33 @@ test("recover_stale: a runner killed between its record write and the index upda
   eq(jobs.recover_stale(), 0, "second pass: nothing left")
 end)
 
+test("list by status: a writer killed between the record and its index line leaves a listing that follows the record", function()
+  wipe()
+  local rec = jobs.create{ agent = "a", task = "failed mid-write" }
+  -- The writer dies right after the record's write: its index update
+  -- never happens (within one tick of the file-time clock of the create,
+  -- so the directory's mtime does not tell).
+  local index_set = core.jobs.index_set
+  core.jobs.index_set = function() error("killed", 0) end
+  local died, err = pcall(jobs.fail, rec.id, "boom")
+  core.jobs.index_set = index_set
+  ok(not died and err == "killed", "the writer died mid-change")
+  eq(jobs.get(rec.id).status, "failed", "the record was written")
+  local failed = jobs.list("failed")
+  eq(#failed, 1, "found under the status its record has")
+  eq(failed[1] and failed[1].id, rec.id)
+  eq(#jobs.list("pending"), 0, "not under the index's stale status")
+  eq(#jobs.list("failed", 1), 1, "with a limit too")
+  -- Killed before the record's write: nothing changed, nothing listed twice.
+  local other = jobs.create{ agent = "a", task = "killed before writing" }
+  local write = core.jobs.write
+  core.jobs.write = function() error("killed", 0) end
+  pcall(jobs.fail, other.id, "boom")
+  core.jobs.write = write
+  eq(#jobs.list("pending"), 1)
+  eq(#jobs.list(), 2)
+end)
+
 test("recover_stale: a verifiably live recorded child vetoes; the index is rebuilt", function()
   wipe()
   local now = core.task.time()

@@ -328,6 +328,12 @@ static void test_index(void)
     CHECK_INT(jobs_index_write(dir, w, 2), 0);
     CHECK_INT(jobs_index_stamp(dir), 0);
     CHECK_INT(jobs_index_fresh(dir), 1);
+    /* Withdrawn, it is not fresh (even with no change since) until the
+     * next stamp. */
+    CHECK_INT(jobs_index_unstamp(dir), 0);
+    CHECK_INT(jobs_index_fresh(dir), 0);
+    CHECK_INT(jobs_index_stamp(dir), 0);
+    CHECK_INT(jobs_index_fresh(dir), 1);
     int fd = open(P(".index"), O_WRONLY | O_APPEND);
     CHECK(fd >= 0);
     CHECK(write(fd, "garbage", 7) == 7);

@@ -178,15 +178,19 @@ local function reindex(rec)
 end
 
 -- Under the lock, before a change: brings an index that does not cover
--- the directory up to date. Returns whether the index will still cover
--- the directory after the caller's change (then the caller stamps it).
+-- the directory up to date, and withdraws its stamp until the change is
+-- complete (record and index line), so that a writer killed between the
+-- two leaves an index the next reader rebuilds from the records. Returns
+-- whether the index will still cover the directory after the caller's
+-- change (then the caller stamps it).
 local function covered(dir)
   local fresh = core.jobs.index_fresh(dir)
   if fresh == false then
     local _, written = M.reconcile()
-    return written
+    fresh = written
   end
-  return fresh == true
+  if fresh ~= true then return false end
+  return core.jobs.index_unstamp(dir) == true
 end
 
 --- Runs fn under the jobs lock. After the bounded wait the change fails
@@ -396,6 +400,7 @@ function M.fail_unstored(id, message)
     r.status, r.completed_at, r.error = "failed", core.task.time(), message
     r.process, r.result, r.progress, r.progress_updated_at, r.fanout = nil, nil, nil, nil, nil
     r.task_token = token -- the task still answers with its end
+    core.jobs.index_unstamp(M.dir()) -- (rebuilt by the next reader: see covered)
     local wrote, msg = core.jobs.write_inplace(M.dir(), id, encode(r))
     r.task_token = nil
     if not wrote then return nil, msg end
@@ -518,7 +523,10 @@ end
 --- Makes the index agree with the record files (caller holds the lock):
 --- entries whose file is gone are dropped, files it lacks (written by
 --- another program, a crash between a record write and its index update,
---- a restore) are read and added; only those are read. Returns the
+--- a restore) are read and added, and so are the records of entries whose
+--- status is not final: a writer killed between a record's change and its
+--- index line left the status before the change, and every change starts
+--- from a status that is not final. Only those are read. Returns the
 --- entries, oldest first, and whether the index was written.
 function M.reconcile()
   local dir = M.dir()
@@ -533,6 +541,10 @@ function M.reconcile()
     local e = old[i]
     if present[e.id] and not seen[e.id] then
       seen[e.id] = true
+      if not M.TERMINAL[e.status] then
+        local rec = M.get_listed(e.id)
+        if rec then e = entry_of(e.id, rec) end
+      end
       entries[#entries + 1] = e
     end
   end
@@ -580,6 +592,8 @@ function M.gc(max_age)
     else
       all = M.reconcile() -- oldest first; the loop below does not care
     end
+    -- (removals the index does not follow yet: see covered)
+    core.jobs.index_unstamp(dir)
     local keep, purged = {}, 0
     for i = #all, 1, -1 do
       local e = all[i]
