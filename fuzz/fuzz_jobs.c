@@ -16,8 +16,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char dir[64];
-static char index_path[128];
+static char dir[4096];
+static char index_path[4200];
 static const char ID[] = "0123456789abcdef0123456789abcdef";
 
 struct scan {
@@ -50,12 +50,11 @@ static void put(const char *path, const uint8_t *data, size_t size)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!dir[0]) {
-        snprintf(dir, sizeof dir, "%s", "/dev/shm/ad-fuzz-jobs-XXXXXX");
-        fuzz_scratch_dir(dir); /* (in memory; removed at the end of the run) */
+        fuzz_scratch_dir("ad-fuzz-jobs", dir, sizeof dir);
         snprintf(index_path, sizeof index_path, "%s/.index", dir);
     }
     put(index_path, data, size);
-    char rec[160];
+    char rec[4200];
     snprintf(rec, sizeof rec, "%s/%s.json", dir, ID);
     put(rec, data, size);
 

@@ -53,9 +53,9 @@ static void line_hook(lua_State *co, lua_Debug *ar)
  * that would dispatch fails fast instead of starting children. */
 static void sandbox_env(void)
 {
-    static char home[] = "/tmp/ad-fuzz-home-XXXXXX";
-    fuzz_scratch_dir(home);
-    char path[256];
+    static char home[4096];
+    fuzz_scratch_dir("ad-fuzz-home", home, sizeof home);
+    char path[4200];
     setenv("HOME", home, 1);
     snprintf(path, sizeof path, "%s/agents.yaml", home);
     setenv("AGENT_DISPATCH_CONFIG", path, 1);

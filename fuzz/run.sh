@@ -7,6 +7,11 @@ set -euo pipefail
 harness=$1 work=$2 seeds=$3 dict=$4
 shift 4
 mkdir -p "$work/corpus"
+# The harness's scratch files (fuzz/scratch.h): in memory when /dev/shm is
+# there, and removed here, since a crashed harness runs no exit handler.
+scratch=$(mktemp -d "$([[ -d /dev/shm && -w /dev/shm ]] && echo /dev/shm || echo "${TMPDIR:-/tmp}")/ad-fuzz-run-XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+export AD_FUZZ_SCRATCH=$scratch
 args=(-timeout=20 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$work/")
 [[ "$dict" != "-" && -n "$dict" ]] && args+=(-dict="$dict")
 rc=0

@@ -26,12 +26,14 @@ static void remove_scratch(void)
     nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-void fuzz_scratch_dir(char *template_path)
+void fuzz_scratch_dir(const char *name, char *out, size_t n)
 {
-    if (scratch || !mkdtemp(template_path)) {
+    const char *root = getenv("AD_FUZZ_SCRATCH");
+    int k = snprintf(out, n, "%s/%s-XXXXXX", root && *root ? root : "/tmp", name);
+    if (scratch || k < 0 || (size_t)k >= n || !mkdtemp(out)) {
         abort();
     }
-    scratch = template_path;
+    scratch = out;
     owner = getpid();
     atexit(remove_scratch);
 }
