@@ -271,6 +271,22 @@ class Env {
     return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
   }
 
+  /** run() with arguments as bytes (a Buffer each; a string is UTF-8), for
+   * arguments a string cannot carry (not UTF-8): passed through bash's
+   * printf. */
+  runBytes(args, { env = {}, timeout = 30000 } = {}) {
+    const quote = (a) => {
+      const b = Buffer.isBuffer(a) ? a : Buffer.from(a, 'utf8');
+      return `"$(printf '${[...b].map((x) => `\\${x.toString(8).padStart(3, '0')}`).join('')}')"`;
+    };
+    const [file, argv] = command([]);
+    const script = `exec ${[file, ...argv, ...args].map(quote).join(' ')}`;
+    const r = spawnSync('bash', ['-c', script], { env: this.env(env), timeout: timeout * SLOW,
+      cwd: this.root, encoding: 'utf8', maxBuffer: 64 << 20 });
+    if (r.error) throw r.error;
+    return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+  }
+
   /** Starts the CLI as a child: {child, done: Promise<{code, signal, stdout, stderr}>}. */
   start(args, { env = {}, cwd } = {}) {
     const child = spawn(...command(args), { env: this.env(env), cwd: cwd || this.root,

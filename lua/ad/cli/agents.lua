@@ -122,7 +122,8 @@ C.add = {
     local abs = rdir or util.abspath(dir)
     if not host and (not abs or core.project.health(abs) ~= true) then
       err("Usage: ", PROG, " add NAME DIRECTORY [OPTIONS]")
-      err("Error: Invalid value for 'DIRECTORY': Directory '", dir, "' does not exist.")
+      err("Error: Invalid value for 'DIRECTORY': ", dir == "" and "it is empty (give the project's directory)."
+        or ("Directory '" .. dir .. "' does not exist."))
       return 2
     end
     local bad = common.name_check(name)

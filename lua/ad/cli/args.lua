@@ -3,7 +3,11 @@
 --- type = "int"|"float"|"string", multi = bool, choices = {...}}},
 --- positionals = {"NAME", ...}, min = n, max = n (or "rest")}.
 --- Returns opts (keyed by long name without dashes, '-' -> '_'), positional
---- list; or nil, message for a usage error (the CLI exits 2).
+--- list; or nil, message for a usage error (the CLI exits 2). Every value
+--- must be UTF-8 text: what a command takes goes into agents.yaml, JSON
+--- or a prompt, all UTF-8 (`run`, which hands its arguments to a script,
+--- is not parsed here).
+local core = require "ad.core"
 local suggest = require "ad.infra.suggest"
 
 local M = {}
@@ -44,6 +48,10 @@ function M.parse(spec, argv)
           v = argv[i]
           if v == nil then return nil, "Option " .. name .. " requires an argument." end
         end
+        if not core.text.valid(v) then
+          return nil, "Invalid value for " .. name .. ": it is not valid UTF-8 (" ..
+            "what agent-dispatch stores and sends is UTF-8 text)."
+        end
         if o.type == "int" then
           local n = math.tointeger(tonumber(v))
           if not n then return nil, "Invalid value for " .. name .. ": '" .. v .. "' is not a valid integer." end
@@ -74,6 +82,14 @@ function M.parse(spec, argv)
     i = i + 1
   end
   if opts.help then return opts, pos end
+  for n, p in ipairs(pos) do
+    if not core.text.valid(p) then
+      local what = spec.positionals and spec.positionals[math.min(n, #spec.positionals)] or "ARG"
+      return nil, "Argument " .. what .. " is not valid UTF-8 (what agent-dispatch stores " ..
+        "and sends is UTF-8 text" .. (what == "DIRECTORY" and
+        "; give the directory a UTF-8 name, or a symbolic link with one" or "") .. ")."
+    end
+  end
   local min = spec.min or 0
   if #pos < min then
     return nil, "Missing argument '" .. (spec.positionals[#pos + 1] or "ARG") .. "'."

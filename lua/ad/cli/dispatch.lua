@@ -5,28 +5,41 @@ local core = require "ad.core"
 local common = require "ad.cli.common"
 local json = require "ad.infra.json"
 local progress = require "ad.cli.progress"
+local request = require "ad.domain.request"
 
-local out, err = common.out, common.err
+local out, err, PROG = common.out, common.err, common.PROG
 
 local C = {}
 
 -- The failure on stderr: the message, then the hint when there is one.
 local function report_failure(r)
-  err("Error: ", tostring(r.error))
+  -- (the CLI's own message may start with "Error: " already)
+  err("Error: ", (tostring(r.error):gsub("^Error: ", "")))
   if r.hint then err("Hint: ", r.hint) end
 end
 
 -- --json-schema FILE|JSON: JSON text as given (it starts with "{"), or
 -- the contents of a file. Returns the text, or nil after reporting.
+-- (A file is read up to the bound a schema has: /dev/zero is refused,
+-- not read until memory runs out.)
 local function schema_arg(v)
   if v == nil or v:match("^%s*{") then return v end
   local f, msg = io.open(v, "rb")
-  if not f then
+  local text
+  if f then
+    text, msg = f:read(request.MAX_SCHEMA_BYTES + 1)
+    f:close()
+    text = text or (msg == nil and "" or nil)
+  end
+  if not text then
     err("Error: --json-schema: cannot read ", v, ": ", tostring(msg))
     return nil
   end
-  local text = f:read("a")
-  f:close()
+  if #text > request.MAX_SCHEMA_BYTES then
+    err("Error: --json-schema: ", v, " is larger than ", request.MAX_SCHEMA_BYTES,
+      " bytes, the most a schema may be.")
+    return nil
+  end
   return text
 end
 
@@ -63,6 +76,11 @@ C.dispatch = {
   positionals = { "AGENT", "TASK" }, min = 2, max = 2,
   run = function(o, pos)
     local name, task = pos[1], pos[2]
+    if not task:find("%S") then
+      err("Usage: ", PROG, " dispatch ", C.dispatch.usage)
+      err("Error: Invalid value for 'TASK': it is empty (say what the agent should do).")
+      return 2
+    end
     if o.json_schema then
       o.json_schema = schema_arg(o.json_schema)
       if not o.json_schema then return 1 end

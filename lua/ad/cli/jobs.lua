@@ -55,12 +55,16 @@ C.jobs = {
       out(o.status and ("No " .. o.status .. " jobs found.") or "No jobs found.")
       return 0
     end
+    -- (the agent column padded by hand: a format's width stops at 99)
     local agent_w = 5
     for _, r in ipairs(list) do agent_w = math.max(agent_w, #tostring(r.agent)) end
-    local fmt = "%-32s  %-9s  %-" .. agent_w .. "s  %4s  %s"
-    out((string.format(fmt, "ID", "STATUS", "AGENT", "AGE", "TASK"):gsub("%s+$", "")))
+    local function row(id, status, agent, when, task)
+      return string.format("%-32s  %-9s  ", id, status) .. agent ..
+        string.rep(" ", agent_w - #agent) .. string.format("  %4s  %s", when, task)
+    end
+    out((row("ID", "STATUS", "AGENT", "AGE", "TASK"):gsub("%s+$", "")))
     for _, r in ipairs(list) do
-      out(string.format(fmt, r.id, r.status, tostring(r.agent), age(r.created_at),
+      out(row(r.id, r.status, tostring(r.agent), age(r.created_at),
           (util.cut(r.task or "", 60):gsub("\n", " "))))
     end
     return 0

@@ -16,8 +16,26 @@ local function width()
   return (n and n >= 40) and math.floor(n) or 100
 end
 
+-- A picture to FILE as a shell's > would write it, but whole or not at
+-- all: a new or regular file is replaced at once (the target of a
+-- symbolic link, not the link), and anything else (a device, a pipe:
+-- /dev/stdout) is written in place, never replaced.
 local function write_file(path, text)
-  local ok, msg = core.fs.write_atomic(path, text, 420) -- 0644: a picture to share
+  local kind = core.fs.stat(path)
+  local ok, msg
+  if kind == "dir" then
+    ok, msg = nil, "it is a directory"
+  elseif kind == "other" then
+    local f
+    f, msg = io.open(path, "wb")
+    if f then
+      ok, msg = f:write(text)
+      local closed, cmsg = f:close()
+      if ok then ok, msg = closed, cmsg end
+    end
+  else
+    ok, msg = core.fs.write_atomic(kind and core.fs.realpath(path) or path, text, 420) -- 0644
+  end
   if not ok then
     err("Error: cannot write ", path, ": ", tostring(msg))
     return false

@@ -212,6 +212,10 @@ function M.build(cfg, f, opts)
   local name = f.agent
   local agent = cfg.agents[name]
   if not agent then return nil, M.unknown_agent(cfg, name) end
+  -- (claude would start and fail on it: "Input must be provided")
+  if type(f.task) ~= "string" or not f.task:find("%S") then
+    return nil, "task is empty: say what the agent should do"
+  end
   local log, elicit, handoff, use_cache, span_kind =
     f.log, f.elicit, f.handoff, f.use_cache, f.span_kind
   if opts and opts.call then

@@ -94,7 +94,10 @@ function M.expanduser(path)
 end
 
 --- Absolute, normalized path (symlinks resolved when the path exists).
+--- An empty path is an error, not the current directory (a directory
+--- left blank must not mean wherever the process happens to run).
 function M.abspath(path)
+  if path == "" then return nil, "the path is empty" end
   local p, err = M.expanduser(path)
   if not p then return nil, err end
   if p:sub(1, 1) ~= "/" then

@@ -1,0 +1,134 @@
+'use strict';
+// Inputs a person types that the CLI and the MCP tools once mishandled:
+// text that is not UTF-8 in a config edit, a long agent name in the jobs
+// table, a schema file that is huge or a directory, an empty directory or
+// task, and an SVG or HTML file that cannot be written.
+const { test, describe } = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const { newEnv } = require('./lib');
+
+function code(r, expected) {
+  assert.strictEqual(r.code, expected, `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  return r;
+}
+
+function noInternalError(r) {
+  assert.doesNotMatch(r.stdout + r.stderr, /internal error|stack traceback|\.lua:\d+:/);
+  return r;
+}
+
+describe('config edits', () => {
+  test('a description, a group description or a directory that is not UTF-8: a clear error, the file untouched', (t) => {
+    const env = newEnv(t);
+    const dir = env.project('p');
+    env.writeConfig('agents: {}\n');
+    code(env.run(['add', 'a', dir, '-d', 'fine']), 0);
+    const before = env.readConfig();
+    const bad = Buffer.from([0x62, 0xff, 0x61, 0x64]);
+    for (const args of [['add', 'b', dir, '-d', bad], ['update', 'a', '-d', bad],
+      ['group', 'add', 'g', '--member', 'a', '-d', bad]]) {
+      const r = noInternalError(env.runBytes(args));
+      assert.notStrictEqual(r.code, 0, `${args.join(' ')} succeeded`);
+      assert.match(r.stderr, /not valid UTF-8/, args.join(' '));
+      assert.strictEqual(env.readConfig(), before);
+    }
+    const odd = Buffer.concat([Buffer.from(`${env.root}/`), Buffer.from([0x64, 0xff])]);
+    fs.mkdirSync(odd);
+    const r = noInternalError(env.runBytes(['add', 'c', odd]));
+    assert.notStrictEqual(r.code, 0);
+    assert.match(r.stderr, /not valid UTF-8/);
+    assert.strictEqual(env.readConfig(), before);
+  });
+
+  test('an empty directory is refused, not taken as the current one (CLI and add_agent)', async (t) => {
+    const env = newEnv(t);
+    env.writeConfig('agents: {}\n');
+    const r = noInternalError(env.run(['add', 'e', '']));
+    assert.strictEqual(r.code, 2, r.stderr);
+    assert.match(r.stderr, /directory/i);
+    assert.strictEqual(env.readConfig(), 'agents: {}\n');
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await srv.call('add_agent', { name: 'e1', directory: '', description: 'x' });
+    assert.ok(value.error, JSON.stringify(value));
+    assert.match(value.error, /directory/i);
+    assert.strictEqual(env.readConfig(), 'agents: {}\n');
+    await srv.close();
+  });
+});
+
+describe('dispatch input', () => {
+  test('an empty task is refused before any claude starts (CLI and dispatch)', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const log = path.join(env.root, 'stub.log');
+    const r = noInternalError(env.run(['dispatch', 'a', ''], { env: { STUB_CLAUDE_LOG: log } }));
+    assert.strictEqual(r.code, 2, r.stderr);
+    assert.match(r.stderr, /task/i);
+    assert.doesNotMatch(r.stderr, /Error: Error:/);
+    const srv = env.serve({ env: { STUB_CLAUDE_LOG: log } });
+    await srv.init();
+    const { value } = await srv.call('dispatch', { agent: 'a', task: '' });
+    assert.ok(value.error, JSON.stringify(value));
+    assert.match(value.error, /task/i);
+    await srv.close();
+    assert.ok(!fs.existsSync(log), 'no claude was started');
+  });
+
+  test('--json-schema: a file over the limit is refused without reading it all; a directory says so', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    // /dev/zero never ends: only a bounded read can answer.
+    let r = noInternalError(env.run(['dispatch', 'a', 'x', '--json-schema', '/dev/zero'], { timeout: 15000 }));
+    assert.strictEqual(r.code, 1, r.stderr);
+    assert.match(r.stderr, /larger than|too large|over/i);
+    r = noInternalError(env.run(['dispatch', 'a', 'x', '--json-schema', env.root]));
+    assert.strictEqual(r.code, 1, r.stderr);
+    assert.match(r.stderr, /directory/i);
+  });
+});
+
+describe('output', () => {
+  test('jobs lists a job whose agent name is 100 characters or more', async (t) => {
+    const env = newEnv(t);
+    const name = 'b'.repeat(120);
+    env.setup({ agents: { [name]: true } });
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await srv.call('dispatch_async', { agent: name, task: 'long name' });
+    await srv.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 20 }, { ms: 25000 });
+    await srv.close();
+    const r = noInternalError(env.run(['jobs']));
+    code(r, 0);
+    assert.match(r.stdout, new RegExp(`${value.job_id}\\s+done\\s+${name}\\s`));
+  });
+
+  test('trace --svg and --html write through a link or a device, and fail when the write does', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    code(env.run(['dispatch', 'a', 'hi']), 0);
+    // Links in the test's directory: a file replaced instead of written
+    // through would be the link, never the device or the file it names.
+    const full = path.join(env.root, 'full');
+    fs.symlinkSync('/dev/full', full);
+    const target = path.join(env.root, 'pictures-target.svg');
+    fs.writeFileSync(target, 'old');
+    const link = path.join(env.root, 'picture.svg');
+    fs.symlinkSync(target, link);
+    for (const flag of ['--svg', '--html']) {
+      let r = noInternalError(env.run(['trace', flag, full]));
+      assert.strictEqual(r.code, 1, `${flag}: ${r.stderr}`);
+      assert.match(r.stderr, /No space left on device/);
+      assert.ok(fs.lstatSync(full).isSymbolicLink(), 'the link to the device is still a link');
+      assert.ok(fs.statSync('/dev/full').isCharacterDevice());
+      r = code(noInternalError(env.run(['trace', flag, link])), 0);
+      assert.ok(fs.lstatSync(link).isSymbolicLink(), 'the link is kept');
+      assert.match(fs.readFileSync(target, 'utf8'), flag === '--svg' ? /<svg/ : /<html/i);
+      r = noInternalError(env.run(['trace', flag, env.root]));
+      assert.strictEqual(r.code, 1);
+      assert.match(r.stderr, /directory/);
+    }
+  });
+});
