@@ -307,7 +307,19 @@ static int parse_mapping(lua_State *L, struct loader *ld, int depth,
         }
         lua_pushlstring(L, (const char *)kev.data.scalar.value,
                         kev.data.scalar.length);      /* order map key */
+        yaml_mark_t at = kev.start_mark;
         yaml_event_delete(&kev);
+        /* YAML keys are unique: with a repeated one, the last would win
+         * unseen, and an edit would write the file without the first. */
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, -3) != LUA_TNIL) {
+            snprintf(ld->err, sizeof ld->err,
+                     "line %zu, column %zu: duplicate key '%.60s' (a key "
+                     "appears once in a mapping: remove or rename one)",
+                     at.line + 1, at.column + 1, lua_tostring(L, -2));
+            return -1;
+        }
+        lua_pop(L, 1);
         yaml_event_t vev;
         if (next_event(ld, &vev) != 0) {
             return -1;
@@ -318,11 +330,7 @@ static int parse_mapping(lua_State *L, struct loader *ld, int depth,
             return -1;
         }
         lua_pushvalue(L, -2);                         /* order map key val key */
-        if (lua_rawget(L, -4) == LUA_TNIL) {          /* first time seen */
-            lua_pushvalue(L, -3);
-            lua_rawseti(L, -6, (lua_Integer)lua_rawlen(L, -6) + 1);
-        }
-        lua_pop(L, 1);                                /* order map key val */
+        lua_rawseti(L, -5, (lua_Integer)lua_rawlen(L, -5) + 1);
         lua_rawset(L, -3);                            /* order map */
     }
     lua_remove(L, -2);                                /* map */
