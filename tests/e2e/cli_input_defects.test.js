@@ -59,6 +59,42 @@ describe('config edits', () => {
   });
 });
 
+describe('values every dispatch would refuse', () => {
+  test('a model or tool name starting with "-" is refused where it is set (CLI and MCP), and doctor fails an agent that has one', async (t) => {
+    const env = newEnv(t);
+    const dir = env.project('p');
+    env.writeConfig('agents: {}\n');
+    for (const args of [['--model', '--dangerous'], ['--allowed-tools', 'Read,--evil'],
+      ['--disallowed-tools', '-x']]) {
+      const r = noInternalError(env.run(['add', 'a', dir, '-d', 'x', ...args]));
+      assert.strictEqual(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /starts with '-'/);
+      assert.strictEqual(env.readConfig(), 'agents: {}\n');
+    }
+    code(env.run(['add', 'a', dir, '-d', 'x']), 0);
+    const before = env.readConfig();
+    let r = noInternalError(env.run(['update', 'a', '--model', '-m']));
+    assert.strictEqual(r.code, 2, r.stderr);
+    assert.strictEqual(env.readConfig(), before);
+    const srv = env.serve();
+    await srv.init();
+    for (const args of [{ model: '--x' }, { allowed_tools: 'Read, --evil' }, { disallowed_tools: '-x' }]) {
+      const { value } = await srv.call('update_agent', { name: 'a', ...args });
+      assert.match(value.error || '', /starts with '-'/, JSON.stringify(value));
+    }
+    const added = (await srv.call('add_agent', { name: 'b', directory: dir, description: 'x',
+      allowed_tools: 'Read, --evil' })).value;
+    assert.match(added.error || '', /starts with '-'/, JSON.stringify(added));
+    await srv.close();
+    assert.strictEqual(env.readConfig(), before);
+    // Written by hand: doctor says every dispatch to it is refused.
+    env.writeConfig(`agents:\n  a:\n    directory: ${dir}\n    model: --dangerous\n`);
+    r = env.run(['doctor']);
+    assert.strictEqual(r.code, 1, r.stdout);
+    assert.match(r.stdout, /\[FAIL\] a: model '--dangerous' starts with '-'/);
+  });
+});
+
 describe('dispatch input', () => {
   test('an empty task is refused before any claude starts (CLI and dispatch)', async (t) => {
     const env = newEnv(t);

@@ -182,14 +182,23 @@ M.AGENT_OPTS = {
   { "--risky-capabilities", arg = "CSV", help = "Descriptive labels of risky abilities." },
 }
 
---- Checks --timeout, --max-budget(-usd) and --permission-mode of
---- add/update. Returns nil and the budget given (nil when none), or the
---- exit status (1; 2 for a mode claude would refuse) after reporting.
+--- Checks --timeout, --max-budget(-usd), --permission-mode, --model and
+--- the tool lists of add/update. Returns nil and the budget given (nil
+--- when none), or the exit status (1; 2 for a value claude would refuse)
+--- after reporting.
 function M.check_agent_opts(o)
   if M.unless_none(o.permission_mode) then
     local problem = require("ad.domain.permission").problem(o.permission_mode)
     if problem then
       err("Error: Invalid value for --permission-mode: ", problem)
+      return 2
+    end
+  end
+  for _, f in ipairs({ { "model", "model", "--model" }, { "allowed_tools", "allowed tool", "--allowed-tools" },
+      { "disallowed_tools", "disallowed tool", "--disallowed-tools" } }) do
+    local problem = agents.flag_problem(f[2], M.unless_none(o[f[1]]))
+    if problem then
+      err("Error: Invalid value for ", f[3], ": ", problem, ".")
       return 2
     end
   end

@@ -356,6 +356,11 @@ local function agent_checks(r, cfg)
     elseif h == false then
       r.fail(name .. ": directory missing - " .. (a.host and (a.host .. ":") or "") .. a.directory)
     else r.fail(name .. ": directory unreadable - " .. tostring(herr)) end
+    local flag = require("ad.domain.agents").agent_flag_problem(a)
+    if flag then
+      r.fail(name .. ": " .. flag, "Fix it: agent-dispatch update " .. name ..
+        " --model ... / --allowed-tools ... (or edit " .. require("ad.storage.config").path() .. ")")
+    end
   end
 end
 

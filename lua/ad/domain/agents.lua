@@ -23,6 +23,29 @@ function M.resolve_dir(dir)
   return abs
 end
 
+--- What makes value (a model name, or a tool list: a table or its CSV
+--- text) something no dispatch would pass on, or nil: an entry starting
+--- with '-' would be read by the claude CLI as a flag, so every dispatch
+--- refuses it (src/claude.c); refused where it is set, instead.
+function M.flag_problem(label, value)
+  if value == nil then return nil end
+  local items = type(value) == "table" and value or util.csv(value)
+  if type(value) == "string" and label == "model" then items = { util.strip(value) } end
+  for _, v in ipairs(items) do
+    if type(v) == "string" and v:sub(1, 1) == "-" then
+      return label .. " " .. util.repr(v) .. " starts with '-': the claude CLI would read it " ..
+        "as a flag, so every dispatch would be refused"
+    end
+  end
+  return nil
+end
+
+--- The first flag_problem of an agent's model and tool lists, or nil.
+function M.agent_flag_problem(a)
+  return M.flag_problem("model", a.model) or M.flag_problem("allowed tool", a.allowed_tools)
+    or M.flag_problem("disallowed tool", a.disallowed_tools)
+end
+
 --- true for 'none' (any case, surrounding blanks ignored) and blank text:
 --- the value that means "unset / inherit the settings default".
 function M.is_none(s)

@@ -23,6 +23,18 @@ local function bad_mode(mode)
   return problem and tools.envelope("permission_mode " .. problem)
 end
 
+-- The error envelope for a model or tool list no dispatch would pass on
+-- (agents.flag_problem), or nil ("" and 'none': unchanged or cleared).
+local function bad_flag(a)
+  for _, f in ipairs({ { "model", "model" }, { "allowed_tools", "allowed tool" },
+      { "disallowed_tools", "disallowed tool" } }) do
+    local v = a[f[1]]
+    local problem = type(v) == "string" and not agents.is_none(v) and agents.flag_problem(f[2], v)
+    if problem then return tools.envelope(f[1] .. ": " .. problem .. ".") end
+  end
+  return nil
+end
+
 local function lock_warnings(ctx, ws)
   for _, w in ipairs(ws or {}) do ctx.log("warning", "Warning: " .. w) end
 end
@@ -72,7 +84,7 @@ tools.define{
       return tools.envelope("max_budget_usd must be >= 0 (got " .. util.num(a.max_budget_usd) ..
         "); 0 means no limit.")
     end
-    local bad = bad_mode(a.permission_mode)
+    local bad = bad_mode(a.permission_mode) or bad_flag(a)
     if bad then return bad end
     local desc = a.description
     if desc == "" and host then
@@ -175,7 +187,7 @@ tools.define{
       return tools.envelope("timeout must be a positive number of seconds (got " ..
         a.timeout .. "); pass 0 to leave it unchanged.")
     end
-    local bad = bad_mode(a.permission_mode)
+    local bad = bad_mode(a.permission_mode) or bad_flag(a)
     if bad then return bad end
     local ok, e, ws = agents.update(a.name, function(ag)
       local changed = {}
