@@ -147,6 +147,30 @@ describe('jobs that outlive the server', () => {
       await srv.close();
     });
 
+  test('a job whose runner was SIGKILLed reads failed at once in job and jobs, no server started since',
+    async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: true\n' });
+      t.after(() => killStubs(env));
+      const r = env.run(['dispatch', 'a', '[stub:hang] kill-runner-2', '--async']);
+      assert.strictEqual(r.code, 0, r.stderr);
+      const id = r.stdout.trim();
+      const rec = await recUntil(env, id, (x) => x.status === 'running' && x.process, 5000, 'running');
+      const runner = trackRunner(env, rec);
+      assert.ok(await waitUntil(() => stubFor(env, 'kill-runner-2'), 5000), 'the stub started');
+      const stub = stubFor(env, 'kill-runner-2');
+      process.kill(runner, 'SIGKILL');
+      assert.ok(await waitUntil(() => !alive(stub.pid), 5000), 'the child outlived its job runner');
+      // Asked for the failed ones first: the index still says running.
+      const failed = JSON.parse(env.run(['jobs', '--status', 'failed', '--json']).stdout);
+      assert.deepStrictEqual(failed.map((j) => j.id), [id]);
+      const running = JSON.parse(env.run(['jobs', '--status', 'running', '--json']).stdout);
+      assert.deepStrictEqual(running.map((j) => j.id), [], 'listed as running');
+      const one = JSON.parse(env.run(['job', id, '--json']).stdout);
+      assert.strictEqual(one.status, 'failed');
+      assert.match(one.error, /stopped while the job was running/);
+    });
+
   test('jobs_outlive_server: false keeps jobs in the server: they end with it', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: false\n' });

@@ -24,7 +24,7 @@ local resolve_id = common.resolve_job_id
 local function job_or_exit(arg)
   local id, code = resolve_id(arg)
   if not id then return nil, code end
-  local rec = require("ad.storage.jobs").get(id)
+  local rec = require("ad.storage.jobs").get_current(id)
   if not rec then err("Job not found: ", id) return nil, 1 end
   return rec, id
 end

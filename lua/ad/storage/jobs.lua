@@ -453,12 +453,35 @@ local function current_index(dir)
   return written or entries
 end
 
+--- M.get, with a pending or running job whose owner and child are both
+--- verifiably gone settled first (settle_orphan): a reader sees the job
+--- as it is, not as a killed job runner left it.
+function M.get_current(id)
+  local rec = M.get(id)
+  if rec and not M.TERMINAL[rec.status] and M.settle_orphan(rec) then
+    rec = M.get(id) or rec
+  end
+  return rec
+end
+
 --- Jobs newest first: at most limit, optionally of one status. Reads the
---- index backwards and only the records it returns.
+--- index backwards and only the records it returns; a listed job that is
+--- not final is settled first when its processes are gone (get_current),
+--- and so, before a listing of a final status, is every job the index
+--- has as pending or running (a few records: those of live jobs).
 function M.list(status, limit)
   local dir = M.dir()
   local index = current_index(dir)
   if index == nil then return {} end
+  if status and M.TERMINAL[status] and index == true then
+    for _, st in ipairs({ "running", "pending" }) do
+      for _, e in ipairs(core.jobs.index_scan(dir, st) or {}) do
+        local rec = M.get_listed(e.id)
+        if rec and not M.TERMINAL[rec.status] then M.settle_orphan(rec) end
+      end
+    end
+    index = current_index(dir)
+  end
   local entries
   if index == true then
     local msg
@@ -474,6 +497,9 @@ function M.list(status, limit)
   local out = {}
   for _, e in ipairs(entries) do
     local rec = M.get_listed(e.id)
+    if rec and not M.TERMINAL[rec.status] and M.settle_orphan(rec) then
+      rec = M.get_listed(e.id)
+    end
     if rec and (not status or rec.status == status) then out[#out + 1] = rec end
   end
   return out

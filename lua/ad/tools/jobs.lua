@@ -73,7 +73,7 @@ tools.define{
   guard = "io",
   handler = function(a)
     if not jobs.valid(a.job_id) then return bad_id(a.job_id) end
-    return jobs.get(a.job_id) or not_found(a.job_id)
+    return jobs.get_current(a.job_id) or not_found(a.job_id)
   end,
 }
 
