@@ -333,4 +333,14 @@ describe('timeout advice', () => {
     assert.ok(r.stderr.includes('agent-dispatch update a --timeout 2'), r.stderr);
     assert.doesNotMatch(r.stderr, /--timeout 600/);
   });
+
+  test('dispatch --timeout: the same advice, in the same terms', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: { timeout: 300 } } });
+    const r = ok(env.run(['dispatch', 'a', 'slow [stub:sleep=30]', '--timeout', '1']), 1);
+    assert.match(r.stderr, /Agent 'a' timed out after 1s\./);
+    assert.doesNotMatch(r.stderr, /timeout_seconds|dispatch_async|dispatch_session\(/);
+    assert.ok(r.stderr.includes('agent-dispatch dispatch a --timeout 2'), r.stderr);
+    assert.ok(r.stderr.includes('agent-dispatch update a --timeout 2'), r.stderr);
+  });
 });

@@ -152,7 +152,7 @@ function M.report_failure(command, name, r, seconds)
     for _, l in ipairs(require("ad.infra.errors").cli_timeout_advice(name, seconds, command)) do err(l) end
     return 1
   end
-  err("Error: ", r.error)
+  err("Error: ", (tostring(r.error):gsub("^Error: ", "")))
   if r.error_type == "permission" then
     err("Diagnosis: permission error")
     err("  agent-dispatch update ", name, " --permission-mode bypassPermissions")

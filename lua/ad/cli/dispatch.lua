@@ -11,8 +11,13 @@ local out, err, PROG = common.out, common.err, common.PROG
 
 local C = {}
 
--- The failure on stderr: the message, then the hint when there is one.
-local function report_failure(r)
+-- The failure on stderr: the message, then the hint when there is one;
+-- a timeout with the advice in the CLI's terms (--timeout, not the
+-- tools' timeout_seconds), as `test` gives it.
+local function report_failure(r, name, seconds)
+  if r.error_type == "timeout" and seconds then
+    return common.report_failure("dispatch", name, r, seconds)
+  end
   -- (the CLI's own message may start with "Error: " already)
   err("Error: ", (tostring(r.error):gsub("^Error: ", "")))
   if r.hint then err("Hint: ", r.hint) end
@@ -109,7 +114,7 @@ C.dispatch = {
     elseif r.success then
       out(r.result or "")
     end
-    if not r.success then report_failure(r) end
+    if not r.success then report_failure(r, name, request.effective(req).timeout) end
     return r.success and 0 or 1
   end,
 }
