@@ -54,7 +54,10 @@ static int l_which(lua_State *L)
     bool with_id = lua_toboolean(L, 2);
     lua_settop(L, 1);
     if (strchr(name, '/')) {
-        if (access(name, X_OK) == 0) {
+        /* A regular file, as on the PATH below: a directory passes
+         * access(X_OK) and then fails to exec with a bare EACCES. */
+        struct stat st;
+        if (stat(name, &st) == 0 && S_ISREG(st.st_mode) && access(name, X_OK) == 0) {
             char buf[PATH_MAX];
             lua_pushstring(L, realpath(name, buf) ? buf : name);
             return 1;

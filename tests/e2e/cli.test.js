@@ -214,7 +214,7 @@ describe('groups', () => {
     r = ok(env.run(['group', 'add', 'g2', '--member', 'ghost']), 1);
     assert.match(r.stderr, /agent 'ghost' not found/);
     r = ok(env.run(['group', 'add', '--', '-bad']), 1);
-    assert.match(r.stderr, /Invalid agent name/);
+    assert.match(r.stderr, /Invalid group name/);
     assert.strictEqual(env.readConfig(), before);
     r = ok(env.run(['group', 'add', 'lonely']));
     assert.match(out(r), /no members/);

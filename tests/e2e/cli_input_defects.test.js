@@ -95,6 +95,47 @@ describe('values every dispatch would refuse', () => {
   });
 });
 
+describe('names, paths and numbers', () => {
+  test('a file for a directory, an empty group name, a repeated member, a limit or timeout below 1', (t) => {
+    const env = newEnv(t);
+    const dir = env.project('p');
+    env.writeConfig('agents: {}\n');
+    const file = path.join(env.root, 'afile');
+    fs.writeFileSync(file, 'x');
+    let r = noInternalError(env.run(['add', 'f', file]));
+    assert.strictEqual(r.code, 2, r.stderr);
+    assert.match(r.stderr, /is a file, not a directory/);
+    code(env.run(['add', 'a', dir, '-d', 'x']), 0);
+    r = noInternalError(env.run(['group', 'add', '', '--member', 'a']));
+    assert.strictEqual(r.code, 1, r.stderr);
+    assert.match(r.stderr, /Invalid group name ''/);
+    code(env.run(['group', 'add', 'g', '--member', 'a', '--member', 'a']), 0);
+    const g = JSON.parse(code(env.run(['group', 'inspect', 'g', '--json']), 0).stdout);
+    assert.deepStrictEqual(g.members.map((m) => m.agent), ['a'], 'a member is listed once');
+    for (const n of ['0', '-1']) {
+      r = noInternalError(env.run(['jobs', '--limit', n]));
+      assert.strictEqual(r.code, 2, r.stderr);
+      assert.match(r.stderr, /--limit must be at least 1/);
+      for (const cmd of ['dispatch', 'test']) {
+        r = noInternalError(env.run([cmd, 'a', 'hi', '--timeout', n]));
+        assert.strictEqual(r.code, 1, r.stderr);
+        assert.match(r.stderr, /--timeout must be a positive number of seconds/);
+      }
+    }
+  });
+
+  test('AGENT_DISPATCH_CLAUDE naming nothing runnable is named in the error', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    for (const bad of [path.join(env.root, 'nonexistent'), env.root]) {
+      const r = noInternalError(env.run(['dispatch', 'a', 'hi'], { env: { AGENT_DISPATCH_CLAUDE: bad } }));
+      assert.strictEqual(r.code, 1, r.stderr);
+      assert.ok(r.stderr.includes(`AGENT_DISPATCH_CLAUDE=${bad}`), r.stderr);
+      assert.doesNotMatch(r.stderr, /not found in PATH/);
+    }
+  });
+});
+
 describe('dispatch input', () => {
   test('an empty task is refused before any claude starts (CLI and dispatch)', async (t) => {
     const env = newEnv(t);

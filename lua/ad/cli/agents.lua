@@ -123,6 +123,7 @@ C.add = {
     if not host and (not abs or core.project.health(abs) ~= true) then
       err("Usage: ", PROG, " add NAME DIRECTORY [OPTIONS]")
       err("Error: Invalid value for 'DIRECTORY': ", dir == "" and "it is empty (give the project's directory)."
+        or (abs and core.fs.stat(abs) == "file") and ("'" .. dir .. "' is a file, not a directory.")
         or ("Directory '" .. dir .. "' does not exist."))
       return 2
     end

@@ -137,10 +137,22 @@ function M.drop_member(g, name)
   return n
 end
 
---- Error code 1 when name is not a valid agent or group name, else nil.
-function M.name_check(name)
+--- Error code 1 when name is not a valid agent (or, kind "group", group)
+--- name, else nil.
+function M.name_check(name, kind)
   local e = agents.name_error(name)
+  if e and kind then e = e:gsub("^Invalid agent name", "Invalid " .. kind .. " name") end
   if e then err("Error: ", e) return 1 end
+  return nil
+end
+
+--- Error code 1 after reporting a one-off --timeout below 1 second (as
+--- add and update refuse it), else nil.
+function M.timeout_check(timeout)
+  if timeout ~= nil and timeout < 1 then
+    err("Error: --timeout must be a positive number of seconds (got ", timeout, ").")
+    return 1
+  end
   return nil
 end
 

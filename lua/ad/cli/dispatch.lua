@@ -86,6 +86,8 @@ C.dispatch = {
       err("Error: Invalid value for 'TASK': it is empty (say what the agent should do).")
       return 2
     end
+    local bad = common.timeout_check(o.timeout)
+    if bad then return bad end
     if o.json_schema then
       o.json_schema = schema_arg(o.json_schema)
       if not o.json_schema then return 1 end

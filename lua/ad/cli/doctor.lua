@@ -178,7 +178,7 @@ local function jobs_checks(r)
   else
     r.ok(("Jobs directory: %s (mode %o)"):format(dir, mode))
   end
-  local lok, running = pcall(jobs.list, "running")
+  local lok, running = pcall(jobs.list, "running", nil, true)
   if not lok then return r.fail(tostring(type(running) == "table" and running.message or running)) end
   local stale = {}
   for _, rec in ipairs(running) do

@@ -31,10 +31,11 @@ end
 -- Adds group name to cfg; returns the member count, or nil and the reason.
 local function add_group(cfg, name, o)
   if cfg.groups[name] then return nil, "exists" end
-  local members = json.array()
+  local members, seen = json.array(), {}
   for _, m in ipairs(o.member) do
     if not cfg.agents[m] then return nil, { missing = m, names = cfg.agent_names } end
-    members[#members + 1] = { agent = m, use_for = "" }
+    if not seen[m] then members[#members + 1] = { agent = m, use_for = "" } end
+    seen[m] = true
   end
   cfg.groups[name] = { description = o.description or "",
                        shared_context = o.shared_context or "", members = members }
@@ -51,7 +52,7 @@ G.add = {
   positionals = { "NAME" }, min = 1, max = 1,
   run = function(o, pos)
     local name = pos[1]
-    local bad = common.name_check(name)
+    local bad = common.name_check(name, "group")
     if bad then return bad end
     local ok, ce, ws = config.mutate(function(cfg) return add_group(cfg, name, o) end)
     common.warnings(ws)

@@ -41,7 +41,11 @@ C.jobs = {
               { "--limit", arg = "N", type = "int", help = "How many (default 20)." },
               JSON_OPT },
   run = function(o)
-    local list = require("ad.storage.jobs").list(o.status, math.max(1, o.limit or 20))
+    if o.limit ~= nil and o.limit < 1 then
+      err("Error: --limit must be at least 1 (got ", o.limit, ").")
+      return 2
+    end
+    local list = require("ad.storage.jobs").list(o.status, o.limit or 20)
     if o.json then
       local l = json.array()
       for _, r in ipairs(list) do

@@ -16,6 +16,8 @@ C.test = {
   positionals = { "NAME", "TASK" }, min = 1, max = 2,
   run = function(o, pos)
     local name = pos[1]
+    local bad = common.timeout_check(o.timeout)
+    if bad then return bad end
     local cfg, a, code = common.load_agent(name)
     if not cfg then return code end
     local t = pos[2] or "What project is this? Describe in one sentence."

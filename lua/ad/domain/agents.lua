@@ -19,7 +19,10 @@ end
 function M.resolve_dir(dir)
   local abs, err = util.abspath(dir)
   if not abs then return nil, "Invalid directory " .. util.repr(dir) .. ": " .. err end
-  if core.project.health(abs) ~= true then return nil, "Directory does not exist: " .. abs end
+  if core.project.health(abs) ~= true then
+    if core.fs.stat(abs) == "file" then return nil, abs .. " is a file, not a directory" end
+    return nil, "Directory does not exist: " .. abs
+  end
   return abs
 end
 

@@ -240,6 +240,11 @@ local function execute(req)
   else
     path, path_id = M.claude_path()
     if not path then
+      local override = getenv("AGENT_DISPATCH_CLAUDE")
+      if override ~= nil and override ~= "" then
+        return result.failure(name, "not_found", "AGENT_DISPATCH_CLAUDE=" .. override ..
+          " does not name an executable file (unset it to use the claude on PATH)")
+      end
       return result.failure(name, "not_found", "Claude CLI not found in PATH. Install " ..
         "it: https://docs.anthropic.com/en/docs/claude-code (npm install -g " ..
         "@anthropic-ai/claude-code)")

@@ -469,11 +469,13 @@ end
 --- not final is settled first when its processes are gone (get_current),
 --- and so, before a listing of a final status, is every job the index
 --- has as pending or running (a few records: those of live jobs).
-function M.list(status, limit)
+--- as_recorded: the records as they are, nothing settled (`doctor`
+--- reports such jobs itself).
+function M.list(status, limit, as_recorded)
   local dir = M.dir()
   local index = current_index(dir)
   if index == nil then return {} end
-  if status and M.TERMINAL[status] and index == true then
+  if status and M.TERMINAL[status] and index == true and not as_recorded then
     for _, st in ipairs({ "running", "pending" }) do
       for _, e in ipairs(core.jobs.index_scan(dir, st) or {}) do
         local rec = M.get_listed(e.id)
@@ -497,7 +499,7 @@ function M.list(status, limit)
   local out = {}
   for _, e in ipairs(entries) do
     local rec = M.get_listed(e.id)
-    if rec and not M.TERMINAL[rec.status] and M.settle_orphan(rec) then
+    if rec and not as_recorded and not M.TERMINAL[rec.status] and M.settle_orphan(rec) then
       rec = M.get_listed(e.id)
     end
     if rec and (not status or rec.status == status) then out[#out + 1] = rec end
