@@ -81,9 +81,12 @@ function M.valid(id)
   return core.text.valid_job_id(id)
 end
 
+local STATUSES = { pending = true, running = true, done = true, failed = true, cancelled = true }
+
 local function decode(text)
   local rec = json.decode(text)
-  if type(rec) ~= "table" or json.is_array(rec) or type(rec.id) ~= "string" then
+  if type(rec) ~= "table" or json.is_array(rec) or type(rec.id) ~= "string"
+      or not STATUSES[rec.status] then
     return nil
   end
   rec = json.denull(rec)
@@ -122,7 +125,9 @@ local function read(id)
   end
   local rec = decode(text)
   if not rec then
-    io.stderr:write("agent-dispatch: job ", id, ": unreadable record skipped\n")
+    io.stderr:write("agent-dispatch: job ", id, ": unreadable record skipped (", dir, "/", id,
+      ".json is not a job record; `agent-dispatch gc` removes it once it is older than the ",
+      "jobs it removes, or delete it)\n")
   end
   return rec
 end
@@ -639,6 +644,18 @@ function M.gc(max_age)
     end
     table.sort(keep, by_creation)
     write_index(dir, keep)
+    -- Files no reader takes for a job (damaged, or not a job record):
+    -- removed as the jobs are, once their last change is older than the
+    -- cutoff.
+    local listed = {}
+    for _, e in ipairs(keep) do listed[e.id] = true end
+    for id in pairs(record_ids(dir)) do
+      if not listed[id] then
+        local kind, mtime = core.fs.stat(dir .. "/" .. id .. ".json")
+        local text = kind == "file" and mtime < cutoff and core.jobs.read(dir, id)
+        if text and not decode(text) and core.jobs.remove(dir, id) then purged = purged + 1 end
+      end
+    end
     return purged
   end)
 end
