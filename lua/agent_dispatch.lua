@@ -91,7 +91,10 @@ function M.session(spec) return one(spec) end
 --- A streamed dispatch: spec.on_progress(line) is called for each progress
 --- line as it happens.
 function M.stream(spec)
-  return one(spec, { stream = true, on_progress = spec.on_progress })
+  if type(spec) == "table" and spec.on_progress ~= nil and type(spec.on_progress) ~= "function" then
+    error("on_progress must be a function, got " .. type(spec.on_progress), 2)
+  end
+  return one(spec, { stream = true, on_progress = type(spec) == "table" and spec.on_progress or nil })
 end
 
 --- Parallel fan-out: list of dispatch specs (+ list.aggregate = agent).
@@ -153,7 +156,12 @@ end
 --- Concurrency helpers: run fn as a task; wait for all of a list of
 --- functions (results in order, as {ok=, value=}); sleep in seconds.
 M.spawn = core.task.spawn
-M.all = task.all
+function M.all(fns, ...)
+  local okl = type(fns) == "table"
+  for _, f in ipairs(okl and fns or {}) do okl = okl and type(f) == "function" end
+  if not okl then error("all: expected a list of functions", 2) end
+  return task.all(fns, ...)
+end
 M.sleep = core.task.sleep
 M.now = core.task.now
 

@@ -136,6 +136,49 @@ describe('names, paths and numbers', () => {
   });
 });
 
+describe('smaller edges', () => {
+  test('add prints the generated description only once the agent is added', (t) => {
+    const env = newEnv(t);
+    const dir = env.project('p');
+    env.writeConfig('agents: {}\n');
+    code(env.run(['add', 'a', dir]), 0);
+    const r = code(env.run(['add', 'a', dir]), 1);
+    assert.match(r.stderr, /already exists/);
+    assert.doesNotMatch(r.stdout, /Auto-generated description/);
+  });
+
+  test('list and describe show control characters of a description escaped, not sent to the terminal', (t) => {
+    const env = newEnv(t);
+    const dir = env.project('p');
+    env.writeConfig('agents: {}\n');
+    code(env.run(['add', 'a', dir, '-d', '\u001b[31mred\u0007']), 0);
+    for (const cmd of [['list'], ['describe', 'a']]) {
+      const r = code(env.run(cmd), 0);
+      assert.ok(!r.stdout.includes('\u001b') && !r.stdout.includes('\u0007'), r.stdout);
+      assert.ok(r.stdout.includes('\\x1b[31mred\\x07'), r.stdout);
+    }
+    // --json keeps the value as it is (JSON escapes it).
+    assert.strictEqual(JSON.parse(code(env.run(['list', '--json']), 0).stdout)[0].description,
+      '\u001b[31mred\u0007');
+  });
+
+  test('run: wrong types given to the Lua API are errors naming the argument', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const script = path.join(env.root, 's.lua');
+    for (const [body, msg] of [
+      ['ad.stream{ agent = "a", task = "x", on_progress = 5 }', /on_progress must be a function/],
+      ['ad.all(5)', /all: expected a list of functions/],
+      ['ad.all({ 5 })', /all: expected a list of functions/]]) {
+      fs.writeFileSync(script, `local ad = require "agent_dispatch"\n${body}\n`);
+      const r = env.run(['run', script]);
+      assert.strictEqual(r.code, 1, r.stderr);
+      assert.match(r.stderr, msg);
+      assert.doesNotMatch(r.stderr, /internal error|attempt to/);
+    }
+  });
+});
+
 describe('dispatch input', () => {
   test('an empty task is refused before any claude starts (CLI and dispatch)', async (t) => {
     const env = newEnv(t);

@@ -133,6 +133,7 @@ C.add = {
     bad, budget = common.check_agent_opts(o)
     if bad then return bad end
     local desc = o.description
+    local generated = false -- (said once the agent is added)
     if desc == nil and host then
       -- One probe of the remote project; a host that does not answer is
       -- no reason to refuse (it may be down right now).
@@ -144,10 +145,10 @@ C.add = {
         err("Warning: ", host, ":", abs, " is ", common.health_label(src):lower(),
           src.error and (" (" .. src.error .. ")") or "", "; added anyway")
       end
-      out("Auto-generated description: ", desc)
+      generated = true
     elseif desc == nil then
       desc = agents.describe_dir(abs)
-      out("Auto-generated description: ", desc)
+      generated = true
     end
     -- 'none' (any case) or "" means unset, as the help and update say.
     local pm = unless_none(o.permission_mode) and util.strip(o.permission_mode)
@@ -169,6 +170,7 @@ C.add = {
       end
       return common.save_error(se)
     end
+    if generated then out("Auto-generated description: ", common.shown(desc)) end
     out("Added agent '", name, "' -> ", host and (host .. ":") or "", abs)
     return 0
   end,
@@ -272,6 +274,7 @@ end
 
 -- The lines of one agent in `list` (after its name and health).
 local function list_entry(a)
+  local out = function(label, ...) return out(label, common.shown(table.concat({ ... }))) end
   if a.host then out("    host: ", a.host) end
   out("    dir:  ", a.directory)
   out("    desc: ", a.description)
@@ -373,7 +376,7 @@ C.describe = {
       e.project_files = files
       return common.json_out(e)
     end
-    local function row(label, value) out(string.format("%-18s%s", label, value)) end
+    local function row(label, value) out(string.format("%-18s%s", label, common.shown(value))) end
     out(name, " [", common.health_label(src), "]")
     if a.host then row("host:", a.host) end
     row("directory:", a.directory)

@@ -17,6 +17,19 @@ local M = {}
 M.PROG = "agent-dispatch"
 
 function M.out(...) io.stdout:write(...) io.stdout:write("\n") end
+
+--- Text from a config or a record as a terminal shows it: control
+--- characters (an escape sequence, a bell) escaped as \xHH, so what a
+--- description holds cannot recolour or rewrite the terminal. Newlines
+--- and tabs stay.
+function M.shown(s)
+  s = tostring(s)
+  if not s:find("[%c\127]") then return s end
+  return (s:gsub("[%c\127]", function(c)
+    if c == "\n" or c == "\t" then return c end
+    return string.format("\\x%02x", c:byte())
+  end))
+end
 function M.err(...) io.stderr:write(...) io.stderr:write("\n") end
 local err = M.err
 
