@@ -308,7 +308,19 @@ static int parse_mapping(lua_State *L, struct loader *ld, int depth,
         lua_pushlstring(L, (const char *)kev.data.scalar.value,
                         kev.data.scalar.length);      /* order map key */
         yaml_mark_t at = kev.start_mark;
+        bool merge = kev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+                     kev.data.scalar.length == 2 &&
+                     memcmp(kev.data.scalar.value, "<<", 2) == 0;
         yaml_event_delete(&kev);
+        if (merge) {
+            /* A YAML 1.1 merge key: libyaml leaves it an ordinary key, so
+             * the fields it names would silently be missing. */
+            snprintf(ld->err, sizeof ld->err,
+                     "line %zu, column %zu: merge keys (<<) are not supported: "
+                     "write the fields out (an alias of a whole value works)",
+                     at.line + 1, at.column + 1);
+            return -1;
+        }
         /* YAML keys are unique: with a repeated one, the last would win
          * unseen, and an edit would write the file without the first. */
         lua_pushvalue(L, -1);

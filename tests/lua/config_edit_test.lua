@@ -165,6 +165,11 @@ test("a duplicate key is refused where it is, never resolved silently (an edit w
   -- through an alias's copy.
   assert(core.yaml.load("agents:\n  a: {directory: /tmp}\n  b: {directory: /tmp}\n"))
   assert(core.yaml.load("x: &m {k: 1}\ny: *m\n"))
+  -- A merge key is named as such, not left to read as a field.
+  v, err = core.yaml.load("base: &b {directory: /tmp}\nagents:\n  a:\n    <<: *b\n")
+  eq(v, nil)
+  has(err, "line 4, column 5: merge keys (<<) are not supported")
+  assert(core.yaml.load("agents:\n  a: {directory: /tmp, description: '<<'}\n'<<': quoted is a key\n"))
   local dir = tmpdir()
   local path = dir .. "/agents.yaml"
   assert(core.fs.write_atomic(path, t, 384))
