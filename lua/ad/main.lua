@@ -12,6 +12,14 @@ function M.on_error(e)
   if msg:find("refusing to load ", 1, true) or msg:find("error loading module ", 1, true) then
     return { message = msg, user = true }
   end
+  -- An error raised in an override of the user's own (their Lua
+  -- directory) is theirs to fix too: their file and line, and how to go
+  -- back to the shipped module.
+  local found, file = pcall(function() return require("ad.tools").override_file(msg) end)
+  if found and file then
+    local hint_ok, hint = pcall(function() return require("ad.tools").override_hint(file) end)
+    return { message = msg:match("^[^\n]*"), user = true, hint = hint_ok and hint or nil }
+  end
   return { message = debug.traceback(msg, 2) }
 end
 
@@ -51,6 +59,7 @@ function M.main(args)
   end
   if type(code) == "table" and code.user then
     io.stderr:write("agent-dispatch: ", code.message, "\n")
+    if code.hint then io.stderr:write(code.hint, "\n") end
     return 1
   end
   io.stderr:write("agent-dispatch: internal error: ", tostring(type(code) == "table" and code.message or code), "\n")

@@ -179,6 +179,24 @@ describe('smaller edges', () => {
   });
 });
 
+describe('overrides', () => {
+  test("a runtime error in the user's override is reported as theirs: file and line, no traceback", (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const dir = path.join(env.root, 'ulua');
+    fs.mkdirSync(path.join(dir, 'ad', 'domain'), { recursive: true, mode: 0o700 });
+    for (const d of [dir, path.join(dir, 'ad'), path.join(dir, 'ad', 'domain')]) fs.chmodSync(d, 0o700);
+    const file = path.join(dir, 'ad', 'domain', 'prompt.lua');
+    fs.writeFileSync(file, 'local M = {}\nfunction M.build(req) local x = nil; return x.y end\nreturn M\n',
+      { mode: 0o600 });
+    const r = env.run(['dispatch', 'a', 'hi'], { env: { AGENT_DISPATCH_USER_LUA_DIR: dir } });
+    assert.strictEqual(r.code, 1, r.stderr);
+    assert.ok(r.stderr.includes(`${file}:2: attempt to index a nil value`), r.stderr);
+    assert.match(r.stderr, /The error is in your override/);
+    assert.doesNotMatch(r.stderr, /internal error|stack traceback/);
+  });
+});
+
 describe('dispatch input', () => {
   test('an empty task is refused before any claude starts (CLI and dispatch)', async (t) => {
     const env = newEnv(t);
