@@ -13,6 +13,7 @@ local render = require "ad.infra.errors.render"
 local D = require "ad.domain.dispatch"
 local request = require "ad.domain.request"
 local task = require "ad.infra.task"
+local errors = require "ad.infra.errors"
 local util = require "ad.infra.util"
 
 local M = {}
@@ -162,7 +163,13 @@ function M.all(fns, ...)
   if not okl then error("all: expected a list of functions", 2) end
   return task.all(fns, ...)
 end
-M.sleep = core.task.sleep
+-- (core.task.sleep answers a cancellation with nil; a script's sleep
+-- raises it, so a stopped script - --timeout, Ctrl-C, t:cancel() - stops
+-- there instead of going on to start more work)
+function M.sleep(seconds)
+  if core.task.sleep(seconds) == nil then error(errors.new("cancelled", "cancelled"), 0) end
+  return true
+end
 M.now = core.task.now
 
 --- JSON helpers (lua-cjson underneath).

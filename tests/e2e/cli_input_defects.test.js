@@ -197,6 +197,67 @@ describe('overrides', () => {
   });
 });
 
+describe('run: stopping a script', () => {
+  function script(env, body) {
+    const f = path.join(env.root, `s${Math.random().toString(16).slice(2)}.lua`);
+    fs.writeFileSync(f, `local ad = require "agent_dispatch"\n${body}\n`);
+    return f;
+  }
+
+  test('--timeout and SIGINT stop a script inside ad.sleep: nothing runs after', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const log = path.join(env.root, 'stub.log');
+    const s = script(env, 'ad.sleep(3)\nad.dispatch{ agent = "a", task = "after the deadline" }\n' +
+      'while true do ad.sleep(0.1) end');
+    const r = env.run(['run', '--timeout', '1', s], { env: { STUB_CLAUDE_LOG: log, AGENT_DISPATCH_QUIET: '1' },
+      timeout: 15000, killSignal: 'SIGKILL' });
+    assert.strictEqual(r.code, 124, r.stderr);
+    assert.ok(!fs.existsSync(log), 'a dispatch started after the deadline');
+    const h = env.start(['run', script(env, 'while true do ad.sleep(0.1) end')],
+      { env: { AGENT_DISPATCH_QUIET: '1' } });
+    await new Promise((res) => setTimeout(res, 500));
+    h.child.kill('SIGINT');
+    const done = await Promise.race([h.done, new Promise((res) => setTimeout(() => res(null), 10000))]);
+    if (!done) h.child.kill('SIGKILL');
+    assert.ok(done, 'still running 10 s after SIGINT');
+    assert.strictEqual(done.code, 130, done.stderr);
+  });
+
+  test('a cancelled task stops at its next ad.sleep', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const r = env.run(['run', '--timeout', '20', script(env, `
+local t = ad.spawn(function() ad.sleep(5); return "finished" end)
+ad.sleep(0.1)
+t:cancel()
+local ok, v = t:wait()
+print(ok, type(v) == "table" and v.type or v)
+return ok and 1 or 0`)], { env: { AGENT_DISPATCH_QUIET: '1' } });
+    assert.strictEqual(r.code, 0, r.stderr);
+    assert.match(r.stdout, /false\tcancelled/);
+  });
+
+  test('--timeout stops a script that never yields', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const r = env.run(['run', '--timeout', '1', script(env, 'while true do end')],
+      { env: { AGENT_DISPATCH_QUIET: '1' }, timeout: 15000, killSignal: 'SIGKILL' });
+    assert.strictEqual(r.code, 124, r.stderr);
+    assert.match(r.stderr, /--timeout/);
+  });
+
+  test('an exit status outside 0-255 is not taken modulo 256', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    for (const [v, want] of [['256', 1], ['300', 1], ['-1', 1], ['3', 3], ['0', 0]]) {
+      const r = env.run(['run', script(env, `return ${v}`)]);
+      assert.strictEqual(r.code, want, `return ${v}: ${r.stderr}`);
+      if (want === 1) assert.match(r.stderr, /0 to 255/);
+    }
+  });
+});
+
 describe('dispatch input', () => {
   test('an empty task is refused before any claude starts (CLI and dispatch)', async (t) => {
     const env = newEnv(t);

@@ -264,9 +264,9 @@ class Env {
   }
 
   /** Runs the CLI synchronously: {code, stdout, stderr, signal}. */
-  run(args, { env = {}, input, timeout = 30000, cwd } = {}) {
+  run(args, { env = {}, input, timeout = 30000, cwd, killSignal } = {}) {
     const r = spawnSync(...command(args), { env: this.env(env), input, timeout: timeout * SLOW, cwd: cwd || this.root,
-      encoding: 'utf8', maxBuffer: 64 << 20 });
+      encoding: 'utf8', maxBuffer: 64 << 20, killSignal });
     if (r.error) throw r.error;
     return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
   }

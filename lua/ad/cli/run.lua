@@ -180,6 +180,9 @@ function M.main(argv)
     task = table.concat({ path, table.unpack(rest) }, " ") })
   trace.process = trace.under(tctx, run_span)
   local main = core.task.spawn(function()
+    -- A script that never yields would keep the --timeout timer from
+    -- running: it may not run longer than that without yielding.
+    if limit then core.task.set_budget(limit) end
     return xpcall(chunk, function(e)
       if type(e) == "table" and e.type == "cancelled" then return e end
       local msg = type(e) == "table" and e.message and tostring(e.message) or tostring(e)
@@ -205,6 +208,12 @@ function M.main(argv)
     end
   end)
   local ok, pcall_ok, value = main:wait()
+  if limit and not timed_out and not pcall_ok and type(value) == "table" and
+      type(value.script_error) == "string" and value.script_error:find("without yielding", 1, true) then
+    timed_out = true
+    io.stderr:write("agent-dispatch: the script ran longer than ", tostring(limit),
+      " s (--timeout) without yielding; stopped it\n")
+  end
   local stopped = timed_out or not ok or (not pcall_ok and type(value) == "table" and
     value.type == "cancelled")
   trace.finish(run_span, stopped and "cancelled" or ((pcall_ok and value ~= false) and "ok" or "error"))
@@ -238,7 +247,13 @@ function M.main(argv)
     io.stdout:write(json.encode(value == nil and json.null or value), "\n")
   end
   if value == false then return 1 end
-  if math.type(value) == "integer" then return value end
+  if math.type(value) == "integer" then
+    if value >= 0 and value <= 255 then return value end
+    -- (the status would be taken modulo 256: 256 would read as success)
+    io.stderr:write("agent-dispatch: the script returned ", value, "; an exit status is 0 to 255, ",
+      "so the run exits 1\n")
+    return 1
+  end
   return 0
 end
 
