@@ -66,12 +66,27 @@ function M.agents()
   return out
 end
 
+local OPTIONAL_STRINGS = { "session_id", "context", "caller", "goal", "group", "response_format" }
+
+-- A job id argument (wait, cancel, fetch), or an error at the caller's line.
+local function job_id(id, level)
+  if type(id) ~= "string" or not require("ad.storage.jobs").valid(id) then
+    error("invalid job id " .. util.repr(tostring(id)) .. " (expected 32 hex characters)", level + 1)
+  end
+  return id
+end
+
 -- Called in tail position by M.dispatch/session/stream, so level 2 is the
 -- caller of those (the script's line).
 local function one(spec, extra)
   if type(spec) ~= "table" then error("expected a table {agent=..., task=...}", 2) end
   if type(spec.agent) ~= "string" or type(spec.task) ~= "string" then
     error("agent and task must be strings", 2)
+  end
+  for _, k in ipairs(OPTIONAL_STRINGS) do
+    if spec[k] ~= nil and type(spec[k]) ~= "string" then
+      error(k .. " must be a string, got " .. type(spec[k]), 2)
+    end
   end
   local p = util.copy(spec)
   for k, v in pairs(extra or {}) do p[k] = v end
@@ -101,6 +116,7 @@ end
 --- Parallel fan-out: list of dispatch specs (+ list.aggregate = agent).
 --- Returns a list of results, or {individual_results=, aggregated=}.
 function M.parallel(list)
+  if type(list) ~= "table" then error("parallel: expected a list of dispatch specs", 2) end
   local c = cfg()
   local items, err = D.parallel_items(c, json.array(util.copy(list)), list.aggregate)
   local tree_budget, berr = request.tree_budget(list.tree_budget_usd)
@@ -110,6 +126,9 @@ end
 
 --- Two-agent dialogue: {requester=, responder=, topic=, max_rounds=}.
 function M.dialogue(spec)
+  if type(spec) ~= "table" then
+    error("dialogue: expected a table {requester=, responder=, topic=, max_rounds=}", 2)
+  end
   local r, err = D.dialogue(cfg(), spec, { log = log_hook })
   if not r then error(err, 2) end
   return r
@@ -130,6 +149,7 @@ end
 --- Waits for a job (at most timeout seconds, default 3600); returns its
 --- record, and true as a second value when the wait timed out.
 function M.wait(id, timeout)
+  job_id(id, 2)
   local rec, timed_out = require("ad.domain.async").wait(id, timeout or 3600)
   if not rec then error("Job not found: " .. tostring(id), 2) end
   return rec, timed_out == true
@@ -137,6 +157,7 @@ end
 
 --- Cancels a job; returns {job_id, outcome, status, message}.
 function M.cancel(id)
+  job_id(id, 2)
   local r = require("ad.domain.async").cancel(id)
   if not r then error("Job not found: " .. tostring(id), 2) end
   return r
@@ -145,7 +166,17 @@ end
 --- Job records, newest first: {status = "running", limit = 20}.
 function M.jobs(opts)
   opts = opts or {}
-  return require("ad.storage.jobs").list(opts.status, opts.limit or 50)
+  if type(opts) ~= "table" then error("jobs: expected a table {status =, limit =}", 2) end
+  local jobs = require "ad.storage.jobs"
+  local st = opts.status
+  if st ~= nil and not (st == "pending" or st == "running" or jobs.TERMINAL[st]) then
+    error("jobs: status must be one of pending, running, done, failed, cancelled; got " ..
+      util.repr(tostring(st)), 2)
+  end
+  if opts.limit ~= nil and not (math.type(opts.limit) == "integer" and opts.limit >= 1) then
+    error("jobs: limit must be at least 1; got " .. tostring(opts.limit), 2)
+  end
+  return jobs.list(st, opts.limit or 50)
 end
 
 --- The full result stored under a ref or job id (nil when none yet).
@@ -173,6 +204,10 @@ end
 M.now = core.task.now
 
 --- JSON helpers (lua-cjson underneath).
-M.json = { encode = json.encode, decode = json.decode, array = json.array }
+M.json = { encode = json.encode, array = json.array,
+  decode = function(text)
+    if type(text) ~= "string" then return nil, "expected a string, got " .. type(text) end
+    return json.decode(text)
+  end }
 
 return M

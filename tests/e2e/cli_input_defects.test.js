@@ -247,6 +247,27 @@ return ok and 1 or 0`)], { env: { AGENT_DISPATCH_QUIET: '1' } });
     assert.match(r.stderr, /--timeout/);
   });
 
+  test('wrong arguments to the rest of the Lua API are errors naming them', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    for (const [body, msg] of [
+      ['ad.session{ agent = "a", task = "t", session_id = 42 }', /session_id must be a string/],
+      ['ad.parallel()', /parallel: expected a list/],
+      ['ad.dialogue()', /dialogue: expected a table/],
+      ['ad.wait(nil)', /invalid job id/],
+      ['ad.cancel(5)', /invalid job id/],
+      ['ad.jobs("running")', /jobs: expected a table/],
+      ['ad.jobs{ status = "weird" }', /status must be one of/],
+      ['ad.jobs{ limit = -1 }', /limit must be at least 1/]]) {
+      const r = env.run(['run', script(env, body)]);
+      assert.strictEqual(r.code, 1, `${body}: ${r.stderr}`);
+      assert.match(r.stderr, msg, body);
+      assert.doesNotMatch(r.stderr, /attempt to|bad argument|internal error/, body);
+    }
+    const r = code(env.run(['run', script(env, 'local v, e = ad.json.decode(nil)\nprint(v, e)')]), 0);
+    assert.match(r.stdout, /nil\texpected a string/);
+  });
+
   test('an exit status outside 0-255 is not taken modulo 256', (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true } });
