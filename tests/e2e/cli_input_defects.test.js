@@ -258,7 +258,10 @@ return ok and 1 or 0`)], { env: { AGENT_DISPATCH_QUIET: '1' } });
       ['ad.cancel(5)', /invalid job id/],
       ['ad.jobs("running")', /jobs: expected a table/],
       ['ad.jobs{ status = "weird" }', /status must be one of/],
-      ['ad.jobs{ limit = -1 }', /limit must be at least 1/]]) {
+      ['ad.jobs{ limit = -1 }', /limit must be at least 1/],
+      ['ad.dialogue{ requester = "a" }', /responder must be an agent name/],
+      ['ad.dialogue{ requester = "a", responder = "a", topic = "  " }', /topic is empty/],
+      ['ad.dialogue{ requester = "a", responder = "a", topic = "t", max_rounds = "3" }', /max_rounds must be a number/]]) {
       const r = env.run(['run', script(env, body)]);
       assert.strictEqual(r.code, 1, `${body}: ${r.stderr}`);
       assert.match(r.stderr, msg, body);
@@ -293,6 +296,18 @@ describe('dispatch input', () => {
     const { value } = await srv.call('dispatch', { agent: 'a', task: '' });
     assert.ok(value.error, JSON.stringify(value));
     assert.match(value.error, /task/i);
+    await srv.close();
+    assert.ok(!fs.existsSync(log), 'no claude was started');
+  });
+
+  test('an empty dialogue topic is refused before any claude starts', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true, b: true } });
+    const log = path.join(env.root, 'stub.log');
+    const srv = env.serve({ env: { STUB_CLAUDE_LOG: log } });
+    await srv.init();
+    const { value } = await srv.call('dispatch_dialogue', { requester: 'a', responder: 'b', topic: '' });
+    assert.match(value.error || '', /topic is empty/, JSON.stringify(value));
     await srv.close();
     assert.ok(!fs.existsSync(log), 'no claude was started');
   });

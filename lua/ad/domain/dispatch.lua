@@ -363,6 +363,16 @@ end
 --- A two-agent dialogue (F48). Returns the response or nil, message.
 function M.dialogue(cfg, p, hooks)
   local log = hooks and hooks.log or noop
+  for _, k in ipairs({ "requester", "responder" }) do
+    if type(p[k]) ~= "string" then return nil, k .. " must be an agent name (a string)" end
+  end
+  -- (as an empty task: the agents would be started with nothing to discuss)
+  if type(p.topic) ~= "string" or not p.topic:find("%S") then
+    return nil, "topic is empty: say what the two agents should discuss"
+  end
+  if p.max_rounds ~= nil and type(p.max_rounds) ~= "number" then
+    return nil, "max_rounds must be a number, got " .. type(p.max_rounds)
+  end
   local nul = M.nul_field(p, { "requester", "responder", "topic" })
   if nul then return nil, M.nul_error(nul) end
   if not cfg.agents[p.requester] then return nil, M.unknown_agent(cfg, p.requester) end
