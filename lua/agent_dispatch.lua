@@ -68,7 +68,7 @@ end
 
 local OPTIONAL_STRINGS = { "session_id", "context", "caller", "goal", "group", "response_format" }
 
--- A job id argument (wait, cancel, fetch), or an error at the caller's line.
+-- A job id argument (wait, cancel), or an error at the caller's line.
 local function job_id(id, level)
   if type(id) ~= "string" or not require("ad.storage.jobs").valid(id) then
     error("invalid job id " .. util.repr(tostring(id)) .. " (expected 32 hex characters)", level + 1)
