@@ -56,6 +56,24 @@ async function session(srv, args, ms = 15000) {
   return r.value;
 }
 
+test('two turns of one session at once take turns: never a second CLI on the transcript', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const srv = serve(env);
+  await srv.init();
+  const first = await session(srv, { agent: 'a', task: 'turn one' });
+  const sid = first.session_id;
+  const [two, three] = await Promise.all([
+    session(srv, { agent: 'a', task: 'turn two [stub:sleep=1]', session_id: sid }),
+    session(srv, { agent: 'a', task: 'turn three', session_id: sid })]);
+  assert.strictEqual(two.session_id, sid);
+  assert.strictEqual(three.session_id, sid);
+  assert.deepStrictEqual(resumed(env).map((e) => e.argv.join(' ')), [], 'a --resume ran beside the live process');
+  assert.strictEqual(env.dispatches().length, 1, 'one process for the three turns');
+  // The later turn saw the earlier one: they ran one after the other.
+  assert.match(three.result, /turn two/);
+});
+
 test('a session continuation reuses the one live process for several turns', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true } });

@@ -315,9 +315,47 @@ local function execute(req)
   end
 end
 
+-- Turns of one session run one at a time in this process: a turn that
+-- comes while another of its session runs waits for it (in order), so a
+-- kept live process and a `claude --resume` never work on one transcript
+-- at once. session id -> the waiting turns' events (present: one runs).
+local session_turns = {}
+
+local function turn_begin(sid)
+  local q = session_turns[sid]
+  if not q then
+    session_turns[sid] = {}
+    return
+  end
+  local ev = core.task.event()
+  q[#q + 1] = ev
+  local got, why = ev:wait()
+  if got == nil then
+    for i, e in ipairs(q) do if e == ev then table.remove(q, i) break end end
+    error(require("ad.infra.errors").new("cancelled", tostring(why or "cancelled")), 0)
+  end
+end
+
+local function turn_end(sid)
+  local q = session_turns[sid]
+  if not q then return end
+  local next_turn = table.remove(q, 1)
+  if next_turn then next_turn:set(true) else session_turns[sid] = nil end
+end
+
+local function execute_turn(req)
+  local sid = req.session_id
+  if not sid then return execute(req) end
+  turn_begin(sid)
+  local ok, res = pcall(execute, req)
+  turn_end(sid)
+  if not ok then error(res, 0) end
+  return res
+end
+
 local function observed(req)
   local obs = M.observer
-  if not obs then return execute(req) end
+  if not obs then return execute_turn(req) end
   -- The first dispatch of a CLI binary probes its transport (a yield):
   -- done before the observer hears of the dispatch, which it shows as
   -- queued only while every slot is taken.
@@ -343,7 +381,7 @@ local function observed(req)
       if inner then inner(line) end
     end
   end
-  local ok, res = pcall(execute, r)
+  local ok, res = pcall(execute_turn, r)
   obs.finish(h, ok and res or nil)
   if not ok then error(res, 0) end
   return res
