@@ -300,6 +300,17 @@ describe('dispatch input', () => {
     assert.ok(!fs.existsSync(log), 'no claude was started');
   });
 
+  test('a child killed after progress lines: the error says it sent no result, not that it produced no output', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await srv.call('dispatch', { agent: 'a', task: 'x [stub:progress=5][stub:die=2]' });
+    assert.strictEqual(value.success, false, JSON.stringify(value));
+    assert.match(value.error, /killed by signal 9 before it sent a result/, JSON.stringify(value));
+    await srv.close();
+  });
+
   test('an empty dialogue topic is refused before any claude starts', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true, b: true } });

@@ -304,10 +304,10 @@ local function no_result(name, run, req, stdout, stderr)
   elseif stderr ~= "" then
     msg = stderr
   elseif info.signal ~= 0 and info.exit_code == 0 then
-    -- Killed from outside (the OOM killer, a kill -9): say so, a stream
-    -- has no "exit code" to speak of then.
-    msg = "claude was killed by signal " .. info.signal
-      .. (req.stream and " before it sent a result" or " and produced no output")
+    -- Killed from outside (the OOM killer, a kill -9): say so; there is no
+    -- "exit code" to speak of then, and its progress events may have come
+    -- (they are not stdout kept here), so "no output" could be wrong.
+    msg = "claude was killed by signal " .. info.signal .. " before it sent a result"
   elseif req.stream then
     msg = "No result received (exit code " .. info.exit_code .. ")"
   elseif info.exit_code ~= 0 then
