@@ -15,10 +15,10 @@ function M.on_error(e)
   -- An error raised in an override of the user's own (their Lua
   -- directory) is theirs to fix too: their file and line, and how to go
   -- back to the shipped module.
-  local found, file = pcall(function() return require("ad.tools").override_file(msg) end)
-  if found and file then
-    local hint_ok, hint = pcall(function() return require("ad.tools").override_hint(file) end)
-    return { message = msg:match("^[^\n]*"), user = true, hint = hint_ok and hint or nil }
+  local loaded, tools = pcall(require, "ad.tools")
+  local file = loaded and tools.override_file(msg)
+  if file then
+    return { message = msg:match("^[^\n]*"), user = true, hint = tools.override_hint(file) }
   end
   return { message = debug.traceback(msg, 2) }
 end

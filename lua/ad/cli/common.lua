@@ -17,6 +17,8 @@ local M = {}
 M.PROG = "agent-dispatch"
 
 function M.out(...) io.stdout:write(...) io.stdout:write("\n") end
+function M.err(...) io.stderr:write(...) io.stderr:write("\n") end
+local err = M.err
 
 --- Text from a config or a record as a terminal shows it: control
 --- characters (an escape sequence, a bell) escaped as \xHH, so what a
@@ -30,8 +32,12 @@ function M.shown(s)
     return string.format("\\x%02x", c:byte())
   end))
 end
-function M.err(...) io.stderr:write(...) io.stderr:write("\n") end
-local err = M.err
+
+--- "Error: " and the message of a failed result r (a message of the
+--- claude CLI's own may start with "Error: " already: not said twice).
+function M.report_error(r)
+  err("Error: ", (tostring(r.error):gsub("^Error: ", "")))
+end
 
 --- A config load error: "Error: <message>:" then the detail, indented.
 function M.load_error(e)
@@ -177,7 +183,7 @@ function M.report_failure(command, name, r, seconds)
     for _, l in ipairs(require("ad.infra.errors").cli_timeout_advice(name, seconds, command)) do err(l) end
     return 1
   end
-  err("Error: ", (tostring(r.error):gsub("^Error: ", "")))
+  M.report_error(r)
   if r.error_type == "permission" then
     err("Diagnosis: permission error")
     err("  agent-dispatch update ", name, " --permission-mode bypassPermissions")
@@ -227,10 +233,8 @@ function M.check_agent_opts(o)
       return 2
     end
   end
-  if o.timeout ~= nil and o.timeout < 1 then
-    err("Error: --timeout must be a positive number of seconds (got ", o.timeout, ").")
-    return 1
-  end
+  local bad = M.timeout_check(o.timeout)
+  if bad then return bad end
   local budget = o.max_budget
   if o._given.max_budget_usd then budget = o.max_budget_usd end
   if budget ~= nil and budget < 0 then

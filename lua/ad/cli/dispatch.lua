@@ -18,8 +18,7 @@ local function report_failure(r, name, seconds)
   if r.error_type == "timeout" and seconds then
     return common.report_failure("dispatch", name, r, seconds)
   end
-  -- (the CLI's own message may start with "Error: " already)
-  err("Error: ", (tostring(r.error):gsub("^Error: ", "")))
+  common.report_error(r)
   if r.hint then err("Hint: ", r.hint) end
 end
 
