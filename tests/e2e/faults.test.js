@@ -106,6 +106,31 @@ describe('the claude child', () => {
     await srv.close();
   });
 
+  test('a 20 MB result is refused alike by dispatch, dispatch_stream and dispatch_async, naming the limit', { timeout: 120000 }, async (t) => {
+    const { srv } = await serve(t);
+    const task = '[stub:huge=20000000]';
+    const check = (v, how) => {
+      assert.strictEqual(v.success, false, `${how}: ${JSON.stringify(v).slice(0, 300)}`);
+      assert.strictEqual(v.error_type, 'cli_error', how);
+      assert.match(v.error, /more than 8388608 bytes/, `${how}: ${v.error.slice(0, 300)}`);
+      // Nothing to quote: no "The output began: " followed by nothing.
+      assert.doesNotMatch(v.error, /began: *$/, `${how}: ${v.error.slice(0, 300)}`);
+      assert.ok(JSON.stringify(v).length < 64 * 1024, `${how}: the error carries the output`);
+    };
+    check((await srv.call('dispatch', { agent: 'a', task }, { ms: 60000 })).value, 'dispatch');
+    check((await srv.call('dispatch_stream', { agent: 'a', task }, { ms: 60000 })).value, 'dispatch_stream');
+    const { value } = await srv.call('dispatch_async', { agent: 'a', task });
+    assert.match(value.job_id, HEX, JSON.stringify(value));
+    const rec = await waitJob(srv, value.job_id, 60);
+    assert.strictEqual(rec.status, 'failed', JSON.stringify(rec).slice(0, 300));
+    check(rec.result, 'dispatch_async');
+    // Just under the limit still answers, in every mode.
+    const ok = '[stub:huge=8000000]';
+    assert.strictEqual((await srv.call('dispatch', { agent: 'a', task: ok }, { ms: 60000 })).value.result.length, 8000000);
+    assert.strictEqual((await srv.call('dispatch_stream', { agent: 'a', task: ok }, { ms: 60000 })).value.result.length, 8000000);
+    await srv.close();
+  });
+
   test('stdin EOF with 20 children running in the server (jobs_outlive_server: false): each child gone, each job recorded as failed', { timeout: 60000 }, async (t) => {
     const { env, srv } = await serve(t, { agents: { a: true },
       settings: '  max_concurrency: 20\n  jobs_outlive_server: false\n' });

@@ -118,6 +118,27 @@ describe('handed-off calls and the keeper', () => {
     await env.assertNoLeftovers();
   });
 
+  test('the keeper applies the output cap of the server: a 20 MB result is refused, naming the limit', async (t) => {
+    const { env, srv } = await start(t);
+    const g = gate(env.root);
+    const ids = [];
+    for (const tool of ['dispatch', 'dispatch_stream']) {
+      ids.push(await handOff(srv, `[stub:until_file=${g.path}][stub:huge=20000000] ${tool} flood`, tool));
+    }
+    await stopLikeClaudeCode(srv);
+    g.open();
+    const srv2 = env.serve();
+    await srv2.init();
+    for (const id of ids) {
+      const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 60 }, { ms: 65000 });
+      assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value).slice(0, 300));
+      assert.match(w.value.error, /more than 8388608 bytes/, w.value.error.slice(0, 300));
+      assert.ok(JSON.stringify(w.value).length < 64 * 1024, 'the record carries the output');
+    }
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });
+
   test('the result was read by the server when it was stopped: the server records it, the child ends on its own',
     async (t) => {
       const { env, srv } = await start(t);

@@ -345,20 +345,23 @@ function M.interpret(run, req)
   if not req.stream and run.lines and run.lines[1] then
     stdout = util.strip(table.concat(run.lines, "\n"))
   end
-  if not req.stream then
-    -- A live run (ad.domain.live_run) read its result as an event; its
-    -- lines are only what was not one.
-    if not run.live then payload = stdout ~= "" and object(json.decode(stdout)) or nil end
-    if run.truncated and not (run.live and payload) then
-      -- Over the cap: only a result object on the last line still counts.
-      local last = run.last and object(json.decode(run.last))
-      payload = (not run.live) and last and last.type == "result" and last or nil
-      if not payload then
-        return result.failure(name, "cli_error", string.format("Output truncated: claude " ..
-          "wrote more than %d bytes on stdout (the limit of a dispatch's output) " ..
-          "and no result object at the end. The output began: %s", run.max_output,
-          util.cut(stdout, 500)), { session_id = run.session_id })
-      end
+  -- A live run (ad.domain.live_run) read its result as an event; its
+  -- lines are only what was not one.
+  if not req.stream and not run.live then
+    payload = stdout ~= "" and object(json.decode(stdout)) or nil
+  end
+  if run.truncated and not ((run.live or req.stream) and payload) then
+    -- Over the cap (a line longer than it is dropped whole, in every
+    -- mode): only a result object on the last line still counts.
+    local last = run.last and object(json.decode(run.last))
+    payload = (not run.live) and last and last.type == "result" and last or nil
+    if not payload then
+      return result.failure(name, "cli_error", string.format("Output truncated: claude " ..
+        "wrote more than %d bytes on stdout (the limit of a dispatch's output) " ..
+        "and no result object at the end%s", run.max_output,
+        stdout ~= "" and (". The output began: " .. util.cut(stdout, 500))
+          or " (the result line itself was over the limit)"),
+        { session_id = run.session_id })
     end
   end
   if payload then

@@ -230,8 +230,11 @@ function M.adopt(a)
   -- (a remote agent's ssh gets the grace the server gives it)
   local grace = meta and type(meta.host) == "string" and require("ad.domain.remote").KILL_GRACE
     or runner.kill_grace
+  -- (the output cap of the server's runner: M.read marks what it cut)
+  local cap = runner.MAX_OUTPUT
   local p = core.proc.spawn{ argv = { "(kept)" }, timeout = left, grace = grace,
-    drain = runner.drain, adopt = { pid = pid, out = out, err = err, exited = a[5] == "1",
+    drain = runner.drain, max_line = cap, max_output = not (meta and meta.stream) and cap or nil,
+    adopt = { pid = pid, out = out, err = err, exited = a[5] == "1",
       status = tonumber(a[6]), signal = tonumber(a[7]) } }
   return p, meta
 end
@@ -277,6 +280,7 @@ function M.read(p, meta, view, tail, on_tail, a)
   end
   run.info = p:wait()
   p:close()
+  runner.mark_truncated(run, run.info, meta.stream)
   if on_tail and #tail > 0 then on_tail(tail) end
   local okr, r = pcall(result_of, run, meta, view)
   if not okr then

@@ -522,7 +522,7 @@ local function spawn(o, fp)
   local env, ctx_file = M.with_context_file(o.env)
   local ch, msg, code = channel.open{ argv = o.argv, cwd = o.cwd, env = env,
     grace = o.grace, drain = o.drain, gated = req.on_spawn ~= nil,
-    max_line = (not req.stream) and o.cap or nil, session_id = o.resume or o.fresh,
+    max_line = o.cap, session_id = o.resume or o.fresh,
     keeper = req.keeper }
   if not ch then
     trace_file.remove(ctx_file)
@@ -557,7 +557,7 @@ local function ended(ch, req, out, handlers, timed_out)
   release(ch)
   -- A line over the cap was dropped (the channel closed the child's
   -- input then): it may have been the result.
-  if not req.stream and (info.skipped_lines or 0) > 0 then out.truncated = true end
+  if (info.skipped_lines or 0) > 0 and not out.payload then out.truncated = true end
   -- Stray stdout past the cap was dropped in C (ch:limit_plain).
   if not req.stream and info.truncated then out.truncated = true end
   local i = {}

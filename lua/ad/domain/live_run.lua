@@ -120,7 +120,9 @@ function M.run(argv, text, env, timeout, req, cwd, o)
   local ch, msg, code = channel.open{ argv = argv, cwd = cwd, env = env, env_add = o.env_add,
     timeout = timeout,
     grace = o.grace, drain = o.drain, slot = slot, session_id = o.session_id,
-    gated = req.on_spawn ~= nil, max_line = (not stream) and cap or nil, keeper = req.keeper,
+    -- (a line over the cap is dropped in every mode: a result larger than
+    -- that is refused alike by each path, ad.domain.claude.interpret)
+    gated = req.on_spawn ~= nil, max_line = cap, keeper = req.keeper,
     -- Stray stdout past the cap is dropped in C (it would be dropped
     -- below anyway): megabytes of it never become Lua strings.
     max_plain = (not stream) and cap or nil }
@@ -171,7 +173,7 @@ function M.run(argv, text, env, timeout, req, cwd, o)
   if cancelled or core.task.cancelled() then stopped(ch, o.interrupt_grace) end
   local info = ch:wait()
   if not info then stopped(ch, o.interrupt_grace) end
-  if not stream and info.skipped_lines > 0 and not out.payload then out.truncated = true end
+  if info.skipped_lines > 0 and not out.payload then out.truncated = true end
   if not stream and info.truncated then out.truncated = true end
   out.info = info
   ch:release()

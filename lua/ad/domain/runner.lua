@@ -139,7 +139,7 @@ local function run_child(argv, text, env, timeout, req, cwd, env_add)
     drain = M.drain, slot = slot,
     stdin = text, stdin_keep = req.agent.host ~= nil, gated = req.on_spawn ~= nil,
     keeper = req.keeper,
-    max_line = (not stream) and cap or nil, max_output = (not stream) and cap or nil }
+    max_line = cap, max_output = (not stream) and cap or nil }
   if not p then
     slot:release()
     return { spawn_error = { msg, code } }
@@ -191,15 +191,21 @@ local function run_child(argv, text, env, timeout, req, cwd, env_add)
     p:close()
     error(errors.new("cancelled", "cancelled"), 0)
   end
-  if not stream and (info.truncated or info.skipped_lines > 0) then
-    -- Past the cap the process object kept only the last line, delivered
-    -- at the end; a line longer than the cap was skipped whole.
-    out.truncated = true
-    if info.truncated then out.last = table.remove(out.lines) end
-  end
+  M.mark_truncated(out, info, stream)
   out.info = info
   p:close()
   return out
+end
+
+--- Marks out (lines, payload) truncated when the child's output went past
+--- M.MAX_OUTPUT: past the cap a non-stream run's process object kept only
+--- the last line, delivered at the end (out.last); a line longer than the
+--- cap was skipped whole, in every mode (it may have been the result).
+function M.mark_truncated(out, info, stream)
+  if (not stream and info.truncated) or (info.skipped_lines > 0 and not out.payload) then
+    out.truncated = true
+    if info.truncated and not stream then out.last = table.remove(out.lines) end
+  end
 end
 
 --- Bytes of stdout kept from a non-stream child (its JSON result is one
