@@ -368,6 +368,18 @@ uv_loop_t *sched_loop(void)
     return S.loop;
 }
 
+uint64_t sched_ms(double seconds)
+{
+    if (!(seconds > 0)) {
+        return 0;
+    }
+    double ms = seconds * 1000.0 + 0.5;
+    if (!(ms < (double)SCHED_MS_MAX)) {
+        return SCHED_MS_MAX;
+    }
+    return ms < 1.0 ? 1 : (uint64_t)ms;
+}
+
 void sched_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms,
                        uint64_t repeat)
 {
@@ -535,7 +547,9 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
 
 void sched_set_budget(struct task *t, double seconds)
 {
-    t->budget_ns = seconds > 0 ? (uint64_t)(seconds * 1e9) : 0;
+    /* (saturated as a timer is: a budget of 1e300 s is no budget to speak of) */
+    uint64_t ms = sched_ms(seconds);
+    t->budget_ns = ms < SCHED_MS_MAX ? ms * 1000000u : UINT64_MAX;
     lua_sethook(t->co, t->budget_ns ? budget_hook : NULL,
                 t->budget_ns ? LUA_MASKCOUNT : 0, 10000);
 }

@@ -23,6 +23,14 @@ void sched_init(lua_State *L, uv_loop_t *loop);
 void sched_shutdown(void);
 uv_loop_t *sched_loop(void);
 
+/* Milliseconds in a number of seconds from Lua, rounded: 0 for s <= 0 or
+ * NaN, at least 1 for any s > 0, and at most SCHED_MS_MAX (2^53 ms, some
+ * 285,000 years: forever, and far inside what libuv adds to the loop's
+ * time) for math.huge or a 19-digit timeout, whose conversion to uint64_t
+ * would be undefined. Every timer set from a Lua number goes through it. */
+#define SCHED_MS_MAX ((uint64_t)1 << 53)
+uint64_t sched_ms(double seconds);
+
 /* uv_timer_start measured from now. libuv counts a timer from the loop's
  * cached time, which is as old as the current loop turn: a task that ran
  * long before it waits would see its timeout end that much early. */

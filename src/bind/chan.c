@@ -551,7 +551,7 @@ static int l_stdout_drain(lua_State *L)
     struct task *me = sched_check_wait(L);
     C.drainer = me;
     uv_timer_start(&C.drain_timer, on_drain_timeout,
-                   (uint64_t)(timeout * 1000.0), 0);
+                   sched_ms(timeout), 0);
     return sched_wait(L, cancel_drain, NULL);
 }
 

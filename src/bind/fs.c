@@ -372,7 +372,7 @@ static int start_lock_wait(lua_State *L, const char *path, double timeout)
         return fail_errno(L, -rc, "lock");
     }
     w->task = me;
-    sched_timer_start(&w->timer, on_lock_kick, (uint64_t)(timeout * 1000.0),
+    sched_timer_start(&w->timer, on_lock_kick, sched_ms(timeout),
                       LOCK_KICK_MS);
     return sched_wait(L, cancel_lock_wait, w);
 }

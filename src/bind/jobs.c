@@ -412,7 +412,7 @@ static int l_watch_wait(lua_State *L)
     }
     w->waiter = me;
     sched_timer_start(&w->timer, on_watch_timeout,
-                      timeout > 0 ? (uint64_t)(timeout * 1000.0) : 0, 0);
+                      sched_ms(timeout), 0);
     return sched_wait(L, cancel_wait, w);
 }
 

@@ -503,12 +503,12 @@ static int l_process(lua_State *L)
         .argv = argv,
         .cwd = cwd,
         .env = env,
-        .max_line = (size_t)max_line,
-        .stderr_head = (size_t)err_max,
-        .stderr_tail = (size_t)err_max / 8,
-        .timeout_ms = timeout > 0 ? (uint64_t)(timeout * 1000.0) : 0,
-        .grace_ms = (uint64_t)(grace * 1000.0),
-        .drain_ms = (uint64_t)(drain * 1000.0),
+        .max_line = byte_bound(max_line),
+        .stderr_head = byte_bound(err_max),
+        .stderr_tail = byte_bound(err_max) / 8,
+        .timeout_ms = sched_ms(timeout),
+        .grace_ms = sched_ms(grace),
+        .drain_ms = sched_ms(drain),
         .stdin_data = in,
         .stdin_len = in_len,
         .gated = gated,
@@ -662,13 +662,7 @@ static int l_start(lua_State *L)
 static int l_deadline(lua_State *L)
 {
     struct lproc *lp = check(L);
-    lua_Number s = luaL_checknumber(L, 2);
-    if (!(s > 0)) {
-        s = 0; /* NaN as well */
-    } else if (s > 1e12) {
-        s = 1e12; /* inf and huge values: the cast below must not overflow */
-    }
-    proc_deadline(lp->p, (uint64_t)(s * 1000.0 + 0.5));
+    proc_deadline(lp->p, sched_ms(luaL_checknumber(L, 2)));
     return 0;
 }
 

@@ -109,7 +109,7 @@ static int l_sleep(lua_State *L)
     uv_timer_init(sched_loop(), &s->timer);
     s->timer.data = s;
     sched_timer_start(&s->timer, on_sleep_done,
-                      secs > 0 ? (uint64_t)(secs * 1000.0 + 0.5) : 0, 0);
+                      sched_ms(secs), 0);
     return sched_wait(L, cancel_sleep, s);
 }
 
@@ -241,7 +241,7 @@ static int l_event_wait(lua_State *L)
         uv_timer_init(sched_loop(), &w->timer);
         w->timer.data = w;
         sched_timer_start(&w->timer, on_event_timeout,
-                          (uint64_t)(timeout * 1000.0 + 0.5), 0);
+                          sched_ms(timeout), 0);
     }
     return sched_wait(L, cancel_event_wait, w);
 }
@@ -311,7 +311,7 @@ static int l_after(lua_State *L)
     uv_timer_init(sched_loop(), &t->h);
     t->h.data = t;
     sched_timer_start(&t->h, on_xtimer,
-                      secs > 0 ? (uint64_t)(secs * 1000.0 + 0.5) : 0, 0);
+                      sched_ms(secs), 0);
     *ud = t;
     return 1;
 }

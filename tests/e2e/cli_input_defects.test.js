@@ -214,9 +214,14 @@ describe('run: stopping a script', () => {
       timeout: 15000, killSignal: 'SIGKILL' });
     assert.strictEqual(r.code, 124, r.stderr);
     assert.ok(!fs.existsSync(log), 'a dispatch started after the deadline');
-    const h = env.start(['run', script(env, 'while true do ad.sleep(0.1) end')],
-      { env: { AGENT_DISPATCH_QUIET: '1' } });
-    await new Promise((res) => setTimeout(res, 500));
+    // SIGINT once the script runs (a fixed delay raced the start of a
+    // sanitized build on a loaded machine: the signal came before its
+    // handler and killed the process outright).
+    const mark = path.join(env.root, 'running');
+    const h = env.start(['run', script(env, `io.open(${JSON.stringify(mark)}, "w"):close()\n` +
+      'while true do ad.sleep(0.1) end')], { env: { AGENT_DISPATCH_QUIET: '1' } });
+    for (let i = 0; i < 300 && !fs.existsSync(mark); i++) await new Promise((res) => setTimeout(res, 50));
+    assert.ok(fs.existsSync(mark), 'the script did not start within 15 s');
     h.child.kill('SIGINT');
     const done = await Promise.race([h.done, new Promise((res) => setTimeout(() => res(null), 10000))]);
     if (!done) h.child.kill('SIGKILL');
@@ -375,6 +380,38 @@ describe('output', () => {
       r = noInternalError(env.run(['trace', flag, env.root]));
       assert.strictEqual(r.code, 1);
       assert.match(r.stderr, /directory/);
+    }
+  });
+});
+
+describe('huge numbers of seconds', () => {
+  // A number of seconds becomes milliseconds for a timer in C: past what a
+  // 64-bit integer holds, the conversion must saturate (the sanitized build
+  // stops at an overflowing one), and the wait is as good as forever.
+  test('an agent timeout of 2^63 - 1 seconds: the dispatch runs and answers', (t) => {
+    const env = newEnv(t);
+    const dir = env.project('p');
+    env.writeConfig('agents: {}\n');
+    code(env.run(['add', 'a', dir, '-d', 'x', '--timeout', '9223372036854775807']), 0);
+    const r = noInternalError(code(env.run(['dispatch', 'a', 'hi']), 0));
+    assert.match(r.stdout, /stub ok: hi/);
+  });
+
+  test('ad.sleep(math.huge), ad.wait(id, 1e300) and a task timer of 1e300 s end at run --timeout', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: false\n' });
+    const scripts = {
+      sleep: 'ad.sleep(math.huge)',
+      wait: 'local id = ad.async{agent = "a", task = "[stub:hang] w"}\nad.wait(id, 1e300)',
+      event: 'ad.spawn(function() ad.sleep(1e300) end):wait()',
+    };
+    for (const [name, body] of Object.entries(scripts)) {
+      const file = path.join(env.root, `${name}.lua`);
+      fs.writeFileSync(file, `local ad = require "agent_dispatch"\n${body}\n`);
+      const started = Date.now();
+      const r = noInternalError(env.run(['run', '--timeout', '1', file]));
+      assert.strictEqual(r.code, 124, `${name}: exit ${r.code}\n${r.stderr}`);
+      assert.ok(Date.now() - started < 20000, `${name} took ${Date.now() - started} ms`);
     }
   });
 });

@@ -334,6 +334,24 @@ describe('timeout advice', () => {
     assert.doesNotMatch(r.stderr, /--timeout 600/);
   });
 
+  test('an async job that timed out: whole seconds in the advice, as a sync call gives them', async (t) => {
+    const env = newEnv(t);
+    // (timeout_seconds read from the request's JSON is a float: it came
+    // out as "10.0s" and "--timeout 20.0")
+    env.setup({ agents: { a: true } });
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await srv.call('dispatch_async', { agent: 'a', task: 'slow [stub:sleep=40]', timeout_seconds: 10 });
+    const w = await srv.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 30 }, { ms: 35000 });
+    await srv.close();
+    assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
+    const msg = w.value.error;
+    assert.match(msg, /Agent 'a' timed out after 10s\./, msg);
+    assert.match(msg, /timeout_seconds=20 /, msg);
+    assert.ok(msg.includes('agent-dispatch update a --timeout 20.'), msg);
+    assert.doesNotMatch(msg, /\d\.0\b/, msg);
+  });
+
   test('dispatch --timeout: the same advice, in the same terms', (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: { timeout: 300 } } });

@@ -132,7 +132,10 @@ function M.timeout_override(v)
     return nil, "timeout_seconds must be a number, got " .. json.describe(v)
   end
   if n <= 0 then return nil end
-  return math.max(M.MIN_TIMEOUT, math.min(M.MAX_TIMEOUT, n))
+  -- (a whole number stays an integer: JSON's 10 decodes as 10.0, which
+  -- every message would then print as "10.0s")
+  local c = math.max(M.MIN_TIMEOUT, math.min(M.MAX_TIMEOUT, n))
+  return math.tointeger(c) or c
 end
 
 --- The hand-off deadline of a sync tool call: v (the call's

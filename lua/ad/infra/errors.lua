@@ -66,12 +66,14 @@ function M.denial_hint(name, denied)
 end
 
 function M.timeout_message(name, seconds, session_id)
+  -- (whole seconds as integers, whatever number type they came as)
+  local function n(x) return math.tointeger(x) or x end
   local longer = math.min(seconds * 2, limits.MAX_TIMEOUT)
-  local s = "Agent '" .. name .. "' timed out after " .. seconds .. "s. " ..
-    "Options: pass timeout_seconds=" .. longer .. " for a longer one-off run " ..
+  local s = "Agent '" .. name .. "' timed out after " .. n(seconds) .. "s. " ..
+    "Options: pass timeout_seconds=" .. n(longer) .. " for a longer one-off run " ..
     "(at most " .. limits.MAX_TIMEOUT .. "), use dispatch_async for long work, or raise the agent's " ..
     "default with: agent-dispatch update " ..
-    name .. " --timeout " .. (seconds * 2) .. "."
+    name .. " --timeout " .. n(seconds * 2) .. "."
   if session_id then
     s = s .. " The session is resumable: " .. resume_call(name, session_id)
   end
