@@ -1,6 +1,8 @@
 /* Job record files, the index, and verified kills; see jobs.h. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -399,4 +401,58 @@ int jobs_kill_verified(int pid, int pgid, unsigned long long start, int sig)
         return -ESRCH;
     }
     return kill(-pgid, sig) == 0 ? 0 : -errno;
+}
+
+/* Does process pid's initial environment hold the entry mark, whole? */
+static bool environ_has(int pid, const char *mark)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/environ", pid);
+    char *data;
+    size_t len;
+    if (fs_read_file(path, 4u << 20, false, &data, &len) != 0) {
+        return false;
+    }
+    size_t n = strlen(mark);
+    bool found = false;
+    for (size_t i = 0; i < len && !found;) {
+        const char *e = data + i;
+        size_t elen = strnlen(e, len - i);
+        found = elen == n && memcmp(e, mark, n) == 0;
+        i += elen + 1;
+    }
+    free(data);
+    return found;
+}
+
+int jobs_kill_remnants(int pgid, unsigned long long start, const char *mark)
+{
+    if (pgid <= 1 || !mark || !*mark) {
+        return 0;
+    }
+    DIR *d = opendir("/proc");
+    if (!d) {
+        return -errno;
+    }
+    bool ours = false;
+    struct dirent *e;
+    while (!ours && (e = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        int pg;
+        unsigned long long st;
+        if (*end || pid <= 1 || pid > INT_MAX ||
+            jobs_proc_identity((int)pid, &pg, &st) != 0 || pg != pgid || st < start) {
+            continue;
+        }
+        ours = environ_has((int)pid, mark);
+    }
+    closedir(d);
+    /* One live member of ours keeps the group number ours: the kernel
+     * hands out no pid that is still a group's id. The whole group goes at
+     * once, members without the mark (a cleared environment) included. */
+    if (!ours) {
+        return 0;
+    }
+    return kill(-pgid, SIGKILL) == 0 ? 1 : -errno;
 }

@@ -98,4 +98,14 @@ int jobs_proc_identity(int pid, int *pgid, unsigned long long *start);
  * matching process exists. */
 int jobs_kill_verified(int pid, int pgid, unsigned long long start, int sig);
 
+/* What is left of a recorded child's process group once the child itself
+ * is gone (its owner was SIGKILLed: the child died of its parent-death
+ * signal, its own children did not): SIGKILL to group pgid when a live
+ * member started no earlier than the child (start) and carries mark, an
+ * entry of the child's environment that no other dispatch has (its trace
+ * context): a group number recycled for someone else's group never
+ * matches. 1 when the group was signalled, 0 when no such member lives,
+ * a negative errno when /proc cannot be read. */
+int jobs_kill_remnants(int pgid, unsigned long long start, const char *mark);
+
 #endif

@@ -16,6 +16,8 @@
  *       until the next stamp: see jobs_index_unstamp)
  *   core.jobs.proc_identity(pid) -> pgid, start | nil
  *   core.jobs.kill_verified(pid, pgid, start, "TERM"|"KILL") -> true | nil
+ *   core.jobs.kill_remnants(pgid, start, mark) -> true (the rest of a gone
+ *       child's group was killed) | false (none of it lives) (ad/jobs.h)
  *   core.jobs.watch(dir, name [, pid, start]) -> watch, armed at once:
  *       watch:wait(timeout) -> true (name changed, or process pid of that
  *       start time exited, or fire() was called, since it was armed) |
@@ -188,6 +190,15 @@ static int l_proc_identity(lua_State *L)
     lua_pushinteger(L, pgid);
     lua_pushinteger(L, (lua_Integer)start);
     return 2;
+}
+
+static int l_kill_remnants(lua_State *L)
+{
+    int pgid = (int)luaL_checkinteger(L, 1);
+    lua_Integer start = luaL_checkinteger(L, 2);
+    const char *mark = luaL_checkstring(L, 3);
+    lua_pushboolean(L, jobs_kill_remnants(pgid, (unsigned long long)start, mark) > 0);
+    return 1;
 }
 
 static int l_kill_verified(lua_State *L)
@@ -464,6 +475,7 @@ void bind_jobs_register(lua_State *L)
         {"index_unstamp", l_index_unstamp},
         {"proc_identity", l_proc_identity},
         {"kill_verified", l_kill_verified},
+        {"kill_remnants", l_kill_remnants},
         {"watch", l_watch},
         {NULL, NULL},
     };

@@ -120,12 +120,15 @@ describe('jobs that outlive the server', () => {
     assert.strictEqual(readRec(env, id).status, 'cancelled');
   });
 
-  test('SIGKILL of the job runner leaves no orphan; the next server settles the job as failed',
+  test('SIGKILL of the job runner leaves no orphan, grandchildren included; the next server settles the job as failed',
     async (t) => {
       const env = newEnv(t);
       env.setup({ agents: { a: true }, settings: '  jobs_outlive_server: true\n' });
       t.after(() => killStubs(env));
-      const r = env.run(['dispatch', 'a', '[stub:hang] kill-runner', '--async']);
+      // The child leaves a grandchild in its group: the runner's death
+      // takes the child (its parent-death signal) but not the grandchild,
+      // which whoever settles the job must end.
+      const r = env.run(['dispatch', 'a', '[stub:hang] [stub:grandchild=120] kill-runner', '--async']);
       assert.strictEqual(r.code, 0, r.stderr);
       const id = r.stdout.trim();
       const rec = await recUntil(env, id, (x) => x.status === 'running' && x.process, 5000, 'running');
@@ -144,6 +147,9 @@ describe('jobs that outlive the server', () => {
       assert.notStrictEqual(last.status, 'running', JSON.stringify(last));
       assert.strictEqual(last.status, 'failed');
       assert.match(last.error, /stopped while the job was running/);
+      assert.ok(env.grandchildPid(), 'the stub started no grandchild');
+      assert.ok(await waitUntil(() => !groupAlive(stub.pgid), 5000),
+        `the child's group outlived the settled job (grandchild ${env.grandchildPid()})`);
       await srv.close();
     });
 

@@ -223,18 +223,23 @@ describe('handed-off calls and the keeper', () => {
   test('the keeper killed after the server is gone: no orphan, a later server settles the job failed',
     async (t) => {
       const { env, srv } = await start(t);
-      const id = await handOff(srv, '[stub:hang] orphaned keeper');
+      // (a grandchild in the child's group outlives the child's
+      // parent-death signal: whoever settles the job ends it)
+      const id = await handOff(srv, '[stub:hang] [stub:grandchild=120] orphaned keeper');
       const [e] = env.dispatches();
       const keeper = ppid(e.pid);
       await stopLikeClaudeCode(srv);
       assert.ok(alive(e.pid) && alive(keeper));
+      assert.ok(await waitUntil(() => env.grandchildPid(), 5000), 'no grandchild');
       process.kill(keeper, 'SIGKILL');
-      assert.ok(await waitUntil(() => !alive(e.pid) && !groupAlive(e.pgid), 15000), 'the child is gone');
+      assert.ok(await waitUntil(() => !alive(e.pid), 15000), 'the child is gone');
       const srv2 = env.serve();
       await srv2.init();
       const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
       assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
       assert.match(w.value.error, /stopped|exited/);
+      assert.ok(await waitUntil(() => !groupAlive(e.pgid), 5000),
+        `the child's group outlived the settled job (grandchild ${env.grandchildPid()})`);
       await srv2.close();
       await env.assertNoLeftovers();
     });

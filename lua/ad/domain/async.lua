@@ -102,12 +102,7 @@ local function flush(run)
 end
 
 -- The child's identity as a record keeps it, or nil when it is gone.
-local function identity(pid)
-  local pgid, start = core.jobs.proc_identity(pid)
-  return pgid and json.object({ pid = pid, pgid = pgid, start = start,
-    server_pid = core.sys.getpid(), server_start = jobs.server_identity().start },
-    { "pid", "pgid", "start", "server_pid", "server_start" }) or nil
-end
+local identity = jobs.process_identity
 
 --- req with the observers a run needs: the start gate of a job (a job
 --- cancelled while queued never starts; the record names its child,
@@ -127,7 +122,7 @@ function M.observe(run, req)
   end
   run.req = r
   r.on_slot = function() return M.slot_gate(run) end
-  r.on_spawn = function(pid, argv) return M.spawned(run, pid, argv) end
+  r.on_spawn = function(pid, argv, mark) return M.spawned(run, pid, argv, mark) end
   r.on_progress = function(line)
     M.note(run, line)
     if inner then inner(line) end
@@ -156,12 +151,12 @@ end
 
 --- A run's child was spawned (req.on_spawn): a job's record names it
 --- before it runs. False: the runner ends it unstarted.
-function M.spawned(run, pid, argv)
+function M.spawned(run, pid, argv, mark)
   -- A sync call records nothing yet: its child's identity is read only
   -- if it is handed off (M.adopt), not on every call.
-  run.pid, run.argv = pid, argv
+  run.pid, run.argv, run.mark = pid, argv, mark
   if not run.id then return true end
-  run.process = identity(pid)
+  run.process = identity(pid, mark)
   local ok, rec = pcall(run.started and jobs.set_process or jobs.mark_running, run.id, run.process)
   run.started = run.started or (ok and rec ~= nil)
   if not ok then run.start_error = message_of(rec) end
@@ -319,7 +314,7 @@ end
 function M.adopt(run, fields, opts)
   run.adopting = core.task.event()
   local ok, rec = pcall(jobs.create, fields)
-  if run.pid and not run.process and not run.finished then run.process = identity(run.pid) end
+  if run.pid and not run.process and not run.finished then run.process = identity(run.pid, run.mark) end
   if ok and run.process and not run.finished then
     local marked
     ok, marked = pcall(jobs.mark_running, rec.id, run.process)

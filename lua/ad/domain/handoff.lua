@@ -31,14 +31,14 @@ function M.run(req, after, answer, reply, log)
   -- (The fields it gets later are named here, nil: the table is made at
   -- the size it ends with, not grown field by field.)
   local run = { task = core.task.current(), req = req, span = nil, channel = nil,
-    transport = nil, pid = nil, argv = nil, age = nil, slot = nil, last_line = nil }
+    transport = nil, pid = nil, argv = nil, age = nil, slot = nil, last_line = nil, mark = nil }
   req.on_slot = function() return async.slot_gate(run) end
   -- The child is held at its start gate (on_spawn) only once the run is
   -- being adopted: before that, nothing has to name it before it runs.
   -- (age, slot: a kept live process's seconds before this turn and the
-  -- turn's concurrency slot, ad.domain.live)
-  req.on_pid = function(pid, argv, age, slot)
-    run.pid, run.argv, run.age, run.slot = pid, argv, age, slot
+  -- turn's concurrency slot, ad.domain.live; mark: ad.domain.slot's)
+  req.on_pid = function(pid, argv, age, slot, mark)
+    run.pid, run.argv, run.age, run.slot, run.mark = pid, argv, age, slot, mark
   end
   -- A call that may be handed off: its child is the keeper's, so the job
   -- can outlive this process (ad.domain.keeper).
@@ -70,7 +70,7 @@ function M.run(req, after, answer, reply, log)
   local function hand_off()
     if run.finished or run.id or run.handing then return end
     run.handing = true
-    req.on_spawn = function(pid, argv) return async.spawned(run, pid, argv) end
+    req.on_spawn = function(pid, argv, mark) return async.spawned(run, pid, argv, mark) end
     run.done, run.tail = core.task.event(), run.tail or {}
     local rec, why = async.adopt(run, { agent = req.agent_name, task = req.task,
       context = req.context, caller = req.caller, goal = req.goal })

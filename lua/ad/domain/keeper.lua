@@ -161,7 +161,8 @@ function M.hand(run, rec)
   if not (kstart and pgid) then return true end -- gone already: the record settles
   pcall(jobs.set_owner, rec.id, { pid = kp, start = kstart })
   run.process = json.object({ pid = run.pid, pgid = pgid, start = start, server_pid = kp,
-    server_start = kstart }, { "pid", "pgid", "start", "server_pid", "server_start" })
+    server_start = kstart, mark = run.mark },
+    { "pid", "pgid", "start", "server_pid", "server_start", "mark" })
   pcall(jobs.set_process, rec.id, run.process)
   return true
 end
@@ -290,14 +291,7 @@ function M.read(p, meta, view, tail, on_tail, a)
   return r
 end
 
---- The identity of child pid as a record names it, run by this process.
-function M.process_of(pid)
-  local me = jobs.server_identity()
-  local pgid, start = core.jobs.proc_identity(pid)
-  return pgid and json.object({ pid = pid, pgid = pgid, start = start,
-    server_pid = me.pid, server_start = me.start },
-    { "pid", "pgid", "start", "server_pid", "server_start" }) or nil
-end
+M.process_of = jobs.process_identity
 
 function run_child(a, children)
   local p, meta = M.adopt(a)
@@ -315,7 +309,9 @@ function run_child(a, children)
   children[id] = p
   local me = jobs.server_identity()
   jobs.set_owner(id, me)
-  local process = M.process_of(tonumber(a[2]))
+  -- (the child's mark, as the server that handed it over recorded it)
+  local pid, old = tonumber(a[2]), rec.process
+  local process = M.process_of(pid, type(old) == "table" and old.pid == pid and old.mark or nil)
   if rec.status == "pending" then jobs.mark_running(id, process) else jobs.set_process(id, process) end
   local tail = type(rec.progress) == "table" and util.copy(rec.progress) or {}
   local view = { agent = rec.agent, task = rec.task, context = rec.context, caller = rec.caller,

@@ -5,8 +5,15 @@
 --- has started already).
 local core = require "ad.core"
 local errors = require "ad.infra.errors"
+local trace = require "ad.domain.trace"
 
 local M = {}
+
+local TRACE_PREFIX = trace.ENV .. "="
+
+-- The entry of the child's environment that carries value, its trace
+-- context (ad.domain.runner passes it as env_add).
+local function trace_env_entry(value) return TRACE_PREFIX .. value end
 
 --- A concurrency slot for req, or the cancelled error: cancelled while
 --- queued, or refused by req.on_slot (the slot goes back at once). A
@@ -31,13 +38,16 @@ end
 --- its start gate until on_spawn has returned: whatever it records names
 --- the child before it runs; on_spawn returning false kills it unstarted.
 function M.start(req, h, pid, argv)
-  if req.on_spawn and req.on_spawn(pid, argv) == false then
+  -- mark: the child's trace context, the entry of its environment that is
+  -- its own (what ad.storage.jobs finds the rest of its group by)
+  local mark = req.trace_env and trace_env_entry(req.trace_env)
+  if req.on_spawn and req.on_spawn(pid, argv, mark) == false then
     h:kill(true) -- refused: it never starts
     return
   end
   h:start()
   -- on_pid: the child's pid, without holding it at the start gate.
-  if req.on_pid then req.on_pid(pid, argv) end
+  if req.on_pid then req.on_pid(pid, argv, nil, nil, mark) end
   if req.on_started then req.on_started() end
 end
 

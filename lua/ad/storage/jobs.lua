@@ -5,9 +5,11 @@
 --- or cancelled job never changes again.
 ---
 --- Records also carry `process` = {pid, pgid, start, server_pid,
---- server_start} while a child runs, so a job whose server has exited can
---- still be cancelled: its group is signalled only when pid, process group
---- AND start time all still match (a recycled pid never does). See
+--- server_start, mark} while a child runs, so a job whose server has exited
+--- can still be cancelled: its group is signalled only when pid, process
+--- group AND start time all still match (a recycled pid never does). mark,
+--- an entry of the child's environment no other dispatch has, finds what
+--- is left of its group once the child itself is gone (settle_orphan). See
 --- SECURITY.md. `server` = {pid, start} names the process that runs the
 --- job's worker (a server, or the detached job runner of a job that
 --- outlives its server), so a job whose owner is gone is settled at once.
@@ -269,6 +271,17 @@ function M.server_identity()
     me = json.object({ pid = pid, start = start }, { "pid", "start" })
   end
   return me
+end
+
+--- The identity of child pid as a record names it (process), run by this
+--- process; mark: the entry of the child's environment that is its own
+--- (its trace context), or nil. nil when pid is gone.
+function M.process_identity(pid, mark)
+  local me = M.server_identity()
+  local pgid, start = core.jobs.proc_identity(pid)
+  return pgid and json.object({ pid = pid, pgid = pgid, start = start,
+    server_pid = me.pid, server_start = me.start, mark = mark },
+    { "pid", "pgid", "start", "server_pid", "server_start", "mark" }) or nil
 end
 
 --- True when the server that owns rec is verifiably gone (a recycled pid
@@ -686,6 +699,12 @@ end
 --- True when rec was such a job and is now failed.
 function M.settle_orphan(rec)
   if not (M.owner_gone(rec) and not M.process_alive(rec)) then return false end
+  -- The child died with its owner (its parent-death signal); what it
+  -- started in its group did not.
+  local p = rec.process
+  local pgid = type(p) == "table" and math.tointeger(p.pgid)
+  local start = pgid and math.tointeger(p.start)
+  if start and type(p.mark) == "string" then core.jobs.kill_remnants(pgid, start, p.mark) end
   return M.fail(rec.id, "Server stopped while the job was " .. tostring(rec.status) .. " (the " ..
     "agent-dispatch process that ran it exited without finishing it); " ..
     "re-dispatch if needed.") ~= nil
