@@ -227,6 +227,20 @@ describe('write faults (ENOSPC, EACCES) on config, job and index files', () => {
       await srv.close();
     });
 
+    test(`return_ref, ${errno}: the answer comes back in full, saying its ref could not be stored`, async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true } });
+      const srv = env.serve({ env: faultEnv('.json', errno, 'open,write,fsync,rename') });
+      await srv.init();
+      const { value } = await srv.call('dispatch', { agent: 'a', task: '[stub:reply=the paid answer]', return_ref: true });
+      assert.strictEqual(value.success, true, JSON.stringify(value));
+      assert.strictEqual(value.result, 'the paid answer', JSON.stringify(value));
+      assert.match(value.hint, /return_ref/, JSON.stringify(value));
+      assert.match(value.hint, words, JSON.stringify(value));
+      assert.strictEqual(value.ref, undefined);
+      await srv.close();
+    });
+
     test(`job index, ${errno}: jobs still run, are listed and found`, async (t) => {
       const env = newEnv(t);
       env.setup({ agents: { a: true } });

@@ -624,8 +624,16 @@ end
 function M.store_ref(fields, result, chars)
   local stored = util.copy(result)
   stored.cached = nil
-  local rec = jobs.create_completed(fields, stored)
-  return M.ref_payload(rec, result, chars)
+  local ok, rec = pcall(jobs.create_completed, fields, stored)
+  if ok then return M.ref_payload(rec, result, chars) end
+  if type(rec) == "table" and rec.type == "cancelled" then error(rec, 0) end
+  -- The answer is in hand (and paid for): a store that cannot take it (a
+  -- full disk) gives it back whole rather than lose it.
+  local r = util.copy(result)
+  local note = "return_ref: the result could not be stored (" .. message_of(rec) ..
+    "), so here it is in full."
+  r.hint = r.hint and (r.hint .. " " .. note) or note
+  return r
 end
 
 return M
