@@ -7,6 +7,8 @@
 // and the next server settles the job at once. Helpers: tests/e2e/lib.js.
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
 const { newEnv, alive, groupAlive, waitUntil, readRec, recUntil, stubFor } = require('./lib');
 
 /** The pid of the job's runner (its recorded owner), tracked for cleanup. */
@@ -151,6 +153,12 @@ describe('jobs that outlive the server', () => {
       assert.ok(await waitUntil(() => !groupAlive(stub.pgid), 5000),
         `the child's group outlived the settled job (grandchild ${env.grandchildPid()})`);
       await srv.close();
+      // The killed runner could not remove its inbox: gc does.
+      const inbox = path.join(env.jobs, 'inbox', id);
+      assert.ok(fs.existsSync(path.join(inbox, 'owner')), 'the runner served no inbox');
+      const gc = env.run(['gc', '--all']);
+      assert.strictEqual(gc.code, 0, gc.stderr);
+      assert.ok(!fs.existsSync(inbox), 'gc left the inbox of a job whose runner was killed');
     });
 
   test('a job whose runner was SIGKILLed reads failed at once in job and jobs, no server started since',

@@ -15,6 +15,8 @@
 ---       the order they were posted; the handler's return value (a table)
 ---       is the poster's reply; an unknown kind is answered {ok = false})
 ---   server:close()   stops serving (posts are refused from then on)
+---   inbox.sweep() -> n   removes the inboxes their owner left behind (it
+---       was killed): no live owner, and a job that has ended or is gone
 ---
 --- Files: <jobs dir>/inbox/<id>/ (0700, this user's, not a link, in a
 --- directory of the same kind; removed when the job ends) holds
@@ -205,6 +207,32 @@ function M.serve(id, handlers)
     core.fs.rmdir(dir)
   end)
   return s
+end
+
+-- The files an inbox holds (what M.sweep may remove of one).
+local function inbox_file(n)
+  return n == "owner" or n == "bell" or n:match("^r?%-?m%-[%x]+%-%d+%-%d+%.json$") ~= nil
+end
+
+function M.sweep()
+  local root = inbox_root()
+  if not checked_one(root) then return 0 end
+  local n = 0
+  for _, id in ipairs(core.fs.listdir(root) or {}) do
+    local dir = root .. "/" .. id
+    -- A live owner keeps its inbox; so does a job not ended yet (its
+    -- owner may be about to write the owner file).
+    if jobs.valid(id) and checked_one(dir) and not owner_of(dir) then
+      local okr, rec = pcall(jobs.get, id)
+      if okr and (rec == nil or jobs.TERMINAL[rec.status]) then
+        for _, f in ipairs(core.fs.listdir(dir) or {}) do
+          if inbox_file(f) then core.fs.unlink(dir .. "/" .. f) end
+        end
+        if core.fs.rmdir(dir) then n = n + 1 end
+      end
+    end
+  end
+  return n
 end
 
 function Server:close()

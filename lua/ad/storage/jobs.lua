@@ -627,6 +627,15 @@ end
 --- The index narrows the candidates: completed_at >= created_at, so a job
 --- created after the cutoff cannot be old enough.
 function M.gc(max_age)
+  local purged = M.purge(max_age)
+  -- The inboxes of jobs whose owner was killed (ad.storage.inbox): their
+  -- own store, swept after this one's lock is given back.
+  pcall(function() require("ad.storage.inbox").sweep() end)
+  return purged
+end
+
+--- gc's purge of the records and the index, under the lock.
+function M.purge(max_age)
   local cutoff = core.task.time() - max_age
   return locked(function()
     local dir = M.dir()
