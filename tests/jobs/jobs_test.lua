@@ -269,6 +269,18 @@ test("damaged records: a status that is no status is unreadable; gc removes dama
   eq(ids(jobs.list()), good)
 end)
 
+test("a record under another job's name is not that job: get and list skip it", function()
+  wipe()
+  local real = jobs.create{ agent = "a", task = "real" }.id
+  local copy = core.text.hex32()
+  assert(core.jobs.write(DIR, copy, assert(core.jobs.read(DIR, real))))
+  core.jobs.index_add(DIR, copy, core.task.time(), "pending")
+  eq(jobs.get(copy), nil, "the copy reads as job " .. real)
+  eq(ids(jobs.list()), real, "listed twice")
+  core.fs.unlink(DIR .. "/.index")
+  eq(ids(jobs.list()), real, "a rebuilt index lists it twice")
+end)
+
 test("list: newest first, status filter, limit", function()
   wipe()
   eq(#jobs.list(), 0, "empty store")

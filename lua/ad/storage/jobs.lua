@@ -85,10 +85,11 @@ end
 
 local STATUSES = { pending = true, running = true, done = true, failed = true, cancelled = true }
 
-local function decode(text)
+local function decode(text, id)
   local rec = json.decode(text)
+  -- (a record is the job its file names: a copy under another name is not)
   if type(rec) ~= "table" or json.is_array(rec) or type(rec.id) ~= "string"
-      or not STATUSES[rec.status] then
+      or rec.id ~= id or not STATUSES[rec.status] then
     return nil
   end
   rec = json.denull(rec)
@@ -125,7 +126,7 @@ local function read(id)
     if code == "ELOOP" then refuse_link(dir, id) end
     io_error("cannot read job " .. id, msg)
   end
-  local rec = decode(text)
+  local rec = decode(text, id)
   if not rec then
     io.stderr:write("agent-dispatch: job ", id, ": unreadable record skipped (", dir, "/", id,
       ".json is not a job record; `agent-dispatch gc` removes it once it is older than the ",
@@ -675,7 +676,7 @@ function M.purge(max_age)
       if not listed[id] then
         local kind, mtime = core.fs.stat(dir .. "/" .. id .. ".json")
         local text = kind == "file" and mtime < cutoff and core.jobs.read(dir, id)
-        if text and not decode(text) and core.jobs.remove(dir, id) then purged = purged + 1 end
+        if text and not decode(text, id) and core.jobs.remove(dir, id) then purged = purged + 1 end
       end
     end
     return purged
