@@ -353,9 +353,18 @@ static int read_fd(int fd, size_t max, char **out, size_t *len)
 int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
                  size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+    int fd = open(path, O_RDONLY | O_CLOEXEC |
+                            (nofollow ? O_NOFOLLOW | O_NONBLOCK | O_NOCTTY : 0));
     if (fd < 0) {
         return -errno;
+    }
+    if (nofollow) {
+        struct stat st;
+        int rc = fstat(fd, &st) != 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : 0;
+        if (rc != 0) {
+            close(fd);
+            return rc;
+        }
     }
     return read_fd(fd, max, out, len);
 }

@@ -80,7 +80,10 @@ int fs_append_fd(int fd, const void *data, size_t len);
 int fs_append_iov(int fd, const struct iovec *iov, int n, off_t limit);
 
 /* Reads at most max bytes of path into a new NUL-terminated buffer.
- * nofollow refuses a symlink (-ELOOP). -EFBIG when the file is larger. */
+ * -EFBIG when the file is larger. nofollow reads a state file of ours: a
+ * symlink is refused (-ELOOP), and so is anything but a regular file
+ * (-EINVAL), opened without blocking (a FIFO planted there must not hang
+ * the reader). */
 int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
                  size_t *len);
 

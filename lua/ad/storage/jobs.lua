@@ -124,9 +124,10 @@ local function read(id)
   if not text then
     if code == "ENOENT" then return nil end
     if code == "ELOOP" then refuse_link(dir, id) end
-    io_error("cannot read job " .. id, msg)
+    -- (a FIFO or a device planted under a job's name: never waited on)
+    if code ~= "EINVAL" then io_error("cannot read job " .. id, msg) end
   end
-  local rec = decode(text, id)
+  local rec = text and decode(text, id)
   if not rec then
     io.stderr:write("agent-dispatch: job ", id, ": unreadable record skipped (", dir, "/", id,
       ".json is not a job record; `agent-dispatch gc` removes it once it is older than the ",
@@ -676,7 +677,11 @@ function M.purge(max_age)
       if not listed[id] then
         local kind, mtime = core.fs.stat(dir .. "/" .. id .. ".json")
         local text = kind == "file" and mtime < cutoff and core.jobs.read(dir, id)
-        if text and not decode(text, id) and core.jobs.remove(dir, id) then purged = purged + 1 end
+        -- ("other": a FIFO or a device node, which no reader opens)
+        if ((text and not decode(text, id)) or (kind == "other" and mtime < cutoff)) and
+            core.jobs.remove(dir, id) then
+          purged = purged + 1
+        end
       end
     end
     return purged

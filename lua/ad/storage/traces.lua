@@ -155,12 +155,23 @@ local function days()
   return list
 end
 
--- The text of a day file (nil when it went away meanwhile).
+-- Why a state file could not be read, in words (core.fs.read_file's code).
+local WHY = { EINVAL = "it is not a regular file", ELOOP = "it is a symbolic link",
+  EFBIG = "it is larger than " .. M.MAX_FILE .. " bytes" }
+local warned = {}
+
+-- The text of a day file; nil when it went away meanwhile, or when it
+-- cannot be read (a FIFO, a link, a huge file planted there: said once,
+-- and every other trace is still shown).
 local function text_of(f)
   local text, msg, code = core.fs.read_file(f.path, M.MAX_FILE, true)
   if not text then
-    if code == "ENOENT" then return nil end
-    io_error("cannot read the trace file " .. f.path, msg)
+    if code ~= "ENOENT" and not warned[f.path] then
+      warned[f.path] = true
+      io.stderr:write("agent-dispatch: trace file ", f.path, " skipped: ", WHY[code] or msg,
+        " (`agent-dispatch gc` removes it by age, or delete it)\n")
+    end
+    return nil
   end
   return text
 end
@@ -279,7 +290,8 @@ function M.prune(max_age)
     if day or (M.valid(id) and ext == "budget") then
       local path = dir .. "/" .. name
       local kind, mtime = core.fs.stat(path)
-      if kind == "file" and mtime < cutoff then
+      -- ("other": a FIFO or a device node planted under a trace's name)
+      if (kind == "file" or kind == "other") and mtime < cutoff then
         local text = day and core.fs.read_file(path, M.MAX_FILE, true)
         if core.fs.unlink(path) and text then
           local ids = {}
