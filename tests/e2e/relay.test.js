@@ -12,7 +12,7 @@ const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
-const { newEnv, q, modernMeta, readRec, recUntil } = require('./lib');
+const { newEnv, q, modernMeta, readRec, recUntil, alive, waitUntil } = require('./lib');
 
 const HEX32 = /^[0-9a-f]{32}$/;
 
@@ -226,6 +226,41 @@ end)
     assert.strictEqual(done.permissions.pending.length, 0);
     // One child for the whole call: the hand-off adopted it.
     assert.strictEqual(env.dispatches().length, 1);
+    await srv.close();
+  });
+
+  // The child works on for 30 s after any answer: a cancel must stop it
+  // (interrupt, then its group killed after interrupt_grace_seconds), not
+  // let it finish its turn.
+  const WORKS_ON = '[stub:ask=Bash {"command":"ls"}] [stub:ask_sleep=30] works on';
+
+  test('dispatch_cancel while the child waits for approval: the child is stopped, not left to finish its turn', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.init();
+    const { id } = await awaiting(srv, WORKS_ON);
+    const [child] = env.dispatches();
+    const c = (await srv.call('dispatch_cancel', { job_id: id })).value;
+    assert.strictEqual(c.outcome, 'cancelled_running', JSON.stringify(c));
+    assert.ok(await waitUntil(() => !alive(child.pid), 8000), 'the child worked on after the cancel');
+    const rec = (await srv.call('dispatch_status', { job_id: id })).value;
+    assert.strictEqual(rec.status, 'cancelled');
+    assert.strictEqual(rec.permissions.pending.length, 0, JSON.stringify(rec.permissions));
+    await srv.close();
+  });
+
+  test('notifications/cancelled while the client is asked (elicitation): the child is stopped', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.request('initialize', { protocolVersion: '2025-11-25',
+      capabilities: { elicitation: { form: {} } }, clientInfo: { name: 'e2e', version: '1' } });
+    srv.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    dispatch(srv, WORKS_ON, {}, { id: 'c9' }).catch(() => {});
+    await srv.waitFor((m) => m.method === 'elicitation/create', 15000, 'elicitation/create');
+    const [child] = env.dispatches();
+    srv.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'c9' } });
+    assert.ok(await waitUntil(() => !alive(child.pid), 8000), 'the child worked on after the cancel');
+    assert.strictEqual(srv.responsesTo('c9').length, 0, 'a cancelled call gets no response');
     await srv.close();
   });
 

@@ -221,6 +221,10 @@ function Channel:read_event(handlers)
   end
   if kind == "control_request" then
     control_request(self, obj, handlers, line)
+    -- A cancel that came while the request waited (a permission asked of
+    -- the caller) woke that wait, not this read: the reader must still
+    -- stop the child, not read on to the end of its turn.
+    if core.task.cancelled() then return nil, "cancelled" end
   elseif kind == "result" then
     self.turns = self.turns + 1
   elseif handlers and handlers.on_event then

@@ -33,8 +33,7 @@ local policy = require "ad.domain.relay_policy"
 
 local M = {}
 
-M.DECISION_KEYS = { "request_id", "tool", "decision", "by", "at", "rule", "message",
-  "updated_input", "edited" }
+M.DECISION_KEYS = require("ad.storage.jobs").DECISION_KEYS
 M.PENDING_KEYS = { "request_id", "tool", "input", "agent", "description", "asked_at",
   "expires_at" }
 

@@ -433,6 +433,29 @@ end
 
 --- F32: returns record, outcome ("not_found", "already_terminal",
 --- "cancelled", "running", "cancelled_running").
+--- The fields of a permission decision on a record, in order (the relay's,
+--- ad.domain.relay, and the cancel's below).
+M.DECISION_KEYS = { "request_id", "tool", "decision", "by", "at", "rule", "message",
+  "updated_input", "edited" }
+
+-- A permission request still waiting when its job is cancelled is
+-- answered by the cancel: a denial on the record, not a question left
+-- pending that nobody can answer any more.
+local function deny_pending(r)
+  local p = r.permissions
+  if type(p) ~= "table" or type(p.pending) ~= "table" or not p.pending[1] then return end
+  local decisions = type(p.decisions) == "table" and p.decisions or json.array({})
+  local now = core.task.time()
+  for _, q in ipairs(p.pending) do
+    if type(q) == "table" then
+      decisions[#decisions + 1] = json.object({ request_id = q.request_id, tool = q.tool,
+        decision = "deny", by = "cancel", at = now, message = "The dispatch was cancelled." },
+        M.DECISION_KEYS)
+    end
+  end
+  p.pending, p.decisions = json.array({}), decisions
+end
+
 function M.cancel(id, force, why)
   local outcome = "not_found"
   local rec = mutate(id, function(r)
@@ -447,6 +470,7 @@ function M.cancel(id, force, why)
     r.status, r.completed_at = "cancelled", core.task.time()
     r.error = why or "Cancelled while running; the subprocess was killed"
     r.process, r.fanout = nil, nil
+    deny_pending(r)
     outcome = "cancelled_running"
     return r
   end)
