@@ -309,6 +309,21 @@ describe('dispatch', () => {
     await srv2.close();
   });
 
+  test('a depth past any integer trips the guard; a negative one counts as 0, with a warning', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    for (const depth of ['9999999999999999999999', '1e999']) {
+      const r = env.run(['dispatch', 'a', 'x'], { env: { AGENT_DISPATCH_DEPTH: depth } });
+      assert.strictEqual(r.code, 1, `${depth}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /recursion|depth/i, r.stderr);
+    }
+    assert.strictEqual(env.dispatches().length, 0, 'a dispatch ran past the depth guard');
+    const r = env.run(['dispatch', 'a', 'x'], { env: { AGENT_DISPATCH_DEPTH: '-5' } });
+    assert.strictEqual(r.code, 0, r.stderr);
+    assert.match(r.stderr, /AGENT_DISPATCH_DEPTH=-5 is not a depth/);
+    assert.deepStrictEqual(env.dispatches()[0].env, { AGENT_DISPATCH_DEPTH: '1' });
+  });
+
   test('error_type cli_error for flag-like values; stub not invoked', async (t) => {
     const { env, srv } = await start(t, { agents: { m: { model: '--dangerously-skip' },
       p: { permission_mode: '-x' }, tl: { allowed_tools: ['--resume'] }, ok: true } });

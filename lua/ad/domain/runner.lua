@@ -65,14 +65,22 @@ M.parse_json_reply = claude.parse_json_reply
 function M.depth()
   local raw = getenv("AGENT_DISPATCH_DEPTH")
   if raw == nil or raw == "" then return 0 end
-  local n = math.tointeger(tonumber(raw))
-  if not n then
+  local v = tonumber(raw)
+  -- A depth past any bound is deep, not shallow: 2^70 (no integer) or
+  -- 1e999 must trip the guard, not restart the count at 0.
+  if v and v >= M.DEEPEST then return M.DEEPEST end
+  local n = math.tointeger(v)
+  if not n or n < 0 then
     io.stderr:write("agent-dispatch: warning: AGENT_DISPATCH_DEPTH=" .. raw ..
-      " is not an integer; treating it as 0\n")
+      " is not a depth (a whole number from 0); treating it as 0\n")
     return 0
   end
   return n
 end
+
+--- The depth any larger AGENT_DISPATCH_DEPTH counts as (far past any
+--- max_depth; a child's depth + 1 stays an integer).
+M.DEEPEST = 1000000
 
 --- The claude binary: its path, and when it was found on PATH its
 --- core.fs.file_id (the stat that found it tells its identity too, which
