@@ -410,6 +410,61 @@ return true
   });
 });
 
+describe('trace: views of damaged or hostile spans', () => {
+  test('a span with impossible numbers (start 1e308, end -1e308): traces, trace and dispatch_trace still answer', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    assert.strictEqual(env.run(['dispatch', 'a', 'fine']).code, 0);
+    const id = 'dddddddddddddddddddddddddddddddd';
+    const f = path.join(traceDir(env), fs.readdirSync(traceDir(env)).find((n) => n.endsWith('.jsonl')));
+    for (const [a, b] of [['1e308', '-1e308'], ['-1e308', '1e308']]) {
+      fs.appendFileSync(f, `{"trace_id":"${id}","span_id":"${a === '1e308' ? 'aaaaaaaaaaaaaaaa' : 'bbbbbbbbbbbbbbbb'}",` +
+        `"kind":"dispatch","agent":"a","task":"odd","status":"ok","start":${a},"end":${b},"cost_usd":${a}}\n`);
+    }
+    for (const args of [['traces'], ['trace', id], ['traces', '--json']]) {
+      const r = env.run(args);
+      assert.strictEqual(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+      assert.doesNotMatch(r.stdout + r.stderr, /internal error|stack traceback|inf|nan/i, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    }
+    const srv = env.serve();
+    await srv.init();
+    const tr = await srv.call('dispatch_trace', { trace_id: id });
+    assert.doesNotMatch(tr.text, /bug in agent-dispatch/, tr.text);
+    assert.strictEqual(tr.value.spans.length, 2, tr.text);
+    await srv.close();
+  });
+
+  test('traces keeps the control characters and bidi overrides of a task off the terminal', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    assert.strictEqual(env.run(['dispatch', 'a', 'hi \u001b]0;OWNED\u0007\u001b[2J\u202eevil']).code, 0);
+    const r = env.run(['traces']);
+    assert.strictEqual(r.code, 0, r.stderr);
+    assert.match(r.stdout, /a: hi/);
+    assert.doesNotMatch(r.stdout, /[\u0000-\u0008\u000b-\u001f\u007f\u202e]/, JSON.stringify(r.stdout));
+  });
+
+  test('trace --html and --svg write as a shell would: a new file 0666 less the umask, a replaced one keeps its mode', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    assert.strictEqual(env.run(['dispatch', 'a', 'private task']).code, 0);
+    const old = process.umask(0o077);
+    try {
+      const fresh = path.join(env.root, 'new.html');
+      assert.strictEqual(env.run(['trace', '--html', fresh]).code, 0);
+      assert.strictEqual(fs.statSync(fresh).mode & 0o777, 0o600);
+      const kept = path.join(env.root, 'old.svg');
+      fs.writeFileSync(kept, '', { mode: 0o640 });
+      fs.chmodSync(kept, 0o640);
+      assert.strictEqual(env.run(['trace', '--svg', kept]).code, 0);
+      assert.strictEqual(fs.statSync(kept).mode & 0o777, 0o640);
+      assert.match(fs.readFileSync(kept, 'utf8'), /<svg/);
+    } finally {
+      process.umask(old);
+    }
+  });
+});
+
 describe('trace: one spend cap for a tree', () => {
   test('parallel items share the ledger: each child gets what is left, the rest are refused before spawning',
     async (t) => {

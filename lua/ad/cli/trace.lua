@@ -7,6 +7,7 @@ local util = require "ad.infra.util"
 local common = require "ad.cli.common"
 
 local out, err = common.out, common.err
+local clean = require("ad.domain.trace_view").clean
 
 local C = {}
 
@@ -16,12 +17,27 @@ local function width()
   return (n and n >= 40) and math.floor(n) or 100
 end
 
+-- A span's start as a date ("?" for no time a date can show).
+local function started(t)
+  local n = type(t) == "number" and t == t and t > -1e15 and t < 1e15 and math.floor(t)
+  return n and os.date("%Y-%m-%d %H:%M:%S", n) or "?"
+end
+
+-- The process's umask (Linux says it in /proc/self/status; 022 if not).
+local function umask()
+  local f = io.open("/proc/self/status", "r")
+  local text = f and f:read("a") or ""
+  if f then f:close() end
+  return tonumber(text:match("\nUmask:%s*(%d+)") or "022", 8)
+end
+
 -- A picture to FILE as a shell's > would write it, but whole or not at
 -- all: a new or regular file is replaced at once (the target of a
 -- symbolic link, not the link), and anything else (a device, a pipe:
--- /dev/stdout) is written in place, never replaced.
+-- /dev/stdout) is written in place, never replaced. As with >, a new
+-- file's mode is 0666 less the umask, and a file replaced keeps its own.
 local function write_file(path, text)
-  local kind = core.fs.stat(path)
+  local kind, _, old_mode = core.fs.stat(path)
   local ok, msg
   if kind == "dir" then
     ok, msg = nil, "it is a directory"
@@ -34,7 +50,8 @@ local function write_file(path, text)
       if ok then ok, msg = closed, cmsg end
     end
   else
-    ok, msg = core.fs.write_atomic(kind and core.fs.realpath(path) or path, text, 420) -- 0644
+    local mode = kind == "file" and old_mode or (438 & ~umask()) -- 0666
+    ok, msg = core.fs.write_atomic(kind and core.fs.realpath(path) or path, text, mode)
   end
   if not ok then
     err("Error: cannot write ", path, ": ", tostring(msg))
@@ -94,9 +111,11 @@ C.traces = {
       "COST", "TIME", "STATUS", "ROOT"):gsub("%s+$", "")))
     for _, s in ipairs(list) do
       out(string.format("%-32s  %-19s  %5d  %9s  %8s  %-9s  %s", s.trace_id,
-        os.date("%Y-%m-%d %H:%M:%S", math.floor(s.start)), s.spans,
+        started(s.start), s.spans,
         string.format("$%.4f", s.total_cost_usd), string.format("%.1fs", s.duration_ms / 1000),
-        s.status, (util.cut((s.agent or s.kind or "") .. ": " .. (s.task or ""), 60):gsub("\n", " "))))
+        -- (a task's control characters and bidi overrides stay off the
+        -- terminal, as in the tree view)
+        s.status, clean(util.cut((s.agent or s.kind or "") .. ": " .. (s.task or ""), 60))))
     end
     return 0
   end,

@@ -81,7 +81,7 @@ local function clean(s)
   s = s:gsub("\xE2\x80[\xAA-\xAE]", ""):gsub("\xE2\x81[\xA6-\xA9]", "")
   return (s:gsub("\xEF\xBF[\xBE\xBF]", "\u{FFFD}"))
 end
-M._clean = clean
+M.clean = clean
 
 -- Columns a code point takes on a terminal (after Markus Kuhn's wcwidth):
 -- 0 for combining marks and zero-width characters, 2 for East Asian wide

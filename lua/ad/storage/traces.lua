@@ -186,6 +186,19 @@ end
 
 local function needle(id) return '"trace_id":"' .. id .. '"' end
 
+-- A number no span field holds (times are seconds since 1970, costs
+-- dollars): one past it is damage, dropped so that views never compute
+-- with infinities or numbers without an integer form.
+local NUMBER_BOUND = 1e15
+
+-- rec without the numbers it cannot hold (a damaged or forged line).
+local function sane(rec)
+  for k, v in pairs(rec) do
+    if type(v) == "number" and not (v > -NUMBER_BOUND and v < NUMBER_BOUND) then rec[k] = nil end
+  end
+  return rec
+end
+
 --- The spans of each trace of ids ({trace_id = spans}), one per span_id
 --- (its last record), in the order they were first written; a trace not
 --- found has no entry. One pass over the day files, oldest first; only the
@@ -217,7 +230,7 @@ function M.read_many(ids)
             k = #t.spans + 1
             t.at[rec.span_id] = k
           end
-          t.spans[k] = rec
+          t.spans[k] = sane(rec)
         end
         pos = text:find(pat, e, true)
       end
