@@ -434,6 +434,30 @@ describe('trace: views of damaged or hostile spans', () => {
     await srv.close();
   });
 
+  test('a chain of 10,000 spans (a forged file, a loop) renders as text, JSON and SVG in bounded time and memory', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const id = 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee';
+    fs.mkdirSync(traceDir(env), { recursive: true, mode: 0o700 });
+    const lines = [];
+    for (let i = 0; i < 10000; i++) {
+      const sid = (i + 1).toString(16).padStart(16, '0');
+      const parent = i ? `"parent_id":"${i.toString(16).padStart(16, '0')}",` : '';
+      lines.push(`{"trace_id":"${id}","span_id":"${sid}",${parent}"kind":"dispatch","agent":"a",` +
+        `"task":"t${i}","status":"ok","start":${1796000000 + i / 1000},"end":${1796000000 + i / 1000 + 0.0005}}`);
+    }
+    fs.writeFileSync(path.join(traceDir(env), 'spans-20261202.jsonl'), `${lines.join('\n')}\n`, { mode: 0o600 });
+    // (quadratic before: each row's indentation as long as its depth; this
+    // took a minute and 330 MB, and 100,000 levels were killed for memory)
+    for (const args of [['trace', id], ['trace', id, '--json'], ['trace', id, '--svg', path.join(env.root, 'x.svg')]]) {
+      const r = env.run(args, { timeout: 30000, killSignal: 'SIGKILL' });
+      assert.strictEqual(r.signal, null, `${args.join(' ')} did not end within 30 s`);
+      assert.strictEqual(r.code, 0, r.stderr);
+    }
+    const text = env.run(['trace', id]).stdout;
+    assert.ok(text.split('\n').every((l) => l.length < 400), 'a row as long as its depth');
+  });
+
   test('traces keeps the control characters and bidi overrides of a task off the terminal', (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true } });

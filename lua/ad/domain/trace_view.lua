@@ -418,16 +418,28 @@ local GLYPHS = {
             full = "#", run = "~", fail = "X", thin = "|", more = "<" },
 }
 
+--- Levels of a tree drawn as indentation; a deeper row says its depth
+--- instead ("…41 "), so a chain of thousands of spans (a loop, a forged
+--- file) costs each row a prefix of bounded length, not one as long as
+--- its depth (quadratic: 10,000 levels took 330 MB and a minute).
+M.MAX_INDENT = 32
+
 -- Tree prefixes ("│  ├─ ") of the drawn rows.
 local function prefixes(rows, g)
   local prefix, cont = {}, {}
   for _, r in ipairs(rows) do
     local n = r.node
     if r.depth == 0 then prefix[n], cont[n] = "", "" end
+    local d = r.depth + 1
     for i, c in ipairs(n.children) do
-      local last = i == #n.children
-      prefix[c] = cont[n] .. (last and g.last or g.tee)
-      cont[c] = cont[n] .. (last and g.blank or g.pipe)
+      if d <= M.MAX_INDENT then
+        local last = i == #n.children
+        prefix[c] = cont[n] .. (last and g.last or g.tee)
+        cont[c] = cont[n] .. (last and g.blank or g.pipe)
+      else
+        prefix[c] = cont[n] .. g.more .. d .. " "
+        cont[c] = cont[n]
+      end
     end
   end
   return prefix
