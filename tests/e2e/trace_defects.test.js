@@ -579,6 +579,34 @@ return { first = first, job = rec }
     await env.assertNoLeftovers();
   });
 
+  test('a child that raises the cap in the context it passes on stays under the cap its tree was given', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { outer: true, inner: true } });
+    const sh = path.join(env.root, 'forge.sh');
+    // (the third field of the context is the tree's cap)
+    fs.writeFileSync(sh, 'AGENT_DISPATCH_TRACE=$(printf %s "$AGENT_DISPATCH_TRACE" | ' +
+      "awk -F: 'BEGIN{OFS=\":\"}{$3=\"100\"; print}'); export AGENT_DISPATCH_TRACE\n" +
+      `${JSON.stringify(BIN)} dispatch inner "[stub:cost=0.01] forged" --json\n`);
+    const script = path.join(env.root, 'tree.lua');
+    fs.writeFileSync(script, `local ad = require "agent_dispatch"
+ad.dispatch{ agent = "inner", task = "[stub:cost=0.45] first", tree_budget_usd = 0.5 }
+return ad.dispatch{ agent = "outer", task = "[stub:cost=0.01] [stub:sh=sh ${sh}] second", tree_budget_usd = 0.5 }
+`);
+    const r = env.run(['run', '--json', script], { env: { AGENT_DISPATCH_QUIET: '1' }, timeout: 30000 });
+    assert.strictEqual(r.code, 0, r.stderr);
+    const forged = env.dispatches().find((e) => e.prompt.includes('forged'));
+    assert.ok(forged, 'the nested dispatch did not run');
+    assert.ok(budgetArg(forged) <= 0.05 + 1e-9, `the forged cap gave the child ${budgetArg(forged)}`);
+  });
+
+  test('a non-finite cap in the inherited context is ignored, not an error', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const r = env.run(['dispatch', 'a', 'x'], { env: { AGENT_DISPATCH_TRACE:
+      `${'ab'.repeat(16)}:${'cd'.repeat(8)}:1e999:` } });
+    assert.strictEqual(r.code, 0, r.stderr);
+  });
+
   test('a nested agent-dispatch shares the tree ledger: it is capped by what is left and refused once spent',
     async (t) => {
       const env = newEnv(t);

@@ -50,7 +50,7 @@ local function parse(raw)
   if not (t and store.valid(t)) or (p ~= "" and #p ~= 16) then return nil end
   local ctx = { trace_id = t, parent_id = p ~= "" and p or nil, holders = {} }
   local c = tonumber(cap)
-  if c and c > 0 then ctx.cap = c end
+  if c and c > 0 and c < math.huge then ctx.cap = c end
   for h in holders:gmatch("%x+") do
     if #h == 16 then ctx.holders[#ctx.holders + 1] = h end
   end
@@ -98,7 +98,7 @@ end
 -- A positive number, or nil.
 local function cap_of(v)
   v = tonumber(v)
-  return (v and v > 0) and v or nil
+  return (v and v > 0 and v < math.huge) and v or nil
 end
 
 --- The context a top-level call starts in: the process's own (a `run`
@@ -316,17 +316,21 @@ function M.reserve(ctx, span, agent, own)
   local holder = {}
   for _, h in ipairs(ctx.holders or {}) do holder[h] = true end
   return store.with_ledger(ctx.trace_id, function(led)
+    -- The tree's cap is the lowest one ever recorded: a child that raised
+    -- the cap in the context it passes on (its environment) stays under
+    -- the one its tree was given.
     led.cap = lower(tonumber(led.cap), ctx.cap)
+    local cap = led.cap
     local others, running = 0, 0
     for id, usd in pairs(led.reserved) do
       if not holder[id] and type(usd) == "number" then
         others, running = others + usd, running + 1
       end
     end
-    local left = ctx.cap - led.spent - others
+    local left = cap - led.spent - others
     if left <= M.EPSILON then
       local msg = "Tree budget exhausted: the delegation tree " .. ctx.trace_id ..
-        " may spend " .. money(ctx.cap) .. " in all; " .. money(led.spent) ..
+        " may spend " .. money(cap) .. " in all; " .. money(led.spent) ..
         " spent (" .. spenders(led) .. ")" ..
         (running > 0 and (", " .. money(others) .. " reserved by " .. running ..
           " running dispatch(es)") or "") .. ". Agent '" .. agent .. "' was not started."
