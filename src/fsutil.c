@@ -499,7 +499,7 @@ static bool file_trusted(const struct stat *st, uid_t uid, const char *path,
  * not writable by anyone else, so no one else can rename or replace an
  * entry on the path. A sticky directory (/tmp) is the exception: there
  * only an entry's owner may rename it, and each entry below is checked. */
-static bool dirs_trusted(const char *real, uid_t uid, char *why, size_t whylen)
+bool fs_dirs_trusted(const char *real, uid_t uid, char *why, size_t whylen)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", real);
@@ -573,7 +573,7 @@ int fs_read_trusted(const char *path, size_t max, uid_t uid, char **out,
     /* The checks apply to what was opened, never to a second lookup of
      * path that a swap could have redirected. */
     if (!file_trusted(&st, uid, path, why, whylen) ||
-        !dirs_trusted(real, uid, why, whylen)) {
+        !fs_dirs_trusted(real, uid, why, whylen)) {
         close(fd);
         return -EPERM;
     }

@@ -87,6 +87,12 @@ int fs_append_iov(int fd, const struct iovec *iov, int n, off_t limit);
 int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
                  size_t *len);
 
+/* Is every directory above real (a resolved path) owned by uid or root
+ * and not writable by group or others (sticky directories such as /tmp
+ * excepted)? false with why set otherwise: someone else could rename or
+ * replace what real names. */
+bool fs_dirs_trusted(const char *real, uid_t uid, char *why, size_t whylen);
+
 /* Reads a file that will run as code with the user's privileges (as ssh
  * checks authorized_keys). Opens path (following links) and checks what
  * was opened: fstat of the descriptor must show a regular file owned by

@@ -2,6 +2,8 @@
  *
  *   core.fs.read_file(path [, max [, nofollow]]) -> data | nil, msg, code
  *   core.fs.read_trusted(path [, max]) -> data | nil, why, "untrusted"|code
+ *   core.fs.dirs_trusted(realpath) -> true | nil, why (no one else can
+ *       rename what realpath names: see fs_dirs_trusted)
  *   core.fs.write_atomic(path, data [, mode [, nofollow]]) -> true | nil,
  *       msg, code (nofollow: a symlink at path is replaced, not followed)
  *   core.fs.append(path, data [, mode]) -> true | nil, msg, code (one
@@ -97,6 +99,19 @@ static int l_read_trusted(lua_State *L)
     lua_pushlstring(L, data, len);
     free(data);
     return 1;
+}
+
+/* core.fs.dirs_trusted(realpath) -> true | nil, why (fs_dirs_trusted) */
+static int l_dirs_trusted(lua_State *L)
+{
+    char why[PATH_MAX + 200];
+    if (fs_dirs_trusted(luaL_checkstring(L, 1), getuid(), why, sizeof why)) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
 }
 
 static int l_write_atomic(lua_State *L)
@@ -572,6 +587,7 @@ void bind_fs_register(lua_State *L)
     static const luaL_Reg fns[] = {
         {"read_file", l_read_file},
         {"read_trusted", l_read_trusted},
+        {"dirs_trusted", l_dirs_trusted},
         {"write_atomic", l_write_atomic},
         {"append", l_append},
         {"appender", l_appender},

@@ -489,6 +489,27 @@ describe('trace: views of damaged or hostile spans', () => {
   });
 });
 
+describe('trace and job stores under a directory others may write', () => {
+  test('a traces or jobs directory inside a directory others may write is refused (they could swap it)', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const shared = path.join(env.root, 'shared');
+    fs.mkdirSync(shared);
+    fs.chmodSync(shared, 0o777);
+    const own = { AGENT_DISPATCH_TRACES_DIR: path.join(shared, 'traces'), AGENT_DISPATCH_JOBS_DIR: path.join(shared, 'jobs') };
+    fs.mkdirSync(own.AGENT_DISPATCH_TRACES_DIR, { mode: 0o700 });
+    fs.mkdirSync(own.AGENT_DISPATCH_JOBS_DIR, { mode: 0o700 });
+    const d = env.run(['dispatch', 'a', 'x'], { env: own });
+    assert.strictEqual(d.code, 0, 'a trace that cannot be written never fails the dispatch');
+    assert.match(d.stderr, new RegExp(`trace could not be recorded.*${shared}.*writable by`), d.stderr);
+    assert.deepStrictEqual(fs.readdirSync(own.AGENT_DISPATCH_TRACES_DIR), []);
+    const a = env.run(['dispatch', 'a', 'x', '--async'], { env: own });
+    assert.notStrictEqual(a.code, 0);
+    assert.match(a.stderr, new RegExp(`refusing the jobs directory.*${shared}.*writable by`), a.stderr);
+    assert.deepStrictEqual(fs.readdirSync(own.AGENT_DISPATCH_JOBS_DIR), []);
+  });
+});
+
 describe('trace: one spend cap for a tree', () => {
   test('parallel items share the ledger: each child gets what is left, the rest are refused before spawning',
     async (t) => {

@@ -56,7 +56,8 @@ end
 --- budget ledgers): what is the directory `what` ("jobs", "traces") at d,
 --- named by the environment variable var. Returns d when it is missing
 --- (the caller creates it 0700) or is the user's own, not writable by
---- group or others, and not a symbolic link (its files are opened without
+--- group or others, in directories no one else may write (sticky ones
+--- excepted), and not a symbolic link (its files are opened without
 --- following links, and so is the directory that holds them: whoever can
 --- replace the link chooses which files are acted on). Otherwise raises
 --- the "io" error saying why and how to fix it.
@@ -79,6 +80,10 @@ function M.private_dir(d, what, var)
   elseif mode & 18 ~= 0 then -- 0022
     refuse(string.format("it is writable by group or others (mode %o); run: chmod go-w %s", mode, d))
   end
+  -- Nor may anyone else rename it, or put another directory in its place,
+  -- through a directory above it (as for agents.yaml).
+  local trusted, why = core.fs.dirs_trusted(real or d)
+  if not trusted then refuse(why) end
   return d
 end
 
