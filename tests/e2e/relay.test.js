@@ -264,6 +264,35 @@ end)
     await srv.close();
   });
 
+  test('a request put to the client (elicitation) when the call is handed off: on the job, answered by dispatch_approve', async (t) => {
+    const env = newEnv(t);
+    const dir = env.project('a');
+    env.writeConfig(`agents:\n  a:\n    directory: ${q(dir)}\n    permissions: {"relay": true, "timeout_seconds": 60}\n` +
+      'settings:\n  handoff_after_seconds: 1\n');
+    const srv = env.serve();
+    await srv.request('initialize', { protocolVersion: '2025-11-25',
+      capabilities: { elicitation: { form: {} } }, clientInfo: { name: 'e2e', version: '1' } });
+    srv.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    const call = dispatch(srv, '[stub:ask=Bash {"command":"ls"}] handed', {}, { id: 'h1' });
+    await srv.waitFor((m) => m.method === 'elicitation/create', 15000, 'elicitation/create');
+    // Not answered: at the hand-off the call says what the job waits for.
+    const { value } = await call;
+    assert.strictEqual(value.status, 'awaiting_approval', JSON.stringify(value));
+    const id = value.job_id;
+    const req = value.pending.request_id;
+    const st = (await srv.call('dispatch_status', { job_id: id })).value;
+    assert.strictEqual(st.permissions.pending.length, 1, JSON.stringify(st));
+    assert.strictEqual(st.permissions.pending[0].request_id, req);
+    const ap = (await srv.call('dispatch_approve', { job_id: id, request_id: req, decision: 'allow' })).value;
+    assert.strictEqual(ap.applied, true, JSON.stringify(ap));
+    const done = (await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 30000 })).value;
+    assert.strictEqual(done.status, 'done', JSON.stringify(done));
+    assert.match(done.result.result, /asked Bash: allow/);
+    assert.strictEqual(done.permissions.decisions.length, 1);
+    assert.strictEqual(done.permissions.decisions[0].by, 'dispatch_approve');
+    await srv.close();
+  });
+
   test('updated_input is used (and recorded as an edit) only when the caller sends it', async (t) => {
     const env = setup(t, { relay: true, timeout_seconds: 60 });
     const srv = env.serve();

@@ -144,7 +144,7 @@ function M.elicit_params(pr)
 end
 
 -- Asks the MCP client (elicitation/create). Returns the decision.
-local function ask_client(req, pr, timeout)
+local function elicit(req, pr, timeout)
   local res, err = req.elicit(M.elicit_params(pr), timeout)
   if res == nil and err == "cancelled" then return cancelled(pr) end
   if res == nil and err == "timeout" then
@@ -164,6 +164,41 @@ local function ask_client(req, pr, timeout)
   end
   return decision(pr, "deny", "elicitation", { message = note or ("The caller " ..
     (res.action == "decline" and "declined" or "dismissed") .. " the permission request.") })
+end
+
+-- Asks the MCP client, the request pending on the run meanwhile: a call
+-- handed off to a job while the client has not answered shows it on the
+-- job (M.adopted), where dispatch_approve answers it (M.deliver). The
+-- first answer decides. Returns the decision, and true when M.deliver
+-- recorded it.
+local function ask_client(run, req, pr, timeout)
+  local st = state(run)
+  if not st then return elicit(req, pr, timeout) end
+  local entry = { event = core.task.event(), pr = pr, expires_at = core.task.time() + timeout }
+  st.pending[pr.request_id] = entry
+  st.order[#st.order + 1] = pr.request_id
+  st.asking = pr -- (a hand-off now answers awaiting_approval: M.awaiting)
+  local asker = core.task.spawn(function()
+    local d = elicit(req, pr, timeout)
+    if not entry.answer then
+      entry.answer = d
+      entry.event:set(d)
+    end
+  end)
+  local d, why = entry.event:wait(timeout + 1)
+  asker:cancel()
+  if st.asking == pr then st.asking = nil end
+  if why == "cancelled" then
+    st.pending[pr.request_id] = nil
+    return cancelled(pr)
+  end
+  if not d then
+    st.pending[pr.request_id] = nil
+    return decision(pr, "deny", "timeout", { message = "No answer to the permission request " ..
+      "for " .. tostring(pr.tool) .. " within " .. util.num(timeout) .. " s, so it was denied." })
+  end
+  -- (answered through the job: M.deliver recorded it; else record() does)
+  return d, entry.delivered == true
 end
 
 -- ----------------------------------------------------------------- jobs --
@@ -186,7 +221,7 @@ function M.deliver(run, msg)
   else
     d = decision(pr, "deny", by, { message = note or ("Denied by the caller (" .. by .. ").") })
   end
-  entry.answer = d
+  entry.answer, entry.delivered = d, true
   record(run, d)
   entry.event:set(d)
   return true
@@ -311,7 +346,7 @@ function M.decide(req, msg, line)
       message = by == "rule" and ("Denied by the rule " .. detail .. " of agent " ..
         tostring(req.agent_name) .. ".") or detail })
   elseif req.elicit then
-    d = ask_client(req, pr, wait_limit(req, settings))
+    d, recorded = ask_client(run, req, pr, wait_limit(req, settings))
   elseif run and (run.id or run.asking) then
     d, recorded = ask_job(run, pr, wait_limit(req, settings))
   else
