@@ -186,6 +186,19 @@ settings:
   assert.match(r.stderr, /4 problems:/);
 });
 
+test('a list or a mapping where a number belongs is named as such, not by a table address', (t) => {
+  const env = newEnv(t);
+  const dir = env.project('a');
+  env.writeConfig(`agents:\n  a:\n    directory: ${dir}\n    warm: [1]\n    timeout: {n: 1}\n` +
+    `    permissions: {relay: [true]}\n`);
+  const r = env.run(['list']);
+  assert.strictEqual(r.code, 1);
+  assert.ok(r.stderr.includes('agents.a.warm: expected an integer, got a list'), r.stderr);
+  assert.ok(r.stderr.includes('agents.a.timeout: expected an integer, got a mapping'), r.stderr);
+  assert.ok(r.stderr.includes('agents.a.permissions.relay: expected true or false, got a list'), r.stderr);
+  assert.doesNotMatch(r.stderr, /0x[0-9a-f]+/);
+});
+
 test('a change through the CLI reports the file\'s unknown keys too', (t) => {
   const env = newEnv(t);
   const dir = env.project('a');

@@ -107,6 +107,13 @@ local function problem(where, msg)
   try(fail, where, msg)
 end
 
+-- A value as the error shows it: a list or a mapping by its kind (not
+-- a Lua table's address).
+local function shown(v)
+  if type(v) == "table" then return json.is_array(v) and "a list" or "a mapping" end
+  return util.repr(v)
+end
+
 -- A whole number that does not fit an integer (.inf, 1e20, twenty digits)
 -- is refused, not read as absent.
 local function as_int(v, where)
@@ -124,7 +131,7 @@ local function as_int(v, where)
   if type(v) == "number" and v == math.floor(v) then
     fail(where, "out of range: " .. util.repr(v))
   end
-  fail(where, "expected an integer, got " .. util.repr(v))
+  fail(where, "expected an integer, got " .. shown(v))
 end
 
 -- NaN and the infinities are refused: they would reach a command line or a
@@ -134,10 +141,10 @@ local function as_num(v, where)
   local n = v
   if type(v) == "string" then n = tonumber(util.strip(v)) end
   if type(n) ~= "number" then
-    fail(where, "expected a number, got " .. util.repr(v))
+    fail(where, "expected a number, got " .. shown(v))
   end
   if n ~= n or n == math.huge or n == -math.huge then
-    fail(where, "expected a finite number, got " .. util.repr(v))
+    fail(where, "expected a finite number, got " .. shown(v))
   end
   return type(v) == "string" and n + 0.0 or n
 end
@@ -211,7 +218,7 @@ local function parse_permissions(v, where)
   local p = {}
   if v.relay ~= nil and v.relay ~= json.null then
     if type(v.relay) ~= "boolean" then
-      problem(where .. ".relay", "expected true or false, got " .. util.repr(v.relay))
+      problem(where .. ".relay", "expected true or false, got " .. shown(v.relay))
     else
       p.relay = v.relay
     end
