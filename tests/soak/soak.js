@@ -91,14 +91,17 @@ async function op(srv, i) {
     return value.result === `stub ok: stream ${i}` ? null : `stream ${i}: ${JSON.stringify(value)}`;
   }
   if (k <= 8) {
-    const { value } = await srv.call('dispatch_async', { agent, task: `async ${i}` });
+    const { value } = await srv.call('dispatch_async', { agent, task: `async ${i}` }, { ms: 60000 });
     if (!value.job_id) return `async ${i}: ${JSON.stringify(value)}`;
     const rec = (await srv.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 60 }, { ms: 65000 })).value;
     return rec.status === 'done' && rec.result.result === `stub ok: async ${i}` ? null : `async ${i}: ${JSON.stringify(rec)}`;
   }
-  const { value } = await srv.call('dispatch_async', { agent, task: `cancel ${i} [stub:hang]` });
+  // (60 s as every other call: the soak measures what leaks, not latency,
+  // and a cancel of a live child first asks it to stop, which a sanitized
+  // build beside the rest of the suite once took more than 15 s to answer)
+  const { value } = await srv.call('dispatch_async', { agent, task: `cancel ${i} [stub:hang]` }, { ms: 60000 });
   if (!value.job_id) return `cancel ${i}: ${JSON.stringify(value)}`;
-  const c = (await srv.call('dispatch_cancel', { job_id: value.job_id })).value;
+  const c = (await srv.call('dispatch_cancel', { job_id: value.job_id }, { ms: 60000 })).value;
   return /^cancelled/.test(c.status || '') ? null : `cancel ${i}: ${JSON.stringify(c)}`;
 }
 
