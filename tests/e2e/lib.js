@@ -205,11 +205,13 @@ class Env {
     return fs.readFileSync(this.config, 'utf8');
   }
 
-  /** Parsed STUB_CLAUDE_LOG entries (one per stub invocation). */
+  /** Parsed STUB_CLAUDE_LOG entries (one per stub invocation). A line a
+   * stub is still writing (no newline yet) is left for the next look: a
+   * reader racing the write once saw half of one. */
   stubLog() {
     let text = '';
     try { text = fs.readFileSync(this.log, 'utf8'); } catch { return []; }
-    return text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    return text.slice(0, text.lastIndexOf('\n') + 1).split('\n').filter(Boolean).map((l) => JSON.parse(l));
   }
 
   /** Stub invocations that were dispatches (not `claude mcp ...`). */
