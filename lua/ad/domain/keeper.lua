@@ -161,8 +161,7 @@ function M.hand(run, rec)
   if not (kstart and pgid) then return true end -- gone already: the record settles
   pcall(jobs.set_owner, rec.id, { pid = kp, start = kstart })
   run.process = json.object({ pid = run.pid, pgid = pgid, start = start, server_pid = kp,
-    server_start = kstart, mark = run.mark },
-    { "pid", "pgid", "start", "server_pid", "server_start", "mark" })
+    server_start = kstart, mark = run.mark }, jobs.PROCESS_KEYS)
   pcall(jobs.set_process, rec.id, run.process)
   return true
 end

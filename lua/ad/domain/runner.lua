@@ -105,9 +105,9 @@ function M.child_env(depth, trace_env)
     -- One table of the final size, made at once (the trace variable
     -- first; the order of a child's environment does not matter), not
     -- grown entry by entry: this runs for every dispatch.
-    if #env <= 1000 then return { trace.ENV .. "=" .. trace_env, table.unpack(env) } end
+    if #env <= 1000 then return { trace.env_entry(trace_env), table.unpack(env) } end
     env = table.move(env, 1, #env, 1, {})
-    env[#env + 1] = trace.ENV .. "=" .. trace_env
+    env[#env + 1] = trace.env_entry(trace_env)
     return env
   end
   if not inherited then
@@ -125,7 +125,6 @@ function M.child_env(depth, trace_env)
 end
 
 -- The start of the variable a claude child gets its trace context in.
-local TRACE_PREFIX = trace.ENV .. "="
 
 --- One child run: take a concurrency slot, spawn, collect stdout lines
 --- (stream mode: decode each as it comes, report progress, keep only the
@@ -277,7 +276,7 @@ local function execute(req)
   -- of this one goes next to it (env_add: no copy of the list per child).
   -- A kept process gets its context through a file (ad.domain.live).
   local env = M.child_env(depth)
-  local env_add = req.trace_env and TRACE_PREFIX .. req.trace_env
+  local env_add = req.trace_env and trace.env_entry(req.trace_env)
   -- live: the CLI's control channel (ad.domain.transport, ad.domain.live_run)
   local mode, unreachable = transport.choose(settings, req.agent, not host and path or nil, env,
     path_id)

@@ -9,12 +9,6 @@ local trace = require "ad.domain.trace"
 
 local M = {}
 
-local TRACE_PREFIX = trace.ENV .. "="
-
--- The entry of the child's environment that carries value, its trace
--- context (ad.domain.runner passes it as env_add).
-local function trace_env_entry(value) return TRACE_PREFIX .. value end
-
 --- A concurrency slot for req, or the cancelled error: cancelled while
 --- queued, or refused by req.on_slot (the slot goes back at once). A
 --- request that must wait for one calls req.on_queued(req) first (what
@@ -40,7 +34,7 @@ end
 function M.start(req, h, pid, argv)
   -- mark: the child's trace context, the entry of its environment that is
   -- its own (what ad.storage.jobs finds the rest of its group by)
-  local mark = req.trace_env and trace_env_entry(req.trace_env)
+  local mark = req.trace_env and trace.env_entry(req.trace_env)
   if req.on_spawn and req.on_spawn(pid, argv, mark) == false then
     h:kill(true) -- refused: it never starts
     return

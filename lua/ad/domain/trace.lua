@@ -30,6 +30,13 @@ local M = {}
 
 M.ENV = "AGENT_DISPATCH_TRACE"
 
+--- The entry of a child's environment that carries its context (value:
+--- M.env_value's), as the runner passes it and a job's record keeps it
+--- (process.mark: ad.storage.jobs finds the rest of a group by it).
+function M.env_entry(value)
+  return M.ENV .. "=" .. value
+end
+
 --- Reserved ancestors carried to a child at most (deeper ones are
 --- dropped, oldest first; depth is bounded by max_dispatch_depth anyway).
 M.MAX_HOLDERS = 16

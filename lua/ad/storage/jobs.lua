@@ -275,6 +275,9 @@ function M.server_identity()
   return me
 end
 
+--- The fields of a record's process, in order.
+M.PROCESS_KEYS = { "pid", "pgid", "start", "server_pid", "server_start", "mark" }
+
 --- The identity of child pid as a record names it (process), run by this
 --- process; mark: the entry of the child's environment that is its own
 --- (its trace context), or nil. nil when pid is gone.
@@ -282,8 +285,7 @@ function M.process_identity(pid, mark)
   local me = M.server_identity()
   local pgid, start = core.jobs.proc_identity(pid)
   return pgid and json.object({ pid = pid, pgid = pgid, start = start,
-    server_pid = me.pid, server_start = me.start, mark = mark },
-    { "pid", "pgid", "start", "server_pid", "server_start", "mark" }) or nil
+    server_pid = me.pid, server_start = me.start, mark = mark }, M.PROCESS_KEYS) or nil
 end
 
 --- True when the server that owns rec is verifiably gone (a recycled pid
