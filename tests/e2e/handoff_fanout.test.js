@@ -150,10 +150,11 @@ describe('a handed-off fan-out and the keeper', () => {
         { agent: 'b', task: '[stub:sleep=1.3][stub:reply=read two][stub:linger=4] lingering two' },
         { agent: 'a', task: '[stub:reply=third] after them' }]), handoff_after_seconds: 1 });
       assert.strictEqual(value.status, 'running', JSON.stringify(value));
+      const lingering = () => env.dispatches().filter((e) => /lingering/.test(promptOf(e)));
+      assert.ok(await waitUntil(() => lingering().length === 2, 15000), 'both items started');
       // Both running items have written their result and linger before exiting.
       await sleep(900);
-      const spawned = env.dispatches().filter((e) => /lingering/.test(promptOf(e)));
-      assert.strictEqual(spawned.length, 2);
+      const spawned = lingering();
       await stopLikeClaudeCode(srv);
       const srv2 = env.serve();
       await srv2.init();

@@ -40,6 +40,13 @@ async function start(t, settings = '') {
   return { env, srv };
 }
 
+// The first child's entry in the stub's log: a loaded machine may answer
+// the hand-off before the child has written it.
+async function firstChild(env) {
+  assert.ok(await waitUntil(() => env.dispatches().length >= 1, 15000), 'a child was spawned');
+  return env.dispatches()[0];
+}
+
 async function handOff(srv, task, tool = 'dispatch') {
   const { value } = await srv.call(tool, { agent: 'a', task, handoff_after_seconds: 1 });
   assert.strictEqual(value.status, 'running', JSON.stringify(value));
@@ -53,7 +60,7 @@ describe('handed-off calls and the keeper', () => {
       const g = gate(env.root);
       const id = await handOff(srv, `[stub:until_file=${g.path}][stub:reply=kept answer] long one`);
       const handedOff = Date.now();
-      const [e] = env.dispatches();
+      const e = await firstChild(env);
       const keeper = ppid(e.pid);
       assert.ok(keeper && keeper !== srv.child.pid, 'the child\'s parent is the keeper, not the server');
       await stopLikeClaudeCode(srv);
@@ -102,7 +109,7 @@ describe('handed-off calls and the keeper', () => {
     const id = await handOff(srv,
       `[stub:until_file=${g.path}][stub:progress=8][stub:interval=0.05][stub:reply=streamed] watched`,
       'dispatch_stream');
-    const [e] = env.dispatches();
+    const e = await firstChild(env);
     await stopLikeClaudeCode(srv);
     const before = (readRec(env, id).progress || []).join('\n');
     assert.doesNotMatch(before, /progress \d/, 'no progress before the release');
@@ -174,7 +181,7 @@ describe('handed-off calls and the keeper', () => {
     const { env, srv } = await start(t);
     const g = gate(env.root);
     const id = await handOff(srv, `[stub:until_file=${g.path}] short one`);
-    const [e] = env.dispatches();
+    const e = await firstChild(env);
     const keeper = ppid(e.pid);
     g.open();
     const w = await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 60 }, { ms: 65000 });
@@ -192,8 +199,7 @@ describe('handed-off calls and the keeper', () => {
     const { env, srv } = await start(t);
     const call = srv.call('dispatch', { agent: 'a', task: '[stub:hang] in flight',
       handoff_after_seconds: 60 }, { ms: 2000 }).catch(() => null);
-    assert.ok(await waitUntil(() => env.dispatches().length === 1, 15000), 'spawned');
-    const [e] = env.dispatches();
+    const e = await firstChild(env);
     const keeper = ppid(e.pid);
     assert.ok(keeper && keeper !== srv.child.pid, 'the child\'s parent is the keeper');
     await stopLikeClaudeCode(srv);
@@ -205,7 +211,7 @@ describe('handed-off calls and the keeper', () => {
   test('the keeper killed with SIGKILL takes its children along and the job settles failed', async (t) => {
     const { env, srv } = await start(t);
     const id = await handOff(srv, '[stub:hang] kept until killed');
-    const [e] = env.dispatches();
+    const e = await firstChild(env);
     const keeper = ppid(e.pid);
     assert.ok(keeper && keeper !== srv.child.pid);
     process.kill(keeper, 'SIGKILL');
@@ -226,7 +232,7 @@ describe('handed-off calls and the keeper', () => {
       // (a grandchild in the child's group outlives the child's
       // parent-death signal: whoever settles the job ends it)
       const id = await handOff(srv, '[stub:hang] [stub:grandchild=120] orphaned keeper');
-      const [e] = env.dispatches();
+      const e = await firstChild(env);
       const keeper = ppid(e.pid);
       await stopLikeClaudeCode(srv);
       assert.ok(alive(e.pid) && alive(keeper));
@@ -247,7 +253,7 @@ describe('handed-off calls and the keeper', () => {
   test('a later server cancels a keeper-owned job: its group is killed, the keeper exits', async (t) => {
     const { env, srv } = await start(t);
     const id = await handOff(srv, '[stub:hang] to be cancelled');
-    const [e] = env.dispatches();
+    const e = await firstChild(env);
     const keeper = ppid(e.pid);
     await stopLikeClaudeCode(srv);
     assert.ok(alive(e.pid));
@@ -281,10 +287,56 @@ describe('handed-off calls and the keeper', () => {
     await env.assertNoLeftovers();
   });
 
+  test('a call handed off while it waits for a slot, started later, still outlives the server', async (t) => {
+    // The hand-off finds no child yet; the keeper must learn of the child
+    // when it is spawned, or the server's stop kills a job it announced.
+    const { env, srv } = await start(t, '  max_concurrency: 1\n');
+    const first = gate(env.root);
+    const later = gate(env.root);
+    const holder = srv.call('dispatch', { agent: 'a', task: `[stub:until_file=${first.path}] holds the slot` },
+      { ms: 60000 });
+    assert.ok(await waitUntil(() => env.dispatches().length === 1, 15000), 'the first child runs');
+    const id = await handOff(srv, `[stub:until_file=${later.path}][stub:reply=queued then kept] queued`);
+    assert.strictEqual(env.dispatches().length, 1, 'the second waits for the slot');
+    first.open();
+    assert.strictEqual((await holder).value.success, true);
+    assert.ok(await waitUntil(() => env.dispatches().length === 2, 15000), 'the queued child starts');
+    assert.ok(await waitUntil(() => (readRec(env, id) || {}).status === 'running', 15000), 'the job names its child');
+    const e = env.dispatches()[1];
+    assert.notStrictEqual(ppid(e.pid), srv.child.pid, 'the child is the keeper\'s');
+    await stopLikeClaudeCode(srv);
+    assert.ok(alive(e.pid), 'the child still runs after the server was killed');
+    later.open();
+    const srv2 = env.serve();
+    await srv2.init();
+    const w = await srv2.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
+    assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+    assert.strictEqual(w.value.result.result, 'queued then kept');
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });
+
+  test('a handed-off call still waiting for a slot when the server stops fails saying it never started',
+    async (t) => {
+      const { env, srv } = await start(t, '  max_concurrency: 1\n');
+      const first = gate(env.root);
+      srv.call('dispatch', { agent: 'a', task: `[stub:until_file=${first.path}] holds the slot` },
+        { ms: 60000 }).catch(() => {});
+      assert.ok(await waitUntil(() => env.dispatches().length === 1, 15000), 'the first child runs');
+      const id = await handOff(srv, '[stub:reply=never] queued');
+      await stopLikeClaudeCode(srv);
+      const rec = readRec(env, id);
+      assert.strictEqual(rec.status, 'failed', JSON.stringify(rec));
+      assert.match(rec.error, /waited to start.*never started/);
+      assert.strictEqual(env.dispatches().length, 1, 'the queued one never ran');
+      first.open();
+      await env.assertNoLeftovers();
+    });
+
   test('with jobs_outlive_server off there is no keeper: the child is the server\'s', async (t) => {
     const { env, srv } = await start(t, '  jobs_outlive_server: false\n');
     const id = await handOff(srv, '[stub:sleep=2] no keeper');
-    const [e] = env.dispatches();
+    const e = await firstChild(env);
     assert.strictEqual(ppid(e.pid), srv.child.pid);
     const w = await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 20 }, { ms: 25000 });
     assert.strictEqual(w.value.status, 'done');

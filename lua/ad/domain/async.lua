@@ -160,6 +160,12 @@ function M.spawned(run, pid, argv, mark)
   local ok, rec = pcall(run.started and jobs.set_process or jobs.mark_running, run.id, run.process)
   run.started = run.started or (ok and rec ~= nil)
   if not ok then run.start_error = message_of(rec) end
+  -- Handed off before it had a child (it waited for a slot, or this is a
+  -- second spawn of the call): the keeper learns of this one now, or the
+  -- job would end with this server.
+  if ok and rec and run.process and run.handed_off then
+    require("ad.domain.keeper").hand(run, rec)
+  end
   -- Cancelled between the slot and the spawn (the lock may have made
   -- us wait), or the record could not be written: the job must not
   -- run. The runner ends the child unstarted; finish() is refused.
@@ -589,6 +595,11 @@ function M.end_for_shutdown(id, entry, why)
     local result = entry.result
     entry.result = nil
     record_lost(id, result, entry.unsaved)
+  elseif entry.handed_off and entry.req and not entry.pid then
+    -- (one call whose child was never spawned: it waited for a slot)
+    jobs.fail_unstored(id, "Server stopped" .. (why and (" (" .. why .. ")") or "") ..
+      " while the job waited to start (for a concurrency slot: settings.max_concurrency); " ..
+      "its agent was never started. Re-dispatch if needed.")
   elseif entry.handed_off then
     jobs.fail_unstored(id, "Server stopped" .. (why and (" (" .. why .. ")") or "") ..
       " while the job was running: a call handed off to a job runs in the server " ..
