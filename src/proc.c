@@ -1242,6 +1242,14 @@ void proc_remote_lost(void)
         if (p->remote && !p->exited) {
             /* Its death signal killed it with the keeper. */
             on_exit_status(p, 0, SIGKILL);
+            /* What is left of its group goes the same way, now: the
+             * usual grace would find at most the child still dying, and
+             * its timer would hold this server's exit for a second. */
+            if (uv_is_active((uv_handle_t *)&p->escalate)) {
+                uv_timer_stop(&p->escalate);
+                signal_group(p, SIGKILL);
+                maybe_close_timers(p);
+            }
         }
     }
     reaper_stop_if_idle();

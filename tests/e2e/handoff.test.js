@@ -309,4 +309,25 @@ describe('handed-off jobs and the end of the server', () => {
     assert.match(rec.error, /Server stopped while the job was running/);
     await srv2.close();
   });
+
+  test('the keeper killed with SIGKILL: the server still exits at once when its input ends', async (t) => {
+    // (its child died with the keeper: no grace period is owed to it)
+    const { env, srv } = await start(t);
+    const { value } = await srv.call('dispatch', { agent: 'a', task: '[stub:hang] kept',
+      handoff_after_seconds: 1 });
+    const id = assertHandedOff(value, 'a');
+    assert.ok(await waitUntil(() => env.dispatches().length === 1, 15000), 'spawned');
+    const [e] = env.dispatches();
+    const stat = fs.readFileSync(`/proc/${e.pid}/stat`, 'utf8');
+    const keeper = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    assert.notStrictEqual(keeper, srv.child.pid, 'the child is the keeper\'s');
+    process.kill(keeper, 'SIGKILL');
+    const w = await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
+    assert.strictEqual(w.value.status, 'failed', JSON.stringify(w.value));
+    const t0 = Date.now();
+    srv.child.stdin.end();
+    await srv.exited;
+    const ms = Date.now() - t0;
+    assert.ok(ms < 700, `the server took ${ms} ms to exit`);
+  });
 });
