@@ -99,6 +99,20 @@ describe('permission relay', () => {
     await srv.close();
   });
 
+  test('a permission request whose tool_name is not a string is denied at once, never shown as "table: 0x..."', async (t) => {
+    const env = setup(t, { relay: true }, { tools: `
+hook("on_permission", function(req) return "allow" end)
+` });
+    const srv = env.serve();
+    await srv.init();
+    for (const tool of ['#5', '#{"name":"Bash"}', '#null', '#""']) {
+      const { value } = await dispatch(srv, `[stub:ask=${tool} {"command":"ls"}]`);
+      assert.match(value.result, /deny message=The permission request named no tool/, JSON.stringify(value));
+      assert.doesNotMatch(JSON.stringify(value), /table: 0x/);
+    }
+    await srv.close();
+  });
+
   test('on_permission hooks decide allow and deny (with their message); "ask" goes on to the caller', async (t) => {
     const env = setup(t, { relay: true, timeout_seconds: 30 }, { tools: `
 hook("on_permission", function(req)

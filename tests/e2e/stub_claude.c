@@ -1086,6 +1086,7 @@ static int check_args(const struct args *a, const struct directives *d, const ch
  * is_error true, terminal_reason aborted_streaming and no "result";
  * [stub:deaf] turns off listening during the turn (the interrupt is seen
  * only after it). [stub:ask=TOOL JSON] sends a can_use_tool control_request
+ * (TOOL #JSON: a tool_name that is that JSON value, not a string)
  * (with --permission-prompt-tool stdio) and waits for the control_response:
  * the result is "asked TOOL: allow updatedInput=<raw JSON>" or "asked TOOL:
  * deny message=<text>" (or "... stream closed" when stdin ended first). A
@@ -1271,7 +1272,11 @@ static char *live_ask(const struct ctx *c, const char *spec)
     buf_str(&r, "{\"type\":\"control_request\",\"request_id\":");
     buf_json(&r, id);
     buf_str(&r, ",\"request\":{\"subtype\":\"can_use_tool\",\"tool_name\":");
-    buf_json(&r, tool);
+    if (tool[0] == '#') {
+        buf_str(&r, tool + 1); /* #JSON: a tool_name as given, not a string */
+    } else {
+        buf_json(&r, tool);
+    }
     buf_str(&r, ",\"display_name\":");
     buf_json(&r, tool);
     buf_str(&r, ",\"input\":");

@@ -392,7 +392,7 @@ function M.run_dialogue(cfg, p, hooks, rounds, ctx)
   log("info", "Dialogue: " .. p.requester .. " <-> " .. p.responder .. " (max " ..
     rounds .. " rounds): " .. util.cut(p.topic, 80))
   local sessions = {}
-  local res = dialogue.run({ requester = p.requester, responder = p.responder,
+  local ok, res = pcall(dialogue.run, { requester = p.requester, responder = p.responder,
                              topic = p.topic, max_rounds = rounds },
     function(agent, other, role, round, prompt, session_id)
       local req = assert(request.build(cfg, { agent = agent, task = prompt, caller = other,
@@ -408,9 +408,10 @@ function M.run_dialogue(cfg, p, hooks, rounds, ctx)
       return r
     end)
   -- Nobody can continue a dialogue's sessions: their live processes
-  -- (ad.domain.live) end with it.
+  -- (ad.domain.live) end with it, however it ends (a cancel, an error).
   local live = package.loaded["ad.domain.live"]
   if live then for sid in pairs(sessions) do live.release(sid) end end
+  if not ok then error(res, 0) end
   local conv = json.array()
   for i, e in ipairs(res.conversation) do
     conv[i] = json.object(e, { "agent", "role", "round", "message", "cost_usd", "error", "error_type" })

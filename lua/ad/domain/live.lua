@@ -139,6 +139,7 @@ function M.configure(settings)
   local l = settings and settings.live_sessions
   if l then
     bounds.max, bounds.idle_seconds = l.max, l.idle_seconds
+    M.fit() -- a lowered bound holds for the processes kept already
   end
 end
 
@@ -221,6 +222,19 @@ local function oldest()
     if not best or e.since < best.since then best = e end
   end
   return best
+end
+
+--- Ends the least recently used kept sessions past bounds.max.
+function M.fit()
+  local evicted = false
+  while n_sessions > math.max(bounds.max, 0) do
+    local lru = oldest()
+    drop_session(lru.ch.session_id)
+    retire(lru)
+    totals.evicted = totals.evicted + 1
+    evicted = true
+  end
+  if evicted then publish() end
 end
 
 local ensure_ticker -- forward

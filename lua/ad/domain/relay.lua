@@ -336,9 +336,19 @@ function M.decide(req, msg, line)
     asked_at = core.task.time() }
   local run = req.relay_run
   local plugins = package.loaded["ad.domain.plugins"]
-  local verdict, by, detail = policy.decide(settings, pr, plugins and plugins.hooks.on_permission)
+  local verdict, by, detail
+  if type(pr.tool) ~= "string" or pr.tool == "" then
+    -- (not a request anyone can judge: no rule, hook or person is asked)
+    pr.tool = nil
+    verdict, by = "malformed", "relay"
+  else
+    verdict, by, detail = policy.decide(settings, pr, plugins and plugins.hooks.on_permission)
+  end
   local d, recorded
-  if verdict == "allow" then
+  if verdict == "malformed" then
+    d = decision(pr, "deny", by, { message = "The permission request named no tool " ..
+      "(its tool_name was not a string), so it was denied." })
+  elseif verdict == "allow" then
     d = decision(pr, "allow", by, { rule = by == "rule" and detail or nil,
       message = by == "hook" and detail or nil })
   elseif verdict == "deny" then

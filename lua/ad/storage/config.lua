@@ -437,17 +437,31 @@ local loaded = {}
 local listeners = {}
 
 --- fn(names) is called when a re-read finds agents whose entries changed
---- or disappeared (whoever changed the file: this process, the CLI, an
+--- or disappeared, or the defaults they inherit changed (whoever changed the file: this process, the CLI, an
 --- editor), so per-agent state such as cached results can be dropped.
 function M.on_agents_changed(fn)
   listeners[#listeners + 1] = fn
 end
 
+-- The settings an agent inherits where its entry says nothing (what its
+-- child is started with: ad.domain.request.effective): a change of one is
+-- a change of every agent, for the cache and the processes kept warm.
+local INHERITED = { "default_timeout", "default_max_budget_usd", "default_permission_mode",
+  "default_allowed_tools", "default_disallowed_tools" }
+
+local function inherited(cfg)
+  local s = type(cfg.settings) == "table" and cfg.settings or {}
+  local t = {}
+  for i, k in ipairs(INHERITED) do t[i] = s[k] == nil and json.null or s[k] end
+  return json.encode(json.array(t))
+end
+
 local function changed_agents(old, new)
   local names = {}
+  local all = inherited(old) ~= inherited(new)
   for name, a in pairs(old.agents) do
     local b = new.agents[name]
-    if not b or json.encode(a) ~= json.encode(b) then names[#names + 1] = name end
+    if all or not b or json.encode(a) ~= json.encode(b) then names[#names + 1] = name end
   end
   table.sort(names)
   return names
