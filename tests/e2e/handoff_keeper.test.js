@@ -177,6 +177,34 @@ describe('handed-off calls and the keeper', () => {
       await env.assertNoLeftovers();
     });
 
+  test('the result was read by a server then killed outright (SIGKILL alone): the keeper records it', async (t) => {
+    const { env, srv } = await start(t);
+    const ids = [];
+    const g = gate(env.root);
+    for (const tool of ['dispatch', 'dispatch_stream']) {
+      ids.push(await handOff(srv, `[stub:until_file=${g.path}][stub:reply=kept by ${tool}]` +
+        `[stub:mark_file=${g.mark(tool)}][stub:linger=4] lingering`, tool));
+    }
+    g.open();
+    assert.ok(await waitUntil(() => g.marked('dispatch') && g.marked('dispatch_stream'), 30000), 'results written');
+    // The server reads each line as it is written (and keeps a result
+    // line in the record at once): waited for where the record shows it.
+    await waitUntil(() => ids.every((id) => {
+      try { return fs.readFileSync(`${env.jobs}/${id}.json`, 'utf8').includes('kept by'); } catch { return false; }
+    }), 3000);
+    await sleep(300);
+    srv.child.kill('SIGKILL');
+    await srv.exited;
+    for (const [i, tool] of ['dispatch', 'dispatch_stream'].entries()) {
+      let rec;
+      await waitUntil(() => (rec = readRec(env, ids[i])).status !== 'running', 30000);
+      assert.strictEqual(rec.status, 'done', JSON.stringify(rec));
+      assert.strictEqual(rec.result.result, `kept by ${tool}`);
+      assert.ok(!('result_read' in rec), 'the kept line goes with the job\'s end');
+    }
+    await env.assertNoLeftovers();
+  });
+
   test('a handed-off job that ends while its server runs leaves the keeper holding none of its pipes', async (t) => {
     const { env, srv } = await start(t);
     const g = gate(env.root);

@@ -561,6 +561,26 @@ describe('progress', () => {
       await srv.close();
     });
   }
+
+  test('46: a fan-out with heartbeats between its items: progress only rises, never past its total', async (t) => {
+    const { srv } = serverWithAgent(t, { env: { AGENT_DISPATCH_MCP_HEARTBEAT: '0.2' } });
+    await srv.init();
+    const items = [0.5, 1.1, 1.7, 2.3].map((s, i) => ({ agent: 'a', task: `item ${i} [stub:sleep=${s}]` }));
+    const r = await srv.call('dispatch_parallel', { dispatches: JSON.stringify(items) },
+      { meta: { progressToken: 'fan' } });
+    assert.strictEqual(r.value.length, 4, JSON.stringify(r.value));
+    const prog = srv.notifications('notifications/progress').map((p) => p.msg.params);
+    assert.ok(prog.length > 6, `premise: heartbeats between the items: ${JSON.stringify(prog)}`);
+    let last = 0;
+    for (const p of prog) {
+      assert.ok(p.progress > last, `progress went from ${last} to ${p.progress}: ${JSON.stringify(prog)}`);
+      if (p.total !== undefined) assert.ok(p.progress <= p.total, `past its total: ${JSON.stringify(p)}`);
+      last = p.progress;
+    }
+    assert.deepStrictEqual(prog.filter((p) => Number.isInteger(p.progress)).map((p) => [p.progress, p.total]),
+      [[1, 4], [2, 4], [3, 4], [4, 4]]);
+    await srv.close();
+  });
 });
 
 describe('cancellation', () => {

@@ -591,3 +591,37 @@ test('`lua list` shows the override path; `lua cat` prints the shipped module', 
   assert.strictEqual(none.code, 1);
   assert.match(none.stderr, /no embedded module 'ad\.nope'/);
 });
+
+test('a tool whose value cannot be JSON (a table that contains itself) gets an error answer, not silence', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const dir = toolsDir(env, { 'cyc.lua': `
+tool{ name = "t_cyc", description = "returns a cycle", params = {},
+  handler = function() local t = {} t.t = t return t end }
+` });
+  const srv = await serveWith(env, { AGENT_DISPATCH_TOOLS_DIR: dir });
+  const c = await callRaw(srv, 't_cyc', {});
+  assert.strictEqual(c.isError, true, c.text);
+  assert.match(c.text, /not JSON .*contains itself/);
+  assert.deepStrictEqual((await srv.request('ping')).result, {});
+  await srv.close();
+});
+
+test('redact reaches the keys of parsed_result and strings nested past 64 levels', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const dir = toolsDir(env, {
+    'r.lua': 'hook("redact", function(t) return (t:gsub("sk%-%w+", "sk-REDACTED")) end)\n' });
+  const srv = await serveWith(env, { AGENT_DISPATCH_TOOLS_DIR: dir });
+  let deep = '"sk-deepsecret"';
+  for (let i = 0; i < 70; i++) deep = `{"d":${deep}}`;
+  const answer = `{"sk-keysecret":1,"v":"sk-valsecret","deep":${deep}}`;
+  const c = await srv.call('dispatch', { agent: 'a', task: `x [stub:json=${answer}]`, response_format: 'json' });
+  assert.strictEqual(c.value.success, true, c.text);
+  assert.ok(!/deepsecret|keysecret|valsecret/.test(c.text), c.text);
+  assert.strictEqual(c.value.parsed_result['sk-REDACTED'], 1);
+  let d = c.value.parsed_result.deep;
+  for (let i = 0; i < 70; i++) d = d.d;
+  assert.strictEqual(d, 'sk-REDACTED');
+  await srv.close();
+});

@@ -244,7 +244,13 @@ function M.main(argv)
   end
   if sig_done then return 130 end
   if as_json then
-    io.stdout:write(json.encode(value == nil and json.null or value), "\n")
+    local ok, text = pcall(json.encode, value == nil and json.null or value)
+    if not ok then
+      io.stderr:write("Error: the script's value is not JSON (", tostring(text), "): a table ",
+        "that contains itself, or nests deeper than JSON output allows\n")
+      return 1
+    end
+    io.stdout:write(text, "\n")
   end
   if value == false then return 1 end
   if math.type(value) == "integer" then

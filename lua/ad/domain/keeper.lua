@@ -166,6 +166,16 @@ function M.hand(run, rec)
   return true
 end
 
+--- A line this server read of kept run (the job's child, handed off):
+--- its result line is kept in the job's record at once, for the keeper,
+--- which cannot read it again, should this server be killed before it
+--- records the job's end.
+function M.keep_read(run, line)
+  if run.kept and run.id and line:find('"type":"result"', 1, true) then
+    pcall(jobs.keep_read, run.id, line)
+  end
+end
+
 --- The result of kept run (its req, argv, span, last_line) when the last
 --- line this server read is the child's result (as this server stops:
 --- the keeper cannot read it again), settled as the server's runner
@@ -241,6 +251,14 @@ end
 
 M.drain = drain
 
+--- True when one of lines is a result line.
+function M.has_result(lines)
+  for _, l in ipairs(lines) do
+    if l:find('"type":"result"', 1, true) then return true end
+  end
+  return false
+end
+
 --- Reads kept child p (meta: its meta) to its end and returns its
 --- DispatchResult as the server's runner would have made it (view: the
 --- request's view for the after_result hooks). on_tail(tail), optional,
@@ -280,6 +298,17 @@ function M.read(p, meta, view, tail, on_tail, a)
   end
   run.info = p:wait()
   p:close()
+  if type(meta.job) == "string" and not run.payload and not M.has_result(run.lines) then
+    -- Its server read the result line and was killed before it recorded
+    -- the job's end: the line it kept (M.keep_read).
+    local saved = jobs.result_read(meta.job)
+    if saved and meta.stream then
+      local kind, payload = claude.event(saved)
+      if kind == "result" then run.payload = payload end
+    elseif saved then
+      run.lines = { saved }
+    end
+  end
   runner.mark_truncated(run, run.info, meta.stream)
   if on_tail and #tail > 0 then on_tail(tail) end
   local okr, r = pcall(result_of, run, meta, view)

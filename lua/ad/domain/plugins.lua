@@ -346,17 +346,39 @@ function M.redact_decision(d)
   return c
 end
 
--- Applies redact to every string in v (a parsed_result), in place.
-local function redact_tree(v, depth)
-  if type(v) ~= "table" or depth > 64 then return true end
-  for k, x in pairs(v) do
-    if type(x) == "string" then
-      local out, err = redact(x)
-      if not out then return nil, err end
-      v[k] = out
-    else
-      local ok, err = redact_tree(x, depth + 1)
-      if not ok then return nil, err end
+-- Applies redact to every string in v (a parsed_result), keys included,
+-- in place, however deep (a walk with a stack of its own, each table once:
+-- a secret nested past any depth, or a table met twice, still goes
+-- through the hooks exactly once).
+local function redact_tree(v)
+  if type(v) ~= "table" then return true end
+  local stack, seen = { v }, { [v] = true }
+  while #stack > 0 do
+    local t = table.remove(stack)
+    local renamed
+    for k, x in pairs(t) do
+      if type(x) == "string" then
+        local out, err = redact(x)
+        if not out then return nil, err end
+        t[k] = out -- (assigning an existing key during pairs is allowed)
+      elseif type(x) == "table" and not seen[x] then
+        seen[x] = true
+        stack[#stack + 1] = x
+      end
+      if type(k) == "string" then
+        local out, err = redact(k)
+        if not out then return nil, err end
+        if out ~= k then
+          renamed = renamed or {}
+          renamed[#renamed + 1] = { k, out }
+        end
+      end
+    end
+    -- (new keys are not added during the traversal above)
+    for _, kv in ipairs(renamed or {}) do
+      local value = t[kv[1]]
+      t[kv[1]] = nil
+      t[kv[2]] = value
     end
   end
   return true
@@ -374,7 +396,7 @@ function M.redact_result(req, result)
   end
   for _, k in ipairs({ "parsed_result", "structured_output" }) do
     if not err and type(r[k]) == "table" then
-      local _; _, err = redact_tree(r[k], 0)
+      local _; _, err = redact_tree(r[k])
     elseif not err and type(r[k]) == "string" then
       r[k], err = redact(r[k])
     end

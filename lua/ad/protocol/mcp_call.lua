@@ -53,8 +53,29 @@ Call.__index = Call
 
 function Call:progress(message, done_n, total)
   if not self.token or self.done or self.cancelled then return end
-  self.count = self.count + 1
-  local p = json.object({ progressToken = self.token, progress = done_n or self.count,
+  -- A step: the next whole number (or n of total, never back). MCP wants
+  -- every progress value above the last one.
+  self.count = math.max(self.count + 1, done_n or 0)
+  self.between = 0
+  if total then self.total = total end
+  self:notify(self.count, total, message)
+end
+
+-- A heartbeat of a long call: between two steps it counts a fraction
+-- (1/2, 2/3, 3/4, ... of the way to the next whole number), so that it
+-- never repeats, passes or goes back from what the steps say, and it
+-- names the total only while its value is below it (the aggregation after
+-- the last item of a fan-out).
+function Call:heartbeat(message)
+  if not self.token or self.done or self.cancelled then return end
+  self.between = self.between + 1
+  local value = self.count + self.between / (self.between + 1)
+  local total = self.total
+  self:notify(value, total and value < total and total or nil, message)
+end
+
+function Call:notify(value, total, message)
+  local p = json.object({ progressToken = self.token, progress = value,
                           total = total }, { "progressToken", "progress", "total", "message" })
   if self.era.version ~= "2024-11-05" and message then
     p.message = util.cut((message:gsub("%s+", " ")), 200)
@@ -63,12 +84,9 @@ function Call:progress(message, done_n, total)
                                { "jsonrpc", "method", "params" }))
 end
 
--- Progress with a known total (parallel items, dialogue rounds); the
--- count stays strictly increasing across heartbeats.
+-- Progress with a known total (parallel items, dialogue rounds).
 function Call:progress_n(n, total, msg)
-  self.last_n = math.max(self.last_n + 1, n)
-  self.count = math.max(self.count, self.last_n)
-  self:progress(msg, self.count, total)
+  self:progress(msg, n, total)
 end
 
 -- The notifications/message line of a log line whose level is one of
@@ -100,7 +118,14 @@ function Call:send_value(value)
   if type(value) == "string" then
     server:send_line(M.text_reply(self.id, core.text.fix(value), is_error, era.modern))
   else
-    server:send_line(M.text_reply(self.id, nil, is_error, era.modern, json.encode_text(value)))
+    local ok, text = pcall(json.encode_text, value)
+    if not ok then
+      -- (a value of a user's tool or hook: the call still gets its answer)
+      return server:send_line(M.text_reply(self.id, core.text.fix("The result could not be " ..
+        "sent: it is not JSON (" .. tostring(text) .. "). A tool or hook returned a table " ..
+        "that contains itself, or nests deeper than JSON output allows."), true, era.modern))
+    end
+    server:send_line(M.text_reply(self.id, nil, is_error, era.modern, text))
   end
 end
 
@@ -128,7 +153,7 @@ local function run_call(call, def, args, ctx)
       local started = core.task.now()
       while true do
         if core.task.sleep(mcp.HEARTBEAT) == nil then return end
-        call:progress(call.name .. " still running (" ..
+        call:heartbeat(call.name .. " still running (" ..
           math.floor(core.task.now() - started) .. "s)")
       end
     end)
@@ -178,7 +203,7 @@ function M.start(server, id, key, name, def, args, era)
   -- declared elicitation gets its permission requests as an
   -- InputRequiredResult (mrtr, ad.protocol.mcp_mrtr).
   local call = setmetatable({ cancelled = false, done = false, server = server, id = id,
-    key = key, name = name, era = era, token = token, level = level, count = 0, last_n = 0,
+    key = key, name = name, era = era, token = token, level = level, count = 0, between = 0, total = nil,
     mrtr = era.elicits and { tool = name, args = args or json.object({}, {}) } or nil,
     task = nil, beat = nil, answered = nil, co = false }, Call) -- (named: made at its final size)
   server.inflight[key] = call

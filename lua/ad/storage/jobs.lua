@@ -33,7 +33,7 @@ M.TERMINAL = { done = true, failed = true, cancelled = true }
 M.KEYS = { "id", "agent", "task", "context", "caller", "goal", "status",
   "created_at", "started_at", "completed_at", "result", "error", "progress",
   "progress_updated_at", "process", "server", "request", "session_id",
-  "messages", "permissions", "fanout", "task_token" }
+  "messages", "permissions", "fanout", "task_token", "result_read" }
 --- The fields of `request`: what a detached job runner (ad.domain.jobrunner)
 --- needs besides agent, task, context, caller and goal to run the job.
 M.REQUEST_KEYS = { "response_format", "response_schema", "session_id", "timeout", "group",
@@ -141,7 +141,7 @@ end
 --- token (M.task_token).
 function M.get(id)
   local rec = read(id)
-  if rec then rec.fanout, rec.task_token = nil, nil end
+  if rec then rec.fanout, rec.task_token, rec.result_read = nil, nil, nil end
   return rec
 end
 
@@ -151,7 +151,7 @@ function M.get_with_token(id)
   local rec = read(id)
   if not rec then return nil end
   local token = rec.task_token
-  rec.fanout, rec.task_token = nil, nil
+  rec.fanout, rec.task_token, rec.result_read = nil, nil, nil
   return rec, token
 end
 
@@ -365,7 +365,7 @@ function M.finish(id, result)
     rec.completed_at = core.task.time()
     rec.result = result
     rec.error = (not result.success) and result.error or nil
-    rec.process, rec.fanout = nil, nil
+    rec.process, rec.fanout, rec.result_read = nil, nil, nil
     return rec
   end)
 end
@@ -376,7 +376,7 @@ function M.fail(id, message)
     rec.status = "failed"
     rec.completed_at = core.task.time()
     rec.error = message
-    rec.process, rec.fanout = nil, nil
+    rec.process, rec.fanout, rec.result_read = nil, nil, nil
     return rec
   end)
 end
@@ -392,6 +392,27 @@ function M.update_fanout(id, fn)
     rec.fanout = fn(rec.fanout)
     return rec
   end)
+end
+
+--- Keeps the result line a server has read of its handed-off call's
+--- child until the job ends (the keeper, which reads the child on after
+--- that server, can no longer read it): a server killed before it records
+--- the job's end leaves the answer to the keeper (M.result_read). Refused
+--- once the job has ended (which drops it). Never shown (M.get leaves it
+--- out).
+function M.keep_read(id, line)
+  return mutate(id, function(rec)
+    if M.TERMINAL[rec.status] then return nil end
+    rec.result_read = line
+    return rec
+  end)
+end
+
+--- The line M.keep_read kept for running job id, or nil.
+function M.result_read(id)
+  local rec = read(id)
+  return rec and not M.TERMINAL[rec.status] and type(rec.result_read) == "string" and
+    rec.result_read or nil
 end
 
 --- The bearer token of job id's 2026 task: 128 random bits, made and
@@ -471,7 +492,7 @@ function M.cancel(id, force, why)
     if not force then outcome = "running"; return nil end
     r.status, r.completed_at = "cancelled", core.task.time()
     r.error = why or "Cancelled while running; the subprocess was killed"
-    r.process, r.fanout = nil, nil
+    r.process, r.fanout, r.result_read = nil, nil, nil
     deny_pending(r)
     outcome = "cancelled_running"
     return r
