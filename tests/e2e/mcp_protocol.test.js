@@ -531,6 +531,22 @@ describe('progress', () => {
     });
   }
 
+  test('43: a numeric token a double does not keep as printed comes back as the client wrote it', async (t) => {
+    const { srv } = serverWithAgent(t);
+    await srv.init();
+    for (const token of ['123456789012345', '9007199254740993', '-100000000000000', '1.5']) {
+      const id = `tok-${token}`;
+      srv.write(`{"jsonrpc":"2.0","id":${JSON.stringify(id)},"method":"tools/call","params":{"name":"dispatch_stream",` +
+        `"arguments":{"agent":"a","task":"go [stub:progress=2] [stub:interval=0.05]"},"_meta":{"progressToken":${token}}}}\n`);
+      assert.ok(await waitUntil(() => srv.responsesTo(id).length === 1, 15000), `no answer for ${token}`);
+      const raws = srv.messages.filter((m) => m.msg.method === 'notifications/progress' &&
+        m.raw.includes(`"progressToken":${token},`));
+      assert.ok(raws.length >= 2, `token ${token} not echoed as written: ` +
+        JSON.stringify(srv.messages.filter((m) => m.msg.method === 'notifications/progress').map((m) => m.raw).slice(-3)));
+    }
+    await srv.close();
+  });
+
   test('45: no progress without a progressToken', async (t) => {
     const { srv } = serverWithAgent(t, { env: { AGENT_DISPATCH_MCP_HEARTBEAT: '0.2' } });
     await srv.init();

@@ -361,6 +361,23 @@ local function text_result(text, is_error)
 end
 
 --- Runs tools/call in its own task. era: {modern=bool, version=, meta=}.
+--- The progress token of the request being read (line: its raw text),
+--- to echo: a number as written, digit for digit, when its double would
+--- come out otherwise (10^14 and above, or a fraction); else token.
+function M.token_text(token, line)
+  if type(token) ~= "number" or not line or
+      (math.tointeger(token) and math.abs(token) < 1e14) then
+    return token
+  end
+  local raw = core.json.raw_member(line, "params")
+  raw = raw and core.json.raw_member(raw, "_meta")
+  raw = raw and core.json.raw_member(raw, "progressToken")
+  if raw and raw:match("^%-?%d+%.?%d*[eE]?[-+]?%d*$") and not raw:match("^-?0%d") then
+    return json.raw(raw)
+  end
+  return token
+end
+
 function Server:call_tool(id, key, params, era)
   local name, args = params.name, params.arguments
   if type(name) ~= "string" then
@@ -772,6 +789,9 @@ function Server:message(msg, line)
     end
   end
   local meta = type(msg.params) == "table" and msg.params._meta
+  -- (a progress token past what a double keeps exactly as %.14g writes it
+  -- is echoed as written, as ids are: M.token_text)
+  self.line_now = line
   if type(meta) == "table" and meta[META_VERSION] ~= nil then
     return self:modern(id, key, msg, meta)
   end

@@ -195,8 +195,12 @@ local NO_META = {} -- (read only)
 function M.start(server, id, key, name, def, args, era)
   local meta = era.meta or NO_META
   local token = meta.progressToken
-  if type(token) == "number" then token = math.tointeger(token) or token end
-  if type(token) ~= "string" and type(token) ~= "number" then token = nil end
+  if type(token) == "number" then
+    token = math.tointeger(token) or token
+    token = mcp.token_text(token, server.line_now)
+  elseif type(token) ~= "string" then
+    token = nil
+  end
   local level = server.log_level
   if era.modern then level = meta[mcp.META_LEVEL] end -- per request, or none
   -- The call is its own in-flight entry. A 2026-07-28 call whose request
