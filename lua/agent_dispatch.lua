@@ -207,7 +207,7 @@ M.now = core.task.now
 M.json = { encode = json.encode, array = json.array,
   decode = function(text)
     if type(text) ~= "string" then return nil, "expected a string, got " .. type(text) end
-    return json.decode(text)
+    return json.decode_shaped(text) -- ([] stays [] when encoded again)
   end }
 
 return M

@@ -5,6 +5,8 @@
  *       one when the key is there twice, as cjson reads it) | nil
  *   core.json.may_overflow(text) -> whether text holds an exponent of
  *       three digits or a run of 309 digits (a number a double cannot hold)
+ *   core.json.mark_empty_arrays(text) -> text with each empty array
+ *       marked, or nil (ad.infra.json.decode_shaped)
  *   core.json.encoder(raw_mt, scalar, null) -> the encoder of ad.infra.json
  *       and its fixed-fields variant
  *       (json_encode.c)
@@ -169,11 +171,60 @@ static int l_may_overflow(lua_State *L)
     return 1;
 }
 
+/* The array that stands for an empty one in core.json.mark_empty_arrays'
+ * text: a string no JSON text has unescaped (a NUL) inside an array. */
+#define EMPTY_MARK "[\"\\u0000ad[]\"]"
+
+/* core.json.mark_empty_arrays(text) -> text with each empty array outside
+ * its strings ("[]", blanks allowed inside) written as EMPTY_MARK, or nil
+ * when it has none. lua-cjson decodes [] and {} alike (an empty table);
+ * ad.infra.json.decode_shaped decodes this text and turns each mark back
+ * into an array, so an answer's [] stays [] (its schema may say so). */
+static int l_mark_empty_arrays(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    luaL_Buffer b;
+    bool any = false;
+    size_t copied = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"') {
+            i = skip_string(s, n, i) - 1; /* (the loop steps past it) */
+            continue;
+        }
+        if (s[i] != '[') {
+            continue;
+        }
+        size_t j = i + 1;
+        while (j < n && (s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == '\r')) {
+            j++;
+        }
+        if (j < n && s[j] == ']') {
+            if (!any) {
+                luaL_buffinit(L, &b);
+                any = true;
+            }
+            luaL_addlstring(&b, s + copied, i - copied);
+            luaL_addstring(&b, EMPTY_MARK);
+            copied = j + 1;
+            i = j;
+        }
+    }
+    if (!any) {
+        lua_pushnil(L);
+        return 1;
+    }
+    luaL_addlstring(&b, s + copied, n - copied);
+    luaL_pushresult(&b);
+    return 1;
+}
+
 void bind_json_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"raw_member", l_raw_member},
         {"may_overflow", l_may_overflow},
+        {"mark_empty_arrays", l_mark_empty_arrays},
         {"encoder", bind_json_encoder},
         {NULL, NULL},
     };

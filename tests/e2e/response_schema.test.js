@@ -105,6 +105,28 @@ describe('response_schema', () => {
     await srv.close();
   });
 
+  for (const transport of ['live', 'oneshot']) {
+    test(`empty arrays stay arrays in structured_output and parsed_result, in the job record too (${transport})`,
+      async (t) => {
+        const { srv } = serve(t, `  transport: ${transport}\n`);
+        await srv.init();
+        const schema = { type: 'object', properties: { items: { type: 'array' }, m: { type: 'object' } } };
+        let { value } = await srv.call('dispatch', { agent: 'a', response_schema: schema,
+          task: '[stub:structured={"items":[],"m":{},"n":[[],[ ]]}] q' });
+        assert.strictEqual(value.success, true, JSON.stringify(value));
+        assert.deepStrictEqual(value.structured_output, { items: [], m: {}, n: [[], []] });
+        ({ value } = await srv.call('dispatch', { agent: 'a', response_format: 'json',
+          task: '[stub:json={"list":[],"obj":{},"s":"[]"}] as json' }));
+        assert.deepStrictEqual(value.parsed_result, { list: [], obj: {}, s: '[]' });
+        const job = await srv.call('dispatch_async', { agent: 'a', response_schema: schema,
+          task: '[stub:structured={"items":[]}] async' });
+        const w = await srv.call('dispatch_wait', { job_id: job.value.job_id, timeout_seconds: 30 },
+          { ms: 35000 });
+        assert.deepStrictEqual(w.value.result.structured_output, { items: [] }, JSON.stringify(w.value));
+        await srv.close();
+      });
+  }
+
   test('bad schemas are refused before anything runs, on every route', async (t) => {
     const { env, srv } = serve(t);
     await srv.init();

@@ -305,4 +305,23 @@ test("decoding: numbers a double cannot hold are refused; strings that look like
   eq(json.decode('{"s":"4e123","n":1.5e2}').n, 150)
 end)
 
+test("decode_shaped keeps every empty array an array, strings untouched", function()
+  for text, want in pairs{
+    ['[]'] = '[]',
+    ['[ \n ]'] = '[]',
+    ['{"a":[],"b":{},"c":[[],[{}]],"d":"[]","e":"x\\"[]"}'] =
+      '{"a":[],"b":{},"c":[[],[{}]],"d":"[]","e":"x\\"[]"}',
+    ['{"deep":[[[[[]]]]]}'] = '{"deep":[[[[[]]]]]}',
+    ['[1,[],"[]",{}]'] = '[1,[],"[]",{}]',
+    ['{"a":1}'] = '{"a":1}',
+  } do
+    eq(json.encode(json.decode_shaped(text)), want, text)
+  end
+  eq(json.decode_shaped("null"), nil)
+  local v, err = json.decode_shaped("[] x")
+  eq(v, nil)
+  ok(type(err) == "string", "an error for text that is not JSON")
+  eq(core.json.mark_empty_arrays('{"a":"[]"}'), nil, "no mark inside a string")
+end)
+
 return tap.done()

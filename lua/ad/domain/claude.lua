@@ -52,7 +52,18 @@ function M.event(line)
   local kind = obj.type
   if type(kind) ~= "string" then kind = "" end
   if kind == "assistant" then return kind, obj, progress_of(obj) end
+  if kind == "result" then M.shape_structured(obj, line) end
   return kind, obj
+end
+
+--- The structured_output of result object obj (decoded from text) as
+--- text has it: its empty arrays stay arrays (json.decode_shaped), as the
+--- schema it answers may require.
+function M.shape_structured(obj, text)
+  if type(obj.structured_output) == "table" then
+    local v = json.member_shaped(text, "structured_output")
+    if v ~= nil then obj.structured_output = v end
+  end
 end
 
 -- ---- the result object -------------------------------------------------------
@@ -192,7 +203,7 @@ function M.parse_json_reply(text)
     if #lines > 0 and lines[#lines]:sub(1, 3) == "```" then table.remove(lines) end
     t = util.strip(table.concat(lines, "\n"))
   end
-  return (json.decode(t))
+  return (json.decode_shaped(t))
 end
 
 --- F23: flags a result whose reported cost went over the budget.
@@ -349,6 +360,7 @@ function M.interpret(run, req)
   -- lines are only what was not one.
   if not req.stream and not run.live then
     payload = stdout ~= "" and object(json.decode(stdout)) or nil
+    if payload then M.shape_structured(payload, stdout) end
   end
   if run.truncated and not ((run.live or req.stream) and payload) then
     -- Over the cap (a line longer than it is dropped whole, in every

@@ -591,7 +591,7 @@ function M.run(req)
     local hit = cache:get(key)
     if hit then
       if log then log("info", "Cache hit for " .. req.agent_name .. ": " .. util.cut(req.task, 80)) end
-      r = result.new(json.decode(hit))
+      r = result.new(json.decode_shaped(hit))
       r.cached = true
       trace.instant(ctx, span_fields(req), "ok", r, later)
     end

@@ -161,6 +161,50 @@ function M.decode(text)
   return v
 end
 
+local EMPTY = "\0ad[]" -- (core.json.mark_empty_arrays' mark, decoded)
+
+-- Turns each marked table of v back into an empty array (json.array),
+-- however deep; returns v, or the array when v itself is one.
+local function unmark(v)
+  local function marked(t)
+    return type(t) == "table" and t[1] == EMPTY and rawlen(t) == 1 and next(t, 1) == nil
+  end
+  if marked(v) then return M.array() end
+  if type(v) ~= "table" then return v end
+  local stack = { v }
+  while #stack > 0 do
+    local t = table.remove(stack)
+    for k, x in pairs(t) do
+      if marked(x) then
+        t[k] = M.array() -- (assigning an existing key during pairs is allowed)
+      elseif type(x) == "table" then
+        stack[#stack + 1] = x
+      end
+    end
+  end
+  return v
+end
+
+--- M.decode, with every empty array of text kept an array (json.array):
+--- lua-cjson decodes [] and {} alike, and a value given back (an answer's
+--- parsed_result or structured_output, a script's data) must keep its
+--- shape. Costs a scan only when text holds an empty array.
+function M.decode_shaped(text)
+  if type(text) ~= "string" or not find(text, "%[%s*%]") then return M.decode(text) end
+  local marked = core.json.mark_empty_arrays(text)
+  if not marked then return M.decode(text) end
+  local v, err = M.decode(marked)
+  if v == nil then return nil, err end
+  return unmark(v)
+end
+
+--- The top-level member key of JSON object text, decoded as
+--- M.decode_shaped decodes (nil when absent or null).
+function M.member_shaped(text, key)
+  local raw = core.json.raw_member(text, key)
+  return raw and M.decode_shaped(raw)
+end
+
 --- Deep copy with JSON nulls turned into nil (for values read from JSON
 --- that policy code treats as Lua data).
 function M.denull(v)

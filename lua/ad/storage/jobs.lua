@@ -86,7 +86,8 @@ end
 local STATUSES = { pending = true, running = true, done = true, failed = true, cancelled = true }
 
 local function decode(text, id)
-  local rec = json.decode(text)
+  -- (shaped: a result's [] stays [] through the record)
+  local rec = json.decode_shaped(text)
   -- (a record is the job its file names: a copy under another name is not)
   if type(rec) ~= "table" or json.is_array(rec) or type(rec.id) ~= "string"
       or rec.id ~= id or not STATUSES[rec.status] then
