@@ -42,5 +42,22 @@ return function(data)
     end
   end
   assert(json.encode(r), "the result does not encode")
+  -- The shaped decode (parsed_result, structured_output) reads what the
+  -- plain one reads, the same but for [] where the plain one has {}.
+  local plain = json.decode(data)
+  local shaped = json.decode_shaped(data)
+  assert((plain == nil) == (shaped == nil), "the shaped decode disagrees on the text")
+  local function same(x, y, depth)
+    if type(x) ~= type(y) then return false end
+    if type(x) ~= "table" or depth > 1100 then return type(x) == "table" or x == y end
+    for k, v in pairs(x) do
+      if not same(v, y[k], depth + 1) then return false end
+    end
+    for k in pairs(y) do
+      if x[k] == nil then return false end
+    end
+    return true
+  end
+  assert(same(plain, shaped, 0), "the shaped decode changed more than []")
   return true
 end
