@@ -15,6 +15,8 @@
  */
 #include <assert.h>
 #include <limits.h>
+#include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -543,6 +545,60 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
                       "never ends?); stopped",
                    (double)t->budget_ns / 1e9);
     }
+}
+
+/* The stop guard (sched.h): the signal not yet taken by the loop, when it
+ * came (CLOCK_MONOTONIC ns), and the task it found running. */
+static volatile sig_atomic_t stop_pending;
+static volatile uint64_t stop_at_ns;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* async-signal-safe */
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void restore_hook(lua_State *L)
+{
+    struct task *t = S.running;
+    bool budget = t && t->budget_ns;
+    lua_sethook(L, budget ? budget_hook : NULL, budget ? LUA_MASKCOUNT : 0, 10000);
+}
+
+static void stop_hook(lua_State *L, lua_Debug *ar)
+{
+    budget_hook(L, ar); /* (it replaced the budget's check) */
+    if (!stop_pending) {
+        restore_hook(L); /* taken by the loop: nothing to stop */
+        return;
+    }
+    if (mono_ns() - stop_at_ns > (uint64_t)SCHED_STOP_GRACE_MS * 1000000u) {
+        int sig = stop_pending;
+        restore_hook(L);
+        luaL_error(L, "stopped by %s: the code ran for %d s after it without yielding "
+                      "(a loop that never ends?)",
+                   sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP",
+                   SCHED_STOP_GRACE_MS / 1000);
+    }
+}
+
+void sched_stop_signal(int signo)
+{
+    if (!stop_pending) {
+        stop_at_ns = mono_ns();
+    }
+    stop_pending = signo;
+    struct task *t = S.running;
+    if (t) {
+        /* lua_sethook may be called from a signal handler (lua.c's Ctrl-C) */
+        lua_sethook(t->co, stop_hook, LUA_MASKCOUNT, 1000);
+    }
+}
+
+void sched_stop_taken(void)
+{
+    stop_pending = 0;
 }
 
 void sched_set_budget(struct task *t, double seconds)

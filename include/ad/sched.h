@@ -95,6 +95,16 @@ size_t sched_live_tasks(void);
  * Coroutines the task creates inherit the check. */
 void sched_set_budget(struct task *t, double seconds);
 
+/* A stop signal (SIGINT, SIGTERM, SIGHUP) reaches Lua only through the
+ * loop, which code that never yields (a `while true do end` in a script or
+ * a hook) keeps from running: called from the signal handler, this arms a
+ * guard on the task running then, which raises an error in it once it has
+ * run STOP_GRACE_MS past the signal without yielding, unless the loop has
+ * taken the signal by then (sched_stop_taken). Async-signal-safe. */
+#define SCHED_STOP_GRACE_MS 2000
+void sched_stop_signal(int signo);
+void sched_stop_taken(void);
+
 /* While a task with a budget runs, the Lua heap may grow by a bounded
  * amount between two yields; past it allocations fail ("not enough
  * memory"). The message naming the budget if that happened to t since it

@@ -5,8 +5,10 @@
  * The handlers are installed on the first wait and stay installed until
  * shutdown (bind_signal_close, which then ignores the stop signals for the
  * bounded rest of the exit); they are unref'd so they never keep the
- * loop alive by themselves. A signal wakes every task waiting at the time;
- * no handler ever touches a Lua state (the loop delivers the signal). */
+ * loop alive by themselves. A signal wakes every task waiting at the time
+ * (the loop delivers it); the handler itself only arms the scheduler's
+ * stop guard (sched_stop_signal: a hook on the running coroutine, as
+ * lua.c's Ctrl-C does), for code that never yields to the loop. */
 #include <signal.h>
 #include <stdbool.h>
 
@@ -24,9 +26,29 @@ static struct {
     int nwaiters;
 } S;
 
+/* libuv's handler of each stop signal, which ours calls (chained). */
+static struct sigaction uv_action[3];
+
+static int sig_index(int signo)
+{
+    return signo == SIGINT ? 0 : signo == SIGTERM ? 1 : 2;
+}
+
+/* Ours first: code that never yields keeps the loop from delivering the
+ * signal, so the scheduler's stop guard is armed too (sched.h). */
+static void chained(int signo)
+{
+    sched_stop_signal(signo);
+    void (*uv_handler)(int) = uv_action[sig_index(signo)].sa_handler;
+    if (uv_handler != SIG_DFL && uv_handler != SIG_IGN) {
+        uv_handler(signo);
+    }
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     (void)h;
+    sched_stop_taken();
     const char *name = signum == SIGINT ? "SIGINT"
                        : signum == SIGTERM ? "SIGTERM" : "SIGHUP";
     int n = S.nwaiters;
@@ -59,6 +81,13 @@ static int l_wait_signal(lua_State *L)
             uv_signal_init(sched_loop(), &S.sig[i]);
             uv_signal_start(&S.sig[i], on_signal, sigs[i]);
             uv_unref((uv_handle_t *)&S.sig[i]);
+            struct sigaction ours;
+            if (sigaction(sigs[i], NULL, &uv_action[i]) == 0 &&
+                !(uv_action[i].sa_flags & SA_SIGINFO)) {
+                ours = uv_action[i];
+                ours.sa_handler = chained;
+                sigaction(sigs[i], &ours, NULL);
+            }
         }
     }
     if (S.nwaiters >= MAX_WAITERS) {

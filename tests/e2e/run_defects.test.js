@@ -140,3 +140,32 @@ return true
   assert.strictEqual(r.code, 0, r.stderr);
   assert.match(r.stderr, /\[a \(aggregation\)\] started/, r.stderr);
 });
+
+test('a script or hook that never yields is still stopped by SIGINT or SIGTERM, with a clear message', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const s = script(env, 'spin.lua', 'local ad = require("agent_dispatch")\nad.sleep(0.1)\nwhile true do end\n');
+  let p = env.start(['run', s]);
+  const started = [p];
+  t.after(() => { for (const q of started) { try { q.child.kill('SIGKILL'); } catch { /* gone */ } } });
+  await sleep(700);
+  p.child.kill('SIGINT');
+  let r = await Promise.race([p.done, sleep(10000).then(() => null)]);
+  assert.ok(r, 'the script ran on after SIGINT');
+  assert.strictEqual(r.code, 130, r.stderr);
+  assert.match(r.stderr, /interrupted: .*spin\.lua:3: stopped by SIGINT: .*without yielding/);
+  // A looping before_dispatch hook of a CLI dispatch (no per-call budget there).
+  const dir = path.join(env.root, 'tools');
+  fs.mkdirSync(dir, { mode: 0o700 });
+  fs.writeFileSync(path.join(dir, 'h.lua'), 'hook("before_dispatch", function(r) while true do end end)\n',
+    { mode: 0o600 });
+  p = env.start(['dispatch', 'a', 'hello'], { env: { AGENT_DISPATCH_TOOLS_DIR: dir } });
+  started.push(p);
+  await sleep(900);
+  p.child.kill('SIGTERM');
+  r = await Promise.race([p.done, sleep(10000).then(() => null)]);
+  assert.ok(r, 'the dispatch ran on after SIGTERM');
+  assert.notStrictEqual(r.code, 0);
+  assert.match(r.stderr, /stopped by SIGTERM/);
+  assert.strictEqual(env.dispatches().length, 0);
+});

@@ -234,6 +234,12 @@ function M.main(argv)
       io.stderr:write("agent-dispatch: interrupted; every running child was stopped\n")
       return 130
     end
+    if type(value) == "table" and type(value.script_error) == "string" and
+        value.script_error:find(": stopped by SIG", 1, true) then
+      -- (a signal the loop could not deliver: the script never yielded)
+      io.stderr:write("agent-dispatch: interrupted: ", value.script_error, "\n")
+      return 130
+    end
     if type(value) == "table" and value.script_error then
       io.stderr:write("Error: ", value.script_error, "\n")
       if verbose then io.stderr:write(value.traceback:gsub("^\n", ""), "\n") end
