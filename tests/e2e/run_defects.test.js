@@ -169,3 +169,13 @@ test('a script or hook that never yields is still stopped by SIGINT or SIGTERM, 
   assert.match(r.stderr, /stopped by SIGTERM/);
   assert.strictEqual(env.dispatches().length, 0);
 });
+
+test("a script's bare coroutine.yield() is reported as its error, not as an interruption", (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const s = script(env, 'y.lua', 'coroutine.yield(1)\n');
+  const r = env.run(['run', s]);
+  assert.strictEqual(r.code, 1, r.stderr);
+  assert.match(r.stderr, /coroutine\.yield\(\) was called directly/);
+  assert.ok(!/interrupted/.test(r.stderr), r.stderr);
+});

@@ -625,3 +625,28 @@ test('redact reaches the keys of parsed_result and strings nested past 64 levels
   assert.strictEqual(d, 'sk-REDACTED');
   await srv.close();
 });
+
+test('a before_dispatch hook that leaves a bad task or context fails the call naming the hook; nothing runs', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const dir = toolsDir(env, { 'bad.lua': `
+hook("before_dispatch", function(req)
+  if req.task:find("number") then req.task = 5
+  elseif req.task:find("empty") then return { task = "  " }
+  elseif req.task:find("table") then return { context = { "x" } } end
+end)
+` });
+  const srv = await serveWith(env, { AGENT_DISPATCH_TOOLS_DIR: dir });
+  for (const [task, why] of [['number', /task must be a string, got number/], ['empty', /task is empty/],
+    ['table', /context must be a string, got table/]]) {
+    const c = await srv.call('dispatch', { agent: 'a', task });
+    assert.strictEqual(c.isError, true, c.text);
+    assert.match(c.text, /before_dispatch hook in bad\.lua.* left a bad request: /);
+    assert.match(c.text, why);
+    assert.ok(!/internal error|bug in agent-dispatch/i.test(c.text), c.text);
+  }
+  assert.strictEqual(env.dispatches().length, 0);
+  const ok = await srv.call('dispatch', { agent: 'a', task: 'fine' });
+  assert.strictEqual(ok.value.success, true, ok.text);
+  await srv.close();
+});

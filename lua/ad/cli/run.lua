@@ -224,6 +224,12 @@ function M.main(argv)
   -- Background jobs the script left running are stopped, not orphaned.
   if package.loaded["ad.domain.async"] then package.loaded["ad.domain.async"].shutdown() end
   if timed_out then return 124 end
+  if not ok and not sig_done and type(pcall_ok) == "string" and
+      pcall_ok:find("coroutine.yield() was called directly", 1, true) then
+    -- (the script's own mistake, not an interruption)
+    io.stderr:write("Error: ", path, ": ", pcall_ok, "\n")
+    return 1
+  end
   if not ok then
     -- The main task itself was cancelled before it could catch anything.
     io.stderr:write("agent-dispatch: interrupted\n")

@@ -276,8 +276,29 @@ function M.before_dispatch(req)
         if res[k] ~= nil then req[k] = res[k] end
       end
     end
+    -- What the hook left (returned, or set on req) is checked as a
+    -- request's own fields are: nothing else would name the hook.
+    local bad = M.view_error(req)
+    if bad then
+      return false, "before_dispatch hook in " .. where(h) .. " left a bad request: " .. bad
+    end
   end
   return true
+end
+
+--- Why the view a before_dispatch hook left cannot be dispatched (task a
+--- non-empty string; context, caller, goal strings or nil), or nil.
+function M.view_error(view)
+  if type(view.task) ~= "string" then
+    return "task must be a string, got " .. type(view.task)
+  elseif not view.task:find("%S") then
+    return "task is empty"
+  end
+  for _, k in ipairs({ "context", "caller", "goal" }) do
+    if view[k] ~= nil and type(view[k]) ~= "string" then
+      return k .. " must be a string, got " .. type(view[k])
+    end
+  end
 end
 
 --- Runs the after_result hooks; returns the (possibly replaced) result.
