@@ -43,9 +43,30 @@ C.run = {
   end,
 }
 
+-- A command family that cannot be loaded (a broken override in the
+-- user's Lua directory) takes only its own commands away: the others,
+-- doctor and `lua list` among them, still work and say what is wrong.
+M.broken = {}
 for _, family in ipairs({ "agents", "test", "dispatch", "doctor", "groups", "jobs", "wait", "trace",
     "lua", "steer", "approve", "live" }) do
-  for name, cmd in pairs(require("ad.cli." .. family)) do C[name] = cmd end
+  local ok, cmds = pcall(require, "ad.cli." .. family)
+  if ok and type(cmds) ~= "table" then
+    ok, cmds = false, "it returned " .. type(cmds) .. ", not a table of commands"
+  end
+  if ok then
+    for name, cmd in pairs(cmds) do C[name] = cmd end
+  else
+    M.broken[#M.broken + 1] = "ad/cli/" .. family .. ".lua: " ..
+      tostring(type(cmds) == "table" and cmds.message or cmds):gsub("\n.*", "")
+  end
+end
+
+-- The note on the families that could not be loaded, or nil.
+local function broken_note()
+  if #M.broken == 0 then return nil end
+  return "Some commands are unavailable: their module could not be loaded (" ..
+    table.concat(M.broken, "; ") .. "). An override in your Lua directory? '" .. PROG ..
+    " lua list' shows the overrides."
 end
 
 M.ORDER = { "serve", "init", "add", "update", "remove", "list", "describe", "test", "dispatch", "doctor",
@@ -57,7 +78,11 @@ function M.usage()
     "  Delegate tasks from Claude Code to Claude Code agents in other project",
     "  directories.", "", "Commands:" }
   for _, name in ipairs(M.ORDER) do
-    lines[#lines + 1] = string.format("  %-10s %s", name, C[name].summary or "")
+    if C[name] then lines[#lines + 1] = string.format("  %-10s %s", name, C[name].summary or "") end
+  end
+  if broken_note() then
+    lines[#lines + 1] = ""
+    lines[#lines + 1] = broken_note()
   end
   lines[#lines + 1] = ""
   lines[#lines + 1] = "Run '" .. PROG .. " COMMAND --help' (or '" .. PROG ..
@@ -174,7 +199,15 @@ function M.main(argv)
     return 0
   end
   local cmd = C[first]
+  local note = broken_note()
+  local known = false
+  for _, n in ipairs(M.ORDER) do known = known or n == first end
+  if not cmd and note and known then
+    err("Error: '", first, "' is not available. ", note)
+    return 1
+  end
   if not cmd then return no_such_command(PROG .. " [--version] COMMAND [ARGS]...", first, M.ORDER) end
+  if note then err("Warning: ", note) end
   return run_command("", first, cmd, { table.unpack(argv, 2) })
 end
 

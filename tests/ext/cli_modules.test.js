@@ -125,3 +125,25 @@ test('a broken agents.yaml is reported with the same words by the CLI, doctor, s
   assert.match(r.value.error, /^Config at .*agents\.yaml could not be loaded: it is not valid YAML: line/);
   await srv.close();
 });
+
+test('a broken override of one command family takes only its commands: doctor and lua list still work, saying why', (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const dir = writeTree(path.join(env.root, 'userlua'), { 'ad/cli/jobs.lua': 'error("broken on purpose")\n' });
+  const e = { AGENT_DISPATCH_USER_LUA_DIR: dir };
+  const jobs = env.run(['jobs'], { env: e });
+  assert.strictEqual(jobs.code, 1, jobs.stderr);
+  assert.match(jobs.stderr, /'jobs' is not available\. .*ad\/cli\/jobs\.lua: .*broken on purpose/);
+  assert.ok(!/stack traceback/.test(jobs.stderr), jobs.stderr);
+  const list = env.run(['lua', 'list'], { env: e });
+  assert.strictEqual(list.code, 0, list.stderr);
+  assert.match(list.stderr, /Warning: Some commands are unavailable/);
+  const doctor = env.run(['doctor'], { env: e });
+  assert.match(doctor.stdout + doctor.stderr, /ad\/cli\/jobs\.lua: .*broken on purpose/);
+  const help = env.run(['--help'], { env: e });
+  assert.strictEqual(help.code, 0, help.stderr);
+  assert.match(help.stdout, /Some commands are unavailable/);
+  writeTree(dir, { 'ad/cli/jobs.lua': 'return 42\n' });
+  const n = env.run(['jobs'], { env: e });
+  assert.match(n.stderr, /it returned number, not a table of commands/);
+});
