@@ -807,9 +807,16 @@ describe('dual era', () => {
     const { srv } = serverWithAgent(t, { env: { AGENT_DISPATCH_MCP_ERA: 'legacy' } });
     assertError(await srv.request('server/discover', { _meta: modernMeta() }, { id: 'server-discover-probe-1' }),
       -32601, 'server-discover-probe-1');
+    // A legacy-only server serves nothing before the handshake, 2026
+    // metadata or not, and serves the 2025 way after it.
+    assertError(await srv.request('tools/list', { _meta: modernMeta() }, { id: 'early' }), -32600, 'early');
     const r = await srv.request('initialize', { protocolVersion: '2025-11-25', capabilities: {},
       clientInfo: { name: 'claude-code', version: '2.1.328' } }, { id: 0 });
     assert.strictEqual(r.result.protocolVersion, '2025-11-25');
+    srv.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    const l = await srv.request('tools/list', { _meta: modernMeta() }, { id: 'after' });
+    assert.ok(Array.isArray(l.result.tools), JSON.stringify(l));
+    assert.strictEqual(l.result.resultType, undefined, 'served the 2026 way');
     await srv.close();
   });
 });

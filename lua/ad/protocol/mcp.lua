@@ -29,6 +29,7 @@ M.LEGACY = { "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05" }
 M.SUPPORTED = { "2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05" }
 -- Seconds between progress beats of a long call. The environment knob
 -- exists so tests can observe beats without waiting minutes.
+M.LEGACY_ONLY = os.getenv("AGENT_DISPATCH_MCP_ERA") == "legacy"
 M.HEARTBEAT = tonumber(os.getenv("AGENT_DISPATCH_MCP_HEARTBEAT") or "") or 25
 
 local META_VERSION = "io.modelcontextprotocol/protocolVersion"
@@ -626,11 +627,7 @@ function Server:modern(id, key, msg, meta)
   end
   local m = msg.method
   local params = type(msg.params) == "table" and msg.params or {}
-  if m == "server/discover" and os.getenv("AGENT_DISPATCH_MCP_ERA") == "legacy" then
-    -- Compatibility switch: behave as a legacy-only server, so clients
-    -- fall back to the initialize handshake.
-    return self:error(id, -32601, "Method not found: server/discover")
-  elseif m == "server/discover" then
+  if m == "server/discover" then
     return self:result(id, self:discover_result(), true)
   elseif m == "tools/list" then
     if params.cursor ~= nil and params.cursor ~= "" then
@@ -724,6 +721,8 @@ function Server:legacy(id, key, msg)
       { "protocolVersion", "capabilities", "serverInfo", "instructions" }))
   elseif m == "ping" then
     return self:result(id, json.object({}, {}))
+  elseif m == "server/discover" and M.LEGACY_ONLY then
+    return self:error(id, -32601, "Method not found: server/discover")
   elseif m == "server/discover" then
     return self:error(id, -32602, "Invalid params: server/discover needs _meta." .. META_VERSION)
   end
@@ -792,7 +791,10 @@ function Server:message(msg, line)
   -- (a progress token past what a double keeps exactly as %.14g writes it
   -- is echoed as written, as ids are: M.token_text)
   self.line_now = line
-  if type(meta) == "table" and meta[META_VERSION] ~= nil then
+  -- AGENT_DISPATCH_MCP_ERA=legacy: a legacy-only server, which reads the
+  -- 2026 metadata as any other _meta (server/discover is then unknown,
+  -- and the client falls back to the initialize handshake).
+  if type(meta) == "table" and meta[META_VERSION] ~= nil and not M.LEGACY_ONLY then
     return self:modern(id, key, msg, meta)
   end
   return self:legacy(id, key, msg)
