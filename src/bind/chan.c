@@ -3,6 +3,8 @@
  *   core.chan.stdin_read() -> line | nil (end of input) | false, "too_long"
  *   core.chan.stdout_write(s) -> true | nil, "closed"
  *   core.chan.stdout_drain([timeout]) -> true | nil, "timeout"
+ *   core.chan.stdout_backlog() -> bytes written to stdout and not yet taken
+ *       by the client (what a notification that may be dropped looks at)
  *   core.chan.stderr_write(s) -> true | false (dropped: stderr is full)
  *
  * Input is split into lines bounded by max_line (64 MiB): an over-long line
@@ -434,6 +436,12 @@ static int l_stdout_write(lua_State *L)
     return 1;
 }
 
+static int l_stdout_backlog(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)C.out_pending);
+    return 1;
+}
+
 /* ---- log (stderr) -------------------------------------------------------- */
 
 static void err_open(void)
@@ -592,6 +600,7 @@ void bind_chan_register(lua_State *L)
     static const luaL_Reg fns[] = {
         {"stdin_read", l_stdin_read},
         {"stdout_write", l_stdout_write},
+        {"stdout_backlog", l_stdout_backlog},
         {"stdout_drain", l_stdout_drain},
         {"stderr_write", l_stderr_write},
         {NULL, NULL},

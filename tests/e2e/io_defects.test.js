@@ -338,4 +338,29 @@ describe('a client that does not read', () => {
   });
 });
 
+test('a client that stops reading while a call streams progress: memory stays bounded, the reply still comes', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const srv = env.serve();
+  await srv.init();
+  const N = 100000;
+  const hwm = () => Number(/VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${srv.child.pid}/status`, 'utf8'))[1]);
+  srv.child.stdout.pause(); // the client stops reading
+  srv.send({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'dispatch_stream',
+    arguments: { agent: 'a', task: `p [stub:progress=${N}] [stub:interval=0]` }, _meta: { progressToken: 'tok' } } });
+  assert.ok(await waitUntil(() => env.dispatches().length === 1, 15000), 'the child started');
+  const child = env.dispatches()[0].pid;
+  const alive = (pid) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+  assert.ok(await waitUntil(() => !alive(child), 60000), 'the child ran to its end');
+  await sleep(300);
+  const peak = hwm();
+  srv.child.stdout.resume();
+  assert.ok(await waitUntil(() => srv.responsesTo(1).length === 1, 60000), 'the reply came');
+  const prog = srv.notifications('notifications/progress').length;
+  assert.ok(prog < N, `every one of ${N} progress notifications was held for the client`);
+  if (!SANITIZED) assert.ok(peak < 48 * 1024, `peak RSS ${peak} kB with the client not reading`);
+  assert.match(srv.stderr, /the client is not reading its output/);
+  await srv.close();
+});
+
 module.exports = { serverWithAgent, assertError };

@@ -74,7 +74,23 @@ function Call:heartbeat(message)
   self:notify(value, total and value < total and total or nil, message)
 end
 
+-- Whether a notification may go out now: a client that does not read
+-- what it is sent would otherwise hold every progress and log line of
+-- every running call in memory (replies are never dropped; these are
+-- superseded by the next one anyway). The first one dropped is logged.
+function Call:may_notify()
+  if core.chan.stdout_backlog() <= M.NOTE_BACKLOG then return true end
+  if not self.dropping then
+    self.dropping = true
+    io.stderr:write(log_stamp(), " WARNING the client is not reading its output (over ",
+      M.NOTE_BACKLOG >> 20, " MiB waiting): progress and log notifications of ", self.name,
+      " are dropped until it does\n")
+  end
+  return false
+end
+
 function Call:notify(value, total, message)
+  if not self:may_notify() then return end
   local p = json.object({ progressToken = self.token, progress = value,
                           total = total }, { "progressToken", "progress", "total", "message" })
   if self.era.version ~= "2024-11-05" and message then
@@ -105,7 +121,7 @@ function Call:log(lvl, msg)
   io.stderr:write(log_stamp() .. " " .. (TAGS[lvl] or lvl:upper()) .. " " .. msg .. "\n")
   local level, LEVELS = self.level, mcp.LEVELS
   if level and LEVELS[lvl] and LEVELS[lvl] >= LEVELS[level] and not self.done
-      and not self.cancelled then
+      and not self.cancelled and self:may_notify() then
     self.server:send_line(M.log_note(lvl, msg))
   end
 end
@@ -188,6 +204,10 @@ local function run_call_then_deferred(call, def, args, ctx)
 end
 
 local NO_META = {} -- (read only)
+
+--- Bytes of output waiting for the client past which notifications are
+--- dropped (the stdin gate holds requests at 4 MiB: src/bind/chan.c).
+M.NOTE_BACKLOG = 1 << 20
 
 --- Starts the call (checked by Server:call_tool: name, def, args; key not
 --- in flight) on a task of its own. era: {modern, version, meta, elicits,
