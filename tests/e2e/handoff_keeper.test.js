@@ -361,6 +361,31 @@ describe('handed-off calls and the keeper', () => {
       await env.assertNoLeftovers();
     });
 
+  test('a session turn the keeper runs after its server stopped: the next server\'s turn of it waits for it', async (t) => {
+    const { env, srv } = await start(t);
+    const first = await srv.call('dispatch_session', { agent: 'a', task: 'turn-1' });
+    const sid = first.value.session_id;
+    const g = gate(env.root);
+    const { value } = await srv.call('dispatch_session', { agent: 'a', session_id: sid,
+      task: `[stub:until_file=${g.path}][stub:reply=turn two] turn-2`, handoff_after_seconds: 1 });
+    assert.strictEqual(value.status, 'running', JSON.stringify(value));
+    await stopLikeClaudeCode(srv);
+    const srv2 = env.serve();
+    await srv2.init();
+    const third = srv2.call('dispatch_session', { agent: 'a', session_id: sid, task: 'turn-3' }, { ms: 60000 });
+    const onSession = () => env.dispatches().filter((e) => e.argv.includes(sid) && alive(e.pid));
+    await sleep(1500);
+    assert.strictEqual(onSession().length, 1, `two processes on session ${sid}`);
+    g.open();
+    const r = await third;
+    assert.strictEqual(r.value.success, true, JSON.stringify(r.value));
+    const w = await srv2.call('dispatch_wait', { job_id: value.job_id, timeout_seconds: 30 }, { ms: 35000 });
+    assert.strictEqual(w.value.status, 'done', JSON.stringify(w.value));
+    assert.match(w.value.result.result, /turn-2/);
+    await srv2.close();
+    await env.assertNoLeftovers();
+  });
+
   test('with jobs_outlive_server off there is no keeper: the child is the server\'s', async (t) => {
     const { env, srv } = await start(t, '  jobs_outlive_server: false\n');
     const id = await handOff(srv, '[stub:sleep=2] no keeper');

@@ -552,6 +552,11 @@ function M.wait(id, timeout, opts)
   end
 end
 
+--- True when job id is run by this process.
+function M.runs_here(id)
+  return registry[id] ~= nil
+end
+
 --- The runs of calls handed off to jobs (M.adopt) still running here.
 function M.handed_off()
   local out = {}

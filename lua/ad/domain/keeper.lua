@@ -147,7 +147,8 @@ local meta_of = M.meta
 function M.hand(run, rec)
   local req = run.req
   if not (req and req.keeper and run.pid and not run.finished) then return false end
-  local meta = json.encode(meta_of(run, rec))
+  local m = meta_of(run, rec)
+  local meta = json.encode(m)
   -- A remote agent's ssh: the keeper holds its input open (the far side
   -- ends everything when it closes) until its job runner has the result.
   -- A turn on a kept live process: the keeper gets its slot too (a
@@ -160,6 +161,9 @@ function M.hand(run, rec)
   run.kept = true
   if not (kstart and pgid) then return true end -- gone already: the record settles
   pcall(jobs.set_owner, rec.id, { pid = kp, start = kstart })
+  -- The session it works on: a later turn of it, in any server, waits for
+  -- this one to end (ad.domain.runner: two CLIs never share a transcript).
+  if type(m.session_id) == "string" then pcall(jobs.note_session, rec.id, m.session_id) end
   run.process = json.object({ pid = run.pid, pgid = pgid, start = start, server_pid = kp,
     server_start = kstart, mark = run.mark }, jobs.PROCESS_KEYS)
   pcall(jobs.set_process, rec.id, run.process)

@@ -356,11 +356,37 @@ local function turn_end(sid)
   if next_turn then next_turn:set(true) else session_turns[sid] = nil end
 end
 
+-- A turn of session sid handed off to a job that another process (a
+-- keeper, another server) still runs: this turn waits for it to end (at
+-- most timeout seconds), as it would for a turn of this process. The
+-- record names the session once the hand-off is done (ad.domain.keeper).
+-- Only a resume looks: a few running records are read.
+local function wait_foreign_turn(sid, timeout)
+  local jobs = require "ad.storage.jobs"
+  local async = require "ad.domain.async"
+  local ok, running = pcall(jobs.list, "running")
+  if not ok then return end
+  for _, rec in ipairs(running) do
+    if rec.session_id == sid and not async.runs_here(rec.id) and jobs.process_alive(rec) then
+      local r = async.wait(rec.id, timeout)
+      if r and not jobs.TERMINAL[r.status] then
+        return "The session " .. sid .. " is still in use by job " .. rec.id ..
+          " (a turn handed off earlier, still running after " .. util.num(timeout) ..
+          " s); wait for it with dispatch_wait, then continue the session."
+      end
+    end
+  end
+end
+
 local function execute_turn(req)
   local sid = req.session_id
   if not sid then return execute(req) end
   turn_begin(sid)
-  local ok, res = pcall(execute, req)
+  local ok, res = pcall(function()
+    local busy = wait_foreign_turn(sid, request.effective(req).timeout or 300)
+    if busy then return result.failure(req.agent_name, "cli_error", busy, { session_id = sid }) end
+    return execute(req)
+  end)
   turn_end(sid)
   if not ok then error(res, 0) end
   return res
