@@ -63,6 +63,21 @@ describe('changes and cancels in a running server', () => {
     await env.assertNoLeftovers();
   });
 
+  test('under settings.tree_budget_usd no warm pool is started (no process could take a request), and it says why', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: { warm: 2 } }, settings: '  tree_budget_usd: 5\n' });
+    const srv = serve(env);
+    await srv.init();
+    await srv.call('list_agents', {});
+    await sleep(1500);
+    assert.deepStrictEqual(poolModes(env), [], 'pool processes started');
+    assert.match(srv.stderr, /warm: 2 of agent a is not used: with settings\.tree_budget_usd/);
+    const { value } = await srv.call('dispatch', { agent: 'a', task: 'capped' });
+    assert.strictEqual(value.success, true, JSON.stringify(value));
+    await srv.close();
+    await env.assertNoLeftovers();
+  });
+
   test('lowering live_sessions.max ends the sessions kept past the new bound', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true }, settings: '  live_sessions:\n    max: 4\n' });

@@ -391,6 +391,8 @@ end
 --- Sets the wanted pool sizes from a config (agents with warm: N) and
 --- starts what is missing. Agents no longer wanting a pool, or whose entry
 --- changed, have theirs retired.
+local unusable_said = {} -- agents whose pool was said to be unusable
+
 function M.want(cfg)
   if stopping or not cfg then return end
   M.configure(cfg.settings)
@@ -408,9 +410,26 @@ function M.want(cfg)
       pool[name] = nil
     end
   end
+  -- Under a tree spend cap every request carries what is left of it (its
+  -- own --max-budget-usd), which no process started ahead can match: no
+  -- pool is kept then (said once).
+  local cap = cfg.settings and tonumber(cfg.settings.tree_budget_usd)
+  local capped = cap ~= nil and cap > 0 and cap < math.huge -- (as ad.domain.trace reads it)
   for _, name in ipairs(cfg.agent_names) do
     local a = cfg.agents[name]
-    if (a.warm or 0) > 0 and not a.host then
+    if capped and (a.warm or 0) > 0 and not a.host and not unusable_said[name] then
+      unusable_said[name] = true
+      io.stderr:write("agent-dispatch: warning: warm: ", a.warm, " of agent ", name, " is not ",
+        "used: with settings.tree_budget_usd every dispatch carries its own spend cap, which a ",
+        "process started ahead cannot take\n")
+    end
+    if capped then
+      if wants[name] then
+        wants[name] = nil
+        for _, e in ipairs(pool[name] or {}) do retire(e) end
+        pool[name] = nil
+      end
+    elseif (a.warm or 0) > 0 and not a.host then
       wants[name] = wants[name] or { want = a.warm, backoff = M.BACKOFF_MIN, next_at = 0 }
       wants[name].want = a.warm
       local list = pool[name] or {}
