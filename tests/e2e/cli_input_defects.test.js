@@ -414,4 +414,25 @@ describe('huge numbers of seconds', () => {
       assert.ok(Date.now() - started < 20000, `${name} took ${Date.now() - started} ms`);
     }
   });
+
+  test('a comma inside a tool rule\'s parentheses belongs to the rule (add, update, add_agent)', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    let r = env.run(['update', 'a', '--allowed-tools', 'Bash(git log --format=%H,%s), Read',
+      '--disallowed-tools', 'Bash(rm:*),Write(a,b)']);
+    assert.strictEqual(r.code, 0, r.stderr);
+    r = env.run(['dispatch', 'a', 'x [stub:echo_argv]', '--json']);
+    const argv = env.dispatches()[0].argv;
+    const after = (flag) => argv.flatMap((v, i) => (v === flag ? [argv[i + 1]] : []));
+    assert.deepStrictEqual(after('--allowedTools'), ['Bash(git log --format=%H,%s)', 'Read']);
+    assert.deepStrictEqual(after('--disallowedTools'), ['Bash(rm:*)', 'Write(a,b)']);
+    const srv = env.serve();
+    await srv.init();
+    const dir = env.project('b');
+    const add = await srv.call('add_agent', { name: 'b', directory: dir, description: 'b',
+      allowed_tools: 'Bash(npm run test,lint), Edit' });
+    assert.strictEqual(add.isError, false, add.text);
+    assert.match(env.readConfig(), /- Bash\(npm run test,lint\)\n\s+- Edit/);
+    await srv.close();
+  });
 });

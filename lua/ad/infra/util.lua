@@ -26,9 +26,21 @@ end
 --- "a, b ,,c" -> {"a", "b", "c"}
 function M.csv(s)
   local out = {}
-  for part in (s or ""):gmatch("[^,]+") do
-    part = M.strip(part)
-    if part ~= "" then out[#out + 1] = part end
+  s = s or ""
+  -- A comma inside parentheses belongs to its item: a tool rule such as
+  -- Bash(git log --format=%H,%s) is one rule.
+  local depth, from = 0, 1
+  for i = 1, #s + 1 do
+    local c = s:sub(i, i)
+    if c == "(" then
+      depth = depth + 1
+    elseif c == ")" and depth > 0 then
+      depth = depth - 1
+    elseif (c == "," and depth == 0) or c == "" then
+      local part = M.strip(s:sub(from, i - 1))
+      if part ~= "" then out[#out + 1] = part end
+      from = i + 1
+    end
   end
   return out
 end
