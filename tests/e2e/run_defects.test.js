@@ -179,3 +179,19 @@ test("a script's bare coroutine.yield() is reported as its error, not as an inte
   assert.match(r.stderr, /coroutine\.yield\(\) was called directly/);
   assert.ok(!/interrupted/.test(r.stderr), r.stderr);
 });
+
+test("os.exit in a script ends the run as its end does: that status, every child's group stopped", async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const s = script(env, 'ox.lua', 'local ad = require("agent_dispatch")\n' +
+    'ad.spawn(function() ad.dispatch{agent = "a", task = "x [stub:grandchild=60] [stub:hang]"} end)\n' +
+    'ad.sleep(0.5)\nos.exit(3)\n');
+  const r = env.run(['run', s]);
+  assert.strictEqual(r.code, 3, r.stderr);
+  assert.ok(await waitUntil(() => env.grandchildPid(), 5000), 'premise: the grandchild was started');
+  const g = env.grandchildPid();
+  assert.ok(await waitUntil(() => !alive(g), 5000), 'the grandchild outlived os.exit');
+  const traces = env.run(['traces']);
+  assert.doesNotMatch(traces.stdout, /running/, traces.stdout);
+  await env.assertNoLeftovers();
+});

@@ -179,7 +179,17 @@ function M.main(argv)
   local run_span = trace.start(tctx, { kind = "run",
     task = table.concat({ path, table.unpack(rest) }, " ") })
   trace.process = trace.under(tctx, run_span)
-  local main = core.task.spawn(function()
+  -- os.exit from the script ends the run the way its end does (children
+  -- and their groups stopped, the run's span ended), with that status: the
+  -- C exit it replaces would leave both behind.
+  local requested_exit, main
+  os.exit = function(code)
+    if code == true or code == nil then code = 0 elseif code == false then code = 1 end
+    requested_exit = math.tointeger(tonumber(code)) or 1
+    if main and core.task.current() ~= main then main:cancel() end
+    error(require("ad.infra.errors").new("cancelled", "os.exit"), 0)
+  end
+  main = core.task.spawn(function()
     -- A script that never yields would keep the --timeout timer from
     -- running: it may not run longer than that without yielding.
     if limit then core.task.set_budget(limit) end
@@ -216,13 +226,16 @@ function M.main(argv)
   end
   local stopped = timed_out or not ok or (not pcall_ok and type(value) == "table" and
     value.type == "cancelled")
-  trace.finish(run_span, stopped and "cancelled" or ((pcall_ok and value ~= false) and "ok" or "error"))
+  if requested_exit then stopped = false end
+  trace.finish(run_span, stopped and "cancelled" or
+    ((requested_exit == 0 or (pcall_ok and value ~= false)) and "ok" or "error"))
   if board then board.close() end
   local sig_done = watcher:done()
   watcher:cancel()
   if timer then timer:cancel() end
   -- Background jobs the script left running are stopped, not orphaned.
   if package.loaded["ad.domain.async"] then package.loaded["ad.domain.async"].shutdown() end
+  if requested_exit then return requested_exit end
   if timed_out then return 124 end
   if not ok and not sig_done and type(pcall_ok) == "string" and
       pcall_ok:find("coroutine.yield() was called directly", 1, true) then
