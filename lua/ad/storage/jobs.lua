@@ -86,8 +86,10 @@ end
 local STATUSES = { pending = true, running = true, done = true, failed = true, cancelled = true }
 
 local function decode(text, id)
-  -- (shaped: a result's [] stays [] through the record)
-  local rec = json.decode_shaped(text)
+  -- (shaped where an answer's [] must stay [] through the record: only a
+  -- record that carries one pays for it, a write holds the jobs lock)
+  local shaped = text:find('"structured_output"', 1, true) or text:find('"parsed_result"', 1, true)
+  local rec = shaped and json.decode_shaped(text) or json.decode(text)
   -- (a record is the job its file names: a copy under another name is not)
   if type(rec) ~= "table" or json.is_array(rec) or type(rec.id) ~= "string"
       or rec.id ~= id or not STATUSES[rec.status] then
