@@ -650,3 +650,23 @@ end)
   assert.strictEqual(ok.value.success, true, ok.text);
   await srv.close();
 });
+
+test('two tool files defining one custom tool: the later file is skipped and reported, the first answers', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const dir = toolsDir(env, {
+    'ok2.lua': 'tool{ name = "twin", description = "first", handler = function() return {from = "ok2"} end }\n',
+    'ok3.lua': 'tool{ name = "twin", description = "second", handler = function() return {from = "ok3"} end }\n' +
+      'tool{ name = "other", handler = function() return 1 end }\n',
+  });
+  const lt = env.run(['lua', 'tools'], { env: { AGENT_DISPATCH_TOOLS_DIR: dir } });
+  assert.strictEqual(lt.code, 1, lt.stdout + lt.stderr);
+  assert.ok(lt.stdout.split('\n').some((l) => l.includes('PROBLEM') &&
+    /ok3\.lua: tool 'twin' is defined in ok2\.lua already/.test(l)), lt.stdout);
+  const srv = await serveWith(env, { AGENT_DISPATCH_TOOLS_DIR: dir });
+  const c = await srv.call('twin', {});
+  assert.deepStrictEqual(c.value, { from: 'ok2' });
+  const names = (await listTools(srv)).map((x) => x.name);
+  assert.ok(!names.includes('other'), 'a skipped file registered a tool');
+  await srv.close();
+});

@@ -173,6 +173,7 @@ function M.load(define, builtin)
   table.sort(names)
   local count = 0
   local ad
+  local defined_in = {} -- custom tool name -> the file that defined it
   for _, name in ipairs(names) do
     if name:match("%.lua$") then
       local path = dir .. "/" .. name
@@ -218,16 +219,25 @@ function M.load(define, builtin)
           else
             local names_here = {}
             local refused = false
+            local seen = {}
             for _, def in ipairs(tools) do
               if builtin[def.name] and not def.override then
                 problem(path, path .. ": tool '" .. def.name .. "' is built in; set " ..
                   "override = true in its tool{} to replace it — file skipped")
                 refused = true
+              elseif defined_in[def.name] or seen[def.name] then
+                -- (one name, one tool: which one would answer is no one's guess)
+                problem(path, path .. ": tool '" .. def.name .. "' is defined " ..
+                  (seen[def.name] and "twice in this file" or ("in " .. defined_in[def.name] ..
+                  " already")) .. " — file skipped")
+                refused = true
               end
+              seen[def.name] = true
             end
             if not refused then
               for _, def in ipairs(tools) do
                 define(def)
+                defined_in[def.name] = name
                 names_here[#names_here + 1] = def.name
                 count = count + 1
               end
