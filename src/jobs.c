@@ -353,7 +353,10 @@ int jobs_index_write(const char *dir, const struct jobs_entry *e, size_t n)
     }
     int rc = fs_write_atomic_nofollow(path, buf, n * JOBS_INDEX_RECORD, 0600);
     free(buf);
-    return rc;
+    /* Written within one coarse clock tick of its rename, the new file's
+     * mtime can equal the directory's: it would read as stamped (fresh)
+     * before any writer said so. A writer that means it stamps it. */
+    return rc == 0 ? jobs_index_unstamp(dir) : rc;
 }
 
 int jobs_proc_identity(int pid, int *pgid, unsigned long long *start)

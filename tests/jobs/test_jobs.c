@@ -321,6 +321,12 @@ static void test_index(void)
     memset(&c, 0, sizeof c);
     CHECK_INT(jobs_index_scan(dir, NULL, collect, &c), 0);
     CHECK_INT(c.n, 0);
+    /* A written index is not fresh until stamped, even when its write and
+     * its rename fall in one tick of the file system's clock (which gave
+     * it the directory's mtime): its mtime is the epoch until then. */
+    CHECK_INT(stat(P(".index"), &sb), 0);
+    CHECK(sb.st_mtim.tv_sec == 0 && sb.st_mtim.tv_nsec == 0);
+    CHECK_INT(jobs_index_fresh(dir), 0);
 
     /* A torn last line (a full disk or a crash mid-append): the whole
      * lines before it still list and update; the next append cuts it off
