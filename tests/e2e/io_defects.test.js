@@ -328,7 +328,12 @@ describe('a client that does not read', () => {
     const dropped = Number(srv.stderr.match(/(\d+) log lines? dropped/)[1]);
     const kept = (srv.stderr.match(/Found 1 configured agents/g) || []).length;
     assert.ok(dropped > 0);
-    assert.strictEqual(kept + dropped, N, `kept ${kept} + dropped ${dropped}`);
+    // Every call's line is kept or counted as dropped; so may be the notice
+    // that notifications are dropped, said once each time stdout backs up
+    // past the gate (the dropped count does not say which lines it was).
+    const notices = (srv.stderr.match(/the client is not reading its output/g) || []).length;
+    assert.ok(kept + dropped - notices >= N && kept + dropped - notices <= N + 10,
+      `kept ${kept} + dropped ${dropped} for ${N} calls (${notices} notices kept)`);
     // Logging works normally again once stderr is read.
     srv.child.stdin.write('{"jsonrpc":"2.0","id":99999,"method":"tools/call","params":{"name":"list_agents"}}\n');
     assert.ok(await waitUntil(() => srv.ids.has(99999), 10000));

@@ -77,14 +77,19 @@ end
 -- Whether a notification may go out now: a client that does not read
 -- what it is sent would otherwise hold every progress and log line of
 -- every running call in memory (replies are never dropped; these are
--- superseded by the next one anyway). The first one dropped is logged.
+-- superseded by the next one anyway). Said once while it lasts.
+local dropping = false -- (said once per stretch of an unread output)
+
 function Call:may_notify()
-  if core.chan.stdout_backlog() <= M.NOTE_BACKLOG then return true end
-  if not self.dropping then
-    self.dropping = true
+  if core.chan.stdout_backlog() <= M.NOTE_BACKLOG then
+    dropping = false
+    return true
+  end
+  if not dropping then
+    dropping = true
     io.stderr:write(log_stamp(), " WARNING the client is not reading its output (over ",
-      M.NOTE_BACKLOG >> 20, " MiB waiting): progress and log notifications of ", self.name,
-      " are dropped until it does\n")
+      M.NOTE_BACKLOG >> 20, " MiB waiting): progress and log notifications are dropped ",
+      "until it does\n")
   end
   return false
 end
@@ -206,8 +211,8 @@ end
 local NO_META = {} -- (read only)
 
 --- Bytes of output waiting for the client past which notifications are
---- dropped (the stdin gate holds requests at 4 MiB: src/bind/chan.c).
-M.NOTE_BACKLOG = 1 << 20
+--- dropped: where the stdin gate stops taking requests (src/bind/chan.c).
+M.NOTE_BACKLOG = 4 << 20
 
 --- Starts the call (checked by Server:call_tool: name, def, args; key not
 --- in flight) on a task of its own. era: {modern, version, meta, elicits,
