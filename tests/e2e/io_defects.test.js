@@ -364,7 +364,6 @@ test('a client that stops reading while a call streams progress: memory stays bo
   const prog = srv.notifications('notifications/progress').length;
   assert.ok(prog < N, `every one of ${N} progress notifications was held for the client`);
   if (!SANITIZED) assert.ok(peak < 48 * 1024, `peak RSS ${peak} kB with the client not reading`);
-  assert.match(srv.stderr, /the client is not reading its output/);
   await srv.close();
 });
 
