@@ -118,10 +118,7 @@ function M.observe(run, req)
     r.keeper = true
     -- The last line the server read: if it is the result when the server
     -- stops, the server records it (the keeper can no longer read it).
-    r.on_output = function(line)
-      run.last_line = line
-      if run.kept then require("ad.domain.keeper").keep_read(run, line) end
-    end
+    r.on_output = require("ad.domain.keeper").output_observer(run)
   end
   run.req = r
   r.on_slot = function() return M.slot_gate(run) end

@@ -46,10 +46,7 @@ function M.run(req, after, answer, reply, log)
     req.keeper = true
     -- The last line the server read: if it is the result when the server
     -- stops, the server records it (the keeper can no longer read it).
-    req.on_output = function(line)
-      run.last_line = line
-      if run.kept then keeper.keep_read(run, line) end
-    end
+    req.on_output = keeper.output_observer(run)
   end
   req.on_span = function(span) run.span = span end
   -- The live child while it works: what a steer message to the job finds

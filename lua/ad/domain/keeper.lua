@@ -180,6 +180,16 @@ function M.keep_read(run, line)
   end
 end
 
+--- The on_output observer of a run whose child is the keeper's: the last
+--- line read (M.result_read at this server's stop) and, once the run is
+--- handed off, its result line kept in the record (M.keep_read).
+function M.output_observer(run)
+  return function(line)
+    run.last_line = line
+    M.keep_read(run, line)
+  end
+end
+
 --- The result of kept run (its req, argv, span, last_line) when the last
 --- line this server read is the child's result (as this server stops:
 --- the keeper cannot read it again), settled as the server's runner

@@ -402,19 +402,19 @@ function M.want(cfg)
     pool[name] = nil
   end
   changed_agents = {}
+  local function drop_pool(name)
+    wants[name] = nil
+    for _, e in ipairs(pool[name] or {}) do retire(e) end
+    pool[name] = nil
+  end
   for name in pairs(wants) do
     local a = cfg.agents[name]
-    if not a or (a.warm or 0) == 0 or a.host then
-      wants[name] = nil
-      for _, e in ipairs(pool[name] or {}) do retire(e) end
-      pool[name] = nil
-    end
+    if not a or (a.warm or 0) == 0 or a.host then drop_pool(name) end
   end
   -- Under a tree spend cap every request carries what is left of it (its
   -- own --max-budget-usd), which no process started ahead can match: no
   -- pool is kept then (said once).
-  local cap = cfg.settings and tonumber(cfg.settings.tree_budget_usd)
-  local capped = cap ~= nil and cap > 0 and cap < math.huge -- (as ad.domain.trace reads it)
+  local capped = cfg.settings and require("ad.domain.trace").cap_of(cfg.settings.tree_budget_usd)
   for _, name in ipairs(cfg.agent_names) do
     local a = cfg.agents[name]
     if capped and (a.warm or 0) > 0 and not a.host and not unusable_said[name] then
@@ -424,11 +424,7 @@ function M.want(cfg)
         "process started ahead cannot take\n")
     end
     if capped then
-      if wants[name] then
-        wants[name] = nil
-        for _, e in ipairs(pool[name] or {}) do retire(e) end
-        pool[name] = nil
-      end
+      if wants[name] then drop_pool(name) end
     elseif (a.warm or 0) > 0 and not a.host then
       wants[name] = wants[name] or { want = a.warm, backoff = M.BACKOFF_MIN, next_at = 0 }
       wants[name].want = a.warm

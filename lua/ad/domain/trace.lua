@@ -103,10 +103,13 @@ local function lower(a, b)
 end
 
 -- A positive number, or nil.
-local function cap_of(v)
+--- A spend cap as a setting or argument gives it: a positive finite
+--- number, else nil (no cap).
+function M.cap_of(v)
   v = tonumber(v)
   return (v and v > 0 and v < math.huge) and v or nil
 end
+local cap_of = M.cap_of
 
 --- The context a top-level call starts in: the process's own (a `run`
 --- script), the inherited one, or a new tree. The cap is the lowest of the
