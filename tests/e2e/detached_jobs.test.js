@@ -137,6 +137,9 @@ describe('jobs that outlive the server', () => {
       const runner = trackRunner(env, rec);
       assert.ok(await waitUntil(() => stubFor(env, 'kill-runner'), 5000), 'the stub started');
       const stub = stubFor(env, 'kill-runner');
+      // The stub logs before it forks: killed in between, it has no
+      // grandchild to leave behind.
+      assert.ok(await waitUntil(() => env.grandchildPid(), 5000), 'the stub started no grandchild');
       process.kill(runner, 'SIGKILL');
       assert.ok(await waitUntil(() => !alive(stub.pid), 5000), 'the child outlived its job runner');
       const srv = env.serve();

@@ -169,7 +169,9 @@ describe('handed-off calls and the keeper', () => {
         await waitUntil(() => (rec = readRec(env, ids[i])).status !== 'running', 15000);
         assert.strictEqual(rec.status, 'done', JSON.stringify(rec));
         assert.strictEqual(rec.result.result, `read by ${tool}`);
-        assert.strictEqual(rec.result.session_id, argAfter(spawned[i], '--session-id'));
+        // (Matched by prompt: under load the second child may log first.)
+        const child = spawned.find((e) => (e.prompt || '').includes(`reply=read by ${tool}]`));
+        assert.strictEqual(rec.result.session_id, argAfter(child, '--session-id'));
       }
       assert.ok(spawned.every((e) => alive(e.pid)), 'the children were not killed');
       assert.ok(await waitUntil(() => spawned.every((e) => !alive(e.pid)), 30000), 'they exit on their own');

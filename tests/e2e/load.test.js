@@ -45,8 +45,16 @@ test('500 concurrent requests at limit 20: each answered once, 20 children at mo
     await srv.init();
     // Warm up (first dispatch loads what later ones reuse), then measure.
     await srv.call('dispatch', { agent: 'a', task: 'warm up' });
-    await sleep(200);
-    const fd0 = fds(srv.child.pid);
+    // The baseline is taken once the warm-up child is gone and its pipes
+    // are closed (a starved sanitized server may still hold them 200 ms
+    // after the answer): no children, and the same count 300 ms apart.
+    await waitUntil(() => children(srv.child.pid) === 0, 15000);
+    let fd0 = fds(srv.child.pid);
+    for (let prev = -1, n = 0; fd0 !== prev && n < 50; n++) {
+      prev = fd0;
+      await sleep(300);
+      fd0 = fds(srv.child.pid);
+    }
     const links0 = fdLinks(srv.child.pid);
     const rss0 = status(srv.child.pid, 'VmRSS');
     const N = 500;
@@ -84,13 +92,13 @@ test('500 concurrent requests at limit 20: each answered once, 20 children at mo
     assert.strictEqual(env.dispatches().length, N + 1);
     // A child's last pipe may close a little after its answer: a leak is a
     // count that does not come back, not one read too early.
-    await waitUntil(() => fds(srv.child.pid) === fd0, 15000);
+    await waitUntil(() => fds(srv.child.pid) <= fd0, 15000);
     const fd1 = fds(srv.child.pid);
     const hwm = status(srv.child.pid, 'VmHWM');
     const rss1 = status(srv.child.pid, 'VmRSS');
     console.log(`# load: ${N} requests in ${elapsed} ms; peak children ${peakChildren}; ` +
       `RSS ${rss0} -> ${rss1} kB (peak ${hwm} kB); fds ${fd0} -> ${fd1}`);
-    assert.strictEqual(fd1, fd0, `open fds ${fd0} -> ${fd1}: ${JSON.stringify(links0)} -> ${JSON.stringify(fdLinks(srv.child.pid))}`);
+    assert.ok(fd1 <= fd0, `open fds ${fd0} -> ${fd1}: ${JSON.stringify(links0)} -> ${JSON.stringify(fdLinks(srv.child.pid))}`);
     if (!SANITIZED) assert.ok(hwm < 64 * 1024, `peak RSS ${hwm} kB`);
     await srv.close(10000);
   });
