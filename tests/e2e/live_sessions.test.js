@@ -106,6 +106,42 @@ test('a session continuation reuses the one live process for several turns', asy
   assert.ok(!alive(pid), 'the live process ended with the server');
 });
 
+test('two servers on one jobs directory: a turn in one makes the other\'s kept process of that session stale', async (t) => {
+  // Claude Code runs a server per session of its own; two of them (same
+  // config, same jobs directory) may continue one session in turn. A
+  // process kept by one never saw the turns the other ran: the next turn
+  // there must resume the transcript, not talk to the stale process.
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const a = serve(env);
+  const b = serve(env);
+  await a.init();
+  await b.init();
+  const first = await session(a, { agent: 'a', task: 'turn one' });
+  const sid = first.session_id;
+  const pidA = liveSpawns(env)[0].pid;
+  const two = await session(b, { agent: 'a', task: 'turn two', session_id: sid });
+  assert.strictEqual(two.session_id, sid);
+  assert.strictEqual(resumed(env).length, 1, 'server b resumed the session');
+  const three = await session(a, { agent: 'a', task: 'turn three', session_id: sid });
+  assert.strictEqual(three.session_id, sid);
+  assert.doesNotMatch(three.result, /turn one/, 'turn three went to the process that never saw turn two');
+  assert.strictEqual(resumed(env).length, 2, 'server a resumed the session');
+  assert.ok(await waitUntil(() => !alive(pidA), 10000), 'the stale process was not retired');
+  // And the other way round: b's process (kept after turn two) is stale now.
+  const pidB = resumed(env)[0].pid;
+  const four = await session(b, { agent: 'a', task: 'turn four', session_id: sid });
+  assert.doesNotMatch(four.result, /turn two/, 'turn four went to the process that never saw turn three');
+  assert.strictEqual(resumed(env).length, 3);
+  assert.ok(await waitUntil(() => !alive(pidB), 10000));
+  // A server's own kept process stays in use while nobody else ran a turn.
+  const five = await session(b, { agent: 'a', task: 'turn five', session_id: sid });
+  assert.match(five.result, /turn four/);
+  assert.strictEqual(resumed(env).length, 3);
+  await a.close();
+  await b.close();
+});
+
 test('a continuation with another argv, agent or environment falls back to --resume', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true } });

@@ -163,7 +163,10 @@ function M.hand(run, rec)
   pcall(jobs.set_owner, rec.id, { pid = kp, start = kstart })
   -- The session it works on: a later turn of it, in any server, waits for
   -- this one to end (ad.domain.runner: two CLIs never share a transcript).
-  if type(m.session_id) == "string" then pcall(jobs.note_session, rec.id, m.session_id) end
+  if type(m.session_id) == "string" then
+    pcall(jobs.note_session, rec.id, m.session_id)
+    pcall(require("ad.storage.session_marks").hand, m.session_id, rec.id)
+  end
   run.process = json.object({ pid = run.pid, pgid = pgid, start = start, server_pid = kp,
     server_start = kstart, mark = run.mark }, jobs.PROCESS_KEYS)
   pcall(jobs.set_process, rec.id, run.process)

@@ -50,6 +50,7 @@ local errors = require "ad.infra.errors"
 local channel = require "ad.domain.channel"
 local trace_file = require "ad.domain.trace_file"
 local slot_gate = require "ad.domain.slot"
+local marks = require "ad.storage.session_marks"
 
 local M = {}
 
@@ -308,15 +309,17 @@ end
 
 --- The idle live process of session sid, taken out of the registry for
 --- one turn (the caller owns it until keep or its end), when it belongs
---- to agent_name and was started with fingerprint fp. A process of that
---- session that does not match is retired (waited for: --resume must not
---- run beside it) and nil returned.
-function M.take_session(sid, agent_name, fp)
+--- to agent_name, was started with fingerprint fp and saw the session's
+--- last turn (mark: the session's turn mark read before this turn,
+--- ad.storage.session_marks; another token means another process ran a
+--- turn since). A process of that session that does not match is retired
+--- (waited for: --resume must not run beside it) and nil returned.
+function M.take_session(sid, agent_name, fp, mark)
   local e = sessions[sid]
   if not e then return nil end
   drop_session(sid)
   unwatch(e)
-  if e.agent ~= agent_name or e.fp ~= fp or not e.ch:alive() then
+  if e.agent ~= agent_name or e.fp ~= fp or e.mark ~= mark or not e.ch:alive() then
     retire(e, true)
     publish()
     return nil
@@ -346,6 +349,9 @@ function M.keep(entry)
   if not sid or not entry.ch:alive() then return false end
   entry.kind = "session"
   entry.since, entry.since_wall = now(), core.task.time()
+  -- A fresh session's process (or a warm one) makes the session's first
+  -- mark; a resumed one made its mark when its turn began (M.run).
+  if not entry.mark then entry.mark = marks.new_turn(sid) end
   local old = drop_session(sid)
   if old and old ~= entry then retire(old) end
   while n_sessions >= bounds.max do
@@ -598,7 +604,8 @@ end
 
 --- One turn of a request on a kept, pooled or newly spawned live process.
 --- o: argv (the live command line), env, cwd, text, req, timeout, budget,
---- resume (session id), fresh (the new session id of argv), grace, drain,
+--- resume (session id), mark (its turn mark before this turn, see
+--- take_session), fresh (the new session id of argv), grace, drain,
 --- cap (bytes of stray stdout kept), interrupt_grace. Returns the run
 --- table for ad.domain.claude.interpret (payload, info, lines, live,
 --- session_id, fresh), or nil when nothing here applies (the runner then
@@ -609,7 +616,7 @@ function M.run(o)
   local fp = M.fingerprint(req.agent_name, o.argv, o.env, o.cwd)
   local entry
   if o.resume then
-    entry = M.take_session(o.resume, req.agent_name, fp)
+    entry = M.take_session(o.resume, req.agent_name, fp, o.mark)
   else
     entry = M.take_warm(req.agent_name, fp)
   end
@@ -629,6 +636,9 @@ function M.run(o)
       slot:release()
       return { spawn_error = why }
     end
+    -- A resume in a new process: a turn other kept processes of the
+    -- session (in other servers) will not have seen.
+    if o.resume then entry.mark = marks.new_turn(o.resume) end
   end
   local ch = entry.ch
   local refused = req.on_spawn ~= nil and req.on_spawn(ch.pid) == false

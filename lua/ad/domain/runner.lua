@@ -36,6 +36,7 @@ local slot_gate = require "ad.domain.slot"
 local after_reply = require "ad.domain.after_reply"
 local state = require "ad.storage.state"
 local kept = util.lazy "ad.domain.live"
+local marks = util.lazy "ad.storage.session_marks"
 
 local M = {}
 
@@ -292,8 +293,11 @@ local function execute(req)
     local argv, refusal = cmdline.argv(req, path, resume, fresh, eff, live)
     if not argv then return result.failure(name, "cli_error", refusal) end
     local cwd, input = req.agent.directory, text
+    -- The session's turn mark as this turn begins: a kept process that
+    -- did not make it missed a turn run elsewhere (ad.storage.session_marks).
+    local mark = resume and marks.turn(resume)
     local kept_run = keep and kept.run{ argv = argv, env = env, cwd = cwd, text = text, req = req,
-      timeout = eff.timeout, budget = eff.budget, resume = resume, fresh = fresh,
+      timeout = eff.timeout, budget = eff.budget, resume = resume, mark = mark, fresh = fresh,
       grace = M.kill_grace, drain = M.drain, cap = M.MAX_OUTPUT,
       interrupt_grace = settings.interrupt_grace_seconds } or nil
     if kept_run then
@@ -302,6 +306,7 @@ local function execute(req)
         "claude refused --session-id")
     end
     keep = false -- nothing kept applied: the usual child
+    if resume then marks.new_turn(resume) end
     if ssh then
       argv, input = remote.command{ ssh = ssh.path, control_dir = ssh.control_dir,
         connect_timeout = ssh.connect_timeout, host = host, directory = req.agent.directory,
@@ -359,23 +364,24 @@ end
 -- A turn of session sid handed off to a job that another process (a
 -- keeper, another server) still runs: this turn waits for it to end (at
 -- most timeout seconds), as it would for a turn of this process. The
--- record names the session once the hand-off is done (ad.domain.keeper).
--- Only a resume looks: a few running records are read.
+-- hand-off marks the session (ad.storage.session_marks, ad.domain.keeper):
+-- a resume reads one small file, no record unless a hand-off is marked.
 local function wait_foreign_turn(sid, timeout)
+  local id = marks.handed(sid)
+  if not id then return end
   local jobs = require "ad.storage.jobs"
-  local async = require "ad.domain.async"
-  local ok, running = pcall(jobs.list, "running")
+  local ok, rec = pcall(jobs.get, id)
   if not ok then return end
-  for _, rec in ipairs(running) do
-    if rec.session_id == sid and not async.runs_here(rec.id) and jobs.process_alive(rec) then
-      local r = async.wait(rec.id, timeout)
-      if r and not jobs.TERMINAL[r.status] then
-        return "The session " .. sid .. " is still in use by job " .. rec.id ..
-          " (a turn handed off earlier, still running after " .. util.num(timeout) ..
-          " s); wait for it with dispatch_wait, then continue the session."
-      end
+  if rec and rec.session_id == sid and not jobs.TERMINAL[rec.status] and
+      not require("ad.domain.async").runs_here(id) and jobs.process_alive(rec) then
+    local r = require("ad.domain.async").wait(id, timeout)
+    if r and not jobs.TERMINAL[r.status] then
+      return "The session " .. sid .. " is still in use by job " .. id ..
+        " (a turn handed off earlier, still running after " .. util.num(timeout) ..
+        " s); wait for it with dispatch_wait, then continue the session."
     end
   end
+  marks.unhand(sid, id)
 end
 
 local function execute_turn(req)

@@ -683,6 +683,8 @@ function M.gc(max_age)
   -- The inboxes of jobs whose owner was killed (ad.storage.inbox): their
   -- own store, swept after this one's lock is given back.
   pcall(function() require("ad.storage.inbox").sweep() end)
+  -- The session turn marks (ad.storage.session_marks) of the same age.
+  pcall(function() require("ad.storage.session_marks").sweep(max_age) end)
   return purged
 end
 
