@@ -276,6 +276,13 @@ describe('JSON-RPC', () => {
     assertError(await srv.response(2), -32600, 2);
     srv.send({ jsonrpc: '2.0', id: 3, method: 'tools/list', params: 3 });
     assertError(await srv.response(3), -32600, 3);
+    // An empty array is an array too (it decodes as an empty table).
+    srv.send('{"jsonrpc":"2.0","id":4,"method":"tools/list","params":[]}');
+    assertError(await srv.response(4), -32602, 4);
+    srv.send('{"jsonrpc":"2.0","id":5,"method":"tools/list","params": [ ]}');
+    assertError(await srv.response(5), -32602, 5);
+    srv.send('{"jsonrpc":"2.0","id":6,"method":"tools/list","params":{}}');
+    assert.ok((await srv.response(6)).result.tools.length > 0);
     await srv.close();
   });
 
@@ -306,6 +313,38 @@ describe('JSON-RPC', () => {
     assertError(e, -32600, null);
     await sleep(150);
     assert.strictEqual(srv.messages.length, 3);
+    await srv.close();
+  });
+
+  test('23b: under 2025-03-26 a call inside a batch can be cancelled; the batch answers the rest', async (t) => {
+    const { env, srv } = serverWithAgent(t);
+    srv.allowBatch = true;
+    await srv.init('2025-03-26');
+    srv.send('[{"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"dispatch",' +
+      '"arguments":{"agent":"a","task":"batched [stub:hang]"}}},{"jsonrpc":"2.0","id":7,"method":"ping"}]');
+    assert.ok(await waitUntil(() => env.dispatches().length === 1, 10000), 'the batched call did not start');
+    const child = env.dispatches()[0];
+    srv.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'long', reason: 'changed my mind' } });
+    const arr = await srv.waitFor((m) => Array.isArray(m), 10000);
+    // The cancelled request gets no response (MCP: the receiver should not
+    // answer a cancelled request); the batch still answers the others.
+    assert.deepStrictEqual(arr.map((m) => m.id), [7]);
+    assert.ok(await waitUntil(() => !groupAlive(child.pgid), 10000), 'the cancelled call\'s child still runs');
+    await srv.close();
+  });
+
+  test('23c: under 2025-03-26 a resources/subscribe inside a batch delivers its updates', async (t) => {
+    const { srv } = serverWithAgent(t);
+    srv.allowBatch = true;
+    await srv.init('2025-03-26');
+    const { value } = await srv.call('dispatch_async', { agent: 'a', task: '[stub:sleep=1] subscribed in a batch' });
+    const uri = value.resource;
+    srv.send(JSON.stringify([{ jsonrpc: '2.0', id: 'sub', method: 'resources/subscribe', params: { uri } },
+      { jsonrpc: '2.0', id: 'p', method: 'ping' }]));
+    const arr = await srv.waitFor((m) => Array.isArray(m), 10000);
+    assert.deepStrictEqual(arr.map((m) => m.id).sort(), ['p', 'sub']);
+    const up = await srv.waitFor((m) => m.method === 'notifications/resources/updated' && m.params.uri === uri, 15000);
+    assert.strictEqual(up.params.uri, uri);
     await srv.close();
   });
 

@@ -37,6 +37,49 @@ describe('MCP tasks (2025-11-25)', () => {
     await plain.close();
   });
 
+  test('task-augmented calls refuse arguments that are not an object, as plain calls do', async (t) => {
+    const { env, srv } = serve(t);
+    await initTasks(srv);
+    for (const args of [['x', 'a string'], [[1], 'an array'], [7, 'a number']]) {
+      const r = await srv.request('tools/call', { name: 'dispatch', arguments: args[0], task: { ttl: 60000 } });
+      assert.ok(r.error, `${args[1]}: ${JSON.stringify(r)}`);
+      assert.strictEqual(r.error.code, -32602, JSON.stringify(r));
+      assert.match(r.error.message, /'arguments' must be an object/);
+    }
+    assert.strictEqual(env.dispatches().length, 0);
+    await srv.close();
+  });
+
+  test('a cancelled tasks/result request stops waiting and gets no response; the task runs on', async (t) => {
+    const { env, srv } = serve(t);
+    await initTasks(srv);
+    const g = require('./lib').gate(env.root);
+    const created = await srv.request('tools/call', { name: 'dispatch',
+      arguments: { agent: 'a', task: `[stub:until_file=${g.path}] [stub:reply=ran on] waited` }, task: { ttl: 60000 } });
+    const tid = created.result.task.taskId;
+    srv.send({ jsonrpc: '2.0', id: 'res-1', method: 'tasks/result', params: { taskId: tid } });
+    await new Promise((r) => setTimeout(r, 300));
+    srv.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'res-1' } });
+    await new Promise((r) => setTimeout(r, 300));
+    // The stopped wait costs nothing while the task runs on (no spinning).
+    const cpu = () => {
+      const st = require('node:fs').readFileSync(`/proc/${srv.child.pid}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      return Number(f[11]) + Number(f[12]);
+    };
+    const c0 = cpu();
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.ok(cpu() - c0 < 30, `the server used ${cpu() - c0} ticks in 1 s while idle`);
+    g.open();
+    // A second tasks/result (the id of the cancelled one free again) gets
+    // the answer; the cancelled one never does.
+    const res = await srv.request('tasks/result', { taskId: tid }, { id: 'res-1', ms: 10000 });
+    assert.match(JSON.parse(res.result.content[0].text).result, /ran on/);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.strictEqual(srv.responsesTo('res-1').length, 1, JSON.stringify(srv.responsesTo('res-1')));
+    await srv.close();
+  });
+
   test('76-77: task-augmented dispatch: working -> completed, tasks/result, status notification', async (t) => {
     const { srv } = serve(t);
     await initTasks(srv);

@@ -379,14 +379,21 @@ function M.token_text(token, line)
   return token
 end
 
+-- tools/call's arguments: absent, or an object. Returns the error message
+-- of anything else (the caller answers -32602).
+local function arguments_error(args)
+  if args ~= nil and (type(args) ~= "table" or (args[1] ~= nil and json.is_array(args))) then
+    return "Invalid params: 'arguments' must be an object"
+  end
+end
+
 function Server:call_tool(id, key, params, era)
   local name, args = params.name, params.arguments
   if type(name) ~= "string" then
     return self:error(id, -32602, "Invalid params: tools/call needs a string 'name'")
   end
-  if args ~= nil and (type(args) ~= "table" or (args[1] ~= nil and json.is_array(args))) then
-    return self:error(id, -32602, "Invalid params: 'arguments' must be an object")
-  end
+  local bad = arguments_error(args)
+  if bad then return self:error(id, -32602, bad) end
   ensure_tools()
   local def = tools.get(name)
   if not def then return self:error(id, -32602, "Unknown tool: " .. name) end
@@ -452,13 +459,44 @@ end
 
 -- ------------------------------------------------ tasks (2025-11-25) --
 
+--- A request answered later, by fn(reply) in a task of its own, held in
+--- flight under key so that notifications/cancelled reaches it: a
+--- cancelled request gets no response (reply does nothing), and with
+--- stoppable its task is stopped where it waits (tasks/result); without,
+--- its work goes on (a cancel or a delivery half done helps nobody).
+--- reply(how, ...) calls server[how](server, ...), how "result" or "error".
+function Server:later(id, key, stoppable, fn)
+  if key and self.inflight[key] then
+    return self:error(id, -32600, "Invalid Request: id " .. key:sub(3) ..
+      " is already in use by a request in flight")
+  end
+  local server, entry = self, { cancelled = false, done = false }
+  local function settle()
+    entry.done = true
+    if key and server.inflight[key] == entry then server.inflight[key] = nil end
+  end
+  local function reply(how, ...)
+    if entry.cancelled or entry.done then return end
+    settle()
+    return server[how](server, ...)
+  end
+  local t = core.task.spawn(function()
+    fn(reply)
+    settle()
+  end)
+  if stoppable then entry.task = t end
+  if key and not entry.done then self.inflight[key] = entry end
+end
+
 function Server:task_call(id, params)
   local T = require "ad.protocol.mcp_tasks"
   if not self.client_tasks or not T.TOOLS[params.name] then
     return self:error(id, -32601, "Method not found: " .. tostring(params.name) ..
       " cannot run as a task")
   end
-  local args = type(params.arguments) == "table" and params.arguments or {}
+  local bad = arguments_error(params.arguments)
+  if bad then return self:error(id, -32602, bad) end
+  local args = params.arguments or {}
   ensure_tools() -- T.create validates against the tool's schema
   local server = self
   core.task.spawn(function()
@@ -483,7 +521,9 @@ end
 
 function Server:modern_task_call(id, params)
   local X = require "ad.protocol.mcp_tasks_ext"
-  local args = type(params.arguments) == "table" and params.arguments or {}
+  local bad = arguments_error(params.arguments)
+  if bad then return self:error(id, -32602, bad) end
+  local args = params.arguments or {}
   ensure_tools() -- the job is checked against the tool's schema
   local server = self
   core.task.spawn(function()
@@ -499,7 +539,7 @@ function Server:modern_task_call(id, params)
   end)
 end
 
-function Server:modern_task_method(id, m, params, caps)
+function Server:modern_task_method(id, key, m, params, caps)
   local X = require "ad.protocol.mcp_tasks_ext"
   local tid = params.taskId
   local rec = X.resolve(tid)
@@ -511,23 +551,21 @@ function Server:modern_task_method(id, m, params, caps)
     local elicits = caps.elicitation ~= nil and require("ad.protocol.mcp_mrtr").declared(caps)
     return self:result(id, X.task_of(rec, elicits, tid), true)
   end
-  local server = self
   if m == "tasks/cancel" then
-    core.task.spawn(function()
+    return self:later(id, key, false, function(reply)
       pcall(require("ad.domain.async").cancel, job)
-      server:result(id, json.object({}, { "resultType", "_meta" }), true)
+      reply("result", id, json.object({}, { "resultType", "_meta" }), true)
     end)
-    return
   end
   local answers, why = X.answers(rec, params.inputResponses)
   if not answers then return self:error(id, -32602, "Invalid params: " .. why) end
-  core.task.spawn(function()
+  self:later(id, key, false, function(reply)
     pcall(X.deliver, job, answers)
-    server:result(id, json.object({}, { "resultType", "_meta" }), true)
+    reply("result", id, json.object({}, { "resultType", "_meta" }), true)
   end)
 end
 
-function Server:task_method(id, m, params)
+function Server:task_method(id, key, m, params)
   local T = require "ad.protocol.mcp_tasks"
   local jobs = require "ad.storage.jobs"
   local tid = params.taskId
@@ -547,20 +585,16 @@ function Server:task_method(id, m, params)
     if jobs.TERMINAL[rec.status] then
       return self:error(id, -32602, "Invalid params: task " .. tid .. " is already " .. rec.status)
     end
-    local server = self
-    core.task.spawn(function()
+    return self:later(id, key, false, function(reply)
       require("ad.domain.async").cancel(tid)
-      server:result(id, T.task_of(jobs.get(tid) or rec))
+      reply("result", id, T.task_of(jobs.get(tid) or rec))
     end)
-    return
   elseif m == "tasks/result" then
-    local server = self
-    core.task.spawn(function()
+    return self:later(id, key, true, function(reply)
       local r = T.result(tid)
-      if not r then return server:error(id, -32602, "Invalid params: unknown taskId " .. tid) end
-      server:result(id, r)
+      if not r then return reply("error", id, -32602, "Invalid params: unknown taskId " .. tid) end
+      reply("result", id, r)
     end)
-    return
   end
   return self:error(id, -32601, "Method not found: " .. m)
 end
@@ -691,7 +725,7 @@ function Server:modern(id, key, msg, meta)
           ["io.modelcontextprotocol/tasks"] = json.object({}, {}) },
           { "io.modelcontextprotocol/tasks" }) }, { "extensions" }) }, { "requiredCapabilities" }))
     end
-    return self:modern_task_method(id, m, params, caps)
+    return self:modern_task_method(id, key, m, params, caps)
   elseif REMOVED_MODERN[m] or m:match("^tasks/") then
     return self:error(id, -32601, "Method not found: " .. m .. " (not part of " .. M.MODERN .. ")")
   end
@@ -738,7 +772,7 @@ function Server:legacy(id, key, msg)
   elseif m == "tools/call" and params.task ~= nil then
     return self:task_call(id, params)
   elseif self.client_tasks and m:match("^tasks/") then
-    return self:task_method(id, m, params)
+    return self:task_method(id, key, m, params)
   elseif m == "tools/call" then
     return self:call_tool(id, key, params, { modern = false, version = self.legacy_version,
                                              meta = type(params._meta) == "table" and params._meta or nil })
@@ -783,7 +817,9 @@ function Server:message(msg, line)
   if msg.params ~= nil then
     if type(msg.params) ~= "table" then
       return self:error(id, -32600, "Invalid Request: params must be an object")
-    elseif msg.params[1] ~= nil and json.is_array(msg.params) then
+    elseif (msg.params[1] ~= nil and json.is_array(msg.params)) or
+        (next(msg.params) == nil and line and (core.json.raw_member(line, "params") or ""):sub(1, 1) == "[") then
+      -- ([] and {} decode alike: an empty one is told apart by its text)
       return self:error(id, -32602, "Invalid params: params must be an object, not an array")
     end
   end
@@ -824,28 +860,36 @@ function Server:batch(list, line)
     return self:error(nil, -32600, "Invalid Request: JSON-RPC batches are not supported " ..
       "in this protocol version")
   end
-  -- 2025-03-26: answer with one array. Collect every response written
-  -- while the batch's requests run, then write them together.
+  -- 2025-03-26: answer with one array. The batch's requests run on a
+  -- proxy of the server that takes their responses; everything else goes
+  -- where it would go outside a batch: notifications (progress, logs,
+  -- resource updates) and requests to the client are written as they
+  -- come, state (a subscription's watch, the log level) is the server's,
+  -- and the calls are in the server's in-flight table, so a
+  -- notifications/cancelled reaches them. A cancelled request gets no
+  -- response, in a batch as outside one.
   local server = self
   core.task.spawn(function()
-    local collected = json.array()
-    -- The proxy has its own in-flight table: the batch waits for its own
-    -- calls only, never for unrelated ones of the same server.
-    local proxy = setmetatable({ inflight = {}, write = function(text)
-      collected[#collected + 1] = json.raw(text:sub(1, -2)); return true end },
-      { __index = server })
-    local pending = {}
+    local out = json.array()
+    local mine = {}
+    local inflight = setmetatable({}, {
+      __index = function(_, k) return server.inflight[k] end,
+      __newindex = function(_, k, v)
+        if v ~= nil then mine[k] = v end
+        server.inflight[k] = v
+      end })
+    local proxy = setmetatable({ inflight = inflight, write = function(text)
+      if core.json.raw_member(text, "method") == nil then
+        out[#out + 1] = json.raw(text:sub(1, -2))
+        return true
+      end
+      return server.write(text)
+    end }, { __index = server, __newindex = server })
     for _, m in ipairs(list) do
       Server.message(proxy, m, nil)
     end
-    for _, e in pairs(proxy.inflight) do
-      if e.task and not e.task:done() then pending[#pending + 1] = e.task end
-    end
-    for _, t in ipairs(pending) do t:wait() end
-    -- Keep only responses (progress/log notifications were for the batch).
-    local out = json.array()
-    for _, r in ipairs(collected) do
-      if not r[1]:find('"method":', 1, true) then out[#out + 1] = r end
+    for _, e in pairs(mine) do
+      if e.task and not e.task:done() then e.task:wait() end
     end
     if #out > 0 then server:send(out) end
   end)

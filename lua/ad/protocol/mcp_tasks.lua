@@ -95,7 +95,8 @@ function M.result(id)
   local rec
   repeat
     rec = async.wait(id, 3600)
-    if not rec then return nil end
+    -- (a cancelled request: the wait returns at once from now on)
+    if not rec or core.task.cancelled() then return nil end
   until jobs.TERMINAL[rec.status]
   local value, is_error
   if type(rec.result) == "table" then
