@@ -68,6 +68,32 @@ end
 
 local OPTIONAL_STRINGS = { "session_id", "context", "caller", "goal", "group", "response_format" }
 
+-- The keys of a dispatch spec (docs/lua-api.md): a misspelt one (timeout,
+-- contxt) would otherwise be dropped without a word and the dispatch run
+-- without it.
+local SPEC_KEYS = { "agent", "task", "context", "caller", "goal", "response_format",
+  "response_schema", "timeout_seconds", "group", "tree_budget_usd", "session_id" }
+-- What people write for a spec key, when no edit distance finds it.
+local SPEC_ALIASES = { timeout = "timeout_seconds", session = "session_id",
+  schema = "response_schema", format = "response_format", budget = "tree_budget_usd" }
+local SPEC_SET = {}
+for _, k in ipairs(SPEC_KEYS) do SPEC_SET[k] = true end
+
+-- Raises for a key of spec that is neither a spec key nor on_progress (with
+-- progress: ad.stream); level is what the caller would give error().
+local function known_keys(spec, level, progress, at)
+  for k in pairs(spec) do
+    if not (SPEC_SET[k] or (progress and k == "on_progress")) then
+      local names = util.copy(SPEC_KEYS)
+      if progress then names[#names + 1] = "on_progress" end
+      local near = type(k) == "string" and (SPEC_ALIASES[k] or require("ad.infra.suggest").closest(k, names))
+      error((at or "") .. "unknown key " .. util.repr(type(k) == "string" and k or tostring(k)) ..
+        (near and (" (did you mean '" .. near .. "'?)") or "") ..
+        "; a dispatch spec takes " .. table.concat(names, ", "), level + 1)
+    end
+  end
+end
+
 -- A job id argument (wait, cancel), or an error at the caller's line.
 local function job_id(id, level)
   if type(id) ~= "string" or not require("ad.storage.jobs").valid(id) then
@@ -80,6 +106,7 @@ end
 -- caller of those (the script's line).
 local function one(spec, extra)
   if type(spec) ~= "table" then error("expected a table {agent=..., task=...}", 2) end
+  known_keys(spec, 2, extra ~= nil)
   if type(spec.agent) ~= "string" or type(spec.task) ~= "string" then
     error("agent and task must be strings", 2)
   end
@@ -117,6 +144,17 @@ end
 --- Returns a list of results, or {individual_results=, aggregated=}.
 function M.parallel(list)
   if type(list) ~= "table" then error("parallel: expected a list of dispatch specs", 2) end
+  for k in pairs(list) do
+    if math.type(k) ~= "integer" and k ~= "aggregate" and k ~= "tree_budget_usd" then
+      local near = type(k) == "string" and require("ad.infra.suggest").closest(k, { "aggregate", "tree_budget_usd" })
+      error("parallel: unknown key " .. util.repr(type(k) == "string" and k or tostring(k)) ..
+        (near and (" (did you mean '" .. near .. "'?)") or "") ..
+        "; the list takes dispatch specs, aggregate and tree_budget_usd", 2)
+    end
+  end
+  for i, item in ipairs(list) do
+    if type(item) == "table" then known_keys(item, 2, false, "parallel: item " .. i .. ": ") end
+  end
   local c = cfg()
   local items, err = D.parallel_items(c, json.array(util.copy(list)), list.aggregate)
   local tree_budget, berr = request.tree_budget(list.tree_budget_usd)
@@ -141,6 +179,7 @@ end
 --- this process's loop, stopped and marked failed if the script ends first.
 function M.async(spec)
   if type(spec) ~= "table" then error("expected a table {agent=..., task=...}", 2) end
+  known_keys(spec, 2)
   local req, err = request.build(cfg(), spec)
   if not req then error(err, 2) end
   return require("ad.domain.async").submit(req).id

@@ -195,3 +195,60 @@ test("os.exit in a script ends the run as its end does: that status, every child
   assert.doesNotMatch(traces.stdout, /running/, traces.stdout);
   await env.assertNoLeftovers();
 });
+
+test('a script may start with a #! line or a UTF-8 byte order mark, as lua runs it; line numbers stay', (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const s = script(env, 'she.lua', '#!/usr/bin/env -S agent-dispatch run\nprint("ran")\nerror("on line three")\n');
+  const r = env.run(['run', s]);
+  assert.strictEqual(r.code, 1, r.stderr);
+  assert.match(r.stdout, /^ran$/m);
+  assert.match(r.stderr, /she\.lua:3: on line three/);
+  const b = script(env, 'bom.lua', '\ufeffprint("bom ran")\n');
+  const rb = env.run(['run', b]);
+  assert.strictEqual(rb.code, 0, rb.stderr);
+  assert.match(rb.stdout, /^bom ran$/m);
+  const both = script(env, 'both.lua', '\ufeff#!/usr/bin/env agent-dispatch run\nprint("both ran")\n');
+  const r2 = env.run(['run', both]);
+  assert.strictEqual(r2.code, 0, r2.stderr);
+  assert.match(r2.stdout, /^both ran$/m);
+});
+
+test('a script that raises a table shows what it holds, not its address', (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const s = script(env, 'tbl.lua', 'error({ code = 7, why = "quota" })\n');
+  const r = env.run(['run', s]);
+  assert.strictEqual(r.code, 1, r.stderr);
+  assert.ok(!/table: 0x/.test(r.stderr), r.stderr);
+  assert.match(r.stderr, /"code":7/);
+  assert.match(r.stderr, /"why":"quota"/);
+});
+
+test('a dispatch spec with a key the API does not know is refused, naming it (a typo is not ignored)', (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const cases = [
+    ['ad.dispatch{ agent = "a", task = "x", timeout = 30 }', /unknown key 'timeout' \(did you mean 'timeout_seconds'\?\)/],
+    ['ad.session{ agent = "a", task = "x", sesion_id = "abc" }', /unknown key 'sesion_id' \(did you mean 'session_id'\?\)/],
+    ['ad.async{ agent = "a", task = "x", contxt = "c" }', /unknown key 'contxt' \(did you mean 'context'\?\)/],
+    ['ad.parallel{ { agent = "a", task = "x" }, { agent = "a", task = "y", gaol = "g" } }', /item 2: unknown key 'gaol' \(did you mean 'goal'\?\)/],
+    ['ad.parallel{ { agent = "a", task = "x" }, agregate = "a" }', /unknown key 'agregate' \(did you mean 'aggregate'\?\)/],
+    ['ad.stream{ agent = "a", task = "x", on_progres = print }', /unknown key 'on_progres' \(did you mean 'on_progress'\?\)/],
+  ];
+  for (const [i, [code, re]] of cases.entries()) {
+    const s = script(env, `k${i}.lua`, `local ad = require "agent_dispatch"\n${code}\n`);
+    const r = env.run(['run', s]);
+    assert.strictEqual(r.code, 1, `${code}: ${r.stderr}`);
+    assert.match(r.stderr, re, code);
+    assert.match(r.stderr, new RegExp(`k${i}\\.lua:2:`), 'the error names the script line');
+  }
+  assert.strictEqual(env.dispatches().length, 0, 'nothing ran');
+  // Every documented key is taken.
+  const ok = script(env, 'ok.lua', 'local ad = require "agent_dispatch"\n' +
+    'local r = ad.dispatch{ agent = "a", task = "fine", context = "c", caller = "me", goal = "g", ' +
+    'timeout_seconds = 60, tree_budget_usd = 1 }\nassert(r.success, r.error)\n' +
+    'local l = ad.parallel{ { agent = "a", task = "p" }, tree_budget_usd = 2 }\nassert(l[1].success)\n');
+  const r = env.run(['run', ok]);
+  assert.strictEqual(r.code, 0, r.stderr);
+});

@@ -149,6 +149,11 @@ function M.main(argv)
     io.stderr:write("Error: cannot read script ", path, ": ", msg, "\n")
     return 1
   end
+  -- As lua runs a file: a UTF-8 byte order mark is skipped, and so is a
+  -- first line starting with # (a #! line: the script is executable), its
+  -- newline kept so that line numbers stay those of the file.
+  if src:sub(1, 3) == "\239\187\191" then src = src:sub(4) end
+  if src:sub(1, 1) == "#" then src = src:gsub("^[^\n]*", "", 1) end
   local chunk, lerr = load(src, "@" .. path, "t")
   if not chunk then
     io.stderr:write("Error: ", lerr, "\n")
@@ -196,6 +201,11 @@ function M.main(argv)
     return xpcall(chunk, function(e)
       if type(e) == "table" and e.type == "cancelled" then return e end
       local msg = type(e) == "table" and e.message and tostring(e.message) or tostring(e)
+      -- A table raised as the error: what it holds (as JSON when it can be).
+      if type(e) == "table" and not e.message then
+        local shown, text = pcall(json.encode, e)
+        if shown then msg = text end
+      end
       -- The user's file:line leads; the traceback (through embedded
       -- modules too) only with --verbose.
       local where = user_frame(path)
