@@ -123,7 +123,8 @@ local function run_command(prefix, name, cmd, argv)
   if cmd.sub then
     local subname = argv[1]
     if subname == nil or subname == "--help" or subname == "-h" then
-      io.stdout:write(family_help(name, cmd))
+      -- Asked for: stdout, exit 0. A missing subcommand: stderr, exit 2.
+      (subname and io.stdout or io.stderr):write(family_help(name, cmd))
       return subname and 0 or 2
     end
     local sub = cmd.sub[subname]
@@ -160,7 +161,7 @@ end
 -- `help [COMMAND [SUBCOMMAND]]`: the same text as COMMAND --help.
 local function help(argv)
   local name = argv[1]
-  if name == nil then
+  if name == nil or name == "help" or name == "--help" or name == "-h" then
     io.stdout:write(M.usage())
     return 0
   end

@@ -292,10 +292,15 @@ describe('dispatch input', () => {
     const env = newEnv(t);
     env.setup({ agents: { a: true } });
     const log = path.join(env.root, 'stub.log');
-    const r = noInternalError(env.run(['dispatch', 'a', ''], { env: { STUB_CLAUDE_LOG: log } }));
-    assert.strictEqual(r.code, 2, r.stderr);
-    assert.match(r.stderr, /task/i);
-    assert.doesNotMatch(r.stderr, /Error: Error:/);
+    for (const cmd of ['dispatch', 'test']) {
+      for (const task of ['', '   ']) {
+        const r = noInternalError(env.run([cmd, 'a', task], { env: { STUB_CLAUDE_LOG: log } }));
+        assert.strictEqual(r.code, 2, `${cmd} ${JSON.stringify(task)}: ${r.stderr}`);
+        assert.match(r.stderr, /task/i);
+        assert.doesNotMatch(r.stderr, /Error: Error:/);
+        assert.doesNotMatch(r.stdout, /Dispatching/, 'nothing was dispatched');
+      }
+    }
     const srv = env.serve({ env: { STUB_CLAUDE_LOG: log } });
     await srv.init();
     const { value } = await srv.call('dispatch', { agent: 'a', task: '' });
@@ -434,5 +439,30 @@ describe('huge numbers of seconds', () => {
     assert.strictEqual(add.isError, false, add.text);
     assert.match(env.readConfig(), /- Bash\(npm run test,lint\)\n\s+- Edit/);
     await srv.close();
+  });
+
+  test('options that exclude each other or make no sense are refused with exit 2 (gc, traces)', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const both = noInternalError(env.run(['gc', '--days', '30', '--all']));
+    code(both, 2);
+    assert.match(both.stderr, /--days and --all exclude each other/);
+    for (const n of ['0', '-5']) {
+      const r = noInternalError(env.run(['traces', '--limit', n]));
+      code(r, 2);
+      assert.match(r.stderr, /--limit must be at least 1/);
+    }
+  });
+
+  test('help of help, and a bare command family prints its usage on stderr with exit 2', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const h = noInternalError(env.run(['help', '--help']));
+    code(h, 0);
+    assert.match(h.stdout, /help/);
+    const g = noInternalError(env.run(['group']));
+    code(g, 2);
+    assert.strictEqual(g.stdout, '', 'usage went to stdout');
+    assert.match(g.stderr, /group/);
   });
 });

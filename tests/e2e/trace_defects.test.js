@@ -534,6 +534,37 @@ describe('trace: one spend cap for a tree', () => {
       assert.strictEqual(spans.find((s) => s.status === 'refused').error_type, 'budget');
     });
 
+  test('gc while a tree runs keeps its ledger and its spans: the cap still holds (gc --all, gc --days 0.00001)',
+    async (t) => {
+      for (const gcArgs of [['gc', '--all'], ['gc', '--days', '0.00001']]) {
+        const env = newEnv(t);
+        env.setup({ agents: { a: true } });
+        const script = path.join(env.root, 'seq.lua');
+        const gc = [BIN, ...gcArgs].map((a) => JSON.stringify(a)).join(' ');
+        fs.writeFileSync(script, `local ad = require "agent_dispatch"
+local out = {}
+for i = 1, 3 do
+  if i == 3 then
+    ad.sleep(1) -- the ledger has not changed for a second: older than --days 0.00001
+    assert(os.execute(${JSON.stringify(gc)} .. " >/dev/null"))
+  end
+  out[i] = ad.dispatch{ agent = "a", task = "[stub:cost=0.03] item " .. i, tree_budget_usd = 0.05 }
+end
+return out
+`);
+        const r = env.run(['run', '--json', script], { env: { AGENT_DISPATCH_QUIET: '1' } });
+        assert.strictEqual(r.code, 0, r.stderr);
+        const out = JSON.parse(r.stdout);
+        assert.strictEqual(out[0].success, true);
+        assert.strictEqual(out[1].success, true);
+        assert.strictEqual(out[2].error_type, 'budget', `${gcArgs.join(' ')}: ${JSON.stringify(out[2])}`);
+        // Its spans are still there: the whole tree shows.
+        const tr = env.run(['trace', '--json']);
+        assert.strictEqual(tr.code, 0, tr.stderr);
+        assert.ok(tr.stdout.includes('item 1'), `${gcArgs.join(' ')}: the tree lost its first spans`);
+      }
+    });
+
   test('settled spend is named in the refusal: who spent how much', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true, b: true } });

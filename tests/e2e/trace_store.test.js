@@ -54,7 +54,7 @@ test('ten top-level dispatches of one server: ten trees, one day file, no file p
     assert.strictEqual(tr.spans[0].status, 'ok');
   });
 
-test('a day file removed while a server runs (gc) is created again by the next span', async (t) => {
+test('a day file removed while a server runs (by hand, or gc of an old day) is created again by the next span', async (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true } });
   const srv = env.serve();
@@ -63,8 +63,8 @@ test('a day file removed while a server runs (gc) is created again by the next s
   // (its span's end is written right after the reply, before the next
   // request is read: after this answer, gc cannot race it)
   await srv.request('ping');
-  const gc = env.run(['gc', '--all']);
-  assert.strictEqual(gc.code, 0, gc.stderr);
+  // (gc keeps a day file written in the last day: removed by hand here)
+  for (const n of names(env).filter((x) => x.endsWith('.jsonl'))) fs.rmSync(path.join(traceDir(env), n));
   assert.deepStrictEqual(names(env).filter((n) => n.endsWith('.jsonl')), []);
   assert.strictEqual((await srv.call('dispatch', { agent: 'a', task: 'after' })).value.success, true);
   await srv.close();

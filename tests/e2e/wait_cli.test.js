@@ -26,6 +26,22 @@ function cancelAll(env, ids) {
 }
 
 describe('agent-dispatch wait', () => {
+  test('an interrupted wait says it was interrupted, not that it timed out (exit 128+signal)', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const id = startJob(env, '[stub:hang] interrupted wait');
+    for (const [sig, status, extra] of [['SIGINT', 130, []], ['SIGTERM', 143, ['--timeout', '100']]]) {
+      const h = env.start(['wait', id, ...extra]);
+      await new Promise((r) => setTimeout(r, 700));
+      h.child.kill(sig);
+      const r = await h.done;
+      assert.strictEqual(r.code, status, r.stderr);
+      assert.doesNotMatch(r.stderr, /Timed out/, r.stderr);
+      assert.match(r.stderr, /interrupted/);
+    }
+    cancelAll(env, [id]);
+  });
+
   test('waits for a running job (by unique prefix), prints its answer, exits 0', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true } });

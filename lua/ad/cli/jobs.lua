@@ -139,12 +139,16 @@ C.cancel = {
 C.gc = {
   usage = "[--days N | --all]", summary = "Delete finished jobs and traces older than N days (default 7).",
   options = { { "--days", arg = "N", type = "float", help = "Age in days (default 7; fractions allowed)." },
-              { "--all", help = "Every finished job, any age." } },
+              { "--all", help = "Every finished job, any age (traces: those not written in the last day)." } },
   run = function(o)
     local jobs = require "ad.storage.jobs"
+    if o.all and o.days then
+      err("Error: --days and --all exclude each other.")
+      return 2
+    end
     if o.all then
       out("Deleted ", jobs.gc(0), " terminal job(s) (all ages).")
-      out("Deleted ", require("ad.storage.traces").prune(0), " trace(s) (all ages).")
+      out("Deleted ", require("ad.storage.traces").prune(0), " trace(s) not written in the last day.")
       return 0
     end
     local days = o.days or 7

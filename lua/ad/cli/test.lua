@@ -16,6 +16,11 @@ C.test = {
   positionals = { "NAME", "TASK" }, min = 1, max = 2,
   run = function(o, pos)
     local name = pos[1]
+    if pos[2] and not pos[2]:find("%S") then
+      err("Usage: ", common.PROG, " test ", C.test.usage)
+      err("Error: Invalid value for 'TASK': it is empty (say what the agent should do, or leave it out).")
+      return 2
+    end
     local bad = common.timeout_check(o.timeout)
     if bad then return bad end
     local cfg, a, code = common.load_agent(name)
@@ -32,8 +37,13 @@ C.test = {
     local stream = o.stream or tty
     local shown = progress.start({ tty = tty, lines = o.stream })
     -- --timeout is this command's own one-off value, taken as given.
-    local req = assert(require("ad.domain.request").build(cfg, { agent = name, task = t,
-      timeout = o.timeout, stream = stream, on_progress = stream and shown.progress or nil }))
+    local req, msg = require("ad.domain.request").build(cfg, { agent = name, task = t,
+      timeout = o.timeout, stream = stream, on_progress = stream and shown.progress or nil })
+    if not req then
+      shown.stop()
+      err("Error: ", msg)
+      return 1
+    end
     local ok, r = pcall(require("ad.domain.runner").dispatch, req)
     shown.stop()
     if not ok then error(r, 0) end

@@ -94,10 +94,14 @@ C.traces = {
   summary = "List recent delegation trees, newest first.",
   options = { { "--limit", arg = "N", type = "int", help = "How many (default 20)." }, common.JSON_OPT },
   run = function(o)
+    if o.limit and o.limit < 1 then
+      common.err("Error: --limit must be at least 1 (got ", o.limit, ").")
+      return 2
+    end
     local store = require "ad.storage.traces"
     local trace = require "ad.domain.trace"
     local list = json.array()
-    local ids = store.recent(math.max(1, o.limit or 20))
+    local ids = store.recent(o.limit or 20)
     local spans = store.read_many(ids)
     for _, id in ipairs(ids) do
       list[#list + 1] = trace.summary(id, spans[id] or {})

@@ -115,7 +115,9 @@ C.wait = {
         if not succeeded(ended[id]) then code = 1 end
       end
     end
-    if code == TIMED_OUT then
+    -- (cancelled: a signal stopped the wait; the guard says so and exits
+    -- 128 + its number)
+    if code == TIMED_OUT and not core.task.cancelled() then
       local left = {}
       for _, id in ipairs(ids) do if not ended[id] then left[#left + 1] = id end end
       err("Timed out after ", tostring(o.timeout), "s; still running: ", table.concat(left, " "))

@@ -288,23 +288,33 @@ function M.find_job(job_id)
   return nil
 end
 
+--- What retention and gc keep whatever age they are given (seconds since
+--- the last write): a tree may still run in files written this recently.
+--- Its ledger holds its spend cap (a removed one would start the cap from
+--- zero) and is written at each dispatch's start and end, at most
+--- MAX_TIMEOUT apart; its day files hold its spans so far.
+M.KEEP_RECENT = 86400
+
 --- Removes the day files (and the tree ledgers) not written to for
---- max_age seconds: retention deletes whole days. Returns how many traces
---- the removed day files held.
+--- max_age seconds, and never one written in the last M.KEEP_RECENT:
+--- retention deletes whole days. Returns how many traces the removed day
+--- files held.
 function M.prune(max_age)
   local ok, dir = pcall(M.dir)
   if not ok then return 0 end
   local names = core.fs.listdir(dir)
   if not names then return 0 end
-  local cutoff, n = core.task.time() - max_age, 0
+  local now, n = core.task.time(), 0
+  local cutoff = math.min(now - max_age, now - M.KEEP_RECENT)
   for _, name in ipairs(names) do
     local id, ext = name:match("^(%x+)%.(%a+)$")
     local day = day_part(name)
     if day or (M.valid(id) and ext == "budget") then
       local path = dir .. "/" .. name
       local kind, mtime = core.fs.stat(path)
-      -- ("other": a FIFO or a device node planted under a trace's name)
-      if (kind == "file" or kind == "other") and mtime < cutoff then
+      -- ("other": a FIFO or a device node planted under a trace's name,
+      -- which no tree writes: only the age asked for applies)
+      if (kind == "file" and mtime < cutoff) or (kind == "other" and mtime < now - max_age) then
         local text = day and core.fs.read_file(path, M.MAX_FILE, true)
         if core.fs.unlink(path) and text then
           local ids = {}
