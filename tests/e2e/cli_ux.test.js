@@ -270,6 +270,14 @@ describe('help', () => {
     r = ok(env.run(['lua', 'cat', 'ad.nope']), 1);
     assert.match(r.stderr, /no embedded module 'ad\.nope'/);
     assert.match(r.stderr, /agent-dispatch lua list/);
+    // A module named without its layer folder: the hint names it in full,
+    // and the name the hint for no module gives is one that exists.
+    r = ok(env.run(['lua', 'cat', 'ad.aggregate']), 1);
+    assert.match(r.stderr, /Did you mean 'ad\.domain\.aggregate'\?/);
+    r = ok(env.run(['lua', 'cat']), 2);
+    const named = /e\.g\. 'agent-dispatch lua cat ([\w.]+)'/.exec(r.stderr)[1];
+    r = ok(env.run(['lua', 'cat', named]));
+    assert.match(r.stdout, /local/);
     r = ok(env.run(['lua', 'frob']), 2);
     assert.match(r.stderr, /unknown action 'frob'/);
     assert.match(r.stderr, /list, path, cat MODULE or tools/);

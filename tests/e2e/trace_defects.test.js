@@ -252,6 +252,29 @@ return true
     assert.strictEqual(listed.code, 0);
     assert.ok(listed.stdout.includes(run.trace_id));
   });
+
+  test('a run script that dispatches nothing records no tree (the completions list names with one)', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    assert.strictEqual(env.run(['dispatch', 'a', 'the real last one']).code, 0);
+    const before = Object.keys(traces(env));
+    const script = path.join(env.root, 'names.lua');
+    fs.writeFileSync(script, 'for _, a in ipairs(require("agent_dispatch").agents()) do print(a.name) end\n');
+    for (let i = 0; i < 3; i++) {
+      const r = env.run(['run', script]);
+      assert.strictEqual(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^a$/m);
+    }
+    assert.deepStrictEqual(Object.keys(traces(env)), before);
+    const last = env.run(['trace']);
+    assert.strictEqual(last.code, 0, last.stderr);
+    assert.strictEqual(before.length, 1);
+    assert.ok(last.stdout.includes(before[0]), `'trace' shows another tree than the last dispatch: ${last.stdout}`);
+    // One that fails before any dispatch records none either.
+    fs.writeFileSync(script, 'error("no dispatch")\n');
+    assert.strictEqual(env.run(['run', script]).code, 1);
+    assert.deepStrictEqual(Object.keys(traces(env)), before);
+  });
 });
 
 describe('trace: nesting through the environment', () => {
@@ -289,9 +312,9 @@ describe('trace: nesting through the environment', () => {
       assert.strictEqual(nested.depth, 1);
       assert.notStrictEqual(nested.pid, outer.pid);
       assert.strictEqual(nested.cost_usd, 0.125);
-      // The envcheck `run` started a tree of its own under the outer span too.
-      const runSpan = spans.find((s) => s.kind === 'run');
-      assert.strictEqual(runSpan.parent_id, outer.span_id);
+      // The envcheck `run` dispatched nothing: no span of its own (one
+      // that dispatches hangs under the outer span, as the CLI dispatch).
+      assert.ok(!spans.some((s) => s.kind === 'run'), JSON.stringify(spans));
       assert.strictEqual(Object.keys(all).length, 1);
       // The claude children got the context: the outer one of its own span.
       const outerStub = env.dispatches().find((e) => e.prompt.includes('go'));

@@ -54,13 +54,22 @@ C.lua = {
     if action == "tools" then return tools() end
     if action == "cat" or action == "dump" then
       if not pos[2] then
-        err("Error: lua cat needs a module name, e.g. 'agent-dispatch lua cat ad.config'.")
+        err("Error: lua cat needs a module name, e.g. 'agent-dispatch lua cat ad.domain.prompt'.")
         err("'agent-dispatch lua list' shows the modules.")
         return 2
       end
       local src = core.embed.source(pos[2])
       if not src then
-        err("Error: no embedded module '", pos[2], "'.", suggest.hint(pos[2], core.embed.list()),
+        -- A name without its layer folder (ad.aggregate, as modules were
+        -- once named): the modules it is the last part of.
+        local last, names = pos[2]:match("([^.]+)$"), core.embed.list()
+        local same = {}
+        for _, n in ipairs(names) do
+          if last and n:sub(-#last - 1) == "." .. last then same[#same + 1] = "'" .. n .. "'" end
+        end
+        local hint = #same > 0 and (" Did you mean " .. table.concat(same, " or ") .. "?")
+          or suggest.hint(pos[2], names)
+        err("Error: no embedded module '", pos[2], "'.", hint,
             " 'agent-dispatch lua list' shows the modules.")
         return 1
       end

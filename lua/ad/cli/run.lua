@@ -181,9 +181,12 @@ function M.main(argv)
   -- The script is one delegation tree: its dispatches hang under its span.
   local trace = require "ad.domain.trace"
   local tctx = trace.root(nil, nil)
-  local run_span = trace.start(tctx, { kind = "run",
+  -- Its start is written once a span under it is: a script that
+  -- dispatches nothing (the shell completions' names.lua) records no tree.
+  local run_span = trace.record(tctx, { kind = "run",
     task = table.concat({ path, table.unpack(rest) }, " ") })
   trace.process = trace.under(tctx, run_span)
+  trace.deferred = run_span
   -- os.exit from the script ends the run the way its end does (children
   -- and their groups stopped, the run's span ended), with that status: the
   -- C exit it replaces would leave both behind.
@@ -237,8 +240,12 @@ function M.main(argv)
   local stopped = timed_out or not ok or (not pcall_ok and type(value) == "table" and
     value.type == "cancelled")
   if requested_exit then stopped = false end
-  trace.finish(run_span, stopped and "cancelled" or
-    ((requested_exit == 0 or (pcall_ok and value ~= false)) and "ok" or "error"))
+  if trace.deferred == run_span then
+    trace.deferred = nil
+  else
+    trace.finish(run_span, stopped and "cancelled" or
+      ((requested_exit == 0 or (pcall_ok and value ~= false)) and "ok" or "error"))
+  end
   if board then board.close() end
   local sig_done = watcher:done()
   watcher:cancel()

@@ -157,7 +157,16 @@ local now = core.trace.now
 -- record is the span's end (and r the result it ended with): see
 -- ad.storage.traces.append.
 local warned = false
+--- A span whose start is written only when something under it is written
+--- first (a `run` script's: a script that dispatches nothing records no
+--- tree), or nil. Its owner ends it only if it was written.
+M.deferred = nil
 function M.write(span, status, r)
+  local d = M.deferred
+  if d and d ~= span then
+    M.deferred = nil
+    M.write(d)
+  end
   local ok, err = pcall(store.append, span, depth(), status, r)
   if not ok and not warned then
     warned = true
