@@ -321,6 +321,29 @@ test('a jobs directory owned by another user is not used: a forged record is nev
 
 // ------------------------------------------------- read-only protection --
 
+test('a config reached through a symbolic link: the read-only directory of the real file is respected too', (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const realDir = path.join(env.root, 'real-config');
+  fs.mkdirSync(realDir, { mode: 0o700 });
+  const real = path.join(realDir, 'agents.yaml');
+  fs.renameSync(env.config, real);
+  fs.symlinkSync(real, env.config);
+  const before = fs.readFileSync(real, 'utf8');
+  fs.chmodSync(realDir, 0o500);
+  t.after(() => fs.chmodSync(realDir, 0o700));
+  const r = env.run(['update', 'a', '--timeout', '77']);
+  assert.notStrictEqual(r.code, 0, r.stdout);
+  assert.match(r.stderr, new RegExp(`${lit(realDir)} is read-only \\(mode 500\\)`));
+  assert.strictEqual(fs.readFileSync(real, 'utf8'), before, 'the file in the read-only directory was rewritten');
+  // Writable again: the edit goes through the link to the real file.
+  fs.chmodSync(realDir, 0o700);
+  const ok = env.run(['update', 'a', '--timeout', '77']);
+  assert.strictEqual(ok.code, 0, ok.stderr);
+  assert.ok(fs.lstatSync(env.config).isSymbolicLink(), 'the link was replaced');
+  assert.match(fs.readFileSync(real, 'utf8'), /timeout: 77/);
+});
+
 test('add respects a read-only config directory and a read-only agents.yaml', (t) => {
   const env = newEnv(t);
   env.setup({ agents: { a: true } });

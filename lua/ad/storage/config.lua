@@ -715,10 +715,17 @@ end
 
 -- A config directory or agents.yaml without its owner's write bit was
 -- made read-only on purpose: respect that (root would write anyway, so
--- the mode is checked, not EACCES). Returns the reason, or nil.
+-- the mode is checked, not EACCES). A path that is a symbolic link is
+-- written where it leads (and its backups beside the link): the real
+-- file and its directory count too. Returns the reason, or nil.
 local function read_only(path)
-  local dir = util.dirname(path)
-  for _, p in ipairs({ dir, path }) do
+  local list = { util.dirname(path), path }
+  local real = core.fs.realpath(path)
+  if real and real ~= path then
+    list[#list + 1] = util.dirname(real)
+    list[#list + 1] = real
+  end
+  for _, p in ipairs(list) do
     local kind, _, mode = core.fs.stat(p)
     if kind and mode & 128 == 0 then -- 0200
       return string.format("%s is read-only (mode %o); nothing was changed. " ..
