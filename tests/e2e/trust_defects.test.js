@@ -331,7 +331,6 @@ test('a config reached through a symbolic link: the read-only directory of the r
   fs.symlinkSync(real, env.config);
   const before = fs.readFileSync(real, 'utf8');
   fs.chmodSync(realDir, 0o500);
-  t.after(() => fs.chmodSync(realDir, 0o700));
   const r = env.run(['update', 'a', '--timeout', '77']);
   assert.notStrictEqual(r.code, 0, r.stdout);
   assert.match(r.stderr, new RegExp(`${lit(realDir)} is read-only \\(mode 500\\)`));
