@@ -253,6 +253,19 @@ test("text: layout at a fixed width", function()
   ok(not got:find("\27", 1, true), "no escape sequences without color")
 end)
 
+test("text: short names under a run and a parallel keep their tree lines (no cut when the row fits)", function()
+  local spans = {
+    sp("r", nil, nil, 0, 2, "ok", 0, { kind = "run" }),
+    sp("p", "r", nil, 0.1, 1.9, "ok", 0, { kind = "parallel" }),
+    sp("a", "p", "a", 0.2, 1, "ok", 0.01),
+    sp("b", "p", "b", 0.3, 1.5, "ok", 0.01),
+  }
+  local got = tv.text(tv.tree(spans), { width = 80 })
+  ok(not got:find("…", 1, true), "tree lines cut although the row fits:\n" .. got)
+  has(got, "   ├─ a", "the first item under the parallel")
+  has(got, "   └─ b", "the last item under the parallel")
+end)
+
 test("text: every line fits the width, for 200 spans with deep trees and wide names", function()
   local spans, now = gen(200, 200)
   local root = tv.tree(spans, now)

@@ -544,8 +544,10 @@ function M.text(root, opts)
   for _, r in ipairs(rows) do
     local n = r.node
     local name, lines = labels[n], prefix[n]
+    -- Tree lines give way (cut on the left) only when the row does not
+    -- fit, and then leave the name at least 6 columns.
     local keep = nw - 6
-    if width(lines) > keep then
+    if width(lines) + width(name) > nw and width(lines) > keep then
       -- Tree lines are one column per code point.
       lines = g.more .. lines:sub(utf8.offset(lines, -(keep - 1)) or 1)
     end
