@@ -69,7 +69,13 @@ test("a job's span finds its trace; prune removes whole day files by age", funct
   -- Not old enough yet: kept.
   eq(store.prune(3600), 0)
   ok(core.fs.stat(old), "a fresh file is kept")
+  -- Written in the last day: kept whatever the age asked (a tree may run).
+  eq(store.prune(0), 0, "prune(0) keeps files written in the last day")
+  ok(core.fs.stat(old), "a fresh file is kept by prune(0)")
+  local keep = store.KEEP_RECENT
+  store.KEEP_RECENT = 0
   eq(store.prune(0) >= 2, true, "prune(0) removes every trace")
+  store.KEEP_RECENT = keep
   eq(#files(), 0, "no day file left")
   -- The next span goes to a new file (the kept descriptor noticed).
   trace.write(trace.record({ trace_id = t }, { kind = "dispatch", agent = "x", task = "after" }))
