@@ -125,7 +125,8 @@ end
 -- Completions: the words of each command (subcommands, options), and
 -- which positionals name an agent, a group or a job.
 local NAMES = { add = "", update = "agent", remove = "agent", describe = "agent", test = "agent",
-  job = "job", cancel = "job", wait = "job", dispatch = "agent" }
+  job = "job", cancel = "job", wait = "job", steer = "job", approve = "job", deny = "job",
+  dispatch = "agent" }
 local SUB_NAMES = { inspect = "group", update = "group", remove = "group" }
 local VALUE_NAMES = { ["--member"] = "agent", ["--add-member"] = "agent", ["--remove-member"] = "agent",
   ["--group"] = "group", ["--agent"] = "agent" }

@@ -71,6 +71,9 @@ check "bash completes group names" grep -qx team <(comp agent-dispatch group ins
 check "bash completes --member with agents" grep -qx beta <(comp agent-dispatch group add x --member "")
 check "bash completes job ids" grep -qx "$jid" <(comp agent-dispatch job "")
 check "bash completes job ids for wait" grep -qx "$jid" <(comp agent-dispatch wait "")
+for c in steer approve deny; do
+  check "bash completes job ids for $c" grep -qx "$jid" <(comp agent-dispatch $c "")
+done
 check "the man page gives the exit status of wait (124: timeout)" grep -q "124" <<<"$page"
 check "zsh completion parses" zsh -n "$tmp/prefix/share/zsh/vendor-completions/_agent-dispatch"
 fishc="$tmp/prefix/share/fish/vendor_completions.d/agent-dispatch.fish"
