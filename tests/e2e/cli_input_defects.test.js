@@ -452,6 +452,22 @@ describe('huge numbers of seconds', () => {
       code(r, 2);
       assert.match(r.stderr, /--limit must be at least 1/);
     }
+    // Adding and removing one member in one update contradict each other.
+    assert.strictEqual(env.run(['group', 'add', 'g', '--member', 'a']).code, 0);
+    const both2 = noInternalError(env.run(['group', 'update', 'g', '--add-member', 'a', '--remove-member', 'a']));
+    code(both2, 2);
+    assert.match(both2.stderr, /contradict each other; nothing changed/);
+    // Numbers are decimal: 0x10 is not 16 seconds.
+    for (const [args, what] of [[['test', 'a', 'x', '--timeout', '0x10'], 'integer'],
+      [['gc', '--days', '0x1'], 'number'], [['jobs', '--limit', '1e1'], 'integer']]) {
+      const r = noInternalError(env.run(args));
+      code(r, 2);
+      assert.match(r.stderr, new RegExp(`is not a valid ${what}`), args.join(' '));
+    }
+    // An empty ID (an unset variable in a script) is not "the last tree".
+    const empty = noInternalError(env.run(['trace', '']));
+    code(empty, 2);
+    assert.match(empty.stderr, /'ID': it is empty/);
   });
 
   test('help of help, and a bare command family prints its usage on stderr with exit 2', (t) => {

@@ -53,11 +53,12 @@ function M.parse(spec, argv)
             "what agent-dispatch stores and sends is UTF-8 text)."
         end
         if o.type == "int" then
-          local n = math.tointeger(tonumber(v))
+          -- Decimal digits only: tonumber would take 0x10 as 16 and 1e2 as 100.
+          local n = v:match("^%s*[+-]?%d+%s*$") and math.tointeger(tonumber(v))
           if not n then return nil, "Invalid value for " .. name .. ": '" .. v .. "' is not a valid integer." end
           v = n
         elseif o.type == "float" then
-          local n = tonumber(v)
+          local n = not v:find("^%s*[+-]?0[xX]") and tonumber(v)
           if not n then return nil, "Invalid value for " .. name .. ": '" .. v .. "' is not a valid number." end
           if n ~= n or n == math.huge or n == -math.huge then
             return nil, "Invalid value for " .. name .. ": '" .. v .. "' is not a finite number."

@@ -183,6 +183,14 @@ G.update = {
       err("Nothing to update. Pass --description, --shared-context, --add-member or --remove-member.")
       return 1
     end
+    local removing = {}
+    for _, m in ipairs(o.remove_member or {}) do removing[m] = true end
+    for _, m in ipairs(o.add_member or {}) do
+      if removing[m] then
+        err("Error: --add-member ", m, " and --remove-member ", m, " contradict each other; nothing changed.")
+        return 2
+      end
+    end
     local names
     local ok, e, ws = config.mutate(function(cfg)
       names = cfg.group_names

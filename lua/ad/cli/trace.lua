@@ -68,6 +68,11 @@ C.trace = {
     { "--html", arg = "FILE", help = "Also write a self-contained HTML page of it to FILE." } },
   positionals = { "ID" }, min = 0, max = 1,
   run = function(o, pos)
+    if pos[1] and not pos[1]:find("%S") then
+      -- (an empty $ID in a script: not "the last tree")
+      err("Error: Invalid value for 'ID': it is empty (leave it out for the last tree).")
+      return 2
+    end
     local trace = require "ad.domain.trace"
     local t, msg = trace.show(pos[1], { width = width(), color = core.sys.isatty(1) })
     if not t then
