@@ -481,4 +481,24 @@ describe('huge numbers of seconds', () => {
     assert.strictEqual(g.stdout, '', 'usage went to stdout');
     assert.match(g.stderr, /group/);
   });
+
+  test('approve and deny of an ended job: the verb of the command, and JSON on stdout with --json', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const r = env.run(['dispatch', 'a', 'quick', '--async']);
+    code(r, 0);
+    const id = r.stdout.trim();
+    code(env.run(['wait', id, '--timeout', '30']), 0);
+    for (const verb of ['approve', 'deny']) {
+      const plain = noInternalError(env.run([verb, id]));
+      code(plain, 1);
+      assert.match(plain.stderr, new RegExp(`has ended \\(done\\); there is nothing to ${verb}`));
+      const j = noInternalError(env.run([verb, id, '--json']));
+      code(j, 1);
+      const v = JSON.parse(j.stdout);
+      assert.strictEqual(v.job_id, id);
+      assert.strictEqual(v.applied, false);
+      assert.match(v.error, /has ended/);
+    }
+  });
 });

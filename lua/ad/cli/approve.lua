@@ -12,7 +12,13 @@ local function answer(verdict)
     if not id then return code end
     local r, why = require("ad.domain.approve").post(id, pos[2], verdict,
       { message = o.message, by = "cli" })
-    if not r then err("Error: ", why) return 1 end
+    if not r then
+      -- (--json: a JSON answer on stdout either way, as steer gives)
+      if o.json then common.json_out(require("ad.infra.json").object({ job_id = id,
+        applied = false, error = why }, { "job_id", "applied", "error" })) end
+      err("Error: ", why)
+      return 1
+    end
     if o.json then return common.json_out(r) end
     out((verdict == "allow" and "Allowed: " or "Denied: "), tostring(r.tool), " (request ",
       r.request_id, " of job ", id, ")", r.applied and "" or (" - " .. r.hint))

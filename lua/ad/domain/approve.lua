@@ -91,7 +91,8 @@ function M.post(id, request_id, verdict, opts)
   local rec = jobs.get(id)
   if not rec then return nil, "Job not found: " .. id end
   if jobs.TERMINAL[rec.status] then
-    return nil, "Job " .. id .. " has ended (" .. rec.status .. "); there is nothing to approve."
+    return nil, "Job " .. id .. " has ended (" .. rec.status .. "); there is nothing to " ..
+      (verdict == "allow" and "approve" or "deny") .. "."
   end
   local entry, ferr = M.find(rec, request_id)
   if not entry then return nil, ferr end
