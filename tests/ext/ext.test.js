@@ -670,3 +670,17 @@ test('two tool files defining one custom tool: the later file is skipped and rep
   assert.ok(!names.includes('other'), 'a skipped file registered a tool');
   await srv.close();
 });
+
+test('the CLI test and dispatch commands apply the tool files\' hooks (redact, before_dispatch) as the server does', (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const dir = toolsDir(env, {
+    'h.lua': 'hook("redact", function(t) return (t:gsub("sk%-%w+", "sk-REDACTED")) end)\n' +
+      'hook("before_dispatch", function(req) req.task = req.task .. " [stub:reply=key sk-secret42]" end)\n' });
+  for (const cmd of ['test', 'dispatch']) {
+    const r = env.run([cmd, 'a', 'show me'], { env: { AGENT_DISPATCH_TOOLS_DIR: dir } });
+    assert.strictEqual(r.code, 0, `${cmd}: ${r.stderr}`);
+    assert.match(r.stdout, /key sk-REDACTED/, `${cmd}: the hooks did not run: ${r.stdout}`);
+    assert.ok(!r.stdout.includes('secret42'), r.stdout);
+  }
+});

@@ -33,6 +33,9 @@ C.test = {
     -- A sign of life while it waits: on a terminal a spinner with the
     -- last progress line (so the child streams), piped the progress lines
     -- with --stream.
+    -- The tool files' hooks (redact, before_dispatch, ...) apply as they
+    -- do to every other dispatch (their custom tools are unused here).
+    require("ad.domain.plugins").load(function() end, {})
     local tty = core.sys.isatty(2)
     local stream = o.stream or tty
     local shown = progress.start({ tty = tty, lines = o.stream })
