@@ -79,9 +79,17 @@ dispatches() {
   wait "$SRV_PID"
   summary "$out"
 }
-one=$(dispatches 0)
-many=$(dispatches "$N")
-per=$(( (many - one) / N ))
+# A loaded machine adds work that is not the path's: the child's output
+# seen in more loop wake-ups, a timer that fires in a slow dispatch (a
+# span's start record after 1 s). Such work only adds instructions: the
+# best of three runs is the path's own count.
+per=
+for _ in 1 2 3; do
+  one=$(dispatches 0)
+  many=$(dispatches "$N")
+  p=$(( (many - one) / N ))
+  if [[ -z $per ]] || ((p < per)); then per=$p; fi
+done
 
 fail=0
 check() {
