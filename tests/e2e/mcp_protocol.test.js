@@ -661,6 +661,28 @@ describe('cancellation', () => {
     await srv.close();
   });
 
+  test('47b: a cancel right behind its call (the next write): no child runs on, with or without a hand-off', async (t) => {
+    const { env, srv } = serverWithAgent(t);
+    await srv.init();
+    for (let i = 0; i < 4; i++) {
+      const id = `early${i}`;
+      const args = { agent: 'a', task: `[stub:sleep=30] cancelled early ${i}` };
+      if (i % 2) args.handoff_after_seconds = 1;
+      srv.write(JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'dispatch', arguments: args } }) + '\n');
+      await new Promise((r) => setImmediate(r));
+      srv.write(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id } }) + '\n');
+      await sleep(1500);
+      const child = env.dispatches().find((d) => d.prompt.includes(`cancelled early ${i}`));
+      if (child) {
+        assert.ok(await waitUntil(() => !alive(child.pid) && !groupAlive(child.pgid), 5000),
+          `call ${id}: its child runs on after the cancel`);
+      }
+      assert.strictEqual(srv.responsesTo(id).length, 0, JSON.stringify(srv.responsesTo(id)));
+    }
+    assert.deepStrictEqual((await srv.request('ping')).result, {});
+    await srv.close();
+  });
+
   test('49-50: unknown/finished/malformed cancels are ignored; "2" does not cancel 2', async (t) => {
     const { srv } = serverWithAgent(t);
     await srv.init();

@@ -217,6 +217,26 @@ describe('permission relay over MRTR (2026-07-28)', () => {
     await srv.close();
   });
 
+  test('a cancelled retry cancels the call\'s work: the child is stopped, the job cancelled, no response', async (t) => {
+    const env = setup(t);
+    const srv = env.serve();
+    const args = { agent: 'a', task: `${ASK_GIT} [stub:ask_sleep=20] abandoned` };
+    const a = await firstAsk(srv, args);
+    srv.send({ jsonrpc: '2.0', id: 'retry', method: 'tools/call', params: { name: 'dispatch', arguments: args,
+      _meta: modernMeta(ELICITS), inputResponses: { [a.key]: allow() }, requestState: a.state } });
+    const { waitUntil, alive, sleep } = require('./lib');
+    const child = env.dispatches().find((d) => d.prompt.includes('abandoned'));
+    assert.ok(child);
+    await sleep(800);
+    srv.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'retry', _meta: modernMeta() } });
+    assert.ok(await waitUntil(() => !alive(child.pid), 6000), 'the child works on after its retry was cancelled');
+    assert.ok(await waitUntil(() => readRec(env, a.job).status === 'cancelled', 6000),
+      JSON.stringify(readRec(env, a.job).status));
+    await sleep(300);
+    assert.strictEqual(srv.responsesTo('retry').length, 0);
+    await srv.close();
+  });
+
   test('a client that did not declare elicitation keeps awaiting_approval (no elicitation sent)', async (t) => {
     const env = setup(t);
     const srv = env.serve();

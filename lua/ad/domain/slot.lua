@@ -15,6 +15,11 @@ local M = {}
 --- the call says of the dispatch is said before the wait, which a hand-off
 --- to a job may answer).
 function M.take(req)
+  -- A task cancelled while it waited for something else (a cancel that
+  -- came right behind its call, during the transport probe): the wait it
+  -- was in took the cancel, and a free slot is taken without a wait. It
+  -- must not start a child.
+  if core.task.cancelled() then error(errors.new("cancelled", "cancelled before it started"), 0) end
   local slot = core.limiter.acquire(true)
   if not slot then
     if req.on_queued then req.on_queued(req) end

@@ -375,8 +375,13 @@ function M.follow(job_id, call, after, elicits)
       return require("ad.domain.relay").mark_awaiting(rec)
     end
     if require("ad.storage.jobs").TERMINAL[rec.status] then return ended(rec, call) end
+    if core.task.cancelled() then
+      -- The retry goes on as the call: cancelled, it cancels the call's
+      -- work (its client has no job id to come back to; nothing answers).
+      pcall(async.cancel, job_id)
+      return ended(rec, call)
+    end
     if timed_out and after > 0 then return still_running(rec, after) end
-    if core.task.cancelled() then return ended(rec, call) end
   end
 end
 
