@@ -424,4 +424,48 @@ end)
     assert.strictEqual(rec.permissions.decisions[0].by, 'cli');
     await srv.close();
   });
+
+  test('a request pending when the process running its job dies is closed with the job, not left pending', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    // A handed-off call whose server is killed: the keeper ends the job.
+    const srv = env.serve();
+    await srv.init();
+    const { value } = await dispatch(srv, `${ASK_GIT} [stub:ask_sleep=1] kill9`);
+    assert.strictEqual(value.status, 'awaiting_approval', JSON.stringify(value));
+    srv.child.kill('SIGKILL');
+    await srv.exited;
+    const fin = await recUntil(env, value.job_id, (x) => ['done', 'failed', 'cancelled'].includes(x.status), 20000, 'its end');
+    assert.deepStrictEqual(fin.permissions.pending, [], JSON.stringify(fin.permissions));
+    assert.strictEqual(fin.permissions.decisions.length, 1, JSON.stringify(fin.permissions));
+    assert.strictEqual(fin.permissions.decisions[0].decision, 'deny');
+    assert.strictEqual(fin.permissions.decisions[0].by, 'relay');
+    // A detached job whose runner is killed while its child asks.
+    const srv2 = env.serve();
+    await srv2.init();
+    const id2 = (await srv2.call('dispatch_async', { agent: 'a', task: `${ASK_GIT} runner-kill` })).value.job_id;
+    const rec2 = await recUntil(env, id2, (x) => x.permissions && x.permissions.pending && x.permissions.pending.length, 15000, 'pending');
+    process.kill(rec2.server.pid, 'SIGKILL');
+    let st;
+    for (let i = 0; i < 50; i++) {
+      st = (await srv2.call('dispatch_status', { job_id: id2 })).value;
+      if (st.status !== 'running') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.strictEqual(st.status, 'failed', JSON.stringify(st));
+    assert.deepStrictEqual(st.permissions.pending, [], JSON.stringify(st.permissions));
+    await srv2.close();
+    // The SIGTERM of a server (Claude Code's stop) is no cancel: a request
+    // whose wait it ends is recorded as one nobody could be asked.
+    const srv3 = env.serve();
+    await srv3.init();
+    const v3 = (await dispatch(srv3, `${ASK_GIT} [stub:ask_sleep=1] term`)).value;
+    srv3.child.kill('SIGTERM');
+    await srv3.exited;
+    const fin3 = await recUntil(env, v3.job_id, (x) => ['done', 'failed', 'cancelled'].includes(x.status), 20000, 'its end');
+    for (const d of fin3.permissions.decisions) {
+      assert.notStrictEqual(d.by, 'cancel', JSON.stringify(fin3.permissions));
+      assert.doesNotMatch(d.message || '', /cancelled/, JSON.stringify(fin3.permissions));
+    }
+    assert.deepStrictEqual(fin3.permissions.pending, []);
+  });
 });

@@ -116,11 +116,21 @@ end
 
 -- ---------------------------------------------------------- elicitation --
 
--- The decision when the dispatch was cancelled while its child asked: a
--- denial (the channel's reader then sees the cancellation and stops the
--- child; raising here would leave it to no one).
+--- Set by the server as it stops: a request whose wait ends then was not
+--- cancelled by anyone, nobody is left to ask (ad.protocol.mcp).
+M.server_stopping = false
+
+-- The decision when the wait for an answer was cut short while the child
+-- asked: a denial (the channel's reader then sees the cancellation and
+-- stops the child; raising here would leave it to no one). Recorded as the
+-- cancel it was, or, when the server is stopping, as a request nobody could
+-- be asked any more.
 local function cancelled(pr)
-  return decision(pr, "deny", "relay", { message = "The dispatch was cancelled." })
+  if M.server_stopping then
+    return decision(pr, "deny", "relay", { message =
+      "The server stopped while the request waited; nobody could be asked." })
+  end
+  return decision(pr, "deny", "cancel", { message = "The dispatch was cancelled." })
 end
 
 

@@ -1097,6 +1097,8 @@ function M.serve()
   -- Maintenance that has not run yet runs now (bounded: the jobs lock wait
   -- is the only thing it can wait for).
   stopping = true
+  local relay = package.loaded["ad.domain.relay"]
+  if relay then relay.server_stopping = true end
   kick:set()
   if not upkept:wait(3) then upkeep:cancel() end
   local async = package.loaded["ad.domain.async"] -- only if any job ever ran here

@@ -361,6 +361,27 @@ function M.update_progress(id, lines)
   end)
 end
 
+local ENDED_UNANSWERED = "The job ended before the request was answered."
+
+-- Moves the requests still pending on record r to its decisions, denied:
+-- once the job has ended nobody can answer them (by and message say why;
+-- default: the cancel).
+local function deny_pending(r, by, message)
+  local p = r.permissions
+  if type(p) ~= "table" or type(p.pending) ~= "table" or not p.pending[1] then return end
+  local decisions = type(p.decisions) == "table" and p.decisions or json.array({})
+  local now = core.task.time()
+  for _, q in ipairs(p.pending) do
+    if type(q) == "table" then
+      decisions[#decisions + 1] = json.object({ request_id = q.request_id, tool = q.tool,
+        decision = "deny", by = by or "cancel", at = now,
+        message = message or "The dispatch was cancelled." },
+        M.DECISION_KEYS)
+    end
+  end
+  p.pending, p.decisions = json.array({}), decisions
+end
+
 function M.finish(id, result)
   return mutate(id, function(rec)
     if M.TERMINAL[rec.status] then return nil end
@@ -369,6 +390,7 @@ function M.finish(id, result)
     rec.result = result
     rec.error = (not result.success) and result.error or nil
     rec.process, rec.fanout, rec.result_read = nil, nil, nil
+    deny_pending(rec, "relay", ENDED_UNANSWERED)
     return rec
   end)
 end
@@ -380,6 +402,7 @@ function M.fail(id, message)
     rec.completed_at = core.task.time()
     rec.error = message
     rec.process, rec.fanout, rec.result_read = nil, nil, nil
+    deny_pending(rec, "relay", ENDED_UNANSWERED)
     return rec
   end)
 end
@@ -467,21 +490,6 @@ M.DECISION_KEYS = { "request_id", "tool", "decision", "by", "at", "rule", "messa
 -- A permission request still waiting when its job is cancelled is
 -- answered by the cancel: a denial on the record, not a question left
 -- pending that nobody can answer any more.
-local function deny_pending(r)
-  local p = r.permissions
-  if type(p) ~= "table" or type(p.pending) ~= "table" or not p.pending[1] then return end
-  local decisions = type(p.decisions) == "table" and p.decisions or json.array({})
-  local now = core.task.time()
-  for _, q in ipairs(p.pending) do
-    if type(q) == "table" then
-      decisions[#decisions + 1] = json.object({ request_id = q.request_id, tool = q.tool,
-        decision = "deny", by = "cancel", at = now, message = "The dispatch was cancelled." },
-        M.DECISION_KEYS)
-    end
-  end
-  p.pending, p.decisions = json.array({}), decisions
-end
-
 function M.cancel(id, force, why)
   local outcome = "not_found"
   local rec = mutate(id, function(r)
