@@ -468,4 +468,21 @@ end)
     }
     assert.deepStrictEqual(fin3.permissions.pending, []);
   });
+
+  test('a decision message is bounded as a steer is: the CLI refuses a longer one, nothing is delivered', async (t) => {
+    const env = setup(t, { relay: true, timeout_seconds: 60 });
+    const srv = env.serve();
+    await srv.init();
+    const id = (await srv.call('dispatch_async', { agent: 'a', task: `${ASK_GIT} long deny` })).value.job_id;
+    await recUntil(env, id, (x) => x.permissions && x.permissions.pending && x.permissions.pending.length, 15000, 'pending');
+    const big = env.run(['deny', id, '--message', 'x'.repeat(40000)]);
+    assert.strictEqual(big.code, 1, big.stderr);
+    assert.match(big.stderr, /at most 32768/);
+    assert.strictEqual(readRec(env, id).permissions.pending.length, 1, 'delivered anyway');
+    const ok = env.run(['deny', id, '--message', 'no']);
+    assert.strictEqual(ok.code, 0, ok.stderr);
+    const done = await recUntil(env, id, (x) => x.status === 'done', 20000, 'its end');
+    assert.match(done.result.result, /asked Bash: deny message=no/);
+    await srv.close();
+  });
 });

@@ -83,6 +83,12 @@ function M.post(id, request_id, verdict, opts)
   if verdict ~= "allow" and verdict ~= "deny" then
     return nil, "decision must be \"allow\" or \"deny\", got " .. util.repr(verdict)
   end
+  -- (a message goes to the agent's model as a steer does: bounded alike)
+  local max = require("ad.domain.steer").MAX_TEXT
+  if type(opts.message) == "string" and #opts.message > max then
+    return nil, "message is " .. #opts.message .. " bytes; at most " .. max ..
+      " are sent to a running agent"
+  end
   local edit, ierr = input_of(opts.updated_input)
   if ierr then return nil, ierr end
   if edit and verdict == "deny" then

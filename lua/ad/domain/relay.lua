@@ -103,10 +103,18 @@ function M.response(pr, d)
     { "behavior", "message" })
 end
 
+-- The most a decision's message carries to the agent's model (and into
+-- the job's record): a steer's bound, in code points.
+M.MAX_MESSAGE = 32 * 1024
+
 local function decision(pr, verdict, by, fields)
   fields = fields or {}
+  local message = fields.message
+  if type(message) == "string" and #message > M.MAX_MESSAGE then
+    message = util.cut(message, M.MAX_MESSAGE) .. "…"
+  end
   local d = json.object({ request_id = pr.request_id, tool = pr.tool, decision = verdict,
-    by = by, at = core.task.time(), rule = fields.rule, message = fields.message },
+    by = by, at = core.task.time(), rule = fields.rule, message = message },
     M.DECISION_KEYS)
   if verdict == "allow" and fields.updated_input ~= nil then
     d.updated_input, d.edited = fields.updated_input, true
