@@ -50,6 +50,27 @@ describe('MCP tasks (2025-11-25)', () => {
     await srv.close();
   });
 
+  test('a task whose agent waits for a permission decision says how to answer it in statusMessage', async (t) => {
+    const env = newEnv(t);
+    env.writeConfig(`agents:\n  a:\n    directory: ${JSON.stringify(env.project('a'))}\n    permissions: {"relay": true, "timeout_seconds": 60}\n`);
+    const srv = env.serve();
+    await initTasks(srv);
+    const created = await srv.request('tools/call', { name: 'dispatch',
+      arguments: { agent: 'a', task: '[stub:ask=Bash {"command":"ls"}] task asks' }, task: { ttl: 60000 } });
+    const tid = created.result.task.taskId;
+    let got;
+    for (let i = 0; i < 100; i++) {
+      got = (await srv.request('tasks/get', { taskId: tid })).result;
+      if (/permission request/.test(got.statusMessage || '')) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.strictEqual(got.status, 'working');
+    assert.match(got.statusMessage, /waits for your decision on 1 permission request/);
+    assert.match(got.statusMessage, /dispatch_approve/);
+    await srv.request('tools/call', { name: 'dispatch_cancel', arguments: { job_id: tid } });
+    await srv.close();
+  });
+
   test('a cancelled tasks/result request stops waiting and gets no response; the task runs on', async (t) => {
     const { env, srv } = serve(t);
     await initTasks(srv);

@@ -45,6 +45,10 @@ function M.task_of(rec)
   if not msg and type(rec.progress) == "table" and #rec.progress > 0 then
     msg = rec.progress[#rec.progress]
   end
+  -- A working task whose agent waits for a decision says how to give it
+  -- (as the 2026 extension's does for a client without elicitation).
+  local p = status == "working" and type(rec.permissions) == "table" and rec.permissions.pending
+  if type(p) == "table" and #p > 0 then msg = require("ad.domain.relay").pending_hint(rec) end
   return json.object({ taskId = rec.id, status = status, statusMessage = msg,
     createdAt = iso(rec.created_at),
     lastUpdatedAt = iso(rec.completed_at or rec.progress_updated_at or rec.started_at or rec.created_at),
