@@ -88,10 +88,11 @@ test("command: ssh options first, -- before the destination, one quoted remote w
   eq(input, "two\nlines\n")
 end)
 
-test("forwarded: only depth and trace variables cross", function()
+test("forwarded: only the depth and the trace context cross, by exact name", function()
   local out = remote.forwarded({ "HOME=/root", "AGENT_DISPATCH_DEPTH=2", "ANTHROPIC_API_KEY=k",
-    "AGENT_DISPATCH_TRACE_PARENT=abc", "AGENT_DISPATCH_CONFIG=/x" })
-  eq(table.concat(out, ","), "AGENT_DISPATCH_DEPTH=2,AGENT_DISPATCH_TRACE_PARENT=abc")
+    "AGENT_DISPATCH_TRACE=t:s::", "AGENT_DISPATCH_CONFIG=/x", "AGENT_DISPATCH_TRACES_DIR=/local/traces",
+    "AGENT_DISPATCH_TRACE_SECRET=s", "AGENT_DISPATCH_TRACE_FILE=/local/ctx" })
+  eq(table.concat(out, ","), "AGENT_DISPATCH_DEPTH=2,AGENT_DISPATCH_TRACE=t:s::")
 end)
 
 test("probe output: parsed, base64 files intact, anything else refused", function()

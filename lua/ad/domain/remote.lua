@@ -225,9 +225,11 @@ end
 
 --- Environment passed to the remote side: only what belongs to the
 --- dispatch, not to this machine.
---- AGENT_DISPATCH_DEPTH bounds recursion across hosts too; variables
---- named AGENT_DISPATCH_TRACE* carry a trace context.
-M.FORWARDED_ENV = { "AGENT_DISPATCH_DEPTH" }
+--- AGENT_DISPATCH_DEPTH bounds recursion across hosts too;
+--- AGENT_DISPATCH_TRACE carries the trace context. Exact names: any other
+--- variable of this machine (a traces directory, a secret that happens to
+--- share a prefix) stays here.
+M.FORWARDED_ENV = { "AGENT_DISPATCH_DEPTH", "AGENT_DISPATCH_TRACE" }
 
 --- Longest control directory name: a socket path is at most 107 bytes,
 --- and ssh adds "/" + 40 (%C) + 17 (a temporary suffix) to it.
@@ -317,8 +319,9 @@ function M.forwarded(env)
   local out = {}
   for _, kv in ipairs(env) do
     local k = kv:match("^([%w_]+)=")
-    -- (a context file is a path on this machine: it never crosses)
-    if k and (keep[k] or (k:find("^AGENT_DISPATCH_TRACE") and k ~= "AGENT_DISPATCH_TRACE_FILE")) then
+    -- (AGENT_DISPATCH_TRACE_FILE, a context file, is a path on this
+    -- machine: it never crosses)
+    if k and keep[k] then
       out[#out + 1] = kv
     end
   end
