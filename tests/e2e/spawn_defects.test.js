@@ -220,3 +220,25 @@ describe('output of a kept live session', () => {
     await srv.close();
   });
 });
+
+describe('the transport check and the timeout', () => {
+  test('a CLI slow to answer the transport check (claude --help) spends the dispatch\'s timeout, not time on top of it', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const { STUB_DIR } = require('./lib');
+    // A claude whose --help takes 30 s; everything else is the stub.
+    const wrap = path.join(env.root, 'slow-help-claude');
+    fs.writeFileSync(wrap, `#!/bin/sh\n[ "$1" = --help ] && exec sleep 30\nexec ${JSON.stringify(path.join(STUB_DIR, 'claude'))} "$@"\n`,
+      { mode: 0o755 });
+    const srv = env.serve({ env: { AGENT_DISPATCH_CLAUDE: wrap, HOME: path.join(env.root, 'home') } });
+    await srv.init();
+    const t0 = Date.now();
+    const { value } = await srv.call('dispatch', { agent: 'a', task: '[stub:sleep=5] slow check', timeout_seconds: 12 },
+      { ms: 60000 });
+    const took = (Date.now() - t0) / 1000;
+    assert.strictEqual(value.success, false, JSON.stringify(value));
+    assert.strictEqual(value.error_type, 'timeout', JSON.stringify(value));
+    assert.ok(took < 13.5, `the call took ${took} s with a 12 s timeout`);
+    await srv.close();
+  });
+});

@@ -53,12 +53,14 @@ end
 
 -- Runs the probe: live (boolean), the identity it saw (nil: none to keep),
 -- or nil and the ssh error text when the host could not be reached.
-local function probe(host, known, settings)
+local function probe(host, known, settings, limit)
   local cmd = "exec sh -c " .. remote.quote(M.SCRIPT) .. " agent-dispatch " .. remote.quote(known or "")
   local lines, info = require("ad.domain.remote_probe").ssh_lines(host, cmd,
-    (settings and settings.ssh_connect_timeout) or remote.CONNECT_TIMEOUT, { timeout = M.TIMEOUT })
+    (settings and settings.ssh_connect_timeout) or remote.CONNECT_TIMEOUT,
+    { timeout = math.min(M.TIMEOUT, limit or M.TIMEOUT) })
   if not lines or not info then return false end
-  if info.exit_code == 255 and not info.timed_out then
+  if info.timed_out then return false, nil, false, true end
+  if info.exit_code == 255 then
     local why = remote.ssh_error_text(info.stderr)
     return nil, why ~= "" and why or "exit status 255, no message"
   end
@@ -75,8 +77,11 @@ local function probe(host, known, settings)
 end
 
 --- True when the claude CLI on host has the live channel; nil and ssh's
---- error text when host could not be reached.
-function M.has_channel(host, settings)
+--- error text when host could not be reached. limit: the most seconds the
+--- probe may take (what is left of the dispatch's timeout; M.TIMEOUT at
+--- most). A host that did not answer in time counts as one without the
+--- channel for M.TTL: the next dispatches do not wait for it again.
+function M.has_channel(host, settings, limit)
   local now = core.task.now()
   local m = memo[host]
   if m and now - m.at < M.TTL then return m.live end
@@ -91,12 +96,15 @@ function M.has_channel(host, settings)
   local disk = load_disk()
   local d = type(disk[host]) == "table" and disk[host] or {}
   local known = type(d.id) == "string" and type(d.live) == "boolean" and d.id or nil
-  local ok, live, id, again = pcall(probe, host, known, settings)
+  local ok, live, id, again, slow = pcall(probe, host, known, settings, limit)
   if ok and again and not core.task.cancelled() then
-    ok, live, id = pcall(probe, host, known, settings)
+    ok, live, id, again, slow = pcall(probe, host, known, settings, limit)
   end
   probing[host] = nil
   if not ok then live, id = false, nil end
+  if ok and slow and not core.task.cancelled() then
+    memo[host] = { at = now, live = false }
+  end
   if live == nil then
     ev:set({ id })
     return nil, id

@@ -279,10 +279,23 @@ local function execute(req)
   local env = M.child_env(depth)
   local env_add = req.trace_env and trace.env_entry(req.trace_env)
   -- live: the CLI's control channel (ad.domain.transport, ad.domain.live_run)
+  -- The transport check counts in the dispatch's timeout (a host that is
+  -- slow to answer it must not add its wait to every dispatch).
+  local checked_at = core.task.now()
   local mode, unreachable = transport.choose(settings, req.agent, not host and path or nil, env,
-    path_id)
+    path_id, eff.timeout)
   if unreachable then
     return result.failure(name, "remote", "ssh to " .. host .. " failed: " .. unreachable)
+  end
+  local timeout = eff.timeout
+  if timeout then
+    local spent = core.task.now() - checked_at
+    if spent >= timeout then
+      return result.failure(name, "timeout", "Agent '" .. name .. "' timed out after " ..
+        util.num(timeout) .. "s while its " .. (host and ("host " .. host) or "claude CLI") ..
+        " answered the transport check (claude --help); nothing ran, no session was started.")
+    end
+    if spent > 0.5 then timeout = timeout - spent end
   end
   local live = mode == "live"
   -- A kept live process (a session's, the warm pool's), or a session turn
@@ -297,7 +310,7 @@ local function execute(req)
     -- did not make it missed a turn run elsewhere (ad.storage.session_marks).
     local mark = resume and marks.turn(resume)
     local kept_run = keep and kept.run{ argv = argv, env = env, cwd = cwd, text = text, req = req,
-      timeout = eff.timeout, budget = eff.budget, resume = resume, mark = mark, fresh = fresh,
+      timeout = timeout, budget = eff.budget, resume = resume, mark = mark, fresh = fresh,
       grace = M.kill_grace, drain = M.drain, cap = M.MAX_OUTPUT,
       interrupt_grace = settings.interrupt_grace_seconds } or nil
     if kept_run then
@@ -316,12 +329,12 @@ local function execute(req)
     end
     local run
     if live then
-      run = live_run.run(argv, text, cmdline.env(env), eff.timeout, req, cwd, { cap = M.MAX_OUTPUT,
+      run = live_run.run(argv, text, cmdline.env(env), timeout, req, cwd, { cap = M.MAX_OUTPUT,
         grace = host and remote.KILL_GRACE or M.kill_grace, drain = M.drain,
         interrupt_grace = settings.interrupt_grace_seconds, session_id = resume or fresh,
         env_add = env_add })
     else
-      run = run_child(argv, input, cmdline.env(env), eff.timeout, req, cwd, env_add)
+      run = run_child(argv, input, cmdline.env(env), timeout, req, cwd, env_add)
     end
     run.session_id, run.fresh = resume or fresh, fresh ~= nil
     run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT

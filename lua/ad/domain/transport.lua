@@ -35,8 +35,9 @@ end
 
 -- Runs `claude --help` and looks for the flag (a task: yields). env: the
 -- environment a child gets (ad.domain.runner.child_env).
-local function probe(path, env)
-  local p = core.proc.spawn{ argv = { path, "--help" }, env = env, timeout = M.PROBE_TIMEOUT,
+local function probe(path, env, limit)
+  local p = core.proc.spawn{ argv = { path, "--help" }, env = env,
+    timeout = math.min(M.PROBE_TIMEOUT, limit or M.PROBE_TIMEOUT),
     max_line = 64 * 1024 }
   if not p then return false end
   local found = false
@@ -53,7 +54,7 @@ end
 --- True when the claude binary at path has the live control channel
 --- (env: the probe's environment, a child's; id: its core.fs.file_id when
 --- the caller has it, from the stat that found the binary).
-function M.has_channel(path, env, id)
+function M.has_channel(path, env, id, limit)
   id = id or core.fs.file_id(path)
   if not id then return false end
   local m = memo[path]
@@ -70,7 +71,7 @@ function M.has_channel(path, env, id)
   if pending and pending.id == id then return pending.ev:wait() == true end
   pending = { id = id, ev = core.task.event() }
   probing[path] = pending
-  local ok, live = pcall(probe, path, env)
+  local ok, live = pcall(probe, path, env, limit)
   live = ok and live or false
   probing[path] = nil
   pending.ev:set(live)
@@ -85,18 +86,20 @@ function M.has_channel(path, env, id)
 end
 
 --- "live" or "oneshot" for a request whose claude is at path (nil for a
---- remote agent); env and id as for has_channel. For a remote agent whose
---- host could not be reached: "oneshot" and ssh's error text.
-function M.choose(settings, agent, path, env, id)
+--- remote agent); env and id as for has_channel; limit, the most seconds
+--- a probe may take (the dispatch's timeout: the probe counts in it). For
+--- a remote agent whose host could not be reached: "oneshot" and ssh's
+--- error text.
+function M.choose(settings, agent, path, env, id, limit)
   local mode = settings.transport or "auto"
   if mode ~= "auto" then return mode end
   if agent.host then
-    local live, why = require("ad.domain.remote_transport").has_channel(agent.host, settings)
+    local live, why = require("ad.domain.remote_transport").has_channel(agent.host, settings, limit)
     if live == nil then return "oneshot", why end
     return live and "live" or "oneshot"
   end
   if not path then return "oneshot" end
-  return M.has_channel(path, env, id) and "live" or "oneshot"
+  return M.has_channel(path, env, id, limit) and "live" or "oneshot"
 end
 
 return M
