@@ -57,6 +57,7 @@ end
 --- Agent names in config order, each with directory, description and health.
 function M.agents()
   local c = cfg()
+  require("ad.domain.introspect").prefetch(c)
   local out = {}
   for i, name in ipairs(c.agent_names) do
     local a = c.agents[name]

@@ -242,3 +242,20 @@ describe('the transport check and the timeout', () => {
     await srv.close();
   });
 });
+
+describe('listing agents on hosts that do not answer', () => {
+  test('three silent hosts are shown UNREACHABLE in about 3 s, not 3 s each (or 10 s for a stall after the banner)', async (t) => {
+    const env = newEnv(t);
+    const dirs = ['h1', 'h2', 'h3'].map((h) => `  ${h}a:\n    directory: /srv/${h}\n    host: ${h}.invalid\n`);
+    env.writeConfig(`agents:\n${dirs.join('')}`);
+    // An ssh that connects and then says nothing (a host that stalls).
+    const ssh = path.join(env.root, 'silent-ssh');
+    fs.writeFileSync(ssh, '#!/bin/sh\nexec sleep 30\n', { mode: 0o755 });
+    const t0 = Date.now();
+    const r = env.run(['list'], { env: { AGENT_DISPATCH_SSH: ssh } });
+    const took = (Date.now() - t0) / 1000;
+    assert.strictEqual(r.code, 0, r.stderr);
+    assert.strictEqual((r.stdout.match(/\[UNREACHABLE\]/g) || []).length, 3, r.stdout);
+    assert.ok(took < 6, `list took ${took} s`);
+  });
+});

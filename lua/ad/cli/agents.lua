@@ -324,6 +324,7 @@ C.list = {
   run = function(o)
     local cfg, code = common.load()
     if not cfg then return code end
+    introspect.prefetch(cfg)
     if o.json then
       local l = json.array()
       for _, name in ipairs(cfg.agent_names) do

@@ -33,6 +33,17 @@ function M.source(agent, settings)
   return M.local_source(agent.directory)
 end
 
+--- Probes every remote agent of cfg at once before a listing walks them
+--- one by one (ad.domain.remote_probe.prefetch); nothing for local ones.
+function M.prefetch(cfg)
+  local remote = {}
+  for _, name in ipairs(cfg.agent_names) do
+    local a = cfg.agents[name]
+    if a.host then remote[#remote + 1] = a end
+  end
+  if #remote > 1 then require("ad.domain.remote_probe").prefetch(remote, cfg.settings) end
+end
+
 local function src(d)
   if type(d) == "table" then return d end
   return M.local_source(d)

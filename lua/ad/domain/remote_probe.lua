@@ -165,17 +165,32 @@ local function ssh_lines(host, cmd, connect_timeout, spawn)
   argv[#argv + 1] = "--"
   argv[#argv + 1] = h.dest
   argv[#argv + 1] = cmd
+  local within = spawn.answer_within
+  spawn.answer_within = nil
   spawn.argv, spawn.grace = argv, remote.KILL_GRACE
   local p, msg = core.proc.spawn(spawn)
   if not p then return nil, msg end
+  -- answer_within: seconds for the first line (connected, logged in, the
+  -- script started); ssh's ConnectTimeout does not cover a host that
+  -- accepts the connection and then stalls.
+  local answered, silent = false, false
+  local dog = within and core.task.spawn(function()
+    if core.task.sleep(within) and not answered then
+      silent = true
+      p:kill(true)
+    end
+  end)
   local lines = {}
   while true do
     local line = p:read_line()
     if not line then break end
+    answered = true
     lines[#lines + 1] = line
   end
   local info = p:wait()
+  if dog then dog:cancel() end
   p:close()
+  if info and silent then info.timed_out, info.silent = true, true end
   return lines, info
 end
 M.ssh_lines = ssh_lines
@@ -186,13 +201,18 @@ local function run_probe(agent, settings)
   for _, f in ipairs(M.FILES) do words[#words + 1] = remote.quote(f) end
   local timeout = math.min(M.CONNECT_TIMEOUT, (settings and settings.ssh_connect_timeout) or M.CONNECT_TIMEOUT)
   local lines, info = ssh_lines(agent.host, table.concat(words, " "), timeout,
-    { timeout = M.TIMEOUT, max_output = 2 * M.MAX_FILE * #M.FILES + 256 * M.MAX_ENTRIES })
+    { timeout = M.TIMEOUT, max_output = 2 * M.MAX_FILE * #M.FILES + 256 * M.MAX_ENTRIES,
+      answer_within = M.CONNECT_TIMEOUT })
   if not lines then return nil, info end
   if not info then return nil, "cancelled" end
   local probe = info.exit_code == 0 and not info.timed_out and M.parse(lines)
   if probe then return probe end
   local why = remote.ssh_error_text(info.stderr)
-  if info.timed_out then why = "no answer within " .. M.TIMEOUT .. "s" end
+  if info.silent then
+    why = "no answer within " .. M.CONNECT_TIMEOUT .. "s"
+  elseif info.timed_out then
+    why = "no answer within " .. M.TIMEOUT .. "s"
+  end
   return nil, why ~= "" and why or ("ssh exited with status " .. tostring(info.exit_code))
 end
 
@@ -227,6 +247,25 @@ function M.check_host(host, settings)
   local ok, st = pcall(json.decode, table.concat(rest, "\n"))
   if ok and type(st) == "table" then r.auth = st end
   return r
+end
+
+--- Probes the remote agents among agents (a list of config entries) that
+--- nothing is known of, all at once: a listing of N agents on N hosts
+--- that do not answer waits CONNECT_TIMEOUT once, not N times. Later
+--- M.source calls find the answers.
+function M.prefetch(agents, settings)
+  local now, tasks, seen = core.task.now(), {}, {}
+  for _, a in ipairs(agents) do
+    if a.host then
+      local key = a.host .. "\0" .. a.directory
+      local hit, d = cache[key], down[a.host]
+      if not seen[key] and not (hit and now - hit.at < M.TTL) and not (d and now - d.at < M.TTL) then
+        seen[key] = true
+        tasks[#tasks + 1] = core.task.spawn(function() pcall(M.source, a, settings) end)
+      end
+    end
+  end
+  for _, t in ipairs(tasks) do t:wait() end
 end
 
 --- The introspection source of a remote agent (see the module comment).

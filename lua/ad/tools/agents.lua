@@ -30,6 +30,7 @@ tools.define{
       return tools.envelope("No agents configured. Run: agent-dispatch add <name> <directory>")
     end
     local out = json.array()
+    introspect.prefetch(cfg)
     for _, name in ipairs(cfg.agent_names) do
       local a = cfg.agents[name]
       local src = introspect.source(a, cfg.settings)
