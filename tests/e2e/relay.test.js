@@ -270,11 +270,15 @@ end)
       capabilities: { elicitation: { form: {} } }, clientInfo: { name: 'e2e', version: '1' } });
     srv.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
     dispatch(srv, WORKS_ON, {}, { id: 'c9' }).catch(() => {});
-    await srv.waitFor((m) => m.method === 'elicitation/create', 15000, 'elicitation/create');
+    const el = await srv.waitFor((m) => m.method === 'elicitation/create', 15000, 'elicitation/create');
     const [child] = env.dispatches();
     srv.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'c9' } });
     assert.ok(await waitUntil(() => !alive(child.pid), 8000), 'the child worked on after the cancel');
     assert.strictEqual(srv.responsesTo('c9').length, 0, 'a cancelled call gets no response');
+    // The question put to the client is withdrawn: its dialog can close.
+    const gone = await srv.waitFor((m) => m.method === 'notifications/cancelled' && m.params.requestId === el.id,
+      5000, 'notifications/cancelled of the elicitation');
+    assert.strictEqual(typeof gone.params.reason, 'string');
     await srv.close();
   });
 

@@ -434,7 +434,16 @@ function Server:client_request(method, params, timeout)
                         { "jsonrpc", "id", "method", "params" }))
   local msg, why = ev:wait(timeout)
   self.outgoing[id] = nil
-  if not msg then return nil, why or "timeout" end
+  if not msg then
+    -- Withdrawn: the client may stop asking its user (a dialog for a
+    -- call that was cancelled, or decided elsewhere, would linger).
+    self:send(json.object({ jsonrpc = "2.0", method = "notifications/cancelled",
+      params = json.object({ requestId = id, reason = why == "timeout" and
+        "No answer in time; the request was decided without it." or
+        "The request is no longer needed (its call was cancelled or decided elsewhere)." },
+        { "requestId", "reason" }) }, { "jsonrpc", "method", "params" }))
+    return nil, why or "timeout"
+  end
   if msg.error ~= nil then return nil, "error", msg.error end
   if type(msg.result) ~= "table" then return nil, "error", msg.result end
   return msg.result
