@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -371,7 +372,7 @@ int fs_read_file(const char *path, size_t max, bool nofollow, char **out,
 
 int fs_append_open(const char *path, mode_t mode)
 {
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+    int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
                   mode);
     if (fd < 0) {
         return -errno;
@@ -404,18 +405,40 @@ int fs_append_iov(int fd, const struct iovec *iov, int n, off_t limit)
     if (limit > 0 && st.st_size >= limit) {
         return -EFBIG; /* full: the caller goes on in a new file */
     }
+    if (n < 1 || n > 8) {
+        return -EINVAL;
+    }
     size_t len = 0;
     for (int i = 0; i < n; i++) {
         len += iov[i].iov_len;
     }
+    /* A line cut short (a full disk) must not swallow the next one: a
+     * file that does not end its last line gets a newline before this
+     * record (two appenders may both add one: an empty line, harmless). */
+    struct iovec all[9];
+    int k = 0;
+    char last = '\n';
+    const struct iovec *tail = &iov[n - 1];
+    bool lines = tail->iov_len > 0 &&
+                 ((const char *)tail->iov_base)[tail->iov_len - 1] == '\n';
+    if (lines && st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1 &&
+        last != '\n') {
+        all[k++] = (struct iovec){.iov_base = "\n", .iov_len = 1};
+        len++;
+    }
+    for (int i = 0; i < n; i++) {
+        all[k++] = iov[i];
+    }
     ssize_t w;
     do {
-        w = writev(fd, iov, n); /* one append, like one write() */
+        w = writev(fd, all, k); /* one append, like one write() */
     } while (w < 0 && errno == EINTR);
     if (w < 0) {
         return -errno;
     }
-    return (size_t)w == len ? 0 : -EIO;
+    /* Short: the device filled up (or the file reached its size limit)
+     * while this record was written. */
+    return (size_t)w == len ? 0 : -ENOSPC;
 }
 
 int fs_append_fd(int fd, const void *data, size_t len)

@@ -74,9 +74,12 @@ int fs_append_open(const char *path, mode_t mode);
  * when the file was removed since it was opened (reopen it by name). */
 int fs_append_fd(int fd, const void *data, size_t len);
 
-/* fs_append_fd of the n pieces of iov, one after the other, in one
- * writev() (one append, as atomic as one write()). limit > 0: -EFBIG
- * (nothing written) when the file holds limit bytes or more already. */
+/* fs_append_fd of the n (1 to 8) pieces of iov, one after the other, in
+ * one writev() (one append, as atomic as one write()). limit > 0: -EFBIG
+ * (nothing written) when the file holds limit bytes or more already. A
+ * record ending in a newline is a line: when the file's last line was cut
+ * short (a write that hit a full disk), a newline goes first, so the torn
+ * line stays alone. A short write is -ENOSPC. */
 int fs_append_iov(int fd, const struct iovec *iov, int n, off_t limit);
 
 /* Reads at most max bytes of path into a new NUL-terminated buffer.

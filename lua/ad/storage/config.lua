@@ -764,14 +764,22 @@ function M.backup_path(path, n)
   return path .. ".bak." .. (n or 1)
 end
 
--- Keeps `text` (the file before this change) as .bak.1, shifting the
--- older backups up and dropping the oldest. Runs under the config lock.
-local function backup(path, text)
+-- The backups of a change, under the config lock, in two steps so that a
+-- change that fails leaves them as they were: stage_backup writes `text`
+-- (the file before this change) as .bak.0; once the new file is written,
+-- rotate_backups shifts the older ones up (dropping the oldest) and makes
+-- .bak.0 the new .bak.1 (renames: no space needed). A .bak.0 left by a
+-- process killed in between holds the version before its change.
+local function stage_backup(path, text)
+  return core.fs.write_atomic(M.backup_path(path, 0), text, 384) -- 0600
+end
+
+local function rotate_backups(path)
   for n = M.BACKUPS - 1, 1, -1 do
     local from = M.backup_path(path, n)
     if core.fs.stat(from) then os.rename(from, M.backup_path(path, n + 1)) end
   end
-  return core.fs.write_atomic(M.backup_path(path, 1), text, 384) -- 0600
+  os.rename(M.backup_path(path, 0), M.backup_path(path, 1))
 end
 
 -- The new text of the file: the old text with only the changed entries
@@ -806,13 +814,20 @@ local function commit(path, text, before, cfg, warnings)
   if text then
     local ro = read_only(path)
     if ro then return nil, { kind = "write", path = path, detail = ro } end
-    local ok, berr = backup(path, text)
+    local ok, berr = stage_backup(path, text)
     if not ok then
+      core.fs.unlink(M.backup_path(path, 0))
       return nil, { kind = "write", path = path,
                     detail = "could not keep a backup: " .. tostring(berr) }
     end
   end
-  return M.write(path, out)
+  local wrote, werr = M.write(path, out)
+  if not wrote then
+    if text then core.fs.unlink(M.backup_path(path, 0)) end
+    return nil, werr
+  end
+  if text then rotate_backups(path) end
+  return true
 end
 
 --- Runs fn(cfg) between a fresh load and a save, under the config lock.

@@ -247,7 +247,7 @@ end
 
 --- The ids of the most recently written traces (newest first), at most
 --- limit of them.
-function M.recent(limit)
+local function recent_ids(limit)
   local out_ids, seen = {}, {}
   for _, f in ipairs(days()) do
     local text = text_of(f)
@@ -271,6 +271,22 @@ function M.recent(limit)
     end
   end
   return out_ids
+end
+
+--- The ids of the limit most recent traces, newest first. An id seen only
+--- in lines no reader can decode (a line cut short by a full disk) is no
+--- trace: left out.
+function M.recent(limit)
+  local ids = recent_ids(limit + 8)
+  local spans = M.read_many(ids)
+  local out = {}
+  for _, id in ipairs(ids) do
+    if spans[id] and #spans[id] > 0 then
+      out[#out + 1] = id
+      if #out >= limit then break end
+    end
+  end
+  return out
 end
 
 --- The trace holding the span of job id (newest day files searched
