@@ -368,3 +368,29 @@ test('a client that stops reading while a call streams progress: memory stays bo
 });
 
 module.exports = { serverWithAgent, assertError };
+
+describe('a client whose stdout reader is gone', () => {
+  test('EPIPE on stdout shuts the server down with its children, stdin still open (MCP: client gone)', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true }, settings: '  handoff_after_seconds: 0\n' });
+    const { alive } = require('./lib');
+    const child = spawn(BIN, ['serve'], { env: env.env({}), stdio: ['pipe', 'pipe', 'pipe'] });
+    env.extraPids.push(child.pid);
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    const exited = new Promise((r) => child.on('exit', (code, sig) => r({ code, sig })));
+    child.stdin.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: {
+      protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }) + '\n');
+    assert.ok(await waitUntil(() => out.includes('"id":1'), 10000), 'no initialize reply');
+    child.stdout.destroy(); // the reader goes away; stdin stays open
+    child.stdin.write(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) + '\n');
+    child.stdin.write(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'dispatch',
+      arguments: { agent: 'a', task: '[stub:hang] for nobody' } } }) + '\n');
+    assert.ok(await waitUntil(() => env.dispatches().length === 1, 10000), 'the call did not start');
+    const stub = env.dispatches()[0];
+    const end = await Promise.race([exited, sleep(8000).then(() => null)]);
+    assert.ok(end, 'the server runs on for a client that is gone');
+    assert.ok(await waitUntil(() => !alive(stub.pid), 5000), 'its child runs on');
+    child.stdin.destroy();
+  });
+});

@@ -202,16 +202,24 @@ end
 
 -- ------------------------------------------------------------ output --
 
+-- stdout failed (EPIPE: the client's reader is gone): nothing is
+-- written any more, and the serve loop is told at once (on_broken), not
+-- at the next input line, which may never come.
+local function broke(self)
+  self.broken = true
+  if self.on_broken then self.on_broken() end
+end
+
 function Server:send(msg)
   if self.broken then return end
   local ok = self.write(json.encode(msg) .. "\n")
-  if not ok then self.broken = true end
+  if not ok then broke(self) end
 end
 
 -- A message already encoded, its newline included.
 function Server:send_line(text)
   if self.broken then return end
-  if not self.write(text) then self.broken = true end
+  if not self.write(text) then broke(self) end
 end
 
 local function id_value(id)
@@ -1078,6 +1086,7 @@ function M.serve()
     if not ok then error(err, 0) end
   end)
   local stop = core.task.event()
+  server.on_broken = function() stop:set("stdout closed") end
   local reader = core.task.spawn(function()
     while true do
       local line, err = core.chan.stdin_read()
