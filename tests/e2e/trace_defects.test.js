@@ -588,6 +588,28 @@ return out
       }
     });
 
+  test('a child that reports no cost (timed out, killed) is charged all it was allowed: the cap is not handed out again',
+    async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: true } });
+      const script = path.join(env.root, 'timeouts.lua');
+      fs.writeFileSync(script, `local ad = require "agent_dispatch"
+local out = {}
+for i = 1, 3 do
+  out[i] = ad.dispatch{ agent = "a", task = "[stub:hang] step " .. i, tree_budget_usd = 0.5, timeout_seconds = 10 }
+end
+return out
+`);
+      const r = env.run(['run', '--json', script], { env: { AGENT_DISPATCH_QUIET: '1' } });
+      assert.strictEqual(r.code, 0, r.stderr);
+      const out = JSON.parse(r.stdout);
+      assert.strictEqual(out[0].error_type, 'timeout', JSON.stringify(out[0]));
+      // The first child may have spent its $0.50: nothing is left for the others.
+      assert.strictEqual(out[1].error_type, 'budget', JSON.stringify(out[1]));
+      assert.strictEqual(out[2].error_type, 'budget', JSON.stringify(out[2]));
+      assert.strictEqual(env.dispatches().length, 1);
+    });
+
   test('settled spend is named in the refusal: who spent how much', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true, b: true } });

@@ -47,7 +47,8 @@ function M.settle(meta, r, own)
   local runner = require "ad.domain.runner"
   local s = type(meta.span) == "table" and meta.span
   if meta.reserved and s and type(s.trace_id) == "string" and type(s.span_id) == "string" then
-    runner.settle_tree({ trace_id = s.trace_id }, s, meta.agent, r)
+    -- (the keeper read the child: it ran)
+    runner.settle_tree({ trace_id = s.trace_id }, s, meta.agent, r, true)
   end
   end_span(meta, r)
   if type(meta.cache) == "string" and own then

@@ -448,8 +448,8 @@ end
 --- Settles the tree budget reserved for span (in the tree of ctx: its
 --- trace_id) with what result r (nil: none) cost. The server's runner and
 --- the keeper's job runner settle through here. Never raises.
-function M.settle_tree(ctx, span, agent, r)
-  local settled, err = pcall(trace.settle, ctx, span, agent, r and r.cost_usd or nil)
+function M.settle_tree(ctx, span, agent, r, ran)
+  local settled, err = pcall(trace.settle, ctx, span, agent, r and r.cost_usd or nil, ran)
   if not settled then
     io.stderr:write("agent-dispatch: warning: the tree budget of trace ", ctx.trace_id,
       " could not be settled (", tostring(type(err) == "table" and err.message or err), ")\n")
@@ -533,7 +533,7 @@ local function traced(req, ctx, span, later)
   local started = span.ran == true
   -- (left: a handed-off call's child the keeper reads on settles there,
   -- with what it really cost: ad.domain.keeper)
-  if ctx.cap and not span.left then M.settle_tree(ctx, span, req.agent_name, ok and res or nil) end
+  if ctx.cap and not span.left then M.settle_tree(ctx, span, req.agent_name, ok and res or nil, started) end
   local cancelled = not ok and type(res) == "table" and res.type == "cancelled"
   local status
   if ok then

@@ -363,11 +363,16 @@ function M.reserve(ctx, span, agent, own)
   end)
 end
 
---- Settles a reservation with what the dispatch cost.
-function M.settle(ctx, span, agent, cost)
+--- Settles a reservation with what the dispatch cost (ran: its child ran).
+function M.settle(ctx, span, agent, cost, ran)
   store.with_ledger(ctx.trace_id, function(led)
+    local held = tonumber(led.reserved[span.span_id])
     led.reserved[span.span_id] = nil
     local c = type(cost) == "number" and cost > 0 and cost or 0
+    -- A child that ran and reported no cost (timed out, killed, cancelled)
+    -- may have spent all it was allowed: it is charged its reservation.
+    -- Charging nothing would hand the same money to the next child.
+    if ran and type(cost) ~= "number" and held and held > 0 then c = held end
     led.spent = led.spent + c
     led.spenders[agent] = (tonumber(led.spenders[agent]) or 0) + c
     return true
