@@ -99,6 +99,24 @@ describe('a handed-off fan-out and the keeper', () => {
     await env.assertNoLeftovers();
   });
 
+  test('a handed-off fan-out whose client closed stdin (the server supervises it) is cancelled from the CLI', async (t) => {
+    const { env, srv } = await start(t);
+    const { value } = await srv.call('dispatch_parallel', { dispatches: JSON.stringify([
+      { agent: 'a', task: '[stub:hang] h1' }, { agent: 'b', task: '[stub:hang] h2' }]), handoff_after_seconds: 1 });
+    assert.strictEqual(value.status, 'running', JSON.stringify(value));
+    assert.ok(await waitUntil(() => env.dispatches().length === 2, 5000), 'both items started');
+    const kids = env.dispatches();
+    srv.child.stdin.end(); // the client goes away; the server stays up for the job
+    await new Promise((r) => setTimeout(r, 1000));
+    const c = env.run(['cancel', value.job_id]);
+    assert.strictEqual(c.code, 0, c.stdout + c.stderr);
+    assert.ok(await waitUntil(() => kids.every((e) => !groupAlive(e.pgid)), 10000), 'the items run on');
+    const rec = JSON.parse(fs.readFileSync(path.join(env.jobs, `${value.job_id}.json`), 'utf8'));
+    assert.strictEqual(rec.status, 'cancelled', JSON.stringify(rec).slice(0, 300));
+    await srv.exited;
+    await env.assertNoLeftovers();
+  });
+
   test('a fan-out whose server is killed outright (SIGKILL alone) is finished by the keeper', async (t) => {
     const { env, srv } = await start(t, '  max_concurrency: 1\n');
     const { value } = await srv.call('dispatch_parallel', { dispatches: JSON.stringify([

@@ -481,6 +481,14 @@ function M.cancel(id)
         message = "The job was running in another server process; its subprocess " ..
           "(verified by pid, process group and start time) was killed."
       end
+    elseif rec and rec.status == "running" and type(rec.process) ~= "table" and
+        M.cancel_by_owner(id) then
+      -- No one child to name (a handed-off fan-out runs several): the
+      -- process that serves its inbox stopped it.
+      rec = jobs.get(id)
+      outcome = "cancelled_running"
+      message = "The job was running in another process; its owner stopped its " ..
+        "subprocesses and started no more."
     elseif rec and rec.status == "running" and type(rec.process) ~= "table" then
       -- Written by an older version or another program: nothing says which
       -- process runs it or whether its server is gone, so nothing is
