@@ -394,3 +394,26 @@ describe('a client whose stdout reader is gone', () => {
     child.stdin.destroy();
   });
 });
+
+describe('a line over the output cap before the result', () => {
+  test('the result object on the last line still counts after a skipped 9 MB line, for dispatch as for the CLI', async (t) => {
+    const env = newEnv(t);
+    const dir = env.project('a');
+    env.writeConfig(`agents:\n  a:\n    directory: ${JSON.stringify(dir)}\nsettings:\n  transport: oneshot\n`);
+    const fake = require('node:path').join(env.root, 'claude-9mb');
+    fs.writeFileSync(fake, '#!/bin/sh\nfor a in "$@"; do [ "$a" = --help ] && { echo "  --input-format"; exit 0; }; done\n' +
+      'cat >/dev/null\nhead -c 9000000 /dev/zero | tr "\\0" x; echo\n' +
+      'echo \'{"type":"result","subtype":"success","is_error":false,"result":"THE-ANSWER","session_id":"11111111-1111-1111-1111-111111111111","total_cost_usd":0.001,"num_turns":1,"duration_ms":1}\'\n',
+    { mode: 0o755 });
+    const extra = { AGENT_DISPATCH_CLAUDE: fake };
+    const srv = env.serve({ env: extra });
+    await srv.init();
+    const { value } = await srv.call('dispatch', { agent: 'a', task: 'go' }, { ms: 60000 });
+    assert.strictEqual(value.success, true, JSON.stringify(value).slice(0, 400));
+    assert.strictEqual(value.result, 'THE-ANSWER');
+    await srv.close();
+    const cli = env.run(['dispatch', 'a', 'go'], { env: extra });
+    assert.strictEqual(cli.code, 0, cli.stderr.slice(0, 400));
+    assert.match(cli.stdout, /THE-ANSWER/);
+  });
+});

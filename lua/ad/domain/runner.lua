@@ -212,7 +212,9 @@ end
 function M.mark_truncated(out, info, stream)
   if (not stream and info.truncated) or (info.skipped_lines > 0 and not out.payload) then
     out.truncated = true
-    if info.truncated and not stream then out.last = table.remove(out.lines) end
+    -- (the last line read: past the cap the one delivered at the end; else
+    -- what followed a skipped over-long line, which may be the result)
+    if not stream then out.last = table.remove(out.lines) end
   end
 end
 
