@@ -73,6 +73,28 @@ test('a day file removed while a server runs (by hand, or gc of an old day) is c
   assert.strictEqual(recs.filter((r) => r.status === 'ok').length, 1);
 });
 
+test('a fan-out handed off to a job: its job id finds the tree, while it runs and after', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const srv = env.serve();
+  await srv.init();
+  const { value } = await srv.call('dispatch_parallel', { dispatches: JSON.stringify([
+    { agent: 'a', task: '[stub:sleep=3] p1' }, { agent: 'a', task: '[stub:sleep=3] p2' }]), handoff_after_seconds: 1 });
+  assert.strictEqual(value.status, 'running', JSON.stringify(value));
+  const id = value.job_id;
+  const during = await srv.call('dispatch_trace', { job_id: id });
+  assert.strictEqual(during.isError, false, during.text);
+  const group = during.value.spans.find((x) => x.kind === 'parallel');
+  assert.ok(group, JSON.stringify(during.value.spans));
+  assert.strictEqual(group.job_id, id);
+  await srv.call('dispatch_wait', { job_id: id, timeout_seconds: 30 }, { ms: 35000 });
+  const after = env.run(['trace', id, '--json']);
+  assert.strictEqual(after.code, 0, after.stderr);
+  const spans = JSON.parse(after.stdout).spans;
+  assert.strictEqual(spans.length, 3, JSON.stringify(spans));
+  await srv.close();
+});
+
 test('a sync call handed off to a job: its span goes on as a "handoff" span, found by the job id',
   async (t) => {
     const env = newEnv(t);

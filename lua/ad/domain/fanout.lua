@@ -145,6 +145,12 @@ function M.run(cfg, items, agg, hooks, after, fields, reply)
         "); waiting for it instead") end
       return
     end
+    -- The job's id finds its tree (dispatch_trace, `trace JOB`): the
+    -- group span names it, recorded at once.
+    if run.group then
+      run.group.job_id = rec.id
+      require("ad.domain.trace").write(run.group)
+    end
     if outlive then keep(run, rec, items, agg, fields.agent) end
     run.keeping:set(true)
     h.answer(reply(rec, run))
