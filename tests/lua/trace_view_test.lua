@@ -253,6 +253,18 @@ test("text: layout at a fixed width", function()
   ok(not got:find("\27", 1, true), "no escape sequences without color")
 end)
 
+test("tree: an answer from the cache spent nothing: no cost of its own, none in the totals", function()
+  local spans = {
+    sp("r", nil, nil, 0, 2, "ok", 0, { kind = "parallel" }),
+    sp("a", "r", "a", 0.1, 0.2, "ok", 0.3, { cached = true }),
+    sp("b", "r", "b", 0.1, 1.5, "ok", 0.05),
+  }
+  local root = tv.tree(spans)
+  eq(find(root, "a").own_cost, 0)
+  near(root.total_cost, 0.05, "the total")
+  near(require("ad.domain.trace").summary("t1", spans).total_cost_usd, 0.05, "the summary")
+end)
+
 test("text: short names under a run and a parallel keep their tree lines (no cut when the row fits)", function()
   local spans = {
     sp("r", nil, nil, 0, 2, "ok", 0, { kind = "run" }),

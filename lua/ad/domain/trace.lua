@@ -411,7 +411,7 @@ function M.summary(id, spans)
       t0 = math.min(t0, s.start)
       t1 = math.max(t1, type(s["end"]) == "number" and s["end"] or s.start)
     end
-    if type(s.cost_usd) == "number" then cost = cost + s.cost_usd end
+    if type(s.cost_usd) == "number" and s.cached ~= true then cost = cost + s.cost_usd end
     if s.status == "error" or s.status == "refused" or s.status == "cancelled" then failed = failed + 1 end
     if s.status == "running" then running = running + 1 end
     if not root and (s.parent_id == nil or s.parent_id == json.null) then root = s end

@@ -228,7 +228,9 @@ local function make_nodes(spans, now)
       finish = start + r.duration_ms / 1000
     end
     finish = math.max(finish or start, start)
-    local own = num(r.cost_usd) or 0
+    -- (an answer from the result cache spent nothing this time: its
+    -- record keeps what the answer cost when it was made)
+    local own = r.cached ~= true and num(r.cost_usd) or 0
     local label = str(r.agent) or str(r.kind) or "span"
     nodes[#nodes + 1] = {
       id = id, parent_id = str(r.parent_id), span = r, children = {},
