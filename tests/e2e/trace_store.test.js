@@ -92,6 +92,9 @@ test('a fan-out handed off to a job: its job id finds the tree, while it runs an
   assert.strictEqual(after.code, 0, after.stderr);
   const spans = JSON.parse(after.stdout).spans;
   assert.strictEqual(spans.length, 3, JSON.stringify(spans));
+  // An empty list of denied tools is a list, as in the span file.
+  for (const x of spans.filter((y) => 'denied_tools' in y)) assert.ok(Array.isArray(x.denied_tools), JSON.stringify(x));
+  assert.ok(spans.some((y) => Array.isArray(y.denied_tools)), JSON.stringify(spans));
   await srv.close();
 });
 

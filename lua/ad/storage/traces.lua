@@ -196,6 +196,10 @@ local function sane(rec)
   for k, v in pairs(rec) do
     if type(v) == "number" and not (v > -NUMBER_BOUND and v < NUMBER_BOUND) then rec[k] = nil end
   end
+  -- A list stays a list when it is empty ([] and {} decode alike).
+  if type(rec.denied_tools) == "table" and next(rec.denied_tools) == nil then
+    rec.denied_tools = json.array()
+  end
   return rec
 end
 
