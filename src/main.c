@@ -7,7 +7,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -213,6 +215,10 @@ static int exit_status(lua_State *L, struct task *root)
     return code;
 }
 
+/* Descriptors a process needs before it can do anything: stdio, the
+ * loop's own (epoll, eventfd, a signal pipe) and a few to work with. */
+#define MIN_OPEN_FILES 16
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* EPIPE on stdout means "client gone" */
@@ -224,7 +230,24 @@ int main(int argc, char **argv)
     if (argc == 4 && strcmp(argv[1], "__keeper") == 0) {
         return keeper_main(argc, argv); /* no Lua, no loop: see keeper.h */
     }
+    /* libuv aborts when it cannot make its own descriptors (a signal pipe,
+     * epoll, eventfd): a limit too small to run is said, not a core dump. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        nofile.rlim_cur < MIN_OPEN_FILES) {
+        fprintf(stderr, "agent-dispatch: the open files limit is %llu; it needs at "
+                        "least %d (ulimit -n)\n",
+                (unsigned long long)nofile.rlim_cur, MIN_OPEN_FILES);
+        return 71;
+    }
     uv_loop_t *loop = uv_default_loop();
+    if (!loop) {
+        /* (its epoll and eventfd descriptors could not be made: a tiny
+         * RLIMIT_NOFILE, or the process is out of them) */
+        fprintf(stderr, "agent-dispatch: cannot start its event loop: %s "
+                        "(open files limit: ulimit -n)\n", strerror(errno));
+        return 71;
+    }
     lua_State *L = new_state();
     if (!L) {
         fprintf(stderr, "agent-dispatch: out of memory\n");

@@ -93,3 +93,16 @@ describe('exit status after the main task', () => {
       `stderr:\n${srv.stderr.slice(-4000)}`);
   });
 });
+
+test('a process limit of open files too small to start (ulimit -n 6) is a clear error, not a crash', (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const { spawnSync } = require('node:child_process');
+  const { BIN } = require('./lib');
+  for (const n of [4, 6, 8, 12]) {
+    const r = spawnSync('sh', ['-c', `ulimit -n ${n}; exec "$0" list`, BIN], { env: env.env({}), encoding: 'utf8' });
+    assert.strictEqual(r.signal, null, `ulimit -n ${n}: killed by ${r.signal}`);
+    assert.notStrictEqual(r.status, 0);
+    assert.match(r.stderr, /open files limit is \d+; it needs at least 16/, `ulimit -n ${n}: ${r.stderr}`);
+  }
+});
