@@ -106,3 +106,16 @@ test('a process limit of open files too small to start (ulimit -n 6) is a clear 
     assert.match(r.stderr, /open files limit is \d+; it needs at least 16/, `ulimit -n ${n}: ${r.stderr}`);
   }
 });
+
+test('a child the system refuses (out of open files) is said as such, never as a bug', (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const { spawnSync } = require('node:child_process');
+  const { BIN } = require('./lib');
+  const run = (args) => spawnSync('sh', ['-c', 'ulimit -n 16; exec "$0" "$@"', BIN, ...args],
+    { env: env.env({}), encoding: 'utf8' });
+  const r = run(['dispatch', 'a', 'hi']);
+  assert.notStrictEqual(r.status, 0);
+  assert.match(r.stderr, /claude could not be started: Too many open files \(the limit of open files \(ulimit -n\) was reached\)/, r.stderr);
+  assert.doesNotMatch(r.stderr, /bug in agent-dispatch|internal error|stack traceback/i);
+});

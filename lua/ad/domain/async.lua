@@ -422,8 +422,14 @@ function M.submit(req, hooks, opts)
     ok, err = pcall(M.start, rec.id, req, hooks)
   end
   if not ok then
-    pcall(jobs.fail, rec.id, "The job could not start: " ..
-      tostring(type(err) == "table" and err.message or err))
+    local why = "The job could not start: " .. tostring(type(err) == "table" and err.message or err)
+    pcall(jobs.fail, rec.id, why)
+    -- (a process the system refused, a module that cannot load: told as
+    -- what happened, with the job it failed, not as a bug)
+    if type(err) ~= "table" then
+      err = errors.new("io", why .. " (job " .. rec.id .. ", recorded as failed)",
+        "The system may be out of processes or open files (ulimit -u, ulimit -n); retry later.")
+    end
     error(err, 0)
   end
   return rec

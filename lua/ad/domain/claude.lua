@@ -298,6 +298,12 @@ local function spawn_failure(name, msg, code, sync)
     return result.failure(name, "not_found", msg)
   elseif code == "EACCES" or code == "EPERM" then
     return result.failure(name, "permission", msg .. (sync and errors.permission_hint(name) or ""))
+  elseif code == "EAGAIN" or code == "EMFILE" or code == "ENFILE" or code == "ENOMEM" then
+    -- The system refused the process: say which limit, not only errno's text.
+    return result.failure(name, "cli_error", "claude could not be started: " .. tostring(msg) ..
+      " (" .. (code == "EAGAIN" and "the limit of processes (ulimit -u) was reached" or
+        code == "ENOMEM" and "out of memory" or "the limit of open files (ulimit -n) was reached") ..
+      "); nothing ran. Retry when fewer processes run, or raise the limit.")
   end
   return result.failure(name, "cli_error", msg)
 end
