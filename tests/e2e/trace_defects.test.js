@@ -610,6 +610,24 @@ return out
       assert.strictEqual(env.dispatches().length, 1);
     });
 
+  test('a budget stop or overrun under the tree cap points at tree_budget_usd, not the agent\'s own cap', (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: { directory: env.project('a'), max_budget_usd: 5 } } });
+    const script = path.join(env.root, 'hints.lua');
+    fs.writeFileSync(script, `local ad = require "agent_dispatch"
+return { ad.dispatch{ agent = "a", task = "[stub:budget] stopped", tree_budget_usd = 0.2 },
+  ad.dispatch{ agent = "a", task = "[stub:cost=0.15] over", tree_budget_usd = 0.1 } }
+`);
+    const r = env.run(['run', '--json', script], { env: { AGENT_DISPATCH_QUIET: '1' } });
+    assert.strictEqual(r.code, 0, r.stderr);
+    const [stopped, over] = JSON.parse(r.stdout);
+    assert.strictEqual(stopped.error_type, 'budget', JSON.stringify(stopped));
+    assert.match(stopped.error, /tree_budget_usd/, stopped.error);
+    assert.doesNotMatch(stopped.error, /--max-budget-usd 0\.4/, stopped.error);
+    assert.strictEqual(over.budget_exceeded, true, JSON.stringify(over));
+    assert.match(over.hint, /tree_budget_usd/, over.hint);
+  });
+
   test('settled spend is named in the refusal: who spent how much', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true, b: true } });

@@ -207,19 +207,19 @@ function M.parse_json_reply(text)
 end
 
 --- F23: flags a result whose reported cost went over the budget.
-local function post_hoc_budget(r, budget)
+local function post_hoc_budget(r, budget, by_tree)
   if r.error_type == "budget" or not budget then return r end
   local cost = r.cost_usd
   if type(cost) == "number" and cost ~= 0 and cost > budget then
     r.budget_exceeded = true
-    local note = errors.over_budget_note(cost, budget)
+    local note = errors.over_budget_note(cost, budget, by_tree)
     r.hint = r.hint and (r.hint .. " " .. note) or note
   end
   return r
 end
 
 --- F21: the failed result for an is_error payload.
-local function error_result(name, f, session_fallback, exit_code, budget)
+local function error_result(name, f, session_fallback, exit_code, budget, by_tree)
   local text = f.result or ""
   local msg
   if text ~= "" then
@@ -236,7 +236,7 @@ local function error_result(name, f, session_fallback, exit_code, budget)
     num_turns = f.num_turns, denied_tools = f.denied_tools })
   if f.budget_stop then
     if text == "" and f.error_detail then msg = f.error_detail end
-    r.error = msg .. errors.budget_hint(name, budget, session)
+    r.error = msg .. errors.budget_hint(name, budget, session, by_tree)
     r.error_type = "budget"
     r.budget_exceeded = true
     return r
@@ -244,7 +244,7 @@ local function error_result(name, f, session_fallback, exit_code, budget)
   local etype = f.denied_tools and "permission" or errors.classify(msg)
   if etype == "permission" then msg = msg .. errors.permission_hint(name) end
   r.error, r.error_type = msg, etype
-  return post_hoc_budget(r, budget)
+  return post_hoc_budget(r, budget, by_tree)
 end
 
 --- A run asked for a response_schema that ended without structured_output
@@ -385,7 +385,7 @@ function M.interpret(run, req)
   if payload then
     if truthy(payload.is_error) then
       return error_result(name, shaped(payload, true), run.session_id,
-        (not req.stream) and info.exit_code or nil, run.budget)
+        (not req.stream) and info.exit_code or nil, run.budget, run.budget_by_tree)
     end
     -- (a success is made straight from the payload: no shaped copy first)
     local r = success_result(name, payload, run.session_id, req)
@@ -394,7 +394,7 @@ function M.interpret(run, req)
         "at the " .. run.timeout .. "s deadline; the answer is complete."
       r.hint = r.hint and (r.hint .. " " .. note) or note
     end
-    return post_hoc_budget(r, run.budget)
+    return post_hoc_budget(r, run.budget, run.budget_by_tree)
   end
   if info.timed_out then
     return result.failure(name, "timeout", errors.timeout_message(name, run.timeout,

@@ -16,7 +16,7 @@ local jobs = require "ad.storage.jobs"
 local M = {}
 
 local META_KEYS = { "job", "agent", "stream", "response_format", "response_schema",
-  "timeout", "budget", "session_id", "span", "reserved", "cache", "item", "host", "directory" }
+  "timeout", "budget", "by_tree", "session_id", "span", "reserved", "cache", "item", "host", "directory" }
 
 -- The span of a handed-off call (ad.domain.trace), which the keeper ends:
 -- its whole record (the server's depth and pid in it).
@@ -96,6 +96,7 @@ local function result_of(run, meta, view)
   local claude = require "ad.domain.claude"
   local runner = require "ad.domain.runner"
   run.session_id, run.timeout, run.budget = meta.session_id, meta.timeout, meta.budget
+  run.budget_by_tree = meta.by_tree == true
   run.max_output = runner.MAX_OUTPUT
   local req = { agent_name = meta.agent, stream = meta.stream == true,
     response_format = meta.response_format, response_schema = meta.response_schema }
@@ -134,7 +135,7 @@ function M.meta(run, rec)
     -- A live child writes stream-json whatever the caller asked for.
     stream = req.stream == true or run.transport == "live", response_format = req.response_format,
     response_schema = req.response_schema, timeout = timeout, budget = eff.budget,
-    session_id = session_of(run.argv), span = span_of(run),
+    by_tree = eff.by_tree or nil, session_id = session_of(run.argv), span = span_of(run),
     reserved = type(run.span) == "table" and run.span.reserved == true or nil,
     -- (an answer that depended on permission decisions is never cached)
     cache = not req.relay and require("ad.domain.runner").cache_key(req) or nil }, META_KEYS)

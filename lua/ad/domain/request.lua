@@ -356,6 +356,7 @@ function M.effective(req)
   local budget = (b and b > 0) and b or nil
   -- Within a tree spend cap: never more than what the tree has left.
   local left = req.tree_left
+  local by_tree = left ~= nil and (budget == nil or left < budget)
   if left then budget = budget and math.min(budget, left) or left end
   local pm = agent.permission_mode
   if pm == nil or pm == "" then pm = settings.default_permission_mode end
@@ -364,8 +365,9 @@ function M.effective(req)
   if not allowed then allowed = settings.default_allowed_tools end
   if not disallowed then disallowed = settings.default_disallowed_tools end
   -- (one constructor: the table is made at its final size)
+  -- (by_tree: the tree's cap, not the agent's, set budget)
   return { timeout = timeout, budget = budget, permission_mode = pm, allowed = allowed,
-           disallowed = disallowed }
+           disallowed = disallowed, by_tree = by_tree }
 end
 
 return M

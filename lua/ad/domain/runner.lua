@@ -317,6 +317,7 @@ local function execute(req)
       interrupt_grace = settings.interrupt_grace_seconds } or nil
     if kept_run then
       kept_run.timeout, kept_run.budget, kept_run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
+      kept_run.budget_by_tree = eff.by_tree
       return claude.interpret(kept_run, req) or result.failure(name, "cli_error",
         "claude refused --session-id")
     end
@@ -340,6 +341,7 @@ local function execute(req)
     end
     run.session_id, run.fresh = resume or fresh, fresh ~= nil
     run.timeout, run.budget, run.max_output = eff.timeout, eff.budget, M.MAX_OUTPUT
+    run.budget_by_tree = eff.by_tree
     local r = ssh and remote.failure(run, req) or claude.interpret(run, req)
     if r then return r end
     io.stderr:write("agent-dispatch: warning: this claude CLI does not know " ..

@@ -41,14 +41,24 @@ local function resume_call(name, session_id)
     "left off', session_id='" .. session_id .. "')"
 end
 
-function M.budget_hint(name, cap, session_id)
+function M.budget_hint(name, cap, session_id, by_tree)
   local capt = cap and ("the spend cap $" .. util.g(cap)) or "the configured cap"
   local raise = cap and util.g(cap * 2) or "2.0"
-  local s = "\n\nHint: the dispatch was stopped by " .. capt ..
-    " (passed to claude as --max-budget-usd), so the answer is incomplete. " ..
-    "Raise the cap with: agent-dispatch update " .. name ..
-    " --max-budget-usd " .. raise .. ", use a cheaper model (agent-dispatch update " ..
-    name .. " --model haiku), or split the task."
+  local s
+  if by_tree then
+    -- (what the tree had left, not the agent's own cap)
+    s = "\n\nHint: the dispatch was stopped by " .. capt .. ", what its delegation " ..
+      "tree had left of tree_budget_usd (passed to claude as --max-budget-usd), so the " ..
+      "answer is incomplete. Give the tree a bigger tree_budget_usd (the call's, or " ..
+      "settings.tree_budget_usd), use a cheaper model (agent-dispatch update " ..
+      name .. " --model haiku), or split the task."
+  else
+    s = "\n\nHint: the dispatch was stopped by " .. capt ..
+      " (passed to claude as --max-budget-usd), so the answer is incomplete. " ..
+      "Raise the cap with: agent-dispatch update " .. name ..
+      " --max-budget-usd " .. raise .. ", use a cheaper model (agent-dispatch update " ..
+      name .. " --model haiku), or split the task."
+  end
   if session_id then
     s = s .. " To continue this session: " .. resume_call(name, session_id)
   end
@@ -100,7 +110,12 @@ function M.cli_timeout_advice(name, seconds, command)
   return lines
 end
 
-function M.over_budget_note(cost, budget)
+function M.over_budget_note(cost, budget, by_tree)
+  if by_tree then
+    return string.format("Cost $%.4f exceeded the $%.2f its delegation tree had left " ..
+      "(tree_budget_usd); consider a cheaper model, a tighter task or a bigger " ..
+      "tree_budget_usd.", cost, budget)
+  end
   return string.format("Cost $%.4f exceeded the configured budget $%.2f for " ..
     "this agent; consider a cheaper model, a tighter task or raising " ..
     "max_budget_usd.", cost, budget)
