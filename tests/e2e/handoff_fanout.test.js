@@ -206,6 +206,32 @@ describe('a handed-off fan-out and the keeper', () => {
     await env.assertNoLeftovers();
   });
 
+  test('an item waiting for a slot when its server is killed: its reservation is given back, the keeper runs it',
+    async (t) => {
+      const env = newEnv(t);
+      env.setup({ agents: { a: { directory: env.project('a'), max_budget_usd: 0.2 },
+        b: { directory: env.project('b'), max_budget_usd: 0.2 } }, settings: '  max_concurrency: 1\n' });
+      const srv = env.serve();
+      await srv.init();
+      const items = [{ agent: 'a', task: '[stub:sleep=3][stub:cost=0.1] q1' }, { agent: 'a', task: '[stub:sleep=1][stub:cost=0.1] q2' }];
+      const { value } = await srv.call('dispatch_parallel', { dispatches: JSON.stringify(items), aggregate: 'b',
+        handoff_after_seconds: 1, tree_budget_usd: 0.4 });
+      assert.strictEqual(value.status, 'running', JSON.stringify(value));
+      srv.child.kill('SIGKILL');
+      await srv.exited;
+      let rec;
+      assert.ok(await waitUntil(() => {
+        rec = JSON.parse(fs.readFileSync(path.join(env.jobs, `${value.job_id}.json`), 'utf8'));
+        return ['done', 'failed', 'cancelled'].includes(rec.status);
+      }, 30000), 'the job did not end');
+      const res = rec.result.individual_results;
+      assert.ok(res.every((x) => x.success), JSON.stringify(res.map((x) => x.error)));
+      const traceId = env.dispatches()[0].trace_env.split(':')[0];
+      const ledger = JSON.parse(fs.readFileSync(path.join(env.cfgDir, 'traces', `${traceId}.budget`), 'utf8'));
+      assert.deepStrictEqual(ledger.reserved, {}, JSON.stringify(ledger));
+      await env.assertNoLeftovers();
+    });
+
   test('the keeper settles the tree budget\'s ledger with what the kept child cost', async (t) => {
     const { env, srv } = await start(t);
     const task = '[stub:sleep=2][stub:cost=0.3][stub:reply=kept and cached] cache me';

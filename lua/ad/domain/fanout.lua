@@ -27,7 +27,8 @@ local keeper = require "ad.domain.keeper"
 
 local M = {}
 
-local STATE_KEYS = { "items", "aggregate", "agent", "trace", "span", "results", "aggregated" }
+local STATE_KEYS = { "items", "aggregate", "agent", "trace", "span", "results", "aggregated",
+  "queued" }
 
 -- The group span as the keeper ends it: its whole record, as this
 -- server would write it (its depth and pid, not the keeper's; what the
@@ -49,6 +50,22 @@ local function save_result(run, i, r)
   end)
 end
 
+-- Notes in the fan-out's state the span of item i that holds a tree
+-- budget reservation but has no child the keeper knows yet (span_id), or
+-- takes it out (nil): a server killed meanwhile leaves that reservation,
+-- which the keeper gives back before it runs the item again.
+local function note_queued(run, i, span_id)
+  if not run.id then return end
+  pcall(jobs.update_fanout, run.id, function(text)
+    local ok, st = pcall(json.decode, text or "")
+    if not (ok and type(st) == "table") then return text end
+    local q = type(st.queued) == "table" and st.queued or {}
+    q[tostring(i)] = span_id
+    st.queued = q
+    return json.encode(json.object(st, STATE_KEYS))
+  end)
+end
+
 -- Tells the keeper which item of the job a running child is.
 local function hand_item(run, item)
   if item.kept or not item.pid or type(item.index) ~= "number" and item.index ~= "agg" then return end
@@ -56,6 +73,10 @@ local function hand_item(run, item)
   meta.item = item.index
   -- (slot: a warm pool process's turn; a one-shot child's is its own)
   item.kept = core.keeper.handoff(item.pid, json.encode(meta), false, item.slot) ~= nil
+  if item.kept and item.queued then
+    item.queued = nil
+    note_queued(run, item.index, nil)
+  end
 end
 
 -- The request of item i (or of the aggregator, "agg") of a fan-out that
@@ -69,7 +90,14 @@ local function observe(run, i, req)
     item.pid, item.argv, item.age, item.slot = pid, argv, age, slot
     if run.kept then hand_item(run, item) end
   end
-  req.on_span = function(span) item.span = span end
+  req.on_span = function(span)
+    item.span = span
+    -- (reserved from here until its child is handed to the keeper)
+    if run.kept and run.ctx and run.ctx.cap then
+      item.queued = true
+      note_queued(run, i, span.span_id)
+    end
+  end
   req.on_output = function(line) item.last_line = line end
   req.on_channel = function(_, mode) if mode then item.transport = mode end end
   -- Left to the keeper: the server starts nothing more.
@@ -82,8 +110,18 @@ end
 local function keep(run, rec, items, agg, agent)
   local results = json.array()
   for i = 1, #items do results[i] = run.results[i] or json.null end
+  -- Items whose span holds a reservation and whose child is not the
+  -- keeper's yet (waiting for a slot): see note_queued.
+  local queued = {}
+  for i, item in pairs(run.ctx and run.ctx.cap and run.items or {}) do
+    if item.span and not item.pid then
+      item.queued = true
+      queued[tostring(i)] = item.span.span_id
+    end
+  end
   local state = json.object({ items = json.array(items), aggregate = agg, agent = agent,
-    trace = run.ctx, span = span_copy(run.group), results = results }, STATE_KEYS)
+    trace = run.ctx, span = span_copy(run.group), results = results,
+    queued = next(queued) and queued or nil }, STATE_KEYS)
   if not pcall(jobs.update_fanout, rec.id, function() return json.encode(state) end) then return end
   local key, kp = core.keeper.hold(json.encode(json.object({ job = rec.id, fanout = true },
     { "job", "fanout" })))
@@ -311,6 +349,18 @@ function finish_here(id, kept, st, cfg)
       end
     end,
   }
+  -- The reservations of items the server had not started (it died while
+  -- they waited for a slot): given back, they run again here.
+  if type(st.queued) == "table" and type(st.trace) == "table" and type(st.trace.trace_id) == "string"
+      and st.trace.cap then
+    local trace = require "ad.domain.trace"
+    for k, sid in pairs(st.queued) do
+      local i = tonumber(k) or k
+      if type(sid) == "string" and not kept[i] and type(results[i]) ~= "table" then
+        pcall(trace.settle, { trace_id = st.trace.trace_id }, { span_id = sid }, st.agent, 0, false)
+      end
+    end
+  end
   local failed = false
   local done, out = pcall(D.run_parallel, cfg, st.items, st.aggregate, hooks,
     type(st.trace) == "table" and st.trace or nil, function() failed = true end)
