@@ -294,8 +294,8 @@ local function execute(req)
     local spent = core.task.now() - checked_at
     if spent >= timeout then
       return result.failure(name, "timeout", "Agent '" .. name .. "' timed out after " ..
-        util.num(timeout) .. "s while its " .. (host and ("host " .. host) or "claude CLI") ..
-        " answered the transport check (claude --help); nothing ran, no session was started.")
+        util.num(timeout) .. "s waiting for its " .. (host and ("host " .. host) or "claude CLI") ..
+        " to answer the transport check (claude --help); nothing ran, no session was started.")
     end
     if spent > 0.5 then timeout = timeout - spent end
   end
