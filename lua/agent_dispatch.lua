@@ -80,6 +80,16 @@ local SPEC_ALIASES = { timeout = "timeout_seconds", session = "session_id",
 local SPEC_SET = {}
 for _, k in ipairs(SPEC_KEYS) do SPEC_SET[k] = true end
 
+-- Raises for key k, which what (names: the keys it takes) does not take,
+-- with the key it most likely meant; at prefixes the message; level as the
+-- caller's caller would give error().
+local function unknown_key(k, names, at, what, level)
+  local near = type(k) == "string" and (SPEC_ALIASES[k] or require("ad.infra.suggest").closest(k, names))
+  error(at .. "unknown key " .. util.repr(type(k) == "string" and k or tostring(k)) ..
+    (near and (" (did you mean '" .. near .. "'?)") or "") ..
+    "; " .. what .. " takes " .. table.concat(names, ", "), level + 2)
+end
+
 -- Raises for a key of spec that is neither a spec key nor on_progress (with
 -- progress: ad.stream); level is what the caller would give error().
 local function known_keys(spec, level, progress, at)
@@ -87,10 +97,7 @@ local function known_keys(spec, level, progress, at)
     if not (SPEC_SET[k] or (progress and k == "on_progress")) then
       local names = util.copy(SPEC_KEYS)
       if progress then names[#names + 1] = "on_progress" end
-      local near = type(k) == "string" and (SPEC_ALIASES[k] or require("ad.infra.suggest").closest(k, names))
-      error((at or "") .. "unknown key " .. util.repr(type(k) == "string" and k or tostring(k)) ..
-        (near and (" (did you mean '" .. near .. "'?)") or "") ..
-        "; a dispatch spec takes " .. table.concat(names, ", "), level + 1)
+      unknown_key(k, names, at or "", "a dispatch spec", level)
     end
   end
 end
@@ -147,10 +154,7 @@ function M.parallel(list)
   if type(list) ~= "table" then error("parallel: expected a list of dispatch specs", 2) end
   for k in pairs(list) do
     if math.type(k) ~= "integer" and k ~= "aggregate" and k ~= "tree_budget_usd" then
-      local near = type(k) == "string" and require("ad.infra.suggest").closest(k, { "aggregate", "tree_budget_usd" })
-      error("parallel: unknown key " .. util.repr(type(k) == "string" and k or tostring(k)) ..
-        (near and (" (did you mean '" .. near .. "'?)") or "") ..
-        "; the list takes dispatch specs, aggregate and tree_budget_usd", 2)
+      unknown_key(k, { "aggregate", "tree_budget_usd" }, "parallel: ", "the list of dispatch specs", 1)
     end
   end
   for i, item in ipairs(list) do

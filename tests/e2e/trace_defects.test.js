@@ -34,6 +34,16 @@ function lines(env, id) {
 }
 
 /** {trace_id: [span (its last record)]} of every trace. */
+/** Writes src as the script name in the test's dir and runs it with
+ * `run --json` (no board); returns its value, after checking exit 0. */
+function runJson(env, name, src) {
+  const script = path.join(env.root, name);
+  fs.writeFileSync(script, src);
+  const r = env.run(['run', '--json', script], { env: { AGENT_DISPATCH_QUIET: '1' } });
+  assert.strictEqual(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
 function traces(env) {
   const out = {};
   const by = {};
@@ -562,9 +572,8 @@ describe('trace: one spend cap for a tree', () => {
       for (const gcArgs of [['gc', '--all'], ['gc', '--days', '0.00001']]) {
         const env = newEnv(t);
         env.setup({ agents: { a: true } });
-        const script = path.join(env.root, 'seq.lua');
         const gc = [BIN, ...gcArgs].map((a) => JSON.stringify(a)).join(' ');
-        fs.writeFileSync(script, `local ad = require "agent_dispatch"
+        const out = runJson(env, 'seq.lua', `local ad = require "agent_dispatch"
 local out = {}
 for i = 1, 3 do
   if i == 3 then
@@ -575,9 +584,6 @@ for i = 1, 3 do
 end
 return out
 `);
-        const r = env.run(['run', '--json', script], { env: { AGENT_DISPATCH_QUIET: '1' } });
-        assert.strictEqual(r.code, 0, r.stderr);
-        const out = JSON.parse(r.stdout);
         assert.strictEqual(out[0].success, true);
         assert.strictEqual(out[1].success, true);
         assert.strictEqual(out[2].error_type, 'budget', `${gcArgs.join(' ')}: ${JSON.stringify(out[2])}`);
@@ -592,17 +598,13 @@ return out
     async (t) => {
       const env = newEnv(t);
       env.setup({ agents: { a: true } });
-      const script = path.join(env.root, 'timeouts.lua');
-      fs.writeFileSync(script, `local ad = require "agent_dispatch"
+      const out = runJson(env, 'timeouts.lua', `local ad = require "agent_dispatch"
 local out = {}
 for i = 1, 3 do
   out[i] = ad.dispatch{ agent = "a", task = "[stub:hang] step " .. i, tree_budget_usd = 0.5, timeout_seconds = 10 }
 end
 return out
 `);
-      const r = env.run(['run', '--json', script], { env: { AGENT_DISPATCH_QUIET: '1' } });
-      assert.strictEqual(r.code, 0, r.stderr);
-      const out = JSON.parse(r.stdout);
       assert.strictEqual(out[0].error_type, 'timeout', JSON.stringify(out[0]));
       // The first child may have spent its $0.50: nothing is left for the others.
       assert.strictEqual(out[1].error_type, 'budget', JSON.stringify(out[1]));
@@ -613,14 +615,10 @@ return out
   test('a budget stop or overrun under the tree cap points at tree_budget_usd, not the agent\'s own cap', (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: { directory: env.project('a'), max_budget_usd: 5 } } });
-    const script = path.join(env.root, 'hints.lua');
-    fs.writeFileSync(script, `local ad = require "agent_dispatch"
+    const [stopped, over] = runJson(env, 'hints.lua', `local ad = require "agent_dispatch"
 return { ad.dispatch{ agent = "a", task = "[stub:budget] stopped", tree_budget_usd = 0.2 },
   ad.dispatch{ agent = "a", task = "[stub:cost=0.15] over", tree_budget_usd = 0.1 } }
 `);
-    const r = env.run(['run', '--json', script], { env: { AGENT_DISPATCH_QUIET: '1' } });
-    assert.strictEqual(r.code, 0, r.stderr);
-    const [stopped, over] = JSON.parse(r.stdout);
     assert.strictEqual(stopped.error_type, 'budget', JSON.stringify(stopped));
     assert.match(stopped.error, /tree_budget_usd/, stopped.error);
     assert.doesNotMatch(stopped.error, /--max-budget-usd 0\.4/, stopped.error);
@@ -631,17 +629,13 @@ return { ad.dispatch{ agent = "a", task = "[stub:budget] stopped", tree_budget_u
   test('settled spend is named in the refusal: who spent how much', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true, b: true } });
-    const script = path.join(env.root, 'seq.lua');
-    fs.writeFileSync(script, `local ad = require "agent_dispatch"
+    const out = runJson(env, 'seq.lua', `local ad = require "agent_dispatch"
 local out = {}
 out[1] = ad.dispatch{ agent = "a", task = "[stub:cost=0.3] one", tree_budget_usd = 0.5 }
 out[2] = ad.dispatch{ agent = "b", task = "[stub:cost=0.2] two", tree_budget_usd = 0.5 }
 out[3] = ad.dispatch{ agent = "a", task = "[stub:cost=0.1] three", tree_budget_usd = 0.5 }
 return out
 `);
-    const r = env.run(['run', '--json', script], { env: { AGENT_DISPATCH_QUIET: '1' } });
-    assert.strictEqual(r.code, 0, r.stderr);
-    const out = JSON.parse(r.stdout);
     assert.strictEqual(out[0].success, true);
     assert.strictEqual(out[1].success, true);
     assert.strictEqual(out[2].error_type, 'budget');

@@ -106,8 +106,7 @@ C.traces = {
     local store = require "ad.storage.traces"
     local trace = require "ad.domain.trace"
     local list = json.array()
-    local ids = store.recent(o.limit or 20)
-    local spans = store.read_many(ids)
+    local ids, spans = store.recent(o.limit or 20)
     for _, id in ipairs(ids) do
       list[#list + 1] = trace.summary(id, spans[id] or {})
     end

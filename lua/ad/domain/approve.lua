@@ -84,7 +84,7 @@ function M.post(id, request_id, verdict, opts)
     return nil, "decision must be \"allow\" or \"deny\", got " .. util.repr(verdict)
   end
   -- (a message goes to the agent's model as a steer does: bounded alike)
-  local max = require("ad.domain.steer").MAX_TEXT
+  local max = require("ad.infra.limits").MAX_MESSAGE
   if type(opts.message) == "string" and #opts.message > max then
     return nil, "message is " .. #opts.message .. " bytes; at most " .. max ..
       " are sent to a running agent"

@@ -104,8 +104,8 @@ function M.response(pr, d)
 end
 
 -- The most a decision's message carries to the agent's model (and into
--- the job's record): a steer's bound, in code points.
-M.MAX_MESSAGE = 32 * 1024
+-- the job's record), in code points: a steer's bound.
+M.MAX_MESSAGE = require("ad.infra.limits").MAX_MESSAGE
 
 local function decision(pr, verdict, by, fields)
   fields = fields or {}

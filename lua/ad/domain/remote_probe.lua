@@ -254,15 +254,13 @@ end
 --- that do not answer waits CONNECT_TIMEOUT once, not N times. Later
 --- M.source calls find the answers.
 function M.prefetch(agents, settings)
-  local now, tasks, seen = core.task.now(), {}, {}
+  local tasks, seen = {}, {}
   for _, a in ipairs(agents) do
-    if a.host then
-      local key = a.host .. "\0" .. a.directory
-      local hit, d = cache[key], down[a.host]
-      if not seen[key] and not (hit and now - hit.at < M.TTL) and not (d and now - d.at < M.TTL) then
-        seen[key] = true
-        tasks[#tasks + 1] = core.task.spawn(function() pcall(M.source, a, settings) end)
-      end
+    local key = a.host and a.host .. "\0" .. a.directory
+    if key and not seen[key] then
+      seen[key] = true
+      -- (M.source answers at once what it knows already)
+      tasks[#tasks + 1] = core.task.spawn(function() pcall(M.source, a, settings) end)
     end
   end
   for _, t in ipairs(tasks) do t:wait() end

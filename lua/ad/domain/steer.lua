@@ -26,7 +26,7 @@ local inbox = require "ad.storage.inbox"
 local M = {}
 
 --- Longest steering message (bytes).
-M.MAX_TEXT = 32 * 1024
+M.MAX_TEXT = require("ad.infra.limits").MAX_MESSAGE
 
 M.handlers = {}
 

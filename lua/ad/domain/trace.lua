@@ -387,9 +387,9 @@ end
 --- and a message.
 function M.resolve(id)
   if id == nil or id == "" then
-    local last = store.recent(1)[1]
-    if not last then return nil, "No traces recorded yet." end
-    return last
+    local ids, spans = store.recent(1)
+    if not ids[1] then return nil, "No traces recorded yet." end
+    return ids[1], nil, spans[ids[1]]
   end
   if not store.valid(id) then
     return nil, "Invalid trace or job id: " .. util.repr(id) .. " (expected 32 hex digits)"

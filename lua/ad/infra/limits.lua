@@ -15,6 +15,10 @@ M.MAX_HANDOFF = 86400
 --- when the call does not say (summary_chars).
 M.SUMMARY_CHARS = 500
 
+--- The longest message sent to a running agent's model (bytes): a steer,
+--- or the message of a permission decision.
+M.MAX_MESSAGE = 32 * 1024
+
 --- "10-7200", as the tool parameter descriptions show the range.
 function M.timeout_range()
   return M.MIN_TIMEOUT .. "-" .. M.MAX_TIMEOUT

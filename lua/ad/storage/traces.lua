@@ -277,9 +277,10 @@ local function recent_ids(limit)
   return out_ids
 end
 
---- The ids of the limit most recent traces, newest first. An id seen only
---- in lines no reader can decode (a line cut short by a full disk) is no
---- trace: left out.
+--- The ids of the limit most recent traces, newest first, and their
+--- spans as read_many gives them (read to find them: the caller need not
+--- read them again). An id seen only in lines no reader can decode (a
+--- line cut short by a full disk) is no trace: left out.
 function M.recent(limit)
   local ids = recent_ids(limit + 8)
   local spans = M.read_many(ids)
@@ -290,7 +291,7 @@ function M.recent(limit)
       if #out >= limit then break end
     end
   end
-  return out
+  return out, spans
 end
 
 --- The trace holding the span of job id (newest day files searched
