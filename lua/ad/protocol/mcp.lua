@@ -476,35 +476,6 @@ end
 
 -- ------------------------------------------------ tasks (2025-11-25) --
 
---- A request answered later, by fn(reply) in a task of its own, held in
---- flight under key so that notifications/cancelled reaches it: a
---- cancelled request gets no response (reply does nothing), and with
---- stoppable its task is stopped where it waits (tasks/result); without,
---- its work goes on (a cancel or a delivery half done helps nobody).
---- reply(how, ...) calls server[how](server, ...), how "result" or "error".
-function Server:later(id, key, stoppable, fn)
-  if key and self.inflight[key] then
-    return self:error(id, -32600, "Invalid Request: id " .. key:sub(3) ..
-      " is already in use by a request in flight")
-  end
-  local server, entry = self, { cancelled = false, done = false }
-  local function settle()
-    entry.done = true
-    if key and server.inflight[key] == entry then server.inflight[key] = nil end
-  end
-  local function reply(how, ...)
-    if entry.cancelled or entry.done then return end
-    settle()
-    return server[how](server, ...)
-  end
-  local t = core.task.spawn(function()
-    fn(reply)
-    settle()
-  end)
-  if stoppable then entry.task = t end
-  if key and not entry.done then self.inflight[key] = entry end
-end
-
 function Server:task_call(id, params)
   local T = require "ad.protocol.mcp_tasks"
   if not self.client_tasks or not T.TOOLS[params.name] then
@@ -569,14 +540,14 @@ function Server:modern_task_method(id, key, m, params, caps)
     return self:result(id, X.task_of(rec, elicits, tid), true)
   end
   if m == "tasks/cancel" then
-    return self:later(id, key, false, function(reply)
+    return require("ad.protocol.mcp_tasks").later(self, id, key, false, function(reply)
       pcall(require("ad.domain.async").cancel, job)
       reply("result", id, json.object({}, { "resultType", "_meta" }), true)
     end)
   end
   local answers, why = X.answers(rec, params.inputResponses)
   if not answers then return self:error(id, -32602, "Invalid params: " .. why) end
-  self:later(id, key, false, function(reply)
+  require("ad.protocol.mcp_tasks").later(self, id, key, false, function(reply)
     pcall(X.deliver, job, answers)
     reply("result", id, json.object({}, { "resultType", "_meta" }), true)
   end)
@@ -602,12 +573,12 @@ function Server:task_method(id, key, m, params)
     if jobs.TERMINAL[rec.status] then
       return self:error(id, -32602, "Invalid params: task " .. tid .. " is already " .. rec.status)
     end
-    return self:later(id, key, false, function(reply)
+    return require("ad.protocol.mcp_tasks").later(self, id, key, false, function(reply)
       require("ad.domain.async").cancel(tid)
       reply("result", id, T.task_of(jobs.get(tid) or rec))
     end)
   elseif m == "tasks/result" then
-    return self:later(id, key, true, function(reply)
+    return require("ad.protocol.mcp_tasks").later(self, id, key, true, function(reply)
       local r = T.result(tid)
       if not r then return reply("error", id, -32602, "Invalid params: unknown taskId " .. tid) end
       reply("result", id, r)
@@ -877,39 +848,8 @@ function Server:batch(list, line)
     return self:error(nil, -32600, "Invalid Request: JSON-RPC batches are not supported " ..
       "in this protocol version")
   end
-  -- 2025-03-26: answer with one array. The batch's requests run on a
-  -- proxy of the server that takes their responses; everything else goes
-  -- where it would go outside a batch: notifications (progress, logs,
-  -- resource updates) and requests to the client are written as they
-  -- come, state (a subscription's watch, the log level) is the server's,
-  -- and the calls are in the server's in-flight table, so a
-  -- notifications/cancelled reaches them. A cancelled request gets no
-  -- response, in a batch as outside one.
-  local server = self
-  core.task.spawn(function()
-    local out = json.array()
-    local mine = {}
-    local inflight = setmetatable({}, {
-      __index = function(_, k) return server.inflight[k] end,
-      __newindex = function(_, k, v)
-        if v ~= nil then mine[k] = v end
-        server.inflight[k] = v
-      end })
-    local proxy = setmetatable({ inflight = inflight, write = function(text)
-      if core.json.raw_member(text, "method") == nil then
-        out[#out + 1] = json.raw(text:sub(1, -2))
-        return true
-      end
-      return server.write(text)
-    end }, { __index = server, __newindex = server })
-    for _, m in ipairs(list) do
-      Server.message(proxy, m, nil)
-    end
-    for _, e in pairs(mine) do
-      if e.task and not e.task:done() then e.task:wait() end
-    end
-    if #out > 0 then server:send(out) end
-  end)
+  -- (2025-03-26 only: loaded at the first batch, not at start)
+  return require("ad.protocol.mcp_batch").run(self, list, Server.message)
 end
 
 --- Stops: cancels every in-flight call (their children's groups are

@@ -116,4 +116,33 @@ function M.result(id)
   }, { "content", "isError", "_meta" })
 end
 
+--- A request of server answered later, by fn(reply) in a task of its
+--- own, held in flight under key so that notifications/cancelled reaches it: a
+--- cancelled request gets no response (reply does nothing), and with
+--- stoppable its task is stopped where it waits (tasks/result); without,
+--- its work goes on (a cancel or a delivery half done helps nobody).
+--- reply(how, ...) calls server[how](server, ...), how "result" or "error".
+function M.later(server, id, key, stoppable, fn)
+  if key and server.inflight[key] then
+    return server:error(id, -32600, "Invalid Request: id " .. key:sub(3) ..
+      " is already in use by a request in flight")
+  end
+  local entry = { cancelled = false, done = false }
+  local function settle()
+    entry.done = true
+    if key and server.inflight[key] == entry then server.inflight[key] = nil end
+  end
+  local function reply(how, ...)
+    if entry.cancelled or entry.done then return end
+    settle()
+    return server[how](server, ...)
+  end
+  local t = core.task.spawn(function()
+    fn(reply)
+    settle()
+  end)
+  if stoppable then entry.task = t end
+  if key and not entry.done then server.inflight[key] = entry end
+end
+
 return M
