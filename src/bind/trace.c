@@ -397,6 +397,7 @@ void bind_trace_register(lua_State *L)
         lua_CFunction fn;
     } readers[] = {{"line", l_line}, {"append", l_append}};
     for (size_t i = 0; i < sizeof readers / sizeof readers[0]; i++) {
+        luaL_checkstack(L, SPAN_NKEYS + R_NKEYS, "trace: out of stack");
         for (int k = 0; k < SPAN_NKEYS; k++) {
             lua_pushstring(L, span_key_names[k]);
         }

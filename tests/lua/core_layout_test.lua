@@ -23,6 +23,29 @@ local function sorted_keys(t)
   return keys
 end
 
+test("a subtable is made at its first use, once; other names are nil", function()
+  ok(core.no_such_area == nil, "an unknown name is nil")
+  ok(core[1] == nil, "a number key is nil")
+  local t = core.crypto
+  ok(type(t) == "table" and type(t.sha256) == "function", "core.crypto is made")
+  ok(rawget(core, "crypto") == t and core.crypto == t, "and kept")
+end)
+
+test("pairs(core) lists the subtable of every binding file", function()
+  local listed = {}
+  for k in pairs(core) do listed[k] = true end
+  local n = 0
+  for _, name in ipairs(core.fs.listdir(src .. "/src/bind")) do
+    local area = name:match("^(%w+)%.c$")
+    local text = area and read(src .. "/src/bind/" .. name)
+    if text and text:find("void bind_" .. area .. "_register(lua_State *L)", 1, true) then
+      n = n + 1
+      ok(listed[area], "core." .. area .. " (src/bind/" .. name .. ") is listed")
+    end
+  end
+  ok(n >= 15, "found the binding files (" .. n .. ")")
+end)
+
 test("every subtable is named after the binding file that fills it", function()
   local n = 0
   for _, area in ipairs(sorted_keys(core)) do

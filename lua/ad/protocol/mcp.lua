@@ -10,9 +10,15 @@
 --- resources (ad.protocol.resources): list, read, and notifications to
 --- subscribers of either era when a job changes status.
 ---
---- Over 500 lines: it is the one place where both protocol eras, the
---- legacy tasks methods, batches and the serve loop meet; splitting them
---- would scatter the id, in-flight and cancellation rules they share.
+--- Over 500 lines: it is the one place where both protocol eras, their
+--- routing and the serve loop meet; splitting them would scatter the id,
+--- in-flight and cancellation rules they share. What only some requests
+--- need lives beside it, loaded at its first use, so that a server
+--- answers its handshake having loaded this module alone: a tools/call
+--- (ad.protocol.mcp_call, with the requests to the client), resources
+--- (ad.protocol.resources), tasks (ad.protocol.mcp_tasks, mcp_tasks_ext),
+--- batches (ad.protocol.mcp_batch), and the upkeep beside answering
+--- (ad.protocol.mcp_upkeep).
 local core = require "ad.core"
 local json = require "ad.infra.json"
 local util = require "ad.infra.util"
@@ -84,34 +90,14 @@ function M.new(write)
 end
 
 -- ------------------------------------------------ resources (jobs) --
+-- (their requests and subscriptions: ad.protocol.resources, loaded at the
+-- first one)
 
 local function resources() return require "ad.protocol.resources" end
 
-local META_SUB = "io.modelcontextprotocol/subscriptionId"
+M.RESOURCE_METHODS = { ["resources/list"] = true, ["resources/templates/list"] = true,
+  ["resources/read"] = true }
 
---- The server's job watch (created on first use): it pushes
---- notifications/resources/updated to subscribers (legacy
---- resources/subscribe: key "legacy"; a 2026 subscriptions/listen: the
---- listen's in-flight key) and notifications/tasks/status for legacy
---- MCP tasks (key "task").
-function Server:job_watch()
-  if self.watch then return self.watch end
-  local server = self
-  self.watch = resources().watch(function(id, rec, key)
-    if key == "task" then
-      return server:notify("notifications/tasks/status",
-        require("ad.protocol.mcp_tasks").task_of(rec))
-    end
-    local params = json.object({ uri = resources().uri(id) }, { "uri", "_meta" })
-    if key ~= "legacy" then
-      local sub = server.listens[key]
-      if sub == nil then return end
-      params._meta = json.object({ [META_SUB] = sub }, { META_SUB })
-    end
-    server:notify("notifications/resources/updated", params)
-  end)
-  return self.watch
-end
 
 function Server:notify(method, params)
   self:send(json.object({ jsonrpc = "2.0", method = method, params = params },
@@ -120,84 +106,6 @@ end
 
 function M.resources_capability()
   return json.object({ subscribe = true, listChanged = false }, { "subscribe", "listChanged" })
-end
-
-local TEMPLATE_DESC = "An agent-dispatch job (dispatch_async, an MCP task): its record " ..
-  "as JSON - status, progress tail, and the result once it ended. Subscribe to hear " ..
-  "when its status changes."
-
-M.RESOURCE_METHODS = { ["resources/list"] = true, ["resources/templates/list"] = true,
-  ["resources/read"] = true }
-
--- A result with the given keys in order; in the modern era with the cache
--- hints (ttlMs, cacheScope) and resultType.
-function Server:cacheable(id, t, keys, scope, modern)
-  local order = { "resultType" }
-  for _, k in ipairs(keys) do order[#order + 1] = k end
-  if modern then
-    t.ttlMs, t.cacheScope = 0, scope
-    order[#order + 1] = "ttlMs"; order[#order + 1] = "cacheScope"; order[#order + 1] = "_meta"
-  end
-  return self:result(id, json.object(t, order), modern)
-end
-
--- One of M.RESOURCE_METHODS (both eras).
-function Server:resource_read_method(id, m, params, modern)
-  local R = resources()
-  if m == "resources/list" then
-    local cursor = params.cursor
-    if cursor == "" then cursor = nil end -- the first page
-    local list, next_cursor = R.list(cursor)
-    if not list then return self:error(id, -32602, "Invalid params: " .. next_cursor) end
-    return self:cacheable(id, { resources = list, nextCursor = next_cursor },
-                          { "resources", "nextCursor" }, "private", modern)
-  elseif m == "resources/templates/list" then
-    if params.cursor ~= nil and params.cursor ~= "" then
-      return self:error(id, -32602, "Invalid params: unknown cursor")
-    end
-    local t = json.object({ uriTemplate = R.PREFIX .. "{job_id}", name = "job",
-      description = TEMPLATE_DESC, mimeType = R.MIME },
-      { "uriTemplate", "name", "description", "mimeType" })
-    return self:cacheable(id, { resourceTemplates = json.array{ t } }, { "resourceTemplates" },
-                          "public", modern)
-  end
-  local rec = R.record(params.uri)
-  if not rec then return self:resource_missing(id, params.uri, modern) end
-  return self:cacheable(id, { contents = R.contents(rec) }, { "contents" }, "private", modern)
-end
-
--- An unknown resource: -32002 in the legacy era, -32602 in 2026-07-28
--- (which forbids -32002).
-function Server:resource_missing(id, uri, modern)
-  local data = json.object({ uri = type(uri) == "string" and uri or json.null }, { "uri" })
-  if modern then
-    return self:error(id, -32602, "Invalid params: unknown resource " ..
-      util.repr(tostring(uri)), data)
-  end
-  return self:error(id, -32002, "Resource not found", data)
-end
-
--- Legacy resources/subscribe and resources/unsubscribe.
-function Server:resource_subscription(id, m, params)
-  local job = resources().job_id(params.uri)
-  if m == "resources/unsubscribe" then
-    if job and self.watch then self.watch:remove(job, "legacy") end
-    return self:result(id, json.object({}, {}))
-  end
-  if not (job and self:job_watch():add(job, "legacy")) then
-    return self:resource_missing(id, params.uri, false)
-  end
-  return self:result(id, json.object({}, {}))
-end
-
---- Runs a resources/* method; a job store that cannot be read (an I/O
---- error) is an internal error of this request only.
-function Server:resource_request(id, fn, ...)
-  local ok, err = pcall(fn, self, id, ...)
-  if not ok then
-    self:error(id, -32603, "Internal error: " ..
-      tostring(type(err) == "table" and err.message or err))
-  end
 end
 
 -- ------------------------------------------------------------ output --
@@ -364,7 +272,7 @@ local TEXT_RESULT_MT = { __order = { "content", "isError", "resultType", "_meta"
 
 M.set_call_budget = set_call_budget
 
-local function text_result(text, is_error)
+function M.text_result(text, is_error)
   return setmetatable({ content = json.array{ setmetatable({ type = "text", text = text },
     TEXT_MT) }, isError = is_error }, TEXT_RESULT_MT)
 end
@@ -389,7 +297,7 @@ end
 
 -- tools/call's arguments: absent, or an object. Returns the error message
 -- of anything else (the caller answers -32602).
-local function arguments_error(args)
+function M.arguments_error(args)
   if args ~= nil and (type(args) ~= "table" or (args[1] ~= nil and json.is_array(args))) then
     return "Invalid params: 'arguments' must be an object"
   end
@@ -400,7 +308,7 @@ function Server:call_tool(id, key, params, era)
   if type(name) ~= "string" then
     return self:error(id, -32602, "Invalid params: tools/call needs a string 'name'")
   end
-  local bad = arguments_error(args)
+  local bad = M.arguments_error(args)
   if bad then return self:error(id, -32602, bad) end
   ensure_tools()
   local def = tools.get(name)
@@ -424,167 +332,6 @@ function M.elicits_form(version, caps)
   if version == "2025-06-18" then return true end
   if version ~= "2025-11-25" then return false end
   return next(e) == nil or type(e.form) == "table"
-end
-
---- Sends a request to the client and waits at most timeout seconds for
---- its response (the serve loop keeps reading meanwhile and routes it
---- here by id). Returns the result table, or nil and "timeout", "error"
---- (with the error object), "closed" or "cancelled" (the caller's task
---- was cancelled: it decides what that means).
-function Server:client_request(method, params, timeout)
-  if self.broken then return nil, "closed" end
-  self.outgoing = self.outgoing or {}
-  self.next_out = (self.next_out or 0) + 1
-  local id = "agent-dispatch-" .. self.next_out
-  local ev = core.task.event()
-  self.outgoing[id] = ev
-  self:send(json.object({ jsonrpc = "2.0", id = id, method = method, params = params },
-                        { "jsonrpc", "id", "method", "params" }))
-  local msg, why = ev:wait(timeout)
-  self.outgoing[id] = nil
-  if not msg then
-    -- Withdrawn: the client may stop asking its user (a dialog for a
-    -- call that was cancelled, or decided elsewhere, would linger).
-    self:send(json.object({ jsonrpc = "2.0", method = "notifications/cancelled",
-      params = json.object({ requestId = id, reason = why == "timeout" and
-        "No answer in time; the request was decided without it." or
-        "The request is no longer needed (its call was cancelled or decided elsewhere)." },
-        { "requestId", "reason" }) }, { "jsonrpc", "method", "params" }))
-    return nil, why or "timeout"
-  end
-  if msg.error ~= nil then return nil, "error", msg.error end
-  if type(msg.result) ~= "table" then return nil, "error", msg.result end
-  return msg.result
-end
-
---- The elicit(params, timeout) of a tool call's context, when its client
---- takes form elicitation (ad.domain.relay): elicitation/create with
---- mode "form" where the version has it.
-function Server:elicitor(era)
-  if era.modern or not self.client_elicits then return nil end
-  local server = self
-  return function(params, timeout)
-    if era.version == "2025-11-25" then params.mode = "form" end
-    local res, why, err = server:client_request("elicitation/create", params, timeout)
-    if not res and why == "error" then
-      why = "the client answered with an error: " .. (type(err) == "table" and
-        tostring(err.message) or json.encode(err))
-    end
-    return res, why
-  end
-end
-
--- ------------------------------------------------ tasks (2025-11-25) --
-
-function Server:task_call(id, params)
-  local T = require "ad.protocol.mcp_tasks"
-  if not self.client_tasks or not T.TOOLS[params.name] then
-    return self:error(id, -32601, "Method not found: " .. tostring(params.name) ..
-      " cannot run as a task")
-  end
-  local bad = arguments_error(params.arguments)
-  if bad then return self:error(id, -32602, bad) end
-  local args = params.arguments or {}
-  ensure_tools() -- T.create validates against the tool's schema
-  local server = self
-  core.task.spawn(function()
-    -- Like a plain call: the job's worker (spawned from here) inherits it.
-    set_call_budget()
-    local ok, res, err = pcall(T.create, params.name, args)
-    if not ok then
-      return server:error(id, -32603, "Internal error: " .. tostring(type(res) == "table" and res.message or res))
-    end
-    if not res then
-      return server:result(id, text_result(json.encode(tools.envelope(err)), true))
-    end
-    server:result(id, res)
-    -- notifications/tasks/status on each change of the job from here on
-    -- (queued -> running -> its end), wherever it runs.
-    local watch = server:job_watch()
-    pcall(watch.add, watch, res.task.taskId, "task", "pending")
-  end)
-end
-
--- ------------------------------------ tasks (2026-07-28 extension) --
-
-function Server:modern_task_call(id, params)
-  local X = require "ad.protocol.mcp_tasks_ext"
-  local bad = arguments_error(params.arguments)
-  if bad then return self:error(id, -32602, bad) end
-  local args = params.arguments or {}
-  ensure_tools() -- the job is checked against the tool's schema
-  local server = self
-  core.task.spawn(function()
-    set_call_budget()
-    local ok, res, err = pcall(X.create, params.name, args)
-    if not ok then
-      return server:error(id, -32603, "Internal error: " .. tostring(type(res) == "table" and res.message or res))
-    end
-    if not res then
-      return server:result(id, text_result(json.encode(tools.envelope(err)), true), true)
-    end
-    server:result(id, res, true)
-  end)
-end
-
-function Server:modern_task_method(id, key, m, params, caps)
-  local X = require "ad.protocol.mcp_tasks_ext"
-  local tid = params.taskId
-  local rec = X.resolve(tid)
-  if not rec then
-    return self:error(id, -32602, "Invalid params: unknown taskId " .. util.repr(tostring(tid)))
-  end
-  local job = rec.id
-  if m == "tasks/get" then
-    local elicits = caps.elicitation ~= nil and require("ad.protocol.mcp_mrtr").declared(caps)
-    return self:result(id, X.task_of(rec, elicits, tid), true)
-  end
-  if m == "tasks/cancel" then
-    return require("ad.protocol.mcp_tasks").later(self, id, key, false, function(reply)
-      pcall(require("ad.domain.async").cancel, job)
-      reply("result", id, json.object({}, { "resultType", "_meta" }), true)
-    end)
-  end
-  local answers, why = X.answers(rec, params.inputResponses)
-  if not answers then return self:error(id, -32602, "Invalid params: " .. why) end
-  require("ad.protocol.mcp_tasks").later(self, id, key, false, function(reply)
-    pcall(X.deliver, job, answers)
-    reply("result", id, json.object({}, { "resultType", "_meta" }), true)
-  end)
-end
-
-function Server:task_method(id, key, m, params)
-  local T = require "ad.protocol.mcp_tasks"
-  local jobs = require "ad.storage.jobs"
-  local tid = params.taskId
-  if m == "tasks/list" then
-    if params.cursor ~= nil then return self:error(id, -32602, "Invalid params: unknown cursor") end
-    local list = json.array()
-    for _, rec in ipairs(jobs.list(nil, 100)) do list[#list + 1] = T.task_of(rec) end
-    return self:result(id, json.object({ tasks = list }, { "tasks" }))
-  end
-  local rec = type(tid) == "string" and jobs.valid(tid) and jobs.get(tid)
-  if not rec then
-    return self:error(id, -32602, "Invalid params: unknown taskId " .. util.repr(tostring(tid)))
-  end
-  if m == "tasks/get" then
-    return self:result(id, T.task_of(rec))
-  elseif m == "tasks/cancel" then
-    if jobs.TERMINAL[rec.status] then
-      return self:error(id, -32602, "Invalid params: task " .. tid .. " is already " .. rec.status)
-    end
-    return require("ad.protocol.mcp_tasks").later(self, id, key, false, function(reply)
-      require("ad.domain.async").cancel(tid)
-      reply("result", id, T.task_of(jobs.get(tid) or rec))
-    end)
-  elseif m == "tasks/result" then
-    return require("ad.protocol.mcp_tasks").later(self, id, key, true, function(reply)
-      local r = T.result(tid)
-      if not r then return reply("error", id, -32602, "Invalid params: unknown taskId " .. tid) end
-      reply("result", id, r)
-    end)
-  end
-  return self:error(id, -32601, "Method not found: " .. m)
 end
 
 function Server:cancel(request_id)
@@ -663,7 +410,7 @@ function Server:modern(id, key, msg, meta)
     if caps.extensions ~= nil and params.requestState == nil
         and require("ad.protocol.mcp_tasks_ext").TOOLS[params.name]
         and require("ad.protocol.mcp_tasks_ext").declared(caps) then
-      return self:modern_task_call(id, params)
+      return require("ad.protocol.mcp_tasks_ext").call(self, id, params)
     end
     if params.requestState ~= nil or params.inputResponses ~= nil then
       -- An MRTR retry: checked here, so a bad state is a JSON-RPC error
@@ -674,35 +421,9 @@ function Server:modern(id, key, msg, meta)
     end
     return self:call_tool(id, key, params, era)
   elseif M.RESOURCE_METHODS[m] then
-    return self:resource_request(id, Server.resource_read_method, m, params, true)
+    return resources().request(self, id, m, params, true)
   elseif m == "subscriptions/listen" then
-    -- Our tool set is static: only resourceSubscriptions (job resources)
-    -- are honoured; the listen stays open until the client cancels it or
-    -- we shut down.
-    if self.inflight[key] then
-      return self:error(id, -32600, "Invalid Request: id " .. key:sub(3) ..
-        " is already in use by a request in flight")
-    end
-    local asked = type(params.notifications) == "table" and params.notifications or {}
-    local honoured = json.object({}, { "resourceSubscriptions" })
-    local uris = type(asked.resourceSubscriptions) == "table" and asked.resourceSubscriptions
-    self.listens[key] = id
-    self.inflight[key] = { listen = true, cancelled = false }
-    if uris then
-      honoured.resourceSubscriptions = json.array()
-      for _, uri in ipairs(uris) do
-        local job = resources().job_id(uri)
-        local ok, rec = pcall(function() return job and self:job_watch():add(job, key) end)
-        if ok and rec then
-          honoured.resourceSubscriptions[#honoured.resourceSubscriptions + 1] = uri
-        end
-      end
-    end
-    return self:send(json.object({ jsonrpc = "2.0",
-      method = "notifications/subscriptions/acknowledged",
-      params = json.object({ notifications = honoured,
-        _meta = json.object({ [META_SUB] = id }, { META_SUB }) },
-        { "notifications", "_meta" }) }, { "jsonrpc", "method", "params" }))
+    return resources().listen(self, id, key, params)
   elseif m == "tasks/get" or m == "tasks/update" or m == "tasks/cancel" then
     -- The 2026 Tasks extension (ad.protocol.mcp_tasks_ext): a request
     -- that did not declare it gets the spec's missing-capability error.
@@ -713,7 +434,7 @@ function Server:modern(id, key, msg, meta)
           ["io.modelcontextprotocol/tasks"] = json.object({}, {}) },
           { "io.modelcontextprotocol/tasks" }) }, { "extensions" }) }, { "requiredCapabilities" }))
     end
-    return self:modern_task_method(id, key, m, params, caps)
+    return require("ad.protocol.mcp_tasks_ext").method(self, id, key, m, params, caps)
   elseif REMOVED_MODERN[m] or m:match("^tasks/") then
     return self:error(id, -32601, "Method not found: " .. m .. " (not part of " .. M.MODERN .. ")")
   end
@@ -758,16 +479,14 @@ function Server:legacy(id, key, msg)
     return self:result(id, json.object({ tools = self:tools_json(self.legacy_version,
                                                                 self.client_tasks) }, { "tools" }))
   elseif m == "tools/call" and params.task ~= nil then
-    return self:task_call(id, params)
+    return require("ad.protocol.mcp_tasks").call(self, id, params)
   elseif self.client_tasks and m:match("^tasks/") then
-    return self:task_method(id, key, m, params)
+    return require("ad.protocol.mcp_tasks").method(self, id, key, m, params)
   elseif m == "tools/call" then
     return self:call_tool(id, key, params, { modern = false, version = self.legacy_version,
                                              meta = type(params._meta) == "table" and params._meta or nil })
-  elseif m == "resources/subscribe" or m == "resources/unsubscribe" then
-    return self:resource_request(id, Server.resource_subscription, m, params)
-  elseif M.RESOURCE_METHODS[m] then
-    return self:resource_request(id, Server.resource_read_method, m, params, false)
+  elseif M.RESOURCE_METHODS[m] or m == "resources/subscribe" or m == "resources/unsubscribe" then
+    return resources().request(self, id, m, params, false)
   elseif m == "logging/setLevel" then
     if not LEVELS[params.level] then
       return self:error(id, -32602, "Invalid params: unknown log level " ..
@@ -877,74 +596,6 @@ function Server:shutdown(grace)
   end
 end
 
--- Seconds without a new request line that count as a pause in the
--- client's requests (a client sends tools/list right after initialize).
-local QUIET = 0.02
-
--- True when an agent of cfg wants a warm pool (ad.domain.live: local
--- agents with warm: N).
-local function wants_pool(cfg)
-  for _, a in pairs(cfg.agents) do
-    if (a.warm or 0) > 0 and not a.host then return true end
-  end
-  return false
-end
-
--- The warm pools start with the server. ad.domain.live (and the channel
--- code it needs) is loaded only once an agent wants a pool, now or after
--- a change of agents.yaml, so an idle server without pools does not hold it.
-local function serve_pools(cfg)
-  if wants_pool(cfg) then return require("ad.domain.live").serve(cfg) end
-  local config = require "ad.storage.config"
-  local served = false
-  config.on_agents_changed(function()
-    if served or not core.task.in_task() then return end
-    core.task.spawn(function()
-      local ok, c = pcall(config.load)
-      if ok and c and not served and wants_pool(c) then
-        served = true
-        require("ad.domain.live").serve(c)
-      end
-    end)
-  end)
-end
-
---- `agent-dispatch serve`: serves until stdin ends or a signal arrives.
---- F33: retention and stale-job recovery, best effort, once the server is
---- answering: at the first pause in the client's requests (QUIET) after its
---- first response is written (never delays the handshake or the tools/list
---- that follows it), after 0.5 s without any request, or at the latest while
---- it stops, so a server that lives for a single `claude -p` call does it too.
-local function maintenance(kick, stopping, last_input)
-  local _, why = kick:wait(0.5)
-  if why == "cancelled" then return end
-  local deadline = core.task.now() + 1 -- a client that never pauses waits no longer
-  while not stopping() and core.task.now() < deadline do
-    local idle = core.task.now() - last_input()
-    if idle >= QUIET then break end
-    if core.task.sleep(QUIET - idle) == nil then return end
-  end
-  -- Report broken tool files on stderr early, not at first use (not worth
-  -- the time once the server is stopping).
-  if not stopping() then ensure_tools() end
-  local jobs = require "ad.storage.jobs"
-  local ok, err = pcall(function()
-    local cfg = require("ad.storage.config").load()
-    local days = cfg and cfg.settings.job_retention_days or 0
-    if days > 0 then
-      jobs.gc(days * 86400)
-      require("ad.storage.traces").prune(days * 86400)
-    end
-    jobs.recover_stale()
-    -- The warm pools of agents with warm: N start now, off the handshake.
-    if cfg and not stopping() then serve_pools(cfg) end
-  end)
-  if not ok then
-    io.stderr:write("agent-dispatch: startup maintenance skipped: ",
-      tostring(type(err) == "table" and err.message or err), "\n")
-  end
-end
-
 --- The server's stderr: complete lines go through core.chan.stderr_write, which
 --- never blocks (a client that does not read stderr must not freeze the
 --- server; lines that do not fit are dropped and counted). Every module
@@ -980,35 +631,6 @@ local function log_stream()
   return f
 end
 
---- Input ended while calls handed off to jobs (ad.domain.async.adopt)
---- still run in this process, whose children die with it: it stays as
---- their supervisor until they have ended, its stdin and stdout on
---- /dev/null and in a session of its own (core.sys.leave_client), then
---- exits. A shutdown signal meanwhile ends them (marked failed, children
---- killed). Returns the signal, if one came.
-local function supervise(async)
-  local runs = async.handed_off()
-  if #runs == 0 then return nil end
-  core.chan.stdout_drain(1)
-  local ok, err = core.sys.leave_client()
-  io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " INFO agent-dispatch: input ended with ",
-    #runs, " handed-off job(s) running; staying as their supervisor until they end",
-    ok and "" or (" (could not leave the client's session: " .. tostring(err) .. ")"), "\n")
-  local stop = core.task.event()
-  local watcher = core.task.spawn(function()
-    local sig = core.signal.wait()
-    if sig then stop:set(sig) end
-  end)
-  local waiter = core.task.spawn(function()
-    for _, run in ipairs(runs) do run.done:wait() end
-    stop:set(false)
-  end)
-  local sig = stop:wait()
-  watcher:cancel()
-  waiter:cancel()
-  return sig or nil
-end
-
 function M.serve()
   local real_stderr = io.stderr
   io.stderr = log_stream()
@@ -1020,8 +642,15 @@ function M.serve()
   end)
   local last_input = core.task.now()
   local upkeep = core.task.spawn(function()
-    local ok, err = pcall(maintenance, kick, function() return stopping end,
-                          function() return last_input end)
+    -- (after the first response, or half a second: ad.protocol.mcp_upkeep)
+    local _, waited = kick:wait(0.5)
+    local ok, err = true, nil
+    if waited ~= "cancelled" then
+      ok, err = pcall(function()
+        require("ad.protocol.mcp_upkeep").maintenance(function() return stopping end,
+                                                      function() return last_input end)
+      end)
+    end
     upkept:set()
     if not ok then error(err, 0) end
   end)
@@ -1062,7 +691,7 @@ function M.serve()
   local async = package.loaded["ad.domain.async"] -- only if any job ever ran here
   if async and (why == "end of input" or why == "stdout closed") then
     server:shutdown() -- calls not handed off yet end as before
-    why = supervise(async) or why
+    why = require("ad.protocol.mcp_upkeep").supervise(async) or why
   end
   local workers = async and async.shutdown(why) or {}
   server:shutdown()

@@ -239,7 +239,7 @@ function M.start(server, id, key, name, def, args, era)
   -- (each function of the context holds the call only)
   local ctx = {
     tool = name,
-    elicit = server:elicitor(era),
+    elicit = M.elicitor(server, era),
     log = function(lvl, msg) call:log(lvl, msg) end,
     progress = function(msg) call:progress(msg) end,
     answer = function(value) return call:answer(value) end,
@@ -247,6 +247,55 @@ function M.start(server, id, key, name, def, args, era)
   }
   call.task = core.task.spawn(run_call_then_deferred, call, def, args, ctx)
   return call
+end
+
+-- ------------------------------------- requests to the client (legacy) --
+
+--- Sends a request to the client and waits at most timeout seconds for
+--- its response (the serve loop keeps reading meanwhile and routes it
+--- here by id: Server.outgoing). Returns the result table, or nil and "timeout", "error"
+--- (with the error object), "closed" or "cancelled" (the caller's task
+--- was cancelled: it decides what that means).
+local function client_request(server, method, params, timeout)
+  if server.broken then return nil, "closed" end
+  server.outgoing = server.outgoing or {}
+  server.next_out = (server.next_out or 0) + 1
+  local id = "agent-dispatch-" .. server.next_out
+  local ev = core.task.event()
+  server.outgoing[id] = ev
+  server:send(json.object({ jsonrpc = "2.0", id = id, method = method, params = params },
+                        { "jsonrpc", "id", "method", "params" }))
+  local msg, why = ev:wait(timeout)
+  server.outgoing[id] = nil
+  if not msg then
+    -- Withdrawn: the client may stop asking its user (a dialog for a
+    -- call that was cancelled, or decided elsewhere, would linger).
+    server:send(json.object({ jsonrpc = "2.0", method = "notifications/cancelled",
+      params = json.object({ requestId = id, reason = why == "timeout" and
+        "No answer in time; the request was decided without it." or
+        "The request is no longer needed (its call was cancelled or decided elsewhere)." },
+        { "requestId", "reason" }) }, { "jsonrpc", "method", "params" }))
+    return nil, why or "timeout"
+  end
+  if msg.error ~= nil then return nil, "error", msg.error end
+  if type(msg.result) ~= "table" then return nil, "error", msg.result end
+  return msg.result
+end
+
+--- The elicit(params, timeout) of a tool call's context, when its client
+--- takes form elicitation (ad.domain.relay): elicitation/create with
+--- mode "form" where the version has it.
+function M.elicitor(server, era)
+  if era.modern or not server.client_elicits then return nil end
+  return function(params, timeout)
+    if era.version == "2025-11-25" then params.mode = "form" end
+    local res, why, err = client_request(server, "elicitation/create", params, timeout)
+    if not res and why == "error" then
+      why = "the client answered with an error: " .. (type(err) == "table" and
+        tostring(err.message) or json.encode(err))
+    end
+    return res, why
+  end
 end
 
 return M

@@ -145,4 +145,83 @@ function M.later(server, id, key, stoppable, fn)
   if key and not entry.done then server.inflight[key] = entry end
 end
 
+-- ------------------------------------------------ the server's requests --
+-- The task requests of a server (ad.protocol.mcp), here so that the
+-- server loads them at the first one, not at start.
+
+--- Answers a tools/call that creates a task (this module's legacy tasks,
+--- or the 2026 extension's): checks its arguments, then, in a task of its
+--- own (the job's worker, spawned from there, inherits the call budget),
+--- creates the job with create(name, args) and answers with the
+--- CreateTaskResult, or the tool's error envelope; created(res) then runs.
+function M.answer_create(server, id, params, create, modern, created)
+  local mcp = require "ad.protocol.mcp"
+  local bad = mcp.arguments_error(params.arguments)
+  if bad then return server:error(id, -32602, bad) end
+  local args = params.arguments or {}
+  mcp.ensure_tools() -- the job is checked against the tool's schema
+  core.task.spawn(function()
+    mcp.set_call_budget()
+    local ok, res, err = pcall(create, params.name, args)
+    if not ok then
+      return server:error(id, -32603, "Internal error: " ..
+        tostring(type(res) == "table" and res.message or res))
+    end
+    if not res then
+      return server:result(id, mcp.text_result(json.encode(require("ad.tools").envelope(err)),
+        true), modern)
+    end
+    server:result(id, res, modern)
+    if created then created(res) end
+  end)
+end
+
+--- A legacy tools/call with params.task.
+function M.call(server, id, params)
+  if not server.client_tasks or not M.TOOLS[params.name] then
+    return server:error(id, -32601, "Method not found: " .. tostring(params.name) ..
+      " cannot run as a task")
+  end
+  return M.answer_create(server, id, params, M.create, false, function(res)
+    -- notifications/tasks/status on each change of the job from here on
+    -- (queued -> running -> its end), wherever it runs.
+    local watch = require("ad.protocol.resources").server_watch(server)
+    pcall(watch.add, watch, res.task.taskId, "task", "pending")
+  end)
+end
+
+--- tasks/list, tasks/get, tasks/cancel, tasks/result (legacy), under
+--- in-flight key.
+function M.method(server, id, key, m, params)
+  local tid = params.taskId
+  if m == "tasks/list" then
+    if params.cursor ~= nil then return server:error(id, -32602, "Invalid params: unknown cursor") end
+    local list = json.array()
+    for _, rec in ipairs(jobs.list(nil, 100)) do list[#list + 1] = M.task_of(rec) end
+    return server:result(id, json.object({ tasks = list }, { "tasks" }))
+  end
+  local rec = type(tid) == "string" and jobs.valid(tid) and jobs.get(tid)
+  if not rec then
+    return server:error(id, -32602, "Invalid params: unknown taskId " .. util.repr(tostring(tid)))
+  end
+  if m == "tasks/get" then
+    return server:result(id, M.task_of(rec))
+  elseif m == "tasks/cancel" then
+    if jobs.TERMINAL[rec.status] then
+      return server:error(id, -32602, "Invalid params: task " .. tid .. " is already " .. rec.status)
+    end
+    return M.later(server, id, key, false, function(reply)
+      async.cancel(tid)
+      reply("result", id, M.task_of(jobs.get(tid) or rec))
+    end)
+  elseif m == "tasks/result" then
+    return M.later(server, id, key, true, function(reply)
+      local r = M.result(tid)
+      if not r then return reply("error", id, -32602, "Invalid params: unknown taskId " .. tid) end
+      reply("result", id, r)
+    end)
+  end
+  return server:error(id, -32601, "Method not found: " .. m)
+end
+
 return M

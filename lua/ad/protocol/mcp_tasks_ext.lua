@@ -156,4 +156,41 @@ function M.deliver(id, answers, log)
   mrtr().deliver(id, answers, log or function() end)
 end
 
+-- ------------------------------------------------ the server's requests --
+-- The extension's requests to a server (ad.protocol.mcp), here so that
+-- the server loads them at the first one, not at start.
+
+--- A tools/call of one of M.TOOLS by a request that declared the extension.
+function M.call(server, id, params)
+  return require("ad.protocol.mcp_tasks").answer_create(server, id, params, M.create, true)
+end
+
+--- tasks/get, tasks/update, tasks/cancel under in-flight key; caps: the
+--- request's clientCapabilities.
+function M.method(server, id, key, m, params, caps)
+  local tid = params.taskId
+  local rec = M.resolve(tid)
+  if not rec then
+    return server:error(id, -32602, "Invalid params: unknown taskId " .. util.repr(tostring(tid)))
+  end
+  local job = rec.id
+  if m == "tasks/get" then
+    local elicits = caps.elicitation ~= nil and mrtr().declared(caps)
+    return server:result(id, M.task_of(rec, elicits, tid), true)
+  end
+  local later = require("ad.protocol.mcp_tasks").later
+  if m == "tasks/cancel" then
+    return later(server, id, key, false, function(reply)
+      pcall(require("ad.domain.async").cancel, job)
+      reply("result", id, json.object({}, { "resultType", "_meta" }), true)
+    end)
+  end
+  local answers, why = M.answers(rec, params.inputResponses)
+  if not answers then return server:error(id, -32602, "Invalid params: " .. why) end
+  later(server, id, key, false, function(reply)
+    pcall(M.deliver, job, answers)
+    reply("result", id, json.object({}, { "resultType", "_meta" }), true)
+  end)
+end
+
 return M

@@ -173,4 +173,141 @@ function Watch:stop()
   if w then w:close() end
 end
 
+-- --------------------------------------------- the server's requests --
+-- The resources/* requests and the resource subscriptions of a server
+-- (ad.protocol.mcp, either era), here so that the server loads them at
+-- the first such request, not at start.
+
+local META_SUB = "io.modelcontextprotocol/subscriptionId"
+
+local TEMPLATE_DESC = "An agent-dispatch job (dispatch_async, an MCP task): its record " ..
+  "as JSON - status, progress tail, and the result once it ended. Subscribe to hear " ..
+  "when its status changes."
+
+--- The server's job watch (server.watch, created on first use): it pushes
+--- notifications/resources/updated to subscribers (legacy
+--- resources/subscribe: key "legacy"; a 2026 subscriptions/listen: the
+--- listen's in-flight key) and notifications/tasks/status for legacy
+--- MCP tasks (key "task").
+function M.server_watch(server)
+  if server.watch then return server.watch end
+  server.watch = M.watch(function(id, rec, key)
+    if key == "task" then
+      return server:notify("notifications/tasks/status",
+        require("ad.protocol.mcp_tasks").task_of(rec))
+    end
+    local params = json.object({ uri = M.uri(id) }, { "uri", "_meta" })
+    if key ~= "legacy" then
+      local sub = server.listens[key]
+      if sub == nil then return end
+      params._meta = json.object({ [META_SUB] = sub }, { META_SUB })
+    end
+    server:notify("notifications/resources/updated", params)
+  end)
+  return server.watch
+end
+
+-- A result with the given keys in order; in the modern era with the cache
+-- hints (ttlMs, cacheScope) and resultType.
+local function cacheable(server, id, t, keys, scope, modern)
+  local order = { "resultType" }
+  for _, k in ipairs(keys) do order[#order + 1] = k end
+  if modern then
+    t.ttlMs, t.cacheScope = 0, scope
+    order[#order + 1] = "ttlMs"; order[#order + 1] = "cacheScope"; order[#order + 1] = "_meta"
+  end
+  return server:result(id, json.object(t, order), modern)
+end
+
+-- An unknown resource: -32002 in the legacy era, -32602 in 2026-07-28
+-- (which forbids -32002).
+local function missing(server, id, uri, modern)
+  local data = json.object({ uri = type(uri) == "string" and uri or json.null }, { "uri" })
+  if modern then
+    return server:error(id, -32602, "Invalid params: unknown resource " ..
+      util.repr(tostring(uri)), data)
+  end
+  return server:error(id, -32002, "Resource not found", data)
+end
+
+-- resources/list, resources/templates/list, resources/read (both eras).
+local function read_method(server, id, m, params, modern)
+  if m == "resources/list" then
+    local cursor = params.cursor
+    if cursor == "" then cursor = nil end -- the first page
+    local list, next_cursor = M.list(cursor)
+    if not list then return server:error(id, -32602, "Invalid params: " .. next_cursor) end
+    return cacheable(server, id, { resources = list, nextCursor = next_cursor },
+                     { "resources", "nextCursor" }, "private", modern)
+  elseif m == "resources/templates/list" then
+    if params.cursor ~= nil and params.cursor ~= "" then
+      return server:error(id, -32602, "Invalid params: unknown cursor")
+    end
+    local t = json.object({ uriTemplate = M.PREFIX .. "{job_id}", name = "job",
+      description = TEMPLATE_DESC, mimeType = M.MIME },
+      { "uriTemplate", "name", "description", "mimeType" })
+    return cacheable(server, id, { resourceTemplates = json.array{ t } }, { "resourceTemplates" },
+                     "public", modern)
+  end
+  local rec = M.record(params.uri)
+  if not rec then return missing(server, id, params.uri, modern) end
+  return cacheable(server, id, { contents = M.contents(rec) }, { "contents" }, "private", modern)
+end
+
+-- Legacy resources/subscribe and resources/unsubscribe.
+local function subscription(server, id, m, params)
+  local job = M.job_id(params.uri)
+  if m == "resources/unsubscribe" then
+    if job and server.watch then server.watch:remove(job, "legacy") end
+    return server:result(id, json.object({}, {}))
+  end
+  if not (job and M.server_watch(server):add(job, "legacy")) then
+    return missing(server, id, params.uri, false)
+  end
+  return server:result(id, json.object({}, {}))
+end
+
+--- Answers a resources/* request m (list, templates/list, read; in the
+--- legacy era also subscribe, unsubscribe). A job store that cannot be
+--- read (an I/O error) is an internal error of this request only.
+function M.request(server, id, m, params, modern)
+  local fn = (m == "resources/subscribe" or m == "resources/unsubscribe")
+    and subscription or read_method
+  local ok, err = pcall(fn, server, id, m, params, modern)
+  if not ok then
+    server:error(id, -32603, "Internal error: " ..
+      tostring(type(err) == "table" and err.message or err))
+  end
+end
+
+--- A 2026 subscriptions/listen under in-flight key: our tool set is
+--- static, so only resourceSubscriptions (job resources) are honoured;
+--- the listen stays open until the client cancels it or the server stops.
+function M.listen(server, id, key, params)
+  if server.inflight[key] then
+    return server:error(id, -32600, "Invalid Request: id " .. key:sub(3) ..
+      " is already in use by a request in flight")
+  end
+  local asked = type(params.notifications) == "table" and params.notifications or {}
+  local honoured = json.object({}, { "resourceSubscriptions" })
+  local uris = type(asked.resourceSubscriptions) == "table" and asked.resourceSubscriptions
+  server.listens[key] = id
+  server.inflight[key] = { listen = true, cancelled = false }
+  if uris then
+    honoured.resourceSubscriptions = json.array()
+    for _, uri in ipairs(uris) do
+      local job = M.job_id(uri)
+      local ok, rec = pcall(function() return job and M.server_watch(server):add(job, key) end)
+      if ok and rec then
+        honoured.resourceSubscriptions[#honoured.resourceSubscriptions + 1] = uri
+      end
+    end
+  end
+  return server:send(json.object({ jsonrpc = "2.0",
+    method = "notifications/subscriptions/acknowledged",
+    params = json.object({ notifications = honoured,
+      _meta = json.object({ [META_SUB] = id }, { META_SUB }) },
+      { "notifications", "_meta" }) }, { "jsonrpc", "method", "params" }))
+end
+
 return M
