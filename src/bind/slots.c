@@ -39,6 +39,7 @@ static struct {
     int *hfd;          /* the descriptor holding slot i's lock; -1: free */
     int n, cap;        /* entries in fd and hfd: set, allocated */
     bool broken;       /* a slot file could not be used: no more sharing */
+    bool short_of;     /* said that a slot file could not be opened for now */
     uv_fs_event_t ev;  /* the directory: touches of released slots */
     bool ev_init, ev_on;
     bool want;         /* a task of this process waits for a slot */
@@ -51,6 +52,14 @@ static struct {
 
 /* Fills why (a literal format, so the compiler checks it) and yields rc. */
 #define REFUSE(rc, ...) (snprintf(why, whylen, __VA_ARGS__), (rc))
+
+/* A failure that passes (a full descriptor table, memory, disk): this
+ * take goes without a slot file, the next one tries again. */
+static bool passing(int err)
+{
+    return err == -EMFILE || err == -ENFILE || err == -ENOMEM ||
+           err == -ENOSPC || err == -EAGAIN;
+}
 
 /* A slot file we may lock: a regular file of ours, owner-only. */
 static int open_slot(int i, char *why, size_t whylen)
@@ -65,12 +74,17 @@ static int open_slot(int i, char *why, size_t whylen)
             return REFUSE(-e,
                           "slot file %u.lock is a symbolic link", (unsigned)i);
         }
-        return REFUSE(-e, "cannot open slot file %u.lock",
-                      (unsigned)i);
+        return REFUSE(-e, "cannot open slot file %u.lock: %s",
+                      (unsigned)i, strerror(e));
     }
     struct stat st;
-    if (fstat(f, &st) != 0 || !S_ISREG(st.st_mode) ||
-        st.st_uid != getuid()) {
+    if (fstat(f, &st) != 0) {
+        int e = errno;
+        close(f);
+        return REFUSE(-e, "cannot read slot file %u.lock: %s", (unsigned)i,
+                      strerror(e));
+    }
+    if (!S_ISREG(st.st_mode) || st.st_uid != getuid()) {
         close(f);
         return REFUSE(-EPERM,
                       "slot file %u.lock is not a regular file of yours",
@@ -119,16 +133,28 @@ static int slot_fd(int i)
         S.n++;
     }
     if (S.fd[i] < 0) {
-        char why[96];
+        char why[128];
         int f = open_slot(i, why, sizeof why);
+        if (f < 0 && passing(f)) {
+            if (!S.short_of) {
+                fprintf(stderr, "agent-dispatch: concurrency slot %d: %s; "
+                                "this child runs outside the shared limit\n",
+                        i, why);
+            }
+            S.short_of = true;
+            return -1;
+        }
         if (f < 0) {
             return give_up(i, why);
         }
         S.fd[i] = f;
+        S.short_of = false;
     }
     return S.fd[i];
 }
 
+/* The slot directory dir, created if missing, checked: its descriptor or
+ * -errno (why filled in when refused). */
 static int open_dir(const char *dir, char *why, size_t whylen)
 {
     int rc = fs_mkdirs(dir, 0700);
@@ -159,20 +185,71 @@ static int open_dir(const char *dir, char *why, size_t whylen)
                       "it is writable by group or others (mode %o)",
                       (unsigned)(st.st_mode & 07777));
     }
+    return d;
+}
+
+int slots_open(const char *dir, char *why, size_t whylen)
+{
+    why[0] = '\0';
+    if (S.dirfd >= 0) {
+        return 0;
+    }
     char *copy = strdup(dir);
     if (!copy) {
-        close(d);
         return -ENOMEM;
+    }
+    int d = open_dir(dir, why, whylen);
+    if (d < 0) {
+        free(copy);
+        return d;
     }
     S.dirfd = d;
     S.dir = copy;
     return 0;
 }
 
-int slots_open(const char *dir, char *why, size_t whylen)
+static void stop_wait(void);
+static void on_dir_event(uv_fs_event_t *h, const char *file, int events,
+                         int status);
+
+/* The slot directory was removed (a user cleaned up the jobs directory)
+ * while we hold its descriptor: other processes now share their slots in
+ * the one made anew at its path, so we move there too. Slots we hold stay
+ * held on the old files until released; a wait on an old file ends. */
+static void follow_dir(void)
 {
-    why[0] = '\0';
-    return S.dirfd >= 0 ? 0 : open_dir(dir, why, whylen);
+    struct stat st;
+    if (fstat(S.dirfd, &st) != 0 || st.st_nlink != 0) {
+        return;
+    }
+    char why[128] = "";
+    int d = open_dir(S.dir, why, sizeof why);
+    if (d < 0) {
+        if (!passing(d) && !S.broken) {
+            fprintf(stderr, "agent-dispatch: the concurrency slot directory %s "
+                            "was removed and cannot be made again (%s); "
+                            "settings.max_concurrency now holds for this "
+                            "process only\n",
+                    S.dir, why[0] ? why : strerror(-d));
+            S.broken = true;
+        }
+        return; /* for now the old directory serves this process alone */
+    }
+    close(S.dirfd);
+    S.dirfd = d;
+    for (int i = 0; i < S.n; i++) {
+        if (S.fd[i] >= 0 && S.hfd[i] != S.fd[i]) {
+            close(S.fd[i]);
+        }
+        S.fd[i] = -1; /* a held one is closed by its release */
+    }
+    if (S.ev_on) {
+        uv_fs_event_stop(&S.ev);
+        S.ev_on = uv_fs_event_start(&S.ev, on_dir_event, S.dir, 0) == 0;
+    }
+    if (S.wait) {
+        stop_wait(); /* the next slots_watch blocks on a new file */
+    }
 }
 
 bool slots_enabled(void)
@@ -197,6 +274,7 @@ static int try_slot(int i)
 
 int slots_try(int limit)
 {
+    follow_dir();
     /* The slot this process released last first: with several processes
      * sharing the limit, each tends to keep its own slot, and a take is
      * one flock instead of one per slot other processes hold. */

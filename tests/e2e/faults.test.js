@@ -265,6 +265,30 @@ describe('write faults (ENOSPC, EACCES) on config, job and index files', () => {
   }
 });
 
+describe('concurrency slot files', () => {
+  test('a slot file that cannot be opened for a moment (EMFILE) does not end the shared limit', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true }, settings: '  max_concurrency: 1\n  handoff_after_seconds: 0\n' });
+    const log = path.join(env.root, 'faults.log');
+    const srv = env.serve({ env: faultEnv('0.lock', 'EMFILE', 'open', { AD_FAULT_TIMES: '1', AD_FAULT_LOG: log }) });
+    await srv.init();
+    const first = await srv.call('dispatch', { agent: 'a', task: 'first' });
+    assert.strictEqual(first.value.success, true, first.text);
+    assert.match(fs.readFileSync(log, 'utf8'), /0\.lock/, 'the fault happened');
+    assert.match(srv.stderr, /concurrency slot 0: cannot open slot file 0\.lock: Too many open files; this child runs outside the shared limit/);
+    // Another process holds the one slot: the server's next child waits.
+    const cli = env.start(['dispatch', 'a', '[stub:sleep=1.5] cli-holds-the-slot']);
+    assert.ok(await waitUntil(() => env.dispatches().some((e) => e.prompt.includes('cli-holds-the-slot')), 5000));
+    const t0 = Date.now();
+    const r = await srv.call('dispatch', { agent: 'a', task: 'second' }, { ms: 20000 });
+    assert.strictEqual(r.value.success, true, r.text);
+    assert.ok(Date.now() - t0 >= 700, 'the server did not wait for the slot the CLI held');
+    assert.strictEqual((await cli.done).code, 0);
+    assert.doesNotMatch(srv.stderr, /holds for this process only/, srv.stderr);
+    await srv.close();
+  });
+});
+
 describe('symlinks in the job store', () => {
   test('a symlinked job file is neither read nor written through; its target is untouched', async (t) => {
     const { env, srv } = await serve(t);

@@ -83,6 +83,28 @@ describe('one concurrency limit across processes', () => {
     await srv.close();
   });
 
+  test('the jobs directory removed under a running server: its next child still waits for a slot another process holds', async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true }, settings: '  max_concurrency: 1\n  handoff_after_seconds: 0\n' });
+    const srv = env.serve();
+    await srv.init();
+    await srv.call('dispatch', { agent: 'a', task: 'warm' }); // the server opens its slot files
+    fs.rmSync(env.jobs, { recursive: true, force: true }); // a user cleaning up state
+    // The CLI recreates the directory and holds the one slot for 1.5 s.
+    const cli = env.start(['dispatch', 'a', '[stub:sleep=1.5] cli-holds-the-slot']);
+    assert.ok(await waitUntil(() => env.dispatches().some((e) => e.prompt.includes('cli-holds-the-slot')), 5000),
+      'the CLI\'s child started');
+    const s = sampler(env);
+    const t0 = Date.now();
+    const r = await srv.call('dispatch', { agent: 'a', task: 'server' }, { ms: 20000 });
+    assert.strictEqual(r.value.success, true, r.text);
+    assert.ok(Date.now() - t0 >= 700, 'the server ran its child beside the CLI\'s with max_concurrency 1');
+    assert.strictEqual(s.stop(), 1, 'more than one child at once with max_concurrency 1');
+    assert.strictEqual((await cli.done).code, 0);
+    assert.doesNotMatch(srv.stderr, /concurrency slot/, srv.stderr);
+    await srv.close();
+  });
+
   test('a SIGKILLed holder frees its slot: a waiting server goes on at once', async (t) => {
     const env = newEnv(t);
     env.setup({ agents: { a: true }, settings: '  max_concurrency: 1\n  jobs_outlive_server: false\n' });

@@ -9,7 +9,8 @@
  *
  * Environment:
  *   AD_FAULT_PATH   substring a path must contain to be affected (required)
- *   AD_FAULT_ERRNO  ENOSPC (default) or EACCES
+ *   AD_FAULT_ERRNO  ENOSPC (default), EACCES or EMFILE (a descriptor
+ *                   table full for a moment)
  *   AD_FAULT_OPS    comma list of: open (opens for writing), write (write,
  *                   pwrite, writev on an fd opened on such a path), fsync,
  *                   rename (either name matches), flock (see below); default
@@ -111,7 +112,8 @@ static bool fire(const char *op, const char *path)
         return false;
     }
     const char *e = getenv("AD_FAULT_ERRNO");
-    errno = e && strcmp(e, "EACCES") == 0 ? EACCES : ENOSPC;
+    errno = !e ? ENOSPC : strcmp(e, "EACCES") == 0 ? EACCES
+                        : strcmp(e, "EMFILE") == 0 ? EMFILE : ENOSPC;
     int saved = errno;
     note(op, path);
     errno = saved;
