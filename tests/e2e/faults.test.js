@@ -7,7 +7,7 @@ const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
-const { newEnv, sleep, alive, waitUntil } = require('./lib');
+const { newEnv, sleep, alive, waitUntil, readRec } = require('./lib');
 
 const HEX = /^[0-9a-f]{32}$/;
 const { BIN, SANITIZED } = require('./lib');
@@ -286,6 +286,33 @@ describe('concurrency slot files', () => {
     assert.strictEqual((await cli.done).code, 0);
     assert.doesNotMatch(srv.stderr, /holds for this process only/, srv.stderr);
     await srv.close();
+  });
+});
+
+describe('a job runner out of file descriptors', () => {
+  test('a runner that cannot open the jobs lock (EMFILE) when its agent ends exits at once; the job then reads failed', { timeout: 60000 }, async (t) => {
+    const env = newEnv(t);
+    env.setup({ agents: { a: true } });
+    const flag = path.join(env.root, 'armed');
+    const r = env.run(['dispatch', '--async', 'a', '[stub:sleep=1] runner-emfile'],
+      { env: faultEnv('.jobs.lock', 'EMFILE', 'open', { AD_FAULT_WHEN: flag }) });
+    assert.strictEqual(r.code, 0, r.stderr);
+    const id = (r.stdout.match(/[0-9a-f]{32}/) || [])[0];
+    assert.ok(id, r.stdout);
+    assert.ok(await waitUntil(() => env.dispatches().some((e) => e.prompt.includes('runner-emfile')), 10000),
+      'the job\'s child started');
+    const runner = readRec(env, id).server.pid;
+    env.extraPids.push(runner);
+    fs.writeFileSync(flag, ''); // from now on the runner's process has no descriptor to spare
+    // Nothing in the runner frees a descriptor: it does not keep retrying
+    // to record the end (600 s for a full disk) while the job reads running.
+    assert.ok(await waitUntil(() => !alive(runner), 15000), 'the runner still retries');
+    fs.rmSync(flag);
+    const st = env.run(['jobs', '--json']);
+    assert.strictEqual(st.code, 0, st.stderr);
+    const rec = JSON.parse(st.stdout).find((j) => j.id === id || j.job_id === id);
+    assert.ok(rec, st.stdout);
+    assert.strictEqual(rec.status, 'failed', JSON.stringify(rec));
   });
 });
 

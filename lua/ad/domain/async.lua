@@ -63,6 +63,14 @@ local function record_result(entry, id, result)
         message_of(rec), "); keeping the answer and retrying\n")
     end
     entry.unsaved = message_of(rec)
+    -- Out of file descriptors with no child left in this process (a job
+    -- runner started under a tiny open-files limit): nothing here will
+    -- free one, and retrying would keep the job reading running; the
+    -- loss is recorded if it can be, else the next reader settles a job
+    -- whose runner is gone.
+    if type(rec) == "table" and rec.code == "EMFILE" and core.limiter.stats().live == 0 then
+      break
+    end
     if core.task.now() >= deadline or not core.task.sleep(delay) then break end
     delay = math.min(delay * 2, 2)
   end

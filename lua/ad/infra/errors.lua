@@ -128,9 +128,12 @@ function M.new(etype, message, hint)
     { __tostring = function(e) return e.message end })
 end
 
---- Raises the "io" error of a storage operation: "what: msg".
-function M.raise_io(what, msg)
-  error(M.new("io", what .. ": " .. tostring(msg)), 0)
+--- Raises the "io" error of a storage operation: "what: msg"; code, the
+--- errno name when known (EMFILE...), is kept as e.code.
+function M.raise_io(what, msg, code)
+  local e = M.new("io", what .. ": " .. tostring(msg))
+  e.code = code
+  error(e, 0)
 end
 
 return M

@@ -52,8 +52,8 @@ end
 
 function M.ensure_dir()
   local dir = M.dir()
-  local ok, err = core.fs.mkdirs(dir, 448)
-  if not ok then io_error("cannot create the jobs directory", err) end
+  local ok, err, code = core.fs.mkdirs(dir, 448)
+  if not ok then io_error("cannot create the jobs directory", err, code) end
   return dir
 end
 
@@ -128,7 +128,7 @@ local function read(id)
     if code == "ENOENT" then return nil end
     if code == "ELOOP" then refuse_link(dir, id) end
     -- (a FIFO or a device planted under a job's name: never waited on)
-    if code ~= "EINVAL" then io_error("cannot read job " .. id, msg) end
+    if code ~= "EINVAL" then io_error("cannot read job " .. id, msg, code) end
   end
   local rec = text and decode(text, id)
   if not rec then
@@ -173,8 +173,8 @@ local function encode(rec)
 end
 
 local function write(rec)
-  local ok, msg = core.jobs.write(M.dir(), rec.id, encode(rec))
-  if not ok then io_error("cannot write job " .. rec.id, msg) end
+  local ok, msg, code = core.jobs.write(M.dir(), rec.id, encode(rec))
+  if not ok then io_error("cannot write job " .. rec.id, msg, code) end
 end
 
 -- Updates the index line of rec; false when the index could not be
@@ -213,8 +213,10 @@ local function locked(fn)
   local path, wait = dir .. "/.jobs.lock", config.lock_wait()
   local lock, err, code = core.fs.lock(path, wait)
   if not lock then
-    error(errors.new("io", config.lock_message({ path = path, wait = wait,
-      detail = tostring(err), code = code })), 0)
+    local e = errors.new("io", config.lock_message({ path = path, wait = wait,
+      detail = tostring(err), code = code }))
+    e.code = code
+    error(e, 0)
   end
   local ok, a, b = pcall(fn)
   lock:unlock()
