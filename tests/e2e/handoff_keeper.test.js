@@ -16,7 +16,7 @@
 const { test, describe } = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
-const { newEnv, alive, groupAlive, waitUntil, readRec, stopLikeClaudeCode, gate } = require('./lib');
+const { newEnv, alive, groupAlive, waitUntil, readRec, recUntil, stopLikeClaudeCode, gate } = require('./lib');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -346,9 +346,35 @@ describe('handed-off calls and the keeper', () => {
     await env.assertNoLeftovers();
   });
 
-  test('a handed-off call still waiting for a slot when the server stops fails saying it never started',
+  test('a handed-off call still waiting for a slot when the server stops goes on in a job runner, in its tree',
     async (t) => {
       const { env, srv } = await start(t, '  max_concurrency: 1\n');
+      const first = gate(env.root);
+      srv.call('dispatch', { agent: 'a', task: `[stub:until_file=${first.path}] holds the slot` },
+        { ms: 60000 }).catch(() => {});
+      assert.ok(await waitUntil(() => env.dispatches().length === 1, 15000), 'the first child runs');
+      const id = await handOff(srv, '[stub:reply=ran after all] queued');
+      await stopLikeClaudeCode(srv);
+      // (the first call's child ends with the server unless handed off
+      // meanwhile: the slot may come free at once)
+      const rec = readRec(env, id);
+      assert.ok(['pending', 'running', 'done'].includes(rec.status), JSON.stringify(rec));
+      assert.ok(rec.server && rec.server.pid !== srv.child.pid, `owned by a runner: ${JSON.stringify(rec.server)}`);
+      env.extraPids.push(rec.server.pid);
+      first.open();
+      const done = await recUntil(env, id, (r) => r.status === 'done' || r.status === 'failed', 20000);
+      assert.strictEqual(done.status, 'done', JSON.stringify(done));
+      assert.strictEqual(done.result.result, 'ran after all');
+      // Its span is in the call's tree: the runner's ends it.
+      const tr = env.run(['trace', id, '--json']);
+      assert.strictEqual(tr.code, 0, tr.stderr);
+      assert.match(tr.stdout, /"job_id":\s*"[0-9a-f]{32}"/);
+      await env.assertNoLeftovers();
+    });
+
+  test('with jobs_outlive_server: false, a handed-off call still waiting for a slot when the server stops fails saying it never started',
+    async (t) => {
+      const { env, srv } = await start(t, '  max_concurrency: 1\n  jobs_outlive_server: false\n');
       const first = gate(env.root);
       srv.call('dispatch', { agent: 'a', task: `[stub:until_file=${first.path}] holds the slot` },
         { ms: 60000 }).catch(() => {});

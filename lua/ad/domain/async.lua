@@ -368,6 +368,15 @@ local function request_fields(req)
   return any and json.object(t, jobs.REQUEST_KEYS) or nil
 end
 
+-- The trace fields a detached job runner reads its span from: it ends
+-- span, started here under ctx (ad.domain.jobrunner).
+local function trace_fields(ctx, span)
+  return json.object({ trace_id = ctx.trace_id, parent_id = ctx.parent_id,
+    cap = ctx.cap, holders = json.array(util.copy(ctx.holders or {})),
+    span_id = span.span_id, start = span.start },
+    { "trace_id", "parent_id", "cap", "holders", "span_id", "start" })
+end
+
 -- Starts the detached job runner of a pending job and names it as the
 -- job's owner. Raises when it cannot be started.
 local function start_detached(rec)
@@ -405,10 +414,7 @@ function M.submit(req, hooks, opts)
   local fields
   if detached then
     fields = request_fields(req) or json.object({}, jobs.REQUEST_KEYS)
-    fields.trace = json.object({ trace_id = ctx.trace_id, parent_id = ctx.parent_id,
-      cap = ctx.cap, holders = json.array(util.copy(ctx.holders or {})),
-      span_id = span.span_id, start = span.start },
-      { "trace_id", "parent_id", "cap", "holders", "span_id", "start" })
+    fields.trace = trace_fields(ctx, span)
   end
   local rec = jobs.create({ agent = req.agent_name, task = req.task, context = req.context,
                             caller = req.caller, goal = req.goal, request = fields })
@@ -607,11 +613,47 @@ function M.shutdown(why)
       registry[id] = nil -- (assigning nil to a present key during pairs is allowed)
     else
       M.end_for_shutdown(id, entry, why)
+      if entry.abandoned then registry[id] = nil end -- (a job runner has it)
       entry.task:cancel()
       tasks[#tasks + 1] = entry
     end
   end
   return tasks
+end
+
+-- A handed-off call whose child never started (it waited for a slot)
+-- when the server stops: with settings.jobs_outlive_server (the default)
+-- a detached job runner takes the job over, as it runs a dispatch_async
+-- job, under a span of its own beside the call's (which ends cancelled
+-- here, its reservation of the tree's budget given back). True when the
+-- runner started; the entry is then left alone (abandoned).
+local function requeue(id, entry)
+  local req = entry.req
+  if not req or not req.settings or req.settings.jobs_outlive_server == false then
+    return false
+  end
+  local base = req.trace or trace.root(req.settings, req.tree_budget_usd)
+  local call = entry.span
+  local ctx = { trace_id = call and call.trace_id or base.trace_id,
+    parent_id = call and call.parent_id or base.parent_id, cap = base.cap, holders = base.holders }
+  local span = trace.record(ctx, { kind = "async", agent = req.agent_name, task = req.task,
+    caller = req.caller, goal = req.goal, job_id = id })
+  local fields = request_fields(req) or json.object({}, jobs.REQUEST_KEYS)
+  fields.trace = trace_fields(ctx, span)
+  local ok, rec = pcall(jobs.mutate_pending, id, function(r)
+    r.request = fields
+    return r
+  end)
+  if not (ok and rec) then return false end
+  pcall(trace.write, span)
+  entry.abandoned = true -- its task, cancelled next, records nothing
+  local started = pcall(start_detached, rec)
+  if not started then
+    entry.abandoned = false
+    return false
+  end
+  if entry.inbox then entry.inbox:close() end
+  return true
 end
 
 -- The record of a job of this process that ends with the server.
@@ -622,8 +664,11 @@ function M.end_for_shutdown(id, entry, why)
     local result = entry.result
     entry.result = nil
     record_lost(id, result, entry.unsaved)
+  elseif entry.handed_off and entry.req and not entry.pid and requeue(id, entry) then
+    return
   elseif entry.handed_off and entry.req and not entry.pid then
-    -- (one call whose child was never spawned: it waited for a slot)
+    -- (one call whose child was never spawned: it waited for a slot; the
+    -- jobs do not outlive the server)
     jobs.fail_unstored(id, "Server stopped" .. (why and (" (" .. why .. ")") or "") ..
       " while the job waited to start (for a concurrency slot: settings.max_concurrency); " ..
       "its agent was never started. Re-dispatch if needed.")

@@ -397,6 +397,16 @@ function M.finish(id, result)
   end)
 end
 
+--- Applies fn(rec) to the record of id while it is pending (a job that
+--- has not started); returns the new record, or nil when it is not
+--- pending (any more) or does not exist.
+function M.mutate_pending(id, fn)
+  return mutate(id, function(rec)
+    if rec.status ~= "pending" then return nil end
+    return fn(rec)
+  end)
+end
+
 function M.fail(id, message)
   return mutate(id, function(rec)
     if M.TERMINAL[rec.status] then return nil end
