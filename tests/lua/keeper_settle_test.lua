@@ -16,9 +16,10 @@ local state = require "ad.storage.state"
 local traces = require "ad.storage.traces"
 
 local settings = { cache = { enabled = true, ttl = 300, max_size = 10, max_bytes = 1 << 20 } }
+local AGENT = { directory = "/tmp", timeout = 300 }
 
 local function req_for(task)
-  return { agent_name = "a", task = task, use_cache = true, settings = settings }
+  return { agent_name = "a", agent = AGENT, task = task, use_cache = true, settings = settings }
 end
 
 test("a clean success is cached under the request's key, as the runner caches it", function()

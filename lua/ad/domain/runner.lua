@@ -35,6 +35,7 @@ local cmdline = require "ad.domain.cmdline"
 local slot_gate = require "ad.domain.slot"
 local after_reply = require "ad.domain.after_reply"
 local state = require "ad.storage.state"
+local config = require "ad.storage.config"
 local kept = util.lazy "ad.domain.live"
 local marks = util.lazy "ad.storage.session_marks"
 
@@ -564,10 +565,13 @@ local function span_fields(req)
 end
 
 -- The schema is part of the key: an answer checked against one schema
--- never answers a request for another (or for none).
+-- never answers a request for another (or for none); so is the agent's
+-- config (config.agent_fingerprint): an answer made before a change of
+-- it (a call still running when the change came) never answers after.
 local function cache_key(req)
   return json.encode(json.array{ req.agent_name, req.task, req.context or "",
-    req.caller or "", req.goal or "", req.response_format or "", req.response_schema or "" })
+    req.caller or "", req.goal or "", req.response_format or "", req.response_schema or "",
+    config.agent_fingerprint(req.settings, req.agent) })
 end
 
 local function clean_success(r)

@@ -105,10 +105,8 @@ function M.expanduser(path)
   return nil, "unknown user '" .. user .. "'"
 end
 
---- Absolute, normalized path (symlinks resolved when the path exists).
---- An empty path is an error, not the current directory (a directory
---- left blank must not mean wherever the process happens to run).
-function M.abspath(path)
+-- path with ~ expanded, made absolute (from the current directory).
+local function absolute(path)
   if path == "" then return nil, "the path is empty" end
   local p, err = M.expanduser(path)
   if not p then return nil, err end
@@ -117,15 +115,32 @@ function M.abspath(path)
     local real = core.fs.realpath(".")
     p = (real or cwd or "") .. "/" .. p
   end
-  local real = core.fs.realpath(p)
-  if real then return real end
-  -- Not existing: normalize lexically.
+  return p
+end
+
+local function normalized(p)
   local parts = {}
   for seg in p:gmatch("[^/]+") do
     if seg == ".." then parts[#parts] = nil
     elseif seg ~= "." then parts[#parts + 1] = seg end
   end
   return "/" .. table.concat(parts, "/")
+end
+
+--- Absolute, normalized path (symlinks resolved when the path exists).
+--- An empty path is an error, not the current directory (a directory
+--- left blank must not mean wherever the process happens to run).
+function M.abspath(path)
+  local p, err = absolute(path)
+  if not p then return nil, err end
+  -- (not existing: normalized lexically)
+  return core.fs.realpath(p) or normalized(p)
+end
+
+--- Absolute, normalized path with its symlinks left as they are, or nil.
+function M.lexpath(path)
+  local p = absolute(path)
+  return p and normalized(p)
 end
 
 function M.basename(p)

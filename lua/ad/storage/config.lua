@@ -248,8 +248,14 @@ local function at_most(v, max, where)
   return v
 end
 
+-- agent entry -> its directory as written, when a symlink in it was
+-- resolved: M.load resolves it again on every call (a link re-pointed
+-- while agents.yaml stays the same moves the agent).
+local linked = setmetatable({}, { __mode = "k" })
+
 local function parse_agent(name, raw)
   local where = "agents." .. name
+  local link
   local a = mapping(raw, where)
   local resolved
   local host = opt(a.host, as_str, where .. ".host")
@@ -270,10 +276,12 @@ local function parse_agent(name, raw)
       resolved, err = util.abspath(dir)
       if not resolved then
         problem(where .. ".directory", "cannot resolve " .. util.repr(dir) .. ": " .. err)
+      elseif resolved ~= util.lexpath(dir) then
+        link = dir
       end
     end
   end
-  return {
+  local agent = {
     directory = resolved,
     host = host,
     description = opt(a.description, as_str, where .. ".description") or "",
@@ -290,6 +298,8 @@ local function parse_agent(name, raw)
     warm = at_most(at_least(opt(a.warm, as_int, where .. ".warm"), 0, where .. ".warm"),
                    M.MAX_WARM, where .. ".warm"),
   }
+  if link then linked[agent] = link end
+  return agent
 end
 
 local function parse_group(name, raw)
@@ -436,6 +446,15 @@ end
 local loaded = {}
 local listeners = {}
 
+-- True when a symlinked agent directory now resolves elsewhere.
+local function moved(cfg)
+  for _, a in pairs(cfg.agents) do
+    local dir = linked[a]
+    if dir and util.abspath(dir) ~= a.directory then return true end
+  end
+  return false
+end
+
 --- fn(names) is called when a re-read finds agents whose entries changed
 --- or disappeared, or the defaults they inherit changed (whoever changed the file: this process, the CLI, an
 --- editor), so per-agent state such as cached results can be dropped.
@@ -454,6 +473,22 @@ local function inherited(cfg)
   local t = {}
   for i, k in ipairs(INHERITED) do t[i] = s[k] == nil and json.null or s[k] end
   return json.encode(json.array(t))
+end
+
+local prints = setmetatable({}, { __mode = "k" })
+
+--- What an agent's child is started with as its config says: its entry
+--- and the defaults it inherits, as text (memoized on the entry: a loaded
+--- config is read-only). Two requests whose fingerprints differ never
+--- share a cached answer (ad.domain.runner's cache key), so an answer
+--- made under a config that has changed since cannot be served.
+function M.agent_fingerprint(settings, agent)
+  local fp = prints[agent]
+  if not fp then
+    fp = json.encode(agent) .. inherited({ settings = settings })
+    prints[agent] = fp
+  end
+  return fp
 end
 
 local function changed_agents(old, new)
@@ -596,7 +631,7 @@ function M.load(path, fresh)
   path = path or M.path()
   local id = core.fs.file_id(path)
   local hit = loaded[path]
-  if not fresh and id and hit and hit.id == id then return hit.cfg end
+  if not fresh and id and hit and hit.id == id and not moved(hit.cfg) then return hit.cfg end
   local cfg, err = M.parse_file(path)
   if cfg then warn_unknown(path, id, cfg) end
   -- A fresh load is the caller's own copy (it may be mutated and saved):
