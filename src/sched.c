@@ -94,6 +94,35 @@ static struct task **extra(lua_State *L)
 
 static void process_ready(uv_idle_t *h);
 
+/* What a yield the scheduler did not ask for is answered with. */
+static char FOREIGN_YIELD;
+
+#define FOREIGN_YIELD_MSG                                                    \
+    "coroutine.yield() was called directly inside a task; use the "         \
+    "agent-dispatch task API instead"
+
+static int guarded_yield_cont(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status, (void)ctx;
+    if (lua_gettop(L) == 1 && lua_touserdata(L, 1) == &FOREIGN_YIELD) {
+        luaL_where(L, 2);
+        lua_pushliteral(L, FOREIGN_YIELD_MSG);
+        lua_concat(L, 2);
+        return lua_error(L);
+    }
+    return lua_gettop(L); /* a coroutine of the code's own resumed it */
+}
+
+/* coroutine.yield: user code (a tool, a hook, a script) that yields its
+ * task's own coroutine gets an error where it yielded, so the code around
+ * it (a pcall, the caller waiting for its answer) still runs; ending the
+ * task there left such a caller waiting for ever. Yields of coroutines
+ * the code made itself work as always. */
+static int guarded_yield(lua_State *L)
+{
+    return lua_yieldk(L, lua_gettop(L), 0, guarded_yield_cont);
+}
+
 static void enqueue(struct task *t, int nargs)
 {
     t->ready_nargs = nargs;
@@ -341,6 +370,12 @@ void sched_init(lua_State *L, uv_loop_t *loop)
     uv_idle_init(loop, &S.idle);
     gc_init(L, loop);
     *extra(L) = NULL;
+    lua_getglobal(L, "coroutine");
+    if (lua_istable(L, -1)) {
+        lua_pushcfunction(L, guarded_yield);
+        lua_setfield(L, -2, "yield");
+    }
+    lua_pop(L, 1);
     if (luaL_newmetatable(L, TASK_MT)) {
         lua_pushcfunction(L, task_gc);
         lua_setfield(L, -2, "__gc");
@@ -643,9 +678,10 @@ static void do_resume(struct task *t, int nargs)
         if (t->state == T_WAITING) {
             return;
         }
-        lua_pushstring(co, "coroutine.yield() was called directly inside a "
-                           "task; use the agent-dispatch task API instead");
-        finish(t, false, 1);
+        /* Not a wait of ours: answered at once (guarded_yield raises). */
+        lua_pushlightuserdata(co, &FOREIGN_YIELD);
+        t->state = T_READY;
+        enqueue(t, 1);
     } else if (st == LUA_OK) {
         finish(t, true, nres);
     } else {

@@ -271,6 +271,7 @@ end
 --- Runs the before_dispatch hooks on req (a table the hooks may change).
 --- Returns true, or false and the refusal message.
 function M.before_dispatch(req)
+  local agent = req.agent
   for _, h in ipairs(M.hooks.before_dispatch) do
     local ok, res, msg = pcall(h.fn, req)
     if not ok and type(res) == "table" and res.type == "cancelled" then error(res, 0) end
@@ -285,6 +286,15 @@ function M.before_dispatch(req)
       for _, k in ipairs({ "task", "context", "caller", "goal" }) do
         if res[k] ~= nil then req[k] = res[k] end
       end
+    end
+    -- Where the call goes is the caller's choice: a hook that changed it
+    -- would be ignored without a word (the request is built already).
+    local to = type(res) == "table" and res.agent ~= nil and res.agent or req.agent
+    if to ~= agent then
+      return false, "before_dispatch hook in " .. where(h) .. " changed the agent (" ..
+        tostring(agent) .. " -> " .. tostring(to) .. "): a hook may change task, context, " ..
+        "caller and goal, not where the call goes; refuse the call (return false, why) " ..
+        "and dispatch to the other agent instead"
     end
     -- What the hook left (returned, or set on req) is checked as a
     -- request's own fields are: nothing else would name the hook.
@@ -317,21 +327,51 @@ end
 --- was meant to remove); session_id and cost are kept.
 function M.after_result(req, result)
   for _, h in ipairs(M.hooks.after_result) do
+    local before = result
     local ok, res = pcall(h.fn, req, result)
     if not ok and type(res) == "table" and res.type == "cancelled" then error(res, 0) end
+    local msg
     if not ok then
-      local msg = "after_result hook in " .. where(h) .. " failed: " .. why(res)
+      msg = "after_result hook in " .. where(h) .. " failed: " .. why(res)
+    else
+      if type(res) == "table" then result = require("ad.domain.result").new(res) end
+      local bad = M.result_error(result)
+      if bad then msg = "after_result hook in " .. where(h) .. " left a bad result: " .. bad end
+    end
+    if msg then
       io.stderr:write("agent-dispatch: ", msg, "\n")
-      return require("ad.domain.result").failure(result.agent or req.agent, "cli_error", msg,
-        { session_id = result.session_id, cost_usd = result.cost_usd,
-          duration_ms = result.duration_ms, num_turns = result.num_turns,
+      local r = type(result) == "table" and result or before
+      local num = function(v) return type(v) == "number" and v or nil end
+      return require("ad.domain.result").failure(
+        type(before.agent) == "string" and before.agent or req.agent, "cli_error", msg,
+        { session_id = type(r.session_id) == "string" and r.session_id or nil,
+          cost_usd = num(r.cost_usd), duration_ms = num(r.duration_ms), num_turns = num(r.num_turns),
           hint = "The error is in the hook file " .. h.file ..
             "; the agent's answer was withheld because it was not post-processed." })
-    elseif type(res) == "table" then
-      result = require("ad.domain.result").new(res)
     end
   end
   return M.redact_result(req, result)
+end
+
+--- Why r (what an after_result hook left) is not a DispatchResult: agent
+--- a string, success a boolean, result/error/error_type/hint/session_id
+--- strings or nil, cost_usd/duration_ms/num_turns numbers or nil; or nil.
+function M.result_error(r)
+  if type(r) ~= "table" then return "a result must be a table, got " .. type(r) end
+  if type(r.agent) ~= "string" then return "agent must be a string, got " .. type(r.agent) end
+  if type(r.success) ~= "boolean" then
+    return "success must be a boolean, got " .. type(r.success)
+  end
+  for _, k in ipairs({ "result", "error", "error_type", "hint", "session_id" }) do
+    if r[k] ~= nil and r[k] ~= json.null and type(r[k]) ~= "string" then
+      return k .. " must be a string, got " .. type(r[k])
+    end
+  end
+  for _, k in ipairs({ "cost_usd", "duration_ms", "num_turns" }) do
+    if r[k] ~= nil and r[k] ~= json.null and type(r[k]) ~= "number" then
+      return k .. " must be a number, got " .. type(r[k])
+    end
+  end
 end
 
 --- Runs the redact hooks on text; returns the text, or nil and the error

@@ -1,0 +1,83 @@
+'use strict';
+// What a hook leaves, or does, that the hook API does not allow: each
+// fails the request it ran for, naming the hook's file, and the server
+// goes on serving (docs/lua-api.md, "Safety").
+const { test } = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const { newEnv } = require('../e2e/lib');
+
+function toolsDir(env, files) {
+  const dir = path.join(env.root, 'tools');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  for (const [f, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, f), text, { mode: 0o600 });
+  return dir;
+}
+
+async function serve(t, files) {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true, b: true } });
+  const srv = env.serve({ env: { AGENT_DISPATCH_TOOLS_DIR: toolsDir(env, files) } });
+  await srv.init();
+  return { env, srv };
+}
+
+test('an after_result hook that leaves something that is not a result fails the request naming its file', async (t) => {
+  const { srv } = await serve(t, { 'post.lua': `
+hook("after_result", function(req, r)
+  if req.task:find("EMPTY") then return {} end
+  if req.task:find("NUM") then r.result = 42 return r end
+  return r
+end)
+` });
+  for (const [task, why] of [['EMPTY [stub:reply=hi]', /agent must be a string/],
+    ['NUM [stub:reply=hi]', /result must be a string, got number/]]) {
+    const r = await srv.call('dispatch', { agent: 'a', task });
+    assert.strictEqual(r.isError, true, r.text);
+    assert.strictEqual(r.value.success, false, r.text);
+    assert.strictEqual(r.value.agent, 'a', r.text);
+    assert.match(r.value.error, /after_result hook in post\.lua left a bad result: /);
+    assert.match(r.value.error, why);
+    const ref = await srv.call('dispatch', { agent: 'a', task, return_ref: true });
+    assert.strictEqual(ref.isError, true, ref.text);
+    assert.doesNotMatch(ref.text, /internal error|bug in agent-dispatch/, ref.text);
+  }
+  const ok = await srv.call('dispatch', { agent: 'a', task: 'fine [stub:reply=fine]' });
+  assert.strictEqual(ok.value.result, 'fine');
+  await srv.close();
+});
+
+test('a before_dispatch hook that changes the agent refuses the call naming its file; nothing runs', async (t) => {
+  const { env, srv } = await serve(t, { 'route.lua': `
+hook("before_dispatch", function(req)
+  if req.agent == "a" then req.agent = "b" end
+  return req
+end)
+` });
+  const r = await srv.call('dispatch', { agent: 'a', task: 'rerouted?' });
+  assert.strictEqual(r.isError, true, r.text);
+  assert.match(r.text, /before_dispatch hook in route\.lua changed the agent \(a -> b\)/);
+  assert.strictEqual(env.dispatches().length, 0, 'a child ran');
+  const b = await srv.call('dispatch', { agent: 'b', task: 'direct [stub:reply=b ran]' });
+  assert.strictEqual(b.value.result, 'b ran');
+  await srv.close();
+});
+
+test('a hook that yields its task directly fails its request naming the file; the server goes on', async (t) => {
+  const { env, srv } = await serve(t, { 'y.lua': `
+local co = require "coroutine"
+hook("before_dispatch", function(req)
+  if req.task:find("YIELD") then co.yield("not a wait") end
+  return req
+end)
+` });
+  const r = await srv.call('dispatch', { agent: 'a', task: 'YIELD please' }, { ms: 10000 });
+  assert.strictEqual(r.isError, true, r.text);
+  assert.match(r.text, /before_dispatch hook in y\.lua failed: .*coroutine\.yield\(\) was called directly/);
+  assert.strictEqual(env.dispatches().length, 0);
+  const ok = await srv.call('dispatch', { agent: 'a', task: 'fine [stub:reply=fine]' });
+  assert.strictEqual(ok.value.result, 'fine');
+  // A coroutine of the hook's own still yields and resumes as Lua's do.
+  await srv.close();
+});
