@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include <lauxlib.h>
@@ -103,6 +104,9 @@ static int search_dir(lua_State *L, const char *dir, const char *name,
     return 1;
 }
 
+/* Only the modules the directory held at startup (upvalue 2): a file
+ * added while a server runs applies from its next start, as the docs say,
+ * not at whichever require comes first (a mix of old and new policy). */
 static int searcher_user(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
@@ -111,7 +115,60 @@ static int searcher_user(lua_State *L)
         lua_pushliteral(L, "");
         return 1;
     }
+    if (lua_getfield(L, lua_upvalueindex(2), name) == LUA_TNIL) {
+        lua_pushfstring(L, "\n\tno override of '%s' in %s at startup", name, dir);
+        return 1;
+    }
+    lua_pop(L, 1);
     return search_dir(L, dir, name, false);
+}
+
+#define SCAN_DEPTH 8
+#define SCAN_ENTRIES 4096
+
+/* [-0, +0, m] Adds to the table at idx the module names of the .lua files
+ * under path (module prefix prefix: "ad.infra."), at most SCAN_ENTRIES
+ * entries looked at in all. */
+static void scan_overrides(lua_State *L, int idx, const char *path,
+                           const char *prefix, int depth, int *budget)
+{
+    DIR *d = depth < SCAN_DEPTH ? opendir(path) : NULL;
+    if (!d) {
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) && (*budget)-- > 0) {
+        const char *n = e->d_name;
+        if (n[0] == '.') {
+            continue;
+        }
+        char sub[PATH_MAX], mod[PATH_MAX];
+        if ((size_t)snprintf(sub, sizeof sub, "%s/%s", path, n) >= sizeof sub) {
+            continue;
+        }
+        struct stat st;
+        if (stat(sub, &st) != 0) {
+            continue;
+        }
+        size_t len = strlen(n);
+        if (S_ISDIR(st.st_mode)) {
+            if ((size_t)snprintf(mod, sizeof mod, "%s%s.", prefix, n) < sizeof mod) {
+                scan_overrides(L, idx, sub, mod, depth + 1, budget);
+            }
+        } else if (len > 4 && strcmp(n + len - 4, ".lua") == 0) {
+            if (strcmp(n, "init.lua") == 0 && prefix[0]) {
+                lua_pushlstring(L, prefix, strlen(prefix) - 1); /* "ad.x." -> "ad.x" */
+            } else if ((size_t)snprintf(mod, sizeof mod, "%s%.*s", prefix,
+                                        (int)(len - 4), n) < sizeof mod) {
+                lua_pushstring(L, mod);
+            } else {
+                continue;
+            }
+            lua_pushboolean(L, 1);
+            lua_settable(L, idx);
+        }
+    }
+    closedir(d);
 }
 
 static int searcher_embedded(lua_State *L)
@@ -164,7 +221,12 @@ void embed_install_searchers(lua_State *L, const char *user_dir,
     lua_insert(L, -2);
     lua_rawseti(L, -2, 1);
     lua_pushstring(L, user_lua_present ? user_lua_dir : "");
-    lua_pushcclosure(L, searcher_user, 1);
+    lua_newtable(L);
+    if (user_lua_present) {
+        int budget = SCAN_ENTRIES;
+        scan_overrides(L, lua_gettop(L), user_lua_dir, "", 0, &budget);
+    }
+    lua_pushcclosure(L, searcher_user, 2);
     lua_rawseti(L, -2, 2);
     lua_pushstring(L, dev_dir ? dev_dir : "");
     lua_pushcclosure(L, searcher_embedded, 1);

@@ -81,3 +81,26 @@ end)
   // A coroutine of the hook's own still yields and resumes as Lua's do.
   await srv.close();
 });
+
+test('an override file added while a server runs applies from its next start, not at the next require', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const ud = path.join(env.root, 'ulua');
+  fs.mkdirSync(ud, { mode: 0o700 });
+  const srv = env.serve({ env: { AGENT_DISPATCH_USER_LUA_DIR: ud } });
+  await srv.init();
+  await srv.call('list_agents', {});
+  const f = path.join(ud, 'ad', 'domain', 'dialogue.lua');
+  fs.mkdirSync(path.dirname(f), { recursive: true, mode: 0o700 });
+  fs.chmodSync(path.join(ud, 'ad'), 0o700);
+  fs.writeFileSync(f, 'error("override added after startup")', { mode: 0o600 });
+  const r = await srv.call('dispatch_dialogue', { requester: 'a', responder: 'a', topic: 't [stub:reply=hi]', max_rounds: 1 });
+  assert.doesNotMatch(r.text, /override added after startup/, r.text);
+  await srv.close();
+  // The next server loads it, and says whose file fails.
+  const srv2 = env.serve({ env: { AGENT_DISPATCH_USER_LUA_DIR: ud } });
+  await srv2.init();
+  const r2 = await srv2.call('dispatch_dialogue', { requester: 'a', responder: 'a', topic: 't [stub:reply=hi]', max_rounds: 1 });
+  assert.match(r2.text, /override added after startup/, r2.text);
+  await srv2.close();
+});
