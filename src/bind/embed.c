@@ -104,6 +104,80 @@ static int search_dir(lua_State *L, const char *dir, const char *name,
     return 1;
 }
 
+/* Modules every command and the server's handshake load: an override of
+ * one that fails to load would leave nothing running to say so (no
+ * doctor, no lua list, no answer to initialize), so the shipped module is
+ * used in its place, with a warning naming the override. */
+static bool essential(const char *name)
+{
+    static const char *const names[] = {"ad.main", "ad.cli", "ad.cli.common",
+                                        "ad.cli.args", "ad.protocol.mcp"};
+    if (strncmp(name, "ad.infra.", 9) == 0) {
+        return true;
+    }
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(name, names[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* [-0, +1] The shipped module's loader function (raises if none). */
+static void push_shipped(lua_State *L, const char *name)
+{
+    const struct embedded_module *m = embed_find(name);
+    if (!m) {
+        luaL_error(L, "no embedded module '%s'", name);
+    }
+    if (luaL_loadbufferx(L, (const char *)m->code, m->code_len, m->chunkname,
+                         "b") != LUA_OK) {
+        lua_error(L);
+    }
+}
+
+/* [-1, +1] Says on stderr that the override of name failed (the message on
+ * top, replaced by the shipped module's loader). */
+static void fall_back(lua_State *L, const char *name)
+{
+    const char *why = lua_tostring(L, -1);
+    fprintf(stderr,
+            "agent-dispatch: warning: the override of %s failed to load (%s); "
+            "the shipped module is used instead: fix or remove the file\n",
+            name, why ? why : "(error object is not a string)");
+    lua_pop(L, 1);
+    push_shipped(L, name);
+}
+
+/* The loader of an essential module's override: runs the user's chunk
+ * (upvalue 1); when it raises, the shipped module's. */
+static int load_or_ship(lua_State *L) /* name path */
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_settop(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    if (lua_pcall(L, 2, 1, 0) == LUA_OK) {
+        if (lua_istable(L, -1)) {
+            return 1;
+        }
+        lua_pushfstring(L, "%s: it returned %s, not the module's table",
+                        lua_tostring(L, 2), luaL_typename(L, -1));
+        lua_remove(L, -2);
+    }
+    fall_back(L, name);
+    lua_pushvalue(L, 1);
+    lua_pushliteral(L, ":embedded:");
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+static int search_user_dir(lua_State *L) /* dir name */
+{
+    return search_dir(L, lua_tostring(L, 1), lua_tostring(L, 2), false);
+}
+
 /* Only the modules the directory held at startup (upvalue 2): a file
  * added while a server runs applies from its next start, as the docs say,
  * not at whichever require comes first (a mix of old and new policy). */
@@ -120,7 +194,26 @@ static int searcher_user(lua_State *L)
         return 1;
     }
     lua_pop(L, 1);
-    return search_dir(L, dir, name, false);
+    if (!essential(name) || !embed_find(name)) {
+        return search_dir(L, dir, name, false);
+    }
+    lua_settop(L, 1);
+    lua_pushcfunction(L, search_user_dir);
+    lua_pushstring(L, dir);
+    lua_pushvalue(L, 1);
+    if (lua_pcall(L, 2, 2, 0) != LUA_OK) { /* refused, or does not compile */
+        fall_back(L, name);
+        lua_pushliteral(L, ":embedded:");
+        return 2;
+    }
+    if (!lua_isfunction(L, -2)) {
+        lua_pop(L, 1);
+        return 1; /* no file (any more): the message */
+    }
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, load_or_ship, 1);  /* loader path wrapped */
+    lua_replace(L, -3);
+    return 2;
 }
 
 #define SCAN_DEPTH 8

@@ -104,3 +104,26 @@ test('an override file added while a server runs applies from its next start, no
   assert.match(r2.text, /override added after startup/, r2.text);
   await srv2.close();
 });
+
+test('a broken override of a module every command loads: the shipped one is used, with a warning naming the file', async (t) => {
+  const env = newEnv(t);
+  env.setup({ agents: { a: true } });
+  const ud = path.join(env.root, 'ulua');
+  for (const d of ['', 'ad', 'ad/infra']) fs.mkdirSync(path.join(ud, d), { recursive: true, mode: 0o700 });
+  const put = (f, text) => fs.writeFileSync(path.join(ud, f), text, { mode: 0o600 });
+  put('ad/infra/json.lua', 'error("override boom")\n');
+  put('ad/infra/util.lua', 'return nil\n');
+  const e = { AGENT_DISPATCH_USER_LUA_DIR: ud };
+  const srv = env.serve({ env: e });
+  await srv.init();
+  const r = await srv.call('dispatch', { agent: 'a', task: 'still here [stub:reply=yes]' });
+  assert.strictEqual(r.value.result, 'yes', r.text);
+  assert.match(srv.stderr, /override of ad\.infra\.json failed to load \(.*ad\/infra\/json\.lua:1: override boom\); the shipped module is used/);
+  assert.match(srv.stderr, /override of ad\.infra\.util failed to load \(.*ad\/infra\/util\.lua: it returned nil/);
+  await srv.close();
+  for (const cmd of [['doctor'], ['lua', 'list'], ['--help']]) {
+    const c = env.run(cmd, { env: e });
+    assert.doesNotMatch(c.stdout + c.stderr, /is not available|internal error/, c.stdout + c.stderr);
+    assert.match(c.stderr, /override of ad\.infra\.json failed to load/, cmd.join(' '));
+  }
+});
