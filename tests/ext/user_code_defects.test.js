@@ -28,6 +28,7 @@ test('an after_result hook that leaves something that is not a result fails the 
 hook("after_result", function(req, r)
   if req.task:find("EMPTY") then return {} end
   if req.task:find("NUM") then r.result = 42 return r end
+  if req.task:find("TABLE") then error({ code = 7, reason = "quota" }) end
   return r
 end)
 ` });
@@ -43,6 +44,8 @@ end)
     assert.strictEqual(ref.isError, true, ref.text);
     assert.doesNotMatch(ref.text, /internal error|bug in agent-dispatch/, ref.text);
   }
+  const tbl = await srv.call('dispatch', { agent: 'a', task: 'TABLE [stub:reply=hi]' });
+  assert.match(tbl.value.error, /after_result hook in post\.lua failed: error value \{"code":7,"reason":"quota"\}/, tbl.text);
   const ok = await srv.call('dispatch', { agent: 'a', task: 'fine [stub:reply=fine]' });
   assert.strictEqual(ok.value.result, 'fine');
   await srv.close();

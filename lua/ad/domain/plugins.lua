@@ -265,6 +265,11 @@ end
 -- memory budget refused says only "not enough memory": name the budget.
 local function why(res)
   if res == "not enough memory" then return core.task.memory_refused() or res end
+  if type(res) == "table" and res.message == nil then
+    -- error({code = 1}): its contents, not "table: 0x..."
+    local ok, text = pcall(json.encode, res)
+    if ok then return "error value " .. text end
+  end
   return tostring(type(res) == "table" and res.message or res)
 end
 
