@@ -2,6 +2,7 @@
  * the policy layer's main (ad.main) as the root task, and tears everything
  * down when it finishes: every child's process group is killed and reaped,
  * every handle closed, the Lua state closed. */
+#include <fcntl.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -10,6 +11,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -219,9 +221,26 @@ static int exit_status(lua_State *L, struct task *root)
  * loop's own (epoll, eventfd, a signal pipe) and a few to work with. */
 #define MIN_OPEN_FILES 16
 
+/* Started with stdin, stdout or stderr closed (`cmd <&-`): the next
+ * descriptor opened (libuv's epoll or signal pipe) would take that number,
+ * and the channel would read or write it as if it were the stream (libuv
+ * aborts on closing it). Each closed one is /dev/null instead. */
+static void open_std_fds(void)
+{
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) == -1 && errno == EBADF) {
+            int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+            if (n >= 0 && n != fd) {
+                close(n);
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* EPIPE on stdout means "client gone" */
+    open_std_fds();
     if (argc == 2 &&
         (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
         print_version();

@@ -410,7 +410,7 @@ function Server:modern(id, key, msg, meta)
     if caps.extensions ~= nil and params.requestState == nil
         and require("ad.protocol.mcp_tasks_ext").TOOLS[params.name]
         and require("ad.protocol.mcp_tasks_ext").declared(caps) then
-      return require("ad.protocol.mcp_tasks_ext").call(self, id, params)
+      return require("ad.protocol.mcp_tasks_ext").call(self, id, key, params)
     end
     if params.requestState ~= nil or params.inputResponses ~= nil then
       -- An MRTR retry: checked here, so a bad state is a JSON-RPC error
@@ -479,7 +479,7 @@ function Server:legacy(id, key, msg)
     return self:result(id, json.object({ tools = self:tools_json(self.legacy_version,
                                                                 self.client_tasks) }, { "tools" }))
   elseif m == "tools/call" and params.task ~= nil then
-    return require("ad.protocol.mcp_tasks").call(self, id, params)
+    return require("ad.protocol.mcp_tasks").call(self, id, key, params)
   elseif self.client_tasks and m:match("^tasks/") then
     return require("ad.protocol.mcp_tasks").method(self, id, key, m, params)
   elseif m == "tools/call" then
@@ -537,10 +537,19 @@ function Server:message(msg, line)
   -- AGENT_DISPATCH_MCP_ERA=legacy: a legacy-only server, which reads the
   -- 2026 metadata as any other _meta (server/discover is then unknown,
   -- and the client falls back to the initialize handshake).
-  if type(meta) == "table" and meta[META_VERSION] ~= nil and not M.LEGACY_ONLY then
-    return self:modern(id, key, msg, meta)
+  local route = (type(meta) == "table" and meta[META_VERSION] ~= nil and not M.LEGACY_ONLY)
+    and self.modern or self.legacy
+  -- A request whose handling fails (a job store that cannot be read, a
+  -- module that does not load at its first use) gets its own error: the
+  -- reader must go on reading (MCP.md 1.3: exactly one response).
+  local ok, err = pcall(route, self, id, key, msg, meta)
+  if not ok then
+    if type(err) == "table" and err.type == "cancelled" then error(err, 0) end
+    local text = tostring(type(err) == "table" and err.message or err)
+    io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " ERROR agent-dispatch: ", tostring(msg.method),
+      " failed: ", text, "\n")
+    return self:error(id, -32603, "Internal error: " .. text:match("^[^\n]*"))
   end
-  return self:legacy(id, key, msg)
 end
 
 --- Handles one input line (without its newline).

@@ -138,7 +138,14 @@ function M.later(server, id, key, stoppable, fn)
     return server[how](server, ...)
   end
   local t = core.task.spawn(function()
-    fn(reply)
+    -- (a job store that cannot be written, its lock held too long: this
+    -- request's error, not a request left unanswered)
+    local ok, err = pcall(fn, reply)
+    if not ok then
+      if type(err) == "table" and err.type == "cancelled" then settle() error(err, 0) end
+      reply("error", id, -32603, "Internal error: " ..
+        tostring(type(err) == "table" and err.message or err):match("^[^\n]*"))
+    end
     settle()
   end)
   if stoppable then entry.task = t end
@@ -150,39 +157,38 @@ end
 -- server loads them at the first one, not at start.
 
 --- Answers a tools/call that creates a task (this module's legacy tasks,
---- or the 2026 extension's): checks its arguments, then, in a task of its
---- own (the job's worker, spawned from there, inherits the call budget),
---- creates the job with create(name, args) and answers with the
---- CreateTaskResult, or the tool's error envelope; created(res) then runs.
-function M.answer_create(server, id, params, create, modern, created)
+--- or the 2026 extension's), in flight under key like any request
+--- answered later: checks its arguments, then, in a task of its own (the
+--- job's worker, spawned from there, inherits the call budget), creates
+--- the job with create(name, args) and answers with the CreateTaskResult,
+--- or the tool's error envelope; created(res) then runs. Cancelled before
+--- the job is created, it creates none and answers nothing.
+function M.answer_create(server, id, key, params, create, modern, created)
   local mcp = require "ad.protocol.mcp"
   local bad = mcp.arguments_error(params.arguments)
   if bad then return server:error(id, -32602, bad) end
   local args = params.arguments or {}
   mcp.ensure_tools() -- the job is checked against the tool's schema
-  core.task.spawn(function()
+  return M.later(server, id, key, true, function(reply)
     mcp.set_call_budget()
     local ok, res, err = pcall(create, params.name, args)
-    if not ok then
-      return server:error(id, -32603, "Internal error: " ..
-        tostring(type(res) == "table" and res.message or res))
-    end
+    if not ok then error(res, 0) end -- (later answers -32603; a cancel ends here)
     if not res then
-      return server:result(id, mcp.text_result(json.encode(require("ad.tools").envelope(err)),
+      return reply("result", id, mcp.text_result(json.encode(require("ad.tools").envelope(err)),
         true), modern)
     end
-    server:result(id, res, modern)
+    reply("result", id, res, modern)
     if created then created(res) end
   end)
 end
 
---- A legacy tools/call with params.task.
-function M.call(server, id, params)
+--- A legacy tools/call with params.task, in flight under key.
+function M.call(server, id, key, params)
   if not server.client_tasks or not M.TOOLS[params.name] then
     return server:error(id, -32601, "Method not found: " .. tostring(params.name) ..
       " cannot run as a task")
   end
-  return M.answer_create(server, id, params, M.create, false, function(res)
+  return M.answer_create(server, id, key, params, M.create, false, function(res)
     -- notifications/tasks/status on each change of the job from here on
     -- (queued -> running -> its end), wherever it runs.
     local watch = require("ad.protocol.resources").server_watch(server)

@@ -160,9 +160,10 @@ end
 -- The extension's requests to a server (ad.protocol.mcp), here so that
 -- the server loads them at the first one, not at start.
 
---- A tools/call of one of M.TOOLS by a request that declared the extension.
-function M.call(server, id, params)
-  return require("ad.protocol.mcp_tasks").answer_create(server, id, params, M.create, true)
+--- A tools/call of one of M.TOOLS by a request that declared the
+--- extension, in flight under key.
+function M.call(server, id, key, params)
+  return require("ad.protocol.mcp_tasks").answer_create(server, id, key, params, M.create, true)
 end
 
 --- tasks/get, tasks/update, tasks/cancel under in-flight key; caps: the
